@@ -1,0 +1,3 @@
+from dlvm_cluster.cli.app import main
+
+main()

@@ -1,0 +1,63 @@
+"""Spec -> Terraform root module + terraform.tfvars.json, written to a directory.
+
+The module is copied as shipped (readable, and the user's to take over); everything specific
+to the cluster is in the tfvars, so `dlvm render` shows exactly what `up` applies.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dlvm_cluster.errors import ProvisionError, StateError
+from dlvm_cluster.provision.local import local_tfvars
+from dlvm_cluster.provision.modules import module_dir
+from dlvm_cluster.spec.model import ClusterSpec, GcpProvider, LocalProvider
+from dlvm_cluster.state import ClusterState
+
+TFVARS = "terraform.tfvars.json"
+
+
+@dataclass(frozen=True)
+class RenderedModule:
+    provider: str
+    source: Path
+    tfvars: dict[str, Any]
+
+    def write(self, target: Path) -> bool:
+        """Write module files and tfvars into `target`; returns whether anything changed."""
+        changed = False
+        try:
+            target.mkdir(parents=True, exist_ok=True, mode=0o700)
+            for item in sorted(self.source.iterdir()):
+                if not item.is_file():
+                    continue
+                destination = target / item.name
+                if not destination.exists() or destination.read_bytes() != item.read_bytes():
+                    shutil.copy2(item, destination)
+                    changed = True
+            text = json.dumps(self.tfvars, indent=2, sort_keys=True) + "\n"
+            tfvars = target / TFVARS
+            if not tfvars.exists() or tfvars.read_text() != text:
+                tfvars.write_text(text)
+                tfvars.chmod(0o600)
+                changed = True
+        except OSError as exc:
+            raise StateError(f"cannot write the Terraform module to {target}: {exc}") from exc
+        return changed
+
+
+def render(spec: ClusterSpec, state: ClusterState, count: int | None = None) -> RenderedModule:
+    """The module for `spec`, with `count` nodes (default: the spec's)."""
+    nodes = spec.nodes.count if count is None else count
+    if isinstance(spec.provider, LocalProvider):
+        return RenderedModule("local", module_dir("local"), local_tfvars(state, nodes))
+    if isinstance(spec.provider, GcpProvider):
+        raise ProvisionError(
+            "the gcp provider is not available in this version",
+            hint="use provider kind local or ssh",
+        )
+    raise ProvisionError(f"provider {spec.provider.kind!r} does not use Terraform")

@@ -1,0 +1,109 @@
+"""One SSH connection to one node, opened with the pinned host key and fast algorithms.
+
+paramiko's Transport is used directly (not SSHClient) so the key exchange can be chosen:
+curve25519 costs a fraction of OpenSSH's default post-quantum exchange on these machines
+(../shared/reference/baselines.md), and the host key is compared with the pinned one, never
+trusted on first use.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+from dlvm_cluster.errors import RemoteError
+from dlvm_cluster.inventory import Node, fingerprint
+
+CONNECT_TIMEOUT = 10.0
+FAST_KEX = ("curve25519-sha256@libssh.org", "curve25519-sha256")
+FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes128-ctr", "aes256-ctr")
+
+
+class HostKeyMismatch(RemoteError):
+    """The node presented a different host key than the one pinned at provisioning."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    key_path: Path
+
+    def load(self) -> paramiko.PKey:
+        try:
+            return paramiko.Ed25519Key.from_private_key_file(str(self.key_path))
+        except (OSError, paramiko.SSHException) as exc:
+            raise RemoteError(
+                f"cannot load the cluster's SSH key {self.key_path}: {exc}",
+                hint="the state dir is damaged; `dlvm down` then `dlvm up` makes a new key",
+            ) from exc
+
+
+class Connection:
+    """An authenticated SSH transport to one node; channels are opened on it per command."""
+
+    def __init__(self, node: Node, transport: paramiko.Transport) -> None:
+        self.node = node
+        self.transport = transport
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, node: Node, key: paramiko.PKey, timeout: float = CONNECT_TIMEOUT) -> Connection:
+        try:
+            sock = socket.create_connection((node.ip, node.port), timeout=timeout)
+        except OSError as exc:
+            raise RemoteError(
+                f"{node.name} ({node.ip}:{node.port}): cannot connect: {exc}"
+            ) from exc
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport = paramiko.Transport(sock)
+        options = transport.get_security_options()
+        options.kex = _prefer(options.kex, FAST_KEX)
+        options.ciphers = _prefer(options.ciphers, FAST_CIPHERS)
+        options.key_types = _prefer(options.key_types, (node.host_key.split()[0],))
+        try:
+            transport.start_client(timeout=timeout)
+            _verify_host_key(node, transport.get_remote_server_key())
+            transport.auth_publickey(node.user, key)
+        except HostKeyMismatch:
+            transport.close()
+            raise
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            transport.close()
+            raise RemoteError(f"{node.name} ({node.ip}:{node.port}): SSH failed: {exc}") from exc
+        transport.set_keepalive(15)
+        return cls(node, transport)
+
+    @property
+    def alive(self) -> bool:
+        return self.transport.is_active()
+
+    def channel(self) -> paramiko.Channel:
+        try:
+            return self.transport.open_session(timeout=CONNECT_TIMEOUT)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise RemoteError(f"{self.node.name}: cannot open a session: {exc}") from exc
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+def _prefer(available: Sequence[str], wanted: tuple[str, ...]) -> tuple[str, ...]:
+    first = tuple(name for name in wanted if name in available)
+    return first + tuple(name for name in available if name not in first)
+
+
+def _verify_host_key(node: Node, presented: paramiko.PKey) -> None:
+    pinned_type, pinned_blob = node.host_key.split()[:2]
+    if presented.get_name() == pinned_type and presented.get_base64() == pinned_blob:
+        return
+    got = f"{presented.get_name()} {presented.get_base64()}"
+    raise HostKeyMismatch(
+        f"{node.name} ({node.ip}): HOST KEY CHANGED: pinned {fingerprint(node.host_key)}, "
+        f"presented {fingerprint(got)}",
+        hint="the node may have been replaced or someone may be intercepting; "
+        "if the node was recreated on purpose, run `dlvm up` to re-pin it",
+    )

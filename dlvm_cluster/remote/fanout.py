@@ -1,0 +1,221 @@
+"""Run a command on many nodes at once, streaming their output line by line.
+
+One thread per node (bounded); the calling thread only waits, so Ctrl-C reaches it and is
+turned into a cancel event: every node's remote process tree is then stopped before this
+returns. A node that stops answering (partition, dead host) is detected by an SSH
+keepalive that expects a reply, and is reported without holding the others up.
+"""
+
+from __future__ import annotations
+
+import select
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import IO
+
+import paramiko
+
+from dlvm_cluster.errors import RemoteError
+from dlvm_cluster.inventory import Node
+from dlvm_cluster.remote.command import PID_MARKER, kill_tree
+from dlvm_cluster.remote.connection import Connection
+from dlvm_cluster.remote.pool import SshPool
+from dlvm_cluster.remote.results import CommandResult, GroupResult
+
+LineSink = Callable[[Node, str, str], None]  # node, "out" | "err", one line without newline
+MAX_PARALLEL = 128
+LIVENESS_IDLE = 5.0  # seconds of silence before asking the node whether it is still there
+LIVENESS_TIMEOUT = 10.0  # seconds a node may take to answer that question
+
+
+def _discard(node: Node, stream: str, line: str) -> None:
+    return None
+
+
+class _NodeRun:
+    """The run of one command on one node."""
+
+    def __init__(
+        self,
+        node: Node,
+        pool: SshPool,
+        command: str,
+        *,
+        sink: LineSink,
+        timeout: float | None,
+        cancel: threading.Event,
+        log: IO[str] | None,
+    ) -> None:
+        self.node = node
+        self.pool = pool
+        self.command = command
+        self.sink = sink
+        self.timeout = timeout
+        self.cancel = cancel
+        self.log = log
+        self.result = CommandResult(node=node.name, rank=node.rank)
+        self.pid: int | None = None
+        self._partial = {"out": b"", "err": b""}
+
+    def run(self) -> CommandResult:
+        start = time.monotonic()
+        try:
+            connection = self.pool.get(self.node)
+            channel = connection.channel()
+            channel.exec_command(self.command)
+            self._pump(connection, channel, start)
+        except RemoteError as exc:
+            self.result.error = f"unreachable: {exc}"
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            self.result.error = f"connection lost: {exc}"
+        self.result.duration = time.monotonic() - start
+        for stream in ("out", "err"):
+            self._feed(stream, b"", final=True)
+        return self.result
+
+    def _pump(self, connection: Connection, channel: paramiko.Channel, start: float) -> None:
+        last_heard = time.monotonic()
+        while True:
+            if self.cancel.is_set():
+                self._stop(connection, channel)
+                self.result.error = "interrupted"
+                return
+            if self.timeout is not None and time.monotonic() - start > self.timeout:
+                self._stop(connection, channel)
+                self.result.error = f"timed out after {self.timeout:g}s"
+                self.result.timed_out = True
+                return
+            select.select([channel], [], [], 0.2)
+            heard = False
+            while channel.recv_ready():
+                self._feed("out", channel.recv(65536))
+                heard = True
+            while channel.recv_stderr_ready():
+                self._feed("err", channel.recv_stderr(65536))
+                heard = True
+            if heard:
+                last_heard = time.monotonic()
+            elif channel.exit_status_ready():
+                self.result.exit_code = channel.recv_exit_status()
+                channel.close()
+                return
+            elif channel.closed or not connection.alive:
+                self.result.error = "connection closed before the command finished"
+                return
+            elif time.monotonic() - last_heard > LIVENESS_IDLE:
+                if not _answers(connection):
+                    connection.close()
+                    self.result.error = f"lost: no answer for {LIVENESS_TIMEOUT:g}s"
+                    return
+                last_heard = time.monotonic()
+
+    def _stop(self, connection: Connection, channel: paramiko.Channel) -> None:
+        """Stop the remote process tree (TERM, then KILL), over a second channel."""
+        deadline = time.monotonic() + 2.0
+        while self.pid is None and time.monotonic() < deadline and not channel.exit_status_ready():
+            if channel.recv_stderr_ready():
+                self._feed("err", channel.recv_stderr(65536))
+            time.sleep(0.05)
+        if self.pid is not None and not channel.exit_status_ready():
+            stopper = None
+            try:
+                stopper = connection.channel()
+                stopper.exec_command(kill_tree(self.pid))
+                stopper.settimeout(15.0)
+                stopper.recv_exit_status()
+            except (RemoteError, paramiko.SSHException, OSError, EOFError):
+                pass
+            finally:
+                if stopper is not None:
+                    stopper.close()
+        channel.close()
+
+    def _feed(self, stream: str, data: bytes, *, final: bool = False) -> None:
+        buffer = self._partial[stream] + data
+        lines = buffer.split(b"\n")
+        self._partial[stream] = b"" if final else lines.pop()
+        for raw in lines:
+            if final and not raw:
+                continue
+            text = raw.decode("utf-8", errors="replace").rstrip("\r")
+            if stream == "err" and self.pid is None and text.startswith(PID_MARKER):
+                self.pid = int(text[len(PID_MARKER) :])
+                continue
+            self.result.tail.append(text)
+            if self.log is not None:
+                self.log.write(text + "\n")
+            self.sink(self.node, stream, text)
+
+
+def _answers(connection: Connection) -> bool:
+    """Ask the node for a reply; False if none comes within LIVENESS_TIMEOUT."""
+    answered = threading.Event()
+
+    def ask() -> None:
+        try:
+            connection.transport.global_request("keepalive@openssh.com", wait=True)
+            answered.set()
+        except (paramiko.SSHException, OSError, EOFError):
+            pass
+
+    threading.Thread(target=ask, daemon=True).start()
+    return answered.wait(LIVENESS_TIMEOUT)
+
+
+def run_on_nodes(
+    pool: SshPool,
+    nodes: Sequence[Node],
+    command_for: Callable[[Node], str],
+    *,
+    sink: LineSink = _discard,
+    timeout: float | None = None,
+    log_dir: Path | None = None,
+) -> GroupResult:
+    """Run each node's command at once; returns when all are done. Ctrl-C stops every node's
+    process tree, then raises KeyboardInterrupt; a second Ctrl-C raises at once."""
+    cancel = threading.Event()
+    logs: list[IO[str]] = []
+    runs = []
+    for node in nodes:
+        log: IO[str] | None = None
+        if log_dir is not None:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            log = open(log_dir / f"{node.name}.log", "w", encoding="utf-8")  # noqa: SIM115
+            logs.append(log)
+        runs.append(
+            _NodeRun(
+                node,
+                pool,
+                command_for(node),
+                sink=sink,
+                timeout=timeout,
+                cancel=cancel,
+                log=log,
+            )
+        )
+    executor = ThreadPoolExecutor(max_workers=max(1, min(len(runs), MAX_PARALLEL)))
+    try:
+        futures: list[Future[CommandResult]] = [executor.submit(run.run) for run in runs]
+        try:
+            _wait_all(futures)
+        except KeyboardInterrupt:
+            cancel.set()
+            _wait_all(futures)  # a second Ctrl-C escapes from here
+            raise
+        executor.shutdown()
+        return GroupResult(tuple(future.result() for future in futures))
+    except BaseException:
+        executor.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        for log in logs:
+            log.close()
+
+
+def _wait_all(futures: list[Future[CommandResult]]) -> None:
+    pending = set(futures)
+    while pending:
+        _, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)

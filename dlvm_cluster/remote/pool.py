@@ -1,0 +1,96 @@
+"""One SSH connection per node for the life of a dlvm command, opened concurrently and reused
+by every phase (readiness, sync, setup, exec)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+
+import paramiko
+
+from dlvm_cluster.errors import RemoteError
+from dlvm_cluster.inventory import Inventory, Node
+from dlvm_cluster.remote.connection import CONNECT_TIMEOUT, Connection, Credentials, HostKeyMismatch
+
+MAX_PARALLEL_CONNECTS = 64
+
+
+class SshPool:
+    def __init__(self, inventory: Inventory, credentials: Credentials) -> None:
+        self.inventory = inventory
+        self._credentials = credentials
+        self._key: paramiko.PKey | None = None
+        self._connections: dict[str, Connection] = {}
+        self._lock = threading.Lock()
+
+    def _pkey(self) -> paramiko.PKey:
+        with self._lock:
+            if self._key is None:
+                self._key = self._credentials.load()
+            return self._key
+
+    def get(self, node: Node, timeout: float = CONNECT_TIMEOUT) -> Connection:
+        with self._lock:
+            existing = self._connections.get(node.name)
+        if existing is not None and existing.alive:
+            return existing
+        connection = Connection.open(node, self._pkey(), timeout=timeout)
+        with self._lock:
+            self._connections[node.name] = connection
+        return connection
+
+    def connect(
+        self, nodes: Iterable[Node], timeout: float = CONNECT_TIMEOUT
+    ) -> dict[str, RemoteError]:
+        """Open connections to `nodes` at once; returns the error of each node that failed."""
+        nodes = list(nodes)
+        errors: dict[str, RemoteError] = {}
+
+        def attempt(node: Node) -> None:
+            try:
+                self.get(node, timeout)
+            except RemoteError as exc:
+                errors[node.name] = exc
+
+        if nodes:
+            with ThreadPoolExecutor(max_workers=min(len(nodes), MAX_PARALLEL_CONNECTS)) as pool:
+                list(pool.map(attempt, nodes))
+        return errors
+
+    def wait_ready(self, nodes: Iterable[Node], deadline: float) -> None:
+        """Retry until every node answers SSH with its pinned key, or name those that never did."""
+        pending = list(nodes)
+        errors: dict[str, RemoteError] = {}
+        while pending:
+            errors = self.connect(
+                pending, timeout=min(CONNECT_TIMEOUT, max(1.0, deadline - time.monotonic()))
+            )
+            for error in errors.values():
+                if isinstance(error, HostKeyMismatch):
+                    raise error
+            pending = [node for node in pending if node.name in errors]
+            if not pending or time.monotonic() >= deadline:
+                break
+            time.sleep(0.5)
+        if pending:
+            names = ", ".join(node.name for node in pending)
+            detail = "; ".join(str(errors[node.name]) for node in pending[:3])
+            raise RemoteError(
+                f"node(s) never answered SSH: {names} ({detail})",
+                hint="check `dlvm status`; `dlvm up` recreates nodes that are gone",
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            connections = list(self._connections.values())
+            self._connections.clear()
+        for connection in connections:
+            connection.close()
+
+    def __enter__(self) -> SshPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,212 @@
+"""The state dir of each cluster ($DLVM_HOME/clusters/NAME, mode 0700) and its lock.
+
+Everything dlvm knows about a cluster lives here, written atomically, so that a process killed
+at any moment leaves files from which `up` converges and `down` cleans up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import stat
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from dlvm_cluster.errors import StateError, UsageError
+
+STATE_MODE = 0o700
+SECRET_MODE = 0o600
+
+
+def dlvm_home() -> Path:
+    return Path(os.environ.get("DLVM_HOME", "~/.dlvm")).expanduser()
+
+
+def clusters_root() -> Path:
+    return dlvm_home() / "clusters"
+
+
+def write_atomic(path: Path, content: str | bytes, mode: int = SECRET_MODE) -> None:
+    """Write via a temporary file and rename, so readers never see half a file."""
+    data = content.encode() if isinstance(content, str) else content
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise StateError(
+            f"cannot write {path}: {exc.strerror}",
+            hint="check free disk space and the permissions of DLVM_HOME",
+        ) from exc
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    """Paths of one cluster's state; creating the object touches nothing on disk."""
+
+    name: str
+    root: Path
+
+    @classmethod
+    def for_name(cls, name: str) -> ClusterState:
+        return cls(name=name, root=clusters_root() / name)
+
+    @property
+    def terraform_dir(self) -> Path:
+        return self.root / "terraform"
+
+    @property
+    def key_path(self) -> Path:
+        return self.root / "ssh" / "id_ed25519"
+
+    @property
+    def authorized_keys(self) -> Path:
+        return self.root / "ssh" / "authorized_keys"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.root / "ssh" / "known_hosts"
+
+    @property
+    def inventory_path(self) -> Path:
+        return self.root / "inventory.json"
+
+    @property
+    def applied_spec_path(self) -> Path:
+        return self.root / "spec.json"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    def exists(self) -> bool:
+        return self.inventory_path.exists() or self.terraform_dir.exists()
+
+    def create(self) -> None:
+        for directory in (self.root, self.root / "ssh", self.logs_dir):
+            directory.mkdir(parents=True, exist_ok=True, mode=STATE_MODE)
+            os.chmod(directory, STATE_MODE)
+
+    def check_permissions(self) -> None:
+        """Refuse state that others can read, as ssh refuses such keys."""
+        for path in (self.root, self.key_path):
+            if not path.exists():
+                continue
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if mode & 0o077:
+                raise StateError(
+                    f"{path} is readable by other users (mode {mode:o})",
+                    hint=f"run: chmod {'700' if path.is_dir() else '600'} {path}",
+                )
+
+    def ensure_key_pair(self) -> None:
+        """The cluster's own ed25519 key: made once, never leaves the state dir."""
+        if self.key_path.exists():
+            return
+        key = Ed25519PrivateKey.generate()
+        private = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+        public = key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        line = public.decode() + f" dlvm-{self.name}\n"
+        write_atomic(self.key_path, private, SECRET_MODE)
+        write_atomic(self.key_path.with_suffix(".pub"), line, 0o644)
+        write_atomic(self.authorized_keys, line, SECRET_MODE)
+
+    def public_key(self) -> str:
+        return self.key_path.with_suffix(".pub").read_text().strip()
+
+    def read_json(self, path: Path) -> Any:
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise StateError(
+                f"cannot read {path}: {exc}", hint="the state dir is damaged; `dlvm down` cleans up"
+            ) from exc
+
+    def write_json(self, path: Path, value: Any) -> None:
+        write_atomic(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+    @contextlib.contextmanager
+    def lock(self, command: str) -> Iterator[None]:
+        """Hold the cluster's lock: a second command that changes it is refused, naming the holder.
+
+        flock is released by the kernel when the holder dies, so a killed dlvm never leaves a
+        stale lock behind.
+        """
+        self.create()
+        lock_path = self.root / "lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, SECRET_MODE)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another dlvm"
+                raise StateError(
+                    f"cluster {self.name!r} is busy: {holder}",
+                    hint="wait for that command to finish, or stop it",
+                ) from exc
+            os.ftruncate(fd, 0)
+            os.pwrite(
+                fd,
+                f"`dlvm {command}` (pid {os.getpid()} on {socket.gethostname()}, "
+                f"since {time.strftime('%H:%M:%S')})\n".encode(),
+                0,
+            )
+            yield
+            os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)
+
+
+def resolve_cluster(target: str) -> ClusterState:
+    """CLUSTER on the command line: a cluster name, or the path of its YAML file."""
+    from dlvm_cluster.spec import load_spec
+
+    candidate = Path(target)
+    if target.endswith((".yaml", ".yml")) or (candidate.exists() and candidate.is_file()):
+        return ClusterState.for_name(load_spec(candidate).spec.name)
+    state = ClusterState.for_name(target)
+    if not state.exists():
+        known = sorted(p.name for p in clusters_root().glob("*") if p.is_dir())
+        raise UsageError(
+            f"no cluster named {target!r} under {clusters_root()}",
+            hint=("known clusters: " + ", ".join(known))
+            if known
+            else "create one with `dlvm up FILE`",
+        )
+    return state
+
+
+def list_clusters() -> list[ClusterState]:
+    root = clusters_root()
+    if not root.exists():
+        return []
+    return [ClusterState.for_name(p.name) for p in sorted(root.iterdir()) if p.is_dir()]
+
+
+def python_bin_dir() -> str:
+    """Directory of the running interpreter's scripts (torchrun, ...), for the local provider."""
+    return str(Path(sys.executable).parent)

@@ -1,0 +1,151 @@
+#!/bin/sh
+# Creates and destroys the local provider's pieces: a bridge per cluster, and per node a
+# network namespace, a mount+UTS namespace held by a small init process, and an sshd.
+# Every action is idempotent, so an interrupted apply or destroy can simply be run again.
+set -eu
+
+node_dir() { echo "$STATE_DIR/nodes/$NODE"; }
+
+need_root() {
+  if [ "$(id -u)" != 0 ]; then
+    echo "the local provider needs root (network namespaces, mounts)" >&2
+    exit 1
+  fi
+}
+
+network_up() {
+  need_root
+  mkdir -p "$STATE_DIR/nodes"
+  [ -f "$STATE_DIR/nodes/hosts" ] || printf '127.0.0.1 localhost\n' > "$STATE_DIR/nodes/hosts"
+  if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
+    ip link add "$BRIDGE" type bridge
+  fi
+  ip addr replace "$GATEWAY_IP/$PREFIX_LEN" dev "$BRIDGE"
+  ip link set "$BRIDGE" up
+}
+
+network_down() {
+  ip link del "$BRIDGE" 2>/dev/null || true
+  rm -f "$STATE_DIR/nodes/hosts"
+  rmdir "$STATE_DIR/nodes" 2>/dev/null || true
+}
+
+write_hosts() {
+  mkdir -p "$STATE_DIR/nodes"
+  # Rewritten in place (not replaced) so the nodes' bind mounts of this file see the change.
+  printf '127.0.0.1 localhost\n%s' "$HOSTS" > "$STATE_DIR/nodes/hosts.new"
+  cat "$STATE_DIR/nodes/hosts.new" > "$STATE_DIR/nodes/hosts"
+  rm -f "$STATE_DIR/nodes/hosts.new"
+}
+
+kill_namespace_processes() {
+  if [ -e "/run/netns/$NAMESPACE" ]; then
+    pids=$(ip netns pids "$NAMESPACE" || true)
+    if [ -n "$pids" ]; then
+      # shellcheck disable=SC2086
+      kill -9 $pids 2>/dev/null || true
+      for _ in $(seq 50); do
+        [ -z "$(ip netns pids "$NAMESPACE" 2>/dev/null)" ] && break
+        sleep 0.1
+      done
+    fi
+  fi
+}
+
+node_down() {
+  kill_namespace_processes
+  ip link del "$VETH" 2>/dev/null || true
+  ip netns del "$NAMESPACE" 2>/dev/null || true
+  d=$(node_dir)
+  # The overlay's work dir keeps root-only entries: remove the whole node dir.
+  rm -rf "$d"
+}
+
+node_up() {
+  need_root
+  d=$(node_dir)
+  # A half-made node from an interrupted run is removed and made again.
+  node_down
+  mkdir -p "$d/home-upper" "$d/home-work" "$d/tmp" /run/sshd
+  chmod 1777 "$d/tmp"
+  chmod 0700 "$d"
+  ssh-keygen -q -t ed25519 -N '' -C "$NODE" -f "$d/ssh_host_ed25519_key"
+  cp "$d/ssh_host_ed25519_key.pub" "$d/host_key.$NODE_ID.pub"
+
+  ip netns add "$NAMESPACE"
+  ip link add "$VETH" type veth peer name eth0 netns "$NAMESPACE"
+  ip link set "$VETH" master "$BRIDGE" up
+  ip -n "$NAMESPACE" addr add "$NODE_IP/$PREFIX_LEN" dev eth0
+  ip -n "$NAMESPACE" link set lo up
+  ip -n "$NAMESPACE" link set eth0 up
+  ip -n "$NAMESPACE" route add default via "$GATEWAY_IP"
+
+  # The init process holds the node's mount and UTS namespaces: own hostname, /etc/hosts and
+  # /run, a copy-on-write home (the host's home as the lower layer) and a private /tmp. The
+  # node dir is bind-mounted at /run/dlvm/node first, so later mounts cannot hide it.
+  home=${HOME:-/root}
+  cat > "$d/init.sh" <<INIT
+set -e
+exec 3>"$d/init.ready"
+hostname "$NODE"
+mount --bind "$STATE_DIR/nodes/hosts" /etc/hosts
+mount -t tmpfs -o mode=0755 tmpfs /run
+mkdir -p /run/sshd /run/dlvm/node
+: > /run/dlvm/authorized_keys
+mount --bind "$AUTHORIZED_KEYS" /run/dlvm/authorized_keys
+mount --bind "$d" /run/dlvm/node
+mount --bind /run/dlvm/node/tmp /tmp
+mount -t overlay overlay -o "lowerdir=$home,upperdir=/run/dlvm/node/home-upper,workdir=/run/dlvm/node/home-work" "$home"
+echo \$\$ >&3
+exec 3>&-
+exec sleep infinity
+INIT
+  setsid ip netns exec "$NAMESPACE" unshare --mount --uts --propagation private -- \
+    sh "$d/init.sh" </dev/null >"$d/init.log" 2>&1 &
+  for _ in $(seq 200); do
+    [ -s "$d/init.ready" ] && break
+    sleep 0.05
+  done
+  if [ ! -s "$d/init.ready" ]; then
+    echo "node $NODE: init process did not start: $(cat "$d/init.log")" >&2
+    exit 1
+  fi
+
+  cat > "$d/sshd_config" <<CONF
+ListenAddress $NODE_IP:22
+HostKey /run/dlvm/node/ssh_host_ed25519_key
+PidFile /run/dlvm/node/sshd.pid
+AuthorizedKeysFile /run/dlvm/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+UseDNS no
+PrintMotd no
+PrintLastLog no
+MaxStartups 200
+MaxSessions 100
+KexAlgorithms curve25519-sha256,curve25519-sha256@libssh.org,sntrup761x25519-sha512@openssh.com
+Subsystem sftp internal-sftp
+CONF
+  nsenter --target "$(cat "$d/init.ready")" --net --mount --uts -- \
+    /usr/sbin/sshd -f /run/dlvm/node/sshd_config -E /run/dlvm/node/sshd.log
+  for _ in $(seq 200); do
+    [ -s "$d/sshd.pid" ] && break
+    sleep 0.05
+  done
+  if [ ! -s "$d/sshd.pid" ]; then
+    echo "node $NODE: sshd did not start: $(tail -5 "$d/sshd.log" 2>/dev/null)" >&2
+    exit 1
+  fi
+}
+
+case "${1:-}" in
+  network-up) network_up ;;
+  network-down) network_down ;;
+  hosts) write_hosts ;;
+  node-up) node_up ;;
+  node-down) node_down ;;
+  *) echo "usage: node.sh network-up|network-down|hosts|node-up|node-down" >&2; exit 2 ;;
+esac
