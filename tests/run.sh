@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The test command: installs what is needed, then lint, types and the whole test suite
+# (unit tests and real end-to-end runs on local clusters; needs root).
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+bash examples/install.sh --dev
+echo "==> ruff"
+.venv/bin/ruff check dlvm_cluster tests bench examples
+.venv/bin/ruff format --check dlvm_cluster tests bench examples
+echo "==> mypy"
+.venv/bin/mypy
+echo "==> pytest"
+set +e
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+code=$?
+set -e
+if [[ $code -eq 5 ]]; then
+  echo "pytest collected no tests: that is a failure" >&2
+  exit 1
+fi
+exit $code

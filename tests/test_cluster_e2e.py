@@ -1,0 +1,184 @@
+"""End to end on the local provider: real Terraform, real namespaces, real sshd."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import Cli, require_root, unique_name, write_spec
+from system import links, mounts_mentioning, namespaces, processes_mentioning
+
+pytestmark = pytest.mark.cluster
+
+
+def _lines_by_node(stdout: str) -> dict[str, str]:
+    found = {}
+    for line in stdout.splitlines():
+        node, _, text = line.partition("] ")
+        found[node.lstrip("[")] = text
+    return found
+
+
+def test_exec_sees_ranks_addresses_and_contract_env(cli: Cli, cluster3: tuple[str, Path]) -> None:
+    name, _ = cluster3
+    result = cli.run(
+        "exec",
+        name,
+        "--",
+        'echo "$DLVM_CLUSTER|$DLVM_NODE_RANK|$DLVM_NUM_NODES|$(echo $DLVM_NODE_IPS)|'
+        '$DLVM_HEAD_IP|$DLVM_GPUS_PER_NODE|$(hostname)|$(hostname -i)"',
+        check=True,
+    )
+    rows = {node: text.split("|") for node, text in _lines_by_node(result.stdout).items()}
+    assert sorted(rows) == ["node-0", "node-1", "node-2"]
+    status = cli.status(name)
+    ips = [node["ip"] for node in status["nodes"]]  # type: ignore[index]
+    assert len(set(ips)) == 3
+    for rank in range(3):
+        cluster, node_rank, count, all_ips, head, gpus, host, host_ip = rows[f"node-{rank}"]
+        assert (cluster, node_rank, count, gpus, host) == (name, str(rank), "3", "0", f"node-{rank}")
+        assert all_ips.split() == ips
+        assert head == ips[0]
+        # gloo binds to the address the hostname resolves to: it must be the node's own.
+        assert host_ip.split()[0] == ips[rank]
+
+
+def test_tmp_and_home_are_private_per_node(cli: Cli, cluster3: tuple[str, Path]) -> None:
+    name, _ = cluster3
+    cli.run("exec", name, "--nodes", "1", "--", "echo x > /tmp/mark && echo y > ~/mark", check=True)
+    result = cli.run("exec", name, "--", "ls /tmp/mark ~/mark 2>/dev/null | wc -l")
+    counts = _lines_by_node(result.stdout)
+    assert counts == {"node-0": "0", "node-1": "2", "node-2": "0"}
+
+
+def test_exec_exit_codes_and_node_selection(cli: Cli, cluster3: tuple[str, Path]) -> None:
+    name, _ = cluster3
+    result = cli.run("exec", name, "--nodes", "0,2", "--", "exit $DLVM_NODE_RANK")
+    assert result.returncode == 1
+    assert "node-2: exit 2" in result.stderr
+    assert "node-0" not in result.stderr
+    ok = cli.run("exec", name, "--nodes", "node-1", "--", "true")
+    assert ok.returncode == 0
+
+
+def test_exec_output_lines_never_mix(cli: Cli, cluster3: tuple[str, Path]) -> None:
+    name, _ = cluster3
+    result = cli.run(
+        "exec", name, "--", "for i in $(seq 200); do echo line-$DLVM_NODE_RANK-$i; done", check=True
+    )
+    lines = result.stdout.splitlines()
+    assert len(lines) == 600
+    for line in lines:
+        node, _, text = line.partition("] ")
+        assert text == f"line-{node[len('[node-'):]}-{text.split('-')[2]}"
+
+
+def test_re_up_is_a_fast_no_op(cli: Cli, cluster3: tuple[str, Path]) -> None:
+    name, spec = cluster3
+    before = cli.status(name)
+    result = cli.run("up", str(spec), check=True)
+    assert "nothing to do" in result.stdout
+    assert "terraform" not in result.stderr
+    assert cli.status(name) == before
+
+
+def test_ssh_config_works_with_plain_openssh(cli: Cli, cluster3: tuple[str, Path], tmp_path: Path) -> None:
+    name, _ = cluster3
+    config = tmp_path / "ssh_config"
+    config.write_text(cli.run("ssh-config", name, check=True).stdout)
+    import subprocess
+
+    out = subprocess.run(
+        ["ssh", "-F", str(config), f"{name}-node-2", "hostname"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "node-2"
+
+
+def test_changed_host_key_is_refused(cli: Cli, tmp_path: Path) -> None:
+    require_root()
+    name = unique_name("hk")
+    spec = write_spec(tmp_path, name, 1)
+    cli.run("up", str(spec), check=True)
+    try:
+        inventory_path = cli.home / "clusters" / name / "inventory.json"
+        data = json.loads(inventory_path.read_text())
+        # Pin another key, as if the node had been swapped for an impostor.
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        other = (
+            Ed25519PrivateKey.generate()
+            .public_key()
+            .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+            .decode()
+        )
+        data["nodes"][0]["host_key"] = other
+        inventory_path.write_text(json.dumps(data))
+        result = cli.run("exec", name, "--", "echo should-not-run")
+        assert result.returncode == 1
+        assert "HOST KEY CHANGED" in result.stderr
+        assert "should-not-run" not in result.stdout
+        assert "Traceback" not in result.stderr
+    finally:
+        cli.run("down", name, "--yes", check=True)
+
+
+def test_two_clusters_side_by_side_and_down_leaves_nothing(cli: Cli, tmp_path: Path) -> None:
+    require_root()
+    names = [unique_name("pa"), unique_name("pb")]
+    specs = [write_spec(tmp_path, n, 2) for n in names]
+    for spec in specs:
+        cli.run("up", str(spec), check=True)
+    bridges = []
+    try:
+        ips = []
+        for n in names:
+            status = cli.status(n)
+            ips += [node["ip"] for node in status["nodes"]]  # type: ignore[index]
+            tfvars = json.loads(
+                (cli.home / "clusters" / n / "terraform" / "terraform.tfvars.json").read_text()
+            )
+            bridges.append(tfvars["network"]["bridge"])
+            bridges.append(tfvars["network"]["veth_prefix"])
+            assert len(namespaces(n)) == 2
+        assert len(set(ips)) == 4
+        for n in names:
+            assert cli.run("exec", n, "--", "true").returncode == 0
+    finally:
+        for n in names:
+            cli.run("down", n, "--yes", check=True)
+    for n in names:
+        assert namespaces(n) == []
+        assert processes_mentioning(f"/clusters/{n}/") == []
+        assert mounts_mentioning(f"/clusters/{n}/") == []
+        assert not (cli.home / "clusters" / n).exists()
+    assert links(bridges) == []
+    assert processes_mentioning("/run/dlvm/node/sshd_config") == [] or all(
+        n not in line for line in processes_mentioning("sshd") for n in names
+    )
+
+
+def test_not_root_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without root the local provider stops with a message and exit 3, not a traceback."""
+    import os
+
+    from dlvm_cluster.cli.app import main
+
+    spec = write_spec(tmp_path, unique_name("nr"), 1)
+    monkeypatch.setenv("DLVM_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr("sys.argv", ["dlvm", "up", str(spec)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 3
+    err = capsys.readouterr().err
+    assert "needs root" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "home" / "clusters").exists()
