@@ -1,0 +1,180 @@
+"""up, down, plan and render: spec -> render -> terraform -> inventory -> SSH -> files -> setup."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dlvm_cluster.inventory import Inventory, from_terraform_outputs
+from dlvm_cluster.orchestrate.files import SetupReport, push_files, run_setup
+from dlvm_cluster.orchestrate.records import (
+    applied_digest,
+    load_inventory,
+    save_applied,
+    save_inventory,
+    spec_digest,
+)
+from dlvm_cluster.progress import Progress
+from dlvm_cluster.provision.local import check_local_privileges, local_node_env
+from dlvm_cluster.provision.render import TFVARS, RenderedModule, render
+from dlvm_cluster.provision.terraform import Terraform
+from dlvm_cluster.remote.connection import Credentials
+from dlvm_cluster.remote.pool import SshPool
+from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec, LocalProvider
+from dlvm_cluster.state import ClusterState, write_atomic
+
+READY_TIMEOUT = 60.0
+HEALTH_TIMEOUT = 3.0
+
+
+@dataclass(frozen=True)
+class UpResult:
+    inventory: Inventory
+    provisioned: bool  # Terraform changed something
+    files_sent: int
+    setup: SetupReport
+    seconds: float
+
+    @property
+    def changed(self) -> bool:
+        return self.provisioned or self.files_sent > 0 or bool(self.setup.ran)
+
+
+def _check_provider(spec: ClusterSpec) -> None:
+    if isinstance(spec.provider, LocalProvider):
+        check_local_privileges()
+
+
+def _provider_env(spec: ClusterSpec) -> dict[str, str]:
+    return local_node_env() if isinstance(spec.provider, LocalProvider) else {}
+
+
+def _gpus(spec: ClusterSpec) -> int:
+    return spec.nodes.accelerator.count if spec.nodes.accelerator else 0
+
+
+def _init_if_needed(terraform: Terraform, module: RenderedModule, workdir: Path) -> None:
+    """`terraform init` once per module version (a marker holds the module's digest)."""
+    digest = hashlib.sha256()
+    for item in sorted(module.source.iterdir()):
+        if item.is_file():
+            digest.update(item.name.encode() + item.read_bytes())
+    marker = workdir / ".dlvm-init"
+    if marker.exists() and marker.read_text() == digest.hexdigest():
+        return
+    terraform.init()
+    write_atomic(marker, digest.hexdigest())
+
+
+def _provision(
+    loaded: LoadedSpec, state: ClusterState, progress: Progress
+) -> tuple[Inventory, bool]:
+    """Terraform only when needed: a healthy cluster with an unchanged spec skips it."""
+    spec = loaded.spec
+    module = render(spec, state)
+    module_changed = module.write(state.terraform_dir)
+    previous = load_inventory(state)
+    broken: list[str] = []
+    if previous is not None and not module_changed and applied_digest(state) == spec_digest(spec):
+        progress.stage("checking nodes")
+        with SshPool(previous, Credentials(state.key_path)) as pool:
+            broken = sorted(pool.connect(previous.nodes, timeout=HEALTH_TIMEOUT))
+        if not broken:
+            return previous, False
+        progress.note(f"not answering, will be recreated: {', '.join(broken)}")
+    terraform = Terraform(state.terraform_dir, progress.terraform)
+    progress.stage("terraform")
+    _init_if_needed(terraform, module, state.terraform_dir)
+    result = terraform.apply(replace=[f'terraform_data.node["{name}"]' for name in broken])
+    inventory = from_terraform_outputs(
+        spec.name, result.outputs, env=_provider_env(spec), gpus_per_node=_gpus(spec)
+    )
+    save_inventory(state, inventory)
+    return inventory, True
+
+
+def up(loaded: LoadedSpec, progress: Progress, *, rerun_setup: bool = False) -> UpResult:
+    """Create or converge the cluster; a second run on a healthy cluster changes nothing."""
+    started = time.monotonic()
+    spec = loaded.spec
+    _check_provider(spec)
+    state = ClusterState.for_name(spec.name)
+    with state.lock("up"):
+        state.check_permissions()
+        state.ensure_key_pair()
+        inventory, provisioned = _provision(loaded, state, progress)
+        with SshPool(inventory, Credentials(state.key_path)) as pool:
+            progress.stage("waiting for SSH")
+            pool.wait_ready(inventory.nodes, time.monotonic() + READY_TIMEOUT)
+            synced = push_files(pool, loaded, inventory.nodes, progress)
+            setup = run_setup(pool, inventory, loaded, inventory.nodes, progress, rerun=rerun_setup)
+        save_applied(state, loaded)
+        return UpResult(
+            inventory,
+            provisioned=provisioned,
+            files_sent=sum(r.sent_files for r in synced),
+            setup=setup,
+            seconds=time.monotonic() - started,
+        )
+
+
+def down(state: ClusterState, progress: Progress) -> float:
+    """Destroy everything `up` made, then remove the state dir. Safe to run again."""
+    started = time.monotonic()
+    with state.lock("down"):
+        if (state.terraform_dir / TFVARS).exists():
+            data = state.read_json(state.applied_spec_path) or {}
+            kind = ((data.get("spec") or {}).get("provider") or {}).get("kind", "local")
+            if kind == "local":
+                check_local_privileges()
+            terraform = Terraform(state.terraform_dir, progress.terraform)
+            progress.stage("terraform destroy")
+            terraform.init()
+            terraform.destroy()
+    shutil.rmtree(state.root, ignore_errors=True)
+    return time.monotonic() - started
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    cluster: str
+    changes: tuple[tuple[str, str], ...]  # (action, resource address)
+    summary: str
+    exists: bool
+
+
+def plan(loaded: LoadedSpec, progress: Progress) -> PlanResult:
+    """What `up` would do, from a scratch copy of the module and state: changes nothing."""
+    spec = loaded.spec
+    state = ClusterState.for_name(spec.name)
+    module = render(spec, state)
+    existing = state.terraform_dir / "terraform.tfstate"
+    with tempfile.TemporaryDirectory(prefix="dlvm-plan-") as scratch:
+        workdir = Path(scratch)
+        module.write(workdir)
+        if existing.exists():
+            shutil.copy2(existing, workdir / "terraform.tfstate")
+        terraform = Terraform(workdir, progress.terraform)
+        terraform.init()
+        result = terraform.plan(lock=False)
+    changes = tuple((event.action, event.address) for event in result.planned)
+    summary = result.summary
+    text = (
+        f"{summary.get('add', 0)} to add, {summary.get('change', 0)} to change, "
+        f"{summary.get('remove', 0)} to destroy"
+    )
+    return PlanResult(spec.name, changes, text, exists=existing.exists())
+
+
+def render_to(loaded: LoadedSpec, target: Path) -> RenderedModule:
+    """Write the module and tfvars `up` would apply (creating the cluster's key pair)."""
+    state = ClusterState.for_name(loaded.spec.name)
+    state.create()
+    state.ensure_key_pair()
+    module = render(loaded.spec, state)
+    module.write(target)
+    return module

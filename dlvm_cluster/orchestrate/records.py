@@ -1,0 +1,61 @@
+"""What the state dir remembers of a cluster: its inventory and the spec last applied."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from dlvm_cluster.errors import StateError
+from dlvm_cluster.inventory import Inventory
+from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec
+from dlvm_cluster.state import ClusterState, write_atomic
+
+
+def load_inventory(state: ClusterState) -> Inventory | None:
+    data = state.read_json(state.inventory_path)
+    return Inventory.from_json(data) if data else None
+
+
+def require_inventory(state: ClusterState) -> Inventory:
+    inventory = load_inventory(state)
+    if inventory is None:
+        raise StateError(
+            f"cluster {state.name!r} has no nodes recorded",
+            hint="run `dlvm up FILE` to create it",
+        )
+    return inventory
+
+
+def save_inventory(state: ClusterState, inventory: Inventory) -> None:
+    state.write_json(state.inventory_path, inventory.to_json())
+    write_atomic(state.known_hosts, inventory.known_hosts())
+
+
+def spec_digest(spec: ClusterSpec) -> str:
+    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
+
+
+def save_applied(state: ClusterState, loaded: LoadedSpec) -> None:
+    state.write_json(
+        state.applied_spec_path,
+        {
+            "digest": spec_digest(loaded.spec),
+            "source": str(loaded.path),
+            "text": loaded.text,
+            "spec": loaded.spec.model_dump(),
+        },
+    )
+
+
+def applied_digest(state: ClusterState) -> str:
+    data = state.read_json(state.applied_spec_path) or {}
+    return str(data.get("digest", ""))
+
+
+def applied_spec(state: ClusterState) -> LoadedSpec:
+    """The spec as last applied, with the path it came from (files are relative to it)."""
+    data = state.read_json(state.applied_spec_path)
+    if not data:
+        raise StateError(f"cluster {state.name!r} was never brought up", hint="run `dlvm up FILE`")
+    spec = ClusterSpec.model_validate(data["spec"])
+    return LoadedSpec(spec=spec, path=Path(data["source"]), text=str(data.get("text", "")))
