@@ -115,23 +115,26 @@ class ClusterState:
                     hint=f"run: chmod {'700' if path.is_dir() else '600'} {path}",
                 )
 
+    @property
+    def internal_key_path(self) -> Path:
+        return self.root / "ssh" / "internal_ed25519"
+
     def ensure_key_pair(self) -> None:
-        """The cluster's own ed25519 key: made once, never leaves the state dir."""
-        if self.key_path.exists():
-            return
-        key = Ed25519PrivateKey.generate()
-        private = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.OpenSSH,
-            serialization.NoEncryption(),
-        )
-        public = key.public_key().public_bytes(
-            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-        )
-        line = public.decode() + f" dlvm-{self.name}\n"
-        write_atomic(self.key_path, private, SECRET_MODE)
-        write_atomic(self.key_path.with_suffix(".pub"), line, 0o644)
-        write_atomic(self.authorized_keys, line, SECRET_MODE)
+        """The cluster's own ed25519 keys, made once: one for dlvm to reach the nodes, one the
+        nodes use to reach each other (so the first never has to leave this machine)."""
+        lines = []
+        for path, comment in (
+            (self.key_path, f"dlvm-{self.name}"),
+            (self.internal_key_path, f"dlvm-{self.name}-internal"),
+        ):
+            if not path.exists():
+                private, public = _new_key_pair(comment)
+                write_atomic(path, private, SECRET_MODE)
+                write_atomic(path.with_suffix(".pub"), public, 0o644)
+            lines.append(path.with_suffix(".pub").read_text())
+        wanted = "".join(lines)
+        if not self.authorized_keys.exists() or self.authorized_keys.read_text() != wanted:
+            write_atomic(self.authorized_keys, wanted, SECRET_MODE)
 
     def public_key(self) -> str:
         return self.key_path.with_suffix(".pub").read_text().strip()
@@ -179,6 +182,19 @@ class ClusterState:
             os.ftruncate(fd, 0)
         finally:
             os.close(fd)
+
+
+def _new_key_pair(comment: str) -> tuple[bytes, str]:
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    return private, public.decode() + f" {comment}\n"
 
 
 def resolve_cluster(target: str) -> ClusterState:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from dlvm_cluster.inventory import Inventory, from_terraform_outputs
 from dlvm_cluster.orchestrate.files import SetupReport, push_files, run_setup
+from dlvm_cluster.orchestrate.mesh import install_mesh
 from dlvm_cluster.orchestrate.records import (
     applied_digest,
     load_inventory,
@@ -110,9 +111,12 @@ def up(loaded: LoadedSpec, progress: Progress, *, rerun_setup: bool = False) -> 
         with SshPool(inventory, Credentials(state.key_path)) as pool:
             progress.stage("waiting for SSH")
             pool.wait_ready(inventory.nodes, time.monotonic() + READY_TIMEOUT)
+            install_mesh(pool, inventory, inventory.nodes, state.internal_key_path.read_bytes())
+            # The nodes now match the spec; setup keeps its own per-node stamp, so a failed
+            # setup still leaves a cluster that exec, ssh and a re-run of up can work with.
+            save_applied(state, loaded)
             synced = push_files(pool, loaded, inventory.nodes, progress)
             setup = run_setup(pool, inventory, loaded, inventory.nodes, progress, rerun=rerun_setup)
-        save_applied(state, loaded)
         return UpResult(
             inventory,
             provisioned=provisioned,

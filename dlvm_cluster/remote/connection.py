@@ -87,6 +87,23 @@ class Connection:
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise RemoteError(f"{self.node.name}: cannot open a session: {exc}") from exc
 
+    def run(self, command: str, stdin: bytes = b"") -> tuple[int, str, str]:
+        """Run a short command to completion: (exit code, stdout, stderr). Data that must not
+        appear in a process list (keys, secrets) goes through `stdin`, never the command."""
+        channel = self.channel()
+        try:
+            channel.exec_command(command)
+            if stdin:
+                channel.sendall(stdin)
+            channel.shutdown_write()
+            out = channel.makefile("rb").read().decode(errors="replace")
+            err = channel.makefile_stderr("rb").read().decode(errors="replace")
+            return channel.recv_exit_status(), out, err
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise RemoteError(f"{self.node.name}: connection lost: {exc}") from exc
+        finally:
+            channel.close()
+
     def close(self) -> None:
         self.transport.close()
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import paramiko
 
@@ -15,6 +16,7 @@ from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.remote.connection import CONNECT_TIMEOUT, Connection, Credentials, HostKeyMismatch
 
 MAX_PARALLEL_CONNECTS = 64
+T = TypeVar("T")
 
 
 class SshPool:
@@ -94,3 +96,30 @@ class SshPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def for_each_node(
+    pool: SshPool,
+    nodes: Sequence[Node],
+    work: Callable[[Connection], T],
+    on_error: Callable[[Node, str], T],
+) -> list[T]:
+    """Run `work` on every node's connection at once; a node's failure (turned into a value by
+    `on_error`) does not stop the others. Ctrl-C closes every connection, ending transfers."""
+
+    def one(node: Node) -> T:
+        try:
+            return work(pool.get(node))
+        except RemoteError as exc:
+            return on_error(node, str(exc))
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            return on_error(node, f"{node.name}: connection lost: {exc}")
+
+    if not nodes:
+        return []
+    with ThreadPoolExecutor(max_workers=min(len(nodes), MAX_PARALLEL_CONNECTS)) as executor:
+        try:
+            return list(executor.map(one, nodes))
+        except KeyboardInterrupt:
+            pool.close()
+            raise

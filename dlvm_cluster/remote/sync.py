@@ -14,8 +14,7 @@ import os
 import stat
 import tarfile
 import time
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from dlvm_cluster.errors import RemoteError
 from dlvm_cluster.inventory import Node
 from dlvm_cluster.remote.command import quote_path
 from dlvm_cluster.remote.connection import Connection
-from dlvm_cluster.remote.pool import SshPool
+from dlvm_cluster.remote.pool import SshPool, for_each_node
 
 CHUNK = 1 << 20
 
@@ -169,20 +168,6 @@ class _ChannelWriter(io.RawIOBase):
         return len(data)
 
 
-def _run(connection: Connection, command: str, stdin: bytes = b"") -> tuple[int, str, str]:
-    channel = connection.channel()
-    try:
-        channel.exec_command(command)
-        if stdin:
-            channel.sendall(stdin)
-        channel.shutdown_write()
-        out = channel.makefile("rb").read().decode(errors="replace")
-        err = channel.makefile_stderr("rb").read().decode(errors="replace")
-        return channel.recv_exit_status(), out, err
-    finally:
-        channel.close()
-
-
 def push_to_node(
     connection: Connection,
     source: Path,
@@ -195,15 +180,15 @@ def push_to_node(
     result = SyncResult(connection.node.name)
     started = time.monotonic()
     dst = quote_path(destination)
-    code, listing, err = _run(connection, f"mkdir -p {dst} && cd {dst} && {LISTING}")
+    code, listing, err = connection.run(f"mkdir -p {dst} && cd {dst} && {LISTING}")
     if code != 0:
         raise RemoteError(f"{connection.node.name}: cannot list {destination}: {err.strip()}")
     remote = parse_listing(listing)
     send, doomed = delta(entries, remote, delete=delete, exclude=exclude)
     result.unchanged = len(entries) - len(send)
     if doomed:
-        code, _, err = _run(
-            connection, f"cd {dst} && xargs -0 rm -rf --", "\0".join(doomed).encode() + b"\0"
+        code, _, err = connection.run(
+            f"cd {dst} && xargs -0 rm -rf --", "\0".join(doomed).encode() + b"\0"
         )
         if code != 0:
             raise RemoteError(f"{connection.node.name}: cannot delete in {destination}: {err}")
@@ -232,29 +217,6 @@ def push_to_node(
     return result
 
 
-def for_each_node(
-    pool: SshPool, nodes: Sequence[Node], work: Callable[[Connection], SyncResult]
-) -> list[SyncResult]:
-    """Run `work` on every node's connection at once; a node's failure does not stop others."""
-
-    def one(node: Node) -> SyncResult:
-        try:
-            return work(pool.get(node))
-        except RemoteError as exc:
-            return SyncResult(node.name, error=str(exc))
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            return SyncResult(node.name, error=f"{node.name}: connection lost: {exc}")
-
-    if not nodes:
-        return []
-    with ThreadPoolExecutor(max_workers=min(len(nodes), 64)) as executor:
-        try:
-            return list(executor.map(one, nodes))
-        except KeyboardInterrupt:
-            pool.close()  # ends every transfer; a cut-short file differs in size next time
-            raise
-
-
 def push(
     pool: SshPool,
     nodes: Sequence[Node],
@@ -271,6 +233,7 @@ def push(
         lambda connection: push_to_node(
             connection, source, destination, entries, delete=delete, exclude=exclude
         ),
+        _failed,
     )
 
 
@@ -305,4 +268,8 @@ def pull(pool: SshPool, nodes: Sequence[Node], remote: str, local: Path) -> list
         result.seconds = time.monotonic() - started
         return result
 
-    return for_each_node(pool, nodes, one)
+    return for_each_node(pool, nodes, one, _failed)
+
+
+def _failed(node: Node, error: str) -> SyncResult:
+    return SyncResult(node.name, error=error)

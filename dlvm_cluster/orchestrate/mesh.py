@@ -1,0 +1,94 @@
+"""Intra-cluster SSH: every node reaches every other by address and by name (node-0, ...),
+without a password and with pinned host keys, as horovodrun, deepspeed's pdsh launcher and
+mpirun expect."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from collections.abc import Sequence
+
+from dlvm_cluster.errors import RemoteError
+from dlvm_cluster.inventory import Inventory, Node
+from dlvm_cluster.remote.connection import Connection
+from dlvm_cluster.remote.pool import SshPool, for_each_node
+
+
+def key_file_name(cluster: str) -> str:
+    return f"dlvm_{cluster}_ed25519"
+
+
+def known_hosts_block(inventory: Inventory) -> str:
+    lines = [f"# dlvm {inventory.cluster} begin"]
+    for node in inventory.nodes:
+        names = f"{node.name},{node.ip}" if node.port == 22 else f"[{node.name}]:{node.port}"
+        key_type, blob = node.host_key.split()[:2]
+        lines.append(f"{names} {key_type} {blob}")
+    lines.append(f"# dlvm {inventory.cluster} end")
+    return "\n".join(lines) + "\n"
+
+
+def ssh_config_block(inventory: Inventory) -> str:
+    lines = [f"# dlvm {inventory.cluster} begin"]
+    for node in inventory.nodes:
+        lines += [
+            f"Host {node.name} {node.ip}",
+            f"    HostName {node.ip}",
+            f"    Port {node.port}",
+            f"    User {node.user}",
+            f"    IdentityFile ~/.ssh/{key_file_name(inventory.cluster)}",
+            "    IdentitiesOnly yes",
+            "    StrictHostKeyChecking yes",
+            f"    HostKeyAlias {node.name}",
+            "    KexAlgorithms curve25519-sha256,curve25519-sha256@libssh.org",
+            "    BatchMode yes",
+        ]
+    lines.append(f"# dlvm {inventory.cluster} end")
+    return "\n".join(lines) + "\n"
+
+
+def _payload(inventory: Inventory, private_key: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in (
+            ("key", private_key),
+            ("known_hosts", known_hosts_block(inventory).encode()),
+            ("config", ssh_config_block(inventory).encode()),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o600
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def install_script(cluster: str) -> str:
+    """Replaces this cluster's block in ~/.ssh/known_hosts and ~/.ssh/config, idempotently."""
+    begin, end = f"# dlvm {cluster} begin", f"# dlvm {cluster} end"
+    return (
+        "set -e; umask 077; mkdir -p ~/.ssh; t=$(mktemp -d); trap 'rm -rf \"$t\"' EXIT; "
+        'tar -x -C "$t" -f -; '
+        f'install -m 600 "$t/key" ~/.ssh/{key_file_name(cluster)}; '
+        "for f in known_hosts config; do touch ~/.ssh/$f; "
+        f"sed -i '/^{begin}$/,/^{end}$/d' ~/.ssh/$f; "
+        'cat "$t/$f" >> ~/.ssh/$f; chmod 600 ~/.ssh/$f; done'
+    )
+
+
+def install_mesh(
+    pool: SshPool, inventory: Inventory, nodes: Sequence[Node], private_key: bytes
+) -> None:
+    """Give `nodes` the internal key and the pinned keys and names of every node."""
+    payload = _payload(inventory, private_key)
+    script = install_script(inventory.cluster)
+
+    def one(connection: Connection) -> str:
+        code, _, err = connection.run(script, stdin=payload)
+        return "" if code == 0 else f"{connection.node.name}: {err.strip()}"
+
+    errors = [e for e in for_each_node(pool, nodes, one, lambda node, error: error) if e]
+    if errors:
+        raise RemoteError(
+            "cannot set up intra-cluster SSH: " + "; ".join(errors),
+            hint="check `dlvm status`, then run `dlvm up` again",
+        )
