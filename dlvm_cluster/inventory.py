@@ -41,6 +41,7 @@ class Inventory:
     nodes: tuple[Node, ...]
     env: Mapping[str, str] = field(default_factory=dict)  # the provider's, e.g. PATH
     gpus_per_node: int = 0
+    identity_file: str = ""  # the user's key (ssh provider); empty: the cluster's own key
 
     @property
     def head(self) -> Node:
@@ -83,6 +84,7 @@ class Inventory:
             "cluster": self.cluster,
             "env": dict(self.env),
             "gpus_per_node": self.gpus_per_node,
+            "identity_file": self.identity_file,
             "nodes": [node.__dict__ for node in self.nodes],
         }
 
@@ -94,6 +96,7 @@ class Inventory:
             nodes=nodes,
             env=dict(data.get("env", {})),
             gpus_per_node=int(data.get("gpus_per_node", 0)),
+            identity_file=str(data.get("identity_file", "")),
         )
 
 

@@ -9,12 +9,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from dlvm_cluster.errors import RemoteError
 from dlvm_cluster.inventory import Inventory, from_terraform_outputs
 from dlvm_cluster.orchestrate.files import SetupReport, push_files, run_setup
-from dlvm_cluster.orchestrate.mesh import install_mesh
+from dlvm_cluster.orchestrate.mesh import install_mesh, uninstall_mesh
 from dlvm_cluster.orchestrate.records import (
     applied_digest,
     load_inventory,
+    open_pool,
     save_applied,
     save_inventory,
     spec_digest,
@@ -22,10 +24,10 @@ from dlvm_cluster.orchestrate.records import (
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.provision.local import check_local_privileges, local_node_env
 from dlvm_cluster.provision.render import TFVARS, RenderedModule, render
+from dlvm_cluster.provision.ssh_hosts import adopt_hosts, pinned_keys
 from dlvm_cluster.provision.terraform import Terraform
-from dlvm_cluster.remote.connection import Credentials
-from dlvm_cluster.remote.pool import SshPool
-from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec, LocalProvider
+from dlvm_cluster.remote.connection import fetch_host_key
+from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec, LocalProvider, SshProvider
 from dlvm_cluster.state import ClusterState, write_atomic
 
 READY_TIMEOUT = 60.0
@@ -71,18 +73,33 @@ def _init_if_needed(terraform: Terraform, module: RenderedModule, workdir: Path)
     write_atomic(marker, digest.hexdigest())
 
 
+def _adopt(loaded: LoadedSpec, state: ClusterState, progress: Progress) -> tuple[Inventory, bool]:
+    """ssh provider: no Terraform; pin the host keys of machines seen for the first time."""
+    previous = load_inventory(state)
+    inventory, scanned = adopt_hosts(loaded.spec, pinned_keys(previous), fetch_host_key)
+    for node in scanned:
+        progress.note(
+            f"pinned the host key of {node.name} ({node.ip}:{node.port}): "
+            f"{node.host_key_fingerprint}"
+        )
+    save_inventory(state, inventory)
+    return inventory, inventory != previous
+
+
 def _provision(
     loaded: LoadedSpec, state: ClusterState, progress: Progress
 ) -> tuple[Inventory, bool]:
     """Terraform only when needed: a healthy cluster with an unchanged spec skips it."""
     spec = loaded.spec
+    if isinstance(spec.provider, SshProvider):
+        return _adopt(loaded, state, progress)
     module = render(spec, state)
     module_changed = module.write(state.terraform_dir)
     previous = load_inventory(state)
     broken: list[str] = []
     if previous is not None and not module_changed and applied_digest(state) == spec_digest(spec):
         progress.stage("checking nodes")
-        with SshPool(previous, Credentials(state.key_path)) as pool:
+        with open_pool(state, previous) as pool:
             broken = sorted(pool.connect(previous.nodes, timeout=HEALTH_TIMEOUT))
         if not broken:
             return previous, False
@@ -108,10 +125,16 @@ def up(loaded: LoadedSpec, progress: Progress, *, rerun_setup: bool = False) -> 
         state.check_permissions()
         state.ensure_key_pair()
         inventory, provisioned = _provision(loaded, state, progress)
-        with SshPool(inventory, Credentials(state.key_path)) as pool:
+        with open_pool(state, inventory) as pool:
             progress.stage("waiting for SSH")
             pool.wait_ready(inventory.nodes, time.monotonic() + READY_TIMEOUT)
-            install_mesh(pool, inventory, inventory.nodes, state.internal_key_path.read_bytes())
+            install_mesh(
+                pool,
+                inventory,
+                inventory.nodes,
+                private_key=state.internal_key_path.read_bytes(),
+                public_key=state.internal_key_path.with_suffix(".pub").read_text(),
+            )
             # The nodes now match the spec; setup keeps its own per-node stamp, so a failed
             # setup still leaves a cluster that exec, ssh and a re-run of up can work with.
             save_applied(state, loaded)
@@ -130,7 +153,16 @@ def down(state: ClusterState, progress: Progress) -> float:
     """Destroy everything `up` made, then remove the state dir. Safe to run again."""
     started = time.monotonic()
     with state.lock("down"):
-        if (state.terraform_dir / TFVARS).exists():
+        inventory = load_inventory(state)
+        if inventory is not None and inventory.identity_file:
+            # Machines dlvm did not create are only forgotten, after removing what dlvm put there.
+            progress.stage("cleaning up the machines")
+            try:
+                with open_pool(state, inventory) as pool:
+                    uninstall_mesh(pool, inventory.nodes, state.name)
+            except RemoteError as exc:
+                progress.note(f"warning: {exc} (the cluster is forgotten all the same)")
+        elif (state.terraform_dir / TFVARS).exists():
             data = state.read_json(state.applied_spec_path) or {}
             kind = ((data.get("spec") or {}).get("provider") or {}).get("kind", "local")
             if kind == "local":

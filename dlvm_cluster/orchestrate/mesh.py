@@ -47,13 +47,14 @@ def ssh_config_block(inventory: Inventory) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _payload(inventory: Inventory, private_key: bytes) -> bytes:
+def _payload(inventory: Inventory, private_key: bytes, public_key: str) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for name, data in (
             ("key", private_key),
             ("known_hosts", known_hosts_block(inventory).encode()),
             ("config", ssh_config_block(inventory).encode()),
+            ("authorized", public_key.strip().encode() + b"\n"),
         ):
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -71,17 +72,46 @@ def install_script(cluster: str) -> str:
         f'install -m 600 "$t/key" ~/.ssh/{key_file_name(cluster)}; '
         "for f in known_hosts config; do touch ~/.ssh/$f; "
         f"sed -i '/^{begin}$/,/^{end}$/d' ~/.ssh/$f; "
-        'cat "$t/$f" >> ~/.ssh/$f; chmod 600 ~/.ssh/$f; done'
+        'cat "$t/$f" >> ~/.ssh/$f; chmod 600 ~/.ssh/$f; done; '
+        'touch ~/.ssh/authorized_keys; grep -qxF "$(cat "$t/authorized")" ~/.ssh/authorized_keys '
+        '|| cat "$t/authorized" >> ~/.ssh/authorized_keys'
+    )
+
+
+def uninstall_script(cluster: str) -> str:
+    """Removes what install_script added: for machines dlvm did not create (ssh provider)."""
+    begin, end = f"# dlvm {cluster} begin", f"# dlvm {cluster} end"
+    return (
+        f"rm -f ~/.ssh/{key_file_name(cluster)}; "
+        "for f in known_hosts config; do [ -f ~/.ssh/$f ] && "
+        f"sed -i '/^{begin}$/,/^{end}$/d' ~/.ssh/$f; done; "
+        f"[ -f ~/.ssh/authorized_keys ] && sed -i '/ dlvm-{cluster}-internal$/d' "
+        "~/.ssh/authorized_keys; rm -rf ~/.dlvm; true"
     )
 
 
 def install_mesh(
-    pool: SshPool, inventory: Inventory, nodes: Sequence[Node], private_key: bytes
+    pool: SshPool,
+    inventory: Inventory,
+    nodes: Sequence[Node],
+    *,
+    private_key: bytes,
+    public_key: str,
 ) -> None:
-    """Give `nodes` the internal key and the pinned keys and names of every node."""
-    payload = _payload(inventory, private_key)
+    """Give `nodes` the internal key, authorize it, and pin the keys and names of every node."""
+    payload = _payload(inventory, private_key, public_key)
     script = install_script(inventory.cluster)
 
+    _run_everywhere(pool, nodes, script, payload, "cannot set up intra-cluster SSH")
+
+
+def uninstall_mesh(pool: SshPool, nodes: Sequence[Node], cluster: str) -> None:
+    _run_everywhere(pool, nodes, uninstall_script(cluster), b"", "cannot clean up")
+
+
+def _run_everywhere(
+    pool: SshPool, nodes: Sequence[Node], script: str, payload: bytes, what: str
+) -> None:
     def one(connection: Connection) -> str:
         code, _, err = connection.run(script, stdin=payload)
         return "" if code == 0 else f"{connection.node.name}: {err.strip()}"
@@ -89,6 +119,5 @@ def install_mesh(
     errors = [e for e in for_each_node(pool, nodes, one, lambda node, error: error) if e]
     if errors:
         raise RemoteError(
-            "cannot set up intra-cluster SSH: " + "; ".join(errors),
-            hint="check `dlvm status`, then run `dlvm up` again",
+            f"{what}: " + "; ".join(errors), hint="check `dlvm status`, then run the command again"
         )

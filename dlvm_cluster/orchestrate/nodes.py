@@ -10,12 +10,10 @@ from dlvm_cluster.errors import UsageError
 from dlvm_cluster.inventory import Inventory
 from dlvm_cluster.launch.environment import node_environment
 from dlvm_cluster.orchestrate.files import pull_files, push_files
-from dlvm_cluster.orchestrate.records import applied_spec, require_inventory
+from dlvm_cluster.orchestrate.records import applied_spec, open_pool, require_inventory
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.remote.command import wrap
-from dlvm_cluster.remote.connection import Credentials
 from dlvm_cluster.remote.fanout import run_on_nodes
-from dlvm_cluster.remote.pool import SshPool
 from dlvm_cluster.remote.results import GroupResult
 from dlvm_cluster.remote.sync import SyncResult
 from dlvm_cluster.spec.model import LoadedSpec
@@ -41,7 +39,7 @@ def exec_command(
     env = applied_spec(state).spec.env
     nodes = inventory.select(selector)
     log_dir = state.logs_dir / "exec" / time.strftime("%Y%m%d-%H%M%S")
-    with SshPool(inventory, Credentials(state.key_path)) as pool:
+    with open_pool(state, inventory) as pool:
         return run_on_nodes(
             pool,
             nodes,
@@ -63,7 +61,7 @@ def sync_up(
     """Push the spec's files (the given spec, else the one last applied) to the nodes."""
     inventory = require_inventory(state)
     spec = loaded or applied_spec(state)
-    with SshPool(inventory, Credentials(state.key_path)) as pool:
+    with open_pool(state, inventory) as pool:
         return push_files(pool, spec, inventory.select(selector), progress, delete=delete)
 
 
@@ -72,7 +70,7 @@ def sync_down(
 ) -> list[SyncResult]:
     """Pull `remote` from every selected node into local/<node>/."""
     inventory = require_inventory(state)
-    with SshPool(inventory, Credentials(state.key_path)) as pool:
+    with open_pool(state, inventory) as pool:
         return pull_files(pool, inventory.select(selector), remote, local)
 
 
@@ -89,7 +87,7 @@ class NodeStatus:
 
 def status(state: ClusterState) -> tuple[Inventory, list[NodeStatus]]:
     inventory = require_inventory(state)
-    with SshPool(inventory, Credentials(state.key_path)) as pool:
+    with open_pool(state, inventory) as pool:
         errors = pool.connect(inventory.nodes, timeout=HEALTH_TIMEOUT)
     rows = [
         NodeStatus(

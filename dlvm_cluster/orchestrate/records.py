@@ -7,6 +7,8 @@ from pathlib import Path
 
 from dlvm_cluster.errors import StateError
 from dlvm_cluster.inventory import Inventory
+from dlvm_cluster.remote.connection import Credentials
+from dlvm_cluster.remote.pool import SshPool
 from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec
 from dlvm_cluster.state import ClusterState, write_atomic
 
@@ -29,6 +31,13 @@ def require_inventory(state: ClusterState) -> Inventory:
 def save_inventory(state: ClusterState, inventory: Inventory) -> None:
     state.write_json(state.inventory_path, inventory.to_json())
     write_atomic(state.known_hosts, inventory.known_hosts())
+
+
+def open_pool(state: ClusterState, inventory: Inventory) -> SshPool:
+    """Connections to the cluster's nodes with the right key: the user's for machines that
+    already exist (ssh provider), else the cluster's own."""
+    key = Path(inventory.identity_file).expanduser() if inventory.identity_file else state.key_path
+    return SshPool(inventory, Credentials(key))
 
 
 def spec_digest(spec: ClusterSpec) -> str:

@@ -34,11 +34,11 @@ class Credentials:
 
     def load(self) -> paramiko.PKey:
         try:
-            return paramiko.Ed25519Key.from_private_key_file(str(self.key_path))
-        except (OSError, paramiko.SSHException) as exc:
+            return paramiko.PKey.from_path(self.key_path)
+        except (OSError, paramiko.SSHException, ValueError) as exc:
             raise RemoteError(
-                f"cannot load the cluster's SSH key {self.key_path}: {exc}",
-                hint="the state dir is damaged; `dlvm down` then `dlvm up` makes a new key",
+                f"cannot load the SSH key {self.key_path}: {exc}",
+                hint="check the file (an unencrypted OpenSSH private key is expected)",
             ) from exc
 
 
@@ -106,6 +106,26 @@ class Connection:
 
     def close(self) -> None:
         self.transport.close()
+
+
+def fetch_host_key(host: str, port: int, timeout: float = CONNECT_TIMEOUT) -> str:
+    """The host key a server presents ("type base64"), for pinning machines that already exist."""
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        raise RemoteError(f"{host}:{port}: cannot connect: {exc}") from exc
+    transport = paramiko.Transport(sock)
+    options = transport.get_security_options()
+    options.kex = _prefer(options.kex, FAST_KEX)
+    options.key_types = _prefer(options.key_types, ("ssh-ed25519",))
+    try:
+        transport.start_client(timeout=timeout)
+        key = transport.get_remote_server_key()
+        return f"{key.get_name()} {key.get_base64()}"
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        raise RemoteError(f"{host}:{port}: SSH failed: {exc}") from exc
+    finally:
+        transport.close()
 
 
 def _prefer(available: Sequence[str], wanted: tuple[str, ...]) -> tuple[str, ...]:

@@ -115,7 +115,7 @@ INIT
 ListenAddress $NODE_IP:22
 HostKey /run/dlvm/node/ssh_host_ed25519_key
 PidFile /run/dlvm/node/sshd.pid
-AuthorizedKeysFile /run/dlvm/authorized_keys
+AuthorizedKeysFile /run/dlvm/authorized_keys .ssh/authorized_keys
 PermitRootLogin prohibit-password
 PasswordAuthentication no
 KbdInteractiveAuthentication no

@@ -1,0 +1,64 @@
+"""The ssh provider on machines that already exist: here, the nodes of a local cluster."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import Cli, require_root, unique_name, write_spec
+
+pytestmark = pytest.mark.cluster
+
+
+def test_existing_machines_get_the_same_commands(cli: Cli, tmp_path: Path) -> None:
+    require_root()
+    base = unique_name("host")
+    cli.run("up", str(write_spec(tmp_path, base, 2)), check=True)
+    try:
+        machines = cli.status(base)["nodes"]
+        key = cli.home / "clusters" / base / "ssh" / "id_ed25519"
+        name = unique_name("ex")
+        hosts = "".join(
+            f"    - {{host: {m['ip']}, user: root}}\n"  # type: ignore[index]
+            for m in machines  # type: ignore[attr-defined]
+        )
+        spec = tmp_path / "existing.yaml"
+        spec.write_text(
+            f"name: {name}\nprovider:\n  kind: ssh\n  identity_file: {key}\n  hosts:\n{hosts}"
+            "nodes: {count: 2}\nenv: {ROLE: worker}\nsetup: echo set >> ~/ssh-setup\n"
+        )
+        first = cli.run("up", str(spec), check=True)
+        assert first.stderr.count("pinned the host key of") == 2
+        assert "SHA256:" in first.stderr
+        result = cli.run(
+            "exec", name, "--", "echo $DLVM_NODE_RANK $ROLE $(hostname); ssh node-1 hostname",
+            check=True,
+        )
+        assert sorted(result.stdout.splitlines()) == [
+            "[node-0] 0 worker node-0",
+            "[node-0] node-1",
+            "[node-1] 1 worker node-1",
+            "[node-1] node-1",
+        ]
+        again = cli.run("up", str(spec), check=True)
+        assert "pinned" not in again.stderr and "nothing to do" in again.stdout
+        # A machine whose key changes after pinning is refused.
+        inventory = cli.home / "clusters" / name / "inventory.json"
+        original = inventory.read_text()
+        data = json.loads(original)
+        data["nodes"][1]["host_key"] = data["nodes"][0]["host_key"]
+        inventory.write_text(json.dumps(data))
+        changed = cli.run("exec", name, "--", "true")
+        assert changed.returncode == 1 and "HOST KEY CHANGED" in changed.stderr
+        inventory.write_text(original)
+        cli.run("down", name, "--yes", check=True)
+        assert not (cli.home / "clusters" / name).exists()
+        # The machines are still there, and what dlvm put on them is gone.
+        left = cli.run(
+            "exec", base, "--", f"grep -c {name} ~/.ssh/config ~/.ssh/authorized_keys || true",
+            check=True,
+        )
+        assert ":0" in left.stdout and ":1" not in left.stdout
+    finally:
+        cli.run("down", base, "--yes", check=True)
