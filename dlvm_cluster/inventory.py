@@ -67,6 +67,11 @@ class Inventory:
                 )
             low = int(match.group(1))
             high = int(match.group(2) or low)
+            if high < low:
+                raise UsageError(
+                    f"--nodes: {part!r} is an empty range",
+                    hint=f"write the lower rank first, like {high}-{low}",
+                )
             for rank in range(low, high + 1):
                 if rank not in by_rank:
                     raise UsageError(

@@ -48,7 +48,9 @@ class Cli:
         return result
 
     def status(self, cluster: str) -> dict[str, object]:
-        data: dict[str, object] = json.loads(self.run("status", cluster, "--json", check=True).stdout)
+        data: dict[str, object] = json.loads(
+            self.run("status", cluster, "--json", check=True).stdout
+        )
         return data
 
 
@@ -69,9 +71,7 @@ def unique_name(prefix: str) -> str:
 def write_spec(directory: Path, name: str, count: int, extra: str = "") -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.yaml"
-    path.write_text(
-        f"name: {name}\nprovider: {{kind: local}}\nnodes: {{count: {count}}}\n{extra}"
-    )
+    path.write_text(f"name: {name}\nprovider: {{kind: local}}\nnodes: {{count: {count}}}\n{extra}")
     return path
 
 

@@ -37,7 +37,13 @@ def test_exec_sees_ranks_addresses_and_contract_env(cli: Cli, cluster3: tuple[st
     assert len(set(ips)) == 3
     for rank in range(3):
         cluster, node_rank, count, all_ips, head, gpus, host, host_ip = rows[f"node-{rank}"]
-        assert (cluster, node_rank, count, gpus, host) == (name, str(rank), "3", "0", f"node-{rank}")
+        assert (cluster, node_rank, count, gpus, host) == (
+            name,
+            str(rank),
+            "3",
+            "0",
+            f"node-{rank}",
+        )
         assert all_ips.split() == ips
         assert head == ips[0]
         # gloo binds to the address the hostname resolves to: it must be the node's own.
@@ -71,7 +77,7 @@ def test_exec_output_lines_never_mix(cli: Cli, cluster3: tuple[str, Path]) -> No
     assert len(lines) == 600
     for line in lines:
         node, _, text = line.partition("] ")
-        assert text == f"line-{node[len('[node-'):]}-{text.split('-')[2]}"
+        assert text == f"line-{node[len('[node-') :]}-{text.split('-')[2]}"
 
 
 def test_re_up_is_a_fast_no_op(cli: Cli, cluster3: tuple[str, Path]) -> None:
@@ -83,7 +89,9 @@ def test_re_up_is_a_fast_no_op(cli: Cli, cluster3: tuple[str, Path]) -> None:
     assert cli.status(name) == before
 
 
-def test_ssh_config_works_with_plain_openssh(cli: Cli, cluster3: tuple[str, Path], tmp_path: Path) -> None:
+def test_ssh_config_works_with_plain_openssh(
+    cli: Cli, cluster3: tuple[str, Path], tmp_path: Path
+) -> None:
     name, _ = cluster3
     config = tmp_path / "ssh_config"
     config.write_text(cli.run("ssh-config", name, check=True).stdout)

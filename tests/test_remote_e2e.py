@@ -89,7 +89,10 @@ def test_files_arrive_with_modes_symlinks_and_excludes(cli: Cli, cluster: tuple[
     for node, lines in _remote_digests(cli, name).items():
         assert lines == expected, node
     result = cli.run(
-        "exec", name, "--", "cd ~/data && ./run.sh && readlink link && (test -e cache || echo absent)"
+        "exec",
+        name,
+        "--",
+        "cd ~/data && ./run.sh && readlink link && (test -e cache || echo absent)",
     )
     for lines in _by_node(result.stdout).values():
         assert lines == ["ran", "run.sh", "absent"]
@@ -109,7 +112,7 @@ def test_delta_sync_sends_only_the_changed_file(cli: Cli, cluster: tuple[str, Pa
 
 
 def test_deletions_only_with_delete(cli: Cli, cluster: tuple[str, Path]) -> None:
-    name, spec = cluster
+    name, _ = cluster
     cli.run("exec", name, "--", "touch ~/data/extra", check=True)
     cli.run("sync", name, check=True)
     assert cli.run("exec", name, "--", "test -e ~/data/extra").returncode == 0
@@ -121,7 +124,9 @@ def test_deletions_only_with_delete(cli: Cli, cluster: tuple[str, Path]) -> None
     assert cli.run("exec", name, "--", "test -e ~/data/keep.pyc").returncode == 0
 
 
-def test_pull_gives_one_folder_per_node(cli: Cli, cluster: tuple[str, Path], tmp_path: Path) -> None:
+def test_pull_gives_one_folder_per_node(
+    cli: Cli, cluster: tuple[str, Path], tmp_path: Path
+) -> None:
     name, _ = cluster
     cli.run("exec", name, "--", "mkdir -p ~/out && hostname > ~/out/who", check=True)
     cli.run("sync", name, "--down", "--remote", "~/out", "--local", str(tmp_path), check=True)
@@ -149,8 +154,8 @@ def test_intra_cluster_ssh_by_name_and_address(cli: Cli, cluster: tuple[str, Pat
         "exec",
         name,
         "--",
-        'for n in node-0 node-1 node-2; do ssh $n hostname; done; '
-        'for ip in $DLVM_NODE_IPS; do ssh $ip hostname; done',
+        "for n in node-0 node-1 node-2; do ssh $n hostname; done; "
+        "for ip in $DLVM_NODE_IPS; do ssh $ip hostname; done",
         check=True,
     )
     for lines in _by_node(result.stdout).values():
@@ -185,7 +190,7 @@ def test_timeout_kills_and_reports(cli: Cli, cluster: tuple[str, Path]) -> None:
     name, _ = cluster
     marker = "sleep 618"
     result = cli.run(
-        "exec", name, "--timeout", "2", "--", f'[ $DLVM_NODE_RANK = 1 ] && {marker}; echo quick'
+        "exec", name, "--timeout", "2", "--", f"[ $DLVM_NODE_RANK = 1 ] && {marker}; echo quick"
     )
     assert result.returncode == 1
     assert "node-1: timed out after 2s" in result.stderr

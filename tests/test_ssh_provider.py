@@ -32,7 +32,10 @@ def test_existing_machines_get_the_same_commands(cli: Cli, tmp_path: Path) -> No
         assert first.stderr.count("pinned the host key of") == 2
         assert "SHA256:" in first.stderr
         result = cli.run(
-            "exec", name, "--", "echo $DLVM_NODE_RANK $ROLE $(hostname); ssh node-1 hostname",
+            "exec",
+            name,
+            "--",
+            "echo $DLVM_NODE_RANK $ROLE $(hostname); ssh node-1 hostname",
             check=True,
         )
         assert sorted(result.stdout.splitlines()) == [
@@ -56,7 +59,10 @@ def test_existing_machines_get_the_same_commands(cli: Cli, tmp_path: Path) -> No
         assert not (cli.home / "clusters" / name).exists()
         # The machines are still there, and what dlvm put on them is gone.
         left = cli.run(
-            "exec", base, "--", f"grep -c {name} ~/.ssh/config ~/.ssh/authorized_keys || true",
+            "exec",
+            base,
+            "--",
+            f"grep -c {name} ~/.ssh/config ~/.ssh/authorized_keys || true",
             check=True,
         )
         assert ":0" in left.stdout and ":1" not in left.stdout

@@ -7,6 +7,7 @@ import threading
 import time
 
 from rich.console import Console
+from rich.markup import escape
 from rich.status import Status
 
 from dlvm_cluster.errors import DlvmError
@@ -72,6 +73,9 @@ class ConsoleProgress:
 
 
 def print_error(error: DlvmError) -> None:
-    stderr.print(f"[bold red]error:[/bold red] {error.message}", soft_wrap=True)
+    # Messages quote the user's text (keys, paths, output): never read it as rich markup.
+    stderr.print(
+        f"[bold red]error:[/bold red] {escape(error.message)}", soft_wrap=True, emoji=False
+    )
     if error.hint:
-        stderr.print(f"[yellow]hint:[/yellow] {error.hint}", soft_wrap=True)
+        stderr.print(f"[yellow]hint:[/yellow] {escape(error.hint)}", soft_wrap=True, emoji=False)

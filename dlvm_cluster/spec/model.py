@@ -5,16 +5,46 @@ Every model is frozen and forbids unknown keys, so a misspelt key is an error, n
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]*$"
 MAX_NAME_LENGTH = 40
 LOCAL_MAX_NODES = 64
 MAX_NODES = 1000
+ENV_NAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_]*"
+SSH_USER_PATTERN = r"^[a-z_][a-z0-9_-]*$"
+# A DLVM family name, family/NAME, or a full image path (optionally as a self link).
+GCP_IMAGE_PATTERN = (
+    r"(https://[a-z.]+/compute/v1/)?projects/[^/\s]+/global/images/(family/)?[a-z][-a-z0-9]*"
+    r"|(family/)?[a-z][-a-z0-9]*"
+)
+
+
+def _not_bool(value: object) -> object:
+    # Lax validation would read `count: true` as 1; a switch where a number belongs is a mistake.
+    if isinstance(value, bool):
+        raise ValueError("must be a whole number, not true or false")
+    return value
+
+
+def _env_name(name: str) -> str:
+    if not re.fullmatch(ENV_NAME_PATTERN, name):
+        raise ValueError(
+            "is not a valid environment variable name "
+            "(letters, digits and _, not starting with a digit)"
+        )
+    if name.startswith("DLVM_"):
+        raise ValueError("names starting with DLVM_ are set by dlvm itself")
+    return name
+
+
+WholeNumber = Annotated[int, BeforeValidator(_not_bool)]
+EnvName = Annotated[str, AfterValidator(_env_name)]
 
 
 class Model(BaseModel):
@@ -29,7 +59,7 @@ class LocalProvider(Model):
 
 class SshHost(Model):
     host: str = Field(min_length=1)
-    port: int = Field(default=22, ge=1, le=65535)
+    port: WholeNumber = Field(default=22, ge=1, le=65535)
     user: str = Field(default="root", min_length=1)
     host_key: str | None = None
 
@@ -43,13 +73,18 @@ class SshProvider(Model):
 
 
 class GcpProvider(Model):
+    """Compute Engine VMs in one region; `zones` is the order in which zones are tried."""
+
     kind: Literal["gcp"]
     project: str = Field(min_length=1)
     region: str = Field(min_length=1)
     zones: list[str] = Field(min_length=1)
     allowed_ssh_cidrs: list[str] = Field(min_length=1)
-    network: str | None = None
+    network: str | None = None  # an existing VPC; None: one is made for the cluster
     subnetwork: str | None = None
+    ssh_user: str = Field(default="dlvm", pattern=SSH_USER_PATTERN, max_length=32)
+    public_ip: bool = True
+    compact_placement: bool = False
 
 
 Provider = Annotated[LocalProvider | SshProvider | GcpProvider, Field(discriminator="kind")]
@@ -57,16 +92,18 @@ Provider = Annotated[LocalProvider | SshProvider | GcpProvider, Field(discrimina
 
 class Accelerator(Model):
     type: str = Field(min_length=1)
-    count: int = Field(ge=1, le=16)
+    count: WholeNumber = Field(ge=1, le=16)
 
 
 class Nodes(Model):
-    count: int = Field(ge=1, le=MAX_NODES)
+    count: WholeNumber = Field(ge=1, le=MAX_NODES)
     machine_type: str | None = None
     accelerator: Accelerator | None = None
     spot: bool = False
-    disk_gb: int = Field(default=200, ge=10, le=65536)
+    disk_gb: WholeNumber = Field(default=200, ge=10, le=65536)
     image: str | None = None
+    disk_type: str | None = None  # gcp: pd-balanced unless the machine family needs another
+    min_count: WholeNumber | None = Field(default=None, ge=1)  # gcp: accept fewer on stockout
 
 
 class FileSync(Model):
@@ -82,9 +119,9 @@ class Job(Model):
     framework: Framework = "none"
     workdir: str = "~"
     command: str = Field(min_length=1)
-    procs_per_node: int | Literal["auto"] = "auto"
+    procs_per_node: WholeNumber | Literal["auto"] = "auto"
     nnodes: str | None = None
-    max_restarts: int = Field(default=3, ge=0, le=100)
+    max_restarts: WholeNumber = Field(default=3, ge=0, le=100)
 
     @field_validator("procs_per_node")
     @classmethod
@@ -105,20 +142,10 @@ class ClusterSpec(Model):
     name: str = Field(pattern=NAME_PATTERN, max_length=MAX_NAME_LENGTH)
     provider: Provider
     nodes: Nodes
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[EnvName, str] = Field(default_factory=dict)
     files: list[FileSync] = Field(default_factory=list)
     setup: str | None = None
     job: Job | None = None
-
-    @field_validator("env")
-    @classmethod
-    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-                raise ValueError(f"{key!r} is not a valid environment variable name")
-            if key.startswith("DLVM_"):
-                raise ValueError(f"{key!r}: names starting with DLVM_ are set by dlvm itself")
-        return value
 
     @field_validator("env", mode="before")
     @classmethod
@@ -151,6 +178,57 @@ def semantic_problems(spec: ClusterSpec) -> list[tuple[tuple[str | int, ...], st
                 ("nodes", "count"),
                 f"{spec.nodes.count} is more than the {len(provider.hosts)} hosts listed under "
                 "provider.hosts",
+            )
+        )
+    if isinstance(provider, GcpProvider):
+        problems.extend(_gcp_problems(spec, provider))
+    if spec.nodes.min_count is not None and spec.nodes.min_count > spec.nodes.count:
+        problems.append(
+            (("nodes", "min_count"), f"{spec.nodes.min_count} is more than nodes.count")
+        )
+    return problems
+
+
+def _gcp_problems(
+    spec: ClusterSpec, provider: GcpProvider
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """What Google Cloud would reject later, caught while the file position is still known."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    if spec.name.endswith("-"):
+        problems.append((("name",), "must end with a letter or digit on gcp (resource names)"))
+    seen: set[str] = set()
+    for index, zone in enumerate(provider.zones):
+        if not zone.startswith(provider.region + "-"):
+            problems.append(
+                (("provider", "zones", index), f"{zone} is not a zone of {provider.region}")
+            )
+        elif zone in seen:
+            problems.append((("provider", "zones", index), f"{zone} is listed twice"))
+        seen.add(zone)
+    for index, cidr in enumerate(provider.allowed_ssh_cidrs):
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            problems.append(
+                (
+                    ("provider", "allowed_ssh_cidrs", index),
+                    f"{cidr!r} is not an address range like 203.0.113.7/32",
+                )
+            )
+    if provider.subnetwork and not provider.network:
+        problems.append(
+            (
+                ("provider", "subnetwork"),
+                "also name its network under provider.network (the firewall rules go there)",
+            )
+        )
+    if spec.nodes.image is not None and not re.fullmatch(GCP_IMAGE_PATTERN, spec.nodes.image):
+        problems.append(
+            (
+                ("nodes", "image"),
+                "must be a Deep Learning VM image family (e.g. "
+                "pytorch-2-7-cu128-ubuntu-2204-nvidia-570), family/NAME, or "
+                "projects/PROJECT/global/images/[family/]NAME",
             )
         )
     return problems
