@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dlvm_cluster.errors import ProvisionError, StateError
+from dlvm_cluster.provision.gcp.tfvars import state_tfvars
 from dlvm_cluster.provision.local import local_tfvars
 from dlvm_cluster.provision.modules import module_dir
 from dlvm_cluster.spec.model import ClusterSpec, GcpProvider, LocalProvider
@@ -56,8 +57,5 @@ def render(spec: ClusterSpec, state: ClusterState, count: int | None = None) -> 
     if isinstance(spec.provider, LocalProvider):
         return RenderedModule("local", module_dir("local"), local_tfvars(state, nodes))
     if isinstance(spec.provider, GcpProvider):
-        raise ProvisionError(
-            "the gcp provider is not available in this version",
-            hint="use provider kind local or ssh",
-        )
+        return RenderedModule("gcp", module_dir("gcp"), state_tfvars(spec, state, nodes))
     raise ProvisionError(f"provider {spec.provider.kind!r} does not use Terraform")

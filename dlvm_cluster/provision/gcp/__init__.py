@@ -1,0 +1,14 @@
+"""The Google Compute Engine provider: Terraform variables, and the API calls around Terraform.
+
+    tfvars       spec -> terraform.tfvars.json for terraform/gcp (pure)
+    shapes       what dlvm knows of machine families: built-in GPUs, gVNIC, defaults (pure)
+    credentials  Application Default Credentials and the Compute API clients
+    preflight    project, zones, machine and GPU types, quotas and image checked before apply
+    failover     an apply error -> try the next zone, or stop with the fix (pure)
+    hostkeys     nodes' SSH host keys from guest attributes, so they are pinned, not trusted
+    instances    instance states for `status`, preempted Spot nodes included
+    pricing      a dated price table and the hourly cost of a cluster (pure)
+
+Only credentials, preflight, hostkeys and instances touch google-cloud-compute, and they import
+it inside functions: importing this package (or `dlvm --help`) never loads the Google client.
+"""

@@ -1,0 +1,363 @@
+"""Checks before Terraform runs, so a wrong zone, GPU type, quota or image fails in seconds with
+the fix, instead of minutes into an apply with a half-made cluster.
+
+Each failed check raises one ProvisionError whose hint says what to change. Problems that do
+not stop the cluster (a zone that is down, a quota dlvm cannot read) come back as warnings.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from dlvm_cluster.errors import ProvisionError
+from dlvm_cluster.provision.gcp import shapes
+from dlvm_cluster.provision.gcp.credentials import REQUEST_TIMEOUT, ComputeClients, call_api
+from dlvm_cluster.provision.gcp.tfvars import (
+    DLVM_IMAGE_PROJECT,
+    ImageRef,
+    gcp_provider,
+    image_ref,
+    node_shape,
+)
+from dlvm_cluster.spec.model import ClusterSpec, GcpProvider
+
+GLOBAL_GPU_METRIC = "GPUS_ALL_REGIONS"
+FAMILY_LIST_HINT = (
+    "list the families with: gcloud compute images list --project deeplearning-platform-release "
+    "--no-standard-images --format='value(family)' | sort -u"
+)
+
+
+@dataclass(frozen=True)
+class PreflightReport:
+    """What preflight found: the zones worth trying (in the spec's order) and the node shape."""
+
+    zones: tuple[str, ...]
+    image: str
+    image_disk_gb: int
+    gpus_per_node: int
+    warnings: tuple[str, ...]
+
+
+def spec_warnings(spec: ClusterSpec) -> list[str]:
+    """Things `plan` and `up` should say loudly, found from the spec alone (no API calls)."""
+    provider = gcp_provider(spec)
+    warnings = []
+    open_ranges = [cidr for cidr in provider.allowed_ssh_cidrs if _is_everywhere(cidr)]
+    if open_ranges:
+        warnings.append(
+            f"SSH is open to the whole internet ({', '.join(open_ranges)} in "
+            "provider.allowed_ssh_cidrs): list only your own address ranges"
+        )
+    machine = node_shape(spec.nodes).machine_type
+    if provider.compact_placement and shapes.family(machine) not in (
+        shapes.COMPACT_PLACEMENT_FAMILIES
+    ):
+        warnings.append(
+            f"compact placement may not be available for {machine}: dlvm knows it for "
+            + ", ".join(shapes.COMPACT_PLACEMENT_FAMILIES)
+        )
+    if not provider.public_ip and provider.network is None:
+        warnings.append(
+            "public_ip is false and dlvm creates the network: the nodes have no internet access "
+            "(no Cloud NAT) and dlvm must run inside that network to reach them"
+        )
+    return warnings
+
+
+def _is_everywhere(cidr: str) -> bool:
+    try:
+        return ipaddress.ip_network(cidr, strict=False).prefixlen == 0
+    except ValueError:
+        return False
+
+
+def preflight(
+    spec: ClusterSpec,
+    clients: ComputeClients,
+    *,
+    count: int | None = None,
+    existing_nodes: int = 0,
+) -> PreflightReport:
+    """Check `spec` against the live project; `existing_nodes` already hold their GPUs."""
+    provider = gcp_provider(spec)
+    warnings = spec_warnings(spec)
+    project = _get_project(clients, provider)
+    region = _get_region(clients, provider)
+    image = _check_image(clients, spec, provider)
+    if _deprecation(image) == "DEPRECATED":
+        warnings.append(f"image {image.name} is deprecated: a newer one may exist in its family")
+    zones = _usable_zones(clients, provider, region, warnings)
+    gpus = 0
+    for zone in zones:
+        gpus = _check_zone_offers(clients, spec, provider, region, zone)
+    wanted = (spec.nodes.count if count is None else count) - existing_nodes
+    if gpus and wanted > 0:
+        _check_quotas(spec, provider, region, project, gpus * wanted, warnings)
+    return PreflightReport(
+        zones=tuple(zones),
+        image=str(image.name),
+        image_disk_gb=int(image.disk_size_gb),
+        gpus_per_node=gpus,
+        warnings=tuple(warnings),
+    )
+
+
+def _not_found() -> type[Exception]:
+    from google.api_core import exceptions
+
+    result: type[Exception] = exceptions.NotFound
+    return result
+
+
+def _get_project(clients: ComputeClients, provider: GcpProvider) -> Any:
+    try:
+        return call_api(
+            f"project {provider.project}",
+            provider.project,
+            lambda: clients.projects.get(project=provider.project, timeout=REQUEST_TIMEOUT),
+        )
+    except _not_found() as exc:
+        raise ProvisionError(
+            f"project {provider.project!r} does not exist, or your account cannot see it",
+            hint="set provider.project to the project ID (not its display name): "
+            "gcloud projects list",
+        ) from exc
+
+
+def _get_region(clients: ComputeClients, provider: GcpProvider) -> Any:
+    try:
+        region = call_api(
+            f"region {provider.region}",
+            provider.project,
+            lambda: clients.regions.get(
+                project=provider.project, region=provider.region, timeout=REQUEST_TIMEOUT
+            ),
+        )
+    except _not_found() as exc:
+        raise ProvisionError(
+            f"region {provider.region!r} does not exist",
+            hint="set provider.region to a region such as us-central1: gcloud compute regions list",
+        ) from exc
+    if region.status != "UP":
+        raise ProvisionError(
+            f"region {provider.region} is {region.status}",
+            hint="use another region, or try again later",
+        )
+    return region
+
+
+def _check_image(clients: ComputeClients, spec: ClusterSpec, provider: GcpProvider) -> Any:
+    ref = image_ref(spec.nodes.image)
+    try:
+        image = call_api(f"image {ref.path}", provider.project, lambda: _fetch_image(clients, ref))
+    except _not_found() as exc:
+        what = "image family" if ref.is_family else "image"
+        hint = f"list them with: gcloud compute images list --project {ref.project}"
+        raise ProvisionError(
+            f"{what} {ref.name!r} does not exist in project {ref.project}",
+            hint=FAMILY_LIST_HINT if ref.project == DLVM_IMAGE_PROJECT else hint,
+        ) from exc
+    if _deprecation(image) in ("OBSOLETE", "DELETED"):
+        raise ProvisionError(
+            f"image {image.name} is {_deprecation(image).lower()}",
+            hint="set nodes.image to a current family; " + FAMILY_LIST_HINT,
+        )
+    if spec.nodes.disk_gb < int(image.disk_size_gb):
+        raise ProvisionError(
+            f"nodes.disk_gb is {spec.nodes.disk_gb} but image {image.name} needs "
+            f"{image.disk_size_gb} GB",
+            hint=f"set nodes.disk_gb to at least {image.disk_size_gb}",
+        )
+    return image
+
+
+def _fetch_image(clients: ComputeClients, ref: ImageRef) -> Any:
+    if ref.is_family:
+        return clients.images.get_from_family(
+            project=ref.project, family=ref.name, timeout=REQUEST_TIMEOUT
+        )
+    return clients.images.get(project=ref.project, image=ref.name, timeout=REQUEST_TIMEOUT)
+
+
+def _deprecation(image: Any) -> str:
+    return str(image.deprecated.state) if "deprecated" in image else ""
+
+
+def _region_zones(region: Any) -> list[str]:
+    return [str(url).rsplit("/", 1)[-1] for url in region.zones]
+
+
+def _usable_zones(
+    clients: ComputeClients, provider: GcpProvider, region: Any, warnings: list[str]
+) -> list[str]:
+    known = _region_zones(region)
+    usable = []
+    for zone in provider.zones:
+        if zone not in known:
+            raise ProvisionError(
+                f"zone {zone} does not exist in region {provider.region}",
+                hint=f"zones of {provider.region}: {', '.join(sorted(known))}",
+            )
+        status = _zone_status(clients, provider, zone)
+        if status == "UP":
+            usable.append(zone)
+        else:
+            warnings.append(f"zone {zone} is {status}: it is skipped")
+    if not usable:
+        raise ProvisionError(
+            f"none of the zones in provider.zones is up ({', '.join(provider.zones)})",
+            hint=f"add other zones of {provider.region}: {', '.join(sorted(known))}",
+        )
+    return usable
+
+
+def _zone_status(clients: ComputeClients, provider: GcpProvider, zone: str) -> str:
+    found = call_api(
+        f"zone {zone}",
+        provider.project,
+        lambda: clients.zones.get(project=provider.project, zone=zone, timeout=REQUEST_TIMEOUT),
+    )
+    return str(found.status)
+
+
+def _check_zone_offers(
+    clients: ComputeClients, spec: ClusterSpec, provider: GcpProvider, region: Any, zone: str
+) -> int:
+    """The machine type and GPUs exist in `zone`; returns the GPUs per node there."""
+    shape = node_shape(spec.nodes)
+    machine = _machine_type(clients, provider, zone, shape.machine_type)
+    if machine is None:
+        offering = _other_zones(
+            region,
+            zone,
+            lambda z: _machine_type(clients, provider, z, shape.machine_type) is not None,
+        )
+        raise ProvisionError(
+            f"machine type {shape.machine_type} is not offered in zone {zone}",
+            hint=_offering_hint(provider, zone, offering, "it"),
+        )
+    built_in = [
+        (str(a.guest_accelerator_type), int(a.guest_accelerator_count))
+        for a in machine.accelerators
+    ]
+    if built_in:
+        wanted = spec.nodes.accelerator
+        if wanted and (wanted.type, wanted.count) not in built_in:
+            kind, n = built_in[0]
+            raise ProvisionError(
+                f"{shape.machine_type} carries {n} x {kind}, but nodes.accelerator asks for "
+                f"{wanted.count} x {wanted.type}",
+                hint="remove nodes.accelerator (the machine type decides) or make it match",
+            )
+        return sum(n for _, n in built_in)
+    if not shape.attached:
+        return 0
+    kind, count = shape.attached[0]
+    offered = _accelerators(clients, provider, zone)
+    if kind not in offered:
+        elsewhere = _other_zones(
+            region, zone, lambda z: kind in _accelerators(clients, provider, z)
+        )
+        here = ", ".join(sorted(offered)) or "none"
+        raise ProvisionError(
+            f"GPU type {kind} is not offered in zone {zone} (offered there: {here})",
+            hint=_offering_hint(provider, zone, elsewhere, kind),
+        )
+    if count > offered[kind]:
+        raise ProvisionError(
+            f"{zone} allows at most {offered[kind]} x {kind} per VM; nodes.accelerator.count "
+            f"is {count}",
+            hint=f"set nodes.accelerator.count to {offered[kind]} or less and add nodes instead",
+        )
+    return count
+
+
+def _machine_type(clients: ComputeClients, provider: GcpProvider, zone: str, name: str) -> Any:
+    try:
+        return call_api(
+            f"machine type {name} in {zone}",
+            provider.project,
+            lambda: clients.machine_types.get(
+                project=provider.project, zone=zone, machine_type=name, timeout=REQUEST_TIMEOUT
+            ),
+        )
+    except _not_found():
+        return None
+
+
+def _accelerators(clients: ComputeClients, provider: GcpProvider, zone: str) -> dict[str, int]:
+    """GPU types offered in `zone`, with the most of each one VM may have."""
+    items = call_api(
+        f"GPU types in {zone}",
+        provider.project,
+        lambda: list(
+            clients.accelerator_types.list(
+                project=provider.project, zone=zone, timeout=REQUEST_TIMEOUT
+            )
+        ),
+    )
+    return {str(item.name): int(item.maximum_cards_per_instance) for item in items}
+
+
+def _other_zones(region: Any, zone: str, offers: Callable[[str], bool]) -> list[str]:
+    return [other for other in sorted(_region_zones(region)) if other != zone and offers(other)]
+
+
+def _offering_hint(provider: GcpProvider, zone: str, offering: Iterable[str], what: str) -> str:
+    zones = list(offering)
+    if zones:
+        return (
+            f"remove {zone} from provider.zones; zones of {provider.region} that offer {what}: "
+            + ", ".join(zones)
+        )
+    return (
+        f"no zone of {provider.region} offers {what}: choose another region or type "
+        "(gcloud compute accelerator-types list / gcloud compute machine-types list)"
+    )
+
+
+def _check_quotas(
+    spec: ClusterSpec,
+    provider: GcpProvider,
+    region: Any,
+    project: Any,
+    needed: int,
+    warnings: list[str],
+) -> None:
+    """Regional GPU quota (Spot's PREEMPTIBLE_ form when granted) and the all-regions quota."""
+    kind = node_shape(spec.nodes).gpu_type
+    regional = {str(q.metric): q for q in region.quotas}
+    metric = shapes.gpu_quota_metric(kind, spot=False) if kind else None
+    if metric and spec.nodes.spot:
+        preemptible = regional.get(f"PREEMPTIBLE_{metric}")
+        # Spot VMs use preemptible quota when the project has some, standard quota otherwise.
+        if preemptible is not None and preemptible.limit > 0:
+            metric = f"PREEMPTIBLE_{metric}"
+    if metric and metric in regional:
+        _require(regional[metric], needed, f"in {provider.region}", provider)
+    else:
+        warnings.append(
+            f"cannot check the GPU quota for {kind or 'these GPUs'} in {provider.region} "
+            f"(no {metric or 'known'} quota listed): a quota error would show at creation"
+        )
+    global_quota = {str(q.metric): q for q in project.quotas}.get(GLOBAL_GPU_METRIC)
+    if global_quota is not None:
+        _require(global_quota, needed, "across all regions", provider)
+    else:
+        warnings.append(f"cannot check the {GLOBAL_GPU_METRIC} quota of {provider.project}")
+
+
+def _require(quota: Any, needed: int, where: str, provider: GcpProvider) -> None:
+    free = float(quota.limit) - float(quota.usage)
+    if needed > free:
+        raise ProvisionError(
+            f"quota {quota.metric} {where} is {quota.limit:g} GPUs with {quota.usage:g} in use; "
+            f"this cluster needs {needed} more",
+            hint=f"request more {quota.metric} quota at "
+            f"https://console.cloud.google.com/iam-admin/quotas?project={provider.project} "
+            "(approval can take a while), or use fewer or smaller nodes",
+        )

@@ -1,0 +1,128 @@
+"""Hourly prices for `plan` and `status`: a small dated table, and None where it has no row.
+
+Source: the public SkyPilot catalog (skypilot-org/skypilot-catalog, catalogs/v7/gcp/vms.csv,
+the copy at commit 6f65ab58, a mid-2026 snapshot), which lists each host machine type and each
+GPU count as separate rows in USD per hour, on-demand and Spot. Only us-central1 rows were
+copied; the T4 and V100 rows are the per-GPU figures of the same catalog. Rows whose numbers
+looked inconsistent there (A100 80GB, H100) were left out rather than guessed. Prices exclude
+disks, network egress and discounts; Spot prices change up to once a day. For a bill, use the
+Cloud Billing Catalog API or the pricing pages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dlvm_cluster.provision.gcp.tfvars import gcp_provider, node_shape
+from dlvm_cluster.spec.model import ClusterSpec
+
+PRICES_AS_OF = "mid-2026"
+PRICE_SOURCE = "SkyPilot catalog v7 (gcp/vms.csv), us-central1"
+
+# (region, machine type) -> (on-demand, Spot) USD per hour, host only (GPUs priced separately).
+HOST_PRICES: dict[tuple[str, str], tuple[float, float]] = {
+    ("us-central1", "a2-highgpu-1g"): (0.73948, 0.29576),
+    ("us-central1", "a2-highgpu-2g"): (1.47895, 0.59151),
+    ("us-central1", "a2-highgpu-4g"): (2.95791, 1.18302),
+    ("us-central1", "a2-highgpu-8g"): (5.91582, 2.36604),
+    ("us-central1", "a2-megagpu-16g"): (8.79698, 3.51864),
+    ("us-central1", "g2-standard-12"): (0.44038, 0.17621),
+    ("us-central1", "g2-standard-16"): (0.58717, 0.23494),
+    ("us-central1", "g2-standard-24"): (0.88075, 0.35242),
+    ("us-central1", "g2-standard-32"): (1.17434, 0.46989),
+    ("us-central1", "n1-standard-2"): (0.095, 0.021),
+    ("us-central1", "n1-standard-8"): (0.38, 0.08399),
+    ("us-central1", "n1-standard-16"): (0.76, 0.16798),
+    ("us-central1", "n1-standard-32"): (1.51999, 0.33596),
+    ("us-central1", "n1-standard-64"): (3.03998, 0.67192),
+    ("us-central1", "n1-standard-96"): (4.55998, 1.00788),
+}
+
+# (region, GPU type) -> (on-demand, Spot) USD per hour for one GPU (the catalog's multi-GPU rows
+# are exact multiples of these).
+GPU_PRICES: dict[tuple[str, str], tuple[float, float]] = {
+    ("us-central1", "nvidia-tesla-a100"): (2.93391, 1.1472),
+    ("us-central1", "nvidia-l4"): (0.56004, 0.2231),
+    ("us-central1", "nvidia-tesla-p100"): (1.46, 0.584),
+    ("us-central1", "nvidia-tesla-t4"): (0.35, 0.14),
+    ("us-central1", "nvidia-tesla-v100"): (2.48, 0.992),
+}
+
+
+@dataclass(frozen=True)
+class PriceEstimate:
+    """The hourly price of one node and of the cluster, both pricing models side by side."""
+
+    region: str
+    machine_type: str
+    gpu_type: str | None
+    gpus_per_node: int
+    nodes: int
+    node_on_demand: float
+    node_spot: float
+    spot: bool  # which of the two the spec asks for
+    as_of: str = PRICES_AS_OF
+    source: str = PRICE_SOURCE
+
+    @property
+    def cluster_on_demand(self) -> float:
+        return self.node_on_demand * self.nodes
+
+    @property
+    def cluster_spot(self) -> float:
+        return self.node_spot * self.nodes
+
+    @property
+    def cluster_hourly(self) -> float:
+        """What this cluster costs per hour under the spec's pricing model."""
+        return self.cluster_spot if self.spot else self.cluster_on_demand
+
+    def summary(self) -> str:
+        model = "Spot" if self.spot else "on-demand"
+        other = (
+            f"on-demand ${self.cluster_on_demand:.2f}/h"
+            if self.spot
+            else f"Spot ${self.cluster_spot:.2f}/h"
+        )
+        return (
+            f"${self.cluster_hourly:.2f}/h for {self.nodes} x {self.machine_type} ({model}; "
+            f"{other}); {self.source} prices of {self.as_of}, VMs and GPUs only"
+        )
+
+
+def node_price(
+    region: str, machine_type: str, gpu_type: str | None, gpus: int
+) -> tuple[float, float] | None:
+    """(on-demand, Spot) per hour for one node, or None when the table lacks a part of it."""
+    host = HOST_PRICES.get((region, machine_type))
+    if host is None:
+        return None
+    if not gpus:
+        return host
+    if gpu_type is None:
+        return None
+    gpu = GPU_PRICES.get((region, gpu_type))
+    if gpu is None:
+        return None
+    return (round(host[0] + gpus * gpu[0], 5), round(host[1] + gpus * gpu[1], 5))
+
+
+def cluster_price(spec: ClusterSpec, count: int | None = None) -> PriceEstimate | None:
+    """The hourly price of the cluster `spec` describes (with `count` nodes), or None if unknown."""
+    provider = gcp_provider(spec)
+    shape = node_shape(spec.nodes)
+    if shape.gpus is None:
+        return None
+    price = node_price(provider.region, shape.machine_type, shape.gpu_type, shape.gpus)
+    if price is None:
+        return None
+    return PriceEstimate(
+        region=provider.region,
+        machine_type=shape.machine_type,
+        gpu_type=shape.gpu_type,
+        gpus_per_node=shape.gpus,
+        nodes=spec.nodes.count if count is None else count,
+        node_on_demand=price[0],
+        node_spot=price[1],
+        spot=spec.nodes.spot,
+    )

@@ -1,0 +1,204 @@
+"""Spec -> the variables of terraform/gcp.
+
+`gcp_tfvars` is pure: the same spec, public key and zone always give the same dict, so
+`dlvm render` shows exactly what `up` applies. `state_tfvars` adds the two things that live in
+the state dir: the cluster's public key and the zone the cluster already lives in.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dlvm_cluster.errors import ProvisionError
+from dlvm_cluster.provision.gcp import shapes
+from dlvm_cluster.provision.local import node_name
+from dlvm_cluster.spec.model import ClusterSpec, GcpProvider, Nodes
+from dlvm_cluster.state import ClusterState
+
+DLVM_IMAGE_PROJECT = "deeplearning-platform-release"
+# Resolved at preflight (images.getFromFamily); families come and go, see README "GCP".
+DEFAULT_IMAGE_FAMILY = "pytorch-2-7-cu128-ubuntu-2204-nvidia-570"
+DEFAULT_SUBNET_CIDR = "10.64.0.0/20"
+# A preempted Spot node is deleted, so the next `up` recreates it with a plain apply.
+SPOT_TERMINATION_ACTION = "DELETE"
+TFVARS_FILE = "terraform.tfvars.json"  # the name render.py writes
+RESOURCE_ADDRESS = "google_compute_instance.node"
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """A boot image: a family (newest image of it) or one named image, in a project."""
+
+    project: str
+    name: str
+    is_family: bool
+
+    @property
+    def path(self) -> str:
+        kind = "images/family" if self.is_family else "images"
+        return f"projects/{self.project}/global/{kind}/{self.name}"
+
+
+def image_ref(image: str | None) -> ImageRef:
+    """`nodes.image` as a reference: a bare name or family/NAME is a Deep Learning VM family."""
+    if image is None:
+        return ImageRef(DLVM_IMAGE_PROJECT, DEFAULT_IMAGE_FAMILY, is_family=True)
+    text = image.split("/compute/v1/", 1)[-1] if image.startswith("https://") else image
+    parts = text.split("/")
+    if len(parts) == 1:
+        return ImageRef(DLVM_IMAGE_PROJECT, parts[0], is_family=True)
+    if len(parts) == 2 and parts[0] == "family":
+        return ImageRef(DLVM_IMAGE_PROJECT, parts[1], is_family=True)
+    if len(parts) == 5 and parts[0] == "projects" and parts[2:4] == ["global", "images"]:
+        return ImageRef(parts[1], parts[4], is_family=False)
+    if len(parts) == 6 and parts[0] == "projects" and parts[2:5] == ["global", "images", "family"]:
+        return ImageRef(parts[1], parts[5], is_family=True)
+    raise ProvisionError(
+        f"nodes.image {image!r} is not an image dlvm can use",
+        hint="give a Deep Learning VM family name, or projects/PROJECT/global/images/[family/]NAME",
+    )
+
+
+@dataclass(frozen=True)
+class NodeShape:
+    """What one node is: its machine type and GPUs, and which GPUs Terraform must attach."""
+
+    machine_type: str
+    gpu_type: str | None
+    gpus: int | None  # None: a GPU machine type whose count dlvm does not know offline
+    attached: tuple[tuple[str, int], ...]  # guest_accelerator blocks (N1 only)
+
+    @property
+    def has_gpus(self) -> bool:
+        return self.gpus != 0
+
+
+def node_shape(nodes: Nodes) -> NodeShape:
+    """Resolve machine type and GPUs, refusing combinations Compute Engine would reject."""
+    accelerator = nodes.accelerator
+    machine = nodes.machine_type or shapes.default_machine_type(
+        accelerator.type if accelerator else None, accelerator.count if accelerator else 0
+    )
+    if machine is None:
+        assert accelerator is not None
+        raise ProvisionError(
+            f"dlvm has no default machine type for {accelerator.count} x {accelerator.type}",
+            hint="set nodes.machine_type (e.g. a2-highgpu-1g, g2-standard-12, n1-standard-8)",
+        )
+    if shapes.carries_gpus(machine):
+        built_in = shapes.built_in_gpus(machine)
+        if accelerator and built_in and (accelerator.type, accelerator.count) != built_in:
+            raise ProvisionError(
+                f"{machine} carries {built_in[1]} x {built_in[0]}, but nodes.accelerator asks "
+                f"for {accelerator.count} x {accelerator.type}",
+                hint="remove nodes.accelerator (the machine type decides) or make it match",
+            )
+        if built_in:
+            return NodeShape(machine, built_in[0], built_in[1], ())
+        if accelerator:
+            return NodeShape(machine, accelerator.type, accelerator.count, ())
+        return NodeShape(machine, None, None, ())
+    if accelerator is None:
+        return NodeShape(machine, None, 0, ())
+    if not shapes.takes_attached_gpus(machine):
+        raise ProvisionError(
+            f"GPUs cannot be attached to {machine}",
+            hint="use an n1-* machine type for T4, V100, P100 or P4, or a type that carries its "
+            "GPUs (a2-* for A100, a3-* for H100, g2-* for L4) without nodes.accelerator",
+        )
+    return NodeShape(
+        machine, accelerator.type, accelerator.count, ((accelerator.type, accelerator.count),)
+    )
+
+
+def gcp_provider(spec: ClusterSpec) -> GcpProvider:
+    if not isinstance(spec.provider, GcpProvider):
+        raise ProvisionError(f"cluster {spec.name!r} does not use the gcp provider")
+    return spec.provider
+
+
+def gpus_per_node(spec: ClusterSpec) -> int:
+    """GPUs on each node as far as known offline (for DLVM_GPUS_PER_NODE and procs_per_node)."""
+    return node_shape(spec.nodes).gpus or 0
+
+
+def instance_name(cluster: str, node: str) -> str:
+    """The VM's name: node names repeat across clusters, VM names must not within a project."""
+    return f"{cluster}-{node}"
+
+
+def instance_address(node: str) -> str:
+    """The Terraform address of a node's VM, for `terraform apply -replace=...`."""
+    return f'{RESOURCE_ADDRESS}["{node}"]'
+
+
+def gcp_tfvars(
+    spec: ClusterSpec,
+    *,
+    public_key: str,
+    zone: str | None = None,
+    count: int | None = None,
+    names: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The tfvars for `spec` in `zone` (default: the first of provider.zones).
+
+    `names` picks the node set explicitly (ranks follow their order), e.g. to keep the nodes a
+    partial apply created; otherwise the nodes are node-0 .. node-(count-1).
+    """
+    provider = gcp_provider(spec)
+    chosen_zone = zone or provider.zones[0]
+    if chosen_zone not in provider.zones:
+        raise ProvisionError(
+            f"zone {chosen_zone} is not in provider.zones",
+            hint="zones: " + ", ".join(provider.zones),
+        )
+    shape = node_shape(spec.nodes)
+    if names is None:
+        names = [node_name(rank) for rank in range(spec.nodes.count if count is None else count)]
+    return {
+        "cluster_name": spec.name,
+        "project": provider.project,
+        "region": provider.region,
+        "zone": chosen_zone,
+        "nodes": {name: {"rank": rank} for rank, name in enumerate(names)},
+        "machine_type": shape.machine_type,
+        "guest_accelerators": [{"type": kind, "count": n} for kind, n in shape.attached],
+        "install_nvidia_driver": shape.has_gpus,
+        "image": image_ref(spec.nodes.image).path,
+        "disk_gb": spec.nodes.disk_gb,
+        "disk_type": spec.nodes.disk_type or shapes.default_disk_type(shape.machine_type),
+        "spot": spec.nodes.spot,
+        "spot_termination_action": SPOT_TERMINATION_ACTION,
+        "compact_placement": provider.compact_placement,
+        "nic_type": "GVNIC" if shapes.gvnic(shape.machine_type) else "",
+        "network": provider.network or "",
+        "subnetwork": provider.subnetwork or "",
+        "subnet_cidr": DEFAULT_SUBNET_CIDR,
+        "public_ip": provider.public_ip,
+        "allowed_ssh_cidrs": list(provider.allowed_ssh_cidrs),
+        "ssh_user": provider.ssh_user,
+        "ssh_public_key": public_key,
+    }
+
+
+def zone_in_use(tfvars_path: Path, zones: Sequence[str]) -> str | None:
+    """The zone the last render chose, if still allowed: a cluster stays where its nodes are."""
+    try:
+        zone = json.loads(tfvars_path.read_text()).get("zone")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return zone if isinstance(zone, str) and zone in zones else None
+
+
+def state_tfvars(
+    spec: ClusterSpec, state: ClusterState, count: int | None = None
+) -> dict[str, Any]:
+    """`gcp_tfvars` with the cluster's public key and current zone read from its state dir."""
+    public_path = state.key_path.with_suffix(".pub")
+    public_key = public_path.read_text().strip() if public_path.exists() else ""
+    zone = zone_in_use(state.terraform_dir / TFVARS_FILE, gcp_provider(spec).zones)
+    return gcp_tfvars(spec, public_key=public_key, zone=zone, count=count)

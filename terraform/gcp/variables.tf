@@ -1,0 +1,160 @@
+variable "cluster_name" {
+  description = "Name of the cluster: prefixes every resource name and labels every resource that takes labels."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$", var.cluster_name))
+    error_message = "cluster_name must be 1-40 of a-z, 0-9 and -, start with a letter and not end with -."
+  }
+}
+
+variable "project" {
+  description = "Google Cloud project the cluster is created in."
+  type        = string
+}
+
+variable "region" {
+  description = "Region of the zone: where the subnetwork and the placement policy live."
+  type        = string
+}
+
+variable "zone" {
+  description = "Zone every node is created in (dlvm moves to the next zone of the spec on a stockout)."
+  type        = string
+}
+
+variable "nodes" {
+  description = "Nodes keyed by name, with their rank: removing a key destroys only that node."
+  type = map(object({
+    rank = number
+  }))
+}
+
+variable "machine_type" {
+  description = "Machine type of every node, e.g. a2-highgpu-1g, g2-standard-12 or n1-standard-8."
+  type        = string
+}
+
+variable "guest_accelerators" {
+  description = "GPUs to attach to each node (N1 machine types). Empty for types that carry their GPUs (a2, a3, g2) and for CPU nodes."
+  type = list(object({
+    type  = string
+    count = number
+  }))
+  default = []
+}
+
+variable "install_nvidia_driver" {
+  description = "Whether the nodes have GPUs: asks the Deep Learning VM image to install the NVIDIA driver, and stops the nodes (instead of migrating them) on host maintenance."
+  type        = bool
+  default     = false
+}
+
+variable "image" {
+  description = "Boot image: projects/P/global/images/family/F (newest image of a family) or projects/P/global/images/NAME."
+  type        = string
+}
+
+variable "disk_gb" {
+  description = "Boot disk size in GB; at least the image's own size."
+  type        = number
+
+  validation {
+    # max(x, 10) is x exactly when x >= 10 (comparison operators are avoided, see main.tf).
+    condition     = contains([var.disk_gb], max(floor(var.disk_gb), 10))
+    error_message = "disk_gb must be a whole number of at least 10."
+  }
+}
+
+variable "disk_type" {
+  description = "Boot disk type, e.g. pd-balanced, pd-ssd or hyperdisk-balanced."
+  type        = string
+  default     = "pd-balanced"
+}
+
+variable "spot" {
+  description = "Create Spot VMs (provisioning model SPOT): much cheaper, and Compute Engine may stop them at any time."
+  type        = bool
+  default     = false
+}
+
+variable "spot_termination_action" {
+  description = "What Compute Engine does to a preempted Spot VM: DELETE (the next apply recreates it) or STOP."
+  type        = string
+  default     = "DELETE"
+
+  validation {
+    condition     = contains(["DELETE", "STOP"], var.spot_termination_action)
+    error_message = "spot_termination_action must be DELETE or STOP."
+  }
+}
+
+variable "compact_placement" {
+  description = "Place the nodes close together (a compact placement policy) for lower latency between them."
+  type        = bool
+  default     = false
+}
+
+variable "nic_type" {
+  description = "Network interface type: GVNIC, VIRTIO_NET, or empty for Compute Engine's default."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = contains(["", "GVNIC", "VIRTIO_NET"], var.nic_type)
+    error_message = "nic_type must be GVNIC, VIRTIO_NET or empty."
+  }
+}
+
+variable "network" {
+  description = "Existing VPC network (name or self link) to put the nodes in; empty to create one for the cluster."
+  type        = string
+  default     = ""
+}
+
+variable "subnetwork" {
+  description = "Existing subnetwork (name or self link) of var.network in var.region; empty to use the network alone (auto mode) or the created one."
+  type        = string
+  default     = ""
+}
+
+variable "subnet_cidr" {
+  description = "Address range of the subnetwork created when var.network is empty."
+  type        = string
+  default     = "10.64.0.0/20"
+
+  validation {
+    condition     = can(cidrhost(var.subnet_cidr, 0))
+    error_message = "subnet_cidr must be an address range such as 10.64.0.0/20."
+  }
+}
+
+variable "public_ip" {
+  description = "Give each node an ephemeral external address (needed to reach the nodes over SSH from outside the VPC)."
+  type        = bool
+  default     = true
+}
+
+variable "allowed_ssh_cidrs" {
+  description = "Address ranges allowed to reach the nodes on tcp/22; nothing else is opened from outside."
+  type        = list(string)
+
+  validation {
+    condition = alltrue(concat(
+      [can(var.allowed_ssh_cidrs[0])],
+      [for cidr in var.allowed_ssh_cidrs : can(cidrhost(cidr, 0))],
+    ))
+    error_message = "allowed_ssh_cidrs must be a non-empty list of address ranges such as 203.0.113.7/32."
+  }
+}
+
+variable "ssh_user" {
+  description = "User created on every node for the cluster's SSH key (through the ssh-keys metadata)."
+  type        = string
+  default     = "dlvm"
+}
+
+variable "ssh_public_key" {
+  description = "The cluster's SSH public key (OpenSSH format) authorized for ssh_user on every node."
+  type        = string
+}

@@ -1,0 +1,265 @@
+"""A fake Compute Engine REST API on 127.0.0.1, answering JSON of the documented shapes.
+
+No emulator of Compute Engine exists, so this is the one fake the tests allow (DESIGN.md,
+"Testing"): the real google-cloud-compute clients talk HTTP to it through
+client_options={"api_endpoint": ...} with anonymous credentials, so request building, JSON
+parsing and HTTP error mapping are the library's own. Responses follow the REST reference
+(camelCase fields, int64 as strings, errors as {"error": {"code", "message", "errors"}}).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from dlvm_cluster.provision.gcp.credentials import ComputeClients, compute_clients
+
+API = "https://www.googleapis.com/compute/v1"
+Response = tuple[int, dict[str, Any]]
+
+
+class FakeCompute:
+    """Routes (method, path) to responses; a list of responses is served in turn (last repeats)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.routes: dict[tuple[str, str], list[Response]] = {}
+        self.requests: list[tuple[str, str, dict[str, list[str]]]] = []
+
+    def clients(self) -> ComputeClients:
+        from google.auth.credentials import AnonymousCredentials
+
+        credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
+        return compute_clients(credentials, api_endpoint=self.url)
+
+    def calls(self, path_part: str) -> int:
+        return sum(1 for _, path, _ in self.requests if path_part in path)
+
+    # -- raw routes ------------------------------------------------------------------------
+    def set(self, path: str, body: dict[str, Any], status: int = 200, method: str = "GET") -> None:
+        self.routes[(method, "/compute/v1/" + path)] = [(status, body)]
+
+    def sequence(self, path: str, responses: list[Response]) -> None:
+        self.routes[("GET", "/compute/v1/" + path)] = list(responses)
+
+    def error(
+        self, path: str, status: int, message: str, reason: str, domain: str = "global"
+    ) -> None:
+        self.set(path, error_body(status, message, reason, domain), status)
+
+    def respond(self, method: str, path: str) -> Response:
+        responses = self.routes.get((method, path))
+        if not responses:
+            return 404, error_body(404, f"The resource '{path}' was not found", "notFound")
+        return responses.pop(0) if len(responses) > 1 else responses[0]
+
+    # -- resources of the documented shapes ------------------------------------------------
+    def project(self, project: str, quotas: dict[str, tuple[float, float]]) -> None:
+        self.set(f"projects/{project}", {"name": project, "quotas": quota_list(quotas)})
+
+    def region(
+        self,
+        project: str,
+        region: str,
+        zones: list[str],
+        quotas: dict[str, tuple[float, float]],
+        status: str = "UP",
+    ) -> None:
+        self.set(
+            f"projects/{project}/regions/{region}",
+            {
+                "kind": "compute#region",
+                "name": region,
+                "status": status,
+                "zones": [f"{API}/projects/{project}/zones/{zone}" for zone in zones],
+                "quotas": quota_list(quotas),
+            },
+        )
+        for zone in zones:
+            self.zone(project, zone, region)
+
+    def zone(self, project: str, zone: str, region: str, status: str = "UP") -> None:
+        self.set(
+            f"projects/{project}/zones/{zone}",
+            {
+                "kind": "compute#zone",
+                "name": zone,
+                "status": status,
+                "region": f"{API}/projects/{project}/regions/{region}",
+            },
+        )
+
+    def accelerators(self, project: str, zone: str, offered: dict[str, int]) -> None:
+        self.set(
+            f"projects/{project}/zones/{zone}/acceleratorTypes",
+            {
+                "kind": "compute#acceleratorTypeList",
+                "items": [
+                    {
+                        "kind": "compute#acceleratorType",
+                        "name": name,
+                        "description": name,
+                        "zone": f"{API}/projects/{project}/zones/{zone}",
+                        "maximumCardsPerInstance": maximum,
+                    }
+                    for name, maximum in offered.items()
+                ],
+            },
+        )
+
+    def machine_type(
+        self, project: str, zone: str, name: str, gpus: tuple[str, int] | None = None
+    ) -> None:
+        body: dict[str, Any] = {
+            "kind": "compute#machineType",
+            "name": name,
+            "zone": zone,
+            "guestCpus": 12,
+            "memoryMb": 87040,
+        }
+        if gpus:
+            body["accelerators"] = [
+                {"guestAcceleratorType": gpus[0], "guestAcceleratorCount": gpus[1]}
+            ]
+        self.set(f"projects/{project}/zones/{zone}/machineTypes/{name}", body)
+
+    def image_family(
+        self, project: str, family: str, name: str, disk_gb: int, deprecated: str | None = None
+    ) -> None:
+        body: dict[str, Any] = {
+            "kind": "compute#image",
+            "name": name,
+            "family": family,
+            "diskSizeGb": str(disk_gb),
+            "status": "READY",
+            "selfLink": f"{API}/projects/{project}/global/images/{name}",
+        }
+        if deprecated:
+            body["deprecated"] = {"state": deprecated}
+        self.set(f"projects/{project}/global/images/family/{family}", body)
+
+    def instance(
+        self,
+        project: str,
+        zone: str,
+        name: str,
+        status: str,
+        *,
+        spot: bool = False,
+        last_start: str = "2026-03-01T10:00:00.000-08:00",
+    ) -> None:
+        scheduling: dict[str, Any] = {"onHostMaintenance": "TERMINATE"}
+        if spot:
+            scheduling.update(
+                provisioningModel="SPOT", preemptible=True, instanceTerminationAction="STOP"
+            )
+        self.set(
+            f"projects/{project}/zones/{zone}/instances/{name}",
+            {
+                "kind": "compute#instance",
+                "name": name,
+                "status": status,
+                "zone": f"{API}/projects/{project}/zones/{zone}",
+                "lastStartTimestamp": last_start,
+                "scheduling": scheduling,
+                "networkInterfaces": [
+                    {"networkIP": "10.64.0.2", "accessConfigs": [{"natIP": "203.0.113.10"}]}
+                ],
+            },
+        )
+
+    def preemptions(self, project: str, zone: str, events: list[tuple[str, str]]) -> None:
+        """zoneOperations.list answering with compute.instances.preempted operations."""
+        self.set(
+            f"projects/{project}/zones/{zone}/operations",
+            {
+                "kind": "compute#operationList",
+                "items": [
+                    {
+                        "kind": "compute#operation",
+                        "name": f"systemevent-{index}",
+                        "operationType": "compute.instances.preempted",
+                        "targetLink": f"{API}/projects/{project}/zones/{zone}/instances/{name}",
+                        "insertTime": when,
+                        "status": "DONE",
+                        "statusMessage": "Instance was preempted.",
+                    }
+                    for index, (name, when) in enumerate(events)
+                ],
+            },
+        )
+
+
+def quota_list(quotas: dict[str, tuple[float, float]]) -> list[dict[str, Any]]:
+    return [
+        {"metric": metric, "limit": limit, "usage": usage}
+        for metric, (limit, usage) in quotas.items()
+    ]
+
+
+def error_body(status: int, message: str, reason: str, domain: str = "global") -> dict[str, Any]:
+    return {
+        "error": {
+            "code": status,
+            "message": message,
+            "errors": [{"message": message, "domain": domain, "reason": reason}],
+        }
+    }
+
+
+def guest_attributes(keys: dict[str, str]) -> dict[str, Any]:
+    return {
+        "kind": "compute#guestAttributes",
+        "queryPath": "hostkeys/",
+        "queryValue": {
+            "items": [
+                {"namespace": "hostkeys", "key": key, "value": value} for key, value in keys.items()
+            ]
+        },
+    }
+
+
+@contextmanager
+def running() -> Iterator[FakeCompute]:
+    """A FakeCompute serving on a free loopback port for the duration of the block."""
+    fake: FakeCompute
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self, method: str) -> None:
+            parsed = urlparse(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            fake.requests.append((method, parsed.path, parse_qs(parsed.query)))
+            status, body = fake.respond(method, parsed.path)
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json; charset=UTF-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            self._answer("GET")
+
+        def do_POST(self) -> None:
+            self._answer("POST")
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    fake = FakeCompute(f"http://127.0.0.1:{server.server_address[1]}")
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

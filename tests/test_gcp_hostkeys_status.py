@@ -1,0 +1,184 @@
+"""Host keys from guest attributes and instance states (preemption included), against a fake
+Compute Engine API served on 127.0.0.1 to the real google-cloud-compute clients."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from gcp_fake import FakeCompute, error_body, guest_attributes, running
+
+from dlvm_cluster.errors import ProvisionError
+from dlvm_cluster.inventory import from_terraform_outputs
+from dlvm_cluster.provision.gcp.hostkeys import (
+    NodeRef,
+    node_refs,
+    node_refs_for,
+    read_host_keys,
+    with_host_keys,
+)
+from dlvm_cluster.provision.gcp.instances import (
+    instance_states,
+    node_states_for_display,
+    replace_addresses,
+)
+
+P = "p"
+ZONE = "us-central1-a"
+ED25519 = "AAAAC3NzaC1lZDI1NTE5AAAAIBr0qYQxTn2e6Eow7Lk2A3oWq4HqRtqMfX7ok6q2ZTXc"
+ECDSA = "AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBOo="
+RSA = "AAAAB3NzaC1yc2EAAAADAQABAAABAQC7"
+OUTPUTS: dict[str, Any] = {
+    "nodes": {
+        f"node-{rank}": {
+            "rank": rank,
+            "ip": f"203.0.113.{10 + rank}",
+            "internal_ip": f"10.64.0.{2 + rank}",
+            "port": 22,
+            "user": "dlvm",
+            "zone": f"https://www.googleapis.com/compute/v1/projects/p/zones/{ZONE}",
+            "instance": f"t-node-{rank}",
+            "host_key": "",
+        }
+        for rank in (1, 0)
+    }
+}
+NODES = [NodeRef("node-0", "t-node-0", ZONE), NodeRef("node-1", "t-node-1", ZONE)]
+
+
+@pytest.fixture
+def api() -> Iterator[FakeCompute]:
+    with running() as fake:
+        yield fake
+
+
+def attributes_path(instance: str) -> str:
+    return f"projects/{P}/zones/{ZONE}/instances/{instance}/getGuestAttributes"
+
+
+def not_published() -> tuple[int, dict[str, Any]]:
+    return 404, error_body(404, "The resource was not found", "notFound")
+
+
+def test_node_refs_come_from_the_outputs_in_rank_order() -> None:
+    assert node_refs(OUTPUTS) == NODES
+    assert node_refs_for("t", ZONE, ["node-0", "node-1"]) == NODES
+    with pytest.raises(ProvisionError, match="no `nodes` output"):
+        node_refs({})
+
+
+def test_host_keys_are_read_once_published(api: FakeCompute) -> None:
+    api.sequence(
+        attributes_path("t-node-0"),
+        [
+            not_published(),
+            not_published(),
+            (200, guest_attributes({})),
+            (
+                200,
+                guest_attributes(
+                    {"ecdsa-sha2-nistp256": ECDSA, "ssh-ed25519": ED25519, "ssh-rsa": RSA}
+                ),
+            ),
+        ],
+    )
+    api.set(attributes_path("t-node-1"), guest_attributes({"ssh-rsa": RSA}))
+    sleeps: list[float] = []
+    keys = read_host_keys(api.clients(), P, NODES, interval=7.0, sleep=sleeps.append)
+    assert keys == {"node-0": f"ssh-ed25519 {ED25519}", "node-1": f"ssh-rsa {RSA}"}
+    assert sleeps == [7.0, 7.0, 7.0]
+    assert api.calls("t-node-1/getGuestAttributes") == 1  # done nodes are not asked again
+    queries = [q for _, path, q in api.requests if path.endswith("getGuestAttributes")]
+    assert all(q == {"queryPath": ["hostkeys/"]} for q in queries)
+
+
+def test_host_keys_never_published_fail_clearly(api: FakeCompute) -> None:
+    api.set(attributes_path("t-node-0"), guest_attributes({"ssh-ed25519": "not base64!"}))
+    api.set(attributes_path("t-node-1"), guest_attributes({"ssh-ed25519": ED25519}))
+    sleeps: list[float] = []
+    with pytest.raises(ProvisionError) as caught:
+        read_host_keys(api.clients(), P, NODES, attempts=3, interval=1.0, sleep=sleeps.append)
+    assert caught.value.message.startswith("node-0 published no SSH host key")
+    assert sleeps == [1.0, 1.0]
+
+
+def test_host_keys_complete_the_inventory() -> None:
+    keys = {"node-0": f"ssh-ed25519 {ED25519}", "node-1": f"ssh-rsa {RSA}"}
+    outputs = with_host_keys(OUTPUTS, keys)
+    assert OUTPUTS["nodes"]["node-0"]["host_key"] == ""  # the input is left alone
+    inventory = from_terraform_outputs("t", outputs, env={}, gpus_per_node=1)
+    assert [(n.name, n.ip, n.user) for n in inventory.nodes] == [
+        ("node-0", "203.0.113.10", "dlvm"),
+        ("node-1", "203.0.113.11", "dlvm"),
+    ]
+    assert inventory.known_hosts().splitlines()[0] == f"203.0.113.10 ssh-ed25519 {ED25519}"
+
+
+def instance(api: FakeCompute, name: str, status: str, **kwargs: Any) -> None:
+    api.instance(P, ZONE, name, status, **kwargs)
+
+
+def test_running_nodes_need_no_operation_lookup(api: FakeCompute) -> None:
+    instance(api, "t-node-0", "RUNNING", spot=True)
+    instance(api, "t-node-1", "RUNNING")
+    states = instance_states(api.clients(), P, NODES)
+    assert [(s.status, s.preempted, s.spot) for s in states.values()] == [
+        ("RUNNING", False, True),
+        ("RUNNING", False, False),
+    ]
+    assert api.calls("/operations") == 0
+    assert replace_addresses(states) == []
+
+
+def test_preempted_spot_node_stopped_by_compute_engine(api: FakeCompute) -> None:
+    instance(api, "t-node-0", "RUNNING", spot=True)
+    instance(api, "t-node-1", "TERMINATED", spot=True, last_start="2026-03-01T10:00:00.000-08:00")
+    api.preemptions(
+        P,
+        ZONE,
+        [
+            ("t-node-10", "2026-03-01T12:00:00.000-08:00"),  # a different VM, same prefix
+            ("t-node-1", "2026-03-01T09:00:00.000-08:00"),  # before its last start
+            ("t-node-1", "2026-03-01T11:30:00.000-08:00"),
+        ],
+    )
+    states = instance_states(api.clients(), P, NODES)
+    assert states["node-1"].preempted
+    assert states["node-1"].label == "preempted"
+    assert not states["node-0"].preempted
+    assert replace_addresses(states) == ['google_compute_instance.node["node-1"]']
+    assert node_states_for_display(states)["node-1"] == {
+        "status": "preempted",
+        "preempted": True,
+        "spot": True,
+    }
+    (query,) = [q for _, path, q in api.requests if path.endswith("/operations")]
+    assert query["filter"] == ['operationType="compute.instances.preempted"']
+
+
+def test_node_stopped_after_an_old_preemption_is_just_stopped(api: FakeCompute) -> None:
+    instance(api, "t-node-0", "RUNNING")
+    instance(api, "t-node-1", "TERMINATED", spot=True, last_start="2026-03-02T10:00:00.000-08:00")
+    api.preemptions(P, ZONE, [("t-node-1", "2026-03-01T11:30:00.000-08:00")])
+    state = instance_states(api.clients(), P, NODES)["node-1"]
+    assert not state.preempted
+    assert state.label == "terminated"
+    assert state.needs_recreate
+
+
+def test_preempted_spot_node_deleted_by_compute_engine(api: FakeCompute) -> None:
+    instance(api, "t-node-0", "RUNNING", spot=True)
+    api.preemptions(P, ZONE, [("t-node-1", "2026-03-01T11:30:00.000-08:00")])
+    states = instance_states(api.clients(), P, NODES)
+    assert states["node-1"].status == "MISSING"
+    assert states["node-1"].preempted and states["node-1"].spot
+    # Gone from the API: a plain apply recreates it, so there is nothing to -replace.
+    assert replace_addresses(states) == []
+
+
+def test_deleted_node_without_preemption_is_missing(api: FakeCompute) -> None:
+    instance(api, "t-node-0", "RUNNING")
+    api.preemptions(P, ZONE, [])
+    state = instance_states(api.clients(), P, NODES)["node-1"]
+    assert (state.status, state.preempted, state.label) == ("MISSING", False, "missing")

@@ -1,0 +1,260 @@
+"""Preflight against a fake Compute Engine API (real google-cloud-compute, loopback HTTP)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from gcp_fake import FakeCompute, running
+
+from dlvm_cluster.errors import ProvisionError
+from dlvm_cluster.provision.gcp.credentials import compute_clients, default_credentials
+from dlvm_cluster.provision.gcp.preflight import preflight, spec_warnings
+from dlvm_cluster.provision.gcp.tfvars import DEFAULT_IMAGE_FAMILY, DLVM_IMAGE_PROJECT
+from dlvm_cluster.spec.load import load_spec_text
+from dlvm_cluster.spec.model import ClusterSpec
+
+P = "p"
+REGION = "us-central1"
+ZONES = ["us-central1-a", "us-central1-b", "us-central1-c", "us-central1-f"]
+IMAGE = "pytorch-2-7-cu128-ubuntu-2204-nvidia-570-v20260301"
+REGION_QUOTAS = {
+    "CPUS": (2400.0, 0.0),
+    "NVIDIA_T4_GPUS": (8.0, 0.0),
+    "PREEMPTIBLE_NVIDIA_T4_GPUS": (0.0, 0.0),
+    "NVIDIA_L4_GPUS": (8.0, 0.0),
+    "PREEMPTIBLE_NVIDIA_L4_GPUS": (16.0, 2.0),
+    "NVIDIA_A100_GPUS": (16.0, 0.0),
+}
+
+
+def spec_of(nodes: str, *, zones: list[str] | None = None, extra: str = "") -> ClusterSpec:
+    text = (
+        "name: t\nprovider:\n  kind: gcp\n  project: p\n  region: us-central1\n"
+        f"  zones: [{', '.join(zones or ZONES[:2])}]\n"
+        "  allowed_ssh_cidrs: [198.51.100.0/24]\n" + extra + "nodes:\n" + nodes
+    )
+    return load_spec_text(text, Path("/nowhere/t.yaml")).spec
+
+
+T4 = "  count: 2\n  machine_type: n1-standard-8\n  accelerator: {type: nvidia-tesla-t4, count: 1}\n"
+L4_SPOT = "  count: 4\n  machine_type: g2-standard-12\n  spot: true\n"
+A100 = "  count: 2\n  machine_type: a2-highgpu-2g\n"
+
+
+@pytest.fixture
+def api() -> Iterator[FakeCompute]:
+    with running() as fake:
+        fake.project(P, {"GPUS_ALL_REGIONS": (32.0, 0.0)})
+        fake.region(P, REGION, ZONES, REGION_QUOTAS)
+        for zone in ZONES:
+            fake.accelerators(
+                P, zone, {"nvidia-tesla-t4": 4, "nvidia-l4": 8, "nvidia-tesla-a100": 16}
+            )
+            fake.machine_type(P, zone, "n1-standard-8")
+            fake.machine_type(P, zone, "g2-standard-12", ("nvidia-l4", 1))
+            fake.machine_type(P, zone, "a2-highgpu-2g", ("nvidia-tesla-a100", 2))
+        fake.image_family(DLVM_IMAGE_PROJECT, DEFAULT_IMAGE_FAMILY, IMAGE, 100)
+        yield fake
+
+
+def failure(spec: ClusterSpec, api: FakeCompute, **kwargs: int) -> ProvisionError:
+    with pytest.raises(ProvisionError) as caught:
+        preflight(spec, api.clients(), **kwargs)
+    assert caught.value.hint
+    return caught.value
+
+
+def test_healthy_project_passes(api: FakeCompute) -> None:
+    report = preflight(spec_of(T4, zones=ZONES), api.clients())
+    assert report.zones == tuple(ZONES)
+    assert report.gpus_per_node == 1
+    assert report.image == IMAGE
+    assert report.image_disk_gb == 100
+    assert report.warnings == ()
+    for zone in ZONES:
+        assert api.calls(f"/zones/{zone}/acceleratorTypes") == 1
+
+
+def test_built_in_gpus_come_from_the_machine_type(api: FakeCompute) -> None:
+    report = preflight(spec_of(A100), api.clients())
+    assert report.gpus_per_node == 2
+    assert api.calls("/acceleratorTypes") == 0
+
+
+def test_spot_uses_the_preemptible_quota(api: FakeCompute) -> None:
+    assert preflight(spec_of(L4_SPOT), api.clients()).gpus_per_node == 1
+    api.region(P, REGION, ZONES, {**REGION_QUOTAS, "PREEMPTIBLE_NVIDIA_L4_GPUS": (4.0, 2.0)})
+    error = failure(spec_of(L4_SPOT), api)
+    assert "PREEMPTIBLE_NVIDIA_L4_GPUS" in error.message
+    assert "4 GPUs with 2 in use; this cluster needs 4 more" in error.message
+
+
+def test_spot_without_preemptible_quota_uses_the_standard_one(api: FakeCompute) -> None:
+    api.region(P, REGION, ZONES, {**REGION_QUOTAS, "NVIDIA_T4_GPUS": (8.0, 7.0)})
+    spot_t4 = T4 + "  spot: true\n"
+    error = failure(spec_of(spot_t4), api)
+    assert "quota NVIDIA_T4_GPUS in us-central1" in error.message
+
+
+def test_regional_quota_exceeded(api: FakeCompute) -> None:
+    api.region(P, REGION, ZONES, {**REGION_QUOTAS, "NVIDIA_A100_GPUS": (8.0, 6.0)})
+    error = failure(spec_of(A100), api)
+    assert error.message == (
+        "quota NVIDIA_A100_GPUS in us-central1 is 8 GPUs with 6 in use; this cluster needs 4 more"
+    )
+    assert "https://console.cloud.google.com/iam-admin/quotas?project=p" in error.hint
+
+
+def test_nodes_that_already_exist_hold_their_quota(api: FakeCompute) -> None:
+    api.region(P, REGION, ZONES, {**REGION_QUOTAS, "NVIDIA_A100_GPUS": (8.0, 6.0)})
+    # Growing from 2 to 3 nodes of 2 GPUs needs 2 more, and 2 are free.
+    preflight(spec_of(A100), api.clients(), count=3, existing_nodes=2)
+
+
+def test_all_regions_quota_exceeded(api: FakeCompute) -> None:
+    api.project(P, {"GPUS_ALL_REGIONS": (0.0, 0.0)})
+    error = failure(spec_of(T4), api)
+    assert "GPUS_ALL_REGIONS across all regions is 0 GPUs" in error.message
+
+
+def test_quota_dlvm_cannot_read_is_a_warning(api: FakeCompute) -> None:
+    api.machine_type(P, ZONES[0], "a3-highgpu-8g", ("nvidia-h100-80gb", 8))
+    api.project(P, {})
+    spec = spec_of("  count: 1\n  machine_type: a3-highgpu-8g\n", zones=ZONES[:1])
+    report = preflight(spec, api.clients())
+    assert report.gpus_per_node == 8
+    assert any("NVIDIA_H100_GPUS" in warning for warning in report.warnings)
+    assert any("GPUS_ALL_REGIONS" in warning for warning in report.warnings)
+
+
+def test_gpu_type_missing_in_a_zone_names_the_zones_that_have_it(api: FakeCompute) -> None:
+    api.accelerators(P, "us-central1-b", {"nvidia-l4": 8})
+    error = failure(spec_of(T4), api)
+    assert error.message == (
+        "GPU type nvidia-tesla-t4 is not offered in zone us-central1-b (offered there: nvidia-l4)"
+    )
+    assert "remove us-central1-b from provider.zones" in error.hint
+    assert "us-central1-a, us-central1-c, us-central1-f" in error.hint
+
+
+def test_gpu_type_nowhere_in_the_region(api: FakeCompute) -> None:
+    spec = spec_of(
+        "  count: 1\n  machine_type: n1-standard-8\n"
+        "  accelerator: {type: nvidia-tesla-p4, count: 1}\n"
+    )
+    error = failure(spec, api)
+    assert "nvidia-tesla-p4 is not offered in zone us-central1-a" in error.message
+    assert "no zone of us-central1 offers nvidia-tesla-p4" in error.hint
+
+
+def test_too_many_gpus_per_vm(api: FakeCompute) -> None:
+    spec = spec_of(
+        "  count: 1\n  machine_type: n1-standard-8\n"
+        "  accelerator: {type: nvidia-tesla-t4, count: 8}\n"
+    )
+    error = failure(spec, api)
+    assert "allows at most 4 x nvidia-tesla-t4 per VM" in error.message
+
+
+def test_machine_type_missing_in_a_zone(api: FakeCompute) -> None:
+    api.routes.pop(
+        ("GET", f"/compute/v1/projects/{P}/zones/us-central1-b/machineTypes/g2-standard-12")
+    )
+    error = failure(spec_of(L4_SPOT), api)
+    assert error.message == "machine type g2-standard-12 is not offered in zone us-central1-b"
+    assert "us-central1-a, us-central1-c, us-central1-f" in error.hint
+
+
+def test_image_family_missing(api: FakeCompute) -> None:
+    error = failure(spec_of(T4 + "  image: pytorch-0-1-cu01-nope\n"), api)
+    assert "image family 'pytorch-0-1-cu01-nope' does not exist" in error.message
+    assert "gcloud compute images list --project deeplearning-platform-release" in error.hint
+
+
+def test_disk_smaller_than_the_image(api: FakeCompute) -> None:
+    api.image_family(DLVM_IMAGE_PROJECT, DEFAULT_IMAGE_FAMILY, IMAGE, 250)
+    error = failure(spec_of(T4), api)
+    assert "needs 250 GB" in error.message
+    assert error.hint == "set nodes.disk_gb to at least 250"
+
+
+def test_obsolete_image_fails_and_deprecated_warns(api: FakeCompute) -> None:
+    api.image_family(DLVM_IMAGE_PROJECT, DEFAULT_IMAGE_FAMILY, IMAGE, 100, "DEPRECATED")
+    assert any("deprecated" in w for w in preflight(spec_of(T4), api.clients()).warnings)
+    api.image_family(DLVM_IMAGE_PROJECT, DEFAULT_IMAGE_FAMILY, IMAGE, 100, "OBSOLETE")
+    assert "is obsolete" in failure(spec_of(T4), api).message
+
+
+def test_zone_down_is_skipped_and_all_down_fails(api: FakeCompute) -> None:
+    api.zone(P, "us-central1-a", REGION, status="DOWN")
+    report = preflight(spec_of(T4), api.clients())
+    assert report.zones == ("us-central1-b",)
+    assert any("us-central1-a is DOWN" in w for w in report.warnings)
+    api.zone(P, "us-central1-b", REGION, status="DOWN")
+    assert "none of the zones" in failure(spec_of(T4), api).message
+
+
+def test_zone_that_the_region_does_not_have(api: FakeCompute) -> None:
+    api.region(P, REGION, ZONES[:3], REGION_QUOTAS)
+    error = failure(spec_of(T4, zones=["us-central1-a", "us-central1-f"]), api)
+    assert error.message == "zone us-central1-f does not exist in region us-central1"
+
+
+def test_project_and_region_errors(api: FakeCompute) -> None:
+    api.routes.pop(("GET", f"/compute/v1/projects/{P}/regions/{REGION}"))
+    assert "region 'us-central1' does not exist" in failure(spec_of(T4), api).message
+    api.routes.pop(("GET", f"/compute/v1/projects/{P}"))
+    assert "project 'p' does not exist" in failure(spec_of(T4), api).message
+    api.error(
+        f"projects/{P}",
+        403,
+        "Compute Engine API has not been used in project p before or it is disabled.",
+        "accessNotConfigured",
+        "usageLimits",
+    )
+    error = failure(spec_of(T4), api)
+    assert error.message.startswith("permission denied reading project p")
+    assert "gcloud services enable compute.googleapis.com --project p" in error.hint
+
+
+def test_unreachable_api_is_a_clear_error() -> None:
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    from google.auth.credentials import AnonymousCredentials
+
+    credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
+    clients = compute_clients(credentials, api_endpoint=f"http://127.0.0.1:{port}")
+    with pytest.raises(ProvisionError, match="cannot reach the Compute Engine API"):
+        preflight(spec_of(T4), clients)
+
+
+def test_missing_credentials_say_how_to_log_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "absent.json"))
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path))
+    with pytest.raises(ProvisionError) as caught:
+        default_credentials()
+    assert "no Google Cloud credentials found" in caught.value.message
+    assert "gcloud auth application-default login" in caught.value.hint
+
+
+def test_warnings_from_the_spec_alone() -> None:
+    spec = spec_of(
+        "  count: 1\n  machine_type: n1-standard-8\n",
+        extra="  compact_placement: true\n  public_ip: false\n",
+    )
+    warnings = spec_warnings(spec)
+    assert any("compact placement may not be available for n1-standard-8" in w for w in warnings)
+    assert any("no internet access" in w for w in warnings)
+    open_spec = load_spec_text(
+        "name: t\nprovider: {kind: gcp, project: p, region: us-central1, zones: [us-central1-a],"
+        " allowed_ssh_cidrs: [0.0.0.0/0]}\nnodes: {count: 1}\n",
+        Path("/nowhere/t.yaml"),
+    ).spec
+    assert spec_warnings(open_spec)[0].startswith("SSH is open to the whole internet (0.0.0.0/0")

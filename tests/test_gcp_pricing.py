@@ -1,0 +1,89 @@
+"""The dated price table and the hourly price of a cluster; unknown prices are None."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dlvm_cluster.provision.gcp import pricing
+from dlvm_cluster.provision.gcp.pricing import GPU_PRICES, HOST_PRICES, cluster_price, node_price
+from dlvm_cluster.spec.load import load_spec, load_spec_text
+from dlvm_cluster.spec.model import ClusterSpec
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def spec_of(nodes: str, region: str = "us-central1") -> ClusterSpec:
+    text = (
+        f"name: t\nprovider: {{kind: gcp, project: p, region: {region}, zones: [{region}-a],"
+        " allowed_ssh_cidrs: [198.51.100.0/24]}\nnodes: " + nodes + "\n"
+    )
+    return load_spec_text(text, Path("/t.yaml")).spec
+
+
+def test_a100_example_costs_host_plus_gpus() -> None:
+    estimate = cluster_price(load_spec(REPO / "examples" / "gcp-a100-torchrun.yaml").spec)
+    assert estimate is not None
+    assert (estimate.machine_type, estimate.gpu_type, estimate.gpus_per_node) == (
+        "a2-highgpu-2g",
+        "nvidia-tesla-a100",
+        2,
+    )
+    assert estimate.node_on_demand == pytest.approx(1.47895 + 2 * 2.93391)
+    assert estimate.node_spot == pytest.approx(0.59151 + 2 * 1.1472)
+    assert not estimate.spot
+    assert estimate.cluster_hourly == pytest.approx(2 * (1.47895 + 2 * 2.93391))
+
+
+def test_spot_l4_example_is_priced_as_spot() -> None:
+    estimate = cluster_price(load_spec(REPO / "examples" / "gcp-spot-l4-horovod.yaml").spec)
+    assert estimate is not None
+    assert estimate.spot
+    assert estimate.cluster_hourly == pytest.approx(4 * (0.17621 + 0.2231))
+    assert estimate.cluster_on_demand == pytest.approx(4 * (0.44038 + 0.56004))
+    summary = estimate.summary()
+    assert summary.startswith("$1.60/h for 4 x g2-standard-12 (Spot; on-demand $4.00/h)")
+    assert pricing.PRICES_AS_OF in summary
+
+
+def test_count_overrides_the_spec_for_scale_and_status() -> None:
+    estimate = cluster_price(
+        spec_of(
+            "{count: 2, machine_type: n1-standard-8, "
+            "accelerator: {type: nvidia-tesla-t4, count: 1}}"
+        ),
+        count=5,
+    )
+    assert estimate is not None
+    assert estimate.nodes == 5
+    assert estimate.cluster_on_demand == pytest.approx(5 * (0.38 + 0.35))
+
+
+@pytest.mark.parametrize(
+    ("nodes", "region"),
+    [
+        ("{count: 1}", "us-central1"),  # n2-standard-8: no row in the table
+        ("{count: 1, machine_type: a3-highgpu-8g}", "us-central1"),  # H100: left out
+        ("{count: 1, machine_type: a2-highgpu-1g}", "europe-west4"),  # region not copied
+        ("{count: 1, machine_type: a4-highgpu-8g}", "us-central1"),  # GPUs unknown offline
+    ],
+)
+def test_unknown_prices_are_none_never_guessed(nodes: str, region: str) -> None:
+    assert cluster_price(spec_of(nodes, region)) is None
+
+
+def test_node_price_parts() -> None:
+    assert (
+        node_price("us-central1", "n1-standard-16", None, 0)
+        == HOST_PRICES[("us-central1", "n1-standard-16")]
+    )
+    assert node_price("us-central1", "n1-standard-16", "nvidia-tesla-k80", 1) is None
+    assert node_price("us-central1", "no-such-type", None, 0) is None
+
+
+def test_table_is_dated_sourced_and_sane() -> None:
+    assert pricing.__doc__ and "skypilot-catalog" in pricing.__doc__
+    assert "2026" in pricing.PRICES_AS_OF
+    for on_demand, spot in [*HOST_PRICES.values(), *GPU_PRICES.values()]:
+        assert 0 < spot < on_demand

@@ -1,0 +1,296 @@
+"""Spec -> terraform/gcp variables, field by field, and the spec checks the gcp provider adds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dlvm_cluster.errors import ProvisionError, SpecError
+from dlvm_cluster.provision.gcp.tfvars import (
+    DEFAULT_IMAGE_FAMILY,
+    ImageRef,
+    gcp_tfvars,
+    gpus_per_node,
+    image_ref,
+    instance_address,
+    instance_name,
+    node_shape,
+    state_tfvars,
+    zone_in_use,
+)
+from dlvm_cluster.provision.render import render
+from dlvm_cluster.spec.load import load_spec, load_spec_text
+from dlvm_cluster.spec.model import ClusterSpec
+from dlvm_cluster.state import ClusterState
+
+REPO = Path(__file__).resolve().parent.parent
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBr0qYQxTn2e6Eow7Lk2A3oWq4HqRtqMfX7ok6q2ZTXc dlvm-t"
+BASE = """
+name: t
+provider:
+  kind: gcp
+  project: p
+  region: us-central1
+  zones: [us-central1-a, us-central1-b]
+  allowed_ssh_cidrs: [198.51.100.0/24]
+"""
+
+
+def spec_of(nodes: str, provider_extra: str = "") -> ClusterSpec:
+    text = BASE + provider_extra + "nodes:\n" + nodes
+    return load_spec_text(text, Path("/nowhere/t.yaml")).spec
+
+
+def example(name: str) -> ClusterSpec:
+    return load_spec(REPO / "examples" / name).spec
+
+
+def test_a100_torchrun_example_renders_field_by_field() -> None:
+    tfvars = gcp_tfvars(example("gcp-a100-torchrun.yaml"), public_key=KEY)
+    assert tfvars == {
+        "cluster_name": "a100-ddp",
+        "project": "my-project",
+        "region": "us-central1",
+        "zone": "us-central1-a",
+        "nodes": {"node-0": {"rank": 0}, "node-1": {"rank": 1}},
+        "machine_type": "a2-highgpu-2g",
+        # a2 carries its A100s: no guest_accelerator block, but the driver and TERMINATE.
+        "guest_accelerators": [],
+        "install_nvidia_driver": True,
+        "image": "projects/deeplearning-platform-release/global/images/family/"
+        "pytorch-2-7-cu128-ubuntu-2204-nvidia-570",
+        "disk_gb": 200,
+        "disk_type": "pd-balanced",
+        "spot": False,
+        "spot_termination_action": "DELETE",
+        "compact_placement": True,
+        "nic_type": "GVNIC",
+        "network": "",
+        "subnetwork": "",
+        "subnet_cidr": "10.64.0.0/20",
+        "public_ip": True,
+        "allowed_ssh_cidrs": ["203.0.113.7/32"],
+        "ssh_user": "dlvm",
+        "ssh_public_key": KEY,
+    }
+
+
+def test_spot_l4_horovod_example_renders_field_by_field() -> None:
+    tfvars = gcp_tfvars(example("gcp-spot-l4-horovod.yaml"), public_key=KEY)
+    assert tfvars == {
+        "cluster_name": "l4-horovod",
+        "project": "my-project",
+        "region": "us-central1",
+        "zone": "us-central1-a",
+        "nodes": {f"node-{rank}": {"rank": rank} for rank in range(4)},
+        "machine_type": "g2-standard-12",
+        "guest_accelerators": [],
+        "install_nvidia_driver": True,
+        "image": f"projects/deeplearning-platform-release/global/images/family/"
+        f"{DEFAULT_IMAGE_FAMILY}",
+        "disk_gb": 150,
+        "disk_type": "pd-balanced",
+        "spot": True,
+        "spot_termination_action": "DELETE",
+        "compact_placement": False,
+        "nic_type": "GVNIC",
+        "network": "",
+        "subnetwork": "",
+        "subnet_cidr": "10.64.0.0/20",
+        "public_ip": True,
+        "allowed_ssh_cidrs": ["203.0.113.0/24"],
+        "ssh_user": "dlvm",
+        "ssh_public_key": KEY,
+    }
+
+
+def test_examples_say_what_they_are_and_load() -> None:
+    for name in ("gcp-a100-torchrun.yaml", "gcp-spot-l4-horovod.yaml"):
+        text = (REPO / "examples" / name).read_text()
+        assert text.startswith("# ")
+        assert load_spec(REPO / "examples" / name).spec.provider.kind == "gcp"
+
+
+def test_n1_with_t4_attaches_the_gpus_and_has_no_gvnic() -> None:
+    spec = spec_of(
+        "  count: 2\n  machine_type: n1-standard-8\n"
+        "  accelerator: {type: nvidia-tesla-t4, count: 2}\n"
+    )
+    tfvars = gcp_tfvars(spec, public_key=KEY)
+    assert tfvars["guest_accelerators"] == [{"type": "nvidia-tesla-t4", "count": 2}]
+    assert tfvars["install_nvidia_driver"] is True
+    assert tfvars["nic_type"] == ""
+    assert gpus_per_node(spec) == 2
+
+
+def test_cpu_nodes_get_no_driver_and_a_default_machine() -> None:
+    tfvars = gcp_tfvars(spec_of("  count: 1\n"), public_key=KEY)
+    assert tfvars["machine_type"] == "n2-standard-8"
+    assert tfvars["guest_accelerators"] == []
+    assert tfvars["install_nvidia_driver"] is False
+
+
+def test_a_gpu_alone_picks_its_machine_type() -> None:
+    spec = spec_of("  count: 1\n  accelerator: {type: nvidia-l4, count: 4}\n")
+    assert node_shape(spec.nodes).machine_type == "g2-standard-48"
+    spec = spec_of("  count: 1\n  accelerator: {type: nvidia-tesla-v100, count: 1}\n")
+    assert gcp_tfvars(spec, public_key=KEY)["machine_type"] == "n1-standard-8"
+
+
+def test_existing_network_and_options_pass_through() -> None:
+    spec = spec_of(
+        "  count: 1\n  machine_type: a3-highgpu-8g\n  disk_type: hyperdisk-balanced\n",
+        "  network: shared-vpc\n  subnetwork: gpu-subnet\n  public_ip: false\n"
+        "  ssh_user: trainer\n",
+    )
+    tfvars = gcp_tfvars(spec, public_key=KEY, zone="us-central1-b")
+    assert tfvars["network"] == "shared-vpc"
+    assert tfvars["subnetwork"] == "gpu-subnet"
+    assert tfvars["public_ip"] is False
+    assert tfvars["ssh_user"] == "trainer"
+    assert tfvars["disk_type"] == "hyperdisk-balanced"
+    assert tfvars["zone"] == "us-central1-b"
+    assert gpus_per_node(spec) == 8
+
+
+def test_explicit_node_names_keep_their_order_as_ranks() -> None:
+    tfvars = gcp_tfvars(spec_of("  count: 3\n"), public_key=KEY, names=["node-0", "node-2"])
+    assert tfvars["nodes"] == {"node-0": {"rank": 0}, "node-2": {"rank": 1}}
+    assert gcp_tfvars(spec_of("  count: 3\n"), public_key=KEY, count=5)["nodes"].keys() == {
+        f"node-{rank}" for rank in range(5)
+    }
+
+
+@pytest.mark.parametrize(
+    ("nodes", "message"),
+    [
+        (
+            "  count: 1\n  machine_type: g2-standard-12\n"
+            "  accelerator: {type: nvidia-l4, count: 2}\n",
+            "carries 1 x nvidia-l4",
+        ),
+        (
+            "  count: 1\n  machine_type: n2-standard-8\n"
+            "  accelerator: {type: nvidia-tesla-t4, count: 1}\n",
+            "cannot be attached to n2-standard-8",
+        ),
+        ("  count: 1\n  accelerator: {type: nvidia-l4, count: 3}\n", "no default machine type"),
+    ],
+)
+def test_impossible_shapes_fail_with_the_fix(nodes: str, message: str) -> None:
+    with pytest.raises(ProvisionError) as caught:
+        gcp_tfvars(spec_of(nodes), public_key=KEY)
+    assert message in caught.value.message
+    assert caught.value.hint
+
+
+def test_zone_outside_the_spec_is_refused() -> None:
+    with pytest.raises(ProvisionError, match=r"not in provider\.zones"):
+        gcp_tfvars(spec_of("  count: 1\n"), public_key=KEY, zone="us-east1-b")
+
+
+@pytest.mark.parametrize(
+    ("image", "ref"),
+    [
+        (None, ImageRef("deeplearning-platform-release", DEFAULT_IMAGE_FAMILY, True)),
+        (
+            "common-cu128-ubuntu-2204-nvidia-570",
+            ImageRef("deeplearning-platform-release", "common-cu128-ubuntu-2204-nvidia-570", True),
+        ),
+        (
+            "family/pytorch-latest-gpu",
+            ImageRef("deeplearning-platform-release", "pytorch-latest-gpu", True),
+        ),
+        ("projects/my-images/global/images/family/trainer", ImageRef("my-images", "trainer", True)),
+        ("projects/my-images/global/images/trainer-v3", ImageRef("my-images", "trainer-v3", False)),
+        (
+            "https://www.googleapis.com/compute/v1/projects/my-images/global/images/trainer-v3",
+            ImageRef("my-images", "trainer-v3", False),
+        ),
+    ],
+)
+def test_image_references(image: str | None, ref: ImageRef) -> None:
+    assert image_ref(image) == ref
+
+
+def test_names_and_addresses() -> None:
+    assert instance_name("demo", "node-3") == "demo-node-3"
+    assert instance_address("node-3") == 'google_compute_instance.node["node-3"]'
+
+
+def test_render_dispatches_to_gcp_and_keeps_the_zone_in_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DLVM_HOME", str(tmp_path))
+    spec = spec_of("  count: 2\n")
+    state = ClusterState.for_name(spec.name)
+    state.create()
+    state.ensure_key_pair()
+    module = render(spec, state)
+    assert module.provider == "gcp"
+    assert (module.source / "main.tf").exists()
+    assert module.tfvars["ssh_public_key"] == state.public_key()
+    assert module.tfvars["zone"] == "us-central1-a"
+    # After failover to us-central1-b, later renders stay there.
+    module.write(state.terraform_dir)
+    tfvars_path = state.terraform_dir / "terraform.tfvars.json"
+    tfvars_path.write_text(json.dumps({**module.tfvars, "zone": "us-central1-b"}))
+    assert state_tfvars(spec, state)["zone"] == "us-central1-b"
+    assert render(spec, state, count=3).tfvars["nodes"].keys() == {"node-0", "node-1", "node-2"}
+
+
+def test_zone_in_use_ignores_zones_the_spec_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "terraform.tfvars.json"
+    assert zone_in_use(path, ["us-central1-a"]) is None
+    path.write_text(json.dumps({"zone": "us-central1-f"}))
+    assert zone_in_use(path, ["us-central1-a"]) is None
+    assert zone_in_use(path, ["us-central1-f"]) == "us-central1-f"
+    path.write_text("not json")
+    assert zone_in_use(path, ["us-central1-f"]) is None
+
+
+def test_render_before_the_key_exists_leaves_the_key_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DLVM_HOME", str(tmp_path))
+    spec = spec_of("  count: 1\n")
+    assert render(spec, ClusterState.for_name(spec.name)).tfvars["ssh_public_key"] == ""
+
+
+@pytest.mark.parametrize(
+    ("provider_extra", "nodes", "field", "message"),
+    [
+        ("", "  count: 1\n", "provider.zones[1]", "not a zone of us-central1"),
+        ("", "  count: 2\n  min_count: 3\n", "nodes.min_count", "more than nodes.count"),
+        ("  subnetwork: s\n", "  count: 1\n", "provider.subnetwork", "provider.network"),
+        ("", "  count: 1\n  image: Not/An/Image\n", "nodes.image", "Deep Learning VM"),
+        ("  ssh_user: Root\n", "  count: 1\n", "provider.ssh_user", None),
+    ],
+)
+def test_gcp_spec_problems_point_at_the_field(
+    provider_extra: str, nodes: str, field: str, message: str | None
+) -> None:
+    base = BASE
+    if field == "provider.zones[1]":
+        base = base.replace("[us-central1-a, us-central1-b]", "[us-central1-a, europe-west4-a]")
+    text = base + provider_extra + "nodes:\n" + nodes
+    with pytest.raises(SpecError) as caught:
+        load_spec_text(text, Path("/nowhere/t.yaml"))
+    assert caught.value.field == field
+    if message:
+        assert message in caught.value.message
+    assert caught.value.location is not None
+
+
+def test_bad_ssh_cidr_and_trailing_dash_are_spec_errors() -> None:
+    with pytest.raises(SpecError) as caught:
+        load_spec_text(
+            BASE.replace("198.51.100.0/24", "my-laptop") + "nodes: {count: 1}\n",
+            Path("/nowhere/t.yaml"),
+        )
+    assert caught.value.field == "provider.allowed_ssh_cidrs[0]"
+    with pytest.raises(SpecError) as caught:
+        load_spec_text(BASE.replace("name: t", "name: t-") + "nodes: {count: 1}\n", Path("t.yaml"))
+    assert caught.value.field == "name"
