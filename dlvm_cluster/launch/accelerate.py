@@ -1,0 +1,54 @@
+"""Accelerate: `accelerate launch --multi_gpu` on every node, each started by dlvm.
+
+`--multi_gpu` even without GPUs: it makes Accelerate start torchrun, which joins the nodes
+into one job (MULTI_CPU with gloo when the script makes `Accelerator(cpu=True)`). The
+obvious `--cpu --num_machines N` does not fail but silently runs N separate single-process
+jobs, one per node.
+
+Accelerate runs Python itself: job.command is `script.py ARGS` or `-m package.module ARGS`;
+a leading `python` is dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from dlvm_cluster.inventory import Inventory
+from dlvm_cluster.launch.plan import (
+    NO_ENV,
+    LaunchPlan,
+    NodeLaunch,
+    ShellText,
+    layout,
+    python_script,
+)
+from dlvm_cluster.spec.model import Job
+
+
+def plan(
+    job: Job,
+    inventory: Inventory,
+    *,
+    job_id: str,
+    port: int,
+    spec_env: Mapping[str, object] = NO_ENV,
+) -> LaunchPlan:
+    jobs = layout(job, inventory, job_id=job_id, port=port)
+    script = python_script(job.command)
+    launches = []
+    for index, node in enumerate(jobs.nodes):
+        argv = [
+            "accelerate",
+            "launch",
+            "--multi_gpu",
+            f"--num_machines={len(jobs.nodes)}",
+            f"--num_processes={jobs.world_size}",
+            f"--machine_rank={index}",
+            f"--main_process_ip={jobs.head.ip}",
+            f"--main_process_port={port}",
+        ]
+        if script.module:
+            argv.append("--module")
+        argv.append(ShellText(script.text))
+        launches.append(NodeLaunch(node=node, command=jobs.command(argv), env=jobs.env()))
+    return jobs.plan(launches)

@@ -1,0 +1,57 @@
+"""DeepSpeed: `deepspeed --no_ssh --node_rank i` on every node, each started by dlvm.
+
+DeepSpeed's default (`--launcher pdsh` from the head) also works, but needs pdsh on the
+head and SSH between nodes, and forwards the environment only through `.deepspeed_env`.
+With --no_ssh every node starts its own processes, like torchrun: no SSH between nodes,
+each node gets the full dlvm environment, per-node logs and cancellation work as for any
+job, and a missing node shows as that node's failure. The hostfile (written on every node)
+still tells each node the world: the nodes in rank order and `slots` processes on each.
+
+DeepSpeed runs Python itself: job.command is `script.py ARGS` or `-m package.module ARGS`
+(passed as --module); a leading `python` is dropped. DeepSpeed appends `--local_rank=N` to
+the script's arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from dlvm_cluster.inventory import Inventory
+from dlvm_cluster.launch.plan import (
+    HOSTFILE,
+    NO_ENV,
+    LaunchPlan,
+    NodeLaunch,
+    ShellText,
+    layout,
+    python_script,
+)
+from dlvm_cluster.spec.model import Job
+
+
+def plan(
+    job: Job,
+    inventory: Inventory,
+    *,
+    job_id: str,
+    port: int,
+    spec_env: Mapping[str, object] = NO_ENV,
+) -> LaunchPlan:
+    jobs = layout(job, inventory, job_id=job_id, port=port)
+    script = python_script(job.command)
+    launches = []
+    for index, node in enumerate(jobs.nodes):
+        argv = [
+            "deepspeed",
+            "--hostfile",
+            HOSTFILE,
+            "--no_ssh",
+            f"--node_rank={index}",
+            f"--master_addr={jobs.head.ip}",
+            f"--master_port={port}",
+        ]
+        if script.module:
+            argv.append("--module")
+        argv.append(ShellText(script.text))
+        launches.append(NodeLaunch(node=node, command=jobs.command(argv), env=jobs.env()))
+    return jobs.plan(launches)

@@ -1,0 +1,304 @@
+"""Launch plans: the commands that start a job on each node, as plain values.
+
+`plan_launch` hands (job, inventory) to the job's framework module (torchrun, horovod,
+deepspeed, accelerate, mpi, none), which returns a LaunchPlan. Nothing here opens a
+connection or starts a process: the caller writes the plan's `files` on every node, then runs
+each NodeLaunch's `command` on its node, in the job's workdir, with node_environment() plus
+the launch's `env`.
+
+Besides the DLVM_* contract variables, every job process gets:
+
+    MASTER_ADDR, MASTER_PORT   the head's IP and the job's port
+    DLVM_JOB_ID                the job's id
+    DLVM_PROCS_PER_NODE        processes per node (`procs_per_node`; auto = GPUs, or 1)
+    DLVM_WORLD_SIZE            processes in all: procs per node x nodes in the job
+    DLVM_HOSTFILE              ~/.dlvm/jobs/<job_id>/hostfile: one line `IP slots=N` per node
+                               (the MPI and DeepSpeed format), for launchers of your own
+    PYTHONUNBUFFERED=1         so output reaches the job's logs line by line
+
+DLVM_HOSTFILE's value needs the node's $HOME, which only the node's shell knows, so every
+command starts `export DLVM_HOSTFILE="$HOME"/... && ` and then runs the launcher.
+
+Commands are built from argv lists and quoted once; the user's job.command is the only text
+inserted as shell syntax, so `$VAR`, quotes and redirections in it work as written.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Protocol
+
+from dlvm_cluster.errors import UsageError
+from dlvm_cluster.inventory import Inventory, Node
+from dlvm_cluster.remote.command import quote_path
+from dlvm_cluster.spec.model import Job
+
+NO_ENV: Mapping[str, object] = MappingProxyType({})
+JOBS_DIR = "~/.dlvm/jobs"
+_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_INTERPRETER = re.compile(r"(?:\S*/)?python[0-9.]*\s+")
+
+
+@dataclass(frozen=True)
+class NodeLaunch:
+    """What to run on one node: shell text for its workdir, and env added to the node's."""
+
+    node: Node
+    command: str
+    env: dict[str, str]
+
+
+@dataclass(frozen=True)
+class HostFile:
+    """A file the caller writes on every node before any launch starts (`~` is the home)."""
+
+    path: str
+    content: str
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """Everything that starts one job: files first, on every node, then the launches (one
+    per node, or the head's alone for launchers that reach the other nodes over SSH)."""
+
+    job_id: str
+    launches: tuple[NodeLaunch, ...]
+    files: tuple[HostFile, ...]
+
+
+class Planner(Protocol):
+    """The one function each framework module exposes."""
+
+    def __call__(
+        self,
+        job: Job,
+        inventory: Inventory,
+        *,
+        job_id: str,
+        port: int,
+        spec_env: Mapping[str, object] = NO_ENV,
+    ) -> LaunchPlan: ...
+
+
+def plan_launch(
+    job: Job,
+    inventory: Inventory,
+    *,
+    job_id: str,
+    port: int,
+    spec_env: Mapping[str, object] = NO_ENV,
+) -> LaunchPlan:
+    """The plan for `job` on `inventory`. `spec_env` is the cluster file's env, of which only
+    the names are used: MPI forwards them to the processes it starts on other nodes, which do
+    not inherit the environment dlvm gives the head."""
+    # Imported here because each framework module imports this one's types and helpers.
+    from dlvm_cluster.launch import accelerate, deepspeed, horovod, mpi, none, torchrun
+
+    planners: dict[str, Planner] = {
+        "torchrun": torchrun.plan,
+        "horovod": horovod.plan,
+        "deepspeed": deepspeed.plan,
+        "accelerate": accelerate.plan,
+        "mpi": mpi.plan,
+        "none": none.plan,
+    }
+    if elastic_range(job) and job.framework != "torchrun":
+        raise UsageError(
+            f'job.nnodes "{job.nnodes}": a MIN:MAX range is for torchrun only',
+            hint="give a single number of nodes, or use framework: torchrun",
+        )
+    return planners[job.framework](job, inventory, job_id=job_id, port=port, spec_env=spec_env)
+
+
+def procs_per_node(job: Job, inventory: Inventory) -> int:
+    """`procs_per_node`, with auto resolved: one process per GPU, or one without GPUs."""
+    if job.procs_per_node == "auto":
+        return inventory.gpus_per_node or 1
+    return job.procs_per_node
+
+
+def elastic_range(job: Job) -> tuple[int, int] | None:
+    """(MIN, MAX) for `nnodes: "MIN:MAX"`; None for a job of a fixed number of nodes."""
+    if job.nnodes is None or ":" not in job.nnodes:
+        return None
+    low, high = job.nnodes.split(":")
+    return int(low), int(high)
+
+
+def job_nodes(job: Job, inventory: Inventory) -> tuple[Node, ...]:
+    """The nodes a job runs on: every node, or the first N for `nnodes: N`."""
+    nodes = inventory.nodes
+    span = elastic_range(job)
+    if span is not None:
+        low, high = span
+        if not 1 <= low <= high:
+            raise UsageError(
+                f'job.nnodes "{job.nnodes}" is not a range',
+                hint='give MIN:MAX with 1 <= MIN <= MAX, for example "1:4"',
+            )
+        if len(nodes) > high:
+            raise UsageError(
+                f'job.nnodes "{job.nnodes}" allows at most {high} nodes; the cluster has '
+                f"{len(nodes)}",
+                hint=f"raise MAX to {len(nodes)} or scale the cluster down",
+            )
+        return nodes
+    if job.nnodes is None:
+        return nodes
+    wanted = int(job.nnodes)
+    if not 1 <= wanted <= len(nodes):
+        raise UsageError(
+            f"job.nnodes is {wanted}; the cluster has {len(nodes)} nodes",
+            hint=f"give 1 to {len(nodes)}, or scale the cluster first (`dlvm scale`)",
+        )
+    return nodes[:wanted]
+
+
+def hostfile_path(job_id: str) -> str:
+    """Where a job's hostfile lives on every node (documented for users' own launchers)."""
+    return f"{JOBS_DIR}/{job_id}/hostfile"
+
+
+@dataclass(frozen=True)
+class JobLayout:
+    """What every framework's plan starts from: the job's nodes, processes and env."""
+
+    job_id: str
+    port: int
+    nodes: tuple[Node, ...]
+    procs_per_node: int
+
+    @property
+    def head(self) -> Node:
+        return self.nodes[0]
+
+    @property
+    def world_size(self) -> int:
+        return self.procs_per_node * len(self.nodes)
+
+    @property
+    def hosts(self) -> str:
+        """`ip:slots,...` as horovodrun and mpirun take with -H."""
+        return ",".join(f"{node.ip}:{self.procs_per_node}" for node in self.nodes)
+
+    def env(self) -> dict[str, str]:
+        """The variables every launch adds to the node's environment (see the module doc)."""
+        return {
+            "MASTER_ADDR": self.head.ip,
+            "MASTER_PORT": str(self.port),
+            "DLVM_JOB_ID": self.job_id,
+            "DLVM_PROCS_PER_NODE": str(self.procs_per_node),
+            "DLVM_WORLD_SIZE": str(self.world_size),
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def hostfile(self) -> HostFile:
+        lines = "".join(f"{node.ip} slots={self.procs_per_node}\n" for node in self.nodes)
+        return HostFile(path=hostfile_path(self.job_id), content=lines)
+
+    def command(self, argv: Sequence[str]) -> str:
+        """Shell text for one launch: export DLVM_HOSTFILE, then run `argv`."""
+        path = quote_path(hostfile_path(self.job_id))
+        return f"export DLVM_HOSTFILE={path} && {join(argv)}"
+
+    def plan(self, launches: Sequence[NodeLaunch]) -> LaunchPlan:
+        return LaunchPlan(job_id=self.job_id, launches=tuple(launches), files=(self.hostfile(),))
+
+
+def layout(job: Job, inventory: Inventory, *, job_id: str, port: int) -> JobLayout:
+    """The layout every planner starts from; a bad job id or port is a caller's bug."""
+    if not _JOB_ID.fullmatch(job_id):
+        raise ValueError(f"job id {job_id!r} must be letters, digits, '.', '_' or '-'")
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range")
+    return JobLayout(
+        job_id=job_id,
+        port=port,
+        nodes=job_nodes(job, inventory),
+        procs_per_node=procs_per_node(job, inventory),
+    )
+
+
+class ShellText(str):
+    """A word put into a command as it is, because it already is shell syntax."""
+
+    __slots__ = ()
+
+
+HOSTFILE = ShellText('"$DLVM_HOSTFILE"')
+
+
+def join(argv: Sequence[str]) -> str:
+    """Like shlex.join, but ShellText words go in unquoted."""
+    return " ".join(word if isinstance(word, ShellText) else shlex.quote(word) for word in argv)
+
+
+@dataclass(frozen=True)
+class Script:
+    """job.command as a launcher that runs Python itself takes it (torchrun, deepspeed,
+    accelerate): a script or, for `module`, a module name, followed by its arguments."""
+
+    text: str
+    module: bool
+
+
+def python_script(command: str) -> Script:
+    """`train.py ARGS` as is; a leading `python` (or `python3`, `/path/python3.11`, with -u)
+    is dropped because the launcher runs its own Python; `-m pkg ARGS` marks a module.
+    Output is unbuffered anyway (PYTHONUNBUFFERED); other interpreter options are refused."""
+    text = command.strip()
+    interpreter = _INTERPRETER.match(text)
+    if interpreter:
+        text = text[interpreter.end() :]
+        if text.startswith("-u "):
+            text = text[3:].lstrip()
+    if text.startswith("-m "):
+        return Script(text=text[3:].lstrip(), module=True)
+    if text.startswith("-"):
+        raise UsageError(
+            f"job.command {command!r}: the launcher runs Python itself and takes a script "
+            "or -m MODULE, not interpreter options",
+            hint="write `train.py ARGS` or `-m package.module ARGS`",
+        )
+    return Script(text=text, module=False)
+
+
+def python_program(command: str) -> str:
+    """job.command as a launcher that runs a program takes it (horovodrun, mpirun): a command
+    whose first word is a `.py` script, or `-m`, gets `python3` in front."""
+    text = command.strip()
+    first = text.split(maxsplit=1)[0]
+    return f"python3 {text}" if first.endswith(".py") or first == "-m" else text
+
+
+def ssh_port(nodes: Sequence[Node]) -> int:
+    """The one SSH port launchers that reach the other nodes themselves must use."""
+    ports = {node.port for node in nodes}
+    if len(ports) != 1:
+        raise UsageError(
+            f"nodes listen for SSH on different ports ({', '.join(map(str, sorted(ports)))}); "
+            "this launcher starts the other nodes over SSH with one port",
+            hint="give every host the same port, or use torchrun, deepspeed or accelerate",
+        )
+    return ports.pop()
+
+
+def covering_network(nodes: Sequence[Node]) -> str | None:
+    """The smallest IPv4 network holding every node's IP, e.g. `10.77.0.0/29`; None for
+    loopback addresses (no interface has them) or addresses that are not IPv4."""
+    try:
+        addresses = [ipaddress.IPv4Address(node.ip) for node in nodes]
+    except ipaddress.AddressValueError:
+        return None
+    if any(address.is_loopback for address in addresses):
+        return None
+    for prefix in range(32, -1, -1):
+        network = ipaddress.IPv4Network((addresses[0], prefix), strict=False)
+        if all(address in network for address in addresses):
+            return str(network)
+    return None  # pragma: no cover - /0 holds every address

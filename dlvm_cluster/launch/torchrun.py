@@ -1,0 +1,86 @@
+"""torchrun: one agent per node, each started by dlvm (no SSH between nodes).
+
+A job of fixed size (`nnodes` unset or N) uses static rendezvous: node i runs
+`torchrun --nnodes N --node-rank i --master-addr HEAD --master-port PORT`. It fails fast
+when a node or worker dies (torchrun's default of no restarts), which is what a fixed-size
+job wants; `max_restarts` applies to elastic jobs.
+
+`nnodes: "MIN:MAX"` makes the job elastic: c10d rendezvous on the head's PORT, restarts up to
+`max_restarts`, and nodes may join or leave between MIN and MAX. The head's agent hosts the
+rendezvous store (`is_host=true`), so no agent has to guess from addresses. Every agent gets
+TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1: on torch 2.13 sharing the rendezvous store with the
+workers deadlocks a scale-up and makes worker restarts flaky (pytorch/pytorch#135712).
+
+`--local-addr` is the node's IP, the address its agent gives the others.
+
+torchrun runs Python itself, so job.command is `script.py ARGS` or `-m package.module ARGS`;
+a leading `python`/`python3` is dropped (see plan.python_script).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from dlvm_cluster.inventory import Inventory
+from dlvm_cluster.launch.plan import (
+    NO_ENV,
+    LaunchPlan,
+    NodeLaunch,
+    ShellText,
+    elastic_range,
+    layout,
+    python_script,
+)
+from dlvm_cluster.spec.model import Job
+
+LAST_CALL_TIMEOUT_S = 5
+"""How long an elastic rendezvous waits for more nodes once MIN have joined (torch's default
+is 30 s). dlvm starts every node at once, so stragglers are seconds behind; later ones join
+through a scale-up restart anyway."""
+
+
+def plan(
+    job: Job,
+    inventory: Inventory,
+    *,
+    job_id: str,
+    port: int,
+    spec_env: Mapping[str, object] = NO_ENV,
+) -> LaunchPlan:
+    jobs = layout(job, inventory, job_id=job_id, port=port)
+    script = python_script(job.command)
+    tail = ["-m"] if script.module else []
+    tail.append(ShellText(script.text))
+    elastic = elastic_range(job) is not None
+    env = jobs.env()
+    if elastic:
+        env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
+    launches = []
+    for index, node in enumerate(jobs.nodes):
+        argv = ["torchrun"]
+        if elastic:
+            is_host = "true" if index == 0 else "false"
+            argv += [
+                f"--nnodes={job.nnodes}",
+                f"--nproc-per-node={jobs.procs_per_node}",
+                "--rdzv-backend=c10d",
+                f"--rdzv-endpoint={_endpoint(jobs.head.ip, port)}",
+                f"--rdzv-id={job_id}",
+                f"--rdzv-conf=is_host={is_host},last_call_timeout={LAST_CALL_TIMEOUT_S}",
+                f"--max-restarts={job.max_restarts}",
+            ]
+        else:
+            argv += [
+                f"--nnodes={len(jobs.nodes)}",
+                f"--node-rank={index}",
+                f"--nproc-per-node={jobs.procs_per_node}",
+                f"--master-addr={jobs.head.ip}",
+                f"--master-port={port}",
+            ]
+        argv += [f"--local-addr={node.ip}", *tail]
+        launches.append(NodeLaunch(node=node, command=jobs.command(argv), env=dict(env)))
+    return jobs.plan(launches)
+
+
+def _endpoint(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
