@@ -11,6 +11,13 @@ import shlex
 from collections.abc import Mapping
 
 PID_MARKER = "\x1edlvm-pid "
+# Secret env values live on each node in a 0600 file, written through stdin; every command
+# sources it first, so secrets never appear on a command line.
+SOURCE_SECRETS = '[ -r "$HOME/.dlvm/secrets.env" ] && . "$HOME/.dlvm/secrets.env"; '
+INSTALL_SECRETS = (
+    "umask 077; mkdir -p ~/.dlvm && cat > ~/.dlvm/secrets.env.tmp && "
+    "mv ~/.dlvm/secrets.env.tmp ~/.dlvm/secrets.env"
+)
 
 
 def quote_path(path: str) -> str:
@@ -29,7 +36,7 @@ def env_exports(env: Mapping[str, str]) -> str:
 def wrap(command: str, env: Mapping[str, str], workdir: str | None = None) -> str:
     """The text sent to sshd: report the PID, export env, cd, run `command` (shell syntax)."""
     cd = f"cd {quote_path(workdir)} && " if workdir else ""
-    return f"printf '{PID_MARKER}%s\\n' $$ >&2; {env_exports(env)}{cd}{command}"
+    return f"printf '{PID_MARKER}%s\\n' $$ >&2; {SOURCE_SECRETS}{env_exports(env)}{cd}{command}"
 
 
 def kill_tree(pid: int, grace: float = 3.0) -> str:

@@ -35,6 +35,22 @@ def _discard(node: Node, stream: str, line: str) -> None:
     return None
 
 
+class Cancellation:
+    """Tells every node's run to stop, and why (shown as that node's result)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason = ""
+
+    def set(self, reason: str) -> None:
+        if not self._event.is_set():
+            self.reason = reason
+            self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+
 class _NodeRun:
     """The run of one command on one node."""
 
@@ -46,8 +62,9 @@ class _NodeRun:
         *,
         sink: LineSink,
         timeout: float | None,
-        cancel: threading.Event,
+        cancel: Cancellation,
         log: IO[str] | None,
+        redact: Callable[[str], str],
     ) -> None:
         self.node = node
         self.pool = pool
@@ -56,6 +73,7 @@ class _NodeRun:
         self.timeout = timeout
         self.cancel = cancel
         self.log = log
+        self.redact = redact
         self.result = CommandResult(node=node.name, rank=node.rank)
         self.pid: int | None = None
         self._partial = {"out": b"", "err": b""}
@@ -81,7 +99,7 @@ class _NodeRun:
         while True:
             if self.cancel.is_set():
                 self._stop(connection, channel)
-                self.result.error = "interrupted"
+                self.result.error = self.cancel.reason
                 return
             if self.timeout is not None and time.monotonic() - start > self.timeout:
                 self._stop(connection, channel)
@@ -144,6 +162,7 @@ class _NodeRun:
             if stream == "err" and self.pid is None and text.startswith(PID_MARKER):
                 self.pid = int(text[len(PID_MARKER) :])
                 continue
+            text = self.redact(text)
             self.result.tail.append(text)
             if self.log is not None:
                 self.log.write(text + "\n")
@@ -173,10 +192,14 @@ def run_on_nodes(
     sink: LineSink = _discard,
     timeout: float | None = None,
     log_dir: Path | None = None,
+    fail_fast: bool = False,
+    redact: Callable[[str], str] = str,
 ) -> GroupResult:
     """Run each node's command at once; returns when all are done. Ctrl-C stops every node's
-    process tree, then raises KeyboardInterrupt; a second Ctrl-C raises at once."""
-    cancel = threading.Event()
+    process tree, then raises KeyboardInterrupt; a second Ctrl-C raises at once. With
+    `fail_fast`, the first node to fail stops the others (their result says so). `redact`
+    masks secrets in every line before it is shown, kept or logged."""
+    cancel = Cancellation()
     logs: list[IO[str]] = []
     runs = []
     for node in nodes:
@@ -194,19 +217,29 @@ def run_on_nodes(
                 timeout=timeout,
                 cancel=cancel,
                 log=log,
+                redact=redact,
             )
         )
     executor = ThreadPoolExecutor(max_workers=max(1, min(len(runs), MAX_PARALLEL)))
     try:
         futures: list[Future[CommandResult]] = [executor.submit(run.run) for run in runs]
+        first_failure: list[str] = []
+
+        def finished(future: Future[CommandResult]) -> None:
+            result = future.result()
+            if fail_fast and not result.ok and not cancel.is_set():
+                first_failure.append(result.node)
+                cancel.set(f"stopped: {result.node} failed first")
+
         try:
-            _wait_all(futures)
+            _wait_all(futures, finished)
         except KeyboardInterrupt:
-            cancel.set()
+            cancel.set("interrupted")
             _wait_all(futures)  # a second Ctrl-C escapes from here
             raise
         executor.shutdown()
-        return GroupResult(tuple(future.result() for future in futures))
+        results = tuple(future.result() for future in futures)
+        return GroupResult(results, first_failed=first_failure[0] if first_failure else "")
     except BaseException:
         executor.shutdown(wait=False, cancel_futures=True)
         raise
@@ -215,7 +248,13 @@ def run_on_nodes(
             log.close()
 
 
-def _wait_all(futures: list[Future[CommandResult]]) -> None:
+def _wait_all(
+    futures: list[Future[CommandResult]],
+    finished: Callable[[Future[CommandResult]], None] | None = None,
+) -> None:
     pending = set(futures)
     while pending:
-        _, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+        done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+        if finished is not None:
+            for future in done:
+                finished(future)

@@ -29,6 +29,7 @@ class CommandResult:
 @dataclass(frozen=True)
 class GroupResult:
     results: tuple[CommandResult, ...]
+    first_failed: str = ""  # with fail_fast: the node whose failure stopped the others
 
     @property
     def succeeded(self) -> tuple[CommandResult, ...]:

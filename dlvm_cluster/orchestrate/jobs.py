@@ -1,0 +1,300 @@
+"""launch, logs, cancel and job states: (job, inventory) -> launch plan -> nodes.
+
+Every job starts detached on its nodes (so `--detach` and a foreground run are the same job);
+a foreground launch then follows the nodes' logs, and stops the job everywhere as soon as one
+node fails or the user presses Ctrl-C, so no rank is left waiting on a dead peer.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import tarfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from dlvm_cluster import secret_env
+from dlvm_cluster.errors import RemoteError, UsageError
+from dlvm_cluster.inventory import Inventory, Node
+from dlvm_cluster.launch.environment import node_environment
+from dlvm_cluster.launch.plan import HostFile, LaunchPlan, plan_launch
+from dlvm_cluster.orchestrate.files import install_secrets, push_files
+from dlvm_cluster.orchestrate.records import applied_spec, open_pool, require_inventory
+from dlvm_cluster.progress import Progress
+from dlvm_cluster.remote import jobcontrol
+from dlvm_cluster.remote.connection import Connection
+from dlvm_cluster.remote.fanout import run_on_nodes
+from dlvm_cluster.remote.pool import SshPool, for_each_node
+from dlvm_cluster.spec.model import LoadedSpec
+from dlvm_cluster.state import ClusterState
+
+PORT_RANGE = (20000, 30000)
+
+
+@dataclass
+class JobRecord:
+    """What the state dir keeps of a job (jobs/<id>.json)."""
+
+    id: str
+    cluster: str
+    framework: str
+    command: str
+    workdir: str
+    nodes: list[str]
+    port: int
+    started: float
+    state: str = "running"  # running | succeeded | failed | cancelled
+    ended: float | None = None
+    exit_codes: dict[str, int | None] = field(default_factory=dict)
+    remote_log: str = ""
+    local_logs: str = ""
+    detached: bool = False
+
+
+def _jobs_dir(state: ClusterState) -> Path:
+    return state.root / "jobs"
+
+
+def save_job(state: ClusterState, record: JobRecord) -> None:
+    directory = _jobs_dir(state)
+    directory.mkdir(mode=0o700, exist_ok=True)
+    state.write_json(directory / f"{record.id}.json", asdict(record))
+
+
+def list_jobs(state: ClusterState) -> list[JobRecord]:
+    directory = _jobs_dir(state)
+    if not directory.exists():
+        return []
+    records = [JobRecord(**state.read_json(path)) for path in sorted(directory.glob("*.json"))]
+    return sorted(records, key=lambda record: record.started)
+
+
+def find_job(state: ClusterState, job_id: str | None) -> JobRecord:
+    records = list_jobs(state)
+    if not records:
+        raise UsageError(f"cluster {state.name!r} has no jobs", hint="start one with `dlvm launch`")
+    if job_id is None:
+        return records[-1]
+    for record in records:
+        if record.id == job_id:
+            return record
+    raise UsageError(
+        f"no job {job_id!r} on cluster {state.name!r}",
+        hint="jobs: " + ", ".join(r.id for r in records[-5:]),
+    )
+
+
+def env_names(loaded: LoadedSpec) -> dict[str, str]:
+    """The spec's env for launch planning: MPI forwards these names (secrets' values are on the
+    nodes already, in their secrets file), so secret values are left out."""
+    return {**loaded.spec.plain_env(), **dict.fromkeys(loaded.spec.secret_env(), "")}
+
+
+def new_job_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def _hostfiles_payload(files: Sequence[HostFile]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for item in files:
+            data = item.content.encode()
+            info = tarfile.TarInfo(item.path.removeprefix("~/"))
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def start_on_nodes(
+    pool: SshPool,
+    inventory: Inventory,
+    loaded: LoadedSpec,
+    plan: LaunchPlan,
+    nodes: Sequence[Node],
+) -> None:
+    """Write the plan's files on `nodes`, then start their launches detached."""
+    assert loaded.spec.job is not None
+    workdir = loaded.spec.job.workdir
+    payload = _hostfiles_payload(plan.files)
+    launches = {launch.node.name: launch for launch in plan.launches}
+
+    def one(connection: Connection) -> str:
+        code, _, err = connection.run("mkdir -p ~ && tar -x -C ~ -f -", stdin=payload)
+        if code != 0:
+            return f"{connection.node.name}: cannot write job files: {err.strip()}"
+        launch = launches.get(connection.node.name)
+        if launch is None:
+            return ""
+        env = {**node_environment(inventory, launch.node, loaded.spec.plain_env()), **launch.env}
+        code, _, err = connection.run(jobcontrol.start(plan.job_id, launch.command, env, workdir))
+        return "" if code == 0 else f"{connection.node.name}: cannot start: {err.strip()}"
+
+    errors = [e for e in for_each_node(pool, nodes, one, lambda n, e: e) if e]
+    if errors:
+        stop_job(pool, nodes, plan.job_id)
+        raise RemoteError("the job did not start: " + "; ".join(errors))
+
+
+def stop_job(
+    pool: SshPool, nodes: Sequence[Node], job_id: str, *, grace: float = 5.0
+) -> dict[str, str]:
+    """Stop the job's processes on `nodes` (SIGTERM, then SIGKILL after `grace` seconds);
+    returns per node an error, or '' when none of the job's processes is left."""
+
+    def one(connection: Connection) -> str:
+        code, out, err = connection.run(jobcontrol.stop(job_id, grace))
+        left = out.strip().rsplit(" ", 1)[-1] if out.strip().startswith("left") else "?"
+        if code != 0 or left != "0":
+            return f"{left} process(es) of job {job_id} still alive {err.strip()}".strip()
+        return ""
+
+    results = for_each_node(pool, nodes, one, lambda node, error: error)
+    return {node.name: result for node, result in zip(nodes, results, strict=True)}
+
+
+def launch(
+    state: ClusterState,
+    progress: Progress,
+    *,
+    loaded: LoadedSpec | None = None,
+    detach: bool = False,
+    sync: bool = True,
+) -> JobRecord:
+    """Run the spec's job on the cluster; in the foreground unless `detach`."""
+    inventory = require_inventory(state)
+    loaded = loaded or applied_spec(state)
+    job = loaded.spec.job
+    if job is None:
+        raise UsageError(
+            f"the cluster file of {state.name!r} has no job", hint="add a `job:` section"
+        )
+    job_id = new_job_id()
+    port = PORT_RANGE[0] + int.from_bytes(os.urandom(2), "big") % (PORT_RANGE[1] - PORT_RANGE[0])
+    plan = plan_launch(job, inventory, job_id=job_id, port=port, spec_env=env_names(loaded))
+    record = JobRecord(
+        id=job_id,
+        cluster=state.name,
+        framework=job.framework,
+        command=job.command,
+        workdir=job.workdir,
+        nodes=[launch.node.name for launch in plan.launches],
+        port=port,
+        started=time.time(),
+        remote_log=f"{jobcontrol.job_dir(job_id)}/log",
+        local_logs=str(state.logs_dir / "jobs" / job_id),
+        detached=detach,
+    )
+    with open_pool(state, inventory) as pool:
+        values = secret_env.resolve(loaded.spec)
+        install_secrets(pool, inventory.nodes, values)
+        if sync and loaded.spec.files:
+            push_files(pool, loaded, inventory.nodes, progress)
+        progress.stage(f"starting job {job_id} ({job.framework})")
+        start_on_nodes(pool, inventory, loaded, plan, inventory.nodes)
+        save_job(state, record)
+        if detach:
+            return record
+        return _follow(state, pool, inventory, record, progress, secret_env.redactor(values))
+
+
+def _follow(
+    state: ClusterState,
+    pool: SshPool,
+    inventory: Inventory,
+    record: JobRecord,
+    progress: Progress,
+    redact: Callable[[str], str],
+) -> JobRecord:
+    nodes = inventory.select(",".join(record.nodes))
+    try:
+        result = run_on_nodes(
+            pool,
+            nodes,
+            lambda node: jobcontrol.follow(record.id),
+            sink=progress.line,
+            log_dir=Path(record.local_logs),
+            fail_fast=True,
+            redact=redact,
+        )
+    except KeyboardInterrupt:
+        stop_job(pool, inventory.nodes, record.id)
+        record.state, record.ended = "cancelled", time.time()
+        save_job(state, record)
+        raise
+    record.exit_codes = {r.node: r.exit_code for r in result.results}
+    record.ended = time.time()
+    if result.ok:
+        record.state = "succeeded"
+        save_job(state, record)
+        return record
+    stop_job(pool, inventory.nodes, record.id)
+    record.state = "failed"
+    save_job(state, record)
+    first = next((r for r in result.results if r.node == result.first_failed), result.failed[0])
+    tail = "\n".join(f"  [{first.node}] {line}" for line in list(first.tail)[-10:])
+    raise RemoteError(
+        f"job {record.id} failed on {first.node} ({first.describe()}); "
+        f"stopped it on the other nodes. Last lines:\n{tail}",
+        hint=f"full logs: dlvm logs {state.name} {record.id}",
+    )
+
+
+def cancel(state: ClusterState, job_id: str | None) -> tuple[JobRecord, dict[str, str]]:
+    """Stop the job's whole process tree on every node, and check that none of it is left."""
+    record = find_job(state, job_id)
+    inventory = require_inventory(state)
+    with open_pool(state, inventory) as pool:
+        problems = stop_job(pool, inventory.nodes, record.id)
+    if record.state == "running":
+        record.state, record.ended = "cancelled", time.time()
+        save_job(state, record)
+    return record, problems
+
+
+def logs(
+    state: ClusterState, job_id: str | None, progress: Progress, *, follow: bool = False
+) -> JobRecord:
+    record = find_job(state, job_id)
+    inventory = require_inventory(state)
+    nodes = inventory.select(",".join(record.nodes))
+    command = jobcontrol.follow(record.id) if follow else jobcontrol.show_log(record.id)
+    redact = secret_env.redactor(secret_env.resolve(applied_spec(state).spec, strict=False))
+    with open_pool(state, inventory) as pool:
+        run_on_nodes(pool, nodes, lambda node: command, sink=progress.line, redact=redact)
+    return record
+
+
+def refresh_states(state: ClusterState) -> list[JobRecord]:
+    """Job records with `running` ones checked against the nodes."""
+    records = list_jobs(state)
+    running = [r for r in records if r.state == "running"]
+    if not running:
+        return records
+    inventory = require_inventory(state)
+    seen: dict[str, dict[str, str]] = {}
+
+    def one(connection: Connection) -> str:
+        _, out, _ = connection.run(jobcontrol.probe([r.id for r in running]))
+        for line in out.splitlines():
+            job_id, _, what = line.partition(" ")
+            seen.setdefault(job_id, {})[connection.node.name] = what
+        return ""
+
+    with open_pool(state, inventory) as pool:
+        for_each_node(pool, inventory.nodes, one, lambda node, error: error)
+    for record in running:
+        states = [seen.get(record.id, {}).get(name, "unknown") for name in record.nodes]
+        if any(s == "running" for s in states):
+            continue
+        codes = {name: s for name, s in zip(record.nodes, states, strict=True)}
+        record.exit_codes = {
+            name: int(s.split()[1]) if s.startswith("exit") else None for name, s in codes.items()
+        }
+        record.state = "succeeded" if all(s == "exit 0" for s in states) else "failed"
+        record.ended = record.ended or time.time()
+        save_job(state, record)
+    return records

@@ -1,0 +1,126 @@
+"""Jobs on a real local cluster: torchrun training across nodes (static and elastic), a
+failing rank stopping the others, detach / logs / cancel leaving no process behind."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import REPO, Cli, require_root, unique_name
+from system import processes_mentioning
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture(scope="module")
+def cluster(cli: Cli, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    require_root()
+    name = unique_name("jb")
+    folder = tmp_path_factory.mktemp("jobs")
+    spec = _spec(folder, name, "framework: none\n  command: hostname")
+    cli.run("up", str(spec), check=True)
+    try:
+        yield name, folder
+    finally:
+        cli.run("down", name, "--yes")
+
+
+def _spec(folder: Path, name: str, job: str, env: str = "{}") -> Path:
+    path = folder / f"{name}-{abs(hash(job)) % 10**8}.yaml"
+    path.write_text(
+        f"name: {name}\n"
+        "provider: {kind: local}\n"
+        "nodes: {count: 2}\n"
+        f"env: {env}\n"
+        "files:\n"
+        f"  - {{src: {REPO / 'examples' / 'train_ddp.py'}, dst: ~/work}}\n"
+        f"job:\n  workdir: ~/work\n  {job}\n"
+    )
+    return path
+
+
+def _losses(output: str) -> list[float]:
+    return [float(m) for m in re.findall(r"step \d+ loss ([0-9.e+-]+)", output)]
+
+
+@pytest.mark.training
+def test_torchrun_two_nodes_two_procs_trains(cli: Cli, cluster: tuple[str, Path]) -> None:
+    name, folder = cluster
+    spec = _spec(
+        folder,
+        name,
+        "framework: torchrun\n  command: train_ddp.py --steps 120\n  procs_per_node: 2",
+        env="{OMP_NUM_THREADS: 1, CKPT: /tmp/static/model.pt}",
+    )
+    result = cli.run("launch", str(spec), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "world_size=4" in result.stdout
+    assert re.search(r"\[node-0\] done steps=120 world_size=4", result.stdout)
+    assert sorted(set(re.findall(r"world_size=4 rank=(\d)", result.stdout))) == list("0123")
+    losses = _losses(result.stdout)
+    assert len(losses) >= 5 and losses[-1] < losses[0]
+    status = cli.status(name)
+    assert status["jobs"][-1]["state"] == "succeeded"  # type: ignore[index]
+
+
+@pytest.mark.training
+def test_torchrun_elastic_range_starts_and_finishes(cli: Cli, cluster: tuple[str, Path]) -> None:
+    name, folder = cluster
+    spec = _spec(
+        folder,
+        name,
+        'framework: torchrun\n  command: train_ddp.py --steps 60\n  nnodes: "1:3"',
+        env="{OMP_NUM_THREADS: 1, CKPT: /tmp/elastic/model.pt}",
+    )
+    result = cli.run("launch", str(spec), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"done steps=60 world_size=2", result.stdout)
+
+
+def test_failing_rank_stops_the_others(cli: Cli, cluster: tuple[str, Path]) -> None:
+    name, folder = cluster
+    marker = "sleep 619"
+    spec = _spec(
+        folder,
+        name,
+        "framework: none\n  command: "
+        f"'[ $DLVM_NODE_RANK = 1 ] && echo rank1-broke && exit 4; {marker}'",
+    )
+    started = time.monotonic()
+    result = cli.run("launch", str(spec), timeout=120)
+    assert time.monotonic() - started < 100
+    assert result.returncode == 1
+    assert "failed on node-1 (exit 4)" in result.stderr
+    assert "rank1-broke" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert processes_mentioning(marker) == []
+
+
+def test_detach_logs_cancel(cli: Cli, cluster: tuple[str, Path]) -> None:
+    name, folder = cluster
+    marker = "sleep 620"
+    # The job starts a worker in a session of its own, as some launchers do: cancel must
+    # still find it.
+    spec = _spec(
+        folder,
+        name,
+        f"framework: none\n  command: 'echo begun; setsid {marker} & {marker}'",
+    )
+    started = cli.run("launch", str(spec), "--detach", check=True)
+    job_id = re.search(r"job (\S+) started", started.stdout)
+    assert job_id
+    deadline = time.monotonic() + 30
+    while len(processes_mentioning(marker)) < 4 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(processes_mentioning(marker)) >= 4  # two per node, survived dlvm exiting
+    logs = cli.run("logs", name, job_id.group(1), check=True)
+    assert "[node-0] begun" in logs.stdout and "[node-1] begun" in logs.stdout
+    running = cli.status(name)["jobs"][-1]  # type: ignore[index]
+    assert running["state"] == "running"
+    cancelled = cli.run("cancel", name, job_id.group(1), check=True)
+    assert "no process of it is left" in cancelled.stdout
+    assert processes_mentioning(marker) == []
+    assert cli.status(name)["jobs"][-1]["state"] == "cancelled"  # type: ignore[index]
