@@ -6,12 +6,14 @@ import hashlib
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dlvm_cluster.errors import RemoteError
-from dlvm_cluster.inventory import Inventory, from_terraform_outputs
-from dlvm_cluster.orchestrate.files import SetupReport, push_files, run_setup
+from dlvm_cluster import secret_env
+from dlvm_cluster.errors import RemoteError, UsageError
+from dlvm_cluster.inventory import Inventory, Node, from_terraform_outputs
+from dlvm_cluster.orchestrate.files import SetupReport, install_secrets, push_files, run_setup
 from dlvm_cluster.orchestrate.mesh import install_mesh, uninstall_mesh
 from dlvm_cluster.orchestrate.records import (
     applied_digest,
@@ -19,6 +21,7 @@ from dlvm_cluster.orchestrate.records import (
     open_pool,
     save_applied,
     save_inventory,
+    scaled_count,
     spec_digest,
 )
 from dlvm_cluster.progress import Progress
@@ -27,6 +30,8 @@ from dlvm_cluster.provision.render import TFVARS, RenderedModule, render
 from dlvm_cluster.provision.ssh_hosts import adopt_hosts, pinned_keys
 from dlvm_cluster.provision.terraform import Terraform
 from dlvm_cluster.remote.connection import fetch_host_key
+from dlvm_cluster.remote.pool import SshPool
+from dlvm_cluster.remote.sync import SyncResult
 from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec, LocalProvider, SshProvider
 from dlvm_cluster.state import ClusterState, write_atomic
 
@@ -86,7 +91,7 @@ def _adopt(loaded: LoadedSpec, state: ClusterState, progress: Progress) -> tuple
     return inventory, inventory != previous
 
 
-def _provision(
+def provision(
     loaded: LoadedSpec, state: ClusterState, progress: Progress
 ) -> tuple[Inventory, bool]:
     """Terraform only when needed: a healthy cluster with an unchanged spec skips it."""
@@ -115,31 +120,70 @@ def _provision(
     return inventory, True
 
 
-def up(loaded: LoadedSpec, progress: Progress, *, rerun_setup: bool = False) -> UpResult:
+def prepare_nodes(
+    pool: SshPool,
+    state: ClusterState,
+    inventory: Inventory,
+    loaded: LoadedSpec,
+    progress: Progress,
+    *,
+    nodes: Sequence[Node],
+    rerun: bool = False,
+    scaled: bool = False,
+) -> tuple[list[SyncResult], SetupReport]:
+    """Bring `nodes` to the spec: SSH ready, intra-cluster SSH (on every node, so old and new
+    nodes know each other), files, setup."""
+    progress.stage("waiting for SSH")
+    pool.wait_ready(nodes, time.monotonic() + READY_TIMEOUT)
+    install_mesh(
+        pool,
+        inventory,
+        inventory.nodes,
+        private_key=state.internal_key_path.read_bytes(),
+        public_key=state.internal_key_path.with_suffix(".pub").read_text(),
+    )
+    install_secrets(pool, nodes, secret_env.resolve(loaded.spec))
+    # The nodes now match the spec; setup keeps its own per-node stamp, so a failed setup
+    # still leaves a cluster that exec, ssh and a re-run of up can work with.
+    save_applied(state, loaded, scaled=scaled)
+    synced = push_files(pool, loaded, nodes, progress)
+    setup = run_setup(pool, inventory, loaded, nodes, progress, rerun=rerun)
+    return synced, setup
+
+
+class NeedsConfirmation(UsageError):
+    """`up` would undo a `dlvm scale`; the CLI asks, or the user passes --yes."""
+
+
+def up(
+    loaded: LoadedSpec,
+    progress: Progress,
+    *,
+    rerun_setup: bool = False,
+    assume_yes: bool = False,
+) -> UpResult:
     """Create or converge the cluster; a second run on a healthy cluster changes nothing."""
     started = time.monotonic()
     spec = loaded.spec
     _check_provider(spec)
     state = ClusterState.for_name(spec.name)
     with state.lock("up"):
+        scaled = scaled_count(state)
+        if scaled is not None and scaled != spec.nodes.count and not assume_yes:
+            raise NeedsConfirmation(
+                f"cluster {spec.name} was scaled to {scaled} node(s); {loaded.path.name} says "
+                f"{spec.nodes.count}: up would {'add' if spec.nodes.count > scaled else 'remove'} "
+                f"{abs(spec.nodes.count - scaled)} node(s)",
+                hint="pass --yes to converge to the file, or set nodes.count to "
+                f"{scaled} in the file",
+            )
         state.check_permissions()
         state.ensure_key_pair()
-        inventory, provisioned = _provision(loaded, state, progress)
+        inventory, provisioned = provision(loaded, state, progress)
         with open_pool(state, inventory) as pool:
-            progress.stage("waiting for SSH")
-            pool.wait_ready(inventory.nodes, time.monotonic() + READY_TIMEOUT)
-            install_mesh(
-                pool,
-                inventory,
-                inventory.nodes,
-                private_key=state.internal_key_path.read_bytes(),
-                public_key=state.internal_key_path.with_suffix(".pub").read_text(),
+            synced, setup = prepare_nodes(
+                pool, state, inventory, loaded, progress, nodes=inventory.nodes, rerun=rerun_setup
             )
-            # The nodes now match the spec; setup keeps its own per-node stamp, so a failed
-            # setup still leaves a cluster that exec, ssh and a re-run of up can work with.
-            save_applied(state, loaded)
-            synced = push_files(pool, loaded, inventory.nodes, progress)
-            setup = run_setup(pool, inventory, loaded, inventory.nodes, progress, rerun=rerun_setup)
         return UpResult(
             inventory,
             provisioned=provisioned,

@@ -44,10 +44,13 @@ def spec_digest(spec: ClusterSpec) -> str:
     return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
 
 
-def save_applied(state: ClusterState, loaded: LoadedSpec) -> None:
+def save_applied(state: ClusterState, loaded: LoadedSpec, *, scaled: bool = False) -> None:
+    """Record the spec the nodes now match; `scaled` marks a node count set by `dlvm scale`
+    rather than by the file, so that `up FILE` asks before going back to the file's count."""
     state.write_json(
         state.applied_spec_path,
         {
+            "scaled": scaled,
             "digest": spec_digest(loaded.spec),
             "source": str(loaded.path),
             "text": loaded.text,
@@ -59,6 +62,14 @@ def save_applied(state: ClusterState, loaded: LoadedSpec) -> None:
 def applied_digest(state: ClusterState) -> str:
     data = state.read_json(state.applied_spec_path) or {}
     return str(data.get("digest", ""))
+
+
+def scaled_count(state: ClusterState) -> int | None:
+    """The node count `dlvm scale` set, if the cluster was scaled since the last `up`."""
+    data = state.read_json(state.applied_spec_path) or {}
+    if not data.get("scaled"):
+        return None
+    return int(data["spec"]["nodes"]["count"])
 
 
 def applied_spec(state: ClusterState) -> LoadedSpec:

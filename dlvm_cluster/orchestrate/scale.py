@@ -1,0 +1,160 @@
+"""scale: grow or shrink a live cluster through the provider's node set, and keep elastic
+training running through it.
+
+Growing gives new nodes keys, intra-cluster SSH, files and setup before scale reports done;
+running elastic torchrun jobs are started on them, so they join at the next rendezvous.
+Shrinking first stops the jobs on the nodes to go (SIGTERM, a grace period, SIGKILL) and
+keeps their logs in the job record; the head (node-0) is never removed. Scale updates the
+applied spec: the cluster's truth lives in the state dir, and `up FILE` with another count
+asks before converging back to the file.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dlvm_cluster.errors import RemoteError, UsageError
+from dlvm_cluster.inventory import Inventory, Node
+from dlvm_cluster.launch.plan import elastic_range, plan_launch
+from dlvm_cluster.orchestrate.jobs import (
+    JobRecord,
+    env_names,
+    refresh_states,
+    save_job,
+    start_on_nodes,
+    stop_job,
+)
+from dlvm_cluster.orchestrate.lifecycle import prepare_nodes, provision
+from dlvm_cluster.orchestrate.records import applied_spec, open_pool, require_inventory
+from dlvm_cluster.progress import Progress
+from dlvm_cluster.remote import jobcontrol
+from dlvm_cluster.remote.pool import SshPool
+from dlvm_cluster.spec.model import LoadedSpec, semantic_problems
+from dlvm_cluster.state import ClusterState
+
+STOP_GRACE = 10.0
+
+
+@dataclass(frozen=True)
+class ScalePlan:
+    cluster: str
+    current: int
+    target: int
+    add: tuple[str, ...]
+    remove: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ScaleResult:
+    plan: ScalePlan
+    inventory: Inventory
+    jobs_joined: tuple[str, ...]
+    jobs_stopped: tuple[str, ...]
+    seconds: float
+
+
+def _scaled_spec(loaded: LoadedSpec, target: int) -> LoadedSpec:
+    spec = loaded.spec
+    if target < 1:
+        raise UsageError(
+            f"cannot scale to {target} nodes: the head (node-0) is never removed",
+            hint="give 1 or more; `dlvm down` removes the whole cluster",
+        )
+    nodes = spec.nodes.model_copy(update={"count": target})
+    scaled = spec.model_copy(update={"nodes": nodes})
+    for _, message in semantic_problems(scaled):
+        raise UsageError(f"cannot scale to {target}: {message}")
+    return LoadedSpec(spec=scaled, path=loaded.path, text=loaded.text)
+
+
+def preview(state: ClusterState, target: int) -> ScalePlan:
+    inventory = require_inventory(state)
+    _scaled_spec(applied_spec(state), target)
+    current = len(inventory.nodes)
+    names = [f"node-{rank}" for rank in range(max(current, target))]
+    return ScalePlan(
+        cluster=state.name,
+        current=current,
+        target=target,
+        add=tuple(names[current:target]),
+        remove=tuple(names[target:current]),
+    )
+
+
+def _stop_jobs_on(
+    state: ClusterState, inventory: Inventory, nodes: tuple[Node, ...], progress: Progress
+) -> tuple[str, ...]:
+    """Stop running jobs on nodes about to be removed; keep their logs in the job record."""
+    running = [r for r in refresh_states(state) if r.state == "running"]
+    stopped = []
+    with open_pool(state, inventory) as pool:
+        for record in running:
+            on = tuple(node for node in nodes if node.name in record.nodes)
+            if not on:
+                continue
+            progress.stage(f"stopping job {record.id} on {', '.join(n.name for n in on)}")
+            stop_job(pool, on, record.id, grace=STOP_GRACE)
+            _keep_logs(pool, record, on)
+            record.nodes = [name for name in record.nodes if name not in {n.name for n in on}]
+            save_job(state, record)
+            stopped.append(record.id)
+    return tuple(stopped)
+
+
+def _keep_logs(pool: SshPool, record: JobRecord, nodes: tuple[Node, ...]) -> None:
+    target = Path(record.local_logs)
+    target.mkdir(parents=True, exist_ok=True)
+    for node in nodes:
+        try:
+            _, out, _ = pool.get(node).run(jobcontrol.show_log(record.id))
+        except RemoteError:  # a log we cannot fetch must not stop the scale
+            continue
+        (target / f"{node.name}.log").write_text(out)
+
+
+def _join_elastic_jobs(
+    state: ClusterState,
+    inventory: Inventory,
+    loaded: LoadedSpec,
+    new_nodes: tuple[Node, ...],
+    progress: Progress,
+) -> tuple[str, ...]:
+    """Start the launcher of each running elastic job on the new nodes."""
+    job = loaded.spec.job
+    if job is None or elastic_range(job) is None or not new_nodes:
+        return ()
+    joined = []
+    running = [r for r in refresh_states(state) if r.state == "running"]
+    with open_pool(state, inventory) as pool:
+        for record in running:
+            if record.command != job.command or record.framework != job.framework:
+                continue
+            plan = plan_launch(
+                job, inventory, job_id=record.id, port=record.port, spec_env=env_names(loaded)
+            )
+            progress.stage(f"job {record.id}: starting on {', '.join(n.name for n in new_nodes)}")
+            start_on_nodes(pool, inventory, loaded, plan, new_nodes)
+            record.nodes = sorted(
+                {*record.nodes, *(n.name for n in new_nodes)}, key=lambda n: int(n[5:])
+            )
+            save_job(state, record)
+            joined.append(record.id)
+    return tuple(joined)
+
+
+def scale(state: ClusterState, target: int, progress: Progress) -> ScaleResult:
+    started = time.monotonic()
+    with state.lock("scale"):
+        loaded = _scaled_spec(applied_spec(state), target)
+        before = require_inventory(state)
+        plan = preview(state, target)
+        leaving = tuple(node for node in before.nodes if node.name in plan.remove)
+        stopped = _stop_jobs_on(state, before, leaving, progress) if leaving else ()
+        inventory, _ = provision(loaded, state, progress)
+        arriving = tuple(node for node in inventory.nodes if node.name in plan.add)
+        with open_pool(state, inventory) as pool:
+            prepare_nodes(pool, state, inventory, loaded, progress, nodes=arriving, scaled=True)
+        joined = _join_elastic_jobs(state, inventory, loaded, arriving, progress)
+        return ScaleResult(plan, inventory, joined, stopped, time.monotonic() - started)
