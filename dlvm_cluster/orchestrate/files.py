@@ -5,17 +5,19 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from dlvm_cluster import secret_env
 from dlvm_cluster.errors import RemoteError
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.launch.environment import node_environment
 from dlvm_cluster.progress import Progress
-from dlvm_cluster.remote.command import wrap
+from dlvm_cluster.remote.command import INSTALL_SECRETS, wrap
+from dlvm_cluster.remote.connection import Connection
 from dlvm_cluster.remote.fanout import run_on_nodes
-from dlvm_cluster.remote.pool import SshPool
+from dlvm_cluster.remote.pool import SshPool, for_each_node
 from dlvm_cluster.remote.sync import SyncResult, pull, push
 from dlvm_cluster.spec.load import resolve_source
 from dlvm_cluster.spec.model import LoadedSpec
@@ -56,10 +58,27 @@ def pull_files(pool: SshPool, nodes: Sequence[Node], remote: str, local: Path) -
     return results
 
 
-def setup_digest(loaded: LoadedSpec) -> str:
+def setup_digest(loaded: LoadedSpec, secret_values: Mapping[str, str]) -> str:
+    """Changes when the setup text, the env, or a secret's value changes."""
     spec = loaded.spec
-    payload = json.dumps({"setup": spec.setup, "env": spec.env}, sort_keys=True)
+    payload = json.dumps(
+        {"setup": spec.setup, "env": spec.plain_env(), "secrets": dict(secret_values)},
+        sort_keys=True,
+    )
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def install_secrets(pool: SshPool, nodes: Sequence[Node], values: Mapping[str, str]) -> None:
+    """(Re)write every node's secrets file through stdin: never on a command line."""
+    content = secret_env.file_content(values)
+
+    def one(connection: Connection) -> str:
+        code, _, err = connection.run(INSTALL_SECRETS, stdin=content or b"\n")
+        return "" if code == 0 else f"{connection.node.name}: {err.strip()}"
+
+    errors = [e for e in for_each_node(pool, nodes, one, lambda node, error: error) if e]
+    if errors:
+        raise RemoteError("cannot write the secrets file: " + "; ".join(errors))
 
 
 @dataclass(frozen=True)
@@ -84,7 +103,8 @@ def run_setup(
     script = loaded.spec.setup
     if not script or not nodes:
         return SetupReport((), ())
-    digest = setup_digest(loaded)
+    values = secret_env.resolve(loaded.spec)
+    digest = setup_digest(loaded, values)
     check = "false" if rerun else f'[ "$(cat {SETUP_STAMP} 2>/dev/null)" = {digest} ]'
     command = (
         f"if {check}; then echo {SKIP_MARKER}; else "
@@ -102,8 +122,9 @@ def run_setup(
     result = run_on_nodes(
         pool,
         nodes,
-        lambda node: wrap(command, node_environment(inventory, node, loaded.spec.env)),
+        lambda node: wrap(command, node_environment(inventory, node, loaded.spec.plain_env())),
         sink=sink,
+        redact=secret_env.redactor(values),
     )
     if result.failed:
         details = []

@@ -6,6 +6,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from dlvm_cluster import secret_env
 from dlvm_cluster.errors import UsageError
 from dlvm_cluster.inventory import Inventory
 from dlvm_cluster.launch.environment import node_environment
@@ -36,7 +37,8 @@ def exec_command(
     if not command.strip():
         raise UsageError("no command given", hint="usage: dlvm exec CLUSTER -- CMD...")
     inventory = require_inventory(state)
-    env = applied_spec(state).spec.env
+    spec = applied_spec(state).spec
+    env = spec.plain_env()
     nodes = inventory.select(selector)
     log_dir = state.logs_dir / "exec" / time.strftime("%Y%m%d-%H%M%S")
     with open_pool(state, inventory) as pool:
@@ -47,6 +49,7 @@ def exec_command(
             sink=progress.line,
             timeout=timeout,
             log_dir=log_dir,
+            redact=secret_env.redactor(secret_env.resolve(spec, strict=False)),
         )
 
 

@@ -24,7 +24,7 @@ from ruamel.yaml.events import AliasEvent, CollectionStartEvent, ScalarEvent
 from ruamel.yaml.reader import ReaderError
 
 from dlvm_cluster.errors import SourceLocation, SpecError
-from dlvm_cluster.spec.model import ClusterSpec, FileSync, LoadedSpec, semantic_problems
+from dlvm_cluster.spec.model import UNION_TAGS, ClusterSpec, FileSync, LoadedSpec, semantic_problems
 
 MAX_FILE_BYTES = 1_000_000
 Loc = tuple[str | int, ...]
@@ -332,6 +332,8 @@ def _clean_loc(data: Any, loc: Loc) -> tuple[Loc, bool]:
         if part == "[key]":
             on_key = True
             continue
+        if part in UNION_TAGS:
+            continue
         if isinstance(node, dict):
             if part not in node and node.get("kind") == part:
                 continue
@@ -430,9 +432,9 @@ def _as_model(annotation: Any, node: Any) -> type[BaseModel] | None:
         return _as_model(typing.get_args(annotation)[0], node)
     if origin in (typing.Union, types.UnionType):
         members = [
-            a
-            for a in typing.get_args(annotation)
-            if isinstance(a, type) and issubclass(a, BaseModel)
+            model
+            for model in (_as_model(a, node) for a in typing.get_args(annotation))
+            if model is not None
         ]
         kind = node.get("kind") if isinstance(node, dict) else None
         for member in members:

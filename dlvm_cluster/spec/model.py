@@ -10,7 +10,17 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]*$"
 MAX_NAME_LENGTH = 40
@@ -138,11 +148,35 @@ class Job(Model):
         return value
 
 
+class SecretValue(Model):
+    """An env value kept out of output, logs, plan, render and the nodes' process lists:
+    `{value: TEXT, secret: true}`, or `{from_env: NAME}` to take it from your environment
+    when dlvm runs (so it never has to be written in the file)."""
+
+    value: str | None = None
+    from_env: Annotated[str, Field(pattern=f"^{ENV_NAME_PATTERN}$")] | None = None
+    secret: bool = True
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SecretValue:
+        if (self.value is None) == (self.from_env is None):
+            raise ValueError("give exactly one of value or from_env")
+        return self
+
+
+# Tags pydantic puts in error paths for the two forms of an env value; the loader drops them.
+UNION_TAGS = frozenset({"plain-value", "secret-value"})
+EnvValue = Annotated[
+    Annotated[str, Tag("plain-value")] | Annotated[SecretValue, Tag("secret-value")],
+    Discriminator(lambda value: "secret-value" if isinstance(value, dict) else "plain-value"),
+]
+
+
 class ClusterSpec(Model):
     name: str = Field(pattern=NAME_PATTERN, max_length=MAX_NAME_LENGTH)
     provider: Provider
     nodes: Nodes
-    env: dict[EnvName, str] = Field(default_factory=dict)
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict)
     files: list[FileSync] = Field(default_factory=list)
     setup: str | None = None
     job: Job | None = None
@@ -159,6 +193,23 @@ class ClusterSpec(Model):
                 for key, item in value.items()
             }
         return value
+
+    def plain_env(self) -> dict[str, str]:
+        """The env values that may be shown and passed on command lines."""
+        plain = {}
+        for name, item in self.env.items():
+            if isinstance(item, str):
+                plain[name] = item
+            elif not item.secret and item.value is not None:
+                plain[name] = item.value
+        return plain
+
+    def secret_env(self) -> dict[str, SecretValue]:
+        return {
+            name: item
+            for name, item in self.env.items()
+            if isinstance(item, SecretValue) and (item.secret or item.from_env is not None)
+        }
 
 
 def semantic_problems(spec: ClusterSpec) -> list[tuple[tuple[str | int, ...], str]]:

@@ -1,0 +1,97 @@
+"""Secret env values reach the processes on the nodes, and nothing else: not dlvm's output,
+logs, status, plan or render, and not the process list of the nodes."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import Cli, require_root, unique_name
+
+pytestmark = pytest.mark.cluster
+
+TOKEN = "tok-" + hashlib.sha256(b"dlvm secret test").hexdigest()[:24]
+LITERAL = "lit-" + hashlib.sha256(b"dlvm literal").hexdigest()[:24]
+
+
+def _machine_processes() -> str:
+    return subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True).stdout
+
+
+def test_secrets_reach_processes_and_nothing_else(cli: Cli, tmp_path: Path) -> None:
+    require_root()
+    name = unique_name("se")
+    spec = tmp_path / "secret.yaml"
+    spec.write_text(
+        f"name: {name}\nprovider: {{kind: local}}\nnodes: {{count: 2}}\n"
+        "env:\n  PLAIN: visible\n  TOKEN: {from_env: DLVM_TEST_TOKEN}\n"
+        f"  LITERAL: {{value: {LITERAL}, secret: true}}\n"
+        'setup: echo "setup sees $TOKEN" && echo run >> ~/setup-runs\n'
+        "job: {framework: none, command: 'echo job $TOKEN $LITERAL'}\n"
+    )
+    env = {**cli.env(), "DLVM_TEST_TOKEN": TOKEN}
+    missing = cli.run("up", str(spec))
+    assert missing.returncode == 2 and "DLVM_TEST_TOKEN, which is not set" in missing.stderr
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "dlvm_cluster", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+
+    outputs = []
+    try:
+        up = run("up", str(spec))
+        assert up.returncode == 0, up.stderr
+        outputs.append(up.stdout + up.stderr)
+        assert "setup sees ***" in up.stdout
+        digest = hashlib.sha256(TOKEN.encode()).hexdigest()
+        check = run("exec", name, "--", 'printf %s "$TOKEN" | sha256sum; echo $PLAIN $LITERAL')
+        assert check.returncode == 0, check.stderr
+        outputs.append(check.stdout + check.stderr)
+        assert check.stdout.count(digest) == 2
+        assert check.stdout.count("visible ***") == 2
+        # While a command runs, no process on the machine shows a secret on its command line.
+        slow = subprocess.Popen(
+            [sys.executable, "-m", "dlvm_cluster", "exec", name, "--", "sleep 3; echo $TOKEN"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(1.5)
+        listing = _machine_processes()
+        out, err = slow.communicate(timeout=60)
+        outputs.append(out + err)
+        assert "sleep 3" in listing
+        assert TOKEN not in listing and LITERAL not in listing
+        job = run("launch", name)
+        assert job.returncode == 0, job.stderr
+        outputs.append(job.stdout + job.stderr)
+        assert "job *** ***" in job.stdout
+        for args in (("status", name, "--json"), ("logs", name), ("plan", str(spec))):
+            result = run(*args)
+            outputs.append(result.stdout + result.stderr)
+        rendered = tmp_path / "rendered"
+        outputs.append(run("render", str(spec), "-o", str(rendered)).stdout)
+        outputs += [p.read_text() for p in rendered.iterdir() if p.is_file()]
+        logs = cli.home / "clusters" / name / "logs"
+        outputs += [p.read_text() for p in logs.rglob("*") if p.is_file()]
+        for text in outputs:
+            assert TOKEN not in text and LITERAL not in text
+        # A new secret value makes setup run again.
+        env["DLVM_TEST_TOKEN"] = TOKEN + "-rotated"
+        assert run("up", str(spec)).returncode == 0
+        runs = run("exec", name, "--", "wc -l < ~/setup-runs")
+        assert runs.stdout.split()[1::2] == ["2", "2"]
+        mode = run("exec", name, "--", "stat -c %a ~/.dlvm/secrets.env")
+        assert mode.stdout.split()[1::2] == ["600", "600"]
+    finally:
+        run("down", name, "--yes")
