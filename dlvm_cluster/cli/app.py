@@ -37,6 +37,17 @@ def _options(
     _debug = debug
 
 
+def _confirm(question: str, yes: bool) -> None:
+    """Ask before something destructive; without a terminal, only --yes may say yes."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        from dlvm_cluster.errors import UsageError
+
+        raise UsageError(f"{question} (no terminal to ask on)", hint="pass --yes to go ahead")
+    typer.confirm(question, abort=True)
+
+
 def _load(path: Path):  # type: ignore[no-untyped-def]
     from dlvm_cluster.spec import load_spec
 
@@ -53,12 +64,18 @@ def up(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary.")] = False,
 ) -> None:
     """Create or converge the cluster; wait for SSH; push files; run setup. Safe to run again."""
+    from dlvm_cluster.orchestrate.lifecycle import NeedsConfirmation
     from dlvm_cluster.orchestrate.lifecycle import up as run_up
 
     loaded = _load(file)
     progress = ConsoleProgress(quiet=quiet)
     try:
-        result = run_up(loaded, progress, rerun_setup=rerun_setup)
+        try:
+            result = run_up(loaded, progress, rerun_setup=rerun_setup, assume_yes=yes)
+        except NeedsConfirmation as question:
+            progress.done()
+            _confirm(f"{question.message}. Go ahead?", yes)
+            result = run_up(loaded, progress, rerun_setup=rerun_setup, assume_yes=True)
     finally:
         progress.done()
     nodes = len(result.inventory.nodes)
@@ -114,14 +131,19 @@ def status(
 
     from rich.table import Table
 
+    from dlvm_cluster.orchestrate.jobs import refresh_states
     from dlvm_cluster.orchestrate.nodes import status as node_status
     from dlvm_cluster.orchestrate.nodes import status_json
     from dlvm_cluster.state import list_clusters, resolve_cluster
 
     states = [resolve_cluster(cluster)] if cluster else list_clusters()
     reports = [node_status(state) for state in states]
+    jobs = {state.name: refresh_states(state)[-10:] for state in states}
     if json_output:
-        data = [status_json(inventory, rows) for inventory, rows in reports]
+        data = [
+            {**status_json(inventory, rows), "jobs": [vars(j) for j in jobs[inventory.cluster]]}
+            for inventory, rows in reports
+        ]
         print(json.dumps(data[0] if cluster else data, indent=2))
         return
     if not reports:
@@ -135,6 +157,10 @@ def status(
             reach = "[green]ok[/green]" if row.reachable else f"[red]unreachable[/red] {row.error}"
             table.add_row(row.name, str(row.rank), f"{row.ip}:{row.port}", reach)
         stdout.print(table)
+        for record in jobs[inventory.cluster]:
+            stdout.print(
+                f"  job {record.id}  {record.framework:<10} {record.state:<10} {record.command}"
+            )
 
 
 @app.command(name="exec")
@@ -217,6 +243,109 @@ def sync(
 
 
 @app.command()
+def launch(
+    cluster: ClusterArg,
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="Start the job and return; it keeps running.")
+    ] = False,
+    no_sync: Annotated[
+        bool, typer.Option("--no-sync", help="Do not push the spec's files first.")
+    ] = False,
+) -> None:
+    """Run the spec's job with its framework's launcher on every node."""
+    from dlvm_cluster.orchestrate.jobs import launch as run_launch
+    from dlvm_cluster.state import resolve_cluster
+
+    state = resolve_cluster(cluster)
+    loaded = _load(Path(cluster)) if cluster.endswith((".yaml", ".yml")) else None
+    progress = ConsoleProgress()
+    try:
+        record = run_launch(state, progress, loaded=loaded, detach=detach, sync=not no_sync)
+    finally:
+        progress.done()
+    if detach:
+        stdout.print(f"job {record.id} started on {len(record.nodes)} node(s)")
+        stdout.print(f"  follow it: dlvm logs {state.name} {record.id} --follow")
+        stdout.print(f"  stop it:   dlvm cancel {state.name} {record.id}")
+        return
+    seconds = (record.ended or record.started) - record.started
+    stdout.print(f"job {record.id} succeeded on {len(record.nodes)} node(s) in {seconds:.1f}s")
+
+
+@app.command()
+def logs(
+    cluster: ClusterArg,
+    job: Annotated[str | None, typer.Argument(help="Job id (default: the latest).")] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")
+    ] = False,
+) -> None:
+    """A job's output, per node."""
+    from dlvm_cluster.orchestrate.jobs import logs as show_logs
+    from dlvm_cluster.state import resolve_cluster
+
+    show_logs(resolve_cluster(cluster), job, ConsoleProgress(), follow=follow)
+
+
+@app.command()
+def cancel(
+    cluster: ClusterArg,
+    job: Annotated[str | None, typer.Argument(help="Job id (default: the latest).")] = None,
+) -> None:
+    """Stop a job on every node, its whole process tree, and check none of it is left."""
+    from dlvm_cluster.errors import RemoteError
+    from dlvm_cluster.orchestrate.jobs import cancel as cancel_job
+    from dlvm_cluster.state import resolve_cluster
+
+    record, problems = cancel_job(resolve_cluster(cluster), job)
+    left = {node: problem for node, problem in problems.items() if problem}
+    if left:
+        raise RemoteError(
+            f"job {record.id} could not be stopped everywhere: "
+            + "; ".join(f"{node}: {problem}" for node, problem in left.items())
+        )
+    stdout.print(f"job {record.id} stopped; no process of it is left on {len(problems)} node(s)")
+
+
+@app.command()
+def scale(
+    cluster: ClusterArg,
+    count: Annotated[int, typer.Argument(help="The number of nodes to have.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Grow or shrink to COUNT nodes; new nodes get keys, files and setup."""
+    from dlvm_cluster.orchestrate.scale import preview
+    from dlvm_cluster.orchestrate.scale import scale as run_scale
+    from dlvm_cluster.state import resolve_cluster
+
+    state = resolve_cluster(cluster)
+    plan = preview(state, count)
+    if not plan.add and not plan.remove:
+        stdout.print(f"cluster {state.name} already has {count} node(s); nothing to do")
+        return
+    stdout.print(f"cluster {state.name}: {plan.current} -> {plan.target} node(s)")
+    for name in plan.add:
+        stdout.print(f"  + {name}")
+    for name in plan.remove:
+        stdout.print(f"  - {name} (its jobs are stopped first, logs kept)")
+    _confirm(f"scale {state.name} to {count} node(s)?", yes)
+    progress = ConsoleProgress()
+    try:
+        result = run_scale(state, count, progress)
+    finally:
+        progress.done()
+    extra = ""
+    if result.jobs_joined:
+        extra += f"; new nodes joined job(s) {', '.join(result.jobs_joined)}"
+    if result.jobs_stopped:
+        extra += f"; stopped job(s) {', '.join(result.jobs_stopped)} on removed nodes"
+    stdout.print(
+        f"cluster {state.name} has {len(result.inventory.nodes)} node(s) "
+        f"({result.seconds:.1f}s){extra}"
+    )
+
+
+@app.command()
 def ssh(
     cluster: ClusterArg,
     node: Annotated[str | None, typer.Argument(help="Node name or rank (default: node-0).")] = None,
@@ -248,8 +377,7 @@ def down(
     from dlvm_cluster.state import resolve_cluster
 
     state = resolve_cluster(cluster)
-    if not yes and sys.stdin.isatty():
-        typer.confirm(f"destroy cluster {state.name} and everything on its nodes?", abort=True)
+    _confirm(f"destroy cluster {state.name} and everything on its nodes?", yes)
     progress = ConsoleProgress()
     try:
         seconds = run_down(state, progress)
