@@ -98,8 +98,14 @@ def plan(file: FileArg) -> None:
     """Show what `up` would create, change or destroy; changes nothing."""
     from dlvm_cluster.orchestrate.lifecycle import plan as run_plan
     from dlvm_cluster.progress import SilentProgress
+    from dlvm_cluster.spec.model import GcpProvider
 
     loaded = _load(file)
+    if isinstance(loaded.spec.provider, GcpProvider):
+        from dlvm_cluster.orchestrate.gcp import gcp_plan_notes
+
+        for line in gcp_plan_notes(loaded.spec):
+            stdout.print(line, markup=False)
     result = run_plan(loaded, SilentProgress())
     state = "exists" if result.exists else "does not exist yet"
     stdout.print(f"cluster {result.cluster} ({state}): {result.summary}")
@@ -126,40 +132,38 @@ def status(
     cluster: Annotated[str | None, typer.Argument(help="Cluster name or YAML file.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Nodes, addresses and reachability; with no CLUSTER, every cluster."""
+    """Nodes, addresses, reachability and jobs; with no CLUSTER, every cluster."""
     import json
 
     from rich.table import Table
 
-    from dlvm_cluster.orchestrate.jobs import refresh_states
-    from dlvm_cluster.orchestrate.nodes import status as node_status
-    from dlvm_cluster.orchestrate.nodes import status_json
+    from dlvm_cluster.orchestrate.report import report
     from dlvm_cluster.state import list_clusters, resolve_cluster
 
     states = [resolve_cluster(cluster)] if cluster else list_clusters()
-    reports = [node_status(state) for state in states]
-    jobs = {state.name: refresh_states(state)[-10:] for state in states}
+    reports = [report(state) for state in states]
     if json_output:
-        data = [
-            {**status_json(inventory, rows), "jobs": [vars(j) for j in jobs[inventory.cluster]]}
-            for inventory, rows in reports
-        ]
+        data = [r.to_json() for r in reports]
         print(json.dumps(data[0] if cluster else data, indent=2))
         return
     if not reports:
         stdout.print("no clusters")
         return
-    for inventory, rows in reports:
-        table = Table(title=f"cluster {inventory.cluster}", title_justify="left")
-        for column in ("node", "rank", "address", "ssh"):
+    for r in reports:
+        table = Table(title=f"cluster {r.cluster}", title_justify="left")
+        columns = ["node", "rank", "address", "ssh"] + (["vm"] if r.has_vm_states else [])
+        for column in columns:
             table.add_column(column)
-        for row in rows:
+        for row in r.nodes:
             reach = "[green]ok[/green]" if row.reachable else f"[red]unreachable[/red] {row.error}"
-            table.add_row(row.name, str(row.rank), f"{row.ip}:{row.port}", reach)
+            cells = [row.name, str(row.rank), f"{row.ip}:{row.port}", reach]
+            table.add_row(*cells, *([row.vm] if r.has_vm_states else []))
         stdout.print(table)
-        for record in jobs[inventory.cluster]:
+        if r.price:
+            stdout.print(f"  {r.price}", markup=False)
+        for job in r.jobs:
             stdout.print(
-                f"  job {record.id}  {record.framework:<10} {record.state:<10} {record.command}"
+                f"  job {job.id}  {job.framework:<10} {job.state:<10} {job.command}", markup=False
             )
 
 

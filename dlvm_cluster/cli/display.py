@@ -14,8 +14,8 @@ from dlvm_cluster.errors import DlvmError
 from dlvm_cluster.inventory import Node
 from dlvm_cluster.provision.terraform import TerraformEvent
 
-stderr = Console(stderr=True, highlight=False)
-stdout = Console(highlight=False)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+stdout = Console(highlight=False, soft_wrap=True)
 
 
 class ConsoleProgress:

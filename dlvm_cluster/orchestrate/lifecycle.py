@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 import time
@@ -14,6 +13,7 @@ from dlvm_cluster import secret_env
 from dlvm_cluster.errors import RemoteError, UsageError
 from dlvm_cluster.inventory import Inventory, Node, from_terraform_outputs
 from dlvm_cluster.orchestrate.files import SetupReport, install_secrets, push_files, run_setup
+from dlvm_cluster.orchestrate.gcp import provision_gcp
 from dlvm_cluster.orchestrate.mesh import install_mesh, uninstall_mesh
 from dlvm_cluster.orchestrate.records import (
     applied_digest,
@@ -28,12 +28,12 @@ from dlvm_cluster.progress import Progress
 from dlvm_cluster.provision.local import check_local_privileges, local_node_env
 from dlvm_cluster.provision.render import TFVARS, RenderedModule, render
 from dlvm_cluster.provision.ssh_hosts import adopt_hosts, pinned_keys
-from dlvm_cluster.provision.terraform import Terraform
+from dlvm_cluster.provision.terraform import Terraform, init_if_needed
 from dlvm_cluster.remote.connection import fetch_host_key
 from dlvm_cluster.remote.pool import SshPool
 from dlvm_cluster.remote.sync import SyncResult
-from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec, LocalProvider, SshProvider
-from dlvm_cluster.state import ClusterState, write_atomic
+from dlvm_cluster.spec.model import ClusterSpec, GcpProvider, LoadedSpec, LocalProvider, SshProvider
+from dlvm_cluster.state import ClusterState
 
 READY_TIMEOUT = 60.0
 HEALTH_TIMEOUT = 3.0
@@ -65,19 +65,6 @@ def _gpus(spec: ClusterSpec) -> int:
     return spec.nodes.accelerator.count if spec.nodes.accelerator else 0
 
 
-def _init_if_needed(terraform: Terraform, module: RenderedModule, workdir: Path) -> None:
-    """`terraform init` once per module version (a marker holds the module's digest)."""
-    digest = hashlib.sha256()
-    for item in sorted(module.source.iterdir()):
-        if item.is_file():
-            digest.update(item.name.encode() + item.read_bytes())
-    marker = workdir / ".dlvm-init"
-    if marker.exists() and marker.read_text() == digest.hexdigest():
-        return
-    terraform.init()
-    write_atomic(marker, digest.hexdigest())
-
-
 def _adopt(loaded: LoadedSpec, state: ClusterState, progress: Progress) -> tuple[Inventory, bool]:
     """ssh provider: no Terraform; pin the host keys of machines seen for the first time."""
     previous = load_inventory(state)
@@ -98,6 +85,8 @@ def provision(
     spec = loaded.spec
     if isinstance(spec.provider, SshProvider):
         return _adopt(loaded, state, progress)
+    if isinstance(spec.provider, GcpProvider):
+        return provision_gcp(loaded, state, progress)
     module = render(spec, state)
     module_changed = module.write(state.terraform_dir)
     previous = load_inventory(state)
@@ -111,7 +100,7 @@ def provision(
         progress.note(f"not answering, will be recreated: {', '.join(broken)}")
     terraform = Terraform(state.terraform_dir, progress.terraform)
     progress.stage("terraform")
-    _init_if_needed(terraform, module, state.terraform_dir)
+    init_if_needed(terraform, module.source, state.terraform_dir)
     result = terraform.apply(replace=[f'terraform_data.node["{name}"]' for name in broken])
     inventory = from_terraform_outputs(
         spec.name, result.outputs, env=_provider_env(spec), gpus_per_node=_gpus(spec)

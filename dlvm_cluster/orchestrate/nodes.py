@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from dlvm_cluster import secret_env
@@ -86,6 +86,7 @@ class NodeStatus:
     user: str
     reachable: bool
     error: str
+    vm: str = ""  # the provider's state of the machine (gcp: running, preempted, ...)
 
 
 def status(state: ClusterState) -> tuple[Inventory, list[NodeStatus]]:
@@ -105,10 +106,6 @@ def status(state: ClusterState) -> tuple[Inventory, list[NodeStatus]]:
         for node in inventory.nodes
     ]
     return inventory, rows
-
-
-def status_json(inventory: Inventory, rows: list[NodeStatus]) -> dict[str, object]:
-    return {"cluster": inventory.cluster, "nodes": [asdict(row) for row in rows]}
 
 
 def ssh_config(state: ClusterState) -> str:

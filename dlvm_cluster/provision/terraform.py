@@ -3,6 +3,7 @@ its streamed JSON events into typed events for the progress display and one clea
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -229,3 +230,21 @@ def _hint(result: RunResult) -> str:
     if "needs root" in text:
         return "run dlvm as root"
     return "fix the cause above and run the same command again: it resumes where it stopped"
+
+
+class _Initializable(Protocol):
+    def init(self) -> None: ...
+
+
+def init_if_needed(terraform: _Initializable, source: Path, workdir: Path) -> None:
+    """`terraform init` once per module version: a marker in `workdir` holds the digest of
+    the module's files (`source`), so an unchanged module skips init."""
+    digest = hashlib.sha256()
+    for item in sorted(source.iterdir()):
+        if item.is_file():
+            digest.update(item.name.encode() + item.read_bytes())
+    marker = workdir / ".dlvm-init"
+    if marker.exists() and marker.read_text() == digest.hexdigest():
+        return
+    terraform.init()
+    marker.write_text(digest.hexdigest())

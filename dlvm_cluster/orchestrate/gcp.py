@@ -1,0 +1,425 @@
+"""The gcp provider in `up`, `plan` and `status`: preflight, zone failover, host keys, prices.
+
+`provision_gcp` has the contract of lifecycle.provision (the inventory, and whether Terraform
+changed anything):
+
+    healthy and unchanged?  instance states from the API; all RUNNING and the same spec: done
+    preflight               project, zones, machine and GPU types, quotas, image (warnings shown)
+    failover loop           apply in one zone; on failure classify the error and either stop,
+                            accept a partial set (nodes.min_count), or free the nodes this
+                            attempt made and try the next zone of provider.zones
+    host keys               read from guest attributes and pinned in the inventory
+
+Moving zones frees the partial nodes with an apply of an empty (or, for a cluster that already
+has nodes, the old) node set *before* the next zone is tried. Changing `zone` alone would
+also replace them, since `zone` is ForceNew on google_compute_instance, but one apply would
+then create in the new zone while the old nodes are still being deleted, so their GPUs could
+still count against the region's quota; the separate apply frees them first and says so.
+
+A preempted Spot node is recreated on the next `up`: a deleted one by a plain apply, a stopped
+one with `apply -replace`. Google's client library is imported only inside the functions that
+call the API.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from dlvm_cluster.errors import ProvisionError, StateError
+from dlvm_cluster.inventory import Inventory, from_terraform_outputs
+from dlvm_cluster.orchestrate.records import (
+    applied_digest,
+    applied_spec,
+    load_inventory,
+    save_inventory,
+    spec_digest,
+)
+from dlvm_cluster.progress import Progress
+from dlvm_cluster.provision.gcp.credentials import ComputeClients, compute_clients
+from dlvm_cluster.provision.gcp.failover import (
+    FailoverDecision,
+    FailoverKind,
+    accepts_partial,
+    classify_apply_error,
+    exhausted_error,
+    failure_error,
+    next_zone,
+)
+from dlvm_cluster.provision.gcp.hostkeys import (
+    node_refs,
+    node_refs_for,
+    read_host_keys,
+    with_host_keys,
+)
+from dlvm_cluster.provision.gcp.instances import (
+    InstanceState,
+    instance_states,
+    replace_addresses,
+)
+from dlvm_cluster.provision.gcp.preflight import PreflightReport, preflight, spec_warnings
+from dlvm_cluster.provision.gcp.pricing import PRICE_SOURCE, PRICES_AS_OF, cluster_price
+from dlvm_cluster.provision.gcp.tfvars import (
+    RESOURCE_ADDRESS,
+    gcp_provider,
+    gcp_tfvars,
+    node_shape,
+)
+from dlvm_cluster.provision.local import node_name
+from dlvm_cluster.provision.render import TFVARS, RenderedModule, render
+from dlvm_cluster.provision.terraform import RunResult, Terraform, init_if_needed
+from dlvm_cluster.spec.model import ClusterSpec, GcpProvider, LoadedSpec
+from dlvm_cluster.state import ClusterState
+
+TFSTATE = "terraform.tfstate"
+INIT_MARKER = ".dlvm-init"  # the same marker lifecycle.provision keeps
+PRICING_PAGE = "https://cloud.google.com/compute/gpus-pricing"
+
+
+class TerraformRunner(Protocol):
+    """What the failover loop needs of Terraform (provision.terraform.Terraform has it)."""
+
+    def init(self) -> None: ...
+
+    def apply(self, replace: list[str] | None = None) -> RunResult: ...
+
+
+TerraformFactory = Callable[[Path], TerraformRunner]
+
+
+# -- up ------------------------------------------------------------------------------------
+
+
+def provision_gcp(
+    loaded: LoadedSpec,
+    state: ClusterState,
+    progress: Progress,
+    *,
+    clients: ComputeClients | None = None,
+    terraform_factory: TerraformFactory | None = None,
+) -> tuple[Inventory, bool]:
+    """Create or converge the cluster's VMs; returns the inventory and whether Terraform ran
+    changes. Terraform is skipped when every node is RUNNING and the spec is unchanged."""
+    spec = loaded.spec
+    provider = gcp_provider(spec)
+    api = clients if clients is not None else compute_clients()
+    module = render(spec, state)
+    module_changed = module.write(state.terraform_dir)
+    previous = load_inventory(state)
+    home = _applied_zone(state) if previous is not None else None
+    replace: list[str] = []
+    if previous is not None and home is not None:
+        progress.stage("checking nodes")
+        states = _node_states(api, provider.project, home, previous)
+        replace = replace_addresses(states)
+        down = {name: s for name, s in states.items() if s.needs_recreate}
+        for name, node_state in sorted(down.items()):
+            progress.note(f"{name} is {node_state.label}: it will be recreated")
+        unchanged = (
+            not module_changed
+            and applied_digest(state) == spec_digest(spec)
+            and len(previous.nodes) == spec.nodes.count
+        )
+        if unchanged and all(s.status == "RUNNING" for s in states.values()):
+            return previous, False
+    progress.stage("preflight")
+    report = preflight(spec, api, existing_nodes=len(previous.nodes) if previous else 0)
+    for line in _warning_lines(spec, report.warnings):
+        progress.note(line)
+    if previous is not None and home not in provider.zones:
+        where = f"zone {home}" if home else "an unknown zone"
+        progress.note(
+            f"the nodes are in {where}, which is not in provider.zones: they are recreated in "
+            f"{report.zones[0]}"
+        )
+    make = terraform_factory or (lambda workdir: Terraform(workdir, progress.terraform))
+    terraform = make(state.terraform_dir)
+    progress.stage("terraform")
+    init_if_needed(terraform, module.source, state.terraform_dir)
+    keep = [node.name for node in previous.nodes] if previous and home in provider.zones else []
+    loop = _Failover(spec, state, module, terraform, progress, report=report, keep=keep)
+    # Moving zones recreates every node anyway: no -replace for addresses left behind.
+    result, changed = loop.run(home if keep else None, replace if keep else [])
+    progress.stage("reading host keys")
+    outputs = result.outputs
+    keys = read_host_keys(api, provider.project, node_refs(outputs))
+    inventory = from_terraform_outputs(
+        spec.name,
+        with_host_keys(outputs, keys),
+        env={},
+        gpus_per_node=report.gpus_per_node,
+    )
+    save_inventory(state, inventory)
+    return inventory, changed
+
+
+class _Failover:
+    """Apply in one zone after another until one takes the cluster, or stop with the reason.
+
+    `keep`: the nodes the cluster already has (empty for a new cluster). They pin the cluster
+    to its zone, and a failed attempt shrinks the node set back to them, never below.
+    """
+
+    def __init__(
+        self,
+        spec: ClusterSpec,
+        state: ClusterState,
+        module: RenderedModule,
+        terraform: TerraformRunner,
+        progress: Progress,
+        *,
+        report: PreflightReport,
+        keep: Sequence[str],
+    ) -> None:
+        self.spec = spec
+        self.workdir = state.terraform_dir
+        self.module = module
+        self.terraform = terraform
+        self.progress = progress
+        self.zones = report.zones
+        self.keep = list(keep)
+        self.attempts: list[tuple[str, FailoverDecision]] = []
+        self.changed = False
+
+    def run(self, home: str | None, replace: list[str]) -> tuple[RunResult, bool]:
+        """Apply from `home` (the cluster's zone) or the first usable zone; returns the
+        successful apply's result and whether anything changed."""
+        zone: str | None = home or self.zones[0]
+        while zone is not None:
+            self._free_other_zones(zone)
+            self._write(zone, None)
+            try:
+                result = self.terraform.apply(replace=replace)
+            except ProvisionError as exc:
+                self.changed = True  # even a failed create may have made nodes
+                decision = classify_apply_error(exc.message)
+                self.attempts.append((zone, decision))
+                self.progress.note(f"attempt {len(self.attempts)}, {zone}: {decision.reason}")
+                partial = self._accept_partial(zone, decision)
+                if partial is not None:
+                    return partial, True
+                zone = self._next(zone, decision, exc)
+                replace = []  # those addresses were for the nodes of the old zone
+                continue
+            return result, self.changed or _summary_changed(result)
+        raise AssertionError("unreachable: _next raises when no zone is left")
+
+    def _next(self, zone: str, decision: FailoverDecision, cause: ProvisionError) -> str:
+        tried = [tried_zone for tried_zone, _ in self.attempts]
+        upcoming = next_zone(self.zones, tried, decision, keep_zone=bool(self.keep))
+        if upcoming is not None:
+            self.progress.note(f"trying {upcoming} next")
+            return upcoming
+        # All or nothing: nodes this `up` made are not left running (and billing).
+        self._release(zone, "the cluster could not be completed")
+        if not decision.try_next_zone:
+            raise failure_error(zone, decision) from cause
+        if self.keep:
+            raise ProvisionError(
+                f"adding nodes in {zone} failed: {decision.reason}",
+                hint=f"the cluster's nodes are in {zone}, and moving them would recreate them "
+                "all; run `dlvm up` again later, or set nodes.min_count to accept fewer nodes",
+            ) from cause
+        raise exhausted_error(self.attempts) from cause
+
+    def _accept_partial(self, zone: str, decision: FailoverDecision) -> RunResult | None:
+        """With nodes.min_count, keep node-0..node-(k-1) when the zone made enough of them."""
+        if self.spec.nodes.min_count is None or decision.kind is FailoverKind.FATAL:
+            return None
+        made = _nodes_in_state(self.workdir) or {}
+        wanted = [node_name(rank) for rank in range(self.spec.nodes.count)]
+        prefix: list[str] = []
+        for name in wanted:
+            if made.get(name) != zone:
+                break
+            prefix.append(name)
+        # Only a prefix keeps names and ranks in step (node-0 is the head; scale adds at the
+        # end); a node made beyond a gap is removed by the apply below.
+        if len(prefix) == len(wanted) or not accepts_partial(self.spec, len(prefix)):
+            return None
+        self.progress.note(
+            f"accepting {len(prefix)} of {len(wanted)} nodes in {zone} (nodes.min_count is "
+            f"{self.spec.nodes.min_count}); `dlvm up` later adds the rest"
+        )
+        self._write(zone, prefix)
+        return self.terraform.apply()
+
+    def _free_other_zones(self, zone: str) -> None:
+        """Delete nodes a failed attempt left in another zone before trying `zone`."""
+        made = _nodes_in_state(self.workdir)
+        if made is not None and all(where == zone for where in made.values()):
+            return
+        self._release(zone, f"before trying {zone}")
+
+    def _release(self, zone: str, why: str) -> None:
+        """Shrink the node set to the nodes the cluster had before this `up` (none for a new
+        cluster). Skipped when the state shows nothing to remove."""
+        made = _nodes_in_state(self.workdir)
+        if made is None:  # unreadable state: shrink all the same, Terraform knows what is there
+            keep, what = list(self.keep), "the nodes of the failed attempt"
+        else:
+            keep = [name for name in self.keep if name in made]
+            extra = sorted(set(made) - set(keep), key=_rank_of)
+            if not extra:
+                return
+            what = ", ".join(f"{name} ({made[name]})" for name in extra)
+        self.progress.note(f"deleting {what}: {why}")
+        self._write(zone, keep)
+        try:
+            self.terraform.apply()
+        except ProvisionError as exc:
+            raise ProvisionError(
+                f"deleting the nodes of a failed attempt failed: {exc.message}",
+                hint="run `dlvm up` again, or `dlvm down` to delete the whole cluster; "
+                "until then those VMs keep running and billing",
+            ) from exc
+        self.changed = True
+
+    def _write(self, zone: str, names: Sequence[str] | None) -> None:
+        """The module's tfvars for `zone` with `names` (default: the spec's full node set)."""
+        tfvars = gcp_tfvars(
+            self.spec,
+            public_key=str(self.module.tfvars.get("ssh_public_key", "")),
+            zone=zone,
+            names=None if names is None else list(names),
+        )
+        dataclasses.replace(self.module, tfvars=tfvars).write(self.workdir)
+
+
+def _node_states(
+    clients: ComputeClients, project: str, zone: str, inventory: Inventory
+) -> dict[str, InstanceState]:
+    refs = node_refs_for(inventory.cluster, zone, [node.name for node in inventory.nodes])
+    return instance_states(clients, project, refs)
+
+
+def _rank_of(name: str) -> tuple[int, str]:
+    """node-10 after node-9."""
+    tail = name.rsplit("-", 1)[-1]
+    return (int(tail), name) if tail.isdigit() else (1 << 30, name)
+
+
+def _summary_changed(result: RunResult) -> bool:
+    """Whether an apply changed anything (True when Terraform sent no change summary)."""
+    if not result.summary:
+        return True
+    return any(int(result.summary.get(key, 0) or 0) for key in ("add", "change", "remove"))
+
+
+def _nodes_in_state(workdir: Path) -> dict[str, str] | None:
+    """node name -> zone of the VMs Terraform's state holds; {} without a state file, None if
+    the file cannot be read (then callers assume there may be nodes)."""
+    path = workdir / TFSTATE
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        found: dict[str, str] = {}
+        kind, name = RESOURCE_ADDRESS.split(".")
+        for resource in data.get("resources", []):
+            if resource.get("mode") != "managed" or resource.get("type") != kind:
+                continue
+            if resource.get("name") != name:
+                continue
+            for instance in resource.get("instances", []):
+                zone = str((instance.get("attributes") or {}).get("zone", ""))
+                found[str(instance["index_key"])] = zone.rsplit("/", 1)[-1]
+        return found
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _applied_tfvars(state: ClusterState) -> dict[str, Any]:
+    try:
+        data = json.loads((state.terraform_dir / TFVARS).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _applied_zone(state: ClusterState) -> str | None:
+    zone = _applied_tfvars(state).get("zone")
+    return zone if isinstance(zone, str) and zone else None
+
+
+# -- warnings and prices (plan, up, status) ------------------------------------------------
+
+
+def _open_ssh_ranges(provider: GcpProvider) -> list[str]:
+    ranges = []
+    for cidr in provider.allowed_ssh_cidrs:
+        try:
+            if ipaddress.ip_network(cidr, strict=False).prefixlen == 0:
+                ranges.append(cidr)
+        except ValueError:
+            continue
+    return ranges
+
+
+def _warning_lines(spec: ClusterSpec, warnings: Sequence[str]) -> list[str]:
+    """Each warning as a line; SSH open to the whole internet first, and in capitals."""
+    open_ranges = _open_ssh_ranges(gcp_provider(spec))
+    loud = [w for w in warnings if open_ranges and any(r in w for r in open_ranges)]
+    quiet = [w for w in warnings if w not in loud]
+    return [f"WARNING: {w}" for w in loud] + [f"warning: {w}" for w in quiet]
+
+
+def price_line(spec: ClusterSpec, count: int | None = None) -> str:
+    """The hourly price of the cluster with `count` nodes (default: the spec's), or why not."""
+    estimate = cluster_price(spec, count)
+    if estimate is not None:
+        return f"price: {estimate.summary()}"
+    shape = node_shape(spec.nodes)
+    gpus = f" with {shape.gpus} x {shape.gpu_type}" if shape.gpu_type else ""
+    return (
+        f"price: not in dlvm's table for {shape.machine_type}{gpus} in "
+        f"{gcp_provider(spec).region} ({PRICE_SOURCE}, {PRICES_AS_OF}); see {PRICING_PAGE}"
+    )
+
+
+def gcp_plan_notes(spec: ClusterSpec) -> list[str]:
+    """What `dlvm plan` adds for gcp: the spec's warnings, then the hourly price."""
+    return [*_warning_lines(spec, spec_warnings(spec)), price_line(spec)]
+
+
+# -- status --------------------------------------------------------------------------------
+
+
+def gcp_status(
+    state: ClusterState, inventory: Inventory, *, clients: ComputeClients | None = None
+) -> dict[str, str]:
+    """node name -> what Compute Engine says of its VM: running, preempted, terminated,
+    missing (no such VM), or another lower-cased instance status (staging, stopping...)."""
+    tfvars = _applied_tfvars(state)
+    project, zone = tfvars.get("project"), tfvars.get("zone")
+    if not isinstance(project, str) or not isinstance(zone, str) or not project or not zone:
+        raise StateError(
+            f"cluster {state.name!r} has no Google Cloud project and zone recorded",
+            hint="run `dlvm up FILE` to create it, or `dlvm down` to forget it",
+        )
+    api = clients if clients is not None else compute_clients()
+    states = _node_states(api, project, zone, inventory)
+    return {name: node_state.label for name, node_state in states.items()}
+
+
+def _applied_gcp_spec(state: ClusterState) -> ClusterSpec | None:
+    try:
+        spec = applied_spec(state).spec
+    except StateError:
+        return None
+    return spec if isinstance(spec.provider, GcpProvider) else None
+
+
+def is_gcp_cluster(state: ClusterState) -> bool:
+    """Whether the cluster was last brought up with the gcp provider (for `status`)."""
+    return _applied_gcp_spec(state) is not None
+
+
+def gcp_status_price(state: ClusterState, inventory: Inventory) -> str | None:
+    """The price line for `status` (the nodes the cluster has now); None if not a gcp cluster."""
+    spec = _applied_gcp_spec(state)
+    return None if spec is None else price_line(spec, len(inventory.nodes))

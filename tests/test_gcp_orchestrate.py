@@ -1,0 +1,532 @@
+"""The gcp glue of `up`, `plan` and `status`: the zone failover loop, host keys, states, prices.
+
+Two stand-ins, both offline:
+- the Compute Engine API is the loopback fake of gcp_fake.py, spoken to by the real
+  google-cloud-compute clients (preflight, host keys, instance states);
+- Terraform is `ScriptedTerraform`, which reads the tfvars dlvm wrote and pretends to apply
+  them, failing in the zones a test says are short of capacity or quota with the error texts
+  Terraform's google provider prints. It tests dlvm's decision loop (which zone next, what is
+  deleted, what is kept), not Terraform or the google provider: those run only against a
+  real project.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from gcp_fake import API, FakeCompute, guest_attributes, running
+
+from dlvm_cluster.errors import ProvisionError
+from dlvm_cluster.inventory import Inventory, Node
+from dlvm_cluster.orchestrate.gcp import (
+    gcp_plan_notes,
+    gcp_status,
+    gcp_status_price,
+    is_gcp_cluster,
+    price_line,
+    provision_gcp,
+)
+from dlvm_cluster.orchestrate.records import load_inventory, save_applied
+from dlvm_cluster.provision.gcp.pricing import PRICES_AS_OF
+from dlvm_cluster.provision.gcp.tfvars import DEFAULT_IMAGE_FAMILY, DLVM_IMAGE_PROJECT
+from dlvm_cluster.provision.terraform import RunResult, TerraformEvent
+from dlvm_cluster.spec.load import load_spec_text
+from dlvm_cluster.spec.model import LoadedSpec
+from dlvm_cluster.state import ClusterState
+
+P = "p"
+REGION = "us-central1"
+A, B, C = "us-central1-a", "us-central1-b", "us-central1-c"
+ZONES = [A, B, C]
+IMAGE = "pytorch-2-7-cu128-ubuntu-2204-nvidia-570-v20260301"
+
+
+def stockout(zone: str) -> str:
+    return (
+        f"Error waiting for instance to create: The zone 'projects/{P}/zones/{zone}' does not "
+        "have enough resources available to fulfill the request.  Try a different zone, or try "
+        "again later."
+    )
+
+
+def stockout_suggesting(zone: str, suggested: str) -> str:
+    return (
+        stockout(zone) + f"\nA a2-highgpu-2g VM instance is currently unavailable in the {zone} "
+        f"zone. Consider trying to create the VM in the {suggested} zones, or try again later."
+    )
+
+
+GLOBAL_QUOTA = (
+    "Error waiting for instance to create: Quota 'GPUS_ALL_REGIONS' exceeded.  Limit: 0.0 globally."
+)
+PERMISSION = (
+    "Error creating instance: googleapi: Error 403: Required 'compute.instances.create' "
+    "permission for 'projects/p/zones/us-central1-a/instances/t-node-0', forbidden"
+)
+
+
+# -- the scripted Terraform ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Apply:
+    zone: str
+    nodes: tuple[str, ...]
+    replace: tuple[str, ...]
+
+
+@dataclass
+class Cloud:
+    """What the scripted Terraform pretends exists, and how each zone answers.
+
+    `capacity[zone]`: how many of the cluster's VMs the zone can hold (absent: unlimited);
+    a create beyond it fails with `errors[zone]` (default: a stockout). VMs are kept in a
+    terraform.tfstate of Terraform's format, as the real one is: dlvm reads it to see what a
+    failed apply left.
+    """
+
+    capacity: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    applies: list[Apply] = field(default_factory=list)
+    inits: int = 0
+
+    def terraform(self, workdir: Path) -> ScriptedTerraform:
+        return ScriptedTerraform(self, workdir)
+
+    def zones_tried(self) -> list[str]:
+        return [a.zone for a in self.applies]
+
+
+class ScriptedTerraform:
+    def __init__(self, cloud: Cloud, workdir: Path) -> None:
+        self.cloud = cloud
+        self.workdir = workdir
+
+    def init(self) -> None:
+        self.cloud.inits += 1
+
+    def apply(self, replace: list[str] | None = None) -> RunResult:
+        tfvars = json.loads((self.workdir / "terraform.tfvars.json").read_text())
+        zone, wanted = tfvars["zone"], tfvars["nodes"]
+        replace = list(replace or [])
+        self.cloud.applies.append(Apply(zone, tuple(wanted), tuple(replace)))
+        vms = read_state(self.workdir)
+        for name in list(vms):
+            address = f'google_compute_instance.node["{name}"]'
+            # Gone from the set, moved (zone is ForceNew), or replaced on request.
+            if name not in wanted or vms[name] != zone or address in replace:
+                del vms[name]
+        failed = False
+        for name in sorted(wanted, key=lambda n: wanted[n]["rank"]):
+            if name in vms:
+                continue
+            if sum(1 for z in vms.values() if z == zone) >= self.cloud.capacity.get(zone, 99):
+                failed = True
+                continue
+            vms[name] = zone
+        write_state(self.workdir, vms)
+        if failed:
+            raise ProvisionError(
+                "terraform apply failed: " + self.cloud.errors.get(zone, stockout(zone))
+            )
+        nodes = {
+            name: {
+                "rank": wanted[name]["rank"],
+                "ip": f"203.0.113.{10 + int(name[5:])}",
+                "internal_ip": f"10.64.0.{2 + int(name[5:])}",
+                "port": 22,
+                "user": "dlvm",
+                "zone": f"{API}/projects/{P}/zones/{zone}",
+                "instance": f"t-{name}",
+                "host_key": "",
+            }
+            for name in wanted
+        }
+        summary = {"add": len(wanted), "change": 0, "remove": 0}
+        return RunResult(0, outputs={"nodes": nodes, "zone": zone}, summary=summary)
+
+
+def read_state(workdir: Path) -> dict[str, str]:
+    path = workdir / "terraform.tfstate"
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text())
+    return {
+        i["index_key"]: i["attributes"]["zone"]
+        for r in data["resources"]
+        if r["type"] == "google_compute_instance"
+        for i in r["instances"]
+    }
+
+
+def write_state(workdir: Path, vms: dict[str, str]) -> None:
+    instances = [
+        {"index_key": name, "attributes": {"name": f"t-{name}", "zone": zone}}
+        for name, zone in vms.items()
+    ]
+    resources: list[dict[str, Any]] = [
+        {"mode": "managed", "type": "google_compute_network", "name": "cluster", "instances": []}
+    ]
+    if instances:
+        resources.append(
+            {
+                "mode": "managed",
+                "type": "google_compute_instance",
+                "name": "node",
+                "instances": instances,
+            }
+        )
+    (workdir / "terraform.tfstate").write_text(json.dumps({"version": 4, "resources": resources}))
+
+
+# -- fixtures ------------------------------------------------------------------------------
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+        self.stages: list[str] = []
+
+    def stage(self, text: str) -> None:
+        self.stages.append(text)
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+    def terraform(self, event: TerraformEvent) -> None:
+        return None
+
+    def line(self, node: Node, stream: str, text: str) -> None:
+        return None
+
+
+def host_key(name: str) -> str:
+    """A real ed25519 public key blob, one per node name (stable within the test run)."""
+    if name not in _KEYS:
+        public = Ed25519PrivateKey.generate().public_key()
+        line = public.public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        _KEYS[name] = line.decode().split()[1]
+    return _KEYS[name]
+
+
+_KEYS: dict[str, str] = {}
+
+
+@pytest.fixture
+def api() -> Iterator[FakeCompute]:
+    with running() as fake:
+        fake.project(P, {"GPUS_ALL_REGIONS": (64.0, 0.0)})
+        fake.region(P, REGION, ZONES, {"CPUS": (2400.0, 0.0), "NVIDIA_A100_GPUS": (64.0, 0.0)})
+        for zone in ZONES:
+            fake.machine_type(P, zone, "a2-highgpu-2g", ("nvidia-tesla-a100", 2))
+            fake.machine_type(P, zone, "a4-highgpu-8g", ("nvidia-b200", 8))
+            for rank in range(6):
+                name = f"node-{rank}"
+                fake.set(
+                    f"projects/{P}/zones/{zone}/instances/t-{name}/getGuestAttributes",
+                    guest_attributes({"ssh-ed25519": host_key(name)}),
+                )
+        fake.image_family(DLVM_IMAGE_PROJECT, DEFAULT_IMAGE_FAMILY, IMAGE, 100)
+        yield fake
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> ClusterState:
+    cluster = ClusterState("t", tmp_path / "t")
+    cluster.create()
+    cluster.ensure_key_pair()
+    return cluster
+
+
+def loaded_spec(
+    count: int = 2,
+    *,
+    min_count: int | None = None,
+    machine: str = "a2-highgpu-2g",
+    ssh: str = "198.51.100.0/24",
+) -> LoadedSpec:
+    extra = f"  min_count: {min_count}\n" if min_count else ""
+    text = (
+        "name: t\nprovider:\n  kind: gcp\n  project: p\n  region: us-central1\n"
+        f"  zones: [{', '.join(ZONES)}]\n  allowed_ssh_cidrs: [{ssh}]\n"
+        f"nodes:\n  count: {count}\n  machine_type: {machine}\n{extra}"
+    )
+    return load_spec_text(text, Path("/nowhere/t.yaml"))
+
+
+def up(
+    api: FakeCompute, state: ClusterState, cloud: Cloud, loaded: LoadedSpec, progress: Recorder
+) -> tuple[Inventory, bool]:
+    return provision_gcp(
+        loaded, state, progress, clients=api.clients(), terraform_factory=cloud.terraform
+    )
+
+
+def running_cluster(
+    api: FakeCompute, state: ClusterState, cloud: Cloud, loaded: LoadedSpec
+) -> Inventory:
+    """A cluster brought up by provision_gcp, recorded as applied, with every VM RUNNING."""
+    inventory, _ = up(api, state, cloud, loaded, Recorder())
+    save_applied(state, loaded)
+    zone = cloud.applies[-1].zone
+    for node in inventory.nodes:
+        api.instance(P, zone, f"t-{node.name}", "RUNNING")
+    return inventory
+
+
+# -- the failover loop ---------------------------------------------------------------------
+
+
+def test_stockout_in_one_zone_moves_the_cluster_to_the_next(
+    api: FakeCompute, state: ClusterState
+) -> None:
+    cloud = Cloud(capacity={A: 1})
+    progress = Recorder()
+    inventory, changed = up(api, state, cloud, loaded_spec(), progress)
+
+    assert changed
+    assert cloud.applies == [
+        Apply(A, ("node-0", "node-1"), ()),  # node-0 made, node-1 stocked out
+        Apply(B, (), ()),  # node-0 deleted before zone b is tried
+        Apply(B, ("node-0", "node-1"), ()),
+    ]
+    assert read_state(state.terraform_dir) == {"node-0": B, "node-1": B}
+    assert progress.notes == [
+        f"attempt 1, {A}: no capacity for this shape in {A} right now (stockout)",
+        f"trying {B} next",
+        f"deleting node-0 ({A}): before trying {B}",
+    ]
+    assert cloud.inits == 1
+    assert [n.name for n in inventory.nodes] == ["node-0", "node-1"]
+    assert inventory.env == {}
+
+
+def test_the_zone_the_api_suggests_is_tried_first(api: FakeCompute, state: ClusterState) -> None:
+    cloud = Cloud(capacity={A: 0}, errors={A: stockout_suggesting(A, C)})
+    up(api, state, cloud, loaded_spec(), Recorder())
+    assert cloud.zones_tried() == [A, C]
+
+
+def test_global_quota_stops_at_once(api: FakeCompute, state: ClusterState) -> None:
+    cloud = Cloud(capacity={A: 1}, errors={A: GLOBAL_QUOTA})
+    progress = Recorder()
+    with pytest.raises(ProvisionError) as caught:
+        up(api, state, cloud, loaded_spec(), progress)
+    error = caught.value
+    assert (
+        error.message
+        == f"creating the nodes in {A} failed: GPUS_ALL_REGIONS exceeded across all regions"
+    )
+    assert "https://console.cloud.google.com/iam-admin/quotas" in error.hint
+    # No other zone is tried (the quota is the project's), and the node made is deleted.
+    assert cloud.applies == [Apply(A, ("node-0", "node-1"), ()), Apply(A, (), ())]
+    assert read_state(state.terraform_dir) == {}
+    assert progress.notes[0] == f"attempt 1, {A}: GPUS_ALL_REGIONS exceeded across all regions"
+    assert load_inventory(state) is None
+
+
+def test_an_error_no_zone_can_fix_stops_at_once(api: FakeCompute, state: ClusterState) -> None:
+    cloud = Cloud(capacity={A: 0}, errors={A: PERMISSION})
+    with pytest.raises(ProvisionError) as caught:
+        up(api, state, cloud, loaded_spec(), Recorder())
+    assert "Required 'compute.instances.create' permission" in caught.value.message
+    assert cloud.zones_tried() == [A]
+
+
+def test_every_zone_stocked_out_lists_each_attempt(api: FakeCompute, state: ClusterState) -> None:
+    cloud = Cloud(capacity={A: 1, B: 1, C: 1})
+    progress = Recorder()
+    with pytest.raises(ProvisionError) as caught:
+        up(api, state, cloud, loaded_spec(), progress)
+    assert caught.value.message == (
+        "no zone could host the cluster ("
+        + "; ".join(f"{z}: no capacity for this shape in {z} right now (stockout)" for z in ZONES)
+        + ")"
+    )
+    assert "nodes.min_count" in caught.value.hint
+    # All or nothing: each zone's partial node is deleted, the last one's too.
+    assert cloud.applies[-1] == Apply(C, (), ())
+    assert read_state(state.terraform_dir) == {}
+    assert [n for n in progress.notes if n.startswith("attempt")] == [
+        f"attempt {i}, {z}: no capacity for this shape in {z} right now (stockout)"
+        for i, z in enumerate(ZONES, 1)
+    ]
+
+
+def test_min_count_accepts_a_partial_cluster(api: FakeCompute, state: ClusterState) -> None:
+    cloud = Cloud(capacity={A: 3})
+    progress = Recorder()
+    inventory, _ = up(api, state, cloud, loaded_spec(4, min_count=2), progress)
+    assert [n.name for n in inventory.nodes] == ["node-0", "node-1", "node-2"]
+    assert cloud.applies[-1] == Apply(A, ("node-0", "node-1", "node-2"), ())
+    assert f"accepting 3 of 4 nodes in {A} (nodes.min_count is 2)" in progress.notes[-1]
+
+
+def test_min_count_not_reached_moves_on(api: FakeCompute, state: ClusterState) -> None:
+    cloud = Cloud(capacity={A: 1})
+    inventory, _ = up(api, state, cloud, loaded_spec(4, min_count=2), Recorder())
+    assert len(inventory.nodes) == 4
+    assert cloud.zones_tried() == [A, B, B]
+
+
+def test_growing_a_cluster_keeps_its_zone(api: FakeCompute, state: ClusterState) -> None:
+    cloud = Cloud(capacity={A: 0})
+    running_cluster(api, state, cloud, loaded_spec(2))  # lands in zone b
+    cloud.applies.clear()
+    cloud.capacity[B] = 3
+    with pytest.raises(ProvisionError) as caught:
+        up(api, state, cloud, loaded_spec(4), Recorder())
+    assert caught.value.message == (
+        f"adding nodes in {B} failed: no capacity for this shape in {B} right now (stockout)"
+    )
+    assert "moving them would recreate them all" in caught.value.hint
+    # Zone b only; node-2 (made by this attempt) is deleted, node-0 and node-1 are kept.
+    assert cloud.applies == [
+        Apply(B, ("node-0", "node-1", "node-2", "node-3"), ()),
+        Apply(B, ("node-0", "node-1"), ()),
+    ]
+    assert read_state(state.terraform_dir) == {"node-0": B, "node-1": B}
+
+
+def test_growing_within_capacity_stays_in_the_zone(api: FakeCompute, state: ClusterState) -> None:
+    cloud = Cloud(capacity={A: 0})
+    running_cluster(api, state, cloud, loaded_spec(2))
+    cloud.applies.clear()
+    inventory, changed = up(api, state, cloud, loaded_spec(3), Recorder())
+    assert changed
+    assert cloud.applies == [Apply(B, ("node-0", "node-1", "node-2"), ())]
+    assert [n.name for n in inventory.nodes] == ["node-0", "node-1", "node-2"]
+
+
+# -- inventory: host keys and GPUs from the API --------------------------------------------
+
+
+def test_inventory_pins_host_keys_read_through_the_api(
+    api: FakeCompute, state: ClusterState
+) -> None:
+    cloud = Cloud(capacity={A: 0})
+    inventory, _ = up(api, state, cloud, loaded_spec(), Recorder())
+    assert [(n.name, n.ip, n.user, n.host_key) for n in inventory.nodes] == [
+        ("node-0", "203.0.113.10", "dlvm", f"ssh-ed25519 {host_key('node-0')}"),
+        ("node-1", "203.0.113.11", "dlvm", f"ssh-ed25519 {host_key('node-1')}"),
+    ]
+    # Read from the zone the nodes ended up in, and saved with known_hosts.
+    assert api.calls(f"/zones/{B}/instances/t-node-0/getGuestAttributes") == 1
+    assert api.calls(f"/zones/{A}/instances/t-node-0/getGuestAttributes") == 0
+    assert load_inventory(state) == inventory
+    assert state.known_hosts.read_text().splitlines() == [
+        f"203.0.113.10 ssh-ed25519 {host_key('node-0')}",
+        f"203.0.113.11 ssh-ed25519 {host_key('node-1')}",
+    ]
+    assert inventory.gpus_per_node == 2
+
+
+def test_gpus_per_node_comes_from_preflight(api: FakeCompute, state: ClusterState) -> None:
+    # dlvm's offline table does not know a4-highgpu-8g; the machine type from the API does.
+    inventory, _ = up(api, state, Cloud(), loaded_spec(1, machine="a4-highgpu-8g"), Recorder())
+    assert inventory.gpus_per_node == 8
+
+
+def test_open_ssh_is_warned_loudly_during_up(api: FakeCompute, state: ClusterState) -> None:
+    progress = Recorder()
+    up(api, state, Cloud(), loaded_spec(ssh="0.0.0.0/0"), progress)
+    assert progress.notes[0].startswith("WARNING: SSH is open to the whole internet (0.0.0.0/0")
+
+
+# -- re-running up: healthy clusters and preempted nodes ----------------------------------
+
+
+def test_healthy_unchanged_cluster_skips_preflight_and_terraform(
+    api: FakeCompute, state: ClusterState
+) -> None:
+    cloud = Cloud()
+    loaded = loaded_spec()
+    before = running_cluster(api, state, cloud, loaded)
+    applies, region_reads = len(cloud.applies), api.calls(f"/regions/{REGION}")
+    inventory, changed = up(api, state, cloud, loaded, Recorder())
+    assert (inventory, changed) == (before, False)
+    assert len(cloud.applies) == applies
+    assert api.calls(f"/regions/{REGION}") == region_reads
+
+
+def test_preempted_node_is_shown_and_recreated(api: FakeCompute, state: ClusterState) -> None:
+    cloud = Cloud()
+    loaded = loaded_spec()
+    inventory = running_cluster(api, state, cloud, loaded)
+    api.instance(P, A, "t-node-1", "TERMINATED", spot=True, last_start="2026-03-01T10:00:00Z")
+    api.preemptions(P, A, [("t-node-1", "2026-03-01T11:00:00Z")])
+    assert gcp_status(state, inventory, clients=api.clients()) == {
+        "node-0": "running",
+        "node-1": "preempted",
+    }
+    progress = Recorder()
+    _, changed = up(api, state, cloud, loaded, progress)
+    assert changed
+    assert cloud.applies[-1] == Apply(
+        A, ("node-0", "node-1"), ('google_compute_instance.node["node-1"]',)
+    )
+    assert progress.notes[0] == "node-1 is preempted: it will be recreated"
+
+
+def test_status_labels_from_the_api(api: FakeCompute, state: ClusterState) -> None:
+    cloud = Cloud()
+    inventory = running_cluster(api, state, cloud, loaded_spec(4))
+    api.instance(P, A, "t-node-1", "TERMINATED", spot=True, last_start="2026-03-01T10:00:00Z")
+    api.instance(P, A, "t-node-2", "TERMINATED", last_start="2026-03-01T10:00:00Z")
+    api.routes.pop(("GET", f"/compute/v1/projects/{P}/zones/{A}/instances/t-node-3"))
+    api.preemptions(P, A, [("t-node-1", "2026-03-01T11:00:00Z")])
+    assert gcp_status(state, inventory, clients=api.clients()) == {
+        "node-0": "running",
+        "node-1": "preempted",
+        "node-2": "terminated",  # stopped by someone: no preemption recorded
+        "node-3": "missing",
+    }
+
+
+# -- prices and warnings for plan and status -----------------------------------------------
+
+
+def test_plan_notes_warn_and_price(state: ClusterState) -> None:
+    notes = gcp_plan_notes(loaded_spec(ssh="0.0.0.0/0").spec)
+    assert notes[0].startswith("WARNING: SSH is open to the whole internet (0.0.0.0/0")
+    # a2-highgpu-2g: host 1.47895 + 2 x 2.93391 per hour, on-demand; 2 nodes.
+    assert notes[-1].startswith("price: $14.69/h for 2 x a2-highgpu-2g (on-demand; Spot $5.77/h)")
+    assert PRICES_AS_OF in notes[-1]
+    assert gcp_plan_notes(loaded_spec().spec) == [notes[-1]]
+
+
+def test_price_line_says_when_the_table_has_no_row() -> None:
+    line = price_line(loaded_spec(machine="a4-highgpu-8g").spec)
+    assert line.startswith("price: not in dlvm's table for a4-highgpu-8g in us-central1")
+    assert PRICES_AS_OF in line
+
+
+def test_status_price_counts_the_nodes_the_cluster_has(
+    api: FakeCompute, state: ClusterState
+) -> None:
+    inventory = running_cluster(api, state, Cloud(capacity={A: 3}), loaded_spec(4, min_count=2))
+    assert is_gcp_cluster(state)
+    line = gcp_status_price(state, inventory)
+    assert line is not None
+    assert line.startswith("price: $22.04/h for 3 x a2-highgpu-2g")
+
+
+def test_clusters_of_other_providers_have_no_gcp_status(tmp_path: Path) -> None:
+    other = ClusterState("l", tmp_path / "l")
+    other.create()
+    local = load_spec_text(
+        "name: l\nprovider: {kind: local}\nnodes: {count: 1}\n", tmp_path / "l.yaml"
+    )
+    assert not is_gcp_cluster(other)  # never brought up
+    save_applied(other, local)
+    assert not is_gcp_cluster(other)
+    assert gcp_status_price(other, Inventory("l", ())) is None
