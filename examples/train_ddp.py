@@ -21,6 +21,7 @@ import argparse
 import datetime
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -37,6 +38,9 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Tiny DDP training on CPU (gloo).")
     parser.add_argument("--steps", type=int, default=200, help="optimizer steps in all")
     parser.add_argument("--lr", type=float, default=0.2, help="SGD learning rate")
+    parser.add_argument(
+        "--step-time", type=float, default=0.0, help="seconds to wait per step (slow demos)"
+    )
     # DeepSpeed's launcher appends --local_rank=N; accept it so the script runs there too.
     parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -73,7 +77,7 @@ def resume(path: Path, model: nn.Module) -> int:
     return int(step.item())
 
 
-def train(steps: int, lr: float, ckpt: Path) -> nn.Module:
+def train(steps: int, lr: float, ckpt: Path, step_time: float = 0.0) -> nn.Module:
     """Train from the checkpoint, if any, to `steps`; returns the model, without DDP."""
     rank, world_size = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(1234)  # the same initial weights on every rank
@@ -87,6 +91,8 @@ def train(steps: int, lr: float, ckpt: Path) -> nn.Module:
         loss = nn.functional.mse_loss(ddp(inputs), targets)
         loss.backward()  # DDP averages the gradients over all ranks here
         optimizer.step()
+        if step_time:
+            time.sleep(step_time)
         done = step + 1
         if done % LOG_EVERY == 0 or done == steps:
             mean = loss.detach().clone()
@@ -105,7 +111,7 @@ def main() -> None:
     restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     print(f"world_size={world_size} rank={rank} restart={restart}", flush=True)
     ckpt = Path(os.environ.get("CKPT", "~/work/ckpt/model.pt")).expanduser()
-    model = train(args.steps, args.lr, ckpt)
+    model = train(args.steps, args.lr, ckpt, args.step_time)
     if rank == 0:
         with torch.no_grad():
             inputs, targets = synthetic_batch(seed=EVAL_SEED, size=1024)

@@ -6,8 +6,8 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 bash examples/install.sh --dev
 echo "==> ruff"
-.venv/bin/ruff check dlvm_cluster tests bench examples
-.venv/bin/ruff format --check dlvm_cluster tests bench examples
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
 echo "==> mypy"
 .venv/bin/mypy
 echo "==> pytest"
