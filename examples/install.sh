@@ -26,7 +26,11 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 extras="train"
 [[ "${1:-}" == "--dev" ]] && extras="train,dev"
+# pip warns about package index folders this machine may not have; those lines are noise.
+pip_install() {
+  .venv/bin/python -m pip install -q "$@" 2> >(grep -v "is ignored: it is neither" >&2)
+}
 echo "==> installing dlvm-cluster[$extras] into .venv"
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e ".[$extras]"
+pip_install --upgrade pip >/dev/null
+pip_install -e ".[$extras]"
 echo "==> ready: $(.venv/bin/dlvm --help >/dev/null && echo dlvm installed)"

@@ -350,6 +350,36 @@ def scale(
 
 
 @app.command()
+def schema() -> None:
+    """Print the JSON Schema of the cluster file (for editors and checks)."""
+    import json
+
+    from dlvm_cluster.spec.model import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+
+
+@app.command()
+def doctor(
+    file: Annotated[Path | None, typer.Argument(help="A cluster file (default: local).")] = None,
+) -> None:
+    """Check what the provider needs: root, tools, credentials, quota, reachable hosts."""
+    from dlvm_cluster.orchestrate.doctor import doctor as run_doctor
+
+    checks = run_doctor(_load(file).spec if file else None)
+    for check in checks:
+        mark = "[green]ok[/green]     " if check.ok else "[red]problem[/red]"
+        stdout.print(f"{mark} {check.name}: ", end="")
+        stdout.print(check.detail, markup=False)
+        if not check.ok:
+            stdout.print(f"        fix: {check.fix}", markup=False)
+    failed = [check for check in checks if not check.ok]
+    if failed:
+        stderr.print(f"{len(failed)} problem(s) found")
+        raise typer.Exit(1)
+
+
+@app.command()
 def ssh(
     cluster: ClusterArg,
     node: Annotated[str | None, typer.Argument(help="Node name or rank (default: node-0).")] = None,

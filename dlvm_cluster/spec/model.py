@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -18,6 +18,7 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -167,7 +168,13 @@ class SecretValue(Model):
 # Tags pydantic puts in error paths for the two forms of an env value; the loader drops them.
 UNION_TAGS = frozenset({"plain-value", "secret-value"})
 EnvValue = Annotated[
-    Annotated[str, Tag("plain-value")] | Annotated[SecretValue, Tag("secret-value")],
+    # Numbers and booleans are written as text for the process (see _env_scalars_as_text).
+    Annotated[
+        str,
+        Tag("plain-value"),
+        WithJsonSchema({"type": ["string", "number", "boolean"]}),
+    ]
+    | Annotated[SecretValue, Tag("secret-value")],
     Discriminator(lambda value: "secret-value" if isinstance(value, dict) else "plain-value"),
 ]
 
@@ -283,6 +290,16 @@ def _gcp_problems(
             )
         )
     return problems
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a cluster file, for editors (yaml-language-server) and checks."""
+    schema = ClusterSpec.model_json_schema()
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **schema,
+        "title": "dlvm cluster file",
+    }
 
 
 class LoadedSpec(BaseModel):
