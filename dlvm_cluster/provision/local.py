@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from typing import Any
 
 from dlvm_cluster.errors import ProvisionError
@@ -84,7 +85,19 @@ def local_tfvars(state: ClusterState, count: int) -> dict[str, Any]:
         "network": {**network, "veth_prefix": prefix},
         "nodes": nodes,
         "authorized_keys_file": str(state.authorized_keys.resolve()),
+        "keep_paths": python_paths_under_tmp(),
     }
+
+
+def python_paths_under_tmp() -> list[str]:
+    """The running Python environment, when it lives under /tmp: nodes get a private /tmp, and
+    would otherwise not find the interpreter and tools (torchrun) dlvm puts on their PATH."""
+    paths = []
+    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
+        resolved = os.path.realpath(prefix)
+        if resolved == "/tmp" or resolved.startswith("/tmp/"):
+            paths.append(resolved)
+    return paths
 
 
 def local_node_env() -> dict[str, str]:

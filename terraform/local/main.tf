@@ -66,6 +66,7 @@ resource "terraform_data" "node" {
     prefix_len = var.network.prefix_len
     state_dir  = var.state_dir
     keys_file  = var.authorized_keys_file
+    keep_paths = join(":", var.keep_paths)
   }
 
   provisioner "local-exec" {
@@ -81,6 +82,7 @@ resource "terraform_data" "node" {
       PREFIX_LEN      = self.input.prefix_len
       STATE_DIR       = self.input.state_dir
       AUTHORIZED_KEYS = self.input.keys_file
+      KEEP_PATHS      = self.input.keep_paths
     }
   }
 

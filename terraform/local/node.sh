@@ -94,7 +94,19 @@ mkdir -p /run/sshd /run/dlvm/node
 : > /run/dlvm/authorized_keys
 mount --bind "$AUTHORIZED_KEYS" /run/dlvm/authorized_keys
 mount --bind "$d" /run/dlvm/node
+# Host paths under /tmp the nodes must still see (the Python environment dlvm runs from, in
+# a checkout under /tmp): held aside, then mounted again on top of the private /tmp.
+i=0
+for p in \$(echo "$KEEP_PATHS" | tr ':' ' '); do
+  mkdir -p /run/dlvm/keep/\$i && mount --bind "\$p" /run/dlvm/keep/\$i
+  i=\$((i+1))
+done
 mount --bind /run/dlvm/node/tmp /tmp
+i=0
+for p in \$(echo "$KEEP_PATHS" | tr ':' ' '); do
+  mkdir -p "\$p" && mount --bind /run/dlvm/keep/\$i "\$p"
+  i=\$((i+1))
+done
 mount -t overlay overlay -o "lowerdir=$home,upperdir=/run/dlvm/node/home-upper,workdir=/run/dlvm/node/home-work" "$home"
 echo \$\$ >&3
 exec 3>&-

@@ -38,3 +38,9 @@ variable "ssh_user" {
   type        = string
   default     = "root"
 }
+
+variable "keep_paths" {
+  description = "Host directories under /tmp that stay visible on the nodes above their private /tmp (the Python environment dlvm runs from)."
+  type        = list(string)
+  default     = []
+}
