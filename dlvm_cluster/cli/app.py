@@ -285,10 +285,14 @@ def logs(
     ] = False,
 ) -> None:
     """A job's output, per node."""
+    from dlvm_cluster.orchestrate.jobs import find_job
     from dlvm_cluster.orchestrate.jobs import logs as show_logs
     from dlvm_cluster.state import resolve_cluster
 
-    show_logs(resolve_cluster(cluster), job, ConsoleProgress(), follow=follow)
+    state = resolve_cluster(cluster)
+    record = find_job(state, job)
+    stderr.print(f"job {record.id} ({record.state}) on {', '.join(record.nodes)}", markup=False)
+    show_logs(state, record.id, ConsoleProgress(), follow=follow)
 
 
 @app.command()
