@@ -12,7 +12,7 @@ echo "==> mypy"
 .venv/bin/mypy
 echo "==> pytest"
 set +e
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+.venv/bin/python -m pytest -q -p no:cacheprovider --durations=15 "$@"
 code=$?
 set -e
 if [[ $code -eq 5 ]]; then
