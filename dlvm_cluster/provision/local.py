@@ -86,6 +86,7 @@ def local_tfvars(state: ClusterState, count: int) -> dict[str, Any]:
         "nodes": nodes,
         "authorized_keys_file": str(state.authorized_keys.resolve()),
         "keep_paths": python_paths_under_tmp(),
+        "node_path": local_node_env()["PATH"],
     }
 
 

@@ -67,6 +67,7 @@ resource "terraform_data" "node" {
     state_dir  = var.state_dir
     keys_file  = var.authorized_keys_file
     keep_paths = join(":", var.keep_paths)
+    node_path  = var.node_path
   }
 
   provisioner "local-exec" {
@@ -83,6 +84,7 @@ resource "terraform_data" "node" {
       STATE_DIR       = self.input.state_dir
       AUTHORIZED_KEYS = self.input.keys_file
       KEEP_PATHS      = self.input.keep_paths
+      NODE_PATH       = self.input.node_path
     }
   }
 

@@ -108,6 +108,10 @@ for p in \$(echo "$KEEP_PATHS" | tr ':' ' '); do
   i=\$((i+1))
 done
 mount -t overlay overlay -o "lowerdir=$home,upperdir=/run/dlvm/node/home-upper,workdir=/run/dlvm/node/home-work" "$home"
+# A node's shell init is its own, as on a fresh VM image: the host's personal ~/.bashrc (often
+# slow: pyenv, conda) would run before every remote command. The Python environment dlvm
+# runs from comes first on PATH, as a DLVM image puts its framework environment first.
+printf '%s\n' '# dlvm local node' 'export PATH="$NODE_PATH"' > "$home/.bashrc"
 echo \$\$ >&3
 exec 3>&-
 exec sleep infinity

@@ -44,3 +44,9 @@ variable "keep_paths" {
   type        = list(string)
   default     = []
 }
+
+variable "node_path" {
+  description = "PATH for login shells on the nodes (written to each node's own ~/.bashrc)."
+  type        = string
+  default     = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+}
