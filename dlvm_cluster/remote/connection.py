@@ -9,15 +9,26 @@ trusted on first use.
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import paramiko
+# paramiko imports `invoke` only to run the `Match exec` lines of ssh_config files, which dlvm
+# never reads; that import is about half of paramiko's (~50-100 ms on every dlvm command that
+# talks to nodes). Keep it out while paramiko loads; `import invoke` still works afterwards.
+_SKIP_INVOKE = "invoke" not in sys.modules
+if _SKIP_INVOKE:
+    sys.modules["invoke"] = None  # type: ignore[assignment]
+try:
+    import paramiko
+finally:
+    if _SKIP_INVOKE:
+        del sys.modules["invoke"]
 
-from dlvm_cluster.errors import RemoteError
-from dlvm_cluster.inventory import Node, fingerprint
+from dlvm_cluster.errors import RemoteError  # noqa: E402
+from dlvm_cluster.inventory import Node, fingerprint  # noqa: E402
 
 CONNECT_TIMEOUT = 10.0
 FAST_KEX = ("curve25519-sha256@libssh.org", "curve25519-sha256")

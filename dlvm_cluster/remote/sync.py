@@ -168,6 +168,10 @@ class _ChannelWriter(io.RawIOBase):
         return len(data)
 
 
+# The listing ends with this line; find's output cannot hold a NUL, so it cannot fake it.
+LISTED = b"\0dlvm-listed\n"
+
+
 def push_to_node(
     connection: Connection,
     source: Path,
@@ -177,44 +181,62 @@ def push_to_node(
     delete: bool,
     exclude: Sequence[str],
 ) -> SyncResult:
+    """One remote command per node: it lists the destination, then extracts the tar that
+    follows on its stdin (an empty one when nothing changed). Starting a remote shell is a
+    large part of a small sync (sshd forks it, and it reads the user's ~/.bashrc), so the
+    listing and the extraction share one."""
     result = SyncResult(connection.node.name)
     started = time.monotonic()
     dst = quote_path(destination)
-    code, listing, err = connection.run(f"mkdir -p {dst} && cd {dst} && {LISTING}")
-    if code != 0:
-        raise RemoteError(f"{connection.node.name}: cannot list {destination}: {err.strip()}")
-    remote = parse_listing(listing)
-    send, doomed = delta(entries, remote, delete=delete, exclude=exclude)
-    result.unchanged = len(entries) - len(send)
-    if doomed:
-        code, _, err = connection.run(
-            f"cd {dst} && xargs -0 rm -rf --", "\0".join(doomed).encode() + b"\0"
+    channel = connection.channel()
+    try:
+        channel.exec_command(
+            f"mkdir -p {dst} && cd {dst} && {LISTING} && printf '\\000dlvm-listed\\n' && "
+            "exec tar -x --no-same-owner -f -"
         )
-        if code != 0:
-            raise RemoteError(f"{connection.node.name}: cannot delete in {destination}: {err}")
-        result.deleted = len(doomed)
-    if send:
+        listing = _read_listing(channel)
+        if listing is None:
+            err = channel.makefile_stderr("rb").read().decode(errors="replace")
+            raise RemoteError(f"{connection.node.name}: cannot list {destination}: {err.strip()}")
+        remote = parse_listing(listing)
+        send, doomed = delta(entries, remote, delete=delete, exclude=exclude)
+        result.unchanged = len(entries) - len(send)
+        if doomed:  # on a second channel, while tar waits for its input
+            code, _, err = connection.run(
+                f"cd {dst} && xargs -0 rm -rf --", "\0".join(doomed).encode() + b"\0"
+            )
+            if code != 0:
+                raise RemoteError(f"{connection.node.name}: cannot delete in {destination}: {err}")
+            result.deleted = len(doomed)
         base = source if source.is_dir() else source.parent
-        channel = connection.channel()
-        try:
-            channel.exec_command(f"cd {dst} && tar -x --no-same-owner -f -")
-            writer = io.BufferedWriter(_ChannelWriter(channel), buffer_size=CHUNK)  # type: ignore[type-var]
-            with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-                for entry in send:
-                    tar.add(base / entry.path, arcname=entry.path, recursive=False)
-                    if entry.kind == "f":
-                        result.sent_bytes += entry.size
-                        result.sent_files += 1
-                        result.sent.append(entry.path)
-            writer.flush()
-            channel.shutdown_write()
-            err_text = channel.makefile_stderr("rb").read().decode(errors="replace")
-            if channel.recv_exit_status() != 0:
-                raise RemoteError(f"{connection.node.name}: tar failed: {err_text.strip()}")
-        finally:
-            channel.close()
+        writer = io.BufferedWriter(_ChannelWriter(channel), buffer_size=CHUNK)  # type: ignore[type-var]
+        with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            for entry in send:
+                tar.add(base / entry.path, arcname=entry.path, recursive=False)
+                if entry.kind == "f":
+                    result.sent_bytes += entry.size
+                    result.sent_files += 1
+                    result.sent.append(entry.path)
+        writer.flush()
+        channel.shutdown_write()
+        err_text = channel.makefile_stderr("rb").read().decode(errors="replace")
+        if channel.recv_exit_status() != 0:
+            raise RemoteError(f"{connection.node.name}: tar failed: {err_text.strip()}")
+    finally:
+        channel.close()
     result.seconds = time.monotonic() - started
     return result
+
+
+def _read_listing(channel: paramiko.Channel) -> str | None:
+    """The remote command's stdout up to the LISTED line; None if it ended before that."""
+    data = bytearray()
+    while not data.endswith(LISTED):
+        chunk = channel.recv(CHUNK)
+        if not chunk:
+            return None
+        data += chunk
+    return data[: -len(LISTED)].decode(errors="replace")
 
 
 def push(

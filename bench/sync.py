@@ -1,0 +1,242 @@
+"""Sync: `dlvm sync NAME` against 8 parallel `rsync -a` processes, pushing 200 files / 100 MB
+to the same 8 local nodes (800 MB delivered).
+
+Makes the payload in a temp dir (random content from a fixed seed, 4 subfolders), brings up an
+8-node local cluster whose spec has `files: [{src: payload, dst: ~/payload}]` in a private
+DLVM_HOME (brought down at the end, also on an error or Ctrl-C), then, --runs times (median):
+
+- cold: remote folders removed first (`dlvm exec NAME -- rm -rf ...`, not timed), then
+  `dlvm sync NAME` into ~/payload, and 8 x `rsync -a -e "ssh -F CFG" payload/ HOST:payload-rsync/`
+  at once, CFG being what `dlvm ssh-config NAME` prints;
+- delta: one file rewritten locally (same size, new content, new mtime), then both again.
+
+The tools alternate which goes first. Whole-process wall time; for rsync, from starting the
+first of the 8 processes to the end of the last. After the last run, every node's files must
+have the same sha256 as the local ones, for both tools. With --minimal-bashrc the nodes'
+~/.bashrc (private to each node) is then emptied and everything measured again, to separate
+the node's shell start-up (here root's .bashrc runs `pyenv init`) from the tools' own cost.
+Run as root from the repository root:
+
+    .venv/bin/python bench/sync.py [--runs 5] [--nodes 8] [--files 200] [--megabytes 100]
+                                   [--minimal-bashrc]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import random
+import re
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from _harness import (
+    Bench,
+    Cluster,
+    Timing,
+    check,
+    install_signal_handlers,
+    local_cluster,
+    machine,
+    median,
+    spread,
+    table,
+)
+
+SEED = 20261124
+RSYNC_DIR = "payload-rsync"
+
+
+def make_payload(root: Path, files: int, total: int, rng: random.Random) -> list[Path]:
+    """`files` files of random content, `total` bytes in all, sizes varying 0.5x-1.5x."""
+    weights = [rng.uniform(0.5, 1.5) for _ in range(files)]
+    scale = total / sum(weights)
+    sizes = [int(w * scale) for w in weights]
+    sizes[-1] += total - sum(sizes)
+    paths = []
+    for index, size in enumerate(sizes):
+        path = root / f"part{index % 4}" / f"file{index:03d}.bin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(rng.randbytes(size))
+        paths.append(path)
+    return paths
+
+
+def change_one(path: Path, rng: random.Random, stamp: int) -> None:
+    """New content of the same size, and an mtime no earlier run has seen."""
+    path.write_bytes(rng.randbytes(path.stat().st_size))
+    now = int(time.time()) + stamp
+    os.utime(path, (now, now))
+
+
+def rsync_all(bench: Bench, cluster: Cluster, payload: Path) -> Timing:
+    """One `rsync -a` per node, all at once; wall time until the last one ends."""
+    ssh = f"ssh -F {cluster.ssh_config}"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    processes = [
+        subprocess.Popen(
+            ["rsync", "-a", "-e", ssh, f"{payload}/", f"{host}:{RSYNC_DIR}/"],
+            env=bench.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for host in cluster.hosts
+    ]
+    failures = []
+    for host, process in zip(cluster.hosts, processes, strict=True):
+        _, err = process.communicate()
+        if process.returncode != 0:
+            failures.append(f"{host}: rsync exited {process.returncode}: {err.strip()}")
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if failures:
+        raise RuntimeError("\n".join(failures))
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Timing(wall, cpu)
+
+
+def dlvm_sync(bench: Bench, cluster: Cluster, files_expected: int) -> Timing:
+    timing, done = bench.dlvm("sync", cluster.name)
+    check(done, "dlvm sync")
+    match = re.search(r"(\d+) file\(s\) sent", done.stdout)
+    sent = int(match.group(1)) if match else -1
+    if sent != files_expected:
+        raise RuntimeError(f"dlvm sync sent {sent} files, expected {files_expected}: {done.stdout}")
+    return timing
+
+
+def reset(bench: Bench, cluster: Cluster) -> None:
+    _, done = bench.dlvm("exec", cluster.name, "-q", "--", f"rm -rf ~/payload ~/{RSYNC_DIR}")
+    check(done, "removing the remote folders")
+
+
+def verify(bench: Bench, cluster: Cluster, payload: Path) -> None:
+    """Every node holds exactly the local files, byte for byte, from both tools."""
+    expected = sorted(
+        f"{hashlib.sha256(p.read_bytes()).hexdigest()}  ./{p.relative_to(payload).as_posix()}"
+        for p in payload.rglob("*")
+        if p.is_file()
+    )
+    for folder in ("payload", RSYNC_DIR):
+        _, done = bench.dlvm(
+            "exec", cluster.name, "--", f"cd ~/{folder} && find . -type f | sort | xargs sha256sum"
+        )
+        check(done, f"sha256sum of ~/{folder}")
+        found: dict[str, list[str]] = {}
+        for line in done.stdout.splitlines():
+            node, _, text = line.partition("] ")
+            found.setdefault(node.lstrip("["), []).append(text)
+        if len(found) != cluster.count:
+            raise RuntimeError(f"~/{folder}: only {sorted(found)} answered")
+        for node, lines in found.items():
+            if sorted(lines) != expected:
+                raise RuntimeError(f"{node}: ~/{folder} differs from the local payload")
+    print(f"# verified: sha256 of all files on all {cluster.count} nodes match, both tools")
+
+
+CASES = ("cold", "delta")
+TOOLS = ("dlvm", "rsync")
+
+
+def measure(
+    bench: Bench, cluster: Cluster, payload: Path, paths: list[Path], runs: int, rng: random.Random
+) -> list[list[str]]:
+    """--runs rounds of cold then delta for both tools; one table row per case."""
+    wall: dict[tuple[str, str], list[float]] = {(t, c): [] for t in TOOLS for c in CASES}
+    cpu: dict[tuple[str, str], list[float]] = {key: [] for key in wall}
+
+    def one(tool: str, case: str) -> None:
+        if tool == "dlvm":
+            sent = len(paths) * cluster.count if case == "cold" else cluster.count
+            timing = dlvm_sync(bench, cluster, sent)
+        else:
+            timing = rsync_all(bench, cluster, payload)
+        wall[tool, case].append(timing.wall)
+        cpu[tool, case].append(timing.cpu)
+
+    for index in range(runs):
+        order = TOOLS if index % 2 == 0 else TOOLS[::-1]
+        reset(bench, cluster)
+        for tool in order:
+            one(tool, "cold")
+        change_one(paths[(index * 37) % len(paths)], rng, index + 1)
+        for tool in order[::-1]:
+            one(tool, "delta")
+        print(
+            f"# run {index + 1}: " + ", ".join(f"{t} {c} {wall[t, c][-1]:.2f}s" for t, c in wall),
+            flush=True,
+        )
+    verify(bench, cluster, payload)
+    rows = []
+    for case in CASES:
+        d, r = median(wall["dlvm", case]), median(wall["rsync", case])
+        rows.append(
+            [
+                case,
+                f"{d:.2f}",
+                f"{r:.2f}",
+                f"{d / r:.2f}x",
+                f"{median(cpu['dlvm', case]):.2f} / {median(cpu['rsync', case]):.2f}",
+                f"{spread(wall['dlvm', case])} / {spread(wall['rsync', case])}",
+            ]
+        )
+    return rows
+
+
+HEADERS = ("case", "dlvm s", "rsync s", "dlvm/rsync", "client CPU s dlvm/rsync", "range s")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5, help="runs per case (median)")
+    parser.add_argument("--nodes", type=int, default=8)
+    parser.add_argument("--files", type=int, default=200)
+    parser.add_argument("--megabytes", type=int, default=100)
+    parser.add_argument(
+        "--minimal-bashrc",
+        action="store_true",
+        help="also measure with an empty ~/.bashrc on the nodes",
+    )
+    args = parser.parse_args()
+    install_signal_handlers()
+    rng = random.Random(SEED)
+    print(f"# sync benchmark; {machine()}")
+    tables: dict[str, list[list[str]]] = {}
+    with Bench() as bench:
+        payload = bench.root / "payload"
+        paths = make_payload(payload, args.files, args.megabytes * 1_000_000, rng)
+        print(f"# payload: {len(paths)} files, {args.megabytes} MB (seed {SEED})", flush=True)
+        with local_cluster(bench, "bench", args.nodes, files=[("payload", "~/payload")]) as cluster:
+            tables["as-is"] = measure(bench, cluster, payload, paths, args.runs, rng)
+            if args.minimal_bashrc:
+                _, done = bench.dlvm("exec", cluster.name, "-q", "--", ": > ~/.bashrc")
+                check(done, "emptying ~/.bashrc")
+                tables["minimal"] = measure(bench, cluster, payload, paths, args.runs, rng)
+    print()
+    print(
+        f"## {args.files} files / {args.megabytes} MB to {args.nodes} nodes: `dlvm sync` vs "
+        f"{args.nodes} x `rsync -a` at once; median of {args.runs}; {machine()}"
+    )
+    print(table(HEADERS, tables["as-is"]))
+    if "minimal" in tables:
+        print()
+        print("## the same with an empty ~/.bashrc on the nodes")
+        print(table(HEADERS, tables["minimal"]))
+    print()
+    print(
+        "cold: empty remote folders; delta: after one file changed (both tools send only it).\n"
+        "rsync runs OpenSSH with the config of `dlvm ssh-config` (curve25519 key exchange).\n"
+        "client CPU: the tool's processes on this side (dlvm; rsync + ssh), not the nodes'.\n"
+        "ratio: dlvm/rsync wall time, below 1 means dlvm is faster. target: 1.0x or less."
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
