@@ -27,3 +27,18 @@ def processes_mentioning(text: str) -> list[str]:
 
 def mounts_mentioning(text: str) -> list[str]:
     return [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if text in line]
+
+
+def namespace_processes(cluster: str) -> dict[int, str]:
+    """PID -> command line of every process in the cluster's network namespaces: its nodes'
+    init and sshd, and whatever runs on them (precise even with other clusters running)."""
+    found: dict[int, str] = {}
+    for namespace in namespaces(cluster):
+        out = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True)
+        for pid in out.stdout.split():
+            try:
+                args = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue  # gone meanwhile
+            found[int(pid)] = args.replace(b"\0", b" ").decode(errors="replace").strip()
+    return found
