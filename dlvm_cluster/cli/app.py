@@ -94,24 +94,37 @@ def up(
 
 
 @app.command()
-def plan(file: FileArg) -> None:
+def plan(
+    file: FileArg,
+    json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
     """Show what `up` would create, change or destroy; changes nothing."""
+    import json
+
     from dlvm_cluster.orchestrate.lifecycle import plan as run_plan
     from dlvm_cluster.progress import SilentProgress
     from dlvm_cluster.spec.model import GcpProvider
 
     loaded = _load(file)
+    notes: list[str] = []
     if isinstance(loaded.spec.provider, GcpProvider):
         from dlvm_cluster.orchestrate.gcp import gcp_plan_notes
 
-        for line in gcp_plan_notes(loaded.spec):
+        notes = gcp_plan_notes(loaded.spec)
+    if not json_output:
+        for line in notes:
             stdout.print(line, markup=False)
     result = run_plan(loaded, SilentProgress())
+    if json_output:
+        changes = [{"action": action, "address": address} for action, address in result.changes]
+        data = {"cluster": result.cluster, "exists": result.exists, "changes": changes}
+        print(json.dumps({**data, "summary": result.summary, "notes": notes}, indent=2))
+        return
     state = "exists" if result.exists else "does not exist yet"
     stdout.print(f"cluster {result.cluster} ({state}): {result.summary}")
     symbols = {"create": "+", "delete": "-", "update": "~", "replace": "-/+"}
     for action, address in result.changes:
-        stdout.print(f"  {symbols.get(action, action)} {address}")
+        stdout.print(f"  {symbols.get(action, action)} {address}", markup=False)
 
 
 @app.command()
