@@ -19,9 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from dlvm_cluster.errors import StateError, UsageError
 
 STATE_MODE = 0o700
@@ -185,6 +182,10 @@ class ClusterState:
 
 
 def _new_key_pair(comment: str) -> tuple[bytes, str]:
+    # Imported here: only key creation needs cryptography, not every command's start-up.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     key = Ed25519PrivateKey.generate()
     private = key.private_bytes(
         serialization.Encoding.PEM,
@@ -199,10 +200,10 @@ def _new_key_pair(comment: str) -> tuple[bytes, str]:
 
 def resolve_cluster(target: str) -> ClusterState:
     """CLUSTER on the command line: a cluster name, or the path of its YAML file."""
-    from dlvm_cluster.spec import load_spec
-
     candidate = Path(target)
     if target.endswith((".yaml", ".yml")) or (candidate.exists() and candidate.is_file()):
+        from dlvm_cluster.spec import load_spec  # pydantic and ruamel only for a file
+
         return ClusterState.for_name(load_spec(candidate).spec.name)
     state = ClusterState.for_name(target)
     if not state.exists():

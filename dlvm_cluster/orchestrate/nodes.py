@@ -1,24 +1,32 @@
-"""exec, status, sync and the ssh helpers: inventory -> SSH, no Terraform."""
+"""exec, status, sync and the ssh helpers: inventory -> SSH, no Terraform.
+
+`exec` goes through the cluster's agent (remote/agent.py) when one answers, reusing its open
+connections; otherwise it connects as usual and then starts an agent for the next command.
+What only the cold path needs (paramiko, pydantic) is imported inside the functions, so that
+the warm path does not pay for it.
+"""
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from dlvm_cluster import secret_env
 from dlvm_cluster.errors import UsageError
 from dlvm_cluster.inventory import Inventory
 from dlvm_cluster.launch.environment import node_environment
-from dlvm_cluster.orchestrate.files import pull_files, push_files
-from dlvm_cluster.orchestrate.records import applied_spec, open_pool, require_inventory
 from dlvm_cluster.progress import Progress
+from dlvm_cluster.remote import agent_client
 from dlvm_cluster.remote.command import wrap
-from dlvm_cluster.remote.fanout import run_on_nodes
 from dlvm_cluster.remote.results import GroupResult
-from dlvm_cluster.remote.sync import SyncResult
-from dlvm_cluster.spec.model import LoadedSpec
 from dlvm_cluster.state import ClusterState
+
+if TYPE_CHECKING:
+    from dlvm_cluster.remote.sync import SyncResult
+    from dlvm_cluster.spec.model import LoadedSpec
 
 HEALTH_TIMEOUT = 3.0
 
@@ -33,24 +41,90 @@ def exec_command(
 ) -> GroupResult:
     """Run `command` (shell text) on the selected nodes at once, with the cluster's env.
 
-    Each node's output is also kept under the state dir (logs/exec/<time>/<node>.log)."""
+    Each node's output is also kept under the state dir (logs/exec/<time>/<node>.log).
+    Through the cluster's agent when one answers (DLVM_NO_AGENT=1: never), else over new
+    connections, after which an agent is started in the background for the next command."""
     if not command.strip():
         raise UsageError("no command given", hint="usage: dlvm exec CLUSTER -- CMD...")
-    inventory = require_inventory(state)
-    spec = applied_spec(state).spec
-    env = spec.plain_env()
+    inventory, digest = _read_inventory(state)
+    env, redact = _exec_env(state)
     nodes = inventory.select(selector)
-    log_dir = state.logs_dir / "exec" / time.strftime("%Y%m%d-%H%M%S")
-    with open_pool(state, inventory) as pool:
-        return run_on_nodes(
-            pool,
+    commands = [wrap(command, node_environment(inventory, node, env)) for node in nodes]
+    log_dir = _new_log_dir(state.logs_dir / "exec")
+    use_agent = bool(digest) and not agent_client.disabled()
+    if use_agent:
+        result = agent_client.run(
+            state.root,
+            digest,
             nodes,
-            lambda node: wrap(command, node_environment(inventory, node, env)),
+            commands,
             sink=progress.line,
             timeout=timeout,
             log_dir=log_dir,
-            redact=secret_env.redactor(secret_env.resolve(spec, strict=False)),
+            redact=redact,
         )
+        if result is not None:
+            return result
+
+    from dlvm_cluster.orchestrate.records import open_pool
+    from dlvm_cluster.remote.fanout import run_on_nodes
+
+    by_name = {node.name: text for node, text in zip(nodes, commands, strict=True)}
+    with open_pool(state, inventory) as pool:
+        result = run_on_nodes(
+            pool,
+            nodes,
+            lambda node: by_name[node.name],
+            sink=progress.line,
+            timeout=timeout,
+            log_dir=log_dir,
+            redact=redact,
+        )
+    if use_agent:
+        agent_client.spawn(state.root)
+    return result
+
+
+def _read_inventory(state: ClusterState) -> tuple[Inventory, str]:
+    """The inventory, and the digest of its file that an agent must be serving (empty: do
+    not use one). A missing or damaged inventory is reported by the records module."""
+    try:
+        raw = state.inventory_path.read_bytes()
+        return Inventory.from_json(json.loads(raw)), agent_client.inventory_digest(raw)
+    except (OSError, ValueError, KeyError, TypeError):
+        from dlvm_cluster.orchestrate.records import require_inventory
+
+        return require_inventory(state), ""
+
+
+def _exec_env(state: ClusterState) -> tuple[dict[str, str], Callable[[str], str]]:
+    """The spec's plain env, and what masks its secrets in output. When the applied spec has
+    only plain values (nothing to resolve or mask), they are read without loading the model."""
+    data = state.read_json(state.applied_spec_path)
+    spec_data = data.get("spec") if isinstance(data, dict) else None
+    env = spec_data.get("env") if isinstance(spec_data, dict) else None
+    if isinstance(env, dict) and all(isinstance(value, str) for value in env.values()):
+        return dict(env), str
+
+    from dlvm_cluster import secret_env
+    from dlvm_cluster.orchestrate.records import applied_spec
+
+    spec = applied_spec(state).spec
+    return spec.plain_env(), secret_env.redactor(secret_env.resolve(spec, strict=False))
+
+
+def _new_log_dir(parent: Path) -> Path:
+    """logs/exec/<time>, with a suffix when a command in the same second already has it."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 1000):
+        path = parent / (stamp if attempt == 1 else f"{stamp}-{attempt}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    return parent / stamp
 
 
 def sync_up(
@@ -62,6 +136,9 @@ def sync_up(
     delete: bool = False,
 ) -> list[SyncResult]:
     """Push the spec's files (the given spec, else the one last applied) to the nodes."""
+    from dlvm_cluster.orchestrate.files import push_files
+    from dlvm_cluster.orchestrate.records import applied_spec, open_pool, require_inventory
+
     inventory = require_inventory(state)
     spec = loaded or applied_spec(state)
     with open_pool(state, inventory) as pool:
@@ -72,6 +149,9 @@ def sync_down(
     state: ClusterState, remote: str, local: Path, *, selector: str | None = None
 ) -> list[SyncResult]:
     """Pull `remote` from every selected node into local/<node>/."""
+    from dlvm_cluster.orchestrate.files import pull_files
+    from dlvm_cluster.orchestrate.records import open_pool, require_inventory
+
     inventory = require_inventory(state)
     with open_pool(state, inventory) as pool:
         return pull_files(pool, inventory.select(selector), remote, local)
@@ -90,6 +170,8 @@ class NodeStatus:
 
 
 def status(state: ClusterState) -> tuple[Inventory, list[NodeStatus]]:
+    from dlvm_cluster.orchestrate.records import open_pool, require_inventory
+
     inventory = require_inventory(state)
     with open_pool(state, inventory) as pool:
         errors = pool.connect(inventory.nodes, timeout=HEALTH_TIMEOUT)
@@ -110,7 +192,7 @@ def status(state: ClusterState) -> tuple[Inventory, list[NodeStatus]]:
 
 def ssh_config(state: ClusterState) -> str:
     """An OpenSSH config with one Host per node, for plain ssh/scp/rsync/pdsh and editors."""
-    inventory = require_inventory(state)
+    inventory, _ = _read_inventory(state)
     blocks = []
     for node in inventory.nodes:
         alias = node.ip if node.port == 22 else f"[{node.ip}]:{node.port}"
@@ -132,7 +214,7 @@ def ssh_config(state: ClusterState) -> str:
 
 
 def ssh_argv(state: ClusterState, node_selector: str | None) -> list[str]:
-    inventory = require_inventory(state)
+    inventory, _ = _read_inventory(state)
     nodes = inventory.select(node_selector) if node_selector else (inventory.head,)
     if len(nodes) != 1:
         raise UsageError("dlvm ssh opens a shell on one node", hint="name a single node or rank")

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dlvm_cluster.errors import StateError
 from dlvm_cluster.inventory import Inventory
-from dlvm_cluster.remote.connection import Credentials
-from dlvm_cluster.remote.pool import SshPool
 from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec
 from dlvm_cluster.state import ClusterState, write_atomic
+
+if TYPE_CHECKING:
+    from dlvm_cluster.remote.pool import SshPool
 
 
 def load_inventory(state: ClusterState) -> Inventory | None:
@@ -36,6 +38,10 @@ def save_inventory(state: ClusterState, inventory: Inventory) -> None:
 def open_pool(state: ClusterState, inventory: Inventory) -> SshPool:
     """Connections to the cluster's nodes with the right key: the user's for machines that
     already exist (ssh provider), else the cluster's own."""
+    # Imported here so that paths which never connect (the warm exec client) skip paramiko.
+    from dlvm_cluster.remote.connection import Credentials
+    from dlvm_cluster.remote.pool import SshPool
+
     key = Path(inventory.identity_file).expanduser() if inventory.identity_file else state.key_path
     return SshPool(inventory, Credentials(key))
 

@@ -82,7 +82,14 @@ class _NodeRun:
         start = time.monotonic()
         try:
             connection = self.pool.get(self.node)
-            channel = connection.channel()
+            try:
+                channel = connection.channel()
+            except RemoteError:
+                # A connection kept open between commands (the agent's) may have died quietly
+                # (node rebooted): connect once more before reporting the node.
+                connection.close()
+                connection = self.pool.get(self.node)
+                channel = connection.channel()
             channel.exec_command(self.command)
             self._pump(connection, channel, start)
         except RemoteError as exc:
@@ -194,12 +201,15 @@ def run_on_nodes(
     log_dir: Path | None = None,
     fail_fast: bool = False,
     redact: Callable[[str], str] = str,
+    cancel: Cancellation | None = None,
 ) -> GroupResult:
     """Run each node's command at once; returns when all are done. Ctrl-C stops every node's
     process tree, then raises KeyboardInterrupt; a second Ctrl-C raises at once. With
     `fail_fast`, the first node to fail stops the others (their result says so). `redact`
-    masks secrets in every line before it is shown, kept or logged."""
-    cancel = Cancellation()
+    masks secrets in every line before it is shown, kept or logged. Setting `cancel` from
+    another thread stops every node's process tree too, but returns their results (each
+    with the reason given) instead of raising: how the agent serves a client's Ctrl-C."""
+    cancel = Cancellation() if cancel is None else cancel
     logs: list[IO[str]] = []
     runs = []
     for node in nodes:

@@ -175,7 +175,10 @@ EnvValue = Annotated[
         WithJsonSchema({"type": ["string", "number", "boolean"]}),
     ]
     | Annotated[SecretValue, Tag("secret-value")],
-    Discriminator(lambda value: "secret-value" if isinstance(value, dict) else "plain-value"),
+    # Called on file data (a mapping) when loading and on a SecretValue when serializing.
+    Discriminator(
+        lambda value: "secret-value" if isinstance(value, dict | SecretValue) else "plain-value"
+    ),
 ]
 
 

@@ -1,0 +1,265 @@
+"""Warm connections on a real local cluster: the per-cluster agent keeps one SSH connection per
+node open between `dlvm exec` commands, gives the same output and exit codes as new
+connections, stops every node's processes on Ctrl-C, and goes away when idle or on `down`."""
+
+from __future__ import annotations
+
+import json
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Cli, require_root, unique_name, write_spec
+from system import processes_mentioning
+
+from dlvm_cluster.remote import agent_client
+
+pytestmark = pytest.mark.cluster
+
+SECRET = "sekrit-" + "9f2c41d7e0"
+
+
+@pytest.fixture(scope="module")
+def cluster(cli: Cli, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    require_root()
+    name = unique_name("ag")
+    spec = write_spec(
+        tmp_path_factory.mktemp("agent"),
+        name,
+        3,
+        f"env:\n  GREETING: hello\n  TOKEN: {{value: {SECRET}, secret: true}}\n",
+    )
+    cli.run("up", str(spec), check=True)
+    try:
+        yield name, cli.home / "clusters" / name
+    finally:
+        cli.run("down", name, "--yes")
+
+
+def _run(cli: Cli, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dlvm_cluster", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**cli.env(), **env},
+    )
+
+
+def _exec(cli: Cli, name: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return _run(cli, "exec", name, *args, **env)
+
+
+def _wait_for_agent(state_dir: Path, timeout: float = 30.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        answer = agent_client.ping(state_dir)
+        if answer is not None:
+            return answer
+        time.sleep(0.1)
+    log = state_dir / agent_client.LOG_NAME
+    raise AssertionError(f"no agent answered; its log:\n{log.read_text() if log.exists() else ''}")
+
+
+def _alive(pid: int) -> bool:
+    """A process that exited but was not reaped yet (a zombie) counts as gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, IndexError):
+        return False
+    return fields[0] != "Z"
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.1)
+    return not _alive(pid)
+
+
+def _warm(cli: Cli, name: str, state_dir: Path) -> dict[str, Any]:
+    """An agent serving the cluster (a cold exec starts one)."""
+    if agent_client.ping(state_dir) is None:
+        assert _exec(cli, name, "--", "true").returncode == 0
+    return _wait_for_agent(state_dir)
+
+
+def _parents(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    """node -> the PID of the sshd process that ran the command: one per SSH connection."""
+    assert result.returncode == 0, result.stderr
+    found = {}
+    for line in result.stdout.splitlines():
+        node, _, pid = line.partition("] ")
+        found[node.lstrip("[")] = pid
+    assert len(found) == 3, result.stdout
+    return found
+
+
+def _wait_for(marker: str, count: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while len(processes_mentioning(marker)) < count and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(processes_mentioning(marker)) >= count
+
+
+def _background_exec(cli: Cli, name: str, command: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "dlvm_cluster", "exec", name, "--", command],
+        env=cli.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_second_exec_reuses_the_connections(cli: Cli, cluster: tuple[str, Path]) -> None:
+    name, state_dir = cluster
+    assert agent_client.stop(state_dir)
+    cold = _parents(_exec(cli, name, "--", "echo $PPID"))  # connects, then starts the agent
+    first = _wait_for_agent(state_dir)
+    warm = _parents(_exec(cli, name, "--", "echo $PPID"))
+    again = _parents(_exec(cli, name, "--", "echo $PPID"))
+    # The same sshd connection process on every node ran both warm commands; the cold one's
+    # connection was closed after it.
+    assert warm == again
+    assert all(warm[node] != cold[node] for node in warm)
+    after = agent_client.ping(state_dir)
+    assert after is not None and after["pid"] == first["pid"]
+    assert after["served"] == first["served"] + 2
+    # Only the user can reach the agent.
+    socket_mode = (state_dir / agent_client.SOCKET_NAME).stat().st_mode
+    assert stat.S_ISSOCK(socket_mode) and stat.S_IMODE(socket_mode) == 0o600
+    assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
+
+
+def test_output_and_exit_codes_match_new_connections(cli: Cli, cluster: tuple[str, Path]) -> None:
+    name, state_dir = cluster
+    cases = [
+        ("--", "echo out-$DLVM_NODE_RANK $GREETING $TOKEN; echo err-$DLVM_NODE_RANK >&2"),
+        ("--", "echo $DLVM_NODE_RANK; printf 'no newline'; exit $DLVM_NODE_RANK"),
+        ("--nodes", "0,2", "--", "hostname; false"),
+        ("--timeout", "6", "--", "[ $DLVM_NODE_RANK = 1 ] && sleep 626; echo quick"),
+        ("--quiet", "--", "echo hidden"),
+    ]
+    for args in cases:
+        cold = _exec(cli, name, *args, DLVM_NO_AGENT="1")
+        served = _warm(cli, name, state_dir)["served"]
+        warm = _exec(cli, name, *args)
+        answer = agent_client.ping(state_dir)
+        assert answer is not None and answer["served"] == served + 1, "not served by the agent"
+        assert warm.returncode == cold.returncode, args
+        assert sorted(warm.stdout.splitlines()) == sorted(cold.stdout.splitlines()), args
+        assert sorted(warm.stderr.splitlines()) == sorted(cold.stderr.splitlines()), args
+        assert SECRET not in warm.stdout + warm.stderr
+    assert processes_mentioning("sleep 626") == []
+    # The client keeps each node's output under the state dir, secrets masked.
+    _exec(cli, name, "--", "echo logged-$DLVM_NODE_RANK $TOKEN")
+    latest = max((state_dir / "logs" / "exec").iterdir(), key=lambda p: p.stat().st_mtime)
+    for rank in range(3):
+        assert (latest / f"node-{rank}.log").read_text() == f"logged-{rank} ***\n"
+
+
+def test_ctrl_c_stops_every_node_and_exits_130(cli: Cli, cluster: tuple[str, Path]) -> None:
+    name, state_dir = cluster
+    served = _warm(cli, name, state_dir)["served"]
+    marker = "sleep 627"
+    process = _background_exec(cli, name, f"{marker} & {marker}; wait")
+    try:
+        _wait_for(marker, 6)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err
+    assert processes_mentioning(marker) == []
+    answer = agent_client.ping(state_dir)  # the agent served it, and serves on
+    assert answer is not None and answer["served"] == served + 1
+    assert _exec(cli, name, "--", "true").returncode == 0
+
+
+def test_a_killed_client_cancels_its_command(cli: Cli, cluster: tuple[str, Path]) -> None:
+    name, state_dir = cluster
+    _warm(cli, name, state_dir)
+    marker = "sleep 628"
+    process = _background_exec(cli, name, f"{marker} & {marker}; wait")
+    try:
+        _wait_for(marker, 6)
+        process.kill()
+        process.communicate(timeout=30)
+        deadline = time.monotonic() + 20
+        while processes_mentioning(marker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert processes_mentioning(marker) == []
+
+
+def test_stop_cancels_running_commands_and_exits(cli: Cli, cluster: tuple[str, Path]) -> None:
+    name, state_dir = cluster
+    pid = _warm(cli, name, state_dir)["pid"]
+    marker = "sleep 629"
+    process = _background_exec(cli, name, f"{marker} & {marker}; wait")
+    try:
+        _wait_for(marker, 6)
+        assert agent_client.stop(state_dir)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert not _alive(pid)
+    assert processes_mentioning(marker) == []
+    assert process.returncode == 1 and "node-0: interrupted" in err
+    assert not (state_dir / agent_client.SOCKET_NAME).exists()
+
+
+def test_agent_exits_when_idle(cli: Cli, cluster: tuple[str, Path]) -> None:
+    name, state_dir = cluster
+    assert agent_client.stop(state_dir)
+    assert _exec(cli, name, "--", "true", DLVM_AGENT_IDLE="2").returncode == 0
+    answer = _wait_for_agent(state_dir)
+    assert answer["idle_timeout"] == 2
+    assert _wait_gone(answer["pid"], 15)
+    assert not (state_dir / agent_client.SOCKET_NAME).exists()
+    assert "exiting: idle for 2s" in (state_dir / agent_client.LOG_NAME).read_text()
+
+
+def test_agent_exits_when_the_inventory_changes(cli: Cli, cluster: tuple[str, Path]) -> None:
+    name, state_dir = cluster
+    pid = _warm(cli, name, state_dir)["pid"]
+    inventory = state_dir / "inventory.json"
+    original = inventory.read_text()
+    try:
+        inventory.write_text(json.dumps(json.loads(original)))  # same nodes, other bytes
+        assert _wait_gone(pid, 15)
+        # The next command runs over new connections and starts an agent for this inventory.
+        assert _exec(cli, name, "--", "true").returncode == 0
+        assert _wait_for_agent(state_dir)["pid"] != pid
+    finally:
+        inventory.write_text(original)
+
+
+def test_down_leaves_no_agent(cli: Cli, tmp_path: Path) -> None:
+    require_root()
+    name = unique_name("ag")
+    spec = write_spec(tmp_path, name, 2)
+    state_dir = cli.home / "clusters" / name
+    cli.run("up", str(spec), check=True)
+    try:
+        assert _exec(cli, name, "--", "true").returncode == 0
+        pid = _wait_for_agent(state_dir)["pid"]
+    finally:
+        cli.run("down", name, "--yes", check=True)
+    # `down` stops the agent before destroying the nodes; at the latest, an agent notices
+    # within a second that its inventory is gone.
+    assert _wait_gone(pid, 3)
+    assert processes_mentioning(f"dlvm_cluster.remote.agent {state_dir}") == []

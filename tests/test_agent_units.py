@@ -1,0 +1,232 @@
+"""The agent's protocol against a real agent process whose only node cannot be reached: no
+cluster and no root needed. Warm connections on real nodes: test_agent_e2e.py."""
+
+from __future__ import annotations
+
+import json
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dlvm_cluster.inventory import Inventory, Node
+from dlvm_cluster.orchestrate.nodes import _exec_env
+from dlvm_cluster.orchestrate.records import save_applied
+from dlvm_cluster.remote import agent_client
+from dlvm_cluster.secret_env import resolve
+from dlvm_cluster.spec import load_spec_text
+from dlvm_cluster.state import ClusterState
+
+REPO = Path(__file__).resolve().parent.parent
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPQe0b1bHqvFXaP0Yb3dXvN7jSRAi3lDRsQFZ3tjv7bC"
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> ClusterState:
+    cluster = ClusterState(name="agu", root=tmp_path / "agu")
+    cluster.create()
+    cluster.ensure_key_pair()
+    node = Node(name="node-0", rank=0, ip="127.0.0.1", port=_closed_port(), user="u", host_key=KEY)
+    cluster.write_json(cluster.inventory_path, Inventory("agu", (node,)).to_json())
+    return cluster
+
+
+def _alive(pid: int) -> bool:
+    """A process that exited but was not reaped yet (a zombie) counts as gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, IndexError):
+        return False
+    return fields[0] != "Z"
+
+
+def _wait_gone(pid: int, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _alive(pid)
+
+
+def _start(state: ClusterState) -> int:
+    """Start an agent as `dlvm exec` does; its pid once it answers."""
+    agent_client.spawn(state.root)
+    deadline = time.monotonic() + 30
+    while (answer := agent_client.ping(state.root)) is None:
+        assert time.monotonic() < deadline, (state.root / agent_client.LOG_NAME).read_text()
+        time.sleep(0.05)
+    return int(answer["pid"])
+
+
+@pytest.fixture
+def agent(state: ClusterState, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    monkeypatch.setenv("DLVM_AGENT_IDLE", "30")
+    pid = _start(state)
+    try:
+        yield pid
+    finally:
+        agent_client.stop(state.root)
+
+
+def _digest(state: ClusterState) -> str:
+    return agent_client.inventory_digest(state.inventory_path.read_bytes())
+
+
+def test_ping_describes_the_agent_and_the_socket_is_private(
+    state: ClusterState, agent: int
+) -> None:
+    answer = agent_client.ping(state.root)
+    assert answer is not None
+    assert answer["pid"] == agent == agent_client.running_pid(state.root)
+    assert answer["inventory"] == _digest(state)
+    assert answer["idle_timeout"] == 30
+    mode = (state.root / agent_client.SOCKET_NAME).stat().st_mode
+    assert stat.S_IMODE(mode) == 0o600
+
+
+def test_a_second_agent_exits_at_once(state: ClusterState, agent: int) -> None:
+    second = subprocess.run(
+        [sys.executable, "-m", "dlvm_cluster.remote.agent", str(state.root)],
+        cwd=REPO,
+        timeout=30,
+    )
+    assert second.returncode == 0
+    answer = agent_client.ping(state.root)
+    assert answer is not None and answer["pid"] == agent
+
+
+def test_requests_for_another_inventory_are_refused(state: ClusterState, agent: int) -> None:
+    node = Inventory.from_json(json.loads(state.inventory_path.read_bytes())).nodes[0]
+    lines: list[str] = []
+    result = agent_client.run(
+        state.root, "0" * 64, [node], ["true"], sink=lambda n, s, t: lines.append(t)
+    )
+    assert result is None and lines == []  # nothing started: the caller runs it cold
+
+
+def test_an_unreachable_node_is_reported_as_over_new_connections(
+    state: ClusterState, agent: int, tmp_path: Path
+) -> None:
+    node = Inventory.from_json(json.loads(state.inventory_path.read_bytes())).nodes[0]
+    result = agent_client.run(
+        state.root, _digest(state), [node], ["true"], sink=lambda *a: None, log_dir=tmp_path / "l"
+    )
+    assert result is not None
+    (only,) = result.results
+    assert only.node == "node-0" and only.exit_code is None
+    assert only.error.startswith("unreachable: node-0 (127.0.0.1:")
+    assert (tmp_path / "l" / "node-0.log").read_text() == ""
+    answer = agent_client.ping(state.root)
+    assert answer is not None and answer["served"] == 1
+
+
+def test_nothing_runs_for_a_client_that_gave_up_before_go(state: ClusterState, agent: int) -> None:
+    request = {
+        "op": "run",
+        "inventory": _digest(state),
+        "nodes": ["node-0"],
+        "commands": ["true"],
+        "timeout": None,
+        "fail_fast": False,
+    }
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(state.root / agent_client.SOCKET_NAME))
+        sock.sendall(agent_client.encode(request))
+        answer = agent_client.Messages(sock).next()
+        assert answer is not None and answer["accepted"] == agent
+    time.sleep(0.5)
+    answer = agent_client.ping(state.root)
+    assert answer is not None and answer["served"] == 0 and answer["running"] == 0
+
+
+def test_stop_and_inventory_removal_end_the_agent(state: ClusterState, agent: int) -> None:
+    assert agent_client.stop(state.root)
+    assert _wait_gone(agent)
+    assert agent_client.running_pid(state.root) is None
+    assert not (state.root / agent_client.SOCKET_NAME).exists()
+    again = _start(state)
+    state.inventory_path.unlink()
+    assert _wait_gone(again)
+    log = (state.root / agent_client.LOG_NAME).read_text()
+    assert "exiting: asked to stop" in log and "exiting: the inventory is gone" in log
+
+
+def test_lost_agent_reports_every_unfinished_node() -> None:
+    nodes = [
+        Node(name=f"node-{r}", rank=r, ip="10.0.0.2", port=22, user="u", host_key=KEY)
+        for r in range(2)
+    ]
+    final = {
+        "results": [
+            {
+                "node": "node-0",
+                "rank": 0,
+                "exit_code": 3,
+                "error": "",
+                "duration": 0.5,
+                "tail": ["a secret", "b"],
+                "timed_out": False,
+            }
+        ],
+        "first_failed": "",
+    }
+    result = agent_client._group_result(final, nodes, lambda line: line.replace("secret", "***"))
+    first, second = result.results
+    assert first.exit_code == 3 and list(first.tail) == ["a ***", "b"] and not first.ok
+    assert second.exit_code is None and second.error.startswith("lost: the dlvm agent stopped")
+
+
+def test_messages_survive_arbitrary_chunking() -> None:
+    left, right = socket.socketpair()
+    payload = b"".join(agent_client.encode({"n": i, "text": "x" * i}) for i in range(50))
+
+    def send() -> None:
+        for start in range(0, len(payload), 7):
+            left.sendall(payload[start : start + 7])
+        left.shutdown(socket.SHUT_WR)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    with left, right:
+        messages = agent_client.Messages(right)
+        got = []
+        while (message := messages.next()) is not None:
+            got.append(message)
+        sender.join()
+    assert [m["n"] for m in got] == list(range(50))
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        "env: {A: one, B: '2'}\n",
+        "env: {A: one, T: {value: sekrit-value, secret: true}, P: {value: shown, secret: false}}\n",
+        "env: {A: one, F: {from_env: AGU_TEST_SECRET}}\n",
+        "",
+    ],
+)
+def test_exec_env_matches_the_spec_model(
+    state: ClusterState, env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGU_TEST_SECRET", "from-the-env")
+    loaded = load_spec_text(
+        f"name: agu\nprovider: {{kind: local}}\nnodes: {{count: 1}}\n{env}",
+        state.root / "c.yaml",
+    )
+    save_applied(state, loaded)
+    plain, redact = _exec_env(state)
+    assert plain == loaded.spec.plain_env()
+    for value in resolve(loaded.spec, strict=False).values():
+        assert redact(f"<{value}>") == "<***>"
+    assert redact("one shown") == "one shown"
