@@ -2,7 +2,7 @@
 next run and leaves nothing after `down`; a dead node is reported and repaired alone; two
 commands never change one cluster at once; unsafe keys and a full disk are clear errors.
 
-`DLVM_KILL_POINTS` (default 6) sets how many kill points the loop tries; the README's
+`DLVM_KILL_POINTS` (default 10) sets how many kill points the loop tries; the README's
 RELIABILITY figures come from a longer run of the same test."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from system import links, mounts_mentioning, namespaces, processes_mentioning
 
 pytestmark = pytest.mark.cluster
 
-KILL_POINTS = int(os.environ.get("DLVM_KILL_POINTS", "6"))
+KILL_POINTS = int(os.environ.get("DLVM_KILL_POINTS", "10"))
 
 
 def _kill_after(cli: Cli, delay: float, *args: str) -> None:
