@@ -17,8 +17,6 @@ from dlvm_cluster.inventory import Inventory
 from dlvm_cluster.launch.plan import (
     NO_ENV,
     LaunchPlan,
-    NodeLaunch,
-    ShellText,
     layout,
     python_script,
 )
@@ -35,9 +33,8 @@ def plan(
 ) -> LaunchPlan:
     jobs = layout(job, inventory, job_id=job_id, port=port)
     script = python_script(job.command)
-    launches = []
-    for index, node in enumerate(jobs.nodes):
-        argv = [
+    return jobs.on_each_node(
+        lambda index, node: [
             "accelerate",
             "launch",
             "--multi_gpu",
@@ -46,9 +43,6 @@ def plan(
             f"--machine_rank={index}",
             f"--main_process_ip={jobs.head.ip}",
             f"--main_process_port={port}",
+            *script.words("--module"),
         ]
-        if script.module:
-            argv.append("--module")
-        argv.append(ShellText(script.text))
-        launches.append(NodeLaunch(node=node, command=jobs.command(argv), env=jobs.env()))
-    return jobs.plan(launches)
+    )

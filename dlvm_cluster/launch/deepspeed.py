@@ -21,8 +21,6 @@ from dlvm_cluster.launch.plan import (
     HOSTFILE,
     NO_ENV,
     LaunchPlan,
-    NodeLaunch,
-    ShellText,
     layout,
     python_script,
 )
@@ -39,9 +37,8 @@ def plan(
 ) -> LaunchPlan:
     jobs = layout(job, inventory, job_id=job_id, port=port)
     script = python_script(job.command)
-    launches = []
-    for index, node in enumerate(jobs.nodes):
-        argv = [
+    return jobs.on_each_node(
+        lambda index, node: [
             "deepspeed",
             "--hostfile",
             HOSTFILE,
@@ -49,9 +46,6 @@ def plan(
             f"--node_rank={index}",
             f"--master_addr={jobs.head.ip}",
             f"--master_port={port}",
+            *script.words("--module"),
         ]
-        if script.module:
-            argv.append("--module")
-        argv.append(ShellText(script.text))
-        launches.append(NodeLaunch(node=node, command=jobs.command(argv), env=jobs.env()))
-    return jobs.plan(launches)
+    )

@@ -19,7 +19,6 @@ from dlvm_cluster.inventory import Inventory
 from dlvm_cluster.launch.plan import (
     NO_ENV,
     LaunchPlan,
-    NodeLaunch,
     ShellText,
     layout,
     python_program,
@@ -42,5 +41,4 @@ def plan(
     if ssh != 22:
         argv += ["--ssh-port", str(ssh)]
     argv.append(ShellText(python_program(job.command)))
-    head = NodeLaunch(node=jobs.head, command=jobs.command(argv), env=jobs.env())
-    return jobs.plan([head])
+    return jobs.on_head(argv)

@@ -26,7 +26,6 @@ from dlvm_cluster.launch.environment import node_environment
 from dlvm_cluster.launch.plan import (
     NO_ENV,
     LaunchPlan,
-    NodeLaunch,
     ShellText,
     covering_network,
     layout,
@@ -63,4 +62,4 @@ def plan(
         if name != "DLVM_NODE_RANK":
             argv += ["-x", name]
     argv.append(ShellText(python_program(job.command)))
-    return jobs.plan([NodeLaunch(node=jobs.head, command=jobs.command(argv), env=env)])
+    return jobs.on_head(argv, env)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Protocol
@@ -209,6 +209,23 @@ class JobLayout:
     def plan(self, launches: Sequence[NodeLaunch]) -> LaunchPlan:
         return LaunchPlan(job_id=self.job_id, launches=tuple(launches), files=(self.hostfile(),))
 
+    def on_each_node(
+        self, argv_for: Callable[[int, Node], Sequence[str]], env: Mapping[str, str] | None = None
+    ) -> LaunchPlan:
+        """A launcher on every node of the job: `argv_for(index, node)` gives its words."""
+        env = self.env() if env is None else env
+        return self.plan(
+            [
+                NodeLaunch(node=node, command=self.command(argv_for(index, node)), env=dict(env))
+                for index, node in enumerate(self.nodes)
+            ]
+        )
+
+    def on_head(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> LaunchPlan:
+        """One launcher on the head that starts the processes on every node itself."""
+        env = self.env() if env is None else env
+        return self.plan([NodeLaunch(node=self.head, command=self.command(argv), env=dict(env))])
+
 
 def layout(job: Job, inventory: Inventory, *, job_id: str, port: int) -> JobLayout:
     """The layout every planner starts from; a bad job id or port is a caller's bug."""
@@ -245,6 +262,10 @@ class Script:
 
     text: str
     module: bool
+
+    def words(self, module_flag: str) -> list[str]:
+        """The launcher's last words: `module_flag` for a module, then the script and args."""
+        return [*([module_flag] if self.module else []), ShellText(self.text)]
 
 
 def python_script(command: str) -> Script:

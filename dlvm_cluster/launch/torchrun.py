@@ -21,12 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from dlvm_cluster.inventory import Inventory
+from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.launch.plan import (
     NO_ENV,
     LaunchPlan,
-    NodeLaunch,
-    ShellText,
     elastic_range,
     layout,
     python_script,
@@ -49,18 +47,15 @@ def plan(
 ) -> LaunchPlan:
     jobs = layout(job, inventory, job_id=job_id, port=port)
     script = python_script(job.command)
-    tail = ["-m"] if script.module else []
-    tail.append(ShellText(script.text))
     elastic = elastic_range(job) is not None
     env = jobs.env()
     if elastic:
         env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
-    launches = []
-    for index, node in enumerate(jobs.nodes):
-        argv = ["torchrun"]
+
+    def argv(index: int, node: Node) -> list[str]:
         if elastic:
             is_host = "true" if index == 0 else "false"
-            argv += [
+            rendezvous = [
                 f"--nnodes={job.nnodes}",
                 f"--nproc-per-node={jobs.procs_per_node}",
                 "--rdzv-backend=c10d",
@@ -70,16 +65,16 @@ def plan(
                 f"--max-restarts={job.max_restarts}",
             ]
         else:
-            argv += [
+            rendezvous = [
                 f"--nnodes={len(jobs.nodes)}",
                 f"--node-rank={index}",
                 f"--nproc-per-node={jobs.procs_per_node}",
                 f"--master-addr={jobs.head.ip}",
                 f"--master-port={port}",
             ]
-        argv += [f"--local-addr={node.ip}", *tail]
-        launches.append(NodeLaunch(node=node, command=jobs.command(argv), env=dict(env)))
-    return jobs.plan(launches)
+        return ["torchrun", *rendezvous, f"--local-addr={node.ip}", *script.words("-m")]
+
+    return jobs.on_each_node(argv, env)
 
 
 def _endpoint(host: str, port: int) -> str:
