@@ -190,3 +190,28 @@ def test_not_root_is_a_clear_error(
     assert "needs root" in err
     assert "Traceback" not in err
     assert not (tmp_path / "home" / "clusters").exists()
+
+
+def test_same_name_under_two_dlvm_homes_do_not_touch_each_other(cli: Cli, tmp_path: Path) -> None:
+    """A test run's `demo` must never replace a user's `demo` living under another DLVM_HOME."""
+    require_root()
+    name = unique_name("tw")
+    spec = write_spec(tmp_path, name, 1)
+    other = Cli(tmp_path / "other-home")
+    cli.run("up", str(spec), check=True)
+    try:
+        pid_file = cli.home / "clusters" / name / "nodes" / "node-0" / "sshd.pid"
+        before = pid_file.read_text()
+        other.run("up", str(spec), check=True)
+        try:
+            assert len(namespaces(name)) == 2
+            assert pid_file.read_text() == before
+            assert cli.run("exec", name, "--", "true").returncode == 0
+            assert other.run("exec", name, "--", "true").returncode == 0
+        finally:
+            other.run("down", name, "--yes", check=True)
+        assert len(namespaces(name)) == 1
+        assert cli.run("exec", name, "--", "true").returncode == 0
+    finally:
+        cli.run("down", name, "--yes", check=True)
+    assert namespaces(name) == []

@@ -71,9 +71,12 @@ def _scaled_spec(loaded: LoadedSpec, target: int) -> LoadedSpec:
 
 def preview(state: ClusterState, target: int) -> ScalePlan:
     inventory = require_inventory(state)
-    _scaled_spec(applied_spec(state), target)
-    current = len(inventory.nodes)
-    names = [f"node-{rank}" for rank in range(max(current, target))]
+    applied = applied_spec(state)
+    _scaled_spec(applied, target)
+    # The applied spec, not the inventory, says which nodes are ready: a scale killed after
+    # Terraform made a node but before it got keys, files and setup counts it as still to add.
+    current = applied.spec.nodes.count
+    names = [f"node-{rank}" for rank in range(max(current, target, len(inventory.nodes)))]
     return ScalePlan(
         cluster=state.name,
         current=current,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from dlvm_cluster.errors import ProvisionError
@@ -20,9 +22,10 @@ def node_name(rank: int) -> str:
     return f"node-{rank}"
 
 
-def derive_network(name: str, salt: int = 0) -> dict[str, Any]:
-    """Bridge name and subnet from the cluster name, so two clusters live side by side."""
-    digest = hashlib.sha256(f"{name}/{salt}".encode()).digest()
+def derive_network(identity: str, salt: int = 0) -> dict[str, Any]:
+    """Bridge name, veth prefix and subnet from the cluster's identity (its state dir, so that
+    same-named clusters under two DLVM_HOMEs get different ones too)."""
+    digest = hashlib.sha256(f"{identity}/{salt}".encode()).digest()
     second = SECOND_OCTET_BASE + digest[0] % 50
     third = digest[1]
     tag = digest[2:5].hex()
@@ -34,8 +37,24 @@ def derive_network(name: str, salt: int = 0) -> dict[str, Any]:
     }
 
 
+def _host_addresses() -> set[str]:
+    """IPv4 addresses already on this machine's interfaces (other clusters' bridges, whatever
+    DLVM_HOME they belong to, and the host's own networks)."""
+    try:
+        out = subprocess.run(
+            ["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, timeout=10
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return set()
+    return {fields[3].split("/")[0] for fields in (line.split() for line in out.splitlines())}
+
+
+def _host_links() -> set[str]:
+    return {path.name for path in Path("/sys/class/net").iterdir()}
+
+
 def _networks_in_use(except_cluster: str) -> set[str]:
-    used = set()
+    used = _host_addresses()
     for other in list_clusters():
         if other.name == except_cluster:
             continue
@@ -58,10 +77,13 @@ def pick_network(state: ClusterState) -> dict[str, Any]:
         except (ValueError, KeyError, OSError):
             pass
     used = _networks_in_use(state.name)
+    links = _host_links()
     for salt in range(100):
-        network = derive_network(state.name, salt)
-        if network["gateway_ip"] not in used:
-            return network
+        network = derive_network(str(state.root.resolve()), salt)
+        subnet = network["gateway_ip"].rsplit(".", 1)[0] + "."
+        if any(address.startswith(subnet) for address in used) or network["bridge"] in links:
+            continue
+        return network
     raise ProvisionError(
         "no free local subnet left", hint="remove unused clusters with `dlvm down`"
     )

@@ -60,7 +60,9 @@ resource "terraform_data" "node" {
     name       = each.key
     ip         = each.value.ip
     veth       = each.value.veth
-    namespace  = "dlvm-${var.cluster_name}-${each.key}"
+    # The veth prefix is unique on the host, so same-named clusters of two DLVM_HOMEs never
+    # share a namespace name.
+    namespace = "dlvm-${var.cluster_name}-${each.key}-${var.network.veth_prefix}"
     bridge     = var.network.bridge
     gateway_ip = var.network.gateway_ip
     prefix_len = var.network.prefix_len

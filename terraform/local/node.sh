@@ -117,7 +117,7 @@ exec 3>&-
 exec sleep infinity
 INIT
   setsid ip netns exec "$NAMESPACE" unshare --mount --uts --propagation private -- \
-    sh "$d/init.sh" </dev/null >"$d/init.log" 2>&1 &
+    sh "$d/init.sh" </dev/null >"$d/init.log" 2>&1 9>&- &
   for _ in $(seq 200); do
     [ -s "$d/init.ready" ] && break
     sleep 0.05
@@ -146,7 +146,7 @@ KexAlgorithms curve25519-sha256,curve25519-sha256@libssh.org,sntrup761x25519-sha
 Subsystem sftp internal-sftp
 CONF
   nsenter --target "$(cat "$d/init.ready")" --net --mount --uts -- \
-    /usr/sbin/sshd -f /run/dlvm/node/sshd_config -E /run/dlvm/node/sshd.log
+    /usr/sbin/sshd -f /run/dlvm/node/sshd_config -E /run/dlvm/node/sshd.log 9>&-
   for _ in $(seq 200); do
     [ -s "$d/sshd.pid" ] && break
     sleep 0.05
@@ -157,11 +157,19 @@ CONF
   fi
 }
 
+# One action at a time per node (and per network): a provisioner left running by a Terraform
+# that was killed must finish before the next run's action on the same node starts.
+serialize() {
+  mkdir -p "$STATE_DIR/locks"
+  exec 9>"$STATE_DIR/locks/$1.lock"
+  flock 9
+}
+
 case "${1:-}" in
-  network-up) network_up ;;
-  network-down) network_down ;;
-  hosts) write_hosts ;;
-  node-up) node_up ;;
-  node-down) node_down ;;
+  network-up) serialize network; network_up ;;
+  network-down) serialize network; network_down ;;
+  hosts) serialize network; write_hosts ;;
+  node-up) serialize "$NODE"; node_up ;;
+  node-down) serialize "$NODE"; node_down ;;
   *) echo "usage: node.sh network-up|network-down|hosts|node-up|node-down" >&2; exit 2 ;;
 esac
