@@ -15,9 +15,8 @@ from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.launch.environment import node_environment
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.remote.command import INSTALL_SECRETS, wrap
-from dlvm_cluster.remote.connection import Connection
 from dlvm_cluster.remote.fanout import run_on_nodes
-from dlvm_cluster.remote.pool import SshPool, for_each_node
+from dlvm_cluster.remote.pool import SshPool, run_everywhere
 from dlvm_cluster.remote.sync import SyncResult, pull, push
 from dlvm_cluster.spec.load import resolve_source
 from dlvm_cluster.spec.model import LoadedSpec
@@ -70,15 +69,8 @@ def setup_digest(loaded: LoadedSpec, secret_values: Mapping[str, str]) -> str:
 
 def install_secrets(pool: SshPool, nodes: Sequence[Node], values: Mapping[str, str]) -> None:
     """(Re)write every node's secrets file through stdin: never on a command line."""
-    content = secret_env.file_content(values)
-
-    def one(connection: Connection) -> str:
-        code, _, err = connection.run(INSTALL_SECRETS, stdin=content or b"\n")
-        return "" if code == 0 else f"{connection.node.name}: {err.strip()}"
-
-    errors = [e for e in for_each_node(pool, nodes, one, lambda node, error: error) if e]
-    if errors:
-        raise RemoteError("cannot write the secrets file: " + "; ".join(errors))
+    content = secret_env.file_content(values) or b"\n"
+    run_everywhere(pool, nodes, INSTALL_SECRETS, content, "cannot write the secrets file")
 
 
 @dataclass(frozen=True)

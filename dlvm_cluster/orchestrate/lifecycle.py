@@ -31,13 +31,12 @@ from dlvm_cluster.provision.ssh_hosts import adopt_hosts, pinned_keys
 from dlvm_cluster.provision.terraform import Terraform, init_if_needed
 from dlvm_cluster.remote import agent_client
 from dlvm_cluster.remote.connection import fetch_host_key
-from dlvm_cluster.remote.pool import SshPool
+from dlvm_cluster.remote.pool import HEALTH_TIMEOUT, SshPool
 from dlvm_cluster.remote.sync import SyncResult
 from dlvm_cluster.spec.model import ClusterSpec, GcpProvider, LoadedSpec, LocalProvider, SshProvider
 from dlvm_cluster.state import ClusterState
 
 READY_TIMEOUT = 60.0
-HEALTH_TIMEOUT = 3.0
 
 
 @dataclass(frozen=True)

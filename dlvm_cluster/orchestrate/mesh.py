@@ -8,10 +8,8 @@ import io
 import tarfile
 from collections.abc import Sequence
 
-from dlvm_cluster.errors import RemoteError
 from dlvm_cluster.inventory import Inventory, Node
-from dlvm_cluster.remote.connection import Connection
-from dlvm_cluster.remote.pool import SshPool, for_each_node
+from dlvm_cluster.remote.pool import SshPool, run_everywhere
 
 
 def key_file_name(cluster: str) -> str:
@@ -102,22 +100,8 @@ def install_mesh(
     payload = _payload(inventory, private_key, public_key)
     script = install_script(inventory.cluster)
 
-    _run_everywhere(pool, nodes, script, payload, "cannot set up intra-cluster SSH")
+    run_everywhere(pool, nodes, script, payload, "cannot set up intra-cluster SSH")
 
 
 def uninstall_mesh(pool: SshPool, nodes: Sequence[Node], cluster: str) -> None:
-    _run_everywhere(pool, nodes, uninstall_script(cluster), b"", "cannot clean up")
-
-
-def _run_everywhere(
-    pool: SshPool, nodes: Sequence[Node], script: str, payload: bytes, what: str
-) -> None:
-    def one(connection: Connection) -> str:
-        code, _, err = connection.run(script, stdin=payload)
-        return "" if code == 0 else f"{connection.node.name}: {err.strip()}"
-
-    errors = [e for e in for_each_node(pool, nodes, one, lambda node, error: error) if e]
-    if errors:
-        raise RemoteError(
-            f"{what}: " + "; ".join(errors), hint="check `dlvm status`, then run the command again"
-        )
+    run_everywhere(pool, nodes, uninstall_script(cluster), b"", "cannot clean up")

@@ -28,8 +28,6 @@ if TYPE_CHECKING:
     from dlvm_cluster.remote.sync import SyncResult
     from dlvm_cluster.spec.model import LoadedSpec
 
-HEALTH_TIMEOUT = 3.0
-
 
 def exec_command(
     state: ClusterState,
@@ -171,6 +169,7 @@ class NodeStatus:
 
 def status(state: ClusterState) -> tuple[Inventory, list[NodeStatus]]:
     from dlvm_cluster.orchestrate.records import open_pool, require_inventory
+    from dlvm_cluster.remote.pool import HEALTH_TIMEOUT  # status connects: paramiko is due
 
     inventory = require_inventory(state)
     with open_pool(state, inventory) as pool:

@@ -16,6 +16,7 @@ from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.remote.connection import CONNECT_TIMEOUT, Connection, Credentials, HostKeyMismatch
 
 MAX_PARALLEL_CONNECTS = 64
+HEALTH_TIMEOUT = 3.0  # a health check gives each node this long to answer SSH
 T = TypeVar("T")
 
 
@@ -123,3 +124,20 @@ def for_each_node(
         except KeyboardInterrupt:
             pool.close()
             raise
+
+
+def run_everywhere(
+    pool: SshPool, nodes: Sequence[Node], script: str, stdin: bytes, what: str
+) -> None:
+    """Run `script` on every node with `stdin` (keys and secrets travel there, never on a
+    command line); raise one error naming every node where it failed."""
+
+    def one(connection: Connection) -> str:
+        code, _, err = connection.run(script, stdin=stdin)
+        return "" if code == 0 else f"{connection.node.name}: {err.strip()}"
+
+    errors = [e for e in for_each_node(pool, nodes, one, lambda node, error: error) if e]
+    if errors:
+        raise RemoteError(
+            f"{what}: " + "; ".join(errors), hint="check `dlvm status`, then run the command again"
+        )
