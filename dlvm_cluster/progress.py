@@ -1,7 +1,10 @@
-"""How library code reports progress without printing: the CLI passes an implementation."""
+"""How library code reports progress without printing: the CLI passes an implementation.
+The plain ones are here (no rich): silent, and the nodes' output lines alone."""
 
 from __future__ import annotations
 
+import sys
+import threading
 from typing import Protocol
 
 from dlvm_cluster.inventory import Node
@@ -21,6 +24,10 @@ class Progress(Protocol):
     def line(self, node: Node, stream: str, text: str) -> None:
         """One line of a node's output."""
 
+    def count(self, step: str, done: int, total: int, unit: str = "") -> None:
+        """done of total units of a step (nodes ready, nodes set up, bytes sent); unit "B"
+        means bytes (shown as KB/MB/GB)."""
+
 
 class SilentProgress:
     """For tests and --quiet: reports nothing."""
@@ -36,3 +43,28 @@ class SilentProgress:
 
     def line(self, node: Node, stream: str, text: str) -> None:
         return None
+
+    def count(self, step: str, done: int, total: int, unit: str = "") -> None:
+        return None
+
+
+def write_node_line(node: Node, stream: str, text: str) -> None:
+    """A node's output line, prefixed with its name: stdout or stderr as on the node. One
+    write per line, so lines from many nodes never mix (callers hold their own lock)."""
+    target = sys.stdout if stream == "out" else sys.stderr
+    target.write(f"[{node.name}] {text}\n")
+    target.flush()
+
+
+class NodeLines(SilentProgress):
+    """Only the nodes' output (`exec` on the warm path, which has no stages to show), without
+    the rich console that ConsoleProgress needs."""
+
+    def __init__(self, *, show: bool = True) -> None:
+        self.show = show
+        self._lock = threading.Lock()
+
+    def line(self, node: Node, stream: str, text: str) -> None:
+        if self.show:
+            with self._lock:
+                write_node_line(node, stream, text)

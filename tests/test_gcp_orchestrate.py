@@ -206,6 +206,9 @@ class Recorder:
     def line(self, node: Node, stream: str, text: str) -> None:
         return None
 
+    def count(self, step: str, done: int, total: int, unit: str = "") -> None:
+        return None
+
 
 def host_key(name: str) -> str:
     """A real ed25519 public key blob, one per node name (stable within the test run)."""

@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from dlvm_cluster.cli.common import ClusterArg, FileArg, confirm, load
-from dlvm_cluster.cli.display import ConsoleProgress, stderr, stdout
+from dlvm_cluster.cli.common import (
+    ClusterArg,
+    FileArg,
+    JsonOption,
+    JsonRunOption,
+    QuietOption,
+    confirm,
+    console_progress,
+    load,
+    print_json,
+)
+from dlvm_cluster.cli.display import stderr, stdout
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from dlvm_cluster.orchestrate.lifecycle import UpResult
+    from dlvm_cluster.orchestrate.scale import ScalePlan
 
 
 def up(
@@ -17,14 +33,15 @@ def up(
     rerun_setup: Annotated[
         bool, typer.Option("--rerun-setup", help="Run setup again even if it did not change.")
     ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary.")] = False,
+    quiet: QuietOption = False,
+    json_output: JsonRunOption = False,
 ) -> None:
     """Create or converge the cluster; wait for SSH; push files; run setup. Safe to run again."""
     from dlvm_cluster.orchestrate.lifecycle import NeedsConfirmation
     from dlvm_cluster.orchestrate.lifecycle import up as run_up
 
     loaded = load(file)
-    progress = ConsoleProgress(quiet=quiet)
+    progress = console_progress(quiet=quiet, json_output=json_output)
     try:
         try:
             result = run_up(loaded, progress, rerun_setup=rerun_setup, assume_yes=yes)
@@ -34,8 +51,15 @@ def up(
             result = run_up(loaded, progress, rerun_setup=rerun_setup, assume_yes=True)
     finally:
         progress.done()
+    if json_output:
+        print_json(result.to_json())
+        return
+    _print_up_summary(result)
+
+
+def _print_up_summary(result: UpResult) -> None:
     nodes = len(result.inventory.nodes)
-    name = loaded.spec.name
+    name = result.inventory.cluster
     if not result.changed:
         stdout.print(
             f"cluster {name} is up to date ({nodes} node(s)); nothing to do ({result.seconds:.1f}s)"
@@ -49,13 +73,8 @@ def up(
     stdout.print(f"cluster {name} is up: {', '.join(parts)} in {result.seconds:.1f}s")
 
 
-def plan(
-    file: FileArg,
-    json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-) -> None:
+def plan(file: FileArg, json_output: JsonOption = False) -> None:
     """Show what `up` would create, change or destroy; changes nothing."""
-    import json
-
     from dlvm_cluster.orchestrate.lifecycle import plan as run_plan
     from dlvm_cluster.progress import SilentProgress
     from dlvm_cluster.spec.model import GcpProvider
@@ -73,7 +92,7 @@ def plan(
     if json_output:
         changes = [{"action": action, "address": address} for action, address in result.changes]
         data = {"cluster": result.cluster, "exists": result.exists, "changes": changes}
-        print(json.dumps({**data, "summary": result.summary, "notes": notes}, indent=2))
+        print_json({**data, "summary": result.summary, "notes": notes})
         return
     state = "exists" if result.exists else "does not exist yet"
     stdout.print(f"cluster {result.cluster} ({state}): {result.summary}")
@@ -96,11 +115,9 @@ def render(
 
 def status(
     cluster: Annotated[str | None, typer.Argument(help="Cluster name or YAML file.")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """Nodes, addresses, reachability and jobs; with no CLUSTER, every cluster."""
-    import json
-
     from rich.table import Table
 
     from dlvm_cluster.orchestrate.report import report
@@ -110,7 +127,7 @@ def status(
     reports = [report(state) for state in states]
     if json_output:
         data = [r.to_json() for r in reports]
-        print(json.dumps(data[0] if cluster else data, indent=2))
+        print_json(data[0] if cluster else data)
         return
     if not reports:
         stdout.print("no clusters")
@@ -137,28 +154,38 @@ def scale(
     cluster: ClusterArg,
     count: Annotated[int, typer.Argument(help="The number of nodes to have.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    quiet: QuietOption = False,
+    json_output: JsonRunOption = False,
 ) -> None:
     """Grow or shrink to COUNT nodes; new nodes get keys, files and setup."""
-    from dlvm_cluster.orchestrate.scale import preview
+    from dlvm_cluster.orchestrate.records import require_inventory
+    from dlvm_cluster.orchestrate.scale import ScaleResult, preview
     from dlvm_cluster.orchestrate.scale import scale as run_scale
     from dlvm_cluster.state import resolve_cluster
 
     state = resolve_cluster(cluster)
     plan = preview(state, count)
     if not plan.add and not plan.remove:
-        stdout.print(f"cluster {state.name} already has {count} node(s); nothing to do")
+        if json_output:
+            print_json(ScaleResult(plan, require_inventory(state), (), (), 0.0).to_json())
+        else:
+            stdout.print(f"cluster {state.name} already has {count} node(s); nothing to do")
         return
-    stdout.print(f"cluster {state.name}: {plan.current} -> {plan.target} node(s)")
-    for name in plan.add:
-        stdout.print(f"  + {name}")
-    for name in plan.remove:
-        stdout.print(f"  - {name} (its jobs are stopped first, logs kept)")
+    # The plan is the context of the question: shown on stdout, or on stderr when stdout
+    # is only the summary or the JSON document (and then only if there is a question).
+    if not (quiet or json_output):
+        _print_scale_plan(plan, stdout)
+    elif not yes:
+        _print_scale_plan(plan, stderr)
     confirm(f"scale {state.name} to {count} node(s)?", yes)
-    progress = ConsoleProgress()
+    progress = console_progress(quiet=quiet, json_output=json_output)
     try:
         result = run_scale(state, count, progress)
     finally:
         progress.done()
+    if json_output:
+        print_json(result.to_json())
+        return
     extra = ""
     if result.jobs_joined:
         extra += f"; new nodes joined job(s) {', '.join(result.jobs_joined)}"
@@ -168,6 +195,14 @@ def scale(
         f"cluster {state.name} has {len(result.inventory.nodes)} node(s) "
         f"({result.seconds:.1f}s){extra}"
     )
+
+
+def _print_scale_plan(plan: ScalePlan, console: Console) -> None:
+    console.print(f"cluster {plan.cluster}: {plan.current} -> {plan.target} node(s)")
+    for name in plan.add:
+        console.print(f"  + {name}")
+    for name in plan.remove:
+        console.print(f"  - {name} (its jobs are stopped first, logs kept)")
 
 
 def schema() -> None:
@@ -181,18 +216,29 @@ def schema() -> None:
 
 def doctor(
     file: Annotated[Path | None, typer.Argument(help="A cluster file (default: local).")] = None,
+    json_output: JsonOption = False,
 ) -> None:
     """Check what the provider needs: root, tools, credentials, quota, reachable hosts."""
     from dlvm_cluster.orchestrate.doctor import doctor as run_doctor
 
-    checks = run_doctor(load(file).spec if file else None)
-    for check in checks:
-        mark = "[green]ok[/green]     " if check.ok else "[red]problem[/red]"
-        stdout.print(f"{mark} {check.name}: ", end="")
-        stdout.print(check.detail, markup=False)
-        if not check.ok:
-            stdout.print(f"        fix: {check.fix}", markup=False)
+    spec = load(file).spec if file else None
+    checks = run_doctor(spec)
     failed = [check for check in checks if not check.ok]
+    if json_output:
+        print_json(
+            {
+                "provider": spec.provider.kind if spec else "local",
+                "ok": not failed,
+                "checks": [check.to_json() for check in checks],
+            }
+        )
+    else:
+        for check in checks:
+            mark = "[green]ok[/green]     " if check.ok else "[red]problem[/red]"
+            stdout.print(f"{mark} {check.name}: ", end="")
+            stdout.print(check.detail, markup=False)
+            if not check.ok:
+                stdout.print(f"        fix: {check.fix}", markup=False)
     if failed:
         stderr.print(f"{len(failed)} problem(s) found")
         raise typer.Exit(1)
@@ -201,6 +247,8 @@ def doctor(
 def down(
     cluster: ClusterArg,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    quiet: QuietOption = False,
+    json_output: JsonOption = False,
 ) -> None:
     """Destroy everything `up` made and remove the cluster's state dir."""
     from dlvm_cluster.orchestrate.lifecycle import down as run_down
@@ -208,9 +256,12 @@ def down(
 
     state = resolve_cluster(cluster)
     confirm(f"destroy cluster {state.name} and everything on its nodes?", yes)
-    progress = ConsoleProgress()
+    progress = console_progress(quiet=quiet, json_output=json_output)
     try:
         seconds = run_down(state, progress)
     finally:
         progress.done()
+    if json_output:
+        print_json({"cluster": state.name, "seconds": round(seconds, 3)})
+        return
     stdout.print(f"cluster {state.name} is gone ({seconds:.1f}s)")

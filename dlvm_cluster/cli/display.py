@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
+from dataclasses import dataclass
 
 from rich.console import Console
 from rich.markup import escape
@@ -12,38 +12,117 @@ from rich.status import Status
 
 from dlvm_cluster.errors import DlvmError
 from dlvm_cluster.inventory import Node
+from dlvm_cluster.progress import write_node_line
 from dlvm_cluster.provision.terraform import TerraformEvent
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 stdout = Console(highlight=False, soft_wrap=True)
 
+# Decimal units, as their names say (1 MB = 1,000,000 bytes), the largest that fits the total.
+_BYTE_UNITS = (("GB", 1e9), ("MB", 1e6), ("KB", 1e3))
+
+
+def format_count(done: int, total: int, unit: str = "") -> str:
+    """`5/8 nodes`; bytes in one unit chosen by the total (`12.5/100.0 MB`) so both numbers
+    read alike."""
+    if unit == "B":
+        for name, size in _BYTE_UNITS:
+            if total >= size:
+                return f"{done / size:.1f}/{total / size:.1f} {name}"
+    return f"{done}/{total} {unit}".rstrip()
+
+
+def _colour_mark(text: str) -> str:
+    """A note that starts with ✓ or ✗ (a node's setup ended) gets the colours of the
+    Terraform lines, so that library code can say it in plain text."""
+    body = text.lstrip(" ")
+    indent = text[: len(text) - len(body)]
+    for mark, colour in (("✓", "green"), ("✗", "red")):
+        if body.startswith(mark + " "):
+            return f"{indent}[{colour}]{mark}[/{colour}]{body[len(mark) :]}"
+    return text
+
+
+@dataclass
+class _Step:
+    """A counted step: when it began, during which stage, and whether it reached its total."""
+
+    started: float
+    stage: int
+    finished: bool = False
+
 
 class ConsoleProgress:
     """Progress on stderr: a spinner per stage, a line per Terraform resource as it finishes,
-    and each node's output lines on stdout prefixed with the node name."""
+    counted steps (nodes ready, nodes set up, bytes sent) live in the spinner and as one line
+    when complete, and each node's output lines on stdout prefixed with the node name.
 
-    def __init__(self, *, quiet: bool = False, show_output: bool = True) -> None:
+    Without a terminal (CI logs, pipes) counts print only that final line: a log with a line
+    per node answering or per chunk sent would bury what matters."""
+
+    def __init__(
+        self, *, quiet: bool = False, show_output: bool = True, console: Console | None = None
+    ) -> None:
         self.quiet = quiet
         self.show_output = show_output
-        self._lock = threading.Lock()
+        self.console = stderr if console is None else console
+        self._lock = threading.Lock()  # count() and line() come from worker threads
         self._status: Status | None = None
+        self._stage = ""
+        self._stages = 0  # stages begun so far: a step finished in an earlier one may run again
         self._stage_started = time.monotonic()
+        self._steps: dict[str, _Step] = {}
+
+    def _spin(self, text: str) -> None:
+        """Show `text` in the spinner (started on first use); terminals only."""
+        if self._status is None:
+            self._status = self.console.status(escape(text))
+            self._status.start()
+        else:
+            self._status.update(escape(text))
 
     def stage(self, text: str) -> None:
         if self.quiet:
             return
-        self._stage_started = time.monotonic()
-        if self._status is None and stderr.is_terminal:
-            self._status = stderr.status(text)
-            self._status.start()
-        elif self._status is not None:
-            self._status.update(text)
-        else:
-            stderr.print(f"[bold]==>[/bold] {text}")
+        with self._lock:
+            self._stage = text
+            self._stages += 1
+            self._stage_started = time.monotonic()
+            if self.console.is_terminal:
+                self._spin(text)
+            else:
+                self.console.print(f"[bold]==>[/bold] {escape(text)}")
 
     def note(self, text: str) -> None:
         if not self.quiet:
-            stderr.print(text)
+            self.console.print(_colour_mark(text))
+
+    def count(self, step: str, done: int, total: int, unit: str = "") -> None:
+        """Live in the spinner on a terminal; one `✓ step: total/total (time)` line when the
+        step completes, timed from the stage of the same name, else from its first count."""
+        if self.quiet:
+            return
+        with self._lock:
+            state = self._step(step)
+            if state.finished:
+                return
+            text = f"{step}: {format_count(done, total, unit)}"
+            if self.console.is_terminal:
+                self._spin(text)
+            if done < total:
+                return
+            state.finished = True
+            elapsed = time.monotonic() - state.started
+            self.console.print(f"  [green]✓[/green] {escape(text)} ({elapsed:.1f}s)")
+
+    def _step(self, step: str) -> _Step:
+        """The step's record. A finished step ignores late counts (threads may report out of
+        order) until a new stage begins: then the same step runs anew (scale after up)."""
+        state = self._steps.get(step)
+        if state is None or (state.finished and state.stage != self._stages):
+            started = self._stage_started if step == self._stage else time.monotonic()
+            state = self._steps[step] = _Step(started, self._stages)
+        return state
 
     def terraform(self, event: TerraformEvent) -> None:
         if self.quiet:
@@ -52,9 +131,9 @@ class ConsoleProgress:
             verb = {"create": "created", "delete": "destroyed", "update": "updated"}.get(
                 event.action, event.action or "done"
             )
-            stderr.print(f"  [green]✓[/green] {event.address} {verb} ({event.elapsed:.1f}s)")
+            self.console.print(f"  [green]✓[/green] {event.address} {verb} ({event.elapsed:.1f}s)")
         elif event.kind == "errored":
-            stderr.print(f"  [red]✗[/red] {event.address} failed ({event.elapsed:.1f}s)")
+            self.console.print(f"  [red]✗[/red] {event.address} failed ({event.elapsed:.1f}s)")
         elif event.kind == "start" and self._status is not None:
             self._status.update(f"terraform: {event.address} ...")
 
@@ -62,9 +141,7 @@ class ConsoleProgress:
         if not self.show_output:
             return
         with self._lock:
-            target = sys.stdout if stream == "out" else sys.stderr
-            target.write(f"[{node.name}] {text}\n")
-            target.flush()
+            write_node_line(node, stream, text)
 
     def done(self) -> None:
         if self._status is not None:

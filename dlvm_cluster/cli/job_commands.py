@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from dlvm_cluster.cli.common import ClusterArg, load
+from dlvm_cluster.cli.common import (
+    ClusterArg,
+    JsonOption,
+    JsonRunOption,
+    QuietOption,
+    console_progress,
+    load,
+    print_json,
+)
 from dlvm_cluster.cli.display import ConsoleProgress, stderr, stdout
 
 
@@ -19,20 +27,29 @@ def launch(
     no_sync: Annotated[
         bool, typer.Option("--no-sync", help="Do not push the spec's files first.")
     ] = False,
+    quiet: QuietOption = False,
+    json_output: JsonRunOption = False,
 ) -> None:
     """Run the spec's job with its framework's launcher on every node."""
+    # --quiet hides the nodes' output (the job's logs keep it); --json sends it to stderr, and
+    # stdout is the job's record once it started (--detach) or ended.
     from dlvm_cluster.orchestrate.jobs import launch as run_launch
     from dlvm_cluster.state import resolve_cluster
 
     state = resolve_cluster(cluster)
     loaded = load(Path(cluster)) if cluster.endswith((".yaml", ".yml")) else None
-    progress = ConsoleProgress()
+    progress = console_progress(quiet=quiet, json_output=json_output)
     try:
         record = run_launch(state, progress, loaded=loaded, detach=detach, sync=not no_sync)
     finally:
         progress.done()
+    if json_output:
+        print_json(record.to_json())
+        return
     if detach:
         stdout.print(f"job {record.id} started on {len(record.nodes)} node(s)")
+        if quiet:
+            return
         stdout.print(f"  follow it: dlvm logs {state.name} {record.id} --follow")
         stdout.print(f"  stop it:   dlvm cancel {state.name} {record.id}")
         return
@@ -61,17 +78,23 @@ def logs(
 def cancel(
     cluster: ClusterArg,
     job: Annotated[str | None, typer.Argument(help="Job id (default: the latest).")] = None,
+    json_output: JsonOption = False,
 ) -> None:
     """Stop a job on every node, its whole process tree, and check none of it is left."""
     from dlvm_cluster.errors import RemoteError
     from dlvm_cluster.orchestrate.jobs import cancel as cancel_job
+    from dlvm_cluster.orchestrate.jobs import cancel_json
     from dlvm_cluster.state import resolve_cluster
 
     record, problems = cancel_job(resolve_cluster(cluster), job)
+    if json_output:  # printed even when a node failed: it says which, the error says so too
+        print_json(cancel_json(record, problems))
     left = {node: problem for node, problem in problems.items() if problem}
     if left:
         raise RemoteError(
             f"job {record.id} could not be stopped everywhere: "
             + "; ".join(f"{node}: {problem}" for node, problem in left.items())
         )
+    if json_output:
+        return
     stdout.print(f"job {record.id} stopped; no process of it is left on {len(problems)} node(s)")

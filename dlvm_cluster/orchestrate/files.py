@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from dlvm_cluster.progress import Progress
 from dlvm_cluster.remote.command import INSTALL_SECRETS, wrap
 from dlvm_cluster.remote.fanout import run_on_nodes
 from dlvm_cluster.remote.pool import SshPool, run_everywhere
-from dlvm_cluster.remote.sync import SyncResult, pull, push
+from dlvm_cluster.remote.results import CommandResult, SyncResult
+from dlvm_cluster.remote.sync import PushWatch, pull, push
 from dlvm_cluster.spec.load import resolve_source
 from dlvm_cluster.spec.model import LoadedSpec
 
@@ -32,13 +34,20 @@ def push_files(
     progress: Progress,
     *,
     delete: bool = False,
+    cancelled: Callable[[], bool] = lambda: False,
 ) -> list[SyncResult]:
-    """Every `files` entry to every node; raises naming the nodes that failed."""
+    """Every `files` entry to every node; raises naming the nodes that failed. `cancelled`
+    is polled while bytes flow (the agent stops a push whose client went away)."""
     results: list[SyncResult] = []
     for entry in loaded.spec.files:
         source = resolve_source(loaded, entry)
-        progress.stage(f"sync {entry.src} -> {entry.dst}")
-        batch = push(pool, nodes, source, entry.dst, exclude=entry.exclude, delete=delete)
+        step = f"sync {entry.src} -> {entry.dst}"
+        progress.stage(step)
+        tally = _ByteTally(progress, step, len(nodes))
+        watch = PushWatch(planned=tally.planned, sent=tally.sent, cancelled=cancelled)
+        batch = push(
+            pool, nodes, source, entry.dst, exclude=entry.exclude, delete=delete, watch=watch
+        )
         results.extend(batch)
         failed = [r for r in batch if not r.ok]
         if failed:
@@ -47,6 +56,38 @@ def push_files(
                 hint="check `dlvm status`; run the command again to resume",
             )
     return results
+
+
+class _ByteTally:
+    """Bytes sent of bytes planned, summed over the nodes' worker threads. The total is known
+    once every node's listing has told what it lacks: only then is it reported, so that a
+    display never sees a total that grows (or a step that completes twice)."""
+
+    def __init__(self, progress: Progress, step: str, nodes: int) -> None:
+        self._progress = progress
+        self._step = step
+        self._lock = threading.Lock()
+        self._waiting = nodes
+        self._total = 0
+        self._done = 0
+        self._reported = -1
+
+    def planned(self, size: int) -> None:
+        with self._lock:
+            self._total += size
+            self._waiting -= 1
+            self._report()
+
+    def sent(self, size: int) -> None:
+        with self._lock:
+            self._done += size  # tar headers and padding included: capped when reported
+            self._report()
+
+    def _report(self) -> None:
+        done = min(self._done, self._total)
+        if self._waiting == 0 and self._total and done != self._reported:
+            self._reported = done
+            self._progress.count(self._step, done, self._total, "B")
 
 
 def pull_files(pool: SshPool, nodes: Sequence[Node], remote: str, local: Path) -> list[SyncResult]:
@@ -103,6 +144,8 @@ def run_setup(
         f"bash -e -c {shlex.quote(script)} && mkdir -p ~/.dlvm && echo {digest} > {SETUP_STAMP}; fi"
     )
     unchanged: set[str] = set()
+    progress.stage("setup")
+    watch = _SetupWatch(progress, len(nodes))
 
     def sink(node: Node, stream: str, text: str) -> None:
         if text == SKIP_MARKER:
@@ -110,13 +153,16 @@ def run_setup(
         else:
             progress.line(node, stream, text)
 
-    progress.stage("setup")
+    def done(ended: CommandResult) -> None:
+        watch.finished(ended, skipped=ended.node in unchanged)
+
     result = run_on_nodes(
         pool,
         nodes,
         lambda node: wrap(command, node_environment(inventory, node, loaded.spec.plain_env())),
         sink=sink,
         redact=secret_env.redactor(values),
+        on_done=done,
     )
     if result.failed:
         details = []
@@ -129,3 +175,39 @@ def run_setup(
         )
     ran = tuple(r.node for r in result.results if r.node not in unchanged)
     return SetupReport(ran=ran, unchanged=tuple(sorted(unchanged)))
+
+
+SETUP_STEP = "setup"
+PER_NODE_LINES = 16  # clusters up to this size get a line per node as its setup ends
+
+
+class _SetupWatch:
+    """Counts nodes whose setup succeeded, and on clusters of up to PER_NODE_LINES nodes gives
+    each a ✓/✗ line with its duration as it ends. On bigger ones a line per node would bury
+    the rest of the output, so only the count moves, and only failures get a line: they need
+    action. A failed node is not counted, so the step never shows complete (✓ n/n) when it
+    was not. Nodes whose setup was unchanged are counted without a line (nothing ran there)."""
+
+    def __init__(self, progress: Progress, total: int) -> None:
+        self._progress = progress
+        self._total = total
+        self._seen: set[str] = set()
+        self._succeeded = 0
+        self._lock = threading.Lock()  # finished() comes from the nodes' worker threads
+        progress.count(SETUP_STEP, 0, total, "nodes")
+
+    def finished(self, ended: CommandResult, *, skipped: bool = False) -> None:
+        """Once per node (later calls for it are ignored)."""
+        node = ended.node
+        with self._lock:
+            if node in self._seen:
+                return
+            self._seen.add(node)
+            took = ended.duration
+            if not ended.ok:
+                self._progress.note(f"  ✗ {node} setup failed: {ended.describe()} ({took:.1f}s)")
+                return
+            if not skipped and self._total <= PER_NODE_LINES:
+                self._progress.note(f"  ✓ {node} setup ({took:.1f}s)")
+            self._succeeded += 1
+            self._progress.count(SETUP_STEP, self._succeeded, self._total, "nodes")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dlvm_cluster import secret_env
 from dlvm_cluster.errors import RemoteError, UsageError
@@ -32,11 +34,14 @@ from dlvm_cluster.provision.terraform import Terraform, init_if_needed
 from dlvm_cluster.remote import agent_client
 from dlvm_cluster.remote.connection import fetch_host_key
 from dlvm_cluster.remote.pool import HEALTH_TIMEOUT, SshPool
-from dlvm_cluster.remote.sync import SyncResult
+from dlvm_cluster.remote.results import SyncResult
 from dlvm_cluster.spec.model import ClusterSpec, GcpProvider, LoadedSpec, LocalProvider, SshProvider
 from dlvm_cluster.state import ClusterState
 
 READY_TIMEOUT = 60.0
+READY_STEP = "waiting for SSH"
+SLOW_READY = 10.0  # seconds of waiting for SSH before naming the nodes not ready yet
+MAX_NAMED = 8  # nodes named in that note; more are counted
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,27 @@ class UpResult:
     @property
     def changed(self) -> bool:
         return self.provisioned or self.files_sent > 0 or bool(self.setup.ran)
+
+    def to_json(self) -> dict[str, Any]:
+        """What `up --json` prints: enough for a script to reach the nodes without `status`."""
+        return {
+            "cluster": self.inventory.cluster,
+            "changed": self.changed,
+            "provisioned": self.provisioned,
+            "seconds": round(self.seconds, 3),
+            "nodes": nodes_json(self.inventory),
+            "files_sent": self.files_sent,
+            "setup": {"ran": list(self.setup.ran), "unchanged": list(self.setup.unchanged)},
+        }
+
+
+def nodes_json(inventory: Inventory) -> list[dict[str, Any]]:
+    """The nodes as `up --json` and `scale --json` show them (the fields of `status --json`
+    that do not need a connection)."""
+    return [
+        {"name": n.name, "rank": n.rank, "ip": n.ip, "port": n.port, "user": n.user}
+        for n in inventory.nodes
+    ]
 
 
 def _check_provider(spec: ClusterSpec) -> None:
@@ -109,6 +135,55 @@ def provision(
     return inventory, True
 
 
+class ReadyWatch:
+    """Counts nodes as they answer SSH and, once waiting has taken SLOW_READY seconds, names
+    those still waiting (again every SLOW_READY): on a big cluster a count alone hides which
+    node is stuck, while naming them at once would be noise for the usual second of boot."""
+
+    def __init__(
+        self, progress: Progress, total: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._progress = progress
+        self._total = total
+        self._ready = 0
+        self._lock = threading.Lock()  # ready() comes from the pool's connecting threads
+        self._clock = clock
+        self._started = clock()
+        self._next_note = self._started + SLOW_READY
+        progress.count(READY_STEP, 0, total, "nodes")
+
+    def ready(self, node: Node) -> None:
+        with self._lock:
+            self._ready += 1
+            self._progress.count(READY_STEP, self._ready, self._total, "nodes")
+
+    def waiting(self, pending: Sequence[Node]) -> None:
+        now = self._clock()
+        if now < self._next_note:
+            return
+        self._next_note = now + SLOW_READY
+        names = [node.name for node in pending[:MAX_NAMED]]
+        if len(pending) > MAX_NAMED:
+            names.append(f"and {len(pending) - MAX_NAMED} more")
+        self._progress.note(
+            f"still waiting for SSH after {now - self._started:.0f}s: {', '.join(names)}"
+        )
+
+
+def wait_for_ssh(pool: SshPool, nodes: Sequence[Node], progress: Progress) -> None:
+    """Every node answers SSH with its pinned key, with a live count of those ready."""
+    progress.stage(READY_STEP)
+    if not nodes:
+        return
+    watch = ReadyWatch(progress, len(nodes))
+    pool.wait_ready(
+        nodes,
+        time.monotonic() + READY_TIMEOUT,
+        on_ready=watch.ready,
+        on_pending=watch.waiting,
+    )
+
+
 def prepare_nodes(
     pool: SshPool,
     state: ClusterState,
@@ -122,8 +197,7 @@ def prepare_nodes(
 ) -> tuple[list[SyncResult], SetupReport]:
     """Bring `nodes` to the spec: SSH ready, intra-cluster SSH (on every node, so old and new
     nodes know each other), files, setup."""
-    progress.stage("waiting for SSH")
-    pool.wait_ready(nodes, time.monotonic() + READY_TIMEOUT)
+    wait_for_ssh(pool, nodes, progress)
     install_mesh(
         pool,
         inventory,

@@ -31,7 +31,7 @@ class ClusterReport:
         return {
             "cluster": self.cluster,
             "nodes": [asdict(node) for node in self.nodes],
-            "jobs": [asdict(job) for job in self.jobs],
+            "jobs": [job.to_json() for job in self.jobs],
             "price": self.price,
         }
 

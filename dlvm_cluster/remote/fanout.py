@@ -202,13 +202,15 @@ def run_on_nodes(
     fail_fast: bool = False,
     redact: Callable[[str], str] = str,
     cancel: Cancellation | None = None,
+    on_done: Callable[[CommandResult], None] = lambda result: None,
 ) -> GroupResult:
     """Run each node's command at once; returns when all are done. Ctrl-C stops every node's
     process tree, then raises KeyboardInterrupt; a second Ctrl-C raises at once. With
     `fail_fast`, the first node to fail stops the others (their result says so). `redact`
     masks secrets in every line before it is shown, kept or logged. Setting `cancel` from
     another thread stops every node's process tree too, but returns their results (each
-    with the reason given) instead of raising: how the agent serves a client's Ctrl-C."""
+    with the reason given) instead of raising: how the agent serves a client's Ctrl-C.
+    `on_done` gets each node's result as it ends (progress per node), in this thread."""
     cancel = Cancellation() if cancel is None else cancel
     logs: list[IO[str]] = []
     runs = []
@@ -237,6 +239,7 @@ def run_on_nodes(
 
         def finished(future: Future[CommandResult]) -> None:
             result = future.result()
+            on_done(result)
             if fail_fast and not result.ok and not cancel.is_set():
                 first_failure.append(result.node)
                 cancel.set(f"stopped: {result.node} failed first")

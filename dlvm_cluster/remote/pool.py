@@ -45,9 +45,14 @@ class SshPool:
         return connection
 
     def connect(
-        self, nodes: Iterable[Node], timeout: float = CONNECT_TIMEOUT
+        self,
+        nodes: Iterable[Node],
+        timeout: float = CONNECT_TIMEOUT,
+        on_ready: Callable[[Node], None] | None = None,
     ) -> dict[str, RemoteError]:
-        """Open connections to `nodes` at once; returns the error of each node that failed."""
+        """Open connections to `nodes` at once; returns the error of each node that failed.
+        `on_ready(node)` is called from the connecting thread as each node answers, so a
+        caller can show progress live rather than after the slowest node."""
         nodes = list(nodes)
         errors: dict[str, RemoteError] = {}
 
@@ -56,19 +61,33 @@ class SshPool:
                 self.get(node, timeout)
             except RemoteError as exc:
                 errors[node.name] = exc
+                return
+            if on_ready is not None:
+                on_ready(node)
 
         if nodes:
             with ThreadPoolExecutor(max_workers=min(len(nodes), MAX_PARALLEL_CONNECTS)) as pool:
                 list(pool.map(attempt, nodes))
         return errors
 
-    def wait_ready(self, nodes: Iterable[Node], deadline: float) -> None:
-        """Retry until every node answers SSH with its pinned key, or name those that never did."""
+    def wait_ready(
+        self,
+        nodes: Iterable[Node],
+        deadline: float,
+        *,
+        on_ready: Callable[[Node], None] | None = None,
+        on_pending: Callable[[Sequence[Node]], None] | None = None,
+    ) -> None:
+        """Retry until every node answers SSH with its pinned key, or name those that never did.
+        `on_ready` is called once per node as it answers (from worker threads); `on_pending`
+        with the nodes still waiting after each round that left some (from this thread)."""
         pending = list(nodes)
         errors: dict[str, RemoteError] = {}
         while pending:
             errors = self.connect(
-                pending, timeout=min(CONNECT_TIMEOUT, max(1.0, deadline - time.monotonic()))
+                pending,
+                timeout=min(CONNECT_TIMEOUT, max(1.0, deadline - time.monotonic())),
+                on_ready=on_ready,
             )
             for error in errors.values():
                 if isinstance(error, HostKeyMismatch):
@@ -76,6 +95,8 @@ class SshPool:
             pending = [node for node in pending if node.name in errors]
             if not pending or time.monotonic() >= deadline:
                 break
+            if on_pending is not None:
+                on_pending(pending)
             time.sleep(0.5)
         if pending:
             names = ", ".join(node.name for node in pending)
