@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -104,15 +105,16 @@ class Bench:
         self.keep = keep
 
     def env(self, **extra: str) -> dict[str, str]:
-        """Cold by default: DLVM_NO_AGENT=1 keeps `dlvm exec` from using or starting the
-        per-cluster agent that holds connections open between commands."""
+        """Cold by default: DLVM_NO_AGENT=1 keeps `dlvm exec` and `dlvm sync` from using or
+        starting the per-cluster agent that holds connections open between commands."""
         base = {"DLVM_HOME": str(self.home), "NO_COLOR": "1", "DLVM_NO_AGENT": "1"}
         return {**os.environ, **base, **extra}
 
     def dlvm(
         self, *args: str, agent: bool = False
     ) -> tuple[Timing, subprocess.CompletedProcess[str]]:
-        """Run `dlvm ARGS`; with `agent`, `dlvm exec` may use (or start) the cluster's agent."""
+        """Run `dlvm ARGS`; with `agent`, `dlvm exec` and `dlvm sync` may use (or start) the
+        cluster's agent."""
         env = self.env(DLVM_NO_AGENT="0") if agent else self.env()
         return run_timed([*dlvm_argv(), *args], env, cwd=self.root)
 
@@ -188,6 +190,37 @@ def local_cluster(
                     file=sys.stderr,
                 )
                 bench.keep = True
+
+
+AGENT_START = 30.0  # seconds an agent may take to answer after the command that started it
+
+
+def agent_ping(bench: Bench, cluster: Cluster) -> dict[str, Any] | None:
+    """What the cluster's agent says about itself; None where none answers (or none exists)."""
+    try:
+        from dlvm_cluster.remote import agent_client
+    except ImportError:
+        return None
+    return agent_client.ping(bench.state_dir(cluster.name))
+
+
+def agent_served(bench: Bench, cluster: Cluster) -> int:
+    """How many requests the cluster's agent has served (-1: no agent answers)."""
+    info = agent_ping(bench, cluster) or {}
+    return int(info.get("served", -1))
+
+
+def wait_for_agent(bench: Bench, cluster: Cluster) -> bool:
+    """Start the cluster's agent (a `dlvm exec` allowed to use it runs cold and starts it) and
+    wait until it answers. False where there is no agent."""
+    if agent_ping(bench, cluster) is None:
+        check(bench.dlvm("exec", cluster.name, "--", "true", agent=True)[1], "dlvm exec")
+        deadline = time.monotonic() + AGENT_START
+        while agent_ping(bench, cluster) is None:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
+    return True
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

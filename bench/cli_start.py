@@ -41,7 +41,7 @@ MODULES_OF_HELP = """
 import atexit, sys
 atexit.register(lambda: print("\\n".join(sorted(sys.modules)), file=sys.stderr))
 sys.argv = ["dlvm", "--help"]
-from dlvm_cluster.cli.app import main
+from dlvm_cluster.cli.fast_path import main
 main()
 """
 MODULES_OF_IMPORT = "import sys, dlvm_cluster.cli.app; print('\\n'.join(sorted(sys.modules)))"

@@ -36,14 +36,13 @@ import argparse
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable
-from typing import Any
 
 from _harness import (
     Bench,
     Cluster,
     Timing,
+    agent_served,
     check,
     install_signal_handlers,
     local_cluster,
@@ -52,10 +51,10 @@ from _harness import (
     run_timed,
     spread,
     table,
+    wait_for_agent,
 )
 
 Result = tuple[Timing, subprocess.CompletedProcess[str]]
-AGENT_START = 30.0  # seconds an agent may take to answer after the first exec started it
 
 
 def pdsh_argv(cluster: Cluster, command: str) -> list[str]:
@@ -103,34 +102,16 @@ def verify(bench: Bench, cluster: Cluster) -> None:
     check_dlvm_hostnames(bench.dlvm("exec", cluster.name, "--", "hostname")[1], cluster)
 
 
-def agent_ping(bench: Bench, cluster: Cluster) -> dict[str, Any] | None:
-    try:
-        from dlvm_cluster.remote import agent_client
-    except ImportError:
-        return None
-    return agent_client.ping(bench.state_dir(cluster.name))
-
-
 def start_agent(bench: Bench, cluster: Cluster) -> bool:
-    """A first `dlvm exec` with the agent allowed runs cold and starts the agent; wait until
-    it answers, then check that warm output is right. False where there is no agent."""
-    if agent_ping(bench, cluster) is None:
-        _ok(bench.dlvm("exec", cluster.name, "--", "true", agent=True), "dlvm exec")
-        deadline = time.monotonic() + AGENT_START
-        while agent_ping(bench, cluster) is None:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.2)
-    served = _served(bench, cluster)
+    """Start the agent, then check that warm output is right and served by it. False where
+    there is no agent."""
+    if not wait_for_agent(bench, cluster):
+        return False
+    served = agent_served(bench, cluster)
     check_dlvm_hostnames(bench.dlvm("exec", cluster.name, "--", "hostname", agent=True)[1], cluster)
-    if _served(bench, cluster) != served + 1:
+    if agent_served(bench, cluster) != served + 1:
         raise RuntimeError("the agent answers but did not serve `dlvm exec`")
     return True
-
-
-def _served(bench: Bench, cluster: Cluster) -> int:
-    info = agent_ping(bench, cluster) or {}
-    return int(info.get("served", -1))
 
 
 def measure(
@@ -159,7 +140,7 @@ def measure(
     tools = list(commands)
     for tool in tools:  # warm-up: page cache, sshd's first fork; not counted
         commands[tool]()
-    served = _served(bench, cluster) if warm else 0
+    served = agent_served(bench, cluster) if warm else 0
     wall: dict[str, list[float]] = {tool: [] for tool in tools}
     cpu: dict[str, list[float]] = {tool: [] for tool in tools}
     for index in range(runs):
@@ -168,7 +149,7 @@ def measure(
             timing, _ = commands[tool]()
             wall[tool].append(timing.wall)
             cpu[tool].append(timing.cpu)
-    if warm and _served(bench, cluster) != served + runs:
+    if warm and agent_served(bench, cluster) != served + runs:
         raise RuntimeError("some warm runs were not served by the agent (they ran cold)")
     return wall, cpu
 

@@ -3,18 +3,26 @@ to the same 8 local nodes (800 MB delivered).
 
 Makes the payload in a temp dir (random content from a fixed seed, 4 subfolders), brings up an
 8-node local cluster whose spec has `files: [{src: payload, dst: ~/payload}]` in a private
-DLVM_HOME (brought down at the end, also on an error or Ctrl-C), then, --runs times (median):
+DLVM_HOME (brought down at the end, also on an error or Ctrl-C), then 2 x --runs rounds, each
+pairing rsync with one of the two ways dlvm runs (median of --runs for each):
 
-- cold: remote folders removed first (`dlvm exec NAME -- rm -rf ...`, not timed), then
-  `dlvm sync NAME` into ~/payload, and 8 x `rsync -a -e "ssh -F CFG" payload/ HOST:payload-rsync/`
-  at once, CFG being what `dlvm ssh-config NAME` prints;
+- dlvm: `dlvm sync NAME` over new connections (DLVM_NO_AGENT=1);
+- dlvm warm: the same command through the cluster's agent (remote/agent.py), which keeps the
+  connections open between commands and does the transfer; each timed run must be served by
+  it (what a user gets from a second `dlvm sync` or `exec` within the agent's idle time);
+- rsync: 8 x `rsync -a -e "ssh -F CFG" payload/ HOST:payload-rsync/` at once, CFG being what
+  `dlvm ssh-config NAME` prints (curve25519 key exchange, as dlvm's connections use);
+
+and in each round:
+
+- cold: remote folders removed first (`dlvm exec NAME -- rm -rf ...`, not timed), then both;
 - delta: one file rewritten locally (same size, new content, new mtime), then both again.
 
-The tools alternate which goes first. Whole-process wall time; for rsync, from starting the
-first of the 8 processes to the end of the last. After the last run, every node's files must
-have the same sha256 as the local ones, for both tools. With --minimal-bashrc the nodes'
-~/.bashrc (private to each node) is then emptied and everything measured again, to separate
-the node's shell start-up (here root's .bashrc runs `pyenv init`) from the tools' own cost.
+Which goes first alternates. Whole-process wall time; for rsync, from starting the first of
+the 8 processes to the end of the last. After the last round, every node's files must have the
+same sha256 as the local ones, for both tools. With --minimal-bashrc the nodes' ~/.bashrc
+(private to each node) is then emptied and everything measured again, to separate the node's
+shell start-up from the tools' own cost.
 Run as root from the repository root:
 
     .venv/bin/python bench/sync.py [--runs 5] [--nodes 8] [--files 200] [--megabytes 100]
@@ -38,6 +46,7 @@ from _harness import (
     Bench,
     Cluster,
     Timing,
+    agent_served,
     check,
     install_signal_handlers,
     local_cluster,
@@ -45,6 +54,7 @@ from _harness import (
     median,
     spread,
     table,
+    wait_for_agent,
 )
 
 SEED = 20261124
@@ -101,9 +111,14 @@ def rsync_all(bench: Bench, cluster: Cluster, payload: Path) -> Timing:
     return Timing(wall, cpu)
 
 
-def dlvm_sync(bench: Bench, cluster: Cluster, files_expected: int) -> Timing:
-    timing, done = bench.dlvm("sync", cluster.name)
+def dlvm_sync(bench: Bench, cluster: Cluster, files_expected: int, *, warm: bool) -> Timing:
+    """`dlvm sync NAME`: over new connections, or (warm) through the cluster's agent, which
+    must have served it."""
+    served = agent_served(bench, cluster) if warm else 0
+    timing, done = bench.dlvm("sync", cluster.name, agent=warm)
     check(done, "dlvm sync")
+    if warm and agent_served(bench, cluster) != served + 1:
+        raise RuntimeError("the agent did not serve this `dlvm sync`")
     match = re.search(r"(\d+) file\(s\) sent", done.stdout)
     sent = int(match.group(1)) if match else -1
     if sent != files_expected:
@@ -141,7 +156,7 @@ def verify(bench: Bench, cluster: Cluster, payload: Path) -> None:
 
 
 CASES = ("cold", "delta")
-TOOLS = ("dlvm", "rsync")
+TOOLS = ("dlvm", "dlvm-warm", "rsync")
 
 
 def measure(
@@ -152,16 +167,21 @@ def measure(
     cpu: dict[tuple[str, str], list[float]] = {key: [] for key in wall}
 
     def one(tool: str, case: str) -> None:
-        if tool == "dlvm":
+        if tool.startswith("dlvm"):
             sent = len(paths) * cluster.count if case == "cold" else cluster.count
-            timing = dlvm_sync(bench, cluster, sent)
+            timing = dlvm_sync(bench, cluster, sent, warm=tool == "dlvm-warm")
         else:
             timing = rsync_all(bench, cluster, payload)
         wall[tool, case].append(timing.wall)
         cpu[tool, case].append(timing.cpu)
 
-    for index in range(runs):
-        order = TOOLS if index % 2 == 0 else TOOLS[::-1]
+    if not wait_for_agent(bench, cluster):
+        raise RuntimeError("the cluster's agent did not start")
+    # Both dlvm variants push into the same ~/payload, so a round pairs one of them with rsync
+    # (alternating which, and which goes first): each sees empty folders, then one changed file.
+    for index in range(2 * runs):
+        pair = ("dlvm" if index % 4 < 2 else "dlvm-warm", "rsync")
+        order = pair if index % 2 == 0 else pair[::-1]
         reset(bench, cluster)
         for tool in order:
             one(tool, "cold")
@@ -169,32 +189,44 @@ def measure(
         for tool in order[::-1]:
             one(tool, "delta")
         print(
-            f"# run {index + 1}: " + ", ".join(f"{t} {c} {wall[t, c][-1]:.2f}s" for t, c in wall),
+            f"# round {index + 1}: "
+            + ", ".join(f"{t} {c} {wall[t, c][-1]:.2f}s" for t in order for c in CASES),
             flush=True,
         )
     verify(bench, cluster, payload)
     rows = []
     for case in CASES:
-        d, r = median(wall["dlvm", case]), median(wall["rsync", case])
+        d, w, r = (median(wall[tool, case]) for tool in TOOLS)
         rows.append(
             [
                 case,
                 f"{d:.2f}",
+                f"{w:.2f}",
                 f"{r:.2f}",
                 f"{d / r:.2f}x",
-                f"{median(cpu['dlvm', case]):.2f} / {median(cpu['rsync', case]):.2f}",
-                f"{spread(wall['dlvm', case])} / {spread(wall['rsync', case])}",
+                f"{w / r:.2f}x",
+                " / ".join(f"{median(cpu[tool, case]):.2f}" for tool in TOOLS),
+                " / ".join(spread(wall[tool, case]) for tool in TOOLS),
             ]
         )
     return rows
 
 
-HEADERS = ("case", "dlvm s", "rsync s", "dlvm/rsync", "client CPU s dlvm/rsync", "range s")
+HEADERS = (
+    "case",
+    "dlvm s",
+    "dlvm warm s",
+    "rsync s",
+    "dlvm/rsync",
+    "warm/rsync",
+    "client CPU s dlvm/warm/rsync",
+    "range s dlvm / warm / rsync",
+)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=5, help="runs per case (median)")
+    parser.add_argument("--runs", type=int, default=5, help="runs per case of each dlvm (median)")
     parser.add_argument("--nodes", type=int, default=8)
     parser.add_argument("--files", type=int, default=200)
     parser.add_argument("--megabytes", type=int, default=100)
@@ -231,6 +263,8 @@ def main() -> int:
     print()
     print(
         "cold: empty remote folders; delta: after one file changed (both tools send only it).\n"
+        "dlvm: new connections (DLVM_NO_AGENT=1); dlvm warm: through the cluster's agent, which\n"
+        "holds the connections and does the transfer (its CPU is not in the client column).\n"
         "rsync runs OpenSSH with the config of `dlvm ssh-config` (curve25519 key exchange).\n"
         "client CPU: the tool's processes on this side (dlvm; rsync + ssh), not the nodes'.\n"
         "ratio: dlvm/rsync wall time, below 1 means dlvm is faster. target: 1.0x or less."

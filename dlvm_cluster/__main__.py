@@ -1,3 +1,3 @@
-from dlvm_cluster.cli.app import main
+from dlvm_cluster.cli.fast_path import main
 
 main()

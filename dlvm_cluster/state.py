@@ -202,7 +202,7 @@ def resolve_cluster(target: str) -> ClusterState:
     """CLUSTER on the command line: a cluster name, or the path of its YAML file."""
     candidate = Path(target)
     if target.endswith((".yaml", ".yml")) or (candidate.exists() and candidate.is_file()):
-        from dlvm_cluster.spec import load_spec  # pydantic and ruamel only for a file
+        from dlvm_cluster.spec.load import load_spec  # pydantic and ruamel only for a file
 
         return ClusterState.for_name(load_spec(candidate).spec.name)
     state = ClusterState.for_name(target)

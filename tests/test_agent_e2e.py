@@ -4,6 +4,7 @@ connections, stops every node's processes on Ctrl-C, and goes away when idle or 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import stat
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import Cli, require_root, unique_name, write_spec
-from system import processes_mentioning
+from system import namespace_processes, processes_mentioning
 
 from dlvm_cluster.remote import agent_client
 
@@ -29,11 +30,16 @@ SECRET = "sekrit-" + "9f2c41d7e0"
 def cluster(cli: Cli, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     require_root()
     name = unique_name("ag")
+    folder = tmp_path_factory.mktemp("agent")
+    (folder / "payload").mkdir()
+    for index in range(3):
+        (folder / "payload" / f"file{index}.txt").write_text(f"version 1 of {index}\n")
     spec = write_spec(
-        tmp_path_factory.mktemp("agent"),
+        folder,
         name,
         3,
-        f"env:\n  GREETING: hello\n  TOKEN: {{value: {SECRET}, secret: true}}\n",
+        f"env:\n  GREETING: hello\n  TOKEN: {{value: {SECRET}, secret: true}}\n"
+        "files:\n  - {src: payload, dst: ~/payload}\n",
     )
     cli.run("up", str(spec), check=True)
     try:
@@ -263,3 +269,136 @@ def test_down_leaves_no_agent(cli: Cli, tmp_path: Path) -> None:
     # within a second that its inventory is gone.
     assert _wait_gone(pid, 3)
     assert processes_mentioning(f"dlvm_cluster.remote.agent {state_dir}") == []
+
+
+def _served(state_dir: Path) -> int:
+    answer = agent_client.ping(state_dir)
+    assert answer is not None, "no agent answers"
+    return int(answer["served"])
+
+
+def _remote_digests(cli: Cli, name: str, path: str) -> dict[str, str]:
+    """node -> sha256 of `path` there, over new connections."""
+    done = _exec(cli, name, "--", f"sha256sum {path} | cut -c1-64", DLVM_NO_AGENT="1")
+    assert done.returncode == 0, done.stderr
+    return {
+        line.split("] ")[0].lstrip("["): line.split("] ")[1] for line in done.stdout.splitlines()
+    }
+
+
+def test_sync_through_the_agent_sends_only_what_changed(
+    cli: Cli, cluster: tuple[str, Path]
+) -> None:
+    name, state_dir = cluster
+    spec_dir = Path(json.loads((state_dir / "spec.json").read_text())["source"]).parent
+    payload = spec_dir / "payload"
+    _warm(cli, name, state_dir)
+    changed = payload / "file1.txt"
+    changed.write_text("version 2, longer than the first\n")
+    served = _served(state_dir)
+    done = _run(cli, "sync", name)
+    assert done.returncode == 0, done.stderr
+    assert "synced 3 node(s): 3 file(s) sent" in done.stdout  # one per node
+    assert _served(state_dir) == served + 1, "not served by the agent"
+    want = hashlib.sha256(changed.read_bytes()).hexdigest()
+    assert set(_remote_digests(cli, name, "~/payload/file1.txt").values()) == {want}
+    # Deletions only with --delete, also through the agent.
+    (payload / "file2.txt").unlink()
+    try:
+        kept = _run(cli, "sync", name)
+        assert kept.returncode == 0 and "0 deleted" in kept.stdout, kept.stdout
+        gone = _run(cli, "sync", name, "--delete")
+        assert gone.returncode == 0 and "3 deleted" in gone.stdout, gone.stdout
+        assert _served(state_dir) == served + 3
+        left = _exec(cli, name, "--", "ls ~/payload", DLVM_NO_AGENT="1").stdout
+        assert "file2.txt" not in left and left.count("file0.txt") == 3
+    finally:
+        (payload / "file2.txt").write_text("version 1 of 2\n")
+
+
+def test_ctrl_c_of_a_sync_through_the_agent_stops_the_transfer(
+    cli: Cli, cluster: tuple[str, Path]
+) -> None:
+    name, state_dir = cluster
+    spec_dir = Path(json.loads((state_dir / "spec.json").read_text())["source"]).parent
+    big = spec_dir / "payload" / "big.bin"
+    with open(big, "wb") as handle:
+        handle.truncate(1 << 30)  # read as 1 GiB of zeros: seconds to send to 3 nodes
+    served = (
+        _served(state_dir)
+        if agent_client.ping(state_dir)
+        else _warm(cli, name, state_dir)["served"]
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dlvm_cluster", "sync", name],
+        env=cli.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not _extracting(name) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _extracting(name), "no tar started on the nodes"
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        big.unlink()
+    assert process.returncode == 130, err
+    # Nothing of the transfer is left on any node, and the agent serves on.
+    assert not _extracting(name)
+    assert _served(state_dir) == served + 1
+    done = _run(cli, "sync", name, "--delete")
+    assert done.returncode == 0, done.stderr
+    assert _exec(cli, name, "--", "ls ~/payload").stdout.count("big.bin") == 0
+
+
+def _extracting(cluster: str) -> bool:
+    return any("tar -x" in args for args in namespace_processes(cluster).values())
+
+
+def test_warm_exec_imports_no_heavy_module(cli: Cli, cluster: tuple[str, Path]) -> None:
+    """The warm path answers without typer, rich, ruamel or paramiko: their import would be
+    most of a warm command's time. (pydantic is not in the list: this cluster's env has a
+    secret, which is read through the spec model; a plain env is read without it.)"""
+    name, state_dir = cluster
+    served = _warm(cli, name, state_dir)["served"]
+    script = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: sys.stderr.write('MODULES ' + ' '.join(sys.modules) + '\\n'))\n"
+        f"sys.argv = ['dlvm', 'exec', {name!r}, '-n', '0-1', '--', 'echo', 'hi']\n"
+        "from dlvm_cluster.cli.fast_path import main\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=cli.env(), timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stdout.splitlines()) == ["[node-0] hi", "[node-1] hi"]
+    assert _served(state_dir) == served + 1
+    modules = set(done.stderr.split("MODULES ", 1)[1].split())
+    heavy = {"typer", "rich", "click", "ruamel", "paramiko", "cryptography"}
+    assert not {module.split(".")[0] for module in modules} & heavy
+
+
+def test_exec_and_sync_json(cli: Cli, cluster: tuple[str, Path]) -> None:
+    """`--json`: one document on stdout with each node's result; node output on stderr."""
+    name, _ = cluster
+    done = _exec(cli, name, "--json", "--", "echo out-$DLVM_NODE_RANK; exit $DLVM_NODE_RANK")
+    assert done.returncode == 1
+    data = json.loads(done.stdout)
+    assert data["ok"] is False
+    assert [(n["name"], n["exit_code"], n["tail"]) for n in data["nodes"]] == [
+        (f"node-{rank}", rank, [f"out-{rank}"]) for rank in range(3)
+    ]
+    assert sorted(line for line in done.stderr.splitlines() if line.startswith("[")) == [
+        f"[node-{rank}] out-{rank}" for rank in range(3)
+    ]
+    synced = _run(cli, "sync", name, "--json")
+    assert synced.returncode == 0, synced.stderr
+    results = json.loads(synced.stdout)
+    assert sorted(r["node"] for r in results) == ["node-0", "node-1", "node-2"]
+    assert all(r["error"] == "" and r["sent_files"] == 0 for r in results)

@@ -20,7 +20,7 @@ from dlvm_cluster.orchestrate.nodes import _exec_env
 from dlvm_cluster.orchestrate.records import save_applied
 from dlvm_cluster.remote import agent_client
 from dlvm_cluster.secret_env import resolve
-from dlvm_cluster.spec import load_spec_text
+from dlvm_cluster.spec.load import load_spec_text
 from dlvm_cluster.state import ClusterState
 
 REPO = Path(__file__).resolve().parent.parent
@@ -120,7 +120,12 @@ def test_an_unreachable_node_is_reported_as_over_new_connections(
 ) -> None:
     node = Inventory.from_json(json.loads(state.inventory_path.read_bytes())).nodes[0]
     result = agent_client.run(
-        state.root, _digest(state), [node], ["true"], sink=lambda *a: None, log_dir=tmp_path / "l"
+        state.root,
+        _digest(state),
+        [node],
+        ["true"],
+        sink=lambda *a: None,
+        make_log_dir=lambda: tmp_path / "l",
     )
     assert result is not None
     (only,) = result.results

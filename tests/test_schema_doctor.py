@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO
 from ruamel.yaml import YAML
 
-from dlvm_cluster.spec import load_spec
+from dlvm_cluster.spec.load import load_spec
 from dlvm_cluster.spec.model import json_schema
 
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))

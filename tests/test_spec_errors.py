@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from dlvm_cluster.errors import SpecError
-from dlvm_cluster.spec import load_spec, load_spec_text
-from dlvm_cluster.spec.load import MAX_FILE_BYTES
+from dlvm_cluster.spec.load import MAX_FILE_BYTES, load_spec, load_spec_text
 
 CORPUS = Path(__file__).resolve().parent / "spec_corpus"
 REPO = CORPUS.parent.parent

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
-from types import FrameType
 from typing import Annotated, NoReturn
 
 import typer
 
 from dlvm_cluster.cli import cluster_commands, job_commands, node_commands
 from dlvm_cluster.cli.display import print_error, stderr
+from dlvm_cluster.cli.interrupts import install as install_interrupt_handlers
 from dlvm_cluster.errors import DlvmError
 
 app = typer.Typer(
@@ -51,23 +49,8 @@ app.command(name="ssh-config")(node_commands.ssh_config)
 app.command()(cluster_commands.down)
 
 
-def _interrupts() -> None:
-    """First Ctrl-C (or SIGTERM): stop cleanly; the second: leave at once."""
-    count = 0
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        nonlocal count
-        count += 1
-        if count > 1:
-            os._exit(130)
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-
-
 def main() -> NoReturn:
-    _interrupts()
+    install_interrupt_handlers()
     try:
         code = app(standalone_mode=False)
     except DlvmError as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -9,35 +10,51 @@ from typing import Annotated
 
 import typer
 
-from dlvm_cluster.cli.common import ClusterArg, load
-from dlvm_cluster.cli.display import ConsoleProgress, stderr, stdout
+from dlvm_cluster.cli.common import (
+    ClusterArg,
+    JsonOption,
+    QuietOption,
+    console_progress,
+    load,
+    print_json,
+)
+from dlvm_cluster.cli.display import stdout
+
+NodesOption = Annotated[
+    str | None, typer.Option("--nodes", "-n", help="Ranks like 0,2-3, or node names.")
+]
 
 
 def exec_(
     cluster: ClusterArg,
     command: Annotated[list[str], typer.Argument(help="The command, after --.")],
-    nodes: Annotated[
-        str | None, typer.Option("--nodes", "-n", help="Ranks like 0,2-3, or node names.")
-    ] = None,
+    nodes: NodesOption = None,
     timeout: Annotated[
         float | None, typer.Option("--timeout", help="Kill nodes still running after S seconds.")
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary.")] = False,
+    quiet: QuietOption = False,
+    json_output: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print each node's result (exit code, error, seconds, last lines) as one JSON "
+            "document on stdout; the nodes' output goes to stderr.",
+        ),
+    ] = False,
 ) -> None:
     """Run CMD on the nodes at once; exit 0 only if every node exits 0."""
+    from dlvm_cluster.cli.summaries import exec_summary
     from dlvm_cluster.orchestrate.nodes import exec_command
     from dlvm_cluster.state import resolve_cluster
 
     state = resolve_cluster(cluster)
-    progress = ConsoleProgress(quiet=quiet, show_output=not quiet)
+    progress = console_progress(quiet=quiet, json_output=json_output)
     result = exec_command(state, " ".join(command), progress, selector=nodes, timeout=timeout)
-    if result.failed:
-        for failed in result.failed:
-            stderr.print(f"[red]✗[/red] {failed.node}: {failed.describe()}")
-        stderr.print(f"{len(result.failed)} of {len(result.results)} node(s) failed")
-        raise typer.Exit(1)
-    if quiet:
-        stdout.print(f"{len(result.results)} node(s) ok")
+    if json_output:
+        print_json(result.to_json())
+    code = exec_summary(result, quiet=quiet or json_output)
+    if code:
+        raise typer.Exit(code)
 
 
 def sync(
@@ -52,14 +69,15 @@ def sync(
     local: Annotated[
         Path, typer.Option("--local", help="With --down: where to put one folder per node.")
     ] = Path("results"),
-    nodes: Annotated[
-        str | None, typer.Option("--nodes", "-n", help="Ranks like 0,2-3, or node names.")
-    ] = None,
+    nodes: NodesOption = None,
     delete: Annotated[
         bool, typer.Option("--delete", help="Delete remote files that are not in the source.")
     ] = False,
+    quiet: QuietOption = False,
+    json_output: JsonOption = False,
 ) -> None:
     """Push the spec's files to every node (only what changed), or pull results back."""
+    from dlvm_cluster.cli.summaries import sync_summary
     from dlvm_cluster.orchestrate.nodes import sync_down, sync_up
     from dlvm_cluster.orchestrate.records import applied_spec
     from dlvm_cluster.state import resolve_cluster
@@ -69,25 +87,25 @@ def sync(
         spec = applied_spec(state).spec
         default = spec.job.workdir if spec.job else (spec.files[0].dst if spec.files else "~")
         results = sync_down(state, remote or default, local, selector=nodes)
-        for result in results:
-            stdout.print(
-                f"{result.node}: {result.sent_files} file(s), {result.sent_bytes} bytes "
-                f"-> {local / result.node}"
-            )
+        if json_output:
+            print_json([dataclasses.asdict(result) for result in results])
+        elif not quiet:
+            for result in results:
+                stdout.print(
+                    f"{result.node}: {result.sent_files} file(s), {result.sent_bytes} bytes "
+                    f"-> {local / result.node}"
+                )
         return
     loaded = load(Path(cluster)) if cluster.endswith((".yaml", ".yml")) else None
-    progress = ConsoleProgress()
+    progress = console_progress(quiet=quiet, json_output=json_output)
     try:
         results = sync_up(state, progress, loaded=loaded, selector=nodes, delete=delete)
     finally:
         progress.done()
-    sent = sum(r.sent_files for r in results)
-    size = sum(r.sent_bytes for r in results)
-    deleted = sum(r.deleted for r in results)
-    stdout.print(
-        f"synced {len({r.node for r in results})} node(s): {sent} file(s) sent ({size} bytes), "
-        f"{deleted} deleted"
-    )
+    if json_output:
+        print_json([dataclasses.asdict(result) for result in results])
+    else:
+        sync_summary(results)
 
 
 def ssh(

@@ -1,9 +1,9 @@
 """exec, status, sync and the ssh helpers: inventory -> SSH, no Terraform.
 
-`exec` goes through the cluster's agent (remote/agent.py) when one answers, reusing its open
-connections; otherwise it connects as usual and then starts an agent for the next command.
-What only the cold path needs (paramiko, pydantic) is imported inside the functions, so that
-the warm path does not pay for it.
+`exec` and `sync` go through the cluster's agent (remote/agent.py) when one answers, reusing
+its open connections; otherwise they connect as usual and then start an agent for the next
+command. What only the cold path needs (paramiko, pydantic) is imported inside the
+functions, so that the warm path does not pay for it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dlvm_cluster.errors import UsageError
-from dlvm_cluster.inventory import Inventory
+from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.launch.environment import node_environment
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.remote import agent_client
@@ -25,8 +25,52 @@ from dlvm_cluster.remote.results import GroupResult
 from dlvm_cluster.state import ClusterState
 
 if TYPE_CHECKING:
-    from dlvm_cluster.remote.sync import SyncResult
+    from dlvm_cluster.remote.results import SyncResult
     from dlvm_cluster.spec.model import LoadedSpec
+
+
+@dataclass(frozen=True)
+class _ExecPlan:
+    """What `exec` sends, however it travels: the wrapped command per node."""
+
+    nodes: tuple[Node, ...]
+    commands: tuple[str, ...]
+    digest: str  # of the inventory file; empty: do not use the agent
+    redact: Callable[[str], str]
+    log_dir: Path
+
+
+def _plan_exec(state: ClusterState, command: str, selector: str | None) -> _ExecPlan:
+    if not command.strip():
+        raise UsageError("no command given", hint="usage: dlvm exec CLUSTER -- CMD...")
+    inventory, digest = _read_inventory(state)
+    env, redact = _exec_env(state)
+    nodes = inventory.select(selector)
+    commands = tuple(wrap(command, node_environment(inventory, node, env)) for node in nodes)
+    return _ExecPlan(
+        nodes=tuple(nodes),
+        commands=commands,
+        digest="" if agent_client.disabled() else digest,
+        redact=redact,
+        log_dir=state.logs_dir / "exec" / time.strftime("%Y%m%d-%H%M%S"),
+    )
+
+
+def _exec_through_agent(
+    state: ClusterState, plan: _ExecPlan, progress: Progress, timeout: float | None
+) -> GroupResult | None:
+    if not plan.digest:
+        return None
+    return agent_client.run(
+        state.root,
+        plan.digest,
+        plan.nodes,
+        plan.commands,
+        sink=progress.line,
+        timeout=timeout,
+        make_log_dir=lambda: _new_log_dir(plan.log_dir),
+        redact=plan.redact,
+    )
 
 
 def exec_command(
@@ -42,43 +86,26 @@ def exec_command(
     Each node's output is also kept under the state dir (logs/exec/<time>/<node>.log).
     Through the cluster's agent when one answers (DLVM_NO_AGENT=1: never), else over new
     connections, after which an agent is started in the background for the next command."""
-    if not command.strip():
-        raise UsageError("no command given", hint="usage: dlvm exec CLUSTER -- CMD...")
-    inventory, digest = _read_inventory(state)
-    env, redact = _exec_env(state)
-    nodes = inventory.select(selector)
-    commands = [wrap(command, node_environment(inventory, node, env)) for node in nodes]
-    log_dir = _new_log_dir(state.logs_dir / "exec")
-    use_agent = bool(digest) and not agent_client.disabled()
-    if use_agent:
-        result = agent_client.run(
-            state.root,
-            digest,
-            nodes,
-            commands,
-            sink=progress.line,
-            timeout=timeout,
-            log_dir=log_dir,
-            redact=redact,
-        )
-        if result is not None:
-            return result
+    plan = _plan_exec(state, command, selector)
+    result = _exec_through_agent(state, plan, progress, timeout)
+    if result is not None:
+        return result
 
     from dlvm_cluster.orchestrate.records import open_pool
     from dlvm_cluster.remote.fanout import run_on_nodes
 
-    by_name = {node.name: text for node, text in zip(nodes, commands, strict=True)}
-    with open_pool(state, inventory) as pool:
+    by_name = dict(zip((node.name for node in plan.nodes), plan.commands, strict=True))
+    with open_pool(state, _read_inventory(state)[0]) as pool:
         result = run_on_nodes(
             pool,
-            nodes,
+            plan.nodes,
             lambda node: by_name[node.name],
             sink=progress.line,
             timeout=timeout,
-            log_dir=log_dir,
-            redact=redact,
+            log_dir=_new_log_dir(plan.log_dir),
+            redact=plan.redact,
         )
-    if use_agent:
+    if plan.digest:
         agent_client.spawn(state.root)
     return result
 
@@ -111,18 +138,32 @@ def _exec_env(state: ClusterState) -> tuple[dict[str, str], Callable[[str], str]
     return spec.plain_env(), secret_env.redactor(secret_env.resolve(spec, strict=False))
 
 
-def _new_log_dir(parent: Path) -> Path:
-    """logs/exec/<time>, with a suffix when a command in the same second already has it."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    parent.mkdir(parents=True, exist_ok=True)
+def _new_log_dir(wanted: Path) -> Path:
+    """`wanted` (logs/exec/<time>), or with a suffix when a command in the same second
+    already has it. Made only when a command runs: a refused warm attempt leaves nothing."""
+    wanted.parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(1, 1000):
-        path = parent / (stamp if attempt == 1 else f"{stamp}-{attempt}")
+        path = wanted if attempt == 1 else wanted.with_name(f"{wanted.name}-{attempt}")
         try:
             path.mkdir()
         except FileExistsError:
             continue
         return path
-    return parent / stamp
+    return wanted
+
+
+def _sync_through_agent(
+    state: ClusterState, progress: Progress, *, selector: str | None, delete: bool
+) -> list[SyncResult] | None:
+    """The applied spec's files pushed by the cluster's agent: None when no agent took it
+    (nothing was sent). The agent reads the spec and holds the connections and paramiko; this
+    side needs none of them, which is what makes a small delta sync fast."""
+    inventory, digest = _read_inventory(state)
+    if not digest or agent_client.disabled():
+        return None
+    return agent_client.sync(
+        state.root, digest, inventory.select(selector), progress, delete=delete
+    )
 
 
 def sync_up(
@@ -133,14 +174,24 @@ def sync_up(
     selector: str | None = None,
     delete: bool = False,
 ) -> list[SyncResult]:
-    """Push the spec's files (the given spec, else the one last applied) to the nodes."""
+    """Push the spec's files (the given spec, else the one last applied) to the nodes: the
+    applied spec's through the agent when one answers, else over new connections, after
+    which an agent is started for the next command (as `exec` does)."""
+    if loaded is None:
+        warm = _sync_through_agent(state, progress, selector=selector, delete=delete)
+        if warm is not None:
+            return warm
+
     from dlvm_cluster.orchestrate.files import push_files
     from dlvm_cluster.orchestrate.records import applied_spec, open_pool, require_inventory
 
     inventory = require_inventory(state)
     spec = loaded or applied_spec(state)
     with open_pool(state, inventory) as pool:
-        return push_files(pool, spec, inventory.select(selector), progress, delete=delete)
+        results = push_files(pool, spec, inventory.select(selector), progress, delete=delete)
+    if not agent_client.disabled():
+        agent_client.spawn(state.root)
+    return results
 
 
 def sync_down(

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING
 
 from dlvm_cluster.errors import StateError
 from dlvm_cluster.inventory import Inventory
-from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec
 from dlvm_cluster.state import ClusterState, write_atomic
 
 if TYPE_CHECKING:
     from dlvm_cluster.remote.pool import SshPool
+    from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec
 
 
 def load_inventory(state: ClusterState) -> Inventory | None:
@@ -83,5 +83,7 @@ def applied_spec(state: ClusterState) -> LoadedSpec:
     data = state.read_json(state.applied_spec_path)
     if not data:
         raise StateError(f"cluster {state.name!r} was never brought up", hint="run `dlvm up FILE`")
+    from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec  # pydantic: not for `exec`
+
     spec = ClusterSpec.model_validate(data["spec"])
     return LoadedSpec(spec=spec, path=Path(data["source"]), text=str(data.get("text", "")))

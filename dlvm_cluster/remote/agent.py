@@ -21,6 +21,7 @@ It exits, removing its socket, when:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -29,17 +30,20 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.orchestrate.records import open_pool
+from dlvm_cluster.provision.terraform import TerraformEvent
 from dlvm_cluster.remote.agent_client import (
     ANSWER_TIMEOUT,
     LOCK_NAME,
     Messages,
     encode,
+    error_message,
     inventory_digest,
     socket_path,
 )
@@ -52,6 +56,7 @@ IDLE_TIMEOUT = 300.0
 POLL = 0.5  # how often the inventory and the idle time are checked
 MAX_RUNNING = 4  # commands at once: each holds a session per node; sshd allows 10 (MaxSessions)
 DRAIN_TIMEOUT = 30.0  # seconds running commands get to stop when the agent exits
+Outcome = tuple[str, dict[str, Any]]  # what the log says, and the last message to the client
 
 
 def log(text: str) -> None:
@@ -259,6 +264,8 @@ class Agent:
                     conn.sendall(encode({"stopping": os.getpid()}))
                 elif op == "run":
                     self._run(conn, messages, request)
+                elif op == "sync":
+                    self._sync(conn, messages, request)
                 else:
                     conn.sendall(encode({"refused": f"unknown request {op!r}"}))
             except OSError:
@@ -279,16 +286,13 @@ class Agent:
                 "idle_timeout": self.idle,
             }
 
-    def _refusal(self, request: dict[str, Any]) -> str:
+    def _refusal(self, request: dict[str, Any], *, malformed: bool) -> str:
         if self._stop.is_set():
             return "stopping"
         if request.get("inventory") != self.digest:
             return "serving another inventory"
         names = request.get("nodes")
-        commands = request.get("commands")
-        if not isinstance(names, list) or not isinstance(commands, list):
-            return "malformed request"
-        if len(names) != len(commands) or not all(isinstance(c, str) for c in commands):
+        if malformed or not isinstance(names, list):
             return "malformed request"
         known = {node.name for node in self.inventory.nodes}
         if not set(names) <= known:
@@ -298,9 +302,76 @@ class Agent:
         return ""
 
     def _run(self, conn: socket.socket, messages: Messages, request: dict[str, Any]) -> None:
+        """Run commands on nodes through remote.fanout, output streamed to the client."""
+        names, commands = request.get("nodes"), request.get("commands")
+        malformed = not (
+            isinstance(names, list)
+            and isinstance(commands, list)
+            and len(names) == len(commands)
+            and all(isinstance(c, str) for c in commands)
+        )
+
+        def work(nodes: list[Node], client: _Client, cancel: Cancellation) -> Outcome:
+            by_name = dict(zip(request["nodes"], request["commands"], strict=True))
+            timeout = request.get("timeout")
+            result = run_on_nodes(
+                self.pool,
+                nodes,
+                lambda node: by_name[node.name],
+                sink=client.line,
+                timeout=None if timeout is None else float(timeout),
+                fail_fast=bool(request.get("fail_fast", False)),
+                cancel=cancel,
+            )
+            summary = f"ran on {len(nodes)} node(s): {len(result.failed)} failed"
+            return summary, _results_message(result)
+
+        self._serve_request(conn, messages, request, work, malformed=malformed)
+
+    def _sync(self, conn: socket.socket, messages: Messages, request: dict[str, Any]) -> None:
+        """Push the cluster's files (its applied spec, read afresh) to nodes, as `dlvm sync`
+        does over new connections; progress and the result go to the client."""
+        from dlvm_cluster.errors import DlvmError
+        from dlvm_cluster.orchestrate.files import push_files
+        from dlvm_cluster.orchestrate.records import applied_spec
+        from dlvm_cluster.remote.sync import SyncCancelled
+
+        def work(nodes: list[Node], client: _Client, cancel: Cancellation) -> Outcome:
+            try:
+                loaded = applied_spec(self.state)
+                results = push_files(
+                    self.pool,
+                    loaded,
+                    nodes,
+                    _ClientProgress(client),
+                    delete=bool(request.get("delete", False)),
+                    cancelled=cancel.is_set,
+                )
+            except SyncCancelled:
+                return f"sync to {len(nodes)} node(s)", {"cancelled": True}
+            except DlvmError as error:
+                return f"sync to {len(nodes)} node(s) failed: {error.message}", error_message(error)
+            return f"synced {len(nodes)} node(s)", {
+                "synced": [dataclasses.asdict(result) for result in results]
+            }
+
+        self._serve_request(conn, messages, request, work, malformed=False)
+
+    def _serve_request(
+        self,
+        conn: socket.socket,
+        messages: Messages,
+        request: dict[str, Any],
+        work: Callable[[list[Node], _Client, Cancellation], Outcome],
+        *,
+        malformed: bool,
+    ) -> None:
+        """Accept or refuse; after the client's go, do `work` while a watcher turns the
+        client's cancel (or its going away) into a cancellation; then send work's last
+        message (after which the client closes: that is no cancellation)."""
         cancel = Cancellation()
         with self._lock:
-            refusal = self._refusal(request)
+            refusal = self._refusal(request, malformed=malformed)
             if not refusal:
                 self._running.add(cancel)
         if refusal:
@@ -311,8 +382,6 @@ class Agent:
         try:
             by_name = {node.name: node for node in self.inventory.nodes}
             nodes = [by_name[name] for name in request["nodes"]]
-            commands = dict(zip(request["nodes"], request["commands"], strict=True))
-            timeout = request.get("timeout")
             conn.sendall(encode({"accepted": os.getpid()}))
             conn.settimeout(ANSWER_TIMEOUT)
             try:
@@ -320,30 +389,42 @@ class Agent:
             except (OSError, ValueError):
                 go = None
             if go is None or go.get("op") != "go":
-                return  # the client gave up waiting and runs the command itself
+                return  # the client gave up waiting and does the work itself
             conn.settimeout(None)
             ran = True
             started = time.monotonic()
             threading.Thread(target=client.watch, args=(messages,), daemon=True).start()
-            result = run_on_nodes(
-                self.pool,
-                nodes,
-                lambda node: commands[node.name],
-                sink=client.line,
-                timeout=None if timeout is None else float(timeout),
-                fail_fast=bool(request.get("fail_fast", False)),
-                cancel=cancel,
-            )
-            client.send(_results_message(result))
-            log(
-                f"ran on {len(nodes)} node(s) in {time.monotonic() - started:.2f}s: "
-                f"{len(result.failed)} failed{' (cancelled)' if cancel.is_set() else ''}"
-            )
+            summary, last = work(nodes, client, cancel)
+            cancelled = " (cancelled)" if cancel.is_set() else ""
+            client.send(last)
+            log(f"{summary} in {time.monotonic() - started:.2f}s{cancelled}")
         finally:
             with self._lock:
                 self._running.discard(cancel)
                 self._served += int(ran)
                 self._last_used = time.monotonic()
+
+
+class _ClientProgress:
+    """A Progress that forwards to the client, which shows it as its own."""
+
+    def __init__(self, client: _Client) -> None:
+        self.client = client
+
+    def stage(self, text: str) -> None:
+        self.client.send({"stage": text})
+
+    def note(self, text: str) -> None:
+        self.client.send({"note": text})
+
+    def terraform(self, event: TerraformEvent) -> None:
+        return None  # the agent never runs Terraform
+
+    def line(self, node: Node, stream: str, text: str) -> None:
+        self.client.line(node, stream, text)
+
+    def count(self, step: str, done: int, total: int, unit: str = "") -> None:
+        self.client.send({"count": [step, done, total, unit]})
 
 
 def _results_message(result: GroupResult) -> dict[str, Any]:

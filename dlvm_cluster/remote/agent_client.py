@@ -18,6 +18,12 @@ Protocol: newline-delimited JSON over the unix socket `agent.sock` in the cluste
     agent  -> {"results": [{node, rank, exit_code, error, duration, tail, timed_out}...],
                "first_failed": NAME}                                    the last message
 
+`{"op": "sync", "inventory": DIGEST, "nodes": [NAME...], "delete": BOOL}` pushes the files
+of the cluster's applied spec (read by the agent, which holds the connections and paramiko):
+the same accept/go/cancel; the agent sends {"stage": TEXT}, {"count": [STEP, DONE, TOTAL,
+UNIT]} and node lines as progress, then {"synced": [SyncResult...]}, {"error": MESSAGE,
+"hint": HINT, "kind": ERROR CLASS} or {"cancelled": true}.
+
 `{"op": "ping"}` answers what the agent is (pid, inventory digest, connections opened,
 commands served); `{"op": "stop"}` makes it cancel whatever it runs and exit.
 
@@ -41,8 +47,10 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from dlvm_cluster.errors import DlvmError, RemoteError, StateError, UsageError
 from dlvm_cluster.inventory import Node
-from dlvm_cluster.remote.results import CommandResult, GroupResult
+from dlvm_cluster.progress import Progress
+from dlvm_cluster.remote.results import CommandResult, GroupResult, SyncResult
 
 SOCKET_NAME = "agent.sock"
 LOCK_NAME = "agent.lock"
@@ -134,7 +142,7 @@ def run(
     sink: LineSink,
     timeout: float | None = None,
     fail_fast: bool = False,
-    log_dir: Path | None = None,
+    make_log_dir: Callable[[], Path] | None = None,
     redact: Callable[[str], str] = str,
 ) -> GroupResult | None:
     """Run commands[i] on nodes[i] through the agent, as remote.fanout.run_on_nodes does over
@@ -143,33 +151,143 @@ def run(
 
     None: no agent took the request (none running, busy, or serving another inventory), so
     nothing was started and the caller runs the command itself."""
+    request = {
+        "op": "run",
+        "inventory": digest,
+        "nodes": [node.name for node in nodes],
+        "commands": list(commands),
+        "timeout": timeout,
+        "fail_fast": fail_fast,
+    }
+    by_name = {node.name: node for node in nodes}
+    with contextlib.ExitStack() as stack:
+        logs: dict[str, IO[str]] = {}
+
+        def open_logs() -> None:  # only once the agent runs it: a refusal leaves no files
+            log_dir = None if make_log_dir is None else make_log_dir()
+            logs.update(stack.enter_context(_logs(log_dir, nodes)))
+
+        def line(message: dict[str, Any]) -> None:
+            node = by_name[message["node"]]
+            text = redact(str(message["text"]))
+            log = logs.get(node.name)
+            if log is not None:
+                log.write(text + "\n")
+            sink(node, str(message["stream"]), text)
+
+        final = _exchange(
+            state_dir, request, {"node": line}, ends=("results",), on_accepted=open_logs
+        )
+    if final is _REFUSED:
+        return None
+    return _group_result(final, nodes, redact)
+
+
+def sync(
+    state_dir: Path, digest: str, nodes: Sequence[Node], progress: Progress, *, delete: bool
+) -> list[SyncResult] | None:
+    """Push the cluster's files (its applied spec) to `nodes` through the agent, with the same
+    progress, results and errors as remote.sync over new connections. Ctrl-C stops the push
+    on every node, then raises KeyboardInterrupt. None: no agent took the request."""
+    request = {
+        "op": "sync",
+        "inventory": digest,
+        "nodes": [node.name for node in nodes],
+        "delete": delete,
+    }
+    by_name = {node.name: node for node in nodes}
+    handlers: dict[str, Callable[[dict[str, Any]], None]] = {
+        "stage": lambda message: progress.stage(str(message["stage"])),
+        "note": lambda message: progress.note(str(message["note"])),
+        "count": lambda message: progress.count(*_count_args(message["count"])),
+        "node": lambda message: progress.line(
+            by_name[message["node"]], str(message["stream"]), str(message["text"])
+        ),
+    }
+    final = _exchange(state_dir, request, handlers, ends=("synced", "error", "cancelled"))
+    if final is _REFUSED:
+        return None
+    if final is None or "cancelled" in final:
+        raise RemoteError("lost: the dlvm agent stopped before the sync finished")
+    if "error" in final:
+        raise error_from(final)
+    return [SyncResult(**item) for item in final["synced"]]
+
+
+def _count_args(value: Any) -> tuple[str, int, int, str]:
+    step, done, total, unit = value
+    return str(step), int(done), int(total), str(unit)
+
+
+def error_message(error: DlvmError) -> dict[str, Any]:
+    """A DlvmError as a message, so that the client raises the same error as a cold run."""
+    return {"error": error.message, "hint": error.hint, "kind": type(error).__name__}
+
+
+def error_from(message: dict[str, Any]) -> DlvmError:
+    kinds = {kind.__name__: kind for kind in (RemoteError, StateError, UsageError)}
+    kind = kinds.get(str(message.get("kind")), DlvmError)
+    return kind(str(message["error"]), hint=str(message.get("hint", "")))
+
+
+_REFUSED: dict[str, Any] = {"refused": True}  # no agent took the request: nothing was started
+Handlers = dict[str, Callable[[dict[str, Any]], None]]
+
+
+def _exchange(
+    state_dir: Path,
+    request: dict[str, Any],
+    handlers: Handlers,
+    *,
+    ends: Sequence[str],
+    on_accepted: Callable[[], None] = lambda: None,
+) -> dict[str, Any] | None:
+    """Send `request`; once the agent accepts, say go and hand each message to the handler
+    named by its first matching key, until one carrying a key of `ends` (returned). _REFUSED:
+    not accepted (no agent, busy, another inventory). None: the agent went away first.
+
+    The first Ctrl-C asks the agent to cancel and waits for its last answer (it stops
+    everything on the nodes first); then KeyboardInterrupt is raised. A second Ctrl-C ends
+    this process at once, and the agent cancels on its own when the connection drops."""
     sock = _connect(state_dir)
     if sock is None:
-        return None
+        return _REFUSED
     with sock:
         messages = Messages(sock)
         try:
-            sock.sendall(
-                encode(
-                    {
-                        "op": "run",
-                        "inventory": digest,
-                        "nodes": [node.name for node in nodes],
-                        "commands": list(commands),
-                        "timeout": timeout,
-                        "fail_fast": fail_fast,
-                    }
-                )
-            )
+            sock.sendall(encode(request))
             answer = messages.next()
             if answer is None or "accepted" not in answer:
-                return None
+                return _REFUSED
+            on_accepted()
             sock.sendall(encode({"op": "go"}))
         except (OSError, ValueError):
-            return None
-        sock.settimeout(None)  # a command may run for hours
-        with _logs(log_dir, nodes) as logs:
-            return _follow(sock, messages, nodes, sink=sink, logs=logs, redact=redact)
+            return _REFUSED
+        sock.settimeout(None)  # work may run for hours
+        interrupted = False
+        final: dict[str, Any] | None = None
+        while final is None:
+            try:
+                message = messages.next()
+                if message is None:
+                    break
+                if any(key in message for key in ends):
+                    final = message
+                    continue
+                for key, handle in handlers.items():
+                    if key in message:
+                        handle(message)
+                        break
+            except KeyboardInterrupt:
+                if not interrupted:
+                    interrupted = True
+                    with contextlib.suppress(OSError):
+                        sock.sendall(encode({"op": "cancel"}))
+            except (OSError, ValueError, KeyError, TypeError):
+                break  # the agent went away or spoke nonsense: what finished is reported
+        if interrupted:
+            raise KeyboardInterrupt
+        return final
 
 
 @contextlib.contextmanager
@@ -185,46 +303,6 @@ def _logs(log_dir: Path | None, nodes: Sequence[Node]) -> Iterator[dict[str, IO[
     finally:
         for log in logs.values():
             log.close()
-
-
-def _follow(
-    sock: socket.socket,
-    messages: Messages,
-    nodes: Sequence[Node],
-    *,
-    sink: LineSink,
-    logs: dict[str, IO[str]],
-    redact: Callable[[str], str],
-) -> GroupResult:
-    by_name = {node.name: node for node in nodes}
-    interrupted = False
-    final: dict[str, Any] | None = None
-    while final is None:
-        try:
-            message = messages.next()
-            if message is None:
-                break
-            if "results" in message:
-                final = message
-                continue
-            node = by_name[message["node"]]
-            text = redact(str(message["text"]))
-            log = logs.get(node.name)
-            if log is not None:
-                log.write(text + "\n")
-            sink(node, str(message["stream"]), text)
-        except KeyboardInterrupt:
-            # First Ctrl-C: the agent stops every node's process tree and then answers; a
-            # second one ends this process at once (the agent then cancels on its own).
-            if not interrupted:
-                interrupted = True
-                with contextlib.suppress(OSError):
-                    sock.sendall(encode({"op": "cancel"}))
-        except (OSError, ValueError, KeyError, TypeError):
-            break  # the agent went away or spoke nonsense: what finished is reported below
-    if interrupted:
-        raise KeyboardInterrupt
-    return _group_result(final, nodes, redact)
 
 
 def _group_result(

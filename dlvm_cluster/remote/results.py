@@ -1,4 +1,5 @@
-"""What a remote command returns: one result per node, gathered into a group result."""
+"""What remote work returns, per node: a command's result (gathered into a group result) and
+a sync's. Plain data, light to import: the agent's client builds them too."""
 
 from __future__ import annotations
 
@@ -42,3 +43,39 @@ class GroupResult:
     @property
     def ok(self) -> bool:
         return not self.failed
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "first_failed": self.first_failed or None,
+            "nodes": [
+                {
+                    "name": r.node,
+                    "rank": r.rank,
+                    "exit_code": r.exit_code,
+                    "error": r.error or None,
+                    "timed_out": r.timed_out,
+                    "seconds": round(r.duration, 3),
+                    "tail": list(r.tail),
+                }
+                for r in self.results
+            ],
+        }
+
+
+@dataclass
+class SyncResult:
+    """What a push (or pull) did on one node."""
+
+    node: str
+    sent_files: int = 0
+    sent_bytes: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    seconds: float = 0.0
+    error: str = ""
+    sent: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.error

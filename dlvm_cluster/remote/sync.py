@@ -14,8 +14,8 @@ import os
 import stat
 import tarfile
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
@@ -25,8 +25,24 @@ from dlvm_cluster.inventory import Node
 from dlvm_cluster.remote.command import quote_path
 from dlvm_cluster.remote.connection import Connection
 from dlvm_cluster.remote.pool import SshPool, for_each_node
+from dlvm_cluster.remote.results import SyncResult
 
 CHUNK = 1 << 20
+
+
+class SyncCancelled(Exception):
+    """The push was stopped from outside (Ctrl-C of the client an agent serves)."""
+
+
+@dataclass(frozen=True)
+class PushWatch:
+    """How a push reports and is stopped, from its worker threads: `planned` once per node
+    with the bytes it is about to send, `sent` as they go, `cancelled` polled between chunks
+    (True: the channel is closed, so the remote tar stops with a truncated archive)."""
+
+    planned: Callable[[int], None] = lambda size: None
+    sent: Callable[[int], None] = lambda size: None
+    cancelled: Callable[[], bool] = lambda: False
 
 
 @dataclass(frozen=True)
@@ -39,22 +55,6 @@ class Entry:
     mtime: int = 0  # whole seconds, as tar keeps them everywhere
     mode: int = 0
     target: str = ""
-
-
-@dataclass
-class SyncResult:
-    node: str
-    sent_files: int = 0
-    sent_bytes: int = 0
-    deleted: int = 0
-    unchanged: int = 0
-    seconds: float = 0.0
-    error: str = ""
-    sent: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.error
 
 
 def excluded(relative: str, patterns: Sequence[str]) -> bool:
@@ -155,16 +155,18 @@ def _changed(entry: Entry, have: Entry | None) -> bool:
 class _ChannelWriter(io.RawIOBase):
     """A file-like view of a channel's stdin, so tarfile can stream straight into it."""
 
-    def __init__(self, channel: paramiko.Channel) -> None:
+    def __init__(self, channel: paramiko.Channel, watch: PushWatch) -> None:
         self.channel = channel
-        self.written = 0
+        self.watch = watch
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: bytes) -> int:  # type: ignore[override]
+        if self.watch.cancelled():
+            raise SyncCancelled
         self.channel.sendall(data)
-        self.written += len(data)
+        self.watch.sent(len(data))
         return len(data)
 
 
@@ -180,6 +182,7 @@ def push_to_node(
     *,
     delete: bool,
     exclude: Sequence[str],
+    watch: PushWatch = PushWatch(),
 ) -> SyncResult:
     """One remote command per node: it lists the destination, then extracts the tar that
     follows on its stdin (an empty one when nothing changed). Starting a remote shell is a
@@ -201,6 +204,7 @@ def push_to_node(
         remote = parse_listing(listing)
         send, doomed = delta(entries, remote, delete=delete, exclude=exclude)
         result.unchanged = len(entries) - len(send)
+        watch.planned(sum(entry.size for entry in send if entry.kind == "f"))
         if doomed:  # on a second channel, while tar waits for its input
             code, _, err = connection.run(
                 f"cd {dst} && xargs -0 rm -rf --", "\0".join(doomed).encode() + b"\0"
@@ -209,7 +213,7 @@ def push_to_node(
                 raise RemoteError(f"{connection.node.name}: cannot delete in {destination}: {err}")
             result.deleted = len(doomed)
         base = source if source.is_dir() else source.parent
-        writer = io.BufferedWriter(_ChannelWriter(channel), buffer_size=CHUNK)  # type: ignore[type-var]
+        writer = io.BufferedWriter(_ChannelWriter(channel, watch), buffer_size=CHUNK)  # type: ignore[type-var]
         with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:
             for entry in send:
                 tar.add(base / entry.path, arcname=entry.path, recursive=False)
@@ -247,13 +251,14 @@ def push(
     *,
     exclude: Sequence[str] = (),
     delete: bool = False,
+    watch: PushWatch = PushWatch(),
 ) -> list[SyncResult]:
     entries = scan_local(source, exclude)
     return for_each_node(
         pool,
         nodes,
         lambda connection: push_to_node(
-            connection, source, destination, entries, delete=delete, exclude=exclude
+            connection, source, destination, entries, delete=delete, exclude=exclude, watch=watch
         ),
         _failed,
     )

@@ -1,6 +1,5 @@
-"""The cluster file: YAML in, a typed and immutable ClusterSpec out."""
+"""The cluster file: YAML in, a typed and immutable ClusterSpec out.
 
-from dlvm_cluster.spec.load import load_spec, load_spec_text
-from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec
-
-__all__ = ["ClusterSpec", "LoadedSpec", "load_spec", "load_spec_text"]
+parse.py reads the YAML text (ruamel), model.py is the spec (pydantic), load.py joins them
+and explain.py/locate.py turn validation errors into file:line messages. Nothing is imported
+here, so that reading an applied spec (JSON, model only) does not load the YAML parser."""
