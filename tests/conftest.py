@@ -47,6 +47,18 @@ class Cli:
             )
         return result
 
+    def start(self, *args: str, **env: str) -> subprocess.Popen[str]:
+        """`dlvm ARGS` in the background (to interrupt or kill it), output captured; `env`
+        adds to the environment."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "dlvm_cluster", *args],
+            env={**self.env(), **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+
     def status(self, cluster: str) -> dict[str, object]:
         data: dict[str, object] = json.loads(
             self.run("status", cluster, "--json", check=True).stdout
@@ -73,6 +85,19 @@ def write_spec(directory: Path, name: str, count: int, extra: str = "") -> Path:
     path = directory / f"{name}.yaml"
     path.write_text(f"name: {name}\nprovider: {{kind: local}}\nnodes: {{count: {count}}}\n{extra}")
     return path
+
+
+def write_unreachable_ssh_spec(directory: Path) -> Path:
+    """An ssh-provider cluster file whose one host does not answer (port 9 on loopback)."""
+    key = directory / "key"
+    key.write_text("not a key")
+    spec = directory / "unreachable.yaml"
+    spec.write_text(
+        "name: gone\nprovider:\n  kind: ssh\n"
+        f"  identity_file: {key}\n  hosts:\n    - {{host: 127.0.0.1, port: 9}}\n"
+        "nodes: {count: 1}\n"
+    )
+    return spec
 
 
 def require_root() -> None:

@@ -117,13 +117,7 @@ def _wait_for(marker: str, count: int, timeout: float = 30) -> None:
 
 
 def _background_exec(cli: Cli, name: str, command: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "dlvm_cluster", "exec", name, "--", command],
-        env=cli.env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return cli.start("exec", name, "--", command)
 
 
 def test_second_exec_reuses_the_connections(cli: Cli, cluster: tuple[str, Path]) -> None:
@@ -329,13 +323,7 @@ def test_ctrl_c_of_a_sync_through_the_agent_stops_the_transfer(
         if agent_client.ping(state_dir)
         else _warm(cli, name, state_dir)["served"]
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dlvm_cluster", "sync", name],
-        env=cli.env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = cli.start("sync", name)
     try:
         deadline = time.monotonic() + 60
         while not _extracting(name) and time.monotonic() < deadline:

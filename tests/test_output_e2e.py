@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Cli, require_root, unique_name
+from conftest import Cli, require_root, unique_name, write_unreachable_ssh_spec
 from system import namespaces, processes_mentioning
 
 MARKER = "sleep 641"  # the detached job's process, found on the machine by this text
@@ -223,14 +223,7 @@ def test_doctor_json_says_what_the_text_says(cli: Cli) -> None:
 
 
 def test_doctor_json_names_the_unreachable_host_and_exits_1(cli: Cli, tmp_path: Path) -> None:
-    spec = tmp_path / "c.yaml"
-    key = tmp_path / "key"
-    key.write_text("not a key")
-    spec.write_text(
-        "name: gone\nprovider:\n  kind: ssh\n"
-        f"  identity_file: {key}\n  hosts:\n    - {{host: 127.0.0.1, port: 9}}\n"
-        "nodes: {count: 1}\n"
-    )
+    spec = write_unreachable_ssh_spec(tmp_path)
     result = _dlvm(cli, "doctor", str(spec), "--json")
     assert result.returncode == 1
     data = json.loads(result.stdout)
@@ -239,7 +232,7 @@ def test_doctor_json_names_the_unreachable_host_and_exits_1(cli: Cli, tmp_path: 
     assert checks["identity file"] == {
         "name": "identity file",
         "ok": True,
-        "detail": str(key),
+        "detail": str(tmp_path / "key"),
         "problem": None,
         "fix": None,
     }

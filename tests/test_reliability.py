@@ -122,16 +122,13 @@ def test_dead_node_is_reported_and_repaired_alone(cli: Cli, tmp_path: Path) -> N
 def test_second_command_on_a_busy_cluster_names_the_holder(cli: Cli, tmp_path: Path) -> None:
     require_root()
     name = unique_name("lk")
-    spec = write_spec(tmp_path, name, 1)
+    # New nodes' setup takes seconds, so the first scale surely still holds the lock when
+    # the second command (its own Python start-up first) asks for it.
+    slow_setup = 'setup: "[ $(hostname) = node-0 ] || sleep 4"\n'
+    spec = write_spec(tmp_path, name, 1, slow_setup)
     cli.run("up", str(spec), check=True)
     try:
-        first = subprocess.Popen(
-            [sys.executable, "-m", "dlvm_cluster", "scale", name, "4", "--yes"],
-            env=cli.env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        first = cli.start("scale", name, "4", "--yes")
         lock = cli.home / "clusters" / name / "lock"
         deadline = time.monotonic() + 30
         while "scale" not in lock.read_text() and time.monotonic() < deadline:

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -165,13 +164,7 @@ def test_intra_cluster_ssh_by_name_and_address(cli: Cli, cluster: tuple[str, Pat
 def test_interrupt_leaves_no_process_on_any_node(cli: Cli, cluster: tuple[str, Path]) -> None:
     name, _ = cluster
     marker = "sleep 617"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dlvm_cluster", "exec", name, "--", f"{marker} & {marker}; wait"],
-        env=cli.env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = cli.start("exec", name, "--", f"{marker} & {marker}; wait")
     try:
         deadline = time.monotonic() + 30
         while len(processes_mentioning(marker)) < 6 and time.monotonic() < deadline:
@@ -205,13 +198,7 @@ def test_partitioned_node_is_reported_and_others_finish(
         (cli.home / "clusters" / name / "terraform" / "terraform.tfvars.json").read_text()
     )
     veth = tfvars["nodes"]["node-1"]["veth"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dlvm_cluster", "exec", name, "--", "sleep 4; echo finished"],
-        env=cli.env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = cli.start("exec", name, "--", "sleep 4; echo finished")
     try:
         time.sleep(1.5)
         subprocess.run(["ip", "link", "set", veth, "down"], check=True)

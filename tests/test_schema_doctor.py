@@ -9,7 +9,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from conftest import REPO
+from conftest import REPO, write_unreachable_ssh_spec
 from ruamel.yaml import YAML
 
 from dlvm_cluster.spec.load import load_spec
@@ -64,14 +64,7 @@ def test_doctor_reports_each_check_with_a_fix() -> None:
 
 
 def test_doctor_on_unreachable_ssh_hosts_names_them(tmp_path: Path) -> None:
-    spec = tmp_path / "c.yaml"
-    key = tmp_path / "key"
-    key.write_text("not a key")
-    spec.write_text(
-        "name: gone\nprovider:\n  kind: ssh\n"
-        f"  identity_file: {key}\n  hosts:\n    - {{host: 127.0.0.1, port: 9}}\n"
-        "nodes: {count: 1}\n"
-    )
+    spec = write_unreachable_ssh_spec(tmp_path)
     result = _dlvm("doctor", str(spec))
     assert result.returncode == 1
     assert "problem 127.0.0.1:9" in result.stdout
