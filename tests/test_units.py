@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -298,3 +299,13 @@ def test_inventory_json_round_trip() -> None:
         cluster="demo", nodes=inventory(3).nodes, env={"PATH": "/bin"}, gpus_per_node=8
     )
     assert Inventory.from_json(original.to_json()) == original
+
+
+@pytest.mark.parametrize("module", ["fanout", "sync", "pool", "agent", "connection"])
+def test_paramiko_loads_without_invoke_whichever_module_comes_first(module: str) -> None:
+    """paramiko imports invoke (half its import time) only for ssh_config `Match exec`, which
+    dlvm never reads; remote/connection.py keeps it out, for every module that uses paramiko."""
+    code = f"import sys, dlvm_cluster.remote.{module}; print('invoke' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

@@ -18,11 +18,13 @@ from pathlib import Path
 # paramiko imports `invoke` only to run the `Match exec` lines of ssh_config files, which dlvm
 # never reads; that import is about half of paramiko's (~50-100 ms on every dlvm command that
 # talks to nodes). Keep it out while paramiko loads; `import invoke` still works afterwards.
+# This is the one place paramiko is imported: the other modules take it from here
+# (`from dlvm_cluster.remote.connection import paramiko`), whichever of them loads first.
 _SKIP_INVOKE = "invoke" not in sys.modules
 if _SKIP_INVOKE:
     sys.modules["invoke"] = None  # type: ignore[assignment]
 try:
-    import paramiko
+    import paramiko as paramiko
 finally:
     if _SKIP_INVOKE:
         del sys.modules["invoke"]

@@ -16,12 +16,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import IO
 
-import paramiko
-
 from dlvm_cluster.errors import RemoteError
 from dlvm_cluster.inventory import Node
 from dlvm_cluster.remote.command import PID_MARKER, kill_tree
-from dlvm_cluster.remote.connection import Connection
+from dlvm_cluster.remote.connection import Connection, paramiko
 from dlvm_cluster.remote.pool import SshPool
 from dlvm_cluster.remote.results import CommandResult, GroupResult
 

@@ -9,11 +9,15 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-import paramiko
-
 from dlvm_cluster.errors import RemoteError
 from dlvm_cluster.inventory import Inventory, Node
-from dlvm_cluster.remote.connection import CONNECT_TIMEOUT, Connection, Credentials, HostKeyMismatch
+from dlvm_cluster.remote.connection import (
+    CONNECT_TIMEOUT,
+    Connection,
+    Credentials,
+    HostKeyMismatch,
+    paramiko,
+)
 
 MAX_PARALLEL_CONNECTS = 64
 HEALTH_TIMEOUT = 3.0  # a health check gives each node this long to answer SSH

@@ -18,12 +18,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import paramiko
-
 from dlvm_cluster.errors import RemoteError
 from dlvm_cluster.inventory import Node
 from dlvm_cluster.remote.command import quote_path
-from dlvm_cluster.remote.connection import Connection
+from dlvm_cluster.remote.connection import Connection, paramiko
 from dlvm_cluster.remote.pool import SshPool, for_each_node
 from dlvm_cluster.remote.results import SyncResult
 
