@@ -20,7 +20,6 @@ from dlvm_cluster.remote.fanout import run_on_nodes
 from dlvm_cluster.remote.pool import SshPool, run_everywhere
 from dlvm_cluster.remote.results import CommandResult, SyncResult
 from dlvm_cluster.remote.sync import PushWatch, pull, push
-from dlvm_cluster.spec.load import resolve_source
 from dlvm_cluster.spec.model import LoadedSpec
 
 SETUP_STAMP = "~/.dlvm/setup.sha256"
@@ -40,7 +39,7 @@ def push_files(
     is polled while bytes flow (the agent stops a push whose client went away)."""
     results: list[SyncResult] = []
     for entry in loaded.spec.files:
-        source = resolve_source(loaded, entry)
+        source = loaded.source_path(entry)
         step = f"sync {entry.src} -> {entry.dst}"
         progress.stage(step)
         tally = _ByteTally(progress, step, len(nodes))

@@ -14,7 +14,7 @@ from ruamel.yaml.comments import CommentedMap
 from dlvm_cluster.errors import SourceLocation, SpecError
 from dlvm_cluster.spec.explain import translate
 from dlvm_cluster.spec.locate import describe, dotted, locate, show_value
-from dlvm_cluster.spec.model import ClusterSpec, FileSync, LoadedSpec, semantic_problems
+from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec, semantic_problems
 from dlvm_cluster.spec.parse import check_keys, decode, first_content_line, parse_yaml
 
 MAX_FILE_BYTES = 1_000_000
@@ -80,7 +80,7 @@ def _check_sources(loaded: LoadedSpec) -> None:
     for index, entry in enumerate(loaded.spec.files):
         problem = ""
         try:
-            source = resolve_source(loaded, entry)
+            source = loaded.source_path(entry)
             if not source.exists():
                 problem = f"{show_value(entry.src)} does not exist (looked for {source})"
         except (OSError, ValueError, RuntimeError) as exc:
@@ -95,9 +95,3 @@ def _check_sources(loaded: LoadedSpec) -> None:
                 field=f"files[{index}].src",
                 hint="paths in files are relative to the cluster file",
             )
-
-
-def resolve_source(loaded: LoadedSpec, entry: FileSync) -> Path:
-    """A `files` source as an absolute path: relative paths start at the cluster file."""
-    source = Path(entry.src).expanduser()
-    return source if source.is_absolute() else (loaded.base_dir / source).resolve()

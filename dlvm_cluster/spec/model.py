@@ -317,3 +317,8 @@ class LoadedSpec(BaseModel):
     @property
     def base_dir(self) -> Path:
         return self.path.parent
+
+    def source_path(self, entry: FileSync) -> Path:
+        """A `files` source as an absolute path: relative paths start at the cluster file."""
+        source = Path(entry.src).expanduser()
+        return source if source.is_absolute() else (self.base_dir / source).resolve()
