@@ -385,6 +385,7 @@ def test_exec_and_sync_json(cli: Cli, cluster: tuple[str, Path]) -> None:
     assert sorted(line for line in done.stderr.splitlines() if line.startswith("[")) == [
         f"[node-{rank}] out-{rank}" for rank in range(3)
     ]
+    assert _run(cli, "sync", name).returncode == 0  # whatever earlier tests left: in sync
     synced = _run(cli, "sync", name, "--json")
     assert synced.returncode == 0, synced.stderr
     results = json.loads(synced.stdout)

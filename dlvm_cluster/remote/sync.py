@@ -8,6 +8,7 @@ local subfolder per node.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import io
 import os
@@ -26,6 +27,7 @@ from dlvm_cluster.remote.pool import SshPool, for_each_node
 from dlvm_cluster.remote.results import SyncResult
 
 CHUNK = 1 << 20
+CANCEL_WAIT = 10.0  # seconds a cancelled push waits for the remote tar to exit
 
 
 class SyncCancelled(Exception):
@@ -212,14 +214,18 @@ def push_to_node(
             result.deleted = len(doomed)
         base = source if source.is_dir() else source.parent
         writer = io.BufferedWriter(_ChannelWriter(channel, watch), buffer_size=CHUNK)  # type: ignore[type-var]
-        with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-            for entry in send:
-                tar.add(base / entry.path, arcname=entry.path, recursive=False)
-                if entry.kind == "f":
-                    result.sent_bytes += entry.size
-                    result.sent_files += 1
-                    result.sent.append(entry.path)
-        writer.flush()
+        try:
+            with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                for entry in send:
+                    tar.add(base / entry.path, arcname=entry.path, recursive=False)
+                    if entry.kind == "f":
+                        result.sent_bytes += entry.size
+                        result.sent_files += 1
+                        result.sent.append(entry.path)
+            writer.flush()
+        except SyncCancelled:
+            _end_remote_tar(channel)
+            raise
         channel.shutdown_write()
         err_text = channel.makefile_stderr("rb").read().decode(errors="replace")
         if channel.recv_exit_status() != 0:
@@ -228,6 +234,15 @@ def push_to_node(
         channel.close()
     result.seconds = time.monotonic() - started
     return result
+
+
+def _end_remote_tar(channel: paramiko.Channel) -> None:
+    """A cancelled push ends the remote tar before it is reported: its input ends, so it
+    stops at the truncated archive, and its exit is awaited (briefly), so that nothing of the
+    push runs on the node once the user's command has returned."""
+    with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+        channel.shutdown_write()
+        channel.status_event.wait(CANCEL_WAIT)
 
 
 def _read_listing(channel: paramiko.Channel) -> str | None:
