@@ -1,5 +1,5 @@
 """The per-cluster agent: SSH connections to the nodes kept open between dlvm commands, like
-OpenSSH's ControlPersist, so that a second `dlvm exec` skips connecting.
+OpenSSH's ControlPersist, so that a second `dlvm exec` or `dlvm sync` skips connecting.
 
     python -m dlvm_cluster.remote.agent STATE_DIR
 
@@ -7,8 +7,10 @@ One agent per cluster (a flock on agent.lock; a second one exits at once). It op
 connection per node (SshPool), then serves requests on the unix socket agent.sock in the state
 dir (0600 in the 0700 dir: only the user reaches it); the protocol is described in
 remote/agent_client.py, which is also how it is started (`spawn`) and stopped (`stop`).
-Commands run through remote.fanout exactly as over new connections: the same results, the same
-stop of every node's process tree on a cancel, a timeout or a client that went away.
+This module accepts, refuses and keeps count; the work of a request is in
+remote/agent_work.py: commands run through remote.fanout and files are pushed through
+remote.sync exactly as over new connections (the same results, the same stop of every node's
+process tree or transfer on a cancel, a timeout or a client that went away).
 
 It exits, removing its socket, when:
 - it was idle for DLVM_AGENT_IDLE seconds (default 300);
@@ -21,7 +23,6 @@ It exits, removing its socket, when:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import json
 import os
@@ -30,33 +31,29 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from dlvm_cluster.inventory import Inventory, Node
+from dlvm_cluster.inventory import Inventory
 from dlvm_cluster.orchestrate.records import open_pool
-from dlvm_cluster.provision.terraform import TerraformEvent
 from dlvm_cluster.remote.agent_client import (
     ANSWER_TIMEOUT,
     LOCK_NAME,
     Messages,
     encode,
-    error_message,
     inventory_digest,
     socket_path,
 )
-from dlvm_cluster.remote.fanout import Cancellation, run_on_nodes
+from dlvm_cluster.remote.agent_work import Client, Work, push_files, run_commands
+from dlvm_cluster.remote.fanout import Cancellation
 from dlvm_cluster.remote.pool import SshPool
-from dlvm_cluster.remote.results import GroupResult
 from dlvm_cluster.state import ClusterState
 
 IDLE_TIMEOUT = 300.0
 POLL = 0.5  # how often the inventory and the idle time are checked
 MAX_RUNNING = 4  # commands at once: each holds a session per node; sshd allows 10 (MaxSessions)
 DRAIN_TIMEOUT = 30.0  # seconds running commands get to stop when the agent exits
-Outcome = tuple[str, dict[str, Any]]  # what the log says, and the last message to the client
 
 
 def log(text: str) -> None:
@@ -69,40 +66,6 @@ def idle_timeout() -> float:
     except ValueError:
         return IDLE_TIMEOUT
     return value if value > 0 else IDLE_TIMEOUT
-
-
-class _Client:
-    """The connection of one client: messages out (from many node threads), cancel in."""
-
-    def __init__(self, sock: socket.socket, cancel: Cancellation) -> None:
-        self.sock = sock
-        self.cancel = cancel
-        self._lock = threading.Lock()
-        self._gone = False
-
-    def send(self, message: dict[str, Any]) -> None:
-        with self._lock:
-            if self._gone:
-                return
-            try:
-                self.sock.sendall(encode(message))
-            except OSError:
-                self._gone = True
-                self.cancel.set("interrupted")
-
-    def line(self, node: Node, stream: str, text: str) -> None:
-        self.send({"node": node.name, "stream": stream, "text": text})
-
-    def watch(self, messages: Messages) -> None:
-        """Until the client closes: a cancel message, or the client going away, cancels."""
-        with contextlib.suppress(OSError, ValueError):
-            while True:
-                message = messages.next()
-                if message is None:
-                    break
-                if message.get("op") == "cancel":
-                    break
-        self.cancel.set("interrupted")
 
 
 class Agent:
@@ -263,9 +226,9 @@ class Agent:
                     self.request_stop("asked to stop", cancel_running=True)
                     conn.sendall(encode({"stopping": os.getpid()}))
                 elif op == "run":
-                    self._run(conn, messages, request)
+                    self._serve(conn, messages, request, run_commands(self.pool, request))
                 elif op == "sync":
-                    self._sync(conn, messages, request)
+                    self._serve(conn, messages, request, push_files(self.pool, self.state, request))
                 else:
                     conn.sendall(encode({"refused": f"unknown request {op!r}"}))
             except OSError:
@@ -286,13 +249,13 @@ class Agent:
                 "idle_timeout": self.idle,
             }
 
-    def _refusal(self, request: dict[str, Any], *, malformed: bool) -> str:
+    def _refusal(self, request: dict[str, Any], work: Work | None) -> str:
         if self._stop.is_set():
             return "stopping"
         if request.get("inventory") != self.digest:
             return "serving another inventory"
         names = request.get("nodes")
-        if malformed or not isinstance(names, list):
+        if work is None or not isinstance(names, list):
             return "malformed request"
         known = {node.name for node in self.inventory.nodes}
         if not set(names) <= known:
@@ -301,83 +264,21 @@ class Agent:
             return "busy"
         return ""
 
-    def _run(self, conn: socket.socket, messages: Messages, request: dict[str, Any]) -> None:
-        """Run commands on nodes through remote.fanout, output streamed to the client."""
-        names, commands = request.get("nodes"), request.get("commands")
-        malformed = not (
-            isinstance(names, list)
-            and isinstance(commands, list)
-            and len(names) == len(commands)
-            and all(isinstance(c, str) for c in commands)
-        )
-
-        def work(nodes: list[Node], client: _Client, cancel: Cancellation) -> Outcome:
-            by_name = dict(zip(request["nodes"], request["commands"], strict=True))
-            timeout = request.get("timeout")
-            result = run_on_nodes(
-                self.pool,
-                nodes,
-                lambda node: by_name[node.name],
-                sink=client.line,
-                timeout=None if timeout is None else float(timeout),
-                fail_fast=bool(request.get("fail_fast", False)),
-                cancel=cancel,
-            )
-            summary = f"ran on {len(nodes)} node(s): {len(result.failed)} failed"
-            return summary, _results_message(result)
-
-        self._serve_request(conn, messages, request, work, malformed=malformed)
-
-    def _sync(self, conn: socket.socket, messages: Messages, request: dict[str, Any]) -> None:
-        """Push the cluster's files (its applied spec, read afresh) to nodes, as `dlvm sync`
-        does over new connections; progress and the result go to the client."""
-        from dlvm_cluster.errors import DlvmError
-        from dlvm_cluster.orchestrate.files import push_files
-        from dlvm_cluster.orchestrate.records import applied_spec
-        from dlvm_cluster.remote.sync import SyncCancelled
-
-        def work(nodes: list[Node], client: _Client, cancel: Cancellation) -> Outcome:
-            try:
-                loaded = applied_spec(self.state)
-                results = push_files(
-                    self.pool,
-                    loaded,
-                    nodes,
-                    _ClientProgress(client),
-                    delete=bool(request.get("delete", False)),
-                    cancelled=cancel.is_set,
-                )
-            except SyncCancelled:
-                return f"sync to {len(nodes)} node(s)", {"cancelled": True}
-            except DlvmError as error:
-                return f"sync to {len(nodes)} node(s) failed: {error.message}", error_message(error)
-            return f"synced {len(nodes)} node(s)", {
-                "synced": [dataclasses.asdict(result) for result in results]
-            }
-
-        self._serve_request(conn, messages, request, work, malformed=False)
-
-    def _serve_request(
-        self,
-        conn: socket.socket,
-        messages: Messages,
-        request: dict[str, Any],
-        work: Callable[[list[Node], _Client, Cancellation], Outcome],
-        *,
-        malformed: bool,
+    def _serve(
+        self, conn: socket.socket, messages: Messages, request: dict[str, Any], work: Work | None
     ) -> None:
         """Accept or refuse; after the client's go, do `work` while a watcher turns the
         client's cancel (or its going away) into a cancellation; then send work's last
         message (after which the client closes: that is no cancellation)."""
         cancel = Cancellation()
         with self._lock:
-            refusal = self._refusal(request, malformed=malformed)
+            refusal = self._refusal(request, work)
             if not refusal:
                 self._running.add(cancel)
-        if refusal:
+        if refusal or work is None:  # no work: a malformed request, refused
             conn.sendall(encode({"refused": refusal}))
             return
-        client = _Client(conn, cancel)
+        client = Client(conn, cancel)
         ran = False
         try:
             by_name = {node.name: node for node in self.inventory.nodes}
@@ -403,46 +304,6 @@ class Agent:
                 self._running.discard(cancel)
                 self._served += int(ran)
                 self._last_used = time.monotonic()
-
-
-class _ClientProgress:
-    """A Progress that forwards to the client, which shows it as its own."""
-
-    def __init__(self, client: _Client) -> None:
-        self.client = client
-
-    def stage(self, text: str) -> None:
-        self.client.send({"stage": text})
-
-    def note(self, text: str) -> None:
-        self.client.send({"note": text})
-
-    def terraform(self, event: TerraformEvent) -> None:
-        return None  # the agent never runs Terraform
-
-    def line(self, node: Node, stream: str, text: str) -> None:
-        self.client.line(node, stream, text)
-
-    def count(self, step: str, done: int, total: int, unit: str = "") -> None:
-        self.client.send({"count": [step, done, total, unit]})
-
-
-def _results_message(result: GroupResult) -> dict[str, Any]:
-    return {
-        "results": [
-            {
-                "node": r.node,
-                "rank": r.rank,
-                "exit_code": r.exit_code,
-                "error": r.error,
-                "duration": r.duration,
-                "tail": list(r.tail),
-                "timed_out": r.timed_out,
-            }
-            for r in result.results
-        ],
-        "first_failed": result.first_failed,
-    }
 
 
 def _stat_key(path: Path) -> tuple[int, int, int] | None:
