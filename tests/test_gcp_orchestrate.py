@@ -25,13 +25,13 @@ from gcp_fake import API, FakeCompute, guest_attributes, running
 
 from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.inventory import Inventory, Node
-from dlvm_cluster.orchestrate.gcp import (
+from dlvm_cluster.orchestrate.gcp import provision_gcp
+from dlvm_cluster.orchestrate.gcp_report import (
     gcp_plan_notes,
     gcp_status,
     gcp_status_price,
     is_gcp_cluster,
     price_line,
-    provision_gcp,
 )
 from dlvm_cluster.orchestrate.records import load_inventory, save_applied
 from dlvm_cluster.provision.gcp.pricing import PRICES_AS_OF

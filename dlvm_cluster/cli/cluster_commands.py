@@ -82,7 +82,7 @@ def plan(file: FileArg, json_output: JsonOption = False) -> None:
     loaded = load(file)
     notes: list[str] = []
     if isinstance(loaded.spec.provider, GcpProvider):
-        from dlvm_cluster.orchestrate.gcp import gcp_plan_notes
+        from dlvm_cluster.orchestrate.gcp_report import gcp_plan_notes
 
         notes = gcp_plan_notes(loaded.spec)
     if not json_output:

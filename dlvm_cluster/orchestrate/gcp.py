@@ -1,4 +1,5 @@
-"""The gcp provider in `up`, `plan` and `status`: preflight, zone failover, host keys, prices.
+"""The gcp provider in `up`: preflight, zone failover, host keys (what `plan` and `status`
+add, warnings, prices and VM states, is in gcp_report.py).
 
 `provision_gcp` has the contract of lifecycle.provision (the inventory, and whether Terraform
 changed anything):
@@ -24,17 +25,16 @@ call the API.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-from dlvm_cluster.errors import ProvisionError, StateError
+from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.inventory import Inventory, from_terraform_outputs
+from dlvm_cluster.orchestrate.gcp_report import applied_tfvars, node_states, warning_lines
 from dlvm_cluster.orchestrate.records import (
     applied_digest,
-    applied_spec,
     load_inventory,
     save_inventory,
     spec_digest,
@@ -52,32 +52,26 @@ from dlvm_cluster.provision.gcp.failover import (
 )
 from dlvm_cluster.provision.gcp.hostkeys import (
     node_refs,
-    node_refs_for,
     read_host_keys,
     with_host_keys,
 )
 from dlvm_cluster.provision.gcp.instances import (
-    InstanceState,
-    instance_states,
     replace_addresses,
 )
-from dlvm_cluster.provision.gcp.preflight import PreflightReport, preflight, spec_warnings
-from dlvm_cluster.provision.gcp.pricing import PRICE_SOURCE, PRICES_AS_OF, cluster_price
+from dlvm_cluster.provision.gcp.preflight import PreflightReport, preflight
 from dlvm_cluster.provision.gcp.tfvars import (
     RESOURCE_ADDRESS,
     gcp_provider,
     gcp_tfvars,
-    node_shape,
 )
 from dlvm_cluster.provision.local import node_name
-from dlvm_cluster.provision.render import TFVARS, RenderedModule, render
+from dlvm_cluster.provision.render import RenderedModule, render
 from dlvm_cluster.provision.terraform import RunResult, Terraform, init_if_needed
-from dlvm_cluster.spec.model import ClusterSpec, GcpProvider, LoadedSpec
+from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec
 from dlvm_cluster.state import ClusterState
 
 TFSTATE = "terraform.tfstate"
 INIT_MARKER = ".dlvm-init"  # the same marker lifecycle.provision keeps
-PRICING_PAGE = "https://cloud.google.com/compute/gpus-pricing"
 
 
 class TerraformRunner(Protocol):
@@ -114,7 +108,7 @@ def provision_gcp(
     replace: list[str] = []
     if previous is not None and home is not None:
         progress.stage("checking nodes")
-        states = _node_states(api, provider.project, home, previous)
+        states = node_states(api, provider.project, home, previous)
         replace = replace_addresses(states)
         down = {name: s for name, s in states.items() if s.needs_recreate}
         for name, node_state in sorted(down.items()):
@@ -128,7 +122,7 @@ def provision_gcp(
             return previous, False
     progress.stage("preflight")
     report = preflight(spec, api, existing_nodes=len(previous.nodes) if previous else 0)
-    for line in _warning_lines(spec, report.warnings):
+    for line in warning_lines(spec, report.warnings):
         progress.note(line)
     if previous is not None and home not in provider.zones:
         where = f"zone {home}" if home else "an unknown zone"
@@ -290,13 +284,6 @@ class _Failover:
         dataclasses.replace(self.module, tfvars=tfvars).write(self.workdir)
 
 
-def _node_states(
-    clients: ComputeClients, project: str, zone: str, inventory: Inventory
-) -> dict[str, InstanceState]:
-    refs = node_refs_for(inventory.cluster, zone, [node.name for node in inventory.nodes])
-    return instance_states(clients, project, refs)
-
-
 def _rank_of(name: str) -> tuple[int, str]:
     """node-10 after node-9."""
     tail = name.rsplit("-", 1)[-1]
@@ -333,93 +320,6 @@ def _nodes_in_state(workdir: Path) -> dict[str, str] | None:
         return None
 
 
-def _applied_tfvars(state: ClusterState) -> dict[str, Any]:
-    try:
-        data = json.loads((state.terraform_dir / TFVARS).read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _applied_zone(state: ClusterState) -> str | None:
-    zone = _applied_tfvars(state).get("zone")
+    zone = applied_tfvars(state).get("zone")
     return zone if isinstance(zone, str) and zone else None
-
-
-# -- warnings and prices (plan, up, status) ------------------------------------------------
-
-
-def _open_ssh_ranges(provider: GcpProvider) -> list[str]:
-    ranges = []
-    for cidr in provider.allowed_ssh_cidrs:
-        try:
-            if ipaddress.ip_network(cidr, strict=False).prefixlen == 0:
-                ranges.append(cidr)
-        except ValueError:
-            continue
-    return ranges
-
-
-def _warning_lines(spec: ClusterSpec, warnings: Sequence[str]) -> list[str]:
-    """Each warning as a line; SSH open to the whole internet first, and in capitals."""
-    open_ranges = _open_ssh_ranges(gcp_provider(spec))
-    loud = [w for w in warnings if open_ranges and any(r in w for r in open_ranges)]
-    quiet = [w for w in warnings if w not in loud]
-    return [f"WARNING: {w}" for w in loud] + [f"warning: {w}" for w in quiet]
-
-
-def price_line(spec: ClusterSpec, count: int | None = None) -> str:
-    """The hourly price of the cluster with `count` nodes (default: the spec's), or why not."""
-    estimate = cluster_price(spec, count)
-    if estimate is not None:
-        return f"price: {estimate.summary()}"
-    shape = node_shape(spec.nodes)
-    gpus = f" with {shape.gpus} x {shape.gpu_type}" if shape.gpu_type else ""
-    return (
-        f"price: not in dlvm's table for {shape.machine_type}{gpus} in "
-        f"{gcp_provider(spec).region} ({PRICE_SOURCE}, {PRICES_AS_OF}); see {PRICING_PAGE}"
-    )
-
-
-def gcp_plan_notes(spec: ClusterSpec) -> list[str]:
-    """What `dlvm plan` adds for gcp: the spec's warnings, then the hourly price."""
-    return [*_warning_lines(spec, spec_warnings(spec)), price_line(spec)]
-
-
-# -- status --------------------------------------------------------------------------------
-
-
-def gcp_status(
-    state: ClusterState, inventory: Inventory, *, clients: ComputeClients | None = None
-) -> dict[str, str]:
-    """node name -> what Compute Engine says of its VM: running, preempted, terminated,
-    missing (no such VM), or another lower-cased instance status (staging, stopping...)."""
-    tfvars = _applied_tfvars(state)
-    project, zone = tfvars.get("project"), tfvars.get("zone")
-    if not isinstance(project, str) or not isinstance(zone, str) or not project or not zone:
-        raise StateError(
-            f"cluster {state.name!r} has no Google Cloud project and zone recorded",
-            hint="run `dlvm up FILE` to create it, or `dlvm down` to forget it",
-        )
-    api = clients if clients is not None else compute_clients()
-    states = _node_states(api, project, zone, inventory)
-    return {name: node_state.label for name, node_state in states.items()}
-
-
-def _applied_gcp_spec(state: ClusterState) -> ClusterSpec | None:
-    try:
-        spec = applied_spec(state).spec
-    except StateError:
-        return None
-    return spec if isinstance(spec.provider, GcpProvider) else None
-
-
-def is_gcp_cluster(state: ClusterState) -> bool:
-    """Whether the cluster was last brought up with the gcp provider (for `status`)."""
-    return _applied_gcp_spec(state) is not None
-
-
-def gcp_status_price(state: ClusterState, inventory: Inventory) -> str | None:
-    """The price line for `status` (the nodes the cluster has now); None if not a gcp cluster."""
-    spec = _applied_gcp_spec(state)
-    return None if spec is None else price_line(spec, len(inventory.nodes))

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from dlvm_cluster.errors import DlvmError
-from dlvm_cluster.orchestrate.gcp import gcp_status, gcp_status_price, is_gcp_cluster
+from dlvm_cluster.orchestrate.gcp_report import gcp_status, gcp_status_price, is_gcp_cluster
 from dlvm_cluster.orchestrate.jobs import JobRecord, refresh_states
 from dlvm_cluster.orchestrate.nodes import NodeStatus
 from dlvm_cluster.orchestrate.nodes import status as node_status

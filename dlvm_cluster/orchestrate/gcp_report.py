@@ -1,0 +1,124 @@
+"""What `plan`, `up` and `status` say of a gcp cluster besides Terraform's work: the spec's
+warnings (SSH open to the internet first), the hourly price from dlvm's dated table, and each
+VM's state from the Compute Engine API (running, preempted, ...).
+
+Google's client library is imported only inside the functions that call the API.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from dlvm_cluster.errors import StateError
+from dlvm_cluster.inventory import Inventory
+from dlvm_cluster.orchestrate.records import applied_spec
+from dlvm_cluster.provision.gcp.credentials import ComputeClients, compute_clients
+from dlvm_cluster.provision.gcp.hostkeys import node_refs_for
+from dlvm_cluster.provision.gcp.instances import InstanceState, instance_states
+from dlvm_cluster.provision.gcp.preflight import spec_warnings
+from dlvm_cluster.provision.gcp.pricing import PRICE_SOURCE, PRICES_AS_OF, cluster_price
+from dlvm_cluster.provision.gcp.tfvars import gcp_provider, node_shape
+from dlvm_cluster.provision.render import TFVARS
+from dlvm_cluster.spec.model import ClusterSpec, GcpProvider
+from dlvm_cluster.state import ClusterState
+
+PRICING_PAGE = "https://cloud.google.com/compute/gpus-pricing"
+
+
+def node_states(
+    clients: ComputeClients, project: str, zone: str, inventory: Inventory
+) -> dict[str, InstanceState]:
+    """node name -> its VM's state, from the API (also the failover loop's health check)."""
+    refs = node_refs_for(inventory.cluster, zone, [node.name for node in inventory.nodes])
+    return instance_states(clients, project, refs)
+
+
+def applied_tfvars(state: ClusterState) -> dict[str, Any]:
+    """The tfvars of the last apply: where the cluster lives (project, zone)."""
+    try:
+        data = json.loads((state.terraform_dir / TFVARS).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+# -- warnings and prices (plan, up, status) ------------------------------------------------
+
+
+def _open_ssh_ranges(provider: GcpProvider) -> list[str]:
+    ranges = []
+    for cidr in provider.allowed_ssh_cidrs:
+        try:
+            if ipaddress.ip_network(cidr, strict=False).prefixlen == 0:
+                ranges.append(cidr)
+        except ValueError:
+            continue
+    return ranges
+
+
+def warning_lines(spec: ClusterSpec, warnings: Sequence[str]) -> list[str]:
+    """Each warning as a line; SSH open to the whole internet first, and in capitals."""
+    open_ranges = _open_ssh_ranges(gcp_provider(spec))
+    loud = [w for w in warnings if open_ranges and any(r in w for r in open_ranges)]
+    quiet = [w for w in warnings if w not in loud]
+    return [f"WARNING: {w}" for w in loud] + [f"warning: {w}" for w in quiet]
+
+
+def price_line(spec: ClusterSpec, count: int | None = None) -> str:
+    """The hourly price of the cluster with `count` nodes (default: the spec's), or why not."""
+    estimate = cluster_price(spec, count)
+    if estimate is not None:
+        return f"price: {estimate.summary()}"
+    shape = node_shape(spec.nodes)
+    gpus = f" with {shape.gpus} x {shape.gpu_type}" if shape.gpu_type else ""
+    return (
+        f"price: not in dlvm's table for {shape.machine_type}{gpus} in "
+        f"{gcp_provider(spec).region} ({PRICE_SOURCE}, {PRICES_AS_OF}); see {PRICING_PAGE}"
+    )
+
+
+def gcp_plan_notes(spec: ClusterSpec) -> list[str]:
+    """What `dlvm plan` adds for gcp: the spec's warnings, then the hourly price."""
+    return [*warning_lines(spec, spec_warnings(spec)), price_line(spec)]
+
+
+# -- status --------------------------------------------------------------------------------
+
+
+def gcp_status(
+    state: ClusterState, inventory: Inventory, *, clients: ComputeClients | None = None
+) -> dict[str, str]:
+    """node name -> what Compute Engine says of its VM: running, preempted, terminated,
+    missing (no such VM), or another lower-cased instance status (staging, stopping...)."""
+    tfvars = applied_tfvars(state)
+    project, zone = tfvars.get("project"), tfvars.get("zone")
+    if not isinstance(project, str) or not isinstance(zone, str) or not project or not zone:
+        raise StateError(
+            f"cluster {state.name!r} has no Google Cloud project and zone recorded",
+            hint="run `dlvm up FILE` to create it, or `dlvm down` to forget it",
+        )
+    api = clients if clients is not None else compute_clients()
+    states = node_states(api, project, zone, inventory)
+    return {name: node_state.label for name, node_state in states.items()}
+
+
+def _applied_gcp_spec(state: ClusterState) -> ClusterSpec | None:
+    try:
+        spec = applied_spec(state).spec
+    except StateError:
+        return None
+    return spec if isinstance(spec.provider, GcpProvider) else None
+
+
+def is_gcp_cluster(state: ClusterState) -> bool:
+    """Whether the cluster was last brought up with the gcp provider (for `status`)."""
+    return _applied_gcp_spec(state) is not None
+
+
+def gcp_status_price(state: ClusterState, inventory: Inventory) -> str | None:
+    """The price line for `status` (the nodes the cluster has now); None if not a gcp cluster."""
+    spec = _applied_gcp_spec(state)
+    return None if spec is None else price_line(spec, len(inventory.nodes))
