@@ -391,3 +391,23 @@ def test_exec_and_sync_json(cli: Cli, cluster: tuple[str, Path]) -> None:
     results = json.loads(synced.stdout)
     assert sorted(r["node"] for r in results) == ["node-0", "node-1", "node-2"]
     assert all(r["error"] == "" and r["sent_files"] == 0 for r in results)
+
+
+def test_a_missing_source_is_an_error_not_an_empty_tree(
+    cli: Cli, cluster: tuple[str, Path]
+) -> None:
+    """`sync --delete` of a source that is gone must not read it as empty and wipe the nodes."""
+    name, state_dir = cluster
+    spec_dir = Path(json.loads((state_dir / "spec.json").read_text())["source"]).parent
+    payload = spec_dir / "payload"
+    moved = payload.rename(spec_dir / "payload-away")
+    try:
+        for agent in ("0", "1"):  # through the agent, and over new connections
+            done = _run(cli, "sync", name, "--delete", DLVM_NO_AGENT=agent)
+            assert done.returncode == 2, done.stderr
+            assert "files: payload does not exist" in done.stderr
+            assert "Traceback" not in done.stderr
+    finally:
+        moved.rename(payload)
+    left = _exec(cli, name, "--", "ls ~/payload", DLVM_NO_AGENT="1").stdout
+    assert left.count("file0.txt") == 3

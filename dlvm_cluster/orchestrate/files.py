@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dlvm_cluster import secret_env
-from dlvm_cluster.errors import RemoteError
+from dlvm_cluster.errors import RemoteError, UsageError
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.launch.environment import node_environment
 from dlvm_cluster.progress import Progress
@@ -40,6 +40,11 @@ def push_files(
     results: list[SyncResult] = []
     for entry in loaded.spec.files:
         source = loaded.source_path(entry)
+        if not source.exists():  # else it would read as empty: with --delete, a wiped node
+            raise UsageError(
+                f"files: {entry.src} does not exist ({source})",
+                hint="restore it, or change the spec's files entry and run `dlvm up FILE`",
+            )
         step = f"sync {entry.src} -> {entry.dst}"
         progress.stage(step)
         tally = _ByteTally(progress, step, len(nodes))

@@ -95,7 +95,7 @@ def run_commands(pool: SshPool, request: dict[str, Any]) -> Work | None:
 def push_files(pool: SshPool, state: ClusterState, request: dict[str, Any]) -> Work:
     """The cluster's files (its applied spec, read afresh) pushed to nodes, as `dlvm sync`
     does over new connections; progress and the result go to the client."""
-    from dlvm_cluster.errors import DlvmError
+    from dlvm_cluster.errors import DlvmError, RemoteError
     from dlvm_cluster.orchestrate.files import push_files as push
     from dlvm_cluster.orchestrate.records import applied_spec
     from dlvm_cluster.remote.sync import SyncCancelled
@@ -114,6 +114,9 @@ def push_files(pool: SshPool, state: ClusterState, request: dict[str, Any]) -> W
             return f"sync to {len(nodes)} node(s)", {"cancelled": True}
         except DlvmError as error:
             return f"sync to {len(nodes)} node(s) failed: {error.message}", error_message(error)
+        except OSError as exc:  # reading the local files (a source gone, unreadable)
+            unreadable = RemoteError(f"sync failed: {exc}", hint="check the spec's files entries")
+            return f"sync to {len(nodes)} node(s) failed: {exc}", error_message(unreadable)
         return f"synced {len(nodes)} node(s)", {
             "synced": [dataclasses.asdict(result) for result in results]
         }
