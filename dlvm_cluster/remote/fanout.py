@@ -111,7 +111,10 @@ class _NodeRun:
                 self.result.error = f"timed out after {self.timeout:g}s"
                 self.result.timed_out = True
                 return
-            select.select([channel], [], [], 0.2)
+            if channel.eof_received:  # no more output can come: only the exit status
+                channel.status_event.wait(0.2)
+            else:
+                select.select([channel], [], [], 0.2)
             heard = False
             while channel.recv_ready():
                 self._feed("out", channel.recv(65536))
