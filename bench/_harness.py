@@ -192,6 +192,15 @@ def local_cluster(
                 bench.keep = True
 
 
+def pq_config(cluster: Cluster) -> str:
+    """The cluster's ssh config without its KexAlgorithms pin: OpenSSH's default post-quantum
+    exchange, as plain `pdsh -R ssh` and `rsync -a` use it (and the baselines did)."""
+    text = cluster.ssh_config.read_text()
+    path = cluster.ssh_config.with_suffix(".pq")
+    path.write_text("".join(line for line in text.splitlines(True) if "KexAlgorithms" not in line))
+    return str(path)
+
+
 AGENT_START = 30.0  # seconds an agent may take to answer after the command that started it
 
 

@@ -48,6 +48,7 @@ from _harness import (
     local_cluster,
     machine,
     median,
+    pq_config,
     run_timed,
     spread,
     table,
@@ -60,14 +61,6 @@ Result = tuple[Timing, subprocess.CompletedProcess[str]]
 def pdsh_argv(cluster: Cluster, command: str) -> list[str]:
     hosts = ",".join(cluster.hosts)
     return ["pdsh", "-R", "ssh", "-S", "-f", str(cluster.count), "-w", hosts, command]
-
-
-def pq_config(cluster: Cluster) -> str:
-    """The cluster's ssh config without its KexAlgorithms pin (OpenSSH's default exchange)."""
-    text = cluster.ssh_config.read_text()
-    path = cluster.ssh_config.with_suffix(".pq")
-    path.write_text("".join(line for line in text.splitlines(True) if "KexAlgorithms" not in line))
-    return str(path)
 
 
 def _ok(result: Result, what: str) -> Result:

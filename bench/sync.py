@@ -4,7 +4,7 @@ to the same 8 local nodes (800 MB delivered).
 Makes the payload in a temp dir (random content from a fixed seed, 4 subfolders), brings up an
 8-node local cluster whose spec has `files: [{src: payload, dst: ~/payload}]` in a private
 DLVM_HOME (brought down at the end, also on an error or Ctrl-C), then 2 x --runs rounds, each
-pairing rsync with one of the two ways dlvm runs (median of --runs for each):
+with rsync (both ways) and one of the two ways dlvm runs (median of --runs for each dlvm):
 
 - dlvm: `dlvm sync NAME` over new connections (DLVM_NO_AGENT=1);
 - dlvm warm: the same command through the cluster's agent (remote/agent.py), which keeps the
@@ -12,15 +12,17 @@ pairing rsync with one of the two ways dlvm runs (median of --runs for each):
   it (what a user gets from a second `dlvm sync` or `exec` within the agent's idle time);
 - rsync: 8 x `rsync -a -e "ssh -F CFG" payload/ HOST:payload-rsync/` at once, CFG being what
   `dlvm ssh-config NAME` prints (curve25519 key exchange, as dlvm's connections use);
+- rsync-pq: the same without the KexAlgorithms line, into payload-rsync-pq/: OpenSSH's
+  default post-quantum exchange, as a plain `rsync -a HOST:` uses it (and the baseline did);
 
 and in each round:
 
-- cold: remote folders removed first (`dlvm exec NAME -- rm -rf ...`, not timed), then both;
-- delta: one file rewritten locally (same size, new content, new mtime), then both again.
+- cold: remote folders removed first (`dlvm exec NAME -- rm -rf ...`, not timed), then each;
+- delta: one file rewritten locally (same size, new content, new mtime), then each again.
 
 Which goes first alternates. Whole-process wall time; for rsync, from starting the first of
 the 8 processes to the end of the last. After the last round, every node's files must have the
-same sha256 as the local ones, for both tools. With --minimal-bashrc the nodes' ~/.bashrc
+same sha256 as the local ones, for every tool. With --minimal-bashrc the nodes' ~/.bashrc
 (private to each node) is then emptied and everything measured again, to separate the node's
 shell start-up from the tools' own cost.
 Run as root from the repository root:
@@ -52,6 +54,7 @@ from _harness import (
     local_cluster,
     machine,
     median,
+    pq_config,
     spread,
     table,
     wait_for_agent,
@@ -59,6 +62,7 @@ from _harness import (
 
 SEED = 20261124
 RSYNC_DIR = "payload-rsync"
+RSYNC_PQ_DIR = "payload-rsync-pq"
 
 
 def make_payload(root: Path, files: int, total: int, rng: random.Random) -> list[Path]:
@@ -83,14 +87,16 @@ def change_one(path: Path, rng: random.Random, stamp: int) -> None:
     os.utime(path, (now, now))
 
 
-def rsync_all(bench: Bench, cluster: Cluster, payload: Path) -> Timing:
-    """One `rsync -a` per node, all at once; wall time until the last one ends."""
-    ssh = f"ssh -F {cluster.ssh_config}"
+def rsync_all(bench: Bench, cluster: Cluster, payload: Path, *, pq: bool = False) -> Timing:
+    """One `rsync -a` per node, all at once; wall time until the last one ends. `pq`: with
+    OpenSSH's default key exchange, into its own folder."""
+    ssh = f"ssh -F {pq_config(cluster) if pq else cluster.ssh_config}"
+    folder = RSYNC_PQ_DIR if pq else RSYNC_DIR
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     processes = [
         subprocess.Popen(
-            ["rsync", "-a", "-e", ssh, f"{payload}/", f"{host}:{RSYNC_DIR}/"],
+            ["rsync", "-a", "-e", ssh, f"{payload}/", f"{host}:{folder}/"],
             env=bench.env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -127,18 +133,19 @@ def dlvm_sync(bench: Bench, cluster: Cluster, files_expected: int, *, warm: bool
 
 
 def reset(bench: Bench, cluster: Cluster) -> None:
-    _, done = bench.dlvm("exec", cluster.name, "-q", "--", f"rm -rf ~/payload ~/{RSYNC_DIR}")
+    folders = f"~/payload ~/{RSYNC_DIR} ~/{RSYNC_PQ_DIR}"
+    _, done = bench.dlvm("exec", cluster.name, "-q", "--", f"rm -rf {folders}")
     check(done, "removing the remote folders")
 
 
 def verify(bench: Bench, cluster: Cluster, payload: Path) -> None:
-    """Every node holds exactly the local files, byte for byte, from both tools."""
+    """Every node holds exactly the local files, byte for byte, from every tool."""
     expected = sorted(
         f"{hashlib.sha256(p.read_bytes()).hexdigest()}  ./{p.relative_to(payload).as_posix()}"
         for p in payload.rglob("*")
         if p.is_file()
     )
-    for folder in ("payload", RSYNC_DIR):
+    for folder in ("payload", RSYNC_DIR, RSYNC_PQ_DIR):
         _, done = bench.dlvm(
             "exec", cluster.name, "--", f"cd ~/{folder} && find . -type f | sort | xargs sha256sum"
         )
@@ -152,17 +159,17 @@ def verify(bench: Bench, cluster: Cluster, payload: Path) -> None:
         for node, lines in found.items():
             if sorted(lines) != expected:
                 raise RuntimeError(f"{node}: ~/{folder} differs from the local payload")
-    print(f"# verified: sha256 of all files on all {cluster.count} nodes match, both tools")
+    print(f"# verified: sha256 of all files on all {cluster.count} nodes match, every tool")
 
 
 CASES = ("cold", "delta")
-TOOLS = ("dlvm", "dlvm-warm", "rsync")
+TOOLS = ("dlvm", "dlvm-warm", "rsync", "rsync-pq")
 
 
 def measure(
     bench: Bench, cluster: Cluster, payload: Path, paths: list[Path], runs: int, rng: random.Random
 ) -> list[list[str]]:
-    """--runs rounds of cold then delta for both tools; one table row per case."""
+    """--runs rounds of cold then delta for every tool; one table row per case."""
     wall: dict[tuple[str, str], list[float]] = {(t, c): [] for t in TOOLS for c in CASES}
     cpu: dict[tuple[str, str], list[float]] = {key: [] for key in wall}
 
@@ -171,17 +178,17 @@ def measure(
             sent = len(paths) * cluster.count if case == "cold" else cluster.count
             timing = dlvm_sync(bench, cluster, sent, warm=tool == "dlvm-warm")
         else:
-            timing = rsync_all(bench, cluster, payload)
+            timing = rsync_all(bench, cluster, payload, pq=tool == "rsync-pq")
         wall[tool, case].append(timing.wall)
         cpu[tool, case].append(timing.cpu)
 
     if not wait_for_agent(bench, cluster):
         raise RuntimeError("the cluster's agent did not start")
-    # Both dlvm variants push into the same ~/payload, so a round pairs one of them with rsync
-    # (alternating which, and which goes first): each sees empty folders, then one changed file.
+    # Both dlvm variants push into the same ~/payload, so a round has one of them and the two
+    # rsyncs (alternating which, and the order): each sees empty folders, then one changed file.
     for index in range(2 * runs):
-        pair = ("dlvm" if index % 4 < 2 else "dlvm-warm", "rsync")
-        order = pair if index % 2 == 0 else pair[::-1]
+        tools = ("dlvm" if index % 4 < 2 else "dlvm-warm", "rsync", "rsync-pq")
+        order = tools if index % 2 == 0 else tools[::-1]
         reset(bench, cluster)
         for tool in order:
             one(tool, "cold")
@@ -196,15 +203,18 @@ def measure(
     verify(bench, cluster, payload)
     rows = []
     for case in CASES:
-        d, w, r = (median(wall[tool, case]) for tool in TOOLS)
+        d, w, r, q = (median(wall[tool, case]) for tool in TOOLS)
         rows.append(
             [
                 case,
                 f"{d:.2f}",
                 f"{w:.2f}",
                 f"{r:.2f}",
+                f"{q:.2f}",
                 f"{d / r:.2f}x",
                 f"{w / r:.2f}x",
+                f"{d / q:.2f}x",
+                f"{w / q:.2f}x",
                 " / ".join(f"{median(cpu[tool, case]):.2f}" for tool in TOOLS),
                 " / ".join(spread(wall[tool, case]) for tool in TOOLS),
             ]
@@ -217,10 +227,13 @@ HEADERS = (
     "dlvm s",
     "dlvm warm s",
     "rsync s",
+    "rsync-pq s",
     "dlvm/rsync",
     "warm/rsync",
-    "client CPU s dlvm/warm/rsync",
-    "range s dlvm / warm / rsync",
+    "dlvm/rsync-pq",
+    "warm/rsync-pq",
+    "client CPU s dlvm/warm/rsync/pq",
+    "range s dlvm / warm / rsync / pq",
 )
 
 
@@ -262,10 +275,12 @@ def main() -> int:
         print(table(HEADERS, tables["minimal"]))
     print()
     print(
-        "cold: empty remote folders; delta: after one file changed (both tools send only it).\n"
+        "cold: empty remote folders; delta: after one file changed (each tool sends only it).\n"
         "dlvm: new connections (DLVM_NO_AGENT=1); dlvm warm: through the cluster's agent, which\n"
         "holds the connections and does the transfer (its CPU is not in the client column).\n"
-        "rsync runs OpenSSH with the config of `dlvm ssh-config` (curve25519 key exchange).\n"
+        "rsync runs OpenSSH with the config of `dlvm ssh-config` (curve25519 key exchange);\n"
+        "rsync-pq the same without that pin: OpenSSH's default post-quantum exchange, as a\n"
+        "plain `rsync -a` uses it.\n"
         "client CPU: the tool's processes on this side (dlvm; rsync + ssh), not the nodes'.\n"
         "ratio: dlvm/rsync wall time, below 1 means dlvm is faster. target: 1.0x or less."
     )
