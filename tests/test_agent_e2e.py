@@ -280,12 +280,16 @@ def _remote_digests(cli: Cli, name: str, path: str) -> dict[str, str]:
     }
 
 
+def _payload(state_dir: Path) -> Path:
+    """The cluster's `files` source: the payload folder beside its spec file."""
+    return Path(json.loads((state_dir / "spec.json").read_text())["source"]).parent / "payload"
+
+
 def test_sync_through_the_agent_sends_only_what_changed(
     cli: Cli, cluster: tuple[str, Path]
 ) -> None:
     name, state_dir = cluster
-    spec_dir = Path(json.loads((state_dir / "spec.json").read_text())["source"]).parent
-    payload = spec_dir / "payload"
+    payload = _payload(state_dir)
     _warm(cli, name, state_dir)
     changed = payload / "file1.txt"
     changed.write_text("version 2, longer than the first\n")
@@ -314,8 +318,7 @@ def test_ctrl_c_of_a_sync_through_the_agent_stops_the_transfer(
     cli: Cli, cluster: tuple[str, Path]
 ) -> None:
     name, state_dir = cluster
-    spec_dir = Path(json.loads((state_dir / "spec.json").read_text())["source"]).parent
-    big = spec_dir / "payload" / "big.bin"
+    big = _payload(state_dir) / "big.bin"
     with open(big, "wb") as handle:
         handle.truncate(1 << 30)  # read as 1 GiB of zeros: seconds to send to 3 nodes
     served = (
@@ -398,9 +401,8 @@ def test_a_missing_source_is_an_error_not_an_empty_tree(
 ) -> None:
     """`sync --delete` of a source that is gone must not read it as empty and wipe the nodes."""
     name, state_dir = cluster
-    spec_dir = Path(json.loads((state_dir / "spec.json").read_text())["source"]).parent
-    payload = spec_dir / "payload"
-    moved = payload.rename(spec_dir / "payload-away")
+    payload = _payload(state_dir)
+    moved = payload.rename(payload.with_name("payload-away"))
     try:
         for agent in ("0", "1"):  # through the agent, and over new connections
             done = _run(cli, "sync", name, "--delete", DLVM_NO_AGENT=agent)
