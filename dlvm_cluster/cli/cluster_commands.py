@@ -14,11 +14,10 @@ from dlvm_cluster.cli.common import (
     JsonRunOption,
     QuietOption,
     confirm,
-    console_progress,
     load,
     print_json,
 )
-from dlvm_cluster.cli.display import stderr, stdout
+from dlvm_cluster.cli.display import console_progress, stderr, stdout
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -41,16 +40,13 @@ def up(
     from dlvm_cluster.orchestrate.lifecycle import up as run_up
 
     loaded = load(file)
-    progress = console_progress(quiet=quiet, json_output=json_output)
-    try:
+    with console_progress(quiet=quiet, json_output=json_output) as progress:
         try:
             result = run_up(loaded, progress, rerun_setup=rerun_setup, assume_yes=yes)
         except NeedsConfirmation as question:
-            progress.done()
+            progress.done()  # the spinner off while the question is asked
             confirm(f"{question.message}. Go ahead?", yes)
             result = run_up(loaded, progress, rerun_setup=rerun_setup, assume_yes=True)
-    finally:
-        progress.done()
     if json_output:
         print_json(result.to_json())
         return
@@ -178,11 +174,8 @@ def scale(
     elif not yes:
         _print_scale_plan(plan, stderr)
     confirm(f"scale {state.name} to {count} node(s)?", yes)
-    progress = console_progress(quiet=quiet, json_output=json_output)
-    try:
+    with console_progress(quiet=quiet, json_output=json_output) as progress:
         result = run_scale(state, count, progress)
-    finally:
-        progress.done()
     if json_output:
         print_json(result.to_json())
         return
@@ -256,11 +249,8 @@ def down(
 
     state = resolve_cluster(cluster)
     confirm(f"destroy cluster {state.name} and everything on its nodes?", yes)
-    progress = console_progress(quiet=quiet, json_output=json_output)
-    try:
+    with console_progress(quiet=quiet, json_output=json_output) as progress:
         seconds = run_down(state, progress)
-    finally:
-        progress.done()
     if json_output:
         print_json({"cluster": state.name, "seconds": round(seconds, 3)})
         return

@@ -10,10 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from dlvm_cluster.cli.display import ConsoleProgress
-
 if TYPE_CHECKING:
-    from dlvm_cluster.inventory import Node
     from dlvm_cluster.spec.model import LoadedSpec
 
 ClusterArg = Annotated[
@@ -43,21 +40,6 @@ def print_json(data: Any) -> None:
     """The one document a --json command prints: plain stdout, never rich (no wrapping)."""
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
     sys.stdout.flush()
-
-
-class _NodeOutputToStderr(ConsoleProgress):
-    """--json: stdout carries only the JSON document, so the nodes' lines go to stderr."""
-
-    def line(self, node: Node, stream: str, text: str) -> None:
-        super().line(node, "err", text)
-
-
-def console_progress(*, quiet: bool = False, json_output: bool = False) -> ConsoleProgress:
-    """Progress for a long command: --json and --quiet hide it; --quiet also hides the nodes'
-    output (it stays in the job logs), --json moves it to stderr."""
-    if json_output:
-        return _NodeOutputToStderr(quiet=True)
-    return ConsoleProgress(quiet=quiet, show_output=not quiet)
 
 
 def confirm(question: str, yes: bool) -> None:

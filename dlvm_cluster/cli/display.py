@@ -148,6 +148,27 @@ class ConsoleProgress:
             self._status.stop()
             self._status = None
 
+    def __enter__(self) -> ConsoleProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done()  # the spinner never outlives the command, whatever ends it
+
+
+class _NodeOutputToStderr(ConsoleProgress):
+    """--json: stdout carries only the JSON document, so the nodes' lines go to stderr."""
+
+    def line(self, node: Node, stream: str, text: str) -> None:
+        super().line(node, "err", text)
+
+
+def console_progress(*, quiet: bool = False, json_output: bool = False) -> ConsoleProgress:
+    """Progress for a long command: --json and --quiet hide it; --quiet also hides the nodes'
+    output (it stays in the job logs), --json moves it to stderr."""
+    if json_output:
+        return _NodeOutputToStderr(quiet=True)
+    return ConsoleProgress(quiet=quiet, show_output=not quiet)
+
 
 def print_error(error: DlvmError) -> None:
     # Messages quote the user's text (keys, paths, output): never read it as rich markup.

@@ -113,17 +113,14 @@ def _exec(args: _Args) -> int:
 
 
 def _sync(args: _Args) -> int:
-    from dlvm_cluster.cli.display import ConsoleProgress
+    from dlvm_cluster.cli.display import console_progress
     from dlvm_cluster.cli.summaries import sync_summary
     from dlvm_cluster.orchestrate.nodes import sync_up
     from dlvm_cluster.state import resolve_cluster
 
     state = resolve_cluster(args.cluster)
-    progress = ConsoleProgress(quiet=args.quiet, show_output=not args.quiet)
-    try:
+    with console_progress(quiet=args.quiet) as progress:
         results = sync_up(state, progress, selector=args.selector, delete=args.delete)
-    finally:
-        progress.done()
     sync_summary(results)
     return 0
 

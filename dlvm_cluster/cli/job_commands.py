@@ -12,11 +12,10 @@ from dlvm_cluster.cli.common import (
     JsonOption,
     JsonRunOption,
     QuietOption,
-    console_progress,
     load,
     print_json,
 )
-from dlvm_cluster.cli.display import ConsoleProgress, stderr, stdout
+from dlvm_cluster.cli.display import ConsoleProgress, console_progress, stderr, stdout
 
 
 def launch(
@@ -38,11 +37,8 @@ def launch(
 
     state = resolve_cluster(cluster)
     loaded = load(Path(cluster)) if cluster.endswith((".yaml", ".yml")) else None
-    progress = console_progress(quiet=quiet, json_output=json_output)
-    try:
+    with console_progress(quiet=quiet, json_output=json_output) as progress:
         record = run_launch(state, progress, loaded=loaded, detach=detach, sync=not no_sync)
-    finally:
-        progress.done()
     if json_output:
         print_json(record.to_json())
         return

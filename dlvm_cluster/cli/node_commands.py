@@ -14,11 +14,10 @@ from dlvm_cluster.cli.common import (
     ClusterArg,
     JsonOption,
     QuietOption,
-    console_progress,
     load,
     print_json,
 )
-from dlvm_cluster.cli.display import stdout
+from dlvm_cluster.cli.display import console_progress, stdout
 
 NodesOption = Annotated[
     str | None, typer.Option("--nodes", "-n", help="Ranks like 0,2-3, or node names.")
@@ -97,11 +96,8 @@ def sync(
                 )
         return
     loaded = load(Path(cluster)) if cluster.endswith((".yaml", ".yml")) else None
-    progress = console_progress(quiet=quiet, json_output=json_output)
-    try:
+    with console_progress(quiet=quiet, json_output=json_output) as progress:
         results = sync_up(state, progress, loaded=loaded, selector=nodes, delete=delete)
-    finally:
-        progress.done()
     if json_output:
         print_json([dataclasses.asdict(result) for result in results])
     else:
