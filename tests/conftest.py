@@ -5,6 +5,7 @@ Cluster tests need root (network namespaces); they are real end-to-end runs, nev
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -47,10 +48,11 @@ class Cli:
             )
         return result
 
-    def start(self, *args: str, **env: str) -> subprocess.Popen[str]:
+    @contextlib.contextmanager
+    def background(self, *args: str, **env: str) -> Iterator[subprocess.Popen[str]]:
         """`dlvm ARGS` in the background (to interrupt or kill it), output captured; `env`
-        adds to the environment."""
-        return subprocess.Popen(
+        adds to the environment. Killed on the way out if the test left it running."""
+        process = subprocess.Popen(
             [sys.executable, "-m", "dlvm_cluster", *args],
             env={**self.env(), **env},
             stdout=subprocess.PIPE,
@@ -58,6 +60,12 @@ class Cli:
             text=True,
             cwd=REPO,
         )
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.communicate()
 
     def status(self, cluster: str) -> dict[str, object]:
         data: dict[str, object] = json.loads(

@@ -6,6 +6,7 @@ Tests check these, not dlvm's own bookkeeping, to prove `down` leaves nothing be
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 
@@ -23,6 +24,31 @@ def links(prefixes: list[str]) -> list[str]:
 def processes_mentioning(text: str) -> list[str]:
     out = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True).stdout
     return [line for line in out.splitlines()[1:] if text in line and " Z" not in line]
+
+
+def wait_for_processes(text: str, count: int, timeout: float = 30) -> list[str]:
+    """The processes mentioning `text`, once there are `count` of them or `timeout` passed."""
+    deadline = time.monotonic() + timeout
+    while len(found := processes_mentioning(text)) < count and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie (a dead child nobody has reaped yet)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, IndexError):
+        return False
+    return fields[0] != "Z"
+
+
+def wait_gone(pid: int, timeout: float = 10) -> bool:
+    """Whether `pid` is gone (or a zombie) within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not alive(pid)
 
 
 def mounts_mentioning(text: str) -> list[str]:

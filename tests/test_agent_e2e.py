@@ -4,6 +4,7 @@ connections, stops every node's processes on Ctrl-C, and goes away when idle or 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import signal
@@ -17,7 +18,13 @@ from typing import Any
 
 import pytest
 from conftest import Cli, require_root, unique_name, write_spec
-from system import namespace_processes, processes_mentioning
+from system import (
+    alive,
+    namespace_processes,
+    processes_mentioning,
+    wait_for_processes,
+    wait_gone,
+)
 
 from dlvm_cluster.remote import agent_client
 
@@ -73,24 +80,6 @@ def _wait_for_agent(state_dir: Path, timeout: float = 30.0) -> dict[str, Any]:
     raise AssertionError(f"no agent answered; its log:\n{log.read_text() if log.exists() else ''}")
 
 
-def _alive(pid: int) -> bool:
-    """A process that exited but was not reaped yet (a zombie) counts as gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, IndexError):
-        return False
-    return fields[0] != "Z"
-
-
-def _wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return True
-        time.sleep(0.1)
-    return not _alive(pid)
-
-
 def _warm(cli: Cli, name: str, state_dir: Path) -> dict[str, Any]:
     """An agent serving the cluster (a cold exec starts one)."""
     if agent_client.ping(state_dir) is None:
@@ -109,15 +98,10 @@ def _parents(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
     return found
 
 
-def _wait_for(marker: str, count: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while len(processes_mentioning(marker)) < count and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert len(processes_mentioning(marker)) >= count
-
-
-def _background_exec(cli: Cli, name: str, command: str) -> subprocess.Popen[str]:
-    return cli.start("exec", name, "--", command)
+def _background_exec(
+    cli: Cli, name: str, command: str
+) -> contextlib.AbstractContextManager[subprocess.Popen[str]]:
+    return cli.background("exec", name, "--", command)
 
 
 def test_second_exec_reuses_the_connections(cli: Cli, cluster: tuple[str, Path]) -> None:
@@ -171,14 +155,10 @@ def test_ctrl_c_stops_every_node_and_exits_130(cli: Cli, cluster: tuple[str, Pat
     name, state_dir = cluster
     served = _warm(cli, name, state_dir)["served"]
     marker = "sleep 627"
-    process = _background_exec(cli, name, f"{marker} & {marker}; wait")
-    try:
-        _wait_for(marker, 6)
+    with _background_exec(cli, name, f"{marker} & {marker}; wait") as process:
+        assert len(wait_for_processes(marker, 6)) >= 6
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
     assert process.returncode == 130, err
     assert processes_mentioning(marker) == []
     answer = agent_client.ping(state_dir)  # the agent served it, and serves on
@@ -190,17 +170,13 @@ def test_a_killed_client_cancels_its_command(cli: Cli, cluster: tuple[str, Path]
     name, state_dir = cluster
     _warm(cli, name, state_dir)
     marker = "sleep 628"
-    process = _background_exec(cli, name, f"{marker} & {marker}; wait")
-    try:
-        _wait_for(marker, 6)
+    with _background_exec(cli, name, f"{marker} & {marker}; wait") as process:
+        assert len(wait_for_processes(marker, 6)) >= 6
         process.kill()
         process.communicate(timeout=30)
-        deadline = time.monotonic() + 20
-        while processes_mentioning(marker) and time.monotonic() < deadline:
-            time.sleep(0.2)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    deadline = time.monotonic() + 20
+    while processes_mentioning(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert processes_mentioning(marker) == []
 
 
@@ -208,15 +184,11 @@ def test_stop_cancels_running_commands_and_exits(cli: Cli, cluster: tuple[str, P
     name, state_dir = cluster
     pid = _warm(cli, name, state_dir)["pid"]
     marker = "sleep 629"
-    process = _background_exec(cli, name, f"{marker} & {marker}; wait")
-    try:
-        _wait_for(marker, 6)
+    with _background_exec(cli, name, f"{marker} & {marker}; wait") as process:
+        assert len(wait_for_processes(marker, 6)) >= 6
         assert agent_client.stop(state_dir)
         _, err = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert not _alive(pid)
+    assert not alive(pid)
     assert processes_mentioning(marker) == []
     assert process.returncode == 1 and "node-0: interrupted" in err
     assert not (state_dir / agent_client.SOCKET_NAME).exists()
@@ -228,7 +200,7 @@ def test_agent_exits_when_idle(cli: Cli, cluster: tuple[str, Path]) -> None:
     assert _exec(cli, name, "--", "true", DLVM_AGENT_IDLE="2").returncode == 0
     answer = _wait_for_agent(state_dir)
     assert answer["idle_timeout"] == 2
-    assert _wait_gone(answer["pid"], 15)
+    assert wait_gone(answer["pid"], 15)
     assert not (state_dir / agent_client.SOCKET_NAME).exists()
     assert "exiting: idle for 2s" in (state_dir / agent_client.LOG_NAME).read_text()
 
@@ -240,7 +212,7 @@ def test_agent_exits_when_the_inventory_changes(cli: Cli, cluster: tuple[str, Pa
     original = inventory.read_text()
     try:
         inventory.write_text(json.dumps(json.loads(original)))  # same nodes, other bytes
-        assert _wait_gone(pid, 15)
+        assert wait_gone(pid, 15)
         # The next command runs over new connections and starts an agent for this inventory.
         assert _exec(cli, name, "--", "true").returncode == 0
         assert _wait_for_agent(state_dir)["pid"] != pid
@@ -261,7 +233,7 @@ def test_down_leaves_no_agent(cli: Cli, tmp_path: Path) -> None:
         cli.run("down", name, "--yes", check=True)
     # `down` stops the agent before destroying the nodes; at the latest, an agent notices
     # within a second that its inventory is gone.
-    assert _wait_gone(pid, 3)
+    assert wait_gone(pid, 3)
     assert processes_mentioning(f"dlvm_cluster.remote.agent {state_dir}") == []
 
 
@@ -326,17 +298,15 @@ def test_ctrl_c_of_a_sync_through_the_agent_stops_the_transfer(
         if agent_client.ping(state_dir)
         else _warm(cli, name, state_dir)["served"]
     )
-    process = cli.start("sync", name)
     try:
-        deadline = time.monotonic() + 60
-        while not _extracting(name) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert _extracting(name), "no tar started on the nodes"
-        process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=60)
+        with cli.background("sync", name) as process:
+            deadline = time.monotonic() + 60
+            while not _extracting(name) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _extracting(name), "no tar started on the nodes"
+            process.send_signal(signal.SIGINT)
+            _, err = process.communicate(timeout=60)
     finally:
-        if process.poll() is None:
-            process.kill()
         big.unlink()
     assert process.returncode == 130, err
     # Nothing of the transfer is left on any node, and the agent serves on.

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from system import wait_gone
 
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.orchestrate.nodes import _exec_env
@@ -41,22 +42,6 @@ def state(tmp_path: Path) -> ClusterState:
     node = Node(name="node-0", rank=0, ip="127.0.0.1", port=_closed_port(), user="u", host_key=KEY)
     cluster.write_json(cluster.inventory_path, Inventory("agu", (node,)).to_json())
     return cluster
-
-
-def _alive(pid: int) -> bool:
-    """A process that exited but was not reaped yet (a zombie) counts as gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, IndexError):
-        return False
-    return fields[0] != "Z"
-
-
-def _wait_gone(pid: int, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return not _alive(pid)
 
 
 def _start(state: ClusterState) -> int:
@@ -157,12 +142,12 @@ def test_nothing_runs_for_a_client_that_gave_up_before_go(state: ClusterState, a
 
 def test_stop_and_inventory_removal_end_the_agent(state: ClusterState, agent: int) -> None:
     assert agent_client.stop(state.root)
-    assert _wait_gone(agent)
+    assert wait_gone(agent)
     assert agent_client.running_pid(state.root) is None
     assert not (state.root / agent_client.SOCKET_NAME).exists()
     again = _start(state)
     state.inventory_path.unlink()
-    assert _wait_gone(again)
+    assert wait_gone(again)
     log = (state.root / agent_client.LOG_NAME).read_text()
     assert "exiting: asked to stop" in log and "exiting: the inventory is gone" in log
 

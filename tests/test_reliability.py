@@ -128,13 +128,13 @@ def test_second_command_on_a_busy_cluster_names_the_holder(cli: Cli, tmp_path: P
     spec = write_spec(tmp_path, name, 1, slow_setup)
     cli.run("up", str(spec), check=True)
     try:
-        first = cli.start("scale", name, "4", "--yes")
-        lock = cli.home / "clusters" / name / "lock"
-        deadline = time.monotonic() + 30
-        while "scale" not in lock.read_text() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        second = cli.run("scale", name, "2", "--yes")
-        first.communicate(timeout=300)
+        with cli.background("scale", name, "4", "--yes") as first:
+            lock = cli.home / "clusters" / name / "lock"
+            deadline = time.monotonic() + 30
+            while "scale" not in lock.read_text() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            second = cli.run("scale", name, "2", "--yes")
+            first.communicate(timeout=300)
         assert first.returncode == 0
         assert second.returncode == 3
         assert "is busy: `dlvm scale`" in second.stderr and "pid" in second.stderr

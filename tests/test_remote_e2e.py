@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Cli, require_root, unique_name
-from system import processes_mentioning
+from system import processes_mentioning, wait_for_processes
 
 pytestmark = pytest.mark.cluster
 
@@ -164,17 +164,10 @@ def test_intra_cluster_ssh_by_name_and_address(cli: Cli, cluster: tuple[str, Pat
 def test_interrupt_leaves_no_process_on_any_node(cli: Cli, cluster: tuple[str, Path]) -> None:
     name, _ = cluster
     marker = "sleep 617"
-    process = cli.start("exec", name, "--", f"{marker} & {marker}; wait")
-    try:
-        deadline = time.monotonic() + 30
-        while len(processes_mentioning(marker)) < 6 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert len(processes_mentioning(marker)) == 6  # two per node
+    with cli.background("exec", name, "--", f"{marker} & {marker}; wait") as process:
+        assert len(wait_for_processes(marker, 6)) == 6  # two per node
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
     assert process.returncode == 130, err
     assert processes_mentioning(marker) == []
 
@@ -198,15 +191,13 @@ def test_partitioned_node_is_reported_and_others_finish(
         (cli.home / "clusters" / name / "terraform" / "terraform.tfvars.json").read_text()
     )
     veth = tfvars["nodes"]["node-1"]["veth"]
-    process = cli.start("exec", name, "--", "sleep 4; echo finished")
-    try:
-        time.sleep(1.5)
-        subprocess.run(["ip", "link", "set", veth, "down"], check=True)
-        out, err = process.communicate(timeout=60)
-    finally:
-        subprocess.run(["ip", "link", "set", veth, "up"], check=True)
-        if process.poll() is None:
-            process.kill()
+    with cli.background("exec", name, "--", "sleep 4; echo finished") as process:
+        try:
+            time.sleep(1.5)
+            subprocess.run(["ip", "link", "set", veth, "down"], check=True)
+            out, err = process.communicate(timeout=60)
+        finally:
+            subprocess.run(["ip", "link", "set", veth, "up"], check=True)
     assert process.returncode == 1
     assert "[node-0] finished" in out and "[node-2] finished" in out
     assert "[node-1] finished" not in out

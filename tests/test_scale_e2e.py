@@ -79,13 +79,13 @@ def test_killed_scale_converges_when_run_again(cli: Cli, tmp_path: Path) -> None
     name = unique_name("sk")
     cli.run("up", str(_spec(tmp_path, name, 1)), check=True)
     try:
-        process = cli.start("scale", name, "5", "--yes")
-        # Kill it as soon as Terraform has started making nodes.
-        deadline = time.monotonic() + 60
-        while len(namespaces(name)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        process.send_signal(signal.SIGKILL)
-        process.communicate(timeout=30)
+        with cli.background("scale", name, "5", "--yes") as process:
+            # Kill it as soon as Terraform has started making nodes.
+            deadline = time.monotonic() + 60
+            while len(namespaces(name)) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            process.send_signal(signal.SIGKILL)
+            process.communicate(timeout=30)
         again = cli.run("scale", name, "5", "--yes", timeout=300)
         assert again.returncode == 0, again.stderr
         assert _hostnames(cli, name) == [f"node-{r}" for r in range(5)]

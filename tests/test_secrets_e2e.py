@@ -59,10 +59,12 @@ def test_secrets_reach_processes_and_nothing_else(cli: Cli, tmp_path: Path) -> N
         assert check.stdout.count(digest) == 2
         assert check.stdout.count("visible ***") == 2
         # While a command runs, no process on the machine shows a secret on its command line.
-        slow = cli.start("exec", name, "--", "sleep 3; echo $TOKEN", DLVM_TEST_TOKEN=TOKEN)
-        time.sleep(1.5)
-        listing = _machine_processes()
-        out, err = slow.communicate(timeout=60)
+        with cli.background(
+            "exec", name, "--", "sleep 3; echo $TOKEN", DLVM_TEST_TOKEN=TOKEN
+        ) as slow:
+            time.sleep(1.5)
+            listing = _machine_processes()
+            out, err = slow.communicate(timeout=60)
         outputs.append(out + err)
         assert "sleep 3" in listing
         assert TOKEN not in listing and LITERAL not in listing

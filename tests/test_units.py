@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from system import alive
 
 from dlvm_cluster.errors import ProvisionError, UsageError
 from dlvm_cluster.inventory import Inventory, Node, fingerprint, from_terraform_outputs
@@ -163,15 +164,6 @@ def test_wrap_does_not_run_command_when_workdir_is_missing(tmp_path: Path) -> No
 # --- kill_tree on a real local process tree
 
 
-def _alive(pid: int) -> bool:
-    """True while `pid` exists and is not a zombie (a dead child nobody has reaped yet)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def _children(pid: int) -> list[int]:
     found: list[int] = []
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -196,7 +188,7 @@ def process_tree() -> Iterator[tuple[subprocess.Popen[bytes], list[int]]]:
         yield root, started
     finally:
         for pid in started:
-            if _alive(pid):
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
         root.wait(timeout=10)
 
@@ -206,14 +198,14 @@ def test_kill_tree_stops_the_whole_tree(
     process_tree: tuple[subprocess.Popen[bytes], list[int]],
 ) -> None:
     root, started = process_tree
-    assert all(_alive(pid) for pid in started)
+    assert all(alive(pid) for pid in started)
     result = sh(kill_tree(root.pid, grace=1.0))
     assert result.returncode == 0, result.stderr
     assert root.wait(timeout=10) != 0
     deadline = time.monotonic() + 5
-    while any(_alive(pid) for pid in started) and time.monotonic() < deadline:
+    while any(alive(pid) for pid in started) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert [pid for pid in started if _alive(pid)] == []
+    assert [pid for pid in started if alive(pid)] == []
 
 
 def test_kill_tree_of_a_finished_process_is_harmless() -> None:
