@@ -26,7 +26,7 @@ from system import (
     wait_gone,
 )
 
-from dlvm_cluster.remote import agent_client
+from dlvm_cluster.remote import agent_client, agent_process
 
 pytestmark = pytest.mark.cluster
 
@@ -76,7 +76,7 @@ def _wait_for_agent(state_dir: Path, timeout: float = 30.0) -> dict[str, Any]:
         if answer is not None:
             return answer
         time.sleep(0.1)
-    log = state_dir / agent_client.LOG_NAME
+    log = state_dir / agent_process.LOG_NAME
     raise AssertionError(f"no agent answered; its log:\n{log.read_text() if log.exists() else ''}")
 
 
@@ -106,7 +106,7 @@ def _background_exec(
 
 def test_second_exec_reuses_the_connections(cli: Cli, cluster: tuple[str, Path]) -> None:
     name, state_dir = cluster
-    assert agent_client.stop(state_dir)
+    assert agent_process.stop(state_dir)
     cold = _parents(_exec(cli, name, "--", "echo $PPID"))  # connects, then starts the agent
     first = _wait_for_agent(state_dir)
     warm = _parents(_exec(cli, name, "--", "echo $PPID"))
@@ -186,7 +186,7 @@ def test_stop_cancels_running_commands_and_exits(cli: Cli, cluster: tuple[str, P
     marker = "sleep 629"
     with _background_exec(cli, name, f"{marker} & {marker}; wait") as process:
         assert len(wait_for_processes(marker, 6)) >= 6
-        assert agent_client.stop(state_dir)
+        assert agent_process.stop(state_dir)
         _, err = process.communicate(timeout=30)
     assert not alive(pid)
     assert processes_mentioning(marker) == []
@@ -196,13 +196,13 @@ def test_stop_cancels_running_commands_and_exits(cli: Cli, cluster: tuple[str, P
 
 def test_agent_exits_when_idle(cli: Cli, cluster: tuple[str, Path]) -> None:
     name, state_dir = cluster
-    assert agent_client.stop(state_dir)
+    assert agent_process.stop(state_dir)
     assert _exec(cli, name, "--", "true", DLVM_AGENT_IDLE="2").returncode == 0
     answer = _wait_for_agent(state_dir)
     assert answer["idle_timeout"] == 2
     assert wait_gone(answer["pid"], 15)
     assert not (state_dir / agent_client.SOCKET_NAME).exists()
-    assert "exiting: idle for 2s" in (state_dir / agent_client.LOG_NAME).read_text()
+    assert "exiting: idle for 2s" in (state_dir / agent_process.LOG_NAME).read_text()
 
 
 def test_agent_exits_when_the_inventory_changes(cli: Cli, cluster: tuple[str, Path]) -> None:

@@ -19,7 +19,7 @@ from system import wait_gone
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.orchestrate.nodes import _exec_env
 from dlvm_cluster.orchestrate.records import save_applied
-from dlvm_cluster.remote import agent_client
+from dlvm_cluster.remote import agent_client, agent_process
 from dlvm_cluster.secret_env import resolve
 from dlvm_cluster.spec.load import load_spec_text
 from dlvm_cluster.state import ClusterState
@@ -46,10 +46,10 @@ def state(tmp_path: Path) -> ClusterState:
 
 def _start(state: ClusterState) -> int:
     """Start an agent as `dlvm exec` does; its pid once it answers."""
-    agent_client.spawn(state.root)
+    agent_process.spawn(state.root)
     deadline = time.monotonic() + 30
     while (answer := agent_client.ping(state.root)) is None:
-        assert time.monotonic() < deadline, (state.root / agent_client.LOG_NAME).read_text()
+        assert time.monotonic() < deadline, (state.root / agent_process.LOG_NAME).read_text()
         time.sleep(0.05)
     return int(answer["pid"])
 
@@ -61,7 +61,7 @@ def agent(state: ClusterState, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]
     try:
         yield pid
     finally:
-        agent_client.stop(state.root)
+        agent_process.stop(state.root)
 
 
 def _digest(state: ClusterState) -> str:
@@ -73,7 +73,7 @@ def test_ping_describes_the_agent_and_the_socket_is_private(
 ) -> None:
     answer = agent_client.ping(state.root)
     assert answer is not None
-    assert answer["pid"] == agent == agent_client.running_pid(state.root)
+    assert answer["pid"] == agent == agent_process.running_pid(state.root)
     assert answer["inventory"] == _digest(state)
     assert answer["idle_timeout"] == 30
     mode = (state.root / agent_client.SOCKET_NAME).stat().st_mode
@@ -141,14 +141,14 @@ def test_nothing_runs_for_a_client_that_gave_up_before_go(state: ClusterState, a
 
 
 def test_stop_and_inventory_removal_end_the_agent(state: ClusterState, agent: int) -> None:
-    assert agent_client.stop(state.root)
+    assert agent_process.stop(state.root)
     assert wait_gone(agent)
-    assert agent_client.running_pid(state.root) is None
+    assert agent_process.running_pid(state.root) is None
     assert not (state.root / agent_client.SOCKET_NAME).exists()
     again = _start(state)
     state.inventory_path.unlink()
     assert wait_gone(again)
-    log = (state.root / agent_client.LOG_NAME).read_text()
+    log = (state.root / agent_process.LOG_NAME).read_text()
     assert "exiting: asked to stop" in log and "exiting: the inventory is gone" in log
 
 

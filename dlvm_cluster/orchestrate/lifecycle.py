@@ -31,7 +31,7 @@ from dlvm_cluster.provision.local import check_local_privileges, local_node_env
 from dlvm_cluster.provision.render import TFVARS, RenderedModule, render
 from dlvm_cluster.provision.ssh_hosts import adopt_hosts, pinned_keys
 from dlvm_cluster.provision.terraform import Terraform, init_if_needed
-from dlvm_cluster.remote import agent_client
+from dlvm_cluster.remote import agent_process
 from dlvm_cluster.remote.connection import fetch_host_key
 from dlvm_cluster.remote.pool import HEALTH_TIMEOUT, SshPool
 from dlvm_cluster.remote.results import SyncResult
@@ -260,7 +260,7 @@ def down(state: ClusterState, progress: Progress) -> float:
     """Destroy everything `up` made, then remove the state dir. Safe to run again."""
     started = time.monotonic()
     with state.lock("down"):
-        agent_client.stop(state.root)  # warm connections first: nothing of dlvm's left running
+        agent_process.stop(state.root)  # warm connections first: nothing of dlvm's left running
         inventory = load_inventory(state)
         if inventory is not None and inventory.identity_file:
             # Machines dlvm did not create are only forgotten, after removing what dlvm put there.

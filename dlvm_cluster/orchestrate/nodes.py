@@ -19,7 +19,7 @@ from dlvm_cluster.errors import UsageError
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.launch.environment import node_environment
 from dlvm_cluster.progress import Progress
-from dlvm_cluster.remote import agent_client
+from dlvm_cluster.remote import agent_client, agent_process
 from dlvm_cluster.remote.command import wrap
 from dlvm_cluster.remote.results import GroupResult
 from dlvm_cluster.state import ClusterState
@@ -106,7 +106,7 @@ def exec_command(
             redact=plan.redact,
         )
     if plan.digest:
-        agent_client.spawn(state.root)
+        agent_process.spawn(state.root)
     return result
 
 
@@ -190,7 +190,7 @@ def sync_up(
     with open_pool(state, inventory) as pool:
         results = push_files(pool, spec, inventory.select(selector), progress, delete=delete)
     if not agent_client.disabled():
-        agent_client.spawn(state.root)
+        agent_process.spawn(state.root)
     return results
 
 

@@ -6,7 +6,7 @@ OpenSSH's ControlPersist, so that a second `dlvm exec` or `dlvm sync` skips conn
 One agent per cluster (a flock on agent.lock; a second one exits at once). It opens one
 connection per node (SshPool), then serves requests on the unix socket agent.sock in the state
 dir (0600 in the 0700 dir: only the user reaches it); the protocol is described in
-remote/agent_client.py, which is also how it is started (`spawn`) and stopped (`stop`).
+remote/agent_client.py; remote/agent_process.py starts (`spawn`) and stops (`stop`) it.
 This module accepts, refuses and keeps count; the work of a request is in
 remote/agent_work.py: commands run through remote.fanout and files are pushed through
 remote.sync exactly as over new connections (the same results, the same stop of every node's
@@ -39,12 +39,12 @@ from dlvm_cluster.inventory import Inventory
 from dlvm_cluster.orchestrate.records import open_pool
 from dlvm_cluster.remote.agent_client import (
     ANSWER_TIMEOUT,
-    LOCK_NAME,
     Messages,
     encode,
     inventory_digest,
     socket_path,
 )
+from dlvm_cluster.remote.agent_process import LOCK_NAME
 from dlvm_cluster.remote.agent_work import Client, Work, push_files, run_commands
 from dlvm_cluster.remote.fanout import Cancellation
 from dlvm_cluster.remote.pool import SshPool

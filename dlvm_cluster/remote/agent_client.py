@@ -35,14 +35,10 @@ environment may differ from one command to the next, and the long-lived agent ne
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
-import signal
 import socket
-import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -53,11 +49,7 @@ from dlvm_cluster.progress import Progress
 from dlvm_cluster.remote.results import CommandResult, GroupResult, SyncResult
 
 SOCKET_NAME = "agent.sock"
-LOCK_NAME = "agent.lock"
-LOG_NAME = "agent.log"
 ANSWER_TIMEOUT = 3.0  # seconds an agent may take to accept or refuse a request
-MAX_SOCKET_PATH = 107  # bytes in a unix socket address (Linux)
-MAX_LOG_BYTES = 1 << 20  # agent.log is started afresh beyond this
 LineSink = Callable[[Node, str, str], None]
 
 
@@ -325,100 +317,3 @@ def _group_result(
         results.append(result)
     first_failed = str((final or {}).get("first_failed", ""))
     return GroupResult(tuple(results), first_failed=first_failed)
-
-
-def spawn(state_dir: Path) -> None:
-    """Start the cluster's agent in the background and return at once: a process in its own
-    session, its output appended to agent.log in the state dir. It connects to the nodes
-    after this command is done; if an agent already runs, the new one exits at once."""
-    import subprocess
-
-    if len(os.fsencode(socket_path(state_dir))) > MAX_SOCKET_PATH:
-        return  # no unix socket can be made there (a very long DLVM_HOME): always cold
-    package_root = str(Path(__file__).resolve().parents[2])
-    path = os.environ.get("PYTHONPATH", "")
-    env = {**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
-    log_path = state_dir / LOG_NAME
-    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-    try:
-        if log_path.stat().st_size > MAX_LOG_BYTES:
-            flags |= os.O_TRUNC
-    except OSError:
-        pass
-    try:
-        log = os.open(log_path, flags, 0o600)
-    except OSError:
-        return
-    try:
-        subprocess.Popen(
-            [sys.executable, "-m", "dlvm_cluster.remote.agent", str(state_dir)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            cwd="/",
-            env=env,
-            start_new_session=True,
-        )
-    except OSError:
-        pass  # warm connections are an optimisation: the next command runs cold
-    finally:
-        os.close(log)
-
-
-def running_pid(state_dir: Path) -> int | None:
-    """The pid of the cluster's agent if one holds its lock, else None."""
-    try:
-        fd = os.open(state_dir / LOCK_NAME, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            return int(text) if text.isdigit() else -1
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
-
-
-def stop(state_dir: Path, wait: float = 20.0) -> bool:
-    """Stop the cluster's agent if one runs: it stops whatever command it runs on the nodes
-    (their whole process trees), closes its connections and exits. For `dlvm down`, before
-    the nodes go. Returns True when no agent is left."""
-    pid = running_pid(state_dir)
-    if pid is None:
-        return True
-    answered = request(state_dir, {"op": "stop"}) is not None
-    deadline = time.monotonic() + (wait if answered else 0.0)
-    escalation = [signal.SIGTERM, signal.SIGKILL]
-    while True:
-        holder = running_pid(state_dir)
-        if holder is None:
-            return _gone(pid, timeout=2.0)
-        if time.monotonic() >= deadline:
-            if not escalation or holder <= 0:
-                return False
-            with contextlib.suppress(OSError):
-                os.kill(holder, escalation.pop(0))
-            deadline = time.monotonic() + 3.0
-        time.sleep(0.05)
-
-
-def _gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while _alive(pid):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
-def _alive(pid: int) -> bool:
-    """Whether `pid` is a live process: not gone, nor exited and waiting to be reaped."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return False
-    return fields[:1] != ["Z"]
