@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 class _ExecPlan:
     """What `exec` sends, however it travels: the wrapped command per node."""
 
+    inventory: Inventory
     nodes: tuple[Node, ...]
     commands: tuple[str, ...]
     digest: str  # of the inventory file; empty: do not use the agent
@@ -48,6 +49,7 @@ def _plan_exec(state: ClusterState, command: str, selector: str | None) -> _Exec
     nodes = inventory.select(selector)
     commands = tuple(wrap(command, node_environment(inventory, node, env)) for node in nodes)
     return _ExecPlan(
+        inventory=inventory,
         nodes=tuple(nodes),
         commands=commands,
         digest="" if agent_client.disabled() else digest,
@@ -95,7 +97,7 @@ def exec_command(
     from dlvm_cluster.remote.fanout import run_on_nodes
 
     by_name = dict(zip((node.name for node in plan.nodes), plan.commands, strict=True))
-    with open_pool(state, _read_inventory(state)[0]) as pool:
+    with open_pool(state, plan.inventory) as pool:
         result = run_on_nodes(
             pool,
             plan.nodes,
@@ -152,20 +154,6 @@ def _new_log_dir(wanted: Path) -> Path:
     return wanted
 
 
-def _sync_through_agent(
-    state: ClusterState, progress: Progress, *, selector: str | None, delete: bool
-) -> list[SyncResult] | None:
-    """The applied spec's files pushed by the cluster's agent: None when no agent took it
-    (nothing was sent). The agent reads the spec and holds the connections and paramiko; this
-    side needs none of them, which is what makes a small delta sync fast."""
-    inventory, digest = _read_inventory(state)
-    if not digest or agent_client.disabled():
-        return None
-    return agent_client.sync(
-        state.root, digest, inventory.select(selector), progress, delete=delete
-    )
-
-
 def sync_up(
     state: ClusterState,
     progress: Progress,
@@ -176,20 +164,25 @@ def sync_up(
 ) -> list[SyncResult]:
     """Push the spec's files (the given spec, else the one last applied) to the nodes: the
     applied spec's through the agent when one answers, else over new connections, after
-    which an agent is started for the next command (as `exec` does)."""
-    if loaded is None:
-        warm = _sync_through_agent(state, progress, selector=selector, delete=delete)
+    which an agent is started for the next command (as `exec` does).
+
+    Through the agent, this side reads only the inventory: the agent reads the spec and holds
+    the connections and paramiko, which is what makes a small delta sync fast."""
+    inventory, digest = _read_inventory(state)
+    use_agent = bool(digest) and not agent_client.disabled()
+    nodes = inventory.select(selector)
+    if loaded is None and use_agent:
+        warm = agent_client.sync(state.root, digest, nodes, progress, delete=delete)
         if warm is not None:
             return warm
 
     from dlvm_cluster.orchestrate.files import push_files
-    from dlvm_cluster.orchestrate.records import applied_spec, open_pool, require_inventory
+    from dlvm_cluster.orchestrate.records import applied_spec, open_pool
 
-    inventory = require_inventory(state)
     spec = loaded or applied_spec(state)
     with open_pool(state, inventory) as pool:
-        results = push_files(pool, spec, inventory.select(selector), progress, delete=delete)
-    if not agent_client.disabled():
+        results = push_files(pool, spec, nodes, progress, delete=delete)
+    if use_agent:
         agent_process.spawn(state.root)
     return results
 
