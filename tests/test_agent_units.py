@@ -20,6 +20,7 @@ from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.orchestrate.nodes import _exec_env
 from dlvm_cluster.orchestrate.records import save_applied
 from dlvm_cluster.remote import agent_client, agent_process
+from dlvm_cluster.remote.results import CommandResult, GroupResult
 from dlvm_cluster.secret_env import resolve
 from dlvm_cluster.spec.load import load_spec_text
 from dlvm_cluster.state import ClusterState
@@ -157,20 +158,9 @@ def test_lost_agent_reports_every_unfinished_node() -> None:
         Node(name=f"node-{r}", rank=r, ip="10.0.0.2", port=22, user="u", host_key=KEY)
         for r in range(2)
     ]
-    final = {
-        "results": [
-            {
-                "node": "node-0",
-                "rank": 0,
-                "exit_code": 3,
-                "error": "",
-                "duration": 0.5,
-                "tail": ["a secret", "b"],
-                "timed_out": False,
-            }
-        ],
-        "first_failed": "",
-    }
+    finished = CommandResult(node="node-0", rank=0, exit_code=3, duration=0.5)
+    finished.tail.extend(["a secret", "b"])
+    final = {"results": GroupResult((finished,)).to_json()}  # as the agent sends it
     result = agent_client._group_result(final, nodes, lambda line: line.replace("secret", "***"))
     first, second = result.results
     assert first.exit_code == 3 and list(first.tail) == ["a ***", "b"] and not first.ok

@@ -15,8 +15,8 @@ Protocol: newline-delimited JSON over the unix socket `agent.sock` in the cluste
                                     run twice
     agent  -> {"node": NAME, "stream": "out" | "err", "text": LINE}     one per output line
     client -> {"op": "cancel"}      at any time (Ctrl-C); closing the connection does the same
-    agent  -> {"results": [{node, rank, exit_code, error, duration, tail, timed_out}...],
-               "first_failed": NAME}                                    the last message
+    agent  -> {"results": GROUP}   the last message; GROUP is GroupResult.to_json(), as
+                                    `exec --json` prints it (remote/results.py)
 
 `{"op": "sync", "inventory": DIGEST, "nodes": [NAME...], "delete": BOOL}` pushes the files
 of the cluster's applied spec (read by the agent, which holds the connections and paramiko):
@@ -46,7 +46,7 @@ from typing import IO, Any
 from dlvm_cluster.errors import DlvmError, RemoteError, StateError, UsageError
 from dlvm_cluster.inventory import Node
 from dlvm_cluster.progress import Progress
-from dlvm_cluster.remote.results import CommandResult, GroupResult, SyncResult
+from dlvm_cluster.remote.results import CommandResult, GroupResult, SyncResult, node_results
 
 SOCKET_NAME = "agent.sock"
 ANSWER_TIMEOUT = 3.0  # seconds an agent may take to accept or refuse a request
@@ -300,20 +300,17 @@ def _logs(log_dir: Path | None, nodes: Sequence[Node]) -> Iterator[dict[str, IO[
 def _group_result(
     final: dict[str, Any] | None, nodes: Sequence[Node], redact: Callable[[str], str]
 ) -> GroupResult:
-    reported = {str(item["node"]): item for item in (final or {}).get("results", [])}
+    data = (final or {}).get("results") or {}
+    reported = node_results(data)
     results = []
     for node in nodes:
-        result = CommandResult(node=node.name, rank=node.rank)
-        item = reported.get(node.name)
-        if item is None:
+        result = reported.get(node.name)
+        if result is None:
+            result = CommandResult(node=node.name, rank=node.rank)
             result.error = "lost: the dlvm agent stopped before the command finished"
-        else:
-            code = item.get("exit_code")
-            result.exit_code = None if code is None else int(code)
-            result.error = str(item.get("error", ""))
-            result.duration = float(item.get("duration", 0.0))
-            result.timed_out = bool(item.get("timed_out", False))
-            result.tail.extend(redact(str(line)) for line in item.get("tail", []))
+        else:  # secrets are masked here, never by the agent
+            tail = [redact(line) for line in result.tail]
+            result.tail.clear()
+            result.tail.extend(tail)
         results.append(result)
-    first_failed = str((final or {}).get("first_failed", ""))
-    return GroupResult(tuple(results), first_failed=first_failed)
+    return GroupResult(tuple(results), first_failed=str(data.get("first_failed") or ""))

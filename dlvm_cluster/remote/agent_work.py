@@ -20,7 +20,6 @@ from dlvm_cluster.provision.terraform import TerraformEvent
 from dlvm_cluster.remote.agent_client import Messages, encode, error_message
 from dlvm_cluster.remote.fanout import Cancellation, run_on_nodes
 from dlvm_cluster.remote.pool import SshPool
-from dlvm_cluster.remote.results import GroupResult
 from dlvm_cluster.state import ClusterState
 
 Outcome = tuple[str, dict[str, Any]]  # what the log says, and the last message to the client
@@ -87,7 +86,8 @@ def run_commands(pool: SshPool, request: dict[str, Any]) -> Work | None:
             fail_fast=bool(request.get("fail_fast", False)),
             cancel=cancel,
         )
-        return f"ran on {len(nodes)} node(s): {len(result.failed)} failed", _results(result)
+        summary = f"ran on {len(nodes)} node(s): {len(result.failed)} failed"
+        return summary, {"results": result.to_json()}
 
     return work
 
@@ -144,21 +144,3 @@ class ClientProgress:
 
     def count(self, step: str, done: int, total: int, unit: str = "") -> None:
         self.client.send({"count": [step, done, total, unit]})
-
-
-def _results(result: GroupResult) -> dict[str, Any]:
-    return {
-        "results": [
-            {
-                "node": r.node,
-                "rank": r.rank,
-                "exit_code": r.exit_code,
-                "error": r.error,
-                "duration": r.duration,
-                "tail": list(r.tail),
-                "timed_out": r.timed_out,
-            }
-            for r in result.results
-        ],
-        "first_failed": result.first_failed,
-    }

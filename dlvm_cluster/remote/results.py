@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -44,7 +45,9 @@ class GroupResult:
     def ok(self) -> bool:
         return not self.failed
 
-    def to_json(self) -> dict[str, object]:
+    def to_json(self) -> dict[str, Any]:
+        """What `exec --json` prints, and what the agent sends its client (read back by
+        `node_results`)."""
         return {
             "ok": self.ok,
             "first_failed": self.first_failed or None,
@@ -61,6 +64,24 @@ class GroupResult:
                 for r in self.results
             ],
         }
+
+
+def node_results(data: dict[str, Any]) -> dict[str, CommandResult]:
+    """node name -> its result, from GroupResult.to_json()."""
+    found = {}
+    for item in data.get("nodes", []):
+        code = item.get("exit_code")
+        result = CommandResult(
+            node=str(item["name"]),
+            rank=int(item["rank"]),
+            exit_code=None if code is None else int(code),
+            error=str(item.get("error") or ""),
+            duration=float(item.get("seconds", 0.0)),
+            timed_out=bool(item.get("timed_out", False)),
+        )
+        result.tail.extend(str(line) for line in item.get("tail", []))
+        found[result.node] = result
+    return found
 
 
 @dataclass
