@@ -16,6 +16,17 @@ from typing import Any
 from dlvm_cluster.errors import ProvisionError, UsageError
 
 
+def node_name(rank: int) -> str:
+    """The name of the node of `rank`: node-0 is the head."""
+    return f"node-{rank}"
+
+
+def node_rank(name: str) -> int | None:
+    """The rank in a node name (node-10 -> 10), None for another name."""
+    prefix, _, tail = name.rpartition("-")
+    return int(tail) if prefix == "node" and tail.isdigit() else None
+
+
 @dataclass(frozen=True)
 class Node:
     name: str

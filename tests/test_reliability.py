@@ -111,6 +111,8 @@ def test_dead_node_is_reported_and_repaired_alone(cli: Cli, tmp_path: Path) -> N
         status = cli.status(name)
         reachable = {n["name"]: n["reachable"] for n in status["nodes"]}  # type: ignore[union-attr, index]
         assert reachable == {"node-0": True, "node-1": False, "node-2": True}
+        states = {n["name"]: n["state"] for n in status["nodes"]}  # type: ignore[union-attr, index]
+        assert states == {"node-0": "running", "node-1": "unreachable", "node-2": "running"}
         result = cli.run("exec", name, "--", "hostname")
         assert result.returncode == 1 and "node-1: unreachable" in result.stderr
         assert "[node-0] node-0" in result.stdout and "[node-2] node-2" in result.stdout

@@ -73,26 +73,22 @@ def plan(file: FileArg, json_output: JsonOption = False) -> None:
     """Show what `up` would create, change or destroy; changes nothing."""
     from dlvm_cluster.orchestrate.lifecycle import plan as run_plan
     from dlvm_cluster.progress import SilentProgress
-    from dlvm_cluster.spec.model import GcpProvider
 
     loaded = load(file)
-    notes: list[str] = []
-    if isinstance(loaded.spec.provider, GcpProvider):
-        from dlvm_cluster.orchestrate.gcp_report import gcp_plan_notes
-
-        notes = gcp_plan_notes(loaded.spec)
-    if not json_output:
-        for line in notes:
-            stdout.print(line, markup=False)
     result = run_plan(loaded, SilentProgress())
     if json_output:
         changes = [{"action": action, "address": address} for action, address in result.changes]
         data = {"cluster": result.cluster, "exists": result.exists, "changes": changes}
-        print_json({**data, "summary": result.summary, "notes": notes})
+        print_json({**data, "summary": result.summary, "notes": list(result.notes)})
         return
+    for line in result.notes:
+        stdout.print(line, markup=False)
     state = "exists" if result.exists else "does not exist yet"
     stdout.print(f"cluster {result.cluster} ({state}): {result.summary}")
-    symbols = {"create": "+", "delete": "-", "update": "~", "replace": "-/+"}
+    symbols = {
+        **{"create": "+", "delete": "-", "update": "~", "replace": "-/+"},  # Terraform's
+        **{"adopt": "+", "keep": "=", "forget": "-"},  # the ssh provider's hosts
+    }
     for action, address in result.changes:
         stdout.print(f"  {symbols.get(action, action)} {address}", markup=False)
 
@@ -130,14 +126,14 @@ def status(
         return
     for r in reports:
         table = Table(title=f"cluster {r.cluster}", title_justify="left")
-        columns = ["node", "rank", "address", "ssh"] + (["vm"] if r.has_vm_states else [])
-        for column in columns:
+        for column in ["node", "rank", "address", "state", "ssh"]:
             table.add_column(column)
         for row in r.nodes:
             reach = "[green]ok[/green]" if row.reachable else f"[red]unreachable[/red] {row.error}"
-            cells = [row.name, str(row.rank), f"{row.ip}:{row.port}", reach]
-            table.add_row(*cells, *([row.vm] if r.has_vm_states else []))
+            table.add_row(row.name, str(row.rank), f"{row.ip}:{row.port}", row.state, reach)
         stdout.print(table)
+        if r.provider_problem:
+            stdout.print(f"  machine states unknown: {r.provider_problem}", markup=False)
         if r.price:
             stdout.print(f"  {r.price}", markup=False)
         for job in r.jobs:

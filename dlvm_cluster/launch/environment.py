@@ -1,4 +1,4 @@
-"""The environment every setup, exec and job process gets (DESIGN.md, a contract)."""
+"""The environment every setup, exec and job process gets (a contract, in the README)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -11,14 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dlvm_cluster import secret_env
+from dlvm_cluster import providers, secret_env
 from dlvm_cluster.errors import RemoteError, UsageError
-from dlvm_cluster.inventory import Inventory, Node, from_terraform_outputs
+from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.orchestrate.files import SetupReport, install_secrets, push_files, run_setup
-from dlvm_cluster.orchestrate.gcp import provision_gcp
 from dlvm_cluster.orchestrate.mesh import install_mesh, uninstall_mesh
+from dlvm_cluster.orchestrate.reach import ssh_reach
 from dlvm_cluster.orchestrate.records import (
     applied_digest,
+    applied_kind,
     load_inventory,
     open_pool,
     save_applied,
@@ -27,15 +27,12 @@ from dlvm_cluster.orchestrate.records import (
     spec_digest,
 )
 from dlvm_cluster.progress import Progress
-from dlvm_cluster.provision.local import check_local_privileges, local_node_env
-from dlvm_cluster.provision.render import TFVARS, RenderedModule, render
-from dlvm_cluster.provision.ssh_hosts import adopt_hosts, pinned_keys
-from dlvm_cluster.provision.terraform import Terraform, init_if_needed
+from dlvm_cluster.providers.base import Converge
+from dlvm_cluster.provision.render import RenderedModule
 from dlvm_cluster.remote import agent_process
-from dlvm_cluster.remote.connection import fetch_host_key
-from dlvm_cluster.remote.pool import HEALTH_TIMEOUT, SshPool
+from dlvm_cluster.remote.pool import SshPool
 from dlvm_cluster.remote.results import SyncResult
-from dlvm_cluster.spec.model import ClusterSpec, GcpProvider, LoadedSpec, LocalProvider, SshProvider
+from dlvm_cluster.spec.model import LoadedSpec
 from dlvm_cluster.state import ClusterState
 
 READY_TIMEOUT = 60.0
@@ -78,61 +75,28 @@ def nodes_json(inventory: Inventory) -> list[dict[str, Any]]:
     ]
 
 
-def _check_provider(spec: ClusterSpec) -> None:
-    if isinstance(spec.provider, LocalProvider):
-        check_local_privileges()
-
-
-def _provider_env(spec: ClusterSpec) -> dict[str, str]:
-    return local_node_env() if isinstance(spec.provider, LocalProvider) else {}
-
-
-def _gpus(spec: ClusterSpec) -> int:
-    return spec.nodes.accelerator.count if spec.nodes.accelerator else 0
-
-
-def _adopt(loaded: LoadedSpec, state: ClusterState, progress: Progress) -> tuple[Inventory, bool]:
-    """ssh provider: no Terraform; pin the host keys of machines seen for the first time."""
-    previous = load_inventory(state)
-    inventory, scanned = adopt_hosts(loaded.spec, pinned_keys(previous), fetch_host_key)
-    for node in scanned:
-        progress.note(
-            f"pinned the host key of {node.name} ({node.ip}:{node.port}): "
-            f"{node.host_key_fingerprint}"
-        )
-    save_inventory(state, inventory)
-    return inventory, inventory != previous
+def converge_request(loaded: LoadedSpec, state: ClusterState, progress: Progress) -> Converge:
+    """What a provider is told of an `up`, `scale` or `plan`: the spec, what the state dir
+    recorded, and how to ask the nodes over SSH."""
+    return Converge(
+        loaded=loaded,
+        state=state,
+        previous=load_inventory(state),
+        applied=applied_digest(state) == spec_digest(loaded.spec),
+        progress=progress,
+        reach=ssh_reach(state),
+    )
 
 
 def provision(
     loaded: LoadedSpec, state: ClusterState, progress: Progress
 ) -> tuple[Inventory, bool]:
-    """Terraform only when needed: a healthy cluster with an unchanged spec skips it."""
-    spec = loaded.spec
-    if isinstance(spec.provider, SshProvider):
-        return _adopt(loaded, state, progress)
-    if isinstance(spec.provider, GcpProvider):
-        return provision_gcp(loaded, state, progress)
-    module = render(spec, state)
-    module_changed = module.write(state.terraform_dir)
-    previous = load_inventory(state)
-    broken: list[str] = []
-    if previous is not None and not module_changed and applied_digest(state) == spec_digest(spec):
-        progress.stage("checking nodes")
-        with open_pool(state, previous) as pool:
-            broken = sorted(pool.connect(previous.nodes, timeout=HEALTH_TIMEOUT))
-        if not broken:
-            return previous, False
-        progress.note(f"not answering, will be recreated: {', '.join(broken)}")
-    terraform = Terraform(state.terraform_dir, progress.terraform)
-    progress.stage("terraform")
-    init_if_needed(terraform, module.source, state.terraform_dir)
-    result = terraform.apply(replace=[f'terraform_data.node["{name}"]' for name in broken])
-    inventory = from_terraform_outputs(
-        spec.name, result.outputs, env=_provider_env(spec), gpus_per_node=_gpus(spec)
+    """The provider makes, converges or adopts the nodes; the inventory is recorded."""
+    inventory, changed = providers.for_spec(loaded.spec).provision(
+        converge_request(loaded, state, progress)
     )
     save_inventory(state, inventory)
-    return inventory, True
+    return inventory, changed
 
 
 class ReadyWatch:
@@ -228,7 +192,7 @@ def up(
     """Create or converge the cluster; a second run on a healthy cluster changes nothing."""
     started = time.monotonic()
     spec = loaded.spec
-    _check_provider(spec)
+    providers.for_spec(spec).check_host()
     state = ClusterState.for_name(spec.name)
     with state.lock("up"):
         scaled = scaled_count(state)
@@ -257,12 +221,14 @@ def up(
 
 
 def down(state: ClusterState, progress: Progress) -> float:
-    """Destroy everything `up` made, then remove the state dir. Safe to run again."""
+    """Destroy everything `up` made, then remove the state dir (still holding the lock, so no
+    other command sees it half gone). Safe to run again."""
     started = time.monotonic()
     with state.lock("down"):
         agent_process.stop(state.root)  # warm connections first: nothing of dlvm's left running
+        provider = providers.for_kind(applied_kind(state) or providers.DEFAULT_KIND)
         inventory = load_inventory(state)
-        if inventory is not None and inventory.identity_file:
+        if inventory is not None and not provider.owns_machines:
             # Machines dlvm did not create are only forgotten, after removing what dlvm put there.
             progress.stage("cleaning up the machines")
             try:
@@ -270,48 +236,30 @@ def down(state: ClusterState, progress: Progress) -> float:
                     uninstall_mesh(pool, inventory.nodes, state.name)
             except RemoteError as exc:
                 progress.note(f"warning: {exc} (the cluster is forgotten all the same)")
-        elif (state.terraform_dir / TFVARS).exists():
-            data = state.read_json(state.applied_spec_path) or {}
-            kind = ((data.get("spec") or {}).get("provider") or {}).get("kind", "local")
-            if kind == "local":
-                check_local_privileges()
-            terraform = Terraform(state.terraform_dir, progress.terraform)
-            progress.stage("terraform destroy")
-            terraform.init()
-            terraform.destroy()
-    shutil.rmtree(state.root, ignore_errors=True)
+        provider.destroy(state, progress)
+        shutil.rmtree(state.root, ignore_errors=True)
     return time.monotonic() - started
 
 
 @dataclass(frozen=True)
 class PlanResult:
     cluster: str
-    changes: tuple[tuple[str, str], ...]  # (action, resource address)
+    changes: tuple[tuple[str, str], ...]  # (action, what: a resource address or a host)
     summary: str
     exists: bool
+    notes: tuple[str, ...] = ()  # the provider's warnings and the hourly price
 
 
 def plan(loaded: LoadedSpec, progress: Progress) -> PlanResult:
-    """What `up` would do, from a scratch copy of the module and state: changes nothing."""
+    """What `up` would do, as the spec's provider sees it: changes nothing."""
     spec = loaded.spec
     state = ClusterState.for_name(spec.name)
-    module = render(spec, state)
-    existing = state.terraform_dir / "terraform.tfstate"
-    with tempfile.TemporaryDirectory(prefix="dlvm-plan-") as scratch:
-        workdir = Path(scratch)
-        module.write(workdir)
-        if existing.exists():
-            shutil.copy2(existing, workdir / "terraform.tfstate")
-        terraform = Terraform(workdir, progress.terraform)
-        terraform.init()
-        result = terraform.plan(lock=False)
-    changes = tuple((event.action, event.address) for event in result.planned)
-    summary = result.summary
-    text = (
-        f"{summary.get('add', 0)} to add, {summary.get('change', 0)} to change, "
-        f"{summary.get('remove', 0)} to destroy"
+    provider = providers.for_spec(spec)
+    notes = tuple(provider.plan_notes(spec))
+    planned = provider.plan(converge_request(loaded, state, progress))
+    return PlanResult(
+        spec.name, planned.changes, planned.summary, exists=planned.exists, notes=notes
     )
-    return PlanResult(spec.name, changes, text, exists=existing.exists())
 
 
 def render_to(loaded: LoadedSpec, target: Path) -> RenderedModule:
@@ -319,6 +267,6 @@ def render_to(loaded: LoadedSpec, target: Path) -> RenderedModule:
     state = ClusterState.for_name(loaded.spec.name)
     state.create()
     state.ensure_key_pair()
-    module = render(loaded.spec, state)
+    module = providers.for_spec(loaded.spec).render(loaded.spec, state)
     module.write(target)
     return module

@@ -208,7 +208,8 @@ class NodeStatus:
     user: str
     reachable: bool
     error: str
-    vm: str = ""  # the provider's state of the machine (gcp: running, preempted, ...)
+    state: str = ""  # running, stopped, preempted, missing or unreachable (report.node_state)
+    provider_id: str = ""  # the provider's name for the machine
 
 
 def status(state: ClusterState) -> tuple[Inventory, list[NodeStatus]]:

@@ -65,6 +65,13 @@ def save_applied(state: ClusterState, loaded: LoadedSpec, *, scaled: bool = Fals
     )
 
 
+def applied_kind(state: ClusterState) -> str | None:
+    """The provider kind of the spec last applied, read without loading the spec model."""
+    data = state.read_json(state.applied_spec_path) or {}
+    kind = ((data.get("spec") or {}).get("provider") or {}).get("kind")
+    return kind if isinstance(kind, str) else None
+
+
 def applied_digest(state: ClusterState) -> str:
     data = state.read_json(state.applied_spec_path) or {}
     return str(data.get("digest", ""))

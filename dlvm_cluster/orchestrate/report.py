@@ -1,19 +1,22 @@
-"""What `dlvm status` shows of a cluster: nodes and their reachability, the provider's view of
-its machines (gcp), the hourly price where known, and recent jobs."""
+"""What `dlvm status` shows of a cluster: nodes, their reachability and their machines' state
+as the provider sees it, the hourly price where known, and recent jobs."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from dlvm_cluster.errors import DlvmError
-from dlvm_cluster.orchestrate.gcp_report import gcp_status, gcp_status_price, is_gcp_cluster
+from dlvm_cluster import providers
+from dlvm_cluster.errors import DlvmError, StateError
 from dlvm_cluster.orchestrate.jobs import JobRecord, refresh_states
 from dlvm_cluster.orchestrate.nodes import NodeStatus
 from dlvm_cluster.orchestrate.nodes import status as node_status
+from dlvm_cluster.orchestrate.records import applied_kind, applied_spec
+from dlvm_cluster.providers.base import NodeState
 from dlvm_cluster.state import ClusterState
 
 RECENT_JOBS = 10
+UNREACHABLE = "unreachable"
 
 
 @dataclass(frozen=True)
@@ -22,10 +25,7 @@ class ClusterReport:
     nodes: tuple[NodeStatus, ...]
     jobs: tuple[JobRecord, ...]
     price: str | None
-
-    @property
-    def has_vm_states(self) -> bool:
-        return any(node.vm for node in self.nodes)
+    provider_problem: str | None = None  # why the provider could not say how its nodes are
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -36,15 +36,34 @@ class ClusterReport:
         }
 
 
+def node_state(provider_state: NodeState | None, reachable: bool) -> str:
+    """One word per node: the provider's state when the machine is not running, else whether
+    SSH reaches it (a running machine whose sshd does not answer is unreachable)."""
+    if provider_state not in (None, NodeState.RUNNING):
+        return str(provider_state)
+    return str(NodeState.RUNNING) if reachable else UNREACHABLE
+
+
 def report(state: ClusterState) -> ClusterReport:
     inventory, rows = node_status(state)
-    price = None
-    if is_gcp_cluster(state):
-        try:
-            vms = gcp_status(state, inventory)
-        except DlvmError as exc:  # no credentials or no API: SSH reachability still shows
-            vms = {node.name: f"unknown: {exc}" for node in inventory.nodes}
-        rows = [replace(row, vm=vms.get(row.name, "")) for row in rows]
-        price = gcp_status_price(state, inventory)
+    provider = providers.for_kind(applied_kind(state) or providers.DEFAULT_KIND)
+    problem = None
+    try:
+        states = provider.node_states(state, inventory)
+    except DlvmError as exc:  # no credentials or no API: SSH reachability still shows
+        states, problem = {}, str(exc)
+    nodes = {node.name: node for node in inventory.nodes}
+    rows = [
+        replace(
+            row,
+            state=node_state(states.get(row.name), row.reachable),
+            provider_id=provider.provider_id(state, nodes[row.name]),
+        )
+        for row in rows
+    ]
+    try:
+        price = provider.status_price(applied_spec(state).spec, len(inventory.nodes))
+    except StateError:
+        price = None
     jobs = tuple(refresh_states(state)[-RECENT_JOBS:])
-    return ClusterReport(state.name, tuple(rows), jobs, price)
+    return ClusterReport(state.name, tuple(rows), jobs, price, provider_problem=problem)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dlvm_cluster.errors import RemoteError, UsageError
-from dlvm_cluster.inventory import Inventory, Node
+from dlvm_cluster.inventory import Inventory, Node, node_name, node_rank
 from dlvm_cluster.launch.plan import elastic_range, plan_launch
 from dlvm_cluster.orchestrate.jobs import (
     JobRecord,
@@ -92,7 +92,7 @@ def preview(state: ClusterState, target: int) -> ScalePlan:
     # The applied spec, not the inventory, says which nodes are ready: a scale killed after
     # Terraform made a node but before it got keys, files and setup counts it as still to add.
     current = applied.spec.nodes.count
-    names = [f"node-{rank}" for rank in range(max(current, target, len(inventory.nodes)))]
+    names = [node_name(rank) for rank in range(max(current, target, len(inventory.nodes)))]
     return ScalePlan(
         cluster=state.name,
         current=current,
@@ -156,7 +156,7 @@ def _join_elastic_jobs(
             progress.stage(f"job {record.id}: starting on {', '.join(n.name for n in new_nodes)}")
             start_on_nodes(pool, inventory, loaded, plan, new_nodes)
             record.nodes = sorted(
-                {*record.nodes, *(n.name for n in new_nodes)}, key=lambda n: int(n[5:])
+                {*record.nodes, *(n.name for n in new_nodes)}, key=lambda n: node_rank(n) or 0
             )
             save_job(state, record)
             joined.append(record.id)

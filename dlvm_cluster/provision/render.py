@@ -1,7 +1,8 @@
-"""Spec -> Terraform root module + terraform.tfvars.json, written to a directory.
+"""A Terraform root module + terraform.tfvars.json, written to a directory.
 
 The module is copied as shipped (readable, and the user's to take over); everything specific
-to the cluster is in the tfvars, so `dlvm render` shows exactly what `up` applies.
+to the cluster is in the tfvars, which each provider computes from the spec, so `dlvm render`
+shows exactly what `up` applies.
 """
 
 from __future__ import annotations
@@ -12,12 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dlvm_cluster.errors import ProvisionError, StateError
-from dlvm_cluster.provision.gcp.tfvars import state_tfvars
-from dlvm_cluster.provision.local import local_tfvars
-from dlvm_cluster.provision.modules import module_dir
-from dlvm_cluster.spec.model import ClusterSpec, GcpProvider, LocalProvider
-from dlvm_cluster.state import ClusterState
+from dlvm_cluster.errors import StateError
 
 TFVARS = "terraform.tfvars.json"
 
@@ -49,13 +45,3 @@ class RenderedModule:
         except OSError as exc:
             raise StateError(f"cannot write the Terraform module to {target}: {exc}") from exc
         return changed
-
-
-def render(spec: ClusterSpec, state: ClusterState, count: int | None = None) -> RenderedModule:
-    """The module for `spec`, with `count` nodes (default: the spec's)."""
-    nodes = spec.nodes.count if count is None else count
-    if isinstance(spec.provider, LocalProvider):
-        return RenderedModule("local", module_dir("local"), local_tfvars(state, nodes))
-    if isinstance(spec.provider, GcpProvider):
-        return RenderedModule("gcp", module_dir("gcp"), state_tfvars(spec, state, nodes))
-    raise ProvisionError(f"provider {spec.provider.kind!r} does not use Terraform")

@@ -1,4 +1,4 @@
-"""The typed model of a cluster file (see DESIGN.md, "Cluster file").
+"""The typed model of a cluster file (the README's "Cluster file").
 
 Every model is frozen and forbids unknown keys, so a misspelt key is an error, never ignored.
 """

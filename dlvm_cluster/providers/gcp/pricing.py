@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dlvm_cluster.provision.gcp.tfvars import gcp_provider, node_shape
+from dlvm_cluster.providers.gcp.tfvars import gcp_provider, node_shape
 from dlvm_cluster.spec.model import ClusterSpec
 
 PRICES_AS_OF = "mid-2026"

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from dlvm_cluster.errors import ProvisionError
-from dlvm_cluster.provision.gcp import shapes
-from dlvm_cluster.provision.gcp.credentials import REQUEST_TIMEOUT, ComputeClients, call_api
-from dlvm_cluster.provision.gcp.tfvars import (
+from dlvm_cluster.providers.gcp import shapes
+from dlvm_cluster.providers.gcp.credentials import REQUEST_TIMEOUT, ComputeClients, call_api
+from dlvm_cluster.providers.gcp.tfvars import (
     DLVM_IMAGE_PROJECT,
     ImageRef,
     gcp_provider,

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from dlvm_cluster.errors import ProvisionError
-from dlvm_cluster.provision.gcp import shapes
-from dlvm_cluster.provision.local import node_name
+from dlvm_cluster.inventory import node_name
+from dlvm_cluster.providers.gcp import shapes
+from dlvm_cluster.provision.render import TFVARS
 from dlvm_cluster.spec.model import ClusterSpec, GcpProvider, Nodes
 from dlvm_cluster.state import ClusterState
 
@@ -25,7 +26,6 @@ DEFAULT_IMAGE_FAMILY = "pytorch-2-7-cu128-ubuntu-2204-nvidia-570"
 DEFAULT_SUBNET_CIDR = "10.64.0.0/20"
 # A preempted Spot node is deleted, so the next `up` recreates it with a plain apply.
 SPOT_TERMINATION_ACTION = "DELETE"
-TFVARS_FILE = "terraform.tfvars.json"  # the name render.py writes
 RESOURCE_ADDRESS = "google_compute_instance.node"
 
 
@@ -200,5 +200,5 @@ def state_tfvars(
     """`gcp_tfvars` with the cluster's public key and current zone read from its state dir."""
     public_path = state.key_path.with_suffix(".pub")
     public_key = public_path.read_text().strip() if public_path.exists() else ""
-    zone = zone_in_use(state.terraform_dir / TFVARS_FILE, gcp_provider(spec).zones)
+    zone = zone_in_use(state.terraform_dir / TFVARS, gcp_provider(spec).zones)
     return gcp_tfvars(spec, public_key=public_key, zone=zone, count=count)

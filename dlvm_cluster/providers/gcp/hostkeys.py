@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from dlvm_cluster.errors import ProvisionError
-from dlvm_cluster.provision.gcp.credentials import REQUEST_TIMEOUT, ComputeClients, call_api
-from dlvm_cluster.provision.gcp.tfvars import instance_name
+from dlvm_cluster.providers.gcp.credentials import REQUEST_TIMEOUT, ComputeClients, call_api
+from dlvm_cluster.providers.gcp.tfvars import instance_name
 
 QUERY_PATH = "hostkeys/"
 # Best first; the agent publishes ecdsa, ed25519 and rsa by default.

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from dlvm_cluster.provision.gcp.credentials import REQUEST_TIMEOUT, ComputeClients, call_api
-from dlvm_cluster.provision.gcp.hostkeys import NodeRef
-from dlvm_cluster.provision.gcp.tfvars import instance_address
+from dlvm_cluster.providers.base import NodeState
+from dlvm_cluster.providers.gcp.credentials import REQUEST_TIMEOUT, ComputeClients, call_api
+from dlvm_cluster.providers.gcp.hostkeys import NodeRef
+from dlvm_cluster.providers.gcp.tfvars import instance_address
 
 PREEMPTED_OPERATION = "compute.instances.preempted"
 MISSING = "MISSING"
@@ -34,6 +35,15 @@ class InstanceState:
     def label(self) -> str:
         """The status column: `preempted` where that is why the node is down."""
         return "preempted" if self.preempted else self.status.lower()
+
+    @property
+    def node_state(self) -> NodeState:
+        """As every provider says it (`status --json`)."""
+        if self.preempted:
+            return NodeState.PREEMPTED
+        if self.status == MISSING:
+            return NodeState.MISSING
+        return NodeState.STOPPED if self.status in _DOWN else NodeState.RUNNING
 
     @property
     def needs_recreate(self) -> bool:

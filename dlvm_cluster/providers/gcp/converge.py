@@ -1,8 +1,8 @@
 """The gcp provider in `up`: preflight, zone failover, host keys (what `plan` and `status`
-add, warnings, prices and VM states, is in gcp_report.py).
+add, warnings, prices and VM states, is in report.py).
 
-`provision_gcp` has the contract of lifecycle.provision (the inventory, and whether Terraform
-changed anything):
+`provision_gcp` answers Provider.provision (the inventory, and whether Terraform changed
+anything):
 
     healthy and unchanged?  instance states from the API; all RUNNING and the same spec: done
     preflight               project, zones, machine and GPU types, quotas, image (warnings shown)
@@ -31,17 +31,11 @@ from pathlib import Path
 from typing import Protocol
 
 from dlvm_cluster.errors import ProvisionError
-from dlvm_cluster.inventory import Inventory, from_terraform_outputs
-from dlvm_cluster.orchestrate.gcp_report import applied_tfvars, node_states, warning_lines
-from dlvm_cluster.orchestrate.records import (
-    applied_digest,
-    load_inventory,
-    save_inventory,
-    spec_digest,
-)
+from dlvm_cluster.inventory import Inventory, from_terraform_outputs, node_name, node_rank
 from dlvm_cluster.progress import Progress
-from dlvm_cluster.provision.gcp.credentials import ComputeClients, compute_clients
-from dlvm_cluster.provision.gcp.failover import (
+from dlvm_cluster.providers.base import Converge
+from dlvm_cluster.providers.gcp.credentials import ComputeClients, compute_clients
+from dlvm_cluster.providers.gcp.failover import (
     FailoverDecision,
     FailoverKind,
     accepts_partial,
@@ -50,28 +44,30 @@ from dlvm_cluster.provision.gcp.failover import (
     failure_error,
     next_zone,
 )
-from dlvm_cluster.provision.gcp.hostkeys import (
+from dlvm_cluster.providers.gcp.hostkeys import (
     node_refs,
     read_host_keys,
     with_host_keys,
 )
-from dlvm_cluster.provision.gcp.instances import (
+from dlvm_cluster.providers.gcp.instances import (
     replace_addresses,
 )
-from dlvm_cluster.provision.gcp.preflight import PreflightReport, preflight
-from dlvm_cluster.provision.gcp.tfvars import (
+from dlvm_cluster.providers.gcp.preflight import PreflightReport, preflight
+from dlvm_cluster.providers.gcp.report import applied_tfvars, node_states, warning_lines
+from dlvm_cluster.providers.gcp.tfvars import (
     RESOURCE_ADDRESS,
     gcp_provider,
     gcp_tfvars,
+    gpus_per_node,
+    instance_address,
+    state_tfvars,
 )
-from dlvm_cluster.provision.local import node_name
-from dlvm_cluster.provision.render import RenderedModule, render
+from dlvm_cluster.providers.terraformed import TFSTATE
+from dlvm_cluster.provision.modules import module_dir
+from dlvm_cluster.provision.render import RenderedModule
 from dlvm_cluster.provision.terraform import RunResult, Terraform, init_if_needed
-from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec
+from dlvm_cluster.spec.model import ClusterSpec
 from dlvm_cluster.state import ClusterState
-
-TFSTATE = "terraform.tfstate"
-INIT_MARKER = ".dlvm-init"  # the same marker lifecycle.provision keeps
 
 
 class TerraformRunner(Protocol):
@@ -88,22 +84,25 @@ TerraformFactory = Callable[[Path], TerraformRunner]
 # -- up ------------------------------------------------------------------------------------
 
 
+def render_gcp(spec: ClusterSpec, state: ClusterState, count: int | None = None) -> RenderedModule:
+    """terraform/gcp with the spec's tfvars (and the key and zone the state dir holds)."""
+    return RenderedModule("gcp", module_dir("gcp"), state_tfvars(spec, state, count))
+
+
 def provision_gcp(
-    loaded: LoadedSpec,
-    state: ClusterState,
-    progress: Progress,
+    request: Converge,
     *,
     clients: ComputeClients | None = None,
     terraform_factory: TerraformFactory | None = None,
 ) -> tuple[Inventory, bool]:
     """Create or converge the cluster's VMs; returns the inventory and whether Terraform ran
     changes. Terraform is skipped when every node is RUNNING and the spec is unchanged."""
-    spec = loaded.spec
+    spec, state, progress = request.spec, request.state, request.progress
     provider = gcp_provider(spec)
     api = clients if clients is not None else compute_clients()
-    module = render(spec, state)
+    module = render_gcp(spec, state)
     module_changed = module.write(state.terraform_dir)
-    previous = load_inventory(state)
+    previous = request.previous
     home = _applied_zone(state) if previous is not None else None
     replace: list[str] = []
     if previous is not None and home is not None:
@@ -114,9 +113,7 @@ def provision_gcp(
         for name, node_state in sorted(down.items()):
             progress.note(f"{name} is {node_state.label}: it will be recreated")
         unchanged = (
-            not module_changed
-            and applied_digest(state) == spec_digest(spec)
-            and len(previous.nodes) == spec.nodes.count
+            not module_changed and request.applied and len(previous.nodes) == spec.nodes.count
         )
         if unchanged and all(s.status == "RUNNING" for s in states.values()):
             return previous, False
@@ -138,17 +135,39 @@ def provision_gcp(
     loop = _Failover(spec, state, module, terraform, progress, report=report, keep=keep)
     # Moving zones recreates every node anyway: no -replace for addresses left behind.
     result, changed = loop.run(home if keep else None, replace if keep else [])
-    progress.stage("reading host keys")
+    return _inventory(request, api, result, report.gpus_per_node), changed
+
+
+def replace_gcp_nodes(
+    request: Converge,
+    names: Sequence[str],
+    *,
+    clients: ComputeClients | None = None,
+    terraform_factory: TerraformFactory | None = None,
+) -> Inventory:
+    """Recreate the named nodes' VMs in the cluster's zone (`apply -replace`), the others
+    untouched, and pin the new VMs' host keys."""
+    spec, state, progress = request.spec, request.state, request.progress
+    api = clients if clients is not None else compute_clients()
+    module = render_gcp(spec, state)
+    module.write(state.terraform_dir)
+    make = terraform_factory or (lambda workdir: Terraform(workdir, progress.terraform))
+    terraform = make(state.terraform_dir)
+    progress.stage(f"terraform: replacing {', '.join(names)}")
+    init_if_needed(terraform, module.source, state.terraform_dir)
+    result = terraform.apply(replace=[instance_address(name) for name in names])
+    gpus = request.previous.gpus_per_node if request.previous else gpus_per_node(spec)
+    return _inventory(request, api, result, gpus)
+
+
+def _inventory(request: Converge, api: ComputeClients, result: RunResult, gpus: int) -> Inventory:
+    """The nodes Terraform reports, with the host keys each VM published through the API."""
+    request.progress.stage("reading host keys")
     outputs = result.outputs
-    keys = read_host_keys(api, provider.project, node_refs(outputs))
-    inventory = from_terraform_outputs(
-        spec.name,
-        with_host_keys(outputs, keys),
-        env={},
-        gpus_per_node=report.gpus_per_node,
+    keys = read_host_keys(api, gcp_provider(request.spec).project, node_refs(outputs))
+    return from_terraform_outputs(
+        request.spec.name, with_host_keys(outputs, keys), env={}, gpus_per_node=gpus
     )
-    save_inventory(state, inventory)
-    return inventory, changed
 
 
 class _Failover:
@@ -286,8 +305,8 @@ class _Failover:
 
 def _rank_of(name: str) -> tuple[int, str]:
     """node-10 after node-9."""
-    tail = name.rsplit("-", 1)[-1]
-    return (int(tail), name) if tail.isdigit() else (1 << 30, name)
+    rank = node_rank(name)
+    return (1 << 30 if rank is None else rank, name)
 
 
 def _summary_changed(result: RunResult) -> bool:

@@ -14,13 +14,12 @@ from typing import Any
 
 from dlvm_cluster.errors import StateError
 from dlvm_cluster.inventory import Inventory
-from dlvm_cluster.orchestrate.records import applied_spec
-from dlvm_cluster.provision.gcp.credentials import ComputeClients, compute_clients
-from dlvm_cluster.provision.gcp.hostkeys import node_refs_for
-from dlvm_cluster.provision.gcp.instances import InstanceState, instance_states
-from dlvm_cluster.provision.gcp.preflight import spec_warnings
-from dlvm_cluster.provision.gcp.pricing import PRICE_SOURCE, PRICES_AS_OF, cluster_price
-from dlvm_cluster.provision.gcp.tfvars import gcp_provider, node_shape
+from dlvm_cluster.providers.gcp.credentials import ComputeClients, compute_clients
+from dlvm_cluster.providers.gcp.hostkeys import node_refs_for
+from dlvm_cluster.providers.gcp.instances import InstanceState, instance_states
+from dlvm_cluster.providers.gcp.preflight import spec_warnings
+from dlvm_cluster.providers.gcp.pricing import PRICE_SOURCE, PRICES_AS_OF, cluster_price
+from dlvm_cluster.providers.gcp.tfvars import gcp_provider, node_shape
 from dlvm_cluster.provision.render import TFVARS
 from dlvm_cluster.spec.model import ClusterSpec, GcpProvider
 from dlvm_cluster.state import ClusterState
@@ -93,6 +92,14 @@ def gcp_status(
 ) -> dict[str, str]:
     """node name -> what Compute Engine says of its VM: running, preempted, terminated,
     missing (no such VM), or another lower-cased instance status (staging, stopping...)."""
+    states = cluster_instances(state, inventory, clients=clients)
+    return {name: node_state.label for name, node_state in states.items()}
+
+
+def cluster_instances(
+    state: ClusterState, inventory: Inventory, *, clients: ComputeClients | None = None
+) -> dict[str, InstanceState]:
+    """node name -> its VM's state, in the project and zone of the last apply."""
     tfvars = applied_tfvars(state)
     project, zone = tfvars.get("project"), tfvars.get("zone")
     if not isinstance(project, str) or not isinstance(zone, str) or not project or not zone:
@@ -101,24 +108,4 @@ def gcp_status(
             hint="run `dlvm up FILE` to create it, or `dlvm down` to forget it",
         )
     api = clients if clients is not None else compute_clients()
-    states = node_states(api, project, zone, inventory)
-    return {name: node_state.label for name, node_state in states.items()}
-
-
-def _applied_gcp_spec(state: ClusterState) -> ClusterSpec | None:
-    try:
-        spec = applied_spec(state).spec
-    except StateError:
-        return None
-    return spec if isinstance(spec.provider, GcpProvider) else None
-
-
-def is_gcp_cluster(state: ClusterState) -> bool:
-    """Whether the cluster was last brought up with the gcp provider (for `status`)."""
-    return _applied_gcp_spec(state) is not None
-
-
-def gcp_status_price(state: ClusterState, inventory: Inventory) -> str | None:
-    """The price line for `status` (the nodes the cluster has now); None if not a gcp cluster."""
-    spec = _applied_gcp_spec(state)
-    return None if spec is None else price_line(spec, len(inventory.nodes))
+    return node_states(api, project, zone, inventory)

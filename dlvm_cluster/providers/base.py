@@ -1,0 +1,128 @@
+"""The one interface every provider implements, and the values that cross it.
+
+Orchestrate asks a provider everything that depends on where the machines come from; it never
+asks which kind of provider it holds. A provider never opens an SSH connection itself: what it
+needs to know from SSH (which nodes answer, a host's key), orchestrate hands it as `Reach`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from dlvm_cluster.inventory import Inventory, Node
+from dlvm_cluster.progress import Progress
+from dlvm_cluster.provision.render import RenderedModule
+from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec
+from dlvm_cluster.state import ClusterState
+
+
+class NodeState(StrEnum):
+    """A node's machine as its provider sees it (`status --json` node `state`)."""
+
+    RUNNING = "running"
+    STOPPED = "stopped"
+    PREEMPTED = "preempted"
+    MISSING = "missing"
+
+
+@dataclass(frozen=True)
+class Reach:
+    """What a provider may learn over SSH, asked through orchestrate.
+
+    `unreachable(inventory)`: the names of the nodes that do not answer with their pinned key.
+    `host_key(host, port)`: the key a host presents ("TYPE BASE64"), for a first contact."""
+
+    unreachable: Callable[[Inventory], list[str]]
+    host_key: Callable[[str, int], str]
+
+
+@dataclass(frozen=True)
+class Converge:
+    """One `up` (or `scale`) as a provider sees it: the spec to reach, and what is known."""
+
+    loaded: LoadedSpec
+    state: ClusterState
+    previous: Inventory | None  # the nodes the state dir recorded, if any
+    applied: bool  # the spec is the one last applied (nothing in it changed)
+    progress: Progress
+    reach: Reach
+
+    @property
+    def spec(self) -> ClusterSpec:
+        return self.loaded.spec
+
+
+@dataclass(frozen=True)
+class ProviderPlan:
+    """What `up` would do: (action, what) pairs, a one-line summary, and whether the cluster
+    exists already."""
+
+    changes: tuple[tuple[str, str], ...]
+    summary: str
+    exists: bool
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of `dlvm doctor`: what was found, or what is wrong and the fix."""
+
+    name: str
+    ok: bool
+    detail: str = ""
+    fix: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """`doctor --json`: `detail` says what was found, `problem` and `fix` what is wrong."""
+        return {
+            "name": self.name,
+            "ok": self.ok,
+            "detail": self.detail if self.ok else None,
+            "problem": None if self.ok else self.detail,
+            "fix": None if self.ok else self.fix,
+        }
+
+
+class Provider(Protocol):
+    """Where a cluster's machines come from. One implementation per kind (providers/)."""
+
+    @property
+    def owns_machines(self) -> bool:
+        """Whether `down` deletes the machines (True) or only forgets them (machines that
+        existed before dlvm, from which dlvm removes only what it added)."""
+
+    def check_host(self) -> None:
+        """Raise when this machine cannot drive the provider at all (before any change)."""
+
+    def provision(self, request: Converge) -> tuple[Inventory, bool]:
+        """Make, converge or adopt the nodes; the inventory, and whether anything changed."""
+
+    def replace_nodes(self, request: Converge, names: list[str]) -> Inventory:
+        """Recreate only the named nodes (lost, preempted or broken); the others are kept."""
+
+    def plan(self, request: Converge) -> ProviderPlan:
+        """What `up` would do, without changing anything (nor connecting to a node)."""
+
+    def plan_notes(self, spec: ClusterSpec) -> list[str]:
+        """Warnings and the hourly price that `plan` shows before the changes."""
+
+    def render(self, spec: ClusterSpec, state: ClusterState) -> RenderedModule:
+        """The Terraform root module and tfvars `up` applies."""
+
+    def destroy(self, state: ClusterState, progress: Progress) -> None:
+        """Delete the machines `up` made (nothing for machines dlvm did not make)."""
+
+    def node_states(self, state: ClusterState, inventory: Inventory) -> dict[str, NodeState]:
+        """Per node, what the provider knows of its machine; a node left out is unknown to
+        the provider (SSH reachability alone then tells)."""
+
+    def provider_id(self, state: ClusterState, node: Node) -> str:
+        """The provider's own name for the node's machine."""
+
+    def status_price(self, spec: ClusterSpec, nodes: int) -> str | None:
+        """The hourly price line of `nodes` nodes, where the provider knows prices."""
+
+    def doctor(self, spec: ClusterSpec | None, reach: Reach) -> list[Check]:
+        """The checks `dlvm doctor` runs: what this machine and the spec need."""

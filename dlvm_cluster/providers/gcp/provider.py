@@ -1,0 +1,81 @@
+"""The `gcp` provider: Compute Engine VMs made by terraform/gcp, with preflight, zone
+failover, host keys from the API, instance states and prices."""
+
+from __future__ import annotations
+
+from dlvm_cluster.inventory import Inventory, Node
+from dlvm_cluster.progress import Progress
+from dlvm_cluster.providers import checks
+from dlvm_cluster.providers.base import Check, Converge, NodeState, ProviderPlan, Reach
+from dlvm_cluster.providers.gcp.converge import provision_gcp, render_gcp, replace_gcp_nodes
+from dlvm_cluster.providers.gcp.report import cluster_instances, gcp_plan_notes, price_line
+from dlvm_cluster.providers.gcp.tfvars import instance_name
+from dlvm_cluster.providers.terraformed import destroy_module, plan_module
+from dlvm_cluster.provision.render import RenderedModule
+from dlvm_cluster.spec.model import ClusterSpec
+from dlvm_cluster.state import ClusterState
+
+
+class ComputeEngine:
+    """The `gcp` provider (see the module docstring)."""
+
+    owns_machines = True
+
+    def check_host(self) -> None:
+        return None
+
+    def provision(self, request: Converge) -> tuple[Inventory, bool]:
+        return provision_gcp(request)
+
+    def replace_nodes(self, request: Converge, names: list[str]) -> Inventory:
+        return replace_gcp_nodes(request, names)
+
+    def plan(self, request: Converge) -> ProviderPlan:
+        module = render_gcp(request.spec, request.state)
+        return plan_module(module, request.state, request.progress)
+
+    def plan_notes(self, spec: ClusterSpec) -> list[str]:
+        return gcp_plan_notes(spec)
+
+    def render(self, spec: ClusterSpec, state: ClusterState) -> RenderedModule:
+        return render_gcp(spec, state)
+
+    def destroy(self, state: ClusterState, progress: Progress) -> None:
+        destroy_module(state, progress)
+
+    def node_states(self, state: ClusterState, inventory: Inventory) -> dict[str, NodeState]:
+        instances = cluster_instances(state, inventory)
+        return {name: instance.node_state for name, instance in instances.items()}
+
+    def provider_id(self, state: ClusterState, node: Node) -> str:
+        return instance_name(state.name, node.name)
+
+    def status_price(self, spec: ClusterSpec, nodes: int) -> str | None:
+        return price_line(spec, nodes)
+
+    def doctor(self, spec: ClusterSpec | None, reach: Reach) -> list[Check]:
+        found = [checks.terraform_check()]
+        if spec is None:
+            return found
+
+        def credentials() -> str:
+            from dlvm_cluster.providers.gcp.credentials import compute_clients
+
+            compute_clients()
+            return "Application Default Credentials found"
+
+        def project() -> str:
+            from dlvm_cluster.providers.gcp.credentials import compute_clients
+            from dlvm_cluster.providers.gcp.preflight import preflight
+
+            report = preflight(spec, compute_clients())
+            return f"project, zones, types, quota and image ok (zones: {', '.join(report.zones)})"
+
+        found.append(
+            checks.probe("credentials", credentials, "run: gcloud auth application-default login")
+        )
+        if found[-1].ok:
+            found.append(
+                checks.probe("preflight", project, "see the message; fix the spec or the quota")
+            )
+        return found

@@ -1,0 +1,274 @@
+"""The local provider: nodes are network namespaces on this machine, each with its own sshd,
+made by terraform/local. Rendering picks a bridge and /24 per cluster and an address per node."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from dlvm_cluster.errors import ProvisionError
+from dlvm_cluster.inventory import Inventory, Node, from_terraform_outputs, node_name
+from dlvm_cluster.progress import Progress
+from dlvm_cluster.providers import checks
+from dlvm_cluster.providers.base import Check, Converge, NodeState, ProviderPlan, Reach
+from dlvm_cluster.providers.terraformed import apply_module, destroy_module, plan_module
+from dlvm_cluster.provision.modules import module_dir
+from dlvm_cluster.provision.render import TFVARS, RenderedModule
+from dlvm_cluster.spec.model import ClusterSpec
+from dlvm_cluster.state import ClusterState, list_clusters, python_bin_dir
+
+FIRST_HOST = 10  # node-N gets .(10+N); .1 is the bridge (the host side)
+SECOND_OCTET_BASE = 200  # clusters use 10.200.0.0 - 10.249.255.0
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def derive_network(identity: str, salt: int = 0) -> dict[str, Any]:
+    """Bridge name, veth prefix and subnet from the cluster's identity (its state dir, so that
+    same-named clusters under two DLVM_HOMEs get different ones too)."""
+    digest = hashlib.sha256(f"{identity}/{salt}".encode()).digest()
+    second = SECOND_OCTET_BASE + digest[0] % 50
+    third = digest[1]
+    tag = digest[2:5].hex()
+    return {
+        "bridge": f"dlvm-{tag}",
+        "gateway_ip": f"10.{second}.{third}.1",
+        "prefix_len": 24,
+        "veth_prefix": f"dv{tag}",
+    }
+
+
+def _host_addresses() -> set[str]:
+    """IPv4 addresses already on this machine's interfaces (other clusters' bridges, whatever
+    DLVM_HOME they belong to, and the host's own networks)."""
+    try:
+        out = subprocess.run(
+            ["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, timeout=10
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return set()
+    return {fields[3].split("/")[0] for fields in (line.split() for line in out.splitlines())}
+
+
+def _host_links() -> set[str]:
+    return {path.name for path in Path("/sys/class/net").iterdir()}
+
+
+def _networks_in_use(except_cluster: str) -> set[str]:
+    used = _host_addresses()
+    for other in list_clusters():
+        if other.name == except_cluster:
+            continue
+        tfvars = other.terraform_dir / TFVARS
+        if tfvars.exists():
+            try:
+                used.add(json.loads(tfvars.read_text())["network"]["gateway_ip"])
+            except (ValueError, KeyError, OSError):
+                continue
+    return used
+
+
+def pick_network(state: ClusterState) -> dict[str, Any]:
+    """The cluster's network: the one it already has, else the first derived one not in use."""
+    tfvars = state.terraform_dir / TFVARS
+    if tfvars.exists():
+        try:
+            existing = json.loads(tfvars.read_text())["network"]
+            return dict(existing, veth_prefix=existing.get("veth_prefix", ""))
+        except (ValueError, KeyError, OSError):
+            pass
+    used = _networks_in_use(state.name)
+    links = _host_links()
+    for salt in range(100):
+        network = derive_network(str(state.root.resolve()), salt)
+        subnet = network["gateway_ip"].rsplit(".", 1)[0] + "."
+        if any(address.startswith(subnet) for address in used) or network["bridge"] in links:
+            continue
+        return network
+    raise ProvisionError(
+        "no free local subnet left", hint="remove unused clusters with `dlvm down`"
+    )
+
+
+def local_tfvars(state: ClusterState, count: int) -> dict[str, Any]:
+    network = pick_network(state)
+    prefix = network.pop("veth_prefix")
+    _, second, third, _ = network["gateway_ip"].split(".")
+    nodes = {
+        node_name(rank): {
+            "rank": rank,
+            "ip": f"10.{second}.{third}.{FIRST_HOST + rank}",
+            "veth": f"{prefix}-{rank}",
+        }
+        for rank in range(count)
+    }
+    return {
+        "cluster_name": state.name,
+        "state_dir": str(state.root.resolve()),
+        "network": {**network, "veth_prefix": prefix},
+        "nodes": nodes,
+        "authorized_keys_file": str(state.authorized_keys.resolve()),
+        "keep_paths": python_paths_under_tmp(),
+        "node_path": local_node_env()["PATH"],
+    }
+
+
+def python_paths_under_tmp() -> list[str]:
+    """The running Python environment, when it lives under /tmp: nodes get a private /tmp, and
+    would otherwise not find the interpreter and tools (torchrun) dlvm puts on their PATH."""
+    paths = []
+    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
+        resolved = os.path.realpath(prefix)
+        if resolved == "/tmp" or resolved.startswith("/tmp/"):
+            paths.append(resolved)
+    return paths
+
+
+def local_node_env() -> dict[str, str]:
+    """Local nodes share the host's filesystem: the Python running dlvm comes first on PATH,
+    as a DLVM image puts its framework environment first."""
+    return {"PATH": f"{python_bin_dir()}:{DEFAULT_PATH}"}
+
+
+def check_local_privileges() -> None:
+    if os.geteuid() != 0:
+        raise ProvisionError(
+            "the local provider needs root: it creates network namespaces, a bridge and mounts",
+            hint="run dlvm as root (or with CAP_NET_ADMIN and CAP_SYS_ADMIN)",
+        )
+    for tool in ("/usr/sbin/sshd", "/usr/bin/ssh-keygen"):
+        if not os.path.exists(tool):
+            raise ProvisionError(
+                f"the local provider needs {tool}",
+                hint="install it: apt-get install -y openssh-server openssh-client iproute2",
+            )
+
+
+def namespaces(state: ClusterState, nodes: Iterable[str]) -> dict[str, str]:
+    """node name -> its network namespace, as terraform/local names it."""
+    prefix = pick_network(state).get("veth_prefix", "")
+    return {node: f"dlvm-{state.name}-{node}-{prefix}" for node in nodes}
+
+
+def node_address(node: str) -> str:
+    """The node's resource in terraform/local, for `apply -replace`."""
+    return f'terraform_data.node["{node}"]'
+
+
+def _root() -> str:
+    checks.need(os.geteuid() == 0, "not running as root")
+    return "running as root"
+
+
+def _overlay() -> str:
+    checks.need("overlay" in Path("/proc/filesystems").read_text(), "the kernel has no overlayfs")
+    return "overlayfs available"
+
+
+def _torch() -> str:
+    import importlib.util
+
+    checks.need(importlib.util.find_spec("torch") is not None, "torch is not installed")
+    return "torch importable (for the example training jobs)"
+
+
+class NamespaceNodes:
+    """The `local` provider (see the module docstring)."""
+
+    owns_machines = True
+
+    def check_host(self) -> None:
+        check_local_privileges()
+
+    def render(self, spec: ClusterSpec, state: ClusterState) -> RenderedModule:
+        return RenderedModule("local", module_dir("local"), local_tfvars(state, spec.nodes.count))
+
+    def provision(self, request: Converge) -> tuple[Inventory, bool]:
+        """Terraform only when needed: a healthy cluster with an unchanged spec skips it, and
+        nodes that stopped answering are recreated alone."""
+        module = self.render(request.spec, request.state)
+        module_changed = module.write(request.state.terraform_dir)
+        previous = request.previous
+        broken: list[str] = []
+        if previous is not None and not module_changed and request.applied:
+            request.progress.stage("checking nodes")
+            broken = sorted(request.reach.unreachable(previous))
+            if not broken:
+                return previous, False
+            request.progress.note(f"not answering, will be recreated: {', '.join(broken)}")
+        return self._apply(module, request, broken), True
+
+    def replace_nodes(self, request: Converge, names: list[str]) -> Inventory:
+        module = self.render(request.spec, request.state)
+        module.write(request.state.terraform_dir)
+        return self._apply(module, request, names)
+
+    def _apply(self, module: RenderedModule, request: Converge, replace: list[str]) -> Inventory:
+        result = apply_module(
+            module,
+            request.state,
+            request.progress,
+            replace=[node_address(name) for name in replace],
+        )
+        accelerator = request.spec.nodes.accelerator
+        return from_terraform_outputs(
+            request.spec.name,
+            result.outputs,
+            env=local_node_env(),
+            gpus_per_node=accelerator.count if accelerator else 0,
+        )
+
+    def plan(self, request: Converge) -> ProviderPlan:
+        module = self.render(request.spec, request.state)
+        return plan_module(module, request.state, request.progress)
+
+    def plan_notes(self, spec: ClusterSpec) -> list[str]:
+        return []
+
+    def destroy(self, state: ClusterState, progress: Progress) -> None:
+        if (state.terraform_dir / TFVARS).exists():
+            check_local_privileges()
+        destroy_module(state, progress)
+
+    def node_states(self, state: ClusterState, inventory: Inventory) -> dict[str, NodeState]:
+        """A node whose namespace is gone is missing; one that has it is running (whether
+        its sshd answers is for SSH to tell)."""
+        names = namespaces(state, (node.name for node in inventory.nodes))
+        return {
+            node: NodeState.RUNNING if (Path("/run/netns") / name).exists() else NodeState.MISSING
+            for node, name in names.items()
+        }
+
+    def provider_id(self, state: ClusterState, node: Node) -> str:
+        return namespaces(state, [node.name])[node.name]
+
+    def status_price(self, spec: ClusterSpec, nodes: int) -> str | None:
+        return None
+
+    def doctor(self, spec: ClusterSpec | None, reach: Reach) -> list[Check]:
+        install = "apt-get install -y openssh-server openssh-client iproute2 util-linux procps"
+        return [
+            checks.probe("root", _root, "run dlvm as root (network namespaces and mounts need it)"),
+            checks.probe("ip (iproute2)", checks.tool("ip"), install),
+            checks.probe("sshd", checks.tool("sshd"), install),
+            checks.probe("ssh-keygen", checks.tool("ssh-keygen"), install),
+            checks.probe(
+                "unshare / nsenter",
+                lambda: checks.tool("unshare")() + ", " + checks.tool("nsenter")(),
+                install,
+            ),
+            checks.probe(
+                "overlayfs", _overlay, "use a kernel with overlayfs (node homes are overlays)"
+            ),
+            checks.terraform_check(),
+            checks.probe(
+                "torch",
+                _torch,
+                "pip install torch==2.13.0 (CPU build), or `bash examples/install.sh`",
+            ),
+        ]

@@ -1,0 +1,172 @@
+"""The ssh provider: machines that already exist become an Inventory, with no Terraform.
+
+Host keys come from the cluster file when given; otherwise they are read from the machines on
+the first `up`, shown to the user, and pinned from then on (a changed key is refused later).
+`down` only forgets the machines (orchestrate first removes what dlvm put on them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from dlvm_cluster.errors import ProvisionError
+from dlvm_cluster.inventory import Inventory, Node, fingerprint, node_name
+from dlvm_cluster.progress import Progress
+from dlvm_cluster.providers import checks
+from dlvm_cluster.providers.base import Check, Converge, NodeState, ProviderPlan, Reach
+from dlvm_cluster.provision.render import RenderedModule
+from dlvm_cluster.spec.model import ClusterSpec, SshProvider
+from dlvm_cluster.state import ClusterState
+
+KeyScan = Callable[[str, int], str]  # (host, port) -> "type base64"
+DEFAULT_IDENTITY = "~/.ssh/id_ed25519"
+
+
+def hosts_of(spec: ClusterSpec) -> SshProvider:
+    provider = spec.provider
+    if not isinstance(provider, SshProvider):
+        raise TypeError(f"not an ssh-provider spec: {provider.kind}")
+    return provider
+
+
+def adopt_hosts(
+    spec: ClusterSpec, pinned: Mapping[tuple[str, int], str], scan: KeyScan
+) -> tuple[Inventory, list[Node]]:
+    """The inventory of the spec's hosts, and the nodes whose keys were newly scanned."""
+    provider = hosts_of(spec)
+    nodes = []
+    scanned = []
+    for rank, host in enumerate(provider.hosts[: spec.nodes.count]):
+        key = host.host_key or pinned.get((host.host, host.port))
+        fresh = key is None
+        if key is None:
+            key = scan(host.host, host.port)
+        node = Node(
+            name=node_name(rank),
+            rank=rank,
+            ip=host.host,
+            port=host.port,
+            user=host.user,
+            host_key=" ".join(key.split()[:2]),
+        )
+        nodes.append(node)
+        if fresh:
+            scanned.append(node)
+    gpus = spec.nodes.accelerator.count if spec.nodes.accelerator else 0
+    inventory = Inventory(
+        cluster=spec.name,
+        nodes=tuple(nodes),
+        env={},
+        gpus_per_node=gpus,
+        identity_file=provider.identity_file or DEFAULT_IDENTITY,
+    )
+    return inventory, scanned
+
+
+def pinned_keys(inventory: Inventory | None) -> dict[tuple[str, int], str]:
+    if inventory is None:
+        return {}
+    return {(node.ip, node.port): node.host_key for node in inventory.nodes}
+
+
+class ExistingHosts:
+    """The `ssh` provider (see the module docstring)."""
+
+    owns_machines = False
+
+    def check_host(self) -> None:
+        return None
+
+    def provision(self, request: Converge) -> tuple[Inventory, bool]:
+        """Adopt the spec's hosts, pinning the keys of machines seen for the first time."""
+        previous = request.previous
+        inventory, scanned = adopt_hosts(
+            request.spec, pinned_keys(previous), request.reach.host_key
+        )
+        for node in scanned:
+            request.progress.note(
+                f"pinned the host key of {node.name} ({node.ip}:{node.port}): "
+                f"{node.host_key_fingerprint}"
+            )
+        return inventory, inventory != previous
+
+    def replace_nodes(self, request: Converge, names: list[str]) -> Inventory:
+        raise ProvisionError(
+            f"{', '.join(names)} cannot be replaced: the ssh provider adopts machines that "
+            "exist already and cannot make new ones",
+            hint="repair or swap the machine, then list its address under provider.hosts",
+        )
+
+    def plan(self, request: Converge) -> ProviderPlan:
+        """The hosts `up` would adopt, each with the key it would be held to: the file's, the
+        one pinned already, or the one it presents on first contact (shown, then pinned)."""
+        pinned = pinned_keys(request.previous)
+        provider = hosts_of(request.spec)
+        known = {node.name: node for node in request.previous.nodes} if request.previous else {}
+        changes = []
+        for rank, host in enumerate(provider.hosts[: request.spec.nodes.count]):
+            name = node_name(rank)
+            address = f"{host.user}@{host.host}:{host.port}"
+            if host.host_key:
+                key = f"key from the file {fingerprint(host.host_key)}"
+            elif (host.host, host.port) in pinned:
+                key = f"key pinned {fingerprint(pinned[(host.host, host.port)])}"
+            else:
+                key = "key shown and pinned on first contact"
+            node = known.get(name)
+            unchanged = node is not None and (node.ip, node.port, node.user) == (
+                host.host,
+                host.port,
+                host.user,
+            )
+            changes.append(("keep" if unchanged else "adopt", f"{name} {address} ({key})"))
+        left = sorted(set(known) - {node_name(rank) for rank in range(len(changes))})
+        changes += [("forget", name) for name in left]
+        adopt = sum(1 for action, _ in changes if action == "adopt")
+        summary = f"{adopt} host(s) to adopt, {len(left)} to forget, no Terraform"
+        return ProviderPlan(changes=tuple(changes), summary=summary, exists=bool(known))
+
+    def plan_notes(self, spec: ClusterSpec) -> list[str]:
+        return []
+
+    def render(self, spec: ClusterSpec, state: ClusterState) -> RenderedModule:
+        raise ProvisionError(
+            "the ssh provider makes no machines, so there is no Terraform to render",
+            hint="`dlvm plan FILE` shows the hosts `up` would adopt",
+        )
+
+    def destroy(self, state: ClusterState, progress: Progress) -> None:
+        return None
+
+    def node_states(self, state: ClusterState, inventory: Inventory) -> dict[str, NodeState]:
+        return {}  # only SSH tells whether a machine dlvm did not make is there
+
+    def provider_id(self, state: ClusterState, node: Node) -> str:
+        return node.ip
+
+    def status_price(self, spec: ClusterSpec, nodes: int) -> str | None:
+        return None
+
+    def doctor(self, spec: ClusterSpec | None, reach: Reach) -> list[Check]:
+        if spec is None:
+            return []
+        provider = hosts_of(spec)
+        key = Path(provider.identity_file or DEFAULT_IDENTITY).expanduser()
+
+        def identity() -> str:
+            checks.need(key.exists(), f"{key} does not exist")
+            return str(key)
+
+        found = [checks.probe("identity file", identity, "set provider.identity_file to your key")]
+        for host in provider.hosts[: spec.nodes.count]:
+            found.append(
+                checks.probe(
+                    f"{host.host}:{host.port}",
+                    lambda h=host: (  # type: ignore[misc]
+                        "answers SSH, host key " + fingerprint(reach.host_key(h.host, h.port))
+                    ),
+                    "check the address, the port and that sshd runs there",
+                )
+            )
+        return found

@@ -1,0 +1,127 @@
+"""The provider interface: one implementation per kind the spec knows, dispatched in one
+place; what each answers without a cluster (plans, states, ids); and `down` holding the lock
+until the state dir is gone."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import typing
+from pathlib import Path
+
+import pytest
+
+from dlvm_cluster import providers
+from dlvm_cluster.inventory import Inventory, Node
+from dlvm_cluster.orchestrate import lifecycle
+from dlvm_cluster.orchestrate.report import node_state
+from dlvm_cluster.progress import SilentProgress
+from dlvm_cluster.providers.base import Converge, NodeState, Provider, Reach
+from dlvm_cluster.providers.ssh import ExistingHosts
+from dlvm_cluster.spec.load import load_spec_text
+from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec
+from dlvm_cluster.state import ClusterState
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+OTHER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBkn3VYvtLJm6uKX8YRHyV8s4XGumUKjpCa6DpBwtNXz"
+
+
+def spec_kinds() -> set[str]:
+    """The provider kinds the cluster file accepts (the discriminated union's members)."""
+    members = typing.get_args(typing.get_type_hints(ClusterSpec)["provider"])
+    return {typing.get_args(member.model_fields["kind"].annotation)[0] for member in members}
+
+
+def test_every_kind_of_the_spec_has_one_provider() -> None:
+    assert set(providers.kinds()) == spec_kinds()
+    interface = {
+        name for name in dir(Provider) if not name.startswith("_") and name != "owns_machines"
+    }
+    for kind in providers.kinds():
+        provider = providers.for_kind(kind)
+        missing = [name for name in interface if not callable(getattr(provider, name, None))]
+        assert missing == [], f"{kind}: {missing}"
+        assert isinstance(provider.owns_machines, bool)
+
+
+def test_node_state_prefers_the_provider_and_falls_back_to_ssh() -> None:
+    assert node_state(None, True) == "running"
+    assert node_state(None, False) == "unreachable"
+    assert node_state(NodeState.RUNNING, False) == "unreachable"
+    assert node_state(NodeState.PREEMPTED, False) == "preempted"
+    assert node_state(NodeState.STOPPED, False) == "stopped"
+    assert node_state(NodeState.MISSING, True) == "missing"
+
+
+def _ssh_spec(tmp_path: Path) -> ClusterSpec:
+    text = (
+        "name: adopt\nprovider:\n  kind: ssh\n  hosts:\n"
+        "    - {host: 192.0.2.1}\n"
+        f"    - {{host: 192.0.2.2, user: ubuntu, host_key: {KEY}}}\n"
+        "    - {host: 192.0.2.3, port: 2222}\n"
+        "nodes: {count: 3}\n"
+    )
+    return load_spec_text(text, tmp_path / "adopt.yaml").spec
+
+
+def _refuse(*args: object) -> typing.NoReturn:
+    raise AssertionError("plan must not connect")
+
+
+def test_ssh_plan_lists_hosts_and_keys_without_connecting(tmp_path: Path) -> None:
+    spec = _ssh_spec(tmp_path)
+    previous = Inventory(
+        "adopt",
+        (
+            Node("node-0", 0, "192.0.2.1", 22, "root", OTHER_KEY),
+            Node("node-3", 3, "192.0.2.9", 22, "root", OTHER_KEY),
+        ),
+    )
+    request = Converge(
+        loaded=LoadedSpec(spec=spec, path=tmp_path / "adopt.yaml", text=""),
+        state=ClusterState("adopt", tmp_path / "state"),
+        previous=previous,
+        applied=False,
+        progress=SilentProgress(),
+        reach=Reach(unreachable=_refuse, host_key=_refuse),
+    )
+    plan = ExistingHosts().plan(request)
+    assert plan.exists
+    actions = [(action, what.split()[0]) for action, what in plan.changes]
+    assert actions == [
+        ("keep", "node-0"),
+        ("adopt", "node-1"),
+        ("adopt", "node-2"),
+        ("forget", "node-3"),
+    ]
+    assert "key pinned SHA256:" in plan.changes[0][1]
+    assert "ubuntu@192.0.2.2:22 (key from the file SHA256:" in plan.changes[1][1]
+    assert "root@192.0.2.3:2222 (key shown and pinned on first contact)" in plan.changes[2][1]
+    assert plan.summary == "2 host(s) to adopt, 1 to forget, no Terraform"
+
+
+def test_down_removes_the_state_dir_while_it_holds_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command waiting for the lock must never find a half-removed state dir."""
+    monkeypatch.setenv("DLVM_HOME", str(tmp_path / "home"))
+    state = ClusterState.for_name("gone")
+    state.create()
+    held: list[bool] = []
+    remove = lifecycle.shutil.rmtree
+
+    def rmtree_checking_the_lock(path: Path, ignore_errors: bool = False) -> None:
+        fd = os.open(state.root / "lock", os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held.append(False)
+        except BlockingIOError:
+            held.append(True)
+        finally:
+            os.close(fd)
+        remove(path, ignore_errors=ignore_errors)
+
+    monkeypatch.setattr(lifecycle.shutil, "rmtree", rmtree_checking_the_lock)
+    lifecycle.down(state, SilentProgress())
+    assert held == [True]
+    assert not state.root.exists()
