@@ -34,9 +34,10 @@ from dlvm_cluster.orchestrate.gcp_report import (
     price_line,
 )
 from dlvm_cluster.orchestrate.records import load_inventory, save_applied
+from dlvm_cluster.progress import TerraformEvent
 from dlvm_cluster.provision.gcp.pricing import PRICES_AS_OF
 from dlvm_cluster.provision.gcp.tfvars import DEFAULT_IMAGE_FAMILY, DLVM_IMAGE_PROJECT
-from dlvm_cluster.provision.terraform import RunResult, TerraformEvent
+from dlvm_cluster.provision.terraform import RunResult
 from dlvm_cluster.spec.load import load_spec_text
 from dlvm_cluster.spec.model import LoadedSpec
 from dlvm_cluster.state import ClusterState
