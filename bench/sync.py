@@ -7,7 +7,7 @@ DLVM_HOME (brought down at the end, also on an error or Ctrl-C), then 2 x --runs
 with rsync (both ways) and one of the two ways dlvm runs (median of --runs for each dlvm):
 
 - dlvm: `dlvm sync NAME` over new connections (DLVM_NO_AGENT=1);
-- dlvm warm: the same command through the cluster's agent (remote/agent.py), which keeps the
+- dlvm warm: the same command through the cluster's agent (agent/server.py), which keeps the
   connections open between commands and does the transfer; each timed run must be served by
   it (what a user gets from a second `dlvm sync` or `exec` within the agent's idle time);
 - rsync: 8 x `rsync -a -e "ssh -F CFG" payload/ HOST:payload-rsync/` at once, CFG being what

@@ -5,10 +5,21 @@ from __future__ import annotations
 
 import sys
 import threading
+from dataclasses import dataclass
 from typing import Protocol
 
 from dlvm_cluster.inventory import Node
-from dlvm_cluster.provision.terraform import TerraformEvent
+
+
+@dataclass(frozen=True)
+class TerraformEvent:
+    """One thing Terraform reported: a resource starting, finishing or failing, or a message."""
+
+    kind: str  # start | progress | complete | errored | provision | plan | summary | message
+    address: str = ""
+    action: str = ""
+    message: str = ""
+    elapsed: float = 0.0
 
 
 class Progress(Protocol):

@@ -234,7 +234,7 @@ def test_down_leaves_no_agent(cli: Cli, tmp_path: Path) -> None:
     # `down` stops the agent before destroying the nodes; at the latest, an agent notices
     # within a second that its inventory is gone.
     assert wait_gone(pid, 3)
-    assert processes_mentioning(f"dlvm_cluster.remote.agent {state_dir}") == []
+    assert processes_mentioning(f"dlvm_cluster.agent {state_dir}") == []
 
 
 def _served(state_dir: Path) -> int:

@@ -83,7 +83,7 @@ def test_ping_describes_the_agent_and_the_socket_is_private(
 
 def test_a_second_agent_exits_at_once(state: ClusterState, agent: int) -> None:
     second = subprocess.run(
-        [sys.executable, "-m", "dlvm_cluster.remote.agent", str(state.root)],
+        [sys.executable, "-m", "dlvm_cluster.agent", str(state.root)],
         cwd=REPO,
         timeout=30,
     )

@@ -34,6 +34,7 @@ from dlvm_cluster.orchestrate.records import (
     save_applied,
     save_inventory,
 )
+from dlvm_cluster.progress import TerraformEvent
 from dlvm_cluster.providers.gcp.converge import provision_gcp, replace_gcp_nodes
 from dlvm_cluster.providers.gcp.pricing import PRICES_AS_OF
 from dlvm_cluster.providers.gcp.provider import ComputeEngine
@@ -44,7 +45,7 @@ from dlvm_cluster.providers.gcp.report import (
     price_line,
 )
 from dlvm_cluster.providers.gcp.tfvars import DEFAULT_IMAGE_FAMILY, DLVM_IMAGE_PROJECT
-from dlvm_cluster.provision.terraform import RunResult, TerraformEvent
+from dlvm_cluster.provision.terraform import RunResult
 from dlvm_cluster.spec.load import load_spec_text
 from dlvm_cluster.spec.model import LoadedSpec
 from dlvm_cluster.state import ClusterState

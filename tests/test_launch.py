@@ -18,12 +18,12 @@ import pytest
 
 from dlvm_cluster.errors import UsageError
 from dlvm_cluster.inventory import Inventory, Node
+from dlvm_cluster.launch import plan_launch
 from dlvm_cluster.launch.environment import node_environment
 from dlvm_cluster.launch.plan import (
     LaunchPlan,
     NodeLaunch,
     covering_network,
-    plan_launch,
     procs_per_node,
     python_program,
     python_script,

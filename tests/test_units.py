@@ -17,7 +17,8 @@ from system import alive
 
 from dlvm_cluster.errors import ProvisionError, UsageError
 from dlvm_cluster.inventory import Inventory, Node, fingerprint, from_terraform_outputs
-from dlvm_cluster.remote.command import PID_MARKER, env_exports, kill_tree, quote_path, wrap
+from dlvm_cluster.remote.command import PID_MARKER, kill_tree, wrap
+from dlvm_cluster.shell import env_exports, quote_path
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPQe0b1bHqvFXaP0Yb3dXvN7jSRAi3lDRsQFZ3tjv7bC"
 
@@ -293,11 +294,13 @@ def test_inventory_json_round_trip() -> None:
     assert Inventory.from_json(original.to_json()) == original
 
 
-@pytest.mark.parametrize("module", ["fanout", "sync", "pool", "agent", "connection"])
+@pytest.mark.parametrize(
+    "module", ["remote.fanout", "remote.sync", "remote.pool", "agent.server", "remote.connection"]
+)
 def test_paramiko_loads_without_invoke_whichever_module_comes_first(module: str) -> None:
     """paramiko imports invoke (half its import time) only for ssh_config `Match exec`, which
     dlvm never reads; remote/connection.py keeps it out, for every module that uses paramiko."""
-    code = f"import sys, dlvm_cluster.remote.{module}; print('invoke' in sys.modules)"
+    code = f"import sys, dlvm_cluster.{module}; print('invoke' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"

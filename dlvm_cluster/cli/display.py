@@ -12,8 +12,7 @@ from rich.status import Status
 
 from dlvm_cluster.errors import DlvmError
 from dlvm_cluster.inventory import Node
-from dlvm_cluster.progress import write_node_line
-from dlvm_cluster.provision.terraform import TerraformEvent
+from dlvm_cluster.progress import TerraformEvent, write_node_line
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 stdout = Console(highlight=False, soft_wrap=True)

@@ -11,38 +11,22 @@ a leading `python` is dropped.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-from dlvm_cluster.inventory import Inventory
-from dlvm_cluster.launch.plan import (
-    NO_ENV,
-    LaunchPlan,
-    layout,
-    python_script,
-)
+from dlvm_cluster.launch.plan import JobLayout, LaunchPlan, python_script
 from dlvm_cluster.spec.model import Job
 
 
-def plan(
-    job: Job,
-    inventory: Inventory,
-    *,
-    job_id: str,
-    port: int,
-    spec_env: Mapping[str, object] = NO_ENV,
-) -> LaunchPlan:
-    jobs = layout(job, inventory, job_id=job_id, port=port)
+def plan(job: Job, layout: JobLayout) -> LaunchPlan:
     script = python_script(job.command)
-    return jobs.on_each_node(
+    return layout.on_each_node(
         lambda index, node: [
             "accelerate",
             "launch",
             "--multi_gpu",
-            f"--num_machines={len(jobs.nodes)}",
-            f"--num_processes={jobs.world_size}",
+            f"--num_machines={len(layout.nodes)}",
+            f"--num_processes={layout.world_size}",
             f"--machine_rank={index}",
-            f"--main_process_ip={jobs.head.ip}",
-            f"--main_process_port={port}",
+            f"--main_process_ip={layout.head.ip}",
+            f"--main_process_port={layout.port}",
             *script.words("--module"),
         ]
     )

@@ -14,38 +14,21 @@ the script's arguments.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-from dlvm_cluster.inventory import Inventory
-from dlvm_cluster.launch.plan import (
-    HOSTFILE,
-    NO_ENV,
-    LaunchPlan,
-    layout,
-    python_script,
-)
+from dlvm_cluster.launch.plan import HOSTFILE, JobLayout, LaunchPlan, python_script
 from dlvm_cluster.spec.model import Job
 
 
-def plan(
-    job: Job,
-    inventory: Inventory,
-    *,
-    job_id: str,
-    port: int,
-    spec_env: Mapping[str, object] = NO_ENV,
-) -> LaunchPlan:
-    jobs = layout(job, inventory, job_id=job_id, port=port)
+def plan(job: Job, layout: JobLayout) -> LaunchPlan:
     script = python_script(job.command)
-    return jobs.on_each_node(
+    return layout.on_each_node(
         lambda index, node: [
             "deepspeed",
             "--hostfile",
             HOSTFILE,
             "--no_ssh",
             f"--node_rank={index}",
-            f"--master_addr={jobs.head.ip}",
-            f"--master_port={port}",
+            f"--master_addr={layout.head.ip}",
+            f"--master_port={layout.port}",
             *script.words("--module"),
         ]
     )

@@ -13,32 +13,15 @@ machines; a cluster with MPI can use framework `mpi`. job.command is a whole com
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-from dlvm_cluster.inventory import Inventory
-from dlvm_cluster.launch.plan import (
-    NO_ENV,
-    LaunchPlan,
-    ShellText,
-    layout,
-    python_program,
-    ssh_port,
-)
+from dlvm_cluster.launch.plan import JobLayout, LaunchPlan, python_program, ssh_port
+from dlvm_cluster.shell import ShellText
 from dlvm_cluster.spec.model import Job
 
 
-def plan(
-    job: Job,
-    inventory: Inventory,
-    *,
-    job_id: str,
-    port: int,
-    spec_env: Mapping[str, object] = NO_ENV,
-) -> LaunchPlan:
-    jobs = layout(job, inventory, job_id=job_id, port=port)
-    argv = ["horovodrun", "-np", str(jobs.world_size), "-H", jobs.hosts, "--gloo"]
-    ssh = ssh_port(jobs.nodes)
+def plan(job: Job, layout: JobLayout) -> LaunchPlan:
+    argv = ["horovodrun", "-np", str(layout.world_size), "-H", layout.hosts, "--gloo"]
+    ssh = ssh_port(layout.nodes)
     if ssh != 22:
         argv += ["--ssh-port", str(ssh)]
     argv.append(ShellText(python_program(job.command)))
-    return jobs.on_head(argv)
+    return layout.on_head(argv)

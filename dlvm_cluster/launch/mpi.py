@@ -19,47 +19,31 @@ script gets `python3`. This needs SSH from the head to every node.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-from dlvm_cluster.inventory import Inventory
-from dlvm_cluster.launch.environment import node_environment
 from dlvm_cluster.launch.plan import (
-    NO_ENV,
+    JobLayout,
     LaunchPlan,
-    ShellText,
     covering_network,
-    layout,
     python_program,
     ssh_port,
 )
+from dlvm_cluster.shell import ShellText
 from dlvm_cluster.spec.model import Job
 
 
-def plan(
-    job: Job,
-    inventory: Inventory,
-    *,
-    job_id: str,
-    port: int,
-    spec_env: Mapping[str, object] = NO_ENV,
-) -> LaunchPlan:
-    jobs = layout(job, inventory, job_id=job_id, port=port)
-    env = jobs.env()
+def plan(job: Job, layout: JobLayout) -> LaunchPlan:
+    env = layout.env()
     argv = ["mpirun"]
-    if jobs.head.user == "root":
+    if layout.head.user == "root":
         argv.append("--allow-run-as-root")
-    argv += ["-np", str(jobs.world_size), "-H", jobs.hosts, "--bind-to", "none"]
+    argv += ["-np", str(layout.world_size), "-H", layout.hosts, "--bind-to", "none"]
     argv += ["--map-by", "slot"]
-    network = covering_network(jobs.nodes)
+    network = covering_network(layout.nodes)
     if network:
         argv += ["--mca", "btl_tcp_if_include", network, "--mca", "oob_tcp_if_include", network]
-    ssh = ssh_port(jobs.nodes)
+    ssh = ssh_port(layout.nodes)
     if ssh != 22:
         argv += ["--mca", "plm_rsh_args", f"-p {ssh}"]
-    contract = node_environment(inventory, jobs.head, {})  # the provider's env and DLVM_*
-    names = [*inventory.env, *spec_env, *contract, *env, "DLVM_HOSTFILE", "PATH"]
-    for name in dict.fromkeys(names):
-        if name != "DLVM_NODE_RANK":
-            argv += ["-x", name]
+    for name in layout.forwarded_env:
+        argv += ["-x", name]
     argv.append(ShellText(python_program(job.command)))
-    return jobs.on_head(argv, env)
+    return layout.on_head(argv, env)

@@ -8,22 +8,12 @@ DLVM_HOSTFILE lists the nodes, e.g.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-from dlvm_cluster.inventory import Inventory
-from dlvm_cluster.launch.plan import NO_ENV, LaunchPlan, NodeLaunch, ShellText, layout
+from dlvm_cluster.launch.plan import JobLayout, LaunchPlan, NodeLaunch
+from dlvm_cluster.shell import ShellText
 from dlvm_cluster.spec.model import Job
 
 
-def plan(
-    job: Job,
-    inventory: Inventory,
-    *,
-    job_id: str,
-    port: int,
-    spec_env: Mapping[str, object] = NO_ENV,
-) -> LaunchPlan:
-    jobs = layout(job, inventory, job_id=job_id, port=port)
-    command = jobs.command([ShellText(job.command)])
-    launches = [NodeLaunch(node=node, command=command, env=jobs.env()) for node in jobs.nodes]
-    return jobs.plan(launches)
+def plan(job: Job, layout: JobLayout) -> LaunchPlan:
+    command = layout.command([ShellText(job.command)])
+    launches = [NodeLaunch(node=node, command=command, env=layout.env()) for node in layout.nodes]
+    return layout.plan(launches)

@@ -1,41 +1,23 @@
-"""Launch plans: the commands that start a job on each node, as plain values.
+"""Launch plans as plain values, and what every framework's planner builds them from.
 
-`plan_launch` hands (job, inventory) to the job's framework module (torchrun, horovod,
-deepspeed, accelerate, mpi, none), which returns a LaunchPlan. Nothing here opens a
-connection or starts a process: the caller writes the plan's `files` on every node, then runs
-each NodeLaunch's `command` on its node, in the job's workdir, with node_environment() plus
-the launch's `env`.
-
-Besides the DLVM_* contract variables, every job process gets:
-
-    MASTER_ADDR, MASTER_PORT   the head's IP and the job's port
-    DLVM_JOB_ID                the job's id
-    DLVM_PROCS_PER_NODE        processes per node (`procs_per_node`; auto = GPUs, or 1)
-    DLVM_WORLD_SIZE            processes in all: procs per node x nodes in the job
-    DLVM_HOSTFILE              ~/.dlvm/jobs/<job_id>/hostfile: one line `IP slots=N` per node
-                               (the MPI and DeepSpeed format), for launchers of your own
-    PYTHONUNBUFFERED=1         so output reaches the job's logs line by line
-
-DLVM_HOSTFILE's value needs the node's $HOME, which only the node's shell knows, so every
-command starts `export DLVM_HOSTFILE="$HOME"/... && ` and then runs the launcher.
-
-Commands are built from argv lists and quoted once; the user's job.command is the only text
-inserted as shell syntax, so `$VAR`, quotes and redirections in it work as written.
+`plan_launch` (launch/__init__.py) makes one JobLayout for the job (its nodes, processes,
+port, id and environment) and hands it to the job's framework module, whose `plan(job,
+layout)` returns a LaunchPlan; the framework modules take their types and helpers from here.
+The environment every job process gets is described in launch/__init__.py.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Protocol
 
 from dlvm_cluster.errors import UsageError
 from dlvm_cluster.inventory import Inventory, Node
-from dlvm_cluster.remote.command import quote_path
+from dlvm_cluster.launch.environment import node_environment
+from dlvm_cluster.shell import ShellText, join, quote_path
 from dlvm_cluster.spec.model import Job
 
 NO_ENV: Mapping[str, object] = MappingProxyType({})
@@ -69,50 +51,6 @@ class LaunchPlan:
     job_id: str
     launches: tuple[NodeLaunch, ...]
     files: tuple[HostFile, ...]
-
-
-class Planner(Protocol):
-    """The one function each framework module exposes."""
-
-    def __call__(
-        self,
-        job: Job,
-        inventory: Inventory,
-        *,
-        job_id: str,
-        port: int,
-        spec_env: Mapping[str, object] = NO_ENV,
-    ) -> LaunchPlan: ...
-
-
-def plan_launch(
-    job: Job,
-    inventory: Inventory,
-    *,
-    job_id: str,
-    port: int,
-    spec_env: Mapping[str, object] = NO_ENV,
-) -> LaunchPlan:
-    """The plan for `job` on `inventory`. `spec_env` is the cluster file's env, of which only
-    the names are used: MPI forwards them to the processes it starts on other nodes, which do
-    not inherit the environment dlvm gives the head."""
-    # Imported here because each framework module imports this one's types and helpers.
-    from dlvm_cluster.launch import accelerate, deepspeed, horovod, mpi, none, torchrun
-
-    planners: dict[str, Planner] = {
-        "torchrun": torchrun.plan,
-        "horovod": horovod.plan,
-        "deepspeed": deepspeed.plan,
-        "accelerate": accelerate.plan,
-        "mpi": mpi.plan,
-        "none": none.plan,
-    }
-    if elastic_range(job) and job.framework != "torchrun":
-        raise UsageError(
-            f'job.nnodes "{job.nnodes}": a MIN:MAX range is for torchrun only',
-            hint="give a single number of nodes, or use framework: torchrun",
-        )
-    return planners[job.framework](job, inventory, job_id=job_id, port=port, spec_env=spec_env)
 
 
 def procs_per_node(job: Job, inventory: Inventory) -> int:
@@ -166,12 +104,16 @@ def hostfile_path(job_id: str) -> str:
 
 @dataclass(frozen=True)
 class JobLayout:
-    """What every framework's plan starts from: the job's nodes, processes and env."""
+    """What every framework's plan starts from: the job's nodes, processes and env. Made once
+    per job by `job_layout`; a planner gets this and the job, nothing else."""
 
     job_id: str
     port: int
     nodes: tuple[Node, ...]
     procs_per_node: int
+    node_env_names: tuple[str, ...]
+    """The names of the variables a node gives every job process besides the launch's own:
+    the provider's env, the cluster file's env and the DLVM_* contract."""
 
     @property
     def head(self) -> Node:
@@ -185,6 +127,15 @@ class JobLayout:
     def hosts(self) -> str:
         """`ip:slots,...` as horovodrun and mpirun take with -H."""
         return ",".join(f"{node.ip}:{self.procs_per_node}" for node in self.nodes)
+
+    @property
+    def forwarded_env(self) -> tuple[str, ...]:
+        """The names a launcher that starts processes on other nodes from the head (mpirun -x)
+        must forward, since those do not inherit the head's environment: the node's
+        variables, the launch's, DLVM_HOSTFILE and PATH. Not DLVM_NODE_RANK, which would be
+        the head's everywhere."""
+        names = [*self.node_env_names, *self.env(), "DLVM_HOSTFILE", "PATH"]
+        return tuple(name for name in dict.fromkeys(names) if name != "DLVM_NODE_RANK")
 
     def env(self) -> dict[str, str]:
         """The variables every launch adds to the node's environment (see the module doc)."""
@@ -227,32 +178,37 @@ class JobLayout:
         return self.plan([NodeLaunch(node=self.head, command=self.command(argv), env=dict(env))])
 
 
-def layout(job: Job, inventory: Inventory, *, job_id: str, port: int) -> JobLayout:
-    """The layout every planner starts from; a bad job id or port is a caller's bug."""
+def job_layout(
+    job: Job,
+    inventory: Inventory,
+    *,
+    job_id: str,
+    port: int,
+    spec_env: Mapping[str, object] = NO_ENV,
+) -> JobLayout:
+    """The layout every planner starts from; a bad job id or port is a caller's bug. Of
+    `spec_env` (the cluster file's env) only the names are used."""
     if not _JOB_ID.fullmatch(job_id):
         raise ValueError(f"job id {job_id!r} must be letters, digits, '.', '_' or '-'")
     if not 1 <= port <= 65535:
         raise ValueError(f"port {port} is out of range")
+    nodes = job_nodes(job, inventory)
+    contract = node_environment(inventory, nodes[0], {})  # the provider's env and DLVM_*
     return JobLayout(
         job_id=job_id,
         port=port,
-        nodes=job_nodes(job, inventory),
+        nodes=nodes,
         procs_per_node=procs_per_node(job, inventory),
+        node_env_names=tuple(dict.fromkeys([*inventory.env, *spec_env, *contract])),
     )
 
 
-class ShellText(str):
-    """A word put into a command as it is, because it already is shell syntax."""
-
-    __slots__ = ()
+Planner = Callable[[Job, JobLayout], LaunchPlan]
+"""The one function each framework module exposes: its launch plan for the job."""
 
 
 HOSTFILE = ShellText('"$DLVM_HOSTFILE"')
-
-
-def join(argv: Sequence[str]) -> str:
-    """Like shlex.join, but ShellText words go in unquoted."""
-    return " ".join(word if isinstance(word, ShellText) else shlex.quote(word) for word in argv)
+"""The hostfile's path as a launcher's argument, expanded by the node's shell."""
 
 
 @dataclass(frozen=True)

@@ -19,16 +19,8 @@ a leading `python`/`python3` is dropped (see plan.python_script).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-from dlvm_cluster.inventory import Inventory, Node
-from dlvm_cluster.launch.plan import (
-    NO_ENV,
-    LaunchPlan,
-    elastic_range,
-    layout,
-    python_script,
-)
+from dlvm_cluster.inventory import Node
+from dlvm_cluster.launch.plan import JobLayout, LaunchPlan, elastic_range, python_script
 from dlvm_cluster.spec.model import Job
 
 LAST_CALL_TIMEOUT_S = 5
@@ -37,18 +29,10 @@ is 30 s). dlvm starts every node at once, so stragglers are seconds behind; late
 through a scale-up restart anyway."""
 
 
-def plan(
-    job: Job,
-    inventory: Inventory,
-    *,
-    job_id: str,
-    port: int,
-    spec_env: Mapping[str, object] = NO_ENV,
-) -> LaunchPlan:
-    jobs = layout(job, inventory, job_id=job_id, port=port)
+def plan(job: Job, layout: JobLayout) -> LaunchPlan:
     script = python_script(job.command)
     elastic = elastic_range(job) is not None
-    env = jobs.env()
+    env = layout.env()
     if elastic:
         env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
 
@@ -57,24 +41,24 @@ def plan(
             is_host = "true" if index == 0 else "false"
             rendezvous = [
                 f"--nnodes={job.nnodes}",
-                f"--nproc-per-node={jobs.procs_per_node}",
+                f"--nproc-per-node={layout.procs_per_node}",
                 "--rdzv-backend=c10d",
-                f"--rdzv-endpoint={_endpoint(jobs.head.ip, port)}",
-                f"--rdzv-id={job_id}",
+                f"--rdzv-endpoint={_endpoint(layout.head.ip, layout.port)}",
+                f"--rdzv-id={layout.job_id}",
                 f"--rdzv-conf=is_host={is_host},last_call_timeout={LAST_CALL_TIMEOUT_S}",
                 f"--max-restarts={job.max_restarts}",
             ]
         else:
             rendezvous = [
-                f"--nnodes={len(jobs.nodes)}",
+                f"--nnodes={len(layout.nodes)}",
                 f"--node-rank={index}",
-                f"--nproc-per-node={jobs.procs_per_node}",
-                f"--master-addr={jobs.head.ip}",
-                f"--master-port={port}",
+                f"--nproc-per-node={layout.procs_per_node}",
+                f"--master-addr={layout.head.ip}",
+                f"--master-port={layout.port}",
             ]
         return ["torchrun", *rendezvous, f"--local-addr={node.ip}", *script.words("-m")]
 
-    return jobs.on_each_node(argv, env)
+    return layout.on_each_node(argv, env)
 
 
 def _endpoint(host: str, port: int) -> str:

@@ -1,6 +1,6 @@
 """exec, status, sync and the ssh helpers: inventory -> SSH, no Terraform.
 
-`exec` and `sync` go through the cluster's agent (remote/agent.py) when one answers, reusing
+`exec` and `sync` go through the cluster's agent (agent/server.py) when one answers, reusing
 its open connections; otherwise they connect as usual and then start an agent for the next
 command. What only the cold path needs (paramiko, pydantic) is imported inside the
 functions, so that the warm path does not pay for it.

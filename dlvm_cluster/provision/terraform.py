@@ -16,17 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dlvm_cluster.errors import ProvisionError
-
-
-@dataclass(frozen=True)
-class TerraformEvent:
-    """One thing Terraform reported: a resource starting, finishing or failing, or a message."""
-
-    kind: str  # start | progress | complete | errored | provision | plan | summary | message
-    address: str = ""
-    action: str = ""
-    message: str = ""
-    elapsed: float = 0.0
+from dlvm_cluster.progress import TerraformEvent
 
 
 @dataclass

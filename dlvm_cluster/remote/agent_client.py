@@ -1,4 +1,4 @@
-"""Talking to a cluster's agent (remote/agent.py), which keeps SSH connections to the nodes
+"""Talking to a cluster's agent (agent/server.py), which keeps SSH connections to the nodes
 open between dlvm commands, like OpenSSH's ControlPersist.
 
 Standard library only (and dlvm's own plain data types): a command over warm connections

@@ -1,4 +1,4 @@
-"""The agent's process (remote/agent.py) seen from outside: started in the background by the
+"""The agent's process (agent/server.py) seen from outside: started in the background by the
 command that connected cold (`spawn`), found by its lock (`running_pid`), and stopped before
 `down` destroys the nodes (`stop`). Talking to it is remote/agent_client.py.
 
@@ -47,7 +47,7 @@ def spawn(state_dir: Path) -> None:
         return
     try:
         subprocess.Popen(
-            [sys.executable, "-m", "dlvm_cluster.remote.agent", str(state_dir)],
+            [sys.executable, "-m", "dlvm_cluster.agent", str(state_dir)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,

@@ -2,13 +2,15 @@
 
 Every remote command runs as `sh -c` in the login shell sshd starts; it first reports its
 PID (the session and process group leader sshd made), so that an interrupt or timeout can
-stop its whole process tree, then exports the environment and changes directory.
+stop its whole process tree, then exports the environment and changes directory. Quoting
+is shell.py's.
 """
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Mapping
+
+from dlvm_cluster.shell import env_exports, quote_path
 
 PID_MARKER = "\x1edlvm-pid "
 # Secret env values live on each node in a 0600 file, written through stdin; every command
@@ -18,19 +20,6 @@ INSTALL_SECRETS = (
     "umask 077; mkdir -p ~/.dlvm && cat > ~/.dlvm/secrets.env.tmp && "
     "mv ~/.dlvm/secrets.env.tmp ~/.dlvm/secrets.env"
 )
-
-
-def quote_path(path: str) -> str:
-    """Quote a remote path, keeping a leading ~ so the remote shell expands it."""
-    if path == "~":
-        return '"$HOME"'
-    if path.startswith("~/"):
-        return '"$HOME"/' + shlex.quote(path[2:])
-    return shlex.quote(path)
-
-
-def env_exports(env: Mapping[str, str]) -> str:
-    return "".join(f"export {name}={shlex.quote(value)}; " for name, value in env.items())
 
 
 def wrap(command: str, env: Mapping[str, str], workdir: str | None = None) -> str:

@@ -14,7 +14,8 @@ import re
 import shlex
 from collections.abc import Mapping, Sequence
 
-from dlvm_cluster.remote.command import SOURCE_SECRETS, env_exports, quote_path
+from dlvm_cluster.remote.command import SOURCE_SECRETS
+from dlvm_cluster.shell import env_exports, quote_path
 
 JOBS_DIR = "~/.dlvm/jobs"
 _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")

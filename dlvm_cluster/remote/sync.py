@@ -21,10 +21,10 @@ from pathlib import Path
 
 from dlvm_cluster.errors import RemoteError
 from dlvm_cluster.inventory import Node
-from dlvm_cluster.remote.command import quote_path
 from dlvm_cluster.remote.connection import Connection, paramiko
 from dlvm_cluster.remote.pool import SshPool, for_each_node
 from dlvm_cluster.remote.results import SyncResult
+from dlvm_cluster.shell import quote_path
 
 CHUNK = 1 << 20
 CANCEL_WAIT = 10.0  # seconds a cancelled push waits for the remote tar to exit

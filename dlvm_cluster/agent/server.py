@@ -1,14 +1,14 @@
 """The per-cluster agent: SSH connections to the nodes kept open between dlvm commands, like
 OpenSSH's ControlPersist, so that a second `dlvm exec` or `dlvm sync` skips connecting.
 
-    python -m dlvm_cluster.remote.agent STATE_DIR
+    python -m dlvm_cluster.agent STATE_DIR
 
 One agent per cluster (a flock on agent.lock; a second one exits at once). It opens one
 connection per node (SshPool), then serves requests on the unix socket agent.sock in the state
 dir (0600 in the 0700 dir: only the user reaches it); the protocol is described in
 remote/agent_client.py; remote/agent_process.py starts (`spawn`) and stops (`stop`) it.
 This module accepts, refuses and keeps count; the work of a request is in
-remote/agent_work.py: commands run through remote.fanout and files are pushed through
+agent/work.py: commands run through remote.fanout and files are pushed through
 remote.sync exactly as over new connections (the same results, the same stop of every node's
 process tree or transfer on a cancel, a timeout or a client that went away).
 
@@ -35,6 +35,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from dlvm_cluster.agent.work import Client, Work, push_files, run_commands
 from dlvm_cluster.inventory import Inventory
 from dlvm_cluster.orchestrate.records import open_pool
 from dlvm_cluster.remote.agent_client import (
@@ -45,7 +46,6 @@ from dlvm_cluster.remote.agent_client import (
     socket_path,
 )
 from dlvm_cluster.remote.agent_process import LOCK_NAME
-from dlvm_cluster.remote.agent_work import Client, Work, push_files, run_commands
 from dlvm_cluster.remote.fanout import Cancellation
 from dlvm_cluster.remote.pool import SshPool
 from dlvm_cluster.state import ClusterState
@@ -329,7 +329,7 @@ def _hold_lock(state_dir: Path) -> int | None:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m dlvm_cluster.remote.agent STATE_DIR", file=sys.stderr)
+        print("usage: python -m dlvm_cluster.agent STATE_DIR", file=sys.stderr)
         return 2
     root = Path(argv[0])
     state = ClusterState(name=root.name, root=root)
@@ -361,7 +361,3 @@ def main(argv: list[str]) -> int:
     reason = agent.serve()
     log(f"exiting: {reason}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

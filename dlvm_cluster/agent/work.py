@@ -1,4 +1,4 @@
-"""What the agent (remote/agent.py) does for a request, once accepted: run commands on nodes,
+"""What the agent (agent/server.py) does for a request, once accepted: run commands on nodes,
 or push the cluster's files, over the connections it holds, streaming to its client.
 
 The agent itself only accepts, refuses and keeps count; each request kind here is a Work:
@@ -15,11 +15,15 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from dlvm_cluster.errors import DlvmError, RemoteError
 from dlvm_cluster.inventory import Node
-from dlvm_cluster.provision.terraform import TerraformEvent
+from dlvm_cluster.orchestrate.files import push_files as push
+from dlvm_cluster.orchestrate.records import applied_spec
+from dlvm_cluster.progress import TerraformEvent
 from dlvm_cluster.remote.agent_client import Messages, encode, error_message
 from dlvm_cluster.remote.fanout import Cancellation, run_on_nodes
 from dlvm_cluster.remote.pool import SshPool
+from dlvm_cluster.remote.sync import SyncCancelled
 from dlvm_cluster.state import ClusterState
 
 Outcome = tuple[str, dict[str, Any]]  # what the log says, and the last message to the client
@@ -95,10 +99,6 @@ def run_commands(pool: SshPool, request: dict[str, Any]) -> Work | None:
 def push_files(pool: SshPool, state: ClusterState, request: dict[str, Any]) -> Work:
     """The cluster's files (its applied spec, read afresh) pushed to nodes, as `dlvm sync`
     does over new connections; progress and the result go to the client."""
-    from dlvm_cluster.errors import DlvmError, RemoteError
-    from dlvm_cluster.orchestrate.files import push_files as push
-    from dlvm_cluster.orchestrate.records import applied_spec
-    from dlvm_cluster.remote.sync import SyncCancelled
 
     def work(nodes: list[Node], client: Client, cancel: Cancellation) -> Outcome:
         try:

@@ -1,0 +1,182 @@
+"""The layer rule of docs/ARCHITECTURE.md, enforced: every import in dlvm_cluster (top level
+or inside a function, `import x` or `from x import y`, relative ones resolved) goes to the
+module's own package, a layer below, or the foundation; never up, never sideways.
+
+    cli, agent                      top: programs
+    orchestrate
+    launch | remote | providers     siblings: none imports another
+    provision                       the Terraform engine: for providers and orchestrate only
+    foundation                      spec, state, inventory, progress, errors, secret_env,
+                                    shell, and the package's own __init__ and __main__
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+PACKAGE = "dlvm_cluster"
+SOURCE = Path(__file__).resolve().parents[2] / PACKAGE
+
+FOUNDATION = frozenset(
+    {"spec", "state", "inventory", "progress", "errors", "secret_env", "shell", "__init__"}
+)
+SIBLINGS = frozenset({"launch", "remote", "providers"})
+BELOW_TOP = frozenset({"orchestrate", *SIBLINGS}) | FOUNDATION
+
+# What each part of dlvm_cluster may import besides itself, and the rule that says so.
+ALLOWED: dict[str, tuple[frozenset[str], str]] = {
+    "cli": (BELOW_TOP, "cli is a program on top: it may import anything but provision and agent"),
+    "agent": (BELOW_TOP, "agent is a program on top: it may import anything but provision and cli"),
+    "orchestrate": (
+        frozenset({*SIBLINGS, "provision"}) | FOUNDATION,
+        "orchestrate imports only launch, remote, providers, provision and the foundation",
+    ),
+    "launch": (
+        FOUNDATION,
+        "launch imports only the foundation (not its siblings remote and "
+        "providers, not provision, nothing above)",
+    ),
+    "remote": (
+        FOUNDATION,
+        "remote imports only the foundation (not its siblings launch and "
+        "providers, not provision, nothing above)",
+    ),
+    "providers": (
+        frozenset({"provision"}) | FOUNDATION,
+        "providers imports only provision and the foundation (not its siblings launch and "
+        "remote, nothing above)",
+    ),
+    "provision": (FOUNDATION, "provision (the Terraform engine) imports only the foundation"),
+    **{
+        name: (FOUNDATION, f"{name} is foundation: it imports only the foundation")
+        for name in FOUNDATION
+    },
+    "__main__": (
+        frozenset({"cli"}) | FOUNDATION,
+        "__main__ imports only cli and the foundation",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Violation:
+    path: str
+    line: int
+    imported: str
+    rule: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: imports {self.imported}: {self.rule}"
+
+
+def part_of(module: str) -> str:
+    """The layer unit a dlvm_cluster module belongs to: `dlvm_cluster.remote.pool` -> remote,
+    `dlvm_cluster.state` -> state, `dlvm_cluster` -> __init__."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def imported_modules(tree: ast.AST, module: str, is_package: bool) -> list[tuple[int, str]]:
+    """(line, absolute module name) for every import anywhere in the tree. For `from X import
+    y`, y is counted as X.y, since y may be a submodule (`from dlvm_cluster import cli`)."""
+    package = module if is_package else module.rpartition(".")[0]
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base_parts = package.split(".")
+                base_parts = base_parts[: len(base_parts) - (node.level - 1)]
+                base = ".".join([*base_parts, *([node.module] if node.module else [])])
+            else:
+                base = node.module or ""
+            found += [(node.lineno, f"{base}.{alias.name}") for alias in node.names]
+    return found
+
+
+def violations_in(
+    source: str, *, module: str, path: str, is_package: bool = False
+) -> list[Violation]:
+    """The imports in `source` (the code of `module`) that break the layer rule."""
+    own = part_of(module)
+    if own not in ALLOWED:
+        return [Violation(path, 1, module, f"{own} has no place in the layer table of this test")]
+    allowed, rule = ALLOWED[own]
+    found = []
+    for line, imported in imported_modules(ast.parse(source, path), module, is_package):
+        if imported != PACKAGE and not imported.startswith(PACKAGE + "."):
+            continue
+        target = part_of(imported)
+        if target == own or target in allowed:
+            continue
+        if target not in ALLOWED:  # `from dlvm_cluster import NAME` of a name, not a module
+            target_rule = f"{imported} is not a part of {PACKAGE} the layer table knows"
+            found.append(Violation(path, line, imported, target_rule))
+            continue
+        found.append(Violation(path, line, imported, rule))
+    return found
+
+
+def module_name(path: Path) -> tuple[str, bool]:
+    relative = path.relative_to(SOURCE.parent).with_suffix("")
+    parts = list(relative.parts)
+    if parts[-1] == "__init__":
+        return ".".join(parts[:-1]), True
+    return ".".join(parts), False
+
+
+def all_violations() -> list[Violation]:
+    found = []
+    for path in sorted(SOURCE.rglob("*.py")):
+        module, is_package = module_name(path)
+        shown = str(path.relative_to(SOURCE.parent))
+        found += violations_in(
+            path.read_text(encoding="utf-8"), module=module, path=shown, is_package=is_package
+        )
+    return found
+
+
+def test_every_import_goes_down_or_stays_in_its_package() -> None:
+    assert SOURCE.is_dir()
+    broken = all_violations()
+    assert not broken, "imports that break the layer rule:\n" + "\n".join(map(str, broken))
+
+
+def test_the_checker_catches_an_upward_import_at_any_depth() -> None:
+    source = (
+        "import os\n"
+        "from dlvm_cluster.errors import DlvmError\n"
+        "from dlvm_cluster.remote.pool import SshPool\n"
+        "from . import sync\n"
+        "def later():\n"
+        "    from dlvm_cluster.orchestrate.records import open_pool\n"
+        "    from ..launch import plan\n"
+        "    import dlvm_cluster.provision.terraform\n"
+        "    from .. import cli\n"
+    )
+    found = violations_in(source, module="dlvm_cluster.remote.planted", path="remote/planted.py")
+    assert [(v.line, v.imported) for v in found] == [
+        (6, "dlvm_cluster.orchestrate.records.open_pool"),
+        (7, "dlvm_cluster.launch.plan"),
+        (8, "dlvm_cluster.provision.terraform"),
+        (9, "dlvm_cluster.cli"),
+    ]
+    assert str(found[0]).startswith("remote/planted.py:6: imports dlvm_cluster.orchestrate")
+    assert "remote imports only the foundation" in found[0].rule
+
+
+def test_the_checker_resolves_relative_imports_in_a_package_init() -> None:
+    source = "from .plan import LaunchPlan\nfrom ..remote import command\n"
+    found = violations_in(
+        source, module="dlvm_cluster.launch", path="launch/__init__.py", is_package=True
+    )
+    assert [(v.line, v.imported) for v in found] == [(2, "dlvm_cluster.remote.command")]
+
+
+def test_the_checker_places_every_part_it_is_told_of() -> None:
+    """A new package must be given its layer here before it can import anything."""
+    found = violations_in("", module="dlvm_cluster.newpart.x", path="newpart/x.py")
+    assert [v.rule for v in found] == ["newpart has no place in the layer table of this test"]
