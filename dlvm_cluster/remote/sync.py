@@ -23,11 +23,13 @@ from dlvm_cluster.errors import RemoteError
 from dlvm_cluster.inventory import Node
 from dlvm_cluster.remote.command import quote_path
 from dlvm_cluster.remote.connection import Connection, paramiko
+from dlvm_cluster.remote.extract import extract_stream
 from dlvm_cluster.remote.pool import SshPool, for_each_node
 from dlvm_cluster.remote.results import SyncResult
 
 CHUNK = 1 << 20
 CANCEL_WAIT = 10.0  # seconds a cancelled push waits for the remote tar to exit
+PULL_TAR = "tar -c --hard-dereference -f - ."
 
 
 class SyncCancelled(Exception):
@@ -278,7 +280,9 @@ def push(
 
 
 def pull(pool: SshPool, nodes: Sequence[Node], remote: str, local: Path) -> list[SyncResult]:
-    """Copy `remote` from every node into local/<node name>/."""
+    """Copy `remote` from every node into local/<node name>/. What a node sends is unpacked by
+    remote/extract.py, which writes nothing outside that folder; hard links are sent as files
+    (`--hard-dereference`), so that a pull never needs one."""
 
     def one(connection: Connection) -> SyncResult:
         result = SyncResult(connection.node.name)
@@ -287,14 +291,14 @@ def pull(pool: SshPool, nodes: Sequence[Node], remote: str, local: Path) -> list
         target.mkdir(parents=True, exist_ok=True)
         channel = connection.channel()
         try:
-            channel.exec_command(f"cd {quote_path(remote)} && tar -c -f - .")
-            reader = channel.makefile("rb")
-            with tarfile.open(fileobj=reader, mode="r|") as tar:
-                for member in tar:
-                    tar.extract(member, target, filter="data")
-                    if member.isfile():
-                        result.sent_files += 1
-                        result.sent_bytes += member.size
+            channel.exec_command(f"cd {quote_path(remote)} && {PULL_TAR}")
+            try:
+                extracted = extract_stream(channel.makefile("rb"), target)
+            except RemoteError as exc:
+                raise RemoteError(
+                    f"{connection.node.name}: {exc.message} (pulling {remote})", hint=exc.hint
+                ) from exc
+            result.sent_files, result.sent_bytes = extracted.files, extracted.bytes
             err = channel.makefile_stderr("rb").read().decode(errors="replace")
             if channel.recv_exit_status() != 0:
                 raise RemoteError(f"{connection.node.name}: cannot read {remote}: {err.strip()}")
