@@ -104,24 +104,48 @@ def _entry(path: Path, relative: str) -> Entry:
     return Entry(relative, "f", size=info.st_size, mtime=int(info.st_mtime), mode=mode)
 
 
-LISTING = "find . -mindepth 1 -printf '%P\\t%y\\t%s\\t%T@\\t%m\\t%l\\n'"
+# One record per path, six NUL-terminated fields: a name may hold tabs and newlines, never a
+# NUL. The listing ends with an empty name, which find never prints (-mindepth 1).
+LISTING = "find . -mindepth 1 -printf '%P\\0%y\\0%s\\0%T@\\0%m\\0%l\\0' && printf '\\000'"
+LISTING_FIELDS = 6
 
 
-def parse_listing(text: str) -> dict[str, Entry]:
+def listing_end(data: bytes | bytearray, start: int = 0) -> tuple[int | None, int]:
+    """Where the listing in `data` ends (None until its end has come), and where the records
+    read so far end: scanning goes on from there, `start`, as more data comes."""
+    position = start
+    while position < len(data):
+        if data[position] == 0:  # an empty name: the end
+            return position, position
+        end = position
+        for _ in range(LISTING_FIELDS):
+            found = data.find(b"\0", end)
+            if found < 0:
+                return None, position
+            end = found + 1
+        position = end
+    return None, position
+
+
+def parse_listing(data: bytes) -> dict[str, Entry]:
+    """The records of a listing; one whose numbers do not parse is left out (as if absent:
+    its file is sent again, never deleted)."""
+    fields = data.split(b"\0")
     entries = {}
-    for line in text.splitlines():
-        parts = line.split("\t")
-        if len(parts) != 6:
+    for at in range(0, len(fields) - LISTING_FIELDS + 1, LISTING_FIELDS):
+        raw_path, kind, size, mtime, mode, target = fields[at : at + LISTING_FIELDS]
+        path = os.fsdecode(raw_path)
+        try:
+            entries[path] = Entry(
+                path,
+                kind.decode() if kind in (b"f", b"d", b"l") else "?",
+                size=int(size),
+                mtime=int(float(mtime)),
+                mode=int(mode, 8),
+                target=os.fsdecode(target),
+            )
+        except ValueError:
             continue
-        path, kind, size, mtime, mode, target = parts
-        entries[path] = Entry(
-            path,
-            kind if kind in "fdl" else "?",
-            size=int(size),
-            mtime=int(float(mtime)),
-            mode=int(mode, 8),
-            target=target,
-        )
     return entries
 
 
@@ -172,10 +196,6 @@ class _ChannelWriter(io.RawIOBase):
         return len(data)
 
 
-# The listing ends with this line; find's output cannot hold a NUL, so it cannot fake it.
-LISTED = b"\0dlvm-listed\n"
-
-
 def push_to_node(
     connection: Connection,
     source: Path,
@@ -196,8 +216,7 @@ def push_to_node(
     channel = connection.channel()
     try:
         channel.exec_command(
-            f"mkdir -p {dst} && cd {dst} && {LISTING} && printf '\\000dlvm-listed\\n' && "
-            "exec tar -x --no-same-owner -f -"
+            f"mkdir -p {dst} && cd {dst} && {LISTING} && exec tar -x --no-same-owner -f -"
         )
         listing = _read_listing(channel)
         if listing is None:
@@ -209,7 +228,7 @@ def push_to_node(
         watch.planned(sum(entry.size for entry in send if entry.kind == "f"))
         if doomed:  # on a second channel, while tar waits for its input
             code, _, err = connection.run(
-                f"cd {dst} && xargs -0 rm -rf --", "\0".join(doomed).encode() + b"\0"
+                f"cd {dst} && xargs -0 rm -rf --", b"".join(os.fsencode(p) + b"\0" for p in doomed)
             )
             if code != 0:
                 raise RemoteError(f"{connection.node.name}: cannot delete in {destination}: {err}")
@@ -247,15 +266,18 @@ def _end_remote_tar(channel: paramiko.Channel) -> None:
         channel.status_event.wait(CANCEL_WAIT)
 
 
-def _read_listing(channel: paramiko.Channel) -> str | None:
-    """The remote command's stdout up to the LISTED line; None if it ended before that."""
+def _read_listing(channel: paramiko.Channel) -> bytes | None:
+    """The remote command's stdout up to the listing's end; None if it ended before that."""
     data = bytearray()
-    while not data.endswith(LISTED):
+    scanned = 0
+    while True:
         chunk = channel.recv(CHUNK)
         if not chunk:
             return None
         data += chunk
-    return data[: -len(LISTED)].decode(errors="replace")
+        end, scanned = listing_end(data, scanned)
+        if end is not None:
+            return bytes(data[:end])
 
 
 def push(
