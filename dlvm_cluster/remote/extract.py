@@ -101,6 +101,8 @@ def extract_stream(
                     raise RefusedMember(member.name, f"cannot write it: {exc.strerror}") from exc
                 except (ValueError, OverflowError) as exc:  # a number no file system takes
                     raise RefusedMember(member.name, f"a bad header: {exc}") from exc
+    except (ValueError, OverflowError) as exc:  # tarfile's parser lets a few of these through
+        raise RemoteError(f"an unreadable tar header: {exc}", hint=HINT) from exc
     finally:
         os.close(root)
     return done
@@ -114,7 +116,7 @@ def _extract_member(
         if member.isdir():
             return  # the folder itself ("./"): it is there already
         raise RefusedMember(member.name, "an empty name")
-    if member.isreg():
+    if member.isreg() and member.sparse is None:
         _check_size(member, limits, done)
     elif member.issym():
         check_link_target(member.name, parts, member.linkname)
@@ -265,4 +267,6 @@ def _kind(member: tarfile.TarInfo) -> str:
         return "device"
     if member.isfifo():
         return "fifo"
+    if member.sparse is not None:
+        return "sparse file"
     return f"member of type {member.type!r}"

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from crafted_tar import archive, file, folder, link, path_max_chain, special
 
+from dlvm_cluster.errors import RemoteError
 from dlvm_cluster.remote.extract import Limits, RefusedMember, extract_stream
 
 
@@ -204,3 +205,25 @@ def test_a_header_no_file_system_takes_is_refused(pull: Path) -> None:
     info, data = file("f")
     info.pax_headers = {"mtime": "1e400"}  # infinity
     assert "bad header" in refused(pull, archive((info, data)), "f")
+
+
+def test_a_sparse_file_is_refused(pull: Path) -> None:
+    info, data = file("s", b"x")
+    info.pax_headers = {"GNU.sparse.map": "0,1", "GNU.sparse.size": "1"}
+    assert "sparse file" in refused(pull, archive((info, data)), "s")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"GNU.sparse.map": "x,y", "GNU.sparse.size": "10"},
+        {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.realsize": "zz"},
+    ],
+)
+def test_a_header_the_tar_parser_chokes_on_is_an_error_not_a_crash(
+    pull: Path, headers: dict[str, str]
+) -> None:
+    info, data = file("s")
+    info.pax_headers = headers
+    with pytest.raises(RemoteError, match="unreadable tar header"):
+        extract_stream(archive((info, data)), pull)
