@@ -119,3 +119,35 @@ def test_a_bogus_pid_marker_from_a_node_does_not_crash_exec(
     assert result.returncode == 0, result.stdout + result.stderr
     for node in ("node-0", "node-1", "node-2"):
         assert f"hello from {node}" in result.stdout
+
+
+def test_a_pull_of_a_real_tree_keeps_inside_links_and_gets_hard_links_as_files(
+    cli: Cli, cluster: str, tmp_path: Path
+) -> None:
+    tree = (
+        "rm -rf ~/tree && mkdir -p ~/tree/blobs ~/tree/snap/v1 && cd ~/tree && "
+        "printf weights > blobs/abc && ln blobs/abc snap/v1/hard && "
+        "ln -s ../../blobs/abc snap/v1/model && ln -s snap/v1 latest && "
+        "printf run > 'tab\tand\nnewline' && chmod 4755 'tab\tand\nnewline'"
+    )
+    cli.run("exec", cluster, "-n", "node-0", "--", tree, check=True)
+    pull = tmp_path / "pull"
+    for _ in range(2):  # the second pull replaces what the first wrote
+        cli.run(
+            "sync",
+            cluster,
+            "--down",
+            "-n",
+            "node-0",
+            "--remote",
+            "~/tree",
+            "--local",
+            str(pull),
+            check=True,
+        )
+    node = pull / "node-0"
+    assert (node / "snap" / "v1" / "hard").read_bytes() == b"weights"
+    assert (node / "snap" / "v1" / "hard").stat().st_nlink == 1
+    assert os.readlink(node / "snap" / "v1" / "model") == "../../blobs/abc"
+    assert (node / "latest" / "model").read_bytes() == b"weights"
+    assert ((node / "tab\tand\nnewline").stat().st_mode & 0o7777) == 0o755
