@@ -98,7 +98,8 @@ def extract_stream(
                 try:
                     _extract_member(tar, member, root, limits, done)
                 except OSError as exc:
-                    raise RefusedMember(member.name, f"cannot write it: {exc.strerror}") from exc
+                    reason = f"cannot write it: {exc.strerror or exc}"
+                    raise RefusedMember(member.name, reason) from exc
                 except (ValueError, OverflowError) as exc:  # a number no file system takes
                     raise RefusedMember(member.name, f"a bad header: {exc}") from exc
     except (ValueError, OverflowError) as exc:  # tarfile's parser lets a few of these through
@@ -130,7 +131,7 @@ def _extract_member(
             _replace(parent, name, member.name)
             os.symlink(member.linkname, name, dir_fd=parent)
         else:
-            _write_file(tar, member, parent, name, limits, done)
+            _write_file(tar, member, parent, name, done)
 
 
 def member_parts(name: str) -> list[str]:
@@ -150,8 +151,10 @@ def check_link_target(name: str, parts: list[str], target: str) -> None:
     """Refuse a symlink whose target could lead outside the folder: absolute, or not of the
     form `../`*k followed by plain names with k at most the link's depth. A `..` after a name
     is refused as well, since that name may itself be a link (`s/..` is not where it looks)."""
-    if not target or "\0" in target:
+    if not target:
         raise RefusedMember(name, "a symlink with an empty target")
+    if "\0" in target:
+        raise RefusedMember(name, "a NUL in the symlink's target")
     if target.startswith("/"):
         raise RefusedMember(name, f"a symlink to the absolute path {target!r}")
     steps = [step for step in target.split("/") if step not in ("", ".")]
@@ -226,7 +229,7 @@ def _replace(parent: int, name: str, member: str) -> None:
         raise RefusedMember(
             member,
             "a folder of that name is already in the pull folder",
-            hint="an earlier pull left a folder where the node now has a file: move it away",
+            hint="an earlier pull left a folder where the node now has a file or a link: move it",
         )
     os.unlink(name, dir_fd=parent)
 
@@ -236,7 +239,6 @@ def _write_file(
     member: tarfile.TarInfo,
     parent: int,
     name: str,
-    limits: Limits,
     done: Extracted,
 ) -> None:
     _replace(parent, name, member.name)
