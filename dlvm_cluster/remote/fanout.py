@@ -168,13 +168,24 @@ class _NodeRun:
                 continue
             text = raw.decode("utf-8", errors="replace").rstrip("\r")
             if stream == "err" and self.pid is None and text.startswith(PID_MARKER):
-                self.pid = int(text[len(PID_MARKER) :])
-                continue
+                self.pid = marked_pid(text)
+                if self.pid is not None:
+                    continue
             text = self.redact(text)
             self.result.tail.append(text)
             if self.log is not None:
                 self.log.write(text + "\n")
             self.sink(self.node, stream, text)
+
+
+def marked_pid(line: str) -> int | None:
+    """The PID in a PID_MARKER line, or None when what follows the marker is no PID (the
+    node's shell init may print anything, a marker too): then the line is ordinary output.
+    PID 1 is a node's init, never a command's shell: stopping its tree would stop the node."""
+    number = line[len(PID_MARKER) :]
+    if not (number.isascii() and number.isdigit() and len(number) <= 10) or int(number) <= 1:
+        return None
+    return int(number)
 
 
 def _answers(connection: Connection) -> bool:

@@ -22,12 +22,14 @@ from pathlib import Path
 from dlvm_cluster.errors import RemoteError
 from dlvm_cluster.inventory import Node
 from dlvm_cluster.remote.connection import Connection, paramiko
+from dlvm_cluster.remote.extract import extract_stream
 from dlvm_cluster.remote.pool import SshPool, for_each_node
 from dlvm_cluster.remote.results import SyncResult
 from dlvm_cluster.shell import quote_path
 
 CHUNK = 1 << 20
 CANCEL_WAIT = 10.0  # seconds a cancelled push waits for the remote tar to exit
+PULL_TAR = "tar -c --hard-dereference -f - ."
 
 
 class SyncCancelled(Exception):
@@ -102,24 +104,48 @@ def _entry(path: Path, relative: str) -> Entry:
     return Entry(relative, "f", size=info.st_size, mtime=int(info.st_mtime), mode=mode)
 
 
-LISTING = "find . -mindepth 1 -printf '%P\\t%y\\t%s\\t%T@\\t%m\\t%l\\n'"
+# One record per path, six NUL-terminated fields: a name may hold tabs and newlines, never a
+# NUL. The listing ends with an empty name, which find never prints (-mindepth 1).
+LISTING = "find . -mindepth 1 -printf '%P\\0%y\\0%s\\0%T@\\0%m\\0%l\\0' && printf '\\000'"
+LISTING_FIELDS = 6
 
 
-def parse_listing(text: str) -> dict[str, Entry]:
+def listing_end(data: bytes | bytearray, start: int = 0) -> tuple[int | None, int]:
+    """Where the listing in `data` ends (None until its end has come), and where the records
+    read so far end: scanning goes on from there, `start`, as more data comes."""
+    position = start
+    while position < len(data):
+        if data[position] == 0:  # an empty name: the end
+            return position, position
+        end = position
+        for _ in range(LISTING_FIELDS):
+            found = data.find(b"\0", end)
+            if found < 0:
+                return None, position
+            end = found + 1
+        position = end
+    return None, position
+
+
+def parse_listing(data: bytes) -> dict[str, Entry]:
+    """The records of a listing; one whose numbers do not parse is left out (as if absent:
+    its file is sent again, never deleted)."""
+    fields = data.split(b"\0")
     entries = {}
-    for line in text.splitlines():
-        parts = line.split("\t")
-        if len(parts) != 6:
+    for at in range(0, len(fields) - LISTING_FIELDS + 1, LISTING_FIELDS):
+        raw_path, kind, size, mtime, mode, target = fields[at : at + LISTING_FIELDS]
+        path = os.fsdecode(raw_path)
+        try:
+            entries[path] = Entry(
+                path,
+                kind.decode() if kind in (b"f", b"d", b"l") else "?",
+                size=int(size),
+                mtime=int(float(mtime)),
+                mode=int(mode, 8),
+                target=os.fsdecode(target),
+            )
+        except ValueError:
             continue
-        path, kind, size, mtime, mode, target = parts
-        entries[path] = Entry(
-            path,
-            kind if kind in "fdl" else "?",
-            size=int(size),
-            mtime=int(float(mtime)),
-            mode=int(mode, 8),
-            target=target,
-        )
     return entries
 
 
@@ -170,10 +196,6 @@ class _ChannelWriter(io.RawIOBase):
         return len(data)
 
 
-# The listing ends with this line; find's output cannot hold a NUL, so it cannot fake it.
-LISTED = b"\0dlvm-listed\n"
-
-
 def push_to_node(
     connection: Connection,
     source: Path,
@@ -194,8 +216,7 @@ def push_to_node(
     channel = connection.channel()
     try:
         channel.exec_command(
-            f"mkdir -p {dst} && cd {dst} && {LISTING} && printf '\\000dlvm-listed\\n' && "
-            "exec tar -x --no-same-owner -f -"
+            f"mkdir -p {dst} && cd {dst} && {LISTING} && exec tar -x --no-same-owner -f -"
         )
         listing = _read_listing(channel)
         if listing is None:
@@ -207,7 +228,7 @@ def push_to_node(
         watch.planned(sum(entry.size for entry in send if entry.kind == "f"))
         if doomed:  # on a second channel, while tar waits for its input
             code, _, err = connection.run(
-                f"cd {dst} && xargs -0 rm -rf --", "\0".join(doomed).encode() + b"\0"
+                f"cd {dst} && xargs -0 rm -rf --", b"".join(os.fsencode(p) + b"\0" for p in doomed)
             )
             if code != 0:
                 raise RemoteError(f"{connection.node.name}: cannot delete in {destination}: {err}")
@@ -245,15 +266,18 @@ def _end_remote_tar(channel: paramiko.Channel) -> None:
         channel.status_event.wait(CANCEL_WAIT)
 
 
-def _read_listing(channel: paramiko.Channel) -> str | None:
-    """The remote command's stdout up to the LISTED line; None if it ended before that."""
+def _read_listing(channel: paramiko.Channel) -> bytes | None:
+    """The remote command's stdout up to the listing's end; None if it ended before that."""
     data = bytearray()
-    while not data.endswith(LISTED):
+    scanned = 0
+    while True:
         chunk = channel.recv(CHUNK)
         if not chunk:
             return None
         data += chunk
-    return data[: -len(LISTED)].decode(errors="replace")
+        end, scanned = listing_end(data, scanned)
+        if end is not None:
+            return bytes(data[:end])
 
 
 def push(
@@ -278,7 +302,9 @@ def push(
 
 
 def pull(pool: SshPool, nodes: Sequence[Node], remote: str, local: Path) -> list[SyncResult]:
-    """Copy `remote` from every node into local/<node name>/."""
+    """Copy `remote` from every node into local/<node name>/. What a node sends is unpacked by
+    remote/extract.py, which writes nothing outside that folder; hard links are sent as files
+    (`--hard-dereference`), so that a pull never needs one."""
 
     def one(connection: Connection) -> SyncResult:
         result = SyncResult(connection.node.name)
@@ -287,14 +313,14 @@ def pull(pool: SshPool, nodes: Sequence[Node], remote: str, local: Path) -> list
         target.mkdir(parents=True, exist_ok=True)
         channel = connection.channel()
         try:
-            channel.exec_command(f"cd {quote_path(remote)} && tar -c -f - .")
-            reader = channel.makefile("rb")
-            with tarfile.open(fileobj=reader, mode="r|") as tar:
-                for member in tar:
-                    tar.extract(member, target, filter="data")
-                    if member.isfile():
-                        result.sent_files += 1
-                        result.sent_bytes += member.size
+            channel.exec_command(f"cd {quote_path(remote)} && {PULL_TAR}")
+            try:
+                extracted = extract_stream(channel.makefile("rb"), target)
+            except RemoteError as exc:
+                raise RemoteError(
+                    f"{connection.node.name}: {exc.message} (pulling {remote})", hint=exc.hint
+                ) from exc
+            result.sent_files, result.sent_bytes = extracted.files, extracted.bytes
             err = channel.makefile_stderr("rb").read().decode(errors="replace")
             if channel.recv_exit_status() != 0:
                 raise RemoteError(f"{connection.node.name}: cannot read {remote}: {err.strip()}")
