@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Cli, require_root, unique_name, write_spec
+from harness import Cli, unique_name, write_spec
 from system import (
     alive,
     namespace_processes,
@@ -28,14 +28,11 @@ from system import (
 
 from dlvm_cluster.remote import agent_client, agent_process
 
-pytestmark = pytest.mark.cluster
-
 SECRET = "sekrit-" + "9f2c41d7e0"
 
 
 @pytest.fixture(scope="module")
 def cluster(cli: Cli, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    require_root()
     name = unique_name("ag")
     folder = tmp_path_factory.mktemp("agent")
     (folder / "payload").mkdir()
@@ -221,7 +218,6 @@ def test_agent_exits_when_the_inventory_changes(cli: Cli, cluster: tuple[str, Pa
 
 
 def test_down_leaves_no_agent(cli: Cli, tmp_path: Path) -> None:
-    require_root()
     name = unique_name("ag")
     spec = write_spec(tmp_path, name, 2)
     state_dir = cli.home / "clusters" / name

@@ -25,10 +25,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, Cli, require_root, unique_name
+from harness import REPO, Cli, unique_name
 from system import namespace_processes
 
-pytestmark = [pytest.mark.cluster, pytest.mark.training]
+pytestmark = pytest.mark.training
 
 NODES = 2
 EXAMPLES = ("mpi_hello.py", "train_accelerate.py", "train_deepspeed.py")
@@ -73,7 +73,6 @@ def _spec(folder: Path, name: str, job: str) -> Path:
 
 @pytest.fixture(scope="module")
 def cluster(cli: Cli, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    require_root()
     _require_frameworks()
     name = unique_name("fw")
     folder = tmp_path_factory.mktemp("frameworks")

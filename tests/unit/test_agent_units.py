@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness import REPO
 from system import wait_gone
 
 from dlvm_cluster.inventory import Inventory, Node
@@ -25,7 +26,6 @@ from dlvm_cluster.secret_env import resolve
 from dlvm_cluster.spec.load import load_spec_text
 from dlvm_cluster.state import ClusterState
 
-REPO = Path(__file__).resolve().parent.parent
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPQe0b1bHqvFXaP0Yb3dXvN7jSRAi3lDRsQFZ3tjv7bC"
 
 
