@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from harness import REPO, Cli, unique_name
-from system import processes_mentioning
+from system import processes_mentioning, wait_for_processes
 
 
 @pytest.fixture(scope="module")
@@ -109,10 +109,7 @@ def test_detach_logs_cancel(cli: Cli, cluster: tuple[str, Path]) -> None:
     started = cli.run("launch", str(spec), "--detach", check=True)
     job_id = re.search(r"job (\S+) started", started.stdout)
     assert job_id
-    deadline = time.monotonic() + 30
-    while len(processes_mentioning(marker)) < 4 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert len(processes_mentioning(marker)) >= 4  # two per node, survived dlvm exiting
+    wait_for_processes(marker, 4, timeout=30)  # two per node, survived dlvm exiting
     logs = cli.run("logs", name, job_id.group(1), check=True)
     assert "[node-0] begun" in logs.stdout and "[node-1] begun" in logs.stdout
     running = cli.status(name)["jobs"][-1]  # type: ignore[index]

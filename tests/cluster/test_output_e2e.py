@@ -9,13 +9,11 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from harness import Cli, unique_name, write_unreachable_ssh_spec
-from system import namespaces, processes_mentioning
+from system import namespaces, processes_mentioning, wait_for_processes
 
 MARKER = "sleep 641"  # the detached job's process, found on the machine by this text
 NODE_FIELDS = ("name", "rank", "ip", "port", "user")
@@ -49,13 +47,6 @@ def _only_summary(result: subprocess.CompletedProcess[str], pattern: str) -> Non
     assert result.returncode == 0, result.stderr
     assert re.fullmatch(pattern + r"\n", result.stdout), result.stdout
     assert result.stderr == "", result.stderr
-
-
-def _wait_for(condition: Callable[[], bool], seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
 
 
 def _status_nodes(cli: Cli, name: str) -> list[dict[str, Any]]:
@@ -132,7 +123,7 @@ def _check_detach_and_cancel(cli: Cli, name: str, folder: Path) -> None:
     record = _json(cli.run("launch", str(long), "--detach", "--json"))
     assert (record["state"], record["detached"], record["ended"]) == ("running", True, None)
     assert record["nodes"] == ["node-0", "node-1"]
-    _wait_for(lambda: len(processes_mentioning(MARKER)) >= 2)  # one per node, still running
+    wait_for_processes(MARKER, 2, timeout=30)  # one per node, still running
     assert record == _status_job(cli, name, record["id"])
 
     cancelled = _json(cli.run("cancel", name, record["id"], "--json"))

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness import Cli, unique_name, write_spec
+from harness import Cli, unique_name, wait_until, write_spec
 from system import (
     links,
     mounts_mentioning,
@@ -148,9 +148,9 @@ def test_second_command_on_a_busy_cluster_names_the_holder(cli: Cli, tmp_path: P
     try:
         with cli.background("scale", name, "4", "--yes") as first:
             lock = cli.home / "clusters" / name / "lock"
-            deadline = time.monotonic() + 30
-            while "scale" not in lock.read_text() and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_until(
+                lambda: "scale" in lock.read_text(), 30, interval=0.05, message="no scale holds it"
+            )
             second = cli.run("scale", name, "2", "--yes")
             first.communicate(timeout=300)
         assert first.returncode == 0

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from pathlib import Path
 
-from harness import Cli, unique_name
+from harness import Cli, unique_name, wait_until
 from system import mounts_mentioning, namespaces, processes_mentioning
 
 
@@ -76,9 +75,9 @@ def test_killed_scale_converges_when_run_again(cli: Cli, tmp_path: Path) -> None
     try:
         with cli.background("scale", name, "5", "--yes") as process:
             # Kill it as soon as Terraform has started making nodes.
-            deadline = time.monotonic() + 60
-            while len(namespaces(name)) < 2 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_until(
+                lambda: len(namespaces(name)) >= 2, 60, interval=0.05, message="no node was made"
+            )
             process.send_signal(signal.SIGKILL)
             process.communicate(timeout=30)
         again = cli.run("scale", name, "5", "--yes", timeout=300)
