@@ -1,77 +1,17 @@
-"""Shared fixtures: a private DLVM_HOME per test session and real local clusters.
+"""Shared fixtures for both tiers: a private DLVM_HOME per test session and a real local
+cluster. Helpers live in plain modules (harness.py, system.py), imported by name.
 
 Cluster tests need root (network namespaces); they are real end-to-end runs, never mocks.
+tests/cluster/conftest.py marks and, without root, skips them.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import subprocess
-import sys
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-@dataclass
-class Cli:
-    """Runs the real `dlvm` command line in a subprocess with a private DLVM_HOME."""
-
-    home: Path
-
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "DLVM_HOME": str(self.home), "NO_COLOR": "1"}
-
-    def run(
-        self, *args: str, timeout: float = 300, check: bool = False, input: str | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [sys.executable, "-m", "dlvm_cluster", *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=self.env(),
-            input=input,
-            cwd=REPO,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"dlvm {' '.join(args)} exited {result.returncode}\n"
-                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-            )
-        return result
-
-    @contextlib.contextmanager
-    def background(self, *args: str, **env: str) -> Iterator[subprocess.Popen[str]]:
-        """`dlvm ARGS` in the background (to interrupt or kill it), output captured; `env`
-        adds to the environment. Killed on the way out if the test left it running."""
-        process = subprocess.Popen(
-            [sys.executable, "-m", "dlvm_cluster", *args],
-            env={**self.env(), **env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=REPO,
-        )
-        try:
-            yield process
-        finally:
-            if process.poll() is None:
-                process.kill()
-            process.communicate()
-
-    def status(self, cluster: str) -> dict[str, object]:
-        data: dict[str, object] = json.loads(
-            self.run("status", cluster, "--json", check=True).stdout
-        )
-        return data
+from harness import Cli, unique_name, write_spec
 
 
 @pytest.fixture(scope="session")
@@ -84,39 +24,9 @@ def cli(dlvm_home: Path) -> Cli:
     return Cli(dlvm_home)
 
 
-def unique_name(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:6]}"
-
-
-def write_spec(directory: Path, name: str, count: int, extra: str = "") -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{name}.yaml"
-    path.write_text(f"name: {name}\nprovider: {{kind: local}}\nnodes: {{count: {count}}}\n{extra}")
-    return path
-
-
-def write_unreachable_ssh_spec(directory: Path) -> Path:
-    """An ssh-provider cluster file whose one host does not answer (port 9 on loopback)."""
-    key = directory / "key"
-    key.write_text("not a key")
-    spec = directory / "unreachable.yaml"
-    spec.write_text(
-        "name: gone\nprovider:\n  kind: ssh\n"
-        f"  identity_file: {key}\n  hosts:\n    - {{host: 127.0.0.1, port: 9}}\n"
-        "nodes: {count: 1}\n"
-    )
-    return spec
-
-
-def require_root() -> None:
-    if os.geteuid() != 0:
-        pytest.fail("cluster tests need root (network namespaces); run them as root")
-
-
 @pytest.fixture(scope="module")
 def cluster3(cli: Cli, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """A real 3-node local cluster for a test module; always brought down afterwards."""
-    require_root()
     name = unique_name("t3")
     spec = write_spec(tmp_path_factory.mktemp("spec"), name, 3)
     cli.run("up", str(spec), check=True)

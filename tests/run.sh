@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command: installs what is needed, then lint, types and the whole test suite
-# (unit tests and real end-to-end runs on local clusters; needs root).
+# The test command: installs what is needed, then lint, types and the whole test suite:
+# tests/unit, and tests/cluster (real end-to-end runs on local clusters; needs root, and is
+# skipped with the reason without it).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"

@@ -6,8 +6,9 @@ Tests check these, not dlvm's own bookkeeping, to prove `down` leaves nothing be
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
+
+from harness import wait_until
 
 
 def namespaces(cluster: str) -> list[str]:
@@ -27,11 +28,19 @@ def processes_mentioning(text: str) -> list[str]:
 
 
 def wait_for_processes(text: str, count: int, timeout: float = 30) -> list[str]:
-    """The processes mentioning `text`, once there are `count` of them or `timeout` passed."""
-    deadline = time.monotonic() + timeout
-    while len(found := processes_mentioning(text)) < count and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return found
+    """The processes mentioning `text`, once there are at least `count` of them."""
+
+    def enough() -> list[str]:
+        found = processes_mentioning(text)
+        return found if len(found) >= count else []
+
+    return wait_until(
+        enough,
+        timeout,
+        message=lambda: (
+            f"fewer than {count} processes mention {text!r}: {processes_mentioning(text)}"
+        ),
+    )
 
 
 def alive(pid: int) -> bool:
@@ -44,11 +53,10 @@ def alive(pid: int) -> bool:
 
 
 def wait_gone(pid: int, timeout: float = 10) -> bool:
-    """Whether `pid` is gone (or a zombie) within `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return not alive(pid)
+    """True once `pid` is gone (or a zombie); fails the test if it lives `timeout` seconds."""
+    return wait_until(
+        lambda: not alive(pid), timeout, interval=0.05, message=f"process {pid} still runs"
+    )
 
 
 def mounts_mentioning(text: str) -> list[str]:

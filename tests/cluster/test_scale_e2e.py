@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from pathlib import Path
 
-import pytest
-from conftest import Cli, require_root, unique_name
+from harness import Cli, unique_name, wait_until
 from system import mounts_mentioning, namespaces, processes_mentioning
-
-pytestmark = pytest.mark.cluster
 
 
 def _spec(folder: Path, name: str, count: int) -> Path:
@@ -35,7 +31,6 @@ def _node_dirs(cli: Cli, name: str) -> list[str]:
 
 
 def test_scale_up_then_down_follows_exactly(cli: Cli, tmp_path: Path) -> None:
-    require_root()
     name = unique_name("sc")
     spec = _spec(tmp_path, name, 2)
     cli.run("up", str(spec), check=True)
@@ -75,15 +70,14 @@ def test_scale_up_then_down_follows_exactly(cli: Cli, tmp_path: Path) -> None:
 
 
 def test_killed_scale_converges_when_run_again(cli: Cli, tmp_path: Path) -> None:
-    require_root()
     name = unique_name("sk")
     cli.run("up", str(_spec(tmp_path, name, 1)), check=True)
     try:
         with cli.background("scale", name, "5", "--yes") as process:
             # Kill it as soon as Terraform has started making nodes.
-            deadline = time.monotonic() + 60
-            while len(namespaces(name)) < 2 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_until(
+                lambda: len(namespaces(name)) >= 2, 60, interval=0.05, message="no node was made"
+            )
             process.send_signal(signal.SIGKILL)
             process.communicate(timeout=30)
         again = cli.run("scale", name, "5", "--yes", timeout=300)

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness import REPO, wait_until
 from system import wait_gone
 
 from dlvm_cluster.inventory import Inventory, Node
@@ -25,7 +26,6 @@ from dlvm_cluster.secret_env import resolve
 from dlvm_cluster.spec.load import load_spec_text
 from dlvm_cluster.state import ClusterState
 
-REPO = Path(__file__).resolve().parent.parent
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPQe0b1bHqvFXaP0Yb3dXvN7jSRAi3lDRsQFZ3tjv7bC"
 
 
@@ -48,10 +48,12 @@ def state(tmp_path: Path) -> ClusterState:
 def _start(state: ClusterState) -> int:
     """Start an agent as `dlvm exec` does; its pid once it answers."""
     agent_process.spawn(state.root)
-    deadline = time.monotonic() + 30
-    while (answer := agent_client.ping(state.root)) is None:
-        assert time.monotonic() < deadline, (state.root / agent_process.LOG_NAME).read_text()
-        time.sleep(0.05)
+    answer = wait_until(
+        lambda: agent_client.ping(state.root),
+        30,
+        interval=0.05,
+        message=lambda: (state.root / agent_process.LOG_NAME).read_text(),
+    )
     return int(answer["pid"])
 
 

@@ -5,14 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-from conftest import Cli, require_root, unique_name, write_spec
-
-pytestmark = pytest.mark.cluster
+from harness import Cli, unique_name, write_spec
 
 
 def test_existing_machines_get_the_same_commands(cli: Cli, tmp_path: Path) -> None:
-    require_root()
     base = unique_name("host")
     cli.run("up", str(write_spec(tmp_path, base, 2)), check=True)
     try:

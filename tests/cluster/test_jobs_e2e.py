@@ -9,15 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, Cli, require_root, unique_name
-from system import processes_mentioning
-
-pytestmark = pytest.mark.cluster
+from harness import REPO, Cli, unique_name
+from system import processes_mentioning, wait_for_processes
 
 
 @pytest.fixture(scope="module")
 def cluster(cli: Cli, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    require_root()
     name = unique_name("jb")
     folder = tmp_path_factory.mktemp("jobs")
     spec = _spec(folder, name, "framework: none\n  command: hostname")
@@ -112,10 +109,7 @@ def test_detach_logs_cancel(cli: Cli, cluster: tuple[str, Path]) -> None:
     started = cli.run("launch", str(spec), "--detach", check=True)
     job_id = re.search(r"job (\S+) started", started.stdout)
     assert job_id
-    deadline = time.monotonic() + 30
-    while len(processes_mentioning(marker)) < 4 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert len(processes_mentioning(marker)) >= 4  # two per node, survived dlvm exiting
+    wait_for_processes(marker, 4, timeout=30)  # two per node, survived dlvm exiting
     logs = cli.run("logs", name, job_id.group(1), check=True)
     assert "[node-0] begun" in logs.stdout and "[node-1] begun" in logs.stdout
     running = cli.status(name)["jobs"][-1]  # type: ignore[index]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from conftest import REPO, write_unreachable_ssh_spec
+from harness import REPO, write_unreachable_ssh_spec
 from ruamel.yaml import YAML
 
 from dlvm_cluster.spec.load import load_spec

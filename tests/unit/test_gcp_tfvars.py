@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from harness import REPO
 
 from dlvm_cluster.errors import ProvisionError, SpecError
 from dlvm_cluster.providers.gcp.converge import render_gcp
@@ -25,7 +26,6 @@ from dlvm_cluster.spec.load import load_spec, load_spec_text
 from dlvm_cluster.spec.model import ClusterSpec
 from dlvm_cluster.state import ClusterState
 
-REPO = Path(__file__).resolve().parent.parent
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBr0qYQxTn2e6Eow7Lk2A3oWq4HqRtqMfX7ok6q2ZTXc dlvm-t"
 BASE = """
 name: t

@@ -1,14 +1,13 @@
-"""Progress per node: the Progress.count display (terminal and not), the SSH readiness and
-setup watchers that feed it, and one real `dlvm up` whose log shows the counted steps."""
+"""Progress per node: the Progress.count display (terminal and not) and the SSH readiness
+and setup watchers that feed it. A real `dlvm up` whose log shows the counted steps:
+tests/cluster/test_progress_e2e.py."""
 
 from __future__ import annotations
 
 import threading
 from io import StringIO
-from pathlib import Path
 
 import pytest
-from conftest import Cli, require_root, unique_name, write_spec
 from rich.console import Console
 
 from dlvm_cluster.cli.display import ConsoleProgress, format_count
@@ -278,36 +277,3 @@ def test_byte_tally_of_nothing_to_send_reports_nothing() -> None:
     tally.planned(0)
     tally.sent(1024)  # the empty tar's end blocks
     assert recorder.counts() == []
-
-
-# --- end to end: a real 2-node `up`, its stderr not a terminal
-
-
-@pytest.mark.cluster
-def test_up_log_shows_readiness_and_setup_counts(cli: Cli, tmp_path: Path) -> None:
-    require_root()
-    name = unique_name("pg")
-    setup = 'setup: |\n  if [ -e ~/fail ]; then echo bad; exit 3; fi; echo "set up $(hostname)"\n'
-    spec = write_spec(tmp_path, name, 2, setup)
-    try:
-        result = cli.run("up", str(spec), check=True)
-        log = result.stderr.splitlines()
-        assert "==> waiting for SSH" in log
-        assert any(line.startswith("  ✓ waiting for SSH: 2/2 nodes (") for line in log), log
-        for rank in range(2):
-            assert any(line.startswith(f"  ✓ node-{rank} setup (") for line in log), log
-        assert any(line.startswith("  ✓ setup: 2/2 nodes (") for line in log), log
-        assert not any(": 1/2 nodes" in line for line in log)  # no intermediate counts in logs
-        assert f"cluster {name} is up: 2 node(s), setup ran on 2 in " in result.stdout
-        assert "[node-1] set up node-1" in result.stdout
-
-        cli.run("exec", name, "--nodes", "1", "--", "touch ~/fail", check=True)
-        failed = cli.run("up", str(spec), "--rerun-setup")
-        assert failed.returncode == 1, failed.stderr
-        log = failed.stderr.splitlines()
-        assert any(line.startswith("  ✗ node-1 setup failed: exit 3 (") for line in log), log
-        assert not any("✓ setup: " in line for line in log), log
-        assert "error: setup failed on node-1 (exit 3): bad" in failed.stderr
-        assert "__dlvm_setup_done__" not in failed.stderr + failed.stdout
-    finally:
-        cli.run("down", name, "--yes")

@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, Cli, require_root
+from harness import REPO, Cli
 
-pytestmark = [pytest.mark.cluster, pytest.mark.training]
+pytestmark = pytest.mark.training
 
 # What each tour command must print (stdout), by its first words.
 SHAPES: dict[str, str] = {
@@ -54,7 +54,6 @@ def test_every_tour_command_has_a_documented_shape() -> None:
 
 
 def test_the_tour_runs_in_order(cli: Cli, tmp_path: Path) -> None:
-    require_root()
     env = {
         **cli.env(),
         "DLVM_HOME": str(tmp_path / "home"),

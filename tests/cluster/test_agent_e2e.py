@@ -11,13 +11,12 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Cli, require_root, unique_name, write_spec
+from harness import Cli, unique_name, wait_until, write_spec
 from system import (
     alive,
     namespace_processes,
@@ -28,14 +27,11 @@ from system import (
 
 from dlvm_cluster.remote import agent_client, agent_process
 
-pytestmark = pytest.mark.cluster
-
 SECRET = "sekrit-" + "9f2c41d7e0"
 
 
 @pytest.fixture(scope="module")
 def cluster(cli: Cli, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    require_root()
     name = unique_name("ag")
     folder = tmp_path_factory.mktemp("agent")
     (folder / "payload").mkdir()
@@ -70,14 +66,11 @@ def _exec(cli: Cli, name: str, *args: str, **env: str) -> subprocess.CompletedPr
 
 
 def _wait_for_agent(state_dir: Path, timeout: float = 30.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        answer = agent_client.ping(state_dir)
-        if answer is not None:
-            return answer
-        time.sleep(0.1)
-    log = state_dir / agent_process.LOG_NAME
-    raise AssertionError(f"no agent answered; its log:\n{log.read_text() if log.exists() else ''}")
+    def no_answer() -> str:
+        log = state_dir / agent_process.LOG_NAME
+        return f"no agent answered; its log:\n{log.read_text() if log.exists() else ''}"
+
+    return wait_until(lambda: agent_client.ping(state_dir), timeout, message=no_answer)
 
 
 def _warm(cli: Cli, name: str, state_dir: Path) -> dict[str, Any]:
@@ -174,10 +167,12 @@ def test_a_killed_client_cancels_its_command(cli: Cli, cluster: tuple[str, Path]
         assert len(wait_for_processes(marker, 6)) >= 6
         process.kill()
         process.communicate(timeout=30)
-    deadline = time.monotonic() + 20
-    while processes_mentioning(marker) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert processes_mentioning(marker) == []
+    wait_until(
+        lambda: processes_mentioning(marker) == [],
+        20,
+        interval=0.2,
+        message=lambda: f"left running: {processes_mentioning(marker)}",
+    )
 
 
 def test_stop_cancels_running_commands_and_exits(cli: Cli, cluster: tuple[str, Path]) -> None:
@@ -221,7 +216,6 @@ def test_agent_exits_when_the_inventory_changes(cli: Cli, cluster: tuple[str, Pa
 
 
 def test_down_leaves_no_agent(cli: Cli, tmp_path: Path) -> None:
-    require_root()
     name = unique_name("ag")
     spec = write_spec(tmp_path, name, 2)
     state_dir = cli.home / "clusters" / name
@@ -300,10 +294,9 @@ def test_ctrl_c_of_a_sync_through_the_agent_stops_the_transfer(
     )
     try:
         with cli.background("sync", name) as process:
-            deadline = time.monotonic() + 60
-            while not _extracting(name) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert _extracting(name), "no tar started on the nodes"
+            wait_until(
+                lambda: _extracting(name), 60, interval=0.05, message="no tar started on the nodes"
+            )
             process.send_signal(signal.SIGINT)
             _, err = process.communicate(timeout=60)
     finally:

@@ -9,14 +9,11 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-from conftest import Cli, require_root, unique_name, write_unreachable_ssh_spec
-from system import namespaces, processes_mentioning
+from harness import Cli, unique_name, write_unreachable_ssh_spec
+from system import namespaces, processes_mentioning, wait_for_processes
 
 MARKER = "sleep 641"  # the detached job's process, found on the machine by this text
 NODE_FIELDS = ("name", "rank", "ip", "port", "user")
@@ -52,13 +49,6 @@ def _only_summary(result: subprocess.CompletedProcess[str], pattern: str) -> Non
     assert result.stderr == "", result.stderr
 
 
-def _wait_for(condition: Callable[[], bool], seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
-
-
 def _status_nodes(cli: Cli, name: str) -> list[dict[str, Any]]:
     nodes: list[dict[str, Any]] = cli.status(name)["nodes"]  # type: ignore[assignment]
     assert all(node["reachable"] for node in nodes), nodes
@@ -73,9 +63,7 @@ def _status_job(cli: Cli, name: str, job_id: str) -> dict[str, Any]:
     return next(job for job in jobs if job["id"] == job_id)
 
 
-@pytest.mark.cluster
 def test_json_and_quiet_match_the_cluster(cli: Cli, tmp_path: Path) -> None:
-    require_root()
     name = unique_name("out")
     spec = _spec(tmp_path, name, "main", "echo hello-$DLVM_NODE_RANK")
     try:
@@ -138,7 +126,7 @@ def _check_detach_and_cancel(cli: Cli, name: str, folder: Path) -> None:
     record = _json(cli.run("launch", str(long), "--detach", "--json"))
     assert (record["state"], record["detached"], record["ended"]) == ("running", True, None)
     assert record["nodes"] == ["node-0", "node-1"]
-    _wait_for(lambda: len(processes_mentioning(MARKER)) >= 2)  # one per node, still running
+    wait_for_processes(MARKER, 2, timeout=30)  # one per node, still running
     assert record == _status_job(cli, name, record["id"])
 
     cancelled = _json(cli.run("cancel", name, record["id"], "--json"))

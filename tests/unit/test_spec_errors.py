@@ -13,12 +13,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from harness import REPO
 
 from dlvm_cluster.errors import SpecError
 from dlvm_cluster.spec.load import MAX_FILE_BYTES, load_spec, load_spec_text
 
 CORPUS = Path(__file__).resolve().parent / "spec_corpus"
-REPO = CORPUS.parent.parent
 
 # file stem -> (line the error must point at, field path or a fragment of the message)
 EXPECTED: dict[str, tuple[int, str]] = {

@@ -9,10 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-from conftest import Cli, require_root, unique_name
-
-pytestmark = pytest.mark.cluster
+from harness import Cli, unique_name
 
 TOKEN = "tok-" + hashlib.sha256(b"dlvm secret test").hexdigest()[:24]
 LITERAL = "lit-" + hashlib.sha256(b"dlvm literal").hexdigest()[:24]
@@ -23,7 +20,6 @@ def _machine_processes() -> str:
 
 
 def test_secrets_reach_processes_and_nothing_else(cli: Cli, tmp_path: Path) -> None:
-    require_root()
     name = unique_name("se")
     spec = tmp_path / "secret.yaml"
     spec.write_text(

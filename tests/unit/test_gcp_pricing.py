@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from harness import REPO
 
 from dlvm_cluster.providers.gcp import pricing
 from dlvm_cluster.providers.gcp.pricing import GPU_PRICES, HOST_PRICES, cluster_price, node_price
 from dlvm_cluster.spec.load import load_spec, load_spec_text
 from dlvm_cluster.spec.model import ClusterSpec
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def spec_of(nodes: str, region: str = "us-central1") -> ClusterSpec:

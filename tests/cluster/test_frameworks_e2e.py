@@ -25,10 +25,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, Cli, require_root, unique_name
+from harness import REPO, Cli, unique_name, wait_until
 from system import namespace_processes
 
-pytestmark = [pytest.mark.cluster, pytest.mark.training]
+pytestmark = pytest.mark.training
 
 NODES = 2
 EXAMPLES = ("mpi_hello.py", "train_accelerate.py", "train_deepspeed.py")
@@ -73,7 +73,6 @@ def _spec(folder: Path, name: str, job: str) -> Path:
 
 @pytest.fixture(scope="module")
 def cluster(cli: Cli, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    require_root()
     _require_frameworks()
     name = unique_name("fw")
     folder = tmp_path_factory.mktemp("frameworks")
@@ -93,13 +92,16 @@ def _launch(cli: Cli, cluster: tuple[str, Path], job: str, timeout: float) -> st
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Traceback" not in result.stdout + result.stderr
     assert cli.status(name)["jobs"][-1]["state"] == "succeeded"  # type: ignore[index]
-    deadline = time.monotonic() + 15  # the SSH sessions of dlvm and mpirun close meanwhile
-    while True:
-        left = {pid: args for pid, args in namespace_processes(name).items() if pid not in before}
-        if not left or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert left == {}, f"processes left on the nodes: {left}"
+
+    def left() -> dict[int, str]:
+        return {pid: args for pid, args in namespace_processes(name).items() if pid not in before}
+
+    wait_until(  # the SSH sessions of dlvm and mpirun close meanwhile
+        lambda: left() == {},
+        15,
+        interval=0.2,
+        message=lambda: f"processes left on the nodes: {left()}",
+    )
     return result.stdout
 
 

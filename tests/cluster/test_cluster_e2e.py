@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-from conftest import Cli, require_root, unique_name, write_spec
+from harness import Cli, unique_name, write_spec
 from system import links, mounts_mentioning, namespaces, processes_mentioning
-
-pytestmark = pytest.mark.cluster
 
 
 def _lines_by_node(stdout: str) -> dict[str, str]:
@@ -108,7 +105,6 @@ def test_ssh_config_works_with_plain_openssh(
 
 
 def test_changed_host_key_is_refused(cli: Cli, tmp_path: Path) -> None:
-    require_root()
     name = unique_name("hk")
     spec = write_spec(tmp_path, name, 1)
     cli.run("up", str(spec), check=True)
@@ -137,7 +133,6 @@ def test_changed_host_key_is_refused(cli: Cli, tmp_path: Path) -> None:
 
 
 def test_two_clusters_side_by_side_and_down_leaves_nothing(cli: Cli, tmp_path: Path) -> None:
-    require_root()
     names = [unique_name("pa"), unique_name("pb")]
     specs = [write_spec(tmp_path, n, 2) for n in names]
     for spec in specs:
@@ -171,30 +166,8 @@ def test_two_clusters_side_by_side_and_down_leaves_nothing(cli: Cli, tmp_path: P
     )
 
 
-def test_not_root_is_a_clear_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Without root the local provider stops with a message and exit 3, not a traceback."""
-    import os
-
-    from dlvm_cluster.cli.app import main
-
-    spec = write_spec(tmp_path, unique_name("nr"), 1)
-    monkeypatch.setenv("DLVM_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    monkeypatch.setattr("sys.argv", ["dlvm", "up", str(spec)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    assert exit_info.value.code == 3
-    err = capsys.readouterr().err
-    assert "needs root" in err
-    assert "Traceback" not in err
-    assert not (tmp_path / "home" / "clusters").exists()
-
-
 def test_same_name_under_two_dlvm_homes_do_not_touch_each_other(cli: Cli, tmp_path: Path) -> None:
     """A test run's `demo` must never replace a user's `demo` living under another DLVM_HOME."""
-    require_root()
     name = unique_name("tw")
     spec = write_spec(tmp_path, name, 1)
     other = Cli(tmp_path / "other-home")

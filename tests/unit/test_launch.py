@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import get_args
 
 import pytest
+from harness import REPO
 
 from dlvm_cluster.errors import UsageError
 from dlvm_cluster.inventory import Inventory, Node
@@ -32,7 +33,7 @@ from dlvm_cluster.remote.command import wrap
 from dlvm_cluster.spec.model import Framework, Job
 
 EXPORT = 'export DLVM_HOSTFILE="$HOME"/.dlvm/jobs/j1/hostfile && '
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = REPO / "examples"
 
 
 def cluster(

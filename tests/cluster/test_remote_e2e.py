@@ -13,10 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Cli, require_root, unique_name
+from harness import Cli, unique_name
 from system import processes_mentioning, wait_for_processes
-
-pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +35,6 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def cluster(cli: Cli, project: Path) -> Iterator[tuple[str, Path]]:
-    require_root()
     name = unique_name("rm")
     spec = project / "cluster.yaml"
     spec.write_text(
@@ -207,7 +204,6 @@ def test_partitioned_node_is_reported_and_others_finish(
 
 
 def test_failed_setup_names_the_node_and_keeps_the_cluster(cli: Cli, tmp_path: Path) -> None:
-    require_root()
     name = unique_name("fs")
     spec = tmp_path / "c.yaml"
     spec.write_text(

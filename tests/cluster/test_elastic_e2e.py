@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import re
 import shutil
-import time
 import uuid
 from pathlib import Path
 
 import pytest
-from conftest import REPO, Cli, require_root, unique_name
+from harness import REPO, Cli, unique_name, wait_until
 
-pytestmark = [pytest.mark.cluster, pytest.mark.training]
+pytestmark = pytest.mark.training
 
 
 def _log_text(cli: Cli, name: str, job: str) -> str:
@@ -21,18 +20,23 @@ def _log_text(cli: Cli, name: str, job: str) -> str:
 
 
 def _wait_for(cli: Cli, name: str, job: str, pattern: str, timeout: float = 240) -> str:
-    deadline = time.monotonic() + timeout
-    text = ""
-    while time.monotonic() < deadline:
+    """The job's log, once `pattern` appears in it."""
+
+    def log_with_pattern() -> str:
         text = _log_text(cli, name, job)
-        if re.search(pattern, text):
-            return text
-        time.sleep(2)
-    raise AssertionError(f"{pattern!r} did not appear in time; log:\n{text[-4000:]}")
+        return text if re.search(pattern, text) else ""
+
+    return wait_until(
+        log_with_pattern,
+        timeout,
+        interval=2,
+        message=lambda: (
+            f"{pattern!r} did not appear in time; log:\n{_log_text(cli, name, job)[-4000:]}"
+        ),
+    )
 
 
 def test_training_continues_through_scale_up_and_down(cli: Cli, tmp_path: Path) -> None:
-    require_root()
     name = unique_name("el")
     # A checkpoint every node can see: whichever node holds rank 0 after a re-rendezvous
     # must find it (on real clusters: a shared file system or a bucket).
@@ -70,13 +74,12 @@ def test_training_continues_through_scale_up_and_down(cli: Cli, tmp_path: Path) 
             assert point in steps
         worlds = re.findall(r"world_size=(\d) rank=0", text)
         assert "2" in worlds and "3" in worlds
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            state = cli.status(name)["jobs"][-1]["state"]  # type: ignore[index]
-            if state != "running":
-                break
-            time.sleep(2)
-        assert state == "succeeded"
+
+        def finished_state() -> str:
+            state: str = cli.status(name)["jobs"][-1]["state"]  # type: ignore[index]
+            return "" if state == "running" else state
+
+        assert wait_until(finished_state, 60, interval=2, message="still running") == "succeeded"
     finally:
         cli.run("down", name, "--yes")
         shutil.rmtree(shared, ignore_errors=True)
