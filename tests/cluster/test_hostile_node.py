@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Cli, require_root, unique_name, write_spec
 from crafted_tar import archive, path_max_chain
+from harness import Cli, unique_name, write_spec
 
 pytestmark = pytest.mark.cluster
 
@@ -22,7 +22,6 @@ HOSTILE = "node-1"
 
 @pytest.fixture(scope="module")
 def cluster(cli: Cli, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    require_root()
     name = unique_name("hn")
     project = tmp_path_factory.mktemp("project")
     (project / "data").mkdir()
