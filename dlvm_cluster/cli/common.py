@@ -1,17 +1,13 @@
-"""What the command modules share: argument and option types, confirmation, loading a cluster
-file, and the two output modes for scripts (--json) and for logs (--quiet)."""
+"""What the command modules share: argument and option types, and confirmation. Arguments are
+resolved in cli/resolve.py, --json documents built in cli/documents.py."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
 import typer
-
-if TYPE_CHECKING:
-    from dlvm_cluster.spec.model import LoadedSpec
 
 ClusterArg = Annotated[
     str, typer.Argument(help="The cluster's name, or the path of its YAML file.")
@@ -34,12 +30,7 @@ QuietOption = Annotated[
     bool,
     typer.Option("--quiet", "-q", help="Print only the summary."),
 ]
-
-
-def print_json(data: Any) -> None:
-    """The one document a --json command prints: plain stdout, never rich (no wrapping)."""
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
-    sys.stdout.flush()
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 
 
 def confirm(question: str, yes: bool) -> None:
@@ -52,9 +43,3 @@ def confirm(question: str, yes: bool) -> None:
 
         raise UsageError(f"{question} (no terminal to ask on)", hint="pass --yes to go ahead")
     typer.confirm(question, abort=True, err=True)
-
-
-def load(path: Path) -> LoadedSpec:
-    from dlvm_cluster.spec.load import load_spec
-
-    return load_spec(path)

@@ -8,7 +8,6 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from dlvm_cluster.spec.model import ClusterSpec, GcpProvider, LocalProvider, SshProvider
 
@@ -19,16 +18,6 @@ class Check:
     ok: bool
     detail: str = ""
     fix: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        """`doctor --json`: `detail` says what was found, `problem` and `fix` what is wrong."""
-        return {
-            "name": self.name,
-            "ok": self.ok,
-            "detail": self.detail if self.ok else None,
-            "problem": None if self.ok else self.detail,
-            "fix": None if self.ok else self.fix,
-        }
 
 
 def _check(name: str, probe: Callable[[], str], fix: str) -> Check:

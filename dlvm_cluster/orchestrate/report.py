@@ -3,8 +3,7 @@ its machines (gcp), the hourly price where known, and recent jobs."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
-from typing import Any
+from dataclasses import dataclass, replace
 
 from dlvm_cluster.errors import DlvmError
 from dlvm_cluster.orchestrate.gcp_report import gcp_status, gcp_status_price, is_gcp_cluster
@@ -26,14 +25,6 @@ class ClusterReport:
     @property
     def has_vm_states(self) -> bool:
         return any(node.vm for node in self.nodes)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "cluster": self.cluster,
-            "nodes": [asdict(node) for node in self.nodes],
-            "jobs": [job.to_json() for job in self.jobs],
-            "price": self.price,
-        }
 
 
 def report(state: ClusterState) -> ClusterReport:
