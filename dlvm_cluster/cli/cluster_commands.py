@@ -51,7 +51,12 @@ def up_cmd(
             result = lifecycle.up(loaded, progress, rerun_setup=rerun_setup, undo_scale=yes)
         except lifecycle.WouldUndoScale as refused:
             progress.done()  # the spinner off while the question is asked
-            confirm(f"{refused.undo.describe()}. Go ahead?", yes)
+            undo = refused.undo
+            confirm(
+                f"{undo.describe()}. Go ahead?",
+                yes,
+                otherwise=f"set nodes.count to {undo.scaled} in {undo.file_name}",
+            )
             result = lifecycle.up(loaded, progress, rerun_setup=rerun_setup, undo_scale=True)
     if json_output:
         documents.print_json(documents.up(result))

@@ -33,13 +33,15 @@ QuietOption = Annotated[
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 
 
-def confirm(question: str, yes: bool) -> None:
-    """Ask before something destructive; without a terminal, only --yes may say yes. The
-    question goes to stderr so that stdout stays the command's result."""
+def confirm(question: str, yes: bool, *, otherwise: str = "") -> None:
+    """Ask before something destructive; without a terminal, only --yes may say yes (the hint
+    adds `otherwise`: what else the user can do). The question goes to stderr so that stdout
+    stays the command's result."""
     if yes:
         return
     if not sys.stdin.isatty():
         from dlvm_cluster.errors import UsageError
 
-        raise UsageError(f"{question} (no terminal to ask on)", hint="pass --yes to go ahead")
+        hint = "pass --yes to go ahead" + (f", or {otherwise}" if otherwise else "")
+        raise UsageError(f"{question} (no terminal to ask on)", hint=hint)
     typer.confirm(question, abort=True, err=True)

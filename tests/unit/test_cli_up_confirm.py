@@ -69,7 +69,9 @@ def test_the_cli_needs_yes_without_a_terminal(
     refused = CliRunner().invoke(app, ["up", str(loaded.path), "-q"])
     assert isinstance(refused.exception, UsageError)
     assert "was scaled to 5" in refused.exception.message
-    assert "--yes" in refused.exception.hint  # the CLI names its own flag
+    assert refused.exception.hint == (  # the CLI names its own flag
+        "pass --yes to go ahead, or set nodes.count to 5 in upc.yaml"
+    )
     assert calls == [False]
 
 
