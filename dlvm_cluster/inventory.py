@@ -73,20 +73,20 @@ class Inventory:
             match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
             if not match:
                 raise UsageError(
-                    f"--nodes: {part!r} is neither a rank, a range like 2-3, nor a node name",
+                    f"node selector {part!r} is neither a rank, a range like 2-3, nor a node name",
                     hint="nodes: " + ", ".join(by_name),
                 )
             low = int(match.group(1))
             high = int(match.group(2) or low)
             if high < low:
                 raise UsageError(
-                    f"--nodes: {part!r} is an empty range",
+                    f"node selector {part!r} is an empty range",
                     hint=f"write the lower rank first, like {high}-{low}",
                 )
             for rank in range(low, high + 1):
                 if rank not in by_rank:
                     raise UsageError(
-                        f"--nodes: there is no node of rank {rank}",
+                        f"node selector {selector!r}: there is no node of rank {rank}",
                         hint=f"ranks are 0-{len(self.nodes) - 1}",
                     )
                 chosen[rank] = by_rank[rank]

@@ -198,18 +198,13 @@ def _new_key_pair(comment: str) -> tuple[bytes, str]:
     return private, public.decode() + f" {comment}\n"
 
 
-def resolve_cluster(target: str) -> ClusterState:
-    """CLUSTER on the command line: a cluster name, or the path of its YAML file."""
-    candidate = Path(target)
-    if target.endswith((".yaml", ".yml")) or (candidate.exists() and candidate.is_file()):
-        from dlvm_cluster.spec.load import load_spec  # pydantic and ruamel only for a file
-
-        return ClusterState.for_name(load_spec(candidate).spec.name)
-    state = ClusterState.for_name(target)
+def existing_cluster(name: str) -> ClusterState:
+    """The state of a cluster that `up` made; naming the known ones when there is none."""
+    state = ClusterState.for_name(name)
     if not state.exists():
         known = sorted(p.name for p in clusters_root().glob("*") if p.is_dir())
         raise UsageError(
-            f"no cluster named {target!r} under {clusters_root()}",
+            f"no cluster named {name!r} under {clusters_root()}",
             hint=("known clusters: " + ", ".join(known))
             if known
             else "create one with `dlvm up FILE`",

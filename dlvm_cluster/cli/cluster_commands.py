@@ -1,4 +1,7 @@
-"""Commands that make, show, resize and remove a cluster."""
+"""Commands that make, show, resize and remove a cluster.
+
+Each function is registered in cli/app.py under its command's name (`up_cmd` is `dlvm up`):
+the suffix keeps them apart from the orchestrate functions they call (`lifecycle.up`)."""
 
 from __future__ import annotations
 
@@ -7,18 +10,20 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from dlvm_cluster.cli import documents
 from dlvm_cluster.cli.common import (
     ClusterArg,
     FileArg,
     JsonOption,
     JsonRunOption,
     QuietOption,
+    YesOption,
     confirm,
-    load,
-    print_json,
 )
-from dlvm_cluster.cli.display import console_progress, stderr, stdout
+from dlvm_cluster.cli.resolve import cluster_state, load_file
 
+# The rendering modules (rich, the progress protocol) are imported by the commands that use
+# them, not here: `dlvm --help` imports this module and shows none of it.
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -26,9 +31,9 @@ if TYPE_CHECKING:
     from dlvm_cluster.orchestrate.scale import ScalePlan
 
 
-def up(
+def up_cmd(
     file: FileArg,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: YesOption = False,
     rerun_setup: Annotated[
         bool, typer.Option("--rerun-setup", help="Run setup again even if it did not change.")
     ] = False,
@@ -36,24 +41,32 @@ def up(
     json_output: JsonRunOption = False,
 ) -> None:
     """Create or converge the cluster; wait for SSH; push files; run setup. Safe to run again."""
-    from dlvm_cluster.orchestrate.lifecycle import NeedsConfirmation
-    from dlvm_cluster.orchestrate.lifecycle import up as run_up
+    from dlvm_cluster.cli.display import console_progress
+    from dlvm_cluster.orchestrate import lifecycle
 
-    loaded = load(file)
+    loaded = load_file(file)
     with console_progress(quiet=quiet, json_output=json_output) as progress:
         try:
-            result = run_up(loaded, progress, rerun_setup=rerun_setup, assume_yes=yes)
-        except NeedsConfirmation as question:
+            # --yes also says yes to undoing a `dlvm scale`
+            result = lifecycle.up(loaded, progress, rerun_setup=rerun_setup, undo_scale=yes)
+        except lifecycle.WouldUndoScale as refused:
             progress.done()  # the spinner off while the question is asked
-            confirm(f"{question.message}. Go ahead?", yes)
-            result = run_up(loaded, progress, rerun_setup=rerun_setup, assume_yes=True)
+            undo = refused.undo
+            confirm(
+                f"{undo.describe()}. Go ahead?",
+                yes,
+                otherwise=f"set nodes.count to {undo.scaled} in {undo.file_name}",
+            )
+            result = lifecycle.up(loaded, progress, rerun_setup=rerun_setup, undo_scale=True)
     if json_output:
-        print_json(result.to_json())
+        documents.print_json(documents.up(result))
         return
     _print_up_summary(result)
 
 
 def _print_up_summary(result: UpResult) -> None:
+    from dlvm_cluster.cli.display import stdout
+
     nodes = len(result.inventory.nodes)
     name = result.inventory.cluster
     if not result.changed:
@@ -69,17 +82,16 @@ def _print_up_summary(result: UpResult) -> None:
     stdout.print(f"cluster {name} is up: {', '.join(parts)} in {result.seconds:.1f}s")
 
 
-def plan(file: FileArg, json_output: JsonOption = False) -> None:
+def plan_cmd(file: FileArg, json_output: JsonOption = False) -> None:
     """Show what `up` would create, change or destroy; changes nothing."""
-    from dlvm_cluster.orchestrate.lifecycle import plan as run_plan
+    from dlvm_cluster.cli.display import stdout
+    from dlvm_cluster.orchestrate import lifecycle
     from dlvm_cluster.progress import SilentProgress
 
-    loaded = load(file)
-    result = run_plan(loaded, SilentProgress())
+    loaded = load_file(file)
+    result = lifecycle.plan(loaded, SilentProgress())
     if json_output:
-        changes = [{"action": action, "address": address} for action, address in result.changes]
-        data = {"cluster": result.cluster, "exists": result.exists, "changes": changes}
-        print_json({**data, "summary": result.summary, "notes": list(result.notes)})
+        documents.print_json(documents.plan(result))
         return
     for line in result.notes:
         stdout.print(line, markup=False)
@@ -93,33 +105,34 @@ def plan(file: FileArg, json_output: JsonOption = False) -> None:
         stdout.print(f"  {symbols.get(action, action)} {address}", markup=False)
 
 
-def render(
+def render_cmd(
     file: FileArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write into.")],
 ) -> None:
     """Write the Terraform root module and tfvars that `up` would apply (offline)."""
-    from dlvm_cluster.orchestrate.lifecycle import render_to
+    from dlvm_cluster.cli.display import stdout
+    from dlvm_cluster.orchestrate import lifecycle
 
-    loaded = load(file)
-    module = render_to(loaded, output)
+    module = lifecycle.render_to(load_file(file), output)
     stdout.print(f"wrote the {module.provider} module and terraform.tfvars.json to {output}")
 
 
-def status(
+def status_cmd(
     cluster: Annotated[str | None, typer.Argument(help="Cluster name or YAML file.")] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Nodes, addresses, reachability and jobs; with no CLUSTER, every cluster."""
     from rich.table import Table
 
-    from dlvm_cluster.orchestrate.report import report
-    from dlvm_cluster.state import list_clusters, resolve_cluster
+    from dlvm_cluster.cli.display import stdout
+    from dlvm_cluster.orchestrate import report
+    from dlvm_cluster.state import list_clusters
 
-    states = [resolve_cluster(cluster)] if cluster else list_clusters()
-    reports = [report(state) for state in states]
+    states = [cluster_state(cluster)] if cluster else list_clusters()
+    reports = [report.report(state) for state in states]
     if json_output:
-        data = [r.to_json() for r in reports]
-        print_json(data[0] if cluster else data)
+        data = [documents.status(r) for r in reports]
+        documents.print_json(data[0] if cluster else data)
         return
     if not reports:
         stdout.print("no clusters")
@@ -142,24 +155,23 @@ def status(
             )
 
 
-def scale(
+def scale_cmd(
     cluster: ClusterArg,
     count: Annotated[int, typer.Argument(help="The number of nodes to have.")],
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: YesOption = False,
     quiet: QuietOption = False,
     json_output: JsonRunOption = False,
 ) -> None:
     """Grow or shrink to COUNT nodes; new nodes get keys, files and setup."""
-    from dlvm_cluster.orchestrate.records import require_inventory
-    from dlvm_cluster.orchestrate.scale import ScaleResult, preview
-    from dlvm_cluster.orchestrate.scale import scale as run_scale
-    from dlvm_cluster.state import resolve_cluster
+    from dlvm_cluster.cli.display import console_progress, stderr, stdout
+    from dlvm_cluster.orchestrate import records, scale
 
-    state = resolve_cluster(cluster)
-    plan = preview(state, count)
+    state = cluster_state(cluster)
+    plan = scale.preview(state, count)
     if not plan.add and not plan.remove:
         if json_output:
-            print_json(ScaleResult(plan, require_inventory(state), (), (), 0.0).to_json())
+            unchanged = scale.ScaleResult(plan, records.require_inventory(state), (), (), 0.0)
+            documents.print_json(documents.scale(unchanged))
         else:
             stdout.print(f"cluster {state.name} already has {count} node(s); nothing to do")
         return
@@ -171,9 +183,9 @@ def scale(
         _print_scale_plan(plan, stderr)
     confirm(f"scale {state.name} to {count} node(s)?", yes)
     with console_progress(quiet=quiet, json_output=json_output) as progress:
-        result = run_scale(state, count, progress)
+        result = scale.scale(state, count, progress)
     if json_output:
-        print_json(result.to_json())
+        documents.print_json(documents.scale(result))
         return
     extra = ""
     if result.jobs_joined:
@@ -194,7 +206,7 @@ def _print_scale_plan(plan: ScalePlan, console: Console) -> None:
         console.print(f"  - {name} (its jobs are stopped first, logs kept)")
 
 
-def schema() -> None:
+def schema_cmd() -> None:
     """Print the JSON Schema of the cluster file (for editors and checks)."""
     import json
 
@@ -203,24 +215,19 @@ def schema() -> None:
     print(json.dumps(json_schema(), indent=2))
 
 
-def doctor(
+def doctor_cmd(
     file: Annotated[Path | None, typer.Argument(help="A cluster file (default: local).")] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Check what the provider needs: root, tools, credentials, quota, reachable hosts."""
-    from dlvm_cluster.orchestrate.doctor import doctor as run_doctor
+    from dlvm_cluster.cli.display import stderr, stdout
+    from dlvm_cluster.orchestrate import doctor
 
-    spec = load(file).spec if file else None
-    checks = run_doctor(spec)
+    spec = load_file(file).spec if file else None
+    checks = doctor.doctor(spec)
     failed = [check for check in checks if not check.ok]
     if json_output:
-        print_json(
-            {
-                "provider": spec.provider.kind if spec else "local",
-                "ok": not failed,
-                "checks": [check.to_json() for check in checks],
-            }
-        )
+        documents.print_json(documents.doctor(spec.provider.kind if spec else "local", checks))
     else:
         for check in checks:
             mark = "[green]ok[/green]     " if check.ok else "[red]problem[/red]"
@@ -233,21 +240,21 @@ def doctor(
         raise typer.Exit(1)
 
 
-def down(
+def down_cmd(
     cluster: ClusterArg,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: YesOption = False,
     quiet: QuietOption = False,
     json_output: JsonOption = False,
 ) -> None:
     """Destroy everything `up` made and remove the cluster's state dir."""
-    from dlvm_cluster.orchestrate.lifecycle import down as run_down
-    from dlvm_cluster.state import resolve_cluster
+    from dlvm_cluster.cli.display import console_progress, stdout
+    from dlvm_cluster.orchestrate import lifecycle
 
-    state = resolve_cluster(cluster)
+    state = cluster_state(cluster)
     confirm(f"destroy cluster {state.name} and everything on its nodes?", yes)
     with console_progress(quiet=quiet, json_output=json_output) as progress:
-        seconds = run_down(state, progress)
+        seconds = lifecycle.down(state, progress)
     if json_output:
-        print_json({"cluster": state.name, "seconds": round(seconds, 3)})
+        documents.print_json(documents.down(state.name, seconds))
         return
     stdout.print(f"cluster {state.name} is gone ({seconds:.1f}s)")

@@ -1,17 +1,13 @@
-"""What the command modules share: argument and option types, confirmation, loading a cluster
-file, and the two output modes for scripts (--json) and for logs (--quiet)."""
+"""What the command modules share: argument and option types, and confirmation. Arguments are
+resolved in cli/resolve.py, --json documents built in cli/documents.py."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
 import typer
-
-if TYPE_CHECKING:
-    from dlvm_cluster.spec.model import LoadedSpec
 
 ClusterArg = Annotated[
     str, typer.Argument(help="The cluster's name, or the path of its YAML file.")
@@ -34,27 +30,18 @@ QuietOption = Annotated[
     bool,
     typer.Option("--quiet", "-q", help="Print only the summary."),
 ]
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 
 
-def print_json(data: Any) -> None:
-    """The one document a --json command prints: plain stdout, never rich (no wrapping)."""
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
-    sys.stdout.flush()
-
-
-def confirm(question: str, yes: bool) -> None:
-    """Ask before something destructive; without a terminal, only --yes may say yes. The
-    question goes to stderr so that stdout stays the command's result."""
+def confirm(question: str, yes: bool, *, otherwise: str = "") -> None:
+    """Ask before something destructive; without a terminal, only --yes may say yes (the hint
+    adds `otherwise`: what else the user can do). The question goes to stderr so that stdout
+    stays the command's result."""
     if yes:
         return
     if not sys.stdin.isatty():
         from dlvm_cluster.errors import UsageError
 
-        raise UsageError(f"{question} (no terminal to ask on)", hint="pass --yes to go ahead")
+        hint = "pass --yes to go ahead" + (f", or {otherwise}" if otherwise else "")
+        raise UsageError(f"{question} (no terminal to ask on)", hint=hint)
     typer.confirm(question, abort=True, err=True)
-
-
-def load(path: Path) -> LoadedSpec:
-    from dlvm_cluster.spec.load import load_spec
-
-    return load_spec(path)

@@ -6,8 +6,9 @@ These are the commands users repeat in a loop. Over the warm connections of the 
 agent, importing the full app was most of their time (~0.1-0.2 s of ~0.3 s); over new
 connections it was a fifth of a small cluster's. Only these exact forms are recognised;
 anything else (other options, --help, --debug, a YAML path) returns None, and the full app
-(cli/app.py) runs the command. Both call the same orchestrate functions and print the same
-summaries (cli/summaries.py).
+(cli/app.py) runs the command. Both resolve the cluster with cli/resolve.py, call the same
+orchestrate functions and print the same summaries (cli/summaries.py). Every option the app
+gives exec and sync is either read here or listed in TO_THE_APP (a unit test checks both ways).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
+from dlvm_cluster.cli.resolve import cluster_state, is_cluster_file
 from dlvm_cluster.errors import DlvmError
 
 
@@ -42,6 +43,11 @@ _VALUES: dict[str, dict[str, tuple[str, Callable[[str], object]]]] = {
         "--timeout": ("timeout", float),
     },
     "sync": {"-n": ("selector", str), "--nodes": ("selector", str)},
+}
+# The app's options of these commands that the fast path leaves to the app (with --help).
+TO_THE_APP = {
+    "exec": frozenset({"--json"}),
+    "sync": frozenset({"--down", "--remote", "--local", "--json"}),
 }
 
 
@@ -78,7 +84,7 @@ def parse(argv: Sequence[str]) -> tuple[str, _Args] | None:
             return None
         else:
             cluster = word
-    if cluster is None or cluster.endswith((".yaml", ".yml")) or Path(cluster).is_file():
+    if cluster is None or is_cluster_file(cluster):
         return None  # a cluster file: the full app loads it
     return verb, _Args(cluster=cluster, command=command, **found)  # type: ignore[arg-type]
 
@@ -102,9 +108,8 @@ def _exec(args: _Args) -> int:
     from dlvm_cluster.cli.summaries import exec_summary
     from dlvm_cluster.orchestrate.nodes import exec_command
     from dlvm_cluster.progress import NodeLines
-    from dlvm_cluster.state import resolve_cluster
 
-    state = resolve_cluster(args.cluster)
+    state = cluster_state(args.cluster)
     show = NodeLines(show=not args.quiet)
     result = exec_command(
         state, " ".join(args.command), show, selector=args.selector, timeout=args.timeout
@@ -116,9 +121,8 @@ def _sync(args: _Args) -> int:
     from dlvm_cluster.cli.display import console_progress
     from dlvm_cluster.cli.summaries import sync_summary
     from dlvm_cluster.orchestrate.nodes import sync_up
-    from dlvm_cluster.state import resolve_cluster
 
-    state = resolve_cluster(args.cluster)
+    state = cluster_state(args.cluster)
     with console_progress(quiet=args.quiet) as progress:
         results = sync_up(state, progress, selector=args.selector, delete=args.delete)
     sync_summary(results)

@@ -1,24 +1,18 @@
-"""Commands for jobs: launch, logs, cancel."""
+"""Commands for jobs: launch, logs, cancel (registered in cli/app.py under those names; the
+`_cmd` suffix keeps them apart from orchestrate's)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from dlvm_cluster.cli.common import (
-    ClusterArg,
-    JsonOption,
-    JsonRunOption,
-    QuietOption,
-    load,
-    print_json,
-)
-from dlvm_cluster.cli.display import ConsoleProgress, console_progress, stderr, stdout
+from dlvm_cluster.cli import documents
+from dlvm_cluster.cli.common import ClusterArg, JsonOption, JsonRunOption, QuietOption
+from dlvm_cluster.cli.resolve import cluster_state, resolve
 
 
-def launch(
+def launch_cmd(
     cluster: ClusterArg,
     detach: Annotated[
         bool, typer.Option("--detach", "-d", help="Start the job and return; it keeps running.")
@@ -32,15 +26,17 @@ def launch(
     """Run the spec's job with its framework's launcher on every node."""
     # --quiet hides the nodes' output (the job's logs keep it); --json sends it to stderr, and
     # stdout is the job's record once it started (--detach) or ended.
-    from dlvm_cluster.orchestrate.jobs import launch as run_launch
-    from dlvm_cluster.state import resolve_cluster
+    from dlvm_cluster.cli.display import console_progress, stdout
+    from dlvm_cluster.orchestrate import jobs
 
-    state = resolve_cluster(cluster)
-    loaded = load(Path(cluster)) if cluster.endswith((".yaml", ".yml")) else None
+    resolved = resolve(cluster)  # a cluster file is parsed here, once
+    state = resolved.state
     with console_progress(quiet=quiet, json_output=json_output) as progress:
-        record = run_launch(state, progress, loaded=loaded, detach=detach, sync=not no_sync)
+        record = jobs.launch(
+            state, progress, loaded=resolved.loaded, detach=detach, sync=not no_sync
+        )
     if json_output:
-        print_json(record.to_json())
+        documents.print_json(documents.launch(record))
         return
     if detach:
         stdout.print(f"job {record.id} started on {len(record.nodes)} node(s)")
@@ -53,7 +49,7 @@ def launch(
     stdout.print(f"job {record.id} succeeded on {len(record.nodes)} node(s) in {seconds:.1f}s")
 
 
-def logs(
+def logs_cmd(
     cluster: ClusterArg,
     job: Annotated[str | None, typer.Argument(help="Job id (default: the latest).")] = None,
     follow: Annotated[
@@ -61,30 +57,28 @@ def logs(
     ] = False,
 ) -> None:
     """A job's output, per node."""
-    from dlvm_cluster.orchestrate.jobs import find_job
-    from dlvm_cluster.orchestrate.jobs import logs as show_logs
-    from dlvm_cluster.state import resolve_cluster
+    from dlvm_cluster.cli.display import ConsoleProgress, stderr
+    from dlvm_cluster.orchestrate import jobs
 
-    state = resolve_cluster(cluster)
-    record = find_job(state, job)
+    state = cluster_state(cluster)
+    record = jobs.find_job(state, job)
     stderr.print(f"job {record.id} ({record.state}) on {', '.join(record.nodes)}", markup=False)
-    show_logs(state, record.id, ConsoleProgress(), follow=follow)
+    jobs.logs(state, record.id, ConsoleProgress(), follow=follow)
 
 
-def cancel(
+def cancel_cmd(
     cluster: ClusterArg,
     job: Annotated[str | None, typer.Argument(help="Job id (default: the latest).")] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Stop a job on every node, its whole process tree, and check none of it is left."""
+    from dlvm_cluster.cli.display import stdout
     from dlvm_cluster.errors import RemoteError
-    from dlvm_cluster.orchestrate.jobs import cancel as cancel_job
-    from dlvm_cluster.orchestrate.jobs import cancel_json
-    from dlvm_cluster.state import resolve_cluster
+    from dlvm_cluster.orchestrate import jobs
 
-    record, problems = cancel_job(resolve_cluster(cluster), job)
+    record, problems = jobs.cancel(cluster_state(cluster), job)
     if json_output:  # printed even when a node failed: it says which, the error says so too
-        print_json(cancel_json(record, problems))
+        documents.print_json(documents.cancel(record, problems))
     left = {node: problem for node, problem in problems.items() if problem}
     if left:
         raise RemoteError(

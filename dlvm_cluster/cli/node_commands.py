@@ -1,8 +1,8 @@
-"""Commands that run on the nodes or reach them: exec, sync, ssh, ssh-config."""
+"""Commands that run on the nodes or reach them: exec, sync, ssh, ssh-config (registered in
+cli/app.py under those names; the `_cmd` suffix keeps them apart from orchestrate's)."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -10,24 +10,19 @@ from typing import Annotated
 
 import typer
 
-from dlvm_cluster.cli.common import (
-    ClusterArg,
-    JsonOption,
-    QuietOption,
-    load,
-    print_json,
-)
-from dlvm_cluster.cli.display import console_progress, stdout
+from dlvm_cluster.cli import documents
+from dlvm_cluster.cli.common import ClusterArg, JsonOption, QuietOption
+from dlvm_cluster.cli.resolve import cluster_state, resolve
 
 NodesOption = Annotated[
     str | None, typer.Option("--nodes", "-n", help="Ranks like 0,2-3, or node names.")
 ]
 
 
-def exec_(
+def exec_cmd(
     cluster: ClusterArg,
     command: Annotated[list[str], typer.Argument(help="The command, after --.")],
-    nodes: NodesOption = None,
+    selector: NodesOption = None,
     timeout: Annotated[
         float | None, typer.Option("--timeout", help="Kill nodes still running after S seconds.")
     ] = None,
@@ -42,21 +37,23 @@ def exec_(
     ] = False,
 ) -> None:
     """Run CMD on the nodes at once; exit 0 only if every node exits 0."""
+    from dlvm_cluster.cli.display import console_progress
     from dlvm_cluster.cli.summaries import exec_summary
-    from dlvm_cluster.orchestrate.nodes import exec_command
-    from dlvm_cluster.state import resolve_cluster
+    from dlvm_cluster.orchestrate import nodes
 
-    state = resolve_cluster(cluster)
+    state = cluster_state(cluster)
     progress = console_progress(quiet=quiet, json_output=json_output)
-    result = exec_command(state, " ".join(command), progress, selector=nodes, timeout=timeout)
+    result = nodes.exec_command(
+        state, " ".join(command), progress, selector=selector, timeout=timeout
+    )
     if json_output:
-        print_json(result.to_json())
+        documents.print_json(documents.exec_(result))
     code = exec_summary(result, quiet=quiet or json_output)
     if code:
         raise typer.Exit(code)
 
 
-def sync(
+def sync_cmd(
     cluster: ClusterArg,
     down: Annotated[
         bool, typer.Option("--down", help="Pull REMOTE from the nodes instead of pushing.")
@@ -68,7 +65,7 @@ def sync(
     local: Annotated[
         Path, typer.Option("--local", help="With --down: where to put one folder per node.")
     ] = Path("results"),
-    nodes: NodesOption = None,
+    selector: NodesOption = None,
     delete: Annotated[
         bool, typer.Option("--delete", help="Delete remote files that are not in the source.")
     ] = False,
@@ -76,18 +73,18 @@ def sync(
     json_output: JsonOption = False,
 ) -> None:
     """Push the spec's files to every node (only what changed), or pull results back."""
+    from dlvm_cluster.cli.display import console_progress, stdout
     from dlvm_cluster.cli.summaries import sync_summary
-    from dlvm_cluster.orchestrate.nodes import sync_down, sync_up
-    from dlvm_cluster.orchestrate.records import applied_spec
-    from dlvm_cluster.state import resolve_cluster
+    from dlvm_cluster.orchestrate import nodes, records
 
-    state = resolve_cluster(cluster)
+    resolved = resolve(cluster)
+    state = resolved.state
     if down:
-        spec = applied_spec(state).spec
+        spec = records.applied_spec(state).spec
         default = spec.job.workdir if spec.job else (spec.files[0].dst if spec.files else "~")
-        results = sync_down(state, remote or default, local, selector=nodes)
+        results = nodes.sync_down(state, remote or default, local, selector=selector)
         if json_output:
-            print_json([dataclasses.asdict(result) for result in results])
+            documents.print_json(documents.sync(results))
         elif not quiet:
             for result in results:
                 stdout.print(
@@ -95,30 +92,29 @@ def sync(
                     f"-> {local / result.node}"
                 )
         return
-    loaded = load(Path(cluster)) if cluster.endswith((".yaml", ".yml")) else None
     with console_progress(quiet=quiet, json_output=json_output) as progress:
-        results = sync_up(state, progress, loaded=loaded, selector=nodes, delete=delete)
+        results = nodes.sync_up(
+            state, progress, loaded=resolved.loaded, selector=selector, delete=delete
+        )
     if json_output:
-        print_json([dataclasses.asdict(result) for result in results])
+        documents.print_json(documents.sync(results))
     else:
         sync_summary(results)
 
 
-def ssh(
+def ssh_cmd(
     cluster: ClusterArg,
     node: Annotated[str | None, typer.Argument(help="Node name or rank (default: node-0).")] = None,
 ) -> None:
     """Open an interactive shell on a node."""
-    from dlvm_cluster.orchestrate.nodes import ssh_argv
-    from dlvm_cluster.state import resolve_cluster
+    from dlvm_cluster.orchestrate import nodes
 
-    argv = ssh_argv(resolve_cluster(cluster), node)
+    argv = nodes.ssh_argv(cluster_state(cluster), node)
     os.execvp(argv[0], argv)
 
 
-def ssh_config(cluster: ClusterArg) -> None:
+def ssh_config_cmd(cluster: ClusterArg) -> None:
     """Print an OpenSSH config (one Host per node) for plain ssh, scp, rsync, pdsh, editors."""
-    from dlvm_cluster.orchestrate.nodes import ssh_config as render_ssh_config
-    from dlvm_cluster.state import resolve_cluster
+    from dlvm_cluster.orchestrate import nodes
 
-    sys.stdout.write(render_ssh_config(resolve_cluster(cluster)))
+    sys.stdout.write(nodes.ssh_config(cluster_state(cluster)))

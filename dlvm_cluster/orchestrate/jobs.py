@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from dlvm_cluster import secret_env
 from dlvm_cluster.errors import RemoteError, UsageError
@@ -54,10 +53,6 @@ class JobRecord:
     remote_log: str = ""
     local_logs: str = ""
     detached: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        """The record as `launch --json` and `status --json` show it: the file's own fields."""
-        return asdict(self)
 
 
 def _jobs_dir(state: ClusterState) -> Path:
@@ -259,20 +254,6 @@ def cancel(state: ClusterState, job_id: str | None) -> tuple[JobRecord, dict[str
         record.state, record.ended = "cancelled", time.time()
         save_job(state, record)
     return record, problems
-
-
-def cancel_json(record: JobRecord, problems: dict[str, str]) -> dict[str, Any]:
-    """What `cancel --json` prints: per node, whether any process of the job is left."""
-    return {
-        "cluster": record.cluster,
-        "id": record.id,
-        "state": record.state,
-        "stopped": not any(problems.values()),
-        "nodes": [
-            {"name": node, "stopped": not problem, "problem": problem or None}
-            for node, problem in problems.items()
-        ],
-    }
 
 
 def logs(

@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from dlvm_cluster import providers, secret_env
 from dlvm_cluster.errors import RemoteError, UsageError
@@ -52,27 +51,6 @@ class UpResult:
     @property
     def changed(self) -> bool:
         return self.provisioned or self.files_sent > 0 or bool(self.setup.ran)
-
-    def to_json(self) -> dict[str, Any]:
-        """What `up --json` prints: enough for a script to reach the nodes without `status`."""
-        return {
-            "cluster": self.inventory.cluster,
-            "changed": self.changed,
-            "provisioned": self.provisioned,
-            "seconds": round(self.seconds, 3),
-            "nodes": nodes_json(self.inventory),
-            "files_sent": self.files_sent,
-            "setup": {"ran": list(self.setup.ran), "unchanged": list(self.setup.unchanged)},
-        }
-
-
-def nodes_json(inventory: Inventory) -> list[dict[str, Any]]:
-    """The nodes as `up --json` and `scale --json` show them (the fields of `status --json`
-    that do not need a connection)."""
-    return [
-        {"name": n.name, "rank": n.rank, "ip": n.ip, "port": n.port, "user": n.user}
-        for n in inventory.nodes
-    ]
 
 
 def converge_request(loaded: LoadedSpec, state: ClusterState, progress: Progress) -> Converge:
@@ -178,8 +156,42 @@ def prepare_nodes(
     return synced, setup
 
 
-class NeedsConfirmation(UsageError):
-    """`up` would undo a `dlvm scale`; the CLI asks, or the user passes --yes."""
+@dataclass(frozen=True)
+class ScaleUndo:
+    """What `up` would undo of a `dlvm scale`: the count scale left, and the file's."""
+
+    cluster: str
+    scaled: int
+    in_file: int
+    file_name: str
+
+    def describe(self) -> str:
+        change = "add" if self.in_file > self.scaled else "remove"
+        return (
+            f"cluster {self.cluster} was scaled to {self.scaled} node(s); {self.file_name} says "
+            f"{self.in_file}: up would {change} {abs(self.in_file - self.scaled)} node(s)"
+        )
+
+
+class WouldUndoScale(UsageError):
+    """`up` refused to undo a `dlvm scale` it was not told to undo; the caller decides."""
+
+    def __init__(self, undo: ScaleUndo) -> None:
+        super().__init__(
+            undo.describe(),
+            hint=f"confirm to converge to the file's {undo.in_file} node(s), or set "
+            f"nodes.count to {undo.scaled} in {undo.file_name}",
+        )
+        self.undo = undo
+
+
+def scale_undo(loaded: LoadedSpec) -> ScaleUndo | None:
+    """Whether `up` with this file would undo a `dlvm scale` (None: it would not)."""
+    spec = loaded.spec
+    scaled = scaled_count(ClusterState.for_name(spec.name))
+    if scaled is None or scaled == spec.nodes.count:
+        return None
+    return ScaleUndo(spec.name, scaled, spec.nodes.count, loaded.path.name)
 
 
 def up(
@@ -187,23 +199,20 @@ def up(
     progress: Progress,
     *,
     rerun_setup: bool = False,
-    assume_yes: bool = False,
+    undo_scale: bool = False,
 ) -> UpResult:
-    """Create or converge the cluster; a second run on a healthy cluster changes nothing."""
+    """Create or converge the cluster; a second run on a healthy cluster changes nothing.
+
+    A cluster resized by `dlvm scale` is converged back to the file's count only with
+    `undo_scale`; else WouldUndoScale says what would change."""
     started = time.monotonic()
     spec = loaded.spec
     providers.for_spec(spec).check_host()
     state = ClusterState.for_name(spec.name)
     with state.lock("up"):
-        scaled = scaled_count(state)
-        if scaled is not None and scaled != spec.nodes.count and not assume_yes:
-            raise NeedsConfirmation(
-                f"cluster {spec.name} was scaled to {scaled} node(s); {loaded.path.name} says "
-                f"{spec.nodes.count}: up would {'add' if spec.nodes.count > scaled else 'remove'} "
-                f"{abs(spec.nodes.count - scaled)} node(s)",
-                hint="pass --yes to converge to the file, or set nodes.count to "
-                f"{scaled} in the file",
-            )
+        undo = scale_undo(loaded)
+        if undo is not None and not undo_scale:
+            raise WouldUndoScale(undo)
         state.check_permissions()
         state.ensure_key_pair()
         inventory, provisioned = provision(loaded, state, progress)

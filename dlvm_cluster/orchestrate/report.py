@@ -3,8 +3,7 @@ as the provider sees it, the hourly price where known, and recent jobs."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
-from typing import Any
+from dataclasses import dataclass, replace
 
 from dlvm_cluster import providers
 from dlvm_cluster.errors import DlvmError, StateError
@@ -26,14 +25,6 @@ class ClusterReport:
     jobs: tuple[JobRecord, ...]
     price: str | None
     provider_problem: str | None = None  # why the provider could not say how its nodes are
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "cluster": self.cluster,
-            "nodes": [asdict(node) for node in self.nodes],
-            "jobs": [job.to_json() for job in self.jobs],
-            "price": self.price,
-        }
 
 
 def node_state(provider_state: NodeState | None, reachable: bool) -> str:

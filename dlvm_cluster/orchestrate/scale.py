@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from dlvm_cluster.errors import RemoteError, UsageError
 from dlvm_cluster.inventory import Inventory, Node, node_name, node_rank
@@ -28,7 +27,7 @@ from dlvm_cluster.orchestrate.jobs import (
     start_on_nodes,
     stop_job,
 )
-from dlvm_cluster.orchestrate.lifecycle import nodes_json, prepare_nodes, provision
+from dlvm_cluster.orchestrate.lifecycle import prepare_nodes, provision
 from dlvm_cluster.orchestrate.records import applied_spec, open_pool, require_inventory
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.remote import jobcontrol
@@ -55,21 +54,6 @@ class ScaleResult:
     jobs_joined: tuple[str, ...]
     jobs_stopped: tuple[str, ...]
     seconds: float
-
-    def to_json(self) -> dict[str, Any]:
-        """What `scale --json` prints: the counts, which nodes came and went, the nodes now."""
-        return {
-            "cluster": self.plan.cluster,
-            "changed": bool(self.plan.add or self.plan.remove),
-            "before": self.plan.current,
-            "after": self.plan.target,
-            "added": list(self.plan.add),
-            "removed": list(self.plan.remove),
-            "nodes": nodes_json(self.inventory),
-            "jobs_joined": list(self.jobs_joined),
-            "jobs_stopped": list(self.jobs_stopped),
-            "seconds": round(self.seconds, 3),
-        }
 
 
 def _scaled_spec(loaded: LoadedSpec, target: int) -> LoadedSpec:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Protocol
 
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.progress import Progress
@@ -73,16 +73,6 @@ class Check:
     ok: bool
     detail: str = ""
     fix: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        """`doctor --json`: `detail` says what was found, `problem` and `fix` what is wrong."""
-        return {
-            "name": self.name,
-            "ok": self.ok,
-            "detail": self.detail if self.ok else None,
-            "problem": None if self.ok else self.detail,
-            "fix": None if self.ok else self.fix,
-        }
 
 
 class Provider(Protocol):
