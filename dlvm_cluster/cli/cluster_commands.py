@@ -18,6 +18,7 @@ from dlvm_cluster.cli.common import (
     print_json,
 )
 from dlvm_cluster.cli.display import console_progress, stderr, stdout
+from dlvm_cluster.progress import show_controls
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -114,6 +115,7 @@ def status(
     json_output: JsonOption = False,
 ) -> None:
     """Nodes, addresses, reachability and jobs; with no CLUSTER, every cluster."""
+    from rich.markup import escape
     from rich.table import Table
 
     from dlvm_cluster.orchestrate.report import report
@@ -134,7 +136,8 @@ def status(
         for column in columns:
             table.add_column(column)
         for row in r.nodes:
-            reach = "[green]ok[/green]" if row.reachable else f"[red]unreachable[/red] {row.error}"
+            why = escape(show_controls(row.error))  # an SSH error may quote the node
+            reach = "[green]ok[/green]" if row.reachable else f"[red]unreachable[/red] {why}"
             cells = [row.name, str(row.rank), f"{row.ip}:{row.port}", reach]
             table.add_row(*cells, *([row.vm] if r.has_vm_states else []))
         stdout.print(table)
@@ -229,7 +232,7 @@ def doctor(
         for check in checks:
             mark = "[green]ok[/green]     " if check.ok else "[red]problem[/red]"
             stdout.print(f"{mark} {check.name}: ", end="")
-            stdout.print(check.detail, markup=False)
+            stdout.print(show_controls(check.detail), markup=False)
             if not check.ok:
                 stdout.print(f"        fix: {check.fix}", markup=False)
     if failed:
