@@ -94,8 +94,8 @@ class ConsoleProgress:
                 self.console.print(f"[bold]==>[/bold] {escape(text)}")
 
     def note(self, text: str) -> None:
-        if not self.quiet:  # a note may quote a node (why its setup failed)
-            self.console.print(_colour_mark(show_controls(text)))
+        if not self.quiet:  # plain text that may quote a node (why its setup failed)
+            self.console.print(_colour_mark(escape(show_controls(text))))
 
     def count(self, step: str, done: int, total: int, unit: str = "") -> None:
         """Live in the spinner on a terminal; one `✓ step: total/total (time)` line when the
