@@ -1,4 +1,5 @@
-"""Hostile input on real nodes: a node's escape sequences reach the terminal shown, never
+"""Hostile input on real nodes (cluster3's: node-0 also serves as a machine that already
+exists for the ssh provider): a node's escape sequences reach the terminal shown, never
 obeyed (exec cold and warm, a failed setup's error), while --json keeps the exact bytes; and
 the ssh provider's `dlvm ssh` / `ssh-config` reach machines with the file's identity_file."""
 
@@ -6,11 +7,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Cli, require_root, unique_name, write_spec
+from conftest import Cli, unique_name, write_spec
 
 pytestmark = pytest.mark.cluster
 
@@ -19,37 +19,23 @@ SHOWN = "[node-0] a\\x1b]52;c;aGk=\\x07b\\r[node-9] posing\n"
 EXACT = "a\x1b]52;c;aGk=\x07b\r[node-9] posing"
 
 
-@pytest.fixture(scope="module")
-def machine(cli: Cli, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """A 1-node local cluster: its node serves hostile output, and is a machine that already
-    exists for the ssh provider."""
-    require_root()
-    name = unique_name("hx")
-    spec = write_spec(tmp_path_factory.mktemp("spec"), name, 1)
-    cli.run("up", str(spec), check=True)
-    try:
-        yield name, spec
-    finally:
-        cli.run("down", name, "--yes")
-
-
 def test_node_output_is_shown_escaped_and_exact_in_json(
-    cli: Cli, machine: tuple[str, Path]
+    cli: Cli, cluster3: tuple[str, Path]
 ) -> None:
-    name, _ = machine
+    name, _ = cluster3
     for _ in range(2):  # over new connections, then through the agent they started
-        result = cli.run("exec", name, "--", HOSTILE, check=True)
+        result = cli.run("exec", name, "--nodes", "0", "--", HOSTILE, check=True)
         assert result.stdout == SHOWN
-    document = cli.run("exec", name, "--json", "--", HOSTILE, check=True)
+    document = cli.run("exec", name, "--nodes", "0", "--json", "--", HOSTILE, check=True)
     data, _ = json.JSONDecoder().raw_decode(document.stdout)
     assert data["nodes"][0]["tail"] == [EXACT]
     assert "\x1b" not in document.stdout and "\x1b" not in document.stderr
 
 
 def test_ssh_and_ssh_config_use_the_identity_file(
-    cli: Cli, machine: tuple[str, Path], tmp_path: Path
+    cli: Cli, cluster3: tuple[str, Path], tmp_path: Path
 ) -> None:
-    base, _ = machine
+    base, _ = cluster3
     ip = cli.status(base)["nodes"][0]["ip"]  # type: ignore[index]
     key = cli.home / "clusters" / base / "ssh" / "id_ed25519"
     name = unique_name("hxs")
@@ -79,10 +65,10 @@ def test_ssh_and_ssh_config_use_the_identity_file(
 
 
 def test_a_failed_setups_last_lines_are_shown_escaped(
-    cli: Cli, machine: tuple[str, Path], tmp_path: Path
+    cli: Cli, cluster3: tuple[str, Path], tmp_path: Path
 ) -> None:
-    name, _ = machine
-    spec = write_spec(tmp_path, name, 1, f"setup: |\n  {HOSTILE}\n  exit 3\n")
+    name, _ = cluster3
+    spec = write_spec(tmp_path, name, 3, f"setup: |\n  {HOSTILE}\n  exit 3\n")
     result = cli.run("up", str(spec))
     assert result.returncode == 1, result.stderr
     assert "setup failed on node-0" in result.stderr

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from dlvm_process import run_dlvm
 
 from dlvm_cluster.errors import StateError
 from dlvm_cluster.inventory import Inventory, Node
@@ -24,7 +23,6 @@ from dlvm_cluster.orchestrate.nodes import ssh_argv, ssh_config
 from dlvm_cluster.orchestrate.records import save_inventory
 from dlvm_cluster.state import ClusterState
 
-REPO = Path(__file__).resolve().parents[2]
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPQe0b1bHqvFXaP0Yb3dXvN7jSRAi3lDRsQFZ3tjv7bC"
 INJECTED = "10.0.0.1\n  ProxyCommand touch /tmp/dlvm-owned"
 
@@ -90,18 +88,6 @@ def test_a_cluster_name_or_identity_file_with_a_newline_is_refused(tmp_path: Pat
     state = cluster_state(tmp_path, Inventory("demo", (node(),), identity_file="k\nHost *"))
     with pytest.raises(StateError, match="identity file"):
         ssh_config(state)
-
-
-def run_dlvm(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DLVM_HOME": str(home), "NO_COLOR": "1", "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "dlvm_cluster", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        cwd=REPO,
-    )
 
 
 def test_the_issues_proxycommand_never_reaches_ssh_config_output(tmp_path: Path) -> None:

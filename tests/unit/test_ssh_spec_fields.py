@@ -4,17 +4,14 @@ is read: each bad value exits 2 at file:line with its field, before anything is 
 from __future__ import annotations
 
 import base64
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from dlvm_process import run_dlvm
 
 from dlvm_cluster.errors import SpecError
 from dlvm_cluster.spec.load import load_spec_text
 
-REPO = Path(__file__).resolve().parents[2]
 ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPQe0b1bHqvFXaP0Yb3dXvN7jSRAi3lDRsQFZ3tjv7bC"
 
 
@@ -132,18 +129,6 @@ def test_the_name_length_limit_is_kept() -> None:
     text = "name: demo\nprovider: {kind: local}\nnodes: {count: 1}\n"
     load_spec_text(text.replace("demo", "a" * 40), Path("cluster.yaml"))
     assert refused(text.replace("demo", "a" * 41)).field == "name"
-
-
-def run_dlvm(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DLVM_HOME": str(home), "NO_COLOR": "1", "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "dlvm_cluster", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        cwd=REPO,
-    )
 
 
 @pytest.mark.parametrize(
