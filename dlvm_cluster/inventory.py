@@ -7,13 +7,88 @@ host list) and is all that remote execution and launchers know of a cluster.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from dlvm_cluster.errors import ProvisionError, UsageError
+from dlvm_cluster.errors import ProvisionError, StateError, UsageError
+
+# Compute Engine's rule for resource names, which cluster names become (with max 40 characters,
+# checked by the spec); the inventory checks it again before writing names into ssh files.
+CLUSTER_NAME_PATTERN = r"[a-z]([-a-z0-9]*[a-z0-9])?"
+# Host key types a node may present (OpenSSH's host key algorithms that paramiko verifies).
+HOST_KEY_TYPES = (
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "ssh-rsa",
+)
+_DNS_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_DNS_NAME = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*\.?")
+_SCOPE_ID = re.compile(r"[A-Za-z0-9._-]+")
+# POSIX's portable user name: the portable filename characters, not starting with a hyphen;
+# at most 32 characters, Linux's useradd limit.
+_USER_NAME = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._-]{0,31}")
+_NODE_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def host_problem(host: str) -> str:
+    """Why `host` is neither an IP address nor a DNS name ("" when it is one). Host names are
+    written into ssh configs and known_hosts files, where a space or a newline would start a
+    new option, and onto ssh command lines, where a leading `-` would be an option."""
+    if not host or _CONTROL.search(host) or any(char.isspace() for char in host):
+        return "must be an IP address or a DNS name, without spaces or control characters"
+    address, _, scope = host.partition("%")
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        pass
+    else:
+        if not scope or _SCOPE_ID.fullmatch(scope):
+            return ""
+    if len(host) <= 253 and _DNS_NAME.fullmatch(host):
+        return ""
+    return "must be an IP address or a DNS name (letters, digits, - and ., not starting with -)"
+
+
+def user_problem(user: str) -> str:
+    """Why `user` is not a POSIX user name ("" when it is one)."""
+    if _USER_NAME.fullmatch(user):
+        return ""
+    return "must be a user name: up to 32 letters, digits, '.', '_' or '-', not starting with '-'"
+
+
+def host_key_problem(key: str) -> str:
+    """Why `key` is not a public host key "TYPE BASE64 [comment]" ("" when it is one): a known
+    type, and base64 whose decoded blob names that same type, as OpenSSH's key blobs do."""
+    if _CONTROL.search(key.replace("\t", " ")):
+        return "must not hold control characters"
+    parts = key.split()
+    if len(parts) < 2:
+        return 'must be "TYPE BASE64", as in the .pub file of the host key'
+    key_type, blob = parts[:2]
+    if key_type not in HOST_KEY_TYPES:
+        return f"{key_type!r} is not a host key type (known: {', '.join(HOST_KEY_TYPES)})"
+    try:
+        data = base64.b64decode(blob, validate=True)
+    except (binascii.Error, ValueError):
+        return "the key after the type is not valid base64"
+    length = int.from_bytes(data[:4], "big")
+    if len(data) < 4 + length or data[4 : 4 + length] != key_type.encode():
+        return f"the base64 data is not a {key_type} key"
+    return ""
+
+
+def unsafe_for_ssh_files(text: str) -> bool:
+    """Whether `text` holds what would break out of one line of an ssh config or known_hosts
+    file (a control character: a newline, a carriage return, ...)."""
+    return bool(_CONTROL.search(text))
 
 
 def node_name(rank: int) -> str:
@@ -41,9 +116,40 @@ class Node:
         return fingerprint(self.host_key)
 
     def known_hosts_line(self) -> str:
-        host = self.ip if self.port == 22 else f"[{self.ip}]:{self.port}"
-        key_type, blob = self.host_key.split()[:2]
-        return f"{host} {key_type} {blob}"
+        key_type, blob = self.checked().host_key.split()[:2]
+        return f"{self.host_port} {key_type} {blob}"
+
+    @property
+    def host_port(self) -> str:
+        """How OpenSSH names this node in known_hosts: the address, with the port unless 22."""
+        return self.ip if self.port == 22 else f"[{self.ip}]:{self.port}"
+
+    def checked(self) -> Node:
+        """This node, if every field is fit to be written into an ssh config, a known_hosts
+        file or an ssh command line; a second line of defence behind the spec's validation,
+        for an inventory that did not come from a checked spec (a provider's output, a state
+        file edited by hand)."""
+        problems = [
+            ("name", "" if _NODE_NAME.fullmatch(self.name) else "must be like node-0"),
+            ("ip", host_problem(self.ip)),
+            ("user", user_problem(self.user)),
+            ("host_key", host_key_problem(self.host_key)),
+        ]
+        for field_name, problem in problems:
+            if problem:
+                value = getattr(self, field_name)
+                raise StateError(
+                    f"node {self.name!r}: its {field_name} {value!r} {problem}; refusing to "
+                    "write it into ssh files",
+                    hint="the cluster's inventory holds a value no cluster file can give; "
+                    "run `dlvm up FILE` again to rebuild it",
+                )
+        if not 0 < self.port < 65536:
+            raise StateError(
+                f"node {self.name!r}: port {self.port} is not a TCP port",
+                hint="run `dlvm up FILE` again to rebuild the inventory",
+            )
+        return self
 
 
 @dataclass(frozen=True)
@@ -93,7 +199,26 @@ class Inventory:
         return tuple(chosen[rank] for rank in sorted(chosen))
 
     def known_hosts(self) -> str:
-        return "".join(node.known_hosts_line() + "\n" for node in self.nodes)
+        return "".join(node.known_hosts_line() + "\n" for node in self.checked().nodes)
+
+    def checked(self) -> Inventory:
+        """This inventory, if its cluster name, identity file and nodes (Node.checked) are fit
+        to be written into ssh configs and known_hosts files."""
+        hint = "run `dlvm up FILE` again to rebuild the inventory"
+        if not re.fullmatch(CLUSTER_NAME_PATTERN, self.cluster):
+            raise StateError(
+                f"the inventory names the cluster {self.cluster!r}, which no cluster file can",
+                hint=hint,
+            )
+        if unsafe_for_ssh_files(self.identity_file):
+            raise StateError(
+                f"the identity file {self.identity_file!r} holds control characters; refusing "
+                "to write it into ssh files",
+                hint=hint,
+            )
+        for node in self.nodes:
+            node.checked()
+        return self
 
     def to_json(self) -> dict[str, Any]:
         return {

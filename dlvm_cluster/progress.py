@@ -3,6 +3,7 @@ The plain ones are here (no rich): silent, and the nodes' output lines alone."""
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 from dataclasses import dataclass
@@ -59,11 +60,33 @@ class SilentProgress:
         return None
 
 
+# Control characters a terminal acts on (C0 but tab, DEL, C1); newline is kept only where
+# a message spans lines on purpose (show_controls(keep_newlines=True)).
+_CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+_CONTROLS_BUT_NEWLINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_NAMED = {"\n": "\\n", "\r": "\\r"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return _NAMED.get(char) or f"\\x{ord(char):02x}"
+
+
+def show_controls(text: str, *, keep_newlines: bool = False) -> str:
+    """`text` as it may reach a terminal: every control character but tab written out as an
+    escape (`\\x1b`, `\\r`, ...). What nodes send is theirs to choose, and a terminal obeys
+    escape sequences (an OSC 52 sets the clipboard, a `\\r` lets a line pose as another
+    node's); text output shows them, `--json` keeps the exact characters."""
+    pattern = _CONTROLS_BUT_NEWLINE if keep_newlines else _CONTROLS
+    return pattern.sub(_escape, text) if pattern.search(text) else text
+
+
 def write_node_line(node: Node, stream: str, text: str) -> None:
-    """A node's output line, prefixed with its name: stdout or stderr as on the node. One
-    write per line, so lines from many nodes never mix (callers hold their own lock)."""
+    """A node's output line, prefixed with its name: stdout or stderr as on the node, its
+    control characters shown as escapes (show_controls). One write per line, so lines from
+    many nodes never mix (callers hold their own lock)."""
     target = sys.stdout if stream == "out" else sys.stderr
-    target.write(f"[{node.name}] {text}\n")
+    target.write(f"[{node.name}] {show_controls(text)}\n")
     target.flush()
 
 

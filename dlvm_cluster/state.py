@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import json
 import os
+import secrets
 import socket
 import stat
 import sys
@@ -23,6 +24,7 @@ from dlvm_cluster.errors import StateError, UsageError
 
 STATE_MODE = 0o700
 SECRET_MODE = 0o600
+STAMP_KEY_BYTES = 32
 
 
 def dlvm_home() -> Path:
@@ -31,6 +33,45 @@ def dlvm_home() -> Path:
 
 def clusters_root() -> Path:
     return dlvm_home() / "clusters"
+
+
+def private_dir(path: Path) -> Path:
+    """Make the directory `path` (and every missing parent) 0700; an existing one between
+    DLVM_HOME and `path`, DLVM_HOME included, that is ours and open to others is narrowed to
+    0700 (mkdir's mode applies to the last part only, and older versions made DLVM_HOME and
+    clusters/ 0755). Shared directories (sticky, like /tmp) and the root are never changed."""
+    missing = []
+    current = path
+    while not os.path.lexists(current) and current.parent != current:
+        missing.append(current)
+        current = current.parent
+    try:
+        for directory in reversed(missing):
+            with contextlib.suppress(FileExistsError):
+                directory.mkdir(mode=STATE_MODE)
+            os.chmod(directory, STATE_MODE)
+        home = dlvm_home()
+        if path == home or home in path.parents:
+            current = path
+            while current != home:
+                _narrow(current)
+                current = current.parent
+            _narrow(home)
+    except OSError as exc:
+        raise StateError(
+            f"cannot make the directory {path}: {exc.strerror}",
+            hint="check the owner and permissions of DLVM_HOME",
+        ) from exc
+    return path
+
+
+def _narrow(directory: Path) -> None:
+    """chmod go-rwx, for a directory of ours that others may enter or read."""
+    st = os.stat(directory)
+    mode = stat.S_IMODE(st.st_mode)
+    shared = mode & stat.S_ISVTX or directory.parent == directory
+    if st.st_uid == os.getuid() and mode & 0o077 and not shared:
+        os.chmod(directory, mode & ~0o077)
 
 
 def write_atomic(path: Path, content: str | bytes, mode: int = SECRET_MODE) -> None:
@@ -97,8 +138,7 @@ class ClusterState:
 
     def create(self) -> None:
         for directory in (self.root, self.root / "ssh", self.logs_dir):
-            directory.mkdir(parents=True, exist_ok=True, mode=STATE_MODE)
-            os.chmod(directory, STATE_MODE)
+            private_dir(directory)
 
     def check_permissions(self) -> None:
         """Refuse state that others can read, as ssh refuses such keys."""
@@ -132,6 +172,26 @@ class ClusterState:
         wanted = "".join(lines)
         if not self.authorized_keys.exists() or self.authorized_keys.read_text() != wanted:
             write_atomic(self.authorized_keys, wanted, SECRET_MODE)
+
+    @property
+    def stamp_key_path(self) -> Path:
+        return self.root / "ssh" / "stamp.key"
+
+    def stamp_key(self) -> bytes:
+        """The cluster's random key for the setup stamps it leaves on nodes (0600, made once,
+        like the SSH keys): a stamp is readable on the node, and without a key a low-entropy
+        secret could be guessed from it offline."""
+        try:
+            key = self.stamp_key_path.read_bytes()
+        except FileNotFoundError:
+            key = b""
+        except OSError as exc:
+            raise StateError(f"cannot read {self.stamp_key_path}: {exc.strerror}") from exc
+        if len(key) < STAMP_KEY_BYTES:
+            private_dir(self.stamp_key_path.parent)
+            key = secrets.token_bytes(STAMP_KEY_BYTES)
+            write_atomic(self.stamp_key_path, key, SECRET_MODE)
+        return key
 
     def public_key(self) -> str:
         return self.key_path.with_suffix(".pub").read_text().strip()

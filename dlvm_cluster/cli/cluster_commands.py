@@ -122,10 +122,12 @@ def status_cmd(
     json_output: JsonOption = False,
 ) -> None:
     """Nodes, addresses, reachability and jobs; with no CLUSTER, every cluster."""
+    from rich.markup import escape
     from rich.table import Table
 
     from dlvm_cluster.cli.display import stdout
     from dlvm_cluster.orchestrate import report
+    from dlvm_cluster.progress import show_controls
     from dlvm_cluster.state import list_clusters
 
     states = [cluster_state(cluster)] if cluster else list_clusters()
@@ -142,7 +144,8 @@ def status_cmd(
         for column in ["node", "rank", "address", "state", "ssh"]:
             table.add_column(column)
         for row in r.nodes:
-            reach = "[green]ok[/green]" if row.reachable else f"[red]unreachable[/red] {row.error}"
+            why = escape(show_controls(row.error))  # an SSH error may quote the node
+            reach = "[green]ok[/green]" if row.reachable else f"[red]unreachable[/red] {why}"
             table.add_row(row.name, str(row.rank), f"{row.ip}:{row.port}", row.state, reach)
         stdout.print(table)
         if r.provider_problem:
@@ -222,6 +225,7 @@ def doctor_cmd(
     """Check what the provider needs: root, tools, credentials, quota, reachable hosts."""
     from dlvm_cluster.cli.display import stderr, stdout
     from dlvm_cluster.orchestrate import doctor
+    from dlvm_cluster.progress import show_controls
 
     spec = load_file(file).spec if file else None
     checks = doctor.doctor(spec)
@@ -232,7 +236,7 @@ def doctor_cmd(
         for check in checks:
             mark = "[green]ok[/green]     " if check.ok else "[red]problem[/red]"
             stdout.print(f"{mark} {check.name}: ", end="")
-            stdout.print(check.detail, markup=False)
+            stdout.print(show_controls(check.detail), markup=False)
             if not check.ok:
                 stdout.print(f"        fix: {check.fix}", markup=False)
     if failed:

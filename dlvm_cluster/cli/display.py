@@ -12,7 +12,7 @@ from rich.status import Status
 
 from dlvm_cluster.errors import DlvmError
 from dlvm_cluster.inventory import Node
-from dlvm_cluster.progress import TerraformEvent, write_node_line
+from dlvm_cluster.progress import TerraformEvent, show_controls, write_node_line
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 stdout = Console(highlight=False, soft_wrap=True)
@@ -93,8 +93,8 @@ class ConsoleProgress:
                 self.console.print(f"[bold]==>[/bold] {escape(text)}")
 
     def note(self, text: str) -> None:
-        if not self.quiet:
-            self.console.print(_colour_mark(text))
+        if not self.quiet:  # plain text that may quote a node (why its setup failed)
+            self.console.print(_colour_mark(escape(show_controls(text))))
 
     def count(self, step: str, done: int, total: int, unit: str = "") -> None:
         """Live in the spinner on a terminal; one `✓ step: total/total (time)` line when the
@@ -170,9 +170,10 @@ def console_progress(*, quiet: bool = False, json_output: bool = False) -> Conso
 
 
 def print_error(error: DlvmError) -> None:
-    # Messages quote the user's text (keys, paths, output): never read it as rich markup.
-    stderr.print(
-        f"[bold red]error:[/bold red] {escape(error.message)}", soft_wrap=True, emoji=False
-    )
+    # Messages quote the user's text and the nodes' output (a failed setup's last lines): never
+    # read it as rich markup, and show its control characters as escapes.
+    message = show_controls(error.message, keep_newlines=True)
+    stderr.print(f"[bold red]error:[/bold red] {escape(message)}", soft_wrap=True, emoji=False)
     if error.hint:
-        stderr.print(f"[yellow]hint:[/yellow] {escape(error.hint)}", soft_wrap=True, emoji=False)
+        hint = show_controls(error.hint, keep_newlines=True)
+        stderr.print(f"[yellow]hint:[/yellow] {escape(hint)}", soft_wrap=True, emoji=False)

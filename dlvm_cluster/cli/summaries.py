@@ -15,9 +15,11 @@ def exec_summary(result: GroupResult, *, quiet: bool) -> int:
         from rich.markup import escape
 
         from dlvm_cluster.cli.display import stderr
+        from dlvm_cluster.progress import show_controls
 
         for failed in result.failed:
-            stderr.print(f"[red]✗[/red] {failed.node}: {escape(failed.describe())}")
+            reason = escape(show_controls(failed.describe()))
+            stderr.print(f"[red]✗[/red] {failed.node}: {reason}")
         stderr.print(f"{len(result.failed)} of {len(result.results)} node(s) failed")
         return 1
     if quiet:

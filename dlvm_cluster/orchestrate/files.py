@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import shlex
 import threading
@@ -21,6 +22,7 @@ from dlvm_cluster.remote.pool import SshPool, run_everywhere
 from dlvm_cluster.remote.results import CommandResult, SyncResult
 from dlvm_cluster.remote.sync import PushWatch, pull, push
 from dlvm_cluster.spec.model import LoadedSpec
+from dlvm_cluster.state import ClusterState
 
 SETUP_STAMP = "~/.dlvm/setup.sha256"
 SKIP_MARKER = "__dlvm_setup_unchanged__"
@@ -102,14 +104,16 @@ def pull_files(pool: SshPool, nodes: Sequence[Node], remote: str, local: Path) -
     return results
 
 
-def setup_digest(loaded: LoadedSpec, secret_values: Mapping[str, str]) -> str:
-    """Changes when the setup text, the env, or a secret's value changes."""
+def setup_digest(loaded: LoadedSpec, secret_values: Mapping[str, str], key: bytes) -> str:
+    """Changes when the setup text, the env, or a secret's value changes. Keyed (HMAC-SHA256
+    with the cluster's stamp key, ClusterState.stamp_key): the stamp is readable on the node,
+    and a plain hash over a short secret could be reversed by trying values."""
     spec = loaded.spec
     payload = json.dumps(
         {"setup": spec.setup, "env": spec.plain_env(), "secrets": dict(secret_values)},
         sort_keys=True,
     )
-    return hashlib.sha256(payload.encode()).hexdigest()
+    return hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()
 
 
 def install_secrets(pool: SshPool, nodes: Sequence[Node], values: Mapping[str, str]) -> None:
@@ -141,7 +145,7 @@ def run_setup(
     if not script or not nodes:
         return SetupReport((), ())
     values = secret_env.resolve(loaded.spec)
-    digest = setup_digest(loaded, values)
+    digest = setup_digest(loaded, values, ClusterState.for_name(inventory.cluster).stamp_key())
     check = "false" if rerun else f'[ "$(cat {SETUP_STAMP} 2>/dev/null)" = {digest} ]'
     command = (
         f"if {check}; then echo {SKIP_MARKER}; else "

@@ -30,7 +30,7 @@ from dlvm_cluster.remote.connection import Connection
 from dlvm_cluster.remote.fanout import run_on_nodes
 from dlvm_cluster.remote.pool import SshPool, for_each_node
 from dlvm_cluster.spec.model import LoadedSpec
-from dlvm_cluster.state import ClusterState
+from dlvm_cluster.state import ClusterState, private_dir
 
 PORT_RANGE = (20000, 30000)
 
@@ -60,8 +60,7 @@ def _jobs_dir(state: ClusterState) -> Path:
 
 
 def save_job(state: ClusterState, record: JobRecord) -> None:
-    directory = _jobs_dir(state)
-    directory.mkdir(mode=0o700, exist_ok=True)
+    directory = private_dir(_jobs_dir(state))
     state.write_json(directory / f"{record.id}.json", asdict(record))
 
 
@@ -217,7 +216,7 @@ def _follow(
             nodes,
             lambda node: jobcontrol.follow(record.id),
             sink=progress.line,
-            log_dir=Path(record.local_logs),
+            log_dir=private_dir(Path(record.local_logs)),
             fail_fast=True,
             redact=redact,
         )

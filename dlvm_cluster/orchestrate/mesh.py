@@ -17,18 +17,20 @@ def key_file_name(cluster: str) -> str:
 
 
 def known_hosts_block(inventory: Inventory) -> str:
+    """Each node's key under its name, which ssh_config_block makes the HostKeyAlias (ssh
+    looks an alias up as written, never as `[alias]:port`), and under its address as ssh
+    names it without the config."""
     lines = [f"# dlvm {inventory.cluster} begin"]
-    for node in inventory.nodes:
-        names = f"{node.name},{node.ip}" if node.port == 22 else f"[{node.name}]:{node.port}"
+    for node in inventory.checked().nodes:
         key_type, blob = node.host_key.split()[:2]
-        lines.append(f"{names} {key_type} {blob}")
+        lines.append(f"{node.name},{node.host_port} {key_type} {blob}")
     lines.append(f"# dlvm {inventory.cluster} end")
     return "\n".join(lines) + "\n"
 
 
 def ssh_config_block(inventory: Inventory) -> str:
     lines = [f"# dlvm {inventory.cluster} begin"]
-    for node in inventory.nodes:
+    for node in inventory.checked().nodes:
         lines += [
             f"Host {node.name} {node.ip}",
             f"    HostName {node.ip}",

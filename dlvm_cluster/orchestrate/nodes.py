@@ -15,14 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dlvm_cluster.errors import UsageError
-from dlvm_cluster.inventory import Inventory, Node
+from dlvm_cluster.errors import StateError, UsageError
+from dlvm_cluster.inventory import Inventory, Node, unsafe_for_ssh_files
 from dlvm_cluster.launch.environment import node_environment
+from dlvm_cluster.orchestrate.records import identity_path
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.remote import agent_client, agent_process
 from dlvm_cluster.remote.command import wrap
 from dlvm_cluster.remote.results import GroupResult
-from dlvm_cluster.state import ClusterState
+from dlvm_cluster.state import ClusterState, private_dir
 
 if TYPE_CHECKING:
     from dlvm_cluster.remote.results import SyncResult
@@ -143,11 +144,11 @@ def _exec_env(state: ClusterState) -> tuple[dict[str, str], Callable[[str], str]
 def _new_log_dir(wanted: Path) -> Path:
     """`wanted` (logs/exec/<time>), or with a suffix when a command in the same second
     already has it. Made only when a command runs: a refused warm attempt leaves nothing."""
-    wanted.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(wanted.parent)
     for attempt in range(1, 1000):
         path = wanted if attempt == 1 else wanted.with_name(f"{wanted.name}-{attempt}")
         try:
-            path.mkdir()
+            path.mkdir(mode=0o700)
         except FileExistsError:
             continue
         return path
@@ -235,21 +236,25 @@ def status(state: ClusterState) -> tuple[Inventory, list[NodeStatus]]:
 
 
 def ssh_config(state: ClusterState) -> str:
-    """An OpenSSH config with one Host per node, for plain ssh/scp/rsync/pdsh and editors."""
-    inventory, _ = _read_inventory(state)
+    """An OpenSSH config with one Host per node, for plain ssh/scp/rsync/pdsh and editors.
+
+    Every value written is checked first (Inventory.checked): a newline in a host name would
+    otherwise start an option of its own, such as a ProxyCommand that ssh runs here."""
+    inventory = _read_inventory(state)[0].checked()
+    key = _config_path(identity_path(state, inventory))
+    known_hosts = _config_path(state.known_hosts)
     blocks = []
     for node in inventory.nodes:
-        alias = node.ip if node.port == 22 else f"[{node.ip}]:{node.port}"
         lines = [
             f"Host {inventory.cluster}-{node.name}",
             f"    HostName {node.ip}",
             f"    Port {node.port}",
             f"    User {node.user}",
-            f"    IdentityFile {state.key_path}",
+            f"    IdentityFile {key}",
             "    IdentitiesOnly yes",
-            f"    UserKnownHostsFile {state.known_hosts}",
+            f"    UserKnownHostsFile {known_hosts}",
             "    StrictHostKeyChecking yes",
-            f"    HostKeyAlias {alias}",
+            f"    HostKeyAlias {node.host_port}",
             "    KexAlgorithms curve25519-sha256,curve25519-sha256@libssh.org",
             "    BatchMode yes",
         ]
@@ -257,16 +262,30 @@ def ssh_config(state: ClusterState) -> str:
     return "\n\n".join(blocks) + "\n"
 
 
+def _config_path(path: Path) -> str:
+    """A path as an ssh_config value: `%` doubled (ssh expands %-tokens in these options) and
+    quoted when it holds spaces. Control characters and quotes cannot be written at all."""
+    text = str(path)
+    if unsafe_for_ssh_files(text) or '"' in text:
+        raise StateError(
+            f"the path {text!r} cannot be written into an ssh config",
+            hint="use a DLVM_HOME and an identity file whose paths have no quotes or "
+            "control characters",
+        )
+    text = text.replace("%", "%%")
+    return f'"{text}"' if any(char.isspace() for char in text) else text
+
+
 def ssh_argv(state: ClusterState, node_selector: str | None) -> list[str]:
     inventory, _ = _read_inventory(state)
     nodes = inventory.select(node_selector) if node_selector else (inventory.head,)
     if len(nodes) != 1:
         raise UsageError("dlvm ssh opens a shell on one node", hint="name a single node or rank")
-    node = nodes[0]
+    node = nodes[0].checked()
     return [
         "ssh",
         "-i",
-        str(state.key_path),
+        str(identity_path(state, inventory)),
         "-o",
         "IdentitiesOnly=yes",
         "-o",

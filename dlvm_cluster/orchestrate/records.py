@@ -31,8 +31,19 @@ def require_inventory(state: ClusterState) -> Inventory:
 
 
 def save_inventory(state: ClusterState, inventory: Inventory) -> None:
+    """Record the nodes and pin their keys; an inventory unfit for ssh files (Node.checked)
+    is refused before anything is written."""
+    known_hosts = inventory.known_hosts()
     state.write_json(state.inventory_path, inventory.to_json())
-    write_atomic(state.known_hosts, inventory.known_hosts())
+    write_atomic(state.known_hosts, known_hosts)
+
+
+def identity_path(state: ClusterState, inventory: Inventory) -> Path:
+    """The key that reaches the nodes: the user's for machines that already exist (ssh
+    provider's identity_file), else the cluster's own."""
+    if inventory.identity_file:
+        return Path(inventory.identity_file).expanduser()
+    return state.key_path
 
 
 def open_pool(state: ClusterState, inventory: Inventory) -> SshPool:
@@ -42,8 +53,7 @@ def open_pool(state: ClusterState, inventory: Inventory) -> SshPool:
     from dlvm_cluster.remote.connection import Credentials
     from dlvm_cluster.remote.pool import SshPool
 
-    key = Path(inventory.identity_file).expanduser() if inventory.identity_file else state.key_path
-    return SshPool(inventory, Credentials(key))
+    return SshPool(inventory, Credentials(identity_path(state, inventory)))
 
 
 def spec_digest(spec: ClusterSpec) -> str:

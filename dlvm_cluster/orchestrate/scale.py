@@ -33,7 +33,7 @@ from dlvm_cluster.progress import Progress
 from dlvm_cluster.remote import jobcontrol
 from dlvm_cluster.remote.pool import SshPool
 from dlvm_cluster.spec.model import LoadedSpec, semantic_problems
-from dlvm_cluster.state import ClusterState
+from dlvm_cluster.state import ClusterState, private_dir
 
 STOP_GRACE = 10.0
 
@@ -108,8 +108,7 @@ def _stop_jobs_on(
 
 
 def _keep_logs(pool: SshPool, record: JobRecord, nodes: tuple[Node, ...]) -> None:
-    target = Path(record.local_logs)
-    target.mkdir(parents=True, exist_ok=True)
+    target = private_dir(Path(record.local_logs))
     for node in nodes:
         try:
             _, out, _ = pool.get(node).run(jobcontrol.show_log(record.id))

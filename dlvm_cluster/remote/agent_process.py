@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from dlvm_cluster.remote.agent_client import request, socket_path
@@ -21,6 +22,10 @@ LOCK_NAME = "agent.lock"
 LOG_NAME = "agent.log"
 MAX_SOCKET_PATH = 107  # bytes in a unix socket address (Linux)
 MAX_LOG_BYTES = 1 << 20  # agent.log is started afresh beyond this
+AGENT_ENV_NAMES = frozenset(
+    {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR"}
+    | {"DLVM_HOME", "DLVM_AGENT_IDLE"}
+)
 
 
 def spawn(state_dir: Path) -> None:
@@ -31,9 +36,7 @@ def spawn(state_dir: Path) -> None:
 
     if len(os.fsencode(socket_path(state_dir))) > MAX_SOCKET_PATH:
         return  # no unix socket can be made there (a very long DLVM_HOME): always cold
-    package_root = str(Path(__file__).resolve().parents[2])
-    path = os.environ.get("PYTHONPATH", "")
-    env = {**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
+    env = agent_environment(os.environ)
     log_path = state_dir / LOG_NAME
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
     try:
@@ -59,6 +62,27 @@ def spawn(state_dir: Path) -> None:
         pass  # warm connections are an optimisation: the next command runs cold
     finally:
         os.close(log)
+
+
+def agent_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The agent's whole environment: what it needs from ours and nothing else, since a
+    long-lived process's environment is readable in /proc/PID/environ by whoever can read its
+    memory, and the user's shell may hold secrets (a `from_env` secret, a cloud token).
+
+    It keeps PATH, HOME, USER and LOGNAME (finding ~ for the key and the files to push),
+    the locale (LANG, LANGUAGE, LC_*) and TZ (its log), TMPDIR, DLVM_HOME and
+    DLVM_AGENT_IDLE (its own settings), and PYTHONPATH with this package's root in front
+    (so it runs this dlvm). It runs no Terraform and resolves no secret: DLVM_TERRAFORM and
+    the like are left out."""
+    kept = {
+        name: value
+        for name, value in environ.items()
+        if name in AGENT_ENV_NAMES or name.startswith("LC_")
+    }
+    package_root = str(Path(__file__).resolve().parents[2])
+    path = environ.get("PYTHONPATH", "")
+    kept["PYTHONPATH"] = package_root + (os.pathsep + path if path else "")
+    return kept
 
 
 def running_pid(state_dir: Path) -> int | None:

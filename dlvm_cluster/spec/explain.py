@@ -60,7 +60,7 @@ def translate(exc: ValidationError, data: CommentedMap, name: str) -> SpecError:
             hint=f"add {loc[-1]}: under {dotted(loc[:-1])}" if len(loc) > 1 else "",
         )
     got = first.get("input")
-    shown = show_value(got)
+    shown = "a value kept secret" if _under_secret(data, loc) else show_value(got)
     text = str(first["msg"]).removeprefix("Value error, ")
     if len(group) > 1:
         text = UNION_MESSAGES.get(loc) or " or ".join(
@@ -75,7 +75,10 @@ def translate(exc: ValidationError, data: CommentedMap, name: str) -> SpecError:
         )
         hint = _suggest(tag, ["local", "gcp", "ssh"]) or "add kind: local, gcp or ssh"
     elif kind == "string_pattern_mismatch" and loc == ("name",):
-        message = f"must start with a lowercase letter and use only a-z, 0-9 and - (got {shown})"
+        message = (
+            "must start with a lowercase letter, use only a-z, 0-9 and -, and end with a "
+            f"letter or digit (got {shown})"
+        )
     elif kind in MAPPING_ERRORS:
         message = f"must be a mapping of keys (got {shown})"
         known = _fields_at(loc, data)
@@ -93,6 +96,14 @@ def translate(exc: ValidationError, data: CommentedMap, name: str) -> SpecError:
         field=dotted(loc),
         hint=hint,
     )
+
+
+def _under_secret(data: CommentedMap, loc: Loc) -> bool:
+    """Whether `loc` is inside an env value written as a mapping (`{value: ..., secret: true}`,
+    `{from_env: NAME}`): the form secrets take, whose values an error must never repeat."""
+    if len(loc) < 3 or loc[0] != "env":
+        return False
+    return isinstance(child(child(data, "env"), loc[1]), dict)
 
 
 def _suggest(value: Any, choices: list[str]) -> str:

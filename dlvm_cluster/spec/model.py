@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,7 +24,15 @@ from pydantic import (
     model_validator,
 )
 
-NAME_PATTERN = r"^[a-z][a-z0-9-]*$"
+from dlvm_cluster.inventory import (
+    CLUSTER_NAME_PATTERN,
+    host_key_problem,
+    host_problem,
+    unsafe_for_ssh_files,
+    user_problem,
+)
+
+NAME_PATTERN = f"^{CLUSTER_NAME_PATTERN}$"
 MAX_NAME_LENGTH = 40
 LOCAL_MAX_NODES = 64
 MAX_NODES = 1000
@@ -54,8 +63,30 @@ def _env_name(name: str) -> str:
     return name
 
 
+def _checked_by(problem: Callable[[str], str]) -> Callable[[str], str]:
+    """A validator from one of the inventory's checks (which return "" for a good value)."""
+
+    def check(value: str) -> str:
+        found = problem(value)
+        if found:
+            raise ValueError(found)
+        return value
+
+    return check
+
+
+def _no_control_characters(value: str) -> str:
+    if unsafe_for_ssh_files(value):
+        raise ValueError("must not hold control characters (a newline, a tab, ...)")
+    return value
+
+
 WholeNumber = Annotated[int, BeforeValidator(_not_bool)]
 EnvName = Annotated[str, AfterValidator(_env_name)]
+# What the ssh provider writes into ssh configs, known_hosts files and ssh command lines.
+HostName = Annotated[str, AfterValidator(_checked_by(host_problem))]
+UserName = Annotated[str, AfterValidator(_checked_by(user_problem))]
+HostKey = Annotated[str, AfterValidator(_checked_by(host_key_problem))]
 
 
 class Model(BaseModel):
@@ -69,10 +100,10 @@ class LocalProvider(Model):
 
 
 class SshHost(Model):
-    host: str = Field(min_length=1)
+    host: HostName = Field(min_length=1)
     port: WholeNumber = Field(default=22, ge=1, le=65535)
-    user: str = Field(default="root", min_length=1)
-    host_key: str | None = None
+    user: UserName = Field(default="root", min_length=1)
+    host_key: HostKey | None = None
 
 
 class SshProvider(Model):
@@ -80,7 +111,7 @@ class SshProvider(Model):
 
     kind: Literal["ssh"]
     hosts: list[SshHost] = Field(min_length=1)
-    identity_file: str | None = None
+    identity_file: Annotated[str, AfterValidator(_no_control_characters)] | None = None
 
 
 class GcpProvider(Model):
@@ -255,8 +286,6 @@ def _gcp_problems(
 ) -> list[tuple[tuple[str | int, ...], str]]:
     """What Google Cloud would reject later, caught while the file position is still known."""
     problems: list[tuple[tuple[str | int, ...], str]] = []
-    if spec.name.endswith("-"):
-        problems.append((("name",), "must end with a letter or digit on gcp (resource names)"))
     seen: set[str] = set()
     for index, zone in enumerate(provider.zones):
         if not zone.startswith(provider.region + "-"):

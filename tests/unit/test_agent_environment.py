@@ -1,0 +1,68 @@
+"""The agent lives for minutes with whatever environment it was started with, readable in
+/proc/PID/environ: it gets a minimal one, never a secret from the user's shell. A real agent
+whose only node cannot be reached (no cluster, no root)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from harness import wait_until
+
+from dlvm_cluster.inventory import Inventory, Node
+from dlvm_cluster.remote import agent_client, agent_process
+from dlvm_cluster.state import ClusterState
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPQe0b1bHqvFXaP0Yb3dXvN7jSRAi3lDRsQFZ3tjv7bC"
+PLANTED = "987654321-planted-secret"
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def agent_pid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    monkeypatch.setenv("DLVM_HOME", str(tmp_path))
+    monkeypatch.setenv("DLVM_AGENT_IDLE", "30")
+    monkeypatch.setenv("MY_API_TOKEN", PLANTED)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", PLANTED)
+    monkeypatch.setenv("DLVM_TERRAFORM", "/nonexistent/terraform")
+    monkeypatch.setenv("LC_TIME", "C")
+    state = ClusterState.for_name("agenv")
+    state.create()
+    state.ensure_key_pair()
+    node = Node(name="node-0", rank=0, ip="127.0.0.1", port=closed_port(), user="u", host_key=KEY)
+    state.write_json(state.inventory_path, Inventory("agenv", (node,)).to_json())
+    agent_process.spawn(state.root)
+    answer = wait_until(
+        lambda: agent_client.ping(state.root),
+        30,
+        interval=0.05,
+        message=lambda: (state.root / agent_process.LOG_NAME).read_text(),
+    )
+    try:
+        yield int(answer["pid"])
+    finally:
+        agent_process.stop(state.root)
+
+
+def environ_of(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+
+
+def test_the_agent_holds_no_variable_it_does_not_need(agent_pid: int, tmp_path: Path) -> None:
+    environ = environ_of(agent_pid)
+    assert PLANTED not in Path(f"/proc/{agent_pid}/environ").read_text()
+    assert set(environ) <= agent_process.AGENT_ENV_NAMES | {"PYTHONPATH", "LC_TIME"}
+    assert environ["DLVM_HOME"] == str(tmp_path)
+    assert environ["DLVM_AGENT_IDLE"] == "30" and environ["LC_TIME"] == "C"
+    assert environ["PATH"] == os.environ["PATH"]
+    package_root = str(Path(agent_process.__file__).parents[2])
+    assert environ["PYTHONPATH"].split(os.pathsep)[0] == package_root
