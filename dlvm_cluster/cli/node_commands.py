@@ -48,7 +48,7 @@ def exec_cmd(
     )
     if json_output:
         documents.print_json(documents.exec_(result))
-    code = exec_summary(result, quiet=quiet or json_output)
+    code = exec_summary(result, quiet=quiet and not json_output)  # stdout: the document only
     if code:
         raise typer.Exit(code)
 
