@@ -19,6 +19,7 @@ from dlvm_cluster.cli.common import (
     QuietOption,
     YesOption,
     confirm,
+    trust_host_keys,
 )
 from dlvm_cluster.cli.resolve import cluster_state, load_file
 
@@ -43,21 +44,35 @@ def up_cmd(
     """Create or converge the cluster; wait for SSH; push files; run setup. Safe to run again."""
     from dlvm_cluster.cli.display import console_progress
     from dlvm_cluster.orchestrate import lifecycle
+    from dlvm_cluster.providers.base import UnpinnedHostKeys
 
     loaded = load_file(file)
+    # --yes also says yes to undoing a `dlvm scale` and to host keys seen for the first time.
+    undo_scale = trust = yes
     with console_progress(quiet=quiet, json_output=json_output) as progress:
-        try:
-            # --yes also says yes to undoing a `dlvm scale`
-            result = lifecycle.up(loaded, progress, rerun_setup=rerun_setup, undo_scale=yes)
-        except lifecycle.WouldUndoScale as refused:
-            progress.done()  # the spinner off while the question is asked
-            undo = refused.undo
-            confirm(
-                f"{undo.describe()}. Go ahead?",
-                yes,
-                otherwise=f"set nodes.count to {undo.scaled} in {undo.file_name}",
-            )
-            result = lifecycle.up(loaded, progress, rerun_setup=rerun_setup, undo_scale=True)
+        while True:
+            try:
+                result = lifecycle.up(
+                    loaded,
+                    progress,
+                    rerun_setup=rerun_setup,
+                    undo_scale=undo_scale,
+                    trust_new_keys=trust,
+                )
+                break
+            except lifecycle.WouldUndoScale as refused:
+                progress.done()  # the spinner off while the question is asked
+                undo = refused.undo
+                confirm(
+                    f"{undo.describe()}. Go ahead?",
+                    yes,
+                    otherwise=f"set nodes.count to {undo.scaled} in {undo.file_name}",
+                )
+                undo_scale = True
+            except UnpinnedHostKeys as unseen:
+                progress.done()
+                trust_host_keys(unseen, json_output=json_output)
+                trust = True
     if json_output:
         documents.print_json(documents.up(result))
         return
@@ -168,6 +183,7 @@ def scale_cmd(
     """Grow or shrink to COUNT nodes; new nodes get keys, files and setup."""
     from dlvm_cluster.cli.display import console_progress, stderr, stdout
     from dlvm_cluster.orchestrate import records, scale
+    from dlvm_cluster.providers.base import UnpinnedHostKeys
 
     state = cluster_state(cluster)
     plan = scale.preview(state, count)
@@ -185,8 +201,16 @@ def scale_cmd(
     elif not yes:
         _print_scale_plan(plan, stderr)
     confirm(f"scale {state.name} to {count} node(s)?", yes)
+    trust = yes  # machines of the ssh provider seen for the first time
     with console_progress(quiet=quiet, json_output=json_output) as progress:
-        result = scale.scale(state, count, progress)
+        while True:
+            try:
+                result = scale.scale(state, count, progress, trust_new_keys=trust)
+                break
+            except UnpinnedHostKeys as unseen:
+                progress.done()
+                trust_host_keys(unseen, json_output=json_output)
+                trust = True
     if json_output:
         documents.print_json(documents.scale(result))
         return

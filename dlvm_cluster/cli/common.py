@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from dlvm_cluster.providers.base import UnpinnedHostKeys
 
 ClusterArg = Annotated[
     str, typer.Argument(help="The cluster's name, or the path of its YAML file.")
@@ -45,3 +48,22 @@ def confirm(question: str, yes: bool, *, otherwise: str = "") -> None:
         hint = "pass --yes to go ahead" + (f", or {otherwise}" if otherwise else "")
         raise UsageError(f"{question} (no terminal to ask on)", hint=hint)
     typer.confirm(question, abort=True, err=True)
+
+
+def trust_host_keys(unseen: UnpinnedHostKeys, *, json_output: bool) -> None:
+    """Show the host keys machines presented for the first time and ask whether to trust
+    them. Without a terminal, or with --json, nobody can check them: refuse, saying how to
+    accept them."""
+    from dlvm_cluster.errors import UsageError
+
+    if json_output or not sys.stdin.isatty():
+        raise UsageError(
+            f"{unseen.message} (not trusted without asking)",
+            hint="check the fingerprints, then pass --yes to trust them, or write each host's "
+            "key as host_key in the cluster file",
+        )
+    for node in unseen.nodes:
+        typer.echo(
+            f"  {node.name} {node.ip}:{node.port} presents {node.host_key_fingerprint}", err=True
+        )
+    typer.confirm("Trust these host keys?", abort=True, err=True)

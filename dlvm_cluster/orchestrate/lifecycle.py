@@ -53,7 +53,9 @@ class UpResult:
         return self.provisioned or self.files_sent > 0 or bool(self.setup.ran)
 
 
-def converge_request(loaded: LoadedSpec, state: ClusterState, progress: Progress) -> Converge:
+def converge_request(
+    loaded: LoadedSpec, state: ClusterState, progress: Progress, *, trust_new_keys: bool = False
+) -> Converge:
     """What a provider is told of an `up`, `scale` or `plan`: the spec, what the state dir
     recorded, and how to ask the nodes over SSH."""
     return Converge(
@@ -63,16 +65,17 @@ def converge_request(loaded: LoadedSpec, state: ClusterState, progress: Progress
         applied=applied_digest(state) == spec_digest(loaded.spec),
         progress=progress,
         reach=ssh_reach(state),
+        trust_new_keys=trust_new_keys,
     )
 
 
 def provision(
-    loaded: LoadedSpec, state: ClusterState, progress: Progress
+    loaded: LoadedSpec, state: ClusterState, progress: Progress, *, trust_new_keys: bool = False
 ) -> tuple[Inventory, bool]:
-    """The provider makes, converges or adopts the nodes; the inventory is recorded."""
-    inventory, changed = providers.for_spec(loaded.spec).provision(
-        converge_request(loaded, state, progress)
-    )
+    """The provider makes, converges or adopts the nodes; the inventory is recorded.
+    `trust_new_keys`: host keys seen for the first time are accepted (else UnpinnedHostKeys)."""
+    request = converge_request(loaded, state, progress, trust_new_keys=trust_new_keys)
+    inventory, changed = providers.for_spec(loaded.spec).provision(request)
     save_inventory(state, inventory)
     return inventory, changed
 
@@ -200,11 +203,14 @@ def up(
     *,
     rerun_setup: bool = False,
     undo_scale: bool = False,
+    trust_new_keys: bool = False,
 ) -> UpResult:
     """Create or converge the cluster; a second run on a healthy cluster changes nothing.
 
     A cluster resized by `dlvm scale` is converged back to the file's count only with
-    `undo_scale`; else WouldUndoScale says what would change."""
+    `undo_scale`; else WouldUndoScale says what would change. Machines that present a host
+    key seen for the first time are adopted only with `trust_new_keys`; else
+    UnpinnedHostKeys lists them, before anything is stored or sent."""
     started = time.monotonic()
     spec = loaded.spec
     providers.for_spec(spec).check_host()
@@ -215,7 +221,7 @@ def up(
             raise WouldUndoScale(undo)
         state.check_permissions()
         state.ensure_key_pair()
-        inventory, provisioned = provision(loaded, state, progress)
+        inventory, provisioned = provision(loaded, state, progress, trust_new_keys=trust_new_keys)
         with open_pool(state, inventory) as pool:
             synced, setup = prepare_nodes(
                 pool, state, inventory, loaded, progress, nodes=inventory.nodes, rerun=rerun_setup

@@ -147,7 +147,11 @@ def _join_elastic_jobs(
     return tuple(joined)
 
 
-def scale(state: ClusterState, target: int, progress: Progress) -> ScaleResult:
+def scale(
+    state: ClusterState, target: int, progress: Progress, *, trust_new_keys: bool = False
+) -> ScaleResult:
+    """Grow or shrink to `target` nodes (see the module docstring). `trust_new_keys`: machines
+    of the ssh provider seen for the first time are adopted (else UnpinnedHostKeys)."""
     started = time.monotonic()
     with state.lock("scale"):
         loaded = _scaled_spec(applied_spec(state), target)
@@ -155,7 +159,7 @@ def scale(state: ClusterState, target: int, progress: Progress) -> ScaleResult:
         plan = preview(state, target)
         leaving = tuple(node for node in before.nodes if node.name in plan.remove)
         stopped = _stop_jobs_on(state, before, leaving, progress) if leaving else ()
-        inventory, _ = provision(loaded, state, progress)
+        inventory, _ = provision(loaded, state, progress, trust_new_keys=trust_new_keys)
         arriving = tuple(node for node in inventory.nodes if node.name in plan.add)
         with open_pool(state, inventory) as pool:
             prepare_nodes(pool, state, inventory, loaded, progress, nodes=arriving, scaled=True)

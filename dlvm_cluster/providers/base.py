@@ -7,11 +7,12 @@ needs to know from SSH (which nodes answer, a host's key), orchestrate hands it 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from dlvm_cluster.errors import UsageError
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.provision.render import RenderedModule
@@ -49,10 +50,27 @@ class Converge:
     applied: bool  # the spec is the one last applied (nothing in it changed)
     progress: Progress
     reach: Reach
+    trust_new_keys: bool = False  # the user accepted host keys first seen on this contact
 
     @property
     def spec(self) -> ClusterSpec:
         return self.loaded.spec
+
+
+class UnpinnedHostKeys(UsageError):
+    """Machines presented host keys that neither the cluster file nor an earlier `up` gave:
+    nothing was stored or sent to them; the caller decides whether to trust the keys."""
+
+    def __init__(self, nodes: Sequence[Node]) -> None:
+        listed = "; ".join(
+            f"{node.name} {node.ip}:{node.port} {node.host_key_fingerprint}" for node in nodes
+        )
+        super().__init__(
+            f"host keys seen for the first time: {listed}",
+            hint="check each fingerprint with the machine's owner and confirm, or write each "
+            "host's key as host_key in the cluster file",
+        )
+        self.nodes = tuple(nodes)
 
 
 @dataclass(frozen=True)

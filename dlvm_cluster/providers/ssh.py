@@ -14,7 +14,14 @@ from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.inventory import Inventory, Node, fingerprint, node_name
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers import checks
-from dlvm_cluster.providers.base import Check, Converge, NodeState, ProviderPlan, Reach
+from dlvm_cluster.providers.base import (
+    Check,
+    Converge,
+    NodeState,
+    ProviderPlan,
+    Reach,
+    UnpinnedHostKeys,
+)
 from dlvm_cluster.provision.render import RenderedModule
 from dlvm_cluster.spec.model import ClusterSpec, SshProvider
 from dlvm_cluster.state import ClusterState
@@ -79,15 +86,19 @@ class ExistingHosts:
         return None
 
     def provision(self, request: Converge) -> tuple[Inventory, bool]:
-        """Adopt the spec's hosts, pinning the keys of machines seen for the first time."""
+        """Adopt the spec's hosts. A key seen for the first time is pinned only when the user
+        accepted it (`request.trust_new_keys`): until then nothing is stored, and neither the
+        cluster's key nor a secret goes to a machine that may not be the one meant."""
         previous = request.previous
         inventory, scanned = adopt_hosts(
             request.spec, pinned_keys(previous), request.reach.host_key
         )
+        if scanned and not request.trust_new_keys:
+            raise UnpinnedHostKeys(scanned)
         for node in scanned:
             request.progress.note(
-                f"pinned the host key of {node.name} ({node.ip}:{node.port}): "
-                f"{node.host_key_fingerprint}"
+                f"pinned the host key of {node.name} ({node.ip}:{node.port}), accepted on "
+                f"first contact: {node.host_key_fingerprint}"
             )
         return inventory, inventory != previous
 

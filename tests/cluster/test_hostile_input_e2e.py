@@ -44,7 +44,7 @@ def test_ssh_and_ssh_config_use_the_identity_file(
         f"name: {name}\nprovider:\n  kind: ssh\n  identity_file: {key}\n"
         f"  hosts:\n    - {{host: {ip}, user: root}}\nnodes: {{count: 1}}\n"
     )
-    cli.run("up", str(spec), check=True)
+    cli.run("up", str(spec), "--yes", check=True)  # trusts the key it is shown
     try:
         config = tmp_path / "ssh_config"
         config.write_text(cli.run("ssh-config", name, check=True).stdout)

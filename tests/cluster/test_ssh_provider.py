@@ -24,8 +24,19 @@ def test_existing_machines_get_the_same_commands(cli: Cli, tmp_path: Path) -> No
             f"name: {name}\nprovider:\n  kind: ssh\n  identity_file: {key}\n  hosts:\n{hosts}"
             "nodes: {count: 2}\nenv: {ROLE: worker}\nsetup: echo set >> ~/ssh-setup\n"
         )
-        first = cli.run("up", str(spec), check=True)
-        assert first.stderr.count("pinned the host key of") == 2
+        # Keys the file does not give are not trusted without asking; nothing is stored or
+        # sent to the machines until they are.
+        refused = cli.run("up", str(spec))
+        assert refused.returncode == 2, refused.stderr
+        assert "not trusted without asking" in refused.stderr
+        assert refused.stderr.count("SHA256:") == 2 and "--yes" in refused.stderr
+        assert not (cli.home / "clusters" / name / "inventory.json").exists()
+        untouched = cli.run(
+            "exec", base, "--", f"grep -c 'dlvm-{name}' ~/.ssh/authorized_keys || true", check=True
+        )
+        assert sorted(untouched.stdout.split()) == ["0", "0", "[node-0]", "[node-1]"]
+        first = cli.run("up", str(spec), "--yes", check=True)
+        assert first.stderr.count("accepted on first contact") == 2
         assert "SHA256:" in first.stderr
         result = cli.run(
             "exec",
