@@ -7,10 +7,13 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from conftest import Cli, require_root, unique_name, write_spec
+
+from dlvm_cluster.remote import agent_client
 
 pytestmark = pytest.mark.cluster
 
@@ -28,6 +31,17 @@ def _dlvm(cli: Cli, *args: str, **extra: str) -> subprocess.CompletedProcess[str
         env={**env, **extra},
         timeout=300,
     )
+
+
+def _agent_served(state_dir: Path) -> int:
+    """Commands the cluster's agent has served (-1: none answers yet, after a short wait)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        answer = agent_client.ping(state_dir)
+        if answer is not None:
+            return int(answer["served"])
+        time.sleep(0.1)
+    return -1
 
 
 def test_exec_and_logs_mask_a_secret_the_shell_no_longer_has(cli: Cli, tmp_path: Path) -> None:
@@ -48,12 +62,20 @@ def test_exec_and_logs_mask_a_secret_the_shell_no_longer_has(cli: Cli, tmp_path:
         assert job.returncode == 0, job.stderr
         assert job.stdout.count("job ***") == 2
         shown = []
-        # New connections, then (once the first command started it) the cluster's agent.
-        for extra in ({"DLVM_NO_AGENT": "1"}, {}, {}):
+
+        def exec_masked(**extra: str) -> None:
             result = _dlvm(cli, "exec", name, "--", "echo exec $SECRET", **extra)
             assert result.returncode == 0, result.stderr
             assert result.stdout.count("exec ***") == 2, result.stdout
             shown.append(result.stdout + result.stderr)
+
+        exec_masked(DLVM_NO_AGENT="1")  # over new connections
+        exec_masked()  # over new connections, then starts the cluster's agent
+        state_dir = cli.home / "clusters" / name
+        served = _agent_served(state_dir)
+        assert served >= 0, "no agent started"
+        exec_masked()  # through the agent
+        assert _agent_served(state_dir) > served, "the agent did not serve the last exec"
         logs = _dlvm(cli, "logs", name)
         assert logs.returncode == 0, logs.stderr
         assert logs.stdout.count("job ***") == 2, logs.stdout
