@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import Cli, require_root, unique_name, write_spec
+from conftest import Cli, require_root, unique_name, write_spec, write_ssh_spec_on
 
 pytestmark = pytest.mark.cluster
 
@@ -35,19 +35,14 @@ def test_clusters_sharing_machines_keep_their_own_files(cli: Cli, tmp_path: Path
         check=True,
     )
     try:
-        machines = cli.status(base)["nodes"]
-        key = cli.home / "clusters" / base / "ssh" / "id_ed25519"
         other = unique_name("other")
-        hosts = "".join(
-            f"    - {{host: {m['ip']}, user: root}}\n"  # type: ignore[index]
-            for m in machines  # type: ignore[attr-defined]
-        )
-        spec = tmp_path / "other.yaml"
-        spec.write_text(
-            f"name: {other}\nprovider:\n  kind: ssh\n  identity_file: {key}\n  hosts:\n{hosts}"
-            "nodes: {count: 2}\n"
+        spec = write_ssh_spec_on(
+            cli,
+            base,
+            tmp_path,
+            other,
             f"env:\n  OTHER_SECRET: {{value: {OTHER_SECRET}, secret: true}}\n"
-            "setup: echo other >> ~/other-setup\n"
+            "setup: echo other >> ~/other-setup\n",
         )
         cli.run("up", str(spec), check=True)
         # Each cluster's commands see its own secret only.
