@@ -92,6 +92,8 @@ def _run_masked(plan: _ExecPlan, progress: Progress, run: Runner) -> GroupResult
         return None
     by_name = dict(zip((node.name for node in plan.nodes), plan.commands, strict=True))
     nodes = masking.runnable(plan.nodes)
+    if not nodes:  # none could be masked: none runs
+        return masking.merge(plan.nodes, GroupResult(()))
     commands = [by_name[node.name] for node in nodes]
     result = run(nodes, commands, progress.line, masking.redact, True)
     return None if result is None else masking.merge(plan.nodes, result)
