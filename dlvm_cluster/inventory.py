@@ -91,6 +91,22 @@ def unsafe_for_ssh_files(text: str) -> bool:
     return bool(_CONTROL.search(text))
 
 
+NODE_FILES = "~/.dlvm/node-files"
+_CLUSTER_NAME = re.compile(r"[a-z][a-z0-9-]*")
+
+
+def node_dir(cluster: str) -> str:
+    """Where dlvm keeps a cluster's files on each of its nodes (secrets, setup stamp, jobs),
+    `~` being the login home. A folder of its own per cluster, because clusters may share a
+    machine (ssh provider): none may overwrite another's files, and `down` removes only this.
+    Not `clusters/`: an ssh host may be this very machine, whose DLVM_HOME keeps its state
+    dirs there. A name that could leave the folder (`/`, `..`) is a caller's bug: the spec
+    refuses it."""
+    if not _CLUSTER_NAME.fullmatch(cluster):
+        raise ValueError(f"bad cluster name {cluster!r}")
+    return f"{NODE_FILES}/{cluster}"
+
+
 def node_name(rank: int) -> str:
     """The name of the node of `rank`: node-0 is the head."""
     return f"node-{rank}"

@@ -18,7 +18,8 @@ def resolve(
     spec: ClusterSpec, environ: Mapping[str, str] | None = None, *, strict: bool = True
 ) -> dict[str, str]:
     """Each secret's value: written in the file, or read from the user's environment now.
-    Not strict: a variable that is not set is skipped (enough to mask output)."""
+    Not strict: a variable that is not set is skipped; masking output then needs the values
+    the nodes hold as well (orchestrate/masking.py reads them)."""
     environ = os.environ if environ is None else environ
     values = {}
     for name, item in spec.secret_env().items():

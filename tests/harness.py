@@ -89,6 +89,23 @@ def write_spec(directory: Path, name: str, count: int, extra: str = "") -> Path:
     return path
 
 
+def write_ssh_spec_on(cli: Cli, base: str, directory: Path, name: str, extra: str = "") -> Path:
+    """An ssh-provider cluster file `name` whose hosts are the nodes of the local cluster
+    `base` (reached as root with that cluster's key), with `extra` appended."""
+    machines = cli.status(base)["nodes"]
+    key = cli.home / "clusters" / base / "ssh" / "id_ed25519"
+    hosts = "".join(
+        f"    - {{host: {m['ip']}, user: root}}\n"  # type: ignore[index]
+        for m in machines  # type: ignore[attr-defined]
+    )
+    path = directory / f"{name}.yaml"
+    path.write_text(
+        f"name: {name}\nprovider:\n  kind: ssh\n  identity_file: {key}\n  hosts:\n{hosts}"
+        f"nodes: {{count: {len(machines)}}}\n{extra}"  # type: ignore[arg-type]
+    )
+    return path
+
+
 def write_unreachable_ssh_spec(directory: Path) -> Path:
     """An ssh-provider cluster file whose one host does not answer (port 9 on loopback)."""
     key = directory / "key"

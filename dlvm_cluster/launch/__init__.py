@@ -12,7 +12,8 @@ Besides the DLVM_* contract variables, every job process gets:
     DLVM_JOB_ID                the job's id
     DLVM_PROCS_PER_NODE        processes per node (`procs_per_node`; auto = GPUs, or 1)
     DLVM_WORLD_SIZE            processes in all: procs per node x nodes in the job
-    DLVM_HOSTFILE              ~/.dlvm/jobs/<job_id>/hostfile: one line `IP slots=N` per node
+    DLVM_HOSTFILE              ~/.dlvm/node-files/<cluster>/jobs/<job_id>/hostfile: one line
+                               `IP slots=N` per node
                                (the MPI and DeepSpeed format), for launchers of your own
     PYTHONUNBUFFERED=1         so output reaches the job's logs line by line
 

@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from dlvm_cluster.errors import UsageError
-from dlvm_cluster.inventory import Inventory, Node
+from dlvm_cluster.inventory import Inventory, Node, node_dir
 from dlvm_cluster.launch.environment import node_environment
 from dlvm_cluster.shell import ShellText, join, quote_path
 from dlvm_cluster.spec.model import Job
 
 NO_ENV: Mapping[str, object] = MappingProxyType({})
-JOBS_DIR = "~/.dlvm/jobs"
 _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _INTERPRETER = re.compile(r"(?:\S*/)?python[0-9.]*\s+")
 
@@ -97,9 +96,10 @@ def job_nodes(job: Job, inventory: Inventory) -> tuple[Node, ...]:
     return nodes[:wanted]
 
 
-def hostfile_path(job_id: str) -> str:
-    """Where a job's hostfile lives on every node (documented for users' own launchers)."""
-    return f"{JOBS_DIR}/{job_id}/hostfile"
+def hostfile_path(cluster: str, job_id: str) -> str:
+    """Where a job's hostfile lives on every node (documented for users' own launchers): in
+    the job's folder, under the cluster's own folder on the node."""
+    return f"{node_dir(cluster)}/jobs/{job_id}/hostfile"
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,7 @@ class JobLayout:
     """What every framework's plan starts from: the job's nodes, processes and env. Made once
     per job by `job_layout`; a planner gets this and the job, nothing else."""
 
+    cluster: str
     job_id: str
     port: int
     nodes: tuple[Node, ...]
@@ -150,11 +151,11 @@ class JobLayout:
 
     def hostfile(self) -> HostFile:
         lines = "".join(f"{node.ip} slots={self.procs_per_node}\n" for node in self.nodes)
-        return HostFile(path=hostfile_path(self.job_id), content=lines)
+        return HostFile(path=hostfile_path(self.cluster, self.job_id), content=lines)
 
     def command(self, argv: Sequence[str]) -> str:
         """Shell text for one launch: export DLVM_HOSTFILE, then run `argv`."""
-        path = quote_path(hostfile_path(self.job_id))
+        path = quote_path(hostfile_path(self.cluster, self.job_id))
         return f"export DLVM_HOSTFILE={path} && {join(argv)}"
 
     def plan(self, launches: Sequence[NodeLaunch]) -> LaunchPlan:
@@ -195,6 +196,7 @@ def job_layout(
     nodes = job_nodes(job, inventory)
     contract = node_environment(inventory, nodes[0], {})  # the provider's env and DLVM_*
     return JobLayout(
+        cluster=inventory.cluster,
         job_id=job_id,
         port=port,
         nodes=nodes,

@@ -13,19 +13,26 @@ from pathlib import Path
 
 from dlvm_cluster import secret_env
 from dlvm_cluster.errors import RemoteError, UsageError
-from dlvm_cluster.inventory import Inventory, Node
+from dlvm_cluster.inventory import Inventory, Node, node_dir
 from dlvm_cluster.launch.environment import node_environment
 from dlvm_cluster.progress import Progress
-from dlvm_cluster.remote.command import INSTALL_SECRETS, wrap
+from dlvm_cluster.remote.command import install_secrets as install_secrets_script
+from dlvm_cluster.remote.command import wrap
 from dlvm_cluster.remote.fanout import run_on_nodes
 from dlvm_cluster.remote.pool import SshPool, run_everywhere
 from dlvm_cluster.remote.results import CommandResult, SyncResult
 from dlvm_cluster.remote.sync import PushWatch, pull, push
+from dlvm_cluster.shell import quote_path
 from dlvm_cluster.spec.model import LoadedSpec
 from dlvm_cluster.state import ClusterState
 
-SETUP_STAMP = "~/.dlvm/setup.sha256"
 SKIP_MARKER = "__dlvm_setup_unchanged__"
+
+
+def setup_stamp(cluster: str) -> str:
+    """Where a node keeps the digest of the setup it last ran for the cluster: in the
+    cluster's own folder, so that clusters sharing a machine keep their own."""
+    return f"{node_dir(cluster)}/setup.sha256"
 
 
 def push_files(
@@ -119,7 +126,8 @@ def setup_digest(loaded: LoadedSpec, secret_values: Mapping[str, str], key: byte
 def install_secrets(pool: SshPool, nodes: Sequence[Node], values: Mapping[str, str]) -> None:
     """(Re)write every node's secrets file through stdin: never on a command line."""
     content = secret_env.file_content(values) or b"\n"
-    run_everywhere(pool, nodes, INSTALL_SECRETS, content, "cannot write the secrets file")
+    script = install_secrets_script(pool.inventory.cluster)
+    run_everywhere(pool, nodes, script, content, "cannot write the secrets file")
 
 
 @dataclass(frozen=True)
@@ -146,10 +154,12 @@ def run_setup(
         return SetupReport((), ())
     values = secret_env.resolve(loaded.spec)
     digest = setup_digest(loaded, values, ClusterState.for_name(inventory.cluster).stamp_key())
-    check = "false" if rerun else f'[ "$(cat {SETUP_STAMP} 2>/dev/null)" = {digest} ]'
+    folder = quote_path(node_dir(inventory.cluster))
+    stamp = quote_path(setup_stamp(inventory.cluster))
+    check = "false" if rerun else f'[ "$(cat {stamp} 2>/dev/null)" = {digest} ]'
     command = (
         f"if {check}; then echo {SKIP_MARKER}; else "
-        f"bash -e -c {shlex.quote(script)} && mkdir -p ~/.dlvm && echo {digest} > {SETUP_STAMP}; fi"
+        f"bash -e -c {shlex.quote(script)} && mkdir -p {folder} && echo {digest} > {stamp}; fi"
     )
     unchanged: set[str] = set()
     progress.stage("setup")
@@ -167,7 +177,11 @@ def run_setup(
     result = run_on_nodes(
         pool,
         nodes,
-        lambda node: wrap(command, node_environment(inventory, node, loaded.spec.plain_env())),
+        lambda node: wrap(
+            command,
+            node_environment(inventory, node, loaded.spec.plain_env()),
+            cluster=inventory.cluster,
+        ),
         sink=sink,
         redact=secret_env.redactor(values),
         on_done=done,

@@ -23,12 +23,15 @@ from dlvm_cluster.launch import plan_launch
 from dlvm_cluster.launch.environment import node_environment
 from dlvm_cluster.launch.plan import HostFile, LaunchPlan
 from dlvm_cluster.orchestrate.files import install_secrets, push_files
+from dlvm_cluster.orchestrate.masking import LineSink, Masking, read_masking
 from dlvm_cluster.orchestrate.records import applied_spec, open_pool, require_inventory
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.remote import jobcontrol
+from dlvm_cluster.remote.command import HELD_SECRETS_TIMEOUT
 from dlvm_cluster.remote.connection import Connection
 from dlvm_cluster.remote.fanout import run_on_nodes
 from dlvm_cluster.remote.pool import SshPool, for_each_node
+from dlvm_cluster.remote.results import GroupResult
 from dlvm_cluster.spec.model import LoadedSpec
 from dlvm_cluster.state import ClusterState, private_dir
 
@@ -130,7 +133,9 @@ def start_on_nodes(
         if launch is None:
             return ""
         env = {**node_environment(inventory, launch.node, loaded.spec.plain_env()), **launch.env}
-        code, _, err = connection.run(jobcontrol.start(plan.job_id, launch.command, env, workdir))
+        code, _, err = connection.run(
+            jobcontrol.start(inventory.cluster, plan.job_id, launch.command, env, workdir)
+        )
         return "" if code == 0 else f"{connection.node.name}: cannot start: {err.strip()}"
 
     errors = [e for e in for_each_node(pool, nodes, one, lambda n, e: e) if e]
@@ -146,7 +151,7 @@ def stop_job(
     returns per node an error, or '' when none of the job's processes is left."""
 
     def one(connection: Connection) -> str:
-        code, out, err = connection.run(jobcontrol.stop(job_id, grace))
+        code, out, err = connection.run(jobcontrol.stop(pool.inventory.cluster, job_id, grace))
         left = out.strip().rsplit(" ", 1)[-1] if out.strip().startswith("left") else "?"
         if code != 0 or left != "0":
             return f"{left} process(es) of job {job_id} still alive {err.strip()}".strip()
@@ -184,7 +189,7 @@ def launch(
         nodes=[launch.node.name for launch in plan.launches],
         port=port,
         started=time.time(),
-        remote_log=f"{jobcontrol.job_dir(job_id)}/log",
+        remote_log=f"{jobcontrol.job_dir(inventory.cluster, job_id)}/log",
         local_logs=str(state.logs_dir / "jobs" / job_id),
         detached=detach,
     )
@@ -214,7 +219,7 @@ def _follow(
         result = run_on_nodes(
             pool,
             nodes,
-            lambda node: jobcontrol.follow(record.id),
+            lambda node: jobcontrol.follow(inventory.cluster, record.id),
             sink=progress.line,
             log_dir=private_dir(Path(record.local_logs)),
             fail_fast=True,
@@ -261,11 +266,44 @@ def logs(
     record = find_job(state, job_id)
     inventory = require_inventory(state)
     nodes = inventory.select(",".join(record.nodes))
-    command = jobcontrol.follow(record.id) if follow else jobcontrol.show_log(record.id)
-    redact = secret_env.redactor(secret_env.resolve(applied_spec(state).spec, strict=False))
+    cluster = inventory.cluster
+    command = (
+        jobcontrol.follow(cluster, record.id) if follow else jobcontrol.show_log(cluster, record.id)
+    )
     with open_pool(state, inventory) as pool:
-        run_on_nodes(pool, nodes, lambda node: command, sink=progress.line, redact=redact)
+        masking = node_masking(pool, inventory, nodes, applied_spec(state))
+        run_on_nodes(
+            pool,
+            masking.runnable(nodes),
+            lambda node: command,
+            sink=progress.line,
+            redact=masking.redact,
+        )
+    for node, why in masking.unreadable.items():
+        progress.note(
+            f"  {node}: log not shown: its secrets could not be read to mask them ({why})"
+        )
     return record
+
+
+def node_masking(
+    pool: SshPool, inventory: Inventory, nodes: Sequence[Node], loaded: LoadedSpec
+) -> Masking:
+    """What masks the output of `nodes`: the spec's secrets as the nodes hold them and as
+    they resolve here (orchestrate/masking.py says why both)."""
+
+    def batch(on: Sequence[Node], commands: Sequence[str], sink: LineSink) -> GroupResult:
+        by_name = dict(zip((node.name for node in on), commands, strict=True))
+        return run_on_nodes(
+            pool, on, lambda node: by_name[node.name], sink=sink, timeout=HELD_SECRETS_TIMEOUT
+        )
+
+    spec = loaded.spec
+    names = tuple(sorted(spec.secret_env()))
+    local = secret_env.resolve(spec, strict=False)
+    masking = read_masking(inventory, nodes, names, local, batch)
+    assert masking is not None  # this batch always runs
+    return masking
 
 
 def refresh_states(state: ClusterState) -> list[JobRecord]:
@@ -278,7 +316,7 @@ def refresh_states(state: ClusterState) -> list[JobRecord]:
     seen: dict[str, dict[str, str]] = {}
 
     def one(connection: Connection) -> str:
-        _, out, _ = connection.run(jobcontrol.probe([r.id for r in running]))
+        _, out, _ = connection.run(jobcontrol.probe(inventory.cluster, [r.id for r in running]))
         for line in out.splitlines():
             job_id, _, what = line.partition(" ")
             seen.setdefault(job_id, {})[connection.node.name] = what

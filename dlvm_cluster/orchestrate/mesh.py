@@ -5,11 +5,13 @@ mpirun expect."""
 from __future__ import annotations
 
 import io
+import shlex
 import tarfile
 from collections.abc import Sequence
 
-from dlvm_cluster.inventory import Inventory, Node
+from dlvm_cluster.inventory import NODE_FILES, Inventory, Node, node_dir
 from dlvm_cluster.remote.pool import SshPool, run_everywhere
+from dlvm_cluster.shell import quote_path
 
 
 def key_file_name(cluster: str) -> str:
@@ -79,14 +81,17 @@ def install_script(cluster: str) -> str:
 
 
 def uninstall_script(cluster: str) -> str:
-    """Removes what install_script added: for machines dlvm did not create (ssh provider)."""
+    """Removes what install_script added, and the cluster's folder: for machines dlvm did not
+    create (ssh provider), which other clusters may share."""
     begin, end = f"# dlvm {cluster} begin", f"# dlvm {cluster} end"
     return (
         f"rm -f ~/.ssh/{key_file_name(cluster)}; "
         "for f in known_hosts config; do [ -f ~/.ssh/$f ] && "
         f"sed -i '/^{begin}$/,/^{end}$/d' ~/.ssh/$f; done; "
         f"[ -f ~/.ssh/authorized_keys ] && sed -i '/ dlvm-{cluster}-internal$/d' "
-        "~/.ssh/authorized_keys; rm -rf ~/.dlvm; true"
+        f"~/.ssh/authorized_keys; rm -rf {quote_path(node_dir(cluster))}; "
+        # the shared folders (~/.dlvm/node-files, ~/.dlvm) go only once they are empty
+        f"(cd && rmdir -p {shlex.quote(NODE_FILES.removeprefix('~/'))} 2>/dev/null); true"
     )
 
 

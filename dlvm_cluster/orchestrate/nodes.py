@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,24 +21,27 @@ from dlvm_cluster.launch.environment import node_environment
 from dlvm_cluster.orchestrate.records import identity_path
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.remote import agent_client, agent_process
-from dlvm_cluster.remote.command import wrap
+from dlvm_cluster.remote.command import HELD_SECRETS_TIMEOUT, wrap
 from dlvm_cluster.remote.results import GroupResult
 from dlvm_cluster.state import ClusterState, private_dir
 
 if TYPE_CHECKING:
+    from dlvm_cluster.remote.fanout import LineSink
     from dlvm_cluster.remote.results import SyncResult
     from dlvm_cluster.spec.model import LoadedSpec
 
 
 @dataclass(frozen=True)
 class _ExecPlan:
-    """What `exec` sends, however it travels: the wrapped command per node."""
+    """What `exec` sends, however it travels: the wrapped command per node, and the secrets
+    to mask in its output (their names, and the values resolved here)."""
 
     inventory: Inventory
     nodes: tuple[Node, ...]
     commands: tuple[str, ...]
     digest: str  # of the inventory file; empty: do not use the agent
-    redact: Callable[[str], str]
+    secrets: tuple[str, ...]
+    local_secrets: dict[str, str]
     log_dir: Path
 
 
@@ -46,34 +49,55 @@ def _plan_exec(state: ClusterState, command: str, selector: str | None) -> _Exec
     if not command.strip():
         raise UsageError("no command given", hint="usage: dlvm exec CLUSTER -- CMD...")
     inventory, digest = _read_inventory(state)
-    env, redact = _exec_env(state)
+    env, secrets, local_secrets = _exec_env(state)
     nodes = inventory.select(selector)
-    commands = tuple(wrap(command, node_environment(inventory, node, env)) for node in nodes)
+    commands = tuple(
+        wrap(command, node_environment(inventory, node, env), cluster=inventory.cluster)
+        for node in nodes
+    )
     return _ExecPlan(
         inventory=inventory,
         nodes=tuple(nodes),
         commands=commands,
         digest="" if agent_client.disabled() else digest,
-        redact=redact,
+        secrets=secrets,
+        local_secrets=local_secrets,
         log_dir=state.logs_dir / "exec" / time.strftime("%Y%m%d-%H%M%S"),
     )
 
 
-def _exec_through_agent(
-    state: ClusterState, plan: _ExecPlan, progress: Progress, timeout: float | None
-) -> GroupResult | None:
-    if not plan.digest:
-        return None
-    return agent_client.run(
-        state.root,
-        plan.digest,
+Runner = Callable[
+    [Sequence[Node], Sequence[str], "LineSink", Callable[[str], str], bool], GroupResult | None
+]
+"""Runs commands[i] on nodes[i]: (nodes, commands, sink, redact, logged) -> the result, or
+None when an agent refused and nothing was started."""
+
+
+def _run_masked(plan: _ExecPlan, progress: Progress, run: Runner) -> GroupResult | None:
+    """The plan's commands, their output masked with the secrets the nodes hold (see
+    orchestrate/masking.py); `run(nodes, commands, sink, redact, logged)` runs a batch.
+    None: the runner refused (an agent that is busy), and nothing was started."""
+    if not plan.secrets:  # nothing to mask, nothing to import (the warm path stays light)
+        return run(plan.nodes, plan.commands, progress.line, str, True)
+
+    from dlvm_cluster.orchestrate.masking import read_masking
+
+    masking = read_masking(
+        plan.inventory,
         plan.nodes,
-        plan.commands,
-        sink=progress.line,
-        timeout=timeout,
-        make_log_dir=lambda: _new_log_dir(plan.log_dir),
-        redact=plan.redact,
+        plan.secrets,
+        plan.local_secrets,
+        lambda nodes, commands, sink: run(nodes, commands, sink, str, False),
     )
+    if masking is None:
+        return None
+    by_name = dict(zip((node.name for node in plan.nodes), plan.commands, strict=True))
+    nodes = masking.runnable(plan.nodes)
+    if not nodes:  # none could be masked: none runs
+        return masking.merge(plan.nodes, GroupResult(()))
+    commands = [by_name[node.name] for node in nodes]
+    result = run(nodes, commands, progress.line, masking.redact, True)
+    return None if result is None else masking.merge(plan.nodes, result)
 
 
 def exec_command(
@@ -90,24 +114,55 @@ def exec_command(
     Through the cluster's agent when one answers (DLVM_NO_AGENT=1: never), else over new
     connections, after which an agent is started in the background for the next command."""
     plan = _plan_exec(state, command, selector)
-    result = _exec_through_agent(state, plan, progress, timeout)
-    if result is not None:
-        return result
+
+    def through_agent(
+        nodes: Sequence[Node],
+        commands: Sequence[str],
+        sink: LineSink,
+        redact: Callable[[str], str],
+        logged: bool,
+    ) -> GroupResult | None:
+        return agent_client.run(
+            state.root,
+            plan.digest,
+            nodes,
+            commands,
+            sink=sink,
+            timeout=timeout if logged else HELD_SECRETS_TIMEOUT,
+            make_log_dir=(lambda: _new_log_dir(plan.log_dir)) if logged else None,
+            redact=redact,
+        )
+
+    if plan.digest:
+        result = _run_masked(plan, progress, through_agent)
+        if result is not None:
+            return result
 
     from dlvm_cluster.orchestrate.records import open_pool
     from dlvm_cluster.remote.fanout import run_on_nodes
 
-    by_name = dict(zip((node.name for node in plan.nodes), plan.commands, strict=True))
     with open_pool(state, plan.inventory) as pool:
-        result = run_on_nodes(
-            pool,
-            plan.nodes,
-            lambda node: by_name[node.name],
-            sink=progress.line,
-            timeout=timeout,
-            log_dir=_new_log_dir(plan.log_dir),
-            redact=plan.redact,
-        )
+
+        def cold(
+            nodes: Sequence[Node],
+            commands: Sequence[str],
+            sink: LineSink,
+            redact: Callable[[str], str],
+            logged: bool,
+        ) -> GroupResult:
+            by_name = dict(zip((node.name for node in nodes), commands, strict=True))
+            return run_on_nodes(
+                pool,
+                nodes,
+                lambda node: by_name[node.name],
+                sink=sink,
+                timeout=timeout if logged else HELD_SECRETS_TIMEOUT,
+                log_dir=_new_log_dir(plan.log_dir) if logged else None,
+                redact=redact,
+            )
+
+        result = _run_masked(plan, progress, cold)
+    assert result is not None  # the cold runner never refuses
     if plan.digest:
         agent_process.spawn(state.root)
     return result
@@ -125,20 +180,22 @@ def _read_inventory(state: ClusterState) -> tuple[Inventory, str]:
         return require_inventory(state), ""
 
 
-def _exec_env(state: ClusterState) -> tuple[dict[str, str], Callable[[str], str]]:
-    """The spec's plain env, and what masks its secrets in output. When the applied spec has
-    only plain values (nothing to resolve or mask), they are read without loading the model."""
+def _exec_env(state: ClusterState) -> tuple[dict[str, str], tuple[str, ...], dict[str, str]]:
+    """The spec's plain env, the names of its secrets, and their values as far as they can be
+    resolved here. When the applied spec has only plain values (no secrets), they are read
+    without loading the model."""
     data = state.read_json(state.applied_spec_path)
     spec_data = data.get("spec") if isinstance(data, dict) else None
     env = spec_data.get("env") if isinstance(spec_data, dict) else None
     if isinstance(env, dict) and all(isinstance(value, str) for value in env.values()):
-        return dict(env), str
+        return dict(env), (), {}
 
     from dlvm_cluster import secret_env
     from dlvm_cluster.orchestrate.records import applied_spec
 
     spec = applied_spec(state).spec
-    return spec.plain_env(), secret_env.redactor(secret_env.resolve(spec, strict=False))
+    secrets = tuple(sorted(spec.secret_env()))
+    return spec.plain_env(), secrets, secret_env.resolve(spec, strict=False)
 
 
 def _new_log_dir(wanted: Path) -> Path:

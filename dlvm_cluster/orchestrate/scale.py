@@ -22,12 +22,14 @@ from dlvm_cluster.launch.plan import elastic_range
 from dlvm_cluster.orchestrate.jobs import (
     JobRecord,
     env_names,
+    node_masking,
     refresh_states,
     save_job,
     start_on_nodes,
     stop_job,
 )
 from dlvm_cluster.orchestrate.lifecycle import prepare_nodes, provision
+from dlvm_cluster.orchestrate.masking import Masking
 from dlvm_cluster.orchestrate.records import applied_spec, open_pool, require_inventory
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.remote import jobcontrol
@@ -100,21 +102,22 @@ def _stop_jobs_on(
                 continue
             progress.stage(f"stopping job {record.id} on {', '.join(n.name for n in on)}")
             stop_job(pool, on, record.id, grace=STOP_GRACE)
-            _keep_logs(pool, record, on)
+            _keep_logs(pool, record, on, node_masking(pool, inventory, on, applied_spec(state)))
             record.nodes = [name for name in record.nodes if name not in {n.name for n in on}]
             save_job(state, record)
             stopped.append(record.id)
     return tuple(stopped)
 
 
-def _keep_logs(pool: SshPool, record: JobRecord, nodes: tuple[Node, ...]) -> None:
+def _keep_logs(pool: SshPool, record: JobRecord, nodes: tuple[Node, ...], masking: Masking) -> None:
     target = private_dir(Path(record.local_logs))
-    for node in nodes:
+    for node in masking.runnable(nodes):
         try:
-            _, out, _ = pool.get(node).run(jobcontrol.show_log(record.id))
+            _, out, _ = pool.get(node).run(jobcontrol.show_log(pool.inventory.cluster, record.id))
         except RemoteError:  # a log we cannot fetch must not stop the scale
             continue
-        (target / f"{node.name}.log").write_text(out)
+        masked = "".join(masking.redact(line) for line in out.splitlines(keepends=True))
+        (target / f"{node.name}.log").write_text(masked)
 
 
 def _join_elastic_jobs(

@@ -8,24 +8,54 @@ is shell.py's.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 
+from dlvm_cluster.inventory import node_dir
 from dlvm_cluster.shell import env_exports, quote_path
 
 PID_MARKER = "\x1edlvm-pid "
-# Secret env values live on each node in a 0600 file, written through stdin; every command
-# sources it first, so secrets never appear on a command line.
-SOURCE_SECRETS = '[ -r "$HOME/.dlvm/secrets.env" ] && . "$HOME/.dlvm/secrets.env"; '
-INSTALL_SECRETS = (
-    "umask 077; mkdir -p ~/.dlvm && cat > ~/.dlvm/secrets.env.tmp && "
-    "mv ~/.dlvm/secrets.env.tmp ~/.dlvm/secrets.env"
-)
+HELD_SECRETS_TIMEOUT = 30.0  # seconds a node may take to run held_secrets
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def wrap(command: str, env: Mapping[str, str], workdir: str | None = None) -> str:
-    """The text sent to sshd: report the PID, export env, cd, run `command` (shell syntax)."""
+def secrets_file(cluster: str) -> str:
+    """Secret env values live on each node in a 0600 file of the cluster's own folder,
+    written through stdin; every command sources it first, so secrets never appear on a
+    command line."""
+    return f"{node_dir(cluster)}/secrets.env"
+
+
+def source_secrets(cluster: str) -> str:
+    path = quote_path(secrets_file(cluster))
+    return f"[ -r {path} ] && . {path}; "
+
+
+def install_secrets(cluster: str) -> str:
+    """Writes stdin as the cluster's secrets file, atomically, readable by the user alone."""
+    folder, path = quote_path(node_dir(cluster)), quote_path(secrets_file(cluster))
+    return f"umask 077; mkdir -p {folder} && cat > {path}.tmp && mv {path}.tmp {path}"
+
+
+def held_secrets(cluster: str, names: Sequence[str]) -> str:
+    """Prints, after sourcing the cluster's secrets file as every command does, one line per
+    name: the variable's value in hex (empty when unset), so that any value reads back
+    exactly, newlines included. Meant to run through `wrap`."""
+    bad = [name for name in names if not _ENV_NAME.fullmatch(name)]
+    if bad:
+        raise ValueError(f"bad variable names {bad!r}")
+    hexed = "".join(
+        f"printf '%s' \"${{{name}-}}\" | od -An -v -tx1 | tr -d ' \\n'; echo; " for name in names
+    )
+    return hexed + "true"
+
+
+def wrap(command: str, env: Mapping[str, str], workdir: str | None = None, *, cluster: str) -> str:
+    """The text sent to sshd: report the PID, source the cluster's secrets, export env, cd,
+    run `command` (shell syntax)."""
     cd = f"cd {quote_path(workdir)} && " if workdir else ""
-    return f"printf '{PID_MARKER}%s\\n' $$ >&2; {SOURCE_SECRETS}{env_exports(env)}{cd}{command}"
+    pid = f"printf '{PID_MARKER}%s\\n' $$ >&2; "
+    return f"{pid}{source_secrets(cluster)}{env_exports(env)}{cd}{command}"
 
 
 def kill_tree(pid: int, grace: float = 3.0) -> str:

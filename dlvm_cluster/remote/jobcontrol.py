@@ -1,7 +1,8 @@
 """Shell text that starts, follows, probes and stops a job on a node.
 
 A job runs detached in its own session (`setsid`), so it survives dlvm and the SSH session;
-its output goes to ~/.dlvm/jobs/<id>/log and its exit status to .../exit. Stopping it does
+its output goes to jobs/<id>/log in the cluster's folder on the node (~/.dlvm/clusters/NAME)
+and its exit status to .../exit. Stopping it does
 not trust process groups alone (launchers start workers in new sessions): every process of a
 job carries DLVM_JOB_ID in its environment, and all processes on the node with that value
 (and in the node's network namespace, which on the local provider tells nodes apart) are
@@ -14,59 +15,62 @@ import re
 import shlex
 from collections.abc import Mapping, Sequence
 
-from dlvm_cluster.remote.command import SOURCE_SECRETS
+from dlvm_cluster.inventory import node_dir
+from dlvm_cluster.remote.command import source_secrets
 from dlvm_cluster.shell import env_exports, quote_path
 
-JOBS_DIR = "~/.dlvm/jobs"
 _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
-def job_dir(job_id: str) -> str:
+def job_dir(cluster: str, job_id: str) -> str:
     if not _JOB_ID.fullmatch(job_id):
         raise ValueError(f"bad job id {job_id!r}")
-    return f"{JOBS_DIR}/{job_id}"
+    return f"{node_dir(cluster)}/jobs/{job_id}"
 
 
-def _dir_var(job_id: str) -> str:
-    return f"d={quote_path(job_dir(job_id))}; "
+def _dir_var(cluster: str, job_id: str) -> str:
+    return f"d={quote_path(job_dir(cluster, job_id))}; "
 
 
-def start(job_id: str, command: str, env: Mapping[str, str], workdir: str) -> str:
+def start(cluster: str, job_id: str, command: str, env: Mapping[str, str], workdir: str) -> str:
     """Start `command` (shell text) detached; prints `started PID`."""
     inner = (
         # The command runs in a subshell so that an `exit` or `exec` in it cannot skip
         # recording its status.
-        f"{SOURCE_SECRETS}{env_exports(env)}(cd {quote_path(workdir)} && {command}); "
+        f"{source_secrets(cluster)}{env_exports(env)}(cd {quote_path(workdir)} && {command}); "
         'code=$?; echo $code > "$d/exit.tmp" && mv "$d/exit.tmp" "$d/exit"'
     )
     return (
-        f'{_dir_var(job_id)}mkdir -p "$d" && rm -f "$d/exit" || exit 1; export d; '
+        f'{_dir_var(cluster, job_id)}mkdir -p "$d" && rm -f "$d/exit" || exit 1; export d; '
         f'setsid sh -c {shlex.quote(inner)} > "$d/log" 2>&1 < /dev/null & '
         'echo $! > "$d/pid"; echo started $!'
     )
 
 
-def follow(job_id: str, *, from_start: bool = True) -> str:
+def follow(cluster: str, job_id: str, *, from_start: bool = True) -> str:
     """Print the job's log as it grows until the job ends; exit with the job's status
     (255 when it left none: it was killed)."""
     lines = "+1" if from_start else "0"
     return (
-        f'{_dir_var(job_id)}[ -f "$d/pid" ] || {{ echo "no job {job_id} here" >&2; exit 255; }}; '
+        f"{_dir_var(cluster, job_id)}"
+        f'[ -f "$d/pid" ] || {{ echo "no job {job_id} here" >&2; exit 255; }}; '
         f'tail -n {lines} -F --pid="$(cat "$d/pid")" "$d/log" 2>/dev/null; '
         'exit "$(cat "$d/exit" 2>/dev/null || echo 255)"'
     )
 
 
-def show_log(job_id: str) -> str:
-    return f'{_dir_var(job_id)}cat "$d/log" 2>/dev/null || echo "(no log for {job_id})" >&2'
+def show_log(cluster: str, job_id: str) -> str:
+    return (
+        f'{_dir_var(cluster, job_id)}cat "$d/log" 2>/dev/null || echo "(no log for {job_id})" >&2'
+    )
 
 
-def probe(job_ids: Sequence[str]) -> str:
+def probe(cluster: str, job_ids: Sequence[str]) -> str:
     """One line per job: `ID running`, `ID exit N`, or `ID gone`."""
     checks = []
     for job_id in job_ids:
         checks.append(
-            f"{_dir_var(job_id)}"
+            f"{_dir_var(cluster, job_id)}"
             f'if [ -f "$d/exit" ]; then echo "{job_id} exit $(cat "$d/exit")"; '
             f'elif [ -f "$d/pid" ] && kill -0 "$(cat "$d/pid")" 2>/dev/null; '
             f'then echo "{job_id} running"; else echo "{job_id} gone"; fi'
@@ -74,12 +78,12 @@ def probe(job_ids: Sequence[str]) -> str:
     return "; ".join(checks) or "true"
 
 
-def stop(job_id: str, grace: float = 5.0) -> str:
+def stop(cluster: str, job_id: str, grace: float = 5.0) -> str:
     """SIGTERM every process of the job, SIGKILL what is left after `grace` seconds, then
     print `left N` (N processes of the job still alive: 0 unless something is wrong)."""
     needle = shlex.quote(f"DLVM_JOB_ID={job_id}")
     return (
-        f"{_dir_var(job_id)}"
+        f"{_dir_var(cluster, job_id)}"
         "me=$(readlink /proc/self/ns/net); "
         "pids() { for e in $(grep -lzx "
         f"{needle}"

@@ -9,10 +9,7 @@ import json
 import subprocess
 from pathlib import Path
 
-import pytest
 from harness import Cli, unique_name, write_spec
-
-pytestmark = pytest.mark.cluster
 
 HOSTILE = r"printf 'a\033]52;c;aGk=\007b\r[node-9] posing\n'"
 SHOWN = "[node-0] a\\x1b]52;c;aGk=\\x07b\\r[node-9] posing\n"

@@ -15,8 +15,6 @@ import pytest
 from crafted_tar import archive, path_max_chain
 from harness import Cli, unique_name, write_spec
 
-pytestmark = pytest.mark.cluster
-
 HOSTILE = "node-1"
 
 

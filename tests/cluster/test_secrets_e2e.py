@@ -83,7 +83,7 @@ def test_secrets_reach_processes_and_nothing_else(cli: Cli, tmp_path: Path) -> N
         assert run("up", str(spec)).returncode == 0
         runs = run("exec", name, "--", "wc -l < ~/setup-runs")
         assert runs.stdout.split()[1::2] == ["2", "2"]
-        mode = run("exec", name, "--", "stat -c %a ~/.dlvm/secrets.env")
+        mode = run("exec", name, "--", f"stat -c %a ~/.dlvm/node-files/{name}/secrets.env")
         assert mode.stdout.split()[1::2] == ["600", "600"]
     finally:
         run("down", name, "--yes")

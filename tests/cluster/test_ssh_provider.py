@@ -5,24 +5,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness import Cli, unique_name, write_spec
+from harness import Cli, unique_name, write_spec, write_ssh_spec_on
 
 
 def test_existing_machines_get_the_same_commands(cli: Cli, tmp_path: Path) -> None:
     base = unique_name("host")
     cli.run("up", str(write_spec(tmp_path, base, 2)), check=True)
     try:
-        machines = cli.status(base)["nodes"]
-        key = cli.home / "clusters" / base / "ssh" / "id_ed25519"
         name = unique_name("ex")
-        hosts = "".join(
-            f"    - {{host: {m['ip']}, user: root}}\n"  # type: ignore[index]
-            for m in machines  # type: ignore[attr-defined]
-        )
-        spec = tmp_path / "existing.yaml"
-        spec.write_text(
-            f"name: {name}\nprovider:\n  kind: ssh\n  identity_file: {key}\n  hosts:\n{hosts}"
-            "nodes: {count: 2}\nenv: {ROLE: worker}\nsetup: echo set >> ~/ssh-setup\n"
+        spec = write_ssh_spec_on(
+            cli,
+            base,
+            tmp_path,
+            name,
+            "env: {ROLE: worker}\nsetup: echo set >> ~/ssh-setup\n",
         )
         # Keys the file does not give are not trusted without asking; nothing is stored or
         # sent to the machines until they are.

@@ -32,7 +32,7 @@ from dlvm_cluster.launch.plan import (
 from dlvm_cluster.remote.command import wrap
 from dlvm_cluster.spec.model import Framework, Job
 
-EXPORT = 'export DLVM_HOSTFILE="$HOME"/.dlvm/jobs/j1/hostfile && '
+EXPORT = 'export DLVM_HOSTFILE="$HOME"/.dlvm/node-files/demo/jobs/j1/hostfile && '
 EXAMPLES = REPO / "examples"
 
 
@@ -97,7 +97,7 @@ def test_hostfile_lists_every_node_with_its_slots(gpus: int) -> None:
     slots = gpus or 1
     assert [(f.path, f.content) for f in plan.files] == [
         (
-            "~/.dlvm/jobs/j1/hostfile",
+            "~/.dlvm/node-files/demo/jobs/j1/hostfile",
             f"10.77.0.2 slots={slots}\n10.77.0.3 slots={slots}\n10.77.0.4 slots={slots}\n",
         )
     ]
@@ -120,7 +120,7 @@ def test_command_exports_hostfile_under_the_nodes_home(tmp_path: Path) -> None:
         text=True,
         check=True,
     )
-    assert out.stdout == f"{tmp_path}/.dlvm/jobs/j1/hostfile\n"
+    assert out.stdout == f"{tmp_path}/.dlvm/node-files/demo/jobs/j1/hostfile\n"
 
 
 def test_bad_job_ids_and_ports_are_refused() -> None:
@@ -391,7 +391,7 @@ def test_torchrun_plan_trains_across_two_loopback_nodes(tmp_path: Path) -> None:
         }
         procs.append(
             subprocess.Popen(
-                ["sh", "-c", wrap(launch.command, env, str(workdir))],
+                ["sh", "-c", wrap(launch.command, env, str(workdir), cluster="demo")],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,

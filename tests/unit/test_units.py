@@ -145,7 +145,7 @@ def test_wrap_reports_pid_exports_env_and_changes_directory(tmp_path: Path) -> N
     workdir = tmp_path / "my work"
     workdir.mkdir()
     env = {"HOME": str(tmp_path), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    text = wrap('printf "%s|%s" "$DOLLAR" "$(pwd)"; exit 7', AWKWARD, "~/my work")
+    text = wrap('printf "%s|%s" "$DOLLAR" "$(pwd)"; exit 7', AWKWARD, "~/my work", cluster="c")
     process = subprocess.Popen(
         ["sh", "-c", text], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
@@ -157,7 +157,7 @@ def test_wrap_reports_pid_exports_env_and_changes_directory(tmp_path: Path) -> N
 
 def test_wrap_does_not_run_command_when_workdir_is_missing(tmp_path: Path) -> None:
     env = {"HOME": str(tmp_path), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    result = sh(wrap("echo ran", {}, "~/absent"), env=env)
+    result = sh(wrap("echo ran", {}, "~/absent", cluster="c"), env=env)
     assert result.returncode != 0
     assert "ran" not in result.stdout
 

@@ -1,0 +1,84 @@
+"""A `from_env` secret is masked in node output even when the variable is not set in the shell
+that runs dlvm: the nodes still hold the value, so dlvm masks with what they hold."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from harness import Cli, unique_name, write_spec
+
+from dlvm_cluster.remote import agent_client
+
+VALUE = "held-" + hashlib.sha256(b"dlvm held secret").hexdigest()[:20]
+VARIABLE = "DLVM_TEST_HELD_SECRET"
+
+
+def _dlvm(cli: Cli, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    """dlvm ARGS with the secret's variable unset, unless `extra` sets it."""
+    env = {key: value for key, value in cli.env().items() if key != VARIABLE}
+    return subprocess.run(
+        [sys.executable, "-m", "dlvm_cluster", *args],
+        capture_output=True,
+        text=True,
+        env={**env, **extra},
+        timeout=300,
+    )
+
+
+def _agent_served(state_dir: Path) -> int:
+    """Commands the cluster's agent has served (-1: none answers yet, after a short wait)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        answer = agent_client.ping(state_dir)
+        if answer is not None:
+            return int(answer["served"])
+        time.sleep(0.1)
+    return -1
+
+
+def test_exec_and_logs_mask_a_secret_the_shell_no_longer_has(cli: Cli, tmp_path: Path) -> None:
+    assert VARIABLE not in os.environ
+    name = unique_name("mask")
+    spec = write_spec(
+        tmp_path,
+        name,
+        2,
+        f"env:\n  SECRET: {{from_env: {VARIABLE}}}\n"
+        "job: {framework: none, command: 'echo job $SECRET'}\n",
+    )
+    try:
+        up = _dlvm(cli, "up", str(spec), **{VARIABLE: VALUE})
+        assert up.returncode == 0, up.stderr
+        job = _dlvm(cli, "launch", name, **{VARIABLE: VALUE})
+        assert job.returncode == 0, job.stderr
+        assert job.stdout.count("job ***") == 2
+        shown = []
+
+        def exec_masked(**extra: str) -> None:
+            result = _dlvm(cli, "exec", name, "--", "echo exec $SECRET", **extra)
+            assert result.returncode == 0, result.stderr
+            assert result.stdout.count("exec ***") == 2, result.stdout
+            shown.append(result.stdout + result.stderr)
+
+        exec_masked(DLVM_NO_AGENT="1")  # over new connections
+        exec_masked()  # over new connections, then starts the cluster's agent
+        state_dir = cli.home / "clusters" / name
+        served = _agent_served(state_dir)
+        assert served >= 0, "no agent started"
+        exec_masked()  # through the agent
+        assert _agent_served(state_dir) > served, "the agent did not serve the last exec"
+        logs = _dlvm(cli, "logs", name)
+        assert logs.returncode == 0, logs.stderr
+        assert logs.stdout.count("job ***") == 2, logs.stdout
+        shown.append(logs.stdout + logs.stderr)
+        kept = cli.home / "clusters" / name / "logs"
+        shown += [path.read_text() for path in kept.rglob("*") if path.is_file()]
+        for text in shown:
+            assert VALUE not in text
+    finally:
+        _dlvm(cli, "down", name, "--yes")
