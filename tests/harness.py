@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -136,3 +137,10 @@ def wait_until(
             raise AssertionError(f"{said} (waited {timeout:g} s)")
         time.sleep(interval)
     return value
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released): a node that never answers."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -5,12 +5,11 @@ whose only node cannot be reached (no cluster, no root)."""
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import wait_until
+from harness import closed_port, wait_until
 
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.remote import agent_client, agent_process
@@ -18,12 +17,6 @@ from dlvm_cluster.state import ClusterState
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPQe0b1bHqvFXaP0Yb3dXvN7jSRAi3lDRsQFZ3tjv7bC"
 PLANTED = "987654321-planted-secret"
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import REPO, wait_until
+from harness import REPO, closed_port, wait_until
 from system import wait_gone
 
 from dlvm_cluster.inventory import Inventory, Node
@@ -29,18 +29,12 @@ from dlvm_cluster.state import ClusterState
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPQe0b1bHqvFXaP0Yb3dXvN7jSRAi3lDRsQFZ3tjv7bC"
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def state(tmp_path: Path) -> ClusterState:
     cluster = ClusterState(name="agu", root=tmp_path / "agu")
     cluster.create()
     cluster.ensure_key_pair()
-    node = Node(name="node-0", rank=0, ip="127.0.0.1", port=_closed_port(), user="u", host_key=KEY)
+    node = Node(name="node-0", rank=0, ip="127.0.0.1", port=closed_port(), user="u", host_key=KEY)
     cluster.write_json(cluster.inventory_path, Inventory("agu", (node,)).to_json())
     return cluster
 

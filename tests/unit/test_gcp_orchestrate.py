@@ -25,7 +25,7 @@ from gcp_fake import API, FakeCompute, guest_attributes, running
 
 from dlvm_cluster import providers
 from dlvm_cluster.errors import ProvisionError
-from dlvm_cluster.inventory import Inventory, Node
+from dlvm_cluster.inventory import Inventory
 from dlvm_cluster.orchestrate.lifecycle import converge_request
 from dlvm_cluster.orchestrate.records import (
     applied_kind,
@@ -34,7 +34,7 @@ from dlvm_cluster.orchestrate.records import (
     save_applied,
     save_inventory,
 )
-from dlvm_cluster.progress import TerraformEvent
+from dlvm_cluster.progress import SilentProgress
 from dlvm_cluster.providers.gcp.converge import provision_gcp, replace_gcp_nodes
 from dlvm_cluster.providers.gcp.pricing import PRICES_AS_OF
 from dlvm_cluster.providers.gcp.provider import ComputeEngine
@@ -198,7 +198,9 @@ def write_state(workdir: Path, vms: dict[str, str]) -> None:
 # -- fixtures ------------------------------------------------------------------------------
 
 
-class Recorder:
+class Recorder(SilentProgress):
+    """Keeps the stages and notes a run reports."""
+
     def __init__(self) -> None:
         self.notes: list[str] = []
         self.stages: list[str] = []
@@ -208,15 +210,6 @@ class Recorder:
 
     def note(self, text: str) -> None:
         self.notes.append(text)
-
-    def terraform(self, event: TerraformEvent) -> None:
-        return None
-
-    def line(self, node: Node, stream: str, text: str) -> None:
-        return None
-
-    def count(self, step: str, done: int, total: int, unit: str = "") -> None:
-        return None
 
 
 def host_key(name: str) -> str:
