@@ -15,6 +15,7 @@ from dlvm_cluster import secret_env
 from dlvm_cluster.errors import RemoteError, UsageError
 from dlvm_cluster.inventory import Inventory, Node, node_dir
 from dlvm_cluster.launch.environment import node_environment
+from dlvm_cluster.orchestrate.records import save_secret_names
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.remote.command import install_secrets as install_secrets_script
 from dlvm_cluster.remote.command import wrap
@@ -123,11 +124,15 @@ def setup_digest(loaded: LoadedSpec, secret_values: Mapping[str, str], key: byte
     return hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()
 
 
-def install_secrets(pool: SshPool, nodes: Sequence[Node], values: Mapping[str, str]) -> None:
-    """(Re)write every node's secrets file through stdin: never on a command line."""
+def install_secrets(
+    pool: SshPool, state: ClusterState, nodes: Sequence[Node], values: Mapping[str, str]
+) -> None:
+    """(Re)write every node's secrets file through stdin: never on a command line. The names
+    are recorded in the state dir, so that output is masked with every secret nodes hold."""
     content = secret_env.file_content(values) or b"\n"
     script = install_secrets_script(pool.inventory.cluster)
     run_everywhere(pool, nodes, script, content, "cannot write the secrets file")
+    save_secret_names(state, values)
 
 
 @dataclass(frozen=True)

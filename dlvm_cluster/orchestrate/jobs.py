@@ -24,7 +24,12 @@ from dlvm_cluster.launch.environment import node_environment
 from dlvm_cluster.launch.plan import HostFile, LaunchPlan
 from dlvm_cluster.orchestrate.files import install_secrets, push_files
 from dlvm_cluster.orchestrate.masking import LineSink, Masking, read_masking
-from dlvm_cluster.orchestrate.records import applied_spec, open_pool, require_inventory
+from dlvm_cluster.orchestrate.records import (
+    applied_spec,
+    installed_secret_names,
+    open_pool,
+    require_inventory,
+)
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.remote import jobcontrol
 from dlvm_cluster.remote.command import HELD_SECRETS_TIMEOUT
@@ -195,7 +200,7 @@ def launch(
     )
     with open_pool(state, inventory) as pool:
         values = secret_env.resolve(loaded.spec)
-        install_secrets(pool, inventory.nodes, values)
+        install_secrets(pool, state, inventory.nodes, values)
         if sync and loaded.spec.files:
             push_files(pool, loaded, inventory.nodes, progress)
         progress.stage(f"starting job {job_id} ({job.framework})")
@@ -271,7 +276,7 @@ def logs(
         jobcontrol.follow(cluster, record.id) if follow else jobcontrol.show_log(cluster, record.id)
     )
     with open_pool(state, inventory) as pool:
-        masking = node_masking(pool, inventory, nodes, applied_spec(state))
+        masking = node_masking(pool, state, inventory, nodes)
         run_on_nodes(
             pool,
             masking.runnable(nodes),
@@ -287,10 +292,10 @@ def logs(
 
 
 def node_masking(
-    pool: SshPool, inventory: Inventory, nodes: Sequence[Node], loaded: LoadedSpec
+    pool: SshPool, state: ClusterState, inventory: Inventory, nodes: Sequence[Node]
 ) -> Masking:
-    """What masks the output of `nodes`: the spec's secrets as the nodes hold them and as
-    they resolve here (orchestrate/masking.py says why both)."""
+    """What masks the output of `nodes`: the secrets installed on them, as the nodes hold
+    them and as the applied spec resolves them here (orchestrate/masking.py says why both)."""
 
     def batch(on: Sequence[Node], commands: Sequence[str], sink: LineSink) -> GroupResult:
         by_name = dict(zip((node.name for node in on), commands, strict=True))
@@ -298,8 +303,8 @@ def node_masking(
             pool, on, lambda node: by_name[node.name], sink=sink, timeout=HELD_SECRETS_TIMEOUT
         )
 
-    spec = loaded.spec
-    names = tuple(sorted(spec.secret_env()))
+    spec = applied_spec(state).spec
+    names = tuple(sorted({*spec.secret_env(), *installed_secret_names(state)}))
     local = secret_env.resolve(spec, strict=False)
     masking = read_masking(inventory, nodes, names, local, batch)
     assert masking is not None  # this batch always runs

@@ -150,7 +150,7 @@ def prepare_nodes(
         private_key=state.internal_key_path.read_bytes(),
         public_key=state.internal_key_path.with_suffix(".pub").read_text(),
     )
-    install_secrets(pool, nodes, secret_env.resolve(loaded.spec))
+    install_secrets(pool, state, nodes, secret_env.resolve(loaded.spec))
     # The nodes now match the spec; setup keeps its own per-node stamp, so a failed setup
     # still leaves a cluster that exec, ssh and a re-run of up can work with.
     save_applied(state, loaded, scaled=scaled)

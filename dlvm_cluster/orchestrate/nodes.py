@@ -181,20 +181,23 @@ def _read_inventory(state: ClusterState) -> tuple[Inventory, str]:
 
 
 def _exec_env(state: ClusterState) -> tuple[dict[str, str], tuple[str, ...], dict[str, str]]:
-    """The spec's plain env, the names of its secrets, and their values as far as they can be
-    resolved here. When the applied spec has only plain values (no secrets), they are read
-    without loading the model."""
+    """The spec's plain env, the names of the secrets the nodes hold (the spec's, and any
+    installed since), and their values as far as they can be resolved here. When the applied
+    spec has only plain values, they are read without loading the model."""
+    from dlvm_cluster.orchestrate.records import installed_secret_names
+
+    installed = installed_secret_names(state)  # `launch FILE` may have added some
     data = state.read_json(state.applied_spec_path)
     spec_data = data.get("spec") if isinstance(data, dict) else None
     env = spec_data.get("env") if isinstance(spec_data, dict) else None
     if isinstance(env, dict) and all(isinstance(value, str) for value in env.values()):
-        return dict(env), (), {}
+        return dict(env), installed, {}
 
     from dlvm_cluster import secret_env
     from dlvm_cluster.orchestrate.records import applied_spec
 
     spec = applied_spec(state).spec
-    secrets = tuple(sorted(spec.secret_env()))
+    secrets = tuple(sorted({*spec.secret_env(), *installed}))
     return spec.plain_env(), secrets, secret_env.resolve(spec, strict=False)
 
 

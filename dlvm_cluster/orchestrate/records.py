@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -104,3 +105,19 @@ def applied_spec(state: ClusterState) -> LoadedSpec:
 
     spec = ClusterSpec.model_validate(data["spec"])
     return LoadedSpec(spec=spec, path=Path(data["source"]), text=str(data.get("text", "")))
+
+
+SECRET_NAMES = "secret-names.json"
+
+
+def save_secret_names(state: ClusterState, names: Iterable[str]) -> None:
+    """Record which secrets the nodes' secrets files now hold (names only, never values):
+    `launch FILE` may install secrets the applied spec does not name, and output must still
+    be masked with them."""
+    state.write_json(state.root / SECRET_NAMES, sorted(names))
+
+
+def installed_secret_names(state: ClusterState) -> tuple[str, ...]:
+    """The names of the secrets last installed on the nodes (none recorded: empty)."""
+    data = state.read_json(state.root / SECRET_NAMES)
+    return tuple(str(name) for name in data) if isinstance(data, list) else ()

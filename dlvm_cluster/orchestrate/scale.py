@@ -102,7 +102,7 @@ def _stop_jobs_on(
                 continue
             progress.stage(f"stopping job {record.id} on {', '.join(n.name for n in on)}")
             stop_job(pool, on, record.id, grace=STOP_GRACE)
-            _keep_logs(pool, record, on, node_masking(pool, inventory, on, applied_spec(state)))
+            _keep_logs(pool, record, on, node_masking(pool, state, inventory, on))
             record.nodes = [name for name in record.nodes if name not in {n.name for n in on}]
             save_job(state, record)
             stopped.append(record.id)

@@ -7,20 +7,21 @@ import hashlib
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from harness import Cli, unique_name, write_spec
+from harness import Cli, unique_name, wait_until, write_spec
 
 from dlvm_cluster.remote import agent_client
 
 VALUE = "held-" + hashlib.sha256(b"dlvm held secret").hexdigest()[:20]
 VARIABLE = "DLVM_TEST_HELD_SECRET"
+OTHER_VALUE = "other-" + hashlib.sha256(b"dlvm other secret").hexdigest()[:20]
+OTHER_VARIABLE = "DLVM_TEST_OTHER_SECRET"
 
 
 def _dlvm(cli: Cli, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
     """dlvm ARGS with the secret's variable unset, unless `extra` sets it."""
-    env = {key: value for key, value in cli.env().items() if key != VARIABLE}
+    env = {k: v for k, v in cli.env().items() if k not in (VARIABLE, OTHER_VARIABLE)}
     return subprocess.run(
         [sys.executable, "-m", "dlvm_cluster", *args],
         capture_output=True,
@@ -31,14 +32,9 @@ def _dlvm(cli: Cli, *args: str, **extra: str) -> subprocess.CompletedProcess[str
 
 
 def _agent_served(state_dir: Path) -> int:
-    """Commands the cluster's agent has served (-1: none answers yet, after a short wait)."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        answer = agent_client.ping(state_dir)
-        if answer is not None:
-            return int(answer["served"])
-        time.sleep(0.1)
-    return -1
+    """Commands the cluster's agent has served (waiting for one to answer)."""
+    answer = wait_until(lambda: agent_client.ping(state_dir), 30, message="no agent answers")
+    return int(answer["served"])
 
 
 def test_exec_and_logs_mask_a_secret_the_shell_no_longer_has(cli: Cli, tmp_path: Path) -> None:
@@ -69,16 +65,25 @@ def test_exec_and_logs_mask_a_secret_the_shell_no_longer_has(cli: Cli, tmp_path:
         exec_masked()  # over new connections, then starts the cluster's agent
         state_dir = cli.home / "clusters" / name
         served = _agent_served(state_dir)
-        assert served >= 0, "no agent started"
         exec_masked()  # through the agent
         assert _agent_served(state_dir) > served, "the agent did not serve the last exec"
         logs = _dlvm(cli, "logs", name)
         assert logs.returncode == 0, logs.stderr
         assert logs.stdout.count("job ***") == 2, logs.stdout
         shown.append(logs.stdout + logs.stderr)
+        # `launch FILE` installs a secret the applied spec does not name: masked all the same.
+        other = tmp_path / "other.yaml"
+        other.write_text(
+            spec.read_text().replace("env:\n", f"env:\n  OTHER: {{from_env: {OTHER_VARIABLE}}}\n")
+        )
+        added = _dlvm(cli, "launch", str(other), **{VARIABLE: VALUE, OTHER_VARIABLE: OTHER_VALUE})
+        assert added.returncode == 0, added.stderr
+        result = _dlvm(cli, "exec", name, "--", "echo other $OTHER")
+        assert result.stdout.count("other ***") == 2, result.stdout
+        shown.append(result.stdout + result.stderr)
         kept = cli.home / "clusters" / name / "logs"
         shown += [path.read_text() for path in kept.rglob("*") if path.is_file()]
         for text in shown:
-            assert VALUE not in text
+            assert VALUE not in text and OTHER_VALUE not in text
     finally:
         _dlvm(cli, "down", name, "--yes")
