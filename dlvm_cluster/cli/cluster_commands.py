@@ -44,11 +44,12 @@ def up_cmd(
     """Create or converge the cluster; wait for SSH; push files; run setup. Safe to run again."""
     from dlvm_cluster.cli.display import console_progress
     from dlvm_cluster.orchestrate import lifecycle
-    from dlvm_cluster.providers.base import UnpinnedHostKeys
+    from dlvm_cluster.providers.base import KeyTrust, UnpinnedHostKeys
 
     loaded = load_file(file)
     # --yes also says yes to undoing a `dlvm scale` and to host keys seen for the first time.
-    undo_scale = trust = yes
+    undo_scale = yes
+    trust = KeyTrust(any_key=yes)
     with console_progress(quiet=quiet, json_output=json_output) as progress:
         while True:
             try:
@@ -57,7 +58,7 @@ def up_cmd(
                     progress,
                     rerun_setup=rerun_setup,
                     undo_scale=undo_scale,
-                    trust_new_keys=trust,
+                    trust=trust,
                 )
                 break
             except lifecycle.WouldUndoScale as refused:
@@ -72,7 +73,7 @@ def up_cmd(
             except UnpinnedHostKeys as unseen:
                 progress.done()
                 trust_host_keys(unseen, json_output=json_output)
-                trust = True
+                trust = trust.adding(unseen.nodes)  # exactly the keys shown
     if json_output:
         documents.print_json(documents.up(result))
         return
@@ -183,7 +184,7 @@ def scale_cmd(
     """Grow or shrink to COUNT nodes; new nodes get keys, files and setup."""
     from dlvm_cluster.cli.display import console_progress, stderr, stdout
     from dlvm_cluster.orchestrate import records, scale
-    from dlvm_cluster.providers.base import UnpinnedHostKeys
+    from dlvm_cluster.providers.base import KeyTrust, UnpinnedHostKeys
 
     state = cluster_state(cluster)
     plan = scale.preview(state, count)
@@ -201,16 +202,16 @@ def scale_cmd(
     elif not yes:
         _print_scale_plan(plan, stderr)
     confirm(f"scale {state.name} to {count} node(s)?", yes)
-    trust = yes  # machines of the ssh provider seen for the first time
+    trust = KeyTrust(any_key=yes)  # ssh-provider machines seen for the first time
     with console_progress(quiet=quiet, json_output=json_output) as progress:
         while True:
             try:
-                result = scale.scale(state, count, progress, trust_new_keys=trust)
+                result = scale.scale(state, count, progress, trust=trust)
                 break
             except UnpinnedHostKeys as unseen:
                 progress.done()
                 trust_host_keys(unseen, json_output=json_output)
-                trust = True
+                trust = trust.adding(unseen.nodes)  # exactly the keys shown
     if json_output:
         documents.print_json(documents.scale(result))
         return

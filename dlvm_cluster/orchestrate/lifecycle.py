@@ -26,7 +26,7 @@ from dlvm_cluster.orchestrate.records import (
     spec_digest,
 )
 from dlvm_cluster.progress import Progress
-from dlvm_cluster.providers.base import Converge
+from dlvm_cluster.providers.base import NO_TRUST, Converge, KeyTrust
 from dlvm_cluster.provision.render import RenderedModule
 from dlvm_cluster.remote import agent_process
 from dlvm_cluster.remote.pool import SshPool
@@ -54,7 +54,7 @@ class UpResult:
 
 
 def converge_request(
-    loaded: LoadedSpec, state: ClusterState, progress: Progress, *, trust_new_keys: bool = False
+    loaded: LoadedSpec, state: ClusterState, progress: Progress, *, trust: KeyTrust = NO_TRUST
 ) -> Converge:
     """What a provider is told of an `up`, `scale` or `plan`: the spec, what the state dir
     recorded, and how to ask the nodes over SSH."""
@@ -65,16 +65,16 @@ def converge_request(
         applied=applied_digest(state) == spec_digest(loaded.spec),
         progress=progress,
         reach=ssh_reach(state),
-        trust_new_keys=trust_new_keys,
+        trust=trust,
     )
 
 
 def provision(
-    loaded: LoadedSpec, state: ClusterState, progress: Progress, *, trust_new_keys: bool = False
+    loaded: LoadedSpec, state: ClusterState, progress: Progress, *, trust: KeyTrust = NO_TRUST
 ) -> tuple[Inventory, bool]:
     """The provider makes, converges or adopts the nodes; the inventory is recorded.
-    `trust_new_keys`: host keys seen for the first time are accepted (else UnpinnedHostKeys)."""
-    request = converge_request(loaded, state, progress, trust_new_keys=trust_new_keys)
+    `trust`: the host keys seen for the first time that are accepted (others: UnpinnedHostKeys)."""
+    request = converge_request(loaded, state, progress, trust=trust)
     inventory, changed = providers.for_spec(loaded.spec).provision(request)
     save_inventory(state, inventory)
     return inventory, changed
@@ -203,13 +203,13 @@ def up(
     *,
     rerun_setup: bool = False,
     undo_scale: bool = False,
-    trust_new_keys: bool = False,
+    trust: KeyTrust = NO_TRUST,
 ) -> UpResult:
     """Create or converge the cluster; a second run on a healthy cluster changes nothing.
 
     A cluster resized by `dlvm scale` is converged back to the file's count only with
     `undo_scale`; else WouldUndoScale says what would change. Machines that present a host
-    key seen for the first time are adopted only with `trust_new_keys`; else
+    key seen for the first time are adopted only when `trust` accepts it; else
     UnpinnedHostKeys lists them, before anything is stored or sent."""
     started = time.monotonic()
     spec = loaded.spec
@@ -221,7 +221,7 @@ def up(
             raise WouldUndoScale(undo)
         state.check_permissions()
         state.ensure_key_pair()
-        inventory, provisioned = provision(loaded, state, progress, trust_new_keys=trust_new_keys)
+        inventory, provisioned = provision(loaded, state, progress, trust=trust)
         with open_pool(state, inventory) as pool:
             synced, setup = prepare_nodes(
                 pool, state, inventory, loaded, progress, nodes=inventory.nodes, rerun=rerun_setup

@@ -32,6 +32,7 @@ from dlvm_cluster.orchestrate.lifecycle import prepare_nodes, provision
 from dlvm_cluster.orchestrate.masking import Masking
 from dlvm_cluster.orchestrate.records import applied_spec, open_pool, require_inventory
 from dlvm_cluster.progress import Progress
+from dlvm_cluster.providers.base import NO_TRUST, KeyTrust
 from dlvm_cluster.remote import jobcontrol
 from dlvm_cluster.remote.pool import SshPool
 from dlvm_cluster.spec.model import LoadedSpec, semantic_problems
@@ -151,10 +152,11 @@ def _join_elastic_jobs(
 
 
 def scale(
-    state: ClusterState, target: int, progress: Progress, *, trust_new_keys: bool = False
+    state: ClusterState, target: int, progress: Progress, *, trust: KeyTrust = NO_TRUST
 ) -> ScaleResult:
-    """Grow or shrink to `target` nodes (see the module docstring). `trust_new_keys`: machines
-    of the ssh provider seen for the first time are adopted (else UnpinnedHostKeys)."""
+    """Grow or shrink to `target` nodes (see the module docstring). `trust`: the host keys
+    of ssh-provider machines seen for the first time that are accepted (others:
+    UnpinnedHostKeys)."""
     started = time.monotonic()
     with state.lock("scale"):
         loaded = _scaled_spec(applied_spec(state), target)
@@ -162,7 +164,7 @@ def scale(
         plan = preview(state, target)
         leaving = tuple(node for node in before.nodes if node.name in plan.remove)
         stopped = _stop_jobs_on(state, before, leaving, progress) if leaving else ()
-        inventory, _ = provision(loaded, state, progress, trust_new_keys=trust_new_keys)
+        inventory, _ = provision(loaded, state, progress, trust=trust)
         arriving = tuple(node for node in inventory.nodes if node.name in plan.add)
         with open_pool(state, inventory) as pool:
             prepare_nodes(pool, state, inventory, loaded, progress, nodes=arriving, scaled=True)

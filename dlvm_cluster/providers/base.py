@@ -7,8 +7,8 @@ needs to know from SSH (which nodes answer, a host's key), orchestrate hands it 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
@@ -41,6 +41,27 @@ class Reach:
 
 
 @dataclass(frozen=True)
+class KeyTrust:
+    """Which host keys seen for the first time the user accepted: any (they said yes before
+    seeing them), or exactly those shown to them, by (host, port). A machine presenting
+    another key than the one shown is asked about again, never pinned on the way."""
+
+    any_key: bool = False
+    shown: Mapping[tuple[str, int], str] = field(default_factory=dict)
+
+    def accepts(self, node: Node) -> bool:
+        return self.any_key or self.shown.get((node.ip, node.port)) == node.host_key
+
+    def adding(self, nodes: Sequence[Node]) -> KeyTrust:
+        """This trust, and the keys of `nodes` as they were shown."""
+        shown = {**self.shown, **{(node.ip, node.port): node.host_key for node in nodes}}
+        return KeyTrust(any_key=self.any_key, shown=shown)
+
+
+NO_TRUST = KeyTrust()
+
+
+@dataclass(frozen=True)
 class Converge:
     """One `up` (or `scale`) as a provider sees it: the spec to reach, and what is known."""
 
@@ -50,7 +71,7 @@ class Converge:
     applied: bool  # the spec is the one last applied (nothing in it changed)
     progress: Progress
     reach: Reach
-    trust_new_keys: bool = False  # the user accepted host keys first seen on this contact
+    trust: KeyTrust = NO_TRUST  # host keys seen for the first time that the user accepted
 
     @property
     def spec(self) -> ClusterSpec:

@@ -87,14 +87,15 @@ class ExistingHosts:
 
     def provision(self, request: Converge) -> tuple[Inventory, bool]:
         """Adopt the spec's hosts. A key seen for the first time is pinned only when the user
-        accepted it (`request.trust_new_keys`): until then nothing is stored, and neither the
+        accepted it (`request.trust`): until then nothing is stored, and neither the
         cluster's key nor a secret goes to a machine that may not be the one meant."""
         previous = request.previous
         inventory, scanned = adopt_hosts(
             request.spec, pinned_keys(previous), request.reach.host_key
         )
-        if scanned and not request.trust_new_keys:
-            raise UnpinnedHostKeys(scanned)
+        unaccepted = [node for node in scanned if not request.trust.accepts(node)]
+        if unaccepted:
+            raise UnpinnedHostKeys(unaccepted)
         for node in scanned:
             request.progress.note(
                 f"pinned the host key of {node.name} ({node.ip}:{node.port}), accepted on "

@@ -16,7 +16,15 @@ from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.orchestrate import lifecycle
 from dlvm_cluster.orchestrate.report import node_state
 from dlvm_cluster.progress import SilentProgress
-from dlvm_cluster.providers.base import Converge, NodeState, Provider, Reach
+from dlvm_cluster.providers.base import (
+    NO_TRUST,
+    Converge,
+    KeyTrust,
+    NodeState,
+    Provider,
+    Reach,
+    UnpinnedHostKeys,
+)
 from dlvm_cluster.providers.ssh import ExistingHosts
 from dlvm_cluster.spec.load import load_spec_text
 from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec
@@ -125,3 +133,36 @@ def test_down_removes_the_state_dir_while_it_holds_the_lock(
     lifecycle.down(state, SilentProgress())
     assert held == [True]
     assert not state.root.exists()
+
+
+def _adopt_request(tmp_path: Path, trust: KeyTrust, presented: str) -> Converge:
+    text = (
+        "name: adopt\nprovider:\n  kind: ssh\n  hosts:\n    - {host: 192.0.2.1}\n"
+        "nodes: {count: 1}\n"
+    )
+    return Converge(
+        loaded=load_spec_text(text, tmp_path / "adopt.yaml"),
+        state=ClusterState("adopt", tmp_path / "state"),
+        previous=None,
+        applied=False,
+        progress=SilentProgress(),
+        reach=Reach(unreachable=_refuse, host_key=lambda host, port: presented),
+        trust=trust,
+    )
+
+
+def test_first_contact_pins_only_a_key_the_user_accepted(tmp_path: Path) -> None:
+    hosts = ExistingHosts()
+    with pytest.raises(UnpinnedHostKeys) as asked:
+        hosts.provision(_adopt_request(tmp_path, NO_TRUST, KEY))
+    assert [node.host_key for node in asked.value.nodes] == [KEY]
+    shown = NO_TRUST.adding(asked.value.nodes)
+    # The machine presents another key by the time the user said yes: asked again.
+    with pytest.raises(UnpinnedHostKeys) as again:
+        hosts.provision(_adopt_request(tmp_path, shown, OTHER_KEY))
+    assert [node.host_key for node in again.value.nodes] == [OTHER_KEY]
+    inventory, changed = hosts.provision(_adopt_request(tmp_path, shown, KEY))
+    assert changed and inventory.nodes[0].host_key == KEY
+    # Said yes before seeing any key (--yes): whatever is presented is pinned.
+    inventory, _ = hosts.provision(_adopt_request(tmp_path, KeyTrust(any_key=True), OTHER_KEY))
+    assert inventory.nodes[0].host_key == OTHER_KEY
