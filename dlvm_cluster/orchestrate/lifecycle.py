@@ -17,9 +17,10 @@ from dlvm_cluster.orchestrate.mesh import install_mesh, uninstall_mesh
 from dlvm_cluster.orchestrate.reach import ssh_reach
 from dlvm_cluster.orchestrate.records import (
     applied_digest,
-    applied_kind,
+    cluster_kind,
     load_inventory,
     open_pool,
+    record_kind,
     save_applied,
     save_inventory,
     scaled_count,
@@ -75,6 +76,7 @@ def provision(
     """The provider makes, converges or adopts the nodes; the inventory is recorded.
     `trust`: the host keys seen for the first time that are accepted (others: UnpinnedHostKeys)."""
     request = converge_request(loaded, state, progress, trust=trust)
+    record_kind(state, loaded.spec.provider.kind)
     inventory, changed = providers.for_spec(loaded.spec).provision(request)
     save_inventory(state, inventory)
     return inventory, changed
@@ -241,7 +243,7 @@ def down(state: ClusterState, progress: Progress) -> float:
     started = time.monotonic()
     with state.lock("down"):
         agent_process.stop(state.root)  # warm connections first: nothing of dlvm's left running
-        provider = providers.for_kind(applied_kind(state) or providers.DEFAULT_KIND)
+        provider = providers.for_kind(cluster_kind(state) or providers.DEFAULT_KIND)
         inventory = load_inventory(state)
         if inventory is not None and not provider.owns_machines:
             # Machines dlvm did not create are only forgotten, after removing what dlvm put there.

@@ -76,6 +76,24 @@ def save_applied(state: ClusterState, loaded: LoadedSpec, *, scaled: bool = Fals
     )
 
 
+PROVIDER_KIND = "provider"
+
+
+def record_kind(state: ClusterState, kind: str) -> None:
+    """Record the cluster's provider kind before its machines are touched, so that `down` and
+    `status` ask the right provider even when the first `up` failed early."""
+    write_atomic(state.root / PROVIDER_KIND, kind + "\n")
+
+
+def cluster_kind(state: ClusterState) -> str | None:
+    """The provider kind the cluster was made with (None: never provisioned)."""
+    try:
+        recorded = (state.root / PROVIDER_KIND).read_text().strip()
+    except FileNotFoundError:
+        recorded = ""
+    return recorded or applied_kind(state)  # state dirs from before the record
+
+
 def applied_kind(state: ClusterState) -> str | None:
     """The provider kind of the spec last applied, read without loading the spec model."""
     data = state.read_json(state.applied_spec_path) or {}

@@ -10,7 +10,7 @@ from dlvm_cluster.errors import DlvmError, StateError
 from dlvm_cluster.orchestrate.jobs import JobRecord, refresh_states
 from dlvm_cluster.orchestrate.nodes import NodeStatus
 from dlvm_cluster.orchestrate.nodes import status as node_status
-from dlvm_cluster.orchestrate.records import applied_kind, applied_spec
+from dlvm_cluster.orchestrate.records import applied_spec, cluster_kind
 from dlvm_cluster.providers.base import NodeState
 from dlvm_cluster.state import ClusterState
 
@@ -37,7 +37,7 @@ def node_state(provider_state: NodeState | None, reachable: bool) -> str:
 
 def report(state: ClusterState) -> ClusterReport:
     inventory, rows = node_status(state)
-    provider = providers.for_kind(applied_kind(state) or providers.DEFAULT_KIND)
+    provider = providers.for_kind(cluster_kind(state) or providers.DEFAULT_KIND)
     problem = None
     try:
         states = provider.node_states(state, inventory)

@@ -10,10 +10,12 @@ import typing
 from pathlib import Path
 
 import pytest
+from harness import closed_port
 
 from dlvm_cluster import providers
+from dlvm_cluster.errors import DlvmError
 from dlvm_cluster.inventory import Inventory, Node
-from dlvm_cluster.orchestrate import lifecycle
+from dlvm_cluster.orchestrate import lifecycle, records
 from dlvm_cluster.orchestrate.report import node_state
 from dlvm_cluster.progress import SilentProgress
 from dlvm_cluster.providers.base import (
@@ -166,3 +168,21 @@ def test_first_contact_pins_only_a_key_the_user_accepted(tmp_path: Path) -> None
     # Said yes before seeing any key (--yes): whatever is presented is pinned.
     inventory, _ = hosts.provision(_adopt_request(tmp_path, KeyTrust(any_key=True), OTHER_KEY))
     assert inventory.nodes[0].host_key == OTHER_KEY
+
+
+def test_the_provider_kind_is_recorded_before_the_machines_are_touched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first `up` that fails early still leaves `down` and `status` the right provider."""
+    monkeypatch.setenv("DLVM_HOME", str(tmp_path / "home"))
+    text = (
+        "name: early\nprovider:\n  kind: ssh\n  hosts:\n"
+        f"    - {{host: 127.0.0.1, port: {closed_port()}}}\nnodes: {{count: 1}}\n"
+    )
+    loaded = load_spec_text(text, tmp_path / "early.yaml")
+    state = ClusterState.for_name("early")
+    state.create()
+    with pytest.raises(DlvmError):
+        lifecycle.provision(loaded, state, SilentProgress())
+    assert records.load_inventory(state) is None
+    assert records.cluster_kind(state) == "ssh"
