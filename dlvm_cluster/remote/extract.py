@@ -41,10 +41,18 @@ would fill a disk by surprise."""
 MAX_TOTAL_BYTES = 8 << 40
 """The most a pull writes from one node (8 TiB): a whole training run's checkpoints fit."""
 
+MAX_MEMBERS = 10_000_000
+"""The most entries a pull makes from one node: a folder of empty files or links costs no
+bytes but an inode each."""
+
 CHUNK = 1 << 20
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 HINT = "the node sent an archive that would write outside the pull folder or is unsafe to keep"
+LOCAL_HINT = (
+    "writing on this machine failed: check the free space and the pull folder's permissions, "
+    "then pull again"
+)
 
 
 class TarSource(Protocol):
@@ -64,6 +72,7 @@ class Limits:
 
     file_bytes: int = MAX_FILE_BYTES
     total_bytes: int = MAX_TOTAL_BYTES
+    members: int = MAX_MEMBERS
 
 
 @dataclass
@@ -72,6 +81,7 @@ class Extracted:
 
     files: int = 0
     bytes: int = 0
+    members: int = 0
 
 
 class RefusedMember(RemoteError):
@@ -95,11 +105,16 @@ def extract_stream(
                 # tarfile keeps every header it read: with millions of members that is memory
                 # a pull never needs back.
                 getattr(tar, "members", []).clear()
+                done.members += 1
+                if done.members > limits.members:
+                    raise RefusedMember(
+                        member.name, f"more than the {limits.members} entries a pull may make"
+                    )
                 try:
                     _extract_member(tar, member, root, limits, done)
-                except OSError as exc:
+                except OSError as exc:  # this machine's side: the disk, the folder
                     reason = f"cannot write it: {exc.strerror or exc}"
-                    raise RefusedMember(member.name, reason) from exc
+                    raise RefusedMember(member.name, reason, hint=LOCAL_HINT) from exc
                 except (ValueError, OverflowError) as exc:  # a number no file system takes
                     raise RefusedMember(member.name, f"a bad header: {exc}") from exc
     except (ValueError, OverflowError) as exc:  # tarfile's parser lets a few of these through

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import os
+import resource
+import signal
 import stat
 import tarfile
 from pathlib import Path
@@ -189,6 +191,31 @@ def test_the_total_size_is_bounded(pull: Path) -> None:
     stream = archive(file("one", b"01234567"), file("two", b"01234567"))
     assert "exceed 15 bytes" in refused(pull, stream, "two", limits)
     assert not (pull / "two").exists()
+
+
+def test_the_number_of_entries_is_bounded(pull: Path) -> None:
+    """Empty files cost no bytes but an inode each."""
+    limits = Limits(members=3)
+    stream = archive(*(file(f"empty-{n}", b"") for n in range(5)))
+    assert "more than the 3 entries" in refused(pull, stream, "empty-3", limits)
+    assert sorted(path.name for path in pull.iterdir()) == ["empty-0", "empty-1", "empty-2"]
+
+
+def test_a_local_write_failure_is_not_blamed_on_the_node(pull: Path) -> None:
+    """A full disk is this machine's problem: the hint says so (staged with a file size limit,
+    which holds for root too)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a signal
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4, hard))
+    try:
+        with pytest.raises(RefusedMember) as caught:
+            extract_stream(archive(file("big", b"0123456789")), pull)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+    assert caught.value.member == "big"
+    assert "cannot write it" in caught.value.reason
+    assert "writing on this machine failed" in caught.value.hint
 
 
 def test_setuid_setgid_sticky_and_group_write_bits_are_dropped(pull: Path) -> None:
