@@ -50,7 +50,7 @@ def host_problem(host: str) -> str:
     except ValueError:
         pass
     else:
-        if not scope or _SCOPE_ID.fullmatch(scope):
+        if "%" not in host or _SCOPE_ID.fullmatch(scope):  # fe80::1%eth0; not fe80::1%
             return ""
     if len(host) <= 253 and _DNS_NAME.fullmatch(host):
         return ""
@@ -130,6 +130,12 @@ class Node:
     @property
     def host_key_fingerprint(self) -> str:
         return fingerprint(self.host_key)
+
+    @property
+    def config_hostname(self) -> str:
+        """The address as an ssh config's HostName: `%` starts a token there (an IPv6 scope
+        like fe80::1%eth0 must be written %%eth0)."""
+        return self.ip.replace("%", "%%")
 
     def known_hosts_line(self) -> str:
         key_type, blob = self.checked().host_key.split()[:2]

@@ -35,7 +35,7 @@ def ssh_config_block(inventory: Inventory) -> str:
     for node in inventory.checked().nodes:
         lines += [
             f"Host {node.name} {node.ip}",
-            f"    HostName {node.ip}",
+            f"    HostName {node.config_hostname}",
             f"    Port {node.port}",
             f"    User {node.user}",
             f"    IdentityFile ~/.ssh/{key_file_name(inventory.cluster)}",

@@ -307,7 +307,7 @@ def ssh_config(state: ClusterState) -> str:
     for node in inventory.nodes:
         lines = [
             f"Host {inventory.cluster}-{node.name}",
-            f"    HostName {node.ip}",
+            f"    HostName {node.config_hostname}",
             f"    Port {node.port}",
             f"    User {node.user}",
             f"    IdentityFile {key}",

@@ -125,6 +125,25 @@ def test_a_percent_in_a_path_is_not_an_ssh_token(tmp_path: Path) -> None:
     assert "IdentityFile /keys/100%%d\n" in ssh_config(state)
 
 
+@pytest.mark.skipif(not shutil.which("ssh"), reason="no OpenSSH")
+def test_an_ipv6_scope_survives_the_configs_tokens(tmp_path: Path) -> None:
+    """`%` starts a token in HostName: a scoped address is written %%, so ssh reads it back."""
+    inventory = Inventory("demo", (node(ip="fe80::1%eth0"),))
+    configs = {
+        "ssh-config": ssh_config(cluster_state(tmp_path, inventory)),
+        "mesh": mesh.ssh_config_block(inventory),
+    }
+    for which, text in configs.items():
+        config = tmp_path / which
+        config.write_text(text)
+        target = "demo-node-0" if which == "ssh-config" else "node-0"
+        resolved = subprocess.run(
+            ["ssh", "-G", "-F", str(config), target], capture_output=True, text=True
+        )
+        assert resolved.returncode == 0, (which, resolved.stderr)
+        assert "hostname fe80::1%eth0\n" in resolved.stdout, which
+
+
 def mesh_files(tmp_path: Path, port: int) -> tuple[Path, Path, Inventory]:
     inventory = Inventory("demo", (node(0, port=port), node(1, port=port)))
     known_hosts = tmp_path / "known_hosts"

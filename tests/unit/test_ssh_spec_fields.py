@@ -54,6 +54,7 @@ def wrong_type_key(key_type: str) -> str:
         '"gpu_1;rm"',
         '"[10.0.0.1]:22"',
         '"fe80::1%eth0 x"',
+        '"fe80::1%"',  # a scope mark with no scope
     ],
 )
 def test_a_bad_host_is_refused_at_its_line(host: str) -> None:
