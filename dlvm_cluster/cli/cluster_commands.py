@@ -248,6 +248,7 @@ def doctor_cmd(
     json_output: JsonOption = False,
 ) -> None:
     """Check what the provider needs: root, tools, credentials, quota, reachable hosts."""
+    from dlvm_cluster import providers
     from dlvm_cluster.cli.display import stderr, stdout
     from dlvm_cluster.orchestrate import doctor
     from dlvm_cluster.progress import show_controls
@@ -256,7 +257,9 @@ def doctor_cmd(
     checks = doctor.doctor(spec)
     failed = [check for check in checks if not check.ok]
     if json_output:
-        documents.print_json(documents.doctor(spec.provider.kind if spec else "local", checks))
+        documents.print_json(
+            documents.doctor(spec.provider.kind if spec else providers.DEFAULT_KIND, checks)
+        )
     else:
         for check in checks:
             mark = "[green]ok[/green]     " if check.ok else "[red]problem[/red]"

@@ -73,15 +73,20 @@ def _networks_in_use(except_cluster: str) -> set[str]:
     return used
 
 
+def recorded_network(state: ClusterState) -> dict[str, Any] | None:
+    """The network the cluster's last render chose (None: never rendered, or unreadable)."""
+    try:
+        existing = json.loads((state.terraform_dir / TFVARS).read_text())["network"]
+        return dict(existing, veth_prefix=existing.get("veth_prefix", ""))
+    except (ValueError, KeyError, OSError, TypeError):
+        return None
+
+
 def pick_network(state: ClusterState) -> dict[str, Any]:
     """The cluster's network: the one it already has, else the first derived one not in use."""
-    tfvars = state.terraform_dir / TFVARS
-    if tfvars.exists():
-        try:
-            existing = json.loads(tfvars.read_text())["network"]
-            return dict(existing, veth_prefix=existing.get("veth_prefix", ""))
-        except (ValueError, KeyError, OSError):
-            pass
+    existing = recorded_network(state)
+    if existing is not None:
+        return existing
     used = _networks_in_use(state.name)
     links = _host_links()
     for salt in range(100):
@@ -150,8 +155,12 @@ def check_local_privileges() -> None:
 
 
 def namespaces(state: ClusterState, nodes: Iterable[str]) -> dict[str, str]:
-    """node name -> its network namespace, as terraform/local names it."""
-    prefix = pick_network(state).get("veth_prefix", "")
+    """node name -> its network namespace, as terraform/local names it; empty when the
+    cluster was never rendered (then no node has one)."""
+    network = recorded_network(state)
+    if network is None:
+        return {}
+    prefix = network.get("veth_prefix", "")
     return {node: f"dlvm-{state.name}-{node}-{prefix}" for node in nodes}
 
 
@@ -194,16 +203,17 @@ class NamespaceNodes:
         module = self.render(request.spec, request.state)
         module_changed = module.write(request.state.terraform_dir)
         previous = request.previous
-        broken: list[str] = []
         if previous is not None and not module_changed and request.applied:
             request.progress.stage("checking nodes")
             broken = sorted(request.reach.unreachable(previous))
             if not broken:
                 return previous, False
             request.progress.note(f"not answering, will be recreated: {', '.join(broken)}")
-        return self._apply(module, request, broken), True
+            return self.replace_nodes(request, broken), True
+        return self._apply(module, request, []), True
 
     def replace_nodes(self, request: Converge, names: list[str]) -> Inventory:
+        """A fresh namespace, sshd and host key for each named node; the others untouched."""
         module = self.render(request.spec, request.state)
         module.write(request.state.terraform_dir)
         return self._apply(module, request, names)
@@ -240,12 +250,14 @@ class NamespaceNodes:
         its sshd answers is for SSH to tell)."""
         names = namespaces(state, (node.name for node in inventory.nodes))
         return {
-            node: NodeState.RUNNING if (Path("/run/netns") / name).exists() else NodeState.MISSING
-            for node, name in names.items()
+            node.name: NodeState.RUNNING
+            if node.name in names and (Path("/run/netns") / names[node.name]).exists()
+            else NodeState.MISSING
+            for node in inventory.nodes
         }
 
     def provider_id(self, state: ClusterState, node: Node) -> str:
-        return namespaces(state, [node.name])[node.name]
+        return namespaces(state, [node.name]).get(node.name, "")
 
     def status_price(self, spec: ClusterSpec, nodes: int) -> str | None:
         return None

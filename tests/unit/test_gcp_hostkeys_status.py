@@ -20,7 +20,6 @@ from dlvm_cluster.providers.gcp.hostkeys import (
 )
 from dlvm_cluster.providers.gcp.instances import (
     instance_states,
-    node_states_for_display,
     replace_addresses,
 )
 
@@ -148,11 +147,7 @@ def test_preempted_spot_node_stopped_by_compute_engine(api: FakeCompute) -> None
     assert states["node-1"].label == "preempted"
     assert not states["node-0"].preempted
     assert replace_addresses(states) == ['google_compute_instance.node["node-1"]']
-    assert node_states_for_display(states)["node-1"] == {
-        "status": "preempted",
-        "preempted": True,
-        "spot": True,
-    }
+    assert states["node-1"].spot and str(states["node-1"].node_state) == "preempted"
     (query,) = [q for _, path, q in api.requests if path.endswith("/operations")]
     assert query["filter"] == ['operationType="compute.instances.preempted"']
 

@@ -41,7 +41,6 @@ from dlvm_cluster.providers.gcp.provider import ComputeEngine
 from dlvm_cluster.providers.gcp.report import (
     cluster_instances,
     gcp_plan_notes,
-    gcp_status,
     price_line,
 )
 from dlvm_cluster.providers.gcp.tfvars import DEFAULT_IMAGE_FAMILY, DLVM_IMAGE_PROJECT
@@ -467,13 +466,19 @@ def test_healthy_unchanged_cluster_skips_preflight_and_terraform(
     assert api.calls(f"/regions/{REGION}") == region_reads
 
 
+def labels(api: FakeCompute, state: ClusterState, inventory: Inventory) -> dict[str, str]:
+    """Each node's VM as the API says it (running, preempted, terminated, missing...)."""
+    states = cluster_instances(state, inventory, clients=api.clients())
+    return {name: instance.label for name, instance in states.items()}
+
+
 def test_preempted_node_is_shown_and_recreated(api: FakeCompute, state: ClusterState) -> None:
     cloud = Cloud()
     loaded = loaded_spec()
     inventory = running_cluster(api, state, cloud, loaded)
     api.instance(P, A, "t-node-1", "TERMINATED", spot=True, last_start="2026-03-01T10:00:00Z")
     api.preemptions(P, A, [("t-node-1", "2026-03-01T11:00:00Z")])
-    assert gcp_status(state, inventory, clients=api.clients()) == {
+    assert labels(api, state, inventory) == {
         "node-0": "running",
         "node-1": "preempted",
     }
@@ -511,7 +516,7 @@ def test_status_labels_from_the_api(api: FakeCompute, state: ClusterState) -> No
     api.instance(P, A, "t-node-2", "TERMINATED", last_start="2026-03-01T10:00:00Z")
     api.routes.pop(("GET", f"/compute/v1/projects/{P}/zones/{A}/instances/t-node-3"))
     api.preemptions(P, A, [("t-node-1", "2026-03-01T11:00:00Z")])
-    assert gcp_status(state, inventory, clients=api.clients()) == {
+    assert labels(api, state, inventory) == {
         "node-0": "running",
         "node-1": "preempted",
         "node-2": "terminated",  # stopped by someone: no preemption recorded

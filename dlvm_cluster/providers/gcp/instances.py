@@ -129,11 +129,3 @@ def replace_addresses(states: dict[str, InstanceState]) -> list[str]:
         for name, state in sorted(states.items())
         if state.needs_recreate and state.status != MISSING
     ]
-
-
-def node_states_for_display(states: dict[str, InstanceState]) -> dict[str, dict[str, Any]]:
-    """JSON-ready form for `status --json`: {node: {status, preempted, spot}}."""
-    return {
-        name: {"status": state.label, "preempted": state.preempted, "spot": state.spot}
-        for name, state in states.items()
-    }

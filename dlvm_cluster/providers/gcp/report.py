@@ -87,15 +87,6 @@ def gcp_plan_notes(spec: ClusterSpec) -> list[str]:
 # -- status --------------------------------------------------------------------------------
 
 
-def gcp_status(
-    state: ClusterState, inventory: Inventory, *, clients: ComputeClients | None = None
-) -> dict[str, str]:
-    """node name -> what Compute Engine says of its VM: running, preempted, terminated,
-    missing (no such VM), or another lower-cased instance status (staging, stopping...)."""
-    states = cluster_instances(state, inventory, clients=clients)
-    return {name: node_state.label for name, node_state in states.items()}
-
-
 def cluster_instances(
     state: ClusterState, inventory: Inventory, *, clients: ComputeClients | None = None
 ) -> dict[str, InstanceState]:
