@@ -90,6 +90,8 @@ def uninstall_script(cluster: str) -> str:
         f"sed -i '/^{begin}$/,/^{end}$/d' ~/.ssh/$f; done; "
         f"[ -f ~/.ssh/authorized_keys ] && sed -i '/ dlvm-{cluster}-internal$/d' "
         f"~/.ssh/authorized_keys; rm -rf {quote_path(node_dir(cluster))}; "
+        # what releases before per-cluster folders left, shared and no longer read
+        "rm -f ~/.dlvm/secrets.env ~/.dlvm/setup.sha256; "
         # the shared folders (~/.dlvm/node-files, ~/.dlvm) go only once they are empty
         f"(cd && rmdir -p {shlex.quote(NODE_FILES.removeprefix('~/'))} 2>/dev/null); true"
     )

@@ -103,7 +103,10 @@ def _stop_jobs_on(
                 continue
             progress.stage(f"stopping job {record.id} on {', '.join(n.name for n in on)}")
             stop_job(pool, on, record.id, grace=STOP_GRACE)
-            _keep_logs(pool, record, on, node_masking(pool, state, inventory, on))
+            masking = node_masking(pool, state, inventory, on)
+            _keep_logs(pool, record, on, masking)
+            for name, why in masking.unreadable.items():
+                progress.note(f"the log of job {record.id} on {name} was not kept: {why}")
             record.nodes = [name for name in record.nodes if name not in {n.name for n in on}]
             save_job(state, record)
             stopped.append(record.id)

@@ -1,7 +1,7 @@
 """Shell text that starts, follows, probes and stops a job on a node.
 
 A job runs detached in its own session (`setsid`), so it survives dlvm and the SSH session;
-its output goes to jobs/<id>/log in the cluster's folder on the node (~/.dlvm/clusters/NAME)
+its output goes to jobs/<id>/log in the cluster's folder on the node (~/.dlvm/node-files/NAME)
 and its exit status to .../exit. Stopping it does
 not trust process groups alone (launchers start workers in new sessions): every process of a
 job carries DLVM_JOB_ID in its environment, and all processes on the node with that value
