@@ -230,7 +230,8 @@ class Inventory:
         if not re.fullmatch(CLUSTER_NAME_PATTERN, self.cluster):
             raise StateError(
                 f"the inventory names the cluster {self.cluster!r}, which no cluster file can",
-                hint=hint,
+                hint=f"`dlvm down {self.cluster}` removes it; make it again under a name of "
+                "lower-case letters, digits and '-' that ends in a letter or digit",
             )
         if unsafe_for_ssh_files(self.identity_file):
             raise StateError(

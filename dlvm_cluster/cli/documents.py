@@ -71,6 +71,8 @@ def status(report: ClusterReport) -> Document:
         "nodes": [dataclasses.asdict(node) for node in report.nodes],
         "jobs": [job(record) for record in report.jobs],
         "price": report.price,
+        # why the nodes' `state` comes from SSH alone (the provider could not be asked)
+        "provider_problem": report.provider_problem,
     }
 
 

@@ -98,12 +98,14 @@ def test_scale() -> None:
 def test_status_has_every_field_of_node_status() -> None:
     values: dict[str, Any] = {f.name: _sample(f.type) for f in dataclasses.fields(NodeStatus)}
     row = NodeStatus(**values)
-    document = documents.status(ClusterReport("c", (row,), (JOB,), "$1.00/hour"))
+    report = ClusterReport("c", (row,), (JOB,), "$1.00/hour", provider_problem="no API")
+    document = documents.status(report)
     assert document == {
         "cluster": "c",
         "nodes": [dataclasses.asdict(row)],
         "jobs": [_job_fields()],
         "price": "$1.00/hour",
+        "provider_problem": "no API",
     }
     assert set(document["nodes"][0]) == {f.name for f in dataclasses.fields(NodeStatus)}
 
