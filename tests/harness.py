@@ -20,6 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from dlvm_cluster.inventory import Inventory, Node
+from dlvm_cluster.remote import agent_client, agent_process
+from dlvm_cluster.state import ClusterState
+
 T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parent.parent
@@ -144,3 +148,30 @@ def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPQe0b1bHqvFXaP0Yb3dXvN7jSRAi3lDRsQFZ3tjv7bC"
+"""A well-formed host key that no machine holds."""
+
+
+def unreachable_cluster(state: ClusterState) -> ClusterState:
+    """`state` made (keys included) with one node that never answers: enough for an agent."""
+    state.create()
+    state.ensure_key_pair()
+    node = Node(
+        name="node-0", rank=0, ip="127.0.0.1", port=closed_port(), user="u", host_key=HOST_KEY
+    )
+    state.write_json(state.inventory_path, Inventory(state.name, (node,)).to_json())
+    return state
+
+
+def start_agent(state: ClusterState) -> int:
+    """Start the cluster's agent as `dlvm exec` does; its pid once it answers."""
+    agent_process.spawn(state.root)
+    answer = wait_until(
+        lambda: agent_client.ping(state.root),
+        30,
+        interval=0.05,
+        message=lambda: (state.root / agent_process.LOG_NAME).read_text(),
+    )
+    return int(answer["pid"])

@@ -9,13 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import closed_port, wait_until
+from harness import start_agent, unreachable_cluster
 
-from dlvm_cluster.inventory import Inventory, Node
-from dlvm_cluster.remote import agent_client, agent_process
+from dlvm_cluster.remote import agent_process
 from dlvm_cluster.state import ClusterState
 
-KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPQe0b1bHqvFXaP0Yb3dXvN7jSRAi3lDRsQFZ3tjv7bC"
 PLANTED = "987654321-planted-secret"
 
 
@@ -27,20 +25,10 @@ def agent_pid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", PLANTED)
     monkeypatch.setenv("DLVM_TERRAFORM", "/nonexistent/terraform")
     monkeypatch.setenv("LC_TIME", "C")
-    state = ClusterState.for_name("agenv")
-    state.create()
-    state.ensure_key_pair()
-    node = Node(name="node-0", rank=0, ip="127.0.0.1", port=closed_port(), user="u", host_key=KEY)
-    state.write_json(state.inventory_path, Inventory("agenv", (node,)).to_json())
-    agent_process.spawn(state.root)
-    answer = wait_until(
-        lambda: agent_client.ping(state.root),
-        30,
-        interval=0.05,
-        message=lambda: (state.root / agent_process.LOG_NAME).read_text(),
-    )
+    state = unreachable_cluster(ClusterState.for_name("agenv"))
+    pid = start_agent(state)
     try:
-        yield int(answer["pid"])
+        yield pid
     finally:
         agent_process.stop(state.root)
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import REPO, closed_port, wait_until
+from harness import HOST_KEY, REPO, start_agent, unreachable_cluster
 from system import wait_gone
 
 from dlvm_cluster.inventory import Inventory, Node
@@ -26,35 +26,16 @@ from dlvm_cluster.secret_env import resolve
 from dlvm_cluster.spec.load import load_spec_text
 from dlvm_cluster.state import ClusterState
 
-KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPQe0b1bHqvFXaP0Yb3dXvN7jSRAi3lDRsQFZ3tjv7bC"
-
 
 @pytest.fixture
 def state(tmp_path: Path) -> ClusterState:
-    cluster = ClusterState(name="agu", root=tmp_path / "agu")
-    cluster.create()
-    cluster.ensure_key_pair()
-    node = Node(name="node-0", rank=0, ip="127.0.0.1", port=closed_port(), user="u", host_key=KEY)
-    cluster.write_json(cluster.inventory_path, Inventory("agu", (node,)).to_json())
-    return cluster
-
-
-def _start(state: ClusterState) -> int:
-    """Start an agent as `dlvm exec` does; its pid once it answers."""
-    agent_process.spawn(state.root)
-    answer = wait_until(
-        lambda: agent_client.ping(state.root),
-        30,
-        interval=0.05,
-        message=lambda: (state.root / agent_process.LOG_NAME).read_text(),
-    )
-    return int(answer["pid"])
+    return unreachable_cluster(ClusterState(name="agu", root=tmp_path / "agu"))
 
 
 @pytest.fixture
 def agent(state: ClusterState, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
     monkeypatch.setenv("DLVM_AGENT_IDLE", "30")
-    pid = _start(state)
+    pid = start_agent(state)
     try:
         yield pid
     finally:
@@ -142,7 +123,7 @@ def test_stop_and_inventory_removal_end_the_agent(state: ClusterState, agent: in
     assert wait_gone(agent)
     assert agent_process.running_pid(state.root) is None
     assert not (state.root / agent_client.SOCKET_NAME).exists()
-    again = _start(state)
+    again = start_agent(state)
     state.inventory_path.unlink()
     assert wait_gone(again)
     log = (state.root / agent_process.LOG_NAME).read_text()
@@ -151,7 +132,7 @@ def test_stop_and_inventory_removal_end_the_agent(state: ClusterState, agent: in
 
 def test_lost_agent_reports_every_unfinished_node() -> None:
     nodes = [
-        Node(name=f"node-{r}", rank=r, ip="10.0.0.2", port=22, user="u", host_key=KEY)
+        Node(name=f"node-{r}", rank=r, ip="10.0.0.2", port=22, user="u", host_key=HOST_KEY)
         for r in range(2)
     ]
     finished = CommandResult(node="node-0", rank=0, exit_code=3, duration=0.5)
