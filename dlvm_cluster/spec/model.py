@@ -39,6 +39,15 @@ MAX_NODES = 1000
 ENV_NAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_]*"
 SSH_USER_PATTERN = r"^[a-z_][a-z0-9_-]*$"
 # A DLVM family name, family/NAME, or a full image path (optionally as a self link).
+# GPUs attached to N1 VMs (the only family that takes them), with the counts a VM may have
+# (Compute Engine's GPU table: 1, 2 or 4; V100 also 8). Other types on N1 follow the common rule.
+N1_GPU_COUNTS: dict[str, tuple[int, ...]] = {
+    "nvidia-tesla-t4": (1, 2, 4),
+    "nvidia-tesla-v100": (1, 2, 4, 8),
+    "nvidia-tesla-p100": (1, 2, 4),
+    "nvidia-tesla-p4": (1, 2, 4),
+}
+N1_DEFAULT_GPU_COUNTS = (1, 2, 4)
 GCP_IMAGE_PATTERN = (
     r"(https://[a-z.]+/compute/v1/)?projects/[^/\s]+/global/images/(family/)?[a-z][-a-z0-9]*"
     r"|(family/)?[a-z][-a-z0-9]*"
@@ -312,6 +321,7 @@ def _gcp_problems(
                 "also name its network under provider.network (the firewall rules go there)",
             )
         )
+    problems.extend(_n1_problems(spec, provider))
     if spec.nodes.image is not None and not re.fullmatch(GCP_IMAGE_PATTERN, spec.nodes.image):
         problems.append(
             (
@@ -321,6 +331,43 @@ def _gcp_problems(
                 "projects/PROJECT/global/images/[family/]NAME",
             )
         )
+    return problems
+
+
+def _runs_on_n1(nodes: Nodes) -> bool:
+    """An n1-* machine type, or none with a GPU that only N1 takes (the default is then N1)."""
+    if nodes.machine_type is not None:
+        return nodes.machine_type.startswith("n1-")
+    return nodes.accelerator is not None and nodes.accelerator.type in N1_GPU_COUNTS
+
+
+def _n1_problems(
+    spec: ClusterSpec, provider: GcpProvider
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """N1's limits, which Google reports only once the network and firewall already exist."""
+    if not _runs_on_n1(spec.nodes):
+        return []
+    machine = spec.nodes.machine_type or "an N1 machine type"
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    if provider.compact_placement:
+        problems.append(
+            (
+                ("provider", "compact_placement"),
+                f"compact placement is not available for {machine} (N1): use an "
+                "accelerator-optimized type (a2, a3, g2, ...) or set it to false",
+            )
+        )
+    accelerator = spec.nodes.accelerator
+    if accelerator is not None:
+        allowed = N1_GPU_COUNTS.get(accelerator.type, N1_DEFAULT_GPU_COUNTS)
+        if accelerator.count not in allowed:
+            counts = ", ".join(str(count) for count in allowed[:-1]) + f" or {allowed[-1]}"
+            problems.append(
+                (
+                    ("nodes", "accelerator", "count"),
+                    f"an N1 VM takes {counts} x {accelerator.type}, not {accelerator.count}",
+                )
+            )
     return problems
 
 

@@ -103,6 +103,10 @@ EXPECTED: dict[str, tuple[int, str]] = {
     "provider_kind_missing": (4, "provider.kind"),
     "gcp_missing_project": (3, "provider.project: this required key is missing"),
     "gcp_zones_empty": (7, "provider.zones"),
+    "gcp_compact_placement_n1": (9, "provider.compact_placement: compact placement is not"),
+    "gcp_compact_placement_default_n1": (9, "provider.compact_placement: compact placement"),
+    "gcp_n1_three_gpus": (14, "nodes.accelerator.count: an N1 VM takes 1, 2 or 4 x"),
+    "gcp_n1_eight_t4": (11, "nodes.accelerator.count: an N1 VM takes 1, 2 or 4 x"),
     # names
     "name_uppercase": (2, "name: must start with a lowercase letter"),
     "name_leading_digit": (2, "name: must start with a lowercase letter"),
@@ -148,6 +152,7 @@ CLI_CASES = [
     "name_uppercase",
     "env_name_dlvm_prefix",
     "local_count_above_64",
+    "gcp_compact_placement_n1",
     "files_src_missing",
     "markup_in_key",
     "emoji_code_in_key",
@@ -343,3 +348,23 @@ def test_a_key_with_a_newline_keeps_the_message_on_one_line() -> None:
 def test_the_examples_load(path: Path) -> None:
     loaded = load_spec(path)
     assert loaded.spec.nodes.count >= 1
+
+
+@pytest.mark.parametrize(
+    "nodes",
+    [
+        "machine_type: n1-standard-32\n  accelerator: {type: nvidia-tesla-v100, count: 8}",
+        "accelerator: {type: nvidia-tesla-p100, count: 4}",
+        "machine_type: n1-standard-8",  # N1 without GPUs
+    ],
+)
+def test_n1_shapes_google_takes_load(nodes: str) -> None:
+    text = GOOD["gcp"].split("nodes:")[0] + f"nodes:\n  count: 2\n  {nodes}\n"
+    assert load_spec_text(text, CORPUS / "n1.yaml").spec.nodes.count == 2
+
+
+def test_compact_placement_loads_on_families_that_have_it() -> None:
+    text = GOOD["gcp"].replace(
+        "  allowed_ssh_cidrs", "  compact_placement: true\n  allowed_ssh_cidrs"
+    )
+    assert load_spec_text(text, CORPUS / "compact.yaml").spec.provider.kind == "gcp"
