@@ -24,6 +24,7 @@ from dlvm_cluster.providers.gcp.failover import (
     failure_error,
     minimum_nodes,
     next_zone,
+    remaining_zones,
     suggested_zones,
 )
 from dlvm_cluster.spec.load import load_spec_text
@@ -251,3 +252,126 @@ def test_errors_for_the_user_list_every_attempt() -> None:
         "creating the nodes in us-central1-a failed: NVIDIA_T4_GPUS exceeded in us-central1"
     )
     assert stop.exit_code == 3
+
+
+# -- preempted while starting, and the zones a stockout says have room ----------------------
+
+PREEMPTED_AT_START = (
+    "Error: Error waiting for instance to create: Instance failed to start due to preemption."
+)
+# As Terraform's google provider writes an operation error: the message, then the
+# LocalizedMessage of its errorDetails, then the first help link (no code, no ErrorInfo).
+STOCKOUT_AS_TERRAFORM_PRINTS_IT = (
+    "Error: Error waiting for instance to create: The zone 'projects/p/zones/us-central1-b' "
+    "does not have enough resources available to fulfill the request.  '(resource "
+    "type:compute)'.\n\n\n"
+    "A a2-highgpu-2g VM instance is currently unavailable in the us-central1-b zone. Consider "
+    "trying your request in the us-central1-f, us-central1-c zone(s), which currently has "
+    "capacity to accommodate your request.\n\n\n"
+    "Troubleshooting documentation\nhttps://cloud.google.com/compute/docs/resource-error\n"
+)
+
+
+def test_a_spot_vm_preempted_as_it_starts_tries_the_next_zone() -> None:
+    decision = classify_apply_error(PREEMPTED_AT_START)
+    assert decision.kind is FailoverKind.CAPACITY
+    assert (
+        decision.reason == "a Spot VM was preempted as it started: no Spot capacity there right now"
+    )
+    assert next_zone(ZONES, ["us-central1-a"], decision) == "us-central1-b"
+
+
+def test_terraforms_stockout_text_orders_the_remaining_zones() -> None:
+    decision = classify_apply_error(STOCKOUT_AS_TERRAFORM_PRINTS_IT)
+    assert decision.kind is FailoverKind.CAPACITY
+    assert decision.zones_hint == ("us-central1-f", "us-central1-c")
+    assert remaining_zones(ZONES, ["us-central1-b"], decision.zones_hint) == [
+        "us-central1-f",
+        "us-central1-c",
+        "us-central1-a",
+    ]
+
+
+def stockout_operation(details: list[dict[str, object]]) -> dict[str, object]:
+    """A failed insert as zoneOperations returns it: errors[] with errorDetails[]."""
+    return {
+        "kind": "compute#operation",
+        "name": "operation-3",
+        "operationType": "insert",
+        "status": "DONE",
+        "httpErrorStatusCode": 503,
+        "error": {
+            "errors": [
+                {
+                    "code": "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS",
+                    "message": "The zone 'projects/p/zones/us-central1-b' does not have enough "
+                    "resources available to fulfill the request.  '(resource type:compute)'.",
+                    "errorDetails": details,
+                }
+            ]
+        },
+    }
+
+
+ERROR_INFO = {
+    "errorInfo": {
+        "reason": "resource_availability",
+        "domain": "compute.googleapis.com",
+        "metadatas": {
+            "vmType": "a2-highgpu-2g",
+            "zone": "us-central1-b",
+            "zonesAvailable": "us-central1-f,us-central1-c",
+        },
+    }
+}
+
+
+@pytest.mark.parametrize(
+    "details",
+    [
+        [ERROR_INFO],
+        [
+            {
+                "localizedMessage": {
+                    "locale": "en-US",
+                    "message": "A a2-highgpu-2g VM instance is currently unavailable in the "
+                    "us-central1-b zone. Consider trying your request in the us-central1-f, "
+                    "us-central1-c zone(s), which currently has capacity to accommodate your "
+                    "request.",
+                }
+            },
+            ERROR_INFO,
+            {
+                "help": {
+                    "links": [
+                        {
+                            "description": "Troubleshooting documentation",
+                            "url": "https://cloud.google.com/compute/docs/resource-error",
+                        }
+                    ]
+                }
+            },
+        ],
+    ],
+    ids=["error-info-only", "every-detail"],
+)
+def test_a_stockout_operation_names_the_zones_with_capacity(
+    api: FakeCompute, details: list[dict[str, object]]
+) -> None:
+    api.set("projects/p/zones/us-central1-b/instances", stockout_operation(details), method="POST")
+    decision = classify_operation_error(insert(api))
+    assert decision is not None
+    assert decision.kind is FailoverKind.CAPACITY
+    assert decision.reason == "no capacity for this shape in us-central1-b right now (stockout)"
+    assert decision.zones_hint == ("us-central1-f", "us-central1-c")
+    assert next_zone(ZONES, ["us-central1-a", "us-central1-b"], decision) == "us-central1-f"
+
+
+def test_zones_suggested_by_earlier_attempts_still_come_first() -> None:
+    zones = [*ZONES, "us-central1-d"]
+    # b named d as having room; d then stocked out without naming any.
+    later = classify_apply_error(STOCKOUT)
+    tried = ["us-central1-b", "us-central1-d"]
+    assert next_zone(zones, tried, later, suggested=["us-central1-d", "us-central1-f"]) == (
+        "us-central1-f"
+    )

@@ -324,6 +324,34 @@ def test_the_zone_the_api_suggests_is_tried_first(api: FakeCompute, state: Clust
     assert cloud.zones_tried() == [A, C]
 
 
+def test_a_spot_vm_preempted_as_it_starts_moves_the_cluster_on(
+    api: FakeCompute, state: ClusterState
+) -> None:
+    preempted = "Error waiting for instance to create: Instance failed to start due to preemption."
+    cloud = Cloud(capacity={A: 1}, errors={A: preempted})
+    progress = Recorder()
+    inventory, _ = up(api, state, cloud, loaded_spec(), progress)
+    assert cloud.zones_tried() == [A, B, B]
+    assert [n.name for n in inventory.nodes] == ["node-0", "node-1"]
+    assert progress.notes[:2] == [
+        f"attempt 1, {A}: a Spot VM was preempted as it started: no Spot capacity there right now",
+        f"trying {B} next",
+    ]
+
+
+def test_zones_the_api_names_outside_the_spec_are_mentioned(
+    api: FakeCompute, state: ClusterState
+) -> None:
+    cloud = Cloud(capacity={A: 0}, errors={A: stockout_suggesting(A, f"us-central1-f, {C}")})
+    progress = Recorder()
+    up(api, state, cloud, loaded_spec(), progress)
+    assert cloud.zones_tried() == [A, C]
+    assert progress.notes[1:] == [
+        "Google says us-central1-f has capacity, but only the zones of provider.zones are tried",
+        f"trying {C} next (Google says it has capacity)",
+    ]
+
+
 def test_global_quota_stops_at_once(api: FakeCompute, state: ClusterState) -> None:
     cloud = Cloud(capacity={A: 1}, errors={A: GLOBAL_QUOTA})
     progress = Recorder()

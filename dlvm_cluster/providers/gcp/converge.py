@@ -196,6 +196,7 @@ class _Failover:
         self.zones = report.zones
         self.keep = list(keep)
         self.attempts: list[tuple[str, FailoverDecision]] = []
+        self.suggested: list[str] = []  # zones the API said have capacity, latest first
         self.changed = False
 
     def run(self, home: str | None, replace: list[str]) -> tuple[RunResult, bool]:
@@ -223,9 +224,19 @@ class _Failover:
 
     def _next(self, zone: str, decision: FailoverDecision, cause: ProvisionError) -> str:
         tried = [tried_zone for tried_zone, _ in self.attempts]
-        upcoming = next_zone(self.zones, tried, decision, keep_zone=bool(self.keep))
+        self.suggested = [*decision.zones_hint, *self.suggested]
+        elsewhere = [z for z in decision.zones_hint if z not in self.zones and z not in tried]
+        if decision.try_next_zone and elsewhere:
+            self.progress.note(
+                f"Google says {', '.join(elsewhere)} {'has' if len(elsewhere) == 1 else 'have'} "
+                "capacity, but only the zones of provider.zones are tried"
+            )
+        upcoming = next_zone(
+            self.zones, tried, decision, keep_zone=bool(self.keep), suggested=self.suggested
+        )
         if upcoming is not None:
-            self.progress.note(f"trying {upcoming} next")
+            why = " (Google says it has capacity)" if upcoming in self.suggested else ""
+            self.progress.note(f"trying {upcoming} next{why}")
             return upcoming
         # All or nothing: nodes this `up` made are not left running (and billing).
         self._release(zone, "the cluster could not be completed")

@@ -3,7 +3,8 @@
 Pure functions over the error texts Terraform's google provider prints (it prints each error's
 message, not its code) and the codes the Compute Engine API returns:
 
-    capacity      the zone has no room for this shape now (stockout): try the next zone
+    capacity      the zone has no room for this shape now (stockout, or a Spot VM preempted
+                  as it started): try the next zone, those the API names as having room first
     quota-region  a regional quota is exhausted: every zone of the region shares it, so stop
     quota-global  GPUS_ALL_REGIONS is exhausted: stop
     fatal         anything else (bad image, permissions, config): retrying elsewhere won't help
@@ -43,8 +44,11 @@ class FailoverDecision:
         return self.kind is FailoverKind.CAPACITY
 
 
+# A Spot VM reclaimed before it finished starting: no Spot capacity in that zone right now.
+_PREEMPTED_AT_START = "Instance failed to start due to preemption"
 # Stockout and its relatives: the zone cannot host the shape right now.
 _CAPACITY_PATTERNS = (
+    _PREEMPTED_AT_START,
     r"does not have enough resources available",
     r"ZONE_RESOURCE_POOL_EXHAUSTED",
     r"\bSTOCKOUT\b",
@@ -88,26 +92,39 @@ def classify_api_error(error: BaseException) -> FailoverDecision:
 
 
 def classify_operation_error(operation: Any) -> FailoverDecision | None:
-    """Classify a finished compute_v1.Operation by its error codes; None if it succeeded."""
+    """Classify a finished compute_v1.Operation by its error codes; None if it succeeded.
+
+    A stockout's errorDetails carry an ErrorInfo whose `zonesAvailable` metadata lists the
+    zones that have room (comma-separated); those are tried first.
+    """
     items = list(getattr(getattr(operation, "error", None), "errors", None) or ())
     if not items:
         return None
     codes = [str(getattr(item, "code", "")) for item in items]
-    text = "\n".join(str(getattr(item, "message", "")) for item in items)
-    return _classify(text, codes=codes)
+    lines, available = [], []
+    for item in items:
+        lines.append(str(getattr(item, "message", "")))
+        for detail in getattr(item, "error_details", None) or ():
+            localized = getattr(getattr(detail, "localized_message", None), "message", "")
+            if localized:
+                lines.append(str(localized))
+            metadata = getattr(getattr(detail, "error_info", None), "metadatas", None) or {}
+            available.extend(_ZONE.findall(str(metadata.get("zonesAvailable", ""))))
+    return _classify("\n".join(lines), codes=codes, available=available)
 
 
-def _classify(text: str, codes: Iterable[str]) -> FailoverDecision:
+def _classify(text: str, codes: Iterable[str], available: Sequence[str] = ()) -> FailoverDecision:
     codes = set(codes)
     quota = _QUOTA.search(text)
     if quota or codes & _QUOTA_CODES or "QUOTA_EXCEEDED" in text:
         return _quota_decision(quota, text)
     if codes & _CAPACITY_CODES or any(re.search(p, text) for p in _CAPACITY_PATTERNS):
+        hinted = [*available, *suggested_zones(text)]
         return FailoverDecision(
             FailoverKind.CAPACITY,
             reason=_capacity_reason(text),
             hint="dlvm tries the next zone of provider.zones",
-            zones_hint=suggested_zones(text),
+            zones_hint=tuple(dict.fromkeys(hinted)),
         )
     if _DISK_TOO_SMALL in text:
         return FailoverDecision(
@@ -157,6 +174,8 @@ def _capacity_reason(text: str) -> str:
         r"unavailable in the ([a-z0-9-]+) zone", text
     )
     where = f" in {zone.group(1)}" if zone else ""
+    if _PREEMPTED_AT_START in text:
+        return f"a Spot VM was preempted as it started{where}: no Spot capacity there right now"
     return f"no capacity for this shape{where} right now (stockout)"
 
 
@@ -177,21 +196,29 @@ def next_zone(
     decision: FailoverDecision | None = None,
     *,
     keep_zone: bool = False,
+    suggested: Sequence[str] = (),
 ) -> str | None:
-    """The next zone to try, or None: spec order, but a zone the API suggested goes first.
+    """The next zone to try, or None: the first of `remaining_zones`.
 
     `keep_zone`: the cluster already has working nodes in its zone. Moving would replace them
     all (the zone is part of every VM's identity), so a stockout while growing stops instead.
     """
     if keep_zone or (decision is not None and not decision.try_next_zone):
         return None
-    done = set(tried)
-    remaining = [zone for zone in zones if zone not in done]
-    if decision is not None:
-        for zone in decision.zones_hint:
-            if zone in remaining:
-                return zone
+    hinted = [*(decision.zones_hint if decision else ()), *suggested]
+    remaining = remaining_zones(zones, tried, hinted)
     return remaining[0] if remaining else None
+
+
+def remaining_zones(
+    zones: Sequence[str], tried: Iterable[str], suggested: Sequence[str] = ()
+) -> list[str]:
+    """The zones of `zones` not yet tried: those the API said have capacity first (in the
+    order it gave, latest attempt first), then the rest in the spec's order."""
+    done = set(tried)
+    left = [zone for zone in zones if zone not in done]
+    first = [zone for zone in dict.fromkeys(suggested) if zone in left]
+    return first + [zone for zone in left if zone not in first]
 
 
 def minimum_nodes(spec: ClusterSpec) -> int:
