@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -30,6 +30,8 @@ class FakeCompute:
         self.url = url
         self.routes: dict[tuple[str, str], list[Response]] = {}
         self.requests: list[tuple[str, str, dict[str, list[str]]]] = []
+        # Run after a route answers with a body, to change what the fake serves next.
+        self.effects: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {}
 
     def clients(self) -> ComputeClients:
         from google.auth.credentials import AnonymousCredentials
@@ -48,15 +50,25 @@ class FakeCompute:
         self.routes[("GET", "/compute/v1/" + path)] = list(responses)
 
     def error(
-        self, path: str, status: int, message: str, reason: str, domain: str = "global"
+        self,
+        path: str,
+        status: int,
+        message: str,
+        reason: str,
+        domain: str = "global",
+        method: str = "GET",
     ) -> None:
-        self.set(path, error_body(status, message, reason, domain), status)
+        self.set(path, error_body(status, message, reason, domain), status, method)
 
     def respond(self, method: str, path: str) -> Response:
         responses = self.routes.get((method, path))
         if not responses:
             return 404, error_body(404, f"The resource '{path}' was not found", "notFound")
-        return responses.pop(0) if len(responses) > 1 else responses[0]
+        response = responses.pop(0) if len(responses) > 1 else responses[0]
+        effect = self.effects.get((method, path))
+        if effect is not None:
+            effect(response[1])
+        return response
 
     # -- resources of the documented shapes ------------------------------------------------
     def project(self, project: str, quotas: dict[str, tuple[float, float]]) -> None:
@@ -152,6 +164,7 @@ class FakeCompute:
         *,
         spot: bool = False,
         last_start: str = "2026-03-01T10:00:00.000-08:00",
+        instance_id: str = "4112109563542811000",
     ) -> None:
         scheduling: dict[str, Any] = {"onHostMaintenance": "TERMINATE"}
         if spot:
@@ -162,6 +175,7 @@ class FakeCompute:
             f"projects/{project}/zones/{zone}/instances/{name}",
             {
                 "kind": "compute#instance",
+                "id": instance_id,
                 "name": name,
                 "status": status,
                 "zone": f"{API}/projects/{project}/zones/{zone}",
@@ -172,6 +186,60 @@ class FakeCompute:
                 ],
             },
         )
+
+    def instance_operation(
+        self,
+        project: str,
+        zone: str,
+        name: str,
+        verb: str,
+        *,
+        error: dict[str, Any] | None = None,
+        waits: int = 1,
+    ) -> None:
+        """instances.start or instances.resume (`verb`): the POST answers with a zone operation
+        still RUNNING, and zoneOperations.wait answers RUNNING `waits - 1` times, then DONE
+        (with `error`, an operation's error object, if given). A DONE operation without error
+        leaves the VM RUNNING, with the same id."""
+        operation_name = f"operation-1764686400000-{verb}-{name}"
+        zone_link = f"{API}/projects/{project}/zones/{zone}"
+        pending = {
+            "kind": "compute#operation",
+            "id": "2305312097416370000",
+            "name": operation_name,
+            "operationType": verb,
+            "targetLink": f"{zone_link}/instances/{name}",
+            "targetId": "4112109563542811000",
+            "zone": zone_link,
+            "status": "RUNNING",
+            "progress": 0,
+            "insertTime": "2026-03-02T09:00:00.000-08:00",
+            "startTime": "2026-03-02T09:00:00.100-08:00",
+        }
+        done: dict[str, Any] = {
+            **pending,
+            "status": "DONE",
+            "progress": 100,
+            "endTime": "2026-03-02T09:00:20.000-08:00",
+        }
+        if error is not None:
+            done.update(
+                error=error, httpErrorStatusCode=503, httpErrorMessage="SERVICE UNAVAILABLE"
+            )
+        self.set(f"projects/{project}/zones/{zone}/instances/{name}/{verb}", pending, method="POST")
+        wait = (
+            "POST",
+            f"/compute/v1/projects/{project}/zones/{zone}/operations/{operation_name}/wait",
+        )
+        self.routes[wait] = [(200, pending)] * (waits - 1) + [(200, done)]
+        instance = ("GET", f"/compute/v1/projects/{project}/zones/{zone}/instances/{name}")
+
+        def now_running(body: dict[str, Any]) -> None:
+            if body.get("status") == "DONE" and "error" not in body and instance in self.routes:
+                status, vm = self.routes[instance][-1]
+                self.routes[instance] = [(status, {**vm, "status": "RUNNING"})]
+
+        self.effects[wait] = now_running
 
     def preemptions(self, project: str, zone: str, events: list[tuple[str, str]]) -> None:
         """zoneOperations.list answering with compute.instances.preempted operations."""

@@ -19,8 +19,11 @@ from dlvm_cluster.providers.gcp.hostkeys import (
     with_host_keys,
 )
 from dlvm_cluster.providers.gcp.instances import (
+    SETTLE_INTERVAL,
+    Recovery,
     instance_states,
     replace_addresses,
+    wake,
 )
 
 P = "p"
@@ -156,10 +159,54 @@ def test_node_stopped_after_an_old_preemption_is_just_stopped(api: FakeCompute) 
     instance(api, "t-node-0", "RUNNING")
     instance(api, "t-node-1", "TERMINATED", spot=True, last_start="2026-03-02T10:00:00.000-08:00")
     api.preemptions(P, ZONE, [("t-node-1", "2026-03-01T11:30:00.000-08:00")])
-    state = instance_states(api.clients(), P, NODES)["node-1"]
+    states = instance_states(api.clients(), P, NODES)
+    state = states["node-1"]
     assert not state.preempted
     assert state.label == "terminated"
-    assert state.needs_recreate
+    # Stopped by someone: started again with its disk, never replaced.
+    assert state.recovery is Recovery.START
+    assert not state.needs_recreate
+    assert replace_addresses(states) == []
+
+
+@pytest.mark.parametrize(
+    ("status", "recovery"),
+    [
+        ("RUNNING", Recovery.NONE),
+        ("STAGING", Recovery.NONE),
+        ("STOPPING", Recovery.START),
+        ("SUSPENDING", Recovery.RESUME),
+        ("SUSPENDED", Recovery.RESUME),
+    ],
+)
+def test_what_up_does_for_each_state(api: FakeCompute, status: str, recovery: Recovery) -> None:
+    instance(api, "t-node-0", "RUNNING")
+    instance(api, "t-node-1", status)
+    api.preemptions(P, ZONE, [])
+    states = instance_states(api.clients(), P, NODES)
+    assert states["node-1"].recovery is recovery
+    assert replace_addresses(states) == []
+
+
+def test_a_stopping_vm_is_started_once_it_has_stopped(api: FakeCompute) -> None:
+    path = f"projects/{P}/zones/{ZONE}/instances/t-node-1"
+    instance(api, "t-node-1", "STOPPING")
+    stopping = api.routes[("GET", f"/compute/v1/{path}")][0]
+    instance(api, "t-node-1", "TERMINATED")
+    stopped = api.routes[("GET", f"/compute/v1/{path}")][0]
+    api.sequence(path, [stopping, stopping, stopped])
+    api.instance_operation(P, ZONE, "t-node-1", "start")
+    sleeps: list[float] = []
+    woken = wake(api.clients(), P, NODES[1], sleep=sleeps.append)
+    assert (woken.failed, woken.gone) == ("", False)
+    assert sleeps == [SETTLE_INTERVAL, SETTLE_INTERVAL]
+    assert api.calls("/instances/t-node-1/start") == 1
+
+
+def test_a_vm_deleted_before_its_start_is_gone(api: FakeCompute) -> None:
+    woken = wake(api.clients(), P, NODES[1], sleep=lambda _: None)
+    assert woken.gone
+    assert api.calls("/instances/t-node-1/start") == 0
 
 
 def test_preempted_spot_node_deleted_by_compute_engine(api: FakeCompute) -> None:

@@ -519,6 +519,111 @@ def test_preempted_node_is_shown_and_recreated(api: FakeCompute, state: ClusterS
     assert progress.notes[0] == "node-1 is preempted: it will be recreated"
 
 
+def stopped_cluster(
+    api: FakeCompute, state: ClusterState, status: str = "TERMINATED"
+) -> tuple[Cloud, LoadedSpec, Inventory]:
+    """A running two-node cluster whose node-1 VM was then stopped (or suspended) by
+    someone, not preempted."""
+    cloud = Cloud()
+    loaded = loaded_spec()
+    inventory = running_cluster(api, state, cloud, loaded)
+    api.instance(P, A, "t-node-1", status, last_start="2026-03-01T10:00:00Z")
+    api.preemptions(P, A, [])
+    return cloud, loaded, inventory
+
+
+def key_reads(api: FakeCompute, node: str) -> int:
+    return api.calls(f"/zones/{A}/instances/t-{node}/getGuestAttributes")
+
+
+@pytest.mark.parametrize(("status", "verb"), [("TERMINATED", "start"), ("SUSPENDED", "resume")])
+def test_a_stopped_or_suspended_node_is_started_not_replaced(
+    api: FakeCompute, state: ClusterState, status: str, verb: str
+) -> None:
+    cloud, loaded, before = stopped_cluster(api, state, status)
+    api.instance_operation(P, A, "t-node-1", verb, waits=2)
+    reads = key_reads(api, "node-1")
+    progress = Recorder()
+    inventory, _ = up(api, state, cloud, loaded, progress)
+    # Its disk and host keys are kept: no -replace, and the pinned key is not read again.
+    assert cloud.applies[-1] == Apply(A, ("node-0", "node-1"), ())
+    assert api.calls(f"/instances/t-node-1/{verb}") == 1
+    assert api.calls(f"/operations/operation-1764686400000-{verb}-t-node-1/wait") == 2
+    assert key_reads(api, "node-1") == reads
+    assert inventory.nodes[1].host_key == before.nodes[1].host_key
+    label = status.lower()
+    doing = "starting" if verb == "start" else "resuming"
+    assert progress.notes[0] == f"node-1 is {label}: {doing} it (its disk and host keys are kept)"
+    assert labels(api, state, inventory) == {"node-0": "running", "node-1": "running"}
+
+
+def test_a_node_that_will_not_start_is_replaced_and_says_why(
+    api: FakeCompute, state: ClusterState
+) -> None:
+    cloud, loaded, _ = stopped_cluster(api, state)
+    stockout_error = {
+        "errors": [
+            {
+                "code": "ZONE_RESOURCE_POOL_EXHAUSTED",
+                "message": f"The zone 'projects/{P}/zones/{A}' does not have enough resources "
+                "available to fulfill the request.  Try a different zone, or try again later.",
+            }
+        ]
+    }
+    api.instance_operation(P, A, "t-node-1", "start", error=stockout_error)
+    reads = key_reads(api, "node-1")
+    progress = Recorder()
+    up(api, state, cloud, loaded, progress)
+    assert cloud.applies[-1] == Apply(
+        A, ("node-0", "node-1"), ('google_compute_instance.node["node-1"]',)
+    )
+    assert progress.notes[1] == (
+        f"starting node-1 failed (no capacity for this shape in {A} right now (stockout)): "
+        "it will be recreated"
+    )
+    assert key_reads(api, "node-1") == reads + 1  # a new VM: its keys are read
+
+
+def test_a_started_node_recreated_by_terraform_has_its_keys_read(
+    api: FakeCompute, state: ClusterState
+) -> None:
+    cloud, loaded, _ = stopped_cluster(api, state)
+    api.instance_operation(P, A, "t-node-1", "start")
+    wait = (
+        "POST",
+        f"/compute/v1/projects/{P}/zones/{A}/operations/operation-1764686400000-start-t-node-1/wait",
+    )
+    started = api.effects[wait]
+
+    def recreated(body: dict[str, Any]) -> None:  # a spec change made Terraform replace it
+        started(body)
+        api.instance(P, A, "t-node-1", "RUNNING", instance_id="5000000000000000001")
+
+    api.effects[wait] = recreated
+    reads = key_reads(api, "node-1")
+    up(api, state, cloud, loaded, Recorder())
+    assert key_reads(api, "node-1") == reads + 1
+
+
+def test_a_refused_start_stops_up_and_replaces_nothing(
+    api: FakeCompute, state: ClusterState
+) -> None:
+    cloud, loaded, _ = stopped_cluster(api, state)
+    applies = len(cloud.applies)
+    api.error(
+        f"projects/{P}/zones/{A}/instances/t-node-1/start",
+        403,
+        "Required 'compute.instances.start' permission for 'projects/p/zones/us-central1-a/"
+        "instances/t-node-1'",
+        "forbidden",
+        method="POST",
+    )
+    with pytest.raises(ProvisionError) as caught:
+        up(api, state, cloud, loaded, Recorder())
+    assert "permission denied reading start of t-node-1" in caught.value.message
+    assert len(cloud.applies) == applies
+
+
 def test_replace_nodes_recreates_only_those_in_the_cluster_zone(
     api: FakeCompute, state: ClusterState
 ) -> None:

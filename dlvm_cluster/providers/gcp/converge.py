@@ -17,16 +17,19 @@ also replace them, since `zone` is ForceNew on google_compute_instance, but one 
 then create in the new zone while the old nodes are still being deleted, so their GPUs could
 still count against the region's quota; the separate apply frees them first and says so.
 
-A preempted Spot node is recreated on the next `up`: a deleted one by a plain apply, a stopped
-one with `apply -replace`. Google's client library is imported only inside the functions that
-call the API.
+A node that is down is brought back before preflight: a stopped or suspended VM (stopped by
+its user, or by host maintenance) is started or resumed through the API, keeping its disk and
+host keys; a preempted Spot node is recreated, a deleted one by a plain apply, a stopped one
+with `apply -replace`, as is a VM that would not start. Terraform still runs afterwards: a
+started VM may have a new external IP. Google's client library is imported only inside the
+functions that call the API.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -46,11 +49,16 @@ from dlvm_cluster.providers.gcp.failover import (
 )
 from dlvm_cluster.providers.gcp.hostkeys import (
     node_refs,
+    node_refs_for,
     read_host_keys,
     with_host_keys,
 )
 from dlvm_cluster.providers.gcp.instances import (
+    InstanceState,
+    Recovery,
+    instance_id,
     replace_addresses,
+    wake,
 )
 from dlvm_cluster.providers.gcp.preflight import PreflightReport, preflight
 from dlvm_cluster.providers.gcp.report import applied_tfvars, node_states, warning_lines
@@ -105,18 +113,17 @@ def provision_gcp(
     previous = request.previous
     home = _applied_zone(state) if previous is not None else None
     replace: list[str] = []
+    pinned: dict[str, tuple[str, str]] = {}
     if previous is not None and home is not None:
         progress.stage("checking nodes")
         states = node_states(api, provider.project, home, previous)
-        replace = replace_addresses(states)
-        down = {name: s for name, s in states.items() if s.needs_recreate}
-        for name, node_state in sorted(down.items()):
-            progress.note(f"{name} is {node_state.label}: it will be recreated")
         unchanged = (
             not module_changed and request.applied and len(previous.nodes) == spec.nodes.count
         )
         if unchanged and all(s.status == "RUNNING" for s in states.values()):
             return previous, False
+        if home in provider.zones:  # else every node is recreated in another zone
+            replace, pinned = _bring_back(request, api, home, states)
     progress.stage("preflight")
     report = preflight(spec, api, existing_nodes=len(previous.nodes) if previous else 0)
     for line in warning_lines(spec, report.warnings):
@@ -135,7 +142,40 @@ def provision_gcp(
     loop = _Failover(spec, state, module, terraform, progress, report=report, keep=keep)
     # Moving zones recreates every node anyway: no -replace for addresses left behind.
     result, changed = loop.run(home if keep else None, replace if keep else [])
-    return _inventory(request, api, result, report.gpus_per_node), changed
+    return _inventory(request, api, result, report.gpus_per_node, pinned), changed
+
+
+def _bring_back(
+    request: Converge, api: ComputeClients, zone: str, states: Mapping[str, InstanceState]
+) -> tuple[list[str], dict[str, tuple[str, str]]]:
+    """Start or resume the nodes that are stopped or suspended, and say what happens to each
+    node that is down. Returns the `-replace` addresses (preempted nodes, and those that would
+    not start) and, for each node started again, its pinned host key and VM id: the same VM
+    keeps its disk and so its host keys."""
+    assert request.previous is not None
+    progress, project = request.progress, gcp_provider(request.spec).project
+    keys = {node.name: node.host_key for node in request.previous.nodes}
+    refs = {ref.name: ref for ref in node_refs_for(request.previous.cluster, zone, states)}
+    replace = replace_addresses(dict(states))
+    pinned: dict[str, tuple[str, str]] = {}
+    for name in sorted(states, key=_rank_of):
+        state = states[name]
+        if state.needs_recreate:
+            progress.note(f"{name} is {state.label}: it will be recreated")
+            continue
+        if state.recovery not in (Recovery.START, Recovery.RESUME):
+            continue
+        verb = "resuming" if state.recovery is Recovery.RESUME else "starting"
+        progress.note(f"{name} is {state.label}: {verb} it (its disk and host keys are kept)")
+        woken = wake(api, project, refs[name])
+        if woken.gone:
+            progress.note(f"{name}: {woken.failed}; it will be recreated")
+        elif woken.failed:
+            progress.note(f"{verb} {name} failed ({woken.failed}): it will be recreated")
+            replace.append(instance_address(name))
+        else:
+            pinned[name] = (keys.get(name, ""), state.instance_id)
+    return replace, pinned
 
 
 def replace_gcp_nodes(
@@ -160,11 +200,31 @@ def replace_gcp_nodes(
     return _inventory(request, api, result, gpus)
 
 
-def _inventory(request: Converge, api: ComputeClients, result: RunResult, gpus: int) -> Inventory:
-    """The nodes Terraform reports, with the host keys each VM published through the API."""
+def _inventory(
+    request: Converge,
+    api: ComputeClients,
+    result: RunResult,
+    gpus: int,
+    pinned: Mapping[str, tuple[str, str]] | None = None,
+) -> Inventory:
+    """The nodes Terraform reports, with the host keys each VM published through the API.
+
+    `pinned`: node -> (host key, VM id) of the nodes started again by this `up`. While the VM
+    id is the same, the disk and its keys are too, and the pinned key is kept unread; a new id
+    (Terraform recreated it) means new keys, read as for any new VM.
+    """
     request.progress.stage("reading host keys")
     outputs = result.outputs
-    keys = read_host_keys(api, gcp_provider(request.spec).project, node_refs(outputs))
+    project = gcp_provider(request.spec).project
+    keys: dict[str, str] = {}
+    unknown = []
+    for ref in node_refs(outputs):
+        key, vm_id = (pinned or {}).get(ref.name, ("", ""))
+        if key and vm_id and instance_id(api, project, ref) == vm_id:
+            keys[ref.name] = key
+        else:
+            unknown.append(ref)
+    keys.update(read_host_keys(api, project, unknown))
     return from_terraform_outputs(
         request.spec.name, with_host_keys(outputs, keys), env={}, gpus_per_node=gpus
     )

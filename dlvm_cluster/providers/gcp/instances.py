@@ -1,25 +1,52 @@
-"""Instance states for `status`: what Compute Engine says of each node, preemption included.
+"""Instance states for `status` and `up`: what Compute Engine says of each node, preemption
+included, and how `up` brings a node that is down back.
 
 A preempted Spot VM shows as TERMINATED (termination action STOP) or disappears (DELETE, dlvm's
 default). Either way the zone keeps a `compute.instances.preempted` operation naming it, which
 tells a preemption from a user's stop or delete.
+
+A VM that is stopped (by its user, or by host maintenance when automatic restart is off, as
+compact placement sets it) or suspended keeps its boot disk and host keys: `up` starts or
+resumes it (instances.start, instances.resume) instead of replacing it. Only a preempted or
+missing VM, or one whose start fails, is recreated.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
+from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.providers.base import NodeState
 from dlvm_cluster.providers.gcp.credentials import REQUEST_TIMEOUT, ComputeClients, call_api
+from dlvm_cluster.providers.gcp.failover import classify_operation_error
 from dlvm_cluster.providers.gcp.hostkeys import NodeRef
 from dlvm_cluster.providers.gcp.tfvars import instance_address
 
 PREEMPTED_OPERATION = "compute.instances.preempted"
 MISSING = "MISSING"
-_DOWN = {"TERMINATED", "STOPPED", "STOPPING", "SUSPENDED", "SUSPENDING", MISSING}
+_STOPPED = {"TERMINATED", "STOPPED", "STOPPING"}
+_SUSPENDED = {"SUSPENDED", "SUSPENDING"}
+_SETTLING = {"STOPPING", "SUSPENDING"}
+_DOWN = _STOPPED | _SUSPENDED | {MISSING}
+# zoneOperations.wait returns when the operation is done or after about two minutes.
+OPERATION_WAITS = 10
+SETTLE_ATTEMPTS = 30
+SETTLE_INTERVAL = 10.0
+
+
+class Recovery(StrEnum):
+    """What `up` does for a node, from its VM's state."""
+
+    NONE = "none"  # running, or on its way there
+    START = "start"  # stopped: instances.start
+    RESUME = "resume"  # suspended: instances.resume
+    REPLACE = "replace"  # preempted: `apply -replace`
+    CREATE = "create"  # missing: a plain apply makes it
 
 
 @dataclass(frozen=True)
@@ -30,6 +57,7 @@ class InstanceState:
     status: str  # RUNNING, PROVISIONING, STAGING, TERMINATED, ... or MISSING (no such VM)
     preempted: bool
     spot: bool
+    instance_id: str = ""  # changes when the VM is recreated
 
     @property
     def label(self) -> str:
@@ -46,9 +74,21 @@ class InstanceState:
         return NodeState.STOPPED if self.status in _DOWN else NodeState.RUNNING
 
     @property
+    def recovery(self) -> Recovery:
+        """How `up` brings this node back: a stopped or suspended VM keeps its disk and host
+        keys, so it is started or resumed; a preempted one is recreated."""
+        if self.status == MISSING:
+            return Recovery.CREATE
+        if self.status not in _DOWN:
+            return Recovery.NONE
+        if self.preempted:
+            return Recovery.REPLACE
+        return Recovery.RESUME if self.status in _SUSPENDED else Recovery.START
+
+    @property
     def needs_recreate(self) -> bool:
-        """Down for good: `up` has to recreate it (a plain apply does for a MISSING one)."""
-        return self.status in _DOWN
+        """Preempted or missing: `up` recreates it (a plain apply does for a MISSING one)."""
+        return self.recovery in (Recovery.REPLACE, Recovery.CREATE)
 
 
 def instance_states(
@@ -57,25 +97,25 @@ def instance_states(
     """node name -> state; one call per node, plus one per zone that has a node down."""
     from google.api_core import exceptions
 
-    found: dict[str, tuple[str, bool, str]] = {}
+    found: dict[str, tuple[str, bool, str, str]] = {}
     for node in nodes:
         try:
             vm = _get_instance(clients, project, node)
         except exceptions.NotFound:
-            found[node.name] = (MISSING, False, "")
+            found[node.name] = (MISSING, False, "", "")
             continue
         spot = str(vm.scheduling.provisioning_model) == "SPOT" or bool(vm.scheduling.preemptible)
-        found[node.name] = (str(vm.status), spot, str(vm.last_start_timestamp))
+        found[node.name] = (str(vm.status), spot, str(vm.last_start_timestamp), str(vm.id or ""))
     preemptions: dict[str, dict[str, str]] = {}
     for zone in sorted({n.zone for n in nodes if found[n.name][0] in _DOWN}):
         preemptions[zone] = preempted_instances(clients, project, zone)
     states = {}
     for node in nodes:
-        status, spot, started = found[node.name]
+        status, spot, started, instance_id = found[node.name]
         when = preemptions.get(node.zone, {}).get(node.instance)
         preempted = status in _DOWN and when is not None and _after(when, started)
         states[node.name] = InstanceState(
-            node.name, status, preempted=preempted, spot=spot or preempted
+            node.name, status, preempted=preempted, spot=spot or preempted, instance_id=instance_id
         )
     return states
 
@@ -123,9 +163,109 @@ def _after(first: str, second: str) -> bool:
 
 
 def replace_addresses(states: dict[str, InstanceState]) -> list[str]:
-    """Terraform addresses to pass as `apply -replace` so `up` recreates the nodes that are down."""
+    """Terraform addresses to pass as `apply -replace` so `up` recreates the preempted nodes
+    (a missing one needs no -replace; a stopped or suspended one is started instead)."""
     return [
         instance_address(name)
         for name, state in sorted(states.items())
-        if state.needs_recreate and state.status != MISSING
+        if state.recovery is Recovery.REPLACE
     ]
+
+
+def instance_id(clients: ComputeClients, project: str, node: NodeRef) -> str:
+    """The VM's id now ("" if it is gone): a different id means a different VM."""
+    from google.api_core import exceptions
+
+    try:
+        return str(_get_instance(clients, project, node).id or "")
+    except exceptions.NotFound:
+        return ""
+
+
+@dataclass(frozen=True)
+class Woken:
+    """How a start or resume went: `failed` says why it did not (empty when it runs)."""
+
+    failed: str = ""
+    gone: bool = False  # deleted meanwhile: a plain apply recreates it
+
+
+_GONE = "it was deleted meanwhile"
+
+
+def wake(
+    clients: ComputeClients,
+    project: str,
+    node: NodeRef,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Woken:
+    """Start (or resume) a stopped (or suspended) VM and wait for the zone operation.
+
+    A failed operation (no capacity to start it, ...) or a VM that never leaves STOPPING or
+    SUSPENDING comes back as the reason; a refused request (permissions, credentials) raises,
+    since recreating the VM would only lose its disk.
+    """
+    from google.api_core import exceptions
+    from google.cloud import compute_v1
+
+    status = _settled_status(clients, project, node, sleep)
+    if status in _SETTLING:
+        return Woken(f"it stayed {status.lower()} for {SETTLE_ATTEMPTS * SETTLE_INTERVAL:.0f}s")
+    if status == MISSING:
+        return Woken(_GONE, gone=True)
+    if status not in _DOWN:
+        return Woken()  # started by someone else meanwhile
+    verb = "resume" if status in _SUSPENDED else "start"
+    request = getattr(clients.instances, f"{verb}_unary")
+    try:
+        operation = call_api(
+            f"{verb} of {node.instance}",
+            project,
+            lambda: request(
+                project=project, zone=node.zone, instance=node.instance, timeout=REQUEST_TIMEOUT
+            ),
+        )
+    except exceptions.NotFound:
+        return Woken(_GONE, gone=True)
+    for _ in range(OPERATION_WAITS):
+        if operation.status == compute_v1.Operation.Status.DONE:
+            break
+        operation = _wait_for(clients, project, node.zone, str(operation.name))
+    else:
+        raise ProvisionError(
+            f"the {verb} of {node.instance} did not finish",
+            hint="run `dlvm up` again; the operation may still complete on its own",
+        )
+    decision = classify_operation_error(operation)
+    return Woken() if decision is None else Woken(decision.reason)
+
+
+def _wait_for(clients: ComputeClients, project: str, zone: str, operation: str) -> Any:
+    """The zone operation once done, or as it stands when the API's wait returns first."""
+    return call_api(
+        f"operation {operation}",
+        project,
+        lambda: clients.zone_operations.wait(
+            project=project, zone=zone, operation=operation, timeout=REQUEST_TIMEOUT * 5
+        ),
+    )
+
+
+def _settled_status(
+    clients: ComputeClients, project: str, node: NodeRef, sleep: Callable[[float], None]
+) -> str:
+    """The VM's status once it is no longer stopping or suspending (or the last one seen)."""
+    from google.api_core import exceptions
+
+    status = ""
+    for attempt in range(SETTLE_ATTEMPTS):
+        try:
+            status = str(_get_instance(clients, project, node).status)
+        except exceptions.NotFound:
+            return MISSING
+        if status not in _SETTLING:
+            return status
+        if attempt + 1 < SETTLE_ATTEMPTS:
+            sleep(SETTLE_INTERVAL)
+    return status
