@@ -285,7 +285,8 @@ class _Failover:
     def _next(self, zone: str, decision: FailoverDecision, cause: ProvisionError) -> str:
         tried = [tried_zone for tried_zone, _ in self.attempts]
         self.suggested = [*decision.zones_hint, *self.suggested]
-        elsewhere = [z for z in decision.zones_hint if z not in self.zones and z not in tried]
+        listed = gcp_provider(self.spec).zones  # preflight already said why it dropped any
+        elsewhere = [z for z in decision.zones_hint if z not in listed]
         if decision.try_next_zone and elsewhere:
             self.progress.note(
                 f"Google says {', '.join(elsewhere)} {'has' if len(elsewhere) == 1 else 'have'} "
