@@ -18,9 +18,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from dlvm_cluster.providers.gcp.credentials import ComputeClients, compute_clients
+from dlvm_cluster.providers.gcp.tfvars import DLVM_IMAGE_PROJECT
 
 API = "https://www.googleapis.com/compute/v1"
-DLVM_PROJECT = "deeplearning-platform-release"
 # The guestOsFeatures `gcloud compute images describe` shows for Ubuntu 22.04 images, which the
 # Deep Learning VM images are built on.
 DLVM_GUEST_OS_FEATURES = ("VIRTIO_SCSI_MULTIQUEUE", "SEV_CAPABLE", "UEFI_COMPATIBLE", "GVNIC")
@@ -160,9 +160,9 @@ class FakeCompute:
         """images.getFromFamily of a Deep Learning VM family, with the guestOsFeatures and
         architecture real images carry and, when given, a deprecation status naming its
         successor (DeprecationStatus.replacement is the successor's URL)."""
-        self.image_family(DLVM_PROJECT, family, name, disk_gb)
+        self.image_family(DLVM_IMAGE_PROJECT, family, name, disk_gb)
         body = self.routes[
-            ("GET", f"/compute/v1/projects/{DLVM_PROJECT}/global/images/family/{family}")
+            ("GET", f"/compute/v1/projects/{DLVM_IMAGE_PROJECT}/global/images/family/{family}")
         ][0][1]
         body["architecture"] = "X86_64"
         body["guestOsFeatures"] = [{"type": feature} for feature in features]
@@ -173,7 +173,7 @@ class FakeCompute:
             }
             if replacement:
                 body["deprecated"]["replacement"] = (
-                    f"{API}/projects/{DLVM_PROJECT}/global/images/{replacement}"
+                    f"{API}/projects/{DLVM_IMAGE_PROJECT}/global/images/{replacement}"
                 )
 
     def project_metadata(self, project: str, items: dict[str, str]) -> None:
