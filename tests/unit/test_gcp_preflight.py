@@ -266,6 +266,9 @@ def test_gpus_the_api_reports_for_a_family_dlvm_renders_as_cpu_are_refused(
         "g9-standard-48 carries 1 x nvidia-rtx-pro-6000 (Compute Engine API), but dlvm does "
         "not know the g9 family as a GPU family"
     )
+    assert error.hint.startswith(
+        "use a machine type of a family dlvm knows (a2, a3, a4, a4x, g2, g4"
+    )
 
 
 def test_zone_down_is_skipped_and_all_down_fails(api: FakeCompute) -> None:

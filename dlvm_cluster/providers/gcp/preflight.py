@@ -297,8 +297,9 @@ def _check_zone_offers(
             f"{shape.machine_type} carries {n} x {kind} (Compute Engine API), but dlvm does "
             f"not know the {shapes.family(shape.machine_type)} family as a GPU family and would "
             "make CPU nodes (no GPU driver, live migration, which GPU VMs cannot do)",
-            hint="use a machine type of a family dlvm knows (a2, a3, a4, a4x, g2, g4, or n1 "
-            "with nodes.accelerator), or a dlvm release that knows this family",
+            hint="use a machine type of a family dlvm knows ("
+            + ", ".join(prefix.rstrip("-") for prefix in shapes.BUILT_IN_GPU_PREFIXES)
+            + ", or n1 with nodes.accelerator), or a dlvm release that knows this family",
         )
     if built_in:
         wanted = spec.nodes.accelerator
