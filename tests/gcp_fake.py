@@ -18,8 +18,12 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from dlvm_cluster.providers.gcp.credentials import ComputeClients, compute_clients
+from dlvm_cluster.providers.gcp.tfvars import DLVM_IMAGE_PROJECT
 
 API = "https://www.googleapis.com/compute/v1"
+# The guestOsFeatures `gcloud compute images describe` shows for Ubuntu 22.04 images, which the
+# Deep Learning VM images are built on.
+DLVM_GUEST_OS_FEATURES = ("VIRTIO_SCSI_MULTIQUEUE", "SEV_CAPABLE", "UEFI_COMPATIBLE", "GVNIC")
 Response = tuple[int, dict[str, Any]]
 
 
@@ -154,6 +158,44 @@ class FakeCompute:
         if deprecated:
             body["deprecated"] = {"state": deprecated}
         self.set(f"projects/{project}/global/images/family/{family}", body)
+
+    def dlvm_image_family(
+        self,
+        family: str,
+        name: str,
+        disk_gb: int,
+        *,
+        features: tuple[str, ...] = DLVM_GUEST_OS_FEATURES,
+        deprecated: str | None = None,
+        replacement: str | None = None,
+    ) -> None:
+        """images.getFromFamily of a Deep Learning VM family, with the guestOsFeatures and
+        architecture real images carry and, when given, a deprecation status naming its
+        successor (DeprecationStatus.replacement is the successor's URL)."""
+        self.image_family(DLVM_IMAGE_PROJECT, family, name, disk_gb)
+        body = self.routes[
+            ("GET", f"/compute/v1/projects/{DLVM_IMAGE_PROJECT}/global/images/family/{family}")
+        ][0][1]
+        body["architecture"] = "X86_64"
+        body["guestOsFeatures"] = [{"type": feature} for feature in features]
+        if deprecated:
+            body["deprecated"] = {
+                "state": deprecated,
+                "deprecated": "2026-04-13T00:00:00.000-07:00",
+            }
+            if replacement:
+                body["deprecated"]["replacement"] = (
+                    f"{API}/projects/{DLVM_IMAGE_PROJECT}/global/images/{replacement}"
+                )
+
+    def project_metadata(self, project: str, items: dict[str, str]) -> None:
+        """Project-wide metadata (commonInstanceMetadata) on a project set with `project`."""
+        body = self.routes[("GET", f"/compute/v1/projects/{project}")][0][1]
+        body["commonInstanceMetadata"] = {
+            "kind": "compute#metadata",
+            "fingerprint": "qN5ogJjzfUc=",
+            "items": [{"key": key, "value": value} for key, value in items.items()],
+        }
 
     def instance(
         self,

@@ -43,7 +43,7 @@ from dlvm_cluster.providers.gcp.report import (
     gcp_plan_notes,
     price_line,
 )
-from dlvm_cluster.providers.gcp.tfvars import DEFAULT_IMAGE_FAMILY, DLVM_IMAGE_PROJECT
+from dlvm_cluster.providers.gcp.tfvars import DEFAULT_IMAGE_FAMILY
 from dlvm_cluster.provision.terraform import RunResult
 from dlvm_cluster.spec.load import load_spec_text
 from dlvm_cluster.spec.model import LoadedSpec
@@ -239,7 +239,7 @@ def api() -> Iterator[FakeCompute]:
                     f"projects/{P}/zones/{zone}/instances/t-{name}/getGuestAttributes",
                     guest_attributes({"ssh-ed25519": host_key(name)}),
                 )
-        fake.image_family(DLVM_IMAGE_PROJECT, DEFAULT_IMAGE_FAMILY, IMAGE, 100)
+        fake.dlvm_image_family(DEFAULT_IMAGE_FAMILY, IMAGE, 100)
         yield fake
 
 
@@ -679,7 +679,9 @@ def test_plan_notes_warn_and_price(state: ClusterState) -> None:
 
 def test_price_line_says_when_the_table_has_no_row() -> None:
     line = price_line(loaded_spec(machine="a4-highgpu-8g").spec)
-    assert line.startswith("price: not in dlvm's table for a4-highgpu-8g in us-central1")
+    assert line.startswith(
+        "price: not in dlvm's table for a4-highgpu-8g with 8 x nvidia-b200 in us-central1"
+    )
     assert PRICES_AS_OF in line
 
 

@@ -19,7 +19,7 @@ from dlvm_cluster.spec.model import ClusterSpec
 P = "p"
 REGION = "us-central1"
 ZONES = ["us-central1-a", "us-central1-b", "us-central1-c", "us-central1-f"]
-IMAGE = "pytorch-2-7-cu128-ubuntu-2204-nvidia-570-v20260301"
+IMAGE = "pytorch-2-9-cu129-ubuntu-2204-nvidia-580-v20261101"
 REGION_QUOTAS = {
     "CPUS": (2400.0, 0.0),
     "NVIDIA_T4_GPUS": (8.0, 0.0),
@@ -27,6 +27,7 @@ REGION_QUOTAS = {
     "NVIDIA_L4_GPUS": (8.0, 0.0),
     "PREEMPTIBLE_NVIDIA_L4_GPUS": (16.0, 2.0),
     "NVIDIA_A100_GPUS": (16.0, 0.0),
+    "NVIDIA_RTX_PRO_6000_GPUS": (8.0, 0.0),
 }
 
 
@@ -56,7 +57,8 @@ def api() -> Iterator[FakeCompute]:
             fake.machine_type(P, zone, "n1-standard-8")
             fake.machine_type(P, zone, "g2-standard-12", ("nvidia-l4", 1))
             fake.machine_type(P, zone, "a2-highgpu-2g", ("nvidia-tesla-a100", 2))
-        fake.image_family(DLVM_IMAGE_PROJECT, DEFAULT_IMAGE_FAMILY, IMAGE, 100)
+            fake.machine_type(P, zone, "g4-standard-96", ("nvidia-rtx-pro-6000", 2))
+        fake.dlvm_image_family(DEFAULT_IMAGE_FAMILY, IMAGE, 100)
         yield fake
 
 
@@ -184,11 +186,92 @@ def test_disk_smaller_than_the_image(api: FakeCompute) -> None:
     assert error.hint == "set nodes.disk_gb to at least 250"
 
 
-def test_obsolete_image_fails_and_deprecated_warns(api: FakeCompute) -> None:
-    api.image_family(DLVM_IMAGE_PROJECT, DEFAULT_IMAGE_FAMILY, IMAGE, 100, "DEPRECATED")
-    assert any("deprecated" in w for w in preflight(spec_of(T4), api.clients()).warnings)
-    api.image_family(DLVM_IMAGE_PROJECT, DEFAULT_IMAGE_FAMILY, IMAGE, 100, "OBSOLETE")
-    assert "is obsolete" in failure(spec_of(T4), api).message
+SUCCESSOR = "pytorch-2-9-cu129-ubuntu-2204-nvidia-580-v20261201"
+
+
+def test_deprecated_image_warns_and_names_its_successor(api: FakeCompute) -> None:
+    api.dlvm_image_family(
+        DEFAULT_IMAGE_FAMILY, IMAGE, 100, deprecated="DEPRECATED", replacement=SUCCESSOR
+    )
+    [warning] = preflight(spec_of(T4), api.clients()).warnings
+    assert warning.startswith(f"image {IMAGE} is DEPRECATED: it gets no more updates")
+    assert f"its successor is projects/{DLVM_IMAGE_PROJECT}/global/images/{SUCCESSOR}" in warning
+
+
+@pytest.mark.parametrize("state", ["OBSOLETE", "DELETED"])
+def test_obsolete_or_deleted_image_fails_and_names_its_successor(
+    api: FakeCompute, state: str
+) -> None:
+    api.dlvm_image_family(DEFAULT_IMAGE_FAMILY, IMAGE, 100, deprecated=state, replacement=SUCCESSOR)
+    error = failure(spec_of(T4), api)
+    assert error.message == f"image {IMAGE} is {state}: Compute Engine creates no VMs from it"
+    assert error.hint.startswith(
+        f"its successor is projects/{DLVM_IMAGE_PROJECT}/global/images/{SUCCESSOR}: "
+        "set nodes.image to it"
+    )
+
+
+def test_deprecated_image_without_a_successor_points_to_the_families(api: FakeCompute) -> None:
+    api.dlvm_image_family(DEFAULT_IMAGE_FAMILY, IMAGE, 100, deprecated="OBSOLETE")
+    assert failure(spec_of(T4), api).hint.startswith(
+        "set nodes.image to a current family; list the families with: gcloud compute images"
+    )
+
+
+def test_image_without_gvnic_warns_for_nodes_that_get_a_gvnic(api: FakeCompute) -> None:
+    api.dlvm_image_family(DEFAULT_IMAGE_FAMILY, IMAGE, 100, features=("UEFI_COMPATIBLE",))
+    [warning] = preflight(spec_of(A100), api.clients()).warnings
+    assert warning.startswith(
+        f"image {IMAGE} does not list the GVNIC guest OS feature, but a2-highgpu-2g nodes get "
+        "a gVNIC network interface"
+    )
+    # N1 nodes keep the default virtio NIC: nothing to say.
+    assert preflight(spec_of(T4), api.clients()).warnings == ()
+
+
+def test_project_enforcing_os_login_warns_what_to_do(api: FakeCompute) -> None:
+    api.project_metadata(P, {"enable-oslogin": "FALSE", "startup-script": "true"})
+    assert preflight(spec_of(T4), api.clients()).warnings == ()
+    api.project_metadata(P, {"enable-oslogin": "true"})
+    [warning] = preflight(spec_of(T4), api.clients()).warnings
+    assert warning.startswith("project p sets enable-oslogin=TRUE in its metadata")
+    assert "constraints/compute.requireOsLogin" in warning
+    assert "ssh-keys metadata" in warning
+    assert (
+        "gcloud resource-manager org-policies describe compute.requireOsLogin --project p "
+        "--effective" in warning
+    )
+
+
+G4 = "  count: 2\n  machine_type: g4-standard-96\n"
+
+
+def test_g4_gpus_and_quota_come_from_the_api(api: FakeCompute) -> None:
+    report = preflight(spec_of(G4), api.clients())
+    assert report.gpus_per_node == 2
+    assert report.warnings == ()
+    api.region(P, REGION, ZONES, {**REGION_QUOTAS, "NVIDIA_RTX_PRO_6000_GPUS": (8.0, 6.0)})
+    assert failure(spec_of(G4), api).message == (
+        "quota NVIDIA_RTX_PRO_6000_GPUS in us-central1 is 8 GPUs with 6 in use; this cluster "
+        "needs 4 more"
+    )
+
+
+def test_gpus_the_api_reports_for_a_family_dlvm_renders_as_cpu_are_refused(
+    api: FakeCompute,
+) -> None:
+    # A family newer than dlvm's table: the API says it has GPUs, so a CPU render (no driver,
+    # live migration) would be refused by Compute Engine after the network exists.
+    for zone in ZONES[:2]:
+        api.machine_type(P, zone, "g9-standard-48", ("nvidia-rtx-pro-6000", 1))
+    error = failure(spec_of("  count: 1\n  machine_type: g9-standard-48\n"), api)
+    assert error.message.startswith(
+        "g9-standard-48 carries 1 x nvidia-rtx-pro-6000 (Compute Engine API), but dlvm does "
+        "not know the g9 family as a GPU family"
+    )
+    assert error.hint.startswith(
+        "use a machine type of a family dlvm knows (a2, a3, a4, a4x, g2, g4"
+    )
 
 
 def test_zone_down_is_skipped_and_all_down_fails(api: FakeCompute) -> None:

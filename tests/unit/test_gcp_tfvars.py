@@ -60,7 +60,7 @@ def test_a100_torchrun_example_renders_field_by_field() -> None:
         "guest_accelerators": [],
         "install_nvidia_driver": True,
         "image": "projects/deeplearning-platform-release/global/images/family/"
-        "pytorch-2-7-cu128-ubuntu-2204-nvidia-570",
+        "pytorch-2-9-cu129-ubuntu-2204-nvidia-580",
         "disk_gb": 200,
         "disk_type": "pd-balanced",
         "spot": False,
@@ -88,8 +88,9 @@ def test_spot_l4_horovod_example_renders_field_by_field() -> None:
         "machine_type": "g2-standard-12",
         "guest_accelerators": [],
         "install_nvidia_driver": True,
-        "image": f"projects/deeplearning-platform-release/global/images/family/"
-        f"{DEFAULT_IMAGE_FAMILY}",
+        # No nodes.image: the default family, one with patch support.
+        "image": "projects/deeplearning-platform-release/global/images/family/"
+        "pytorch-2-9-cu129-ubuntu-2204-nvidia-580",
         "disk_gb": 150,
         "disk_type": "pd-balanced",
         "spot": True,
@@ -111,6 +112,15 @@ def test_examples_say_what_they_are_and_load() -> None:
         text = (REPO / "examples" / name).read_text()
         assert text.startswith("# ")
         assert load_spec(REPO / "examples" / name).spec.provider.kind == "gcp"
+
+
+def test_readme_and_examples_name_the_default_image_family() -> None:
+    readme = (REPO / "README.md").read_text()
+    google_cloud = readme[readme.index("## Google Cloud") :]
+    assert f"`{DEFAULT_IMAGE_FAMILY}`" in google_cloud[: google_cloud.index("\n## ", 3)]
+    for name in ("gcp-a100-torchrun.yaml", "gcp-spot-l4-horovod.yaml"):
+        image = example(name).nodes.image
+        assert image in (None, DEFAULT_IMAGE_FAMILY), name
 
 
 def test_n1_with_t4_attaches_the_gpus_and_has_no_gvnic() -> None:
@@ -137,6 +147,63 @@ def test_a_gpu_alone_picks_its_machine_type() -> None:
     assert node_shape(spec.nodes).machine_type == "g2-standard-48"
     spec = spec_of("  count: 1\n  accelerator: {type: nvidia-tesla-v100, count: 1}\n")
     assert gcp_tfvars(spec, public_key=KEY)["machine_type"] == "n1-standard-8"
+
+
+# Every accelerator-optimized type Google documents, with the GPUs built into it.
+BUILT_IN = [
+    *[(f"a2-highgpu-{n}g", "nvidia-tesla-a100", n) for n in (1, 2, 4, 8)],
+    ("a2-megagpu-16g", "nvidia-tesla-a100", 16),
+    *[(f"a2-ultragpu-{n}g", "nvidia-a100-80gb", n) for n in (1, 2, 4, 8)],
+    *[(f"a3-highgpu-{n}g", "nvidia-h100-80gb", n) for n in (1, 2, 4, 8)],
+    ("a3-highgpu-8g-nolssd", "nvidia-h100-80gb", 8),
+    ("a3-edgegpu-8g", "nvidia-h100-80gb", 8),
+    ("a3-megagpu-8g", "nvidia-h100-mega-80gb", 8),
+    ("a3-ultragpu-8g", "nvidia-h200-141gb", 8),
+    ("a4-highgpu-8g", "nvidia-b200", 8),
+    ("a4-highgpu-8g-lowmem", "nvidia-b200", 8),
+    ("a4x-highgpu-4g", "nvidia-gb200", 4),
+    *[(f"g2-standard-{n}", "nvidia-l4", 1) for n in (4, 8, 12, 16, 32)],
+    ("g2-standard-24", "nvidia-l4", 2),
+    ("g2-standard-48", "nvidia-l4", 4),
+    ("g2-standard-96", "nvidia-l4", 8),
+    ("g4-standard-48", "nvidia-rtx-pro-6000", 1),
+    ("g4-standard-96", "nvidia-rtx-pro-6000", 2),
+    ("g4-standard-192", "nvidia-rtx-pro-6000", 4),
+    ("g4-standard-384", "nvidia-rtx-pro-6000", 8),
+]
+
+
+@pytest.mark.parametrize(("machine", "gpu", "count"), BUILT_IN)
+def test_every_gpu_machine_type_renders_as_a_gpu_node(machine: str, gpu: str, count: int) -> None:
+    spec = spec_of(f"  count: 1\n  machine_type: {machine}\n")
+    shape = node_shape(spec.nodes)
+    assert (shape.gpu_type, shape.gpus, shape.attached) == (gpu, count, ())
+    tfvars = gcp_tfvars(spec, public_key=KEY)
+    # The driver, and with it on_host_maintenance TERMINATE; GPUs come with the type.
+    assert tfvars["install_nvidia_driver"] is True
+    assert tfvars["guest_accelerators"] == []
+    assert tfvars["nic_type"] == "GVNIC"
+
+
+def test_g4_renders_field_by_field() -> None:
+    spec = spec_of("  count: 2\n  machine_type: g4-standard-384\n")
+    tfvars = gcp_tfvars(spec, public_key=KEY)
+    assert {key: tfvars[key] for key in ("machine_type", "install_nvidia_driver", "disk_type")} == {
+        "machine_type": "g4-standard-384",
+        "install_nvidia_driver": True,
+        # G4 boots from Hyperdisk only.
+        "disk_type": "hyperdisk-balanced",
+    }
+    assert gpus_per_node(spec) == 8
+    only_gpu = spec_of("  count: 1\n  accelerator: {type: nvidia-rtx-pro-6000, count: 4}\n")
+    assert node_shape(only_gpu.nodes).machine_type == "g4-standard-192"
+
+
+def test_gpu_family_type_missing_from_the_table_still_gets_the_driver() -> None:
+    # A fractional G4 shape: preflight reads its GPUs from the API.
+    spec = spec_of("  count: 1\n  machine_type: g4-standard-6\n")
+    assert node_shape(spec.nodes).gpus is None
+    assert gcp_tfvars(spec, public_key=KEY)["install_nvidia_driver"] is True
 
 
 def test_existing_network_and_options_pass_through() -> None:

@@ -86,10 +86,10 @@ def preflight(
     provider = gcp_provider(spec)
     warnings = spec_warnings(spec)
     project = _get_project(clients, provider)
+    warnings.extend(_os_login_warnings(project, provider))
     region = _get_region(clients, provider)
     image = _check_image(clients, spec, provider)
-    if _deprecation(image) == "DEPRECATED":
-        warnings.append(f"image {image.name} is deprecated: a newer one may exist in its family")
+    warnings.extend(_image_warnings(image, spec))
     zones = _usable_zones(clients, provider, region, warnings)
     gpus = 0
     for zone in zones:
@@ -163,8 +163,8 @@ def _check_image(clients: ComputeClients, spec: ClusterSpec, provider: GcpProvid
         ) from exc
     if _deprecation(image) in ("OBSOLETE", "DELETED"):
         raise ProvisionError(
-            f"image {image.name} is {_deprecation(image).lower()}",
-            hint="set nodes.image to a current family; " + FAMILY_LIST_HINT,
+            f"image {image.name} is {_deprecation(image)}: Compute Engine creates no VMs from it",
+            hint=_replacement_advice(image) + "; " + FAMILY_LIST_HINT,
         )
     if spec.nodes.disk_gb < int(image.disk_size_gb):
         raise ProvisionError(
@@ -184,7 +184,54 @@ def _fetch_image(clients: ComputeClients, ref: ImageRef) -> Any:
 
 
 def _deprecation(image: Any) -> str:
+    """ACTIVE, DEPRECATED, OBSOLETE or DELETED (Image.deprecated.state); "" when not set."""
     return str(image.deprecated.state) if "deprecated" in image else ""
+
+
+def _replacement_advice(image: Any) -> str:
+    """What to use instead of a deprecated image: the successor Google names
+    (Image.deprecated.replacement, a URL), as a nodes.image value, or a current family."""
+    url = str(image.deprecated.replacement) if "deprecated" in image else ""
+    if not url:
+        return "set nodes.image to a current family"
+    successor = url[url.find("projects/") :] if "projects/" in url else url
+    return f"its successor is {successor}: set nodes.image to it, or to a current family"
+
+
+def _image_warnings(image: Any, spec: ClusterSpec) -> list[str]:
+    """A deprecated image still boots, and an image without gVNIC support may boot without a
+    network: both are worth saying before the VMs exist."""
+    warnings = []
+    if _deprecation(image) == "DEPRECATED":
+        warnings.append(
+            f"image {image.name} is DEPRECATED: it gets no more updates and will become "
+            f"obsolete (unusable); {_replacement_advice(image)}"
+        )
+    machine = node_shape(spec.nodes).machine_type
+    features = {str(feature.type_) for feature in image.guest_os_features}
+    if shapes.gvnic(machine) and "GVNIC" not in features:
+        warnings.append(
+            f"image {image.name} does not list the GVNIC guest OS feature, but {machine} nodes "
+            "get a gVNIC network interface: the VMs may come up without a network; use a Deep "
+            "Learning VM image (they support gVNIC) or another image built with GVNIC"
+        )
+    return warnings
+
+
+def _os_login_warnings(project: Any, provider: GcpProvider) -> list[str]:
+    """dlvm puts its key in `ssh-keys` metadata and turns OS Login off on each VM, which
+    overrides the project's `enable-oslogin`, but not an organization policy that enforces it."""
+    metadata = {str(item.key): str(item.value) for item in project.common_instance_metadata.items}
+    if metadata.get("enable-oslogin", "").strip().upper() != "TRUE":
+        return []
+    return [
+        f"project {provider.project} sets enable-oslogin=TRUE in its metadata: dlvm turns OS "
+        "Login off on its VMs, but if an organization policy enforces OS Login "
+        "(constraints/compute.requireOsLogin) the nodes ignore the ssh-keys metadata dlvm "
+        "uses and SSH to them fails. Check with: gcloud resource-manager org-policies "
+        f"describe compute.requireOsLogin --project {provider.project} --effective; if it is "
+        "enforced, ask an administrator to exempt this project, or use a project outside it"
+    ]
 
 
 def _region_zones(region: Any) -> list[str]:
@@ -244,6 +291,16 @@ def _check_zone_offers(
         (str(a.guest_accelerator_type), int(a.guest_accelerator_count))
         for a in machine.accelerators
     ]
+    if built_in and not shape.has_gpus:
+        kind, n = built_in[0]
+        raise ProvisionError(
+            f"{shape.machine_type} carries {n} x {kind} (Compute Engine API), but dlvm does "
+            f"not know the {shapes.family(shape.machine_type)} family as a GPU family and would "
+            "make CPU nodes (no GPU driver, live migration, which GPU VMs cannot do)",
+            hint="use a machine type of a family dlvm knows ("
+            + ", ".join(prefix.rstrip("-") for prefix in shapes.BUILT_IN_GPU_PREFIXES)
+            + ", or n1 with nodes.accelerator), or a dlvm release that knows this family",
+        )
     if built_in:
         wanted = spec.nodes.accelerator
         if wanted and (wanted.type, wanted.count) not in built_in:

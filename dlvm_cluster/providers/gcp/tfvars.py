@@ -21,8 +21,13 @@ from dlvm_cluster.spec.model import ClusterSpec, GcpProvider, Nodes
 from dlvm_cluster.state import ClusterState
 
 DLVM_IMAGE_PROJECT = "deeplearning-platform-release"
-# Resolved at preflight (images.getFromFamily); families come and go, see README "GCP".
-DEFAULT_IMAGE_FAMILY = "pytorch-2-7-cu128-ubuntu-2204-nvidia-570"
+# Resolved at preflight (images.getFromFamily), which also warns when the image is deprecated;
+# families come and go, see README "Google Cloud". PyTorch 2.9 with CUDA 12.9 and the 580 driver
+# has patch support (the 2.7/570 family lost it; the Debian families are deprecated). Of its two
+# siblings, Ubuntu 22.04 is the release the previous default used, so setup steps written for it
+# keep working, and Horovod 0.28.1 (which the L4 example builds) is reported not to build on
+# Python 3.12, the Python of 24.04.
+DEFAULT_IMAGE_FAMILY = "pytorch-2-9-cu129-ubuntu-2204-nvidia-580"
 DEFAULT_SUBNET_CIDR = "10.64.0.0/20"
 # A preempted Spot node is deleted, so the next `up` recreates it with a plain apply.
 SPOT_TERMINATION_ACTION = "DELETE"
@@ -108,7 +113,8 @@ def node_shape(nodes: Nodes) -> NodeShape:
         raise ProvisionError(
             f"GPUs cannot be attached to {machine}",
             hint="use an n1-* machine type for T4, V100, P100 or P4, or a type that carries its "
-            "GPUs (a2-* for A100, a3-* for H100, g2-* for L4) without nodes.accelerator",
+            "GPUs (a2-* for A100, a3-* for H100, g2-* for L4, g4-* for RTX PRO 6000) without "
+            "nodes.accelerator",
         )
     return NodeShape(
         machine, accelerator.type, accelerator.count, ((accelerator.type, accelerator.count),)
