@@ -38,7 +38,6 @@ LOCAL_MAX_NODES = 64
 MAX_NODES = 1000
 ENV_NAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_]*"
 SSH_USER_PATTERN = r"^[a-z_][a-z0-9_-]*$"
-# A DLVM family name, family/NAME, or a full image path (optionally as a self link).
 # GPUs attached to N1 VMs (the only family that takes them), with the counts a VM may have
 # (Compute Engine's GPU table: 1, 2 or 4; V100 also 8). Other types on N1 follow the common rule.
 N1_GPU_COUNTS: dict[str, tuple[int, ...]] = {
@@ -48,6 +47,7 @@ N1_GPU_COUNTS: dict[str, tuple[int, ...]] = {
     "nvidia-tesla-p4": (1, 2, 4),
 }
 N1_DEFAULT_GPU_COUNTS = (1, 2, 4)
+# A DLVM family name, family/NAME, or a full image path (optionally as a self link).
 GCP_IMAGE_PATTERN = (
     r"(https://[a-z.]+/compute/v1/)?projects/[^/\s]+/global/images/(family/)?[a-z][-a-z0-9]*"
     r"|(family/)?[a-z][-a-z0-9]*"
@@ -327,7 +327,7 @@ def _gcp_problems(
             (
                 ("nodes", "image"),
                 "must be a Deep Learning VM image family (e.g. "
-                "pytorch-2-7-cu128-ubuntu-2204-nvidia-570), family/NAME, or "
+                "pytorch-2-9-cu129-ubuntu-2204-nvidia-580), family/NAME, or "
                 "projects/PROJECT/global/images/[family/]NAME",
             )
         )

@@ -6,6 +6,8 @@ AcceleratorType.maximum_cards_per_instance); these tables give offline defaults 
 
 from __future__ import annotations
 
+from dlvm_cluster.spec.model import N1_GPU_COUNTS
+
 # Machine types whose GPUs come with the machine: no guest_accelerator is sent for them. A type
 # of these families that the table below lacks still gets the GPU driver and TERMINATE; preflight
 # reads its GPUs from the API (MachineType.accelerators).
@@ -64,8 +66,8 @@ _BUILT_IN_BY_GPU: dict[str, dict[int, str]] = {
         8: "g4-standard-384",
     },
 }
-# GPUs attached to N1 VMs (the only family that takes guest accelerators).
-ATTACHABLE_GPUS = ("nvidia-tesla-t4", "nvidia-tesla-v100", "nvidia-tesla-p100", "nvidia-tesla-p4")
+# GPUs attached to N1 VMs (the only family that takes guest accelerators): the spec's table.
+ATTACHABLE_GPUS = tuple(N1_GPU_COUNTS)
 DEFAULT_N1_MACHINE = "n1-standard-8"
 DEFAULT_CPU_MACHINE = "n2-standard-8"
 
