@@ -14,6 +14,7 @@ locals {
   tag            = "dlvm-${var.cluster_name}"
   create_network = var.network == ""
   network        = local.create_network ? google_compute_network.cluster[0].self_link : var.network
+  # The created subnetwork, else the one given, else none (an auto-mode network picks it).
   subnetwork = (
     local.create_network ? google_compute_subnetwork.cluster[0].self_link :
     var.subnetwork == "" ? null : var.subnetwork
@@ -134,6 +135,7 @@ resource "google_compute_instance" "node" {
     subnetwork = local.subnetwork
     nic_type   = var.nic_type == "" ? null : var.nic_type
 
+    # An empty access_config gives the node an ephemeral external address; none, no address.
     dynamic "access_config" {
       for_each = var.public_ip ? [1] : []
 
@@ -141,6 +143,7 @@ resource "google_compute_instance" "node" {
     }
   }
 
+  # Spot VMs cannot restart automatically, and compact placement does not allow it.
   scheduling {
     provisioning_model          = var.spot ? "SPOT" : "STANDARD"
     preemptible                 = var.spot

@@ -35,26 +35,27 @@ from dlvm_cluster.provision.modules import module_dir
 from dlvm_cluster.spec.load import load_spec, load_spec_text
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBr0qYQxTn2e6Eow7Lk2A3oWq4HqRtqMfX7ok6q2ZTXc dlvm-t"
-PROVIDER = """
-name: t
-provider:
-  kind: gcp
-  project: p
-  region: us-central1
-  zones: [us-central1-a, us-central1-b]
-  allowed_ssh_cidrs: [198.51.100.0/24]
-"""
-# One spec of each kind of node the renderer knows: (provider lines, nodes lines).
-SPECS = {
-    "cpu": ("", "  count: 1\n"),
+PROVIDER: dict[str, Any] = {
+    "kind": "gcp",
+    "project": "p",
+    "region": "us-central1",
+    "zones": ["us-central1-a"],
+    "allowed_ssh_cidrs": ["198.51.100.0/24"],
+}
+# One cluster file of each kind of node the renderer knows: (provider settings, nodes).
+SPECS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "cpu": ({}, {"count": 1}),
     "n1-t4": (
-        "",
-        "  count: 2\n  machine_type: n1-standard-8\n"
-        "  accelerator: {type: nvidia-tesla-t4, count: 2}\n",
+        {},
+        {
+            "count": 2,
+            "machine_type": "n1-standard-8",
+            "accelerator": {"type": "nvidia-tesla-t4", "count": 2},
+        },
     ),
     "a3-existing-network": (
-        "  network: shared-vpc\n  subnetwork: gpu-subnet\n  public_ip: false\n",
-        "  count: 1\n  machine_type: a3-highgpu-8g\n  disk_type: hyperdisk-balanced\n",
+        {"network": "shared-vpc", "subnetwork": "gpu-subnet", "public_ip": False},
+        {"count": 1, "machine_type": "a3-highgpu-8g", "disk_type": "hyperdisk-balanced"},
     ),
 }
 EXAMPLES = ("gcp-a100-torchrun.yaml", "gcp-spot-l4-horovod.yaml")
@@ -74,8 +75,9 @@ def schema() -> dict[str, Any]:
 def rendered(case: str) -> dict[str, Any]:
     """The tfvars the renderer writes for one of CASES."""
     if case in SPECS:
-        provider_extra, nodes = SPECS[case]
-        text = PROVIDER + provider_extra + "nodes:\n" + nodes
+        provider, nodes = SPECS[case]
+        # JSON is YAML: the cluster file as the spec loader reads it.
+        text = json.dumps({"name": "t", "provider": {**PROVIDER, **provider}, "nodes": nodes})
         spec = load_spec_text(text, Path("/nowhere/t.yaml")).spec
     else:
         spec = load_spec(REPO / "examples" / case).spec
