@@ -143,7 +143,10 @@ def schema_problems(module: dict[str, list[Any]], schema: dict[str, Any]) -> lis
         for (type_name, name), body in typed(module, kind).items():
             where = f"{kind}.{type_name}.{name}"
             if type_name not in schema[kind]:
-                problems.append(f"{where}: the provider has no {kind} type {type_name!r}")
+                problems.append(
+                    f"{where}: no {kind} type {type_name!r} in the schema (misspelt, or new to "
+                    "the module: run tests/fixtures/google_provider/regenerate.py)"
+                )
                 continue
             problems += body_problems(body, schema[kind][type_name], where, True)
     return problems

@@ -165,7 +165,8 @@ def test_the_schema_check_catches_what_the_provider_would_refuse(schema: dict[st
             f"{instance}: dynamic 'gpu' is not a block of the provider",
             "resource.google_compute_firewall.bad: required argument 'network' is missing",
             "resource.google_compute_firewall.bad.deny: required argument 'protocol' is missing",
-            "data.google_compute_imagez.bad: the provider has no data type 'google_compute_imagez'",
+            "data.google_compute_imagez.bad: no data type 'google_compute_imagez' in the schema "
+            "(misspelt, or new to the module: run tests/fixtures/google_provider/regenerate.py)",
         ]
     )
 
