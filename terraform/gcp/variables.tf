@@ -60,8 +60,7 @@ variable "disk_gb" {
   type        = number
 
   validation {
-    # max(x, 10) is x exactly when x >= 10 (comparison operators are avoided, see main.tf).
-    condition     = contains([var.disk_gb], max(floor(var.disk_gb), 10))
+    condition     = var.disk_gb >= 10 && floor(var.disk_gb) == var.disk_gb
     error_message = "disk_gb must be a whole number of at least 10."
   }
 }
@@ -140,10 +139,10 @@ variable "allowed_ssh_cidrs" {
   type        = list(string)
 
   validation {
-    condition = alltrue(concat(
-      [can(var.allowed_ssh_cidrs[0])],
-      [for cidr in var.allowed_ssh_cidrs : can(cidrhost(cidr, 0))],
-    ))
+    condition = (
+      length(var.allowed_ssh_cidrs) > 0 &&
+      alltrue([for cidr in var.allowed_ssh_cidrs : can(cidrhost(cidr, 0))])
+    )
     error_message = "allowed_ssh_cidrs must be a non-empty list of address ranges such as 203.0.113.7/32."
   }
 }
