@@ -48,6 +48,10 @@ N1_GPU_COUNTS: dict[str, tuple[int, ...]] = {
 }
 N1_DEFAULT_GPU_COUNTS = (1, 2, 4)
 # A DLVM family name, family/NAME, or a full image path (optionally as a self link).
+# A service account's email: user-managed (NAME@PROJECT.iam.gserviceaccount.com) or the
+# Compute Engine default (NUMBER-compute@developer.gserviceaccount.com).
+SERVICE_ACCOUNT_PATTERN = r"[a-z0-9][-a-z0-9._]*@[a-z0-9][-a-z0-9.]*\.gserviceaccount\.com"
+NO_SERVICE_ACCOUNT = "none"
 GCP_IMAGE_PATTERN = (
     r"(https://[a-z.]+/compute/v1/)?projects/[^/\s]+/global/images/(family/)?[a-z][-a-z0-9]*"
     r"|(family/)?[a-z][-a-z0-9]*"
@@ -87,6 +91,15 @@ def _checked_by(problem: Callable[[str], str]) -> Callable[[str], str]:
 def _no_control_characters(value: str) -> str:
     if unsafe_for_ssh_files(value):
         raise ValueError("must not hold control characters (a newline, a tab, ...)")
+    return value
+
+
+def _service_account(value: str) -> str:
+    if value != NO_SERVICE_ACCOUNT and not re.fullmatch(SERVICE_ACCOUNT_PATTERN, value):
+        raise ValueError(
+            "must be a service account's email (NAME@PROJECT.iam.gserviceaccount.com) or "
+            f"{NO_SERVICE_ACCOUNT!r} to attach none"
+        )
     return value
 
 
@@ -136,6 +149,10 @@ class GcpProvider(Model):
     ssh_user: str = Field(default="dlvm", pattern=SSH_USER_PATTERN, max_length=32)
     public_ip: bool = True
     compact_placement: bool = False
+    # The account the nodes' software acts as (Cloud Storage, Artifact Registry, Logging), with
+    # the cloud-platform scope so IAM alone decides. None: the project's Compute Engine default
+    # service account; "none": no account, so nothing on the nodes reaches Google APIs.
+    service_account: Annotated[str, AfterValidator(_service_account)] | None = None
 
 
 Provider = Annotated[LocalProvider | SshProvider | GcpProvider, Field(discriminator="kind")]

@@ -143,6 +143,18 @@ resource "google_compute_instance" "node" {
     }
   }
 
+  # The nodes' identity for Google APIs. The cloud-platform scope lets IAM alone decide what
+  # the account reaches; without an email the provider attaches the project's Compute Engine
+  # default service account.
+  dynamic "service_account" {
+    for_each = var.attach_service_account ? [1] : []
+
+    content {
+      email  = var.service_account_email == "" ? null : var.service_account_email
+      scopes = ["cloud-platform"]
+    }
+  }
+
   # Spot VMs cannot restart automatically, and compact placement does not allow it.
   scheduling {
     provisioning_model          = var.spot ? "SPOT" : "STANDARD"

@@ -157,3 +157,15 @@ variable "ssh_public_key" {
   description = "The cluster's SSH public key (OpenSSH format) authorized for ssh_user on every node."
   type        = string
 }
+
+variable "attach_service_account" {
+  description = "Attach a service account to the nodes, with the cloud-platform scope so its IAM roles alone decide what they reach (Cloud Storage, Artifact Registry, Logging); false: none, and nothing on the nodes can call Google APIs."
+  type        = bool
+  default     = true
+}
+
+variable "service_account_email" {
+  description = "Email of the service account the nodes act as; empty for the project's Compute Engine default service account."
+  type        = string
+  default     = ""
+}

@@ -45,8 +45,9 @@ PROVIDER: dict[str, Any] = {
 # One cluster file of each kind of node the renderer knows: (provider settings, nodes).
 SPECS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "cpu": ({}, {"count": 1}),
+    "cpu-no-service-account": ({"service_account": "none"}, {"count": 1}),
     "n1-t4": (
-        {},
+        {"service_account": "trainer@p.iam.gserviceaccount.com"},
         {
             "count": 2,
             "machine_type": "n1-standard-8",
@@ -239,7 +240,12 @@ def test_module_keeps_the_documented_settings(module: dict[str, list[Any]]) -> N
     (scheduling,) = node["scheduling"]
     assert scheduling["provisioning_model"] == '${var.spot ? "SPOT" : "STANDARD"}'
     assert scheduling["preemptible"] == "${var.spot}"
-    assert [next(iter(d)) for d in node["dynamic"]] == ['"guest_accelerator"']
+    assert [next(iter(d)) for d in node["dynamic"]] == [
+        '"guest_accelerator"',
+        '"service_account"',
+    ]
+    (service_account,) = node["dynamic"][1]['"service_account"']["content"]
+    assert service_account["scopes"] == ['"cloud-platform"']
     (policy,) = resources[("google_compute_resource_policy", "compact")]["group_placement_policy"]
     assert policy["collocation"] == '"COLLOCATED"'
     ssh = resources[("google_compute_firewall", "ssh")]
@@ -270,7 +276,8 @@ def test_terraform_accepts_the_rendered_values(tmp_path: Path, case: str) -> Non
 
 
 def test_the_cases_cover_every_shape_of_node() -> None:
-    """CPU, attached GPUs (N1), GPUs carried by the machine type, Spot, compact, own network."""
+    """CPU, attached GPUs (N1), GPUs carried by the machine type, Spot, compact, own network,
+    and each kind of service account."""
     tfvars = [rendered(case) for case in CASES]
     assert any(not t["install_nvidia_driver"] for t in tfvars)
     assert any(t["guest_accelerators"] for t in tfvars)
@@ -278,6 +285,10 @@ def test_the_cases_cover_every_shape_of_node() -> None:
     assert any(t["spot"] for t in tfvars)
     assert any(t["compact_placement"] for t in tfvars)
     assert any(t["network"] and not t["public_ip"] for t in tfvars)
+    # The project's default service account, a named one, and none.
+    assert any(t["attach_service_account"] and not t["service_account_email"] for t in tfvars)
+    assert any(t["service_account_email"] for t in tfvars)
+    assert any(not t["attach_service_account"] for t in tfvars)
 
 
 def test_terraform_names_every_required_variable(

@@ -74,6 +74,9 @@ def test_a100_torchrun_example_renders_field_by_field() -> None:
         "allowed_ssh_cidrs": ["203.0.113.7/32"],
         "ssh_user": "dlvm",
         "ssh_public_key": KEY,
+        # No provider.service_account: the project's Compute Engine default account.
+        "attach_service_account": True,
+        "service_account_email": "",
     }
 
 
@@ -104,6 +107,9 @@ def test_spot_l4_horovod_example_renders_field_by_field() -> None:
         "allowed_ssh_cidrs": ["203.0.113.0/24"],
         "ssh_user": "dlvm",
         "ssh_public_key": KEY,
+        # No provider.service_account: the project's Compute Engine default account.
+        "attach_service_account": True,
+        "service_account_email": "",
     }
 
 
@@ -220,6 +226,41 @@ def test_existing_network_and_options_pass_through() -> None:
     assert tfvars["disk_type"] == "hyperdisk-balanced"
     assert tfvars["zone"] == "us-central1-b"
     assert gpus_per_node(spec) == 8
+
+
+@pytest.mark.parametrize(
+    ("service_account", "attached", "email"),
+    [
+        (None, True, ""),
+        ("trainer@p.iam.gserviceaccount.com", True, "trainer@p.iam.gserviceaccount.com"),
+        (
+            "123456789-compute@developer.gserviceaccount.com",
+            True,
+            "123456789-compute@developer.gserviceaccount.com",
+        ),
+        ("none", False, ""),
+    ],
+)
+def test_nodes_get_the_service_account_the_spec_names(
+    service_account: str | None, attached: bool, email: str
+) -> None:
+    extra = "" if service_account is None else f"  service_account: {service_account}\n"
+    tfvars = gcp_tfvars(spec_of("  count: 1\n", extra), public_key=KEY)
+    assert tfvars["attach_service_account"] is attached
+    assert tfvars["service_account_email"] == email
+
+
+@pytest.mark.parametrize(
+    "service_account",
+    ["trainer", "trainer@example.com", "default", "None", "a b@p.iam.gserviceaccount.com"],
+)
+def test_a_service_account_that_is_no_email_is_refused_at_its_line(service_account: str) -> None:
+    text = BASE + f"  service_account: {service_account!r}\nnodes: {{count: 1}}\n"
+    with pytest.raises(SpecError) as caught:
+        load_spec_text(text, Path("/nowhere/t.yaml"))
+    assert caught.value.field == "provider.service_account"
+    assert "service account's email" in caught.value.message
+    assert caught.value.location is not None
 
 
 def test_explicit_node_names_keep_their_order_as_ranks() -> None:

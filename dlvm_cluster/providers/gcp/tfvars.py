@@ -17,7 +17,7 @@ from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.inventory import node_name
 from dlvm_cluster.providers.gcp import shapes
 from dlvm_cluster.provision.render import TFVARS
-from dlvm_cluster.spec.model import ClusterSpec, GcpProvider, Nodes
+from dlvm_cluster.spec.model import NO_SERVICE_ACCOUNT, ClusterSpec, GcpProvider, Nodes
 from dlvm_cluster.state import ClusterState
 
 DLVM_IMAGE_PROJECT = "deeplearning-platform-release"
@@ -188,6 +188,12 @@ def gcp_tfvars(
         "allowed_ssh_cidrs": list(provider.allowed_ssh_cidrs),
         "ssh_user": provider.ssh_user,
         "ssh_public_key": public_key,
+        "attach_service_account": provider.service_account != NO_SERVICE_ACCOUNT,
+        "service_account_email": (
+            ""
+            if provider.service_account in (None, NO_SERVICE_ACCOUNT)
+            else provider.service_account
+        ),
     }
 
 
