@@ -52,6 +52,20 @@ N1_DEFAULT_GPU_COUNTS = (1, 2, 4)
 # Compute Engine default (NUMBER-compute@developer.gserviceaccount.com).
 SERVICE_ACCOUNT_PATTERN = r"[a-z0-9][-a-z0-9._]*@[a-z0-9][-a-z0-9.]*\.gserviceaccount\.com"
 NO_SERVICE_ACCOUNT = "none"
+# How Compute Engine provides each VM (gcp): on demand, Spot, Dynamic Workload Scheduler
+# flex-start (queued until capacity is free, for at most 7 days), or bound to a reservation's
+# lifetime (calendar-mode reservations).
+Provisioning = Literal["standard", "spot", "flex-start", "reservation-bound"]
+FLEX_START_MAX_RUN_HOURS = 168
+# Compute Engine's limit on a VM's max run duration (120 days).
+MAX_RUN_HOURS = 120 * 24
+ANY_RESERVATION = "any"
+NO_RESERVATION = "none"
+# A reservation in the cluster's project, or one shared from another: projects/P/reservations/R.
+RESERVATION_NAME = r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?"
+RESERVATION_PATTERN = (
+    rf"{RESERVATION_NAME}|projects/[a-z][-a-z0-9]{{4,28}}[a-z0-9]/reservations/{RESERVATION_NAME}"
+)
 GCP_IMAGE_PATTERN = (
     r"(https://[a-z.]+/compute/v1/)?projects/[^/\s]+/global/images/(family/)?[a-z][-a-z0-9]*"
     r"|(family/)?[a-z][-a-z0-9]*"
@@ -99,6 +113,18 @@ def _service_account(value: str) -> str:
         raise ValueError(
             "must be a service account's email (NAME@PROJECT.iam.gserviceaccount.com) or "
             f"{NO_SERVICE_ACCOUNT!r} to attach none"
+        )
+    return value
+
+
+def _reservation(value: str) -> str:
+    if value not in (ANY_RESERVATION, NO_RESERVATION) and not re.fullmatch(
+        RESERVATION_PATTERN, value
+    ):
+        raise ValueError(
+            "must be a reservation's NAME, projects/PROJECT/reservations/NAME for one shared "
+            f"from another project, {ANY_RESERVATION!r} (any matching one) or "
+            f"{NO_RESERVATION!r}"
         )
     return value
 
@@ -167,11 +193,21 @@ class Nodes(Model):
     count: WholeNumber = Field(ge=1, le=MAX_NODES)
     machine_type: str | None = None
     accelerator: Accelerator | None = None
-    spot: bool = False
+    spot: bool = False  # the same as provisioning: spot
+    provisioning: Provisioning | None = None  # gcp; None: spot if `spot`, else standard
+    max_run_hours: WholeNumber | None = Field(default=None, ge=1, le=MAX_RUN_HOURS)  # gcp
+    reservation: Annotated[str, AfterValidator(_reservation)] | None = None  # gcp
     disk_gb: WholeNumber = Field(default=200, ge=10, le=65536)
     image: str | None = None
     disk_type: str | None = None  # gcp: pd-balanced unless the machine family needs another
     min_count: WholeNumber | None = Field(default=None, ge=1)  # gcp: accept fewer on stockout
+
+    @property
+    def provisioning_model(self) -> Provisioning:
+        """The provisioning the nodes get: `provisioning`, else `spot: true` as its synonym."""
+        if self.provisioning is not None:
+            return self.provisioning
+        return "spot" if self.spot else "standard"
 
 
 class FileSync(Model):
@@ -300,6 +336,7 @@ def semantic_problems(spec: ClusterSpec) -> list[tuple[tuple[str | int, ...], st
         )
     if isinstance(provider, GcpProvider):
         problems.extend(_gcp_problems(spec, provider))
+    problems.extend(_capacity_problems(spec.nodes))
     if spec.nodes.min_count is not None and spec.nodes.min_count > spec.nodes.count:
         problems.append(
             (("nodes", "min_count"), f"{spec.nodes.min_count} is more than nodes.count")
@@ -346,6 +383,63 @@ def _gcp_problems(
                 "must be a Deep Learning VM image family (e.g. "
                 "pytorch-2-9-cu129-ubuntu-2204-nvidia-580), family/NAME, or "
                 "projects/PROJECT/global/images/[family/]NAME",
+            )
+        )
+    return problems
+
+
+def _capacity_problems(nodes: Nodes) -> list[tuple[tuple[str | int, ...], str]]:
+    """Provisioning, run time and reservation that contradict each other or Compute Engine."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    model = nodes.provisioning_model
+    if (
+        "spot" in nodes.model_fields_set
+        and nodes.provisioning is not None
+        and nodes.spot != (nodes.provisioning == "spot")
+    ):
+        problems.append(
+            (
+                ("nodes", "spot"),
+                f"spot: {str(nodes.spot).lower()} contradicts provisioning: "
+                f"{nodes.provisioning} (spot: true means provisioning: spot); keep one of them",
+            )
+        )
+    if model == "flex-start":
+        if nodes.max_run_hours is None:
+            problems.append(
+                (
+                    ("nodes", "provisioning"),
+                    "flex-start needs nodes.max_run_hours (at most "
+                    f"{FLEX_START_MAX_RUN_HOURS}): how long each VM may run before Compute "
+                    "Engine deletes it",
+                )
+            )
+        elif nodes.max_run_hours > FLEX_START_MAX_RUN_HOURS:
+            problems.append(
+                (
+                    ("nodes", "max_run_hours"),
+                    f"{nodes.max_run_hours} is more than flex-start's limit of "
+                    f"{FLEX_START_MAX_RUN_HOURS} hours (7 days)",
+                )
+            )
+        if nodes.reservation not in (None, NO_RESERVATION):
+            problems.append(
+                (
+                    ("nodes", "reservation"),
+                    "flex-start VMs consume no reservation: remove nodes.reservation or set it "
+                    f"to {NO_RESERVATION}",
+                )
+            )
+    if model == "reservation-bound" and nodes.reservation in (
+        None,
+        ANY_RESERVATION,
+        NO_RESERVATION,
+    ):
+        problems.append(
+            (
+                ("nodes", "provisioning" if nodes.reservation is None else "reservation"),
+                "reservation-bound VMs need nodes.reservation: the NAME of the reservation "
+                "(or projects/PROJECT/reservations/NAME for a shared one)",
             )
         )
     return problems

@@ -19,8 +19,10 @@ locals {
     local.create_network ? google_compute_subnetwork.cluster[0].self_link :
     var.subnetwork == "" ? null : var.subnetwork
   )
-  # GPUs cannot live-migrate; Spot VMs and compact placement require TERMINATE as well.
-  terminate_on_maintenance = var.install_nvidia_driver || var.spot || var.compact_placement
+  standard = var.provisioning_model == "STANDARD"
+  # GPUs cannot live-migrate; Spot, flex-start and reservation-bound VMs and compact placement
+  # require TERMINATE as well.
+  terminate_on_maintenance = var.install_nvidia_driver || !local.standard || var.compact_placement
   metadata = merge(
     {
       # Host keys are published to guest attributes only if enabled before first boot.
@@ -155,13 +157,40 @@ resource "google_compute_instance" "node" {
     }
   }
 
-  # Spot VMs cannot restart automatically, and compact placement does not allow it.
+  # Only standard VMs restart automatically, and compact placement does not allow it either.
   scheduling {
-    provisioning_model          = var.spot ? "SPOT" : "STANDARD"
-    preemptible                 = var.spot
-    automatic_restart           = !(var.spot || var.compact_placement)
+    provisioning_model          = var.provisioning_model
+    preemptible                 = var.provisioning_model == "SPOT"
+    automatic_restart           = local.standard && !var.compact_placement
     on_host_maintenance         = local.terminate_on_maintenance ? "TERMINATE" : "MIGRATE"
-    instance_termination_action = var.spot ? var.spot_termination_action : null
+    instance_termination_action = var.termination_action == "" ? null : var.termination_action
+
+    dynamic "max_run_duration" {
+      for_each = var.max_run_hours == null ? [] : [var.max_run_hours]
+
+      content {
+        seconds = max_run_duration.value * 3600
+      }
+    }
+  }
+
+  # No block: Compute Engine's default, any matching reservation. Flex-start VMs need
+  # NO_RESERVATION; a specific reservation is named by its key and value.
+  dynamic "reservation_affinity" {
+    for_each = var.reservation_affinity == "" ? [] : [var.reservation_affinity]
+
+    content {
+      type = reservation_affinity.value
+
+      dynamic "specific_reservation" {
+        for_each = var.reservation_name == "" ? [] : [var.reservation_name]
+
+        content {
+          key    = "compute.googleapis.com/reservation-name"
+          values = [specific_reservation.value]
+        }
+      }
+    }
   }
 
   timeouts {

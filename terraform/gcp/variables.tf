@@ -71,21 +71,54 @@ variable "disk_type" {
   default     = "pd-balanced"
 }
 
-variable "spot" {
-  description = "Create Spot VMs (provisioning model SPOT): much cheaper, and Compute Engine may stop them at any time."
-  type        = bool
-  default     = false
-}
-
-variable "spot_termination_action" {
-  description = "What Compute Engine does to a preempted Spot VM: DELETE (the next apply recreates it) or STOP."
+variable "provisioning_model" {
+  description = "How Compute Engine provides the VMs: STANDARD (on demand), SPOT (much cheaper, may be preempted at any time), FLEX_START (Dynamic Workload Scheduler: waits for capacity, runs at most max_run_hours) or RESERVATION_BOUND (lives as long as the reservation it is bound to)."
   type        = string
-  default     = "DELETE"
+  default     = "STANDARD"
 
   validation {
-    condition     = contains(["DELETE", "STOP"], var.spot_termination_action)
-    error_message = "spot_termination_action must be DELETE or STOP."
+    condition     = contains(["STANDARD", "SPOT", "FLEX_START", "RESERVATION_BOUND"], var.provisioning_model)
+    error_message = "provisioning_model must be STANDARD, SPOT, FLEX_START or RESERVATION_BOUND."
   }
+}
+
+variable "termination_action" {
+  description = "What Compute Engine does to a VM it ends (a preempted Spot VM, one past max_run_hours, a flex-start or reservation-bound VM at its end): DELETE (the next apply recreates it) or STOP; empty for standard VMs without max_run_hours."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = contains(["", "DELETE", "STOP"], var.termination_action)
+    error_message = "termination_action must be DELETE, STOP or empty."
+  }
+}
+
+variable "max_run_hours" {
+  description = "Hours each VM may run before Compute Engine applies termination_action (required for FLEX_START, at most 168 there); null for no limit."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.max_run_hours == null ? true : var.max_run_hours >= 1 && floor(var.max_run_hours) == var.max_run_hours
+    error_message = "max_run_hours must be a whole number of at least 1, or null."
+  }
+}
+
+variable "reservation_affinity" {
+  description = "Which reservations the VMs consume: ANY_RESERVATION, SPECIFIC_RESERVATION (reservation_name), NO_RESERVATION, or empty for Compute Engine's default (any matching one)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = contains(["", "ANY_RESERVATION", "SPECIFIC_RESERVATION", "NO_RESERVATION"], var.reservation_affinity)
+    error_message = "reservation_affinity must be ANY_RESERVATION, SPECIFIC_RESERVATION, NO_RESERVATION or empty."
+  }
+}
+
+variable "reservation_name" {
+  description = "The reservation a SPECIFIC_RESERVATION affinity consumes: its name, or projects/P/reservations/R for one shared from another project."
+  type        = string
+  default     = ""
 }
 
 variable "compact_placement" {

@@ -59,6 +59,28 @@ SPECS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"count": 1, "machine_type": "a3-highgpu-8g", "disk_type": "hyperdisk-balanced"},
     ),
     "g4": ({}, {"count": 2, "machine_type": "g4-standard-48"}),
+    "a3-flex-start": (
+        {},
+        {
+            "count": 2,
+            "machine_type": "a3-highgpu-8g",
+            "provisioning": "flex-start",
+            "max_run_hours": 72,
+        },
+    ),
+    "a3-shared-reservation": (
+        {},
+        {
+            "count": 4,
+            "machine_type": "a3-megagpu-8g",
+            "provisioning": "reservation-bound",
+            "reservation": "projects/capacity-owner/reservations/h100-pool",
+        },
+    ),
+    "a2-any-reservation-limited": (
+        {},
+        {"count": 1, "machine_type": "a2-highgpu-1g", "reservation": "any", "max_run_hours": 8},
+    ),
 }
 EXAMPLES = ("gcp-a100-torchrun.yaml", "gcp-spot-l4-horovod.yaml")
 CASES = [*SPECS, *EXAMPLES]
@@ -238,13 +260,19 @@ def test_module_keeps_the_documented_settings(module: dict[str, list[Any]]) -> N
     resources = typed(module, "resource")
     node = resources[("google_compute_instance", "node")]
     (scheduling,) = node["scheduling"]
-    assert scheduling["provisioning_model"] == '${var.spot ? "SPOT" : "STANDARD"}'
-    assert scheduling["preemptible"] == "${var.spot}"
+    assert scheduling["provisioning_model"] == "${var.provisioning_model}"
+    assert scheduling["preemptible"] == '${var.provisioning_model == "SPOT"}'
+    (run_limit,) = scheduling["dynamic"][0]['"max_run_duration"']["content"]
+    assert run_limit["seconds"] == "${max_run_duration.value * 3600}"
     assert [next(iter(d)) for d in node["dynamic"]] == [
         '"guest_accelerator"',
         '"service_account"',
+        '"reservation_affinity"',
     ]
     (service_account,) = node["dynamic"][1]['"service_account"']["content"]
+    (affinity,) = node["dynamic"][2]['"reservation_affinity"']["content"]
+    (specific,) = affinity["dynamic"][0]['"specific_reservation"']["content"]
+    assert specific["key"] == '"compute.googleapis.com/reservation-name"'
     assert service_account["scopes"] == ['"cloud-platform"']
     (policy,) = resources[("google_compute_resource_policy", "compact")]["group_placement_policy"]
     assert policy["collocation"] == '"COLLOCATED"'
@@ -276,13 +304,25 @@ def test_terraform_accepts_the_rendered_values(tmp_path: Path, case: str) -> Non
 
 
 def test_the_cases_cover_every_shape_of_node() -> None:
-    """CPU, attached GPUs (N1), GPUs carried by the machine type, Spot, compact, own network,
-    and each kind of service account."""
+    """CPU, attached GPUs (N1), GPUs carried by the machine type, compact, own network, each
+    kind of service account, each provisioning model and each kind of reservation."""
     tfvars = [rendered(case) for case in CASES]
     assert any(not t["install_nvidia_driver"] for t in tfvars)
     assert any(t["guest_accelerators"] for t in tfvars)
     assert any(t["install_nvidia_driver"] and not t["guest_accelerators"] for t in tfvars)
-    assert any(t["spot"] for t in tfvars)
+    assert {t["provisioning_model"] for t in tfvars} == {
+        "STANDARD",
+        "SPOT",
+        "FLEX_START",
+        "RESERVATION_BOUND",
+    }
+    assert {t["reservation_affinity"] for t in tfvars} == {
+        "",
+        "ANY_RESERVATION",
+        "NO_RESERVATION",
+        "SPECIFIC_RESERVATION",
+    }
+    assert any(t["max_run_hours"] for t in tfvars)
     assert any(t["compact_placement"] for t in tfvars)
     assert any(t["network"] and not t["public_ip"] for t in tfvars)
     # The project's default service account, a named one, and none.
@@ -319,7 +359,11 @@ def test_terraform_names_every_required_variable(
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"spot_termination_action": "KILL"}, "DELETE or STOP"),
+        ({"termination_action": "KILL"}, "DELETE, STOP or empty"),
+        ({"provisioning_model": "FLEX"}, "STANDARD, SPOT, FLEX_START or RESERVATION_BOUND"),
+        ({"max_run_hours": 0}, "at least 1, or null"),
+        ({"max_run_hours": 1.5}, "at least 1, or null"),
+        ({"reservation_affinity": "SPECIFIC"}, "NO_RESERVATION or empty"),
         ({"allowed_ssh_cidrs": []}, "non-empty list"),
         ({"allowed_ssh_cidrs": ["somewhere"]}, "non-empty list"),
         ({"cluster_name": "ends-with-"}, "not end with -"),

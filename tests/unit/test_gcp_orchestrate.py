@@ -674,7 +674,52 @@ def test_plan_notes_warn_and_price(state: ClusterState) -> None:
     # a2-highgpu-2g: host 1.47895 + 2 x 2.93391 per hour, on-demand; 2 nodes.
     assert notes[-1].startswith("price: $14.69/h for 2 x a2-highgpu-2g (on-demand; Spot $5.77/h)")
     assert PRICES_AS_OF in notes[-1]
-    assert gcp_plan_notes(loaded_spec().spec) == [notes[-1]]
+    assert notes[-2] == (
+        "capacity: standard; reservation: any matching one (Compute Engine's default); "
+        "max run time: none"
+    )
+    assert gcp_plan_notes(loaded_spec().spec) == notes[-2:]
+
+
+@pytest.mark.parametrize(
+    ("nodes", "capacity", "price"),
+    [
+        (
+            "  provisioning: flex-start\n  max_run_hours: 72\n",
+            "capacity: flex-start (the VMs are created when Dynamic Workload Scheduler finds "
+            "capacity); reservation: none; max run time: 72h, then Compute Engine deletes "
+            "each VM",
+            "price: not in dlvm's table for flex-start VMs (they have a price of their own, "
+            "neither on-demand nor Spot)",
+        ),
+        (
+            "  provisioning: reservation-bound\n"
+            "  reservation: projects/capacity-owner/reservations/a100-pool\n",
+            "capacity: reservation-bound; reservation: "
+            "projects/capacity-owner/reservations/a100-pool; max run time: none",
+            "price: not in dlvm's table for reservation-bound VMs (the reservation is billed, "
+            "not the VMs)",
+        ),
+        (
+            "  spot: true\n  reservation: none\n  max_run_hours: 8\n",
+            "capacity: spot; reservation: none; max run time: 8h, then Compute Engine "
+            "deletes each VM",
+            "price: $5.77/h for 2 x a2-highgpu-2g (Spot; on-demand $14.69/h)",
+        ),
+        (
+            "  reservation: any\n",
+            "capacity: standard; reservation: any matching one; max run time: none",
+            "price: $14.69/h for 2 x a2-highgpu-2g (on-demand; Spot $5.77/h)",
+        ),
+    ],
+)
+def test_plan_shows_provisioning_reservation_and_max_run_time(
+    nodes: str, capacity: str, price: str
+) -> None:
+    text = loaded_spec().text + nodes
+    notes = gcp_plan_notes(load_spec_text(text, Path("/nowhere/t.yaml")).spec)
+    assert notes[0] == capacity
+    assert notes[1].startswith(price)
 
 
 def test_price_line_says_when_the_table_has_no_row() -> None:

@@ -66,10 +66,36 @@ def test_count_overrides_the_spec_for_scale_and_status() -> None:
         ("{count: 1, machine_type: a3-highgpu-8g}", "us-central1"),  # H100: left out
         ("{count: 1, machine_type: a2-highgpu-1g}", "europe-west4"),  # region not copied
         ("{count: 1, machine_type: a4-highgpu-8g}", "us-central1"),  # GPUs unknown offline
+        # A2 has a row, but flex-start has a price of its own and reservation-bound VMs are
+        # billed through their reservation: neither the on-demand nor the Spot figure.
+        (
+            "{count: 1, machine_type: a2-highgpu-1g, provisioning: flex-start, max_run_hours: 8}",
+            "us-central1",
+        ),
+        (
+            "{count: 1, machine_type: a2-highgpu-1g, provisioning: reservation-bound, "
+            "reservation: a100-pool}",
+            "us-central1",
+        ),
     ],
 )
 def test_unknown_prices_are_none_never_guessed(nodes: str, region: str) -> None:
     assert cluster_price(spec_of(nodes, region)) is None
+
+
+@pytest.mark.parametrize(
+    ("nodes", "spot"),
+    [
+        ("{count: 1, machine_type: a2-highgpu-1g, provisioning: spot}", True),
+        ("{count: 1, machine_type: a2-highgpu-1g, provisioning: standard}", False),
+        # Consuming a reservation bills the on-demand price (through the reservation).
+        ("{count: 1, machine_type: a2-highgpu-1g, reservation: a100-pool}", False),
+    ],
+)
+def test_the_provisioning_model_picks_the_column(nodes: str, spot: bool) -> None:
+    estimate = cluster_price(spec_of(nodes))
+    assert estimate is not None
+    assert estimate.spot is spot
 
 
 def test_node_price_parts() -> None:

@@ -43,6 +43,17 @@ def spec_of(nodes: str, provider_extra: str = "") -> ClusterSpec:
     return load_spec_text(text, Path("/nowhere/t.yaml")).spec
 
 
+def refused(text: str, field: str, message: str | None) -> SpecError:
+    """The loader's error for `text`, checked to name `field` (and `message`) at a place."""
+    with pytest.raises(SpecError) as caught:
+        load_spec_text(text, Path("/nowhere/t.yaml"))
+    assert caught.value.field == field
+    if message:
+        assert message in caught.value.message
+    assert caught.value.location is not None
+    return caught.value
+
+
 def example(name: str) -> ClusterSpec:
     return load_spec(REPO / "examples" / name).spec
 
@@ -63,8 +74,12 @@ def test_a100_torchrun_example_renders_field_by_field() -> None:
         "pytorch-2-9-cu129-ubuntu-2204-nvidia-580",
         "disk_gb": 200,
         "disk_type": "pd-balanced",
-        "spot": False,
-        "spot_termination_action": "DELETE",
+        # On demand: Compute Engine never ends the VM itself, and it may use any reservation.
+        "provisioning_model": "STANDARD",
+        "termination_action": "",
+        "max_run_hours": None,
+        "reservation_affinity": "",
+        "reservation_name": "",
         "compact_placement": True,
         "nic_type": "GVNIC",
         "network": "",
@@ -96,8 +111,12 @@ def test_spot_l4_horovod_example_renders_field_by_field() -> None:
         "pytorch-2-9-cu129-ubuntu-2204-nvidia-580",
         "disk_gb": 150,
         "disk_type": "pd-balanced",
-        "spot": True,
-        "spot_termination_action": "DELETE",
+        # spot: true is provisioning: spot; a preempted node is deleted, `up` recreates it.
+        "provisioning_model": "SPOT",
+        "termination_action": "DELETE",
+        "max_run_hours": None,
+        "reservation_affinity": "",
+        "reservation_name": "",
         "compact_placement": False,
         "nic_type": "GVNIC",
         "network": "",
@@ -256,11 +275,131 @@ def test_nodes_get_the_service_account_the_spec_names(
 )
 def test_a_service_account_that_is_no_email_is_refused_at_its_line(service_account: str) -> None:
     text = BASE + f"  service_account: {service_account!r}\nnodes: {{count: 1}}\n"
-    with pytest.raises(SpecError) as caught:
-        load_spec_text(text, Path("/nowhere/t.yaml"))
-    assert caught.value.field == "provider.service_account"
-    assert "service account's email" in caught.value.message
-    assert caught.value.location is not None
+    refused(text, "provider.service_account", "service account's email")
+
+
+CAPACITY_KEYS = (
+    "provisioning_model",
+    "termination_action",
+    "max_run_hours",
+    "reservation_affinity",
+    "reservation_name",
+)
+
+
+@pytest.mark.parametrize(
+    ("nodes", "rendered"),
+    [
+        ("", ("STANDARD", "", None, "", "")),
+        ("  spot: true\n", ("SPOT", "DELETE", None, "", "")),
+        ("  provisioning: spot\n", ("SPOT", "DELETE", None, "", "")),
+        ("  provisioning: spot\n  spot: true\n", ("SPOT", "DELETE", None, "", "")),
+        ("  provisioning: standard\n  spot: false\n", ("STANDARD", "", None, "", "")),
+        # A run-time limit needs a termination action even on demand.
+        ("  max_run_hours: 12\n", ("STANDARD", "DELETE", 12, "", "")),
+        # Flex-start takes no reservation, whether the file says so or not.
+        (
+            "  provisioning: flex-start\n  max_run_hours: 168\n",
+            ("FLEX_START", "DELETE", 168, "NO_RESERVATION", ""),
+        ),
+        (
+            "  provisioning: flex-start\n  max_run_hours: 4\n  reservation: none\n",
+            ("FLEX_START", "DELETE", 4, "NO_RESERVATION", ""),
+        ),
+        (
+            "  provisioning: reservation-bound\n  reservation: h100-pool\n",
+            ("RESERVATION_BOUND", "DELETE", None, "SPECIFIC_RESERVATION", "h100-pool"),
+        ),
+        (
+            "  reservation: projects/capacity-owner/reservations/h100-pool\n",
+            (
+                "STANDARD",
+                "",
+                None,
+                "SPECIFIC_RESERVATION",
+                "projects/capacity-owner/reservations/h100-pool",
+            ),
+        ),
+        ("  reservation: any\n", ("STANDARD", "", None, "ANY_RESERVATION", "")),
+        ("  reservation: none\n  spot: true\n", ("SPOT", "DELETE", None, "NO_RESERVATION", "")),
+    ],
+)
+def test_capacity_keys_render_as_scheduling_and_reservation_affinity(
+    nodes: str, rendered: tuple[object, ...]
+) -> None:
+    spec = spec_of("  count: 2\n  machine_type: a3-highgpu-8g\n" + nodes)
+    tfvars = gcp_tfvars(spec, public_key=KEY)
+    assert tuple(tfvars[key] for key in CAPACITY_KEYS) == rendered
+
+
+@pytest.mark.parametrize(
+    ("nodes", "field", "message"),
+    [
+        (
+            "  spot: true\n  provisioning: flex-start\n  max_run_hours: 4\n",
+            "nodes.spot",
+            "spot: true contradicts provisioning: flex-start",
+        ),
+        (
+            "  spot: false\n  provisioning: spot\n",
+            "nodes.spot",
+            "spot: false contradicts provisioning: spot",
+        ),
+        (
+            "  provisioning: flex-start\n",
+            "nodes.provisioning",
+            "flex-start needs nodes.max_run_hours (at most 168)",
+        ),
+        (
+            "  provisioning: flex-start\n  max_run_hours: 169\n",
+            "nodes.max_run_hours",
+            "169 is more than flex-start's limit of 168 hours",
+        ),
+        (
+            "  provisioning: flex-start\n  max_run_hours: 8\n  reservation: any\n",
+            "nodes.reservation",
+            "flex-start VMs consume no reservation",
+        ),
+        (
+            "  provisioning: flex-start\n  max_run_hours: 8\n  reservation: h100-pool\n",
+            "nodes.reservation",
+            "flex-start VMs consume no reservation",
+        ),
+        (
+            "  provisioning: reservation-bound\n",
+            "nodes.provisioning",
+            "reservation-bound VMs need nodes.reservation",
+        ),
+        (
+            "  provisioning: reservation-bound\n  reservation: any\n",
+            "nodes.reservation",
+            "reservation-bound VMs need nodes.reservation",
+        ),
+        ("  provisioning: on-demand\n", "nodes.provisioning", "standard"),
+        ("  max_run_hours: 0\n", "nodes.max_run_hours", None),
+        ("  max_run_hours: 2881\n", "nodes.max_run_hours", None),
+        ("  max_run_hours: true\n", "nodes.max_run_hours", "not true or false"),
+        ("  reservation: My_Pool\n", "nodes.reservation", "a reservation's NAME"),
+        (
+            "  reservation: projects/p/reservations/r\n",
+            "nodes.reservation",
+            "projects/PROJECT/reservations/NAME",
+        ),
+        ("  reservation: zones/us-central1-a/reservations/r\n", "nodes.reservation", None),
+    ],
+)
+def test_capacity_keys_that_contradict_are_refused_at_their_line(
+    nodes: str, field: str, message: str | None
+) -> None:
+    text = BASE + "nodes:\n  count: 2\n  machine_type: a3-highgpu-8g\n" + nodes
+    error = refused(text, field, message)
+    assert error.location is not None
+    line = next(
+        number
+        for number, content in enumerate(text.splitlines(), 1)
+        if content.strip().startswith(field.split(".")[-1] + ":")
+    )
+    assert error.location.line == line
 
 
 def test_explicit_node_names_keep_their_order_as_ranks() -> None:
@@ -383,13 +522,7 @@ def test_gcp_spec_problems_point_at_the_field(
     base = BASE
     if field == "provider.zones[1]":
         base = base.replace("[us-central1-a, us-central1-b]", "[us-central1-a, europe-west4-a]")
-    text = base + provider_extra + "nodes:\n" + nodes
-    with pytest.raises(SpecError) as caught:
-        load_spec_text(text, Path("/nowhere/t.yaml"))
-    assert caught.value.field == field
-    if message:
-        assert message in caught.value.message
-    assert caught.value.location is not None
+    refused(base + provider_extra + "nodes:\n" + nodes, field, message)
 
 
 def test_bad_ssh_cidr_and_trailing_dash_are_spec_errors() -> None:

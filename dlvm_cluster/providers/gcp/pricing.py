@@ -7,6 +7,13 @@ copied; the T4 and V100 rows are the per-GPU figures of the same catalog. Rows w
 looked inconsistent there (A100 80GB, H100) were left out rather than guessed. Prices exclude
 disks, network egress and discounts; Spot prices change up to once a day. For a bill, use the
 Cloud Billing Catalog API or the pricing pages.
+
+Flex-start and reservation-bound VMs are not priced: flex-start has its own price (a discount
+on on-demand that is neither the on-demand nor the Spot figure, and the catalog has no column
+for it), and reservation-bound VMs are billed through their reservation. Showing the Spot or
+on-demand figure for them would be a guess, so `cluster_price` says it does not know. A
+standard VM that consumes a reservation is shown at the on-demand price, which is what the
+reservation bills.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from dlvm_cluster.spec.model import ClusterSpec
 
 PRICES_AS_OF = "mid-2026"
 PRICE_SOURCE = "SkyPilot catalog v7 (gcp/vms.csv), us-central1"
+# The provisioning models the table has prices for (see the module docstring for the others).
+PRICED_MODELS = frozenset({"standard", "spot"})
 
 # (region, machine type) -> (on-demand, Spot) USD per hour, host only (GPUs priced separately).
 HOST_PRICES: dict[tuple[str, str], tuple[float, float]] = {
@@ -111,7 +120,7 @@ def cluster_price(spec: ClusterSpec, count: int | None = None) -> PriceEstimate 
     """The hourly price of the cluster `spec` describes (with `count` nodes), or None if unknown."""
     provider = gcp_provider(spec)
     shape = node_shape(spec.nodes)
-    if shape.gpus is None:
+    if shape.gpus is None or spec.nodes.provisioning_model not in PRICED_MODELS:
         return None
     price = node_price(provider.region, shape.machine_type, shape.gpu_type, shape.gpus)
     if price is None:
@@ -124,5 +133,5 @@ def cluster_price(spec: ClusterSpec, count: int | None = None) -> PriceEstimate 
         nodes=spec.nodes.count if count is None else count,
         node_on_demand=price[0],
         node_spot=price[1],
-        spot=spec.nodes.spot,
+        spot=spec.nodes.provisioning_model == "spot",
     )

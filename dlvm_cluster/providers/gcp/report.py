@@ -18,8 +18,13 @@ from dlvm_cluster.providers.gcp.credentials import ComputeClients, compute_clien
 from dlvm_cluster.providers.gcp.hostkeys import node_refs_for
 from dlvm_cluster.providers.gcp.instances import InstanceState, instance_states
 from dlvm_cluster.providers.gcp.preflight import spec_warnings
-from dlvm_cluster.providers.gcp.pricing import PRICE_SOURCE, PRICES_AS_OF, cluster_price
-from dlvm_cluster.providers.gcp.tfvars import gcp_provider, node_shape
+from dlvm_cluster.providers.gcp.pricing import (
+    PRICE_SOURCE,
+    PRICED_MODELS,
+    PRICES_AS_OF,
+    cluster_price,
+)
+from dlvm_cluster.providers.gcp.tfvars import capacity, gcp_provider, node_shape
 from dlvm_cluster.provision.render import TFVARS
 from dlvm_cluster.spec.model import ClusterSpec, GcpProvider
 from dlvm_cluster.state import ClusterState
@@ -71,6 +76,14 @@ def price_line(spec: ClusterSpec, count: int | None = None) -> str:
     estimate = cluster_price(spec, count)
     if estimate is not None:
         return f"price: {estimate.summary()}"
+    model = spec.nodes.provisioning_model
+    if model not in PRICED_MODELS:
+        why = (
+            "they have a price of their own, neither on-demand nor Spot"
+            if model == "flex-start"
+            else "the reservation is billed, not the VMs"
+        )
+        return f"price: not in dlvm's table for {model} VMs ({why}); see {PRICING_PAGE}"
     shape = node_shape(spec.nodes)
     gpus = f" with {shape.gpus} x {shape.gpu_type}" if shape.gpu_type else ""
     return (
@@ -79,9 +92,28 @@ def price_line(spec: ClusterSpec, count: int | None = None) -> str:
     )
 
 
+def capacity_line(spec: ClusterSpec) -> str:
+    """How the VMs are provided: provisioning model, reservation and run-time limit."""
+    provided = capacity(spec.nodes)
+    model: str = spec.nodes.provisioning_model
+    if model == "flex-start":
+        model += " (the VMs are created when Dynamic Workload Scheduler finds capacity)"
+    reservation = {
+        "": "any matching one (Compute Engine's default)",
+        "ANY_RESERVATION": "any matching one",
+        "NO_RESERVATION": "none",
+    }.get(provided.reservation_affinity, provided.reservation_name)
+    if provided.max_run_hours is None:
+        limit = "none"
+    else:
+        action = provided.termination_action.lower()
+        limit = f"{provided.max_run_hours}h, then Compute Engine {action}s each VM"
+    return f"capacity: {model}; reservation: {reservation}; max run time: {limit}"
+
+
 def gcp_plan_notes(spec: ClusterSpec) -> list[str]:
-    """What `dlvm plan` adds for gcp: the spec's warnings, then the hourly price."""
-    return [*warning_lines(spec, spec_warnings(spec)), price_line(spec)]
+    """What `dlvm plan` adds for gcp: the spec's warnings, how the VMs are provided, the price."""
+    return [*warning_lines(spec, spec_warnings(spec)), capacity_line(spec), price_line(spec)]
 
 
 # -- status --------------------------------------------------------------------------------

@@ -17,7 +17,14 @@ from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.inventory import node_name
 from dlvm_cluster.providers.gcp import shapes
 from dlvm_cluster.provision.render import TFVARS
-from dlvm_cluster.spec.model import NO_SERVICE_ACCOUNT, ClusterSpec, GcpProvider, Nodes
+from dlvm_cluster.spec.model import (
+    ANY_RESERVATION,
+    NO_RESERVATION,
+    NO_SERVICE_ACCOUNT,
+    ClusterSpec,
+    GcpProvider,
+    Nodes,
+)
 from dlvm_cluster.state import ClusterState
 
 DLVM_IMAGE_PROJECT = "deeplearning-platform-release"
@@ -29,8 +36,16 @@ DLVM_IMAGE_PROJECT = "deeplearning-platform-release"
 # Python 3.12, the Python of 24.04.
 DEFAULT_IMAGE_FAMILY = "pytorch-2-9-cu129-ubuntu-2204-nvidia-580"
 DEFAULT_SUBNET_CIDR = "10.64.0.0/20"
-# A preempted Spot node is deleted, so the next `up` recreates it with a plain apply.
-SPOT_TERMINATION_ACTION = "DELETE"
+# What Compute Engine does to a VM it ends: a preempted Spot VM, a flex-start or
+# reservation-bound VM at the end of its run, any VM past nodes.max_run_hours. Deleted, so the
+# next `up` recreates it with a plain apply rather than finding a stopped VM to start.
+TERMINATION_ACTION = "DELETE"
+PROVISIONING_MODELS = {
+    "standard": "STANDARD",
+    "spot": "SPOT",
+    "flex-start": "FLEX_START",
+    "reservation-bound": "RESERVATION_BOUND",
+}
 RESOURCE_ADDRESS = "google_compute_instance.node"
 
 
@@ -121,6 +136,39 @@ def node_shape(nodes: Nodes) -> NodeShape:
     )
 
 
+@dataclass(frozen=True)
+class Capacity:
+    """How the nodes are provided: the provisioning model and the reservation they consume."""
+
+    provisioning_model: str  # Compute Engine's name: STANDARD, SPOT, FLEX_START, ...
+    termination_action: str  # "" when Compute Engine never ends the VM itself
+    max_run_hours: int | None
+    reservation_affinity: str  # "": Compute Engine's default (any matching reservation)
+    reservation_name: str  # for SPECIFIC_RESERVATION only
+
+
+def capacity(nodes: Nodes) -> Capacity:
+    """The scheduling and reservation_affinity of each VM, from the spec's capacity keys."""
+    model = nodes.provisioning_model
+    reservation = nodes.reservation
+    if reservation is None and model == "flex-start":
+        # Flex-start VMs take capacity from the queue, never from a reservation.
+        reservation = NO_RESERVATION
+    affinity, name = {
+        None: ("", ""),
+        ANY_RESERVATION: ("ANY_RESERVATION", ""),
+        NO_RESERVATION: ("NO_RESERVATION", ""),
+    }.get(reservation, ("SPECIFIC_RESERVATION", reservation or ""))
+    ends = model != "standard" or nodes.max_run_hours is not None
+    return Capacity(
+        provisioning_model=PROVISIONING_MODELS[model],
+        termination_action=TERMINATION_ACTION if ends else "",
+        max_run_hours=nodes.max_run_hours,
+        reservation_affinity=affinity,
+        reservation_name=name,
+    )
+
+
 def gcp_provider(spec: ClusterSpec) -> GcpProvider:
     if not isinstance(spec.provider, GcpProvider):
         raise ProvisionError(f"cluster {spec.name!r} does not use the gcp provider")
@@ -163,6 +211,7 @@ def gcp_tfvars(
             hint="zones: " + ", ".join(provider.zones),
         )
     shape = node_shape(spec.nodes)
+    provided = capacity(spec.nodes)
     if names is None:
         names = [node_name(rank) for rank in range(spec.nodes.count if count is None else count)]
     return {
@@ -177,8 +226,11 @@ def gcp_tfvars(
         "image": image_ref(spec.nodes.image).path,
         "disk_gb": spec.nodes.disk_gb,
         "disk_type": spec.nodes.disk_type or shapes.default_disk_type(shape.machine_type),
-        "spot": spec.nodes.spot,
-        "spot_termination_action": SPOT_TERMINATION_ACTION,
+        "provisioning_model": provided.provisioning_model,
+        "termination_action": provided.termination_action,
+        "max_run_hours": provided.max_run_hours,
+        "reservation_affinity": provided.reservation_affinity,
+        "reservation_name": provided.reservation_name,
         "compact_placement": provider.compact_placement,
         "nic_type": "GVNIC" if shapes.gvnic(shape.machine_type) else "",
         "network": provider.network or "",
