@@ -188,6 +188,43 @@ class FakeCompute:
                     f"{API}/projects/{DLVM_IMAGE_PROJECT}/global/images/{replacement}"
                 )
 
+    def reservation(
+        self,
+        project: str,
+        zone: str,
+        name: str,
+        machine_type: str,
+        count: int,
+        in_use: int = 0,
+        *,
+        status: str = "READY",
+        shared_with: tuple[str, ...] = (),
+    ) -> None:
+        """reservations.get of a specific (single-project or shared) reservation: the VM
+        properties it holds capacity for and how many of its VMs are in use."""
+        body: dict[str, Any] = {
+            "kind": "compute#reservation",
+            "id": "4100668622331754141",
+            "name": name,
+            "zone": f"{API}/projects/{project}/zones/{zone}",
+            "selfLink": f"{API}/projects/{project}/zones/{zone}/reservations/{name}",
+            "status": status,
+            "specificReservationRequired": True,
+            "specificReservation": {
+                "instanceProperties": {"machineType": machine_type},
+                "count": str(count),
+                "inUseCount": str(in_use),
+                "assuredCount": str(count),
+            },
+            "shareSettings": {"shareType": "LOCAL"},
+        }
+        if shared_with:
+            body["shareSettings"] = {
+                "shareType": "SPECIFIC_PROJECTS",
+                "projectMap": {other: {"projectId": other} for other in shared_with},
+            }
+        self.set(f"projects/{project}/zones/{zone}/reservations/{name}", body)
+
     def project_metadata(self, project: str, items: dict[str, str]) -> None:
         """Project-wide metadata (commonInstanceMetadata) on a project set with `project`."""
         body = self.routes[("GET", f"/compute/v1/projects/{project}")][0][1]

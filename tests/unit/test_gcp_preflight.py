@@ -344,3 +344,88 @@ def test_warnings_from_the_spec_alone() -> None:
         Path("/nowhere/t.yaml"),
     ).spec
     assert spec_warnings(open_spec)[0].startswith("SSH is open to the whole internet (0.0.0.0/0")
+
+
+# -- reservations ----------------------------------------------------------------------------
+
+A100_RESERVED = A100 + "  reservation: a100-pool\n"
+SHARED = "projects/capacity-owner/reservations/a100-pool"
+
+
+def test_a_named_reservation_keeps_the_zones_it_has_room_in(api: FakeCompute) -> None:
+    api.reservation(P, ZONES[1], "a100-pool", "a2-highgpu-2g", count=4, in_use=1)
+    report = preflight(spec_of(A100_RESERVED), api.clients())
+    assert report.zones == (ZONES[1],)
+    assert report.warnings == (
+        f"zones {ZONES[0]} are skipped: reservation a100-pool has no room for these nodes "
+        "there (it is not there)",
+    )
+    assert api.calls(f"/zones/{ZONES[1]}/reservations/a100-pool") == 1
+
+
+def test_a_reservation_in_none_of_the_zones_stops_preflight(api: FakeCompute) -> None:
+    api.reservation(P, ZONES[2], "a100-pool", "a2-highgpu-2g", count=4)
+    error = failure(spec_of(A100_RESERVED), api)
+    assert error.message.startswith(
+        f"reservation a100-pool does not exist in {ZONES[0]}, {ZONES[1]} (project p)"
+    )
+    assert "put its zone in provider.zones" in error.hint
+
+
+@pytest.mark.parametrize(
+    ("machine", "count", "in_use", "status", "problem"),
+    [
+        (
+            "a2-highgpu-1g",
+            4,
+            0,
+            "READY",
+            "it holds a2-highgpu-1g VMs, and the nodes are a2-highgpu-2g",
+        ),
+        ("a2-highgpu-2g", 4, 3, "READY", "1 of its 4 VMs are free, and this cluster needs 2"),
+        ("a2-highgpu-2g", 4, 0, "CREATING", "it is CREATING"),
+    ],
+)
+def test_a_reservation_that_cannot_take_the_nodes_stops_preflight(
+    api: FakeCompute, machine: str, count: int, in_use: int, status: str, problem: str
+) -> None:
+    api.reservation(P, ZONES[0], "a100-pool", machine, count, in_use, status=status)
+    error = failure(spec_of(A100_RESERVED), api)
+    assert (
+        error.message == f"reservation a100-pool cannot take these nodes: in {ZONES[0]} {problem}"
+    )
+    assert "nodes.machine_type" in error.hint
+
+
+def test_nodes_that_already_use_the_reservation_need_no_more_room(api: FakeCompute) -> None:
+    api.reservation(P, ZONES[0], "a100-pool", "a2-highgpu-2g", count=2, in_use=2)
+    report = preflight(spec_of(A100_RESERVED), api.clients(), existing_nodes=2)
+    assert report.zones == (ZONES[0],)
+
+
+def test_a_shared_reservation_is_read_from_the_project_that_owns_it(api: FakeCompute) -> None:
+    api.reservation("capacity-owner", ZONES[0], "a100-pool", "a2-highgpu-2g", 8, shared_with=(P,))
+    nodes = A100 + f"  provisioning: reservation-bound\n  reservation: {SHARED}\n"
+    assert preflight(spec_of(nodes), api.clients()).zones == (ZONES[0],)
+    assert api.calls(f"/projects/capacity-owner/zones/{ZONES[0]}/reservations/a100-pool") == 1
+
+
+def test_reserved_nodes_take_no_more_gpu_quota(api: FakeCompute) -> None:
+    # The reservation took its quota when it was made; only unreserved nodes need free quota.
+    api.region(P, REGION, ZONES, {**REGION_QUOTAS, "NVIDIA_A100_GPUS": (8.0, 8.0)})
+    api.reservation(P, ZONES[0], "a100-pool", "a2-highgpu-2g", count=2)
+    preflight(spec_of(A100_RESERVED), api.clients())
+    assert "NVIDIA_A100_GPUS" in failure(spec_of(A100), api).message
+
+
+def test_any_or_no_reservation_reads_none(api: FakeCompute) -> None:
+    for choice in ("any", "none"):
+        preflight(spec_of(A100 + f"  reservation: {choice}\n"), api.clients())
+    assert api.calls("/reservations/") == 0
+
+
+def test_flex_start_uses_the_preemptible_quota(api: FakeCompute) -> None:
+    flex = L4_SPOT.replace("spot: true", "provisioning: flex-start\n  max_run_hours: 8")
+    api.region(P, REGION, ZONES, {**REGION_QUOTAS, "PREEMPTIBLE_NVIDIA_L4_GPUS": (4.0, 2.0)})
+    error = failure(spec_of(flex), api)
+    assert "PREEMPTIBLE_NVIDIA_L4_GPUS" in error.message

@@ -47,6 +47,7 @@ class ComputeClients:
     accelerator_types: Any
     machine_types: Any
     images: Any
+    reservations: Any
     instances: Any
     zone_operations: Any
 
@@ -68,6 +69,7 @@ def compute_clients(credentials: Any = None, *, api_endpoint: str | None = None)
         accelerator_types=make(compute_v1.AcceleratorTypesClient),
         machine_types=make(compute_v1.MachineTypesClient),
         images=make(compute_v1.ImagesClient),
+        reservations=make(compute_v1.ReservationsClient),
         instances=make(compute_v1.InstancesClient),
         zone_operations=make(compute_v1.ZoneOperationsClient),
     )

@@ -22,9 +22,10 @@ from dlvm_cluster.providers.gcp.tfvars import (
     image_ref,
     node_shape,
 )
-from dlvm_cluster.spec.model import ClusterSpec, GcpProvider
+from dlvm_cluster.spec.model import ANY_RESERVATION, NO_RESERVATION, ClusterSpec, GcpProvider
 
 GLOBAL_GPU_METRIC = "GPUS_ALL_REGIONS"
+PREEMPTIBLE_QUOTA_MODELS = frozenset({"spot", "flex-start"})
 FAMILY_LIST_HINT = (
     "list the families with: gcloud compute images list --project deeplearning-platform-release "
     "--no-standard-images --format='value(family)' | sort -u"
@@ -95,7 +96,11 @@ def preflight(
     for zone in zones:
         gpus = _check_zone_offers(clients, spec, provider, region, zone)
     wanted = (spec.nodes.count if count is None else count) - existing_nodes
-    if gpus and wanted > 0:
+    reservation = reservation_ref(spec, provider)
+    if reservation is not None:
+        zones = _reservation_zones(clients, spec, reservation, zones, wanted, warnings)
+    # A reservation took its quota when it was made: the VMs that consume it take none more.
+    if gpus and wanted > 0 and reservation is None:
         _check_quotas(spec, provider, region, project, gpus * wanted, warnings)
     return PreflightReport(
         zones=tuple(zones),
@@ -377,6 +382,96 @@ def _offering_hint(provider: GcpProvider, zone: str, offering: Iterable[str], wh
     )
 
 
+@dataclass(frozen=True)
+class ReservationRef:
+    """A specific reservation: its project (the cluster's, or the one sharing it) and name."""
+
+    project: str
+    name: str
+    written: str  # as nodes.reservation gives it
+
+
+def reservation_ref(spec: ClusterSpec, provider: GcpProvider) -> ReservationRef | None:
+    """The reservation nodes.reservation names, or None for any, none or the default."""
+    written = spec.nodes.reservation
+    if written is None or written in (ANY_RESERVATION, NO_RESERVATION):
+        return None
+    if written.startswith("projects/"):
+        _, project, _, name = written.split("/")
+        return ReservationRef(project, name, written)
+    return ReservationRef(provider.project, written, written)
+
+
+def _reservation(clients: ComputeClients, ref: ReservationRef, zone: str) -> Any:
+    """reservations.get in `zone`, or None where the reservation does not exist."""
+    try:
+        return call_api(
+            f"reservation {ref.written} in {zone}",
+            ref.project,
+            lambda: clients.reservations.get(
+                project=ref.project, zone=zone, reservation=ref.name, timeout=REQUEST_TIMEOUT
+            ),
+        )
+    except _not_found():
+        return None
+
+
+def _reservation_zones(
+    clients: ComputeClients,
+    spec: ClusterSpec,
+    ref: ReservationRef,
+    zones: list[str],
+    wanted: int,
+    warnings: list[str],
+) -> list[str]:
+    """The zones whose copy of the reservation is ready, holds the nodes' machine type and has
+    `wanted` VMs free. A reservation is zonal, so the other zones are dropped (with a warning)."""
+    found = {
+        zone: reservation
+        for zone in zones
+        if (reservation := _reservation(clients, ref, zone)) is not None
+    }
+    if not found:
+        raise ProvisionError(
+            f"reservation {ref.written} does not exist in {', '.join(zones)} "
+            f"(project {ref.project}), or your account cannot see it",
+            hint="a reservation belongs to one zone: put its zone in provider.zones "
+            f"(gcloud compute reservations list --project {ref.project}); one shared from "
+            "another project is written projects/PROJECT/reservations/NAME",
+        )
+    machine = node_shape(spec.nodes).machine_type
+    usable, problems = [], []
+    for zone, reservation in found.items():
+        specific = reservation.specific_reservation
+        held = str(specific.instance_properties.machine_type).rsplit("/", 1)[-1]
+        free = int(specific.count) - int(specific.in_use_count)
+        if str(reservation.status) != "READY":
+            problems.append(f"in {zone} it is {reservation.status}")
+        elif held != machine:
+            problems.append(f"in {zone} it holds {held} VMs, and the nodes are {machine}")
+        elif wanted > free:
+            problems.append(
+                f"in {zone} {free} of its {specific.count} VMs are free, and this cluster "
+                f"needs {wanted}"
+            )
+        else:
+            usable.append(zone)
+    if not usable:
+        raise ProvisionError(
+            f"reservation {ref.written} cannot take these nodes: " + "; ".join(problems),
+            hint="set nodes.machine_type to the machine type the reservation holds and ask for "
+            "no more nodes than it has free (delete VMs that use it, or use a bigger "
+            "reservation); gcloud compute reservations describe shows both",
+        )
+    skipped = [zone for zone in zones if zone not in usable]
+    if skipped:
+        warnings.append(
+            f"zones {', '.join(skipped)} are skipped: reservation {ref.written} has no room "
+            f"for these nodes there ({'; '.join(problems) or 'it is not there'})"
+        )
+    return usable
+
+
 def _check_quotas(
     spec: ClusterSpec,
     provider: GcpProvider,
@@ -389,9 +484,10 @@ def _check_quotas(
     kind = node_shape(spec.nodes).gpu_type
     regional = {str(q.metric): q for q in region.quotas}
     metric = shapes.gpu_quota_metric(kind, spot=False) if kind else None
-    if metric and spec.nodes.spot:
+    if metric and spec.nodes.provisioning_model in PREEMPTIBLE_QUOTA_MODELS:
         preemptible = regional.get(f"PREEMPTIBLE_{metric}")
-        # Spot VMs use preemptible quota when the project has some, standard quota otherwise.
+        # Spot and flex-start VMs use preemptible quota when the project has some, standard
+        # quota otherwise.
         if preemptible is not None and preemptible.limit > 0:
             metric = f"PREEMPTIBLE_{metric}"
     if metric and metric in regional:
