@@ -19,6 +19,7 @@ from dlvm_cluster.providers.gcp.hostkeys import (
     with_host_keys,
 )
 from dlvm_cluster.providers.gcp.instances import (
+    OPERATION_WAITS,
     SETTLE_INTERVAL,
     Recovery,
     instance_states,
@@ -201,6 +202,23 @@ def test_a_stopping_vm_is_started_once_it_has_stopped(api: FakeCompute) -> None:
     assert (woken.failed, woken.gone) == ("", False)
     assert sleeps == [SETTLE_INTERVAL, SETTLE_INTERVAL]
     assert api.calls("/instances/t-node-1/start") == 1
+
+
+def test_a_start_done_on_the_last_wait_counts_as_done(api: FakeCompute) -> None:
+    instance(api, "t-node-1", "TERMINATED")
+    api.instance_operation(P, ZONE, "t-node-1", "start", waits=OPERATION_WAITS)
+    woken = wake(api.clients(), P, NODES[1], sleep=lambda _: None)
+    assert (woken.failed, woken.gone) == ("", False)
+
+
+def test_an_operation_the_api_no_longer_knows_is_a_clear_error(api: FakeCompute) -> None:
+    instance(api, "t-node-1", "TERMINATED")
+    api.instance_operation(P, ZONE, "t-node-1", "start", waits=2)
+    for key in [key for key in api.routes if key[1].endswith("/wait")]:
+        del api.routes[key]  # the API answers 404 for an operation it forgot
+    with pytest.raises(ProvisionError) as forgotten:
+        wake(api.clients(), P, NODES[1], sleep=lambda _: None)
+    assert "no longer known" in forgotten.value.message
 
 
 def test_a_vm_deleted_before_its_start_is_gone(api: FakeCompute) -> None:

@@ -557,9 +557,11 @@ def test_a_stopped_or_suspended_node_is_started_not_replaced(
     assert labels(api, state, inventory) == {"node-0": "running", "node-1": "running"}
 
 
-def test_a_node_that_will_not_start_is_replaced_and_says_why(
+def test_a_node_that_will_not_start_keeps_its_disk_and_up_says_why(
     api: FakeCompute, state: ClusterState
 ) -> None:
+    """No capacity to start a stopped GPU VM is common; recreating it would delete its disk
+    and meet the same shortage in the same zone."""
     cloud, loaded, _ = stopped_cluster(api, state)
     stockout_error = {
         "errors": [
@@ -571,17 +573,14 @@ def test_a_node_that_will_not_start_is_replaced_and_says_why(
         ]
     }
     api.instance_operation(P, A, "t-node-1", "start", error=stockout_error)
-    reads = key_reads(api, "node-1")
+    applies = len(cloud.applies)
     progress = Recorder()
-    up(api, state, cloud, loaded, progress)
-    assert cloud.applies[-1] == Apply(
-        A, ("node-0", "node-1"), ('google_compute_instance.node["node-1"]',)
-    )
-    assert progress.notes[1] == (
-        f"starting node-1 failed (no capacity for this shape in {A} right now (stockout)): "
-        "it will be recreated"
-    )
-    assert key_reads(api, "node-1") == reads + 1  # a new VM: its keys are read
+    with pytest.raises(ProvisionError) as stopped:
+        up(api, state, cloud, loaded, progress)
+    assert len(cloud.applies) == applies  # nothing replaced, nothing applied
+    assert "could not start node-1 (no capacity" in stopped.value.message
+    assert "keep their disks" in stopped.value.message
+    assert progress.notes[1].startswith("starting node-1 failed: no capacity")
 
 
 def test_a_started_node_recreated_by_terraform_has_its_keys_read(

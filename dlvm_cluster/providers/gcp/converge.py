@@ -149,15 +149,20 @@ def _bring_back(
     request: Converge, api: ComputeClients, zone: str, states: Mapping[str, InstanceState]
 ) -> tuple[list[str], dict[str, tuple[str, str]]]:
     """Start or resume the nodes that are stopped or suspended, and say what happens to each
-    node that is down. Returns the `-replace` addresses (preempted nodes, and those that would
-    not start) and, for each node started again, its pinned host key and VM id: the same VM
-    keeps its disk and so its host keys."""
+    node that is down. Returns the `-replace` addresses (preempted nodes) and, for each node
+    started again, its pinned host key and VM id: the same VM keeps its disk and so its host
+    keys.
+
+    A node that will not start (no capacity to start it now, as is common for GPU VMs stopped
+    by host maintenance) is never recreated: that would delete its disk, and the new VM would
+    meet the same shortage in the same zone. `up` stops instead, saying so."""
     assert request.previous is not None
     progress, project = request.progress, gcp_provider(request.spec).project
     keys = {node.name: node.host_key for node in request.previous.nodes}
     refs = {ref.name: ref for ref in node_refs_for(request.previous.cluster, zone, states)}
     replace = replace_addresses(dict(states))
     pinned: dict[str, tuple[str, str]] = {}
+    failed: list[str] = []
     for name in sorted(states, key=_rank_of):
         state = states[name]
         if state.needs_recreate:
@@ -171,10 +176,16 @@ def _bring_back(
         if woken.gone:
             progress.note(f"{name}: {woken.failed}; it will be recreated")
         elif woken.failed:
-            progress.note(f"{verb} {name} failed ({woken.failed}): it will be recreated")
-            replace.append(instance_address(name))
+            progress.note(f"{verb} {name} failed: {woken.failed}")
+            failed.append(f"{name} ({woken.failed})")
         else:
             pinned[name] = (keys.get(name, ""), state.instance_id)
+    if failed:
+        raise ProvisionError(
+            f"could not start {'; '.join(failed)} in {zone}; the stopped nodes keep their disks",
+            hint="run `dlvm up` again later (GPU capacity comes and goes); to give a node's disk "
+            "up and recreate it, delete its VM in the console or with gcloud, then run `dlvm up`",
+        )
     return replace, pinned
 
 

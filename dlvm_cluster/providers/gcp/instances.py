@@ -131,17 +131,22 @@ def _get_instance(clients: ComputeClients, project: str, node: NodeRef) -> Any:
 
 
 def preempted_instances(clients: ComputeClients, project: str, zone: str) -> dict[str, str]:
-    """VM name -> time of its latest preemption, from the zone's operations."""
+    """VM name -> time of its latest preemption, from the zone's operations (none for a zone
+    that no longer exists)."""
+    from google.api_core import exceptions
     from google.cloud import compute_v1
 
     request = compute_v1.ListZoneOperationsRequest(
         project=project, zone=zone, filter=f'operationType="{PREEMPTED_OPERATION}"'
     )
-    operations = call_api(
-        f"operations in {zone}",
-        project,
-        lambda: list(clients.zone_operations.list(request=request, timeout=REQUEST_TIMEOUT)),
-    )
+    try:
+        operations = call_api(
+            f"operations in {zone}",
+            project,
+            lambda: list(clients.zone_operations.list(request=request, timeout=REQUEST_TIMEOUT)),
+        )
+    except exceptions.NotFound:
+        return {}
     latest: dict[str, str] = {}
     for operation in operations:
         # The filter is a match, not equality: check the type and take the name from the link.
@@ -232,7 +237,7 @@ def wake(
         if operation.status == compute_v1.Operation.Status.DONE:
             break
         operation = _wait_for(clients, project, node.zone, str(operation.name))
-    else:
+    if operation.status != compute_v1.Operation.Status.DONE:
         raise ProvisionError(
             f"the {verb} of {node.instance} did not finish",
             hint="run `dlvm up` again; the operation may still complete on its own",
@@ -243,13 +248,21 @@ def wake(
 
 def _wait_for(clients: ComputeClients, project: str, zone: str, operation: str) -> Any:
     """The zone operation once done, or as it stands when the API's wait returns first."""
-    return call_api(
-        f"operation {operation}",
-        project,
-        lambda: clients.zone_operations.wait(
-            project=project, zone=zone, operation=operation, timeout=REQUEST_TIMEOUT * 5
-        ),
-    )
+    from google.api_core import exceptions
+
+    try:
+        return call_api(
+            f"operation {operation}",
+            project,
+            lambda: clients.zone_operations.wait(
+                project=project, zone=zone, operation=operation, timeout=REQUEST_TIMEOUT * 5
+            ),
+        )
+    except exceptions.NotFound as exc:  # expired or unknown: its outcome cannot be read
+        raise ProvisionError(
+            f"operation {operation} in {zone} is no longer known to Compute Engine",
+            hint="run `dlvm up` again: it reads the nodes' states anew",
+        ) from exc
 
 
 def _settled_status(
