@@ -35,7 +35,8 @@ from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers.base import NO_TRUST, KeyTrust
 from dlvm_cluster.remote import jobcontrol
 from dlvm_cluster.remote.pool import SshPool
-from dlvm_cluster.spec.model import LoadedSpec, semantic_problems
+from dlvm_cluster.spec.model import LoadedSpec
+from dlvm_cluster.spec.rules import semantic_problems
 from dlvm_cluster.state import ClusterState, private_dir
 
 STOP_GRACE = 10.0

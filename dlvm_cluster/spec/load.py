@@ -14,8 +14,9 @@ from ruamel.yaml.comments import CommentedMap
 from dlvm_cluster.errors import SourceLocation, SpecError
 from dlvm_cluster.spec.explain import translate
 from dlvm_cluster.spec.locate import describe, dotted, locate, show_value
-from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec, semantic_problems
+from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec
 from dlvm_cluster.spec.parse import check_keys, decode, first_content_line, parse_yaml
+from dlvm_cluster.spec.rules import semantic_problems
 
 MAX_FILE_BYTES = 1_000_000
 

@@ -5,7 +5,6 @@ Every model is frozen and forbids unknown keys, so a misspelt key is an error, n
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -38,15 +37,6 @@ LOCAL_MAX_NODES = 64
 MAX_NODES = 1000
 ENV_NAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_]*"
 SSH_USER_PATTERN = r"^[a-z_][a-z0-9_-]*$"
-# GPUs attached to N1 VMs (the only family that takes them), with the counts a VM may have
-# (Compute Engine's GPU table: 1, 2 or 4; V100 also 8). Other types on N1 follow the common rule.
-N1_GPU_COUNTS: dict[str, tuple[int, ...]] = {
-    "nvidia-tesla-t4": (1, 2, 4),
-    "nvidia-tesla-v100": (1, 2, 4, 8),
-    "nvidia-tesla-p100": (1, 2, 4),
-    "nvidia-tesla-p4": (1, 2, 4),
-}
-N1_DEFAULT_GPU_COUNTS = (1, 2, 4)
 # A DLVM family name, family/NAME, or a full image path (optionally as a self link).
 # A service account's email: user-managed (NAME@PROJECT.iam.gserviceaccount.com) or the
 # Compute Engine default (NUMBER-compute@developer.gserviceaccount.com).
@@ -313,173 +303,6 @@ class ClusterSpec(Model):
             for name, item in self.env.items()
             if isinstance(item, SecretValue) and (item.secret or item.from_env is not None)
         }
-
-
-def semantic_problems(spec: ClusterSpec) -> list[tuple[tuple[str | int, ...], str]]:
-    """Checks that span several fields, as (field path, message) so the loader can point at them."""
-    problems: list[tuple[tuple[str | int, ...], str]] = []
-    provider = spec.provider
-    if isinstance(provider, LocalProvider) and spec.nodes.count > LOCAL_MAX_NODES:
-        problems.append(
-            (
-                ("nodes", "count"),
-                f"{spec.nodes.count} is above the local provider's limit of {LOCAL_MAX_NODES}",
-            )
-        )
-    if isinstance(provider, SshProvider) and spec.nodes.count > len(provider.hosts):
-        problems.append(
-            (
-                ("nodes", "count"),
-                f"{spec.nodes.count} is more than the {len(provider.hosts)} hosts listed under "
-                "provider.hosts",
-            )
-        )
-    if isinstance(provider, GcpProvider):
-        problems.extend(_gcp_problems(spec, provider))
-    problems.extend(_capacity_problems(spec.nodes))
-    if spec.nodes.min_count is not None and spec.nodes.min_count > spec.nodes.count:
-        problems.append(
-            (("nodes", "min_count"), f"{spec.nodes.min_count} is more than nodes.count")
-        )
-    return problems
-
-
-def _gcp_problems(
-    spec: ClusterSpec, provider: GcpProvider
-) -> list[tuple[tuple[str | int, ...], str]]:
-    """What Google Cloud would reject later, caught while the file position is still known."""
-    problems: list[tuple[tuple[str | int, ...], str]] = []
-    seen: set[str] = set()
-    for index, zone in enumerate(provider.zones):
-        if not zone.startswith(provider.region + "-"):
-            problems.append(
-                (("provider", "zones", index), f"{zone} is not a zone of {provider.region}")
-            )
-        elif zone in seen:
-            problems.append((("provider", "zones", index), f"{zone} is listed twice"))
-        seen.add(zone)
-    for index, cidr in enumerate(provider.allowed_ssh_cidrs):
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            problems.append(
-                (
-                    ("provider", "allowed_ssh_cidrs", index),
-                    f"{cidr!r} is not an address range like 203.0.113.7/32",
-                )
-            )
-    if provider.subnetwork and not provider.network:
-        problems.append(
-            (
-                ("provider", "subnetwork"),
-                "also name its network under provider.network (the firewall rules go there)",
-            )
-        )
-    problems.extend(_n1_problems(spec, provider))
-    if spec.nodes.image is not None and not re.fullmatch(GCP_IMAGE_PATTERN, spec.nodes.image):
-        problems.append(
-            (
-                ("nodes", "image"),
-                "must be a Deep Learning VM image family (e.g. "
-                "pytorch-2-9-cu129-ubuntu-2204-nvidia-580), family/NAME, or "
-                "projects/PROJECT/global/images/[family/]NAME",
-            )
-        )
-    return problems
-
-
-def _capacity_problems(nodes: Nodes) -> list[tuple[tuple[str | int, ...], str]]:
-    """Provisioning, run time and reservation that contradict each other or Compute Engine."""
-    problems: list[tuple[tuple[str | int, ...], str]] = []
-    model = nodes.provisioning_model
-    if (
-        "spot" in nodes.model_fields_set
-        and nodes.provisioning is not None
-        and nodes.spot != (nodes.provisioning == "spot")
-    ):
-        problems.append(
-            (
-                ("nodes", "spot"),
-                f"spot: {str(nodes.spot).lower()} contradicts provisioning: "
-                f"{nodes.provisioning} (spot: true means provisioning: spot); keep one of them",
-            )
-        )
-    if model == "flex-start":
-        if nodes.max_run_hours is None:
-            problems.append(
-                (
-                    ("nodes", "provisioning"),
-                    "flex-start needs nodes.max_run_hours (at most "
-                    f"{FLEX_START_MAX_RUN_HOURS}): how long each VM may run before Compute "
-                    "Engine deletes it",
-                )
-            )
-        elif nodes.max_run_hours > FLEX_START_MAX_RUN_HOURS:
-            problems.append(
-                (
-                    ("nodes", "max_run_hours"),
-                    f"{nodes.max_run_hours} is more than flex-start's limit of "
-                    f"{FLEX_START_MAX_RUN_HOURS} hours (7 days)",
-                )
-            )
-        if nodes.reservation not in (None, NO_RESERVATION):
-            problems.append(
-                (
-                    ("nodes", "reservation"),
-                    "flex-start VMs consume no reservation: remove nodes.reservation or set it "
-                    f"to {NO_RESERVATION}",
-                )
-            )
-    if model == "reservation-bound" and nodes.reservation in (
-        None,
-        ANY_RESERVATION,
-        NO_RESERVATION,
-    ):
-        problems.append(
-            (
-                ("nodes", "provisioning" if nodes.reservation is None else "reservation"),
-                "reservation-bound VMs need nodes.reservation: the NAME of the reservation "
-                "(or projects/PROJECT/reservations/NAME for a shared one)",
-            )
-        )
-    return problems
-
-
-def _runs_on_n1(nodes: Nodes) -> bool:
-    """An n1-* machine type, or none with a GPU that only N1 takes (the default is then N1)."""
-    if nodes.machine_type is not None:
-        return nodes.machine_type.startswith("n1-")
-    return nodes.accelerator is not None and nodes.accelerator.type in N1_GPU_COUNTS
-
-
-def _n1_problems(
-    spec: ClusterSpec, provider: GcpProvider
-) -> list[tuple[tuple[str | int, ...], str]]:
-    """N1's limits, which Google reports only once the network and firewall already exist."""
-    if not _runs_on_n1(spec.nodes):
-        return []
-    machine = spec.nodes.machine_type or "an N1 machine type"
-    problems: list[tuple[tuple[str | int, ...], str]] = []
-    if provider.compact_placement:
-        problems.append(
-            (
-                ("provider", "compact_placement"),
-                f"compact placement is not available for {machine} (N1): use an "
-                "accelerator-optimized type (a2, a3, g2, ...) or set it to false",
-            )
-        )
-    accelerator = spec.nodes.accelerator
-    if accelerator is not None:
-        allowed = N1_GPU_COUNTS.get(accelerator.type, N1_DEFAULT_GPU_COUNTS)
-        if accelerator.count not in allowed:
-            counts = ", ".join(str(count) for count in allowed[:-1]) + f" or {allowed[-1]}"
-            problems.append(
-                (
-                    ("nodes", "accelerator", "count"),
-                    f"an N1 VM takes {counts} x {accelerator.type}, not {accelerator.count}",
-                )
-            )
-    return problems
 
 
 def json_schema() -> dict[str, Any]:
