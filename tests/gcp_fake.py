@@ -199,9 +199,11 @@ class FakeCompute:
         *,
         status: str = "READY",
         shared_with: tuple[str, ...] = (),
+        template: str = "",
     ) -> None:
         """reservations.get of a specific (single-project or shared) reservation: the VM
-        properties it holds capacity for and how many of its VMs are in use."""
+        properties it holds capacity for (or, made from an instance `template`, that
+        template's link and no properties) and how many of its VMs are in use."""
         body: dict[str, Any] = {
             "kind": "compute#reservation",
             "id": "4100668622331754141",
@@ -218,6 +220,12 @@ class FakeCompute:
             },
             "shareSettings": {"shareType": "LOCAL"},
         }
+        if template:
+            specific = body["specificReservation"]
+            del specific["instanceProperties"]
+            specific["sourceInstanceTemplate"] = (
+                f"{API}/projects/{project}/global/instanceTemplates/{template}"
+            )
         if shared_with:
             body["shareSettings"] = {
                 "shareType": "SPECIFIC_PROJECTS",

@@ -363,6 +363,15 @@ def test_a_named_reservation_keeps_the_zones_it_has_room_in(api: FakeCompute) ->
     assert api.calls(f"/zones/{ZONES[1]}/reservations/a100-pool") == 1
 
 
+def test_a_reservation_made_from_an_instance_template_is_not_held_to_a_machine_type(
+    api: FakeCompute,
+) -> None:
+    """Such a reservation names no machine type of its own: it cannot be compared."""
+    api.reservation(P, ZONES[0], "a100-pool", "", count=4, template="a100-template")
+    report = preflight(spec_of(A100_RESERVED), api.clients())
+    assert ZONES[0] in report.zones
+
+
 def test_a_reservation_in_none_of_the_zones_stops_preflight(api: FakeCompute) -> None:
     api.reservation(P, ZONES[2], "a100-pool", "a2-highgpu-2g", count=4)
     error = failure(spec_of(A100_RESERVED), api)
