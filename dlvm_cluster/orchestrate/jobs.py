@@ -19,9 +19,9 @@ from pathlib import Path
 from dlvm_cluster import secret_env
 from dlvm_cluster.errors import RemoteError, UsageError
 from dlvm_cluster.inventory import Inventory, Node
-from dlvm_cluster.launch import plan_launch
 from dlvm_cluster.launch.environment import node_environment
 from dlvm_cluster.launch.plan import HostFile, LaunchPlan
+from dlvm_cluster.launch.planners import plan_launch
 from dlvm_cluster.orchestrate.files import install_secrets, push_files
 from dlvm_cluster.orchestrate.masking import LineSink, Masking, read_masking
 from dlvm_cluster.orchestrate.records import (

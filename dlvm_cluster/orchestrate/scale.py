@@ -17,8 +17,8 @@ from pathlib import Path
 
 from dlvm_cluster.errors import RemoteError, UsageError
 from dlvm_cluster.inventory import Inventory, Node, node_name, node_rank
-from dlvm_cluster.launch import plan_launch
 from dlvm_cluster.launch.plan import elastic_range
+from dlvm_cluster.launch.planners import plan_launch
 from dlvm_cluster.orchestrate.jobs import (
     JobRecord,
     env_names,

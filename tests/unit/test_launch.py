@@ -19,7 +19,6 @@ from harness import REPO
 
 from dlvm_cluster.errors import UsageError
 from dlvm_cluster.inventory import Inventory, Node
-from dlvm_cluster.launch import plan_launch
 from dlvm_cluster.launch.environment import node_environment
 from dlvm_cluster.launch.plan import (
     LaunchPlan,
@@ -29,6 +28,7 @@ from dlvm_cluster.launch.plan import (
     python_program,
     python_script,
 )
+from dlvm_cluster.launch.planners import plan_launch
 from dlvm_cluster.remote.command import wrap
 from dlvm_cluster.spec.model import Framework, Job
 

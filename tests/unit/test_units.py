@@ -306,3 +306,16 @@ def test_paramiko_loads_without_invoke_whichever_module_comes_first(module: str)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def test_the_exec_path_does_without_the_spec_models() -> None:
+    """`dlvm exec` on a cluster without secrets reads the applied spec as JSON: loading the
+    models (pydantic) would cost it ~0.1 s of every warm command. The launch planners bring
+    them in, so the exec path must not import them through the launch package."""
+    code = (
+        "import sys, dlvm_cluster.cli.fast_path, dlvm_cluster.orchestrate.nodes; "
+        "print(sorted(m for m in ('pydantic', 'ruamel') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
