@@ -26,7 +26,7 @@ from dlvm_cluster.orchestrate.files import install_secrets, push_files
 from dlvm_cluster.orchestrate.masking import LineSink, Masking, read_masking
 from dlvm_cluster.orchestrate.records import (
     applied_spec,
-    installed_secret_names,
+    held_secret_names,
     open_pool,
     require_inventory,
 )
@@ -304,7 +304,7 @@ def node_masking(
         )
 
     spec = applied_spec(state).spec
-    names = tuple(sorted({*spec.secret_env(), *installed_secret_names(state)}))
+    names = held_secret_names(state, spec)
     local = secret_env.resolve(spec, strict=False)
     masking = read_masking(inventory, nodes, names, local, batch)
     assert masking is not None  # this batch always runs

@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING
 from dlvm_cluster.errors import StateError, UsageError
 from dlvm_cluster.inventory import Inventory, Node, unsafe_for_ssh_files
 from dlvm_cluster.launch.environment import node_environment
-from dlvm_cluster.orchestrate.records import identity_path
+from dlvm_cluster.orchestrate.records import (
+    applied_spec,
+    held_secret_names,
+    identity_path,
+    open_pool,
+    require_inventory,
+)
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.remote import agent_client, agent_process
 from dlvm_cluster.remote.command import HELD_SECRETS_TIMEOUT, wrap
@@ -138,7 +144,6 @@ def exec_command(
         if result is not None:
             return result
 
-    from dlvm_cluster.orchestrate.records import open_pool
     from dlvm_cluster.remote.fanout import run_on_nodes
 
     with open_pool(state, plan.inventory) as pool:
@@ -175,8 +180,6 @@ def _read_inventory(state: ClusterState) -> tuple[Inventory, str]:
         raw = state.inventory_path.read_bytes()
         return Inventory.from_json(json.loads(raw)), agent_client.inventory_digest(raw)
     except (OSError, ValueError, KeyError, TypeError):
-        from dlvm_cluster.orchestrate.records import require_inventory
-
         return require_inventory(state), ""
 
 
@@ -184,21 +187,16 @@ def _exec_env(state: ClusterState) -> tuple[dict[str, str], tuple[str, ...], dic
     """The spec's plain env, the names of the secrets the nodes hold (the spec's, and any
     installed since), and their values as far as they can be resolved here. When the applied
     spec has only plain values, they are read without loading the model."""
-    from dlvm_cluster.orchestrate.records import installed_secret_names
-
-    installed = installed_secret_names(state)  # `launch FILE` may have added some
     data = state.read_json(state.applied_spec_path)
     spec_data = data.get("spec") if isinstance(data, dict) else None
     env = spec_data.get("env") if isinstance(spec_data, dict) else None
     if isinstance(env, dict) and all(isinstance(value, str) for value in env.values()):
-        return dict(env), installed, {}
+        return dict(env), held_secret_names(state, None), {}
 
     from dlvm_cluster import secret_env
-    from dlvm_cluster.orchestrate.records import applied_spec
 
     spec = applied_spec(state).spec
-    secrets = tuple(sorted({*spec.secret_env(), *installed}))
-    return spec.plain_env(), secrets, secret_env.resolve(spec, strict=False)
+    return spec.plain_env(), held_secret_names(state, spec), secret_env.resolve(spec, strict=False)
 
 
 def _new_log_dir(wanted: Path) -> Path:
@@ -238,7 +236,6 @@ def sync_up(
             return warm
 
     from dlvm_cluster.orchestrate.files import push_files
-    from dlvm_cluster.orchestrate.records import applied_spec, open_pool
 
     spec = loaded or applied_spec(state)
     with open_pool(state, inventory) as pool:
@@ -253,7 +250,6 @@ def sync_down(
 ) -> list[SyncResult]:
     """Pull `remote` from every selected node into local/<node>/."""
     from dlvm_cluster.orchestrate.files import pull_files
-    from dlvm_cluster.orchestrate.records import open_pool, require_inventory
 
     inventory = require_inventory(state)
     with open_pool(state, inventory) as pool:
@@ -274,7 +270,6 @@ class NodeStatus:
 
 
 def status(state: ClusterState) -> tuple[Inventory, list[NodeStatus]]:
-    from dlvm_cluster.orchestrate.records import open_pool, require_inventory
     from dlvm_cluster.remote.pool import HEALTH_TIMEOUT  # status connects: paramiko is due
 
     inventory = require_inventory(state)

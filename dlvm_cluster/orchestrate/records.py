@@ -139,3 +139,10 @@ def installed_secret_names(state: ClusterState) -> tuple[str, ...]:
     """The names of the secrets last installed on the nodes (none recorded: empty)."""
     data = state.read_json(state.root / SECRET_NAMES)
     return tuple(str(name) for name in data) if isinstance(data, list) else ()
+
+
+def held_secret_names(state: ClusterState, spec: ClusterSpec | None) -> tuple[str, ...]:
+    """The secrets the nodes may hold, whose values output is masked with: the applied
+    spec's (None: it has none) and any installed since (`launch FILE` may have added some)."""
+    declared = spec.secret_env() if spec is not None else {}
+    return tuple(sorted({*declared, *installed_secret_names(state)}))
