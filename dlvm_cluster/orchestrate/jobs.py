@@ -34,7 +34,7 @@ from dlvm_cluster.progress import Progress
 from dlvm_cluster.remote import jobcontrol
 from dlvm_cluster.remote.command import HELD_SECRETS_TIMEOUT
 from dlvm_cluster.remote.connection import Connection
-from dlvm_cluster.remote.fanout import run_on_nodes
+from dlvm_cluster.remote.fanout import each_its_own, run_on_nodes
 from dlvm_cluster.remote.pool import SshPool, for_each_node
 from dlvm_cluster.remote.results import GroupResult
 from dlvm_cluster.spec.model import LoadedSpec
@@ -298,9 +298,8 @@ def node_masking(
     them and as the applied spec resolves them here (orchestrate/masking.py says why both)."""
 
     def batch(on: Sequence[Node], commands: Sequence[str], sink: LineSink) -> GroupResult:
-        by_name = dict(zip((node.name for node in on), commands, strict=True))
         return run_on_nodes(
-            pool, on, lambda node: by_name[node.name], sink=sink, timeout=HELD_SECRETS_TIMEOUT
+            pool, on, each_its_own(on, commands), sink=sink, timeout=HELD_SECRETS_TIMEOUT
         )
 
     spec = applied_spec(state).spec

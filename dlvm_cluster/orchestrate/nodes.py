@@ -144,7 +144,7 @@ def exec_command(
         if result is not None:
             return result
 
-    from dlvm_cluster.remote.fanout import run_on_nodes
+    from dlvm_cluster.remote.fanout import each_its_own, run_on_nodes
 
     with open_pool(state, plan.inventory) as pool:
 
@@ -155,11 +155,10 @@ def exec_command(
             redact: Callable[[str], str],
             logged: bool,
         ) -> GroupResult:
-            by_name = dict(zip((node.name for node in nodes), commands, strict=True))
             return run_on_nodes(
                 pool,
                 nodes,
-                lambda node: by_name[node.name],
+                each_its_own(nodes, commands),
                 sink=sink,
                 timeout=timeout if logged else HELD_SECRETS_TIMEOUT,
                 log_dir=_new_log_dir(plan.log_dir) if logged else None,

@@ -203,6 +203,12 @@ def _answers(connection: Connection) -> bool:
     return answered.wait(LIVENESS_TIMEOUT)
 
 
+def each_its_own(nodes: Sequence[Node], commands: Sequence[str]) -> Callable[[Node], str]:
+    """The command function for run_on_nodes that gives nodes[i] commands[i]."""
+    by_name = dict(zip((node.name for node in nodes), commands, strict=True))
+    return lambda node: by_name[node.name]
+
+
 def run_on_nodes(
     pool: SshPool,
     nodes: Sequence[Node],
