@@ -209,6 +209,10 @@ class FileSync(Model):
 Framework = Literal["torchrun", "horovod", "deepspeed", "accelerate", "mpi", "none"]
 
 
+NodeLossAction = Literal["replace", "fail"]
+DEFAULT_HANG_TIMEOUT_MINUTES = 30
+
+
 class Job(Model):
     framework: Framework = "none"
     workdir: str = "~"
@@ -216,6 +220,20 @@ class Job(Model):
     procs_per_node: WholeNumber | Literal["auto"] = "auto"
     nnodes: str | None = None
     max_restarts: WholeNumber = Field(default=3, ge=0, le=100)
+    # A lost node (preempted, deleted, unreachable) is replaced alone and the job restarted
+    # from its checkpoint, or the job fails.
+    on_node_loss: NodeLossAction = "replace"
+    # Restarts when a rank fails on a healthy cluster: 0, since such a failure is usually a bug
+    # that a restart repeats.
+    max_restarts_on_error: WholeNumber = Field(default=0, ge=0, le=100)
+    # No new output from any rank for this long counts as a failure (a hung collective would
+    # otherwise hold the cluster until NCCL's own timeout); null: never.
+    hang_timeout_minutes: WholeNumber | None = Field(
+        default=DEFAULT_HANG_TIMEOUT_MINUTES, ge=1, le=7 * 24 * 60
+    )
+    # Run `dlvm check` (GPU health, collective bandwidth) before launching, and refuse a
+    # failing cluster.
+    check: bool = False
 
     @field_validator("procs_per_node")
     @classmethod
@@ -230,6 +248,77 @@ class Job(Model):
         if value is not None and not re.fullmatch(r"\d+(:\d+)?", value):
             raise ValueError('must be N or MIN:MAX, for example "1:4"')
         return value
+
+
+# A Cloud Storage bucket, optionally with a prefix inside it: gs://BUCKET[/PREFIX].
+BUCKET_PATTERN = r"gs://[a-z0-9][-a-z0-9_.]{1,220}[a-z0-9](/[^\s]*)?"
+# Where a mount must not go: over the system a node runs from.
+RESERVED_MOUNTS = frozenset(
+    {
+        "/",
+        "/bin",
+        "/boot",
+        "/dev",
+        "/etc",
+        "/lib",
+        "/lib64",
+        "/proc",
+        "/root",
+        "/run",
+        "/sbin",
+        "/sys",
+        "/tmp",
+        "/usr",
+        "/var",
+        "/home",
+    }
+)
+
+
+def _mount_point(value: str) -> str:
+    if not value.startswith("/") or "//" in value or "/../" in f"{value}/":
+        raise ValueError("must be an absolute path like /ckpt (no .. or //)")
+    normal = value.rstrip("/") or "/"
+    if normal in RESERVED_MOUNTS:
+        raise ValueError(
+            f"{normal} holds the node's own system: mount storage elsewhere, like /ckpt"
+        )
+    if unsafe_for_ssh_files(value) or any(c in value for c in " '\"$`\\"):
+        raise ValueError("must not hold spaces, quotes or control characters")
+    return normal
+
+
+def _bucket(value: str) -> str:
+    if not re.fullmatch(BUCKET_PATTERN, value):
+        raise ValueError(
+            "must be a Cloud Storage bucket as gs://BUCKET or gs://BUCKET/PREFIX "
+            "(lowercase letters, digits, - _ .)"
+        )
+    return value
+
+
+class StorageMount(Model):
+    """Storage shared by every node that outlives nodes and `down`: a Cloud Storage bucket
+    (gcsfuse on gcp; a host folder standing in for it on the local provider)."""
+
+    mount: Annotated[str, AfterValidator(_mount_point)]
+    bucket: Annotated[str, AfterValidator(_bucket)]
+    read_only: bool = False
+    cache: bool = True  # gcp: gcsfuse's file cache on the node's disk
+    # The mount whose path jobs get as DLVM_CHECKPOINT_DIR (default: the first one).
+    checkpoint: bool = False
+
+
+AutostopAction = Literal["stop", "down"]
+
+
+class Autostop(Model):
+    """The idle guard, decided on the nodes so it works with this machine switched off."""
+
+    idle_minutes: WholeNumber | None = Field(default=30, ge=1, le=7 * 24 * 60)  # null: never
+    action: AutostopAction = "stop"
+    # Apply the action after this many hours however busy the cluster is; null: no limit.
+    max_hours: WholeNumber | None = Field(default=None, ge=1, le=120 * 24)
 
 
 class SecretValue(Model):
@@ -273,6 +362,14 @@ class ClusterSpec(Model):
     files: list[FileSync] = Field(default_factory=list)
     setup: str | None = None
     job: Job | None = None
+    storage: list[StorageMount] = Field(default_factory=list)
+    autostop: Autostop | None = None  # None: the cluster runs until stopped or taken down
+
+    @property
+    def checkpoint_storage(self) -> StorageMount | None:
+        """The mount named `checkpoint: true`, else the first one: DLVM_CHECKPOINT_DIR."""
+        marked = [entry for entry in self.storage if entry.checkpoint]
+        return marked[0] if marked else (self.storage[0] if self.storage else None)
 
     @field_validator("env", mode="before")
     @classmethod

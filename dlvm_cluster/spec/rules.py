@@ -53,6 +53,7 @@ def semantic_problems(spec: ClusterSpec) -> list[tuple[tuple[str | int, ...], st
     if isinstance(provider, GcpProvider):
         problems.extend(_gcp_problems(spec, provider))
     problems.extend(_capacity_problems(spec.nodes))
+    problems.extend(_storage_problems(spec))
     if spec.nodes.min_count is not None and spec.nodes.min_count > spec.nodes.count:
         problems.append(
             (("nodes", "min_count"), f"{spec.nodes.min_count} is more than nodes.count")
@@ -193,6 +194,43 @@ def _n1_problems(
                 (
                     ("nodes", "accelerator", "count"),
                     f"an N1 VM takes {counts} x {accelerator.type}, not {accelerator.count}",
+                )
+            )
+    return problems
+
+
+def _storage_problems(spec: ClusterSpec) -> list[tuple[tuple[str | int, ...], str]]:
+    """Mounts that would hide one another, and more than one checkpoint mount."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    seen: list[str] = []
+    for index, entry in enumerate(spec.storage):
+        for earlier in seen:
+            if (
+                entry.mount == earlier
+                or entry.mount.startswith(earlier + "/")
+                or (earlier.startswith(entry.mount + "/"))
+            ):
+                problems.append(
+                    (
+                        ("storage", index, "mount"),
+                        f"{entry.mount} overlaps {earlier}: give each storage its own folder",
+                    )
+                )
+        seen.append(entry.mount)
+    marked = [index for index, entry in enumerate(spec.storage) if entry.checkpoint]
+    for index in marked[1:]:
+        problems.append(
+            (
+                ("storage", index, "checkpoint"),
+                "only one storage mount can hold the checkpoints (DLVM_CHECKPOINT_DIR)",
+            )
+        )
+    for index in marked:
+        if spec.storage[index].read_only:
+            problems.append(
+                (
+                    ("storage", index, "read_only"),
+                    "the checkpoint mount must be writable",
                 )
             )
     return problems

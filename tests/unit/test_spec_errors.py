@@ -57,6 +57,17 @@ EXPECTED: dict[str, tuple[int, str]] = {
     "misspelt_gcp_zones": (7, "provider.zonse"),
     "misspelt_nodes_count": (6, "nodes.cuont"),
     "unknown_key_nodes": (7, "nodes.gpus"),
+    # storage, autostop and the job's recovery keys
+    "storage_mount_relative": (8, "storage[0].mount"),
+    "storage_mount_over_etc": (8, "holds the node's own system"),
+    "storage_bucket_not_gs": (8, "gs://BUCKET/PREFIX"),
+    "storage_mounts_overlap": (9, "/data/ckpt overlaps /data"),
+    "storage_two_checkpoints": (9, "storage[1].checkpoint"),
+    "storage_checkpoint_read_only": (8, "storage[0].read_only"),
+    "autostop_action_unknown": (9, "autostop.action"),
+    "autostop_idle_zero": (7, "autostop.idle_minutes"),
+    "job_on_node_loss_unknown": (9, "job.on_node_loss"),
+    "job_hang_timeout_zero": (9, "job.hang_timeout_minutes"),
     "misspelt_accelerator_type": (13, "nodes.accelerator.tpye"),
     "misspelt_job_framework": (8, "job.framwork"),
     "misspelt_job_command": (10, "job.comand"),
@@ -176,7 +187,14 @@ GOOD = {
         "name: demo\nprovider:\n  kind: local\nnodes:\n  count: 3\nenv:\n  OMP_NUM_THREADS: 4\n"
         "files:\n  - {src: ., dst: ~/work, exclude: ['*.pyc']}\nsetup: echo hi\njob:\n"
         "  framework: torchrun\n  workdir: ~/work\n  command: train.py\n  procs_per_node: 2\n"
-        "  nnodes: '1:4'\n  max_restarts: 0\n"
+        "  nnodes: '1:4'\n  max_restarts: 0\n  on_node_loss: fail\n  max_restarts_on_error: 1\n"
+        "  hang_timeout_minutes: null\n  check: true\n"
+    ),
+    "storage": (
+        "name: demo\nprovider:\n  kind: local\nnodes:\n  count: 2\nstorage:\n"
+        "  - {mount: /data, bucket: gs://my-bucket, read_only: true, cache: false}\n"
+        "  - {mount: /ckpt, bucket: gs://my-bucket/run1, checkpoint: true}\n"
+        "autostop: {idle_minutes: 45, action: down, max_hours: 72}\n"
     ),
 }
 
@@ -212,6 +230,18 @@ def test_table_covers_the_whole_corpus() -> None:
 def test_the_good_twins_load(name: str) -> None:
     loaded = load_spec_text(GOOD[name], CORPUS / f"{name}.yaml")
     assert loaded.spec.name == "demo"
+
+
+def test_the_checkpoint_mount_is_the_marked_one_else_the_first() -> None:
+    marked = load_spec_text(GOOD["storage"], CORPUS / "storage.yaml").spec
+    assert marked.checkpoint_storage is not None
+    assert marked.checkpoint_storage.mount == "/ckpt"
+    unmarked = load_spec_text(
+        GOOD["storage"].replace(", checkpoint: true", ""), CORPUS / "storage.yaml"
+    ).spec
+    assert unmarked.checkpoint_storage is not None
+    assert unmarked.checkpoint_storage.mount == "/data"
+    assert load_spec_text(GOOD["local"], CORPUS / "local.yaml").spec.checkpoint_storage is None
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
