@@ -64,6 +64,8 @@ EXPECTED: dict[str, tuple[int, str]] = {
     "storage_mounts_overlap": (9, "/data/ckpt overlaps /data"),
     "storage_two_checkpoints": (9, "storage[1].checkpoint"),
     "storage_checkpoint_read_only": (8, "storage[0].read_only"),
+    "storage_bucket_prefix_escapes": (8, "must not hold `.`, `..`"),
+    "storage_on_ssh_provider": (10, "the ssh provider does not mount storage"),
     "autostop_action_unknown": (9, "autostop.action"),
     "autostop_idle_zero": (7, "autostop.idle_minutes"),
     "job_on_node_loss_unknown": (9, "job.on_node_loss"),
