@@ -13,6 +13,7 @@ from dlvm_cluster.spec.model import (
     GCP_IMAGE_PATTERN,
     LOCAL_MAX_NODES,
     NO_RESERVATION,
+    NO_SERVICE_ACCOUNT,
     ClusterSpec,
     GcpProvider,
     LocalProvider,
@@ -211,6 +212,20 @@ def _storage_problems(spec: ClusterSpec) -> list[tuple[tuple[str | int, ...], st
                 ("storage",),
                 "the ssh provider does not mount storage: mount a shared file system (NFS, "
                 "gcsfuse) on the hosts yourself, or in setup, and point your job at it",
+            )
+        )
+    provider = spec.provider
+    if (
+        spec.storage
+        and isinstance(provider, GcpProvider)
+        and provider.service_account == NO_SERVICE_ACCOUNT
+    ):
+        problems.append(
+            (
+                ("provider", "service_account"),
+                "nodes without a service account cannot mount Cloud Storage: remove "
+                f"`service_account: {NO_SERVICE_ACCOUNT}`, or name an account that holds "
+                "roles/storage.objectUser on the buckets",
             )
         )
     seen: list[str] = []

@@ -66,6 +66,7 @@ EXPECTED: dict[str, tuple[int, str]] = {
     "storage_checkpoint_read_only": (8, "storage[0].read_only"),
     "storage_bucket_prefix_escapes": (8, "must not hold `.`, `..`"),
     "storage_on_ssh_provider": (10, "the ssh provider does not mount storage"),
+    "storage_without_service_account": (9, "provider.service_account"),
     "autostop_action_unknown": (9, "autostop.action"),
     "autostop_idle_zero": (7, "autostop.idle_minutes"),
     "job_on_node_loss_unknown": (9, "job.on_node_loss"),
