@@ -33,7 +33,7 @@ from dlvm_cluster.provision.render import RenderedModule
 from dlvm_cluster.remote import agent_process
 from dlvm_cluster.remote.pool import SshPool, run_everywhere
 from dlvm_cluster.remote.results import SyncResult
-from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec
+from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec, StorageMount
 from dlvm_cluster.state import ClusterState
 
 READY_TIMEOUT = 60.0
@@ -287,6 +287,8 @@ class PlanResult:
     summary: str
     exists: bool
     notes: tuple[str, ...] = ()  # the provider's warnings and the hourly price
+    storage: tuple[StorageMount, ...] = ()  # mounted on every node; the checkpoint one marked
+    checkpoint_mount: str = ""  # DLVM_CHECKPOINT_DIR; empty: none
 
 
 def plan(loaded: LoadedSpec, progress: Progress) -> PlanResult:
@@ -296,8 +298,15 @@ def plan(loaded: LoadedSpec, progress: Progress) -> PlanResult:
     provider = providers.for_spec(spec)
     notes = tuple(provider.plan_notes(spec))
     planned = provider.plan(converge_request(loaded, state, progress))
+    checkpoint = spec.checkpoint_storage
     return PlanResult(
-        spec.name, planned.changes, planned.summary, exists=planned.exists, notes=notes
+        spec.name,
+        planned.changes,
+        planned.summary,
+        exists=planned.exists,
+        notes=notes,
+        storage=tuple(spec.storage),
+        checkpoint_mount=checkpoint.mount if checkpoint else "",
     )
 
 

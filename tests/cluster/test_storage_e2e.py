@@ -76,6 +76,16 @@ def test_a_file_written_on_one_node_is_read_on_the_other(
         assert written == f"setup {storage_cluster.checkpoints}\n"
 
 
+def test_plan_shows_the_mounts(cli: Cli, storage_cluster: StorageCluster) -> None:
+    planned = cli.run("plan", str(storage_cluster.spec), check=True).stdout
+    bucket = storage_cluster.checkpoint_folder.parent.name
+    assert (
+        f"storage: {storage_cluster.checkpoints} <- gs://{bucket}/run1 "
+        "(read-write, DLVM_CHECKPOINT_DIR; kept by down)" in planned
+    )
+    assert f"storage: {storage_cluster.data} <- gs://{bucket}/shared (read-only;" in planned
+
+
 def test_exec_and_jobs_get_the_checkpoint_dir(cli: Cli, storage_cluster: StorageCluster) -> None:
     out = _on(cli, storage_cluster, "node-1", 'echo "dir=$DLVM_CHECKPOINT_DIR"')
     assert f"dir={storage_cluster.checkpoints}" in out
