@@ -107,6 +107,14 @@ def test_a_read_only_mount_refuses_writes(cli: Cli, storage_cluster: StorageClus
     assert refused.returncode != 0
     assert "Read-only file system" in refused.stdout + refused.stderr
     assert not (storage_cluster.data_folder / "nope").exists()
+    # `up` again on the healthy cluster mounts again, idempotently: still one read-only mount.
+    cli.run("up", str(storage_cluster.spec), check=True)
+    mounts = _on(cli, storage_cluster, "node-0", f"grep -c ' {storage_cluster.data} ' /proc/mounts")
+    assert mounts.strip().endswith("1")
+    again = cli.run(
+        "exec", storage_cluster.name, "--nodes", "node-0", "--", f"touch {storage_cluster.data}/x"
+    )
+    assert "Read-only file system" in again.stdout + again.stderr
 
 
 def test_storage_outlives_down_and_a_fresh_up(cli: Cli, storage_cluster: StorageCluster) -> None:
