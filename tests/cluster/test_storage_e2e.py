@@ -122,7 +122,9 @@ def test_storage_outlives_down_and_a_fresh_up(cli: Cli, storage_cluster: Storage
     cli.run("down", storage_cluster.name, "--yes", check=True)
     assert (storage_cluster.checkpoint_folder / "kept.txt").read_text() == "kept\n"
     cli.run("up", str(storage_cluster.spec), check=True)  # fresh namespaces for both nodes
-    for node in ("node-0", "node-1"):
+    # A node that `scale` adds mounts the storage too (as a replacement node does).
+    cli.run("scale", storage_cluster.name, "3", "--yes", check=True)
+    for node in ("node-0", "node-1", "node-2"):
         assert "kept" in _on(
             cli, storage_cluster, node, f"cat {storage_cluster.checkpoints}/kept.txt"
         )

@@ -37,7 +37,7 @@ def test_gcsfuse_mounts_a_prefix_with_the_checkpoint_options() -> None:
     joined = " ".join(argv)
     assert "--only-dir runs/r1" in joined
     assert "-o allow_other" in joined and "--uid $UID_ --gid $GID_" in joined
-    assert "--file-cache-max-size-mb -1" in joined
+    assert "--file-cache-max-size-mb=-1" in joined
     assert "--file-cache-enable-parallel-downloads" in joined
     assert "--cache-dir /var/cache/dlvm-gcsfuse/dlvm-storage-ckpt-" in joined
     assert "-o ro" not in joined

@@ -46,9 +46,8 @@ def gcsfuse_argv(entry: StorageMount) -> list[str]:
         argv += [
             "--cache-dir",
             f"{CACHE_ROOT}/{unit_name(entry).removesuffix('.service')}",
-            "--file-cache-max-size-mb",
-            "-1",
-            "--file-cache-cache-file-for-range-read",
+            "--file-cache-max-size-mb=-1",  # one word: a separate "-1" could read as a flag
+            "--file-cache-cache-file-for-range-read",  # a resumed job reads all of it anyway
             "--file-cache-enable-parallel-downloads",
         ]
     return [*argv, entry.bucket_name, entry.mount]
