@@ -72,6 +72,14 @@ def test_gcp_script_installs_a_systemd_unit_per_mount_and_waits_for_it() -> None
     assert storage_script(load_spec_text(GCP, Path("c.yaml")).spec) == ""
 
 
+def test_a_percent_sign_in_a_prefix_is_not_a_systemd_specifier() -> None:
+    spec = spec_of(GCP, "  - {mount: /ckpt, bucket: gs://my-bucket/run%i}\n")
+    unit = [line for line in storage_script(spec).splitlines() if "=" in line and "%" in line]
+    assert [line.split("=", 1)[0] for line in unit] == ["Description", "ExecStart"]
+    assert all("%i" not in line.replace("%%", "") for line in unit)
+    assert "--only-dir run%%i" in unit[1]
+
+
 def test_unit_names_of_look_alike_mounts_differ() -> None:
     first = StorageMount(mount="/a-b", bucket="gs://my-bucket")
     second = StorageMount(mount="/a/b", bucket="gs://my-bucket")

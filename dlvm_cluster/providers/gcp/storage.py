@@ -59,6 +59,7 @@ def _unit_text(entry: StorageMount) -> str:
         "$GCSFUSE" if word == "gcsfuse" else word if word.startswith("$") else shlex.quote(word)
         for word in gcsfuse_argv(entry)
     ]
+    # `%` starts a specifier in unit files: a literal one (a prefix may hold it) is doubled.
     return (
         "[Unit]\n"
         f"Description=dlvm storage {entry.bucket} at {entry.mount}\n"
@@ -72,7 +73,7 @@ def _unit_text(entry: StorageMount) -> str:
         "RestartSec=5\n"
         "[Install]\n"
         "WantedBy=multi-user.target\n"
-    )
+    ).replace("%", "%%")
 
 
 def _mount_lines(entry: StorageMount) -> list[str]:
@@ -83,13 +84,14 @@ def _mount_lines(entry: StorageMount) -> list[str]:
     # filled in; nothing else in it holds a `$` (the spec refuses one in mounts and buckets).
     return [
         f"sudo mkdir -p {mount} {shlex.quote(cache)}",
-        f"cat > /tmp/{unit}.new <<DLVM_UNIT\n{_unit_text(entry)}DLVM_UNIT",
-        f"if ! cmp -s /tmp/{unit}.new {UNIT_DIR}/{unit}; then",
-        f"  sudo mv /tmp/{unit}.new {UNIT_DIR}/{unit} && sudo systemctl daemon-reload",
-        f"  sudo systemctl enable {unit} >/dev/null 2>&1",
+        "new=$(mktemp)",
+        f'cat > "$new" <<DLVM_UNIT\n{_unit_text(entry)}DLVM_UNIT',
+        f'if ! cmp -s "$new" {UNIT_DIR}/{unit}; then',
+        f'  sudo install -m 0644 "$new" {UNIT_DIR}/{unit} && sudo systemctl daemon-reload',
+        f"  sudo systemctl enable {unit} >/dev/null",
         f"  if mountpoint -q {mount}; then sudo systemctl restart {unit}; fi",
         "fi",
-        f"rm -f /tmp/{unit}.new",
+        'rm -f "$new"',
         f"sudo systemctl start {unit}",
         f"i=0; until mountpoint -q {mount}; do",
         f"  i=$((i+1)); if [ $i -gt {MOUNT_WAIT_SECONDS} ]; then",
