@@ -166,6 +166,8 @@ def status_cmd(
         stdout.print(table)
         if r.provider_problem:
             stdout.print(f"  machine states unknown: {r.provider_problem}", markup=False)
+        if r.capacity:
+            stdout.print(f"  {r.capacity.summary}", markup=False)
         if r.price:
             stdout.print(f"  {r.price}", markup=False)
         for job in r.jobs:
