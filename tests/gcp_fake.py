@@ -168,15 +168,16 @@ class FakeCompute:
         features: tuple[str, ...] = DLVM_GUEST_OS_FEATURES,
         deprecated: str | None = None,
         replacement: str | None = None,
+        architecture: str = "X86_64",
     ) -> None:
         """images.getFromFamily of a Deep Learning VM family, with the guestOsFeatures and
-        architecture real images carry and, when given, a deprecation status naming its
-        successor (DeprecationStatus.replacement is the successor's URL)."""
+        architecture (X86_64 or ARM64) real images carry and, when given, a deprecation status
+        naming its successor (DeprecationStatus.replacement is the successor's URL)."""
         self.image_family(DLVM_IMAGE_PROJECT, family, name, disk_gb)
         body = self.routes[
             ("GET", f"/compute/v1/projects/{DLVM_IMAGE_PROJECT}/global/images/family/{family}")
         ][0][1]
-        body["architecture"] = "X86_64"
+        body["architecture"] = architecture
         body["guestOsFeatures"] = [{"type": feature} for feature in features]
         if deprecated:
             body["deprecated"] = {
