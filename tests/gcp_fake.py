@@ -10,6 +10,7 @@ parsing and HTTP error mapping are the library's own. Responses follow the REST 
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -64,8 +65,13 @@ class FakeCompute:
     ) -> None:
         self.set(path, error_body(status, message, reason, domain), status, method)
 
-    def respond(self, method: str, path: str) -> Response:
+    def respond(
+        self, method: str, path: str, query: dict[str, list[str]] | None = None
+    ) -> Response:
         responses = self.routes.get((method, path))
+        listing = _INSTANCE_LIST.fullmatch(path)
+        if not responses and method == "GET" and listing:
+            return self._instance_list(path, (query or {}).get("filter", [""])[0])
         if not responses:
             return 404, error_body(404, f"The resource '{path}' was not found", "notFound")
         response = responses.pop(0) if len(responses) > 1 else responses[0]
@@ -253,6 +259,7 @@ class FakeCompute:
         spot: bool = False,
         last_start: str = "2026-03-01T10:00:00.000-08:00",
         instance_id: str = "4112109563542811000",
+        labels: dict[str, str] | None = None,
     ) -> None:
         scheduling: dict[str, Any] = {"onHostMaintenance": "TERMINATE"}
         if spot:
@@ -272,6 +279,7 @@ class FakeCompute:
                 "networkInterfaces": [
                     {"networkIP": "10.64.0.2", "accessConfigs": [{"natIP": "203.0.113.10"}]}
                 ],
+                **({"labels": labels} if labels else {}),
             },
         )
 
@@ -285,10 +293,11 @@ class FakeCompute:
         error: dict[str, Any] | None = None,
         waits: int = 1,
     ) -> None:
-        """instances.start or instances.resume (`verb`): the POST answers with a zone operation
+        """instances.start, instances.resume or instances.delete (`verb`): the request (POST
+        .../start, POST .../resume, DELETE on the instance) answers with a zone operation
         still RUNNING, and zoneOperations.wait answers RUNNING `waits - 1` times, then DONE
         (with `error`, an operation's error object, if given). A DONE operation without error
-        leaves the VM RUNNING, with the same id."""
+        leaves the VM RUNNING with the same id, or, for a delete, gone."""
         operation_name = f"operation-1764686400000-{verb}-{name}"
         zone_link = f"{API}/projects/{project}/zones/{zone}"
         pending = {
@@ -314,20 +323,55 @@ class FakeCompute:
             done.update(
                 error=error, httpErrorStatusCode=503, httpErrorMessage="SERVICE UNAVAILABLE"
             )
-        self.set(f"projects/{project}/zones/{zone}/instances/{name}/{verb}", pending, method="POST")
+        instance_path = f"projects/{project}/zones/{zone}/instances/{name}"
+        if verb == "delete":
+            self.set(instance_path, pending, method="DELETE")
+        else:
+            self.set(f"{instance_path}/{verb}", pending, method="POST")
         wait = (
             "POST",
             f"/compute/v1/projects/{project}/zones/{zone}/operations/{operation_name}/wait",
         )
         self.routes[wait] = [(200, pending)] * (waits - 1) + [(200, done)]
-        instance = ("GET", f"/compute/v1/projects/{project}/zones/{zone}/instances/{name}")
+        instance = ("GET", f"/compute/v1/{instance_path}")
 
-        def now_running(body: dict[str, Any]) -> None:
-            if body.get("status") == "DONE" and "error" not in body and instance in self.routes:
-                status, vm = self.routes[instance][-1]
-                self.routes[instance] = [(status, {**vm, "status": "RUNNING"})]
+        def finished(body: dict[str, Any]) -> None:
+            if body.get("status") != "DONE" or "error" in body or instance not in self.routes:
+                return
+            if verb == "delete":
+                del self.routes[instance]
+                self.routes.pop(("DELETE", instance[1]), None)
+                return
+            status, vm = self.routes[instance][-1]
+            self.routes[instance] = [(status, {**vm, "status": "RUNNING"})]
 
-        self.effects[wait] = now_running
+        self.effects[wait] = finished
+
+    def _instance_list(self, path: str, filter_text: str) -> Response:
+        """instances.list of a zone: every VM the fake serves there that matches `filter`,
+        which is read as Compute Engine's list filter: parenthesized `FIELD = "VALUE"`
+        expressions (a label as labels.KEY) joined by AND."""
+        terms = _FILTER_TERM.findall(filter_text)
+        if filter_text.strip() and (
+            not terms or _FILTER_TERM.sub("", filter_text).replace("AND", "").strip()
+        ):
+            message = f"Invalid value for field 'filter': '{filter_text}'. Invalid list filter."
+            return 400, error_body(400, message, "invalid")
+        items = []
+        for (method, route), responses in self.routes.items():
+            name = route.removeprefix(path + "/")
+            if method != "GET" or not route.startswith(path + "/") or "/" in name:
+                continue
+            status, body = responses[-1]
+            if status == 200 and all(_matches(body, key, value) for key, value in terms):
+                items.append(body)
+        self_link = API + path.removeprefix("/compute/v1")
+        return 200, {
+            "kind": "compute#instanceList",
+            "id": path.removeprefix("/compute/v1/"),
+            "items": items,
+            "selfLink": self_link,
+        }
 
     def preemptions(self, project: str, zone: str, events: list[tuple[str, str]]) -> None:
         """zoneOperations.list answering with compute.instances.preempted operations."""
@@ -349,6 +393,16 @@ class FakeCompute:
                 ],
             },
         )
+
+
+_INSTANCE_LIST = re.compile(r"/compute/v1/projects/[^/]+/zones/[^/]+/instances")
+_FILTER_TERM = re.compile(r'\(\s*([A-Za-z][\w.-]*)\s*=\s*"([^"]*)"\s*\)')
+
+
+def _matches(body: dict[str, Any], key: str, value: str) -> bool:
+    if key.startswith("labels."):
+        return (body.get("labels") or {}).get(key.removeprefix("labels.")) == value
+    return str(body.get(key)) == value
 
 
 def quota_list(quotas: dict[str, tuple[float, float]]) -> list[dict[str, Any]]:
@@ -392,7 +446,7 @@ def running() -> Iterator[FakeCompute]:
             if length:
                 self.rfile.read(length)
             fake.requests.append((method, parsed.path, parse_qs(parsed.query)))
-            status, body = fake.respond(method, parsed.path)
+            status, body = fake.respond(method, parsed.path, parse_qs(parsed.query))
             data = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json; charset=UTF-8")
@@ -405,6 +459,9 @@ def running() -> Iterator[FakeCompute]:
 
         def do_POST(self) -> None:
             self._answer("POST")
+
+        def do_DELETE(self) -> None:
+            self._answer("DELETE")
 
         def log_message(self, format: str, *args: Any) -> None:
             return

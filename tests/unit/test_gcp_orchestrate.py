@@ -339,6 +339,59 @@ def test_a_spot_vm_preempted_as_it_starts_moves_the_cluster_on(
     ]
 
 
+LABELS = {"cluster": "t", "created-by": "dlvm"}
+
+
+def test_a_vm_left_outside_terraforms_state_is_deleted_when_the_zone_is_left(
+    api: FakeCompute, state: ClusterState
+) -> None:
+    # node-1 was preempted while Compute Engine created it: Terraform's create failed and its
+    # state does not hold the VM, which stays in zone a, stopped.
+    preempted = "Error waiting for instance to create: Instance failed to start due to preemption."
+    cloud = Cloud(capacity={A: 1}, errors={A: preempted})
+    api.instance(P, A, "t-node-1", "TERMINATED", spot=True, labels={**LABELS, "node": "node-1"})
+    api.instance_operation(P, A, "t-node-1", "delete", waits=2)
+    # Another cluster's VM and a VM without dlvm's labels in the same zone are not touched.
+    api.instance(P, A, "u-node-1", "TERMINATED", labels={"cluster": "u", "created-by": "dlvm"})
+    api.instance(P, A, "t-scratch", "TERMINATED", labels={"cluster": "t"})
+    progress = Recorder()
+    up(api, state, cloud, loaded_spec(), progress)
+
+    assert cloud.zones_tried() == [A, B, B]
+    deletes = [path for method, path, _ in api.requests if method == "DELETE"]
+    assert deletes == [f"/compute/v1/projects/{P}/zones/{A}/instances/t-node-1"]
+    [listing] = [q for m, path, q in api.requests if path.endswith(f"/zones/{A}/instances")]
+    assert listing["filter"] == ['(labels.cluster = "t")']
+    assert not any(path.endswith(f"/zones/{B}/instances") for _, path, _ in api.requests)
+    assert api.respond("GET", f"/compute/v1/projects/{P}/zones/{A}/instances/t-node-1")[0] == 404
+    for kept in ("u-node-1", "t-scratch"):
+        assert api.respond("GET", f"/compute/v1/projects/{P}/zones/{A}/instances/{kept}")[0] == 200
+    assert progress.notes[2:4] == [
+        f"deleting node-0 ({A}): before trying {B}",
+        f"deleted t-node-1 ({A}): a VM of this cluster outside Terraform's state (a Spot VM "
+        "preempted while it was created stays behind, stopped)",
+    ]
+
+
+def test_a_leftover_that_cannot_be_deleted_is_named_with_the_command(
+    api: FakeCompute, state: ClusterState
+) -> None:
+    cloud = Cloud(capacity={A: 0})
+    api.instance(P, A, "t-node-0", "TERMINATED", spot=True, labels=LABELS)
+    api.error(
+        f"projects/{P}/zones/{A}/instances/t-node-0",
+        403,
+        "Required 'compute.instances.delete' permission",
+        "forbidden",
+        method="DELETE",
+    )
+    progress = Recorder()
+    up(api, state, cloud, loaded_spec(), progress)  # the cluster is made in b all the same
+    assert cloud.zones_tried() == [A, B]
+    assert progress.notes[-1].startswith(f"could not delete t-node-0 left in {A}: permission")
+    assert progress.notes[-1].endswith(f"with gcloud compute instances delete t-node-0 --zone {A}")
+
+
 def test_zones_the_api_names_outside_the_spec_are_mentioned(
     api: FakeCompute, state: ClusterState
 ) -> None:

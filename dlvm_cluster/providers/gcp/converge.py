@@ -11,6 +11,9 @@ anything):
                             attempt made and try the next zone of provider.zones
     host keys               read from guest attributes and pinned in the inventory
 
+Leaving a zone also deletes, through the API, the cluster's VMs there that Terraform's state
+does not hold (leftovers.py): a Spot VM preempted while being created may stay, stopped.
+
 Moving zones frees the partial nodes with an apply of an empty (or, for a cluster that already
 has nodes, the old) node set *before* the next zone is tried. Changing `zone` alone would
 also replace them, since `zone` is ForceNew on google_compute_instance, but one apply would
@@ -29,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -60,6 +63,7 @@ from dlvm_cluster.providers.gcp.instances import (
     replace_addresses,
     wake,
 )
+from dlvm_cluster.providers.gcp.leftovers import Swept, sweep_zone
 from dlvm_cluster.providers.gcp.preflight import PreflightReport, preflight
 from dlvm_cluster.providers.gcp.report import applied_tfvars, node_states, warning_lines
 from dlvm_cluster.providers.gcp.tfvars import (
@@ -68,6 +72,7 @@ from dlvm_cluster.providers.gcp.tfvars import (
     gcp_tfvars,
     gpus_per_node,
     instance_address,
+    instance_name,
     state_tfvars,
 )
 from dlvm_cluster.providers.terraformed import TFSTATE
@@ -87,6 +92,8 @@ class TerraformRunner(Protocol):
 
 
 TerraformFactory = Callable[[Path], TerraformRunner]
+# Delete the cluster's VMs in a zone but those named (the VMs Terraform's state holds there).
+Sweep = Callable[[str, Collection[str]], Swept]
 
 
 # -- up ------------------------------------------------------------------------------------
@@ -139,7 +146,16 @@ def provision_gcp(
     progress.stage("terraform")
     init_if_needed(terraform, module.source, state.terraform_dir)
     keep = [node.name for node in previous.nodes] if previous and home in provider.zones else []
-    loop = _Failover(spec, state, module, terraform, progress, report=report, keep=keep)
+    loop = _Failover(
+        spec,
+        state,
+        module,
+        terraform,
+        progress,
+        report=report,
+        keep=keep,
+        sweep=lambda zone, held: sweep_zone(api, provider.project, spec.name, zone, held),
+    )
     # Moving zones recreates every node anyway: no -replace for addresses left behind.
     result, changed = loop.run(home if keep else None, replace if keep else [])
     return _inventory(request, api, result, report.gpus_per_node, pinned), changed
@@ -258,6 +274,7 @@ class _Failover:
         *,
         report: PreflightReport,
         keep: Sequence[str],
+        sweep: Sweep | None = None,
     ) -> None:
         self.spec = spec
         self.workdir = state.terraform_dir
@@ -269,6 +286,8 @@ class _Failover:
         self.attempts: list[tuple[str, FailoverDecision]] = []
         self.suggested: list[str] = []  # zones the API said have capacity, latest first
         self.changed = False
+        self.sweep = sweep
+        self.swept: set[str] = set()
 
     def run(self, home: str | None, replace: list[str]) -> tuple[RunResult, bool]:
         """Apply from `home` (the cluster's zone) or the first usable zone; returns the
@@ -312,6 +331,7 @@ class _Failover:
             return upcoming
         # All or nothing: nodes this `up` made are not left running (and billing).
         self._release(zone, "the cluster could not be completed")
+        self._sweep(zone)
         if not decision.try_next_zone:
             raise failure_error(zone, decision) from cause
         if self.keep:
@@ -345,11 +365,25 @@ class _Failover:
         return self.terraform.apply()
 
     def _free_other_zones(self, zone: str) -> None:
-        """Delete nodes a failed attempt left in another zone before trying `zone`."""
+        """Delete nodes a failed attempt left in another zone before trying `zone`: those
+        Terraform's state holds, then any other VM of the cluster in the zones left."""
         made = _nodes_in_state(self.workdir)
-        if made is not None and all(where == zone for where in made.values()):
+        if made is None or any(where != zone for where in made.values()):
+            self._release(zone, f"before trying {zone}")
+        for left in dict.fromkeys(tried for tried, _ in self.attempts):
+            if left != zone:
+                self._sweep(left)
+
+    def _sweep(self, zone: str) -> None:
+        """Delete the cluster's VMs in `zone` that Terraform's state does not hold (a Spot VM
+        preempted while being created may stay there, stopped); once per zone."""
+        made = _nodes_in_state(self.workdir)
+        if self.sweep is None or zone in self.swept or made is None:
             return
-        self._release(zone, f"before trying {zone}")
+        self.swept.add(zone)
+        held = {instance_name(self.spec.name, name) for name, at in made.items() if at == zone}
+        for line in self.sweep(zone, held).notes(zone):
+            self.progress.note(line)
 
     def _release(self, zone: str, why: str) -> None:
         """Shrink the node set to the nodes the cluster had before this `up` (none for a new
