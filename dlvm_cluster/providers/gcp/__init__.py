@@ -4,6 +4,8 @@
     shapes       what dlvm knows of machine families: built-in GPUs, gVNIC, defaults (pure)
     credentials  Application Default Credentials and the Compute API clients
     preflight    project, zones, machine and GPU types, quotas and image checked before apply
+    converge     `up`: bring stopped nodes back, preflight, the zone loop, host keys
+    zone_loop    apply in one zone after another until one takes the cluster
     failover     an apply error -> try the next zone, or stop with the fix (pure)
     leftovers    the cluster's VMs a zone keeps outside Terraform's state, deleted on leaving it
     hostkeys     nodes' SSH host keys from guest attributes, so they are pinned, not trusted
