@@ -37,6 +37,8 @@ class FakeCompute:
         self.requests: list[tuple[str, str, dict[str, list[str]]]] = []
         # Run after a route answers with a body, to change what the fake serves next.
         self.effects: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {}
+        # Flex-start VMs still waiting for capacity: instance path -> reads left while PENDING.
+        self.pending_reads: dict[str, int] = {}
 
     def clients(self) -> ComputeClients:
         from google.auth.credentials import AnonymousCredentials
@@ -74,6 +76,8 @@ class FakeCompute:
             return self._instance_list(path, (query or {}).get("filter", [""])[0])
         if not responses:
             return 404, error_body(404, f"The resource '{path}' was not found", "notFound")
+        if method == "GET" and path in self.pending_reads:
+            self._read_pending(path)
         response = responses.pop(0) if len(responses) > 1 else responses[0]
         effect = self.effects.get((method, path))
         if effect is not None:
@@ -347,6 +351,41 @@ class FakeCompute:
 
         self.effects[wait] = finished
 
+    def flex_start_instance(
+        self,
+        project: str,
+        zone: str,
+        name: str,
+        *,
+        pending_reads: int,
+        labels: dict[str, str],
+        max_run_seconds: int = 8 * 3600,
+    ) -> None:
+        """A flex-start VM as instances.insert leaves it while Dynamic Workload Scheduler looks
+        for capacity: status PENDING, scheduling with provisioningModel FLEX_START, its
+        maxRunDuration and termination action. It is PENDING for `pending_reads` reads (get
+        or list), then RUNNING: the capacity came."""
+        self.instance(project, zone, name, "PENDING", labels=labels)
+        path = f"/compute/v1/projects/{project}/zones/{zone}/instances/{name}"
+        body = self.routes[("GET", path)][0][1]
+        body["scheduling"] = {
+            "onHostMaintenance": "TERMINATE",
+            "automaticRestart": False,
+            "provisioningModel": "FLEX_START",
+            "instanceTerminationAction": "DELETE",
+            "maxRunDuration": {"seconds": str(max_run_seconds)},
+        }
+        body.pop("lastStartTimestamp", None)
+        self.pending_reads[path] = pending_reads
+
+    def _read_pending(self, path: str) -> None:
+        """One read of a PENDING flex-start VM: after the last of its pending reads it runs."""
+        self.pending_reads[path] -= 1
+        if self.pending_reads[path] < 0:
+            del self.pending_reads[path]
+            status, body = self.routes[("GET", path)][-1]
+            self.routes[("GET", path)] = [(status, {**body, "status": "RUNNING"})]
+
     def _instance_list(self, path: str, filter_text: str) -> Response:
         """instances.list of a zone: every VM the fake serves there that matches `filter`,
         which is read as Compute Engine's list filter: parenthesized `FIELD = "VALUE"`
@@ -358,11 +397,13 @@ class FakeCompute:
             message = f"Invalid value for field 'filter': '{filter_text}'. Invalid list filter."
             return 400, error_body(400, message, "invalid")
         items = []
-        for (method, route), responses in self.routes.items():
+        for method, route in list(self.routes):
             name = route.removeprefix(path + "/")
             if method != "GET" or not route.startswith(path + "/") or "/" in name:
                 continue
-            status, body = responses[-1]
+            if route in self.pending_reads:
+                self._read_pending(route)
+            status, body = self.routes[(method, route)][-1]
             if status == 200 and all(_matches(body, key, value) for key, value in terms):
                 items.append(body)
         self_link = API + path.removeprefix("/compute/v1")

@@ -72,6 +72,9 @@ class Converge:
     progress: Progress
     reach: Reach
     trust: KeyTrust = NO_TRUST  # host keys seen for the first time that the user accepted
+    # How long the machines may take to be created, in seconds (a flex-start VM waits for
+    # capacity meanwhile); None: the provider's default.
+    wait: float | None = None
 
     @property
     def spec(self) -> ClusterSpec:

@@ -80,6 +80,7 @@ def test_a100_torchrun_example_renders_field_by_field() -> None:
         "max_run_hours": None,
         "reservation_affinity": "",
         "reservation_name": "",
+        "create_timeout": "30m",
         "compact_placement": True,
         "nic_type": "GVNIC",
         "network": "",
@@ -117,6 +118,7 @@ def test_spot_l4_horovod_example_renders_field_by_field() -> None:
         "max_run_hours": None,
         "reservation_affinity": "",
         "reservation_name": "",
+        "create_timeout": "30m",
         "compact_placement": False,
         "nic_type": "GVNIC",
         "network": "",
@@ -502,6 +504,15 @@ def test_capacity_compute_engine_does_not_offer_is_refused_at_its_line(
 )
 def test_capacity_compute_engine_offers_loads(nodes: str) -> None:
     spec_of("  count: 2\n" + nodes)
+
+
+@pytest.mark.parametrize(
+    ("wait", "rendered"),
+    [(None, "30m"), (7200, "2h"), (5400, "1h30m"), (90, "1m30s"), (45.4, "45s"), (0.2, "1s")],
+)
+def test_the_wait_of_up_is_the_create_timeout(wait: float | None, rendered: str) -> None:
+    spec = spec_of("  count: 1\n")
+    assert gcp_tfvars(spec, public_key=KEY, wait=wait)["create_timeout"] == rendered
 
 
 def test_explicit_node_names_keep_their_order_as_ranks() -> None:

@@ -30,6 +30,7 @@ from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.inventory import Inventory, from_terraform_outputs
 from dlvm_cluster.providers.base import Converge
 from dlvm_cluster.providers.gcp.credentials import ComputeClients, compute_clients
+from dlvm_cluster.providers.gcp.flexwait import capacity_watch
 from dlvm_cluster.providers.gcp.hostkeys import (
     node_refs,
     node_refs_for,
@@ -66,9 +67,11 @@ from dlvm_cluster.state import ClusterState
 # -- up ------------------------------------------------------------------------------------
 
 
-def render_gcp(spec: ClusterSpec, state: ClusterState, count: int | None = None) -> RenderedModule:
+def render_gcp(
+    spec: ClusterSpec, state: ClusterState, count: int | None = None, wait: float | None = None
+) -> RenderedModule:
     """terraform/gcp with the spec's tfvars (and the key and zone the state dir holds)."""
-    return RenderedModule("gcp", module_dir("gcp"), state_tfvars(spec, state, count))
+    return RenderedModule("gcp", module_dir("gcp"), state_tfvars(spec, state, count, wait))
 
 
 def provision_gcp(
@@ -82,7 +85,7 @@ def provision_gcp(
     spec, state, progress = request.spec, request.state, request.progress
     provider = gcp_provider(spec)
     api = clients if clients is not None else compute_clients()
-    module = render_gcp(spec, state)
+    module = render_gcp(spec, state, wait=request.wait)
     module_changed = module.write(state.terraform_dir)
     previous = request.previous
     home = _applied_zone(state) if previous is not None else None
@@ -108,8 +111,13 @@ def provision_gcp(
             f"the nodes are in {where}, which is not in provider.zones: they are recreated in "
             f"{report.zones[0]}"
         )
-    make = terraform_factory or (lambda workdir: Terraform(workdir, progress.terraform))
-    terraform = make(state.terraform_dir)
+    make = terraform_factory or Terraform
+    terraform = make(state.terraform_dir, capacity_watch(request, api))
+    if spec.nodes.provisioning_model == "flex-start":
+        progress.note(
+            f"flex-start: each VM waits up to {module.tfvars['create_timeout']} for capacity "
+            "from Dynamic Workload Scheduler"
+        )
     progress.stage("terraform")
     init_if_needed(terraform, module.source, state.terraform_dir)
     keep = [node.name for node in previous.nodes] if previous and home in provider.zones else []
@@ -122,6 +130,7 @@ def provision_gcp(
         report=report,
         keep=keep,
         sweep=lambda zone, held: sweep_zone(api, provider.project, spec.name, zone, held),
+        wait=request.wait,
     )
     # Moving zones recreates every node anyway: no -replace for addresses left behind.
     result, changed = loop.run(home if keep else None, replace if keep else [])
@@ -183,10 +192,10 @@ def replace_gcp_nodes(
     untouched, and pin the new VMs' host keys."""
     spec, state, progress = request.spec, request.state, request.progress
     api = clients if clients is not None else compute_clients()
-    module = render_gcp(spec, state)
+    module = render_gcp(spec, state, wait=request.wait)
     module.write(state.terraform_dir)
-    make = terraform_factory or (lambda workdir: Terraform(workdir, progress.terraform))
-    terraform = make(state.terraform_dir)
+    make = terraform_factory or Terraform
+    terraform = make(state.terraform_dir, capacity_watch(request, api))
     progress.stage(f"terraform: replacing {', '.join(names)}")
     init_if_needed(terraform, module.source, state.terraform_dir)
     result = terraform.apply(replace=[instance_address(name) for name in names])

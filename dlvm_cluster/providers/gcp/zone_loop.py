@@ -40,7 +40,7 @@ from dlvm_cluster.providers.gcp.tfvars import (
 )
 from dlvm_cluster.providers.terraformed import TFSTATE
 from dlvm_cluster.provision.render import RenderedModule
-from dlvm_cluster.provision.terraform import RunResult
+from dlvm_cluster.provision.terraform import EventSink, RunResult
 from dlvm_cluster.spec.model import ClusterSpec
 from dlvm_cluster.state import ClusterState
 
@@ -53,7 +53,8 @@ class TerraformRunner(Protocol):
     def apply(self, replace: list[str] | None = None) -> RunResult: ...
 
 
-TerraformFactory = Callable[[Path], TerraformRunner]
+# Terraform on a module directory, reporting its events to a sink (provision.terraform has it).
+TerraformFactory = Callable[[Path, EventSink], TerraformRunner]
 # Delete the cluster's VMs in a zone but those named (the VMs Terraform's state holds there).
 Sweep = Callable[[str, Collection[str]], Swept]
 
@@ -76,6 +77,7 @@ class ZoneFailover:
         report: PreflightReport,
         keep: Sequence[str],
         sweep: Sweep | None = None,
+        wait: float | None = None,
     ) -> None:
         self.spec = spec
         self.workdir = state.terraform_dir
@@ -89,6 +91,7 @@ class ZoneFailover:
         self.changed = False
         self.sweep = sweep
         self.swept: set[str] = set()
+        self.wait = wait
 
     def run(self, home: str | None, replace: list[str]) -> tuple[RunResult, bool]:
         """Apply from `home` (the cluster's zone) or the first usable zone; returns the
@@ -99,6 +102,9 @@ class ZoneFailover:
             self._write(zone, None)
             try:
                 result = self.terraform.apply(replace=replace)
+            except KeyboardInterrupt:
+                self._interrupted(zone)
+                raise
             except ProvisionError as exc:
                 self.changed = True  # even a failed create may have made nodes
                 decision = classify_apply_error(exc.message)
@@ -142,6 +148,16 @@ class ZoneFailover:
                 "all; run `dlvm up` again later, or set nodes.min_count to accept fewer nodes",
             ) from cause
         raise exhausted_error(self.attempts) from cause
+
+    def _interrupted(self, zone: str) -> None:
+        """Ctrl-C during an apply (a flex-start VM may be waiting for capacity): Terraform has
+        stopped; the nodes this `up` made, those waiting included, are deleted, so nothing is
+        left half made and Terraform's state stays what `down` expects. A second Ctrl-C
+        leaves at once."""
+        self.progress.note(f"interrupted: deleting the nodes this attempt made in {zone}")
+        self._release(zone, "interrupted")
+        self.swept.discard(zone)
+        self._sweep(zone)
 
     def _accept_partial(self, zone: str, decision: FailoverDecision) -> RunResult | None:
         """With nodes.min_count, keep node-0..node-(k-1) when the zone made enough of them."""
@@ -217,6 +233,7 @@ class ZoneFailover:
             public_key=str(self.module.tfvars.get("ssh_public_key", "")),
             zone=zone,
             names=None if names is None else list(names),
+            wait=self.wait,
         )
         dataclasses.replace(self.module, tfvars=tfvars).write(self.workdir)
 
