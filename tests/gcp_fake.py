@@ -11,6 +11,7 @@ parsing and HTTP error mapping are the library's own. Responses follow the REST 
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -37,6 +38,8 @@ class FakeCompute:
         self.requests: list[tuple[str, str, dict[str, list[str]]]] = []
         # Run after a route answers with a body, to change what the fake serves next.
         self.effects: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {}
+        # Flex-start VMs still waiting for capacity: instance path -> reads left while PENDING.
+        self.pending_reads: dict[str, int] = {}
 
     def clients(self) -> ComputeClients:
         from google.auth.credentials import AnonymousCredentials
@@ -65,10 +68,17 @@ class FakeCompute:
     ) -> None:
         self.set(path, error_body(status, message, reason, domain), status, method)
 
-    def respond(self, method: str, path: str) -> Response:
+    def respond(
+        self, method: str, path: str, query: dict[str, list[str]] | None = None
+    ) -> Response:
         responses = self.routes.get((method, path))
+        listing = _INSTANCE_LIST.fullmatch(path)
+        if not responses and method == "GET" and listing:
+            return self._instance_list(path, (query or {}).get("filter", [""])[0])
         if not responses:
             return 404, error_body(404, f"The resource '{path}' was not found", "notFound")
+        if method == "GET" and path in self.pending_reads:
+            self._read_pending(path)
         response = responses.pop(0) if len(responses) > 1 else responses[0]
         effect = self.effects.get((method, path))
         if effect is not None:
@@ -169,15 +179,16 @@ class FakeCompute:
         features: tuple[str, ...] = DLVM_GUEST_OS_FEATURES,
         deprecated: str | None = None,
         replacement: str | None = None,
+        architecture: str = "X86_64",
     ) -> None:
         """images.getFromFamily of a Deep Learning VM family, with the guestOsFeatures and
-        architecture real images carry and, when given, a deprecation status naming its
-        successor (DeprecationStatus.replacement is the successor's URL)."""
+        architecture (X86_64 or ARM64) real images carry and, when given, a deprecation status
+        naming its successor (DeprecationStatus.replacement is the successor's URL)."""
         self.image_family(DLVM_IMAGE_PROJECT, family, name, disk_gb)
         body = self.routes[
             ("GET", f"/compute/v1/projects/{DLVM_IMAGE_PROJECT}/global/images/family/{family}")
         ][0][1]
-        body["architecture"] = "X86_64"
+        body["architecture"] = architecture
         body["guestOsFeatures"] = [{"type": feature} for feature in features]
         if deprecated:
             body["deprecated"] = {
@@ -253,6 +264,7 @@ class FakeCompute:
         spot: bool = False,
         last_start: str = "2026-03-01T10:00:00.000-08:00",
         instance_id: str = "4112109563542811000",
+        labels: dict[str, str] | None = None,
     ) -> None:
         scheduling: dict[str, Any] = {"onHostMaintenance": "TERMINATE"}
         if spot:
@@ -272,6 +284,7 @@ class FakeCompute:
                 "networkInterfaces": [
                     {"networkIP": "10.64.0.2", "accessConfigs": [{"natIP": "203.0.113.10"}]}
                 ],
+                **({"labels": labels} if labels else {}),
             },
         )
 
@@ -285,10 +298,11 @@ class FakeCompute:
         error: dict[str, Any] | None = None,
         waits: int = 1,
     ) -> None:
-        """instances.start or instances.resume (`verb`): the POST answers with a zone operation
+        """instances.start, instances.resume or instances.delete (`verb`): the request (POST
+        .../start, POST .../resume, DELETE on the instance) answers with a zone operation
         still RUNNING, and zoneOperations.wait answers RUNNING `waits - 1` times, then DONE
         (with `error`, an operation's error object, if given). A DONE operation without error
-        leaves the VM RUNNING, with the same id."""
+        leaves the VM RUNNING with the same id, or, for a delete, gone."""
         operation_name = f"operation-1764686400000-{verb}-{name}"
         zone_link = f"{API}/projects/{project}/zones/{zone}"
         pending = {
@@ -314,20 +328,92 @@ class FakeCompute:
             done.update(
                 error=error, httpErrorStatusCode=503, httpErrorMessage="SERVICE UNAVAILABLE"
             )
-        self.set(f"projects/{project}/zones/{zone}/instances/{name}/{verb}", pending, method="POST")
+        instance_path = f"projects/{project}/zones/{zone}/instances/{name}"
+        if verb == "delete":
+            self.set(instance_path, pending, method="DELETE")
+        else:
+            self.set(f"{instance_path}/{verb}", pending, method="POST")
         wait = (
             "POST",
             f"/compute/v1/projects/{project}/zones/{zone}/operations/{operation_name}/wait",
         )
         self.routes[wait] = [(200, pending)] * (waits - 1) + [(200, done)]
-        instance = ("GET", f"/compute/v1/projects/{project}/zones/{zone}/instances/{name}")
+        instance = ("GET", f"/compute/v1/{instance_path}")
 
-        def now_running(body: dict[str, Any]) -> None:
-            if body.get("status") == "DONE" and "error" not in body and instance in self.routes:
-                status, vm = self.routes[instance][-1]
-                self.routes[instance] = [(status, {**vm, "status": "RUNNING"})]
+        def finished(body: dict[str, Any]) -> None:
+            if body.get("status") != "DONE" or "error" in body or instance not in self.routes:
+                return
+            if verb == "delete":
+                del self.routes[instance]
+                self.routes.pop(("DELETE", instance[1]), None)
+                return
+            status, vm = self.routes[instance][-1]
+            self.routes[instance] = [(status, {**vm, "status": "RUNNING"})]
 
-        self.effects[wait] = now_running
+        self.effects[wait] = finished
+
+    def flex_start_instance(
+        self,
+        project: str,
+        zone: str,
+        name: str,
+        *,
+        pending_reads: int,
+        labels: dict[str, str],
+        max_run_seconds: int = 8 * 3600,
+    ) -> None:
+        """A flex-start VM as instances.insert leaves it while Dynamic Workload Scheduler looks
+        for capacity: status PENDING, scheduling with provisioningModel FLEX_START, its
+        maxRunDuration and termination action. It is PENDING for `pending_reads` reads (get
+        or list), then RUNNING: the capacity came."""
+        self.instance(project, zone, name, "PENDING", labels=labels)
+        path = f"/compute/v1/projects/{project}/zones/{zone}/instances/{name}"
+        body = self.routes[("GET", path)][0][1]
+        body["scheduling"] = {
+            "onHostMaintenance": "TERMINATE",
+            "automaticRestart": False,
+            "provisioningModel": "FLEX_START",
+            "instanceTerminationAction": "DELETE",
+            "maxRunDuration": {"seconds": str(max_run_seconds)},
+        }
+        body.pop("lastStartTimestamp", None)
+        self.pending_reads[path] = pending_reads
+
+    def _read_pending(self, path: str) -> None:
+        """One read of a PENDING flex-start VM: after the last of its pending reads it runs."""
+        self.pending_reads[path] -= 1
+        if self.pending_reads[path] < 0:
+            del self.pending_reads[path]
+            status, body = self.routes[("GET", path)][-1]
+            self.routes[("GET", path)] = [(status, {**body, "status": "RUNNING"})]
+
+    def _instance_list(self, path: str, filter_text: str) -> Response:
+        """instances.list of a zone: every VM the fake serves there that matches `filter`,
+        which is read as Compute Engine's list filter: parenthesized `FIELD = "VALUE"`
+        expressions (a label as labels.KEY) joined by AND."""
+        terms = _FILTER_TERM.findall(filter_text)
+        if filter_text.strip() and (
+            not terms or _FILTER_TERM.sub("", filter_text).replace("AND", "").strip()
+        ):
+            message = f"Invalid value for field 'filter': '{filter_text}'. Invalid list filter."
+            return 400, error_body(400, message, "invalid")
+        items = []
+        for method, route in list(self.routes):
+            name = route.removeprefix(path + "/")
+            if method != "GET" or not route.startswith(path + "/") or "/" in name:
+                continue
+            if route in self.pending_reads:
+                self._read_pending(route)
+            status, body = self.routes[(method, route)][-1]
+            if status == 200 and all(_matches(body, key, value) for key, value in terms):
+                items.append(body)
+        self_link = API + path.removeprefix("/compute/v1")
+        return 200, {
+            "kind": "compute#instanceList",
+            "id": path.removeprefix("/compute/v1/"),
+            "items": items,
+            "selfLink": self_link,
+        }
 
     # -- Cloud Storage JSON API (objects.list), on the same loopback server ------------------
     def bucket(self, bucket: str, objects: Sequence[str] = (), *, status: int = 200) -> None:
@@ -374,6 +460,16 @@ class FakeCompute:
                 ],
             },
         )
+
+
+_INSTANCE_LIST = re.compile(r"/compute/v1/projects/[^/]+/zones/[^/]+/instances")
+_FILTER_TERM = re.compile(r'\(\s*([A-Za-z][\w.-]*)\s*=\s*"([^"]*)"\s*\)')
+
+
+def _matches(body: dict[str, Any], key: str, value: str) -> bool:
+    if key.startswith("labels."):
+        return (body.get("labels") or {}).get(key.removeprefix("labels.")) == value
+    return str(body.get(key)) == value
 
 
 def quota_list(quotas: dict[str, tuple[float, float]]) -> list[dict[str, Any]]:
@@ -428,7 +524,7 @@ def running() -> Iterator[FakeCompute]:
             if length:
                 self.rfile.read(length)
             fake.requests.append((method, parsed.path, parse_qs(parsed.query)))
-            status, body = fake.respond(method, parsed.path)
+            status, body = fake.respond(method, parsed.path, parse_qs(parsed.query))
             data = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json; charset=UTF-8")
@@ -441,6 +537,9 @@ def running() -> Iterator[FakeCompute]:
 
         def do_POST(self) -> None:
             self._answer("POST")
+
+        def do_DELETE(self) -> None:
+            self._answer("DELETE")
 
         def log_message(self, format: str, *args: Any) -> None:
             return

@@ -17,6 +17,7 @@ from dlvm_cluster.cli.common import (
     JsonOption,
     JsonRunOption,
     QuietOption,
+    WaitOption,
     YesOption,
     confirm,
     trust_host_keys,
@@ -40,6 +41,7 @@ def up_cmd(
     ] = False,
     quiet: QuietOption = False,
     json_output: JsonRunOption = False,
+    wait: WaitOption = None,
 ) -> None:
     """Create or converge the cluster; wait for SSH; push files; run setup. Safe to run again."""
     from dlvm_cluster.cli.display import console_progress
@@ -59,6 +61,7 @@ def up_cmd(
                     rerun_setup=rerun_setup,
                     undo_scale=undo_scale,
                     trust=trust,
+                    wait=wait,
                 )
                 break
             except lifecycle.WouldUndoScale as refused:
@@ -173,6 +176,8 @@ def status_cmd(
         stdout.print(table)
         if r.provider_problem:
             stdout.print(f"  machine states unknown: {r.provider_problem}", markup=False)
+        if r.capacity:
+            stdout.print(f"  {r.capacity.summary}", markup=False)
         if r.price:
             stdout.print(f"  {r.price}", markup=False)
         for job in r.jobs:

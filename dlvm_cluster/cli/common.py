@@ -3,6 +3,7 @@ resolved in cli/resolve.py, --json documents built in cli/documents.py."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -34,6 +35,33 @@ QuietOption = Annotated[
     typer.Option("--quiet", "-q", help="Print only the summary."),
 ]
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+
+_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+
+
+def parse_duration(text: str) -> float:
+    """`2h`, `30m`, `90s`, `1h30m` as seconds; anything else is a usage error (exit 2)."""
+    match = _DURATION.fullmatch(text.strip())
+    if not text.strip() or match is None:
+        raise typer.BadParameter(f"{text!r} is not a duration such as 30m, 2h or 1h30m")
+    hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if total <= 0:
+        raise typer.BadParameter("the wait must be longer than 0s")
+    return float(total)
+
+
+WaitOption = Annotated[
+    float | None,
+    typer.Option(
+        "--wait",
+        parser=parse_duration,
+        metavar="DURATION",
+        help="How long each new VM may take to be created, e.g. 30m or 2h (gcp; a flex-start VM "
+        "waits this long for capacity). Default: 30m.",
+        show_default=False,
+    ),
+]
 
 
 def confirm(question: str, yes: bool, *, otherwise: str = "") -> None:

@@ -82,6 +82,8 @@ def status(report: ClusterReport) -> Document:
         "price": report.price,
         # why the nodes' `state` comes from SSH alone (the provider could not be asked)
         "provider_problem": report.provider_problem,
+        # provisioning model, reservation, max run hours; null where the provider has no choice
+        "capacity": report.capacity.to_json() if report.capacity else None,
     }
 
 

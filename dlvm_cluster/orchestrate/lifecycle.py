@@ -56,10 +56,15 @@ class UpResult:
 
 
 def converge_request(
-    loaded: LoadedSpec, state: ClusterState, progress: Progress, *, trust: KeyTrust = NO_TRUST
+    loaded: LoadedSpec,
+    state: ClusterState,
+    progress: Progress,
+    *,
+    trust: KeyTrust = NO_TRUST,
+    wait: float | None = None,
 ) -> Converge:
     """What a provider is told of an `up`, `scale` or `plan`: the spec, what the state dir
-    recorded, and how to ask the nodes over SSH."""
+    recorded, how to ask the nodes over SSH, and how long machines may take to be created."""
     return Converge(
         loaded=loaded,
         state=state,
@@ -68,15 +73,22 @@ def converge_request(
         progress=progress,
         reach=ssh_reach(state),
         trust=trust,
+        wait=wait,
     )
 
 
 def provision(
-    loaded: LoadedSpec, state: ClusterState, progress: Progress, *, trust: KeyTrust = NO_TRUST
+    loaded: LoadedSpec,
+    state: ClusterState,
+    progress: Progress,
+    *,
+    trust: KeyTrust = NO_TRUST,
+    wait: float | None = None,
 ) -> tuple[Inventory, bool]:
     """The provider makes, converges or adopts the nodes; the inventory is recorded.
-    `trust`: the host keys seen for the first time that are accepted (others: UnpinnedHostKeys)."""
-    request = converge_request(loaded, state, progress, trust=trust)
+    `trust`: the host keys seen for the first time that are accepted (others: UnpinnedHostKeys).
+    `wait`: seconds the machines may take to be created (None: the provider's default)."""
+    request = converge_request(loaded, state, progress, trust=trust, wait=wait)
     record_kind(state, loaded.spec.provider.kind)
     inventory, changed = providers.for_spec(loaded.spec).provision(request)
     inventory = with_storage(inventory, loaded.spec)
@@ -228,13 +240,15 @@ def up(
     rerun_setup: bool = False,
     undo_scale: bool = False,
     trust: KeyTrust = NO_TRUST,
+    wait: float | None = None,
 ) -> UpResult:
     """Create or converge the cluster; a second run on a healthy cluster changes nothing.
 
     A cluster resized by `dlvm scale` is converged back to the file's count only with
     `undo_scale`; else WouldUndoScale says what would change. Machines that present a host
     key seen for the first time are adopted only when `trust` accepts it; else
-    UnpinnedHostKeys lists them, before anything is stored or sent."""
+    UnpinnedHostKeys lists them, before anything is stored or sent. `wait`: seconds the
+    machines may take to be created (a flex-start VM waits for capacity meanwhile)."""
     started = time.monotonic()
     spec = loaded.spec
     providers.for_spec(spec).check_host()
@@ -245,7 +259,7 @@ def up(
             raise WouldUndoScale(undo)
         state.check_permissions()
         state.ensure_key_pair()
-        inventory, provisioned = provision(loaded, state, progress, trust=trust)
+        inventory, provisioned = provision(loaded, state, progress, trust=trust, wait=wait)
         with open_pool(state, inventory) as pool:
             synced, setup = prepare_nodes(
                 pool, state, inventory, loaded, progress, nodes=inventory.nodes, rerun=rerun_setup

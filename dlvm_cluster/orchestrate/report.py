@@ -1,5 +1,6 @@
 """What `dlvm status` shows of a cluster: nodes, their reachability and their machines' state
-as the provider sees it, the hourly price where known, and recent jobs."""
+as the provider sees it, how the machines are provided and the hourly price where known, and
+recent jobs."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from dlvm_cluster.orchestrate.jobs import JobRecord, refresh_states
 from dlvm_cluster.orchestrate.nodes import NodeStatus
 from dlvm_cluster.orchestrate.nodes import status as node_status
 from dlvm_cluster.orchestrate.records import applied_spec, cluster_kind
-from dlvm_cluster.providers.base import NodeState
+from dlvm_cluster.providers.base import CapacityFacts, NodeState
 from dlvm_cluster.state import ClusterState
 
 RECENT_JOBS = 10
@@ -25,6 +26,7 @@ class ClusterReport:
     jobs: tuple[JobRecord, ...]
     price: str | None
     provider_problem: str | None = None  # why the provider could not say how its nodes are
+    capacity: CapacityFacts | None = None  # how the machines are provided, where chosen
 
 
 def node_state(provider_state: NodeState | None, reachable: bool) -> str:
@@ -53,8 +55,13 @@ def report(state: ClusterState) -> ClusterReport:
         for row in rows
     ]
     try:
-        price = provider.status_price(applied_spec(state).spec, len(inventory.nodes))
+        spec = applied_spec(state).spec
     except StateError:
-        price = None
+        price, capacity = None, None
+    else:
+        price = provider.status_price(spec, len(inventory.nodes))
+        capacity = provider.capacity(spec)
     jobs = tuple(refresh_states(state)[-RECENT_JOBS:])
-    return ClusterReport(state.name, tuple(rows), jobs, price, provider_problem=problem)
+    return ClusterReport(
+        state.name, tuple(rows), jobs, price, provider_problem=problem, capacity=capacity
+    )

@@ -72,6 +72,9 @@ class Converge:
     progress: Progress
     reach: Reach
     trust: KeyTrust = NO_TRUST  # host keys seen for the first time that the user accepted
+    # How long the machines may take to be created, in seconds (a flex-start VM waits for
+    # capacity meanwhile); None: the provider's default.
+    wait: float | None = None
 
     @property
     def spec(self) -> ClusterSpec:
@@ -102,6 +105,24 @@ class ProviderPlan:
     changes: tuple[tuple[str, str], ...]
     summary: str
     exists: bool
+
+
+@dataclass(frozen=True)
+class CapacityFacts:
+    """How a cluster's machines are provided, where the provider offers a choice: what `plan`
+    and `status` show, as words for people (`summary`) and as fields for scripts."""
+
+    provisioning: str  # standard | spot | flex-start | reservation-bound
+    reservation: str  # a reservation's name, "any" (any matching one) or "none"
+    max_run_hours: int | None  # the provider ends each machine after this long
+    summary: str
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "provisioning": self.provisioning,
+            "reservation": self.reservation,
+            "max_run_hours": self.max_run_hours,
+        }
 
 
 @dataclass(frozen=True)
@@ -158,6 +179,10 @@ class Provider(Protocol):
 
     def status_price(self, spec: ClusterSpec, nodes: int) -> str | None:
         """The hourly price line of `nodes` nodes, where the provider knows prices."""
+
+    def capacity(self, spec: ClusterSpec) -> CapacityFacts | None:
+        """How the machines are provided (provisioning model, reservation, run-time limit),
+        where the provider offers such a choice; `plan` and `status` show it."""
 
     def doctor(self, spec: ClusterSpec | None, reach: Reach) -> list[Check]:
         """The checks `dlvm doctor` runs: what this machine and the spec need."""

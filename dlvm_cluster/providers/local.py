@@ -16,7 +16,14 @@ from dlvm_cluster.errors import ProvisionError, UsageError
 from dlvm_cluster.inventory import Inventory, Node, from_terraform_outputs, node_name
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers import checks
-from dlvm_cluster.providers.base import Check, Converge, NodeState, ProviderPlan, Reach
+from dlvm_cluster.providers.base import (
+    CapacityFacts,
+    Check,
+    Converge,
+    NodeState,
+    ProviderPlan,
+    Reach,
+)
 from dlvm_cluster.providers.terraformed import apply_module, destroy_module, plan_module
 from dlvm_cluster.provision.modules import module_dir
 from dlvm_cluster.provision.render import TFVARS, RenderedModule
@@ -312,6 +319,9 @@ class NamespaceNodes:
         return namespaces(state, [node.name]).get(node.name, "")
 
     def status_price(self, spec: ClusterSpec, nodes: int) -> str | None:
+        return None
+
+    def capacity(self, spec: ClusterSpec) -> CapacityFacts | None:
         return None
 
     def doctor(self, spec: ClusterSpec | None, reach: Reach) -> list[Check]:

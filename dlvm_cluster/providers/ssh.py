@@ -15,6 +15,7 @@ from dlvm_cluster.inventory import Inventory, Node, fingerprint, node_name
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers import checks
 from dlvm_cluster.providers.base import (
+    CapacityFacts,
     Check,
     Converge,
     NodeState,
@@ -167,6 +168,9 @@ class ExistingHosts:
         return node.ip
 
     def status_price(self, spec: ClusterSpec, nodes: int) -> str | None:
+        return None
+
+    def capacity(self, spec: ClusterSpec) -> CapacityFacts | None:
         return None
 
     def doctor(self, spec: ClusterSpec | None, reach: Reach) -> list[Check]:

@@ -31,6 +31,18 @@ N1_GPU_COUNTS: dict[str, tuple[int, ...]] = {
 }
 N1_DEFAULT_GPU_COUNTS = (1, 2, 4)
 
+# Flex-start (Dynamic Workload Scheduler) VMs exist for the accelerator-optimized families except
+# A4X and G4, and for H4D (Compute Engine's "About Flex-start VMs"); N1 with attached GPUs and
+# general-purpose types are not among them, and the create would fail at apply time.
+FLEX_START_FAMILIES = ("a2", "a3", "a4", "g2", "h4d")
+# GPUs whose machine types are of a family without flex-start, for a spec that names only its
+# GPUs (the machine type then defaults to that family).
+_NO_FLEX_START_GPUS = {**dict.fromkeys(N1_GPU_COUNTS, "n1"), "nvidia-rtx-pro-6000": "g4"}
+# A3 High with fewer than 8 GPUs is offered only as Spot or flex-start VMs: Compute Engine has no
+# on-demand capacity of these shapes (its table of consumption options by machine type).
+SPOT_OR_FLEX_START_ONLY = ("a3-highgpu-1g", "a3-highgpu-2g", "a3-highgpu-4g")
+_H100 = "nvidia-h100-80gb"
+
 
 def semantic_problems(spec: ClusterSpec) -> list[tuple[tuple[str | int, ...], str]]:
     """Checks that span several fields, as (field path, message) so the loader can point at them."""
@@ -94,6 +106,7 @@ def _gcp_problems(
             )
         )
     problems.extend(_n1_problems(spec, provider))
+    problems.extend(_offered_capacity_problems(spec.nodes))
     if spec.nodes.image is not None and not re.fullmatch(GCP_IMAGE_PATTERN, spec.nodes.image):
         problems.append(
             (
@@ -158,6 +171,58 @@ def _capacity_problems(nodes: Nodes) -> list[tuple[tuple[str | int, ...], str]]:
                 ("nodes", "provisioning" if nodes.reservation is None else "reservation"),
                 "reservation-bound VMs need nodes.reservation: the NAME of the reservation "
                 "(or projects/PROJECT/reservations/NAME for a shared one)",
+            )
+        )
+    return problems
+
+
+def _gpu_field(nodes: Nodes) -> tuple[str, ...]:
+    """The key that chose the machine: machine_type, else the GPUs it defaults from."""
+    return ("nodes", "machine_type" if nodes.machine_type else "accelerator")
+
+
+def _offered_capacity_problems(nodes: Nodes) -> list[tuple[tuple[str | int, ...], str]]:
+    """Provisioning models Compute Engine does not offer for the machine type, and Spot VMs
+    named to a reservation (Compute Engine: a reservation cannot be consumed by Spot or
+    preemptible VMs), each of which only fails once the network and firewall exist."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    model = nodes.provisioning_model
+    accelerator = nodes.accelerator
+    machine = nodes.machine_type
+    if machine is not None:
+        family = machine.split("-", 1)[0]
+        shape = machine.removesuffix("-nolssd")
+    elif accelerator is not None:
+        family = _NO_FLEX_START_GPUS.get(accelerator.type, "")
+        shape = f"a3-highgpu-{accelerator.count}g" if accelerator.type == _H100 else ""
+    else:
+        family, shape = "n2", ""  # a CPU node's default machine type
+    if model == "flex-start" and family and family not in FLEX_START_FAMILIES:
+        what = machine or f"{family.upper()} machine types"
+        problems.append(
+            (
+                ("nodes", "provisioning"),
+                f"flex-start VMs are not offered for {what}: Compute Engine has them for the "
+                "accelerator-optimized A2, A3, A4 and G2 types and H4D (not N1 with attached "
+                "GPUs, A4X or G4); use one of those, or provisioning: spot or standard",
+            )
+        )
+    if model == "standard" and shape in SPOT_OR_FLEX_START_ONLY:
+        field = ("nodes", "provisioning") if nodes.provisioning else _gpu_field(nodes)
+        problems.append(
+            (
+                field,
+                f"{shape} is offered only as Spot or flex-start VMs, not standard (on-demand): "
+                "set nodes.provisioning to spot, or to flex-start with max_run_hours; or use "
+                "a3-highgpu-8g",
+            )
+        )
+    if model == "spot" and nodes.reservation not in (None, ANY_RESERVATION, NO_RESERVATION):
+        problems.append(
+            (
+                ("nodes", "reservation"),
+                "Spot VMs cannot consume a reservation: remove nodes.reservation, or use "
+                "provisioning: standard (or reservation-bound) to run on the reserved VMs",
             )
         )
     return problems

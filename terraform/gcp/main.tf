@@ -194,8 +194,9 @@ resource "google_compute_instance" "node" {
   }
 
   timeouts {
-    # Eight-GPU shapes can take longer than the default 20 minutes to come up.
-    create = "30m"
+    # How long a VM may take to be created: eight-GPU shapes can take longer than the
+    # provider's default 20 minutes, and a flex-start VM waits here for capacity.
+    create = var.create_timeout
   }
 
   depends_on = [google_compute_firewall.ssh, google_compute_firewall.internal]

@@ -65,6 +65,17 @@ variable "disk_gb" {
   }
 }
 
+variable "create_timeout" {
+  description = "How long each VM may take to be created (a flex-start VM waits for capacity meanwhile), as a duration such as 30m or 2h."
+  type        = string
+  default     = "30m"
+
+  validation {
+    condition     = can(regex("^([0-9]+h)?([0-9]+m)?([0-9]+s)?$", var.create_timeout)) && var.create_timeout != ""
+    error_message = "create_timeout must be a duration such as 90s, 30m, 2h or 1h30m."
+  }
+}
+
 variable "disk_type" {
   description = "Boot disk type, e.g. pd-balanced, pd-ssd or hyperdisk-balanced."
   type        = string

@@ -121,6 +121,7 @@ def test_status_has_every_field_of_node_status() -> None:
         "jobs": [_job_fields()],
         "price": "$1.00/hour",
         "provider_problem": "no API",
+        "capacity": None,
     }
     assert set(document["nodes"][0]) == {f.name for f in dataclasses.fields(NodeStatus)}
 

@@ -81,3 +81,39 @@ def test_yes_converges_to_the_file(loaded: LoadedSpec, monkeypatch: pytest.Monke
     done = CliRunner().invoke(app, ["up", str(loaded.path), "--yes", "--json"])
     assert done.exit_code == 0, done.output
     assert calls == [True]
+
+
+# -- --wait: how long new VMs may take to be created ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "seconds"), [("30m", 1800.0), ("2h", 7200.0), ("1h30m", 5400.0), ("90s", 90.0)]
+)
+def test_wait_reaches_up_in_seconds(
+    loaded: LoadedSpec, monkeypatch: pytest.MonkeyPatch, given: str, seconds: float
+) -> None:
+    waits: list[float | None] = []
+
+    def up(loaded: LoadedSpec, progress: object, **options: Any) -> lifecycle.UpResult:
+        waits.append(options["wait"])
+        return lifecycle.UpResult(Inventory("upc", ()), True, 0, SetupReport((), ()), 1.0)
+
+    monkeypatch.setattr(lifecycle, "up", up)
+    result = CliRunner().invoke(app, ["up", str(loaded.path), "--wait", given])
+    assert result.exit_code == 0, result.output
+    assert CliRunner().invoke(app, ["up", str(loaded.path)]).exit_code == 0
+    assert waits == [seconds, None]  # without it, the provider's default
+
+
+@pytest.mark.parametrize("given", ["5x", "2 hours", "0m", "", "-1h"])
+def test_a_wait_that_is_no_duration_is_a_usage_error(loaded: LoadedSpec, given: str) -> None:
+    result = CliRunner().invoke(app, ["up", str(loaded.path), "--wait", given])
+    assert result.exit_code == 2
+    assert "--wait" in result.output
+
+
+def test_the_wait_help_names_the_default_create_timeout() -> None:
+    from dlvm_cluster.providers.gcp.tfvars import DEFAULT_CREATE_TIMEOUT
+
+    result = CliRunner().invoke(app, ["up", "--help"])
+    assert f"Default: {DEFAULT_CREATE_TIMEOUT}." in " ".join(result.output.split())

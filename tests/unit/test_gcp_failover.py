@@ -127,6 +127,25 @@ def test_disk_smaller_than_image_is_fatal_with_the_fix() -> None:
     assert "nodes.disk_gb" in decision.hint
 
 
+@pytest.mark.parametrize(
+    ("text", "limit"),
+    [
+        (
+            "Error waiting for instance to create: timeout while waiting for state to become "
+            "'DONE' (last state: 'RUNNING', timeout: 2h0m0s)",
+            " (2h0m0s)",
+        ),
+        ("timeout while waiting for state to become 'DONE'", ""),
+    ],
+)
+def test_a_create_past_the_wait_stops_in_its_zone(text: str, limit: str) -> None:
+    decision = classify_apply_error(text)
+    assert decision.kind is FailoverKind.TIMED_OUT
+    assert not decision.try_next_zone  # another zone would start the wait anew
+    assert decision.reason.startswith(f"the VMs were not created within the wait limit{limit};")
+    assert next_zone(["a", "b"], ["a"], decision) is None
+
+
 def test_unknown_errors_are_fatal_and_quoted() -> None:
     decision = classify_apply_error(PERMISSION)
     assert decision.kind is FailoverKind.FATAL

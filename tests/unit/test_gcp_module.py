@@ -303,6 +303,13 @@ def test_terraform_accepts_the_rendered_values(tmp_path: Path, case: str) -> Non
     assert diagnostics == []
 
 
+def test_terraform_accepts_the_waits_up_renders(tmp_path: Path) -> None:
+    for wait in ("90s", "2h", "1h30m", "168h"):
+        (tmp_path / wait).mkdir()
+        tfvars = {**rendered(EXAMPLES[0]), "create_timeout": wait}
+        assert plan_variables(tmp_path / wait, tfvars) == [], wait
+
+
 def test_the_cases_cover_every_shape_of_node() -> None:
     """CPU, attached GPUs (N1), GPUs carried by the machine type, compact, own network, each
     kind of service account, each provisioning model and each kind of reservation."""
@@ -373,6 +380,8 @@ def test_terraform_names_every_required_variable(
         ({"subnet_cidr": "10.64.0.0"}, "address range"),
         ({"nodes": {"node-0": {"rank": "first"}}}, "Invalid value"),
         ({"gpus": 1}, "undeclared variable"),
+        ({"create_timeout": "2 hours"}, "a duration such as 90s, 30m, 2h or 1h30m"),
+        ({"create_timeout": ""}, "a duration such as"),
     ],
 )
 def test_terraform_rejects_bad_values(tmp_path: Path, change: dict[str, Any], message: str) -> None:

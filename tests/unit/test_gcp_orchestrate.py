@@ -34,7 +34,7 @@ from dlvm_cluster.orchestrate.records import (
     save_applied,
     save_inventory,
 )
-from dlvm_cluster.progress import SilentProgress
+from dlvm_cluster.progress import SilentProgress, TerraformEvent
 from dlvm_cluster.providers.gcp.converge import provision_gcp, replace_gcp_nodes
 from dlvm_cluster.providers.gcp.pricing import PRICES_AS_OF
 from dlvm_cluster.providers.gcp.provider import ComputeEngine
@@ -44,7 +44,7 @@ from dlvm_cluster.providers.gcp.report import (
     price_line,
 )
 from dlvm_cluster.providers.gcp.tfvars import DEFAULT_IMAGE_FAMILY
-from dlvm_cluster.provision.terraform import RunResult
+from dlvm_cluster.provision.terraform import EventSink, RunResult
 from dlvm_cluster.spec.load import load_spec_text
 from dlvm_cluster.spec.model import LoadedSpec
 from dlvm_cluster.state import ClusterState
@@ -97,25 +97,30 @@ class Cloud:
     `capacity[zone]`: how many of the cluster's VMs the zone can hold (absent: unlimited);
     a create beyond it fails with `errors[zone]` (default: a stockout). VMs are kept in a
     terraform.tfstate of Terraform's format, as the real one is: dlvm reads it to see what a
-    failed apply left.
+    failed apply left. `events[zone]`: the events an apply there streams while it creates
+    (Terraform's still-creating reports); `interrupted`: zones where Ctrl-C stops an apply
+    once the VMs that fit are made.
     """
 
     capacity: dict[str, int] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    events: dict[str, list[TerraformEvent]] = field(default_factory=dict)
+    interrupted: set[str] = field(default_factory=set)
     applies: list[Apply] = field(default_factory=list)
     inits: int = 0
 
-    def terraform(self, workdir: Path) -> ScriptedTerraform:
-        return ScriptedTerraform(self, workdir)
+    def terraform(self, workdir: Path, on_event: EventSink | None = None) -> ScriptedTerraform:
+        return ScriptedTerraform(self, workdir, on_event or (lambda event: None))
 
     def zones_tried(self) -> list[str]:
         return [a.zone for a in self.applies]
 
 
 class ScriptedTerraform:
-    def __init__(self, cloud: Cloud, workdir: Path) -> None:
+    def __init__(self, cloud: Cloud, workdir: Path, on_event: EventSink) -> None:
         self.cloud = cloud
         self.workdir = workdir
+        self.on_event = on_event
 
     def init(self) -> None:
         self.cloud.inits += 1
@@ -140,6 +145,11 @@ class ScriptedTerraform:
                 continue
             vms[name] = zone
         write_state(self.workdir, vms)
+        if wanted:
+            for event in self.cloud.events.get(zone, []):
+                self.on_event(event)
+        if wanted and zone in self.cloud.interrupted:
+            raise KeyboardInterrupt
         if failed:
             raise ProvisionError(
                 "terraform apply failed: " + self.cloud.errors.get(zone, stockout(zone))
@@ -268,10 +278,15 @@ def loaded_spec(
 
 
 def up(
-    api: FakeCompute, state: ClusterState, cloud: Cloud, loaded: LoadedSpec, progress: Recorder
+    api: FakeCompute,
+    state: ClusterState,
+    cloud: Cloud,
+    loaded: LoadedSpec,
+    progress: Recorder,
+    wait: float | None = None,
 ) -> tuple[Inventory, bool]:
     """What lifecycle.provision does for a gcp spec, with the fake API and Terraform."""
-    request = converge_request(loaded, state, progress)
+    request = converge_request(loaded, state, progress, wait=wait)
     inventory, changed = provision_gcp(
         request, clients=api.clients(), terraform_factory=cloud.terraform
     )
@@ -336,6 +351,167 @@ def test_a_spot_vm_preempted_as_it_starts_moves_the_cluster_on(
     assert progress.notes[:2] == [
         f"attempt 1, {A}: a Spot VM was preempted as it started: no Spot capacity there right now",
         f"trying {B} next",
+    ]
+
+
+LABELS = {"cluster": "t", "created-by": "dlvm"}
+
+
+def test_a_vm_left_outside_terraforms_state_is_deleted_when_the_zone_is_left(
+    api: FakeCompute, state: ClusterState
+) -> None:
+    # node-1 was preempted while Compute Engine created it: Terraform's create failed and its
+    # state does not hold the VM, which stays in zone a, stopped.
+    preempted = "Error waiting for instance to create: Instance failed to start due to preemption."
+    cloud = Cloud(capacity={A: 1}, errors={A: preempted})
+    api.instance(P, A, "t-node-1", "TERMINATED", spot=True, labels={**LABELS, "node": "node-1"})
+    api.instance_operation(P, A, "t-node-1", "delete", waits=2)
+    # Another cluster's VM and a VM without dlvm's labels in the same zone are not touched.
+    api.instance(P, A, "u-node-1", "TERMINATED", labels={"cluster": "u", "created-by": "dlvm"})
+    api.instance(P, A, "t-scratch", "TERMINATED", labels={"cluster": "t"})
+    progress = Recorder()
+    up(api, state, cloud, loaded_spec(), progress)
+
+    assert cloud.zones_tried() == [A, B, B]
+    deletes = [path for method, path, _ in api.requests if method == "DELETE"]
+    assert deletes == [f"/compute/v1/projects/{P}/zones/{A}/instances/t-node-1"]
+    [listing] = [q for m, path, q in api.requests if path.endswith(f"/zones/{A}/instances")]
+    assert listing["filter"] == ['(labels.cluster = "t")']
+    assert not any(path.endswith(f"/zones/{B}/instances") for _, path, _ in api.requests)
+    assert api.respond("GET", f"/compute/v1/projects/{P}/zones/{A}/instances/t-node-1")[0] == 404
+    for kept in ("u-node-1", "t-scratch"):
+        assert api.respond("GET", f"/compute/v1/projects/{P}/zones/{A}/instances/{kept}")[0] == 200
+    assert progress.notes[2:4] == [
+        f"deleting node-0 ({A}): before trying {B}",
+        f"deleted t-node-1 ({A}): a VM of this cluster outside Terraform's state (a Spot VM "
+        "preempted while it was created stays behind, stopped)",
+    ]
+
+
+def test_a_leftover_that_cannot_be_deleted_is_named_with_the_command(
+    api: FakeCompute, state: ClusterState
+) -> None:
+    cloud = Cloud(capacity={A: 0})
+    api.instance(P, A, "t-node-0", "TERMINATED", spot=True, labels=LABELS)
+    api.error(
+        f"projects/{P}/zones/{A}/instances/t-node-0",
+        403,
+        "Required 'compute.instances.delete' permission",
+        "forbidden",
+        method="DELETE",
+    )
+    progress = Recorder()
+    up(api, state, cloud, loaded_spec(), progress)  # the cluster is made in b all the same
+    assert cloud.zones_tried() == [A, B]
+    assert progress.notes[-1].startswith(f"could not delete t-node-0 left in {A}: permission")
+    assert progress.notes[-1].endswith(f"with gcloud compute instances delete t-node-0 --zone {A}")
+
+
+# -- flex-start: waiting for capacity ------------------------------------------------------
+
+
+def flex_start_spec() -> LoadedSpec:
+    return load_spec_text(
+        loaded_spec().text + "  provisioning: flex-start\n  max_run_hours: 8\n",
+        Path("/nowhere/t.yaml"),
+    )
+
+
+def still_creating(*elapsed: float) -> list[TerraformEvent]:
+    """Terraform's apply_progress reports for both nodes' creates, `elapsed` seconds in."""
+    return [
+        TerraformEvent("progress", f'google_compute_instance.node["{node}"]', "create", "", at)
+        for at in elapsed
+        for node in ("node-0", "node-1")
+    ]
+
+
+def lists(api: FakeCompute, zone: str) -> int:
+    """How many instances.list calls the fake answered for `zone`."""
+    return sum(1 for _, path, _ in api.requests if path.endswith(f"/zones/{zone}/instances"))
+
+
+def test_flex_start_vms_waiting_for_capacity_are_shown_each_minute(
+    api: FakeCompute, state: ClusterState
+) -> None:
+    # Dynamic Workload Scheduler finds node-1's capacity after one read, node-0's after two.
+    api.flex_start_instance(P, A, "t-node-0", pending_reads=2, labels={**LABELS, "node": "node-0"})
+    api.flex_start_instance(P, A, "t-node-1", pending_reads=1, labels={**LABELS, "node": "node-1"})
+    cloud = Cloud(events={A: still_creating(10, 50, 70, 75, 130, 370)})
+    progress = Recorder()
+    up(api, state, cloud, flex_start_spec(), progress, wait=2 * 3600)
+
+    assert progress.notes == [
+        "flex-start: each VM waits up to 2h for capacity from Dynamic Workload Scheduler",
+        f"waiting for capacity in zone {A}, 1m: node-0, node-1 queued by Dynamic Workload "
+        "Scheduler",
+        f"waiting for capacity in zone {A}, 2m: node-0 queued by Dynamic Workload Scheduler",
+    ]
+    # One list a minute (1m, 2m, 6m), whatever the number of nodes and reports.
+    assert lists(api, A) == 3
+    tfvars = json.loads((state.terraform_dir / "terraform.tfvars.json").read_text())
+    assert tfvars["create_timeout"] == "2h"
+
+
+def test_standard_vms_are_not_watched_for_capacity(api: FakeCompute, state: ClusterState) -> None:
+    cloud = Cloud(events={A: still_creating(70, 130)})
+    progress = Recorder()
+    up(api, state, cloud, loaded_spec(), progress)
+    assert progress.notes == []
+    assert lists(api, A) == 0
+
+
+TIMED_OUT = (
+    "Error waiting for instance to create: timeout while waiting for state to become 'DONE' "
+    "(last state: 'RUNNING', timeout: 2h0m0s)"
+)
+
+
+def test_flex_start_capacity_not_found_within_the_wait_stops_and_deletes_the_waiting_vms(
+    api: FakeCompute, state: ClusterState
+) -> None:
+    # node-0 was created and runs; node-1 still waits when the wait ends: Terraform's
+    # provider drops it from its state, but Compute Engine still holds it, PENDING.
+    api.flex_start_instance(P, A, "t-node-1", pending_reads=99, labels={**LABELS, "node": "node-1"})
+    api.instance_operation(P, A, "t-node-1", "delete")
+    cloud = Cloud(capacity={A: 1}, errors={A: TIMED_OUT})
+    progress = Recorder()
+    with pytest.raises(ProvisionError) as caught:
+        up(api, state, cloud, flex_start_spec(), progress, wait=2 * 3600)
+
+    error = caught.value
+    assert error.exit_code == 3
+    assert str(error.message) == (
+        f"creating the nodes in {A} failed: the VMs were not created within the wait limit "
+        "(2h0m0s); a flex-start VM waits there for capacity"
+    )
+    assert "a longer wait" in error.hint
+    assert cloud.zones_tried() == [A, A]  # no other zone: the wait would start anew there
+    assert read_state(state.terraform_dir) == {}  # node-0 deleted by Terraform
+    assert [path for method, path, _ in api.requests if method == "DELETE"] == [
+        f"/compute/v1/projects/{P}/zones/{A}/instances/t-node-1"
+    ]
+
+
+def test_ctrl_c_while_flex_start_vms_wait_leaves_nothing_behind(
+    api: FakeCompute, state: ClusterState
+) -> None:
+    api.flex_start_instance(P, A, "t-node-1", pending_reads=99, labels={**LABELS, "node": "node-1"})
+    api.instance_operation(P, A, "t-node-1", "delete")
+    cloud = Cloud(capacity={A: 1}, interrupted={A})
+    progress = Recorder()
+    with pytest.raises(KeyboardInterrupt):
+        up(api, state, cloud, flex_start_spec(), progress)
+
+    assert cloud.applies == [Apply(A, ("node-0", "node-1"), ()), Apply(A, (), ())]
+    # What `down` finds: a state without VMs, and no VM of the cluster outside it.
+    assert read_state(state.terraform_dir) == {}
+    assert api.respond("GET", f"/compute/v1/projects/{P}/zones/{A}/instances/t-node-1")[0] == 404
+    assert progress.notes[-3:] == [
+        f"interrupted: deleting the nodes this attempt made in {A}",
+        f"deleting node-0 ({A}): interrupted",
+        f"deleted t-node-1 ({A}): a VM of this cluster outside Terraform's state (a Spot VM "
+        "preempted while it was created stays behind, stopped)",
     ]
 
 

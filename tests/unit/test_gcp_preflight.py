@@ -229,6 +229,33 @@ def test_image_without_gvnic_warns_for_nodes_that_get_a_gvnic(api: FakeCompute) 
     assert preflight(spec_of(T4), api.clients()).warnings == ()
 
 
+A4X = "  count: 2\n  machine_type: a4x-highgpu-4g\n  spot: true\n"
+ARM_IMAGE = "projects/my-images/global/images/family/pytorch-arm64"
+
+
+def test_a4x_nodes_on_an_image_that_is_not_arm64_warn(api: FakeCompute) -> None:
+    for zone in ZONES:
+        api.machine_type(P, zone, "a4x-highgpu-4g", ("nvidia-gb200", 4))
+    # The default family is x86: plan says so from the spec alone, preflight from the image.
+    assert spec_warnings(spec_of(A4X)) == [
+        f"a4x-highgpu-4g has Arm CPUs, but the default image ({DEFAULT_IMAGE_FAMILY}) is built "
+        "for x86: set nodes.image to an Arm64 image"
+    ]
+    warnings = preflight(spec_of(A4X), api.clients()).warnings
+    assert f"image {IMAGE} is not an Arm64 image (X86_64), but a4x-highgpu-4g has Arm CPUs" in (
+        "\n".join(warnings)
+    )
+    # An Arm64 image: nothing about the architecture, from the spec or from the API.
+    api.image_family("my-images", "pytorch-arm64", "pytorch-arm64-v1", 100)
+    body = api.routes[("GET", "/compute/v1/projects/my-images/global/images/family/pytorch-arm64")]
+    body[0][1].update(architecture="ARM64", guestOsFeatures=[{"type": "GVNIC"}])
+    arm = spec_of(A4X + f"  image: {ARM_IMAGE}\n")
+    assert spec_warnings(arm) == []
+    assert not [w for w in preflight(arm, api.clients()).warnings if "Arm" in w]
+    # x86 machine types never hear of it.
+    assert not [w for w in preflight(spec_of(A100), api.clients()).warnings if "Arm" in w]
+
+
 def test_project_enforcing_os_login_warns_what_to_do(api: FakeCompute) -> None:
     api.project_metadata(P, {"enable-oslogin": "FALSE", "startup-script": "true"})
     assert preflight(spec_of(T4), api.clients()).warnings == ()

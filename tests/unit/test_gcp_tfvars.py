@@ -80,6 +80,7 @@ def test_a100_torchrun_example_renders_field_by_field() -> None:
         "max_run_hours": None,
         "reservation_affinity": "",
         "reservation_name": "",
+        "create_timeout": "30m",
         "compact_placement": True,
         "nic_type": "GVNIC",
         "network": "",
@@ -117,6 +118,7 @@ def test_spot_l4_horovod_example_renders_field_by_field() -> None:
         "max_run_hours": None,
         "reservation_affinity": "",
         "reservation_name": "",
+        "create_timeout": "30m",
         "compact_placement": False,
         "nic_type": "GVNIC",
         "network": "",
@@ -200,7 +202,8 @@ BUILT_IN = [
 
 @pytest.mark.parametrize(("machine", "gpu", "count"), BUILT_IN)
 def test_every_gpu_machine_type_renders_as_a_gpu_node(machine: str, gpu: str, count: int) -> None:
-    spec = spec_of(f"  count: 1\n  machine_type: {machine}\n")
+    # Spot: every one of these types is offered so (A3 High below 8 GPUs only so, or flex-start).
+    spec = spec_of(f"  count: 1\n  machine_type: {machine}\n  spot: true\n")
     shape = node_shape(spec.nodes)
     assert (shape.gpu_type, shape.gpus, shape.attached) == (gpu, count, ())
     tfvars = gcp_tfvars(spec, public_key=KEY)
@@ -400,6 +403,116 @@ def test_capacity_keys_that_contradict_are_refused_at_their_line(
         if content.strip().startswith(field.split(".")[-1] + ":")
     )
     assert error.location.line == line
+
+
+NOT_OFFERED = "flex-start VMs are not offered for"
+SPOT_OR_FLEX = "is offered only as Spot or flex-start VMs, not standard"
+
+
+@pytest.mark.parametrize(
+    ("nodes", "field", "message"),
+    [
+        # Flex-start exists for A2, A3, A4, G2 and H4D only.
+        (
+            "  machine_type: n1-standard-8\n  accelerator: {type: nvidia-tesla-t4, count: 1}\n"
+            "  provisioning: flex-start\n  max_run_hours: 8\n",
+            "nodes.provisioning",
+            f"{NOT_OFFERED} n1-standard-8",
+        ),
+        (
+            "  accelerator: {type: nvidia-tesla-t4, count: 1}\n"
+            "  provisioning: flex-start\n  max_run_hours: 8\n",
+            "nodes.provisioning",
+            f"{NOT_OFFERED} N1 machine types",
+        ),
+        (
+            "  machine_type: g4-standard-48\n  provisioning: flex-start\n  max_run_hours: 8\n",
+            "nodes.provisioning",
+            f"{NOT_OFFERED} g4-standard-48",
+        ),
+        (
+            "  accelerator: {type: nvidia-rtx-pro-6000, count: 2}\n"
+            "  provisioning: flex-start\n  max_run_hours: 8\n",
+            "nodes.provisioning",
+            f"{NOT_OFFERED} G4 machine types",
+        ),
+        (
+            "  machine_type: a4x-highgpu-4g\n  provisioning: flex-start\n  max_run_hours: 8\n",
+            "nodes.provisioning",
+            f"{NOT_OFFERED} a4x-highgpu-4g",
+        ),
+        (
+            "  provisioning: flex-start\n  max_run_hours: 8\n",
+            "nodes.provisioning",
+            f"{NOT_OFFERED} N2 machine types",
+        ),
+        # A3 High below 8 GPUs: Spot or flex-start only.
+        ("  machine_type: a3-highgpu-2g\n", "nodes.machine_type", f"a3-highgpu-2g {SPOT_OR_FLEX}"),
+        (
+            "  machine_type: a3-highgpu-1g\n  provisioning: standard\n",
+            "nodes.provisioning",
+            f"a3-highgpu-1g {SPOT_OR_FLEX}",
+        ),
+        (
+            "  accelerator: {type: nvidia-h100-80gb, count: 4}\n",
+            "nodes.accelerator",
+            f"a3-highgpu-4g {SPOT_OR_FLEX}",
+        ),
+        # A reservation cannot be consumed by Spot VMs.
+        (
+            "  machine_type: a3-highgpu-8g\n  spot: true\n  reservation: h100-pool\n",
+            "nodes.reservation",
+            "Spot VMs cannot consume a reservation",
+        ),
+        (
+            "  machine_type: a2-highgpu-1g\n  provisioning: spot\n"
+            "  reservation: projects/capacity-owner/reservations/a100-pool\n",
+            "nodes.reservation",
+            "Spot VMs cannot consume a reservation",
+        ),
+    ],
+)
+def test_capacity_compute_engine_does_not_offer_is_refused_at_its_line(
+    nodes: str, field: str, message: str
+) -> None:
+    text = BASE + "nodes:\n  count: 2\n" + nodes
+    error = refused(text, field, message)
+    assert error.location is not None
+    key = field.split(".")[-1] + ":"
+    line = next(
+        n for n, content in enumerate(text.splitlines(), 1) if content.strip().startswith(key)
+    )
+    assert error.location.line == line
+
+
+@pytest.mark.parametrize(
+    "nodes",
+    [
+        "  machine_type: a3-highgpu-2g\n  provisioning: flex-start\n  max_run_hours: 8\n",
+        "  machine_type: a3-highgpu-4g\n  spot: true\n",
+        "  accelerator: {type: nvidia-h100-80gb, count: 1}\n  provisioning: spot\n",
+        "  machine_type: a3-highgpu-8g\n",
+        "  machine_type: a3-highgpu-1g\n  provisioning: reservation-bound\n  reservation: r\n",
+        "  machine_type: g2-standard-12\n  provisioning: flex-start\n  max_run_hours: 8\n",
+        "  machine_type: a4-highgpu-8g\n  provisioning: flex-start\n  max_run_hours: 168\n",
+        "  machine_type: h4d-highmem-192\n  provisioning: flex-start\n  max_run_hours: 8\n",
+        "  accelerator: {type: nvidia-tesla-a100, count: 2}\n  provisioning: flex-start\n"
+        "  max_run_hours: 8\n",
+        "  machine_type: a3-highgpu-8g\n  spot: true\n  reservation: none\n",
+        "  machine_type: a3-highgpu-8g\n  spot: true\n  reservation: any\n",
+    ],
+)
+def test_capacity_compute_engine_offers_loads(nodes: str) -> None:
+    spec_of("  count: 2\n" + nodes)
+
+
+@pytest.mark.parametrize(
+    ("wait", "rendered"),
+    [(None, "30m"), (7200, "2h"), (5400, "1h30m"), (90, "1m30s"), (45.4, "45s"), (0.2, "1s")],
+)
+def test_the_wait_of_up_is_the_create_timeout(wait: float | None, rendered: str) -> None:
+    spec = spec_of("  count: 1\n")
+    assert gcp_tfvars(spec, public_key=KEY, wait=wait)["create_timeout"] == rendered
 
 
 def test_explicit_node_names_keep_their_order_as_ranks() -> None:

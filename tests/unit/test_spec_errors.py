@@ -121,6 +121,9 @@ EXPECTED: dict[str, tuple[int, str]] = {
     "gcp_compact_placement_default_n1": (9, "provider.compact_placement: compact placement"),
     "gcp_n1_three_gpus": (14, "nodes.accelerator.count: an N1 VM takes 1, 2 or 4 x"),
     "gcp_n1_eight_t4": (11, "nodes.accelerator.count: an N1 VM takes 1, 2 or 4 x"),
+    "gcp_flex_start_g4": (12, "nodes.provisioning: flex-start VMs are not offered for g4"),
+    "gcp_a3_highgpu_2g_standard": (11, "nodes.machine_type: a3-highgpu-2g is offered only as"),
+    "gcp_spot_with_reservation": (13, "nodes.reservation: Spot VMs cannot consume a reservation"),
     # names
     "name_uppercase": (2, "name: must start with a lowercase letter"),
     "name_leading_digit": (2, "name: must start with a lowercase letter"),
@@ -167,6 +170,7 @@ CLI_CASES = [
     "env_name_dlvm_prefix",
     "local_count_above_64",
     "gcp_compact_placement_n1",
+    "gcp_flex_start_g4",
     "files_src_missing",
     "markup_in_key",
     "emoji_code_in_key",

@@ -7,6 +7,8 @@ message, not its code) and the codes the Compute Engine API returns:
                   as it started): try the next zone, those the API names as having room first
     quota-region  a regional quota is exhausted: every zone of the region shares it, so stop
     quota-global  GPUS_ALL_REGIONS is exhausted: stop
+    timed-out     a VM was not created within the wait limit (a flex-start VM waits there for
+                  capacity): stop, since another zone would start the wait anew
     fatal         anything else (bad image, permissions, config): retrying elsewhere won't help
 """
 
@@ -26,6 +28,7 @@ class FailoverKind(StrEnum):
     CAPACITY = "capacity"
     QUOTA_REGION = "quota-region"
     QUOTA_GLOBAL = "quota-global"
+    TIMED_OUT = "timed-out"
     FATAL = "fatal"
 
 
@@ -72,6 +75,11 @@ _QUOTA = re.compile(
 )
 _ZONE = re.compile(r"\b[a-z]+(?:-[a-z]+)+\d+-[a-z]\b")
 _DISK_TOO_SMALL = "Requested disk size cannot be smaller than the image size"
+# The google provider's words when a create outlasts the resource's create timeout (it then
+# drops the VM from its state, though Compute Engine may still hold it).
+_TIMED_OUT = re.compile(
+    r"timeout while waiting for state to become '\w+'(?: \(last state: '\w*', timeout: ([^)]+)\))?"
+)
 QUOTA_PAGE = "https://console.cloud.google.com/iam-admin/quotas"
 
 
@@ -125,6 +133,16 @@ def _classify(text: str, codes: Iterable[str], available: Sequence[str] = ()) ->
             reason=_capacity_reason(text),
             hint="dlvm tries the next zone of provider.zones",
             zones_hint=tuple(dict.fromkeys(hinted)),
+        )
+    timed_out = _TIMED_OUT.search(text)
+    if timed_out:
+        limit = f" ({timed_out.group(1)})" if timed_out.group(1) else ""
+        return FailoverDecision(
+            FailoverKind.TIMED_OUT,
+            reason=f"the VMs were not created within the wait limit{limit}; a flex-start VM "
+            "waits there for capacity",
+            hint="give `dlvm up` a longer wait (e.g. 4h), try again later, or add zones to "
+            "provider.zones; the VMs of this attempt were deleted",
         )
     if _DISK_TOO_SMALL in text:
         return FailoverDecision(

@@ -212,7 +212,6 @@ def wake(
     since recreating the VM would only lose its disk.
     """
     from google.api_core import exceptions
-    from google.cloud import compute_v1
 
     status = _settled_status(clients, project, node, sleep)
     if status in _SETTLING:
@@ -233,17 +232,25 @@ def wake(
         )
     except exceptions.NotFound:
         return Woken(_GONE, gone=True)
-    for _ in range(OPERATION_WAITS):
-        if operation.status == compute_v1.Operation.Status.DONE:
-            break
-        operation = _wait_for(clients, project, node.zone, str(operation.name))
-    if operation.status != compute_v1.Operation.Status.DONE:
-        raise ProvisionError(
-            f"the {verb} of {node.instance} did not finish",
-            hint="run `dlvm up` again; the operation may still complete on its own",
-        )
+    operation = finished(clients, project, node.zone, operation, f"the {verb} of {node.instance}")
     decision = classify_operation_error(operation)
     return Woken() if decision is None else Woken(decision.reason)
+
+
+def finished(clients: ComputeClients, project: str, zone: str, operation: Any, what: str) -> Any:
+    """A zone operation (as a request returned it) once DONE; `what` names it if it never is."""
+    from google.cloud import compute_v1
+
+    for _ in range(OPERATION_WAITS):
+        if operation.status == compute_v1.Operation.Status.DONE:
+            return operation
+        operation = _wait_for(clients, project, zone, str(operation.name))
+    if operation.status == compute_v1.Operation.Status.DONE:
+        return operation
+    raise ProvisionError(
+        f"{what} did not finish",
+        hint="run `dlvm up` again; the operation may still complete on its own",
+    )
 
 
 def _wait_for(clients: ComputeClients, project: str, zone: str, operation: str) -> Any:

@@ -18,6 +18,7 @@ from dlvm_cluster.providers.gcp.buckets import check_buckets
 from dlvm_cluster.providers.gcp.credentials import REQUEST_TIMEOUT, ComputeClients, call_api
 from dlvm_cluster.providers.gcp.reservations import reservation_ref, reservation_zones
 from dlvm_cluster.providers.gcp.tfvars import (
+    DEFAULT_IMAGE_FAMILY,
     DLVM_IMAGE_PROJECT,
     ImageRef,
     gcp_provider,
@@ -62,6 +63,11 @@ def spec_warnings(spec: ClusterSpec) -> list[str]:
         warnings.append(
             f"compact placement may not be available for {machine}: dlvm knows it for "
             + ", ".join(shapes.COMPACT_PLACEMENT_FAMILIES)
+        )
+    if shapes.arm(machine) and spec.nodes.image is None:
+        warnings.append(
+            f"{machine} has Arm CPUs, but the default image ({DEFAULT_IMAGE_FAMILY}) is built "
+            "for x86: set nodes.image to an Arm64 image"
         )
     if not provider.public_ip and provider.network is None:
         warnings.append(
@@ -208,8 +214,9 @@ def _replacement_advice(image: Any) -> str:
 
 
 def _image_warnings(image: Any, spec: ClusterSpec) -> list[str]:
-    """A deprecated image still boots, and an image without gVNIC support may boot without a
-    network: both are worth saying before the VMs exist."""
+    """A deprecated image still boots, an image without gVNIC support may boot without a
+    network, and an x86 image on Arm hosts does not boot: all worth saying before the VMs
+    exist."""
     warnings = []
     if _deprecation(image) == "DEPRECATED":
         warnings.append(
@@ -218,6 +225,12 @@ def _image_warnings(image: Any, spec: ClusterSpec) -> list[str]:
         )
     machine = node_shape(spec.nodes).machine_type
     features = {str(feature.type_) for feature in image.guest_os_features}
+    if shapes.arm(machine) and str(image.architecture) != "ARM64":
+        warnings.append(
+            f"image {image.name} is not an Arm64 image ({image.architecture or 'no architecture'}"
+            f"), but {machine} has Arm CPUs: the VMs would not boot; set nodes.image to an Arm64 "
+            "image"
+        )
     if shapes.gvnic(machine) and "GVNIC" not in features:
         warnings.append(
             f"image {image.name} does not list the GVNIC guest OS feature, but {machine} nodes "

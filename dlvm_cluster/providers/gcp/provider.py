@@ -6,10 +6,22 @@ from __future__ import annotations
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers import checks
-from dlvm_cluster.providers.base import Check, Converge, NodeState, ProviderPlan, Reach
+from dlvm_cluster.providers.base import (
+    CapacityFacts,
+    Check,
+    Converge,
+    NodeState,
+    ProviderPlan,
+    Reach,
+)
 from dlvm_cluster.providers.gcp import storage
 from dlvm_cluster.providers.gcp.converge import provision_gcp, render_gcp, replace_gcp_nodes
-from dlvm_cluster.providers.gcp.report import cluster_instances, gcp_plan_notes, price_line
+from dlvm_cluster.providers.gcp.report import (
+    capacity_facts,
+    cluster_instances,
+    gcp_plan_notes,
+    price_line,
+)
 from dlvm_cluster.providers.gcp.tfvars import instance_name
 from dlvm_cluster.providers.terraformed import destroy_module, plan_module
 from dlvm_cluster.provision.render import RenderedModule
@@ -57,6 +69,9 @@ class ComputeEngine:
 
     def status_price(self, spec: ClusterSpec, nodes: int) -> str | None:
         return price_line(spec, nodes)
+
+    def capacity(self, spec: ClusterSpec) -> CapacityFacts | None:
+        return capacity_facts(spec)
 
     def doctor(self, spec: ClusterSpec | None, reach: Reach) -> list[Check]:
         found = [checks.terraform_check()]

@@ -14,6 +14,7 @@ from typing import Any
 
 from dlvm_cluster.errors import StateError
 from dlvm_cluster.inventory import Inventory
+from dlvm_cluster.providers.base import CapacityFacts
 from dlvm_cluster.providers.gcp.credentials import ComputeClients, compute_clients
 from dlvm_cluster.providers.gcp.hostkeys import node_refs_for
 from dlvm_cluster.providers.gcp.instances import InstanceState, instance_states
@@ -26,7 +27,7 @@ from dlvm_cluster.providers.gcp.pricing import (
 )
 from dlvm_cluster.providers.gcp.tfvars import capacity, gcp_provider, node_shape
 from dlvm_cluster.provision.render import TFVARS
-from dlvm_cluster.spec.model import ClusterSpec, GcpProvider
+from dlvm_cluster.spec.model import ANY_RESERVATION, NO_RESERVATION, ClusterSpec, GcpProvider
 from dlvm_cluster.state import ClusterState
 
 PRICING_PAGE = "https://cloud.google.com/compute/gpus-pricing"
@@ -92,28 +93,41 @@ def price_line(spec: ClusterSpec, count: int | None = None) -> str:
     )
 
 
-def capacity_line(spec: ClusterSpec) -> str:
-    """How the VMs are provided: provisioning model, reservation and run-time limit."""
+def capacity_facts(spec: ClusterSpec) -> CapacityFacts:
+    """How the VMs are provided: provisioning model, reservation and run-time limit, in the
+    words of the cluster file, and as the line `plan` and `status` print."""
     provided = capacity(spec.nodes)
     model: str = spec.nodes.provisioning_model
+    shown_model = model
     if model == "flex-start":
-        model += " (the VMs are created when Dynamic Workload Scheduler finds capacity)"
-    reservation = {
-        "": "any matching one (Compute Engine's default)",
-        "ANY_RESERVATION": "any matching one",
-        "NO_RESERVATION": "none",
-    }.get(provided.reservation_affinity, provided.reservation_name)
+        shown_model += " (the VMs are created when Dynamic Workload Scheduler finds capacity)"
+    reservation, shown_reservation = {
+        "": (ANY_RESERVATION, "any matching one (Compute Engine's default)"),
+        "ANY_RESERVATION": (ANY_RESERVATION, "any matching one"),
+        "NO_RESERVATION": (NO_RESERVATION, "none"),
+    }.get(provided.reservation_affinity, (provided.reservation_name,) * 2)
     if provided.max_run_hours is None:
         limit = "none"
     else:
         action = provided.termination_action.lower()
         limit = f"{provided.max_run_hours}h, then Compute Engine {action}s each VM"
-    return f"capacity: {model}; reservation: {reservation}; max run time: {limit}"
+    return CapacityFacts(
+        provisioning=model,
+        reservation=reservation,
+        max_run_hours=provided.max_run_hours,
+        summary=(
+            f"capacity: {shown_model}; reservation: {shown_reservation}; max run time: {limit}"
+        ),
+    )
 
 
 def gcp_plan_notes(spec: ClusterSpec) -> list[str]:
     """What `dlvm plan` adds for gcp: the spec's warnings, how the VMs are provided, the price."""
-    return [*warning_lines(spec, spec_warnings(spec)), capacity_line(spec), price_line(spec)]
+    return [
+        *warning_lines(spec, spec_warnings(spec)),
+        capacity_facts(spec).summary,
+        price_line(spec),
+    ]
 
 
 # -- status --------------------------------------------------------------------------------

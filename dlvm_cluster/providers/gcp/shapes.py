@@ -97,6 +97,8 @@ COMPACT_PLACEMENT_FAMILIES = (
     *("a2", "a3", "a4", "g2", "g4"),  # with GPUs
     *("c2", "c2d", "c3", "c3d", "h3", "n2", "n2d"),
 )
+# Families whose hosts have Arm CPUs (A4X: NVIDIA Grace with GB200): they boot Arm64 images only.
+_ARM_FAMILIES = ("a4x",)
 # Families whose boot disk cannot be pd-balanced (Hyperdisk only).
 _HYPERDISK_ONLY = ("a3-ultragpu", "a4-", "a4x-", "g4-")
 DEFAULT_DISK_TYPE = "pd-balanced"
@@ -137,6 +139,10 @@ def default_machine_type(accelerator_type: str | None, count: int) -> str | None
 
 def gvnic(machine_type: str) -> bool:
     return family(machine_type) in _GVNIC_FAMILIES
+
+
+def arm(machine_type: str) -> bool:
+    return family(machine_type) in _ARM_FAMILIES
 
 
 def default_disk_type(machine_type: str) -> str:

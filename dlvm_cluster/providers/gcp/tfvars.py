@@ -47,6 +47,10 @@ PROVISIONING_MODELS = {
     "reservation-bound": "RESERVATION_BOUND",
 }
 RESOURCE_ADDRESS = "google_compute_instance.node"
+# How long Terraform waits for each VM to be created unless `up` is given a wait: eight-GPU
+# shapes can take longer than the google provider's default 20 minutes. A flex-start VM waits
+# for capacity within it.
+DEFAULT_CREATE_TIMEOUT = "30m"
 
 
 @dataclass(frozen=True)
@@ -190,6 +194,15 @@ def instance_address(node: str) -> str:
     return f'{RESOURCE_ADDRESS}["{node}"]'
 
 
+def duration(seconds: float) -> str:
+    """Seconds as a Terraform duration: 2h, 1h30m, 90s."""
+    whole = max(1, round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [(hours, "h"), (minutes, "m"), (secs, "s")]
+    return "".join(f"{value}{unit}" for value, unit in parts if value)
+
+
 def gcp_tfvars(
     spec: ClusterSpec,
     *,
@@ -197,11 +210,13 @@ def gcp_tfvars(
     zone: str | None = None,
     count: int | None = None,
     names: Sequence[str] | None = None,
+    wait: float | None = None,
 ) -> dict[str, Any]:
     """The tfvars for `spec` in `zone` (default: the first of provider.zones).
 
     `names` picks the node set explicitly (ranks follow their order), e.g. to keep the nodes a
-    partial apply created; otherwise the nodes are node-0 .. node-(count-1).
+    partial apply created; otherwise the nodes are node-0 .. node-(count-1). `wait`: how long
+    each VM may take to be created, in seconds (default DEFAULT_CREATE_TIMEOUT).
     """
     provider = gcp_provider(spec)
     chosen_zone = zone or provider.zones[0]
@@ -231,6 +246,7 @@ def gcp_tfvars(
         "max_run_hours": provided.max_run_hours,
         "reservation_affinity": provided.reservation_affinity,
         "reservation_name": provided.reservation_name,
+        "create_timeout": DEFAULT_CREATE_TIMEOUT if wait is None else duration(wait),
         "compact_placement": provider.compact_placement,
         "nic_type": "GVNIC" if shapes.gvnic(shape.machine_type) else "",
         "network": provider.network or "",
@@ -259,10 +275,10 @@ def zone_in_use(tfvars_path: Path, zones: Sequence[str]) -> str | None:
 
 
 def state_tfvars(
-    spec: ClusterSpec, state: ClusterState, count: int | None = None
+    spec: ClusterSpec, state: ClusterState, count: int | None = None, wait: float | None = None
 ) -> dict[str, Any]:
     """`gcp_tfvars` with the cluster's public key and current zone read from its state dir."""
     public_path = state.key_path.with_suffix(".pub")
     public_key = public_path.read_text().strip() if public_path.exists() else ""
     zone = zone_in_use(state.terraform_dir / TFVARS, gcp_provider(spec).zones)
-    return gcp_tfvars(spec, public_key=public_key, zone=zone, count=count)
+    return gcp_tfvars(spec, public_key=public_key, zone=zone, count=count, wait=wait)
