@@ -47,6 +47,7 @@ from dlvm_cluster.providers.gcp.failover import (
     failure_error,
     next_zone,
 )
+from dlvm_cluster.providers.gcp.gpu_network import job_environment
 from dlvm_cluster.providers.gcp.hostkeys import (
     node_refs,
     node_refs_for,
@@ -68,6 +69,7 @@ from dlvm_cluster.providers.gcp.tfvars import (
     gcp_tfvars,
     gpus_per_node,
     instance_address,
+    node_shape,
     state_tfvars,
 )
 from dlvm_cluster.providers.terraformed import TFSTATE
@@ -236,8 +238,9 @@ def _inventory(
         else:
             unknown.append(ref)
     keys.update(read_host_keys(api, project, unknown))
+    env = job_environment(node_shape(request.spec.nodes).machine_type)
     return from_terraform_outputs(
-        request.spec.name, with_host_keys(outputs, keys), env={}, gpus_per_node=gpus
+        request.spec.name, with_host_keys(outputs, keys), env=env, gpus_per_node=gpus
     )
 
 

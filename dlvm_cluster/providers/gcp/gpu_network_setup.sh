@@ -1,0 +1,182 @@
+# Body of the boot script dlvm gives A3 and A4 nodes (startup-script metadata, run as root at
+# every boot). The header above it sets GPU_STACK (tcpx, tcpxo or gib) and the pinned versions.
+#
+# It leaves its verdict in /var/lib/dlvm-gpu-network: `ready` (what was installed) or `failed`
+# (the step that failed); the log is the startup script's (journalctl -u google-startup-scripts).
+set -euo pipefail
+
+readonly STATE_DIR=/var/lib/dlvm-gpu-network
+readonly RXDM_CONTAINER=dlvm-rxdm
+# How long the NVIDIA driver may take to appear: Deep Learning VM images install it on the
+# first boot, at the same time as this script runs.
+readonly DRIVER_WAIT_SECONDS=1800
+
+step=start
+log() { echo "dlvm-gpu-network: $*"; }
+on_exit() {
+	local status=$?
+	if [[ ${status} -ne 0 ]]; then
+		printf '%s\n' "${step}" >"${STATE_DIR}/failed"
+		log "failed at step '${step}' (exit ${status})"
+	fi
+}
+trap on_exit EXIT
+
+wait_for_driver() {
+	step="wait for the NVIDIA driver"
+	local waited=0
+	until nvidia-smi -L >/dev/null 2>&1; do
+		if ((waited >= DRIVER_WAIT_SECONDS)); then
+			log "no NVIDIA driver after ${DRIVER_WAIT_SECONDS}s"
+			return 1
+		fi
+		sleep 10
+		waited=$((waited + 10))
+	done
+}
+
+require_docker() {
+	step="check docker and the NVIDIA container toolkit"
+	command -v docker >/dev/null || { log "docker is not installed"; return 1; }
+	command -v nvidia-container-cli >/dev/null || {
+		log "the NVIDIA container toolkit is not installed (docker --gpus needs it)"
+		return 1
+	}
+}
+
+# NCCL reads /etc/nccl.conf (NAME=VALUE lines) in every process, whatever shell started it;
+# a variable already in the environment wins. Written from a plugin's own profile script.
+write_nccl_conf() {
+	local profile=$1
+	step="write /etc/nccl.conf from ${profile}"
+	[[ -r ${profile} ]] || { log "${profile} is missing"; return 1; }
+	(
+		set +eu
+		# shellcheck disable=SC1090
+		NCCL_LIB_DIR=${LIB_DIR} . "${profile}" >/dev/null
+		env | grep '^NCCL_' | grep -v '^NCCL_LIB_DIR='
+	) >/etc/nccl.conf.dlvm
+	mv /etc/nccl.conf.dlvm /etc/nccl.conf
+}
+
+start_rxdm() {
+	step="start the receive-data-path manager"
+	docker rm --force "${RXDM_CONTAINER}" >/dev/null 2>&1 || true
+	docker run --detach --name "${RXDM_CONTAINER}" --restart unless-stopped \
+		--network host --privileged --cap-add NET_ADMIN --gpus all \
+		"$@"
+}
+
+wait_for_rxdm() {
+	local ready_line=$1 tries=0
+	step="wait for the receive-data-path manager"
+	until docker logs "${RXDM_CONTAINER}" 2>&1 | grep -q -- "${ready_line}"; do
+		if [[ $(docker inspect --format '{{.State.Running}}' "${RXDM_CONTAINER}") != true ]]; then
+			docker logs --tail 20 "${RXDM_CONTAINER}" || true
+			return 1
+		fi
+		((tries += 1))
+		if ((tries > 90)); then
+			docker logs --tail 20 "${RXDM_CONTAINER}" || true
+			return 1
+		fi
+		sleep 2
+	done
+}
+
+setup_tcpx() {
+	step="install the GPUDirect-TCPX NCCL plugin"
+	docker run --rm --network host --volume /var/lib:/var/lib "${PLUGIN_IMAGE}" install
+	mkdir -p "${UDS_PATH}"
+	start_rxdm --volume "${UDS_PATH}:${UDS_PATH}" \
+		--entrypoint /tcpgpudmarxd/build/app/tcpgpudmarxd \
+		"${RXDM_IMAGE}" \
+		--gpu_nic_preset a3vm --gpu_shmem_type fd --uds_path "${UDS_PATH}" \
+		--setup_param "--verbose 128 2 0"
+	# This RxDM release logs nothing when ready: running after a few seconds is the test.
+	sleep 10
+	step="check the receive-data-path manager"
+	[[ $(docker inspect --format '{{.State.Running}}' "${RXDM_CONTAINER}") == true ]]
+}
+
+# The GPU NICs' PCIe apertures, which the TCPXO plugin maps through /dev/aperture_devices.
+expose_apertures() {
+	step="expose the NICs' PCIe apertures"
+	local bdf target
+	mkdir -p /dev/aperture_devices
+	while read -r bdf _; do
+		target=/dev/aperture_devices/${bdf}
+		mkdir -p "${target}"
+		mountpoint -q "${target}" || mount --bind "$(readlink -f "/sys/bus/pci/devices/${bdf}")" "${target}"
+	done < <(lspci -nn -D | grep '1ae0:0084')
+	chmod -R a+r /dev/aperture_devices
+}
+
+setup_tcpxo() {
+	step="load the dmabuf import helper"
+	modprobe import-helper
+	expose_apertures
+	step="install the GPUDirect-TCPXO NCCL plugin"
+	rm -rf "${LIB_DIR}"
+	docker run --rm --network host --volume /var/lib:/var/lib "${PLUGIN_IMAGE}" install --install-nccl
+	write_nccl_conf "${LIB_DIR}/nccl-env-profile.sh"
+	start_rxdm --volume /dev/dmabuf_import_helper:/dev/dmabuf_import_helper \
+		--env LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu \
+		"${RXDM_IMAGE}" --num_hops=2 --num_nics=8 --uid= --alsologtostderr
+	wait_for_rxdm "Buffer manager initialization complete"
+}
+
+setup_gib() {
+	step="install the gIB NCCL plugin ${GIB_VERSION}"
+	local installed
+	installed=$(dpkg-query --showformat '${Version}' --show nccl-gib 2>/dev/null || true)
+	if [[ ${installed} != "${GIB_VERSION}" ]]; then
+		local keyring=/usr/share/keyrings/dlvm-google-artifact-registry.gpg
+		curl --fail --silent --show-error --location \
+			https://us-apt.pkg.dev/doc/repo-signing-key.gpg | gpg --dearmor --yes -o "${keyring}"
+		local google_keyring=/usr/share/keyrings/dlvm-google-cloud.gpg
+		curl --fail --silent --show-error --location \
+			https://packages.cloud.google.com/apt/doc/apt-key.gpg | gpg --dearmor --yes -o "${google_keyring}"
+		echo "deb [signed-by=${google_keyring}] https://packages.cloud.google.com/apt apt-transport-artifact-registry-stable main" \
+			>/etc/apt/sources.list.d/dlvm-artifact-registry-transport.list
+		apt-get update
+		DEBIAN_FRONTEND=noninteractive apt-get install --yes apt-transport-artifact-registry
+		echo "deb [signed-by=${keyring}] ar+https://us-apt.pkg.dev/projects/gce-ai-infra gpudirect-gib-apt main" \
+			>/etc/apt/sources.list.d/dlvm-nccl-gib.list
+		apt-get update
+		apt-mark unhold nccl-gib >/dev/null 2>&1 || true
+		DEBIAN_FRONTEND=noninteractive apt-get install --yes --allow-downgrades "nccl-gib=${GIB_VERSION}"
+		# Held: an unattended upgrade must not move it away from the version dlvm pins.
+		apt-mark hold nccl-gib
+	fi
+	write_nccl_conf /usr/local/gib/scripts/set_nccl_env.sh
+}
+
+main() {
+	mkdir -p "${STATE_DIR}"
+	rm -f "${STATE_DIR}/ready" "${STATE_DIR}/failed"
+	wait_for_driver
+	case "${GPU_STACK}" in
+	tcpx)
+		require_docker
+		setup_tcpx
+		;;
+	tcpxo)
+		require_docker
+		setup_tcpxo
+		;;
+	gib)
+		setup_gib
+		;;
+	*)
+		step="choose the plugin"
+		log "unknown GPU_STACK '${GPU_STACK}'"
+		return 1
+		;;
+	esac
+	step=done
+	printf '%s %s\n' "${GPU_STACK}" "${PLUGIN_IMAGE:-nccl-gib=${GIB_VERSION:-}}" >"${STATE_DIR}/ready"
+	log "ready (${GPU_STACK})"
+}
+
+main "$@"
