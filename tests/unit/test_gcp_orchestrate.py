@@ -472,6 +472,11 @@ def test_gpus_per_node_comes_from_preflight(api: FakeCompute, state: ClusterStat
     assert inventory.gpus_per_node == 8
 
 
+def test_jobs_on_a4_get_the_gib_nccl_environment(api: FakeCompute, state: ClusterState) -> None:
+    inventory, _ = up(api, state, Cloud(), loaded_spec(1, machine="a4-highgpu-8g"), Recorder())
+    assert inventory.env == {"LD_LIBRARY_PATH": "/usr/local/gib/lib64", "NCCL_NET": "gIB"}
+
+
 def test_open_ssh_is_warned_loudly_during_up(api: FakeCompute, state: ClusterState) -> None:
     progress = Recorder()
     up(api, state, Cloud(), loaded_spec(ssh="0.0.0.0/0"), progress)
