@@ -233,6 +233,7 @@ def api() -> Iterator[FakeCompute]:
         for zone in ZONES:
             fake.machine_type(P, zone, "a2-highgpu-2g", ("nvidia-tesla-a100", 2))
             fake.machine_type(P, zone, "a4-highgpu-8g", ("nvidia-b200", 8))
+            fake.roce_profile(P, zone)
             for rank in range(6):
                 name = f"node-{rank}"
                 fake.set(

@@ -48,6 +48,7 @@ class ComputeClients:
     machine_types: Any
     images: Any
     reservations: Any
+    network_profiles: Any
     instances: Any
     zone_operations: Any
 
@@ -70,6 +71,7 @@ def compute_clients(credentials: Any = None, *, api_endpoint: str | None = None)
         machine_types=make(compute_v1.MachineTypesClient),
         images=make(compute_v1.ImagesClient),
         reservations=make(compute_v1.ReservationsClient),
+        network_profiles=make(compute_v1.NetworkProfilesClient),
         instances=make(compute_v1.InstancesClient),
         zone_operations=make(compute_v1.ZoneOperationsClient),
     )

@@ -175,6 +175,11 @@ def gpu_network(machine_type: str) -> GpuNetwork | None:
     return PROFILES.get(shapes.base_machine_type(machine_type))
 
 
+def roce_profile(zone: str) -> str:
+    """The name of a zone's RoCE network profile (the module builds the same one)."""
+    return f"{zone}-vpc-roce"
+
+
 def job_environment(machine_type: str) -> dict[str, str]:
     """What every setup, exec and job process on such a node gets (the inventory's provider
     env: the cluster file's env overrides it)."""
