@@ -15,6 +15,7 @@ import pytest
 from terraform_schema import load_module, typed
 
 from dlvm_cluster.providers.gcp import gpu_network
+from dlvm_cluster.providers.gcp.preflight import spec_warnings
 from dlvm_cluster.providers.gcp.report import network_lines
 from dlvm_cluster.providers.gcp.tfvars import compact_placement, gcp_tfvars
 from dlvm_cluster.provision.modules import module_dir
@@ -288,3 +289,10 @@ def test_plan_shows_the_nic_layout_and_bandwidth(machine: str) -> None:
     assert f"nic{last} " in network_line or f"-nic{last} " in network_line
     assert f"nic{last + 1}" not in network_line
     assert placement == "placement: compact (dlvm's default for the shape)"
+
+
+def test_nodes_without_internet_are_warned_that_setup_cannot_download_the_plugin() -> None:
+    (warning,) = spec_warnings(spec("a3-highgpu-8g", {"public_ip": False}))
+    assert "cannot download the GPUDirect-TCPX NCCL plugin" in warning
+    (warning,) = spec_warnings(spec("a2-highgpu-8g", {"public_ip": False}))
+    assert "plugin" not in warning

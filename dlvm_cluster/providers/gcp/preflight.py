@@ -63,9 +63,15 @@ def spec_warnings(spec: ClusterSpec) -> list[str]:
             + ", ".join(shapes.COMPACT_PLACEMENT_FAMILIES)
         )
     if not provider.public_ip and provider.network is None:
+        network = gpu_network.gpu_network(machine)
+        plugin = (
+            f", and their boot script cannot download the {network.title} NCCL plugin"
+            if network
+            else ""
+        )
         warnings.append(
             "public_ip is false and dlvm creates the network: the nodes have no internet access "
-            "(no Cloud NAT) and dlvm must run inside that network to reach them"
+            f"(no Cloud NAT){plugin}; dlvm must run inside that network to reach them"
         )
     return warnings
 
