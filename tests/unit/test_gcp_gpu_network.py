@@ -140,7 +140,7 @@ def header(machine: str) -> dict[str, str]:
     network = gpu_network.gpu_network(machine)
     assert network is not None
     text = gpu_network.setup_script(network).split(gpu_network.SETUP_BODY.read_text())[0]
-    names = "GPU_STACK|PLUGIN_IMAGE|RXDM_IMAGE|GIB_VERSION|LIB_DIR|UDS_PATH"
+    names = "GPU_STACK|PLUGIN_IMAGE|RXDM_IMAGE|GIB_VERSION|LIB_DIR|UDS_PATH|ENV_PROFILE"
     shown = f"\nset | grep -E '^({names})='"
     out = subprocess.run(
         ["bash", "-c", text + shown], capture_output=True, text=True, check=True
@@ -222,34 +222,8 @@ def test_gib_env_picks_the_plugin_and_the_shape_tuning_from_its_script() -> None
         "LD_LIBRARY_PATH": "/usr/local/gib/lib64",
         "NCCL_NET": "gIB",
     }
-    assert "write_nccl_conf /usr/local/gib/scripts/set_nccl_env.sh" in (
-        gpu_network.SETUP_BODY.read_text()
-    )
-
-
-def test_nccl_conf_keeps_only_nccl_variables_of_a_profile(tmp_path: Path) -> None:
-    """The script's own write_nccl_conf, run on a profile like the plugins': NAME=VALUE lines
-    for NCCL_* variables, in the file NCCL reads, and nothing else of the environment."""
-    body = gpu_network.SETUP_BODY.read_text()
-    function = re.search(r"^write_nccl_conf\(\) \{\n.*?^\}\n", body, re.S | re.M)
-    assert function is not None
-    profile = tmp_path / "profile.sh"
-    profile.write_text(
-        "export NCCL_NET=gIB\nexport NCCL_IB_TC=52\nexport OTHER=1\n"
-        'export NCCL_TUNER_CONFIG_PATH="${NCCL_LIB_DIR}/tuner.txtpb"\n'
-    )
-    conf = tmp_path / "nccl.conf"
-    program = (
-        f"LIB_DIR=/opt/gib\nstep=\nlog() {{ :; }}\n{function.group(0)}write_nccl_conf {profile}\n"
-    ).replace("/etc/nccl.conf", str(conf))
-    subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", program], check=True, env={"PATH": "/usr/bin:/bin"}
-    )
-    assert sorted(conf.read_text().splitlines()) == [
-        "NCCL_IB_TC=52",
-        "NCCL_NET=gIB",
-        "NCCL_TUNER_CONFIG_PATH=/opt/gib/tuner.txtpb",
-    ]
+    assert header("a4-highgpu-8g")["ENV_PROFILE"] == "/usr/local/gib/scripts/set_nccl_env.sh"
+    assert 'write_nccl_conf "${ENV_PROFILE}"' in gpu_network.SETUP_BODY.read_text()
 
 
 # -- placement and plan --------------------------------------------------------------------

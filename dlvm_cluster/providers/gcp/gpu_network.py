@@ -41,6 +41,8 @@ GIB_VERSION = "1.1.0"
 TCPX_LIB_DIR = "/var/lib/tcpx/lib64"
 TCPXO_LIB_DIR = "/var/lib/tcpxo/lib64"
 GIB_LIB_DIR = "/usr/local/gib/lib64"
+# The script gIB installs that sets NCCL's variables for the shape it runs on.
+GIB_ENV_PROFILE = "/usr/local/gib/scripts/set_nccl_env.sh"
 # The folder of the Unix sockets through which the TCPX plugin reaches RxDM.
 TCPX_UDS_PATH = "/run/tcpx"
 
@@ -202,7 +204,11 @@ def setup_script(network: GpuNetwork) -> str:
             "RXDM_IMAGE": TCPXO_RXDM_IMAGE,
             "LIB_DIR": TCPXO_LIB_DIR,
         },
-        "gib": {"GIB_VERSION": GIB_VERSION, "LIB_DIR": GIB_LIB_DIR},
+        "gib": {
+            "GIB_VERSION": GIB_VERSION,
+            "LIB_DIR": GIB_LIB_DIR,
+            "ENV_PROFILE": GIB_ENV_PROFILE,
+        },
     }[network.stack]
     header = [
         "#!/bin/bash",

@@ -1,11 +1,17 @@
 # Body of the boot script dlvm gives A3 and A4 nodes (startup-script metadata, run as root at
-# every boot). The header above it sets GPU_STACK (tcpx, tcpxo or gib) and the pinned versions.
+# every boot). The header above it sets GPU_STACK (tcpx, tcpxo or gib), the pinned versions and
+# the plugin's folders (LIB_DIR, and UDS_PATH for TCPX or ENV_PROFILE for gIB).
 #
-# It leaves its verdict in /var/lib/dlvm-gpu-network: `ready` (what was installed) or `failed`
-# (the step that failed); the log is the startup script's (journalctl -u google-startup-scripts).
+# It leaves its verdict in STATE_DIR: `ready` (what was installed) or `failed` (the step that
+# failed); the log is the startup script's (journalctl -u google-startup-scripts).
 set -euo pipefail
 
-readonly STATE_DIR=/var/lib/dlvm-gpu-network
+# The system's places; the environment may move them (the tests run the script in a folder).
+STATE_DIR=${STATE_DIR:-/var/lib/dlvm-gpu-network}
+DLVM_NCCL_CONF=${DLVM_NCCL_CONF:-/etc/nccl.conf}
+APERTURE_DIR=${APERTURE_DIR:-/dev/aperture_devices}
+APT_DIR=${APT_DIR:-/etc/apt}
+KEYRING_DIR=${KEYRING_DIR:-/usr/share/keyrings}
 readonly RXDM_CONTAINER=dlvm-rxdm
 # How long the NVIDIA driver may take to appear: Deep Learning VM images install it on the
 # first boot, at the same time as this script runs.
@@ -48,15 +54,17 @@ require_docker() {
 # a variable already in the environment wins. Written from a plugin's own profile script.
 write_nccl_conf() {
 	local profile=$1
-	step="write /etc/nccl.conf from ${profile}"
+	step="write ${DLVM_NCCL_CONF} from ${profile}"
 	[[ -r ${profile} ]] || { log "${profile} is missing"; return 1; }
 	(
 		set +eu
+		# Only what the profile sets: none of NCCL's variables from elsewhere.
+		for name in $(compgen -v NCCL_); do unset "${name}"; done
 		# shellcheck disable=SC1090
 		NCCL_LIB_DIR=${LIB_DIR} . "${profile}" >/dev/null
 		env | grep '^NCCL_' | grep -v '^NCCL_LIB_DIR='
-	) >/etc/nccl.conf.dlvm
-	mv /etc/nccl.conf.dlvm /etc/nccl.conf
+	) >"${DLVM_NCCL_CONF}.dlvm"
+	mv "${DLVM_NCCL_CONF}.dlvm" "${DLVM_NCCL_CONF}"
 }
 
 start_rxdm() {
@@ -103,13 +111,13 @@ setup_tcpx() {
 expose_apertures() {
 	step="expose the NICs' PCIe apertures"
 	local bdf target
-	mkdir -p /dev/aperture_devices
+	mkdir -p "${APERTURE_DIR}"
 	while read -r bdf _; do
-		target=/dev/aperture_devices/${bdf}
+		target=${APERTURE_DIR}/${bdf}
 		mkdir -p "${target}"
 		mountpoint -q "${target}" || mount --bind "$(readlink -f "/sys/bus/pci/devices/${bdf}")" "${target}"
 	done < <(lspci -nn -D | grep '1ae0:0084')
-	chmod -R a+r /dev/aperture_devices
+	chmod -R a+r "${APERTURE_DIR}"
 }
 
 setup_tcpxo() {
@@ -131,25 +139,25 @@ setup_gib() {
 	local installed
 	installed=$(dpkg-query --showformat '${Version}' --show nccl-gib 2>/dev/null || true)
 	if [[ ${installed} != "${GIB_VERSION}" ]]; then
-		local keyring=/usr/share/keyrings/dlvm-google-artifact-registry.gpg
+		local keyring=${KEYRING_DIR}/dlvm-google-artifact-registry.gpg
 		curl --fail --silent --show-error --location \
 			https://us-apt.pkg.dev/doc/repo-signing-key.gpg | gpg --dearmor --yes -o "${keyring}"
-		local google_keyring=/usr/share/keyrings/dlvm-google-cloud.gpg
+		local google_keyring=${KEYRING_DIR}/dlvm-google-cloud.gpg
 		curl --fail --silent --show-error --location \
 			https://packages.cloud.google.com/apt/doc/apt-key.gpg | gpg --dearmor --yes -o "${google_keyring}"
 		echo "deb [signed-by=${google_keyring}] https://packages.cloud.google.com/apt apt-transport-artifact-registry-stable main" \
-			>/etc/apt/sources.list.d/dlvm-artifact-registry-transport.list
+			>"${APT_DIR}/sources.list.d/dlvm-artifact-registry-transport.list"
 		apt-get update
 		DEBIAN_FRONTEND=noninteractive apt-get install --yes apt-transport-artifact-registry
 		echo "deb [signed-by=${keyring}] ar+https://us-apt.pkg.dev/projects/gce-ai-infra gpudirect-gib-apt main" \
-			>/etc/apt/sources.list.d/dlvm-nccl-gib.list
+			>"${APT_DIR}/sources.list.d/dlvm-nccl-gib.list"
 		apt-get update
 		apt-mark unhold nccl-gib >/dev/null 2>&1 || true
 		DEBIAN_FRONTEND=noninteractive apt-get install --yes --allow-downgrades "nccl-gib=${GIB_VERSION}"
 		# Held: an unattended upgrade must not move it away from the version dlvm pins.
 		apt-mark hold nccl-gib
 	fi
-	write_nccl_conf /usr/local/gib/scripts/set_nccl_env.sh
+	write_nccl_conf "${ENV_PROFILE}"
 }
 
 main() {
