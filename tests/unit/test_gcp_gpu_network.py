@@ -135,13 +135,17 @@ def test_bash_n_catches_a_broken_script(tmp_path: Path) -> None:
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode != 0
 
 
-def header(machine: str) -> dict[str, str]:
-    """The variables the script's header sets, as bash itself reads them."""
+def header_text(machine: str) -> str:
     network = gpu_network.gpu_network(machine)
     assert network is not None
-    text = gpu_network.setup_script(network).split(gpu_network.SETUP_BODY.read_text())[0]
-    names = "GPU_STACK|PLUGIN_IMAGE|RXDM_IMAGE|GIB_VERSION|LIB_DIR|UDS_PATH|ENV_PROFILE"
-    shown = f"\nset | grep -E '^({names})='"
+    return gpu_network.setup_script(network).split(gpu_network.SETUP_BODY.read_text())[0]
+
+
+def header(machine: str) -> dict[str, str]:
+    """The one-line variables the script's header sets, as bash itself reads them."""
+    text = header_text(machine)
+    names = "GPU_STACK PLUGIN_IMAGE RXDM_IMAGE GIB_VERSION LIB_DIR UDS_PATH ENV_PROFILE INTERFACES"
+    shown = f'\nfor n in {names}; do [[ -v $n ]] && printf "%s=%s\\n" "$n" "${{!n}}"; done; true'
     out = subprocess.run(
         ["bash", "-c", text + shown], capture_output=True, text=True, check=True
     ).stdout
@@ -157,9 +161,9 @@ def test_tcpx_pins_a_matching_plugin_and_rxdm() -> None:
         assert "/gpudirect-tcpx/" in image
         assert re.search(r":v\d+\.\d+\.\d+", image), image
     assert pins["UDS_PATH"] == gpu_network.TCPX_UDS_PATH
-    env = gpu_network.job_environment("a3-highgpu-8g")
-    assert env["NCCL_GPUDIRECTTCPX_UNIX_CLIENT_PREFIX"] == pins["UDS_PATH"]
-    assert env["LD_LIBRARY_PATH"] == pins["LIB_DIR"]
+    settings = settings_of("a3-highgpu-8g")
+    assert settings["NCCL_GPUDIRECTTCPX_UNIX_CLIENT_PREFIX"] == pins["UDS_PATH"]
+    assert gpu_network.job_environment("a3-highgpu-8g")["LD_LIBRARY_PATH"] == pins["LIB_DIR"]
 
 
 def test_tcpxo_pins_a_matching_plugin_and_rxdm() -> None:
@@ -193,35 +197,53 @@ def test_every_version_lives_in_one_place() -> None:
 # -- what jobs get -------------------------------------------------------------------------
 
 
-def test_tcpx_env_names_one_socket_per_gpu_nic() -> None:
-    env = gpu_network.job_environment("a3-highgpu-8g")
-    assert env["NCCL_NET"] == "GPUDirectTCPX_v7"
-    nics = env["NCCL_GPUDIRECTTCPX_SOCKET_IFNAME"].split(",")
+def settings_of(machine: str) -> dict[str, str]:
+    """The NCCL settings the script's header carries, as bash reads them."""
+    text = subprocess.run(
+        ["bash", "-c", f"{header_text(machine)}\nprintf '%s' \"$DLVM_NCCL_SETTINGS\""],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return dict(line.split("=", 1) for line in text.splitlines())
+
+
+@pytest.mark.parametrize("machine", SHAPES)
+def test_jobs_get_only_the_plugin_folder_in_their_environment(machine: str) -> None:
+    """The rest is in /etc/nccl.conf once the plugin works: a job started before (or after a
+    failed setup) uses plain NCCL instead of failing on a plugin that is not there."""
+    assert gpu_network.job_environment(machine) == {"LD_LIBRARY_PATH": header(machine)["LIB_DIR"]}
+
+
+def test_tcpx_settings_name_one_socket_per_gpu_nic() -> None:
+    settings = settings_of("a3-highgpu-8g")
+    assert settings["NCCL_NET"] == "GPUDirectTCPX_v7"
+    nics = settings["NCCL_GPUDIRECTTCPX_SOCKET_IFNAME"].split(",")
     assert len(nics) == SHAPES["a3-highgpu-8g"][1]
     # Control traffic and NCCL's bootstrap on the primary NIC, never on a GPU NIC.
-    assert env["NCCL_SOCKET_IFNAME"] == env["NCCL_GPUDIRECTTCPX_CTRL_DEV"]
-    assert env["NCCL_SOCKET_IFNAME"] not in nics
+    assert settings["NCCL_SOCKET_IFNAME"] == settings["NCCL_GPUDIRECTTCPX_CTRL_DEV"]
+    assert settings["NCCL_SOCKET_IFNAME"] not in nics
     for key in ("NCCL_GPUDIRECTTCPX_TX_BINDINGS", "NCCL_GPUDIRECTTCPX_RX_BINDINGS"):
-        assert [binding.split(":")[0] for binding in env[key].split(";")] == nics
-    # Only NCCL's own variables and those of the plugin (its documented prefix).
-    assert all(name == "LD_LIBRARY_PATH" or name.startswith("NCCL_") for name in env), sorted(env)
+        assert [binding.split(":")[0] for binding in settings[key].split(";")] == nics
+    # Only NCCL's own variables and the plugin's (its documented prefix).
+    assert all(name.startswith("NCCL_") for name in settings), sorted(settings)
+    # Setup checks that exactly these interfaces exist before it writes them.
+    assert header("a3-highgpu-8g")["INTERFACES"].split() == [settings["NCCL_SOCKET_IFNAME"], *nics]
 
 
-def test_tcpxo_env_names_one_interface_per_gpu_nic() -> None:
-    env = gpu_network.job_environment("a3-megagpu-8g")
-    nics = env["NCCL_FASTRAK_IFNAME"].split(",")
+def test_tcpxo_settings_name_one_interface_per_gpu_nic() -> None:
+    settings = settings_of("a3-megagpu-8g")
+    nics = settings["NCCL_FASTRAK_IFNAME"].split(",")
     assert len(nics) == len(set(nics)) == SHAPES["a3-megagpu-8g"][1]
-    assert env["NCCL_FASTRAK_CTRL_DEV"] == env["NCCL_SOCKET_IFNAME"] not in nics
+    assert settings["NCCL_FASTRAK_CTRL_DEV"] == settings["NCCL_SOCKET_IFNAME"] not in nics
+    assert header("a3-megagpu-8g")["INTERFACES"].split() == [settings["NCCL_SOCKET_IFNAME"], *nics]
     body = gpu_network.SETUP_BODY.read_text()
-    # The tuning comes from the plugin's own profile, turned into /etc/nccl.conf.
+    # The tuning comes from the plugin's own profile, added to /etc/nccl.conf.
     assert 'write_nccl_conf "${LIB_DIR}/nccl-env-profile.sh"' in body
 
 
-def test_gib_env_picks_the_plugin_and_the_shape_tuning_from_its_script() -> None:
-    assert gpu_network.job_environment("a4-highgpu-8g") == {
-        "LD_LIBRARY_PATH": "/usr/local/gib/lib64",
-        "NCCL_NET": "gIB",
-    }
+def test_gib_settings_pick_the_plugin_and_the_shape_tuning_from_its_script() -> None:
+    assert settings_of("a4-highgpu-8g") == {"NCCL_NET": "gIB"}
     assert header("a4-highgpu-8g")["ENV_PROFILE"] == "/usr/local/gib/scripts/set_nccl_env.sh"
     assert 'write_nccl_conf "${ENV_PROFILE}"' in gpu_network.SETUP_BODY.read_text()
 

@@ -29,7 +29,7 @@ docker)
 		for arg in "$@"; do
 			if [[ $arg == install ]]; then
 				mkdir -p "$FAKE_LIB_DIR"
-				printf 'export NCCL_FASTRAK_NUM_FLOWS=2\nexport NCCL_BUFFSIZE=8388608\n' \
+				printf 'export NCCL_FASTRAK_NUM_FLOWS=2\nexport NCCL_SOCKET_IFNAME=eth0\n' \
 					>"$FAKE_LIB_DIR/nccl-env-profile.sh"
 			fi
 		done
@@ -59,7 +59,7 @@ MACHINE_COMMANDS = (
     "gpg",
 )
 # The ordinary tools the script uses, taken from this machine.
-TOOLS = ("grep", "env", "mv", "mkdir", "rm", "readlink", "chmod")
+TOOLS = ("grep", "env", "mv", "mkdir", "rm", "readlink", "chmod", "cut", "head")
 
 
 @dataclass
@@ -75,11 +75,21 @@ class Run:
 
 
 def run_script(
-    tmp_path: Path, machine: str, *, missing: tuple[str, ...] = (), installed_gib: str = ""
+    tmp_path: Path,
+    machine: str,
+    *,
+    missing: tuple[str, ...] = (),
+    installed_gib: str = "",
+    absent_interfaces: tuple[str, ...] = (),
 ) -> Run:
     """The boot script for `machine`, its system paths moved under tmp_path."""
     network = gpu_network.gpu_network(machine)
     assert network is not None
+    sys_net = tmp_path / "sys-class-net"
+    sys_net.mkdir(exist_ok=True)
+    for nic in network.interfaces:
+        if nic not in absent_interfaces:
+            (sys_net / nic).mkdir()
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name in MACHINE_COMMANDS:
@@ -96,7 +106,7 @@ def run_script(
     profile.write_text("export NCCL_NET=gIB\nexport NCCL_IB_QPS_PER_CONNECTION=4\n")
     script = gpu_network.setup_script(network)
     moves = {
-        f"LIB_DIR={network.job_env['LD_LIBRARY_PATH']}\n": f"LIB_DIR={lib_dir}\n",
+        f"LIB_DIR={network.lib_dir}\n": f"LIB_DIR={lib_dir}\n",
         f"UDS_PATH={gpu_network.TCPX_UDS_PATH}\n": f"UDS_PATH={tmp_path / 'tcpx'}\n",
         f"ENV_PROFILE={gpu_network.GIB_ENV_PROFILE}\n": f"ENV_PROFILE={profile}\n",
     }
@@ -116,6 +126,7 @@ def run_script(
         # Set where the script runs: never copied into nccl.conf.
         "NCCL_DEBUG": "INFO",
         "APERTURE_DIR": str(tmp_path / "apertures"),
+        "SYS_NET_DIR": str(sys_net),
         "APT_DIR": str(tmp_path / "apt"),
         "KEYRING_DIR": str(tmp_path),
     }
@@ -127,6 +138,19 @@ def run_script(
     return Run(
         result.returncode, result.stdout + result.stderr, calls.read_text().splitlines(), tmp_path
     )
+
+
+def network(machine: str) -> gpu_network.GpuNetwork:
+    found = gpu_network.gpu_network(machine)
+    assert found is not None
+    return found
+
+
+def conf_lines(tmp_path: Path) -> list[str]:
+    """The settings of the nccl.conf the script wrote, after its first line, dlvm's mark."""
+    mark, *lines = (tmp_path / "nccl.conf").read_text().splitlines()
+    assert mark == "# Written by dlvm's GPU network setup."
+    return lines
 
 
 def index_of(calls: list[str], start: str) -> int:
@@ -155,6 +179,8 @@ def test_tcpx_installs_the_plugin_then_starts_rxdm(tmp_path: Path) -> None:
     ) in started
     assert "--gpus all" in started
     assert uds.is_dir()
+    settings = network("a3-highgpu-8g").nccl_settings
+    assert conf_lines(tmp_path) == [f"{k}={v}" for k, v in settings.items()]
     assert run.state("ready") == f"tcpx {gpu_network.TCPX_PLUGIN_IMAGE}"
     assert run.state("failed") is None
 
@@ -179,11 +205,9 @@ def test_tcpxo_exposes_apertures_installs_writes_nccl_conf_and_waits_for_rxdm(
     assert f"{tmp_path / 'apertures' / '0000:06:00.0'}" in run.calls[order[1]]
     started = run.calls[order[3]]
     assert f"{gpu_network.TCPXO_RXDM_IMAGE} --num_hops=2 --num_nics=8" in started
-    # The plugin's profile, as NCCL reads it from /etc/nccl.conf.
-    assert sorted((tmp_path / "nccl.conf").read_text().splitlines()) == [
-        "NCCL_BUFFSIZE=8388608",
-        "NCCL_FASTRAK_NUM_FLOWS=2",
-    ]
+    # dlvm's settings, then the plugin profile's others: its eth0 guess gives way to dlvm's.
+    settings = [f"{k}={v}" for k, v in network("a3-megagpu-8g").nccl_settings.items()]
+    assert conf_lines(tmp_path) == [*settings, "NCCL_FASTRAK_NUM_FLOWS=2"]
     assert run.state("ready") == f"tcpxo {gpu_network.TCPXO_PLUGIN_IMAGE}"
 
 
@@ -197,10 +221,7 @@ def test_gib_installs_the_pinned_package_and_holds_it(tmp_path: Path) -> None:
     assert not any(call.startswith("docker") for call in run.calls)
     sources = (tmp_path / "apt" / "sources.list.d" / "dlvm-nccl-gib.list").read_text()
     assert "gpudirect-gib-apt main" in sources
-    assert sorted((tmp_path / "nccl.conf").read_text().splitlines()) == [
-        "NCCL_IB_QPS_PER_CONNECTION=4",
-        "NCCL_NET=gIB",
-    ]
+    assert conf_lines(tmp_path) == ["NCCL_NET=gIB", "NCCL_IB_QPS_PER_CONNECTION=4"]
     assert run.state("ready") == f"gib nccl-gib={gpu_network.GIB_VERSION}"
 
 
@@ -234,3 +255,29 @@ def test_a_failed_step_is_recorded_and_fails_the_boot_script(
     assert run.state("failed") == step
     assert run.state("ready") is None
     assert not any(call.startswith("docker run") for call in run.calls)
+
+
+def test_a_missing_gpu_nic_stops_setup_before_anything_is_installed(tmp_path: Path) -> None:
+    """Interface names differ between images: NCCL settings naming an absent one would make
+    every job fail, so setup checks them first."""
+    run = run_script(tmp_path, "a3-highgpu-8g", absent_interfaces=("enp134s0",))
+    assert run.returncode != 0
+    assert run.state("failed") == "find network interface enp134s0"
+    assert run.calls == []
+    assert not (tmp_path / "nccl.conf").exists()
+
+
+def test_settings_of_an_earlier_boot_are_removed_when_setup_fails(tmp_path: Path) -> None:
+    conf = tmp_path / "nccl.conf"
+    conf.write_text("# Written by dlvm's GPU network setup.\nNCCL_NET=GPUDirectTCPX_v7\n")
+    run = run_script(tmp_path, "a3-highgpu-8g", missing=("docker",))
+    assert run.returncode != 0
+    assert not conf.exists()
+
+
+def test_an_nccl_conf_dlvm_did_not_write_is_left_alone(tmp_path: Path) -> None:
+    conf = tmp_path / "nccl.conf"
+    conf.write_text("NCCL_DEBUG=WARN\n")
+    run = run_script(tmp_path, "a3-highgpu-8g", missing=("docker",))
+    assert run.returncode != 0
+    assert conf.read_text() == "NCCL_DEBUG=WARN\n"

@@ -473,9 +473,9 @@ def test_gpus_per_node_comes_from_preflight(api: FakeCompute, state: ClusterStat
     assert inventory.gpus_per_node == 8
 
 
-def test_jobs_on_a4_get_the_gib_nccl_environment(api: FakeCompute, state: ClusterState) -> None:
+def test_jobs_on_a4_find_the_gib_plugin(api: FakeCompute, state: ClusterState) -> None:
     inventory, _ = up(api, state, Cloud(), loaded_spec(1, machine="a4-highgpu-8g"), Recorder())
-    assert inventory.env == {"LD_LIBRARY_PATH": "/usr/local/gib/lib64", "NCCL_NET": "gIB"}
+    assert inventory.env == {"LD_LIBRARY_PATH": "/usr/local/gib/lib64"}
 
 
 def test_open_ssh_is_warned_loudly_during_up(api: FakeCompute, state: ClusterState) -> None:

@@ -73,7 +73,16 @@ class GpuNetwork:
     gpu_vpc_nics: int  # extra gVNICs, each on a VPC of its own
     gpu_vpc_mtu: int
     rdma_nics: int  # MRDMA NICs, all on one RoCE VPC
-    job_env: dict[str, str] = field(default_factory=dict)
+    lib_dir: str  # where the plugin's libraries land: jobs get it in LD_LIBRARY_PATH
+    # NCCL's and the plugin's variables, written to /etc/nccl.conf once setup succeeded (and
+    # only then: with the plugin missing they would make NCCL fail rather than go slower).
+    nccl_settings: dict[str, str] = field(default_factory=dict)
+    # Interface names setup checks before writing them (primary first, then the GPU NICs).
+    interfaces: tuple[str, ...] = ()
+
+    @property
+    def job_env(self) -> dict[str, str]:
+        return {"LD_LIBRARY_PATH": self.lib_dir}
 
     @property
     def gpu_bandwidth_gbps(self) -> int:
@@ -111,14 +120,13 @@ def _bindings(nics: tuple[str, ...], cores: tuple[str, ...]) -> str:
     return ";".join(f"{nic}:{core}" for nic, core in zip(nics, cores, strict=True))
 
 
-def _tcpx_env() -> dict[str, str]:
+def _tcpx_settings() -> dict[str, str]:
     """The plugin's variables, as Google's A3 High NCCL test script sets them for Ubuntu."""
     nics = _A3_HIGH_GPU_IFNAMES
     # CPU cores near each NIC's PCIe root: TX and RX threads of the plugin are pinned to them.
     tx_cores = ("8-21,112-125", "8-21,112-125", "60-73,164-177", "60-73,164-177")
     rx_cores = ("22-35,126-139", "22-35,126-139", "74-87,178-191", "74-87,178-191")
     return {
-        "LD_LIBRARY_PATH": TCPX_LIB_DIR,
         "NCCL_NET": "GPUDirectTCPX_v7",
         "NCCL_SOCKET_IFNAME": _PRIMARY_IFNAME,
         "NCCL_GPUDIRECTTCPX_CTRL_DEV": _PRIMARY_IFNAME,
@@ -142,11 +150,10 @@ def _tcpx_env() -> dict[str, str]:
     }
 
 
-def _tcpxo_env() -> dict[str, str]:
-    """What the node-specific part of TCPXO needs; the tuning comes from the plugin's own
-    profile, which setup turns into /etc/nccl.conf."""
+def _tcpxo_settings() -> dict[str, str]:
+    """The interfaces of TCPXO on Ubuntu; the tuning comes from the plugin's own profile,
+    which setup adds to /etc/nccl.conf."""
     return {
-        "LD_LIBRARY_PATH": TCPXO_LIB_DIR,
         "NCCL_SOCKET_IFNAME": _PRIMARY_IFNAME,
         "NCCL_FASTRAK_CTRL_DEV": _PRIMARY_IFNAME,
         "NCCL_FASTRAK_IFNAME": ",".join(_A3_MEGA_GPU_IFNAMES),
@@ -154,16 +161,31 @@ def _tcpxo_env() -> dict[str, str]:
     }
 
 
-def _gib_env() -> dict[str, str]:
-    """gIB's set_nccl_env.sh knows the shape's interfaces and tuning; setup turns it into
-    /etc/nccl.conf. Jobs need the library folder and the plugin's name."""
-    return {"LD_LIBRARY_PATH": GIB_LIB_DIR, "NCCL_NET": "gIB"}
-
-
-_ROCE = GpuNetwork("gib", "RoCE RDMA, gIB NCCL plugin", 1, ROCE_MTU, 8, _gib_env())
+# gIB's set_nccl_env.sh knows the shape's interfaces and tuning; setup adds it to nccl.conf.
+_ROCE = GpuNetwork(
+    "gib", "RoCE RDMA, gIB NCCL plugin", 1, ROCE_MTU, 8, GIB_LIB_DIR, {"NCCL_NET": "gIB"}
+)
 PROFILES: dict[str, GpuNetwork] = {
-    "a3-highgpu-8g": GpuNetwork("tcpx", "GPUDirect-TCPX", 4, GPU_VPC_MTU, 0, _tcpx_env()),
-    "a3-megagpu-8g": GpuNetwork("tcpxo", "GPUDirect-TCPXO", 8, GPU_VPC_MTU, 0, _tcpxo_env()),
+    "a3-highgpu-8g": GpuNetwork(
+        "tcpx",
+        "GPUDirect-TCPX",
+        4,
+        GPU_VPC_MTU,
+        0,
+        TCPX_LIB_DIR,
+        _tcpx_settings(),
+        (_PRIMARY_IFNAME, *_A3_HIGH_GPU_IFNAMES),
+    ),
+    "a3-megagpu-8g": GpuNetwork(
+        "tcpxo",
+        "GPUDirect-TCPXO",
+        8,
+        GPU_VPC_MTU,
+        0,
+        TCPXO_LIB_DIR,
+        _tcpxo_settings(),
+        (_PRIMARY_IFNAME, *_A3_MEGA_GPU_IFNAMES),
+    ),
     "a3-ultragpu-8g": _ROCE,
     "a4-highgpu-8g": _ROCE,
 }
@@ -184,7 +206,8 @@ def roce_profile(zone: str) -> str:
 
 def job_environment(machine_type: str) -> dict[str, str]:
     """What every setup, exec and job process on such a node gets (the inventory's provider
-    env: the cluster file's env overrides it)."""
+    env: the cluster file's env overrides it). The rest of NCCL's settings are in
+    /etc/nccl.conf, written by setup once the plugin works."""
     network = gpu_network(machine_type)
     return dict(network.job_env) if network else {}
 
@@ -196,25 +219,26 @@ def setup_script(network: GpuNetwork) -> str:
         "tcpx": {
             "PLUGIN_IMAGE": TCPX_PLUGIN_IMAGE,
             "RXDM_IMAGE": TCPX_RXDM_IMAGE,
-            "LIB_DIR": TCPX_LIB_DIR,
             "UDS_PATH": TCPX_UDS_PATH,
         },
         "tcpxo": {
             "PLUGIN_IMAGE": TCPXO_PLUGIN_IMAGE,
             "RXDM_IMAGE": TCPXO_RXDM_IMAGE,
-            "LIB_DIR": TCPXO_LIB_DIR,
         },
         "gib": {
             "GIB_VERSION": GIB_VERSION,
-            "LIB_DIR": GIB_LIB_DIR,
             "ENV_PROFILE": GIB_ENV_PROFILE,
         },
     }[network.stack]
+    settings = "".join(f"{name}={value}\n" for name, value in network.nccl_settings.items())
     header = [
         "#!/bin/bash",
         f"# Written by dlvm: the {network.title} NCCL plugin for this machine type.",
         f"GPU_STACK={network.stack}",
         *(f"{name}={shlex.quote(value)}" for name, value in pins.items()),
+        f"LIB_DIR={shlex.quote(network.lib_dir)}",
+        f"INTERFACES={shlex.quote(' '.join(network.interfaces))}",
+        f"DLVM_NCCL_SETTINGS={shlex.quote(settings)}",
     ]
     return "\n".join(header) + "\n" + SETUP_BODY.read_text()
 

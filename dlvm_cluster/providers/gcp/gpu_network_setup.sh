@@ -1,6 +1,11 @@
 # Body of the boot script dlvm gives A3 and A4 nodes (startup-script metadata, run as root at
-# every boot). The header above it sets GPU_STACK (tcpx, tcpxo or gib), the pinned versions and
-# the plugin's folders (LIB_DIR, and UDS_PATH for TCPX or ENV_PROFILE for gIB).
+# every boot). The header above it sets GPU_STACK (tcpx, tcpxo or gib), the pinned versions,
+# the plugin's folders (LIB_DIR, and UDS_PATH for TCPX or ENV_PROFILE for gIB), the interfaces
+# to expect (INTERFACES) and NCCL's settings (DLVM_NCCL_SETTINGS, NAME=VALUE lines).
+#
+# NCCL's settings go to /etc/nccl.conf, which NCCL reads in every process whatever started it
+# (a variable in the environment wins), and only once the plugin is installed and running:
+# without it, NCCL_NET naming the plugin would make NCCL fail instead of using plain sockets.
 #
 # It leaves its verdict in STATE_DIR: `ready` (what was installed) or `failed` (the step that
 # failed); the log is the startup script's (journalctl -u google-startup-scripts).
@@ -10,9 +15,11 @@ set -euo pipefail
 STATE_DIR=${STATE_DIR:-/var/lib/dlvm-gpu-network}
 DLVM_NCCL_CONF=${DLVM_NCCL_CONF:-/etc/nccl.conf}
 APERTURE_DIR=${APERTURE_DIR:-/dev/aperture_devices}
+SYS_NET_DIR=${SYS_NET_DIR:-/sys/class/net}
 APT_DIR=${APT_DIR:-/etc/apt}
 KEYRING_DIR=${KEYRING_DIR:-/usr/share/keyrings}
 readonly RXDM_CONTAINER=dlvm-rxdm
+readonly CONF_MARK="# Written by dlvm's GPU network setup."
 # How long the NVIDIA driver may take to appear: Deep Learning VM images install it on the
 # first boot, at the same time as this script runs.
 readonly DRIVER_WAIT_SECONDS=1800
@@ -50,21 +57,46 @@ require_docker() {
 	}
 }
 
-# NCCL reads /etc/nccl.conf (NAME=VALUE lines) in every process, whatever shell started it;
-# a variable already in the environment wins. Written from a plugin's own profile script.
+check_interfaces() {
+	local nic
+	for nic in ${INTERFACES}; do
+		step="find network interface ${nic}"
+		[[ -e ${SYS_NET_DIR}/${nic} ]] || { log "no interface ${nic} on this node"; return 1; }
+	done
+}
+
+# dlvm's settings, then those of the plugin's own profile script (if any) that dlvm does not
+# set; NCCL takes the first line of a name.
 write_nccl_conf() {
-	local profile=$1
-	step="write ${DLVM_NCCL_CONF} from ${profile}"
-	[[ -r ${profile} ]] || { log "${profile} is missing"; return 1; }
-	(
-		set +eu
-		# Only what the profile sets: none of NCCL's variables from elsewhere.
-		for name in $(compgen -v NCCL_); do unset "${name}"; done
-		# shellcheck disable=SC1090
-		NCCL_LIB_DIR=${LIB_DIR} . "${profile}" >/dev/null
-		env | grep '^NCCL_' | grep -v '^NCCL_LIB_DIR='
-	) >"${DLVM_NCCL_CONF}.dlvm"
+	local profile=${1:-}
+	step="write ${DLVM_NCCL_CONF}"
+	{
+		echo "${CONF_MARK}"
+		printf '%s' "${DLVM_NCCL_SETTINGS}"
+		if [[ -n ${profile} ]]; then
+			[[ -r ${profile} ]] || { log "${profile} is missing"; return 1; }
+			local ours line
+			ours=$(printf '%s' "${DLVM_NCCL_SETTINGS}" | cut -d= -f1)
+			(
+				set +eu
+				# Only what the profile sets: none of NCCL's variables from elsewhere.
+				for name in $(compgen -v NCCL_); do unset "${name}"; done
+				# shellcheck disable=SC1090
+				NCCL_LIB_DIR=${LIB_DIR} . "${profile}" >/dev/null
+				env | grep '^NCCL_' | grep -v '^NCCL_LIB_DIR='
+			) | while IFS= read -r line; do
+				grep -qxF -- "${line%%=*}" <<<"${ours}" || printf '%s\n' "${line}"
+			done
+		fi
+	} >"${DLVM_NCCL_CONF}.dlvm"
 	mv "${DLVM_NCCL_CONF}.dlvm" "${DLVM_NCCL_CONF}"
+}
+
+# A settings file of an earlier boot names a plugin that may not come up this time.
+remove_old_nccl_conf() {
+	if [[ -f ${DLVM_NCCL_CONF} ]] && [[ $(head -n 1 "${DLVM_NCCL_CONF}") == "${CONF_MARK}" ]]; then
+		rm -f "${DLVM_NCCL_CONF}"
+	fi
 }
 
 start_rxdm() {
@@ -127,7 +159,6 @@ setup_tcpxo() {
 	step="install the GPUDirect-TCPXO NCCL plugin"
 	rm -rf "${LIB_DIR}"
 	docker run --rm --network host --volume /var/lib:/var/lib "${PLUGIN_IMAGE}" install --install-nccl
-	write_nccl_conf "${LIB_DIR}/nccl-env-profile.sh"
 	start_rxdm --volume /dev/dmabuf_import_helper:/dev/dmabuf_import_helper \
 		--env LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu \
 		"${RXDM_IMAGE}" --num_hops=2 --num_nics=8 --uid= --alsologtostderr
@@ -157,24 +188,28 @@ setup_gib() {
 		# Held: an unattended upgrade must not move it away from the version dlvm pins.
 		apt-mark hold nccl-gib
 	fi
-	write_nccl_conf "${ENV_PROFILE}"
 }
 
 main() {
 	mkdir -p "${STATE_DIR}"
 	rm -f "${STATE_DIR}/ready" "${STATE_DIR}/failed"
+	remove_old_nccl_conf
+	check_interfaces
 	wait_for_driver
 	case "${GPU_STACK}" in
 	tcpx)
 		require_docker
 		setup_tcpx
+		write_nccl_conf
 		;;
 	tcpxo)
 		require_docker
 		setup_tcpxo
+		write_nccl_conf "${LIB_DIR}/nccl-env-profile.sh"
 		;;
 	gib)
 		setup_gib
+		write_nccl_conf "${ENV_PROFILE}"
 		;;
 	*)
 		step="choose the plugin"
