@@ -19,6 +19,7 @@ SYS_NET_DIR=${SYS_NET_DIR:-/sys/class/net}
 APT_DIR=${APT_DIR:-/etc/apt}
 KEYRING_DIR=${KEYRING_DIR:-/usr/share/keyrings}
 readonly RXDM_CONTAINER=dlvm-rxdm
+# The file's first line (no '=', so NCCL skips it): how a later boot knows the file is dlvm's.
 readonly CONF_MARK="# Written by dlvm's GPU network setup."
 # How long the NVIDIA driver may take to appear: Deep Learning VM images install it on the
 # first boot, at the same time as this script runs.
