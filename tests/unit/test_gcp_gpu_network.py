@@ -16,7 +16,7 @@ from terraform_schema import load_module, typed
 
 from dlvm_cluster.providers.gcp import gpu_network
 from dlvm_cluster.providers.gcp.preflight import spec_warnings
-from dlvm_cluster.providers.gcp.report import network_lines
+from dlvm_cluster.providers.gcp.report import gcp_plan_notes, network_lines
 from dlvm_cluster.providers.gcp.tfvars import compact_placement, gcp_tfvars
 from dlvm_cluster.provision.modules import module_dir
 from dlvm_cluster.spec.load import load_spec_text
@@ -292,3 +292,11 @@ def test_nodes_without_internet_are_warned_that_setup_cannot_download_the_plugin
     assert "cannot download the GPUDirect-TCPX NCCL plugin" in warning
     (warning,) = spec_warnings(spec("a2-highgpu-8g", {"public_ip": False}))
     assert "plugin" not in warning
+
+
+def test_plan_notes_put_the_gpu_network_before_the_price() -> None:
+    notes = gcp_plan_notes(spec("a3-megagpu-8g"))
+    network = next(i for i, note in enumerate(notes) if note.startswith("GPU network"))
+    assert notes[network + 1].startswith("placement: compact")
+    assert network > next(i for i, note in enumerate(notes) if note.startswith("capacity:"))
+    assert len(notes) == network + 3  # the price line last

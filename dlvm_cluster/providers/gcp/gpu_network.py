@@ -12,7 +12,8 @@ receive-data-path manager running beside the job):
 
 This module holds every version dlvm installs for them (one place), the node setup that
 installs them (a boot script, `startup-script` metadata, so it runs again after every boot,
-when the receive-data-path manager must be started again) and the environment jobs get.
+when the receive-data-path manager must be started again), the NCCL settings that script
+writes to /etc/nccl.conf once the plugin works, and the environment jobs get.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ class GpuNetwork:
 
     @property
     def job_env(self) -> dict[str, str]:
+        """NCCL finds a net plugin (libnccl-net.so) through the library path."""
         return {"LD_LIBRARY_PATH": self.lib_dir}
 
     @property
