@@ -121,6 +121,27 @@ class FakeCompute:
             },
         )
 
+    def roce_profile(self, project: str, zone: str) -> None:
+        """The zone's RoCE network profile (networkProfiles.get), as A3 Ultra and A4 need."""
+        name = f"{zone}-vpc-roce"
+        self.set(
+            f"projects/{project}/global/networkProfiles/{name}",
+            {
+                "kind": "compute#networkProfile",
+                "id": "7316590384715620000",
+                "name": name,
+                "selfLink": f"{API}/projects/{project}/global/networkProfiles/{name}",
+                "zone": f"{API}/projects/{project}/zones/{zone}",
+                "location": {"name": zone, "scope": "ZONE"},
+                "features": {
+                    "interfaceTypes": ["MRDMA"],
+                    "allowAutoModeSubnet": "AUTO_MODE_SUBNET_BLOCKED",
+                    "allowFirewallPolicy": "FIREWALL_POLICY_BLOCKED",
+                    "unicast": "UNICAST_SDN",
+                },
+            },
+        )
+
     def accelerators(self, project: str, zone: str, offered: dict[str, int]) -> None:
         self.set(
             f"projects/{project}/zones/{zone}/acceleratorTypes",

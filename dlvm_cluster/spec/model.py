@@ -164,7 +164,8 @@ class GcpProvider(Model):
     subnetwork: str | None = None
     ssh_user: str = Field(default="dlvm", pattern=SSH_USER_PATTERN, max_length=32)
     public_ip: bool = True
-    compact_placement: bool = False
+    # None: dlvm decides (on for the A3/A4 shapes whose GPU network it builds).
+    compact_placement: bool | None = None
     # The account the nodes' software acts as (Cloud Storage, Artifact Registry, Logging), with
     # the cloud-platform scope so IAM alone decides. None: the project's Compute Engine default
     # service account; "none": no account, so nothing on the nodes reaches Google APIs.

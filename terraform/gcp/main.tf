@@ -32,7 +32,14 @@ locals {
     },
     var.ssh_public_key == "" ? {} : { "ssh-keys" = "${var.ssh_user}:${trimspace(var.ssh_public_key)}" },
     var.install_nvidia_driver ? { "install-nvidia-driver" = "True" } : {},
+    var.startup_script == "" ? {} : { "startup-script" = var.startup_script },
   )
+  # A3 Ultra and A4 RDMA NICs attach only to a VPC made with the RoCE profile of their zone.
+  rdma_network_profile = "projects/${var.project}/global/networkProfiles/${var.zone}-vpc-roce"
+  # Each GPU and RDMA subnetwork is a /17 of gpu_cidr_range: GPU VPCs from the bottom, RDMA
+  # subnetworks from the middle, so the two never meet.
+  gpu_cidr_bits    = 5
+  rdma_cidr_offset = 16
 }
 
 resource "google_compute_network" "cluster" {
@@ -83,6 +90,65 @@ resource "google_compute_firewall" "internal" {
   allow {
     protocol = "all"
   }
+}
+
+# The GPU NICs of A3 High and A3 Mega (and the second gVNIC of A3 Ultra and A4): each on a
+# VPC of its own, as Compute Engine requires of a VM's NICs.
+resource "google_compute_network" "gpu" {
+  count = var.gpu_vpc_nics
+
+  name                    = "dlvm-${var.cluster_name}-gpu-${count.index}"
+  description             = "GPU network ${count.index} of dlvm cluster ${var.cluster_name}."
+  auto_create_subnetworks = false
+  mtu                     = var.gpu_vpc_mtu
+}
+
+resource "google_compute_subnetwork" "gpu" {
+  count = var.gpu_vpc_nics
+
+  name          = "dlvm-${var.cluster_name}-gpu-${count.index}"
+  description   = "GPU subnetwork ${count.index} of dlvm cluster ${var.cluster_name}."
+  region        = var.region
+  network       = google_compute_network.gpu[count.index].id
+  ip_cidr_range = cidrsubnet(var.gpu_cidr_range, local.gpu_cidr_bits, count.index)
+}
+
+# GPU traffic between the nodes; nothing from outside the subnetwork.
+resource "google_compute_firewall" "gpu_internal" {
+  count = var.gpu_vpc_nics
+
+  name          = "dlvm-${var.cluster_name}-gpu-${count.index}-internal"
+  description   = "All traffic between the nodes on GPU network ${count.index} of dlvm cluster ${var.cluster_name}."
+  network       = google_compute_network.gpu[count.index].self_link
+  direction     = "INGRESS"
+  source_ranges = [google_compute_subnetwork.gpu[count.index].ip_cidr_range]
+  target_tags   = [local.tag]
+
+  allow {
+    protocol = "all"
+  }
+}
+
+# RDMA over Converged Ethernet: one VPC for all MRDMA NICs, a subnetwork per NIC. A RoCE VPC
+# takes no firewall rules: only the RDMA NICs of VMs can be in it.
+resource "google_compute_network" "rdma" {
+  count = var.rdma_nics > 0 ? 1 : 0
+
+  name                    = "dlvm-${var.cluster_name}-rdma"
+  description             = "RDMA network of dlvm cluster ${var.cluster_name}."
+  auto_create_subnetworks = false
+  network_profile         = local.rdma_network_profile
+  mtu                     = 8896
+}
+
+resource "google_compute_subnetwork" "rdma" {
+  count = var.rdma_nics
+
+  name          = "dlvm-${var.cluster_name}-rdma-${count.index}"
+  description   = "RDMA subnetwork ${count.index} of dlvm cluster ${var.cluster_name}."
+  region        = var.region
+  network       = google_compute_network.rdma[0].id
+  ip_cidr_range = cidrsubnet(var.gpu_cidr_range, local.gpu_cidr_bits, local.rdma_cidr_offset + count.index)
 }
 
 # Without vm_count the policy takes VMs as they come, so the node set can grow and shrink.
@@ -145,6 +211,26 @@ resource "google_compute_instance" "node" {
     }
   }
 
+  # NICs are numbered in the order they are written: nic0 above, the gVNICs on GPU VPCs, then
+  # the MRDMA NICs.
+  dynamic "network_interface" {
+    for_each = google_compute_subnetwork.gpu
+
+    content {
+      subnetwork = network_interface.value.self_link
+      nic_type   = "GVNIC"
+    }
+  }
+
+  dynamic "network_interface" {
+    for_each = google_compute_subnetwork.rdma
+
+    content {
+      subnetwork = network_interface.value.self_link
+      nic_type   = "MRDMA"
+    }
+  }
+
   # The nodes' identity for Google APIs. The cloud-platform scope lets IAM alone decide what
   # the account reaches; without an email the provider attaches the project's Compute Engine
   # default service account.
@@ -199,5 +285,9 @@ resource "google_compute_instance" "node" {
     create = var.create_timeout
   }
 
-  depends_on = [google_compute_firewall.ssh, google_compute_firewall.internal]
+  depends_on = [
+    google_compute_firewall.ssh,
+    google_compute_firewall.internal,
+    google_compute_firewall.gpu_internal,
+  ]
 }

@@ -23,3 +23,8 @@ output "network" {
   description = "The VPC network the nodes are in (created for the cluster, or the one given)."
   value       = local.network
 }
+
+output "gpu_networks" {
+  description = "The VPC networks made for GPU traffic, in the order of the NICs they serve (nic1 on): one per GPU gVNIC, then the RDMA network; empty for shapes without them."
+  value       = concat(google_compute_network.gpu[*].self_link, google_compute_network.rdma[*].self_link)
+}

@@ -149,6 +149,56 @@ variable "nic_type" {
   }
 }
 
+variable "gpu_vpc_nics" {
+  description = "NICs beside the primary one, each on a VPC and subnetwork of its own that the module makes: the GPU NICs of a3-highgpu-8g (4) and a3-megagpu-8g (8), the second gVNIC of a3-ultragpu-8g and a4-highgpu-8g (1); 0 for other shapes."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = contains([0, 1, 4, 8], var.gpu_vpc_nics)
+    error_message = "gpu_vpc_nics must be 0, 1, 4 or 8."
+  }
+}
+
+variable "gpu_vpc_mtu" {
+  description = "MTU of the VPCs of var.gpu_vpc_nics (8244 for GPUDirect-TCPX/TCPXO, 8896 beside RDMA)."
+  type        = number
+  default     = 8244
+
+  validation {
+    condition     = var.gpu_vpc_mtu >= 1300 && var.gpu_vpc_mtu <= 8896
+    error_message = "gpu_vpc_mtu must be between 1300 and 8896."
+  }
+}
+
+variable "rdma_nics" {
+  description = "MRDMA NICs (8 on a3-ultragpu-8g and a4-highgpu-8g, else 0), all on one VPC made with the zone's RoCE network profile, one subnetwork each."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = contains([0, 8], var.rdma_nics)
+    error_message = "rdma_nics must be 0 or 8."
+  }
+}
+
+variable "gpu_cidr_range" {
+  description = "Address range the subnetworks of the GPU and RDMA VPCs are cut from (a /17 each); apart from the cluster network's, since every NIC of a VM must be in a different range."
+  type        = string
+  default     = "172.16.0.0/12"
+
+  validation {
+    condition     = can(cidrsubnet(var.gpu_cidr_range, 5, 31))
+    error_message = "gpu_cidr_range must be an address range of /27 or wider, such as 172.16.0.0/12."
+  }
+}
+
+variable "startup_script" {
+  description = "Script each node runs as root at every boot (startup-script metadata): the NCCL plugin of the GPU network and its receive-data-path manager; empty for none."
+  type        = string
+  default     = ""
+}
+
 variable "network" {
   description = "Existing VPC network (name or self link) to put the nodes in; empty to create one for the cluster."
   type        = string

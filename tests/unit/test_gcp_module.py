@@ -77,6 +77,11 @@ SPECS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "reservation": "projects/capacity-owner/reservations/h100-pool",
         },
     ),
+    # The four shapes whose GPU network the module builds (TCPX, TCPXO, RoCE twice).
+    "a3-high-tcpx": ({}, {"count": 2, "machine_type": "a3-highgpu-8g"}),
+    "a3-mega-tcpxo": ({"compact_placement": False}, {"count": 2, "machine_type": "a3-megagpu-8g"}),
+    "a3-ultra-rdma": ({}, {"count": 2, "machine_type": "a3-ultragpu-8g", "provisioning": "spot"}),
+    "a4-rdma": ({}, {"count": 2, "machine_type": "a4-highgpu-8g"}),
     "a2-any-reservation-limited": (
         {},
         {"count": 1, "machine_type": "a2-highgpu-1g", "reservation": "any", "max_run_hours": 8},
@@ -241,6 +246,11 @@ def test_resources_are_the_cluster_and_nothing_else(module: dict[str, list[Any]]
         ("google_compute_firewall", "ssh"),
         ("google_compute_firewall", "internal"),
         ("google_compute_resource_policy", "compact"),
+        ("google_compute_network", "gpu"),
+        ("google_compute_subnetwork", "gpu"),
+        ("google_compute_firewall", "gpu_internal"),
+        ("google_compute_network", "rdma"),
+        ("google_compute_subnetwork", "rdma"),
     }
     assert set(typed(module, "data")) == set()
     assert set(labelled(module, "output")) >= {"nodes"}
@@ -266,11 +276,13 @@ def test_module_keeps_the_documented_settings(module: dict[str, list[Any]]) -> N
     assert run_limit["seconds"] == "${max_run_duration.value * 3600}"
     assert [next(iter(d)) for d in node["dynamic"]] == [
         '"guest_accelerator"',
+        '"network_interface"',
+        '"network_interface"',
         '"service_account"',
         '"reservation_affinity"',
     ]
-    (service_account,) = node["dynamic"][1]['"service_account"']["content"]
-    (affinity,) = node["dynamic"][2]['"reservation_affinity"']["content"]
+    (service_account,) = node["dynamic"][3]['"service_account"']["content"]
+    (affinity,) = node["dynamic"][4]['"reservation_affinity"']["content"]
     (specific,) = affinity["dynamic"][0]['"specific_reservation"']["content"]
     assert specific["key"] == '"compute.googleapis.com/reservation-name"'
     assert service_account["scopes"] == ['"cloud-platform"']
@@ -331,6 +343,8 @@ def test_the_cases_cover_every_shape_of_node() -> None:
     }
     assert any(t["max_run_hours"] for t in tfvars)
     assert any(t["compact_placement"] for t in tfvars)
+    # No GPU network, GPU gVNICs each on a VPC (4 and 8), and a second gVNIC beside RDMA NICs.
+    assert {(t["gpu_vpc_nics"], t["rdma_nics"]) for t in tfvars} == {(0, 0), (4, 0), (8, 0), (1, 8)}
     assert any(t["network"] and not t["public_ip"] for t in tfvars)
     # The project's default service account, a named one, and none.
     assert any(t["attach_service_account"] and not t["service_account_email"] for t in tfvars)
@@ -378,6 +392,10 @@ def test_terraform_names_every_required_variable(
         ({"disk_gb": 5}, "at least 10"),
         ({"disk_gb": 12.5}, "whole number"),
         ({"subnet_cidr": "10.64.0.0"}, "address range"),
+        ({"gpu_vpc_nics": 3}, "0, 1, 4 or 8"),
+        ({"rdma_nics": 4}, "0 or 8"),
+        ({"gpu_vpc_mtu": 9000}, "between 1300 and 8896"),
+        ({"gpu_cidr_range": "172.16.0.0/30"}, "/27 or wider"),
         ({"nodes": {"node-0": {"rank": "first"}}}, "Invalid value"),
         ({"gpus": 1}, "undeclared variable"),
         ({"create_timeout": "2 hours"}, "a duration such as 90s, 30m, 2h or 1h30m"),

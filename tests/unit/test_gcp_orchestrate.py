@@ -243,6 +243,7 @@ def api() -> Iterator[FakeCompute]:
         for zone in ZONES:
             fake.machine_type(P, zone, "a2-highgpu-2g", ("nvidia-tesla-a100", 2))
             fake.machine_type(P, zone, "a4-highgpu-8g", ("nvidia-b200", 8))
+            fake.roce_profile(P, zone)
             for rank in range(6):
                 name = f"node-{rank}"
                 fake.set(
@@ -646,6 +647,11 @@ def test_gpus_per_node_comes_from_preflight(api: FakeCompute, state: ClusterStat
     # dlvm's offline table does not know a4-highgpu-8g; the machine type from the API does.
     inventory, _ = up(api, state, Cloud(), loaded_spec(1, machine="a4-highgpu-8g"), Recorder())
     assert inventory.gpus_per_node == 8
+
+
+def test_jobs_on_a4_find_the_gib_plugin(api: FakeCompute, state: ClusterState) -> None:
+    inventory, _ = up(api, state, Cloud(), loaded_spec(1, machine="a4-highgpu-8g"), Recorder())
+    assert inventory.env == {"LD_LIBRARY_PATH": "/usr/local/gib/lib64"}
 
 
 def test_open_ssh_is_warned_loudly_during_up(api: FakeCompute, state: ClusterState) -> None:

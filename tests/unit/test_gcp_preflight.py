@@ -512,3 +512,26 @@ def _with_storage(nodes: str, storage: str, provider_extra: str = "") -> str:
         f"  zones: [{', '.join(ZONES[:2])}]\n"
         "  allowed_ssh_cidrs: [198.51.100.0/24]\n" + provider_extra + "nodes:\n" + nodes + storage
     )
+
+
+A4 = "  count: 2\n  machine_type: a4-highgpu-8g\n"
+
+
+def test_rdma_shapes_need_the_roce_profile_of_each_zone(api: FakeCompute) -> None:
+    api.region(P, REGION, ZONES, {**REGION_QUOTAS, "NVIDIA_B200_GPUS": (16.0, 0.0)})
+    for zone in ZONES:
+        api.machine_type(P, zone, "a4-highgpu-8g", ("nvidia-b200", 8))
+    api.roce_profile(P, ZONES[0])
+    error = failure(spec_of(A4), api)
+    assert error.message == (
+        "zone us-central1-b has no RoCE network profile (us-central1-b-vpc-roce): the RDMA NICs "
+        "of a4-highgpu-8g cannot be attached there"
+    )
+    api.roce_profile(P, ZONES[1])
+    assert preflight(spec_of(A4), api.clients()).gpus_per_node == 8
+    assert api.calls("/global/networkProfiles/us-central1-a-vpc-roce") == 2
+
+
+def test_shapes_without_rdma_read_no_network_profile(api: FakeCompute) -> None:
+    preflight(spec_of(A100), api.clients())
+    assert api.calls("/networkProfiles/") == 0

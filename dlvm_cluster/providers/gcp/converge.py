@@ -31,6 +31,7 @@ from dlvm_cluster.inventory import Inventory, from_terraform_outputs
 from dlvm_cluster.providers.base import Converge
 from dlvm_cluster.providers.gcp.credentials import ComputeClients, compute_clients
 from dlvm_cluster.providers.gcp.flexwait import capacity_watch
+from dlvm_cluster.providers.gcp.gpu_network import job_environment
 from dlvm_cluster.providers.gcp.hostkeys import (
     node_refs,
     node_refs_for,
@@ -51,6 +52,7 @@ from dlvm_cluster.providers.gcp.tfvars import (
     gcp_provider,
     gpus_per_node,
     instance_address,
+    node_shape,
     state_tfvars,
 )
 from dlvm_cluster.providers.gcp.zone_loop import (
@@ -228,8 +230,9 @@ def _inventory(
         else:
             unknown.append(ref)
     keys.update(read_host_keys(api, project, unknown))
+    env = job_environment(node_shape(request.spec.nodes).machine_type)
     return from_terraform_outputs(
-        request.spec.name, with_host_keys(outputs, keys), env={}, gpus_per_node=gpus
+        request.spec.name, with_host_keys(outputs, keys), env=env, gpus_per_node=gpus
     )
 
 

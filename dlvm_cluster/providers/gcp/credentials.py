@@ -49,6 +49,7 @@ class ComputeClients:
     machine_types: Any
     images: Any
     reservations: Any
+    network_profiles: Any
     instances: Any
     zone_operations: Any
     buckets: Any  # buckets.BucketLister: the Cloud Storage JSON API, for the storage check
@@ -74,6 +75,7 @@ def compute_clients(credentials: Any = None, *, api_endpoint: str | None = None)
         machine_types=make(compute_v1.MachineTypesClient),
         images=make(compute_v1.ImagesClient),
         reservations=make(compute_v1.ReservationsClient),
+        network_profiles=make(compute_v1.NetworkProfilesClient),
         instances=make(compute_v1.InstancesClient),
         zone_operations=make(compute_v1.ZoneOperationsClient),
         buckets=bucket_lister(creds, api_endpoint, REQUEST_TIMEOUT),

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dlvm_cluster.errors import ProvisionError
-from dlvm_cluster.providers.gcp import shapes
+from dlvm_cluster.providers.gcp import gpu_network, shapes
 from dlvm_cluster.providers.gcp.buckets import check_buckets
 from dlvm_cluster.providers.gcp.credentials import REQUEST_TIMEOUT, ComputeClients, call_api
 from dlvm_cluster.providers.gcp.reservations import reservation_ref, reservation_zones
@@ -70,9 +70,15 @@ def spec_warnings(spec: ClusterSpec) -> list[str]:
             "for x86: set nodes.image to an Arm64 image"
         )
     if not provider.public_ip and provider.network is None:
+        network = gpu_network.gpu_network(machine)
+        plugin = (
+            f", and their boot script cannot download the {network.title} NCCL plugin"
+            if network
+            else ""
+        )
         warnings.append(
             "public_ip is false and dlvm creates the network: the nodes have no internet access "
-            "(no Cloud NAT) and dlvm must run inside that network to reach them"
+            f"(no Cloud NAT){plugin}; dlvm must run inside that network to reach them"
         )
     return warnings
 
@@ -105,6 +111,7 @@ def preflight(
     gpus = 0
     for zone in zones:
         gpus = _check_zone_offers(clients, spec, provider, region, zone)
+        _check_roce_profile(clients, spec, provider, zone)
     wanted = (spec.nodes.count if count is None else count) - existing_nodes
     reservation = reservation_ref(spec, provider)
     if reservation is not None:
@@ -353,6 +360,32 @@ def _check_zone_offers(
             hint=f"set nodes.accelerator.count to {offered[kind]} or less and add nodes instead",
         )
     return count
+
+
+def _check_roce_profile(
+    clients: ComputeClients, spec: ClusterSpec, provider: GcpProvider, zone: str
+) -> None:
+    """A3 Ultra and A4 RDMA NICs need the zone's RoCE network profile for their VPC; a zone
+    without one would fail only once the other networks exist."""
+    network = gpu_network.gpu_network(node_shape(spec.nodes).machine_type)
+    if network is None or not network.rdma_nics:
+        return
+    name = gpu_network.roce_profile(zone)
+    try:
+        call_api(
+            f"network profile {name}",
+            provider.project,
+            lambda: clients.network_profiles.get(
+                project=provider.project, network_profile=name, timeout=REQUEST_TIMEOUT
+            ),
+        )
+    except _not_found():
+        raise ProvisionError(
+            f"zone {zone} has no RoCE network profile ({name}): the RDMA NICs of "
+            f"{node_shape(spec.nodes).machine_type} cannot be attached there",
+            hint="list zones that have one with `gcloud compute network-profiles list "
+            "--filter=name~vpc-roce` and put them in provider.zones",
+        ) from None
 
 
 def _machine_type(clients: ComputeClients, provider: GcpProvider, zone: str, name: str) -> Any:

@@ -15,6 +15,7 @@ from typing import Any
 from dlvm_cluster.errors import StateError
 from dlvm_cluster.inventory import Inventory
 from dlvm_cluster.providers.base import CapacityFacts
+from dlvm_cluster.providers.gcp import gpu_network
 from dlvm_cluster.providers.gcp.credentials import ComputeClients, compute_clients
 from dlvm_cluster.providers.gcp.hostkeys import node_refs_for
 from dlvm_cluster.providers.gcp.instances import InstanceState, instance_states
@@ -25,7 +26,12 @@ from dlvm_cluster.providers.gcp.pricing import (
     PRICES_AS_OF,
     cluster_price,
 )
-from dlvm_cluster.providers.gcp.tfvars import capacity, gcp_provider, node_shape
+from dlvm_cluster.providers.gcp.tfvars import (
+    capacity,
+    compact_placement,
+    gcp_provider,
+    node_shape,
+)
 from dlvm_cluster.provision.render import TFVARS
 from dlvm_cluster.spec.model import ANY_RESERVATION, NO_RESERVATION, ClusterSpec, GcpProvider
 from dlvm_cluster.state import ClusterState
@@ -121,11 +127,26 @@ def capacity_facts(spec: ClusterSpec) -> CapacityFacts:
     )
 
 
+def network_lines(spec: ClusterSpec) -> list[str]:
+    """The GPU network of the shape (NIC layout, bandwidth) and whether the nodes are placed
+    close together; nothing for shapes with only their primary NIC."""
+    machine = node_shape(spec.nodes).machine_type
+    line = gpu_network.plan_line(machine)
+    if line is None:
+        return []
+    chosen = gcp_provider(spec).compact_placement
+    placement = "compact" if compact_placement(spec) else "not compact"
+    why = "provider.compact_placement" if chosen is not None else "dlvm's default for the shape"
+    return [line, f"placement: {placement} ({why})"]
+
+
 def gcp_plan_notes(spec: ClusterSpec) -> list[str]:
-    """What `dlvm plan` adds for gcp: the spec's warnings, how the VMs are provided, the price."""
+    """What `dlvm plan` adds for gcp: the spec's warnings, how the VMs are provided, the GPU
+    network, the price."""
     return [
         *warning_lines(spec, spec_warnings(spec)),
         capacity_facts(spec).summary,
+        *network_lines(spec),
         price_line(spec),
     ]
 

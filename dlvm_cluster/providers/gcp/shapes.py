@@ -35,7 +35,7 @@ BUILT_IN_GPUS: dict[str, tuple[str, int]] = {
     "g4-standard-192": ("nvidia-rtx-pro-6000", 4),
     "g4-standard-384": ("nvidia-rtx-pro-6000", 8),
 }
-# Variants that keep the GPUs of the type they extend (a3-highgpu-8g-nolssd: no Local SSD;
+# Variants that keep the GPUs and NICs of the type they extend (a3-highgpu-8g-nolssd: no Local SSD;
 # a4-highgpu-8g-lowmem: less memory).
 _VARIANT_SUFFIXES = ("-nolssd", "-lowmem")
 
@@ -115,11 +115,16 @@ def carries_gpus(machine_type: str) -> bool:
     return machine_type.startswith(BUILT_IN_GPU_PREFIXES)
 
 
-def built_in_gpus(machine_type: str) -> tuple[str, int] | None:
-    """(type, count) of the GPUs a machine type carries, when known offline."""
+def base_machine_type(machine_type: str) -> str:
+    """a3-highgpu-8g for a3-highgpu-8g-nolssd: the type a variant keeps its GPUs and NICs of."""
     for suffix in _VARIANT_SUFFIXES:
         machine_type = machine_type.removesuffix(suffix)
-    return BUILT_IN_GPUS.get(machine_type)
+    return machine_type
+
+
+def built_in_gpus(machine_type: str) -> tuple[str, int] | None:
+    """(type, count) of the GPUs a machine type carries, when known offline."""
+    return BUILT_IN_GPUS.get(base_machine_type(machine_type))
 
 
 def takes_attached_gpus(machine_type: str) -> bool:

@@ -15,7 +15,7 @@ from typing import Any
 
 from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.inventory import node_name
-from dlvm_cluster.providers.gcp import shapes
+from dlvm_cluster.providers.gcp import gpu_network, shapes
 from dlvm_cluster.provision.render import TFVARS
 from dlvm_cluster.spec.model import (
     ANY_RESERVATION,
@@ -36,6 +36,9 @@ DLVM_IMAGE_PROJECT = "deeplearning-platform-release"
 # Python 3.12, the Python of 24.04.
 DEFAULT_IMAGE_FAMILY = "pytorch-2-9-cu129-ubuntu-2204-nvidia-580"
 DEFAULT_SUBNET_CIDR = "10.64.0.0/20"
+# Cut into a /17 per GPU or RDMA subnetwork; apart from DEFAULT_SUBNET_CIDR and from the
+# 10.128.0.0/9 of auto-mode networks, since all NICs of a VM must be in different ranges.
+GPU_CIDR_RANGE = "172.16.0.0/12"
 # What Compute Engine does to a VM it ends: a preempted Spot VM, a flex-start or
 # reservation-bound VM at the end of its run, any VM past nodes.max_run_hours. Deleted, so the
 # next `up` recreates it with a plain apply rather than finding a stopped VM to start.
@@ -173,6 +176,25 @@ def capacity(nodes: Nodes) -> Capacity:
     )
 
 
+def compact_placement(spec: ClusterSpec) -> bool:
+    """The spec's choice, else on for the A3/A4 shapes whose GPU network dlvm builds.
+
+    Their NICs are only as fast as the fabric between the VMs, so Google places such VMs
+    close together. Not by default for flex-start VMs (Dynamic Workload Scheduler places them
+    itself) or VMs consuming a reservation (a VM with a placement policy consumes only a
+    reservation made with that same policy).
+    """
+    chosen = gcp_provider(spec).compact_placement
+    if chosen is not None:
+        return chosen
+    machine = node_shape(spec.nodes).machine_type
+    return (
+        shapes.base_machine_type(machine) in gpu_network.COMPACT_BY_DEFAULT
+        and spec.nodes.provisioning_model in ("standard", "spot")
+        and spec.nodes.reservation is None
+    )
+
+
 def gcp_provider(spec: ClusterSpec) -> GcpProvider:
     if not isinstance(spec.provider, GcpProvider):
         raise ProvisionError(f"cluster {spec.name!r} does not use the gcp provider")
@@ -229,6 +251,7 @@ def gcp_tfvars(
     provided = capacity(spec.nodes)
     if names is None:
         names = [node_name(rank) for rank in range(spec.nodes.count if count is None else count)]
+    network = gpu_network.gpu_network(shape.machine_type)
     return {
         "cluster_name": spec.name,
         "project": provider.project,
@@ -247,11 +270,16 @@ def gcp_tfvars(
         "reservation_affinity": provided.reservation_affinity,
         "reservation_name": provided.reservation_name,
         "create_timeout": DEFAULT_CREATE_TIMEOUT if wait is None else duration(wait),
-        "compact_placement": provider.compact_placement,
+        "compact_placement": compact_placement(spec),
         "nic_type": "GVNIC" if shapes.gvnic(shape.machine_type) else "",
         "network": provider.network or "",
         "subnetwork": provider.subnetwork or "",
         "subnet_cidr": DEFAULT_SUBNET_CIDR,
+        "gpu_vpc_nics": network.gpu_vpc_nics if network else 0,
+        "gpu_vpc_mtu": network.gpu_vpc_mtu if network else gpu_network.GPU_VPC_MTU,
+        "rdma_nics": network.rdma_nics if network else 0,
+        "gpu_cidr_range": GPU_CIDR_RANGE,
+        "startup_script": gpu_network.setup_script(network) if network else "",
         "public_ip": provider.public_ip,
         "allowed_ssh_cidrs": list(provider.allowed_ssh_cidrs),
         "ssh_user": provider.ssh_user,

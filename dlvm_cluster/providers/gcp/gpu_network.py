@@ -1,0 +1,257 @@
+"""The GPU network of A3 and A4 shapes, as Google's reference deployments build it.
+
+Chosen by the machine type alone. Each shape's GPUs talk across nodes over their own NICs, not
+the primary one, and only with a matching NCCL plugin (and, for GPUDirect-TCPX/TCPXO, a
+receive-data-path manager running beside the job):
+
+- a3-highgpu-8g (H100): GPUDirect-TCPX, 4 GPU NICs (gVNIC), each on its own VPC (MTU 8244).
+- a3-megagpu-8g (H100 Mega): GPUDirect-TCPXO, 8 GPU NICs, each on its own VPC (MTU 8244).
+- a3-ultragpu-8g (H200), a4-highgpu-8g (B200): RDMA over Converged Ethernet, a second gVNIC on
+  its own VPC and 8 MRDMA NICs on one VPC made with the zone's `vpc-roce` network profile
+  (MTU 8896), NCCL with Google's gIB plugin.
+
+This module holds every version dlvm installs for them (one place), the node setup that
+installs them (a boot script, `startup-script` metadata, so it runs again after every boot,
+when the receive-data-path manager must be started again), the NCCL settings that script
+writes to /etc/nccl.conf once the plugin works, and the environment jobs get.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dlvm_cluster.providers.gcp import shapes
+
+# Pinned pairs, as Google pairs them in its Slurm prologs for these shapes: a plugin release and
+# the receive-data-path manager (RxDM) release built for it. Change both together.
+TCPX_PLUGIN_IMAGE = (
+    "us-docker.pkg.dev/gce-ai-infra/gpudirect-tcpx/nccl-plugin-gpudirecttcpx-dev:v3.1.9-2.19.4-12.0"
+)
+TCPX_RXDM_IMAGE = "us-docker.pkg.dev/gce-ai-infra/gpudirect-tcpx/tcpgpudmarxd-dev:v2.0.12"
+TCPXO_PLUGIN_IMAGE = (
+    "us-docker.pkg.dev/gce-ai-infra/gpudirect-tcpxo/nccl-plugin-gpudirecttcpx-dev:v1.0.17"
+)
+TCPXO_RXDM_IMAGE = "us-docker.pkg.dev/gce-ai-infra/gpudirect-tcpxo/tcpgpudmarxd-dev:v1.0.23"
+# The gIB plugin (an apt package from Google's Artifact Registry), the release Google's A3 Ultra
+# and A4 blueprints install and hold.
+GIB_VERSION = "1.1.0"
+
+# Where each plugin's libraries land on the node (the installers' own choice of folder).
+TCPX_LIB_DIR = "/var/lib/tcpx/lib64"
+TCPXO_LIB_DIR = "/var/lib/tcpxo/lib64"
+GIB_LIB_DIR = "/usr/local/gib/lib64"
+# The script gIB installs that sets NCCL's variables for the shape it runs on.
+GIB_ENV_PROFILE = "/usr/local/gib/scripts/set_nccl_env.sh"
+# The folder of the Unix sockets through which the TCPX plugin reaches RxDM.
+TCPX_UDS_PATH = "/run/tcpx"
+
+# Interface names on Ubuntu and Debian images with gVNIC (Deep Learning VM images are Ubuntu):
+# the primary NIC, then the GPU NICs in PCI order, as Google's NCCL test scripts name them.
+_PRIMARY_IFNAME = "enp0s12"
+_A3_HIGH_GPU_IFNAMES = ("enp6s0", "enp12s0", "enp134s0", "enp140s0")
+_A3_MEGA_GPU_IFNAMES = (
+    *("enp6s0", "enp7s0", "enp13s0", "enp14s0"),
+    *("enp134s0", "enp135s0", "enp141s0", "enp142s0"),
+)
+
+SETUP_BODY = Path(__file__).with_name("gpu_network_setup.sh")
+# MTU of the VPCs of GPU gVNICs (what Google's A3 blueprints give them) and of a RoCE VPC.
+GPU_VPC_MTU = 8244
+ROCE_MTU = 8896
+# Every NIC of these shapes, gVNIC or MRDMA, carries up to this much.
+_GVNIC_GBPS = 200
+_MRDMA_GBPS = 400
+
+
+@dataclass(frozen=True)
+class GpuNetwork:
+    """What the module builds for one shape, what setup installs, and what jobs get."""
+
+    stack: str  # the setup script's name for it: tcpx, tcpxo, gib
+    title: str  # what the user reads: GPUDirect-TCPX, ...
+    gpu_vpc_nics: int  # extra gVNICs, each on a VPC of its own
+    gpu_vpc_mtu: int
+    rdma_nics: int  # MRDMA NICs, all on one RoCE VPC
+    lib_dir: str  # where the plugin's libraries land: jobs get it in LD_LIBRARY_PATH
+    # NCCL's and the plugin's variables, written to /etc/nccl.conf once setup succeeded (and
+    # only then: with the plugin missing they would make NCCL fail rather than go slower).
+    nccl_settings: dict[str, str] = field(default_factory=dict)
+    # Interface names setup checks before writing them (primary first, then the GPU NICs).
+    interfaces: tuple[str, ...] = ()
+
+    @property
+    def job_env(self) -> dict[str, str]:
+        """NCCL finds a net plugin (libnccl-net.so) through the library path."""
+        return {"LD_LIBRARY_PATH": self.lib_dir}
+
+    @property
+    def gpu_bandwidth_gbps(self) -> int:
+        """What the NICs that carry GPU traffic between nodes add up to."""
+        if self.rdma_nics:
+            return self.rdma_nics * _MRDMA_GBPS
+        return self.gpu_vpc_nics * _GVNIC_GBPS
+
+    @property
+    def total_bandwidth_gbps(self) -> int:
+        """Every NIC of the node, the primary one included (Google's advertised figure)."""
+        gvnics = 1 + self.gpu_vpc_nics
+        return gvnics * _GVNIC_GBPS + self.rdma_nics * _MRDMA_GBPS
+
+    def layout(self) -> str:
+        """The NICs in the order the VM gets them, for `dlvm plan`."""
+        parts = ["nic0 gVNIC on the cluster network"]
+        last = self.gpu_vpc_nics
+        if self.rdma_nics:
+            parts.append(f"nic1 gVNIC on a VPC of its own (MTU {self.gpu_vpc_mtu})")
+            parts.append(
+                f"nic{last + 1}-nic{last + self.rdma_nics} MRDMA on one RoCE VPC "
+                f"(MTU {ROCE_MTU}), {_MRDMA_GBPS} Gbps each"
+            )
+        else:
+            parts.append(
+                f"nic1-nic{last} gVNIC for GPU traffic, one VPC each (MTU {self.gpu_vpc_mtu}), "
+                f"{_GVNIC_GBPS} Gbps each"
+            )
+        return "; ".join(parts)
+
+
+def _bindings(nics: tuple[str, ...], cores: tuple[str, ...]) -> str:
+    """NIC:cores;NIC:cores, the plugin's form for which CPU cores serve which NIC."""
+    return ";".join(f"{nic}:{core}" for nic, core in zip(nics, cores, strict=True))
+
+
+def _tcpx_settings() -> dict[str, str]:
+    """The plugin's variables, as Google's A3 High NCCL test script sets them for Ubuntu."""
+    nics = _A3_HIGH_GPU_IFNAMES
+    # CPU cores near each NIC's PCIe root: TX and RX threads of the plugin are pinned to them.
+    tx_cores = ("8-21,112-125", "8-21,112-125", "60-73,164-177", "60-73,164-177")
+    rx_cores = ("22-35,126-139", "22-35,126-139", "74-87,178-191", "74-87,178-191")
+    return {
+        "NCCL_NET": "GPUDirectTCPX_v7",
+        "NCCL_SOCKET_IFNAME": _PRIMARY_IFNAME,
+        "NCCL_GPUDIRECTTCPX_CTRL_DEV": _PRIMARY_IFNAME,
+        "NCCL_GPUDIRECTTCPX_SOCKET_IFNAME": ",".join(nics),
+        "NCCL_GPUDIRECTTCPX_TX_BINDINGS": _bindings(nics, tx_cores),
+        "NCCL_GPUDIRECTTCPX_RX_BINDINGS": _bindings(nics, rx_cores),
+        "NCCL_GPUDIRECTTCPX_UNIX_CLIENT_PREFIX": TCPX_UDS_PATH,
+        "NCCL_GPUDIRECTTCPX_PROGRAM_FLOW_STEERING_WAIT_MICROS": "500000",
+        "NCCL_CROSS_NIC": "0",
+        "NCCL_ALGO": "Ring",
+        "NCCL_PROTO": "Simple",
+        "NCCL_NSOCKS_PERTHREAD": "4",
+        "NCCL_SOCKET_NTHREADS": "1",
+        "NCCL_DYNAMIC_CHUNK_SIZE": "524288",
+        "NCCL_P2P_NET_CHUNKSIZE": "524288",
+        "NCCL_P2P_PCI_CHUNKSIZE": "524288",
+        "NCCL_P2P_NVL_CHUNKSIZE": "1048576",
+        "NCCL_BUFFSIZE": "4194304",
+        "NCCL_NET_GDR_LEVEL": "PIX",
+        "NCCL_P2P_PXN_LEVEL": "0",
+    }
+
+
+def _tcpxo_settings() -> dict[str, str]:
+    """The interfaces of TCPXO on Ubuntu; the tuning comes from the plugin's own profile,
+    which setup adds to /etc/nccl.conf."""
+    return {
+        "NCCL_SOCKET_IFNAME": _PRIMARY_IFNAME,
+        "NCCL_FASTRAK_CTRL_DEV": _PRIMARY_IFNAME,
+        "NCCL_FASTRAK_IFNAME": ",".join(_A3_MEGA_GPU_IFNAMES),
+        "NCCL_FASTRAK_LLCM_DEVICE_DIRECTORY": "/dev/aperture_devices",
+    }
+
+
+# gIB's set_nccl_env.sh knows the shape's interfaces and tuning; setup adds it to nccl.conf.
+_ROCE = GpuNetwork(
+    "gib", "RoCE RDMA, gIB NCCL plugin", 1, ROCE_MTU, 8, GIB_LIB_DIR, {"NCCL_NET": "gIB"}
+)
+PROFILES: dict[str, GpuNetwork] = {
+    "a3-highgpu-8g": GpuNetwork(
+        "tcpx",
+        "GPUDirect-TCPX",
+        4,
+        GPU_VPC_MTU,
+        0,
+        TCPX_LIB_DIR,
+        _tcpx_settings(),
+        (_PRIMARY_IFNAME, *_A3_HIGH_GPU_IFNAMES),
+    ),
+    "a3-megagpu-8g": GpuNetwork(
+        "tcpxo",
+        "GPUDirect-TCPXO",
+        8,
+        GPU_VPC_MTU,
+        0,
+        TCPXO_LIB_DIR,
+        _tcpxo_settings(),
+        (_PRIMARY_IFNAME, *_A3_MEGA_GPU_IFNAMES),
+    ),
+    "a3-ultragpu-8g": _ROCE,
+    "a4-highgpu-8g": _ROCE,
+}
+# Machine types that get a compact placement policy unless the spec says otherwise: each node's
+# NICs are only as fast as the path to the others.
+COMPACT_BY_DEFAULT = tuple(PROFILES)
+
+
+def gpu_network(machine_type: str) -> GpuNetwork | None:
+    """The GPU network of a machine type; None for the shapes that have only their primary NIC."""
+    return PROFILES.get(shapes.base_machine_type(machine_type))
+
+
+def roce_profile(zone: str) -> str:
+    """The name of a zone's RoCE network profile (the module builds the same one)."""
+    return f"{zone}-vpc-roce"
+
+
+def job_environment(machine_type: str) -> dict[str, str]:
+    """What every setup, exec and job process on such a node gets (the inventory's provider
+    env: the cluster file's env overrides it). The rest of NCCL's settings are in
+    /etc/nccl.conf, written by setup once the plugin works."""
+    network = gpu_network(machine_type)
+    return dict(network.job_env) if network else {}
+
+
+def setup_script(network: GpuNetwork) -> str:
+    """The boot script that installs `network`'s NCCL plugin (and starts RxDM): the pinned
+    versions as variables, then the shared body."""
+    pins = {
+        "tcpx": {
+            "PLUGIN_IMAGE": TCPX_PLUGIN_IMAGE,
+            "RXDM_IMAGE": TCPX_RXDM_IMAGE,
+            "UDS_PATH": TCPX_UDS_PATH,
+        },
+        "tcpxo": {
+            "PLUGIN_IMAGE": TCPXO_PLUGIN_IMAGE,
+            "RXDM_IMAGE": TCPXO_RXDM_IMAGE,
+        },
+        "gib": {
+            "GIB_VERSION": GIB_VERSION,
+            "ENV_PROFILE": GIB_ENV_PROFILE,
+        },
+    }[network.stack]
+    settings = "".join(f"{name}={value}\n" for name, value in network.nccl_settings.items())
+    header = [
+        "#!/bin/bash",
+        f"# Written by dlvm: the {network.title} NCCL plugin for this machine type.",
+        f"GPU_STACK={network.stack}",
+        *(f"{name}={shlex.quote(value)}" for name, value in pins.items()),
+        f"LIB_DIR={shlex.quote(network.lib_dir)}",
+        f"INTERFACES={shlex.quote(' '.join(network.interfaces))}",
+        f"DLVM_NCCL_SETTINGS={shlex.quote(settings)}",
+    ]
+    return "\n".join(header) + "\n" + SETUP_BODY.read_text()
+
+
+def plan_line(machine_type: str) -> str | None:
+    """`dlvm plan`'s line on the GPU network: its kind, the NIC layout, the bandwidth."""
+    network = gpu_network(machine_type)
+    if network is None:
+        return None
+    return (
+        f"GPU network ({network.title}): {network.layout()}; "
+        f"{network.gpu_bandwidth_gbps:,} Gbps between nodes for GPU traffic, "
+        f"{network.total_bandwidth_gbps:,} Gbps in all"
+    )

@@ -1,0 +1,283 @@
+"""The A3/A4 boot script, run for real by bash in a folder, with stand-ins for the commands
+that need the machine (docker, nvidia-smi, modprobe, apt-get, ...): each stand-in records how
+it was called. What this shows: the commands the script runs for each plugin, in order and
+with the pinned images and versions, what it writes (/etc/nccl.conf, the verdict) and that a
+failed step is recorded and fails the script. What the commands then do needs the hardware."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from dlvm_cluster.providers.gcp import gpu_network
+
+# One stand-in for every machine-bound command: it records "name args..." and answers the few
+# questions the script asks (a ready RxDM, a running container, the plugin's profile).
+STAND_IN = r"""#!/bin/bash
+name=${0##*/}
+printf '%s' "$name" >>"$CALLS"; printf ' %s' "$@" >>"$CALLS"; printf '\n' >>"$CALLS"
+case "$name" in
+docker)
+	case "$1" in
+	logs) echo "Buffer manager initialization complete" ;;
+	inspect) echo true ;;
+	run)
+		for arg in "$@"; do
+			if [[ $arg == install ]]; then
+				mkdir -p "$FAKE_LIB_DIR"
+				printf 'export NCCL_FASTRAK_NUM_FLOWS=2\nexport NCCL_SOCKET_IFNAME=eth0\n' \
+					>"$FAKE_LIB_DIR/nccl-env-profile.sh"
+			fi
+		done
+		[[ $2 == --detach ]] && echo 4f1c0ffee
+		;;
+	esac
+	;;
+lspci) echo "0000:06:00.0 Ethernet controller [0200]: Google, Inc. Device [1ae0:0084]" ;;
+mountpoint) exit 1 ;;
+dpkg-query) [[ -n ${INSTALLED_GIB:-} ]] && printf '%s' "$INSTALLED_GIB" ;;
+esac
+exit 0
+"""
+MACHINE_COMMANDS = (
+    "docker",
+    "nvidia-smi",
+    "nvidia-container-cli",
+    "modprobe",
+    "lspci",
+    "mountpoint",
+    "mount",
+    "sleep",
+    "dpkg-query",
+    "apt-get",
+    "apt-mark",
+    "curl",
+    "gpg",
+)
+# The ordinary tools the script uses, taken from this machine.
+TOOLS = ("grep", "env", "mv", "mkdir", "rm", "readlink", "chmod", "cut", "head")
+
+
+@dataclass
+class Run:
+    returncode: int
+    output: str
+    calls: list[str]
+    root: Path
+
+    def state(self, name: str) -> str | None:
+        path = self.root / "state" / name
+        return path.read_text().strip() if path.exists() else None
+
+
+def run_script(
+    tmp_path: Path,
+    machine: str,
+    *,
+    missing: tuple[str, ...] = (),
+    installed_gib: str = "",
+    absent_interfaces: tuple[str, ...] = (),
+) -> Run:
+    """The boot script for `machine`, its system paths moved under tmp_path."""
+    network = gpu_network.gpu_network(machine)
+    assert network is not None
+    sys_net = tmp_path / "sys-class-net"
+    sys_net.mkdir(exist_ok=True)
+    for nic in network.interfaces:
+        if nic not in absent_interfaces:
+            (sys_net / nic).mkdir()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in MACHINE_COMMANDS:
+        if name not in missing:
+            (bin_dir / name).write_text(STAND_IN)
+            (bin_dir / name).chmod(0o755)
+    for tool in TOOLS:
+        real = shutil.which(tool)
+        assert real, tool
+        (bin_dir / tool).symlink_to(real)
+    lib_dir = tmp_path / "lib64"
+    lib_dir.mkdir()
+    profile = tmp_path / "set_nccl_env.sh"
+    profile.write_text("export NCCL_NET=gIB\nexport NCCL_IB_QPS_PER_CONNECTION=4\n")
+    script = gpu_network.setup_script(network)
+    moves = {
+        f"LIB_DIR={network.lib_dir}\n": f"LIB_DIR={lib_dir}\n",
+        f"UDS_PATH={gpu_network.TCPX_UDS_PATH}\n": f"UDS_PATH={tmp_path / 'tcpx'}\n",
+        f"ENV_PROFILE={gpu_network.GIB_ENV_PROFILE}\n": f"ENV_PROFILE={profile}\n",
+    }
+    for system, moved in moves.items():
+        script = script.replace(system, moved)
+    assert str(lib_dir) in script
+    (tmp_path / "apt" / "sources.list.d").mkdir(parents=True)
+    calls = tmp_path / "calls"
+    calls.touch()
+    env = {
+        "PATH": str(bin_dir),
+        "CALLS": str(calls),
+        "FAKE_LIB_DIR": str(lib_dir),
+        "INSTALLED_GIB": installed_gib,
+        "STATE_DIR": str(tmp_path / "state"),
+        "DLVM_NCCL_CONF": str(tmp_path / "nccl.conf"),
+        # Set where the script runs: never copied into nccl.conf.
+        "NCCL_DEBUG": "INFO",
+        "APERTURE_DIR": str(tmp_path / "apertures"),
+        "SYS_NET_DIR": str(sys_net),
+        "APT_DIR": str(tmp_path / "apt"),
+        "KEYRING_DIR": str(tmp_path),
+    }
+    bash = shutil.which("bash")
+    assert bash
+    result = subprocess.run(
+        [bash, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    return Run(
+        result.returncode, result.stdout + result.stderr, calls.read_text().splitlines(), tmp_path
+    )
+
+
+def network(machine: str) -> gpu_network.GpuNetwork:
+    found = gpu_network.gpu_network(machine)
+    assert found is not None
+    return found
+
+
+def conf_lines(tmp_path: Path) -> list[str]:
+    """The settings of the nccl.conf the script wrote, after its first line, dlvm's mark."""
+    mark, *lines = (tmp_path / "nccl.conf").read_text().splitlines()
+    assert mark == "# Written by dlvm's GPU network setup."
+    return lines
+
+
+def index_of(calls: list[str], start: str) -> int:
+    """Where the first call that starts with `start` is; fails when there is none."""
+    found = [i for i, call in enumerate(calls) if call.startswith(start)]
+    assert found, f"no call starts with {start!r}: {calls}"
+    return found[0]
+
+
+def test_tcpx_installs_the_plugin_then_starts_rxdm(tmp_path: Path) -> None:
+    run = run_script(tmp_path, "a3-highgpu-8g")
+    assert run.returncode == 0, run.output
+    uds = tmp_path / "tcpx"
+    install = index_of(
+        run.calls,
+        f"docker run --rm --network host --volume /var/lib:/var/lib "
+        f"{gpu_network.TCPX_PLUGIN_IMAGE} install",
+    )
+    rxdm = index_of(run.calls, "docker run --detach --name dlvm-rxdm")
+    assert index_of(run.calls, "nvidia-smi") < install < rxdm
+    started = run.calls[rxdm]
+    assert f"--volume {uds}:{uds}" in started
+    assert (
+        f"{gpu_network.TCPX_RXDM_IMAGE} --gpu_nic_preset a3vm --gpu_shmem_type fd "
+        f"--uds_path {uds} --setup_param --verbose 128 2 0"
+    ) in started
+    assert "--gpus all" in started
+    assert uds.is_dir()
+    settings = network("a3-highgpu-8g").nccl_settings
+    assert conf_lines(tmp_path) == [f"{k}={v}" for k, v in settings.items()]
+    assert run.state("ready") == f"tcpx {gpu_network.TCPX_PLUGIN_IMAGE}"
+    assert run.state("failed") is None
+
+
+def test_tcpxo_exposes_apertures_installs_writes_nccl_conf_and_waits_for_rxdm(
+    tmp_path: Path,
+) -> None:
+    run = run_script(tmp_path, "a3-megagpu-8g")
+    assert run.returncode == 0, run.output
+    order = [
+        index_of(run.calls, "modprobe import-helper"),
+        index_of(run.calls, "mount --bind"),
+        index_of(
+            run.calls,
+            f"docker run --rm --network host --volume /var/lib:/var/lib "
+            f"{gpu_network.TCPXO_PLUGIN_IMAGE} install --install-nccl",
+        ),
+        index_of(run.calls, "docker run --detach --name dlvm-rxdm"),
+        index_of(run.calls, "docker logs dlvm-rxdm"),
+    ]
+    assert order == sorted(order)
+    assert f"{tmp_path / 'apertures' / '0000:06:00.0'}" in run.calls[order[1]]
+    started = run.calls[order[3]]
+    assert f"{gpu_network.TCPXO_RXDM_IMAGE} --num_hops=2 --num_nics=8" in started
+    # dlvm's settings, then the plugin profile's others: its eth0 guess gives way to dlvm's.
+    settings = [f"{k}={v}" for k, v in network("a3-megagpu-8g").nccl_settings.items()]
+    assert conf_lines(tmp_path) == [*settings, "NCCL_FASTRAK_NUM_FLOWS=2"]
+    assert run.state("ready") == f"tcpxo {gpu_network.TCPXO_PLUGIN_IMAGE}"
+
+
+def test_gib_installs_the_pinned_package_and_holds_it(tmp_path: Path) -> None:
+    run = run_script(tmp_path, "a4-highgpu-8g")
+    assert run.returncode == 0, run.output
+    install = index_of(
+        run.calls, f"apt-get install --yes --allow-downgrades nccl-gib={gpu_network.GIB_VERSION}"
+    )
+    assert index_of(run.calls, "apt-mark hold nccl-gib") > install
+    assert not any(call.startswith("docker") for call in run.calls)
+    sources = (tmp_path / "apt" / "sources.list.d" / "dlvm-nccl-gib.list").read_text()
+    assert "gpudirect-gib-apt main" in sources
+    assert conf_lines(tmp_path) == ["NCCL_NET=gIB", "NCCL_IB_QPS_PER_CONNECTION=4"]
+    assert run.state("ready") == f"gib nccl-gib={gpu_network.GIB_VERSION}"
+
+
+def test_gib_already_at_the_pinned_version_is_not_installed_again(tmp_path: Path) -> None:
+    run = run_script(tmp_path, "a3-ultragpu-8g", installed_gib=gpu_network.GIB_VERSION)
+    assert run.returncode == 0, run.output
+    assert not any(call.startswith(("apt-get", "curl")) for call in run.calls)
+    assert (tmp_path / "nccl.conf").exists()
+    assert run.state("ready") == f"gib nccl-gib={gpu_network.GIB_VERSION}"
+
+
+DOCKER_STEP = "check docker and the NVIDIA container toolkit"
+
+
+@pytest.mark.parametrize(
+    ("machine", "missing", "step"),
+    [
+        (
+            "a3-highgpu-8g",
+            ("nvidia-container-cli",),
+            "check docker and the NVIDIA container toolkit",
+        ),
+        ("a3-megagpu-8g", ("docker",), "check docker and the NVIDIA container toolkit"),
+    ],
+)
+def test_a_failed_step_is_recorded_and_fails_the_boot_script(
+    tmp_path: Path, machine: str, missing: tuple[str, ...], step: str
+) -> None:
+    run = run_script(tmp_path, machine, missing=missing)
+    assert run.returncode != 0
+    assert run.state("failed") == step
+    assert run.state("ready") is None
+    assert not any(call.startswith("docker run") for call in run.calls)
+
+
+def test_a_missing_gpu_nic_stops_setup_before_anything_is_installed(tmp_path: Path) -> None:
+    """Interface names differ between images: NCCL settings naming an absent one would make
+    every job fail, so setup checks them first."""
+    run = run_script(tmp_path, "a3-highgpu-8g", absent_interfaces=("enp134s0",))
+    assert run.returncode != 0
+    assert run.state("failed") == "find network interface enp134s0"
+    assert run.calls == []
+    assert not (tmp_path / "nccl.conf").exists()
+
+
+def test_settings_of_an_earlier_boot_are_removed_when_setup_fails(tmp_path: Path) -> None:
+    conf = tmp_path / "nccl.conf"
+    conf.write_text("# Written by dlvm's GPU network setup.\nNCCL_NET=GPUDirectTCPX_v7\n")
+    run = run_script(tmp_path, "a3-highgpu-8g", missing=("docker",))
+    assert run.returncode != 0
+    assert not conf.exists()
+
+
+def test_an_nccl_conf_dlvm_did_not_write_is_left_alone(tmp_path: Path) -> None:
+    conf = tmp_path / "nccl.conf"
+    conf.write_text("NCCL_DEBUG=WARN\n")
+    run = run_script(tmp_path, "a3-highgpu-8g", missing=("docker",))
+    assert run.returncode != 0
+    assert conf.read_text() == "NCCL_DEBUG=WARN\n"
