@@ -142,3 +142,28 @@ def test_checkpoint_dir_reaches_the_environment_and_nothing_overrides_it() -> No
     env = node_environment(stored, node, {"DLVM_CHECKPOINT_DIR": "/elsewhere"})
     assert env["DLVM_CHECKPOINT_DIR"] == "/ckpt"
     assert Inventory.from_json(stored.to_json()).checkpoint_dir == "/ckpt"
+
+
+@pytest.mark.parametrize(
+    "mount",
+    [
+        "/.",  # the node's root
+        "/etc/.",  # /etc, spelt so that it is not /etc
+        "/./usr",
+        "/ckpt/./x",
+        "/usr/lib",  # inside the system a node runs from
+        "/etc/ssh",
+        "/var/lib/dpkg",
+        "/var/cache/dlvm-gcsfuse",  # where gcsfuse keeps its file cache
+        "/run/dlvm",
+        "/home/ubuntu",  # a user's home: it would hide ~/.ssh/authorized_keys
+    ],
+)
+def test_a_mount_over_the_system_however_spelt_is_refused(mount: str) -> None:
+    with pytest.raises(ValueError, match="mount"):
+        StorageMount(mount=mount, bucket="gs://my-bucket")
+
+
+@pytest.mark.parametrize("mount", ["/ckpt", "/mnt/data", "/home/ubuntu/ckpt", "/opt/x", "/tmp/ck"])
+def test_a_mount_of_its_own_folder_is_taken(mount: str) -> None:
+    assert StorageMount(mount=mount, bucket="gs://my-bucket").mount == mount
