@@ -310,7 +310,7 @@ class StorageMount(Model):
     bucket: Annotated[str, AfterValidator(_bucket)]
     read_only: bool = False
     cache: bool = True  # gcp: gcsfuse's file cache on the node's disk
-    # The mount whose path jobs get as DLVM_CHECKPOINT_DIR (default: the first one).
+    # The mount whose path jobs get as DLVM_CHECKPOINT_DIR (default: the first writable one).
     checkpoint: bool = False
 
     @property
@@ -382,9 +382,12 @@ class ClusterSpec(Model):
 
     @property
     def checkpoint_storage(self) -> StorageMount | None:
-        """The mount named `checkpoint: true`, else the first one: DLVM_CHECKPOINT_DIR."""
+        """The mount named `checkpoint: true`, else the first writable one (checkpoints are
+        written there): DLVM_CHECKPOINT_DIR. None when every mount is read-only."""
         marked = [entry for entry in self.storage if entry.checkpoint]
-        return marked[0] if marked else (self.storage[0] if self.storage else None)
+        writable = [entry for entry in self.storage if not entry.read_only]
+        chosen = marked or writable
+        return chosen[0] if chosen else None
 
     @field_validator("env", mode="before")
     @classmethod
