@@ -432,6 +432,26 @@ def test_a_leftover_that_cannot_be_deleted_is_named_with_the_command(
     assert progress.notes[-1].endswith(f"with gcloud compute instances delete t-node-0 --zone {A}")
 
 
+def test_a_zone_whose_vms_cannot_be_listed_is_named_with_the_listing_command(
+    api: FakeCompute, state: ClusterState
+) -> None:
+    cloud = Cloud(capacity={A: 0})
+    api.error(
+        f"projects/{P}/zones/{A}/instances",
+        403,
+        "Required 'compute.instances.list' permission",
+        "forbidden",
+    )
+    progress = Recorder()
+    up(api, state, cloud, loaded_spec(), progress)  # the cluster is made in b all the same
+    assert cloud.zones_tried() == [A, B]
+    assert progress.notes[-1].startswith(f"could not list the VMs of cluster t in {A}: permission")
+    assert progress.notes[-1].endswith(
+        f"look for VMs left there with gcloud compute instances list --zones {A} "
+        "--filter=labels.cluster=t"
+    )
+
+
 # -- flex-start: waiting for capacity ------------------------------------------------------
 
 

@@ -38,9 +38,18 @@ class Swept:
     deleted: tuple[str, ...] = ()
     failed: dict[str, str] = field(default_factory=dict)
     older: tuple[str, ...] = ()
+    unlisted: str = ""  # why the zone's VMs could not be listed ("" when they were)
+    cluster: str = ""
 
     def notes(self, zone: str) -> list[str]:
-        """What the progress display says of it: each VM deleted, and how to delete the rest."""
+        """What the progress display says of it: each VM deleted, and how to delete the rest
+        (or to find them, when the zone could not be listed)."""
+        if self.unlisted:
+            return [
+                f"could not list the VMs of cluster {self.cluster} in {zone}: {self.unlisted}; "
+                f"look for VMs left there with gcloud compute instances list --zones {zone} "
+                f"--filter=labels.cluster={self.cluster}"
+            ]
         return [
             *(
                 f"deleted {name} ({zone}): a VM of this cluster outside Terraform's state (a "
@@ -91,7 +100,7 @@ def sweep_zone(
             lambda: list(clients.instances.list(request=request, timeout=REQUEST_TIMEOUT)),
         )
     except (ProvisionError, exceptions.NotFound) as exc:
-        return Swept(failed={f"the VMs in {zone}": _reason(exc)})
+        return Swept(unlisted=_reason(exc), cluster=cluster)
     deleted: list[str] = []
     failed: dict[str, str] = {}
     older: list[str] = []
@@ -114,7 +123,7 @@ def sweep_zone(
             failed[name] = _reason(exc)
             continue
         deleted.append(name)
-    return Swept(tuple(deleted), failed, tuple(older))
+    return Swept(tuple(deleted), failed, tuple(older), cluster=cluster)
 
 
 def _made_since(created: str, since: datetime) -> bool:
