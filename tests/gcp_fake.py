@@ -15,6 +15,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -286,7 +287,10 @@ class FakeCompute:
         last_start: str = "2026-03-01T10:00:00.000-08:00",
         instance_id: str = "4112109563542811000",
         labels: dict[str, str] | None = None,
+        created: str | None = None,
     ) -> None:
+        """A VM as instances.get shows it; `created` (RFC 3339, default now) is its
+        creationTimestamp."""
         scheduling: dict[str, Any] = {"onHostMaintenance": "TERMINATE"}
         if spot:
             scheduling.update(
@@ -297,6 +301,8 @@ class FakeCompute:
             {
                 "kind": "compute#instance",
                 "id": instance_id,
+                "creationTimestamp": created
+                or datetime.now(UTC).isoformat(timespec="milliseconds"),
                 "name": name,
                 "status": status,
                 "zone": f"{API}/projects/{project}/zones/{zone}",

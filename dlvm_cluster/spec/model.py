@@ -253,36 +253,34 @@ class Job(Model):
 
 # A Cloud Storage bucket, optionally with a prefix inside it: gs://BUCKET[/PREFIX].
 BUCKET_PATTERN = r"gs://[a-z0-9][-a-z0-9_.]{1,220}[a-z0-9](/[^\s]*)?"
-# Where a mount must not go: over the system a node runs from.
-RESERVED_MOUNTS = frozenset(
-    {
-        "/",
-        "/bin",
-        "/boot",
-        "/dev",
-        "/etc",
-        "/lib",
-        "/lib64",
-        "/proc",
-        "/root",
-        "/run",
-        "/sbin",
-        "/sys",
-        "/tmp",
-        "/usr",
-        "/var",
-        "/home",
-    }
+# Where a mount must not go: over the system a node runs from. Folders a mount must not be,
+# nor be inside of:
+SYSTEM_TREES = (
+    *("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc"),
+    *("/run", "/sbin", "/snap", "/sys", "/usr"),
+    *("/var/lib", "/var/log", "/var/cache", "/var/run", "/var/tmp", "/var/spool"),
 )
+# Folders a mount must not be (their subfolders are fine): a mount at /home/USER would hide
+# that user's ~/.ssh, and with it every way into the node.
+RESERVED_MOUNTS = frozenset({"/", "/home", "/root", "/tmp", "/var", "/opt", "/mnt", "/srv"})
 
 
 def _mount_point(value: str) -> str:
-    if not value.startswith("/") or "//" in value or "/../" in f"{value}/":
-        raise ValueError("must be an absolute path like /ckpt (no .. or //)")
+    parts = value.split("/")[1:]
+    if (
+        not value.startswith("/")
+        or any(part in ("", ".", "..") for part in parts[:-1])
+        or (parts[-1] in (".", ".."))
+    ):
+        raise ValueError("must be an absolute path like /ckpt (no `.`, `..` or //)")
     normal = value.rstrip("/") or "/"
-    if normal in RESERVED_MOUNTS:
+    inside = [tree for tree in SYSTEM_TREES if normal == tree or normal.startswith(tree + "/")]
+    home = normal.startswith("/home/") and normal.count("/") == 2
+    if normal in RESERVED_MOUNTS or inside or home:
         raise ValueError(
-            f"{normal} holds the node's own system: mount storage elsewhere, like /ckpt"
+            f"{normal} holds the node's own system"
+            f"{' (a user home, with its SSH keys)' if home else ''}: mount storage at a "
+            "folder of its own, like /ckpt"
         )
     if unsafe_for_ssh_files(value) or any(c in value for c in " '\"$`\\"):
         raise ValueError("must not hold spaces, quotes or control characters")
@@ -313,7 +311,7 @@ class StorageMount(Model):
     bucket: Annotated[str, AfterValidator(_bucket)]
     read_only: bool = False
     cache: bool = True  # gcp: gcsfuse's file cache on the node's disk
-    # The mount whose path jobs get as DLVM_CHECKPOINT_DIR (default: the first one).
+    # The mount whose path jobs get as DLVM_CHECKPOINT_DIR (default: the first writable one).
     checkpoint: bool = False
 
     @property
@@ -385,9 +383,12 @@ class ClusterSpec(Model):
 
     @property
     def checkpoint_storage(self) -> StorageMount | None:
-        """The mount named `checkpoint: true`, else the first one: DLVM_CHECKPOINT_DIR."""
+        """The mount named `checkpoint: true`, else the first writable one (checkpoints are
+        written there): DLVM_CHECKPOINT_DIR. None when every mount is read-only."""
         marked = [entry for entry in self.storage if entry.checkpoint]
-        return marked[0] if marked else (self.storage[0] if self.storage else None)
+        writable = [entry for entry in self.storage if not entry.read_only]
+        chosen = marked or writable
+        return chosen[0] if chosen else None
 
     @field_validator("env", mode="before")
     @classmethod

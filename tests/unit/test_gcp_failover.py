@@ -144,6 +144,8 @@ def test_a_create_past_the_wait_stops_in_its_zone(text: str, limit: str) -> None
     assert not decision.try_next_zone  # another zone would start the wait anew
     assert decision.reason.startswith(f"the VMs were not created within the wait limit{limit};")
     assert next_zone(["a", "b"], ["a"], decision) is None
+    # Dynamic Workload Scheduler queues a flex-start request for two hours at most.
+    assert "up to 2h" in decision.hint
 
 
 def test_unknown_errors_are_fatal_and_quoted() -> None:

@@ -389,6 +389,31 @@ def test_a_vm_left_outside_terraforms_state_is_deleted_when_the_zone_is_left(
     ]
 
 
+def test_vms_of_a_same_named_cluster_made_before_this_up_are_never_deleted(
+    api: FakeCompute, state: ClusterState
+) -> None:
+    # Someone else's cluster `t` (another machine, another DLVM_HOME) already runs in zone a:
+    # same names, same labels, made before this `up`. Terraform's create there fails.
+    for name in ("t-node-0", "t-node-1"):
+        api.instance(P, A, name, "RUNNING", labels=LABELS, created="2026-03-01T10:00:00.000-08:00")
+    exists = (
+        "Error creating instance: googleapi: Error 409: The resource "
+        f"'projects/{P}/zones/{A}/instances/t-node-0' already exists, alreadyExists"
+    )
+    cloud = Cloud(capacity={A: 0}, errors={A: exists})
+    progress = Recorder()
+    with pytest.raises(ProvisionError):
+        up(api, state, cloud, loaded_spec(), progress)
+
+    assert [path for method, path, _ in api.requests if method == "DELETE"] == []
+    for name in ("t-node-0", "t-node-1"):
+        assert api.respond("GET", f"/compute/v1/projects/{P}/zones/{A}/instances/{name}")[0] == 200
+    assert (
+        f"left t-node-0 ({A}) alone: it carries this cluster's labels but was made before "
+        "this `dlvm up` (another cluster of the same name?)"
+    ) in progress.notes
+
+
 def test_a_leftover_that_cannot_be_deleted_is_named_with_the_command(
     api: FakeCompute, state: ClusterState
 ) -> None:
@@ -406,6 +431,26 @@ def test_a_leftover_that_cannot_be_deleted_is_named_with_the_command(
     assert cloud.zones_tried() == [A, B]
     assert progress.notes[-1].startswith(f"could not delete t-node-0 left in {A}: permission")
     assert progress.notes[-1].endswith(f"with gcloud compute instances delete t-node-0 --zone {A}")
+
+
+def test_a_zone_whose_vms_cannot_be_listed_is_named_with_the_listing_command(
+    api: FakeCompute, state: ClusterState
+) -> None:
+    cloud = Cloud(capacity={A: 0})
+    api.error(
+        f"projects/{P}/zones/{A}/instances",
+        403,
+        "Required 'compute.instances.list' permission",
+        "forbidden",
+    )
+    progress = Recorder()
+    up(api, state, cloud, loaded_spec(), progress)  # the cluster is made in b all the same
+    assert cloud.zones_tried() == [A, B]
+    assert progress.notes[-1].startswith(f"could not list the VMs of cluster t in {A}: permission")
+    assert progress.notes[-1].endswith(
+        f"look for VMs left there with gcloud compute instances list --zones {A} "
+        "--filter=labels.cluster=t"
+    )
 
 
 # -- flex-start: waiting for capacity ------------------------------------------------------

@@ -239,15 +239,20 @@ def test_the_good_twins_load(name: str) -> None:
     assert loaded.spec.name == "demo"
 
 
-def test_the_checkpoint_mount_is_the_marked_one_else_the_first() -> None:
+def test_the_checkpoint_mount_is_the_marked_one_else_the_first_writable_one() -> None:
     marked = load_spec_text(GOOD["storage"], CORPUS / "storage.yaml").spec
     assert marked.checkpoint_storage is not None
     assert marked.checkpoint_storage.mount == "/ckpt"
+    # The read-only /data comes first: checkpoints cannot be written there.
     unmarked = load_spec_text(
         GOOD["storage"].replace(", checkpoint: true", ""), CORPUS / "storage.yaml"
     ).spec
     assert unmarked.checkpoint_storage is not None
-    assert unmarked.checkpoint_storage.mount == "/data"
+    assert unmarked.checkpoint_storage.mount == "/ckpt"
+    read_only = load_spec_text(
+        GOOD["storage"].replace(", checkpoint: true", ", read_only: true"), CORPUS / "s.yaml"
+    ).spec
+    assert read_only.checkpoint_storage is None
     assert load_spec_text(GOOD["local"], CORPUS / "local.yaml").spec.checkpoint_storage is None
 
 

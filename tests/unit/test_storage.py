@@ -3,6 +3,7 @@ outside DLVM_HOME/storage), and DLVM_CHECKPOINT_DIR in the nodes' environment.""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -12,7 +13,12 @@ from dlvm_cluster.errors import UsageError
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.launch.environment import node_environment
 from dlvm_cluster.providers import for_kind
-from dlvm_cluster.providers.gcp.storage import gcsfuse_argv, storage_script, unit_name
+from dlvm_cluster.providers.gcp.storage import (
+    cache_limit_mb,
+    gcsfuse_argv,
+    storage_script,
+    unit_name,
+)
 from dlvm_cluster.providers.local import storage_folder, storage_mount_script
 from dlvm_cluster.spec.load import load_spec_text
 from dlvm_cluster.spec.model import ClusterSpec, StorageMount
@@ -31,13 +37,13 @@ def spec_of(head: str, storage: str) -> ClusterSpec:
 
 def test_gcsfuse_mounts_a_prefix_with_the_checkpoint_options() -> None:
     spec = spec_of(GCP, "  - {mount: /ckpt, bucket: gs://my-bucket/runs/r1}\n")
-    argv = gcsfuse_argv(spec.storage[0])
+    argv = gcsfuse_argv(spec.storage[0], 51200)
     assert argv[:3] == ["gcsfuse", "--foreground", "--implicit-dirs"]
     assert argv[-2:] == ["my-bucket", "/ckpt"]
     joined = " ".join(argv)
     assert "--only-dir runs/r1" in joined
     assert "-o allow_other" in joined and "--uid $UID_ --gid $GID_" in joined
-    assert "--file-cache-max-size-mb=-1" in joined
+    assert "--file-cache-max-size-mb=51200" in joined
     assert "--file-cache-enable-parallel-downloads" in joined
     assert "--cache-dir /var/cache/dlvm-gcsfuse/dlvm-storage-ckpt-" in joined
     assert "-o ro" not in joined
@@ -47,7 +53,7 @@ def test_gcsfuse_read_only_without_cache_or_prefix() -> None:
     spec = spec_of(
         GCP, "  - {mount: /data, bucket: gs://my-bucket, read_only: true, cache: false}\n"
     )
-    argv = gcsfuse_argv(spec.storage[0])
+    argv = gcsfuse_argv(spec.storage[0], 51200)
     joined = " ".join(argv)
     assert "-o ro" in joined
     assert "--only-dir" not in joined and "--cache-dir" not in joined
@@ -70,6 +76,19 @@ def test_gcp_script_installs_a_systemd_unit_per_mount_and_waits_for_it() -> None
     assert "ExecStart=$GCSFUSE --foreground" in script
     assert unit_name(spec.storage[0]) != unit_name(spec.storage[1])
     assert storage_script(load_spec_text(GCP, Path("c.yaml")).spec) == ""
+
+
+def test_the_file_caches_together_keep_to_a_quarter_of_the_boot_disk() -> None:
+    # Unlimited (-1), a dataset read once through a cached mount fills the boot disk.
+    spec = spec_of(
+        GCP.replace("nodes: {count: 2}", "nodes: {count: 2, disk_gb: 400}"),
+        "  - {mount: /ckpt, bucket: gs://my-bucket/r1}\n"
+        "  - {mount: /data, bucket: gs://other, read_only: true}\n"
+        "  - {mount: /raw, bucket: gs://raw, cache: false}\n",
+    )
+    assert cache_limit_mb(spec) == 400 * 1024 // 4 // 2
+    limits = re.findall(r"--file-cache-max-size-mb=(-?\d+)", storage_script(spec))
+    assert limits == [str(400 * 1024 // 8)] * 2
 
 
 def test_a_percent_sign_in_a_prefix_is_not_a_systemd_specifier() -> None:
@@ -142,3 +161,28 @@ def test_checkpoint_dir_reaches_the_environment_and_nothing_overrides_it() -> No
     env = node_environment(stored, node, {"DLVM_CHECKPOINT_DIR": "/elsewhere"})
     assert env["DLVM_CHECKPOINT_DIR"] == "/ckpt"
     assert Inventory.from_json(stored.to_json()).checkpoint_dir == "/ckpt"
+
+
+@pytest.mark.parametrize(
+    "mount",
+    [
+        "/.",  # the node's root
+        "/etc/.",  # /etc, spelt so that it is not /etc
+        "/./usr",
+        "/ckpt/./x",
+        "/usr/lib",  # inside the system a node runs from
+        "/etc/ssh",
+        "/var/lib/dpkg",
+        "/var/cache/dlvm-gcsfuse",  # where gcsfuse keeps its file cache
+        "/run/dlvm",
+        "/home/ubuntu",  # a user's home: it would hide ~/.ssh/authorized_keys
+    ],
+)
+def test_a_mount_over_the_system_however_spelt_is_refused(mount: str) -> None:
+    with pytest.raises(ValueError, match="mount"):
+        StorageMount(mount=mount, bucket="gs://my-bucket")
+
+
+@pytest.mark.parametrize("mount", ["/ckpt", "/mnt/data", "/home/ubuntu/ckpt", "/opt/x", "/tmp/ck"])
+def test_a_mount_of_its_own_folder_is_taken(mount: str) -> None:
+    assert StorageMount(mount=mount, bucket="gs://my-bucket").mount == mount

@@ -25,6 +25,7 @@ functions that call the API.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 
 from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.inventory import Inventory, from_terraform_outputs
@@ -123,6 +124,7 @@ def provision_gcp(
     progress.stage("terraform")
     init_if_needed(terraform, module.source, state.terraform_dir)
     keep = [node.name for node in previous.nodes] if previous and home in provider.zones else []
+    began = datetime.now(UTC)  # VMs of the cluster's name made before this are not this up's
     loop = ZoneFailover(
         spec,
         state,
@@ -131,7 +133,7 @@ def provision_gcp(
         progress,
         report=report,
         keep=keep,
-        sweep=lambda zone, held: sweep_zone(api, provider.project, spec.name, zone, held),
+        sweep=lambda zone, held: sweep_zone(api, provider.project, spec.name, zone, held, began),
         wait=request.wait,
     )
     # Moving zones recreates every node anyway: no -replace for addresses left behind.

@@ -141,7 +141,8 @@ def _classify(text: str, codes: Iterable[str], available: Sequence[str] = ()) ->
             FailoverKind.TIMED_OUT,
             reason=f"the VMs were not created within the wait limit{limit}; a flex-start VM "
             "waits there for capacity",
-            hint="give `dlvm up` a longer wait (e.g. 4h), try again later, or add zones to "
+            hint="give `dlvm up` a longer wait (up to 2h: Dynamic Workload Scheduler keeps a "
+            "flex-start request that long at most), try again later, or add zones to "
             "provider.zones; the VMs of this attempt were deleted",
         )
     if _DISK_TOO_SMALL in text:

@@ -3,7 +3,8 @@ nodes' service account, kept by a systemd unit so that it comes back after a reb
 
 The options fit checkpoints: implicit directories (folders made by other tools show up),
 `--only-dir` for a PREFIX, the file cache on the node's disk with parallel downloads (a
-restarting job reads its checkpoint at disk speed the second time), `allow_other` with the
+restarting job reads its checkpoint at disk speed the second time) kept to a share of that
+disk (CACHE_SHARE_OF_DISK), `allow_other` with the
 SSH user's uid/gid (jobs run as that user), and `-o ro` for a read-only mount.
 """
 
@@ -18,6 +19,10 @@ from dlvm_cluster.spec.model import ClusterSpec, StorageMount
 CACHE_ROOT = "/var/cache/dlvm-gcsfuse"
 UNIT_DIR = "/etc/systemd/system"
 MOUNT_WAIT_SECONDS = 60
+# The file cache lives on the boot disk, which the system, the image and the jobs' own files
+# share: all cached mounts together take at most 1/CACHE_SHARE_OF_DISK of it. gcsfuse's -1
+# (no limit) fills the disk with a dataset read once, and stops the node with it.
+CACHE_SHARE_OF_DISK = 4
 MISSING_GCSFUSE = (
     "gcsfuse (Cloud Storage FUSE) is not installed and apt cannot install it: use a Deep "
     "Learning VM image (they carry it), or install it in the image following Google's "
@@ -33,9 +38,16 @@ def unit_name(entry: StorageMount) -> str:
     return f"dlvm-storage-{readable}-{digest}.service"
 
 
-def gcsfuse_argv(entry: StorageMount) -> list[str]:
-    """The gcsfuse command line of one mount, in the foreground (systemd keeps it running).
-    `$UID_`/`$GID_` stand for the SSH user's ids, filled in on the node."""
+def cache_limit_mb(spec: ClusterSpec) -> int:
+    """The file cache size of each cached mount, in MiB: its part of the boot disk's share."""
+    cached = sum(1 for entry in spec.storage if entry.cache)
+    return spec.nodes.disk_gb * 1024 // CACHE_SHARE_OF_DISK // max(1, cached)
+
+
+def gcsfuse_argv(entry: StorageMount, cache_mb: int) -> list[str]:
+    """The gcsfuse command line of one mount, in the foreground (systemd keeps it running),
+    its file cache at most `cache_mb` MiB. `$UID_`/`$GID_` stand for the SSH user's ids,
+    filled in on the node."""
     argv = ["gcsfuse", "--foreground", "--implicit-dirs", "-o", "allow_other"]
     argv += ["--uid", "$UID_", "--gid", "$GID_"]
     if entry.prefix:
@@ -46,18 +58,18 @@ def gcsfuse_argv(entry: StorageMount) -> list[str]:
         argv += [
             "--cache-dir",
             f"{CACHE_ROOT}/{unit_name(entry).removesuffix('.service')}",
-            "--file-cache-max-size-mb=-1",  # one word: a separate "-1" could read as a flag
+            f"--file-cache-max-size-mb={cache_mb}",
             "--file-cache-cache-file-for-range-read",  # a resumed job reads all of it anyway
             "--file-cache-enable-parallel-downloads",
         ]
     return [*argv, entry.bucket_name, entry.mount]
 
 
-def _unit_text(entry: StorageMount) -> str:
+def _unit_text(entry: StorageMount, cache_mb: int) -> str:
     """The unit file, with $GCSFUSE, $UID_ and $GID_ left for the node's shell to fill in."""
     words = [
         "$GCSFUSE" if word == "gcsfuse" else word if word.startswith("$") else shlex.quote(word)
-        for word in gcsfuse_argv(entry)
+        for word in gcsfuse_argv(entry, cache_mb)
     ]
     # `%` starts a specifier in unit files: a literal one (a prefix may hold it) is doubled.
     return (
@@ -76,7 +88,7 @@ def _unit_text(entry: StorageMount) -> str:
     ).replace("%", "%%")
 
 
-def _mount_lines(entry: StorageMount) -> list[str]:
+def _mount_lines(entry: StorageMount, cache_mb: int) -> list[str]:
     unit = unit_name(entry)
     mount = shlex.quote(entry.mount)
     cache = f"{CACHE_ROOT}/{unit.removesuffix('.service')}"
@@ -85,7 +97,7 @@ def _mount_lines(entry: StorageMount) -> list[str]:
     return [
         f"sudo mkdir -p {mount} {shlex.quote(cache)}",
         "new=$(mktemp)",
-        f'cat > "$new" <<DLVM_UNIT\n{_unit_text(entry)}DLVM_UNIT',
+        f'cat > "$new" <<DLVM_UNIT\n{_unit_text(entry, cache_mb)}DLVM_UNIT',
         f'if ! cmp -s "$new" {UNIT_DIR}/{unit}; then',
         f'  sudo install -m 0644 "$new" {UNIT_DIR}/{unit} && sudo systemctl daemon-reload',
         f"  sudo systemctl enable {unit} >/dev/null",
@@ -119,6 +131,7 @@ def storage_script(spec: ClusterSpec) -> str:
         # Root runs gcsfuse (systemd); the files belong to the SSH user, whose jobs write them.
         "UID_=$(id -u); GID_=$(id -g)",
     ]
+    cache_mb = cache_limit_mb(spec)
     for entry in spec.storage:
-        lines.extend(_mount_lines(entry))
+        lines.extend(_mount_lines(entry, cache_mb))
     return "\n".join(lines) + "\n"
