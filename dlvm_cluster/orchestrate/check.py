@@ -477,21 +477,29 @@ def run_check(
             )
             for node in nodes
         }
-        able = [node for node in nodes if facts[node.name].torch_works]
+        gpus = _gpu_verdicts(inventory, facts)
+        # A node whose torch or GPUs fail has failed already, and would stop (or hang) the
+        # torch job the others measure their links with: it is left out.
+        able = [
+            node for node in nodes if facts[node.name].torch_works and not gpus[node.name].problems
+        ]
         notes: list[str] = []
         measured = _Run()
         ordered: tuple[Node, ...] = ()
         if len(able) >= 2:
             progress.stage(f"measuring bandwidth between {len(able)} node(s)")
             measured, ordered = _measure(pool, inventory, able, env)
+            left_out = [node.name for node in nodes if node not in able]
+            if left_out:
+                notes.append(f"bandwidth measured without {', '.join(left_out)} (failed above)")
         elif len(nodes) >= 2:
-            notes.append("bandwidth not measured: fewer than two nodes run torch")
+            notes.append("bandwidth not measured: fewer than two nodes passed the other checks")
     found = {node.name: results(measured.of(node.name)) for node in ordered}
     speeds = link_speeds([node.name for node in ordered], found)
     backend, bus = bus_bandwidth(found)
     return CheckReport(
         cluster=inventory.cluster,
-        nodes=_judge(inventory, nodes, facts, speeds, measured, ordered),
+        nodes=_judge(nodes, facts, gpus, speeds, measured, ordered),
         backend=backend,
         bus_gbs=bus,
         median_gbs=speeds.median,
@@ -511,26 +519,31 @@ def _install(pool: SshPool, inventory: Inventory, nodes: Sequence[Node]) -> dict
     return {node.name: problem for node, problem in zip(nodes, problems, strict=True) if problem}
 
 
+def _gpu_verdicts(inventory: Inventory, facts: Mapping[str, NodeFacts]) -> dict[str, Verdict]:
+    """Each node's GPUs, its versions held against those most nodes have."""
+    drivers = [",".join(sorted({gpu.driver for gpu in fact.gpus.gpus})) for fact in facts.values()]
+    usual_driver = usual(drivers)
+    usual_cuda = usual([fact.cuda for fact in facts.values()])
+    return {
+        name: judge_gpus(fact, inventory.gpus_per_node, usual_driver, usual_cuda)
+        for name, fact in facts.items()
+    }
+
+
 def _judge(
-    inventory: Inventory,
     nodes: Sequence[Node],
     facts: Mapping[str, NodeFacts],
+    gpu_verdicts: Mapping[str, Verdict],
     speeds: LinkSpeeds,
     measured: _Run,
     ordered: Sequence[Node],
 ) -> tuple[NodeCheck, ...]:
-    drivers = {
-        name: ",".join(sorted({gpu.driver for gpu in fact.gpus.gpus}))
-        for name, fact in facts.items()
-    }
-    usual_driver = usual(list(drivers.values()))
-    usual_cuda = usual([fact.cuda for fact in facts.values()])
     took_part = {node.name for node in ordered}
     checks = []
     for node in nodes:
         fact = facts[node.name]
         python = judge_python(fact)
-        gpus = judge_gpus(fact, inventory.gpus_per_node, usual_driver, usual_cuda)
+        gpus = gpu_verdicts[node.name]
         names = judge_names(fact)
         problems = [*python.problems, *gpus.problems, *names.problems]
         if node.name in measured.errors:
@@ -539,6 +552,8 @@ def _judge(
                 f"the bandwidth test failed here ({measured.errors[node.name]}): {tail}"
             )
         elif node.name in took_part:
+            if speeds.receiving(node.name) is None and not measured.errors:
+                problems.append("the bandwidth test ran but this node reported no link")
             problems.extend(speeds.judge(node.name))
         checks.append(
             NodeCheck(
