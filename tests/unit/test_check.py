@@ -8,18 +8,9 @@ import json
 from pathlib import Path
 
 from dlvm_cluster.cli import documents
+from dlvm_cluster.inventory import Node
 from dlvm_cluster.nodeside.netcheck import MARKER
-from dlvm_cluster.orchestrate.check import (
-    CheckReport,
-    LinkSpeeds,
-    NodeCheck,
-    judge_gpus,
-    judge_names,
-    judge_python,
-    link_speeds,
-    read_facts,
-    usual,
-)
+from dlvm_cluster.orchestrate.check import CheckReport, Measurement, NodeCheck
 from dlvm_cluster.orchestrate.check_output import (
     MAX_LINE,
     MAX_LINES,
@@ -29,6 +20,15 @@ from dlvm_cluster.orchestrate.check_output import (
     parse_gpus,
     parse_xids,
     results,
+)
+from dlvm_cluster.orchestrate.check_verdicts import (
+    LinkSpeeds,
+    judge_gpus,
+    judge_names,
+    judge_python,
+    link_speeds,
+    read_facts,
+    usual,
 )
 
 SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "nvidia_smi"
@@ -128,8 +128,12 @@ def test_name_lookups() -> None:
     ]
     facts = read_facts("n", _names(hostname="vm", hostname_address="127.0.1.1", lookups=failing))
     loopback, reverse = judge_names(facts).problems
-    assert "resolves to 127.0.1.1" in loopback
+    assert "resolves to 127.0.1.1: gloo would" in loopback
     assert reverse.startswith("reverse lookups fail: ::ffff:10.0.0.2 ([Errno -3]")
+    # NCCL does not use the hostname's address: a GPU node is not held to it
+    names = _names(hostname="vm", hostname_address="127.0.1.1", lookups=[])
+    gpu_node = read_facts("n", [*names, f"{SECTION}gpus", *sample("h100x8_healthy.csv")])
+    assert judge_names(gpu_node).problems == ()
 
 
 def test_the_node_that_sends_slowly_is_named_alone() -> None:
@@ -157,6 +161,21 @@ def test_two_nodes_name_both_ends_of_a_slow_link() -> None:
     (receiver,) = speeds.judge("node-0")
     assert sender.startswith("sends at") and receiver.startswith("receives at")
     assert "cannot tell which end" in sender
+
+
+def test_a_node_is_slow_only_when_slow_in_both_runs() -> None:
+    ordered = tuple(Node(f"node-{i}", i, f"10.0.0.{i + 2}", 22, "root", "") for i in range(3))
+    ring = [("node-0", "node-1"), ("node-1", "node-2"), ("node-2", "node-0")]
+    back = [(dst, src) for src, dst in ring]
+
+    def run(slow_from: str) -> Measurement:
+        links = {link: 0.01 if link[0] == slow_from else 1.0 for link in ring + back}
+        return Measurement(ordered=ordered, speeds=LinkSpeeds(links), bus_gbs=0.5)
+
+    assert run("node-1").slow_nodes() == ["node-1"]
+    paused_once = run("node-1").best_with(run("none"))  # node-1 was paused, not slow
+    assert paused_once.slow_nodes() == [] and paused_once.bus_gbs == 0.5
+    assert run("node-1").best_with(run("node-1")).slow_nodes() == ["node-1"]
 
 
 def _link(shift: object, size: object = 1e9, seconds: object = 1.0) -> dict[str, object]:
