@@ -5,12 +5,23 @@ The nvidia-smi samples are in tests/fixtures/nvidia_smi (README there)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+
+from dlvm_cluster import nodeside
 from dlvm_cluster.cli import documents
 from dlvm_cluster.inventory import Node
 from dlvm_cluster.nodeside.netcheck import MARKER
-from dlvm_cluster.orchestrate.check import CheckReport, Measurement, NodeCheck
+from dlvm_cluster.orchestrate.check import (
+    CheckReport,
+    Measurement,
+    NodeCheck,
+    probe_command,
+    program_path,
+)
 from dlvm_cluster.orchestrate.check_output import (
     MAX_LINE,
     MAX_LINES,
@@ -225,3 +236,46 @@ def test_check_document() -> None:
     assert [(n["name"], n["ok"]) for n in data["nodes"]] == [("node-0", True), ("node-1", False)]
     assert data["nodes"][1]["problems"] == ["sends at 0.01 GB/s"]
     json.dumps(data)
+
+
+def _fake_tools(folder: Path, *, old_driver: bool) -> Path:
+    """nvidia-smi and dmesg that print the samples: the probe's shell part run for real
+    without a GPU (an old driver refuses the remapped_rows fields, as such drivers do)."""
+    tools = folder / "bin"
+    tools.mkdir()
+    refuse = "echo 'Field \"remapped_rows.pending\" is not a valid field to query.'; exit 2"
+    query = refuse if old_driver else f"cat {SAMPLES / 'h100x8_healthy.csv'}"
+    (tools / "nvidia-smi").write_text(
+        '#!/bin/sh\ncase "$*" in\n'
+        f"  *remapped_rows*) {query} ;;\n"
+        f"  *--query-gpu*) cat {SAMPLES / 'old_driver.csv'} ;;\n"
+        f"  *) cat {SAMPLES / 'banner.txt'} ;;\nesac\n"
+    )
+    (tools / "dmesg").write_text(f"#!/bin/sh\ncat {SAMPLES / 'dmesg_xid.txt'}\n")
+    for tool in tools.iterdir():
+        tool.chmod(0o755)
+    return tools
+
+
+@pytest.mark.parametrize("old_driver", [False, True])
+def test_probe_command_runs_and_reads_back(tmp_path: Path, old_driver: bool) -> None:
+    """The probe's shell text as a node runs it: the node program (torch imported, names
+    looked up), then nvidia-smi's sections, with the older query when the first is refused."""
+    home = tmp_path / "home"
+    program = Path(program_path("c").replace("~", str(home)))
+    program.parent.mkdir(parents=True)
+    program.write_bytes(nodeside.source("netcheck"))
+    tools = _fake_tools(tmp_path, old_driver=old_driver)
+    env = {
+        "HOME": str(home),
+        "PATH": f"{tools}:{Path(sys.executable).parent}:/usr/bin:/bin",
+        "DLVM_NODE_IPS": "127.0.0.1",
+    }
+    done = subprocess.run(
+        ["sh", "-c", probe_command("c")], env=env, capture_output=True, text=True, timeout=120
+    )
+    facts = read_facts("node-0", done.stdout.splitlines())
+    assert judge_python(facts).problems == (), done.stdout
+    assert facts.names and facts.names["lookups"][0]["address"] == "127.0.0.1"
+    assert len(facts.gpus.gpus) == (2 if old_driver else 8) and facts.gpus.problem == ""
+    assert facts.cuda == "12.2" and [xid.code for xid in facts.xids] == [13, 79]
