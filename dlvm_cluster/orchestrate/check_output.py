@@ -12,6 +12,7 @@ import csv
 import json
 import math
 import re
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +20,9 @@ from typing import Any
 from dlvm_cluster.nodeside.netcheck import MARKER
 
 SECTION = "@dlvm-section "
-MAX_LINES = 400  # lines kept per node and run
+MAX_LINES = 400  # lines kept per node and run, from the first
+MAX_RESULTS = 256  # result lines kept besides
+LAST_LINES = 20  # and the last lines
 MAX_LINE = 2000  # characters kept per line
 MAX_TEXT = 200  # characters of a node's string shown in a finding
 _CUDA_VERSION = re.compile(r"CUDA Version\s*:?\s*([0-9][0-9.]{0,15})")
@@ -35,16 +38,30 @@ def short(text: str, limit: int = MAX_TEXT) -> str:
 
 @dataclass
 class Collected:
-    """One node's output lines, at most MAX_LINES of at most MAX_LINE characters."""
+    """One node's output, bounded: the first MAX_LINES lines, the program's result lines
+    (up to MAX_RESULTS more, wherever they come: eight GPU processes' warnings must not push
+    them out) and the last LAST_LINES (where an error ends), each cut to MAX_LINE."""
 
-    lines: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    last: deque[str] = field(default_factory=lambda: deque(maxlen=LAST_LINES))
+    kept_results: int = 0
     dropped: int = 0
 
     def add(self, line: str) -> None:
-        if len(self.lines) < MAX_LINES:
-            self.lines.append(line[:MAX_LINE])
+        line = line[:MAX_LINE]
+        if line.startswith(MARKER) and self.kept_results < MAX_RESULTS:
+            self.kept_results += 1
+            self.kept.append(line)
+        elif len(self.kept) - self.kept_results < MAX_LINES:
+            self.kept.append(line)
         else:
-            self.dropped += 1
+            if len(self.last) == self.last.maxlen:
+                self.dropped += 1
+            self.last.append(line)
+
+    @property
+    def lines(self) -> list[str]:
+        return [*self.kept, *self.last]
 
 
 def results(lines: Iterable[str]) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ from dlvm_cluster.orchestrate.check import (
     program_path,
 )
 from dlvm_cluster.orchestrate.check_output import (
+    LAST_LINES,
     MAX_LINE,
     MAX_LINES,
     SECTION,
@@ -218,10 +219,14 @@ def test_results_and_collection_are_bounded() -> None:
     lines = [MARKER + "{not json", MARKER + "[1]", MARKER + '{"no": "kind"}', "x" + MARKER]
     assert results([*lines, MARKER + '{"kind": "ready"}']) == [{"kind": "ready"}]
     collected = Collected()
-    for _ in range(MAX_LINES + 5):
+    for _ in range(MAX_LINES + LAST_LINES + 5):
         collected.add("y" * (MAX_LINE + 10))
-    assert len(collected.lines) == MAX_LINES and collected.dropped == 5
-    assert {len(line) for line in collected.lines} == {MAX_LINE}
+    collected.add(MARKER + '{"kind": "link"}')  # a result after the flood is kept
+    collected.add("the last line")
+    assert len(collected.lines) == MAX_LINES + 1 + LAST_LINES and collected.dropped == 6
+    assert {len(line) for line in collected.lines if line.startswith("y")} == {MAX_LINE}
+    assert results(collected.lines) == [{"kind": "link"}]
+    assert collected.lines[-1] == "the last line"
     long_row = "0, 0:4:0.0, " + "A" * 5000 + ", 1.0, 99999999999999999999999, No, No"
     header = sample("h100x8_healthy.csv")[0]
     (gpu,) = parse_gpus([header, long_row]).gpus
