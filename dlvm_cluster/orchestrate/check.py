@@ -169,11 +169,12 @@ def _run(
     return collected
 
 
-def _commands(
-    inventory: Inventory, nodes: Sequence[Node], text: Mapping[str, str], env: Mapping[str, str]
+def _everywhere(
+    inventory: Inventory, nodes: Sequence[Node], command: str, env: Mapping[str, str]
 ) -> list[str]:
+    """`command` for each node, with the environment every dlvm command gets there."""
     return [
-        wrap(text[node.name], node_environment(inventory, node, env), cluster=inventory.cluster)
+        wrap(command, node_environment(inventory, node, env), cluster=inventory.cluster)
         for node in nodes
     ]
 
@@ -251,8 +252,7 @@ def run_check(
         progress.stage(f"checking {len(nodes)} node(s): Python, torch, names, GPUs")
         unreachable = _install(pool, inventory, nodes)
         probed = [node for node in nodes if node.name not in unreachable]
-        text = dict.fromkeys((node.name for node in probed), probe_command(inventory.cluster))
-        commands = _commands(inventory, probed, text, env)
+        commands = _everywhere(inventory, probed, probe_command(inventory.cluster), env)
         probe = _run(pool, probed, commands, timeout=PROBE_TIMEOUT_S)
         facts = {
             node.name: read_facts(
