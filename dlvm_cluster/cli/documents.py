@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from dlvm_cluster.inventory import Inventory
+    from dlvm_cluster.orchestrate.check import CheckReport
     from dlvm_cluster.orchestrate.jobs import JobRecord
     from dlvm_cluster.orchestrate.lifecycle import PlanResult, UpResult
     from dlvm_cluster.orchestrate.report import ClusterReport
@@ -151,3 +152,30 @@ def doctor(provider: str, checks: Sequence[Check]) -> Document:
 
 def down(cluster: str, seconds: float) -> Document:
     return {"cluster": cluster, "seconds": round(seconds, 3)}
+
+
+def check_report(report: CheckReport) -> Document:
+    """`check --json`: ok, and per node ok, what each check found, its link speeds (GB/s)
+    and its problems; the all_reduce's bus bandwidth (null: not measured)."""
+    return {
+        "cluster": report.cluster,
+        "ok": report.ok,
+        "backend": report.backend or None,
+        "bus_gbs": report.bus_gbs,
+        "median_node_gbs": report.median_gbs,
+        "notes": list(report.notes),
+        "nodes": [
+            {
+                "name": node.name,
+                "rank": node.rank,
+                "ok": node.ok,
+                "python": node.python,
+                "gpus": node.gpus,
+                "names": node.names,
+                "send_gbs": node.send_gbs,
+                "receive_gbs": node.receive_gbs,
+                "problems": list(node.problems),
+            }
+            for node in report.nodes
+        ],
+    }

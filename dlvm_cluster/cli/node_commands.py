@@ -1,4 +1,4 @@
-"""Commands that run on the nodes or reach them: exec, sync, ssh, ssh-config (registered in
+"""Commands that run on the nodes or reach them: exec, sync, check, ssh, ssh-config (registered in
 cli/app.py under those names; the `_cmd` suffix keeps them apart from orchestrate's)."""
 
 from __future__ import annotations
@@ -100,6 +100,65 @@ def sync_cmd(
         documents.print_json(documents.sync(results))
     else:
         sync_summary(results)
+
+
+def check_cmd(
+    cluster: ClusterArg,
+    selector: NodesOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """GPU health and collective bandwidth on every node; name a slow or broken node; exit 1
+    if any."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from dlvm_cluster.cli.display import console_progress, stdout
+    from dlvm_cluster.orchestrate import check
+    from dlvm_cluster.progress import show_controls
+
+    with console_progress(json_output=json_output) as progress:
+        report = check.run_check(cluster_state(cluster), progress, selector=selector)
+    if json_output:
+        documents.print_json(documents.check_report(report))
+        if not report.ok:
+            raise typer.Exit(1)
+        return
+
+    def shown(text: str) -> str:  # nodes' words: never markup, controls as escapes
+        return escape(show_controls(text))
+
+    def speed(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3g}"
+
+    table = Table(title=f"cluster {report.cluster}", title_justify="left")
+    for column in ["node", "python", "GPUs", "names", "send GB/s", "recv GB/s", "verdict"]:
+        table.add_column(column)
+    for node in report.nodes:
+        verdict = "[green]ok[/green]" if node.ok else "[red]FAIL[/red]"
+        table.add_row(
+            node.name,
+            shown(node.python),
+            shown(node.gpus),
+            shown(node.names),
+            speed(node.send_gbs),
+            speed(node.receive_gbs),
+            verdict,
+        )
+    stdout.print(table)
+    if report.bus_gbs is not None:
+        stdout.print(
+            f"  all_reduce ({report.backend}): bus bandwidth {report.bus_gbs:.3g} GB/s; "
+            f"median node {speed(report.median_gbs)} GB/s",
+            markup=False,
+        )
+    for note in report.notes:
+        stdout.print(f"  {note}", markup=False)
+    for node in report.failed:
+        for problem in node.problems:
+            stdout.print(f"[red]✗[/red] {node.name}: {shown(problem)}")
+    if not report.ok:
+        stdout.print(f"{len(report.failed)} of {len(report.nodes)} node(s) failed")
+        raise typer.Exit(1)
 
 
 def ssh_cmd(

@@ -101,6 +101,11 @@ def env_names(loaded: LoadedSpec) -> dict[str, str]:
     return {**loaded.spec.plain_env(), **dict.fromkeys(loaded.spec.secret_env(), "")}
 
 
+def random_port() -> int:
+    """A port for a job's rendezvous, drawn from PORT_RANGE: jobs started at once rarely meet."""
+    return PORT_RANGE[0] + int.from_bytes(os.urandom(2), "big") % (PORT_RANGE[1] - PORT_RANGE[0])
+
+
 def new_job_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
 
@@ -183,7 +188,7 @@ def launch(
             f"the cluster file of {state.name!r} has no job", hint="add a `job:` section"
         )
     job_id = new_job_id()
-    port = PORT_RANGE[0] + int.from_bytes(os.urandom(2), "big") % (PORT_RANGE[1] - PORT_RANGE[0])
+    port = random_port()
     plan = plan_launch(job, inventory, job_id=job_id, port=port, spec_env=env_names(loaded))
     record = JobRecord(
         id=job_id,
@@ -198,6 +203,10 @@ def launch(
         local_logs=str(state.logs_dir / "jobs" / job_id),
         detached=detach,
     )
+    if job.check:  # before anything is pushed or started: a failing cluster gets no job
+        from dlvm_cluster.orchestrate.check import require_healthy
+
+        require_healthy(state, progress)
     with open_pool(state, inventory) as pool:
         values = secret_env.resolve(loaded.spec)
         install_secrets(pool, state, inventory.nodes, values)

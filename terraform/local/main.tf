@@ -1,8 +1,15 @@
 locals {
   script = "${path.module}/node.sh"
-  hosts = join("", [
-    for name, node in var.nodes : "${node.ip} ${name}\n"
-  ])
+  # Every node's name, both ways. A listener on [::] (torch's TCPStore) sees its IPv4 peers
+  # as ::ffff:IP, and the hosts file answers a reverse lookup of that form only from a line
+  # written in it (DNS would unmap it, but a local node has no DNS server): without these
+  # lines c10d warns "The hostname of the client socket cannot be retrieved" and waits for
+  # the resolver's timeouts on every launch. They come after the IPv4 lines, so that a
+  # lookup of a name gives its IPv4 address first.
+  hosts = join("", concat(
+    [for name, node in var.nodes : "${node.ip} ${name}\n"],
+    [for name, node in var.nodes : "::ffff:${node.ip} ${name}\n"],
+  ))
 }
 
 # The bridge every node's veth is attached to; the host side holds the gateway address.

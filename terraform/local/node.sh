@@ -6,6 +6,12 @@ set -eu
 
 node_dir() { echo "$STATE_DIR/nodes/$NODE"; }
 
+# The loopback names, IPv4 and IPv6 (a lookup of ::1 must not go to a resolver either).
+LOCALHOST='127.0.0.1 localhost
+::1 localhost ip6-localhost ip6-loopback
+'
+
+
 need_root() {
   if [ "$(id -u)" != 0 ]; then
     echo "the local provider needs root (network namespaces, mounts)" >&2
@@ -16,7 +22,7 @@ need_root() {
 network_up() {
   need_root
   mkdir -p "$STATE_DIR/nodes"
-  [ -f "$STATE_DIR/nodes/hosts" ] || printf '127.0.0.1 localhost\n' > "$STATE_DIR/nodes/hosts"
+  [ -f "$STATE_DIR/nodes/hosts" ] || printf '%s' "$LOCALHOST" > "$STATE_DIR/nodes/hosts"
   if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
     ip link add "$BRIDGE" type bridge
   fi
@@ -33,7 +39,7 @@ network_down() {
 write_hosts() {
   mkdir -p "$STATE_DIR/nodes"
   # Rewritten in place (not replaced) so the nodes' bind mounts of this file see the change.
-  printf '127.0.0.1 localhost\n%s' "$HOSTS" > "$STATE_DIR/nodes/hosts.new"
+  printf '%s%s' "$LOCALHOST" "$HOSTS" > "$STATE_DIR/nodes/hosts.new"
   cat "$STATE_DIR/nodes/hosts.new" > "$STATE_DIR/nodes/hosts"
   rm -f "$STATE_DIR/nodes/hosts.new"
 }

@@ -5,6 +5,7 @@ module's own package, a layer below, or the foundation; never up, never sideways
     cli, agent                      top: programs
     orchestrate
     launch | remote | providers     siblings: none imports another
+    nodeside                        programs shipped to the nodes: import nothing of dlvm
     provision                       the Terraform engine: for providers and orchestrate only
     foundation                      spec, state, inventory, progress, errors, secret_env,
                                     shell, and the package's own __init__ and __main__
@@ -30,8 +31,14 @@ ALLOWED: dict[str, tuple[frozenset[str], str]] = {
     "cli": (BELOW_TOP, "cli is a program on top: it may import anything but provision and agent"),
     "agent": (BELOW_TOP, "agent is a program on top: it may import anything but provision and cli"),
     "orchestrate": (
-        frozenset({*SIBLINGS, "provision"}) | FOUNDATION,
-        "orchestrate imports only launch, remote, providers, provision and the foundation",
+        frozenset({*SIBLINGS, "provision", "nodeside"}) | FOUNDATION,
+        "orchestrate imports only launch, remote, providers, provision, nodeside and the "
+        "foundation",
+    ),
+    "nodeside": (
+        frozenset(),
+        "nodeside holds programs that run on the nodes, where dlvm is not installed: they "
+        "import nothing of dlvm",
     ),
     "launch": (
         FOUNDATION,

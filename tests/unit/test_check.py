@@ -1,0 +1,286 @@
+"""`dlvm check`'s reading of node output and its verdicts: nvidia-smi, the kernel's Xid lines,
+the node program's results (hostile ones too), and which node a set of link speeds names.
+The nvidia-smi samples are in tests/fixtures/nvidia_smi (README there)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dlvm_cluster import nodeside
+from dlvm_cluster.cli import documents
+from dlvm_cluster.inventory import Node
+from dlvm_cluster.nodeside.netcheck import MARKER
+from dlvm_cluster.orchestrate.check import (
+    CheckReport,
+    Measurement,
+    NodeCheck,
+    probe_command,
+    program_path,
+)
+from dlvm_cluster.orchestrate.check_output import (
+    LAST_LINES,
+    MAX_LINE,
+    MAX_LINES,
+    SECTION,
+    Collected,
+    parse_cuda_version,
+    parse_gpus,
+    parse_xids,
+    results,
+)
+from dlvm_cluster.orchestrate.check_verdicts import (
+    LinkSpeeds,
+    judge_gpus,
+    judge_names,
+    judge_python,
+    link_speeds,
+    read_facts,
+    usual,
+)
+
+SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "nvidia_smi"
+PYTHON_OK = MARKER + json.dumps(
+    {"kind": "python", "python": "3.11.7", "torch": "2.13.0", "cuda": "12.1", "gpus": 8}
+    | {"cuda_available": True}
+)
+
+
+def sample(name: str) -> list[str]:
+    return (SAMPLES / name).read_text().splitlines()
+
+
+def probe_output(gpus: str, *, python: str = PYTHON_OK, xid: str = "") -> list[str]:
+    """A node's probe output as the probe command prints it."""
+    lines = [f"{SECTION}python", python, f"{SECTION}gpus", *sample(gpus)]
+    lines += [f"{SECTION}cuda", sample("banner.txt")[2], f"{SECTION}xid"]
+    return lines + (sample(xid) if xid else [])
+
+
+def test_healthy_h100_node_passes() -> None:
+    report = parse_gpus(sample("h100x8_healthy.csv"))
+    assert report.problem == ""
+    assert len(report.gpus) == 8
+    assert {gpu.driver for gpu in report.gpus} == {"535.104.05"}
+    assert all(gpu.ecc_uncorrected == 0 and not gpu.remap_pending for gpu in report.gpus)
+    facts = read_facts("node-0", probe_output("h100x8_healthy.csv"))
+    verdict = judge_gpus(facts, 8, "535.104.05", "12.2")
+    assert verdict.problems == ()
+    assert verdict.summary == "8 x NVIDIA H100 80GB HBM3, driver 535.104.05, CUDA 12.2"
+
+
+def test_faulty_gpus_are_each_named() -> None:
+    facts = read_facts("node-1", probe_output("h100x8_faulty.csv", xid="dmesg_xid.txt"))
+    problems = judge_gpus(facts, 8).problems
+    assert "7 GPU(s) visible, 8 expected" in problems
+    assert "GPU 3: 2 uncorrected ECC error(s)" in problems
+    assert any(p.startswith("GPU 5: rows wait for remapping") for p in problems)
+    assert any(p.startswith("GPU 6: row remapping failed") for p in problems)
+    xid = [p for p in problems if "Xid" in p]
+    assert xid == ["critical Xid error(s) in the kernel log: 79 (PCI:0000:85:00)"]  # not 13
+
+
+def test_versions_unlike_the_other_nodes_fail() -> None:
+    facts = read_facts("node-2", probe_output("h100x8_healthy.csv"))
+    problems = judge_gpus(facts, 8, usual_driver="550.54.15", usual_cuda="12.4").problems
+    assert "driver 535.104.05, other nodes have 550.54.15" in problems
+    assert "CUDA 12.2, other nodes have 12.4" in problems
+    assert usual(["550.54.15", "550.54.15", "535.104.05"]) == "550.54.15"
+    assert usual(["a", "b"]) == ""  # no majority: nothing to compare with
+
+
+def test_older_driver_and_broken_nvml() -> None:
+    old = parse_gpus(sample("old_driver.csv"))
+    assert old.problem == "" and [gpu.ecc_uncorrected for gpu in old.gpus] == [None, 0]
+    broken = parse_gpus(sample("nvml_mismatch.txt"))
+    assert broken.gpus == ()
+    assert broken.problem.startswith("nvidia-smi failed: Failed to initialize NVML")
+
+
+def test_gpus_expected_but_no_driver_or_no_cuda_torch() -> None:
+    lines = [f"{SECTION}python", PYTHON_OK]
+    assert "is the driver installed" in judge_gpus(read_facts("n", lines), 8).problems[0]
+    assert judge_gpus(read_facts("n", lines), 0).problems == ()
+    cpu_torch = MARKER + json.dumps({"kind": "python", "torch": "2.13.0+cpu"})
+    facts = read_facts("n", probe_output("h100x8_healthy.csv", python=cpu_torch))
+    assert "torch 2.13.0+cpu cannot use the GPUs" in judge_gpus(facts, 8).problems
+
+
+def test_cuda_version_and_xids() -> None:
+    assert parse_cuda_version(sample("banner.txt")) == "12.2"
+    assert parse_cuda_version(["CUDA Version                              : 12.4"]) == "12.4"
+    xids = parse_xids(sample("dmesg_xid.txt"))
+    assert [(xid.code, xid.critical) for xid in xids] == [(13, False), (79, True)]
+
+
+def test_python_verdicts() -> None:
+    assert judge_python(read_facts("n", [f"{SECTION}python", PYTHON_OK])).problems == ()
+    missing = read_facts("n", [f"{SECTION}python", "sh: 1: python3: not found"])
+    assert judge_python(missing).problems == (
+        "python3 does not run the check program: sh: 1: python3: not found",
+    )
+    no_torch = MARKER + json.dumps({"kind": "python", "python": "3.11", "error": "ImportError"})
+    assert judge_python(read_facts("n", [no_torch])).summary == "3.11, no torch"
+
+
+def _names(**data: object) -> list[str]:
+    return [PYTHON_OK, MARKER + json.dumps({"kind": "names", **data})]
+
+
+def test_name_lookups() -> None:
+    good = [{"address": "10.0.0.2", "name": "node-0", "seconds": 0.0}]
+    facts = read_facts("n", _names(hostname="node-0", hostname_address="10.0.0.2", lookups=good))
+    assert judge_names(facts).problems == ()
+    failing = [
+        {"address": "::ffff:10.0.0.2", "error": "[Errno -3] Temporary failure", "seconds": 10.0}
+    ]
+    facts = read_facts("n", _names(hostname="vm", hostname_address="127.0.1.1", lookups=failing))
+    loopback, reverse = judge_names(facts).problems
+    assert "resolves to 127.0.1.1: gloo would" in loopback
+    assert reverse.startswith("reverse lookups fail: ::ffff:10.0.0.2 ([Errno -3]")
+    # NCCL does not use the hostname's address: a GPU node is not held to it
+    names = _names(hostname="vm", hostname_address="127.0.1.1", lookups=[])
+    gpu_node = read_facts("n", [*names, f"{SECTION}gpus", *sample("h100x8_healthy.csv")])
+    assert judge_names(gpu_node).problems == ()
+
+
+def test_the_node_that_sends_slowly_is_named_alone() -> None:
+    fast, slow = 1.0, 0.01
+    links = {
+        ("node-0", "node-1"): fast,
+        ("node-1", "node-2"): slow,  # node-1 sends slowly on both its links
+        ("node-2", "node-0"): fast,
+        ("node-0", "node-2"): fast,
+        ("node-2", "node-1"): 0.3,  # its receiving suffers a little (its acks are slow)
+        ("node-1", "node-0"): slow,
+    }
+    speeds = LinkSpeeds(links)
+    assert speeds.judge("node-0") == () and speeds.judge("node-2") == ()
+    (problem,) = speeds.judge("node-1")
+    assert problem.startswith("sends at 0.01 GB/s, under half the median node's 1 GB/s")
+    # A node slow both ways: four of six links are slow, the node alone is named.
+    both = {**links, ("node-0", "node-1"): slow, ("node-2", "node-1"): slow}
+    assert [len(LinkSpeeds(both).judge(n)) for n in ("node-0", "node-1", "node-2")] == [0, 2, 0]
+
+
+def test_two_nodes_name_both_ends_of_a_slow_link() -> None:
+    speeds = LinkSpeeds({("node-0", "node-1"): 1.0, ("node-1", "node-0"): 0.01})
+    (sender,) = speeds.judge("node-1")
+    (receiver,) = speeds.judge("node-0")
+    assert sender.startswith("sends at") and receiver.startswith("receives at")
+    assert "cannot tell which end" in sender
+
+
+def test_a_node_is_slow_only_when_slow_in_both_runs() -> None:
+    ordered = tuple(Node(f"node-{i}", i, f"10.0.0.{i + 2}", 22, "root", "") for i in range(3))
+    ring = [("node-0", "node-1"), ("node-1", "node-2"), ("node-2", "node-0")]
+    back = [(dst, src) for src, dst in ring]
+
+    def run(slow_from: str) -> Measurement:
+        links = {link: 0.01 if link[0] == slow_from else 1.0 for link in ring + back}
+        return Measurement(ordered=ordered, speeds=LinkSpeeds(links), bus_gbs=0.5)
+
+    assert run("node-1").slow_nodes() == ["node-1"]
+    paused_once = run("node-1").best_with(run("none"))  # node-1 was paused, not slow
+    assert paused_once.slow_nodes() == [] and paused_once.bus_gbs == 0.5
+    assert run("node-1").best_with(run("node-1")).slow_nodes() == ["node-1"]
+
+
+def _link(shift: object, size: object = 1e9, seconds: object = 1.0) -> dict[str, object]:
+    return {"kind": "link", "shift": shift, "bytes": size, "seconds": seconds}
+
+
+def test_links_are_read_from_receivers_only_and_hostile_values_dropped() -> None:
+    ordered = ["node-0", "node-1", "node-2"]
+    found = {
+        # node-1 claims a link between two other nodes: the sender is always derived from
+        # the shift, the receiver is the node that reported it
+        "node-1": [{**_link(1), "src": "node-2", "dst": "node-0"}],
+        "node-2": [
+            _link(True),
+            _link(7),
+            _link(1, size=-5),
+            _link(1, seconds=float("nan")),
+            _link(2, seconds=0),
+            _link("1"),
+        ],
+    }
+    assert dict(link_speeds(ordered, found).links) == {("node-0", "node-1"): 1.0}
+    # the processes of one node (one per GPU) each carry a share of the link
+    both = {"node-1": [_link(1), _link(1)]}
+    assert dict(link_speeds(ordered, both).links) == {("node-0", "node-1"): 2.0}
+
+
+def test_results_and_collection_are_bounded() -> None:
+    lines = [MARKER + "{not json", MARKER + "[1]", MARKER + '{"no": "kind"}', "x" + MARKER]
+    assert results([*lines, MARKER + '{"kind": "ready"}']) == [{"kind": "ready"}]
+    collected = Collected()
+    for _ in range(MAX_LINES + LAST_LINES + 5):
+        collected.add("y" * (MAX_LINE + 10))
+    collected.add(MARKER + '{"kind": "link"}')  # a result after the flood is kept
+    collected.add("the last line")
+    assert len(collected.lines) == MAX_LINES + 1 + LAST_LINES and collected.dropped == 6
+    assert {len(line) for line in collected.lines if line.startswith("y")} == {MAX_LINE}
+    assert results(collected.lines) == [{"kind": "link"}]
+    assert collected.lines[-1] == "the last line"
+    long_row = "0, 0:4:0.0, " + "A" * 5000 + ", 1.0, 99999999999999999999999, No, No"
+    header = sample("h100x8_healthy.csv")[0]
+    (gpu,) = parse_gpus([header, long_row]).gpus
+    assert len(gpu.name) <= 64 and gpu.ecc_uncorrected is None
+
+
+def test_check_document() -> None:
+    node = NodeCheck("node-0", 0, "3.11", "none", "ok", 1.0, 1.0, ())
+    bad = NodeCheck("node-1", 1, "3.11", "none", "ok", 0.01, 1.0, ("sends at 0.01 GB/s",))
+    data = documents.check_report(CheckReport("c", (node, bad), "gloo", 0.5, 1.0))
+    assert data["ok"] is False
+    assert [(n["name"], n["ok"]) for n in data["nodes"]] == [("node-0", True), ("node-1", False)]
+    assert data["nodes"][1]["problems"] == ["sends at 0.01 GB/s"]
+    json.dumps(data)
+
+
+def _fake_tools(folder: Path, *, old_driver: bool) -> Path:
+    """nvidia-smi and dmesg that print the samples: the probe's shell part run for real
+    without a GPU (an old driver refuses the remapped_rows fields, as such drivers do)."""
+    tools = folder / "bin"
+    tools.mkdir()
+    refuse = "echo 'Field \"remapped_rows.pending\" is not a valid field to query.'; exit 2"
+    query = refuse if old_driver else f"cat {SAMPLES / 'h100x8_healthy.csv'}"
+    (tools / "nvidia-smi").write_text(
+        '#!/bin/sh\ncase "$*" in\n'
+        f"  *remapped_rows*) {query} ;;\n"
+        f"  *--query-gpu*) cat {SAMPLES / 'old_driver.csv'} ;;\n"
+        f"  *) cat {SAMPLES / 'banner.txt'} ;;\nesac\n"
+    )
+    (tools / "dmesg").write_text(f"#!/bin/sh\ncat {SAMPLES / 'dmesg_xid.txt'}\n")
+    for tool in tools.iterdir():
+        tool.chmod(0o755)
+    return tools
+
+
+@pytest.mark.parametrize("old_driver", [False, True])
+def test_probe_command_runs_and_reads_back(tmp_path: Path, old_driver: bool) -> None:
+    """The probe's shell text as a node runs it: the node program (torch imported, names
+    looked up), then nvidia-smi's sections, with the older query when the first is refused."""
+    home = tmp_path / "home"
+    program = Path(program_path("c").replace("~", str(home)))
+    program.parent.mkdir(parents=True)
+    program.write_bytes(nodeside.source("netcheck"))
+    tools = _fake_tools(tmp_path, old_driver=old_driver)
+    env = {
+        "HOME": str(home),
+        "PATH": f"{tools}:{Path(sys.executable).parent}:/usr/bin:/bin",
+        "DLVM_NODE_IPS": "127.0.0.1",
+    }
+    done = subprocess.run(
+        ["sh", "-c", probe_command("c")], env=env, capture_output=True, text=True, timeout=120
+    )
+    facts = read_facts("node-0", done.stdout.splitlines())
+    assert judge_python(facts).problems == (), done.stdout
+    assert facts.names and facts.names["lookups"][0]["address"] == "127.0.0.1"
+    assert len(facts.gpus.gpus) == (2 if old_driver else 8) and facts.gpus.problem == ""
+    assert facts.cuda == "12.2" and [xid.code for xid in facts.xids] == [13, 79]
