@@ -91,6 +91,8 @@ def _print_up_summary(result: UpResult) -> None:
         )
         return
     parts = [f"{nodes} node(s)"]
+    if result.started:
+        parts.append(f"{len(result.started)} started on their disks")
     if result.files_sent:
         parts.append(f"{result.files_sent} file(s) pushed")
     if result.setup.ran:
@@ -162,7 +164,10 @@ def status_cmd(
         for row in r.nodes:
             why = escape(show_controls(row.error))  # an SSH error may quote the node
             reach = "[green]ok[/green]" if row.reachable else f"[red]unreachable[/red] {why}"
-            table.add_row(row.name, str(row.rank), f"{row.ip}:{row.port}", row.state, reach)
+            shown = row.state
+            if row.stopped_by:
+                shown += f" ({report.stopped_why(row.stopped_by, row.stopped_at)})"
+            table.add_row(row.name, str(row.rank), f"{row.ip}:{row.port}", shown, reach)
         stdout.print(table)
         if r.provider_problem:
             stdout.print(f"  machine states unknown: {r.provider_problem}", markup=False)
@@ -270,6 +275,48 @@ def doctor_cmd(
     if failed:
         stderr.print(f"{len(failed)} problem(s) found")
         raise typer.Exit(1)
+
+
+def stop_cmd(
+    cluster: ClusterArg,
+    quiet: QuietOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Power the nodes off, keeping their disks; `dlvm start` or `up` starts them again."""
+    from dlvm_cluster.cli.display import console_progress, stdout
+    from dlvm_cluster.orchestrate import power
+
+    state = cluster_state(cluster)
+    with console_progress(quiet=quiet, json_output=json_output) as progress:
+        result = power.stop(state, progress)
+    if json_output:
+        documents.print_json(documents.stop(result))
+        return
+    stdout.print(
+        f"cluster {state.name} is stopped: {len(result.stopped)} node(s) powered off, disks "
+        f"kept ({result.seconds:.1f}s)"
+    )
+
+
+def start_cmd(
+    cluster: ClusterArg,
+    quiet: QuietOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Start a stopped cluster's nodes on their disks and wait for SSH."""
+    from dlvm_cluster.cli.display import console_progress, stdout
+    from dlvm_cluster.orchestrate import lifecycle
+
+    state = cluster_state(cluster)
+    with console_progress(quiet=quiet, json_output=json_output) as progress:
+        result = lifecycle.start(state, progress)
+    if json_output:
+        documents.print_json(documents.start(result))
+        return
+    stdout.print(
+        f"cluster {state.name} is running: {len(result.started)} node(s) started "
+        f"({result.seconds:.1f}s)"
+    )
 
 
 def down_cmd(

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from dlvm_cluster.inventory import Inventory
     from dlvm_cluster.orchestrate.jobs import JobRecord
-    from dlvm_cluster.orchestrate.lifecycle import PlanResult, UpResult
+    from dlvm_cluster.orchestrate.lifecycle import PlanResult, StartResult, UpResult
+    from dlvm_cluster.orchestrate.power import StopResult
     from dlvm_cluster.orchestrate.report import ClusterReport
     from dlvm_cluster.orchestrate.scale import ScaleResult
     from dlvm_cluster.providers.base import Check
@@ -50,6 +51,7 @@ def up(result: UpResult) -> Document:
         "nodes": nodes(result.inventory),
         "files_sent": result.files_sent,
         "setup": {"ran": list(result.setup.ran), "unchanged": list(result.setup.unchanged)},
+        "started": list(result.started),
     }
 
 
@@ -140,3 +142,20 @@ def doctor(provider: str, checks: Sequence[Check]) -> Document:
 
 def down(cluster: str, seconds: float) -> Document:
     return {"cluster": cluster, "seconds": round(seconds, 3)}
+
+
+def stop(result: StopResult) -> Document:
+    return {
+        "cluster": result.cluster,
+        "stopped": list(result.stopped),
+        "seconds": round(result.seconds, 3),
+    }
+
+
+def start(result: StartResult) -> Document:
+    return {
+        "cluster": result.inventory.cluster,
+        "started": list(result.started),
+        "nodes": nodes(result.inventory),
+        "seconds": round(result.seconds, 3),
+    }

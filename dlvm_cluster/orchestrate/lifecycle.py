@@ -12,6 +12,7 @@ from pathlib import Path
 from dlvm_cluster import providers, secret_env
 from dlvm_cluster.errors import RemoteError, UsageError
 from dlvm_cluster.inventory import Inventory, Node
+from dlvm_cluster.orchestrate import power
 from dlvm_cluster.orchestrate.files import SetupReport, install_secrets, push_files, run_setup
 from dlvm_cluster.orchestrate.mesh import install_mesh, uninstall_mesh
 from dlvm_cluster.orchestrate.reach import ssh_reach
@@ -48,10 +49,11 @@ class UpResult:
     files_sent: int
     setup: SetupReport
     seconds: float
+    started: tuple[str, ...] = ()  # nodes that were stopped and were started on their disks
 
     @property
     def changed(self) -> bool:
-        return self.provisioned or self.files_sent > 0 or bool(self.setup.ran)
+        return self.provisioned or self.files_sent > 0 or bool(self.setup.ran) or bool(self.started)
 
 
 def converge_request(
@@ -72,14 +74,20 @@ def converge_request(
 
 def provision(
     loaded: LoadedSpec, state: ClusterState, progress: Progress, *, trust: KeyTrust = NO_TRUST
-) -> tuple[Inventory, bool]:
-    """The provider makes, converges or adopts the nodes; the inventory is recorded.
+) -> tuple[Inventory, bool, list[str]]:
+    """The provider makes, converges or adopts the nodes (starting stopped ones first); the
+    inventory, whether the provider changed anything, and the nodes started, recorded.
     `trust`: the host keys seen for the first time that are accepted (others: UnpinnedHostKeys)."""
     request = converge_request(loaded, state, progress, trust=trust)
     record_kind(state, loaded.spec.provider.kind)
+    started: list[str] = []
+    if request.previous is not None:
+        # A stopped node is started on its disk (never recreated); the provider then finds
+        # it answering as before.
+        started = power.start_stopped(state, request.previous, progress)
     inventory, changed = providers.for_spec(loaded.spec).provision(request)
     save_inventory(state, inventory)
-    return inventory, changed
+    return inventory, changed, started
 
 
 class ReadyWatch:
@@ -213,7 +221,7 @@ def up(
     `undo_scale`; else WouldUndoScale says what would change. Machines that present a host
     key seen for the first time are adopted only when `trust` accepts it; else
     UnpinnedHostKeys lists them, before anything is stored or sent."""
-    started = time.monotonic()
+    begun = time.monotonic()
     spec = loaded.spec
     providers.for_spec(spec).check_host()
     state = ClusterState.for_name(spec.name)
@@ -223,7 +231,7 @@ def up(
             raise WouldUndoScale(undo)
         state.check_permissions()
         state.ensure_key_pair()
-        inventory, provisioned = provision(loaded, state, progress, trust=trust)
+        inventory, provisioned, started = provision(loaded, state, progress, trust=trust)
         with open_pool(state, inventory) as pool:
             synced, setup = prepare_nodes(
                 pool, state, inventory, loaded, progress, nodes=inventory.nodes, rerun=rerun_setup
@@ -233,8 +241,32 @@ def up(
             provisioned=provisioned,
             files_sent=sum(r.sent_files for r in synced),
             setup=setup,
-            seconds=time.monotonic() - started,
+            seconds=time.monotonic() - begun,
+            started=tuple(started),
         )
+
+
+@dataclass(frozen=True)
+class StartResult:
+    inventory: Inventory
+    started: tuple[str, ...]  # the nodes that were stopped
+    seconds: float
+
+
+def start(state: ClusterState, progress: Progress) -> StartResult:
+    """Start a stopped cluster's nodes on their disks and wait for SSH with the pinned host
+    keys; nothing is pushed or set up (`up` does that, and skips setup whose stamp holds)."""
+    begun = time.monotonic()
+    with state.lock("start"):
+        inventory = load_inventory(state)
+        if inventory is None:
+            raise UsageError(
+                f"cluster {state.name!r} has no nodes recorded", hint="create it with `dlvm up`"
+            )
+        started = power.start_stopped(state, inventory, progress)
+        with open_pool(state, inventory) as pool:
+            wait_for_ssh(pool, inventory.nodes, progress)
+    return StartResult(inventory, tuple(started), time.monotonic() - begun)
 
 
 def down(state: ClusterState, progress: Progress) -> float:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from dlvm_cluster.errors import ProvisionError
+from dlvm_cluster.errors import ProvisionError, UsageError
 from dlvm_cluster.inventory import Inventory, Node, fingerprint, node_name
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers import checks
@@ -20,6 +20,7 @@ from dlvm_cluster.providers.base import (
     NodeState,
     ProviderPlan,
     Reach,
+    StopMark,
     UnpinnedHostKeys,
 )
 from dlvm_cluster.provision.render import RenderedModule
@@ -75,6 +76,13 @@ def pinned_keys(inventory: Inventory | None) -> dict[tuple[str, int], str]:
     if inventory is None:
         return {}
     return {(node.ip, node.port): node.host_key for node in inventory.nodes}
+
+
+def _not_ours(verb: str) -> UsageError:
+    return UsageError(
+        f"dlvm cannot {verb} the machines of an ssh cluster: it does not own them",
+        hint="power them off and on where they are managed; `dlvm up` adopts them again",
+    )
 
 
 class ExistingHosts:
@@ -156,6 +164,20 @@ class ExistingHosts:
 
     def provider_id(self, state: ClusterState, node: Node) -> str:
         return node.ip
+
+    def stop_nodes(
+        self, state: ClusterState, inventory: Inventory, progress: Progress, *, by: str
+    ) -> None:
+        raise _not_ours("stop")
+
+    def start_nodes(self, state: ClusterState, inventory: Inventory, progress: Progress) -> None:
+        raise _not_ours("start")
+
+    def stop_marks(self, state: ClusterState, inventory: Inventory) -> dict[str, StopMark]:
+        return {}
+
+    def self_stop_command(self, action: str) -> str | None:
+        return None  # powering off a machine dlvm only borrows is not dlvm's to do
 
     def status_price(self, spec: ClusterSpec, nodes: int) -> str | None:
         return None

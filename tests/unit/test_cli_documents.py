@@ -63,6 +63,7 @@ def test_up() -> None:
         "nodes": NODES,
         "files_sent": 3,
         "setup": {"ran": ["node-0"], "unchanged": ["node-1"]},
+        "started": [],
     }
 
 

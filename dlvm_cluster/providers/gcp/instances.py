@@ -282,3 +282,42 @@ def _settled_status(
         if attempt + 1 < SETTLE_ATTEMPTS:
             sleep(SETTLE_INTERVAL)
     return status
+
+
+def halt(clients: ComputeClients, project: str, node: NodeRef) -> None:
+    """Stop a VM (instances.stop) and wait for the zone operation: its disks are kept and
+    only they are billed until it starts again. A VM that is gone or down already is left."""
+    from google.api_core import exceptions
+    from google.cloud import compute_v1
+
+    try:
+        status = str(_get_instance(clients, project, node).status)
+    except exceptions.NotFound:
+        return
+    if status in _DOWN:
+        return
+    try:
+        operation = call_api(
+            f"stop of {node.instance}",
+            project,
+            lambda: clients.instances.stop_unary(
+                project=project, zone=node.zone, instance=node.instance, timeout=REQUEST_TIMEOUT
+            ),
+        )
+    except exceptions.NotFound:
+        return
+    for _ in range(OPERATION_WAITS):
+        if operation.status == compute_v1.Operation.Status.DONE:
+            break
+        operation = _wait_for(clients, project, node.zone, str(operation.name))
+    if operation.status != compute_v1.Operation.Status.DONE:
+        raise ProvisionError(
+            f"the stop of {node.instance} did not finish",
+            hint="run `dlvm stop` again; the operation may still complete on its own",
+        )
+    decision = classify_operation_error(operation)
+    if decision is not None:
+        raise ProvisionError(
+            f"could not stop {node.instance}: {decision.reason}",
+            hint="run `dlvm stop` again, or stop the VM from the console",
+        )

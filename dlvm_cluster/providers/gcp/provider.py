@@ -6,8 +6,21 @@ from __future__ import annotations
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers import checks
-from dlvm_cluster.providers.base import Check, Converge, NodeState, ProviderPlan, Reach
+from dlvm_cluster.providers.base import (
+    Check,
+    Converge,
+    NodeState,
+    ProviderPlan,
+    Reach,
+    StopMark,
+)
 from dlvm_cluster.providers.gcp.converge import provision_gcp, render_gcp, replace_gcp_nodes
+from dlvm_cluster.providers.gcp.power import (
+    SELF_DELETE,
+    SELF_STOP,
+    start_instances,
+    stop_instances,
+)
 from dlvm_cluster.providers.gcp.report import cluster_instances, gcp_plan_notes, price_line
 from dlvm_cluster.providers.gcp.tfvars import instance_name
 from dlvm_cluster.providers.terraformed import destroy_module, plan_module
@@ -52,6 +65,20 @@ class ComputeEngine:
 
     def status_price(self, spec: ClusterSpec, nodes: int) -> str | None:
         return price_line(spec, nodes)
+
+    def stop_nodes(
+        self, state: ClusterState, inventory: Inventory, progress: Progress, *, by: str
+    ) -> None:
+        stop_instances(state, inventory, progress)
+
+    def start_nodes(self, state: ClusterState, inventory: Inventory, progress: Progress) -> None:
+        start_instances(state, inventory, progress)
+
+    def stop_marks(self, state: ClusterState, inventory: Inventory) -> dict[str, StopMark]:
+        return {}  # what dlvm stop recorded in the state dir tells (orchestrate)
+
+    def self_stop_command(self, action: str) -> str | None:
+        return SELF_DELETE if action == "down" else SELF_STOP
 
     def doctor(self, spec: ClusterSpec | None, reach: Reach) -> list[Check]:
         found = [checks.terraform_check()]

@@ -1,0 +1,81 @@
+"""Stopping and starting a cluster's machines (`dlvm stop`, and the first stage of `dlvm
+start` and of `up` on a stopped cluster), and why each stopped node stopped.
+
+A stopped node keeps its disk: home, data, caches, the environment setup built, and its host
+key; starting it never recreates it. Why a node stopped comes from its provider where the
+provider keeps it (a local node's own record, written by the node when its autostop watcher
+powered it off), else from what `dlvm stop` recorded in the state dir.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+from dlvm_cluster import providers
+from dlvm_cluster.inventory import Inventory
+from dlvm_cluster.orchestrate.records import cluster_kind, require_inventory
+from dlvm_cluster.progress import Progress
+from dlvm_cluster.providers.base import NodeState, Provider, StopMark
+from dlvm_cluster.remote import agent_process
+from dlvm_cluster.state import ClusterState
+
+STOPPED_BY_USER = "stopped.json"  # in the state dir: the last `dlvm stop`, {"by", "at"}
+USER = "user"
+_DOWN = (NodeState.STOPPED, NodeState.MISSING, NodeState.PREEMPTED)
+
+
+def _only(inventory: Inventory, names: list[str]) -> Inventory:
+    return replace(inventory, nodes=tuple(n for n in inventory.nodes if n.name in names))
+
+
+def provider_of(state: ClusterState) -> Provider:
+    return providers.for_kind(cluster_kind(state) or providers.DEFAULT_KIND)
+
+
+@dataclass(frozen=True)
+class StopResult:
+    cluster: str
+    stopped: tuple[str, ...]
+    seconds: float
+
+
+def stop(state: ClusterState, progress: Progress) -> StopResult:
+    """Power every node off, keeping its disk; a stopped node is left as it is."""
+    started = time.monotonic()
+    with state.lock("stop"):
+        inventory = require_inventory(state)
+        provider = provider_of(state)
+        agent_process.stop(state.root)  # its connections would only break
+        states = provider.node_states(state, inventory)
+        running = _only(
+            inventory,
+            [node.name for node in inventory.nodes if states.get(node.name) not in _DOWN],
+        )
+        if running.nodes:
+            provider.stop_nodes(state, running, progress, by=USER)
+        state.write_json(state.root / STOPPED_BY_USER, {"by": USER, "at": time.time()})
+    return StopResult(state.name, tuple(n.name for n in running.nodes), time.monotonic() - started)
+
+
+def start_stopped(state: ClusterState, inventory: Inventory, progress: Progress) -> list[str]:
+    """Start the nodes the provider sees stopped, on their disks; their names. The caller
+    holds the cluster's lock and waits for SSH."""
+    provider = provider_of(state)
+    states = provider.node_states(state, inventory)
+    stopped = [node.name for node in inventory.nodes if states.get(node.name) == NodeState.STOPPED]
+    if stopped:
+        provider.start_nodes(state, _only(inventory, stopped), progress)
+    (state.root / STOPPED_BY_USER).unlink(missing_ok=True)
+    return stopped
+
+
+def stop_marks(state: ClusterState, inventory: Inventory) -> dict[str, StopMark]:
+    """Why and when each node stopped, as far as anyone recorded it."""
+    marks = provider_of(state).stop_marks(state, inventory)
+    recorded = state.read_json(state.root / STOPPED_BY_USER)
+    if isinstance(recorded, dict) and "at" in recorded:
+        mark = StopMark(by=str(recorded.get("by", USER)), at=float(recorded["at"]))
+        for node in inventory.nodes:
+            marks.setdefault(node.name, mark)
+    return marks
