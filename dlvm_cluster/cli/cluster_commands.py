@@ -173,6 +173,12 @@ def status_cmd(
             stdout.print(f"  machine states unknown: {r.provider_problem}", markup=False)
         if r.price:
             stdout.print(f"  {r.price}", markup=False)
+        if r.stopped_by:
+            stdout.print(f"  stopped by {r.stopped_by}", markup=False)
+        if r.autostop:
+            stdout.print(f"  autostop: {r.autostop}", markup=False)
+        if r.autostop_problem:
+            stdout.print(f"  warning: {r.autostop_problem}", markup=False)
         for job in r.jobs:
             stdout.print(
                 f"  job {job.id}  {job.framework:<10} {job.state:<10} {job.command}", markup=False

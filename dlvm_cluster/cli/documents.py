@@ -75,6 +75,9 @@ def status(report: ClusterReport) -> Document:
         "price": report.price,
         # why the nodes' `state` comes from SSH alone (the provider could not be asked)
         "provider_problem": report.provider_problem,
+        "autostop": report.autostop,
+        "autostop_problem": report.autostop_problem,
+        "stopped_by": report.stopped_by,
     }
 
 

@@ -12,12 +12,13 @@ from pathlib import Path
 from dlvm_cluster import providers, secret_env
 from dlvm_cluster.errors import RemoteError, UsageError
 from dlvm_cluster.inventory import Inventory, Node
-from dlvm_cluster.orchestrate import power
+from dlvm_cluster.orchestrate import autostop, power
 from dlvm_cluster.orchestrate.files import SetupReport, install_secrets, push_files, run_setup
 from dlvm_cluster.orchestrate.mesh import install_mesh, uninstall_mesh
 from dlvm_cluster.orchestrate.reach import ssh_reach
 from dlvm_cluster.orchestrate.records import (
     applied_digest,
+    applied_spec,
     cluster_kind,
     load_inventory,
     open_pool,
@@ -149,9 +150,11 @@ def prepare_nodes(
     nodes: Sequence[Node],
     rerun: bool = False,
     scaled: bool = False,
+    restarted: bool = False,
 ) -> tuple[list[SyncResult], SetupReport]:
     """Bring `nodes` to the spec: SSH ready, intra-cluster SSH (on every node, so old and new
-    nodes know each other), files, setup."""
+    nodes know each other), the autostop watcher (`restarted`: the nodes just started, so
+    max_hours counts from now), files, setup."""
     wait_for_ssh(pool, nodes, progress)
     install_mesh(
         pool,
@@ -159,6 +162,15 @@ def prepare_nodes(
         inventory.nodes,
         private_key=state.internal_key_path.read_bytes(),
         public_key=state.internal_key_path.with_suffix(".pub").read_text(),
+    )
+    autostop.install(
+        pool,
+        inventory,
+        loaded.spec,
+        providers.for_spec(loaded.spec),
+        progress,
+        nodes=tuple(nodes),
+        restarted=restarted,
     )
     install_secrets(pool, state, nodes, secret_env.resolve(loaded.spec))
     # The nodes now match the spec; setup keeps its own per-node stamp, so a failed setup
@@ -234,7 +246,14 @@ def up(
         inventory, provisioned, started = provision(loaded, state, progress, trust=trust)
         with open_pool(state, inventory) as pool:
             synced, setup = prepare_nodes(
-                pool, state, inventory, loaded, progress, nodes=inventory.nodes, rerun=rerun_setup
+                pool,
+                state,
+                inventory,
+                loaded,
+                progress,
+                nodes=inventory.nodes,
+                rerun=rerun_setup,
+                restarted=provisioned or bool(started),
             )
         return UpResult(
             inventory,
@@ -264,8 +283,18 @@ def start(state: ClusterState, progress: Progress) -> StartResult:
                 f"cluster {state.name!r} has no nodes recorded", hint="create it with `dlvm up`"
             )
         started = power.start_stopped(state, inventory, progress)
+        loaded = applied_spec(state)
         with open_pool(state, inventory) as pool:
             wait_for_ssh(pool, inventory.nodes, progress)
+            # A local node's watcher ended with its processes; a VM's systemd starts its own.
+            autostop.install(
+                pool,
+                inventory,
+                loaded.spec,
+                providers.for_spec(loaded.spec),
+                progress,
+                restarted=bool(started),
+            )
     return StartResult(inventory, tuple(started), time.monotonic() - begun)
 
 

@@ -8,11 +8,13 @@ from dataclasses import dataclass, replace
 
 from dlvm_cluster import providers
 from dlvm_cluster.errors import DlvmError, StateError
+from dlvm_cluster.inventory import Inventory
+from dlvm_cluster.orchestrate import autostop
 from dlvm_cluster.orchestrate.jobs import JobRecord, refresh_states
 from dlvm_cluster.orchestrate.nodes import NodeStatus
 from dlvm_cluster.orchestrate.nodes import status as node_status
 from dlvm_cluster.orchestrate.power import stop_marks
-from dlvm_cluster.orchestrate.records import applied_spec, cluster_kind
+from dlvm_cluster.orchestrate.records import applied_spec, cluster_kind, open_pool
 from dlvm_cluster.providers.base import NodeState, StopMark
 from dlvm_cluster.state import ClusterState
 
@@ -27,6 +29,9 @@ class ClusterReport:
     jobs: tuple[JobRecord, ...]
     price: str | None
     provider_problem: str | None = None  # why the provider could not say how its nodes are
+    autostop: str | None = None  # the settings in force (None: off)
+    autostop_problem: str | None = None  # "autostop is not active: ..." when it should run
+    stopped_by: str | None = None  # every node stopped: "autostop at 12:03", "user at ..."
 
 
 def node_state(provider_state: NodeState | None, reachable: bool) -> str:
@@ -78,4 +83,41 @@ def report(state: ClusterState) -> ClusterReport:
     except StateError:
         price = None
     jobs = tuple(refresh_states(state)[-RECENT_JOBS:])
-    return ClusterReport(state.name, tuple(rows), jobs, price, provider_problem=problem)
+    guard, guard_problem = _autostop(state, inventory, rows)
+    whole = {(row.stopped_by, row.stopped_at) for row in rows}
+    stopped_by = None
+    if rows and all(row.state == NodeState.STOPPED for row in rows) and len(whole) == 1:
+        by, at = whole.pop()
+        stopped_by = stopped_why(by, at) if by else None
+    return ClusterReport(
+        state.name,
+        tuple(rows),
+        jobs,
+        price,
+        provider_problem=problem,
+        autostop=guard,
+        autostop_problem=guard_problem,
+        stopped_by=stopped_by,
+    )
+
+
+def _autostop(
+    state: ClusterState, inventory: Inventory, rows: list[NodeStatus]
+) -> tuple[str | None, str | None]:
+    """The autostop settings in force, and why the head's watcher is not active when it
+    should be (the head runs and answers, yet no fresh heartbeat)."""
+    try:
+        spec = applied_spec(state).spec
+    except StateError:
+        return None, None
+    if spec.autostop is None:
+        return None, None
+    settings = autostop.describe(spec.autostop)
+    head = next((row for row in rows if row.name == inventory.head.name), None)
+    if head is None or not head.reachable:
+        return settings, None
+    with open_pool(state, inventory) as pool:
+        watcher = autostop.watcher_state(pool, inventory.head, state.name)
+    if watcher.active:
+        return f"{settings} (idle for {watcher.idle_for:.0f}s)", None
+    return settings, f"autostop is not active: {watcher.problem}"

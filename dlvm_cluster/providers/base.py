@@ -36,6 +36,7 @@ class StopMark:
 
     by: str
     at: float
+    action: str = "stop"  # down: the machine was to be deleted (see Provider.self_stop_command)
 
 
 @dataclass(frozen=True)

@@ -227,7 +227,9 @@ def _stop_mark(path: Path) -> StopMark | None:
     """A node dir's `stopped` file: `by=WHO at=EPOCH`."""
     try:
         fields = dict(item.split("=", 1) for item in path.read_text().split() if "=" in item)
-        return StopMark(by=fields["by"], at=float(fields["at"]))
+        return StopMark(
+            by=fields["by"], at=float(fields["at"]), action=fields.get("action", "stop")
+        )
     except (OSError, KeyError, ValueError):
         return None
 
@@ -241,7 +243,8 @@ SELF_STOP = (
     "me=$(readlink /proc/self/ns/net); "
     '[ -n "$me" ] && [ "$me" != "$(readlink /proc/1/ns/net)" ] '
     '|| { echo "refusing: this is the host namespace" >&2; exit 1; }; '
-    'printf "by=%s at=%s\\n" "${DLVM_STOP_REASON:-autostop}" "$(date +%s)" '
+    'printf "by=%s at=%s action=%s\\n" "${DLVM_STOP_REASON:-autostop}" "$(date +%s)" '
+    '"${DLVM_STOP_ACTION:-stop}" '
     "> /run/dlvm/node/stopped; "
     'for p in /proc/[0-9]*; do p=${p#/proc/}; [ "$p" = $$ ] && continue; '
     '[ "$(readlink /proc/$p/ns/net 2>/dev/null)" = "$me" ] && kill -9 "$p" 2>/dev/null; '
