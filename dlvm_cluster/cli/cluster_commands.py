@@ -158,6 +158,13 @@ def status_cmd(
         stdout.print("no clusters")
         return
     for r in reports:
+        if r.taken_down:
+            stdout.print(
+                f"cluster {r.cluster} was taken down by {r.taken_down}: its machines and "
+                "state are gone",
+                markup=False,
+            )
+            continue
         table = Table(title=f"cluster {r.cluster}", title_justify="left")
         for column in ["node", "rank", "address", "state", "ssh"]:
             table.add_column(column)
@@ -323,6 +330,33 @@ def start_cmd(
         f"cluster {state.name} is running: {len(result.started)} node(s) started "
         f"({result.seconds:.1f}s)"
     )
+
+
+def autostop_cmd(
+    cluster: ClusterArg,
+    idle: Annotated[
+        int | None,
+        typer.Option("--idle", min=1, help="Stop after this many idle minutes.", metavar="M"),
+    ] = None,
+    off: Annotated[bool, typer.Option("--off", help="Turn autostop off.")] = False,
+    action: Annotated[
+        str | None,
+        typer.Option("--action", help="stop (keep the disks) or down (delete everything)."),
+    ] = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Change the idle guard of a live cluster (until the next `up`, which applies the file's)."""
+    from dlvm_cluster.cli.display import console_progress, stdout
+    from dlvm_cluster.errors import UsageError
+    from dlvm_cluster.orchestrate import autostop
+
+    if action not in (None, "stop", "down"):
+        raise UsageError(f"--action {action!r} is neither stop nor down", hint="--action stop")
+    state = cluster_state(cluster)
+    with console_progress(quiet=quiet, json_output=False) as progress:
+        settings = autostop.change(state, progress, idle=idle, off=off, action=action)
+    shown = "off" if settings is None else autostop.describe(settings)
+    stdout.print(f"cluster {state.name}: autostop {shown}", markup=False)
 
 
 def down_cmd(

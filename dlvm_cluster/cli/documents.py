@@ -78,6 +78,7 @@ def status(report: ClusterReport) -> Document:
         "autostop": report.autostop,
         "autostop_problem": report.autostop_problem,
         "stopped_by": report.stopped_by,
+        "taken_down": report.taken_down,
     }
 
 

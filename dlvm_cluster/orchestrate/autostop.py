@@ -23,11 +23,12 @@ from typing import Any
 from dlvm_cluster.errors import RemoteError, UsageError
 from dlvm_cluster.inventory import Inventory, Node, node_dir
 from dlvm_cluster.progress import Progress
-from dlvm_cluster.providers.base import Provider
+from dlvm_cluster.providers.base import NodeState, Provider
 from dlvm_cluster.remote import watcher
 from dlvm_cluster.remote.pool import SshPool, run_everywhere
 from dlvm_cluster.shell import quote_path
 from dlvm_cluster.spec.model import Autostop, ClusterSpec
+from dlvm_cluster.state import ClusterState
 
 MINUTE_SECONDS_ENV = "DLVM_AUTOSTOP_MINUTE_SECONDS"  # for tests: seconds in a minute
 WARN_MINUTES = 10  # the warning in the job log comes this long before max_hours
@@ -142,16 +143,14 @@ def install(
     provider: Provider,
     progress: Progress,
     *,
+    settings: Autostop | None,
     nodes: tuple[Node, ...] | None = None,
     restarted: bool = False,
-    autostop: Autostop | None = None,
 ) -> None:
-    """Copy the watcher to `nodes` (default: all), write its config on the head and (re)start
-    it there. `restarted`: the nodes have just started, so max_hours counts from now.
-    `autostop`: the settings to apply (default: the spec's). Without any, the watcher is
-    stopped and its config removed."""
+    """Copy the watcher to `nodes` (default: all), write its config with `settings` on the
+    head and (re)start it there. `restarted`: the nodes have just started, so max_hours counts
+    from now. Without settings, the watcher is stopped and its config removed."""
     cluster = inventory.cluster
-    settings = autostop if autostop is not None else spec.autostop
     head = inventory.head
     if settings is None:
         run_everywhere(pool, [head], _stop_script(cluster), b"", "cannot stop the autostop watcher")
@@ -230,6 +229,55 @@ def describe(autostop: Autostop) -> str:
     if autostop.max_hours is not None:
         parts.append(f"max {autostop.max_hours} h -> {autostop.action}")
     return ", ".join(parts) or "off"
+
+
+OVERRIDE = "autostop.json"  # in the state dir: what `dlvm autostop` set, until the next `up`
+
+
+def settings_in_force(state: ClusterState, spec: ClusterSpec) -> Autostop | None:
+    """What `dlvm autostop` set since the last `up`, else the applied file's settings."""
+    recorded = state.read_json(state.root / OVERRIDE)
+    if isinstance(recorded, dict) and "settings" in recorded:
+        value = recorded["settings"]
+        return None if value is None else Autostop.model_validate(value)
+    return spec.autostop
+
+
+def forget_override(state: ClusterState) -> None:
+    (state.root / OVERRIDE).unlink(missing_ok=True)
+
+
+def change(
+    state: ClusterState,
+    progress: Progress,
+    *,
+    idle: int | None = None,
+    off: bool = False,
+    action: str | None = None,
+) -> Autostop | None:
+    """`dlvm autostop`: rewrite the head's watcher config with new settings (kept until the
+    next `up`, which applies the file's again); the settings now in force."""
+    from dlvm_cluster import providers
+    from dlvm_cluster.orchestrate.records import applied_spec, open_pool, require_inventory
+
+    with state.lock("autostop"):
+        inventory = require_inventory(state)
+        spec = applied_spec(state).spec
+        settings = changed_settings(
+            settings_in_force(state, spec), idle=idle, off=off, action=action
+        )
+        provider = providers.for_spec(spec)
+        states = provider.node_states(state, inventory)
+        if states.get(inventory.head.name) == NodeState.STOPPED:
+            progress.note("the cluster is stopped: the watcher takes this when it starts")
+        else:
+            with open_pool(state, inventory) as pool:
+                install(pool, inventory, spec, provider, progress, settings=settings)
+        state.write_json(
+            state.root / OVERRIDE,
+            {"settings": None if settings is None else settings.model_dump()},
+        )
+    return settings
 
 
 def changed_settings(

@@ -163,12 +163,15 @@ def prepare_nodes(
         private_key=state.internal_key_path.read_bytes(),
         public_key=state.internal_key_path.with_suffix(".pub").read_text(),
     )
+    if not scaled:
+        autostop.forget_override(state)  # `up`: the file's settings apply again
     autostop.install(
         pool,
         inventory,
         loaded.spec,
         providers.for_spec(loaded.spec),
         progress,
+        settings=autostop.settings_in_force(state, loaded.spec),
         nodes=tuple(nodes),
         restarted=restarted,
     )
@@ -243,6 +246,7 @@ def up(
             raise WouldUndoScale(undo)
         state.check_permissions()
         state.ensure_key_pair()
+        _finish_taken_down(state, progress)
         inventory, provisioned, started = provision(loaded, state, progress, trust=trust)
         with open_pool(state, inventory) as pool:
             synced, setup = prepare_nodes(
@@ -263,6 +267,20 @@ def up(
             seconds=time.monotonic() - begun,
             started=tuple(started),
         )
+
+
+def _finish_taken_down(state: ClusterState, progress: Progress) -> None:
+    """A cluster whose nodes powered off for autostop's `down` is deleted now (its nodes could
+    not delete themselves), so that `up` makes it anew; says so."""
+    previous = load_inventory(state)
+    mark = power.taken_down_mark(state, previous) if previous is not None else None
+    if mark is None:
+        return
+    when = time.strftime("%H:%M", time.localtime(mark.at))
+    progress.note(f"cluster {state.name} was taken down by {mark.by} at {when}: making it anew")
+    providers.for_kind(cluster_kind(state) or providers.DEFAULT_KIND).destroy(state, progress)
+    state.inventory_path.unlink(missing_ok=True)
+    state.applied_spec_path.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -293,6 +311,7 @@ def start(state: ClusterState, progress: Progress) -> StartResult:
                 loaded.spec,
                 providers.for_spec(loaded.spec),
                 progress,
+                settings=autostop.settings_in_force(state, loaded.spec),
                 restarted=bool(started),
             )
     return StartResult(inventory, tuple(started), time.monotonic() - begun)

@@ -79,3 +79,19 @@ def stop_marks(state: ClusterState, inventory: Inventory) -> dict[str, StopMark]
         for node in inventory.nodes:
             marks.setdefault(node.name, mark)
     return marks
+
+
+def taken_down_mark(state: ClusterState, inventory: Inventory) -> StopMark | None:
+    """The mark of a cluster whose nodes all powered off for autostop's `down` (a local node
+    cannot delete itself: the next dlvm command on this machine does); None otherwise."""
+    provider = provider_of(state)
+    states = provider.node_states(state, inventory)
+    if not inventory.nodes or any(
+        states.get(node.name) != NodeState.STOPPED for node in inventory.nodes
+    ):
+        return None
+    marks = provider.stop_marks(state, inventory)
+    found = [marks.get(node.name) for node in inventory.nodes]
+    if all(mark is not None and mark.action == "down" for mark in found):
+        return found[0]
+    return None

@@ -11,10 +11,12 @@ from dlvm_cluster.errors import DlvmError, StateError
 from dlvm_cluster.inventory import Inventory
 from dlvm_cluster.orchestrate import autostop
 from dlvm_cluster.orchestrate.jobs import JobRecord, refresh_states
+from dlvm_cluster.orchestrate.lifecycle import down
 from dlvm_cluster.orchestrate.nodes import NodeStatus
 from dlvm_cluster.orchestrate.nodes import status as node_status
-from dlvm_cluster.orchestrate.power import stop_marks
-from dlvm_cluster.orchestrate.records import applied_spec, cluster_kind, open_pool
+from dlvm_cluster.orchestrate.power import stop_marks, taken_down_mark
+from dlvm_cluster.orchestrate.records import applied_spec, cluster_kind, load_inventory, open_pool
+from dlvm_cluster.progress import SilentProgress
 from dlvm_cluster.providers.base import NodeState, StopMark
 from dlvm_cluster.state import ClusterState
 
@@ -32,6 +34,7 @@ class ClusterReport:
     autostop: str | None = None  # the settings in force (None: off)
     autostop_problem: str | None = None  # "autostop is not active: ..." when it should run
     stopped_by: str | None = None  # every node stopped: "autostop at 12:03", "user at ..."
+    taken_down: str | None = None  # autostop's `down` was finished now: "autostop at 12:03"
 
 
 def node_state(provider_state: NodeState | None, reachable: bool) -> str:
@@ -55,6 +58,14 @@ def stopped_why(by: str, at: str) -> str:
 
 
 def report(state: ClusterState) -> ClusterReport:
+    """The cluster as it is; a cluster whose nodes powered off for autostop's `down` is taken
+    down first (the nodes could not delete themselves), and the report says so."""
+    inventory = load_inventory(state)
+    mark = taken_down_mark(state, inventory) if inventory is not None else None
+    if mark is not None:
+        down(state, SilentProgress())
+        by, at = _stop_fields(mark)
+        return ClusterReport(state.name, (), (), None, taken_down=stopped_why(by, at))
     inventory, rows_seen = node_status(state)
     provider = providers.for_kind(cluster_kind(state) or providers.DEFAULT_KIND)
     problem = None
@@ -110,9 +121,10 @@ def _autostop(
         spec = applied_spec(state).spec
     except StateError:
         return None, None
-    if spec.autostop is None:
+    in_force = autostop.settings_in_force(state, spec)
+    if in_force is None:
         return None, None
-    settings = autostop.describe(spec.autostop)
+    settings = autostop.describe(in_force)
     head = next((row for row in rows if row.name == inventory.head.name), None)
     if head is None or not head.reachable:
         return settings, None
