@@ -205,9 +205,24 @@ def run(config_path: str) -> None:
         with open(os.path.join(folder, "watcher.log"), "a", encoding="utf-8") as handle:
             handle.write(time.strftime("%Y-%m-%d %H:%M:%S ") + text + "\n")
 
+    def beat(config: dict[str, Any], busy: list[str], idle_for: float) -> None:
+        data = {
+            "at": time.time(),
+            "pid": os.getpid(),
+            "idle_for": round(idle_for, 1),
+            "busy": busy,
+            "idle_seconds": _number(config.get("idle_seconds")),
+            "max_seconds": _number(config.get("max_seconds")),
+            "action": config.get("action", "stop"),
+        }
+        with open(heartbeat + ".new", "w", encoding="utf-8") as handle:
+            json.dump(data, handle)
+        os.replace(heartbeat + ".new", heartbeat)
+
     last_busy = time.time()
     warned = False
     log(f"watching (pid {os.getpid()})")
+    beat(json.loads(_read(config_path) or "{}"), [], 0.0)  # alive before the first round
     while True:
         config = json.loads(_read(config_path) or "{}")
         now = time.time()
@@ -217,18 +232,7 @@ def run(config_path: str) -> None:
         if busy:
             last_busy = now
         up_for = now - float(config.get("started_at", now))
-        beat = {
-            "at": now,
-            "pid": os.getpid(),
-            "idle_for": round(now - last_busy, 1),
-            "busy": busy,
-            "idle_seconds": idle,
-            "max_seconds": limit,
-            "action": config.get("action", "stop"),
-        }
-        with open(heartbeat + ".new", "w", encoding="utf-8") as handle:
-            json.dump(beat, handle)
-        os.replace(heartbeat + ".new", heartbeat)
+        beat(config, busy, now - last_busy)
         if limit is not None:
             warn_at = limit - float(config.get("warn_seconds", 600))
             if not warned and up_for >= warn_at:
