@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -196,10 +197,11 @@ def _power(state: ClusterState, inventory: Inventory, verb: str, by: str = "") -
     network = tfvars["network"]
     names = namespaces(state, (node.name for node in inventory.nodes))
     script = module_dir("local") / "node.sh"
-    for node in inventory.nodes:
+
+    def one(node: Node) -> str:
         settings = tfvars["nodes"].get(node.name)
         if settings is None:
-            continue
+            return ""
         env = dict(
             os.environ,
             NODE=node.name,
@@ -216,11 +218,18 @@ def _power(state: ClusterState, inventory: Inventory, verb: str, by: str = "") -
         done = subprocess.run(
             [str(script), f"node-{verb}"], env=env, capture_output=True, text=True, check=False
         )
-        if done.returncode != 0:
-            raise ProvisionError(
-                f"could not {verb} {node.name}: {done.stderr.strip() or done.stdout.strip()}",
-                hint="run `dlvm up` to converge the cluster",
-            )
+        if done.returncode == 0:
+            return ""
+        return f"{node.name}: {done.stderr.strip() or done.stdout.strip()}"
+
+    # Every node at once, as machines power on and off independently.
+    with ThreadPoolExecutor(max_workers=min(16, max(1, len(inventory.nodes)))) as pool:
+        failed = [problem for problem in pool.map(one, inventory.nodes) if problem]
+    if failed:
+        raise ProvisionError(
+            f"could not {verb} " + "; ".join(failed),
+            hint="run `dlvm up` to converge the cluster",
+        )
 
 
 def _stop_mark(path: Path) -> StopMark | None:
