@@ -284,10 +284,10 @@ class FakeCompute:
         error: dict[str, Any] | None = None,
         waits: int = 1,
     ) -> None:
-        """instances.start or instances.resume (`verb`): the POST answers with a zone operation
-        still RUNNING, and zoneOperations.wait answers RUNNING `waits - 1` times, then DONE
-        (with `error`, an operation's error object, if given). A DONE operation without error
-        leaves the VM RUNNING, with the same id."""
+        """instances.start, instances.resume or instances.stop (`verb`): the POST answers with
+        a zone operation still RUNNING, and zoneOperations.wait answers RUNNING `waits - 1`
+        times, then DONE (with `error`, an operation's error object, if given). A DONE
+        operation without error leaves the VM RUNNING (TERMINATED for a stop), same id."""
         operation_name = f"operation-1764686400000-{verb}-{name}"
         zone_link = f"{API}/projects/{project}/zones/{zone}"
         pending = {
@@ -324,7 +324,8 @@ class FakeCompute:
         def now_running(body: dict[str, Any]) -> None:
             if body.get("status") == "DONE" and "error" not in body and instance in self.routes:
                 status, vm = self.routes[instance][-1]
-                self.routes[instance] = [(status, {**vm, "status": "RUNNING"})]
+                after = "TERMINATED" if verb == "stop" else "RUNNING"
+                self.routes[instance] = [(status, {**vm, "status": after})]
 
         self.effects[wait] = now_running
 
