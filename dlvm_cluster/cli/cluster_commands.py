@@ -180,6 +180,8 @@ def status_cmd(
             stdout.print(f"  machine states unknown: {r.provider_problem}", markup=False)
         if r.price:
             stdout.print(f"  {r.price}", markup=False)
+        if r.usage:
+            stdout.print(f"  {r.usage}", markup=False)
         if r.stopped_by:
             stdout.print(f"  stopped by {r.stopped_by}", markup=False)
         if r.autostop:

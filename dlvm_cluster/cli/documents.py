@@ -79,6 +79,7 @@ def status(report: ClusterReport) -> Document:
         "autostop_problem": report.autostop_problem,
         "stopped_by": report.stopped_by,
         "taken_down": report.taken_down,
+        "usage": report.usage,
     }
 
 

@@ -29,12 +29,12 @@ from dlvm_cluster.orchestrate.records import (
     spec_digest,
 )
 from dlvm_cluster.progress import Progress
-from dlvm_cluster.providers.base import NO_TRUST, Converge, KeyTrust
+from dlvm_cluster.providers.base import NO_TRUST, Converge, KeyTrust, Provider
 from dlvm_cluster.provision.render import RenderedModule
 from dlvm_cluster.remote import agent_process
 from dlvm_cluster.remote.pool import SshPool
 from dlvm_cluster.remote.results import SyncResult
-from dlvm_cluster.spec.model import LoadedSpec
+from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec
 from dlvm_cluster.state import ClusterState
 
 READY_TIMEOUT = 60.0
@@ -85,6 +85,7 @@ def provision(
     if request.previous is not None:
         # A stopped node is started on its disk (never recreated); the provider then finds
         # it answering as before.
+        power.record_usage(state, request.previous)  # a stop while no dlvm ran ends here
         started = power.start_stopped(state, request.previous, progress)
     inventory, changed = providers.for_spec(loaded.spec).provision(request)
     save_inventory(state, inventory)
@@ -259,6 +260,7 @@ def up(
                 rerun=rerun_setup,
                 restarted=provisioned or bool(started),
             )
+        power.record_usage(state, inventory)
         return UpResult(
             inventory,
             provisioned=provisioned,
@@ -300,6 +302,7 @@ def start(state: ClusterState, progress: Progress) -> StartResult:
             raise UsageError(
                 f"cluster {state.name!r} has no nodes recorded", hint="create it with `dlvm up`"
             )
+        power.record_usage(state, inventory)
         started = power.start_stopped(state, inventory, progress)
         loaded = applied_spec(state)
         with open_pool(state, inventory) as pool:
@@ -314,6 +317,7 @@ def start(state: ClusterState, progress: Progress) -> StartResult:
                 settings=autostop.settings_in_force(state, loaded.spec),
                 restarted=bool(started),
             )
+        power.record_usage(state, inventory)
     return StartResult(inventory, tuple(started), time.monotonic() - begun)
 
 
@@ -347,12 +351,29 @@ class PlanResult:
     notes: tuple[str, ...] = ()  # the provider's warnings and the hourly price
 
 
+def _cost_notes(spec: ClusterSpec, provider: Provider) -> list[str]:
+    """What stopped nodes cost, and what stops them: autostop and max_hours."""
+    notes = []
+    rates = provider.hourly_rates(spec)
+    if rates is not None:
+        count = spec.nodes.count
+        notes.append(
+            f"stopped: ${rates.stopped * count:.2f}/h for the disks of {count} node(s); "
+            f"running ${rates.running * count:.2f}/h with them"
+        )
+    if spec.autostop is None:
+        notes.append("autostop: off (the cluster runs until `dlvm stop` or `dlvm down`)")
+    else:
+        notes.append(f"autostop: {autostop.describe(spec.autostop)}")
+    return notes
+
+
 def plan(loaded: LoadedSpec, progress: Progress) -> PlanResult:
     """What `up` would do, as the spec's provider sees it: changes nothing."""
     spec = loaded.spec
     state = ClusterState.for_name(spec.name)
     provider = providers.for_spec(spec)
-    notes = tuple(provider.plan_notes(spec))
+    notes = (*provider.plan_notes(spec), *_cost_notes(spec, provider))
     planned = provider.plan(converge_request(loaded, state, progress))
     return PlanResult(
         spec.name, planned.changes, planned.summary, exists=planned.exists, notes=notes

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
 from dlvm_cluster import providers
+from dlvm_cluster.errors import DlvmError
 from dlvm_cluster.inventory import Inventory
 from dlvm_cluster.orchestrate.records import cluster_kind, require_inventory
 from dlvm_cluster.progress import Progress
@@ -55,6 +57,7 @@ def stop(state: ClusterState, progress: Progress) -> StopResult:
         if running.nodes:
             provider.stop_nodes(state, running, progress, by=USER)
         state.write_json(state.root / STOPPED_BY_USER, {"by": USER, "at": time.time()})
+        record_usage(state, inventory)
     return StopResult(state.name, tuple(n.name for n in running.nodes), time.monotonic() - started)
 
 
@@ -95,3 +98,74 @@ def taken_down_mark(state: ClusterState, inventory: Inventory) -> StopMark | Non
     if all(mark is not None and mark.action == "down" for mark in found):
         return found[0]
     return None
+
+
+USAGE = "usage.json"  # in the state dir: node-hours, running and stopped, for the spend
+
+
+def _hours(seconds: float) -> float:
+    return max(0.0, seconds) / 3600.0
+
+
+def record_usage(state: ClusterState, inventory: Inventory) -> dict[str, Any]:
+    """Bring the state dir's node-hours up to date with the machines as the provider sees them
+    now: a node found stopped since the last look stopped when its mark says (autostop while
+    no dlvm ran), else now. Returns the record:
+    {"since": {node: [state, epoch]}, "running_hours": h, "stopped_hours": h}."""
+    now = time.time()
+    provider = provider_of(state)
+    try:
+        states = provider.node_states(state, inventory)
+    except DlvmError:
+        states = {}
+    record = state.read_json(state.root / USAGE) or {}
+    since: dict[str, list[Any]] = dict(record.get("since", {}))
+    totals = {
+        "running": float(record.get("running_hours", 0.0)),
+        "stopped": float(record.get("stopped_hours", 0.0)),
+    }
+    marks: dict[str, StopMark] | None = None
+    for node in inventory.nodes:
+        seen = states.get(node.name)
+        if seen is None or seen == NodeState.RUNNING:
+            current: str | None = "running"  # unknown to the provider: SSH says it is there
+        elif seen == NodeState.STOPPED:
+            current = "stopped"
+        else:
+            current = None  # preempted or missing: nothing billed
+        previous = since.get(node.name)
+        if previous is not None and previous[0] == current:
+            continue
+        changed_at = now
+        if previous is not None and previous[0] == "running" and current == "stopped":
+            if marks is None:
+                marks = stop_marks(state, inventory)
+            mark = marks.get(node.name)
+            if mark is not None and previous[1] <= mark.at <= now:
+                changed_at = mark.at
+        if previous is not None:
+            totals[previous[0]] += _hours(changed_at - float(previous[1]))
+        if current is None:
+            since.pop(node.name, None)
+        else:
+            since[node.name] = [current, changed_at]
+    for name in [name for name in since if name not in {n.name for n in inventory.nodes}]:
+        kind, start = since.pop(name)
+        totals[kind] += _hours(now - float(start))
+    updated = {
+        "since": since,
+        "running_hours": totals["running"],
+        "stopped_hours": totals["stopped"],
+    }
+    state.write_json(state.root / USAGE, updated)
+    return updated
+
+
+def node_hours(record: dict[str, Any], now: float | None = None) -> tuple[float, float]:
+    """(running, stopped) node-hours so far, the open intervals counted up to now."""
+    now = time.time() if now is None else now
+    totals = {"running": float(record.get("running_hours", 0.0)), "stopped": 0.0}
+    totals["stopped"] = float(record.get("stopped_hours", 0.0))
+    for kind, start in record.get("since", {}).values():
+        totals[kind] += _hours(now - float(start))
+    return totals["running"], totals["stopped"]

@@ -14,10 +14,10 @@ from dlvm_cluster.orchestrate.jobs import JobRecord, refresh_states
 from dlvm_cluster.orchestrate.lifecycle import down
 from dlvm_cluster.orchestrate.nodes import NodeStatus
 from dlvm_cluster.orchestrate.nodes import status as node_status
-from dlvm_cluster.orchestrate.power import stop_marks, taken_down_mark
+from dlvm_cluster.orchestrate.power import node_hours, record_usage, stop_marks, taken_down_mark
 from dlvm_cluster.orchestrate.records import applied_spec, cluster_kind, load_inventory, open_pool
 from dlvm_cluster.progress import SilentProgress
-from dlvm_cluster.providers.base import NodeState, StopMark
+from dlvm_cluster.providers.base import NodeState, Provider, StopMark
 from dlvm_cluster.state import ClusterState
 
 RECENT_JOBS = 10
@@ -35,6 +35,7 @@ class ClusterReport:
     autostop_problem: str | None = None  # "autostop is not active: ..." when it should run
     stopped_by: str | None = None  # every node stopped: "autostop at 12:03", "user at ..."
     taken_down: str | None = None  # autostop's `down` was finished now: "autostop at 12:03"
+    usage: str | None = None  # node-hours so far, and the spend where prices are known
 
 
 def node_state(provider_state: NodeState | None, reachable: bool) -> str:
@@ -95,6 +96,7 @@ def report(state: ClusterState) -> ClusterReport:
         price = None
     jobs = tuple(refresh_states(state)[-RECENT_JOBS:])
     guard, guard_problem = _autostop(state, inventory, rows)
+    usage = usage_line(state, inventory, provider)
     whole = {(row.stopped_by, row.stopped_at) for row in rows}
     stopped_by = None
     if rows and all(row.state == NodeState.STOPPED for row in rows) and len(whole) == 1:
@@ -109,7 +111,24 @@ def report(state: ClusterState) -> ClusterReport:
         autostop=guard,
         autostop_problem=guard_problem,
         stopped_by=stopped_by,
+        usage=usage,
     )
+
+
+def usage_line(state: ClusterState, inventory: Inventory, provider: Provider) -> str:
+    """`spend so far: $12.30 (10.0 node-hours running, 2.0 stopped); stopped: $0.03/h`:
+    node-hours from the state dir's record, priced where the provider knows prices."""
+    running, stopped = node_hours(record_usage(state, inventory))
+    hours = f"{running:.1f} node-hours running, {stopped:.1f} stopped"
+    try:
+        rates = provider.hourly_rates(applied_spec(state).spec)
+    except StateError:
+        rates = None
+    if rates is None:
+        return f"usage so far: {hours} (no prices for this provider)"
+    spend = running * rates.running + stopped * rates.stopped
+    disks = rates.stopped * len(inventory.nodes)
+    return f"spend so far: ${spend:.2f} ({hours}); stopped, the disks cost ${disks:.2f}/h"
 
 
 def _autostop(

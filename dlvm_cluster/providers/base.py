@@ -30,6 +30,15 @@ class NodeState(StrEnum):
 
 
 @dataclass(frozen=True)
+class HourlyRates:
+    """What one node costs per hour, in USD: running (machine, GPUs and disk) and stopped
+    (its disk alone)."""
+
+    running: float
+    stopped: float
+
+
+@dataclass(frozen=True)
 class StopMark:
     """Why and when a node was powered off, as its provider recorded it: `by` is `user`
     (`dlvm stop`), `autostop` (idle) or `max_hours`; `at` is seconds since the epoch."""
@@ -159,6 +168,9 @@ class Provider(Protocol):
 
     def provider_id(self, state: ClusterState, node: Node) -> str:
         """The provider's own name for the node's machine."""
+
+    def hourly_rates(self, spec: ClusterSpec) -> HourlyRates | None:
+        """One node's price per hour running and stopped, where the provider knows prices."""
 
     def stop_nodes(
         self, state: ClusterState, inventory: Inventory, progress: Progress, *, by: str

@@ -20,6 +20,7 @@ from dlvm_cluster.providers import checks
 from dlvm_cluster.providers.base import (
     Check,
     Converge,
+    HourlyRates,
     NodeState,
     ProviderPlan,
     Reach,
@@ -389,6 +390,9 @@ class NamespaceNodes:
 
     def status_price(self, spec: ClusterSpec, nodes: int) -> str | None:
         return None
+
+    def hourly_rates(self, spec: ClusterSpec) -> HourlyRates | None:
+        return None  # this machine: nothing billed by the hour
 
     def doctor(self, spec: ClusterSpec | None, reach: Reach) -> list[Check]:
         install = "apt-get install -y openssh-server openssh-client iproute2 util-linux procps"

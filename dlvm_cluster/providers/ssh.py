@@ -17,6 +17,7 @@ from dlvm_cluster.providers import checks
 from dlvm_cluster.providers.base import (
     Check,
     Converge,
+    HourlyRates,
     NodeState,
     ProviderPlan,
     Reach,
@@ -181,6 +182,9 @@ class ExistingHosts:
 
     def status_price(self, spec: ClusterSpec, nodes: int) -> str | None:
         return None
+
+    def hourly_rates(self, spec: ClusterSpec) -> HourlyRates | None:
+        return None  # machines billed, if at all, by whoever owns them
 
     def doctor(self, spec: ClusterSpec | None, reach: Reach) -> list[Check]:
         if spec is None:

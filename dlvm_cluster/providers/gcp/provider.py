@@ -9,6 +9,7 @@ from dlvm_cluster.providers import checks
 from dlvm_cluster.providers.base import (
     Check,
     Converge,
+    HourlyRates,
     NodeState,
     ProviderPlan,
     Reach,
@@ -21,6 +22,7 @@ from dlvm_cluster.providers.gcp.power import (
     start_instances,
     stop_instances,
 )
+from dlvm_cluster.providers.gcp.pricing import cluster_price, disk_hourly
 from dlvm_cluster.providers.gcp.report import cluster_instances, gcp_plan_notes, price_line
 from dlvm_cluster.providers.gcp.tfvars import instance_name
 from dlvm_cluster.providers.terraformed import destroy_module, plan_module
@@ -65,6 +67,13 @@ class ComputeEngine:
 
     def status_price(self, spec: ClusterSpec, nodes: int) -> str | None:
         return price_line(spec, nodes)
+
+    def hourly_rates(self, spec: ClusterSpec) -> HourlyRates | None:
+        estimate = cluster_price(spec, 1)
+        disk = disk_hourly(spec)
+        if estimate is None or disk is None:
+            return None
+        return HourlyRates(running=estimate.cluster_hourly + disk, stopped=disk)
 
     def stop_nodes(
         self, state: ClusterState, inventory: Inventory, progress: Progress, *, by: str

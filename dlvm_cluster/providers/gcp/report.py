@@ -113,7 +113,14 @@ def capacity_line(spec: ClusterSpec) -> str:
 
 def gcp_plan_notes(spec: ClusterSpec) -> list[str]:
     """What `dlvm plan` adds for gcp: the spec's warnings, how the VMs are provided, the price."""
-    return [*warning_lines(spec, spec_warnings(spec)), capacity_line(spec), price_line(spec)]
+    notes = [*warning_lines(spec, spec_warnings(spec)), capacity_line(spec), price_line(spec)]
+    if spec.autostop is not None and spec.autostop.action == "down":
+        notes.append(
+            "autostop action down: each node deletes its own VM through the Compute API, so "
+            "the nodes' service account needs roles/compute.instanceAdmin.v1 on the project "
+            "(without it the VMs stay up; use action stop to need no role)"
+        )
+    return notes
 
 
 # -- status --------------------------------------------------------------------------------
