@@ -75,7 +75,10 @@ def start_stopped(state: ClusterState, inventory: Inventory, progress: Progress)
 
 def stop_marks(state: ClusterState, inventory: Inventory) -> dict[str, StopMark]:
     """Why and when each node stopped, as far as anyone recorded it."""
-    marks = provider_of(state).stop_marks(state, inventory)
+    try:
+        marks = provider_of(state).stop_marks(state, inventory)
+    except DlvmError:
+        marks = {}
     recorded = state.read_json(state.root / STOPPED_BY_USER)
     if isinstance(recorded, dict) and "at" in recorded:
         mark = StopMark(by=str(recorded.get("by", USER)), at=float(recorded["at"]))
@@ -85,15 +88,21 @@ def stop_marks(state: ClusterState, inventory: Inventory) -> dict[str, StopMark]
 
 
 def taken_down_mark(state: ClusterState, inventory: Inventory) -> StopMark | None:
-    """The mark of a cluster whose nodes all powered off for autostop's `down` (a local node
-    cannot delete itself: the next dlvm command on this machine does); None otherwise."""
+    """The mark of a cluster whose nodes all went for autostop's `down`: powered off (a local
+    node cannot delete itself) or deleted (gcp: the network and the state dir are left to
+    the next dlvm command on this machine); None otherwise."""
     provider = provider_of(state)
-    states = provider.node_states(state, inventory)
-    if not inventory.nodes or any(
-        states.get(node.name) != NodeState.STOPPED for node in inventory.nodes
-    ):
+    try:
+        states = provider.node_states(state, inventory)
+    except DlvmError:  # the provider cannot be asked: nothing to reconcile now
         return None
-    marks = provider.stop_marks(state, inventory)
+    gone = (NodeState.STOPPED, NodeState.MISSING)  # local: powered off; gcp: deleted
+    if not inventory.nodes or any(states.get(node.name) not in gone for node in inventory.nodes):
+        return None
+    try:
+        marks = provider.stop_marks(state, inventory)
+    except DlvmError:
+        return None
     found = [marks.get(node.name) for node in inventory.nodes]
     if all(mark is not None and mark.action == "down" for mark in found):
         return found[0]

@@ -174,3 +174,16 @@ def test_max_hours_stops_a_busy_cluster(cli: Cli, cluster: tuple[str, Path]) -> 
     assert _node_states(cli, name) == [("stopped", "max_hours")] * 2
     log = (head_files(cli, name) / "jobs" / job_id.group(1) / "log").read_text()
     assert "dlvm autostop: max_hours reached" in log
+
+
+def test_action_down_is_finished_by_the_next_status(cli: Cli, cluster: tuple[str, Path]) -> None:
+    name, folder = cluster
+    _spec(folder, name, "{idle_minutes: 1}")
+    _up(cli, name, folder)
+    cli.run("autostop", name, "--idle", "1", "--action", "down", check=True)
+    wait_until(lambda: powered_off(name), 20 * MINUTE, interval=0.5, message="still running")
+    status = cli.status(name)
+    # The nodes could not delete themselves: this status did, and says who took it down when.
+    assert str(status["taken_down"]).startswith("autostop at ")
+    assert namespaces(name) == []
+    assert cli.run("status", name).returncode != 0  # no such cluster any more

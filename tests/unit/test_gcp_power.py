@@ -3,16 +3,22 @@ and what a node runs to apply autostop to its own VM."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
 
 import pytest
-from gcp_fake import FakeCompute, running
+from gcp_fake import API, FakeCompute, running
 
 from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.providers.gcp.hostkeys import NodeRef
 from dlvm_cluster.providers.gcp.instances import halt, instance_states
-from dlvm_cluster.providers.gcp.power import SELF_DELETE, SELF_STOP
+from dlvm_cluster.inventory import Inventory, Node
+from dlvm_cluster.providers.gcp.power import SELF_DELETE, SELF_STOP, autostop_deletions
 from dlvm_cluster.providers.gcp.provider import ComputeEngine
+from dlvm_cluster.providers.gcp.tfvars import instance_name
+from dlvm_cluster.state import ClusterState
 
 P = "p"
 ZONE = "us-central1-a"
@@ -56,3 +62,52 @@ def test_a_node_stops_its_own_vm_by_shutting_down_and_deletes_it_through_the_api
     assert "shutdown -h now" in SELF_STOP
     assert engine.self_stop_command("down") == SELF_DELETE
     assert "-X DELETE" in SELF_DELETE and "service-accounts/default/token" in SELF_DELETE
+
+
+def _deleted(api: FakeCompute, events: list[tuple[str, str, str]]) -> None:
+    """zoneOperations.list answering with instance delete operations (name, user, time)."""
+    api.set(
+        f"projects/{P}/zones/{ZONE}/operations",
+        {
+            "kind": "compute#operationList",
+            "items": [
+                {
+                    "kind": "compute#operation",
+                    "name": f"operation-{index}",
+                    "operationType": "delete",
+                    "targetLink": f"{API}/projects/{P}/zones/{ZONE}/instances/{name}",
+                    "user": user,
+                    "insertTime": when,
+                    "status": "DONE",
+                }
+                for index, (name, user, when) in enumerate(events)
+            ],
+        },
+    )
+
+
+def test_vms_deleted_by_the_nodes_account_were_taken_down_by_autostop(
+    api: FakeCompute, tmp_path: Path
+) -> None:
+    state = ClusterState("c", tmp_path)
+    (tmp_path / "terraform").mkdir()
+    (tmp_path / "terraform" / "terraform.tfvars.json").write_text(
+        json.dumps({"project": P, "zone": ZONE, "service_account_email": ""})
+    )
+    nodes = tuple(Node(f"node-{r}", r, f"10.0.0.{r}", 22, "dlvm", "") for r in range(3))
+    inventory = Inventory("c", nodes)
+    api.instance(P, ZONE, instance_name("c", "node-2"), "RUNNING")
+    account = "123456789-compute@developer.gserviceaccount.com"
+    _deleted(
+        api,
+        [
+            (instance_name("c", "node-0"), account, "2026-03-02T09:00:00.000-08:00"),
+            (instance_name("c", "node-1"), "someone@example.com", "2026-03-02T09:01:00.000-08:00"),
+        ],
+    )
+    marks = autostop_deletions(state, inventory, clients=api.clients())
+    # node-1 was deleted by a person, node-2 runs: only node-0 went for autostop.
+    assert list(marks) == ["node-0"]
+    mark = marks["node-0"]
+    assert (mark.by, mark.action) == ("autostop", "down")
+    assert mark.at == datetime.fromisoformat("2026-03-02T09:00:00.000-08:00").timestamp()

@@ -159,6 +159,37 @@ def preempted_instances(clients: ComputeClients, project: str, zone: str) -> dic
     return latest
 
 
+DELETE_OPERATION = "delete"
+
+
+def deletions(clients: ComputeClients, project: str, zone: str) -> dict[str, tuple[str, str]]:
+    """VM name -> (who, when) of its latest deletion, from the zone's operations: `user` is
+    the account that asked (a node's own service account when autostop took it down)."""
+    from google.api_core import exceptions
+    from google.cloud import compute_v1
+
+    request = compute_v1.ListZoneOperationsRequest(
+        project=project, zone=zone, filter=f'operationType="{DELETE_OPERATION}"'
+    )
+    try:
+        operations = call_api(
+            f"operations in {zone}",
+            project,
+            lambda: list(clients.zone_operations.list(request=request, timeout=REQUEST_TIMEOUT)),
+        )
+    except exceptions.NotFound:
+        return {}
+    latest: dict[str, tuple[str, str]] = {}
+    for operation in operations:
+        if str(operation.operation_type) != DELETE_OPERATION:
+            continue
+        name = str(operation.target_link).rsplit("/instances/", 1)[-1]
+        when = str(operation.insert_time)
+        if name not in latest or _after(when, latest[name][1]):
+            latest[name] = (str(operation.user), when)
+    return latest
+
+
 def _after(first: str, second: str) -> bool:
     """Whether RFC 3339 time `first` is at or after `second` (an unknown `second` is earlier)."""
     try:

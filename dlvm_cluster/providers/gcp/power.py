@@ -10,12 +10,15 @@ Instance Admin (v1) role, roles/compute.instanceAdmin.v1).
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.inventory import Inventory
 from dlvm_cluster.progress import Progress
+from dlvm_cluster.providers.base import StopMark
 from dlvm_cluster.providers.gcp.credentials import ComputeClients, compute_clients
 from dlvm_cluster.providers.gcp.hostkeys import NodeRef, node_refs_for
-from dlvm_cluster.providers.gcp.instances import halt, wake
+from dlvm_cluster.providers.gcp.instances import MISSING, deletions, halt, instance_states, wake
 from dlvm_cluster.providers.gcp.report import applied_tfvars
 from dlvm_cluster.state import ClusterState
 
@@ -49,10 +52,12 @@ def _where(state: ClusterState) -> tuple[str, str]:
     return project, zone
 
 
-def _refs(state: ClusterState, inventory: Inventory) -> tuple[ComputeClients, str, list[NodeRef]]:
+def _refs(
+    state: ClusterState, inventory: Inventory, clients: ComputeClients | None = None
+) -> tuple[ComputeClients, str, list[NodeRef]]:
     project, zone = _where(state)
     refs = node_refs_for(inventory.cluster, zone, [node.name for node in inventory.nodes])
-    return compute_clients(), project, refs
+    return clients if clients is not None else compute_clients(), project, refs
 
 
 def stop_instances(state: ClusterState, inventory: Inventory, progress: Progress) -> None:
@@ -72,3 +77,35 @@ def start_instances(state: ClusterState, inventory: Inventory, progress: Progres
                 f"could not start {ref.instance}: {woken.failed}",
                 hint="run `dlvm up`: it recreates a VM that cannot be started",
             )
+
+
+DEFAULT_SERVICE_ACCOUNT_SUFFIX = "-compute@developer.gserviceaccount.com"
+
+
+def _nodes_account(state: ClusterState) -> str:
+    """The nodes' service account as the last apply gave it ("" : Compute Engine's default,
+    told by its suffix)."""
+    return str(applied_tfvars(state).get("service_account_email") or "")
+
+
+def autostop_deletions(
+    state: ClusterState, inventory: Inventory, *, clients: ComputeClients | None = None
+) -> dict[str, StopMark]:
+    """The nodes whose VM was deleted by the nodes' own service account: autostop's `down`
+    (a user's or Terraform's delete is not), with when, from the zone's operations."""
+    api, project, refs = _refs(state, inventory, clients)
+    states = instance_states(api, project, refs)
+    missing = {ref.instance: ref.name for ref in refs if states[ref.name].status == MISSING}
+    if not missing:
+        return {}
+    account = _nodes_account(state)
+    marks = {}
+    for instance, (user, when) in deletions(api, project, refs[0].zone).items():
+        ours = user == account if account else user.endswith(DEFAULT_SERVICE_ACCOUNT_SUFFIX)
+        if instance in missing and ours:
+            try:
+                at = datetime.fromisoformat(when).timestamp()
+            except ValueError:
+                continue
+            marks[missing[instance]] = StopMark(by="autostop", at=at, action="down")
+    return marks

@@ -19,6 +19,7 @@ from dlvm_cluster.providers.gcp.converge import provision_gcp, render_gcp, repla
 from dlvm_cluster.providers.gcp.power import (
     SELF_DELETE,
     SELF_STOP,
+    autostop_deletions,
     start_instances,
     stop_instances,
 )
@@ -84,7 +85,8 @@ class ComputeEngine:
         start_instances(state, inventory, progress)
 
     def stop_marks(self, state: ClusterState, inventory: Inventory) -> dict[str, StopMark]:
-        return {}  # what dlvm stop recorded in the state dir tells (orchestrate)
+        """VMs deleted by autostop's `down`; a stop by `dlvm stop` is in the state dir."""
+        return autostop_deletions(state, inventory)
 
     def self_stop_command(self, action: str) -> str | None:
         return SELF_DELETE if action == "down" else SELF_STOP
