@@ -12,9 +12,9 @@ import pytest
 from gcp_fake import API, FakeCompute, running
 
 from dlvm_cluster.errors import ProvisionError
+from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.providers.gcp.hostkeys import NodeRef
 from dlvm_cluster.providers.gcp.instances import halt, instance_states
-from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.providers.gcp.power import SELF_DELETE, SELF_STOP, autostop_deletions
 from dlvm_cluster.providers.gcp.provider import ComputeEngine
 from dlvm_cluster.providers.gcp.tfvars import instance_name
