@@ -171,6 +171,8 @@ def status_cmd(
         for row in r.nodes:
             why = escape(show_controls(row.error))  # an SSH error may quote the node
             reach = "[green]ok[/green]" if row.reachable else f"[red]unreachable[/red] {why}"
+            if row.state == "stopped":
+                reach = "-"  # powered off: SSH is not expected to answer
             shown = row.state
             if row.stopped_by:
                 shown += f" ({report.stopped_why(row.stopped_by, row.stopped_at)})"

@@ -210,7 +210,7 @@ def watcher_state(pool: SshPool, head: Node, cluster: str) -> WatcherState:
         return WatcherState(
             False, problem=f"the watcher on {head.name} left an unreadable heartbeat"
         )
-    interval = min(30.0, max(1.0, float(beat.get("idle_seconds") or 180) / 6))
+    interval = float(beat.get("interval", 30.0))
     age = now - float(beat.get("at", 0))
     if age > STALE_ROUNDS * interval + STALE_SLACK:
         return WatcherState(

@@ -214,6 +214,7 @@ def run(config_path: str) -> None:
             "idle_seconds": _number(config.get("idle_seconds")),
             "max_seconds": _number(config.get("max_seconds")),
             "action": config.get("action", "stop"),
+            "interval": float(config.get("interval", 30)),
         }
         with open(heartbeat + ".new", "w", encoding="utf-8") as handle:
             json.dump(data, handle)

@@ -11,11 +11,14 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import Cli, unique_name, wait_until
+from harness import REPO, Cli, unique_name, wait_until
 from system import namespace_processes, namespaces
 
 MINUTE = 4  # seconds: the idle limit and the hang timeout of the file below
@@ -95,6 +98,29 @@ def test_open_session_keeps_cluster_up(cli: Cli, cluster: tuple[str, Path]) -> N
     session = cli.run("exec", name, "--", f"sleep {3 * MINUTE}", timeout=120)
     assert session.returncode == 0, session.stderr
     assert not powered_off(name)
+
+
+def test_open_ssh_shell_keeps_cluster_up(cli: Cli, cluster: tuple[str, Path]) -> None:
+    name, folder = cluster
+    _up(cli, name, folder)
+    shell = subprocess.Popen(
+        [sys.executable, "-m", "dlvm_cluster", "ssh", name, "node-1"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli.env(),
+        cwd=REPO,
+    )
+    try:
+        time.sleep(3 * MINUTE)  # three idle limits with a shell open on a node that is not the head
+        assert not powered_off(name)
+        out, _ = shell.communicate("echo still-here\n", timeout=30)
+        assert "still-here" in out
+    finally:
+        if shell.poll() is None:
+            shell.kill()
+            shell.communicate()
 
 
 def test_progressing_job_keeps_cluster_up(cli: Cli, cluster: tuple[str, Path]) -> None:
