@@ -123,11 +123,11 @@ def record_usage(state: ClusterState, inventory: Inventory) -> dict[str, Any]:
     {"since": {node: [state, epoch]}, "running_hours": h, "stopped_hours": h}."""
     now = time.time()
     provider = provider_of(state)
+    record = state.read_json(state.root / USAGE) or {}
     try:
         states = provider.node_states(state, inventory)
-    except DlvmError:
-        states = {}
-    record = state.read_json(state.root / USAGE) or {}
+    except DlvmError:  # the provider cannot be asked now: the record stays as it was
+        return dict(record)
     since: dict[str, list[Any]] = dict(record.get("since", {}))
     totals = {
         "running": float(record.get("running_hours", 0.0)),

@@ -96,7 +96,8 @@ def report(state: ClusterState) -> ClusterReport:
         price = None
     jobs = tuple(refresh_states(state)[-RECENT_JOBS:])
     guard, guard_problem = _autostop(state, inventory, rows)
-    usage = usage_line(state, inventory, provider)
+    # Machines dlvm only borrows (ssh) are billed, if at all, by their owner.
+    usage = usage_line(state, inventory, provider) if provider.owns_machines else None
     whole = {(row.stopped_by, row.stopped_at) for row in rows}
     stopped_by = None
     if rows and all(row.state == NodeState.STOPPED for row in rows) and len(whole) == 1:
