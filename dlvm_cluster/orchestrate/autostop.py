@@ -82,6 +82,17 @@ def _program() -> bytes:
     return Path(watcher.__file__).read_bytes()
 
 
+# Ends the supervisor named by $d/supervisor.pid and the watcher it runs (its process group),
+# only if that PID is a watcher of this node's own network namespace (local nodes share the
+# host's PIDs, and a PID left by a powered-off node may belong to anything since).
+_END_SUPERVISOR = (
+    'if [ -f "$d/supervisor.pid" ]; then p=$(cat "$d/supervisor.pid"); '
+    'if grep -qa "watcher.py" /proc/$p/cmdline 2>/dev/null && '
+    '[ "$(readlink /proc/$p/ns/net)" = "$(readlink /proc/self/ns/net)" ]; then '
+    'kill -TERM -- -"$p" 2>/dev/null; fi; rm -f "$d/supervisor.pid"; fi; '
+)
+
+
 def _restart_script(cluster: str) -> str:
     """Stop the head's watcher (a supervisor of this node's own network namespace, found by
     its pid file and checked by its command line), then start it again: as a systemd service
@@ -89,11 +100,7 @@ def _restart_script(cluster: str) -> str:
     where = quote_path(folder(cluster))
     unit = service_name(cluster)
     return (
-        f'd={where}; cd "$d" || exit 1; '
-        "if [ -f supervisor.pid ]; then p=$(cat supervisor.pid); "
-        'if grep -qa "watcher.py" /proc/$p/cmdline 2>/dev/null && '
-        '[ "$(readlink /proc/$p/ns/net)" = "$(readlink /proc/self/ns/net)" ]; then '
-        'kill -TERM -- -"$p" 2>/dev/null; fi; rm -f supervisor.pid; fi; '
+        f'd={where}; cd "$d" || exit 1; {_END_SUPERVISOR}'
         "rm -f heartbeat.json; "
         'if [ "$(ps -p 1 -o comm= 2>/dev/null)" = systemd ] && sudo -n true 2>/dev/null; then '
         f"printf '%s\\n' '[Unit]' 'Description=dlvm autostop watcher of {cluster}' "
@@ -117,11 +124,8 @@ def _stop_script(cluster: str) -> str:
         f"if [ -f /etc/systemd/system/{unit}.service ] && sudo -n true 2>/dev/null; then "
         f"sudo -n systemctl disable --now {unit} >/dev/null 2>&1; "
         f"sudo -n rm -f /etc/systemd/system/{unit}.service; fi; "
-        'if [ -f "$d/supervisor.pid" ]; then p=$(cat "$d/supervisor.pid"); '
-        'if grep -qa "watcher.py" /proc/$p/cmdline 2>/dev/null && '
-        '[ "$(readlink /proc/$p/ns/net)" = "$(readlink /proc/self/ns/net)" ]; then '
-        'kill -TERM -- -"$p" 2>/dev/null; fi; fi; rm -f "$d/supervisor.pid" "$d/config.json" '
-        '"$d/heartbeat.json"; true'
+        f"{_END_SUPERVISOR}"
+        'rm -f "$d/config.json" "$d/heartbeat.json"; true'
     )
 
 
