@@ -70,10 +70,10 @@ def _ancestors(pid: str) -> set[str]:
     return seen
 
 
-def open_sessions() -> list[str]:
+def open_sessions(ignore: tuple[str, ...] = ()) -> list[str]:
     """The commands SSH sessions run on this node, other than the one asking: processes of
     this node's network namespace (local nodes share the host's PID namespace) whose parent
-    is an sshd session process."""
+    is an sshd session process; a command whose line holds one of `ignore` is left out."""
     mine = _network_namespace("self")
     own = _ancestors(str(os.getpid()))
     found = []
@@ -86,6 +86,9 @@ def open_sessions() -> list[str]:
         if _parent_and_name(parent)[1] not in SSH_SESSION:
             continue
         if _network_namespace(entry) != mine:
+            continue
+        command = _read(f"/proc/{entry}/cmdline").replace("\0", " ")
+        if any(text in command for text in ignore):
             continue
         found.append(f"{name}[{entry}]")
     return found
@@ -121,9 +124,18 @@ def running_jobs(
     return progressing, hung
 
 
+def following(node_dir: str, job: str) -> str:
+    """What the command line of a session that follows `job`'s log holds (`dlvm launch` in
+    the foreground, `dlvm logs --follow`): its job folder."""
+    return f"{node_dir.removeprefix('~/')}/jobs/{job}"
+
+
 def probe(node_dir: str, hang_seconds: float | None) -> dict[str, Any]:
+    """This node's activity. A session that only follows a hung job's log keeps nothing up:
+    the job makes no progress however long someone watches it."""
     jobs, hung = running_jobs(node_dir, hang_seconds, time.time())
-    return {"jobs": jobs, "hung": hung, "sessions": open_sessions()}
+    ignore = tuple(following(node_dir, job) for job in hung)
+    return {"jobs": jobs, "hung": hung, "sessions": open_sessions(ignore)}
 
 
 def warn_jobs(node_dir: str, text: str) -> None:

@@ -176,9 +176,10 @@ def test_hung_job_does_not_keep_cluster_up(cli: Cli, cluster: tuple[str, Path]) 
     name, folder = cluster
     spec = _spec(folder, name, "{idle_minutes: 1}", "echo once; sleep 600")
     _up(cli, name, folder)
-    cli.run("launch", str(spec), "--detach", check=True)
-    # Silent for longer than hang_timeout_minutes: not running, so the cluster is idle.
-    wait_until(lambda: powered_off(name), 30 * MINUTE, interval=0.5, message="still running")
+    # In the foreground: dlvm follows the job's log over SSH on every node. Silent for longer
+    # than hang_timeout_minutes, the job is not running, and watching it keeps nothing up.
+    with cli.background("launch", str(spec)):
+        wait_until(lambda: powered_off(name), 30 * MINUTE, interval=0.5, message="still running")
     assert _node_states(cli, name) == [("stopped", "autostop")] * 2
 
 

@@ -114,3 +114,11 @@ def test_machines_dlvm_does_not_own_are_never_powered_off(tmp_path: Path) -> Non
     with pytest.raises(UsageError):
         hosts.start_nodes(state, INVENTORY, SilentProgress())
     assert hosts.self_stop_command("stop") is None
+
+
+def test_a_session_following_a_hung_job_is_told_by_its_job_folder() -> None:
+    from dlvm_cluster.inventory import node_dir
+    from dlvm_cluster.remote import jobcontrol
+
+    assert watcher.following(node_dir("c"), "j1") in jobcontrol.follow("c", "j1")
+    assert watcher.following(node_dir("c"), "j1") not in jobcontrol.follow("c", "j2")
