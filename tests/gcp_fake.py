@@ -325,11 +325,12 @@ class FakeCompute:
         error: dict[str, Any] | None = None,
         waits: int = 1,
     ) -> None:
-        """instances.start, instances.resume or instances.delete (`verb`): the request (POST
-        .../start, POST .../resume, DELETE on the instance) answers with a zone operation
-        still RUNNING, and zoneOperations.wait answers RUNNING `waits - 1` times, then DONE
-        (with `error`, an operation's error object, if given). A DONE operation without error
-        leaves the VM RUNNING with the same id, or, for a delete, gone."""
+        """instances.start, instances.resume, instances.stop or instances.delete (`verb`): the
+        request (POST .../start, .../resume, .../stop, DELETE on the instance) answers with a
+        zone operation still RUNNING, and zoneOperations.wait answers RUNNING `waits - 1` times,
+        then DONE (with `error`, an operation's error object, if given). A DONE operation
+        without error leaves the VM RUNNING (TERMINATED for a stop) with the same id, or, for a
+        delete, gone."""
         operation_name = f"operation-1764686400000-{verb}-{name}"
         zone_link = f"{API}/projects/{project}/zones/{zone}"
         pending = {
@@ -375,7 +376,8 @@ class FakeCompute:
                 self.routes.pop(("DELETE", instance[1]), None)
                 return
             status, vm = self.routes[instance][-1]
-            self.routes[instance] = [(status, {**vm, "status": "RUNNING"})]
+            after = "TERMINATED" if verb == "stop" else "RUNNING"
+            self.routes[instance] = [(status, {**vm, "status": after})]
 
         self.effects[wait] = finished
 

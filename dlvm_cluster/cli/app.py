@@ -57,6 +57,9 @@ _register("schema", cluster_commands.schema_cmd)
 _register("doctor", cluster_commands.doctor_cmd)
 _register("ssh", node_commands.ssh_cmd)
 _register("ssh-config", node_commands.ssh_config_cmd)
+_register("stop", cluster_commands.stop_cmd)
+_register("start", cluster_commands.start_cmd)
+_register("autostop", cluster_commands.autostop_cmd)
 _register("down", cluster_commands.down_cmd)
 
 

@@ -94,6 +94,8 @@ def _print_up_summary(result: UpResult) -> None:
         )
         return
     parts = [f"{nodes} node(s)"]
+    if result.started:
+        parts.append(f"{len(result.started)} started on their disks")
     if result.files_sent:
         parts.append(f"{result.files_sent} file(s) pushed")
     if result.setup.ran:
@@ -166,13 +168,25 @@ def status_cmd(
         stdout.print("no clusters")
         return
     for r in reports:
+        if r.taken_down:
+            stdout.print(
+                f"cluster {r.cluster} was taken down by {r.taken_down}: its machines and "
+                "state are gone",
+                markup=False,
+            )
+            continue
         table = Table(title=f"cluster {r.cluster}", title_justify="left")
         for column in ["node", "rank", "address", "state", "ssh"]:
             table.add_column(column)
         for row in r.nodes:
             why = escape(show_controls(row.error))  # an SSH error may quote the node
             reach = "[green]ok[/green]" if row.reachable else f"[red]unreachable[/red] {why}"
-            table.add_row(row.name, str(row.rank), f"{row.ip}:{row.port}", row.state, reach)
+            if row.state == "stopped":
+                reach = "-"  # powered off: SSH is not expected to answer
+            shown = row.state
+            if row.stopped_by:
+                shown += f" ({report.stopped_why(row.stopped_by, row.stopped_at)})"
+            table.add_row(row.name, str(row.rank), f"{row.ip}:{row.port}", shown, reach)
         stdout.print(table)
         if r.provider_problem:
             stdout.print(f"  machine states unknown: {r.provider_problem}", markup=False)
@@ -180,6 +194,14 @@ def status_cmd(
             stdout.print(f"  {r.capacity.summary}", markup=False)
         if r.price:
             stdout.print(f"  {r.price}", markup=False)
+        if r.usage:
+            stdout.print(f"  {r.usage}", markup=False)
+        if r.stopped_by:
+            stdout.print(f"  stopped by {r.stopped_by}", markup=False)
+        if r.autostop:
+            stdout.print(f"  autostop: {r.autostop}", markup=False)
+        if r.autostop_problem:
+            stdout.print(f"  warning: {r.autostop_problem}", markup=False)
         for job in r.jobs:
             stdout.print(
                 f"  job {job.id}  {job.framework:<10} {job.state:<10} {job.command}", markup=False
@@ -282,6 +304,75 @@ def doctor_cmd(
     if failed:
         stderr.print(f"{len(failed)} problem(s) found")
         raise typer.Exit(1)
+
+
+def stop_cmd(
+    cluster: ClusterArg,
+    quiet: QuietOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Power the nodes off, keeping their disks; `dlvm start` or `up` starts them again."""
+    from dlvm_cluster.cli.display import console_progress, stdout
+    from dlvm_cluster.orchestrate import power
+
+    state = cluster_state(cluster)
+    with console_progress(quiet=quiet, json_output=json_output) as progress:
+        result = power.stop(state, progress)
+    if json_output:
+        documents.print_json(documents.stop(result))
+        return
+    stdout.print(
+        f"cluster {state.name} is stopped: {len(result.stopped)} node(s) powered off, disks "
+        f"kept ({result.seconds:.1f}s)"
+    )
+
+
+def start_cmd(
+    cluster: ClusterArg,
+    quiet: QuietOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Start a stopped cluster's nodes on their disks and wait for SSH."""
+    from dlvm_cluster.cli.display import console_progress, stdout
+    from dlvm_cluster.orchestrate import lifecycle
+
+    state = cluster_state(cluster)
+    with console_progress(quiet=quiet, json_output=json_output) as progress:
+        result = lifecycle.start(state, progress)
+    if json_output:
+        documents.print_json(documents.start(result))
+        return
+    stdout.print(
+        f"cluster {state.name} is running: {len(result.started)} node(s) started "
+        f"({result.seconds:.1f}s)"
+    )
+
+
+def autostop_cmd(
+    cluster: ClusterArg,
+    idle: Annotated[
+        int | None,
+        typer.Option("--idle", min=1, help="Stop after this many idle minutes.", metavar="M"),
+    ] = None,
+    off: Annotated[bool, typer.Option("--off", help="Turn autostop off.")] = False,
+    action: Annotated[
+        str | None,
+        typer.Option("--action", help="stop (keep the disks) or down (delete everything)."),
+    ] = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Change the idle guard of a live cluster (until the next `up`, which applies the file's)."""
+    from dlvm_cluster.cli.display import console_progress, stdout
+    from dlvm_cluster.errors import UsageError
+    from dlvm_cluster.orchestrate import autostop
+
+    if action not in (None, "stop", "down"):
+        raise UsageError(f"--action {action!r} is neither stop nor down", hint="--action stop")
+    state = cluster_state(cluster)
+    with console_progress(quiet=quiet, json_output=False) as progress:
+        settings = autostop.change(state, progress, idle=idle, off=off, action=action)
+    shown = "off" if settings is None else autostop.describe(settings)
+    stdout.print(f"cluster {state.name}: autostop {shown}", markup=False)
 
 
 def down_cmd(

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from dlvm_cluster.inventory import Inventory
     from dlvm_cluster.orchestrate.check import CheckReport
     from dlvm_cluster.orchestrate.jobs import JobRecord
-    from dlvm_cluster.orchestrate.lifecycle import PlanResult, UpResult
+    from dlvm_cluster.orchestrate.lifecycle import PlanResult, StartResult, UpResult
+    from dlvm_cluster.orchestrate.power import StopResult
     from dlvm_cluster.orchestrate.report import ClusterReport
     from dlvm_cluster.orchestrate.scale import ScaleResult
     from dlvm_cluster.providers.base import Check
@@ -51,6 +52,7 @@ def up(result: UpResult) -> Document:
         "nodes": nodes(result.inventory),
         "files_sent": result.files_sent,
         "setup": {"ran": list(result.setup.ran), "unchanged": list(result.setup.unchanged)},
+        "started": list(result.started),
     }
 
 
@@ -85,6 +87,11 @@ def status(report: ClusterReport) -> Document:
         "provider_problem": report.provider_problem,
         # provisioning model, reservation, max run hours; null where the provider has no choice
         "capacity": report.capacity.to_json() if report.capacity else None,
+        "autostop": report.autostop,
+        "autostop_problem": report.autostop_problem,
+        "stopped_by": report.stopped_by,
+        "taken_down": report.taken_down,
+        "usage": report.usage,
     }
 
 
@@ -178,4 +185,21 @@ def check_report(report: CheckReport) -> Document:
             }
             for node in report.nodes
         ],
+    }
+
+
+def stop(result: StopResult) -> Document:
+    return {
+        "cluster": result.cluster,
+        "stopped": list(result.stopped),
+        "seconds": round(result.seconds, 3),
+    }
+
+
+def start(result: StartResult) -> Document:
+    return {
+        "cluster": result.inventory.cluster,
+        "started": list(result.started),
+        "nodes": nodes(result.inventory),
+        "seconds": round(result.seconds, 3),
     }

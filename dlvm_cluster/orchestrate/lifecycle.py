@@ -13,11 +13,13 @@ from pathlib import Path
 from dlvm_cluster import providers, secret_env
 from dlvm_cluster.errors import RemoteError, UsageError
 from dlvm_cluster.inventory import Inventory, Node
+from dlvm_cluster.orchestrate import autostop, power
 from dlvm_cluster.orchestrate.files import SetupReport, install_secrets, push_files, run_setup
 from dlvm_cluster.orchestrate.mesh import install_mesh, uninstall_mesh
 from dlvm_cluster.orchestrate.reach import ssh_reach
 from dlvm_cluster.orchestrate.records import (
     applied_digest,
+    applied_spec,
     cluster_kind,
     load_inventory,
     open_pool,
@@ -28,7 +30,7 @@ from dlvm_cluster.orchestrate.records import (
     spec_digest,
 )
 from dlvm_cluster.progress import Progress
-from dlvm_cluster.providers.base import NO_TRUST, Converge, KeyTrust
+from dlvm_cluster.providers.base import NO_TRUST, Converge, KeyTrust, Provider
 from dlvm_cluster.provision.render import RenderedModule
 from dlvm_cluster.remote import agent_process
 from dlvm_cluster.remote.pool import SshPool, run_everywhere
@@ -49,10 +51,11 @@ class UpResult:
     files_sent: int
     setup: SetupReport
     seconds: float
+    started: tuple[str, ...] = ()  # nodes that were stopped and were started on their disks
 
     @property
     def changed(self) -> bool:
-        return self.provisioned or self.files_sent > 0 or bool(self.setup.ran)
+        return self.provisioned or self.files_sent > 0 or bool(self.setup.ran) or bool(self.started)
 
 
 def converge_request(
@@ -84,16 +87,23 @@ def provision(
     *,
     trust: KeyTrust = NO_TRUST,
     wait: float | None = None,
-) -> tuple[Inventory, bool]:
-    """The provider makes, converges or adopts the nodes; the inventory is recorded.
+) -> tuple[Inventory, bool, list[str]]:
+    """The provider makes, converges or adopts the nodes (starting stopped ones first); the
+    inventory, whether the provider changed anything, and the nodes started, recorded.
     `trust`: the host keys seen for the first time that are accepted (others: UnpinnedHostKeys).
     `wait`: seconds the machines may take to be created (None: the provider's default)."""
     request = converge_request(loaded, state, progress, trust=trust, wait=wait)
     record_kind(state, loaded.spec.provider.kind)
+    started: list[str] = []
+    if request.previous is not None:
+        # A stopped node is started on its disk (never recreated); the provider then finds
+        # it answering as before.
+        power.record_usage(state, request.previous)  # a stop while no dlvm ran ends here
+        started = power.start_stopped(state, request.previous, progress)
     inventory, changed = providers.for_spec(loaded.spec).provision(request)
     inventory = with_storage(inventory, loaded.spec)
     save_inventory(state, inventory)
-    return inventory, changed
+    return inventory, changed, started
 
 
 def with_storage(inventory: Inventory, spec: ClusterSpec) -> Inventory:
@@ -174,9 +184,11 @@ def prepare_nodes(
     nodes: Sequence[Node],
     rerun: bool = False,
     scaled: bool = False,
+    restarted: bool = False,
 ) -> tuple[list[SyncResult], SetupReport]:
     """Bring `nodes` to the spec: SSH ready, intra-cluster SSH (on every node, so old and new
-    nodes know each other), secrets, storage, files, setup."""
+    nodes know each other), the autostop watcher (`restarted`: the nodes just started, so
+    max_hours counts from now), secrets, storage, files, setup."""
     wait_for_ssh(pool, nodes, progress)
     install_mesh(
         pool,
@@ -184,6 +196,18 @@ def prepare_nodes(
         inventory.nodes,
         private_key=state.internal_key_path.read_bytes(),
         public_key=state.internal_key_path.with_suffix(".pub").read_text(),
+    )
+    if not scaled:
+        autostop.forget_override(state)  # `up`: the file's settings apply again
+    autostop.install(
+        pool,
+        inventory,
+        loaded.spec,
+        providers.for_spec(loaded.spec),
+        progress,
+        settings=autostop.settings_in_force(state, loaded.spec),
+        nodes=tuple(nodes),
+        restarted=restarted,
     )
     install_secrets(pool, state, nodes, secret_env.resolve(loaded.spec))
     mount_storage(pool, state, loaded.spec, nodes, progress)
@@ -249,7 +273,7 @@ def up(
     key seen for the first time are adopted only when `trust` accepts it; else
     UnpinnedHostKeys lists them, before anything is stored or sent. `wait`: seconds the
     machines may take to be created (a flex-start VM waits for capacity meanwhile)."""
-    started = time.monotonic()
+    begun = time.monotonic()
     spec = loaded.spec
     providers.for_spec(spec).check_host()
     state = ClusterState.for_name(spec.name)
@@ -259,18 +283,81 @@ def up(
             raise WouldUndoScale(undo)
         state.check_permissions()
         state.ensure_key_pair()
-        inventory, provisioned = provision(loaded, state, progress, trust=trust, wait=wait)
+        _finish_taken_down(state, progress)
+        inventory, provisioned, started = provision(loaded, state, progress, trust=trust, wait=wait)
         with open_pool(state, inventory) as pool:
             synced, setup = prepare_nodes(
-                pool, state, inventory, loaded, progress, nodes=inventory.nodes, rerun=rerun_setup
+                pool,
+                state,
+                inventory,
+                loaded,
+                progress,
+                nodes=inventory.nodes,
+                rerun=rerun_setup,
+                restarted=provisioned or bool(started),
             )
+        power.record_usage(state, inventory)
         return UpResult(
             inventory,
             provisioned=provisioned,
             files_sent=sum(r.sent_files for r in synced),
             setup=setup,
-            seconds=time.monotonic() - started,
+            seconds=time.monotonic() - begun,
+            started=tuple(started),
         )
+
+
+def _finish_taken_down(state: ClusterState, progress: Progress) -> None:
+    """A cluster whose nodes powered off for autostop's `down` is deleted now (its nodes could
+    not delete themselves), so that `up` makes it anew; says so."""
+    previous = load_inventory(state)
+    mark = power.taken_down_mark(state, previous) if previous is not None else None
+    if mark is None:
+        return
+    when = time.strftime("%H:%M", time.localtime(mark.at))
+    progress.note(f"cluster {state.name} was taken down by {mark.by} at {when}: making it anew")
+    providers.for_kind(cluster_kind(state) or providers.DEFAULT_KIND).destroy(state, progress)
+    state.inventory_path.unlink(missing_ok=True)
+    state.applied_spec_path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class StartResult:
+    inventory: Inventory
+    started: tuple[str, ...]  # the nodes that were stopped
+    seconds: float
+
+
+def start(state: ClusterState, progress: Progress) -> StartResult:
+    """Start a stopped cluster's nodes on their disks and wait for SSH with the pinned host
+    keys; nothing is pushed or set up (`up` does that, and skips setup whose stamp holds)."""
+    begun = time.monotonic()
+    with state.lock("start"):
+        inventory = load_inventory(state)
+        if inventory is None:
+            raise UsageError(
+                f"cluster {state.name!r} has no nodes recorded", hint="create it with `dlvm up`"
+            )
+        power.record_usage(state, inventory)
+        started = power.start_stopped(state, inventory, progress)
+        loaded = applied_spec(state)
+        with open_pool(state, inventory) as pool:
+            wait_for_ssh(pool, inventory.nodes, progress)
+            # A local node's mounts ended with its processes; gcsfuse units come back by
+            # themselves, and mounting again is harmless.
+            mount_storage(pool, state, loaded.spec, inventory.nodes, progress)
+            # A local node's watcher ended with its processes; a VM's systemd starts its own.
+            autostop.install(
+                pool,
+                inventory,
+                loaded.spec,
+                providers.for_spec(loaded.spec),
+                progress,
+                settings=autostop.settings_in_force(state, loaded.spec),
+                restarted=bool(started),
+            )
+        power.record_usage(state, inventory)
+    return StartResult(inventory, tuple(started), time.monotonic() - begun)
 
 
 def down(state: ClusterState, progress: Progress) -> float:
@@ -305,12 +392,29 @@ class PlanResult:
     checkpoint_mount: str = ""  # DLVM_CHECKPOINT_DIR; empty: none
 
 
+def _cost_notes(spec: ClusterSpec, provider: Provider) -> list[str]:
+    """What stopped nodes cost, and what stops them: autostop and max_hours."""
+    notes = []
+    rates = provider.hourly_rates(spec)
+    if rates is not None:
+        count = spec.nodes.count
+        notes.append(
+            f"stopped: ${rates.stopped * count:.2f}/h for the disks of {count} node(s); "
+            f"running ${rates.running * count:.2f}/h with them"
+        )
+    if spec.autostop is None:
+        notes.append("autostop: off (the cluster runs until `dlvm stop` or `dlvm down`)")
+    else:
+        notes.append(f"autostop: {autostop.describe(spec.autostop)}")
+    return notes
+
+
 def plan(loaded: LoadedSpec, progress: Progress) -> PlanResult:
     """What `up` would do, as the spec's provider sees it: changes nothing."""
     spec = loaded.spec
     state = ClusterState.for_name(spec.name)
     provider = providers.for_spec(spec)
-    notes = tuple(provider.plan_notes(spec))
+    notes = (*provider.plan_notes(spec), *_cost_notes(spec, provider))
     planned = provider.plan(converge_request(loaded, state, progress))
     checkpoint = spec.checkpoint_storage
     return PlanResult(

@@ -266,6 +266,8 @@ class NodeStatus:
     error: str
     state: str = ""  # running, stopped, preempted, missing or unreachable (report.node_state)
     provider_id: str = ""  # the provider's name for the machine
+    stopped_by: str = ""  # a stopped node: user (dlvm stop), autostop (idle) or max_hours
+    stopped_at: str = ""  # when, ISO 8601 in local time
 
 
 def status(state: ClusterState) -> tuple[Inventory, list[NodeStatus]]:

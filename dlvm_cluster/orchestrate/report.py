@@ -4,15 +4,21 @@ recent jobs."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 
 from dlvm_cluster import providers
 from dlvm_cluster.errors import DlvmError, StateError
+from dlvm_cluster.inventory import Inventory
+from dlvm_cluster.orchestrate import autostop
 from dlvm_cluster.orchestrate.jobs import JobRecord, refresh_states
+from dlvm_cluster.orchestrate.lifecycle import down
 from dlvm_cluster.orchestrate.nodes import NodeStatus
 from dlvm_cluster.orchestrate.nodes import status as node_status
-from dlvm_cluster.orchestrate.records import applied_spec, cluster_kind
-from dlvm_cluster.providers.base import CapacityFacts, NodeState
+from dlvm_cluster.orchestrate.power import node_hours, record_usage, stop_marks, taken_down_mark
+from dlvm_cluster.orchestrate.records import applied_spec, cluster_kind, load_inventory, open_pool
+from dlvm_cluster.progress import SilentProgress
+from dlvm_cluster.providers.base import CapacityFacts, NodeState, Provider, StopMark
 from dlvm_cluster.state import ClusterState
 
 RECENT_JOBS = 10
@@ -27,6 +33,11 @@ class ClusterReport:
     price: str | None
     provider_problem: str | None = None  # why the provider could not say how its nodes are
     capacity: CapacityFacts | None = None  # how the machines are provided, where chosen
+    autostop: str | None = None  # the settings in force (None: off)
+    autostop_problem: str | None = None  # "autostop is not active: ..." when it should run
+    stopped_by: str | None = None  # every node stopped: "autostop at 12:03", "user at ..."
+    taken_down: str | None = None  # autostop's `down` was finished now: "autostop at 12:03"
+    usage: str | None = None  # node-hours so far, and the spend where prices are known
 
 
 def node_state(provider_state: NodeState | None, reachable: bool) -> str:
@@ -37,8 +48,28 @@ def node_state(provider_state: NodeState | None, reachable: bool) -> str:
     return str(NodeState.RUNNING) if reachable else UNREACHABLE
 
 
+def _stop_fields(mark: StopMark | None) -> tuple[str, str]:
+    """(by, at) of a stopped node's mark; empty strings when none."""
+    if mark is None:
+        return "", ""
+    return mark.by, time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(mark.at))
+
+
+def stopped_why(by: str, at: str) -> str:
+    """`autostop at 12:03`: a stopped node's reason, as status shows it."""
+    return f"{by} at {at[11:16]}" if at else by
+
+
 def report(state: ClusterState) -> ClusterReport:
-    inventory, rows = node_status(state)
+    """The cluster as it is; a cluster whose nodes powered off for autostop's `down` is taken
+    down first (the nodes could not delete themselves), and the report says so."""
+    inventory = load_inventory(state)
+    mark = taken_down_mark(state, inventory) if inventory is not None else None
+    if mark is not None:
+        down(state, SilentProgress())
+        by, at = _stop_fields(mark)
+        return ClusterReport(state.name, (), (), None, taken_down=stopped_why(by, at))
+    inventory, rows_seen = node_status(state)
     provider = providers.for_kind(cluster_kind(state) or providers.DEFAULT_KIND)
     problem = None
     try:
@@ -46,14 +77,21 @@ def report(state: ClusterState) -> ClusterReport:
     except DlvmError as exc:  # no credentials or no API: SSH reachability still shows
         states, problem = {}, str(exc)
     nodes = {node.name: node for node in inventory.nodes}
-    rows = [
-        replace(
-            row,
-            state=node_state(states.get(row.name), row.reachable),
-            provider_id=provider.provider_id(state, nodes[row.name]),
+    stopped = any(value == NodeState.STOPPED for value in states.values())
+    marks = stop_marks(state, inventory) if stopped else {}
+    rows = []
+    for row in rows_seen:
+        mark = marks.get(row.name) if states.get(row.name) == NodeState.STOPPED else None
+        by, at = _stop_fields(mark)
+        rows.append(
+            replace(
+                row,
+                state=node_state(states.get(row.name), row.reachable),
+                provider_id=provider.provider_id(state, nodes[row.name]),
+                stopped_by=by,
+                stopped_at=at,
+            )
         )
-        for row in rows
-    ]
     try:
         spec = applied_spec(state).spec
     except StateError:
@@ -62,6 +100,62 @@ def report(state: ClusterState) -> ClusterReport:
         price = provider.status_price(spec, len(inventory.nodes))
         capacity = provider.capacity(spec)
     jobs = tuple(refresh_states(state)[-RECENT_JOBS:])
+    guard, guard_problem = _autostop(state, inventory, rows)
+    # Machines dlvm only borrows (ssh) are billed, if at all, by their owner.
+    usage = usage_line(state, inventory, provider) if provider.owns_machines else None
+    whole = {(row.stopped_by, row.stopped_at) for row in rows}
+    stopped_by = None
+    if rows and all(row.state == NodeState.STOPPED for row in rows) and len(whole) == 1:
+        by, at = whole.pop()
+        stopped_by = stopped_why(by, at) if by else None
     return ClusterReport(
-        state.name, tuple(rows), jobs, price, provider_problem=problem, capacity=capacity
+        state.name,
+        tuple(rows),
+        jobs,
+        price,
+        provider_problem=problem,
+        capacity=capacity,
+        autostop=guard,
+        autostop_problem=guard_problem,
+        stopped_by=stopped_by,
+        usage=usage,
     )
+
+
+def usage_line(state: ClusterState, inventory: Inventory, provider: Provider) -> str:
+    """`spend so far: $12.30 (10.0 node-hours running, 2.0 stopped); stopped: $0.03/h`:
+    node-hours from the state dir's record, priced where the provider knows prices."""
+    running, stopped = node_hours(record_usage(state, inventory))
+    hours = f"{running:.1f} node-hours running, {stopped:.1f} stopped"
+    try:
+        rates = provider.hourly_rates(applied_spec(state).spec)
+    except StateError:
+        rates = None
+    if rates is None:
+        return f"usage so far: {hours} (no prices for this provider)"
+    spend = running * rates.running + stopped * rates.stopped
+    disks = rates.stopped * len(inventory.nodes)
+    return f"spend so far: ${spend:.2f} ({hours}); stopped, the disks cost ${disks:.2f}/h"
+
+
+def _autostop(
+    state: ClusterState, inventory: Inventory, rows: list[NodeStatus]
+) -> tuple[str | None, str | None]:
+    """The autostop settings in force, and why the head's watcher is not active when it
+    should be (the head runs and answers, yet no fresh heartbeat)."""
+    try:
+        spec = applied_spec(state).spec
+    except StateError:
+        return None, None
+    in_force = autostop.settings_in_force(state, spec)
+    if in_force is None:
+        return None, None
+    settings = autostop.describe(in_force)
+    head = next((row for row in rows if row.name == inventory.head.name), None)
+    if head is None or not head.reachable:
+        return settings, None
+    with open_pool(state, inventory) as pool:
+        watcher = autostop.watcher_state(pool, inventory.head, state.name)
+    if watcher.active:
+        return f"{settings} (idle for {watcher.idle_for:.0f}s)", None
+    return settings, f"autostop is not active: {watcher.problem}"

@@ -168,7 +168,7 @@ def scale(
         plan = preview(state, target)
         leaving = tuple(node for node in before.nodes if node.name in plan.remove)
         stopped = _stop_jobs_on(state, before, leaving, progress) if leaving else ()
-        inventory, _ = provision(loaded, state, progress, trust=trust)
+        inventory, _, _ = provision(loaded, state, progress, trust=trust)
         arriving = tuple(node for node in inventory.nodes if node.name in plan.add)
         with open_pool(state, inventory) as pool:
             prepare_nodes(pool, state, inventory, loaded, progress, nodes=arriving, scaled=True)

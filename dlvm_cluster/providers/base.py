@@ -30,6 +30,25 @@ class NodeState(StrEnum):
 
 
 @dataclass(frozen=True)
+class HourlyRates:
+    """What one node costs per hour, in USD: running (machine, GPUs and disk) and stopped
+    (its disk alone)."""
+
+    running: float
+    stopped: float
+
+
+@dataclass(frozen=True)
+class StopMark:
+    """Why and when a node was powered off, as its provider recorded it: `by` is `user`
+    (`dlvm stop`), `autostop` (idle) or `max_hours`; `at` is seconds since the epoch."""
+
+    by: str
+    at: float
+    action: str = "stop"  # down: the machine was to be deleted (see Provider.self_stop_command)
+
+
+@dataclass(frozen=True)
 class Reach:
     """What a provider may learn over SSH, asked through orchestrate.
 
@@ -176,6 +195,29 @@ class Provider(Protocol):
 
     def provider_id(self, state: ClusterState, node: Node) -> str:
         """The provider's own name for the node's machine."""
+
+    def hourly_rates(self, spec: ClusterSpec) -> HourlyRates | None:
+        """One node's price per hour running and stopped, where the provider knows prices."""
+
+    def stop_nodes(
+        self, state: ClusterState, inventory: Inventory, progress: Progress, *, by: str
+    ) -> None:
+        """Power the nodes' machines off, keeping their disks (home, data, host keys): only
+        storage is billed until they start again. `by` says why (StopMark.by). Machines dlvm
+        does not own are refused."""
+
+    def start_nodes(self, state: ClusterState, inventory: Inventory, progress: Progress) -> None:
+        """Start the stopped machines of these nodes again, on the same disks (never
+        recreated); the caller then waits for SSH."""
+
+    def stop_marks(self, state: ClusterState, inventory: Inventory) -> dict[str, StopMark]:
+        """Per stopped node, why and when it stopped, where the provider keeps it (a node left
+        out: the provider does not know)."""
+
+    def self_stop_command(self, action: str) -> str | None:
+        """Shell text a node runs to apply an autostop `action` (stop, down) to its own
+        machine, with DLVM_STOP_REASON set to the StopMark.by to record; None: this provider's
+        machines cannot do it (autostop is refused)."""
 
     def status_price(self, spec: ClusterSpec, nodes: int) -> str | None:
         """The hourly price line of `nodes` nodes, where the provider knows prices."""

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,11 @@ from dlvm_cluster.providers.base import (
     CapacityFacts,
     Check,
     Converge,
+    HourlyRates,
     NodeState,
     ProviderPlan,
     Reach,
+    StopMark,
 )
 from dlvm_cluster.providers.terraformed import apply_module, destroy_module, plan_module
 from dlvm_cluster.provision.modules import module_dir
@@ -217,6 +220,97 @@ def namespaces(state: ClusterState, nodes: Iterable[str]) -> dict[str, str]:
     return {node: f"dlvm-{state.name}-{node}-{prefix}" for node in nodes}
 
 
+def _namespace_pids(namespace: str) -> list[str]:
+    """The PIDs of a namespace's processes, as `ip netns pids` names them."""
+    try:
+        out = subprocess.run(
+            ["ip", "netns", "pids", namespace], capture_output=True, text=True, timeout=10
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return out.split()
+
+
+def _power(state: ClusterState, inventory: Inventory, verb: str, by: str = "") -> None:
+    """Run node.sh node-stop or node-start for each node, with what it needs from the tfvars
+    of the last apply (the same values Terraform gave node-up)."""
+    try:
+        tfvars = json.loads((state.terraform_dir / TFVARS).read_text())
+    except (OSError, ValueError) as exc:
+        raise ProvisionError(
+            f"cluster {state.name} was never made on this machine",
+            hint="create it with `dlvm up` first",
+        ) from exc
+    check_local_privileges()
+    network = tfvars["network"]
+    names = namespaces(state, (node.name for node in inventory.nodes))
+    script = module_dir("local") / "node.sh"
+
+    def one(node: Node) -> str:
+        settings = tfvars["nodes"].get(node.name)
+        if settings is None:
+            return ""
+        env = dict(
+            os.environ,
+            NODE=node.name,
+            NODE_IP=settings["ip"],
+            NAMESPACE=names[node.name],
+            GATEWAY_IP=network["gateway_ip"],
+            PREFIX_LEN=str(network["prefix_len"]),
+            STATE_DIR=tfvars["state_dir"],
+            AUTHORIZED_KEYS=tfvars["authorized_keys_file"],
+            KEEP_PATHS=":".join(tfvars["keep_paths"]),
+            NODE_PATH=tfvars["node_path"],
+            # The host folder behind the storage mounts, seen again by the node's new init.
+            STORAGE_DIR=tfvars.get("storage_dir", ""),
+            STOPPED_BY=by,
+        )
+        done = subprocess.run(
+            [str(script), f"node-{verb}"], env=env, capture_output=True, text=True, check=False
+        )
+        if done.returncode == 0:
+            return ""
+        return f"{node.name}: {done.stderr.strip() or done.stdout.strip()}"
+
+    # Every node at once, as machines power on and off independently.
+    with ThreadPoolExecutor(max_workers=min(16, max(1, len(inventory.nodes)))) as pool:
+        failed = [problem for problem in pool.map(one, inventory.nodes) if problem]
+    if failed:
+        raise ProvisionError(
+            f"could not {verb} " + "; ".join(failed),
+            hint="run `dlvm up` to converge the cluster",
+        )
+
+
+def _stop_mark(path: Path) -> StopMark | None:
+    """A node dir's `stopped` file: `by=WHO at=EPOCH`."""
+    try:
+        fields = dict(item.split("=", 1) for item in path.read_text().split() if "=" in item)
+        return StopMark(
+            by=fields["by"], at=float(fields["at"]), action=fields.get("action", "stop")
+        )
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+# What a local node runs to power itself off: it ends every process of its own network
+# namespace (compared by /proc/PID/ns/net, as `ip netns pids` does), itself last, after
+# recording why in its node dir (the host's nodes/NODE, mounted at /run/dlvm/node). It
+# refuses to run outside a local node, or in the host's own namespace.
+SELF_STOP = (
+    '[ -d /run/dlvm/node ] || { echo "not a local dlvm node" >&2; exit 1; }; '
+    "me=$(readlink /proc/self/ns/net); "
+    '[ -n "$me" ] && [ "$me" != "$(readlink /proc/1/ns/net)" ] '
+    '|| { echo "refusing: this is the host namespace" >&2; exit 1; }; '
+    'printf "by=%s at=%s action=%s\\n" "${DLVM_STOP_REASON:-autostop}" "$(date +%s)" '
+    '"${DLVM_STOP_ACTION:-stop}" '
+    "> /run/dlvm/node/stopped; "
+    'for p in /proc/[0-9]*; do p=${p#/proc/}; [ "$p" = $$ ] && continue; '
+    '[ "$(readlink /proc/$p/ns/net 2>/dev/null)" = "$me" ] && kill -9 "$p" 2>/dev/null; '
+    "done; kill -9 $$"
+)
+
+
 def node_address(node: str) -> str:
     """The node's resource in terraform/local, for `apply -replace`."""
     return f'terraform_data.node["{node}"]'
@@ -305,15 +399,46 @@ class NamespaceNodes:
         destroy_module(state, progress)
 
     def node_states(self, state: ClusterState, inventory: Inventory) -> dict[str, NodeState]:
-        """A node whose namespace is gone is missing; one that has it is running (whether
-        its sshd answers is for SSH to tell)."""
+        """A node whose namespace is gone is missing; one whose namespace holds no process
+        is stopped (powered off, disk kept); else it is running (whether its sshd answers is
+        for SSH to tell)."""
         names = namespaces(state, (node.name for node in inventory.nodes))
-        return {
-            node.name: NodeState.RUNNING
-            if node.name in names and (Path("/run/netns") / names[node.name]).exists()
-            else NodeState.MISSING
-            for node in inventory.nodes
-        }
+        states = {}
+        for node in inventory.nodes:
+            namespace = names.get(node.name)
+            if namespace is None or not (Path("/run/netns") / namespace).exists():
+                states[node.name] = NodeState.MISSING
+            elif not _namespace_pids(namespace):
+                states[node.name] = NodeState.STOPPED
+            else:
+                states[node.name] = NodeState.RUNNING
+        return states
+
+    def stop_nodes(
+        self, state: ClusterState, inventory: Inventory, progress: Progress, *, by: str
+    ) -> None:
+        """Every process of each node's namespace ends; the namespace and the node dir (host
+        key, home, /tmp) stay for `start_nodes`."""
+        progress.stage("stopping nodes")
+        _power(state, inventory, "stop", by)
+
+    def start_nodes(self, state: ClusterState, inventory: Inventory, progress: Progress) -> None:
+        progress.stage("starting nodes")
+        _power(state, inventory, "start")
+
+    def stop_marks(self, state: ClusterState, inventory: Inventory) -> dict[str, StopMark]:
+        marks = {}
+        for node in inventory.nodes:
+            mark = _stop_mark(state.root / "nodes" / node.name / "stopped")
+            if mark is not None:
+                marks[node.name] = mark
+        return marks
+
+    def self_stop_command(self, action: str) -> str | None:
+        """Both actions power the node off: a namespace cannot delete itself from the inside
+        (the host's `ip netns` is out of its reach); the next dlvm command on this machine
+        takes a cluster stopped for `down` down (orchestrate reconciles)."""
+        return SELF_STOP
 
     def provider_id(self, state: ClusterState, node: Node) -> str:
         return namespaces(state, [node.name]).get(node.name, "")
@@ -323,6 +448,9 @@ class NamespaceNodes:
 
     def capacity(self, spec: ClusterSpec) -> CapacityFacts | None:
         return None
+
+    def hourly_rates(self, spec: ClusterSpec) -> HourlyRates | None:
+        return None  # this machine: nothing billed by the hour
 
     def doctor(self, spec: ClusterSpec | None, reach: Reach) -> list[Check]:
         install = "apt-get install -y openssh-server openssh-client iproute2 util-linux procps"

@@ -18,9 +18,11 @@ from dlvm_cluster.providers.base import (
     CapacityFacts,
     Check,
     Converge,
+    HourlyRates,
     NodeState,
     ProviderPlan,
     Reach,
+    StopMark,
     UnpinnedHostKeys,
 )
 from dlvm_cluster.provision.render import RenderedModule
@@ -76,6 +78,13 @@ def pinned_keys(inventory: Inventory | None) -> dict[tuple[str, int], str]:
     if inventory is None:
         return {}
     return {(node.ip, node.port): node.host_key for node in inventory.nodes}
+
+
+def _not_ours(verb: str) -> UsageError:
+    return UsageError(
+        f"dlvm cannot {verb} the machines of an ssh cluster: it does not own them",
+        hint="power them off and on where they are managed; `dlvm up` adopts them again",
+    )
 
 
 class ExistingHosts:
@@ -167,11 +176,28 @@ class ExistingHosts:
     def provider_id(self, state: ClusterState, node: Node) -> str:
         return node.ip
 
+    def stop_nodes(
+        self, state: ClusterState, inventory: Inventory, progress: Progress, *, by: str
+    ) -> None:
+        raise _not_ours("stop")
+
+    def start_nodes(self, state: ClusterState, inventory: Inventory, progress: Progress) -> None:
+        raise _not_ours("start")
+
+    def stop_marks(self, state: ClusterState, inventory: Inventory) -> dict[str, StopMark]:
+        return {}
+
+    def self_stop_command(self, action: str) -> str | None:
+        return None  # powering off a machine dlvm only borrows is not dlvm's to do
+
     def status_price(self, spec: ClusterSpec, nodes: int) -> str | None:
         return None
 
     def capacity(self, spec: ClusterSpec) -> CapacityFacts | None:
         return None
+
+    def hourly_rates(self, spec: ClusterSpec) -> HourlyRates | None:
+        return None  # machines billed, if at all, by whoever owns them
 
     def doctor(self, spec: ClusterSpec | None, reach: Reach) -> list[Check]:
         if spec is None:

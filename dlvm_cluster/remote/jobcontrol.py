@@ -42,7 +42,9 @@ def start(cluster: str, job_id: str, command: str, env: Mapping[str, str], workd
     )
     return (
         f'{_dir_var(cluster, job_id)}mkdir -p "$d" && rm -f "$d/exit" || exit 1; export d; '
-        f'setsid sh -c {shlex.quote(inner)} > "$d/log" 2>&1 < /dev/null & '
+        # Appended to (O_APPEND), so that a line another writer adds (autostop's warning
+        # before max_hours) lands at the end instead of being overwritten by the job.
+        f': > "$d/log"; setsid sh -c {shlex.quote(inner)} >> "$d/log" 2>&1 < /dev/null & '
         'echo $! > "$d/pid"; echo started $!'
     )
 

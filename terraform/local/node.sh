@@ -89,11 +89,18 @@ node_up() {
   ip -n "$NAMESPACE" link set lo up
   ip -n "$NAMESPACE" link set eth0 up
   ip -n "$NAMESPACE" route add default via "$GATEWAY_IP"
+  node_boot
+}
 
+# Starts the node's processes on its existing namespace and disk: the init process (mounts,
+# hostname) and sshd. `node-up` calls it after making the node; `node-start` after a stop.
+node_boot() {
+  d=$(node_dir)
+  rm -f "$d/init.ready" "$d/sshd.pid" "$d/stopped"
+  home=${HOME:-/root}
   # The init process holds the node's mount and UTS namespaces: own hostname, /etc/hosts and
   # /run, a copy-on-write home (the host's home as the lower layer) and a private /tmp. The
   # node dir is bind-mounted at /run/dlvm/node first, so later mounts cannot hide it.
-  home=${HOME:-/root}
   cat > "$d/init.sh" <<INIT
 set -e
 exec 3>"$d/init.ready"
@@ -172,6 +179,28 @@ CONF
   fi
 }
 
+
+# Powers the node off: every process of its network namespace ends (only the PIDs that
+# `ip netns pids` names, nothing outside it); the namespace, its link and the node dir (host
+# key, home, /tmp) stay, so `node-start` boots the same node again. STOPPED_BY says why.
+node_stop() {
+  need_root
+  d=$(node_dir)
+  [ -e "/run/netns/$NAMESPACE" ] || { echo "node $NODE: no namespace $NAMESPACE" >&2; exit 1; }
+  printf 'by=%s at=%s\n' "${STOPPED_BY:-user}" "$(date +%s)" > "$d/stopped.new"
+  mv "$d/stopped.new" "$d/stopped"
+  kill_namespace_processes
+}
+
+node_start() {
+  need_root
+  [ -e "/run/netns/$NAMESPACE" ] || { echo "node $NODE: no namespace $NAMESPACE" >&2; exit 1; }
+  if [ -n "$(ip netns pids "$NAMESPACE")" ]; then
+    return 0  # running already
+  fi
+  node_boot
+}
+
 # One action at a time per node (and per network): a provisioner left running by a Terraform
 # that was killed must finish before the next run's action on the same node starts.
 serialize() {
@@ -186,5 +215,7 @@ case "${1:-}" in
   hosts) serialize network; write_hosts ;;
   node-up) serialize "$NODE"; node_up ;;
   node-down) serialize "$NODE"; node_down ;;
-  *) echo "usage: node.sh network-up|network-down|hosts|node-up|node-down" >&2; exit 2 ;;
+  node-stop) serialize "$NODE"; node_stop ;;
+  node-start) serialize "$NODE"; node_start ;;
+  *) echo "usage: node.sh network-up|network-down|hosts|node-up|node-down|node-stop|node-start" >&2; exit 2 ;;
 esac

@@ -117,6 +117,22 @@ def test_a_read_only_mount_refuses_writes(cli: Cli, storage_cluster: StorageClus
     assert "Read-only file system" in again.stdout + again.stderr
 
 
+def test_a_stopped_cluster_started_again_has_its_storage(
+    cli: Cli, storage_cluster: StorageCluster
+) -> None:
+    # A powered-off local node loses its mounts with its processes; `start` mounts them again.
+    (storage_cluster.checkpoint_folder / "before-stop.txt").write_text("still here\n")
+    cli.run("stop", storage_cluster.name, check=True)
+    cli.run("start", storage_cluster.name, check=True)
+    for node in ("node-0", "node-1"):
+        seen = _on(cli, storage_cluster, node, f"cat {storage_cluster.checkpoints}/before-stop.txt")
+        assert "still here" in seen
+    refused = cli.run(
+        "exec", storage_cluster.name, "--nodes", "node-1", "--", f"touch {storage_cluster.data}/y"
+    )
+    assert "Read-only file system" in refused.stdout + refused.stderr
+
+
 def test_storage_outlives_down_and_a_fresh_up(cli: Cli, storage_cluster: StorageCluster) -> None:
     _on(cli, storage_cluster, "node-1", f"echo kept > {storage_cluster.checkpoints}/kept.txt")
     cli.run("down", storage_cluster.name, "--yes", check=True)

@@ -64,6 +64,7 @@ def test_up() -> None:
         "nodes": NODES,
         "files_sent": 3,
         "setup": {"ran": ["node-0"], "unchanged": ["node-1"]},
+        "started": [],
     }
 
 
@@ -113,7 +114,17 @@ def test_scale() -> None:
 def test_status_has_every_field_of_node_status() -> None:
     values: dict[str, Any] = {f.name: _sample(f.type) for f in dataclasses.fields(NodeStatus)}
     row = NodeStatus(**values)
-    report = ClusterReport("c", (row,), (JOB,), "$1.00/hour", provider_problem="no API")
+    report = ClusterReport(
+        "c",
+        (row,),
+        (JOB,),
+        "$1.00/hour",
+        provider_problem="no API",
+        autostop="idle 30 min -> stop",
+        autostop_problem="autostop is not active: x",
+        stopped_by="autostop at 12:03",
+        usage="usage so far: 1.0 node-hours running, 0.0 stopped",
+    )
     document = documents.status(report)
     assert document == {
         "cluster": "c",
@@ -122,6 +133,11 @@ def test_status_has_every_field_of_node_status() -> None:
         "price": "$1.00/hour",
         "provider_problem": "no API",
         "capacity": None,
+        "autostop": "idle 30 min -> stop",
+        "autostop_problem": "autostop is not active: x",
+        "stopped_by": "autostop at 12:03",
+        "taken_down": None,
+        "usage": "usage so far: 1.0 node-hours running, 0.0 stopped",
     }
     assert set(document["nodes"][0]) == {f.name for f in dataclasses.fields(NodeStatus)}
 

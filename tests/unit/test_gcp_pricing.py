@@ -112,3 +112,30 @@ def test_table_is_dated_sourced_and_sane() -> None:
     assert "2026" in pricing.PRICES_AS_OF
     for on_demand, spot in [*HOST_PRICES.values(), *GPU_PRICES.values()]:
         assert 0 < spot < on_demand
+
+
+def test_a_stopped_node_costs_its_disk_and_a_running_one_the_disk_too() -> None:
+    from dlvm_cluster.orchestrate.lifecycle import _cost_notes
+    from dlvm_cluster.providers.gcp.provider import ComputeEngine
+
+    spec = load_spec(REPO / "examples" / "gcp-a100-torchrun.yaml").spec
+    disk = 200 * 0.10 / 730  # pd-balanced, 200 GB
+    assert pricing.disk_hourly(spec) == pytest.approx(disk)
+    rates = ComputeEngine().hourly_rates(spec)
+    assert rates is not None
+    assert rates.stopped == pytest.approx(disk)
+    assert rates.running == pytest.approx(1.47895 + 2 * 2.93391 + disk)
+    notes = _cost_notes(spec, ComputeEngine())
+    assert notes[0].startswith(f"stopped: ${2 * disk:.2f}/h for the disks of 2 node(s)")
+    assert notes[1].startswith("autostop: ")
+
+
+def test_spend_counts_open_intervals_up_to_now() -> None:
+    from dlvm_cluster.orchestrate.power import node_hours
+
+    record = {
+        "since": {"node-0": ["running", 0.0], "node-1": ["stopped", 1800.0]},
+        "running_hours": 2.0,
+        "stopped_hours": 1.0,
+    }
+    assert node_hours(record, now=3600.0) == pytest.approx((3.0, 1.5))

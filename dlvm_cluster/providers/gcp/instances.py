@@ -159,6 +159,37 @@ def preempted_instances(clients: ComputeClients, project: str, zone: str) -> dic
     return latest
 
 
+DELETE_OPERATION = "delete"
+
+
+def deletions(clients: ComputeClients, project: str, zone: str) -> dict[str, tuple[str, str]]:
+    """VM name -> (who, when) of its latest deletion, from the zone's operations: `user` is
+    the account that asked (a node's own service account when autostop took it down)."""
+    from google.api_core import exceptions
+    from google.cloud import compute_v1
+
+    request = compute_v1.ListZoneOperationsRequest(
+        project=project, zone=zone, filter=f'operationType="{DELETE_OPERATION}"'
+    )
+    try:
+        operations = call_api(
+            f"operations in {zone}",
+            project,
+            lambda: list(clients.zone_operations.list(request=request, timeout=REQUEST_TIMEOUT)),
+        )
+    except exceptions.NotFound:
+        return {}
+    latest: dict[str, tuple[str, str]] = {}
+    for operation in operations:
+        if str(operation.operation_type) != DELETE_OPERATION:
+            continue
+        name = str(operation.target_link).rsplit("/instances/", 1)[-1]
+        when = str(operation.insert_time)
+        if name not in latest or _after(when, latest[name][1]):
+            latest[name] = (str(operation.user), when)
+    return latest
+
+
 def _after(first: str, second: str) -> bool:
     """Whether RFC 3339 time `first` is at or after `second` (an unknown `second` is earlier)."""
     try:
@@ -289,3 +320,42 @@ def _settled_status(
         if attempt + 1 < SETTLE_ATTEMPTS:
             sleep(SETTLE_INTERVAL)
     return status
+
+
+def halt(clients: ComputeClients, project: str, node: NodeRef) -> None:
+    """Stop a VM (instances.stop) and wait for the zone operation: its disks are kept and
+    only they are billed until it starts again. A VM that is gone or down already is left."""
+    from google.api_core import exceptions
+    from google.cloud import compute_v1
+
+    try:
+        status = str(_get_instance(clients, project, node).status)
+    except exceptions.NotFound:
+        return
+    if status in _DOWN:
+        return
+    try:
+        operation = call_api(
+            f"stop of {node.instance}",
+            project,
+            lambda: clients.instances.stop_unary(
+                project=project, zone=node.zone, instance=node.instance, timeout=REQUEST_TIMEOUT
+            ),
+        )
+    except exceptions.NotFound:
+        return
+    for _ in range(OPERATION_WAITS):
+        if operation.status == compute_v1.Operation.Status.DONE:
+            break
+        operation = _wait_for(clients, project, node.zone, str(operation.name))
+    if operation.status != compute_v1.Operation.Status.DONE:
+        raise ProvisionError(
+            f"the stop of {node.instance} did not finish",
+            hint="run `dlvm stop` again; the operation may still complete on its own",
+        )
+    decision = classify_operation_error(operation)
+    if decision is not None:
+        raise ProvisionError(
+            f"could not stop {node.instance}: {decision.reason}",
+            hint="run `dlvm stop` again, or stop the VM from the console",
+        )

@@ -135,3 +135,27 @@ def cluster_price(spec: ClusterSpec, count: int | None = None) -> PriceEstimate 
         node_spot=price[1],
         spot=spec.nodes.provisioning_model == "spot",
     )
+
+
+# Persistent disk capacity, USD per GB-month in us-central1 (Compute Engine's disk pricing
+# page, mid-2026); hyperdisk-balanced also bills provisioned IOPS and throughput, so it is not
+# priced. A stopped VM bills only its disk.
+DISK_PRICES_PER_GB_MONTH: dict[tuple[str, str], float] = {
+    ("us-central1", "pd-standard"): 0.04,
+    ("us-central1", "pd-balanced"): 0.10,
+    ("us-central1", "pd-ssd"): 0.17,
+}
+HOURS_PER_MONTH = 730.0
+
+
+def disk_hourly(spec: ClusterSpec) -> float | None:
+    """One node's boot disk per hour (billed running or stopped), or None if unknown."""
+    from dlvm_cluster.providers.gcp.shapes import default_disk_type
+
+    provider = gcp_provider(spec)
+    shape = node_shape(spec.nodes)
+    disk_type = spec.nodes.disk_type or default_disk_type(shape.machine_type)
+    per_gb = DISK_PRICES_PER_GB_MONTH.get((provider.region, disk_type))
+    if per_gb is None:
+        return None
+    return spec.nodes.disk_gb * per_gb / HOURS_PER_MONTH

@@ -10,12 +10,22 @@ from dlvm_cluster.providers.base import (
     CapacityFacts,
     Check,
     Converge,
+    HourlyRates,
     NodeState,
     ProviderPlan,
     Reach,
+    StopMark,
 )
 from dlvm_cluster.providers.gcp import storage
 from dlvm_cluster.providers.gcp.converge import provision_gcp, render_gcp, replace_gcp_nodes
+from dlvm_cluster.providers.gcp.power import (
+    SELF_DELETE,
+    SELF_STOP,
+    autostop_deletions,
+    start_instances,
+    stop_instances,
+)
+from dlvm_cluster.providers.gcp.pricing import cluster_price, disk_hourly
 from dlvm_cluster.providers.gcp.report import (
     capacity_facts,
     cluster_instances,
@@ -72,6 +82,28 @@ class ComputeEngine:
 
     def capacity(self, spec: ClusterSpec) -> CapacityFacts | None:
         return capacity_facts(spec)
+
+    def hourly_rates(self, spec: ClusterSpec) -> HourlyRates | None:
+        estimate = cluster_price(spec, 1)
+        disk = disk_hourly(spec)
+        if estimate is None or disk is None:
+            return None
+        return HourlyRates(running=estimate.cluster_hourly + disk, stopped=disk)
+
+    def stop_nodes(
+        self, state: ClusterState, inventory: Inventory, progress: Progress, *, by: str
+    ) -> None:
+        stop_instances(state, inventory, progress)
+
+    def start_nodes(self, state: ClusterState, inventory: Inventory, progress: Progress) -> None:
+        start_instances(state, inventory, progress)
+
+    def stop_marks(self, state: ClusterState, inventory: Inventory) -> dict[str, StopMark]:
+        """VMs deleted by autostop's `down`; a stop by `dlvm stop` is in the state dir."""
+        return autostop_deletions(state, inventory)
+
+    def self_stop_command(self, action: str) -> str | None:
+        return SELF_DELETE if action == "down" else SELF_STOP
 
     def doctor(self, spec: ClusterSpec | None, reach: Reach) -> list[Check]:
         found = [checks.terraform_check()]

@@ -142,13 +142,20 @@ def network_lines(spec: ClusterSpec) -> list[str]:
 
 def gcp_plan_notes(spec: ClusterSpec) -> list[str]:
     """What `dlvm plan` adds for gcp: the spec's warnings, how the VMs are provided, the GPU
-    network, the price."""
-    return [
+    network, the price, and the role autostop's `down` needs."""
+    notes = [
         *warning_lines(spec, spec_warnings(spec)),
         capacity_facts(spec).summary,
         *network_lines(spec),
         price_line(spec),
     ]
+    if spec.autostop is not None and spec.autostop.action == "down":
+        notes.append(
+            "autostop action down: each node deletes its own VM through the Compute API, so "
+            "the nodes' service account needs roles/compute.instanceAdmin.v1 on the project "
+            "(without it the VMs stay up; use action stop to need no role)"
+        )
+    return notes
 
 
 # -- status --------------------------------------------------------------------------------

@@ -1,0 +1,301 @@
+"""The idle guard on the nodes: `up` (and `start`, `scale`) copy the watcher program
+(remote/watcher.py) to every node and run it on the head, where it decides idleness and stops
+the cluster with this machine switched off; `dlvm autostop` rewrites its config; `status`
+reads its heartbeat and says when it is not running.
+
+On a node where systemd runs (PID 1), the watcher is a systemd service that restarts it;
+elsewhere (the local provider's nodes) a supervisor process started in its own session does.
+
+Minutes are 60 seconds; DLVM_AUTOSTOP_MINUTE_SECONDS makes them shorter, for tests only, so
+that an idle limit of 1 minute can be seen to work in seconds (the cluster file stays in
+minutes and hours).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dlvm_cluster.errors import RemoteError, UsageError
+from dlvm_cluster.inventory import Inventory, Node, node_dir
+from dlvm_cluster.progress import Progress
+from dlvm_cluster.providers.base import NodeState, Provider
+from dlvm_cluster.remote import watcher
+from dlvm_cluster.remote.pool import SshPool, run_everywhere
+from dlvm_cluster.shell import quote_path
+from dlvm_cluster.spec.model import Autostop, ClusterSpec
+from dlvm_cluster.state import ClusterState
+
+MINUTE_SECONDS_ENV = "DLVM_AUTOSTOP_MINUTE_SECONDS"  # for tests: seconds in a minute
+WARN_MINUTES = 10  # the warning in the job log comes this long before max_hours
+STALE_ROUNDS = 3  # a heartbeat older than this many rounds (plus slack): not running
+STALE_SLACK = 10.0
+
+
+def minute_seconds() -> float:
+    try:
+        value = float(os.environ.get(MINUTE_SECONDS_ENV, "60"))
+    except ValueError:
+        return 60.0
+    return value if value > 0 else 60.0
+
+
+def folder(cluster: str) -> str:
+    """The watcher's folder on each node (program, config, heartbeat, log)."""
+    return f"{node_dir(cluster)}/autostop"
+
+
+def service_name(cluster: str) -> str:
+    return f"dlvm-autostop-{cluster}"
+
+
+def watcher_config(
+    spec: ClusterSpec,
+    autostop: Autostop,
+    inventory: Inventory,
+    self_stop: str,
+    started_at: float,
+) -> dict[str, Any]:
+    minute = minute_seconds()
+    idle = autostop.idle_minutes
+    hang = spec.job.hang_timeout_minutes if spec.job else None
+    return {
+        "cluster": inventory.cluster,
+        "idle_seconds": None if idle is None else idle * minute,
+        "max_seconds": None if autostop.max_hours is None else autostop.max_hours * 60 * minute,
+        "hang_seconds": None if hang is None else hang * minute,
+        "warn_seconds": WARN_MINUTES * minute,
+        "action": autostop.action,
+        "interval": min(30.0, max(1.0, (idle or 30) * minute / 6)),
+        "started_at": started_at,
+        "node_dir": node_dir(inventory.cluster),
+        "peers": [node.name for node in inventory.nodes if node.name != inventory.head.name],
+        "self_stop": self_stop,
+    }
+
+
+def _program() -> bytes:
+    return Path(watcher.__file__).read_bytes()
+
+
+# Ends the supervisor named by $d/supervisor.pid and the watcher it runs (its process group),
+# only if that PID is a watcher of this node's own network namespace (local nodes share the
+# host's PIDs, and a PID left by a powered-off node may belong to anything since).
+_END_SUPERVISOR = (
+    'if [ -f "$d/supervisor.pid" ]; then p=$(cat "$d/supervisor.pid"); '
+    'if grep -qa "watcher.py" /proc/$p/cmdline 2>/dev/null && '
+    '[ "$(readlink /proc/$p/ns/net)" = "$(readlink /proc/self/ns/net)" ]; then '
+    'kill -TERM -- -"$p" 2>/dev/null; fi; rm -f "$d/supervisor.pid"; fi; '
+)
+
+
+def _restart_script(cluster: str) -> str:
+    """Stop the head's watcher (a supervisor of this node's own network namespace, found by
+    its pid file and checked by its command line), then start it again: as a systemd service
+    where systemd is PID 1 and sudo works, else as a supervisor in its own session."""
+    where = quote_path(folder(cluster))
+    unit = service_name(cluster)
+    return (
+        f'd={where}; cd "$d" || exit 1; {_END_SUPERVISOR}'
+        "rm -f heartbeat.json; "
+        'if [ "$(ps -p 1 -o comm= 2>/dev/null)" = systemd ] && sudo -n true 2>/dev/null; then '
+        f"printf '%s\\n' '[Unit]' 'Description=dlvm autostop watcher of {cluster}' "
+        "'[Service]' \"ExecStart=$(command -v python3) $d/watcher.py run $d/config.json\" "
+        "'Restart=always' 'RestartSec=5' \"User=$(id -un)\" '[Install]' "
+        "'WantedBy=multi-user.target' "
+        f"| sudo -n tee /etc/systemd/system/{unit}.service >/dev/null && "
+        f"sudo -n systemctl daemon-reload && sudo -n systemctl enable {unit} >/dev/null 2>&1 && "
+        f"sudo -n systemctl restart {unit} && echo systemd; "
+        "else "
+        'setsid python3 "$d/watcher.py" supervise "$d/config.json" '
+        '</dev/null >>"$d/watcher.log" 2>&1 & echo $! > supervisor.pid; echo supervised; fi'
+    )
+
+
+def _stop_script(cluster: str) -> str:
+    where = quote_path(folder(cluster))
+    unit = service_name(cluster)
+    return (
+        f"d={where}; "
+        f"if [ -f /etc/systemd/system/{unit}.service ] && sudo -n true 2>/dev/null; then "
+        f"sudo -n systemctl disable --now {unit} >/dev/null 2>&1; "
+        f"sudo -n rm -f /etc/systemd/system/{unit}.service; fi; "
+        f"{_END_SUPERVISOR}"
+        'rm -f "$d/config.json" "$d/heartbeat.json"; true'
+    )
+
+
+def _head_config(pool: SshPool, head: Node, cluster: str) -> dict[str, Any] | None:
+    code, out, _ = pool.get(head).run(f"cat {quote_path(folder(cluster))}/config.json")
+    if code != 0:
+        return None
+    try:
+        data = json.loads(out)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def install(
+    pool: SshPool,
+    inventory: Inventory,
+    spec: ClusterSpec,
+    provider: Provider,
+    progress: Progress,
+    *,
+    settings: Autostop | None,
+    nodes: tuple[Node, ...] | None = None,
+    restarted: bool = False,
+) -> None:
+    """Copy the watcher to `nodes` (default: all), write its config with `settings` on the
+    head and (re)start it there. `restarted`: the nodes have just started, so max_hours counts
+    from now. Without settings, the watcher is stopped and its config removed."""
+    cluster = inventory.cluster
+    head = inventory.head
+    if settings is None:
+        run_everywhere(pool, [head], _stop_script(cluster), b"", "cannot stop the autostop watcher")
+        return
+    self_stop = provider.self_stop_command(settings.action)
+    if self_stop is None:
+        progress.note(
+            "warning: autostop is not available here: dlvm does not own these machines, so "
+            "it does not power them off"
+        )
+        return
+    progress.stage("autostop watcher")
+    where = quote_path(folder(cluster))
+    run_everywhere(
+        pool,
+        list(nodes if nodes is not None else inventory.nodes),
+        f"mkdir -p {where} && cat > {where}/watcher.py",
+        _program(),
+        "cannot copy the autostop watcher",
+    )
+    previous = None if restarted else _head_config(pool, head, cluster)
+    started_at = float(previous["started_at"]) if previous else time.time()
+    config = watcher_config(spec, settings, inventory, self_stop, started_at)
+    run_everywhere(
+        pool,
+        [head],
+        f"cat > {where}/config.json && {_restart_script(cluster)}",
+        json.dumps(config, indent=1).encode(),
+        "cannot start the autostop watcher",
+    )
+
+
+@dataclass(frozen=True)
+class WatcherState:
+    """What status says of the head's watcher."""
+
+    active: bool
+    idle_for: float = 0.0
+    busy: tuple[str, ...] = ()
+    problem: str = ""
+
+
+def watcher_state(pool: SshPool, head: Node, cluster: str) -> WatcherState:
+    """Whether the head's watcher is running, from the age of its heartbeat (the node's own
+    clock: this machine's may differ)."""
+    beat_path = f"{quote_path(folder(cluster))}/heartbeat.json"
+    try:
+        code, out, _ = pool.get(head).run(f"date +%s; cat {beat_path}")
+    except RemoteError as exc:
+        return WatcherState(False, problem=f"the head node does not answer ({exc})")
+    lines = out.strip().splitlines()
+    if code != 0 or len(lines) < 2:
+        return WatcherState(False, problem=f"the watcher on {head.name} never reported")
+    try:
+        now, beat = float(lines[0]), json.loads(lines[1])
+    except ValueError:
+        return WatcherState(
+            False, problem=f"the watcher on {head.name} left an unreadable heartbeat"
+        )
+    interval = float(beat.get("interval", 30.0))
+    age = now - float(beat.get("at", 0))
+    if age > STALE_ROUNDS * interval + STALE_SLACK:
+        return WatcherState(
+            False, problem=f"the watcher on {head.name} last reported {age:.0f}s ago"
+        )
+    return WatcherState(
+        True, idle_for=float(beat.get("idle_for", 0)), busy=tuple(beat.get("busy", []))
+    )
+
+
+def describe(autostop: Autostop) -> str:
+    """`idle 30 min -> stop, max 72 h`: the settings as plan and status show them."""
+    parts = []
+    if autostop.idle_minutes is not None:
+        parts.append(f"idle {autostop.idle_minutes} min -> {autostop.action}")
+    if autostop.max_hours is not None:
+        parts.append(f"max {autostop.max_hours} h -> {autostop.action}")
+    return ", ".join(parts) or "off"
+
+
+OVERRIDE = "autostop.json"  # in the state dir: what `dlvm autostop` set, until the next `up`
+
+
+def settings_in_force(state: ClusterState, spec: ClusterSpec) -> Autostop | None:
+    """What `dlvm autostop` set since the last `up`, else the applied file's settings."""
+    recorded = state.read_json(state.root / OVERRIDE)
+    if isinstance(recorded, dict) and "settings" in recorded:
+        value = recorded["settings"]
+        return None if value is None else Autostop.model_validate(value)
+    return spec.autostop
+
+
+def forget_override(state: ClusterState) -> None:
+    (state.root / OVERRIDE).unlink(missing_ok=True)
+
+
+def change(
+    state: ClusterState,
+    progress: Progress,
+    *,
+    idle: int | None = None,
+    off: bool = False,
+    action: str | None = None,
+) -> Autostop | None:
+    """`dlvm autostop`: rewrite the head's watcher config with new settings (kept until the
+    next `up`, which applies the file's again); the settings now in force."""
+    from dlvm_cluster import providers
+    from dlvm_cluster.orchestrate.records import applied_spec, open_pool, require_inventory
+
+    with state.lock("autostop"):
+        inventory = require_inventory(state)
+        spec = applied_spec(state).spec
+        settings = changed_settings(
+            settings_in_force(state, spec), idle=idle, off=off, action=action
+        )
+        provider = providers.for_spec(spec)
+        states = provider.node_states(state, inventory)
+        if states.get(inventory.head.name) == NodeState.STOPPED:
+            progress.note("the cluster is stopped: the watcher takes this when it starts")
+        else:
+            with open_pool(state, inventory) as pool:
+                install(pool, inventory, spec, provider, progress, settings=settings)
+        state.write_json(
+            state.root / OVERRIDE,
+            {"settings": None if settings is None else settings.model_dump()},
+        )
+    return settings
+
+
+def changed_settings(
+    current: Autostop | None, *, idle: int | None, off: bool, action: str | None
+) -> Autostop | None:
+    """The settings `dlvm autostop` asks for, from those in force."""
+    if off:
+        if idle is not None:
+            raise UsageError("give either --idle or --off", hint="--off turns autostop off")
+        return None
+    base = current or Autostop()
+    values = base.model_dump()
+    if idle is not None:
+        values["idle_minutes"] = idle
+    if action is not None:
+        values["action"] = action
+    return Autostop.model_validate(values)

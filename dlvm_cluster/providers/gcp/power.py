@@ -1,0 +1,111 @@
+"""Stopping and starting a gcp cluster's VMs (`dlvm stop`, `dlvm start`, `up` on a stopped
+cluster), and what a node runs to apply autostop to its own VM.
+
+A stopped VM (TERMINATED) keeps its boot disk and host keys; only the disk is billed. A guest
+`shutdown -h now` leaves the VM TERMINATED too, which is how a node's autostop watcher stops
+the cluster without any API right. Taking it down (deleting the VMs) from the node needs the
+nodes' service account to hold `compute.instances.delete` on the project (the Compute
+Instance Admin (v1) role, roles/compute.instanceAdmin.v1).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from dlvm_cluster.errors import ProvisionError
+from dlvm_cluster.inventory import Inventory
+from dlvm_cluster.progress import Progress
+from dlvm_cluster.providers.base import StopMark
+from dlvm_cluster.providers.gcp.credentials import ComputeClients, compute_clients
+from dlvm_cluster.providers.gcp.hostkeys import NodeRef, node_refs_for
+from dlvm_cluster.providers.gcp.instances import MISSING, deletions, halt, instance_states, wake
+from dlvm_cluster.providers.gcp.report import applied_tfvars
+from dlvm_cluster.state import ClusterState
+
+DELETE_ROLE = "roles/compute.instanceAdmin.v1"
+
+# The node powers its own VM off: Compute Engine then shows it TERMINATED, disk kept.
+SELF_STOP = "sudo -n shutdown -h now || shutdown -h now"
+
+# The node deletes its own VM through the Compute API, with the token of the VM's service
+# account from the metadata server (the account needs DELETE_ROLE).
+SELF_DELETE = (
+    "md=http://metadata.google.internal/computeMetadata/v1; h='Metadata-Flavor: Google'; "
+    'token=$(curl -sf -H "$h" "$md/instance/service-accounts/default/token" '
+    "| python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])') "
+    '&& zone=$(curl -sf -H "$h" "$md/instance/zone") '
+    '&& name=$(curl -sf -H "$h" "$md/instance/name") '
+    '&& project=$(curl -sf -H "$h" "$md/project/project-id") '
+    '&& curl -sf -X DELETE -H "Authorization: Bearer $token" '
+    '"https://compute.googleapis.com/compute/v1/projects/$project/zones/${zone##*/}/instances/$name"'
+)
+
+
+def _where(state: ClusterState) -> tuple[str, str]:
+    tfvars = applied_tfvars(state)
+    project, zone = tfvars.get("project"), tfvars.get("zone")
+    if not isinstance(project, str) or not isinstance(zone, str) or not project or not zone:
+        raise ProvisionError(
+            f"cluster {state.name!r} has no Google Cloud project and zone recorded",
+            hint="run `dlvm up FILE` to create it",
+        )
+    return project, zone
+
+
+def _refs(
+    state: ClusterState, inventory: Inventory, clients: ComputeClients | None = None
+) -> tuple[ComputeClients, str, list[NodeRef]]:
+    project, zone = _where(state)
+    refs = node_refs_for(inventory.cluster, zone, [node.name for node in inventory.nodes])
+    return clients if clients is not None else compute_clients(), project, refs
+
+
+def stop_instances(state: ClusterState, inventory: Inventory, progress: Progress) -> None:
+    clients, project, refs = _refs(state, inventory)
+    progress.stage("stopping VMs")
+    for ref in refs:
+        halt(clients, project, ref)
+
+
+def start_instances(state: ClusterState, inventory: Inventory, progress: Progress) -> None:
+    clients, project, refs = _refs(state, inventory)
+    progress.stage("starting VMs")
+    for ref in refs:
+        woken = wake(clients, project, ref)
+        if woken.failed:
+            raise ProvisionError(
+                f"could not start {ref.instance}: {woken.failed}",
+                hint="run `dlvm up`: it recreates a VM that cannot be started",
+            )
+
+
+DEFAULT_SERVICE_ACCOUNT_SUFFIX = "-compute@developer.gserviceaccount.com"
+
+
+def _nodes_account(state: ClusterState) -> str:
+    """The nodes' service account as the last apply gave it ("" : Compute Engine's default,
+    told by its suffix)."""
+    return str(applied_tfvars(state).get("service_account_email") or "")
+
+
+def autostop_deletions(
+    state: ClusterState, inventory: Inventory, *, clients: ComputeClients | None = None
+) -> dict[str, StopMark]:
+    """The nodes whose VM was deleted by the nodes' own service account: autostop's `down`
+    (a user's or Terraform's delete is not), with when, from the zone's operations."""
+    api, project, refs = _refs(state, inventory, clients)
+    states = instance_states(api, project, refs)
+    missing = {ref.instance: ref.name for ref in refs if states[ref.name].status == MISSING}
+    if not missing:
+        return {}
+    account = _nodes_account(state)
+    marks = {}
+    for instance, (user, when) in deletions(api, project, refs[0].zone).items():
+        ours = user == account if account else user.endswith(DEFAULT_SERVICE_ACCOUNT_SUFFIX)
+        if instance in missing and ours:
+            try:
+                at = datetime.fromisoformat(when).timestamp()
+            except ValueError:
+                continue
+            marks[missing[instance]] = StopMark(by="autostop", at=at, action="down")
+    return marks

@@ -1,0 +1,124 @@
+"""The autostop watcher's own decisions (remote/watcher.py, run as a plain program on the
+nodes) and the settings orchestrate gives it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dlvm_cluster.errors import UsageError
+from dlvm_cluster.inventory import Inventory, Node
+from dlvm_cluster.orchestrate.autostop import changed_settings, describe, watcher_config
+from dlvm_cluster.progress import SilentProgress
+from dlvm_cluster.providers.ssh import ExistingHosts
+from dlvm_cluster.remote import watcher
+from dlvm_cluster.spec.model import Autostop, ClusterSpec
+from dlvm_cluster.state import ClusterState
+
+NODES = tuple(Node(f"node-{r}", r, f"10.0.0.{r + 1}", 22, "root", "") for r in range(2))
+INVENTORY = Inventory("c", NODES)
+
+
+def _job(root: Path, name: str, pid: int, *, quiet_for: float = 0.0, ended: bool = False) -> None:
+    job = root / "jobs" / name
+    job.mkdir(parents=True)
+    (job / "pid").write_text(f"{pid}\n")
+    (job / "log").write_text("step\n")
+    if quiet_for:
+        then = time.time() - quiet_for
+        os.utime(job / "log", (then, then))
+    if ended:
+        (job / "exit").write_text("0\n")
+
+
+def test_a_job_is_running_while_it_prints_and_hung_once_silent(tmp_path: Path) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    _job(tmp_path, "printing", os.getpid())
+    _job(tmp_path, "silent", os.getpid(), quiet_for=120)
+    _job(tmp_path, "ended", os.getpid(), ended=True)
+    _job(tmp_path, "killed", dead.pid)
+    progressing, hung = watcher.running_jobs(str(tmp_path), 60, time.time())
+    assert (progressing, hung) == (["printing"], ["silent"])
+    # Without a hang timeout, a silent job still runs.
+    assert watcher.running_jobs(str(tmp_path), None, time.time()) == (["printing", "silent"], [])
+
+
+def test_the_probe_is_one_json_line_from_a_plain_python(tmp_path: Path) -> None:
+    _job(tmp_path, "j1", os.getpid())
+    done = subprocess.run(
+        [sys.executable, "-I", watcher.__file__, "probe", str(tmp_path), "60"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    report = __import__("json").loads(done.stdout)
+    assert report["jobs"] == ["j1"] and report["hung"] == [] and "sessions" in report
+
+
+def test_a_warning_is_appended_to_running_jobs_only(tmp_path: Path) -> None:
+    _job(tmp_path, "running", os.getpid())
+    _job(tmp_path, "ended", os.getpid(), ended=True)
+    watcher.warn_jobs(str(tmp_path), "max_hours soon")
+    assert (tmp_path / "jobs/running/log").read_text() == "step\nmax_hours soon\n"
+    assert (tmp_path / "jobs/ended/log").read_text() == "step\n"
+
+
+def test_minutes_become_seconds_and_the_head_asks_the_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spec = ClusterSpec.model_validate(
+        {
+            "name": "c",
+            "provider": {"kind": "local"},
+            "nodes": {"count": 2},
+            "job": {"framework": "none", "command": "x", "hang_timeout_minutes": 5},
+        }
+    )
+    settings = Autostop(idle_minutes=2, action="down", max_hours=3)
+    config = watcher_config(spec, settings, INVENTORY, "poweroff", 100.0)
+    assert (config["idle_seconds"], config["max_seconds"], config["hang_seconds"]) == (
+        120,
+        3 * 3600,
+        300,
+    )
+    assert config["peers"] == ["node-1"] and config["action"] == "down"
+    monkeypatch.setenv("DLVM_AUTOSTOP_MINUTE_SECONDS", "2")
+    config = watcher_config(spec, settings, INVENTORY, "poweroff", 100.0)
+    assert (config["idle_seconds"], config["max_seconds"], config["hang_seconds"]) == (4, 360, 10)
+
+
+def test_dlvm_autostop_changes_only_what_it_is_given() -> None:
+    current = Autostop(idle_minutes=30, action="stop", max_hours=72)
+    assert changed_settings(current, idle=5, off=False, action=None) == Autostop(
+        idle_minutes=5, action="stop", max_hours=72
+    )
+    assert changed_settings(current, idle=None, off=False, action="down").action == "down"
+    assert changed_settings(current, idle=None, off=True, action=None) is None
+    with pytest.raises(UsageError):
+        changed_settings(current, idle=5, off=True, action=None)
+    assert describe(current) == "idle 30 min -> stop, max 72 h -> stop"
+
+
+def test_machines_dlvm_does_not_own_are_never_powered_off(tmp_path: Path) -> None:
+    hosts = ExistingHosts()
+    state = ClusterState("c", tmp_path)
+    with pytest.raises(UsageError) as refused:
+        hosts.stop_nodes(state, INVENTORY, SilentProgress(), by="user")
+    assert "does not own them" in refused.value.message
+    with pytest.raises(UsageError):
+        hosts.start_nodes(state, INVENTORY, SilentProgress())
+    assert hosts.self_stop_command("stop") is None
+
+
+def test_a_session_following_a_hung_job_is_told_by_its_job_folder() -> None:
+    from dlvm_cluster.inventory import node_dir
+    from dlvm_cluster.remote import jobcontrol
+
+    assert watcher.following(node_dir("c"), "j1") in jobcontrol.follow("c", "j1")
+    assert watcher.following(node_dir("c"), "j1") not in jobcontrol.follow("c", "j2")
