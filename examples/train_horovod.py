@@ -9,6 +9,7 @@ gradient averaging; each process uses its local GPU when there is one, else the 
 from __future__ import annotations
 
 import argparse
+import socket
 
 import horovod.torch as hvd
 import torch
@@ -61,6 +62,14 @@ def main() -> None:
             mean = hvd.allreduce(loss.detach(), name="loss")
             if hvd.rank() == 0:
                 print(f"step {step} loss {mean.item():.5f}", flush=True)
+
+    # Every rank checks the collective itself: the sum of all ranks, as each one sees it.
+    total = hvd.allreduce(torch.tensor(float(hvd.rank())), op=hvd.Sum, name="ranks")
+    print(
+        f"done rank={hvd.rank()} local_rank={hvd.local_rank()} size={hvd.size()} "
+        f"host={socket.gethostname()} allreduce_sum_of_ranks={int(total.item())}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

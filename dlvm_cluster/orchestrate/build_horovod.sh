@@ -39,7 +39,8 @@ fail() {
 say() { echo "==> horovod: $*"; }
 
 command -v "$python" >/dev/null || fail "no $python: set PYTHON to the interpreter to build for"
-read -r torch_version py_tag platform py_include < <("$python" - <<'PY' 2>/dev/null || true
+# What the wheel is built against (empty when torch does not import: nothing to build for).
+about=$("$python" - <<'PY' 2>/dev/null || true
 import sys, sysconfig
 try:
     import torch
@@ -50,6 +51,7 @@ platform = sysconfig.get_platform().replace("-", "_").replace(".", "_")
 print(torch.__version__.replace("+", "_"), tag, platform, sysconfig.get_paths()["include"])
 PY
 )
+read -r torch_version py_tag platform py_include <<<"$about" || true
 [[ -n "${torch_version:-}" ]] || fail "$python cannot import torch: install PyTorch first"
 
 # The wheel a previous run built for this very combination: nothing to check or build.

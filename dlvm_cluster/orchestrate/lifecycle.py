@@ -6,13 +6,14 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dlvm_cluster import providers, secret_env
 from dlvm_cluster.errors import RemoteError, UsageError
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.orchestrate.files import SetupReport, install_secrets, push_files, run_setup
+from dlvm_cluster.orchestrate.horovod import ensure_horovod
 from dlvm_cluster.orchestrate.mesh import install_mesh, uninstall_mesh
 from dlvm_cluster.orchestrate.reach import ssh_reach
 from dlvm_cluster.orchestrate.records import (
@@ -51,7 +52,7 @@ class UpResult:
 
     @property
     def changed(self) -> bool:
-        return self.provisioned or self.files_sent > 0 or bool(self.setup.ran)
+        return self.provisioned or self.files_sent > 0 or bool(self.setup.ran or self.setup.horovod)
 
 
 def converge_request(
@@ -143,7 +144,7 @@ def prepare_nodes(
     scaled: bool = False,
 ) -> tuple[list[SyncResult], SetupReport]:
     """Bring `nodes` to the spec: SSH ready, intra-cluster SSH (on every node, so old and new
-    nodes know each other), files, setup."""
+    nodes know each other), files, setup, and Horovod where the job needs it."""
     wait_for_ssh(pool, nodes, progress)
     install_mesh(
         pool,
@@ -158,7 +159,8 @@ def prepare_nodes(
     save_applied(state, loaded, scaled=scaled)
     synced = push_files(pool, loaded, nodes, progress)
     setup = run_setup(pool, inventory, loaded, nodes, progress, rerun=rerun)
-    return synced, setup
+    horovod = ensure_horovod(pool, inventory, loaded, nodes, progress)
+    return synced, replace(setup, horovod=horovod)
 
 
 @dataclass(frozen=True)
