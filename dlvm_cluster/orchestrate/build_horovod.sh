@@ -13,13 +13,14 @@
 # `mpicxx` can compile against mpi.h (Debian: libopenmpi-dev).
 #
 # The wheel is cached under $DLVM_WHEEL_CACHE (default ~/.cache/dlvm/wheels), in a folder
-# named for what it was built against (Horovod, torch, Python, platform, MPI or not): a
-# second run takes seconds. Every prerequisite is checked before anything is fetched, and the
-# cache gets a wheel only once the build succeeded, so a failure never leaves half a result.
+# named for what it was built against (Horovod, torch, Python, platform, MPI or not, GPU
+# operations): a second run takes seconds. Every prerequisite is checked before anything is
+# fetched, and the cache gets a wheel only once the build succeeded, so a failure never
+# leaves half a result.
 #
 # Environment: PYTHON (default python3: the interpreter whose torch is built against and
 # into which `install` installs), DLVM_HOROVOD_MPI (auto | 1: require MPI | 0: gloo only),
-# DLVM_WHEEL_CACHE, MAKEFLAGS (default -j<cores>).
+# HOROVOD_GPU_OPERATIONS (e.g. NCCL), DLVM_WHEEL_CACHE, MAKEFLAGS (default -j<cores>).
 set -euo pipefail
 
 HOROVOD_VERSION=0.28.1
@@ -55,16 +56,19 @@ read -r torch_version py_tag platform py_include <<<"$about" || true
 [[ -n "${torch_version:-}" ]] || fail "$python cannot import torch: install PyTorch first"
 
 # The wheel a previous run built for this very combination: nothing to check or build.
-mpi_flavour() { [[ "$1" == 1 ]] && echo mpi || echo gloo; }
+# HOROVOD_GPU_OPERATIONS (NCCL on GPU machines) is passed to Horovod's build as it is, and
+# names the wheel's folder too.
+gpu_ops=${HOROVOD_GPU_OPERATIONS:+-gpu${HOROVOD_GPU_OPERATIONS,,}}
+mpi_flavour() { if [[ "$1" == 1 ]]; then echo "mpi$gpu_ops"; else echo "gloo$gpu_ops"; fi; }
 cached() {
   local folder="$cache_root/horovod-$HOROVOD_VERSION-torch$torch_version-$py_tag-$platform-$1"
   compgen -G "$folder/horovod-*.whl" | head -n 1 || true
 }
 wheel=""
 case "$want_mpi" in
-  1) wheel=$(cached mpi) ;;
-  0) wheel=$(cached gloo) ;;
-  auto) wheel=$(cached mpi); [[ -n "$wheel" ]] || wheel=$(cached gloo) ;;
+  1) wheel=$(cached "$(mpi_flavour 1)") ;;
+  0) wheel=$(cached "$(mpi_flavour 0)") ;;
+  auto) wheel=$(cached "$(mpi_flavour 1)"); [[ -n "$wheel" ]] || wheel=$(cached "$(mpi_flavour 0)") ;;
   *) fail "DLVM_HOROVOD_MPI must be auto, 1 or 0 (got $want_mpi)" ;;
 esac
 if [[ -n "$wheel" ]]; then

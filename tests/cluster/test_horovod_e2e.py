@@ -5,14 +5,16 @@ nothing behind.
 
 Local nodes share the host's filesystem, so they would all run the Python this test runs,
 which has Horovod (examples/install.sh --dev installs it; without it these tests fail). To
-have a node that really lacks it, the cluster's setup gives node-1 a Python environment of
-its own in its private home (~/hvd-env): the host's packages minus Horovod, seen through a
-folder of links. `up` must then find Horovod missing there, take the wheel from the head
-(the head's cache is the host's ~/.cache/dlvm/wheels, which its copy-on-write home sees, so
-the head does not build it again; the build itself is the one install.sh --dev runs), send
-it to node-1 over the intra-cluster SSH and install it into node-1's environment. The
-job's workers on node-1 then run that environment's Python: PATH names ~/hvd-env/bin first,
-which exists only on node-1.
+have nodes that really lack it, the cluster's setup gives node-0 and node-1 a Python
+environment of their own in their private homes (~/hvd-env): the host's packages minus
+Horovod, seen through a folder of links. `up` must then find Horovod missing on both, take
+the wheel on the head (whose cache is the host's ~/.cache/dlvm/wheels, seen through its
+copy-on-write home, so the head does not build it again: the build itself is the one
+install.sh --dev runs), install it there, send it to node-1 over the intra-cluster SSH and
+install it into node-1's environment. A node added later by `dlvm scale` (node-2) keeps
+the host's Python, which has Horovod: it is left alone. horovodrun and the job's workers
+then run the nodes' own environments: PATH names ~/hvd-env/bin first,
+which exists only there.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ from system import namespace_processes
 pytestmark = pytest.mark.training
 
 BUILD_SCRIPT = REPO / "dlvm_cluster" / "orchestrate" / "build_horovod.sh"
+EXAMPLE = REPO / "examples" / "local-horovod.yaml"
+EXAMPLE_JOB = EXAMPLE.read_text().split("\njob:\n", 1)[1]
+"""The example's job section, run as written (2 processes per node, train_horovod.py)."""
 NODE_ENV = Path.home() / "hvd-env"  # on node-1 only, in its copy-on-write home
 PROCS = 2
 SIZE = 2 * PROCS
@@ -47,7 +52,7 @@ class HorovodCluster:
     site: Path
     up: dict[str, object]  # `up --json` of the first up
 
-    def spec(self, job: str = "command: train_horovod.py --steps 3") -> Path:
+    def spec(self, job: str = EXAMPLE_JOB) -> Path:
         return _spec(self.folder, self.name, self.site, job)
 
 
@@ -82,12 +87,19 @@ def _site_without_horovod(folder: Path) -> Path:
     return site
 
 
+def _with_command(command: str) -> str:
+    """The example's job with another command."""
+    job = re.sub(r"(?m)^  command: .*$", f"  command: {command}", EXAMPLE_JOB)
+    assert command in job
+    return job
+
+
 def _spec(folder: Path, name: str, site: Path, job: str) -> Path:
     path = folder / f"{name}-{abs(hash(job)) % 10**8}.yaml"
     path_env = f"{NODE_ENV}/bin:{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin"
     pth = f"import site; site.addsitedir({str(site)!r})"
     setup = (
-        'if [ "$DLVM_NODE_RANK" != 0 ]; then\n'
+        'if [ "$DLVM_NODE_RANK" -lt 2 ]; then\n'
         "    python3 -m venv --without-pip ~/hvd-env\n"
         f'    echo {json.dumps(pth)} > "$(~/hvd-env/bin/python -c '
         '\'import sysconfig; print(sysconfig.get_paths()["purelib"])\')/host-site.pth"\n'
@@ -100,7 +112,7 @@ def _spec(folder: Path, name: str, site: Path, job: str) -> Path:
         f"env: {{OMP_NUM_THREADS: 1, PATH: {json.dumps(path_env)}}}\n"
         f"files:\n  - {{src: {REPO / 'examples' / 'train_horovod.py'}, dst: ~/work}}\n"
         f"setup: |\n  {setup}"
-        f"job:\n  framework: horovod\n  workdir: ~/work\n  procs_per_node: {PROCS}\n  {job}\n"
+        f"job:\n{job}"
     )
     return path
 
@@ -114,7 +126,7 @@ def cluster(cli: Cli, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Horo
     shared = Path(f"/var/tmp/dlvm-tests-{name}")
     shared.mkdir()
     site = _site_without_horovod(shared)
-    spec = _spec(folder, name, site, "command: train_horovod.py --steps 3")
+    spec = _spec(folder, name, site, EXAMPLE_JOB)
     try:
         up = cli.run("up", str(spec), "--json", timeout=900, check=True)
         yield HorovodCluster(name, folder, site, json.loads(up.stdout))
@@ -130,16 +142,14 @@ def _exec(cli: Cli, name: str, node: str, command: str) -> str:
 
 def test_up_installs_horovod_only_where_missing(cli: Cli, cluster: HorovodCluster) -> None:
     name = cluster.name
-    assert cluster.up["setup"]["horovod"] == ["node-1"]  # type: ignore[index]
+    assert cluster.up["setup"]["horovod"] == ["node-0", "node-1"]  # type: ignore[index]
     where = "python3 -c 'import horovod; print(horovod.__file__)'"
-    # node-1: installed into its own environment, from the wheel the head sent it.
-    assert f"[node-1] {NODE_ENV}/lib/" in _exec(cli, name, "node-1", where)
+    # Both installed into their own environment: the head from its wheel, node-1 from the
+    # wheel the head sent it.
+    for node in ("node-0", "node-1"):
+        assert f"[{node}] {NODE_ENV}/lib/" in _exec(cli, name, node, where)
     wheels = _exec(cli, name, "node-1", f"ls ~/.dlvm/node-files/{name}/wheels")
     assert re.search(r"\[node-1\] horovod-0\.28\.1-.*\.whl", wheels)
-    # node-0 (the head) already had it: left alone, still the host's.
-    assert f"[node-0] {sysconfig.get_paths()['purelib']}/horovod/" in _exec(
-        cli, name, "node-0", where
-    )
     # The stamp covers it: a second up finds nothing to do.
     again = json.loads(cli.run("up", str(cluster.spec()), "--json", check=True).stdout)
     assert again["changed"] is False and again["setup"]["horovod"] == []
@@ -178,7 +188,7 @@ def test_horovod_two_nodes_two_processes_each(cli: Cli, cluster: HorovodCluster)
 def test_detached_horovod_job_cancelled_leaves_nothing(cli: Cli, cluster: HorovodCluster) -> None:
     name = cluster.name
     before = namespace_processes(name)
-    spec = cluster.spec("command: train_horovod.py --steps 1000000")
+    spec = cluster.spec(_with_command("train_horovod.py --steps 1000000"))
     started = cli.run("launch", str(spec), "--detach", check=True)
     job_id = re.search(r"job (\S+) started", started.stdout)
     assert job_id
@@ -209,3 +219,41 @@ def test_detached_horovod_job_cancelled_leaves_nothing(cli: Cli, cluster: Horovo
 
     wait_until(lambda: left() == {}, 15, interval=0.2, message=lambda: f"left: {left()}")
     assert cli.status(name)["jobs"][-1]["state"] == "cancelled"  # type: ignore[index]
+
+
+def test_elastic_horovod_keeps_training_through_scale_up(cli: Cli, cluster: HorovodCluster) -> None:
+    """Last in the module: it grows the cluster to 3 nodes."""
+    name = cluster.name
+    command = "train_horovod.py --elastic --steps 1000000 --step-delay 0.05"
+    job = _with_command(command) + '  nnodes: "2:3"\n'
+    cli.run("up", str(cluster.spec(job)), check=True)  # the job scale will grow
+    started = cli.run("launch", name, "--detach", check=True)
+    found = re.search(r"job (\S+) started", started.stdout)
+    assert found
+    job_id = found.group(1)
+
+    def log() -> str:
+        return cli.run("logs", name, job_id, timeout=120).stdout
+
+    def steps_at(size: int) -> list[int]:
+        return [int(s) for s in re.findall(rf"step (\d+) loss \S+ size {size}\b", log())]
+
+    wait_until(lambda: len(steps_at(4)) >= 2, 240, interval=2, message=lambda: log()[-3000:])
+    grown = cli.run("scale", name, "3", "--yes", check=True, timeout=600)
+    assert f"joined job(s) {job_id}" in grown.stdout
+    before = max(steps_at(4))
+    # horovodrun found node-2 through its discovery (the rewritten hostfile) and started
+    # 2 workers there: training goes on at size 6, from where it was.
+    wait_until(lambda: len(steps_at(6)) >= 2, 300, interval=2, message=lambda: log()[-3000:])
+    assert min(steps_at(6)) >= before - 20  # from the last commit, not from the start
+    assert "size=6 rank=5" in log()
+    # node-2 had Horovod (the host's Python): left alone, no wheel sent to it.
+    where = "python3 -c 'import horovod; print(horovod.__file__)'"
+    assert f"[node-2] {sysconfig.get_paths()['purelib']}/horovod/" in _exec(
+        cli, name, "node-2", where
+    )
+    assert "wheels" not in _exec(cli, name, "node-2", f"ls ~/.dlvm/node-files/{name}")
+    cancelled = cli.run("cancel", name, job_id, check=True)
+    assert "no process of it is left" in cancelled.stdout
+    left = [args for args in namespace_processes(name).values() if "horovod" in args]
+    assert left == []
