@@ -48,7 +48,7 @@ def horovod_stamp(cluster: str) -> str:
     return f"{node_dir(cluster)}/horovod.sha256"
 
 
-def wanted(loaded: LoadedSpec) -> bool:
+def job_needs_horovod(loaded: LoadedSpec) -> bool:
     job = loaded.spec.job
     return job is not None and job.framework == "horovod"
 
@@ -63,7 +63,7 @@ def ensure_horovod(
     """Every node of `nodes` can run horovodrun afterwards, or this raises naming the nodes
     (and output) that failed; returns those that got it now. Nothing happens unless the
     job's framework is horovod."""
-    if not nodes or not wanted(loaded):
+    if not nodes or not job_needs_horovod(loaded):
         return ()
     cluster = inventory.cluster
     env = loaded.spec.plain_env()
@@ -163,11 +163,12 @@ def ensure_horovod(
 
 
 def _send_all(wheel: str, remote: str, nodes: Sequence[Node]) -> str:
-    """Shell text the head runs: send `wheel` to every node at once (by name, through the
-    cluster's ssh config); fails naming each node it could not reach."""
+    """Shell text the head runs: send `wheel` to every node at once (by address, as
+    horovodrun reaches them, through the cluster's ssh config); fails naming each node it
+    could not reach."""
     receive = shlex.quote(_receive(remote))
     sends = [
-        f"(ssh {shlex.quote(node.name)} {receive} < {shlex.quote(wheel)} || "
+        f"(ssh {shlex.quote(node.ip)} {receive} < {shlex.quote(wheel)} || "
         f"{{ echo 'cannot copy the wheel to {node.name}' >&2; exit 1; }}) & p{index}=$!"
         for index, node in enumerate(nodes)
     ]
