@@ -12,15 +12,17 @@
 # another one). Gloo is always built in (horovodrun --gloo needs no MPI); MPI too when
 # `mpicxx` can compile against mpi.h (Debian: libopenmpi-dev).
 #
-# The wheel is cached under $DLVM_WHEEL_CACHE (default ~/.cache/dlvm/wheels), in a folder
+# The wheel is cached under ${XDG_CACHE_HOME:-~/.cache}/dlvm/wheels, in a folder
 # named for what it was built against (Horovod, torch, Python, platform, MPI or not, GPU
 # operations): a second run takes seconds. Every prerequisite is checked before anything is
 # fetched, and the cache gets a wheel only once the build succeeded, so a failure never
 # leaves half a result.
 #
 # Environment: PYTHON (default python3: the interpreter whose torch is built against and
-# into which `install` installs), DLVM_HOROVOD_MPI (auto | 1: require MPI | 0: gloo only),
-# HOROVOD_GPU_OPERATIONS (e.g. NCCL), DLVM_WHEEL_CACHE, MAKEFLAGS (default -j<cores>).
+# into which `install` installs), Horovod's own HOROVOD_WITH_MPI=1 (require MPI) or
+# HOROVOD_WITHOUT_MPI=1 (gloo only; neither: MPI where found) and HOROVOD_GPU_OPERATIONS
+# (e.g. NCCL), XDG_CACHE_HOME, MAKEFLAGS (default -j<cores>), CXX (default g++). All can be
+# set in a cluster file's env, which the build on the head runs with.
 set -euo pipefail
 
 HOROVOD_VERSION=0.28.1
@@ -30,8 +32,14 @@ if [[ "$mode" != wheel && "$mode" != install ]]; then
   exit 2
 fi
 python=${PYTHON:-python3}
-cache_root=${DLVM_WHEEL_CACHE:-$HOME/.cache/dlvm/wheels}
-want_mpi=${DLVM_HOROVOD_MPI:-auto}
+cache_root=${XDG_CACHE_HOME:-$HOME/.cache}/dlvm/wheels
+if [[ "${HOROVOD_WITHOUT_MPI:-}" == 1 ]]; then
+  want_mpi=0
+elif [[ "${HOROVOD_WITH_MPI:-}" == 1 ]]; then
+  want_mpi=1
+else
+  want_mpi=auto
+fi
 
 fail() {
   echo "build_horovod: $*" >&2
@@ -69,13 +77,15 @@ case "$want_mpi" in
   1) wheel=$(cached "$(mpi_flavour 1)") ;;
   0) wheel=$(cached "$(mpi_flavour 0)") ;;
   auto) wheel=$(cached "$(mpi_flavour 1)"); [[ -n "$wheel" ]] || wheel=$(cached "$(mpi_flavour 0)") ;;
-  *) fail "DLVM_HOROVOD_MPI must be auto, 1 or 0 (got $want_mpi)" ;;
 esac
 if [[ -n "$wheel" ]]; then
   say "cached wheel $wheel"
 else
   # Prerequisites, all of them, before anything is fetched or built.
-  command -v g++ >/dev/null || fail "no C++ compiler (g++): install it (Debian: apt-get install g++)"
+  # The compiler CMake will use: $CXX when set, else g++ on PATH.
+  cxx=${CXX:-g++}
+  command -v "$cxx" >/dev/null ||
+    fail "no C++ compiler ($cxx): install it (Debian: apt-get install g++)"
   command -v cmake >/dev/null || fail "no cmake: install it (Debian: apt-get install cmake)"
   command -v make >/dev/null || fail "no make: install it (Debian: apt-get install make)"
   [[ -f "$py_include/Python.h" ]] ||
@@ -88,8 +98,8 @@ else
       with_mpi=1
     elif [[ "$want_mpi" == 1 ]]; then
       command -v mpicxx >/dev/null ||
-        fail "no mpicxx: install MPI (Debian: apt-get install openmpi-bin libopenmpi-dev), or DLVM_HOROVOD_MPI=0"
-      fail "mpicxx cannot find mpi.h: install MPI's headers (Debian: apt-get install libopenmpi-dev), or DLVM_HOROVOD_MPI=0"
+        fail "no mpicxx: install MPI (Debian: apt-get install openmpi-bin libopenmpi-dev), or HOROVOD_WITHOUT_MPI=1"
+      fail "mpicxx cannot find mpi.h: install MPI's headers (Debian: apt-get install libopenmpi-dev), or HOROVOD_WITHOUT_MPI=1"
     fi
   fi
   folder="$cache_root/horovod-$HOROVOD_VERSION-torch$torch_version-$py_tag-$platform-$(mpi_flavour $with_mpi)"

@@ -50,7 +50,9 @@ class HorovodCluster:
     name: str
     folder: Path
     site: Path
-    up: dict[str, object]  # `up --json` of the first up
+    failed_up: subprocess.CompletedProcess[str]  # the first up, with no compiler to build
+    after_failure: str  # what the nodes had then: Horovod or not, and their stamps
+    up: dict[str, object]  # `up --json` of the first up that succeeded
 
     def spec(self, job: str = EXAMPLE_JOB) -> Path:
         return _spec(self.folder, self.name, self.site, job)
@@ -94,8 +96,8 @@ def _with_command(command: str) -> str:
     return job
 
 
-def _spec(folder: Path, name: str, site: Path, job: str) -> Path:
-    path = folder / f"{name}-{abs(hash(job)) % 10**8}.yaml"
+def _spec(folder: Path, name: str, site: Path, job: str, extra_env: str = "") -> Path:
+    path = folder / f"{name}-{abs(hash(job + extra_env)) % 10**8}.yaml"
     path_env = f"{NODE_ENV}/bin:{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin"
     pth = f"import site; site.addsitedir({str(site)!r})"
     setup = (
@@ -109,7 +111,7 @@ def _spec(folder: Path, name: str, site: Path, job: str) -> Path:
         f"name: {name}\n"
         "provider: {kind: local}\n"
         "nodes: {count: 2}\n"
-        f"env: {{OMP_NUM_THREADS: 1, PATH: {json.dumps(path_env)}}}\n"
+        f"env: {{OMP_NUM_THREADS: 1, PATH: {json.dumps(path_env)}{extra_env}}}\n"
         f"files:\n  - {{src: {REPO / 'examples' / 'train_horovod.py'}, dst: ~/work}}\n"
         f"setup: |\n  {setup}"
         f"job:\n{job}"
@@ -127,9 +129,24 @@ def cluster(cli: Cli, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Horo
     shared.mkdir()
     site = _site_without_horovod(shared)
     spec = _spec(folder, name, site, EXAMPLE_JOB)
+    # First with a compiler that does not exist and an empty wheel cache: the head must
+    # refuse to build, naming it, and leave nothing half done.
+    broken = _spec(
+        folder,
+        name,
+        site,
+        EXAMPLE_JOB,
+        f", CXX: no-such-c++, XDG_CACHE_HOME: {shared}/empty-cache",
+    )
     try:
+        failed = cli.run("up", str(broken), timeout=900)
+        check = (
+            "python3 -c 'import horovod' 2>/dev/null && echo has-horovod || echo no-horovod; "
+            f"ls ~/.dlvm/node-files/{name}"
+        )
+        after = cli.run("exec", name, "--", check).stdout
         up = cli.run("up", str(spec), "--json", timeout=900, check=True)
-        yield HorovodCluster(name, folder, site, json.loads(up.stdout))
+        yield HorovodCluster(name, folder, site, failed, after, json.loads(up.stdout))
     finally:
         cli.run("down", name, "--yes")
         shutil.rmtree(shared, ignore_errors=True)
@@ -138,6 +155,21 @@ def cluster(cli: Cli, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Horo
 def _exec(cli: Cli, name: str, node: str, command: str) -> str:
     result = cli.run("exec", name, "-n", node, "--", command, check=True)
     return result.stdout
+
+
+def test_a_build_that_cannot_start_names_the_compiler_and_leaves_nothing(
+    cluster: HorovodCluster,
+) -> None:
+    failed = cluster.failed_up
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "cannot build Horovod on node-0" in failed.stderr
+    assert "no C++ compiler (no-such-c++)" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    # Nothing installed, nothing stamped, no wheel sent: the next up starts over.
+    assert "[node-0] no-horovod" in cluster.after_failure
+    assert "[node-1] no-horovod" in cluster.after_failure
+    assert "horovod.sha256" not in cluster.after_failure
+    assert "wheels" not in cluster.after_failure
 
 
 def test_up_installs_horovod_only_where_missing(cli: Cli, cluster: HorovodCluster) -> None:

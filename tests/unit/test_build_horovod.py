@@ -36,7 +36,7 @@ def _run(tmp_path: Path, tools: list[str], python: str = sys.executable, **env: 
             "PATH": str(bin_dir),
             "HOME": str(tmp_path),
             "PYTHON": python,
-            "DLVM_WHEEL_CACHE": str(cache),
+            "XDG_CACHE_HOME": str(cache),
             **env,
         },
         capture_output=True,
@@ -62,7 +62,7 @@ def test_names_the_missing_tool(tmp_path: Path, tools: list[str], named: str) ->
 
 
 def test_mpi_required_but_absent_is_named(tmp_path: Path) -> None:
-    stderr = _run(tmp_path, ["g++", "cmake", "make"], DLVM_HOROVOD_MPI="1")
+    stderr = _run(tmp_path, ["g++", "cmake", "make"], HOROVOD_WITH_MPI="1")
     assert "no mpicxx" in stderr
 
 
