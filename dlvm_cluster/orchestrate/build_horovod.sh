@@ -121,9 +121,11 @@ else
   if [[ $with_mpi == 1 ]]; then export HOROVOD_WITH_MPI=1; else export HOROVOD_WITHOUT_MPI=1; fi
   export MAKEFLAGS=${MAKEFLAGS:--j$(nproc)}
   started=$SECONDS
-  # The compiler's progress lines ([ 42%] ...) are shown; the whole log is kept for a failure.
+  # Make's progress lines ([ 42%] Building CXX object ...) are shown, one per file; the whole
+  # log is kept for a failure.
+  progress='\[ *[0-9]+%\] (Building CXX object|Linking CXX [a-z ]+|Built target) [^ ]+'
   if ! "$python" -m pip wheel -v --no-deps --no-build-isolation -w "$work/dist" "$src" 2>&1 |
-    tee "$work/build.log" | { grep --line-buffered -oE '\[ *[0-9]+%\] Built target .*' || true; }; then
+    tee "$work/build.log" | { grep --line-buffered -oE "$progress" || true; }; then
     tail -n 40 "$work/build.log" >&2
     fail "the build failed (the last lines of its log are above)"
   fi

@@ -1,7 +1,8 @@
-"""Horovod for real on a local cluster: `up` gives Horovod to the node that lacks it (the
-wheel from the head, copied over the cluster's SSH), then examples/train_horovod.py runs
-across 2 nodes x 2 processes with horovodrun --gloo from the head; detach + cancel leaves
-nothing behind.
+"""Horovod for real on a local cluster: `up` gives Horovod to the nodes that lack it (built
+on the head, whose wheel is copied to the others over the cluster's SSH) and refuses up
+front, leaving nothing, when it cannot build; examples/local-horovod.yaml's job runs across
+2 nodes x 2 processes with horovodrun --gloo from the head; detach + cancel leaves nothing
+behind; the elastic form keeps training through `dlvm scale` 2 -> 3.
 
 Local nodes share the host's filesystem, so they would all run the Python this test runs,
 which has Horovod (examples/install.sh --dev installs it; without it these tests fail). To
@@ -10,11 +11,11 @@ environment of their own in their private homes (~/hvd-env): the host's packages
 Horovod, seen through a folder of links. `up` must then find Horovod missing on both, take
 the wheel on the head (whose cache is the host's ~/.cache/dlvm/wheels, seen through its
 copy-on-write home, so the head does not build it again: the build itself is the one
-install.sh --dev runs), install it there, send it to node-1 over the intra-cluster SSH and
-install it into node-1's environment. A node added later by `dlvm scale` (node-2) keeps
-the host's Python, which has Horovod: it is left alone. horovodrun and the job's workers
-then run the nodes' own environments: PATH names ~/hvd-env/bin first,
-which exists only there.
+install.sh --dev runs, and the failing case here stops before it), install it there, send
+it to node-1 over the intra-cluster SSH and install it into node-1's environment. A node
+added later by `dlvm scale` (node-2) keeps the host's Python, which has Horovod: it is left
+alone. horovodrun and the job's workers run the nodes' own environments: PATH names
+~/hvd-env/bin first, which exists only on node-0 and node-1.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ BUILD_SCRIPT = REPO / "dlvm_cluster" / "orchestrate" / "build_horovod.sh"
 EXAMPLE = REPO / "examples" / "local-horovod.yaml"
 EXAMPLE_JOB = EXAMPLE.read_text().split("\njob:\n", 1)[1]
 """The example's job section, run as written (2 processes per node, train_horovod.py)."""
-NODE_ENV = Path.home() / "hvd-env"  # on node-1 only, in its copy-on-write home
+NODE_ENV = Path.home() / "hvd-env"  # on node-0 and node-1 only, in their own homes
 PROCS = 2
 SIZE = 2 * PROCS
 
