@@ -3,7 +3,8 @@
 # virtual environment in .venv with dlvm-cluster and the CPU build of PyTorch.
 #   bash examples/install.sh          # for the demo
 #   bash examples/install.sh --dev    # also the test tools (pytest, ruff, mypy, ...) and the
-#                                     # frameworks the tests run: MPI, Accelerate, DeepSpeed
+#                                     # frameworks the tests run: MPI, Accelerate, DeepSpeed,
+#                                     # Horovod (built from source, cached; see below)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -11,9 +12,10 @@ dev=false
 [[ "${1:-}" == "--dev" ]] && dev=true
 
 packages=(openssh-server openssh-client iproute2 procps util-linux rsync pdsh python3-venv)
-# --dev: Open MPI for mpirun and mpi4py (its wheel loads libmpi, so no -dev package), and a
-# C++ compiler with Python's headers for the op DeepSpeed compiles on first use on CPU.
-if $dev; then packages+=(openmpi-bin g++ python3-dev); fi
+# --dev: Open MPI for mpirun and mpi4py; a C++ compiler with Python's headers for the op
+# DeepSpeed compiles on first use on CPU; and for the Horovod build, cmake, make and MPI's
+# headers (libopenmpi-dev: openmpi-bin has an mpicxx but no mpi.h).
+if $dev; then packages+=(openmpi-bin libopenmpi-dev g++ make cmake python3-dev); fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -58,6 +60,13 @@ print(*[r for r in wanted if not installed(r)])')
     echo "==> installing the frameworks the tests run: ${frameworks[*]}"
     pip_install "setuptools>=70.1" # builds wheels without the `wheel` package
     DS_BUILD_OPS=0 pip_install --no-build-isolation "${frameworks[@]}"
+  fi
+  # Horovod's last release is source only and needs a patch to build against torch 2.x: the
+  # recipe builds it once (a few minutes), caches the wheel under ~/.cache/dlvm/wheels, and
+  # installs it (seconds when cached). It is the script `up` runs on a cluster's head node.
+  if ! .venv/bin/python -c 'import horovod.torch' 2>/dev/null; then
+    echo "==> installing Horovod (built from source once, then cached)"
+    PYTHON=.venv/bin/python HOROVOD_WITH_MPI=1 bash dlvm_cluster/orchestrate/build_horovod.sh install
   fi
 fi
 echo "==> ready: $(.venv/bin/dlvm --help >/dev/null && echo dlvm installed)"

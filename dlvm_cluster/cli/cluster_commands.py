@@ -100,6 +100,8 @@ def _print_up_summary(result: UpResult) -> None:
         parts.append(f"{result.files_sent} file(s) pushed")
     if result.setup.ran:
         parts.append(f"setup ran on {len(result.setup.ran)}")
+    if result.setup.horovod:
+        parts.append(f"Horovod installed on {len(result.setup.horovod)}")
     stdout.print(f"cluster {name} is up: {', '.join(parts)} in {result.seconds:.1f}s")
 
 

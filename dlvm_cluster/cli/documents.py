@@ -51,7 +51,11 @@ def up(result: UpResult) -> Document:
         "seconds": round(result.seconds, 3),
         "nodes": nodes(result.inventory),
         "files_sent": result.files_sent,
-        "setup": {"ran": list(result.setup.ran), "unchanged": list(result.setup.unchanged)},
+        "setup": {
+            "ran": list(result.setup.ran),
+            "unchanged": list(result.setup.unchanged),
+            "horovod": list(result.setup.horovod),
+        },
         "started": list(result.started),
     }
 

@@ -43,6 +43,9 @@ PLANNERS: dict[Framework, Planner] = {
     "none": none.plan,
 }
 
+ELASTIC: frozenset[Framework] = frozenset({"torchrun", "horovod"})
+"""The frameworks that take `nnodes: "MIN:MAX"` and keep training through `dlvm scale`."""
+
 
 def plan_launch(
     job: Job,
@@ -55,10 +58,10 @@ def plan_launch(
     """The plan for `job` on `inventory`. `spec_env` is the cluster file's env, of which only
     the names are used: MPI forwards them to the processes it starts on other nodes, which do
     not inherit the environment dlvm gives the head."""
-    if elastic_range(job) and job.framework != "torchrun":
+    if elastic_range(job) and job.framework not in ELASTIC:
         raise UsageError(
-            f'job.nnodes "{job.nnodes}": a MIN:MAX range is for torchrun only',
-            hint="give a single number of nodes, or use framework: torchrun",
+            f'job.nnodes "{job.nnodes}": a MIN:MAX range is for torchrun and horovod only',
+            hint="give a single number of nodes, or use framework: torchrun or horovod",
         )
     layout = job_layout(job, inventory, job_id=job_id, port=port, spec_env=spec_env)
     return PLANNERS[job.framework](job, layout)

@@ -139,6 +139,7 @@ def install_secrets(
 class SetupReport:
     ran: tuple[str, ...]
     unchanged: tuple[str, ...]
+    horovod: tuple[str, ...] = ()  # nodes that got Horovod installed (orchestrate/horovod.py)
 
 
 def run_setup(

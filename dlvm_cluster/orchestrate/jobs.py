@@ -35,12 +35,13 @@ from dlvm_cluster.remote import jobcontrol
 from dlvm_cluster.remote.command import HELD_SECRETS_TIMEOUT
 from dlvm_cluster.remote.connection import Connection
 from dlvm_cluster.remote.fanout import each_its_own, run_on_nodes
-from dlvm_cluster.remote.pool import SshPool, for_each_node
+from dlvm_cluster.remote.pool import SshPool, for_each_node, run_everywhere
 from dlvm_cluster.remote.results import GroupResult
 from dlvm_cluster.spec.model import LoadedSpec
 from dlvm_cluster.state import ClusterState, private_dir
 
 PORT_RANGE = (20000, 30000)
+WRITE_JOB_FILES = "mkdir -p ~ && tar -x -C ~ -f -"  # a LaunchPlan's files, a tar on stdin
 
 
 @dataclass
@@ -136,7 +137,7 @@ def start_on_nodes(
     launches = {launch.node.name: launch for launch in plan.launches}
 
     def one(connection: Connection) -> str:
-        code, _, err = connection.run("mkdir -p ~ && tar -x -C ~ -f -", stdin=payload)
+        code, _, err = connection.run(WRITE_JOB_FILES, stdin=payload)
         if code != 0:
             return f"{connection.node.name}: cannot write job files: {err.strip()}"
         launch = launches.get(connection.node.name)
@@ -152,6 +153,14 @@ def start_on_nodes(
     if errors:
         stop_job(pool, nodes, plan.job_id)
         raise RemoteError("the job did not start: " + "; ".join(errors))
+
+
+def write_job_files(pool: SshPool, plan: LaunchPlan, nodes: Sequence[Node]) -> None:
+    """(Re)write the plan's files on `nodes`, starting nothing: how the nodes of a running
+    elastic job learn its new hostfile after a scale."""
+    run_everywhere(
+        pool, nodes, WRITE_JOB_FILES, _hostfiles_payload(plan.files), "cannot write job files"
+    )
 
 
 def stop_job(

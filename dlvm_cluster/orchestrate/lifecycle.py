@@ -15,6 +15,7 @@ from dlvm_cluster.errors import RemoteError, UsageError
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.orchestrate import autostop, power
 from dlvm_cluster.orchestrate.files import SetupReport, install_secrets, push_files, run_setup
+from dlvm_cluster.orchestrate.horovod import ensure_horovod
 from dlvm_cluster.orchestrate.mesh import install_mesh, uninstall_mesh
 from dlvm_cluster.orchestrate.reach import ssh_reach
 from dlvm_cluster.orchestrate.records import (
@@ -55,7 +56,12 @@ class UpResult:
 
     @property
     def changed(self) -> bool:
-        return self.provisioned or self.files_sent > 0 or bool(self.setup.ran) or bool(self.started)
+        return (
+            self.provisioned
+            or self.files_sent > 0
+            or bool(self.setup.ran or self.setup.horovod)
+            or bool(self.started)
+        )
 
 
 def converge_request(
@@ -188,7 +194,8 @@ def prepare_nodes(
 ) -> tuple[list[SyncResult], SetupReport]:
     """Bring `nodes` to the spec: SSH ready, intra-cluster SSH (on every node, so old and new
     nodes know each other), the autostop watcher (`restarted`: the nodes just started, so
-    max_hours counts from now), secrets, storage, files, setup."""
+    max_hours counts from now), secrets, storage, files, setup, and Horovod where the job
+    needs it."""
     wait_for_ssh(pool, nodes, progress)
     install_mesh(
         pool,
@@ -216,7 +223,8 @@ def prepare_nodes(
     save_applied(state, loaded, scaled=scaled)
     synced = push_files(pool, loaded, nodes, progress)
     setup = run_setup(pool, inventory, loaded, nodes, progress, rerun=rerun)
-    return synced, setup
+    horovod = ensure_horovod(pool, inventory, loaded, nodes, progress)
+    return synced, replace(setup, horovod=horovod)
 
 
 @dataclass(frozen=True)

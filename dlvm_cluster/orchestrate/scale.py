@@ -1,8 +1,10 @@
 """scale: grow or shrink a live cluster through the provider's node set, and keep elastic
 training running through it.
 
-Growing gives new nodes keys, intra-cluster SSH, files and setup before scale reports done;
-running elastic torchrun jobs are started on them, so they join at the next rendezvous.
+Growing gives new nodes keys, intra-cluster SSH, files and setup (and Horovod, for a horovod
+job) before scale reports done; running elastic jobs learn of them: every node gets the
+job's new hostfile, torchrun's agents are started on the new nodes (they join at the next
+rendezvous), and horovodrun on the head sees them in its host discovery and starts workers.
 Shrinking first stops the jobs on the nodes to go (SIGTERM, a grace period, SIGKILL) and
 keeps their logs in the job record; the head (node-0) is never removed. Scale updates the
 applied spec: the cluster's truth lives in the state dir, and `up FILE` with another count
@@ -27,6 +29,7 @@ from dlvm_cluster.orchestrate.jobs import (
     save_job,
     start_on_nodes,
     stop_job,
+    write_job_files,
 )
 from dlvm_cluster.orchestrate.lifecycle import prepare_nodes, provision
 from dlvm_cluster.orchestrate.masking import Masking
@@ -146,10 +149,13 @@ def _join_elastic_jobs(
                 job, inventory, job_id=record.id, port=record.port, spec_env=env_names(loaded)
             )
             progress.stage(f"job {record.id}: starting on {', '.join(n.name for n in new_nodes)}")
+            # The nodes already in the job get its new hostfile (horovodrun's discovery reads
+            # the head's); the new ones get it and their launches (torchrun: an agent each).
+            arriving = {node.name for node in new_nodes}
+            write_job_files(pool, plan, [n for n in inventory.nodes if n.name not in arriving])
             start_on_nodes(pool, inventory, loaded, plan, new_nodes)
-            record.nodes = sorted(
-                {*record.nodes, *(n.name for n in new_nodes)}, key=lambda n: node_rank(n) or 0
-            )
+            launched = {launch.node.name for launch in plan.launches} & arriving
+            record.nodes = sorted({*record.nodes, *launched}, key=lambda n: node_rank(n) or 0)
             save_job(state, record)
             joined.append(record.id)
     return tuple(joined)

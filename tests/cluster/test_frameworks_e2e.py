@@ -3,8 +3,7 @@ Accelerate and DeepSpeed (their launcher on every node) each run a job across th
 every test asserts the world size the job saw, exit 0, and that none of its processes is
 left on any node.
 
-Horovod is not run here: its only release builds from source, and only with its CMake files
-patched to C++17 (minutes); tests/test_launch.py checks its plan.
+Horovod runs in test_horovod_e2e.py, on a cluster of its own whose nodes lack it at first.
 
 What these need (examples/install.sh --dev installs it): Open MPI and pyproject's
 `frameworks` group (mpi4py, accelerate, deepspeed) in the environment that runs dlvm, whose

@@ -86,7 +86,7 @@ def _check_up(cli: Cli, name: str, spec: Path) -> None:
     assert [node["name"] for node in up["nodes"]] == ["node-0", "node-1"]
     assert len({node["ip"] for node in up["nodes"]}) == 2
     assert up["files_sent"] == 2  # one file to each node
-    assert up["setup"] == {"ran": ["node-0", "node-1"], "unchanged": []}
+    assert up["setup"] == {"ran": ["node-0", "node-1"], "unchanged": [], "horovod": []}
     assert up["seconds"] > 0
     # The setup's output is not lost: it went to stderr, the progress did not.
     assert "[node-1] setup-out-1" in made.stderr
@@ -94,7 +94,7 @@ def _check_up(cli: Cli, name: str, spec: Path) -> None:
 
     again = _json(cli.run("up", str(spec), "--json"))
     assert (again["changed"], again["provisioned"], again["files_sent"]) == (False, False, 0)
-    assert again["setup"] == {"ran": [], "unchanged": ["node-0", "node-1"]}
+    assert again["setup"] == {"ran": [], "unchanged": ["node-0", "node-1"], "horovod": []}
     assert again["nodes"] == up["nodes"]
 
     rerun = cli.run("up", str(spec), "-q", "--rerun-setup")

@@ -63,7 +63,7 @@ def test_up() -> None:
         "seconds": 12.346,
         "nodes": NODES,
         "files_sent": 3,
-        "setup": {"ran": ["node-0"], "unchanged": ["node-1"]},
+        "setup": {"ran": ["node-0"], "unchanged": ["node-1"], "horovod": []},
         "started": [],
     }
 

@@ -210,7 +210,7 @@ def test_torchrun_elastic_range_must_fit_the_cluster() -> None:
         make_plan(cluster(), framework="torchrun", nnodes="1:2")
     with pytest.raises(UsageError, match="not a range"):
         make_plan(cluster(), framework="torchrun", nnodes="3:2")
-    with pytest.raises(UsageError, match="torchrun only"):
+    with pytest.raises(UsageError, match="torchrun and horovod only"):
         make_plan(cluster(), framework="deepspeed", nnodes="1:3")
 
 
@@ -252,6 +252,40 @@ def test_horovod_ssh_port() -> None:
     mixed = Inventory(cluster="demo", nodes=(cluster(2).nodes[0], cluster(2, port=2222).nodes[1]))
     with pytest.raises(UsageError, match="different ports"):
         make_plan(mixed, framework="horovod")
+
+
+def test_horovod_elastic_discovers_hosts_from_the_hostfile(tmp_path: Path) -> None:
+    inventory = cluster(3)
+    plan = make_plan(inventory, framework="horovod", procs_per_node=2, nnodes="2:4")
+    (launch,) = plan.launches
+    words = argv(launch)
+    assert words[:9] == [
+        "horovodrun",
+        "-np",
+        "6",
+        "--min-np",
+        "4",
+        "--max-np",
+        "8",
+        "--host-discovery-script",
+        words[8],
+    ]
+    assert "-H" not in words and words[9] == "--gloo"
+    # The discovery command, run by a shell as horovodrun does, prints the job's hostfile
+    # (the file every node gets, which `dlvm scale` rewrites) as ip:slots.
+    (hostfile,) = plan.files
+    assert hostfile.path.startswith("~/")
+    written = tmp_path / hostfile.path.removeprefix("~/")
+    written.parent.mkdir(parents=True)
+    written.write_text(hostfile.content)
+    shown = subprocess.run(
+        ["sh", "-c", words[8]],
+        env={**os.environ, "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shown.stdout.split() == ["10.77.0.2:2", "10.77.0.3:2", "10.77.0.4:2"]
 
 
 def test_mpi_runs_on_the_head_and_forwards_the_environment() -> None:
