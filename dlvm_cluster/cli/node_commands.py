@@ -159,6 +159,7 @@ def check_cmd(
     if not report.ok:
         stdout.print(f"{len(report.failed)} of {len(report.nodes)} node(s) failed")
         raise typer.Exit(1)
+    stdout.print(f"all {len(report.nodes)} node(s) passed")
 
 
 def ssh_cmd(

@@ -82,6 +82,16 @@ def cluster(cli: Cli, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tupl
         cli.run("down", name, "--yes")
 
 
+# torchrun's agents meet at an exit barrier hosted by the head's agent once their workers are
+# done; when the head's agent leaves first, another agent logs the closed connection with a
+# traceback (torch's own race, harmless: the job has succeeded by then).
+EXIT_BARRIER_LOG = "torch/distributed/elastic/agent/server/api.py"
+
+
+def _without_exit_barrier_log(output: str) -> str:
+    return "\n".join(line for line in output.splitlines() if EXIT_BARRIER_LOG not in line)
+
+
 def _launch(cli: Cli, cluster: tuple[str, Path], job: str, timeout: float) -> str:
     """Launch `job` in the foreground; assert it succeeded and left no process on any node;
     returns its output."""
@@ -89,7 +99,7 @@ def _launch(cli: Cli, cluster: tuple[str, Path], job: str, timeout: float) -> st
     before = namespace_processes(name)  # each node's init and sshd
     result = cli.run("launch", str(_spec(folder, name, job)), timeout=timeout)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "Traceback" not in result.stdout + result.stderr
+    assert "Traceback" not in _without_exit_barrier_log(result.stdout + result.stderr)
     assert cli.status(name)["jobs"][-1]["state"] == "succeeded"  # type: ignore[index]
 
     def left() -> dict[int, str]:
