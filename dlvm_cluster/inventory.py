@@ -181,6 +181,8 @@ class Inventory:
     env: Mapping[str, str] = field(default_factory=dict)  # the provider's, e.g. PATH
     gpus_per_node: int = 0
     identity_file: str = ""  # the user's key (ssh provider); empty: the cluster's own key
+    # Where every node mounts the spec's checkpoint storage (DLVM_CHECKPOINT_DIR); empty: none.
+    checkpoint_dir: str = ""
 
     @property
     def head(self) -> Node:
@@ -249,6 +251,7 @@ class Inventory:
             "env": dict(self.env),
             "gpus_per_node": self.gpus_per_node,
             "identity_file": self.identity_file,
+            "checkpoint_dir": self.checkpoint_dir,
             "nodes": [node.__dict__ for node in self.nodes],
         }
 
@@ -261,6 +264,7 @@ class Inventory:
             env=dict(data.get("env", {})),
             gpus_per_node=int(data.get("gpus_per_node", 0)),
             identity_file=str(data.get("identity_file", "")),
+            checkpoint_dir=str(data.get("checkpoint_dir", "")),
         )
 
 

@@ -31,6 +31,13 @@ def dlvm_home() -> Path:
     return Path(os.environ.get("DLVM_HOME", "~/.dlvm")).expanduser()
 
 
+def storage_root() -> Path:
+    """Where the local provider keeps the folders that stand in for Cloud Storage buckets
+    (storage/BUCKET/PREFIX): beside the clusters, never inside one, so that they outlive
+    nodes and `down` as a bucket does."""
+    return dlvm_home() / "storage"
+
+
 def clusters_root() -> Path:
     return dlvm_home() / "clusters"
 

@@ -6,6 +6,7 @@ A small MLP learns a fixed smooth function of synthetic inputs, so the loss fall
 few hundred steps on any machine, in seconds.
 
 Checkpoints: every 20 steps rank 0 writes the weights and the step to $CKPT (default
+$DLVM_CHECKPOINT_DIR/model.pt when the cluster names storage, which outlives nodes, else
 ~/work/ckpt/model.pt), atomically. On start rank 0 loads it if present; DDP's constructor
 then copies rank 0's weights to every rank and the step is broadcast, so a restarted or
 rescaled job resumes where it stopped, even when only the head's disk holds the file.
@@ -77,6 +78,13 @@ def resume(path: Path, model: nn.Module) -> int:
     return int(step.item())
 
 
+def checkpoint_path() -> str:
+    """On the cluster's shared storage when it has some (every node, and a node that replaces
+    a lost one, sees the same file), else in the head's home."""
+    shared = os.environ.get("DLVM_CHECKPOINT_DIR")
+    return f"{shared}/model.pt" if shared else "~/work/ckpt/model.pt"
+
+
 def train(steps: int, lr: float, ckpt: Path, step_time: float = 0.0) -> nn.Module:
     """Train from the checkpoint, if any, to `steps`; returns the model, without DDP."""
     rank, world_size = dist.get_rank(), dist.get_world_size()
@@ -110,7 +118,7 @@ def main() -> None:
     rank, world_size = dist.get_rank(), dist.get_world_size()
     restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     print(f"world_size={world_size} rank={rank} restart={restart}", flush=True)
-    ckpt = Path(os.environ.get("CKPT", "~/work/ckpt/model.pt")).expanduser()
+    ckpt = Path(os.environ.get("CKPT") or checkpoint_path()).expanduser()
     model = train(args.steps, args.lr, ckpt, args.step_time)
     if rank == 0:
         with torch.no_grad():

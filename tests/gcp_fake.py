@@ -1,4 +1,5 @@
-"""A fake Compute Engine REST API on 127.0.0.1, answering JSON of the documented shapes.
+"""A fake Compute Engine REST API on 127.0.0.1 (and the Cloud Storage JSON API's objects.list,
+for the storage check), answering JSON of the documented shapes.
 
 No emulator of Compute Engine exists, so this is the one fake the tests allow (docs/ARCHITECTURE.md,
 "Testing"): the real google-cloud-compute clients talk HTTP to it through
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -328,6 +329,31 @@ class FakeCompute:
 
         self.effects[wait] = now_running
 
+    # -- Cloud Storage JSON API (objects.list), on the same loopback server ------------------
+    def bucket(self, bucket: str, objects: Sequence[str] = (), *, status: int = 200) -> None:
+        """objects.list of `bucket`: its objects (200), or the API's 403 or 404 error."""
+        path = f"/storage/v1/b/{bucket}/o"
+        if status == 404:
+            body = error_body(404, "The specified bucket does not exist.", "notFound")
+        elif status == 403:
+            body = error_body(
+                403,
+                "someone@example.com does not have storage.objects.list access to the Google "
+                "Cloud Storage bucket. Permission 'storage.objects.list' denied on resource "
+                "(or it may not exist).",
+                "forbidden",
+            )
+        else:
+            body = {
+                "kind": "storage#objects",
+                **(
+                    {"items": [_storage_object(bucket, name) for name in objects]}
+                    if objects
+                    else {}
+                ),
+            }
+        self.routes[("GET", path)] = [(status, body)]
+
     def preemptions(self, project: str, zone: str, events: list[tuple[str, str]]) -> None:
         """zoneOperations.list answering with compute.instances.preempted operations."""
         self.set(
@@ -355,6 +381,17 @@ def quota_list(quotas: dict[str, tuple[float, float]]) -> list[dict[str, Any]]:
         {"metric": metric, "limit": limit, "usage": usage}
         for metric, (limit, usage) in quotas.items()
     ]
+
+
+def _storage_object(bucket: str, name: str) -> dict[str, Any]:
+    return {
+        "kind": "storage#object",
+        "id": f"{bucket}/{name}/1",
+        "name": name,
+        "bucket": bucket,
+        "generation": "1",
+        "size": "0",
+    }
 
 
 def error_body(status: int, message: str, reason: str, domain: str = "global") -> dict[str, Any]:

@@ -119,6 +119,13 @@ def plan_cmd(file: FileArg, json_output: JsonOption = False) -> None:
     }
     for action, address in result.changes:
         stdout.print(f"  {symbols.get(action, action)} {address}", markup=False)
+    for entry in result.storage:
+        access = "read-only" if entry.read_only else "read-write"
+        marked = ", DLVM_CHECKPOINT_DIR" if entry.mount == result.checkpoint_mount else ""
+        stdout.print(
+            f"storage: {entry.mount} <- {entry.bucket} ({access}{marked}; kept by down)",
+            markup=False,
+        )
 
 
 def render_cmd(

@@ -56,7 +56,16 @@ def up(result: UpResult) -> Document:
 def plan(result: PlanResult) -> Document:
     changes = [{"action": action, "address": address} for action, address in result.changes]
     data = {"cluster": result.cluster, "exists": result.exists, "changes": changes}
-    return {**data, "summary": result.summary, "notes": list(result.notes)}
+    storage = [
+        {
+            "mount": entry.mount,
+            "bucket": entry.bucket,
+            "read_only": entry.read_only,
+            "checkpoint": entry.mount == result.checkpoint_mount,
+        }
+        for entry in result.storage
+    ]
+    return {**data, "summary": result.summary, "notes": list(result.notes), "storage": storage}
 
 
 def job(record: JobRecord) -> Document:

@@ -10,7 +10,8 @@ from dlvm_cluster.inventory import Inventory, Node
 def node_environment(
     inventory: Inventory, node: Node, spec_env: Mapping[str, str]
 ) -> dict[str, str]:
-    """Provider env, then the spec's env, then the DLVM_* variables (which nothing overrides)."""
+    """Provider env, then the spec's env, then the DLVM_* variables (which nothing overrides):
+    DLVM_CHECKPOINT_DIR only where the spec names storage."""
     env = dict(inventory.env)
     env.update(spec_env)
     env.update(
@@ -23,4 +24,6 @@ def node_environment(
             "DLVM_GPUS_PER_NODE": str(inventory.gpus_per_node),
         }
     )
+    if inventory.checkpoint_dir:
+        env["DLVM_CHECKPOINT_DIR"] = inventory.checkpoint_dir
     return env

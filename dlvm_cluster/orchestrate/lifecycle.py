@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dlvm_cluster import providers, secret_env
@@ -31,9 +32,9 @@ from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers.base import NO_TRUST, Converge, KeyTrust
 from dlvm_cluster.provision.render import RenderedModule
 from dlvm_cluster.remote import agent_process
-from dlvm_cluster.remote.pool import SshPool
+from dlvm_cluster.remote.pool import SshPool, run_everywhere
 from dlvm_cluster.remote.results import SyncResult
-from dlvm_cluster.spec.model import LoadedSpec
+from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec, StorageMount
 from dlvm_cluster.state import ClusterState
 
 READY_TIMEOUT = 60.0
@@ -79,8 +80,28 @@ def provision(
     request = converge_request(loaded, state, progress, trust=trust)
     record_kind(state, loaded.spec.provider.kind)
     inventory, changed = providers.for_spec(loaded.spec).provision(request)
+    inventory = with_storage(inventory, loaded.spec)
     save_inventory(state, inventory)
     return inventory, changed
+
+
+def with_storage(inventory: Inventory, spec: ClusterSpec) -> Inventory:
+    """The inventory that says where the spec's checkpoint storage is mounted on every node
+    (DLVM_CHECKPOINT_DIR for setup, exec and jobs); record it after any provider call."""
+    checkpoint = spec.checkpoint_storage
+    return replace(inventory, checkpoint_dir=checkpoint.mount if checkpoint else "")
+
+
+def mount_storage(
+    pool: SshPool, state: ClusterState, spec: ClusterSpec, nodes: Sequence[Node], progress: Progress
+) -> None:
+    """Mount the spec's storage on `nodes`, as their provider says (idempotent, so every `up`
+    runs it: a node replaced or rebooted gets its mounts back)."""
+    script = providers.for_spec(spec).storage_script(spec, state)
+    if not script or not nodes:
+        return
+    progress.stage("mounting storage")
+    run_everywhere(pool, nodes, f"sh -e -c {shlex.quote(script)}", b"", "cannot mount storage")
 
 
 class ReadyWatch:
@@ -144,7 +165,7 @@ def prepare_nodes(
     scaled: bool = False,
 ) -> tuple[list[SyncResult], SetupReport]:
     """Bring `nodes` to the spec: SSH ready, intra-cluster SSH (on every node, so old and new
-    nodes know each other), files, setup."""
+    nodes know each other), secrets, storage, files, setup."""
     wait_for_ssh(pool, nodes, progress)
     install_mesh(
         pool,
@@ -154,6 +175,7 @@ def prepare_nodes(
         public_key=state.internal_key_path.with_suffix(".pub").read_text(),
     )
     install_secrets(pool, state, nodes, secret_env.resolve(loaded.spec))
+    mount_storage(pool, state, loaded.spec, nodes, progress)
     # The nodes now match the spec; setup keeps its own per-node stamp, so a failed setup
     # still leaves a cluster that exec, ssh and a re-run of up can work with.
     save_applied(state, loaded, scaled=scaled)
@@ -267,6 +289,8 @@ class PlanResult:
     summary: str
     exists: bool
     notes: tuple[str, ...] = ()  # the provider's warnings and the hourly price
+    storage: tuple[StorageMount, ...] = ()  # mounted on every node; the checkpoint one marked
+    checkpoint_mount: str = ""  # DLVM_CHECKPOINT_DIR; empty: none
 
 
 def plan(loaded: LoadedSpec, progress: Progress) -> PlanResult:
@@ -276,8 +300,15 @@ def plan(loaded: LoadedSpec, progress: Progress) -> PlanResult:
     provider = providers.for_spec(spec)
     notes = tuple(provider.plan_notes(spec))
     planned = provider.plan(converge_request(loaded, state, progress))
+    checkpoint = spec.checkpoint_storage
     return PlanResult(
-        spec.name, planned.changes, planned.summary, exists=planned.exists, notes=notes
+        spec.name,
+        planned.changes,
+        planned.summary,
+        exists=planned.exists,
+        notes=notes,
+        storage=tuple(spec.storage),
+        checkpoint_mount=checkpoint.mount if checkpoint else "",
     )
 
 

@@ -140,6 +140,12 @@ class Provider(Protocol):
     def render(self, spec: ClusterSpec, state: ClusterState) -> RenderedModule:
         """The Terraform root module and tfvars `up` applies."""
 
+    def storage_script(self, spec: ClusterSpec, state: ClusterState) -> str:
+        """Make the spec's storage ready on this machine's side, and give the POSIX shell text
+        that mounts it on a node, which orchestrate runs as the node's user on every node that
+        `up`, `scale` or a replacement brings to the spec (so it must be idempotent); "" when
+        the spec names no storage."""
+
     def destroy(self, state: ClusterState, progress: Progress) -> None:
         """Delete the machines `up` made (nothing for machines dlvm did not make)."""
 

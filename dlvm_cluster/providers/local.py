@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from dlvm_cluster.errors import ProvisionError
+from dlvm_cluster.errors import ProvisionError, UsageError
 from dlvm_cluster.inventory import Inventory, Node, from_terraform_outputs, node_name
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers import checks
@@ -20,9 +20,17 @@ from dlvm_cluster.providers.base import Check, Converge, NodeState, ProviderPlan
 from dlvm_cluster.providers.terraformed import apply_module, destroy_module, plan_module
 from dlvm_cluster.provision.modules import module_dir
 from dlvm_cluster.provision.render import TFVARS, RenderedModule
-from dlvm_cluster.spec.model import ClusterSpec
-from dlvm_cluster.state import ClusterState, list_clusters, python_bin_dir
+from dlvm_cluster.shell import quote_path
+from dlvm_cluster.spec.model import ClusterSpec, StorageMount
+from dlvm_cluster.state import (
+    ClusterState,
+    list_clusters,
+    private_dir,
+    python_bin_dir,
+    storage_root,
+)
 
+NODE_STORAGE = "/run/dlvm/storage"  # where every node sees storage_root() (terraform/local)
 FIRST_HOST = 10  # node-N gets .(10+N); .1 is the bridge (the host side)
 SECOND_OCTET_BASE = 200  # clusters use 10.200.0.0 - 10.249.255.0
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -120,6 +128,7 @@ def local_tfvars(state: ClusterState, count: int) -> dict[str, Any]:
         "authorized_keys_file": str(state.authorized_keys.resolve()),
         "keep_paths": python_paths_under_tmp(),
         "node_path": local_node_env()["PATH"],
+        "storage_dir": str(storage_root().absolute()),
     }
 
 
@@ -138,6 +147,43 @@ def local_node_env() -> dict[str, str]:
     """Local nodes share the host's filesystem: the Python running dlvm comes first on PATH,
     as a DLVM image puts its framework environment first."""
     return {"PATH": f"{python_bin_dir()}:{DEFAULT_PATH}"}
+
+
+def storage_folder(entry: StorageMount) -> Path:
+    """The host folder standing in for `entry`'s bucket: storage/BUCKET/PREFIX under
+    DLVM_HOME, and never outside it (the spec refuses `..` in a prefix; this holds for a
+    mount that did not come through it)."""
+    root = storage_root().absolute()
+    folder = Path(os.path.normpath(root / entry.bucket_name / entry.prefix))
+    if not folder.is_relative_to(root / entry.bucket_name) or not entry.bucket_name:
+        raise UsageError(
+            f"storage {entry.bucket} would leave the storage folder {root}",
+            hint="write the bucket as gs://BUCKET/PREFIX without `.` or `..` in PREFIX",
+        )
+    return folder
+
+
+def storage_mount_script(spec: ClusterSpec) -> str:
+    """POSIX shell text, run as root on a node, that bind-mounts each storage folder at its
+    mount (read-only where asked). Idempotent: a mount already in place is only set ro/rw
+    again; one of another folder is replaced."""
+    if not spec.storage:
+        return ""
+    lines = [
+        f"[ -d {NODE_STORAGE} ] || {{ echo 'this node was made before shared storage: "
+        "replace it (dlvm down, then dlvm up)' >&2; exit 1; }"
+    ]
+    root = storage_root().absolute()
+    for entry in spec.storage:
+        source = f"{NODE_STORAGE}/{storage_folder(entry).relative_to(root)}"
+        mode = "ro" if entry.read_only else "rw"
+        lines.append(
+            f'src={quote_path(source)}; dst={quote_path(entry.mount)}; mkdir -p "$dst"; '
+            'if [ "$(stat -c %d:%i "$dst")" != "$(stat -c %d:%i "$src")" ]; then '
+            'if mountpoint -q "$dst"; then umount "$dst"; fi; mount --bind "$src" "$dst"; fi; '
+            f'mount -o remount,bind,{mode} "$dst"'
+        )
+    return "\n".join(lines) + "\n"
 
 
 def check_local_privileges() -> None:
@@ -239,6 +285,12 @@ class NamespaceNodes:
 
     def plan_notes(self, spec: ClusterSpec) -> list[str]:
         return []
+
+    def storage_script(self, spec: ClusterSpec, state: ClusterState) -> str:
+        """The folders under DLVM_HOME/storage made (0700), and their bind mounts."""
+        for entry in spec.storage:
+            private_dir(storage_folder(entry))
+        return storage_mount_script(spec)
 
     def destroy(self, state: ClusterState, progress: Progress) -> None:
         if (state.terraform_dir / TFVARS).exists():

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from dlvm_cluster.errors import ProvisionError
+from dlvm_cluster.errors import ProvisionError, UsageError
 from dlvm_cluster.inventory import Inventory, Node, fingerprint, node_name
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers import checks
@@ -141,6 +141,15 @@ class ExistingHosts:
 
     def plan_notes(self, spec: ClusterSpec) -> list[str]:
         return []
+
+    def storage_script(self, spec: ClusterSpec, state: ClusterState) -> str:
+        """None: the spec refuses storage on hosts dlvm did not make (spec/rules.py)."""
+        if spec.storage:
+            raise UsageError(
+                "the ssh provider does not mount storage",
+                hint="mount a shared file system on the hosts yourself, and remove `storage`",
+            )
+        return ""
 
     def render(self, spec: ClusterSpec, state: ClusterState) -> RenderedModule:
         raise ProvisionError(

@@ -294,6 +294,13 @@ def _bucket(value: str) -> str:
             "must be a Cloud Storage bucket as gs://BUCKET or gs://BUCKET/PREFIX "
             "(lowercase letters, digits, - _ .)"
         )
+    # The prefix becomes a folder (gcsfuse's --only-dir; a host folder on the local provider):
+    # `.`, `..` or an empty part would name another folder than the one written.
+    prefix = value.removeprefix("gs://").partition("/")[2].rstrip("/")
+    if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
+        raise ValueError("the PREFIX of gs://BUCKET/PREFIX must not hold `.`, `..` or `//`")
+    if any(c in value for c in "'\"$`\\") or unsafe_for_ssh_files(value):
+        raise ValueError("must not hold quotes, `$`, backslashes or control characters")
     return value
 
 
@@ -307,6 +314,16 @@ class StorageMount(Model):
     cache: bool = True  # gcp: gcsfuse's file cache on the node's disk
     # The mount whose path jobs get as DLVM_CHECKPOINT_DIR (default: the first one).
     checkpoint: bool = False
+
+    @property
+    def bucket_name(self) -> str:
+        """BUCKET of gs://BUCKET/PREFIX."""
+        return self.bucket.removeprefix("gs://").partition("/")[0]
+
+    @property
+    def prefix(self) -> str:
+        """PREFIX of gs://BUCKET/PREFIX, without slashes at its ends ("" for the whole bucket)."""
+        return self.bucket.removeprefix("gs://").partition("/")[2].strip("/")
 
 
 AutostopAction = Literal["stop", "down"]

@@ -13,6 +13,7 @@ from dlvm_cluster.spec.model import (
     GCP_IMAGE_PATTERN,
     LOCAL_MAX_NODES,
     NO_RESERVATION,
+    NO_SERVICE_ACCOUNT,
     ClusterSpec,
     GcpProvider,
     LocalProvider,
@@ -200,8 +201,33 @@ def _n1_problems(
 
 
 def _storage_problems(spec: ClusterSpec) -> list[tuple[tuple[str | int, ...], str]]:
-    """Mounts that would hide one another, and more than one checkpoint mount."""
+    """Mounts that would hide one another, more than one checkpoint mount, and storage on
+    a provider that does not mount it."""
     problems: list[tuple[tuple[str | int, ...], str]] = []
+    if spec.storage and isinstance(spec.provider, SshProvider):
+        # Machines dlvm did not make carry no account of the cluster's for a bucket, and a
+        # mount over their folders would outlive the cluster: give them a shared disk instead.
+        problems.append(
+            (
+                ("storage",),
+                "the ssh provider does not mount storage: mount a shared file system (NFS, "
+                "gcsfuse) on the hosts yourself, or in setup, and point your job at it",
+            )
+        )
+    provider = spec.provider
+    if (
+        spec.storage
+        and isinstance(provider, GcpProvider)
+        and provider.service_account == NO_SERVICE_ACCOUNT
+    ):
+        problems.append(
+            (
+                ("provider", "service_account"),
+                "nodes without a service account cannot mount Cloud Storage: remove "
+                f"`service_account: {NO_SERVICE_ACCOUNT}`, or name an account that holds "
+                "roles/storage.objectUser on the buckets",
+            )
+        )
     seen: list[str] = []
     for index, entry in enumerate(spec.storage):
         for earlier in seen:

@@ -56,20 +56,21 @@ resource "terraform_data" "node" {
   depends_on = [terraform_data.hosts]
 
   input = {
-    script     = local.script
-    name       = each.key
-    ip         = each.value.ip
-    veth       = each.value.veth
+    script = local.script
+    name   = each.key
+    ip     = each.value.ip
+    veth   = each.value.veth
     # The veth prefix is unique on the host, so same-named clusters of two DLVM_HOMEs never
     # share a namespace name.
-    namespace = "dlvm-${var.cluster_name}-${each.key}-${var.network.veth_prefix}"
-    bridge     = var.network.bridge
-    gateway_ip = var.network.gateway_ip
-    prefix_len = var.network.prefix_len
-    state_dir  = var.state_dir
-    keys_file  = var.authorized_keys_file
-    keep_paths = join(":", var.keep_paths)
-    node_path  = var.node_path
+    namespace   = "dlvm-${var.cluster_name}-${each.key}-${var.network.veth_prefix}"
+    bridge      = var.network.bridge
+    gateway_ip  = var.network.gateway_ip
+    prefix_len  = var.network.prefix_len
+    state_dir   = var.state_dir
+    keys_file   = var.authorized_keys_file
+    keep_paths  = join(":", var.keep_paths)
+    node_path   = var.node_path
+    storage_dir = var.storage_dir
   }
 
   provisioner "local-exec" {
@@ -87,6 +88,7 @@ resource "terraform_data" "node" {
       AUTHORIZED_KEYS = self.input.keys_file
       KEEP_PATHS      = self.input.keep_paths
       NODE_PATH       = self.input.node_path
+      STORAGE_DIR     = self.input.storage_dir
     }
   }
 

@@ -67,6 +67,10 @@ node_up() {
   # A half-made node from an interrupted run is removed and made again.
   node_down
   mkdir -p "$d/home-upper" "$d/home-work" "$d/tmp" /run/sshd
+  STORAGE_DIR=${STORAGE_DIR:-}
+  if [ -n "$STORAGE_DIR" ]; then
+    mkdir -p "$STORAGE_DIR" && chmod 0700 "$STORAGE_DIR"
+  fi
   chmod 1777 "$d/tmp"
   chmod 0700 "$d"
   ssh-keygen -q -t ed25519 -N '' -C "$NODE" -f "$d/ssh_host_ed25519_key"
@@ -94,6 +98,11 @@ mkdir -p /run/sshd /run/dlvm/node
 : > /run/dlvm/authorized_keys
 mount --bind "$AUTHORIZED_KEYS" /run/dlvm/authorized_keys
 mount --bind "$d" /run/dlvm/node
+# The host folder standing in for Cloud Storage, seen from the node before its private /tmp
+# and home hide the host's: storage mounts bind from here (shared by every node, kept by down).
+if [ -n "$STORAGE_DIR" ]; then
+  mkdir -p /run/dlvm/storage && mount --bind "$STORAGE_DIR" /run/dlvm/storage
+fi
 # Host paths under /tmp the nodes must still see (the Python environment dlvm runs from, in
 # a checkout under /tmp): held aside, then mounted again on top of the private /tmp.
 i=0

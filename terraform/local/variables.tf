@@ -50,3 +50,9 @@ variable "node_path" {
   type        = string
   default     = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 }
+
+variable "storage_dir" {
+  description = "Absolute path of the host folder that stands in for Cloud Storage ($DLVM_HOME/storage): every node sees it at /run/dlvm/storage, and dlvm bind-mounts the spec's buckets from there."
+  type        = string
+  default     = ""
+}

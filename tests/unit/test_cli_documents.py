@@ -19,6 +19,7 @@ from dlvm_cluster.orchestrate.nodes import NodeStatus
 from dlvm_cluster.orchestrate.report import ClusterReport
 from dlvm_cluster.orchestrate.scale import ScalePlan, ScaleResult
 from dlvm_cluster.remote.results import CommandResult, GroupResult, SyncResult
+from dlvm_cluster.spec.model import StorageMount
 
 INVENTORY = Inventory(
     "c",
@@ -71,8 +72,18 @@ def test_up() -> None:
 
 
 def test_plan() -> None:
+    storage = (
+        StorageMount(mount="/data", bucket="gs://bkt", read_only=True),
+        StorageMount(mount="/ckpt", bucket="gs://bkt/run1"),
+    )
     result = PlanResult(
-        "c", (("create", "a.b"), ("delete", "x")), "1 to add", False, notes=("a note",)
+        "c",
+        (("create", "a.b"), ("delete", "x")),
+        "1 to add",
+        False,
+        notes=("a note",),
+        storage=storage,
+        checkpoint_mount="/ckpt",
     )
     assert documents.plan(result) == {
         "cluster": "c",
@@ -80,6 +91,10 @@ def test_plan() -> None:
         "changes": [{"action": "create", "address": "a.b"}, {"action": "delete", "address": "x"}],
         "summary": "1 to add",
         "notes": ["a note"],
+        "storage": [
+            {"mount": "/data", "bucket": "gs://bkt", "read_only": True, "checkpoint": False},
+            {"mount": "/ckpt", "bucket": "gs://bkt/run1", "read_only": False, "checkpoint": True},
+        ],
     }
 
 

@@ -438,3 +438,50 @@ def test_flex_start_uses_the_preemptible_quota(api: FakeCompute) -> None:
     api.region(P, REGION, ZONES, {**REGION_QUOTAS, "PREEMPTIBLE_NVIDIA_L4_GPUS": (4.0, 2.0)})
     error = failure(spec_of(flex), api)
     assert "PREEMPTIBLE_NVIDIA_L4_GPUS" in error.message
+
+
+STORAGE = "storage:\n  - {mount: /ckpt, bucket: gs://ckpt-bucket/runs/r1}\n"
+
+
+def test_a_reachable_bucket_passes_and_is_listed_under_its_prefix(api: FakeCompute) -> None:
+    api.bucket("ckpt-bucket", ["runs/r1/step-10.pt"])
+    preflight(_storage_spec(STORAGE), api.clients())
+    [(_, _, query)] = [r for r in api.requests if r[1] == "/storage/v1/b/ckpt-bucket/o"]
+    assert query["prefix"] == ["runs/r1/"] and query["maxResults"] == ["1"]
+
+
+def test_a_missing_bucket_fails_with_how_to_create_it(api: FakeCompute) -> None:
+    api.bucket("ckpt-bucket", status=404)
+    error = failure(_storage_spec(STORAGE), api)
+    assert "gs://ckpt-bucket does not exist" in error.message
+    assert "gcloud storage buckets create gs://ckpt-bucket" in error.hint
+
+
+def test_a_bucket_without_a_grant_names_the_role_for_the_nodes(api: FakeCompute) -> None:
+    api.bucket("ckpt-bucket", status=403)
+    error = failure(_storage_spec(STORAGE), api)
+    assert "cannot be listed" in error.message
+    assert "roles/storage.objectUser" in error.hint
+    assert "PROJECT_NUMBER-compute@developer.gserviceaccount.com" in error.hint
+    read_only = "storage:\n  - {mount: /data, bucket: gs://ckpt-bucket, read_only: true}\n"
+    account = "  service_account: trainer@p.iam.gserviceaccount.com\n"
+    error = failure(_storage_spec(read_only, account), api)
+    assert "roles/storage.objectViewer" in error.hint
+    assert "serviceAccount:trainer@p.iam.gserviceaccount.com" in error.hint
+
+
+def test_no_storage_no_storage_call(api: FakeCompute) -> None:
+    preflight(spec_of(T4), api.clients())
+    assert api.calls("/storage/v1/") == 0
+
+
+def _storage_spec(storage: str, provider_extra: str = "") -> ClusterSpec:
+    return load_spec_text(_with_storage(T4, storage, provider_extra), Path("/nowhere/t.yaml")).spec
+
+
+def _with_storage(nodes: str, storage: str, provider_extra: str = "") -> str:
+    return (
+        "name: t\nprovider:\n  kind: gcp\n  project: p\n  region: us-central1\n"
+        f"  zones: [{', '.join(ZONES[:2])}]\n"
+        "  allowed_ssh_cidrs: [198.51.100.0/24]\n" + provider_extra + "nodes:\n" + nodes + storage
+    )

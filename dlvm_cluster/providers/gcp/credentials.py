@@ -1,4 +1,5 @@
-"""Credentials and Compute Engine API clients, and the translation of the API's errors.
+"""Credentials and Compute Engine API clients (and the Cloud Storage lister the storage check
+uses), and the translation of the API's errors.
 
 Credentials come from Application Default Credentials, the same ones Terraform's google
 provider uses, so `dlvm` and Terraform always act as the same identity. Tests pass anonymous
@@ -50,11 +51,14 @@ class ComputeClients:
     reservations: Any
     instances: Any
     zone_operations: Any
+    buckets: Any  # buckets.BucketLister: the Cloud Storage JSON API, for the storage check
 
 
 def compute_clients(credentials: Any = None, *, api_endpoint: str | None = None) -> ComputeClients:
     """Clients with `credentials` (default: ADC), talking to `api_endpoint` when given."""
     from google.cloud import compute_v1
+
+    from dlvm_cluster.providers.gcp.buckets import bucket_lister
 
     creds = credentials if credentials is not None else default_credentials()
     options = {"api_endpoint": api_endpoint} if api_endpoint else None
@@ -72,6 +76,7 @@ def compute_clients(credentials: Any = None, *, api_endpoint: str | None = None)
         reservations=make(compute_v1.ReservationsClient),
         instances=make(compute_v1.InstancesClient),
         zone_operations=make(compute_v1.ZoneOperationsClient),
+        buckets=bucket_lister(creds, api_endpoint, REQUEST_TIMEOUT),
     )
 
 

@@ -1,5 +1,5 @@
-"""Checks before Terraform runs, so a wrong zone, GPU type, quota or image fails in seconds with
-the fix, instead of minutes into an apply with a half-made cluster.
+"""Checks before Terraform runs, so a wrong zone, GPU type, quota, image or storage bucket
+fails in seconds with the fix, instead of minutes into an apply with a half-made cluster.
 
 Each failed check raises one ProvisionError whose hint says what to change. Problems that do
 not stop the cluster (a zone that is down, a quota dlvm cannot read) come back as warnings.
@@ -14,6 +14,7 @@ from typing import Any
 
 from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.providers.gcp import shapes
+from dlvm_cluster.providers.gcp.buckets import check_buckets
 from dlvm_cluster.providers.gcp.credentials import REQUEST_TIMEOUT, ComputeClients, call_api
 from dlvm_cluster.providers.gcp.reservations import reservation_ref, reservation_zones
 from dlvm_cluster.providers.gcp.tfvars import (
@@ -89,6 +90,8 @@ def preflight(
     warnings = spec_warnings(spec)
     project = _get_project(clients, provider)
     warnings.extend(_os_login_warnings(project, provider))
+    if spec.storage:
+        check_buckets(clients.buckets, provider, spec.storage)
     region = _get_region(clients, provider)
     image = _check_image(clients, spec, provider)
     warnings.extend(_image_warnings(image, spec))

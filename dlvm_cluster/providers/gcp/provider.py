@@ -7,6 +7,7 @@ from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers import checks
 from dlvm_cluster.providers.base import Check, Converge, NodeState, ProviderPlan, Reach
+from dlvm_cluster.providers.gcp import storage
 from dlvm_cluster.providers.gcp.converge import provision_gcp, render_gcp, replace_gcp_nodes
 from dlvm_cluster.providers.gcp.report import cluster_instances, gcp_plan_notes, price_line
 from dlvm_cluster.providers.gcp.tfvars import instance_name
@@ -39,6 +40,10 @@ class ComputeEngine:
 
     def render(self, spec: ClusterSpec, state: ClusterState) -> RenderedModule:
         return render_gcp(spec, state)
+
+    def storage_script(self, spec: ClusterSpec, state: ClusterState) -> str:
+        """gcsfuse mounts kept by systemd units (providers/gcp/storage.py)."""
+        return storage.storage_script(spec)
 
     def destroy(self, state: ClusterState, progress: Progress) -> None:
         destroy_module(state, progress)

@@ -1,0 +1,144 @@
+"""Storage: the gcsfuse mount the gcp provider gives nodes, the local provider's folders (never
+outside DLVM_HOME/storage), and DLVM_CHECKPOINT_DIR in the nodes' environment."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from dlvm_cluster.errors import UsageError
+from dlvm_cluster.inventory import Inventory, Node
+from dlvm_cluster.launch.environment import node_environment
+from dlvm_cluster.providers import for_kind
+from dlvm_cluster.providers.gcp.storage import gcsfuse_argv, storage_script, unit_name
+from dlvm_cluster.providers.local import storage_folder, storage_mount_script
+from dlvm_cluster.spec.load import load_spec_text
+from dlvm_cluster.spec.model import ClusterSpec, StorageMount
+from dlvm_cluster.state import ClusterState
+
+GCP = (
+    "name: demo\nprovider:\n  kind: gcp\n  project: p\n  region: us-central1\n"
+    "  zones: [us-central1-a]\n  allowed_ssh_cidrs: [203.0.113.0/24]\nnodes: {count: 2}\n"
+)
+LOCAL = "name: demo\nprovider: {kind: local}\nnodes: {count: 2}\n"
+
+
+def spec_of(head: str, storage: str) -> ClusterSpec:
+    return load_spec_text(head + "storage:\n" + storage, Path("c.yaml")).spec
+
+
+def test_gcsfuse_mounts_a_prefix_with_the_checkpoint_options() -> None:
+    spec = spec_of(GCP, "  - {mount: /ckpt, bucket: gs://my-bucket/runs/r1}\n")
+    argv = gcsfuse_argv(spec.storage[0])
+    assert argv[:3] == ["gcsfuse", "--foreground", "--implicit-dirs"]
+    assert argv[-2:] == ["my-bucket", "/ckpt"]
+    joined = " ".join(argv)
+    assert "--only-dir runs/r1" in joined
+    assert "-o allow_other" in joined and "--uid $UID_ --gid $GID_" in joined
+    assert "--file-cache-max-size-mb=-1" in joined
+    assert "--file-cache-enable-parallel-downloads" in joined
+    assert "--cache-dir /var/cache/dlvm-gcsfuse/dlvm-storage-ckpt-" in joined
+    assert "-o ro" not in joined
+
+
+def test_gcsfuse_read_only_without_cache_or_prefix() -> None:
+    spec = spec_of(
+        GCP, "  - {mount: /data, bucket: gs://my-bucket, read_only: true, cache: false}\n"
+    )
+    argv = gcsfuse_argv(spec.storage[0])
+    joined = " ".join(argv)
+    assert "-o ro" in joined
+    assert "--only-dir" not in joined and "--cache-dir" not in joined
+    assert argv[-2:] == ["my-bucket", "/data"]
+
+
+def test_gcp_script_installs_a_systemd_unit_per_mount_and_waits_for_it() -> None:
+    spec = spec_of(
+        GCP,
+        "  - {mount: /ckpt, bucket: gs://my-bucket/r1}\n"
+        "  - {mount: /data, bucket: gs://other, read_only: true}\n",
+    )
+    script = storage_script(spec)
+    assert "command -v gcsfuse" in script and "apt-get install -y gcsfuse" in script
+    for entry in spec.storage:
+        unit = unit_name(entry)
+        assert f"sudo systemctl enable {unit}" in script
+        assert f"sudo systemctl start {unit}" in script
+        assert f"until mountpoint -q {entry.mount}" in script
+    assert "ExecStart=$GCSFUSE --foreground" in script
+    assert unit_name(spec.storage[0]) != unit_name(spec.storage[1])
+    assert storage_script(load_spec_text(GCP, Path("c.yaml")).spec) == ""
+
+
+def test_a_percent_sign_in_a_prefix_is_not_a_systemd_specifier() -> None:
+    spec = spec_of(GCP, "  - {mount: /ckpt, bucket: gs://my-bucket/run%i}\n")
+    unit = [line for line in storage_script(spec).splitlines() if "=" in line and "%" in line]
+    assert [line.split("=", 1)[0] for line in unit] == ["Description", "ExecStart"]
+    assert all("%i" not in line.replace("%%", "") for line in unit)
+    assert "--only-dir run%%i" in unit[1]
+
+
+def test_unit_names_of_look_alike_mounts_differ() -> None:
+    first = StorageMount(mount="/a-b", bucket="gs://my-bucket")
+    second = StorageMount(mount="/a/b", bucket="gs://my-bucket")
+    assert unit_name(first) != unit_name(second)
+
+
+def test_the_gcp_script_is_valid_shell(tmp_path: Path) -> None:
+    spec = spec_of(GCP, "  - {mount: /ckpt, bucket: gs://my-bucket/r1}\n")
+    checked = subprocess.run(["sh", "-n", "-c", storage_script(spec)], capture_output=True)
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_local_storage_lives_under_dlvm_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DLVM_HOME", str(tmp_path))
+    spec = spec_of(LOCAL, "  - {mount: /ckpt, bucket: gs://my-bucket/runs/r1, read_only: true}\n")
+    assert storage_folder(spec.storage[0]) == tmp_path / "storage" / "my-bucket" / "runs" / "r1"
+    script = storage_mount_script(spec)
+    assert "src=/run/dlvm/storage/my-bucket/runs/r1; dst=/ckpt;" in script
+    assert 'mount -o remount,bind,ro "$dst"' in script
+    checked = subprocess.run(["sh", "-n", "-c", script], capture_output=True)
+    assert checked.returncode == 0
+
+
+def test_a_local_folder_never_leaves_the_storage_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DLVM_HOME", str(tmp_path))
+    # The spec refuses `..` in a prefix; a mount that did not come through it is refused too.
+    for bucket in ("gs://my-bucket/../../etc", "gs://my-bucket/a/../../other-bucket"):
+        escaping = StorageMount.model_construct(mount="/ckpt", bucket=bucket)
+        with pytest.raises(UsageError, match="would leave the storage folder"):
+            storage_folder(escaping)
+
+
+def test_local_provider_makes_the_folders_private(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DLVM_HOME", str(tmp_path))
+    spec = spec_of(LOCAL, "  - {mount: /ckpt, bucket: gs://my-bucket/r1}\n")
+    script = for_kind("local").storage_script(spec, ClusterState.for_name("demo"))
+    folder = tmp_path / "storage" / "my-bucket" / "r1"
+    assert folder.is_dir() and script
+    for path in (folder, folder.parent, folder.parent.parent):
+        assert path.stat().st_mode & 0o777 == 0o700
+
+
+def test_the_ssh_provider_refuses_storage() -> None:
+    spec = spec_of(LOCAL, "  - {mount: /ckpt, bucket: gs://my-bucket/r1}\n")
+    with pytest.raises(UsageError, match="does not mount storage"):
+        for_kind("ssh").storage_script(spec, ClusterState.for_name("demo"))
+
+
+def test_checkpoint_dir_reaches_the_environment_and_nothing_overrides_it() -> None:
+    node = Node("node-0", 0, "10.0.0.1", 22, "root", "ssh-ed25519 AAAA")
+    plain = Inventory("demo", (node,))
+    assert "DLVM_CHECKPOINT_DIR" not in node_environment(plain, node, {})
+    stored = Inventory("demo", (node,), checkpoint_dir="/ckpt")
+    env = node_environment(stored, node, {"DLVM_CHECKPOINT_DIR": "/elsewhere"})
+    assert env["DLVM_CHECKPOINT_DIR"] == "/ckpt"
+    assert Inventory.from_json(stored.to_json()).checkpoint_dir == "/ckpt"
