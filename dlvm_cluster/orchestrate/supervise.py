@@ -56,7 +56,7 @@ from dlvm_cluster.orchestrate.jobs import (
     start_on_nodes,
     stop_job,
 )
-from dlvm_cluster.orchestrate.lifecycle import converge_request, prepare_nodes
+from dlvm_cluster.orchestrate.lifecycle import converge_request, prepare_nodes, with_storage
 from dlvm_cluster.orchestrate.reach import ssh_reach
 from dlvm_cluster.orchestrate.records import (
     applied_spec,
@@ -347,7 +347,7 @@ class Supervisor:
     ) -> None:
         with self.state.lock("recover"):
             request = converge_request(applied, self.state, self.progress)
-            inventory = provider.replace_nodes(request, names)
+            inventory = with_storage(provider.replace_nodes(request, names), applied.spec)
             save_inventory(self.state, inventory)
             new = [node for node in inventory.nodes if node.name in names]
             for node in new:

@@ -7,6 +7,7 @@ command running, and `cancel` during a recovery leaves nothing."""
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -22,20 +23,32 @@ from system import alive, processes_mentioning, wait_for_processes
 def cluster(cli: Cli, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     name = unique_name("rc")
     folder = tmp_path_factory.mktemp("recovery")
-    cli.run("up", str(_spec(folder, name, "framework: none\n  command: hostname")), check=True)
     try:
+        cli.run("up", str(_spec(folder, name, "framework: none\n  command: hostname")), check=True)
         yield name, folder
     finally:
         cli.run("down", name, "--yes")
+        shutil.rmtree(cli.home / "storage" / _bucket(name), ignore_errors=True)
+        shutil.rmtree(_mount(name), ignore_errors=True)  # the empty mount point on the host
+
+
+def _bucket(name: str) -> str:
+    return f"dlvm-test-{name}"
+
+
+def _mount(name: str) -> Path:
+    return Path("/mnt") / name
 
 
 def _spec(folder: Path, name: str, job: str) -> Path:
+    """The test cluster: 2 nodes, checkpoints on shared storage (DLVM_CHECKPOINT_DIR)."""
     path = folder / f"{name}-{abs(hash(job)) % 10**8}.yaml"
     path.write_text(
         f"name: {name}\n"
         "provider: {kind: local}\n"
         "nodes: {count: 2}\n"
         "env: {OMP_NUM_THREADS: 1, PG_TIMEOUT: 30}\n"
+        f"storage: [{{mount: {_mount(name)}, bucket: gs://{_bucket(name)}/ckpt}}]\n"
         "files:\n"
         f"  - {{src: {REPO / 'examples' / 'train_ddp.py'}, dst: ~/work}}\n"
         f"job:\n  workdir: ~/work\n  {job}\n"
@@ -95,8 +108,10 @@ def _events(job: dict[str, Any]) -> list[str]:
 def test_a_vanished_node_is_replaced_alone_and_training_resumes(
     cli: Cli, cluster: tuple[str, Path]
 ) -> None:
+    """The head vanishes: rank 0 and its disk with it. Training resumes from the checkpoint
+    it left on shared storage, on a fresh head, at full world size."""
     name, folder = cluster
-    cli.run("exec", name, "--nodes", "0", "echo kept > /tmp/survivor", check=True)
+    cli.run("exec", name, "--nodes", "1", "echo kept > /tmp/survivor", check=True)
     before, keys = _nodes(cli, name), _host_keys(cli, name)
     spec = _spec(
         folder,
@@ -106,32 +121,34 @@ def test_a_vanished_node_is_replaced_alone_and_training_resumes(
     with cli.background("launch", str(spec)) as process:
         output = Output(process)
         wait_until(lambda: output.has(r"step 40 loss"), 240, message=output.text)
-        _vanish(cli, name, "node-1")
+        _vanish(cli, name, "node-0")
         process.wait(timeout=400)
         stderr = process.stderr.read() if process.stderr else ""
         assert process.returncode == 0, stderr[-3000:]
     stdout = output.text()
-    assert re.search(r"resumed from \S+ at step (40|60|80|100|120|140)", stdout), stdout[-3000:]
+    resumed = re.search(rf"resumed from {_mount(name)}/model.pt at step (\d+)", stdout)
+    assert resumed and int(resumed.group(1)) >= 40, stdout[-3000:]
     assert re.search(r"done steps=160 world_size=2", stdout)
+    assert (cli.home / "storage" / _bucket(name) / "ckpt" / "model.pt").exists()
     job = _job(cli, name)
     assert (job["state"], job["recoveries"], job["restarts"]) == ("succeeded", 1, 1)
     events = _events(job)
     assert any(e.startswith("job stopped on 1 node(s)") for e in events), events
-    assert "node lost: node-1 (unreachable over SSH)" in events
-    assert any(e.startswith("node replaced: node-1 ") for e in events)
+    assert "node lost: node-0 (unreachable over SSH)" in events
+    assert any(e.startswith("node replaced: node-0 ") for e in events)
     assert events[-2:] == [
         "restart 1: relaunched on 2 node(s)",
         "resumed: output again after restart 1",
     ]
-    for line in ("node lost: node-1", "node replaced: node-1", "setup done on node-1"):
+    for line in ("node lost: node-0", "node replaced: node-0", "setup done on node-0"):
         assert line in stderr
     after, new_keys = _nodes(cli, name), _host_keys(cli, name)
-    assert after["node-0"]["provider_id"] == before["node-0"]["provider_id"]
-    assert new_keys["node-0"] == keys["node-0"] and new_keys["node-1"] != keys["node-1"]
-    kept = cli.run("exec", name, "--nodes", "0", "cat /tmp/survivor", check=True)
+    assert after["node-1"]["provider_id"] == before["node-1"]["provider_id"]
+    assert new_keys["node-1"] == keys["node-1"] and new_keys["node-0"] != keys["node-0"]
+    kept = cli.run("exec", name, "--nodes", "1", "cat /tmp/survivor", check=True)
     assert "kept" in kept.stdout
     logs = cli.run("logs", name, job["id"], check=True)
-    assert "node replaced: node-1" in logs.stderr
+    assert "node replaced: node-0" in logs.stderr
 
 
 def test_a_failing_rank_fails_fast_with_its_last_lines(cli: Cli, cluster: tuple[str, Path]) -> None:
