@@ -71,6 +71,7 @@ from dlvm_cluster.progress import Progress, TerraformEvent
 from dlvm_cluster.providers.base import NodeState, Provider
 from dlvm_cluster.remote import jobcontrol
 from dlvm_cluster.remote.fanout import Cancellation, run_on_nodes
+from dlvm_cluster.remote.pool import SshPool
 from dlvm_cluster.remote.results import CommandResult, GroupResult
 from dlvm_cluster.spec.model import LoadedSpec
 from dlvm_cluster.state import ClusterState, private_dir
@@ -140,9 +141,10 @@ class Supervisor:
             self.check_cancel()
             save_job(self.state, self.record)
 
-    def event(self, text: str) -> None:
-        """One step of the supervision: in the record, the local events log, and shown."""
-        now = time.time()
+    def event(self, text: str, *, at: float | None = None) -> None:
+        """One step of the supervision (that happened `at`, default now): in the record, the
+        local events log, and shown."""
+        now = time.time() if at is None else at
         with self._lock:
             self.record.events.append({"time": round(now, 3), "text": text})
             folder = private_dir(Path(self.record.local_logs))
@@ -196,18 +198,22 @@ class Supervisor:
             last_output[0] = time.monotonic()
             self.progress.line(node, stream, text)
 
+        def trip(reason: str) -> None:
+            cancel.set(reason)
+            stopper.now()
+
         def watch() -> None:
             try:
                 look()
             except JobCancelled:
-                cancel.set("cancelled")
+                trip("cancelled")
 
         def look() -> None:
             hang = hang_seconds(self.job.hang_timeout_minutes)
             asked = 0.0
             while not done.wait(WATCH_STEP):
                 if cancel_requested(self.state, self.record.id):
-                    cancel.set("cancelled")
+                    trip("cancelled")
                     return
                 if self._resume_pending and last_output[0] > started:
                     self._resume_pending = False
@@ -217,16 +223,20 @@ class Supervisor:
                     lost = self._provider_lost(inventory, nodes)
                     if lost:
                         end.lost = lost
-                        said = ", ".join(f"{name} {why}" for name, why in lost.items())
-                        cancel.set(f"node lost: {said}")
+                        trip("node lost: " + ", ".join(f"{n} {why}" for n, why in lost.items()))
                         return
                 if hang is not None and time.monotonic() - last_output[0] > hang:
                     end.hung = True
-                    cancel.set(f"hung: no output from any rank for {hang:g}s")
+                    trip(f"hung: no output from any rank for {hang:g}s")
                     return
 
-        watcher = threading.Thread(target=watch, daemon=True)
+        def ended(result: CommandResult) -> None:
+            if not result.ok:  # the first failure: stop the job now, not after the follows
+                stopper.now()
+
         with open_pool(self.state, inventory) as pool:
+            stopper = _Stopper(pool, nodes, self.record.id)
+            watcher = threading.Thread(target=watch, daemon=True)
             watcher.start()
             try:
                 end.result = run_on_nodes(
@@ -238,6 +248,7 @@ class Supervisor:
                     fail_fast=True,
                     redact=self.redact,
                     cancel=cancel,
+                    on_done=ended,
                 )
             finally:
                 done.set()
@@ -245,15 +256,16 @@ class Supervisor:
             end.reason = cancel.reason if cancel.is_set() and not end.result.first_failed else ""
             if end.result.ok and not end.reason:
                 return end
-            stopped = stop_job(pool, nodes, self.record.id, grace=STOP_GRACE)
+            stopped = stopper.wait()
         self.check_cancel()
-        why = end.reason or _failure(end.result)
         self.record.state = "recovering"
         self.record.exit_codes = {r.node: r.exit_code for r in end.result.results}
+        self.event(f"failure: {end.reason or _failure(end.result)}", at=stopper.detected)
         left = [name for name, problem in stopped.items() if problem]
         self.event(
-            f"job stopped on {len(nodes) - len(left)} node(s) ({why})"
-            + (f"; not reached: {', '.join(left)}" if left else "")
+            f"job stopped on {len(nodes) - len(left)} node(s)"
+            + (f"; not reached: {', '.join(left)}" if left else ""),
+            at=stopper.finished,
         )
         return end
 
@@ -395,6 +407,38 @@ class Supervisor:
         self.event(
             f"restart {self.record.restarts}: relaunched on {len(self.record.nodes)} node(s)"
         )
+
+
+class _Stopper:
+    """Stops the job on every node, once, from the moment the first failure is seen: in a
+    thread of its own, while the follows of the other nodes are still being wound down."""
+
+    def __init__(self, pool: SshPool, nodes: Sequence[Node], job_id: str) -> None:
+        self.pool, self.nodes, self.job_id = pool, nodes, job_id
+        self.detected = 0.0
+        self.finished = 0.0
+        self.problems: dict[str, str] = {}
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def now(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            self.detected = time.time()
+            self._thread = threading.Thread(target=self._stop, daemon=True)
+            self._thread.start()
+
+    def _stop(self) -> None:
+        self.problems = stop_job(self.pool, self.nodes, self.job_id, grace=STOP_GRACE)
+        self.finished = time.time()
+
+    def wait(self) -> dict[str, str]:
+        """Per node, what is left of the job (as stop_job says); stops it first if needed."""
+        self.now()
+        assert self._thread is not None
+        self._thread.join()
+        return self.problems
 
 
 def _failure(result: GroupResult) -> str:

@@ -133,7 +133,8 @@ def test_a_vanished_node_is_replaced_alone_and_training_resumes(
     job = _job(cli, name)
     assert (job["state"], job["recoveries"], job["restarts"]) == ("succeeded", 1, 1)
     events = _events(job)
-    assert any(e.startswith("job stopped on 1 node(s)") for e in events), events
+    assert events[0].startswith("failure: "), events
+    assert events[1] == "job stopped on 1 node(s); not reached: node-0"
     assert "node lost: node-0 (unreachable over SSH)" in events
     assert any(e.startswith("node replaced: node-0 ") for e in events)
     assert events[-2:] == [
