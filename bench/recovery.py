@@ -75,14 +75,16 @@ class Launch:
     """`dlvm launch` in the background, its stdout lines timestamped as they come."""
 
     def __init__(self, bench: Bench, spec: Path) -> None:
-        self.process = subprocess.Popen(
-            [*dlvm_argv(), "launch", str(spec)],
-            env=bench.env(),
-            cwd=bench.root,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
+        self.errors = bench.root / f"{spec.stem}.stderr"
+        with open(self.errors, "w") as errors:
+            self.process = subprocess.Popen(
+                [*dlvm_argv(), "launch", str(spec)],
+                env=bench.env(),
+                cwd=bench.root,
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                text=True,
+            )
         self.lines: list[tuple[float, str]] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -135,7 +137,10 @@ def recovery(bench: Bench) -> tuple[dict[str, float], dict[str, Any]]:
         killed = time.time()
         subprocess.run(["kill", "-KILL", *pids], check=False)
         if launch.wait() != 0:
-            raise RuntimeError("the launch did not finish after the recovery")
+            raise RuntimeError(
+                "the launch did not finish after the recovery:\n"
+                + launch.errors.read_text()[-3000:]
+            )
         job = job_events(bench, name)
     finally:
         down(bench, name)
