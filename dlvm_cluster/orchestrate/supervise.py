@@ -42,6 +42,7 @@ from types import FrameType
 from dlvm_cluster import providers, secret_env
 from dlvm_cluster.errors import DlvmError, RemoteError, UsageError
 from dlvm_cluster.inventory import Inventory, Node
+from dlvm_cluster.launch.plan import elastic_range
 from dlvm_cluster.launch.planners import plan_launch
 from dlvm_cluster.orchestrate.files import install_secrets, push_files
 from dlvm_cluster.orchestrate.jobs import (
@@ -98,6 +99,7 @@ class RunEnd:
     reason: str = ""  # why the watcher stopped it ('' when a node's own end did)
     lost: dict[str, str] = field(default_factory=dict)  # node -> what the provider says
     hung: bool = False
+    survivors_running: bool = False  # elastic: only lost nodes failed; the others train on
 
 
 def hang_seconds(minutes: int | None) -> float | None:
@@ -127,6 +129,7 @@ class Supervisor:
         self.redact = redact
         self.provider = providers.for_kind(cluster_kind(state) or providers.DEFAULT_KIND)
         self._resume_pending = False
+        self._follow_from_now: set[str] = set()  # elastic survivors: their log was shown
         self._lock = threading.Lock()
 
     # -- records and events -------------------------------------------------------------
@@ -198,9 +201,14 @@ class Supervisor:
             last_output[0] = time.monotonic()
             self.progress.line(node, stream, text)
 
-        def trip(reason: str) -> None:
+        # An elastic job may keep running on the survivors of a lost node: the decision to
+        # stop it then waits for the lost-node check.
+        stop_early = elastic_range(self.job) is None or self.job.on_node_loss == "fail"
+
+        def trip(reason: str, stop: bool = True) -> None:
             cancel.set(reason)
-            stopper.now()
+            if stop:
+                stopper.now()
 
         def watch() -> None:
             try:
@@ -223,7 +231,8 @@ class Supervisor:
                     lost = self._provider_lost(inventory, nodes)
                     if lost:
                         end.lost = lost
-                        trip("node lost: " + ", ".join(f"{n} {why}" for n, why in lost.items()))
+                        said = ", ".join(f"{n} {why}" for n, why in lost.items())
+                        trip(f"node lost: {said}", stop=stop_early)
                         return
                 if hang is not None and time.monotonic() - last_output[0] > hang:
                     end.hung = True
@@ -231,7 +240,7 @@ class Supervisor:
                     return
 
         def ended(result: CommandResult) -> None:
-            if not result.ok:  # the first failure: stop the job now, not after the follows
+            if not result.ok and stop_early:  # stop the job now, not after the follows
                 stopper.now()
 
         with open_pool(self.state, inventory) as pool:
@@ -242,7 +251,11 @@ class Supervisor:
                 end.result = run_on_nodes(
                     pool,
                     nodes,
-                    lambda node: jobcontrol.follow(inventory.cluster, self.record.id),
+                    lambda node: jobcontrol.follow(
+                        inventory.cluster,
+                        self.record.id,
+                        from_now=node.name in self._follow_from_now,
+                    ),
                     sink=sink,
                     log_dir=private_dir(Path(self.record.local_logs)),
                     fail_fast=True,
@@ -255,6 +268,10 @@ class Supervisor:
                 watcher.join()
             end.reason = cancel.reason if cancel.is_set() and not end.result.first_failed else ""
             if end.result.ok and not end.reason:
+                return end
+            self._follow_from_now = set()
+            if not stop_early and not stopper.started and self._survivors_go_on(end, nodes):
+                self.event(f"failure: {end.reason or _failure(end.result)}")
                 return end
             stopped = stopper.wait()
         self.check_cancel()
@@ -290,7 +307,30 @@ class Supervisor:
             lost.setdefault(name, "unreachable over SSH")
         return lost
 
+    def _survivors_go_on(self, end: RunEnd, nodes: Sequence[Node]) -> bool:
+        """Elastic: whether the job runs on without the lost nodes (the head, which hosts
+        the rendezvous, is not among them, and MIN nodes are left); then they are replaced
+        and join it, and its survivors' follows go on from the current end of their logs."""
+        span = elastic_range(self.job)
+        if span is None or cancel_requested(self.state, self.record.id):
+            return False
+        end.lost = self._lost_nodes(end)
+        survivors = [node.name for node in nodes if node.name not in end.lost]
+        if not end.lost or nodes[0].name in end.lost or len(survivors) < span[0]:
+            return False
+        end.survivors_running = True
+        self._follow_from_now = set(survivors)
+        return True
+
     def _recover(self, end: RunEnd) -> None:
+        if end.survivors_running:
+            names = sorted(end.lost)
+            for name in names:
+                self.event(f"node lost: {name} ({end.lost[name]}); the job runs on without it")
+            self._replace(names)
+            self.record.recoveries += 1
+            self._join(names)
+            return
         lost = self._lost_nodes(end)
         if lost:
             for name, why in lost.items():
@@ -385,6 +425,23 @@ class Supervisor:
             self.check_cancel()
             time.sleep(min(WATCH_STEP, max(0.0, deadline - time.monotonic())))
 
+    def _join(self, names: list[str]) -> None:
+        """Start the elastic job's launcher on the replaced nodes: they join its next
+        rendezvous, as nodes that `scale` adds do."""
+        self.check_cancel()
+        inventory = require_inventory(self.state)
+        plan = plan_launch(
+            self.job,
+            inventory,
+            job_id=self.record.id,
+            port=self.record.port,
+            spec_env=env_names(self.loaded),
+        )
+        joining = [node for node in inventory.nodes if node.name in names]
+        with open_pool(self.state, inventory) as pool:
+            start_on_nodes(pool, inventory, self.loaded, plan, joining)
+        self.event(f"{', '.join(names)} joined the running job")
+
     def _relaunch(self) -> None:
         self.check_cancel()
         inventory = require_inventory(self.state)
@@ -420,6 +477,10 @@ class _Stopper:
         self.problems: dict[str, str] = {}
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
 
     def now(self) -> None:
         with self._lock:

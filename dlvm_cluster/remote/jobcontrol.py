@@ -49,13 +49,14 @@ def start(cluster: str, job_id: str, command: str, env: Mapping[str, str], workd
     )
 
 
-def follow(cluster: str, job_id: str) -> str:
-    """Print the current run's log as it grows until the job ends; exit with the job's status
-    (255 when it left none: it was killed)."""
+def follow(cluster: str, job_id: str, *, from_now: bool = False) -> str:
+    """Print the current run's log (with `from_now`, what it adds from now on) as it grows
+    until the job ends; exit with the job's status (255 when it left none: it was killed)."""
+    offset = 'wc -c < "$d/log"' if from_now else 'cat "$d/offset"'
     return (
         f"{_dir_var(cluster, job_id)}"
         f'[ -f "$d/pid" ] || {{ echo "no job {job_id} here" >&2; exit 255; }}; '
-        'o=$(cat "$d/offset" 2>/dev/null); o=$(( ${o:-0} + 1 )); '
+        f"o=$({offset} 2>/dev/null); " + "o=$(( ${o:-0} + 1 )); "
         'tail -c +"$o" -F --pid="$(cat "$d/pid")" "$d/log" 2>/dev/null; '
         'exit "$(cat "$d/exit" 2>/dev/null || echo 255)"'
     )

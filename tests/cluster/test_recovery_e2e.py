@@ -202,6 +202,37 @@ def test_a_hung_job_is_caught_by_the_hang_timeout(cli: Cli, cluster: tuple[str, 
     assert _job(cli, name)["state"] == "failed"
 
 
+@pytest.mark.training
+def test_an_elastic_job_runs_on_while_its_lost_node_is_replaced_and_joins(
+    cli: Cli, cluster: tuple[str, Path]
+) -> None:
+    name, folder = cluster
+    cli.run("exec", name, f"rm -f {_mount(name)}/model.pt", check=True)
+    spec = _spec(
+        folder,
+        name,
+        "framework: torchrun\n  command: train_ddp.py --steps 120 --step-time 0.05\n"
+        '  nnodes: "1:2"',
+    )
+    with cli.background("launch", str(spec)) as process:
+        output = Output(process)
+        wait_until(lambda: output.has(r"step 40 loss"), 240, message=output.text)
+        _vanish(cli, name, "node-1")
+        process.wait(timeout=400)
+        stderr = process.stderr.read() if process.stderr else ""
+        assert process.returncode == 0, stderr[-3000:]
+    stdout = output.text()
+    # node-0's launcher was never stopped: torchrun itself restarted its workers
+    assert re.search(r"\[node-0\] world_size=\d rank=0 restart=1", stdout), stdout[-3000:]
+    assert re.search(r"done steps=120 world_size=2", stdout)
+    job = _job(cli, name)
+    assert (job["state"], job["recoveries"], job["restarts"]) == ("succeeded", 1, 0)
+    events = _events(job)
+    assert "node lost: node-1 (unreachable over SSH); the job runs on without it" in events
+    assert "node-1 joined the running job" in events
+    assert not any(e.startswith("job stopped") for e in events), events
+
+
 def test_detached_recovery_then_cancel_during_a_recovery(
     cli: Cli, cluster: tuple[str, Path]
 ) -> None:
