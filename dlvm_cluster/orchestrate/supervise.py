@@ -119,7 +119,10 @@ class Supervisor:
         loaded: LoadedSpec,
         progress: Progress,
         redact: Callable[[str], str],
+        *,
+        provider: Provider | None = None,
     ) -> None:
+        """`provider`: the cluster's, unless given (tests hand one with its API and Terraform)."""
         assert loaded.spec.job is not None
         self.state = state
         self.record = record
@@ -127,7 +130,9 @@ class Supervisor:
         self.job = loaded.spec.job
         self.progress = progress
         self.redact = redact
-        self.provider = providers.for_kind(cluster_kind(state) or providers.DEFAULT_KIND)
+        self.provider = provider or providers.for_kind(
+            cluster_kind(state) or providers.DEFAULT_KIND
+        )
         self._resume_pending = False
         self._follow_from_now: set[str] = set()  # elastic survivors: their log was shown
         self._lock = threading.Lock()
@@ -228,7 +233,7 @@ class Supervisor:
                     self.event(f"resumed: output again after restart {self.record.restarts}")
                 if time.monotonic() - asked >= PROVIDER_POLL:
                     asked = time.monotonic()
-                    lost = self._provider_lost(inventory, nodes)
+                    lost = self.provider_lost(inventory, nodes)
                     if lost:
                         end.lost = lost
                         said = ", ".join(f"{n} {why}" for n, why in lost.items())
@@ -286,7 +291,8 @@ class Supervisor:
         )
         return end
 
-    def _provider_lost(self, inventory: Inventory, nodes: Sequence[Node]) -> dict[str, str]:
+    def provider_lost(self, inventory: Inventory, nodes: Sequence[Node]) -> dict[str, str]:
+        """The nodes whose machine the provider says is not running, and its word for it."""
         try:
             states = self.provider.node_states(self.state, inventory)
         except DlvmError:  # no API now: SSH alone tells
@@ -301,7 +307,7 @@ class Supervisor:
         """The job's nodes that are gone: as the provider says, or not answering SSH."""
         inventory = require_inventory(self.state)
         nodes = inventory.select(",".join(self.record.nodes))
-        lost = dict(end.lost) or self._provider_lost(inventory, nodes)
+        lost = dict(end.lost) or self.provider_lost(inventory, nodes)
         subset = dataclasses.replace(inventory, nodes=tuple(nodes))
         for name in ssh_reach(self.state).unreachable(subset):
             lost.setdefault(name, "unreachable over SSH")
@@ -368,17 +374,19 @@ class Supervisor:
         """Replace the lost nodes alone and set them up; retried with backoff until it works
         or the job is cancelled (a request the provider refuses outright fails the job)."""
         applied = applied_spec(self.state)
-        provider = providers.for_spec(applied.spec)
         before = require_inventory(self.state)
         old_ids = {
-            node.name: provider.provider_id(self.state, node)
+            node.name: self.provider.provider_id(self.state, node)
             for node in before.nodes
             if node.name in names
         }
         for attempt in range(1, 1_000_000):
             self.check_cancel()
             try:
-                self._replace_once(provider, applied, names, old_ids)
+                with self.state.lock("recover"):
+                    inventory = self.replace_machines(applied, names, old_ids)
+                    self._set_up(inventory, applied, names)
+                self.event(f"setup done on {', '.join(names)}")
                 return
             except UsageError:
                 raise
@@ -390,34 +398,34 @@ class Supervisor:
                 )
                 self._sleep(delay)
 
-    def _replace_once(
-        self,
-        provider: Provider,
-        applied: LoadedSpec,
-        names: list[str],
-        old_ids: dict[str, str],
-    ) -> None:
-        with self.state.lock("recover"):
-            request = converge_request(applied, self.state, self.progress)
-            inventory = with_storage(provider.replace_nodes(request, names), applied.spec)
-            save_inventory(self.state, inventory)
-            new = [node for node in inventory.nodes if node.name in names]
-            for node in new:
+    def replace_machines(
+        self, applied: LoadedSpec, names: list[str], old_ids: dict[str, str]
+    ) -> Inventory:
+        """The provider remakes the named nodes' machines alone; the new inventory, recorded."""
+        request = converge_request(applied, self.state, self.progress)
+        inventory = with_storage(self.provider.replace_nodes(request, names), applied.spec)
+        save_inventory(self.state, inventory)
+        for node in inventory.nodes:
+            if node.name in names:
                 self.event(
                     f"node replaced: {node.name} {old_ids.get(node.name, '?')} -> "
-                    f"{provider.provider_id(self.state, node)} (host key "
+                    f"{self.provider.provider_id(self.state, node)} (host key "
                     f"{node.host_key_fingerprint})"
                 )
-            with open_pool(self.state, inventory) as pool:
-                scaled = scaled_count(self.state) is not None
-                prepare_nodes(
-                    pool, self.state, inventory, applied, self.progress, nodes=new, scaled=scaled
-                )
-                # the job's own spec may name more secrets and files than the applied one
-                install_secrets(pool, self.state, new, secret_env.resolve(self.loaded.spec))
-                if self.loaded.spec.files:
-                    push_files(pool, self.loaded, new, self.progress)
-        self.event(f"setup done on {', '.join(names)}")
+        return inventory
+
+    def _set_up(self, inventory: Inventory, applied: LoadedSpec, names: list[str]) -> None:
+        """Keys, mesh, secrets, storage, files and setup on the new nodes, as `up` does."""
+        new = [node for node in inventory.nodes if node.name in names]
+        with open_pool(self.state, inventory) as pool:
+            scaled = scaled_count(self.state) is not None
+            prepare_nodes(
+                pool, self.state, inventory, applied, self.progress, nodes=new, scaled=scaled
+            )
+            # the job's own spec may name more secrets and files than the applied one
+            install_secrets(pool, self.state, new, secret_env.resolve(self.loaded.spec))
+            if self.loaded.spec.files:
+                push_files(pool, self.loaded, new, self.progress)
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
