@@ -6,6 +6,8 @@ command running, and `cancel` during a recovery leaves nothing."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
 import shutil
 import subprocess
@@ -259,20 +261,20 @@ def test_detached_recovery_then_cancel_during_a_recovery(
 
     # A second loss while the cluster is busy (its lock held, as by another `up`): the
     # replacement fails and is retried; cancel stops it there.
-    lock = cli.home / "clusters" / name / "lock"
-    with subprocess.Popen(["flock", "-x", str(lock), "sleep", "120"]) as holder:
-        try:
-            _vanish(cli, name, "node-1")
-            wait_until(
-                lambda: any("failed (try 1)" in e for e in _events(_job(cli, name))),
-                60,
-                interval=1,
-                message=lambda: str(_events(_job(cli, name))),
-            )
-            assert _job(cli, name)["state"] == "recovering"
-            cancelled = cli.run("cancel", name, job_id.group(1))
-        finally:
-            holder.kill()
+    lock = os.open(cli.home / "clusters" / name / "lock", os.O_RDWR)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # held by this process alone: released on close
+    try:
+        _vanish(cli, name, "node-1")
+        wait_until(
+            lambda: any("failed (try 1)" in e for e in _events(_job(cli, name))),
+            60,
+            interval=1,
+            message=lambda: str(_events(_job(cli, name))),
+        )
+        assert _job(cli, name)["state"] == "recovering"
+        cancelled = cli.run("cancel", name, job_id.group(1))
+    finally:
+        os.close(lock)
     assert not alive(supervisor)
     assert processes_mentioning(marker) == []
     job = _job(cli, name)
