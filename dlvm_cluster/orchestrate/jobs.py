@@ -287,14 +287,18 @@ def cancel(state: ClusterState, job_id: str | None) -> tuple[JobRecord, dict[str
 
 def wait_for_supervisor(record: JobRecord, wait: float = SUPERVISOR_EXIT_WAIT) -> None:
     """Wait for the job's supervisor (told to stop by request_cancel) to exit; SIGTERM it
-    after `wait` seconds (it then stops the job as on Ctrl-C). Never this process itself."""
+    after `wait` seconds (it then stops the job as on Ctrl-C), SIGKILL after as long again.
+    Never this process itself."""
     if record.supervisor.partition(":")[0] == str(os.getpid()):
         return
+    escalation = [signal.SIGTERM, signal.SIGKILL]
     deadline = time.monotonic() + wait
     while supervisor_alive(record):
         if time.monotonic() >= deadline:
+            if not escalation:
+                return
             with contextlib.suppress(OSError):
-                os.kill(int(record.supervisor.partition(":")[0]), signal.SIGTERM)
+                os.kill(int(record.supervisor.partition(":")[0]), escalation.pop(0))
             deadline = time.monotonic() + wait
         time.sleep(0.2)
 

@@ -9,8 +9,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from harness import wait_until
 
-from dlvm_cluster.orchestrate.jobs import JobRecord, process_identity, supervisor_alive
+from dlvm_cluster.orchestrate.jobs import (
+    JobRecord,
+    process_identity,
+    supervisor_alive,
+    wait_for_supervisor,
+)
 from dlvm_cluster.orchestrate.supervise import HANG_SECONDS_ENV, hang_seconds
 from dlvm_cluster.remote import jobcontrol
 
@@ -68,3 +74,20 @@ def test_hang_timeout_in_minutes_with_a_seconds_override_for_tests(
     assert hang_seconds(None) is None
     monkeypatch.setenv(HANG_SECONDS_ENV, "3")
     assert hang_seconds(30) == 3.0
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["sleep", "60"], ["sh", "-c", 'trap "" TERM; exec sleep 60']],
+    ids=["stops-on-sigterm", "ignores-sigterm"],
+)
+def test_cancel_ends_a_supervisor_that_does_not_exit_by_itself(command: list[str]) -> None:
+    stuck = subprocess.Popen(command)
+    try:
+        identity = wait_until(lambda: process_identity(stuck.pid), 5)
+        record = JobRecord("j", "c", "none", "true", "~", [], 1, 0.0, supervisor=identity)
+        wait_for_supervisor(record, wait=0.2)  # SIGTERM, then SIGKILL
+        assert not supervisor_alive(record)
+    finally:
+        stuck.kill()
+        stuck.wait()
