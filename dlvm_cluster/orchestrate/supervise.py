@@ -82,6 +82,7 @@ HANG_SECONDS_ENV = "DLVM_HANG_TIMEOUT_SECONDS"
 WATCH_STEP = 0.5  # seconds between looks at the cancel request and the output clock
 PROVIDER_POLL = 2.0  # seconds between asking the provider how the machines are
 STOP_GRACE = 5.0  # SIGTERM, then SIGKILL after this many seconds
+SCALE_RECORD_WAIT = 15.0  # seconds `scale` may take from stopping a node's job to recording it
 REPLACE_BACKOFF = (5.0, 15.0, 30.0, 60.0, 120.0)  # seconds before each new try to replace
 EVENTS_LOG = "events.log"
 SUPERVISOR_LOG = "supervisor.log"
@@ -100,6 +101,7 @@ class RunEnd:
     lost: dict[str, str] = field(default_factory=dict)  # node -> what the provider says
     hung: bool = False
     survivors_running: bool = False  # elastic: only lost nodes failed; the others train on
+    rescaled: bool = False  # `scale` changed the job's nodes: follow the new set
 
 
 def hang_seconds(minutes: int | None) -> float | None:
@@ -169,6 +171,8 @@ class Supervisor:
         try:
             while True:
                 end = self._watch()
+                if end.rescaled:
+                    continue
                 if end.result.ok and not end.reason:
                     self.record.exit_codes = {r.node: r.exit_code for r in end.result.results}
                     self.record.state, self.record.ended = "succeeded", time.time()
@@ -228,6 +232,10 @@ class Supervisor:
                 if cancel_requested(self.state, self.record.id):
                     trip("cancelled")
                     return
+                if set(self._nodes_on_record()) != followed:
+                    end.rescaled = True
+                    trip("the job's nodes changed", stop=False)
+                    return
                 if self._resume_pending and last_output[0] > started:
                     self._resume_pending = False
                     self.event(f"resumed: output again after restart {self.record.restarts}")
@@ -248,6 +256,7 @@ class Supervisor:
             if not result.ok and stop_early:  # stop the job now, not after the follows
                 stopper.now()
 
+        followed = {node.name for node in nodes}
         with open_pool(self.state, inventory) as pool:
             stopper = _Stopper(pool, nodes, self.record.id)
             watcher = threading.Thread(target=watch, daemon=True)
@@ -275,6 +284,13 @@ class Supervisor:
             if end.result.ok and not end.reason:
                 return end
             self._follow_from_now = set()
+            if end.rescaled or (not stopper.started and self._left_by_scale(end.result)):
+                current = self._nodes_on_record()
+                self._follow_from_now = {name for name in followed if name in current}
+                self.record.nodes = current
+                self.event(f"nodes changed by scale: following {', '.join(current)}")
+                end.rescaled = True
+                return end
             if not stop_early and not stopper.started and self._survivors_go_on(end, nodes):
                 self.event(f"failure: {end.reason or _failure(end.result)}")
                 return end
@@ -312,6 +328,23 @@ class Supervisor:
         for name in ssh_reach(self.state).unreachable(subset):
             lost.setdefault(name, "unreachable over SSH")
         return lost
+
+    def _nodes_on_record(self) -> list[str]:
+        """The job's nodes as its record says now (`scale` adds and removes nodes there)."""
+        return find_job(self.state, self.record.id).nodes
+
+    def _left_by_scale(self, result: GroupResult) -> bool:
+        """Whether the run ended because `scale` stopped the job on a node it removes (the
+        job there was stopped by dlvm: no exit status; the record drops the node soon)."""
+        first = next((r for r in result.results if r.node == result.first_failed), None)
+        if first is None or first.error or first.exit_code != 255:
+            return False
+        deadline = time.monotonic() + SCALE_RECORD_WAIT
+        while time.monotonic() < deadline and not cancel_requested(self.state, self.record.id):
+            if first.node not in self._nodes_on_record():
+                return True
+            time.sleep(WATCH_STEP)
+        return False
 
     def _survivors_go_on(self, end: RunEnd, nodes: Sequence[Node]) -> bool:
         """Elastic: whether the job runs on without the lost nodes (the head, which hosts
