@@ -208,6 +208,13 @@ def status_cmd(
             stdout.print(
                 f"  job {job.id}  {job.framework:<10} {job.state:<10} {job.command}", markup=False
             )
+            if job.restarts or job.active:
+                last = job.events[-1]["text"] if job.events else ""
+                stdout.print(
+                    f"      restarts {job.restarts}, recoveries {job.recoveries}"
+                    + (f"; last: {show_controls(last)}" if last else ""),
+                    markup=False,
+                )
 
 
 def scale_cmd(

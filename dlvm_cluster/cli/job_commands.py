@@ -15,7 +15,12 @@ from dlvm_cluster.cli.resolve import cluster_state, resolve
 def launch_cmd(
     cluster: ClusterArg,
     detach: Annotated[
-        bool, typer.Option("--detach", "-d", help="Start the job and return; it keeps running.")
+        bool,
+        typer.Option(
+            "--detach",
+            "-d",
+            help="Start the job and return; a supervisor process keeps watching and recovering it.",
+        ),
     ] = False,
     no_sync: Annotated[
         bool, typer.Option("--no-sync", help="Do not push the spec's files first.")
@@ -46,7 +51,14 @@ def launch_cmd(
         stdout.print(f"  stop it:   dlvm cancel {state.name} {record.id}")
         return
     seconds = (record.ended or record.started) - record.started
-    stdout.print(f"job {record.id} succeeded on {len(record.nodes)} node(s) in {seconds:.1f}s")
+    after = (
+        f" after {record.restarts} restart(s), {record.recoveries} of them replacing lost nodes"
+        if record.restarts
+        else ""
+    )
+    stdout.print(
+        f"job {record.id} succeeded on {len(record.nodes)} node(s) in {seconds:.1f}s{after}"
+    )
 
 
 def logs_cmd(

@@ -1,20 +1,25 @@
 """launch, logs, cancel and job states: (job, inventory) -> launch plan -> nodes.
 
 Every job starts detached on its nodes (so `--detach` and a foreground run are the same job);
-a foreground launch then follows the nodes' logs, and stops the job everywhere as soon as one
-node fails or the user presses Ctrl-C, so no rank is left waiting on a dead peer.
+then it is supervised (orchestrate/supervise.py): by the foreground `dlvm launch`, or for
+`--detach` by a supervisor process of its own. The supervisor's process and a request to
+cancel are recorded here, beside the job's record, so that `cancel`, `status` and `down` find
+them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import secrets
+import signal
 import tarfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dlvm_cluster import secret_env
 from dlvm_cluster.errors import RemoteError, UsageError
@@ -29,6 +34,7 @@ from dlvm_cluster.orchestrate.records import (
     held_secret_names,
     open_pool,
     require_inventory,
+    save_spec,
 )
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.remote import jobcontrol
@@ -42,6 +48,7 @@ from dlvm_cluster.state import ClusterState, private_dir
 
 PORT_RANGE = (20000, 30000)
 WRITE_JOB_FILES = "mkdir -p ~ && tar -x -C ~ -f -"  # a LaunchPlan's files, a tar on stdin
+SUPERVISOR_EXIT_WAIT = 120.0  # seconds `cancel` lets a supervisor finish the step it is in
 
 
 @dataclass
@@ -56,16 +63,58 @@ class JobRecord:
     nodes: list[str]
     port: int
     started: float
-    state: str = "running"  # running | succeeded | failed | cancelled
+    state: str = "running"  # running | succeeded | failed | cancelled | recovering
     ended: float | None = None
     exit_codes: dict[str, int | None] = field(default_factory=dict)
     remote_log: str = ""
     local_logs: str = ""
     detached: bool = False
+    restarts: int = 0  # relaunches, whatever the cause (a rank's error or a lost node)
+    recoveries: int = 0  # of which after replacing lost nodes
+    events: list[dict[str, Any]] = field(default_factory=list)  # {"time", "text"}
+    supervisor: str = ""  # the supervising process, as process_identity() names it
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("running", "recovering")
 
 
 def _jobs_dir(state: ClusterState) -> Path:
     return state.root / "jobs"
+
+
+def job_spec_path(state: ClusterState, job_id: str) -> Path:
+    """The spec a job was launched with (a detached supervisor relaunches from it)."""
+    return private_dir(_jobs_dir(state)) / f"{job_id}.spec"
+
+
+def _cancel_flag(state: ClusterState, job_id: str) -> Path:
+    return _jobs_dir(state) / f"{job_id}.cancel"
+
+
+def request_cancel(state: ClusterState, job_id: str) -> None:
+    """Tell the job's supervisor, wherever it is in its loop, to stop and not relaunch."""
+    private_dir(_jobs_dir(state))
+    _cancel_flag(state, job_id).touch(mode=0o600)
+
+
+def cancel_requested(state: ClusterState, job_id: str) -> bool:
+    return _cancel_flag(state, job_id).exists()
+
+
+def process_identity(pid: int) -> str:
+    """`PID:START` (start time in clock ticks since boot): a pid reused by another process
+    later does not match. '' when no such process runs."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return ""
+    return "" if fields[0] == "Z" else f"{pid}:{fields[19]}"
+
+
+def supervisor_alive(record: JobRecord) -> bool:
+    pid = record.supervisor.partition(":")[0]
+    return pid.isdigit() and process_identity(int(pid)) == record.supervisor
 
 
 def save_job(state: ClusterState, record: JobRecord) -> None:
@@ -216,6 +265,8 @@ def launch(
         from dlvm_cluster.orchestrate.check import require_healthy
 
         require_healthy(state, progress)
+    from dlvm_cluster.orchestrate import supervise  # builds on this module
+
     with open_pool(state, inventory) as pool:
         values = secret_env.resolve(loaded.spec)
         install_secrets(pool, state, inventory.nodes, values)
@@ -223,64 +274,59 @@ def launch(
             push_files(pool, loaded, inventory.nodes, progress)
         progress.stage(f"starting job {job_id} ({job.framework})")
         start_on_nodes(pool, inventory, loaded, plan, inventory.nodes)
-        save_job(state, record)
-        if detach:
-            return record
-        return _follow(state, pool, inventory, record, progress, secret_env.redactor(values))
-
-
-def _follow(
-    state: ClusterState,
-    pool: SshPool,
-    inventory: Inventory,
-    record: JobRecord,
-    progress: Progress,
-    redact: Callable[[str], str],
-) -> JobRecord:
-    nodes = inventory.select(",".join(record.nodes))
-    try:
-        result = run_on_nodes(
-            pool,
-            nodes,
-            lambda node: jobcontrol.follow(inventory.cluster, record.id),
-            sink=progress.line,
-            log_dir=private_dir(Path(record.local_logs)),
-            fail_fast=True,
-            redact=redact,
-        )
-    except KeyboardInterrupt:
-        stop_job(pool, inventory.nodes, record.id)
-        record.state, record.ended = "cancelled", time.time()
-        save_job(state, record)
-        raise
-    record.exit_codes = {r.node: r.exit_code for r in result.results}
-    record.ended = time.time()
-    if result.ok:
-        record.state = "succeeded"
+    save_spec(state, job_spec_path(state, job_id), loaded)
+    if detach:
+        record.supervisor = supervise.spawn(state, record)
         save_job(state, record)
         return record
-    stop_job(pool, inventory.nodes, record.id)
-    record.state = "failed"
+    record.supervisor = process_identity(os.getpid())
     save_job(state, record)
-    first = next((r for r in result.results if r.node == result.first_failed), result.failed[0])
-    tail = "\n".join(f"  [{first.node}] {line}" for line in list(first.tail)[-10:])
-    raise RemoteError(
-        f"job {record.id} failed on {first.node} ({first.describe()}); "
-        f"stopped it on the other nodes. Last lines:\n{tail}",
-        hint=f"full logs: dlvm logs {state.name} {record.id}",
-    )
+    return supervise.Supervisor(state, record, loaded, progress, secret_env.redactor(values)).run()
 
 
 def cancel(state: ClusterState, job_id: str | None) -> tuple[JobRecord, dict[str, str]]:
-    """Stop the job's whole process tree on every node, and check that none of it is left."""
+    """Stop the job's supervisor (it finishes the step it is in: a replacement is not left
+    half made) and the job's whole process tree on every node, and check none of it is left."""
     record = find_job(state, job_id)
-    inventory = require_inventory(state)
-    with open_pool(state, inventory) as pool:
-        problems = stop_job(pool, inventory.nodes, record.id)
-    if record.state == "running":
+    request_cancel(state, record.id)
+    if record.active:
         record.state, record.ended = "cancelled", time.time()
         save_job(state, record)
+    wait_for_supervisor(record)
+    inventory = require_inventory(state)  # read after the supervisor: it may have replaced nodes
+    with open_pool(state, inventory) as pool:
+        problems = stop_job(pool, inventory.nodes, record.id)
+    record = find_job(state, record.id)
+    if record.active:
+        record.state, record.ended = "cancelled", record.ended or time.time()
+        save_job(state, record)
     return record, problems
+
+
+def wait_for_supervisor(record: JobRecord, wait: float = SUPERVISOR_EXIT_WAIT) -> None:
+    """Wait for the job's supervisor (told to stop by request_cancel) to exit; SIGTERM it
+    after `wait` seconds (it then stops the job as on Ctrl-C), SIGKILL after as long again.
+    Never this process itself."""
+    if record.supervisor.partition(":")[0] == str(os.getpid()):
+        return
+    escalation = [signal.SIGTERM, signal.SIGKILL]
+    deadline = time.monotonic() + wait
+    while supervisor_alive(record):
+        if time.monotonic() >= deadline:
+            if not escalation:
+                return
+            with contextlib.suppress(OSError):
+                os.kill(int(record.supervisor.partition(":")[0]), escalation.pop(0))
+            deadline = time.monotonic() + wait
+        time.sleep(0.2)
+
+
+def stop_supervisors(state: ClusterState) -> None:
+    """For `down`: every job's supervisor stops before the nodes go."""
+    for record in list_jobs(state):
+        if supervisor_alive(record):
+            request_cancel(state, record.id)
+            wait_for_supervisor(record)
 
 
 def logs(
@@ -293,6 +339,10 @@ def logs(
     command = (
         jobcontrol.follow(cluster, record.id) if follow else jobcontrol.show_log(cluster, record.id)
     )
+    for event in record.events:
+        progress.note(
+            f"[dlvm] {time.strftime('%H:%M:%S', time.localtime(event['time']))} {event['text']}"
+        )
     with open_pool(state, inventory) as pool:
         masking = node_masking(pool, state, inventory, nodes)
         run_on_nodes(
@@ -329,9 +379,10 @@ def node_masking(
 
 
 def refresh_states(state: ClusterState) -> list[JobRecord]:
-    """Job records with `running` ones checked against the nodes."""
+    """Job records with `running` ones checked against the nodes; a job whose supervisor
+    runs is as the supervisor says (between a failure and its recovery, no process runs)."""
     records = list_jobs(state)
-    running = [r for r in records if r.state == "running"]
+    running = [r for r in records if r.active and not supervisor_alive(r)]
     if not running:
         return records
     inventory = require_inventory(state)

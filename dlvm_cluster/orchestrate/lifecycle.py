@@ -16,6 +16,7 @@ from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.orchestrate import autostop, power
 from dlvm_cluster.orchestrate.files import SetupReport, install_secrets, push_files, run_setup
 from dlvm_cluster.orchestrate.horovod import ensure_horovod
+from dlvm_cluster.orchestrate.jobs import stop_supervisors
 from dlvm_cluster.orchestrate.mesh import install_mesh, uninstall_mesh
 from dlvm_cluster.orchestrate.reach import ssh_reach
 from dlvm_cluster.orchestrate.records import (
@@ -374,6 +375,7 @@ def down(state: ClusterState, progress: Progress) -> float:
     started = time.monotonic()
     with state.lock("down"):
         agent_process.stop(state.root)  # warm connections first: nothing of dlvm's left running
+        stop_supervisors(state)  # no supervisor may replace a node while they go
         provider = providers.for_kind(cluster_kind(state) or providers.DEFAULT_KIND)
         inventory = load_inventory(state)
         if inventory is not None and not provider.owns_machines:

@@ -64,8 +64,14 @@ def spec_digest(spec: ClusterSpec) -> str:
 def save_applied(state: ClusterState, loaded: LoadedSpec, *, scaled: bool = False) -> None:
     """Record the spec the nodes now match; `scaled` marks a node count set by `dlvm scale`
     rather than by the file, so that `up FILE` asks before going back to the file's count."""
+    save_spec(state, state.applied_spec_path, loaded, scaled=scaled)
+
+
+def save_spec(state: ClusterState, path: Path, loaded: LoadedSpec, *, scaled: bool = False) -> None:
+    """Write a spec as the state dir keeps it: the model, the file's text and where it came
+    from (files in it are relative to that), and its digest; read back by `read_spec`."""
     state.write_json(
-        state.applied_spec_path,
+        path,
         {
             "scaled": scaled,
             "digest": spec_digest(loaded.spec),
@@ -116,9 +122,17 @@ def scaled_count(state: ClusterState) -> int | None:
 
 def applied_spec(state: ClusterState) -> LoadedSpec:
     """The spec as last applied, with the path it came from (files are relative to it)."""
-    data = state.read_json(state.applied_spec_path)
-    if not data:
+    loaded = read_spec(state, state.applied_spec_path)
+    if loaded is None:
         raise StateError(f"cluster {state.name!r} was never brought up", hint="run `dlvm up FILE`")
+    return loaded
+
+
+def read_spec(state: ClusterState, path: Path) -> LoadedSpec | None:
+    """A spec `save_spec` wrote (None: there is none)."""
+    data = state.read_json(path)
+    if not data:
+        return None
     from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec  # pydantic: not for `exec`
 
     spec = ClusterSpec.model_validate(data["spec"])

@@ -236,7 +236,8 @@ def run_on_nodes(
         log: IO[str] | None = None
         if log_dir is not None:
             log_dir.mkdir(parents=True, exist_ok=True)
-            log = open(log_dir / f"{node.name}.log", "w", encoding="utf-8")  # noqa: SIM115
+            # appended to: a job restarted after a failure keeps one log per node
+            log = open(log_dir / f"{node.name}.log", "a", encoding="utf-8")  # noqa: SIM115
             logs.append(log)
         runs.append(
             _NodeRun(

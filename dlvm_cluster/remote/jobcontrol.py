@@ -2,7 +2,8 @@
 
 A job runs detached in its own session (`setsid`), so it survives dlvm and the SSH session;
 its output goes to jobs/<id>/log in the cluster's folder on the node (~/.dlvm/node-files/NAME)
-and its exit status to .../exit. Stopping it does
+and its exit status to .../exit. A job restarted after a failure appends to the same log, and
+`offset` says where the current run's output begins (what `follow` shows). Stopping it does
 not trust process groups alone (launchers start workers in new sessions): every process of a
 job carries DLVM_JOB_ID in its environment, and all processes on the node with that value
 (and in the node's network namespace, which on the local provider tells nodes apart) are
@@ -43,20 +44,23 @@ def start(cluster: str, job_id: str, command: str, env: Mapping[str, str], workd
     return (
         f'{_dir_var(cluster, job_id)}mkdir -p "$d" && rm -f "$d/exit" || exit 1; export d; '
         # Appended to (O_APPEND), so that a line another writer adds (autostop's warning
-        # before max_hours) lands at the end instead of being overwritten by the job.
-        f': > "$d/log"; setsid sh -c {shlex.quote(inner)} >> "$d/log" 2>&1 < /dev/null & '
+        # before max_hours) lands at the end instead of being overwritten by the job, and a
+        # relaunch after a recovery continues the log; `offset` is where this run begins.
+        '{ [ -f "$d/log" ] && wc -c < "$d/log" || echo 0; } > "$d/offset"; '
+        f'setsid sh -c {shlex.quote(inner)} >> "$d/log" 2>&1 < /dev/null & '
         'echo $! > "$d/pid"; echo started $!'
     )
 
 
-def follow(cluster: str, job_id: str, *, from_start: bool = True) -> str:
-    """Print the job's log as it grows until the job ends; exit with the job's status
-    (255 when it left none: it was killed)."""
-    lines = "+1" if from_start else "0"
+def follow(cluster: str, job_id: str, *, from_now: bool = False) -> str:
+    """Print the current run's log (with `from_now`, what it adds from now on) as it grows
+    until the job ends; exit with the job's status (255 when it left none: it was killed)."""
+    offset = 'wc -c < "$d/log"' if from_now else 'cat "$d/offset"'
     return (
         f"{_dir_var(cluster, job_id)}"
         f'[ -f "$d/pid" ] || {{ echo "no job {job_id} here" >&2; exit 255; }}; '
-        f'tail -n {lines} -F --pid="$(cat "$d/pid")" "$d/log" 2>/dev/null; '
+        f"o=$({offset} 2>/dev/null); " + "o=$(( ${o:-0} + 1 )); "
+        'tail -c +"$o" -F --pid="$(cat "$d/pid")" "$d/log" 2>/dev/null; '
         'exit "$(cat "$d/exit" 2>/dev/null || echo 255)"'
     )
 

@@ -89,6 +89,16 @@ node_up() {
   ip -n "$NAMESPACE" link set lo up
   ip -n "$NAMESPACE" link set eth0 up
   ip -n "$NAMESPACE" route add default via "$GATEWAY_IP"
+  # A node made again (replaced) keeps its address but not its MAC: forget the old one on the
+  # host and in the cluster's other nodes, which would otherwise send to it until their
+  # neighbour entry goes stale (about 30 s).
+  ip neigh flush dev "$BRIDGE" to "$NODE_IP" 2>/dev/null || true
+  for ns in $(ip netns list | awk '{print $1}'); do
+    case "$ns" in
+      "${NAMESPACE%-"$NODE"-*}"-*-"${NAMESPACE##*-}")
+        [ "$ns" = "$NAMESPACE" ] || ip -n "$ns" neigh flush dev eth0 to "$NODE_IP" 2>/dev/null || true ;;
+    esac
+  done
   node_boot
 }
 

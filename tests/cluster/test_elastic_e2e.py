@@ -80,6 +80,12 @@ def test_training_continues_through_scale_up_and_down(cli: Cli, tmp_path: Path) 
             return "" if state == "running" else state
 
         assert wait_until(finished_state, 60, interval=2, message="still running") == "succeeded"
+        # The job's supervisor followed the nodes scale gave and took, and never restarted it.
+        record = cli.status(name)["jobs"][-1]  # type: ignore[index]
+        events = [event["text"] for event in record["events"]]  # type: ignore[index]
+        assert "nodes changed by scale: following node-0, node-1, node-2" in events, events
+        assert "nodes changed by scale: following node-0, node-1" in events, events
+        assert record["restarts"] == 0  # type: ignore[index]
     finally:
         cli.run("down", name, "--yes")
         shutil.rmtree(shared, ignore_errors=True)

@@ -51,6 +51,10 @@ def _job_fields() -> dict[str, Any]:
         "remote_log": "",
         "local_logs": "",
         "detached": False,
+        "restarts": 0,
+        "recoveries": 0,
+        "events": [],
+        "supervisor": "",
     }
 
 

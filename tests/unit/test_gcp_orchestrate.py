@@ -24,8 +24,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gcp_fake import API, FakeCompute, guest_attributes, running
 
 from dlvm_cluster import providers
-from dlvm_cluster.errors import ProvisionError
+from dlvm_cluster.errors import ProvisionError, RemoteError
 from dlvm_cluster.inventory import Inventory
+from dlvm_cluster.orchestrate import supervise
+from dlvm_cluster.orchestrate.jobs import JobRecord
 from dlvm_cluster.orchestrate.lifecycle import converge_request
 from dlvm_cluster.orchestrate.records import (
     applied_kind,
@@ -34,7 +36,9 @@ from dlvm_cluster.orchestrate.records import (
     save_applied,
     save_inventory,
 )
+from dlvm_cluster.orchestrate.supervise import Supervisor
 from dlvm_cluster.progress import SilentProgress, TerraformEvent
+from dlvm_cluster.providers.base import Converge, NodeState
 from dlvm_cluster.providers.gcp.converge import provision_gcp, replace_gcp_nodes
 from dlvm_cluster.providers.gcp.pricing import PRICES_AS_OF
 from dlvm_cluster.providers.gcp.provider import ComputeEngine
@@ -744,6 +748,104 @@ def test_preempted_node_is_shown_and_recreated(api: FakeCompute, state: ClusterS
         A, ("node-0", "node-1"), ('google_compute_instance.node["node-1"]',)
     )
     assert progress.notes[0] == "node-1 is preempted: it will be recreated"
+
+
+class FakeBackedEngine(ComputeEngine):
+    """The gcp provider speaking to the fake Compute API, with the scripted Terraform."""
+
+    def __init__(self, api: FakeCompute, cloud: Cloud) -> None:
+        self.api, self.cloud = api, cloud
+
+    def node_states(self, state: ClusterState, inventory: Inventory) -> dict[str, NodeState]:
+        found = cluster_instances(state, inventory, clients=self.api.clients())
+        return {name: instance.node_state for name, instance in found.items()}
+
+    def replace_nodes(self, request: Converge, names: list[str]) -> Inventory:
+        return replace_gcp_nodes(
+            request, names, clients=self.api.clients(), terraform_factory=self.cloud.terraform
+        )
+
+
+def test_a_supervised_job_sees_a_preempted_node_and_replaces_it_alone(
+    api: FakeCompute, state: ClusterState, tmp_path: Path
+) -> None:
+    cloud = Cloud()
+    loaded = load_spec_text(
+        loaded_spec(3).text + "job: {framework: none, command: train}\n",
+        Path("/nowhere/t.yaml"),
+    )
+    inventory = running_cluster(api, state, cloud, loaded)
+    record = JobRecord(
+        "j1",
+        "t",
+        "none",
+        "train",
+        "~",
+        ["node-0", "node-1", "node-2"],
+        20001,
+        0.0,
+        local_logs=str(tmp_path / "logs"),
+    )
+    supervisor = Supervisor(
+        state, record, loaded, Recorder(), str, provider=FakeBackedEngine(api, cloud)
+    )
+    assert supervisor.provider_lost(inventory, inventory.nodes) == {}
+    api.instance(P, A, "t-node-1", "TERMINATED", spot=True, last_start="2026-03-01T10:00:00Z")
+    api.preemptions(P, A, [("t-node-1", "2026-03-01T11:00:00Z")])
+    lost = supervisor.provider_lost(inventory, inventory.nodes)
+    assert lost == {"node-1": "preempted"}
+    applies = len(cloud.applies)
+    reads = {"node-1": key_reads(api, "node-1")}
+    replaced = supervisor.replace_machines(loaded, sorted(lost), {"node-1": "t-node-1"})
+    assert len(cloud.applies) == applies + 1
+    assert cloud.applies[-1].replace == ('google_compute_instance.node["node-1"]',)
+    assert key_reads(api, "node-1") > reads["node-1"]  # the new VM's key, from the API
+    assert [n.name for n in replaced.nodes] == ["node-0", "node-1", "node-2"]
+    assert load_inventory(state) == replaced
+    assert record.events[-1]["text"].startswith("node replaced: node-1 t-node-1 -> t-node-1 ")
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_job_check_runs_after_a_recovery_and_a_failing_cluster_fails_the_job(
+    api: FakeCompute,
+    state: ClusterState,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    check: bool,
+) -> None:
+    loaded = load_spec_text(
+        loaded_spec(2).text
+        + f"job: {{framework: none, command: train, check: {str(check).lower()}}}\n",
+        Path("/nowhere/t.yaml"),
+    )
+    record = JobRecord(
+        "j1",
+        "t",
+        "none",
+        "train",
+        "~",
+        ["node-0", "node-1"],
+        20001,
+        0.0,
+        local_logs=str(tmp_path / "logs"),
+    )
+    checked: list[str] = []
+
+    def failing_check(checked_state: ClusterState, progress: object) -> None:
+        checked.append(checked_state.name)
+        raise RemoteError("1 of 2 node(s) failed the check: node-1: link 0.01 GB/s")
+
+    monkeypatch.setattr(supervise, "require_healthy", failing_check)
+    supervisor = Supervisor(state, record, loaded, Recorder(), str)
+    if not check:
+        supervisor.check_after_recovery()
+        assert checked == [] and record.state != "failed"
+        return
+    with pytest.raises(RemoteError, match="node-1: link"):
+        supervisor.check_after_recovery()
+    assert checked == [state.name]
+    assert record.state == "failed"
+    assert record.events[-1]["text"].startswith("the check after the recovery failed: 1 of 2")
 
 
 def stopped_cluster(

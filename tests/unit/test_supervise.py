@@ -1,0 +1,93 @@
+"""The pieces of job supervision that need no cluster: a restarted job's log (appended, and
+followed from where the current run begins), the supervisor's identity surviving pid reuse,
+and the hang timeout's test override."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from harness import wait_until
+
+from dlvm_cluster.orchestrate.jobs import (
+    JobRecord,
+    process_identity,
+    supervisor_alive,
+    wait_for_supervisor,
+)
+from dlvm_cluster.orchestrate.supervise import HANG_SECONDS_ENV, hang_seconds
+from dlvm_cluster.remote import jobcontrol
+
+
+def _sh(home: Path, script: str) -> str:
+    """Run job-control shell text as a node's login shell would, with `home` as ~."""
+    done = subprocess.run(
+        ["sh", "-c", script],
+        env={"HOME": str(home), "PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return done.stdout
+
+
+def _wait_for_exit(home: Path, job_id: str) -> None:
+    _sh(
+        home,
+        f"for i in $(seq 100); do {jobcontrol.probe('c', [job_id])} | grep -q exit && "
+        "break; sleep 0.05; done",
+    )
+
+
+def test_a_restarted_job_appends_to_its_log_and_follow_shows_the_current_run(
+    tmp_path: Path,
+) -> None:
+    for run in ("first-run", "second-run"):
+        started = _sh(tmp_path, jobcontrol.start("c", "j1", f"echo {run}", {}, str(tmp_path)))
+        assert started.startswith("started ")
+        _wait_for_exit(tmp_path, "j1")
+    log = _sh(tmp_path, jobcontrol.show_log("c", "j1"))
+    assert log.splitlines() == ["first-run", "second-run"]  # both runs kept
+    followed = _sh(tmp_path, jobcontrol.follow("c", "j1"))
+    assert followed.splitlines() == ["second-run"]  # the run being supervised, alone
+
+
+def test_the_supervisor_is_alive_only_while_the_same_process_runs() -> None:
+    me = process_identity(os.getpid())
+    assert me.startswith(f"{os.getpid()}:")
+    record = JobRecord("j", "c", "none", "true", "~", [], 1, 0.0, supervisor=me)
+    assert supervisor_alive(record)
+    pid, _, started = me.partition(":")
+    reused = JobRecord("j", "c", "none", "true", "~", [], 1, 0.0, supervisor=f"{pid}:1{started}")
+    assert not supervisor_alive(reused)  # the same pid, started at another time: not ours
+    assert not supervisor_alive(JobRecord("j", "c", "none", "true", "~", [], 1, 0.0))
+
+
+def test_hang_timeout_in_minutes_with_a_seconds_override_for_tests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(HANG_SECONDS_ENV, raising=False)
+    assert hang_seconds(30) == 1800.0
+    assert hang_seconds(None) is None
+    monkeypatch.setenv(HANG_SECONDS_ENV, "3")
+    assert hang_seconds(30) == 3.0
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["sleep", "60"], ["sh", "-c", 'trap "" TERM; exec sleep 60']],
+    ids=["stops-on-sigterm", "ignores-sigterm"],
+)
+def test_cancel_ends_a_supervisor_that_does_not_exit_by_itself(command: list[str]) -> None:
+    stuck = subprocess.Popen(command)
+    try:
+        identity = wait_until(lambda: process_identity(stuck.pid), 5)
+        record = JobRecord("j", "c", "none", "true", "~", [], 1, 0.0, supervisor=identity)
+        wait_for_supervisor(record, wait=0.2)  # SIGTERM, then SIGKILL
+        assert not supervisor_alive(record)
+    finally:
+        stuck.kill()
+        stuck.wait()
