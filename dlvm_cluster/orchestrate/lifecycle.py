@@ -132,6 +132,30 @@ def mount_storage(
     run_everywhere(pool, nodes, f"sh -e -c {shlex.quote(script)}", b"", "cannot mount storage")
 
 
+def install_watcher(
+    pool: SshPool,
+    state: ClusterState,
+    inventory: Inventory,
+    loaded: LoadedSpec,
+    progress: Progress,
+    nodes: Sequence[Node],
+    *,
+    restarted: bool,
+) -> None:
+    """The autostop watcher on `nodes`, with the settings in force (the file's, or those
+    `dlvm autostop` set since the last `up`); `restarted`: max_hours counts from now."""
+    autostop.install(
+        pool,
+        inventory,
+        loaded.spec,
+        providers.for_spec(loaded.spec),
+        progress,
+        settings=autostop.settings_in_force(state, loaded.spec),
+        nodes=tuple(nodes),
+        restarted=restarted,
+    )
+
+
 class ReadyWatch:
     """Counts nodes as they answer SSH and, once waiting has taken SLOW_READY seconds, names
     those still waiting (again every SLOW_READY): on a big cluster a count alone hides which
@@ -207,16 +231,7 @@ def prepare_nodes(
     )
     if not scaled:
         autostop.forget_override(state)  # `up`: the file's settings apply again
-    autostop.install(
-        pool,
-        inventory,
-        loaded.spec,
-        providers.for_spec(loaded.spec),
-        progress,
-        settings=autostop.settings_in_force(state, loaded.spec),
-        nodes=tuple(nodes),
-        restarted=restarted,
-    )
+    install_watcher(pool, state, inventory, loaded, progress, nodes, restarted=restarted)
     install_secrets(pool, state, nodes, secret_env.resolve(loaded.spec))
     mount_storage(pool, state, loaded.spec, nodes, progress)
     # The nodes now match the spec; setup keeps its own per-node stamp, so a failed setup
@@ -356,14 +371,8 @@ def start(state: ClusterState, progress: Progress) -> StartResult:
             # themselves, and mounting again is harmless.
             mount_storage(pool, state, loaded.spec, inventory.nodes, progress)
             # A local node's watcher ended with its processes; a VM's systemd starts its own.
-            autostop.install(
-                pool,
-                inventory,
-                loaded.spec,
-                providers.for_spec(loaded.spec),
-                progress,
-                settings=autostop.settings_in_force(state, loaded.spec),
-                restarted=bool(started),
+            install_watcher(
+                pool, state, inventory, loaded, progress, inventory.nodes, restarted=bool(started)
             )
         power.record_usage(state, inventory)
     return StartResult(inventory, tuple(started), time.monotonic() - begun)
