@@ -122,3 +122,10 @@ def test_a_session_following_a_hung_job_is_told_by_its_job_folder() -> None:
 
     assert watcher.following(node_dir("c"), "j1") in jobcontrol.follow("c", "j1")
     assert watcher.following(node_dir("c"), "j1") not in jobcontrol.follow("c", "j2")
+
+
+def test_a_node_that_does_not_answer_the_probe_keeps_the_cluster_up(tmp_path: Path) -> None:
+    """A node too loaded (or too briefly unreachable) to answer may be training: unknown is
+    not idle, or one SSH hiccup would stop a busy cluster."""
+    config = {"node_dir": str(tmp_path), "hang_seconds": None, "peers": ["nowhere.invalid"]}
+    assert watcher.activity(config) == ["no answer from nowhere.invalid"]
