@@ -15,6 +15,7 @@ from dlvm_cluster.errors import UsageError
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.orchestrate.autostop import changed_settings, describe, watcher_config
 from dlvm_cluster.progress import SilentProgress
+from dlvm_cluster.providers import local
 from dlvm_cluster.providers.ssh import ExistingHosts
 from dlvm_cluster.remote import watcher
 from dlvm_cluster.spec.model import Autostop, ClusterSpec
@@ -129,3 +130,24 @@ def test_a_node_that_does_not_answer_the_probe_keeps_the_cluster_up(tmp_path: Pa
     not idle, or one SSH hiccup would stop a busy cluster."""
     config = {"node_dir": str(tmp_path), "hang_seconds": None, "peers": ["nowhere.invalid"]}
     assert watcher.activity(config) == ["no answer from nowhere.invalid"]
+
+
+NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+
+
+def test_a_local_self_stop_that_cannot_read_the_hosts_namespace_refuses() -> None:
+    """Local nodes share the host's PIDs: a self-stop that cannot tell its namespace from the
+    host's must not kill anything. Run as nobody (PID 1's namespace unreadable) in a fresh
+    network namespace, so that even a wrong answer can only kill this sandbox."""
+    sandbox = 'mount -t tmpfs tmpfs /run && mkdir -p /run/dlvm/node && exec sh -c "$SELF_STOP"'
+    done = subprocess.run(
+        [*NOBODY, "unshare", "--user", "--map-root-user", "--net", "--mount", "sh", "-c", sandbox],
+        env={**os.environ, "SELF_STOP": local.SELF_STOP},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (done.returncode, done.stderr.strip()) == (
+        1,
+        "refusing: this may be the host namespace",
+    )
