@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -282,15 +283,24 @@ def _power(state: ClusterState, inventory: Inventory, verb: str, by: str = "") -
         )
 
 
+STOP_REASONS = frozenset({"user", "autostop", "max_hours"})
+STOP_ACTIONS = frozenset({"stop", "down"})
+
+
 def _stop_mark(path: Path) -> StopMark | None:
-    """A node dir's `stopped` file: `by=WHO at=EPOCH`."""
+    """A node dir's `stopped` file: `by=WHO at=EPOCH [action=stop|down]`. The node writes it
+    (root there may write anything): a reason or action dlvm does not use, or a time it
+    cannot show, makes no mark rather than text for the terminal or a crash."""
     try:
         fields = dict(item.split("=", 1) for item in path.read_text().split() if "=" in item)
-        return StopMark(
-            by=fields["by"], at=float(fields["at"]), action=fields.get("action", "stop")
-        )
+        by, at, action = fields["by"], float(fields["at"]), fields.get("action", "stop")
     except (OSError, KeyError, ValueError):
         return None
+    if by not in STOP_REASONS or action not in STOP_ACTIONS:
+        return None
+    if not 0 <= at <= time.time() + 60:  # nan and inf fail too
+        return None
+    return StopMark(by=by, at=at, action=action)
 
 
 # What a local node runs to power itself off: it ends every process of its own network

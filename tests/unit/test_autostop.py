@@ -151,3 +151,27 @@ def test_a_local_self_stop_that_cannot_read_the_hosts_namespace_refuses() -> Non
         1,
         "refusing: this may be the host namespace",
     )
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "by=\x1b]52;c;ZWNobyBoaQ==\x07 at=1700000000",  # a terminal escape for status
+        "by=[link=file:///etc]user[/link] at=1700000000",  # rich markup in status' table
+        "by=autostop at=1e300 action=down",  # no clock shows it: a crash in status
+        "by=autostop at=nan",
+        "by=autostop at=1700000000 action=rm",
+    ],
+)
+def test_a_local_nodes_stop_record_is_taken_only_in_dlvms_own_words(
+    tmp_path: Path, written: str
+) -> None:
+    """The node writes its `stopped` file, and root there may write anything."""
+    (tmp_path / "stopped").write_text(written + "\n")
+    assert local._stop_mark(tmp_path / "stopped") is None
+
+
+def test_a_local_nodes_autostop_record_is_read(tmp_path: Path) -> None:
+    (tmp_path / "stopped").write_text("by=max_hours at=1700000000 action=down\n")
+    mark = local._stop_mark(tmp_path / "stopped")
+    assert mark is not None and (mark.by, mark.at, mark.action) == ("max_hours", 1.7e9, "down")
