@@ -13,7 +13,12 @@ import pytest
 
 from dlvm_cluster.errors import UsageError
 from dlvm_cluster.inventory import Inventory, Node
-from dlvm_cluster.orchestrate.autostop import changed_settings, describe, watcher_config
+from dlvm_cluster.orchestrate.autostop import (
+    changed_settings,
+    describe,
+    read_heartbeat,
+    watcher_config,
+)
 from dlvm_cluster.progress import SilentProgress
 from dlvm_cluster.providers import local
 from dlvm_cluster.providers.ssh import ExistingHosts
@@ -175,3 +180,17 @@ def test_a_local_nodes_autostop_record_is_read(tmp_path: Path) -> None:
     (tmp_path / "stopped").write_text("by=max_hours at=1700000000 action=down\n")
     mark = local._stop_mark(tmp_path / "stopped")
     assert mark is not None and (mark.by, mark.at, mark.action) == ("max_hours", 1.7e9, "down")
+
+
+def test_a_fresh_heartbeat_is_an_active_watcher() -> None:
+    beat = '{"at": 995, "interval": 30, "idle_for": 12.5, "busy": ["job j1 on head"]}'
+    state = read_heartbeat(f"1000\n{beat}\n", "node-0")
+    assert (state.active, state.idle_for, state.busy) == (True, 12.5, ("job j1 on head",))
+    assert "last reported 905s ago" in read_heartbeat('1000\n{"at": 95}', "node-0").problem
+
+
+@pytest.mark.parametrize("beat", ["[]", '{"at": "soon"}', '{"at": null}', '{"busy": 3}', "7"])
+def test_a_heartbeat_of_any_other_shape_is_unreadable_not_a_crash(beat: str) -> None:
+    """status reads the head's file: a broken or hostile head must not crash it."""
+    state = read_heartbeat(f"1000\n{beat}\n", "node-0")
+    assert not state.active and "unreadable heartbeat" in state.problem
