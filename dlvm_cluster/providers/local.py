@@ -305,14 +305,15 @@ def _stop_mark(path: Path) -> StopMark | None:
 
 # What a local node runs to power itself off: it ends every process of its own network
 # namespace (compared by /proc/PID/ns/net, as `ip netns pids` does), itself last, after
-# recording why in its node dir (the host's nodes/NODE, mounted at /run/dlvm/node). It
-# refuses to run outside a local node, or in the host's own namespace, or where it cannot
-# read the host's (PID 1's) namespace to tell the two apart.
+# recording why in its node dir (the host's nodes/NODE, mounted at /run/dlvm/node). It runs
+# only where its namespace is the one the host recorded for the node when it booted it
+# (node.sh writes nodes/NODE/netns): never outside a local node, never in the host's own
+# namespace. (PID 1's namespace is no reference: in a container it may be unreadable.)
 SELF_STOP = (
     '[ -d /run/dlvm/node ] || { echo "not a local dlvm node" >&2; exit 1; }; '
-    "me=$(readlink /proc/self/ns/net); host=$(readlink /proc/1/ns/net); "
-    '[ -n "$me" ] && [ -n "$host" ] && [ "$me" != "$host" ] '
-    '|| { echo "refusing: this may be the host namespace" >&2; exit 1; }; '
+    "me=$(readlink /proc/self/ns/net); "
+    '[ -n "$me" ] && [ "$me" = "$(cat /run/dlvm/node/netns 2>/dev/null)" ] '
+    '|| { echo "refusing: not the namespace this node was booted in" >&2; exit 1; }; '
     'printf "by=%s at=%s action=%s\\n" "${DLVM_STOP_REASON:-autostop}" "$(date +%s)" '
     '"${DLVM_STOP_ACTION:-stop}" '
     "> /run/dlvm/node/stopped; "

@@ -137,25 +137,34 @@ def test_a_node_that_does_not_answer_the_probe_keeps_the_cluster_up(tmp_path: Pa
     assert watcher.activity(config) == ["no answer from nowhere.invalid"]
 
 
-NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
-
-
-def test_a_local_self_stop_that_cannot_read_the_hosts_namespace_refuses() -> None:
-    """Local nodes share the host's PIDs: a self-stop that cannot tell its namespace from the
-    host's must not kill anything. Run as nobody (PID 1's namespace unreadable) in a fresh
-    network namespace, so that even a wrong answer can only kill this sandbox."""
-    sandbox = 'mount -t tmpfs tmpfs /run && mkdir -p /run/dlvm/node && exec sh -c "$SELF_STOP"'
-    done = subprocess.run(
-        [*NOBODY, "unshare", "--user", "--map-root-user", "--net", "--mount", "sh", "-c", sandbox],
+def _self_stop_in_a_sandbox(recorded: str) -> subprocess.CompletedProcess[str]:
+    """The local self-stop run in a fresh network and mount namespace whose node dir records
+    `recorded` as the node's namespace (`self`: the sandbox's own): whatever it decides, it
+    can only kill the sandbox."""
+    record = "readlink /proc/self/ns/net" if recorded == "self" else f"echo '{recorded}'"
+    sandbox = (
+        "mount -t tmpfs tmpfs /run && mkdir -p /run/dlvm/node && "
+        f'{record} > /run/dlvm/node/netns && exec sh -c "$SELF_STOP"'
+    )
+    return subprocess.run(
+        ["unshare", "--net", "--mount", "--propagation", "private", "sh", "-c", sandbox],
         env={**os.environ, "SELF_STOP": local.SELF_STOP},
         capture_output=True,
         text=True,
         timeout=30,
     )
-    assert (done.returncode, done.stderr.strip()) == (
-        1,
-        "refusing: this may be the host namespace",
-    )
+
+
+def test_a_local_self_stop_runs_only_in_the_namespace_recorded_for_its_node() -> None:
+    """Local nodes share the host's PIDs: a self-stop anywhere but in its node's namespace
+    (the host's, say) must kill nothing. PID 1's namespace is no reference: in a container
+    it can be unreadable, and the empty answer passed for `not the host`."""
+    refused = (1, "refusing: not the namespace this node was booted in")
+    host = os.readlink("/proc/self/ns/net")
+    for recorded in (host, ""):
+        done = _self_stop_in_a_sandbox(recorded)
+        assert (done.returncode, done.stderr.strip()) == refused
+    assert _self_stop_in_a_sandbox("self").returncode == -9  # it ended its namespace, itself too
 
 
 @pytest.mark.parametrize(
