@@ -209,6 +209,23 @@ def apply_action(config: dict[str, Any], reason: str, log: Any) -> None:
     )
 
 
+def boot_time() -> float:
+    """When this machine's kernel booted (/proc/stat btime; 0 when unknown). A local node
+    shares the host's kernel, so only a VM's comes later than its config's started_at."""
+    for line in _read("/proc/stat").splitlines():
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def up_since(config: dict[str, Any], now: float) -> float:
+    """Since when max_hours counts: the nodes' start as `up`/`start` wrote it, or this
+    machine's boot if later. A VM started outside dlvm (or before `start` rewrites the
+    config: systemd runs the watcher at boot) would otherwise still count its previous run,
+    and stop again at once, its max_hours spent."""
+    return max(float(config.get("started_at", now)), boot_time())
+
+
 def _number(value: Any) -> float | None:
     return None if value is None else float(value)
 
@@ -248,7 +265,7 @@ def run(config_path: str) -> None:
         busy = activity(config) if idle is not None else []
         if busy:
             last_busy = now
-        up_for = now - float(config.get("started_at", now))
+        up_for = now - up_since(config, now)
         beat(config, busy, now - last_busy)
         if limit is not None:
             warn_at = limit - float(config.get("warn_seconds", 600))

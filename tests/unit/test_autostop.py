@@ -203,3 +203,12 @@ def test_a_heartbeat_of_any_other_shape_is_unreadable_not_a_crash(beat: str) -> 
     """status reads the head's file: a broken or hostile head must not crash it."""
     state = read_heartbeat(f"1000\n{beat}\n", "node-0")
     assert not state.active and "unreadable heartbeat" in state.problem
+
+
+def test_max_hours_counts_from_this_machines_boot_when_that_came_later() -> None:
+    """A VM stopped by max_hours and started again boots its watcher (a systemd service)
+    with the old config: counting from the old start, it would stop the VM again at once."""
+    booted = watcher.boot_time()
+    assert 0 < booted <= time.time()
+    assert watcher.up_since({"started_at": booted - 72 * 3600}, time.time()) == booted
+    assert watcher.up_since({"started_at": booted + 5}, time.time()) == booted + 5
