@@ -130,14 +130,13 @@ def _get_instance(clients: ComputeClients, project: str, node: NodeRef) -> Any:
     )
 
 
-def preempted_instances(clients: ComputeClients, project: str, zone: str) -> dict[str, str]:
-    """VM name -> time of its latest preemption, from the zone's operations (none for a zone
-    that no longer exists)."""
+def _zone_operations(clients: ComputeClients, project: str, zone: str, kind: str) -> list[Any]:
+    """The zone's operations of type `kind` (none for a zone that no longer exists)."""
     from google.api_core import exceptions
     from google.cloud import compute_v1
 
     request = compute_v1.ListZoneOperationsRequest(
-        project=project, zone=zone, filter=f'operationType="{PREEMPTED_OPERATION}"'
+        project=project, zone=zone, filter=f'operationType="{kind}"'
     )
     try:
         operations = call_api(
@@ -146,14 +145,21 @@ def preempted_instances(clients: ComputeClients, project: str, zone: str) -> dic
             lambda: list(clients.zone_operations.list(request=request, timeout=REQUEST_TIMEOUT)),
         )
     except exceptions.NotFound:
-        return {}
+        return []
+    # The filter is a match, not equality: check the type.
+    return [op for op in operations if str(op.operation_type) == kind]
+
+
+def _instance_of(operation: Any) -> str:
+    return str(operation.target_link).rsplit("/instances/", 1)[-1]
+
+
+def preempted_instances(clients: ComputeClients, project: str, zone: str) -> dict[str, str]:
+    """VM name -> time of its latest preemption, from the zone's operations (none for a zone
+    that no longer exists)."""
     latest: dict[str, str] = {}
-    for operation in operations:
-        # The filter is a match, not equality: check the type and take the name from the link.
-        if str(operation.operation_type) != PREEMPTED_OPERATION:
-            continue
-        name = str(operation.target_link).rsplit("/instances/", 1)[-1]
-        when = str(operation.insert_time)
+    for operation in _zone_operations(clients, project, zone, PREEMPTED_OPERATION):
+        name, when = _instance_of(operation), str(operation.insert_time)
         if name not in latest or _after(when, latest[name]):
             latest[name] = when
     return latest
@@ -165,26 +171,9 @@ DELETE_OPERATION = "delete"
 def deletions(clients: ComputeClients, project: str, zone: str) -> dict[str, tuple[str, str]]:
     """VM name -> (who, when) of its latest deletion, from the zone's operations: `user` is
     the account that asked (a node's own service account when autostop took it down)."""
-    from google.api_core import exceptions
-    from google.cloud import compute_v1
-
-    request = compute_v1.ListZoneOperationsRequest(
-        project=project, zone=zone, filter=f'operationType="{DELETE_OPERATION}"'
-    )
-    try:
-        operations = call_api(
-            f"operations in {zone}",
-            project,
-            lambda: list(clients.zone_operations.list(request=request, timeout=REQUEST_TIMEOUT)),
-        )
-    except exceptions.NotFound:
-        return {}
     latest: dict[str, tuple[str, str]] = {}
-    for operation in operations:
-        if str(operation.operation_type) != DELETE_OPERATION:
-            continue
-        name = str(operation.target_link).rsplit("/instances/", 1)[-1]
-        when = str(operation.insert_time)
+    for operation in _zone_operations(clients, project, zone, DELETE_OPERATION):
+        name, when = _instance_of(operation), str(operation.insert_time)
         if name not in latest or _after(when, latest[name][1]):
             latest[name] = (str(operation.user), when)
     return latest
