@@ -205,24 +205,27 @@ def watcher_state(pool: SshPool, head: Node, cluster: str) -> WatcherState:
         code, out, _ = pool.get(head).run(f"date +%s; cat {beat_path}")
     except RemoteError as exc:
         return WatcherState(False, problem=f"the head node does not answer ({exc})")
-    lines = out.strip().splitlines()
-    if code != 0 or len(lines) < 2:
+    if code != 0:
         return WatcherState(False, problem=f"the watcher on {head.name} never reported")
-    try:
+    return read_heartbeat(out, head.name)
+
+
+def read_heartbeat(out: str, head: str) -> WatcherState:
+    """The state from the head's clock (first line) and its heartbeat.json (second)."""
+    lines = out.strip().splitlines()
+    if len(lines) < 2:
+        return WatcherState(False, problem=f"the watcher on {head} never reported")
+    try:  # the head's own file: any shape may come back
         now, beat = float(lines[0]), json.loads(lines[1])
-    except ValueError:
-        return WatcherState(
-            False, problem=f"the watcher on {head.name} left an unreadable heartbeat"
-        )
-    interval = float(beat.get("interval", 30.0))
-    age = now - float(beat.get("at", 0))
-    if age > STALE_ROUNDS * interval + STALE_SLACK:
-        return WatcherState(
-            False, problem=f"the watcher on {head.name} last reported {age:.0f}s ago"
-        )
-    return WatcherState(
-        True, idle_for=float(beat.get("idle_for", 0)), busy=tuple(beat.get("busy", []))
-    )
+        interval = float(beat.get("interval", 30.0))
+        age = now - float(beat.get("at", 0))
+        idle_for = float(beat.get("idle_for", 0))
+        busy = tuple(str(what) for what in beat.get("busy", []))
+    except (ValueError, TypeError, AttributeError):
+        return WatcherState(False, problem=f"the watcher on {head} left an unreadable heartbeat")
+    if not age <= STALE_ROUNDS * interval + STALE_SLACK:  # nan: stale too
+        return WatcherState(False, problem=f"the watcher on {head} last reported {age:.0f}s ago")
+    return WatcherState(True, idle_for=idle_for, busy=busy)
 
 
 def describe(autostop: Autostop) -> str:

@@ -362,6 +362,14 @@ def start(state: ClusterState, progress: Progress) -> StartResult:
             raise UsageError(
                 f"cluster {state.name!r} has no nodes recorded", hint="create it with `dlvm up`"
             )
+        mark = power.taken_down_mark(state, inventory)
+        if mark is not None:  # deleted VMs cannot start; a local node powered off for down
+            when = time.strftime("%H:%M", time.localtime(mark.at))
+            raise UsageError(
+                f"cluster {state.name!r} was taken down by {mark.by} at {when}: there is "
+                "nothing to start",
+                hint="make it anew with `dlvm up`",
+            )
         power.record_usage(state, inventory)
         started = power.start_stopped(state, inventory, progress)
         loaded = applied_spec(state)

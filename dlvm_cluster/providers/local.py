@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -282,26 +283,37 @@ def _power(state: ClusterState, inventory: Inventory, verb: str, by: str = "") -
         )
 
 
+STOP_REASONS = frozenset({"user", "autostop", "max_hours"})
+STOP_ACTIONS = frozenset({"stop", "down"})
+
+
 def _stop_mark(path: Path) -> StopMark | None:
-    """A node dir's `stopped` file: `by=WHO at=EPOCH`."""
+    """A node dir's `stopped` file: `by=WHO at=EPOCH [action=stop|down]`. The node writes it
+    (root there may write anything): a reason or action dlvm does not use, or a time it
+    cannot show, makes no mark rather than text for the terminal or a crash."""
     try:
         fields = dict(item.split("=", 1) for item in path.read_text().split() if "=" in item)
-        return StopMark(
-            by=fields["by"], at=float(fields["at"]), action=fields.get("action", "stop")
-        )
+        by, at, action = fields["by"], float(fields["at"]), fields.get("action", "stop")
     except (OSError, KeyError, ValueError):
         return None
+    if by not in STOP_REASONS or action not in STOP_ACTIONS:
+        return None
+    if not 0 <= at <= time.time() + 60:  # nan and inf fail too
+        return None
+    return StopMark(by=by, at=at, action=action)
 
 
 # What a local node runs to power itself off: it ends every process of its own network
 # namespace (compared by /proc/PID/ns/net, as `ip netns pids` does), itself last, after
-# recording why in its node dir (the host's nodes/NODE, mounted at /run/dlvm/node). It
-# refuses to run outside a local node, or in the host's own namespace.
+# recording why in its node dir (the host's nodes/NODE, mounted at /run/dlvm/node). It runs
+# only where its namespace is the one the host recorded for the node when it booted it
+# (node.sh writes nodes/NODE/netns): never outside a local node, never in the host's own
+# namespace. (PID 1's namespace is no reference: in a container it may be unreadable.)
 SELF_STOP = (
     '[ -d /run/dlvm/node ] || { echo "not a local dlvm node" >&2; exit 1; }; '
     "me=$(readlink /proc/self/ns/net); "
-    '[ -n "$me" ] && [ "$me" != "$(readlink /proc/1/ns/net)" ] '
-    '|| { echo "refusing: this is the host namespace" >&2; exit 1; }; '
+    '[ -n "$me" ] && [ "$me" = "$(cat /run/dlvm/node/netns 2>/dev/null)" ] '
+    '|| { echo "refusing: not the namespace this node was booted in" >&2; exit 1; }; '
     'printf "by=%s at=%s action=%s\\n" "${DLVM_STOP_REASON:-autostop}" "$(date +%s)" '
     '"${DLVM_STOP_ACTION:-stop}" '
     "> /run/dlvm/node/stopped; "

@@ -10,7 +10,8 @@ The head asks every other node (`probe`, over the cluster's internal SSH) and it
 is busy while a job runs there whose log grew in the last HANG_SECONDS (a job that prints
 nothing that long is hung, and keeps nothing up), or while an SSH session runs a command on
 it (`dlvm exec`, `dlvm ssh`, `dlvm sync`; an idle connection, such as the agent's warm ones,
-runs none). The cluster is idle once no node was busy for `idle_seconds`. After `max_seconds`
+runs none); a node that does not answer counts as busy (it may be too loaded to). The
+cluster is idle once no node was busy for `idle_seconds`. After `max_seconds`
 since the nodes started, the action is applied however busy the cluster is, with a warning
 in every running job's log `warn_seconds` before.
 
@@ -175,14 +176,17 @@ def activity(config: dict[str, Any]) -> list[str]:
     found = probe(node_dir, hang)
     reports = {"head": found}
     me = _quote(os.path.abspath(__file__))
+    busy = []
     for peer in config.get("peers", []):
         code, out = _ssh(peer, f"python3 {me} probe {_quote(node_dir)} {_quote(str(hang))}")
-        if code == 0:
-            try:
-                reports[peer] = json.loads(out.strip().splitlines()[-1])
-            except (ValueError, IndexError):
-                continue
-    busy = []
+        try:
+            report = json.loads(out.strip().splitlines()[-1]) if code == 0 else None
+        except (ValueError, IndexError):
+            report = None
+        if isinstance(report, dict):
+            reports[peer] = report
+        else:  # unknown is not idle: a node too loaded to answer may be training
+            busy.append(f"no answer from {peer}")
     for node, report in reports.items():
         busy += [f"job {job} on {node}" for job in report.get("jobs", [])]
         busy += [f"session {what} on {node}" for what in report.get("sessions", [])]
@@ -203,6 +207,23 @@ def apply_action(config: dict[str, Any], reason: str, log: Any) -> None:
         env={**os.environ, "DLVM_STOP_REASON": reason, "DLVM_STOP_ACTION": action},
         check=False,
     )
+
+
+def boot_time() -> float:
+    """When this machine's kernel booted (/proc/stat btime; 0 when unknown). A local node
+    shares the host's kernel, so only a VM's comes later than its config's started_at."""
+    for line in _read("/proc/stat").splitlines():
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def up_since(config: dict[str, Any], now: float) -> float:
+    """Since when max_hours counts: the nodes' start as `up`/`start` wrote it, or this
+    machine's boot if later. A VM started outside dlvm (or before `start` rewrites the
+    config: systemd runs the watcher at boot) would otherwise still count its previous run,
+    and stop again at once, its max_hours spent."""
+    return max(float(config.get("started_at", now)), boot_time())
 
 
 def _number(value: Any) -> float | None:
@@ -244,7 +265,7 @@ def run(config_path: str) -> None:
         busy = activity(config) if idle is not None else []
         if busy:
             last_busy = now
-        up_for = now - float(config.get("started_at", now))
+        up_for = now - up_since(config, now)
         beat(config, busy, now - last_busy)
         if limit is not None:
             warn_at = limit - float(config.get("warn_seconds", 600))

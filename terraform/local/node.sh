@@ -107,6 +107,9 @@ node_up() {
 node_boot() {
   d=$(node_dir)
   rm -f "$d/init.ready" "$d/sshd.pid" "$d/stopped"
+  # The namespace's identity, as its processes read /proc/self/ns/net: the node's self-stop
+  # ends processes only when its own namespace is this one (never the host's).
+  ip netns exec "$NAMESPACE" readlink /proc/self/ns/net > "$d/netns"
   home=${HOME:-/root}
   # The init process holds the node's mount and UTS namespaces: own hostname, /etc/hosts and
   # /run, a copy-on-write home (the host's home as the lower layer) and a private /tmp. The

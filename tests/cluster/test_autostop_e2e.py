@@ -209,6 +209,9 @@ def test_action_down_is_finished_by_the_next_status(cli: Cli, cluster: tuple[str
     _up(cli, name, folder)
     cli.run("autostop", name, "--idle", "1", "--action", "down", check=True)
     wait_until(lambda: powered_off(name), 20 * MINUTE, interval=0.5, message="still running")
+    # Taken down is not stopped: start refuses (gcp VMs that deleted themselves cannot start).
+    refused = cli.run("start", name)
+    assert refused.returncode == 2 and "was taken down by autostop" in refused.stderr
     status = cli.status(name)
     # The nodes could not delete themselves: this status did, and says who took it down when.
     assert str(status["taken_down"]).startswith("autostop at ")

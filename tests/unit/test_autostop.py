@@ -13,8 +13,14 @@ import pytest
 
 from dlvm_cluster.errors import UsageError
 from dlvm_cluster.inventory import Inventory, Node
-from dlvm_cluster.orchestrate.autostop import changed_settings, describe, watcher_config
+from dlvm_cluster.orchestrate.autostop import (
+    changed_settings,
+    describe,
+    read_heartbeat,
+    watcher_config,
+)
 from dlvm_cluster.progress import SilentProgress
+from dlvm_cluster.providers import local
 from dlvm_cluster.providers.ssh import ExistingHosts
 from dlvm_cluster.remote import watcher
 from dlvm_cluster.spec.model import Autostop, ClusterSpec
@@ -122,3 +128,87 @@ def test_a_session_following_a_hung_job_is_told_by_its_job_folder() -> None:
 
     assert watcher.following(node_dir("c"), "j1") in jobcontrol.follow("c", "j1")
     assert watcher.following(node_dir("c"), "j1") not in jobcontrol.follow("c", "j2")
+
+
+def test_a_node_that_does_not_answer_the_probe_keeps_the_cluster_up(tmp_path: Path) -> None:
+    """A node too loaded (or too briefly unreachable) to answer may be training: unknown is
+    not idle, or one SSH hiccup would stop a busy cluster."""
+    config = {"node_dir": str(tmp_path), "hang_seconds": None, "peers": ["nowhere.invalid"]}
+    assert watcher.activity(config) == ["no answer from nowhere.invalid"]
+
+
+def _self_stop_in_a_sandbox(recorded: str) -> subprocess.CompletedProcess[str]:
+    """The local self-stop run in a fresh network and mount namespace whose node dir records
+    `recorded` as the node's namespace (`self`: the sandbox's own): whatever it decides, it
+    can only kill the sandbox."""
+    record = "readlink /proc/self/ns/net" if recorded == "self" else f"echo '{recorded}'"
+    sandbox = (
+        "mount -t tmpfs tmpfs /run && mkdir -p /run/dlvm/node && "
+        f'{record} > /run/dlvm/node/netns && exec sh -c "$SELF_STOP"'
+    )
+    return subprocess.run(
+        ["unshare", "--net", "--mount", "--propagation", "private", "sh", "-c", sandbox],
+        env={**os.environ, "SELF_STOP": local.SELF_STOP},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_a_local_self_stop_runs_only_in_the_namespace_recorded_for_its_node() -> None:
+    """Local nodes share the host's PIDs: a self-stop anywhere but in its node's namespace
+    (the host's, say) must kill nothing. PID 1's namespace is no reference: in a container
+    it can be unreadable, and the empty answer passed for `not the host`."""
+    refused = (1, "refusing: not the namespace this node was booted in")
+    host = os.readlink("/proc/self/ns/net")
+    for recorded in (host, ""):
+        done = _self_stop_in_a_sandbox(recorded)
+        assert (done.returncode, done.stderr.strip()) == refused
+    assert _self_stop_in_a_sandbox("self").returncode == -9  # it ended its namespace, itself too
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "by=\x1b]52;c;ZWNobyBoaQ==\x07 at=1700000000",  # a terminal escape for status
+        "by=[link=file:///etc]user[/link] at=1700000000",  # rich markup in status' table
+        "by=autostop at=1e300 action=down",  # no clock shows it: a crash in status
+        "by=autostop at=nan",
+        "by=autostop at=1700000000 action=rm",
+    ],
+)
+def test_a_local_nodes_stop_record_is_taken_only_in_dlvms_own_words(
+    tmp_path: Path, written: str
+) -> None:
+    """The node writes its `stopped` file, and root there may write anything."""
+    (tmp_path / "stopped").write_text(written + "\n")
+    assert local._stop_mark(tmp_path / "stopped") is None
+
+
+def test_a_local_nodes_autostop_record_is_read(tmp_path: Path) -> None:
+    (tmp_path / "stopped").write_text("by=max_hours at=1700000000 action=down\n")
+    mark = local._stop_mark(tmp_path / "stopped")
+    assert mark is not None and (mark.by, mark.at, mark.action) == ("max_hours", 1.7e9, "down")
+
+
+def test_a_fresh_heartbeat_is_an_active_watcher() -> None:
+    beat = '{"at": 995, "interval": 30, "idle_for": 12.5, "busy": ["job j1 on head"]}'
+    state = read_heartbeat(f"1000\n{beat}\n", "node-0")
+    assert (state.active, state.idle_for, state.busy) == (True, 12.5, ("job j1 on head",))
+    assert "last reported 905s ago" in read_heartbeat('1000\n{"at": 95}', "node-0").problem
+
+
+@pytest.mark.parametrize("beat", ["[]", '{"at": "soon"}', '{"at": null}', '{"busy": 3}', "7"])
+def test_a_heartbeat_of_any_other_shape_is_unreadable_not_a_crash(beat: str) -> None:
+    """status reads the head's file: a broken or hostile head must not crash it."""
+    state = read_heartbeat(f"1000\n{beat}\n", "node-0")
+    assert not state.active and "unreadable heartbeat" in state.problem
+
+
+def test_max_hours_counts_from_this_machines_boot_when_that_came_later() -> None:
+    """A VM stopped by max_hours and started again boots its watcher (a systemd service)
+    with the old config: counting from the old start, it would stop the VM again at once."""
+    booted = watcher.boot_time()
+    assert 0 < booted <= time.time()
+    assert watcher.up_since({"started_at": booted - 72 * 3600}, time.time()) == booted
+    assert watcher.up_since({"started_at": booted + 5}, time.time()) == booted + 5

@@ -4,6 +4,7 @@ and what a node runs to apply autostop to its own VM."""
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -111,3 +112,28 @@ def test_vms_deleted_by_the_nodes_account_were_taken_down_by_autostop(
     mark = marks["node-0"]
     assert (mark.by, mark.action) == ("autostop", "down")
     assert mark.at == datetime.fromisoformat("2026-03-02T09:00:00.000-08:00").timestamp()
+
+
+def test_a_node_that_cannot_delete_its_vm_powers_it_off_instead(tmp_path: Path) -> None:
+    """Without the delete role (or the metadata server), `down` would leave the VM running,
+    and billing, forever. Run with a PATH holding only stand-ins: curl refusing as the API
+    does without the role, sudo, and a shutdown that records how it was called."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    scripts = {
+        "curl": "exit 22",  # curl -f's exit for an HTTP error (403)
+        "sudo": 'shift; exec "$@"',  # sudo -n CMD ...
+        "shutdown": f'echo "$@" > {tmp_path}/shutdown',
+    }
+    for name, body in scripts.items():
+        (tools / name).write_text(f"#!/bin/sh\n{body}\n")
+        (tools / name).chmod(0o755)
+    done = subprocess.run(
+        ["/bin/sh", "-c", SELF_DELETE],
+        env={"PATH": str(tools)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (tmp_path / "shutdown").read_text() == "-h now\n"
+    assert "powering it off instead" in done.stderr

@@ -28,9 +28,10 @@ DELETE_ROLE = "roles/compute.instanceAdmin.v1"
 SELF_STOP = "sudo -n shutdown -h now || shutdown -h now"
 
 # The node deletes its own VM through the Compute API, with the token of the VM's service
-# account from the metadata server (the account needs DELETE_ROLE).
+# account from the metadata server (the account needs DELETE_ROLE). Where it cannot, the VM
+# is powered off instead: a cluster told to go down must not run (and bill) on.
 SELF_DELETE = (
-    "md=http://metadata.google.internal/computeMetadata/v1; h='Metadata-Flavor: Google'; "
+    "( md=http://metadata.google.internal/computeMetadata/v1; h='Metadata-Flavor: Google'; "
     'token=$(curl -sf -H "$h" "$md/instance/service-accounts/default/token" '
     "| python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])') "
     '&& zone=$(curl -sf -H "$h" "$md/instance/zone") '
@@ -38,6 +39,8 @@ SELF_DELETE = (
     '&& project=$(curl -sf -H "$h" "$md/project/project-id") '
     '&& curl -sf -X DELETE -H "Authorization: Bearer $token" '
     '"https://compute.googleapis.com/compute/v1/projects/$project/zones/${zone##*/}/instances/$name"'
+    f" ) || {{ echo 'cannot delete this VM (its service account needs {DELETE_ROLE}): "
+    f"powering it off instead' >&2; {SELF_STOP}; }}"
 )
 
 
