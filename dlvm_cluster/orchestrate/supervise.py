@@ -59,6 +59,7 @@ from dlvm_cluster.orchestrate.jobs import (
     stop_job,
 )
 from dlvm_cluster.orchestrate.lifecycle import converge_request, prepare_nodes, with_storage
+from dlvm_cluster.orchestrate.power import stop_marks
 from dlvm_cluster.orchestrate.reach import ssh_reach
 from dlvm_cluster.orchestrate.records import (
     applied_spec,
@@ -363,6 +364,7 @@ class Supervisor:
         return True
 
     def _recover(self, end: RunEnd) -> None:
+        self._end_if_powered_off_on_purpose()
         if end.survivors_running:
             names = sorted(end.lost)
             for name in names:
@@ -384,6 +386,39 @@ class Supervisor:
             self._fail("", end)
         self.record.restarts += 1
         self._relaunch()
+
+    def powered_off_on_purpose(self) -> str:
+        """Which of the job's nodes was powered off on purpose (`dlvm stop`, autostop,
+        max_hours) and by what, or "": a stop is a decision the supervisor must not undo by
+        replacing the node (a machine that vanished has no such mark)."""
+        inventory = require_inventory(self.state)
+        nodes = inventory.select(",".join(self.record.nodes))
+        stopped = [
+            name
+            for name, word in self.provider_lost(inventory, nodes).items()
+            if word == str(NodeState.STOPPED)
+        ]
+        if not stopped:
+            return ""
+        marks = stop_marks(self.state, inventory)
+        marked = [(name, marks[name]) for name in stopped if name in marks]
+        if not marked:
+            return ""
+        name, mark = marked[0]
+        return f"{name} was powered off by {mark.by}"
+
+    def _end_if_powered_off_on_purpose(self) -> None:
+        why = self.powered_off_on_purpose()
+        if not why:
+            return
+        self.event(f"{why}: the job ends with its nodes")
+        self.record.state, self.record.ended = "cancelled", time.time()
+        self.save()
+        raise RemoteError(
+            f"job {self.record.id} ended: {why}",
+            hint="start the nodes again (dlvm start or dlvm up) and launch the job again: it "
+            "resumes from its checkpoint",
+        )
 
     def check_after_recovery(self) -> None:
         """With job.check, the cluster and its new nodes pass `dlvm check` before the job is

@@ -199,6 +199,23 @@ def test_max_hours_stops_a_busy_cluster(cli: Cli, cluster: tuple[str, Path]) -> 
     assert job_id
     wait_until(lambda: powered_off(name), 120, interval=0.5, message="still running")
     assert _node_states(cli, name) == [("stopped", "max_hours")] * 2
+    # The job's supervisor ends the job with its nodes instead of replacing them.
+    job = wait_until(
+        lambda: next(
+            (
+                j
+                for j in cli.status(name)["jobs"]
+                if j["id"] == job_id[1] and j["state"] != "running"
+            ),
+            None,
+        ),
+        60,
+        interval=0.5,
+        message="the job still counts as running",
+    )
+    assert job["state"] == "cancelled"
+    assert any("powered off by max_hours" in e["text"] for e in job["events"])
+    assert job["recoveries"] == 0
     log = (head_files(cli, name) / "jobs" / job_id.group(1) / "log").read_text()
     assert "dlvm autostop: max_hours reached" in log
 
