@@ -389,23 +389,17 @@ class Supervisor:
 
     def powered_off_on_purpose(self) -> str:
         """Which of the job's nodes was powered off on purpose (`dlvm stop`, autostop,
-        max_hours) and by what, or "": a stop is a decision the supervisor must not undo by
-        replacing the node (a machine that vanished has no such mark)."""
+        max_hours) since the job began, and by what, or "": a stop is a decision the
+        supervisor must not undo by replacing the node. The mark is read whatever the
+        machine's state: a node records it before its processes end, so it is there before
+        the provider can call the node stopped (a machine that vanished has none)."""
         inventory = require_inventory(self.state)
-        nodes = inventory.select(",".join(self.record.nodes))
-        stopped = [
-            name
-            for name, word in self.provider_lost(inventory, nodes).items()
-            if word == str(NodeState.STOPPED)
-        ]
-        if not stopped:
-            return ""
         marks = stop_marks(self.state, inventory)
-        marked = [(name, marks[name]) for name in stopped if name in marks]
-        if not marked:
-            return ""
-        name, mark = marked[0]
-        return f"{name} was powered off by {mark.by}"
+        for name in self.record.nodes:
+            mark = marks.get(name)
+            if mark is not None and mark.at >= self.record.started:
+                return f"{name} was powered off by {mark.by}"
+        return ""
 
     def _end_if_powered_off_on_purpose(self) -> None:
         why = self.powered_off_on_purpose()
