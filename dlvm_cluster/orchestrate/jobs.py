@@ -265,7 +265,7 @@ def launch(
         from dlvm_cluster.orchestrate.check import require_healthy
 
         require_healthy(state, progress)
-    from dlvm_cluster.orchestrate import supervise  # builds on this module
+    from dlvm_cluster.orchestrate import supervise, supervisor_process  # build on this module
 
     with open_pool(state, inventory) as pool:
         values = secret_env.resolve(loaded.spec)
@@ -276,7 +276,7 @@ def launch(
         start_on_nodes(pool, inventory, loaded, plan, inventory.nodes)
     save_spec(state, job_spec_path(state, job_id), loaded)
     if detach:
-        record.supervisor = supervise.spawn(state, record)
+        record.supervisor = supervisor_process.spawn(state, record)
         save_job(state, record)
         return record
     record.supervisor = process_identity(os.getpid())

@@ -2,7 +2,7 @@
 replace lost nodes and relaunch, so a lost node becomes a line in the log and a finished run.
 
 One loop serves the foreground `dlvm launch` and, for `launch --detach`, a supervisor process
-of the job's own (`python -m dlvm_cluster.orchestrate.supervise CLUSTER JOB`, recorded in the
+of the job's own (`orchestrate/supervisor_process.py`, recorded in the
 job's record, gone when the job ends or on `cancel`/`down`). While the job runs it watches:
 
 - each node's job through a follow of its log (a rank that exits, an SSH session that dies or
@@ -29,15 +29,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 
 from dlvm_cluster import providers, secret_env
 from dlvm_cluster.errors import DlvmError, RemoteError, UsageError
@@ -52,8 +48,6 @@ from dlvm_cluster.orchestrate.jobs import (
     cancel_requested,
     env_names,
     find_job,
-    job_spec_path,
-    process_identity,
     save_job,
     start_on_nodes,
     stop_job,
@@ -65,12 +59,11 @@ from dlvm_cluster.orchestrate.records import (
     applied_spec,
     cluster_kind,
     open_pool,
-    read_spec,
     require_inventory,
     save_inventory,
     scaled_count,
 )
-from dlvm_cluster.progress import Progress, TerraformEvent
+from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers.base import NodeState, Provider
 from dlvm_cluster.remote import jobcontrol
 from dlvm_cluster.remote.fanout import Cancellation, run_on_nodes
@@ -593,91 +586,3 @@ def _failure(result: GroupResult) -> str:
         (r for r in result.results if r.node == result.first_failed), None
     ) or next(iter(result.failed), None)
     return f"{first.node} failed first: {first.describe()}" if first else "stopped"
-
-
-# -- the detached supervisor process ----------------------------------------------------------
-
-
-class LogProgress:
-    """Progress of the detached supervisor: stages and notes to its log (the nodes' output
-    goes to the job's local logs)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def _write(self, text: str) -> None:
-        with open(self.path, "a", encoding="utf-8") as log:
-            log.write(f"{time.strftime('%H:%M:%S')} {text}\n")
-
-    def stage(self, text: str) -> None:
-        self._write(text)
-
-    def note(self, text: str) -> None:
-        self._write(text)
-
-    def terraform(self, event: TerraformEvent) -> None:
-        if event.kind in ("errored", "summary"):
-            self._write(f"terraform: {event.address} {event.message}".strip())
-
-    def line(self, node: Node, stream: str, text: str) -> None:
-        return None
-
-    def count(self, step: str, done: int, total: int, unit: str = "") -> None:
-        return None
-
-
-def spawn(state: ClusterState, record: JobRecord) -> str:
-    """Start the job's supervisor in the background; its process identity. It keeps this
-    command's environment (it may run Terraform and resolve secrets as `up` does)."""
-    folder = private_dir(Path(record.local_logs))
-    log = os.open(folder / SUPERVISOR_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    package_root = str(Path(__file__).resolve().parents[2])
-    path = os.environ.get("PYTHONPATH", "")
-    env = {**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
-    try:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "dlvm_cluster.orchestrate.supervise", state.name, record.id],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            env=env,
-            start_new_session=True,
-        )
-    finally:
-        os.close(log)
-    return process_identity(process.pid) or f"{process.pid}:?"
-
-
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
-def main(argv: Sequence[str]) -> int:
-    """The detached supervisor: `python -m dlvm_cluster.orchestrate.supervise CLUSTER JOB`."""
-    cluster, job_id = argv
-    signal.signal(signal.SIGTERM, _terminate)
-    state = ClusterState.for_name(cluster)
-    record = find_job(state, job_id)
-    progress = LogProgress(Path(record.local_logs) / SUPERVISOR_LOG)
-    loaded = read_spec(state, job_spec_path(state, job_id))
-    if loaded is None:
-        progress.note(f"no spec recorded for job {job_id}: not supervised")
-        return 1
-    record.supervisor = process_identity(os.getpid())
-    redact = secret_env.redactor(secret_env.resolve(loaded.spec, strict=False))
-    supervisor = Supervisor(state, record, loaded, progress, redact)
-    try:
-        supervisor.save()
-        supervisor.run()
-    except (DlvmError, JobCancelled) as exc:
-        progress.note(f"job {job_id}: {exc}")
-        return 1
-    except KeyboardInterrupt:
-        progress.note(f"job {job_id}: stopped by a signal; cancelled")
-        return 1
-    progress.note(f"job {job_id}: succeeded")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

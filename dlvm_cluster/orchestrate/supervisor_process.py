@@ -1,0 +1,115 @@
+"""The detached supervisor of `launch --detach`: a process of the job's own that runs the
+same loop as the foreground `dlvm launch` (orchestrate/supervise.py) with no dlvm command
+running: `python -m dlvm_cluster.orchestrate.supervisor_process CLUSTER JOB`. Its notes go to
+the job's local supervisor.log; it is gone when the job ends, on `cancel` and on `down`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from dlvm_cluster import secret_env
+from dlvm_cluster.errors import DlvmError
+from dlvm_cluster.inventory import Node
+from dlvm_cluster.orchestrate.jobs import JobRecord, find_job, job_spec_path, process_identity
+from dlvm_cluster.orchestrate.records import read_spec
+from dlvm_cluster.orchestrate.supervise import SUPERVISOR_LOG, JobCancelled, Supervisor
+from dlvm_cluster.progress import TerraformEvent
+from dlvm_cluster.state import ClusterState, private_dir
+
+
+class LogProgress:
+    """Progress of the detached supervisor: stages and notes to its log (the nodes' output
+    goes to the job's local logs)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _write(self, text: str) -> None:
+        with open(self.path, "a", encoding="utf-8") as log:
+            log.write(f"{time.strftime('%H:%M:%S')} {text}\n")
+
+    def stage(self, text: str) -> None:
+        self._write(text)
+
+    def note(self, text: str) -> None:
+        self._write(text)
+
+    def terraform(self, event: TerraformEvent) -> None:
+        if event.kind in ("errored", "summary"):
+            self._write(f"terraform: {event.address} {event.message}".strip())
+
+    def line(self, node: Node, stream: str, text: str) -> None:
+        return None
+
+    def count(self, step: str, done: int, total: int, unit: str = "") -> None:
+        return None
+
+
+def spawn(state: ClusterState, record: JobRecord) -> str:
+    """Start the job's supervisor in the background; its process identity. It keeps this
+    command's environment (it may run Terraform and resolve secrets as `up` does)."""
+    folder = private_dir(Path(record.local_logs))
+    log = os.open(folder / SUPERVISOR_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    package_root = str(Path(__file__).resolve().parents[2])
+    path = os.environ.get("PYTHONPATH", "")
+    env = {**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
+    try:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dlvm_cluster.orchestrate.supervisor_process",
+                state.name,
+                record.id,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=env,
+            start_new_session=True,
+        )
+    finally:
+        os.close(log)
+    return process_identity(process.pid) or f"{process.pid}:?"
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str]) -> int:
+    """The detached supervisor, given CLUSTER and JOB."""
+    cluster, job_id = argv
+    signal.signal(signal.SIGTERM, _terminate)
+    state = ClusterState.for_name(cluster)
+    record = find_job(state, job_id)
+    progress = LogProgress(Path(record.local_logs) / SUPERVISOR_LOG)
+    loaded = read_spec(state, job_spec_path(state, job_id))
+    if loaded is None:
+        progress.note(f"no spec recorded for job {job_id}: not supervised")
+        return 1
+    record.supervisor = process_identity(os.getpid())
+    redact = secret_env.redactor(secret_env.resolve(loaded.spec, strict=False))
+    supervisor = Supervisor(state, record, loaded, progress, redact)
+    try:
+        supervisor.save()
+        supervisor.run()
+    except (DlvmError, JobCancelled) as exc:
+        progress.note(f"job {job_id}: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        progress.note(f"job {job_id}: stopped by a signal; cancelled")
+        return 1
+    progress.note(f"job {job_id}: succeeded")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
