@@ -173,23 +173,29 @@ def local_cluster(
             raise RuntimeError(f"ssh-config names {len(hosts)} hosts, expected {count}")
         yield Cluster(name, count, spec, config, hosts)
     finally:
-        with uninterrupted():
-            print(f"# down {name} ...", flush=True)
-            done = subprocess.run(
-                [*dlvm_argv(), "down", name, "--yes"],
-                env=bench.env(),
-                cwd=bench.root,
-                capture_output=True,
-                text=True,
-                start_new_session=True,  # a Ctrl-C at the terminal does not reach it
-            )
-            if done.returncode != 0:
-                print(
-                    f"!! dlvm down {name} failed ({done.returncode}): {done.stderr.strip()}\n"
-                    f"!! bring it down by hand: DLVM_HOME={bench.home} dlvm down {name} --yes",
-                    file=sys.stderr,
-                )
-                bench.keep = True
+        print(f"# down {name} ...", flush=True)
+        down_cluster(bench, name)
+
+
+def down_cluster(bench: Bench, name: str) -> None:
+    """`dlvm down NAME`, which neither a Ctrl-C nor a SIGTERM interrupts; when it fails, says
+    how to finish by hand and keeps the bench's DLVM_HOME for that."""
+    with uninterrupted():
+        done = subprocess.run(
+            [*dlvm_argv(), "down", name, "--yes"],
+            env=bench.env(),
+            cwd=bench.root,
+            capture_output=True,
+            text=True,
+            start_new_session=True,  # a Ctrl-C at the terminal does not reach it
+        )
+    if done.returncode != 0:
+        print(
+            f"!! dlvm down {name} failed ({done.returncode}): {done.stderr.strip()}\n"
+            f"!! bring it down by hand: DLVM_HOME={bench.home} dlvm down {name} --yes",
+            file=sys.stderr,
+        )
+        bench.keep = True
 
 
 def pq_config(cluster: Cluster) -> str:

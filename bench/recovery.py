@@ -28,10 +28,10 @@ from _harness import (
     Bench,
     check,
     dlvm_argv,
+    down_cluster,
     install_signal_handlers,
     machine,
     table,
-    uninterrupted,
     unique_name,
 )
 
@@ -60,15 +60,9 @@ def write_spec(bench: Bench, name: str, count: int, steps: int = STEPS) -> Path:
 
 
 def down(bench: Bench, name: str) -> None:
-    with uninterrupted():
-        subprocess.run(
-            [*dlvm_argv(), "down", name, "--yes"],
-            env=bench.env(),
-            capture_output=True,
-            start_new_session=True,
-        )
-        shutil.rmtree(bench.home / "storage" / name, ignore_errors=True)
-        shutil.rmtree(Path("/mnt") / name, ignore_errors=True)
+    """The cluster, and the folder standing in for its bucket."""
+    down_cluster(bench, name)
+    shutil.rmtree(bench.home / "storage" / name, ignore_errors=True)
 
 
 class Launch:

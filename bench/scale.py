@@ -20,11 +20,11 @@ from _harness import (
     Bench,
     check,
     dlvm_argv,
+    down_cluster,
     install_signal_handlers,
     machine,
     median,
     table,
-    uninterrupted,
     unique_name,
 )
 
@@ -84,16 +84,6 @@ def write_spec(bench: Bench, name: str, count: int) -> Path:
     return spec
 
 
-def down(bench: Bench, name: str) -> None:
-    with uninterrupted():
-        subprocess.run(
-            [*dlvm_argv(), "down", name, "--yes"],
-            env=bench.env(),
-            capture_output=True,
-            start_new_session=True,
-        )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -109,13 +99,13 @@ def main() -> None:
                 check(done, "dlvm up (4 nodes)")
                 results["scale 4 -> 8"].append(staged_run(bench, "scale", name, "8", "--yes"))
             finally:
-                down(bench, name)
+                down_cluster(bench, name)
             name = unique_name("bench-up")
             spec = write_spec(bench, name, 8)
             try:
                 results["up 8 from nothing"].append(staged_run(bench, "up", str(spec), "--yes"))
             finally:
-                down(bench, name)
+                down_cluster(bench, name)
     columns = [name for name, _ in CATEGORIES]
     rows = []
     for label, runs in results.items():
