@@ -61,6 +61,8 @@ class SpecError(DlvmError):
         self.location = location
         self.field = field
         self.detail = message
+        self.problems: tuple[SpecError, ...] = (self,)
+        """Every problem of the file when it has several (spec.explain.combine), first first."""
 
 
 class UsageError(DlvmError):

@@ -32,7 +32,7 @@ from dlvm_cluster.errors import UsageError
 from dlvm_cluster.inventory import Inventory
 from dlvm_cluster.launch import accelerate, deepspeed, horovod, mpi, none, torchrun
 from dlvm_cluster.launch.plan import NO_ENV, LaunchPlan, Planner, elastic_range, job_layout
-from dlvm_cluster.spec.model import Framework, Job
+from dlvm_cluster.spec.model import ELASTIC_FRAMEWORKS, Framework, Job
 
 PLANNERS: dict[Framework, Planner] = {
     "torchrun": torchrun.plan,
@@ -43,8 +43,9 @@ PLANNERS: dict[Framework, Planner] = {
     "none": none.plan,
 }
 
-ELASTIC: frozenset[Framework] = frozenset({"torchrun", "horovod"})
-"""The frameworks that take `nnodes: "MIN:MAX"` and keep training through `dlvm scale`."""
+ELASTIC = ELASTIC_FRAMEWORKS
+"""The frameworks that take `nnodes: "MIN:MAX"` and keep training through `dlvm scale` (the
+spec refuses a range for the others at load)."""
 
 
 def plan_launch(

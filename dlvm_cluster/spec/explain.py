@@ -1,4 +1,4 @@
-"""pydantic's validation errors, explained in the user's terms: the first problem at its
+"""pydantic's validation errors, explained in the user's terms: every problem at its
 file:line:column, with the field path and a "did you mean" where one fits."""
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ UNION_MESSAGES: dict[Loc, str] = {
 MAPPING_ERRORS = frozenset({"model_type", "model_attributes_type", "dict_type"})
 
 
-def translate(exc: ValidationError, data: CommentedMap, name: str) -> SpecError:
+def explain_all(exc: ValidationError, data: CommentedMap, name: str) -> list[SpecError]:
+    """Every problem pydantic found, one SpecError each, in the file's order of fields: a
+    misspelt key first, and no "missing" for a key whose misspelling was just reported."""
     errors = exc.errors(include_url=False)
     # A misspelt key also makes the right one "missing": report the misspelling first.
     errors.sort(key=lambda error: error["type"] != "extra_forbidden")
@@ -31,15 +33,48 @@ def translate(exc: ValidationError, data: CommentedMap, name: str) -> SpecError:
     groups: dict[tuple[Loc, bool], list[Any]] = {}
     for error in errors:
         groups.setdefault(_clean_loc(data, tuple(error["loc"])), []).append(error)
-    (loc, on_key), group = next(iter(groups.items()))
+    guessed = {
+        (*loc[:-1], guess)
+        for (loc, _), group in groups.items()
+        if group[0]["type"] == "extra_forbidden"
+        for guess in _guesses(loc, data)
+    }
+    return [
+        _explain(loc, on_key, group, data, name)
+        for (loc, on_key), group in groups.items()
+        if not (group[0]["type"] == "missing" and loc in guessed)
+    ]
+
+
+def combine(problems: list[SpecError]) -> SpecError:
+    """One error for a file with several problems: the first as usual, then one line per other
+    problem with its own file:line:column, so that one run shows everything to fix."""
+    first = problems[0]
+    if len(problems) == 1:
+        return first
+    others = "".join(f"\n  {problem}" for problem in problems[1:])
+    combined = SpecError(
+        f"{first.detail} ({len(problems)} problems in all:){others}",
+        location=first.location,
+        field=first.field,
+        hint=first.hint,
+    )
+    combined.problems = tuple(problems)
+    return combined
+
+
+def _guesses(loc: Loc, data: CommentedMap) -> list[str]:
+    return difflib.get_close_matches(str(loc[-1]), _fields_at(loc[:-1], data), n=1, cutoff=0.6)
+
+
+def _explain(loc: Loc, on_key: bool, group: list[Any], data: CommentedMap, name: str) -> SpecError:
     first = group[0]
     kind = first["type"]
-    more = f" (and {len(groups) - 1} more problem(s))" if len(groups) > 1 else ""
     hint = ""
     if kind == "extra_forbidden":
         key = str(loc[-1])
         known = _fields_at(loc[:-1], data)
-        guess = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        guess = _guesses(loc, data)
         message = f"unknown key {key!r}"
         if guess:
             hint = f"did you mean {guess[0]!r}?"
@@ -47,14 +82,14 @@ def translate(exc: ValidationError, data: CommentedMap, name: str) -> SpecError:
         elif known:
             hint = "known keys here: " + ", ".join(known)
         return SpecError(
-            message + more,
+            message,
             location=locate(data, loc, name, key=True),
             field=dotted(loc),
             hint=hint,
         )
     if kind == "missing":
         return SpecError(
-            "this required key is missing" + more,
+            "this required key is missing",
             location=locate(data, loc[:-1], name, key=True),
             field=dotted(loc),
             hint=f"add {loc[-1]}: under {dotted(loc[:-1])}" if len(loc) > 1 else "",
@@ -91,7 +126,7 @@ def translate(exc: ValidationError, data: CommentedMap, name: str) -> SpecError:
     elif kind == "string_type" and got is not None and not isinstance(got, dict | list):
         hint = "put the value in quotes to make it text"
     return SpecError(
-        message + more,
+        message,
         location=locate(data, loc, name, key=on_key),
         field=dotted(loc),
         hint=hint,

@@ -6,15 +6,17 @@ what lets a pydantic error (a path of keys) be reported where the user can find 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from pydantic import ValidationError
 from ruamel.yaml.comments import CommentedMap
 
 from dlvm_cluster.errors import SourceLocation, SpecError
-from dlvm_cluster.spec.explain import translate
+from dlvm_cluster.spec.explain import combine, explain_all
+from dlvm_cluster.spec.job_rules import Problem, job_problems
 from dlvm_cluster.spec.locate import describe, dotted, locate, show_value
-from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec
+from dlvm_cluster.spec.model import ClusterSpec, Job, LoadedSpec, Nodes
 from dlvm_cluster.spec.parse import check_keys, decode, first_content_line, parse_yaml
 from dlvm_cluster.spec.rules import semantic_problems
 
@@ -71,13 +73,52 @@ def load_spec_text(raw: bytes | str, path: Path) -> LoadedSpec:
     try:
         spec = ClusterSpec.model_validate(data)
     except ValidationError as exc:
-        raise translate(exc, data, name) from exc
-    for loc, message in semantic_problems(spec):
-        raise SpecError(message, location=locate(data, loc, name), field=dotted(loc))
+        # Every problem at once: pydantic's, and the job's against the nodes where both
+        # sections are valid by themselves.
+        problems = explain_all(exc, data, name)
+        problems += _located(data, name, _section_job_problems(data))
+        raise _combined(problems) from exc
+    rules = [*semantic_problems(spec)]
+    if spec.job is not None:
+        rules += job_problems(spec.job, spec.nodes)
+    if rules:
+        raise _combined(_located(data, name, rules))
     return LoadedSpec(spec=spec, path=path.resolve(), text=text)
 
 
+def _located(data: CommentedMap, name: str, rules: list[Problem]) -> list[SpecError]:
+    return [
+        SpecError(message, location=locate(data, loc, name), field=dotted(loc))
+        for loc, message in rules
+    ]
+
+
+def _combined(problems: list[SpecError]) -> SpecError:
+    """The problems in the file's order (line, then column), as one error."""
+    far = (sys.maxsize, sys.maxsize)
+    problems.sort(
+        key=lambda problem: (
+            (problem.location.line, problem.location.column) if problem.location else far
+        )
+    )
+    return combine(problems)
+
+
+def _section_job_problems(data: CommentedMap) -> list[Problem]:
+    """The job's checks against `nodes` when the file as a whole is invalid but these two
+    sections are valid alone (their own problems are already among pydantic's)."""
+    try:
+        job = Job.model_validate(data.get("job"))
+        nodes = Nodes.model_validate(data.get("nodes"))
+    except ValidationError:
+        return []
+    return job_problems(job, nodes)
+
+
 def _check_sources(loaded: LoadedSpec) -> None:
+    """Every `files` source that does not exist or cannot be a path, all at once."""
+    problems: list[SpecError] = []
+    data = None
     for index, entry in enumerate(loaded.spec.files):
         problem = ""
         try:
@@ -89,10 +130,14 @@ def _check_sources(loaded: LoadedSpec) -> None:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             problem = f"{show_value(entry.src)} is not a usable path ({reason})"
         if problem:
-            data = parse_yaml(loaded.text, str(loaded.path))
-            raise SpecError(
-                problem,
-                location=locate(data, ("files", index, "src"), str(loaded.path)),
-                field=f"files[{index}].src",
-                hint="paths in files are relative to the cluster file",
+            data = data or parse_yaml(loaded.text, str(loaded.path))
+            problems.append(
+                SpecError(
+                    problem,
+                    location=locate(data, ("files", index, "src"), str(loaded.path)),
+                    field=f"files[{index}].src",
+                    hint="paths in files are relative to the cluster file",
+                )
             )
+    if problems:
+        raise combine(problems)

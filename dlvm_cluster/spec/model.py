@@ -208,6 +208,8 @@ class FileSync(Model):
 
 
 Framework = Literal["torchrun", "horovod", "deepspeed", "accelerate", "mpi", "none"]
+ELASTIC_FRAMEWORKS: frozenset[str] = frozenset({"torchrun", "horovod"})
+"""The frameworks that take `nnodes: "MIN:MAX"` and keep training through `dlvm scale`."""
 
 
 NodeLossAction = Literal["replace", "fail"]
@@ -246,8 +248,15 @@ class Job(Model):
     @field_validator("nnodes")
     @classmethod
     def _nnodes_range(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"\d+(:\d+)?", value):
+        if value is None:
+            return value
+        if not re.fullmatch(r"\d+(:\d+)?", value):
             raise ValueError('must be N or MIN:MAX, for example "1:4"')
+        low, _, high = value.partition(":")
+        if int(low) < 1:
+            raise ValueError("must be at least 1 node")
+        if high and int(low) > int(high):
+            raise ValueError(f"MIN {int(low)} is more than MAX {int(high)}; write MIN:MAX")
         return value
 
 

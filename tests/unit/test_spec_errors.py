@@ -353,11 +353,69 @@ def test_unknown_key_without_close_match_lists_known_keys() -> None:
     assert caught.value.hint.startswith("known keys here: count, machine_type")
 
 
-def test_misspelling_is_reported_before_the_missing_key_it_causes() -> None:
+def test_misspelling_is_reported_without_the_missing_key_it_causes() -> None:
     with pytest.raises(SpecError) as caught:
         load_spec_text(BASE.replace("count:", "cuont:"), Path("c.yaml"))
     assert "unknown key 'cuont'" in str(caught.value)
-    assert "(and 1 more problem(s))" in str(caught.value)
+    assert "missing" not in str(caught.value)
+    assert len(caught.value.problems) == 1
+
+
+def test_every_problem_of_a_file_is_listed_at_once_in_file_order() -> None:
+    text = (
+        "name: Bad_Name\nprovider:\n  kind: local\nnodes:\n  count: two\n"
+        "job:\n  framwork: torchrun\n  command: x\n  procs_per_nod: 2\n  nnodes: '3:1'\n"
+    )
+    with pytest.raises(SpecError) as caught:
+        load_spec_text(text, Path("c.yaml"))
+    problems = caught.value.problems
+    assert [(p.location.line if p.location else 0, p.field) for p in problems] == [
+        (1, "name"),
+        (5, "nodes.count"),
+        (7, "job.framwork"),
+        (9, "job.procs_per_nod"),
+        (10, "job.nnodes"),
+    ]
+    shown = str(caught.value).splitlines()
+    assert shown[0].startswith("c.yaml:1:7: name: ") and "(5 problems in all:)" in shown[0]
+    assert shown[1:] == [f"  {problem}" for problem in problems[1:]]
+    assert "MIN 3 is more than MAX 1" in shown[-1]
+
+
+@pytest.mark.parametrize(
+    ("job", "nodes", "message"),
+    [
+        ("  framework: torchrun\n  nnodes: '3:1'\n", 3, "MIN 3 is more than MAX 1"),
+        ("  framework: torchrun\n  nnodes: '0:2'\n", 3, "at least 1 node"),
+        ("  framework: torchrun\n  nnodes: '0'\n", 3, "at least 1 node"),
+        ("  framework: torchrun\n  nnodes: '4'\n", 3, "4 nodes, but nodes.count is 3"),
+        ("  framework: torchrun\n  nnodes: '1:2'\n", 3, "at most 2 nodes, but nodes.count is 3"),
+        ("  framework: horovod\n  nnodes: '4:6'\n", 3, "at least 4 nodes"),
+        ("  framework: mpi\n  nnodes: '1:3'\n", 3, "for torchrun and horovod only"),
+        ("  framework: deepspeed\n  nnodes: '2:3'\n", 3, "for torchrun and horovod only"),
+    ],
+)
+def test_job_fields_that_cannot_work_together_are_refused_at_their_line(
+    job: str, nodes: int, message: str
+) -> None:
+    text = BASE.replace("count: 3", f"count: {nodes}") + "job:\n  command: x\n" + job
+    with pytest.raises(SpecError) as caught:
+        load_spec_text(text, Path("c.yaml"))
+    assert caught.value.field == "job.nnodes"
+    assert caught.value.location is not None and caught.value.location.line == 9
+    assert message in str(caught.value)
+
+
+def test_job_rules_run_even_when_another_section_is_invalid() -> None:
+    text = BASE.replace("kind: local", "kind: lcal") + "job:\n  command: x\n  nnodes: '5'\n"
+    with pytest.raises(SpecError) as caught:
+        load_spec_text(text, Path("c.yaml"))
+    assert [p.field for p in caught.value.problems] == ["provider.kind", "job.nnodes"]
+
+
+def test_a_valid_elastic_job_loads() -> None:
+    text = BASE + "job:\n  framework: torchrun\n  command: x\n  nnodes: '1:3'\n"
+    assert load_spec_text(text, Path("c.yaml")).spec.job is not None
 
 
 def test_env_scalars_become_text_and_bools_are_not_numbers() -> None:
