@@ -3,9 +3,9 @@
     accelerate launch --multi_gpu --num_machines 2 --num_processes 2 --machine_rank 0 \
         --main_process_ip 10.0.0.2 --main_process_port 29500 train_accelerate.py --steps 60
 
-The task of train_ddp.py (a small MLP learns a fixed smooth function of synthetic inputs);
-`Accelerator(cpu=True)` keeps it on the CPU, where a multi-node launch gives
-DistributedType.MULTI_CPU with gloo. Every process prints
+The task of train_ddp.py (a small MLP learns a fixed smooth function of synthetic inputs).
+A plain `Accelerator()`, as real scripts write it: on GPU nodes it uses them, and on nodes
+without GPUs dlvm's launch (ACCELERATE_USE_CPU=1) gives DistributedType.MULTI_CPU with gloo. Every process prints
 `distributed_type=T num_processes=N process_index=I`, so a launch that silently ran separate
 single-process jobs (type NO, num_processes=1 on every node) shows; the main process then
 prints the losses and `done steps=S num_processes=N final_loss=L`.
@@ -41,7 +41,7 @@ def synthetic_batch(seed: int, size: int = BATCH) -> tuple[torch.Tensor, torch.T
 
 def main() -> None:
     args = parse_args()
-    accelerator = Accelerator(cpu=True)
+    accelerator = Accelerator()
     rank, world = accelerator.process_index, accelerator.num_processes
     print(
         f"distributed_type={accelerator.distributed_type.value} num_processes={world} "

@@ -110,6 +110,7 @@ class JobLayout:
     node_env_names: tuple[str, ...]
     """The names of the variables a node gives every job process besides the launch's own:
     the provider's env, the cluster file's env and the DLVM_* contract."""
+    gpus_per_node: int = 0
 
     @property
     def head(self) -> Node:
@@ -197,6 +198,7 @@ def job_layout(
         nodes=nodes,
         procs_per_node=procs_per_node(job, inventory),
         node_env_names=tuple(dict.fromkeys([*inventory.env, *spec_env, *contract])),
+        gpus_per_node=inventory.gpus_per_node,
     )
 
 

@@ -386,6 +386,17 @@ def test_accelerate_multi_gpu_on_every_node() -> None:
         assert launch.env == common_env(6, procs=2)
 
 
+def test_accelerate_on_nodes_without_gpus_runs_on_the_cpu_across_them() -> None:
+    # Without ACCELERATE_USE_CPU a plain `Accelerator()` on a GPU-less node runs alone
+    # (DistributedType.NO) in every process: N separate jobs that all "succeed".
+    plan = make_plan(cluster(gpus=0), framework="accelerate", procs_per_node=2)
+    for launch in plan.launches:
+        assert "--multi_gpu" in argv(launch)
+        assert launch.env == {**common_env(6, procs=2), "ACCELERATE_USE_CPU": "1"}
+    with_gpus = make_plan(cluster(gpus=2), framework="accelerate")
+    assert all("ACCELERATE_USE_CPU" not in launch.env for launch in with_gpus.launches)
+
+
 def test_none_runs_the_command_unchanged_on_every_node() -> None:
     plan = make_plan(cluster(), framework="none", command="./run.sh a 'b c'; echo $X")
     assert [launch.command for launch in plan.launches] == [
