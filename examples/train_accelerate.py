@@ -5,7 +5,8 @@
 
 The task of train_ddp.py (a small MLP learns a fixed smooth function of synthetic inputs).
 A plain `Accelerator()`, as real scripts write it: on GPU nodes it uses them, and on nodes
-without GPUs dlvm's launch (ACCELERATE_USE_CPU=1) gives DistributedType.MULTI_CPU with gloo. Every process prints
+without GPUs dlvm's launch (ACCELERATE_USE_CPU=1) gives DistributedType.MULTI_CPU with gloo.
+Every process prints
 `distributed_type=T num_processes=N process_index=I`, so a launch that silently ran separate
 single-process jobs (type NO, num_processes=1 on every node) shows; the main process then
 prints the losses and `done steps=S num_processes=N final_loss=L`.

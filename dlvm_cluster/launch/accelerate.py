@@ -35,4 +35,5 @@ def plan(job: Job, layout: JobLayout) -> LaunchPlan:
             *script.words("--module"),
         ],
         env,
+        check=layout.rank_check(job, require=True),
     )

@@ -30,5 +30,6 @@ def plan(job: Job, layout: JobLayout) -> LaunchPlan:
             f"--master_addr={layout.head.ip}",
             f"--master_port={layout.port}",
             *script.words("--module"),
-        ]
+        ],
+        check=layout.rank_check(job, require=True),
     )

@@ -52,7 +52,7 @@ def plan(job: Job, layout: JobLayout) -> LaunchPlan:
     if ssh != 22:
         argv += ["--ssh-port", str(ssh)]
     argv.append(ShellText(python_program(job.command)))
-    return layout.on_head(argv)
+    return layout.on_head(argv, check=layout.rank_check(job, require=False))
 
 
 def discovery_command(layout: JobLayout) -> str:

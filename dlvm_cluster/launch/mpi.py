@@ -46,4 +46,4 @@ def plan(job: Job, layout: JobLayout) -> LaunchPlan:
     for name in layout.forwarded_env:
         argv += ["-x", name]
     argv.append(ShellText(python_program(job.command)))
-    return layout.on_head(argv, env)
+    return layout.on_head(argv, env, check=layout.rank_check(job, require=False))

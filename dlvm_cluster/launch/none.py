@@ -8,12 +8,10 @@ DLVM_HOSTFILE lists the nodes, e.g.
 
 from __future__ import annotations
 
-from dlvm_cluster.launch.plan import JobLayout, LaunchPlan, NodeLaunch
+from dlvm_cluster.launch.plan import JobLayout, LaunchPlan
 from dlvm_cluster.shell import ShellText
 from dlvm_cluster.spec.model import Job
 
 
 def plan(job: Job, layout: JobLayout) -> LaunchPlan:
-    command = layout.command([ShellText(job.command)])
-    launches = [NodeLaunch(node=node, command=command, env=layout.env()) for node in layout.nodes]
-    return layout.plan(launches)
+    return layout.on_each_node(lambda index, node: [ShellText(job.command)])

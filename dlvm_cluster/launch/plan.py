@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Literal
 
 from dlvm_cluster.errors import UsageError
 from dlvm_cluster.inventory import Inventory, Node, node_dir
@@ -91,6 +92,12 @@ def job_nodes(job: Job, inventory: Inventory) -> tuple[Node, ...]:
     return nodes[:wanted]
 
 
+def rank_hook_dir(cluster: str, job_id: str) -> str:
+    """The folder on every node that holds the job's `sitecustomize.py` (nodeside/rank_hook.py,
+    written there with the hostfile), first on the ranks' PYTHONPATH."""
+    return f"{node_dir(cluster)}/jobs/{job_id}/python"
+
+
 def hostfile_path(cluster: str, job_id: str) -> str:
     """Where a job's hostfile lives on every node (documented for users' own launchers): in
     the job's folder, under the cluster's own folder on the node."""
@@ -129,9 +136,11 @@ class JobLayout:
     def forwarded_env(self) -> tuple[str, ...]:
         """The names a launcher that starts processes on other nodes from the head (mpirun -x)
         must forward, since those do not inherit the head's environment: the node's
-        variables, the launch's, DLVM_HOSTFILE and PATH. Not DLVM_NODE_RANK, which would be
+        variables, the launch's, DLVM_HOSTFILE, PATH, and the rank hook's (PYTHONPATH,
+        DLVM_RANKS, DLVM_RANK_CHECK). Not DLVM_NODE_RANK, which would be
         the head's everywhere."""
         names = [*self.node_env_names, *self.env(), "DLVM_HOSTFILE", "PATH"]
+        names += ["DLVM_RANKS", "DLVM_RANK_CHECK", "PYTHONPATH"]
         return tuple(name for name in dict.fromkeys(names) if name != "DLVM_NODE_RANK")
 
     def env(self) -> dict[str, str]:
@@ -142,37 +151,88 @@ class JobLayout:
             "DLVM_JOB_ID": self.job_id,
             "DLVM_PROCS_PER_NODE": str(self.procs_per_node),
             "DLVM_WORLD_SIZE": str(self.world_size),
-            "PYTHONUNBUFFERED": "1",
         }
 
     def hostfile(self) -> HostFile:
         lines = "".join(f"{node.ip} slots={self.procs_per_node}\n" for node in self.nodes)
         return HostFile(path=hostfile_path(self.cluster, self.job_id), content=lines)
 
-    def command(self, argv: Sequence[str]) -> str:
-        """Shell text for one launch: export DLVM_HOSTFILE, then run `argv`."""
+    def command(self, argv: Sequence[str], check: RankCheck | None = None) -> str:
+        """Shell text for one launch: export DLVM_HOSTFILE, then run `argv`. With `check`,
+        the ranks load the rank hook (nodeside/rank_hook.py) and, once the launcher exited
+        0, the hook checks what this node's ranks joined (see RankCheck)."""
         path = quote_path(hostfile_path(self.cluster, self.job_id))
-        return f"export DLVM_HOSTFILE={path} && {join(argv)}"
+        if check is None:
+            return f"export DLVM_HOSTFILE={path} && {join(argv)}"
+        hook = quote_path(rank_hook_dir(self.cluster, self.job_id))
+        ranks = quote_path(f"{node_dir(self.cluster)}/jobs/{self.job_id}/ranks")
+        # The newlines around the launcher's words end a `#` comment in the user's command.
+        return (
+            f"export DLVM_HOSTFILE={path} DLVM_RANKS={ranks} "
+            f"DLVM_RANK_CHECK={check.policy}:{check.world_size} "
+            f'PYTHONPATH={hook}"${{PYTHONPATH:+:$PYTHONPATH}}" && rm -rf "$DLVM_RANKS" && (\n'
+            f"{join(argv)}\n"
+            f") && {{ ! command -v python3 >/dev/null || python3 -I -S {hook}/sitecustomize.py; }}"
+        )
 
     def plan(self, launches: Sequence[NodeLaunch]) -> LaunchPlan:
         return LaunchPlan(job_id=self.job_id, launches=tuple(launches), files=(self.hostfile(),))
 
     def on_each_node(
-        self, argv_for: Callable[[int, Node], Sequence[str]], env: Mapping[str, str] | None = None
+        self,
+        argv_for: Callable[[int, Node], Sequence[str]],
+        env: Mapping[str, str] | None = None,
+        *,
+        check: RankCheck | None = None,
     ) -> LaunchPlan:
         """A launcher on every node of the job: `argv_for(index, node)` gives its words."""
-        env = self.env() if env is None else env
+        env = _with_output_env(self.env() if env is None else env, check)
         return self.plan(
             [
-                NodeLaunch(node=node, command=self.command(argv_for(index, node)), env=dict(env))
+                NodeLaunch(
+                    node=node, command=self.command(argv_for(index, node), check), env=dict(env)
+                )
                 for index, node in enumerate(self.nodes)
             ]
         )
 
-    def on_head(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> LaunchPlan:
+    def on_head(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        *,
+        check: RankCheck | None = None,
+    ) -> LaunchPlan:
         """One launcher on the head that starts the processes on every node itself."""
-        env = self.env() if env is None else env
-        return self.plan([NodeLaunch(node=self.head, command=self.command(argv), env=dict(env))])
+        env = _with_output_env(self.env() if env is None else env, check)
+        return self.plan(
+            [NodeLaunch(node=self.head, command=self.command(argv, check), env=dict(env))]
+        )
+
+    def rank_check(self, job: Job, *, require: bool) -> RankCheck:
+        """What the ranks of this job must have joined: the plan's world size (any size for
+        an elastic job, whose world changes), and whether running alone fails the job."""
+        size = 0 if elastic_range(job) else self.world_size
+        return RankCheck(policy="require" if require else "warn", world_size=size)
+
+
+@dataclass(frozen=True)
+class RankCheck:
+    """The check of what a job's ranks joined (nodeside/rank_hook.py): every rank that joined
+    a world (torch.distributed, Horovod, MPI) joined one of `world_size` processes (0: any);
+    with policy `require` a rank that joined none fails the job (a launcher that exists to
+    distribute, like Accelerate or DeepSpeed), with `warn` it is said."""
+
+    policy: Literal["require", "warn"]
+    world_size: int
+
+
+def _with_output_env(env: Mapping[str, str], check: RankCheck | None) -> dict[str, str]:
+    """Unchecked launches get PYTHONUNBUFFERED, so output reaches the log as it is printed;
+    checked ones need not: the rank hook makes the ranks' output line buffered, which keeps a
+    line one write (unbuffered, `print` writes text and newline apart, and launchers that
+    merge ranks' output, like mpirun, then cut lines in two)."""
+    return dict(env) if check else {**env, "PYTHONUNBUFFERED": "1"}
 
 
 def job_layout(
@@ -226,7 +286,8 @@ class Script:
 def python_script(command: str) -> Script:
     """`train.py ARGS` as is; a leading `python` (or `python3`, `/path/python3.11`, with -u)
     is dropped because the launcher runs its own Python; `-m pkg ARGS` marks a module.
-    Output is unbuffered anyway (PYTHONUNBUFFERED); other interpreter options are refused."""
+    Output reaches the log line by line anyway (the rank hook); other interpreter options
+    are refused."""
     text = command.strip()
     interpreter = _INTERPRETER.match(text)
     if interpreter:

@@ -15,7 +15,13 @@ Besides the DLVM_* contract variables, every job process gets:
     DLVM_HOSTFILE              ~/.dlvm/node-files/<cluster>/jobs/<job_id>/hostfile: one line
                                `IP slots=N` per node
                                (the MPI and DeepSpeed format), for launchers of your own
-    PYTHONUNBUFFERED=1         so output reaches the job's logs line by line
+    PYTHONUNBUFFERED=1         framework `none` only, so output reaches the job's logs as
+                               it is printed; the others' ranks load the rank hook instead
+
+The rank hook (nodeside/rank_hook.py, the ranks' `sitecustomize`, which then runs the
+user's own) makes a rank's output line buffered and notes the world it joined; after the
+launcher exits 0 it fails the job on a node whose ranks joined another world size than the
+plan's, or (Accelerate, DeepSpeed) joined none: a job that was not distributed.
 
 DLVM_HOSTFILE's value needs the node's $HOME, which only the node's shell knows, so every
 command starts `export DLVM_HOSTFILE="$HOME"/... && ` and then runs the launcher.

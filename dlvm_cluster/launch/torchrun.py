@@ -58,7 +58,7 @@ def plan(job: Job, layout: JobLayout) -> LaunchPlan:
             ]
         return ["torchrun", *rendezvous, f"--local-addr={node.ip}", *script.words("-m")]
 
-    return layout.on_each_node(argv, env)
+    return layout.on_each_node(argv, env, check=layout.rank_check(job, require=False))
 
 
 def _endpoint(host: str, port: int) -> str:

@@ -21,11 +21,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dlvm_cluster import secret_env
+from dlvm_cluster import nodeside, secret_env
 from dlvm_cluster.errors import RemoteError, UsageError
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.launch.environment import node_environment
-from dlvm_cluster.launch.plan import HostFile, LaunchPlan
+from dlvm_cluster.launch.plan import HostFile, LaunchPlan, rank_hook_dir
 from dlvm_cluster.launch.planners import plan_launch
 from dlvm_cluster.orchestrate.files import install_secrets, push_files
 from dlvm_cluster.orchestrate.masking import LineSink, Masking, read_masking
@@ -172,6 +172,14 @@ def _hostfiles_payload(files: Sequence[HostFile]) -> bytes:
     return buffer.getvalue()
 
 
+def rank_hook_file(cluster: str, job_id: str) -> HostFile:
+    """The rank hook every launch but framework `none` loads (launch.plan.RankCheck)."""
+    return HostFile(
+        path=f"{rank_hook_dir(cluster, job_id)}/sitecustomize.py",
+        content=nodeside.source("rank_hook").decode(),
+    )
+
+
 def start_on_nodes(
     pool: SshPool,
     inventory: Inventory,
@@ -182,7 +190,7 @@ def start_on_nodes(
     """Write the plan's files on `nodes`, then start their launches detached."""
     assert loaded.spec.job is not None
     workdir = loaded.spec.job.workdir
-    payload = _hostfiles_payload(plan.files)
+    payload = _hostfiles_payload([*plan.files, rank_hook_file(inventory.cluster, plan.job_id)])
     launches = {launch.node.name: launch for launch in plan.launches}
 
     def one(connection: Connection) -> str:

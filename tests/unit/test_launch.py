@@ -30,6 +30,7 @@ from dlvm_cluster.launch.plan import (
     python_script,
 )
 from dlvm_cluster.launch.planners import plan_launch
+from dlvm_cluster.orchestrate.jobs import rank_hook_file
 from dlvm_cluster.remote.command import wrap
 from dlvm_cluster.spec.model import Framework, Job
 
@@ -64,10 +65,31 @@ def make_plan(inventory: Inventory, port: int = 29500, **job: object) -> LaunchP
     return plan_launch(spec, inventory, job_id="j1", port=port, spec_env={"WANDB_MODE": "off"})
 
 
+CHECKED = re.compile(
+    r'export DLVM_HOSTFILE="\$HOME"/.dlvm/node-files/demo/jobs/j1/hostfile '
+    r'DLVM_RANKS="\$HOME"/.dlvm/node-files/demo/jobs/j1/ranks '
+    r"DLVM_RANK_CHECK=(?:require|warn):\d+ "
+    r'PYTHONPATH="\$HOME"/.dlvm/node-files/demo/jobs/j1/python"\$\{PYTHONPATH:\+:\$PYTHONPATH\}" '
+    r'&& rm -rf "\$DLVM_RANKS" && \(\n(?P<argv>.*)\n\) && '
+    r"\{ ! command -v python3 >/dev/null \|\| "
+    r'python3 -I -S "\$HOME"/.dlvm/node-files/demo/jobs/j1/python/sitecustomize.py; \}',
+    re.DOTALL,
+)
+
+
 def argv(launch: NodeLaunch) -> list[str]:
-    """The launcher's argv, after the DLVM_HOSTFILE export every command starts with."""
+    """The launcher's argv, inside the exports every command starts with and, but for
+    framework `none`, the rank check it ends with."""
+    checked = CHECKED.fullmatch(launch.command)
+    if checked:
+        return shlex.split(checked["argv"])
     assert launch.command.startswith(EXPORT)
     return shlex.split(launch.command[len(EXPORT) :])
+
+
+def rank_check(launch: NodeLaunch) -> str:
+    found = re.search(r"DLVM_RANK_CHECK=(\S+)", launch.command)
+    return found[1] if found else ""
 
 
 def common_env(world_size: int, procs: int = 1) -> dict[str, str]:
@@ -77,7 +99,6 @@ def common_env(world_size: int, procs: int = 1) -> dict[str, str]:
         "DLVM_JOB_ID": "j1",
         "DLVM_PROCS_PER_NODE": str(procs),
         "DLVM_WORLD_SIZE": str(world_size),
-        "PYTHONUNBUFFERED": "1",
     }
 
 
@@ -222,7 +243,7 @@ def test_torchrun_python_prefix_and_module() -> None:
 
 def test_user_command_stays_shell_text() -> None:
     plan = make_plan(cluster(1), framework="torchrun", command='train.py --run "$RUN_NAME" > log')
-    assert plan.launches[0].command.endswith(' train.py --run "$RUN_NAME" > log')
+    assert ' train.py --run "$RUN_NAME" > log\n) && ' in plan.launches[0].command
 
 
 # -- head-only launchers -----------------------------------------------------------------
@@ -306,8 +327,10 @@ def test_mpi_runs_on_the_head_and_forwards_the_environment() -> None:
         "DLVM_JOB_ID",
         "DLVM_PROCS_PER_NODE",
         "DLVM_WORLD_SIZE",
-        "PYTHONUNBUFFERED",
         "DLVM_HOSTFILE",
+        "DLVM_RANKS",
+        "DLVM_RANK_CHECK",
+        "PYTHONPATH",
     ]
     assert argv(launch) == [
         "mpirun",
@@ -402,7 +425,28 @@ def test_none_runs_the_command_unchanged_on_every_node() -> None:
     assert [launch.command for launch in plan.launches] == [
         EXPORT + "./run.sh a 'b c'; echo $X"
     ] * 3
-    assert all(launch.env == common_env(3) for launch in plan.launches)
+    assert all(launch.env == {**common_env(3), "PYTHONUNBUFFERED": "1"} for launch in plan.launches)
+
+
+@pytest.mark.parametrize(
+    ("framework", "nnodes", "expected"),
+    [
+        ("torchrun", None, "warn:6"),
+        ("torchrun", "1:3", "warn:0"),
+        ("horovod", None, "warn:6"),
+        ("mpi", None, "warn:6"),
+        ("accelerate", None, "require:6"),
+        ("deepspeed", None, "require:6"),
+    ],
+)
+def test_every_launcher_checks_the_world_its_ranks_joined(
+    framework: str, nnodes: str | None, expected: str
+) -> None:
+    plan = make_plan(cluster(), framework=framework, procs_per_node=2, nnodes=nnodes)
+    for launch in plan.launches:
+        assert rank_check(launch) == expected
+        # Line buffered by the hook instead: unbuffered output splits lines under mpirun.
+        assert "PYTHONUNBUFFERED" not in launch.env
 
 
 # -- real training -------------------------------------------------------------------------
@@ -424,6 +468,9 @@ def test_torchrun_plan_trains_across_two_loopback_nodes(tmp_path: Path) -> None:
     inventory = cluster(2, base="127.0.1.")
     job = Job(framework="torchrun", command="train_ddp.py --steps 200", procs_per_node=2)
     plan = plan_launch(job, inventory, job_id="loopback", port=free_port())
+    hook = rank_hook_file("demo", "loopback")  # written with the plan's files, as a launch does
+    (tmp_path / hook.path.removeprefix("~/")).parent.mkdir(parents=True)
+    (tmp_path / hook.path.removeprefix("~/")).write_text(hook.content)
     venv_bin = str(Path(sys.executable).parent)
     procs = []
     for launch in plan.launches:
@@ -464,3 +511,7 @@ def test_torchrun_plan_trains_across_two_loopback_nodes(tmp_path: Path) -> None:
     assert len(losses) == 10 and losses[-1] < losses[0] / 2, head
     assert re.search(r"^done steps=200 world_size=4 final_loss=", head, re.M), head
     assert (tmp_path / "ckpt.pt").exists()
+    # Every rank noted the world it joined (both "nodes" share this HOME), and the check
+    # after torchrun found it right.
+    notes = tmp_path / ".dlvm/node-files/demo/jobs/loopback/ranks"
+    assert sorted(path.read_text() for path in notes.iterdir()) == ["joined 4\n"] * 4
