@@ -17,11 +17,10 @@ from mpi4py import MPI
 
 
 def say(line: str) -> None:
-    """One write per line: with unbuffered output, print() writes the text and its newline
-    separately, and mpirun, which forwards every rank's output, can put another rank's text
-    between the two."""
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
+    """A plain print, as scripts write it: dlvm's launch keeps a rank's line one write (its
+    output is line buffered, not unbuffered, which would write the text and its newline
+    apart, letting mpirun put another rank's text between the two)."""
+    print(line, flush=True)
 
 
 def main() -> int:

@@ -44,7 +44,7 @@ def launch_cmd(
         documents.print_json(documents.launch(record))
         return
     if detach:
-        stdout.print(f"job {record.id} started on {len(record.nodes)} node(s)")
+        stdout.print(f"job {record.id} started on {record.size()}")
         if quiet:
             return
         stdout.print(f"  follow it: dlvm logs {state.name} {record.id} --follow")
@@ -56,9 +56,7 @@ def launch_cmd(
         if record.restarts
         else ""
     )
-    stdout.print(
-        f"job {record.id} succeeded on {len(record.nodes)} node(s) in {seconds:.1f}s{after}"
-    )
+    stdout.print(f"job {record.id} succeeded on {record.size()} in {seconds:.1f}s{after}")
 
 
 def logs_cmd(

@@ -51,6 +51,10 @@ class LaunchPlan:
     job_id: str
     launches: tuple[NodeLaunch, ...]
     files: tuple[HostFile, ...]
+    nodes: tuple[str, ...] = ()
+    """Every node the job's processes run on (a head-only launcher starts them from there)."""
+    processes: int = 0
+    """The job's processes in all: its world size."""
 
 
 def procs_per_node(job: Job, inventory: Inventory) -> int:
@@ -176,7 +180,13 @@ class JobLayout:
         )
 
     def plan(self, launches: Sequence[NodeLaunch]) -> LaunchPlan:
-        return LaunchPlan(job_id=self.job_id, launches=tuple(launches), files=(self.hostfile(),))
+        return LaunchPlan(
+            job_id=self.job_id,
+            launches=tuple(launches),
+            files=(self.hostfile(),),
+            nodes=tuple(node.name for node in self.nodes),
+            processes=self.world_size,
+        )
 
     def on_each_node(
         self,

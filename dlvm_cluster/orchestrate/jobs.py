@@ -73,10 +73,20 @@ class JobRecord:
     recoveries: int = 0  # of which after replacing lost nodes
     events: list[dict[str, Any]] = field(default_factory=list)  # {"time", "text"}
     supervisor: str = ""  # the supervising process, as process_identity() names it
+    # Every node the job's processes run on, and how many processes: `nodes` holds only the
+    # head for launchers that start the others from there (horovodrun, mpirun).
+    spans: list[str] = field(default_factory=list)
+    processes: int = 0
 
     @property
     def active(self) -> bool:
         return self.state in ("running", "recovering")
+
+    def size(self) -> str:
+        """`N node(s), M process(es)` as the job spans them."""
+        spans = self.spans if self.spans and len(self.spans) >= len(self.nodes) else self.nodes
+        processes = f", {self.processes} process(es)" if self.processes else ""
+        return f"{len(spans)} node(s){processes}"
 
 
 def _jobs_dir(state: ClusterState) -> Path:
@@ -263,6 +273,8 @@ def launch(
         command=job.command,
         workdir=job.workdir,
         nodes=[launch.node.name for launch in plan.launches],
+        spans=list(plan.nodes),
+        processes=plan.processes,
         port=port,
         started=time.time(),
         remote_log=f"{jobcontrol.job_dir(inventory.cluster, job_id)}/log",

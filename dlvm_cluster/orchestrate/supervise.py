@@ -38,6 +38,7 @@ from pathlib import Path
 from dlvm_cluster import providers, secret_env
 from dlvm_cluster.errors import DlvmError, RemoteError, UsageError
 from dlvm_cluster.inventory import Inventory, Node
+from dlvm_cluster.launch.output import RankOutput, disagreement, first_cause, gpu_hint
 from dlvm_cluster.launch.plan import elastic_range
 from dlvm_cluster.launch.planners import plan_launch
 from dlvm_cluster.orchestrate.check import require_healthy
@@ -132,6 +133,7 @@ class Supervisor:
         )
         self._resume_pending = False
         self._follow_from_now: set[str] = set()  # elastic survivors: their log was shown
+        self._outputs: dict[str, RankOutput] = {}  # the current run's, per node
         self._lock = threading.Lock()
 
     # -- records and events -------------------------------------------------------------
@@ -201,8 +203,11 @@ class Supervisor:
         last_output = [started]
         done = threading.Event()
 
+        self._outputs = outputs = {node.name: RankOutput() for node in nodes}
+
         def sink(node: Node, stream: str, text: str) -> None:
             last_output[0] = time.monotonic()
+            outputs[node.name].feed(text)
             self.progress.line(node, stream, text)
 
         # An elastic job may keep running on the survivors of a lost node: the decision to
@@ -433,13 +438,25 @@ class Supervisor:
                 hint=f"full logs: dlvm logs {self.state.name} {self.record.id}",
             )
         first = failed[0]
-        tail = "\n".join(f"  [{first.node}] {line}" for line in list(first.tail)[-10:])
         prefix = f"{why}. " if why else ""
-        raise RemoteError(
+        message = (
             f"{prefix}job {self.record.id} failed on {first.node} ({first.describe()}); "
-            f"stopped it on the other nodes. Last lines:\n{tail}",
-            hint=f"full logs: dlvm logs {self.state.name} {self.record.id}",
+            "stopped it on the other nodes."
         )
+        # The rank's own exception, not the launcher's footer that follows it.
+        raised_on, cause = first_cause(self._outputs, first.node)
+        if cause:
+            quoted = "\n".join(f"  [{raised_on}] {line}" for line in cause)
+            message += f" {raised_on}'s first exception:\n{quoted}"
+        else:
+            tail = "\n".join(f"  [{first.node}] {line}" for line in list(first.tail)[-10:])
+            message += f" Last lines:\n{tail}"
+        differ = disagreement(self._outputs)
+        if differ:
+            message += f"\nNote: {differ}"
+        hints = [gpu_hint(cause, require_inventory(self.state).gpus_per_node)]
+        hints.append(f"full logs: dlvm logs {self.state.name} {self.record.id}")
+        raise RemoteError(message, hint="\n".join(hint for hint in hints if hint))
 
     def _replace(self, names: list[str]) -> None:
         """Replace the lost nodes alone and set them up; retried with backoff until it works

@@ -123,9 +123,11 @@ def test_mpi_hello_allreduce_across_nodes(cli: Cli, cluster: tuple[str, Path]) -
     output = _launch(cli, cluster, job, timeout=180)
     size = 2 * NODES
     # mpirun runs on the head, so every line comes back through node-0's log; ranks fill
-    # the nodes in order, two on each.
+    # the nodes in order, two on each; every line whole (one write per line in each rank).
     for rank in range(size):
-        assert f"[node-0] rank {rank} of {size} on node-{rank // 2}" in output
+        line = rf"^\[node-0\] rank {rank} of {size} on node-{rank // 2}$"
+        assert re.search(line, output, re.M), output
+    assert f"succeeded on {NODES} node(s), {size} process(es)" in output
     expected = size * (size - 1) // 2
     assert f"allreduce sum of ranks = {expected} (expected {expected}) size={size}" in output
 

@@ -206,6 +206,8 @@ def test_horovod_two_nodes_two_processes_each(cli: Cli, cluster: HorovodCluster)
     done = _done_lines(result.stdout)
     expected_sum = SIZE * (SIZE - 1) // 2
     assert sorted(done) == list(range(SIZE)), result.stdout[-3000:]
+    # horovodrun runs on the head alone, yet the job spans every node.
+    assert f"succeeded on {SIZE // PROCS} node(s), {SIZE} process(es)" in result.stdout
     for rank, line in done.items():
         assert (
             f"local_rank={rank % PROCS} size={SIZE} host=node-{rank // PROCS} "

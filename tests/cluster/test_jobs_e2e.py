@@ -4,7 +4,6 @@ failing rank stopping the others, detach / logs / cancel leaving no process behi
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +24,7 @@ def cluster(cli: Cli, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tupl
         cli.run("down", name, "--yes")
 
 
-def _spec(folder: Path, name: str, job: str, env: str = "{}") -> Path:
+def _spec(folder: Path, name: str, job: str, env: str = "{}", extra: str = "") -> Path:
     path = folder / f"{name}-{abs(hash(job)) % 10**8}.yaml"
     path.write_text(
         f"name: {name}\n"
@@ -34,7 +33,8 @@ def _spec(folder: Path, name: str, job: str, env: str = "{}") -> Path:
         f"env: {env}\n"
         "files:\n"
         f"  - {{src: {REPO / 'examples' / 'train_ddp.py'}, dst: ~/work}}\n"
-        f"job:\n  workdir: ~/work\n  {job}\n"
+        + (f"  - {{src: {extra}, dst: ~/work}}\n" if extra else "")
+        + f"job:\n  workdir: ~/work\n  {job}\n"
     )
     return path
 
@@ -86,14 +86,50 @@ def test_failing_rank_stops_the_others(cli: Cli, cluster: tuple[str, Path]) -> N
         "framework: none\n  command: "
         f"'[ $DLVM_NODE_RANK = 1 ] && echo rank1-broke && exit 4; {marker}'",
     )
-    started = time.monotonic()
-    result = cli.run("launch", str(spec), timeout=120)
-    assert time.monotonic() - started < 100
+    result = cli.run("launch", str(spec), timeout=300)
     assert result.returncode == 1
     assert "failed on node-1 (exit 4)" in result.stderr
     assert "rank1-broke" in result.stderr
     assert "Traceback" not in result.stderr
     assert processes_mentioning(marker) == []
+    # node-0's `sleep 619` did not end by itself: the failure stopped it (no exit status).
+    job = cli.status(name)["jobs"][-1]  # type: ignore[index]
+    assert job["state"] == "failed" and job["exit_codes"]["node-1"] == 4
+    assert job["exit_codes"]["node-0"] != 0
+
+
+BROKEN = """
+import os, sys, time
+import torch.distributed as dist
+dist.init_process_group("gloo")
+if dist.get_rank() == 1:
+    raise ValueError("rank 1 broke: the batch has no rows")
+time.sleep(600)
+"""
+
+
+@pytest.mark.training
+def test_a_failed_torchrun_job_quotes_the_ranks_exception(
+    cli: Cli, cluster: tuple[str, Path]
+) -> None:
+    name, folder = cluster
+    (folder / "broken.py").write_text(BROKEN)
+    spec = _spec(
+        folder,
+        name,
+        "framework: torchrun\n  command: broken.py",
+        env="{OMP_NUM_THREADS: 1}",
+        extra=str(folder / "broken.py"),
+    )
+    result = cli.run("launch", str(spec), timeout=300)
+    assert result.returncode == 1, result.stderr[-3000:]
+    summary = result.stderr[result.stderr.index("error: job") :]
+    # The rank's exception and where it was raised, not torchrun's ChildFailedError footer.
+    assert re.search(
+        r"\n  \[node-1\] (\[rank1\]: )?ValueError: rank 1 broke: the batch has no rows", summary
+    ), summary
+    assert 'broken.py", line 6, in <module>' in summary
+    assert "ChildFailedError" not in summary and "Root Cause" not in summary
 
 
 def test_detach_logs_cancel(cli: Cli, cluster: tuple[str, Path]) -> None:

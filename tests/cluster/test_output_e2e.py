@@ -112,7 +112,7 @@ def _check_launch(cli: Cli, name: str, folder: Path, spec: Path) -> None:
     assert "[node-1] hello-1" in ran.stderr
 
     quiet = cli.run("launch", str(spec), "-q")
-    _only_summary(quiet, r"job \S+ succeeded on 2 node\(s\) in [0-9.]+s")
+    _only_summary(quiet, r"job \S+ succeeded on 2 node\(s\), 2 process\(es\) in [0-9.]+s")
 
     failing = _spec(folder, name, "fail", "'[ $DLVM_NODE_RANK = 1 ] && exit 3; echo fine'")
     failed = cli.run("launch", str(failing), "--json")
@@ -144,7 +144,7 @@ def _check_detach_and_cancel(cli: Cli, name: str, folder: Path) -> None:
     assert _status_job(cli, name, record["id"])["state"] == "cancelled"
 
     quiet = cli.run("launch", str(long), "--detach", "-q")
-    _only_summary(quiet, r"job \S+ started on 2 node\(s\)")
+    _only_summary(quiet, r"job \S+ started on 2 node\(s\), 2 process\(es\)")
     cli.run("cancel", name, check=True)
     assert processes_mentioning(MARKER) == []
 

@@ -23,7 +23,7 @@ SHAPES: dict[str, str] = {
     "dlvm exec demo -- 'hostname": r"(?s)(?=.*\[node-0\] node-0\n)(?=.*\[node-2\] node-2\n)",
     "dlvm exec demo --nodes": r"\A(\[node-(0|2)\] (0|2) of 3\n){2}\Z",
     "dlvm check demo": r"(?s)all_reduce \(gloo\): bus bandwidth .*all 3 node\(s\) passed",
-    "dlvm launch demo --detach": r"job \S+ started on 3 node\(s\)",
+    "dlvm launch demo --detach": r"job \S+ started on 3 node\(s\), 3 process\(es\)",
     "dlvm launch demo": r"\[node-0\] done steps=200 world_size=3",
     "dlvm logs demo": r"job \S+ \(running\) on node-0, node-1, node-2",
     "dlvm cancel demo": r"no process of it is left on 3 node\(s\)",

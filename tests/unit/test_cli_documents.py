@@ -55,6 +55,8 @@ def _job_fields() -> dict[str, Any]:
         "recoveries": 0,
         "events": [],
         "supervisor": "",
+        "spans": [],
+        "processes": 0,
     }
 
 
