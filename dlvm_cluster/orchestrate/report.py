@@ -5,6 +5,7 @@ recent jobs."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from dlvm_cluster import providers
@@ -60,6 +61,19 @@ def stopped_why(by: str, at: str) -> str:
     return f"{by} at {at[11:16]}" if at else by
 
 
+def cluster_stopped_by(rows: Sequence[NodeStatus]) -> str | None:
+    """Why the whole cluster is stopped, when every node is and for the same reason: `autostop
+    at 12:03`, at the first node's stop (nodes that stop themselves do so seconds apart, maybe
+    across a minute). None while a node runs, or when the reasons differ."""
+    if not rows or any(row.state != NodeState.STOPPED for row in rows):
+        return None
+    reasons = {row.stopped_by for row in rows}
+    if len(reasons) != 1 or not (by := reasons.pop()):
+        return None
+    times = sorted(row.stopped_at for row in rows if row.stopped_at)
+    return stopped_why(by, times[0] if times else "")
+
+
 def report(state: ClusterState) -> ClusterReport:
     """The cluster as it is; a cluster whose nodes powered off for autostop's `down` is taken
     down first (the nodes could not delete themselves), and the report says so."""
@@ -103,11 +117,6 @@ def report(state: ClusterState) -> ClusterReport:
     guard, guard_problem = _autostop(state, inventory, rows)
     # Machines dlvm only borrows (ssh) are billed, if at all, by their owner.
     usage = usage_line(state, inventory, provider) if provider.owns_machines else None
-    whole = {(row.stopped_by, row.stopped_at) for row in rows}
-    stopped_by = None
-    if rows and all(row.state == NodeState.STOPPED for row in rows) and len(whole) == 1:
-        by, at = whole.pop()
-        stopped_by = stopped_why(by, at) if by else None
     return ClusterReport(
         state.name,
         tuple(rows),
@@ -117,7 +126,7 @@ def report(state: ClusterState) -> ClusterReport:
         capacity=capacity,
         autostop=guard,
         autostop_problem=guard_problem,
-        stopped_by=stopped_by,
+        stopped_by=cluster_stopped_by(rows),
         usage=usage,
     )
 

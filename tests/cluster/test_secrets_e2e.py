@@ -4,12 +4,14 @@ logs, status, plan or render, and not the process list of the nodes."""
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from harness import Cli, unique_name
+from system import processes_mentioning, wait_for_processes
 
 TOKEN = "tok-" + hashlib.sha256(b"dlvm secret test").hexdigest()[:24]
 LITERAL = "lit-" + hashlib.sha256(b"dlvm literal").hexdigest()[:24]
@@ -54,15 +56,21 @@ def test_secrets_reach_processes_and_nothing_else(cli: Cli, tmp_path: Path) -> N
         outputs.append(check.stdout + check.stderr)
         assert check.stdout.count(digest) == 2
         assert check.stdout.count("visible ***") == 2
-        # While a command runs, no process on the machine shows a secret on its command line.
+        # While a command runs, no process on the machine shows a secret on its command line:
+        # the listing is taken once the command runs on both nodes (polled, however slow the
+        # machine), then its sleeps are ended so that it finishes.
+        marker = "sleep 617"
         with cli.background(
-            "exec", name, "--", "sleep 3; echo $TOKEN", DLVM_TEST_TOKEN=TOKEN
+            "exec", name, "--", f"{marker}; echo $TOKEN", DLVM_TEST_TOKEN=TOKEN
         ) as slow:
-            time.sleep(1.5)
+            sleeping = wait_for_processes(marker, 2, timeout=120)
             listing = _machine_processes()
-            out, err = slow.communicate(timeout=60)
+            for line in processes_mentioning(marker):
+                if line.split()[2:] == marker.split():  # the sleeps, not their shells
+                    os.kill(int(line.split()[0]), signal.SIGTERM)
+            out, err = slow.communicate(timeout=120)
         outputs.append(out + err)
-        assert "sleep 3" in listing
+        assert len(sleeping) >= 2 and marker in listing
         assert TOKEN not in listing and LITERAL not in listing
         job = run("launch", name)
         assert job.returncode == 0, job.stderr
