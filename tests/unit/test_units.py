@@ -90,7 +90,7 @@ AWKWARD = {
     "SINGLE": "it's",
     "DOUBLE": 'say "hi"',
     "NEWLINES": "line one\nline two\n",
-    "DOLLAR": "$HOME and ${PATH} and $(echo no) and `echo no`",
+    "DOLLAR": "$USER and ${PATH} and $(echo no) and `echo no`",
     "SPACES": "  leading and trailing  ",
     "EMPTY": "",
     "BACKSLASH": "a\\b\\\\c\\n",
