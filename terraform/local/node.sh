@@ -112,34 +112,51 @@ node_boot() {
   ip netns exec "$NAMESPACE" readlink /proc/self/ns/net > "$d/netns"
   home=${HOME:-/root}
   # The init process holds the node's mount and UTS namespaces: own hostname, /etc/hosts and
-  # /run, a copy-on-write home (the host's home as the lower layer) and a private /tmp. The
-  # node dir is bind-mounted at /run/dlvm/node first, so later mounts cannot hide it.
+  # /run, a private /tmp and /dev/shm, a copy-on-write home (the host's home as the lower
+  # layer), and every other folder of this machine seen through an overlay whose upper layer
+  # is the node's own (node dir root/upper/FOLDER): like a VM's disk, whatever the node writes
+  # outside its home, /tmp and storage (`pip install` into the Python it runs, /usr/local,
+  # /var/tmp, ...) stays in that node, never on this machine or in another node. The node dir
+  # is bind-mounted at /run/dlvm/node first, so later mounts cannot hide it; a stopped node
+  # boots on the same layers.
   cat > "$d/init.sh" <<INIT
 set -e
 exec 3>"$d/init.ready"
 hostname "$NODE"
-mount --bind "$STATE_DIR/nodes/hosts" /etc/hosts
 mount -t tmpfs -o mode=0755 tmpfs /run
 mkdir -p /run/sshd /run/dlvm/node
 : > /run/dlvm/authorized_keys
 mount --bind "$AUTHORIZED_KEYS" /run/dlvm/authorized_keys
+: > /run/dlvm/hosts
+mount --bind "$STATE_DIR/nodes/hosts" /run/dlvm/hosts
 mount --bind "$d" /run/dlvm/node
-# The host folder standing in for Cloud Storage, seen from the node before its private /tmp
-# and home hide the host's: storage mounts bind from here (shared by every node, kept by down).
+# The host folder standing in for Cloud Storage, seen from the node before its own layers
+# hide the host's: storage mounts bind from here (shared by every node, kept by down).
 if [ -n "$STORAGE_DIR" ]; then
   mkdir -p /run/dlvm/storage && mount --bind "$STORAGE_DIR" /run/dlvm/storage
 fi
 # Host paths under /tmp the nodes must still see (the Python environment dlvm runs from, in
-# a checkout under /tmp): held aside, then mounted again on top of the private /tmp.
+# a checkout under /tmp): held aside, then mounted again, copy-on-write, on the private /tmp.
 i=0
 for p in \$(echo "$KEEP_PATHS" | tr ':' ' '); do
   mkdir -p /run/dlvm/keep/\$i && mount --bind "\$p" /run/dlvm/keep/\$i
   i=\$((i+1))
 done
+for top in /*; do
+  [ -d "\$top" ] && [ ! -L "\$top" ] || continue
+  case "\$top" in
+    /proc|/sys|/dev|/run|/tmp|/lost+found|"$home") continue ;;
+  esac
+  mkdir -p "/run/dlvm/node/root/upper\$top" "/run/dlvm/node/root/work\$top"
+  mount -t overlay overlay -o "lowerdir=\$top,upperdir=/run/dlvm/node/root/upper\$top,workdir=/run/dlvm/node/root/work\$top" "\$top"
+done
+mount --bind /run/dlvm/hosts /etc/hosts
+mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 mount --bind /run/dlvm/node/tmp /tmp
 i=0
 for p in \$(echo "$KEEP_PATHS" | tr ':' ' '); do
-  mkdir -p "\$p" && mount --bind /run/dlvm/keep/\$i "\$p"
+  mkdir -p "\$p" /run/dlvm/node/keep/upper/\$i /run/dlvm/node/keep/work/\$i
+  mount -t overlay overlay -o "lowerdir=/run/dlvm/keep/\$i,upperdir=/run/dlvm/node/keep/upper/\$i,workdir=/run/dlvm/node/keep/work/\$i" "\$p"
   i=\$((i+1))
 done
 mount -t overlay overlay -o "lowerdir=$home,upperdir=/run/dlvm/node/home-upper,workdir=/run/dlvm/node/home-work" "$home"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sysconfig
 from pathlib import Path
 
 from harness import Cli, unique_name, write_spec
@@ -53,6 +55,30 @@ def test_tmp_and_home_are_private_per_node(cli: Cli, cluster3: tuple[str, Path])
     result = cli.run("exec", name, "--", "ls /tmp/mark ~/mark 2>/dev/null | wc -l")
     counts = _lines_by_node(result.stdout)
     assert counts == {"node-0": "0", "node-1": "2", "node-2": "0"}
+
+
+def test_writes_outside_home_and_tmp_stay_in_the_node(cli: Cli, cluster3: tuple[str, Path]) -> None:
+    """A node writes where a VM would (the Python environment it runs, which is the one
+    running dlvm here; /usr/local; /var/tmp; /dev/shm) into its own layer: the writing node
+    sees it, the others and this machine do not."""
+    name, _ = cluster3
+    site = Path(sysconfig.get_paths()["purelib"])  # this environment's, the nodes' too
+    mark = f"dlvm_node_write_{name.replace('-', '_')}"
+    targets = [site / f"{mark}.py", Path(f"/usr/local/{mark}"), Path(f"/var/tmp/{mark}")]
+    targets.append(Path(f"/dev/shm/{mark}"))
+    try:
+        writes = "; ".join(f"echo X=1 > {target}" for target in targets)
+        cli.run("exec", name, "--nodes", "1", "--", writes, check=True)
+        seen = cli.run("exec", name, "--", f"ls {' '.join(map(str, targets))} 2>/dev/null | wc -l")
+        assert _lines_by_node(seen.stdout) == {"node-0": "0", "node-1": "4", "node-2": "0"}
+        assert [target for target in targets if target.exists()] == []
+        # The node's Python imports the module it wrote; this machine's does not find it.
+        imported = cli.run("exec", name, "--nodes", "1", "--", f"python3 -c 'import {mark}'")
+        assert imported.returncode == 0, imported.stderr
+        assert importlib.util.find_spec(mark) is None
+    finally:
+        for target in targets:  # only if the defence failed: leave this machine clean
+            target.unlink(missing_ok=True)
 
 
 def test_exec_exit_codes_and_node_selection(cli: Cli, cluster3: tuple[str, Path]) -> None:

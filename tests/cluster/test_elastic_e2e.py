@@ -5,7 +5,6 @@ last checkpoint and the world size follows the node count."""
 from __future__ import annotations
 
 import re
-import shutil
 import uuid
 from pathlib import Path
 
@@ -38,13 +37,14 @@ def _wait_for(cli: Cli, name: str, job: str, pattern: str, timeout: float = 240)
 
 def test_training_continues_through_scale_up_and_down(cli: Cli, tmp_path: Path) -> None:
     name = unique_name("el")
-    # A checkpoint every node can see: whichever node holds rank 0 after a re-rendezvous
-    # must find it (on real clusters: a shared file system or a bucket).
-    shared = Path("/var/tmp") / f"dlvm-elastic-{uuid.uuid4().hex[:8]}"
+    # A checkpoint every node can see, in storage: whichever node holds rank 0 after a
+    # re-rendezvous must find it (each node's own disk would not have it).
+    bucket = f"gs://dlvm-tests/elastic-{uuid.uuid4().hex[:8]}"
     spec = tmp_path / "elastic.yaml"
     spec.write_text(
         f"name: {name}\nprovider: {{kind: local}}\nnodes: {{count: 2}}\n"
-        f"env: {{OMP_NUM_THREADS: 1, PG_TIMEOUT: 30, CKPT: {shared}/model.pt}}\n"
+        "env: {OMP_NUM_THREADS: 1, PG_TIMEOUT: 30, CKPT: /ckpt/model.pt}\n"
+        f"storage:\n  - {{mount: /ckpt, bucket: {bucket}}}\n"
         f"files:\n  - {{src: {REPO / 'examples' / 'train_ddp.py'}, dst: ~/work}}\n"
         "job:\n  framework: torchrun\n  workdir: ~/work\n"
         "  command: train_ddp.py --steps 400 --step-time 0.05\n"
@@ -88,4 +88,3 @@ def test_training_continues_through_scale_up_and_down(cli: Cli, tmp_path: Path) 
         assert record["restarts"] == 0  # type: ignore[index]
     finally:
         cli.run("down", name, "--yes")
-        shutil.rmtree(shared, ignore_errors=True)

@@ -20,7 +20,7 @@ from dlvm_cluster.shell import env_exports
         ("a~b", "a~b"),
         ("~other/x", "~other/x"),
         ("$HOMEX/$OTHER/`id`/$(id)", "$HOMEX/$OTHER/`id`/$(id)"),
-        ("it's \"quoted\" \\ ; & |", "it's \"quoted\" \\ ; & |"),
+        ('it\'s "quoted" \\ ; & |', 'it\'s "quoted" \\ ; & |'),
         ("", ""),
         ("::", "::"),
         ("line1\nline2", "line1\nline2"),
