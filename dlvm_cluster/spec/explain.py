@@ -20,6 +20,8 @@ from dlvm_cluster.spec.model import UNION_TAGS, ClusterSpec
 UNION_MESSAGES: dict[Loc, str] = {
     ("job", "procs_per_node"): "must be 'auto' or a whole number of at least 1",
 }
+# The step of a validator pydantic names in an error's path (`function-before[_not_bool(), int]`).
+_VALIDATOR_TAG = re.compile(r"function-(?:before|after|wrap|plain)\[.*\]")
 MAPPING_ERRORS = frozenset({"model_type", "model_attributes_type", "dict_type"})
 
 
@@ -161,7 +163,7 @@ def _clean_loc(data: Any, loc: Loc) -> tuple[Loc, bool]:
         if part == "[key]":
             on_key = True
             continue
-        if part in UNION_TAGS:
+        if part in UNION_TAGS or _VALIDATOR_TAG.fullmatch(str(part)):
             continue
         if isinstance(node, dict):
             if part not in node and node.get("kind") == part:

@@ -262,6 +262,7 @@ def _fake_tools(folder: Path, *, old_driver: bool) -> Path:
     return tools
 
 
+@pytest.mark.torch  # the node program imports torch, as on a node
 @pytest.mark.parametrize("old_driver", [False, True])
 def test_probe_command_runs_and_reads_back(tmp_path: Path, old_driver: bool) -> None:
     """The probe's shell text as a node runs it: the node program (torch imported, names

@@ -157,11 +157,15 @@ def check(raw: str | bytes) -> None:
     try:
         loaded = load_spec_text(raw, PATH)
     except SpecError as error:
-        assert error.location is not None, str(error)
-        assert error.location.file == str(PATH)
-        assert error.location.line >= 1
-        assert error.location.column >= 1
-        assert "\n" not in str(error)
+        # Every problem of the file, one line each, at its place and naming a field of the file.
+        assert str(error).count("\n") == len(error.problems) - 1, str(error)
+        for problem in error.problems:
+            assert problem.location is not None, str(problem)
+            assert problem.location.file == str(PATH)
+            assert problem.location.line >= 1
+            assert problem.location.column >= 1
+            assert "\n" not in str(problem)
+            assert "function-" not in problem.field, problem.field  # pydantic's, not the file's
     else:
         assert isinstance(loaded, LoadedSpec)
 
