@@ -147,15 +147,21 @@ def unique_name(prefix: str) -> str:
 
 @contextmanager
 def local_cluster(
-    bench: Bench, prefix: str, count: int, files: Sequence[tuple[str, str]] = ()
+    bench: Bench,
+    prefix: str,
+    count: int,
+    files: Sequence[tuple[str, str]] = (),
+    extra: Sequence[str] = (),
 ) -> Iterator[Cluster]:
-    """Bring up a local cluster of `count` nodes; always bring it down again."""
+    """Bring up a local cluster of `count` nodes; always bring it down again. `extra`: more
+    lines of its cluster file (env, job)."""
     name = unique_name(prefix)
     spec = bench.root / f"{name}.yaml"
     lines = [f"name: {name}", "provider: {kind: local}", f"nodes: {{count: {count}}}"]
     if files:
         lines.append("files:")
         lines.extend(f"  - {{src: {src}, dst: {dst}}}" for src, dst in files)
+    lines.extend(extra)
     spec.write_text("\n".join(lines) + "\n")
     print(f"# up {name} ({count} nodes) ...", flush=True)
     try:

@@ -60,7 +60,9 @@ def follow(cluster: str, job_id: str, *, from_now: bool = False) -> str:
         f"{_dir_var(cluster, job_id)}"
         f'[ -f "$d/pid" ] || {{ echo "no job {job_id} here" >&2; exit 255; }}; '
         f"o=$({offset} 2>/dev/null); " + "o=$(( ${o:-0} + 1 )); "
-        'tail -c +"$o" -F --pid="$(cat "$d/pid")" "$d/log" 2>/dev/null; '
+        # -s 0.1: how often tail looks whether the job still runs (1 s by default, which
+        # was up to a second added to every job's end).
+        'tail -c +"$o" -F -s 0.1 --pid="$(cat "$d/pid")" "$d/log" 2>/dev/null; '
         'exit "$(cat "$d/exit" 2>/dev/null || echo 255)"'
     )
 
