@@ -1,7 +1,7 @@
 """launch, logs, cancel and job states: (job, inventory) -> launch plan -> nodes.
 
 Every job starts detached on its nodes (so `--detach` and a foreground run are the same job);
-then it is supervised (orchestrate/supervise.py): by the foreground `dlvm launch`, or for
+then it is supervised (orchestrate/jobs/supervise.py): by the foreground `dlvm launch`, or for
 `--detach` by a supervisor process of its own. The supervisor's process and a request to
 cancel are recorded here, beside the job's record, so that `cancel`, `status` and `down` find
 them.
@@ -27,15 +27,15 @@ from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.launch.environment import node_environment
 from dlvm_cluster.launch.plan import HostFile, LaunchPlan
 from dlvm_cluster.launch.planners import plan_launch
-from dlvm_cluster.orchestrate.files import install_secrets, push_files
-from dlvm_cluster.orchestrate.masking import LineSink, Masking, read_masking
-from dlvm_cluster.orchestrate.records import (
+from dlvm_cluster.orchestrate.cluster.files import install_secrets, push_files
+from dlvm_cluster.orchestrate.cluster.records import (
     applied_spec,
     held_secret_names,
     open_pool,
     require_inventory,
     save_spec,
 )
+from dlvm_cluster.orchestrate.nodes.masking import LineSink, Masking, read_masking
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.remote import jobcontrol
 from dlvm_cluster.remote.command import HELD_SECRETS_TIMEOUT
@@ -262,10 +262,13 @@ def launch(
         detached=detach,
     )
     if job.check:  # before anything is pushed or started: a failing cluster gets no job
-        from dlvm_cluster.orchestrate.check import require_healthy
+        from dlvm_cluster.orchestrate.check.run import require_healthy
 
         require_healthy(state, progress)
-    from dlvm_cluster.orchestrate import supervise, supervisor_process  # build on this module
+    from dlvm_cluster.orchestrate.jobs import (
+        supervise,
+        supervisor_process,  # build on this module
+    )
 
     with open_pool(state, inventory) as pool:
         values = secret_env.resolve(loaded.spec)
@@ -363,7 +366,7 @@ def node_masking(
     pool: SshPool, state: ClusterState, inventory: Inventory, nodes: Sequence[Node]
 ) -> Masking:
     """What masks the output of `nodes`: the secrets installed on them, as the nodes hold
-    them and as the applied spec resolves them here (orchestrate/masking.py says why both)."""
+    them and as the applied spec resolves them here (orchestrate/nodes/masking.py says why both)."""
 
     def batch(on: Sequence[Node], commands: Sequence[str], sink: LineSink) -> GroupResult:
         return run_on_nodes(

@@ -2,7 +2,7 @@
 replace lost nodes and relaunch, so a lost node becomes a line in the log and a finished run.
 
 One loop serves the foreground `dlvm launch` and, for `launch --detach`, a supervisor process
-of the job's own (`orchestrate/supervisor_process.py`, recorded in the
+of the job's own (`orchestrate/jobs/supervisor_process.py`, recorded in the
 job's record, gone when the job ends or on `cancel`/`down`). While the job runs it watches:
 
 - each node's job through a follow of its log (a rank that exits, an SSH session that dies or
@@ -40,9 +40,20 @@ from dlvm_cluster.errors import DlvmError, RemoteError, UsageError
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.launch.plan import elastic_range
 from dlvm_cluster.launch.planners import plan_launch
-from dlvm_cluster.orchestrate.check import require_healthy
-from dlvm_cluster.orchestrate.files import install_secrets, push_files
-from dlvm_cluster.orchestrate.jobs import (
+from dlvm_cluster.orchestrate.check.run import require_healthy
+from dlvm_cluster.orchestrate.cluster.files import install_secrets, push_files
+from dlvm_cluster.orchestrate.cluster.lifecycle import converge_request, prepare_nodes, with_storage
+from dlvm_cluster.orchestrate.cluster.power import stop_marks
+from dlvm_cluster.orchestrate.cluster.reach import ssh_reach
+from dlvm_cluster.orchestrate.cluster.records import (
+    applied_spec,
+    cluster_kind,
+    open_pool,
+    require_inventory,
+    save_inventory,
+    scaled_count,
+)
+from dlvm_cluster.orchestrate.jobs.verbs import (
     PORT_RANGE,
     JobRecord,
     cancel_requested,
@@ -51,17 +62,6 @@ from dlvm_cluster.orchestrate.jobs import (
     save_job,
     start_on_nodes,
     stop_job,
-)
-from dlvm_cluster.orchestrate.lifecycle import converge_request, prepare_nodes, with_storage
-from dlvm_cluster.orchestrate.power import stop_marks
-from dlvm_cluster.orchestrate.reach import ssh_reach
-from dlvm_cluster.orchestrate.records import (
-    applied_spec,
-    cluster_kind,
-    open_pool,
-    require_inventory,
-    save_inventory,
-    scaled_count,
 )
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers.base import NodeState, Provider

@@ -13,13 +13,17 @@ from pathlib import Path
 from dlvm_cluster import providers, secret_env
 from dlvm_cluster.errors import RemoteError, UsageError
 from dlvm_cluster.inventory import Inventory, Node
-from dlvm_cluster.orchestrate import autostop, power
-from dlvm_cluster.orchestrate.files import SetupReport, install_secrets, push_files, run_setup
-from dlvm_cluster.orchestrate.horovod import ensure_horovod
-from dlvm_cluster.orchestrate.jobs import stop_supervisors
-from dlvm_cluster.orchestrate.mesh import install_mesh, uninstall_mesh
-from dlvm_cluster.orchestrate.reach import ssh_reach
-from dlvm_cluster.orchestrate.records import (
+from dlvm_cluster.orchestrate.cluster import autostop, power
+from dlvm_cluster.orchestrate.cluster.files import (
+    SetupReport,
+    install_secrets,
+    push_files,
+    run_setup,
+)
+from dlvm_cluster.orchestrate.cluster.horovod import ensure_horovod
+from dlvm_cluster.orchestrate.cluster.mesh import install_mesh, uninstall_mesh
+from dlvm_cluster.orchestrate.cluster.reach import ssh_reach
+from dlvm_cluster.orchestrate.cluster.records import (
     applied_digest,
     applied_spec,
     cluster_kind,
@@ -31,6 +35,7 @@ from dlvm_cluster.orchestrate.records import (
     scaled_count,
     spec_digest,
 )
+from dlvm_cluster.orchestrate.jobs.verbs import stop_supervisors
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers.base import NO_TRUST, Converge, KeyTrust, Provider
 from dlvm_cluster.provision.render import RenderedModule
