@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from dlvm_cluster.orchestrate.cluster.power import StopResult
     from dlvm_cluster.orchestrate.cluster.report import ClusterReport
     from dlvm_cluster.orchestrate.cluster.scale import ScaleResult
-    from dlvm_cluster.orchestrate.jobs.verbs import JobRecord
+    from dlvm_cluster.orchestrate.jobs.store import JobRecord
     from dlvm_cluster.providers.base import Check
     from dlvm_cluster.remote.results import GroupResult, SyncResult
 

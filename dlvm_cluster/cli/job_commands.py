@@ -71,9 +71,10 @@ def logs_cmd(
     """A job's output, per node."""
     from dlvm_cluster.cli.display import ConsoleProgress, stderr
     from dlvm_cluster.orchestrate.jobs import verbs as jobs
+    from dlvm_cluster.orchestrate.jobs.store import find_job
 
     state = cluster_state(cluster)
-    record = jobs.find_job(state, job)
+    record = find_job(state, job)
     stderr.print(f"job {record.id} ({record.state}) on {', '.join(record.nodes)}", markup=False)
     jobs.logs(state, record.id, ConsoleProgress(), follow=follow)
 

@@ -16,7 +16,7 @@ from dlvm_cluster.orchestrate.cluster.files import SetupReport
 from dlvm_cluster.orchestrate.cluster.lifecycle import PlanResult, UpResult
 from dlvm_cluster.orchestrate.cluster.report import ClusterReport
 from dlvm_cluster.orchestrate.cluster.scale import ScalePlan, ScaleResult
-from dlvm_cluster.orchestrate.jobs.verbs import JobRecord
+from dlvm_cluster.orchestrate.jobs.store import JobRecord
 from dlvm_cluster.orchestrate.nodes.commands import NodeStatus
 from dlvm_cluster.remote.results import CommandResult, GroupResult, SyncResult
 from dlvm_cluster.spec.model import StorageMount

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from dlvm_cluster.cli.app import app
 from dlvm_cluster.cli.resolve import is_cluster_file, resolve
 from dlvm_cluster.errors import UsageError
-from dlvm_cluster.orchestrate.jobs.verbs import JobRecord
+from dlvm_cluster.orchestrate.jobs.store import JobRecord
 from dlvm_cluster.spec import load as spec_load
 from dlvm_cluster.state import ClusterState
 

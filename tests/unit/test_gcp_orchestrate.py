@@ -26,7 +26,7 @@ from gcp_fake import API, FakeCompute, guest_attributes, running
 from dlvm_cluster import providers
 from dlvm_cluster.errors import ProvisionError, RemoteError
 from dlvm_cluster.inventory import Inventory
-from dlvm_cluster.orchestrate.cluster.lifecycle import converge_request
+from dlvm_cluster.orchestrate.cluster.prepare import converge_request
 from dlvm_cluster.orchestrate.cluster.records import (
     applied_kind,
     applied_spec,
@@ -35,8 +35,8 @@ from dlvm_cluster.orchestrate.cluster.records import (
     save_inventory,
 )
 from dlvm_cluster.orchestrate.jobs import supervise
+from dlvm_cluster.orchestrate.jobs.store import JobRecord
 from dlvm_cluster.orchestrate.jobs.supervise import Supervisor
-from dlvm_cluster.orchestrate.jobs.verbs import JobRecord
 from dlvm_cluster.progress import SilentProgress, TerraformEvent
 from dlvm_cluster.providers.base import Converge, NodeState
 from dlvm_cluster.providers.gcp.converge import provision_gcp, replace_gcp_nodes

@@ -24,7 +24,8 @@ from dlvm_cluster.orchestrate.cluster.records import (
     load_inventory,
     open_pool,
 )
-from dlvm_cluster.orchestrate.jobs.verbs import JobRecord, refresh_states
+from dlvm_cluster.orchestrate.jobs.store import JobRecord
+from dlvm_cluster.orchestrate.jobs.verbs import refresh_states
 from dlvm_cluster.orchestrate.nodes.commands import NodeStatus
 from dlvm_cluster.orchestrate.nodes.commands import status as node_status
 from dlvm_cluster.progress import SilentProgress

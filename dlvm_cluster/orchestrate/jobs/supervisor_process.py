@@ -18,8 +18,8 @@ from dlvm_cluster import secret_env
 from dlvm_cluster.errors import DlvmError
 from dlvm_cluster.inventory import Node
 from dlvm_cluster.orchestrate.cluster.records import read_spec
+from dlvm_cluster.orchestrate.jobs.store import JobRecord, find_job, job_spec_path, process_identity
 from dlvm_cluster.orchestrate.jobs.supervise import SUPERVISOR_LOG, JobCancelled, Supervisor
-from dlvm_cluster.orchestrate.jobs.verbs import JobRecord, find_job, job_spec_path, process_identity
 from dlvm_cluster.progress import TerraformEvent
 from dlvm_cluster.state import ClusterState, private_dir
 

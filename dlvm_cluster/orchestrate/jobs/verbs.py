@@ -9,24 +9,16 @@ them.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
-import secrets
-import signal
-import tarfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
 
 from dlvm_cluster import secret_env
-from dlvm_cluster.errors import RemoteError, UsageError
+from dlvm_cluster.errors import UsageError
 from dlvm_cluster.inventory import Inventory, Node
-from dlvm_cluster.launch.environment import node_environment
-from dlvm_cluster.launch.plan import HostFile, LaunchPlan
+from dlvm_cluster.launch.plan import new_job_id, random_port
 from dlvm_cluster.launch.planners import plan_launch
+from dlvm_cluster.orchestrate.check.run import require_healthy
 from dlvm_cluster.orchestrate.cluster.files import install_secrets, push_files
 from dlvm_cluster.orchestrate.cluster.records import (
     applied_spec,
@@ -35,198 +27,29 @@ from dlvm_cluster.orchestrate.cluster.records import (
     require_inventory,
     save_spec,
 )
+from dlvm_cluster.orchestrate.jobs import supervise, supervisor_process
+from dlvm_cluster.orchestrate.jobs.on_nodes import env_names, start_on_nodes, stop_job
+from dlvm_cluster.orchestrate.jobs.store import (
+    JobRecord,
+    find_job,
+    job_spec_path,
+    list_jobs,
+    process_identity,
+    request_cancel,
+    save_job,
+    supervisor_alive,
+    wait_for_supervisor,
+)
 from dlvm_cluster.orchestrate.nodes.masking import LineSink, Masking, read_masking
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.remote import jobcontrol
 from dlvm_cluster.remote.command import HELD_SECRETS_TIMEOUT
 from dlvm_cluster.remote.connection import Connection
 from dlvm_cluster.remote.fanout import each_its_own, run_on_nodes
-from dlvm_cluster.remote.pool import SshPool, for_each_node, run_everywhere
+from dlvm_cluster.remote.pool import SshPool, for_each_node
 from dlvm_cluster.remote.results import GroupResult
 from dlvm_cluster.spec.model import LoadedSpec
-from dlvm_cluster.state import ClusterState, private_dir
-
-PORT_RANGE = (20000, 30000)
-WRITE_JOB_FILES = "mkdir -p ~ && tar -x -C ~ -f -"  # a LaunchPlan's files, a tar on stdin
-SUPERVISOR_EXIT_WAIT = 120.0  # seconds `cancel` lets a supervisor finish the step it is in
-
-
-@dataclass
-class JobRecord:
-    """What the state dir keeps of a job (jobs/<id>.json)."""
-
-    id: str
-    cluster: str
-    framework: str
-    command: str
-    workdir: str
-    nodes: list[str]
-    port: int
-    started: float
-    state: str = "running"  # running | succeeded | failed | cancelled | recovering
-    ended: float | None = None
-    exit_codes: dict[str, int | None] = field(default_factory=dict)
-    remote_log: str = ""
-    local_logs: str = ""
-    detached: bool = False
-    restarts: int = 0  # relaunches, whatever the cause (a rank's error or a lost node)
-    recoveries: int = 0  # of which after replacing lost nodes
-    events: list[dict[str, Any]] = field(default_factory=list)  # {"time", "text"}
-    supervisor: str = ""  # the supervising process, as process_identity() names it
-
-    @property
-    def active(self) -> bool:
-        return self.state in ("running", "recovering")
-
-
-def _jobs_dir(state: ClusterState) -> Path:
-    return state.root / "jobs"
-
-
-def job_spec_path(state: ClusterState, job_id: str) -> Path:
-    """The spec a job was launched with (a detached supervisor relaunches from it)."""
-    return private_dir(_jobs_dir(state)) / f"{job_id}.spec"
-
-
-def _cancel_flag(state: ClusterState, job_id: str) -> Path:
-    return _jobs_dir(state) / f"{job_id}.cancel"
-
-
-def request_cancel(state: ClusterState, job_id: str) -> None:
-    """Tell the job's supervisor, wherever it is in its loop, to stop and not relaunch."""
-    private_dir(_jobs_dir(state))
-    _cancel_flag(state, job_id).touch(mode=0o600)
-
-
-def cancel_requested(state: ClusterState, job_id: str) -> bool:
-    return _cancel_flag(state, job_id).exists()
-
-
-def process_identity(pid: int) -> str:
-    """`PID:START` (start time in clock ticks since boot): a pid reused by another process
-    later does not match. '' when no such process runs."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return ""
-    return "" if fields[0] == "Z" else f"{pid}:{fields[19]}"
-
-
-def supervisor_alive(record: JobRecord) -> bool:
-    pid = record.supervisor.partition(":")[0]
-    return pid.isdigit() and process_identity(int(pid)) == record.supervisor
-
-
-def save_job(state: ClusterState, record: JobRecord) -> None:
-    directory = private_dir(_jobs_dir(state))
-    state.write_json(directory / f"{record.id}.json", asdict(record))
-
-
-def list_jobs(state: ClusterState) -> list[JobRecord]:
-    directory = _jobs_dir(state)
-    if not directory.exists():
-        return []
-    records = [JobRecord(**state.read_json(path)) for path in sorted(directory.glob("*.json"))]
-    return sorted(records, key=lambda record: record.started)
-
-
-def find_job(state: ClusterState, job_id: str | None) -> JobRecord:
-    records = list_jobs(state)
-    if not records:
-        raise UsageError(f"cluster {state.name!r} has no jobs", hint="start one with `dlvm launch`")
-    if job_id is None:
-        return records[-1]
-    for record in records:
-        if record.id == job_id:
-            return record
-    raise UsageError(
-        f"no job {job_id!r} on cluster {state.name!r}",
-        hint="jobs: " + ", ".join(r.id for r in records[-5:]),
-    )
-
-
-def env_names(loaded: LoadedSpec) -> dict[str, str]:
-    """The spec's env for launch planning: MPI forwards these names (secrets' values are on the
-    nodes already, in their secrets file), so secret values are left out."""
-    return {**loaded.spec.plain_env(), **dict.fromkeys(loaded.spec.secret_env(), "")}
-
-
-def random_port() -> int:
-    """A port for a job's rendezvous, drawn from PORT_RANGE: jobs started at once rarely meet."""
-    return PORT_RANGE[0] + int.from_bytes(os.urandom(2), "big") % (PORT_RANGE[1] - PORT_RANGE[0])
-
-
-def new_job_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
-
-
-def _hostfiles_payload(files: Sequence[HostFile]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for item in files:
-            data = item.content.encode()
-            info = tarfile.TarInfo(item.path.removeprefix("~/"))
-            info.size = len(data)
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
-def start_on_nodes(
-    pool: SshPool,
-    inventory: Inventory,
-    loaded: LoadedSpec,
-    plan: LaunchPlan,
-    nodes: Sequence[Node],
-) -> None:
-    """Write the plan's files on `nodes`, then start their launches detached."""
-    assert loaded.spec.job is not None
-    workdir = loaded.spec.job.workdir
-    payload = _hostfiles_payload(plan.files)
-    launches = {launch.node.name: launch for launch in plan.launches}
-
-    def one(connection: Connection) -> str:
-        code, _, err = connection.run(WRITE_JOB_FILES, stdin=payload)
-        if code != 0:
-            return f"{connection.node.name}: cannot write job files: {err.strip()}"
-        launch = launches.get(connection.node.name)
-        if launch is None:
-            return ""
-        env = {**node_environment(inventory, launch.node, loaded.spec.plain_env()), **launch.env}
-        code, _, err = connection.run(
-            jobcontrol.start(inventory.cluster, plan.job_id, launch.command, env, workdir)
-        )
-        return "" if code == 0 else f"{connection.node.name}: cannot start: {err.strip()}"
-
-    errors = [e for e in for_each_node(pool, nodes, one, lambda n, e: e) if e]
-    if errors:
-        stop_job(pool, nodes, plan.job_id)
-        raise RemoteError("the job did not start: " + "; ".join(errors))
-
-
-def write_job_files(pool: SshPool, plan: LaunchPlan, nodes: Sequence[Node]) -> None:
-    """(Re)write the plan's files on `nodes`, starting nothing: how the nodes of a running
-    elastic job learn its new hostfile after a scale."""
-    run_everywhere(
-        pool, nodes, WRITE_JOB_FILES, _hostfiles_payload(plan.files), "cannot write job files"
-    )
-
-
-def stop_job(
-    pool: SshPool, nodes: Sequence[Node], job_id: str, *, grace: float = 5.0
-) -> dict[str, str]:
-    """Stop the job's processes on `nodes` (SIGTERM, then SIGKILL after `grace` seconds);
-    returns per node an error, or '' when none of the job's processes is left."""
-
-    def one(connection: Connection) -> str:
-        code, out, err = connection.run(jobcontrol.stop(pool.inventory.cluster, job_id, grace))
-        left = out.strip().rsplit(" ", 1)[-1] if out.strip().startswith("left") else "?"
-        if code != 0 or left != "0":
-            return f"{left} process(es) of job {job_id} still alive {err.strip()}".strip()
-        return ""
-
-    results = for_each_node(pool, nodes, one, lambda node, error: error)
-    return {node.name: result for node, result in zip(nodes, results, strict=True)}
+from dlvm_cluster.state import ClusterState
 
 
 def launch(
@@ -262,14 +85,7 @@ def launch(
         detached=detach,
     )
     if job.check:  # before anything is pushed or started: a failing cluster gets no job
-        from dlvm_cluster.orchestrate.check.run import require_healthy
-
         require_healthy(state, progress)
-    from dlvm_cluster.orchestrate.jobs import (
-        supervise,
-        supervisor_process,  # build on this module
-    )
-
     with open_pool(state, inventory) as pool:
         values = secret_env.resolve(loaded.spec)
         install_secrets(pool, state, inventory.nodes, values)
@@ -304,32 +120,6 @@ def cancel(state: ClusterState, job_id: str | None) -> tuple[JobRecord, dict[str
         record.state, record.ended = "cancelled", record.ended or time.time()
         save_job(state, record)
     return record, problems
-
-
-def wait_for_supervisor(record: JobRecord, wait: float = SUPERVISOR_EXIT_WAIT) -> None:
-    """Wait for the job's supervisor (told to stop by request_cancel) to exit; SIGTERM it
-    after `wait` seconds (it then stops the job as on Ctrl-C), SIGKILL after as long again.
-    Never this process itself."""
-    if record.supervisor.partition(":")[0] == str(os.getpid()):
-        return
-    escalation = [signal.SIGTERM, signal.SIGKILL]
-    deadline = time.monotonic() + wait
-    while supervisor_alive(record):
-        if time.monotonic() >= deadline:
-            if not escalation:
-                return
-            with contextlib.suppress(OSError):
-                os.kill(int(record.supervisor.partition(":")[0]), escalation.pop(0))
-            deadline = time.monotonic() + wait
-        time.sleep(0.2)
-
-
-def stop_supervisors(state: ClusterState) -> None:
-    """For `down`: every job's supervisor stops before the nodes go."""
-    for record in list_jobs(state):
-        if supervisor_alive(record):
-            request_cancel(state, record.id)
-            wait_for_supervisor(record)
 
 
 def logs(
