@@ -3,8 +3,8 @@ the same reason seconds apart (even across a minute) are one cluster stopped by 
 
 from __future__ import annotations
 
-from dlvm_cluster.orchestrate.nodes import NodeStatus
-from dlvm_cluster.orchestrate.report import cluster_stopped_by
+from dlvm_cluster.orchestrate.cluster.report import cluster_stopped_by
+from dlvm_cluster.orchestrate.nodes.commands import NodeStatus
 
 
 def row(name: str, state: str, by: str = "", at: str = "") -> NodeStatus:

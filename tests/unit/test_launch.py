@@ -30,7 +30,7 @@ from dlvm_cluster.launch.plan import (
     python_script,
 )
 from dlvm_cluster.launch.planners import plan_launch
-from dlvm_cluster.orchestrate.jobs import rank_hook_file
+from dlvm_cluster.orchestrate.jobs.on_nodes import rank_hook_file
 from dlvm_cluster.remote.command import wrap
 from dlvm_cluster.spec.model import Framework, Job
 
