@@ -25,10 +25,18 @@ def launch_cmd(
     no_sync: Annotated[
         bool, typer.Option("--no-sync", help="Do not push the spec's files first.")
     ] = False,
+    queue: Annotated[
+        bool,
+        typer.Option(
+            "--queue",
+            help="While another job runs, queue this one: it starts, detached, once the "
+            "cluster is free (without it, launch refuses).",
+        ),
+    ] = False,
     quiet: QuietOption = False,
     json_output: JsonRunOption = False,
 ) -> None:
-    """Run the spec's job with its framework's launcher on every node."""
+    """Run the spec's job with its framework's launcher on every node; one job at a time."""
     # --quiet hides the nodes' output (the job's logs keep it); --json sends it to stderr, and
     # stdout is the job's record once it started (--detach) or ended.
     from dlvm_cluster.cli.display import console_progress, stdout
@@ -38,10 +46,15 @@ def launch_cmd(
     state = resolved.state
     with console_progress(quiet=quiet, json_output=json_output) as progress:
         record = jobs.launch(
-            state, progress, loaded=resolved.loaded, detach=detach, sync=not no_sync
+            state, progress, loaded=resolved.loaded, detach=detach, sync=not no_sync, queue=queue
         )
     if json_output:
         documents.print_json(documents.launch(record))
+        return
+    if record.state == "queued":
+        stdout.print(f"job {record.id} queued: it starts once the cluster is free")
+        stdout.print(f"  see the queue: dlvm status {state.name}")
+        stdout.print(f"  take it off:   dlvm cancel {state.name} {record.id}")
         return
     if detach:
         stdout.print(f"job {record.id} started on {record.size()}")
@@ -79,10 +92,13 @@ def logs_cmd(
 
 def cancel_cmd(
     cluster: ClusterArg,
-    job: Annotated[str | None, typer.Argument(help="Job id (default: the latest).")] = None,
+    job: Annotated[
+        str | None, typer.Argument(help="Job id (default: the running job).")
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Stop a job on every node, its whole process tree, and check none of it is left."""
+    """Stop a job on every node, its whole process tree, and check none of it is left; a
+    queued job is taken off the queue."""
     from dlvm_cluster.cli.display import stdout
     from dlvm_cluster.errors import RemoteError
     from dlvm_cluster.orchestrate.jobs import verbs as jobs
@@ -97,5 +113,8 @@ def cancel_cmd(
             + "; ".join(f"{node}: {problem}" for node, problem in left.items())
         )
     if json_output:
+        return
+    if not problems:
+        stdout.print(f"job {record.id} taken off the queue")
         return
     stdout.print(f"job {record.id} stopped; no process of it is left on {len(problems)} node(s)")

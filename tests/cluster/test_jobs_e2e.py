@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import REPO, Cli, unique_name
+from harness import REPO, Cli, unique_name, wait_until
 from system import processes_mentioning, wait_for_processes
 
 
@@ -154,3 +154,56 @@ def test_detach_logs_cancel(cli: Cli, cluster: tuple[str, Path]) -> None:
     assert "no process of it is left" in cancelled.stdout
     assert processes_mentioning(marker) == []
     assert cli.status(name)["jobs"][-1]["state"] == "cancelled"  # type: ignore[index]
+
+
+def _job_state(cli: Cli, name: str, job_id: str) -> str:
+    jobs = cli.status(name)["jobs"]
+    return next(str(job["state"]) for job in jobs if job["id"] == job_id)  # type: ignore[index,union-attr]
+
+
+def test_one_job_at_a_time_and_the_queue(cli: Cli, cluster: tuple[str, Path]) -> None:
+    name, folder = cluster
+    marker = "sleep 618"
+    first = _spec(folder, name, f"framework: none\n  command: '{marker}'")
+    started = cli.run("launch", str(first), "--detach", check=True)
+    running = re.search(r"job (\S+) started", started.stdout)
+    assert running
+    wait_for_processes(marker, 2, timeout=60)
+    jobs_before = len(cli.status(name)["jobs"])  # type: ignore[arg-type]
+
+    # A second job is refused, naming the one that runs; nothing is recorded for it.
+    second = _spec(folder, name, "framework: none\n  command: 'echo second-ran'")
+    refused = cli.run("launch", str(second))
+    assert refused.returncode == 2
+    assert f"is running job {running.group(1)}" in refused.stderr
+    assert len(cli.status(name)["jobs"]) == jobs_before  # type: ignore[arg-type]
+
+    # Queued instead: listed by status; a queued job can be taken off the queue.
+    queued = cli.run("launch", str(second), "--queue", check=True)
+    waiting = re.search(r"job (\S+) queued", queued.stdout)
+    assert waiting
+    third = _spec(folder, name, "framework: none\n  command: 'echo third-ran'")
+    dropped = re.search(r"job (\S+) queued", cli.run("launch", str(third), "--queue").stdout)
+    assert dropped
+    assert _job_state(cli, name, waiting.group(1)) == "queued"
+    off = cli.run("cancel", name, dropped.group(1), check=True)
+    assert f"job {dropped.group(1)} taken off the queue" in off.stdout
+    assert _job_state(cli, name, dropped.group(1)) == "cancelled"
+
+    # `cancel` with no id stops the running job; its supervisor then starts the queued one.
+    stopped = cli.run("cancel", name, check=True)
+    assert f"job {running.group(1)} stopped" in stopped.stdout
+    assert processes_mentioning(marker) == []
+    wait_until(
+        lambda: _job_state(cli, name, waiting.group(1)) == "succeeded",
+        120,
+        interval=0.5,
+        message=lambda: f"queued job is {_job_state(cli, name, waiting.group(1))}",
+    )
+    assert "[node-1] second-ran" in cli.run("logs", name, waiting.group(1), check=True).stdout
+    assert _job_state(cli, name, dropped.group(1)) == "cancelled"  # never started
+
+    # Nothing runs now: `cancel` with no id refuses rather than "stopping" an ended job.
+    nothing = cli.run("cancel", name)
+    assert nothing.returncode == 2 and "no job is running" in nothing.stderr
+    assert _job_state(cli, name, waiting.group(1)) == "succeeded"

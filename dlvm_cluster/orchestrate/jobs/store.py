@@ -111,8 +111,8 @@ def find_job(state: ClusterState, job_id: str | None) -> JobRecord:
     records = list_jobs(state)
     if not records:
         raise UsageError(f"cluster {state.name!r} has no jobs", hint="start one with `dlvm launch`")
-    if job_id is None:
-        return records[-1]
+    if job_id is None:  # the newest that has started
+        return ([record for record in records if record.state != "queued"] or records)[-1]
     for record in records:
         if record.id == job_id:
             return record

@@ -18,6 +18,7 @@ from dlvm_cluster import secret_env
 from dlvm_cluster.errors import DlvmError
 from dlvm_cluster.inventory import Node
 from dlvm_cluster.orchestrate.cluster.records import read_spec
+from dlvm_cluster.orchestrate.jobs import queue
 from dlvm_cluster.orchestrate.jobs.store import JobRecord, find_job, job_spec_path, process_identity
 from dlvm_cluster.orchestrate.jobs.supervise import SUPERVISOR_LOG, JobCancelled, Supervisor
 from dlvm_cluster.progress import TerraformEvent
@@ -98,17 +99,20 @@ def main(argv: Sequence[str]) -> int:
     record.supervisor = process_identity(os.getpid())
     redact = secret_env.redactor(secret_env.resolve(loaded.spec, strict=False))
     supervisor = Supervisor(state, record, loaded, progress, redact)
+    code = 1
     try:
         supervisor.save()
         supervisor.run()
+        progress.note(f"job {job_id}: succeeded")
+        code = 0
     except (DlvmError, JobCancelled) as exc:
         progress.note(f"job {job_id}: {exc}")
-        return 1
     except KeyboardInterrupt:
         progress.note(f"job {job_id}: stopped by a signal; cancelled")
         return 1
-    progress.note(f"job {job_id}: succeeded")
-    return 0
+    # The cluster is free: the next queued job, if any, starts with a supervisor of its own.
+    queue.start_next(state, progress, spawn)
+    return code
 
 
 if __name__ == "__main__":

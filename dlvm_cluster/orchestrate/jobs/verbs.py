@@ -14,12 +14,11 @@ import time
 from collections.abc import Sequence
 
 from dlvm_cluster import secret_env
-from dlvm_cluster.errors import UsageError
+from dlvm_cluster.errors import DlvmError, UsageError
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.launch.plan import new_job_id, random_port
 from dlvm_cluster.launch.planners import plan_launch
 from dlvm_cluster.orchestrate.check.run import require_healthy
-from dlvm_cluster.orchestrate.cluster.files import install_secrets, push_files
 from dlvm_cluster.orchestrate.cluster.records import (
     applied_spec,
     held_secret_names,
@@ -27,8 +26,9 @@ from dlvm_cluster.orchestrate.cluster.records import (
     require_inventory,
     save_spec,
 )
+from dlvm_cluster.orchestrate.jobs import queue as jobs_queue
 from dlvm_cluster.orchestrate.jobs import supervise, supervisor_process
-from dlvm_cluster.orchestrate.jobs.on_nodes import env_names, start_on_nodes, stop_job
+from dlvm_cluster.orchestrate.jobs.on_nodes import env_names, stop_job
 from dlvm_cluster.orchestrate.jobs.store import (
     JobRecord,
     find_job,
@@ -59,8 +59,10 @@ def launch(
     loaded: LoadedSpec | None = None,
     detach: bool = False,
     sync: bool = True,
+    queue: bool = False,
 ) -> JobRecord:
-    """Run the spec's job on the cluster; in the foreground unless `detach`."""
+    """Run the spec's job on the cluster; in the foreground unless `detach`. One job at a
+    time: while one runs, refused, or with `queue` kept (state `queued`) until it ends."""
     inventory = require_inventory(state)
     loaded = loaded or applied_spec(state)
     job = loaded.spec.job
@@ -69,46 +71,83 @@ def launch(
             f"the cluster file of {state.name!r} has no job", hint="add a `job:` section"
         )
     job_id = new_job_id()
-    port = random_port()
-    plan = plan_launch(job, inventory, job_id=job_id, port=port, spec_env=env_names(loaded))
+    # Planned once here so that a job the cluster cannot run is refused now, queued or not.
+    plan_launch(job, inventory, job_id=job_id, port=random_port(), spec_env=env_names(loaded))
     record = JobRecord(
         id=job_id,
         cluster=state.name,
         framework=job.framework,
         command=job.command,
         workdir=job.workdir,
-        nodes=[launch.node.name for launch in plan.launches],
-        spans=list(plan.nodes),
-        processes=plan.processes,
-        port=port,
+        nodes=[],
+        port=0,
         started=time.time(),
-        remote_log=f"{jobcontrol.job_dir(inventory.cluster, job_id)}/log",
         local_logs=str(state.logs_dir / "jobs" / job_id),
         detached=detach,
     )
-    if job.check:  # before anything is pushed or started: a failing cluster gets no job
-        require_healthy(state, progress)
-    with open_pool(state, inventory) as pool:
-        values = secret_env.resolve(loaded.spec)
-        install_secrets(pool, state, inventory.nodes, values)
-        if sync and loaded.spec.files:
-            push_files(pool, loaded, inventory.nodes, progress)
-        progress.stage(f"starting job {job_id} ({job.framework})")
-        start_on_nodes(pool, inventory, loaded, plan, inventory.nodes)
-    save_spec(state, job_spec_path(state, job_id), loaded)
-    if detach:
-        record.supervisor = supervisor_process.spawn(state, record)
+    refresh_states(state)  # a job whose supervisor is gone may have ended meanwhile
+    with state.lock("launch"):
+        if queue and jobs_queue.holding(state):
+            return jobs_queue.enqueue(state, loaded, record)
+        jobs_queue.refuse_if_busy(state)
+        if job.check:  # before anything is pushed or started: a failing cluster gets no job
+            require_healthy(state, progress)
+        values = jobs_queue.start(state, loaded, record, progress, sync=sync)
+        save_spec(state, job_spec_path(state, job_id), loaded)
+        if detach:
+            record.supervisor = supervisor_process.spawn(state, record)
+            save_job(state, record)
+            return record
+        record.supervisor = process_identity(os.getpid())
         save_job(state, record)
-        return record
-    record.supervisor = process_identity(os.getpid())
-    save_job(state, record)
-    return supervise.Supervisor(state, record, loaded, progress, secret_env.redactor(values)).run()
+    redact = secret_env.redactor(values)
+    try:
+        ended = supervise.Supervisor(state, record, loaded, progress, redact).run()
+    except KeyboardInterrupt:
+        if jobs_queue.queued(state):
+            progress.note("interrupted: queued jobs were not started (launch one to start them)")
+        raise
+    except DlvmError:
+        jobs_queue.start_next(state, progress, supervisor_process.spawn)
+        raise
+    jobs_queue.start_next(state, progress, supervisor_process.spawn)
+    return ended
+
+
+def job_to_cancel(state: ClusterState, job_id: str | None) -> JobRecord:
+    """The job named, or else the one running (never one that has ended, nor a queued one)."""
+    if job_id is not None:
+        return find_job(state, job_id)
+    running = [record for record in refresh_states(state) if record.active]
+    if len(running) == 1:
+        return running[0]
+    if not running:
+        ended = list_jobs(state)
+        raise UsageError(
+            f"no job is running on cluster {state.name!r}",
+            hint=(f"the last one, {ended[-1].id}, is {ended[-1].state}" if ended else "")
+            + ("; name a queued job to take it off the queue" if jobs_queue.queued(state) else ""),
+        )
+    raise UsageError(
+        f"{len(running)} jobs are running on cluster {state.name!r}: "
+        + ", ".join(record.id for record in running),
+        hint="name the one to stop",
+    )
 
 
 def cancel(state: ClusterState, job_id: str | None) -> tuple[JobRecord, dict[str, str]]:
     """Stop the job's supervisor (it finishes the step it is in: a replacement is not left
-    half made) and the job's whole process tree on every node, and check none of it is left."""
-    record = find_job(state, job_id)
+    half made) and the job's whole process tree on every node, and check none of it is left.
+    A queued job is only taken off the queue (no node has anything of it)."""
+    record = job_to_cancel(state, job_id)
+    if record.state == "queued":
+        with state.lock("cancel"):
+            record = find_job(state, record.id)
+            if record.state == "queued":
+                record.state, record.ended = "cancelled", time.time()
+                record.events.append({"time": record.ended, "text": "taken off the queue"})
+                save_job(state, record)
+                return record, {}
     request_cancel(state, record.id)
     if record.active:
         record.state, record.ended = "cancelled", time.time()
