@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from dlvm_cluster.cli import documents
 from dlvm_cluster.cli.common import ClusterArg, JsonOption, JsonRunOption, QuietOption
 from dlvm_cluster.cli.resolve import cluster_state, resolve
+
+if TYPE_CHECKING:
+    from dlvm_cluster.state import ClusterState
 
 
 def launch_cmd(
@@ -44,6 +47,8 @@ def launch_cmd(
 
     resolved = resolve(cluster)  # a cluster file is parsed here, once
     state = resolved.state
+    if resolved.loaded is None:
+        _warn_if_file_changed(state)
     with console_progress(quiet=quiet, json_output=json_output) as progress:
         record = jobs.launch(
             state, progress, loaded=resolved.loaded, detach=detach, sync=not no_sync, queue=queue
@@ -72,6 +77,25 @@ def launch_cmd(
     stdout.print(f"job {record.id} succeeded on {record.size()} in {seconds:.1f}s{after}")
 
 
+def _warn_if_file_changed(state: ClusterState) -> None:
+    """`launch NAME` runs the spec applied at `up`: an edit of the file since is not in it."""
+    from dlvm_cluster.cli.display import stderr
+    from dlvm_cluster.orchestrate.cluster.records import drift_since_applied
+
+    drift = drift_since_applied(state)
+    if drift is None:
+        return
+    what = drift.problem or "changed: " + ", ".join(drift.changed)
+    stderr.print(
+        f"warning: {drift.path} changed since `dlvm up` ({what}); this job runs as the "
+        f"cluster was set up.\n  apply the file: dlvm up {drift.path}\n  or run the file's "
+        f"job and env as they are now: dlvm launch {drift.path}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 def logs_cmd(
     cluster: ClusterArg,
     job: Annotated[str | None, typer.Argument(help="Job id (default: the latest).")] = None,
@@ -92,9 +116,7 @@ def logs_cmd(
 
 def cancel_cmd(
     cluster: ClusterArg,
-    job: Annotated[
-        str | None, typer.Argument(help="Job id (default: the running job).")
-    ] = None,
+    job: Annotated[str | None, typer.Argument(help="Job id (default: the running job).")] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Stop a job on every node, its whole process tree, and check none of it is left; a

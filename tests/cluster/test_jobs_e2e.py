@@ -207,3 +207,17 @@ def test_one_job_at_a_time_and_the_queue(cli: Cli, cluster: tuple[str, Path]) ->
     nothing = cli.run("cancel", name)
     assert nothing.returncode == 2 and "no job is running" in nothing.stderr
     assert _job_state(cli, name, waiting.group(1)) == "succeeded"
+
+
+def test_launch_by_name_says_the_file_changed_since_up(cli: Cli, cluster: tuple[str, Path]) -> None:
+    name, folder = cluster
+    applied = _spec(folder, name, "framework: none\n  command: hostname")  # the file `up` read
+    original = applied.read_text()
+    applied.write_text(original.replace("env: {}", "env: {CPU_SHIM: 1}"))
+    try:
+        ran = cli.run("launch", name, check=True)
+        assert f"warning: {applied} changed since `dlvm up` (changed: env)" in ran.stderr
+        assert f"dlvm up {applied}" in ran.stderr
+    finally:
+        applied.write_text(original)
+    assert "changed since" not in cli.run("launch", name, check=True).stderr

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dlvm_cluster.errors import StateError
+from dlvm_cluster.errors import SpecError, StateError
 from dlvm_cluster.inventory import Inventory
 from dlvm_cluster.state import ClusterState, write_atomic
 
@@ -126,6 +127,51 @@ def applied_spec(state: ClusterState) -> LoadedSpec:
     if loaded is None:
         raise StateError(f"cluster {state.name!r} was never brought up", hint="run `dlvm up FILE`")
     return loaded
+
+
+@dataclass(frozen=True)
+class Drift:
+    """The cluster file as it is now against the spec `up` applied from it."""
+
+    path: Path
+    changed: tuple[str, ...]  # the top-level keys whose values differ
+    problem: str = ""  # why the file as it is now cannot be read as a cluster file
+
+
+def drift_since_applied(state: ClusterState) -> Drift | None:
+    """What changed in the applied spec's file since `up` (None: nothing that matters, only
+    comments or layout, or the file is gone). A `launch NAME` runs the applied spec, so an
+    edit the user made is not in it; `launch FILE` and `up FILE` would take it."""
+    data = state.read_json(state.applied_spec_path)
+    if not data or not data.get("source"):
+        return None
+    path = Path(str(data["source"]))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if text == data.get("text"):
+        return None
+    from dlvm_cluster.spec.load import load_spec
+    from dlvm_cluster.spec.model import ClusterSpec
+
+    try:
+        current = load_spec(path).spec
+    except SpecError as exc:
+        return Drift(path, (), problem=exc.message.splitlines()[0])
+    applied = ClusterSpec.model_validate(data["spec"])
+    changed = tuple(
+        key
+        for key in ClusterSpec.model_fields
+        if getattr(applied, key) != getattr(current, key)
+        and not (key == "nodes" and data.get("scaled") and _same_but_count(applied, current))
+    )
+    return Drift(path, changed) if changed else None
+
+
+def _same_but_count(applied: ClusterSpec, current: ClusterSpec) -> bool:
+    """`dlvm scale` changed the count the file gives: that is no edit of the file."""
+    return applied.nodes.model_copy(update={"count": current.nodes.count}) == current.nodes
 
 
 def read_spec(state: ClusterState, path: Path) -> LoadedSpec | None:
