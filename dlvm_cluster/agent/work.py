@@ -109,6 +109,7 @@ def push_files(pool: SshPool, state: ClusterState, request: dict[str, Any]) -> W
                 ClientProgress(client),
                 delete=bool(request.get("delete", False)),
                 cancelled=cancel.is_set,
+                delete_at_most=_at_most(request.get("delete_at_most")),
             )
         except SyncCancelled:
             return f"sync to {len(nodes)} node(s)", {"cancelled": True}
@@ -144,3 +145,8 @@ class ClientProgress:
 
     def count(self, step: str, done: int, total: int, unit: str = "") -> None:
         self.client.send({"count": [step, done, total, unit]})
+
+
+def _at_most(value: object) -> int | None:
+    """A request's limit on deletions: a whole number, else none."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None

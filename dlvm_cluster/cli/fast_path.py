@@ -1,5 +1,5 @@
 """The fast path: `dlvm exec NAME [-n SEL] [--timeout S] [-q] -- CMD...` and
-`dlvm sync NAME [-n SEL] [-q] [--delete]` without importing typer (or, for exec, rich,
+`dlvm sync NAME [-n SEL] [-q]` without importing typer (or, for exec, rich,
 pydantic and ruamel).
 
 These are the commands users repeat in a loop. Over the warm connections of the cluster's
@@ -27,14 +27,13 @@ class _Args:
     selector: str | None = None
     timeout: float | None = None
     quiet: bool = False
-    delete: bool = False
     command: tuple[str, ...] = ()
 
 
 # Per command: flags, and options taking a value (with how to read it).
 _FLAGS = {
     "exec": {"-q": "quiet", "--quiet": "quiet"},
-    "sync": {"-q": "quiet", "--quiet": "quiet", "--delete": "delete"},
+    "sync": {"-q": "quiet", "--quiet": "quiet"},
 }
 _VALUES: dict[str, dict[str, tuple[str, Callable[[str], object]]]] = {
     "exec": {
@@ -47,7 +46,8 @@ _VALUES: dict[str, dict[str, tuple[str, Callable[[str], object]]]] = {
 # The app's options of these commands that the fast path leaves to the app (with --help).
 TO_THE_APP = {
     "exec": frozenset({"--json"}),
-    "sync": frozenset({"--down", "--remote", "--local", "--json"}),
+    # --delete may ask before deleting: the app's confirmation, not the fast path's.
+    "sync": frozenset({"--down", "--remote", "--local", "--json", "--delete", "--yes", "-y"}),
 }
 
 
@@ -124,7 +124,7 @@ def _sync(args: _Args) -> int:
 
     state = cluster_state(args.cluster)
     with console_progress(quiet=args.quiet) as progress:
-        results = sync_up(state, progress, selector=args.selector, delete=args.delete)
+        results = sync_up(state, progress, selector=args.selector)
     sync_summary(results)
     return 0
 

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from dlvm_cluster.cli import documents
-from dlvm_cluster.cli.common import ClusterArg, JsonOption, QuietOption
+from dlvm_cluster.cli.common import ClusterArg, JsonOption, QuietOption, YesOption, confirm
 from dlvm_cluster.cli.resolve import cluster_state, resolve
 
 NodesOption = Annotated[
@@ -67,8 +67,14 @@ def sync_cmd(
     ] = Path("results"),
     selector: NodesOption = None,
     delete: Annotated[
-        bool, typer.Option("--delete", help="Delete remote files that are not in the source.")
+        bool,
+        typer.Option(
+            "--delete",
+            help="Delete remote files that are not in the source; more than "
+            f"{FEW_DELETIONS} on a node are listed and asked about first (or --yes).",
+        ),
     ] = False,
+    yes: YesOption = False,
     quiet: QuietOption = False,
     json_output: JsonOption = False,
 ) -> None:
@@ -93,14 +99,58 @@ def sync_cmd(
                     f"-> {local / result.node}"
                 )
         return
+    at_most = None if yes else FEW_DELETIONS
     with console_progress(quiet=quiet, json_output=json_output) as progress:
         results = nodes.sync_up(
-            state, progress, loaded=resolved.loaded, selector=selector, delete=delete
+            state,
+            progress,
+            loaded=resolved.loaded,
+            selector=selector,
+            delete=delete,
+            delete_at_most=at_most,
         )
+    held = {result.node: result.held_back for result in results if result.held_back}
+    if held:
+        # The files were sent; what --delete would remove waits for a yes (a checkpoint the
+        # job wrote into its workdir is not in the source either).
+        _list_deletions(held)
+        total = sum(len(paths) for paths in held.values())
+        confirm(
+            f"delete these {total} file(s) on {len(held)} node(s)?",
+            yes,
+            otherwise="sync without --delete to keep them",
+        )
+        with console_progress(quiet=quiet, json_output=json_output) as progress:
+            again = nodes.sync_up(
+                state,
+                progress,
+                loaded=resolved.loaded,
+                selector=",".join(held),
+                delete=True,
+            )
+        deleted = {result.node: result for result in again}
+        results = [deleted.get(result.node, result) for result in results]
     if json_output:
         documents.print_json(documents.sync(results))
     else:
         sync_summary(results)
+
+
+FEW_DELETIONS = 5
+"""`sync --delete` deletes up to this many files on a node without asking."""
+SHOWN_DELETIONS = 20
+
+
+def _list_deletions(held: dict[str, list[str]]) -> None:
+    from dlvm_cluster.cli.display import stderr
+    from dlvm_cluster.progress import show_controls
+
+    for node, paths in held.items():
+        stderr.print(f"{node}: --delete would delete {len(paths)} file(s):", markup=False)
+        for path in paths[:SHOWN_DELETIONS]:
+            stderr.print(f"  {show_controls(path)}", markup=False, highlight=False)
+        if len(paths) > SHOWN_DELETIONS:
+            stderr.print(f"  ... and {len(paths) - SHOWN_DELETIONS} more", markup=False)
 
 
 def check_cmd(

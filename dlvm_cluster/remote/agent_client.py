@@ -18,7 +18,8 @@ Protocol: newline-delimited JSON over the unix socket `agent.sock` in the cluste
     agent  -> {"results": GROUP}   the last message; GROUP is GroupResult.to_json(), as
                                     `exec --json` prints it (remote/results.py)
 
-`{"op": "sync", "inventory": DIGEST, "nodes": [NAME...], "delete": BOOL}` pushes the files
+`{"op": "sync", "inventory": DIGEST, "nodes": [NAME...], "delete": BOOL, "delete_at_most": N}`
+(N: a node with more files to delete deletes none, listing them; null: no limit) pushes the files
 of the cluster's applied spec (read by the agent, which holds the connections and paramiko):
 the same accept/go/cancel; the agent sends {"stage": TEXT}, {"count": [STEP, DONE, TOTAL,
 UNIT]} and node lines as progress, then {"synced": [SyncResult...]}, {"error": MESSAGE,
@@ -176,7 +177,13 @@ def run(
 
 
 def sync(
-    state_dir: Path, digest: str, nodes: Sequence[Node], progress: Progress, *, delete: bool
+    state_dir: Path,
+    digest: str,
+    nodes: Sequence[Node],
+    progress: Progress,
+    *,
+    delete: bool,
+    delete_at_most: int | None = None,
 ) -> list[SyncResult] | None:
     """Push the cluster's files (its applied spec) to `nodes` through the agent, with the same
     progress, results and errors as remote.sync over new connections. Ctrl-C stops the push
@@ -186,6 +193,7 @@ def sync(
         "inventory": digest,
         "nodes": [node.name for node in nodes],
         "delete": delete,
+        "delete_at_most": delete_at_most,
     }
     by_name = {node.name: node for node in nodes}
     handlers: dict[str, Callable[[dict[str, Any]], None]] = {

@@ -96,6 +96,8 @@ class SyncResult:
     seconds: float = 0.0
     error: str = ""
     sent: list[str] = field(default_factory=list)
+    # With a limit on deletions: what would have been deleted beyond it, and was not.
+    held_back: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

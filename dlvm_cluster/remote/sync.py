@@ -196,6 +196,16 @@ class _ChannelWriter(io.RawIOBase):
         return len(data)
 
 
+def doomed_files(remote: dict[str, Entry], doomed: Sequence[str]) -> list[str]:
+    """Every file (not folder) that deleting `doomed` removes: a doomed folder's too."""
+    tops = set(doomed)
+    return sorted(
+        path
+        for path, entry in remote.items()
+        if entry.kind != "d" and (path in tops or any(path.startswith(top + "/") for top in tops))
+    )
+
+
 def push_to_node(
     connection: Connection,
     source: Path,
@@ -205,6 +215,7 @@ def push_to_node(
     delete: bool,
     exclude: Sequence[str],
     watch: PushWatch = PushWatch(),
+    delete_at_most: int | None = None,
 ) -> SyncResult:
     """One remote command per node: it lists the destination, then extracts the tar that
     follows on its stdin (an empty one when nothing changed). Starting a remote shell is a
@@ -226,6 +237,11 @@ def push_to_node(
         send, doomed = delta(entries, remote, delete=delete, exclude=exclude)
         result.unchanged = len(entries) - len(send)
         watch.planned(sum(entry.size for entry in send if entry.kind == "f"))
+        if delete_at_most is not None:
+            files = doomed_files(remote, doomed)
+            if len(files) > delete_at_most:
+                result.held_back = files  # listed for the user to confirm, kept for now
+                doomed = []
         if doomed:  # on a second channel, while tar waits for its input
             code, _, err = connection.run(
                 f"cd {dst} && xargs -0 rm -rf --", b"".join(os.fsencode(p) + b"\0" for p in doomed)
@@ -289,13 +305,23 @@ def push(
     exclude: Sequence[str] = (),
     delete: bool = False,
     watch: PushWatch = PushWatch(),
+    delete_at_most: int | None = None,
 ) -> list[SyncResult]:
+    """`delete_at_most`: a node with more files to delete than this deletes none of them and
+    lists them in its result's `held_back` (None: no limit)."""
     entries = scan_local(source, exclude)
     return for_each_node(
         pool,
         nodes,
         lambda connection: push_to_node(
-            connection, source, destination, entries, delete=delete, exclude=exclude, watch=watch
+            connection,
+            source,
+            destination,
+            entries,
+            delete=delete,
+            exclude=exclude,
+            watch=watch,
+            delete_at_most=delete_at_most,
         ),
         _failed,
     )

@@ -74,6 +74,10 @@ def test_training_continues_through_scale_up_and_down(cli: Cli, tmp_path: Path) 
             assert point in steps
         worlds = re.findall(r"world_size=(\d) rank=0", text)
         assert "2" in worlds and "3" in worlds
+        # node-2, removed by the scale down, still has its output in the job's logs.
+        shown = cli.run("logs", name, job_id, check=True)
+        assert "node-2 (removed by scale)" in shown.stderr + shown.stdout
+        assert re.search(r"^\[node-2\] world_size=3 rank=\d", shown.stdout, re.M), shown.stdout
 
         def finished_state() -> str:
             state: str = cli.status(name)["jobs"][-1]["state"]  # type: ignore[index]

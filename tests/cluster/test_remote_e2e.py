@@ -120,6 +120,26 @@ def test_deletions_only_with_delete(cli: Cli, cluster: tuple[str, Path]) -> None
     assert cli.run("exec", name, "--", "test -e ~/data/keep.pyc").returncode == 0
 
 
+def test_delete_of_more_than_a_few_files_lists_them_and_asks(
+    cli: Cli, cluster: tuple[str, Path]
+) -> None:
+    """A checkpoint the job wrote into its workdir is not in the source either: more than a
+    few deletions on a node are listed first and need a yes (here, with no terminal, --yes)."""
+    name, _ = cluster
+    made = "mkdir -p ~/data/out && touch ~/data/out/snapshot-$DLVM_NODE_RANK-{1,2,3,4,5,6,7}.pt"
+    cli.run("exec", name, "--", f"bash -c '{made}'", check=True)
+    asked = cli.run("sync", name, "--delete")
+    assert asked.returncode == 2, asked.stderr
+    assert "node-0: --delete would delete 7 file(s):" in asked.stderr
+    assert "  out/snapshot-0-7.pt" in asked.stderr
+    assert "no terminal to ask on" in asked.stderr
+    left = cli.run("exec", name, "--", "ls ~/data/out | wc -l", check=True)
+    assert all(line.endswith("] 7") for line in left.stdout.splitlines()), left.stdout
+    done = cli.run("sync", name, "--delete", "--yes", check=True)
+    assert "3 deleted" in done.stdout  # the folder, with its 7 files, on each of 3 nodes
+    assert cli.run("exec", name, "--", "test ! -e ~/data/out").returncode == 0
+
+
 def test_pull_gives_one_folder_per_node(
     cli: Cli, cluster: tuple[str, Path], tmp_path: Path
 ) -> None:

@@ -24,12 +24,8 @@ from dlvm_cluster.cli.fast_path import parse
             "exec",
             {"command": ("ls", "--", "-l")},
         ),
-        (["sync", "c"], "sync", {"cluster": "c", "delete": False}),
-        (
-            ["sync", "c", "--delete", "-n", "1-2", "--quiet"],
-            "sync",
-            {"delete": True, "selector": "1-2"},
-        ),
+        (["sync", "c"], "sync", {"cluster": "c"}),
+        (["sync", "c", "-n", "1-2", "--quiet"], "sync", {"selector": "1-2", "quiet": True}),
     ],
 )
 def test_served_forms(argv: list[str], verb: str, fields: dict[str, object]) -> None:
@@ -58,6 +54,8 @@ def test_served_forms(argv: list[str], verb: str, fields: dict[str, object]) -> 
         ["--debug", "exec", "c", "--", "true"],
         ["sync", "c", "--down"],
         ["sync", "c", "--json"],
+        ["sync", "c", "--delete"],  # it may ask before deleting: the app's confirmation
+        ["sync", "c", "--delete", "--yes"],
         ["sync", "c", "-n"],
         ["status", "c"],
     ],

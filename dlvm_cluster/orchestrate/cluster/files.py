@@ -44,6 +44,7 @@ def push_files(
     *,
     delete: bool = False,
     cancelled: Callable[[], bool] = lambda: False,
+    delete_at_most: int | None = None,
 ) -> list[SyncResult]:
     """Every `files` entry to every node; raises naming the nodes that failed. `cancelled`
     is polled while bytes flow (the agent stops a push whose client went away)."""
@@ -60,7 +61,14 @@ def push_files(
         tally = _ByteTally(progress, step, len(nodes))
         watch = PushWatch(planned=tally.planned, sent=tally.sent, cancelled=cancelled)
         batch = push(
-            pool, nodes, source, entry.dst, exclude=entry.exclude, delete=delete, watch=watch
+            pool,
+            nodes,
+            source,
+            entry.dst,
+            exclude=entry.exclude,
+            delete=delete,
+            watch=watch,
+            delete_at_most=delete_at_most,
         )
         results.extend(batch)
         failed = [r for r in batch if not r.ok]

@@ -10,8 +10,10 @@ them.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from dlvm_cluster import secret_env
 from dlvm_cluster.errors import DlvmError, UsageError
@@ -190,7 +192,23 @@ def logs(
         progress.note(
             f"  {node}: log not shown: its secrets could not be read to mask them ({why})"
         )
+    _show_removed_nodes(record, inventory, progress)
     return record
+
+
+def _show_removed_nodes(record: JobRecord, inventory: Inventory, progress: Progress) -> None:
+    """The logs `scale` kept of the job's nodes it removed (masked when kept), after the
+    nodes that are still there: a removed node's output is part of the job's."""
+    present = {node.name for node in inventory.nodes}
+    for path in sorted(Path(record.local_logs).glob("*.log")):
+        name = path.stem
+        if name in present or not re.fullmatch(r"node-\d+", name):
+            continue
+        progress.note(f"{name} (removed by scale): its output as kept")
+        gone = Node(name=name, rank=-1, ip="", port=0, user="", host_key="")
+        with open(path, encoding="utf-8", errors="replace") as log:
+            for line in log:
+                progress.line(gone, "out", line.rstrip("\n"))
 
 
 def node_masking(

@@ -219,6 +219,7 @@ def sync_up(
     loaded: LoadedSpec | None = None,
     selector: str | None = None,
     delete: bool = False,
+    delete_at_most: int | None = None,
 ) -> list[SyncResult]:
     """Push the spec's files (the given spec, else the one last applied) to the nodes: the
     applied spec's through the agent when one answers, else over new connections, after
@@ -230,7 +231,9 @@ def sync_up(
     use_agent = bool(digest) and not agent_client.disabled()
     nodes = inventory.select(selector)
     if loaded is None and use_agent:
-        warm = agent_client.sync(state.root, digest, nodes, progress, delete=delete)
+        warm = agent_client.sync(
+            state.root, digest, nodes, progress, delete=delete, delete_at_most=delete_at_most
+        )
         if warm is not None:
             return warm
 
@@ -238,7 +241,9 @@ def sync_up(
 
     spec = loaded or applied_spec(state)
     with open_pool(state, inventory) as pool:
-        results = push_files(pool, spec, nodes, progress, delete=delete)
+        results = push_files(
+            pool, spec, nodes, progress, delete=delete, delete_at_most=delete_at_most
+        )
     if use_agent:
         agent_process.spawn(state.root)
     return results
