@@ -33,6 +33,7 @@ from dlvm_cluster.orchestrate.records import (
 )
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers.base import NO_TRUST, Converge, KeyTrust, Provider
+from dlvm_cluster.providers.kind import Feature
 from dlvm_cluster.provision.render import RenderedModule
 from dlvm_cluster.remote import agent_process
 from dlvm_cluster.remote.pool import SshPool, run_everywhere
@@ -125,6 +126,8 @@ def mount_storage(
 ) -> None:
     """Mount the spec's storage on `nodes`, as their provider says (idempotent, so every `up`
     runs it: a node replaced or rebooted gets its mounts back)."""
+    if spec.storage:
+        providers.require(spec.provider.kind, Feature.STORAGE)
     script = providers.for_spec(spec).storage_script(spec, state)
     if not script or not nodes:
         return
@@ -457,6 +460,7 @@ def plan(loaded: LoadedSpec, progress: Progress) -> PlanResult:
 
 def render_to(loaded: LoadedSpec, target: Path) -> RenderedModule:
     """Write the module and tfvars `up` would apply (creating the cluster's key pair)."""
+    providers.require(loaded.spec.provider.kind, Feature.RENDER)
     state = ClusterState.for_name(loaded.spec.name)
     state.create()
     state.ensure_key_pair()
