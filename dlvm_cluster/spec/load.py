@@ -15,16 +15,17 @@ from ruamel.yaml.comments import CommentedMap
 from dlvm_cluster.errors import SourceLocation, SpecError
 from dlvm_cluster.spec.explain import combine, explain_all
 from dlvm_cluster.spec.job_rules import Problem, job_problems
+from dlvm_cluster.spec.kinds import SpecKinds
 from dlvm_cluster.spec.locate import describe, dotted, locate, show_value
-from dlvm_cluster.spec.model import ClusterSpec, Job, LoadedSpec, Nodes
+from dlvm_cluster.spec.model import Job, LoadedSpec, Nodes
 from dlvm_cluster.spec.parse import check_keys, decode, first_content_line, parse_yaml
-from dlvm_cluster.spec.rules import semantic_problems
 
 MAX_FILE_BYTES = 1_000_000
 
 
-def load_spec(path: Path) -> LoadedSpec:
-    """Load and validate the cluster file at `path`, checking that its `files` sources exist."""
+def load_spec(path: Path, kinds: SpecKinds) -> LoadedSpec:
+    """Load and validate the cluster file at `path`, checking that its `files` sources exist;
+    `kinds`: the provider kinds it may name, with their keys and rules."""
     try:
         with path.open("rb") as stream:
             raw = stream.read(MAX_FILE_BYTES + 1)
@@ -34,12 +35,12 @@ def load_spec(path: Path) -> LoadedSpec:
         ) from exc
     except OSError as exc:
         raise SpecError(f"cannot read {path}: {exc.strerror}") from exc
-    loaded = load_spec_text(raw, path)
+    loaded = load_spec_text(raw, path, kinds)
     _check_sources(loaded)
     return loaded
 
 
-def load_spec_text(raw: bytes | str, path: Path) -> LoadedSpec:
+def load_spec_text(raw: bytes | str, path: Path, kinds: SpecKinds) -> LoadedSpec:
     """Validate cluster-file content; `path` names it in messages and anchors relative paths."""
     name = str(path)
     size = len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "surrogatepass"))
@@ -70,15 +71,16 @@ def load_spec_text(raw: bytes | str, path: Path) -> LoadedSpec:
             location=SourceLocation(name, first_content_line(text), 1),
         )
     check_keys(data, name)
+    model = kinds.model_for(data)
     try:
-        spec = ClusterSpec.model_validate(data)
+        spec = model.model_validate(data)
     except ValidationError as exc:
         # Every problem at once: pydantic's, and the job's against the nodes where both
         # sections are valid by themselves.
-        problems = explain_all(exc, data, name)
+        problems = explain_all(exc, data, name, model, kinds)
         problems += _located(data, name, _section_job_problems(data))
         raise _combined(problems) from exc
-    rules = [*semantic_problems(spec)]
+    rules = [*kinds.problems(spec)]
     if spec.job is not None:
         rules += job_problems(spec.job, spec.nodes)
     if rules:
@@ -107,9 +109,13 @@ def _combined(problems: list[SpecError]) -> SpecError:
 def _section_job_problems(data: CommentedMap) -> list[Problem]:
     """The job's checks against `nodes` when the file as a whole is invalid but these two
     sections are valid alone (their own problems are already among pydantic's)."""
+    section = data.get("nodes")
+    if not isinstance(section, dict):
+        return []
     try:
         job = Job.model_validate(data.get("job"))
-        nodes = Nodes.model_validate(data.get("nodes"))
+        # The keys every kind takes: those of one kind are checked by its own model.
+        nodes = Nodes.model_validate({k: v for k, v in section.items() if k in Nodes.model_fields})
     except ValidationError:
         return []
     return job_problems(job, nodes)

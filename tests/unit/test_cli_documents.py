@@ -181,6 +181,7 @@ def test_sync_launch_cancel_doctor_down() -> None:
             "seconds": 0.5,
             "error": "",
             "sent": ["f"],
+            "held_back": [],
         }
     ]
     assert documents.launch(JOB) == _job_fields()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from harness import REPO
 
-from dlvm_cluster.spec.load import load_spec
+from dlvm_cluster.providers import load_spec
 
 SCRIPT = REPO / "examples" / "demo.sh"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dlvm_cluster.orchestrate.cluster.records import drift_since_applied, save_applied
-from dlvm_cluster.spec.load import load_spec
+from dlvm_cluster.providers import load_spec
 from dlvm_cluster.state import ClusterState
 
 TEXT = (

@@ -152,17 +152,16 @@ def drift_since_applied(state: ClusterState) -> Drift | None:
         return None
     if text == data.get("text"):
         return None
-    from dlvm_cluster.spec.load import load_spec
-    from dlvm_cluster.spec.model import ClusterSpec
+    from dlvm_cluster import providers
 
     try:
-        current = load_spec(path).spec
+        current = providers.load_spec(path).spec
     except SpecError as exc:
         return Drift(path, (), problem=exc.message.splitlines()[0])
-    applied = ClusterSpec.model_validate(data["spec"])
+    applied = providers.spec_kinds().parse(data["spec"])
     changed = tuple(
         key
-        for key in ClusterSpec.model_fields
+        for key in type(applied).model_fields
         if getattr(applied, key) != getattr(current, key)
         and not (key == "nodes" and data.get("scaled") and _same_but_count(applied, current))
     )
@@ -179,9 +178,10 @@ def read_spec(state: ClusterState, path: Path) -> LoadedSpec | None:
     data = state.read_json(path)
     if not data:
         return None
-    from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec  # pydantic: not for `exec`
+    from dlvm_cluster import providers
+    from dlvm_cluster.spec.model import LoadedSpec  # pydantic: not for `exec`
 
-    spec = ClusterSpec.model_validate(data["spec"])
+    spec = providers.spec_kinds().parse(data["spec"])
     return LoadedSpec(spec=spec, path=Path(data["source"]), text=str(data.get("text", "")))
 
 
