@@ -125,3 +125,37 @@ def gpu_hint(cause: list[str], gpus_per_node: int) -> str:
     if gpus_per_node == 0 and ("cuda" in text or "nccl" in text):
         return "the nodes have no GPUs: a CUDA/NCCL script needs a CPU path (gloo, cpu tensors)"
     return ""
+
+
+BUILDERS = frozenset(
+    {"cc1plus", "cc1", "c++", "g++", "gcc", "ninja", "nvcc", "cicc", "ld", "collect2"}
+)
+"""Process names that mean native code is being compiled."""
+
+
+def quiet_activity(names_by_node: Mapping[str, list[str]], quiet_for: float) -> str:
+    """A line for a job that printed nothing for `quiet_for` seconds: what its processes are,
+    and, when they compile, that this is a first build (DeepSpeed builds its ops on first use,
+    for minutes, printing nothing). '' when no node reported a process."""
+    parts = []
+    building = False
+    for node, names in names_by_node.items():
+        if not names:
+            continue
+        counts: dict[str, int] = {}
+        for name in names:
+            counts[name] = counts.get(name, 0) + 1
+        builders = {name: n for name, n in counts.items() if name in BUILDERS}
+        building = building or bool(builders)
+        shown = builders or counts
+        said = ", ".join(f"{name} x{n}" if n > 1 else name for name, n in sorted(shown.items())[:6])
+        parts.append(f"{node}: {'compiling (' + said + ')' if builders else said}")
+    if not parts:
+        return ""
+    line = f"no output for {quiet_for:.0f}s; " + "; ".join(parts)
+    if building:
+        line += (
+            " - a first build of native ops (DeepSpeed compiles them on first use); later "
+            "runs reuse them from TORCH_EXTENSIONS_DIR, which storage can share between nodes"
+        )
+    return line

@@ -86,19 +86,30 @@ def probe(cluster: str, job_ids: Sequence[str]) -> str:
     return "; ".join(checks) or "true"
 
 
-def stop(cluster: str, job_id: str, grace: float = 5.0) -> str:
-    """SIGTERM every process of the job, SIGKILL what is left after `grace` seconds, then
-    print `left N` (N processes of the job still alive: 0 unless something is wrong)."""
+def _job_pids(job_id: str) -> str:
+    """Shell text defining `pids`: the job's processes on this node (not this shell)."""
     needle = shlex.quote(f"DLVM_JOB_ID={job_id}")
     return (
-        f"{_dir_var(cluster, job_id)}"
         "me=$(readlink /proc/self/ns/net); "
         "pids() { for e in $(grep -lzx "
         f"{needle}"
         " /proc/[0-9]*/environ 2>/dev/null); do p=${e#/proc/}; p=${p%/environ}; "
         '[ "$p" = "$$" ] && continue; '
         '[ "$(readlink /proc/$p/ns/net 2>/dev/null)" = "$me" ] && echo $p; done; }; '
-        'lead=$(cat "$d/pid" 2>/dev/null); '
+    )
+
+
+def activity(job_id: str) -> str:
+    """The command names of the job's processes on this node, one per line (what a quiet
+    job is busy with: `cc1plus` and `ninja` while DeepSpeed builds its ops)."""
+    return _job_pids(job_id) + "for p in $(pids); do cat /proc/$p/comm 2>/dev/null; done"
+
+
+def stop(cluster: str, job_id: str, grace: float = 5.0) -> str:
+    """SIGTERM every process of the job, SIGKILL what is left after `grace` seconds, then
+    print `left N` (N processes of the job still alive: 0 unless something is wrong)."""
+    return (
+        f"{_dir_var(cluster, job_id)}" + _job_pids(job_id) + 'lead=$(cat "$d/pid" 2>/dev/null); '
         '[ -n "$lead" ] && kill -TERM -- -"$lead" 2>/dev/null; '
         "kill -TERM $(pids) 2>/dev/null; "
         f'i=0; while [ $i -lt {int(grace * 10)} ] && [ -n "$(pids)" ]; do '

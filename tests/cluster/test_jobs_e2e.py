@@ -221,3 +221,20 @@ def test_launch_by_name_says_the_file_changed_since_up(cli: Cli, cluster: tuple[
     finally:
         applied.write_text(original)
     assert "changed since" not in cli.run("launch", name, check=True).stderr
+
+
+def test_a_quiet_job_says_what_its_processes_are_doing(cli: Cli, cluster: tuple[str, Path]) -> None:
+    """A job that prints nothing while its processes compile (DeepSpeed's first op build)
+    gets a line naming them; here a program named as the C++ compiler is, silent a while."""
+    name, folder = cluster
+    spec = _spec(
+        folder,
+        name,
+        "framework: none\n  command: 'cp /bin/sleep ./cc1plus && ./cc1plus 8 && echo built'",
+    )
+    with cli.background("launch", str(spec), DLVM_QUIET_NOTE_SECONDS="2") as running:
+        out, err = running.communicate(timeout=300)
+    assert running.returncode == 0, err
+    assert re.search(r"\[dlvm\] no output for \d+s; node-0: compiling \(cc1plus\)", err), err
+    assert "a first build of native ops" in err
+    assert "[node-0] built" in out

@@ -3,7 +3,13 @@ that started from different states (launch/output.py)."""
 
 from __future__ import annotations
 
-from dlvm_cluster.launch.output import RankOutput, disagreement, first_cause, gpu_hint
+from dlvm_cluster.launch.output import (
+    RankOutput,
+    disagreement,
+    first_cause,
+    gpu_hint,
+    quiet_activity,
+)
 
 TORCHRUN_FAILURE = """\
 [rank1]: Traceback (most recent call last):
@@ -101,3 +107,14 @@ def test_ranks_that_started_from_different_states_are_named() -> None:
     assert disagreement({"node-0": resumed, "node-1": again}) == ""
     # Only rank 0 saving a checkpoint is no disagreement.
     assert disagreement({"node-0": fresh, "node-1": read("")}) == ""
+
+
+def test_a_quiet_job_is_described_by_its_processes() -> None:
+    compiling = quiet_activity(
+        {"node-0": ["deepspeed", "python3", "ninja", "cc1plus", "cc1plus"], "node-1": []}, 31.2
+    )
+    assert compiling.startswith("no output for 31s; node-0: compiling (cc1plus x2, ninja)")
+    assert "a first build of native ops" in compiling
+    waiting = quiet_activity({"node-0": ["torchrun", "python3", "python3"]}, 60)
+    assert waiting == "no output for 60s; node-0: python3 x2, torchrun"
+    assert quiet_activity({"node-0": []}, 60) == ""

@@ -38,7 +38,13 @@ from pathlib import Path
 from dlvm_cluster import providers, secret_env
 from dlvm_cluster.errors import DlvmError, RemoteError, UsageError
 from dlvm_cluster.inventory import Inventory, Node
-from dlvm_cluster.launch.output import RankOutput, disagreement, first_cause, gpu_hint
+from dlvm_cluster.launch.output import (
+    RankOutput,
+    disagreement,
+    first_cause,
+    gpu_hint,
+    quiet_activity,
+)
 from dlvm_cluster.launch.plan import elastic_range, random_port
 from dlvm_cluster.launch.planners import plan_launch
 from dlvm_cluster.orchestrate.check.run import require_healthy
@@ -60,14 +66,17 @@ from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers.base import NodeState, Provider
 from dlvm_cluster.providers.kind import Feature
 from dlvm_cluster.remote import jobcontrol
+from dlvm_cluster.remote.connection import Connection
 from dlvm_cluster.remote.fanout import Cancellation, run_on_nodes
-from dlvm_cluster.remote.pool import SshPool
+from dlvm_cluster.remote.pool import SshPool, for_each_node
 from dlvm_cluster.remote.results import CommandResult, GroupResult
 from dlvm_cluster.spec.model import LoadedSpec
 from dlvm_cluster.state import ClusterState, private_dir
 
 # For tests only: the hang timeout in seconds, instead of the cluster file's minutes.
 HANG_SECONDS_ENV = "DLVM_HANG_TIMEOUT_SECONDS"
+QUIET_NOTE_S = 30.0  # a job silent this long gets a line saying what its processes are
+QUIET_SECONDS_ENV = "DLVM_QUIET_NOTE_SECONDS"  # overrides it (tests)
 WATCH_STEP = 0.5  # seconds between looks at the cancel request and the output clock
 PROVIDER_POLL = 2.0  # seconds between asking the provider how the machines are
 STOP_GRACE = 5.0  # SIGTERM, then SIGKILL after this many seconds
@@ -91,6 +100,12 @@ class RunEnd:
     hung: bool = False
     survivors_running: bool = False  # elastic: only lost nodes failed; the others train on
     rescaled: bool = False  # `scale` changed the job's nodes: follow the new set
+
+
+def quiet_seconds() -> float:
+    """How long a job may print nothing before dlvm says what its processes are doing."""
+    override = os.environ.get(QUIET_SECONDS_ENV, "")
+    return float(override) if override else QUIET_NOTE_S
 
 
 def hang_seconds(minutes: int | None) -> float | None:
@@ -221,7 +236,13 @@ class Supervisor:
         def look() -> None:
             hang = hang_seconds(self.job.hang_timeout_minutes)
             asked = 0.0
+            quiet_step = quiet_seconds()
+            said_quiet = [started]
             while not done.wait(WATCH_STEP):
+                now = time.monotonic()
+                if now - max(last_output[0], said_quiet[0]) >= quiet_step:
+                    said_quiet[0] = now
+                    self._say_what_runs(pool, nodes, now - last_output[0])
                 if cancel_requested(self.state, self.record.id):
                     trip("cancelled")
                     return
@@ -299,6 +320,24 @@ class Supervisor:
             at=stopper.finished,
         )
         return end
+
+    def _say_what_runs(self, pool: SshPool, nodes: Sequence[Node], quiet_for: float) -> None:
+        """A job silent for a while: what its processes are on each node (a first DeepSpeed
+        op build compiles for minutes without a line)."""
+        found: dict[str, list[str]] = {}
+
+        def one(connection: Connection) -> str:
+            _, out, _ = connection.run(jobcontrol.activity(self.record.id))
+            found[connection.node.name] = out.split()
+            return ""
+
+        try:
+            for_each_node(pool, nodes, one, lambda node, error: "")
+        except DlvmError:
+            return
+        line = quiet_activity({node.name: found.get(node.name, []) for node in nodes}, quiet_for)
+        if line:
+            self.progress.note(f"[dlvm] {line}")
 
     def provider_lost(self, inventory: Inventory, nodes: Sequence[Node]) -> dict[str, str]:
         """The nodes whose machine the provider says is not running, and its word for it."""
