@@ -4,6 +4,8 @@
 #
 #   bash build_horovod.sh wheel     # make sure the wheel is cached; print its path last
 #   bash build_horovod.sh install   # the same, then pip install it into that Python
+#   bash build_horovod.sh check     # the cached wheel's path, or DLVM_HOROVOD_BUILDABLE once
+#                                   # every prerequisite is there; builds nothing
 #
 # Why a build: 0.28.1, Horovod's last release, is published as source only, and its CMake
 # files ask for C++14 while the headers of torch 2.x need C++17. So the source is fetched
@@ -22,13 +24,15 @@
 # into which `install` installs), Horovod's own HOROVOD_WITH_MPI=1 (require MPI) or
 # HOROVOD_WITHOUT_MPI=1 (gloo only; neither: MPI where found) and HOROVOD_GPU_OPERATIONS
 # (e.g. NCCL), XDG_CACHE_HOME, MAKEFLAGS (default -j<cores>), CXX (default g++). All can be
-# set in a cluster file's env, which the build on the head runs with.
+# set in a cluster file's env, which the build on the head runs with. HOROVOD_SDIST: the
+# source archive (horovod-VERSION.tar.gz) already on this machine, for one that cannot reach
+# the package index (dlvm fetches it where it runs and sends it); else pip fetches it.
 set -euo pipefail
 
 HOROVOD_VERSION=0.28.1
 mode=${1:-}
-if [[ "$mode" != wheel && "$mode" != install ]]; then
-  echo "usage: build_horovod.sh wheel|install" >&2
+if [[ "$mode" != wheel && "$mode" != install && "$mode" != check ]]; then
+  echo "usage: build_horovod.sh wheel|install|check" >&2
   exit 2
 fi
 python=${PYTHON:-python3}
@@ -102,13 +106,24 @@ else
       fail "mpicxx cannot find mpi.h: install MPI's headers (Debian: apt-get install libopenmpi-dev), or HOROVOD_WITHOUT_MPI=1"
     fi
   fi
+  if [[ "$mode" == check ]]; then
+    echo "DLVM_HOROVOD_BUILDABLE"
+    exit 0
+  fi
   folder="$cache_root/horovod-$HOROVOD_VERSION-torch$torch_version-$py_tag-$platform-$(mpi_flavour $with_mpi)"
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
-  say "fetching the horovod $HOROVOD_VERSION source"
-  "$python" -m pip download -q --no-deps --no-binary :all: -d "$work" "horovod==$HOROVOD_VERSION" ||
-    fail "could not download the horovod $HOROVOD_VERSION source (see above)"
-  tar -xzf "$work/horovod-$HOROVOD_VERSION.tar.gz" -C "$work"
+  if [[ -n "${HOROVOD_SDIST:-}" ]]; then
+    [[ -s "$HOROVOD_SDIST" ]] || fail "HOROVOD_SDIST: no such archive: $HOROVOD_SDIST"
+    say "using the horovod $HOROVOD_VERSION source sent with the build: $HOROVOD_SDIST"
+    cp "$HOROVOD_SDIST" "$work/horovod-$HOROVOD_VERSION.tar.gz"
+  else
+    say "fetching the horovod $HOROVOD_VERSION source"
+    "$python" -m pip download -q --no-deps --no-binary :all: -d "$work" "horovod==$HOROVOD_VERSION" ||
+      fail "could not download the horovod $HOROVOD_VERSION source (see above)"
+  fi
+  tar -xzf "$work/horovod-$HOROVOD_VERSION.tar.gz" -C "$work" ||
+    fail "the horovod $HOROVOD_VERSION source archive does not unpack"
   src="$work/horovod-$HOROVOD_VERSION"
   # torch 2.x headers need C++17: the two places Horovod's CMake files set the standard.
   for cmake_file in CMakeLists.txt horovod/torch/CMakeLists.txt; do

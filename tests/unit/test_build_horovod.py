@@ -77,4 +77,49 @@ def test_unknown_mode_is_refused() -> None:
     result = subprocess.run(
         ["bash", str(SCRIPT), "build"], capture_output=True, text=True, env=dict(os.environ)
     )
-    assert result.returncode == 2 and "usage: build_horovod.sh wheel|install" in result.stderr
+    assert result.returncode == 2 and "usage: build_horovod.sh wheel|install|check" in result.stderr
+
+
+def _tools(tmp_path: Path, tools: list[str]) -> dict[str, str]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for tool in ["head", "tar", "gzip", "cp", "mktemp", "rm", "grep", "sed", "nproc", *tools]:
+        found = shutil.which(tool)
+        assert found, f"this machine has no {tool}"
+        (bin_dir / tool).symlink_to(found)
+    return {"PATH": str(bin_dir), "HOME": str(tmp_path), "PYTHON": sys.executable}
+
+
+@pytest.mark.torch  # the script reads what to build against from torch
+def test_check_says_buildable_and_builds_nothing(tmp_path: Path) -> None:
+    env = {**_tools(tmp_path, ["g++", "cmake", "make"]), "XDG_CACHE_HOME": str(tmp_path / "c")}
+    done = subprocess.run(
+        [BASH, str(SCRIPT), "check"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "DLVM_HOROVOD_BUILDABLE"
+    assert "fetching" not in done.stdout and not (tmp_path / "c").exists()
+
+
+@pytest.mark.torch
+def test_a_source_sent_with_the_build_is_used_instead_of_the_index(tmp_path: Path) -> None:
+    """HOROVOD_SDIST: the archive dlvm fetched where it runs; the node never asks the index
+    (this one is no real Horovod, so the recipe stops at its first look inside)."""
+    source = tmp_path / "src" / "horovod-0.28.1"
+    source.mkdir(parents=True)
+    (source / "CMakeLists.txt").write_text("project(not_horovod)\n")
+    archive = tmp_path / "horovod-0.28.1.tar.gz"
+    subprocess.run(["tar", "-czf", str(archive), "-C", str(tmp_path / "src"), "."], check=True)
+    env = {
+        **_tools(tmp_path, ["g++", "cmake", "make"]),
+        "XDG_CACHE_HOME": str(tmp_path / "c"),
+        "HOROVOD_SDIST": str(archive),
+        "PIP_NO_INDEX": "1",  # were it to ask the index, it would fail another way
+    }
+    done = subprocess.run(
+        [BASH, str(SCRIPT), "wheel"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1
+    assert f"using the horovod 0.28.1 source sent with the build: {archive}" in done.stdout
+    assert "fetching" not in done.stdout
+    assert "CMakeLists.txt no longer sets C++14" in done.stderr

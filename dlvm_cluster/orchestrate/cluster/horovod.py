@@ -3,7 +3,9 @@ node can run horovodrun before they report done.
 
 Horovod's last release is source only and needs a patched build (nodeside/build_horovod.sh
 documents why and how), minutes of compiling. So it is built at most once per
-cluster: on the head, which caches the wheel; nodes that lack Horovod get that wheel copied
+cluster: on the head, which caches the wheel, from the source archive this machine fetched
+(once, into ~/.cache/dlvm/sources) and sent, so that a head that cannot reach the package
+index builds it all the same; nodes that lack Horovod get that wheel copied
 from the head over the cluster's own SSH (the mesh horovodrun uses), and install it, never
 rebuilding. Nodes that can already `import horovod.torch` and run horovodrun are left alone.
 Each node then keeps a stamp holding the setup digest (see files.setup_digest), so a later
@@ -13,9 +15,15 @@ changed the node's Python) checks again.
 
 from __future__ import annotations
 
+import os
+import re
 import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable, Sequence
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from dlvm_cluster import nodeside, secret_env
 from dlvm_cluster.errors import RemoteError
@@ -39,6 +47,8 @@ STAMPED, PRESENT, MISSING = (
     "__dlvm_horovod_missing__",
 )
 WHEEL_LINE = "DLVM_HOROVOD_WHEEL="
+BUILDABLE = "DLVM_HOROVOD_BUILDABLE"
+FETCH_TIMEOUT_S = 600
 USABLE = "python3 -c 'import horovod.torch' >/dev/null 2>&1 && command -v horovodrun >/dev/null"
 """What `horovod` jobs need of a node: the Python they run (`python3`, see launch/horovod.py)
 imports horovod.torch, and horovodrun is on PATH."""
@@ -116,16 +126,37 @@ def ensure_horovod(
         "cannot send the Horovod build script to the head",
     )
     mode = "install" if any(node.name == head.name for node in missing) else "wheel"
-    progress.stage(f"{STEP}: wheel on {head.name} (built once, minutes; cached after)")
     wheel: list[str] = []
+    buildable: list[str] = []
 
     def build_sink(node: Node, stream: str, text: str) -> None:
         if text.startswith(WHEEL_LINE):
             wheel.append(text.removeprefix(WHEEL_LINE))
+        elif text == BUILDABLE:
+            buildable.append(text)
         else:
             progress.line(node, stream, text)
 
-    built = on([head], f"bash {quote_path(script)} {mode}", build_sink)
+    # Its prerequisites and its cache first: a build needs the source, which nodes that
+    # cannot reach the package index (local nodes, private GCP nodes) get from here.
+    checked = on([head], f"bash {quote_path(script)} check", build_sink)
+    _raise_failed(checked, f"cannot build Horovod on {head.name}")
+    sdist = ""
+    if buildable and not wheel:
+        source = fetch_source(progress)
+        if source is not None:
+            sdist = f"{folder}/sources/{source.name}"
+            run_everywhere(
+                pool,
+                [head],
+                _receive(sdist),
+                source.read_bytes(),
+                "cannot send the Horovod source to the head",
+            )
+    wheel.clear()
+    progress.stage(f"{STEP}: wheel on {head.name} (built once, minutes; cached after)")
+    with_source = f"HOROVOD_SDIST={quote_path(sdist)} " if sdist else ""
+    built = on([head], f"{with_source}bash {quote_path(script)} {mode}", build_sink)
     _raise_failed(built, f"cannot build Horovod on {head.name}")
     if not wheel:
         raise RemoteError(
@@ -160,6 +191,45 @@ def ensure_horovod(
         on(missing, f"{USABLE} && {write_stamp}", progress.line), "Horovod is still not usable"
     )
     return tuple(installed)
+
+
+def horovod_version() -> str:
+    """The Horovod release the build script pins (its HOROVOD_VERSION line)."""
+    pinned = re.search(r"^HOROVOD_VERSION=(\S+)$", BUILD_SCRIPT.read_text(), re.M)
+    assert pinned, "build_horovod.sh pins no HOROVOD_VERSION"
+    return pinned.group(1)
+
+
+def source_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dlvm" / "sources"
+
+
+def fetch_source(progress: Progress) -> Path | None:
+    """The pinned Horovod source archive on this machine (fetched once with pip, then kept
+    in the cache); None when it cannot be fetched here either (the head then tries)."""
+    version = horovod_version()
+    archive = source_cache() / f"horovod-{version}.tar.gz"
+    if archive.is_file() and archive.stat().st_size:
+        return archive
+    progress.stage(f"{STEP}: fetching the horovod {version} source here, to send to the head")
+    with tempfile.TemporaryDirectory() as work:
+        pip = [sys.executable, "-m", "pip", "download", "-q", "--no-deps"]
+        pip += ["--no-binary", ":all:", "-d", work, f"horovod=={version}"]
+        try:
+            done = subprocess.run(pip, capture_output=True, text=True, timeout=FETCH_TIMEOUT_S)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            progress.note(f"{STEP}: could not fetch the source here ({exc}); the head tries")
+            return None
+        fetched = Path(work) / archive.name
+        if done.returncode != 0 or not fetched.is_file():
+            last = (done.stderr.strip().splitlines() or ["no archive"])[-1]
+            progress.note(f"{STEP}: could not fetch the source here ({last}); the head tries")
+            return None
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        partial = archive.with_suffix(".part")
+        shutil.copyfile(fetched, partial)
+        partial.replace(archive)  # whole or not at all
+    return archive
 
 
 def _send_all(wheel: str, remote: str, nodes: Sequence[Node]) -> str:
