@@ -10,6 +10,7 @@ two launches at once cannot both start.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -28,6 +29,7 @@ from dlvm_cluster.orchestrate.jobs.on_nodes import env_names, start_on_nodes
 from dlvm_cluster.orchestrate.jobs.store import JobRecord, job_spec_path, list_jobs, save_job
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.remote import jobcontrol
+from dlvm_cluster.remote.pool import SshPool
 from dlvm_cluster.spec.model import LoadedSpec
 from dlvm_cluster.state import ClusterState
 
@@ -77,6 +79,7 @@ def start(
     progress: Progress,
     *,
     sync: bool = True,
+    pool: SshPool | None = None,
 ) -> dict[str, str]:
     """Plan the job on the cluster as it is now and start it on every node: secrets, files
     (unless not `sync`), the job's files and launches. Fills in the record's nodes, port and
@@ -91,7 +94,7 @@ def start(
     record.nodes = [launch.node.name for launch in plan.launches]
     record.spans, record.processes = list(plan.nodes), plan.processes
     record.remote_log = f"{jobcontrol.job_dir(inventory.cluster, record.id)}/log"
-    with open_pool(state, inventory) as pool:
+    with contextlib.nullcontext(pool) if pool else open_pool(state, inventory) as pool:
         values = secret_env.resolve(loaded.spec)
         install_secrets(pool, state, inventory.nodes, values)
         if sync and loaded.spec.files:

@@ -27,6 +27,7 @@ events.log.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import threading
@@ -127,8 +128,11 @@ class Supervisor:
         redact: Callable[[str], str],
         *,
         provider: Provider | None = None,
+        pool: SshPool | None = None,
     ) -> None:
-        """`provider`: the cluster's, unless given (tests hand one with its API and Terraform)."""
+        """`provider`: the cluster's, unless given (tests hand one with its API and Terraform).
+        `pool`: connections the job was started over, kept by the caller, which the first
+        follow uses while the cluster's nodes are still those it connects to."""
         assert loaded.spec.job is not None
         self.state = state
         self.record = record
@@ -139,6 +143,7 @@ class Supervisor:
         self.provider = provider or providers.for_kind(
             cluster_kind(state) or providers.DEFAULT_KIND
         )
+        self._pool = pool
         self._resume_pending = False
         self._follow_from_now: set[str] = set()  # elastic survivors: their log was shown
         self._outputs: dict[str, RankOutput] = {}  # the current run's, per node
@@ -271,7 +276,7 @@ class Supervisor:
                 stopper.now()
 
         followed = {node.name for node in nodes}
-        with open_pool(self.state, inventory) as pool:
+        with self._connections(inventory) as pool:
             stopper = _Stopper(pool, nodes, self.record.id)
             watcher = threading.Thread(target=watch, daemon=True)
             watcher.start()
@@ -320,6 +325,14 @@ class Supervisor:
             at=stopper.finished,
         )
         return end
+
+    def _connections(self, inventory: Inventory) -> contextlib.AbstractContextManager[SshPool]:
+        """The caller's connections while they reach the nodes as they are now (the first
+        follow), else new ones for this follow."""
+        lent, self._pool = self._pool, None
+        if lent is not None and lent.inventory == inventory:
+            return contextlib.nullcontext(lent)
+        return open_pool(self.state, inventory)
 
     def _say_what_runs(self, pool: SshPool, nodes: Sequence[Node], quiet_for: float) -> None:
         """A job silent for a while: what its processes are on each node (a first DeepSpeed

@@ -88,23 +88,34 @@ def launch(
         detached=detach,
     )
     refresh_states(state)  # a job whose supervisor is gone may have ended meanwhile
-    with state.lock("launch"):
-        if queue and jobs_queue.holding(state):
-            return jobs_queue.enqueue(state, loaded, record)
-        jobs_queue.refuse_if_busy(state)
-        if job.check:  # before anything is pushed or started: a failing cluster gets no job
-            require_healthy(state, progress)
-        values = jobs_queue.start(state, loaded, record, progress, sync=sync)
-        save_spec(state, job_spec_path(state, job_id), loaded)
-        if detach:
-            record.supervisor = supervisor_process.spawn(state, record)
+    # One set of connections for starting the job and following it (a second handshake
+    # with every node was a good part of what launch added to the job itself).
+    with open_pool(state, inventory) as pool:
+        with state.lock("launch"):
+            if queue and jobs_queue.holding(state):
+                return jobs_queue.enqueue(state, loaded, record)
+            jobs_queue.refuse_if_busy(state)
+            if job.check:  # before anything is pushed or started: a failing cluster gets none
+                require_healthy(state, progress)
+            values = jobs_queue.start(state, loaded, record, progress, sync=sync, pool=pool)
+            save_spec(state, job_spec_path(state, job_id), loaded)
+            if detach:
+                record.supervisor = supervisor_process.spawn(state, record)
+                save_job(state, record)
+                return record
+            record.supervisor = process_identity(os.getpid())
             save_job(state, record)
-            return record
-        record.supervisor = process_identity(os.getpid())
-        save_job(state, record)
-    redact = secret_env.redactor(values)
+        redact = secret_env.redactor(values)
+        supervisor = supervise.Supervisor(state, record, loaded, progress, redact, pool=pool)
+        return _supervised(state, progress, supervisor)
+
+
+def _supervised(
+    state: ClusterState, progress: Progress, supervisor: supervise.Supervisor
+) -> JobRecord:
+    """Run the job to its end in the foreground; then the next queued job may start."""
     try:
-        ended = supervise.Supervisor(state, record, loaded, progress, redact).run()
+        ended = supervisor.run()
     except KeyboardInterrupt:
         if jobs_queue.queued(state):
             progress.note("interrupted: queued jobs were not started (launch one to start them)")
