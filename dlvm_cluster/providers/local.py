@@ -248,6 +248,19 @@ def namespaces(state: ClusterState, nodes: Iterable[str]) -> dict[str, str]:
     return {node: f"dlvm-{state.name}-{node}-{prefix}" for node in nodes}
 
 
+def _init_alive(node_dir: Path) -> bool:
+    """Whether the node's init process (node.sh records its PID in init.ready, and the
+    namespace's identity in netns) still runs in that namespace: one readlink, where listing
+    the namespace's processes reads every process of this machine (the supervisor asks
+    every 2 s, and on a busy machine that scan took CPU from the job itself)."""
+    try:
+        pid = (node_dir / "init.ready").read_text().strip()
+        identity = (node_dir / "netns").read_text().strip()
+        return pid.isdigit() and os.readlink(f"/proc/{pid}/ns/net") == identity != ""
+    except OSError:
+        return False
+
+
 def _namespace_pids(namespace: str) -> list[str]:
     """The PIDs of a namespace's processes, as `ip netns pids` names them."""
     try:
@@ -447,6 +460,8 @@ class NamespaceNodes:
             namespace = names.get(node.name)
             if namespace is None or not (Path("/run/netns") / namespace).exists():
                 states[node.name] = NodeState.MISSING
+            elif _init_alive(state.root / "nodes" / node.name):
+                states[node.name] = NodeState.RUNNING  # its init is a process of it
             elif not _namespace_pids(namespace):
                 states[node.name] = NodeState.STOPPED
             else:
