@@ -99,10 +99,16 @@ def _job_pids(job_id: str) -> str:
     )
 
 
-def activity(job_id: str) -> str:
+def activity(cluster: str, job_id: str) -> str:
     """The command names of the job's processes on this node, one per line (what a quiet
-    job is busy with: `cc1plus` and `ninja` while DeepSpeed builds its ops)."""
-    return _job_pids(job_id) + "for p in $(pids); do cat /proc/$p/comm 2>/dev/null; done"
+    job is busy with: `cc1plus` and `ninja` while DeepSpeed builds its ops). Its text names
+    the job's folder, as `follow` does, so that autostop's watcher takes it for what it is:
+    a look at that job, no activity of its own."""
+    return (
+        _dir_var(cluster, job_id)
+        + _job_pids(job_id)
+        + "for p in $(pids); do cat /proc/$p/comm 2>/dev/null; done"
+    )
 
 
 def stop(cluster: str, job_id: str, grace: float = 5.0) -> str:

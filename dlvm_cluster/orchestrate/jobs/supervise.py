@@ -340,7 +340,7 @@ class Supervisor:
         found: dict[str, list[str]] = {}
 
         def one(connection: Connection) -> str:
-            _, out, _ = connection.run(jobcontrol.activity(self.record.id))
+            _, out, _ = connection.run(jobcontrol.activity(pool.inventory.cluster, self.record.id))
             found[connection.node.name] = out.split()
             return ""
 
