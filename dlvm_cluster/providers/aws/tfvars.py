@@ -16,9 +16,15 @@ from typing import Any
 from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.inventory import node_name
 from dlvm_cluster.providers.aws import shapes
-from dlvm_cluster.providers.aws.config import AMI_PATTERN, AwsProvider
+from dlvm_cluster.providers.aws.config import (
+    AMI_PATTERN,
+    ANY_RESERVATION,
+    NO_RESERVATION,
+    aws_config,
+    aws_nodes,
+)
 from dlvm_cluster.provision.render import TFVARS
-from dlvm_cluster.spec.model import ANY_RESERVATION, NO_RESERVATION, ClusterSpec
+from dlvm_cluster.spec.model import ClusterSpec
 from dlvm_cluster.state import ClusterState
 
 # The AMI a node boots when the spec names none: the newest "Deep Learning OSS Nvidia Driver
@@ -37,15 +43,8 @@ RESOURCE_ADDRESS = "aws_instance.node"
 MARKETS = {"standard": "on-demand", "spot": "spot", "capacity-block": "capacity-block"}
 
 
-def aws_provider(spec: ClusterSpec) -> AwsProvider:
-    provider = spec.provider
-    if not isinstance(provider, AwsProvider):
-        raise ProvisionError(f"cluster {spec.name!r} does not use the aws provider")
-    return provider
-
-
 def instance_type(spec: ClusterSpec) -> str:
-    return spec.nodes.machine_type or shapes.DEFAULT_INSTANCE_TYPE
+    return aws_nodes(spec).machine_type or shapes.DEFAULT_INSTANCE_TYPE
 
 
 def gpus_per_node(spec: ClusterSpec) -> int:
@@ -56,9 +55,10 @@ def reservation_preference(spec: ClusterSpec) -> tuple[str, str]:
     """(capacity_reservation_preference, capacity reservation id) of each instance: `open`
     lets EC2 use any matching open reservation (its default), `none` keeps the instance off
     reservations, an id targets that reservation (a capacity block is always targeted)."""
-    reservation = spec.nodes.reservation
+    nodes = aws_nodes(spec)
+    reservation = nodes.reservation
     if reservation in (None, ANY_RESERVATION):
-        return ("none" if spec.nodes.provisioning_model == "spot" else "open"), ""
+        return ("none" if nodes.provisioning_model == "spot" else "open"), ""
     if reservation == NO_RESERVATION:
         return "none", ""
     return "", reservation
@@ -66,7 +66,7 @@ def reservation_preference(spec: ClusterSpec) -> tuple[str, str]:
 
 def image(spec: ClusterSpec) -> tuple[str, str]:
     """(AMI id, SSM parameter name): exactly one is set."""
-    chosen = spec.nodes.image or DEFAULT_IMAGE_PARAMETER
+    chosen = aws_nodes(spec).image or DEFAULT_IMAGE_PARAMETER
     if re.fullmatch(AMI_PATTERN, chosen):
         return chosen, ""
     return "", chosen
@@ -102,7 +102,8 @@ def aws_tfvars(
     names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The tfvars for `spec` in `zone` (default: the first of provider.zones)."""
-    provider = aws_provider(spec)
+    provider = aws_config(spec)
+    nodes = aws_nodes(spec)
     chosen_zone = zone or provider.zones[0]
     if chosen_zone not in provider.zones:
         raise ProvisionError(
@@ -110,7 +111,7 @@ def aws_tfvars(
             hint="zones: " + ", ".join(provider.zones),
         )
     if names is None:
-        names = [node_name(rank) for rank in range(spec.nodes.count if count is None else count)]
+        names = [node_name(rank) for rank in range(nodes.count if count is None else count)]
     kind = instance_type(spec)
     preference, reservation_id = reservation_preference(spec)
     ami, parameter = image(spec)
@@ -124,9 +125,9 @@ def aws_tfvars(
         "instance_type": kind,
         "ami": ami,
         "ami_parameter": parameter,
-        "disk_gb": spec.nodes.disk_gb,
-        "disk_type": spec.nodes.disk_type or DEFAULT_DISK_TYPE,
-        "market": MARKETS[spec.nodes.provisioning_model],
+        "disk_gb": nodes.disk_gb,
+        "disk_type": nodes.disk_type or DEFAULT_DISK_TYPE,
+        "market": MARKETS[nodes.provisioning_model],
         "reservation_preference": preference,
         "reservation_id": reservation_id,
         "efa_interfaces": [
@@ -170,5 +171,5 @@ def state_tfvars(
     """`aws_tfvars` with the cluster's public key and current zone read from its state dir."""
     public_path = state.key_path.with_suffix(".pub")
     public_key = public_path.read_text().strip() if public_path.exists() else ""
-    chosen = zone or zone_in_use(state.terraform_dir / TFVARS, aws_provider(spec).zones)
+    chosen = zone or zone_in_use(state.terraform_dir / TFVARS, aws_config(spec).zones)
     return aws_tfvars(spec, public_key=public_key, zone=chosen, count=count)
