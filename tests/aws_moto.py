@@ -55,3 +55,15 @@ def run_node(clients: AwsClients, cluster: str, node: str, kind: str = "g6.xlarg
 
 def ec2_client(region: str = REGION) -> object:
     return boto3.client("ec2", region_name=region)
+
+
+class AnsweredBy:
+    """An EC2 client that is moto's for every call except `names`, which `stubbed` (a
+    botocore Stubber's client, checked against the SDK's model) answers: for the calls moto
+    does not implement, or answers without what the test needs (a console with host keys)."""
+
+    def __init__(self, moto: object, stubbed: object, *names: str) -> None:
+        self._moto, self._stubbed, self._names = moto, stubbed, frozenset(names)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stubbed if name in self._names else self._moto, name)
