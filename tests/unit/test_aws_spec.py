@@ -97,7 +97,7 @@ def refused(text: str, field: str, message: str) -> SpecError:
         (
             "",
             "  count: 1\n",
-            "storage: [{mount: /ckpt, bucket: s3://My_Bucket}]\n",
+            "storage: [{mount: /ckpt, bucket: s3://my_bucket}]\n",
             "storage[0].bucket",
             "is not an S3 bucket name",
         ),

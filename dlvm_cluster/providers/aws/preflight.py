@@ -7,6 +7,7 @@ into an apply with half a VPC made.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -321,7 +322,9 @@ def check_buckets(clients: AwsClients, spec: ClusterSpec) -> list[str]:
     for entry in spec.storage:
         bucket = entry.bucket_name
         try:
-            call(f"reading bucket {bucket}", lambda b=bucket: clients.s3.head_bucket(Bucket=b))
+            call(
+                f"reading bucket {bucket}", functools.partial(clients.s3.head_bucket, Bucket=bucket)
+            )
         except ProvisionError:
             warnings.append(
                 f"cannot check s3://{bucket} with your credentials; the nodes' role is given "
