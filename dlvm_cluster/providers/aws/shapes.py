@@ -23,11 +23,24 @@ class InstanceShape:
     capacity_blocks: bool = False
 
 
-def _sizes(gpu: str, rows: dict[str, tuple[int, int, int]]) -> dict[str, InstanceShape]:
-    """size -> (vCPUs, GPUs, EFA interfaces) of one family, as InstanceShapes."""
-    return {size: InstanceShape(v, gpu, g, e) for size, (v, g, e) in rows.items()}
+def _family(
+    name: str, gpu: str, sizes: dict[str, tuple[int, int, int]]
+) -> dict[str, InstanceShape]:
+    """The types of one family: size -> (vCPUs, GPUs, EFA interfaces)."""
+    return {f"{name}.{size}": InstanceShape(v, gpu, g, e) for size, (v, g, e) in sizes.items()}
 
 
+# G5 and G6 sizes alike: one GPU up to 16xlarge, EFA from 8xlarge.
+_G_SIZES = {
+    "xlarge": (4, 1, 0),
+    "2xlarge": (8, 1, 0),
+    "4xlarge": (16, 1, 0),
+    "8xlarge": (32, 1, 1),
+    "12xlarge": (48, 4, 1),
+    "16xlarge": (64, 1, 1),
+    "24xlarge": (96, 4, 1),
+    "48xlarge": (192, 8, 1),
+}
 # The accelerated types dlvm is made for: EFA where EC2 offers it (every network card of the
 # P types carries one), capacity blocks for the P types.
 SHAPES: dict[str, InstanceShape] = {
@@ -38,54 +51,9 @@ SHAPES: dict[str, InstanceShape] = {
     "p5e.48xlarge": InstanceShape(192, "H200", 8, 32, capacity_blocks=True),
     "p5en.48xlarge": InstanceShape(192, "H200", 8, 16, capacity_blocks=True),
     "p6-b200.48xlarge": InstanceShape(192, "B200", 8, 8, capacity_blocks=True),
-    **{
-        f"g5.{size}": shape
-        for size, shape in _sizes(
-            "A10G",
-            {
-                "xlarge": (4, 1, 0),
-                "2xlarge": (8, 1, 0),
-                "4xlarge": (16, 1, 0),
-                "8xlarge": (32, 1, 1),
-                "12xlarge": (48, 4, 1),
-                "16xlarge": (64, 1, 1),
-                "24xlarge": (96, 4, 1),
-                "48xlarge": (192, 8, 1),
-            },
-        ).items()
-    },
-    **{
-        f"g6.{size}": shape
-        for size, shape in _sizes(
-            "L4",
-            {
-                "xlarge": (4, 1, 0),
-                "2xlarge": (8, 1, 0),
-                "4xlarge": (16, 1, 0),
-                "8xlarge": (32, 1, 1),
-                "12xlarge": (48, 4, 1),
-                "16xlarge": (64, 1, 1),
-                "24xlarge": (96, 4, 1),
-                "48xlarge": (192, 8, 1),
-            },
-        ).items()
-    },
-    **{
-        f"g6e.{size}": shape
-        for size, shape in _sizes(
-            "L40S",
-            {
-                "xlarge": (4, 1, 0),
-                "2xlarge": (8, 1, 0),
-                "4xlarge": (16, 1, 0),
-                "8xlarge": (32, 1, 1),
-                "12xlarge": (48, 4, 1),
-                "16xlarge": (64, 1, 1),
-                "24xlarge": (96, 4, 2),
-                "48xlarge": (192, 8, 4),
-            },
-        ).items()
-    },
+    **_family("g5", "A10G", _G_SIZES),
+    **_family("g6", "L4", _G_SIZES),
+    **_family("g6e", "L40S", {**_G_SIZES, "24xlarge": (96, 4, 2), "48xlarge": (192, 8, 4)}),
 }
 # A node's type when the spec names none: the smallest L4 type (one GPU).
 DEFAULT_INSTANCE_TYPE = "g6.xlarge"
