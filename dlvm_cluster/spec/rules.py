@@ -7,6 +7,22 @@ from __future__ import annotations
 from dlvm_cluster.spec.model import ClusterSpec
 
 
+def bucket_scheme_problems(
+    spec: ClusterSpec, scheme: str, service: str
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """A kind's rule for its `storage`: every bucket is of the one service its nodes mount
+    (gs:// for Cloud Storage, s3:// for S3)."""
+    return [
+        (
+            ("storage", index, "bucket"),
+            f"this provider mounts {service} buckets: give {scheme}://BUCKET or "
+            f"{scheme}://BUCKET/PREFIX",
+        )
+        for index, entry in enumerate(spec.storage)
+        if not entry.bucket.startswith(f"{scheme}://")
+    ]
+
+
 def semantic_problems(spec: ClusterSpec) -> list[tuple[tuple[str | int, ...], str]]:
     """Checks that span several fields, as (field path, message) so the loader can point at them."""
     return _storage_problems(spec)

@@ -92,7 +92,7 @@ def refused(text: str, field: str, message: str) -> SpecError:
             "  count: 1\n",
             "storage: [{mount: /ckpt, bucket: gs://my-bucket}]\n",
             "storage[0].bucket",
-            "an aws cluster mounts S3 buckets",
+            "this provider mounts S3 buckets: give s3://BUCKET",
         ),
         (
             "",

@@ -3,6 +3,8 @@ host keys from the console, instance states, stop and start, and prices."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dlvm_cluster.errors import StateError
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.progress import Progress
@@ -30,6 +32,7 @@ from dlvm_cluster.providers.base import (
     Converge,
     HourlyRates,
     NodeState,
+    Provider,
     ProviderPlan,
     Reach,
     StopMark,
@@ -156,3 +159,8 @@ class Ec2:
                 checks.probe("preflight", preflight, "see the message; fix the spec or the quota")
             )
         return found
+
+
+if TYPE_CHECKING:
+    # mypy checks here that the implementation has the whole interface.
+    _IMPLEMENTED: Provider = Ec2()

@@ -18,6 +18,7 @@ from dlvm_cluster.providers.aws.config import (
     AwsNodes,
 )
 from dlvm_cluster.spec.model import ClusterSpec
+from dlvm_cluster.spec.rules import bucket_scheme_problems
 
 Problem = tuple[tuple[str | int, ...], str]
 # An S3 general purpose bucket's name: 3 to 63 lowercase letters, digits, dots and hyphens,
@@ -178,16 +179,11 @@ def _capacity_problems(spec: ClusterSpec, nodes: AwsNodes) -> list[Problem]:
 
 
 def _storage_problems(spec: ClusterSpec) -> list[Problem]:
-    problems: list[Problem] = []
+    problems = bucket_scheme_problems(spec, "s3", "S3")
     for index, entry in enumerate(spec.storage):
         if not entry.bucket.startswith("s3://"):
-            problems.append(
-                (
-                    ("storage", index, "bucket"),
-                    "an aws cluster mounts S3 buckets: give s3://BUCKET or s3://BUCKET/PREFIX",
-                )
-            )
-        elif not re.fullmatch(S3_BUCKET_NAME, entry.bucket_name) or ".." in entry.bucket_name:
+            continue
+        if not re.fullmatch(S3_BUCKET_NAME, entry.bucket_name) or ".." in entry.bucket_name:
             problems.append(
                 (
                     ("storage", index, "bucket"),

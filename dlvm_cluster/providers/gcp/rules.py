@@ -21,6 +21,7 @@ from dlvm_cluster.providers.gcp.config import (
 )
 from dlvm_cluster.spec.kinds import Problem
 from dlvm_cluster.spec.model import ClusterSpec
+from dlvm_cluster.spec.rules import bucket_scheme_problems
 
 # GPUs attached to N1 VMs (the only family that takes them), with the counts a VM may have
 # (Compute Engine's GPU table: 1, 2 or 4; V100 also 8). Other types on N1 follow the common rule.
@@ -51,6 +52,7 @@ def gcp_rules(spec: ClusterSpec) -> list[Problem]:
     nodes = gcp_nodes(spec)
     problems = _gcp_problems(spec, provider)
     problems.extend(_capacity_problems(nodes))
+    problems.extend(bucket_scheme_problems(spec, "gs", "Cloud Storage"))
     if spec.storage and provider.service_account == NO_SERVICE_ACCOUNT:
         problems.append(
             (
