@@ -10,6 +10,7 @@ from harness import REPO
 
 from dlvm_cluster.errors import SpecError
 from dlvm_cluster.providers import load_spec, load_spec_text
+from dlvm_cluster.providers.aws.storage import mount_s3_argv, storage_script
 from dlvm_cluster.providers.aws.tfvars import DEFAULT_IMAGE_PARAMETER, aws_tfvars
 from dlvm_cluster.spec.model import ClusterSpec
 
@@ -210,3 +211,33 @@ def test_an_ami_id_a_reservation_and_a_read_only_bucket() -> None:
         "other-data": {"writable": False},
         "shared-data": {"writable": True},
     }
+
+
+def test_buckets_mount_with_mountpoint_under_systemd() -> None:
+    spec = spec_of(
+        "  count: 1\n  disk_gb: 400\n",
+        tail="storage:\n  - {mount: /data, bucket: s3://shared-data/set, read_only: true}\n"
+        "  - {mount: /ckpt, bucket: s3://ckpts, cache: false}\n",
+    )
+    data, ckpt = spec.storage
+    assert mount_s3_argv(data, 51200)[:8] == [
+        "mount-s3",
+        "--foreground",
+        "--allow-other",
+        "--uid",
+        "$UID_",
+        "--gid",
+        "$GID_",
+        "--prefix",
+    ]
+    argv = mount_s3_argv(data, 51200)
+    assert argv[8:10] == ["set/", "--read-only"]
+    assert argv[-4:] == ["--max-cache-size", "51200", "shared-data", "/data"]
+    assert "--allow-overwrite" not in argv
+    writable = mount_s3_argv(ckpt, 0)
+    assert writable[7:] == ["--allow-delete", "--allow-overwrite", "ckpts", "/ckpt"]
+    script = storage_script(spec)
+    assert script.startswith("MOUNT_S3=$(command -v mount-s3 || true)\n")
+    # The one cached mount takes the cache's whole share: a quarter of the 400 GB disk.
+    assert "--max-cache-size 102400 shared-data /data" in script  # the unit's ExecStart
+    assert script.count("sudo systemctl start dlvm-s3-") == 2

@@ -28,7 +28,7 @@ from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers.aws import gpu_network
 from dlvm_cluster.providers.aws.api import AwsClients, aws_clients
 from dlvm_cluster.providers.aws.config import aws_config, aws_nodes
-from dlvm_cluster.providers.aws.hostkeys import instance_ids, read_host_keys, with_host_keys
+from dlvm_cluster.providers.aws.hostkeys import instance_ids, read_host_keys
 from dlvm_cluster.providers.aws.instances import Instance, cluster_instances, start
 from dlvm_cluster.providers.aws.preflight import preflight
 from dlvm_cluster.providers.aws.tfvars import (
@@ -36,9 +36,9 @@ from dlvm_cluster.providers.aws.tfvars import (
     instance_address,
     instance_type,
     state_tfvars,
-    zone_in_use,
 )
 from dlvm_cluster.providers.base import Converge
+from dlvm_cluster.providers.terraformed import with_host_keys, zone_in_use
 from dlvm_cluster.provision.modules import module_dir
 from dlvm_cluster.provision.render import TFVARS, RenderedModule
 from dlvm_cluster.provision.terraform import RunResult, Terraform, init_if_needed

@@ -131,15 +131,6 @@ def read_host_keys(
     )
 
 
-def with_host_keys(outputs: Mapping[str, Any], keys: Mapping[str, str]) -> dict[str, Any]:
-    """Terraform outputs with each node's host_key filled in, ready for the inventory."""
-    nodes = {
-        name: {**item, "host_key": keys.get(name, item.get("host_key", ""))}
-        for name, item in dict(outputs.get("nodes") or {}).items()
-    }
-    return {**outputs, "nodes": nodes}
-
-
 def instance_ids(outputs: Mapping[str, Any]) -> dict[str, str]:
     """node name -> instance id from terraform/aws's `nodes` output, in rank order."""
     raw = outputs.get("nodes")

@@ -19,7 +19,6 @@ from dlvm_cluster.providers.aws.converge import (
     replace_aws_nodes,
 )
 from dlvm_cluster.providers.aws.report import (
-    applied_tfvars,
     capacity_facts,
     node_instances,
     plan_notes,
@@ -37,7 +36,7 @@ from dlvm_cluster.providers.base import (
     Reach,
     StopMark,
 )
-from dlvm_cluster.providers.terraformed import destroy_module, plan_module
+from dlvm_cluster.providers.terraformed import applied_tfvars, destroy_module, plan_module
 from dlvm_cluster.provision.render import RenderedModule
 from dlvm_cluster.spec.model import ClusterSpec
 from dlvm_cluster.state import ClusterState

@@ -5,8 +5,6 @@ instance's state from EC2."""
 from __future__ import annotations
 
 import ipaddress
-import json
-from typing import Any
 
 from dlvm_cluster.errors import DlvmError, StateError
 from dlvm_cluster.inventory import Inventory
@@ -27,18 +25,9 @@ from dlvm_cluster.providers.aws.tfvars import (
     reservation_preference,
 )
 from dlvm_cluster.providers.base import CapacityFacts
-from dlvm_cluster.provision.render import TFVARS
+from dlvm_cluster.providers.terraformed import applied_tfvars
 from dlvm_cluster.spec.model import ClusterSpec
 from dlvm_cluster.state import ClusterState
-
-
-def applied_tfvars(state: ClusterState) -> dict[str, Any]:
-    """The tfvars of the last apply: where the cluster lives (region, zone)."""
-    try:
-        data = json.loads((state.terraform_dir / TFVARS).read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def spec_warnings(spec: ClusterSpec) -> list[str]:

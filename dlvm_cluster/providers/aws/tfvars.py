@@ -7,10 +7,8 @@ cluster's public key and the zone the cluster already lives in.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from dlvm_cluster.errors import ProvisionError
@@ -23,6 +21,7 @@ from dlvm_cluster.providers.aws.config import (
     aws_config,
     aws_nodes,
 )
+from dlvm_cluster.providers.terraformed import zone_in_use
 from dlvm_cluster.provision.render import TFVARS
 from dlvm_cluster.spec.model import ClusterSpec
 from dlvm_cluster.state import ClusterState
@@ -154,15 +153,6 @@ def buckets(spec: ClusterSpec) -> dict[str, dict[str, bool]]:
         writable = found.get(entry.bucket_name, {}).get("writable", False)
         found[entry.bucket_name] = {"writable": writable or not entry.read_only}
     return dict(sorted(found.items()))
-
-
-def zone_in_use(tfvars_path: Path, zones: Sequence[str]) -> str | None:
-    """The zone the last render chose, if still allowed: a cluster stays where its nodes are."""
-    try:
-        zone = json.loads(tfvars_path.read_text()).get("zone")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return zone if isinstance(zone, str) and zone in zones else None
 
 
 def state_tfvars(

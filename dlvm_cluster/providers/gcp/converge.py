@@ -38,7 +38,6 @@ from dlvm_cluster.providers.gcp.hostkeys import (
     node_refs,
     node_refs_for,
     read_host_keys,
-    with_host_keys,
 )
 from dlvm_cluster.providers.gcp.instances import (
     InstanceState,
@@ -49,7 +48,7 @@ from dlvm_cluster.providers.gcp.instances import (
 )
 from dlvm_cluster.providers.gcp.leftovers import sweep_zone
 from dlvm_cluster.providers.gcp.preflight import preflight
-from dlvm_cluster.providers.gcp.report import applied_tfvars, node_states, warning_lines
+from dlvm_cluster.providers.gcp.report import node_states, warning_lines
 from dlvm_cluster.providers.gcp.tfvars import (
     gpus_per_node,
     instance_address,
@@ -61,6 +60,7 @@ from dlvm_cluster.providers.gcp.zone_loop import (
     ZoneFailover,
     rank_order,
 )
+from dlvm_cluster.providers.terraformed import applied_tfvars, with_host_keys
 from dlvm_cluster.provision.modules import module_dir
 from dlvm_cluster.provision.render import RenderedModule
 from dlvm_cluster.provision.terraform import RunResult, Terraform, init_if_needed

@@ -119,12 +119,3 @@ def _valid_blob(value: str) -> bool:
         return bool(value) and len(base64.b64decode(value, validate=True)) > 0
     except (binascii.Error, ValueError):
         return False
-
-
-def with_host_keys(outputs: Mapping[str, Any], keys: Mapping[str, str]) -> dict[str, Any]:
-    """Terraform outputs with each node's host_key filled in, ready for the inventory."""
-    nodes = {
-        name: {**item, "host_key": keys.get(name, item.get("host_key", ""))}
-        for name, item in dict(outputs.get("nodes") or {}).items()
-    }
-    return {**outputs, "nodes": nodes}
