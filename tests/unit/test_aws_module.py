@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from terraform_schema import (
     load_module,
     load_schema,
     parse,
+    plan_variables,
     schema_problems,
     typed,
     unquote,
@@ -104,16 +104,6 @@ def rendered(case: str) -> dict[str, Any]:
     else:
         spec = load_spec(REPO / "examples" / case).spec
     return aws_tfvars(spec, public_key=KEY)
-
-
-def plan_variables(tmp_path: Path, tfvars: dict[str, Any]) -> list[dict[str, Any]]:
-    """Diagnostics of `terraform plan` on variables.tf alone with `tfvars`."""
-    shutil.copy(module_dir("aws") / "variables.tf", tmp_path / "variables.tf")
-    (tmp_path / "terraform.tfvars.json").write_text(json.dumps(tfvars))
-    cli = TerraformCommand(str(tmp_path))
-    assert cli.init().retcode == 0
-    result = cli.plan(json=True, check=False, input=False, lock=False)
-    return [m["diagnostic"] for m in result.value if m.get("type") == "diagnostic"]
 
 
 def test_module_has_the_standard_shape() -> None:
@@ -201,10 +191,12 @@ def test_renderer_writes_exactly_the_declared_variables(
 
 @pytest.mark.parametrize("case", CASES)
 def test_terraform_accepts_the_rendered_values(tmp_path: Path, case: str) -> None:
-    assert plan_variables(tmp_path, rendered(case)) == []
+    assert plan_variables(module_dir("aws"), tmp_path, rendered(case)) == []
 
 
 def test_terraform_refuses_a_market_ec2_has_not(tmp_path: Path) -> None:
     """The variables' validation is real: a value the renderer never writes fails."""
-    diagnostics = plan_variables(tmp_path, {**rendered(CASES[0]), "market": "reserved"})
+    diagnostics = plan_variables(
+        module_dir("aws"), tmp_path, {**rendered(CASES[0]), "market": "reserved"}
+    )
     assert [d["summary"] for d in diagnostics] == ["Invalid value for variable"]

@@ -18,7 +18,7 @@ from dlvm_cluster.providers.aws.config import (
     AwsNodes,
 )
 from dlvm_cluster.spec.model import ClusterSpec
-from dlvm_cluster.spec.rules import bucket_scheme_problems
+from dlvm_cluster.spec.rules import bucket_scheme_problems, spot_problems
 
 Problem = tuple[tuple[str | int, ...], str]
 # An S3 general purpose bucket's name: 3 to 63 lowercase letters, digits, dots and hyphens,
@@ -108,18 +108,7 @@ def _node_problems(spec: ClusterSpec, nodes: AwsNodes) -> list[Problem]:
                 "holding one (/aws/service/deeplearning/ami/x86_64/.../latest/ami-id)",
             )
         )
-    if (
-        "spot" in nodes.model_fields_set
-        and nodes.provisioning is not None
-        and nodes.spot != (nodes.provisioning == "spot")
-    ):
-        problems.append(
-            (
-                ("nodes", "spot"),
-                f"spot: {str(nodes.spot).lower()} contradicts provisioning: "
-                f"{nodes.provisioning} (spot: true means provisioning: spot); keep one of them",
-            )
-        )
+    problems += spot_problems("spot" in nodes.model_fields_set, nodes.spot, nodes.provisioning)
     problems.extend(_capacity_problems(spec, nodes))
     return problems
 

@@ -21,7 +21,7 @@ from dlvm_cluster.providers.gcp.config import (
 )
 from dlvm_cluster.spec.kinds import Problem
 from dlvm_cluster.spec.model import ClusterSpec
-from dlvm_cluster.spec.rules import bucket_scheme_problems
+from dlvm_cluster.spec.rules import bucket_scheme_problems, spot_problems
 
 # GPUs attached to N1 VMs (the only family that takes them), with the counts a VM may have
 # (Compute Engine's GPU table: 1, 2 or 4; V100 also 8). Other types on N1 follow the common rule.
@@ -113,20 +113,8 @@ def _gcp_problems(spec: ClusterSpec, provider: GcpConfig) -> list[Problem]:
 
 def _capacity_problems(nodes: GcpNodes) -> list[Problem]:
     """Provisioning, run time and reservation that contradict each other or Compute Engine."""
-    problems: list[Problem] = []
     model = nodes.provisioning_model
-    if (
-        "spot" in nodes.model_fields_set
-        and nodes.provisioning is not None
-        and nodes.spot != (nodes.provisioning == "spot")
-    ):
-        problems.append(
-            (
-                ("nodes", "spot"),
-                f"spot: {str(nodes.spot).lower()} contradicts provisioning: "
-                f"{nodes.provisioning} (spot: true means provisioning: spot); keep one of them",
-            )
-        )
+    problems = spot_problems("spot" in nodes.model_fields_set, nodes.spot, nodes.provisioning)
     if model == "flex-start":
         if nodes.max_run_hours is None:
             problems.append(
