@@ -20,6 +20,7 @@ from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.providers import load_spec_text
 from dlvm_cluster.providers.aws.api import AwsClients
 from dlvm_cluster.providers.aws.preflight import preflight, reserved_capacity
+from dlvm_cluster.providers.aws.report import capacity_facts
 from dlvm_cluster.spec.model import ClusterSpec
 
 
@@ -169,3 +170,22 @@ def test_a_block_that_cannot_take_the_nodes_stops_preflight(
     ec2 = AnsweredBy(clients.ec2, stubbed, "describe_capacity_reservations")
     with pytest.raises(ProvisionError, match=re.escape(message)):
         preflight(spec_of(BLOCK_SPEC, zones), dataclasses.replace(clients, ec2=ec2))
+
+
+def test_plan_and_status_say_when_the_block_ends(aws: tuple[AwsClients, str]) -> None:
+    clients, _ = aws
+    spec = spec_of(BLOCK_SPEC, "[us-east-1b]")
+    facts = capacity_facts(spec, stubbed_ec2(clients, block()))
+    assert (facts.provisioning, facts.reservation) == ("capacity-block", "cr-0123456789abcdef0")
+    assert "; Capacity Block cr-0123456789abcdef0 in us-east-1b ends " in facts.summary
+    stub = Stubber(boto3.client("ec2", region_name="us-east-1"))
+    stub.add_client_error(
+        "describe_capacity_reservations", service_error_code="InvalidCapacityReservationId.NotFound"
+    )
+    stub.activate()
+    gone = capacity_facts(spec, dataclasses.replace(clients, ec2=stub.client))
+    assert "cannot read cr-0123456789abcdef0 (no capacity reservation" in gone.summary
+    assert capacity_facts(spec).summary == (
+        "capacity: capacity block (the instances end when the block ends); "
+        "reservation: cr-0123456789abcdef0"
+    )

@@ -24,7 +24,7 @@ from dlvm_cluster.providers.aws.report import (
     plan_notes,
     price_text,
 )
-from dlvm_cluster.providers.aws.tfvars import instance_name
+from dlvm_cluster.providers.aws.tfvars import instance_name, reservation_preference
 from dlvm_cluster.providers.base import (
     CapacityFacts,
     Check,
@@ -102,7 +102,9 @@ class Ec2:
         return price_text(spec, _optional_clients(spec), nodes, aws_config(spec).zones[0])
 
     def capacity(self, spec: ClusterSpec) -> CapacityFacts | None:
-        return capacity_facts(spec)
+        """With the end of the named reservation or Capacity Block, read from EC2."""
+        reserved = reservation_preference(spec)[1]
+        return capacity_facts(spec, _optional_clients(spec) if reserved else None)
 
     def hourly_rates(self, spec: ClusterSpec) -> HourlyRates | None:
         """None: dlvm asks AWS for the instance's price only, not for the volumes' (what a

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from dlvm_cluster.errors import DlvmError, StateError
+from dlvm_cluster.errors import StateError
 from dlvm_cluster.inventory import Inventory
 from dlvm_cluster.providers.aws import gpu_network
 from dlvm_cluster.providers.aws.api import AwsClients
@@ -49,8 +49,9 @@ def spec_warnings(spec: ClusterSpec) -> list[str]:
     return warnings
 
 
-def capacity_facts(spec: ClusterSpec) -> CapacityFacts:
-    """How the instances are provided, in the words of the cluster file."""
+def capacity_facts(spec: ClusterSpec, clients: AwsClients | None = None) -> CapacityFacts:
+    """How the instances are provided, in the words of the cluster file; with `clients`, also
+    when the named reservation or Capacity Block ends, as EC2 says it now."""
     nodes = aws_nodes(spec)
     model: str = nodes.provisioning_model
     preference, reservation_id = reservation_preference(spec)
@@ -65,24 +66,21 @@ def capacity_facts(spec: ClusterSpec) -> CapacityFacts:
         "spot": "spot (EC2 may take the instances back; the job resumes on new ones)",
         "capacity-block": "capacity block (the instances end when the block ends)",
     }[model]
+    summary = f"capacity: {shown_model}; reservation: {shown}"
+    if reservation_id and clients is not None:
+        summary += f"; {reservation_end(clients, reservation_id)}"
     return CapacityFacts(
-        provisioning=model,
-        reservation=reservation,
-        max_run_hours=None,
-        summary=f"capacity: {shown_model}; reservation: {shown}",
+        provisioning=model, reservation=reservation, max_run_hours=None, summary=summary
     )
 
 
-def reservation_lines(spec: ClusterSpec, clients: AwsClients) -> list[str]:
-    """When the named reservation or block ends, as EC2 says; why not, when it cannot."""
-    reservation_id = reservation_preference(spec)[1]
-    if not reservation_id:
-        return []
+def reservation_end(clients: AwsClients, reservation_id: str) -> str:
+    """When the reservation or block ends, as EC2 says; why not, when it cannot be read."""
     try:
         reserved, _ = reserved_capacity(clients, reservation_id)
-    except DlvmError as exc:
-        return [f"warning: cannot read {reservation_id}: {exc}"]
-    return [reserved.ends_line()]
+    except Exception as exc:
+        return f"cannot read {reservation_id} ({exc})"
+    return reserved.ends_line()
 
 
 def price_text(spec: ClusterSpec, clients: AwsClients | None, nodes: int, zone: str) -> str:
@@ -101,9 +99,7 @@ def plan_notes(spec: ClusterSpec, clients: AwsClients | None) -> list[str]:
     """What `dlvm plan` adds for aws: warnings, how the instances are provided (and until
     when), the EFA network, the price, and what autostop's `down` is allowed."""
     provider = aws_config(spec)
-    notes = [*spec_warnings(spec), capacity_facts(spec).summary]
-    if clients is not None:
-        notes += reservation_lines(spec, clients)
+    notes = [*spec_warnings(spec), capacity_facts(spec, clients).summary]
     network = gpu_network.plan_line(instance_type(spec), placement_group(spec))
     if network:
         notes.append(network)
