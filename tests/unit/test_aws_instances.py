@@ -3,14 +3,25 @@ interruption and autostop's own shutdown as EC2 reports them."""
 
 from __future__ import annotations
 
-import pytest
-from aws_moto import moto_clients, run_node
+import dataclasses
+import json
+from pathlib import Path
 
-from dlvm_cluster.errors import ProvisionError
+import boto3
+import pytest
+from aws_moto import AnsweredBy, moto_clients, run_node
+from botocore.stub import Stubber
+
+from dlvm_cluster.errors import ProvisionError, UsageError
+from dlvm_cluster.inventory import Inventory
+from dlvm_cluster.progress import SilentProgress
 from dlvm_cluster.providers.aws import instances
 from dlvm_cluster.providers.aws.instances import Instance, cluster_instances
 from dlvm_cluster.providers.aws.power import SELF_DELETE, SELF_STOP, self_stop_marks
+from dlvm_cluster.providers.aws.provider import Ec2
 from dlvm_cluster.providers.base import NodeState
+from dlvm_cluster.provision.render import TFVARS
+from dlvm_cluster.state import ClusterState
 
 
 def test_states_stop_and_start_through_ec2(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -101,3 +112,30 @@ def test_self_delete_uses_imdsv2_and_falls_back_to_power_off() -> None:
     assert "X-aws-ec2-metadata-token-ttl-seconds" in SELF_DELETE
     assert "aws ec2 terminate-instances" in SELF_DELETE
     assert SELF_DELETE.endswith(f"{SELF_STOP}; }}")
+
+
+def test_stopped_instances_ec2_cannot_start_keep_their_volumes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """StartInstances refused for capacity (a stubbed answer: moto always has capacity)."""
+    with moto_clients(monkeypatch) as clients:
+        instance = run_node(clients, "demo", "node-0")
+        clients.ec2.stop_instances(InstanceIds=[instance])
+        stub = Stubber(boto3.client("ec2", region_name="us-east-1"))
+        stub.add_client_error("start_instances", service_error_code="InsufficientInstanceCapacity")
+        stub.activate()
+        stubbed = dataclasses.replace(
+            clients, ec2=AnsweredBy(clients.ec2, stub.client, "start_instances")
+        )
+        with pytest.raises(ProvisionError, match="no capacity to start the stopped instances"):
+            instances.start(stubbed, {"node-0": Instance(instance, "stopped")})
+        stub.assert_no_pending_responses()
+        assert cluster_instances(clients, "demo", ["node-0"])["node-0"].state == "stopped"
+
+
+def test_a_spot_cluster_is_not_stopped(tmp_path: Path) -> None:
+    state = ClusterState("s", tmp_path / "state")
+    state.terraform_dir.mkdir(parents=True)
+    (state.terraform_dir / TFVARS).write_text(json.dumps({"region": "us-east-1", "market": "spot"}))
+    with pytest.raises(UsageError, match="Spot instances, which EC2 can terminate but not stop"):
+        Ec2().stop_nodes(state, Inventory("s", ()), SilentProgress(), by="user")

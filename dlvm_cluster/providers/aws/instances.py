@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from dlvm_cluster.errors import ProvisionError
-from dlvm_cluster.providers.aws.api import AwsClients, call
+from dlvm_cluster.providers.aws.api import AwsClients, call, error_code
 from dlvm_cluster.providers.base import NodeState
 
 # EC2 state -> dlvm's word (pending counts as running: it is on its way up).
@@ -122,7 +122,16 @@ def start(clients: AwsClients, instances: Mapping[str, Instance]) -> None:
         "waiting for the instances to finish stopping",
         lambda: clients.ec2.get_waiter("instance_stopped").wait(InstanceIds=ids),
     )
-    call("starting the instances", lambda: clients.ec2.start_instances(InstanceIds=ids))
+    try:
+        call("starting the instances", lambda: clients.ec2.start_instances(InstanceIds=ids))
+    except Exception as exc:
+        if error_code(exc) != "InsufficientInstanceCapacity":
+            raise
+        raise ProvisionError(
+            "EC2 has no capacity to start the stopped instances in their zone now; their "
+            "volumes are kept",
+            hint="run `dlvm start` (or `dlvm up`) again later; GPU capacity comes and goes",
+        ) from exc
     call(
         "waiting for the instances to run",
         lambda: clients.ec2.get_waiter("instance_running").wait(InstanceIds=ids),

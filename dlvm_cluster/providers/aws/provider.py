@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from dlvm_cluster.errors import StateError
+from dlvm_cluster.errors import StateError, UsageError
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers import checks
@@ -114,6 +114,13 @@ class Ec2:
     def stop_nodes(
         self, state: ClusterState, inventory: Inventory, progress: Progress, *, by: str
     ) -> None:
+        if applied_tfvars(state).get("market") == "spot":
+            raise UsageError(
+                f"cluster {state.name!r} runs on Spot instances, which EC2 can terminate but "
+                "not stop",
+                hint="run `dlvm down` to end them (the S3 storage stays), or make the cluster "
+                "with provisioning: standard to stop and start it",
+            )
         clients = state_clients(state)
         found = node_instances(state, inventory, clients)
         progress.stage("stopping instances")
