@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers.base import ProviderPlan
@@ -19,6 +19,7 @@ from dlvm_cluster.provision.terraform import RunResult, Terraform, init_if_neede
 from dlvm_cluster.state import ClusterState
 
 TFSTATE = "terraform.tfstate"
+T = TypeVar("T")
 
 
 def apply_module(
@@ -91,3 +92,29 @@ def with_host_keys(outputs: Mapping[str, Any], keys: Mapping[str, str]) -> dict[
         for name, item in dict(outputs.get("nodes") or {}).items()
     }
     return {**outputs, "nodes": nodes}
+
+
+def poll_host_keys(
+    pending: Mapping[str, T],
+    fetch: Callable[[T], str | None],
+    *,
+    attempts: int,
+    interval: float,
+    sleep: Callable[[float], None],
+) -> tuple[dict[str, str], list[str]]:
+    """Ask the cloud for each node's host key (`fetch`: the key, or None while the machine
+    has not shown one yet) until every node has one or `attempts` rounds `interval` apart
+    are spent: the keys found, and the nodes still without one."""
+    waiting = dict(pending)
+    keys: dict[str, str] = {}
+    for attempt in range(attempts):
+        for name, node in list(waiting.items()):
+            key = fetch(node)
+            if key is not None:
+                keys[name] = key
+                del waiting[name]
+        if not waiting:
+            break
+        if attempt + 1 < attempts:
+            sleep(interval)
+    return keys, sorted(waiting)

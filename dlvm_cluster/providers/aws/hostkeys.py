@@ -21,6 +21,7 @@ from typing import Any
 
 from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.providers.aws.api import AwsClients, call, error_code
+from dlvm_cluster.providers.terraformed import poll_host_keys
 
 BEGIN = "-----BEGIN SSH HOST KEY KEYS-----"
 END = "-----END SSH HOST KEY KEYS-----"
@@ -111,20 +112,17 @@ def read_host_keys(
 ) -> dict[str, str]:
     """node name -> "TYPE BASE64" for each node of `instances` (node name -> instance id),
     waiting until each instance's console shows its keys."""
-    pending = dict(instances)
-    keys: dict[str, str] = {}
-    for attempt in range(attempts):
-        for name, instance in list(pending.items()):
-            key = host_key_from_console(console_text(clients, instance), instance)
-            if key is not None:
-                keys[name] = key
-                del pending[name]
-        if not pending:
-            return keys
-        if attempt + 1 < attempts:
-            sleep(interval)
+    keys, pending = poll_host_keys(
+        instances,
+        lambda instance: host_key_from_console(console_text(clients, instance), instance),
+        attempts=attempts,
+        interval=interval,
+        sleep=sleep,
+    )
+    if not pending:
+        return keys
     raise ProvisionError(
-        f"{', '.join(sorted(pending))} showed no SSH host key in the console after "
+        f"{', '.join(pending)} showed no SSH host key in the console after "
         f"{attempts * interval:.0f}s",
         hint="the node may still be booting (run `dlvm up` again); an AMI without cloud-init "
         "prints no keys: use a Deep Learning AMI or an Ubuntu one",
