@@ -1,8 +1,13 @@
 """Checks of a cluster file that span several fields (the models check one field each), as
-(field path, message) pairs so that the loader can point at the line. These hold for every
-provider kind; a kind's own are its registry entry's `rules` (spec/kinds.py)."""
+(field path, message) pairs so that the loader can point at the line. `semantic_problems`
+hold for every provider kind; a kind's own are its registry entry's `rules` (spec/kinds.py),
+which may call the rules below that several kinds share (a bucket scheme, the spot synonym,
+SSH ranges), none of them naming a kind."""
 
 from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
 
 from dlvm_cluster.spec.model import ClusterSpec
 
@@ -21,6 +26,22 @@ def bucket_scheme_problems(
         for index, entry in enumerate(spec.storage)
         if not entry.bucket.startswith(f"{scheme}://")
     ]
+
+
+def ssh_range_problems(cidrs: Sequence[str]) -> list[tuple[tuple[str | int, ...], str]]:
+    """A cloud kind's rule: each of provider.allowed_ssh_cidrs is an address range."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    for index, cidr in enumerate(cidrs):
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            problems.append(
+                (
+                    ("provider", "allowed_ssh_cidrs", index),
+                    f"{cidr!r} is not an address range like 203.0.113.7/32",
+                )
+            )
+    return problems
 
 
 def spot_problems(

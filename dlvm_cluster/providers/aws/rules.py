@@ -4,7 +4,6 @@ that span several keys of an aws cluster file, as (field path, message) for the 
 from __future__ import annotations
 
 import functools
-import ipaddress
 import re
 
 from dlvm_cluster.providers.aws import shapes
@@ -18,7 +17,7 @@ from dlvm_cluster.providers.aws.config import (
     AwsNodes,
 )
 from dlvm_cluster.spec.model import ClusterSpec
-from dlvm_cluster.spec.rules import bucket_scheme_problems, spot_problems
+from dlvm_cluster.spec.rules import bucket_scheme_problems, spot_problems, ssh_range_problems
 
 Problem = tuple[tuple[str | int, ...], str]
 # An S3 general purpose bucket's name: 3 to 63 lowercase letters, digits, dots and hyphens,
@@ -51,16 +50,7 @@ def _zone_problems(provider: AwsConfig) -> list[Problem]:
 
 def _network_problems(provider: AwsConfig) -> list[Problem]:
     problems: list[Problem] = []
-    for index, cidr in enumerate(provider.allowed_ssh_cidrs):
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            problems.append(
-                (
-                    ("provider", "allowed_ssh_cidrs", index),
-                    f"{cidr!r} is not an address range like 203.0.113.7/32",
-                )
-            )
+    problems.extend(ssh_range_problems(provider.allowed_ssh_cidrs))
     if (provider.vpc is None) != (provider.subnet is None):
         missing = "subnet" if provider.subnet is None else "vpc"
         problems.append(

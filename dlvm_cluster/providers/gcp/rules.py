@@ -5,7 +5,6 @@ shapes.py, which holds what Compute Engine's machine types are."""
 
 from __future__ import annotations
 
-import ipaddress
 import re
 
 from dlvm_cluster.providers.gcp.config import (
@@ -21,7 +20,7 @@ from dlvm_cluster.providers.gcp.config import (
 )
 from dlvm_cluster.spec.kinds import Problem
 from dlvm_cluster.spec.model import ClusterSpec
-from dlvm_cluster.spec.rules import bucket_scheme_problems, spot_problems
+from dlvm_cluster.spec.rules import bucket_scheme_problems, spot_problems, ssh_range_problems
 
 # GPUs attached to N1 VMs (the only family that takes them), with the counts a VM may have
 # (Compute Engine's GPU table: 1, 2 or 4; V100 also 8). Other types on N1 follow the common rule.
@@ -80,16 +79,7 @@ def _gcp_problems(spec: ClusterSpec, provider: GcpConfig) -> list[Problem]:
         elif zone in seen:
             problems.append((("provider", "zones", index), f"{zone} is listed twice"))
         seen.add(zone)
-    for index, cidr in enumerate(provider.allowed_ssh_cidrs):
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            problems.append(
-                (
-                    ("provider", "allowed_ssh_cidrs", index),
-                    f"{cidr!r} is not an address range like 203.0.113.7/32",
-                )
-            )
+    problems.extend(ssh_range_problems(provider.allowed_ssh_cidrs))
     if provider.subnetwork and not provider.network:
         problems.append(
             (
