@@ -10,7 +10,7 @@ from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers import checks
 from dlvm_cluster.providers.aws import instances, power, storage
-from dlvm_cluster.providers.aws.api import AwsClients, aws_clients
+from dlvm_cluster.providers.aws.api import AwsClients, aws_clients, call
 from dlvm_cluster.providers.aws.config import aws_config
 from dlvm_cluster.providers.aws.converge import (
     clients_for,
@@ -145,7 +145,8 @@ class Ec2:
             return found
 
         def credentials() -> str:
-            identity = clients_for(spec).sts.get_caller_identity()
+            sts = clients_for(spec).sts
+            identity = call("checking the credentials", lambda: sts.get_caller_identity())
             return f"AWS account {identity['Account']} as {identity['Arn']}"
 
         def preflight() -> str:
