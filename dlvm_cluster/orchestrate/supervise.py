@@ -53,11 +53,10 @@ from dlvm_cluster.orchestrate.jobs import (
     stop_job,
 )
 from dlvm_cluster.orchestrate.lifecycle import converge_request, prepare_nodes, with_storage
-from dlvm_cluster.orchestrate.power import stop_marks
+from dlvm_cluster.orchestrate.power import provider_of, stop_marks
 from dlvm_cluster.orchestrate.reach import ssh_reach
 from dlvm_cluster.orchestrate.records import (
     applied_spec,
-    cluster_kind,
     open_pool,
     require_inventory,
     save_inventory,
@@ -128,9 +127,7 @@ class Supervisor:
         self.job = loaded.spec.job
         self.progress = progress
         self.redact = redact
-        self.provider = provider or providers.for_kind(
-            cluster_kind(state) or providers.DEFAULT_KIND
-        )
+        self.provider = provider or provider_of(state)
         self._resume_pending = False
         self._follow_from_now: set[str] = set()  # elastic survivors: their log was shown
         self._lock = threading.Lock()
@@ -306,7 +303,7 @@ class Supervisor:
     def provider_lost(self, inventory: Inventory, nodes: Sequence[Node]) -> dict[str, str]:
         """The nodes whose machine the provider says is not running, and its word for it."""
         try:
-            states = self.provider.node_states(self.state, inventory)
+            states = self.provider.node_states(inventory)
         except DlvmError:  # no API now: SSH alone tells
             return {}
         return {
@@ -456,7 +453,7 @@ class Supervisor:
         applied = applied_spec(self.state)
         before = require_inventory(self.state)
         old_ids = {
-            node.name: self.provider.provider_id(self.state, node)
+            node.name: self.provider.provider_id(node)
             for node in before.nodes
             if node.name in names
         }
@@ -489,7 +486,7 @@ class Supervisor:
             if node.name in names:
                 self.event(
                     f"node replaced: {node.name} {old_ids.get(node.name, '?')} -> "
-                    f"{self.provider.provider_id(self.state, node)} (host key "
+                    f"{self.provider.provider_id(node)} (host key "
                     f"{node.host_key_fingerprint})"
                 )
         return inventory

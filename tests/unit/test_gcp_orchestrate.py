@@ -753,11 +753,12 @@ def test_preempted_node_is_shown_and_recreated(api: FakeCompute, state: ClusterS
 class FakeBackedEngine(ComputeEngine):
     """The gcp provider speaking to the fake Compute API, with the scripted Terraform."""
 
-    def __init__(self, api: FakeCompute, cloud: Cloud) -> None:
+    def __init__(self, state: ClusterState, api: FakeCompute, cloud: Cloud) -> None:
+        super().__init__(state)
         self.api, self.cloud = api, cloud
 
-    def node_states(self, state: ClusterState, inventory: Inventory) -> dict[str, NodeState]:
-        found = cluster_instances(state, inventory, clients=self.api.clients())
+    def node_states(self, inventory: Inventory) -> dict[str, NodeState]:
+        found = cluster_instances(self.state, inventory, clients=self.api.clients())
         return {name: instance.node_state for name, instance in found.items()}
 
     def replace_nodes(self, request: Converge, names: list[str]) -> Inventory:
@@ -787,7 +788,7 @@ def test_a_supervised_job_sees_a_preempted_node_and_replaces_it_alone(
         local_logs=str(tmp_path / "logs"),
     )
     supervisor = Supervisor(
-        state, record, loaded, Recorder(), str, provider=FakeBackedEngine(api, cloud)
+        state, record, loaded, Recorder(), str, provider=FakeBackedEngine(state, api, cloud)
     )
     assert supervisor.provider_lost(inventory, inventory.nodes) == {}
     api.instance(P, A, "t-node-1", "TERMINATED", spot=True, last_start="2026-03-01T10:00:00Z")
@@ -1063,7 +1064,7 @@ def test_status_price_counts_the_nodes_the_cluster_has(
 ) -> None:
     inventory = running_cluster(api, state, Cloud(capacity={A: 3}), loaded_spec(4, min_count=2))
     assert applied_kind(state) == "gcp"
-    line = ComputeEngine().status_price(applied_spec(state).spec, len(inventory.nodes))
+    line = ComputeEngine(state, applied_spec(state).spec).status_price(len(inventory.nodes))
     assert line is not None
     assert line.startswith("price: $22.04/h for 3 x a2-highgpu-2g")
 
@@ -1077,4 +1078,4 @@ def test_status_asks_the_provider_of_the_applied_spec(tmp_path: Path) -> None:
     assert applied_kind(other) is None  # never brought up
     save_applied(other, local)
     assert applied_kind(other) == "local"
-    assert providers.for_kind("local").status_price(local.spec, 1) is None
+    assert providers.for_spec(local.spec, other).status_price(1) is None

@@ -11,6 +11,7 @@ from dlvm_cluster.providers import load_spec, load_spec_text
 from dlvm_cluster.providers.gcp import pricing
 from dlvm_cluster.providers.gcp.pricing import GPU_PRICES, HOST_PRICES, cluster_price, node_price
 from dlvm_cluster.spec.model import ClusterSpec
+from dlvm_cluster.state import ClusterState
 
 
 def spec_of(nodes: str, region: str = "us-central1") -> ClusterSpec:
@@ -121,11 +122,12 @@ def test_a_stopped_node_costs_its_disk_and_a_running_one_the_disk_too() -> None:
     spec = load_spec(REPO / "examples" / "gcp-a100-torchrun.yaml").spec
     disk = 200 * 0.10 / 730  # pd-balanced, 200 GB
     assert pricing.disk_hourly(spec) == pytest.approx(disk)
-    rates = ComputeEngine().hourly_rates(spec)
+    engine = ComputeEngine(ClusterState(spec.name, Path("/nowhere")), spec)
+    rates = engine.hourly_rates()
     assert rates is not None
     assert rates.stopped == pytest.approx(disk)
     assert rates.running == pytest.approx(1.47895 + 2 * 2.93391 + disk)
-    notes = _cost_notes(spec, ComputeEngine())
+    notes = _cost_notes(spec, engine)
     assert notes[0].startswith(f"stopped: ${2 * disk:.2f}/h for the disks of 2 node(s)")
     assert notes[1].startswith("autostop: ")
 

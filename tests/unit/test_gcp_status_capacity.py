@@ -77,4 +77,4 @@ def test_status_text_and_json_show_the_capacity(cluster: ClusterState) -> None:
 
 def test_providers_without_a_choice_report_no_capacity(tmp_path: Path) -> None:
     local = load_spec_text("name: l\nprovider: {kind: local}\nnodes: {count: 1}\n", tmp_path / "l")
-    assert providers.for_kind("local").capacity(local.spec) is None
+    assert providers.for_spec(local.spec, ClusterState("l", tmp_path)).capacity() is None
