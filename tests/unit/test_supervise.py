@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from harness import wait_until
 
-from dlvm_cluster.orchestrate.jobs import (
+from dlvm_cluster.orchestrate.jobs.store import (
     JobRecord,
     process_identity,
     supervisor_alive,
     wait_for_supervisor,
 )
-from dlvm_cluster.orchestrate.supervise import HANG_SECONDS_ENV, hang_seconds
+from dlvm_cluster.orchestrate.jobs.supervise import HANG_SECONDS_ENV, hang_seconds
 from dlvm_cluster.remote import jobcontrol
 
 
@@ -99,7 +99,7 @@ def test_a_lost_node_of_a_kind_that_cannot_replace_fails_the_job_in_its_words() 
     from types import SimpleNamespace
 
     from dlvm_cluster.errors import RemoteError
-    from dlvm_cluster.orchestrate.supervise import RunEnd, Supervisor
+    from dlvm_cluster.orchestrate.jobs.supervise import RunEnd, Supervisor
     from dlvm_cluster.remote.results import GroupResult
 
     def fail(why: str, end: RunEnd) -> None:
