@@ -41,6 +41,7 @@ from dlvm_cluster.progress import SilentProgress, TerraformEvent
 from dlvm_cluster.providers import load_spec_text
 from dlvm_cluster.providers.base import Converge, NodeState
 from dlvm_cluster.providers.gcp.converge import provision_gcp, replace_gcp_nodes
+from dlvm_cluster.providers.gcp.plan import gcp_plan
 from dlvm_cluster.providers.gcp.pricing import PRICES_AS_OF
 from dlvm_cluster.providers.gcp.provider import ComputeEngine
 from dlvm_cluster.providers.gcp.report import (
@@ -998,7 +999,7 @@ def test_status_labels_from_the_api(api: FakeCompute, state: ClusterState) -> No
 
 
 def test_plan_notes_warn_and_price(state: ClusterState) -> None:
-    notes = gcp_plan_notes(loaded_spec(ssh="0.0.0.0/0").spec)
+    notes = gcp_plan_notes(gcp_plan(loaded_spec(ssh="0.0.0.0/0").spec))
     assert notes[0].startswith("WARNING: SSH is open to the whole internet (0.0.0.0/0")
     # a2-highgpu-2g: host 1.47895 + 2 x 2.93391 per hour, on-demand; 2 nodes.
     assert notes[-1].startswith("price: $14.69/h for 2 x a2-highgpu-2g (on-demand; Spot $5.77/h)")
@@ -1007,7 +1008,7 @@ def test_plan_notes_warn_and_price(state: ClusterState) -> None:
         "capacity: standard; reservation: any matching one (Compute Engine's default); "
         "max run time: none"
     )
-    assert gcp_plan_notes(loaded_spec().spec) == notes[-2:]
+    assert gcp_plan_notes(gcp_plan(loaded_spec().spec)) == notes[-2:]
 
 
 @pytest.mark.parametrize(
@@ -1046,13 +1047,13 @@ def test_plan_shows_provisioning_reservation_and_max_run_time(
     nodes: str, capacity: str, price: str
 ) -> None:
     text = loaded_spec().text + nodes
-    notes = gcp_plan_notes(load_spec_text(text, Path("/nowhere/t.yaml")).spec)
+    notes = gcp_plan_notes(gcp_plan(load_spec_text(text, Path("/nowhere/t.yaml")).spec))
     assert notes[0] == capacity
     assert notes[1].startswith(price)
 
 
 def test_price_line_says_when_the_table_has_no_row() -> None:
-    line = price_line(loaded_spec(machine="a4-highgpu-8g").spec)
+    line = price_line(gcp_plan(loaded_spec(machine="a4-highgpu-8g").spec))
     assert line.startswith(
         "price: not in dlvm's table for a4-highgpu-8g with 8 x nvidia-b200 in us-central1"
     )

@@ -21,6 +21,7 @@ from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.orchestrate.cluster import report
 from dlvm_cluster.orchestrate.cluster.records import record_kind, save_applied, save_inventory
 from dlvm_cluster.providers import load_spec_text
+from dlvm_cluster.providers.gcp.plan import gcp_plan
 from dlvm_cluster.providers.gcp.report import gcp_plan_notes
 from dlvm_cluster.state import ClusterState
 
@@ -49,7 +50,7 @@ def test_status_reports_the_capacity_plan_shows(cluster: ClusterState, tmp_path:
     found = report.report(cluster)
     assert found.provider_problem is not None  # no credentials: the spec alone tells
     assert found.capacity is not None
-    plan_line = gcp_plan_notes(load_spec_text(SPEC, tmp_path / "fs.yaml").spec)[-2]
+    plan_line = gcp_plan_notes(gcp_plan(load_spec_text(SPEC, tmp_path / "fs.yaml").spec))[-2]
     assert found.capacity.summary == plan_line
     assert plan_line == (
         "capacity: flex-start (the VMs are created when Dynamic Workload Scheduler finds "

@@ -3,6 +3,8 @@ failover, host keys from the API, instance states and prices."""
 
 from __future__ import annotations
 
+import functools
+
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers import checks
@@ -19,6 +21,7 @@ from dlvm_cluster.providers.base import (
 )
 from dlvm_cluster.providers.gcp import storage
 from dlvm_cluster.providers.gcp.converge import provision_gcp, render_gcp, replace_gcp_nodes
+from dlvm_cluster.providers.gcp.plan import GcpPlan, gcp_plan
 from dlvm_cluster.providers.gcp.power import (
     SELF_DELETE,
     SELF_STOP,
@@ -39,9 +42,15 @@ from dlvm_cluster.provision.render import RenderedModule
 
 
 class ComputeEngine(Bound):
-    """The `gcp` provider (see the module docstring)."""
+    """The `gcp` provider (see the module docstring). Bound to a spec, it resolves it once
+    (`resolved`: its gcp keys, node shape, capacity and GPU network) for prices, status and plan
+    notes; provisioning resolves the spec of each request."""
 
     owns_machines = True
+
+    @functools.cached_property
+    def resolved(self) -> GcpPlan:
+        return gcp_plan(self.spec)
 
     def check_host(self) -> None:
         return None
@@ -57,7 +66,7 @@ class ComputeEngine(Bound):
         return plan_module(module, request.state, request.progress)
 
     def plan_notes(self) -> list[str]:
-        return gcp_plan_notes(self.spec)
+        return gcp_plan_notes(self.resolved)
 
     def render(self) -> RenderedModule:
         return render_gcp(self.spec, self.state)
@@ -77,14 +86,14 @@ class ComputeEngine(Bound):
         return instance_name(self.state.name, node.name)
 
     def status_price(self, nodes: int) -> str | None:
-        return price_line(self.spec, nodes)
+        return price_line(self.resolved, nodes)
 
     def capacity(self) -> CapacityFacts | None:
-        return capacity_facts(self.spec)
+        return capacity_facts(self.resolved)
 
     def hourly_rates(self) -> HourlyRates | None:
-        estimate = cluster_price(self.spec, 1)
-        disk = disk_hourly(self.spec)
+        estimate = cluster_price(self.resolved, 1)
+        disk = disk_hourly(self.resolved)
         if estimate is None or disk is None:
             return None
         return HourlyRates(running=estimate.cluster_hourly + disk, stopped=disk)
