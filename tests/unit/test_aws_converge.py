@@ -152,20 +152,20 @@ def test_up_fails_over_to_the_next_zone_and_pins_console_keys(
 
         # status, stop, start: the provider finds the instances by their tags, in the region
         # the state dir recorded.
-        provider = Ec2()
-        assert provider.node_states(state, inventory) == {
+        provider = Ec2(state, loaded.spec)  # bound, as orchestrate builds it
+        assert provider.node_states(inventory) == {
             "node-0": NodeState.RUNNING,
             "node-1": NodeState.RUNNING,
         }
-        provider.stop_nodes(state, inventory, progress, by="user")
-        assert set(provider.node_states(state, inventory).values()) == {NodeState.STOPPED}
-        assert provider.stop_marks(state, inventory) == {}  # stopped by the API, not autostop
-        provider.start_nodes(state, inventory, progress)
-        assert set(provider.node_states(state, inventory).values()) == {NodeState.RUNNING}
+        provider.stop_nodes(inventory, progress, by="user")
+        assert set(provider.node_states(inventory).values()) == {NodeState.STOPPED}
+        assert provider.stop_marks(inventory) == {}  # stopped by the API, not autostop
+        provider.start_nodes(inventory, progress)
+        assert set(provider.node_states(inventory).values()) == {NodeState.RUNNING}
 
         # plan's notes: how the instances are provided, the EFA layout, a price line (moto has
         # no Price List API: it says AWS gave none; test_aws_pricing covers the figures).
-        notes = provider.plan_notes(loaded.spec)
+        notes = provider.plan_notes()
         assert (
             notes[0]
             == "capacity: on-demand; reservation: any open one that matches (EC2's default)"

@@ -138,4 +138,4 @@ def test_a_spot_cluster_is_not_stopped(tmp_path: Path) -> None:
     state.terraform_dir.mkdir(parents=True)
     (state.terraform_dir / TFVARS).write_text(json.dumps({"region": "us-east-1", "market": "spot"}))
     with pytest.raises(UsageError, match="Spot instances, which EC2 can terminate but not stop"):
-        Ec2().stop_nodes(state, Inventory("s", ()), SilentProgress(), by="user")
+        Ec2(state).stop_nodes(Inventory("s", ()), SilentProgress(), by="user")

@@ -26,6 +26,7 @@ from dlvm_cluster.providers.aws.report import (
 )
 from dlvm_cluster.providers.aws.tfvars import instance_name, reservation_preference
 from dlvm_cluster.providers.base import (
+    Bound,
     CapacityFacts,
     Check,
     Converge,
@@ -61,8 +62,8 @@ def _optional_clients(spec: ClusterSpec) -> AwsClients | None:
         return None
 
 
-class Ec2:
-    """The `aws` provider (see the module docstring)."""
+class Ec2(Bound):
+    """The `aws` provider (see the module docstring), bound to a cluster's state dir and spec."""
 
     owns_machines = True
 
@@ -78,69 +79,70 @@ class Ec2:
     def plan(self, request: Converge) -> ProviderPlan:
         return plan_module(render_aws(request.spec, request.state), request.state, request.progress)
 
-    def plan_notes(self, spec: ClusterSpec) -> list[str]:
-        return plan_notes(spec, _optional_clients(spec))
+    def plan_notes(self) -> list[str]:
+        return plan_notes(self.spec, _optional_clients(self.spec))
 
-    def render(self, spec: ClusterSpec, state: ClusterState) -> RenderedModule:
-        return render_aws(spec, state)
+    def render(self) -> RenderedModule:
+        return render_aws(self.spec, self.state)
 
-    def storage_script(self, spec: ClusterSpec, state: ClusterState) -> str:
+    def storage_script(self) -> str:
         """Mountpoint for Amazon S3 mounts kept by systemd units (providers/aws/storage.py)."""
-        return storage.storage_script(spec)
+        return storage.storage_script(self.spec)
 
-    def destroy(self, state: ClusterState, progress: Progress) -> None:
-        destroy_module(state, progress)
+    def destroy(self, progress: Progress) -> None:
+        destroy_module(self.state, progress)
 
-    def node_states(self, state: ClusterState, inventory: Inventory) -> dict[str, NodeState]:
-        found = node_instances(state, inventory, state_clients(state))
+    def node_states(self, inventory: Inventory) -> dict[str, NodeState]:
+        found = node_instances(self.state, inventory, state_clients(self.state))
         return {name: instance.node_state for name, instance in found.items()}
 
-    def provider_id(self, state: ClusterState, node: Node) -> str:
-        return instance_name(state.name, node.name)
+    def provider_id(self, node: Node) -> str:
+        return instance_name(self.state.name, node.name)
 
-    def status_price(self, spec: ClusterSpec, nodes: int) -> str | None:
+    def status_price(self, nodes: int) -> str | None:
+        spec = self.spec
         return price_text(spec, _optional_clients(spec), nodes, aws_config(spec).zones[0])
 
-    def capacity(self, spec: ClusterSpec) -> CapacityFacts | None:
+    def capacity(self) -> CapacityFacts | None:
         """With the end of the named reservation or Capacity Block, read from EC2."""
-        reserved = reservation_preference(spec)[1]
-        return capacity_facts(spec, _optional_clients(spec) if reserved else None)
+        reserved = reservation_preference(self.spec)[1]
+        return capacity_facts(self.spec, _optional_clients(self.spec) if reserved else None)
 
-    def hourly_rates(self, spec: ClusterSpec) -> HourlyRates | None:
+    def hourly_rates(self) -> HourlyRates | None:
         """None: dlvm asks AWS for the instance's price only, not for the volumes' (what a
         stopped node costs), so it does not add a running total up."""
         return None
 
-    def stop_nodes(
-        self, state: ClusterState, inventory: Inventory, progress: Progress, *, by: str
-    ) -> None:
-        if applied_tfvars(state).get("market") == "spot":
+    def stop_nodes(self, inventory: Inventory, progress: Progress, *, by: str) -> None:
+        if applied_tfvars(self.state).get("market") == "spot":
             raise UsageError(
-                f"cluster {state.name!r} runs on Spot instances, which EC2 can terminate but "
-                "not stop",
+                f"cluster {self.state.name!r} runs on Spot instances, which EC2 can terminate "
+                "but not stop",
                 hint="run `dlvm down` to end them (the S3 storage stays), or make the cluster "
                 "with provisioning: standard to stop and start it",
             )
-        clients = state_clients(state)
-        found = node_instances(state, inventory, clients)
+        clients = state_clients(self.state)
+        found = node_instances(self.state, inventory, clients)
         progress.stage("stopping instances")
         instances.stop(clients, found)
 
-    def start_nodes(self, state: ClusterState, inventory: Inventory, progress: Progress) -> None:
-        clients = state_clients(state)
-        found = node_instances(state, inventory, clients)
+    def start_nodes(self, inventory: Inventory, progress: Progress) -> None:
+        clients = state_clients(self.state)
+        found = node_instances(self.state, inventory, clients)
         progress.stage("starting instances")
         instances.start(clients, found)
 
-    def stop_marks(self, state: ClusterState, inventory: Inventory) -> dict[str, StopMark]:
+    def stop_marks(self, inventory: Inventory) -> dict[str, StopMark]:
         """Instances that shut themselves down (autostop); `dlvm stop`'s are in the state dir."""
-        return power.self_stop_marks(node_instances(state, inventory, state_clients(state)))
+        clients = state_clients(self.state)
+        return power.self_stop_marks(node_instances(self.state, inventory, clients))
 
     def self_stop_command(self, action: str) -> str | None:
         return power.self_stop_command(action)
 
-    def doctor(self, spec: ClusterSpec | None, reach: Reach) -> list[Check]:
+    def doctor(self, reach: Reach) -> list[Check]:
         found = [checks.terraform_check()]
+        spec = self._spec
         if spec is None:
             return found
 
@@ -172,4 +174,4 @@ class Ec2:
 
 if TYPE_CHECKING:
     # mypy checks here that the implementation has the whole interface.
-    _IMPLEMENTED: Provider = Ec2()
+    _IMPLEMENTED: Provider = Ec2(ClusterState.for_name("typed"))
