@@ -67,36 +67,29 @@ def _at_exit() -> None:
         _note(ALONE)
 
 
-def _after_torch_distributed(module: object) -> None:
-    original = getattr(module, "init_process_group", None)
+def _note_world_after(module: object, init: str, size: str) -> None:
+    """Wrap `module.<init>` so that, once it returned, `module.<size>()` is noted."""
+    original = getattr(module, init, None)
     if original is None:
         return
     import functools
 
     @functools.wraps(original)
-    def init_process_group(*args: object, **kwargs: object) -> object:
+    def wrapped(*args: object, **kwargs: object) -> object:
         result = original(*args, **kwargs)
         with contextlib.suppress(Exception):
-            _joined_world(module.get_world_size())  # type: ignore[attr-defined]
+            _joined_world(getattr(module, size)())
         return result
 
-    module.init_process_group = init_process_group  # type: ignore[attr-defined]
+    setattr(module, init, wrapped)
+
+
+def _after_torch_distributed(module: object) -> None:
+    _note_world_after(module, "init_process_group", "get_world_size")
 
 
 def _after_horovod_torch(module: object) -> None:
-    original = getattr(module, "init", None)
-    if original is None:
-        return
-    import functools
-
-    @functools.wraps(original)
-    def init(*args: object, **kwargs: object) -> object:
-        result = original(*args, **kwargs)
-        with contextlib.suppress(Exception):
-            _joined_world(module.size())  # type: ignore[attr-defined]
-        return result
-
-    module.init = init  # type: ignore[attr-defined]
+    _note_world_after(module, "init", "size")
 
 
 def _after_mpi(module: object) -> None:

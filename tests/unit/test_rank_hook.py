@@ -136,7 +136,7 @@ def test_the_launch_command_fails_a_torchrun_job_whose_ranks_ran_alone(
     layout = job_layout(job, inventory, job_id="j1", port=free_port())
     install_hook(tmp_path / rank_hook_dir("demo", "j1").removeprefix("~/"))
     torchrun = str(Path(sys.executable).parent / "torchrun")
-    argv = [torchrun, "--nnodes=1", "--nproc-per-node=2", f"--master-port={layout.port}"]
+    argv = [torchrun, "--standalone", "--nproc-per-node=2"]  # a free port of its own
     command = layout.command([*argv, "train.py"], RankCheck(policy, 2))  # type: ignore[arg-type]
     env = {**os.environ, "HOME": str(tmp_path), "GLOO_SOCKET_IFNAME": "lo"}
     env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
