@@ -173,13 +173,17 @@ class JobLayout:
             return f"export DLVM_HOSTFILE={path} && {join(argv)}"
         hook = quote_path(rank_hook_dir(self.cluster, self.job_id))
         ranks = quote_path(f"{node_dir(self.cluster)}/jobs/{self.job_id}/ranks")
+        program = f"{hook}/sitecustomize.py"
         # The newlines around the launcher's words end a `#` comment in the user's command.
+        # The hook is a job's file, written with the hostfile; a caller that writes neither
+        # (`dlvm check`'s own measurement) runs without the check.
         return (
             f"export DLVM_HOSTFILE={path} DLVM_RANKS={ranks} "
             f"DLVM_RANK_CHECK={check.policy}:{check.world_size} "
             f'PYTHONPATH={hook}"${{PYTHONPATH:+:$PYTHONPATH}}" && rm -rf "$DLVM_RANKS" && (\n'
             f"{join(argv)}\n"
-            f") && {{ ! command -v python3 >/dev/null || python3 -I -S {hook}/sitecustomize.py; }}"
+            f") && {{ [ ! -f {program} ] || ! command -v python3 >/dev/null || "
+            f"python3 -I -S {program}; }}"
         )
 
     def plan(self, launches: Sequence[NodeLaunch]) -> LaunchPlan:

@@ -71,7 +71,8 @@ CHECKED = re.compile(
     r"DLVM_RANK_CHECK=(?:require|warn):\d+ "
     r'PYTHONPATH="\$HOME"/.dlvm/node-files/demo/jobs/j1/python"\$\{PYTHONPATH:\+:\$PYTHONPATH\}" '
     r'&& rm -rf "\$DLVM_RANKS" && \(\n(?P<argv>.*)\n\) && '
-    r"\{ ! command -v python3 >/dev/null \|\| "
+    r'\{ \[ ! -f "\$HOME"/.dlvm/node-files/demo/jobs/j1/python/sitecustomize.py \] \|\| '
+    r"! command -v python3 >/dev/null \|\| "
     r'python3 -I -S "\$HOME"/.dlvm/node-files/demo/jobs/j1/python/sitecustomize.py; \}',
     re.DOTALL,
 )
