@@ -107,3 +107,30 @@ def test_survivors_go_on(
     case: str, span: tuple[int, int] | None, lost: dict[str, str], goes_on: bool
 ) -> None:
     assert survivors_go_on(span, NODES, lost) is goes_on
+
+
+REFUSAL = "{names} cannot be replaced: these machines exist outside dlvm"
+
+
+@pytest.mark.parametrize(
+    ("case", "what", "action"),
+    [
+        (
+            "a kind that cannot replace fails the job in its words",
+            RunSeen("", TWO_LOST, False, "replace", 0, 0, replace_refusal=REFUSAL),
+            Fail("node-1, node-2 cannot be replaced: these machines exist outside dlvm"),
+        ),
+        (
+            "elastic on such a kind fails too",
+            RunSeen("", LOST, True, "replace", 0, 0, replace_refusal=REFUSAL),
+            Fail("node-1 cannot be replaced: these machines exist outside dlvm"),
+        ),
+        (
+            "no node lost: the refusal does not matter",
+            RunSeen("", {}, False, "replace", 0, 1, replace_refusal=REFUSAL),
+            Restart(),
+        ),
+    ],
+)
+def test_decide_on_a_kind_that_cannot_replace(case: str, what: RunSeen, action: Action) -> None:
+    assert decide(what) == action

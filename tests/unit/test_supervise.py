@@ -91,3 +91,29 @@ def test_cancel_ends_a_supervisor_that_does_not_exit_by_itself(command: list[str
     finally:
         stuck.kill()
         stuck.wait()
+
+
+def test_a_lost_node_of_a_kind_that_cannot_replace_fails_the_job_in_its_words() -> None:
+    """ssh machines cannot be made again: the job fails with the kind's refusal at once,
+    instead of asking the provider to replace them, try after try."""
+    from dlvm_cluster.orchestrate.jobs import policy
+    from dlvm_cluster.providers import lacking
+    from dlvm_cluster.providers.kind import Feature
+
+    def decided(kind: str) -> policy.Action:
+        refusal = lacking(kind, Feature.REPLACE)
+        seen = policy.RunSeen(
+            powered_off="",
+            lost={"node-1": "unreachable over SSH"},
+            survivors_running=False,
+            on_node_loss="replace",
+            restarts=0,
+            max_restarts_on_error=0,
+            replace_refusal="" if refusal is None else refusal.message,
+        )
+        return policy.decide(seen)
+
+    failed = decided("ssh")
+    assert isinstance(failed, policy.Fail)
+    assert failed.why.startswith("node-1 cannot be replaced: the ssh provider")
+    assert decided("local") == policy.ReplaceAndRestart(("node-1",))

@@ -30,6 +30,7 @@ from dlvm_cluster.state import ClusterState
 
 if TYPE_CHECKING:
     from dlvm_cluster.providers.base import Provider, Reach
+    from dlvm_cluster.providers.kind import Feature, Refusal
     from dlvm_cluster.remote.pool import SshPool
     from dlvm_cluster.spec.model import LoadedSpec
 
@@ -139,15 +140,26 @@ class Cluster:
     # -- the provider, built once ---------------------------------------------------------
 
     @property
+    def kind(self) -> str:
+        """The provider kind: the file's, when one was given, else the one recorded."""
+        if self.loaded is not None:
+            return self.loaded.spec.provider.kind
+        return records.cluster_kind(self.state) or providers.DEFAULT_KIND
+
+    @property
     def provider(self) -> Provider:
         if self._provider is None:
-            # A seam for declared provider features: checked here once the registry has them.
-            if self.loaded is not None:
-                self._provider = providers.for_spec(self.loaded.spec)
-            else:
-                kind = records.cluster_kind(self.state) or providers.DEFAULT_KIND
-                self._provider = providers.for_kind(kind)
+            self._provider = providers.for_kind(self.kind)
         return self._provider
+
+    def require(self, feature: Feature, **details: str) -> None:
+        """Refuse, in the kind's own words, a verb that needs a feature the kind declares it
+        lacks (providers/kind.py): asked once, before the verb starts anything."""
+        providers.require(self.kind, feature, **details)
+
+    def lacking(self, feature: Feature) -> Refusal | None:
+        """Why the kind lacks `feature` (None: it has it), for a verb that goes on without."""
+        return providers.lacking(self.kind, feature)
 
     # -- SSH: one pool per command ------------------------------------------------------
 

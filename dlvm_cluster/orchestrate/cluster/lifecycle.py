@@ -28,6 +28,7 @@ from dlvm_cluster.orchestrate.cluster.records import (
 )
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers.base import NO_TRUST, KeyTrust, Provider
+from dlvm_cluster.providers.kind import Feature
 from dlvm_cluster.provision.render import RenderedModule
 from dlvm_cluster.remote import agent_process
 from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec, StorageMount
@@ -288,6 +289,7 @@ def plan(cluster: Cluster, loaded: LoadedSpec, progress: Progress) -> PlanResult
 
 def render_to(cluster: Cluster, loaded: LoadedSpec, target: Path) -> RenderedModule:
     """Write the module and tfvars `up` would apply (creating the cluster's key pair)."""
+    cluster.require(Feature.RENDER)
     state = cluster.state
     state.create()
     state.ensure_key_pair()

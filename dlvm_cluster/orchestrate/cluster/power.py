@@ -18,6 +18,7 @@ from dlvm_cluster.inventory import Inventory
 from dlvm_cluster.orchestrate.cluster.context import Cluster
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers.base import NodeState, StopMark
+from dlvm_cluster.providers.kind import Feature
 from dlvm_cluster.remote import agent_process
 
 USER = "user"
@@ -41,6 +42,7 @@ def stop(cluster: Cluster, progress: Progress) -> StopResult:
     state = cluster.state
     with cluster.lock("stop"):
         inventory = cluster.require_inventory()
+        cluster.require(Feature.STOP_START, verb="stop")
         provider = cluster.provider
         agent_process.stop(state.root)  # its connections would only break
         states = provider.node_states(state, inventory)
@@ -62,6 +64,7 @@ def start_stopped(cluster: Cluster, inventory: Inventory, progress: Progress) ->
     states = provider.node_states(state, inventory)
     stopped = [node.name for node in inventory.nodes if states.get(node.name) == NodeState.STOPPED]
     if stopped:
+        cluster.require(Feature.STOP_START, verb="start")
         provider.start_nodes(state, _only(inventory, stopped), progress)
     state.stopped_path.unlink(missing_ok=True)
     return stopped

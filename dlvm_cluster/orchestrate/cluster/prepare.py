@@ -28,6 +28,7 @@ from dlvm_cluster.orchestrate.cluster.records import (
 )
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers.base import NO_TRUST, Converge, KeyTrust
+from dlvm_cluster.providers.kind import Feature
 from dlvm_cluster.remote.pool import SshPool, run_everywhere
 from dlvm_cluster.remote.results import SyncResult
 from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec
@@ -73,6 +74,8 @@ def mount_storage(
 ) -> None:
     """Mount the spec's storage on `nodes`, as their provider says (idempotent, so every `up`
     runs it: a node replaced or rebooted gets its mounts back)."""
+    if spec.storage:
+        cluster.require(Feature.STORAGE)
     script = cluster.provider.storage_script(spec, cluster.state)
     if not script or not nodes:
         return

@@ -8,7 +8,8 @@ In order:
 2. an elastic job whose survivors run on (only non-head nodes were lost, at least MIN are
    left): the lost nodes are replaced and join the running job;
 3. nodes were lost (the provider says so, or they do not answer SSH): with `on_node_loss:
-   fail` the job fails; else they are replaced and the job restarts;
+   fail`, or on a kind that cannot make machines (ssh), the job fails; else they are
+   replaced and the job restarts;
 4. a rank failed on a healthy cluster: the job restarts while it has restarts left
    (`max_restarts_on_error`), else it fails.
 """
@@ -29,6 +30,7 @@ class RunSeen:
     on_node_loss: str  # the job's setting: "replace" or "fail"
     restarts: int  # relaunches so far
     max_restarts_on_error: int
+    replace_refusal: str = ""  # the kind's words when it cannot replace nodes ({names})
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,8 @@ def decide(seen: RunSeen) -> Action:
     lost = tuple(sorted(seen.lost))
     if lost and seen.on_node_loss == "fail":
         return Fail(f"node(s) lost: {', '.join(seen.lost)}; on_node_loss is fail")
+    if lost and seen.replace_refusal:
+        return Fail(seen.replace_refusal.format(names=", ".join(lost)))
     if seen.survivors_running and lost:
         return Join(lost)
     if lost:

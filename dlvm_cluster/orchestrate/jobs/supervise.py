@@ -64,6 +64,7 @@ from dlvm_cluster.orchestrate.jobs.on_nodes import (
 from dlvm_cluster.orchestrate.jobs.store import JobRecord
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers.base import NodeState
+from dlvm_cluster.providers.kind import Feature
 from dlvm_cluster.remote import jobcontrol
 from dlvm_cluster.remote.fanout import Cancellation, run_on_nodes
 from dlvm_cluster.remote.results import CommandResult, GroupResult
@@ -363,6 +364,7 @@ class Supervisor:
                 on_node_loss=self.job.on_node_loss,
                 restarts=self.record.restarts,
                 max_restarts_on_error=self.job.max_restarts_on_error,
+                replace_refusal=self.replace_refusal(),
             )
         )
         if isinstance(action, policy.EndPoweredOff):
@@ -383,6 +385,11 @@ class Supervisor:
             self.check_after_recovery()
         self.record.restarts += 1
         self._relaunch()
+
+    def replace_refusal(self) -> str:
+        """The kind's words when it cannot make machines again (ssh), else ""."""
+        cannot = self.cluster.lacking(Feature.REPLACE)
+        return "" if cannot is None else cannot.message
 
     def powered_off_on_purpose(self) -> str:
         """Which of the job's nodes was powered off on purpose (`dlvm stop`, autostop,
