@@ -199,6 +199,10 @@ class ClusterState:
         """Present once `cancel` (or `down`) asked the job's supervisor to stop."""
         return self.jobs_dir / f"{job_id}.cancel"
 
+    def exec_logs(self, started: str) -> Path:
+        """One `exec`'s output per node (`started`: its time, YYYYmmdd-HHMMSS)."""
+        return self.logs_dir / "exec" / started
+
     def job_logs(self, job_id: str) -> Path:
         """The job's local logs: one per node, EVENTS_LOG and SUPERVISOR_LOG."""
         return self.logs_dir / "jobs" / job_id

@@ -69,7 +69,7 @@ def _plan_exec(state: ClusterState, command: str, selector: str | None) -> _Exec
         digest="" if agent_client.disabled() else digest,
         secrets=secrets,
         local_secrets=local_secrets,
-        log_dir=state.logs_dir / "exec" / time.strftime("%Y%m%d-%H%M%S"),
+        log_dir=state.exec_logs(time.strftime("%Y%m%d-%H%M%S")),
     )
 
 
