@@ -47,9 +47,9 @@ def test_the_provider_is_built_once(state: ClusterState, monkeypatch: pytest.Mon
     built: list[str] = []
     real = providers.for_kind
 
-    def counted(kind: str) -> Any:
+    def counted(kind: str, *bound: Any) -> Any:
         built.append(kind)
-        return real(kind)
+        return real(kind, *bound)
 
     monkeypatch.setattr(providers, "for_kind", counted)
     cluster = Cluster(state)

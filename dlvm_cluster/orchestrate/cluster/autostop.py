@@ -270,7 +270,7 @@ def change(
             settings_in_force(state, spec), idle=idle, off=off, action=action
         )
         provider = cluster.provider
-        states = provider.node_states(state, inventory)
+        states = provider.node_states(inventory)
         if states.get(inventory.head.name) == NodeState.STOPPED:
             progress.note("the cluster is stopped: the watcher takes this when it starts")
         else:

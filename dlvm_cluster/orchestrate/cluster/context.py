@@ -148,8 +148,13 @@ class Cluster:
 
     @property
     def provider(self) -> Provider:
+        """The provider, built once, bound to the cluster's state dir and to its spec: the
+        file's when one was given, else the applied one (None after a first `up` that
+        failed early)."""
         if self._provider is None:
-            self._provider = providers.for_kind(self.kind)
+            loaded = self.loaded or self.applied
+            spec = loaded.spec if loaded is not None else None
+            self._provider = providers.for_kind(self.kind, self.state, spec)
         return self._provider
 
     def require(self, feature: Feature, **details: str) -> None:

@@ -13,5 +13,5 @@ def doctor(spec: ClusterSpec | None) -> list[Check]:
     """The checks of the spec's provider (the local provider's without a spec)."""
     name = spec.name if spec else providers.DEFAULT_KIND  # the state whose keys SSH would use
     with Cluster.named(name) as cluster:
-        provider = providers.for_spec(spec) if spec else cluster.provider
-        return provider.doctor(spec, cluster.reach())
+        provider = providers.for_spec(spec, cluster.state) if spec else cluster.provider
+        return provider.doctor(cluster.reach())

@@ -175,7 +175,7 @@ def _finish_taken_down(cluster: Cluster, progress: Progress) -> None:
         return
     when = time.strftime("%H:%M", time.localtime(mark.at))
     progress.note(f"cluster {cluster.name} was taken down by {mark.by} at {when}: making it anew")
-    cluster.provider.destroy(cluster.state, progress)
+    cluster.provider.destroy(progress)
     cluster.forget_inventory()
 
 
@@ -236,7 +236,7 @@ def down(cluster: Cluster, progress: Progress) -> float:
             except RemoteError as exc:
                 progress.note(f"warning: {exc} (the cluster is forgotten all the same)")
             cluster.close()
-        provider.destroy(state, progress)
+        provider.destroy(progress)
         shutil.rmtree(state.root, ignore_errors=True)
     return time.monotonic() - started
 
@@ -255,7 +255,7 @@ class PlanResult:
 def _cost_notes(spec: ClusterSpec, provider: Provider) -> list[str]:
     """What stopped nodes cost, and what stops them: autostop and max_hours."""
     notes = []
-    rates = provider.hourly_rates(spec)
+    rates = provider.hourly_rates()
     if rates is not None:
         count = spec.nodes.count
         notes.append(
@@ -273,7 +273,7 @@ def plan(cluster: Cluster, loaded: LoadedSpec, progress: Progress) -> PlanResult
     """What `up` would do, as the spec's provider sees it: changes nothing."""
     spec = loaded.spec
     provider = cluster.provider
-    notes = (*provider.plan_notes(spec), *_cost_notes(spec, provider))
+    notes = (*provider.plan_notes(), *_cost_notes(spec, provider))
     planned = provider.plan(converge_request(cluster, loaded, progress))
     checkpoint = spec.checkpoint_storage
     return PlanResult(
@@ -293,6 +293,6 @@ def render_to(cluster: Cluster, loaded: LoadedSpec, target: Path) -> RenderedMod
     state = cluster.state
     state.create()
     state.ensure_key_pair()
-    module = cluster.provider.render(loaded.spec, state)
+    module = cluster.provider.render()
     module.write(target)
     return module

@@ -45,13 +45,13 @@ def stop(cluster: Cluster, progress: Progress) -> StopResult:
         cluster.require(Feature.STOP_START, verb="stop")
         provider = cluster.provider
         agent_process.stop(state.root)  # its connections would only break
-        states = provider.node_states(state, inventory)
+        states = provider.node_states(inventory)
         running = _only(
             inventory,
             [node.name for node in inventory.nodes if states.get(node.name) not in _DOWN],
         )
         if running.nodes:
-            provider.stop_nodes(state, running, progress, by=USER)
+            provider.stop_nodes(running, progress, by=USER)
         state.write_json(state.stopped_path, {"by": USER, "at": time.time()})
         record_usage(cluster, inventory)
     return StopResult(state.name, tuple(n.name for n in running.nodes), time.monotonic() - started)
@@ -61,11 +61,11 @@ def start_stopped(cluster: Cluster, inventory: Inventory, progress: Progress) ->
     """Start the nodes the provider sees stopped, on their disks; their names. The caller
     holds the cluster's lock and waits for SSH."""
     state, provider = cluster.state, cluster.provider
-    states = provider.node_states(state, inventory)
+    states = provider.node_states(inventory)
     stopped = [node.name for node in inventory.nodes if states.get(node.name) == NodeState.STOPPED]
     if stopped:
         cluster.require(Feature.STOP_START, verb="start")
-        provider.start_nodes(state, _only(inventory, stopped), progress)
+        provider.start_nodes(_only(inventory, stopped), progress)
     state.stopped_path.unlink(missing_ok=True)
     return stopped
 
@@ -74,7 +74,7 @@ def stop_marks(cluster: Cluster, inventory: Inventory) -> dict[str, StopMark]:
     """Why and when each node stopped, as far as anyone recorded it."""
     state = cluster.state
     try:
-        marks = cluster.provider.stop_marks(state, inventory)
+        marks = cluster.provider.stop_marks(inventory)
     except DlvmError:
         marks = {}
     recorded = state.read_json(state.stopped_path)
@@ -89,16 +89,16 @@ def taken_down_mark(cluster: Cluster, inventory: Inventory) -> StopMark | None:
     """The mark of a cluster whose nodes all went for autostop's `down`: powered off (a local
     node cannot delete itself) or deleted (gcp: the network and the state dir are left to
     the next dlvm command on this machine); None otherwise."""
-    state, provider = cluster.state, cluster.provider
+    provider = cluster.provider
     try:
-        states = provider.node_states(state, inventory)
+        states = provider.node_states(inventory)
     except DlvmError:  # the provider cannot be asked: nothing to reconcile now
         return None
     gone = (NodeState.STOPPED, NodeState.MISSING)  # local: powered off; gcp: deleted
     if not inventory.nodes or any(states.get(node.name) not in gone for node in inventory.nodes):
         return None
     try:
-        marks = provider.stop_marks(state, inventory)
+        marks = provider.stop_marks(inventory)
     except DlvmError:
         return None
     found = [marks.get(node.name) for node in inventory.nodes]
@@ -120,7 +120,7 @@ def record_usage(cluster: Cluster, inventory: Inventory) -> dict[str, Any]:
     state, provider = cluster.state, cluster.provider
     record = state.read_json(state.usage_path) or {}
     try:
-        states = provider.node_states(state, inventory)
+        states = provider.node_states(inventory)
     except DlvmError:  # the provider cannot be asked now: the record stays as it was
         return dict(record)
     since: dict[str, list[Any]] = dict(record.get("since", {}))

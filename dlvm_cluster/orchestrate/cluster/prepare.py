@@ -76,7 +76,7 @@ def mount_storage(
     runs it: a node replaced or rebooted gets its mounts back)."""
     if spec.storage:
         cluster.require(Feature.STORAGE)
-    script = cluster.provider.storage_script(spec, cluster.state)
+    script = cluster.provider.storage_script()
     if not script or not nodes:
         return
     progress.stage("mounting storage")

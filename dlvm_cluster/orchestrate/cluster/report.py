@@ -78,7 +78,7 @@ def report(cluster: Cluster) -> ClusterReport:
     provider = cluster.provider
     problem = None
     try:
-        states = provider.node_states(state, inventory)
+        states = provider.node_states(inventory)
     except DlvmError as exc:  # no credentials or no API: SSH reachability still shows
         states, problem = {}, str(exc)
     nodes = {node.name: node for node in inventory.nodes}
@@ -92,7 +92,7 @@ def report(cluster: Cluster) -> ClusterReport:
             replace(
                 row,
                 state=node_state(states.get(row.name), row.reachable),
-                provider_id=provider.provider_id(state, nodes[row.name]),
+                provider_id=provider.provider_id(nodes[row.name]),
                 stopped_by=by,
                 stopped_at=at,
             )
@@ -102,8 +102,8 @@ def report(cluster: Cluster) -> ClusterReport:
     if spec is None:
         price, capacity = None, None
     else:
-        price = provider.status_price(spec, len(inventory.nodes))
-        capacity = provider.capacity(spec)
+        price = provider.status_price(len(inventory.nodes))
+        capacity = provider.capacity()
     jobs = tuple(refresh_states(cluster)[-RECENT_JOBS:])
     guard, guard_problem = _autostop(cluster, inventory, rows)
     # Machines dlvm only borrows (ssh) are billed, if at all, by their owner.
@@ -133,7 +133,7 @@ def usage_line(cluster: Cluster, inventory: Inventory) -> str:
     running, stopped = node_hours(record_usage(cluster, inventory))
     hours = f"{running:.1f} node-hours running, {stopped:.1f} stopped"
     applied = cluster.applied
-    rates = cluster.provider.hourly_rates(applied.spec) if applied is not None else None
+    rates = cluster.provider.hourly_rates() if applied is not None else None
     if rates is None:
         return f"usage so far: {hours} (no prices for this provider)"
     spend = running * rates.running + stopped * rates.stopped

@@ -300,7 +300,7 @@ class Supervisor:
     def provider_lost(self, inventory: Inventory, nodes: Sequence[Node]) -> dict[str, str]:
         """The nodes whose machine the provider says is not running, and its word for it."""
         try:
-            states = self.provider.node_states(self.state, inventory)
+            states = self.provider.node_states(inventory)
         except DlvmError:  # no API now: SSH alone tells
             return {}
         return {
@@ -454,7 +454,7 @@ class Supervisor:
         applied = self.cluster.require_applied()
         before = self._inventory()
         old_ids = {
-            node.name: self.provider.provider_id(self.state, node)
+            node.name: self.provider.provider_id(node)
             for node in before.nodes
             if node.name in names
         }
@@ -487,7 +487,7 @@ class Supervisor:
             if node.name in names:
                 self.event(
                     f"node replaced: {node.name} {old_ids.get(node.name, '?')} -> "
-                    f"{self.provider.provider_id(self.state, node)} (host key "
+                    f"{self.provider.provider_id(node)} (host key "
                     f"{node.host_key_fingerprint})"
                 )
         return inventory
