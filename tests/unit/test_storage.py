@@ -196,7 +196,8 @@ def test_a_mount_over_the_system_however_spelt_is_refused(mount: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "mount", ["/ckpt", "/mnt/data", "/home/ubuntu/ckpt", "/home/ubuntu/ckpt/.x", "/opt/x", "/tmp/ck"]
+    "mount",
+    ["/ckpt", "/mnt/data", "/home/ubuntu/ckpt", "/home/ubuntu/ckpt/.x", "/opt/x", "/tmp/ck"],
 )
 def test_a_mount_of_its_own_folder_is_taken(mount: str) -> None:
     assert StorageMount(mount=mount, bucket="gs://my-bucket").mount == mount
