@@ -6,10 +6,11 @@ this module, documents why and how), minutes of compiling. So it is built at mos
 cluster: on the head, which caches the wheel; nodes that lack Horovod get that wheel copied
 from the head over the cluster's own SSH (the mesh horovodrun uses), and install it, never
 rebuilding; each checks the wheel against the hash the head recorded when it built it (the
-script checks the source against its published hash before building). Nodes that can already `import horovod.torch` and run horovodrun are left alone.
-Each node then keeps a stamp holding the setup digest (see files.setup_digest), so a later
-`up` with the same setup and env checks nothing more; a changed setup (which may have
-changed the node's Python) checks again.
+script checks the source against its published hash before building). Nodes that can
+already `import horovod.torch` and run horovodrun are left alone. Each node then keeps a
+stamp holding the setup digest (see files.setup_digest), so a later `up` with the same setup
+and env checks nothing more; a changed setup (which may have changed the node's Python)
+checks again.
 """
 
 from __future__ import annotations

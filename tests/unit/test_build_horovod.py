@@ -97,7 +97,7 @@ def _python_serving(tmp_path: Path, payload: bytes) -> Path:
     stand_in = tmp_path / "python"
     stand_in.write_text(
         "#!/bin/bash\n"
-        'if [[ "$1 $2" == "-m pip" && ( "$3" == download || "$3" == install || "$3" == wheel ) ]]; then\n'
+        'if [[ "$1 $2" == "-m pip" && "$3" =~ ^(download|install|wheel)$ ]]; then\n'
         f'  echo "$*" >> {tmp_path}/pip.log\n'
         '  if [[ "$3" == download ]]; then\n'
         '    while [[ $# -gt 0 && "$1" != -d ]]; do shift; done\n'
