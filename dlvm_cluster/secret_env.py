@@ -66,7 +66,7 @@ def redactor(values: Mapping[str, str]) -> Callable[[str], str]:
 
 def _forms(values: Iterable[str]) -> set[str]:
     """Every text that stands for one of the values in a line of output."""
-    forms = set()
+    forms: set[str] = set()
     for value in values:
         candidates = [value, *value.splitlines()]
         if "'" in value:
