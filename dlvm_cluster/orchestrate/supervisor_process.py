@@ -107,6 +107,12 @@ def main(argv: Sequence[str]) -> int:
     except KeyboardInterrupt:
         progress.note(f"job {job_id}: stopped by a signal; cancelled")
         return 1
+    except Exception as exc:  # never leave the record "running" or "recovering"
+        why = f"{type(exc).__name__}: {exc}"[:500]
+        if record.active:
+            supervisor.broke(why)
+        progress.note(f"job {job_id}: failed: {why}")
+        return 1
     progress.note(f"job {job_id}: succeeded")
     return 0
 

@@ -102,7 +102,8 @@ def scan_local(source: Path, exclude: Sequence[str]) -> list[Entry]:
 def _children(folder: Path) -> tuple[list[str], list[str]]:
     """The folder's sub-folders (symlinks not followed) and its other entries, as os.walk
     splits them; an unreadable folder has none."""
-    dirs, files = [], []
+    dirs: list[str] = []
+    files: list[str] = []
     try:
         with os.scandir(folder) as found:
             for item in found:

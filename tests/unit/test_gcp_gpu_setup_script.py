@@ -42,7 +42,7 @@ lspci) echo "0000:06:00.0 Ethernet controller [0200]: Google, Inc. Device [1ae0:
 mountpoint) exit 1 ;;
 dpkg-query) [[ -n ${INSTALLED_GIB:-} ]] && printf '%s' "$INSTALLED_GIB" ;;
 gpg)
-	[[ $1 == --show-keys ]] && printf 'pub:-:255:22:X:1:::-:::scESC::::::23::0:\nfpr:::::::::%s:\n' $FAKE_FPR
+	[[ $1 == --show-keys ]] && printf 'pub:-:255:22:X:1:::-:::scESC:\nfpr:::::::::%s:\n' $FAKE_FPR
 	while [[ $# -gt 0 ]]; do [[ $1 == -o ]] && touch "$2"; shift; done
 	;;
 esac

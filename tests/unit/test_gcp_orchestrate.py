@@ -901,6 +901,67 @@ def test_job_check_runs_after_a_recovery_and_a_failing_cluster_fails_the_job(
     assert record.events[-1]["text"].startswith("the check after the recovery failed: 1 of 2")
 
 
+def test_a_check_crashing_on_node_output_after_a_recovery_fails_the_job(
+    api: FakeCompute, state: ClusterState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node's line that made the check raise RecursionError killed the detached supervisor,
+    leaving the job stopped and "recovering" for ever."""
+    loaded = load_spec_text(
+        loaded_spec(2).text + "job: {framework: none, command: train, check: true}\n",
+        Path("/nowhere/t.yaml"),
+    )
+    record = JobRecord(
+        "j1",
+        "t",
+        "none",
+        "train",
+        "~",
+        ["node-0", "node-1"],
+        20001,
+        0.0,
+        state="recovering",
+        local_logs=str(tmp_path / "logs"),
+    )
+
+    def crashing_check(checked_state: ClusterState, progress: object) -> None:
+        raise RecursionError("maximum recursion depth exceeded while decoding a JSON array")
+
+    monkeypatch.setattr(supervise, "require_healthy", crashing_check)
+    supervisor = Supervisor(state, record, loaded, Recorder(), str)
+    with pytest.raises(RemoteError, match="check after the recovery failed: RecursionError"):
+        supervisor.check_after_recovery()
+    assert record.state == "failed" and record.ended is not None
+
+
+def test_an_unexpected_error_in_the_supervisor_fails_the_job_instead_of_leaving_it(
+    api: FakeCompute, state: ClusterState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded = load_spec_text(
+        loaded_spec(2).text + "job: {framework: none, command: train}\n", Path("/nowhere/t.yaml")
+    )
+    record = JobRecord(
+        "j1",
+        "t",
+        "none",
+        "train",
+        "~",
+        ["node-0", "node-1"],
+        20001,
+        0.0,
+        local_logs=str(tmp_path / "logs"),
+    )
+    supervisor = Supervisor(state, record, loaded, Recorder(), str)
+
+    def broken_round() -> None:
+        raise TypeError("'int' object is not iterable")
+
+    monkeypatch.setattr(supervisor, "_watch", broken_round)
+    with pytest.raises(RemoteError, match="unexpected error \\(TypeError"):
+        supervisor.run()
+    assert record.state == "failed"
+    assert record.events[-1]["text"].startswith("the supervisor failed: TypeError")
+
+
 def stopped_cluster(
     api: FakeCompute, state: ClusterState, status: str = "TERMINATED"
 ) -> tuple[Cloud, LoadedSpec, Inventory]:
