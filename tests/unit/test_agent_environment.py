@@ -58,9 +58,10 @@ def test_the_detached_supervisor_gets_what_a_relaunch_needs_and_no_other_secret(
     import subprocess
     from dataclasses import dataclass
 
-    from dlvm_cluster.orchestrate import records, supervisor_process
-    from dlvm_cluster.orchestrate.jobs import JobRecord, job_spec_path
-    from dlvm_cluster.spec.load import load_spec_text
+    from dlvm_cluster.orchestrate.cluster import records
+    from dlvm_cluster.orchestrate.jobs import supervisor_process
+    from dlvm_cluster.orchestrate.jobs.store import JobRecord, job_spec_path
+    from dlvm_cluster.providers import load_spec_text
 
     planted = {
         "MY_API_TOKEN": PLANTED,

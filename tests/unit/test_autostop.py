@@ -1,4 +1,4 @@
-"""The autostop watcher's own decisions (remote/watcher.py, run as a plain program on the
+"""The autostop watcher's own decisions (nodeside/watcher.py, run as a plain program on the
 nodes) and the settings orchestrate gives it."""
 
 from __future__ import annotations
@@ -13,17 +13,17 @@ import pytest
 
 from dlvm_cluster.errors import UsageError
 from dlvm_cluster.inventory import Inventory, Node
-from dlvm_cluster.orchestrate.autostop import (
+from dlvm_cluster.nodeside import watcher
+from dlvm_cluster.orchestrate.cluster.autostop import (
     changed_settings,
     describe,
     read_heartbeat,
     watcher_config,
 )
 from dlvm_cluster.progress import SilentProgress
-from dlvm_cluster.providers import local
+from dlvm_cluster.providers import local, spec_kinds
 from dlvm_cluster.providers.ssh import ExistingHosts
-from dlvm_cluster.remote import watcher
-from dlvm_cluster.spec.model import Autostop, ClusterSpec
+from dlvm_cluster.spec.model import Autostop
 from dlvm_cluster.state import ClusterState
 
 NODES = tuple(Node(f"node-{r}", r, f"10.0.0.{r + 1}", 22, "root", "") for r in range(2))
@@ -58,7 +58,7 @@ def test_a_job_is_running_while_it_prints_and_hung_once_silent(tmp_path: Path) -
 def test_the_probe_is_one_json_line_from_a_plain_python(tmp_path: Path) -> None:
     _job(tmp_path, "j1", os.getpid())
     done = subprocess.run(
-        [sys.executable, "-I", watcher.__file__, "probe", str(tmp_path), "60"],
+        [sys.executable, "-S", "-I", watcher.__file__, "probe", str(tmp_path), "60"],
         capture_output=True,
         text=True,
         check=True,
@@ -78,7 +78,7 @@ def test_a_warning_is_appended_to_running_jobs_only(tmp_path: Path) -> None:
 def test_minutes_become_seconds_and_the_head_asks_the_others(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    spec = ClusterSpec.model_validate(
+    spec = spec_kinds().parse(
         {
             "name": "c",
             "provider": {"kind": "local"},
@@ -251,7 +251,7 @@ def test_max_hours_counts_from_this_machines_boot_when_that_came_later() -> None
 def test_a_head_config_of_any_shape_is_no_start_time_not_a_crash(config: str) -> None:
     """`up`, `start`, `scale` and `autostop` read when the nodes started from the head's
     config.json: a broken or hostile head must not crash them."""
-    from dlvm_cluster.orchestrate.autostop import _started_at
+    from dlvm_cluster.orchestrate.cluster.autostop import _started_at
 
     class Answers:
         def get(self, node: Node) -> Answers:
@@ -264,7 +264,7 @@ def test_a_head_config_of_any_shape_is_no_start_time_not_a_crash(config: str) ->
 
 
 def test_the_head_configs_start_time_is_kept() -> None:
-    from dlvm_cluster.orchestrate.autostop import _started_at
+    from dlvm_cluster.orchestrate.cluster.autostop import _started_at
 
     class Answers:
         def get(self, node: Node) -> Answers:

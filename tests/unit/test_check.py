@@ -15,14 +15,7 @@ from dlvm_cluster import nodeside
 from dlvm_cluster.cli import documents
 from dlvm_cluster.inventory import Node
 from dlvm_cluster.nodeside.netcheck import MARKER
-from dlvm_cluster.orchestrate.check import (
-    CheckReport,
-    Measurement,
-    NodeCheck,
-    probe_command,
-    program_path,
-)
-from dlvm_cluster.orchestrate.check_output import (
+from dlvm_cluster.orchestrate.check.output import (
     LAST_LINES,
     MAX_LINE,
     MAX_LINES,
@@ -33,7 +26,14 @@ from dlvm_cluster.orchestrate.check_output import (
     parse_xids,
     results,
 )
-from dlvm_cluster.orchestrate.check_verdicts import (
+from dlvm_cluster.orchestrate.check.run import (
+    CheckReport,
+    Measurement,
+    NodeCheck,
+    probe_command,
+    program_path,
+)
+from dlvm_cluster.orchestrate.check.verdicts import (
     LinkSpeeds,
     judge_gpus,
     judge_names,
@@ -290,7 +290,7 @@ def test_a_result_line_nested_past_the_parser_is_output_not_a_crash() -> None:
     """A line of 1,990 `[` after the marker (what a node's shell rc can print before the
     probe) made json.loads raise RecursionError, which ended `dlvm check`."""
     from dlvm_cluster.nodeside.netcheck import MARKER
-    from dlvm_cluster.orchestrate.check_output import results
+    from dlvm_cluster.orchestrate.check.output import results
 
     good = MARKER + '{"kind": "torch", "ok": true}'
     lines = [MARKER + "[" * 1990, MARKER + '{"kind": ' * 1000, MARKER + '{"kind": NaN}', good]

@@ -109,9 +109,9 @@ def test_every_status_line_is_escaped(
     """Node text may reach any line of `status`: SSH errors, the head's heartbeat, a job's
     events, the provider's complaint."""
     from dlvm_cluster.cli import cluster_commands
-    from dlvm_cluster.orchestrate import report
-    from dlvm_cluster.orchestrate.jobs import JobRecord
-    from dlvm_cluster.orchestrate.nodes import NodeStatus
+    from dlvm_cluster.orchestrate.cluster import report
+    from dlvm_cluster.orchestrate.jobs.store import JobRecord
+    from dlvm_cluster.orchestrate.nodes.commands import NodeStatus
 
     hostile = HOSTILE + INVISIBLE
     job = JobRecord("j1", "c", "none", f"train {hostile}", "~", ["node-0"], 1, 0.0, restarts=1)

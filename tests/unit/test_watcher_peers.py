@@ -1,4 +1,4 @@
-"""The watcher against peers that answer the probe with anything (remote/watcher.py, run as
+"""The watcher against peers that answer the probe with anything (nodeside/watcher.py, run as
 the plain program it is on the head, with a stand-in `ssh` first on PATH answering as a
 broken or hostile node would). No answer of a peer may switch the cost guard off: a bad
 answer counts as busy, max_hours is decided first whatever the peers say, and no round ends
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from harness import wait_until
 
-from dlvm_cluster.remote import watcher
+from dlvm_cluster.nodeside import watcher
 
 GOOD = '{"jobs": [], "hung": [], "sessions": []}'
 HOSTILE = [

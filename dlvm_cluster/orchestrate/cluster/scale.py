@@ -17,30 +17,29 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from dlvm_cluster import providers
 from dlvm_cluster.errors import RemoteError, UsageError
 from dlvm_cluster.inventory import Inventory, Node, node_name, node_rank
 from dlvm_cluster.launch.plan import elastic_range
 from dlvm_cluster.launch.planners import plan_launch
-from dlvm_cluster.orchestrate.jobs import (
-    JobRecord,
+from dlvm_cluster.orchestrate.cluster.lifecycle import provision
+from dlvm_cluster.orchestrate.cluster.prepare import prepare_nodes
+from dlvm_cluster.orchestrate.cluster.records import applied_spec, open_pool, require_inventory
+from dlvm_cluster.orchestrate.jobs.on_nodes import (
     env_names,
-    node_masking,
-    refresh_states,
-    save_job,
     start_on_nodes,
     stop_job,
     write_job_files,
 )
-from dlvm_cluster.orchestrate.lifecycle import prepare_nodes, provision
-from dlvm_cluster.orchestrate.masking import Masking
-from dlvm_cluster.orchestrate.records import applied_spec, open_pool, require_inventory
+from dlvm_cluster.orchestrate.jobs.store import JobRecord, save_job
+from dlvm_cluster.orchestrate.jobs.verbs import node_masking, refresh_states
+from dlvm_cluster.orchestrate.nodes.masking import Masking
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers.base import NO_TRUST, KeyTrust
 from dlvm_cluster.remote import jobcontrol
 from dlvm_cluster.remote.connection import MAX_OUTPUT
 from dlvm_cluster.remote.pool import SshPool
 from dlvm_cluster.spec.model import LoadedSpec
-from dlvm_cluster.spec.rules import semantic_problems
 from dlvm_cluster.state import ClusterState, private_dir
 
 STOP_GRACE = 10.0
@@ -73,7 +72,7 @@ def _scaled_spec(loaded: LoadedSpec, target: int) -> LoadedSpec:
         )
     nodes = spec.nodes.model_copy(update={"count": target})
     scaled = spec.model_copy(update={"nodes": nodes})
-    for _, message in semantic_problems(scaled):
+    for _, message in providers.spec_kinds().problems(scaled):
         raise UsageError(f"cannot scale to {target}: {message}")
     return LoadedSpec(spec=scaled, path=loaded.path, text=loaded.text)
 

@@ -1,6 +1,6 @@
 """The detached supervisor of `launch --detach`: a process of the job's own that runs the
-same loop as the foreground `dlvm launch` (orchestrate/supervise.py) with no dlvm command
-running: `python -m dlvm_cluster.orchestrate.supervisor_process CLUSTER JOB`. Its notes go to
+same loop as the foreground `dlvm launch` (orchestrate/jobs/supervise.py) with no dlvm command
+running: `python -m dlvm_cluster.orchestrate.jobs.supervisor_process CLUSTER JOB`. Its notes go to
 the job's local supervisor.log; it is gone when the job ends, on `cancel` and on `down`."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from types import FrameType
 from dlvm_cluster import secret_env
 from dlvm_cluster.errors import DlvmError
 from dlvm_cluster.inventory import Node
-from dlvm_cluster.orchestrate.jobs import JobRecord, find_job, job_spec_path, process_identity
-from dlvm_cluster.orchestrate.records import read_spec
-from dlvm_cluster.orchestrate.supervise import SUPERVISOR_LOG, JobCancelled, Supervisor
+from dlvm_cluster.orchestrate.cluster.records import read_spec
+from dlvm_cluster.orchestrate.jobs.store import JobRecord, find_job, job_spec_path, process_identity
+from dlvm_cluster.orchestrate.jobs.supervise import SUPERVISOR_LOG, JobCancelled, Supervisor
 from dlvm_cluster.progress import TerraformEvent
 from dlvm_cluster.remote.agent_process import minimal_environment
 from dlvm_cluster.spec.model import LoadedSpec
@@ -85,7 +85,7 @@ def spawn(state: ClusterState, record: JobRecord) -> str:
             [
                 sys.executable,
                 "-m",
-                "dlvm_cluster.orchestrate.supervisor_process",
+                "dlvm_cluster.orchestrate.jobs.supervisor_process",
                 state.name,
                 record.id,
             ],
