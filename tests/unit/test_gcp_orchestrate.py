@@ -858,17 +858,12 @@ def test_a_supervised_job_sees_a_preempted_node_and_replaces_it_alone(
     assert record.events[-1]["text"].startswith("node replaced: node-1 t-node-1 -> t-node-1 ")
 
 
-@pytest.mark.parametrize("check", [True, False])
-def test_job_check_runs_after_a_recovery_and_a_failing_cluster_fails_the_job(
-    api: FakeCompute,
-    state: ClusterState,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    check: bool,
-) -> None:
+def two_node_job(tmp_path: Path, job: str = "", **fields: Any) -> tuple[LoadedSpec, JobRecord]:
+    """A two-node gcp spec whose job runs `train` (with `job` added to its section), and the
+    record of that job running."""
+    extra = f", {job}" if job else ""
     loaded = load_spec_text(
-        loaded_spec(2).text
-        + f"job: {{framework: none, command: train, check: {str(check).lower()}}}\n",
+        loaded_spec(2).text + f"job: {{framework: none, command: train{extra}}}\n",
         Path("/nowhere/t.yaml"),
     )
     record = JobRecord(
@@ -881,7 +876,20 @@ def test_job_check_runs_after_a_recovery_and_a_failing_cluster_fails_the_job(
         20001,
         0.0,
         local_logs=str(tmp_path / "logs"),
+        **fields,
     )
+    return loaded, record
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_job_check_runs_after_a_recovery_and_a_failing_cluster_fails_the_job(
+    api: FakeCompute,
+    state: ClusterState,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    check: bool,
+) -> None:
+    loaded, record = two_node_job(tmp_path, f"check: {str(check).lower()}")
     checked: list[str] = []
 
     def failing_check(checked_state: ClusterState, progress: object) -> None:
@@ -906,22 +914,7 @@ def test_a_check_crashing_on_node_output_after_a_recovery_fails_the_job(
 ) -> None:
     """A node's line that made the check raise RecursionError killed the detached supervisor,
     leaving the job stopped and "recovering" for ever."""
-    loaded = load_spec_text(
-        loaded_spec(2).text + "job: {framework: none, command: train, check: true}\n",
-        Path("/nowhere/t.yaml"),
-    )
-    record = JobRecord(
-        "j1",
-        "t",
-        "none",
-        "train",
-        "~",
-        ["node-0", "node-1"],
-        20001,
-        0.0,
-        state="recovering",
-        local_logs=str(tmp_path / "logs"),
-    )
+    loaded, record = two_node_job(tmp_path, "check: true", state="recovering")
 
     def crashing_check(checked_state: ClusterState, progress: object) -> None:
         raise RecursionError("maximum recursion depth exceeded while decoding a JSON array")
@@ -936,20 +929,7 @@ def test_a_check_crashing_on_node_output_after_a_recovery_fails_the_job(
 def test_an_unexpected_error_in_the_supervisor_fails_the_job_instead_of_leaving_it(
     api: FakeCompute, state: ClusterState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    loaded = load_spec_text(
-        loaded_spec(2).text + "job: {framework: none, command: train}\n", Path("/nowhere/t.yaml")
-    )
-    record = JobRecord(
-        "j1",
-        "t",
-        "none",
-        "train",
-        "~",
-        ["node-0", "node-1"],
-        20001,
-        0.0,
-        local_logs=str(tmp_path / "logs"),
-    )
+    loaded, record = two_node_job(tmp_path)
     supervisor = Supervisor(state, record, loaded, Recorder(), str)
 
     def broken_round() -> None:
