@@ -90,3 +90,27 @@ def test_stderr_is_read_beside_stdout_and_its_start_kept() -> None:
 def test_a_listing_that_never_ends_is_refused() -> None:
     with pytest.raises(RemoteError, match="listing of the destination passed 4096 bytes"):
         sync._read_listing(HostileChannel(None, 0), "node-0", limit=4096)  # type: ignore[arg-type]
+
+
+def test_output_without_a_newline_is_shown_in_pieces_not_buffered_without_end() -> None:
+    from dlvm_cluster.remote.fanout import MAX_LINE_BYTES, Cancellation, _NodeRun
+
+    lines: list[str] = []
+    run = _NodeRun(
+        NODE,
+        None,  # type: ignore[arg-type]  # never connects: only fed output
+        "true",
+        sink=lambda node, stream, line: lines.append(line),
+        timeout=None,
+        cancel=Cancellation(),
+        log=None,
+        redact=str,
+    )
+    chunk = b"x" * (1 << 16)
+    for _ in range(3 * MAX_LINE_BYTES // len(chunk)):  # 3 MiB, no newline
+        run._feed("out", chunk)
+    assert len(run._partial["out"]) <= MAX_LINE_BYTES
+    assert [len(line) for line in lines] == [MAX_LINE_BYTES, MAX_LINE_BYTES]
+    run._feed("out", b"end\n")
+    run._feed("out", b"", final=True)
+    assert lines[-1].endswith("xend") and len(lines) == 3
