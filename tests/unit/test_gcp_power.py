@@ -58,7 +58,7 @@ def test_a_failed_stop_says_so(api: FakeCompute) -> None:
 
 
 def test_a_node_stops_its_own_vm_by_shutting_down_and_deletes_it_through_the_api() -> None:
-    engine = ComputeEngine()
+    engine = ComputeEngine(ClusterState("t", Path("/nowhere")))
     assert engine.self_stop_command("stop") == SELF_STOP
     assert "shutdown -h now" in SELF_STOP
     assert engine.self_stop_command("down") == SELF_DELETE

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+from pydantic import ValidationError
 from ruamel.yaml import YAML
 
 from dlvm_cluster import providers
@@ -16,6 +17,7 @@ from dlvm_cluster.providers import registry
 from dlvm_cluster.providers.kind import Feature, ProviderKind, Refusal
 from dlvm_cluster.spec.kinds import Problem, SpecKind
 from dlvm_cluster.spec.model import ClusterSpec, Nodes, ProviderConfig
+from dlvm_cluster.state import ClusterState
 
 # A file each registered kind accepts, as small as the kind allows: a kind added to the
 # registry must add its own here (the first test fails until it does).
@@ -139,7 +141,7 @@ def test_local_and_gcp_have_every_verb() -> None:
 
 def test_a_state_dir_of_an_unknown_kind_is_refused_in_words() -> None:
     with pytest.raises(UsageError, match="no provider of kind 'mars'"):
-        providers.for_kind("mars")
+        providers.for_kind("mars", ClusterState("c", Path("/nowhere")))
 
 
 # A kind made here and registered only for the tests below: one config, one nodes key, one
@@ -200,7 +202,8 @@ def test_a_kind_registered_in_one_line_gets_its_keys_rules_and_refusals(
     # the schema names it, and dispatch builds its implementation
     schema = providers.spec_kinds().json_schema()
     assert "DemoConfig" in schema["$defs"] and "DemoNodes" in schema["$defs"]
-    assert type(providers.for_kind("demo")).__name__ == "NamespaceNodes"
+    built = providers.for_spec(loaded.spec, ClusterState("demo", tmp_path))
+    assert type(built).__name__ == "NamespaceNodes" and built.spec == loaded.spec
 
 
 def test_kinds_that_lack_a_feature_declare_why(demo: ProviderKind) -> None:
@@ -214,3 +217,17 @@ def test_kinds_that_lack_a_feature_declare_why(demo: ProviderKind) -> None:
 def test_spec_kinds_follow_the_registry(demo: ProviderKind) -> None:
     assert providers.spec_kinds().names == list(registry.KINDS)
     assert providers.kinds() == list(registry.KINDS)
+
+
+def test_an_applied_spec_of_an_older_dlvm_reads_back_without_other_kinds_keys() -> None:
+    """Before each kind's keys were its own, a local cluster's applied spec held every
+    `nodes:` key (with no effect): it still reads, and nothing of gcp's is kept."""
+    old = {
+        "name": "c",
+        "provider": {"kind": "local"},
+        "nodes": {"count": 2, "machine_type": None, "spot": False, "disk_gb": 200},
+    }
+    spec = providers.spec_kinds().parse(old)
+    assert spec.nodes.count == 2 and set(spec.nodes.model_dump()) == {"count", "accelerator"}
+    with pytest.raises(ValidationError):  # a key of no kind is still an error
+        providers.spec_kinds().parse({**old, "nodes": {"count": 2, "gpus": 1}})

@@ -78,7 +78,7 @@ def mount_storage(
     runs it: a node replaced or rebooted gets its mounts back)."""
     if spec.storage:
         providers.require(spec.provider.kind, Feature.STORAGE)
-    script = providers.for_spec(spec).storage_script(spec, state)
+    script = providers.for_spec(spec, state).storage_script()
     if not script or not nodes:
         return
     progress.stage("mounting storage")
@@ -101,7 +101,7 @@ def install_watcher(
         pool,
         inventory,
         loaded.spec,
-        providers.for_spec(loaded.spec),
+        providers.for_spec(loaded.spec, state),
         progress,
         settings=autostop.settings_in_force(state, loaded.spec),
         nodes=tuple(nodes),

@@ -51,12 +51,12 @@ from dlvm_cluster.providers.gcp.instances import (
     wake,
 )
 from dlvm_cluster.providers.gcp.leftovers import sweep_zone
+from dlvm_cluster.providers.gcp.plan import gcp_plan
 from dlvm_cluster.providers.gcp.preflight import preflight
 from dlvm_cluster.providers.gcp.report import applied_tfvars, node_states, warning_lines
 from dlvm_cluster.providers.gcp.tfvars import (
     gpus_per_node,
     instance_address,
-    node_shape,
     state_tfvars,
 )
 from dlvm_cluster.providers.gcp.zone_loop import (
@@ -111,7 +111,7 @@ def provision_gcp(
             pinned.update(started)
     progress.stage("preflight")
     report = preflight(spec, api, existing_nodes=len(previous.nodes) if previous else 0)
-    for line in warning_lines(spec, report.warnings):
+    for line in warning_lines(provider, report.warnings):
         progress.note(line)
     if previous is not None and home not in provider.zones:
         where = f"zone {home}" if home else "an unknown zone"
@@ -214,7 +214,7 @@ def replace_gcp_nodes(
     progress.stage(f"terraform: replacing {', '.join(names)}")
     init_if_needed(terraform, module.source, state.terraform_dir)
     result = terraform.apply(replace=[instance_address(name) for name in names])
-    gpus = request.previous.gpus_per_node if request.previous else gpus_per_node(spec)
+    gpus = request.previous.gpus_per_node if request.previous else gpus_per_node(gcp_plan(spec))
     return _inventory(request, api, result, gpus, pinned)
 
 
@@ -257,7 +257,7 @@ def _inventory(
         else:
             unknown.append(ref)
     keys.update(read_host_keys(api, project, unknown))
-    env = job_environment(node_shape(gcp_nodes(request.spec)).machine_type)
+    env = job_environment(gcp_plan(request.spec).shape.machine_type)
     return from_terraform_outputs(
         request.spec.name, with_host_keys(outputs, keys), env=env, gpus_per_node=gpus
     )

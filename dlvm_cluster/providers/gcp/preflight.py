@@ -15,15 +15,15 @@ from typing import Any
 from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.providers.gcp import gpu_network, shapes
 from dlvm_cluster.providers.gcp.buckets import check_buckets
-from dlvm_cluster.providers.gcp.config import GcpConfig, gcp_config, gcp_nodes
+from dlvm_cluster.providers.gcp.config import GcpConfig
 from dlvm_cluster.providers.gcp.credentials import REQUEST_TIMEOUT, ComputeClients, call_api
+from dlvm_cluster.providers.gcp.plan import GcpPlan, gcp_plan
 from dlvm_cluster.providers.gcp.reservations import reservation_ref, reservation_zones
 from dlvm_cluster.providers.gcp.tfvars import (
     DEFAULT_IMAGE_FAMILY,
     DLVM_IMAGE_PROJECT,
     ImageRef,
     image_ref,
-    node_shape,
 )
 from dlvm_cluster.spec.model import ClusterSpec
 
@@ -46,9 +46,9 @@ class PreflightReport:
     warnings: tuple[str, ...]
 
 
-def spec_warnings(spec: ClusterSpec) -> list[str]:
+def spec_warnings(plan: GcpPlan) -> list[str]:
     """Things `plan` and `up` should say loudly, found from the spec alone (no API calls)."""
-    provider = gcp_config(spec)
+    provider = plan.config
     warnings = []
     open_ranges = [cidr for cidr in provider.allowed_ssh_cidrs if _is_everywhere(cidr)]
     if open_ranges:
@@ -56,7 +56,7 @@ def spec_warnings(spec: ClusterSpec) -> list[str]:
             f"SSH is open to the whole internet ({', '.join(open_ranges)} in "
             "provider.allowed_ssh_cidrs): list only your own address ranges"
         )
-    machine = node_shape(gcp_nodes(spec)).machine_type
+    machine = plan.shape.machine_type
     if provider.compact_placement and shapes.family(machine) not in (
         shapes.COMPACT_PLACEMENT_FAMILIES
     ):
@@ -64,13 +64,13 @@ def spec_warnings(spec: ClusterSpec) -> list[str]:
             f"compact placement may not be available for {machine}: dlvm knows it for "
             + ", ".join(shapes.COMPACT_PLACEMENT_FAMILIES)
         )
-    if shapes.arm(machine) and gcp_nodes(spec).image is None:
+    if shapes.arm(machine) and plan.nodes.image is None:
         warnings.append(
             f"{machine} has Arm CPUs, but the default image ({DEFAULT_IMAGE_FAMILY}) is built "
             "for x86: set nodes.image to an Arm64 image"
         )
     if not provider.public_ip and provider.network is None:
-        network = gpu_network.gpu_network(machine)
+        network = plan.network
         plugin = (
             f", and their boot script cannot download the {network.title} NCCL plugin"
             if network
@@ -98,27 +98,28 @@ def preflight(
     existing_nodes: int = 0,
 ) -> PreflightReport:
     """Check `spec` against the live project; `existing_nodes` already hold their GPUs."""
-    provider = gcp_config(spec)
-    warnings = spec_warnings(spec)
+    plan = gcp_plan(spec)
+    provider = plan.config
+    warnings = spec_warnings(plan)
     project = _get_project(clients, provider)
     warnings.extend(_os_login_warnings(project, provider))
     if spec.storage:
         check_buckets(clients.buckets, provider, spec.storage)
     region = _get_region(clients, provider)
-    image = _check_image(clients, spec, provider)
-    warnings.extend(_image_warnings(image, spec))
+    image = _check_image(clients, plan)
+    warnings.extend(_image_warnings(image, plan))
     zones = _usable_zones(clients, provider, region, warnings)
     gpus = 0
     for zone in zones:
-        gpus = _check_zone_offers(clients, spec, provider, region, zone)
-        _check_roce_profile(clients, spec, provider, zone)
+        gpus = _check_zone_offers(clients, plan, region, zone)
+        _check_roce_profile(clients, plan, zone)
     wanted = (spec.nodes.count if count is None else count) - existing_nodes
-    reservation = reservation_ref(spec, provider)
+    reservation = reservation_ref(plan)
     if reservation is not None:
-        zones = reservation_zones(clients, spec, reservation, zones, wanted, warnings)
+        zones = reservation_zones(clients, plan, reservation, zones, wanted, warnings)
     # A reservation took its quota when it was made: the VMs that consume it take none more.
     if gpus and wanted > 0 and reservation is None:
-        _check_quotas(spec, provider, region, project, gpus * wanted, warnings)
+        _check_quotas(plan, region, project, gpus * wanted, warnings)
     return PreflightReport(
         zones=tuple(zones),
         image=str(image.name),
@@ -172,8 +173,9 @@ def _get_region(clients: ComputeClients, provider: GcpConfig) -> Any:
     return region
 
 
-def _check_image(clients: ComputeClients, spec: ClusterSpec, provider: GcpConfig) -> Any:
-    ref = image_ref(gcp_nodes(spec).image)
+def _check_image(clients: ComputeClients, plan: GcpPlan) -> Any:
+    provider, nodes = plan.config, plan.nodes
+    ref = image_ref(nodes.image)
     try:
         image = call_api(f"image {ref.path}", provider.project, lambda: _fetch_image(clients, ref))
     except _not_found() as exc:
@@ -188,9 +190,9 @@ def _check_image(clients: ComputeClients, spec: ClusterSpec, provider: GcpConfig
             f"image {image.name} is {_deprecation(image)}: Compute Engine creates no VMs from it",
             hint=_replacement_advice(image) + "; " + FAMILY_LIST_HINT,
         )
-    if gcp_nodes(spec).disk_gb < int(image.disk_size_gb):
+    if nodes.disk_gb < int(image.disk_size_gb):
         raise ProvisionError(
-            f"nodes.disk_gb is {gcp_nodes(spec).disk_gb} but image {image.name} needs "
+            f"nodes.disk_gb is {nodes.disk_gb} but image {image.name} needs "
             f"{image.disk_size_gb} GB",
             hint=f"set nodes.disk_gb to at least {image.disk_size_gb}",
         )
@@ -220,7 +222,7 @@ def _replacement_advice(image: Any) -> str:
     return f"its successor is {successor}: set nodes.image to it, or to a current family"
 
 
-def _image_warnings(image: Any, spec: ClusterSpec) -> list[str]:
+def _image_warnings(image: Any, plan: GcpPlan) -> list[str]:
     """A deprecated image still boots, an image without gVNIC support may boot without a
     network, and an x86 image on Arm hosts does not boot: all worth saying before the VMs
     exist."""
@@ -230,7 +232,7 @@ def _image_warnings(image: Any, spec: ClusterSpec) -> list[str]:
             f"image {image.name} is DEPRECATED: it gets no more updates and will become "
             f"obsolete (unusable); {_replacement_advice(image)}"
         )
-    machine = node_shape(gcp_nodes(spec)).machine_type
+    machine = plan.shape.machine_type
     features = {str(feature.type_) for feature in image.guest_os_features}
     if shapes.arm(machine) and str(image.architecture) != "ARM64":
         warnings.append(
@@ -300,11 +302,9 @@ def _zone_status(clients: ComputeClients, provider: GcpConfig, zone: str) -> str
     return str(found.status)
 
 
-def _check_zone_offers(
-    clients: ComputeClients, spec: ClusterSpec, provider: GcpConfig, region: Any, zone: str
-) -> int:
+def _check_zone_offers(clients: ComputeClients, plan: GcpPlan, region: Any, zone: str) -> int:
     """The machine type and GPUs exist in `zone`; returns the GPUs per node there."""
-    shape = node_shape(gcp_nodes(spec))
+    provider, shape = plan.config, plan.shape
     machine = _machine_type(clients, provider, zone, shape.machine_type)
     if machine is None:
         offering = _other_zones(
@@ -331,7 +331,7 @@ def _check_zone_offers(
             + ", or n1 with nodes.accelerator), or a dlvm release that knows this family",
         )
     if built_in:
-        wanted = spec.nodes.accelerator
+        wanted = plan.nodes.accelerator
         if wanted and (wanted.type, wanted.count) not in built_in:
             kind, n = built_in[0]
             raise ProvisionError(
@@ -362,12 +362,10 @@ def _check_zone_offers(
     return count
 
 
-def _check_roce_profile(
-    clients: ComputeClients, spec: ClusterSpec, provider: GcpConfig, zone: str
-) -> None:
+def _check_roce_profile(clients: ComputeClients, plan: GcpPlan, zone: str) -> None:
     """A3 Ultra and A4 RDMA NICs need the zone's RoCE network profile for their VPC; a zone
     without one would fail only once the other networks exist."""
-    network = gpu_network.gpu_network(node_shape(gcp_nodes(spec)).machine_type)
+    provider, network = plan.config, plan.network
     if network is None or not network.rdma_nics:
         return
     name = gpu_network.roce_profile(zone)
@@ -382,7 +380,7 @@ def _check_roce_profile(
     except _not_found():
         raise ProvisionError(
             f"zone {zone} has no RoCE network profile ({name}): the RDMA NICs of "
-            f"{node_shape(gcp_nodes(spec)).machine_type} cannot be attached there",
+            f"{plan.shape.machine_type} cannot be attached there",
             hint="list zones that have one with `gcloud compute network-profiles list "
             "--filter=name~vpc-roce` and put them in provider.zones",
         ) from None
@@ -433,18 +431,13 @@ def _offering_hint(provider: GcpConfig, zone: str, offering: Iterable[str], what
 
 
 def _check_quotas(
-    spec: ClusterSpec,
-    provider: GcpConfig,
-    region: Any,
-    project: Any,
-    needed: int,
-    warnings: list[str],
+    plan: GcpPlan, region: Any, project: Any, needed: int, warnings: list[str]
 ) -> None:
     """Regional GPU quota (Spot's PREEMPTIBLE_ form when granted) and the all-regions quota."""
-    kind = node_shape(gcp_nodes(spec)).gpu_type
+    provider, kind = plan.config, plan.shape.gpu_type
     regional = {str(q.metric): q for q in region.quotas}
     metric = shapes.gpu_quota_metric(kind, spot=False) if kind else None
-    if metric and gcp_nodes(spec).provisioning_model in PREEMPTIBLE_QUOTA_MODELS:
+    if metric and plan.nodes.provisioning_model in PREEMPTIBLE_QUOTA_MODELS:
         preemptible = regional.get(f"PREEMPTIBLE_{metric}")
         # Spot and flex-start VMs use preemptible quota when the project has some, standard
         # quota otherwise.

@@ -10,12 +10,9 @@ from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.providers.gcp.config import (
     ANY_RESERVATION,
     NO_RESERVATION,
-    GcpConfig,
-    gcp_nodes,
 )
 from dlvm_cluster.providers.gcp.credentials import REQUEST_TIMEOUT, ComputeClients, call_api
-from dlvm_cluster.providers.gcp.tfvars import node_shape
-from dlvm_cluster.spec.model import ClusterSpec
+from dlvm_cluster.providers.gcp.plan import GcpPlan
 
 
 @dataclass(frozen=True)
@@ -27,15 +24,15 @@ class ReservationRef:
     written: str  # as nodes.reservation gives it
 
 
-def reservation_ref(spec: ClusterSpec, provider: GcpConfig) -> ReservationRef | None:
+def reservation_ref(plan: GcpPlan) -> ReservationRef | None:
     """The reservation nodes.reservation names, or None for any, none or the default."""
-    written = gcp_nodes(spec).reservation
+    written = plan.nodes.reservation
     if written is None or written in (ANY_RESERVATION, NO_RESERVATION):
         return None
     if written.startswith("projects/"):
         _, project, _, name = written.split("/")
         return ReservationRef(project, name, written)
-    return ReservationRef(provider.project, written, written)
+    return ReservationRef(plan.config.project, written, written)
 
 
 def _reservation(clients: ComputeClients, ref: ReservationRef, zone: str) -> Any:
@@ -56,7 +53,7 @@ def _reservation(clients: ComputeClients, ref: ReservationRef, zone: str) -> Any
 
 def reservation_zones(
     clients: ComputeClients,
-    spec: ClusterSpec,
+    plan: GcpPlan,
     ref: ReservationRef,
     zones: list[str],
     wanted: int,
@@ -77,7 +74,7 @@ def reservation_zones(
             f"(gcloud compute reservations list --project {ref.project}); one shared from "
             "another project is written projects/PROJECT/reservations/NAME",
         )
-    machine = node_shape(gcp_nodes(spec)).machine_type
+    machine = plan.shape.machine_type
     usable, problems = [], []
     for zone, reservation in found.items():
         specific = reservation.specific_reservation

@@ -17,13 +17,10 @@ from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.inventory import node_name
 from dlvm_cluster.providers.gcp import gpu_network, shapes
 from dlvm_cluster.providers.gcp.config import (
-    ANY_RESERVATION,
-    NO_RESERVATION,
     NO_SERVICE_ACCOUNT,
-    GcpNodes,
     gcp_config,
-    gcp_nodes,
 )
+from dlvm_cluster.providers.gcp.plan import GcpPlan, gcp_plan
 from dlvm_cluster.provision.render import TFVARS
 from dlvm_cluster.spec.model import ClusterSpec
 from dlvm_cluster.state import ClusterState
@@ -40,16 +37,6 @@ DEFAULT_SUBNET_CIDR = "10.64.0.0/20"
 # Cut into a /17 per GPU or RDMA subnetwork; apart from DEFAULT_SUBNET_CIDR and from the
 # 10.128.0.0/9 of auto-mode networks, since all NICs of a VM must be in different ranges.
 GPU_CIDR_RANGE = "172.16.0.0/12"
-# What Compute Engine does to a VM it ends: a preempted Spot VM, a flex-start or
-# reservation-bound VM at the end of its run, any VM past nodes.max_run_hours. Deleted, so the
-# next `up` recreates it with a plain apply rather than finding a stopped VM to start.
-TERMINATION_ACTION = "DELETE"
-PROVISIONING_MODELS = {
-    "standard": "STANDARD",
-    "spot": "SPOT",
-    "flex-start": "FLEX_START",
-    "reservation-bound": "RESERVATION_BOUND",
-}
 RESOURCE_ADDRESS = "google_compute_instance.node"
 # How long Terraform waits for each VM to be created unless `up` is given a wait: eight-GPU
 # shapes can take longer than the google provider's default 20 minutes. A flex-start VM waits
@@ -91,93 +78,7 @@ def image_ref(image: str | None) -> ImageRef:
     )
 
 
-@dataclass(frozen=True)
-class NodeShape:
-    """What one node is: its machine type and GPUs, and which GPUs Terraform must attach."""
-
-    machine_type: str
-    gpu_type: str | None
-    gpus: int | None  # None: a GPU machine type whose count dlvm does not know offline
-    attached: tuple[tuple[str, int], ...]  # guest_accelerator blocks (N1 only)
-
-    @property
-    def has_gpus(self) -> bool:
-        return self.gpus != 0
-
-
-def node_shape(nodes: GcpNodes) -> NodeShape:
-    """Resolve machine type and GPUs, refusing combinations Compute Engine would reject."""
-    accelerator = nodes.accelerator
-    machine = nodes.machine_type or shapes.default_machine_type(
-        accelerator.type if accelerator else None, accelerator.count if accelerator else 0
-    )
-    if machine is None:
-        assert accelerator is not None
-        raise ProvisionError(
-            f"dlvm has no default machine type for {accelerator.count} x {accelerator.type}",
-            hint="set nodes.machine_type (e.g. a2-highgpu-1g, g2-standard-12, n1-standard-8)",
-        )
-    if shapes.carries_gpus(machine):
-        built_in = shapes.built_in_gpus(machine)
-        if accelerator and built_in and (accelerator.type, accelerator.count) != built_in:
-            raise ProvisionError(
-                f"{machine} carries {built_in[1]} x {built_in[0]}, but nodes.accelerator asks "
-                f"for {accelerator.count} x {accelerator.type}",
-                hint="remove nodes.accelerator (the machine type decides) or make it match",
-            )
-        if built_in:
-            return NodeShape(machine, built_in[0], built_in[1], ())
-        if accelerator:
-            return NodeShape(machine, accelerator.type, accelerator.count, ())
-        return NodeShape(machine, None, None, ())
-    if accelerator is None:
-        return NodeShape(machine, None, 0, ())
-    if not shapes.takes_attached_gpus(machine):
-        raise ProvisionError(
-            f"GPUs cannot be attached to {machine}",
-            hint="use an n1-* machine type for T4, V100, P100 or P4, or a type that carries its "
-            "GPUs (a2-* for A100, a3-* for H100, g2-* for L4, g4-* for RTX PRO 6000) without "
-            "nodes.accelerator",
-        )
-    return NodeShape(
-        machine, accelerator.type, accelerator.count, ((accelerator.type, accelerator.count),)
-    )
-
-
-@dataclass(frozen=True)
-class Capacity:
-    """How the nodes are provided: the provisioning model and the reservation they consume."""
-
-    provisioning_model: str  # Compute Engine's name: STANDARD, SPOT, FLEX_START, ...
-    termination_action: str  # "" when Compute Engine never ends the VM itself
-    max_run_hours: int | None
-    reservation_affinity: str  # "": Compute Engine's default (any matching reservation)
-    reservation_name: str  # for SPECIFIC_RESERVATION only
-
-
-def capacity(nodes: GcpNodes) -> Capacity:
-    """The scheduling and reservation_affinity of each VM, from the spec's capacity keys."""
-    model = nodes.provisioning_model
-    reservation = nodes.reservation
-    if reservation is None and model == "flex-start":
-        # Flex-start VMs take capacity from the queue, never from a reservation.
-        reservation = NO_RESERVATION
-    affinity, name = {
-        None: ("", ""),
-        ANY_RESERVATION: ("ANY_RESERVATION", ""),
-        NO_RESERVATION: ("NO_RESERVATION", ""),
-    }.get(reservation, ("SPECIFIC_RESERVATION", reservation or ""))
-    ends = model != "standard" or nodes.max_run_hours is not None
-    return Capacity(
-        provisioning_model=PROVISIONING_MODELS[model],
-        termination_action=TERMINATION_ACTION if ends else "",
-        max_run_hours=nodes.max_run_hours,
-        reservation_affinity=affinity,
-        reservation_name=name,
-    )
-
-
-def compact_placement(spec: ClusterSpec) -> bool:
+def compact_placement(plan: GcpPlan) -> bool:
     """The spec's choice, else on for the A3/A4 shapes whose GPU network dlvm builds.
 
     Their NICs are only as fast as the fabric between the VMs, so Google places such VMs
@@ -185,20 +86,19 @@ def compact_placement(spec: ClusterSpec) -> bool:
     itself) or VMs consuming a reservation (a VM with a placement policy consumes only a
     reservation made with that same policy).
     """
-    chosen = gcp_config(spec).compact_placement
+    chosen = plan.config.compact_placement
     if chosen is not None:
         return chosen
-    machine = node_shape(gcp_nodes(spec)).machine_type
     return (
-        shapes.base_machine_type(machine) in gpu_network.COMPACT_BY_DEFAULT
-        and gcp_nodes(spec).provisioning_model in ("standard", "spot")
-        and gcp_nodes(spec).reservation is None
+        shapes.base_machine_type(plan.shape.machine_type) in gpu_network.COMPACT_BY_DEFAULT
+        and plan.nodes.provisioning_model in ("standard", "spot")
+        and plan.nodes.reservation is None
     )
 
 
-def gpus_per_node(spec: ClusterSpec) -> int:
+def gpus_per_node(plan: GcpPlan) -> int:
     """GPUs on each node as far as known offline (for DLVM_GPUS_PER_NODE and procs_per_node)."""
-    return node_shape(gcp_nodes(spec)).gpus or 0
+    return plan.shape.gpus or 0
 
 
 def instance_name(cluster: str, node: str) -> str:
@@ -235,18 +135,16 @@ def gcp_tfvars(
     partial apply created; otherwise the nodes are node-0 .. node-(count-1). `wait`: how long
     each VM may take to be created, in seconds (default DEFAULT_CREATE_TIMEOUT).
     """
-    provider = gcp_config(spec)
+    plan = gcp_plan(spec)
+    provider, shape, provided, network = plan.config, plan.shape, plan.capacity, plan.network
     chosen_zone = zone or provider.zones[0]
     if chosen_zone not in provider.zones:
         raise ProvisionError(
             f"zone {chosen_zone} is not in provider.zones",
             hint="zones: " + ", ".join(provider.zones),
         )
-    shape = node_shape(gcp_nodes(spec))
-    provided = capacity(gcp_nodes(spec))
     if names is None:
         names = [node_name(rank) for rank in range(spec.nodes.count if count is None else count)]
-    network = gpu_network.gpu_network(shape.machine_type)
     return {
         "cluster_name": spec.name,
         "project": provider.project,
@@ -256,16 +154,16 @@ def gcp_tfvars(
         "machine_type": shape.machine_type,
         "guest_accelerators": [{"type": kind, "count": n} for kind, n in shape.attached],
         "install_nvidia_driver": shape.has_gpus,
-        "image": image_ref(gcp_nodes(spec).image).path,
-        "disk_gb": gcp_nodes(spec).disk_gb,
-        "disk_type": gcp_nodes(spec).disk_type or shapes.default_disk_type(shape.machine_type),
+        "image": image_ref(plan.nodes.image).path,
+        "disk_gb": plan.nodes.disk_gb,
+        "disk_type": plan.nodes.disk_type or shapes.default_disk_type(shape.machine_type),
         "provisioning_model": provided.provisioning_model,
         "termination_action": provided.termination_action,
         "max_run_hours": provided.max_run_hours,
         "reservation_affinity": provided.reservation_affinity,
         "reservation_name": provided.reservation_name,
         "create_timeout": DEFAULT_CREATE_TIMEOUT if wait is None else duration(wait),
-        "compact_placement": compact_placement(spec),
+        "compact_placement": compact_placement(plan),
         "nic_type": "GVNIC" if shapes.gvnic(shape.machine_type) else "",
         "network": provider.network or "",
         "subnetwork": provider.subnetwork or "",
