@@ -41,7 +41,6 @@ from dlvm_cluster.providers.gcp.hostkeys import (
     node_refs,
     node_refs_for,
     read_host_keys,
-    with_host_keys,
 )
 from dlvm_cluster.providers.gcp.instances import (
     InstanceState,
@@ -53,7 +52,7 @@ from dlvm_cluster.providers.gcp.instances import (
 from dlvm_cluster.providers.gcp.leftovers import sweep_zone
 from dlvm_cluster.providers.gcp.plan import gcp_plan
 from dlvm_cluster.providers.gcp.preflight import preflight
-from dlvm_cluster.providers.gcp.report import applied_tfvars, node_states, warning_lines
+from dlvm_cluster.providers.gcp.report import node_states, warning_lines
 from dlvm_cluster.providers.gcp.tfvars import (
     gpus_per_node,
     instance_address,
@@ -64,6 +63,7 @@ from dlvm_cluster.providers.gcp.zone_loop import (
     ZoneFailover,
     rank_order,
 )
+from dlvm_cluster.providers.terraformed import applied_tfvars, with_host_keys
 from dlvm_cluster.provision.modules import module_dir
 from dlvm_cluster.provision.render import RenderedModule
 from dlvm_cluster.provision.terraform import RunResult, Terraform, init_if_needed
