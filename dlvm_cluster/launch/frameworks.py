@@ -28,7 +28,8 @@ class NodeSetup:
     usable: str  # shell text that succeeds on a node that has it
     build_script: str  # the nodeside/ program that builds it on the head: `wheel|install`
     artifact_line: str  # the line prefix by which the build names its artifact's path
-    install: str  # shell text that installs the artifact `{artifact}` (a quoted path)
+    hash_line: str  # the line prefix by which the build names the artifact's SHA-256
+    install: str  # shell text that installs `{artifact}` with `{script}`, checking `{sha256}`
     build_note: str = "built once, minutes; cached after"
 
 
@@ -46,7 +47,8 @@ HOROVOD_SETUP = NodeSetup(
     usable="python3 -c 'import horovod.torch' >/dev/null 2>&1 && command -v horovodrun >/dev/null",
     build_script="build_horovod.sh",
     artifact_line="DLVM_HOROVOD_WHEEL=",
-    install="python3 -m pip install -q {artifact}",
+    hash_line="DLVM_HOROVOD_SHA256=",
+    install="bash {script} install-wheel {artifact} {sha256}",
 )
 """Horovod's last release is source only and needs a patched build (nodeside/build_horovod.sh
 says why): built once on the head, its wheel shared. `horovod` jobs need of a node that the

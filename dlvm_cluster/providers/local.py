@@ -36,6 +36,7 @@ from dlvm_cluster.provision.render import TFVARS, RenderedModule
 from dlvm_cluster.shell import quote_path
 from dlvm_cluster.spec.kinds import Problem, SpecKind
 from dlvm_cluster.spec.model import ClusterSpec, ProviderConfig, StorageMount
+from dlvm_cluster.spec.rules import bucket_scheme_problems
 from dlvm_cluster.state import (
     ClusterState,
     list_clusters,
@@ -58,14 +59,16 @@ class LocalConfig(ProviderConfig):
 
 
 def local_rules(spec: ClusterSpec) -> list[Problem]:
+    # Its storage stands in for Cloud Storage buckets.
+    problems = bucket_scheme_problems(spec, "gs", "Cloud Storage")
     if spec.nodes.count > LOCAL_MAX_NODES:
-        return [
+        problems.append(
             (
                 ("nodes", "count"),
                 f"{spec.nodes.count} is above the local provider's limit of {LOCAL_MAX_NODES}",
             )
-        ]
-    return []
+        )
+    return problems
 
 
 KIND = ProviderKind(

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from dlvm_cluster.errors import UsageError
 from dlvm_cluster.providers import local, ssh
+from dlvm_cluster.providers.aws.kind import KIND as AWS
 from dlvm_cluster.providers.gcp.kind import KIND as GCP
 from dlvm_cluster.providers.kind import ProviderKind
 from dlvm_cluster.spec.kinds import SpecKinds
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     )
 
 # kind -> its entry, in the order messages list them.
-KINDS: dict[str, ProviderKind] = {entry.name: entry for entry in (local.KIND, GCP, ssh.KIND)}
+KINDS: dict[str, ProviderKind] = {entry.name: entry for entry in (local.KIND, GCP, AWS, ssh.KIND)}
 
 
 def entry(kind: str) -> ProviderKind:

@@ -31,6 +31,12 @@ MINIMAL: dict[str, dict[str, Any]] = {
         "zones": ["us-central1-a"],
         "allowed_ssh_cidrs": ["203.0.113.0/24"],
     },
+    "aws": {
+        "kind": "aws",
+        "region": "us-east-1",
+        "zones": ["us-east-1a"],
+        "allowed_ssh_cidrs": ["203.0.113.0/24"],
+    },
 }
 
 
@@ -85,17 +91,18 @@ def test_a_key_of_another_kind_is_refused_naming_who_takes_it(section: str, tmp_
 
 
 def test_the_brief_cases_of_gcp_keys_on_local_and_ssh(tmp_path: Path) -> None:
-    for kind, key, value in [
-        ("local", "provisioning", "spot"),
-        ("local", "reservation", "my-res"),
-        ("local", "machine_type", "a3-highgpu-8g"),
-        ("local", "disk_type", "pd-ssd"),
-        ("ssh", "max_run_hours", 5),
-        ("ssh", "spot", True),
-        ("ssh", "image", "pytorch-2-9-cu129-ubuntu-2204-nvidia-580"),
+    # The keys the clouds share name both; max_run_hours is Compute Engine's alone.
+    for kind, key, value, takers in [
+        ("local", "provisioning", "spot", "kinds gcp, aws take"),
+        ("local", "reservation", "my-res", "kinds gcp, aws take"),
+        ("local", "machine_type", "a3-highgpu-8g", "kinds gcp, aws take"),
+        ("local", "disk_type", "pd-ssd", "kinds gcp, aws take"),
+        ("ssh", "max_run_hours", 5, "kind gcp takes"),
+        ("ssh", "spot", True, "kinds gcp, aws take"),
+        ("ssh", "image", "pytorch-2-9-cu129-ubuntu-2204-nvidia-580", "kinds gcp, aws take"),
     ]:
         path = _file(tmp_path, MINIMAL[kind], {"count": 1, key: value})
-        with pytest.raises(SpecError, match="only kind gcp takes it"):
+        with pytest.raises(SpecError, match=f"only {takers} it"):
             providers.load_spec(path)
 
 
@@ -104,13 +111,13 @@ def test_flex_start_on_local_is_refused_as_a_gcp_key_not_a_gcp_rule(tmp_path: Pa
     with pytest.raises(SpecError) as caught:
         providers.load_spec(path)
     assert "Compute Engine" not in str(caught.value)
-    assert caught.value.hint == "remove it, or use provider kind gcp"
+    assert caught.value.hint == "remove it, or use provider kind gcp or aws"
 
 
 def test_unknown_kinds_are_listed_from_the_registry(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as caught:
-        providers.load_spec(_file(tmp_path, {"kind": "aws"}, {"count": 1}))
-    assert f"must be one of {', '.join(registry.KINDS)} (got 'aws')" in str(caught.value)
+        providers.load_spec(_file(tmp_path, {"kind": "azure"}, {"count": 1}))
+    assert f"must be one of {', '.join(registry.KINDS)} (got 'azure')" in str(caught.value)
 
 
 def test_ssh_refusals_keep_their_words_and_exit_codes() -> None:
@@ -191,7 +198,7 @@ def test_a_kind_registered_in_one_line_gets_its_keys_rules_and_refusals(
     with pytest.raises(SpecError, match="only kind demo takes it"):
         providers.load_spec(_file(tmp_path, MINIMAL["local"], {"count": 1, "flavour": "x"}))
     # and theirs for it
-    with pytest.raises(SpecError, match="only kind gcp takes it"):
+    with pytest.raises(SpecError, match="only kinds gcp, aws take it"):
         providers.load_spec(_file(tmp_path, {"kind": "demo"}, {"count": 1, "spot": True}))
     # its refusal, before any verb
     with pytest.raises(UsageError, match="demo machines never stop"):

@@ -10,7 +10,7 @@ autostop    the idle guard's program and settings on the nodes
 report      status: nodes, their machines' states, prices, jobs
 files       sync and setup: spec files and setup script -> nodes
 mesh        intra-cluster SSH: keys and pinned host keys on every node
-horovod     Horovod built once on the head and shared with the nodes
+framework_setup  a framework's node software (Horovod), built once on the head and shared
 doctor      what this machine and the spec's provider need
 records     the formats of the state dir's records: inventory, applied spec, provider kind
 """

@@ -3,16 +3,19 @@ needs some (Horovod), `up`, `scale` and a recovery make sure every node has it b
 report done. One generic runner serves every framework's setup.
 
 Such software may be slow to build (Horovod's patched build: minutes of compiling). So it is
-built at most once per cluster: on the head, whose build script caches the artifact; nodes
-that lack it get that artifact copied from the head over the cluster's own SSH (the mesh
-the launchers use), and install it, never rebuilding. Nodes where it is usable already are
-left alone. Each node then keeps a stamp holding the setup digest (see files.setup_digest),
+built at most once per cluster: on the head, whose build script caches the artifact and
+prints its SHA-256; nodes that lack it get that artifact copied from the head over the
+cluster's own SSH (the mesh the launchers use), and install it with the same script, which
+checks it against that hash first, never rebuilding (Horovod's script also checks the source
+against its published hash before building). Nodes where it is usable already are left
+alone. Each node then keeps a stamp holding the setup digest (see files.setup_digest),
 so a later `up` with the same setup and env checks nothing more; a changed setup (which may
 have changed the node's Python) checks again.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Callable, Sequence
 from pathlib import PurePosixPath
@@ -120,28 +123,31 @@ def ensure(
     head = inventory.head
     folder = node_dir(cluster)
     script = f"{folder}/{setup.build_script}"
-    run_everywhere(
+    run_everywhere(  # the head builds with it; the others install with it
         pool,
-        [head],
+        [head, *(node for node in missing if node.name != head.name)],
         f"mkdir -p {quote_path(folder)} && cat > {quote_path(script)}",
         nodeside.path(setup.build_script).read_bytes(),
-        f"cannot send the {setup.shown} build script to the head",
+        f"cannot send the {setup.shown} build script",
     )
     mode = "install" if any(node.name == head.name for node in missing) else "wheel"
     progress.stage(f"{step}: wheel on {head.name} ({setup.build_note})")
     artifact: list[str] = []
+    sha256: list[str] = []
 
     def build_sink(node: Node, stream: str, text: str) -> None:
         if text.startswith(setup.artifact_line):
             artifact.append(text.removeprefix(setup.artifact_line))
+        elif text.startswith(setup.hash_line):
+            sha256.append(text.removeprefix(setup.hash_line))
         else:
             progress.line(node, stream, text)
 
     built = on([head], f"bash {quote_path(script)} {mode}", build_sink)
     _raise_failed(built, f"cannot build {setup.shown} on {head.name}")
-    if not artifact:
+    if not artifact or not sha256 or not re.fullmatch(r"[0-9a-f]{64}", sha256[-1]):
         raise RemoteError(
-            f"the {setup.shown} build on {head.name} named no wheel",
+            f"the {setup.shown} build on {head.name} named no wheel and hash",
             hint="run `dlvm up` again; `dlvm ssh` to the head to look at its ~/.cache/dlvm",
         )
     installed = [head.name] if mode == "install" else []
@@ -162,10 +168,10 @@ def ensure(
                 done.append(result.node)
                 progress.count(step, len(done), len(others), "nodes")
 
-        install = (
-            f"test -s {quote_path(remote)} && "
-            f"{setup.install.format(artifact=quote_path(remote))} && {setup.usable}"
+        installing = setup.install.format(
+            script=quote_path(script), artifact=quote_path(remote), sha256=sha256[-1]
         )
+        install = f"{installing} && {setup.usable}"
         _raise_failed(on(others, install, progress.line, counted), f"cannot install {setup.shown}")
         installed += [node.name for node in others]
     _raise_failed(

@@ -32,6 +32,7 @@ events.log.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -168,6 +169,35 @@ class Supervisor:
         except KeyboardInterrupt:
             self._cancelled()
             raise
+        except DlvmError:
+            raise
+        except Exception as exc:  # a bug, or node output that slipped through: never "recovering"
+            why = f"{type(exc).__name__}: {exc}"[:500]
+            self.broke(why)
+            raise RemoteError(
+                f"job {self.record.id} failed: the supervisor met an unexpected error ({why}); "
+                "stopped it on every node",
+                hint=f"its log: dlvm logs {self.state.name} {self.record.id}",
+            ) from exc
+
+    def broke(self, why: str) -> None:
+        """An unexpected error ends the supervision: the job is stopped where it runs (as
+        far as can be) and recorded failed, so that nothing is left unsupervised."""
+        with contextlib.suppress(Exception):
+            inventory = self._inventory()
+            stop_job(self.cluster.pool(), inventory.nodes, self.record.id, grace=STOP_GRACE)
+        self.record.state, self.record.ended = "failed", time.time()
+        entry: dict[str, object] = {
+            "time": round(time.time(), 3),
+            "text": f"the supervisor failed: {why}",
+        }
+
+        def failed(stored: JobRecord) -> None:
+            stored.state, stored.ended = "failed", self.record.ended
+            stored.events.append(entry)
+
+        self.record.events.append(entry)
+        self.jobs.update(self.record.id, failed)
 
     def _cancelled(self) -> None:
         self.cluster.forget_records()
@@ -422,11 +452,14 @@ class Supervisor:
         self.event("checking the cluster before the relaunch")
         try:
             require_healthy(self.cluster, self.progress)
-        except DlvmError as exc:
+        except Exception as exc:  # whatever a node made the check raise is a failed check
+            why = exc.message if isinstance(exc, DlvmError) else f"{type(exc).__name__}: {exc}"
             self.record.state, self.record.ended = "failed", time.time()
-            self.event(f"the check after the recovery failed: {exc.message}")
+            self.event(f"the check after the recovery failed: {why[:500]}")
             self.save()
-            raise
+            if isinstance(exc, DlvmError):
+                raise
+            raise RemoteError(f"the check after the recovery failed: {why[:500]}") from exc
 
     def _fail(self, why: str, end: RunEnd) -> None:
         self.record.state, self.record.ended = "failed", time.time()

@@ -8,9 +8,7 @@ Google's client library is imported only inside the functions that call the API.
 from __future__ import annotations
 
 import ipaddress
-import json
 from collections.abc import Sequence
-from typing import Any
 
 from dlvm_cluster.errors import StateError
 from dlvm_cluster.inventory import Inventory
@@ -33,7 +31,7 @@ from dlvm_cluster.providers.gcp.pricing import (
     cluster_price,
 )
 from dlvm_cluster.providers.gcp.tfvars import compact_placement
-from dlvm_cluster.provision.render import TFVARS
+from dlvm_cluster.providers.terraformed import applied_tfvars
 from dlvm_cluster.state import ClusterState
 
 PRICING_PAGE = "https://cloud.google.com/compute/gpus-pricing"
@@ -45,15 +43,6 @@ def node_states(
     """node name -> its VM's state, from the API (also the failover loop's health check)."""
     refs = node_refs_for(inventory.cluster, zone, [node.name for node in inventory.nodes])
     return instance_states(clients, project, refs)
-
-
-def applied_tfvars(state: ClusterState) -> dict[str, Any]:
-    """The tfvars of the last apply: where the cluster lives (project, zone)."""
-    try:
-        data = json.loads((state.terraform_dir / TFVARS).read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 # -- warnings and prices (plan, up, status) ------------------------------------------------

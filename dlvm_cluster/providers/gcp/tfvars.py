@@ -7,10 +7,8 @@ the state dir: the cluster's public key and the zone the cluster already lives i
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from dlvm_cluster.errors import ProvisionError
@@ -21,6 +19,7 @@ from dlvm_cluster.providers.gcp.config import (
     gcp_config,
 )
 from dlvm_cluster.providers.gcp.plan import GcpPlan, gcp_plan
+from dlvm_cluster.providers.terraformed import zone_in_use
 from dlvm_cluster.provision.render import TFVARS
 from dlvm_cluster.spec.model import ClusterSpec
 from dlvm_cluster.state import ClusterState
@@ -184,15 +183,6 @@ def gcp_tfvars(
             else provider.service_account
         ),
     }
-
-
-def zone_in_use(tfvars_path: Path, zones: Sequence[str]) -> str | None:
-    """The zone the last render chose, if still allowed: a cluster stays where its nodes are."""
-    try:
-        zone = json.loads(tfvars_path.read_text()).get("zone")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return zone if isinstance(zone, str) and zone in zones else None
 
 
 def state_tfvars(
