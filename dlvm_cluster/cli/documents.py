@@ -54,7 +54,9 @@ def up(result: UpResult) -> Document:
         "setup": {
             "ran": list(result.setup.ran),
             "unchanged": list(result.setup.unchanged),
-            "horovod": list(result.setup.horovod),
+            # the nodes that got Horovod now: a key of the contract (launch/frameworks.py
+            # keeps every framework's node software; only Horovod has any today)
+            "horovod": list(result.setup.frameworks.get("horovod", ())),
         },
         "started": list(result.started),
     }

@@ -285,3 +285,14 @@ def test_probe_command_runs_and_reads_back(tmp_path: Path, old_driver: bool) -> 
     assert facts.names and facts.names["lookups"][0]["address"] == "127.0.0.1"
     assert len(facts.gpus.gpus) == (2 if old_driver else 8) and facts.gpus.problem == ""
     assert facts.cuda == "12.2" and [xid.code for xid in facts.xids] == [13, 79]
+
+
+def test_a_result_line_nested_past_the_parser_is_output_not_a_crash() -> None:
+    """A line of 1,990 `[` after the marker (what a node's shell rc can print before the
+    probe) made json.loads raise RecursionError, which ended `dlvm check`."""
+    from dlvm_cluster.nodeside.netcheck import MARKER
+    from dlvm_cluster.orchestrate.check.output import results
+
+    good = MARKER + '{"kind": "torch", "ok": true}'
+    lines = [MARKER + "[" * 1990, MARKER + '{"kind": ' * 1000, MARKER + '{"kind": NaN}', good]
+    assert results(lines) == [{"kind": "torch", "ok": True}]

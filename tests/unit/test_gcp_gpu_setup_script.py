@@ -25,6 +25,7 @@ docker)
 	case "$1" in
 	logs) echo "Buffer manager initialization complete" ;;
 	inspect) echo true ;;
+	image) echo "other/repository@sha256:1111"; echo "${@: -1}" | sed "s|:[^:/]*$|@$FAKE_DIGEST|" ;;
 	run)
 		for arg in "$@"; do
 			if [[ $arg == install ]]; then
@@ -40,6 +41,10 @@ docker)
 lspci) echo "0000:06:00.0 Ethernet controller [0200]: Google, Inc. Device [1ae0:0084]" ;;
 mountpoint) exit 1 ;;
 dpkg-query) [[ -n ${INSTALLED_GIB:-} ]] && printf '%s' "$INSTALLED_GIB" ;;
+gpg)
+	[[ $1 == --show-keys ]] && printf 'pub:-:255:22:X:1:::-:::scESC:\nfpr:::::::::%s:\n' $FAKE_FPR
+	while [[ $# -gt 0 ]]; do [[ $1 == -o ]] && touch "$2"; shift; done
+	;;
 esac
 exit 0
 """
@@ -60,6 +65,9 @@ MACHINE_COMMANDS = (
 )
 # The ordinary tools the script uses, taken from this machine.
 TOOLS = ("grep", "env", "mv", "mkdir", "rm", "readlink", "chmod", "cut", "head")
+TOOLS += ("awk", "sort", "tr", "cat", "sed", "touch")
+DIGEST = "sha256:" + "ab" * 32  # what the stand-in registry serves
+FINGERPRINTS = "35BAA0B33E9EB396F59CA838C0BA5CE6DC6315A3"  # what the stand-in key server serves
 
 
 @dataclass
@@ -81,6 +89,8 @@ def run_script(
     missing: tuple[str, ...] = (),
     installed_gib: str = "",
     absent_interfaces: tuple[str, ...] = (),
+    digest: str = DIGEST,
+    fingerprints: str = FINGERPRINTS,
 ) -> Run:
     """The boot script for `machine`, its system paths moved under tmp_path."""
     network = gpu_network.gpu_network(machine)
@@ -89,9 +99,9 @@ def run_script(
     sys_net.mkdir(exist_ok=True)
     for nic in network.interfaces:
         if nic not in absent_interfaces:
-            (sys_net / nic).mkdir()
+            (sys_net / nic).mkdir(exist_ok=True)
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
+    bin_dir.mkdir(exist_ok=True)  # a second boot runs in the same folder
     for name in MACHINE_COMMANDS:
         if name not in missing:
             (bin_dir / name).write_text(STAND_IN)
@@ -99,9 +109,10 @@ def run_script(
     for tool in TOOLS:
         real = shutil.which(tool)
         assert real, tool
-        (bin_dir / tool).symlink_to(real)
+        if not (bin_dir / tool).exists():
+            (bin_dir / tool).symlink_to(real)
     lib_dir = tmp_path / "lib64"
-    lib_dir.mkdir()
+    lib_dir.mkdir(exist_ok=True)
     profile = tmp_path / "set_nccl_env.sh"
     profile.write_text("export NCCL_NET=gIB\nexport NCCL_IB_QPS_PER_CONNECTION=4\n")
     script = gpu_network.setup_script(network)
@@ -113,7 +124,7 @@ def run_script(
     for system, moved in moves.items():
         script = script.replace(system, moved)
     assert str(lib_dir) in script
-    (tmp_path / "apt" / "sources.list.d").mkdir(parents=True)
+    (tmp_path / "apt" / "sources.list.d").mkdir(parents=True, exist_ok=True)
     calls = tmp_path / "calls"
     calls.touch()
     env = {
@@ -121,6 +132,8 @@ def run_script(
         "CALLS": str(calls),
         "FAKE_LIB_DIR": str(lib_dir),
         "INSTALLED_GIB": installed_gib,
+        "FAKE_DIGEST": digest,
+        "FAKE_FPR": fingerprints,
         "STATE_DIR": str(tmp_path / "state"),
         "DLVM_NCCL_CONF": str(tmp_path / "nccl.conf"),
         # Set where the script runs: never copied into nccl.conf.
@@ -138,6 +151,11 @@ def run_script(
     return Run(
         result.returncode, result.stdout + result.stderr, calls.read_text().splitlines(), tmp_path
     )
+
+
+def by_digest(image: str, digest: str = DIGEST) -> str:
+    """How the script runs an image: by the digest it checked, never by its tag."""
+    return f"{image.rsplit(':', 1)[0]}@{digest}"
 
 
 def network(machine: str) -> gpu_network.GpuNetwork:
@@ -167,14 +185,14 @@ def test_tcpx_installs_the_plugin_then_starts_rxdm(tmp_path: Path) -> None:
     install = index_of(
         run.calls,
         f"docker run --rm --network host --volume /var/lib:/var/lib "
-        f"{gpu_network.TCPX_PLUGIN_IMAGE} install",
+        f"{by_digest(gpu_network.TCPX_PLUGIN_IMAGE)} install",
     )
     rxdm = index_of(run.calls, "docker run --detach --name dlvm-rxdm")
     assert index_of(run.calls, "nvidia-smi") < install < rxdm
     started = run.calls[rxdm]
     assert f"--volume {uds}:{uds}" in started
     assert (
-        f"{gpu_network.TCPX_RXDM_IMAGE} --gpu_nic_preset a3vm --gpu_shmem_type fd "
+        f"{by_digest(gpu_network.TCPX_RXDM_IMAGE)} --gpu_nic_preset a3vm --gpu_shmem_type fd "
         f"--uds_path {uds} --setup_param --verbose 128 2 0"
     ) in started
     assert "--gpus all" in started
@@ -196,7 +214,7 @@ def test_tcpxo_exposes_apertures_installs_writes_nccl_conf_and_waits_for_rxdm(
         index_of(
             run.calls,
             f"docker run --rm --network host --volume /var/lib:/var/lib "
-            f"{gpu_network.TCPXO_PLUGIN_IMAGE} install --install-nccl",
+            f"{by_digest(gpu_network.TCPXO_PLUGIN_IMAGE)} install --install-nccl",
         ),
         index_of(run.calls, "docker run --detach --name dlvm-rxdm"),
         index_of(run.calls, "docker logs dlvm-rxdm"),
@@ -204,7 +222,7 @@ def test_tcpxo_exposes_apertures_installs_writes_nccl_conf_and_waits_for_rxdm(
     assert order == sorted(order)
     assert f"{tmp_path / 'apertures' / '0000:06:00.0'}" in run.calls[order[1]]
     started = run.calls[order[3]]
-    assert f"{gpu_network.TCPXO_RXDM_IMAGE} --num_hops=2 --num_nics=8" in started
+    assert f"{by_digest(gpu_network.TCPXO_RXDM_IMAGE)} --num_hops=2 --num_nics=8" in started
     # dlvm's settings, then the plugin profile's others: its eth0 guess gives way to dlvm's.
     settings = [f"{k}={v}" for k, v in network("a3-megagpu-8g").nccl_settings.items()]
     assert conf_lines(tmp_path) == [*settings, "NCCL_FASTRAK_NUM_FLOWS=2"]
@@ -281,3 +299,46 @@ def test_an_nccl_conf_dlvm_did_not_write_is_left_alone(tmp_path: Path) -> None:
     run = run_script(tmp_path, "a3-highgpu-8g", missing=("docker",))
     assert run.returncode != 0
     assert conf.read_text() == "NCCL_DEBUG=WARN\n"
+
+
+# -- downloads checked before they are used -------------------------------------------------
+
+
+@pytest.mark.parametrize("machine", ["a3-highgpu-8g", "a3-megagpu-8g"])
+def test_an_image_whose_digest_differs_from_dlvms_record_never_runs(
+    tmp_path: Path, machine: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack = network(machine).stack
+    recorded = "sha256:" + "00" * 32
+    pins = dict(gpu_network.PINS)
+    pins[f"{stack}-plugin"] = gpu_network.Pinned(pins[f"{stack}-plugin"].source, recorded)
+    monkeypatch.setattr(gpu_network, "PINS", pins)
+    run = run_script(tmp_path, machine)
+    assert run.returncode != 0
+    assert f"expected {recorded}, got {DIGEST}" in run.output
+    assert run.state("failed") == "pull and check the pinned images"
+    assert not any(call.startswith("docker run") for call in run.calls)
+
+
+def test_a_tag_moved_after_a_nodes_first_boot_is_refused_at_the_next(tmp_path: Path) -> None:
+    first = run_script(tmp_path, "a3-highgpu-8g")
+    assert first.returncode == 0, first.output
+    moved = "sha256:" + "cd" * 32
+    again = run_script(tmp_path, "a3-highgpu-8g", digest=moved)
+    assert again.returncode != 0
+    assert f"expected {DIGEST}, got {moved}" in again.output
+    assert not any(by_digest(gpu_network.TCPX_PLUGIN_IMAGE, moved) in c for c in again.calls)
+
+
+def test_an_apt_key_with_other_fingerprints_is_refused_before_apt_trusts_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pins = dict(gpu_network.PINS)
+    key = pins["cloud-packages-key"]
+    pins["cloud-packages-key"] = gpu_network.Pinned(key.source, "0123456789ABCDEF" * 2 + "01234567")
+    monkeypatch.setattr(gpu_network, "PINS", pins)
+    run = run_script(tmp_path, "a4-highgpu-8g")
+    assert run.returncode != 0
+    assert f"expected {'0123456789ABCDEF' * 2}01234567, got {FINGERPRINTS}" in run.output
+    assert not any(call.startswith("apt-get") for call in run.calls)
+    assert not (tmp_path / "dlvm-google-cloud.gpg").exists()

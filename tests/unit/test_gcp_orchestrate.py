@@ -26,6 +26,7 @@ from gcp_fake import API, FakeCompute, guest_attributes, running
 from dlvm_cluster import providers
 from dlvm_cluster.errors import ProvisionError, RemoteError
 from dlvm_cluster.inventory import Inventory
+from dlvm_cluster.orchestrate.cluster.context import Cluster
 from dlvm_cluster.orchestrate.cluster.prepare import converge_request
 from dlvm_cluster.orchestrate.cluster.records import (
     applied_kind,
@@ -292,7 +293,7 @@ def up(
     wait: float | None = None,
 ) -> tuple[Inventory, bool]:
     """What lifecycle.provision does for a gcp spec, with the fake API and Terraform."""
-    request = converge_request(loaded, state, progress, wait=wait)
+    request = converge_request(Cluster(state), loaded, progress, wait=wait)
     inventory, changed = provision_gcp(
         request, clients=api.clients(), terraform_factory=cloud.terraform
     )
@@ -693,6 +694,55 @@ def test_inventory_pins_host_keys_read_through_the_api(
     assert inventory.gpus_per_node == 2
 
 
+def forge_host_key(api: FakeCompute, zone: str, node: str) -> str:
+    """What a process on the node can do: publish another key in its guest attributes."""
+    forged = host_key(f"forged-{node}")
+    api.set(
+        f"projects/{P}/zones/{zone}/instances/t-{node}/getGuestAttributes",
+        guest_attributes({"ssh-ed25519": forged}),
+    )
+    return forged
+
+
+def test_a_running_nodes_pinned_key_is_kept_when_up_converges(
+    api: FakeCompute, state: ClusterState
+) -> None:
+    cloud = Cloud(capacity={A: 0})
+    before = running_cluster(api, state, cloud, loaded_spec(2))
+    zone = cloud.applies[-1].zone
+    forged = forge_host_key(api, zone, "node-0")
+    reads = api.calls(f"/zones/{zone}/instances/t-node-0/getGuestAttributes")
+    after, _ = up(api, state, cloud, loaded_spec(3), Recorder())  # grow 2 -> 3
+    assert after.nodes[0].host_key == before.nodes[0].host_key
+    assert forged not in state.known_hosts.read_text()
+    assert api.calls(f"/zones/{zone}/instances/t-node-0/getGuestAttributes") == reads
+    assert after.nodes[2].host_key == f"ssh-ed25519 {host_key('node-2')}"  # new: read
+
+
+def test_a_recreated_vm_has_its_new_key_read(api: FakeCompute, state: ClusterState) -> None:
+    cloud = Cloud(capacity={A: 0})
+    running_cluster(api, state, cloud, loaded_spec(2))
+    zone = cloud.applies[-1].zone
+    forged = forge_host_key(api, zone, "node-0")
+    apply = cloud.terraform
+
+    def recreating(workdir: Path, on_event: EventSink | None = None) -> ScriptedTerraform:
+        made = apply(workdir, on_event)
+        applied = made.apply
+
+        def apply_and_recreate(replace: list[str] | None = None) -> RunResult:
+            result = applied(replace)
+            api.instance(P, zone, "t-node-0", "RUNNING", instance_id="5000000000000000003")
+            return result
+
+        made.apply = apply_and_recreate  # type: ignore[method-assign]
+        return made
+
+    request = converge_request(Cluster(state), loaded_spec(3), Recorder())
+    after, _ = provision_gcp(request, clients=api.clients(), terraform_factory=recreating)
+    assert after.nodes[0].host_key == f"ssh-ed25519 {forged}"  # another VM: its keys are new
+
+
 def test_gpus_per_node_comes_from_preflight(api: FakeCompute, state: ClusterState) -> None:
     # dlvm's offline table does not know a4-highgpu-8g; the machine type from the API does.
     inventory, _ = up(api, state, Cloud(), loaded_spec(1, machine="a4-highgpu-8g"), Recorder())
@@ -788,9 +838,9 @@ def test_a_supervised_job_sees_a_preempted_node_and_replaces_it_alone(
         0.0,
         local_logs=str(tmp_path / "logs"),
     )
-    supervisor = Supervisor(
-        state, record, loaded, Recorder(), str, provider=FakeBackedEngine(state, api, cloud)
-    )
+    cluster = Cluster(state, provider=FakeBackedEngine(state, api, cloud))
+    cluster.jobs.create(record)
+    supervisor = Supervisor(cluster, record, loaded, Recorder(), str)
     assert supervisor.provider_lost(inventory, inventory.nodes) == {}
     api.instance(P, A, "t-node-1", "TERMINATED", spot=True, last_start="2026-03-01T10:00:00Z")
     api.preemptions(P, A, [("t-node-1", "2026-03-01T11:00:00Z")])
@@ -798,7 +848,11 @@ def test_a_supervised_job_sees_a_preempted_node_and_replaces_it_alone(
     assert lost == {"node-1": "preempted"}
     applies = len(cloud.applies)
     reads = {"node-1": key_reads(api, "node-1")}
+    others = key_reads(api, "node-0"), key_reads(api, "node-2")
+    forge_host_key(api, A, "node-0")
     replaced = supervisor.replace_machines(loaded, sorted(lost), {"node-1": "t-node-1"})
+    assert (key_reads(api, "node-0"), key_reads(api, "node-2")) == others  # kept, unread
+    assert replaced.nodes[0].host_key == inventory.nodes[0].host_key
     assert len(cloud.applies) == applies + 1
     assert cloud.applies[-1].replace == ('google_compute_instance.node["node-1"]',)
     assert key_reads(api, "node-1") > reads["node-1"]  # the new VM's key, from the API
@@ -807,17 +861,12 @@ def test_a_supervised_job_sees_a_preempted_node_and_replaces_it_alone(
     assert record.events[-1]["text"].startswith("node replaced: node-1 t-node-1 -> t-node-1 ")
 
 
-@pytest.mark.parametrize("check", [True, False])
-def test_job_check_runs_after_a_recovery_and_a_failing_cluster_fails_the_job(
-    api: FakeCompute,
-    state: ClusterState,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    check: bool,
-) -> None:
+def two_node_job(tmp_path: Path, job: str = "", **fields: Any) -> tuple[LoadedSpec, JobRecord]:
+    """A two-node gcp spec whose job runs `train` (with `job` added to its section), and the
+    record of that job running."""
+    extra = f", {job}" if job else ""
     loaded = load_spec_text(
-        loaded_spec(2).text
-        + f"job: {{framework: none, command: train, check: {str(check).lower()}}}\n",
+        loaded_spec(2).text + f"job: {{framework: none, command: train{extra}}}\n",
         Path("/nowhere/t.yaml"),
     )
     record = JobRecord(
@@ -830,24 +879,77 @@ def test_job_check_runs_after_a_recovery_and_a_failing_cluster_fails_the_job(
         20001,
         0.0,
         local_logs=str(tmp_path / "logs"),
+        **fields,
     )
-    checked: list[str] = []
+    return loaded, record
 
-    def failing_check(checked_state: ClusterState, progress: object) -> None:
-        checked.append(checked_state.name)
+
+@pytest.mark.parametrize("check", [True, False])
+def test_job_check_runs_after_a_recovery_and_a_failing_cluster_fails_the_job(
+    api: FakeCompute,
+    state: ClusterState,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    check: bool,
+) -> None:
+    loaded, record = two_node_job(tmp_path, f"check: {str(check).lower()}")
+    names: list[str] = []
+
+    def failing_check(checked: Cluster, progress: object) -> None:
+        names.append(checked.name)
         raise RemoteError("1 of 2 node(s) failed the check: node-1: link 0.01 GB/s")
 
     monkeypatch.setattr(supervise, "require_healthy", failing_check)
-    supervisor = Supervisor(state, record, loaded, Recorder(), str)
+    cluster = Cluster(state)
+    cluster.jobs.create(record)
+    supervisor = Supervisor(cluster, record, loaded, Recorder(), str)
     if not check:
         supervisor.check_after_recovery()
-        assert checked == [] and record.state != "failed"
+        assert names == [] and record.state != "failed"
         return
     with pytest.raises(RemoteError, match="node-1: link"):
         supervisor.check_after_recovery()
-    assert checked == [state.name]
+    assert names == [state.name]
+    assert cluster.jobs.get("j1").state == "failed"  # written through the store
     assert record.state == "failed"
     assert record.events[-1]["text"].startswith("the check after the recovery failed: 1 of 2")
+
+
+def test_a_check_crashing_on_node_output_after_a_recovery_fails_the_job(
+    api: FakeCompute, state: ClusterState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node's line that made the check raise RecursionError killed the detached supervisor,
+    leaving the job stopped and "recovering" for ever."""
+    loaded, record = two_node_job(tmp_path, "check: true", state="recovering")
+
+    def crashing_check(checked: Cluster, progress: object) -> None:
+        raise RecursionError("maximum recursion depth exceeded while decoding a JSON array")
+
+    monkeypatch.setattr(supervise, "require_healthy", crashing_check)
+    cluster = Cluster(state)
+    cluster.jobs.create(record)
+    supervisor = Supervisor(cluster, record, loaded, Recorder(), str)
+    with pytest.raises(RemoteError, match="check after the recovery failed: RecursionError"):
+        supervisor.check_after_recovery()
+    assert record.state == "failed" and record.ended is not None
+
+
+def test_an_unexpected_error_in_the_supervisor_fails_the_job_instead_of_leaving_it(
+    api: FakeCompute, state: ClusterState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded, record = two_node_job(tmp_path)
+    cluster = Cluster(state)
+    cluster.jobs.create(record)
+    supervisor = Supervisor(cluster, record, loaded, Recorder(), str)
+
+    def broken_round() -> None:
+        raise TypeError("'int' object is not iterable")
+
+    monkeypatch.setattr(supervisor, "_watch", broken_round)
+    with pytest.raises(RemoteError, match="unexpected error \\(TypeError"):
+        supervisor.run()
+    assert record.state == "failed"
+    assert record.events[-1]["text"].startswith("the supervisor failed: TypeError")
 
 
 def stopped_cluster(
@@ -960,7 +1062,7 @@ def test_replace_nodes_recreates_only_those_in_the_cluster_zone(
     cloud = Cloud()
     loaded = loaded_spec(3)
     running_cluster(api, state, cloud, loaded)
-    request = converge_request(loaded, state, Recorder())
+    request = converge_request(Cluster(state), loaded, Recorder())
     inventory = replace_gcp_nodes(
         request, ["node-2"], clients=api.clients(), terraform_factory=cloud.terraform
     )

@@ -175,6 +175,18 @@ def test_checkpoint_dir_reaches_the_environment_and_nothing_overrides_it() -> No
         "/var/cache/dlvm-gcsfuse",  # where gcsfuse keeps its file cache
         "/run/dlvm",
         "/home/ubuntu",  # a user's home: it would hide ~/.ssh/authorized_keys
+        "/home/dlvm/.ssh",  # the keys themselves; `up` writes the cluster's private key there
+        "/home/dlvm/.ssh/",
+        "/home/dlvm/.dlvm",  # the node files, with the secrets file
+        "/home/dlvm/.dlvm/node-files",
+        "/home/dlvm/.config/gcloud",
+        "/root",
+        "/root/.ssh",
+        "/root/.dlvm",
+        "/root/ckpt",
+        "/var/lock",  # a link to /run/lock
+        "/var/lock/x",
+        "/var/mail",
     ],
 )
 def test_a_mount_over_the_system_however_spelt_is_refused(mount: str) -> None:
@@ -182,6 +194,9 @@ def test_a_mount_over_the_system_however_spelt_is_refused(mount: str) -> None:
         StorageMount(mount=mount, bucket="gs://my-bucket")
 
 
-@pytest.mark.parametrize("mount", ["/ckpt", "/mnt/data", "/home/ubuntu/ckpt", "/opt/x", "/tmp/ck"])
+@pytest.mark.parametrize(
+    "mount",
+    ["/ckpt", "/mnt/data", "/home/ubuntu/ckpt", "/home/ubuntu/ckpt/.x", "/opt/x", "/tmp/ck"],
+)
 def test_a_mount_of_its_own_folder_is_taken(mount: str) -> None:
     assert StorageMount(mount=mount, bucket="gs://my-bucket").mount == mount

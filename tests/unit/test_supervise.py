@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from harness import wait_until
 
+from dlvm_cluster.orchestrate.jobs.follow import HANG_SECONDS_ENV, hang_seconds
 from dlvm_cluster.orchestrate.jobs.store import (
     JobRecord,
     process_identity,
     supervisor_alive,
     wait_for_supervisor,
 )
-from dlvm_cluster.orchestrate.jobs.supervise import HANG_SECONDS_ENV, hang_seconds
 from dlvm_cluster.remote import jobcontrol
 
 
@@ -96,20 +96,49 @@ def test_cancel_ends_a_supervisor_that_does_not_exit_by_itself(command: list[str
 def test_a_lost_node_of_a_kind_that_cannot_replace_fails_the_job_in_its_words() -> None:
     """ssh machines cannot be made again: the job fails with the kind's refusal at once,
     instead of asking the provider to replace them, try after try."""
-    from types import SimpleNamespace
+    from dlvm_cluster.orchestrate.jobs import policy
+    from dlvm_cluster.providers import lacking
+    from dlvm_cluster.providers.kind import Feature
 
-    from dlvm_cluster.errors import RemoteError
-    from dlvm_cluster.orchestrate.jobs.supervise import RunEnd, Supervisor
-    from dlvm_cluster.remote.results import GroupResult
+    def decided(kind: str) -> policy.Action:
+        refusal = lacking(kind, Feature.REPLACE)
+        seen = policy.RunSeen(
+            powered_off="",
+            lost={"node-1": "unreachable over SSH"},
+            survivors_running=False,
+            on_node_loss="replace",
+            restarts=0,
+            max_restarts_on_error=0,
+            replace_refusal="" if refusal is None else refusal.message,
+        )
+        return policy.decide(seen)
 
-    def fail(why: str, end: RunEnd) -> None:
-        raise RemoteError(why)
+    failed = decided("ssh")
+    assert isinstance(failed, policy.Fail)
+    assert failed.why.startswith("node-1 cannot be replaced: the ssh provider")
+    assert decided("local") == policy.ReplaceAndRestart(("node-1",))
 
-    def kind(name: str) -> SimpleNamespace:
-        spec = SimpleNamespace(provider=SimpleNamespace(kind=name))
-        return SimpleNamespace(loaded=SimpleNamespace(spec=spec), _fail=fail)
 
-    end = RunEnd(GroupResult(()))
-    with pytest.raises(RemoteError, match="node-1 cannot be replaced: the ssh provider"):
-        Supervisor._require_replace(kind("ssh"), ["node-1"], end)  # type: ignore[arg-type]
-    Supervisor._require_replace(kind("local"), ["node-1"], end)  # type: ignore[arg-type]
+@pytest.mark.parametrize(
+    ("probed", "code"),
+    [
+        ("exit 0", 0),
+        ("exit 137", 137),
+        ("exit x", None),  # what a node wrote in the job's exit file: anything
+        ("exit", None),
+        ("exit ", None),
+        ("exit 99999999999999999999", None),
+        ("exit 256", None),
+        ("exit -1", None),
+        ("exit 1 2", None),
+        ("exit \u0661", None),  # an Arabic-Indic digit: int() would take it
+        ("running", None),
+        ("gone", None),
+    ],
+)
+def test_a_jobs_exit_status_is_read_strictly(probed: str, code: int | None) -> None:
+    """`status` read `int(line.split()[1])` from each node's `ID exit N`: a node's `exit`
+    file holding `x` (or nothing) crashed it."""
+    from dlvm_cluster.orchestrate.jobs.verbs import exit_code
+
+    assert exit_code(probed) == code

@@ -8,7 +8,7 @@ import json
 import shlex
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dlvm_cluster import secret_env
@@ -147,7 +147,8 @@ def install_secrets(
 class SetupReport:
     ran: tuple[str, ...]
     unchanged: tuple[str, ...]
-    horovod: tuple[str, ...] = ()  # nodes that got Horovod installed (cluster/horovod.py)
+    # framework -> the nodes that got its software now (cluster/framework_setup.py)
+    frameworks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def run_setup(

@@ -10,19 +10,22 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
 from dlvm_cluster import secret_env
 from dlvm_cluster.errors import DlvmError
 from dlvm_cluster.inventory import Node
+from dlvm_cluster.orchestrate.cluster.context import Cluster
 from dlvm_cluster.orchestrate.cluster.records import read_spec
 from dlvm_cluster.orchestrate.jobs import queue
-from dlvm_cluster.orchestrate.jobs.store import JobRecord, find_job, job_spec_path, process_identity
-from dlvm_cluster.orchestrate.jobs.supervise import SUPERVISOR_LOG, JobCancelled, Supervisor
+from dlvm_cluster.orchestrate.jobs.store import JobRecord, process_identity
+from dlvm_cluster.orchestrate.jobs.supervise import JobCancelled, Supervisor
 from dlvm_cluster.progress import TerraformEvent
-from dlvm_cluster.state import ClusterState, private_dir
+from dlvm_cluster.remote.agent_process import minimal_environment
+from dlvm_cluster.spec.model import LoadedSpec
+from dlvm_cluster.state import SUPERVISOR_LOG, ClusterState, private_dir
 
 
 class LogProgress:
@@ -53,14 +56,32 @@ class LogProgress:
         return None
 
 
+# Beyond the agent's: what a replacement needs as `up` does (Terraform, the cloud's
+# credentials and API access) and a development checkout needs to import dlvm.
+SUPERVISOR_ENV_NAMES = frozenset(
+    {"VIRTUAL_ENV", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE"}
+    | {"HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "https_proxy", "http_proxy", "no_proxy"}
+)
+SUPERVISOR_ENV_PREFIXES = ("DLVM_", "GOOGLE_", "CLOUDSDK_", "AWS_", "TF_")
+
+
+def supervisor_environment(environ: Mapping[str, str], loaded: LoadedSpec | None) -> dict[str, str]:
+    """The detached supervisor's whole environment. It lives as long as the job (days), and
+    a long-lived process's environment is readable in /proc/PID/environ: it keeps what the
+    agent keeps, the variables the job's `from_env` secrets name (a relaunch installs them
+    again), dlvm's own settings, the cloud's credentials and Terraform's settings, proxies
+    and CA files, and VIRTUAL_ENV; not the rest of the user's shell (other tokens)."""
+    secrets = loaded.spec.secret_env().values() if loaded is not None else ()
+    names = SUPERVISOR_ENV_NAMES | {item.from_env for item in secrets if item.from_env}
+    return minimal_environment(environ, names=names, prefixes=SUPERVISOR_ENV_PREFIXES)
+
+
 def spawn(state: ClusterState, record: JobRecord) -> str:
-    """Start the job's supervisor in the background; its process identity. It keeps this
-    command's environment (it may run Terraform and resolve secrets as `up` does)."""
+    """Start the job's supervisor in the background with a minimal environment
+    (supervisor_environment); its process identity."""
     folder = private_dir(Path(record.local_logs))
     log = os.open(folder / SUPERVISOR_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    package_root = str(Path(__file__).resolve().parents[3])
-    path = os.environ.get("PYTHONPATH", "")
-    env = {**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
+    env = supervisor_environment(os.environ, read_spec(state, state.job_spec(record.id)))
     try:
         process = subprocess.Popen(
             [
@@ -89,16 +110,16 @@ def main(argv: Sequence[str]) -> int:
     """The detached supervisor, given CLUSTER and JOB."""
     cluster, job_id = argv
     signal.signal(signal.SIGTERM, _terminate)
-    state = ClusterState.for_name(cluster)
-    record = find_job(state, job_id)
+    context = Cluster.named(cluster)
+    record = context.jobs.get(job_id)
     progress = LogProgress(Path(record.local_logs) / SUPERVISOR_LOG)
-    loaded = read_spec(state, job_spec_path(state, job_id))
+    loaded = read_spec(context.state, context.state.job_spec(job_id))
     if loaded is None:
         progress.note(f"no spec recorded for job {job_id}: not supervised")
         return 1
     record.supervisor = process_identity(os.getpid())
     redact = secret_env.redactor(secret_env.resolve(loaded.spec, strict=False))
-    supervisor = Supervisor(state, record, loaded, progress, redact)
+    supervisor = Supervisor(context, record, loaded, progress, redact)
     code = 1
     try:
         supervisor.save()
@@ -109,9 +130,18 @@ def main(argv: Sequence[str]) -> int:
         progress.note(f"job {job_id}: {exc}")
     except KeyboardInterrupt:
         progress.note(f"job {job_id}: stopped by a signal; cancelled")
+        context.close()
         return 1
-    # The cluster is free: the next queued job, if any, starts with a supervisor of its own.
-    queue.start_next(state, progress, spawn)
+    except Exception as exc:  # never leave the record "running" or "recovering"
+        why = f"{type(exc).__name__}: {exc}"[:500]
+        if record.active:
+            supervisor.broke(why)
+        progress.note(f"job {job_id}: failed: {why}")
+    try:
+        # The cluster is free: the next queued job, if any, starts with a supervisor of its own.
+        queue.start_next(context, progress, spawn)
+    finally:
+        context.close()
     return code
 
 

@@ -24,16 +24,41 @@ from pathlib import Path
 
 from dlvm_cluster.providers.gcp import shapes
 
-# Pinned pairs, as Google pairs them in its Slurm prologs for these shapes: a plugin release and
-# the receive-data-path manager (RxDM) release built for it. Change both together.
-TCPX_PLUGIN_IMAGE = (
-    "us-docker.pkg.dev/gce-ai-infra/gpudirect-tcpx/nccl-plugin-gpudirecttcpx-dev:v3.1.9-2.19.4-12.0"
-)
-TCPX_RXDM_IMAGE = "us-docker.pkg.dev/gce-ai-infra/gpudirect-tcpx/tcpgpudmarxd-dev:v2.0.12"
-TCPXO_PLUGIN_IMAGE = (
-    "us-docker.pkg.dev/gce-ai-infra/gpudirect-tcpxo/nccl-plugin-gpudirecttcpx-dev:v1.0.17"
-)
-TCPXO_RXDM_IMAGE = "us-docker.pkg.dev/gce-ai-infra/gpudirect-tcpxo/tcpgpudmarxd-dev:v1.0.23"
+
+@dataclass(frozen=True)
+class Pinned:
+    """Something the boot script downloads as root and checks before using it: a container
+    image (`source` repository:tag) by its digest, or an apt signing key (`source` its URL)
+    by its fingerprints. `expected` is dlvm's record of it (sha256:HEX; fingerprints
+    space-separated); where dlvm records none, each node keeps what its first download gave
+    and refuses anything else afterwards (a tag moved, a key replaced). Either way the image
+    runs by digest, never by its tag, and a mismatch stops setup naming both."""
+
+    source: str
+    expected: str = ""
+
+
+# Every download of the boot script, in one table. Images as Google pairs them in its Slurm
+# prologs for these shapes: a plugin release and the receive-data-path manager (RxDM) release
+# built for it. Change both together. What is trusted: Google's Artifact Registry serving
+# these tags the first time a node pulls them, and the two apt keys as first fetched over
+# HTTPS; from then on only the same bytes.
+PINS: dict[str, Pinned] = {
+    "tcpx-plugin": Pinned(
+        "us-docker.pkg.dev/gce-ai-infra/gpudirect-tcpx/nccl-plugin-gpudirecttcpx-dev:v3.1.9-2.19.4-12.0"
+    ),
+    "tcpx-rxdm": Pinned("us-docker.pkg.dev/gce-ai-infra/gpudirect-tcpx/tcpgpudmarxd-dev:v2.0.12"),
+    "tcpxo-plugin": Pinned(
+        "us-docker.pkg.dev/gce-ai-infra/gpudirect-tcpxo/nccl-plugin-gpudirecttcpx-dev:v1.0.17"
+    ),
+    "tcpxo-rxdm": Pinned("us-docker.pkg.dev/gce-ai-infra/gpudirect-tcpxo/tcpgpudmarxd-dev:v1.0.23"),
+    "artifact-registry-key": Pinned("https://us-apt.pkg.dev/doc/repo-signing-key.gpg"),
+    "cloud-packages-key": Pinned("https://packages.cloud.google.com/apt/doc/apt-key.gpg"),
+}
+TCPX_PLUGIN_IMAGE = PINS["tcpx-plugin"].source
+TCPX_RXDM_IMAGE = PINS["tcpx-rxdm"].source
+TCPXO_PLUGIN_IMAGE = PINS["tcpxo-plugin"].source
+TCPXO_RXDM_IMAGE = PINS["tcpxo-rxdm"].source
 # The gIB plugin (an apt package from Google's Artifact Registry), the release Google's A3 Ultra
 # and A4 blueprints install and hold.
 GIB_VERSION = "1.1.0"
@@ -217,21 +242,20 @@ def job_environment(machine_type: str) -> dict[str, str]:
 def setup_script(network: GpuNetwork) -> str:
     """The boot script that installs `network`'s NCCL plugin (and starts RxDM): the pinned
     versions as variables, then the shared body."""
-    pins = {
-        "tcpx": {
-            "PLUGIN_IMAGE": TCPX_PLUGIN_IMAGE,
-            "RXDM_IMAGE": TCPX_RXDM_IMAGE,
-            "UDS_PATH": TCPX_UDS_PATH,
-        },
-        "tcpxo": {
-            "PLUGIN_IMAGE": TCPXO_PLUGIN_IMAGE,
-            "RXDM_IMAGE": TCPXO_RXDM_IMAGE,
-        },
-        "gib": {
-            "GIB_VERSION": GIB_VERSION,
-            "ENV_PROFILE": GIB_ENV_PROFILE,
-        },
+    downloads = {
+        "tcpx": {"PLUGIN": "tcpx-plugin", "RXDM": "tcpx-rxdm"},
+        "tcpxo": {"PLUGIN": "tcpxo-plugin", "RXDM": "tcpxo-rxdm"},
+        "gib": {"AR_KEY": "artifact-registry-key", "CLOUD_KEY": "cloud-packages-key"},
     }[network.stack]
+    pins = {
+        "tcpx": {"UDS_PATH": TCPX_UDS_PATH},
+        "tcpxo": {},
+        "gib": {"GIB_VERSION": GIB_VERSION, "ENV_PROFILE": GIB_ENV_PROFILE},
+    }[network.stack]
+    for prefix, name in downloads.items():
+        kind = "IMAGE" if prefix in ("PLUGIN", "RXDM") else "URL"
+        pins[f"{prefix}_{kind}"] = PINS[name].source
+        pins[f"{prefix}_EXPECTED"] = PINS[name].expected
     settings = "".join(f"{name}={value}\n" for name, value in network.nccl_settings.items())
     header = [
         "#!/bin/bash",

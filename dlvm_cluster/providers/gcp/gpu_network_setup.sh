@@ -1,5 +1,6 @@
 # Body of the boot script dlvm gives A3 and A4 nodes (startup-script metadata, run as root at
-# every boot). The header above it sets GPU_STACK (tcpx, tcpxo or gib), the pinned versions,
+# every boot). The header above it sets GPU_STACK (tcpx, tcpxo or gib), the pinned versions
+# and downloads (X_IMAGE or X_URL, with X_EXPECTED: the digest or fingerprints dlvm records),
 # the plugin's folders (LIB_DIR, and UDS_PATH for TCPX or ENV_PROFILE for gIB), the interfaces
 # to expect (INTERFACES) and NCCL's settings (DLVM_NCCL_SETTINGS, NAME=VALUE lines).
 #
@@ -100,6 +101,45 @@ remove_old_nccl_conf() {
 	fi
 }
 
+# What the first download of SOURCE gave on this node (root's STATE_DIR).
+first_seen() { printf '%s' "${STATE_DIR}/first-$(printf '%s' "$1" | tr -c 'A-Za-z0-9._-' '_')"; }
+
+# Stops unless GOT is EXPECTED (dlvm's record, else this node's first download of SOURCE,
+# which GOT becomes when there is neither).
+check_download() {
+	local source=$1 expected=$2 got=$3 record
+	record=$(first_seen "${source}")
+	[[ -n ${expected} ]] || expected=$(cat "${record}" 2>/dev/null || true)
+	if [[ -n ${expected} && ${got} != "${expected}" ]]; then
+		log "${source}: expected ${expected}, got ${got}" >&2
+		return 1
+	fi
+	[[ -s ${record} ]] || printf '%s\n' "${got}" >"${record}"
+}
+
+# Pulls IMAGE (repository:tag), checks its digest and prints repository@digest: what runs.
+# Run inside $(...), where errexit does not hold: every step returns on failure.
+pinned_image() {
+	local image=$1 expected=$2 repository=${1%:*} digest="" line
+	docker pull --quiet "${image}" >/dev/null || return 1
+	while read -r line; do
+		if [[ ${line} == "${repository}@"* ]]; then digest=${line#*@}; fi
+	done < <(docker image inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' "${image}")
+	[[ -n ${digest} ]] || { log "${image}: no digest after the pull" >&2; return 1; }
+	check_download "${image}" "${expected}" "${digest}" || return 1
+	printf '%s@%s\n' "${repository}" "${digest}"
+}
+
+# Fetches the apt signing key at URL into the keyring KEYRING, checked by its fingerprints.
+pinned_apt_key() {
+	local url=$1 expected=$2 keyring=$3 got
+	curl --fail --silent --show-error --location "${url}" | gpg --dearmor --yes -o "${keyring}.new"
+	got=$(gpg --show-keys --with-colons "${keyring}.new" | awk -F: '$1 == "fpr" { print $10 }' |
+		sort | tr '\n' ' ')
+	check_download "${url}" "${expected}" "${got% }"
+	mv "${keyring}.new" "${keyring}"
+}
+
 start_rxdm() {
 	step="start the receive-data-path manager"
 	docker rm --force "${RXDM_CONTAINER}" >/dev/null 2>&1 || true
@@ -126,12 +166,16 @@ wait_for_rxdm() {
 }
 
 setup_tcpx() {
+	step="pull and check the pinned images"
+	local plugin rxdm
+	plugin=$(pinned_image "${PLUGIN_IMAGE}" "${PLUGIN_EXPECTED}")
+	rxdm=$(pinned_image "${RXDM_IMAGE}" "${RXDM_EXPECTED}")
 	step="install the GPUDirect-TCPX NCCL plugin"
-	docker run --rm --network host --volume /var/lib:/var/lib "${PLUGIN_IMAGE}" install
+	docker run --rm --network host --volume /var/lib:/var/lib "${plugin}" install
 	mkdir -p "${UDS_PATH}"
 	start_rxdm --volume "${UDS_PATH}:${UDS_PATH}" \
 		--entrypoint /tcpgpudmarxd/build/app/tcpgpudmarxd \
-		"${RXDM_IMAGE}" \
+		"${rxdm}" \
 		--gpu_nic_preset a3vm --gpu_shmem_type fd --uds_path "${UDS_PATH}" \
 		--setup_param "--verbose 128 2 0"
 	# This RxDM release logs nothing when ready: running after a few seconds is the test.
@@ -157,12 +201,16 @@ setup_tcpxo() {
 	step="load the dmabuf import helper"
 	modprobe import-helper
 	expose_apertures
+	step="pull and check the pinned images"
+	local plugin rxdm
+	plugin=$(pinned_image "${PLUGIN_IMAGE}" "${PLUGIN_EXPECTED}")
+	rxdm=$(pinned_image "${RXDM_IMAGE}" "${RXDM_EXPECTED}")
 	step="install the GPUDirect-TCPXO NCCL plugin"
 	rm -rf "${LIB_DIR}"
-	docker run --rm --network host --volume /var/lib:/var/lib "${PLUGIN_IMAGE}" install --install-nccl
+	docker run --rm --network host --volume /var/lib:/var/lib "${plugin}" install --install-nccl
 	start_rxdm --volume /dev/dmabuf_import_helper:/dev/dmabuf_import_helper \
 		--env LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu \
-		"${RXDM_IMAGE}" --num_hops=2 --num_nics=8 --uid= --alsologtostderr
+		"${rxdm}" --num_hops=2 --num_nics=8 --uid= --alsologtostderr
 	wait_for_rxdm "Buffer manager initialization complete"
 }
 
@@ -172,11 +220,9 @@ setup_gib() {
 	installed=$(dpkg-query --showformat '${Version}' --show nccl-gib 2>/dev/null || true)
 	if [[ ${installed} != "${GIB_VERSION}" ]]; then
 		local keyring=${KEYRING_DIR}/dlvm-google-artifact-registry.gpg
-		curl --fail --silent --show-error --location \
-			https://us-apt.pkg.dev/doc/repo-signing-key.gpg | gpg --dearmor --yes -o "${keyring}"
+		pinned_apt_key "${AR_KEY_URL}" "${AR_KEY_EXPECTED}" "${keyring}"
 		local google_keyring=${KEYRING_DIR}/dlvm-google-cloud.gpg
-		curl --fail --silent --show-error --location \
-			https://packages.cloud.google.com/apt/doc/apt-key.gpg | gpg --dearmor --yes -o "${google_keyring}"
+		pinned_apt_key "${CLOUD_KEY_URL}" "${CLOUD_KEY_EXPECTED}" "${google_keyring}"
 		echo "deb [signed-by=${google_keyring}] https://packages.cloud.google.com/apt apt-transport-artifact-registry-stable main" \
 			>"${APT_DIR}/sources.list.d/dlvm-artifact-registry-transport.list"
 		apt-get update
