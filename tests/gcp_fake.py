@@ -41,6 +41,8 @@ class FakeCompute:
         self.effects: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {}
         # Flex-start VMs still waiting for capacity: instance path -> reads left while PENDING.
         self.pending_reads: dict[str, int] = {}
+        # The JSON bodies of requests that carried one: (path, body).
+        self.bodies: list[tuple[str, Any]] = []
 
     def clients(self) -> ComputeClients:
         from google.auth.credentials import AnonymousCredentials
@@ -468,6 +470,88 @@ class FakeCompute:
                 ),
             }
         self.routes[("GET", path)] = [(status, body)]
+        self.bucket_iam(bucket)
+
+    def bucket_iam(
+        self,
+        bucket: str,
+        *,
+        can_grant: bool = True,
+        bindings: dict[str, list[str]] | None = None,
+        policy_status: int = 200,
+    ) -> None:
+        """The bucket's IAM: testPermissions for the caller (setIamPolicy or nothing), and
+        getIamPolicy with `bindings` (role -> members), or the API's 403."""
+        granted = ["storage.buckets.setIamPolicy"] if can_grant else []
+        self.routes[("GET", f"/storage/v1/b/{bucket}/iam/testPermissions")] = [
+            (200, {"kind": "storage#testIamPermissionsResponse", "permissions": granted})
+        ]
+        policy: dict[str, Any] = {
+            "kind": "storage#policy",
+            "resourceId": f"projects/_/buckets/{bucket}",
+            "version": 1,
+            "etag": "CAE=",
+            "bindings": [
+                {"role": role, "members": members} for role, members in (bindings or {}).items()
+            ],
+        }
+        if policy_status != 200:
+            policy = error_body(
+                policy_status, "caller does not have storage.buckets.getIamPolicy", "forbidden"
+            )
+        self.routes[("GET", f"/storage/v1/b/{bucket}/iam")] = [(policy_status, policy)]
+
+    # -- IAM, Organization Policy, OS Login (REST, same loopback server) ----------------------
+    def service_account(self, email: str, *, act_as: bool = True) -> None:
+        """serviceAccounts.testIamPermissions of an existing account for the caller."""
+        path = f"/v1/projects/-/serviceAccounts/{email}:testIamPermissions"
+        self.routes[("POST", path)] = [
+            (200, {"permissions": ["iam.serviceAccounts.actAs"]} if act_as else {})
+        ]
+
+    def org_policy(self, project: str, constraint: str, spec: dict[str, Any] | None) -> None:
+        """getEffectivePolicy of `constraint`: a policy whose spec is `spec`, or (None) the
+        403 of a caller without orgpolicy.policies.get."""
+        path = f"/v2/projects/{project}/policies/{constraint}:getEffectivePolicy"
+        if spec is None:
+            body = error_body(403, "Permission 'orgpolicy.policies.get' denied", "forbidden")
+            self.routes[("GET", path)] = [(403, body)]
+            return
+        name = f"projects/{project}/policies/{constraint}"
+        self.routes[("GET", path)] = [(200, {"name": name, "spec": spec})]
+
+    def os_login(
+        self, email: str, username: str, key: str, fingerprint: str = "f1ngerpr1nt"
+    ) -> None:
+        """tokeninfo naming `email`, importSshPublicKey answering with a login profile whose
+        primary POSIX account is `username` and which holds `key`, and the key's delete."""
+        self.routes[("GET", "/tokeninfo")] = [
+            (200, {"email": email, "email_verified": "true", "scope": "openid"})
+        ]
+        path = f"/v1/users/{email}:importSshPublicKey"
+        self.routes[("POST", path)] = [
+            (
+                200,
+                {
+                    "loginProfile": {
+                        "name": email,
+                        "posixAccounts": [
+                            {
+                                "primary": True,
+                                "username": username,
+                                "uid": "1001",
+                                "gid": "1001",
+                                "homeDirectory": f"/home/{username}",
+                                "operatingSystemType": "LINUX",
+                                "accountId": "p",
+                            }
+                        ],
+                        "sshPublicKeys": {fingerprint: {"key": key, "fingerprint": fingerprint}},
+                    }
+                },
+            )
+        ]
+        self.routes[("DELETE", f"/v1/users/{email}/sshPublicKeys/{fingerprint}")] = [(200, {})]
 
     def preemptions(self, project: str, zone: str, events: list[tuple[str, str]]) -> None:
         """zoneOperations.list answering with compute.instances.preempted operations."""
@@ -551,7 +635,11 @@ def running() -> Iterator[FakeCompute]:
             parsed = urlparse(self.path)
             length = int(self.headers.get("Content-Length") or 0)
             if length:
-                self.rfile.read(length)
+                raw = self.rfile.read(length)
+                try:
+                    fake.bodies.append((parsed.path, json.loads(raw)))
+                except ValueError:
+                    fake.bodies.append((parsed.path, {"raw": raw.decode(errors="replace")}))
             fake.requests.append((method, parsed.path, parse_qs(parsed.query)))
             status, body = fake.respond(method, parsed.path, parse_qs(parsed.query))
             data = json.dumps(body).encode()

@@ -8,7 +8,9 @@ trusted on first use.
 
 from __future__ import annotations
 
+import shlex
 import socket
+import subprocess
 import sys
 import threading
 from collections.abc import Sequence
@@ -65,14 +67,7 @@ class Connection:
 
     @classmethod
     def open(cls, node: Node, key: paramiko.PKey, timeout: float = CONNECT_TIMEOUT) -> Connection:
-        try:
-            sock = socket.create_connection((node.ip, node.port), timeout=timeout)
-        except OSError as exc:
-            raise RemoteError(
-                f"{node.name} ({node.ip}:{node.port}): cannot connect: {exc}"
-            ) from exc
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        transport = paramiko.Transport(sock)
+        transport = paramiko.Transport(_open_socket(node, timeout))
         options = transport.get_security_options()
         options.kex = _prefer(options.kex, FAST_KEX)
         options.ciphers = _prefer(options.ciphers, FAST_CIPHERS)
@@ -85,8 +80,11 @@ class Connection:
             transport.close()
             raise
         except (paramiko.SSHException, OSError, EOFError) as exc:
+            said = _proxy_said(transport.sock)
             transport.close()
-            raise RemoteError(f"{node.name} ({node.ip}:{node.port}): SSH failed: {exc}") from exc
+            raise RemoteError(
+                f"{node.name} ({node.ip}:{node.port}): SSH failed: {exc}{said}"
+            ) from exc
         transport.set_keepalive(15)
         return cls(node, transport)
 
@@ -119,6 +117,43 @@ class Connection:
 
     def close(self) -> None:
         self.transport.close()
+
+
+def _open_socket(node: Node, timeout: float) -> socket.socket | paramiko.ProxyCommand:
+    """A TCP connection to the node's sshd, or its proxy command's pipes (an IAP tunnel)."""
+    if node.proxy:
+        try:
+            proxy = paramiko.ProxyCommand(shlex.join(node.proxy))
+        except OSError as exc:  # the program is not there (FileNotFoundError) or not runnable
+            raise RemoteError(
+                f"{node.name}: cannot start the tunnel `{node.proxy[0]}`: {exc}",
+                hint=f"the node is reached through `{shlex.join(node.proxy[:3])}`: install "
+                f"{node.proxy[0]} (for gcloud: the Google Cloud CLI) and put it on PATH",
+            ) from exc
+        return proxy
+    try:
+        sock = socket.create_connection((node.ip, node.port), timeout=timeout)
+    except OSError as exc:
+        raise RemoteError(f"{node.name} ({node.ip}:{node.port}): cannot connect: {exc}") from exc
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+PROXY_MESSAGE_LIMIT = 2000
+
+
+def _proxy_said(sock: object) -> str:
+    """What a tunnel that ended wrote to stderr (why it could not connect), in one line."""
+    process = getattr(sock, "process", None) if isinstance(sock, paramiko.ProxyCommand) else None
+    if process is None or process.stderr is None:
+        return ""
+    try:
+        process.wait(timeout=2)
+    except subprocess.TimeoutExpired:
+        return ""
+    text = process.stderr.read(PROXY_MESSAGE_LIMIT).decode(errors="replace")
+    words = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return f"; the tunnel ended (exit {process.returncode}): {words}" if words else ""
 
 
 def fetch_host_key(host: str, port: int, timeout: float = CONNECT_TIMEOUT) -> str:

@@ -98,6 +98,14 @@ def _gcp_problems(
                     f"{cidr!r} is not an address range like 203.0.113.7/32",
                 )
             )
+    if provider.public_ip and not provider.allowed_ssh_cidrs:
+        problems.append(
+            (
+                ("provider", "allowed_ssh_cidrs"),
+                "list the address ranges that may reach the nodes over SSH (like "
+                "203.0.113.7/32), or set public_ip: false to reach them through IAP instead",
+            )
+        )
     if provider.subnetwork and not provider.network:
         problems.append(
             (

@@ -13,7 +13,18 @@ locals {
   # The network tag the firewall rules select the cluster's nodes by.
   tag            = "dlvm-${var.cluster_name}"
   create_network = var.network == ""
-  network        = local.create_network ? google_compute_network.cluster[0].self_link : var.network
+  # Firewall rules live with the network: in the host project of a Shared VPC.
+  network_project = var.network_project == "" ? var.project : var.network_project
+  # Private nodes on a network dlvm makes reach the internet (package indexes, the GPU
+  # plugins' images) through Cloud NAT; Private Google Access on the subnetwork serves Google
+  # APIs and Cloud Storage.
+  nat = local.create_network && !var.public_ip
+  # The account the nodes act as: the cluster's own (made below), one given, or, with neither,
+  # the project's Compute Engine default service account.
+  service_account_email = (
+    var.create_service_account ? google_service_account.node[0].email : var.service_account_email
+  )
+  network = local.create_network ? google_compute_network.cluster[0].self_link : var.network
   # The created subnetwork, else the one given, else none (an auto-mode network picks it).
   subnetwork = (
     local.create_network ? google_compute_subnetwork.cluster[0].self_link :
@@ -27,10 +38,13 @@ locals {
     {
       # Host keys are published to guest attributes only if enabled before first boot.
       "enable-guest-attributes" = "TRUE"
-      # Keys come from ssh-keys metadata, so OS Login must be off for these VMs.
-      "enable-oslogin" = "FALSE"
+      # With OS Login the user's Google identity and IAM decide who logs in, and the key is on
+      # the user's OS Login profile; without it the key comes from ssh-keys metadata.
+      "enable-oslogin" = var.os_login ? "TRUE" : "FALSE"
     },
-    var.ssh_public_key == "" ? {} : { "ssh-keys" = "${var.ssh_user}:${trimspace(var.ssh_public_key)}" },
+    var.os_login || var.ssh_public_key == "" ? {} : {
+      "ssh-keys" = "${var.ssh_user}:${trimspace(var.ssh_public_key)}"
+    },
     var.install_nvidia_driver ? { "install-nvidia-driver" = "True" } : {},
     var.startup_script == "" ? {} : { "startup-script" = var.startup_script },
   )
@@ -63,10 +77,38 @@ resource "google_compute_subnetwork" "cluster" {
   private_ip_google_access = true
 }
 
+# Egress for private nodes: a Cloud Router with Cloud NAT on the cluster's network.
+resource "google_compute_router" "nat" {
+  count = local.nat ? 1 : 0
+
+  name        = "dlvm-${var.cluster_name}"
+  description = "Router of the Cloud NAT of dlvm cluster ${var.cluster_name}."
+  region      = var.region
+  network     = google_compute_network.cluster[0].id
+}
+
+resource "google_compute_router_nat" "nat" {
+  count = local.nat ? 1 : 0
+
+  name                               = "dlvm-${var.cluster_name}"
+  router                             = google_compute_router.nat[0].name
+  region                             = var.region
+  nat_ip_allocate_option             = "AUTO_ONLY"
+  source_subnetwork_ip_ranges_to_nat = "ALL_SUBNETWORKS_ALL_IP_RANGES"
+
+  log_config {
+    enable = true
+    filter = "ERRORS_ONLY"
+  }
+}
+
 # SSH from the allowed ranges only: the one way in from outside the cluster.
 resource "google_compute_firewall" "ssh" {
+  count = var.manage_firewall && var.public_ip ? 1 : 0
+
   name          = "dlvm-${var.cluster_name}-ssh"
   description   = "SSH to the nodes of dlvm cluster ${var.cluster_name}."
+  project       = local.network_project
   network       = local.network
   direction     = "INGRESS"
   source_ranges = var.allowed_ssh_cidrs
@@ -78,10 +120,37 @@ resource "google_compute_firewall" "ssh" {
   }
 }
 
+moved {
+  from = google_compute_firewall.ssh
+  to   = google_compute_firewall.ssh[0]
+}
+
+# Private nodes: SSH only from Identity-Aware Proxy's TCP forwarding range, where IAM
+# (roles/iap.tunnelResourceAccessor) decides who gets through; port 22 and nothing else.
+resource "google_compute_firewall" "iap_ssh" {
+  count = var.manage_firewall && !var.public_ip ? 1 : 0
+
+  name          = "dlvm-${var.cluster_name}-iap-ssh"
+  description   = "SSH through IAP TCP forwarding to the nodes of dlvm cluster ${var.cluster_name}."
+  project       = local.network_project
+  network       = local.network
+  direction     = "INGRESS"
+  source_ranges = [var.iap_source_range]
+  target_tags   = [local.tag]
+
+  allow {
+    protocol = "tcp"
+    ports    = ["22"]
+  }
+}
+
 # Everything between the cluster's own nodes (rendezvous, NCCL/gloo, MPI pick their own ports).
 resource "google_compute_firewall" "internal" {
+  count = var.manage_firewall ? 1 : 0
+
   name        = "dlvm-${var.cluster_name}-internal"
   description = "All traffic between the nodes of dlvm cluster ${var.cluster_name}."
+  project     = local.network_project
   network     = local.network
   direction   = "INGRESS"
   source_tags = [local.tag]
@@ -90,6 +159,11 @@ resource "google_compute_firewall" "internal" {
   allow {
     protocol = "all"
   }
+}
+
+moved {
+  from = google_compute_firewall.internal
+  to   = google_compute_firewall.internal[0]
 }
 
 # The GPU NICs of A3 High and A3 Mega (and the second gVNIC of A3 Ultra and A4): each on a
@@ -238,7 +312,7 @@ resource "google_compute_instance" "node" {
     for_each = var.attach_service_account ? [1] : []
 
     content {
-      email  = var.service_account_email == "" ? null : var.service_account_email
+      email  = local.service_account_email == "" ? null : local.service_account_email
       scopes = ["cloud-platform"]
     }
   }
@@ -287,7 +361,75 @@ resource "google_compute_instance" "node" {
 
   depends_on = [
     google_compute_firewall.ssh,
+    google_compute_firewall.iap_ssh,
     google_compute_firewall.internal,
     google_compute_firewall.gpu_internal,
+    # The boot scripts of private nodes download through the NAT, and the nodes' account can
+    # read its buckets from the first boot.
+    google_compute_router_nat.nat,
+    google_storage_bucket_iam_member.node,
   ]
+}
+
+# -- the nodes' own service account, with only what the cluster needs ------------------------
+
+resource "google_service_account" "node" {
+  count = var.create_service_account ? 1 : 0
+
+  account_id   = var.service_account_id
+  display_name = "dlvm cluster ${var.cluster_name}"
+  description  = "What the nodes of dlvm cluster ${var.cluster_name} act as: object access on the buckets its storage names, log and metric writing."
+}
+
+# Object access on each bucket the cluster's storage names, and nothing else in the bucket's
+# project: roles/storage.objectUser where a mount writes, roles/storage.objectViewer where all
+# mounts of the bucket are read-only.
+resource "google_storage_bucket_iam_member" "node" {
+  for_each = var.attach_service_account ? var.bucket_grants : {}
+
+  bucket = each.key
+  role   = each.value
+  member = "serviceAccount:${local.service_account_email}"
+}
+
+# Logs and metrics (Ops Agent, gcsfuse's logs) from the nodes' own account.
+resource "google_project_iam_member" "node" {
+  for_each = var.create_service_account ? toset(var.node_project_roles) : toset([])
+
+  project = var.project
+  role    = each.value
+  member  = "serviceAccount:${local.service_account_email}"
+}
+
+# autostop's `down`: a node deletes its own VM. The role holds only deleting an instance and
+# its boot disk, and is granted on the cluster's own instances and disks alone, never on the
+# project: a node's token can end this cluster's VMs and nothing else.
+resource "google_project_iam_custom_role" "self_delete" {
+  count = var.self_delete ? 1 : 0
+
+  role_id     = var.self_delete_role_id
+  title       = "dlvm ${var.cluster_name} self-delete"
+  description = "Lets the nodes of dlvm cluster ${var.cluster_name} delete their own VMs (autostop down)."
+  permissions = ["compute.instances.delete", "compute.disks.delete"]
+}
+
+resource "google_compute_instance_iam_member" "self_delete" {
+  for_each = var.self_delete ? google_compute_instance.node : {}
+
+  project       = var.project
+  zone          = each.value.zone
+  instance_name = each.value.name
+  role          = google_project_iam_custom_role.self_delete[0].id
+  member        = "serviceAccount:${local.service_account_email}"
+}
+
+resource "google_compute_disk_iam_member" "self_delete" {
+  for_each = var.self_delete ? google_compute_instance.node : {}
+
+  project = var.project
+  zone    = each.value.zone
+  # The boot disk made with the VM is named after it.
+  name   = each.value.name
+  role   = google_project_iam_custom_role.self_delete[0].id
+  member = "serviceAccount:${local.service_account_email}"
 }

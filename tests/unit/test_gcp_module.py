@@ -30,6 +30,8 @@ from terraform_schema import (
     unquote,
 )
 
+from dlvm_cluster.providers.gcp.identity import READ_ONLY_ROLE as READ_ONLY
+from dlvm_cluster.providers.gcp.identity import READ_WRITE_ROLE as READ_WRITE
 from dlvm_cluster.providers.gcp.tfvars import gcp_tfvars
 from dlvm_cluster.provision.modules import module_dir
 from dlvm_cluster.spec.load import load_spec, load_spec_text
@@ -57,6 +59,19 @@ SPECS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "a3-existing-network": (
         {"network": "shared-vpc", "subnetwork": "gpu-subnet", "public_ip": False},
         {"count": 1, "machine_type": "a3-highgpu-8g", "disk_type": "hyperdisk-balanced"},
+    ),
+    # Private nodes on a network dlvm makes (router, NAT, IAP rule), OS Login.
+    "private-os-login": ({"public_ip": False, "os_login": True}, {"count": 2}),
+    # A Shared VPC's host project; firewall rules left to its administrator.
+    "shared-vpc-no-firewall": (
+        {
+            "network": "projects/host-proj/global/networks/shared",
+            "subnetwork": "projects/host-proj/regions/us-central1/subnetworks/gpus",
+            "public_ip": False,
+            "manage_firewall": False,
+            "allowed_ssh_cidrs": [],
+        },
+        {"count": 1},
     ),
     "g4": ({}, {"count": 2, "machine_type": "g4-standard-48"}),
     "a3-flex-start": (
@@ -87,6 +102,16 @@ SPECS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"count": 1, "machine_type": "a2-highgpu-1g", "reservation": "any", "max_run_hours": 8},
     ),
 }
+# What a case adds beside provider and nodes: buckets (grants) and autostop down (self-delete).
+EXTRAS: dict[str, dict[str, Any]] = {
+    "private-os-login": {
+        "storage": [
+            {"mount": "/ckpt", "bucket": "gs://ckpt-bucket/run"},
+            {"mount": "/data", "bucket": "gs://data-bucket", "read_only": True},
+        ],
+        "autostop": {"idle_minutes": 30, "action": "down"},
+    },
+}
 EXAMPLES = ("gcp-a100-torchrun.yaml", "gcp-spot-l4-horovod.yaml")
 CASES = [*SPECS, *EXAMPLES]
 
@@ -106,7 +131,13 @@ def rendered(case: str) -> dict[str, Any]:
     if case in SPECS:
         provider, nodes = SPECS[case]
         # JSON is YAML: the cluster file as the spec loader reads it.
-        text = json.dumps({"name": "t", "provider": {**PROVIDER, **provider}, "nodes": nodes})
+        document: dict[str, Any] = {
+            "name": "t",
+            "provider": {**PROVIDER, **provider},
+            "nodes": nodes,
+            **EXTRAS.get(case, {}),
+        }
+        text = json.dumps(document)
         spec = load_spec_text(text, Path("/nowhere/t.yaml")).spec
     else:
         spec = load_spec(REPO / "examples" / case).spec
@@ -251,6 +282,15 @@ def test_resources_are_the_cluster_and_nothing_else(module: dict[str, list[Any]]
         ("google_compute_firewall", "gpu_internal"),
         ("google_compute_network", "rdma"),
         ("google_compute_subnetwork", "rdma"),
+        ("google_compute_router", "nat"),
+        ("google_compute_router_nat", "nat"),
+        ("google_compute_firewall", "iap_ssh"),
+        ("google_service_account", "node"),
+        ("google_storage_bucket_iam_member", "node"),
+        ("google_project_iam_member", "node"),
+        ("google_project_iam_custom_role", "self_delete"),
+        ("google_compute_instance_iam_member", "self_delete"),
+        ("google_compute_disk_iam_member", "self_delete"),
     }
     assert set(typed(module, "data")) == set()
     assert set(labelled(module, "output")) >= {"nodes"}
@@ -261,9 +301,10 @@ def test_module_keeps_the_documented_settings(module: dict[str, list[Any]]) -> N
     main = (module_dir("gcp") / "main.tf").read_text()
     for needle in (
         '"enable-guest-attributes" = "TRUE"',
-        '"enable-oslogin" = "FALSE"',
+        '"enable-oslogin" = var.os_login ? "TRUE" : "FALSE"',
         '"install-nvidia-driver" = "True"',
         '"ssh-keys" = "${var.ssh_user}:${trimspace(var.ssh_public_key)}"',
+        "var.os_login || var.ssh_public_key == \"\" ? {} : {",
         '"created-by" = "dlvm"',
     ):
         assert needle in main, needle
@@ -292,6 +333,26 @@ def test_module_keeps_the_documented_settings(module: dict[str, list[Any]]) -> N
     assert ssh["source_ranges"] == "${var.allowed_ssh_cidrs}"
     assert ssh["allow"][0]["ports"] == ['"22"']
     assert resources[("google_compute_firewall", "internal")]["allow"][0]["protocol"] == '"all"'
+    iap = resources[("google_compute_firewall", "iap_ssh")]
+    assert iap["source_ranges"] == ["${var.iap_source_range}"]
+    assert iap["allow"][0]["ports"] == ['"22"']
+    assert iap["count"] == "${var.manage_firewall && !var.public_ip ? 1 : 0}"
+    assert ssh["count"] == "${var.manage_firewall && var.public_ip ? 1 : 0}"
+    # Least privilege: the self-delete role holds deleting and nothing else, and is bound on
+    # each of the cluster's instances and boot disks, never on the project.
+    role = resources[("google_project_iam_custom_role", "self_delete")]
+    assert role["permissions"] == ['"compute.instances.delete"', '"compute.disks.delete"']
+    for kind in ("google_compute_instance_iam_member", "google_compute_disk_iam_member"):
+        binding = resources[(kind, "self_delete")]
+        assert binding["for_each"] == "${var.self_delete ? google_compute_instance.node : {}}"
+        assert binding["role"] == "${google_project_iam_custom_role.self_delete[0].id}"
+    project_roles = resources[("google_project_iam_member", "node")]
+    assert project_roles["role"] == "${each.value}"
+    grants = resources[("google_storage_bucket_iam_member", "node")]
+    assert grants["bucket"] == "${each.key}"
+    nat = resources[("google_compute_router_nat", "nat")]
+    assert nat["count"] == "${local.nat ? 1 : 0}"
+    assert "nat = local.create_network && !var.public_ip" in main
     outputs = (module_dir("gcp") / "outputs.tf").read_text()
     for key in ("rank", "ip", "internal_ip", "port", "user", "zone", "host_key"):
         assert re.search(rf"^\s+{key}\s+=", outputs, re.MULTILINE), key
@@ -346,10 +407,18 @@ def test_the_cases_cover_every_shape_of_node() -> None:
     # No GPU network, GPU gVNICs each on a VPC (4 and 8), and a second gVNIC beside RDMA NICs.
     assert {(t["gpu_vpc_nics"], t["rdma_nics"]) for t in tfvars} == {(0, 0), (4, 0), (8, 0), (1, 8)}
     assert any(t["network"] and not t["public_ip"] for t in tfvars)
-    # The project's default service account, a named one, and none.
-    assert any(t["attach_service_account"] and not t["service_account_email"] for t in tfvars)
-    assert any(t["service_account_email"] for t in tfvars)
+    # The cluster's own service account, a named one, and none.
+    assert any(t["create_service_account"] for t in tfvars)
+    assert any(t["service_account_email"] and not t["create_service_account"] for t in tfvars)
     assert any(not t["attach_service_account"] for t in tfvars)
+    # Private nodes on a made network (NAT), in a Shared VPC's host project, OS Login,
+    # bucket grants of both roles, self-delete, firewall rules left to an administrator.
+    assert any(not t["public_ip"] and not t["network"] for t in tfvars)
+    assert any(t["network_project"] == "host-proj" for t in tfvars)
+    assert any(t["os_login"] for t in tfvars)
+    assert any(set(t["bucket_grants"].values()) == {READ_WRITE, READ_ONLY} for t in tfvars)
+    assert any(t["self_delete"] for t in tfvars)
+    assert any(not t["manage_firewall"] for t in tfvars)
 
 
 def test_terraform_names_every_required_variable(
@@ -372,7 +441,6 @@ def test_terraform_names_every_required_variable(
         "machine_type",
         "image",
         "disk_gb",
-        "allowed_ssh_cidrs",
         "ssh_public_key",
     }
 
@@ -385,8 +453,10 @@ def test_terraform_names_every_required_variable(
         ({"max_run_hours": 0}, "at least 1, or null"),
         ({"max_run_hours": 1.5}, "at least 1, or null"),
         ({"reservation_affinity": "SPECIFIC"}, "NO_RESERVATION or empty"),
-        ({"allowed_ssh_cidrs": []}, "non-empty list"),
-        ({"allowed_ssh_cidrs": ["somewhere"]}, "non-empty list"),
+        ({"allowed_ssh_cidrs": ["somewhere"]}, "address ranges such as"),
+        ({"bucket_grants": {"b": "roles/storage.admin"}}, "objectViewer only"),
+        ({"service_account_id": "dlvm_x"}, "6-30 lower-case"),
+        ({"self_delete_role_id": "dlvm-x"}, "3-64 letters"),
         ({"cluster_name": "ends-with-"}, "not end with -"),
         ({"nic_type": "E1000"}, "GVNIC, VIRTIO_NET"),
         ({"disk_gb": 5}, "at least 10"),

@@ -46,6 +46,15 @@ A100 = "  count: 2\n  machine_type: a2-highgpu-2g\n"
 
 
 @pytest.fixture
+def gcloud_on_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A program named gcloud on PATH (preflight only looks for it)."""
+    tool = tmp_path / "gcloud"
+    tool.write_text("#!/bin/sh\nexit 1\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+
+
+@pytest.fixture
 def api() -> Iterator[FakeCompute]:
     with running() as fake:
         fake.project(P, {"GPUS_ALL_REGIONS": (32.0, 0.0)})
@@ -256,18 +265,96 @@ def test_a4x_nodes_on_an_image_that_is_not_arm64_warn(api: FakeCompute) -> None:
     assert not [w for w in preflight(spec_of(A100), api.clients()).warnings if "Arm" in w]
 
 
-def test_project_enforcing_os_login_warns_what_to_do(api: FakeCompute) -> None:
+def test_project_asking_for_os_login_says_how_to_use_it(api: FakeCompute) -> None:
     api.project_metadata(P, {"enable-oslogin": "FALSE", "startup-script": "true"})
     assert preflight(spec_of(T4), api.clients()).warnings == ()
     api.project_metadata(P, {"enable-oslogin": "true"})
     [warning] = preflight(spec_of(T4), api.clients()).warnings
     assert warning.startswith("project p sets enable-oslogin=TRUE in its metadata")
-    assert "constraints/compute.requireOsLogin" in warning
-    assert "ssh-keys metadata" in warning
-    assert (
-        "gcloud resource-manager org-policies describe compute.requireOsLogin --project p "
-        "--effective" in warning
+    assert "set provider.os_login: true" in warning
+    assert preflight(spec_of(T4, extra="  os_login: true\n"), api.clients()).warnings == ()
+
+
+# -- organization policies -------------------------------------------------------------------
+
+
+def test_an_org_policy_forbidding_external_ips_asks_for_private_nodes(
+    api: FakeCompute, gcloud_on_path: None
+) -> None:
+    api.org_policy(P, "compute.vmExternalIpAccess", {"rules": [{"denyAll": True}]})
+    error = failure(spec_of(T4), api)
+    assert error.message == (
+        "an organization policy (compute.vmExternalIpAccess) forbids external IP addresses on "
+        "the VMs of project p"
     )
+    assert "set provider.public_ip: false" in error.hint
+    # An allow-list names existing VMs: new ones are not on it.
+    allow = {"rules": [{"values": {"allowedValues": ["projects/p/zones/z/instances/bastion"]}}]}
+    api.org_policy(P, "compute.vmExternalIpAccess", allow)
+    assert failure(spec_of(T4), api).message == error.message
+    private = "  public_ip: false\n"
+    assert preflight(spec_of(T4, extra=private), api.clients()).warnings == ()
+
+
+def test_an_org_policy_requiring_os_login_turns_it_on(api: FakeCompute) -> None:
+    assert preflight(spec_of(T4), api.clients()).os_login_required is False
+    api.org_policy(P, "compute.requireOsLogin", {"rules": [{"enforce": True}]})
+    assert preflight(spec_of(T4), api.clients()).os_login_required is True
+    error = failure(spec_of(T4, extra="  os_login: false\n"), api)
+    assert "requires OS Login on project p, but provider.os_login is false" in error.message
+
+
+def test_org_policies_on_images_locations_and_account_creation(api: FakeCompute) -> None:
+    api.org_policy(
+        P,
+        "compute.trustedImageProjects",
+        {"rules": [{"values": {"allowedValues": ["projects/my-images"]}}]},
+    )
+    error = failure(spec_of(T4), api)
+    assert "does not trust images of project deeplearning-platform-release" in error.message
+    api.org_policy(
+        P,
+        "compute.trustedImageProjects",
+        {"rules": [{"values": {"allowedValues": ["is:projects/deeplearning-platform-release"]}}]},
+    )
+    api.org_policy(
+        P, "gcp.resourceLocations", {"rules": [{"values": {"allowedValues": ["europe-west4"]}}]}
+    )
+    assert "does not allow resources in us-central1" in failure(spec_of(T4), api).message
+    api.org_policy(
+        P, "gcp.resourceLocations", {"rules": [{"values": {"allowedValues": ["in:us-locations"]}}]}
+    )
+    [warning] = preflight(spec_of(T4), api.clients()).warnings
+    assert "value groups dlvm cannot expand" in warning
+    api.org_policy(P, "gcp.resourceLocations", {"rules": [{"allowAll": True}]})
+    api.org_policy(P, "iam.disableServiceAccountCreation", {"rules": [{"enforce": True}]})
+    error = failure(spec_of(T4), api)
+    assert "forbids making service accounts" in error.message
+    api.service_account(TRAINER)
+    preflight(spec_of(T4, extra=ACCOUNT), api.clients())  # an existing account needs no creation
+
+
+def test_unreadable_org_policies_are_a_warning(api: FakeCompute) -> None:
+    api.org_policy(P, "compute.vmExternalIpAccess", None)
+    api.org_policy(P, "compute.requireOsLogin", None)
+    [warning] = preflight(spec_of(T4), api.clients()).warnings
+    assert warning.startswith(
+        "cannot read the organization policies compute.vmExternalIpAccess, "
+        "compute.requireOsLogin (orgpolicy.policies.get"
+    )
+
+
+def test_private_nodes_need_gcloud_for_the_tunnel(
+    api: FakeCompute, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    error = failure(spec_of(T4, extra="  public_ip: false\n"), api)
+    assert error.message == (
+        "provider.public_ip is false: dlvm reaches the nodes through IAP TCP forwarding with "
+        "`gcloud compute start-iap-tunnel`, and gcloud is not on PATH"
+    )
+    assert "roles/iap.tunnelResourceAccessor" in error.hint
+    preflight(spec_of(T4), api.clients())  # nodes with external addresses need no gcloud
 
 
 G4 = "  count: 2\n  machine_type: g4-standard-96\n"
@@ -364,7 +451,10 @@ def test_warnings_from_the_spec_alone() -> None:
     )
     warnings = spec_warnings(spec)
     assert any("compact placement may not be available for e2-standard-8" in w for w in warnings)
-    assert any("no internet access" in w for w in warnings)
+    # dlvm makes the network, with Cloud NAT: nothing to warn about egress.
+    assert not any("Cloud NAT" in w for w in warnings)
+    given = spec_of("  count: 1\n", extra="  network: corp\n  public_ip: false\n")
+    assert any("dlvm adds no Cloud NAT there" in w for w in spec_warnings(given))
     open_spec = load_spec_text(
         "name: t\nprovider: {kind: gcp, project: p, region: us-central1, zones: [us-central1-a],"
         " allowed_ssh_cidrs: [0.0.0.0/0]}\nnodes: {count: 1}\n",
@@ -484,17 +574,61 @@ def test_a_missing_bucket_fails_with_how_to_create_it(api: FakeCompute) -> None:
     assert "gcloud storage buckets create gs://ckpt-bucket" in error.hint
 
 
-def test_a_bucket_without_a_grant_names_the_role_for_the_nodes(api: FakeCompute) -> None:
-    api.bucket("ckpt-bucket", status=403)
+def test_the_clusters_own_account_needs_the_user_to_grant_it_the_bucket(
+    api: FakeCompute,
+) -> None:
+    """Default: dlvm makes the nodes' account and grants it the bucket, so what is checked is
+    that the user may set the bucket's policy, not that the user may list it."""
+    api.bucket("ckpt-bucket", status=403)  # the user cannot list: irrelevant to the nodes
+    preflight(_storage_spec(STORAGE), api.clients())
+    api.bucket_iam("ckpt-bucket", can_grant=False)
     error = failure(_storage_spec(STORAGE), api)
-    assert "cannot be listed" in error.message
-    assert "roles/storage.objectUser" in error.hint
-    assert "PROJECT_NUMBER-compute@developer.gserviceaccount.com" in error.hint
+    assert error.message == (
+        "dlvm grants the cluster's service account roles/storage.objectUser on gs://ckpt-bucket, "
+        "but your account cannot change the bucket's IAM policy (storage.buckets.setIamPolicy)"
+    )
+    assert "provider.service_account" in error.hint
+
+
+TRAINER = "trainer@p.iam.gserviceaccount.com"
+ACCOUNT = f"  service_account: {TRAINER}\n"
+
+
+def test_an_existing_account_is_checked_for_its_bucket_grant(api: FakeCompute) -> None:
+    """A named account: the bucket's policy is read for that account (the nodes' identity),
+    and a missing grant says the exact command."""
+    api.service_account(TRAINER)
+    api.bucket("ckpt-bucket")
     read_only = "storage:\n  - {mount: /data, bucket: gs://ckpt-bucket, read_only: true}\n"
-    account = "  service_account: trainer@p.iam.gserviceaccount.com\n"
-    error = failure(_storage_spec(read_only, account), api)
-    assert "roles/storage.objectViewer" in error.hint
-    assert "serviceAccount:trainer@p.iam.gserviceaccount.com" in error.hint
+    [warning] = preflight(_storage_spec(read_only, ACCOUNT), api.clients()).warnings
+    assert warning.startswith(f"gs://ckpt-bucket grants {TRAINER} none of the roles")
+    assert (
+        "gcloud storage buckets add-iam-policy-binding gs://ckpt-bucket "
+        f"--member=serviceAccount:{TRAINER} --role=roles/storage.objectViewer" in warning
+    )
+    api.bucket_iam(
+        "ckpt-bucket", bindings={"roles/storage.objectViewer": [f"serviceAccount:{TRAINER}"]}
+    )
+    assert preflight(_storage_spec(read_only, ACCOUNT), api.clients()).warnings == ()
+    # A writing mount needs more than the viewer role.
+    [warning] = preflight(_storage_spec(STORAGE, ACCOUNT), api.clients()).warnings
+    assert "--role=roles/storage.objectUser" in warning
+    api.bucket_iam("ckpt-bucket", policy_status=403)
+    [warning] = preflight(_storage_spec(STORAGE, ACCOUNT), api.clients()).warnings
+    assert warning.startswith("cannot read the IAM policy of gs://ckpt-bucket")
+
+
+def test_an_existing_account_must_exist_and_be_usable_by_the_user(api: FakeCompute) -> None:
+    error = failure(spec_of(T4, extra=ACCOUNT), api)
+    assert error.message.startswith(f"the service account {TRAINER} (provider.service_account) does not exist")
+    api.service_account(TRAINER, act_as=False)
+    error = failure(spec_of(T4, extra=ACCOUNT), api)
+    assert error.message == (
+        f"your account cannot make VMs that run as {TRAINER}: it lacks iam.serviceAccounts.actAs"
+    )
+    assert "roles/iam.serviceAccountUser" in error.hint
+    api.service_account(TRAINER)
+    preflight(spec_of(T4, extra=ACCOUNT), api.clients())
 
 
 def test_no_storage_no_storage_call(api: FakeCompute) -> None:

@@ -94,11 +94,22 @@ def test_a100_torchrun_example_renders_field_by_field() -> None:
         "startup_script": "",
         "public_ip": True,
         "allowed_ssh_cidrs": ["203.0.113.7/32"],
+        "iap_source_range": "35.235.240.0/20",
+        "manage_firewall": True,
+        "network_project": "my-project",
+        "os_login": False,
         "ssh_user": "dlvm",
         "ssh_public_key": KEY,
-        # No provider.service_account: the project's Compute Engine default account.
+        # No provider.service_account: an account made for the cluster, granted logs and
+        # metrics (and no buckets: the example mounts none).
         "attach_service_account": True,
-        "service_account_email": "",
+        "service_account_email": "dlvm-a100-ddp@my-project.iam.gserviceaccount.com",
+        "create_service_account": True,
+        "service_account_id": "dlvm-a100-ddp",
+        "bucket_grants": {},
+        "node_project_roles": ["roles/logging.logWriter", "roles/monitoring.metricWriter"],
+        "self_delete": False,
+        "self_delete_role_id": "dlvmSelfDelete_a100_ddp",
     }
 
 
@@ -137,11 +148,22 @@ def test_spot_l4_horovod_example_renders_field_by_field() -> None:
         "startup_script": "",
         "public_ip": True,
         "allowed_ssh_cidrs": ["203.0.113.0/24"],
+        "iap_source_range": "35.235.240.0/20",
+        "manage_firewall": True,
+        "network_project": "my-project",
+        "os_login": False,
         "ssh_user": "dlvm",
         "ssh_public_key": KEY,
-        # No provider.service_account: the project's Compute Engine default account.
+        # No provider.service_account: an account made for the cluster, granted logs and
+        # metrics (and no buckets: the example mounts none).
         "attach_service_account": True,
-        "service_account_email": "",
+        "service_account_email": "dlvm-l4-horovod@my-project.iam.gserviceaccount.com",
+        "create_service_account": True,
+        "service_account_id": "dlvm-l4-horovod",
+        "bucket_grants": {},
+        "node_project_roles": ["roles/logging.logWriter", "roles/monitoring.metricWriter"],
+        "self_delete": False,
+        "self_delete_role_id": "dlvmSelfDelete_l4_horovod",
     }
 
 
@@ -264,7 +286,7 @@ def test_existing_network_and_options_pass_through() -> None:
 @pytest.mark.parametrize(
     ("service_account", "attached", "email"),
     [
-        (None, True, ""),
+        (None, True, "dlvm-t@p.iam.gserviceaccount.com"),
         ("trainer@p.iam.gserviceaccount.com", True, "trainer@p.iam.gserviceaccount.com"),
         (
             "123456789-compute@developer.gserviceaccount.com",
@@ -281,6 +303,7 @@ def test_nodes_get_the_service_account_the_spec_names(
     tfvars = gcp_tfvars(spec_of("  count: 1\n", extra), public_key=KEY)
     assert tfvars["attach_service_account"] is attached
     assert tfvars["service_account_email"] == email
+    assert tfvars["create_service_account"] is (service_account is None)
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ functions that call the API.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from dlvm_cluster.errors import ProvisionError
@@ -34,11 +35,13 @@ from dlvm_cluster.providers.gcp.credentials import ComputeClients, compute_clien
 from dlvm_cluster.providers.gcp.flexwait import capacity_watch
 from dlvm_cluster.providers.gcp.gpu_network import job_environment
 from dlvm_cluster.providers.gcp.hostkeys import (
+    NodeRef,
     node_refs,
     node_refs_for,
     read_host_keys,
     with_host_keys,
 )
+from dlvm_cluster.providers.gcp.identity import iap_tunnel_command
 from dlvm_cluster.providers.gcp.instances import (
     InstanceState,
     Recovery,
@@ -47,9 +50,11 @@ from dlvm_cluster.providers.gcp.instances import (
     wake,
 )
 from dlvm_cluster.providers.gcp.leftovers import sweep_zone
-from dlvm_cluster.providers.gcp.preflight import preflight
+from dlvm_cluster.providers.gcp.oslogin import register_key
+from dlvm_cluster.providers.gcp.preflight import PreflightReport, preflight
 from dlvm_cluster.providers.gcp.report import applied_tfvars, node_states, warning_lines
 from dlvm_cluster.providers.gcp.tfvars import (
+    Login,
     gcp_provider,
     gpus_per_node,
     instance_address,
@@ -71,10 +76,27 @@ from dlvm_cluster.state import ClusterState
 
 
 def render_gcp(
-    spec: ClusterSpec, state: ClusterState, count: int | None = None, wait: float | None = None
+    spec: ClusterSpec,
+    state: ClusterState,
+    count: int | None = None,
+    wait: float | None = None,
+    login: Login | None = None,
 ) -> RenderedModule:
-    """terraform/gcp with the spec's tfvars (and the key and zone the state dir holds)."""
-    return RenderedModule("gcp", module_dir("gcp"), state_tfvars(spec, state, count, wait))
+    """terraform/gcp with the spec's tfvars (and the key, zone and login the state dir holds)."""
+    tfvars = state_tfvars(spec, state, count, wait, login)
+    return RenderedModule("gcp", module_dir("gcp"), tfvars)
+
+
+def resolve_login(
+    spec: ClusterSpec, state: ClusterState, api: ComputeClients, report: PreflightReport
+) -> Login:
+    """OS Login where the spec asks for it or an organization policy requires it (the key put
+    on the user's profile, the profile's POSIX name used), else the spec's ssh_user."""
+    provider = gcp_provider(spec)
+    if not (provider.os_login or (provider.os_login is None and report.os_login_required)):
+        return Login(os_login=False, user=provider.ssh_user)
+    public_key = state.key_path.with_suffix(".pub").read_text()
+    return Login(True, register_key(api.rest, state, provider.project, public_key))
 
 
 def provision_gcp(
@@ -108,6 +130,11 @@ def provision_gcp(
     report = preflight(spec, api, existing_nodes=len(previous.nodes) if previous else 0)
     for line in warning_lines(spec, report.warnings):
         progress.note(line)
+    login = resolve_login(spec, state, api, report)
+    if login.os_login:
+        progress.note(f"OS Login: logging in as {login.user}, the key is on your OS Login profile")
+    module = render_gcp(spec, state, wait=request.wait, login=login)
+    module.write(state.terraform_dir)
     if previous is not None and home not in provider.zones:
         where = f"zone {home}" if home else "an unknown zone"
         progress.note(
@@ -233,9 +260,26 @@ def _inventory(
             unknown.append(ref)
     keys.update(read_host_keys(api, project, unknown))
     env = job_environment(node_shape(request.spec.nodes).machine_type)
-    return from_terraform_outputs(
+    inventory = from_terraform_outputs(
         request.spec.name, with_host_keys(outputs, keys), env=env, gpus_per_node=gpus
     )
+    if gcp_provider(request.spec).public_ip:
+        return inventory
+    return tunnelled(inventory, node_refs(outputs), project)
+
+
+def tunnelled(inventory: Inventory, refs: Sequence[NodeRef], project: str) -> Inventory:
+    """Nodes without external addresses, each reached through its IAP tunnel (their `ip`
+    stays the internal address, which the nodes use among themselves)."""
+    where = {ref.name: ref for ref in refs}
+    nodes = tuple(
+        replace(
+            node,
+            proxy=iap_tunnel_command(where[node.name].instance, where[node.name].zone, project),
+        )
+        for node in inventory.nodes
+    )
+    return replace(inventory, nodes=nodes)
 
 
 def _applied_zone(state: ClusterState) -> str | None:

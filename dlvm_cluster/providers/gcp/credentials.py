@@ -52,14 +52,14 @@ class ComputeClients:
     network_profiles: Any
     instances: Any
     zone_operations: Any
-    buckets: Any  # buckets.BucketLister: the Cloud Storage JSON API, for the storage check
+    rest: Any  # rest.GoogleRest: Cloud Storage, Organization Policy, OS Login, IAM
 
 
 def compute_clients(credentials: Any = None, *, api_endpoint: str | None = None) -> ComputeClients:
     """Clients with `credentials` (default: ADC), talking to `api_endpoint` when given."""
     from google.cloud import compute_v1
 
-    from dlvm_cluster.providers.gcp.buckets import bucket_lister
+    from dlvm_cluster.providers.gcp.rest import google_rest
 
     creds = credentials if credentials is not None else default_credentials()
     options = {"api_endpoint": api_endpoint} if api_endpoint else None
@@ -78,7 +78,7 @@ def compute_clients(credentials: Any = None, *, api_endpoint: str | None = None)
         network_profiles=make(compute_v1.NetworkProfilesClient),
         instances=make(compute_v1.InstancesClient),
         zone_operations=make(compute_v1.ZoneOperationsClient),
-        buckets=bucket_lister(creds, api_endpoint, REQUEST_TIMEOUT),
+        rest=google_rest(creds, api_endpoint, REQUEST_TIMEOUT),
     )
 
 

@@ -4,8 +4,9 @@ cluster), and what a node runs to apply autostop to its own VM.
 A stopped VM (TERMINATED) keeps its boot disk and host keys; only the disk is billed. A guest
 `shutdown -h now` leaves the VM TERMINATED too, which is how a node's autostop watcher stops
 the cluster without any API right. Taking it down (deleting the VMs) from the node needs the
-nodes' service account to hold `compute.instances.delete` on the project (the Compute
-Instance Admin (v1) role, roles/compute.instanceAdmin.v1).
+nodes' service account to hold `compute.instances.delete` on the node's own VM: terraform/gcp
+grants it, with a custom role of that permission alone (and `compute.disks.delete` on the
+boot disk), on each of the cluster's VMs and nothing else (identity.py).
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ from dlvm_cluster.providers.gcp.instances import MISSING, deletions, halt, insta
 from dlvm_cluster.providers.gcp.report import applied_tfvars
 from dlvm_cluster.state import ClusterState
 
-DELETE_ROLE = "roles/compute.instanceAdmin.v1"
+DELETE_GRANT = "compute.instances.delete on its own VM"
 
 # The node powers its own VM off: Compute Engine then shows it TERMINATED, disk kept.
 SELF_STOP = "sudo -n shutdown -h now || shutdown -h now"
 
 # The node deletes its own VM through the Compute API, with the token of the VM's service
-# account from the metadata server (the account needs DELETE_ROLE). Where it cannot, the VM
+# account from the metadata server (the account needs DELETE_GRANT). Where it cannot, the VM
 # is powered off instead: a cluster told to go down must not run (and bill) on.
 SELF_DELETE = (
     "( md=http://metadata.google.internal/computeMetadata/v1; h='Metadata-Flavor: Google'; "
@@ -39,7 +40,7 @@ SELF_DELETE = (
     '&& project=$(curl -sf -H "$h" "$md/project/project-id") '
     '&& curl -sf -X DELETE -H "Authorization: Bearer $token" '
     '"https://compute.googleapis.com/compute/v1/projects/$project/zones/${zone##*/}/instances/$name"'
-    f" ) || {{ echo 'cannot delete this VM (its service account needs {DELETE_ROLE}): "
+    f" ) || {{ echo 'cannot delete this VM (its service account needs {DELETE_GRANT}): "
     f"powering it off instead' >&2; {SELF_STOP}; }}"
 )
 

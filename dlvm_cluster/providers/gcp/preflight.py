@@ -8,14 +8,17 @@ not stop the cluster (a zone that is down, a quota dlvm cannot read) come back a
 from __future__ import annotations
 
 import ipaddress
+import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.providers.gcp import gpu_network, shapes
-from dlvm_cluster.providers.gcp.buckets import check_buckets
+from dlvm_cluster.providers.gcp.buckets import check_buckets, check_node_identity
 from dlvm_cluster.providers.gcp.credentials import REQUEST_TIMEOUT, ComputeClients, call_api
+from dlvm_cluster.providers.gcp.identity import IAP_SOURCE_RANGE, firewall_rules_needed
+from dlvm_cluster.providers.gcp.orgpolicy import read_policies
 from dlvm_cluster.providers.gcp.reservations import reservation_ref, reservation_zones
 from dlvm_cluster.providers.gcp.tfvars import (
     DEFAULT_IMAGE_FAMILY,
@@ -44,6 +47,7 @@ class PreflightReport:
     image_disk_gb: int
     gpus_per_node: int
     warnings: tuple[str, ...]
+    os_login_required: bool = False  # an organization policy requires OS Login
 
 
 def spec_warnings(spec: ClusterSpec) -> list[str]:
@@ -69,16 +73,17 @@ def spec_warnings(spec: ClusterSpec) -> list[str]:
             f"{machine} has Arm CPUs, but the default image ({DEFAULT_IMAGE_FAMILY}) is built "
             "for x86: set nodes.image to an Arm64 image"
         )
-    if not provider.public_ip and provider.network is None:
+    if not provider.public_ip and provider.network is not None:
         network = gpu_network.gpu_network(machine)
-        plugin = (
-            f", and their boot script cannot download the {network.title} NCCL plugin"
-            if network
-            else ""
-        )
+        plugin = f"; their boot script downloads the {network.title} NCCL plugin" if network else ""
         warnings.append(
-            "public_ip is false and dlvm creates the network: the nodes have no internet access "
-            f"(no Cloud NAT){plugin}; dlvm must run inside that network to reach them"
+            "public_ip is false on a network dlvm did not make: dlvm adds no Cloud NAT there, so "
+            f"the nodes reach the internet only if {provider.network} has one{plugin}"
+        )
+    if not provider.manage_firewall:
+        warnings.append(
+            "manage_firewall is false: dlvm makes no firewall rules; the network needs these "
+            "(ask its administrator): " + "; ".join(firewall_rules_needed(spec, provider))
         )
     return warnings
 
@@ -101,9 +106,15 @@ def preflight(
     provider = gcp_provider(spec)
     warnings = spec_warnings(spec)
     project = _get_project(clients, provider)
-    warnings.extend(_os_login_warnings(project, provider))
+    if not provider.public_ip:
+        check_tunnel_tool()
+    policies = read_policies(clients.rest, spec, provider, image_ref(spec.nodes.image).project)
+    warnings.extend(policies.warnings)
+    if not (provider.os_login or policies.os_login_required):
+        warnings.extend(_os_login_warnings(project, provider))
+    check_node_identity(clients.rest, spec, provider)
     if spec.storage:
-        check_buckets(clients.buckets, provider, spec.storage)
+        warnings.extend(check_buckets(clients.rest, spec, provider))
     region = _get_region(clients, provider)
     image = _check_image(clients, spec, provider)
     warnings.extend(_image_warnings(image, spec))
@@ -125,7 +136,24 @@ def preflight(
         image_disk_gb=int(image.disk_size_gb),
         gpus_per_node=gpus,
         warnings=tuple(warnings),
+        os_login_required=policies.os_login_required,
     )
+
+
+TUNNEL_TOOL = "gcloud"
+
+
+def check_tunnel_tool() -> str:
+    """The Google Cloud CLI, whose `compute start-iap-tunnel` carries SSH to private nodes."""
+    found = shutil.which(TUNNEL_TOOL)
+    if found is None:
+        raise ProvisionError(
+            "provider.public_ip is false: dlvm reaches the nodes through IAP TCP forwarding "
+            f"with `{TUNNEL_TOOL} compute start-iap-tunnel`, and {TUNNEL_TOOL} is not on PATH",
+            hint="install the Google Cloud CLI and log in (gcloud auth login); your account "
+            f"needs roles/iap.tunnelResourceAccessor, and SSH is let in from {IAP_SOURCE_RANGE}",
+        )
+    return found
 
 
 def _not_found() -> type[Exception]:
@@ -248,18 +276,15 @@ def _image_warnings(image: Any, spec: ClusterSpec) -> list[str]:
 
 
 def _os_login_warnings(project: Any, provider: GcpProvider) -> list[str]:
-    """dlvm puts its key in `ssh-keys` metadata and turns OS Login off on each VM, which
-    overrides the project's `enable-oslogin`, but not an organization policy that enforces it."""
+    """The project asks for OS Login, no organization policy requires it, and the spec leaves
+    it off: dlvm's ssh-keys metadata and `enable-oslogin: FALSE` on each VM win."""
     metadata = {str(item.key): str(item.value) for item in project.common_instance_metadata.items}
     if metadata.get("enable-oslogin", "").strip().upper() != "TRUE":
         return []
     return [
         f"project {provider.project} sets enable-oslogin=TRUE in its metadata: dlvm turns OS "
-        "Login off on its VMs, but if an organization policy enforces OS Login "
-        "(constraints/compute.requireOsLogin) the nodes ignore the ssh-keys metadata dlvm "
-        "uses and SSH to them fails. Check with: gcloud resource-manager org-policies "
-        f"describe compute.requireOsLogin --project {provider.project} --effective; if it is "
-        "enforced, ask an administrator to exempt this project, or use a project outside it"
+        "Login off on its VMs and logs in with a key of its own; set provider.os_login: true "
+        "to log in through OS Login instead"
     ]
 
 

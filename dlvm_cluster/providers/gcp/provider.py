@@ -16,7 +16,7 @@ from dlvm_cluster.providers.base import (
     Reach,
     StopMark,
 )
-from dlvm_cluster.providers.gcp import storage
+from dlvm_cluster.providers.gcp import oslogin, storage
 from dlvm_cluster.providers.gcp.converge import provision_gcp, render_gcp, replace_gcp_nodes
 from dlvm_cluster.providers.gcp.power import (
     SELF_DELETE,
@@ -32,7 +32,7 @@ from dlvm_cluster.providers.gcp.report import (
     gcp_plan_notes,
     price_line,
 )
-from dlvm_cluster.providers.gcp.tfvars import instance_name
+from dlvm_cluster.providers.gcp.tfvars import gcp_provider, instance_name
 from dlvm_cluster.providers.terraformed import destroy_module, plan_module
 from dlvm_cluster.provision.render import RenderedModule
 from dlvm_cluster.spec.model import ClusterSpec
@@ -69,6 +69,12 @@ class ComputeEngine:
 
     def destroy(self, state: ClusterState, progress: Progress) -> None:
         destroy_module(state, progress)
+        if (state.terraform_dir / oslogin.RECORD).exists():
+            from dlvm_cluster.providers.gcp.credentials import compute_clients
+
+            problem = oslogin.remove_key(compute_clients().rest, state)
+            if problem:
+                progress.note(problem)
 
     def node_states(self, state: ClusterState, inventory: Inventory) -> dict[str, NodeState]:
         instances = cluster_instances(state, inventory)
@@ -123,6 +129,17 @@ class ComputeEngine:
             report = preflight(spec, compute_clients())
             return f"project, zones, types, quota and image ok (zones: {', '.join(report.zones)})"
 
+        if not gcp_provider(spec).public_ip:
+            from dlvm_cluster.providers.gcp.preflight import check_tunnel_tool
+
+            found.append(
+                checks.probe(
+                    "IAP tunnel (gcloud)",
+                    check_tunnel_tool,
+                    "install the Google Cloud CLI; private nodes are reached through "
+                    "gcloud compute start-iap-tunnel",
+                )
+            )
         found.append(
             checks.probe("credentials", credentials, "run: gcloud auth application-default login")
         )

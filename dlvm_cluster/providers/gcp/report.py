@@ -15,7 +15,7 @@ from typing import Any
 from dlvm_cluster.errors import StateError
 from dlvm_cluster.inventory import Inventory
 from dlvm_cluster.providers.base import CapacityFacts
-from dlvm_cluster.providers.gcp import gpu_network
+from dlvm_cluster.providers.gcp import gpu_network, identity
 from dlvm_cluster.providers.gcp.credentials import ComputeClients, compute_clients
 from dlvm_cluster.providers.gcp.hostkeys import node_refs_for
 from dlvm_cluster.providers.gcp.instances import InstanceState, instance_states
@@ -33,7 +33,13 @@ from dlvm_cluster.providers.gcp.tfvars import (
     node_shape,
 )
 from dlvm_cluster.provision.render import TFVARS
-from dlvm_cluster.spec.model import ANY_RESERVATION, NO_RESERVATION, ClusterSpec, GcpProvider
+from dlvm_cluster.spec.model import (
+    ANY_RESERVATION,
+    NO_RESERVATION,
+    NO_SERVICE_ACCOUNT,
+    ClusterSpec,
+    GcpProvider,
+)
 from dlvm_cluster.state import ClusterState
 
 PRICING_PAGE = "https://cloud.google.com/compute/gpus-pricing"
@@ -149,13 +155,48 @@ def gcp_plan_notes(spec: ClusterSpec) -> list[str]:
         *network_lines(spec),
         price_line(spec),
     ]
-    if spec.autostop is not None and spec.autostop.action == "down":
-        notes.append(
-            "autostop action down: each node deletes its own VM through the Compute API, so "
-            "the nodes' service account needs roles/compute.instanceAdmin.v1 on the project "
-            "(without it the VMs stay up; use action stop to need no role)"
-        )
+    notes.extend(identity_lines(spec))
     return notes
+
+
+def identity_lines(spec: ClusterSpec) -> list[str]:
+    """Who the nodes act as, what they are granted, and how dlvm reaches them."""
+    provider = gcp_provider(spec)
+    account = identity.nodes_service_account(spec, provider)
+    lines = []
+    if identity.creates_service_account(provider):
+        lines.append(
+            f"service account: {account}, made for this cluster; granted "
+            + ", ".join(identity.NODE_PROJECT_ROLES)
+            + " on the project"
+        )
+    elif provider.service_account == NO_SERVICE_ACCOUNT:
+        lines.append("service account: none (nothing on the nodes can call Google APIs)")
+    else:
+        lines.append(f"service account: {account} (existing)")
+    lines.extend(
+        f"bucket gs://{bucket}: {role} for {account}"
+        for bucket, role in identity.bucket_grants(spec).items()
+    )
+    if spec.autostop is not None and spec.autostop.action == "down":
+        if identity.self_delete(spec, provider):
+            lines.append(
+                "autostop action down: each node deletes its own VM; the nodes' account gets "
+                "a custom role of only compute.instances.delete and compute.disks.delete, on "
+                "this cluster's VMs and boot disks alone"
+            )
+        else:
+            lines.append(
+                "autostop action down: the nodes have no service account, so they power off "
+                "instead of deleting themselves (the disks stay billed)"
+            )
+    if not provider.public_ip:
+        lines.append(
+            "private nodes: no external IPs; SSH through IAP TCP forwarding "
+            f"(gcloud compute start-iap-tunnel, from {identity.IAP_SOURCE_RANGE})"
+            + (", egress through Cloud NAT" if provider.network is None else "")
+        )
+    return lines
 
 
 # -- status --------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any
 
 from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.inventory import node_name
-from dlvm_cluster.providers.gcp import gpu_network, shapes
+from dlvm_cluster.providers.gcp import gpu_network, identity, shapes
 from dlvm_cluster.provision.render import TFVARS
 from dlvm_cluster.spec.model import (
     ANY_RESERVATION,
@@ -233,12 +233,14 @@ def gcp_tfvars(
     count: int | None = None,
     names: Sequence[str] | None = None,
     wait: float | None = None,
+    login: Login | None = None,
 ) -> dict[str, Any]:
     """The tfvars for `spec` in `zone` (default: the first of provider.zones).
 
     `names` picks the node set explicitly (ranks follow their order), e.g. to keep the nodes a
     partial apply created; otherwise the nodes are node-0 .. node-(count-1). `wait`: how long
-    each VM may take to be created, in seconds (default DEFAULT_CREATE_TIMEOUT).
+    each VM may take to be created, in seconds (default DEFAULT_CREATE_TIMEOUT). `login`: OS
+    Login and its user as found for this cluster (default: the spec's choice and ssh_user).
     """
     provider = gcp_provider(spec)
     chosen_zone = zone or provider.zones[0]
@@ -252,6 +254,7 @@ def gcp_tfvars(
     if names is None:
         names = [node_name(rank) for rank in range(spec.nodes.count if count is None else count)]
     network = gpu_network.gpu_network(shape.machine_type)
+    login = login or Login(os_login=bool(provider.os_login), user=provider.ssh_user)
     return {
         "cluster_name": spec.name,
         "project": provider.project,
@@ -282,15 +285,50 @@ def gcp_tfvars(
         "startup_script": gpu_network.setup_script(network) if network else "",
         "public_ip": provider.public_ip,
         "allowed_ssh_cidrs": list(provider.allowed_ssh_cidrs),
-        "ssh_user": provider.ssh_user,
+        "iap_source_range": identity.IAP_SOURCE_RANGE,
+        "manage_firewall": provider.manage_firewall,
+        "network_project": identity.network_project(provider),
+        "os_login": login.os_login,
+        "ssh_user": login.user,
         "ssh_public_key": public_key,
         "attach_service_account": provider.service_account != NO_SERVICE_ACCOUNT,
-        "service_account_email": (
-            ""
-            if provider.service_account in (None, NO_SERVICE_ACCOUNT)
-            else provider.service_account
+        "service_account_email": identity.nodes_service_account(spec, provider),
+        "create_service_account": identity.creates_service_account(provider),
+        "service_account_id": (
+            identity.service_account_id(spec.name)
+            if identity.creates_service_account(provider)
+            else ""
         ),
+        "bucket_grants": identity.bucket_grants(spec),
+        "node_project_roles": list(identity.NODE_PROJECT_ROLES),
+        "self_delete": identity.self_delete(spec, provider),
+        "self_delete_role_id": identity.self_delete_role_id(spec.name),
     }
+
+
+@dataclass(frozen=True)
+class Login:
+    """How dlvm logs in to the nodes: OS Login or ssh-keys metadata, and as which user (with
+    OS Login, the POSIX name of the user's OS Login profile)."""
+
+    os_login: bool
+    user: str
+
+
+def login_in_use(tfvars_path: Path, provider: GcpProvider) -> Login:
+    """The login the last apply used, where the spec leaves OS Login to dlvm (it is turned on
+    when an organization policy requires it): a render must not undo what `up` found."""
+    default = Login(os_login=bool(provider.os_login), user=provider.ssh_user)
+    if provider.os_login is False:
+        return default
+    try:
+        applied = json.loads(tfvars_path.read_text())
+    except (OSError, ValueError):
+        return default
+    if not isinstance(applied, dict) or applied.get("os_login") is not True:
+        return default
+    user = applied.get("ssh_user")
+    return Login(True, user if isinstance(user, str) and user else provider.ssh_user)
 
 
 def zone_in_use(tfvars_path: Path, zones: Sequence[str]) -> str | None:
@@ -303,10 +341,17 @@ def zone_in_use(tfvars_path: Path, zones: Sequence[str]) -> str | None:
 
 
 def state_tfvars(
-    spec: ClusterSpec, state: ClusterState, count: int | None = None, wait: float | None = None
+    spec: ClusterSpec,
+    state: ClusterState,
+    count: int | None = None,
+    wait: float | None = None,
+    login: Login | None = None,
 ) -> dict[str, Any]:
-    """`gcp_tfvars` with the cluster's public key and current zone read from its state dir."""
+    """`gcp_tfvars` with the cluster's public key, current zone and login (unless `login` is
+    given) read from its state dir."""
     public_path = state.key_path.with_suffix(".pub")
     public_key = public_path.read_text().strip() if public_path.exists() else ""
-    zone = zone_in_use(state.terraform_dir / TFVARS, gcp_provider(spec).zones)
-    return gcp_tfvars(spec, public_key=public_key, zone=zone, count=count, wait=wait)
+    provider = gcp_provider(spec)
+    zone = zone_in_use(state.terraform_dir / TFVARS, provider.zones)
+    login = login or login_in_use(state.terraform_dir / TFVARS, provider)
+    return gcp_tfvars(spec, public_key=public_key, zone=zone, count=count, wait=wait, login=login)
