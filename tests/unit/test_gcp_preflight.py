@@ -620,7 +620,9 @@ def test_an_existing_account_is_checked_for_its_bucket_grant(api: FakeCompute) -
 
 def test_an_existing_account_must_exist_and_be_usable_by_the_user(api: FakeCompute) -> None:
     error = failure(spec_of(T4, extra=ACCOUNT), api)
-    assert error.message.startswith(f"the service account {TRAINER} (provider.service_account) does not exist")
+    assert error.message.startswith(
+        f"the service account {TRAINER} (provider.service_account) does not exist"
+    )
     api.service_account(TRAINER, act_as=False)
     error = failure(spec_of(T4, extra=ACCOUNT), api)
     assert error.message == (
