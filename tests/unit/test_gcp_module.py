@@ -304,7 +304,7 @@ def test_module_keeps_the_documented_settings(module: dict[str, list[Any]]) -> N
         '"enable-oslogin" = var.os_login ? "TRUE" : "FALSE"',
         '"install-nvidia-driver" = "True"',
         '"ssh-keys" = "${var.ssh_user}:${trimspace(var.ssh_public_key)}"',
-        "var.os_login || var.ssh_public_key == \"\" ? {} : {",
+        'var.os_login || var.ssh_public_key == "" ? {} : {',
         '"created-by" = "dlvm"',
     ):
         assert needle in main, needle
