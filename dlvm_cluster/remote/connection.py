@@ -8,6 +8,7 @@ trusted on first use.
 
 from __future__ import annotations
 
+import logging
 import shlex
 import socket
 import subprocess
@@ -30,6 +31,10 @@ try:
 finally:
     if _SKIP_INVOKE:
         del sys.modules["invoke"]
+
+# dlvm reports SSH failures itself, with the node they concern: paramiko's own log lines
+# (a traceback on stderr when a tunnel ends before the SSH banner) would only repeat them.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 from dlvm_cluster.errors import RemoteError  # noqa: E402
 from dlvm_cluster.inventory import Node, fingerprint  # noqa: E402
@@ -119,16 +124,32 @@ class Connection:
         self.transport.close()
 
 
+class _Tunnel(paramiko.ProxyCommand):
+    """paramiko's ProxyCommand, closed without error when the command already ended (it
+    signals the pid regardless, which fails once the tunnel has exited), and reaped."""
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
 def _open_socket(node: Node, timeout: float) -> socket.socket | paramiko.ProxyCommand:
     """A TCP connection to the node's sshd, or its proxy command's pipes (an IAP tunnel)."""
     if node.proxy:
         try:
-            proxy = paramiko.ProxyCommand(shlex.join(node.proxy))
+            proxy = _Tunnel(shlex.join(node.proxy))
         except OSError as exc:  # the program is not there (FileNotFoundError) or not runnable
+            program = node.proxy[0]
+            tool = " (the Google Cloud CLI)" if program == "gcloud" else ""
             raise RemoteError(
-                f"{node.name}: cannot start the tunnel `{node.proxy[0]}`: {exc}",
-                hint=f"the node is reached through `{shlex.join(node.proxy[:3])}`: install "
-                f"{node.proxy[0]} (for gcloud: the Google Cloud CLI) and put it on PATH",
+                f"{node.name}: cannot start the tunnel `{program}`: {exc}; the node is reached "
+                f"through `{shlex.join(node.proxy[:3])}`: install {program}{tool} and put it "
+                "on PATH",
             ) from exc
         return proxy
     try:
