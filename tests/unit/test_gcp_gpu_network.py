@@ -287,10 +287,14 @@ def test_plan_shows_the_nic_layout_and_bandwidth(machine: str) -> None:
     assert placement == "placement: compact (dlvm's default for the shape)"
 
 
-def test_nodes_without_internet_are_warned_that_setup_cannot_download_the_plugin() -> None:
-    (warning,) = spec_warnings(spec("a3-highgpu-8g", {"public_ip": False}))
-    assert "cannot download the GPUDirect-TCPX NCCL plugin" in warning
-    (warning,) = spec_warnings(spec("a2-highgpu-8g", {"public_ip": False}))
+def test_private_nodes_on_a_given_network_are_warned_that_setup_downloads_the_plugin() -> None:
+    """dlvm makes Cloud NAT only on a network it makes: on one given, egress is the network's."""
+    assert spec_warnings(spec("a3-highgpu-8g", {"public_ip": False})) == []
+    given = {"public_ip": False, "network": "corp"}
+    (warning,) = spec_warnings(spec("a3-highgpu-8g", given))
+    assert "dlvm adds no Cloud NAT there" in warning
+    assert "downloads the GPUDirect-TCPX NCCL plugin" in warning
+    (warning,) = spec_warnings(spec("a2-highgpu-8g", given))
     assert "plugin" not in warning
 
 

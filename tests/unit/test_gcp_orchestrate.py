@@ -158,13 +158,18 @@ class ScriptedTerraform:
             raise ProvisionError(
                 "terraform apply failed: " + self.cloud.errors.get(zone, stockout(zone))
             )
+        # As outputs.tf: the external address if the node has one, the login user rendered.
         nodes = {
             name: {
                 "rank": wanted[name]["rank"],
-                "ip": f"203.0.113.{10 + int(name[5:])}",
+                "ip": (
+                    f"203.0.113.{10 + int(name[5:])}"
+                    if tfvars["public_ip"]
+                    else f"10.64.0.{2 + int(name[5:])}"
+                ),
                 "internal_ip": f"10.64.0.{2 + int(name[5:])}",
                 "port": 22,
-                "user": "dlvm",
+                "user": tfvars["ssh_user"],
                 "zone": f"{API}/projects/{P}/zones/{zone}",
                 "instance": f"t-{name}",
                 "host_key": "",
@@ -272,11 +277,12 @@ def loaded_spec(
     min_count: int | None = None,
     machine: str = "a2-highgpu-2g",
     ssh: str = "198.51.100.0/24",
+    provider: str = "",
 ) -> LoadedSpec:
     extra = f"  min_count: {min_count}\n" if min_count else ""
     text = (
         "name: t\nprovider:\n  kind: gcp\n  project: p\n  region: us-central1\n"
-        f"  zones: [{', '.join(ZONES)}]\n  allowed_ssh_cidrs: [{ssh}]\n"
+        f"  zones: [{', '.join(ZONES)}]\n  allowed_ssh_cidrs: [{ssh}]\n{provider}"
         f"nodes:\n  count: {count}\n  machine_type: {machine}\n{extra}"
     )
     return load_spec_text(text, Path("/nowhere/t.yaml"))
@@ -1006,7 +1012,11 @@ def test_plan_notes_warn_and_price(state: ClusterState) -> None:
         "capacity: standard; reservation: any matching one (Compute Engine's default); "
         "max run time: none"
     )
-    assert gcp_plan_notes(loaded_spec().spec) == notes[-2:]
+    assert notes[-3] == (
+        "service account: dlvm-t@p.iam.gserviceaccount.com, made for this cluster; granted "
+        "roles/logging.logWriter, roles/monitoring.metricWriter on the project"
+    )
+    assert gcp_plan_notes(loaded_spec().spec) == notes[-3:]
 
 
 @pytest.mark.parametrize(
@@ -1046,8 +1056,9 @@ def test_plan_shows_provisioning_reservation_and_max_run_time(
 ) -> None:
     text = loaded_spec().text + nodes
     notes = gcp_plan_notes(load_spec_text(text, Path("/nowhere/t.yaml")).spec)
-    assert notes[0] == capacity
-    assert notes[1].startswith(price)
+    assert notes[0].startswith("service account: ")
+    assert notes[1] == capacity
+    assert notes[2].startswith(price)
 
 
 def test_price_line_says_when_the_table_has_no_row() -> None:
@@ -1078,3 +1089,111 @@ def test_status_asks_the_provider_of_the_applied_spec(tmp_path: Path) -> None:
     save_applied(other, local)
     assert applied_kind(other) == "local"
     assert providers.for_kind("local").status_price(local.spec, 1) is None
+
+
+# -- private nodes, OS Login, the nodes' identity --------------------------------------------
+
+
+def test_private_nodes_are_reached_through_their_iap_tunnel(
+    api: FakeCompute, state: ClusterState, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    tool = tmp_path / "bin" / "gcloud"
+    tool.parent.mkdir()
+    tool.write_text("#!/bin/sh\nexit 1\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tool.parent))
+    loaded = loaded_spec(provider="  public_ip: false\n")
+    inventory, _ = up(api, state, Cloud(), loaded, Recorder())
+    assert [(n.ip, n.proxy) for n in inventory.nodes] == [
+        (
+            f"10.64.0.{2 + rank}",
+            (
+                "gcloud",
+                "compute",
+                "start-iap-tunnel",
+                f"t-node-{rank}",
+                "22",
+                "--listen-on-stdin",
+                f"--zone={A}",
+                "--project=p",
+                "--verbosity=warning",
+            ),
+        )
+        for rank in range(2)
+    ]
+    # Recorded, and read back with its tunnel.
+    assert load_inventory(state) == inventory
+    # With external addresses: no tunnel.
+    public, _ = up(api, state, Cloud(), loaded_spec(), Recorder())
+    assert {n.proxy for n in public.nodes} == {()}
+
+
+def test_os_login_puts_the_key_on_the_profile_and_logs_in_as_its_user(
+    api: FakeCompute, state: ClusterState
+) -> None:
+    public_key = state.key_path.with_suffix(".pub").read_text().strip()
+    api.os_login("alice@example.com", "alice_example_com", public_key, fingerprint="ab12")
+    progress = Recorder()
+    inventory, _ = up(api, state, Cloud(), loaded_spec(provider="  os_login: true\n"), progress)
+    assert {n.user for n in inventory.nodes} == {"alice_example_com"}
+    [(path, body)] = [(p, b) for p, b in api.bodies if p.endswith(":importSshPublicKey")]
+    assert path == "/v1/users/alice@example.com:importSshPublicKey"
+    assert body == {"key": public_key}
+    tfvars = json.loads((state.terraform_dir / "terraform.tfvars.json").read_text())
+    assert (tfvars["os_login"], tfvars["ssh_user"]) == (True, "alice_example_com")
+    assert "OS Login: logging in as alice_example_com" in " ".join(progress.notes)
+    # A render from the state dir keeps what up found (no API call there).
+    from dlvm_cluster.providers.gcp.converge import render_gcp
+
+    assert render_gcp(loaded_spec().spec, state).tfvars["ssh_user"] == "alice_example_com"
+    # down takes the key off the profile again.
+    from dlvm_cluster.providers.gcp.oslogin import RECORD, remove_key
+
+    assert remove_key(api.clients().rest, state) == ""
+    assert ("DELETE", "/v1/users/alice@example.com/sshPublicKeys/ab12") in [
+        (m, p) for m, p, _ in api.requests
+    ]
+    assert not (state.terraform_dir / RECORD).exists()
+
+
+def test_os_login_comes_on_by_itself_where_an_org_policy_requires_it(
+    api: FakeCompute, state: ClusterState
+) -> None:
+    public_key = state.key_path.with_suffix(".pub").read_text().strip()
+    api.os_login("bob@example.com", "bob_example_com", public_key)
+    api.org_policy(P, "compute.requireOsLogin", {"rules": [{"enforce": True}]})
+    inventory, _ = up(api, state, Cloud(), loaded_spec(), Recorder())
+    assert {n.user for n in inventory.nodes} == {"bob_example_com"}
+
+
+def test_os_login_refused_says_what_to_enable(api: FakeCompute, state: ClusterState) -> None:
+    api.routes[("GET", "/tokeninfo")] = [(200, {"email": "carol@example.com"})]
+    cloud = Cloud()
+    with pytest.raises(ProvisionError) as caught:
+        up(api, state, cloud, loaded_spec(provider="  os_login: true\n"), Recorder())
+    assert caught.value.message.startswith(
+        "OS Login refused the cluster's key for carol@example.com: HTTP 404"
+    )
+    assert "oslogin.googleapis.com" in caught.value.hint
+    assert cloud.applies == []  # refused before anything was made
+
+
+def test_plan_says_who_the_nodes_are_and_what_they_may_do() -> None:
+    text = (
+        "name: t\nprovider: {kind: gcp, project: p, region: us-central1, zones: [us-central1-a],"
+        " public_ip: false}\nnodes: {count: 1}\n"
+        "storage:\n  - {mount: /ckpt, bucket: gs://ckpt}\n  - {mount: /d, bucket: gs://data, "
+        "read_only: true}\nautostop: {idle_minutes: 20, action: down}\n"
+    )
+    notes = gcp_plan_notes(load_spec_text(text, Path("/nowhere/t.yaml")).spec)
+    assert (
+        "bucket gs://ckpt: roles/storage.objectUser for dlvm-t@p.iam.gserviceaccount.com" in notes
+    )
+    assert "bucket gs://data: roles/storage.objectViewer for dlvm-t@p.iam.gserviceaccount.com" in (
+        notes
+    )
+    [down] = [n for n in notes if n.startswith("autostop action down")]
+    assert "compute.instances.delete and compute.disks.delete" in down
+    assert "instanceAdmin" not in " ".join(notes)
+    [private] = [n for n in notes if n.startswith("private nodes")]
+    assert "35.235.240.0/20" in private and "Cloud NAT" in private

@@ -149,14 +149,13 @@ def network_lines(spec: ClusterSpec) -> list[str]:
 def gcp_plan_notes(spec: ClusterSpec) -> list[str]:
     """What `dlvm plan` adds for gcp: the spec's warnings, how the VMs are provided, the GPU
     network, the price, and the role autostop's `down` needs."""
-    notes = [
+    return [
         *warning_lines(spec, spec_warnings(spec)),
+        *identity_lines(spec),
         capacity_facts(spec).summary,
         *network_lines(spec),
         price_line(spec),
     ]
-    notes.extend(identity_lines(spec))
-    return notes
 
 
 def identity_lines(spec: ClusterSpec) -> list[str]:

@@ -34,6 +34,7 @@ from dlvm_cluster.providers.gcp.leftovers import Swept
 from dlvm_cluster.providers.gcp.preflight import PreflightReport
 from dlvm_cluster.providers.gcp.tfvars import (
     RESOURCE_ADDRESS,
+    Login,
     gcp_provider,
     gcp_tfvars,
     instance_name,
@@ -234,6 +235,10 @@ class ZoneFailover:
             zone=zone,
             names=None if names is None else list(names),
             wait=self.wait,
+            login=Login(
+                os_login=bool(self.module.tfvars.get("os_login")),
+                user=str(self.module.tfvars.get("ssh_user", "")),
+            ),
         )
         dataclasses.replace(self.module, tfvars=tfvars).write(self.workdir)
 
