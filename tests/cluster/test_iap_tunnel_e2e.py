@@ -25,7 +25,7 @@ import pytest
 from harness import Cli, unique_name
 
 from dlvm_cluster.inventory import Inventory
-from dlvm_cluster.orchestrate.records import load_inventory, save_inventory
+from dlvm_cluster.orchestrate.cluster.records import load_inventory, save_inventory
 from dlvm_cluster.providers.gcp.identity import iap_tunnel_command
 from dlvm_cluster.remote import agent_process
 from dlvm_cluster.state import ClusterState

@@ -1,5 +1,5 @@
-"""Credentials and Compute Engine API clients (and the Cloud Storage lister the storage check
-uses), and the translation of the API's errors.
+"""Credentials and Compute Engine API clients (and the REST session for Google's other APIs:
+Cloud Storage, Organization Policy, OS Login, IAM), and the translation of the API's errors.
 
 Credentials come from Application Default Credentials, the same ones Terraform's google
 provider uses, so `dlvm` and Terraform always act as the same identity. Tests pass anonymous
@@ -13,13 +13,10 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from dlvm_cluster.errors import ProvisionError
+from dlvm_cluster.providers.gcp.rest import NO_CREDENTIALS_HINT, google_rest
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 REQUEST_TIMEOUT = 30.0
-NO_CREDENTIALS_HINT = (
-    "run `gcloud auth application-default login` (or point GOOGLE_APPLICATION_CREDENTIALS at a "
-    "service-account key file); Terraform's google provider uses the same credentials"
-)
 
 T = TypeVar("T")
 
@@ -58,8 +55,6 @@ class ComputeClients:
 def compute_clients(credentials: Any = None, *, api_endpoint: str | None = None) -> ComputeClients:
     """Clients with `credentials` (default: ADC), talking to `api_endpoint` when given."""
     from google.cloud import compute_v1
-
-    from dlvm_cluster.providers.gcp.rest import google_rest
 
     creds = credentials if credentials is not None else default_credentials()
     options = {"api_endpoint": api_endpoint} if api_endpoint else None

@@ -8,7 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from dlvm_cluster.errors import ProvisionError
-from dlvm_cluster.providers.gcp.credentials import NO_CREDENTIALS_HINT
+
+# Said wherever Google refuses or lacks this machine's credentials.
+NO_CREDENTIALS_HINT = (
+    "run `gcloud auth application-default login` (or point GOOGLE_APPLICATION_CREDENTIALS at a "
+    "service-account key file); Terraform's google provider uses the same credentials"
+)
 
 STORAGE = "https://storage.googleapis.com"
 ORG_POLICY = "https://orgpolicy.googleapis.com"
