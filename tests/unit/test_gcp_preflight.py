@@ -10,6 +10,7 @@ import pytest
 from gcp_fake import FakeCompute, running
 
 from dlvm_cluster.errors import ProvisionError
+from dlvm_cluster.providers.base import Reach
 from dlvm_cluster.providers.gcp.credentials import compute_clients, default_credentials
 from dlvm_cluster.providers.gcp.preflight import preflight, spec_warnings
 from dlvm_cluster.providers.gcp.tfvars import DEFAULT_IMAGE_FAMILY, DLVM_IMAGE_PROJECT
@@ -671,3 +672,26 @@ def test_rdma_shapes_need_the_roce_profile_of_each_zone(api: FakeCompute) -> Non
 def test_shapes_without_rdma_read_no_network_profile(api: FakeCompute) -> None:
     preflight(spec_of(A100), api.clients())
     assert api.calls("/networkProfiles/") == 0
+
+
+def test_doctor_checks_the_tunnel_tool_for_private_nodes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from dlvm_cluster.providers.gcp.provider import ComputeEngine
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "none.json"))
+    reach = Reach(unreachable=lambda inventory: [], host_key=lambda host, port: "")
+    names = {
+        c.name: c for c in ComputeEngine().doctor(spec_of(T4, extra="  public_ip: false\n"), reach)
+    }
+    tunnel = names["IAP tunnel (gcloud)"]
+    assert not tunnel.ok
+    assert "gcloud is not on PATH" in tunnel.detail
+    assert "IAP tunnel (gcloud)" not in {c.name for c in ComputeEngine().doctor(spec_of(T4), reach)}
+    (tmp_path / "gcloud").write_text("#!/bin/sh\n")
+    (tmp_path / "gcloud").chmod(0o755)
+    names = {
+        c.name: c for c in ComputeEngine().doctor(spec_of(T4, extra="  public_ip: false\n"), reach)
+    }
+    assert names["IAP tunnel (gcloud)"].ok

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from harness import REPO
 
 from dlvm_cluster.errors import ProvisionError, SpecError
 from dlvm_cluster.providers.gcp.converge import render_gcp
+from dlvm_cluster.providers.gcp.identity import service_account_id
 from dlvm_cluster.providers.gcp.tfvars import (
     DEFAULT_IMAGE_FAMILY,
     ImageRef,
@@ -682,3 +684,40 @@ def test_bad_ssh_cidr_and_trailing_dash_are_spec_errors() -> None:
     with pytest.raises(SpecError) as caught:
         load_spec_text(BASE.replace("name: t", "name: t-") + "nodes: {count: 1}\n", Path("t.yaml"))
     assert caught.value.field == "name"
+
+
+@pytest.mark.parametrize(
+    "cluster", ["t", "a" * 25, "a" * 26, "a" * 40, "a" * 39 + "b", "ab-" + "c" * 37]
+)
+def test_the_clusters_account_id_fits_googles_rule_and_names_one_cluster(cluster: str) -> None:
+    account = service_account_id(cluster)
+    assert re.fullmatch(r"[a-z][-a-z0-9]{4,28}[a-z0-9]", account), account
+    others = {service_account_id(c) for c in ("t", "a" * 40, "a" * 39 + "b", "a" * 38 + "-b")}
+    assert len(others) == 4
+    if len(f"dlvm-{cluster}") <= 30:
+        assert account == f"dlvm-{cluster}"
+
+
+def test_a_private_cluster_with_buckets_and_self_delete_renders_its_grants() -> None:
+    spec = load_spec_text(
+        BASE.replace("  allowed_ssh_cidrs: [198.51.100.0/24]\n", "  public_ip: false\n")
+        + "nodes: {count: 1}\n"
+        + "storage:\n  - {mount: /a, bucket: gs://both/x}\n  - {mount: /b, bucket: gs://both/y,"
+        " read_only: true}\n  - {mount: /c, bucket: gs://read-only, read_only: true}\n"
+        + "autostop: {idle_minutes: 10, action: down}\n",
+        Path("/nowhere/t.yaml"),
+    ).spec
+    tfvars = gcp_tfvars(spec, public_key=KEY)
+    # A bucket any mount writes to gets the writing role, once.
+    assert tfvars["bucket_grants"] == {
+        "both": "roles/storage.objectUser",
+        "read-only": "roles/storage.objectViewer",
+    }
+    assert tfvars["self_delete"] is True
+    assert tfvars["self_delete_role_id"] == "dlvmSelfDelete_t"
+    assert (tfvars["public_ip"], tfvars["allowed_ssh_cidrs"]) == (False, [])
+    # Nodes without an account power off instead: no grant to make.
+    none = spec.model_copy(
+        update={"provider": spec.provider.model_copy(update={"service_account": "none"})}
+    )
+    assert gcp_tfvars(none, public_key=KEY)["self_delete"] is False
