@@ -385,7 +385,7 @@ resource "google_service_account" "node" {
 # project: roles/storage.objectUser where a mount writes, roles/storage.objectViewer where all
 # mounts of the bucket are read-only.
 resource "google_storage_bucket_iam_member" "node" {
-  for_each = var.attach_service_account ? var.bucket_grants : {}
+  for_each = var.create_service_account ? var.bucket_grants : {}
 
   bucket = each.key
   role   = each.value

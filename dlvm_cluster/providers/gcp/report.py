@@ -173,10 +173,17 @@ def identity_lines(spec: ClusterSpec) -> list[str]:
         lines.append("service account: none (nothing on the nodes can call Google APIs)")
     else:
         lines.append(f"service account: {account} (existing)")
-    lines.extend(
-        f"bucket gs://{bucket}: {role} for {account}"
-        for bucket, role in identity.bucket_grants(spec).items()
-    )
+    grants = identity.bucket_grants(spec)
+    if identity.creates_service_account(provider):
+        lines.extend(
+            f"bucket gs://{bucket}: {role} for {account}" for bucket, role in grants.items()
+        )
+    elif grants and account:
+        lines.append(
+            f"buckets: {account} needs "
+            + ", ".join(f"{role} on gs://{bucket}" for bucket, role in grants.items())
+            + " (preflight checks the buckets' policies)"
+        )
     if spec.autostop is not None and spec.autostop.action == "down":
         if identity.self_delete(spec, provider):
             lines.append(

@@ -299,7 +299,10 @@ def gcp_tfvars(
             if identity.creates_service_account(provider)
             else ""
         ),
-        "bucket_grants": identity.bucket_grants(spec),
+        # An existing account's grants are its owner's: preflight checks them, dlvm makes none.
+        "bucket_grants": (
+            identity.bucket_grants(spec) if identity.creates_service_account(provider) else {}
+        ),
         "node_project_roles": list(identity.NODE_PROJECT_ROLES),
         "self_delete": identity.self_delete(spec, provider),
         "self_delete_role_id": identity.self_delete_role_id(spec.name),
