@@ -456,6 +456,18 @@ def test_warnings_from_the_spec_alone() -> None:
     assert not any("Cloud NAT" in w for w in warnings)
     given = spec_of("  count: 1\n", extra="  network: corp\n  public_ip: false\n")
     assert any("dlvm adds no Cloud NAT there" in w for w in spec_warnings(given))
+    shared = spec_of(
+        "  count: 1\n",
+        extra="  network: projects/host/global/networks/corp\n  manage_firewall: false\n",
+    )
+    [rules] = [w for w in spec_warnings(shared) if w.startswith("manage_firewall is false")]
+    assert (
+        "ingress tcp:22 from 198.51.100.0/24 to instances tagged dlvm-t, on network "
+        "projects/host/global/networks/corp (project host)" in rules
+    )
+    assert "ingress all protocols from instances tagged dlvm-t to instances tagged dlvm-t" in (
+        rules
+    )
     open_spec = load_spec_text(
         "name: t\nprovider: {kind: gcp, project: p, region: us-central1, zones: [us-central1-a],"
         " allowed_ssh_cidrs: [0.0.0.0/0]}\nnodes: {count: 1}\n",

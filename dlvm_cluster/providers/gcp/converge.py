@@ -58,6 +58,7 @@ from dlvm_cluster.providers.gcp.tfvars import (
     gcp_provider,
     gpus_per_node,
     instance_address,
+    instance_name,
     node_shape,
     state_tfvars,
 )
@@ -263,23 +264,31 @@ def _inventory(
     inventory = from_terraform_outputs(
         request.spec.name, with_host_keys(outputs, keys), env=env, gpus_per_node=gpus
     )
-    if gcp_provider(request.spec).public_ip:
+    provider = gcp_provider(request.spec)
+    if provider.public_ip:
         return inventory
-    return tunnelled(inventory, node_refs(outputs), project)
+    return tunnelled(inventory, node_refs(outputs), project, provider.zones)
 
 
-def tunnelled(inventory: Inventory, refs: Sequence[NodeRef], project: str) -> Inventory:
+def tunnelled(
+    inventory: Inventory, refs: Sequence[NodeRef], project: str, zones: Sequence[str]
+) -> Inventory:
     """Nodes without external addresses, each reached through its IAP tunnel (their `ip`
-    stays the internal address, which the nodes use among themselves)."""
-    where = {ref.name: ref for ref in refs}
-    nodes = tuple(
-        replace(
-            node,
-            proxy=iap_tunnel_command(where[node.name].instance, where[node.name].zone, project),
-        )
-        for node in inventory.nodes
-    )
-    return replace(inventory, nodes=nodes)
+    stays the internal address, which the nodes use among themselves). The tunnel is run on
+    this machine, so it names the VM by dlvm's own name for it and a zone of the spec's,
+    never by whatever text Terraform's outputs hold."""
+    where = {ref.name: ref.zone for ref in refs}
+    nodes = []
+    for node in inventory.nodes:
+        zone = where.get(node.name, "")
+        if zone not in zones:
+            raise ProvisionError(
+                f"Terraform reports {node.name} in zone {zone!r}, which is not in provider.zones",
+                hint="run `dlvm up` again; if it persists, `dlvm down` and `up` anew",
+            )
+        vm = instance_name(inventory.cluster, node.name)
+        nodes.append(replace(node, proxy=iap_tunnel_command(vm, zone, project)))
+    return replace(inventory, nodes=tuple(nodes))
 
 
 def _applied_zone(state: ClusterState) -> str | None:
