@@ -102,16 +102,18 @@ resource "google_compute_router_nat" "nat" {
   }
 }
 
-# SSH from the allowed ranges only: the one way in from outside the cluster.
+# SSH in, the one way in from outside the cluster: from the allowed ranges to nodes with
+# external addresses, or, for private nodes, only from Identity-Aware Proxy's TCP forwarding
+# range, where IAM (roles/iap.tunnelResourceAccessor) decides who gets through.
 resource "google_compute_firewall" "ssh" {
-  count = var.manage_firewall && var.public_ip ? 1 : 0
+  count = var.manage_firewall ? 1 : 0
 
   name          = "dlvm-${var.cluster_name}-ssh"
-  description   = "SSH to the nodes of dlvm cluster ${var.cluster_name}."
+  description   = "SSH to the nodes of dlvm cluster ${var.cluster_name}${var.public_ip ? "" : ", through IAP TCP forwarding"}."
   project       = local.network_project
   network       = local.network
   direction     = "INGRESS"
-  source_ranges = var.allowed_ssh_cidrs
+  source_ranges = var.public_ip ? var.allowed_ssh_cidrs : [var.iap_source_range]
   target_tags   = [local.tag]
 
   allow {
@@ -123,25 +125,6 @@ resource "google_compute_firewall" "ssh" {
 moved {
   from = google_compute_firewall.ssh
   to   = google_compute_firewall.ssh[0]
-}
-
-# Private nodes: SSH only from Identity-Aware Proxy's TCP forwarding range, where IAM
-# (roles/iap.tunnelResourceAccessor) decides who gets through; port 22 and nothing else.
-resource "google_compute_firewall" "iap_ssh" {
-  count = var.manage_firewall && !var.public_ip ? 1 : 0
-
-  name          = "dlvm-${var.cluster_name}-iap-ssh"
-  description   = "SSH through IAP TCP forwarding to the nodes of dlvm cluster ${var.cluster_name}."
-  project       = local.network_project
-  network       = local.network
-  direction     = "INGRESS"
-  source_ranges = [var.iap_source_range]
-  target_tags   = [local.tag]
-
-  allow {
-    protocol = "tcp"
-    ports    = ["22"]
-  }
 }
 
 # Everything between the cluster's own nodes (rendezvous, NCCL/gloo, MPI pick their own ports).
@@ -361,7 +344,6 @@ resource "google_compute_instance" "node" {
 
   depends_on = [
     google_compute_firewall.ssh,
-    google_compute_firewall.iap_ssh,
     google_compute_firewall.internal,
     google_compute_firewall.gpu_internal,
     # The boot scripts of private nodes download through the NAT, and the nodes' account can

@@ -284,7 +284,6 @@ def test_resources_are_the_cluster_and_nothing_else(module: dict[str, list[Any]]
         ("google_compute_subnetwork", "rdma"),
         ("google_compute_router", "nat"),
         ("google_compute_router_nat", "nat"),
-        ("google_compute_firewall", "iap_ssh"),
         ("google_service_account", "node"),
         ("google_storage_bucket_iam_member", "node"),
         ("google_project_iam_member", "node"),
@@ -330,14 +329,13 @@ def test_module_keeps_the_documented_settings(module: dict[str, list[Any]]) -> N
     (policy,) = resources[("google_compute_resource_policy", "compact")]["group_placement_policy"]
     assert policy["collocation"] == '"COLLOCATED"'
     ssh = resources[("google_compute_firewall", "ssh")]
-    assert ssh["source_ranges"] == "${var.allowed_ssh_cidrs}"
+    assert (
+        ssh["source_ranges"] == "${var.public_ip ? var.allowed_ssh_cidrs : [var.iap_source_range]}"
+    )
     assert ssh["allow"][0]["ports"] == ['"22"']
     assert resources[("google_compute_firewall", "internal")]["allow"][0]["protocol"] == '"all"'
-    iap = resources[("google_compute_firewall", "iap_ssh")]
-    assert iap["source_ranges"] == ["${var.iap_source_range}"]
-    assert iap["allow"][0]["ports"] == ['"22"']
-    assert iap["count"] == "${var.manage_firewall && !var.public_ip ? 1 : 0}"
-    assert ssh["count"] == "${var.manage_firewall && var.public_ip ? 1 : 0}"
+    # Private nodes: SSH from IAP's range alone.
+    assert ssh["count"] == "${var.manage_firewall ? 1 : 0}"
     # Least privilege: the self-delete role holds deleting and nothing else, and is bound on
     # each of the cluster's instances and boot disks, never on the project.
     role = resources[("google_project_iam_custom_role", "self_delete")]

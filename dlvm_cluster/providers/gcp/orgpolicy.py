@@ -104,7 +104,10 @@ def read_policies(
         return policy
 
     external = read(EXTERNAL_IP)
-    if external is not None and provider.public_ip and _denies_external_ips(external):
+    # The policy lists the instances that may have an external IP (by path); the cluster's
+    # head must be one of them.
+    head = f"projects/{provider.project}/zones/{provider.zones[0]}/instances/{spec.name}-node-0"
+    if external is not None and provider.public_ip and allows(external, head) is not True:
         raise ProvisionError(
             f"an organization policy ({EXTERNAL_IP}) forbids external IP addresses on the VMs "
             f"of project {provider.project}",
@@ -162,17 +165,3 @@ def read_policies(
             "a policy that forbids what the cluster needs makes the apply fail"
         )
     return found
-
-
-def _denies_external_ips(policy: dict[str, Any]) -> bool:
-    """vmExternalIpAccess lists the instances that may have one: VMs not made yet are never
-    on such a list, so any allow-list (or denyAll) leaves them without."""
-    for rule in _rules(policy):
-        if rule.get("allowAll") is True:
-            return False
-        if rule.get("denyAll") is True:
-            return True
-        values = rule.get("values")
-        if isinstance(values, dict) and values.get("allowedValues"):
-            return True
-    return False
