@@ -1197,3 +1197,23 @@ def test_plan_says_who_the_nodes_are_and_what_they_may_do() -> None:
     assert "instanceAdmin" not in " ".join(notes)
     [private] = [n for n in notes if n.startswith("private nodes")]
     assert "35.235.240.0/20" in private and "Cloud NAT" in private
+
+
+def test_os_login_asks_gcloud_for_the_account_when_the_token_does_not_name_it(
+    api: FakeCompute, state: ClusterState, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """User credentials refreshed for the cloud-platform scope alone carry no email."""
+    public_key = state.key_path.with_suffix(".pub").read_text().strip()
+    api.os_login("dana@example.com", "dana_example_com", public_key)
+    api.routes[("GET", "/tokeninfo")] = [(200, {"scope": "cloud-platform"})]
+    tool = tmp_path / "bin" / "gcloud"
+    tool.parent.mkdir()
+    tool.write_text('#!/bin/sh\n[ "$*" = "config get-value account" ] && echo dana@example.com\n')
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tool.parent))
+    inventory, _ = up(api, state, Cloud(), loaded_spec(provider="  os_login: true\n"), Recorder())
+    assert {n.user for n in inventory.nodes} == {"dana_example_com"}
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(ProvisionError) as caught:
+        up(api, state, Cloud(), loaded_spec(provider="  os_login: true\n"), Recorder())
+    assert caught.value.message.startswith("cannot tell which Google account dlvm acts as")

@@ -11,6 +11,8 @@ keep opening anything).
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from typing import Any
 
 from dlvm_cluster.errors import ProvisionError
@@ -19,6 +21,7 @@ from dlvm_cluster.providers.gcp.rest import OAUTH2, OS_LOGIN, GoogleRest
 from dlvm_cluster.state import ClusterState
 
 RECORD = "oslogin.json"
+GCLOUD_TIMEOUT = 30.0
 HINT = (
     "enable the OS Login API (gcloud services enable oslogin.googleapis.com) and make sure your "
     "account may use it; logging in also needs roles/compute.osAdminLogin on the project"
@@ -27,7 +30,8 @@ HINT = (
 
 def caller_email(rest: GoogleRest) -> str:
     """The email of the identity dlvm acts as: a service account's own, else the owner of the
-    access token (tokeninfo), as gcloud finds it."""
+    access token (tokeninfo names it when the token carries the email scope), else the
+    account the Google Cloud CLI is logged in as."""
     credentials = rest.credentials
     email = getattr(credentials, "service_account_email", "")
     if isinstance(email, str) and "@" in email:
@@ -37,13 +41,35 @@ def caller_email(rest: GoogleRest) -> str:
         "GET", OAUTH2, "/tokeninfo", params={"access_token": str(token or "")}
     )
     found = data.get("email")
-    if status != 200 or not isinstance(found, str) or "@" not in found:
-        raise ProvisionError(
-            f"cannot tell which Google account dlvm acts as, for OS Login: {message or status}",
-            hint="log in again with `gcloud auth application-default login` (its token names "
-            "your email), or use a service-account key",
+    if status == 200 and isinstance(found, str) and "@" in found:
+        return found
+    account = _gcloud_account()
+    if account:
+        return account
+    raise ProvisionError(
+        f"cannot tell which Google account dlvm acts as, for OS Login: {message or status}",
+        hint="log in with `gcloud auth login` (dlvm asks gcloud for the account when the "
+        "credentials' token does not name it), or use a service-account key",
+    )
+
+
+def _gcloud_account() -> str:
+    """`gcloud config get-value account`, or "" without gcloud or an account."""
+    program = shutil.which("gcloud")
+    if program is None:
+        return ""
+    try:
+        done = subprocess.run(
+            [program, "config", "get-value", "account"],
+            capture_output=True,
+            text=True,
+            timeout=GCLOUD_TIMEOUT,
+            check=False,
         )
-    return found
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    account = done.stdout.strip()
+    return account if done.returncode == 0 and "@" in account and " " not in account else ""
 
 
 def register_key(rest: GoogleRest, state: ClusterState, project: str, public_key: str) -> str:
