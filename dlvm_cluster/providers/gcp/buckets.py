@@ -19,8 +19,9 @@ from collections.abc import Iterable
 
 from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.providers.gcp import identity
+from dlvm_cluster.providers.gcp.config import GcpConfig
 from dlvm_cluster.providers.gcp.rest import IAM, STORAGE, GoogleRest
-from dlvm_cluster.spec.model import ClusterSpec, GcpProvider, StorageMount
+from dlvm_cluster.spec.model import ClusterSpec, StorageMount
 
 READ_WRITE_ROLE = identity.READ_WRITE_ROLE
 READ_ONLY_ROLE = identity.READ_ONLY_ROLE
@@ -39,7 +40,7 @@ def _grant_command(bucket: str, account: str, role: str) -> str:
     )
 
 
-def check_node_identity(rest: GoogleRest, spec: ClusterSpec, provider: GcpProvider) -> None:
+def check_node_identity(rest: GoogleRest, spec: ClusterSpec, provider: GcpConfig) -> None:
     """An existing account must exist and the user must be able to act as it."""
     account = provider.service_account
     if identity.creates_service_account(provider) or not account or account == "none":
@@ -70,7 +71,7 @@ def check_node_identity(rest: GoogleRest, spec: ClusterSpec, provider: GcpProvid
         )
 
 
-def check_buckets(rest: GoogleRest, spec: ClusterSpec, provider: GcpProvider) -> list[str]:
+def check_buckets(rest: GoogleRest, spec: ClusterSpec, provider: GcpConfig) -> list[str]:
     """Raise a ProvisionError for the first bucket that does not exist, that the nodes could
     not be given, or that the user cannot list; return warnings."""
     warnings: list[str] = []
@@ -93,7 +94,7 @@ def _one_per_bucket(storage: Iterable[StorageMount]) -> list[StorageMount]:
     return list(seen.values())
 
 
-def _check_exists(rest: GoogleRest, entry: StorageMount, provider: GcpProvider) -> None:
+def _check_exists(rest: GoogleRest, entry: StorageMount, provider: GcpConfig) -> None:
     bucket = entry.bucket_name
     status, _, message = rest.call(
         "GET",

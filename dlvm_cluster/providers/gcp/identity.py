@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import re
 
-from dlvm_cluster.spec.model import NO_SERVICE_ACCOUNT, ClusterSpec, GcpProvider
+from dlvm_cluster.providers.gcp.config import NO_SERVICE_ACCOUNT, GcpConfig
+from dlvm_cluster.spec.model import ClusterSpec
 
 READ_WRITE_ROLE = "roles/storage.objectUser"
 READ_ONLY_ROLE = "roles/storage.objectViewer"
@@ -25,7 +26,7 @@ ACCOUNT_ID_MAX = 30
 _NETWORK_PROJECT = re.compile(r"(?:.*/)?projects/([^/]+)/global/networks/[^/]+")
 
 
-def creates_service_account(provider: GcpProvider) -> bool:
+def creates_service_account(provider: GcpConfig) -> bool:
     """No account named: dlvm makes one for the cluster."""
     return provider.service_account is None
 
@@ -41,7 +42,7 @@ def service_account_id(cluster: str) -> str:
     return f"{whole[: ACCOUNT_ID_MAX - 9].rstrip('-')}-{digest}"
 
 
-def nodes_service_account(spec: ClusterSpec, provider: GcpProvider) -> str:
+def nodes_service_account(spec: ClusterSpec, provider: GcpConfig) -> str:
     """The email the nodes act as; "" for the project's Compute Engine default account (never
     chosen by dlvm: only `service_account: none` leaves the nodes without one)."""
     if creates_service_account(provider):
@@ -61,7 +62,7 @@ def bucket_grants(spec: ClusterSpec) -> dict[str, str]:
     return grants
 
 
-def self_delete(spec: ClusterSpec, provider: GcpProvider) -> bool:
+def self_delete(spec: ClusterSpec, provider: GcpConfig) -> bool:
     """autostop's `down` with an account on the nodes: grant them deleting their own VMs."""
     return (
         spec.autostop is not None
@@ -75,14 +76,14 @@ def self_delete_role_id(cluster: str) -> str:
     return "dlvmSelfDelete_" + cluster.replace("-", "_")
 
 
-def network_project(provider: GcpProvider) -> str:
+def network_project(provider: GcpConfig) -> str:
     """The project of provider.network: a Shared VPC's host project when the network is named
     by its path there, else the cluster's own project."""
     match = _NETWORK_PROJECT.fullmatch(provider.network or "")
     return match.group(1) if match else provider.project
 
 
-def firewall_rules_needed(spec: ClusterSpec, provider: GcpProvider) -> list[str]:
+def firewall_rules_needed(spec: ClusterSpec, provider: GcpConfig) -> list[str]:
     """The firewall rules the cluster needs, in words a network administrator can act on
     (for `manage_firewall: false`, where dlvm makes none)."""
     tag = f"dlvm-{spec.name}"

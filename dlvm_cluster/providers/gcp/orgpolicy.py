@@ -18,8 +18,9 @@ from typing import Any
 
 from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.providers.gcp import identity
+from dlvm_cluster.providers.gcp.config import GcpConfig
 from dlvm_cluster.providers.gcp.rest import ORG_POLICY, GoogleRest
-from dlvm_cluster.spec.model import ClusterSpec, GcpProvider
+from dlvm_cluster.spec.model import ClusterSpec
 
 EXTERNAL_IP = "compute.vmExternalIpAccess"
 OS_LOGIN = "compute.requireOsLogin"
@@ -91,7 +92,7 @@ def _bare(value: str) -> str:
 
 
 def read_policies(
-    rest: GoogleRest, spec: ClusterSpec, provider: GcpProvider, image_project: str
+    rest: GoogleRest, spec: ClusterSpec, provider: GcpConfig, image_project: str
 ) -> OrgPolicies:
     """Raise a ProvisionError for a policy the spec breaks; say what is required."""
     found = OrgPolicies()

@@ -17,6 +17,7 @@ from dlvm_cluster.providers.base import (
     StopMark,
 )
 from dlvm_cluster.providers.gcp import oslogin, storage
+from dlvm_cluster.providers.gcp.config import gcp_config
 from dlvm_cluster.providers.gcp.converge import provision_gcp, render_gcp, replace_gcp_nodes
 from dlvm_cluster.providers.gcp.power import (
     SELF_DELETE,
@@ -32,7 +33,7 @@ from dlvm_cluster.providers.gcp.report import (
     gcp_plan_notes,
     price_line,
 )
-from dlvm_cluster.providers.gcp.tfvars import gcp_provider, instance_name
+from dlvm_cluster.providers.gcp.tfvars import instance_name
 from dlvm_cluster.providers.terraformed import destroy_module, plan_module
 from dlvm_cluster.provision.render import RenderedModule
 from dlvm_cluster.spec.model import ClusterSpec
@@ -129,7 +130,7 @@ class ComputeEngine:
             report = preflight(spec, compute_clients())
             return f"project, zones, types, quota and image ok (zones: {', '.join(report.zones)})"
 
-        if not gcp_provider(spec).public_ip:
+        if not gcp_config(spec).public_ip:
             from dlvm_cluster.providers.gcp.preflight import check_tunnel_tool
 
             found.append(
