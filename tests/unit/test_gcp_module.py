@@ -112,7 +112,7 @@ EXTRAS: dict[str, dict[str, Any]] = {
         "autostop": {"idle_minutes": 30, "action": "down"},
     },
 }
-EXAMPLES = ("gcp-a100-torchrun.yaml", "gcp-spot-l4-horovod.yaml")
+EXAMPLES = ("gcp-a100-torchrun.yaml", "gcp-spot-l4-horovod.yaml", "gcp-private-t4.yaml")
 CASES = [*SPECS, *EXAMPLES]
 
 

@@ -170,7 +170,7 @@ def test_spot_l4_horovod_example_renders_field_by_field() -> None:
 
 
 def test_examples_say_what_they_are_and_load() -> None:
-    for name in ("gcp-a100-torchrun.yaml", "gcp-spot-l4-horovod.yaml"):
+    for name in ("gcp-a100-torchrun.yaml", "gcp-spot-l4-horovod.yaml", "gcp-private-t4.yaml"):
         text = (REPO / "examples" / name).read_text()
         assert text.startswith("# ")
         assert load_spec(REPO / "examples" / name).spec.provider.kind == "gcp"
