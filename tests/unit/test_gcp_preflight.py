@@ -643,7 +643,11 @@ def test_an_existing_account_must_exist_and_be_usable_by_the_user(api: FakeCompu
     )
     assert "roles/iam.serviceAccountUser" in error.hint
     api.service_account(TRAINER)
-    preflight(spec_of(T4, extra=ACCOUNT), api.clients())
+    assert preflight(spec_of(T4, extra=ACCOUNT), api.clients()).warnings == ()
+    path = f"/v1/projects/-/serviceAccounts/{TRAINER}:testIamPermissions"
+    api.routes[("POST", path)] = [(403, {"error": {"code": 403, "message": "IAM API disabled"}})]
+    [warning] = preflight(spec_of(T4, extra=ACCOUNT), api.clients()).warnings
+    assert warning.startswith(f"cannot check that you may act as {TRAINER} (HTTP 403")
 
 
 def test_no_storage_no_storage_call(api: FakeCompute) -> None:

@@ -40,11 +40,12 @@ def _grant_command(bucket: str, account: str, role: str) -> str:
     )
 
 
-def check_node_identity(rest: GoogleRest, spec: ClusterSpec, provider: GcpConfig) -> None:
-    """An existing account must exist and the user must be able to act as it."""
+def check_node_identity(rest: GoogleRest, spec: ClusterSpec, provider: GcpConfig) -> list[str]:
+    """An existing account must exist and the user must be able to act as it; returns a
+    warning when the IAM API cannot tell (not enabled, or refused)."""
     account = provider.service_account
     if identity.creates_service_account(provider) or not account or account == "none":
-        return
+        return []
     status, data, message = rest.call(
         "POST",
         IAM,
@@ -65,10 +66,11 @@ def check_node_identity(rest: GoogleRest, spec: ClusterSpec, provider: GcpConfig
             "--role=roles/iam.serviceAccountUser)",
         )
     if status != 200:
-        raise ProvisionError(
-            f"cannot check the service account {account}: HTTP {status} {message}",
-            hint="enable the IAM API for the project, or " + RETRY_HINT,
-        )
+        return [
+            f"cannot check that you may act as {account} (HTTP {status} {message}; the IAM API "
+            "answers this): without iam.serviceAccounts.actAs the apply fails"
+        ]
+    return []
 
 
 def check_buckets(rest: GoogleRest, spec: ClusterSpec, provider: GcpConfig) -> list[str]:

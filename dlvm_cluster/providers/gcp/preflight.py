@@ -112,7 +112,7 @@ def preflight(
     warnings.extend(policies.warnings)
     if not (provider.os_login or policies.os_login_required):
         warnings.extend(_os_login_warnings(project, provider))
-    check_node_identity(clients.rest, spec, provider)
+    warnings.extend(check_node_identity(clients.rest, spec, provider))
     if spec.storage:
         warnings.extend(check_buckets(clients.rest, spec, provider))
     region = _get_region(clients, provider)
