@@ -40,6 +40,8 @@ from dlvm_cluster.errors import RemoteError  # noqa: E402
 from dlvm_cluster.inventory import Node, fingerprint  # noqa: E402
 
 CONNECT_TIMEOUT = 10.0
+# How much of what a tunnel (a node's proxy command) writes to stderr is kept for errors.
+PROXY_MESSAGE_LIMIT = 2000
 FAST_KEX = ("curve25519-sha256@libssh.org", "curve25519-sha256")
 FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes128-ctr", "aes256-ctr")
 
@@ -125,8 +127,34 @@ class Connection:
 
 
 class _Tunnel(paramiko.ProxyCommand):
-    """paramiko's ProxyCommand, closed without error when the command already ended (it
-    signals the pid regardless, which fails once the tunnel has exited), and reaped."""
+    """paramiko's ProxyCommand, with the tunnel's stderr drained as it comes (a tunnel that
+    writes more than a pipe holds would otherwise stop) and its end kept for the error
+    message; closed without error when the command already ended (paramiko signals the pid
+    regardless, which fails once the tunnel has exited), and reaped."""
+
+    def __init__(self, command_line: str) -> None:
+        super().__init__(command_line)
+        self._said = b""
+        self._drain = threading.Thread(target=self._read_stderr, daemon=True)
+        self._drain.start()
+
+    def _read_stderr(self) -> None:
+        stream = self.process.stderr
+        if stream is None:
+            return
+        for chunk in iter(lambda: stream.read(4096), b""):
+            self._said = (self._said + chunk)[-PROXY_MESSAGE_LIMIT:]
+
+    def ended_saying(self) -> str:
+        """What the tunnel wrote last, in one line, once it has ended ("" while it runs)."""
+        try:
+            self.process.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            return ""
+        self._drain.join(timeout=2)
+        text = self._said.decode(errors="replace")
+        words = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+        return f"; the tunnel ended (exit {self.process.returncode}): {words}" if words else ""
 
     def close(self) -> None:
         if self.process.poll() is None:
@@ -160,21 +188,9 @@ def _open_socket(node: Node, timeout: float) -> socket.socket | paramiko.ProxyCo
     return sock
 
 
-PROXY_MESSAGE_LIMIT = 2000
-
-
 def _proxy_said(sock: object) -> str:
-    """What a tunnel that ended wrote to stderr (why it could not connect), in one line."""
-    process = getattr(sock, "process", None) if isinstance(sock, paramiko.ProxyCommand) else None
-    if process is None or process.stderr is None:
-        return ""
-    try:
-        process.wait(timeout=2)
-    except subprocess.TimeoutExpired:
-        return ""
-    text = process.stderr.read(PROXY_MESSAGE_LIMIT).decode(errors="replace")
-    words = " ".join("".join(c if c.isprintable() else " " for c in text).split())
-    return f"; the tunnel ended (exit {process.returncode}): {words}" if words else ""
+    """Why a tunnel could not carry the connection, as it said it ("" for a plain socket)."""
+    return sock.ended_saying() if isinstance(sock, _Tunnel) else ""
 
 
 def fetch_host_key(host: str, port: int, timeout: float = CONNECT_TIMEOUT) -> str:

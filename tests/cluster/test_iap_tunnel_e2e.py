@@ -44,6 +44,9 @@ with open({log!r}, "a") as log:
     log.write(json.dumps(args) + "\\n")
 assert args[:2] == ["compute", "start-iap-tunnel"], args
 assert args[3:5] == ["22", "--listen-on-stdin"], args
+if os.path.exists({chatty!r}):  # a tunnel that says a lot before it carries anything
+    sys.stderr.write("WARNING: consider installing NumPy for IAP throughput\\n" * 4000)
+    sys.stderr.flush()
 target = json.load(open({targets!r})).get(args[2])
 if target is None:
     sys.stderr.write("ERROR: (gcloud.compute.start-iap-tunnel) Error while connecting "
@@ -103,7 +106,10 @@ def tunnelled(
         bin_dir.mkdir()
         log = root / "tunnels.log"
         stand_in = STAND_IN.format(
-            python=sys.executable, log=str(log), targets=str(root / "map.json")
+            python=sys.executable,
+            log=str(log),
+            targets=str(root / "map.json"),
+            chatty=str(root / "chatty"),
         )
         (bin_dir / "gcloud").write_text(stand_in)
         (bin_dir / "gcloud").chmod(0o755)
@@ -220,3 +226,19 @@ def test_a_tunnel_that_fails_says_why_and_a_missing_gcloud_says_what_to_install(
     said = result.stdout + result.stderr
     assert "cannot start the tunnel `gcloud`" in said
     assert "install gcloud (the Google Cloud CLI) and put it on PATH" in said
+
+
+def test_a_tunnel_that_writes_much_to_stderr_still_carries_the_connection(
+    cli: Cli, tunnelled: tuple[str, Path, Path]
+) -> None:
+    """200 kB of warnings before the first byte: more than a pipe holds, so the tunnel would
+    stop writing them, and never connect, unless dlvm reads its stderr as it comes."""
+    name, root, _ = tunnelled
+    agent_process.stop(cli.home / "clusters" / name)
+    (root / "chatty").touch()
+    try:
+        result = cli.run("exec", name, "--", "cat ~/work/input.txt", timeout=120)
+    finally:
+        (root / "chatty").unlink()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("through the tunnel") == 2
