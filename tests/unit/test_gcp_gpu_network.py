@@ -289,8 +289,9 @@ def test_plan_shows_the_nic_layout_and_bandwidth(machine: str) -> None:
 
 def test_private_nodes_on_a_given_network_are_warned_that_setup_downloads_the_plugin() -> None:
     """dlvm makes Cloud NAT only on a network it makes: on one given, egress is the network's."""
-    assert spec_warnings(spec("a3-highgpu-8g", {"public_ip": False})) == []
-    given = {"public_ip": False, "network": "corp"}
+    private = {"public_ip": False, "allowed_ssh_cidrs": []}
+    assert spec_warnings(spec("a3-highgpu-8g", private)) == []
+    given = {**private, "network": "corp"}
     (warning,) = spec_warnings(spec("a3-highgpu-8g", given))
     assert "dlvm adds no Cloud NAT there" in warning
     assert "downloads the GPUDirect-TCPX NCCL plugin" in warning

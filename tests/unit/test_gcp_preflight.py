@@ -294,7 +294,8 @@ def test_an_org_policy_forbidding_external_ips_asks_for_private_nodes(
     api.org_policy(P, "compute.vmExternalIpAccess", allow)
     assert failure(spec_of(T4), api).message == error.message
     private = "  public_ip: false\n"
-    assert preflight(spec_of(T4, extra=private), api.clients()).warnings == ()
+    [unused] = preflight(spec_of(T4, extra=private), api.clients()).warnings
+    assert unused.startswith("allowed_ssh_cidrs is not used with public_ip: false")
 
 
 def test_an_org_policy_requiring_os_login_turns_it_on(api: FakeCompute) -> None:
@@ -454,6 +455,9 @@ def test_warnings_from_the_spec_alone() -> None:
     assert any("compact placement may not be available for e2-standard-8" in w for w in warnings)
     # dlvm makes the network, with Cloud NAT: nothing to warn about egress.
     assert not any("Cloud NAT" in w for w in warnings)
+    assert any(
+        w.startswith("allowed_ssh_cidrs is not used with public_ip: false") for w in warnings
+    )
     given = spec_of("  count: 1\n", extra="  network: corp\n  public_ip: false\n")
     assert any("dlvm adds no Cloud NAT there" in w for w in spec_warnings(given))
     shared = spec_of(

@@ -80,6 +80,11 @@ def spec_warnings(spec: ClusterSpec) -> list[str]:
             "public_ip is false on a network dlvm did not make: dlvm adds no Cloud NAT there, so "
             f"the nodes reach the internet only if {provider.network} has one{plugin}"
         )
+    if not provider.public_ip and provider.allowed_ssh_cidrs:
+        warnings.append(
+            "allowed_ssh_cidrs is not used with public_ip: false: SSH comes in through IAP "
+            "only, for accounts IAM lets through"
+        )
     if not provider.manage_firewall:
         warnings.append(
             "manage_firewall is false: dlvm makes no firewall rules; the network needs these "
