@@ -11,6 +11,7 @@ keep opening anything).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from typing import Any
@@ -132,8 +133,13 @@ def remove_key(rest: GoogleRest, state: ClusterState) -> str:
     except (OSError, ValueError):
         return ""
     user, fingerprint = record.get("user"), record.get("fingerprint")
-    if not isinstance(user, str) or not isinstance(fingerprint, str) or not fingerprint:
-        return ""
+    if not (
+        isinstance(user, str)
+        and re.fullmatch(r"[^/@\s]+@[^/@\s]+", user)
+        and isinstance(fingerprint, str)
+        and re.fullmatch(r"[0-9A-Za-z_-]+", fingerprint)
+    ):
+        return ""  # not what register_key writes: nothing of it goes into a URL
     status, _, message = rest.call(
         "DELETE", OS_LOGIN, f"/v1/users/{user}/sshPublicKeys/{fingerprint}"
     )
