@@ -1,0 +1,129 @@
+"""The dashboard's server without a browser: loopback only, the token on every request (none:
+401, a wrong one: 403), a Host header naming its own loopback address, GET alone, one page
+with nothing from elsewhere; and its data: a cluster whose node does not answer is shown
+as such. The page itself is tested in Chromium against a real cluster
+(tests/cluster/test_top_dashboard_e2e.py)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from harness import unreachable_cluster, wait_until
+
+from dlvm_cluster.dashboard.live import Collector
+from dlvm_cluster.dashboard.server import Dashboard
+from dlvm_cluster.state import ClusterState
+
+
+@pytest.fixture
+def dashboard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Dashboard]:
+    monkeypatch.setenv("DLVM_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DLVM_NO_AGENT", "1")
+    unreachable_cluster(ClusterState.for_name("quiet"))
+    collector = Collector(refresh=0.2, overview=0.2)
+    server = Dashboard(collector)
+    collector.start()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        collector.stop()
+
+
+def _get(
+    server: Dashboard, path: str, *, host: str | None = None, method: str = "GET"
+) -> tuple[int, dict[str, str], bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    headers = {"Host": host} if host is not None else {}
+    connection.request(method, path, headers=headers)
+    answer = connection.getresponse()
+    body = answer.read()
+    connection.close()
+    return answer.status, {k.lower(): v for k, v in answer.getheaders()}, body
+
+
+def test_only_the_token_opens_it(dashboard: Dashboard) -> None:
+    token = dashboard.token
+    other = Dashboard(Collector())
+    other.server_close()
+    assert len(token) >= 32 and other.token != token  # random, each time
+    assert _get(dashboard, "/")[0] == 401
+    assert _get(dashboard, "/api/state")[0] == 401
+    assert _get(dashboard, "/?token=")[0] == 401
+    assert _get(dashboard, "/?token=" + token[:-1] + "x")[0] == 403
+    assert _get(dashboard, "/api/state?token=nope")[0] == 403
+    assert _get(dashboard, f"/?token={token}")[0] == 200
+    assert _get(dashboard, f"/api/state?token={token}")[0] == 200
+
+
+def test_a_page_of_another_site_is_refused(dashboard: Dashboard) -> None:
+    """DNS rebinding: a name of the attacker's pointed at 127.0.0.1 sends its own Host."""
+    path = f"/api/state?token={dashboard.token}"
+    assert _get(dashboard, path, host=f"evil.example:{dashboard.port}")[0] == 403
+    assert _get(dashboard, path, host="127.0.0.1")[0] == 403  # another port's origin
+    assert _get(dashboard, path, host=f"localhost:{dashboard.port}")[0] == 200
+
+
+def test_nothing_can_be_changed_through_it(dashboard: Dashboard) -> None:
+    for method in ("POST", "PUT", "DELETE", "PATCH"):
+        assert _get(dashboard, f"/?token={dashboard.token}", method=method)[0] == 405
+        assert _get(dashboard, "/", method=method)[0] == 401
+
+
+def _other_addresses() -> list[str]:
+    """This machine's addresses other than 127.0.0.1 (127.0.0.2 is loopback too)."""
+    listed = subprocess.run(
+        ["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, check=False
+    ).stdout
+    found = re.findall(r"inet (\d+\.\d+\.\d+\.\d+)/", listed)
+    return sorted({address for address in found if address != "127.0.0.1"} | {"127.0.0.2"})
+
+
+def test_it_listens_on_loopback_only(dashboard: Dashboard) -> None:
+    assert dashboard.socket.getsockname()[0] == "127.0.0.1"
+    for address in _other_addresses():
+        with socket.socket() as probe, pytest.raises(ConnectionRefusedError):
+            probe.settimeout(5)
+            probe.connect((address, dashboard.port))
+
+
+def test_the_page_needs_nothing_from_elsewhere(dashboard: Dashboard) -> None:
+    status, headers, body = _get(dashboard, f"/?token={dashboard.token}")
+    page = body.decode()
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    nonce = re.search(r"'nonce-([^']+)'", headers["content-security-policy"])
+    assert nonce is not None
+    assert "default-src 'none'" in headers["content-security-policy"]
+    assert headers["referrer-policy"] == "no-referrer"  # the token never leaves in a Referer
+    # One document: no src or href attribute anywhere, its script and style inline.
+    assert not re.search(r"\s(src|href)\s*=", page)
+    assert page.count(f'nonce="{nonce.group(1)}"') == 2
+    assert "NONCE" not in page and "/*SCRIPT*/" not in page
+    # A new nonce every time the page is served.
+    again = _get(dashboard, f"/?token={dashboard.token}")[1]["content-security-policy"]
+    assert nonce.group(1) not in again
+
+
+def test_a_node_that_does_not_answer_is_shown_as_such(dashboard: Dashboard) -> None:
+    def quiet_node() -> dict[str, object] | None:
+        body = _get(dashboard, f"/api/state?token={dashboard.token}")[2]
+        clusters = json.loads(body)["clusters"]
+        nodes = clusters[0]["nodes"] if clusters else []
+        sample = nodes[0]["sample"] if nodes else None
+        return sample if sample and nodes[0]["history"]["t"] else None
+
+    sample = wait_until(quiet_node, 30)
+    assert sample["answered"] is False
+    assert sample["cpu_percent"] is None
+    assert sample["error"]
