@@ -14,6 +14,7 @@ straggler, or one whose process died while the others wait for it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import threading
@@ -83,13 +84,12 @@ class NodeSample:
     def answered(self) -> bool:
         return not self.error
 
-    @property
-    def busy_percent(self) -> float | None:
-        """What the lag rule compares: the mean GPU utilization, else CPU."""
+    def busy_percent(self, *, gpus: bool) -> float | None:
+        """What the lag rule compares: the mean GPU utilization, or CPU."""
+        if not gpus:
+            return self.cpu_percent
         utils = [gpu.util_percent for gpu in self.gpus if gpu.util_percent is not None]
-        if utils:
-            return sum(utils) / len(utils)
-        return self.cpu_percent
+        return sum(utils) / len(utils) if utils else None
 
 
 @dataclass(frozen=True)
@@ -162,21 +162,24 @@ def _gpu(data: dict[str, Any]) -> GpuSample:
 def mark_lagging(nodes: Sequence[NodeSample]) -> tuple[NodeSample, ...]:
     """Each node far below the others marked: under LAG_RATIO of the median of the nodes
     that answered, when that median is at least LAG_FLOOR (an idle cluster marks none).
-    With two nodes, the median is their mean: the idle one of a busy pair is marked."""
-    values = {node.name: node.busy_percent for node in nodes}
+    GPU utilization is compared where every node that answered has GPUs, else CPU. With two
+    nodes, the median is their mean: the idle one of a busy pair is marked."""
+    answered = [node for node in nodes if node.answered]
+    gpus = bool(answered) and all(node.gpus for node in answered)
+    values = {node.name: node.busy_percent(gpus=gpus) for node in answered}
     known = [value for value in values.values() if value is not None]
     if len(known) < 2:
         return tuple(nodes)
     median = statistics.median(known)
     if median < LAG_FLOOR:
         return tuple(nodes)
-    what = "GPU" if any(node.gpus for node in nodes) else "CPU"
+    what = "GPU" if gpus else "CPU"
     marked = []
     for node in nodes:
-        value = values[node.name]
+        value = values.get(node.name)
         if value is not None and value < LAG_RATIO * median:
             why = f"far below the others: {what} {value:.0f}% against a median of {median:.0f}%"
-            node = NodeSample(**{**node.__dict__, "lagging": why})
+            node = dataclasses.replace(node, lagging=why)
         marked.append(node)
     return tuple(marked)
 

@@ -80,7 +80,7 @@ def test_probe_reads_this_machine_and_a_recorded_nvidia_smi(tmp_path: Path) -> N
     assert node.gpus[0] == GpuSample(0, 97.0, 71234 * MIB, 81559 * MIB, 67.0, 612.45)
     assert node.gpus[5].util_percent == 4.0
     assert node.gpus[7].power_w is None  # [N/A]
-    assert node.busy_percent == pytest.approx((97 + 96 + 98 + 97 + 95 + 4 + 97 + 96) / 8)
+    assert node.busy_percent(gpus=True) == pytest.approx((97 + 96 + 98 + 97 + 95 + 4 + 97 + 96) / 8)
 
 
 def test_probe_says_why_the_gpus_cannot_be_read(tmp_path: Path) -> None:
@@ -168,6 +168,10 @@ def test_with_gpus_the_gpus_decide() -> None:
     marked = mark_lagging(nodes)
     assert [n.name for n in marked if n.lagging] == ["c"]
     assert "GPU 4% against a median of 96%" in marked[2].lagging
+    # A node without GPUs among nodes with GPUs: CPU against CPU, never GPU against CPU.
+    mixed = mark_lagging([_node("a", 50.0, (99,)), _node("b", 45.0), _node("c", 2.0, (99,))])
+    assert [n.name for n in mixed if n.lagging] == ["c"]
+    assert "CPU 2%" in mixed[2].lagging
 
 
 def test_top_json_has_exactly_the_documented_shape() -> None:
