@@ -6,10 +6,10 @@ Reads /proc (CPU, memory, load, network), statvfs (the home directory's file sys
 where `nvidia-smi` exists, each GPU's utilization, memory, temperature and power. CPU and
 network are rates over INTERVAL seconds, measured here, so that one refresh is one round.
 
-A node that shares its kernel with other nodes (its network namespace is not PID 1's, as the
-local provider's nodes are) counts CPU and memory of the processes in its own network
-namespace, not the whole machine's: /proc/stat and /proc/meminfo would be the same on every
-such node. Network counters are per namespace already.
+A node that shares its kernel with other nodes (DLVM_SHARED_KERNEL=1, which the local
+provider sets for its network-namespace nodes) counts CPU and memory of the processes in its
+own network namespace, not the whole machine's: /proc/stat and /proc/meminfo would be the
+same on every such node. Network counters are per namespace already.
 
 Standard library only, nothing of dlvm: the node has its own python3, not dlvm. The one line
 on stdout is MARKER then a JSON object; dlvm checks every field it reads.
@@ -48,10 +48,11 @@ def network_namespace(pid: str) -> str:
 
 
 def shares_kernel() -> bool:
-    """Whether this node is a namespace on a machine it shares (PID 1 is in another network
-    namespace): then the machine-wide counters say nothing of this node."""
-    own, first = network_namespace("self"), network_namespace("1")
-    return bool(own and first and own != first)
+    """Whether this node is one of several sharing a machine's kernel (the provider says so
+    in DLVM_SHARED_KERNEL, as the local provider's network-namespace nodes do): then the
+    machine-wide counters say nothing of this node. (PID 1's namespace, which would tell,
+    is often unreadable, even to root.)"""
+    return os.environ.get("DLVM_SHARED_KERNEL", "") == "1" and bool(network_namespace("self"))
 
 
 def namespace_processes() -> list[str]:

@@ -44,7 +44,7 @@ def _stand_in(folder: Path, body: str) -> Path:
     return folder
 
 
-def _run_probe(path: str) -> dict[str, object]:
+def _run_probe(path: str, **env: str) -> dict[str, object]:
     """The node program as a refresh runs it: its source through `python3 -c`."""
     source = nodeside.source("metrics").decode()
     done = subprocess.run(
@@ -52,7 +52,7 @@ def _run_probe(path: str) -> dict[str, object]:
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "PATH": path},
+        env={**os.environ, "PATH": path, **env},
         check=True,
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith(MARKER)]
@@ -99,6 +99,15 @@ def test_probe_without_nvidia_smi_reports_no_gpus(tmp_path: Path) -> None:
     python_only.mkdir()
     data = _run_probe(str(python_only))  # no nvidia-smi on this PATH
     assert "gpus" not in data and "gpu_error" not in data
+    assert data["scope"] == "machine"
+
+
+def test_a_node_sharing_its_kernel_counts_its_own_processes(tmp_path: Path) -> None:
+    """DLVM_SHARED_KERNEL=1 (the local provider's nodes): the processes of this network
+    namespace, not /proc/stat and /proc/meminfo, which every such node would read alike."""
+    data = _run_probe(os.environ["PATH"], DLVM_SHARED_KERNEL="1")
+    assert data["scope"] == "namespace"
+    assert 0 < data["memory_used_bytes"] < data["memory_total_bytes"]  # type: ignore[operator]
 
 
 def test_values_the_driver_does_not_report_are_unknown() -> None:
