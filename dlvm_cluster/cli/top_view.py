@@ -47,7 +47,8 @@ def _bar(value: float | None, width: int = 10) -> Text:
 
 
 def _gpu_cells(gpu: GpuSample) -> str:
-    parts = [f"GPU{gpu.index}", _of(gpu.memory_used_bytes, gpu.memory_total_bytes)]
+    """`67°C  612W`: what the GPU row has no column for."""
+    parts = []
     if gpu.temperature_c is not None:
         parts.append(f"{gpu.temperature_c:.0f}°C")
     if gpu.power_w is not None:

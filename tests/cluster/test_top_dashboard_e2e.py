@@ -182,15 +182,18 @@ def test_live_top_reuses_its_connections_and_ctrl_c_leaves(
 ) -> None:
     session = unique_name("top")
     env = {**cli.env(), "DLVM_NO_AGENT": "1", "TERM": "xterm-256color"}
-    env.pop("NO_COLOR", None)
+    for inherited in ("NO_COLOR", "COLUMNS", "LINES"):  # the pane's own size and colours
+        env.pop(inherited, None)
     script = tmp_path / "top.sh"
     exports = "".join(f"export {key}={shlex.quote(value)}\n" for key, value in env.items())
+    # The shell waits out top's Ctrl-C (a trap, not ignored: top gets the signal) to say how
+    # top exited.
     script.write_text(
-        f"{exports}{shlex.quote(sys.executable)} -m dlvm_cluster top {cluster}\n"
+        f"{exports}trap true INT\n{shlex.quote(sys.executable)} -m dlvm_cluster top {cluster}\n"
         f"echo exit=$? > {tmp_path}/rc\n"
     )
     rc = tmp_path / "rc"
-    with busy(cli, cluster, "2"):
+    with busy(cli, cluster, "0,2"):
         before = _sessions(cluster)
         tmux = ["tmux", "new-session", "-d", "-s", session, "-x", "160", "-y", "30"]
         subprocess.run([*tmux, f"sh {script}"], check=True)
@@ -216,8 +219,8 @@ def test_live_top_reuses_its_connections_and_ctrl_c_leaves(
             subprocess.run(["tmux", "kill-session", "-t", session], check=False)
         assert rc.read_text().strip() == "exit=0"
         assert _sessions(cluster) - before == set()  # nothing left open on the nodes
-        # The cluster as it was: node-2's spinning shells still run.
-        _exec(cli, cluster, "kill -0 $(cat ~/busy.pids)", "2")
+        # The cluster as it was: the spinning shells still run.
+        _exec(cli, cluster, "kill -0 $(cat ~/busy.pids)", "0,2")
 
 
 def _capture(session: str, *, colour: bool = False) -> str:
@@ -272,7 +275,12 @@ def test_a_node_that_does_not_answer_is_shown_as_such(cli: Cli, cluster: str) ->
 
 
 def test_a_node_whose_python_lies_is_refused(cli: Cli, cluster: str) -> None:
-    _exec(cli, cluster, f"install -m 755 ~/sim-files/python3-liar ~/{SIM}/python3", "0")
+    _exec(
+        cli,
+        cluster,
+        f"mkdir -p ~/{SIM} && install -m 755 ~/sim-files/python3-liar ~/{SIM}/python3",
+        "0",
+    )
     try:
         nodes = _frame(cli, cluster)
         text = _top(cli, cluster, "--once")

@@ -3,7 +3,8 @@
 // that came from a node or a record is put in as text (textContent), never as markup.
 
 const TOKEN = new URLSearchParams(window.location.search).get("token") || "";
-const WINDOW_S = 300; // the charts show the last five minutes
+const WINDOW_S = 300; // the charts show the last five minutes at most
+const FIRST_WINDOW_S = 60; // and at least one minute, so that the first samples spread
 const SVG = "http://www.w3.org/2000/svg";
 const WIDTH = 300;
 const HEIGHT = 70;
@@ -44,7 +45,7 @@ function clock(epoch) {
 }
 
 // One series as polylines (a gap where a node did not answer), times mapped on the window.
-function lines(times, values, cls, end) {
+function lines(times, values, cls, end, window) {
   const group = svg("g", { class: cls });
   let points = [];
   const flush = () => {
@@ -54,7 +55,7 @@ function lines(times, values, cls, end) {
   times.forEach((time, i) => {
     const value = values[i];
     if (value === null || value === undefined) return flush();
-    const x = WIDTH * (1 - (end - time) / WINDOW_S);
+    const x = WIDTH * (1 - (end - time) / window);
     const y = HEIGHT - (HEIGHT * Math.min(100, Math.max(0, value))) / 100;
     if (x >= 0) points.push(x.toFixed(1) + "," + y.toFixed(1));
   });
@@ -75,15 +76,17 @@ function chart(title, node, series, history, end) {
     box.append(svg("line", { x1: 0, x2: WIDTH, y1: y, y2: y, class: "grid" }));
   }
   const keys = [];
+  const span = history.t.length ? end - history.t[0] : 0;
+  const window = Math.min(WINDOW_S, Math.max(FIRST_WINDOW_S, span));
   for (const [name, values, cls] of series) {
-    box.append(lines(history.t, values, cls, end));
+    box.append(lines(history.t, values, cls, end, window));
     const last = values.length ? values[values.length - 1] : null;
     keys.push(el("span", { class: "key-" + cls }, `${name} ${percent(last)}`));
   }
   return el(
     "div",
     { class: "chart", "data-node": node, "data-chart": title, "data-samples": history.t.length },
-    el("div", { class: "label" }, el("span", {}, title), el("span", {}, ...keys)),
+    el("div", { class: "label" }, el("span", {}, title), el("span", { class: "keys" }, ...keys)),
     box,
   );
 }
@@ -149,7 +152,7 @@ function clusterBlock(cluster, openJobs) {
   const fact = (name, value) => value && facts.append(el("span", {}, el("b", {}, name), value));
   fact("provider", cluster.kind);
   fact("price", cluster.price);
-  fact("spend", cluster.spend);
+  fact("", cluster.spend);
   fact("autostop", cluster.autostop);
   fact("sampled", cluster.taken_at ? clock(cluster.taken_at) + " via " + cluster.through : "");
   const section = el("section", { class: "cluster", "data-cluster": cluster.name },
