@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from dlvm_cluster.orchestrate.metrics import REFRESH_S, Frame, GpuSample, NodeSample
+from dlvm_cluster.orchestrate.watch.metrics import REFRESH_S, Frame, GpuSample, NodeSample
 from dlvm_cluster.progress import show_controls
 
 _UNITS = (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3))

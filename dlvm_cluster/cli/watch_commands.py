@@ -29,7 +29,7 @@ def top_cmd(
 
     from dlvm_cluster.cli.display import stdout
     from dlvm_cluster.cli.top_view import render
-    from dlvm_cluster.orchestrate.metrics import REFRESH_S, Sampler
+    from dlvm_cluster.orchestrate.watch.metrics import REFRESH_S, Sampler
 
     state = cluster_state(cluster)
     with Sampler(state) as sampler:

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dlvm_cluster.errors import DlvmError
-from dlvm_cluster.orchestrate.metrics import REFRESH_S, Frame, NodeSample, Sampler
-from dlvm_cluster.orchestrate.overview import ClusterView, cluster_view
+from dlvm_cluster.orchestrate.watch.metrics import REFRESH_S, Frame, NodeSample, Sampler
+from dlvm_cluster.orchestrate.watch.overview import ClusterView, cluster_view
 from dlvm_cluster.state import ClusterState, list_clusters
 
 HISTORY = 150  # samples kept per series: five minutes at one every two seconds

@@ -17,8 +17,8 @@ from dlvm_cluster import nodeside
 from dlvm_cluster.cli import documents
 from dlvm_cluster.inventory import Node
 from dlvm_cluster.nodeside import metrics as probe
-from dlvm_cluster.orchestrate.jobs import JobRecord
-from dlvm_cluster.orchestrate.metrics import (
+from dlvm_cluster.orchestrate.jobs.store import JobRecord
+from dlvm_cluster.orchestrate.watch.metrics import (
     MARKER,
     Frame,
     GpuSample,

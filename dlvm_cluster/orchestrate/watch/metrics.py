@@ -28,8 +28,8 @@ from dlvm_cluster import node_json, nodeside
 from dlvm_cluster.errors import StateError
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.launch.environment import node_environment
-from dlvm_cluster.orchestrate.jobs import JobRecord, list_jobs
-from dlvm_cluster.orchestrate.records import applied_spec, open_pool, require_inventory
+from dlvm_cluster.orchestrate.cluster.records import applied_spec, open_pool, require_inventory
+from dlvm_cluster.orchestrate.jobs.store import JobRecord, list_jobs
 from dlvm_cluster.remote import agent_client
 from dlvm_cluster.remote.command import wrap
 from dlvm_cluster.shell import join

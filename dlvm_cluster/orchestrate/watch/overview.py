@@ -14,12 +14,12 @@ from pathlib import Path
 
 from dlvm_cluster import providers
 from dlvm_cluster.errors import DlvmError, StateError
-from dlvm_cluster.orchestrate import autostop
-from dlvm_cluster.orchestrate.jobs import JobRecord, list_jobs
-from dlvm_cluster.orchestrate.metrics import log_tail
-from dlvm_cluster.orchestrate.power import taken_down_mark
-from dlvm_cluster.orchestrate.records import applied_spec, cluster_kind, load_inventory
-from dlvm_cluster.orchestrate.report import usage_line
+from dlvm_cluster.orchestrate.cluster import autostop
+from dlvm_cluster.orchestrate.cluster.power import taken_down_mark
+from dlvm_cluster.orchestrate.cluster.records import applied_spec, cluster_kind, load_inventory
+from dlvm_cluster.orchestrate.cluster.report import usage_line
+from dlvm_cluster.orchestrate.jobs.store import JobRecord, list_jobs
+from dlvm_cluster.orchestrate.watch.metrics import log_tail
 from dlvm_cluster.state import ClusterState
 
 RECENT_JOBS = 10
