@@ -181,9 +181,11 @@ def test_live_top_reuses_its_connections_and_ctrl_c_leaves(
     cli: Cli, cluster: str, tmp_path: Path
 ) -> None:
     session = unique_name("top")
-    env = {**cli.env(), "DLVM_NO_AGENT": "1", "TERM": "xterm-256color"}
-    for inherited in ("NO_COLOR", "COLUMNS", "LINES"):  # the pane's own size and colours
-        env.pop(inherited, None)
+    # The pane's size said twice: a tmux server started from here may give its first window
+    # 80x24 whatever -x and -y say, and rich reads COLUMNS and LINES first.
+    env = {**cli.env(), "DLVM_NO_AGENT": "1", "TERM": "xterm-256color", "COLUMNS": "160"}
+    env["LINES"] = "40"
+    env.pop("NO_COLOR", None)
     script = tmp_path / "top.sh"
     exports = "".join(f"export {key}={shlex.quote(value)}\n" for key, value in env.items())
     # The shell waits out top's Ctrl-C (a trap, not ignored: top gets the signal) to say how
@@ -195,7 +197,7 @@ def test_live_top_reuses_its_connections_and_ctrl_c_leaves(
     rc = tmp_path / "rc"
     with busy(cli, cluster, "0,2"):
         before = _sessions(cluster)
-        tmux = ["tmux", "new-session", "-d", "-s", session, "-x", "160", "-y", "30"]
+        tmux = ["tmux", "new-session", "-d", "-s", session, "-x", "160", "-y", "40"]
         subprocess.run([*tmux, f"sh {script}"], check=True)
         try:
 
@@ -292,11 +294,38 @@ def test_a_node_whose_python_lies_is_refused(cli: Cli, cluster: str) -> None:
     assert "\x1b" not in text.stdout
 
 
+# What the page shows of one cluster, read in one go: the page redraws itself every refresh,
+# so an element found in one call may be gone by the next.
+SHOWN = """
+const section = document.querySelector(`section[data-cluster="${arguments[0]}"]`);
+if (!section) return null;
+const all = (where, selector) => [...where.querySelectorAll(selector)];
+return {
+  drawn: Number(document.body.dataset.drawn),
+  rows: all(section, "table.nodes tbody tr").map((row) => ({
+    node: row.dataset.node, text: row.textContent, lagging: row.classList.contains("lagging"),
+  })),
+  charts: all(section, ".chart").map((chart) => ({
+    title: chart.dataset.chart,
+    samples: Number(chart.dataset.samples),
+    points: all(chart, "polyline").map((line) => line.getAttribute("points")).join(" "),
+  })),
+  jobs: all(section, "details.job").map((job) => ({
+    id: job.dataset.job, open: job.open, text: job.querySelector("summary").textContent,
+    logs: Object.fromEntries(
+      all(job, "pre[data-log]").map((pre) => [pre.dataset.log, pre.textContent])
+    ),
+  })),
+};
+"""
+
+
 def test_dashboard_in_chromium(cli: Cli, cluster: str) -> None:
     from browser import headless_chromium
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
-    with busy(cli, cluster, "0"), cli.background("dashboard", "--no-browser") as dashboard:
+    with busy(cli, cluster, "0,2"), cli.background("dashboard", "--no-browser") as dashboard:
         assert dashboard.stdout is not None
         line = dashboard.stdout.readline()
         url = re.search(r"http://127\.0\.0\.1:\d+/\?token=\S+", line)
@@ -304,43 +333,57 @@ def test_dashboard_in_chromium(cli: Cli, cluster: str) -> None:
         with headless_chromium() as browser:
             browser.get(url.group(0).split("?")[0])
             assert "unauthorized" in browser.find_element(By.TAG_NAME, "body").text
+            browser.get_log("browser")  # that refusal's messages, read and dropped
             browser.get(url.group(0))
-            where = f'section[data-cluster="{cluster}"]'
 
-            def rows() -> list[Any]:
-                found = browser.find_elements(By.CSS_SELECTOR, f"{where} table.nodes tbody tr")
-                answered = [row for row in found if "%" in row.text]
-                return found if len(answered) == 3 else []
+            def shown() -> dict[str, Any]:
+                page: dict[str, Any] = browser.execute_script(SHOWN, cluster) or {}
+                return page
 
-            shown = wait_until(rows, 90, interval=0.5, message=lambda: browser.page_source[:3000])
-            assert [row.get_attribute("data-node") for row in shown] == [
-                "node-0",
-                "node-1",
-                "node-2",
-            ]
-            assert all("running" in row.text for row in shown)
-            charts = browser.find_elements(By.CSS_SELECTOR, f"{where} .chart")
-            titles = [chart.get_attribute("data-chart") for chart in charts]
+            def everyone_answered() -> dict[str, Any] | None:
+                page = shown()
+                rows = page.get("rows", [])
+                return page if len(rows) == 3 and all("%" in row["text"] for row in rows) else None
+
+            page = wait_until(
+                everyone_answered, 90, interval=0.5, message=lambda: browser.page_source[:3000]
+            )
+            assert [row["node"] for row in page["rows"]] == ["node-0", "node-1", "node-2"]
+            assert all("running" in row["text"] for row in page["rows"])
+            titles = [chart["title"] for chart in page["charts"]]
             assert titles[:2] == ["node-0", "node-1"]
-            assert [f"node-1 gpu {i}" for i in range(8)] == [t for t in titles if "gpu" in t]
+            assert [t for t in titles if "gpu" in t] == [f"node-1 gpu {i}" for i in range(8)]
 
-            def samples() -> int:
-                chart = browser.find_element(
-                    By.CSS_SELECTOR, f'{where} .chart[data-chart="node-0"]'
-                )
-                return int(chart.get_attribute("data-samples") or 0)
+            def node_0() -> dict[str, Any]:
+                return next(c for c in shown()["charts"] if c["title"] == "node-0")
 
-            start = samples()
-            wait_until(lambda: samples() >= start + 2, 60, interval=0.5)  # the charts move
-            line_points = browser.find_element(
-                By.CSS_SELECTOR, f'{where} .chart[data-chart="node-0"] polyline'
-            ).get_attribute("points")
-            assert line_points and len(line_points.split()) >= 2
-            job = browser.find_element(By.CSS_SELECTOR, f"{where} details.job")
-            job.click()
-            assert "succeeded" in job.text and "restarts 0" in job.text
-            log = job.find_element(By.CSS_SELECTOR, 'pre[data-log="node-0"]')
-            assert "step 3 loss 0.3" in log.text
+            start = node_0()["samples"]
+            wait_until(lambda: node_0()["samples"] >= start + 2, 60, interval=0.5)  # it moves
+            assert len(node_0()["points"].split()) >= 2  # a line drawn from the samples
+            # node-1 idles while node-0 and node-2 spin: marked as top marks it.
+            wait_until(
+                lambda: [row["node"] for row in shown()["rows"] if row["lagging"]] == ["node-1"],
+                60,
+                interval=0.5,
+                message=lambda: str(shown()["rows"]),
+            )
+            job = shown()["jobs"][0]
+            assert "succeeded" in job["text"] and "restarts 0" in job["text"]
+            assert "step 3 loss 0.3" in job["logs"]["node-0"]
+
+            def open_job() -> bool:
+                try:
+                    browser.find_element(
+                        By.CSS_SELECTOR, f'[data-job="{job["id"]}"] summary'
+                    ).click()
+                except StaleElementReferenceException:  # redrawn meanwhile: click again
+                    return False
+                return True
+
+            wait_until(open_job, 30, interval=0.2)
+            redrawn = shown()["drawn"]
+            wait_until(lambda: shown()["drawn"] > redrawn, 30, interval=0.2)
+            assert shown()["jobs"][0]["open"]  # a redraw keeps it open
             if SCREENSHOTS:
                 browser.save_screenshot(str(Path(SCREENSHOTS) / "dashboard.png"))
             problems = [

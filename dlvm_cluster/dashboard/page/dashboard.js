@@ -123,6 +123,7 @@ function jobBlock(job, open) {
   const when = clock(job.started) + (job.ended ? " – " + clock(job.ended) : "");
   const events = el("ul", { class: "events" });
   for (const event of job.events) events.append(el("li", {}, `${clock(event.time)}  ${event.text}`));
+  if (!job.events.length) events.append(el("li", { class: "muted" }, "none recorded"));
   const logs = [];
   for (const [node, lines] of Object.entries(job.logs)) {
     logs.push(el("h3", {}, `${node}: last lines`), el("pre", { "data-log": node }, lines.join("\n") || "(no output yet)"));
@@ -194,6 +195,7 @@ function draw(state) {
   const blocks = state.clusters.map((cluster) => clusterBlock(cluster, openJobs));
   if (!blocks.length) blocks.push(el("p", { class: "muted" }, "no clusters: `dlvm up FILE` makes one"));
   main.replaceChildren(...blocks);
+  document.body.dataset.drawn = String(Number(document.body.dataset.drawn || 0) + 1);
   document.getElementById("updated").textContent = "updated " + clock(state.generated);
   document.getElementById("refresh").textContent = state.refresh_s;
   refreshMs = Math.max(500, state.refresh_s * 1000);
