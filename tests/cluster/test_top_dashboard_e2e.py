@@ -36,7 +36,8 @@ from dlvm_cluster.state import ClusterState, python_bin_dir
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "nvidia_smi" / "h100x8_util.csv"
 SIM = "gpu-sim"  # the folder in a node's home that comes first on the cluster's PATH
-JOB = "for i in 1 2 3; do echo step $i loss 0.$i; sleep 0.2; done"
+# The job's output holds markup: the dashboard must show it as text.
+JOB = "echo '<b id=injected>hi</b>'; for i in 1 2 3; do echo step $i loss 0.$i; sleep 0.2; done"
 SCREENSHOTS = os.environ.get("DLVM_SCREENSHOTS", "")
 
 
@@ -302,6 +303,7 @@ if (!section) return null;
 const all = (where, selector) => [...where.querySelectorAll(selector)];
 return {
   drawn: Number(document.body.dataset.drawn),
+  injected: document.getElementById("injected") !== null,
   rows: all(section, "table.nodes tbody tr").map((row) => ({
     node: row.dataset.node, text: row.textContent, lagging: row.classList.contains("lagging"),
   })),
@@ -370,6 +372,9 @@ def test_dashboard_in_chromium(cli: Cli, cluster: str) -> None:
             job = shown()["jobs"][0]
             assert "succeeded" in job["text"] and "restarts 0" in job["text"]
             assert "step 3 loss 0.3" in job["logs"]["node-0"]
+            # A node's output is text on the page, never markup.
+            assert "<b id=injected>hi</b>" in job["logs"]["node-0"]
+            assert shown()["injected"] is False
 
             def open_job() -> bool:
                 try:
