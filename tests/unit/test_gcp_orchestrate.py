@@ -38,6 +38,7 @@ from dlvm_cluster.orchestrate.jobs import supervise
 from dlvm_cluster.orchestrate.jobs.store import JobRecord
 from dlvm_cluster.orchestrate.jobs.supervise import Supervisor
 from dlvm_cluster.progress import SilentProgress, TerraformEvent
+from dlvm_cluster.providers import load_spec_text
 from dlvm_cluster.providers.base import Converge, NodeState
 from dlvm_cluster.providers.gcp.converge import provision_gcp, replace_gcp_nodes
 from dlvm_cluster.providers.gcp.pricing import PRICES_AS_OF
@@ -49,7 +50,6 @@ from dlvm_cluster.providers.gcp.report import (
 )
 from dlvm_cluster.providers.gcp.tfvars import DEFAULT_IMAGE_FAMILY
 from dlvm_cluster.provision.terraform import EventSink, RunResult
-from dlvm_cluster.spec.load import load_spec_text
 from dlvm_cluster.spec.model import LoadedSpec
 from dlvm_cluster.state import ClusterState
 

@@ -10,10 +10,10 @@ import pytest
 from gcp_fake import FakeCompute, running
 
 from dlvm_cluster.errors import ProvisionError
+from dlvm_cluster.providers import load_spec_text
 from dlvm_cluster.providers.gcp.credentials import compute_clients, default_credentials
 from dlvm_cluster.providers.gcp.preflight import preflight, spec_warnings
 from dlvm_cluster.providers.gcp.tfvars import DEFAULT_IMAGE_FAMILY, DLVM_IMAGE_PROJECT
-from dlvm_cluster.spec.load import load_spec_text
 from dlvm_cluster.spec.model import ClusterSpec
 
 P = "p"

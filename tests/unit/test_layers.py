@@ -8,8 +8,7 @@ module's own package, a layer below, or the foundation; never up, never sideways
     nodeside                        programs shipped to the nodes: import nothing of dlvm
     provision                       the Terraform engine: for providers and orchestrate only
     foundation                      spec, state, inventory, progress, errors, secret_env,
-                                    shell, node_json, and the package's own __init__ and
-                                    __main__
+                                    shell, and the package's own __init__ and __main__
 
 Inside a package, modules may import each other, but never in a circle (a -> b -> a, at any
 length, deferred imports included): the test names the files of every circle. The node
@@ -32,17 +31,7 @@ PACKAGE = "dlvm_cluster"
 SOURCE = Path(__file__).resolve().parents[2] / PACKAGE
 
 FOUNDATION = frozenset(
-    {
-        "spec",
-        "state",
-        "inventory",
-        "progress",
-        "errors",
-        "secret_env",
-        "shell",
-        "node_json",
-        "__init__",
-    }
+    {"spec", "state", "inventory", "progress", "errors", "secret_env", "shell", "__init__"}
 )
 SIBLINGS = frozenset({"launch", "remote", "providers"})
 BELOW_TOP = frozenset({"orchestrate", *SIBLINGS}) | FOUNDATION

@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dlvm_cluster import node_json, nodeside
+from dlvm_cluster import nodeside
 from dlvm_cluster.errors import StateError
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.launch.environment import node_environment
 from dlvm_cluster.orchestrate.cluster.records import applied_spec, open_pool, require_inventory
 from dlvm_cluster.orchestrate.jobs.store import JobRecord, list_jobs
-from dlvm_cluster.remote import agent_client
+from dlvm_cluster.remote import agent_client, node_json
 from dlvm_cluster.remote.command import wrap
 from dlvm_cluster.shell import join
 from dlvm_cluster.state import ClusterState
@@ -47,6 +47,8 @@ REFRESH_S = 2.0
 LAG_FLOOR = 10.0  # percent: while the median node is below this, none is marked
 LAG_RATIO = 0.5  # a node under this share of the median is far below the others
 MAX_GPUS = 64
+MAX_ANSWER = 64 << 10  # characters of one node's answer (a few hundred with 8 GPUs)
+MAX_BYTES = float(1 << 60)  # no byte count or rate a node reports is believed above this
 LOG_TAIL_BYTES = 64 * 1024
 STEP_WORDS = ("step", "epoch", "iter", "loss")
 
@@ -117,46 +119,76 @@ def read_sample(node: Node, lines: Sequence[str], error: str = "") -> NodeSample
     if not marked:
         return NodeSample(node.name, node.rank, error=error or "no answer from the probe")
     try:
-        return _checked(node, node_json.parse(marked[-1]))
+        return _checked(node, node_json.loads_object(marked[-1], max_bytes=MAX_ANSWER))
     except node_json.NodeJsonError as why:
         return NodeSample(node.name, node.rank, error=f"answer refused: {why}")
 
 
 def _checked(node: Node, data: dict[str, Any]) -> NodeSample:
-    disk = node_json.obj(data, "disk")
-    load = node_json.numbers(data, "load", limit=3)
-    gpus = tuple(_gpu(item) for item in node_json.objects(data, "gpus", limit=MAX_GPUS))
-    scope = node_json.text(data, "scope", limit=20)
+    disk = _object(data, "disk")
+    load = _items(data, "load", 3)
+    gpus = tuple(_gpu(item) for item in _items(data, "gpus", MAX_GPUS))
+    scope = node_json.text(data, "scope", max_len=20, default="")
     return NodeSample(
         name=node.name,
         rank=node.rank,
-        cpu_percent=node_json.number(data, "cpu_percent", high=100.0),
-        cpus=node_json.integer(data, "cpus", low=1, high=1 << 16),
+        cpu_percent=_maybe(data, "cpu_percent", 100.0),
+        cpus=_count(data, "cpus", high=1 << 16),
         scope=scope if scope in ("machine", "namespace") else "",
-        memory_used_bytes=node_json.integer(data, "memory_used_bytes"),
-        memory_total_bytes=node_json.integer(data, "memory_total_bytes"),
-        load=tuple(load),
-        disk_used_bytes=node_json.integer(disk, "used_bytes"),
-        disk_total_bytes=node_json.integer(disk, "total_bytes"),
-        net_rx_bytes_per_s=node_json.number(data, "net_rx_bytes_per_s"),
-        net_tx_bytes_per_s=node_json.number(data, "net_tx_bytes_per_s"),
+        memory_used_bytes=_count(data, "memory_used_bytes"),
+        memory_total_bytes=_count(data, "memory_total_bytes"),
+        load=tuple(node_json.number({"load": v}, "load", low=0, high=1e6) for v in load),
+        disk_used_bytes=_count(disk, "used_bytes"),
+        disk_total_bytes=_count(disk, "total_bytes"),
+        net_rx_bytes_per_s=_maybe(data, "net_rx_bytes_per_s", MAX_BYTES),
+        net_tx_bytes_per_s=_maybe(data, "net_tx_bytes_per_s", MAX_BYTES),
         gpus=gpus,
-        gpu_error=node_json.text(data, "gpu_error"),
+        gpu_error=node_json.text(data, "gpu_error", max_len=300, default=""),
     )
 
 
-def _gpu(data: dict[str, Any]) -> GpuSample:
-    index = node_json.integer(data, "index", high=1023)
+def _gpu(data: Any) -> GpuSample:
+    if not isinstance(data, dict):
+        raise node_json.NodeJsonError(f"a GPU is a {type(data).__name__}, not an object")
+    index = _count(data, "index", high=1023)
     if index is None:
         raise node_json.NodeJsonError("a GPU without an index")
     return GpuSample(
         index=index,
-        util_percent=node_json.number(data, "util_percent", high=100.0),
-        memory_used_bytes=node_json.integer(data, "memory_used_bytes"),
-        memory_total_bytes=node_json.integer(data, "memory_total_bytes"),
-        temperature_c=node_json.number(data, "temperature_c", low=-100.0, high=300.0),
-        power_w=node_json.number(data, "power_w", high=100_000.0),
+        util_percent=_maybe(data, "util_percent", 100.0),
+        memory_used_bytes=_count(data, "memory_used_bytes"),
+        memory_total_bytes=_count(data, "memory_total_bytes"),
+        temperature_c=node_json.number(data, "temperature_c", low=-100, high=300, default=None),
+        power_w=_maybe(data, "power_w", 100_000.0),
     )
+
+
+def _maybe(data: dict[str, Any], key: str, high: float) -> float | None:
+    """A number from 0 to `high`, or None where the node does not know it."""
+    value: float | None = node_json.number(data, key, low=0, high=high, default=None)
+    return value
+
+
+def _count(data: dict[str, Any], key: str, *, high: float = MAX_BYTES) -> int | None:
+    """A whole number from 0 to `high` (bytes, an index), or None where unknown."""
+    value = _maybe(data, key, high)
+    if value is not None and not value.is_integer():
+        raise node_json.NodeJsonError(f"{key} is {value}, not a whole number")
+    return None if value is None else int(value)
+
+
+def _object(data: dict[str, Any], key: str) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise node_json.NodeJsonError(f"{key} is a {type(value).__name__}, not an object")
+    return value
+
+
+def _items(data: dict[str, Any], key: str, limit: int) -> list[Any]:
+    value = data.get(key, [])
+    if not isinstance(value, list) or len(value) > limit:
+        raise node_json.NodeJsonError(f"{key} is not a list of at most {limit}")
+    return value
 
 
 def mark_lagging(nodes: Sequence[NodeSample]) -> tuple[NodeSample, ...]:

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.inventory import Inventory, from_terraform_outputs
 from dlvm_cluster.providers.base import Converge
+from dlvm_cluster.providers.gcp.config import gcp_config, gcp_nodes
 from dlvm_cluster.providers.gcp.credentials import ComputeClients, compute_clients
 from dlvm_cluster.providers.gcp.flexwait import capacity_watch
 from dlvm_cluster.providers.gcp.gpu_network import job_environment
@@ -50,7 +51,6 @@ from dlvm_cluster.providers.gcp.leftovers import sweep_zone
 from dlvm_cluster.providers.gcp.preflight import preflight
 from dlvm_cluster.providers.gcp.report import applied_tfvars, node_states, warning_lines
 from dlvm_cluster.providers.gcp.tfvars import (
-    gcp_provider,
     gpus_per_node,
     instance_address,
     node_shape,
@@ -86,7 +86,7 @@ def provision_gcp(
     """Create or converge the cluster's VMs; returns the inventory and whether Terraform ran
     changes. Terraform is skipped when every node is RUNNING and the spec is unchanged."""
     spec, state, progress = request.spec, request.state, request.progress
-    provider = gcp_provider(spec)
+    provider = gcp_config(spec)
     api = clients if clients is not None else compute_clients()
     module = render_gcp(spec, state, wait=request.wait)
     module_changed = module.write(state.terraform_dir)
@@ -116,7 +116,7 @@ def provision_gcp(
         )
     make = terraform_factory or Terraform
     terraform = make(state.terraform_dir, capacity_watch(request, api))
-    if spec.nodes.provisioning_model == "flex-start":
+    if gcp_nodes(spec).provisioning_model == "flex-start":
         progress.note(
             f"flex-start: each VM waits up to {module.tfvars['create_timeout']} for capacity "
             "from Dynamic Workload Scheduler"
@@ -153,7 +153,7 @@ def _bring_back(
     by host maintenance) is never recreated: that would delete its disk, and the new VM would
     meet the same shortage in the same zone. `up` stops instead, saying so."""
     assert request.previous is not None
-    progress, project = request.progress, gcp_provider(request.spec).project
+    progress, project = request.progress, gcp_config(request.spec).project
     keys = {node.name: node.host_key for node in request.previous.nodes}
     refs = {ref.name: ref for ref in node_refs_for(request.previous.cluster, zone, states)}
     replace = replace_addresses(dict(states))
@@ -222,7 +222,7 @@ def _inventory(
     """
     request.progress.stage("reading host keys")
     outputs = result.outputs
-    project = gcp_provider(request.spec).project
+    project = gcp_config(request.spec).project
     keys: dict[str, str] = {}
     unknown = []
     for ref in node_refs(outputs):
@@ -232,7 +232,7 @@ def _inventory(
         else:
             unknown.append(ref)
     keys.update(read_host_keys(api, project, unknown))
-    env = job_environment(node_shape(request.spec.nodes).machine_type)
+    env = job_environment(node_shape(gcp_nodes(request.spec)).machine_type)
     return from_terraform_outputs(
         request.spec.name, with_host_keys(outputs, keys), env=env, gpus_per_node=gpus
     )

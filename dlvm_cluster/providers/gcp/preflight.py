@@ -15,17 +15,17 @@ from typing import Any
 from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.providers.gcp import gpu_network, shapes
 from dlvm_cluster.providers.gcp.buckets import check_buckets
+from dlvm_cluster.providers.gcp.config import GcpConfig, gcp_config, gcp_nodes
 from dlvm_cluster.providers.gcp.credentials import REQUEST_TIMEOUT, ComputeClients, call_api
 from dlvm_cluster.providers.gcp.reservations import reservation_ref, reservation_zones
 from dlvm_cluster.providers.gcp.tfvars import (
     DEFAULT_IMAGE_FAMILY,
     DLVM_IMAGE_PROJECT,
     ImageRef,
-    gcp_provider,
     image_ref,
     node_shape,
 )
-from dlvm_cluster.spec.model import ClusterSpec, GcpProvider
+from dlvm_cluster.spec.model import ClusterSpec
 
 GLOBAL_GPU_METRIC = "GPUS_ALL_REGIONS"
 PREEMPTIBLE_QUOTA_MODELS = frozenset({"spot", "flex-start"})
@@ -48,7 +48,7 @@ class PreflightReport:
 
 def spec_warnings(spec: ClusterSpec) -> list[str]:
     """Things `plan` and `up` should say loudly, found from the spec alone (no API calls)."""
-    provider = gcp_provider(spec)
+    provider = gcp_config(spec)
     warnings = []
     open_ranges = [cidr for cidr in provider.allowed_ssh_cidrs if _is_everywhere(cidr)]
     if open_ranges:
@@ -56,7 +56,7 @@ def spec_warnings(spec: ClusterSpec) -> list[str]:
             f"SSH is open to the whole internet ({', '.join(open_ranges)} in "
             "provider.allowed_ssh_cidrs): list only your own address ranges"
         )
-    machine = node_shape(spec.nodes).machine_type
+    machine = node_shape(gcp_nodes(spec)).machine_type
     if provider.compact_placement and shapes.family(machine) not in (
         shapes.COMPACT_PLACEMENT_FAMILIES
     ):
@@ -64,7 +64,7 @@ def spec_warnings(spec: ClusterSpec) -> list[str]:
             f"compact placement may not be available for {machine}: dlvm knows it for "
             + ", ".join(shapes.COMPACT_PLACEMENT_FAMILIES)
         )
-    if shapes.arm(machine) and spec.nodes.image is None:
+    if shapes.arm(machine) and gcp_nodes(spec).image is None:
         warnings.append(
             f"{machine} has Arm CPUs, but the default image ({DEFAULT_IMAGE_FAMILY}) is built "
             "for x86: set nodes.image to an Arm64 image"
@@ -98,7 +98,7 @@ def preflight(
     existing_nodes: int = 0,
 ) -> PreflightReport:
     """Check `spec` against the live project; `existing_nodes` already hold their GPUs."""
-    provider = gcp_provider(spec)
+    provider = gcp_config(spec)
     warnings = spec_warnings(spec)
     project = _get_project(clients, provider)
     warnings.extend(_os_login_warnings(project, provider))
@@ -135,7 +135,7 @@ def _not_found() -> type[Exception]:
     return result
 
 
-def _get_project(clients: ComputeClients, provider: GcpProvider) -> Any:
+def _get_project(clients: ComputeClients, provider: GcpConfig) -> Any:
     try:
         return call_api(
             f"project {provider.project}",
@@ -150,7 +150,7 @@ def _get_project(clients: ComputeClients, provider: GcpProvider) -> Any:
         ) from exc
 
 
-def _get_region(clients: ComputeClients, provider: GcpProvider) -> Any:
+def _get_region(clients: ComputeClients, provider: GcpConfig) -> Any:
     try:
         region = call_api(
             f"region {provider.region}",
@@ -172,8 +172,8 @@ def _get_region(clients: ComputeClients, provider: GcpProvider) -> Any:
     return region
 
 
-def _check_image(clients: ComputeClients, spec: ClusterSpec, provider: GcpProvider) -> Any:
-    ref = image_ref(spec.nodes.image)
+def _check_image(clients: ComputeClients, spec: ClusterSpec, provider: GcpConfig) -> Any:
+    ref = image_ref(gcp_nodes(spec).image)
     try:
         image = call_api(f"image {ref.path}", provider.project, lambda: _fetch_image(clients, ref))
     except _not_found() as exc:
@@ -188,9 +188,9 @@ def _check_image(clients: ComputeClients, spec: ClusterSpec, provider: GcpProvid
             f"image {image.name} is {_deprecation(image)}: Compute Engine creates no VMs from it",
             hint=_replacement_advice(image) + "; " + FAMILY_LIST_HINT,
         )
-    if spec.nodes.disk_gb < int(image.disk_size_gb):
+    if gcp_nodes(spec).disk_gb < int(image.disk_size_gb):
         raise ProvisionError(
-            f"nodes.disk_gb is {spec.nodes.disk_gb} but image {image.name} needs "
+            f"nodes.disk_gb is {gcp_nodes(spec).disk_gb} but image {image.name} needs "
             f"{image.disk_size_gb} GB",
             hint=f"set nodes.disk_gb to at least {image.disk_size_gb}",
         )
@@ -230,7 +230,7 @@ def _image_warnings(image: Any, spec: ClusterSpec) -> list[str]:
             f"image {image.name} is DEPRECATED: it gets no more updates and will become "
             f"obsolete (unusable); {_replacement_advice(image)}"
         )
-    machine = node_shape(spec.nodes).machine_type
+    machine = node_shape(gcp_nodes(spec)).machine_type
     features = {str(feature.type_) for feature in image.guest_os_features}
     if shapes.arm(machine) and str(image.architecture) != "ARM64":
         warnings.append(
@@ -247,7 +247,7 @@ def _image_warnings(image: Any, spec: ClusterSpec) -> list[str]:
     return warnings
 
 
-def _os_login_warnings(project: Any, provider: GcpProvider) -> list[str]:
+def _os_login_warnings(project: Any, provider: GcpConfig) -> list[str]:
     """dlvm puts its key in `ssh-keys` metadata and turns OS Login off on each VM, which
     overrides the project's `enable-oslogin`, but not an organization policy that enforces it."""
     metadata = {str(item.key): str(item.value) for item in project.common_instance_metadata.items}
@@ -268,7 +268,7 @@ def _region_zones(region: Any) -> list[str]:
 
 
 def _usable_zones(
-    clients: ComputeClients, provider: GcpProvider, region: Any, warnings: list[str]
+    clients: ComputeClients, provider: GcpConfig, region: Any, warnings: list[str]
 ) -> list[str]:
     known = _region_zones(region)
     usable = []
@@ -291,7 +291,7 @@ def _usable_zones(
     return usable
 
 
-def _zone_status(clients: ComputeClients, provider: GcpProvider, zone: str) -> str:
+def _zone_status(clients: ComputeClients, provider: GcpConfig, zone: str) -> str:
     found = call_api(
         f"zone {zone}",
         provider.project,
@@ -301,10 +301,10 @@ def _zone_status(clients: ComputeClients, provider: GcpProvider, zone: str) -> s
 
 
 def _check_zone_offers(
-    clients: ComputeClients, spec: ClusterSpec, provider: GcpProvider, region: Any, zone: str
+    clients: ComputeClients, spec: ClusterSpec, provider: GcpConfig, region: Any, zone: str
 ) -> int:
     """The machine type and GPUs exist in `zone`; returns the GPUs per node there."""
-    shape = node_shape(spec.nodes)
+    shape = node_shape(gcp_nodes(spec))
     machine = _machine_type(clients, provider, zone, shape.machine_type)
     if machine is None:
         offering = _other_zones(
@@ -363,11 +363,11 @@ def _check_zone_offers(
 
 
 def _check_roce_profile(
-    clients: ComputeClients, spec: ClusterSpec, provider: GcpProvider, zone: str
+    clients: ComputeClients, spec: ClusterSpec, provider: GcpConfig, zone: str
 ) -> None:
     """A3 Ultra and A4 RDMA NICs need the zone's RoCE network profile for their VPC; a zone
     without one would fail only once the other networks exist."""
-    network = gpu_network.gpu_network(node_shape(spec.nodes).machine_type)
+    network = gpu_network.gpu_network(node_shape(gcp_nodes(spec)).machine_type)
     if network is None or not network.rdma_nics:
         return
     name = gpu_network.roce_profile(zone)
@@ -382,13 +382,13 @@ def _check_roce_profile(
     except _not_found():
         raise ProvisionError(
             f"zone {zone} has no RoCE network profile ({name}): the RDMA NICs of "
-            f"{node_shape(spec.nodes).machine_type} cannot be attached there",
+            f"{node_shape(gcp_nodes(spec)).machine_type} cannot be attached there",
             hint="list zones that have one with `gcloud compute network-profiles list "
             "--filter=name~vpc-roce` and put them in provider.zones",
         ) from None
 
 
-def _machine_type(clients: ComputeClients, provider: GcpProvider, zone: str, name: str) -> Any:
+def _machine_type(clients: ComputeClients, provider: GcpConfig, zone: str, name: str) -> Any:
     try:
         return call_api(
             f"machine type {name} in {zone}",
@@ -401,7 +401,7 @@ def _machine_type(clients: ComputeClients, provider: GcpProvider, zone: str, nam
         return None
 
 
-def _accelerators(clients: ComputeClients, provider: GcpProvider, zone: str) -> dict[str, int]:
+def _accelerators(clients: ComputeClients, provider: GcpConfig, zone: str) -> dict[str, int]:
     """GPU types offered in `zone`, with the most of each one VM may have."""
     items = call_api(
         f"GPU types in {zone}",
@@ -419,7 +419,7 @@ def _other_zones(region: Any, zone: str, offers: Callable[[str], bool]) -> list[
     return [other for other in sorted(_region_zones(region)) if other != zone and offers(other)]
 
 
-def _offering_hint(provider: GcpProvider, zone: str, offering: Iterable[str], what: str) -> str:
+def _offering_hint(provider: GcpConfig, zone: str, offering: Iterable[str], what: str) -> str:
     zones = list(offering)
     if zones:
         return (
@@ -434,17 +434,17 @@ def _offering_hint(provider: GcpProvider, zone: str, offering: Iterable[str], wh
 
 def _check_quotas(
     spec: ClusterSpec,
-    provider: GcpProvider,
+    provider: GcpConfig,
     region: Any,
     project: Any,
     needed: int,
     warnings: list[str],
 ) -> None:
     """Regional GPU quota (Spot's PREEMPTIBLE_ form when granted) and the all-regions quota."""
-    kind = node_shape(spec.nodes).gpu_type
+    kind = node_shape(gcp_nodes(spec)).gpu_type
     regional = {str(q.metric): q for q in region.quotas}
     metric = shapes.gpu_quota_metric(kind, spot=False) if kind else None
-    if metric and spec.nodes.provisioning_model in PREEMPTIBLE_QUOTA_MODELS:
+    if metric and gcp_nodes(spec).provisioning_model in PREEMPTIBLE_QUOTA_MODELS:
         preemptible = regional.get(f"PREEMPTIBLE_{metric}")
         # Spot and flex-start VMs use preemptible quota when the project has some, standard
         # quota otherwise.
@@ -464,7 +464,7 @@ def _check_quotas(
         warnings.append(f"cannot check the {GLOBAL_GPU_METRIC} quota of {provider.project}")
 
 
-def _require(quota: Any, needed: int, where: str, provider: GcpProvider) -> None:
+def _require(quota: Any, needed: int, where: str, provider: GcpConfig) -> None:
     free = float(quota.limit) - float(quota.usage)
     if needed > free:
         raise ProvisionError(

@@ -7,9 +7,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from dlvm_cluster.errors import ProvisionError
+from dlvm_cluster.providers.gcp.config import (
+    ANY_RESERVATION,
+    NO_RESERVATION,
+    GcpConfig,
+    gcp_nodes,
+)
 from dlvm_cluster.providers.gcp.credentials import REQUEST_TIMEOUT, ComputeClients, call_api
 from dlvm_cluster.providers.gcp.tfvars import node_shape
-from dlvm_cluster.spec.model import ANY_RESERVATION, NO_RESERVATION, ClusterSpec, GcpProvider
+from dlvm_cluster.spec.model import ClusterSpec
 
 
 @dataclass(frozen=True)
@@ -21,9 +27,9 @@ class ReservationRef:
     written: str  # as nodes.reservation gives it
 
 
-def reservation_ref(spec: ClusterSpec, provider: GcpProvider) -> ReservationRef | None:
+def reservation_ref(spec: ClusterSpec, provider: GcpConfig) -> ReservationRef | None:
     """The reservation nodes.reservation names, or None for any, none or the default."""
-    written = spec.nodes.reservation
+    written = gcp_nodes(spec).reservation
     if written is None or written in (ANY_RESERVATION, NO_RESERVATION):
         return None
     if written.startswith("projects/"):
@@ -71,7 +77,7 @@ def reservation_zones(
             f"(gcloud compute reservations list --project {ref.project}); one shared from "
             "another project is written projects/PROJECT/reservations/NAME",
         )
-    machine = node_shape(spec.nodes).machine_type
+    machine = node_shape(gcp_nodes(spec)).machine_type
     usable, problems = [], []
     for zone, reservation in found.items():
         specific = reservation.specific_reservation

@@ -16,15 +16,16 @@ from typing import Any
 from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.inventory import node_name
 from dlvm_cluster.providers.gcp import gpu_network, shapes
-from dlvm_cluster.provision.render import TFVARS
-from dlvm_cluster.spec.model import (
+from dlvm_cluster.providers.gcp.config import (
     ANY_RESERVATION,
     NO_RESERVATION,
     NO_SERVICE_ACCOUNT,
-    ClusterSpec,
-    GcpProvider,
-    Nodes,
+    GcpNodes,
+    gcp_config,
+    gcp_nodes,
 )
+from dlvm_cluster.provision.render import TFVARS
+from dlvm_cluster.spec.model import ClusterSpec
 from dlvm_cluster.state import ClusterState
 
 DLVM_IMAGE_PROJECT = "deeplearning-platform-release"
@@ -104,7 +105,7 @@ class NodeShape:
         return self.gpus != 0
 
 
-def node_shape(nodes: Nodes) -> NodeShape:
+def node_shape(nodes: GcpNodes) -> NodeShape:
     """Resolve machine type and GPUs, refusing combinations Compute Engine would reject."""
     accelerator = nodes.accelerator
     machine = nodes.machine_type or shapes.default_machine_type(
@@ -154,7 +155,7 @@ class Capacity:
     reservation_name: str  # for SPECIFIC_RESERVATION only
 
 
-def capacity(nodes: Nodes) -> Capacity:
+def capacity(nodes: GcpNodes) -> Capacity:
     """The scheduling and reservation_affinity of each VM, from the spec's capacity keys."""
     model = nodes.provisioning_model
     reservation = nodes.reservation
@@ -184,26 +185,20 @@ def compact_placement(spec: ClusterSpec) -> bool:
     itself) or VMs consuming a reservation (a VM with a placement policy consumes only a
     reservation made with that same policy).
     """
-    chosen = gcp_provider(spec).compact_placement
+    chosen = gcp_config(spec).compact_placement
     if chosen is not None:
         return chosen
-    machine = node_shape(spec.nodes).machine_type
+    machine = node_shape(gcp_nodes(spec)).machine_type
     return (
         shapes.base_machine_type(machine) in gpu_network.COMPACT_BY_DEFAULT
-        and spec.nodes.provisioning_model in ("standard", "spot")
-        and spec.nodes.reservation is None
+        and gcp_nodes(spec).provisioning_model in ("standard", "spot")
+        and gcp_nodes(spec).reservation is None
     )
-
-
-def gcp_provider(spec: ClusterSpec) -> GcpProvider:
-    if not isinstance(spec.provider, GcpProvider):
-        raise ProvisionError(f"cluster {spec.name!r} does not use the gcp provider")
-    return spec.provider
 
 
 def gpus_per_node(spec: ClusterSpec) -> int:
     """GPUs on each node as far as known offline (for DLVM_GPUS_PER_NODE and procs_per_node)."""
-    return node_shape(spec.nodes).gpus or 0
+    return node_shape(gcp_nodes(spec)).gpus or 0
 
 
 def instance_name(cluster: str, node: str) -> str:
@@ -240,15 +235,15 @@ def gcp_tfvars(
     partial apply created; otherwise the nodes are node-0 .. node-(count-1). `wait`: how long
     each VM may take to be created, in seconds (default DEFAULT_CREATE_TIMEOUT).
     """
-    provider = gcp_provider(spec)
+    provider = gcp_config(spec)
     chosen_zone = zone or provider.zones[0]
     if chosen_zone not in provider.zones:
         raise ProvisionError(
             f"zone {chosen_zone} is not in provider.zones",
             hint="zones: " + ", ".join(provider.zones),
         )
-    shape = node_shape(spec.nodes)
-    provided = capacity(spec.nodes)
+    shape = node_shape(gcp_nodes(spec))
+    provided = capacity(gcp_nodes(spec))
     if names is None:
         names = [node_name(rank) for rank in range(spec.nodes.count if count is None else count)]
     network = gpu_network.gpu_network(shape.machine_type)
@@ -261,9 +256,9 @@ def gcp_tfvars(
         "machine_type": shape.machine_type,
         "guest_accelerators": [{"type": kind, "count": n} for kind, n in shape.attached],
         "install_nvidia_driver": shape.has_gpus,
-        "image": image_ref(spec.nodes.image).path,
-        "disk_gb": spec.nodes.disk_gb,
-        "disk_type": spec.nodes.disk_type or shapes.default_disk_type(shape.machine_type),
+        "image": image_ref(gcp_nodes(spec).image).path,
+        "disk_gb": gcp_nodes(spec).disk_gb,
+        "disk_type": gcp_nodes(spec).disk_type or shapes.default_disk_type(shape.machine_type),
         "provisioning_model": provided.provisioning_model,
         "termination_action": provided.termination_action,
         "max_run_hours": provided.max_run_hours,
@@ -308,5 +303,5 @@ def state_tfvars(
     """`gcp_tfvars` with the cluster's public key and current zone read from its state dir."""
     public_path = state.key_path.with_suffix(".pub")
     public_key = public_path.read_text().strip() if public_path.exists() else ""
-    zone = zone_in_use(state.terraform_dir / TFVARS, gcp_provider(spec).zones)
+    zone = zone_in_use(state.terraform_dir / TFVARS, gcp_config(spec).zones)
     return gcp_tfvars(spec, public_key=public_key, zone=zone, count=count, wait=wait)
