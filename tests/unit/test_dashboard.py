@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
+import signal
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,3 +132,45 @@ def test_a_node_that_does_not_answer_is_shown_as_such(dashboard: Dashboard) -> N
     assert sample["answered"] is False
     assert sample["cpu_percent"] is None
     assert sample["error"]
+
+
+def _dashboard_command(home: Path, *args: str, **env: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "dlvm_cluster", "dashboard", *args],
+        env={**os.environ, "DLVM_HOME": str(home), "NO_COLOR": "1", **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_it_opens_the_browser_on_its_tokened_url(tmp_path: Path) -> None:
+    """Python's webbrowser runs $BROWSER: here a script that writes down what it was given."""
+    opened = tmp_path / "opened"
+    browser = tmp_path / "browser"
+    browser.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
+    browser.chmod(0o755)
+    process = _dashboard_command(tmp_path / "home", BROWSER=f"{browser} %s")
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().removeprefix("dashboard: ").strip()
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/\?token=[\w-]{32}", url), url
+        wait_until(lambda: opened.exists() and opened.read_text().strip(), 30)
+        assert opened.read_text().strip() == url
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0  # Ctrl-C ends it, and that is no failure
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+
+
+def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        process = _dashboard_command(tmp_path / "home", "--port", port, "--no-browser")
+        err = process.communicate(timeout=60)[1]
+    assert process.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in err and "Traceback" not in err
