@@ -42,6 +42,12 @@ def top_cmd(
             return
         try:
             frame = sampler.frame()
+            if not stdout.is_terminal:  # a pipe or a file: one frame after another, as top -b
+                while True:
+                    stdout.print(render(frame))
+                    sys.stdout.flush()
+                    time.sleep(max(0.0, REFRESH_S - (time.time() - frame.taken_at)))
+                    frame = sampler.frame()
             with Live(render(frame, live=True), console=stdout, auto_refresh=False) as live:
                 while True:
                     time.sleep(max(0.0, REFRESH_S - (time.time() - frame.taken_at)))

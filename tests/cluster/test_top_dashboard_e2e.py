@@ -22,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -224,6 +225,21 @@ def test_live_top_reuses_its_connections_and_ctrl_c_leaves(
         assert _sessions(cluster) - before == set()  # nothing left open on the nodes
         # The cluster as it was: the spinning shells still run.
         _exec(cli, cluster, "kill -0 $(cat ~/busy.pids)", "0,2")
+
+
+def test_top_into_a_pipe_prints_frame_after_frame(cli: Cli, cluster: str) -> None:
+    with cli.background("top", cluster, COLUMNS="200") as process:
+        assert process.stdout is not None
+        stream = process.stdout
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(stream), daemon=True)
+        reader.start()
+        wait_until(lambda: sum("node(s) answering" in line for line in lines) >= 2, 60)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+        reader.join(10)
+    frames = [line for line in lines if "node(s) answering" in line]
+    assert len(frames) >= 2 and all("3/3" in frame for frame in frames)
 
 
 def _capture(session: str, *, colour: bool = False) -> str:
