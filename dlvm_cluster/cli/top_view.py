@@ -91,14 +91,12 @@ def render(frame: Frame, *, live: bool = False) -> RenderableType:
 def _add_node(table: Table, node: NodeSample) -> None:
     name = Text(node.name, style="bold red" if node.lagging else "bold")
     if not node.answered:
-        table.add_row(
-            name, Text("not answering", style="red"), "", "", "", "", "", Text(_why(node.error))
-        )
+        table.add_row(name, Text(node.status, style="red"), "", "", "", "", "", _why(node.error))
         return
     load = " ".join(f"{value:.2f}" for value in node.load) or "-"
     note = Text("◀ " + node.lagging, style="red") if node.lagging else Text("")
     if node.gpu_error:
-        note.append(_why(node.gpu_error), style="yellow")
+        note.append(_why(node.gpu_error).plain, style="yellow")
     table.add_row(
         name,
         _bar(node.cpu_percent),
@@ -122,5 +120,6 @@ def _add_node(table: Table, node: NodeSample) -> None:
         )
 
 
-def _why(text: str) -> str:
-    return show_controls(text)[:120]
+def _why(text: str) -> Text:
+    """Words that may come from a node: never markup, control characters escaped."""
+    return Text(show_controls(text)[:120])

@@ -20,6 +20,10 @@ from dlvm_cluster.nodeside import metrics as probe
 from dlvm_cluster.orchestrate.jobs.store import JobRecord
 from dlvm_cluster.orchestrate.watch.metrics import (
     MARKER,
+    NOT_ANSWERING,
+    OK,
+    PROBE_FAILED,
+    REFUSED,
     Frame,
     GpuSample,
     NodeSample,
@@ -28,7 +32,9 @@ from dlvm_cluster.orchestrate.watch.metrics import (
     mark_lagging,
     probe_command,
     read_sample,
+    why_silent,
 )
+from dlvm_cluster.remote.results import CommandResult
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "nvidia_smi"
 NODE = Node(name="node-1", rank=1, ip="10.0.0.2", port=22, user="root", host_key="")
@@ -141,21 +147,26 @@ def test_values_the_driver_does_not_report_are_unknown() -> None:
 )
 def test_a_lying_node_is_shown_as_such_never_believed(answer: str, why: str) -> None:
     node = read_sample(NODE, ["noise", MARKER + answer])
-    assert not node.answered
-    assert node.error.startswith("answer refused: ") and why in node.error, node.error
+    assert not node.answered and node.status == REFUSED
+    assert why in node.error, node.error
     assert len(node.error) < 200  # the node's text is not repeated back
 
 
 def test_a_node_that_printed_nothing_says_why() -> None:
-    assert read_sample(NODE, [], "timed out after 10s").error == "timed out after 10s"
-    assert read_sample(NODE, ["hello"]).error == "no answer from the probe"
+    timed_out = CommandResult("node-1", 1, error="timed out after 10s")
+    assert why_silent(timed_out) == (NOT_ANSWERING, "timed out after 10s")
+    no_python = CommandResult("node-1", 1, exit_code=127)
+    no_python.tail.append("sh: 1: python3: not found")
+    assert why_silent(no_python) == (PROBE_FAILED, "exit 127: sh: 1: python3: not found")
+    sample = read_sample(NODE, ["hello"], why_silent(CommandResult("node-1", 1, exit_code=0)))
+    assert (sample.status, sample.error) == (PROBE_FAILED, "it printed no answer")
 
 
 def _node(name: str, cpu: float | None, gpus: tuple[float, ...] = ()) -> NodeSample:
     return NodeSample(
         name,
         0,
-        error="" if cpu is not None else "unreachable",
+        status=OK if cpu is not None else NOT_ANSWERING,
         cpu_percent=cpu,
         gpus=tuple(GpuSample(i, util, None, None, None, None) for i, util in enumerate(gpus)),
     )
@@ -200,7 +211,7 @@ def test_top_json_has_exactly_the_documented_shape() -> None:
         gpus=(GpuSample(0, 97.0, 3, 4, 60.0, 300.0),),
         lagging="far below",
     )
-    silent = NodeSample("node-1", 1, error="timed out")
+    silent = NodeSample("node-1", 1, status=NOT_ANSWERING, error="timed out")
     document = documents.top(Frame("c", 0.0, (answered, silent)))
     assert list(document) == ["nodes"]
     assert document["nodes"][0] == {

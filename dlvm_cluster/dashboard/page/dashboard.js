@@ -102,7 +102,7 @@ function nodeRow(node) {
   if (!sample) {
     cells.push(el("td", { colspan: 7, class: "muted" }, "waiting for the first sample"));
   } else if (!sample.answered) {
-    cells.push(el("td", { colspan: 7, class: "bad" }, "not answering: " + sample.error));
+    cells.push(el("td", { colspan: 7, class: "bad" }, `${sample.status}: ${sample.error}`));
   } else {
     const load = sample.load.length ? sample.load.map((v) => v.toFixed(2)).join(" ") : "-";
     cells.push(

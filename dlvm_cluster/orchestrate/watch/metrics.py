@@ -5,7 +5,7 @@ Each refresh runs the node program nodeside/metrics.py on every node at once (se
 one answers, else a pool this sampler holds for its whole life. A node that does not answer
 within the round is shown as such. What a node prints is hostile: only the marker line is
 kept, parsed with node_json (bounded, each field's type and range checked); a node whose
-answer does not check is shown as not answering, with why.
+answer does not check is shown as such (`answer refused`), with why, and nothing of it used.
 
 A node far below the others (GPU utilization where the nodes have GPUs, else CPU) is marked:
 in a data-parallel job every node should work about as hard, and the one that does not is a
@@ -37,7 +37,7 @@ from dlvm_cluster.state import ClusterState
 
 if TYPE_CHECKING:
     from dlvm_cluster.remote.pool import SshPool
-    from dlvm_cluster.remote.results import GroupResult
+    from dlvm_cluster.remote.results import CommandResult, GroupResult
 
 PROGRAM = "metrics"
 MARKER = "@dlvm-metrics "
@@ -63,11 +63,18 @@ class GpuSample:
     power_w: float | None
 
 
+OK = "ok"
+NOT_ANSWERING = "not answering"  # unreachable, or no answer within the round
+PROBE_FAILED = "probe failed"  # the node answered, the node program did not run there
+REFUSED = "answer refused"  # what the node sent did not check
+
+
 @dataclass(frozen=True)
 class NodeSample:
     name: str
     rank: int
-    error: str = ""  # why there is no sample: did not answer, or its answer did not check
+    status: str = OK
+    error: str = ""  # with a status other than OK: why
     cpu_percent: float | None = None
     cpus: int | None = None
     scope: str = ""  # machine | namespace: what cpu and memory count (nodeside/metrics.py)
@@ -84,7 +91,7 @@ class NodeSample:
 
     @property
     def answered(self) -> bool:
-        return not self.error
+        return self.status == OK
 
     def busy_percent(self, *, gpus: bool) -> float | None:
         """What the lag rule compares: the mean GPU utilization, or CPU."""
@@ -113,15 +120,29 @@ class Frame:
     through: str = ""  # agent | pool: which warm connections carried the round
 
 
-def read_sample(node: Node, lines: Sequence[str], error: str = "") -> NodeSample:
-    """One node's sample from its output lines (the last marker line counts)."""
+def read_sample(
+    node: Node, lines: Sequence[str], silent: tuple[str, str] = (PROBE_FAILED, "no answer")
+) -> NodeSample:
+    """One node's sample from its output lines (the last marker line counts); `silent`: the
+    status and why, should there be no marker line."""
     marked = [line[len(MARKER) :] for line in lines if line.startswith(MARKER)]
     if not marked:
-        return NodeSample(node.name, node.rank, error=error or "no answer from the probe")
+        return NodeSample(node.name, node.rank, status=silent[0], error=silent[1])
     try:
         return _checked(node, node_json.loads_object(marked[-1], max_bytes=MAX_ANSWER))
     except node_json.NodeJsonError as why:
-        return NodeSample(node.name, node.rank, error=f"answer refused: {why}")
+        return NodeSample(node.name, node.rank, status=REFUSED, error=str(why))
+
+
+def why_silent(result: CommandResult | None) -> tuple[str, str]:
+    """Why a node gave no answer: it was not reached or did not finish in time, or the
+    program ran and failed (its exit code and last line)."""
+    if result is None or result.exit_code is None:
+        return NOT_ANSWERING, result.describe() if result is not None else "no result"
+    last = result.tail[-1][:160] if result.tail else ""
+    if result.exit_code == 0:
+        return PROBE_FAILED, "it printed no answer"
+    return PROBE_FAILED, f"exit {result.exit_code}" + (f": {last}" if last else "")
 
 
 def _checked(node: Node, data: dict[str, Any]) -> NodeSample:
@@ -277,9 +298,9 @@ class Sampler:
     """Samples one cluster, one round per `frame()`, over connections kept between rounds.
     Use as a context manager: closing it closes the connections it opened."""
 
-    def __init__(self, state: ClusterState, *, use_agent: bool = True) -> None:
+    def __init__(self, state: ClusterState) -> None:
         self.state = state
-        self._use_agent = use_agent and not agent_client.disabled()
+        self._use_agent = not agent_client.disabled()
         self._pool: SshPool | None = None
         self._raw = b""
         self.inventory = require_inventory(state)
@@ -345,9 +366,9 @@ class Sampler:
             # No agent took it: this sampler's own connections, kept for every later round.
             self._use_agent, through = False, "pool"
             result = self._run_pooled(nodes, commands, lines)
-        errors = {item.node: item.describe() for item in result.results if not item.ok}
+        results = {item.node: item for item in result.results}
         samples = [
-            read_sample(node, lines.by_node.get(node.name, []), errors.get(node.name, ""))
+            read_sample(node, lines.by_node.get(node.name, []), why_silent(results.get(node.name)))
             for node in nodes
         ]
         return Frame(
@@ -372,9 +393,3 @@ class Sampler:
             sink=lines.sink,
             timeout=ROUND_TIMEOUT_S,
         )
-
-
-def sample_once(state: ClusterState) -> Frame:
-    """One frame of a cluster (`dlvm top --once`, `--json`)."""
-    with Sampler(state) as sampler:
-        return sampler.frame()
