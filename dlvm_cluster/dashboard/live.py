@@ -99,8 +99,8 @@ class Collector:
             for state in states:
                 try:
                     view = cluster_view(state)
-                except (DlvmError, OSError, ValueError) as error:
-                    view = ClusterView(state.name, "", problem=str(error))
+                except Exception as error:  # a damaged state dir must not stop the page
+                    view = ClusterView(state.name, "", problem=_described(error))
                 with self._lock:
                     entry = self._clusters.setdefault(state.name, _Cluster())
                     entry.view = view
@@ -128,11 +128,11 @@ class Collector:
                         started = time.monotonic()
                         self._record(state.name, sampler.frame())
                         self._stop.wait(max(0.0, self.refresh - (time.monotonic() - started)))
-            except (DlvmError, OSError) as error:
+            except Exception as error:  # one cluster's failure must not stop the others
                 with self._lock:
                     entry = self._clusters.get(state.name)
                     if entry is not None:
-                        entry.error = str(error)
+                        entry.error = _described(error)
             if not state.root.is_dir():
                 return
             self._stop.wait(RETRY_S)
@@ -191,6 +191,11 @@ def _cluster_document(name: str, entry: _Cluster) -> dict[str, Any]:
         "nodes": nodes,
         "jobs": jobs,
     }
+
+
+def _described(error: Exception) -> str:
+    """An error as the page shows it: dlvm's own by their message, others with their type."""
+    return str(error) if isinstance(error, DlvmError) else f"{type(error).__name__}: {error}"
 
 
 def _sample_document(sample: NodeSample) -> dict[str, Any]:

@@ -174,3 +174,30 @@ def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         err = process.communicate(timeout=60)[1]
     assert process.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in err and "Traceback" not in err
+
+
+def test_a_damaged_cluster_does_not_stop_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A record the code does not expect (here a node without its fields: a TypeError deep
+    in the inventory) is shown as that cluster's problem; the page goes on for the rest."""
+    monkeypatch.setenv("DLVM_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DLVM_NO_AGENT", "1")
+    unreachable_cluster(ClusterState.for_name("quiet"))
+    broken = ClusterState.for_name("broken")
+    broken.create()
+    broken.inventory_path.write_text('{"cluster": "broken", "nodes": [{"name": 7}]}')
+    collector = Collector(refresh=0.2, overview=0.2)
+    collector.start()
+    try:
+
+        def both() -> dict[str, dict[str, object]] | None:
+            clusters = {c["name"]: c for c in collector.snapshot()["clusters"]}
+            quiet = clusters.get("quiet", {}).get("nodes") or [{}]
+            return clusters if "broken" in clusters and quiet[0].get("sample") else None
+
+        clusters = wait_until(both, 30)
+    finally:
+        collector.stop()
+    assert "TypeError" in str(clusters["broken"]["problem"])  # said, not raised
+    assert clusters["broken"]["nodes"] == []
