@@ -12,10 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dlvm_cluster import providers
 from dlvm_cluster.errors import DlvmError, StateError
 from dlvm_cluster.orchestrate.cluster import autostop
-from dlvm_cluster.orchestrate.cluster.power import taken_down_mark
+from dlvm_cluster.orchestrate.cluster.power import provider_of, taken_down_mark
 from dlvm_cluster.orchestrate.cluster.records import applied_spec, cluster_kind, load_inventory
 from dlvm_cluster.orchestrate.cluster.report import usage_line
 from dlvm_cluster.orchestrate.jobs.store import JobRecord, list_jobs
@@ -68,7 +67,7 @@ def cluster_view(state: ClusterState) -> ClusterView:
     inventory = load_inventory(state)
     if inventory is None:
         return ClusterView(state.name, kind, problem="no nodes recorded (never brought up)")
-    provider = providers.for_kind(kind or providers.DEFAULT_KIND)
+    provider = provider_of(state)
     problems = []
     if taken_down_mark(state, inventory) is not None:
         problems.append("autostop took this cluster down; `dlvm status` finishes removing it")
