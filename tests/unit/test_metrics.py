@@ -26,6 +26,7 @@ from dlvm_cluster.orchestrate.watch.metrics import (
     REFUSED,
     Frame,
     GpuSample,
+    JobLine,
     NodeSample,
     latest_step,
     log_tail,
@@ -276,3 +277,23 @@ def test_a_log_tail_reads_only_the_end(tmp_path: Path) -> None:
     tail = log_tail(log, lines=5, limit=4096)
     assert tail == [f"line {i}" for i in range(95, 100)]
     assert log_tail(tmp_path / "absent.log") == []
+
+
+def test_the_frame_shows_node_words_as_text_never_as_markup_or_escapes() -> None:
+    import io
+
+    from rich.console import Console
+
+    from dlvm_cluster.cli.top_view import render
+
+    said = "[red]x[/red] \x1b]52;c;aGk=\x07"
+    nodes = (
+        NodeSample("node-0", 0, status=PROBE_FAILED, error=f"exit 1: {said}"),
+        NodeSample("node-1", 1, cpu_percent=50.0, gpu_error=f"nvidia-smi: {said}"),
+    )
+    job = JobLine("j1", "running", 0, f"step 5 {said}")
+    out = io.StringIO()
+    Console(file=out, width=200, color_system=None).print(render(Frame("c", 0.0, nodes, job)))
+    shown = out.getvalue()
+    assert "\x1b" not in shown and "\x07" not in shown
+    assert shown.count("[red]x[/red] \\x1b]52;c;aGk=\\x07") == 3
