@@ -9,7 +9,15 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from dlvm_cluster.orchestrate.watch.metrics import REFRESH_S, Frame, GpuSample, NodeSample
+from dlvm_cluster.orchestrate.watch.metrics import (
+    NOT_ANSWERING,
+    PROBE_FAILED,
+    REFRESH_S,
+    REFUSED,
+    Frame,
+    GpuSample,
+    NodeSample,
+)
 from dlvm_cluster.progress import show_controls
 
 _UNITS = (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3))
@@ -33,7 +41,7 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}%"
 
 
-def _bar(value: float | None, width: int = 10) -> Text:
+def _bar(value: float | None, width: int = 5) -> Text:
     """`[#####     ] 52%`, coloured by how busy."""
     if value is None:
         return Text("-")
@@ -56,7 +64,13 @@ def _gpu_cells(gpu: GpuSample) -> str:
     return "  ".join(parts)
 
 
+SHORT = {NOT_ANSWERING: "no answer", PROBE_FAILED: "failed", REFUSED: "refused"}
+
+
 def render(frame: Frame, *, live: bool = False) -> RenderableType:
+    """The table of nodes (each node's GPUs beneath it), then a line per node that needs a
+    word (not answering, far below the others, GPUs unreadable), then the job. Fits 80
+    columns: light rules, numbers never wrapped."""
     when = time.strftime("%H:%M:%S", time.localtime(frame.taken_at))
     answered = sum(node.answered for node in frame.nodes)
     title = (
@@ -64,21 +78,22 @@ def render(frame: Frame, *, live: bool = False) -> RenderableType:
     )
     if live:
         title += f"  (every {REFRESH_S:g}s; Ctrl-C leaves)"
-    table = Table(title=title, title_justify="left", expand=False)
+    table = Table(title=title, title_justify="left", box=None, pad_edge=False)
     for column, justify in (
         ("node", "left"),
         ("cpu", "left"),
         ("memory", "right"),
         ("load", "right"),
         ("disk", "right"),
-        ("net rx/s", "right"),
-        ("net tx/s", "right"),
-        ("", "left"),
+        ("rx/s", "right"),
+        ("tx/s", "right"),
     ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    notes: list[RenderableType] = []
     for node in frame.nodes:
         _add_node(table, node)
-    parts: list[RenderableType] = [table]
+        notes.extend(_notes(node))
+    parts: list[RenderableType] = [table, *notes]
     if frame.job is not None:
         job = frame.job
         line = Text(f"job {job.id}  {job.state}  restarts {job.restarts}")
@@ -89,37 +104,40 @@ def render(frame: Frame, *, live: bool = False) -> RenderableType:
 
 
 def _add_node(table: Table, node: NodeSample) -> None:
-    name = Text(node.name, style="bold red" if node.lagging else "bold")
+    name = Text(node.name, style="bold red" if node.lagging or not node.answered else "bold")
     if not node.answered:
-        table.add_row(name, Text(node.status, style="red"), "", "", "", "", "", _why(node.error))
+        table.add_row(name, Text(SHORT.get(node.status, node.status), style="red"))
         return
-    load = " ".join(f"{value:.2f}" for value in node.load) or "-"
-    note = Text("◀ " + node.lagging, style="red") if node.lagging else Text("")
-    if node.gpu_error:
-        note.append(_why(node.gpu_error).plain, style="yellow")
     table.add_row(
         name,
         _bar(node.cpu_percent),
         _of(node.memory_used_bytes, node.memory_total_bytes),
-        load,
+        " ".join(f"{value:.1f}" for value in node.load) or "-",
         _of(node.disk_used_bytes, node.disk_total_bytes),
         size(node.net_rx_bytes_per_s),
         size(node.net_tx_bytes_per_s),
-        note,
     )
     for gpu in node.gpus:
         table.add_row(
             Text(f"  gpu {gpu.index}", style="cyan"),
             _bar(gpu.util_percent),
             _of(gpu.memory_used_bytes, gpu.memory_total_bytes),
-            "",
-            "",
-            "",
-            "",
             Text(_gpu_cells(gpu), style="dim"),
         )
 
 
-def _why(text: str) -> Text:
-    """Words that may come from a node: never markup, control characters escaped."""
-    return Text(show_controls(text)[:120])
+def _notes(node: NodeSample) -> list[Text]:
+    """The lines under the table about this node: words that may come from the node are
+    text, never markup, their control characters escaped."""
+    notes = []
+    if not node.answered:
+        notes.append(Text(f"{node.name} {node.status}: {_why(node.error)}", style="red"))
+    if node.lagging:
+        notes.append(Text(f"{node.name} {node.lagging}", style="red"))
+    if node.gpu_error:
+        notes.append(Text(f"{node.name} GPUs unreadable: {_why(node.gpu_error)}", style="yellow"))
+    return notes
+
+
+def _why(text: str) -> str:
+    return show_controls(text)[:160]
