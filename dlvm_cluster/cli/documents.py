@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from dlvm_cluster.orchestrate.cluster.report import ClusterReport
     from dlvm_cluster.orchestrate.cluster.scale import ScaleResult
     from dlvm_cluster.orchestrate.jobs.store import JobRecord
+    from dlvm_cluster.orchestrate.watch.metrics import Frame
     from dlvm_cluster.providers.base import Check
     from dlvm_cluster.remote.results import GroupResult, SyncResult
 
@@ -206,4 +207,36 @@ def start(result: StartResult) -> Document:
         "started": list(result.started),
         "nodes": nodes(result.inventory),
         "seconds": round(result.seconds, 3),
+    }
+
+
+TOP_NODE_FIELDS = (
+    "cpu_percent",
+    "memory_used_bytes",
+    "memory_total_bytes",
+    "net_rx_bytes_per_s",
+    "net_tx_bytes_per_s",
+)
+TOP_GPU_FIELDS = (
+    "index",
+    "util_percent",
+    "memory_used_bytes",
+    "memory_total_bytes",
+    "temperature_c",
+    "power_w",
+)
+
+
+def top(frame: Frame) -> Document:
+    """`top --json`: these fields and no others; a node that did not answer has nulls and no
+    GPUs."""
+    return {
+        "nodes": [
+            {
+                "name": node.name,
+                **{key: getattr(node, key) for key in TOP_NODE_FIELDS},
+                "gpus": [{key: getattr(gpu, key) for key in TOP_GPU_FIELDS} for gpu in node.gpus],
+            }
+            for node in frame.nodes
+        ]
     }

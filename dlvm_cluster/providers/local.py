@@ -183,8 +183,10 @@ def python_paths_under_tmp() -> list[str]:
 
 def local_node_env() -> dict[str, str]:
     """Local nodes share the host's filesystem: the Python running dlvm comes first on PATH,
-    as a DLVM image puts its framework environment first."""
-    return {"PATH": f"{python_bin_dir()}:{DEFAULT_PATH}"}
+    as a DLVM image puts its framework environment first. They share its kernel too, so
+    /proc/stat and /proc/meminfo are the machine's: DLVM_SHARED_KERNEL=1 tells the programs
+    that measure a node (nodeside/metrics.py) to count the node's own processes instead."""
+    return {"PATH": f"{python_bin_dir()}:{DEFAULT_PATH}", "DLVM_SHARED_KERNEL": "1"}
 
 
 def storage_folder(entry: StorageMount) -> Path:
