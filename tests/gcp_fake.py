@@ -234,10 +234,14 @@ class FakeCompute:
         status: str = "READY",
         shared_with: tuple[str, ...] = (),
         template: str = "",
+        deployment_type: str = "",
+        placement_policy: str = "",
     ) -> None:
         """reservations.get of a specific (single-project or shared) reservation: the VM
         properties it holds capacity for (or, made from an instance `template`, that
-        template's link and no properties) and how many of its VMs are in use."""
+        template's link and no properties) and how many of its VMs are in use; a DENSE
+        `deployment_type` and a compact `placement_policy` (name, in the zone's region) as
+        Google reports them for future and calendar-mode reservations."""
         body: dict[str, Any] = {
             "kind": "compute#reservation",
             "id": "4100668622331754141",
@@ -254,6 +258,14 @@ class FakeCompute:
             },
             "shareSettings": {"shareType": "LOCAL"},
         }
+        if deployment_type:
+            body["deploymentType"] = deployment_type
+        if placement_policy:
+            region = zone.rsplit("-", 1)[0]
+            body["resourcePolicies"] = {
+                "policy": f"{API}/projects/{project}/regions/{region}/resourcePolicies/"
+                f"{placement_policy}"
+            }
         if template:
             specific = body["specificReservation"]
             del specific["instanceProperties"]

@@ -20,9 +20,12 @@ locals {
     var.subnetwork == "" ? null : var.subnetwork
   )
   standard = var.provisioning_model == "STANDARD"
+  # Placed close together: by the cluster's own compact policy, or by the reservation's.
+  placed           = var.compact_placement || var.placement_policy != ""
+  placement_policy = var.placement_policy == "" ? google_compute_resource_policy.compact[*].self_link : [var.placement_policy]
   # GPUs cannot live-migrate; Spot, flex-start and reservation-bound VMs and compact placement
   # require TERMINATE as well.
-  terminate_on_maintenance = var.install_nvidia_driver || !local.standard || var.compact_placement
+  terminate_on_maintenance = var.install_nvidia_driver || !local.standard || local.placed
   metadata = merge(
     {
       # Host keys are published to guest attributes only if enabled before first boot.
@@ -174,7 +177,7 @@ resource "google_compute_instance" "node" {
   tags                      = [local.tag]
   labels                    = merge(local.labels, { node = each.key })
   metadata                  = local.metadata
-  resource_policies         = google_compute_resource_policy.compact[*].self_link
+  resource_policies         = local.placement_policy
   allow_stopping_for_update = true
 
   boot_disk {
@@ -247,7 +250,7 @@ resource "google_compute_instance" "node" {
   scheduling {
     provisioning_model          = var.provisioning_model
     preemptible                 = var.provisioning_model == "SPOT"
-    automatic_restart           = local.standard && !var.compact_placement
+    automatic_restart           = local.standard && !local.placed
     on_host_maintenance         = local.terminate_on_maintenance ? "TERMINATE" : "MIGRATE"
     instance_termination_action = var.termination_action == "" ? null : var.termination_action
 

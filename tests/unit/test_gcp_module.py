@@ -30,7 +30,7 @@ from terraform_schema import (
     unquote,
 )
 
-from dlvm_cluster.providers.gcp.tfvars import gcp_tfvars
+from dlvm_cluster.providers.gcp.tfvars import ReservedCapacity, gcp_tfvars
 from dlvm_cluster.provision.modules import module_dir
 from dlvm_cluster.spec.load import load_spec, load_spec_text
 
@@ -81,11 +81,23 @@ SPECS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "a3-high-tcpx": ({}, {"count": 2, "machine_type": "a3-highgpu-8g"}),
     "a3-mega-tcpxo": ({"compact_placement": False}, {"count": 2, "machine_type": "a3-megagpu-8g"}),
     "a3-ultra-rdma": ({}, {"count": 2, "machine_type": "a3-ultragpu-8g", "provisioning": "spot"}),
-    "a4-rdma": ({}, {"count": 2, "machine_type": "a4-highgpu-8g"}),
+    "a4-rdma": ({}, {"count": 2, "machine_type": "a4-highgpu-8g", "reservation": "b200-pool"}),
     "a2-any-reservation-limited": (
         {},
         {"count": 1, "machine_type": "a2-highgpu-1g", "reservation": "any", "max_run_hours": 8},
     ),
+    # Standard VMs on a dense reservation made with a compact placement policy: preflight
+    # reads both (RESERVED below), and the VMs become reservation-bound in that policy.
+    "a4-dense-reservation": (
+        {},
+        {"count": 2, "machine_type": "a4-highgpu-8g", "reservation": "b200-dense"},
+    ),
+}
+RESERVED = {
+    "a4-dense-reservation": ReservedCapacity(
+        dense=True,
+        placement_policy="projects/p/regions/us-central1/resourcePolicies/b200-placement",
+    )
 }
 EXAMPLES = ("gcp-a100-torchrun.yaml", "gcp-spot-l4-horovod.yaml")
 CASES = [*SPECS, *EXAMPLES]
@@ -110,7 +122,7 @@ def rendered(case: str) -> dict[str, Any]:
         spec = load_spec_text(text, Path("/nowhere/t.yaml")).spec
     else:
         spec = load_spec(REPO / "examples" / case).spec
-    return gcp_tfvars(spec, public_key=KEY)
+    return gcp_tfvars(spec, public_key=KEY, reserved=RESERVED.get(case))
 
 
 def plan_variables(tmp_path: Path, tfvars: dict[str, Any]) -> list[dict[str, Any]]:
@@ -343,6 +355,7 @@ def test_the_cases_cover_every_shape_of_node() -> None:
     }
     assert any(t["max_run_hours"] for t in tfvars)
     assert any(t["compact_placement"] for t in tfvars)
+    assert any(t["placement_policy"] for t in tfvars)
     # No GPU network, GPU gVNICs each on a VPC (4 and 8), and a second gVNIC beside RDMA NICs.
     assert {(t["gpu_vpc_nics"], t["rdma_nics"]) for t in tfvars} == {(0, 0), (4, 0), (8, 0), (1, 8)}
     assert any(t["network"] and not t["public_ip"] for t in tfvars)

@@ -243,7 +243,17 @@ _KEYS: dict[str, str] = {}
 def api() -> Iterator[FakeCompute]:
     with running() as fake:
         fake.project(P, {"GPUS_ALL_REGIONS": (64.0, 0.0)})
-        fake.region(P, REGION, ZONES, {"CPUS": (2400.0, 0.0), "NVIDIA_A100_GPUS": (64.0, 0.0)})
+        fake.region(
+            P,
+            REGION,
+            ZONES,
+            {
+                "CPUS": (2400.0, 0.0),
+                "A2_CPUS": (2400.0, 0.0),
+                "NVIDIA_A100_GPUS": (64.0, 0.0),
+                "PREEMPTIBLE_NVIDIA_A100_GPUS": (64.0, 0.0),
+            },
+        )
         for zone in ZONES:
             fake.machine_type(P, zone, "a2-highgpu-2g", ("nvidia-tesla-a100", 2))
             fake.machine_type(P, zone, "a4-highgpu-8g", ("nvidia-b200", 8))
@@ -272,8 +282,9 @@ def loaded_spec(
     min_count: int | None = None,
     machine: str = "a2-highgpu-2g",
     ssh: str = "198.51.100.0/24",
+    extra: str = "",
 ) -> LoadedSpec:
-    extra = f"  min_count: {min_count}\n" if min_count else ""
+    extra += f"  min_count: {min_count}\n" if min_count else ""
     text = (
         "name: t\nprovider:\n  kind: gcp\n  project: p\n  region: us-central1\n"
         f"  zones: [{', '.join(ZONES)}]\n  allowed_ssh_cidrs: [{ssh}]\n"
@@ -694,12 +705,24 @@ def test_inventory_pins_host_keys_read_through_the_api(
 
 def test_gpus_per_node_comes_from_preflight(api: FakeCompute, state: ClusterState) -> None:
     # dlvm's offline table does not know a4-highgpu-8g; the machine type from the API does.
-    inventory, _ = up(api, state, Cloud(), loaded_spec(1, machine="a4-highgpu-8g"), Recorder())
+    inventory, _ = up(
+        api,
+        state,
+        Cloud(),
+        loaded_spec(1, machine="a4-highgpu-8g", extra="  spot: true\n"),
+        Recorder(),
+    )
     assert inventory.gpus_per_node == 8
 
 
 def test_jobs_on_a4_find_the_gib_plugin(api: FakeCompute, state: ClusterState) -> None:
-    inventory, _ = up(api, state, Cloud(), loaded_spec(1, machine="a4-highgpu-8g"), Recorder())
+    inventory, _ = up(
+        api,
+        state,
+        Cloud(),
+        loaded_spec(1, machine="a4-highgpu-8g", extra="  spot: true\n"),
+        Recorder(),
+    )
     assert inventory.env == {"LD_LIBRARY_PATH": "/usr/local/gib/lib64"}
 
 
@@ -1051,7 +1074,7 @@ def test_plan_shows_provisioning_reservation_and_max_run_time(
 
 
 def test_price_line_says_when_the_table_has_no_row() -> None:
-    line = price_line(loaded_spec(machine="a4-highgpu-8g").spec)
+    line = price_line(loaded_spec(machine="a4-highgpu-8g", extra="  spot: true\n").spec)
     assert line.startswith(
         "price: not in dlvm's table for a4-highgpu-8g with 8 x nvidia-b200 in us-central1"
     )

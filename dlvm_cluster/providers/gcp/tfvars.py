@@ -154,9 +154,21 @@ class Capacity:
     reservation_name: str  # for SPECIFIC_RESERVATION only
 
 
-def capacity(nodes: Nodes) -> Capacity:
-    """The scheduling and reservation_affinity of each VM, from the spec's capacity keys."""
+@dataclass(frozen=True)
+class ReservedCapacity:
+    """What preflight read of the specific reservation the nodes consume in one zone."""
+
+    dense: bool  # a DENSE reservation: its VMs must be RESERVATION_BOUND
+    placement_policy: str  # the reservation's compact placement policy, "" when none
+
+
+def capacity(nodes: Nodes, reserved: ReservedCapacity | None = None) -> Capacity:
+    """The scheduling and reservation_affinity of each VM, from the spec's capacity keys (and
+    the reservation they consume, where preflight read it): standard VMs consuming a dense
+    reservation are reservation-bound, which is the only way Compute Engine lets them in."""
     model = nodes.provisioning_model
+    if reserved is not None and reserved.dense and model == "standard":
+        model = "reservation-bound"
     reservation = nodes.reservation
     if reservation is None and model == "flex-start":
         # Flex-start VMs take capacity from the queue, never from a reservation.
@@ -174,6 +186,14 @@ def capacity(nodes: Nodes) -> Capacity:
         reservation_affinity=affinity,
         reservation_name=name,
     )
+
+
+def placement_policy(spec: ClusterSpec, reserved: ReservedCapacity | None) -> str:
+    """The existing placement policy the VMs name: the reservation's, so that they may consume
+    it (unless the spec turned placement off)."""
+    if reserved is None or gcp_provider(spec).compact_placement is False:
+        return ""
+    return reserved.placement_policy
 
 
 def compact_placement(spec: ClusterSpec) -> bool:
@@ -233,12 +253,14 @@ def gcp_tfvars(
     count: int | None = None,
     names: Sequence[str] | None = None,
     wait: float | None = None,
+    reserved: ReservedCapacity | None = None,
 ) -> dict[str, Any]:
     """The tfvars for `spec` in `zone` (default: the first of provider.zones).
 
     `names` picks the node set explicitly (ranks follow their order), e.g. to keep the nodes a
     partial apply created; otherwise the nodes are node-0 .. node-(count-1). `wait`: how long
-    each VM may take to be created, in seconds (default DEFAULT_CREATE_TIMEOUT).
+    each VM may take to be created, in seconds (default DEFAULT_CREATE_TIMEOUT). `reserved`:
+    what preflight read of the named reservation in `zone`.
     """
     provider = gcp_provider(spec)
     chosen_zone = zone or provider.zones[0]
@@ -248,7 +270,8 @@ def gcp_tfvars(
             hint="zones: " + ", ".join(provider.zones),
         )
     shape = node_shape(spec.nodes)
-    provided = capacity(spec.nodes)
+    provided = capacity(spec.nodes, reserved)
+    policy = placement_policy(spec, reserved)
     if names is None:
         names = [node_name(rank) for rank in range(spec.nodes.count if count is None else count)]
     network = gpu_network.gpu_network(shape.machine_type)
@@ -270,7 +293,8 @@ def gcp_tfvars(
         "reservation_affinity": provided.reservation_affinity,
         "reservation_name": provided.reservation_name,
         "create_timeout": DEFAULT_CREATE_TIMEOUT if wait is None else duration(wait),
-        "compact_placement": compact_placement(spec),
+        "compact_placement": compact_placement(spec) and not policy,
+        "placement_policy": policy,
         "nic_type": "GVNIC" if shapes.gvnic(shape.machine_type) else "",
         "network": provider.network or "",
         "subnetwork": provider.subnetwork or "",
@@ -293,13 +317,36 @@ def gcp_tfvars(
     }
 
 
+def _last_tfvars(tfvars_path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(tfvars_path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def zone_in_use(tfvars_path: Path, zones: Sequence[str]) -> str | None:
     """The zone the last render chose, if still allowed: a cluster stays where its nodes are."""
-    try:
-        zone = json.loads(tfvars_path.read_text()).get("zone")
-    except (OSError, ValueError, AttributeError):
-        return None
+    zone = _last_tfvars(tfvars_path).get("zone")
     return zone if isinstance(zone, str) and zone in zones else None
+
+
+def reserved_in_use(tfvars_path: Path, nodes: Nodes, zone: str | None) -> ReservedCapacity | None:
+    """What the last apply's preflight read of the reservation the nodes still consume in the
+    same zone: a render without the API (scale, a node's replacement) keeps the VMs
+    reservation-bound and in the reservation's placement policy, rather than recreating them."""
+    last = _last_tfvars(tfvars_path)
+    wanted = capacity(nodes).reservation_name
+    if not wanted or zone is None or last.get("zone") != zone:
+        return None
+    if last.get("reservation_name") != wanted:
+        return None
+    policy = last.get("placement_policy")
+    return ReservedCapacity(
+        dense=last.get("provisioning_model") == PROVISIONING_MODELS["reservation-bound"]
+        and nodes.provisioning_model == "standard",
+        placement_policy=policy if isinstance(policy, str) else "",
+    )
 
 
 def state_tfvars(
@@ -308,5 +355,9 @@ def state_tfvars(
     """`gcp_tfvars` with the cluster's public key and current zone read from its state dir."""
     public_path = state.key_path.with_suffix(".pub")
     public_key = public_path.read_text().strip() if public_path.exists() else ""
-    zone = zone_in_use(state.terraform_dir / TFVARS, gcp_provider(spec).zones)
-    return gcp_tfvars(spec, public_key=public_key, zone=zone, count=count, wait=wait)
+    tfvars_path = state.terraform_dir / TFVARS
+    zone = zone_in_use(tfvars_path, gcp_provider(spec).zones)
+    reserved = reserved_in_use(tfvars_path, spec.nodes, zone)
+    return gcp_tfvars(
+        spec, public_key=public_key, zone=zone, count=count, wait=wait, reserved=reserved
+    )

@@ -85,6 +85,7 @@ class ZoneFailover:
         self.terraform = terraform
         self.progress = progress
         self.zones = report.zones
+        self.reserved = report.reserved
         self.keep = list(keep)
         self.attempts: list[tuple[str, FailoverDecision]] = []
         self.suggested: list[str] = []  # zones the API said have capacity, latest first
@@ -234,6 +235,7 @@ class ZoneFailover:
             zone=zone,
             names=None if names is None else list(names),
             wait=self.wait,
+            reserved=self.reserved.get(zone),
         )
         dataclasses.replace(self.module, tfvars=tfvars).write(self.workdir)
 
