@@ -39,8 +39,8 @@ locals {
   )
   # A3 Ultra and A4 RDMA NICs attach only to a VPC made with the RoCE profile of their zone.
   rdma_network_profile = "projects/${var.project}/global/networkProfiles/${var.zone}-vpc-roce"
-  # Each GPU and RDMA subnetwork is a /17 of gpu_cidr_range: GPU VPCs from the bottom, RDMA
-  # subnetworks from the middle, so the two never meet.
+  # Each GPU and RDMA subnetwork is a 32nd of gpu_cidr_range (a /16 of the default /11): GPU
+  # VPCs from the bottom, RDMA subnetworks from the middle, so the two never meet.
   gpu_cidr_bits    = 5
   rdma_cidr_offset = 16
 }

@@ -11,6 +11,7 @@ declared type and passes the declared validations.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import shutil
@@ -420,3 +421,24 @@ def test_terraform_rejects_bad_values(tmp_path: Path, change: dict[str, Any], me
     flagged = [d for d in diagnostics if d["severity"] in ("error", "warning")]
     assert flagged
     assert any(message in d.get("detail", "") + d["summary"] for d in flagged), flagged
+
+
+def test_gpu_subnetworks_stay_clear_of_docker_and_the_other_ranges(
+    module: dict[str, list[Any]],
+) -> None:
+    """Each GPU and RDMA subnetwork as the module cuts it (cidrsubnet with its own locals)
+    lies outside Docker's bridge pools (docker0 is 172.17.0.1/16: a GPU subnetwork there has
+    its gateway on a local address), the auto-mode range and the cluster subnetwork."""
+    [locals_block] = [block for block in module["locals"] if "gpu_cidr_bits" in block]
+    bits, offset = int(locals_block["gpu_cidr_bits"]), int(locals_block["rdma_cidr_offset"])
+    tfvars = rendered("a3-mega-tcpxo")
+    pieces = list(ipaddress.ip_network(tfvars["gpu_cidr_range"]).subnets(prefixlen_diff=bits))
+    used = [*pieces[:8], *pieces[offset : offset + 8]]
+    taken = [
+        *(ipaddress.ip_network(f"172.{second}.0.0/16") for second in range(17, 32)),
+        ipaddress.ip_network("192.168.0.0/16"),
+        ipaddress.ip_network("10.128.0.0/9"),
+        ipaddress.ip_network(tfvars["subnet_cidr"]),
+    ]
+    assert not [(a, b) for a in used for b in taken if a.overlaps(b)]
+    assert len({*used}) == 16

@@ -615,3 +615,38 @@ def test_rdma_shapes_need_the_roce_profile_of_each_zone(api: FakeCompute) -> Non
 def test_shapes_without_rdma_read_no_network_profile(api: FakeCompute) -> None:
     preflight(spec_of(A100), api.clients())
     assert api.calls("/networkProfiles/") == 0
+
+
+# -- what the shape alone says (plan and up) -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("nodes", "expected"),
+    [
+        ("  machine_type: a3-megagpu-8g\n", "on-demand capacity of a3-megagpu-8g is rarely"),
+        ("  machine_type: a3-highgpu-8g\n  spot: true\n", "GPUDirect-TCPX needs Google's TCPX"),
+        (
+            "  machine_type: n1-standard-8\n  accelerator: {type: nvidia-tesla-v100, count: 1}\n",
+            "nvidia-tesla-v100 is older than Turing",
+        ),
+    ],
+)
+def test_the_shape_warns_of_what_would_disappoint(nodes: str, expected: str) -> None:
+    warnings = spec_warnings(spec_of("  count: 2\n" + nodes))
+    assert any(warning.startswith(expected) for warning in warnings), warnings
+
+
+@pytest.mark.parametrize(
+    "nodes",
+    [
+        "  machine_type: a3-megagpu-8g\n  reservation: h100-pool\n",
+        "  machine_type: a3-megagpu-8g\n  provisioning: flex-start\n  max_run_hours: 8\n",
+        # An image of the user's own, outside the Deep Learning VM project: its kernel decides.
+        "  machine_type: a3-highgpu-8g\n  spot: true\n"
+        "  image: projects/my-images/global/images/family/ubuntu-2204-tcpx\n",
+        "  machine_type: n1-standard-8\n  accelerator: {type: nvidia-tesla-v100, count: 1}\n"
+        "  image: common-cu124-ubuntu-2204-nvidia-550\n",
+    ],
+)
+def test_shapes_that_fit_their_capacity_and_image_say_nothing(nodes: str) -> None:
+    assert spec_warnings(spec_of("  count: 2\n" + nodes)) == []

@@ -32,7 +32,6 @@ from dlvm_cluster.inventory import Inventory, from_terraform_outputs
 from dlvm_cluster.providers.base import Converge
 from dlvm_cluster.providers.gcp.credentials import ComputeClients, compute_clients
 from dlvm_cluster.providers.gcp.flexwait import capacity_watch
-from dlvm_cluster.providers.gcp.gpu_network import job_environment
 from dlvm_cluster.providers.gcp.hostkeys import (
     node_refs,
     node_refs_for,
@@ -53,7 +52,6 @@ from dlvm_cluster.providers.gcp.tfvars import (
     gcp_provider,
     gpus_per_node,
     instance_address,
-    node_shape,
     state_tfvars,
 )
 from dlvm_cluster.providers.gcp.zone_loop import (
@@ -232,9 +230,10 @@ def _inventory(
         else:
             unknown.append(ref)
     keys.update(read_host_keys(api, project, unknown))
-    env = job_environment(node_shape(request.spec.nodes).machine_type)
+    # No variables of the provider's: an A3/A4 node's NCCL plugin is found through the
+    # dynamic linker's path and /etc/nccl.conf, which its boot script writes.
     return from_terraform_outputs(
-        request.spec.name, with_host_keys(outputs, keys), env=env, gpus_per_node=gpus
+        request.spec.name, with_host_keys(outputs, keys), env={}, gpus_per_node=gpus
     )
 
 

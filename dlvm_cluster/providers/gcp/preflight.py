@@ -188,8 +188,8 @@ def _offering_zones(
         try:
             offer = _check_zone_offers(clients, spec, provider, region, zone)
             _check_roce_profile(clients, spec, provider, zone)
-        except _NotOfferedHere as problem:
-            missing.append(problem)
+        except _NotOfferedHere as lacking:
+            missing.append(lacking)
             continue
         offering.append(zone)
     if not offering:

@@ -36,9 +36,12 @@ DLVM_IMAGE_PROJECT = "deeplearning-platform-release"
 # Python 3.12, the Python of 24.04.
 DEFAULT_IMAGE_FAMILY = "pytorch-2-9-cu129-ubuntu-2204-nvidia-580"
 DEFAULT_SUBNET_CIDR = "10.64.0.0/20"
-# Cut into a /17 per GPU or RDMA subnetwork; apart from DEFAULT_SUBNET_CIDR and from the
-# 10.128.0.0/9 of auto-mode networks, since all NICs of a VM must be in different ranges.
-GPU_CIDR_RANGE = "172.16.0.0/12"
+# Cut into a /16 per GPU or RDMA subnetwork; apart from DEFAULT_SUBNET_CIDR, from the
+# 10.128.0.0/9 of auto-mode networks (all NICs of a VM must be in different ranges), and from
+# the pools Docker takes its bridges from (172.17.0.0/16 to 172.31.0.0/16, 192.168.0.0/16):
+# a GPU subnetwork whose gateway is docker0's own address leaves that rail unreachable, and the
+# TCPX and TCPXO nodes run docker.
+GPU_CIDR_RANGE = "10.96.0.0/11"
 # What Compute Engine does to a VM it ends: a preempted Spot VM, a flex-start or
 # reservation-bound VM at the end of its run, any VM past nodes.max_run_hours. Deleted, so the
 # next `up` recreates it with a plain apply rather than finding a stopped VM to start.
