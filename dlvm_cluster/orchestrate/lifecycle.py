@@ -14,6 +14,7 @@ from dlvm_cluster import providers, secret_env
 from dlvm_cluster.errors import RemoteError, UsageError
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.orchestrate import autostop, power
+from dlvm_cluster.orchestrate.boot import wait_for_boot
 from dlvm_cluster.orchestrate.files import SetupReport, install_secrets, push_files, run_setup
 from dlvm_cluster.orchestrate.horovod import ensure_horovod
 from dlvm_cluster.orchestrate.jobs import stop_supervisors
@@ -220,7 +221,8 @@ def prepare_nodes(
     """Bring `nodes` to the spec: SSH ready, intra-cluster SSH (on every node, so old and new
     nodes know each other), the autostop watcher (`restarted`: the nodes just started, so
     max_hours counts from now), secrets, storage, files, setup, and Horovod where the job
-    needs it."""
+    needs it; then waits until every node of the cluster has finished its boot-time setup
+    (the GPU network of A3/A4 VMs), all on one transport, before a job can run."""
     wait_for_ssh(pool, nodes, progress)
     install_mesh(
         pool,
@@ -240,6 +242,8 @@ def prepare_nodes(
     synced = push_files(pool, loaded, nodes, progress)
     setup = run_setup(pool, inventory, loaded, nodes, progress, rerun=rerun)
     horovod = ensure_horovod(pool, inventory, loaded, nodes, progress)
+    readiness = providers.for_spec(loaded.spec).boot_readiness(loaded.spec)
+    wait_for_boot(pool, inventory.nodes, readiness, progress)
     return synced, replace(setup, horovod=horovod)
 
 
@@ -382,6 +386,9 @@ def start(state: ClusterState, progress: Progress) -> StartResult:
             install_watcher(
                 pool, state, inventory, loaded, progress, inventory.nodes, restarted=bool(started)
             )
+            # Each started VM runs its boot-time setup again.
+            readiness = providers.for_spec(loaded.spec).boot_readiness(loaded.spec)
+            wait_for_boot(pool, inventory.nodes, readiness, progress)
         power.record_usage(state, inventory)
     return StartResult(inventory, tuple(started), time.monotonic() - begun)
 

@@ -72,7 +72,7 @@ MACHINE_COMMANDS = (
 TCPX_KERNEL = "5.15.0-1065-gcp-tcpx"
 DLVM_KERNEL = "6.8.0-1031-gcp"
 # The ordinary tools the script uses, taken from this machine.
-TOOLS = ("grep", "env", "mv", "mkdir", "rm", "readlink", "chmod", "cut", "head")
+TOOLS = ("grep", "env", "mv", "mkdir", "rm", "readlink", "chmod", "cut", "head", "cat")
 
 
 @dataclass
@@ -102,6 +102,7 @@ def run_script(
     kernel: str = TCPX_KERNEL,
     import_helper: bool = True,
     rdma_devices: int = 8,
+    args: tuple[str, ...] = (),
 ) -> Run:
     """The boot script for `machine`, its system paths moved under tmp_path."""
     network = gpu_network.gpu_network(machine)
@@ -110,19 +111,21 @@ def run_script(
     sys_net.mkdir(exist_ok=True)
     for nic in network.interfaces:
         if nic not in absent_interfaces:
-            (sys_net / nic).mkdir()
+            (sys_net / nic).mkdir(exist_ok=True)
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
+    bin_dir.mkdir(exist_ok=True)
     for name in MACHINE_COMMANDS:
+        (bin_dir / name).unlink(missing_ok=True)
         if name not in missing:
             (bin_dir / name).write_text(STAND_IN)
             (bin_dir / name).chmod(0o755)
     for tool in TOOLS:
         real = shutil.which(tool)
         assert real, tool
-        (bin_dir / tool).symlink_to(real)
+        if not (bin_dir / tool).exists():
+            (bin_dir / tool).symlink_to(real)
     lib_dir = tmp_path / "lib64"
-    lib_dir.mkdir()
+    lib_dir.mkdir(exist_ok=True)
     profile = tmp_path / "set_nccl_env.sh"
     profile.write_text("export NCCL_NET=gIB\nexport NCCL_IB_QPS_PER_CONNECTION=4\n")
     script = gpu_network.setup_script(network)
@@ -134,15 +137,18 @@ def run_script(
     for system, moved in moves.items():
         script = script.replace(system, moved)
     assert str(lib_dir) in script
-    (tmp_path / "apt" / "sources.list.d").mkdir(parents=True)
+    (tmp_path / "apt" / "sources.list.d").mkdir(parents=True, exist_ok=True)
     (tmp_path / "ld.so.conf.d").mkdir(exist_ok=True)
     # The aperture of the GPU NIC lspci names, as sysfs shows it once bound: root's only.
     aperture = tmp_path / "apertures" / "0000:06:00.0"
-    aperture.mkdir(parents=True)
+    aperture.mkdir(parents=True, exist_ok=True)
     for name in ("resource0", "resource2"):
         (aperture / name).touch(mode=0o600)
     calls = tmp_path / "calls"
-    calls.touch()
+    calls.write_text("")
+    boot_id = tmp_path / "boot_id"
+    if not boot_id.exists():
+        boot_id.write_text("8e3f0c4e-boot-1\n")
     env = {
         "PATH": str(bin_dir),
         "CALLS": str(calls),
@@ -153,6 +159,7 @@ def run_script(
         "RDMA_DEVICES": str(rdma_devices),
         "LD_SO_CONF_DIR": str(tmp_path / "ld.so.conf.d"),
         "TOPOLOGY_DIR": str(tmp_path / "etc-dlvm"),
+        "BOOT_ID_FILE": str(boot_id),
         "STATE_DIR": str(tmp_path / "state"),
         "DLVM_NCCL_CONF": str(tmp_path / "nccl.conf"),
         # Set where the script runs: never copied into nccl.conf.
@@ -165,7 +172,7 @@ def run_script(
     bash = shutil.which("bash")
     assert bash
     result = subprocess.run(
-        [bash, "-c", script], env=env, capture_output=True, text=True, timeout=60
+        [bash, "-c", script, "bash", *args], env=env, capture_output=True, text=True, timeout=60
     )
     return Run(
         result.returncode, result.stdout + result.stderr, calls.read_text().splitlines(), tmp_path
@@ -378,3 +385,34 @@ def test_an_nccl_conf_dlvm_did_not_write_is_left_alone(tmp_path: Path) -> None:
     run = run_script(tmp_path, "a3-highgpu-8g", missing=("docker",))
     assert run.returncode != 0
     assert conf.read_text() == "NCCL_DEBUG=WARN\n"
+
+
+# -- what dlvm asks of a node once it boots: the probe and the fallback ---------------------
+
+
+def test_the_probe_answers_with_this_boots_verdict(tmp_path: Path) -> None:
+    assert run_script(tmp_path, "a3-megagpu-8g", args=("probe",)).output == "waiting\n"
+    run_script(tmp_path, "a3-megagpu-8g")
+    probe = run_script(tmp_path, "a3-megagpu-8g", args=("probe",))
+    assert probe.output == f"ready tcpxo {gpu_network.TCPXO_PLUGIN_IMAGE}\n"
+    # A later boot whose setup has not begun: the folder's verdict is the earlier boot's.
+    (tmp_path / "boot_id").write_text("8e3f0c4e-boot-2\n")
+    assert run_script(tmp_path, "a3-megagpu-8g", args=("probe",)).output == "waiting\n"
+    run_script(tmp_path, "a3-megagpu-8g", missing=("docker",))
+    probe = run_script(tmp_path, "a3-megagpu-8g", args=("probe",))
+    assert probe.output == "failed check docker and the NVIDIA container toolkit\n"
+    assert probe.returncode == 0
+
+
+def test_the_fallback_takes_the_plugin_away_from_a_node_that_set_it_up(tmp_path: Path) -> None:
+    assert run_script(tmp_path, "a3-megagpu-8g").returncode == 0
+    assert (tmp_path / "nccl.conf").exists()
+    assert run_script(tmp_path, "a3-megagpu-8g").library_path() is not None
+    run = run_script(tmp_path, "a3-megagpu-8g", args=("fallback", "setup failed on node-1"))
+    assert run.returncode == 0, run.output
+    assert not (tmp_path / "nccl.conf").exists()
+    assert run.library_path() is None
+    assert run.calls == ["ldconfig "]
+    assert run.state("fallback") == "setup failed on node-1"
+    # The node's own verdict stays what its setup found.
+    assert run.state("ready") == f"tcpxo {gpu_network.TCPXO_PLUGIN_IMAGE}"

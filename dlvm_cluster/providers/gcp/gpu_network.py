@@ -23,6 +23,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dlvm_cluster.providers.base import BootReadiness
 from dlvm_cluster.providers.gcp import shapes
 
 # Pinned pairs, as Google pairs them in its Slurm prologs for these shapes: a plugin release and
@@ -58,6 +59,11 @@ _A3_MEGA_GPU_IFNAMES = (
 )
 
 SETUP_BODY = Path(__file__).with_name("gpu_network_setup.sh")
+# How long `up` waits for every node's boot script: the driver may take up to 30 minutes to
+# appear on a first boot (the script's own limit), then images are pulled or packages built.
+BOOT_TIMEOUT_S = 3600.0
+# What every node uses when one node's setup failed: NCCL's own transport.
+FALLBACK_TITLE = "NCCL over TCP sockets on the primary NIC"
 # MTU of the VPCs of GPU gVNICs (what Google's A3 blueprints give them) and of a RoCE VPC.
 GPU_VPC_MTU = 8244
 ROCE_MTU = 8896
@@ -255,6 +261,22 @@ def setup_script(network: GpuNetwork) -> str:
         f"DLVM_NCCL_SETTINGS={shlex.quote(settings)}",
     ]
     return "\n".join(header) + "\n" + SETUP_BODY.read_text()
+
+
+def boot_readiness(machine_type: str) -> BootReadiness | None:
+    """What orchestrate waits for on each node of such a shape: the boot script's verdict,
+    read by the script itself (`probe`), and the switch to plain NCCL (`fallback`)."""
+    network = gpu_network(machine_type)
+    if network is None:
+        return None
+    return BootReadiness(
+        title=network.title,
+        fallback_title=FALLBACK_TITLE,
+        script=setup_script(network),
+        probe="bash -s probe",
+        fallback="sudo -n bash -s fallback",
+        timeout_s=BOOT_TIMEOUT_S,
+    )
 
 
 def plan_line(machine_type: str) -> str | None:

@@ -11,8 +11,10 @@
 #
 # It leaves its progress and verdict in STATE_DIR: `step` (the step under way), then `ready`
 # (what was installed) or `failed` (the step that failed); the log is the startup script's
-# (journalctl -u google-startup-scripts). dlvm waits for the verdict of every node before a job
-# runs.
+# (journalctl -u google-startup-scripts), and `boot` names the boot they belong to. dlvm waits
+# for the verdict of every node before a job runs: it sends this script to each node with the
+# argument `probe` (print the verdict of this boot) and, when any node failed, `fallback` (run
+# as root: this node uses plain NCCL too, so that no job mixes transports).
 set -euo pipefail
 
 # The system's places; the environment may move them (the tests run the script in a folder).
@@ -24,6 +26,7 @@ APT_DIR=${APT_DIR:-/etc/apt}
 KEYRING_DIR=${KEYRING_DIR:-/usr/share/keyrings}
 LD_SO_CONF_DIR=${LD_SO_CONF_DIR:-/etc/ld.so.conf.d}
 TOPOLOGY_DIR=${TOPOLOGY_DIR:-/etc/dlvm}
+BOOT_ID_FILE=${BOOT_ID_FILE:-/proc/sys/kernel/random/boot_id}
 readonly RXDM_CONTAINER=dlvm-rxdm
 # The file's first line (no '=', so NCCL skips it): how a later boot knows the file is dlvm's.
 readonly CONF_MARK="# Written by dlvm's GPU network setup."
@@ -273,7 +276,8 @@ setup_gib() {
 
 main() {
 	mkdir -p "${STATE_DIR}"
-	rm -f "${STATE_DIR}/ready" "${STATE_DIR}/failed" "${STATE_DIR}/step"
+	rm -f "${STATE_DIR}/ready" "${STATE_DIR}/failed" "${STATE_DIR}/step" "${STATE_DIR}/fallback"
+	cat "${BOOT_ID_FILE}" >"${STATE_DIR}/boot"
 	remove_old_nccl_conf
 	check_interfaces
 	wait_for_driver
@@ -306,4 +310,34 @@ main() {
 	log "ready (${GPU_STACK})"
 }
 
-main "$@"
+# One line: `ready WHAT`, `failed STEP`, `running STEP`, or `waiting` (this boot's setup has not
+# begun: what the folder holds is an earlier boot's).
+probe() {
+	trap - EXIT
+	local boot
+	boot=$(cat "${STATE_DIR}/boot" 2>/dev/null || true)
+	if [[ -z ${boot} ]] || [[ ${boot} != "$(cat "${BOOT_ID_FILE}")" ]]; then
+		echo waiting
+	elif [[ -f ${STATE_DIR}/ready ]]; then
+		echo "ready $(head -n 1 "${STATE_DIR}/ready")"
+	elif [[ -f ${STATE_DIR}/failed ]]; then
+		echo "failed $(head -n 1 "${STATE_DIR}/failed")"
+	else
+		echo "running $(head -n 1 "${STATE_DIR}/step" 2>/dev/null || true)"
+	fi
+}
+
+# Another node's setup failed: this one gives up its plugin until its next boot.
+fallback() {
+	trap - EXIT
+	mkdir -p "${STATE_DIR}"
+	remove_old_nccl_conf
+	printf '%s\n' "${1:-another node failed}" >"${STATE_DIR}/fallback"
+	echo "plain NCCL"
+}
+
+case "${1:-}" in
+probe) probe ;;
+fallback) fallback "${2:-}" ;;
+*) main ;;
+esac
