@@ -167,11 +167,13 @@ def down(cluster: str, seconds: float) -> Document:
 
 def check_report(report: CheckReport) -> Document:
     """`check --json`: ok, and per node ok, what each check found, its link speeds (GB/s)
-    and its problems; the all_reduce's bus bandwidth (null: not measured)."""
+    and its problems; the all_reduce's bus bandwidth and the network it ran on (null: not
+    measured)."""
     return {
         "cluster": report.cluster,
         "ok": report.ok,
         "backend": report.backend or None,
+        "transport": report.transport or None,
         "bus_gbs": report.bus_gbs,
         "median_node_gbs": report.median_gbs,
         "notes": list(report.notes),

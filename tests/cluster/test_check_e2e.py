@@ -83,6 +83,7 @@ def test_healthy_cluster_passes(cli: Cli, cluster: tuple[str, Path]) -> None:
     code, nodes, data = _check(cli, name)
     assert code == 0, data
     assert data["ok"] is True and data["backend"] == "gloo"
+    assert data["transport"] == "gloo over TCP"
     assert sorted(nodes) == ["node-0", "node-1", "node-2"]
     for node in nodes.values():
         assert node["ok"] is True and node["problems"] == []
