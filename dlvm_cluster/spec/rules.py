@@ -76,6 +76,19 @@ def semantic_problems(spec: ClusterSpec) -> list[tuple[tuple[str | int, ...], st
     if isinstance(provider, GcpProvider):
         problems.extend(_gcp_problems(spec, provider))
     problems.extend(_capacity_problems(spec.nodes))
+    if (
+        spec.nodes.provisioning_model == "flex-start"
+        and spec.autostop is not None
+        and spec.autostop.action == "stop"
+    ):
+        written = "action" in spec.autostop.model_fields_set
+        problems.append(
+            (
+                ("autostop", "action") if written else ("autostop",),
+                "flex-start VMs cannot be stopped (Compute Engine keeps no capacity for them "
+                "while stopped): set autostop.action to down",
+            )
+        )
     problems.extend(_storage_problems(spec))
     if spec.nodes.min_count is not None and spec.nodes.min_count > spec.nodes.count:
         problems.append(

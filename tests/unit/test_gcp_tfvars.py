@@ -405,6 +405,11 @@ def test_capacity_keys_render_as_scheduling_and_reservation_affinity(
         ),
         ("  reservation: zones/us-central1-a/reservations/r\n", "nodes.reservation", None),
         (
+            "  provisioning: flex-start\n  max_run_hours: 8\nautostop:\n  action: stop\n",
+            "autostop.action",
+            "flex-start VMs cannot be stopped",
+        ),
+        (
             "  provisioning: reservation-bound\n  reservation: r\n  max_run_hours: 24\n",
             "nodes.max_run_hours",
             "reservation-bound VMs run until their reservation ends",
@@ -423,6 +428,16 @@ def test_capacity_keys_that_contradict_are_refused_at_their_line(
         if content.strip().startswith(field.split(".")[-1] + ":")
     )
     assert error.location.line == line
+
+
+def test_flex_start_with_autostop_s_default_action_is_refused() -> None:
+    """autostop's default action is stop, which flex-start VMs cannot take."""
+    text = BASE + (
+        "nodes:\n  count: 2\n  machine_type: a3-highgpu-8g\n  provisioning: flex-start\n"
+        "  max_run_hours: 8\nautostop:\n  idle_minutes: 30\n"
+    )
+    refused(text, "autostop", "set autostop.action to down")
+    load_spec_text(text + "  action: down\n", Path("/nowhere/t.yaml"))
 
 
 NOT_OFFERED = "flex-start VMs are not offered for"
