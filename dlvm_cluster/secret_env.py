@@ -19,7 +19,7 @@ def resolve(
 ) -> dict[str, str]:
     """Each secret's value: written in the file, or read from the user's environment now.
     Not strict: a variable that is not set is skipped; masking output then needs the values
-    the nodes hold as well (orchestrate/masking.py reads them)."""
+    the nodes hold as well (orchestrate/nodes/masking.py reads them)."""
     environ = os.environ if environ is None else environ
     values = {}
     for name, item in spec.secret_env().items():

@@ -66,7 +66,7 @@ print(*[r for r in wanted if not installed(r)])')
   # installs it (seconds when cached). It is the script `up` runs on a cluster's head node.
   if ! .venv/bin/python -c 'import horovod.torch' 2>/dev/null; then
     echo "==> installing Horovod (built from source once, then cached)"
-    PYTHON=.venv/bin/python HOROVOD_WITH_MPI=1 bash dlvm_cluster/orchestrate/build_horovod.sh install
+    PYTHON=.venv/bin/python HOROVOD_WITH_MPI=1 bash dlvm_cluster/nodeside/build_horovod.sh install
   fi
 fi
 echo "==> ready: $(.venv/bin/dlvm --help >/dev/null && echo dlvm installed)"

@@ -37,7 +37,7 @@ from typing import Any
 
 from dlvm_cluster.agent.work import Client, Work, push_files, run_commands
 from dlvm_cluster.inventory import Inventory
-from dlvm_cluster.orchestrate.records import open_pool
+from dlvm_cluster.orchestrate.cluster.records import open_pool
 from dlvm_cluster.remote.agent_client import (
     ANSWER_TIMEOUT,
     Messages,

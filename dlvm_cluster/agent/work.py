@@ -17,8 +17,8 @@ from typing import Any
 
 from dlvm_cluster.errors import DlvmError, RemoteError
 from dlvm_cluster.inventory import Node
-from dlvm_cluster.orchestrate.files import push_files as push
-from dlvm_cluster.orchestrate.records import applied_spec
+from dlvm_cluster.orchestrate.cluster.files import push_files as push
+from dlvm_cluster.orchestrate.cluster.records import applied_spec
 from dlvm_cluster.progress import TerraformEvent
 from dlvm_cluster.remote.agent_client import Messages, encode, error_message
 from dlvm_cluster.remote.fanout import Cancellation, run_on_nodes

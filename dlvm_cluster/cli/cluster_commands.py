@@ -29,8 +29,8 @@ from dlvm_cluster.cli.resolve import cluster_state, load_file
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from dlvm_cluster.orchestrate.lifecycle import UpResult
-    from dlvm_cluster.orchestrate.scale import ScalePlan
+    from dlvm_cluster.orchestrate.cluster.lifecycle import UpResult
+    from dlvm_cluster.orchestrate.cluster.scale import ScalePlan
 
 
 def up_cmd(
@@ -45,7 +45,7 @@ def up_cmd(
 ) -> None:
     """Create or converge the cluster; wait for SSH; push files; run setup. Safe to run again."""
     from dlvm_cluster.cli.display import console_progress
-    from dlvm_cluster.orchestrate import lifecycle
+    from dlvm_cluster.orchestrate.cluster import lifecycle
     from dlvm_cluster.providers.base import KeyTrust, UnpinnedHostKeys
 
     loaded = load_file(file)
@@ -108,7 +108,7 @@ def _print_up_summary(result: UpResult) -> None:
 def plan_cmd(file: FileArg, json_output: JsonOption = False) -> None:
     """Show what `up` would create, change or destroy; changes nothing."""
     from dlvm_cluster.cli.display import stdout
-    from dlvm_cluster.orchestrate import lifecycle
+    from dlvm_cluster.orchestrate.cluster import lifecycle
     from dlvm_cluster.progress import SilentProgress
 
     loaded = load_file(file)
@@ -141,7 +141,7 @@ def render_cmd(
 ) -> None:
     """Write the Terraform root module and tfvars that `up` would apply (offline)."""
     from dlvm_cluster.cli.display import stdout
-    from dlvm_cluster.orchestrate import lifecycle
+    from dlvm_cluster.orchestrate.cluster import lifecycle
 
     module = lifecycle.render_to(load_file(file), output)
     stdout.print(f"wrote the {module.provider} module and terraform.tfvars.json to {output}")
@@ -156,7 +156,7 @@ def status_cmd(
     from rich.table import Table
 
     from dlvm_cluster.cli.display import stdout
-    from dlvm_cluster.orchestrate import report
+    from dlvm_cluster.orchestrate.cluster import report
     from dlvm_cluster.progress import show_controls
     from dlvm_cluster.state import list_clusters
 
@@ -226,7 +226,7 @@ def scale_cmd(
 ) -> None:
     """Grow or shrink to COUNT nodes; new nodes get keys, files and setup."""
     from dlvm_cluster.cli.display import console_progress, stderr, stdout
-    from dlvm_cluster.orchestrate import records, scale
+    from dlvm_cluster.orchestrate.cluster import records, scale
     from dlvm_cluster.providers.base import KeyTrust, UnpinnedHostKeys
 
     state = cluster_state(cluster)
@@ -293,7 +293,7 @@ def doctor_cmd(
     """Check what the provider needs: root, tools, credentials, quota, reachable hosts."""
     from dlvm_cluster import providers
     from dlvm_cluster.cli.display import stderr, stdout
-    from dlvm_cluster.orchestrate import doctor
+    from dlvm_cluster.orchestrate.cluster import doctor
     from dlvm_cluster.progress import show_controls
 
     spec = load_file(file).spec if file else None
@@ -322,7 +322,7 @@ def stop_cmd(
 ) -> None:
     """Power the nodes off, keeping their disks; `dlvm start` or `up` starts them again."""
     from dlvm_cluster.cli.display import console_progress, stdout
-    from dlvm_cluster.orchestrate import power
+    from dlvm_cluster.orchestrate.cluster import power
 
     state = cluster_state(cluster)
     with console_progress(quiet=quiet, json_output=json_output) as progress:
@@ -343,7 +343,7 @@ def start_cmd(
 ) -> None:
     """Start a stopped cluster's nodes on their disks and wait for SSH."""
     from dlvm_cluster.cli.display import console_progress, stdout
-    from dlvm_cluster.orchestrate import lifecycle
+    from dlvm_cluster.orchestrate.cluster import lifecycle
 
     state = cluster_state(cluster)
     with console_progress(quiet=quiet, json_output=json_output) as progress:
@@ -373,7 +373,7 @@ def autostop_cmd(
     """Change the idle guard of a live cluster (until the next `up`, which applies the file's)."""
     from dlvm_cluster.cli.display import console_progress, stdout
     from dlvm_cluster.errors import UsageError
-    from dlvm_cluster.orchestrate import autostop
+    from dlvm_cluster.orchestrate.cluster import autostop
 
     if action not in (None, "stop", "down"):
         raise UsageError(f"--action {action!r} is neither stop nor down", hint="--action stop")
@@ -392,7 +392,7 @@ def down_cmd(
 ) -> None:
     """Destroy everything `up` made and remove the cluster's state dir."""
     from dlvm_cluster.cli.display import console_progress, stdout
-    from dlvm_cluster.orchestrate import lifecycle
+    from dlvm_cluster.orchestrate.cluster import lifecycle
 
     state = cluster_state(cluster)
     confirm(f"destroy cluster {state.name} and everything on its nodes?", yes)

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from dlvm_cluster.inventory import Inventory
-    from dlvm_cluster.orchestrate.check import CheckReport
-    from dlvm_cluster.orchestrate.jobs import JobRecord
-    from dlvm_cluster.orchestrate.lifecycle import PlanResult, StartResult, UpResult
-    from dlvm_cluster.orchestrate.power import StopResult
-    from dlvm_cluster.orchestrate.report import ClusterReport
-    from dlvm_cluster.orchestrate.scale import ScaleResult
+    from dlvm_cluster.orchestrate.check.run import CheckReport
+    from dlvm_cluster.orchestrate.cluster.lifecycle import PlanResult, StartResult, UpResult
+    from dlvm_cluster.orchestrate.cluster.power import StopResult
+    from dlvm_cluster.orchestrate.cluster.report import ClusterReport
+    from dlvm_cluster.orchestrate.cluster.scale import ScaleResult
+    from dlvm_cluster.orchestrate.jobs.store import JobRecord
     from dlvm_cluster.providers.base import Check
     from dlvm_cluster.remote.results import GroupResult, SyncResult
 

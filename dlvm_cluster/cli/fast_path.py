@@ -106,7 +106,7 @@ def serve(argv: Sequence[str]) -> int | None:
 
 def _exec(args: _Args) -> int:
     from dlvm_cluster.cli.summaries import exec_summary
-    from dlvm_cluster.orchestrate.nodes import exec_command
+    from dlvm_cluster.orchestrate.nodes.commands import exec_command
     from dlvm_cluster.progress import NodeLines
 
     state = cluster_state(args.cluster)
@@ -120,7 +120,7 @@ def _exec(args: _Args) -> int:
 def _sync(args: _Args) -> int:
     from dlvm_cluster.cli.display import console_progress
     from dlvm_cluster.cli.summaries import sync_summary
-    from dlvm_cluster.orchestrate.nodes import sync_up
+    from dlvm_cluster.orchestrate.nodes.commands import sync_up
 
     state = cluster_state(args.cluster)
     with console_progress(quiet=args.quiet) as progress:

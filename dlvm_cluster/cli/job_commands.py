@@ -32,7 +32,7 @@ def launch_cmd(
     # --quiet hides the nodes' output (the job's logs keep it); --json sends it to stderr, and
     # stdout is the job's record once it started (--detach) or ended.
     from dlvm_cluster.cli.display import console_progress, stdout
-    from dlvm_cluster.orchestrate import jobs
+    from dlvm_cluster.orchestrate.jobs import verbs as jobs
 
     resolved = resolve(cluster)  # a cluster file is parsed here, once
     state = resolved.state
@@ -70,10 +70,11 @@ def logs_cmd(
 ) -> None:
     """A job's output, per node."""
     from dlvm_cluster.cli.display import ConsoleProgress, stderr
-    from dlvm_cluster.orchestrate import jobs
+    from dlvm_cluster.orchestrate.jobs import verbs as jobs
+    from dlvm_cluster.orchestrate.jobs.store import find_job
 
     state = cluster_state(cluster)
-    record = jobs.find_job(state, job)
+    record = find_job(state, job)
     stderr.print(f"job {record.id} ({record.state}) on {', '.join(record.nodes)}", markup=False)
     jobs.logs(state, record.id, ConsoleProgress(), follow=follow)
 
@@ -86,7 +87,7 @@ def cancel_cmd(
     """Stop a job on every node, its whole process tree, and check none of it is left."""
     from dlvm_cluster.cli.display import stdout
     from dlvm_cluster.errors import RemoteError
-    from dlvm_cluster.orchestrate import jobs
+    from dlvm_cluster.orchestrate.jobs import verbs as jobs
 
     record, problems = jobs.cancel(cluster_state(cluster), job)
     if json_output:  # printed even when a node failed: it says which, the error says so too

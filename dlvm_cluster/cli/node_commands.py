@@ -39,7 +39,7 @@ def exec_cmd(
     """Run CMD on the nodes at once; exit 0 only if every node exits 0."""
     from dlvm_cluster.cli.display import console_progress
     from dlvm_cluster.cli.summaries import exec_summary
-    from dlvm_cluster.orchestrate import nodes
+    from dlvm_cluster.orchestrate.nodes import commands as nodes
 
     state = cluster_state(cluster)
     progress = console_progress(quiet=quiet, json_output=json_output)
@@ -75,7 +75,8 @@ def sync_cmd(
     """Push the spec's files to every node (only what changed), or pull results back."""
     from dlvm_cluster.cli.display import console_progress, stdout
     from dlvm_cluster.cli.summaries import sync_summary
-    from dlvm_cluster.orchestrate import nodes, records
+    from dlvm_cluster.orchestrate.cluster import records
+    from dlvm_cluster.orchestrate.nodes import commands as nodes
 
     resolved = resolve(cluster)
     state = resolved.state
@@ -113,7 +114,7 @@ def check_cmd(
     from rich.table import Table
 
     from dlvm_cluster.cli.display import console_progress, stdout
-    from dlvm_cluster.orchestrate import check
+    from dlvm_cluster.orchestrate.check import run as check
     from dlvm_cluster.progress import show_controls
 
     with console_progress(json_output=json_output) as progress:
@@ -169,7 +170,7 @@ def ssh_cmd(
     node: Annotated[str | None, typer.Argument(help="Node name or rank (default: node-0).")] = None,
 ) -> None:
     """Open an interactive shell on a node."""
-    from dlvm_cluster.orchestrate import nodes
+    from dlvm_cluster.orchestrate.nodes import commands as nodes
 
     argv = nodes.ssh_argv(cluster_state(cluster), node)
     os.execvp(argv[0], argv)
@@ -177,6 +178,6 @@ def ssh_cmd(
 
 def ssh_config_cmd(cluster: ClusterArg) -> None:
     """Print an OpenSSH config (one Host per node) for plain ssh, scp, rsync, pdsh, editors."""
-    from dlvm_cluster.orchestrate import nodes
+    from dlvm_cluster.orchestrate.nodes import commands as nodes
 
     sys.stdout.write(nodes.ssh_config(cluster_state(cluster)))

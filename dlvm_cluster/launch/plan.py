@@ -9,7 +9,10 @@ The environment every job process gets is described in launch/__init__.py.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
+import secrets
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -281,3 +284,15 @@ def covering_network(nodes: Sequence[Node]) -> str | None:
         if all(address in network for address in addresses):
             return str(network)
     return None  # pragma: no cover - /0 holds every address
+
+
+PORT_RANGE = (20000, 30000)
+
+
+def random_port() -> int:
+    """A port for a job's rendezvous, drawn from PORT_RANGE: jobs started at once rarely meet."""
+    return PORT_RANGE[0] + int.from_bytes(os.urandom(2), "big") % (PORT_RANGE[1] - PORT_RANGE[0])
+
+
+def new_job_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from harness import REPO, Cli, unique_name
 
-from dlvm_cluster.orchestrate.check import program_path
+from dlvm_cluster.orchestrate.check.run import program_path
 
 HOSTNAME_WARNING = "The hostname of the client socket cannot be retrieved"
 

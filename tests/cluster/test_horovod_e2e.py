@@ -37,7 +37,7 @@ from system import namespace_processes
 
 pytestmark = pytest.mark.training
 
-BUILD_SCRIPT = REPO / "dlvm_cluster" / "orchestrate" / "build_horovod.sh"
+BUILD_SCRIPT = REPO / "dlvm_cluster" / "nodeside" / "build_horovod.sh"
 EXAMPLE = REPO / "examples" / "local-horovod.yaml"
 EXAMPLE_JOB = EXAMPLE.read_text().split("\njob:\n", 1)[1]
 """The example's job section, run as written (2 processes per node, train_horovod.py)."""

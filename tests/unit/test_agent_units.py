@@ -18,8 +18,8 @@ from harness import HOST_KEY, REPO, start_agent, unreachable_cluster
 from system import wait_gone
 
 from dlvm_cluster.inventory import Inventory, Node
-from dlvm_cluster.orchestrate.nodes import _exec_env
-from dlvm_cluster.orchestrate.records import save_applied
+from dlvm_cluster.orchestrate.cluster.records import save_applied
+from dlvm_cluster.orchestrate.nodes.commands import _exec_env
 from dlvm_cluster.remote import agent_client, agent_process
 from dlvm_cluster.remote.results import CommandResult, GroupResult
 from dlvm_cluster.secret_env import resolve

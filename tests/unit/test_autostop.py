@@ -1,4 +1,4 @@
-"""The autostop watcher's own decisions (remote/watcher.py, run as a plain program on the
+"""The autostop watcher's own decisions (nodeside/watcher.py, run as a plain program on the
 nodes) and the settings orchestrate gives it."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import pytest
 
 from dlvm_cluster.errors import UsageError
 from dlvm_cluster.inventory import Inventory, Node
-from dlvm_cluster.orchestrate.autostop import (
+from dlvm_cluster.nodeside import watcher
+from dlvm_cluster.orchestrate.cluster.autostop import (
     changed_settings,
     describe,
     read_heartbeat,
@@ -22,7 +23,6 @@ from dlvm_cluster.orchestrate.autostop import (
 from dlvm_cluster.progress import SilentProgress
 from dlvm_cluster.providers import local
 from dlvm_cluster.providers.ssh import ExistingHosts
-from dlvm_cluster.remote import watcher
 from dlvm_cluster.spec.model import Autostop, ClusterSpec
 from dlvm_cluster.state import ClusterState
 
@@ -58,7 +58,7 @@ def test_a_job_is_running_while_it_prints_and_hung_once_silent(tmp_path: Path) -
 def test_the_probe_is_one_json_line_from_a_plain_python(tmp_path: Path) -> None:
     _job(tmp_path, "j1", os.getpid())
     done = subprocess.run(
-        [sys.executable, "-I", watcher.__file__, "probe", str(tmp_path), "60"],
+        [sys.executable, "-S", "-I", watcher.__file__, "probe", str(tmp_path), "60"],
         capture_output=True,
         text=True,
         check=True,

@@ -1,6 +1,7 @@
-"""Ready before launch: the wait for every node's boot-time setup (orchestrate/boot.py), with
-the nodes' answers scripted and a clock that only moves when the wait sleeps. The answers'
-forms are the A3/A4 boot script's own (test_gcp_gpu_setup_script.py runs its probe)."""
+"""Ready before launch: the wait for every node's boot-time setup (orchestrate/cluster/
+boot.py), with the nodes' answers scripted and a clock that only moves when the wait sleeps.
+The answers' forms are the A3/A4 boot script's own (test_gcp_gpu_setup_script.py runs its
+probe)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 from dlvm_cluster.errors import RemoteError
 from dlvm_cluster.inventory import Node
-from dlvm_cluster.orchestrate.boot import (
+from dlvm_cluster.orchestrate.cluster.boot import (
     POLL_S,
     Verdict,
     await_verdicts,

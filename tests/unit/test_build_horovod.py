@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from harness import REPO
 
-SCRIPT = REPO / "dlvm_cluster" / "orchestrate" / "build_horovod.sh"
+SCRIPT = REPO / "dlvm_cluster" / "nodeside" / "build_horovod.sh"
 BASH = shutil.which("bash") or "/bin/bash"
 
 

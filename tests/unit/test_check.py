@@ -16,14 +16,7 @@ from dlvm_cluster import nodeside
 from dlvm_cluster.cli import documents
 from dlvm_cluster.inventory import Node
 from dlvm_cluster.nodeside.netcheck import MARKER, log_nccl_init, logged_network, nccl_network
-from dlvm_cluster.orchestrate.check import (
-    CheckReport,
-    Measurement,
-    NodeCheck,
-    probe_command,
-    program_path,
-)
-from dlvm_cluster.orchestrate.check_output import (
+from dlvm_cluster.orchestrate.check.output import (
     LAST_LINES,
     MAX_LINE,
     MAX_LINES,
@@ -34,7 +27,14 @@ from dlvm_cluster.orchestrate.check_output import (
     parse_xids,
     results,
 )
-from dlvm_cluster.orchestrate.check_verdicts import (
+from dlvm_cluster.orchestrate.check.run import (
+    CheckReport,
+    Measurement,
+    NodeCheck,
+    probe_command,
+    program_path,
+)
+from dlvm_cluster.orchestrate.check.verdicts import (
     LinkSpeeds,
     judge_gpus,
     judge_names,

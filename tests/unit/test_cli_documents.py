@@ -11,13 +11,13 @@ from typing import Any
 
 from dlvm_cluster.cli import documents
 from dlvm_cluster.inventory import Inventory, Node
-from dlvm_cluster.orchestrate.doctor import Check
-from dlvm_cluster.orchestrate.files import SetupReport
-from dlvm_cluster.orchestrate.jobs import JobRecord
-from dlvm_cluster.orchestrate.lifecycle import PlanResult, UpResult
-from dlvm_cluster.orchestrate.nodes import NodeStatus
-from dlvm_cluster.orchestrate.report import ClusterReport
-from dlvm_cluster.orchestrate.scale import ScalePlan, ScaleResult
+from dlvm_cluster.orchestrate.cluster.doctor import Check
+from dlvm_cluster.orchestrate.cluster.files import SetupReport
+from dlvm_cluster.orchestrate.cluster.lifecycle import PlanResult, UpResult
+from dlvm_cluster.orchestrate.cluster.report import ClusterReport
+from dlvm_cluster.orchestrate.cluster.scale import ScalePlan, ScaleResult
+from dlvm_cluster.orchestrate.jobs.store import JobRecord
+from dlvm_cluster.orchestrate.nodes.commands import NodeStatus
 from dlvm_cluster.remote.results import CommandResult, GroupResult, SyncResult
 from dlvm_cluster.spec.model import StorageMount
 

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from dlvm_cluster.cli.app import app
 from dlvm_cluster.cli.resolve import is_cluster_file, resolve
 from dlvm_cluster.errors import UsageError
-from dlvm_cluster.orchestrate.jobs import JobRecord
+from dlvm_cluster.orchestrate.jobs.store import JobRecord
 from dlvm_cluster.spec import load as spec_load
 from dlvm_cluster.state import ClusterState
 
@@ -88,7 +88,7 @@ def test_launch_of_a_file_parses_it_once(
         return JobRecord("j1", state.name, "none", "true", "~", ["node-0"], 20000, 1.0)
 
     monkeypatch.setattr(spec_load, "load_spec", counting)
-    monkeypatch.setattr("dlvm_cluster.orchestrate.jobs.launch", fake_launch)
+    monkeypatch.setattr("dlvm_cluster.orchestrate.jobs.verbs.launch", fake_launch)
     result = CliRunner().invoke(app, ["launch", str(path), "--detach", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["id"] == "j1"

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from dlvm_cluster.cli.app import app
 from dlvm_cluster.errors import UsageError
 from dlvm_cluster.inventory import Inventory
-from dlvm_cluster.orchestrate import lifecycle
-from dlvm_cluster.orchestrate.files import SetupReport
+from dlvm_cluster.orchestrate.cluster import lifecycle
+from dlvm_cluster.orchestrate.cluster.files import SetupReport
 from dlvm_cluster.spec.load import load_spec
 from dlvm_cluster.spec.model import LoadedSpec
 

@@ -26,17 +26,17 @@ from gcp_fake import API, FakeCompute, guest_attributes, running
 from dlvm_cluster import providers
 from dlvm_cluster.errors import ProvisionError, RemoteError
 from dlvm_cluster.inventory import Inventory
-from dlvm_cluster.orchestrate import supervise
-from dlvm_cluster.orchestrate.jobs import JobRecord
-from dlvm_cluster.orchestrate.lifecycle import converge_request
-from dlvm_cluster.orchestrate.records import (
+from dlvm_cluster.orchestrate.cluster.prepare import converge_request
+from dlvm_cluster.orchestrate.cluster.records import (
     applied_kind,
     applied_spec,
     load_inventory,
     save_applied,
     save_inventory,
 )
-from dlvm_cluster.orchestrate.supervise import Supervisor
+from dlvm_cluster.orchestrate.jobs import supervise
+from dlvm_cluster.orchestrate.jobs.store import JobRecord
+from dlvm_cluster.orchestrate.jobs.supervise import Supervisor
 from dlvm_cluster.progress import SilentProgress, TerraformEvent
 from dlvm_cluster.providers.base import Converge, NodeState
 from dlvm_cluster.providers.gcp.converge import provision_gcp, replace_gcp_nodes

@@ -118,7 +118,7 @@ def test_table_is_dated_sourced_and_sane() -> None:
 
 
 def test_a_stopped_node_costs_its_disk_and_a_running_one_the_disk_too() -> None:
-    from dlvm_cluster.orchestrate.lifecycle import _cost_notes
+    from dlvm_cluster.orchestrate.cluster.lifecycle import _cost_notes
     from dlvm_cluster.providers.gcp.provider import ComputeEngine
 
     spec = load_spec(REPO / "examples" / "gcp-a100-torchrun.yaml").spec
@@ -134,7 +134,7 @@ def test_a_stopped_node_costs_its_disk_and_a_running_one_the_disk_too() -> None:
 
 
 def test_spend_counts_open_intervals_up_to_now() -> None:
-    from dlvm_cluster.orchestrate.power import node_hours
+    from dlvm_cluster.orchestrate.cluster.power import node_hours
 
     record = {
         "since": {"node-0": ["running", 0.0], "node-1": ["stopped", 1800.0]},

@@ -9,13 +9,23 @@ module's own package, a layer below, or the foundation; never up, never sideways
     provision                       the Terraform engine: for providers and orchestrate only
     foundation                      spec, state, inventory, progress, errors, secret_env,
                                     shell, and the package's own __init__ and __main__
+
+Inside a package, modules may import each other, but never in a circle (a -> b -> a, at any
+length, deferred imports included): the test names the files of every circle. The node
+programs of nodeside/ run under `python3 -S -I` (no site-packages, where dlvm is installed),
+so an import of dlvm in one of them fails here as it would on a node.
 """
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 PACKAGE = "dlvm_cluster"
 SOURCE = Path(__file__).resolve().parents[2] / PACKAGE
@@ -159,14 +169,14 @@ def test_the_checker_catches_an_upward_import_at_any_depth() -> None:
         "from dlvm_cluster.remote.pool import SshPool\n"
         "from . import sync\n"
         "def later():\n"
-        "    from dlvm_cluster.orchestrate.records import open_pool\n"
+        "    from dlvm_cluster.orchestrate.cluster.records import open_pool\n"
         "    from ..launch import plan\n"
         "    import dlvm_cluster.provision.terraform\n"
         "    from .. import cli\n"
     )
     found = violations_in(source, module="dlvm_cluster.remote.planted", path="remote/planted.py")
     assert [(v.line, v.imported) for v in found] == [
-        (6, "dlvm_cluster.orchestrate.records.open_pool"),
+        (6, "dlvm_cluster.orchestrate.cluster.records.open_pool"),
         (7, "dlvm_cluster.launch.plan"),
         (8, "dlvm_cluster.provision.terraform"),
         (9, "dlvm_cluster.cli"),
@@ -187,3 +197,125 @@ def test_the_checker_places_every_part_it_is_told_of() -> None:
     """A new package must be given its layer here before it can import anything."""
     found = violations_in("", module="dlvm_cluster.newpart.x", path="newpart/x.py")
     assert [v.rule for v in found] == ["newpart has no place in the layer table of this test"]
+
+
+def module_files() -> dict[str, Path]:
+    """Every dlvm_cluster module by its dotted name."""
+    return {module_name(path)[0]: path for path in sorted(SOURCE.rglob("*.py"))}
+
+
+def import_graph(files: Mapping[str, Path]) -> dict[str, set[str]]:
+    """module -> the dlvm_cluster modules it imports (`from a.b import c` counts as a.b.c when
+    that is a module, else as a.b)."""
+    graph: dict[str, set[str]] = {}
+    for module, path in files.items():
+        is_package = path.name == "__init__.py"
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        targets = set()
+        for _, imported in imported_modules(tree, module, is_package):
+            while imported and imported not in files:
+                imported = imported.rpartition(".")[0]
+            if imported and imported != module:
+                targets.add(imported)
+        graph[module] = targets
+    return graph
+
+
+def circles(graph: Mapping[str, Iterable[str]]) -> list[list[str]]:
+    """The import circles of `graph`: its strongly connected parts of more than one module
+    (Tarjan's algorithm), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        on_stack.add(module)
+        for target in graph.get(module, ()):
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in on_stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            part = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                part.append(top)
+                if top == module:
+                    break
+            if len(part) > 1:
+                found.append(sorted(part))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return sorted(found)
+
+
+def test_no_import_circle_inside_any_package() -> None:
+    files = module_files()
+    found = circles(import_graph(files))
+    named = [" <-> ".join(str(files[m].relative_to(SOURCE.parent)) for m in part) for part in found]
+    assert not found, "import circles (break them by moving code):\n" + "\n".join(named)
+
+
+def test_the_circle_check_finds_a_circle_and_names_its_files() -> None:
+    graph = {
+        "pkg.jobs": {"pkg.check", "pkg.records"},
+        "pkg.check": {"pkg.lifecycle"},
+        "pkg.lifecycle": {"pkg.jobs", "pkg.records"},
+        "pkg.records": set(),
+        "pkg.a": {"pkg.b"},
+        "pkg.b": {"pkg.a"},
+    }
+    assert circles(graph) == [["pkg.a", "pkg.b"], ["pkg.check", "pkg.jobs", "pkg.lifecycle"]]
+    assert circles({"x": {"y"}, "y": set()}) == []
+
+
+NODE_PROGRAMS = sorted(
+    path for path in (SOURCE / "nodeside").glob("*.py") if path.name != "__init__.py"
+)
+
+
+def run_standalone(program: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Load `program` as a node does: a bare python3 with no site-packages (-S) and no
+    environment or user paths (-I), so nothing of dlvm can be found. Its main guard is not
+    run (run_name is not __main__): every top-level import is."""
+    loader = f"import runpy; runpy.run_path({str(program)!r}, run_name='node_program')"
+    return subprocess.run(
+        [sys.executable, "-S", "-I", "-c", loader],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("program", NODE_PROGRAMS, ids=lambda path: path.name)
+def test_every_node_program_loads_without_dlvm(program: Path, tmp_path: Path) -> None:
+    result = run_standalone(program, tmp_path)
+    assert result.returncode == 0, f"{program.name} needs more than a bare python3:\n" + (
+        result.stderr
+    )
+
+
+def test_the_standalone_run_catches_a_planted_dlvm_import(tmp_path: Path) -> None:
+    planted = tmp_path / "watcher.py"
+    source = (SOURCE / "nodeside" / "watcher.py").read_text(encoding="utf-8")
+    future = "from __future__ import annotations\n"
+    assert future in source
+    source = source.replace(future, future + "from dlvm_cluster.errors import DlvmError\n", 1)
+    planted.write_text(source, encoding="utf-8")
+    result = run_standalone(planted, tmp_path)
+    assert result.returncode != 0
+    assert "No module named 'dlvm_cluster'" in result.stderr
+
+
+def test_the_node_programs_are_found() -> None:
+    assert {path.name for path in NODE_PROGRAMS} >= {"netcheck.py", "watcher.py"}

@@ -12,8 +12,8 @@ import pytest
 
 from dlvm_cluster import secret_env
 from dlvm_cluster.inventory import Inventory, Node, node_dir
-from dlvm_cluster.orchestrate.masking import Batch, LineSink, read_masking
-from dlvm_cluster.orchestrate.mesh import uninstall_script
+from dlvm_cluster.orchestrate.cluster.mesh import uninstall_script
+from dlvm_cluster.orchestrate.nodes.masking import Batch, LineSink, read_masking
 from dlvm_cluster.remote.command import install_secrets, source_secrets
 from dlvm_cluster.remote.results import CommandResult, GroupResult
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dlvm_cluster.orchestrate.jobs import JobRecord, save_job
-from dlvm_cluster.orchestrate.nodes import _new_log_dir
+from dlvm_cluster.orchestrate.jobs.store import JobRecord, save_job
+from dlvm_cluster.orchestrate.nodes.commands import _new_log_dir
 from dlvm_cluster.state import ClusterState, private_dir
 
 

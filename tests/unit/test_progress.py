@@ -12,8 +12,8 @@ from rich.console import Console
 
 from dlvm_cluster.cli.display import ConsoleProgress, format_count
 from dlvm_cluster.inventory import Node
-from dlvm_cluster.orchestrate.files import PER_NODE_LINES, _ByteTally, _SetupWatch
-from dlvm_cluster.orchestrate.lifecycle import MAX_NAMED, SLOW_READY, ReadyWatch
+from dlvm_cluster.orchestrate.cluster.files import PER_NODE_LINES, _ByteTally, _SetupWatch
+from dlvm_cluster.orchestrate.cluster.prepare import MAX_NAMED, SLOW_READY, ReadyWatch
 from dlvm_cluster.progress import TerraformEvent
 from dlvm_cluster.remote.results import CommandResult
 

@@ -15,8 +15,8 @@ from harness import closed_port
 from dlvm_cluster import providers
 from dlvm_cluster.errors import DlvmError
 from dlvm_cluster.inventory import Inventory, Node
-from dlvm_cluster.orchestrate import lifecycle, records
-from dlvm_cluster.orchestrate.report import node_state
+from dlvm_cluster.orchestrate.cluster import lifecycle, records
+from dlvm_cluster.orchestrate.cluster.report import node_state
 from dlvm_cluster.progress import SilentProgress
 from dlvm_cluster.providers.base import (
     NO_TRUST,

@@ -18,9 +18,9 @@ from harness import Cli
 
 from dlvm_cluster.errors import StateError
 from dlvm_cluster.inventory import Inventory, Node
-from dlvm_cluster.orchestrate import mesh
-from dlvm_cluster.orchestrate.nodes import ssh_argv, ssh_config
-from dlvm_cluster.orchestrate.records import save_inventory
+from dlvm_cluster.orchestrate.cluster import mesh
+from dlvm_cluster.orchestrate.cluster.records import save_inventory
+from dlvm_cluster.orchestrate.nodes.commands import ssh_argv, ssh_config
 from dlvm_cluster.state import ClusterState
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPQe0b1bHqvFXaP0Yb3dXvN7jSRAi3lDRsQFZ3tjv7bC"

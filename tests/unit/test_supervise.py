@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from harness import wait_until
 
-from dlvm_cluster.orchestrate.jobs import (
+from dlvm_cluster.orchestrate.jobs.store import (
     JobRecord,
     process_identity,
     supervisor_alive,
     wait_for_supervisor,
 )
-from dlvm_cluster.orchestrate.supervise import HANG_SECONDS_ENV, hang_seconds
+from dlvm_cluster.orchestrate.jobs.supervise import HANG_SECONDS_ENV, hang_seconds
 from dlvm_cluster.remote import jobcontrol
 
 

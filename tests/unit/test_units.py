@@ -313,7 +313,7 @@ def test_the_exec_path_does_without_the_spec_models() -> None:
     models (pydantic) would cost it ~0.1 s of every warm command. The launch planners bring
     them in, so the exec path must not import them through the launch package."""
     code = (
-        "import sys, dlvm_cluster.cli.fast_path, dlvm_cluster.orchestrate.nodes; "
+        "import sys, dlvm_cluster.cli.fast_path, dlvm_cluster.orchestrate.nodes.commands; "
         "print(sorted(m for m in ('pydantic', 'ruamel') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -14,8 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from dlvm_cluster.errors import ProvisionError
-from dlvm_cluster.providers.gcp.credentials import NO_CREDENTIALS_HINT
 from dlvm_cluster.spec.model import NO_SERVICE_ACCOUNT, GcpProvider, StorageMount
+
+# Said wherever Google refuses or lacks this machine's credentials (here and in credentials).
+NO_CREDENTIALS_HINT = (
+    "run `gcloud auth application-default login` (or point GOOGLE_APPLICATION_CREDENTIALS at a "
+    "service-account key file); Terraform's google provider uses the same credentials"
+)
 
 STORAGE_API = "https://storage.googleapis.com"
 READ_WRITE_ROLE = "roles/storage.objectUser"

@@ -13,13 +13,10 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from dlvm_cluster.errors import ProvisionError
+from dlvm_cluster.providers.gcp.buckets import NO_CREDENTIALS_HINT, bucket_lister
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 REQUEST_TIMEOUT = 30.0
-NO_CREDENTIALS_HINT = (
-    "run `gcloud auth application-default login` (or point GOOGLE_APPLICATION_CREDENTIALS at a "
-    "service-account key file); Terraform's google provider uses the same credentials"
-)
 
 T = TypeVar("T")
 
@@ -58,8 +55,6 @@ class ComputeClients:
 def compute_clients(credentials: Any = None, *, api_endpoint: str | None = None) -> ComputeClients:
     """Clients with `credentials` (default: ADC), talking to `api_endpoint` when given."""
     from google.cloud import compute_v1
-
-    from dlvm_cluster.providers.gcp.buckets import bucket_lister
 
     creds = credentials if credentials is not None else default_credentials()
     options = {"api_endpoint": api_endpoint} if api_endpoint else None

@@ -4,7 +4,7 @@ which nodes answer with their pinned key, and the key a host presents on first c
 from __future__ import annotations
 
 from dlvm_cluster.inventory import Inventory
-from dlvm_cluster.orchestrate.records import open_pool
+from dlvm_cluster.orchestrate.cluster.records import open_pool
 from dlvm_cluster.providers.base import Reach
 from dlvm_cluster.state import ClusterState
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from dlvm_cluster.errors import StateError, UsageError
 from dlvm_cluster.inventory import Inventory, Node, unsafe_for_ssh_files
 from dlvm_cluster.launch.environment import node_environment
-from dlvm_cluster.orchestrate.records import (
+from dlvm_cluster.orchestrate.cluster.records import (
     applied_spec,
     held_secret_names,
     identity_path,
@@ -81,12 +81,12 @@ None when an agent refused and nothing was started."""
 
 def _run_masked(plan: _ExecPlan, progress: Progress, run: Runner) -> GroupResult | None:
     """The plan's commands, their output masked with the secrets the nodes hold (see
-    orchestrate/masking.py); `run(nodes, commands, sink, redact, logged)` runs a batch.
+    orchestrate/nodes/masking.py); `run(nodes, commands, sink, redact, logged)` runs a batch.
     None: the runner refused (an agent that is busy), and nothing was started."""
     if not plan.secrets:  # nothing to mask, nothing to import (the warm path stays light)
         return run(plan.nodes, plan.commands, progress.line, str, True)
 
-    from dlvm_cluster.orchestrate.masking import read_masking
+    from dlvm_cluster.orchestrate.nodes.masking import read_masking
 
     masking = read_masking(
         plan.inventory,
@@ -234,7 +234,7 @@ def sync_up(
         if warm is not None:
             return warm
 
-    from dlvm_cluster.orchestrate.files import push_files
+    from dlvm_cluster.orchestrate.cluster.files import push_files
 
     spec = loaded or applied_spec(state)
     with open_pool(state, inventory) as pool:
@@ -248,7 +248,7 @@ def sync_down(
     state: ClusterState, remote: str, local: Path, *, selector: str | None = None
 ) -> list[SyncResult]:
     """Pull `remote` from every selected node into local/<node>/."""
-    from dlvm_cluster.orchestrate.files import pull_files
+    from dlvm_cluster.orchestrate.cluster.files import pull_files
 
     inventory = require_inventory(state)
     with open_pool(state, inventory) as pool:

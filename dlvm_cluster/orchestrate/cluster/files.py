@@ -15,7 +15,7 @@ from dlvm_cluster import secret_env
 from dlvm_cluster.errors import RemoteError, UsageError
 from dlvm_cluster.inventory import Inventory, Node, node_dir
 from dlvm_cluster.launch.environment import node_environment
-from dlvm_cluster.orchestrate.records import save_secret_names
+from dlvm_cluster.orchestrate.cluster.records import save_secret_names
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.remote.command import install_secrets as install_secrets_script
 from dlvm_cluster.remote.command import wrap
@@ -139,7 +139,7 @@ def install_secrets(
 class SetupReport:
     ran: tuple[str, ...]
     unchanged: tuple[str, ...]
-    horovod: tuple[str, ...] = ()  # nodes that got Horovod installed (orchestrate/horovod.py)
+    horovod: tuple[str, ...] = ()  # nodes that got Horovod installed (cluster/horovod.py)
 
 
 def run_setup(

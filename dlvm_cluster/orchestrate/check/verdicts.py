@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dlvm_cluster.orchestrate.check_output import (
+from dlvm_cluster.orchestrate.check.output import (
     GpuReport,
     Xid,
     first,

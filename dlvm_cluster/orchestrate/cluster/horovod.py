@@ -1,8 +1,8 @@
 """Horovod on the nodes: with `job.framework: horovod`, `up` and `scale` make sure every
 node can run horovodrun before they report done.
 
-Horovod's last release is source only and needs a patched build (build_horovod.sh, beside
-this module, documents why and how), minutes of compiling. So it is built at most once per
+Horovod's last release is source only and needs a patched build (nodeside/build_horovod.sh
+documents why and how), minutes of compiling. So it is built at most once per
 cluster: on the head, which caches the wheel; nodes that lack Horovod get that wheel copied
 from the head over the cluster's own SSH (the mesh horovodrun uses), and install it, never
 rebuilding. Nodes that can already `import horovod.torch` and run horovodrun are left alone.
@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
-from dlvm_cluster import secret_env
+from dlvm_cluster import nodeside, secret_env
 from dlvm_cluster.errors import RemoteError
 from dlvm_cluster.inventory import Inventory, Node, node_dir
 from dlvm_cluster.launch.environment import node_environment
-from dlvm_cluster.orchestrate.files import setup_digest
+from dlvm_cluster.orchestrate.cluster.files import setup_digest
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.remote.command import wrap
 from dlvm_cluster.remote.fanout import LineSink, run_on_nodes
@@ -31,7 +31,7 @@ from dlvm_cluster.shell import quote_path
 from dlvm_cluster.spec.model import LoadedSpec
 from dlvm_cluster.state import ClusterState
 
-BUILD_SCRIPT = Path(__file__).with_name("build_horovod.sh")
+BUILD_SCRIPT = nodeside.path("build_horovod.sh")
 STEP = "horovod"
 STAMPED, PRESENT, MISSING = (
     "__dlvm_horovod_stamped__",

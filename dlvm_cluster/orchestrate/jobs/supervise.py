@@ -2,7 +2,7 @@
 replace lost nodes and relaunch, so a lost node becomes a line in the log and a finished run.
 
 One loop serves the foreground `dlvm launch` and, for `launch --detach`, a supervisor process
-of the job's own (`orchestrate/supervisor_process.py`, recorded in the
+of the job's own (`orchestrate/jobs/supervisor_process.py`, recorded in the
 job's record, gone when the job ends or on `cancel`/`down`). While the job runs it watches:
 
 - each node's job through a follow of its log (a rank that exits, an SSH session that dies or
@@ -38,24 +38,14 @@ from pathlib import Path
 from dlvm_cluster import providers, secret_env
 from dlvm_cluster.errors import DlvmError, RemoteError, UsageError
 from dlvm_cluster.inventory import Inventory, Node
-from dlvm_cluster.launch.plan import elastic_range
+from dlvm_cluster.launch.plan import elastic_range, random_port
 from dlvm_cluster.launch.planners import plan_launch
-from dlvm_cluster.orchestrate.check import require_healthy
-from dlvm_cluster.orchestrate.files import install_secrets, push_files
-from dlvm_cluster.orchestrate.jobs import (
-    PORT_RANGE,
-    JobRecord,
-    cancel_requested,
-    env_names,
-    find_job,
-    save_job,
-    start_on_nodes,
-    stop_job,
-)
-from dlvm_cluster.orchestrate.lifecycle import converge_request, prepare_nodes, with_storage
-from dlvm_cluster.orchestrate.power import stop_marks
-from dlvm_cluster.orchestrate.reach import ssh_reach
-from dlvm_cluster.orchestrate.records import (
+from dlvm_cluster.orchestrate.check.run import require_healthy
+from dlvm_cluster.orchestrate.cluster.files import install_secrets, push_files
+from dlvm_cluster.orchestrate.cluster.power import stop_marks
+from dlvm_cluster.orchestrate.cluster.prepare import converge_request, prepare_nodes, with_storage
+from dlvm_cluster.orchestrate.cluster.reach import ssh_reach
+from dlvm_cluster.orchestrate.cluster.records import (
     applied_spec,
     cluster_kind,
     open_pool,
@@ -63,6 +53,8 @@ from dlvm_cluster.orchestrate.records import (
     save_inventory,
     scaled_count,
 )
+from dlvm_cluster.orchestrate.jobs.on_nodes import env_names, start_on_nodes, stop_job
+from dlvm_cluster.orchestrate.jobs.store import JobRecord, cancel_requested, find_job, save_job
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers.base import NodeState, Provider
 from dlvm_cluster.remote import jobcontrol
@@ -524,9 +516,7 @@ class Supervisor:
     def _relaunch(self) -> None:
         self.check_cancel()
         inventory = require_inventory(self.state)
-        port = PORT_RANGE[0] + int.from_bytes(os.urandom(2), "big") % (
-            PORT_RANGE[1] - PORT_RANGE[0]
-        )
+        port = random_port()
         plan = plan_launch(
             self.job,
             inventory,

@@ -1,5 +1,5 @@
 """The idle guard on the nodes: `up` (and `start`, `scale`) copy the watcher program
-(remote/watcher.py) to every node and run it on the head, where it decides idleness and stops
+(nodeside/watcher.py) to every node and run it on the head, where it decides idleness and stops
 the cluster with this machine switched off; `dlvm autostop` rewrites its config; `status`
 reads its heartbeat and says when it is not running.
 
@@ -17,14 +17,13 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from dlvm_cluster import nodeside
 from dlvm_cluster.errors import RemoteError, UsageError
 from dlvm_cluster.inventory import Inventory, Node, node_dir
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers.base import NodeState, Provider
-from dlvm_cluster.remote import watcher
 from dlvm_cluster.remote.pool import SshPool, run_everywhere
 from dlvm_cluster.shell import quote_path
 from dlvm_cluster.spec.model import Autostop, ClusterSpec
@@ -79,7 +78,7 @@ def watcher_config(
 
 
 def _program() -> bytes:
-    return Path(watcher.__file__).read_bytes()
+    return nodeside.source("watcher")
 
 
 # Ends the supervisor named by $d/supervisor.pid and the watcher it runs (its process group),
@@ -265,7 +264,7 @@ def change(
     """`dlvm autostop`: rewrite the head's watcher config with new settings (kept until the
     next `up`, which applies the file's again); the settings now in force."""
     from dlvm_cluster import providers
-    from dlvm_cluster.orchestrate.records import applied_spec, open_pool, require_inventory
+    from dlvm_cluster.orchestrate.cluster.records import applied_spec, open_pool, require_inventory
 
     with state.lock("autostop"):
         inventory = require_inventory(state)

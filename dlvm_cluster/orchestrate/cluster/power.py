@@ -16,7 +16,7 @@ from typing import Any
 from dlvm_cluster import providers
 from dlvm_cluster.errors import DlvmError
 from dlvm_cluster.inventory import Inventory
-from dlvm_cluster.orchestrate.records import cluster_kind, require_inventory
+from dlvm_cluster.orchestrate.cluster.records import cluster_kind, require_inventory
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers.base import NodeState, Provider, StopMark
 from dlvm_cluster.remote import agent_process

@@ -27,9 +27,10 @@ from dlvm_cluster import nodeside
 from dlvm_cluster.errors import RemoteError
 from dlvm_cluster.inventory import Inventory, Node, node_dir
 from dlvm_cluster.launch.environment import node_environment
+from dlvm_cluster.launch.plan import new_job_id, random_port
 from dlvm_cluster.launch.planners import plan_launch
-from dlvm_cluster.orchestrate.check_output import SECTION, Collected, results, short
-from dlvm_cluster.orchestrate.check_verdicts import (
+from dlvm_cluster.orchestrate.check.output import SECTION, Collected, results, short
+from dlvm_cluster.orchestrate.check.verdicts import (
     LinkSpeeds,
     NodeFacts,
     Verdict,
@@ -42,8 +43,7 @@ from dlvm_cluster.orchestrate.check_verdicts import (
     transport_used,
     usual,
 )
-from dlvm_cluster.orchestrate.jobs import new_job_id, random_port
-from dlvm_cluster.orchestrate.records import applied_spec, open_pool, require_inventory
+from dlvm_cluster.orchestrate.cluster.records import applied_spec, open_pool, require_inventory
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.remote.command import wrap
 from dlvm_cluster.remote.connection import Connection

@@ -21,19 +21,18 @@ from dlvm_cluster.errors import RemoteError, UsageError
 from dlvm_cluster.inventory import Inventory, Node, node_name, node_rank
 from dlvm_cluster.launch.plan import elastic_range
 from dlvm_cluster.launch.planners import plan_launch
-from dlvm_cluster.orchestrate.jobs import (
-    JobRecord,
+from dlvm_cluster.orchestrate.cluster.lifecycle import provision
+from dlvm_cluster.orchestrate.cluster.prepare import prepare_nodes
+from dlvm_cluster.orchestrate.cluster.records import applied_spec, open_pool, require_inventory
+from dlvm_cluster.orchestrate.jobs.on_nodes import (
     env_names,
-    node_masking,
-    refresh_states,
-    save_job,
     start_on_nodes,
     stop_job,
     write_job_files,
 )
-from dlvm_cluster.orchestrate.lifecycle import prepare_nodes, provision
-from dlvm_cluster.orchestrate.masking import Masking
-from dlvm_cluster.orchestrate.records import applied_spec, open_pool, require_inventory
+from dlvm_cluster.orchestrate.jobs.store import JobRecord, save_job
+from dlvm_cluster.orchestrate.jobs.verbs import node_masking, refresh_states
+from dlvm_cluster.orchestrate.nodes.masking import Masking
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers.base import NO_TRUST, KeyTrust
 from dlvm_cluster.remote import jobcontrol

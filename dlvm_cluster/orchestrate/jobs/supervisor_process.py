@@ -1,6 +1,6 @@
 """The detached supervisor of `launch --detach`: a process of the job's own that runs the
-same loop as the foreground `dlvm launch` (orchestrate/supervise.py) with no dlvm command
-running: `python -m dlvm_cluster.orchestrate.supervisor_process CLUSTER JOB`. Its notes go to
+same loop as the foreground `dlvm launch` (orchestrate/jobs/supervise.py) with no dlvm command
+running: `python -m dlvm_cluster.orchestrate.jobs.supervisor_process CLUSTER JOB`. Its notes go to
 the job's local supervisor.log; it is gone when the job ends, on `cancel` and on `down`."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from types import FrameType
 from dlvm_cluster import secret_env
 from dlvm_cluster.errors import DlvmError
 from dlvm_cluster.inventory import Node
-from dlvm_cluster.orchestrate.jobs import JobRecord, find_job, job_spec_path, process_identity
-from dlvm_cluster.orchestrate.records import read_spec
-from dlvm_cluster.orchestrate.supervise import SUPERVISOR_LOG, JobCancelled, Supervisor
+from dlvm_cluster.orchestrate.cluster.records import read_spec
+from dlvm_cluster.orchestrate.jobs.store import JobRecord, find_job, job_spec_path, process_identity
+from dlvm_cluster.orchestrate.jobs.supervise import SUPERVISOR_LOG, JobCancelled, Supervisor
 from dlvm_cluster.progress import TerraformEvent
 from dlvm_cluster.state import ClusterState, private_dir
 
@@ -57,7 +57,7 @@ def spawn(state: ClusterState, record: JobRecord) -> str:
     command's environment (it may run Terraform and resolve secrets as `up` does)."""
     folder = private_dir(Path(record.local_logs))
     log = os.open(folder / SUPERVISOR_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    package_root = str(Path(__file__).resolve().parents[2])
+    package_root = str(Path(__file__).resolve().parents[3])
     path = os.environ.get("PYTHONPATH", "")
     env = {**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
     try:
@@ -65,7 +65,7 @@ def spawn(state: ClusterState, record: JobRecord) -> str:
             [
                 sys.executable,
                 "-m",
-                "dlvm_cluster.orchestrate.supervisor_process",
+                "dlvm_cluster.orchestrate.jobs.supervisor_process",
                 state.name,
                 record.id,
             ],

@@ -10,13 +10,24 @@ from dataclasses import dataclass, replace
 from dlvm_cluster import providers
 from dlvm_cluster.errors import DlvmError, StateError
 from dlvm_cluster.inventory import Inventory
-from dlvm_cluster.orchestrate import autostop
-from dlvm_cluster.orchestrate.jobs import JobRecord, refresh_states
-from dlvm_cluster.orchestrate.lifecycle import down
-from dlvm_cluster.orchestrate.nodes import NodeStatus
-from dlvm_cluster.orchestrate.nodes import status as node_status
-from dlvm_cluster.orchestrate.power import node_hours, record_usage, stop_marks, taken_down_mark
-from dlvm_cluster.orchestrate.records import applied_spec, cluster_kind, load_inventory, open_pool
+from dlvm_cluster.orchestrate.cluster import autostop
+from dlvm_cluster.orchestrate.cluster.lifecycle import down
+from dlvm_cluster.orchestrate.cluster.power import (
+    node_hours,
+    record_usage,
+    stop_marks,
+    taken_down_mark,
+)
+from dlvm_cluster.orchestrate.cluster.records import (
+    applied_spec,
+    cluster_kind,
+    load_inventory,
+    open_pool,
+)
+from dlvm_cluster.orchestrate.jobs.store import JobRecord
+from dlvm_cluster.orchestrate.jobs.verbs import refresh_states
+from dlvm_cluster.orchestrate.nodes.commands import NodeStatus
+from dlvm_cluster.orchestrate.nodes.commands import status as node_status
 from dlvm_cluster.progress import SilentProgress
 from dlvm_cluster.providers.base import CapacityFacts, NodeState, Provider, StopMark
 from dlvm_cluster.state import ClusterState

@@ -4,7 +4,7 @@ with the fix when it fails."""
 from __future__ import annotations
 
 from dlvm_cluster import providers
-from dlvm_cluster.orchestrate.reach import ssh_reach
+from dlvm_cluster.orchestrate.cluster.reach import ssh_reach
 from dlvm_cluster.providers.base import Check
 from dlvm_cluster.spec.model import ClusterSpec
 from dlvm_cluster.state import ClusterState

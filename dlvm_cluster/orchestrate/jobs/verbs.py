@@ -1,0 +1,204 @@
+"""launch, logs, cancel and job states: (job, inventory) -> launch plan -> nodes.
+
+Every job starts detached on its nodes (so `--detach` and a foreground run are the same job);
+then it is supervised (orchestrate/jobs/supervise.py): by the foreground `dlvm launch`, or for
+`--detach` by a supervisor process of its own. The supervisor's process and a request to
+cancel are recorded here, beside the job's record, so that `cancel`, `status` and `down` find
+them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+
+from dlvm_cluster import secret_env
+from dlvm_cluster.errors import UsageError
+from dlvm_cluster.inventory import Inventory, Node
+from dlvm_cluster.launch.plan import new_job_id, random_port
+from dlvm_cluster.launch.planners import plan_launch
+from dlvm_cluster.orchestrate.check.run import require_healthy
+from dlvm_cluster.orchestrate.cluster.files import install_secrets, push_files
+from dlvm_cluster.orchestrate.cluster.records import (
+    applied_spec,
+    held_secret_names,
+    open_pool,
+    require_inventory,
+    save_spec,
+)
+from dlvm_cluster.orchestrate.jobs import supervise, supervisor_process
+from dlvm_cluster.orchestrate.jobs.on_nodes import env_names, start_on_nodes, stop_job
+from dlvm_cluster.orchestrate.jobs.store import (
+    JobRecord,
+    find_job,
+    job_spec_path,
+    list_jobs,
+    process_identity,
+    request_cancel,
+    save_job,
+    supervisor_alive,
+    wait_for_supervisor,
+)
+from dlvm_cluster.orchestrate.nodes.masking import LineSink, Masking, read_masking
+from dlvm_cluster.progress import Progress
+from dlvm_cluster.remote import jobcontrol
+from dlvm_cluster.remote.command import HELD_SECRETS_TIMEOUT
+from dlvm_cluster.remote.connection import Connection
+from dlvm_cluster.remote.fanout import each_its_own, run_on_nodes
+from dlvm_cluster.remote.pool import SshPool, for_each_node
+from dlvm_cluster.remote.results import GroupResult
+from dlvm_cluster.spec.model import LoadedSpec
+from dlvm_cluster.state import ClusterState
+
+
+def launch(
+    state: ClusterState,
+    progress: Progress,
+    *,
+    loaded: LoadedSpec | None = None,
+    detach: bool = False,
+    sync: bool = True,
+) -> JobRecord:
+    """Run the spec's job on the cluster; in the foreground unless `detach`."""
+    inventory = require_inventory(state)
+    loaded = loaded or applied_spec(state)
+    job = loaded.spec.job
+    if job is None:
+        raise UsageError(
+            f"the cluster file of {state.name!r} has no job", hint="add a `job:` section"
+        )
+    job_id = new_job_id()
+    port = random_port()
+    plan = plan_launch(job, inventory, job_id=job_id, port=port, spec_env=env_names(loaded))
+    record = JobRecord(
+        id=job_id,
+        cluster=state.name,
+        framework=job.framework,
+        command=job.command,
+        workdir=job.workdir,
+        nodes=[launch.node.name for launch in plan.launches],
+        port=port,
+        started=time.time(),
+        remote_log=f"{jobcontrol.job_dir(inventory.cluster, job_id)}/log",
+        local_logs=str(state.logs_dir / "jobs" / job_id),
+        detached=detach,
+    )
+    if job.check:  # before anything is pushed or started: a failing cluster gets no job
+        require_healthy(state, progress)
+    with open_pool(state, inventory) as pool:
+        values = secret_env.resolve(loaded.spec)
+        install_secrets(pool, state, inventory.nodes, values)
+        if sync and loaded.spec.files:
+            push_files(pool, loaded, inventory.nodes, progress)
+        progress.stage(f"starting job {job_id} ({job.framework})")
+        start_on_nodes(pool, inventory, loaded, plan, inventory.nodes)
+    save_spec(state, job_spec_path(state, job_id), loaded)
+    if detach:
+        record.supervisor = supervisor_process.spawn(state, record)
+        save_job(state, record)
+        return record
+    record.supervisor = process_identity(os.getpid())
+    save_job(state, record)
+    return supervise.Supervisor(state, record, loaded, progress, secret_env.redactor(values)).run()
+
+
+def cancel(state: ClusterState, job_id: str | None) -> tuple[JobRecord, dict[str, str]]:
+    """Stop the job's supervisor (it finishes the step it is in: a replacement is not left
+    half made) and the job's whole process tree on every node, and check none of it is left."""
+    record = find_job(state, job_id)
+    request_cancel(state, record.id)
+    if record.active:
+        record.state, record.ended = "cancelled", time.time()
+        save_job(state, record)
+    wait_for_supervisor(record)
+    inventory = require_inventory(state)  # read after the supervisor: it may have replaced nodes
+    with open_pool(state, inventory) as pool:
+        problems = stop_job(pool, inventory.nodes, record.id)
+    record = find_job(state, record.id)
+    if record.active:
+        record.state, record.ended = "cancelled", record.ended or time.time()
+        save_job(state, record)
+    return record, problems
+
+
+def logs(
+    state: ClusterState, job_id: str | None, progress: Progress, *, follow: bool = False
+) -> JobRecord:
+    record = find_job(state, job_id)
+    inventory = require_inventory(state)
+    nodes = inventory.select(",".join(record.nodes))
+    cluster = inventory.cluster
+    command = (
+        jobcontrol.follow(cluster, record.id) if follow else jobcontrol.show_log(cluster, record.id)
+    )
+    for event in record.events:
+        progress.note(
+            f"[dlvm] {time.strftime('%H:%M:%S', time.localtime(event['time']))} {event['text']}"
+        )
+    with open_pool(state, inventory) as pool:
+        masking = node_masking(pool, state, inventory, nodes)
+        run_on_nodes(
+            pool,
+            masking.runnable(nodes),
+            lambda node: command,
+            sink=progress.line,
+            redact=masking.redact,
+        )
+    for node, why in masking.unreadable.items():
+        progress.note(
+            f"  {node}: log not shown: its secrets could not be read to mask them ({why})"
+        )
+    return record
+
+
+def node_masking(
+    pool: SshPool, state: ClusterState, inventory: Inventory, nodes: Sequence[Node]
+) -> Masking:
+    """What masks the output of `nodes`: the secrets installed on them, as the nodes hold
+    them and as the applied spec resolves them here (orchestrate/nodes/masking.py says why both)."""
+
+    def batch(on: Sequence[Node], commands: Sequence[str], sink: LineSink) -> GroupResult:
+        return run_on_nodes(
+            pool, on, each_its_own(on, commands), sink=sink, timeout=HELD_SECRETS_TIMEOUT
+        )
+
+    spec = applied_spec(state).spec
+    names = held_secret_names(state, spec)
+    local = secret_env.resolve(spec, strict=False)
+    masking = read_masking(inventory, nodes, names, local, batch)
+    assert masking is not None  # this batch always runs
+    return masking
+
+
+def refresh_states(state: ClusterState) -> list[JobRecord]:
+    """Job records with `running` ones checked against the nodes; a job whose supervisor
+    runs is as the supervisor says (between a failure and its recovery, no process runs)."""
+    records = list_jobs(state)
+    running = [r for r in records if r.active and not supervisor_alive(r)]
+    if not running:
+        return records
+    inventory = require_inventory(state)
+    seen: dict[str, dict[str, str]] = {}
+
+    def one(connection: Connection) -> str:
+        _, out, _ = connection.run(jobcontrol.probe(inventory.cluster, [r.id for r in running]))
+        for line in out.splitlines():
+            job_id, _, what = line.partition(" ")
+            seen.setdefault(job_id, {})[connection.node.name] = what
+        return ""
+
+    with open_pool(state, inventory) as pool:
+        for_each_node(pool, inventory.nodes, one, lambda node, error: error)
+    for record in running:
+        states = [seen.get(record.id, {}).get(name, "unknown") for name in record.nodes]
+        if any(s == "running" for s in states):
+            continue
+        codes = {name: s for name, s in zip(record.nodes, states, strict=True)}
+        record.exit_codes = {
+            name: int(s.split()[1]) if s.startswith("exit") else None for name, s in codes.items()
+        }
+        record.state = "succeeded" if all(s == "exit 0" for s in states) else "failed"
+        record.ended = record.ended or time.time()
+        save_job(state, record)
+    return records
