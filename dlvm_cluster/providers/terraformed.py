@@ -11,7 +11,12 @@ from pathlib import Path
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers.base import ProviderPlan
 from dlvm_cluster.provision.render import TFVARS, RenderedModule
-from dlvm_cluster.provision.terraform import RunResult, Terraform, init_if_needed
+from dlvm_cluster.provision.terraform import (
+    RunResult,
+    Terraform,
+    init_if_needed,
+    parallelism_for,
+)
 from dlvm_cluster.state import ClusterState
 
 TFSTATE = "terraform.tfstate"
@@ -25,7 +30,12 @@ def apply_module(
     replace: Sequence[str] = (),
 ) -> RunResult:
     """Apply `module` (already written to the state dir), recreating the `replace` addresses."""
-    terraform = Terraform(state.terraform_dir, progress.terraform)
+    nodes = module.tfvars.get("nodes")
+    terraform = Terraform(
+        state.terraform_dir,
+        progress.terraform,
+        parallelism=parallelism_for(len(nodes) if isinstance(nodes, dict | list) else 0),
+    )
     progress.stage("terraform")
     init_if_needed(terraform, module.source, state.terraform_dir)
     return terraform.apply(replace=list(replace))

@@ -168,7 +168,8 @@ resource "google_compute_resource_policy" "compact" {
 }
 
 resource "google_compute_instance" "node" {
-  for_each = var.nodes
+  # A flex-start gang's VMs are the managed instance group's (below), created all at once.
+  for_each = var.flex_gang ? {} : var.nodes
 
   name                      = "${var.cluster_name}-${each.key}"
   description               = "Node ${each.key} of dlvm cluster ${var.cluster_name}."
@@ -286,6 +287,130 @@ resource "google_compute_instance" "node" {
     # How long a VM may take to be created: eight-GPU shapes can take longer than the
     # provider's default 20 minutes, and a flex-start VM waits here for capacity.
     create = var.create_timeout
+  }
+
+  depends_on = [
+    google_compute_firewall.ssh,
+    google_compute_firewall.internal,
+    google_compute_firewall.gpu_internal,
+  ]
+}
+
+# A flex-start cluster of several nodes is one gang: a managed instance group of no VMs, made
+# from this template, to which dlvm adds every node at once with a resize request (named VMs,
+# the run duration, and up's wait as its deadline). Dynamic Workload Scheduler then creates
+# all of them when it has capacity for all, so no node runs and bills while others wait.
+resource "google_compute_instance_template" "flex" {
+  count = var.flex_gang ? 1 : 0
+
+  name_prefix  = "dlvm-${var.cluster_name}-"
+  description  = "Flex-start nodes of dlvm cluster ${var.cluster_name}."
+  machine_type = var.machine_type
+  tags         = [local.tag]
+  labels       = local.labels
+  metadata     = local.metadata
+
+  disk {
+    boot         = true
+    auto_delete  = true
+    source_image = var.image
+    disk_size_gb = var.disk_gb
+    disk_type    = var.disk_type
+    labels       = local.labels
+  }
+
+  dynamic "guest_accelerator" {
+    for_each = var.guest_accelerators
+
+    content {
+      type  = guest_accelerator.value.type
+      count = guest_accelerator.value.count
+    }
+  }
+
+  network_interface {
+    network    = local.network
+    subnetwork = local.subnetwork
+    nic_type   = var.nic_type == "" ? null : var.nic_type
+
+    dynamic "access_config" {
+      for_each = var.public_ip ? [1] : []
+
+      content {}
+    }
+  }
+
+  dynamic "network_interface" {
+    for_each = google_compute_subnetwork.gpu
+
+    content {
+      subnetwork = network_interface.value.self_link
+      nic_type   = "GVNIC"
+    }
+  }
+
+  dynamic "network_interface" {
+    for_each = google_compute_subnetwork.rdma
+
+    content {
+      subnetwork = network_interface.value.self_link
+      nic_type   = "MRDMA"
+    }
+  }
+
+  dynamic "service_account" {
+    for_each = var.attach_service_account ? [1] : []
+
+    content {
+      email  = var.service_account_email == "" ? null : var.service_account_email
+      scopes = ["cloud-platform"]
+    }
+  }
+
+  # The run duration is the resize request's.
+  scheduling {
+    provisioning_model          = "FLEX_START"
+    automatic_restart           = false
+    on_host_maintenance         = "TERMINATE"
+    instance_termination_action = "DELETE"
+  }
+
+  reservation_affinity {
+    type = "NO_RESERVATION"
+  }
+
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+
+resource "google_compute_instance_group_manager" "flex" {
+  count = var.flex_gang ? 1 : 0
+
+  name               = "dlvm-${var.cluster_name}"
+  description        = "The flex-start gang of dlvm cluster ${var.cluster_name}."
+  zone               = var.zone
+  base_instance_name = "${var.cluster_name}-node"
+  # Resize requests add the VMs; the group never makes or repairs one by itself.
+  target_size        = 0
+  wait_for_instances = false
+
+  version {
+    instance_template = google_compute_instance_template.flex[0].self_link
+  }
+
+  instance_lifecycle_policy {
+    default_action_on_failure = "DO_NOTHING"
+  }
+
+  update_policy {
+    type           = "OPPORTUNISTIC"
+    minimal_action = "REFRESH"
+  }
+
+  lifecycle {
+    # Each fulfilled resize request raises the target size: it is not Terraform's to reset.
+    ignore_changes = [target_size]
   }
 
   depends_on = [

@@ -87,6 +87,16 @@ SPECS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {},
         {"count": 1, "machine_type": "a2-highgpu-1g", "reservation": "any", "max_run_hours": 8},
     ),
+    # Several flex-start nodes: one gang (template and managed instance group, no VMs).
+    "a4-flex-start-gang": (
+        {},
+        {
+            "count": 4,
+            "machine_type": "a4-highgpu-8g",
+            "provisioning": "flex-start",
+            "max_run_hours": 48,
+        },
+    ),
     # Standard VMs on a dense reservation made with a compact placement policy: preflight
     # reads both (RESERVED below), and the VMs become reservation-bound in that policy.
     "a4-dense-reservation": (
@@ -247,7 +257,8 @@ def test_every_variable_is_typed_and_described(module: dict[str, list[Any]]) -> 
 
 def test_nodes_are_a_set_keyed_by_name_never_count(module: dict[str, list[Any]]) -> None:
     node = typed(module, "resource")[("google_compute_instance", "node")]
-    assert node["for_each"] == "${var.nodes}"
+    # A flex-start gang's VMs are its managed instance group's instead.
+    assert node["for_each"] == "${var.flex_gang ? {} : var.nodes}"
     assert "count" not in node
 
 
@@ -264,6 +275,8 @@ def test_resources_are_the_cluster_and_nothing_else(module: dict[str, list[Any]]
         ("google_compute_firewall", "gpu_internal"),
         ("google_compute_network", "rdma"),
         ("google_compute_subnetwork", "rdma"),
+        ("google_compute_instance_template", "flex"),
+        ("google_compute_instance_group_manager", "flex"),
     }
     assert set(typed(module, "data")) == set()
     assert set(labelled(module, "output")) >= {"nodes"}
@@ -357,6 +370,7 @@ def test_the_cases_cover_every_shape_of_node() -> None:
     assert any(t["max_run_hours"] for t in tfvars)
     assert any(t["compact_placement"] for t in tfvars)
     assert any(t["placement_policy"] for t in tfvars)
+    assert any(t["flex_gang"] for t in tfvars)
     # No GPU network, GPU gVNICs each on a VPC (4 and 8), and a second gVNIC beside RDMA NICs.
     assert {(t["gpu_vpc_nics"], t["rdma_nics"]) for t in tfvars} == {(0, 0), (4, 0), (8, 0), (1, 8)}
     assert any(t["network"] and not t["public_ip"] for t in tfvars)

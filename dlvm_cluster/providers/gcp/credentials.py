@@ -49,6 +49,8 @@ class ComputeClients:
     network_profiles: Any
     instances: Any
     zone_operations: Any
+    group_managers: Any  # managed instance groups (a flex-start gang's)
+    resize_requests: Any  # their resize requests
     buckets: Any  # buckets.BucketLister: the Cloud Storage JSON API, for the storage check
 
 
@@ -73,6 +75,8 @@ def compute_clients(credentials: Any = None, *, api_endpoint: str | None = None)
         network_profiles=make(compute_v1.NetworkProfilesClient),
         instances=make(compute_v1.InstancesClient),
         zone_operations=make(compute_v1.ZoneOperationsClient),
+        group_managers=make(compute_v1.InstanceGroupManagersClient),
+        resize_requests=make(compute_v1.InstanceGroupManagerResizeRequestsClient),
         buckets=bucket_lister(creds, api_endpoint, REQUEST_TIMEOUT),
     )
 

@@ -29,6 +29,7 @@ from dlvm_cluster.providers.gcp.pricing import (
 from dlvm_cluster.providers.gcp.tfvars import (
     capacity,
     compact_placement,
+    flex_gang,
     gcp_provider,
     node_shape,
 )
@@ -105,7 +106,12 @@ def capacity_facts(spec: ClusterSpec) -> CapacityFacts:
     provided = capacity(spec.nodes)
     model: str = spec.nodes.provisioning_model
     shown_model = model
-    if model == "flex-start":
+    if model == "flex-start" and flex_gang(spec):
+        shown_model += (
+            " (all nodes in one request, created together when Dynamic Workload Scheduler "
+            "finds capacity for all)"
+        )
+    elif model == "flex-start":
         shown_model += " (the VMs are created when Dynamic Workload Scheduler finds capacity)"
     reservation, shown_reservation = {
         "": (ANY_RESERVATION, "any matching one (Compute Engine's default)"),

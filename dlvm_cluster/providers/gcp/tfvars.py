@@ -57,6 +57,7 @@ RESOURCE_ADDRESS = "google_compute_instance.node"
 # shapes can take longer than the google provider's default 20 minutes. A flex-start VM waits
 # for capacity within it.
 DEFAULT_CREATE_TIMEOUT = "30m"
+DEFAULT_CREATE_TIMEOUT_S = 1800.0  # the same, for a flex-start gang's wait
 
 
 @dataclass(frozen=True)
@@ -199,6 +200,13 @@ def placement_policy(spec: ClusterSpec, reserved: ReservedCapacity | None) -> st
     return reserved.placement_policy
 
 
+def flex_gang(spec: ClusterSpec, count: int | None = None) -> bool:
+    """Whether the nodes are one flex-start gang (gang.py): flex-start with more than one
+    node, so that none runs while another still waits for capacity."""
+    nodes = spec.nodes.count if count is None else count
+    return spec.nodes.provisioning_model == "flex-start" and nodes > 1
+
+
 def compact_placement(spec: ClusterSpec) -> bool:
     """The spec's choice, else on for the A3/A4 shapes whose GPU network dlvm builds.
 
@@ -296,6 +304,7 @@ def gcp_tfvars(
         "reservation_affinity": provided.reservation_affinity,
         "reservation_name": provided.reservation_name,
         "create_timeout": DEFAULT_CREATE_TIMEOUT if wait is None else duration(wait),
+        "flex_gang": flex_gang(spec, count),
         "compact_placement": compact_placement(spec) and not policy,
         "placement_policy": policy,
         "nic_type": "GVNIC" if shapes.gvnic(shape.machine_type) else "",
