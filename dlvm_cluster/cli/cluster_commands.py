@@ -281,9 +281,9 @@ def schema_cmd() -> None:
     """Print the JSON Schema of the cluster file (for editors and checks)."""
     import json
 
-    from dlvm_cluster.spec.model import json_schema
+    from dlvm_cluster.providers import spec_kinds
 
-    print(json.dumps(json_schema(), indent=2))
+    print(json.dumps(spec_kinds().json_schema(), indent=2))
 
 
 def doctor_cmd(

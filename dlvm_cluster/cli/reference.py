@@ -13,7 +13,7 @@ from typing import Any
 import typer
 
 from dlvm_cluster.cli.app import app
-from dlvm_cluster.spec.model import json_schema
+from dlvm_cluster.providers import spec_kinds
 
 MARKERS = {
     "cli": ("<!-- cli-reference:start -->", "<!-- cli-reference:end -->"),
@@ -74,7 +74,7 @@ def _table(title: str, node: dict[str, Any]) -> list[str]:
 
 
 def yaml_reference() -> str:
-    schema = json_schema()
+    schema = spec_kinds().json_schema()
     lines = _table("cluster file (top level)", schema)
     for name, definition in schema.get("$defs", {}).items():
         if definition.get("type") == "object":

@@ -52,6 +52,6 @@ def cluster_state(target: str) -> ClusterState:
 
 def load_file(path: Path) -> LoadedSpec:
     """A FILE argument: parsed and validated (pydantic and ruamel are imported only here)."""
-    from dlvm_cluster.spec.load import load_spec
+    from dlvm_cluster import providers
 
-    return load_spec(path)
+    return providers.load_spec(path)

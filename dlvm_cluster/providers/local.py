@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from dlvm_cluster.errors import ProvisionError, UsageError
 from dlvm_cluster.inventory import Inventory, Node, from_terraform_outputs, node_name
@@ -29,11 +29,13 @@ from dlvm_cluster.providers.base import (
     Reach,
     StopMark,
 )
+from dlvm_cluster.providers.kind import Feature, ProviderKind, Refusal
 from dlvm_cluster.providers.terraformed import apply_module, destroy_module, plan_module
 from dlvm_cluster.provision.modules import module_dir
 from dlvm_cluster.provision.render import TFVARS, RenderedModule
 from dlvm_cluster.shell import quote_path
-from dlvm_cluster.spec.model import ClusterSpec, StorageMount
+from dlvm_cluster.spec.kinds import Problem, SpecKind
+from dlvm_cluster.spec.model import ClusterSpec, ProviderConfig, StorageMount
 from dlvm_cluster.state import (
     ClusterState,
     list_clusters,
@@ -46,6 +48,31 @@ NODE_STORAGE = "/run/dlvm/storage"  # where every node sees storage_root() (terr
 FIRST_HOST = 10  # node-N gets .(10+N); .1 is the bridge (the host side)
 SECOND_OCTET_BASE = 200  # clusters use 10.200.0.0 - 10.249.255.0
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+LOCAL_MAX_NODES = 64
+
+
+class LocalConfig(ProviderConfig):
+    """Nodes are network namespaces with their own sshd on this machine."""
+
+    kind: Literal["local"]
+
+
+def local_rules(spec: ClusterSpec) -> list[Problem]:
+    if spec.nodes.count > LOCAL_MAX_NODES:
+        return [
+            (
+                ("nodes", "count"),
+                f"{spec.nodes.count} is above the local provider's limit of {LOCAL_MAX_NODES}",
+            )
+        ]
+    return []
+
+
+KIND = ProviderKind(
+    spec=SpecKind("local", LocalConfig, rules=local_rules),
+    implementation="dlvm_cluster.providers.local:NamespaceNodes",
+    lacks={Feature.PRICES: Refusal("the local provider's machines cost nothing by the hour")},
+)
 
 
 def derive_network(identity: str, salt: int = 0) -> dict[str, Any]:

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Annotated, Literal
 
-from dlvm_cluster.errors import ProvisionError, UsageError
+from pydantic import AfterValidator, Field
+
+from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.inventory import Inventory, Node, fingerprint, node_name
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers import checks
@@ -26,17 +29,100 @@ from dlvm_cluster.providers.base import (
     StopMark,
     UnpinnedHostKeys,
 )
+from dlvm_cluster.providers.kind import Feature, ProviderKind, Refusal
 from dlvm_cluster.provision.render import RenderedModule
-from dlvm_cluster.spec.model import ClusterSpec, SshProvider
+from dlvm_cluster.spec.kinds import Problem, SpecKind
+from dlvm_cluster.spec.model import (
+    ClusterSpec,
+    HostKey,
+    HostName,
+    Model,
+    ProviderConfig,
+    UserName,
+    WholeNumber,
+    no_control_characters,
+)
 from dlvm_cluster.state import ClusterState
 
 KeyScan = Callable[[str, int], str]  # (host, port) -> "type base64"
 DEFAULT_IDENTITY = "~/.ssh/id_ed25519"
 
 
-def hosts_of(spec: ClusterSpec) -> SshProvider:
+class SshHost(Model):
+    host: HostName = Field(min_length=1)
+    port: WholeNumber = Field(default=22, ge=1, le=65535)
+    user: UserName = Field(default="root", min_length=1)
+    host_key: HostKey | None = None
+
+
+class SshConfig(ProviderConfig):
+    """Machines that already exist: no Terraform."""
+
+    kind: Literal["ssh"]
+    hosts: list[SshHost] = Field(min_length=1)
+    identity_file: Annotated[str, AfterValidator(no_control_characters)] | None = None
+
+
+def ssh_rules(spec: ClusterSpec) -> list[Problem]:
+    problems: list[Problem] = []
+    provider = hosts_of(spec)
+    if spec.nodes.count > len(provider.hosts):
+        problems.append(
+            (
+                ("nodes", "count"),
+                f"{spec.nodes.count} is more than the {len(provider.hosts)} hosts listed under "
+                "provider.hosts",
+            )
+        )
+    if spec.storage:
+        # Machines dlvm did not make carry no account of the cluster's for a bucket, and a
+        # mount over their folders would outlive the cluster: give them a shared disk instead.
+        problems.append(
+            (
+                ("storage",),
+                "the ssh provider does not mount storage: mount a shared file system (NFS, "
+                "gcsfuse) on the hosts yourself, or in setup, and point your job at it",
+            )
+        )
+    return problems
+
+
+KIND = ProviderKind(
+    spec=SpecKind("ssh", SshConfig, rules=ssh_rules),
+    implementation="dlvm_cluster.providers.ssh:ExistingHosts",
+    lacks={
+        Feature.STOP_START: Refusal(
+            "dlvm cannot {verb} the machines of an ssh cluster: it does not own them",
+            hint="power them off and on where they are managed; `dlvm up` adopts them again",
+        ),
+        Feature.REPLACE: Refusal(
+            "{names} cannot be replaced: the ssh provider adopts machines that exist already "
+            "and cannot make new ones",
+            hint="repair or swap the machine, then list its address under provider.hosts",
+            error=ProvisionError,
+        ),
+        Feature.STORAGE: Refusal(
+            "the ssh provider does not mount storage",
+            hint="mount a shared file system on the hosts yourself, and remove `storage`",
+        ),
+        # powering off a machine dlvm only borrows is not dlvm's to do
+        Feature.AUTOSTOP: Refusal(
+            "autostop is not available here: dlvm does not own these machines, so it does "
+            "not power them off"
+        ),
+        Feature.RENDER: Refusal(
+            "the ssh provider makes no machines, so there is no Terraform to render",
+            hint="`dlvm plan FILE` shows the hosts `up` would adopt",
+            error=ProvisionError,
+        ),
+        Feature.PRICES: Refusal("machines are billed, if at all, by whoever owns them"),
+    },
+)
+
+
+def hosts_of(spec: ClusterSpec) -> SshConfig:
     provider = spec.provider
-    if not isinstance(provider, SshProvider):
+    if not isinstance(provider, SshConfig):
         raise TypeError(f"not an ssh-provider spec: {provider.kind}")
     return provider
 
@@ -81,13 +167,6 @@ def pinned_keys(inventory: Inventory | None) -> dict[tuple[str, int], str]:
     return {(node.ip, node.port): node.host_key for node in inventory.nodes}
 
 
-def _not_ours(verb: str) -> UsageError:
-    return UsageError(
-        f"dlvm cannot {verb} the machines of an ssh cluster: it does not own them",
-        hint="power them off and on where they are managed; `dlvm up` adopts them again",
-    )
-
-
 class ExistingHosts:
     """The `ssh` provider (see the module docstring)."""
 
@@ -115,11 +194,8 @@ class ExistingHosts:
         return inventory, inventory != previous
 
     def replace_nodes(self, request: Converge, names: list[str]) -> Inventory:
-        raise ProvisionError(
-            f"{', '.join(names)} cannot be replaced: the ssh provider adopts machines that "
-            "exist already and cannot make new ones",
-            hint="repair or swap the machine, then list its address under provider.hosts",
-        )
+        KIND.require(Feature.REPLACE, names=", ".join(names))
+        raise AssertionError("unreachable: the ssh provider lacks replace")
 
     def plan(self, request: Converge) -> ProviderPlan:
         """The hosts `up` would adopt, each with the key it would be held to: the file's, the
@@ -154,19 +230,14 @@ class ExistingHosts:
         return []
 
     def storage_script(self, spec: ClusterSpec, state: ClusterState) -> str:
-        """None: the spec refuses storage on hosts dlvm did not make (spec/rules.py)."""
+        """None: storage on hosts dlvm did not make is refused (ssh_rules, Feature.STORAGE)."""
         if spec.storage:
-            raise UsageError(
-                "the ssh provider does not mount storage",
-                hint="mount a shared file system on the hosts yourself, and remove `storage`",
-            )
+            KIND.require(Feature.STORAGE)
         return ""
 
     def render(self, spec: ClusterSpec, state: ClusterState) -> RenderedModule:
-        raise ProvisionError(
-            "the ssh provider makes no machines, so there is no Terraform to render",
-            hint="`dlvm plan FILE` shows the hosts `up` would adopt",
-        )
+        KIND.require(Feature.RENDER)
+        raise AssertionError("unreachable: the ssh provider lacks render")
 
     def destroy(self, state: ClusterState, progress: Progress) -> None:
         return None
@@ -180,10 +251,10 @@ class ExistingHosts:
     def stop_nodes(
         self, state: ClusterState, inventory: Inventory, progress: Progress, *, by: str
     ) -> None:
-        raise _not_ours("stop")
+        KIND.require(Feature.STOP_START, verb="stop")
 
     def start_nodes(self, state: ClusterState, inventory: Inventory, progress: Progress) -> None:
-        raise _not_ours("start")
+        KIND.require(Feature.STOP_START, verb="start")
 
     def stop_marks(self, state: ClusterState, inventory: Inventory) -> dict[str, StopMark]:
         return {}

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 from ruamel.yaml.comments import CommentedMap
 
 from dlvm_cluster.errors import SpecError
+from dlvm_cluster.spec.kinds import SpecKinds
 from dlvm_cluster.spec.locate import Loc, child, dotted, locate, show_value
 from dlvm_cluster.spec.model import UNION_TAGS, ClusterSpec
 
@@ -23,7 +24,14 @@ UNION_MESSAGES: dict[Loc, str] = {
 MAPPING_ERRORS = frozenset({"model_type", "model_attributes_type", "dict_type"})
 
 
-def translate(exc: ValidationError, data: CommentedMap, name: str) -> SpecError:
+def translate(
+    exc: ValidationError,
+    data: CommentedMap,
+    name: str,
+    model: type[ClusterSpec],
+    kinds: SpecKinds,
+) -> SpecError:
+    """The first of `exc`'s problems, found validating `data` with `model` (its kind's)."""
     errors = exc.errors(include_url=False)
     # A misspelt key also makes the right one "missing": report the misspelling first.
     errors.sort(key=lambda error: error["type"] != "extra_forbidden")
@@ -38,7 +46,10 @@ def translate(exc: ValidationError, data: CommentedMap, name: str) -> SpecError:
     hint = ""
     if kind == "extra_forbidden":
         key = str(loc[-1])
-        known = _fields_at(loc[:-1], data)
+        takers = kinds.takers(loc[:-1], loc[-1])
+        if takers:
+            return _key_of_another_kind(data, loc, name, takers, more)
+        known = _fields_at(model, loc[:-1], data)
         guess = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
         message = f"unknown key {key!r}"
         if guess:
@@ -70,10 +81,11 @@ def translate(exc: ValidationError, data: CommentedMap, name: str) -> SpecError:
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         loc = (*loc, "kind")
         tag = child(child(data, loc[0]), "kind")
-        message = "must be one of local, gcp, ssh" + (
+        names = kinds.names
+        message = f"must be one of {', '.join(names)}" + (
             f" (got {show_value(tag)})" if tag is not None else ""
         )
-        hint = _suggest(tag, ["local", "gcp", "ssh"]) or "add kind: local, gcp or ssh"
+        hint = _suggest(tag, names) or f"add kind: {_either(names)}"
     elif kind == "string_pattern_mismatch" and loc == ("name",):
         message = (
             "must start with a lowercase letter, use only a-z, 0-9 and -, and end with a "
@@ -81,10 +93,11 @@ def translate(exc: ValidationError, data: CommentedMap, name: str) -> SpecError:
         )
     elif kind in MAPPING_ERRORS:
         message = f"must be a mapping of keys (got {shown})"
-        known = _fields_at(loc, data)
+        known = _fields_at(model, loc, data)
         hint = "known keys here: " + ", ".join(known) if known else ""
         if loc == ("provider",):
-            hint = "write it as provider: {kind: local} (or gcp, ssh)"
+            first_kind, *others = kinds.names
+            hint = f"write it as provider: {{kind: {first_kind}}} (or {', '.join(others)})"
     elif kind == "literal_error":
         choices = re.findall(r"'([^']*)'", str(first.get("ctx", {}).get("expected", "")))
         hint = _suggest(got, choices)
@@ -96,6 +109,26 @@ def translate(exc: ValidationError, data: CommentedMap, name: str) -> SpecError:
         field=dotted(loc),
         hint=hint,
     )
+
+
+def _key_of_another_kind(
+    data: CommentedMap, loc: Loc, name: str, takers: list[str], more: str
+) -> SpecError:
+    """A key the file's provider kind does not take, but another kind does (`provisioning`
+    under a local cluster's nodes): refused, naming the kinds that take it."""
+    key, section = loc[-1], dotted(loc[:-1])
+    kind = child(child(data, "provider"), "kind")
+    which = f"kind {takers[0]} takes" if len(takers) == 1 else f"kinds {', '.join(takers)} take"
+    return SpecError(
+        f"{key!r} is not a {section} key of kind {kind}: only {which} it{more}",
+        location=locate(data, loc, name, key=True),
+        field=dotted(loc),
+        hint=f"remove it, or use provider kind {_either(takers)}",
+    )
+
+
+def _either(names: list[str]) -> str:
+    return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
 
 
 def _under_secret(data: CommentedMap, loc: Loc) -> bool:
@@ -138,17 +171,17 @@ def _clean_loc(data: Any, loc: Loc) -> tuple[Loc, bool]:
     return tuple(kept), on_key
 
 
-def _fields_at(loc: Loc, data: Any) -> list[str]:
-    """The keys the model accepts at `loc`, for "did you mean" hints."""
-    current: Any = ClusterSpec
+def _fields_at(model: type[ClusterSpec], loc: Loc, data: Any) -> list[str]:
+    """The keys `model` accepts at `loc`, for "did you mean" hints."""
+    current: Any = model
     node = data
     for part in loc:
         current = _field_type(current, part, node)
         node = child(node, part)
         if current is None:
             return []
-    model = _as_model(current, node)
-    return list(model.model_fields) if model else []
+    found = _as_model(current, node)
+    return list(found.model_fields) if found else []
 
 
 def _field_type(current: Any, part: str | int, node: Any) -> Any:

@@ -13,16 +13,17 @@ from ruamel.yaml.comments import CommentedMap
 
 from dlvm_cluster.errors import SourceLocation, SpecError
 from dlvm_cluster.spec.explain import translate
+from dlvm_cluster.spec.kinds import SpecKinds
 from dlvm_cluster.spec.locate import describe, dotted, locate, show_value
-from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec
+from dlvm_cluster.spec.model import LoadedSpec
 from dlvm_cluster.spec.parse import check_keys, decode, first_content_line, parse_yaml
-from dlvm_cluster.spec.rules import semantic_problems
 
 MAX_FILE_BYTES = 1_000_000
 
 
-def load_spec(path: Path) -> LoadedSpec:
-    """Load and validate the cluster file at `path`, checking that its `files` sources exist."""
+def load_spec(path: Path, kinds: SpecKinds) -> LoadedSpec:
+    """Load and validate the cluster file at `path`, checking that its `files` sources exist;
+    `kinds`: the provider kinds it may name, with their keys and rules."""
     try:
         with path.open("rb") as stream:
             raw = stream.read(MAX_FILE_BYTES + 1)
@@ -32,12 +33,12 @@ def load_spec(path: Path) -> LoadedSpec:
         ) from exc
     except OSError as exc:
         raise SpecError(f"cannot read {path}: {exc.strerror}") from exc
-    loaded = load_spec_text(raw, path)
+    loaded = load_spec_text(raw, path, kinds)
     _check_sources(loaded)
     return loaded
 
 
-def load_spec_text(raw: bytes | str, path: Path) -> LoadedSpec:
+def load_spec_text(raw: bytes | str, path: Path, kinds: SpecKinds) -> LoadedSpec:
     """Validate cluster-file content; `path` names it in messages and anchors relative paths."""
     name = str(path)
     size = len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "surrogatepass"))
@@ -68,11 +69,12 @@ def load_spec_text(raw: bytes | str, path: Path) -> LoadedSpec:
             location=SourceLocation(name, first_content_line(text), 1),
         )
     check_keys(data, name)
+    model = kinds.model_for(data)
     try:
-        spec = ClusterSpec.model_validate(data)
+        spec = model.model_validate(data)
     except ValidationError as exc:
-        raise translate(exc, data, name) from exc
-    for loc, message in semantic_problems(spec):
+        raise translate(exc, data, name, model, kinds) from exc
+    for loc, message in kinds.problems(spec):
         raise SpecError(message, location=locate(data, loc, name), field=dotted(loc))
     return LoadedSpec(spec=spec, path=path.resolve(), text=text)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
@@ -33,33 +33,8 @@ from dlvm_cluster.inventory import (
 
 NAME_PATTERN = f"^{CLUSTER_NAME_PATTERN}$"
 MAX_NAME_LENGTH = 40
-LOCAL_MAX_NODES = 64
 MAX_NODES = 1000
 ENV_NAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_]*"
-SSH_USER_PATTERN = r"^[a-z_][a-z0-9_-]*$"
-# A DLVM family name, family/NAME, or a full image path (optionally as a self link).
-# A service account's email: user-managed (NAME@PROJECT.iam.gserviceaccount.com) or the
-# Compute Engine default (NUMBER-compute@developer.gserviceaccount.com).
-SERVICE_ACCOUNT_PATTERN = r"[a-z0-9][-a-z0-9._]*@[a-z0-9][-a-z0-9.]*\.gserviceaccount\.com"
-NO_SERVICE_ACCOUNT = "none"
-# How Compute Engine provides each VM (gcp): on demand, Spot, Dynamic Workload Scheduler
-# flex-start (queued until capacity is free, for at most 7 days), or bound to a reservation's
-# lifetime (calendar-mode reservations).
-Provisioning = Literal["standard", "spot", "flex-start", "reservation-bound"]
-FLEX_START_MAX_RUN_HOURS = 168
-# Compute Engine's limit on a VM's max run duration (120 days).
-MAX_RUN_HOURS = 120 * 24
-ANY_RESERVATION = "any"
-NO_RESERVATION = "none"
-# A reservation in the cluster's project, or one shared from another: projects/P/reservations/R.
-RESERVATION_NAME = r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?"
-RESERVATION_PATTERN = (
-    rf"{RESERVATION_NAME}|projects/[a-z][-a-z0-9]{{4,28}}[a-z0-9]/reservations/{RESERVATION_NAME}"
-)
-GCP_IMAGE_PATTERN = (
-    r"(https://[a-z.]+/compute/v1/)?projects/[^/\s]+/global/images/(family/)?[a-z][-a-z0-9]*"
-    r"|(family/)?[a-z][-a-z0-9]*"
-)
 
 
 def _not_bool(value: object) -> object:
@@ -92,30 +67,9 @@ def _checked_by(problem: Callable[[str], str]) -> Callable[[str], str]:
     return check
 
 
-def _no_control_characters(value: str) -> str:
+def no_control_characters(value: str) -> str:
     if unsafe_for_ssh_files(value):
         raise ValueError("must not hold control characters (a newline, a tab, ...)")
-    return value
-
-
-def _service_account(value: str) -> str:
-    if value != NO_SERVICE_ACCOUNT and not re.fullmatch(SERVICE_ACCOUNT_PATTERN, value):
-        raise ValueError(
-            "must be a service account's email (NAME@PROJECT.iam.gserviceaccount.com) or "
-            f"{NO_SERVICE_ACCOUNT!r} to attach none"
-        )
-    return value
-
-
-def _reservation(value: str) -> str:
-    if value not in (ANY_RESERVATION, NO_RESERVATION) and not re.fullmatch(
-        RESERVATION_PATTERN, value
-    ):
-        raise ValueError(
-            "must be a reservation's NAME, projects/PROJECT/reservations/NAME for one shared "
-            f"from another project, {ANY_RESERVATION!r} (any matching one) or "
-            f"{NO_RESERVATION!r}"
-        )
     return value
 
 
@@ -131,48 +85,11 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
 
-class LocalProvider(Model):
-    """Nodes are network namespaces with their own sshd on this machine."""
+class ProviderConfig(Model):
+    """The `provider:` mapping. Each kind's own keys are a subclass of this, in the kind's
+    package under providers/, given to the loader through its registry entry (spec/kinds.py)."""
 
-    kind: Literal["local"]
-
-
-class SshHost(Model):
-    host: HostName = Field(min_length=1)
-    port: WholeNumber = Field(default=22, ge=1, le=65535)
-    user: UserName = Field(default="root", min_length=1)
-    host_key: HostKey | None = None
-
-
-class SshProvider(Model):
-    """Machines that already exist: no Terraform."""
-
-    kind: Literal["ssh"]
-    hosts: list[SshHost] = Field(min_length=1)
-    identity_file: Annotated[str, AfterValidator(_no_control_characters)] | None = None
-
-
-class GcpProvider(Model):
-    """Compute Engine VMs in one region; `zones` is the order in which zones are tried."""
-
-    kind: Literal["gcp"]
-    project: str = Field(min_length=1)
-    region: str = Field(min_length=1)
-    zones: list[str] = Field(min_length=1)
-    allowed_ssh_cidrs: list[str] = Field(min_length=1)
-    network: str | None = None  # an existing VPC; None: one is made for the cluster
-    subnetwork: str | None = None
-    ssh_user: str = Field(default="dlvm", pattern=SSH_USER_PATTERN, max_length=32)
-    public_ip: bool = True
-    # None: dlvm decides (on for the A3/A4 shapes whose GPU network it builds).
-    compact_placement: bool | None = None
-    # The account the nodes' software acts as (Cloud Storage, Artifact Registry, Logging), with
-    # the cloud-platform scope so IAM alone decides. None: the project's Compute Engine default
-    # service account; "none": no account, so nothing on the nodes reaches Google APIs.
-    service_account: Annotated[str, AfterValidator(_service_account)] | None = None
-
-
-Provider = Annotated[LocalProvider | SshProvider | GcpProvider, Field(discriminator="kind")]
+    kind: str
 
 
 class Accelerator(Model):
@@ -181,24 +98,11 @@ class Accelerator(Model):
 
 
 class Nodes(Model):
-    count: WholeNumber = Field(ge=1, le=MAX_NODES)
-    machine_type: str | None = None
-    accelerator: Accelerator | None = None
-    spot: bool = False  # the same as provisioning: spot
-    provisioning: Provisioning | None = None  # gcp; None: spot if `spot`, else standard
-    max_run_hours: WholeNumber | None = Field(default=None, ge=1, le=MAX_RUN_HOURS)  # gcp
-    reservation: Annotated[str, AfterValidator(_reservation)] | None = None  # gcp
-    disk_gb: WholeNumber = Field(default=200, ge=10, le=65536)
-    image: str | None = None
-    disk_type: str | None = None  # gcp: pd-balanced unless the machine family needs another
-    min_count: WholeNumber | None = Field(default=None, ge=1)  # gcp: accept fewer on stockout
+    """The `nodes:` keys every provider kind takes; a kind that takes more extends this
+    (its registry entry names the subclass), and the others refuse those keys."""
 
-    @property
-    def provisioning_model(self) -> Provisioning:
-        """The provisioning the nodes get: `provisioning`, else `spot: true` as its synonym."""
-        if self.provisioning is not None:
-            return self.provisioning
-        return "spot" if self.spot else "standard"
+    count: WholeNumber = Field(ge=1, le=MAX_NODES)
+    accelerator: Accelerator | None = None
 
 
 class FileSync(Model):
@@ -371,8 +275,12 @@ EnvValue = Annotated[
 
 
 class ClusterSpec(Model):
+    """A cluster file. `provider` and `nodes` are typed here by what every kind shares; the
+    loader validates a file with its kind's model (spec/kinds.py), whose fields are the kind's
+    subclasses, so a spec loaded from a file or the state dir holds those."""
+
     name: str = Field(pattern=NAME_PATTERN, max_length=MAX_NAME_LENGTH)
-    provider: Provider
+    provider: ProviderConfig
     nodes: Nodes
     env: dict[EnvName, EnvValue] = Field(default_factory=dict)
     files: list[FileSync] = Field(default_factory=list)
@@ -419,16 +327,6 @@ class ClusterSpec(Model):
             for name, item in self.env.items()
             if isinstance(item, SecretValue) and (item.secret or item.from_env is not None)
         }
-
-
-def json_schema() -> dict[str, Any]:
-    """The JSON Schema of a cluster file, for editors (yaml-language-server) and checks."""
-    schema = ClusterSpec.model_json_schema()
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        **schema,
-        "title": "dlvm cluster file",
-    }
 
 
 class LoadedSpec(BaseModel):

@@ -20,10 +20,10 @@ from system import wait_gone
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.orchestrate.cluster.records import save_applied
 from dlvm_cluster.orchestrate.nodes.commands import _exec_env
+from dlvm_cluster.providers import load_spec_text
 from dlvm_cluster.remote import agent_client, agent_process
 from dlvm_cluster.remote.results import CommandResult, GroupResult
 from dlvm_cluster.secret_env import resolve
-from dlvm_cluster.spec.load import load_spec_text
 from dlvm_cluster.state import ClusterState
 
 

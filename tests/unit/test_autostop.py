@@ -21,9 +21,9 @@ from dlvm_cluster.orchestrate.cluster.autostop import (
     watcher_config,
 )
 from dlvm_cluster.progress import SilentProgress
-from dlvm_cluster.providers import local
+from dlvm_cluster.providers import local, spec_kinds
 from dlvm_cluster.providers.ssh import ExistingHosts
-from dlvm_cluster.spec.model import Autostop, ClusterSpec
+from dlvm_cluster.spec.model import Autostop
 from dlvm_cluster.state import ClusterState
 
 NODES = tuple(Node(f"node-{r}", r, f"10.0.0.{r + 1}", 22, "root", "") for r in range(2))
@@ -78,7 +78,7 @@ def test_a_warning_is_appended_to_running_jobs_only(tmp_path: Path) -> None:
 def test_minutes_become_seconds_and_the_head_asks_the_others(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    spec = ClusterSpec.model_validate(
+    spec = spec_kinds().parse(
         {
             "name": "c",
             "provider": {"kind": "local"},

@@ -14,7 +14,7 @@ from dlvm_cluster.errors import UsageError
 from dlvm_cluster.inventory import Inventory
 from dlvm_cluster.orchestrate.cluster import lifecycle
 from dlvm_cluster.orchestrate.cluster.files import SetupReport
-from dlvm_cluster.spec.load import load_spec
+from dlvm_cluster.providers import load_spec
 from dlvm_cluster.spec.model import LoadedSpec
 
 SPEC = "name: upc\nprovider: {kind: local}\nnodes: {count: 3}\n"

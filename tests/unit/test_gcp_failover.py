@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from gcp_fake import FakeCompute, error_body, running
 
+from dlvm_cluster.providers import load_spec_text
 from dlvm_cluster.providers.gcp.failover import (
     FailoverDecision,
     FailoverKind,
@@ -27,7 +28,6 @@ from dlvm_cluster.providers.gcp.failover import (
     remaining_zones,
     suggested_zones,
 )
-from dlvm_cluster.spec.load import load_spec_text
 
 STOCKOUT = (
     "Error: Error waiting for instance to create: The zone 'projects/my-project/zones/us-west1-c'"

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from terraform_schema import load_module, typed
 
+from dlvm_cluster.providers import load_spec_text
 from dlvm_cluster.providers.gcp import gpu_network
 from dlvm_cluster.providers.gcp.preflight import spec_warnings
 from dlvm_cluster.providers.gcp.report import gcp_plan_notes, network_lines
 from dlvm_cluster.providers.gcp.tfvars import compact_placement, gcp_tfvars
 from dlvm_cluster.provision.modules import module_dir
-from dlvm_cluster.spec.load import load_spec_text
 from dlvm_cluster.spec.model import ClusterSpec
 
 PROVIDER: dict[str, Any] = {

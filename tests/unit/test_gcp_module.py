@@ -31,9 +31,9 @@ from terraform_schema import (
     unquote,
 )
 
+from dlvm_cluster.providers import load_spec, load_spec_text
 from dlvm_cluster.providers.gcp.tfvars import ReservedCapacity, gcp_tfvars
 from dlvm_cluster.provision.modules import module_dir
-from dlvm_cluster.spec.load import load_spec, load_spec_text
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBr0qYQxTn2e6Eow7Lk2A3oWq4HqRtqMfX7ok6q2ZTXc dlvm-t"
 PROVIDER: dict[str, Any] = {

@@ -38,6 +38,7 @@ from dlvm_cluster.orchestrate.jobs import supervise
 from dlvm_cluster.orchestrate.jobs.store import JobRecord
 from dlvm_cluster.orchestrate.jobs.supervise import Supervisor
 from dlvm_cluster.progress import SilentProgress, TerraformEvent
+from dlvm_cluster.providers import load_spec_text
 from dlvm_cluster.providers.base import Converge, NodeState
 from dlvm_cluster.providers.gcp import gang
 from dlvm_cluster.providers.gcp.converge import provision_gcp, replace_gcp_nodes
@@ -51,7 +52,6 @@ from dlvm_cluster.providers.gcp.report import (
 from dlvm_cluster.providers.gcp.tfvars import DEFAULT_IMAGE_FAMILY
 from dlvm_cluster.provision import terraform as terraform_engine
 from dlvm_cluster.provision.terraform import EventSink, RunResult, parallelism_for
-from dlvm_cluster.spec.load import load_spec_text
 from dlvm_cluster.spec.model import LoadedSpec
 from dlvm_cluster.state import ClusterState
 

@@ -10,6 +10,7 @@ import pytest
 from gcp_fake import FakeCompute, running
 
 from dlvm_cluster.errors import ProvisionError
+from dlvm_cluster.providers import load_spec_text
 from dlvm_cluster.providers.gcp.credentials import compute_clients, default_credentials
 from dlvm_cluster.providers.gcp.preflight import preflight, spec_warnings
 from dlvm_cluster.providers.gcp.tfvars import (
@@ -17,7 +18,6 @@ from dlvm_cluster.providers.gcp.tfvars import (
     DLVM_IMAGE_PROJECT,
     ReservedCapacity,
 )
-from dlvm_cluster.spec.load import load_spec_text
 from dlvm_cluster.spec.model import ClusterSpec
 
 P = "p"

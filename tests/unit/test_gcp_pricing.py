@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from harness import REPO
 
+from dlvm_cluster.providers import load_spec, load_spec_text
 from dlvm_cluster.providers.gcp import pricing
 from dlvm_cluster.providers.gcp.pricing import GPU_PRICES, HOST_PRICES, cluster_price, node_price
-from dlvm_cluster.spec.load import load_spec, load_spec_text
 from dlvm_cluster.spec.model import ClusterSpec
 
 

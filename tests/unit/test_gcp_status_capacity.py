@@ -20,8 +20,8 @@ from dlvm_cluster.cli.app import app
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.orchestrate.cluster import report
 from dlvm_cluster.orchestrate.cluster.records import record_kind, save_applied, save_inventory
+from dlvm_cluster.providers import load_spec_text
 from dlvm_cluster.providers.gcp.report import gcp_plan_notes
-from dlvm_cluster.spec.load import load_spec_text
 from dlvm_cluster.state import ClusterState
 
 SPEC = (

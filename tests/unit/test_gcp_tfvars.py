@@ -9,6 +9,7 @@ import pytest
 from harness import REPO
 
 from dlvm_cluster.errors import ProvisionError, SpecError
+from dlvm_cluster.providers import load_spec, load_spec_text
 from dlvm_cluster.providers.gcp.converge import render_gcp
 from dlvm_cluster.providers.gcp.tfvars import (
     DEFAULT_IMAGE_FAMILY,
@@ -24,7 +25,6 @@ from dlvm_cluster.providers.gcp.tfvars import (
     state_tfvars,
     zone_in_use,
 )
-from dlvm_cluster.spec.load import load_spec, load_spec_text
 from dlvm_cluster.spec.model import ClusterSpec
 from dlvm_cluster.state import ClusterState
 

@@ -1,15 +1,20 @@
-"""Provider kinds are told apart only in dlvm_cluster/providers/ (and declared in the spec
-models): anywhere else, code asks the provider (docs/ARCHITECTURE.md, "The layer rule")."""
+"""Provider kinds are told apart only in dlvm_cluster/providers/: anywhere else, code asks
+the provider (docs/ARCHITECTURE.md, "The layer rule"). The kinds and their config models are
+read from the registry, so a kind added there is checked with no change here."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
+from dlvm_cluster.providers import registry
+
 PACKAGE = Path(__file__).resolve().parents[2] / "dlvm_cluster"
-ALLOWED = ("providers", "spec")
-SPEC_MODELS = {"LocalProvider", "SshProvider", "GcpProvider"}
-KINDS = {"local", "ssh", "gcp"}
+ALLOWED = ("providers",)
+SPEC_MODELS = {entry.spec.config.__name__ for entry in registry.KINDS.values()} | {
+    entry.spec.nodes.__name__ for entry in registry.KINDS.values() if entry.spec.node_keys
+}
+KINDS = set(registry.KINDS)
 
 
 def kind_checks(source: str) -> list[tuple[int, str]]:
@@ -45,9 +50,14 @@ def test_no_code_outside_providers_asks_which_provider_it_has() -> None:
 
 def test_the_checker_finds_each_form() -> None:
     source = (
-        "from dlvm_cluster.spec.model import GcpProvider\n"
-        "ok = isinstance(spec.provider, GcpProvider)\n"
+        "from dlvm_cluster.providers.gcp.config import GcpConfig\n"
+        "ok = isinstance(spec.provider, GcpConfig)\n"
         "local = spec.provider.kind == 'local'\n"
         "fine = spec.nodes.count == 3\n"
     )
     assert sorted(line for line, _ in kind_checks(source)) == [1, 2, 3]
+
+
+def test_the_kinds_and_models_checked_are_the_registrys() -> None:
+    assert {"local", "ssh", "gcp"} <= KINDS
+    assert {"LocalConfig", "SshConfig", "GcpConfig", "GcpNodes"} <= SPEC_MODELS

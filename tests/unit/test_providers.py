@@ -18,6 +18,7 @@ from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.orchestrate.cluster import lifecycle, records
 from dlvm_cluster.orchestrate.cluster.report import node_state
 from dlvm_cluster.progress import SilentProgress
+from dlvm_cluster.providers import load_spec_text
 from dlvm_cluster.providers.base import (
     NO_TRUST,
     Converge,
@@ -28,7 +29,6 @@ from dlvm_cluster.providers.base import (
     UnpinnedHostKeys,
 )
 from dlvm_cluster.providers.ssh import ExistingHosts
-from dlvm_cluster.spec.load import load_spec_text
 from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec
 from dlvm_cluster.state import ClusterState
 
@@ -37,9 +37,9 @@ OTHER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBkn3VYvtLJm6uKX8YRHyV8s4XGumUK
 
 
 def spec_kinds() -> set[str]:
-    """The provider kinds the cluster file accepts (the discriminated union's members)."""
-    members = typing.get_args(typing.get_type_hints(ClusterSpec)["provider"])
-    return {typing.get_args(member.model_fields["kind"].annotation)[0] for member in members}
+    """The provider kinds the cluster file accepts: the `kind` each registered config takes."""
+    configs = [kind.config for kind in providers.spec_kinds().kinds]
+    return {typing.get_args(config.model_fields["kind"].annotation)[0] for config in configs}
 
 
 def test_every_kind_of_the_spec_has_one_provider() -> None:

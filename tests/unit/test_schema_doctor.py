@@ -12,8 +12,12 @@ import pytest
 from harness import REPO, write_unreachable_ssh_spec
 from ruamel.yaml import YAML
 
-from dlvm_cluster.spec.load import load_spec
-from dlvm_cluster.spec.model import json_schema
+from dlvm_cluster.providers import load_spec, spec_kinds
+
+
+def json_schema() -> dict[str, object]:
+    return spec_kinds().json_schema()
+
 
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 
@@ -51,6 +55,20 @@ def test_schema_rejects_what_the_loader_rejects() -> None:
         jsonschema.validate(bad, json_schema())
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**bad, "nodez": None, "nodes": {"count": "3"}}, json_schema())
+
+
+@pytest.mark.parametrize(
+    ("kind", "nodes"),
+    [("local", {"provisioning": "spot"}), ("ssh", {"image": "x"}), ("local", {"disk_gb": 50})],
+)
+def test_schema_refuses_a_nodes_key_of_another_kind(kind: str, nodes: dict[str, object]) -> None:
+    provider: dict[str, object] = {"kind": kind}
+    if kind == "ssh":
+        provider["hosts"] = [{"host": "10.0.0.1"}]
+    good = {"name": "x", "provider": provider, "nodes": {"count": 1}}
+    jsonschema.validate(good, json_schema())
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**good, "nodes": {"count": 1, **nodes}}, json_schema())
 
 
 def test_doctor_reports_each_check_with_a_fix() -> None:

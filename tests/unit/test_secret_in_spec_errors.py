@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from dlvm_cluster.errors import SpecError
-from dlvm_cluster.spec.load import load_spec_text
+from dlvm_cluster.providers import load_spec_text
 
 BASE = "name: demo\nprovider: {kind: local}\nnodes: {count: 1}\nenv:\n"
 

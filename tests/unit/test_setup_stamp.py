@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from dlvm_cluster.orchestrate.cluster.files import setup_digest
-from dlvm_cluster.spec.load import load_spec_text
+from dlvm_cluster.providers import load_spec_text
 from dlvm_cluster.state import ClusterState
 
 SPEC = (

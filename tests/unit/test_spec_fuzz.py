@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
 from dlvm_cluster.errors import SpecError
-from dlvm_cluster.spec.load import load_spec_text
+from dlvm_cluster.providers import load_spec_text
 from dlvm_cluster.spec.model import LoadedSpec
 
 PATH = Path("fuzz.yaml")

@@ -10,7 +10,7 @@ import pytest
 from harness import Cli
 
 from dlvm_cluster.errors import SpecError
-from dlvm_cluster.spec.load import load_spec_text
+from dlvm_cluster.providers import load_spec_text
 
 ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPQe0b1bHqvFXaP0Yb3dXvN7jSRAi3lDRsQFZ3tjv7bC"
 

@@ -12,7 +12,7 @@ import pytest
 from dlvm_cluster.errors import UsageError
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.launch.environment import node_environment
-from dlvm_cluster.providers import for_kind
+from dlvm_cluster.providers import for_kind, load_spec_text
 from dlvm_cluster.providers.gcp.storage import (
     cache_limit_mb,
     gcsfuse_argv,
@@ -20,7 +20,6 @@ from dlvm_cluster.providers.gcp.storage import (
     unit_name,
 )
 from dlvm_cluster.providers.local import storage_folder, storage_mount_script
-from dlvm_cluster.spec.load import load_spec_text
 from dlvm_cluster.spec.model import ClusterSpec, StorageMount
 from dlvm_cluster.state import ClusterState
 

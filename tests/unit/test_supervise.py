@@ -91,3 +91,25 @@ def test_cancel_ends_a_supervisor_that_does_not_exit_by_itself(command: list[str
     finally:
         stuck.kill()
         stuck.wait()
+
+
+def test_a_lost_node_of_a_kind_that_cannot_replace_fails_the_job_in_its_words() -> None:
+    """ssh machines cannot be made again: the job fails with the kind's refusal at once,
+    instead of asking the provider to replace them, try after try."""
+    from types import SimpleNamespace
+
+    from dlvm_cluster.errors import RemoteError
+    from dlvm_cluster.orchestrate.jobs.supervise import RunEnd, Supervisor
+    from dlvm_cluster.remote.results import GroupResult
+
+    def fail(why: str, end: RunEnd) -> None:
+        raise RemoteError(why)
+
+    def kind(name: str) -> SimpleNamespace:
+        spec = SimpleNamespace(provider=SimpleNamespace(kind=name))
+        return SimpleNamespace(loaded=SimpleNamespace(spec=spec), _fail=fail)
+
+    end = RunEnd(GroupResult(()))
+    with pytest.raises(RemoteError, match="node-1 cannot be replaced: the ssh provider"):
+        Supervisor._require_replace(kind("ssh"), ["node-1"], end)  # type: ignore[arg-type]
+    Supervisor._require_replace(kind("local"), ["node-1"], end)  # type: ignore[arg-type]

@@ -19,11 +19,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from dlvm_cluster import nodeside
+from dlvm_cluster import nodeside, providers
 from dlvm_cluster.errors import RemoteError, UsageError
 from dlvm_cluster.inventory import Inventory, Node, node_dir
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers.base import NodeState, Provider
+from dlvm_cluster.providers.kind import Feature
 from dlvm_cluster.remote.pool import SshPool, run_everywhere
 from dlvm_cluster.shell import quote_path
 from dlvm_cluster.spec.model import Autostop, ClusterSpec
@@ -158,12 +159,10 @@ def install(
     if settings is None:
         run_everywhere(pool, [head], _stop_script(cluster), b"", "cannot stop the autostop watcher")
         return
+    lacking = providers.lacking(spec.provider.kind, Feature.AUTOSTOP)
     self_stop = provider.self_stop_command(settings.action)
-    if self_stop is None:
-        progress.note(
-            "warning: autostop is not available here: dlvm does not own these machines, so "
-            "it does not power them off"
-        )
+    if lacking is not None or self_stop is None:
+        progress.note(f"warning: {lacking.message if lacking else 'autostop is not available'}")
         return
     progress.stage("autostop watcher")
     where = quote_path(folder(cluster))
@@ -263,7 +262,6 @@ def change(
 ) -> Autostop | None:
     """`dlvm autostop`: rewrite the head's watcher config with new settings (kept until the
     next `up`, which applies the file's again); the settings now in force."""
-    from dlvm_cluster import providers
     from dlvm_cluster.orchestrate.cluster.records import applied_spec, open_pool, require_inventory
 
     with state.lock("autostop"):

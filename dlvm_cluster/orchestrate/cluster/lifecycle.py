@@ -36,6 +36,7 @@ from dlvm_cluster.orchestrate.cluster.records import (
 from dlvm_cluster.orchestrate.jobs.store import stop_supervisors
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers.base import NO_TRUST, KeyTrust, Provider
+from dlvm_cluster.providers.kind import Feature
 from dlvm_cluster.provision.render import RenderedModule
 from dlvm_cluster.remote import agent_process
 from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec, StorageMount
@@ -304,6 +305,7 @@ def plan(loaded: LoadedSpec, progress: Progress) -> PlanResult:
 
 def render_to(loaded: LoadedSpec, target: Path) -> RenderedModule:
     """Write the module and tfvars `up` would apply (creating the cluster's key pair)."""
+    providers.require(loaded.spec.provider.kind, Feature.RENDER)
     state = ClusterState.for_name(loaded.spec.name)
     state.create()
     state.ensure_key_pair()

@@ -19,6 +19,7 @@ from dlvm_cluster.inventory import Inventory
 from dlvm_cluster.orchestrate.cluster.records import cluster_kind, require_inventory
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers.base import NodeState, Provider, StopMark
+from dlvm_cluster.providers.kind import Feature
 from dlvm_cluster.remote import agent_process
 from dlvm_cluster.state import ClusterState
 
@@ -31,8 +32,12 @@ def _only(inventory: Inventory, names: list[str]) -> Inventory:
     return replace(inventory, nodes=tuple(n for n in inventory.nodes if n.name in names))
 
 
+def _kind(state: ClusterState) -> str:
+    return cluster_kind(state) or providers.DEFAULT_KIND
+
+
 def provider_of(state: ClusterState) -> Provider:
-    return providers.for_kind(cluster_kind(state) or providers.DEFAULT_KIND)
+    return providers.for_kind(_kind(state))
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,7 @@ def stop(state: ClusterState, progress: Progress) -> StopResult:
     started = time.monotonic()
     with state.lock("stop"):
         inventory = require_inventory(state)
+        providers.require(_kind(state), Feature.STOP_START, verb="stop")
         provider = provider_of(state)
         agent_process.stop(state.root)  # its connections would only break
         states = provider.node_states(state, inventory)
@@ -68,6 +74,7 @@ def start_stopped(state: ClusterState, inventory: Inventory, progress: Progress)
     states = provider.node_states(state, inventory)
     stopped = [node.name for node in inventory.nodes if states.get(node.name) == NodeState.STOPPED]
     if stopped:
+        providers.require(_kind(state), Feature.STOP_START, verb="start")
         provider.start_nodes(state, _only(inventory, stopped), progress)
     (state.root / STOPPED_BY_USER).unlink(missing_ok=True)
     return stopped

@@ -31,6 +31,7 @@ from dlvm_cluster.orchestrate.cluster.records import (
 )
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers.base import NO_TRUST, Converge, KeyTrust
+from dlvm_cluster.providers.kind import Feature
 from dlvm_cluster.remote.pool import SshPool, run_everywhere
 from dlvm_cluster.remote.results import SyncResult
 from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec
@@ -76,6 +77,8 @@ def mount_storage(
 ) -> None:
     """Mount the spec's storage on `nodes`, as their provider says (idempotent, so every `up`
     runs it: a node replaced or rebooted gets its mounts back)."""
+    if spec.storage:
+        providers.require(spec.provider.kind, Feature.STORAGE)
     script = providers.for_spec(spec).storage_script(spec, state)
     if not script or not nodes:
         return

@@ -133,9 +133,10 @@ def read_spec(state: ClusterState, path: Path) -> LoadedSpec | None:
     data = state.read_json(path)
     if not data:
         return None
-    from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec  # pydantic: not for `exec`
+    from dlvm_cluster import providers
+    from dlvm_cluster.spec.model import LoadedSpec  # pydantic: not for `exec`
 
-    spec = ClusterSpec.model_validate(data["spec"])
+    spec = providers.spec_kinds().parse(data["spec"])
     return LoadedSpec(spec=spec, path=Path(data["source"]), text=str(data.get("text", "")))
 
 

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from dlvm_cluster import providers
 from dlvm_cluster.errors import RemoteError, UsageError
 from dlvm_cluster.inventory import Inventory, Node, node_name, node_rank
 from dlvm_cluster.launch.plan import elastic_range
@@ -38,7 +39,6 @@ from dlvm_cluster.providers.base import NO_TRUST, KeyTrust
 from dlvm_cluster.remote import jobcontrol
 from dlvm_cluster.remote.pool import SshPool
 from dlvm_cluster.spec.model import LoadedSpec
-from dlvm_cluster.spec.rules import semantic_problems
 from dlvm_cluster.state import ClusterState, private_dir
 
 STOP_GRACE = 10.0
@@ -71,7 +71,7 @@ def _scaled_spec(loaded: LoadedSpec, target: int) -> LoadedSpec:
         )
     nodes = spec.nodes.model_copy(update={"count": target})
     scaled = spec.model_copy(update={"nodes": nodes})
-    for _, message in semantic_problems(scaled):
+    for _, message in providers.spec_kinds().problems(scaled):
         raise UsageError(f"cannot scale to {target}: {message}")
     return LoadedSpec(spec=scaled, path=loaded.path, text=loaded.text)
 

@@ -57,6 +57,7 @@ from dlvm_cluster.orchestrate.jobs.on_nodes import env_names, start_on_nodes, st
 from dlvm_cluster.orchestrate.jobs.store import JobRecord, cancel_requested, find_job, save_job
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers.base import NodeState, Provider
+from dlvm_cluster.providers.kind import Feature
 from dlvm_cluster.remote import jobcontrol
 from dlvm_cluster.remote.fanout import Cancellation, run_on_nodes
 from dlvm_cluster.remote.pool import SshPool
@@ -354,6 +355,7 @@ class Supervisor:
             names = sorted(end.lost)
             for name in names:
                 self.event(f"node lost: {name} ({end.lost[name]}); the job runs on without it")
+            self._require_replace(names, end)
             self._replace(names)
             self.record.recoveries += 1
             self._join(names)
@@ -364,6 +366,7 @@ class Supervisor:
                 self.event(f"node lost: {name} ({why})")
             if self.job.on_node_loss == "fail":
                 self._fail(f"node(s) lost: {', '.join(lost)}; on_node_loss is fail", end)
+            self._require_replace(sorted(lost), end)
             self._replace(sorted(lost))
             self.record.recoveries += 1
             self.check_after_recovery()
@@ -432,6 +435,12 @@ class Supervisor:
             f"stopped it on the other nodes. Last lines:\n{tail}",
             hint=f"full logs: dlvm logs {self.state.name} {self.record.id}",
         )
+
+    def _require_replace(self, names: list[str], end: RunEnd) -> None:
+        """A provider that cannot make machines (ssh) fails the job, in its own words."""
+        cannot = providers.lacking(self.loaded.spec.provider.kind, Feature.REPLACE)
+        if cannot is not None:
+            self._fail(cannot.message.format(names=", ".join(names)), end)
 
     def _replace(self, names: list[str]) -> None:
         """Replace the lost nodes alone and set them up; retried with backoff until it works

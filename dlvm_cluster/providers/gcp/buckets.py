@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from dlvm_cluster.errors import ProvisionError
-from dlvm_cluster.spec.model import NO_SERVICE_ACCOUNT, GcpProvider, StorageMount
+from dlvm_cluster.providers.gcp.config import NO_SERVICE_ACCOUNT, GcpConfig
+from dlvm_cluster.spec.model import StorageMount
 
 # Said wherever Google refuses or lacks this machine's credentials (here and in credentials).
 NO_CREDENTIALS_HINT = (
@@ -58,7 +59,7 @@ def bucket_lister(credentials: Any, endpoint: str | None, timeout: float) -> Buc
     return BucketLister(session, endpoint or STORAGE_API, timeout)
 
 
-def nodes_account(provider: GcpProvider) -> str:
+def nodes_account(provider: GcpConfig) -> str:
     """Who the nodes act as, in words for a hint."""
     if provider.service_account in (None, NO_SERVICE_ACCOUNT):
         return (
@@ -68,7 +69,7 @@ def nodes_account(provider: GcpProvider) -> str:
     return provider.service_account
 
 
-def _grant(entry: StorageMount, provider: GcpProvider) -> str:
+def _grant(entry: StorageMount, provider: GcpConfig) -> str:
     role = READ_ONLY_ROLE if entry.read_only else READ_WRITE_ROLE
     member = (
         provider.service_account
@@ -82,7 +83,7 @@ def _grant(entry: StorageMount, provider: GcpProvider) -> str:
     )
 
 
-def check_buckets(lister: BucketLister, provider: GcpProvider, storage: list[StorageMount]) -> None:
+def check_buckets(lister: BucketLister, provider: GcpConfig, storage: list[StorageMount]) -> None:
     """Raise a ProvisionError for the first bucket that does not exist or cannot be listed."""
     from google.auth import exceptions as auth
 

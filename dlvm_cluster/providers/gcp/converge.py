@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.inventory import Inventory, from_terraform_outputs, node_name
 from dlvm_cluster.providers.base import Converge
+from dlvm_cluster.providers.gcp.config import gcp_config, gcp_nodes
 from dlvm_cluster.providers.gcp.credentials import ComputeClients, compute_clients
 from dlvm_cluster.providers.gcp.flexwait import capacity_watch
 from dlvm_cluster.providers.gcp.gang import fill_gang, gang_outputs, remove_members
@@ -53,7 +54,6 @@ from dlvm_cluster.providers.gcp.preflight import preflight
 from dlvm_cluster.providers.gcp.report import applied_tfvars, node_states, warning_lines
 from dlvm_cluster.providers.gcp.tfvars import (
     DEFAULT_CREATE_TIMEOUT_S,
-    gcp_provider,
     gpus_per_node,
     instance_address,
     instance_name,
@@ -94,7 +94,7 @@ def provision_gcp(
     """Create or converge the cluster's VMs; returns the inventory and whether Terraform ran
     changes. Terraform is skipped when every node is RUNNING and the spec is unchanged."""
     spec, state, progress = request.spec, request.state, request.progress
-    provider = gcp_provider(spec)
+    provider = gcp_config(spec)
     api = clients if clients is not None else compute_clients()
     module = render_gcp(spec, state, wait=request.wait)
     module_changed = module.write(state.terraform_dir)
@@ -124,7 +124,7 @@ def provision_gcp(
         )
     make = terraform_factory or _terraform(spec)
     terraform = make(state.terraform_dir, capacity_watch(request, api))
-    if spec.nodes.provisioning_model == "flex-start" and not module.tfvars["flex_gang"]:
+    if gcp_nodes(spec).provisioning_model == "flex-start" and not module.tfvars["flex_gang"]:
         progress.note(
             f"flex-start: each VM waits up to {module.tfvars['create_timeout']} for capacity "
             "from Dynamic Workload Scheduler"
@@ -168,7 +168,7 @@ def _gang(
     if not group:
         return result, False
     spec, progress = request.spec, request.progress
-    project, zone = gcp_provider(spec).project, str(result.outputs["zone"])
+    project, zone = gcp_config(spec).project, str(result.outputs["zone"])
     names = [node_name(rank) for rank in range(spec.nodes.count)]
     if replace:
         progress.note(f"deleting {', '.join(replace)} from the flex-start gang to make them anew")
@@ -180,11 +180,11 @@ def _gang(
         group,
         spec.name,
         names,
-        run_hours=spec.nodes.max_run_hours or 0,
+        run_hours=gcp_nodes(spec).max_run_hours or 0,
         wait_s=request.wait or DEFAULT_CREATE_TIMEOUT_S,
         progress=progress,
     )
-    user = gcp_provider(spec).ssh_user
+    user = gcp_config(spec).ssh_user
     nodes = gang_outputs(api, project, zone, spec.name, names, user)
     return dataclasses.replace(result, outputs={**result.outputs, "nodes": nodes}), bool(added)
 
@@ -201,7 +201,7 @@ def _bring_back(
     by host maintenance) is never recreated: that would delete its disk, and the new VM would
     meet the same shortage in the same zone. `up` stops instead, saying so."""
     assert request.previous is not None
-    progress, project = request.progress, gcp_provider(request.spec).project
+    progress, project = request.progress, gcp_config(request.spec).project
     keys = {node.name: node.host_key for node in request.previous.nodes}
     refs = {ref.name: ref for ref in node_refs_for(request.previous.cluster, zone, states)}
     replace = replace_addresses(dict(states))
@@ -273,7 +273,7 @@ def _inventory(
     """
     request.progress.stage("reading host keys")
     outputs = result.outputs
-    project = gcp_provider(request.spec).project
+    project = gcp_config(request.spec).project
     keys: dict[str, str] = {}
     unknown = []
     for ref in node_refs(outputs):

@@ -21,6 +21,7 @@ from enum import StrEnum
 from typing import Any
 
 from dlvm_cluster.errors import ProvisionError
+from dlvm_cluster.providers.gcp.config import gcp_nodes
 from dlvm_cluster.spec.model import ClusterSpec
 
 
@@ -242,7 +243,7 @@ def remaining_zones(
 
 def minimum_nodes(spec: ClusterSpec) -> int:
     """Fewest nodes `up` accepts: all of them unless the spec sets nodes.min_count."""
-    return spec.nodes.min_count or spec.nodes.count
+    return gcp_nodes(spec).min_count or gcp_nodes(spec).count
 
 
 def accepts_partial(spec: ClusterSpec, created: int) -> bool:

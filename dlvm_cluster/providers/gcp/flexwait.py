@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from dlvm_cluster.progress import Progress, TerraformEvent
 from dlvm_cluster.providers.base import Converge
+from dlvm_cluster.providers.gcp.config import gcp_config, gcp_nodes
 from dlvm_cluster.providers.gcp.credentials import REQUEST_TIMEOUT, ComputeClients, call_api
 from dlvm_cluster.providers.gcp.leftovers import label_filter
 from dlvm_cluster.providers.gcp.report import applied_tfvars
-from dlvm_cluster.providers.gcp.tfvars import RESOURCE_ADDRESS, gcp_provider
+from dlvm_cluster.providers.gcp.tfvars import RESOURCE_ADDRESS
 from dlvm_cluster.provision.terraform import EventSink
 from dlvm_cluster.state import ClusterState
 
@@ -29,9 +30,9 @@ WAITING_FOR_CAPACITY = "PENDING"
 def capacity_watch(request: Converge, clients: ComputeClients) -> EventSink:
     """Where Terraform's events go during `up`: the progress display, and for flex-start
     nodes also a CapacityWatch."""
-    if request.spec.nodes.provisioning_model != "flex-start":
+    if gcp_nodes(request.spec).provisioning_model != "flex-start":
         return request.progress.terraform
-    project = gcp_provider(request.spec).project
+    project = gcp_config(request.spec).project
     return CapacityWatch(clients, project, request.state, request.progress)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.providers.gcp import gpu_network, shapes
 from dlvm_cluster.providers.gcp.buckets import check_buckets
+from dlvm_cluster.providers.gcp.config import GcpConfig, gcp_config, gcp_nodes
 from dlvm_cluster.providers.gcp.credentials import REQUEST_TIMEOUT, ComputeClients, call_api
 from dlvm_cluster.providers.gcp.reservations import reservation_ref, reservation_zones
 from dlvm_cluster.providers.gcp.shape_warnings import shape_warnings
@@ -23,11 +24,10 @@ from dlvm_cluster.providers.gcp.tfvars import (
     DLVM_IMAGE_PROJECT,
     ImageRef,
     ReservedCapacity,
-    gcp_provider,
     image_ref,
     node_shape,
 )
-from dlvm_cluster.spec.model import ClusterSpec, GcpProvider
+from dlvm_cluster.spec.model import ClusterSpec
 
 GLOBAL_GPU_METRIC = "GPUS_ALL_REGIONS"
 PREEMPTIBLE_QUOTA_MODELS = frozenset({"spot", "flex-start"})
@@ -70,7 +70,7 @@ class PreflightReport:
 
 def spec_warnings(spec: ClusterSpec) -> list[str]:
     """Things `plan` and `up` should say loudly, found from the spec alone (no API calls)."""
-    provider = gcp_provider(spec)
+    provider = gcp_config(spec)
     warnings = []
     open_ranges = [cidr for cidr in provider.allowed_ssh_cidrs if _is_everywhere(cidr)]
     if open_ranges:
@@ -78,7 +78,7 @@ def spec_warnings(spec: ClusterSpec) -> list[str]:
             f"SSH is open to the whole internet ({', '.join(open_ranges)} in "
             "provider.allowed_ssh_cidrs): list only your own address ranges"
         )
-    machine = node_shape(spec.nodes).machine_type
+    machine = node_shape(gcp_nodes(spec)).machine_type
     if provider.compact_placement and shapes.family(machine) not in (
         shapes.COMPACT_PLACEMENT_FAMILIES
     ):
@@ -86,7 +86,7 @@ def spec_warnings(spec: ClusterSpec) -> list[str]:
             f"compact placement may not be available for {machine}: dlvm knows it for "
             + ", ".join(shapes.COMPACT_PLACEMENT_FAMILIES)
         )
-    if shapes.arm(machine) and spec.nodes.image is None:
+    if shapes.arm(machine) and gcp_nodes(spec).image is None:
         warnings.append(
             f"{machine} has Arm CPUs, but the default image ({DEFAULT_IMAGE_FAMILY}) is built "
             "for x86: set nodes.image to an Arm64 image"
@@ -121,7 +121,7 @@ def preflight(
     existing_nodes: int = 0,
 ) -> PreflightReport:
     """Check `spec` against the live project; `existing_nodes` already hold their GPUs."""
-    provider = gcp_provider(spec)
+    provider = gcp_config(spec)
     warnings = spec_warnings(spec)
     project = _get_project(clients, provider)
     warnings.extend(_os_login_warnings(project, provider))
@@ -173,7 +173,7 @@ class _NotOfferedHere(ProvisionError):
 def _offering_zones(
     clients: ComputeClients,
     spec: ClusterSpec,
-    provider: GcpProvider,
+    provider: GcpConfig,
     zones: list[str],
     region: Any,
     warnings: list[str],
@@ -206,7 +206,7 @@ def _not_found() -> type[Exception]:
     return result
 
 
-def _get_project(clients: ComputeClients, provider: GcpProvider) -> Any:
+def _get_project(clients: ComputeClients, provider: GcpConfig) -> Any:
     try:
         return call_api(
             f"project {provider.project}",
@@ -221,7 +221,7 @@ def _get_project(clients: ComputeClients, provider: GcpProvider) -> Any:
         ) from exc
 
 
-def _get_region(clients: ComputeClients, provider: GcpProvider) -> Any:
+def _get_region(clients: ComputeClients, provider: GcpConfig) -> Any:
     try:
         region = call_api(
             f"region {provider.region}",
@@ -243,8 +243,8 @@ def _get_region(clients: ComputeClients, provider: GcpProvider) -> Any:
     return region
 
 
-def _check_image(clients: ComputeClients, spec: ClusterSpec, provider: GcpProvider) -> Any:
-    ref = image_ref(spec.nodes.image)
+def _check_image(clients: ComputeClients, spec: ClusterSpec, provider: GcpConfig) -> Any:
+    ref = image_ref(gcp_nodes(spec).image)
     try:
         image = call_api(f"image {ref.path}", provider.project, lambda: _fetch_image(clients, ref))
     except _not_found() as exc:
@@ -259,9 +259,9 @@ def _check_image(clients: ComputeClients, spec: ClusterSpec, provider: GcpProvid
             f"image {image.name} is {_deprecation(image)}: Compute Engine creates no VMs from it",
             hint=_replacement_advice(image) + "; " + FAMILY_LIST_HINT,
         )
-    if spec.nodes.disk_gb < int(image.disk_size_gb):
+    if gcp_nodes(spec).disk_gb < int(image.disk_size_gb):
         raise ProvisionError(
-            f"nodes.disk_gb is {spec.nodes.disk_gb} but image {image.name} needs "
+            f"nodes.disk_gb is {gcp_nodes(spec).disk_gb} but image {image.name} needs "
             f"{image.disk_size_gb} GB",
             hint=f"set nodes.disk_gb to at least {image.disk_size_gb}",
         )
@@ -301,7 +301,7 @@ def _image_warnings(image: Any, spec: ClusterSpec) -> list[str]:
             f"image {image.name} is DEPRECATED: it gets no more updates and will become "
             f"obsolete (unusable); {_replacement_advice(image)}"
         )
-    machine = node_shape(spec.nodes).machine_type
+    machine = node_shape(gcp_nodes(spec)).machine_type
     features = {str(feature.type_) for feature in image.guest_os_features}
     if shapes.arm(machine) and str(image.architecture) != "ARM64":
         warnings.append(
@@ -318,7 +318,7 @@ def _image_warnings(image: Any, spec: ClusterSpec) -> list[str]:
     return warnings
 
 
-def _os_login_warnings(project: Any, provider: GcpProvider) -> list[str]:
+def _os_login_warnings(project: Any, provider: GcpConfig) -> list[str]:
     """dlvm puts its key in `ssh-keys` metadata and turns OS Login off on each VM, which
     overrides the project's `enable-oslogin`, but not an organization policy that enforces it."""
     metadata = {str(item.key): str(item.value) for item in project.common_instance_metadata.items}
@@ -339,7 +339,7 @@ def _region_zones(region: Any) -> list[str]:
 
 
 def _usable_zones(
-    clients: ComputeClients, provider: GcpProvider, region: Any, warnings: list[str]
+    clients: ComputeClients, provider: GcpConfig, region: Any, warnings: list[str]
 ) -> list[str]:
     known = _region_zones(region)
     usable = []
@@ -362,7 +362,7 @@ def _usable_zones(
     return usable
 
 
-def _zone_status(clients: ComputeClients, provider: GcpProvider, zone: str) -> str:
+def _zone_status(clients: ComputeClients, provider: GcpConfig, zone: str) -> str:
     found = call_api(
         f"zone {zone}",
         provider.project,
@@ -372,10 +372,10 @@ def _zone_status(clients: ComputeClients, provider: GcpProvider, zone: str) -> s
 
 
 def _check_zone_offers(
-    clients: ComputeClients, spec: ClusterSpec, provider: GcpProvider, region: Any, zone: str
+    clients: ComputeClients, spec: ClusterSpec, provider: GcpConfig, region: Any, zone: str
 ) -> ZoneOffer:
     """The machine type and GPUs exist in `zone`; returns what a node holds there."""
-    shape = node_shape(spec.nodes)
+    shape = node_shape(gcp_nodes(spec))
     machine = _machine_type(clients, provider, zone, shape.machine_type)
     if machine is None:
         offering = _other_zones(
@@ -403,7 +403,7 @@ def _check_zone_offers(
             + ", or n1 with nodes.accelerator), or a dlvm release that knows this family",
         )
     if built_in:
-        wanted = spec.nodes.accelerator
+        wanted = gcp_nodes(spec).accelerator
         if wanted and (wanted.type, wanted.count) not in built_in:
             kind, n = built_in[0]
             raise ProvisionError(
@@ -435,11 +435,11 @@ def _check_zone_offers(
 
 
 def _check_roce_profile(
-    clients: ComputeClients, spec: ClusterSpec, provider: GcpProvider, zone: str
+    clients: ComputeClients, spec: ClusterSpec, provider: GcpConfig, zone: str
 ) -> None:
     """A3 Ultra and A4 RDMA NICs need the zone's RoCE network profile for their VPC; a zone
     without one would fail only once the other networks exist."""
-    network = gpu_network.gpu_network(node_shape(spec.nodes).machine_type)
+    network = gpu_network.gpu_network(node_shape(gcp_nodes(spec)).machine_type)
     if network is None or not network.rdma_nics:
         return
     name = gpu_network.roce_profile(zone)
@@ -454,13 +454,13 @@ def _check_roce_profile(
     except _not_found():
         raise _NotOfferedHere(
             f"zone {zone} has no RoCE network profile ({name}): the RDMA NICs of "
-            f"{node_shape(spec.nodes).machine_type} cannot be attached there",
+            f"{node_shape(gcp_nodes(spec)).machine_type} cannot be attached there",
             hint="list zones that have one with `gcloud compute network-profiles list "
             "--filter=name~vpc-roce` and put them in provider.zones",
         ) from None
 
 
-def _machine_type(clients: ComputeClients, provider: GcpProvider, zone: str, name: str) -> Any:
+def _machine_type(clients: ComputeClients, provider: GcpConfig, zone: str, name: str) -> Any:
     try:
         return call_api(
             f"machine type {name} in {zone}",
@@ -473,7 +473,7 @@ def _machine_type(clients: ComputeClients, provider: GcpProvider, zone: str, nam
         return None
 
 
-def _accelerators(clients: ComputeClients, provider: GcpProvider, zone: str) -> dict[str, int]:
+def _accelerators(clients: ComputeClients, provider: GcpConfig, zone: str) -> dict[str, int]:
     """GPU types offered in `zone`, with the most of each one VM may have."""
     items = call_api(
         f"GPU types in {zone}",
@@ -491,7 +491,7 @@ def _other_zones(region: Any, zone: str, offers: Callable[[str], bool]) -> list[
     return [other for other in sorted(_region_zones(region)) if other != zone and offers(other)]
 
 
-def _offering_hint(provider: GcpProvider, zone: str, offering: Iterable[str], what: str) -> str:
+def _offering_hint(provider: GcpConfig, zone: str, offering: Iterable[str], what: str) -> str:
     zones = list(offering)
     if zones:
         return (
@@ -506,7 +506,7 @@ def _offering_hint(provider: GcpProvider, zone: str, offering: Iterable[str], wh
 
 def _check_quotas(
     spec: ClusterSpec,
-    provider: GcpProvider,
+    provider: GcpConfig,
     region: Any,
     project: Any,
     offer: ZoneOffer,
@@ -518,9 +518,9 @@ def _check_quotas(
     addresses and their boot disks. New projects often hold a GPU grant but little CPU quota,
     which Compute Engine reports only once the networks exist."""
     regional = {str(q.metric): q for q in region.quotas}
-    model = spec.nodes.provisioning_model
+    model = gcp_nodes(spec).provisioning_model
     if offer.gpus:
-        kind = node_shape(spec.nodes).gpu_type
+        kind = node_shape(gcp_nodes(spec)).gpu_type
         metric = _quota_metric(
             shapes.gpu_quota_metric(kind, spot=False) if kind else None, model, regional
         )
@@ -537,7 +537,7 @@ def _check_quotas(
             _require(global_quota, needed, "across all regions", provider, "GPUs")
         else:
             warnings.append(f"cannot check the {GLOBAL_GPU_METRIC} quota of {provider.project}")
-    machine = node_shape(spec.nodes).machine_type
+    machine = node_shape(gcp_nodes(spec)).machine_type
     family_metric = FAMILY_CPU_METRICS.get(shapes.family(machine), "CPUS")
     cpu_metric = _quota_metric(family_metric, model, regional)
     if cpu_metric not in regional and cpu_metric != family_metric:
@@ -555,12 +555,12 @@ def _check_quotas(
         _require(
             regional["IN_USE_ADDRESSES"], wanted, f"in {provider.region}", provider, "addresses"
         )
-    disk_type = spec.nodes.disk_type or shapes.default_disk_type(machine)
+    disk_type = gcp_nodes(spec).disk_type or shapes.default_disk_type(machine)
     disk_metric = DISK_QUOTA_METRICS.get(disk_type)
     if disk_metric in regional:
         _require(
             regional[disk_metric],
-            spec.nodes.disk_gb * wanted,
+            gcp_nodes(spec).disk_gb * wanted,
             f"in {provider.region}",
             provider,
             "GB",
@@ -579,7 +579,7 @@ def _quota_metric(metric: str | None, model: str, regional: Mapping[str, Any]) -
     return preemptible if found is not None and found.limit > 0 else metric
 
 
-def _require(quota: Any, needed: int, where: str, provider: GcpProvider, unit: str) -> None:
+def _require(quota: Any, needed: int, where: str, provider: GcpConfig, unit: str) -> None:
     free = float(quota.limit) - float(quota.usage)
     if needed > free:
         raise ProvisionError(

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dlvm_cluster.providers.gcp.tfvars import gcp_provider, node_shape
+from dlvm_cluster.providers.gcp.config import gcp_config, gcp_nodes
+from dlvm_cluster.providers.gcp.tfvars import node_shape
 from dlvm_cluster.spec.model import ClusterSpec
 
 PRICES_AS_OF = "mid-2026"
@@ -118,9 +119,9 @@ def node_price(
 
 def cluster_price(spec: ClusterSpec, count: int | None = None) -> PriceEstimate | None:
     """The hourly price of the cluster `spec` describes (with `count` nodes), or None if unknown."""
-    provider = gcp_provider(spec)
-    shape = node_shape(spec.nodes)
-    if shape.gpus is None or spec.nodes.provisioning_model not in PRICED_MODELS:
+    provider = gcp_config(spec)
+    shape = node_shape(gcp_nodes(spec))
+    if shape.gpus is None or gcp_nodes(spec).provisioning_model not in PRICED_MODELS:
         return None
     price = node_price(provider.region, shape.machine_type, shape.gpu_type, shape.gpus)
     if price is None:
@@ -133,7 +134,7 @@ def cluster_price(spec: ClusterSpec, count: int | None = None) -> PriceEstimate 
         nodes=spec.nodes.count if count is None else count,
         node_on_demand=price[0],
         node_spot=price[1],
-        spot=spec.nodes.provisioning_model == "spot",
+        spot=gcp_nodes(spec).provisioning_model == "spot",
     )
 
 
@@ -152,10 +153,10 @@ def disk_hourly(spec: ClusterSpec) -> float | None:
     """One node's boot disk per hour (billed running or stopped), or None if unknown."""
     from dlvm_cluster.providers.gcp.shapes import default_disk_type
 
-    provider = gcp_provider(spec)
-    shape = node_shape(spec.nodes)
-    disk_type = spec.nodes.disk_type or default_disk_type(shape.machine_type)
+    provider = gcp_config(spec)
+    shape = node_shape(gcp_nodes(spec))
+    disk_type = gcp_nodes(spec).disk_type or default_disk_type(shape.machine_type)
     per_gb = DISK_PRICES_PER_GB_MONTH.get((provider.region, disk_type))
     if per_gb is None:
         return None
-    return spec.nodes.disk_gb * per_gb / HOURS_PER_MONTH
+    return gcp_nodes(spec).disk_gb * per_gb / HOURS_PER_MONTH

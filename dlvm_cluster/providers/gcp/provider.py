@@ -18,6 +18,7 @@ from dlvm_cluster.providers.base import (
     StopMark,
 )
 from dlvm_cluster.providers.gcp import gpu_network, storage
+from dlvm_cluster.providers.gcp.config import gcp_nodes
 from dlvm_cluster.providers.gcp.converge import provision_gcp, render_gcp, replace_gcp_nodes
 from dlvm_cluster.providers.gcp.power import (
     SELF_DELETE,
@@ -82,7 +83,7 @@ class ComputeEngine:
         return price_line(spec, nodes)
 
     def boot_readiness(self, spec: ClusterSpec) -> BootReadiness | None:
-        return gpu_network.boot_readiness(node_shape(spec.nodes).machine_type)
+        return gpu_network.boot_readiness(node_shape(gcp_nodes(spec)).machine_type)
 
     def capacity(self, spec: ClusterSpec) -> CapacityFacts | None:
         return capacity_facts(spec)

@@ -16,6 +16,13 @@ from dlvm_cluster.errors import StateError
 from dlvm_cluster.inventory import Inventory
 from dlvm_cluster.providers.base import CapacityFacts
 from dlvm_cluster.providers.gcp import gpu_network
+from dlvm_cluster.providers.gcp.config import (
+    ANY_RESERVATION,
+    NO_RESERVATION,
+    GcpConfig,
+    gcp_config,
+    gcp_nodes,
+)
 from dlvm_cluster.providers.gcp.credentials import ComputeClients, compute_clients
 from dlvm_cluster.providers.gcp.hostkeys import node_refs_for
 from dlvm_cluster.providers.gcp.instances import InstanceState, instance_states
@@ -26,15 +33,9 @@ from dlvm_cluster.providers.gcp.pricing import (
     PRICES_AS_OF,
     cluster_price,
 )
-from dlvm_cluster.providers.gcp.tfvars import (
-    capacity,
-    compact_placement,
-    flex_gang,
-    gcp_provider,
-    node_shape,
-)
+from dlvm_cluster.providers.gcp.tfvars import capacity, compact_placement, flex_gang, node_shape
 from dlvm_cluster.provision.render import TFVARS
-from dlvm_cluster.spec.model import ANY_RESERVATION, NO_RESERVATION, ClusterSpec, GcpProvider
+from dlvm_cluster.spec.model import ClusterSpec
 from dlvm_cluster.state import ClusterState
 
 PRICING_PAGE = "https://cloud.google.com/compute/gpus-pricing"
@@ -60,7 +61,7 @@ def applied_tfvars(state: ClusterState) -> dict[str, Any]:
 # -- warnings and prices (plan, up, status) ------------------------------------------------
 
 
-def _open_ssh_ranges(provider: GcpProvider) -> list[str]:
+def _open_ssh_ranges(provider: GcpConfig) -> list[str]:
     ranges = []
     for cidr in provider.allowed_ssh_cidrs:
         try:
@@ -73,7 +74,7 @@ def _open_ssh_ranges(provider: GcpProvider) -> list[str]:
 
 def warning_lines(spec: ClusterSpec, warnings: Sequence[str]) -> list[str]:
     """Each warning as a line; SSH open to the whole internet first, and in capitals."""
-    open_ranges = _open_ssh_ranges(gcp_provider(spec))
+    open_ranges = _open_ssh_ranges(gcp_config(spec))
     loud = [w for w in warnings if open_ranges and any(r in w for r in open_ranges)]
     quiet = [w for w in warnings if w not in loud]
     return [f"WARNING: {w}" for w in loud] + [f"warning: {w}" for w in quiet]
@@ -84,7 +85,7 @@ def price_line(spec: ClusterSpec, count: int | None = None) -> str:
     estimate = cluster_price(spec, count)
     if estimate is not None:
         return f"price: {estimate.summary()}"
-    model = spec.nodes.provisioning_model
+    model = gcp_nodes(spec).provisioning_model
     if model not in PRICED_MODELS:
         why = (
             "they have a price of their own, neither on-demand nor Spot"
@@ -92,19 +93,19 @@ def price_line(spec: ClusterSpec, count: int | None = None) -> str:
             else "the reservation is billed, not the VMs"
         )
         return f"price: not in dlvm's table for {model} VMs ({why}); see {PRICING_PAGE}"
-    shape = node_shape(spec.nodes)
+    shape = node_shape(gcp_nodes(spec))
     gpus = f" with {shape.gpus} x {shape.gpu_type}" if shape.gpu_type else ""
     return (
         f"price: not in dlvm's table for {shape.machine_type}{gpus} in "
-        f"{gcp_provider(spec).region} ({PRICE_SOURCE}, {PRICES_AS_OF}); see {PRICING_PAGE}"
+        f"{gcp_config(spec).region} ({PRICE_SOURCE}, {PRICES_AS_OF}); see {PRICING_PAGE}"
     )
 
 
 def capacity_facts(spec: ClusterSpec) -> CapacityFacts:
     """How the VMs are provided: provisioning model, reservation and run-time limit, in the
     words of the cluster file, and as the line `plan` and `status` print."""
-    provided = capacity(spec.nodes)
-    model: str = spec.nodes.provisioning_model
+    provided = capacity(gcp_nodes(spec))
+    model: str = gcp_nodes(spec).provisioning_model
     shown_model = model
     if model == "flex-start" and flex_gang(spec):
         shown_model += (
@@ -136,11 +137,11 @@ def capacity_facts(spec: ClusterSpec) -> CapacityFacts:
 def network_lines(spec: ClusterSpec) -> list[str]:
     """The GPU network of the shape (NIC layout, bandwidth) and whether the nodes are placed
     close together; nothing for shapes with only their primary NIC."""
-    machine = node_shape(spec.nodes).machine_type
+    machine = node_shape(gcp_nodes(spec)).machine_type
     line = gpu_network.plan_line(machine)
     if line is None:
         return []
-    chosen = gcp_provider(spec).compact_placement
+    chosen = gcp_config(spec).compact_placement
     placement = "compact" if compact_placement(spec) else "not compact"
     why = "provider.compact_placement" if chosen is not None else "dlvm's default for the shape"
     return [line, f"placement: {placement} ({why})"]

@@ -11,9 +11,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from dlvm_cluster.errors import ProvisionError
+from dlvm_cluster.providers.gcp.config import (
+    ANY_RESERVATION,
+    NO_RESERVATION,
+    GcpConfig,
+    gcp_nodes,
+)
 from dlvm_cluster.providers.gcp.credentials import REQUEST_TIMEOUT, ComputeClients, call_api
 from dlvm_cluster.providers.gcp.tfvars import ReservedCapacity, node_shape
-from dlvm_cluster.spec.model import ANY_RESERVATION, NO_RESERVATION, ClusterSpec, GcpProvider
+from dlvm_cluster.spec.model import ClusterSpec
 
 # Reservation.deployment_type of the reservations that take only reservation-bound VMs.
 DENSE = "DENSE"
@@ -28,9 +34,9 @@ class ReservationRef:
     written: str  # as nodes.reservation gives it
 
 
-def reservation_ref(spec: ClusterSpec, provider: GcpProvider) -> ReservationRef | None:
+def reservation_ref(spec: ClusterSpec, provider: GcpConfig) -> ReservationRef | None:
     """The reservation nodes.reservation names, or None for any, none or the default."""
-    written = spec.nodes.reservation
+    written = gcp_nodes(spec).reservation
     if written is None or written in (ANY_RESERVATION, NO_RESERVATION):
         return None
     if written.startswith("projects/"):
@@ -94,7 +100,7 @@ def reservation_zones(
             f"(gcloud compute reservations list --project {ref.project}); one shared from "
             "another project is written projects/PROJECT/reservations/NAME",
         )
-    machine = node_shape(spec.nodes).machine_type
+    machine = node_shape(gcp_nodes(spec)).machine_type
     usable: dict[str, ReservedCapacity] = {}
     problems: list[str] = []
     for zone, reservation in found.items():
@@ -126,7 +132,7 @@ def reservation_zones(
             f"for these nodes there ({'; '.join(problems) or 'it is not there'})"
         )
     for zone, reserved in usable.items():
-        if reserved.dense and spec.nodes.max_run_hours is not None:
+        if reserved.dense and gcp_nodes(spec).max_run_hours is not None:
             raise ProvisionError(
                 f"reservation {ref.written} in {zone} is a dense reservation: its VMs must be "
                 "reservation-bound, and Compute Engine gives those no maximum run time (they "

@@ -5,6 +5,7 @@ drive. Warnings, not refusals: each may be right on a particular project."""
 from __future__ import annotations
 
 from dlvm_cluster.providers.gcp import gpu_network, shapes
+from dlvm_cluster.providers.gcp.config import gcp_nodes
 from dlvm_cluster.providers.gcp.tfvars import (
     DLVM_IMAGE_PROJECT,
     image_ref,
@@ -21,7 +22,7 @@ PRE_TURING_GPUS = ("nvidia-tesla-v100", "nvidia-tesla-p100", "nvidia-tesla-p4")
 
 
 def shape_warnings(spec: ClusterSpec) -> list[str]:
-    nodes = spec.nodes
+    nodes = gcp_nodes(spec)
     shape = node_shape(nodes)
     machine = shapes.base_machine_type(shape.machine_type)
     warnings = []

@@ -6,7 +6,7 @@ AcceleratorType.maximum_cards_per_instance); these tables give offline defaults 
 
 from __future__ import annotations
 
-from dlvm_cluster.spec.rules import N1_GPU_COUNTS
+from dlvm_cluster.providers.gcp.rules import N1_GPU_COUNTS
 
 # Machine types whose GPUs come with the machine: no guest_accelerator is sent for them. A type
 # of these families that the table below lacks still gets the GPU driver and TERMINATE; preflight

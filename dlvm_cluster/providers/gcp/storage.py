@@ -14,6 +14,7 @@ import hashlib
 import re
 import shlex
 
+from dlvm_cluster.providers.gcp.config import gcp_nodes
 from dlvm_cluster.spec.model import ClusterSpec, StorageMount
 
 CACHE_ROOT = "/var/cache/dlvm-gcsfuse"
@@ -41,7 +42,7 @@ def unit_name(entry: StorageMount) -> str:
 def cache_limit_mb(spec: ClusterSpec) -> int:
     """The file cache size of each cached mount, in MiB: its part of the boot disk's share."""
     cached = sum(1 for entry in spec.storage if entry.cache)
-    return spec.nodes.disk_gb * 1024 // CACHE_SHARE_OF_DISK // max(1, cached)
+    return gcp_nodes(spec).disk_gb * 1024 // CACHE_SHARE_OF_DISK // max(1, cached)
 
 
 def gcsfuse_argv(entry: StorageMount, cache_mb: int) -> list[str]:

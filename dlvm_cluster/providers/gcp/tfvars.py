@@ -16,15 +16,16 @@ from typing import Any
 from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.inventory import node_name
 from dlvm_cluster.providers.gcp import gpu_network, shapes
-from dlvm_cluster.provision.render import TFVARS
-from dlvm_cluster.spec.model import (
+from dlvm_cluster.providers.gcp.config import (
     ANY_RESERVATION,
     NO_RESERVATION,
     NO_SERVICE_ACCOUNT,
-    ClusterSpec,
-    GcpProvider,
-    Nodes,
+    GcpNodes,
+    gcp_config,
+    gcp_nodes,
 )
+from dlvm_cluster.provision.render import TFVARS
+from dlvm_cluster.spec.model import ClusterSpec
 from dlvm_cluster.state import ClusterState
 
 DLVM_IMAGE_PROJECT = "deeplearning-platform-release"
@@ -108,7 +109,7 @@ class NodeShape:
         return self.gpus != 0
 
 
-def node_shape(nodes: Nodes) -> NodeShape:
+def node_shape(nodes: GcpNodes) -> NodeShape:
     """Resolve machine type and GPUs, refusing combinations Compute Engine would reject."""
     accelerator = nodes.accelerator
     machine = nodes.machine_type or shapes.default_machine_type(
@@ -166,7 +167,7 @@ class ReservedCapacity:
     placement_policy: str  # the reservation's compact placement policy, "" when none
 
 
-def capacity(nodes: Nodes, reserved: ReservedCapacity | None = None) -> Capacity:
+def capacity(nodes: GcpNodes, reserved: ReservedCapacity | None = None) -> Capacity:
     """The scheduling and reservation_affinity of each VM, from the spec's capacity keys (and
     the reservation they consume, where preflight read it): standard VMs consuming a dense
     reservation are reservation-bound, which is the only way Compute Engine lets them in."""
@@ -195,7 +196,7 @@ def capacity(nodes: Nodes, reserved: ReservedCapacity | None = None) -> Capacity
 def placement_policy(spec: ClusterSpec, reserved: ReservedCapacity | None) -> str:
     """The existing placement policy the VMs name: the reservation's, so that they may consume
     it (unless the spec turned placement off)."""
-    if reserved is None or gcp_provider(spec).compact_placement is False:
+    if reserved is None or gcp_config(spec).compact_placement is False:
         return ""
     return reserved.placement_policy
 
@@ -204,7 +205,7 @@ def flex_gang(spec: ClusterSpec, count: int | None = None) -> bool:
     """Whether the nodes are one flex-start gang (gang.py): flex-start with more than one
     node, so that none runs while another still waits for capacity."""
     nodes = spec.nodes.count if count is None else count
-    return spec.nodes.provisioning_model == "flex-start" and nodes > 1
+    return gcp_nodes(spec).provisioning_model == "flex-start" and nodes > 1
 
 
 def compact_placement(spec: ClusterSpec) -> bool:
@@ -215,26 +216,20 @@ def compact_placement(spec: ClusterSpec) -> bool:
     itself) or VMs consuming a reservation (a VM with a placement policy consumes only a
     reservation made with that same policy).
     """
-    chosen = gcp_provider(spec).compact_placement
+    chosen = gcp_config(spec).compact_placement
     if chosen is not None:
         return chosen
-    machine = node_shape(spec.nodes).machine_type
+    machine = node_shape(gcp_nodes(spec)).machine_type
     return (
         shapes.base_machine_type(machine) in gpu_network.COMPACT_BY_DEFAULT
-        and spec.nodes.provisioning_model in ("standard", "spot")
-        and spec.nodes.reservation is None
+        and gcp_nodes(spec).provisioning_model in ("standard", "spot")
+        and gcp_nodes(spec).reservation is None
     )
-
-
-def gcp_provider(spec: ClusterSpec) -> GcpProvider:
-    if not isinstance(spec.provider, GcpProvider):
-        raise ProvisionError(f"cluster {spec.name!r} does not use the gcp provider")
-    return spec.provider
 
 
 def gpus_per_node(spec: ClusterSpec) -> int:
     """GPUs on each node as far as known offline (for DLVM_GPUS_PER_NODE and procs_per_node)."""
-    return node_shape(spec.nodes).gpus or 0
+    return node_shape(gcp_nodes(spec)).gpus or 0
 
 
 def instance_name(cluster: str, node: str) -> str:
@@ -273,15 +268,15 @@ def gcp_tfvars(
     each VM may take to be created, in seconds (default DEFAULT_CREATE_TIMEOUT). `reserved`:
     what preflight read of the named reservation in `zone`.
     """
-    provider = gcp_provider(spec)
+    provider = gcp_config(spec)
     chosen_zone = zone or provider.zones[0]
     if chosen_zone not in provider.zones:
         raise ProvisionError(
             f"zone {chosen_zone} is not in provider.zones",
             hint="zones: " + ", ".join(provider.zones),
         )
-    shape = node_shape(spec.nodes)
-    provided = capacity(spec.nodes, reserved)
+    shape = node_shape(gcp_nodes(spec))
+    provided = capacity(gcp_nodes(spec), reserved)
     policy = placement_policy(spec, reserved)
     if names is None:
         names = [node_name(rank) for rank in range(spec.nodes.count if count is None else count)]
@@ -295,9 +290,9 @@ def gcp_tfvars(
         "machine_type": shape.machine_type,
         "guest_accelerators": [{"type": kind, "count": n} for kind, n in shape.attached],
         "install_nvidia_driver": shape.has_gpus,
-        "image": image_ref(spec.nodes.image).path,
-        "disk_gb": spec.nodes.disk_gb,
-        "disk_type": spec.nodes.disk_type or shapes.default_disk_type(shape.machine_type),
+        "image": image_ref(gcp_nodes(spec).image).path,
+        "disk_gb": gcp_nodes(spec).disk_gb,
+        "disk_type": gcp_nodes(spec).disk_type or shapes.default_disk_type(shape.machine_type),
         "provisioning_model": provided.provisioning_model,
         "termination_action": provided.termination_action,
         "max_run_hours": provided.max_run_hours,
@@ -343,7 +338,9 @@ def zone_in_use(tfvars_path: Path, zones: Sequence[str]) -> str | None:
     return zone if isinstance(zone, str) and zone in zones else None
 
 
-def reserved_in_use(tfvars_path: Path, nodes: Nodes, zone: str | None) -> ReservedCapacity | None:
+def reserved_in_use(
+    tfvars_path: Path, nodes: GcpNodes, zone: str | None
+) -> ReservedCapacity | None:
     """What the last apply's preflight read of the reservation the nodes still consume in the
     same zone: a render without the API (scale, a node's replacement) keeps the VMs
     reservation-bound and in the reservation's placement policy, rather than recreating them."""
@@ -368,8 +365,8 @@ def state_tfvars(
     public_path = state.key_path.with_suffix(".pub")
     public_key = public_path.read_text().strip() if public_path.exists() else ""
     tfvars_path = state.terraform_dir / TFVARS
-    zone = zone_in_use(tfvars_path, gcp_provider(spec).zones)
-    reserved = reserved_in_use(tfvars_path, spec.nodes, zone)
+    zone = zone_in_use(tfvars_path, gcp_config(spec).zones)
+    reserved = reserved_in_use(tfvars_path, gcp_nodes(spec), zone)
     return gcp_tfvars(
         spec, public_key=public_key, zone=zone, count=count, wait=wait, reserved=reserved
     )

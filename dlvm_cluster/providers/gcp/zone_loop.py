@@ -21,6 +21,7 @@ from typing import Protocol
 from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.inventory import node_name, node_rank
 from dlvm_cluster.progress import Progress
+from dlvm_cluster.providers.gcp.config import gcp_config, gcp_nodes
 from dlvm_cluster.providers.gcp.failover import (
     FailoverDecision,
     FailoverKind,
@@ -32,12 +33,7 @@ from dlvm_cluster.providers.gcp.failover import (
 )
 from dlvm_cluster.providers.gcp.leftovers import Swept
 from dlvm_cluster.providers.gcp.preflight import PreflightReport
-from dlvm_cluster.providers.gcp.tfvars import (
-    RESOURCE_ADDRESS,
-    gcp_provider,
-    gcp_tfvars,
-    instance_name,
-)
+from dlvm_cluster.providers.gcp.tfvars import RESOURCE_ADDRESS, gcp_tfvars, instance_name
 from dlvm_cluster.providers.terraformed import TFSTATE
 from dlvm_cluster.provision.render import RenderedModule
 from dlvm_cluster.provision.terraform import EventSink, RunResult
@@ -123,7 +119,7 @@ class ZoneFailover:
     def _next(self, zone: str, decision: FailoverDecision, cause: ProvisionError) -> str:
         tried = [tried_zone for tried_zone, _ in self.attempts]
         self.suggested = [*decision.zones_hint, *self.suggested]
-        listed = gcp_provider(self.spec).zones  # preflight already said why it dropped any
+        listed = gcp_config(self.spec).zones  # preflight already said why it dropped any
         elsewhere = [z for z in decision.zones_hint if z not in listed]
         if decision.try_next_zone and elsewhere:
             self.progress.note(
@@ -162,7 +158,7 @@ class ZoneFailover:
 
     def _accept_partial(self, zone: str, decision: FailoverDecision) -> RunResult | None:
         """With nodes.min_count, keep node-0..node-(k-1) when the zone made enough of them."""
-        if self.spec.nodes.min_count is None or decision.kind is FailoverKind.FATAL:
+        if gcp_nodes(self.spec).min_count is None or decision.kind is FailoverKind.FATAL:
             return None
         made = _nodes_in_state(self.workdir) or {}
         wanted = [node_name(rank) for rank in range(self.spec.nodes.count)]
@@ -177,7 +173,7 @@ class ZoneFailover:
             return None
         self.progress.note(
             f"accepting {len(prefix)} of {len(wanted)} nodes in {zone} (nodes.min_count is "
-            f"{self.spec.nodes.min_count}); `dlvm up` later adds the rest"
+            f"{gcp_nodes(self.spec).min_count}); `dlvm up` later adds the rest"
         )
         self._write(zone, prefix)
         return self.terraform.apply()
