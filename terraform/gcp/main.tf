@@ -37,6 +37,28 @@ locals {
     var.install_nvidia_driver ? { "install-nvidia-driver" = "True" } : {},
     var.startup_script == "" ? {} : { "startup-script" = var.startup_script },
   )
+  # Every NIC of a node, in the order the VM gets them: nic0 on the cluster network (with an
+  # external address when public_ip), the gVNICs on GPU VPCs, then the MRDMA NICs.
+  nics = concat(
+    [{
+      network    = local.network
+      subnetwork = local.subnetwork
+      nic_type   = var.nic_type == "" ? null : var.nic_type
+      public     = var.public_ip
+    }],
+    [for subnet in google_compute_subnetwork.gpu : {
+      network    = null
+      subnetwork = subnet.self_link
+      nic_type   = "GVNIC"
+      public     = false
+    }],
+    [for subnet in google_compute_subnetwork.rdma : {
+      network    = null
+      subnetwork = subnet.self_link
+      nic_type   = "MRDMA"
+      public     = false
+    }],
+  )
   # A3 Ultra and A4 RDMA NICs attach only to a VPC made with the RoCE profile of their zone.
   rdma_network_profile = "projects/${var.project}/global/networkProfiles/${var.zone}-vpc-roce"
   # Each GPU and RDMA subnetwork is a 32nd of gpu_cidr_range (a /16 of the default /11): GPU
@@ -202,36 +224,21 @@ resource "google_compute_instance" "node" {
     }
   }
 
-  network_interface {
-    network    = local.network
-    subnetwork = local.subnetwork
-    nic_type   = var.nic_type == "" ? null : var.nic_type
-
-    # An empty access_config gives the node an ephemeral external address; none, no address.
-    dynamic "access_config" {
-      for_each = var.public_ip ? [1] : []
-
-      content {}
-    }
-  }
-
-  # NICs are numbered in the order they are written: nic0 above, the gVNICs on GPU VPCs, then
-  # the MRDMA NICs.
+  # NICs are numbered in the order of local.nics.
   dynamic "network_interface" {
-    for_each = google_compute_subnetwork.gpu
+    for_each = local.nics
 
     content {
-      subnetwork = network_interface.value.self_link
-      nic_type   = "GVNIC"
-    }
-  }
+      network    = network_interface.value.network
+      subnetwork = network_interface.value.subnetwork
+      nic_type   = network_interface.value.nic_type
 
-  dynamic "network_interface" {
-    for_each = google_compute_subnetwork.rdma
+      # An empty access_config gives the node an ephemeral external address; none, no address.
+      dynamic "access_config" {
+        for_each = network_interface.value.public ? [1] : []
 
-    content {
-      subnetwork = network_interface.value.self_link
-      nic_type   = "MRDMA"
+        content {}
+      }
     }
   }
 
@@ -328,33 +335,19 @@ resource "google_compute_instance_template" "flex" {
     }
   }
 
-  network_interface {
-    network    = local.network
-    subnetwork = local.subnetwork
-    nic_type   = var.nic_type == "" ? null : var.nic_type
-
-    dynamic "access_config" {
-      for_each = var.public_ip ? [1] : []
-
-      content {}
-    }
-  }
-
   dynamic "network_interface" {
-    for_each = google_compute_subnetwork.gpu
+    for_each = local.nics
 
     content {
-      subnetwork = network_interface.value.self_link
-      nic_type   = "GVNIC"
-    }
-  }
+      network    = network_interface.value.network
+      subnetwork = network_interface.value.subnetwork
+      nic_type   = network_interface.value.nic_type
 
-  dynamic "network_interface" {
-    for_each = google_compute_subnetwork.rdma
+      dynamic "access_config" {
+        for_each = network_interface.value.public ? [1] : []
 
-    content {
-      subnetwork = network_interface.value.self_link
-      nic_type   = "MRDMA"
+        content {}
+      }
     }
   }
 

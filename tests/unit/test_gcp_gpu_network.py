@@ -107,13 +107,23 @@ def test_the_module_builds_gpu_vpcs_and_a_roce_vpc() -> None:
 
 
 def test_extra_nics_follow_the_primary_gvnics_then_mrdma() -> None:
-    node = typed(load_module(module_dir("gcp")), "resource")[("google_compute_instance", "node")]
-    assert len(node["network_interface"]) == 1  # nic0, on the cluster network
-    extra = [d['"network_interface"'] for d in node["dynamic"] if '"network_interface"' in d]
-    assert [(e["for_each"], e["content"][0]["nic_type"]) for e in extra] == [
-        ("${google_compute_subnetwork.gpu}", '"GVNIC"'),
-        ("${google_compute_subnetwork.rdma}", '"MRDMA"'),
+    """One list of NICs (the module's local.nics) serves the VMs and a gang's template."""
+    module = load_module(module_dir("gcp"))
+    (locals_block,) = [block for block in module["locals"] if "nics" in block]
+    nics = locals_block["nics"]
+    order = [
+        nics.index(needle) for needle in ("local.network", "gpu", '"GVNIC"', "rdma", '"MRDMA"')
     ]
+    assert order == sorted(order), nics
+    resources = typed(module, "resource")
+    for owner in (
+        ("google_compute_instance", "node"),
+        ("google_compute_instance_template", "flex"),
+    ):
+        body = resources[owner]
+        assert "network_interface" not in body
+        [nic] = [d['"network_interface"'] for d in body["dynamic"] if '"network_interface"' in d]
+        assert nic["for_each"] == "${local.nics}"
 
 
 # -- the boot script -----------------------------------------------------------------------

@@ -303,12 +303,11 @@ def test_module_keeps_the_documented_settings(module: dict[str, list[Any]]) -> N
     assert [next(iter(d)) for d in node["dynamic"]] == [
         '"guest_accelerator"',
         '"network_interface"',
-        '"network_interface"',
         '"service_account"',
         '"reservation_affinity"',
     ]
-    (service_account,) = node["dynamic"][3]['"service_account"']["content"]
-    (affinity,) = node["dynamic"][4]['"reservation_affinity"']["content"]
+    (service_account,) = node["dynamic"][2]['"service_account"']["content"]
+    (affinity,) = node["dynamic"][3]['"reservation_affinity"']["content"]
     (specific,) = affinity["dynamic"][0]['"specific_reservation"']["content"]
     assert specific["key"] == '"compute.googleapis.com/reservation-name"'
     assert service_account["scopes"] == ['"cloud-platform"']
