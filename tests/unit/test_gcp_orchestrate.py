@@ -50,6 +50,7 @@ from dlvm_cluster.providers.gcp.report import (
     price_line,
 )
 from dlvm_cluster.providers.gcp.tfvars import DEFAULT_IMAGE_FAMILY
+from dlvm_cluster.providers.terraformed import destroy_module
 from dlvm_cluster.provision import terraform as terraform_engine
 from dlvm_cluster.provision.terraform import EventSink, RunResult, parallelism_for
 from dlvm_cluster.spec.model import LoadedSpec
@@ -1219,6 +1220,14 @@ def test_every_apply_creates_as_many_resources_at_once_as_the_cluster_has_nodes(
     assert "-parallelism=16" in seen[0] and "-parallelism=16" in seen[1]
     assert not any(arg.startswith("-parallelism") for arg in seen[2])
     assert [parallelism_for(n) for n in (1, 16, 500)] == [10, 16, 64]
+    # `down` deletes them all at once too: its parallelism comes from the state dir's tfvars.
+    state = ClusterState("t", tmp_path / "state")
+    state.terraform_dir.mkdir(parents=True)
+    (state.terraform_dir / "terraform.tfvars.json").write_text(
+        json.dumps({"nodes": {f"node-{rank}": {"rank": rank} for rank in range(20)}})
+    )
+    destroy_module(state, SilentProgress())
+    assert "-parallelism=20" in seen[-1] and "-destroy" in seen[-1]
 
 
 def test_a_gang_node_is_replaced_by_deleting_it_and_asking_for_it_again(
