@@ -56,6 +56,14 @@ def up(result: UpResult) -> Document:
             "unchanged": list(result.setup.unchanged),
             "horovod": list(result.setup.horovod),
         },
+        # The GPU network jobs use (A3/A4): its transport, or plain NCCL with the nodes whose
+        # setup failed; null for nodes without one.
+        "gpu_network": {
+            "transport": result.setup.gpu_network,
+            "failed": list(result.setup.gpu_network_failed),
+        }
+        if result.setup.gpu_network
+        else None,
         "started": list(result.started),
     }
 

@@ -196,5 +196,10 @@ def prepare_nodes(
     setup = run_setup(pool, inventory, loaded, nodes, progress, rerun=rerun)
     horovod = ensure_horovod(pool, inventory, loaded, nodes, progress)
     readiness = providers.for_spec(loaded.spec).boot_readiness(loaded.spec)
-    wait_for_boot(pool, inventory.nodes, readiness, progress)
-    return synced, replace(setup, horovod=horovod)
+    booted = wait_for_boot(pool, inventory.nodes, readiness, progress)
+    return synced, replace(
+        setup,
+        horovod=horovod,
+        gpu_network=booted.transport if booted else "",
+        gpu_network_failed=booted.fell_back if booted else (),
+    )
