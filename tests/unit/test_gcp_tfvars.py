@@ -407,6 +407,11 @@ def test_capacity_keys_render_as_scheduling_and_reservation_affinity(
         ),
         ("  reservation: zones/us-central1-a/reservations/r\n", "nodes.reservation", None),
         (
+            "  provisioning: flex-start\n  max_run_hours: 8\n  min_count: 1\n",
+            "nodes.min_count",
+            "flex-start nodes are created all at once or not at all",
+        ),
+        (
             "  provisioning: flex-start\n  max_run_hours: 8\nautostop:\n  action: stop\n",
             "autostop.action",
             "flex-start VMs cannot be stopped",

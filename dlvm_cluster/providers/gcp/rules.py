@@ -82,6 +82,14 @@ def gcp_rules(spec: ClusterSpec) -> list[Problem]:
         )
     if nodes.min_count is not None and nodes.min_count > nodes.count:
         problems.append((("nodes", "min_count"), f"{nodes.min_count} is more than nodes.count"))
+    elif nodes.min_count is not None and nodes.provisioning_model == "flex-start":
+        # Several flex-start nodes come in one request, all or none (providers/gcp/gang.py).
+        problems.append(
+            (
+                ("nodes", "min_count"),
+                "flex-start nodes are created all at once or not at all: remove min_count",
+            )
+        )
     return problems
 
 
