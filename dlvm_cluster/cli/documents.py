@@ -57,6 +57,14 @@ def up(result: UpResult) -> Document:
             "unchanged": list(result.setup.unchanged),
             "horovod": list(result.setup.horovod),
         },
+        # The GPU network jobs use (A3/A4): its transport, or plain NCCL with the nodes whose
+        # setup failed; null for nodes without one.
+        "gpu_network": {
+            "transport": result.setup.gpu_network,
+            "failed": list(result.setup.gpu_network_failed),
+        }
+        if result.setup.gpu_network
+        else None,
         "started": list(result.started),
     }
 
@@ -168,11 +176,13 @@ def down(cluster: str, seconds: float) -> Document:
 
 def check_report(report: CheckReport) -> Document:
     """`check --json`: ok, and per node ok, what each check found, its link speeds (GB/s)
-    and its problems; the all_reduce's bus bandwidth (null: not measured)."""
+    and its problems; the all_reduce's bus bandwidth and the network it ran on (null: not
+    measured)."""
     return {
         "cluster": report.cluster,
         "ok": report.ok,
         "backend": report.backend or None,
+        "transport": report.transport or None,
         "bus_gbs": report.bus_gbs,
         "median_node_gbs": report.median_gbs,
         "notes": list(report.notes),

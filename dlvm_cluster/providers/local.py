@@ -19,6 +19,7 @@ from dlvm_cluster.inventory import Inventory, Node, from_terraform_outputs, node
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers import checks
 from dlvm_cluster.providers.base import (
+    BootReadiness,
     CapacityFacts,
     Check,
     Converge,
@@ -485,6 +486,9 @@ class NamespaceNodes:
         return namespaces(state, [node.name]).get(node.name, "")
 
     def status_price(self, spec: ClusterSpec, nodes: int) -> str | None:
+        return None
+
+    def boot_readiness(self, spec: ClusterSpec) -> BootReadiness | None:
         return None
 
     def capacity(self, spec: ClusterSpec) -> CapacityFacts | None:

@@ -3,6 +3,7 @@ rendered module in the state dir, plan from a scratch copy, destroy."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -11,7 +12,12 @@ from pathlib import Path
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers.base import ProviderPlan
 from dlvm_cluster.provision.render import TFVARS, RenderedModule
-from dlvm_cluster.provision.terraform import RunResult, Terraform, init_if_needed
+from dlvm_cluster.provision.terraform import (
+    RunResult,
+    Terraform,
+    init_if_needed,
+    parallelism_for,
+)
 from dlvm_cluster.state import ClusterState
 
 TFSTATE = "terraform.tfstate"
@@ -25,7 +31,9 @@ def apply_module(
     replace: Sequence[str] = (),
 ) -> RunResult:
     """Apply `module` (already written to the state dir), recreating the `replace` addresses."""
-    terraform = Terraform(state.terraform_dir, progress.terraform)
+    terraform = Terraform(
+        state.terraform_dir, progress.terraform, parallelism=_parallelism(module.tfvars)
+    )
     progress.stage("terraform")
     init_if_needed(terraform, module.source, state.terraform_dir)
     return terraform.apply(replace=list(replace))
@@ -52,11 +60,22 @@ def plan_module(module: RenderedModule, state: ClusterState, progress: Progress)
     return ProviderPlan(changes=changes, summary=text, exists=existing.exists())
 
 
+def _parallelism(tfvars: object) -> int:
+    """One resource at a time per node (Terraform's default 10 at least): the module's
+    `nodes` variable, where it has one."""
+    nodes = tfvars.get("nodes") if isinstance(tfvars, dict) else None
+    return parallelism_for(len(nodes) if isinstance(nodes, dict | list) else 0)
+
+
 def destroy_module(state: ClusterState, progress: Progress) -> None:
     """Destroy what the state dir's module made; nothing when it was never rendered."""
     if not (state.terraform_dir / TFVARS).exists():
         return
-    terraform = Terraform(state.terraform_dir, progress.terraform)
+    try:
+        tfvars = json.loads((state.terraform_dir / TFVARS).read_text())
+    except (OSError, ValueError):
+        tfvars = {}
+    terraform = Terraform(state.terraform_dir, progress.terraform, parallelism=_parallelism(tfvars))
     progress.stage("terraform destroy")
     terraform.init()
     terraform.destroy()

@@ -31,9 +31,12 @@ locals {
     var.subnetwork == "" ? null : var.subnetwork
   )
   standard = var.provisioning_model == "STANDARD"
+  # Placed close together: by the cluster's own compact policy, or by the reservation's.
+  placed           = var.compact_placement || var.placement_policy != ""
+  placement_policy = var.placement_policy == "" ? google_compute_resource_policy.compact[*].self_link : [var.placement_policy]
   # GPUs cannot live-migrate; Spot, flex-start and reservation-bound VMs and compact placement
   # require TERMINATE as well.
-  terminate_on_maintenance = var.install_nvidia_driver || !local.standard || var.compact_placement
+  terminate_on_maintenance = var.install_nvidia_driver || !local.standard || local.placed
   metadata = merge(
     {
       # Host keys are published to guest attributes only if enabled before first boot.
@@ -48,10 +51,32 @@ locals {
     var.install_nvidia_driver ? { "install-nvidia-driver" = "True" } : {},
     var.startup_script == "" ? {} : { "startup-script" = var.startup_script },
   )
+  # Every NIC of a node, in the order the VM gets them: nic0 on the cluster network (with an
+  # external address when public_ip), the gVNICs on GPU VPCs, then the MRDMA NICs.
+  nics = concat(
+    [{
+      network    = local.network
+      subnetwork = local.subnetwork
+      nic_type   = var.nic_type == "" ? null : var.nic_type
+      public     = var.public_ip
+    }],
+    [for subnet in google_compute_subnetwork.gpu : {
+      network    = null
+      subnetwork = subnet.self_link
+      nic_type   = "GVNIC"
+      public     = false
+    }],
+    [for subnet in google_compute_subnetwork.rdma : {
+      network    = null
+      subnetwork = subnet.self_link
+      nic_type   = "MRDMA"
+      public     = false
+    }],
+  )
   # A3 Ultra and A4 RDMA NICs attach only to a VPC made with the RoCE profile of their zone.
   rdma_network_profile = "projects/${var.project}/global/networkProfiles/${var.zone}-vpc-roce"
-  # Each GPU and RDMA subnetwork is a /17 of gpu_cidr_range: GPU VPCs from the bottom, RDMA
-  # subnetworks from the middle, so the two never meet.
+  # Each GPU and RDMA subnetwork is a 32nd of gpu_cidr_range (a /16 of the default /11): GPU
+  # VPCs from the bottom, RDMA subnetworks from the middle, so the two never meet.
   gpu_cidr_bits    = 5
   rdma_cidr_offset = 16
 }
@@ -222,7 +247,8 @@ resource "google_compute_resource_policy" "compact" {
 }
 
 resource "google_compute_instance" "node" {
-  for_each = var.nodes
+  # A flex-start gang's VMs are the managed instance group's (below), created all at once.
+  for_each = var.flex_gang ? {} : var.nodes
 
   name                      = "${var.cluster_name}-${each.key}"
   description               = "Node ${each.key} of dlvm cluster ${var.cluster_name}."
@@ -231,7 +257,7 @@ resource "google_compute_instance" "node" {
   tags                      = [local.tag]
   labels                    = merge(local.labels, { node = each.key })
   metadata                  = local.metadata
-  resource_policies         = google_compute_resource_policy.compact[*].self_link
+  resource_policies         = local.placement_policy
   allow_stopping_for_update = true
 
   boot_disk {
@@ -255,36 +281,21 @@ resource "google_compute_instance" "node" {
     }
   }
 
-  network_interface {
-    network    = local.network
-    subnetwork = local.subnetwork
-    nic_type   = var.nic_type == "" ? null : var.nic_type
-
-    # An empty access_config gives the node an ephemeral external address; none, no address.
-    dynamic "access_config" {
-      for_each = var.public_ip ? [1] : []
-
-      content {}
-    }
-  }
-
-  # NICs are numbered in the order they are written: nic0 above, the gVNICs on GPU VPCs, then
-  # the MRDMA NICs.
+  # NICs are numbered in the order of local.nics.
   dynamic "network_interface" {
-    for_each = google_compute_subnetwork.gpu
+    for_each = local.nics
 
     content {
-      subnetwork = network_interface.value.self_link
-      nic_type   = "GVNIC"
-    }
-  }
+      network    = network_interface.value.network
+      subnetwork = network_interface.value.subnetwork
+      nic_type   = network_interface.value.nic_type
 
-  dynamic "network_interface" {
-    for_each = google_compute_subnetwork.rdma
+      # An empty access_config gives the node an ephemeral external address; none, no address.
+      dynamic "access_config" {
+        for_each = network_interface.value.public ? [1] : []
 
-    content {
-      subnetwork = network_interface.value.self_link
-      nic_type   = "MRDMA"
+        content {}
+      }
     }
   }
 
@@ -304,7 +315,7 @@ resource "google_compute_instance" "node" {
   scheduling {
     provisioning_model          = var.provisioning_model
     preemptible                 = var.provisioning_model == "SPOT"
-    automatic_restart           = local.standard && !var.compact_placement
+    automatic_restart           = local.standard && !local.placed
     on_host_maintenance         = local.terminate_on_maintenance ? "TERMINATE" : "MIGRATE"
     instance_termination_action = var.termination_action == "" ? null : var.termination_action
 
@@ -348,6 +359,118 @@ resource "google_compute_instance" "node" {
     google_compute_firewall.gpu_internal,
     # The boot scripts of private nodes download through the NAT, and the nodes' account can
     # read its buckets from the first boot.
+    google_compute_router_nat.nat,
+    google_storage_bucket_iam_member.node,
+  ]
+}
+
+# A flex-start cluster of several nodes is one gang: a managed instance group of no VMs, made
+# from this template, to which dlvm adds every node at once with a resize request (named VMs,
+# the run duration, and up's wait as its deadline). Dynamic Workload Scheduler then creates
+# all of them when it has capacity for all, so no node runs and bills while others wait.
+resource "google_compute_instance_template" "flex" {
+  count = var.flex_gang ? 1 : 0
+
+  name_prefix  = "dlvm-${var.cluster_name}-"
+  description  = "Flex-start nodes of dlvm cluster ${var.cluster_name}."
+  machine_type = var.machine_type
+  tags         = [local.tag]
+  labels       = local.labels
+  metadata     = local.metadata
+
+  disk {
+    boot         = true
+    auto_delete  = true
+    source_image = var.image
+    disk_size_gb = var.disk_gb
+    disk_type    = var.disk_type
+    labels       = local.labels
+  }
+
+  dynamic "guest_accelerator" {
+    for_each = var.guest_accelerators
+
+    content {
+      type  = guest_accelerator.value.type
+      count = guest_accelerator.value.count
+    }
+  }
+
+  dynamic "network_interface" {
+    for_each = local.nics
+
+    content {
+      network    = network_interface.value.network
+      subnetwork = network_interface.value.subnetwork
+      nic_type   = network_interface.value.nic_type
+
+      dynamic "access_config" {
+        for_each = network_interface.value.public ? [1] : []
+
+        content {}
+      }
+    }
+  }
+
+  dynamic "service_account" {
+    for_each = var.attach_service_account ? [1] : []
+
+    content {
+      email  = local.service_account_email == "" ? null : local.service_account_email
+      scopes = ["cloud-platform"]
+    }
+  }
+
+  # The run duration is the resize request's.
+  scheduling {
+    provisioning_model          = "FLEX_START"
+    automatic_restart           = false
+    on_host_maintenance         = "TERMINATE"
+    instance_termination_action = "DELETE"
+  }
+
+  reservation_affinity {
+    type = "NO_RESERVATION"
+  }
+
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+
+resource "google_compute_instance_group_manager" "flex" {
+  count = var.flex_gang ? 1 : 0
+
+  name               = "dlvm-${var.cluster_name}"
+  description        = "The flex-start gang of dlvm cluster ${var.cluster_name}."
+  zone               = var.zone
+  base_instance_name = "${var.cluster_name}-node"
+  # Resize requests add the VMs; the group never makes or repairs one by itself.
+  target_size        = 0
+  wait_for_instances = false
+
+  version {
+    instance_template = google_compute_instance_template.flex[0].self_link
+  }
+
+  instance_lifecycle_policy {
+    default_action_on_failure = "DO_NOTHING"
+  }
+
+  update_policy {
+    type           = "OPPORTUNISTIC"
+    minimal_action = "REFRESH"
+  }
+
+  lifecycle {
+    # Each fulfilled resize request raises the target size: it is not Terraform's to reset.
+    ignore_changes = [target_size]
+  }
+
+  depends_on = [
+    google_compute_firewall.ssh,
+    google_compute_firewall.internal,
+    google_compute_firewall.gpu_internal,
     google_compute_router_nat.nat,
     google_storage_bucket_iam_member.node,
   ]

@@ -138,6 +138,23 @@ variable "compact_placement" {
   default     = false
 }
 
+variable "flex_gang" {
+  description = "Make the nodes as one flex-start gang: an instance template and a managed instance group to which dlvm adds all nodes at once with a resize request, instead of one VM per node."
+  type        = bool
+  default     = false
+}
+
+variable "placement_policy" {
+  description = "An existing placement policy the nodes name instead of one of their own: the compact placement policy of the reservation they consume (a VM consumes such a reservation only if it names the same policy)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.placement_policy == "" || can(regex("^projects/[^/]+/regions/[^/]+/resourcePolicies/[^/]+$", var.placement_policy))
+    error_message = "placement_policy must be empty or projects/P/regions/R/resourcePolicies/NAME."
+  }
+}
+
 variable "nic_type" {
   description = "Network interface type: GVNIC, VIRTIO_NET, or empty for Compute Engine's default."
   type        = string

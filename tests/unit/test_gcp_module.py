@@ -11,6 +11,7 @@ declared type and passes the declared validations.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import shutil
@@ -33,7 +34,7 @@ from terraform_schema import (
 from dlvm_cluster.providers import load_spec, load_spec_text
 from dlvm_cluster.providers.gcp.identity import READ_ONLY_ROLE as READ_ONLY
 from dlvm_cluster.providers.gcp.identity import READ_WRITE_ROLE as READ_WRITE
-from dlvm_cluster.providers.gcp.tfvars import gcp_tfvars
+from dlvm_cluster.providers.gcp.tfvars import ReservedCapacity, gcp_tfvars
 from dlvm_cluster.provision.modules import module_dir
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBr0qYQxTn2e6Eow7Lk2A3oWq4HqRtqMfX7ok6q2ZTXc dlvm-t"
@@ -96,11 +97,33 @@ SPECS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "a3-high-tcpx": ({}, {"count": 2, "machine_type": "a3-highgpu-8g"}),
     "a3-mega-tcpxo": ({"compact_placement": False}, {"count": 2, "machine_type": "a3-megagpu-8g"}),
     "a3-ultra-rdma": ({}, {"count": 2, "machine_type": "a3-ultragpu-8g", "provisioning": "spot"}),
-    "a4-rdma": ({}, {"count": 2, "machine_type": "a4-highgpu-8g"}),
+    "a4-rdma": ({}, {"count": 2, "machine_type": "a4-highgpu-8g", "reservation": "b200-pool"}),
     "a2-any-reservation-limited": (
         {},
         {"count": 1, "machine_type": "a2-highgpu-1g", "reservation": "any", "max_run_hours": 8},
     ),
+    # Several flex-start nodes: one gang (template and managed instance group, no VMs).
+    "a4-flex-start-gang": (
+        {},
+        {
+            "count": 4,
+            "machine_type": "a4-highgpu-8g",
+            "provisioning": "flex-start",
+            "max_run_hours": 48,
+        },
+    ),
+    # Standard VMs on a dense reservation made with a compact placement policy: preflight
+    # reads both (RESERVED below), and the VMs become reservation-bound in that policy.
+    "a4-dense-reservation": (
+        {},
+        {"count": 2, "machine_type": "a4-highgpu-8g", "reservation": "b200-dense"},
+    ),
+}
+RESERVED = {
+    "a4-dense-reservation": ReservedCapacity(
+        dense=True,
+        placement_policy="projects/p/regions/us-central1/resourcePolicies/b200-placement",
+    )
 }
 # What a case adds beside provider and nodes: buckets (grants) and autostop down (self-delete).
 EXTRAS: dict[str, dict[str, Any]] = {
@@ -141,7 +164,7 @@ def rendered(case: str) -> dict[str, Any]:
         spec = load_spec_text(text, Path("/nowhere/t.yaml")).spec
     else:
         spec = load_spec(REPO / "examples" / case).spec
-    return gcp_tfvars(spec, public_key=KEY)
+    return gcp_tfvars(spec, public_key=KEY, reserved=RESERVED.get(case))
 
 
 def plan_variables(tmp_path: Path, tfvars: dict[str, Any]) -> list[dict[str, Any]]:
@@ -265,7 +288,8 @@ def test_every_variable_is_typed_and_described(module: dict[str, list[Any]]) -> 
 
 def test_nodes_are_a_set_keyed_by_name_never_count(module: dict[str, list[Any]]) -> None:
     node = typed(module, "resource")[("google_compute_instance", "node")]
-    assert node["for_each"] == "${var.nodes}"
+    # A flex-start gang's VMs are its managed instance group's instead.
+    assert node["for_each"] == "${var.flex_gang ? {} : var.nodes}"
     assert "count" not in node
 
 
@@ -290,6 +314,8 @@ def test_resources_are_the_cluster_and_nothing_else(module: dict[str, list[Any]]
         ("google_project_iam_custom_role", "self_delete"),
         ("google_compute_instance_iam_member", "self_delete"),
         ("google_compute_disk_iam_member", "self_delete"),
+        ("google_compute_instance_template", "flex"),
+        ("google_compute_instance_group_manager", "flex"),
     }
     assert set(typed(module, "data")) == set()
     assert set(labelled(module, "output")) >= {"nodes"}
@@ -317,12 +343,11 @@ def test_module_keeps_the_documented_settings(module: dict[str, list[Any]]) -> N
     assert [next(iter(d)) for d in node["dynamic"]] == [
         '"guest_accelerator"',
         '"network_interface"',
-        '"network_interface"',
         '"service_account"',
         '"reservation_affinity"',
     ]
-    (service_account,) = node["dynamic"][3]['"service_account"']["content"]
-    (affinity,) = node["dynamic"][4]['"reservation_affinity"']["content"]
+    (service_account,) = node["dynamic"][2]['"service_account"']["content"]
+    (affinity,) = node["dynamic"][3]['"reservation_affinity"']["content"]
     (specific,) = affinity["dynamic"][0]['"specific_reservation"']["content"]
     assert specific["key"] == '"compute.googleapis.com/reservation-name"'
     assert service_account["scopes"] == ['"cloud-platform"']
@@ -402,6 +427,8 @@ def test_the_cases_cover_every_shape_of_node() -> None:
     }
     assert any(t["max_run_hours"] for t in tfvars)
     assert any(t["compact_placement"] for t in tfvars)
+    assert any(t["placement_policy"] for t in tfvars)
+    assert any(t["flex_gang"] for t in tfvars)
     # No GPU network, GPU gVNICs each on a VPC (4 and 8), and a second gVNIC beside RDMA NICs.
     assert {(t["gpu_vpc_nics"], t["rdma_nics"]) for t in tfvars} == {(0, 0), (4, 0), (8, 0), (1, 8)}
     assert any(t["network"] and not t["public_ip"] for t in tfvars)
@@ -475,3 +502,24 @@ def test_terraform_rejects_bad_values(tmp_path: Path, change: dict[str, Any], me
     flagged = [d for d in diagnostics if d["severity"] in ("error", "warning")]
     assert flagged
     assert any(message in d.get("detail", "") + d["summary"] for d in flagged), flagged
+
+
+def test_gpu_subnetworks_stay_clear_of_docker_and_the_other_ranges(
+    module: dict[str, list[Any]],
+) -> None:
+    """Each GPU and RDMA subnetwork as the module cuts it (cidrsubnet with its own locals)
+    lies outside Docker's bridge pools (docker0 is 172.17.0.1/16: a GPU subnetwork there has
+    its gateway on a local address), the auto-mode range and the cluster subnetwork."""
+    [locals_block] = [block for block in module["locals"] if "gpu_cidr_bits" in block]
+    bits, offset = int(locals_block["gpu_cidr_bits"]), int(locals_block["rdma_cidr_offset"])
+    tfvars = rendered("a3-mega-tcpxo")
+    pieces = list(ipaddress.ip_network(tfvars["gpu_cidr_range"]).subnets(prefixlen_diff=bits))
+    used = [*pieces[:8], *pieces[offset : offset + 8]]
+    taken = [
+        *(ipaddress.ip_network(f"172.{second}.0.0/16") for second in range(17, 32)),
+        ipaddress.ip_network("192.168.0.0/16"),
+        ipaddress.ip_network("10.128.0.0/9"),
+        ipaddress.ip_network(tfvars["subnet_cidr"]),
+    ]
+    assert not [(a, b) for a in used for b in taken if a.overlaps(b)]
+    assert len({*used}) == 16

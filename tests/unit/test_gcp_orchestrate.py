@@ -40,6 +40,7 @@ from dlvm_cluster.orchestrate.jobs.supervise import Supervisor
 from dlvm_cluster.progress import SilentProgress, TerraformEvent
 from dlvm_cluster.providers import load_spec_text
 from dlvm_cluster.providers.base import Converge, NodeState
+from dlvm_cluster.providers.gcp import gang
 from dlvm_cluster.providers.gcp.converge import provision_gcp, replace_gcp_nodes
 from dlvm_cluster.providers.gcp.pricing import PRICES_AS_OF
 from dlvm_cluster.providers.gcp.provider import ComputeEngine
@@ -49,7 +50,9 @@ from dlvm_cluster.providers.gcp.report import (
     price_line,
 )
 from dlvm_cluster.providers.gcp.tfvars import DEFAULT_IMAGE_FAMILY
-from dlvm_cluster.provision.terraform import EventSink, RunResult
+from dlvm_cluster.providers.terraformed import destroy_module
+from dlvm_cluster.provision import terraform as terraform_engine
+from dlvm_cluster.provision.terraform import EventSink, RunResult, parallelism_for
 from dlvm_cluster.spec.model import LoadedSpec
 from dlvm_cluster.state import ClusterState
 
@@ -132,6 +135,10 @@ class ScriptedTerraform:
     def apply(self, replace: list[str] | None = None) -> RunResult:
         tfvars = json.loads((self.workdir / "terraform.tfvars.json").read_text())
         zone, wanted = tfvars["zone"], tfvars["nodes"]
+        if tfvars["flex_gang"]:  # the group and its template; the VMs come from a request
+            self.cloud.applies.append(Apply(zone, tuple(wanted), ()))
+            outputs = {"nodes": {}, "zone": zone, "flex_gang": f"dlvm-{tfvars['cluster_name']}"}
+            return RunResult(0, outputs=outputs, summary={"add": 2, "change": 0, "remove": 0})
         replace = list(replace or [])
         self.cloud.applies.append(Apply(zone, tuple(wanted), tuple(replace)))
         vms = read_state(self.workdir)
@@ -248,7 +255,17 @@ _KEYS: dict[str, str] = {}
 def api() -> Iterator[FakeCompute]:
     with running() as fake:
         fake.project(P, {"GPUS_ALL_REGIONS": (64.0, 0.0)})
-        fake.region(P, REGION, ZONES, {"CPUS": (2400.0, 0.0), "NVIDIA_A100_GPUS": (64.0, 0.0)})
+        fake.region(
+            P,
+            REGION,
+            ZONES,
+            {
+                "CPUS": (2400.0, 0.0),
+                "A2_CPUS": (2400.0, 0.0),
+                "NVIDIA_A100_GPUS": (64.0, 0.0),
+                "PREEMPTIBLE_NVIDIA_A100_GPUS": (64.0, 0.0),
+            },
+        )
         for zone in ZONES:
             fake.machine_type(P, zone, "a2-highgpu-2g", ("nvidia-tesla-a100", 2))
             fake.machine_type(P, zone, "a4-highgpu-8g", ("nvidia-b200", 8))
@@ -278,8 +295,9 @@ def loaded_spec(
     machine: str = "a2-highgpu-2g",
     ssh: str = "198.51.100.0/24",
     provider: str = "",
+    extra: str = "",
 ) -> LoadedSpec:
-    extra = f"  min_count: {min_count}\n" if min_count else ""
+    extra += f"  min_count: {min_count}\n" if min_count else ""
     text = (
         "name: t\nprovider:\n  kind: gcp\n  project: p\n  region: us-central1\n"
         f"  zones: [{', '.join(ZONES)}]\n  allowed_ssh_cidrs: [{ssh}]\n{provider}"
@@ -466,19 +484,22 @@ def test_a_zone_whose_vms_cannot_be_listed_is_named_with_the_listing_command(
 # -- flex-start: waiting for capacity ------------------------------------------------------
 
 
-def flex_start_spec() -> LoadedSpec:
+def flex_start_spec(count: int = 1) -> LoadedSpec:
+    """Flex-start nodes: one is a VM of its own; more are a gang (test_gcp_gang.py)."""
     return load_spec_text(
-        loaded_spec().text + "  provisioning: flex-start\n  max_run_hours: 8\n",
+        loaded_spec(count).text + "  provisioning: flex-start\n  max_run_hours: 8\n",
         Path("/nowhere/t.yaml"),
     )
 
 
-def still_creating(*elapsed: float) -> list[TerraformEvent]:
-    """Terraform's apply_progress reports for both nodes' creates, `elapsed` seconds in."""
+def still_creating(
+    *elapsed: float, nodes: tuple[str, ...] = ("node-0", "node-1")
+) -> list[TerraformEvent]:
+    """Terraform's apply_progress reports for the nodes' creates, `elapsed` seconds in."""
     return [
         TerraformEvent("progress", f'google_compute_instance.node["{node}"]', "create", "", at)
         for at in elapsed
-        for node in ("node-0", "node-1")
+        for node in nodes
     ]
 
 
@@ -487,23 +508,21 @@ def lists(api: FakeCompute, zone: str) -> int:
     return sum(1 for _, path, _ in api.requests if path.endswith(f"/zones/{zone}/instances"))
 
 
-def test_flex_start_vms_waiting_for_capacity_are_shown_each_minute(
+def test_a_flex_start_vm_waiting_for_capacity_is_shown_each_minute(
     api: FakeCompute, state: ClusterState
 ) -> None:
-    # Dynamic Workload Scheduler finds node-1's capacity after one read, node-0's after two.
+    # Dynamic Workload Scheduler finds the VM's capacity after two reads.
     api.flex_start_instance(P, A, "t-node-0", pending_reads=2, labels={**LABELS, "node": "node-0"})
-    api.flex_start_instance(P, A, "t-node-1", pending_reads=1, labels={**LABELS, "node": "node-1"})
-    cloud = Cloud(events={A: still_creating(10, 50, 70, 75, 130, 370)})
+    cloud = Cloud(events={A: still_creating(10, 50, 70, 75, 130, 370, nodes=("node-0",))})
     progress = Recorder()
     up(api, state, cloud, flex_start_spec(), progress, wait=2 * 3600)
 
     assert progress.notes == [
         "flex-start: each VM waits up to 2h for capacity from Dynamic Workload Scheduler",
-        f"waiting for capacity in zone {A}, 1m: node-0, node-1 queued by Dynamic Workload "
-        "Scheduler",
+        f"waiting for capacity in zone {A}, 1m: node-0 queued by Dynamic Workload Scheduler",
         f"waiting for capacity in zone {A}, 2m: node-0 queued by Dynamic Workload Scheduler",
     ]
-    # One list a minute (1m, 2m, 6m), whatever the number of nodes and reports.
+    # One list a minute (1m, 2m, 6m), whatever the number of reports.
     assert lists(api, A) == 3
     tfvars = json.loads((state.terraform_dir / "terraform.tfvars.json").read_text())
     assert tfvars["create_timeout"] == "2h"
@@ -523,14 +542,14 @@ TIMED_OUT = (
 )
 
 
-def test_flex_start_capacity_not_found_within_the_wait_stops_and_deletes_the_waiting_vms(
+def test_flex_start_capacity_not_found_within_the_wait_stops_and_deletes_the_waiting_vm(
     api: FakeCompute, state: ClusterState
 ) -> None:
-    # node-0 was created and runs; node-1 still waits when the wait ends: Terraform's
-    # provider drops it from its state, but Compute Engine still holds it, PENDING.
-    api.flex_start_instance(P, A, "t-node-1", pending_reads=99, labels={**LABELS, "node": "node-1"})
-    api.instance_operation(P, A, "t-node-1", "delete")
-    cloud = Cloud(capacity={A: 1}, errors={A: TIMED_OUT})
+    # The VM still waits when the wait ends: Terraform's provider drops it from its state,
+    # but Compute Engine still holds it, PENDING.
+    api.flex_start_instance(P, A, "t-node-0", pending_reads=99, labels={**LABELS, "node": "node-0"})
+    api.instance_operation(P, A, "t-node-0", "delete")
+    cloud = Cloud(capacity={A: 0}, errors={A: TIMED_OUT})
     progress = Recorder()
     with pytest.raises(ProvisionError) as caught:
         up(api, state, cloud, flex_start_spec(), progress, wait=2 * 3600)
@@ -542,31 +561,29 @@ def test_flex_start_capacity_not_found_within_the_wait_stops_and_deletes_the_wai
         "(2h0m0s); a flex-start VM waits there for capacity"
     )
     assert "a longer wait" in error.hint
-    assert cloud.zones_tried() == [A, A]  # no other zone: the wait would start anew there
-    assert read_state(state.terraform_dir) == {}  # node-0 deleted by Terraform
+    assert cloud.zones_tried() == [A]  # no other zone: the wait would start anew there
+    assert read_state(state.terraform_dir) == {}
     assert [path for method, path, _ in api.requests if method == "DELETE"] == [
-        f"/compute/v1/projects/{P}/zones/{A}/instances/t-node-1"
+        f"/compute/v1/projects/{P}/zones/{A}/instances/t-node-0"
     ]
 
 
-def test_ctrl_c_while_flex_start_vms_wait_leaves_nothing_behind(
+def test_ctrl_c_while_a_flex_start_vm_waits_leaves_nothing_behind(
     api: FakeCompute, state: ClusterState
 ) -> None:
-    api.flex_start_instance(P, A, "t-node-1", pending_reads=99, labels={**LABELS, "node": "node-1"})
-    api.instance_operation(P, A, "t-node-1", "delete")
-    cloud = Cloud(capacity={A: 1}, interrupted={A})
+    api.flex_start_instance(P, A, "t-node-0", pending_reads=99, labels={**LABELS, "node": "node-0"})
+    api.instance_operation(P, A, "t-node-0", "delete")
+    cloud = Cloud(capacity={A: 0}, interrupted={A})
     progress = Recorder()
     with pytest.raises(KeyboardInterrupt):
         up(api, state, cloud, flex_start_spec(), progress)
 
-    assert cloud.applies == [Apply(A, ("node-0", "node-1"), ()), Apply(A, (), ())]
     # What `down` finds: a state without VMs, and no VM of the cluster outside it.
     assert read_state(state.terraform_dir) == {}
-    assert api.respond("GET", f"/compute/v1/projects/{P}/zones/{A}/instances/t-node-1")[0] == 404
-    assert progress.notes[-3:] == [
+    assert api.respond("GET", f"/compute/v1/projects/{P}/zones/{A}/instances/t-node-0")[0] == 404
+    assert progress.notes[-2:] == [
         f"interrupted: deleting the nodes this attempt made in {A}",
-        f"deleting node-0 ({A}): interrupted",
-        f"deleted t-node-1 ({A}): a VM of this cluster outside Terraform's state (a Spot VM "
+        f"deleted t-node-0 ({A}): a VM of this cluster outside Terraform's state (a Spot VM "
         "preempted while it was created stays behind, stopped)",
     ]
 
@@ -700,13 +717,27 @@ def test_inventory_pins_host_keys_read_through_the_api(
 
 def test_gpus_per_node_comes_from_preflight(api: FakeCompute, state: ClusterState) -> None:
     # dlvm's offline table does not know a4-highgpu-8g; the machine type from the API does.
-    inventory, _ = up(api, state, Cloud(), loaded_spec(1, machine="a4-highgpu-8g"), Recorder())
+    inventory, _ = up(
+        api,
+        state,
+        Cloud(),
+        loaded_spec(1, machine="a4-highgpu-8g", extra="  spot: true\n"),
+        Recorder(),
+    )
     assert inventory.gpus_per_node == 8
 
 
-def test_jobs_on_a4_find_the_gib_plugin(api: FakeCompute, state: ClusterState) -> None:
-    inventory, _ = up(api, state, Cloud(), loaded_spec(1, machine="a4-highgpu-8g"), Recorder())
-    assert inventory.env == {"LD_LIBRARY_PATH": "/usr/local/gib/lib64"}
+def test_jobs_on_a4_keep_their_own_library_path(api: FakeCompute, state: ClusterState) -> None:
+    """The gIB plugin is found through the node's dynamic linker path (its boot script adds
+    it there); a job's LD_LIBRARY_PATH stays what the image or the cluster file set."""
+    inventory, _ = up(
+        api,
+        state,
+        Cloud(),
+        loaded_spec(1, machine="a4-highgpu-8g", extra="  spot: true\n"),
+        Recorder(),
+    )
+    assert "LD_LIBRARY_PATH" not in inventory.env
 
 
 def test_open_ssh_is_warned_loudly_during_up(api: FakeCompute, state: ClusterState) -> None:
@@ -1024,9 +1055,9 @@ def test_plan_notes_warn_and_price(state: ClusterState) -> None:
     [
         (
             "  provisioning: flex-start\n  max_run_hours: 72\n",
-            "capacity: flex-start (the VMs are created when Dynamic Workload Scheduler finds "
-            "capacity); reservation: none; max run time: 72h, then Compute Engine deletes "
-            "each VM",
+            "capacity: flex-start (all nodes in one request, created together when Dynamic "
+            "Workload Scheduler finds capacity for all); reservation: none; max run time: 72h, "
+            "then Compute Engine deletes each VM",
             "price: not in dlvm's table for flex-start VMs (they have a price of their own, "
             "neither on-demand nor Spot)",
         ),
@@ -1062,7 +1093,7 @@ def test_plan_shows_provisioning_reservation_and_max_run_time(
 
 
 def test_price_line_says_when_the_table_has_no_row() -> None:
-    line = price_line(loaded_spec(machine="a4-highgpu-8g").spec)
+    line = price_line(loaded_spec(machine="a4-highgpu-8g", extra="  spot: true\n").spec)
     assert line.startswith(
         "price: not in dlvm's table for a4-highgpu-8g with 8 x nvidia-b200 in us-central1"
     )
@@ -1136,7 +1167,7 @@ def test_os_login_puts_the_key_on_the_profile_and_logs_in_as_its_user(
     progress = Recorder()
     inventory, _ = up(api, state, Cloud(), loaded_spec(provider="  os_login: true\n"), progress)
     assert {n.user for n in inventory.nodes} == {"alice_example_com"}
-    [(path, body)] = [(p, b) for p, b in api.bodies if p.endswith(":importSshPublicKey")]
+    [(path, body)] = [(p, b) for p, b in api.posted if p.endswith(":importSshPublicKey")]
     assert path == "/v1/users/alice@example.com:importSshPublicKey"
     assert body == {"key": public_key}
     tfvars = json.loads((state.terraform_dir / "terraform.tfvars.json").read_text())
@@ -1217,3 +1248,167 @@ def test_os_login_asks_gcloud_for_the_account_when_the_token_does_not_name_it(
     with pytest.raises(ProvisionError) as caught:
         up(api, state, Cloud(), loaded_spec(provider="  os_login: true\n"), Recorder())
     assert caught.value.message.startswith("cannot tell which Google account dlvm acts as")
+
+
+# -- a flex-start gang: several flex-start nodes, all at once ------------------------------
+
+
+@pytest.fixture
+def no_pause(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gang, "POLL_S", 0.0)
+
+
+def resize_requests(api: FakeCompute) -> list[dict[str, Any]]:
+    return [body for path, body in api.posted if path.endswith("/resizeRequests")]
+
+
+def test_several_flex_start_nodes_are_one_request_for_all_of_them(
+    api: FakeCompute, state: ClusterState, no_pause: None
+) -> None:
+    """No VM of its own per node: the group gets one resize request naming every VM as dlvm
+    names it, with the run duration; the nodes exist once it succeeds, together."""
+    api.gang(P, A, "dlvm-t", states=["ACCEPTED", "ACCEPTED", "SUCCEEDED"])
+    cloud = Cloud()
+    progress = Recorder()
+    inventory, changed = up(api, state, cloud, flex_start_spec(3), progress, wait=3600)
+
+    [request] = resize_requests(api)
+    assert [item["name"] for item in request["instances"]] == ["t-node-0", "t-node-1", "t-node-2"]
+    assert request["requestedRunDuration"] == {"seconds": str(8 * 3600)}
+    assert "resizeBy" not in request
+    assert read_state(state.terraform_dir) == {}  # Terraform made the group, not the VMs
+    tfvars = json.loads((state.terraform_dir / "terraform.tfvars.json").read_text())
+    assert tfvars["flex_gang"] is True
+    assert [node.name for node in inventory.nodes] == ["node-0", "node-1", "node-2"]
+    assert {node.host_key for node in inventory.nodes} == {
+        f"ssh-ed25519 {host_key(name)}" for name in ("node-0", "node-1", "node-2")
+    }
+    assert changed
+    assert progress.notes[0] == (
+        f"flex-start: asking Dynamic Workload Scheduler for 3 node(s) at once in {A} "
+        "(node-0, node-1, node-2); nothing runs or bills until all have capacity"
+    )
+
+
+def test_a_gang_without_capacity_within_the_wait_is_withdrawn_with_nothing_made(
+    api: FakeCompute, state: ClusterState, no_pause: None
+) -> None:
+    api.gang(P, A, "dlvm-t", states=["ACCEPTED"])
+    with pytest.raises(ProvisionError) as caught:
+        up(api, state, Cloud(), flex_start_spec(2), Recorder(), wait=0.001)
+    assert caught.value.message == (
+        f"no capacity for all 2 flex-start node(s) in {A} within 0m: the request was "
+        "cancelled, no VM was created"
+    )
+    [request] = resize_requests(api)
+    name = request["name"]
+    base = f"/compute/v1/projects/{P}/zones/{A}/instanceGroupManagers/dlvm-t/resizeRequests"
+    assert (f"{base}/{name}/cancel", {}) in api.posted
+    assert ("DELETE", f"{base}/{name}", {}) in api.requests
+    assert api.calls("/instances/t-node-") == 0
+
+
+def test_a_failed_gang_request_says_why(
+    api: FakeCompute, state: ClusterState, no_pause: None
+) -> None:
+    api.gang(P, A, "dlvm-t", states=["ACCEPTED", "FAILED"])
+    with pytest.raises(ProvisionError) as caught:
+        up(api, state, Cloud(), flex_start_spec(2), Recorder(), wait=3600)
+    assert caught.value.message == (
+        f"the request for 2 flex-start node(s) in {A} ended FAILED: no capacity"
+    )
+
+
+def test_a_gang_asks_only_for_the_nodes_it_lacks_and_lets_go_of_the_others(
+    api: FakeCompute, state: ClusterState, no_pause: None
+) -> None:
+    """A node gone (its run ended, or it was replaced) comes back alone, in one request; a
+    node the cluster no longer has is deleted from the group."""
+    for name in ("t-node-0", "t-node-1", "t-node-3"):
+        api.instance(P, A, name, "RUNNING")
+    api.gang(P, A, "dlvm-t", states=["SUCCEEDED"], members=["t-node-0", "t-node-1", "t-node-3"])
+    inventory, _ = up(api, state, Cloud(), flex_start_spec(3), Recorder(), wait=3600)
+    [request] = resize_requests(api)
+    assert [item["name"] for item in request["instances"]] == ["t-node-2"]
+    [(_, deleted)] = [(p, b) for p, b in api.posted if p.endswith("/deleteInstances")]
+    assert deleted == {"instances": [f"zones/{A}/instances/t-node-3"]}
+    assert len(inventory.nodes) == 3
+
+
+def test_every_apply_creates_as_many_resources_at_once_as_the_cluster_has_nodes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Terraform's default of 10 would create nodes 11 and on only after the first ones."""
+    seen: list[list[str]] = []
+
+    class Stream:
+        def __iter__(self) -> Iterator[str]:
+            return iter([])
+
+        def finish(self) -> tuple[int, str]:
+            return 0, ""
+
+    def fake_open(argv: list[str]) -> Stream:
+        seen.append(argv)
+        return Stream()
+
+    monkeypatch.setattr(terraform_engine, "_open", fake_open)
+    terraform_engine.Terraform(tmp_path, parallelism=parallelism_for(16)).apply()
+    terraform_engine.Terraform(tmp_path, parallelism=parallelism_for(16)).destroy()
+    terraform_engine.Terraform(tmp_path).apply()
+    assert "-parallelism=16" in seen[0] and "-parallelism=16" in seen[1]
+    assert not any(arg.startswith("-parallelism") for arg in seen[2])
+    assert [parallelism_for(n) for n in (1, 16, 500)] == [10, 16, 64]
+    # `down` deletes them all at once too: its parallelism comes from the state dir's tfvars.
+    state = ClusterState("t", tmp_path / "state")
+    state.terraform_dir.mkdir(parents=True)
+    (state.terraform_dir / "terraform.tfvars.json").write_text(
+        json.dumps({"nodes": {f"node-{rank}": {"rank": rank} for rank in range(20)}})
+    )
+    destroy_module(state, SilentProgress())
+    assert "-parallelism=20" in seen[-1] and "-destroy" in seen[-1]
+
+
+def test_a_gang_node_is_replaced_by_deleting_it_and_asking_for_it_again(
+    api: FakeCompute, state: ClusterState, no_pause: None
+) -> None:
+    api.gang(P, A, "dlvm-t", states=["SUCCEEDED"])
+    loaded = flex_start_spec(2)
+    up(api, state, Cloud(), loaded, Recorder(), wait=3600)
+    request = converge_request(loaded, state, Recorder(), wait=3600)
+    inventory = replace_gcp_nodes(
+        request, ["node-1"], clients=api.clients(), terraform_factory=Cloud().terraform
+    )
+    deleted = [b for p, b in api.posted if p.endswith("/deleteInstances")]
+    assert deleted == [{"instances": [f"zones/{A}/instances/t-node-1"]}]
+    _, again = resize_requests(api)
+    assert [item["name"] for item in again["instances"]] == ["t-node-1"]
+    assert [node.name for node in inventory.nodes] == ["node-0", "node-1"]
+
+
+def test_a_private_gang_with_os_login_logs_in_as_the_profile_user_through_its_tunnels(
+    api: FakeCompute,
+    state: ClusterState,
+    no_pause: None,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """The gang's VMs are read from the API, not Terraform: they still get the login up found
+    (the OS Login profile's user, not ssh_user) and, without external addresses, a tunnel."""
+    tool = tmp_path / "bin" / "gcloud"
+    tool.parent.mkdir()
+    tool.write_text("#!/bin/sh\nexit 1\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tool.parent))
+    public_key = state.key_path.with_suffix(".pub").read_text().strip()
+    api.os_login("alice@example.com", "alice_example_com", public_key)
+    api.gang(P, A, "dlvm-t", states=["SUCCEEDED"])
+    text = loaded_spec(2, provider="  public_ip: false\n  os_login: true\n").text
+    loaded = load_spec_text(
+        text + "  provisioning: flex-start\n  max_run_hours: 8\n", Path("/nowhere/t.yaml")
+    )
+    inventory, _ = up(api, state, Cloud(), loaded, Recorder(), wait=3600)
+    assert {n.user for n in inventory.nodes} == {"alice_example_com"}
+    assert [n.proxy[:4] for n in inventory.nodes] == [
+        ("gcloud", "compute", "start-iap-tunnel", f"t-node-{rank}") for rank in range(2)
+    ]

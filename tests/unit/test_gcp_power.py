@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from gcp_fake import API, FakeCompute, running
 
-from dlvm_cluster.errors import ProvisionError
+from dlvm_cluster.errors import ProvisionError, UsageError
 from dlvm_cluster.inventory import Inventory, Node
+from dlvm_cluster.progress import SilentProgress
 from dlvm_cluster.providers.gcp.hostkeys import NodeRef
 from dlvm_cluster.providers.gcp.instances import halt, instance_states
 from dlvm_cluster.providers.gcp.power import SELF_DELETE, SELF_STOP, autostop_deletions
@@ -137,3 +138,22 @@ def test_a_node_that_cannot_delete_its_vm_powers_it_off_instead(tmp_path: Path) 
     )
     assert (tmp_path / "shutdown").read_text() == "-h now\n"
     assert "powering it off instead" in done.stderr
+
+
+def test_flex_start_vms_are_not_stopped_but_told_to_go_down(
+    api: FakeCompute, tmp_path: Path
+) -> None:
+    """Compute Engine keeps no capacity for a stopped flex-start VM: `dlvm stop` refuses,
+    before any API call, and names `down`."""
+    state = ClusterState("c", tmp_path)
+    (tmp_path / "terraform").mkdir()
+    (tmp_path / "terraform" / "terraform.tfvars.json").write_text(
+        json.dumps({"project": P, "zone": ZONE, "provisioning_model": "FLEX_START"})
+    )
+    inventory = Inventory("c", (Node("node-0", 0, "10.0.0.2", 22, "dlvm", ""),))
+    api.instance(P, ZONE, instance_name("c", "node-0"), "RUNNING")
+    with pytest.raises(UsageError) as caught:
+        ComputeEngine().stop_nodes(state, inventory, SilentProgress(), by="dlvm stop")
+    assert "flex-start VMs, which cannot be stopped" in caught.value.message
+    assert "`dlvm down`" in caught.value.hint
+    assert api.calls("/instances/") == 0

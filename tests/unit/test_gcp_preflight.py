@@ -14,7 +14,11 @@ from dlvm_cluster.providers import load_spec_text
 from dlvm_cluster.providers.base import Reach
 from dlvm_cluster.providers.gcp.credentials import compute_clients, default_credentials
 from dlvm_cluster.providers.gcp.preflight import preflight, spec_warnings
-from dlvm_cluster.providers.gcp.tfvars import DEFAULT_IMAGE_FAMILY, DLVM_IMAGE_PROJECT
+from dlvm_cluster.providers.gcp.tfvars import (
+    DEFAULT_IMAGE_FAMILY,
+    DLVM_IMAGE_PROJECT,
+    ReservedCapacity,
+)
 from dlvm_cluster.spec.model import ClusterSpec
 
 P = "p"
@@ -23,6 +27,8 @@ ZONES = ["us-central1-a", "us-central1-b", "us-central1-c", "us-central1-f"]
 IMAGE = "pytorch-2-9-cu129-ubuntu-2204-nvidia-580-v20261101"
 REGION_QUOTAS = {
     "CPUS": (2400.0, 0.0),
+    "A2_CPUS": (2400.0, 0.0),
+    "G2_CPUS": (2400.0, 0.0),
     "NVIDIA_T4_GPUS": (8.0, 0.0),
     "PREEMPTIBLE_NVIDIA_T4_GPUS": (0.0, 0.0),
     "NVIDIA_L4_GPUS": (8.0, 0.0),
@@ -126,6 +132,40 @@ def test_nodes_that_already_exist_hold_their_quota(api: FakeCompute) -> None:
     preflight(spec_of(A100), api.clients(), count=3, existing_nodes=2)
 
 
+def test_family_cpu_quota_is_checked_before_the_networks_exist(api: FakeCompute) -> None:
+    # The fake's machine types have 12 vCPUs: 2 a2 nodes need 24 of A2_CPUS.
+    api.region(P, REGION, ZONES, {**REGION_QUOTAS, "A2_CPUS": (32.0, 12.0)})
+    error = failure(spec_of(A100), api)
+    assert error.message == (
+        "quota A2_CPUS in us-central1 is 32 vCPUs with 12 in use; this cluster needs 24 more"
+    )
+    api.region(P, REGION, ZONES, {**REGION_QUOTAS, "CPUS": (16.0, 0.0)})
+    assert "quota CPUS in us-central1 is 16 vCPUs" in failure(spec_of(T4), api).message
+
+
+def test_addresses_and_boot_disks_are_checked(api: FakeCompute) -> None:
+    api.region(P, REGION, ZONES, {**REGION_QUOTAS, "IN_USE_ADDRESSES": (8.0, 7.0)})
+    assert (
+        "quota IN_USE_ADDRESSES in us-central1 is 8 addresses" in failure(spec_of(T4), api).message
+    )
+    api.region(P, REGION, ZONES, {**REGION_QUOTAS, "SSD_TOTAL_GB": (300.0, 0.0)})
+    # Two 200 GB pd-balanced boot disks.
+    assert failure(spec_of(T4), api).message == (
+        "quota SSD_TOTAL_GB in us-central1 is 300 GB with 0 in use; this cluster needs 400 more"
+    )
+
+
+def test_flex_start_takes_preemptible_gpu_quota_only(api: FakeCompute) -> None:
+    # A100 has standard quota to spare but no preemptible quota: flex-start VMs consume the
+    # latter (Google), so standard quota does not make up for it as it does for Spot.
+    api.region(P, REGION, ZONES, {**REGION_QUOTAS, "PREEMPTIBLE_NVIDIA_A100_GPUS": (0.0, 0.0)})
+    flex = A100 + "  provisioning: flex-start\n  max_run_hours: 8\n"
+    assert "quota PREEMPTIBLE_NVIDIA_A100_GPUS in us-central1 is 0 GPUs" in (
+        failure(spec_of(flex), api).message
+    )
+    preflight(spec_of(A100 + "  spot: true\n"), api.clients())
+
+
 def test_all_regions_quota_exceeded(api: FakeCompute) -> None:
     api.project(P, {"GPUS_ALL_REGIONS": (0.0, 0.0)})
     error = failure(spec_of(T4), api)
@@ -142,9 +182,19 @@ def test_quota_dlvm_cannot_read_is_a_warning(api: FakeCompute) -> None:
     assert any("GPUS_ALL_REGIONS" in warning for warning in report.warnings)
 
 
-def test_gpu_type_missing_in_a_zone_names_the_zones_that_have_it(api: FakeCompute) -> None:
+def test_a_zone_without_the_gpu_type_is_skipped_with_a_warning(api: FakeCompute) -> None:
     api.accelerators(P, "us-central1-b", {"nvidia-l4": 8})
-    error = failure(spec_of(T4), api)
+    report = preflight(spec_of(T4), api.clients())
+    assert report.zones == ("us-central1-a",)
+    assert (
+        "GPU type nvidia-tesla-t4 is not offered in zone us-central1-b (offered there: "
+        "nvidia-l4): that zone is skipped"
+    ) in report.warnings
+
+
+def test_gpu_type_missing_in_every_zone_names_the_zones_that_have_it(api: FakeCompute) -> None:
+    api.accelerators(P, "us-central1-b", {"nvidia-l4": 8})
+    error = failure(spec_of(T4, zones=["us-central1-b"]), api)
     assert error.message == (
         "GPU type nvidia-tesla-t4 is not offered in zone us-central1-b (offered there: nvidia-l4)"
     )
@@ -178,7 +228,8 @@ def test_machine_type_missing_in_a_zone(api: FakeCompute) -> None:
     api.routes.pop(
         ("GET", f"/compute/v1/projects/{P}/zones/us-central1-b/machineTypes/g2-standard-12")
     )
-    error = failure(spec_of(L4_SPOT), api)
+    assert preflight(spec_of(L4_SPOT), api.clients()).zones == ("us-central1-a",)
+    error = failure(spec_of(L4_SPOT, zones=["us-central1-b"]), api)
     assert error.message == "machine type g2-standard-12 is not offered in zone us-central1-b"
     assert "us-central1-a, us-central1-c, us-central1-f" in error.hint
 
@@ -497,6 +548,33 @@ def test_a_named_reservation_keeps_the_zones_it_has_room_in(api: FakeCompute) ->
     assert api.calls(f"/zones/{ZONES[1]}/reservations/a100-pool") == 1
 
 
+def test_a_dense_reservation_makes_the_nodes_reservation_bound_in_its_placement(
+    api: FakeCompute,
+) -> None:
+    api.reservation(
+        P,
+        ZONES[0],
+        "a100-pool",
+        "a2-highgpu-2g",
+        count=4,
+        deployment_type="DENSE",
+        placement_policy="a100-placement",
+    )
+    api.reservation(P, ZONES[1], "a100-pool", "a2-highgpu-2g", count=4)
+    report = preflight(spec_of(A100_RESERVED), api.clients())
+    assert report.reserved == {
+        ZONES[0]: ReservedCapacity(
+            dense=True,
+            placement_policy="projects/p/regions/us-central1/resourcePolicies/a100-placement",
+        ),
+        ZONES[1]: ReservedCapacity(dense=False, placement_policy=""),
+    }
+    # Reservation-bound VMs take no maximum run time: refused before anything is made.
+    error = failure(spec_of(A100_RESERVED + "  max_run_hours: 8\n", zones=ZONES[:1]), api)
+    assert error.message.startswith(f"reservation a100-pool in {ZONES[0]} is a dense reservation")
+    assert "remove nodes.max_run_hours" in error.hint
+
+
 def test_a_reservation_made_from_an_instance_template_is_not_held_to_a_machine_type(
     api: FakeCompute,
 ) -> None:
@@ -671,7 +749,7 @@ def _with_storage(nodes: str, storage: str, provider_extra: str = "") -> str:
     )
 
 
-A4 = "  count: 2\n  machine_type: a4-highgpu-8g\n"
+A4 = "  count: 2\n  machine_type: a4-highgpu-8g\n  spot: true\n"
 
 
 def test_rdma_shapes_need_the_roce_profile_of_each_zone(api: FakeCompute) -> None:
@@ -679,14 +757,16 @@ def test_rdma_shapes_need_the_roce_profile_of_each_zone(api: FakeCompute) -> Non
     for zone in ZONES:
         api.machine_type(P, zone, "a4-highgpu-8g", ("nvidia-b200", 8))
     api.roce_profile(P, ZONES[0])
-    error = failure(spec_of(A4), api)
-    assert error.message == (
+    report = preflight(spec_of(A4), api.clients())
+    assert report.zones == (ZONES[0],)
+    assert (
         "zone us-central1-b has no RoCE network profile (us-central1-b-vpc-roce): the RDMA NICs "
-        "of a4-highgpu-8g cannot be attached there"
-    )
+        "of a4-highgpu-8g cannot be attached there: that zone is skipped"
+    ) in report.warnings
+    error = failure(spec_of(A4, zones=[ZONES[1]]), api)
+    assert error.message.startswith("zone us-central1-b has no RoCE network profile")
     api.roce_profile(P, ZONES[1])
-    assert preflight(spec_of(A4), api.clients()).gpus_per_node == 8
-    assert api.calls("/global/networkProfiles/us-central1-a-vpc-roce") == 2
+    assert preflight(spec_of(A4), api.clients()).zones == tuple(ZONES[:2])
 
 
 def test_shapes_without_rdma_read_no_network_profile(api: FakeCompute) -> None:
@@ -715,3 +795,38 @@ def test_doctor_checks_the_tunnel_tool_for_private_nodes(
         c.name: c for c in ComputeEngine().doctor(spec_of(T4, extra="  public_ip: false\n"), reach)
     }
     assert names["IAP tunnel (gcloud)"].ok
+
+
+# -- what the shape alone says (plan and up) -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("nodes", "expected"),
+    [
+        ("  machine_type: a3-megagpu-8g\n", "on-demand capacity of a3-megagpu-8g is rarely"),
+        ("  machine_type: a3-highgpu-8g\n  spot: true\n", "GPUDirect-TCPX needs Google's TCPX"),
+        (
+            "  machine_type: n1-standard-8\n  accelerator: {type: nvidia-tesla-v100, count: 1}\n",
+            "nvidia-tesla-v100 is older than Turing",
+        ),
+    ],
+)
+def test_the_shape_warns_of_what_would_disappoint(nodes: str, expected: str) -> None:
+    warnings = spec_warnings(spec_of("  count: 2\n" + nodes))
+    assert any(warning.startswith(expected) for warning in warnings), warnings
+
+
+@pytest.mark.parametrize(
+    "nodes",
+    [
+        "  machine_type: a3-megagpu-8g\n  reservation: h100-pool\n",
+        "  machine_type: a3-megagpu-8g\n  provisioning: flex-start\n  max_run_hours: 8\n",
+        # An image of the user's own, outside the Deep Learning VM project: its kernel decides.
+        "  machine_type: a3-highgpu-8g\n  spot: true\n"
+        "  image: projects/my-images/global/images/family/ubuntu-2204-tcpx\n",
+        "  machine_type: n1-standard-8\n  accelerator: {type: nvidia-tesla-v100, count: 1}\n"
+        "  image: common-cu124-ubuntu-2204-nvidia-550\n",
+    ],
+)
+def test_shapes_that_fit_their_capacity_and_image_say_nothing(nodes: str) -> None:
+    assert spec_warnings(spec_of("  count: 2\n" + nodes)) == []

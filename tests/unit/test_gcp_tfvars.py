@@ -16,12 +16,14 @@ from dlvm_cluster.providers.gcp.identity import service_account_id
 from dlvm_cluster.providers.gcp.tfvars import (
     DEFAULT_IMAGE_FAMILY,
     ImageRef,
+    ReservedCapacity,
     gcp_tfvars,
     gpus_per_node,
     image_ref,
     instance_address,
     instance_name,
     node_shape,
+    reserved_in_use,
     state_tfvars,
     zone_in_use,
 )
@@ -83,7 +85,9 @@ def test_a100_torchrun_example_renders_field_by_field() -> None:
         "reservation_affinity": "",
         "reservation_name": "",
         "create_timeout": "30m",
+        "flex_gang": False,
         "compact_placement": True,
+        "placement_policy": "",
         "nic_type": "GVNIC",
         "network": "",
         "subnetwork": "",
@@ -92,7 +96,7 @@ def test_a100_torchrun_example_renders_field_by_field() -> None:
         "gpu_vpc_nics": 0,
         "gpu_vpc_mtu": 8244,
         "rdma_nics": 0,
-        "gpu_cidr_range": "172.16.0.0/12",
+        "gpu_cidr_range": "10.96.0.0/11",
         "startup_script": "",
         "public_ip": True,
         "allowed_ssh_cidrs": ["203.0.113.7/32"],
@@ -138,7 +142,9 @@ def test_spot_l4_horovod_example_renders_field_by_field() -> None:
         "reservation_affinity": "",
         "reservation_name": "",
         "create_timeout": "30m",
+        "flex_gang": False,
         "compact_placement": False,
+        "placement_policy": "",
         "nic_type": "GVNIC",
         "network": "",
         "subnetwork": "",
@@ -146,7 +152,7 @@ def test_spot_l4_horovod_example_renders_field_by_field() -> None:
         "gpu_vpc_nics": 0,
         "gpu_vpc_mtu": 8244,
         "rdma_nics": 0,
-        "gpu_cidr_range": "172.16.0.0/12",
+        "gpu_cidr_range": "10.96.0.0/11",
         "startup_script": "",
         "public_ip": True,
         "allowed_ssh_cidrs": ["203.0.113.0/24"],
@@ -425,6 +431,21 @@ def test_capacity_keys_render_as_scheduling_and_reservation_affinity(
             "projects/PROJECT/reservations/NAME",
         ),
         ("  reservation: zones/us-central1-a/reservations/r\n", "nodes.reservation", None),
+        (
+            "  provisioning: flex-start\n  max_run_hours: 8\n  min_count: 1\n",
+            "nodes.min_count",
+            "flex-start nodes are created all at once or not at all",
+        ),
+        (
+            "  provisioning: flex-start\n  max_run_hours: 8\nautostop:\n  action: stop\n",
+            "autostop.action",
+            "flex-start VMs cannot be stopped",
+        ),
+        (
+            "  provisioning: reservation-bound\n  reservation: r\n  max_run_hours: 24\n",
+            "nodes.max_run_hours",
+            "reservation-bound VMs run until their reservation ends",
+        ),
     ],
 )
 def test_capacity_keys_that_contradict_are_refused_at_their_line(
@@ -441,8 +462,19 @@ def test_capacity_keys_that_contradict_are_refused_at_their_line(
     assert error.location.line == line
 
 
+def test_flex_start_with_autostop_s_default_action_is_refused() -> None:
+    """autostop's default action is stop, which flex-start VMs cannot take."""
+    text = BASE + (
+        "nodes:\n  count: 2\n  machine_type: a3-highgpu-8g\n  provisioning: flex-start\n"
+        "  max_run_hours: 8\nautostop:\n  idle_minutes: 30\n"
+    )
+    refused(text, "autostop", "set autostop.action to down")
+    load_spec_text(text + "  action: down\n", Path("/nowhere/t.yaml"))
+
+
 NOT_OFFERED = "flex-start VMs are not offered for"
 SPOT_OR_FLEX = "is offered only as Spot or flex-start VMs, not standard"
+NO_ON_DEMAND = "Google offers no on-demand capacity for"
 
 
 @pytest.mark.parametrize(
@@ -494,6 +526,23 @@ SPOT_OR_FLEX = "is offered only as Spot or flex-start VMs, not standard"
             "nodes.accelerator",
             f"a3-highgpu-4g {SPOT_OR_FLEX}",
         ),
+        # A4, A4X, A3 Ultra: no on-demand capacity; a reservation, flex-start or Spot.
+        ("  machine_type: a4-highgpu-8g\n", "nodes.machine_type", f"{NO_ON_DEMAND} a4-highgpu-8g:"),
+        (
+            "  machine_type: a3-ultragpu-8g\n  provisioning: standard\n",
+            "nodes.provisioning",
+            f"{NO_ON_DEMAND} a3-ultragpu-8g:",
+        ),
+        (
+            "  machine_type: a4x-highgpu-4g\n  reservation: none\n",
+            "nodes.machine_type",
+            f"{NO_ON_DEMAND} a4x-highgpu-4g:",
+        ),
+        (
+            "  accelerator: {type: nvidia-b200, count: 8}\n",
+            "nodes.accelerator",
+            f"{NO_ON_DEMAND} a4-highgpu-8g:",
+        ),
         # A reservation cannot be consumed by Spot VMs.
         (
             "  machine_type: a3-highgpu-8g\n  spot: true\n  reservation: h100-pool\n",
@@ -531,6 +580,10 @@ def test_capacity_compute_engine_does_not_offer_is_refused_at_its_line(
         "  machine_type: a3-highgpu-1g\n  provisioning: reservation-bound\n  reservation: r\n",
         "  machine_type: g2-standard-12\n  provisioning: flex-start\n  max_run_hours: 8\n",
         "  machine_type: a4-highgpu-8g\n  provisioning: flex-start\n  max_run_hours: 168\n",
+        "  machine_type: a4-highgpu-8g\n  reservation: b200-pool\n",
+        "  machine_type: a3-ultragpu-8g\n  reservation: any\n",
+        "  machine_type: a4-highgpu-8g\n  spot: true\n",
+        "  machine_type: a3-ultragpu-8g\n  provisioning: reservation-bound\n  reservation: r\n",
         "  machine_type: h4d-highmem-192\n  provisioning: flex-start\n  max_run_hours: 8\n",
         "  accelerator: {type: nvidia-tesla-a100, count: 2}\n  provisioning: flex-start\n"
         "  max_run_hours: 8\n",
@@ -549,6 +602,41 @@ def test_capacity_compute_engine_offers_loads(nodes: str) -> None:
 def test_the_wait_of_up_is_the_create_timeout(wait: float | None, rendered: str) -> None:
     spec = spec_of("  count: 1\n")
     assert gcp_tfvars(spec, public_key=KEY, wait=wait)["create_timeout"] == rendered
+
+
+def test_standard_nodes_on_a_dense_reservation_are_reservation_bound_in_its_placement() -> None:
+    """Compute Engine refuses STANDARD VMs consuming a DENSE reservation, and a VM consumes a
+    reservation made with a placement policy only if it names that policy; preflight reads
+    both from the reservation, and the user writes neither."""
+    spec = spec_of("  count: 2\n  machine_type: a3-megagpu-8g\n  reservation: h100-dense\n")
+    plain = gcp_tfvars(spec, public_key=KEY)
+    assert (plain["provisioning_model"], plain["placement_policy"]) == ("STANDARD", "")
+    policy = "projects/p/regions/us-central1/resourcePolicies/h100-placement"
+    tfvars = gcp_tfvars(spec, public_key=KEY, reserved=ReservedCapacity(True, policy))
+    assert tfvars["provisioning_model"] == "RESERVATION_BOUND"
+    assert tfvars["termination_action"] == "DELETE"
+    assert tfvars["max_run_hours"] is None
+    assert (tfvars["reservation_affinity"], tfvars["reservation_name"]) == (
+        "SPECIFIC_RESERVATION",
+        "h100-dense",
+    )
+    assert (tfvars["placement_policy"], tfvars["compact_placement"]) == (policy, False)
+    # A flexible reservation: the provisioning stays as written.
+    flexible = gcp_tfvars(spec, public_key=KEY, reserved=ReservedCapacity(False, ""))
+    assert flexible["provisioning_model"] == "STANDARD"
+
+
+def test_a_later_render_keeps_what_preflight_read_of_the_reservation(tmp_path: Path) -> None:
+    spec = spec_of("  count: 2\n  machine_type: a3-megagpu-8g\n  reservation: h100-dense\n")
+    policy = "projects/p/regions/us-central1/resourcePolicies/h100-placement"
+    applied = gcp_tfvars(spec, public_key=KEY, reserved=ReservedCapacity(True, policy))
+    path = tmp_path / "terraform.tfvars.json"
+    path.write_text(json.dumps(applied))
+    zone = applied["zone"]
+    assert reserved_in_use(path, spec.nodes, zone) == ReservedCapacity(True, policy)
+    other = spec_of("  count: 2\n  machine_type: a3-megagpu-8g\n  reservation: other\n")
+    assert reserved_in_use(path, other.nodes, zone) is None
+    assert reserved_in_use(path, spec.nodes, "us-central1-b") is None
 
 
 def test_explicit_node_names_keep_their_order_as_ranks() -> None:

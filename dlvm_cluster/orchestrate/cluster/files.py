@@ -140,6 +140,11 @@ class SetupReport:
     ran: tuple[str, ...]
     unchanged: tuple[str, ...]
     horovod: tuple[str, ...] = ()  # nodes that got Horovod installed (cluster/horovod.py)
+    # The transport jobs use between the nodes' GPUs, where the nodes set one up at boot
+    # (cluster/boot.py): the GPU network's, or plain NCCL when a node's setup failed (those
+    # nodes, with the step that failed); "" for nodes without one.
+    gpu_network: str = ""
+    gpu_network_failed: tuple[str, ...] = ()
 
 
 def run_setup(

@@ -11,6 +11,7 @@ from dlvm_cluster import providers
 from dlvm_cluster.errors import RemoteError, UsageError
 from dlvm_cluster.inventory import Inventory
 from dlvm_cluster.orchestrate.cluster import autostop, power
+from dlvm_cluster.orchestrate.cluster.boot import wait_for_boot
 from dlvm_cluster.orchestrate.cluster.files import (
     SetupReport,
 )
@@ -226,6 +227,9 @@ def start(state: ClusterState, progress: Progress) -> StartResult:
             install_watcher(
                 pool, state, inventory, loaded, progress, inventory.nodes, restarted=bool(started)
             )
+            # Each started VM runs its boot-time setup again.
+            readiness = providers.for_spec(loaded.spec).boot_readiness(loaded.spec)
+            wait_for_boot(pool, inventory.nodes, readiness, progress)
         power.record_usage(state, inventory)
     return StartResult(inventory, tuple(started), time.monotonic() - begun)
 

@@ -13,6 +13,7 @@ from dataclasses import replace
 from dlvm_cluster import providers, secret_env
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.orchestrate.cluster import autostop
+from dlvm_cluster.orchestrate.cluster.boot import wait_for_boot
 from dlvm_cluster.orchestrate.cluster.files import (
     SetupReport,
     install_secrets,
@@ -173,7 +174,8 @@ def prepare_nodes(
     """Bring `nodes` to the spec: SSH ready, intra-cluster SSH (on every node, so old and new
     nodes know each other), the autostop watcher (`restarted`: the nodes just started, so
     max_hours counts from now), secrets, storage, files, setup, and Horovod where the job
-    needs it."""
+    needs it; then waits until every node of the cluster has finished its boot-time setup
+    (the GPU network of A3/A4 VMs), all on one transport, before a job can run."""
     wait_for_ssh(pool, nodes, progress)
     install_mesh(
         pool,
@@ -193,4 +195,11 @@ def prepare_nodes(
     synced = push_files(pool, loaded, nodes, progress)
     setup = run_setup(pool, inventory, loaded, nodes, progress, rerun=rerun)
     horovod = ensure_horovod(pool, inventory, loaded, nodes, progress)
-    return synced, replace(setup, horovod=horovod)
+    readiness = providers.for_spec(loaded.spec).boot_readiness(loaded.spec)
+    booted = wait_for_boot(pool, inventory.nodes, readiness, progress)
+    return synced, replace(
+        setup,
+        horovod=horovod,
+        gpu_network=booted.transport if booted else "",
+        gpu_network_failed=booted.fell_back if booted else (),
+    )

@@ -24,17 +24,19 @@ functions that call the API.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
 from dlvm_cluster.errors import ProvisionError
-from dlvm_cluster.inventory import Inventory, from_terraform_outputs
+from dlvm_cluster.inventory import Inventory, from_terraform_outputs, node_name
 from dlvm_cluster.providers.base import Converge
 from dlvm_cluster.providers.gcp.config import gcp_config, gcp_nodes
 from dlvm_cluster.providers.gcp.credentials import ComputeClients, compute_clients
 from dlvm_cluster.providers.gcp.flexwait import capacity_watch
-from dlvm_cluster.providers.gcp.gpu_network import job_environment
+from dlvm_cluster.providers.gcp.gang import fill_gang, gang_outputs, remove_members
 from dlvm_cluster.providers.gcp.hostkeys import (
     NodeRef,
     node_refs,
@@ -55,11 +57,11 @@ from dlvm_cluster.providers.gcp.oslogin import register_key
 from dlvm_cluster.providers.gcp.preflight import PreflightReport, preflight
 from dlvm_cluster.providers.gcp.report import applied_tfvars, node_states, warning_lines
 from dlvm_cluster.providers.gcp.tfvars import (
+    DEFAULT_CREATE_TIMEOUT_S,
     Login,
     gpus_per_node,
     instance_address,
     instance_name,
-    node_shape,
     state_tfvars,
 )
 from dlvm_cluster.providers.gcp.zone_loop import (
@@ -69,7 +71,12 @@ from dlvm_cluster.providers.gcp.zone_loop import (
 )
 from dlvm_cluster.provision.modules import module_dir
 from dlvm_cluster.provision.render import RenderedModule
-from dlvm_cluster.provision.terraform import RunResult, Terraform, init_if_needed
+from dlvm_cluster.provision.terraform import (
+    RunResult,
+    Terraform,
+    init_if_needed,
+    parallelism_for,
+)
 from dlvm_cluster.spec.model import ClusterSpec
 from dlvm_cluster.state import ClusterState
 
@@ -142,9 +149,9 @@ def provision_gcp(
             f"the nodes are in {where}, which is not in provider.zones: they are recreated in "
             f"{report.zones[0]}"
         )
-    make = terraform_factory or Terraform
+    make = terraform_factory or _terraform(spec)
     terraform = make(state.terraform_dir, capacity_watch(request, api))
-    if gcp_nodes(spec).provisioning_model == "flex-start":
+    if gcp_nodes(spec).provisioning_model == "flex-start" and not module.tfvars["flex_gang"]:
         progress.note(
             f"flex-start: each VM waits up to {module.tfvars['create_timeout']} for capacity "
             "from Dynamic Workload Scheduler"
@@ -161,12 +168,57 @@ def provision_gcp(
         progress,
         report=report,
         keep=keep,
-        sweep=lambda zone, held: sweep_zone(api, provider.project, spec.name, zone, held, began),
+        # A gang's VMs are never in Terraform's state: the group holds them, not a sweep.
+        sweep=None
+        if module.tfvars["flex_gang"]
+        else lambda zone, held: sweep_zone(api, provider.project, spec.name, zone, held, began),
         wait=request.wait,
     )
     # Moving zones recreates every node anyway: no -replace for addresses left behind.
     result, changed = loop.run(home if keep else None, replace if keep else [])
-    return _inventory(request, api, result, report.gpus_per_node, pinned), changed
+    result, added = _gang(request, api, result, user=login.user)
+    return _inventory(request, api, result, report.gpus_per_node, pinned), changed or added
+
+
+def _terraform(spec: ClusterSpec) -> functools.partial[Terraform]:
+    """Terraform with a parallelism of the node count, so that all nodes are created at once."""
+    return functools.partial(Terraform, parallelism=parallelism_for(spec.nodes.count))
+
+
+def _gang(
+    request: Converge,
+    api: ComputeClients,
+    result: RunResult,
+    *,
+    user: str,
+    replace: Sequence[str] = (),
+) -> tuple[RunResult, bool]:
+    """A flex-start gang (the module's `flex_gang` output names its group): the nodes it lacks
+    (`replace`: also those named), asked for all at once and waited for, then the `nodes`
+    output read from the API, with `user` as the login (the module's `ssh_user`). Other
+    clusters: `result` as it is."""
+    group = str(result.outputs.get("flex_gang") or "")
+    if not group:
+        return result, False
+    spec, progress = request.spec, request.progress
+    project, zone = gcp_config(spec).project, str(result.outputs["zone"])
+    names = [node_name(rank) for rank in range(spec.nodes.count)]
+    if replace:
+        progress.note(f"deleting {', '.join(replace)} from the flex-start gang to make them anew")
+        remove_members(api, project, zone, group, [instance_name(spec.name, n) for n in replace])
+    added = fill_gang(
+        api,
+        project,
+        zone,
+        group,
+        spec.name,
+        names,
+        run_hours=gcp_nodes(spec).max_run_hours or 0,
+        wait_s=request.wait or DEFAULT_CREATE_TIMEOUT_S,
+        progress=progress,
+    )
+    nodes = gang_outputs(api, project, zone, spec.name, names, user)
+    return dataclasses.replace(result, outputs={**result.outputs, "nodes": nodes}), bool(added)
 
 
 def _bring_back(
@@ -226,11 +278,15 @@ def replace_gcp_nodes(
     api = clients if clients is not None else compute_clients()
     module = render_gcp(spec, state, wait=request.wait)
     module.write(state.terraform_dir)
-    make = terraform_factory or Terraform
+    make = terraform_factory or _terraform(spec)
     terraform = make(state.terraform_dir, capacity_watch(request, api))
     progress.stage(f"terraform: replacing {', '.join(names)}")
     init_if_needed(terraform, module.source, state.terraform_dir)
-    result = terraform.apply(replace=[instance_address(name) for name in names])
+    if module.tfvars["flex_gang"]:
+        user = str(module.tfvars["ssh_user"])
+        result, _ = _gang(request, api, terraform.apply(), user=user, replace=names)
+    else:
+        result = terraform.apply(replace=[instance_address(name) for name in names])
     gpus = request.previous.gpus_per_node if request.previous else gpus_per_node(spec)
     return _inventory(request, api, result, gpus)
 
@@ -260,9 +316,10 @@ def _inventory(
         else:
             unknown.append(ref)
     keys.update(read_host_keys(api, project, unknown))
-    env = job_environment(node_shape(gcp_nodes(request.spec)).machine_type)
+    # No variables of the provider's: an A3/A4 node's NCCL plugin is found through the
+    # dynamic linker's path and /etc/nccl.conf, which its boot script writes.
     inventory = from_terraform_outputs(
-        request.spec.name, with_host_keys(outputs, keys), env=env, gpus_per_node=gpus
+        request.spec.name, with_host_keys(outputs, keys), env={}, gpus_per_node=gpus
     )
     provider = gcp_config(request.spec)
     if provider.public_ip:

@@ -50,6 +50,8 @@ class ComputeClients:
     instances: Any
     zone_operations: Any
     rest: Any  # rest.GoogleRest: Cloud Storage, Organization Policy, OS Login, IAM
+    group_managers: Any  # managed instance groups (a flex-start gang's)
+    resize_requests: Any  # their resize requests
 
 
 def compute_clients(credentials: Any = None, *, api_endpoint: str | None = None) -> ComputeClients:
@@ -74,6 +76,8 @@ def compute_clients(credentials: Any = None, *, api_endpoint: str | None = None)
         instances=make(compute_v1.InstancesClient),
         zone_operations=make(compute_v1.ZoneOperationsClient),
         rest=google_rest(creds, api_endpoint, REQUEST_TIMEOUT),
+        group_managers=make(compute_v1.InstanceGroupManagersClient),
+        resize_requests=make(compute_v1.InstanceGroupManagerResizeRequestsClient),
     )
 
 

@@ -13,7 +13,8 @@ receive-data-path manager running beside the job):
 This module holds every version dlvm installs for them (one place), the node setup that
 installs them (a boot script, `startup-script` metadata, so it runs again after every boot,
 when the receive-data-path manager must be started again), the NCCL settings that script
-writes to /etc/nccl.conf once the plugin works, and the environment jobs get.
+writes to /etc/nccl.conf once the plugin works (with the plugin's folder in the dynamic
+linker's path, so jobs need no variable of dlvm's).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dlvm_cluster.providers.base import BootReadiness
 from dlvm_cluster.providers.gcp import shapes
 
 # Pinned pairs, as Google pairs them in its Slurm prologs for these shapes: a plugin release and
@@ -57,6 +59,11 @@ _A3_MEGA_GPU_IFNAMES = (
 )
 
 SETUP_BODY = Path(__file__).with_name("gpu_network_setup.sh")
+# How long `up` waits for every node's boot script: the driver may take up to 30 minutes to
+# appear on a first boot (the script's own limit), then images are pulled or packages built.
+BOOT_TIMEOUT_S = 3600.0
+# What every node uses when one node's setup failed: NCCL's own transport.
+FALLBACK_TITLE = "NCCL over TCP sockets on the primary NIC"
 # MTU of the VPCs of GPU gVNICs (what Google's A3 blueprints give them) and of a RoCE VPC.
 GPU_VPC_MTU = 8244
 ROCE_MTU = 8896
@@ -74,17 +81,12 @@ class GpuNetwork:
     gpu_vpc_nics: int  # extra gVNICs, each on a VPC of its own
     gpu_vpc_mtu: int
     rdma_nics: int  # MRDMA NICs, all on one RoCE VPC
-    lib_dir: str  # where the plugin's libraries land: jobs get it in LD_LIBRARY_PATH
+    lib_dir: str  # where the plugin's libraries land: setup adds it to /etc/ld.so.conf.d
     # NCCL's and the plugin's variables, written to /etc/nccl.conf once setup succeeded (and
     # only then: with the plugin missing they would make NCCL fail rather than go slower).
     nccl_settings: dict[str, str] = field(default_factory=dict)
     # Interface names setup checks before writing them (primary first, then the GPU NICs).
     interfaces: tuple[str, ...] = ()
-
-    @property
-    def job_env(self) -> dict[str, str]:
-        """NCCL finds a net plugin (libnccl-net.so) through the library path."""
-        return {"LD_LIBRARY_PATH": self.lib_dir}
 
     @property
     def gpu_bandwidth_gbps(self) -> int:
@@ -206,12 +208,26 @@ def roce_profile(zone: str) -> str:
     return f"{zone}-vpc-roce"
 
 
-def job_environment(machine_type: str) -> dict[str, str]:
-    """What every setup, exec and job process on such a node gets (the inventory's provider
-    env: the cluster file's env overrides it). The rest of NCCL's settings are in
-    /etc/nccl.conf, written by setup once the plugin works."""
-    network = gpu_network(machine_type)
-    return dict(network.job_env) if network else {}
+def _a3_high_rxq_topology() -> str:
+    """RxDM's map of A3 High (protobuf text): for each GPU NIC, as Ubuntu names it, its PCI
+    address and the two GPUs beside it, each with the NIC's receive queues it owns. RxDM's
+    built-in `a3vm` preset assumes the NIC names of Container-Optimized OS (eth1..eth4)."""
+    # (NIC bus, its GPUs' buses): each NIC sits on the PCIe switch of two GPUs.
+    buses = (("06", ("04", "05")), ("0c", ("0a", "0b")), ("86", ("84", "85")), ("8c", ("8a", "8b")))
+    queues = ((8, 9, 10, 11), (12, 13, 14, 15))
+    lines: list[str] = []
+    for ifname, (nic_bus, gpu_buses) in zip(_A3_HIGH_GPU_IFNAMES, buses, strict=True):
+        lines.append("gpu_rxq_configs {")
+        for gpu_bus, owned in zip(gpu_buses, queues, strict=True):
+            lines.append("  gpu_infos {")
+            lines.append(f'    gpu_pci_addr: "0000:{gpu_bus}:00.0"')
+            lines.extend(f"    queue_ids: {queue}" for queue in owned)
+            lines.append("  }")
+        lines.append(f'  nic_pci_addr: "0000:{nic_bus}:00.0"')
+        lines.append(f'  ifname: "{ifname}"')
+        lines.append("}")
+    lines += ["rss_set_size: 8", "tcpd_queue_size: 8", "max_rx_rules: 100000"]
+    return "\n".join(lines) + "\n"
 
 
 def setup_script(network: GpuNetwork) -> str:
@@ -222,6 +238,7 @@ def setup_script(network: GpuNetwork) -> str:
             "PLUGIN_IMAGE": TCPX_PLUGIN_IMAGE,
             "RXDM_IMAGE": TCPX_RXDM_IMAGE,
             "UDS_PATH": TCPX_UDS_PATH,
+            "RXQ_TOPOLOGY": _a3_high_rxq_topology(),
         },
         "tcpxo": {
             "PLUGIN_IMAGE": TCPXO_PLUGIN_IMAGE,
@@ -230,6 +247,7 @@ def setup_script(network: GpuNetwork) -> str:
         "gib": {
             "GIB_VERSION": GIB_VERSION,
             "ENV_PROFILE": GIB_ENV_PROFILE,
+            "RDMA_NICS": str(network.rdma_nics),
         },
     }[network.stack]
     settings = "".join(f"{name}={value}\n" for name, value in network.nccl_settings.items())
@@ -243,6 +261,22 @@ def setup_script(network: GpuNetwork) -> str:
         f"DLVM_NCCL_SETTINGS={shlex.quote(settings)}",
     ]
     return "\n".join(header) + "\n" + SETUP_BODY.read_text()
+
+
+def boot_readiness(machine_type: str) -> BootReadiness | None:
+    """What orchestrate waits for on each node of such a shape: the boot script's verdict,
+    read by the script itself (`probe`), and the switch to plain NCCL (`fallback`)."""
+    network = gpu_network(machine_type)
+    if network is None:
+        return None
+    return BootReadiness(
+        title=network.title,
+        fallback_title=FALLBACK_TITLE,
+        script=setup_script(network),
+        probe="bash -s probe",
+        fallback="sudo -n bash -s fallback",
+        timeout_s=BOOT_TIMEOUT_S,
+    )
 
 
 def plan_line(machine_type: str) -> str | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from dlvm_cluster.errors import ProvisionError
+from dlvm_cluster.errors import ProvisionError, UsageError
 from dlvm_cluster.inventory import Inventory
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers.base import StopMark
@@ -24,6 +24,7 @@ from dlvm_cluster.providers.gcp.report import applied_tfvars
 from dlvm_cluster.state import ClusterState
 
 DELETE_GRANT = "compute.instances.delete on its own VM"
+FLEX_START = "FLEX_START"  # the tfvars' provisioning_model of flex-start VMs
 
 # The node powers its own VM off: Compute Engine then shows it TERMINATED, disk kept.
 SELF_STOP = "sudo -n shutdown -h now || shutdown -h now"
@@ -65,6 +66,13 @@ def _refs(
 
 
 def stop_instances(state: ClusterState, inventory: Inventory, progress: Progress) -> None:
+    if applied_tfvars(state).get("provisioning_model") == FLEX_START:
+        raise UsageError(
+            f"cluster {state.name!r} runs on flex-start VMs, which cannot be stopped: Compute "
+            "Engine holds no capacity for a stopped one, and its run time keeps counting",
+            hint="`dlvm down` deletes the VMs (nothing is billed after); `dlvm up` queues for "
+            "new capacity later",
+        )
     clients, project, refs = _refs(state, inventory)
     progress.stage("stopping VMs")
     for ref in refs:

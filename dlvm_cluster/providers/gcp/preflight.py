@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import shutil
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from dlvm_cluster.errors import ProvisionError
@@ -21,10 +21,12 @@ from dlvm_cluster.providers.gcp.credentials import REQUEST_TIMEOUT, ComputeClien
 from dlvm_cluster.providers.gcp.identity import IAP_SOURCE_RANGE, firewall_rules_needed
 from dlvm_cluster.providers.gcp.orgpolicy import read_policies
 from dlvm_cluster.providers.gcp.reservations import reservation_ref, reservation_zones
+from dlvm_cluster.providers.gcp.shape_warnings import shape_warnings
 from dlvm_cluster.providers.gcp.tfvars import (
     DEFAULT_IMAGE_FAMILY,
     DLVM_IMAGE_PROJECT,
     ImageRef,
+    ReservedCapacity,
     image_ref,
     node_shape,
 )
@@ -32,6 +34,24 @@ from dlvm_cluster.spec.model import ClusterSpec
 
 GLOBAL_GPU_METRIC = "GPUS_ALL_REGIONS"
 PREEMPTIBLE_QUOTA_MODELS = frozenset({"spot", "flex-start"})
+# CPU quota metrics of the families that have their own; the others count against CPUS.
+FAMILY_CPU_METRICS = {
+    "a2": "A2_CPUS",
+    "a3": "A3_CPUS",
+    "c2": "C2_CPUS",
+    "c2d": "C2D_CPUS",
+    "c3": "C3_CPUS",
+    "g2": "G2_CPUS",
+    "m1": "M1_CPUS",
+    "n2": "N2_CPUS",
+    "n2d": "N2D_CPUS",
+}
+# Boot disk types and the regional quota their size counts against.
+DISK_QUOTA_METRICS = {
+    "pd-standard": "DISKS_TOTAL_GB",
+    "pd-balanced": "SSD_TOTAL_GB",
+    "pd-ssd": "SSD_TOTAL_GB",
+}
 FAMILY_LIST_HINT = (
     "list the families with: gcloud compute images list --project deeplearning-platform-release "
     "--no-standard-images --format='value(family)' | sort -u"
@@ -48,6 +68,8 @@ class PreflightReport:
     gpus_per_node: int
     warnings: tuple[str, ...]
     os_login_required: bool = False  # an organization policy requires OS Login
+    # zone -> what the VMs must carry there to consume the named reservation
+    reserved: Mapping[str, ReservedCapacity] = field(default_factory=dict)
 
 
 def spec_warnings(spec: ClusterSpec) -> list[str]:
@@ -90,6 +112,7 @@ def spec_warnings(spec: ClusterSpec) -> list[str]:
             "manage_firewall is false: dlvm makes no firewall rules; the network needs these "
             "(ask its administrator): " + "; ".join(firewall_rules_needed(spec, provider))
         )
+    warnings.extend(shape_warnings(spec))
     return warnings
 
 
@@ -123,25 +146,31 @@ def preflight(
     region = _get_region(clients, provider)
     image = _check_image(clients, spec, provider)
     warnings.extend(_image_warnings(image, spec))
-    zones = _usable_zones(clients, provider, region, warnings)
-    gpus = 0
-    for zone in zones:
-        gpus = _check_zone_offers(clients, spec, provider, region, zone)
-        _check_roce_profile(clients, spec, provider, zone)
+    zones, offer = _offering_zones(
+        clients,
+        spec,
+        provider,
+        _usable_zones(clients, provider, region, warnings),
+        region,
+        warnings,
+    )
     wanted = (spec.nodes.count if count is None else count) - existing_nodes
     reservation = reservation_ref(spec, provider)
+    reserved: dict[str, ReservedCapacity] = {}
     if reservation is not None:
-        zones = reservation_zones(clients, spec, reservation, zones, wanted, warnings)
+        reserved = reservation_zones(clients, spec, reservation, zones, wanted, warnings)
+        zones = list(reserved)
     # A reservation took its quota when it was made: the VMs that consume it take none more.
-    if gpus and wanted > 0 and reservation is None:
-        _check_quotas(spec, provider, region, project, gpus * wanted, warnings)
+    if wanted > 0 and reservation is None:
+        _check_quotas(spec, provider, region, project, offer, wanted, warnings)
     return PreflightReport(
         zones=tuple(zones),
         image=str(image.name),
         image_disk_gb=int(image.disk_size_gb),
-        gpus_per_node=gpus,
+        gpus_per_node=offer.gpus,
         warnings=tuple(warnings),
         os_login_required=policies.os_login_required,
+        reserved=reserved,
     )
 
 
@@ -159,6 +188,48 @@ def check_tunnel_tool() -> str:
             f"needs roles/iap.tunnelResourceAccessor, and SSH is let in from {IAP_SOURCE_RANGE}",
         )
     return found
+
+
+@dataclass(frozen=True)
+class ZoneOffer:
+    """What one node of the machine type holds, as the API describes it."""
+
+    gpus: int
+    cpus: int
+
+
+class _NotOfferedHere(ProvisionError):
+    """The zone lacks the machine type, the GPU type or the RoCE profile: the zone is skipped
+    while another listed zone has them."""
+
+
+def _offering_zones(
+    clients: ComputeClients,
+    spec: ClusterSpec,
+    provider: GcpConfig,
+    zones: list[str],
+    region: Any,
+    warnings: list[str],
+) -> tuple[list[str], ZoneOffer]:
+    """The zones that offer the nodes' shape (and, for RDMA shapes, have the RoCE profile);
+    the others are dropped with a warning, as failover would only fail there. Refused when
+    none is left."""
+    offering: list[str] = []
+    offer = ZoneOffer(0, 0)
+    missing: list[_NotOfferedHere] = []
+    for zone in zones:
+        try:
+            offer = _check_zone_offers(clients, spec, provider, region, zone)
+            _check_roce_profile(clients, spec, provider, zone)
+        except _NotOfferedHere as lacking:
+            missing.append(lacking)
+            continue
+        offering.append(zone)
+    if not offering:
+        raise missing[0]
+    for problem in missing:
+        warnings.append(f"{problem.message}: that zone is skipped")
+    return offering, offer
 
 
 def _not_found() -> type[Exception]:
@@ -332,8 +403,8 @@ def _zone_status(clients: ComputeClients, provider: GcpConfig, zone: str) -> str
 
 def _check_zone_offers(
     clients: ComputeClients, spec: ClusterSpec, provider: GcpConfig, region: Any, zone: str
-) -> int:
-    """The machine type and GPUs exist in `zone`; returns the GPUs per node there."""
+) -> ZoneOffer:
+    """The machine type and GPUs exist in `zone`; returns what a node holds there."""
     shape = node_shape(gcp_nodes(spec))
     machine = _machine_type(clients, provider, zone, shape.machine_type)
     if machine is None:
@@ -342,10 +413,11 @@ def _check_zone_offers(
             zone,
             lambda z: _machine_type(clients, provider, z, shape.machine_type) is not None,
         )
-        raise ProvisionError(
+        raise _NotOfferedHere(
             f"machine type {shape.machine_type} is not offered in zone {zone}",
             hint=_offering_hint(provider, zone, offering, "it"),
         )
+    cpus = int(machine.guest_cpus)
     built_in = [
         (str(a.guest_accelerator_type), int(a.guest_accelerator_count))
         for a in machine.accelerators
@@ -369,9 +441,9 @@ def _check_zone_offers(
                 f"{wanted.count} x {wanted.type}",
                 hint="remove nodes.accelerator (the machine type decides) or make it match",
             )
-        return sum(n for _, n in built_in)
+        return ZoneOffer(sum(n for _, n in built_in), cpus)
     if not shape.attached:
-        return 0
+        return ZoneOffer(0, cpus)
     kind, count = shape.attached[0]
     offered = _accelerators(clients, provider, zone)
     if kind not in offered:
@@ -379,7 +451,7 @@ def _check_zone_offers(
             region, zone, lambda z: kind in _accelerators(clients, provider, z)
         )
         here = ", ".join(sorted(offered)) or "none"
-        raise ProvisionError(
+        raise _NotOfferedHere(
             f"GPU type {kind} is not offered in zone {zone} (offered there: {here})",
             hint=_offering_hint(provider, zone, elsewhere, kind),
         )
@@ -389,7 +461,7 @@ def _check_zone_offers(
             f"is {count}",
             hint=f"set nodes.accelerator.count to {offered[kind]} or less and add nodes instead",
         )
-    return count
+    return ZoneOffer(count, cpus)
 
 
 def _check_roce_profile(
@@ -410,7 +482,7 @@ def _check_roce_profile(
             ),
         )
     except _not_found():
-        raise ProvisionError(
+        raise _NotOfferedHere(
             f"zone {zone} has no RoCE network profile ({name}): the RDMA NICs of "
             f"{node_shape(gcp_nodes(spec)).machine_type} cannot be attached there",
             hint="list zones that have one with `gcloud compute network-profiles list "
@@ -467,39 +539,82 @@ def _check_quotas(
     provider: GcpConfig,
     region: Any,
     project: Any,
-    needed: int,
+    offer: ZoneOffer,
+    wanted: int,
     warnings: list[str],
 ) -> None:
-    """Regional GPU quota (Spot's PREEMPTIBLE_ form when granted) and the all-regions quota."""
-    kind = node_shape(gcp_nodes(spec)).gpu_type
+    """The regional quotas `wanted` more nodes take: their GPUs (Spot's and flex-start's
+    PREEMPTIBLE_ form) and the all-regions GPU quota, their family's vCPUs, their external
+    addresses and their boot disks. New projects often hold a GPU grant but little CPU quota,
+    which Compute Engine reports only once the networks exist."""
     regional = {str(q.metric): q for q in region.quotas}
-    metric = shapes.gpu_quota_metric(kind, spot=False) if kind else None
-    if metric and gcp_nodes(spec).provisioning_model in PREEMPTIBLE_QUOTA_MODELS:
-        preemptible = regional.get(f"PREEMPTIBLE_{metric}")
-        # Spot and flex-start VMs use preemptible quota when the project has some, standard
-        # quota otherwise.
-        if preemptible is not None and preemptible.limit > 0:
-            metric = f"PREEMPTIBLE_{metric}"
-    if metric and metric in regional:
-        _require(regional[metric], needed, f"in {provider.region}", provider)
-    else:
-        warnings.append(
-            f"cannot check the GPU quota for {kind or 'these GPUs'} in {provider.region} "
-            f"(no {metric or 'known'} quota listed): a quota error would show at creation"
+    model = gcp_nodes(spec).provisioning_model
+    if offer.gpus:
+        kind = node_shape(gcp_nodes(spec)).gpu_type
+        metric = _quota_metric(
+            shapes.gpu_quota_metric(kind, spot=False) if kind else None, model, regional
         )
-    global_quota = {str(q.metric): q for q in project.quotas}.get(GLOBAL_GPU_METRIC)
-    if global_quota is not None:
-        _require(global_quota, needed, "across all regions", provider)
-    else:
-        warnings.append(f"cannot check the {GLOBAL_GPU_METRIC} quota of {provider.project}")
+        needed = offer.gpus * wanted
+        if metric and metric in regional:
+            _require(regional[metric], needed, f"in {provider.region}", provider, "GPUs")
+        else:
+            warnings.append(
+                f"cannot check the GPU quota for {kind or 'these GPUs'} in {provider.region} "
+                f"(no {metric or 'known'} quota listed): a quota error would show at creation"
+            )
+        global_quota = {str(q.metric): q for q in project.quotas}.get(GLOBAL_GPU_METRIC)
+        if global_quota is not None:
+            _require(global_quota, needed, "across all regions", provider, "GPUs")
+        else:
+            warnings.append(f"cannot check the {GLOBAL_GPU_METRIC} quota of {provider.project}")
+    machine = node_shape(gcp_nodes(spec)).machine_type
+    family_metric = FAMILY_CPU_METRICS.get(shapes.family(machine), "CPUS")
+    cpu_metric = _quota_metric(family_metric, model, regional)
+    if cpu_metric not in regional and cpu_metric != family_metric:
+        cpu_metric = family_metric  # no preemptible CPU quota listed: the family's counts
+    if offer.cpus and cpu_metric in regional:
+        _require(
+            regional[cpu_metric], offer.cpus * wanted, f"in {provider.region}", provider, "vCPUs"
+        )
+    elif offer.cpus:
+        warnings.append(
+            f"cannot check the vCPU quota of {machine} in {provider.region} (no {cpu_metric} "
+            "quota listed): a quota error would show at creation"
+        )
+    if provider.public_ip and "IN_USE_ADDRESSES" in regional:
+        _require(
+            regional["IN_USE_ADDRESSES"], wanted, f"in {provider.region}", provider, "addresses"
+        )
+    disk_type = gcp_nodes(spec).disk_type or shapes.default_disk_type(machine)
+    disk_metric = DISK_QUOTA_METRICS.get(disk_type)
+    if disk_metric in regional:
+        _require(
+            regional[disk_metric],
+            gcp_nodes(spec).disk_gb * wanted,
+            f"in {provider.region}",
+            provider,
+            "GB",
+        )
 
 
-def _require(quota: Any, needed: int, where: str, provider: GcpConfig) -> None:
+def _quota_metric(metric: str | None, model: str, regional: Mapping[str, Any]) -> str | None:
+    """The metric the nodes consume: flex-start VMs always take preemptible quota (Google:
+    they consume it); Spot VMs take it when the project has some, standard quota otherwise."""
+    if metric is None or model not in PREEMPTIBLE_QUOTA_MODELS:
+        return metric
+    preemptible = f"PREEMPTIBLE_{metric}"
+    if model == "flex-start":
+        return preemptible
+    found = regional.get(preemptible)
+    return preemptible if found is not None and found.limit > 0 else metric
+
+
+def _require(quota: Any, needed: int, where: str, provider: GcpConfig, unit: str) -> None:
     free = float(quota.limit) - float(quota.usage)
     if needed > free:
         raise ProvisionError(
-            f"quota {quota.metric} {where} is {quota.limit:g} GPUs with {quota.usage:g} in use; "
-            f"this cluster needs {needed} more",
+            f"quota {quota.metric} {where} is {quota.limit:g} {unit} with {quota.usage:g} in "
+            f"use; this cluster needs {needed} more",
             hint=f"request more {quota.metric} quota at "
             f"https://console.cloud.google.com/iam-admin/quotas?project={provider.project} "
             "(approval can take a while), or use fewer or smaller nodes",

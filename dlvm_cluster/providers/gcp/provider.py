@@ -7,6 +7,7 @@ from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers import checks
 from dlvm_cluster.providers.base import (
+    BootReadiness,
     CapacityFacts,
     Check,
     Converge,
@@ -16,8 +17,8 @@ from dlvm_cluster.providers.base import (
     Reach,
     StopMark,
 )
-from dlvm_cluster.providers.gcp import oslogin, storage
-from dlvm_cluster.providers.gcp.config import gcp_config
+from dlvm_cluster.providers.gcp import gpu_network, oslogin, storage
+from dlvm_cluster.providers.gcp.config import gcp_config, gcp_nodes
 from dlvm_cluster.providers.gcp.converge import provision_gcp, render_gcp, replace_gcp_nodes
 from dlvm_cluster.providers.gcp.power import (
     SELF_DELETE,
@@ -33,7 +34,7 @@ from dlvm_cluster.providers.gcp.report import (
     gcp_plan_notes,
     price_line,
 )
-from dlvm_cluster.providers.gcp.tfvars import instance_name
+from dlvm_cluster.providers.gcp.tfvars import instance_name, node_shape
 from dlvm_cluster.providers.terraformed import destroy_module, plan_module
 from dlvm_cluster.provision.render import RenderedModule
 from dlvm_cluster.spec.model import ClusterSpec
@@ -86,6 +87,9 @@ class ComputeEngine:
 
     def status_price(self, spec: ClusterSpec, nodes: int) -> str | None:
         return price_line(spec, nodes)
+
+    def boot_readiness(self, spec: ClusterSpec) -> BootReadiness | None:
+        return gpu_network.boot_readiness(node_shape(gcp_nodes(spec)).machine_type)
 
     def capacity(self, spec: ClusterSpec) -> CapacityFacts | None:
         return capacity_facts(spec)

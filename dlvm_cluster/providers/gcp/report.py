@@ -34,11 +34,7 @@ from dlvm_cluster.providers.gcp.pricing import (
     PRICES_AS_OF,
     cluster_price,
 )
-from dlvm_cluster.providers.gcp.tfvars import (
-    capacity,
-    compact_placement,
-    node_shape,
-)
+from dlvm_cluster.providers.gcp.tfvars import capacity, compact_placement, flex_gang, node_shape
 from dlvm_cluster.provision.render import TFVARS
 from dlvm_cluster.spec.model import ClusterSpec
 from dlvm_cluster.state import ClusterState
@@ -112,7 +108,12 @@ def capacity_facts(spec: ClusterSpec) -> CapacityFacts:
     provided = capacity(gcp_nodes(spec))
     model: str = gcp_nodes(spec).provisioning_model
     shown_model = model
-    if model == "flex-start":
+    if model == "flex-start" and flex_gang(spec):
+        shown_model += (
+            " (all nodes in one request, created together when Dynamic Workload Scheduler "
+            "finds capacity for all)"
+        )
+    elif model == "flex-start":
         shown_model += " (the VMs are created when Dynamic Workload Scheduler finds capacity)"
     reservation, shown_reservation = {
         "": (ANY_RESERVATION, "any matching one (Compute Engine's default)"),

@@ -2,10 +2,18 @@
 nodes' service account, kept by a systemd unit so that it comes back after a reboot.
 
 The options fit checkpoints: implicit directories (folders made by other tools show up),
-`--only-dir` for a PREFIX, the file cache on the node's disk with parallel downloads (a
-restarting job reads its checkpoint at disk speed the second time) kept to a share of that
-disk (CACHE_SHARE_OF_DISK), `allow_other` with the
-SSH user's uid/gid (jobs run as that user), and `-o ro` for a read-only mount.
+`--only-dir` for a PREFIX, the file cache with parallel downloads (a restarting job reads its
+checkpoint at disk speed the second time), `allow_other` with the SSH user's uid/gid (jobs run
+as that user), and `-o ro` for a read-only mount. A writable mount is shared by writers on
+several nodes and outlives a job's restart: its metadata is never cached (gcsfuse keeps it
+forever on the A2/A3/A4 shapes by default, so a node would not see the checkpoint another one
+just wrote), and files stream to the bucket as they are written instead of being staged whole
+on the boot disk.
+
+The file cache lives on the shape's bundled local SSD where it has one (A3 and A4: 6 to 12
+TiB that nothing else uses): its NVMe disks are striped into one at LOCAL_SSD (again after
+each start, since a stopped VM gets them back empty), and the caches may take half of it.
+Elsewhere it lives on the boot disk, kept to a share of it (CACHE_SHARE_OF_DISK).
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import hashlib
 import re
 import shlex
 
+from dlvm_cluster.providers.gcp import shapes
 from dlvm_cluster.providers.gcp.config import gcp_nodes
 from dlvm_cluster.spec.model import ClusterSpec, StorageMount
 
@@ -24,6 +33,26 @@ MOUNT_WAIT_SECONDS = 60
 # share: all cached mounts together take at most 1/CACHE_SHARE_OF_DISK of it. gcsfuse's -1
 # (no limit) fills the disk with a dataset read once, and stops the node with it.
 CACHE_SHARE_OF_DISK = 4
+# Shapes with bundled local SSD (GiB); their -nolssd variants have none.
+LOCAL_SSD_GB = {
+    "a3-highgpu-8g": 16 * 375,
+    "a3-megagpu-8g": 16 * 375,
+    "a3-ultragpu-8g": 32 * 375,
+    "a4-highgpu-8g": 32 * 375,
+}
+LOCAL_SSD = "/mnt/localssd"
+LOCAL_SSD_DEVICES = "/dev/disk/by-id/google-local-nvme-ssd-*"
+LOCAL_SSD_ARRAY = "/dev/md/dlvm-localssd"
+CACHE_SHARE_OF_LOCAL_SSD = 2
+# Google's apt repository of gcsfuse, for an image whose apt sources lack it (stock Ubuntu).
+GCSFUSE_KEYRING = "/usr/share/keyrings/dlvm-gcsfuse.gpg"
+GCSFUSE_APT_SOURCE = (
+    "curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg "
+    f"| sudo gpg --dearmor --yes -o {GCSFUSE_KEYRING} && "
+    f'echo "deb [signed-by={GCSFUSE_KEYRING}] https://packages.cloud.google.com/apt '
+    'gcsfuse-$(lsb_release -cs) main" '
+    "| sudo tee /etc/apt/sources.list.d/dlvm-gcsfuse.list >/dev/null"
+)
 MISSING_GCSFUSE = (
     "gcsfuse (Cloud Storage FUSE) is not installed and apt cannot install it: use a Deep "
     "Learning VM image (they carry it), or install it in the image following Google's "
@@ -45,20 +74,37 @@ def cache_limit_mb(spec: ClusterSpec) -> int:
     return gcp_nodes(spec).disk_gb * 1024 // CACHE_SHARE_OF_DISK // max(1, cached)
 
 
-def gcsfuse_argv(entry: StorageMount, cache_mb: int) -> list[str]:
+def local_ssd_cache_mb(spec: ClusterSpec) -> int | None:
+    """The same on the shape's local SSD; None for shapes without one."""
+    machine = gcp_nodes(spec).machine_type or ""
+    size = (
+        None if machine.endswith("-nolssd") else LOCAL_SSD_GB.get(shapes.base_machine_type(machine))
+    )
+    if size is None:
+        return None
+    cached = sum(1 for entry in spec.storage if entry.cache)
+    return size * 1024 // CACHE_SHARE_OF_LOCAL_SSD // max(1, cached)
+
+
+def gcsfuse_argv(
+    entry: StorageMount, cache_mb: int | str, cache_root: str = CACHE_ROOT
+) -> list[str]:
     """The gcsfuse command line of one mount, in the foreground (systemd keeps it running),
-    its file cache at most `cache_mb` MiB. `$UID_`/`$GID_` stand for the SSH user's ids,
-    filled in on the node."""
+    its file cache at most `cache_mb` MiB under `cache_root`. `$UID_`/`$GID_` stand for the
+    SSH user's ids, filled in on the node (as may the cache's size and root)."""
     argv = ["gcsfuse", "--foreground", "--implicit-dirs", "-o", "allow_other"]
     argv += ["--uid", "$UID_", "--gid", "$GID_"]
     if entry.prefix:
         argv += ["--only-dir", entry.prefix]
     if entry.read_only:
         argv += ["-o", "ro"]
+    else:
+        # Writers on other nodes: see their files at once; stream writes to the bucket.
+        argv += ["--metadata-cache-ttl-secs=0", "--enable-streaming-writes"]
     if entry.cache:
         argv += [
             "--cache-dir",
-            f"{CACHE_ROOT}/{unit_name(entry).removesuffix('.service')}",
+            f"{cache_root}/{unit_name(entry).removesuffix('.service')}",
             f"--file-cache-max-size-mb={cache_mb}",
             "--file-cache-cache-file-for-range-read",  # a resumed job reads all of it anyway
             "--file-cache-enable-parallel-downloads",
@@ -66,11 +112,12 @@ def gcsfuse_argv(entry: StorageMount, cache_mb: int) -> list[str]:
     return [*argv, entry.bucket_name, entry.mount]
 
 
-def _unit_text(entry: StorageMount, cache_mb: int) -> str:
-    """The unit file, with $GCSFUSE, $UID_ and $GID_ left for the node's shell to fill in."""
+def _unit_text(entry: StorageMount) -> str:
+    """The unit file, with $GCSFUSE, $UID_, $GID_, $CACHE_ROOT and $CACHE_MB left for the
+    node's shell to fill in."""
     words = [
-        "$GCSFUSE" if word == "gcsfuse" else word if word.startswith("$") else shlex.quote(word)
-        for word in gcsfuse_argv(entry, cache_mb)
+        "$GCSFUSE" if word == "gcsfuse" else word if "$" in word else shlex.quote(word)
+        for word in gcsfuse_argv(entry, "$CACHE_MB", "$CACHE_ROOT")
     ]
     # `%` starts a specifier in unit files: a literal one (a prefix may hold it) is doubled.
     return (
@@ -89,16 +136,17 @@ def _unit_text(entry: StorageMount, cache_mb: int) -> str:
     ).replace("%", "%%")
 
 
-def _mount_lines(entry: StorageMount, cache_mb: int) -> list[str]:
+def _mount_lines(entry: StorageMount) -> list[str]:
     unit = unit_name(entry)
     mount = shlex.quote(entry.mount)
-    cache = f"{CACHE_ROOT}/{unit.removesuffix('.service')}"
-    # The unit text goes through an unquoted here-document, so $GCSFUSE, $UID_ and $GID_ are
-    # filled in; nothing else in it holds a `$` (the spec refuses one in mounts and buckets).
+    cache = f'"$CACHE_ROOT"/{unit.removesuffix(".service")}'
+    # The unit text goes through an unquoted here-document, so $GCSFUSE, $UID_, $GID_,
+    # $CACHE_ROOT and $CACHE_MB are filled in; nothing else in it holds a `$` (the spec
+    # refuses one in mounts and buckets).
     return [
-        f"sudo mkdir -p {mount} {shlex.quote(cache)}",
+        f"sudo mkdir -p {mount} {cache}",
         "new=$(mktemp)",
-        f'cat > "$new" <<DLVM_UNIT\n{_unit_text(entry, cache_mb)}DLVM_UNIT',
+        f'cat > "$new" <<DLVM_UNIT\n{_unit_text(entry)}DLVM_UNIT',
         f'if ! cmp -s "$new" {UNIT_DIR}/{unit}; then',
         f'  sudo install -m 0644 "$new" {UNIT_DIR}/{unit} && sudo systemctl daemon-reload',
         f"  sudo systemctl enable {unit} >/dev/null",
@@ -126,13 +174,39 @@ def storage_script(spec: ClusterSpec) -> str:
         'if [ -z "$GCSFUSE" ]; then',
         "  sudo apt-get install -y gcsfuse >/dev/null 2>&1 || "
         "{ sudo apt-get update >/dev/null 2>&1 && sudo apt-get install -y gcsfuse >/dev/null; } "
+        f"|| {{ {GCSFUSE_APT_SOURCE} && sudo apt-get update >/dev/null 2>&1 && "
+        "sudo apt-get install -y gcsfuse >/dev/null; } "
         f"|| {{ echo {shlex.quote(MISSING_GCSFUSE)} >&2; exit 1; }}",
         "  GCSFUSE=$(command -v gcsfuse)",
         "fi",
         # Root runs gcsfuse (systemd); the files belong to the SSH user, whose jobs write them.
         "UID_=$(id -u); GID_=$(id -g)",
+        f"CACHE_ROOT={CACHE_ROOT}; CACHE_MB={cache_limit_mb(spec)}",
     ]
-    cache_mb = cache_limit_mb(spec)
+    on_local_ssd = local_ssd_cache_mb(spec)
+    if on_local_ssd is not None and any(entry.cache for entry in spec.storage):
+        lines.extend(_local_ssd_lines(on_local_ssd))
     for entry in spec.storage:
-        lines.extend(_mount_lines(entry, cache_mb))
+        lines.extend(_mount_lines(entry))
     return "\n".join(lines) + "\n"
+
+
+def _local_ssd_lines(cache_mb: int) -> list[str]:
+    """Stripe the shape's local NVMe SSDs into one ext4 file system at LOCAL_SSD (unless it is
+    mounted already) and move the caches there; where that fails, they stay on the boot
+    disk."""
+    return [
+        f"if mountpoint -q {LOCAL_SSD} || {{",
+        f"  set -- {LOCAL_SSD_DEVICES}",
+        '  [ -e "$1" ] && {',
+        f"    [ -e {LOCAL_SSD_ARRAY} ] || sudo mdadm --create {LOCAL_SSD_ARRAY} "
+        '--name=dlvm-localssd --level=0 --raid-devices=$# --force --run "$@" >/dev/null',
+        f"  }} && {{ sudo blkid {LOCAL_SSD_ARRAY} >/dev/null || sudo mkfs.ext4 -F -q -m 0 "
+        f"{LOCAL_SSD_ARRAY}; }} && sudo mkdir -p {LOCAL_SSD} && "
+        f"sudo mount -o discard,defaults {LOCAL_SSD_ARRAY} {LOCAL_SSD}",
+        "}; then",
+        f"  CACHE_ROOT={LOCAL_SSD}/dlvm-gcsfuse; CACHE_MB={cache_mb}",
+        "else",
+        "  echo 'the local SSD could not be mounted: the gcsfuse cache stays on the boot disk' >&2",
+        "fi",
+    ]

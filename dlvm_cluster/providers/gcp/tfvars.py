@@ -38,9 +38,12 @@ DLVM_IMAGE_PROJECT = "deeplearning-platform-release"
 # Python 3.12, the Python of 24.04.
 DEFAULT_IMAGE_FAMILY = "pytorch-2-9-cu129-ubuntu-2204-nvidia-580"
 DEFAULT_SUBNET_CIDR = "10.64.0.0/20"
-# Cut into a /17 per GPU or RDMA subnetwork; apart from DEFAULT_SUBNET_CIDR and from the
-# 10.128.0.0/9 of auto-mode networks, since all NICs of a VM must be in different ranges.
-GPU_CIDR_RANGE = "172.16.0.0/12"
+# Cut into a /16 per GPU or RDMA subnetwork; apart from DEFAULT_SUBNET_CIDR, from the
+# 10.128.0.0/9 of auto-mode networks (all NICs of a VM must be in different ranges), and from
+# the pools Docker takes its bridges from (172.17.0.0/16 to 172.31.0.0/16, 192.168.0.0/16):
+# a GPU subnetwork whose gateway is docker0's own address leaves that rail unreachable, and the
+# TCPX and TCPXO nodes run docker.
+GPU_CIDR_RANGE = "10.96.0.0/11"
 # What Compute Engine does to a VM it ends: a preempted Spot VM, a flex-start or
 # reservation-bound VM at the end of its run, any VM past nodes.max_run_hours. Deleted, so the
 # next `up` recreates it with a plain apply rather than finding a stopped VM to start.
@@ -56,6 +59,7 @@ RESOURCE_ADDRESS = "google_compute_instance.node"
 # shapes can take longer than the google provider's default 20 minutes. A flex-start VM waits
 # for capacity within it.
 DEFAULT_CREATE_TIMEOUT = "30m"
+DEFAULT_CREATE_TIMEOUT_S = 1800.0  # the same, for a flex-start gang's wait
 
 
 @dataclass(frozen=True)
@@ -156,9 +160,21 @@ class Capacity:
     reservation_name: str  # for SPECIFIC_RESERVATION only
 
 
-def capacity(nodes: GcpNodes) -> Capacity:
-    """The scheduling and reservation_affinity of each VM, from the spec's capacity keys."""
+@dataclass(frozen=True)
+class ReservedCapacity:
+    """What preflight read of the specific reservation the nodes consume in one zone."""
+
+    dense: bool  # a DENSE reservation: its VMs must be RESERVATION_BOUND
+    placement_policy: str  # the reservation's compact placement policy, "" when none
+
+
+def capacity(nodes: GcpNodes, reserved: ReservedCapacity | None = None) -> Capacity:
+    """The scheduling and reservation_affinity of each VM, from the spec's capacity keys (and
+    the reservation they consume, where preflight read it): standard VMs consuming a dense
+    reservation are reservation-bound, which is the only way Compute Engine lets them in."""
     model = nodes.provisioning_model
+    if reserved is not None and reserved.dense and model == "standard":
+        model = "reservation-bound"
     reservation = nodes.reservation
     if reservation is None and model == "flex-start":
         # Flex-start VMs take capacity from the queue, never from a reservation.
@@ -176,6 +192,21 @@ def capacity(nodes: GcpNodes) -> Capacity:
         reservation_affinity=affinity,
         reservation_name=name,
     )
+
+
+def placement_policy(spec: ClusterSpec, reserved: ReservedCapacity | None) -> str:
+    """The existing placement policy the VMs name: the reservation's, so that they may consume
+    it (unless the spec turned placement off)."""
+    if reserved is None or gcp_config(spec).compact_placement is False:
+        return ""
+    return reserved.placement_policy
+
+
+def flex_gang(spec: ClusterSpec, count: int | None = None) -> bool:
+    """Whether the nodes are one flex-start gang (gang.py): flex-start with more than one
+    node, so that none runs while another still waits for capacity."""
+    nodes = spec.nodes.count if count is None else count
+    return gcp_nodes(spec).provisioning_model == "flex-start" and nodes > 1
 
 
 def compact_placement(spec: ClusterSpec) -> bool:
@@ -230,6 +261,7 @@ def gcp_tfvars(
     names: Sequence[str] | None = None,
     wait: float | None = None,
     login: Login | None = None,
+    reserved: ReservedCapacity | None = None,
 ) -> dict[str, Any]:
     """The tfvars for `spec` in `zone` (default: the first of provider.zones).
 
@@ -237,6 +269,7 @@ def gcp_tfvars(
     partial apply created; otherwise the nodes are node-0 .. node-(count-1). `wait`: how long
     each VM may take to be created, in seconds (default DEFAULT_CREATE_TIMEOUT). `login`: OS
     Login and its user as found for this cluster (default: the spec's choice and ssh_user).
+    `reserved`: what preflight read of the named reservation in `zone`.
     """
     provider = gcp_config(spec)
     chosen_zone = zone or provider.zones[0]
@@ -246,7 +279,8 @@ def gcp_tfvars(
             hint="zones: " + ", ".join(provider.zones),
         )
     shape = node_shape(gcp_nodes(spec))
-    provided = capacity(gcp_nodes(spec))
+    provided = capacity(gcp_nodes(spec), reserved)
+    policy = placement_policy(spec, reserved)
     if names is None:
         names = [node_name(rank) for rank in range(spec.nodes.count if count is None else count)]
     network = gpu_network.gpu_network(shape.machine_type)
@@ -269,7 +303,9 @@ def gcp_tfvars(
         "reservation_affinity": provided.reservation_affinity,
         "reservation_name": provided.reservation_name,
         "create_timeout": DEFAULT_CREATE_TIMEOUT if wait is None else duration(wait),
-        "compact_placement": compact_placement(spec),
+        "flex_gang": flex_gang(spec, count),
+        "compact_placement": compact_placement(spec) and not policy,
+        "placement_policy": policy,
         "nic_type": "GVNIC" if shapes.gvnic(shape.machine_type) else "",
         "network": provider.network or "",
         "subnetwork": provider.subnetwork or "",
@@ -305,6 +341,14 @@ def gcp_tfvars(
     }
 
 
+def _last_tfvars(tfvars_path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(tfvars_path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 @dataclass(frozen=True)
 class Login:
     """How dlvm logs in to the nodes: OS Login or ssh-keys metadata, and as which user (with
@@ -320,11 +364,8 @@ def login_in_use(tfvars_path: Path, provider: GcpConfig) -> Login:
     default = Login(os_login=bool(provider.os_login), user=provider.ssh_user)
     if provider.os_login is False:
         return default
-    try:
-        applied = json.loads(tfvars_path.read_text())
-    except (OSError, ValueError):
-        return default
-    if not isinstance(applied, dict) or applied.get("os_login") is not True:
+    applied = _last_tfvars(tfvars_path)
+    if applied.get("os_login") is not True:
         return default
     user = applied.get("ssh_user")
     return Login(True, user if isinstance(user, str) and user else provider.ssh_user)
@@ -332,11 +373,28 @@ def login_in_use(tfvars_path: Path, provider: GcpConfig) -> Login:
 
 def zone_in_use(tfvars_path: Path, zones: Sequence[str]) -> str | None:
     """The zone the last render chose, if still allowed: a cluster stays where its nodes are."""
-    try:
-        zone = json.loads(tfvars_path.read_text()).get("zone")
-    except (OSError, ValueError, AttributeError):
-        return None
+    zone = _last_tfvars(tfvars_path).get("zone")
     return zone if isinstance(zone, str) and zone in zones else None
+
+
+def reserved_in_use(
+    tfvars_path: Path, nodes: GcpNodes, zone: str | None
+) -> ReservedCapacity | None:
+    """What the last apply's preflight read of the reservation the nodes still consume in the
+    same zone: a render without the API (scale, a node's replacement) keeps the VMs
+    reservation-bound and in the reservation's placement policy, rather than recreating them."""
+    last = _last_tfvars(tfvars_path)
+    wanted = capacity(nodes).reservation_name
+    if not wanted or zone is None or last.get("zone") != zone:
+        return None
+    if last.get("reservation_name") != wanted:
+        return None
+    policy = last.get("placement_policy")
+    return ReservedCapacity(
+        dense=last.get("provisioning_model") == PROVISIONING_MODELS["reservation-bound"]
+        and nodes.provisioning_model == "standard",
+        placement_policy=policy if isinstance(policy, str) else "",
+    )
 
 
 def state_tfvars(
@@ -346,11 +404,21 @@ def state_tfvars(
     wait: float | None = None,
     login: Login | None = None,
 ) -> dict[str, Any]:
-    """`gcp_tfvars` with the cluster's public key, current zone and login (unless `login` is
-    given) read from its state dir."""
+    """`gcp_tfvars` with the cluster's public key, current zone, the reservation it consumes
+    there and its login (unless `login` is given) read from its state dir."""
     public_path = state.key_path.with_suffix(".pub")
     public_key = public_path.read_text().strip() if public_path.exists() else ""
     provider = gcp_config(spec)
-    zone = zone_in_use(state.terraform_dir / TFVARS, provider.zones)
-    login = login or login_in_use(state.terraform_dir / TFVARS, provider)
-    return gcp_tfvars(spec, public_key=public_key, zone=zone, count=count, wait=wait, login=login)
+    tfvars_path = state.terraform_dir / TFVARS
+    zone = zone_in_use(tfvars_path, provider.zones)
+    reserved = reserved_in_use(tfvars_path, gcp_nodes(spec), zone)
+    login = login or login_in_use(tfvars_path, provider)
+    return gcp_tfvars(
+        spec,
+        public_key=public_key,
+        zone=zone,
+        count=count,
+        wait=wait,
+        login=login,
+        reserved=reserved,
+    )

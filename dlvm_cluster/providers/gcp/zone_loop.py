@@ -86,6 +86,7 @@ class ZoneFailover:
         self.terraform = terraform
         self.progress = progress
         self.zones = report.zones
+        self.reserved = report.reserved
         self.keep = list(keep)
         self.attempts: list[tuple[str, FailoverDecision]] = []
         self.suggested: list[str] = []  # zones the API said have capacity, latest first
@@ -239,6 +240,7 @@ class ZoneFailover:
                 os_login=bool(self.module.tfvars.get("os_login")),
                 user=str(self.module.tfvars.get("ssh_user", "")),
             ),
+            reserved=self.reserved.get(zone),
         )
         dataclasses.replace(self.module, tfvars=tfvars).write(self.workdir)
 
