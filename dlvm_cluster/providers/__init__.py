@@ -20,19 +20,22 @@ if TYPE_CHECKING:
     from dlvm_cluster.providers.kind import Feature, Refusal
     from dlvm_cluster.spec.kinds import SpecKinds
     from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec
+    from dlvm_cluster.state import ClusterState
 
 DEFAULT_KIND = "local"
 
 
-def for_kind(kind: str) -> Provider:
-    """The provider of `kind` (a value of the spec's provider.kind)."""
+def for_kind(kind: str, state: ClusterState, spec: ClusterSpec | None = None) -> Provider:
+    """The provider of `kind` (a value of the spec's provider.kind) bound to the cluster of
+    `state`, and to its spec where the command has one."""
     from dlvm_cluster.providers.registry import entry
 
-    return entry(kind).build()
+    return entry(kind).build(state, spec)
 
 
-def for_spec(spec: ClusterSpec) -> Provider:
-    return for_kind(spec.provider.kind)
+def for_spec(spec: ClusterSpec, state: ClusterState) -> Provider:
+    """The provider of `spec`'s kind, bound to it and to its cluster's state dir."""
+    return for_kind(spec.provider.kind, state, spec)
 
 
 def kinds() -> list[str]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
-from dlvm_cluster.errors import UsageError
+from dlvm_cluster.errors import StateError, UsageError
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.provision.render import RenderedModule
@@ -170,8 +170,27 @@ class Check:
     fix: str = ""
 
 
+class Bound:
+    """What every implementation is built with (`providers.for_spec`, `for_kind`): the
+    cluster's state dir, and its spec, None where a command has none (`down` or `status`
+    after a failed first `up`, `doctor` without a file)."""
+
+    def __init__(self, state: ClusterState, spec: ClusterSpec | None = None) -> None:
+        self.state = state
+        self._spec = spec
+
+    @property
+    def spec(self) -> ClusterSpec:
+        if self._spec is None:
+            raise StateError(
+                f"cluster {self.state.name!r} was never brought up", hint="run `dlvm up FILE`"
+            )
+        return self._spec
+
+
 class Provider(Protocol):
-    """Where a cluster's machines come from. One implementation per kind (providers/)."""
+    """Where a cluster's machines come from, built bound to one cluster (its state dir and
+    spec, see `Bound`). One implementation per kind (providers/)."""
 
     @property
     def owns_machines(self) -> bool:
@@ -190,43 +209,41 @@ class Provider(Protocol):
     def plan(self, request: Converge) -> ProviderPlan:
         """What `up` would do, without changing anything (nor connecting to a node)."""
 
-    def plan_notes(self, spec: ClusterSpec) -> list[str]:
+    def plan_notes(self) -> list[str]:
         """Warnings and the hourly price that `plan` shows before the changes."""
 
-    def render(self, spec: ClusterSpec, state: ClusterState) -> RenderedModule:
+    def render(self) -> RenderedModule:
         """The Terraform root module and tfvars `up` applies."""
 
-    def storage_script(self, spec: ClusterSpec, state: ClusterState) -> str:
+    def storage_script(self) -> str:
         """Make the spec's storage ready on this machine's side, and give the POSIX shell text
         that mounts it on a node, which orchestrate runs as the node's user on every node that
         `up`, `scale` or a replacement brings to the spec (so it must be idempotent); "" when
         the spec names no storage."""
 
-    def destroy(self, state: ClusterState, progress: Progress) -> None:
+    def destroy(self, progress: Progress) -> None:
         """Delete the machines `up` made (nothing for machines dlvm did not make)."""
 
-    def node_states(self, state: ClusterState, inventory: Inventory) -> dict[str, NodeState]:
+    def node_states(self, inventory: Inventory) -> dict[str, NodeState]:
         """Per node, what the provider knows of its machine; a node left out is unknown to
         the provider (SSH reachability alone then tells)."""
 
-    def provider_id(self, state: ClusterState, node: Node) -> str:
+    def provider_id(self, node: Node) -> str:
         """The provider's own name for the node's machine."""
 
-    def hourly_rates(self, spec: ClusterSpec) -> HourlyRates | None:
+    def hourly_rates(self) -> HourlyRates | None:
         """One node's price per hour running and stopped, where the provider knows prices."""
 
-    def stop_nodes(
-        self, state: ClusterState, inventory: Inventory, progress: Progress, *, by: str
-    ) -> None:
+    def stop_nodes(self, inventory: Inventory, progress: Progress, *, by: str) -> None:
         """Power the nodes' machines off, keeping their disks (home, data, host keys): only
         storage is billed until they start again. `by` says why (StopMark.by). Machines dlvm
         does not own are refused."""
 
-    def start_nodes(self, state: ClusterState, inventory: Inventory, progress: Progress) -> None:
+    def start_nodes(self, inventory: Inventory, progress: Progress) -> None:
         """Start the stopped machines of these nodes again, on the same disks (never
         recreated); the caller then waits for SSH."""
 
-    def stop_marks(self, state: ClusterState, inventory: Inventory) -> dict[str, StopMark]:
+    def stop_marks(self, inventory: Inventory) -> dict[str, StopMark]:
         """Per stopped node, why and when it stopped, where the provider keeps it (a node left
         out: the provider does not know)."""
 
@@ -235,16 +252,17 @@ class Provider(Protocol):
         machine, with DLVM_STOP_REASON set to the StopMark.by to record; None: this provider's
         machines cannot do it (autostop is refused)."""
 
-    def status_price(self, spec: ClusterSpec, nodes: int) -> str | None:
+    def status_price(self, nodes: int) -> str | None:
         """The hourly price line of `nodes` nodes, where the provider knows prices."""
 
-    def boot_readiness(self, spec: ClusterSpec) -> BootReadiness | None:
+    def boot_readiness(self) -> BootReadiness | None:
         """The boot-time setup whose verdict `up`, `scale`, `start` and a recovery wait for
         on every node before a job can run; None when the machines have none."""
 
-    def capacity(self, spec: ClusterSpec) -> CapacityFacts | None:
+    def capacity(self) -> CapacityFacts | None:
         """How the machines are provided (provisioning model, reservation, run-time limit),
         where the provider offers such a choice; `plan` and `status` show it."""
 
-    def doctor(self, spec: ClusterSpec | None, reach: Reach) -> list[Check]:
-        """The checks `dlvm doctor` runs: what this machine and the spec need."""
+    def doctor(self, reach: Reach) -> list[Check]:
+        """The checks `dlvm doctor` runs: what this machine and the spec (if bound to one)
+        need."""

@@ -8,13 +8,15 @@ import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from dlvm_cluster.errors import DlvmError, UsageError
 from dlvm_cluster.spec.kinds import SpecKind
 
 if TYPE_CHECKING:
     from dlvm_cluster.providers.base import Provider
+    from dlvm_cluster.spec.model import ClusterSpec
+    from dlvm_cluster.state import ClusterState
 
 
 class Feature(StrEnum):
@@ -38,7 +40,7 @@ class Refusal:
     hint: str = ""
     error: type[DlvmError] = UsageError
 
-    def raise_for(self, **details: str) -> None:
+    def raise_for(self, **details: str) -> NoReturn:
         raise self.error(self.message.format(**details), hint=self.hint)
 
 
@@ -51,7 +53,7 @@ class ProviderKind:
     `lacks` is declared present)."""
 
     spec: SpecKind
-    implementation: str | Callable[[], Provider]
+    implementation: str | Callable[[ClusterState, ClusterSpec | None], Provider]
     lacks: Mapping[Feature, Refusal] = field(default_factory=dict)
 
     @property
@@ -67,9 +69,10 @@ class ProviderKind:
         if refusal is not None:
             refusal.raise_for(**details)
 
-    def build(self) -> Provider:
+    def build(self, state: ClusterState, spec: ClusterSpec | None) -> Provider:
+        """The kind's provider, bound to the cluster's state dir and spec."""
         if not isinstance(self.implementation, str):
-            return self.implementation()
+            return self.implementation(state, spec)
         module, _, name = self.implementation.partition(":")
-        provider: Provider = getattr(importlib.import_module(module), name)()
+        provider: Provider = getattr(importlib.import_module(module), name)(state, spec)
         return provider

@@ -20,6 +20,7 @@ from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers import checks
 from dlvm_cluster.providers.base import (
     BootReadiness,
+    Bound,
     CapacityFacts,
     Check,
     Converge,
@@ -36,6 +37,7 @@ from dlvm_cluster.provision.render import TFVARS, RenderedModule
 from dlvm_cluster.shell import quote_path
 from dlvm_cluster.spec.kinds import Problem, SpecKind
 from dlvm_cluster.spec.model import ClusterSpec, ProviderConfig, StorageMount
+from dlvm_cluster.spec.rules import bucket_scheme_problems
 from dlvm_cluster.state import (
     ClusterState,
     list_clusters,
@@ -58,14 +60,16 @@ class LocalConfig(ProviderConfig):
 
 
 def local_rules(spec: ClusterSpec) -> list[Problem]:
+    # Its storage stands in for Cloud Storage buckets.
+    problems = bucket_scheme_problems(spec, "gs", "Cloud Storage")
     if spec.nodes.count > LOCAL_MAX_NODES:
-        return [
+        problems.append(
             (
                 ("nodes", "count"),
                 f"{spec.nodes.count} is above the local provider's limit of {LOCAL_MAX_NODES}",
             )
-        ]
-    return []
+        )
+    return problems
 
 
 KIND = ProviderKind(
@@ -375,7 +379,11 @@ def _torch() -> str:
     return "torch importable (for the example training jobs)"
 
 
-class NamespaceNodes:
+def render_local(spec: ClusterSpec, state: ClusterState) -> RenderedModule:
+    return RenderedModule("local", module_dir("local"), local_tfvars(state, spec.nodes.count))
+
+
+class NamespaceNodes(Bound):
     """The `local` provider (see the module docstring)."""
 
     owns_machines = True
@@ -383,13 +391,13 @@ class NamespaceNodes:
     def check_host(self) -> None:
         check_local_privileges()
 
-    def render(self, spec: ClusterSpec, state: ClusterState) -> RenderedModule:
-        return RenderedModule("local", module_dir("local"), local_tfvars(state, spec.nodes.count))
+    def render(self) -> RenderedModule:
+        return render_local(self.spec, self.state)
 
     def provision(self, request: Converge) -> tuple[Inventory, bool]:
         """Terraform only when needed: a healthy cluster with an unchanged spec skips it, and
         nodes that stopped answering are recreated alone."""
-        module = self.render(request.spec, request.state)
+        module = render_local(request.spec, request.state)
         module_changed = module.write(request.state.terraform_dir)
         previous = request.previous
         if previous is not None and not module_changed and request.applied:
@@ -403,7 +411,7 @@ class NamespaceNodes:
 
     def replace_nodes(self, request: Converge, names: list[str]) -> Inventory:
         """A fresh namespace, sshd and host key for each named node; the others untouched."""
-        module = self.render(request.spec, request.state)
+        module = render_local(request.spec, request.state)
         module.write(request.state.terraform_dir)
         return self._apply(module, request, names)
 
@@ -423,28 +431,28 @@ class NamespaceNodes:
         )
 
     def plan(self, request: Converge) -> ProviderPlan:
-        module = self.render(request.spec, request.state)
+        module = render_local(request.spec, request.state)
         return plan_module(module, request.state, request.progress)
 
-    def plan_notes(self, spec: ClusterSpec) -> list[str]:
+    def plan_notes(self) -> list[str]:
         return []
 
-    def storage_script(self, spec: ClusterSpec, state: ClusterState) -> str:
+    def storage_script(self) -> str:
         """The folders under DLVM_HOME/storage made (0700), and their bind mounts."""
-        for entry in spec.storage:
+        for entry in self.spec.storage:
             private_dir(storage_folder(entry))
-        return storage_mount_script(spec)
+        return storage_mount_script(self.spec)
 
-    def destroy(self, state: ClusterState, progress: Progress) -> None:
-        if (state.terraform_dir / TFVARS).exists():
+    def destroy(self, progress: Progress) -> None:
+        if (self.state.terraform_dir / TFVARS).exists():
             check_local_privileges()
-        destroy_module(state, progress)
+        destroy_module(self.state, progress)
 
-    def node_states(self, state: ClusterState, inventory: Inventory) -> dict[str, NodeState]:
+    def node_states(self, inventory: Inventory) -> dict[str, NodeState]:
         """A node whose namespace is gone is missing; one whose namespace holds no process
         is stopped (powered off, disk kept); else it is running (whether its sshd answers is
         for SSH to tell)."""
-        names = namespaces(state, (node.name for node in inventory.nodes))
+        names = namespaces(self.state, (node.name for node in inventory.nodes))
         states = {}
         for node in inventory.nodes:
             namespace = names.get(node.name)
@@ -456,22 +464,20 @@ class NamespaceNodes:
                 states[node.name] = NodeState.RUNNING
         return states
 
-    def stop_nodes(
-        self, state: ClusterState, inventory: Inventory, progress: Progress, *, by: str
-    ) -> None:
+    def stop_nodes(self, inventory: Inventory, progress: Progress, *, by: str) -> None:
         """Every process of each node's namespace ends; the namespace and the node dir (host
         key, home, /tmp) stay for `start_nodes`."""
         progress.stage("stopping nodes")
-        _power(state, inventory, "stop", by)
+        _power(self.state, inventory, "stop", by)
 
-    def start_nodes(self, state: ClusterState, inventory: Inventory, progress: Progress) -> None:
+    def start_nodes(self, inventory: Inventory, progress: Progress) -> None:
         progress.stage("starting nodes")
-        _power(state, inventory, "start")
+        _power(self.state, inventory, "start")
 
-    def stop_marks(self, state: ClusterState, inventory: Inventory) -> dict[str, StopMark]:
+    def stop_marks(self, inventory: Inventory) -> dict[str, StopMark]:
         marks = {}
         for node in inventory.nodes:
-            mark = _stop_mark(state.root / "nodes" / node.name / "stopped")
+            mark = _stop_mark(self.state.root / "nodes" / node.name / "stopped")
             if mark is not None:
                 marks[node.name] = mark
         return marks
@@ -482,22 +488,22 @@ class NamespaceNodes:
         takes a cluster stopped for `down` down (orchestrate reconciles)."""
         return SELF_STOP
 
-    def provider_id(self, state: ClusterState, node: Node) -> str:
-        return namespaces(state, [node.name]).get(node.name, "")
+    def provider_id(self, node: Node) -> str:
+        return namespaces(self.state, [node.name]).get(node.name, "")
 
-    def status_price(self, spec: ClusterSpec, nodes: int) -> str | None:
+    def status_price(self, nodes: int) -> str | None:
         return None
 
-    def boot_readiness(self, spec: ClusterSpec) -> BootReadiness | None:
+    def boot_readiness(self) -> BootReadiness | None:
         return None
 
-    def capacity(self, spec: ClusterSpec) -> CapacityFacts | None:
+    def capacity(self) -> CapacityFacts | None:
         return None
 
-    def hourly_rates(self, spec: ClusterSpec) -> HourlyRates | None:
+    def hourly_rates(self) -> HourlyRates | None:
         return None  # this machine: nothing billed by the hour
 
-    def doctor(self, spec: ClusterSpec | None, reach: Reach) -> list[Check]:
+    def doctor(self, reach: Reach) -> list[Check]:
         install = "apt-get install -y openssh-server openssh-client iproute2 util-linux procps"
         return [
             checks.probe("root", _root, "run dlvm as root (network namespaces and mounts need it)"),

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from dlvm_cluster.errors import UsageError
 from dlvm_cluster.providers import local, ssh
+from dlvm_cluster.providers.aws.kind import KIND as AWS
 from dlvm_cluster.providers.gcp.kind import KIND as GCP
 from dlvm_cluster.providers.kind import ProviderKind
 from dlvm_cluster.spec.kinds import SpecKinds
@@ -19,12 +20,18 @@ if TYPE_CHECKING:
     from dlvm_cluster.providers.gcp.provider import ComputeEngine
     from dlvm_cluster.providers.local import NamespaceNodes
     from dlvm_cluster.providers.ssh import ExistingHosts
+    from dlvm_cluster.state import ClusterState
 
     # mypy checks here that each implementation has the whole interface.
-    _IMPLEMENTED: tuple[Provider, ...] = (NamespaceNodes(), ExistingHosts(), ComputeEngine())
+    _STATE = ClusterState.for_name("typed")
+    _IMPLEMENTED: tuple[Provider, ...] = (
+        NamespaceNodes(_STATE),
+        ExistingHosts(_STATE),
+        ComputeEngine(_STATE),
+    )
 
 # kind -> its entry, in the order messages list them.
-KINDS: dict[str, ProviderKind] = {entry.name: entry for entry in (local.KIND, GCP, ssh.KIND)}
+KINDS: dict[str, ProviderKind] = {entry.name: entry for entry in (local.KIND, GCP, AWS, ssh.KIND)}
 
 
 def entry(kind: str) -> ProviderKind:

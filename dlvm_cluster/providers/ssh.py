@@ -19,6 +19,7 @@ from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers import checks
 from dlvm_cluster.providers.base import (
     BootReadiness,
+    Bound,
     CapacityFacts,
     Check,
     Converge,
@@ -42,7 +43,6 @@ from dlvm_cluster.spec.model import (
     WholeNumber,
     no_control_characters,
 )
-from dlvm_cluster.state import ClusterState
 
 KeyScan = Callable[[str, int], str]  # (host, port) -> "type base64"
 DEFAULT_IDENTITY = "~/.ssh/id_ed25519"
@@ -167,7 +167,7 @@ def pinned_keys(inventory: Inventory | None) -> dict[tuple[str, int], str]:
     return {(node.ip, node.port): node.host_key for node in inventory.nodes}
 
 
-class ExistingHosts:
+class ExistingHosts(Bound):
     """The `ssh` provider (see the module docstring)."""
 
     owns_machines = False
@@ -226,55 +226,54 @@ class ExistingHosts:
         summary = f"{adopt} host(s) to adopt, {len(left)} to forget, no Terraform"
         return ProviderPlan(changes=tuple(changes), summary=summary, exists=bool(known))
 
-    def plan_notes(self, spec: ClusterSpec) -> list[str]:
+    def plan_notes(self) -> list[str]:
         return []
 
-    def storage_script(self, spec: ClusterSpec, state: ClusterState) -> str:
+    def storage_script(self) -> str:
         """None: storage on hosts dlvm did not make is refused (ssh_rules, Feature.STORAGE)."""
-        if spec.storage:
+        if self.spec.storage:
             KIND.require(Feature.STORAGE)
         return ""
 
-    def render(self, spec: ClusterSpec, state: ClusterState) -> RenderedModule:
+    def render(self) -> RenderedModule:
         KIND.require(Feature.RENDER)
         raise AssertionError("unreachable: the ssh provider lacks render")
 
-    def destroy(self, state: ClusterState, progress: Progress) -> None:
+    def destroy(self, progress: Progress) -> None:
         return None
 
-    def node_states(self, state: ClusterState, inventory: Inventory) -> dict[str, NodeState]:
+    def node_states(self, inventory: Inventory) -> dict[str, NodeState]:
         return {}  # only SSH tells whether a machine dlvm did not make is there
 
-    def provider_id(self, state: ClusterState, node: Node) -> str:
+    def provider_id(self, node: Node) -> str:
         return node.ip
 
-    def stop_nodes(
-        self, state: ClusterState, inventory: Inventory, progress: Progress, *, by: str
-    ) -> None:
+    def stop_nodes(self, inventory: Inventory, progress: Progress, *, by: str) -> None:
         KIND.require(Feature.STOP_START, verb="stop")
 
-    def start_nodes(self, state: ClusterState, inventory: Inventory, progress: Progress) -> None:
+    def start_nodes(self, inventory: Inventory, progress: Progress) -> None:
         KIND.require(Feature.STOP_START, verb="start")
 
-    def stop_marks(self, state: ClusterState, inventory: Inventory) -> dict[str, StopMark]:
+    def stop_marks(self, inventory: Inventory) -> dict[str, StopMark]:
         return {}
 
     def self_stop_command(self, action: str) -> str | None:
         return None  # powering off a machine dlvm only borrows is not dlvm's to do
 
-    def status_price(self, spec: ClusterSpec, nodes: int) -> str | None:
+    def status_price(self, nodes: int) -> str | None:
         return None
 
-    def boot_readiness(self, spec: ClusterSpec) -> BootReadiness | None:
+    def boot_readiness(self) -> BootReadiness | None:
         return None
 
-    def capacity(self, spec: ClusterSpec) -> CapacityFacts | None:
+    def capacity(self) -> CapacityFacts | None:
         return None
 
-    def hourly_rates(self, spec: ClusterSpec) -> HourlyRates | None:
+    def hourly_rates(self) -> HourlyRates | None:
         return None  # machines billed, if at all, by whoever owns them
 
-    def doctor(self, spec: ClusterSpec | None, reach: Reach) -> list[Check]:
+    def doctor(self, reach: Reach) -> list[Check]:
+        spec = self._spec
         if spec is None:
             return []
         provider = hosts_of(spec)

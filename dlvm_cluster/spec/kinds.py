@@ -8,7 +8,7 @@ and `nodes` are the kind's own, so a key of another kind is refused where it is 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Union
 
@@ -17,6 +17,7 @@ from pydantic.json_schema import models_json_schema
 
 from dlvm_cluster.spec.locate import Loc
 from dlvm_cluster.spec.model import ClusterSpec, Nodes, ProviderConfig
+from dlvm_cluster.spec.rules import semantic_problems
 
 Problem = tuple[Loc, str]
 Rules = Callable[[ClusterSpec], list[Problem]]
@@ -85,8 +86,22 @@ class SpecKinds:
         return kind.model if kind is not None else self._dispatch_model()
 
     def parse(self, data: Mapping[str, Any]) -> ClusterSpec:
-        """A spec from plain data (the applied spec in the state dir)."""
+        """A spec from plain data (the applied spec in the state dir). One written before
+        each kind's keys were its own holds every kind's `nodes:` keys, which had no effect
+        on the others: keys of other kinds are dropped, not refused."""
+        kind = self.get(_section(data, "provider").get("kind"))
+        if kind is not None:
+            data = {
+                **data,
+                "provider": self._own(data, "provider", kind.config_keys),
+                "nodes": self._own(data, "nodes", kind.node_keys | _GENERIC_NODE_KEYS),
+            }
         return self.model_for(data).model_validate(data)
+
+    def _own(self, data: Mapping[str, Any], section: str, own: frozenset[str]) -> dict[str, Any]:
+        values = _section(data, section)
+        foreign = {key for key in values if key not in own and self.takers((section,), key)}
+        return {key: value for key, value in values.items() if key not in foreign}
 
     def takers(self, section: Loc, key: str | int) -> list[str]:
         """The kinds that take `key` under `provider:` or `nodes:` (section)."""
@@ -98,8 +113,6 @@ class SpecKinds:
 
     def problems(self, spec: ClusterSpec) -> list[Problem]:
         """The rules of the spec's kind, then those every file follows (spec/rules.py)."""
-        from dlvm_cluster.spec.rules import semantic_problems
-
         kind = self.get(spec.provider.kind)
         return (kind.rules(spec) if kind is not None else []) + semantic_problems(spec)
 
@@ -154,5 +167,9 @@ def _dispatch(configs: tuple[type[ProviderConfig], ...]) -> type[ClusterSpec]:
     return model
 
 
-def spec_kinds(kinds: Iterable[SpecKind]) -> SpecKinds:
-    return SpecKinds(tuple(kinds))
+def _section(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = data.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
+_GENERIC_NODE_KEYS = frozenset(Nodes.model_fields)

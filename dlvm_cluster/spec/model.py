@@ -155,8 +155,9 @@ class Job(Model):
         return value
 
 
-# A Cloud Storage bucket, optionally with a prefix inside it: gs://BUCKET[/PREFIX].
-BUCKET_PATTERN = r"gs://[a-z0-9][-a-z0-9_.]{1,220}[a-z0-9](/[^\s]*)?"
+# A Cloud Storage (gs://) or S3 (s3://) bucket, optionally with a prefix inside it:
+# gs://BUCKET[/PREFIX]. Which scheme a cluster takes is its provider kind's rule.
+BUCKET_PATTERN = r"(gs|s3)://[a-z0-9][-a-z0-9_.]{1,220}[a-z0-9](/[^\s]*)?"
 # Where a mount must not go: over the system a node runs from. Folders a mount must not be,
 # nor be inside of:
 SYSTEM_TREES = (
@@ -194,12 +195,12 @@ def _mount_point(value: str) -> str:
 def _bucket(value: str) -> str:
     if not re.fullmatch(BUCKET_PATTERN, value):
         raise ValueError(
-            "must be a Cloud Storage bucket as gs://BUCKET or gs://BUCKET/PREFIX "
+            "must be a bucket as gs://BUCKET or gs://BUCKET/PREFIX (s3:// for S3) "
             "(lowercase letters, digits, - _ .)"
         )
     # The prefix becomes a folder (gcsfuse's --only-dir; a host folder on the local provider):
     # `.`, `..` or an empty part would name another folder than the one written.
-    prefix = value.removeprefix("gs://").partition("/")[2].rstrip("/")
+    prefix = value.partition("://")[2].partition("/")[2].rstrip("/")
     if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
         raise ValueError("the PREFIX of gs://BUCKET/PREFIX must not hold `.`, `..` or `//`")
     if any(c in value for c in "'\"$`\\") or unsafe_for_ssh_files(value):
@@ -221,12 +222,12 @@ class StorageMount(Model):
     @property
     def bucket_name(self) -> str:
         """BUCKET of gs://BUCKET/PREFIX."""
-        return self.bucket.removeprefix("gs://").partition("/")[0]
+        return self.bucket.partition("://")[2].partition("/")[0]
 
     @property
     def prefix(self) -> str:
         """PREFIX of gs://BUCKET/PREFIX, without slashes at its ends ("" for the whole bucket)."""
-        return self.bucket.removeprefix("gs://").partition("/")[2].strip("/")
+        return self.bucket.partition("://")[2].partition("/")[2].strip("/")
 
 
 AutostopAction = Literal["stop", "down"]

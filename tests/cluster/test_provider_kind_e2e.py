@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from dlvm_cluster.inventory import Node
 from dlvm_cluster.providers import registry
 from dlvm_cluster.providers.kind import ProviderKind
 from dlvm_cluster.providers.local import NamespaceNodes
@@ -48,8 +49,8 @@ def box_rules(spec: ClusterSpec) -> list[Problem]:
 class Boxes(NamespaceNodes):
     """The box provider: the local namespaces, labelled by the box config."""
 
-    def provider_id(self, state, node):  # type: ignore[no-untyped-def]
-        return f"box:{super().provider_id(state, node)}"
+    def provider_id(self, node: Node) -> str:
+        return f"box:{super().provider_id(node)}"
 
 
 BOX = ProviderKind(spec=SpecKind("box", BoxConfig, BoxNodes, box_rules), implementation=Boxes)

@@ -112,13 +112,13 @@ def test_dlvm_autostop_changes_only_what_it_is_given() -> None:
 
 
 def test_machines_dlvm_does_not_own_are_never_powered_off(tmp_path: Path) -> None:
-    hosts = ExistingHosts()
     state = ClusterState("c", tmp_path)
+    hosts = ExistingHosts(state)
     with pytest.raises(UsageError) as refused:
-        hosts.stop_nodes(state, INVENTORY, SilentProgress(), by="user")
+        hosts.stop_nodes(INVENTORY, SilentProgress(), by="user")
     assert "does not own them" in refused.value.message
     with pytest.raises(UsageError):
-        hosts.start_nodes(state, INVENTORY, SilentProgress())
+        hosts.start_nodes(INVENTORY, SilentProgress())
     assert hosts.self_stop_command("stop") is None
 
 

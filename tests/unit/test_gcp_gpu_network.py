@@ -16,6 +16,7 @@ from terraform_schema import load_module, typed
 
 from dlvm_cluster.providers import load_spec_text
 from dlvm_cluster.providers.gcp import gpu_network
+from dlvm_cluster.providers.gcp.plan import gcp_plan
 from dlvm_cluster.providers.gcp.preflight import spec_warnings
 from dlvm_cluster.providers.gcp.report import gcp_plan_notes, network_lines
 from dlvm_cluster.providers.gcp.tfvars import compact_placement, gcp_tfvars
@@ -78,7 +79,7 @@ def test_variants_keep_the_network_of_their_shape(machine: str) -> None:
 def test_other_shapes_get_no_gpu_network(machine: str) -> None:
     tfvars = gcp_tfvars(spec(machine), public_key="k")
     assert (tfvars["gpu_vpc_nics"], tfvars["rdma_nics"], tfvars["startup_script"]) == (0, 0, "")
-    assert network_lines(spec(machine)) == []
+    assert network_lines(gcp_plan(spec(machine))) == []
 
 
 # -- the module ----------------------------------------------------------------------------
@@ -290,18 +291,18 @@ def test_gib_settings_pick_the_plugin_and_the_shape_tuning_from_its_script() -> 
 def test_compact_placement_is_on_by_default_only_where_it_cannot_hurt(
     provider: dict[str, Any], nodes: dict[str, Any], expected: bool
 ) -> None:
-    assert compact_placement(spec("a3-megagpu-8g", provider, **nodes)) is expected
+    assert compact_placement(gcp_plan(spec("a3-megagpu-8g", provider, **nodes))) is expected
 
 
 def test_compact_placement_stays_off_by_default_elsewhere() -> None:
-    assert compact_placement(spec("a2-highgpu-8g")) is False
-    assert compact_placement(spec("a2-highgpu-8g", {"compact_placement": True})) is True
+    assert compact_placement(gcp_plan(spec("a2-highgpu-8g"))) is False
+    assert compact_placement(gcp_plan(spec("a2-highgpu-8g", {"compact_placement": True}))) is True
 
 
 @pytest.mark.parametrize("machine", SHAPES)
 def test_plan_shows_the_nic_layout_and_bandwidth(machine: str) -> None:
     _, vpc_nics, mtu, rdma, gbps = SHAPES[machine]
-    network_line, placement = network_lines(spec(machine))
+    network_line, placement = network_lines(gcp_plan(spec(machine)))
     assert f"{gbps:,} Gbps between nodes for GPU traffic" in network_line
     assert "nic0 gVNIC on the cluster network" in network_line
     assert f"MTU {mtu}" in network_line
@@ -316,19 +317,19 @@ def test_private_nodes_on_a_given_network_are_warned_that_setup_downloads_the_pl
     private = {"public_ip": False, "allowed_ssh_cidrs": []}
 
     def about_egress(machine: str, provider: dict[str, Any]) -> list[str]:
-        return [w for w in spec_warnings(spec(machine, provider)) if "public_ip" in w]
+        return [w for w in spec_warnings(gcp_plan(spec(machine, provider))) if "public_ip" in w]
 
     assert about_egress("a3-highgpu-8g", private) == []
     given = {**private, "network": "corp"}
     (warning,) = about_egress("a3-highgpu-8g", given)
     assert "dlvm adds no Cloud NAT there" in warning
     assert "downloads the GPUDirect-TCPX NCCL plugin" in warning
-    (warning,) = spec_warnings(spec("a2-highgpu-8g", given))
+    (warning,) = spec_warnings(gcp_plan(spec("a2-highgpu-8g", given)))
     assert "plugin" not in warning
 
 
 def test_plan_notes_put_the_gpu_network_before_the_price() -> None:
-    notes = gcp_plan_notes(spec("a3-megagpu-8g"))
+    notes = gcp_plan_notes(gcp_plan(spec("a3-megagpu-8g")))
     network = next(i for i, note in enumerate(notes) if note.startswith("GPU network"))
     assert notes[network + 1].startswith("placement: compact")
     assert network > next(i for i, note in enumerate(notes) if note.startswith("capacity:"))

@@ -16,7 +16,6 @@ from dlvm_cluster.providers.gcp.hostkeys import (
     node_refs,
     node_refs_for,
     read_host_keys,
-    with_host_keys,
 )
 from dlvm_cluster.providers.gcp.instances import (
     OPERATION_WAITS,
@@ -26,6 +25,7 @@ from dlvm_cluster.providers.gcp.instances import (
     replace_addresses,
     wake,
 )
+from dlvm_cluster.providers.terraformed import with_host_keys
 
 P = "p"
 ZONE = "us-central1-a"

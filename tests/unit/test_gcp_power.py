@@ -59,7 +59,7 @@ def test_a_failed_stop_says_so(api: FakeCompute) -> None:
 
 
 def test_a_node_stops_its_own_vm_by_shutting_down_and_deletes_it_through_the_api() -> None:
-    engine = ComputeEngine()
+    engine = ComputeEngine(ClusterState("t", Path("/nowhere")))
     assert engine.self_stop_command("stop") == SELF_STOP
     assert "shutdown -h now" in SELF_STOP
     assert engine.self_stop_command("down") == SELF_DELETE
@@ -153,7 +153,7 @@ def test_flex_start_vms_are_not_stopped_but_told_to_go_down(
     inventory = Inventory("c", (Node("node-0", 0, "10.0.0.2", 22, "dlvm", ""),))
     api.instance(P, ZONE, instance_name("c", "node-0"), "RUNNING")
     with pytest.raises(UsageError) as caught:
-        ComputeEngine().stop_nodes(state, inventory, SilentProgress(), by="dlvm stop")
+        ComputeEngine(state).stop_nodes(inventory, SilentProgress(), by="dlvm stop")
     assert "flex-start VMs, which cannot be stopped" in caught.value.message
     assert "`dlvm down`" in caught.value.hint
     assert api.calls("/instances/") == 0

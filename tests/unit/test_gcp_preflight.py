@@ -11,15 +11,16 @@ from gcp_fake import FakeCompute, running
 
 from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.providers import load_spec_text
-from dlvm_cluster.providers.base import Reach
+from dlvm_cluster.providers.base import Check, Reach
 from dlvm_cluster.providers.gcp.credentials import compute_clients, default_credentials
+from dlvm_cluster.providers.gcp.plan import ReservedCapacity, gcp_plan
 from dlvm_cluster.providers.gcp.preflight import preflight, spec_warnings
 from dlvm_cluster.providers.gcp.tfvars import (
     DEFAULT_IMAGE_FAMILY,
     DLVM_IMAGE_PROJECT,
-    ReservedCapacity,
 )
 from dlvm_cluster.spec.model import ClusterSpec
+from dlvm_cluster.state import ClusterState
 
 P = "p"
 REGION = "us-central1"
@@ -298,7 +299,7 @@ def test_a4x_nodes_on_an_image_that_is_not_arm64_warn(api: FakeCompute) -> None:
     for zone in ZONES:
         api.machine_type(P, zone, "a4x-highgpu-4g", ("nvidia-gb200", 4))
     # The default family is x86: plan says so from the spec alone, preflight from the image.
-    assert spec_warnings(spec_of(A4X)) == [
+    assert spec_warnings(gcp_plan(spec_of(A4X))) == [
         f"a4x-highgpu-4g has Arm CPUs, but the default image ({DEFAULT_IMAGE_FAMILY}) is built "
         "for x86: set nodes.image to an Arm64 image"
     ]
@@ -311,7 +312,7 @@ def test_a4x_nodes_on_an_image_that_is_not_arm64_warn(api: FakeCompute) -> None:
     body = api.routes[("GET", "/compute/v1/projects/my-images/global/images/family/pytorch-arm64")]
     body[0][1].update(architecture="ARM64", guestOsFeatures=[{"type": "GVNIC"}])
     arm = spec_of(A4X + f"  image: {ARM_IMAGE}\n")
-    assert spec_warnings(arm) == []
+    assert spec_warnings(gcp_plan(arm)) == []
     assert not [w for w in preflight(arm, api.clients()).warnings if "Arm" in w]
     # x86 machine types never hear of it.
     assert not [w for w in preflight(spec_of(A100), api.clients()).warnings if "Arm" in w]
@@ -502,7 +503,7 @@ def test_warnings_from_the_spec_alone() -> None:
         "  count: 1\n  machine_type: e2-standard-8\n",
         extra="  compact_placement: true\n  public_ip: false\n",
     )
-    warnings = spec_warnings(spec)
+    warnings = spec_warnings(gcp_plan(spec))
     assert any("compact placement may not be available for e2-standard-8" in w for w in warnings)
     # dlvm makes the network, with Cloud NAT: nothing to warn about egress.
     assert not any("Cloud NAT" in w for w in warnings)
@@ -528,7 +529,9 @@ def test_warnings_from_the_spec_alone() -> None:
         " allowed_ssh_cidrs: [0.0.0.0/0]}\nnodes: {count: 1}\n",
         Path("/nowhere/t.yaml"),
     ).spec
-    assert spec_warnings(open_spec)[0].startswith("SSH is open to the whole internet (0.0.0.0/0")
+    assert spec_warnings(gcp_plan(open_spec))[0].startswith(
+        "SSH is open to the whole internet (0.0.0.0/0"
+    )
 
 
 # -- reservations ----------------------------------------------------------------------------
@@ -782,18 +785,19 @@ def test_doctor_checks_the_tunnel_tool_for_private_nodes(
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "none.json"))
     reach = Reach(unreachable=lambda inventory: [], host_key=lambda host, port: "")
-    names = {
-        c.name: c for c in ComputeEngine().doctor(spec_of(T4, extra="  public_ip: false\n"), reach)
-    }
+    state = ClusterState("t", tmp_path / "state")
+
+    def doctor(spec: ClusterSpec) -> dict[str, Check]:
+        return {c.name: c for c in ComputeEngine(state, spec).doctor(reach)}
+
+    names = doctor(spec_of(T4, extra="  public_ip: false\n"))
     tunnel = names["IAP tunnel (gcloud)"]
     assert not tunnel.ok
     assert "gcloud is not on PATH" in tunnel.detail
-    assert "IAP tunnel (gcloud)" not in {c.name for c in ComputeEngine().doctor(spec_of(T4), reach)}
+    assert "IAP tunnel (gcloud)" not in doctor(spec_of(T4))
     (tmp_path / "gcloud").write_text("#!/bin/sh\n")
     (tmp_path / "gcloud").chmod(0o755)
-    names = {
-        c.name: c for c in ComputeEngine().doctor(spec_of(T4, extra="  public_ip: false\n"), reach)
-    }
+    names = doctor(spec_of(T4, extra="  public_ip: false\n"))
     assert names["IAP tunnel (gcloud)"].ok
 
 

@@ -9,8 +9,10 @@ from harness import REPO
 
 from dlvm_cluster.providers import load_spec, load_spec_text
 from dlvm_cluster.providers.gcp import pricing
+from dlvm_cluster.providers.gcp.plan import gcp_plan
 from dlvm_cluster.providers.gcp.pricing import GPU_PRICES, HOST_PRICES, cluster_price, node_price
 from dlvm_cluster.spec.model import ClusterSpec
+from dlvm_cluster.state import ClusterState
 
 
 def spec_of(nodes: str, region: str = "us-central1") -> ClusterSpec:
@@ -22,7 +24,7 @@ def spec_of(nodes: str, region: str = "us-central1") -> ClusterSpec:
 
 
 def test_a100_example_costs_host_plus_gpus() -> None:
-    estimate = cluster_price(load_spec(REPO / "examples" / "gcp-a100-torchrun.yaml").spec)
+    estimate = cluster_price(gcp_plan(load_spec(REPO / "examples" / "gcp-a100-torchrun.yaml").spec))
     assert estimate is not None
     assert (estimate.machine_type, estimate.gpu_type, estimate.gpus_per_node) == (
         "a2-highgpu-2g",
@@ -36,7 +38,9 @@ def test_a100_example_costs_host_plus_gpus() -> None:
 
 
 def test_spot_l4_example_is_priced_as_spot() -> None:
-    estimate = cluster_price(load_spec(REPO / "examples" / "gcp-spot-l4-horovod.yaml").spec)
+    estimate = cluster_price(
+        gcp_plan(load_spec(REPO / "examples" / "gcp-spot-l4-horovod.yaml").spec)
+    )
     assert estimate is not None
     assert estimate.spot
     assert estimate.cluster_hourly == pytest.approx(4 * (0.17621 + 0.2231))
@@ -48,9 +52,11 @@ def test_spot_l4_example_is_priced_as_spot() -> None:
 
 def test_count_overrides_the_spec_for_scale_and_status() -> None:
     estimate = cluster_price(
-        spec_of(
-            "{count: 2, machine_type: n1-standard-8, "
-            "accelerator: {type: nvidia-tesla-t4, count: 1}}"
+        gcp_plan(
+            spec_of(
+                "{count: 2, machine_type: n1-standard-8, "
+                "accelerator: {type: nvidia-tesla-t4, count: 1}}"
+            )
         ),
         count=5,
     )
@@ -83,7 +89,7 @@ def test_count_overrides_the_spec_for_scale_and_status() -> None:
     ],
 )
 def test_unknown_prices_are_none_never_guessed(nodes: str, region: str) -> None:
-    assert cluster_price(spec_of(nodes, region)) is None
+    assert cluster_price(gcp_plan(spec_of(nodes, region))) is None
 
 
 @pytest.mark.parametrize(
@@ -96,7 +102,7 @@ def test_unknown_prices_are_none_never_guessed(nodes: str, region: str) -> None:
     ],
 )
 def test_the_provisioning_model_picks_the_column(nodes: str, spot: bool) -> None:
-    estimate = cluster_price(spec_of(nodes))
+    estimate = cluster_price(gcp_plan(spec_of(nodes)))
     assert estimate is not None
     assert estimate.spot is spot
 
@@ -123,12 +129,13 @@ def test_a_stopped_node_costs_its_disk_and_a_running_one_the_disk_too() -> None:
 
     spec = load_spec(REPO / "examples" / "gcp-a100-torchrun.yaml").spec
     disk = 200 * 0.10 / 730  # pd-balanced, 200 GB
-    assert pricing.disk_hourly(spec) == pytest.approx(disk)
-    rates = ComputeEngine().hourly_rates(spec)
+    assert pricing.disk_hourly(gcp_plan(spec)) == pytest.approx(disk)
+    engine = ComputeEngine(ClusterState(spec.name, Path("/nowhere")), spec)
+    rates = engine.hourly_rates()
     assert rates is not None
     assert rates.stopped == pytest.approx(disk)
     assert rates.running == pytest.approx(1.47895 + 2 * 2.93391 + disk)
-    notes = _cost_notes(spec, ComputeEngine())
+    notes = _cost_notes(spec, engine)
     assert notes[0].startswith(f"stopped: ${2 * disk:.2f}/h for the disks of 2 node(s)")
     assert notes[1].startswith("autostop: ")
 

@@ -21,6 +21,7 @@ from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.orchestrate.cluster import report
 from dlvm_cluster.orchestrate.cluster.records import record_kind, save_applied, save_inventory
 from dlvm_cluster.providers import load_spec_text
+from dlvm_cluster.providers.gcp.plan import gcp_plan
 from dlvm_cluster.providers.gcp.report import gcp_plan_notes
 from dlvm_cluster.state import ClusterState
 
@@ -49,7 +50,7 @@ def test_status_reports_the_capacity_plan_shows(cluster: ClusterState, tmp_path:
     found = report.report(cluster)
     assert found.provider_problem is not None  # no credentials: the spec alone tells
     assert found.capacity is not None
-    plan_line = gcp_plan_notes(load_spec_text(SPEC, tmp_path / "fs.yaml").spec)[-2]
+    plan_line = gcp_plan_notes(gcp_plan(load_spec_text(SPEC, tmp_path / "fs.yaml").spec))[-2]
     assert found.capacity.summary == plan_line
     assert plan_line == (
         "capacity: flex-start (the VMs are created when Dynamic Workload Scheduler finds "
@@ -77,4 +78,4 @@ def test_status_text_and_json_show_the_capacity(cluster: ClusterState) -> None:
 
 def test_providers_without_a_choice_report_no_capacity(tmp_path: Path) -> None:
     local = load_spec_text("name: l\nprovider: {kind: local}\nnodes: {count: 1}\n", tmp_path / "l")
-    assert providers.for_kind("local").capacity(local.spec) is None
+    assert providers.for_spec(local.spec, ClusterState("l", tmp_path)).capacity() is None

@@ -13,16 +13,15 @@ from dlvm_cluster.errors import ProvisionError, SpecError
 from dlvm_cluster.providers import load_spec, load_spec_text
 from dlvm_cluster.providers.gcp.converge import render_gcp
 from dlvm_cluster.providers.gcp.identity import service_account_id
+from dlvm_cluster.providers.gcp.plan import ReservedCapacity, gcp_plan, node_shape
 from dlvm_cluster.providers.gcp.tfvars import (
     DEFAULT_IMAGE_FAMILY,
     ImageRef,
-    ReservedCapacity,
     gcp_tfvars,
     gpus_per_node,
     image_ref,
     instance_address,
     instance_name,
-    node_shape,
     reserved_in_use,
     state_tfvars,
     zone_in_use,
@@ -200,7 +199,7 @@ def test_n1_with_t4_attaches_the_gpus_and_has_no_gvnic() -> None:
     assert tfvars["guest_accelerators"] == [{"type": "nvidia-tesla-t4", "count": 2}]
     assert tfvars["install_nvidia_driver"] is True
     assert tfvars["nic_type"] == ""
-    assert gpus_per_node(spec) == 2
+    assert gpus_per_node(gcp_plan(spec)) == 2
 
 
 def test_cpu_nodes_get_no_driver_and_a_default_machine() -> None:
@@ -263,7 +262,7 @@ def test_g4_renders_field_by_field() -> None:
         # G4 boots from Hyperdisk only.
         "disk_type": "hyperdisk-balanced",
     }
-    assert gpus_per_node(spec) == 8
+    assert gpus_per_node(gcp_plan(spec)) == 8
     only_gpu = spec_of("  count: 1\n  accelerator: {type: nvidia-rtx-pro-6000, count: 4}\n")
     assert node_shape(only_gpu.nodes).machine_type == "g4-standard-192"
 
@@ -288,7 +287,7 @@ def test_existing_network_and_options_pass_through() -> None:
     assert tfvars["ssh_user"] == "trainer"
     assert tfvars["disk_type"] == "hyperdisk-balanced"
     assert tfvars["zone"] == "us-central1-b"
-    assert gpus_per_node(spec) == 8
+    assert gpus_per_node(gcp_plan(spec)) == 8
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""tests/fixtures/google_provider/regenerate.py on a small assembly packed as the real wheel is.
+"""tests/fixtures/regenerate_schema.py on a small assembly packed as the real wheel is.
 
 The assembly below has the shape cdktn-provider-google ships: a resource class whose
 constructor links to the provider release's documentation, a config struct with a required
@@ -24,7 +24,7 @@ PREFIX = "@cdktn/provider-google.computeThing"
 
 
 def regenerate() -> ModuleType:
-    path = REPO / "tests" / "fixtures" / "google_provider" / "regenerate.py"
+    path = REPO / "tests" / "fixtures" / "regenerate_schema.py"
     spec = importlib.util.spec_from_file_location("regenerate", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

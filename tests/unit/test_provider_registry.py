@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+from pydantic import ValidationError
 from ruamel.yaml import YAML
 
 from dlvm_cluster import providers
@@ -16,6 +17,7 @@ from dlvm_cluster.providers import registry
 from dlvm_cluster.providers.kind import Feature, ProviderKind, Refusal
 from dlvm_cluster.spec.kinds import Problem, SpecKind
 from dlvm_cluster.spec.model import ClusterSpec, Nodes, ProviderConfig
+from dlvm_cluster.state import ClusterState
 
 # A file each registered kind accepts, as small as the kind allows: a kind added to the
 # registry must add its own here (the first test fails until it does).
@@ -27,6 +29,12 @@ MINIMAL: dict[str, dict[str, Any]] = {
         "project": "my-project",
         "region": "us-central1",
         "zones": ["us-central1-a"],
+        "allowed_ssh_cidrs": ["203.0.113.0/24"],
+    },
+    "aws": {
+        "kind": "aws",
+        "region": "us-east-1",
+        "zones": ["us-east-1a"],
         "allowed_ssh_cidrs": ["203.0.113.0/24"],
     },
 }
@@ -83,17 +91,18 @@ def test_a_key_of_another_kind_is_refused_naming_who_takes_it(section: str, tmp_
 
 
 def test_the_brief_cases_of_gcp_keys_on_local_and_ssh(tmp_path: Path) -> None:
-    for kind, key, value in [
-        ("local", "provisioning", "spot"),
-        ("local", "reservation", "my-res"),
-        ("local", "machine_type", "a3-highgpu-8g"),
-        ("local", "disk_type", "pd-ssd"),
-        ("ssh", "max_run_hours", 5),
-        ("ssh", "spot", True),
-        ("ssh", "image", "pytorch-2-9-cu129-ubuntu-2204-nvidia-580"),
+    # The keys the clouds share name both; max_run_hours is Compute Engine's alone.
+    for kind, key, value, takers in [
+        ("local", "provisioning", "spot", "kinds gcp, aws take"),
+        ("local", "reservation", "my-res", "kinds gcp, aws take"),
+        ("local", "machine_type", "a3-highgpu-8g", "kinds gcp, aws take"),
+        ("local", "disk_type", "pd-ssd", "kinds gcp, aws take"),
+        ("ssh", "max_run_hours", 5, "kind gcp takes"),
+        ("ssh", "spot", True, "kinds gcp, aws take"),
+        ("ssh", "image", "pytorch-2-9-cu129-ubuntu-2204-nvidia-580", "kinds gcp, aws take"),
     ]:
         path = _file(tmp_path, MINIMAL[kind], {"count": 1, key: value})
-        with pytest.raises(SpecError, match="only kind gcp takes it"):
+        with pytest.raises(SpecError, match=f"only {takers} it"):
             providers.load_spec(path)
 
 
@@ -102,13 +111,13 @@ def test_flex_start_on_local_is_refused_as_a_gcp_key_not_a_gcp_rule(tmp_path: Pa
     with pytest.raises(SpecError) as caught:
         providers.load_spec(path)
     assert "Compute Engine" not in str(caught.value)
-    assert caught.value.hint == "remove it, or use provider kind gcp"
+    assert caught.value.hint == "remove it, or use provider kind gcp or aws"
 
 
 def test_unknown_kinds_are_listed_from_the_registry(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as caught:
-        providers.load_spec(_file(tmp_path, {"kind": "aws"}, {"count": 1}))
-    assert f"must be one of {', '.join(registry.KINDS)} (got 'aws')" in str(caught.value)
+        providers.load_spec(_file(tmp_path, {"kind": "azure"}, {"count": 1}))
+    assert f"must be one of {', '.join(registry.KINDS)} (got 'azure')" in str(caught.value)
 
 
 def test_ssh_refusals_keep_their_words_and_exit_codes() -> None:
@@ -139,7 +148,7 @@ def test_local_and_gcp_have_every_verb() -> None:
 
 def test_a_state_dir_of_an_unknown_kind_is_refused_in_words() -> None:
     with pytest.raises(UsageError, match="no provider of kind 'mars'"):
-        providers.for_kind("mars")
+        providers.for_kind("mars", ClusterState("c", Path("/nowhere")))
 
 
 # A kind made here and registered only for the tests below: one config, one nodes key, one
@@ -189,7 +198,7 @@ def test_a_kind_registered_in_one_line_gets_its_keys_rules_and_refusals(
     with pytest.raises(SpecError, match="only kind demo takes it"):
         providers.load_spec(_file(tmp_path, MINIMAL["local"], {"count": 1, "flavour": "x"}))
     # and theirs for it
-    with pytest.raises(SpecError, match="only kind gcp takes it"):
+    with pytest.raises(SpecError, match="only kinds gcp, aws take it"):
         providers.load_spec(_file(tmp_path, {"kind": "demo"}, {"count": 1, "spot": True}))
     # its refusal, before any verb
     with pytest.raises(UsageError, match="demo machines never stop"):
@@ -200,7 +209,8 @@ def test_a_kind_registered_in_one_line_gets_its_keys_rules_and_refusals(
     # the schema names it, and dispatch builds its implementation
     schema = providers.spec_kinds().json_schema()
     assert "DemoConfig" in schema["$defs"] and "DemoNodes" in schema["$defs"]
-    assert type(providers.for_kind("demo")).__name__ == "NamespaceNodes"
+    built = providers.for_spec(loaded.spec, ClusterState("demo", tmp_path))
+    assert type(built).__name__ == "NamespaceNodes" and built.spec == loaded.spec
 
 
 def test_kinds_that_lack_a_feature_declare_why(demo: ProviderKind) -> None:
@@ -214,3 +224,17 @@ def test_kinds_that_lack_a_feature_declare_why(demo: ProviderKind) -> None:
 def test_spec_kinds_follow_the_registry(demo: ProviderKind) -> None:
     assert providers.spec_kinds().names == list(registry.KINDS)
     assert providers.kinds() == list(registry.KINDS)
+
+
+def test_an_applied_spec_of_an_older_dlvm_reads_back_without_other_kinds_keys() -> None:
+    """Before each kind's keys were its own, a local cluster's applied spec held every
+    `nodes:` key (with no effect): it still reads, and nothing of gcp's is kept."""
+    old = {
+        "name": "c",
+        "provider": {"kind": "local"},
+        "nodes": {"count": 2, "machine_type": None, "spot": False, "disk_gb": 200},
+    }
+    spec = providers.spec_kinds().parse(old)
+    assert spec.nodes.count == 2 and set(spec.nodes.model_dump()) == {"count", "accelerator"}
+    with pytest.raises(ValidationError):  # a key of no kind is still an error
+        providers.spec_kinds().parse({**old, "nodes": {"count": 2, "gpus": 1}})

@@ -48,7 +48,7 @@ def test_every_kind_of_the_spec_has_one_provider() -> None:
         name for name in dir(Provider) if not name.startswith("_") and name != "owns_machines"
     }
     for kind in providers.kinds():
-        provider = providers.for_kind(kind)
+        provider = providers.for_kind(kind, ClusterState("c", Path("/nowhere")))
         missing = [name for name in interface if not callable(getattr(provider, name, None))]
         assert missing == [], f"{kind}: {missing}"
         assert isinstance(provider.owns_machines, bool)
@@ -95,7 +95,7 @@ def test_ssh_plan_lists_hosts_and_keys_without_connecting(tmp_path: Path) -> Non
         progress=SilentProgress(),
         reach=Reach(unreachable=_refuse, host_key=_refuse),
     )
-    plan = ExistingHosts().plan(request)
+    plan = ExistingHosts(request.state, spec).plan(request)
     assert plan.exists
     actions = [(action, what.split()[0]) for action, what in plan.changes]
     assert actions == [
@@ -154,7 +154,7 @@ def _adopt_request(tmp_path: Path, trust: KeyTrust, presented: str) -> Converge:
 
 
 def test_first_contact_pins_only_a_key_the_user_accepted(tmp_path: Path) -> None:
-    hosts = ExistingHosts()
+    hosts = ExistingHosts(ClusterState("adopt", tmp_path / "state"))
     with pytest.raises(UnpinnedHostKeys) as asked:
         hosts.provision(_adopt_request(tmp_path, NO_TRUST, KEY))
     assert [node.host_key for node in asked.value.nodes] == [KEY]

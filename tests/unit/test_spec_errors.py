@@ -114,18 +114,22 @@ EXPECTED: dict[str, tuple[int, str]] = {
     "nnodes_bad_format": (11, "job.nnodes"),
     "framework_unknown": (8, "job.framework"),
     # provider kind
-    "provider_kind_unknown": (4, "provider.kind: must be one of local, gcp, ssh (got 'aws')"),
+    "provider_kind_unknown": (
+        4,
+        "provider.kind: must be one of local, gcp, aws, ssh (got 'azure')",
+    ),
     "provider_kind_misspelt": (4, "provider.kind"),
     "provider_kind_missing": (4, "provider.kind"),
     "local_with_gcp_provisioning": (
         7,
-        "nodes.provisioning: 'provisioning' is not a nodes key of kind local: only kind gcp",
+        "nodes.provisioning: 'provisioning' is not a nodes key of kind local: only kinds gcp, "
+        "aws take it",
     ),
     "local_with_gcp_machine_type": (7, "nodes.machine_type: 'machine_type' is not a nodes key"),
     "local_with_reservation": (7, "nodes.reservation: 'reservation' is not a nodes key of kind"),
     "local_with_gcp_project": (5, "provider.project: 'project' is not a provider key of kind"),
     "ssh_with_max_run_hours": (9, "nodes.max_run_hours: 'max_run_hours' is not a nodes key of"),
-    "ssh_with_spot": (9, "nodes.spot: 'spot' is not a nodes key of kind ssh: only kind gcp"),
+    "ssh_with_spot": (9, "nodes.spot: 'spot' is not a nodes key of kind ssh: only kinds gcp, aws"),
     "ssh_with_image": (9, "nodes.image: 'image' is not a nodes key of kind ssh"),
     "gcp_missing_project": (3, "provider.project: this required key is missing"),
     "gcp_zones_empty": (7, "provider.zones"),

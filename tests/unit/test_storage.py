@@ -12,7 +12,7 @@ import pytest
 from dlvm_cluster.errors import UsageError
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.launch.environment import node_environment
-from dlvm_cluster.providers import for_kind, load_spec_text
+from dlvm_cluster.providers import for_kind, for_spec, load_spec_text
 from dlvm_cluster.providers.gcp.storage import (
     LOCAL_SSD,
     LOCAL_SSD_ARRAY,
@@ -151,7 +151,7 @@ def test_local_provider_makes_the_folders_private(
 ) -> None:
     monkeypatch.setenv("DLVM_HOME", str(tmp_path))
     spec = spec_of(LOCAL, "  - {mount: /ckpt, bucket: gs://my-bucket/r1}\n")
-    script = for_kind("local").storage_script(spec, ClusterState.for_name("demo"))
+    script = for_spec(spec, ClusterState.for_name("demo")).storage_script()
     folder = tmp_path / "storage" / "my-bucket" / "r1"
     assert folder.is_dir() and script
     for path in (folder, folder.parent, folder.parent.parent):
@@ -161,7 +161,7 @@ def test_local_provider_makes_the_folders_private(
 def test_the_ssh_provider_refuses_storage() -> None:
     spec = spec_of(LOCAL, "  - {mount: /ckpt, bucket: gs://my-bucket/r1}\n")
     with pytest.raises(UsageError, match="does not mount storage"):
-        for_kind("ssh").storage_script(spec, ClusterState.for_name("demo"))
+        for_kind("ssh", ClusterState.for_name("demo"), spec).storage_script()
 
 
 def test_checkpoint_dir_reaches_the_environment_and_nothing_overrides_it() -> None:

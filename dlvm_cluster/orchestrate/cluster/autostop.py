@@ -270,8 +270,8 @@ def change(
         settings = changed_settings(
             settings_in_force(state, spec), idle=idle, off=off, action=action
         )
-        provider = providers.for_spec(spec)
-        states = provider.node_states(state, inventory)
+        provider = providers.for_spec(spec, state)
+        states = provider.node_states(inventory)
         if states.get(inventory.head.name) == NodeState.STOPPED:
             progress.note("the cluster is stopped: the watcher takes this when it starts")
         else:

@@ -12,6 +12,7 @@ from dlvm_cluster.state import ClusterState
 
 def doctor(spec: ClusterSpec | None) -> list[Check]:
     """The checks of the spec's provider (the local provider's without a spec)."""
-    provider = providers.for_spec(spec) if spec else providers.for_kind(providers.DEFAULT_KIND)
     name = spec.name if spec else providers.DEFAULT_KIND  # the state whose keys SSH would use
-    return provider.doctor(spec, ssh_reach(ClusterState.for_name(name)))
+    state = ClusterState.for_name(name)
+    provider = providers.for_spec(spec, state) if spec else providers.for_kind(name, state)
+    return provider.doctor(ssh_reach(state))

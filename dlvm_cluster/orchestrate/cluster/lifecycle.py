@@ -26,7 +26,6 @@ from dlvm_cluster.orchestrate.cluster.prepare import (
 )
 from dlvm_cluster.orchestrate.cluster.records import (
     applied_spec,
-    cluster_kind,
     load_inventory,
     open_pool,
     record_kind,
@@ -82,7 +81,7 @@ def provision(
         # it answering as before.
         power.record_usage(state, request.previous)  # a stop while no dlvm ran ends here
         started = power.start_stopped(state, request.previous, progress)
-    inventory, changed = providers.for_spec(loaded.spec).provision(request)
+    inventory, changed = providers.for_spec(loaded.spec, state).provision(request)
     inventory = with_storage(inventory, loaded.spec)
     save_inventory(state, inventory)
     return inventory, changed, started
@@ -144,8 +143,8 @@ def up(
     machines may take to be created (a flex-start VM waits for capacity meanwhile)."""
     begun = time.monotonic()
     spec = loaded.spec
-    providers.for_spec(spec).check_host()
     state = ClusterState.for_name(spec.name)
+    providers.for_spec(spec, state).check_host()
     with state.lock("up"):
         undo = scale_undo(loaded)
         if undo is not None and not undo_scale:
@@ -185,7 +184,7 @@ def _finish_taken_down(state: ClusterState, progress: Progress) -> None:
         return
     when = time.strftime("%H:%M", time.localtime(mark.at))
     progress.note(f"cluster {state.name} was taken down by {mark.by} at {when}: making it anew")
-    providers.for_kind(cluster_kind(state) or providers.DEFAULT_KIND).destroy(state, progress)
+    power.provider_of(state).destroy(progress)
     state.inventory_path.unlink(missing_ok=True)
     state.applied_spec_path.unlink(missing_ok=True)
 
@@ -228,7 +227,7 @@ def start(state: ClusterState, progress: Progress) -> StartResult:
                 pool, state, inventory, loaded, progress, inventory.nodes, restarted=bool(started)
             )
             # Each started VM runs its boot-time setup again.
-            readiness = providers.for_spec(loaded.spec).boot_readiness(loaded.spec)
+            readiness = providers.for_spec(loaded.spec, state).boot_readiness()
             wait_for_boot(pool, inventory.nodes, readiness, progress)
         power.record_usage(state, inventory)
     return StartResult(inventory, tuple(started), time.monotonic() - begun)
@@ -241,7 +240,7 @@ def down(state: ClusterState, progress: Progress) -> float:
     with state.lock("down"):
         agent_process.stop(state.root)  # warm connections first: nothing of dlvm's left running
         stop_supervisors(state)  # no supervisor may replace a node while they go
-        provider = providers.for_kind(cluster_kind(state) or providers.DEFAULT_KIND)
+        provider = power.provider_of(state)
         inventory = load_inventory(state)
         if inventory is not None and not provider.owns_machines:
             # Machines dlvm did not create are only forgotten, after removing what dlvm put there.
@@ -251,7 +250,7 @@ def down(state: ClusterState, progress: Progress) -> float:
                     uninstall_mesh(pool, inventory.nodes, state.name)
             except RemoteError as exc:
                 progress.note(f"warning: {exc} (the cluster is forgotten all the same)")
-        provider.destroy(state, progress)
+        provider.destroy(progress)
         shutil.rmtree(state.root, ignore_errors=True)
     return time.monotonic() - started
 
@@ -270,7 +269,7 @@ class PlanResult:
 def _cost_notes(spec: ClusterSpec, provider: Provider) -> list[str]:
     """What stopped nodes cost, and what stops them: autostop and max_hours."""
     notes = []
-    rates = provider.hourly_rates(spec)
+    rates = provider.hourly_rates()
     if rates is not None:
         count = spec.nodes.count
         notes.append(
@@ -288,8 +287,8 @@ def plan(loaded: LoadedSpec, progress: Progress) -> PlanResult:
     """What `up` would do, as the spec's provider sees it: changes nothing."""
     spec = loaded.spec
     state = ClusterState.for_name(spec.name)
-    provider = providers.for_spec(spec)
-    notes = (*provider.plan_notes(spec), *_cost_notes(spec, provider))
+    provider = providers.for_spec(spec, state)
+    notes = (*provider.plan_notes(), *_cost_notes(spec, provider))
     planned = provider.plan(converge_request(loaded, state, progress))
     checkpoint = spec.checkpoint_storage
     return PlanResult(
@@ -309,6 +308,6 @@ def render_to(loaded: LoadedSpec, target: Path) -> RenderedModule:
     state = ClusterState.for_name(loaded.spec.name)
     state.create()
     state.ensure_key_pair()
-    module = providers.for_spec(loaded.spec).render(loaded.spec, state)
+    module = providers.for_spec(loaded.spec, state).render()
     module.write(target)
     return module

@@ -16,7 +16,7 @@ from typing import Any
 from dlvm_cluster import providers
 from dlvm_cluster.errors import DlvmError
 from dlvm_cluster.inventory import Inventory
-from dlvm_cluster.orchestrate.cluster.records import cluster_kind, require_inventory
+from dlvm_cluster.orchestrate.cluster.records import cluster_kind, read_spec, require_inventory
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers.base import NodeState, Provider, StopMark
 from dlvm_cluster.providers.kind import Feature
@@ -37,7 +37,10 @@ def _kind(state: ClusterState) -> str:
 
 
 def provider_of(state: ClusterState) -> Provider:
-    return providers.for_kind(_kind(state))
+    """The provider of the cluster in `state`, bound to its applied spec where there is one
+    (a first `up` that failed early left none)."""
+    applied = read_spec(state, state.applied_spec_path)
+    return providers.for_kind(_kind(state), state, applied.spec if applied else None)
 
 
 @dataclass(frozen=True)
@@ -55,13 +58,13 @@ def stop(state: ClusterState, progress: Progress) -> StopResult:
         providers.require(_kind(state), Feature.STOP_START, verb="stop")
         provider = provider_of(state)
         agent_process.stop(state.root)  # its connections would only break
-        states = provider.node_states(state, inventory)
+        states = provider.node_states(inventory)
         running = _only(
             inventory,
             [node.name for node in inventory.nodes if states.get(node.name) not in _DOWN],
         )
         if running.nodes:
-            provider.stop_nodes(state, running, progress, by=USER)
+            provider.stop_nodes(running, progress, by=USER)
         state.write_json(state.root / STOPPED_BY_USER, {"by": USER, "at": time.time()})
         record_usage(state, inventory)
     return StopResult(state.name, tuple(n.name for n in running.nodes), time.monotonic() - started)
@@ -71,11 +74,11 @@ def start_stopped(state: ClusterState, inventory: Inventory, progress: Progress)
     """Start the nodes the provider sees stopped, on their disks; their names. The caller
     holds the cluster's lock and waits for SSH."""
     provider = provider_of(state)
-    states = provider.node_states(state, inventory)
+    states = provider.node_states(inventory)
     stopped = [node.name for node in inventory.nodes if states.get(node.name) == NodeState.STOPPED]
     if stopped:
         providers.require(_kind(state), Feature.STOP_START, verb="start")
-        provider.start_nodes(state, _only(inventory, stopped), progress)
+        provider.start_nodes(_only(inventory, stopped), progress)
     (state.root / STOPPED_BY_USER).unlink(missing_ok=True)
     return stopped
 
@@ -83,7 +86,7 @@ def start_stopped(state: ClusterState, inventory: Inventory, progress: Progress)
 def stop_marks(state: ClusterState, inventory: Inventory) -> dict[str, StopMark]:
     """Why and when each node stopped, as far as anyone recorded it."""
     try:
-        marks = provider_of(state).stop_marks(state, inventory)
+        marks = provider_of(state).stop_marks(inventory)
     except DlvmError:
         marks = {}
     recorded = state.read_json(state.root / STOPPED_BY_USER)
@@ -100,14 +103,14 @@ def taken_down_mark(state: ClusterState, inventory: Inventory) -> StopMark | Non
     the next dlvm command on this machine); None otherwise."""
     provider = provider_of(state)
     try:
-        states = provider.node_states(state, inventory)
+        states = provider.node_states(inventory)
     except DlvmError:  # the provider cannot be asked: nothing to reconcile now
         return None
     gone = (NodeState.STOPPED, NodeState.MISSING)  # local: powered off; gcp: deleted
     if not inventory.nodes or any(states.get(node.name) not in gone for node in inventory.nodes):
         return None
     try:
-        marks = provider.stop_marks(state, inventory)
+        marks = provider.stop_marks(inventory)
     except DlvmError:
         return None
     found = [marks.get(node.name) for node in inventory.nodes]
@@ -132,7 +135,7 @@ def record_usage(state: ClusterState, inventory: Inventory) -> dict[str, Any]:
     provider = provider_of(state)
     record = state.read_json(state.root / USAGE) or {}
     try:
-        states = provider.node_states(state, inventory)
+        states = provider.node_states(inventory)
     except DlvmError:  # the provider cannot be asked now: the record stays as it was
         return dict(record)
     since: dict[str, list[Any]] = dict(record.get("since", {}))

@@ -79,7 +79,7 @@ def mount_storage(
     runs it: a node replaced or rebooted gets its mounts back)."""
     if spec.storage:
         providers.require(spec.provider.kind, Feature.STORAGE)
-    script = providers.for_spec(spec).storage_script(spec, state)
+    script = providers.for_spec(spec, state).storage_script()
     if not script or not nodes:
         return
     progress.stage("mounting storage")
@@ -102,7 +102,7 @@ def install_watcher(
         pool,
         inventory,
         loaded.spec,
-        providers.for_spec(loaded.spec),
+        providers.for_spec(loaded.spec, state),
         progress,
         settings=autostop.settings_in_force(state, loaded.spec),
         nodes=tuple(nodes),
@@ -195,7 +195,7 @@ def prepare_nodes(
     synced = push_files(pool, loaded, nodes, progress)
     setup = run_setup(pool, inventory, loaded, nodes, progress, rerun=rerun)
     horovod = ensure_horovod(pool, inventory, loaded, nodes, progress)
-    readiness = providers.for_spec(loaded.spec).boot_readiness(loaded.spec)
+    readiness = providers.for_spec(loaded.spec, state).boot_readiness()
     booted = wait_for_boot(pool, inventory.nodes, readiness, progress)
     return synced, replace(
         setup,

@@ -7,20 +7,19 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 
-from dlvm_cluster import providers
 from dlvm_cluster.errors import DlvmError, StateError
 from dlvm_cluster.inventory import Inventory
 from dlvm_cluster.orchestrate.cluster import autostop
 from dlvm_cluster.orchestrate.cluster.lifecycle import down
 from dlvm_cluster.orchestrate.cluster.power import (
     node_hours,
+    provider_of,
     record_usage,
     stop_marks,
     taken_down_mark,
 )
 from dlvm_cluster.orchestrate.cluster.records import (
     applied_spec,
-    cluster_kind,
     load_inventory,
     open_pool,
 )
@@ -81,10 +80,10 @@ def report(state: ClusterState) -> ClusterReport:
         by, at = _stop_fields(mark)
         return ClusterReport(state.name, (), (), None, taken_down=stopped_why(by, at))
     inventory, rows_seen = node_status(state)
-    provider = providers.for_kind(cluster_kind(state) or providers.DEFAULT_KIND)
+    provider = provider_of(state)
     problem = None
     try:
-        states = provider.node_states(state, inventory)
+        states = provider.node_states(inventory)
     except DlvmError as exc:  # no credentials or no API: SSH reachability still shows
         states, problem = {}, str(exc)
     nodes = {node.name: node for node in inventory.nodes}
@@ -98,18 +97,15 @@ def report(state: ClusterState) -> ClusterReport:
             replace(
                 row,
                 state=node_state(states.get(row.name), row.reachable),
-                provider_id=provider.provider_id(state, nodes[row.name]),
+                provider_id=provider.provider_id(nodes[row.name]),
                 stopped_by=by,
                 stopped_at=at,
             )
         )
     try:
-        spec = applied_spec(state).spec
-    except StateError:
+        price, capacity = provider.status_price(len(inventory.nodes)), provider.capacity()
+    except StateError:  # never brought up: no spec to price
         price, capacity = None, None
-    else:
-        price = provider.status_price(spec, len(inventory.nodes))
-        capacity = provider.capacity(spec)
     jobs = tuple(refresh_states(state)[-RECENT_JOBS:])
     guard, guard_problem = _autostop(state, inventory, rows)
     # Machines dlvm only borrows (ssh) are billed, if at all, by their owner.
@@ -139,7 +135,7 @@ def usage_line(state: ClusterState, inventory: Inventory, provider: Provider) ->
     running, stopped = node_hours(record_usage(state, inventory))
     hours = f"{running:.1f} node-hours running, {stopped:.1f} stopped"
     try:
-        rates = provider.hourly_rates(applied_spec(state).spec)
+        rates = provider.hourly_rates()
     except StateError:
         rates = None
     if rates is None:

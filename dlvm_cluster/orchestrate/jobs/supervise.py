@@ -42,12 +42,11 @@ from dlvm_cluster.launch.plan import elastic_range, random_port
 from dlvm_cluster.launch.planners import plan_launch
 from dlvm_cluster.orchestrate.check.run import require_healthy
 from dlvm_cluster.orchestrate.cluster.files import install_secrets, push_files
-from dlvm_cluster.orchestrate.cluster.power import stop_marks
+from dlvm_cluster.orchestrate.cluster.power import provider_of, stop_marks
 from dlvm_cluster.orchestrate.cluster.prepare import converge_request, prepare_nodes, with_storage
 from dlvm_cluster.orchestrate.cluster.reach import ssh_reach
 from dlvm_cluster.orchestrate.cluster.records import (
     applied_spec,
-    cluster_kind,
     open_pool,
     require_inventory,
     save_inventory,
@@ -120,9 +119,7 @@ class Supervisor:
         self.job = loaded.spec.job
         self.progress = progress
         self.redact = redact
-        self.provider = provider or providers.for_kind(
-            cluster_kind(state) or providers.DEFAULT_KIND
-        )
+        self.provider = provider or provider_of(state)
         self._resume_pending = False
         self._follow_from_now: set[str] = set()  # elastic survivors: their log was shown
         self._lock = threading.Lock()
@@ -298,7 +295,7 @@ class Supervisor:
     def provider_lost(self, inventory: Inventory, nodes: Sequence[Node]) -> dict[str, str]:
         """The nodes whose machine the provider says is not running, and its word for it."""
         try:
-            states = self.provider.node_states(self.state, inventory)
+            states = self.provider.node_states(inventory)
         except DlvmError:  # no API now: SSH alone tells
             return {}
         return {
@@ -448,7 +445,7 @@ class Supervisor:
         applied = applied_spec(self.state)
         before = require_inventory(self.state)
         old_ids = {
-            node.name: self.provider.provider_id(self.state, node)
+            node.name: self.provider.provider_id(node)
             for node in before.nodes
             if node.name in names
         }
@@ -481,7 +478,7 @@ class Supervisor:
             if node.name in names:
                 self.event(
                     f"node replaced: {node.name} {old_ids.get(node.name, '?')} -> "
-                    f"{self.provider.provider_id(self.state, node)} (host key "
+                    f"{self.provider.provider_id(node)} (host key "
                     f"{node.host_key_fingerprint})"
                 )
         return inventory

@@ -72,9 +72,7 @@ def cluster_view(state: ClusterState) -> ClusterView:
     if taken_down_mark(state, inventory) is not None:
         problems.append("autostop took this cluster down; `dlvm status` finishes removing it")
     try:
-        states = {
-            name: str(value) for name, value in provider.node_states(state, inventory).items()
-        }
+        states = {name: str(value) for name, value in provider.node_states(inventory).items()}
     except DlvmError as error:
         states = {}
         problems.append(f"machine states unknown: {error}")
@@ -88,7 +86,7 @@ def cluster_view(state: ClusterState) -> ClusterView:
     except StateError:
         spec = None
     if spec is not None:
-        price = provider.status_price(spec, len(inventory.nodes)) or ""
+        price = provider.status_price(len(inventory.nodes)) or ""
         in_force = autostop.settings_in_force(state, spec)
         guard = autostop.describe(in_force) if in_force is not None else "off"
     if provider.owns_machines:

@@ -3,6 +3,7 @@
     kind         the registry entry: keys, rules, implementation (providers/registry.py)
     config       the cluster file's gcp keys: GcpConfig (`provider:`), GcpNodes (`nodes:`)
     rules        Compute Engine's rules checked at load, with file:line (pure)
+    plan         a spec resolved once: gcp keys, node shape, capacity, GPU network (pure)
     tfvars       spec -> terraform.tfvars.json for terraform/gcp (pure)
     shapes       what dlvm knows of machine families: built-in GPUs, gVNIC, defaults (pure)
     credentials  Application Default Credentials and the Compute API clients

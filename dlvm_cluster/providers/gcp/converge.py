@@ -42,7 +42,6 @@ from dlvm_cluster.providers.gcp.hostkeys import (
     node_refs,
     node_refs_for,
     read_host_keys,
-    with_host_keys,
 )
 from dlvm_cluster.providers.gcp.identity import iap_tunnel_command
 from dlvm_cluster.providers.gcp.instances import (
@@ -54,8 +53,9 @@ from dlvm_cluster.providers.gcp.instances import (
 )
 from dlvm_cluster.providers.gcp.leftovers import sweep_zone
 from dlvm_cluster.providers.gcp.oslogin import register_key
+from dlvm_cluster.providers.gcp.plan import gcp_plan
 from dlvm_cluster.providers.gcp.preflight import PreflightReport, preflight
-from dlvm_cluster.providers.gcp.report import applied_tfvars, node_states, warning_lines
+from dlvm_cluster.providers.gcp.report import node_states, warning_lines
 from dlvm_cluster.providers.gcp.tfvars import (
     DEFAULT_CREATE_TIMEOUT_S,
     Login,
@@ -69,6 +69,7 @@ from dlvm_cluster.providers.gcp.zone_loop import (
     ZoneFailover,
     rank_order,
 )
+from dlvm_cluster.providers.terraformed import applied_tfvars, with_host_keys
 from dlvm_cluster.provision.modules import module_dir
 from dlvm_cluster.provision.render import RenderedModule
 from dlvm_cluster.provision.terraform import (
@@ -136,7 +137,7 @@ def provision_gcp(
             replace, pinned = _bring_back(request, api, home, states)
     progress.stage("preflight")
     report = preflight(spec, api, existing_nodes=len(previous.nodes) if previous else 0)
-    for line in warning_lines(spec, report.warnings):
+    for line in warning_lines(provider, report.warnings):
         progress.note(line)
     login = resolve_login(spec, state, api, report)
     if login.os_login:
@@ -287,7 +288,7 @@ def replace_gcp_nodes(
         result, _ = _gang(request, api, terraform.apply(), user=user, replace=names)
     else:
         result = terraform.apply(replace=[instance_address(name) for name in names])
-    gpus = request.previous.gpus_per_node if request.previous else gpus_per_node(spec)
+    gpus = request.previous.gpus_per_node if request.previous else gpus_per_node(gcp_plan(spec))
     return _inventory(request, api, result, gpus)
 
 

@@ -18,8 +18,8 @@ from dlvm_cluster.providers.base import Converge
 from dlvm_cluster.providers.gcp.config import gcp_config, gcp_nodes
 from dlvm_cluster.providers.gcp.credentials import REQUEST_TIMEOUT, ComputeClients, call_api
 from dlvm_cluster.providers.gcp.leftovers import label_filter
-from dlvm_cluster.providers.gcp.report import applied_tfvars
 from dlvm_cluster.providers.gcp.tfvars import RESOURCE_ADDRESS
+from dlvm_cluster.providers.terraformed import applied_tfvars
 from dlvm_cluster.provision.terraform import EventSink
 from dlvm_cluster.state import ClusterState
 

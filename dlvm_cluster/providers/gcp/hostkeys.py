@@ -19,6 +19,7 @@ from typing import Any
 from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.providers.gcp.credentials import REQUEST_TIMEOUT, ComputeClients, call_api
 from dlvm_cluster.providers.gcp.tfvars import instance_name
+from dlvm_cluster.providers.terraformed import poll_host_keys
 
 QUERY_PATH = "hostkeys/"
 # Best first; the agent publishes ecdsa, ed25519 and rsa by default.
@@ -66,20 +67,17 @@ def read_host_keys(
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, str]:
     """node name -> "TYPE BASE64" for every node, waiting until each VM has published its keys."""
-    pending = {node.name: node for node in nodes}
-    keys: dict[str, str] = {}
-    for attempt in range(attempts):
-        for name, node in list(pending.items()):
-            key = fetch_host_key(clients, project, node)
-            if key is not None:
-                keys[name] = key
-                del pending[name]
-        if not pending:
-            return keys
-        if attempt + 1 < attempts:
-            sleep(interval)
+    keys, pending = poll_host_keys(
+        {node.name: node for node in nodes},
+        lambda node: fetch_host_key(clients, project, node),
+        attempts=attempts,
+        interval=interval,
+        sleep=sleep,
+    )
+    if not pending:
+        return keys
     raise ProvisionError(
-        f"{', '.join(sorted(pending))} published no SSH host key after {attempts * interval:.0f}s",
+        f"{', '.join(pending)} published no SSH host key after {attempts * interval:.0f}s",
         hint="the node may still be booting (run `dlvm up` again) or its image has no guest "
         "agent; `dlvm up` recreates nodes that stay unreachable",
     )
@@ -119,12 +117,3 @@ def _valid_blob(value: str) -> bool:
         return bool(value) and len(base64.b64decode(value, validate=True)) > 0
     except (binascii.Error, ValueError):
         return False
-
-
-def with_host_keys(outputs: Mapping[str, Any], keys: Mapping[str, str]) -> dict[str, Any]:
-    """Terraform outputs with each node's host_key filled in, ready for the inventory."""
-    nodes = {
-        name: {**item, "host_key": keys.get(name, item.get("host_key", ""))}
-        for name, item in dict(outputs.get("nodes") or {}).items()
-    }
-    return {**outputs, "nodes": nodes}

@@ -20,7 +20,7 @@ from dlvm_cluster.providers.base import StopMark
 from dlvm_cluster.providers.gcp.credentials import ComputeClients, compute_clients
 from dlvm_cluster.providers.gcp.hostkeys import NodeRef, node_refs_for
 from dlvm_cluster.providers.gcp.instances import MISSING, deletions, halt, instance_states, wake
-from dlvm_cluster.providers.gcp.report import applied_tfvars
+from dlvm_cluster.providers.terraformed import applied_tfvars
 from dlvm_cluster.state import ClusterState
 
 DELETE_GRANT = "compute.instances.delete on its own VM"

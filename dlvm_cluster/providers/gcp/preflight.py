@@ -16,19 +16,18 @@ from typing import Any
 from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.providers.gcp import gpu_network, shapes
 from dlvm_cluster.providers.gcp.buckets import check_buckets, check_node_identity
-from dlvm_cluster.providers.gcp.config import GcpConfig, gcp_config, gcp_nodes
+from dlvm_cluster.providers.gcp.config import GcpConfig
 from dlvm_cluster.providers.gcp.credentials import REQUEST_TIMEOUT, ComputeClients, call_api
 from dlvm_cluster.providers.gcp.identity import IAP_SOURCE_RANGE, firewall_rules_needed
 from dlvm_cluster.providers.gcp.orgpolicy import read_policies
+from dlvm_cluster.providers.gcp.plan import GcpPlan, ReservedCapacity, gcp_plan
 from dlvm_cluster.providers.gcp.reservations import reservation_ref, reservation_zones
 from dlvm_cluster.providers.gcp.shape_warnings import shape_warnings
 from dlvm_cluster.providers.gcp.tfvars import (
     DEFAULT_IMAGE_FAMILY,
     DLVM_IMAGE_PROJECT,
     ImageRef,
-    ReservedCapacity,
     image_ref,
-    node_shape,
 )
 from dlvm_cluster.spec.model import ClusterSpec
 
@@ -72,9 +71,9 @@ class PreflightReport:
     reserved: Mapping[str, ReservedCapacity] = field(default_factory=dict)
 
 
-def spec_warnings(spec: ClusterSpec) -> list[str]:
+def spec_warnings(plan: GcpPlan) -> list[str]:
     """Things `plan` and `up` should say loudly, found from the spec alone (no API calls)."""
-    provider = gcp_config(spec)
+    provider = plan.config
     warnings = []
     open_ranges = [cidr for cidr in provider.allowed_ssh_cidrs if _is_everywhere(cidr)]
     if open_ranges:
@@ -82,7 +81,7 @@ def spec_warnings(spec: ClusterSpec) -> list[str]:
             f"SSH is open to the whole internet ({', '.join(open_ranges)} in "
             "provider.allowed_ssh_cidrs): list only your own address ranges"
         )
-    machine = node_shape(gcp_nodes(spec)).machine_type
+    machine = plan.shape.machine_type
     if provider.compact_placement and shapes.family(machine) not in (
         shapes.COMPACT_PLACEMENT_FAMILIES
     ):
@@ -90,13 +89,13 @@ def spec_warnings(spec: ClusterSpec) -> list[str]:
             f"compact placement may not be available for {machine}: dlvm knows it for "
             + ", ".join(shapes.COMPACT_PLACEMENT_FAMILIES)
         )
-    if shapes.arm(machine) and gcp_nodes(spec).image is None:
+    if shapes.arm(machine) and plan.nodes.image is None:
         warnings.append(
             f"{machine} has Arm CPUs, but the default image ({DEFAULT_IMAGE_FAMILY}) is built "
             "for x86: set nodes.image to an Arm64 image"
         )
     if not provider.public_ip and provider.network is not None:
-        network = gpu_network.gpu_network(machine)
+        network = plan.network
         plugin = f"; their boot script downloads the {network.title} NCCL plugin" if network else ""
         warnings.append(
             "public_ip is false on a network dlvm did not make: dlvm adds no Cloud NAT there, so "
@@ -110,9 +109,9 @@ def spec_warnings(spec: ClusterSpec) -> list[str]:
     if not provider.manage_firewall:
         warnings.append(
             "manage_firewall is false: dlvm makes no firewall rules; the network needs these "
-            "(ask its administrator): " + "; ".join(firewall_rules_needed(spec, provider))
+            "(ask its administrator): " + "; ".join(firewall_rules_needed(plan.spec, provider))
         )
-    warnings.extend(shape_warnings(spec))
+    warnings.extend(shape_warnings(plan))
     return warnings
 
 
@@ -131,12 +130,13 @@ def preflight(
     existing_nodes: int = 0,
 ) -> PreflightReport:
     """Check `spec` against the live project; `existing_nodes` already hold their GPUs."""
-    provider = gcp_config(spec)
-    warnings = spec_warnings(spec)
+    plan = gcp_plan(spec)
+    provider = plan.config
+    warnings = spec_warnings(plan)
     project = _get_project(clients, provider)
     if not provider.public_ip:
         check_tunnel_tool()
-    policies = read_policies(clients.rest, spec, provider, image_ref(gcp_nodes(spec).image).project)
+    policies = read_policies(clients.rest, spec, provider, image_ref(plan.nodes.image).project)
     warnings.extend(policies.warnings)
     if not (provider.os_login or policies.os_login_required):
         warnings.extend(_os_login_warnings(project, provider))
@@ -144,25 +144,20 @@ def preflight(
     if spec.storage:
         warnings.extend(check_buckets(clients.rest, spec, provider))
     region = _get_region(clients, provider)
-    image = _check_image(clients, spec, provider)
-    warnings.extend(_image_warnings(image, spec))
+    image = _check_image(clients, plan)
+    warnings.extend(_image_warnings(image, plan))
     zones, offer = _offering_zones(
-        clients,
-        spec,
-        provider,
-        _usable_zones(clients, provider, region, warnings),
-        region,
-        warnings,
+        clients, plan, _usable_zones(clients, provider, region, warnings), region, warnings
     )
     wanted = (spec.nodes.count if count is None else count) - existing_nodes
-    reservation = reservation_ref(spec, provider)
+    reservation = reservation_ref(plan)
     reserved: dict[str, ReservedCapacity] = {}
     if reservation is not None:
-        reserved = reservation_zones(clients, spec, reservation, zones, wanted, warnings)
+        reserved = reservation_zones(clients, plan, reservation, zones, wanted, warnings)
         zones = list(reserved)
     # A reservation took its quota when it was made: the VMs that consume it take none more.
     if wanted > 0 and reservation is None:
-        _check_quotas(spec, provider, region, project, offer, wanted, warnings)
+        _check_quotas(plan, region, project, offer, wanted, warnings)
     return PreflightReport(
         zones=tuple(zones),
         image=str(image.name),
@@ -205,8 +200,7 @@ class _NotOfferedHere(ProvisionError):
 
 def _offering_zones(
     clients: ComputeClients,
-    spec: ClusterSpec,
-    provider: GcpConfig,
+    plan: GcpPlan,
     zones: list[str],
     region: Any,
     warnings: list[str],
@@ -219,8 +213,8 @@ def _offering_zones(
     missing: list[_NotOfferedHere] = []
     for zone in zones:
         try:
-            offer = _check_zone_offers(clients, spec, provider, region, zone)
-            _check_roce_profile(clients, spec, provider, zone)
+            offer = _check_zone_offers(clients, plan, region, zone)
+            _check_roce_profile(clients, plan, zone)
         except _NotOfferedHere as lacking:
             missing.append(lacking)
             continue
@@ -276,8 +270,9 @@ def _get_region(clients: ComputeClients, provider: GcpConfig) -> Any:
     return region
 
 
-def _check_image(clients: ComputeClients, spec: ClusterSpec, provider: GcpConfig) -> Any:
-    ref = image_ref(gcp_nodes(spec).image)
+def _check_image(clients: ComputeClients, plan: GcpPlan) -> Any:
+    provider, nodes = plan.config, plan.nodes
+    ref = image_ref(nodes.image)
     try:
         image = call_api(f"image {ref.path}", provider.project, lambda: _fetch_image(clients, ref))
     except _not_found() as exc:
@@ -292,9 +287,9 @@ def _check_image(clients: ComputeClients, spec: ClusterSpec, provider: GcpConfig
             f"image {image.name} is {_deprecation(image)}: Compute Engine creates no VMs from it",
             hint=_replacement_advice(image) + "; " + FAMILY_LIST_HINT,
         )
-    if gcp_nodes(spec).disk_gb < int(image.disk_size_gb):
+    if nodes.disk_gb < int(image.disk_size_gb):
         raise ProvisionError(
-            f"nodes.disk_gb is {gcp_nodes(spec).disk_gb} but image {image.name} needs "
+            f"nodes.disk_gb is {nodes.disk_gb} but image {image.name} needs "
             f"{image.disk_size_gb} GB",
             hint=f"set nodes.disk_gb to at least {image.disk_size_gb}",
         )
@@ -324,7 +319,7 @@ def _replacement_advice(image: Any) -> str:
     return f"its successor is {successor}: set nodes.image to it, or to a current family"
 
 
-def _image_warnings(image: Any, spec: ClusterSpec) -> list[str]:
+def _image_warnings(image: Any, plan: GcpPlan) -> list[str]:
     """A deprecated image still boots, an image without gVNIC support may boot without a
     network, and an x86 image on Arm hosts does not boot: all worth saying before the VMs
     exist."""
@@ -334,7 +329,7 @@ def _image_warnings(image: Any, spec: ClusterSpec) -> list[str]:
             f"image {image.name} is DEPRECATED: it gets no more updates and will become "
             f"obsolete (unusable); {_replacement_advice(image)}"
         )
-    machine = node_shape(gcp_nodes(spec)).machine_type
+    machine = plan.shape.machine_type
     features = {str(feature.type_) for feature in image.guest_os_features}
     if shapes.arm(machine) and str(image.architecture) != "ARM64":
         warnings.append(
@@ -401,11 +396,9 @@ def _zone_status(clients: ComputeClients, provider: GcpConfig, zone: str) -> str
     return str(found.status)
 
 
-def _check_zone_offers(
-    clients: ComputeClients, spec: ClusterSpec, provider: GcpConfig, region: Any, zone: str
-) -> ZoneOffer:
+def _check_zone_offers(clients: ComputeClients, plan: GcpPlan, region: Any, zone: str) -> ZoneOffer:
     """The machine type and GPUs exist in `zone`; returns what a node holds there."""
-    shape = node_shape(gcp_nodes(spec))
+    provider, shape = plan.config, plan.shape
     machine = _machine_type(clients, provider, zone, shape.machine_type)
     if machine is None:
         offering = _other_zones(
@@ -433,7 +426,7 @@ def _check_zone_offers(
             + ", or n1 with nodes.accelerator), or a dlvm release that knows this family",
         )
     if built_in:
-        wanted = gcp_nodes(spec).accelerator
+        wanted = plan.nodes.accelerator
         if wanted and (wanted.type, wanted.count) not in built_in:
             kind, n = built_in[0]
             raise ProvisionError(
@@ -464,12 +457,10 @@ def _check_zone_offers(
     return ZoneOffer(count, cpus)
 
 
-def _check_roce_profile(
-    clients: ComputeClients, spec: ClusterSpec, provider: GcpConfig, zone: str
-) -> None:
+def _check_roce_profile(clients: ComputeClients, plan: GcpPlan, zone: str) -> None:
     """A3 Ultra and A4 RDMA NICs need the zone's RoCE network profile for their VPC; a zone
     without one would fail only once the other networks exist."""
-    network = gpu_network.gpu_network(node_shape(gcp_nodes(spec)).machine_type)
+    provider, network = plan.config, plan.network
     if network is None or not network.rdma_nics:
         return
     name = gpu_network.roce_profile(zone)
@@ -484,7 +475,7 @@ def _check_roce_profile(
     except _not_found():
         raise _NotOfferedHere(
             f"zone {zone} has no RoCE network profile ({name}): the RDMA NICs of "
-            f"{node_shape(gcp_nodes(spec)).machine_type} cannot be attached there",
+            f"{plan.shape.machine_type} cannot be attached there",
             hint="list zones that have one with `gcloud compute network-profiles list "
             "--filter=name~vpc-roce` and put them in provider.zones",
         ) from None
@@ -535,8 +526,7 @@ def _offering_hint(provider: GcpConfig, zone: str, offering: Iterable[str], what
 
 
 def _check_quotas(
-    spec: ClusterSpec,
-    provider: GcpConfig,
+    plan: GcpPlan,
     region: Any,
     project: Any,
     offer: ZoneOffer,
@@ -547,10 +537,11 @@ def _check_quotas(
     PREEMPTIBLE_ form) and the all-regions GPU quota, their family's vCPUs, their external
     addresses and their boot disks. New projects often hold a GPU grant but little CPU quota,
     which Compute Engine reports only once the networks exist."""
+    provider = plan.config
     regional = {str(q.metric): q for q in region.quotas}
-    model = gcp_nodes(spec).provisioning_model
+    model = plan.nodes.provisioning_model
     if offer.gpus:
-        kind = node_shape(gcp_nodes(spec)).gpu_type
+        kind = plan.shape.gpu_type
         metric = _quota_metric(
             shapes.gpu_quota_metric(kind, spot=False) if kind else None, model, regional
         )
@@ -567,7 +558,7 @@ def _check_quotas(
             _require(global_quota, needed, "across all regions", provider, "GPUs")
         else:
             warnings.append(f"cannot check the {GLOBAL_GPU_METRIC} quota of {provider.project}")
-    machine = node_shape(gcp_nodes(spec)).machine_type
+    machine = plan.shape.machine_type
     family_metric = FAMILY_CPU_METRICS.get(shapes.family(machine), "CPUS")
     cpu_metric = _quota_metric(family_metric, model, regional)
     if cpu_metric not in regional and cpu_metric != family_metric:
@@ -585,12 +576,12 @@ def _check_quotas(
         _require(
             regional["IN_USE_ADDRESSES"], wanted, f"in {provider.region}", provider, "addresses"
         )
-    disk_type = gcp_nodes(spec).disk_type or shapes.default_disk_type(machine)
+    disk_type = plan.nodes.disk_type or shapes.default_disk_type(machine)
     disk_metric = DISK_QUOTA_METRICS.get(disk_type)
     if disk_metric in regional:
         _require(
             regional[disk_metric],
-            gcp_nodes(spec).disk_gb * wanted,
+            plan.nodes.disk_gb * wanted,
             f"in {provider.region}",
             provider,
             "GB",

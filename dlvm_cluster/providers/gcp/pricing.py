@@ -20,9 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dlvm_cluster.providers.gcp.config import gcp_config, gcp_nodes
-from dlvm_cluster.providers.gcp.tfvars import node_shape
-from dlvm_cluster.spec.model import ClusterSpec
+from dlvm_cluster.providers.gcp.plan import GcpPlan
 
 PRICES_AS_OF = "mid-2026"
 PRICE_SOURCE = "SkyPilot catalog v7 (gcp/vms.csv), us-central1"
@@ -117,11 +115,10 @@ def node_price(
     return (round(host[0] + gpus * gpu[0], 5), round(host[1] + gpus * gpu[1], 5))
 
 
-def cluster_price(spec: ClusterSpec, count: int | None = None) -> PriceEstimate | None:
-    """The hourly price of the cluster `spec` describes (with `count` nodes), or None if unknown."""
-    provider = gcp_config(spec)
-    shape = node_shape(gcp_nodes(spec))
-    if shape.gpus is None or gcp_nodes(spec).provisioning_model not in PRICED_MODELS:
+def cluster_price(plan: GcpPlan, count: int | None = None) -> PriceEstimate | None:
+    """The hourly price of the cluster `plan` describes (with `count` nodes), or None if unknown."""
+    provider, shape = plan.config, plan.shape
+    if shape.gpus is None or plan.nodes.provisioning_model not in PRICED_MODELS:
         return None
     price = node_price(provider.region, shape.machine_type, shape.gpu_type, shape.gpus)
     if price is None:
@@ -131,10 +128,10 @@ def cluster_price(spec: ClusterSpec, count: int | None = None) -> PriceEstimate 
         machine_type=shape.machine_type,
         gpu_type=shape.gpu_type,
         gpus_per_node=shape.gpus,
-        nodes=spec.nodes.count if count is None else count,
+        nodes=plan.nodes.count if count is None else count,
         node_on_demand=price[0],
         node_spot=price[1],
-        spot=gcp_nodes(spec).provisioning_model == "spot",
+        spot=plan.nodes.provisioning_model == "spot",
     )
 
 
@@ -149,14 +146,12 @@ DISK_PRICES_PER_GB_MONTH: dict[tuple[str, str], float] = {
 HOURS_PER_MONTH = 730.0
 
 
-def disk_hourly(spec: ClusterSpec) -> float | None:
+def disk_hourly(plan: GcpPlan) -> float | None:
     """One node's boot disk per hour (billed running or stopped), or None if unknown."""
     from dlvm_cluster.providers.gcp.shapes import default_disk_type
 
-    provider = gcp_config(spec)
-    shape = node_shape(gcp_nodes(spec))
-    disk_type = gcp_nodes(spec).disk_type or default_disk_type(shape.machine_type)
-    per_gb = DISK_PRICES_PER_GB_MONTH.get((provider.region, disk_type))
+    disk_type = plan.nodes.disk_type or default_disk_type(plan.shape.machine_type)
+    per_gb = DISK_PRICES_PER_GB_MONTH.get((plan.config.region, disk_type))
     if per_gb is None:
         return None
-    return gcp_nodes(spec).disk_gb * per_gb / HOURS_PER_MONTH
+    return plan.nodes.disk_gb * per_gb / HOURS_PER_MONTH

@@ -8,9 +8,7 @@ Google's client library is imported only inside the functions that call the API.
 from __future__ import annotations
 
 import ipaddress
-import json
 from collections.abc import Sequence
-from typing import Any
 
 from dlvm_cluster.errors import StateError
 from dlvm_cluster.inventory import Inventory
@@ -21,12 +19,11 @@ from dlvm_cluster.providers.gcp.config import (
     NO_RESERVATION,
     NO_SERVICE_ACCOUNT,
     GcpConfig,
-    gcp_config,
-    gcp_nodes,
 )
 from dlvm_cluster.providers.gcp.credentials import ComputeClients, compute_clients
 from dlvm_cluster.providers.gcp.hostkeys import node_refs_for
 from dlvm_cluster.providers.gcp.instances import InstanceState, instance_states
+from dlvm_cluster.providers.gcp.plan import GcpPlan
 from dlvm_cluster.providers.gcp.preflight import spec_warnings
 from dlvm_cluster.providers.gcp.pricing import (
     PRICE_SOURCE,
@@ -34,9 +31,8 @@ from dlvm_cluster.providers.gcp.pricing import (
     PRICES_AS_OF,
     cluster_price,
 )
-from dlvm_cluster.providers.gcp.tfvars import capacity, compact_placement, flex_gang, node_shape
-from dlvm_cluster.provision.render import TFVARS
-from dlvm_cluster.spec.model import ClusterSpec
+from dlvm_cluster.providers.gcp.tfvars import compact_placement, flex_gang
+from dlvm_cluster.providers.terraformed import applied_tfvars
 from dlvm_cluster.state import ClusterState
 
 PRICING_PAGE = "https://cloud.google.com/compute/gpus-pricing"
@@ -48,15 +44,6 @@ def node_states(
     """node name -> its VM's state, from the API (also the failover loop's health check)."""
     refs = node_refs_for(inventory.cluster, zone, [node.name for node in inventory.nodes])
     return instance_states(clients, project, refs)
-
-
-def applied_tfvars(state: ClusterState) -> dict[str, Any]:
-    """The tfvars of the last apply: where the cluster lives (project, zone)."""
-    try:
-        data = json.loads((state.terraform_dir / TFVARS).read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 # -- warnings and prices (plan, up, status) ------------------------------------------------
@@ -73,20 +60,20 @@ def _open_ssh_ranges(provider: GcpConfig) -> list[str]:
     return ranges
 
 
-def warning_lines(spec: ClusterSpec, warnings: Sequence[str]) -> list[str]:
+def warning_lines(provider: GcpConfig, warnings: Sequence[str]) -> list[str]:
     """Each warning as a line; SSH open to the whole internet first, and in capitals."""
-    open_ranges = _open_ssh_ranges(gcp_config(spec))
+    open_ranges = _open_ssh_ranges(provider)
     loud = [w for w in warnings if open_ranges and any(r in w for r in open_ranges)]
     quiet = [w for w in warnings if w not in loud]
     return [f"WARNING: {w}" for w in loud] + [f"warning: {w}" for w in quiet]
 
 
-def price_line(spec: ClusterSpec, count: int | None = None) -> str:
+def price_line(plan: GcpPlan, count: int | None = None) -> str:
     """The hourly price of the cluster with `count` nodes (default: the spec's), or why not."""
-    estimate = cluster_price(spec, count)
+    estimate = cluster_price(plan, count)
     if estimate is not None:
         return f"price: {estimate.summary()}"
-    model = gcp_nodes(spec).provisioning_model
+    model = plan.nodes.provisioning_model
     if model not in PRICED_MODELS:
         why = (
             "they have a price of their own, neither on-demand nor Spot"
@@ -94,21 +81,21 @@ def price_line(spec: ClusterSpec, count: int | None = None) -> str:
             else "the reservation is billed, not the VMs"
         )
         return f"price: not in dlvm's table for {model} VMs ({why}); see {PRICING_PAGE}"
-    shape = node_shape(gcp_nodes(spec))
+    shape = plan.shape
     gpus = f" with {shape.gpus} x {shape.gpu_type}" if shape.gpu_type else ""
     return (
         f"price: not in dlvm's table for {shape.machine_type}{gpus} in "
-        f"{gcp_config(spec).region} ({PRICE_SOURCE}, {PRICES_AS_OF}); see {PRICING_PAGE}"
+        f"{plan.config.region} ({PRICE_SOURCE}, {PRICES_AS_OF}); see {PRICING_PAGE}"
     )
 
 
-def capacity_facts(spec: ClusterSpec) -> CapacityFacts:
+def capacity_facts(plan: GcpPlan) -> CapacityFacts:
     """How the VMs are provided: provisioning model, reservation and run-time limit, in the
     words of the cluster file, and as the line `plan` and `status` print."""
-    provided = capacity(gcp_nodes(spec))
-    model: str = gcp_nodes(spec).provisioning_model
+    provided = plan.capacity
+    model: str = plan.nodes.provisioning_model
     shown_model = model
-    if model == "flex-start" and flex_gang(spec):
+    if model == "flex-start" and flex_gang(plan):
         shown_model += (
             " (all nodes in one request, created together when Dynamic Workload Scheduler "
             "finds capacity for all)"
@@ -135,34 +122,33 @@ def capacity_facts(spec: ClusterSpec) -> CapacityFacts:
     )
 
 
-def network_lines(spec: ClusterSpec) -> list[str]:
+def network_lines(plan: GcpPlan) -> list[str]:
     """The GPU network of the shape (NIC layout, bandwidth) and whether the nodes are placed
     close together; nothing for shapes with only their primary NIC."""
-    machine = node_shape(gcp_nodes(spec)).machine_type
-    line = gpu_network.plan_line(machine)
+    line = gpu_network.plan_line(plan.shape.machine_type)
     if line is None:
         return []
-    chosen = gcp_config(spec).compact_placement
-    placement = "compact" if compact_placement(spec) else "not compact"
+    chosen = plan.config.compact_placement
+    placement = "compact" if compact_placement(plan) else "not compact"
     why = "provider.compact_placement" if chosen is not None else "dlvm's default for the shape"
     return [line, f"placement: {placement} ({why})"]
 
 
-def gcp_plan_notes(spec: ClusterSpec) -> list[str]:
+def gcp_plan_notes(plan: GcpPlan) -> list[str]:
     """What `dlvm plan` adds for gcp: the spec's warnings, how the VMs are provided, the GPU
     network, the price, and the role autostop's `down` needs."""
     return [
-        *warning_lines(spec, spec_warnings(spec)),
-        *identity_lines(spec),
-        capacity_facts(spec).summary,
-        *network_lines(spec),
-        price_line(spec),
+        *warning_lines(plan.config, spec_warnings(plan)),
+        *identity_lines(plan),
+        capacity_facts(plan).summary,
+        *network_lines(plan),
+        price_line(plan),
     ]
 
 
-def identity_lines(spec: ClusterSpec) -> list[str]:
+def identity_lines(plan: GcpPlan) -> list[str]:
     """Who the nodes act as, what they are granted, and how dlvm reaches them."""
-    provider = gcp_config(spec)
+    spec, provider = plan.spec, plan.config
     account = identity.nodes_service_account(spec, provider)
     lines = []
     if identity.creates_service_account(provider):

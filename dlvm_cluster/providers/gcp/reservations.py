@@ -14,12 +14,9 @@ from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.providers.gcp.config import (
     ANY_RESERVATION,
     NO_RESERVATION,
-    GcpConfig,
-    gcp_nodes,
 )
 from dlvm_cluster.providers.gcp.credentials import REQUEST_TIMEOUT, ComputeClients, call_api
-from dlvm_cluster.providers.gcp.tfvars import ReservedCapacity, node_shape
-from dlvm_cluster.spec.model import ClusterSpec
+from dlvm_cluster.providers.gcp.plan import GcpPlan, ReservedCapacity
 
 # Reservation.deployment_type of the reservations that take only reservation-bound VMs.
 DENSE = "DENSE"
@@ -34,15 +31,15 @@ class ReservationRef:
     written: str  # as nodes.reservation gives it
 
 
-def reservation_ref(spec: ClusterSpec, provider: GcpConfig) -> ReservationRef | None:
+def reservation_ref(plan: GcpPlan) -> ReservationRef | None:
     """The reservation nodes.reservation names, or None for any, none or the default."""
-    written = gcp_nodes(spec).reservation
+    written = plan.nodes.reservation
     if written is None or written in (ANY_RESERVATION, NO_RESERVATION):
         return None
     if written.startswith("projects/"):
         _, project, _, name = written.split("/")
         return ReservationRef(project, name, written)
-    return ReservationRef(provider.project, written, written)
+    return ReservationRef(plan.config.project, written, written)
 
 
 def _reservation(clients: ComputeClients, ref: ReservationRef, zone: str) -> Any:
@@ -78,7 +75,7 @@ def _resource_path(link: str) -> str:
 
 def reservation_zones(
     clients: ComputeClients,
-    spec: ClusterSpec,
+    plan: GcpPlan,
     ref: ReservationRef,
     zones: list[str],
     wanted: int,
@@ -100,7 +97,7 @@ def reservation_zones(
             f"(gcloud compute reservations list --project {ref.project}); one shared from "
             "another project is written projects/PROJECT/reservations/NAME",
         )
-    machine = node_shape(gcp_nodes(spec)).machine_type
+    machine = plan.shape.machine_type
     usable: dict[str, ReservedCapacity] = {}
     problems: list[str] = []
     for zone, reservation in found.items():
@@ -132,7 +129,7 @@ def reservation_zones(
             f"for these nodes there ({'; '.join(problems) or 'it is not there'})"
         )
     for zone, reserved in usable.items():
-        if reserved.dense and gcp_nodes(spec).max_run_hours is not None:
+        if reserved.dense and plan.nodes.max_run_hours is not None:
             raise ProvisionError(
                 f"reservation {ref.written} in {zone} is a dense reservation: its VMs must be "
                 "reservation-bound, and Compute Engine gives those no maximum run time (they "

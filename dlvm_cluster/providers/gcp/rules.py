@@ -5,7 +5,6 @@ shapes.py, which holds what Compute Engine's machine types are."""
 
 from __future__ import annotations
 
-import ipaddress
 import re
 
 from dlvm_cluster.providers.gcp.config import (
@@ -21,6 +20,7 @@ from dlvm_cluster.providers.gcp.config import (
 )
 from dlvm_cluster.spec.kinds import Problem
 from dlvm_cluster.spec.model import ClusterSpec
+from dlvm_cluster.spec.rules import bucket_scheme_problems, spot_problems, ssh_range_problems
 
 # GPUs attached to N1 VMs (the only family that takes them), with the counts a VM may have
 # (Compute Engine's GPU table: 1, 2 or 4; V100 also 8). Other types on N1 follow the common rule.
@@ -71,6 +71,7 @@ def gcp_rules(spec: ClusterSpec) -> list[Problem]:
                 "while stopped): set autostop.action to down",
             )
         )
+    problems.extend(bucket_scheme_problems(spec, "gs", "Cloud Storage"))
     if spec.storage and provider.service_account == NO_SERVICE_ACCOUNT:
         problems.append(
             (
@@ -106,16 +107,7 @@ def _gcp_problems(spec: ClusterSpec, provider: GcpConfig) -> list[Problem]:
         elif zone in seen:
             problems.append((("provider", "zones", index), f"{zone} is listed twice"))
         seen.add(zone)
-    for index, cidr in enumerate(provider.allowed_ssh_cidrs):
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            problems.append(
-                (
-                    ("provider", "allowed_ssh_cidrs", index),
-                    f"{cidr!r} is not an address range like 203.0.113.7/32",
-                )
-            )
+    problems.extend(ssh_range_problems(provider.allowed_ssh_cidrs))
     if provider.public_ip and not provider.allowed_ssh_cidrs:
         problems.append(
             (
@@ -147,20 +139,8 @@ def _gcp_problems(spec: ClusterSpec, provider: GcpConfig) -> list[Problem]:
 
 def _capacity_problems(nodes: GcpNodes) -> list[Problem]:
     """Provisioning, run time and reservation that contradict each other or Compute Engine."""
-    problems: list[Problem] = []
     model = nodes.provisioning_model
-    if (
-        "spot" in nodes.model_fields_set
-        and nodes.provisioning is not None
-        and nodes.spot != (nodes.provisioning == "spot")
-    ):
-        problems.append(
-            (
-                ("nodes", "spot"),
-                f"spot: {str(nodes.spot).lower()} contradicts provisioning: "
-                f"{nodes.provisioning} (spot: true means provisioning: spot); keep one of them",
-            )
-        )
+    problems = spot_problems("spot" in nodes.model_fields_set, nodes.spot, nodes.provisioning)
     if model == "flex-start":
         if nodes.max_run_hours is None:
             problems.append(

@@ -4,14 +4,9 @@ drive. Warnings, not refusals: each may be right on a particular project."""
 
 from __future__ import annotations
 
-from dlvm_cluster.providers.gcp import gpu_network, shapes
-from dlvm_cluster.providers.gcp.config import gcp_nodes
-from dlvm_cluster.providers.gcp.tfvars import (
-    DLVM_IMAGE_PROJECT,
-    image_ref,
-    node_shape,
-)
-from dlvm_cluster.spec.model import ClusterSpec
+from dlvm_cluster.providers.gcp import shapes
+from dlvm_cluster.providers.gcp.plan import GcpPlan
+from dlvm_cluster.providers.gcp.tfvars import DLVM_IMAGE_PROJECT, image_ref
 
 # A3 High and A3 Mega are sold through reservations, flex-start and Spot; on-demand capacity of
 # them is rarely there (AI Hypercomputer's consumption options).
@@ -21,9 +16,8 @@ RARELY_ON_DEMAND = ("a3-highgpu-8g", "a3-megagpu-8g")
 PRE_TURING_GPUS = ("nvidia-tesla-v100", "nvidia-tesla-p100", "nvidia-tesla-p4")
 
 
-def shape_warnings(spec: ClusterSpec) -> list[str]:
-    nodes = gcp_nodes(spec)
-    shape = node_shape(nodes)
+def shape_warnings(plan: GcpPlan) -> list[str]:
+    nodes, shape = plan.nodes, plan.shape
     machine = shapes.base_machine_type(shape.machine_type)
     warnings = []
     if (
@@ -35,7 +29,7 @@ def shape_warnings(spec: ClusterSpec) -> list[str]:
             f"on-demand capacity of {machine} is rarely available: use nodes.provisioning spot "
             "or flex-start (with max_run_hours), or consume a reservation (nodes.reservation)"
         )
-    network = gpu_network.gpu_network(machine)
+    network = plan.network
     if network is not None and network.stack == "tcpx" and not tcpx_image(nodes.image):
         warnings.append(
             "GPUDirect-TCPX needs Google's TCPX kernel (linux-gcp-tcpx) or Container-Optimized "

@@ -13,26 +13,20 @@ on the boot disk.
 The file cache lives on the shape's bundled local SSD where it has one (A3 and A4: 6 to 12
 TiB that nothing else uses): its NVMe disks are striped into one at LOCAL_SSD (again after
 each start, since a stopped VM gets them back empty), and the caches may take half of it.
-Elsewhere it lives on the boot disk, kept to a share of it (CACHE_SHARE_OF_DISK).
+Elsewhere it lives on the boot disk, kept to a share of it (fuse_mounts.CACHE_SHARE_OF_DISK).
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
 import shlex
 
+from dlvm_cluster.providers import fuse_mounts
 from dlvm_cluster.providers.gcp import shapes
 from dlvm_cluster.providers.gcp.config import gcp_nodes
 from dlvm_cluster.spec.model import ClusterSpec, StorageMount
 
 CACHE_ROOT = "/var/cache/dlvm-gcsfuse"
-UNIT_DIR = "/etc/systemd/system"
-MOUNT_WAIT_SECONDS = 60
-# The file cache lives on the boot disk, which the system, the image and the jobs' own files
-# share: all cached mounts together take at most 1/CACHE_SHARE_OF_DISK of it. gcsfuse's -1
-# (no limit) fills the disk with a dataset read once, and stops the node with it.
-CACHE_SHARE_OF_DISK = 4
+GCSFUSE = fuse_mounts.FuseMounter("gcsfuse", "GCSFUSE", "dlvm-storage", CACHE_ROOT)
 # Shapes with bundled local SSD (GiB); their -nolssd variants have none.
 LOCAL_SSD_GB = {
     "a3-highgpu-8g": 16 * 375,
@@ -61,17 +55,12 @@ MISSING_GCSFUSE = (
 
 
 def unit_name(entry: StorageMount) -> str:
-    """The systemd unit of a mount: named after its path (readable) plus a short digest (so
-    that /a-b and /a/b never share one)."""
-    readable = re.sub(r"[^a-z0-9]+", "-", entry.mount.lower()).strip("-")[:40]
-    digest = hashlib.sha256(entry.mount.encode()).hexdigest()[:8]
-    return f"dlvm-storage-{readable}-{digest}.service"
+    return GCSFUSE.unit_name(entry)
 
 
 def cache_limit_mb(spec: ClusterSpec) -> int:
     """The file cache size of each cached mount, in MiB: its part of the boot disk's share."""
-    cached = sum(1 for entry in spec.storage if entry.cache)
-    return gcp_nodes(spec).disk_gb * 1024 // CACHE_SHARE_OF_DISK // max(1, cached)
+    return fuse_mounts.cache_limit_mb(spec, gcp_nodes(spec).disk_gb)
 
 
 def local_ssd_cache_mb(spec: ClusterSpec) -> int | None:
@@ -104,63 +93,12 @@ def gcsfuse_argv(
     if entry.cache:
         argv += [
             "--cache-dir",
-            f"{cache_root}/{unit_name(entry).removesuffix('.service')}",
+            GCSFUSE.cache_dir(entry, cache_root),
             f"--file-cache-max-size-mb={cache_mb}",
             "--file-cache-cache-file-for-range-read",  # a resumed job reads all of it anyway
             "--file-cache-enable-parallel-downloads",
         ]
     return [*argv, entry.bucket_name, entry.mount]
-
-
-def _unit_text(entry: StorageMount) -> str:
-    """The unit file, with $GCSFUSE, $UID_, $GID_, $CACHE_ROOT and $CACHE_MB left for the
-    node's shell to fill in."""
-    words = [
-        "$GCSFUSE" if word == "gcsfuse" else word if "$" in word else shlex.quote(word)
-        for word in gcsfuse_argv(entry, "$CACHE_MB", "$CACHE_ROOT")
-    ]
-    # `%` starts a specifier in unit files: a literal one (a prefix may hold it) is doubled.
-    return (
-        "[Unit]\n"
-        f"Description=dlvm storage {entry.bucket} at {entry.mount}\n"
-        "Wants=network-online.target\n"
-        "After=network-online.target\n"
-        "[Service]\n"
-        "Type=simple\n"
-        f"ExecStart={' '.join(words)}\n"
-        f"ExecStop=/bin/fusermount -u {shlex.quote(entry.mount)}\n"
-        "Restart=on-failure\n"
-        "RestartSec=5\n"
-        "[Install]\n"
-        "WantedBy=multi-user.target\n"
-    ).replace("%", "%%")
-
-
-def _mount_lines(entry: StorageMount) -> list[str]:
-    unit = unit_name(entry)
-    mount = shlex.quote(entry.mount)
-    cache = f'"$CACHE_ROOT"/{unit.removesuffix(".service")}'
-    # The unit text goes through an unquoted here-document, so $GCSFUSE, $UID_, $GID_,
-    # $CACHE_ROOT and $CACHE_MB are filled in; nothing else in it holds a `$` (the spec
-    # refuses one in mounts and buckets).
-    return [
-        f"sudo mkdir -p {mount} {cache}",
-        "new=$(mktemp)",
-        f'cat > "$new" <<DLVM_UNIT\n{_unit_text(entry)}DLVM_UNIT',
-        f'if ! cmp -s "$new" {UNIT_DIR}/{unit}; then',
-        f'  sudo install -m 0644 "$new" {UNIT_DIR}/{unit} && sudo systemctl daemon-reload',
-        f"  sudo systemctl enable {unit} >/dev/null",
-        f"  if mountpoint -q {mount}; then sudo systemctl restart {unit}; fi",
-        "fi",
-        'rm -f "$new"',
-        f"sudo systemctl start {unit}",
-        f"i=0; until mountpoint -q {mount}; do",
-        f"  i=$((i+1)); if [ $i -gt {MOUNT_WAIT_SECONDS} ]; then",
-        f"    echo 'gcsfuse did not mount {entry.bucket} at {entry.mount}:' >&2",
-        f"    sudo journalctl -u {unit} -n 20 --no-pager >&2; exit 1",
-        "  fi; sleep 1",
-        "done",
-    ]
 
 
 def storage_script(spec: ClusterSpec) -> str:
@@ -187,7 +125,11 @@ def storage_script(spec: ClusterSpec) -> str:
     if on_local_ssd is not None and any(entry.cache for entry in spec.storage):
         lines.extend(_local_ssd_lines(on_local_ssd))
     for entry in spec.storage:
-        lines.extend(_mount_lines(entry))
+        lines.extend(
+            GCSFUSE.mount_lines(
+                entry, gcsfuse_argv(entry, "$CACHE_MB", "$CACHE_ROOT"), "$CACHE_ROOT"
+            )
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -7,7 +7,6 @@ the state dir: the cluster's public key and the zone the cluster already lives i
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,14 +16,20 @@ from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.inventory import node_name
 from dlvm_cluster.providers.gcp import gpu_network, identity, shapes
 from dlvm_cluster.providers.gcp.config import (
-    ANY_RESERVATION,
-    NO_RESERVATION,
     NO_SERVICE_ACCOUNT,
     GcpConfig,
     GcpNodes,
     gcp_config,
     gcp_nodes,
 )
+from dlvm_cluster.providers.gcp.plan import (
+    PROVISIONING_MODELS,
+    GcpPlan,
+    ReservedCapacity,
+    capacity,
+    gcp_plan,
+)
+from dlvm_cluster.providers.terraformed import read_tfvars, zone_in_use
 from dlvm_cluster.provision.render import TFVARS
 from dlvm_cluster.spec.model import ClusterSpec
 from dlvm_cluster.state import ClusterState
@@ -44,16 +49,6 @@ DEFAULT_SUBNET_CIDR = "10.64.0.0/20"
 # a GPU subnetwork whose gateway is docker0's own address leaves that rail unreachable, and the
 # TCPX and TCPXO nodes run docker.
 GPU_CIDR_RANGE = "10.96.0.0/11"
-# What Compute Engine does to a VM it ends: a preempted Spot VM, a flex-start or
-# reservation-bound VM at the end of its run, any VM past nodes.max_run_hours. Deleted, so the
-# next `up` recreates it with a plain apply rather than finding a stopped VM to start.
-TERMINATION_ACTION = "DELETE"
-PROVISIONING_MODELS = {
-    "standard": "STANDARD",
-    "spot": "SPOT",
-    "flex-start": "FLEX_START",
-    "reservation-bound": "RESERVATION_BOUND",
-}
 RESOURCE_ADDRESS = "google_compute_instance.node"
 # How long Terraform waits for each VM to be created unless `up` is given a wait: eight-GPU
 # shapes can take longer than the google provider's default 20 minutes. A flex-start VM waits
@@ -96,120 +91,22 @@ def image_ref(image: str | None) -> ImageRef:
     )
 
 
-@dataclass(frozen=True)
-class NodeShape:
-    """What one node is: its machine type and GPUs, and which GPUs Terraform must attach."""
-
-    machine_type: str
-    gpu_type: str | None
-    gpus: int | None  # None: a GPU machine type whose count dlvm does not know offline
-    attached: tuple[tuple[str, int], ...]  # guest_accelerator blocks (N1 only)
-
-    @property
-    def has_gpus(self) -> bool:
-        return self.gpus != 0
-
-
-def node_shape(nodes: GcpNodes) -> NodeShape:
-    """Resolve machine type and GPUs, refusing combinations Compute Engine would reject."""
-    accelerator = nodes.accelerator
-    machine = nodes.machine_type or shapes.default_machine_type(
-        accelerator.type if accelerator else None, accelerator.count if accelerator else 0
-    )
-    if machine is None:
-        assert accelerator is not None
-        raise ProvisionError(
-            f"dlvm has no default machine type for {accelerator.count} x {accelerator.type}",
-            hint="set nodes.machine_type (e.g. a2-highgpu-1g, g2-standard-12, n1-standard-8)",
-        )
-    if shapes.carries_gpus(machine):
-        built_in = shapes.built_in_gpus(machine)
-        if accelerator and built_in and (accelerator.type, accelerator.count) != built_in:
-            raise ProvisionError(
-                f"{machine} carries {built_in[1]} x {built_in[0]}, but nodes.accelerator asks "
-                f"for {accelerator.count} x {accelerator.type}",
-                hint="remove nodes.accelerator (the machine type decides) or make it match",
-            )
-        if built_in:
-            return NodeShape(machine, built_in[0], built_in[1], ())
-        if accelerator:
-            return NodeShape(machine, accelerator.type, accelerator.count, ())
-        return NodeShape(machine, None, None, ())
-    if accelerator is None:
-        return NodeShape(machine, None, 0, ())
-    if not shapes.takes_attached_gpus(machine):
-        raise ProvisionError(
-            f"GPUs cannot be attached to {machine}",
-            hint="use an n1-* machine type for T4, V100, P100 or P4, or a type that carries its "
-            "GPUs (a2-* for A100, a3-* for H100, g2-* for L4, g4-* for RTX PRO 6000) without "
-            "nodes.accelerator",
-        )
-    return NodeShape(
-        machine, accelerator.type, accelerator.count, ((accelerator.type, accelerator.count),)
-    )
-
-
-@dataclass(frozen=True)
-class Capacity:
-    """How the nodes are provided: the provisioning model and the reservation they consume."""
-
-    provisioning_model: str  # Compute Engine's name: STANDARD, SPOT, FLEX_START, ...
-    termination_action: str  # "" when Compute Engine never ends the VM itself
-    max_run_hours: int | None
-    reservation_affinity: str  # "": Compute Engine's default (any matching reservation)
-    reservation_name: str  # for SPECIFIC_RESERVATION only
-
-
-@dataclass(frozen=True)
-class ReservedCapacity:
-    """What preflight read of the specific reservation the nodes consume in one zone."""
-
-    dense: bool  # a DENSE reservation: its VMs must be RESERVATION_BOUND
-    placement_policy: str  # the reservation's compact placement policy, "" when none
-
-
-def capacity(nodes: GcpNodes, reserved: ReservedCapacity | None = None) -> Capacity:
-    """The scheduling and reservation_affinity of each VM, from the spec's capacity keys (and
-    the reservation they consume, where preflight read it): standard VMs consuming a dense
-    reservation are reservation-bound, which is the only way Compute Engine lets them in."""
-    model = nodes.provisioning_model
-    if reserved is not None and reserved.dense and model == "standard":
-        model = "reservation-bound"
-    reservation = nodes.reservation
-    if reservation is None and model == "flex-start":
-        # Flex-start VMs take capacity from the queue, never from a reservation.
-        reservation = NO_RESERVATION
-    affinity, name = {
-        None: ("", ""),
-        ANY_RESERVATION: ("ANY_RESERVATION", ""),
-        NO_RESERVATION: ("NO_RESERVATION", ""),
-    }.get(reservation, ("SPECIFIC_RESERVATION", reservation or ""))
-    ends = model != "standard" or nodes.max_run_hours is not None
-    return Capacity(
-        provisioning_model=PROVISIONING_MODELS[model],
-        termination_action=TERMINATION_ACTION if ends else "",
-        max_run_hours=nodes.max_run_hours,
-        reservation_affinity=affinity,
-        reservation_name=name,
-    )
-
-
-def placement_policy(spec: ClusterSpec, reserved: ReservedCapacity | None) -> str:
+def placement_policy(plan: GcpPlan, reserved: ReservedCapacity | None) -> str:
     """The existing placement policy the VMs name: the reservation's, so that they may consume
     it (unless the spec turned placement off)."""
-    if reserved is None or gcp_config(spec).compact_placement is False:
+    if reserved is None or plan.config.compact_placement is False:
         return ""
     return reserved.placement_policy
 
 
-def flex_gang(spec: ClusterSpec, count: int | None = None) -> bool:
+def flex_gang(plan: GcpPlan, count: int | None = None) -> bool:
     """Whether the nodes are one flex-start gang (gang.py): flex-start with more than one
     node, so that none runs while another still waits for capacity."""
-    nodes = spec.nodes.count if count is None else count
-    return gcp_nodes(spec).provisioning_model == "flex-start" and nodes > 1
+    nodes = plan.spec.nodes.count if count is None else count
+    return plan.nodes.provisioning_model == "flex-start" and nodes > 1
 
 
-def compact_placement(spec: ClusterSpec) -> bool:
+def compact_placement(plan: GcpPlan) -> bool:
     """The spec's choice, else on for the A3/A4 shapes whose GPU network dlvm builds.
 
     Their NICs are only as fast as the fabric between the VMs, so Google places such VMs
@@ -217,20 +114,19 @@ def compact_placement(spec: ClusterSpec) -> bool:
     itself) or VMs consuming a reservation (a VM with a placement policy consumes only a
     reservation made with that same policy).
     """
-    chosen = gcp_config(spec).compact_placement
+    chosen = plan.config.compact_placement
     if chosen is not None:
         return chosen
-    machine = node_shape(gcp_nodes(spec)).machine_type
     return (
-        shapes.base_machine_type(machine) in gpu_network.COMPACT_BY_DEFAULT
-        and gcp_nodes(spec).provisioning_model in ("standard", "spot")
-        and gcp_nodes(spec).reservation is None
+        shapes.base_machine_type(plan.shape.machine_type) in gpu_network.COMPACT_BY_DEFAULT
+        and plan.nodes.provisioning_model in ("standard", "spot")
+        and plan.nodes.reservation is None
     )
 
 
-def gpus_per_node(spec: ClusterSpec) -> int:
+def gpus_per_node(plan: GcpPlan) -> int:
     """GPUs on each node as far as known offline (for DLVM_GPUS_PER_NODE and procs_per_node)."""
-    return node_shape(gcp_nodes(spec)).gpus or 0
+    return plan.shape.gpus or 0
 
 
 def instance_name(cluster: str, node: str) -> str:
@@ -271,19 +167,18 @@ def gcp_tfvars(
     Login and its user as found for this cluster (default: the spec's choice and ssh_user).
     `reserved`: what preflight read of the named reservation in `zone`.
     """
-    provider = gcp_config(spec)
+    plan = gcp_plan(spec)
+    provider, shape, network = plan.config, plan.shape, plan.network
     chosen_zone = zone or provider.zones[0]
     if chosen_zone not in provider.zones:
         raise ProvisionError(
             f"zone {chosen_zone} is not in provider.zones",
             hint="zones: " + ", ".join(provider.zones),
         )
-    shape = node_shape(gcp_nodes(spec))
-    provided = capacity(gcp_nodes(spec), reserved)
-    policy = placement_policy(spec, reserved)
+    provided = capacity(plan.nodes, reserved)
+    policy = placement_policy(plan, reserved)
     if names is None:
         names = [node_name(rank) for rank in range(spec.nodes.count if count is None else count)]
-    network = gpu_network.gpu_network(shape.machine_type)
     login = login or Login(os_login=bool(provider.os_login), user=provider.ssh_user)
     return {
         "cluster_name": spec.name,
@@ -294,17 +189,17 @@ def gcp_tfvars(
         "machine_type": shape.machine_type,
         "guest_accelerators": [{"type": kind, "count": n} for kind, n in shape.attached],
         "install_nvidia_driver": shape.has_gpus,
-        "image": image_ref(gcp_nodes(spec).image).path,
-        "disk_gb": gcp_nodes(spec).disk_gb,
-        "disk_type": gcp_nodes(spec).disk_type or shapes.default_disk_type(shape.machine_type),
+        "image": image_ref(plan.nodes.image).path,
+        "disk_gb": plan.nodes.disk_gb,
+        "disk_type": plan.nodes.disk_type or shapes.default_disk_type(shape.machine_type),
         "provisioning_model": provided.provisioning_model,
         "termination_action": provided.termination_action,
         "max_run_hours": provided.max_run_hours,
         "reservation_affinity": provided.reservation_affinity,
         "reservation_name": provided.reservation_name,
         "create_timeout": DEFAULT_CREATE_TIMEOUT if wait is None else duration(wait),
-        "flex_gang": flex_gang(spec, count),
-        "compact_placement": compact_placement(spec) and not policy,
+        "flex_gang": flex_gang(plan, count),
+        "compact_placement": compact_placement(plan) and not policy,
         "placement_policy": policy,
         "nic_type": "GVNIC" if shapes.gvnic(shape.machine_type) else "",
         "network": provider.network or "",
@@ -341,14 +236,6 @@ def gcp_tfvars(
     }
 
 
-def _last_tfvars(tfvars_path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(tfvars_path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 @dataclass(frozen=True)
 class Login:
     """How dlvm logs in to the nodes: OS Login or ssh-keys metadata, and as which user (with
@@ -364,17 +251,11 @@ def login_in_use(tfvars_path: Path, provider: GcpConfig) -> Login:
     default = Login(os_login=bool(provider.os_login), user=provider.ssh_user)
     if provider.os_login is False:
         return default
-    applied = _last_tfvars(tfvars_path)
+    applied = read_tfvars(tfvars_path)
     if applied.get("os_login") is not True:
         return default
     user = applied.get("ssh_user")
     return Login(True, user if isinstance(user, str) and user else provider.ssh_user)
-
-
-def zone_in_use(tfvars_path: Path, zones: Sequence[str]) -> str | None:
-    """The zone the last render chose, if still allowed: a cluster stays where its nodes are."""
-    zone = _last_tfvars(tfvars_path).get("zone")
-    return zone if isinstance(zone, str) and zone in zones else None
 
 
 def reserved_in_use(
@@ -383,7 +264,7 @@ def reserved_in_use(
     """What the last apply's preflight read of the reservation the nodes still consume in the
     same zone: a render without the API (scale, a node's replacement) keeps the VMs
     reservation-bound and in the reservation's placement policy, rather than recreating them."""
-    last = _last_tfvars(tfvars_path)
+    last = read_tfvars(tfvars_path)
     wanted = capacity(nodes).reservation_name
     if not wanted or zone is None or last.get("zone") != zone:
         return None
