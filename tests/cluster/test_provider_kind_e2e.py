@@ -89,7 +89,7 @@ def test_a_kind_registered_only_here_runs_every_verb(cli: Cli, tmp_path: Path) -
     spot = tmp_path / "spot.yaml"
     spot.write_text(head + "nodes: {count: 1, spot: true}\n")
     refused = _dlvm(cli, "plan", str(spot), check=False)
-    assert refused.returncode == 2 and "only kind gcp takes it" in refused.stderr
+    assert refused.returncode == 2 and "only kinds gcp, aws take it" in refused.stderr
     assert "node-1" in _dlvm(cli, "plan", str(spec)).stdout
     _dlvm(cli, "render", str(spec), "--output", str(tmp_path / "tf"))
     assert (tmp_path / "tf" / "terraform.tfvars.json").exists()

@@ -511,12 +511,14 @@ def test_warnings_from_the_spec_alone() -> None:
         w.startswith("allowed_ssh_cidrs is not used with public_ip: false") for w in warnings
     )
     given = spec_of("  count: 1\n", extra="  network: corp\n  public_ip: false\n")
-    assert any("dlvm adds no Cloud NAT there" in w for w in spec_warnings(given))
+    assert any("dlvm adds no Cloud NAT there" in w for w in spec_warnings(gcp_plan(given)))
     shared = spec_of(
         "  count: 1\n",
         extra="  network: projects/host/global/networks/corp\n  manage_firewall: false\n",
     )
-    [rules] = [w for w in spec_warnings(shared) if w.startswith("manage_firewall is false")]
+    [rules] = [
+        w for w in spec_warnings(gcp_plan(shared)) if w.startswith("manage_firewall is false")
+    ]
     assert (
         "ingress tcp:22 from 198.51.100.0/24 to instances tagged dlvm-t, on network "
         "projects/host/global/networks/corp (project host)" in rules
@@ -816,7 +818,7 @@ def test_doctor_checks_the_tunnel_tool_for_private_nodes(
     ],
 )
 def test_the_shape_warns_of_what_would_disappoint(nodes: str, expected: str) -> None:
-    warnings = spec_warnings(spec_of("  count: 2\n" + nodes))
+    warnings = spec_warnings(gcp_plan(spec_of("  count: 2\n" + nodes)))
     assert any(warning.startswith(expected) for warning in warnings), warnings
 
 
@@ -833,4 +835,4 @@ def test_the_shape_warns_of_what_would_disappoint(nodes: str, expected: str) -> 
     ],
 )
 def test_shapes_that_fit_their_capacity_and_image_say_nothing(nodes: str) -> None:
-    assert spec_warnings(spec_of("  count: 2\n" + nodes)) == []
+    assert spec_warnings(gcp_plan(spec_of("  count: 2\n" + nodes))) == []
