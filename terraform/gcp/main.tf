@@ -508,14 +508,32 @@ resource "google_project_iam_member" "node" {
 
 # autostop's `down`: a node deletes its own VM. The role holds only deleting an instance and
 # its boot disk, and is granted on the cluster's own instances and disks alone, never on the
-# project: a node's token can end this cluster's VMs and nothing else.
+# project: a node's token can end this cluster's VMs and nothing else. A flex-start gang's
+# VMs are the group's (a resize request made them, not Terraform): a node leaves through the
+# group, which deletes the VM and its disk and lowers its size (a VM deleted by itself the
+# group would make again), so there the role holds only changing the group, granted on the
+# project under a condition that names this cluster's group alone.
 resource "google_project_iam_custom_role" "self_delete" {
   count = var.self_delete ? 1 : 0
 
   role_id     = var.self_delete_role_id
   title       = "dlvm ${var.cluster_name} self-delete"
   description = "Lets the nodes of dlvm cluster ${var.cluster_name} delete their own VMs (autostop down)."
-  permissions = ["compute.instances.delete", "compute.disks.delete"]
+  permissions = var.flex_gang ? ["compute.instanceGroupManagers.update"] : ["compute.instances.delete", "compute.disks.delete"]
+}
+
+resource "google_project_iam_member" "self_delete_gang" {
+  count = var.self_delete && var.flex_gang ? 1 : 0
+
+  project = var.project
+  role    = google_project_iam_custom_role.self_delete[0].id
+  member  = "serviceAccount:${local.service_account_email}"
+
+  condition {
+    title       = "dlvm ${var.cluster_name} gang"
+    description = "Only the flex-start group of dlvm cluster ${var.cluster_name}."
+    expression  = "resource.name == \"projects/${var.project}/zones/${var.zone}/instanceGroupManagers/${google_compute_instance_group_manager.flex[0].name}\""
+  }
 }
 
 resource "google_compute_instance_iam_member" "self_delete" {

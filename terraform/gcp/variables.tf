@@ -338,7 +338,7 @@ variable "node_project_roles" {
 }
 
 variable "self_delete" {
-  description = "Let the nodes' service account delete the cluster's own VMs and boot disks (autostop's down), through a custom role granted on each of them."
+  description = "Let the nodes' service account delete the cluster's own VMs and boot disks (autostop's down), through a custom role granted on each of them (on a flex-start gang's group: deleting its VMs through it)."
   type        = bool
   default     = false
 }

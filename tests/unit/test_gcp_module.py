@@ -303,6 +303,7 @@ def test_resources_are_the_cluster_and_nothing_else(module: dict[str, list[Any]]
         ("google_storage_bucket_iam_member", "node"),
         ("google_project_iam_member", "node"),
         ("google_project_iam_custom_role", "self_delete"),
+        ("google_project_iam_member", "self_delete_gang"),
         ("google_compute_instance_iam_member", "self_delete"),
         ("google_compute_disk_iam_member", "self_delete"),
         ("google_compute_instance_template", "flex"),
@@ -355,11 +356,23 @@ def test_module_keeps_the_documented_settings(module: dict[str, list[Any]]) -> N
     # Least privilege: the self-delete role holds deleting and nothing else, and is bound on
     # each of the cluster's instances and boot disks, never on the project.
     role = resources[("google_project_iam_custom_role", "self_delete")]
-    assert role["permissions"] == ['"compute.instances.delete"', '"compute.disks.delete"']
+    assert role["permissions"] == (
+        '${var.flex_gang ? ["compute.instanceGroupManagers.update"] : '
+        '["compute.instances.delete", "compute.disks.delete"]}'
+    )
     for kind in ("google_compute_instance_iam_member", "google_compute_disk_iam_member"):
         binding = resources[(kind, "self_delete")]
         assert binding["for_each"] == "${var.self_delete ? google_compute_instance.node : {}}"
         assert binding["role"] == "${google_project_iam_custom_role.self_delete[0].id}"
+    # A flex-start gang's VMs are the group's: the nodes may change that group alone.
+    gang_binding = resources[("google_project_iam_member", "self_delete_gang")]
+    assert gang_binding["count"] == "${var.self_delete && var.flex_gang ? 1 : 0}"
+    assert gang_binding["role"] == "${google_project_iam_custom_role.self_delete[0].id}"
+    (condition,) = gang_binding["condition"]
+    assert condition["expression"] == (
+        '"resource.name == \\"projects/${var.project}/zones/${var.zone}/instanceGroupManagers/'
+        '${google_compute_instance_group_manager.flex[0].name}\\""'
+    )
     project_roles = resources[("google_project_iam_member", "node")]
     assert project_roles["role"] == "${each.value}"
     grants = resources[("google_storage_bucket_iam_member", "node")]

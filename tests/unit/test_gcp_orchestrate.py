@@ -1230,6 +1230,16 @@ def test_plan_says_who_the_nodes_are_and_what_they_may_do() -> None:
     assert "instanceAdmin" not in " ".join(notes)
     [private] = [n for n in notes if n.startswith("private nodes")]
     assert "35.235.240.0/20" in private and "Cloud NAT" in private
+    # A flex-start gang's nodes leave through their group, which alone they may change.
+    gang = text.replace(
+        "nodes: {count: 1}",
+        "nodes: {count: 2, machine_type: g2-standard-4, provisioning: flex-start,"
+        " max_run_hours: 8}",
+    )
+    notes = gcp_plan_notes(gcp_plan(load_spec_text(gang, Path("/nowhere/t.yaml")).spec))
+    [down] = [n for n in notes if n.startswith("autostop action down")]
+    assert "leaves its flex-start group" in down
+    assert "compute.instanceGroupManagers.update, on this cluster's group alone" in down
 
 
 def test_os_login_asks_gcloud_for_the_account_when_the_token_does_not_name_it(

@@ -173,7 +173,13 @@ def identity_lines(plan: GcpPlan) -> list[str]:
             + " (preflight checks the buckets' policies)"
         )
     if spec.autostop is not None and spec.autostop.action == "down":
-        if identity.self_delete(spec, provider):
+        if identity.self_delete(spec, provider) and flex_gang(plan):
+            lines.append(
+                "autostop action down: each node leaves its flex-start group, which deletes its "
+                "VM and disk; the nodes' account gets a custom role of only "
+                "compute.instanceGroupManagers.update, on this cluster's group alone"
+            )
+        elif identity.self_delete(spec, provider):
             lines.append(
                 "autostop action down: each node deletes its own VM; the nodes' account gets "
                 "a custom role of only compute.instances.delete and compute.disks.delete, on "
