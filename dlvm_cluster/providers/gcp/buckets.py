@@ -20,8 +20,9 @@ from collections.abc import Iterable
 from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.providers.gcp import identity
 from dlvm_cluster.providers.gcp.config import GcpConfig
+from dlvm_cluster.providers.gcp.plan import GcpPlan
 from dlvm_cluster.providers.gcp.rest import IAM, STORAGE, GoogleRest
-from dlvm_cluster.spec.model import ClusterSpec, StorageMount
+from dlvm_cluster.spec.model import StorageMount
 
 READ_WRITE_ROLE = identity.READ_WRITE_ROLE
 READ_ONLY_ROLE = identity.READ_ONLY_ROLE
@@ -40,9 +41,10 @@ def _grant_command(bucket: str, account: str, role: str) -> str:
     )
 
 
-def check_node_identity(rest: GoogleRest, spec: ClusterSpec, provider: GcpConfig) -> list[str]:
+def check_node_identity(rest: GoogleRest, plan: GcpPlan) -> list[str]:
     """An existing account must exist and the user must be able to act as it; returns a
     warning when the IAM API cannot tell (not enabled, or refused)."""
+    provider = plan.config
     account = provider.service_account
     if identity.creates_service_account(provider) or not account or account == "none":
         return []
@@ -73,12 +75,13 @@ def check_node_identity(rest: GoogleRest, spec: ClusterSpec, provider: GcpConfig
     return []
 
 
-def check_buckets(rest: GoogleRest, spec: ClusterSpec, provider: GcpConfig) -> list[str]:
+def check_buckets(rest: GoogleRest, plan: GcpPlan) -> list[str]:
     """Raise a ProvisionError for the first bucket that does not exist, that the nodes could
     not be given, or that the user cannot list; return warnings."""
+    spec, provider = plan.spec, plan.config
     warnings: list[str] = []
     grants = identity.bucket_grants(spec)
-    account = identity.nodes_service_account(spec, provider)
+    account = identity.nodes_service_account(plan)
     for entry in _one_per_bucket(spec.storage):
         bucket = entry.bucket_name
         _check_exists(rest, entry, provider)

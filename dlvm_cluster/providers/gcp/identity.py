@@ -12,6 +12,7 @@ import hashlib
 import re
 
 from dlvm_cluster.providers.gcp.config import NO_SERVICE_ACCOUNT, GcpConfig
+from dlvm_cluster.providers.gcp.plan import GcpPlan
 from dlvm_cluster.spec.model import ClusterSpec
 
 READ_WRITE_ROLE = "roles/storage.objectUser"
@@ -42,9 +43,10 @@ def service_account_id(cluster: str) -> str:
     return f"{whole[: ACCOUNT_ID_MAX - 9].rstrip('-')}-{digest}"
 
 
-def nodes_service_account(spec: ClusterSpec, provider: GcpConfig) -> str:
+def nodes_service_account(plan: GcpPlan) -> str:
     """The email the nodes act as; "" for the project's Compute Engine default account (never
     chosen by dlvm: only `service_account: none` leaves the nodes without one)."""
+    spec, provider = plan.spec, plan.config
     if creates_service_account(provider):
         return f"{service_account_id(spec.name)}@{provider.project}.iam.gserviceaccount.com"
     if provider.service_account == NO_SERVICE_ACCOUNT:
@@ -62,8 +64,9 @@ def bucket_grants(spec: ClusterSpec) -> dict[str, str]:
     return grants
 
 
-def self_delete(spec: ClusterSpec, provider: GcpConfig) -> bool:
+def self_delete(plan: GcpPlan) -> bool:
     """autostop's `down` with an account on the nodes: grant them deleting their own VMs."""
+    spec, provider = plan.spec, plan.config
     return (
         spec.autostop is not None
         and spec.autostop.action == "down"
@@ -83,9 +86,10 @@ def network_project(provider: GcpConfig) -> str:
     return match.group(1) if match else provider.project
 
 
-def firewall_rules_needed(spec: ClusterSpec, provider: GcpConfig) -> list[str]:
+def firewall_rules_needed(plan: GcpPlan) -> list[str]:
     """The firewall rules the cluster needs, in words a network administrator can act on
     (for `manage_firewall: false`, where dlvm makes none)."""
+    spec, provider = plan.spec, plan.config
     tag = f"dlvm-{spec.name}"
     network = provider.network or f"dlvm-{spec.name}"
     where = f"network {network} (project {network_project(provider)})"

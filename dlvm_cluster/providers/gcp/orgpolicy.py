@@ -18,9 +18,8 @@ from typing import Any
 
 from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.providers.gcp import identity
-from dlvm_cluster.providers.gcp.config import GcpConfig
+from dlvm_cluster.providers.gcp.plan import GcpPlan
 from dlvm_cluster.providers.gcp.rest import ORG_POLICY, GoogleRest
-from dlvm_cluster.spec.model import ClusterSpec
 
 EXTERNAL_IP = "compute.vmExternalIpAccess"
 OS_LOGIN = "compute.requireOsLogin"
@@ -91,10 +90,9 @@ def _bare(value: str) -> str:
     return value.removeprefix("is:")
 
 
-def read_policies(
-    rest: GoogleRest, spec: ClusterSpec, provider: GcpConfig, image_project: str
-) -> OrgPolicies:
+def read_policies(rest: GoogleRest, plan: GcpPlan, image_project: str) -> OrgPolicies:
     """Raise a ProvisionError for a policy the spec breaks; say what is required."""
+    spec, provider = plan.spec, plan.config
     found = OrgPolicies()
     unreadable: list[str] = []
 

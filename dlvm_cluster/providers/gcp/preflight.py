@@ -109,7 +109,7 @@ def spec_warnings(plan: GcpPlan) -> list[str]:
     if not provider.manage_firewall:
         warnings.append(
             "manage_firewall is false: dlvm makes no firewall rules; the network needs these "
-            "(ask its administrator): " + "; ".join(firewall_rules_needed(plan.spec, provider))
+            "(ask its administrator): " + "; ".join(firewall_rules_needed(plan))
         )
     warnings.extend(shape_warnings(plan))
     return warnings
@@ -136,13 +136,13 @@ def preflight(
     project = _get_project(clients, provider)
     if not provider.public_ip:
         check_tunnel_tool()
-    policies = read_policies(clients.rest, spec, provider, image_ref(plan.nodes.image).project)
+    policies = read_policies(clients.rest, plan, image_ref(plan.nodes.image).project)
     warnings.extend(policies.warnings)
     if not (provider.os_login or policies.os_login_required):
         warnings.extend(_os_login_warnings(project, provider))
-    warnings.extend(check_node_identity(clients.rest, spec, provider))
+    warnings.extend(check_node_identity(clients.rest, plan))
     if spec.storage:
-        warnings.extend(check_buckets(clients.rest, spec, provider))
+        warnings.extend(check_buckets(clients.rest, plan))
     region = _get_region(clients, provider)
     image = _check_image(clients, plan)
     warnings.extend(_image_warnings(image, plan))

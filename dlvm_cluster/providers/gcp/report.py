@@ -149,7 +149,7 @@ def gcp_plan_notes(plan: GcpPlan) -> list[str]:
 def identity_lines(plan: GcpPlan) -> list[str]:
     """Who the nodes act as, what they are granted, and how dlvm reaches them."""
     spec, provider = plan.spec, plan.config
-    account = identity.nodes_service_account(spec, provider)
+    account = identity.nodes_service_account(plan)
     lines = []
     if identity.creates_service_account(provider):
         lines.append(
@@ -173,13 +173,13 @@ def identity_lines(plan: GcpPlan) -> list[str]:
             + " (preflight checks the buckets' policies)"
         )
     if spec.autostop is not None and spec.autostop.action == "down":
-        if identity.self_delete(spec, provider) and flex_gang(plan):
+        if identity.self_delete(plan) and flex_gang(plan):
             lines.append(
                 "autostop action down: each node leaves its flex-start group, which deletes its "
                 "VM and disk; the nodes' account gets a custom role of only "
                 "compute.instanceGroupManagers.update, on this cluster's group alone"
             )
-        elif identity.self_delete(spec, provider):
+        elif identity.self_delete(plan):
             lines.append(
                 "autostop action down: each node deletes its own VM; the nodes' account gets "
                 "a custom role of only compute.instances.delete and compute.disks.delete, on "

@@ -219,7 +219,7 @@ def gcp_tfvars(
         "ssh_user": login.user,
         "ssh_public_key": public_key,
         "attach_service_account": provider.service_account != NO_SERVICE_ACCOUNT,
-        "service_account_email": identity.nodes_service_account(spec, provider),
+        "service_account_email": identity.nodes_service_account(plan),
         "create_service_account": identity.creates_service_account(provider),
         "service_account_id": (
             identity.service_account_id(spec.name)
@@ -231,7 +231,7 @@ def gcp_tfvars(
             identity.bucket_grants(spec) if identity.creates_service_account(provider) else {}
         ),
         "node_project_roles": list(identity.NODE_PROJECT_ROLES),
-        "self_delete": identity.self_delete(spec, provider),
+        "self_delete": identity.self_delete(plan),
         "self_delete_role_id": identity.self_delete_role_id(spec.name),
     }
 
