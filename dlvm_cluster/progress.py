@@ -61,20 +61,39 @@ class SilentProgress:
 
 
 # Control characters a terminal acts on (C0 but tab, DEL, C1); newline is kept only where
-# a message spans lines on purpose (show_controls(keep_newlines=True)).
-_CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
-_CONTROLS_BUT_NEWLINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# a message spans lines on purpose (show_controls(keep_newlines=True)). Also every format,
+# line-separator and paragraph-separator character (Unicode's Cf, Zl, Zp: bidi overrides
+# and isolates, zero-width joiners and spaces, U+2028, U+2029): no terminal acts on them,
+# but they reorder a line or hide text where it is read (the ranges are Unicode 14's).
+_INVISIBLE = (
+    "\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f"
+    "\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd"
+    "\U00013430-\U00013438\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001"
+    "\U000e0020-\U000e007f"
+)
+_CONTROLS = re.compile(f"[\\x00-\\x08\\x0a-\\x1f\\x7f-\\x9f{_INVISIBLE}]")
+_CONTROLS_BUT_NEWLINE = re.compile(f"[\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f{_INVISIBLE}]")
 _NAMED = {"\n": "\\n", "\r": "\\r"}
 
 
 def _escape(match: re.Match[str]) -> str:
     char = match.group()
-    return _NAMED.get(char) or f"\\x{ord(char):02x}"
+    code = ord(char)
+    if char in _NAMED:
+        return _NAMED[char]
+    return (
+        f"\\x{code:02x}"
+        if code <= 0xFF
+        else f"\\u{code:04x}"
+        if code <= 0xFFFF
+        else f"\\U{code:08x}"
+    )
 
 
 def show_controls(text: str, *, keep_newlines: bool = False) -> str:
-    """`text` as it may reach a terminal: every control character but tab written out as an
-    escape (`\\x1b`, `\\r`, ...). What nodes send is theirs to choose, and a terminal obeys
+    """`text` as it may reach a terminal: every control character but tab, and every
+    invisible format or separator character, written out as an escape (`\\x1b`, `\\r`,
+    `\\u202e`, ...). What nodes send is theirs to choose, and a terminal obeys
     escape sequences (an OSC 52 sets the clipboard, a `\\r` lets a line pose as another
     node's); text output shows them, `--json` keeps the exact characters."""
     pattern = _CONTROLS_BUT_NEWLINE if keep_newlines else _CONTROLS

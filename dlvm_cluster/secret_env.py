@@ -4,9 +4,10 @@ dlvm prints or logs."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from dlvm_cluster.errors import UsageError
 from dlvm_cluster.spec.model import ClusterSpec
@@ -43,8 +44,14 @@ def file_content(values: Mapping[str, str]) -> bytes:
 
 
 def redactor(values: Mapping[str, str]) -> Callable[[str], str]:
-    """A function that masks every secret value (of 4 characters or more) in a line."""
-    secrets = sorted((v for v in values.values() if len(v) >= 4), key=len, reverse=True)
+    """A function that masks every secret value (of 4 characters or more) in a line.
+
+    Output reaches it line by line, so a value that spans lines (a PEM key, a service
+    account's JSON) is masked by its lines as well, each (stripped, 4 characters or more)
+    wherever it appears: alone on its line, or inside a longer one. A value holding a quote
+    is masked in its shell-quoted form too (what `bash -x` prints), and every form also as
+    JSON escapes it (a program printing its config as JSON)."""
+    secrets = sorted(_forms(values.values()), key=len, reverse=True)
     if not secrets:
         return lambda line: line
 
@@ -55,3 +62,16 @@ def redactor(values: Mapping[str, str]) -> Callable[[str], str]:
         return line
 
     return redact
+
+
+def _forms(values: Iterable[str]) -> set[str]:
+    """Every text that stands for one of the values in a line of output."""
+    forms: set[str] = set()
+    for value in values:
+        candidates = [value, *value.splitlines()]
+        if "'" in value:
+            candidates.append(shlex.quote(value))
+        for candidate in candidates:
+            form = candidate if candidate is value else candidate.strip()
+            forms.update((form, json.dumps(form)[1:-1]))  # as printed, and inside JSON text
+    return {form for form in forms if len(form) >= 4}

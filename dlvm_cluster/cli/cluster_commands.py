@@ -169,51 +169,53 @@ def status_cmd(
     if not reports:
         stdout.print("no clusters")
         return
+
+    def say(text: str) -> None:
+        """A line of the status: node text may reach any of them (SSH errors, heartbeats)."""
+        stdout.print(show_controls(text), markup=False)
+
+    def cell(text: str) -> str:
+        return escape(show_controls(text))
+
     for r in reports:
         if r.taken_down:
-            stdout.print(
+            say(
                 f"cluster {r.cluster} was taken down by {r.taken_down}: its machines and "
-                "state are gone",
-                markup=False,
+                "state are gone"
             )
             continue
-        table = Table(title=f"cluster {r.cluster}", title_justify="left")
+        table = Table(title=cell(f"cluster {r.cluster}"), title_justify="left")
         for column in ["node", "rank", "address", "state", "ssh"]:
             table.add_column(column)
         for row in r.nodes:
-            why = escape(show_controls(row.error))  # an SSH error may quote the node
+            why = cell(row.error)  # an SSH error may quote the node
             reach = "[green]ok[/green]" if row.reachable else f"[red]unreachable[/red] {why}"
             if row.state == "stopped":
                 reach = "-"  # powered off: SSH is not expected to answer
             shown = row.state
             if row.stopped_by:
                 shown += f" ({report.stopped_why(row.stopped_by, row.stopped_at)})"
-            table.add_row(row.name, str(row.rank), f"{row.ip}:{row.port}", shown, reach)
+            address = f"{row.ip}:{row.port}"
+            table.add_row(cell(row.name), str(row.rank), cell(address), cell(shown), reach)
         stdout.print(table)
         if r.provider_problem:
-            stdout.print(f"  machine states unknown: {r.provider_problem}", markup=False)
-        if r.capacity:
-            stdout.print(f"  {r.capacity.summary}", markup=False)
-        if r.price:
-            stdout.print(f"  {r.price}", markup=False)
-        if r.usage:
-            stdout.print(f"  {r.usage}", markup=False)
+            say(f"  machine states unknown: {r.provider_problem}")
+        for line in (r.capacity.summary if r.capacity else "", r.price, r.usage):
+            if line:
+                say(f"  {line}")
         if r.stopped_by:
-            stdout.print(f"  stopped by {r.stopped_by}", markup=False)
+            say(f"  stopped by {r.stopped_by}")
         if r.autostop:
-            stdout.print(f"  autostop: {r.autostop}", markup=False)
+            say(f"  autostop: {r.autostop}")
         if r.autostop_problem:
-            stdout.print(f"  warning: {r.autostop_problem}", markup=False)
+            say(f"  warning: {r.autostop_problem}")
         for job in r.jobs:
-            stdout.print(
-                f"  job {job.id}  {job.framework:<10} {job.state:<10} {job.command}", markup=False
-            )
+            say(f"  job {job.id}  {job.framework:<10} {job.state:<10} {job.command}")
             if job.restarts or job.active:
                 last = job.events[-1]["text"] if job.events else ""
-                stdout.print(
+                say(
                     f"      restarts {job.restarts}, recoveries {job.recoveries}"
-                    + (f"; last: {show_controls(last)}" if last else ""),
-                    markup=False,
+                    + (f"; last: {last}" if last else "")
                 )
 
 

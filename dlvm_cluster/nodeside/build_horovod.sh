@@ -2,8 +2,15 @@
 # Builds Horovod 0.28.1 for the PyTorch of a Python environment, caches the wheel, and
 # (with `install`) installs it.
 #
-#   bash build_horovod.sh wheel     # make sure the wheel is cached; print its path last
+#   bash build_horovod.sh wheel     # make sure the wheel is cached; print its path and hash
 #   bash build_horovod.sh install   # the same, then pip install it into that Python
+#   bash build_horovod.sh install-wheel WHEEL SHA256   # install a wheel built elsewhere
+#
+# What is trusted: the source is checked against the SHA-256 its release published before
+# it is unpacked (pip runs its build code); the wheel's hash is recorded when it is built and
+# checked before every install, here from the cache and on each node it is copied to; its
+# dependencies are installed at pinned versions (only those the Python lacks), never
+# whatever the index serves that day.
 #
 # Why a build: 0.28.1, Horovod's last release, is published as source only, and its CMake
 # files ask for C++14 while the headers of torch 2.x need C++17. So the source is fetched
@@ -26,9 +33,13 @@
 set -euo pipefail
 
 HOROVOD_VERSION=0.28.1
+# horovod-0.28.1.tar.gz as its release published it on PyPI.
+HOROVOD_SOURCE_SHA256=92a43f5a94c43907a56805bad15f19700c62ffc83b7ca483f9e104e229f67ef0
+# What horovod's setup.py requires (cloudpickle, psutil, pyyaml, packaging), pinned.
+HOROVOD_DEPENDENCIES=(cloudpickle==3.1.1 psutil==7.2.2 PyYAML==6.0.3 packaging==26.2)
 mode=${1:-}
-if [[ "$mode" != wheel && "$mode" != install ]]; then
-  echo "usage: build_horovod.sh wheel|install" >&2
+if [[ "$mode" != wheel && "$mode" != install && "$mode" != install-wheel ]]; then
+  echo "usage: build_horovod.sh wheel|install|install-wheel WHEEL SHA256" >&2
   exit 2
 fi
 python=${PYTHON:-python3}
@@ -46,6 +57,37 @@ fail() {
   exit 1
 }
 say() { echo "==> horovod: $*"; }
+sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
+# Stops unless FILE's SHA-256 is EXPECTED, saying both.
+check_sha256() {
+  local file=$1 expected=$2 what=$3 got
+  got=$(sha256_of "$file")
+  [[ "$got" == "$expected" ]] ||
+    fail "$what does not match its recorded SHA-256: expected $expected, got $got ($file)"
+}
+# Installs WHEEL (checked against SHA256) without letting pip pick its dependencies: those
+# the Python lacks are installed at the pinned versions.
+install_wheel() {
+  local wheel=$1 expected=$2 missing=() requirement
+  check_sha256 "$wheel" "$expected" "the horovod wheel"
+  say "installing into $("$python" -c 'import sys; print(sys.prefix)')"
+  for requirement in "${HOROVOD_DEPENDENCIES[@]}"; do
+    "$python" -c 'import importlib.metadata as m, sys; m.version(sys.argv[1])' "${requirement%%==*}" \
+      2>/dev/null || missing+=("$requirement")
+  done
+  if ((${#missing[@]})); then
+    "$python" -m pip install -q "${missing[@]}" || fail "could not install ${missing[*]}"
+  fi
+  "$python" -m pip install -q --no-deps "$wheel"
+  "$python" -c 'import horovod.torch' || fail "horovod.torch does not import after the install"
+}
+
+if [[ "$mode" == install-wheel ]]; then
+  [[ $# == 3 && -s "$2" && "$3" =~ ^[0-9a-f]{64}$ ]] ||
+    fail "usage: build_horovod.sh install-wheel WHEEL SHA256"
+  install_wheel "$2" "$3"
+  exit 0
+fi
 
 command -v "$python" >/dev/null || fail "no $python: set PYTHON to the interpreter to build for"
 # What the wheel is built against (empty when torch does not import: nothing to build for).
@@ -68,9 +110,14 @@ read -r torch_version py_tag platform py_include <<<"$about" || true
 # names the wheel's folder too.
 gpu_ops=${HOROVOD_GPU_OPERATIONS:+-gpu${HOROVOD_GPU_OPERATIONS,,}}
 mpi_flavour() { if [[ "$1" == 1 ]]; then echo "mpi$gpu_ops"; else echo "gloo$gpu_ops"; fi; }
+# Only a wheel whose hash was recorded when it was built counts (one from before hashes were
+# recorded is built again).
 cached() {
-  local folder="$cache_root/horovod-$HOROVOD_VERSION-torch$torch_version-$py_tag-$platform-$1"
-  compgen -G "$folder/horovod-*.whl" | head -n 1 || true
+  local folder="$cache_root/horovod-$HOROVOD_VERSION-torch$torch_version-$py_tag-$platform-$1" found
+  for found in "$folder"/horovod-*.whl; do
+    if [[ -s "$found.sha256" ]]; then echo "$found"; return 0; fi
+  done
+  return 0
 }
 wheel=""
 case "$want_mpi" in
@@ -80,6 +127,7 @@ case "$want_mpi" in
 esac
 if [[ -n "$wheel" ]]; then
   say "cached wheel $wheel"
+  check_sha256 "$wheel" "$(cat "$wheel.sha256")" "the cached horovod wheel"
 else
   # Prerequisites, all of them, before anything is fetched or built.
   # The compiler CMake will use: $CXX when set, else g++ on PATH.
@@ -108,6 +156,8 @@ else
   say "fetching the horovod $HOROVOD_VERSION source"
   "$python" -m pip download -q --no-deps --no-binary :all: -d "$work" "horovod==$HOROVOD_VERSION" ||
     fail "could not download the horovod $HOROVOD_VERSION source (see above)"
+  check_sha256 "$work/horovod-$HOROVOD_VERSION.tar.gz" "$HOROVOD_SOURCE_SHA256" \
+    "the downloaded horovod $HOROVOD_VERSION source"
   tar -xzf "$work/horovod-$HOROVOD_VERSION.tar.gz" -C "$work"
   src="$work/horovod-$HOROVOD_VERSION"
   # torch 2.x headers need C++17: the two places Horovod's CMake files set the standard.
@@ -135,13 +185,13 @@ else
   # Into the cache in one step: a killed run leaves no wheel there, not a partial one.
   cp "$built" "$folder/.incoming"
   wheel="$folder/$(basename "$built")"
+  sha256_of "$built" >"$wheel.sha256"
   mv "$folder/.incoming" "$wheel"
   say "built in $((SECONDS - started)) s: $wheel"
 fi
 
 if [[ "$mode" == install ]]; then
-  say "installing into $("$python" -c 'import sys; print(sys.prefix)')"
-  "$python" -m pip install -q "$wheel"
-  "$python" -c 'import horovod.torch' || fail "horovod.torch does not import after the install"
+  install_wheel "$wheel" "$(cat "$wheel.sha256")"
 fi
+echo "DLVM_HOROVOD_SHA256=$(cat "$wheel.sha256")"
 echo "DLVM_HOROVOD_WHEEL=$wheel"

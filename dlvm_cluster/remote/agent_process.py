@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from dlvm_cluster.remote.agent_client import request, socket_path
@@ -80,10 +80,23 @@ def agent_environment(environ: Mapping[str, str]) -> dict[str, str]:
     DLVM_AGENT_IDLE (its own settings), what the IAP tunnels it starts read (CLOUDSDK_*, the
     HTTPS proxy), and PYTHONPATH with this package's root in front (so it runs this dlvm).
     It runs no Terraform and resolves no secret: DLVM_TERRAFORM and the like are left out."""
+    return minimal_environment(environ)
+
+
+def minimal_environment(
+    environ: Mapping[str, str],
+    *,
+    names: Iterable[str] = (),
+    prefixes: tuple[str, ...] = (),
+) -> dict[str, str]:
+    """A long-lived dlvm process's environment: the agent's names (AGENT_ENV_NAMES and those
+    starting with AGENT_ENV_PREFIXES), those of `names` and those starting with one of
+    `prefixes`, found in `environ`, and PYTHONPATH with this package's root in front."""
+    wanted = AGENT_ENV_NAMES | set(names)
     kept = {
         name: value
         for name, value in environ.items()
-        if name in AGENT_ENV_NAMES or name.startswith(AGENT_ENV_PREFIXES)
+        if name in wanted or name.startswith((*AGENT_ENV_PREFIXES, *prefixes))
     }
     package_root = str(Path(__file__).resolve().parents[2])
     path = environ.get("PYTHONPATH", "")

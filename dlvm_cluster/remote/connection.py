@@ -8,13 +8,14 @@ trusted on first use.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shlex
 import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,13 @@ from dlvm_cluster.inventory import Node, fingerprint  # noqa: E402
 CONNECT_TIMEOUT = 10.0
 # How much of what a tunnel (a node's proxy command) writes to stderr is kept for errors.
 PROXY_MESSAGE_LIMIT = 2000
+MAX_OUTPUT = 16 << 20
+"""The most a short command's stdout may send (Connection.run): a node that sends more is
+refused, never buffered without end."""
+MAX_ERRORS = 64 << 10
+"""What is kept of a command's stderr: the start of it (where the error is); the rest is read
+and dropped, so that a node filling stderr cannot stall the command's stdout."""
+_CHUNK = 1 << 16
 FAST_KEX = ("curve25519-sha256@libssh.org", "curve25519-sha256")
 FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes128-ctr", "aes256-ctr")
 
@@ -105,18 +113,26 @@ class Connection:
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise RemoteError(f"{self.node.name}: cannot open a session: {exc}") from exc
 
-    def run(self, command: str, stdin: bytes = b"") -> tuple[int, str, str]:
+    def run(
+        self, command: str, stdin: bytes = b"", *, limit: int = MAX_OUTPUT
+    ) -> tuple[int, str, str]:
         """Run a short command to completion: (exit code, stdout, stderr). Data that must not
-        appear in a process list (keys, secrets) goes through `stdin`, never the command."""
+        appear in a process list (keys, secrets) goes through `stdin`, never the command.
+        stdout is refused past `limit` bytes; stderr is read beside it, its start kept."""
         channel = self.channel()
         try:
             channel.exec_command(command)
+            errors = StderrReader(channel)
             if stdin:
                 channel.sendall(stdin)
             channel.shutdown_write()
-            out = channel.makefile("rb").read().decode(errors="replace")
-            err = channel.makefile_stderr("rb").read().decode(errors="replace")
-            return channel.recv_exit_status(), out, err
+            out = read_bounded(channel.recv, limit)
+            if out is None:
+                raise RemoteError(
+                    f"{self.node.name}: sent more than {limit} bytes of output to a short command",
+                    hint="the node is misbehaving: look at it with `dlvm ssh`",
+                )
+            return channel.recv_exit_status(), out.decode(errors="replace"), errors.text()
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise RemoteError(f"{self.node.name}: connection lost: {exc}") from exc
         finally:
@@ -211,6 +227,39 @@ def fetch_host_key(host: str, port: int, timeout: float = CONNECT_TIMEOUT) -> st
         raise RemoteError(f"{host}:{port}: SSH failed: {exc}") from exc
     finally:
         transport.close()
+
+
+def read_bounded(recv: Callable[[int], bytes], limit: int) -> bytes | None:
+    """What `recv` gives until its end, or None as soon as that is more than `limit` bytes."""
+    data = bytearray()
+    while chunk := recv(_CHUNK):
+        data += chunk
+        if len(data) > limit:
+            return None
+    return bytes(data)
+
+
+class StderrReader:
+    """Reads a channel's stderr to its end in a thread of its own, keeping the first
+    MAX_ERRORS bytes: unread, stderr would fill the channel's window and stall stdout."""
+
+    def __init__(self, channel: paramiko.Channel, keep: int = MAX_ERRORS) -> None:
+        self._channel, self._keep = channel, keep
+        self._data = bytearray()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        with contextlib.suppress(paramiko.SSHException, OSError, EOFError):
+            while chunk := self._channel.recv_stderr(_CHUNK):
+                room = self._keep - len(self._data)
+                if room > 0:
+                    self._data += chunk[:room]
+
+    def text(self, wait: float | None = CONNECT_TIMEOUT) -> str:
+        """What was kept, once stderr ended (or `wait` seconds passed)."""
+        self._thread.join(wait)
+        return bytes(self._data).decode(errors="replace")
 
 
 def _prefer(available: Sequence[str], wanted: tuple[str, ...]) -> tuple[str, ...]:

@@ -16,7 +16,11 @@ PATH_MAX and so can be led outside the folder by a chain of symlinks, and 3.11 r
 - a symlink is kept only when its target stays inside the folder whatever the other links
   are: relative, some `..` first and then only plain names, and no more `..` than the link
   is deep (rsync's --safe-links, made strict enough to hold when links point through links);
-- a file's size and the total are bounded.
+- a file's size and the total are bounded, and so is every header tarfile would read whole
+  into memory (a PAX or GNU long-name header announcing gigabytes);
+- the pull folder itself (LOCAL/node-N) is opened without following a symlink, and must be
+  this user's and not writable by others (another local user could plant it in a shared
+  LOCAL).
 
 Anything refused stops the extraction with an error naming the member.
 """
@@ -28,7 +32,7 @@ import errno
 import os
 import stat
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -44,6 +48,10 @@ MAX_TOTAL_BYTES = 8 << 40
 MAX_MEMBERS = 10_000_000
 """The most entries a pull makes from one node: a folder of empty files or links costs no
 bytes but an inode each."""
+
+MAX_HEADER_BYTES = 1 << 20
+"""The largest extended header (PAX, GNU long name or link) read: tarfile reads one whole
+into memory, several times over; a real one holds a path and a few attributes."""
 
 CHUNK = 1 << 20
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -88,19 +96,85 @@ class RefusedMember(RemoteError):
     """A member of the archive that is not written (or could not be)."""
 
     def __init__(self, member: str, reason: str, *, hint: str = HINT) -> None:
-        super().__init__(f"refused {member!r}: {reason}", hint=hint)
+        shown = (
+            repr(member)
+            if len(member) <= 300
+            else f"{member[:200]!r}... ({len(member)} characters)"
+        )
+        super().__init__(f"refused {shown}: {reason}", hint=hint)
         self.member = member
         self.reason = reason
 
 
-def extract_stream(
-    stream: TarSource, destination: str | os.PathLike[str], *, limits: Limits = Limits()
-) -> Extracted:
-    """Unpack the tar read from `stream` into the existing folder `destination`."""
-    done = Extracted()
-    root = os.open(destination, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+class _BoundedTarInfo(tarfile.TarInfo):
+    """tarfile's header, refusing an extended header too large before reading it."""
+
+    def _proc_pax(self, archive: tarfile.TarFile) -> tarfile.TarInfo:
+        self._check_header_size("PAX")
+        header: tarfile.TarInfo = super()._proc_pax(archive)  # type: ignore[misc]
+        return header
+
+    def _proc_gnulong(self, archive: tarfile.TarFile) -> tarfile.TarInfo:
+        self._check_header_size("GNU long name")
+        header: tarfile.TarInfo = super()._proc_gnulong(archive)  # type: ignore[misc]
+        return header
+
+    def _check_header_size(self, kind: str) -> None:
+        if self.size > MAX_HEADER_BYTES:
+            raise RefusedMember(
+                self.name, f"a {kind} header of {self.size} bytes (at most {MAX_HEADER_BYTES})"
+            )
+
+
+def open_pull_folder(local: str | os.PathLike[str], name: str) -> int:
+    """A descriptor of the folder LOCAL/NAME, made if missing, opened without following a
+    symlink at either level; refused unless owned by this user (or root) and not writable by
+    others. The caller closes it."""
+    os.makedirs(os.path.dirname(os.path.abspath(local)), exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(local, 0o700)
+    parent = _open_owned(lambda: os.open(local, _DIR_FLAGS), os.fspath(local))
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, 0o700, dir_fd=parent)
+        return _open_owned(
+            lambda: os.open(name, _DIR_FLAGS, dir_fd=parent), os.path.join(local, name)
+        )
+    finally:
+        os.close(parent)
+
+
+def _open_owned(opener: Callable[[], int], shown: str) -> int:
+    hint = f"pull into a folder of your own, or remove {shown} if it is yours"
+    try:
+        fd = opener()
+    except OSError as exc:
+        why = "a symlink" if exc.errno in (errno.ELOOP, errno.ENOTDIR) else exc.strerror
+        raise RemoteError(f"cannot pull into {shown}: {why}", hint=hint) from exc
+    info = os.fstat(fd)
+    problem = ""
+    if info.st_uid not in (os.geteuid(), 0):
+        problem = f"it belongs to another user (uid {info.st_uid})"
+    elif info.st_mode & stat.S_IWOTH and not info.st_mode & stat.S_ISVTX:
+        problem = "anyone may write in it"
+    if problem:
+        os.close(fd)
+        raise RemoteError(f"cannot pull into {shown}: {problem}", hint=hint)
+    return fd
+
+
+def extract_stream(
+    stream: TarSource, destination: str | os.PathLike[str] | int, *, limits: Limits = Limits()
+) -> Extracted:
+    """Unpack the tar read from `stream` into the existing folder `destination` (a path, or
+    a descriptor of it, which stays open)."""
+    done = Extracted()
+    if isinstance(destination, int):
+        root = os.dup(destination)
+    else:
+        root = os.open(destination, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        with tarfile.open(fileobj=stream, mode="r|", tarinfo=_BoundedTarInfo) as tar:
             while (member := tar.next()) is not None:
                 # tarfile keeps every header it read: with millions of members that is memory
                 # a pull never needs back.
@@ -113,6 +187,8 @@ def extract_stream(
                 try:
                     _extract_member(tar, member, root, limits, done)
                 except OSError as exc:  # this machine's side: the disk, the folder
+                    if exc.errno == errno.ENAMETOOLONG:  # the node's side: its name
+                        raise RefusedMember(member.name, "a name too long to write") from exc
                     reason = f"cannot write it: {exc.strerror or exc}"
                     raise RefusedMember(member.name, reason, hint=LOCAL_HINT) from exc
                 except (ValueError, OverflowError) as exc:  # a number no file system takes

@@ -27,6 +27,9 @@ LineSink = Callable[[Node, str, str], None]  # node, "out" | "err", one line wit
 MAX_PARALLEL = 128
 LIVENESS_IDLE = 5.0  # seconds of silence before asking the node whether it is still there
 LIVENESS_TIMEOUT = 10.0  # seconds a node may take to answer that question
+MAX_LINE_BYTES = 1 << 20
+"""The longest line kept whole: output without a newline for longer is shown in pieces of
+this size, never buffered without end."""
 
 
 def _discard(node: Node, stream: str, line: str) -> None:
@@ -162,7 +165,11 @@ class _NodeRun:
     def _feed(self, stream: str, data: bytes, *, final: bool = False) -> None:
         buffer = self._partial[stream] + data
         lines = buffer.split(b"\n")
-        self._partial[stream] = b"" if final else lines.pop()
+        partial = b"" if final else lines.pop()
+        while len(partial) > MAX_LINE_BYTES:
+            lines.append(partial[:MAX_LINE_BYTES])
+            partial = partial[MAX_LINE_BYTES:]
+        self._partial[stream] = partial
         for raw in lines:
             if final and not raw:
                 continue

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from dlvm_cluster.errors import RemoteError
 from dlvm_cluster.inventory import Node
-from dlvm_cluster.remote.connection import Connection, paramiko
-from dlvm_cluster.remote.extract import extract_stream
+from dlvm_cluster.remote.connection import Connection, StderrReader, paramiko
+from dlvm_cluster.remote.extract import extract_stream, open_pull_folder
 from dlvm_cluster.remote.pool import SshPool, for_each_node
 from dlvm_cluster.remote.results import SyncResult
 from dlvm_cluster.shell import quote_path
@@ -30,6 +30,9 @@ from dlvm_cluster.shell import quote_path
 CHUNK = 1 << 20
 CANCEL_WAIT = 10.0  # seconds a cancelled push waits for the remote tar to exit
 PULL_TAR = "tar -c --hard-dereference -f - ."
+MAX_LISTING = 1 << 30
+"""The most a node's listing of a push destination may take (1 GiB: some ten million files);
+one that never ends would otherwise fill this machine's memory."""
 
 
 class SyncCancelled(Exception):
@@ -73,11 +76,13 @@ def scan_local(source: Path, exclude: Sequence[str]) -> list[Entry]:
     if source.is_file():
         return [_entry(source, source.name)]
     entries = []
-    for root, dirs, files in os.walk(source, followlinks=False):
-        base = Path(root)
-        rel_root = base.relative_to(source).as_posix()
-        prefix = "" if rel_root == "." else rel_root + "/"
-        keep = []
+    # A stack, not os.walk: Python 3.11's recurses, and a tree pulled from a node may be
+    # thousands of folders deep.
+    pending = [(source, "")]
+    while pending:
+        base, prefix = pending.pop()
+        dirs, files = _children(base)
+        below = []
         for name in sorted(dirs):
             relative = prefix + name
             if excluded(relative, exclude):
@@ -85,13 +90,30 @@ def scan_local(source: Path, exclude: Sequence[str]) -> list[Entry]:
             entry = _entry(base / name, relative)
             entries.append(entry)
             if entry.kind == "d":
-                keep.append(name)
-        dirs[:] = keep
+                below.append((base / name, relative + "/"))
         for name in sorted(files):
             relative = prefix + name
             if not excluded(relative, exclude):
                 entries.append(_entry(base / name, relative))
+        pending.extend(reversed(below))
     return entries
+
+
+def _children(folder: Path) -> tuple[list[str], list[str]]:
+    """The folder's sub-folders (symlinks not followed) and its other entries, as os.walk
+    splits them; an unreadable folder has none."""
+    dirs: list[str] = []
+    files: list[str] = []
+    try:
+        with os.scandir(folder) as found:
+            for item in found:
+                is_dir = False
+                with contextlib.suppress(OSError):
+                    is_dir = item.is_dir(follow_symlinks=False)
+                (dirs if is_dir else files).append(item.name)
+    except OSError:
+        pass
+    return dirs, files
 
 
 def _entry(path: Path, relative: str) -> Entry:
@@ -218,9 +240,10 @@ def push_to_node(
         channel.exec_command(
             f"mkdir -p {dst} && cd {dst} && {LISTING} && exec tar -x --no-same-owner -f -"
         )
-        listing = _read_listing(channel)
+        errors = StderrReader(channel)
+        listing = _read_listing(channel, connection.node.name)
         if listing is None:
-            err = channel.makefile_stderr("rb").read().decode(errors="replace")
+            err = errors.text()
             raise RemoteError(f"{connection.node.name}: cannot list {destination}: {err.strip()}")
         remote = parse_listing(listing)
         send, doomed = delta(entries, remote, delete=delete, exclude=exclude)
@@ -248,7 +271,7 @@ def push_to_node(
             _end_remote_tar(channel)
             raise
         channel.shutdown_write()
-        err_text = channel.makefile_stderr("rb").read().decode(errors="replace")
+        err_text = errors.text(wait=None)
         if channel.recv_exit_status() != 0:
             raise RemoteError(f"{connection.node.name}: tar failed: {err_text.strip()}")
     finally:
@@ -266,7 +289,7 @@ def _end_remote_tar(channel: paramiko.Channel) -> None:
         channel.status_event.wait(CANCEL_WAIT)
 
 
-def _read_listing(channel: paramiko.Channel) -> bytes | None:
+def _read_listing(channel: paramiko.Channel, node: str, limit: int = MAX_LISTING) -> bytes | None:
     """The remote command's stdout up to the listing's end; None if it ended before that."""
     data = bytearray()
     scanned = 0
@@ -278,6 +301,12 @@ def _read_listing(channel: paramiko.Channel) -> bytes | None:
         end, scanned = listing_end(data, scanned)
         if end is not None:
             return bytes(data[:end])
+        if len(data) > limit:
+            raise RemoteError(
+                f"{node}: its listing of the destination passed {limit} bytes without ending",
+                hint="the node is misbehaving, or the destination holds millions of files: "
+                "sync a smaller folder",
+            )
 
 
 def push(
@@ -309,11 +338,11 @@ def pull(pool: SshPool, nodes: Sequence[Node], remote: str, local: Path) -> list
     def one(connection: Connection) -> SyncResult:
         result = SyncResult(connection.node.name)
         started = time.monotonic()
-        target = local / connection.node.name
-        target.mkdir(parents=True, exist_ok=True)
+        target = open_pull_folder(local, connection.node.name)
         channel = connection.channel()
         try:
             channel.exec_command(f"cd {quote_path(remote)} && {PULL_TAR}")
+            errors = StderrReader(channel)
             try:
                 extracted = extract_stream(channel.makefile("rb"), target)
             except RemoteError as exc:
@@ -321,16 +350,18 @@ def pull(pool: SshPool, nodes: Sequence[Node], remote: str, local: Path) -> list
                     f"{connection.node.name}: {exc.message} (pulling {remote})", hint=exc.hint
                 ) from exc
             result.sent_files, result.sent_bytes = extracted.files, extracted.bytes
-            err = channel.makefile_stderr("rb").read().decode(errors="replace")
             if channel.recv_exit_status() != 0:
+                err = errors.text()
                 raise RemoteError(f"{connection.node.name}: cannot read {remote}: {err.strip()}")
         except tarfile.TarError as exc:
-            err = channel.makefile_stderr("rb").read().decode(errors="replace").strip()
+            channel.close()
+            err = errors.text().strip()
             raise RemoteError(
                 f"{connection.node.name}: cannot read {remote}: {err or exc}"
             ) from exc
         finally:
             channel.close()
+            os.close(target)
         result.seconds = time.monotonic() - started
         return result
 

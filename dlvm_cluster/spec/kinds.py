@@ -10,16 +10,19 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Union
+from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import BaseModel, Field, create_model
 from pydantic.json_schema import models_json_schema
 
-from dlvm_cluster.spec.locate import Loc
 from dlvm_cluster.spec.model import ClusterSpec, Nodes, ProviderConfig
 from dlvm_cluster.spec.rules import semantic_problems
 
-Problem = tuple[Loc, str]
+if TYPE_CHECKING:
+    # Only the type: locate brings ruamel, which the warm `exec` path must not import.
+    from dlvm_cluster.spec.locate import Loc
+
+Problem = tuple["Loc", str]
 Rules = Callable[[ClusterSpec], list[Problem]]
 
 

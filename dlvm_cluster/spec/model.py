@@ -164,10 +164,17 @@ SYSTEM_TREES = (
     *("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc"),
     *("/run", "/sbin", "/snap", "/sys", "/usr"),
     *("/var/lib", "/var/log", "/var/cache", "/var/run", "/var/tmp", "/var/spool"),
+    *("/var/lock", "/var/mail"),  # /var/lock is /run/lock; /var/spool/mail is /var/mail
 )
 # Folders a mount must not be (their subfolders are fine): a mount at /home/USER would hide
 # that user's ~/.ssh, and with it every way into the node.
-RESERVED_MOUNTS = frozenset({"/", "/home", "/root", "/tmp", "/var", "/opt", "/mnt", "/srv"})
+RESERVED_MOUNTS = frozenset({"/", "/home", "/tmp", "/var", "/opt", "/mnt", "/srv"})
+# Homes whose dot-folders (~/.ssh: the node's keys, the cluster's private key written there
+# by `up`; ~/.dlvm: the node files, the secrets file among them) a mount must not be, nor be
+# inside of: it would hide them, or keep them in a bucket that outlives the cluster. Root's
+# home is refused whole.
+USER_HOMES = "/home/"
+ROOT_HOME = "/root"
 
 
 def _mount_point(value: str) -> str:
@@ -180,12 +187,14 @@ def _mount_point(value: str) -> str:
         raise ValueError("must be an absolute path like /ckpt (no `.`, `..` or //)")
     normal = value.rstrip("/") or "/"
     inside = [tree for tree in SYSTEM_TREES if normal == tree or normal.startswith(tree + "/")]
-    home = normal.startswith("/home/") and normal.count("/") == 2
+    in_home = normal.removeprefix(USER_HOMES).split("/") if normal.startswith(USER_HOMES) else []
+    home = len(in_home) == 1 or (len(in_home) > 1 and in_home[1].startswith("."))
+    home = home or normal == ROOT_HOME or normal.startswith(ROOT_HOME + "/")
     if normal in RESERVED_MOUNTS or inside or home:
         raise ValueError(
             f"{normal} holds the node's own system"
-            f"{' (a user home, with its SSH keys)' if home else ''}: mount storage at a "
-            "folder of its own, like /ckpt"
+            f"{' (a user home or its dot-folders, with SSH keys and secrets)' if home else ''}: "
+            "mount storage at a folder of its own, like /ckpt"
         )
     if unsafe_for_ssh_files(value) or any(c in value for c in " '\"$`\\"):
         raise ValueError("must not hold spaces, quotes or control characters")

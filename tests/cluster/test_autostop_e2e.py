@@ -8,6 +8,7 @@ cluster and run in file order; each first makes sure it runs (`up` starts it if 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -25,11 +26,11 @@ MINUTE = 4  # seconds: the idle limit and the hang timeout of the file below
 SETUP = "echo ran >> ~/setup-count\n"
 
 
-def _spec(folder: Path, name: str, autostop: str, job: str = "echo hi") -> Path:
+def _spec(folder: Path, name: str, autostop: str, job: str = "echo hi", setup: str = SETUP) -> Path:
     path = folder / f"{name}.yaml"
     path.write_text(
         f"name: {name}\nprovider: {{kind: local}}\nnodes: {{count: 2}}\n"
-        f"setup: |\n  {SETUP}"
+        f"setup: |\n  {setup}"
         f"job:\n  framework: none\n  command: {job!r}\n  hang_timeout_minutes: 1\n"
         f"autostop: {autostop}\n"
     )
@@ -218,6 +219,47 @@ def test_max_hours_stops_a_busy_cluster(cli: Cli, cluster: tuple[str, Path]) -> 
     assert job["recoveries"] == 0
     log = (head_files(cli, name) / "jobs" / job_id.group(1) / "log").read_text()
     assert "dlvm autostop: max_hours reached" in log
+
+
+def test_a_node_answering_the_probe_oddly_cannot_stop_max_hours(
+    cli: Cli, cluster: tuple[str, Path]
+) -> None:
+    """node-1's watcher program replaced (by its setup, after `up` copied the real one) with
+    one that answers the probe `{"jobs": 1}`: the head's watcher crashed on it in every round,
+    before max_hours was looked at, and was started again for ever."""
+    name, folder = cluster
+    hostile = (
+        'if [ "$DLVM_NODE_RANK" = 1 ]; then '
+        "printf '%s\\n' 'import json; print(json.dumps({\"jobs\": 1}))' "
+        f"> ~/.dlvm/node-files/{name}/autostop/watcher.py; fi\n"
+    )
+    spec = _spec(
+        folder,
+        name,
+        "{idle_minutes: 50, max_hours: 1}",
+        "while true; do echo t; sleep 0.5; done",
+        setup=SETUP + "  " + hostile,
+    )
+    os.environ["DLVM_AUTOSTOP_MINUTE_SECONDS"] = "0.5"  # max_hours: 1 as 30 s
+    try:
+        _up(cli, name, folder)
+        cli.run("launch", str(spec), "--detach", check=True)
+    finally:
+        os.environ["DLVM_AUTOSTOP_MINUTE_SECONDS"] = str(MINUTE)
+    beat = head_files(cli, name) / "autostop" / "heartbeat.json"
+
+    def odd_answer_counted() -> bool:
+        try:
+            return "no answer from node-1" in json.loads(beat.read_text())["busy"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+
+    if not powered_off(name):  # seen before max_hours, unless this machine is very slow
+        wait_until(lambda: odd_answer_counted() or powered_off(name), 60, interval=0.5)
+    wait_until(lambda: powered_off(name), 120, interval=0.5, message="max_hours never applied")
+    assert _node_states(cli, name) == [("stopped", "max_hours")] * 2
+    log = (head_files(cli, name) / "autostop" / "watcher.log").read_text()
+    assert "Traceback" not in log
 
 
 def test_action_down_is_finished_by_the_next_status(cli: Cli, cluster: tuple[str, Path]) -> None:

@@ -1,19 +1,24 @@
 """A node that answers with crafted output, on a real local cluster: its tar stream during
-`sync --down`, file names with tabs and newlines, a bogus PID marker from its shell init. None
+`sync --down`, file names with tabs and newlines, a bogus PID marker from its shell init, a
+`dlvm check` result line nested past the JSON parser, a job's exit file holding garbage. None
 of it may write outside the pull folder or crash dlvm."""
 
 from __future__ import annotations
 
 import base64
 import gzip
+import json
 import os
 import shlex
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from crafted_tar import archive, path_max_chain
 from harness import Cli, unique_name, write_spec
+
+from dlvm_cluster.inventory import node_dir
 
 HOSTILE = "node-1"
 
@@ -148,3 +153,41 @@ def test_a_pull_of_a_real_tree_keeps_inside_links_and_gets_hard_links_as_files(
     assert os.readlink(node / "snap" / "v1" / "model") == "../../blobs/abc"
     assert (node / "latest" / "model").read_bytes() == b"weights"
     assert ((node / "tab\tand\nnewline").stat().st_mode & 0o7777) == 0o755
+
+
+def test_a_check_line_nested_past_the_parser_is_output_not_a_crash(
+    cli: Cli, cluster: str, shell_init: list[str]
+) -> None:
+    """A node's shell init printing the result marker and 1,990 `[` made `dlvm check` end
+    with a RecursionError traceback."""
+    shell_init.append('printf "@dlvm-check %s\\n" "$(head -c 1990 /dev/zero | tr "\\0" "[")"')
+    install_init(cli, cluster, shell_init)
+    result = cli.run("check", cluster, "--json", timeout=600)
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.returncode in (0, 1), result.stderr[-2000:]
+    json.loads(result.stdout)  # the report, whatever the verdict
+
+
+def test_a_jobs_exit_file_holding_garbage_does_not_crash_status(
+    cli: Cli, cluster: str, tmp_path: Path
+) -> None:
+    """With the job's supervisor gone (killed, as a reboot of this machine would), status asks
+    the nodes; node-1 wrote `x` in the job's exit file."""
+    spec = write_spec(tmp_path, cluster, 3, "job: {framework: none, command: 'sleep 20'}\n")
+    started = cli.run("launch", str(spec), "--detach", check=True)
+    job_id = next(j["id"] for j in cli.status(cluster)["jobs"] if j["state"] == "running")  # type: ignore[attr-defined,index]
+    assert job_id in started.stdout
+    record = cli.home / "clusters" / cluster / "jobs" / f"{job_id}.json"
+    supervisor = int(json.loads(record.read_text())["supervisor"].partition(":")[0])
+    os.kill(supervisor, signal.SIGKILL)  # the detached supervisor this test's launch started
+    folder = shlex.quote(f"{node_dir(cluster)}/jobs/{job_id}").replace("'~/", "~/'")
+    for node, text in (("node-0", "0"), ("node-1", "x"), ("node-2", "")):
+        cli.run("exec", cluster, "-n", node, "--", f"printf '{text}' > {folder}/exit", check=True)
+    status = cli.run("status", cluster, "--json")
+    assert status.returncode == 0 and "Traceback" not in status.stderr, status.stderr[-2000:]
+    job = next(j for j in json.loads(status.stdout)["jobs"] if j["id"] == job_id)
+    assert job["state"] == "failed"
+    assert job["exit_codes"] == {"node-0": 0, "node-1": None, "node-2": None}
+    assert cli.run("status", cluster).returncode == 0
+    cancelled = cli.run("cancel", cluster, job_id)  # ends the job's processes on the nodes
+    assert cancelled.returncode == 0, cancelled.stderr

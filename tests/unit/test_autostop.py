@@ -198,11 +198,41 @@ def test_a_fresh_heartbeat_is_an_active_watcher() -> None:
     assert "last reported 905s ago" in read_heartbeat('1000\n{"at": 95}', "node-0").problem
 
 
-@pytest.mark.parametrize("beat", ["[]", '{"at": "soon"}', '{"at": null}', '{"busy": 3}', "7"])
+@pytest.mark.parametrize(
+    "beat",
+    [
+        "[]",
+        '{"at": "soon"}',
+        '{"at": null}',
+        '{"busy": 3}',
+        "7",
+        "[" * 200_000 + "]" * 200_000,  # RecursionError in json.loads
+        '{"at": 995, "interval": 1e308}',  # would keep a dead watcher fresh for ever
+        '{"at": -1e300, "interval": 1e300}',
+        '{"at": 1e12}',  # from the future
+        '{"at": 995, "idle_for": NaN}',
+        '{"at": 995, "busy": [["x"]]}',
+        '{"at": 995, "interval": true}',
+    ],
+)
 def test_a_heartbeat_of_any_other_shape_is_unreadable_not_a_crash(beat: str) -> None:
     """status reads the head's file: a broken or hostile head must not crash it."""
     state = read_heartbeat(f"1000\n{beat}\n", "node-0")
     assert not state.active and "unreadable heartbeat" in state.problem
+
+
+def test_a_watcher_that_restarts_without_completing_a_round_is_told_apart() -> None:
+    restarting = '{"at": 400, "started": 998, "starts": 12, "interval": 30}'
+    state = read_heartbeat(f"1000\n{restarting}\n", "node-0")
+    assert not state.active
+    assert (
+        "keeps restarting without completing a round (12 starts since its last round 600s ago"
+        in (state.problem)
+    )
+    starting = '{"at": null, "started": 990, "starts": 1, "interval": 30}'
+    assert read_heartbeat(f"1000\n{starting}\n", "node-0").active
+    never = '{"at": null, "started": 100, "starts": 1, "interval": 30}'
+    assert "completed no round" in read_heartbeat(f"1000\n{never}\n", "node-0").problem
 
 
 def test_max_hours_counts_from_this_machines_boot_when_that_came_later() -> None:
@@ -212,3 +242,35 @@ def test_max_hours_counts_from_this_machines_boot_when_that_came_later() -> None
     assert 0 < booted <= time.time()
     assert watcher.up_since({"started_at": booted - 72 * 3600}, time.time()) == booted
     assert watcher.up_since({"started_at": booted + 5}, time.time()) == booted + 5
+
+
+@pytest.mark.parametrize(
+    "config",
+    ["[" * 200_000, '{"started_at": "soon"}', '{"started_at": 1e308}', "{}", '{"started_at": -5}'],
+)
+def test_a_head_config_of_any_shape_is_no_start_time_not_a_crash(config: str) -> None:
+    """`up`, `start`, `scale` and `autostop` read when the nodes started from the head's
+    config.json: a broken or hostile head must not crash them."""
+    from dlvm_cluster.orchestrate.cluster.autostop import _started_at
+
+    class Answers:
+        def get(self, node: Node) -> Answers:
+            return self
+
+        def run(self, command: str) -> tuple[int, str, str]:
+            return 0, config, ""
+
+    assert _started_at(Answers(), INVENTORY.head, "c") is None  # type: ignore[arg-type]
+
+
+def test_the_head_configs_start_time_is_kept() -> None:
+    from dlvm_cluster.orchestrate.cluster.autostop import _started_at
+
+    class Answers:
+        def get(self, node: Node) -> Answers:
+            return self
+
+        def run(self, command: str) -> tuple[int, str, str]:
+            return 0, '{"started_at": 1700000000.5}', ""
+
+    assert _started_at(Answers(), INVENTORY.head, "c") == 1700000000.5  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ build succeeded."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -77,4 +78,111 @@ def test_unknown_mode_is_refused() -> None:
     result = subprocess.run(
         ["bash", str(SCRIPT), "build"], capture_output=True, text=True, env=dict(os.environ)
     )
-    assert result.returncode == 2 and "usage: build_horovod.sh wheel|install" in result.stderr
+    assert (
+        result.returncode == 2
+        and "usage: build_horovod.sh wheel|install|install-wheel" in result.stderr
+    )
+
+
+# -- what is downloaded or cached is checked before it is used ----------------------------
+
+SOURCE_SHA256 = "92a43f5a94c43907a56805bad15f19700c62ffc83b7ca483f9e104e229f67ef0"
+
+
+def _python_serving(tmp_path: Path, payload: bytes) -> Path:
+    """The real Python, except that `-m pip download ... -d DIR` writes `payload` as the
+    source archive into DIR (what an index or a proxy that lies would serve), and any other
+    `pip install` or `pip wheel` is recorded in pip.log instead of run."""
+    (tmp_path / "payload").write_bytes(payload)
+    stand_in = tmp_path / "python"
+    stand_in.write_text(
+        "#!/bin/bash\n"
+        'if [[ "$1 $2" == "-m pip" && "$3" =~ ^(download|install|wheel)$ ]]; then\n'
+        f'  echo "$*" >> {tmp_path}/pip.log\n'
+        '  if [[ "$3" == download ]]; then\n'
+        '    while [[ $# -gt 0 && "$1" != -d ]]; do shift; done\n'
+        f'    cp {tmp_path}/payload "$2/horovod-0.28.1.tar.gz"\n'
+        "  fi\n"
+        "  exit 0\n"
+        "fi\n"
+        f'exec {sys.executable} "$@"\n'
+    )
+    stand_in.chmod(0o755)
+    return stand_in
+
+
+def _script(tmp_path: Path, *args: str, python: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [BASH, str(SCRIPT), *args],
+        env={
+            **os.environ,
+            "HOME": str(tmp_path),
+            "PYTHON": str(python),
+            "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.skipif(not all(map(shutil.which, ["g++", "cmake", "make"])), reason="no build tools")
+def test_a_source_that_is_not_the_published_one_is_never_unpacked(tmp_path: Path) -> None:
+    python = _python_serving(tmp_path, b"not horovod's source")
+    result = _script(tmp_path, "wheel", python=python)
+    assert result.returncode == 1, result.stdout + result.stderr
+    got = hashlib.sha256(b"not horovod's source").hexdigest()
+    assert f"expected {SOURCE_SHA256}, got {got}" in result.stderr
+    assert "building" not in result.stdout
+    assert " wheel " not in (tmp_path / "pip.log").read_text()  # its build code never ran
+    cache = tmp_path / "cache"
+    assert not cache.exists() or not any(cache.rglob("*.whl"))
+
+
+def _cached_wheel(tmp_path: Path, python: Path, recorded: str) -> Path:
+    """A wheel in the cache folder the script looks in, with `recorded` as its hash."""
+    about = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import sys, sysconfig, torch; "
+            "print(torch.__version__.replace('+', '_'), f'cp{sys.version_info[0]}"
+            "{sys.version_info[1]}', sysconfig.get_platform().replace('-', '_')"
+            ".replace('.', '_'))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    folder = tmp_path / "cache" / "dlvm" / "wheels"
+    folder /= f"horovod-0.28.1-torch{about[0]}-{about[1]}-{about[2]}-gloo"
+    folder.mkdir(parents=True)
+    wheel = folder / "horovod-0.28.1-cp311-cp311-linux_x86_64.whl"
+    wheel.write_bytes(b"a wheel changed after it was built")
+    (folder / (wheel.name + ".sha256")).write_text(recorded + "\n")
+    return wheel
+
+
+def test_a_cached_wheel_changed_since_its_build_is_not_used(tmp_path: Path) -> None:
+    python = _python_serving(tmp_path, b"")
+    wheel = _cached_wheel(tmp_path, python, "0" * 64)
+    result = _script(tmp_path, "install", python=python)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "does not match its recorded SHA-256: expected " + "0" * 64 in result.stderr
+    assert hashlib.sha256(wheel.read_bytes()).hexdigest() in result.stderr
+    assert not (tmp_path / "pip.log").exists()  # nothing installed
+
+
+def test_a_node_installs_only_the_wheel_the_head_built(tmp_path: Path) -> None:
+    python = _python_serving(tmp_path, b"")
+    wheel = tmp_path / "horovod-0.28.1-cp311-cp311-linux_x86_64.whl"
+    wheel.write_bytes(b"the wheel as it arrived")
+    result = _script(tmp_path, "install-wheel", str(wheel), "1" * 64, python=python)
+    assert result.returncode == 1 and "expected " + "1" * 64 in result.stderr
+    assert not (tmp_path / "pip.log").exists()
+    good = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    result = _script(tmp_path, "install-wheel", str(wheel), good, python=python)
+    installs = (tmp_path / "pip.log").read_text().splitlines()
+    # Dependencies the Python lacks at pinned versions only, then the wheel without its own.
+    assert installs[-1] == f"-m pip install -q --no-deps {wheel}"
+    assert all("==" in word for line in installs[:-1] for word in line.split()[4:])

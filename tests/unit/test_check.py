@@ -353,3 +353,14 @@ def test_nccl_logs_to_a_folder_of_the_process_which_is_read_and_removed(
     Path(pattern.replace("%p", "2210")).write_text(NCCL_SOCKET_LOG)
     assert logged_network(folder) == "Socket"
     assert not folder.exists()
+
+
+def test_a_result_line_nested_past_the_parser_is_output_not_a_crash() -> None:
+    """A line of 1,990 `[` after the marker (what a node's shell rc can print before the
+    probe) made json.loads raise RecursionError, which ended `dlvm check`."""
+    from dlvm_cluster.nodeside.netcheck import MARKER
+    from dlvm_cluster.orchestrate.check.output import results
+
+    good = MARKER + '{"kind": "torch", "ok": true}'
+    lines = [MARKER + "[" * 1990, MARKER + '{"kind": ' * 1000, MARKER + '{"kind": NaN}', good]
+    assert results(lines) == [{"kind": "torch", "ok": True}]

@@ -8,6 +8,7 @@ import os
 import resource
 import signal
 import stat
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 from crafted_tar import archive, file, folder, link, path_max_chain, special
 
 from dlvm_cluster.errors import RemoteError
-from dlvm_cluster.remote.extract import Limits, RefusedMember, extract_stream
+from dlvm_cluster.remote.extract import HINT, Limits, RefusedMember, extract_stream
 
 
 @pytest.fixture
@@ -254,3 +255,98 @@ def test_a_header_the_tar_parser_chokes_on_is_an_error_not_a_crash(
     info.pax_headers = headers
     with pytest.raises(RemoteError, match="unreadable tar header"):
         extract_stream(archive((info, data)), pull)
+
+
+# -- headers read whole, and the pull folder itself ----------------------------------------
+
+
+class _Endless(io.RawIOBase):
+    """A stream of `head`, then zeros without end; counts what was read."""
+
+    def __init__(self, head: bytes) -> None:
+        self.head, self.read_bytes = head, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray) -> int:  # type: ignore[override]
+        start = self.read_bytes
+        chunk = self.head[start : start + len(buffer)]
+        chunk += bytes(len(buffer) - len(chunk))
+        buffer[: len(chunk)] = chunk
+        self.read_bytes += len(chunk)
+        return len(chunk)
+
+
+@pytest.mark.parametrize(("kind", "named"), [(tarfile.XHDTYPE, "PAX"), (b"L", "GNU long name")])
+def test_a_huge_extended_header_is_refused_before_it_is_read(
+    pull: Path, kind: bytes, named: str
+) -> None:
+    header = tarfile.TarInfo("././@LongLink")
+    header.type, header.size = kind, 400 << 20  # announces 400 MB
+    stream = _Endless(header.tobuf(format=tarfile.GNU_FORMAT))
+    with pytest.raises(RefusedMember) as caught:
+        extract_stream(stream, pull)  # type: ignore[arg-type]
+    assert f"a {named} header of {400 << 20} bytes" in str(caught.value)
+    assert stream.read_bytes < 2 << 20  # refused before its payload was read
+    assert not any(pull.iterdir())
+
+
+def test_the_pull_folder_planted_as_a_symlink_is_refused(tmp_path: Path) -> None:
+    from dlvm_cluster.remote.extract import open_pull_folder
+
+    shared, victim = tmp_path / "shared", tmp_path / "victim"
+    shared.mkdir()
+    victim.mkdir()
+    (shared / "node-0").symlink_to(victim)  # planted by another local user
+    with pytest.raises(RemoteError, match="a symlink"):
+        open_pull_folder(shared, "node-0")
+    (tmp_path / "link").symlink_to(victim)  # LOCAL itself
+    with pytest.raises(RemoteError, match="a symlink"):
+        open_pull_folder(tmp_path / "link", "node-0")
+    assert not any(victim.iterdir())
+    others = shared / "node-1"
+    others.mkdir()
+    others.chmod(0o777)  # a folder anyone can write in: anyone could plant in it
+    with pytest.raises(RemoteError, match="anyone may write in it"):
+        open_pull_folder(shared, "node-1")
+    fd = open_pull_folder(shared, "node-2")  # made, 0700, and extracted into
+    try:
+        extract_stream(archive(file("authorized_keys")), fd)
+    finally:
+        os.close(fd)
+    assert (shared / "node-2" / "authorized_keys").read_text() == "data"
+    assert stat.S_IMODE((shared / "node-2").stat().st_mode) == 0o700
+
+
+def test_a_pull_folder_of_another_user_is_refused(tmp_path: Path) -> None:
+    from dlvm_cluster.remote.extract import open_pull_folder
+
+    if os.geteuid() != 0:
+        pytest.skip("making a folder of another user needs root")
+    (tmp_path / "node-0").mkdir()
+    os.chown(tmp_path / "node-0", 65534, 65534)
+    with pytest.raises(RemoteError, match="belongs to another user"):
+        open_pull_folder(tmp_path, "node-0")
+
+
+def test_a_name_too_long_to_write_is_the_nodes_fault(pull: Path) -> None:
+    name = "n" * 300_000
+    with pytest.raises(RefusedMember) as caught:
+        extract_stream(archive(file(name)), pull)
+    assert caught.value.reason == "a name too long to write"
+    assert caught.value.hint == HINT  # the node's doing, not this machine's disk
+    assert len(str(caught.value)) < 400 and "(300000 characters)" in str(caught.value)
+
+
+def test_a_pulled_tree_thousands_of_folders_deep_can_be_synced_up_again(pull: Path) -> None:
+    from dlvm_cluster.remote.sync import scan_local
+
+    depth = 1500  # past Python's recursion limit, within PATH_MAX
+    path = "/".join(["d"] * depth)
+    try:
+        extract_stream(archive(folder(path), file(path + "/leaf")), pull)
+        entries = scan_local(pull, [])
+        assert len(entries) == depth + 1 and entries[-1].path == path + "/leaf"
+    finally:  # GNU rm walks it without recursion (pytest's clean-up would not)
+        subprocess.run(["rm", "-rf", str(pull / "d")], check=True)

@@ -161,7 +161,7 @@ def header(machine: str) -> dict[str, str]:
     text = header_text(machine)
     names = (
         "GPU_STACK PLUGIN_IMAGE RXDM_IMAGE GIB_VERSION LIB_DIR UDS_PATH ENV_PROFILE INTERFACES "
-        "RDMA_NICS"
+        "RDMA_NICS GIB_PACKAGE"
     )
     shown = f'\nfor n in {names}; do [[ -v $n ]] && printf "%s=%s\\n" "$n" "${{!n}}"; done; true'
     out = subprocess.run(
@@ -198,7 +198,8 @@ def test_gib_pins_one_package_version(machine: str) -> None:
     assert pins["GIB_VERSION"] == gpu_network.GIB_VERSION
     assert re.fullmatch(r"\d+\.\d+\.\d+", pins["GIB_VERSION"])
     body = gpu_network.SETUP_BODY.read_text()
-    assert '"nccl-gib=${GIB_VERSION}"' in body
+    assert pins["GIB_PACKAGE"] == f"nccl-gib={gpu_network.GIB_VERSION}"
+    assert 'pinned_apt_package "${GIB_PACKAGE}" "${GIB_EXPECTED}"' in body
     assert "apt-mark hold nccl-gib" in body
     assert pins["RDMA_NICS"] == "8"
 

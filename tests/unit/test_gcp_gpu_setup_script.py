@@ -25,6 +25,7 @@ docker)
 	case "$1" in
 	logs) echo "Buffer manager initialization complete" ;;
 	inspect) echo true ;;
+	image) echo "other/repository@sha256:1111"; echo "${@: -1}" | sed "s|:[^:/]*$|@$FAKE_DIGEST|" ;;
 	run)
 		for arg in "$@"; do
 			if [[ $arg == install ]]; then
@@ -46,6 +47,14 @@ ibv_devices)
 	echo "    device                 node GUID"
 	for ((i = 0; i < ${RDMA_DEVICES:-0}; i++)); do echo "    mlx5_$i    0000000000000000"; done
 	;;
+apt-cache)
+	spec=${@: -1}; version=9.9; [[ $spec == *=* ]] && version=${spec#*=}
+	printf 'Package: %s\nVersion: %s\nSHA256: %s\n' "${spec%%=*}" "$version" "$FAKE_DEB_SHA"
+	;;
+gpg)
+	[[ $1 == --show-keys ]] && printf 'pub:-:255:22:X:1:::-:::scESC:\nfpr:::::::::%s:\n' $FAKE_FPR
+	while [[ $# -gt 0 ]]; do [[ $1 == -o ]] && touch "$2"; shift; done
+	;;
 esac
 exit 0
 """
@@ -60,6 +69,7 @@ MACHINE_COMMANDS = (
     "sleep",
     "dpkg-query",
     "apt-get",
+    "apt-cache",
     "apt-mark",
     "curl",
     "gpg",
@@ -73,6 +83,10 @@ TCPX_KERNEL = "5.15.0-1065-gcp-tcpx"
 DLVM_KERNEL = "6.8.0-1031-gcp"
 # The ordinary tools the script uses, taken from this machine.
 TOOLS = ("grep", "env", "mv", "mkdir", "rm", "readlink", "chmod", "cut", "head", "cat")
+TOOLS += ("awk", "sort", "tr", "sed", "touch")
+DIGEST = "sha256:" + "ab" * 32  # what the stand-in registry serves
+FINGERPRINTS = "35BAA0B33E9EB396F59CA838C0BA5CE6DC6315A3"  # what the stand-in key server serves
+DEB_SHA = "ef" * 32  # the SHA256 the stand-in apt index lists for every package
 
 
 @dataclass
@@ -103,6 +117,9 @@ def run_script(
     import_helper: bool = True,
     rdma_devices: int = 8,
     args: tuple[str, ...] = (),
+    digest: str = DIGEST,
+    fingerprints: str = FINGERPRINTS,
+    deb_sha: str = DEB_SHA,
 ) -> Run:
     """The boot script for `machine`, its system paths moved under tmp_path."""
     network = gpu_network.gpu_network(machine)
@@ -160,6 +177,9 @@ def run_script(
         "LD_SO_CONF_DIR": str(tmp_path / "ld.so.conf.d"),
         "TOPOLOGY_DIR": str(tmp_path / "etc-dlvm"),
         "BOOT_ID_FILE": str(boot_id),
+        "FAKE_DIGEST": digest,
+        "FAKE_FPR": fingerprints,
+        "FAKE_DEB_SHA": deb_sha,
         "STATE_DIR": str(tmp_path / "state"),
         "DLVM_NCCL_CONF": str(tmp_path / "nccl.conf"),
         # Set where the script runs: never copied into nccl.conf.
@@ -177,6 +197,11 @@ def run_script(
     return Run(
         result.returncode, result.stdout + result.stderr, calls.read_text().splitlines(), tmp_path
     )
+
+
+def by_digest(image: str, digest: str = DIGEST) -> str:
+    """How the script runs an image: by the digest it checked, never by its tag."""
+    return f"{image.rsplit(':', 1)[0]}@{digest}"
 
 
 def network(machine: str) -> gpu_network.GpuNetwork:
@@ -208,7 +233,7 @@ def test_tcpx_installs_the_plugin_with_its_nccl_then_starts_rxdm_on_ubuntu_nics(
     install = index_of(
         run.calls,
         f"docker run --rm --network host --volume /var/lib:/var/lib "
-        f"{gpu_network.TCPX_PLUGIN_IMAGE} install --install-nccl",
+        f"{by_digest(gpu_network.TCPX_PLUGIN_IMAGE)} install --install-nccl",
     )
     rxdm = index_of(run.calls, "docker run --detach --name dlvm-rxdm")
     assert index_of(run.calls, "nvidia-smi") < install < rxdm
@@ -217,8 +242,9 @@ def test_tcpx_installs_the_plugin_with_its_nccl_then_starts_rxdm_on_ubuntu_nics(
     assert f"--volume {uds}:{uds}" in started
     assert f"--volume {topology}:{topology}:ro" in started
     assert (
-        f"{gpu_network.TCPX_RXDM_IMAGE} --gpu_nic_preset manual --gpu_nic_topology {topology} "
-        f"--gpu_shmem_type fd --uds_path {uds} --setup_param --verbose 128 2 0"
+        f"{by_digest(gpu_network.TCPX_RXDM_IMAGE)} --gpu_nic_preset manual "
+        f"--gpu_nic_topology {topology} --gpu_shmem_type fd --uds_path {uds} "
+        "--setup_param --verbose 128 2 0"
     ) in started
     assert 'ifname: "enp134s0"' in topology.read_text()
     assert "--gpus all" in started
@@ -255,7 +281,7 @@ def test_tcpxo_exposes_apertures_installs_writes_nccl_conf_and_waits_for_rxdm(
         index_of(
             run.calls,
             f"docker run --rm --network host --volume /var/lib:/var/lib "
-            f"{gpu_network.TCPXO_PLUGIN_IMAGE} install --install-nccl",
+            f"{by_digest(gpu_network.TCPXO_PLUGIN_IMAGE)} install --install-nccl",
         ),
         index_of(run.calls, "docker run --detach --name dlvm-rxdm"),
         index_of(run.calls, "docker logs dlvm-rxdm"),
@@ -267,7 +293,7 @@ def test_tcpxo_exposes_apertures_installs_writes_nccl_conf_and_waits_for_rxdm(
         assert resource.stat().st_mode & 0o777 == 0o666, resource
     started = run.calls[order[3]]
     # Only the flag the current RxDM takes: --num_nics, --uid and --alsologtostderr are gone.
-    assert started.endswith(f"{gpu_network.TCPXO_RXDM_IMAGE} --num_hops=2")
+    assert started.endswith(f"{by_digest(gpu_network.TCPXO_RXDM_IMAGE)} --num_hops=2")
     # dlvm's settings, then the plugin profile's others: its eth0 guess gives way to dlvm's.
     settings = [f"{k}={v}" for k, v in network("a3-megagpu-8g").nccl_settings.items()]
     assert conf_lines(tmp_path) == [*settings, "NCCL_FASTRAK_NUM_FLOWS=2"]
@@ -280,9 +306,10 @@ def test_tcpxo_exposes_apertures_installs_writes_nccl_conf_and_waits_for_rxdm(
 def test_tcpxo_installs_the_dmabuf_import_helper_the_image_lacks(tmp_path: Path) -> None:
     run = run_script(tmp_path, "a3-megagpu-8g", import_helper=False)
     assert run.returncode == 0, run.output
-    install = index_of(run.calls, f"apt-get install --yes dkms linux-headers-{TCPX_KERNEL}")
-    assert run.calls[install].endswith(" dmabuf-import-helper")
-    assert install < index_of(run.calls, "modprobe import-helper")
+    dkms = index_of(run.calls, "apt-get install --yes --allow-downgrades dkms=9.9")
+    headers = index_of(run.calls, f"apt-get install --yes linux-headers-{TCPX_KERNEL}")
+    install = index_of(run.calls, "apt-get install --yes --allow-downgrades dmabuf-import-helper")
+    assert dkms < headers < install < index_of(run.calls, "modprobe import-helper")
     sources = (tmp_path / "apt" / "sources.list.d" / "dlvm-gpudirect-tcpxo-apt.list").read_text()
     assert "ar+https://us-apt.pkg.dev/projects/gce-ai-infra gpudirect-tcpxo-apt main" in sources
 
@@ -321,7 +348,8 @@ def test_gib_installs_the_rdma_user_space_the_image_lacks(tmp_path: Path) -> Non
     run = run_script(
         tmp_path, "a4-highgpu-8g", installed_gib=gpu_network.GIB_VERSION, missing=("ibv_devices",)
     )
-    assert "apt-get install --yes ibverbs-utils rdma-core" in run.calls
+    assert "apt-get install --yes --allow-downgrades ibverbs-utils=9.9" in run.calls
+    assert "apt-get install --yes --allow-downgrades rdma-core=9.9" in run.calls
 
 
 def test_gib_already_at_the_pinned_version_is_not_installed_again(tmp_path: Path) -> None:
@@ -416,3 +444,155 @@ def test_the_fallback_takes_the_plugin_away_from_a_node_that_set_it_up(tmp_path:
     assert run.state("fallback") == "setup failed on node-1"
     # The node's own verdict stays what its setup found.
     assert run.state("ready") == f"tcpxo {gpu_network.TCPXO_PLUGIN_IMAGE}"
+
+
+# -- downloads checked before they are used -------------------------------------------------
+
+
+@pytest.mark.parametrize("machine", ["a3-highgpu-8g", "a3-megagpu-8g"])
+def test_an_image_whose_digest_differs_from_dlvms_record_never_runs(
+    tmp_path: Path, machine: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack = network(machine).stack
+    recorded = "sha256:" + "00" * 32
+    pins = dict(gpu_network.PINS)
+    pins[f"{stack}-plugin"] = gpu_network.Pinned(pins[f"{stack}-plugin"].source, recorded)
+    monkeypatch.setattr(gpu_network, "PINS", pins)
+    run = run_script(tmp_path, machine)
+    assert run.returncode != 0
+    assert f"expected {recorded}, got {DIGEST}" in run.output
+    assert run.state("failed") == "pull and check the pinned images"
+    assert not any(call.startswith("docker run") for call in run.calls)
+
+
+def test_a_tag_moved_after_a_nodes_first_boot_is_refused_at_the_next(tmp_path: Path) -> None:
+    first = run_script(tmp_path, "a3-highgpu-8g")
+    assert first.returncode == 0, first.output
+    moved = "sha256:" + "cd" * 32
+    again = run_script(tmp_path, "a3-highgpu-8g", digest=moved)
+    assert again.returncode != 0
+    assert f"expected {DIGEST}, got {moved}" in again.output
+    assert not any(by_digest(gpu_network.TCPX_PLUGIN_IMAGE, moved) in c for c in again.calls)
+
+
+def test_an_apt_key_with_other_fingerprints_is_refused_before_apt_trusts_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pins = dict(gpu_network.PINS)
+    key = pins["cloud-packages-key"]
+    pins["cloud-packages-key"] = gpu_network.Pinned(key.source, "0123456789ABCDEF" * 2 + "01234567")
+    monkeypatch.setattr(gpu_network, "PINS", pins)
+    run = run_script(tmp_path, "a4-highgpu-8g")
+    assert run.returncode != 0
+    assert f"expected {'0123456789ABCDEF' * 2}01234567, got {FINGERPRINTS}" in run.output
+    assert not any(call.startswith("apt-get") for call in run.calls)
+    assert not (tmp_path / "dlvm-google-cloud.gpg").exists()
+
+
+# Every other download of the boot script, one case each: (machine, its PINS entry, what the
+# stand-in serves for it, and how run_script is asked to reach the step that downloads it).
+NEW_DOWNLOADS = [
+    ("a3-megagpu-8g", "artifact-registry-key", FINGERPRINTS, {"import_helper": False}),
+    ("a3-megagpu-8g", "transport-package", f"sha256:{DEB_SHA}", {"import_helper": False}),
+    ("a3-megagpu-8g", "dkms-package", f"sha256:{DEB_SHA}", {"import_helper": False}),
+    ("a3-megagpu-8g", "import-helper-package", f"sha256:{DEB_SHA}", {"import_helper": False}),
+    ("a4-highgpu-8g", "gib-package", f"sha256:{DEB_SHA}", {}),
+    ("a4-highgpu-8g", "ibverbs-package", f"sha256:{DEB_SHA}", {"missing": ("ibv_devices",)}),
+    ("a4-highgpu-8g", "rdma-core-package", f"sha256:{DEB_SHA}", {"missing": ("ibv_devices",)}),
+]
+
+
+@pytest.mark.parametrize(("machine", "name", "served", "reach"), NEW_DOWNLOADS)
+def test_each_apt_download_other_than_dlvms_record_is_refused_naming_both(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    machine: str,
+    name: str,
+    served: str,
+    reach: dict[str, object],
+) -> None:
+    recorded = "sha256:" + "00" * 32 if served.startswith("sha256:") else "0123456789ABCDEF" * 2
+    pins = dict(gpu_network.PINS)
+    pins[name] = gpu_network.Pinned(pins[name].source, recorded)
+    monkeypatch.setattr(gpu_network, "PINS", pins)
+    run = run_script(tmp_path, machine, **reach)  # type: ignore[arg-type]
+    assert run.returncode != 0
+    assert f"{pins[name].source}" in run.output
+    assert f"expected {recorded}, got {served}" in run.output
+    if name.endswith("-package"):
+        package = pins[name].source.partition("=")[0]
+        assert not any(
+            call.startswith(f"apt-get install --yes --allow-downgrades {package}=")
+            for call in run.calls
+        )
+    else:
+        assert not any(call.startswith("apt-get") for call in run.calls)
+    assert run.state("failed")
+
+
+def test_a_package_file_replaced_after_a_nodes_first_install_is_refused_at_the_next(
+    tmp_path: Path,
+) -> None:
+    first = run_script(tmp_path, "a4-highgpu-8g")
+    assert first.returncode == 0, first.output
+    replaced = "12" * 32
+    again = run_script(tmp_path, "a4-highgpu-8g", deb_sha=replaced)
+    assert again.returncode != 0
+    # The first package checked again (the apt transport) is refused, and nothing installed.
+    transport = f"{gpu_network.PINS['transport-package'].source}=9.9"
+    assert f"{transport}: expected sha256:{DEB_SHA}, got sha256:{replaced}" in again.output
+    assert not any(call.startswith("apt-get install") for call in again.calls)
+    gib = f"nccl-gib={gpu_network.GIB_VERSION}"
+    # The node's record: what the first install of that version listed.
+    record = tmp_path / "state" / f"first-{gib.replace('=', '_')}"
+    assert record.read_text() == f"sha256:{DEB_SHA}\n"
+
+
+def test_gcsfuse_from_googles_repository_checks_its_key_and_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The storage script's fallback for an image without gcsfuse: the same checks, run with
+    the boot script's stand-ins (sudo runs what it is given)."""
+    from dlvm_cluster.providers.gcp import storage
+
+    run_script(tmp_path, "a3-megagpu-8g")  # the stand-ins, in tmp_path/bin
+    bin_dir = tmp_path / "bin"
+    (bin_dir / "sudo").write_text('#!/bin/bash\nexec "$@"\n')
+    (bin_dir / "sudo").chmod(0o755)
+    (bin_dir / "lsb_release").write_text("#!/bin/bash\necho noble\n")
+    (bin_dir / "lsb_release").chmod(0o755)
+    for tool in ("bash",):
+        if not (bin_dir / tool).exists():
+            (bin_dir / tool).symlink_to(str(shutil.which(tool)))
+    monkeypatch.setattr(gpu_network, "NODE_PIN_DIR", str(tmp_path / "pins"))
+    monkeypatch.setattr(storage, "GCSFUSE_KEYRING", str(tmp_path / "dlvm-gcsfuse.gpg"))
+
+    def install(deb_sha: str = DEB_SHA) -> subprocess.CompletedProcess[str]:
+        command = storage.gcsfuse_from_google().replace(
+            "/etc/apt/sources.list.d", str(tmp_path / "apt" / "sources.list.d")
+        )
+        (tmp_path / "calls").write_text("")
+        env = {"PATH": str(bin_dir), "CALLS": str(tmp_path / "calls"), "FAKE_FPR": FINGERPRINTS}
+        env["FAKE_DEB_SHA"] = deb_sha
+        return subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True)
+
+    first = install()
+    assert first.returncode == 0, first.stderr
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert "apt-get install --yes --allow-downgrades gcsfuse=9.9" in calls
+    assert (tmp_path / "dlvm-gcsfuse.gpg").exists()
+    # The package's file replaced since: refused, naming both.
+    again = install("34" * 32)
+    assert again.returncode != 0
+    assert f"gcsfuse=9.9: expected sha256:{DEB_SHA}, got sha256:{'34' * 32}" in again.stderr
+    # dlvm's record of the key differs from what is served: refused before apt trusts it.
+    pins = dict(gpu_network.PINS)
+    key = pins["cloud-packages-key"]
+    pins["cloud-packages-key"] = gpu_network.Pinned(key.source, "0123456789ABCDEF" * 2)
+    monkeypatch.setattr(gpu_network, "PINS", pins)
+    (tmp_path / "dlvm-gcsfuse.gpg").unlink()
+    refused = install()
+    assert refused.returncode != 0
+    assert f"expected {'0123456789ABCDEF' * 2}, got {FINGERPRINTS}" in refused.stderr
+    assert not (tmp_path / "dlvm-gcsfuse.gpg").exists()
+    assert not any(c.startswith("apt-get") for c in (tmp_path / "calls").read_text().splitlines())

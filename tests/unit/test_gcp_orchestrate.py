@@ -716,6 +716,55 @@ def test_inventory_pins_host_keys_read_through_the_api(
     assert inventory.gpus_per_node == 2
 
 
+def forge_host_key(api: FakeCompute, zone: str, node: str) -> str:
+    """What a process on the node can do: publish another key in its guest attributes."""
+    forged = host_key(f"forged-{node}")
+    api.set(
+        f"projects/{P}/zones/{zone}/instances/t-{node}/getGuestAttributes",
+        guest_attributes({"ssh-ed25519": forged}),
+    )
+    return forged
+
+
+def test_a_running_nodes_pinned_key_is_kept_when_up_converges(
+    api: FakeCompute, state: ClusterState
+) -> None:
+    cloud = Cloud(capacity={A: 0})
+    before = running_cluster(api, state, cloud, loaded_spec(2))
+    zone = cloud.applies[-1].zone
+    forged = forge_host_key(api, zone, "node-0")
+    reads = api.calls(f"/zones/{zone}/instances/t-node-0/getGuestAttributes")
+    after, _ = up(api, state, cloud, loaded_spec(3), Recorder())  # grow 2 -> 3
+    assert after.nodes[0].host_key == before.nodes[0].host_key
+    assert forged not in state.known_hosts.read_text()
+    assert api.calls(f"/zones/{zone}/instances/t-node-0/getGuestAttributes") == reads
+    assert after.nodes[2].host_key == f"ssh-ed25519 {host_key('node-2')}"  # new: read
+
+
+def test_a_recreated_vm_has_its_new_key_read(api: FakeCompute, state: ClusterState) -> None:
+    cloud = Cloud(capacity={A: 0})
+    running_cluster(api, state, cloud, loaded_spec(2))
+    zone = cloud.applies[-1].zone
+    forged = forge_host_key(api, zone, "node-0")
+    apply = cloud.terraform
+
+    def recreating(workdir: Path, on_event: EventSink | None = None) -> ScriptedTerraform:
+        made = apply(workdir, on_event)
+        applied = made.apply
+
+        def apply_and_recreate(replace: list[str] | None = None) -> RunResult:
+            result = applied(replace)
+            api.instance(P, zone, "t-node-0", "RUNNING", instance_id="5000000000000000003")
+            return result
+
+        made.apply = apply_and_recreate  # type: ignore[method-assign]
+        return made
+
+    request = converge_request(loaded_spec(3), state, Recorder())
+    after, _ = provision_gcp(request, clients=api.clients(), terraform_factory=recreating)
+    assert after.nodes[0].host_key == f"ssh-ed25519 {forged}"  # another VM: its keys are new
+
+
 def test_gpus_per_node_comes_from_preflight(api: FakeCompute, state: ClusterState) -> None:
     # dlvm's offline table does not know a4-highgpu-8g; the machine type from the API does.
     inventory, _ = up(
@@ -835,7 +884,11 @@ def test_a_supervised_job_sees_a_preempted_node_and_replaces_it_alone(
     assert lost == {"node-1": "preempted"}
     applies = len(cloud.applies)
     reads = {"node-1": key_reads(api, "node-1")}
+    others = key_reads(api, "node-0"), key_reads(api, "node-2")
+    forge_host_key(api, A, "node-0")
     replaced = supervisor.replace_machines(loaded, sorted(lost), {"node-1": "t-node-1"})
+    assert (key_reads(api, "node-0"), key_reads(api, "node-2")) == others  # kept, unread
+    assert replaced.nodes[0].host_key == inventory.nodes[0].host_key
     assert len(cloud.applies) == applies + 1
     assert cloud.applies[-1].replace == ('google_compute_instance.node["node-1"]',)
     assert key_reads(api, "node-1") > reads["node-1"]  # the new VM's key, from the API
@@ -844,17 +897,12 @@ def test_a_supervised_job_sees_a_preempted_node_and_replaces_it_alone(
     assert record.events[-1]["text"].startswith("node replaced: node-1 t-node-1 -> t-node-1 ")
 
 
-@pytest.mark.parametrize("check", [True, False])
-def test_job_check_runs_after_a_recovery_and_a_failing_cluster_fails_the_job(
-    api: FakeCompute,
-    state: ClusterState,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    check: bool,
-) -> None:
+def two_node_job(tmp_path: Path, job: str = "", **fields: Any) -> tuple[LoadedSpec, JobRecord]:
+    """A two-node gcp spec whose job runs `train` (with `job` added to its section), and the
+    record of that job running."""
+    extra = f", {job}" if job else ""
     loaded = load_spec_text(
-        loaded_spec(2).text
-        + f"job: {{framework: none, command: train, check: {str(check).lower()}}}\n",
+        loaded_spec(2).text + f"job: {{framework: none, command: train{extra}}}\n",
         Path("/nowhere/t.yaml"),
     )
     record = JobRecord(
@@ -867,7 +915,20 @@ def test_job_check_runs_after_a_recovery_and_a_failing_cluster_fails_the_job(
         20001,
         0.0,
         local_logs=str(tmp_path / "logs"),
+        **fields,
     )
+    return loaded, record
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_job_check_runs_after_a_recovery_and_a_failing_cluster_fails_the_job(
+    api: FakeCompute,
+    state: ClusterState,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    check: bool,
+) -> None:
+    loaded, record = two_node_job(tmp_path, f"check: {str(check).lower()}")
     checked: list[str] = []
 
     def failing_check(checked_state: ClusterState, progress: object) -> None:
@@ -885,6 +946,39 @@ def test_job_check_runs_after_a_recovery_and_a_failing_cluster_fails_the_job(
     assert checked == [state.name]
     assert record.state == "failed"
     assert record.events[-1]["text"].startswith("the check after the recovery failed: 1 of 2")
+
+
+def test_a_check_crashing_on_node_output_after_a_recovery_fails_the_job(
+    api: FakeCompute, state: ClusterState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node's line that made the check raise RecursionError killed the detached supervisor,
+    leaving the job stopped and "recovering" for ever."""
+    loaded, record = two_node_job(tmp_path, "check: true", state="recovering")
+
+    def crashing_check(checked_state: ClusterState, progress: object) -> None:
+        raise RecursionError("maximum recursion depth exceeded while decoding a JSON array")
+
+    monkeypatch.setattr(supervise, "require_healthy", crashing_check)
+    supervisor = Supervisor(state, record, loaded, Recorder(), str)
+    with pytest.raises(RemoteError, match="check after the recovery failed: RecursionError"):
+        supervisor.check_after_recovery()
+    assert record.state == "failed" and record.ended is not None
+
+
+def test_an_unexpected_error_in_the_supervisor_fails_the_job_instead_of_leaving_it(
+    api: FakeCompute, state: ClusterState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded, record = two_node_job(tmp_path)
+    supervisor = Supervisor(state, record, loaded, Recorder(), str)
+
+    def broken_round() -> None:
+        raise TypeError("'int' object is not iterable")
+
+    monkeypatch.setattr(supervisor, "_watch", broken_round)
+    with pytest.raises(RemoteError, match="unexpected error \\(TypeError"):
+        supervisor.run()
+    assert record.state == "failed"
+    assert record.events[-1]["text"].startswith("the supervisor failed: TypeError")
 
 
 def stopped_cluster(

@@ -94,7 +94,8 @@ def test_masking_reads_the_values_the_node_holds(tmp_path: Path) -> None:
     masking = read_masking(inventory, NODES, sorted(held), {}, _local_batch(tmp_path))
     assert masking is not None and not masking.unreadable
     assert masking.redact("x held-token-value y") == "x *** y"
-    assert masking.redact("line $value") == "line $value"  # only whole values are masked
+    assert masking.redact("line $value") == "***"  # a line of a multi-line value, alone
+    assert masking.redact("line $other") == "line $other"
     assert masking.redact('it\'s a "multi"\nline $value') == "***"
 
 

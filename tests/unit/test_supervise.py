@@ -113,3 +113,28 @@ def test_a_lost_node_of_a_kind_that_cannot_replace_fails_the_job_in_its_words() 
     with pytest.raises(RemoteError, match="node-1 cannot be replaced: the ssh provider"):
         Supervisor._require_replace(kind("ssh"), ["node-1"], end)  # type: ignore[arg-type]
     Supervisor._require_replace(kind("local"), ["node-1"], end)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("probed", "code"),
+    [
+        ("exit 0", 0),
+        ("exit 137", 137),
+        ("exit x", None),  # what a node wrote in the job's exit file: anything
+        ("exit", None),
+        ("exit ", None),
+        ("exit 99999999999999999999", None),
+        ("exit 256", None),
+        ("exit -1", None),
+        ("exit 1 2", None),
+        ("exit \u0661", None),  # an Arabic-Indic digit: int() would take it
+        ("running", None),
+        ("gone", None),
+    ],
+)
+def test_a_jobs_exit_status_is_read_strictly(probed: str, code: int | None) -> None:
+    """`status` read `int(line.split()[1])` from each node's `ID exit N`: a node's `exit`
+    file holding `x` (or nothing) crashed it."""
+    from dlvm_cluster.orchestrate.jobs.verbs import exit_code
+
+    assert exit_code(probed) == code

@@ -89,3 +89,49 @@ def test_json_keeps_the_exact_characters() -> None:
     document = json.dumps(GroupResult((result,)).to_json())
     assert "\x1b" not in document and "\\u001b]52" in document
     assert json.loads(document)["nodes"][0]["tail"] == [HOSTILE]
+
+
+INVISIBLE = "\u202e\u2066\u2069\u200b\u200d\u2028\u2029\ufeff\U000e0041"
+
+
+def test_bidi_separator_and_zero_width_characters_are_escaped() -> None:
+    shown = show_controls(f"rm -rf {INVISIBLE}/ok")
+    assert shown == (
+        "rm -rf \\u202e\\u2066\\u2069\\u200b\\u200d\\u2028\\u2029\\ufeff\\U000e0041/ok"
+    )
+    assert printable_only(shown)
+    assert show_controls("naïve 日本語 ✓ ∑") == "naïve 日本語 ✓ ∑"  # printable text is kept
+
+
+def test_every_status_line_is_escaped(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Node text may reach any line of `status`: SSH errors, the head's heartbeat, a job's
+    events, the provider's complaint."""
+    from dlvm_cluster.cli import cluster_commands
+    from dlvm_cluster.orchestrate.cluster import report
+    from dlvm_cluster.orchestrate.jobs.store import JobRecord
+    from dlvm_cluster.orchestrate.nodes.commands import NodeStatus
+
+    hostile = HOSTILE + INVISIBLE
+    job = JobRecord("j1", "c", "none", f"train {hostile}", "~", ["node-0"], 1, 0.0, restarts=1)
+    job.events.append({"time": 0, "text": hostile})
+    node = NodeStatus("node-0", 0, "10.0.0.1", 22, "u", False, hostile, "unreachable")
+    crafted = report.ClusterReport(
+        cluster="c",
+        nodes=(node,),
+        jobs=(job,),
+        price=None,
+        provider_problem=hostile,
+        autostop=f"idle 1 min -> stop ({hostile})",
+        autostop_problem=hostile,
+        usage=hostile,
+    )
+    monkeypatch.setattr(report, "report", lambda state: crafted)
+    monkeypatch.setattr(cluster_commands, "cluster_state", lambda name: None)
+    sink = io.StringIO()
+    monkeypatch.setattr(display, "stdout", Console(file=sink, force_terminal=False, width=400))
+    cluster_commands.status_cmd("c", json_output=False)
+    text = sink.getvalue() + capsys.readouterr().out
+    assert printable_only(text), repr(text)
+    assert text.count("\\x1b]52;") >= 6 and text.count("\\u202e") >= 6

@@ -9,8 +9,6 @@ findings they return are plain values; judging them is check.py's.
 from __future__ import annotations
 
 import csv
-import json
-import math
 import re
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -18,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dlvm_cluster.nodeside.netcheck import MARKER
+from dlvm_cluster.remote import node_json
 
 SECTION = "@dlvm-section "
 MAX_LINES = 400  # lines kept per node and run, from the first
@@ -71,10 +70,10 @@ def results(lines: Iterable[str]) -> list[dict[str, Any]]:
         if not line.startswith(MARKER):
             continue
         try:
-            data = json.loads(line[len(MARKER) :])
-        except ValueError:
-            continue
-        if isinstance(data, dict) and isinstance(data.get("kind"), str):
+            data = node_json.loads_object(line[len(MARKER) :], max_bytes=MAX_LINE)
+        except node_json.NodeJsonError:
+            continue  # not a result: the line stays among the node's output
+        if isinstance(data.get("kind"), str):
             found.append(data)
     return found
 
@@ -85,10 +84,8 @@ def first(found: Iterable[Mapping[str, Any]], kind: str) -> Mapping[str, Any] | 
 
 def number(value: object) -> float | None:
     """A finite, non-negative number from a node's JSON, else None."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) and value >= 0 else None
+    checked = node_json.finite(value)
+    return checked if checked is not None and checked >= 0 else None
 
 
 def sections(lines: Iterable[str]) -> dict[str, list[str]]:

@@ -25,6 +25,7 @@ from dlvm_cluster.inventory import Inventory, Node, node_dir
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers.base import NodeState, Provider
 from dlvm_cluster.providers.kind import Feature
+from dlvm_cluster.remote import node_json
 from dlvm_cluster.remote.pool import SshPool, run_everywhere
 from dlvm_cluster.shell import quote_path
 from dlvm_cluster.spec.model import Autostop, ClusterSpec
@@ -34,6 +35,7 @@ MINUTE_SECONDS_ENV = "DLVM_AUTOSTOP_MINUTE_SECONDS"  # for tests: seconds in a m
 WARN_MINUTES = 10  # the warning in the job log comes this long before max_hours
 STALE_ROUNDS = 3  # a heartbeat older than this many rounds (plus slack): not running
 STALE_SLACK = 10.0
+CLOCK_SLACK = 60.0  # a time the head writes may be this far ahead of its own clock
 
 
 def minute_seconds() -> float:
@@ -129,15 +131,17 @@ def _stop_script(cluster: str) -> str:
     )
 
 
-def _head_config(pool: SshPool, head: Node, cluster: str) -> dict[str, Any] | None:
+def _started_at(pool: SshPool, head: Node, cluster: str) -> float | None:
+    """When the running nodes started, as the head's watcher config says (the head's file:
+    anything may come back; what is not a time from the past is not used)."""
     code, out, _ = pool.get(head).run(f"cat {quote_path(folder(cluster))}/config.json")
     if code != 0:
         return None
     try:
-        data = json.loads(out)
-    except ValueError:
+        config = node_json.loads_object(out)
+        return node_json.number(config, "started_at", low=0, high=time.time() + CLOCK_SLACK)
+    except node_json.NodeJsonError:
         return None
-    return data if isinstance(data, dict) else None
 
 
 def install(
@@ -173,8 +177,8 @@ def install(
         _program(),
         "cannot copy the autostop watcher",
     )
-    previous = None if restarted else _head_config(pool, head, cluster)
-    started_at = float(previous["started_at"]) if previous else time.time()
+    previous = None if restarted else _started_at(pool, head, cluster)
+    started_at = previous if previous is not None else time.time()
     config = watcher_config(spec, settings, inventory, self_stop, started_at)
     run_everywhere(
         pool,
@@ -209,21 +213,43 @@ def watcher_state(pool: SshPool, head: Node, cluster: str) -> WatcherState:
 
 
 def read_heartbeat(out: str, head: str) -> WatcherState:
-    """The state from the head's clock (first line) and its heartbeat.json (second)."""
+    """The state from the head's clock (first line) and its heartbeat.json (second). The
+    head's own file: any shape may come back, so every field is checked (an `interval` of
+    1e308 would keep a dead watcher fresh for ever)."""
     lines = out.strip().splitlines()
     if len(lines) < 2:
         return WatcherState(False, problem=f"the watcher on {head} never reported")
-    try:  # the head's own file: any shape may come back
-        now, beat = float(lines[0]), json.loads(lines[1])
-        interval = float(beat.get("interval", 30.0))
-        age = now - float(beat.get("at", 0))
-        idle_for = float(beat.get("idle_for", 0))
-        busy = tuple(str(what) for what in beat.get("busy", []))
-    except (ValueError, TypeError, AttributeError):
+    try:
+        now = node_json.finite(node_json.loads(lines[0]))
+        if now is None:
+            raise node_json.NodeJsonError("the head's clock is no number")
+        beat = node_json.loads_object(lines[1])
+        interval = node_json.number(beat, "interval", low=1, high=3600, default=30.0)
+        latest = now + CLOCK_SLACK
+        at = node_json.number(beat, "at", low=0, high=latest, default=None)
+        started = node_json.number(beat, "started", low=0, high=latest, default=None)
+        starts = node_json.number(beat, "starts", low=0, high=1e9, default=0.0)
+        idle_for = node_json.number(beat, "idle_for", low=0, high=1e10, default=0.0)
+        busy = node_json.texts(beat, "busy", max_items=100, max_len=300, default=())
+        if at is None and started is None:
+            raise node_json.NodeJsonError("neither a round nor a start")
+    except node_json.NodeJsonError:
         return WatcherState(False, problem=f"the watcher on {head} left an unreadable heartbeat")
-    if not age <= STALE_ROUNDS * interval + STALE_SLACK:  # nan: stale too
-        return WatcherState(False, problem=f"the watcher on {head} last reported {age:.0f}s ago")
-    return WatcherState(True, idle_for=idle_for, busy=busy)
+    fresh = STALE_ROUNDS * interval + STALE_SLACK
+    if at is not None and now - at <= fresh:
+        return WatcherState(True, idle_for=idle_for, busy=busy)
+    since = f"its last round {now - at:.0f}s ago" if at is not None else "it was installed"
+    if starts >= 2:
+        return WatcherState(
+            False,
+            problem=f"the watcher on {head} keeps restarting without completing a round "
+            f"({starts:.0f} starts since {since}; see watcher.log beside its config there)",
+        )
+    if at is None:
+        if started is not None and now - started <= fresh:
+            return WatcherState(True)  # started, its first round under way
+        return WatcherState(False, problem=f"the watcher on {head} completed no round")
+    return WatcherState(False, problem=f"the watcher on {head} last reported {now - at:.0f}s ago")
 
 
 def describe(autostop: Autostop) -> str:

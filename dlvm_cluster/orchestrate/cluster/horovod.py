@@ -5,14 +5,17 @@ Horovod's last release is source only and needs a patched build (nodeside/build_
 documents why and how), minutes of compiling. So it is built at most once per
 cluster: on the head, which caches the wheel; nodes that lack Horovod get that wheel copied
 from the head over the cluster's own SSH (the mesh horovodrun uses), and install it, never
-rebuilding. Nodes that can already `import horovod.torch` and run horovodrun are left alone.
-Each node then keeps a stamp holding the setup digest (see files.setup_digest), so a later
-`up` with the same setup and env checks nothing more; a changed setup (which may have
-changed the node's Python) checks again.
+rebuilding; each checks the wheel against the hash the head recorded when it built it (the
+script checks the source against its published hash before building). Nodes that can
+already `import horovod.torch` and run horovodrun are left alone. Each node then keeps a
+stamp holding the setup digest (see files.setup_digest), so a later `up` with the same setup
+and env checks nothing more; a changed setup (which may have changed the node's Python)
+checks again.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Callable, Sequence
 from pathlib import PurePosixPath
@@ -39,6 +42,7 @@ STAMPED, PRESENT, MISSING = (
     "__dlvm_horovod_missing__",
 )
 WHEEL_LINE = "DLVM_HOROVOD_WHEEL="
+HASH_LINE = "DLVM_HOROVOD_SHA256="
 USABLE = "python3 -c 'import horovod.torch' >/dev/null 2>&1 && command -v horovodrun >/dev/null"
 """What `horovod` jobs need of a node: the Python they run (`python3`, see launch/horovod.py)
 imports horovod.torch, and horovodrun is on PATH."""
@@ -110,26 +114,29 @@ def ensure_horovod(
     script = f"{folder}/build_horovod.sh"
     run_everywhere(
         pool,
-        [head],
+        [head, *(node for node in missing if node.name != head.name)],
         f"mkdir -p {quote_path(folder)} && cat > {quote_path(script)}",
         BUILD_SCRIPT.read_bytes(),
-        "cannot send the Horovod build script to the head",
+        "cannot send the Horovod build script",
     )
     mode = "install" if any(node.name == head.name for node in missing) else "wheel"
     progress.stage(f"{STEP}: wheel on {head.name} (built once, minutes; cached after)")
     wheel: list[str] = []
+    sha256: list[str] = []
 
     def build_sink(node: Node, stream: str, text: str) -> None:
         if text.startswith(WHEEL_LINE):
             wheel.append(text.removeprefix(WHEEL_LINE))
+        elif text.startswith(HASH_LINE):
+            sha256.append(text.removeprefix(HASH_LINE))
         else:
             progress.line(node, stream, text)
 
     built = on([head], f"bash {quote_path(script)} {mode}", build_sink)
     _raise_failed(built, f"cannot build Horovod on {head.name}")
-    if not wheel:
+    if not wheel or not sha256 or not re.fullmatch(r"[0-9a-f]{64}", sha256[-1]):
         raise RemoteError(
-            f"the Horovod build on {head.name} named no wheel",
+            f"the Horovod build on {head.name} named no wheel and hash",
             hint="run `dlvm up` again; `dlvm ssh` to the head to look at its ~/.cache/dlvm",
         )
     installed = [head.name] if mode == "install" else []
@@ -151,8 +158,8 @@ def ensure_horovod(
                 progress.count(STEP, len(done), len(others), "nodes")
 
         install = (
-            f"test -s {quote_path(remote_wheel)} && "
-            f"python3 -m pip install -q {quote_path(remote_wheel)} && {USABLE}"
+            f"bash {quote_path(script)} install-wheel {quote_path(remote_wheel)} {sha256[-1]} "
+            f"&& {USABLE}"
         )
         _raise_failed(on(others, install, progress.line, counted), "cannot install Horovod")
         installed += [node.name for node in others]

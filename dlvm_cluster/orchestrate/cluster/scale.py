@@ -37,6 +37,7 @@ from dlvm_cluster.orchestrate.nodes.masking import Masking
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers.base import NO_TRUST, KeyTrust
 from dlvm_cluster.remote import jobcontrol
+from dlvm_cluster.remote.connection import MAX_OUTPUT
 from dlvm_cluster.remote.pool import SshPool
 from dlvm_cluster.spec.model import LoadedSpec
 from dlvm_cluster.state import ClusterState, private_dir
@@ -120,7 +121,9 @@ def _keep_logs(pool: SshPool, record: JobRecord, nodes: tuple[Node, ...], maskin
     target = private_dir(Path(record.local_logs))
     for node in masking.runnable(nodes):
         try:
-            _, out, _ = pool.get(node).run(jobcontrol.show_log(pool.inventory.cluster, record.id))
+            # The log's last MAX_OUTPUT bytes: what a short command may send back.
+            log = jobcontrol.show_log(pool.inventory.cluster, record.id)
+            _, out, _ = pool.get(node).run(f"{{ {log}; }} | tail -c {MAX_OUTPUT}")
         except RemoteError:  # a log we cannot fetch must not stop the scale
             continue
         masked = "".join(masking.redact(line) for line in out.splitlines(keepends=True))

@@ -27,6 +27,7 @@ events.log.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import threading
@@ -172,6 +173,30 @@ class Supervisor:
         except KeyboardInterrupt:
             self._cancelled()
             raise
+        except DlvmError:
+            raise
+        except Exception as exc:  # a bug, or node output that slipped through: never "recovering"
+            why = f"{type(exc).__name__}: {exc}"[:500]
+            self.broke(why)
+            raise RemoteError(
+                f"job {self.record.id} failed: the supervisor met an unexpected error ({why}); "
+                "stopped it on every node",
+                hint=f"its log: dlvm logs {self.state.name} {self.record.id}",
+            ) from exc
+
+    def broke(self, why: str) -> None:
+        """An unexpected error ends the supervision: the job is stopped where it runs (as
+        far as can be) and recorded failed, so that nothing is left unsupervised."""
+        with contextlib.suppress(Exception):
+            inventory = require_inventory(self.state)
+            with open_pool(self.state, inventory) as pool:
+                stop_job(pool, inventory.nodes, self.record.id, grace=STOP_GRACE)
+        self.record.state, self.record.ended = "failed", time.time()
+        with contextlib.suppress(Exception):
+            self.record.events.append(
+                {"time": round(time.time(), 3), "text": f"the supervisor failed: {why}"}
+            )
+        save_job(self.state, self.record)
 
     def _cancelled(self) -> None:
         inventory = require_inventory(self.state)
@@ -407,11 +432,14 @@ class Supervisor:
         self.event("checking the cluster before the relaunch")
         try:
             require_healthy(self.state, self.progress)
-        except DlvmError as exc:
+        except Exception as exc:  # whatever a node made the check raise is a failed check
+            why = exc.message if isinstance(exc, DlvmError) else f"{type(exc).__name__}: {exc}"
             self.record.state, self.record.ended = "failed", time.time()
-            self.event(f"the check after the recovery failed: {exc.message}")
+            self.event(f"the check after the recovery failed: {why[:500]}")
             self.save()
-            raise
+            if isinstance(exc, DlvmError):
+                raise
+            raise RemoteError(f"the check after the recovery failed: {why[:500]}") from exc
 
     def _fail(self, why: str, end: RunEnd) -> None:
         self.record.state, self.record.ended = "failed", time.time()

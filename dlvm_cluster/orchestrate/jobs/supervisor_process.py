@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -21,6 +21,8 @@ from dlvm_cluster.orchestrate.cluster.records import read_spec
 from dlvm_cluster.orchestrate.jobs.store import JobRecord, find_job, job_spec_path, process_identity
 from dlvm_cluster.orchestrate.jobs.supervise import SUPERVISOR_LOG, JobCancelled, Supervisor
 from dlvm_cluster.progress import TerraformEvent
+from dlvm_cluster.remote.agent_process import minimal_environment
+from dlvm_cluster.spec.model import LoadedSpec
 from dlvm_cluster.state import ClusterState, private_dir
 
 
@@ -52,14 +54,32 @@ class LogProgress:
         return None
 
 
+# Beyond the agent's: what a replacement needs as `up` does (Terraform, the cloud's
+# credentials and API access) and a development checkout needs to import dlvm.
+SUPERVISOR_ENV_NAMES = frozenset(
+    {"VIRTUAL_ENV", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE"}
+    | {"HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "https_proxy", "http_proxy", "no_proxy"}
+)
+SUPERVISOR_ENV_PREFIXES = ("DLVM_", "GOOGLE_", "CLOUDSDK_", "AWS_", "TF_")
+
+
+def supervisor_environment(environ: Mapping[str, str], loaded: LoadedSpec | None) -> dict[str, str]:
+    """The detached supervisor's whole environment. It lives as long as the job (days), and
+    a long-lived process's environment is readable in /proc/PID/environ: it keeps what the
+    agent keeps, the variables the job's `from_env` secrets name (a relaunch installs them
+    again), dlvm's own settings, the cloud's credentials and Terraform's settings, proxies
+    and CA files, and VIRTUAL_ENV; not the rest of the user's shell (other tokens)."""
+    secrets = loaded.spec.secret_env().values() if loaded is not None else ()
+    names = SUPERVISOR_ENV_NAMES | {item.from_env for item in secrets if item.from_env}
+    return minimal_environment(environ, names=names, prefixes=SUPERVISOR_ENV_PREFIXES)
+
+
 def spawn(state: ClusterState, record: JobRecord) -> str:
-    """Start the job's supervisor in the background; its process identity. It keeps this
-    command's environment (it may run Terraform and resolve secrets as `up` does)."""
+    """Start the job's supervisor in the background with a minimal environment
+    (supervisor_environment); its process identity."""
     folder = private_dir(Path(record.local_logs))
     log = os.open(folder / SUPERVISOR_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    package_root = str(Path(__file__).resolve().parents[3])
-    path = os.environ.get("PYTHONPATH", "")
-    env = {**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
+    env = supervisor_environment(os.environ, read_spec(state, job_spec_path(state, record.id)))
     try:
         process = subprocess.Popen(
             [
@@ -106,6 +126,12 @@ def main(argv: Sequence[str]) -> int:
         return 1
     except KeyboardInterrupt:
         progress.note(f"job {job_id}: stopped by a signal; cancelled")
+        return 1
+    except Exception as exc:  # never leave the record "running" or "recovering"
+        why = f"{type(exc).__name__}: {exc}"[:500]
+        if record.active:
+            supervisor.broke(why)
+        progress.note(f"job {job_id}: failed: {why}")
         return 1
     progress.note(f"job {job_id}: succeeded")
     return 0

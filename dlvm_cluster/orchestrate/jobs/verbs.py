@@ -10,6 +10,7 @@ them.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Sequence
 
@@ -171,6 +172,13 @@ def node_masking(
     return masking
 
 
+def exit_code(probed: str) -> int | None:
+    """The exit status in a probe's `exit N` (what the node's `exit` file held: anything, so
+    only a status a process can have is taken); None for anything else."""
+    found = re.fullmatch(r"exit ([0-9]{1,3})", probed)
+    return int(found.group(1)) if found and int(found.group(1)) <= 255 else None
+
+
 def refresh_states(state: ClusterState) -> list[JobRecord]:
     """Job records with `running` ones checked against the nodes; a job whose supervisor
     runs is as the supervisor says (between a failure and its recovery, no process runs)."""
@@ -194,9 +202,8 @@ def refresh_states(state: ClusterState) -> list[JobRecord]:
         states = [seen.get(record.id, {}).get(name, "unknown") for name in record.nodes]
         if any(s == "running" for s in states):
             continue
-        codes = {name: s for name, s in zip(record.nodes, states, strict=True)}
         record.exit_codes = {
-            name: int(s.split()[1]) if s.startswith("exit") else None for name, s in codes.items()
+            name: exit_code(s) for name, s in zip(record.nodes, states, strict=True)
         }
         record.state = "succeeded" if all(s == "exit 0" for s in states) else "failed"
         record.ended = record.ended or time.time()

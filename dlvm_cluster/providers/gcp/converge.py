@@ -9,7 +9,9 @@ anything):
     failover loop           apply in one zone; on failure classify the error and either stop,
                             accept a partial set (nodes.min_count), or free the nodes this
                             attempt made and try the next zone of provider.zones
-    host keys               read from guest attributes and pinned in the inventory
+    host keys               read from guest attributes and pinned in the inventory, for new
+                            VMs only: a VM recorded before keeps its pinned key while its id
+                            is the same (guest attributes are writable from inside the VM)
 
 The failover loop is zone_loop.py; leaving a zone also deletes the cluster's VMs there that
 Terraform's state does not hold (leftovers.py).
@@ -27,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 
 from dlvm_cluster.errors import ProvisionError
@@ -134,7 +135,9 @@ def provision_gcp(
         if unchanged and all(s.status == "RUNNING" for s in states.values()):
             return previous, False
         if home in provider.zones:  # else every node is recreated in another zone
-            replace, pinned = _bring_back(request, api, home, states)
+            pinned = _pins(previous, states)
+            replace, started = _bring_back(request, api, home, states)
+            pinned.update(started)
     progress.stage("preflight")
     report = preflight(spec, api, existing_nodes=len(previous.nodes) if previous else 0)
     for line in warning_lines(provider, report.warnings):
@@ -279,6 +282,12 @@ def replace_gcp_nodes(
     api = clients if clients is not None else compute_clients()
     module = render_gcp(spec, state, wait=request.wait)
     module.write(state.terraform_dir)
+    pinned: dict[str, tuple[str, str]] = {}
+    zone = _applied_zone(state)
+    if request.previous is not None and zone is not None:
+        others = tuple(node for node in request.previous.nodes if node.name not in names)
+        kept = dataclasses.replace(request.previous, nodes=others)
+        pinned = _pins(kept, node_states(api, gcp_config(spec).project, zone, kept))
     make = terraform_factory or _terraform(spec)
     terraform = make(state.terraform_dir, capacity_watch(request, api))
     progress.stage(f"terraform: replacing {', '.join(names)}")
@@ -289,7 +298,20 @@ def replace_gcp_nodes(
     else:
         result = terraform.apply(replace=[instance_address(name) for name in names])
     gpus = request.previous.gpus_per_node if request.previous else gpus_per_node(gcp_plan(spec))
-    return _inventory(request, api, result, gpus)
+    return _inventory(request, api, result, gpus, pinned)
+
+
+def _pins(previous: Inventory, states: Mapping[str, InstanceState]) -> dict[str, tuple[str, str]]:
+    """node -> (pinned host key, VM id) for every recorded node whose VM is there now. Its
+    key is not read again while the id stays the same: the same VM keeps its disk and so its
+    keys, and the guest attributes the key would be read from are writable by any process
+    on the node. A key the node's sshd really changed is refused at the first connection,
+    with both fingerprints."""
+    return {
+        node.name: (node.host_key, states[node.name].instance_id)
+        for node in previous.nodes
+        if node.host_key and node.name in states and states[node.name].instance_id
+    }
 
 
 def _inventory(
@@ -301,9 +323,10 @@ def _inventory(
 ) -> Inventory:
     """The nodes Terraform reports, with the host keys each VM published through the API.
 
-    `pinned`: node -> (host key, VM id) of the nodes started again by this `up`. While the VM
-    id is the same, the disk and its keys are too, and the pinned key is kept unread; a new id
-    (Terraform recreated it) means new keys, read as for any new VM.
+    `pinned`: node -> (host key, VM id) of the nodes recorded before (running, or started
+    again by this `up`). While the VM id is the same, the disk and its keys are too, and the
+    pinned key is kept unread; a new id (Terraform recreated it) means new keys, read as for
+    any new VM.
     """
     request.progress.stage("reading host keys")
     outputs = result.outputs
@@ -345,8 +368,8 @@ def tunnelled(
                 hint="run `dlvm up` again; if it persists, `dlvm down` and `up` anew",
             )
         vm = instance_name(inventory.cluster, node.name)
-        nodes.append(replace(node, proxy=iap_tunnel_command(vm, zone, project)))
-    return replace(inventory, nodes=tuple(nodes))
+        nodes.append(dataclasses.replace(node, proxy=iap_tunnel_command(vm, zone, project)))
+    return dataclasses.replace(inventory, nodes=tuple(nodes))
 
 
 def _applied_zone(state: ClusterState) -> str | None:

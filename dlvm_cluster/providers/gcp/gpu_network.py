@@ -26,19 +26,62 @@ from pathlib import Path
 from dlvm_cluster.providers.base import BootReadiness
 from dlvm_cluster.providers.gcp import shapes
 
-# Pinned pairs, as Google pairs them in its Slurm prologs for these shapes: a plugin release and
-# the receive-data-path manager (RxDM) release built for it. Change both together.
-TCPX_PLUGIN_IMAGE = (
-    "us-docker.pkg.dev/gce-ai-infra/gpudirect-tcpx/nccl-plugin-gpudirecttcpx-dev:v3.1.9-2.19.4-12.0"
-)
-TCPX_RXDM_IMAGE = "us-docker.pkg.dev/gce-ai-infra/gpudirect-tcpx/tcpgpudmarxd-dev:v2.0.12"
-TCPXO_PLUGIN_IMAGE = (
-    "us-docker.pkg.dev/gce-ai-infra/gpudirect-tcpxo/nccl-plugin-gpudirecttcpx-dev:v1.0.17"
-)
-TCPXO_RXDM_IMAGE = "us-docker.pkg.dev/gce-ai-infra/gpudirect-tcpxo/tcpgpudmarxd-dev:v1.0.23"
+
+@dataclass(frozen=True)
+class Pinned:
+    """Something a node script downloads as root and checks before using it: a container
+    image (`source` repository:tag) by its digest, an apt signing key (`source` its URL) by
+    its fingerprints, or an apt package (`source` NAME or NAME=VERSION) by the SHA-256 of its
+    file that the signed index lists. `expected` is dlvm's record of it (sha256:HEX;
+    fingerprints space-separated); where dlvm records none, each node keeps what its first
+    download gave and refuses anything else afterwards (a tag moved, a key replaced, a
+    package version's file replaced). Either way the image runs by digest, never by its tag,
+    and a mismatch stops setup naming both. The checks are pinned_downloads.sh."""
+
+    source: str
+    expected: str = ""
+
+
+# Every download of the boot script, in one table. Images as Google pairs them in its Slurm
+# prologs for these shapes: a plugin release and the receive-data-path manager (RxDM) release
+# built for it. Change both together. What is trusted: Google's Artifact Registry serving
+# these tags the first time a node pulls them, the two apt keys as first fetched over HTTPS,
+# and each package version as the signed index first lists it; from then on only the same
+# bytes. The apt repositories (AI_INFRA_APT, CLOUD_APT) are trusted through their checked
+# keys; a package's dependencies come from them (or the image's own sources) unpinned.
+PINS: dict[str, Pinned] = {
+    "tcpx-plugin": Pinned(
+        "us-docker.pkg.dev/gce-ai-infra/gpudirect-tcpx/nccl-plugin-gpudirecttcpx-dev:v3.1.9-2.19.4-12.0"
+    ),
+    "tcpx-rxdm": Pinned("us-docker.pkg.dev/gce-ai-infra/gpudirect-tcpx/tcpgpudmarxd-dev:v2.0.12"),
+    "tcpxo-plugin": Pinned(
+        "us-docker.pkg.dev/gce-ai-infra/gpudirect-tcpxo/nccl-plugin-gpudirecttcpx-dev:v1.0.17"
+    ),
+    "tcpxo-rxdm": Pinned("us-docker.pkg.dev/gce-ai-infra/gpudirect-tcpxo/tcpgpudmarxd-dev:v1.0.23"),
+    "artifact-registry-key": Pinned("https://us-apt.pkg.dev/doc/repo-signing-key.gpg"),
+    "cloud-packages-key": Pinned("https://packages.cloud.google.com/apt/doc/apt-key.gpg"),
+    # Google's ar+https apt transport, from CLOUD_APT, which both repositories below need.
+    "transport-package": Pinned("apt-transport-artifact-registry"),
+    # TCPXO's dmabuf import helper (a DKMS kernel module) from gpudirect-tcpxo-apt.
+    "dkms-package": Pinned("dkms"),
+    "import-helper-package": Pinned("dmabuf-import-helper"),
+    # The gIB plugin from gpudirect-gib-apt, at the version dlvm pins; and the RDMA user space.
+    "gib-package": Pinned("nccl-gib=1.1.0"),
+    "ibverbs-package": Pinned("ibverbs-utils"),
+    "rdma-core-package": Pinned("rdma-core"),
+    # gcsfuse from Google's apt repository (CLOUD_APT), for an image that lacks it.
+    "gcsfuse-package": Pinned("gcsfuse"),
+}
+# The apt repositories the packages come from, each signed by one of the keys above.
+AI_INFRA_APT = "ar+https://us-apt.pkg.dev/projects/gce-ai-infra"
+CLOUD_APT = "https://packages.cloud.google.com/apt"
+TCPX_PLUGIN_IMAGE = PINS["tcpx-plugin"].source
+TCPX_RXDM_IMAGE = PINS["tcpx-rxdm"].source
+TCPXO_PLUGIN_IMAGE = PINS["tcpxo-plugin"].source
+TCPXO_RXDM_IMAGE = PINS["tcpxo-rxdm"].source
 # The gIB plugin (an apt package from Google's Artifact Registry), the release Google's A3 Ultra
 # and A4 blueprints install and hold.
-GIB_VERSION = "1.1.0"
+GIB_VERSION = PINS["gib-package"].source.partition("=")[2]
 
 # Where each plugin's libraries land on the node (the installers' own choice of folder).
 TCPX_LIB_DIR = "/var/lib/tcpx/lib64"
@@ -59,6 +102,10 @@ _A3_MEGA_GPU_IFNAMES = (
 )
 
 SETUP_BODY = Path(__file__).with_name("gpu_network_setup.sh")
+PINNED_DOWNLOADS = Path(__file__).with_name("pinned_downloads.sh")
+# Where a node keeps the first download of each pin: the boot script's state folder, which
+# the gcsfuse install shares, so that a node holds one record of each.
+NODE_PIN_DIR = "/var/lib/dlvm-gpu-network"
 # How long `up` waits for every node's boot script: the driver may take up to 30 minutes to
 # appear on a first boot (the script's own limit), then images are pulled or packages built.
 BOOT_TIMEOUT_S = 3600.0
@@ -233,23 +280,41 @@ def _a3_high_rxq_topology() -> str:
 def setup_script(network: GpuNetwork) -> str:
     """The boot script that installs `network`'s NCCL plugin (and starts RxDM): the pinned
     versions as variables, then the shared body."""
-    pins = {
-        "tcpx": {
-            "PLUGIN_IMAGE": TCPX_PLUGIN_IMAGE,
-            "RXDM_IMAGE": TCPX_RXDM_IMAGE,
-            "UDS_PATH": TCPX_UDS_PATH,
-            "RXQ_TOPOLOGY": _a3_high_rxq_topology(),
-        },
+    apt = {
+        "AR_KEY": "artifact-registry-key",
+        "CLOUD_KEY": "cloud-packages-key",
+        "TRANSPORT": "transport-package",
+    }
+    downloads = {
+        "tcpx": {"PLUGIN": "tcpx-plugin", "RXDM": "tcpx-rxdm"},
         "tcpxo": {
-            "PLUGIN_IMAGE": TCPXO_PLUGIN_IMAGE,
-            "RXDM_IMAGE": TCPXO_RXDM_IMAGE,
+            "PLUGIN": "tcpxo-plugin",
+            "RXDM": "tcpxo-rxdm",
+            **apt,
+            "DKMS": "dkms-package",
+            "HELPER": "import-helper-package",
         },
+        "gib": {
+            **apt,
+            "GIB": "gib-package",
+            "IBVERBS": "ibverbs-package",
+            "RDMA_CORE": "rdma-core-package",
+        },
+    }[network.stack]
+    pins = {
+        "tcpx": {"UDS_PATH": TCPX_UDS_PATH, "RXQ_TOPOLOGY": _a3_high_rxq_topology()},
+        "tcpxo": {},
         "gib": {
             "GIB_VERSION": GIB_VERSION,
             "ENV_PROFILE": GIB_ENV_PROFILE,
             "RDMA_NICS": str(network.rdma_nics),
         },
     }[network.stack]
+    if "CLOUD_KEY" in downloads:
+        pins |= {"AI_INFRA_APT": AI_INFRA_APT, "CLOUD_APT": CLOUD_APT}
+    for prefix, name in downloads.items():
+        pins[f"{prefix}_{_download_kind(name)}"] = PINS[name].source
+        pins[f"{prefix}_EXPECTED"] = PINS[name].expected
     settings = "".join(f"{name}={value}\n" for name, value in network.nccl_settings.items())
     header = [
         "#!/bin/bash",
@@ -260,7 +325,14 @@ def setup_script(network: GpuNetwork) -> str:
         f"INTERFACES={shlex.quote(' '.join(network.interfaces))}",
         f"DLVM_NCCL_SETTINGS={shlex.quote(settings)}",
     ]
-    return "\n".join(header) + "\n" + SETUP_BODY.read_text()
+    return "\n".join(header) + "\n" + PINNED_DOWNLOADS.read_text() + SETUP_BODY.read_text()
+
+
+def _download_kind(name: str) -> str:
+    """The boot script's variable suffix for a PINS entry: X_URL, X_PACKAGE or X_IMAGE."""
+    if name.endswith("-key"):
+        return "URL"
+    return "PACKAGE" if name.endswith("-package") else "IMAGE"
 
 
 def boot_readiness(machine_type: str) -> BootReadiness | None:

@@ -1,5 +1,7 @@
 # Body of the boot script dlvm gives A3 and A4 nodes (startup-script metadata, run as root at
-# every boot). The header above it sets GPU_STACK (tcpx, tcpxo or gib), the pinned versions,
+# every boot). The header above it sets GPU_STACK (tcpx, tcpxo or gib), the pinned versions
+# and downloads (X_IMAGE, X_URL or X_PACKAGE, with X_EXPECTED: the digest, fingerprints or
+# file hash dlvm records; pinned_downloads.sh, above this body, checks them),
 # the plugin's folders (LIB_DIR, and UDS_PATH for TCPX or ENV_PROFILE for gIB), the interfaces
 # to expect (INTERFACES) and NCCL's settings (DLVM_NCCL_SETTINGS, NAME=VALUE lines).
 #
@@ -27,6 +29,8 @@ KEYRING_DIR=${KEYRING_DIR:-/usr/share/keyrings}
 LD_SO_CONF_DIR=${LD_SO_CONF_DIR:-/etc/ld.so.conf.d}
 TOPOLOGY_DIR=${TOPOLOGY_DIR:-/etc/dlvm}
 BOOT_ID_FILE=${BOOT_ID_FILE:-/proc/sys/kernel/random/boot_id}
+# Where the first download of each pin is kept (pinned_downloads.sh).
+PIN_DIR=${PIN_DIR:-${STATE_DIR}}
 readonly RXDM_CONTAINER=dlvm-rxdm
 # The file's first line (no '=', so NCCL skips it): how a later boot knows the file is dlvm's.
 readonly CONF_MARK="# Written by dlvm's GPU network setup."
@@ -166,10 +170,19 @@ require_tcpx_kernel() {
 	}
 }
 
+# The plugin and RxDM images, pulled and checked: what runs is repository@digest.
+pull_images() {
+	begin "pull and check the pinned images"
+	plugin=$(pinned_image "${PLUGIN_IMAGE}" "${PLUGIN_EXPECTED}")
+	rxdm=$(pinned_image "${RXDM_IMAGE}" "${RXDM_EXPECTED}")
+}
+
 setup_tcpx() {
+	local plugin rxdm
+	pull_images
 	begin "install the GPUDirect-TCPX NCCL plugin"
 	# With the NCCL core Google qualifies with this plugin.
-	docker run --rm --network host --volume /var/lib:/var/lib "${PLUGIN_IMAGE}" install --install-nccl
+	docker run --rm --network host --volume /var/lib:/var/lib "${plugin}" install --install-nccl
 	mkdir -p "${UDS_PATH}" "${TOPOLOGY_DIR}"
 	# Which GPU's receive queues sit on which NIC, named as this image names the NICs.
 	local topology=${TOPOLOGY_DIR}/gpu_rxq_configuration.textproto
@@ -177,7 +190,7 @@ setup_tcpx() {
 	start_rxdm --volume "${UDS_PATH}:${UDS_PATH}" \
 		--volume "${topology}:${topology}:ro" \
 		--entrypoint /tcpgpudmarxd/build/app/tcpgpudmarxd \
-		"${RXDM_IMAGE}" \
+		"${rxdm}" \
 		--gpu_nic_preset manual --gpu_nic_topology "${topology}" \
 		--gpu_shmem_type fd --uds_path "${UDS_PATH}" \
 		--setup_param "--verbose 128 2 0"
@@ -190,23 +203,21 @@ setup_tcpx() {
 # Google's Artifact Registry apt transport (ar+https), through which its plugin packages come.
 add_artifact_registry() {
 	local keyring=${KEYRING_DIR}/dlvm-google-artifact-registry.gpg
-	[[ -s ${keyring} ]] && return 0
-	curl --fail --silent --show-error --location \
-		https://us-apt.pkg.dev/doc/repo-signing-key.gpg | gpg --dearmor --yes -o "${keyring}"
+	# Both keys are checked at every boot that gets here: a key replaced since is refused.
+	pinned_apt_key "${AR_KEY_URL}" "${AR_KEY_EXPECTED}" "${keyring}"
 	local google_keyring=${KEYRING_DIR}/dlvm-google-cloud.gpg
-	curl --fail --silent --show-error --location \
-		https://packages.cloud.google.com/apt/doc/apt-key.gpg | gpg --dearmor --yes -o "${google_keyring}"
-	echo "deb [signed-by=${google_keyring}] https://packages.cloud.google.com/apt apt-transport-artifact-registry-stable main" \
+	pinned_apt_key "${CLOUD_KEY_URL}" "${CLOUD_KEY_EXPECTED}" "${google_keyring}"
+	echo "deb [signed-by=${google_keyring}] ${CLOUD_APT} apt-transport-artifact-registry-stable main" \
 		>"${APT_DIR}/sources.list.d/dlvm-artifact-registry-transport.list"
 	apt-get update
-	DEBIAN_FRONTEND=noninteractive apt-get install --yes apt-transport-artifact-registry
+	pinned_apt_package "${TRANSPORT_PACKAGE}" "${TRANSPORT_EXPECTED}"
 }
 
-# A repository of Google's gce-ai-infra project, by name.
+# A repository of Google's gce-ai-infra project, by name (signed by the checked key).
 add_ai_infra_repository() {
 	local name=$1
 	add_artifact_registry
-	echo "deb [signed-by=${KEYRING_DIR}/dlvm-google-artifact-registry.gpg] ar+https://us-apt.pkg.dev/projects/gce-ai-infra ${name} main" \
+	echo "deb [signed-by=${KEYRING_DIR}/dlvm-google-artifact-registry.gpg] ${AI_INFRA_APT} ${name} main" \
 		>"${APT_DIR}/sources.list.d/dlvm-${name}.list"
 	apt-get update
 }
@@ -231,21 +242,26 @@ load_import_helper() {
 	if ! modinfo import-helper >/dev/null 2>&1; then
 		begin "install the dmabuf import helper (DKMS)"
 		add_ai_infra_repository gpudirect-tcpxo-apt
-		DEBIAN_FRONTEND=noninteractive apt-get install --yes dkms "linux-headers-$(uname -r)" dmabuf-import-helper
+		pinned_apt_package "${DKMS_PACKAGE}" "${DKMS_EXPECTED}"
+		# The running kernel's headers: the image's own apt sources, as its kernel came.
+		DEBIAN_FRONTEND=noninteractive apt-get install --yes "linux-headers-$(uname -r)"
+		pinned_apt_package "${HELPER_PACKAGE}" "${HELPER_EXPECTED}"
 	fi
 	begin "load the dmabuf import helper"
 	modprobe import-helper
 }
 
 setup_tcpxo() {
+	local plugin rxdm
 	load_import_helper
 	expose_apertures
+	pull_images
 	begin "install the GPUDirect-TCPXO NCCL plugin"
 	rm -rf "${LIB_DIR}"
-	docker run --rm --network host --volume /var/lib:/var/lib "${PLUGIN_IMAGE}" install --install-nccl
+	docker run --rm --network host --volume /var/lib:/var/lib "${plugin}" install --install-nccl
 	start_rxdm --volume /dev/dmabuf_import_helper:/dev/dmabuf_import_helper \
 		--env LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu \
-		"${RXDM_IMAGE}" --num_hops=2
+		"${rxdm}" --num_hops=2
 	wait_for_rxdm "Buffer manager initialization complete"
 }
 
@@ -256,14 +272,15 @@ setup_gib() {
 	if [[ ${installed} != "${GIB_VERSION}" ]]; then
 		add_ai_infra_repository gpudirect-gib-apt
 		apt-mark unhold nccl-gib >/dev/null 2>&1 || true
-		DEBIAN_FRONTEND=noninteractive apt-get install --yes --allow-downgrades "nccl-gib=${GIB_VERSION}"
+		pinned_apt_package "${GIB_PACKAGE}" "${GIB_EXPECTED}"
 		# Held: an unattended upgrade must not move it away from the version dlvm pins.
 		apt-mark hold nccl-gib
 	fi
 	# The RDMA user space (libibverbs and its tools), as Google's A4 reference installs it.
 	if ! command -v ibv_devices >/dev/null; then
 		begin "install the RDMA user space"
-		DEBIAN_FRONTEND=noninteractive apt-get install --yes ibverbs-utils rdma-core
+		pinned_apt_package "${IBVERBS_PACKAGE}" "${IBVERBS_EXPECTED}"
+		pinned_apt_package "${RDMA_CORE_PACKAGE}" "${RDMA_CORE_EXPECTED}"
 	fi
 	begin "find the ${RDMA_NICS} RDMA devices"
 	local found

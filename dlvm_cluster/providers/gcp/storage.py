@@ -21,7 +21,7 @@ from __future__ import annotations
 import shlex
 
 from dlvm_cluster.providers import fuse_mounts
-from dlvm_cluster.providers.gcp import shapes
+from dlvm_cluster.providers.gcp import gpu_network, shapes
 from dlvm_cluster.providers.gcp.config import gcp_nodes
 from dlvm_cluster.spec.model import ClusterSpec, StorageMount
 
@@ -40,13 +40,6 @@ LOCAL_SSD_ARRAY = "/dev/md/dlvm-localssd"
 CACHE_SHARE_OF_LOCAL_SSD = 2
 # Google's apt repository of gcsfuse, for an image whose apt sources lack it (stock Ubuntu).
 GCSFUSE_KEYRING = "/usr/share/keyrings/dlvm-gcsfuse.gpg"
-GCSFUSE_APT_SOURCE = (
-    "curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg "
-    f"| sudo gpg --dearmor --yes -o {GCSFUSE_KEYRING} && "
-    f'echo "deb [signed-by={GCSFUSE_KEYRING}] https://packages.cloud.google.com/apt '
-    'gcsfuse-$(lsb_release -cs) main" '
-    "| sudo tee /etc/apt/sources.list.d/dlvm-gcsfuse.list >/dev/null"
-)
 MISSING_GCSFUSE = (
     "gcsfuse (Cloud Storage FUSE) is not installed and apt cannot install it: use a Deep "
     "Learning VM image (they carry it), or install it in the image following Google's "
@@ -112,8 +105,7 @@ def storage_script(spec: ClusterSpec) -> str:
         'if [ -z "$GCSFUSE" ]; then',
         "  sudo apt-get install -y gcsfuse >/dev/null 2>&1 || "
         "{ sudo apt-get update >/dev/null 2>&1 && sudo apt-get install -y gcsfuse >/dev/null; } "
-        f"|| {{ {GCSFUSE_APT_SOURCE} && sudo apt-get update >/dev/null 2>&1 && "
-        "sudo apt-get install -y gcsfuse >/dev/null; } "
+        f"|| {gcsfuse_from_google()} "
         f"|| {{ echo {shlex.quote(MISSING_GCSFUSE)} >&2; exit 1; }}",
         "  GCSFUSE=$(command -v gcsfuse)",
         "fi",
@@ -131,6 +123,25 @@ def storage_script(spec: ClusterSpec) -> str:
             )
         )
     return "\n".join(lines) + "\n"
+
+
+def gcsfuse_from_google() -> str:
+    """A root shell command that adds Google's gcsfuse apt repository and installs gcsfuse
+    from it, its signing key and package checked as the GPU network's downloads are (PINS:
+    dlvm's record, else the node's first download, kept beside the boot script's)."""
+    key = gpu_network.PINS["cloud-packages-key"]
+    package = gpu_network.PINS["gcsfuse-package"]
+    steps = [
+        gpu_network.PINNED_DOWNLOADS.read_text(),
+        f"pinned_apt_key {shlex.quote(key.source)} {shlex.quote(key.expected)} {GCSFUSE_KEYRING}",
+        f'echo "deb [signed-by={GCSFUSE_KEYRING}] {gpu_network.CLOUD_APT} '
+        'gcsfuse-$(lsb_release -cs) main" >/etc/apt/sources.list.d/dlvm-gcsfuse.list',
+        "apt-get update >/dev/null 2>&1",
+        f"pinned_apt_package {shlex.quote(package.source)} {shlex.quote(package.expected)} "
+        ">/dev/null",
+    ]
+    script = "set -e -o pipefail\n" + "\n".join(steps) + "\n"
+    return f"sudo env PIN_DIR={gpu_network.NODE_PIN_DIR} bash -c {shlex.quote(script)}"
 
 
 def _local_ssd_lines(cache_mb: int) -> list[str]:
