@@ -203,24 +203,31 @@ def test_plain_ssh_scp_and_rsync_use_the_tunnel_from_ssh_config(
 def test_a_tunnel_that_fails_says_why_and_a_missing_gcloud_says_what_to_install(
     cli: Cli, tunnelled: tuple[str, Path, Path]
 ) -> None:
+    """Both commands connect anew (DLVM_NO_AGENT=1): no warm connection may answer for the
+    tunnel. Stopping the agent is not enough: a cold `exec` that reached a node starts a new
+    agent in the background on its way out, which takes its lock (and so becomes visible to
+    `stop`) only some time later, with the PATH of the command that started it; an agent of
+    the first command, still starting when the second began, carried that one through its
+    warm connection with gcloud gone from PATH."""
     name, root, _ = tunnelled
-    state_dir = cli.home / "clusters" / name
-    agent_process.stop(state_dir)  # no warm connection may answer for the tunnel
+    agent_process.stop(cli.home / "clusters" / name)  # frees the earlier tests' connections
     targets = json.loads((root / "map.json").read_text())
     (root / "map.json").write_text(json.dumps({f"{name}-node-0": targets[f"{name}-node-0"]}))
     try:
-        result = cli.run("exec", name, "--nodes", "1", "--", "true")
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("DLVM_NO_AGENT", "1")
+            result = cli.run("exec", name, "--nodes", "1", "--", "true")
         assert result.returncode != 0
         said = result.stdout + result.stderr
         assert "the tunnel ended (exit 1): ERROR: (gcloud.compute.start-iap-tunnel)" in said
         assert "4033: 'not authorized'" in said
     finally:
         (root / "map.json").write_text(json.dumps(targets))
-    agent_process.stop(state_dir)
     empty = root / "no-gcloud"
     empty.mkdir(exist_ok=True)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PATH", str(empty))  # dlvm itself runs as sys.executable
+        patch.setenv("DLVM_NO_AGENT", "1")
         result = cli.run("exec", name, "--nodes", "0", "--", "true")
     assert result.returncode != 0
     said = result.stdout + result.stderr
