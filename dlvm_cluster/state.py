@@ -1,4 +1,5 @@
-"""The state dir of each cluster ($DLVM_HOME/clusters/NAME, mode 0700) and its lock.
+"""The state dir of each cluster ($DLVM_HOME/clusters/NAME, mode 0700): its layout, every
+file's name in one place (`ClusterState`, docs/ARCHITECTURE.md has the table), and its lock.
 
 Everything dlvm knows about a cluster lives here, written atomically, so that a process killed
 at any moment leaves files from which `up` converges and `down` cleans up.
@@ -25,6 +26,15 @@ from dlvm_cluster.errors import StateError, UsageError
 STATE_MODE = 0o700
 SECRET_MODE = 0o600
 STAMP_KEY_BYTES = 32
+
+# The agent's files in the state dir (remote/agent_process.py and agent_client.py, which are
+# handed the state dir's path, use these names).
+AGENT_SOCKET = "agent.sock"
+AGENT_LOCK = "agent.lock"
+AGENT_LOG = "agent.log"
+# In each job's local log folder (ClusterState.job_logs): the supervisor's events and output.
+EVENTS_LOG = "events.log"
+SUPERVISOR_LOG = "supervisor.log"
 
 
 def dlvm_home() -> Path:
@@ -103,7 +113,8 @@ def write_atomic(path: Path, content: str | bytes, mode: int = SECRET_MODE) -> N
 
 @dataclass(frozen=True)
 class ClusterState:
-    """Paths of one cluster's state; creating the object touches nothing on disk."""
+    """The layout of one cluster's state dir: every path in it, by what it holds; creating the
+    object touches nothing on disk."""
 
     name: str
     root: Path
@@ -139,6 +150,74 @@ class ClusterState:
     @property
     def logs_dir(self) -> Path:
         return self.root / "logs"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.root / "lock"
+
+    @property
+    def provider_kind_path(self) -> Path:
+        """The provider kind, recorded before machines are touched."""
+        return self.root / "provider"
+
+    @property
+    def secret_names_path(self) -> Path:
+        """The names (never values) of the secrets installed on the nodes."""
+        return self.root / "secret-names.json"
+
+    @property
+    def stopped_path(self) -> Path:
+        """The last `dlvm stop`: {"by", "at"}."""
+        return self.root / "stopped.json"
+
+    @property
+    def usage_path(self) -> Path:
+        """Node-hours, running and stopped."""
+        return self.root / "usage.json"
+
+    @property
+    def autostop_path(self) -> Path:
+        """What `dlvm autostop` set, until the next `up`."""
+        return self.root / "autostop.json"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.root / "jobs"
+
+    def job_record(self, job_id: str) -> Path:
+        return self.jobs_dir / f"{job_id}.json"
+
+    def job_spec(self, job_id: str) -> Path:
+        """The spec a job was launched with (a detached supervisor relaunches from it)."""
+        return self.jobs_dir / f"{job_id}.spec"
+
+    def job_lock(self, job_id: str) -> Path:
+        """flock'ed by whoever changes the job's record (orchestrate/jobs/store.py)."""
+        return self.jobs_dir / f"{job_id}.lock"
+
+    def job_cancel(self, job_id: str) -> Path:
+        """Present once `cancel` (or `down`) asked the job's supervisor to stop."""
+        return self.jobs_dir / f"{job_id}.cancel"
+
+    def exec_logs(self, started: str) -> Path:
+        """One `exec`'s output per node (`started`: its time, YYYYmmdd-HHMMSS)."""
+        return self.logs_dir / "exec" / started
+
+    def job_logs(self, job_id: str) -> Path:
+        """The job's local logs: one per node, EVENTS_LOG and SUPERVISOR_LOG."""
+        return self.logs_dir / "jobs" / job_id
+
+    @property
+    def agent_socket(self) -> Path:
+        return self.root / AGENT_SOCKET
+
+    @property
+    def agent_lock(self) -> Path:
+        return self.root / AGENT_LOCK
+
+    @property
+    def agent_log(self) -> Path:
+        return self.root / AGENT_LOG
 
     def exists(self) -> bool:
         return self.inventory_path.exists() or self.terraform_dir.exists()
@@ -224,8 +303,7 @@ class ClusterState:
         stale lock behind.
         """
         self.create()
-        lock_path = self.root / "lock"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, SECRET_MODE)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, SECRET_MODE)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -22,7 +22,7 @@ from dlvm_cluster.cli.common import (
     confirm,
     trust_host_keys,
 )
-from dlvm_cluster.cli.resolve import cluster_state, load_file
+from dlvm_cluster.cli.resolve import load_file, of_file, resolve
 
 # The rendering modules (rich, the progress protocol) are imported by the commands that use
 # them, not here: `dlvm --help` imports this module and shows none of it.
@@ -48,14 +48,17 @@ def up_cmd(
     from dlvm_cluster.orchestrate.cluster import lifecycle
     from dlvm_cluster.providers.base import KeyTrust, UnpinnedHostKeys
 
-    loaded = load_file(file)
+    cluster = of_file(file)
+    assert cluster.loaded is not None
+    loaded = cluster.loaded
     # --yes also says yes to undoing a `dlvm scale` and to host keys seen for the first time.
     undo_scale = yes
     trust = KeyTrust(any_key=yes)
-    with console_progress(quiet=quiet, json_output=json_output) as progress:
+    with cluster, console_progress(quiet=quiet, json_output=json_output) as progress:
         while True:
             try:
                 result = lifecycle.up(
+                    cluster,
                     loaded,
                     progress,
                     rerun_setup=rerun_setup,
@@ -85,6 +88,7 @@ def up_cmd(
 
 def _print_up_summary(result: UpResult) -> None:
     from dlvm_cluster.cli.display import stdout
+    from dlvm_cluster.launch.frameworks import FRAMEWORKS
 
     nodes = len(result.inventory.nodes)
     name = result.inventory.cluster
@@ -100,8 +104,9 @@ def _print_up_summary(result: UpResult) -> None:
         parts.append(f"{result.files_sent} file(s) pushed")
     if result.setup.ran:
         parts.append(f"setup ran on {len(result.setup.ran)}")
-    if result.setup.horovod:
-        parts.append(f"Horovod installed on {len(result.setup.horovod)}")
+    for name, installed in result.setup.frameworks.items():
+        setup = FRAMEWORKS[name].node_setup
+        parts.append(f"{setup.shown if setup else name} installed on {len(installed)}")
     stdout.print(f"cluster {name} is up: {', '.join(parts)} in {result.seconds:.1f}s")
 
 
@@ -111,8 +116,9 @@ def plan_cmd(file: FileArg, json_output: JsonOption = False) -> None:
     from dlvm_cluster.orchestrate.cluster import lifecycle
     from dlvm_cluster.progress import SilentProgress
 
-    loaded = load_file(file)
-    result = lifecycle.plan(loaded, SilentProgress())
+    with of_file(file) as cluster:
+        assert cluster.loaded is not None
+        result = lifecycle.plan(cluster, cluster.loaded, SilentProgress())
     if json_output:
         documents.print_json(documents.plan(result))
         return
@@ -143,7 +149,9 @@ def render_cmd(
     from dlvm_cluster.cli.display import stdout
     from dlvm_cluster.orchestrate.cluster import lifecycle
 
-    module = lifecycle.render_to(load_file(file), output)
+    cluster = of_file(file)
+    assert cluster.loaded is not None
+    module = lifecycle.render_to(cluster, cluster.loaded, output)
     stdout.print(f"wrote the {module.provider} module and terraform.tfvars.json to {output}")
 
 
@@ -157,11 +165,15 @@ def status_cmd(
 
     from dlvm_cluster.cli.display import stdout
     from dlvm_cluster.orchestrate.cluster import report
+    from dlvm_cluster.orchestrate.cluster.context import Cluster
     from dlvm_cluster.progress import show_controls
     from dlvm_cluster.state import list_clusters
 
-    states = [cluster_state(cluster)] if cluster else list_clusters()
-    reports = [report.report(state) for state in states]
+    clusters = [resolve(cluster)] if cluster else [Cluster(s) for s in list_clusters()]
+    reports = []
+    for one in clusters:
+        with one:
+            reports.append(report.report(one))
     if json_output:
         data = [documents.status(r) for r in reports]
         documents.print_json(data[0] if cluster else data)
@@ -228,14 +240,15 @@ def scale_cmd(
 ) -> None:
     """Grow or shrink to COUNT nodes; new nodes get keys, files and setup."""
     from dlvm_cluster.cli.display import console_progress, stderr, stdout
-    from dlvm_cluster.orchestrate.cluster import records, scale
+    from dlvm_cluster.orchestrate.cluster import scale
     from dlvm_cluster.providers.base import KeyTrust, UnpinnedHostKeys
 
-    state = cluster_state(cluster)
-    plan = scale.preview(state, count)
+    context = resolve(cluster)
+    state = context.state
+    plan = scale.preview(context, count)
     if not plan.add and not plan.remove:
         if json_output:
-            unchanged = scale.ScaleResult(plan, records.require_inventory(state), (), (), 0.0)
+            unchanged = scale.ScaleResult(plan, context.require_inventory(), (), (), 0.0)
             documents.print_json(documents.scale(unchanged))
         else:
             stdout.print(f"cluster {state.name} already has {count} node(s); nothing to do")
@@ -248,10 +261,10 @@ def scale_cmd(
         _print_scale_plan(plan, stderr)
     confirm(f"scale {state.name} to {count} node(s)?", yes)
     trust = KeyTrust(any_key=yes)  # ssh-provider machines seen for the first time
-    with console_progress(quiet=quiet, json_output=json_output) as progress:
+    with context, console_progress(quiet=quiet, json_output=json_output) as progress:
         while True:
             try:
-                result = scale.scale(state, count, progress, trust=trust)
+                result = scale.scale(context, count, progress, trust=trust)
                 break
             except UnpinnedHostKeys as unseen:
                 progress.done()
@@ -326,9 +339,10 @@ def stop_cmd(
     from dlvm_cluster.cli.display import console_progress, stdout
     from dlvm_cluster.orchestrate.cluster import power
 
-    state = cluster_state(cluster)
-    with console_progress(quiet=quiet, json_output=json_output) as progress:
-        result = power.stop(state, progress)
+    context = resolve(cluster)
+    state = context.state
+    with context, console_progress(quiet=quiet, json_output=json_output) as progress:
+        result = power.stop(context, progress)
     if json_output:
         documents.print_json(documents.stop(result))
         return
@@ -347,9 +361,10 @@ def start_cmd(
     from dlvm_cluster.cli.display import console_progress, stdout
     from dlvm_cluster.orchestrate.cluster import lifecycle
 
-    state = cluster_state(cluster)
-    with console_progress(quiet=quiet, json_output=json_output) as progress:
-        result = lifecycle.start(state, progress)
+    context = resolve(cluster)
+    state = context.state
+    with context, console_progress(quiet=quiet, json_output=json_output) as progress:
+        result = lifecycle.start(context, progress)
     if json_output:
         documents.print_json(documents.start(result))
         return
@@ -379,9 +394,10 @@ def autostop_cmd(
 
     if action not in (None, "stop", "down"):
         raise UsageError(f"--action {action!r} is neither stop nor down", hint="--action stop")
-    state = cluster_state(cluster)
-    with console_progress(quiet=quiet, json_output=False) as progress:
-        settings = autostop.change(state, progress, idle=idle, off=off, action=action)
+    context = resolve(cluster)
+    state = context.state
+    with context, console_progress(quiet=quiet, json_output=False) as progress:
+        settings = autostop.change(context, progress, idle=idle, off=off, action=action)
     shown = "off" if settings is None else autostop.describe(settings)
     stdout.print(f"cluster {state.name}: autostop {shown}", markup=False)
 
@@ -396,10 +412,11 @@ def down_cmd(
     from dlvm_cluster.cli.display import console_progress, stdout
     from dlvm_cluster.orchestrate.cluster import lifecycle
 
-    state = cluster_state(cluster)
+    context = resolve(cluster)
+    state = context.state
     confirm(f"destroy cluster {state.name} and everything on its nodes?", yes)
-    with console_progress(quiet=quiet, json_output=json_output) as progress:
-        seconds = lifecycle.down(state, progress)
+    with context, console_progress(quiet=quiet, json_output=json_output) as progress:
+        seconds = lifecycle.down(context, progress)
     if json_output:
         documents.print_json(documents.down(state.name, seconds))
         return

@@ -55,7 +55,9 @@ def up(result: UpResult) -> Document:
         "setup": {
             "ran": list(result.setup.ran),
             "unchanged": list(result.setup.unchanged),
-            "horovod": list(result.setup.horovod),
+            # the nodes that got Horovod now: a key of the contract (launch/frameworks.py
+            # keeps every framework's node software; only Horovod has any today)
+            "horovod": list(result.setup.frameworks.get("horovod", ())),
         },
         # The GPU network jobs use (A3/A4): its transport, or plain NCCL with the nodes whose
         # setup failed; null for nodes without one.

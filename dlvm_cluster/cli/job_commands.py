@@ -9,7 +9,7 @@ import typer
 
 from dlvm_cluster.cli import documents
 from dlvm_cluster.cli.common import ClusterArg, JsonOption, JsonRunOption, QuietOption
-from dlvm_cluster.cli.resolve import cluster_state, resolve
+from dlvm_cluster.cli.resolve import resolve
 
 
 def launch_cmd(
@@ -34,11 +34,11 @@ def launch_cmd(
     from dlvm_cluster.cli.display import console_progress, stdout
     from dlvm_cluster.orchestrate.jobs import verbs as jobs
 
-    resolved = resolve(cluster)  # a cluster file is parsed here, once
-    state = resolved.state
-    with console_progress(quiet=quiet, json_output=json_output) as progress:
+    context = resolve(cluster)  # a cluster file is parsed here, once
+    state = context.state
+    with context, console_progress(quiet=quiet, json_output=json_output) as progress:
         record = jobs.launch(
-            state, progress, loaded=resolved.loaded, detach=detach, sync=not no_sync
+            context, progress, loaded=context.loaded, detach=detach, sync=not no_sync
         )
     if json_output:
         documents.print_json(documents.launch(record))
@@ -71,12 +71,11 @@ def logs_cmd(
     """A job's output, per node."""
     from dlvm_cluster.cli.display import ConsoleProgress, stderr
     from dlvm_cluster.orchestrate.jobs import verbs as jobs
-    from dlvm_cluster.orchestrate.jobs.store import find_job
 
-    state = cluster_state(cluster)
-    record = find_job(state, job)
-    stderr.print(f"job {record.id} ({record.state}) on {', '.join(record.nodes)}", markup=False)
-    jobs.logs(state, record.id, ConsoleProgress(), follow=follow)
+    with resolve(cluster) as context:
+        record = context.jobs.find(job)
+        stderr.print(f"job {record.id} ({record.state}) on {', '.join(record.nodes)}", markup=False)
+        jobs.logs(context, record.id, ConsoleProgress(), follow=follow)
 
 
 def cancel_cmd(
@@ -89,7 +88,8 @@ def cancel_cmd(
     from dlvm_cluster.errors import RemoteError
     from dlvm_cluster.orchestrate.jobs import verbs as jobs
 
-    record, problems = jobs.cancel(cluster_state(cluster), job)
+    with resolve(cluster) as context:
+        record, problems = jobs.cancel(context, job)
     if json_output:  # printed even when a node failed: it says which, the error says so too
         documents.print_json(documents.cancel(record, problems))
     left = {node: problem for node, problem in problems.items() if problem}

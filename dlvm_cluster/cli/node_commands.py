@@ -117,8 +117,8 @@ def check_cmd(
     from dlvm_cluster.orchestrate.check import run as check
     from dlvm_cluster.progress import show_controls
 
-    with console_progress(json_output=json_output) as progress:
-        report = check.run_check(cluster_state(cluster), progress, selector=selector)
+    with console_progress(json_output=json_output) as progress, resolve(cluster) as context:
+        report = check.run_check(context, progress, selector=selector)
     if json_output:
         documents.print_json(documents.check_report(report))
         if not report.ok:

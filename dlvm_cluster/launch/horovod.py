@@ -15,7 +15,7 @@ script must use `hvd.elastic.run` (examples/train_horovod.py --elastic).
 Gloo, not MPI, because it needs no MPI installation and was seen to work on these
 machines; a cluster with MPI can use framework `mpi`. job.command is a whole command
 (`python3 train.py ARGS`); a command that starts with a `.py` script gets `python3`.
-Nodes get Horovod from `up` (orchestrate/cluster/horovod.py).
+Nodes get Horovod from `up` (its NodeSetup in launch/frameworks.py).
 """
 
 from __future__ import annotations

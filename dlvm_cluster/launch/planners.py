@@ -1,9 +1,9 @@
 """From (job, inventory) to per-node commands and environments; never opens a connection.
 
 `plan_launch` makes the job's layout once (its nodes, processes, port, id and the names of
-its environment) and hands it to the job's framework planner in PLANNERS, which returns a
-LaunchPlan. Nothing here opens a connection or starts a process: the caller writes the
-plan's `files` on every node, then runs each NodeLaunch's `command` on its node, in the
+its environment) and hands it to the planner of the job's framework (launch/frameworks.py),
+which returns a LaunchPlan. Nothing here opens a connection or starts a process: the caller
+writes the plan's `files` on every node, then runs each NodeLaunch's `command` on its node, in the
 job's workdir, with node_environment() plus the launch's `env`.
 
 Besides the DLVM_* contract variables, every job process gets:
@@ -30,21 +30,9 @@ from collections.abc import Mapping
 
 from dlvm_cluster.errors import UsageError
 from dlvm_cluster.inventory import Inventory
-from dlvm_cluster.launch import accelerate, deepspeed, horovod, mpi, none, torchrun
-from dlvm_cluster.launch.plan import NO_ENV, LaunchPlan, Planner, elastic_range, job_layout
-from dlvm_cluster.spec.model import Framework, Job
-
-PLANNERS: dict[Framework, Planner] = {
-    "torchrun": torchrun.plan,
-    "horovod": horovod.plan,
-    "deepspeed": deepspeed.plan,
-    "accelerate": accelerate.plan,
-    "mpi": mpi.plan,
-    "none": none.plan,
-}
-
-ELASTIC: frozenset[Framework] = frozenset({"torchrun", "horovod"})
-"""The frameworks that take `nnodes: "MIN:MAX"` and keep training through `dlvm scale`."""
+from dlvm_cluster.launch.frameworks import FRAMEWORKS, elastic_names
+from dlvm_cluster.launch.plan import NO_ENV, LaunchPlan, elastic_range, job_layout
+from dlvm_cluster.spec.model import Job
 
 
 def plan_launch(
@@ -58,10 +46,12 @@ def plan_launch(
     """The plan for `job` on `inventory`. `spec_env` is the cluster file's env, of which only
     the names are used: MPI forwards them to the processes it starts on other nodes, which do
     not inherit the environment dlvm gives the head."""
-    if elastic_range(job) and job.framework not in ELASTIC:
+    framework = FRAMEWORKS[job.framework]
+    if elastic_range(job) and not framework.elastic:
+        elastic = " and ".join(elastic_names())
         raise UsageError(
-            f'job.nnodes "{job.nnodes}": a MIN:MAX range is for torchrun and horovod only',
-            hint="give a single number of nodes, or use framework: torchrun or horovod",
+            f'job.nnodes "{job.nnodes}": a MIN:MAX range is for {elastic} only',
+            hint="give a single number of nodes, or use framework: " + " or ".join(elastic_names()),
         )
     layout = job_layout(job, inventory, job_id=job_id, port=port, spec_env=spec_env)
-    return PLANNERS[job.framework](job, layout)
+    return framework.plan(job, layout)

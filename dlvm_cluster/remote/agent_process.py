@@ -17,9 +17,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from dlvm_cluster.remote.agent_client import request, socket_path
+from dlvm_cluster.state import AGENT_LOCK, AGENT_LOG
 
-LOCK_NAME = "agent.lock"
-LOG_NAME = "agent.log"
+LOCK_NAME = AGENT_LOCK
+LOG_NAME = AGENT_LOG
 MAX_SOCKET_PATH = 107  # bytes in a unix socket address (Linux)
 MAX_LOG_BYTES = 1 << 20  # agent.log is started afresh beyond this
 AGENT_ENV_NAMES = frozenset(

@@ -1,5 +1,6 @@
 """One SSH connection per node for the life of a dlvm command, opened concurrently and reused
-by every phase (readiness, sync, setup, exec)."""
+by every phase (readiness, sync, setup, exec, a job's follow and its recovery); a node that
+is replaced (a new address or host key) gets a new connection."""
 
 from __future__ import annotations
 
@@ -41,8 +42,10 @@ class SshPool:
     def get(self, node: Node, timeout: float = CONNECT_TIMEOUT) -> Connection:
         with self._lock:
             existing = self._connections.get(node.name)
-        if existing is not None and existing.alive:
+        if existing is not None and existing.alive and existing.node == node:
             return existing
+        if existing is not None:  # gone, or the node was replaced (a new address or key)
+            existing.close()
         connection = Connection.open(node, self._pkey(), timeout=timeout)
         with self._lock:
             self._connections[node.name] = connection

@@ -66,7 +66,7 @@ def test_the_detached_supervisor_gets_what_a_relaunch_needs_and_no_other_secret(
 
     from dlvm_cluster.orchestrate.cluster import records
     from dlvm_cluster.orchestrate.jobs import supervisor_process
-    from dlvm_cluster.orchestrate.jobs.store import JobRecord, job_spec_path
+    from dlvm_cluster.orchestrate.jobs.store import JobRecord, JobStore
     from dlvm_cluster.providers import load_spec_text
 
     planted = {
@@ -97,7 +97,7 @@ def test_the_detached_supervisor_gets_what_a_relaunch_needs_and_no_other_secret(
     )
     record = JobRecord("j1", "supenv", "none", "train", "~", ["node-0"], 1, 0.0)
     record.local_logs = str(tmp_path / "logs")
-    records.save_spec(state, job_spec_path(state, record.id), loaded)
+    records.save_spec(state, JobStore(state).spec_path(record.id), loaded)
 
     @dataclass
     class Started:

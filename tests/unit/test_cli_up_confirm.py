@@ -13,6 +13,7 @@ from dlvm_cluster.cli.app import app
 from dlvm_cluster.errors import UsageError
 from dlvm_cluster.inventory import Inventory
 from dlvm_cluster.orchestrate.cluster import lifecycle
+from dlvm_cluster.orchestrate.cluster.context import Cluster
 from dlvm_cluster.orchestrate.cluster.files import SetupReport
 from dlvm_cluster.providers import load_spec
 from dlvm_cluster.spec.model import LoadedSpec
@@ -29,17 +30,17 @@ def loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LoadedSpec:
 
 
 def test_no_scale_nothing_to_undo(loaded: LoadedSpec, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lifecycle, "scaled_count", lambda state: None)
-    assert lifecycle.scale_undo(loaded) is None
-    monkeypatch.setattr(lifecycle, "scaled_count", lambda state: 3)  # scaled to the file's
-    assert lifecycle.scale_undo(loaded) is None
+    monkeypatch.setattr(Cluster, "scaled_count", lambda cluster: None)
+    assert lifecycle.scale_undo(Cluster.of(loaded), loaded) is None
+    monkeypatch.setattr(Cluster, "scaled_count", lambda cluster: 3)  # scaled to the file's
+    assert lifecycle.scale_undo(Cluster.of(loaded), loaded) is None
 
 
 def test_undo_says_the_numbers_and_no_flag(
     loaded: LoadedSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(lifecycle, "scaled_count", lambda state: 5)
-    undo = lifecycle.scale_undo(loaded)
+    monkeypatch.setattr(Cluster, "scaled_count", lambda cluster: 5)
+    undo = lifecycle.scale_undo(Cluster.of(loaded), loaded)
     assert undo == lifecycle.ScaleUndo("upc", scaled=5, in_file=3, file_name="upc.yaml")
     assert undo.describe() == (
         "cluster upc was scaled to 5 node(s); upc.yaml says 3: up would remove 2 node(s)"
@@ -51,7 +52,9 @@ def test_undo_says_the_numbers_and_no_flag(
 
 
 def _fake_up(calls: list[bool]) -> Any:
-    def up(loaded: LoadedSpec, progress: object, **options: Any) -> lifecycle.UpResult:
+    def up(
+        cluster: Cluster, loaded: LoadedSpec, progress: object, **options: Any
+    ) -> lifecycle.UpResult:
         calls.append(options["undo_scale"])
         if not options["undo_scale"]:
             raise lifecycle.WouldUndoScale(lifecycle.ScaleUndo("upc", 5, 3, "upc.yaml"))
@@ -94,7 +97,9 @@ def test_wait_reaches_up_in_seconds(
 ) -> None:
     waits: list[float | None] = []
 
-    def up(loaded: LoadedSpec, progress: object, **options: Any) -> lifecycle.UpResult:
+    def up(
+        cluster: Cluster, loaded: LoadedSpec, progress: object, **options: Any
+    ) -> lifecycle.UpResult:
         waits.append(options["wait"])
         return lifecycle.UpResult(Inventory("upc", ()), True, 0, SetupReport((), ()), 1.0)
 

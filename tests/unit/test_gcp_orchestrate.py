@@ -26,6 +26,7 @@ from gcp_fake import API, FakeCompute, guest_attributes, running
 from dlvm_cluster import providers
 from dlvm_cluster.errors import ProvisionError, RemoteError
 from dlvm_cluster.inventory import Inventory
+from dlvm_cluster.orchestrate.cluster.context import Cluster
 from dlvm_cluster.orchestrate.cluster.prepare import converge_request
 from dlvm_cluster.orchestrate.cluster.records import (
     applied_kind,
@@ -316,7 +317,7 @@ def up(
     wait: float | None = None,
 ) -> tuple[Inventory, bool]:
     """What lifecycle.provision does for a gcp spec, with the fake API and Terraform."""
-    request = converge_request(loaded, state, progress, wait=wait)
+    request = converge_request(Cluster(state), loaded, progress, wait=wait)
     inventory, changed = provision_gcp(
         request, clients=api.clients(), terraform_factory=cloud.terraform
     )
@@ -760,7 +761,7 @@ def test_a_recreated_vm_has_its_new_key_read(api: FakeCompute, state: ClusterSta
         made.apply = apply_and_recreate  # type: ignore[method-assign]
         return made
 
-    request = converge_request(loaded_spec(3), state, Recorder())
+    request = converge_request(Cluster(state), loaded_spec(3), Recorder())
     after, _ = provision_gcp(request, clients=api.clients(), terraform_factory=recreating)
     assert after.nodes[0].host_key == f"ssh-ed25519 {forged}"  # another VM: its keys are new
 
@@ -874,9 +875,9 @@ def test_a_supervised_job_sees_a_preempted_node_and_replaces_it_alone(
         0.0,
         local_logs=str(tmp_path / "logs"),
     )
-    supervisor = Supervisor(
-        state, record, loaded, Recorder(), str, provider=FakeBackedEngine(state, api, cloud)
-    )
+    cluster = Cluster(state, provider=FakeBackedEngine(state, api, cloud))
+    cluster.jobs.create(record)
+    supervisor = Supervisor(cluster, record, loaded, Recorder(), str)
     assert supervisor.provider_lost(inventory, inventory.nodes) == {}
     api.instance(P, A, "t-node-1", "TERMINATED", spot=True, last_start="2026-03-01T10:00:00Z")
     api.preemptions(P, A, [("t-node-1", "2026-03-01T11:00:00Z")])
@@ -929,21 +930,24 @@ def test_job_check_runs_after_a_recovery_and_a_failing_cluster_fails_the_job(
     check: bool,
 ) -> None:
     loaded, record = two_node_job(tmp_path, f"check: {str(check).lower()}")
-    checked: list[str] = []
+    names: list[str] = []
 
-    def failing_check(checked_state: ClusterState, progress: object) -> None:
-        checked.append(checked_state.name)
+    def failing_check(checked: Cluster, progress: object) -> None:
+        names.append(checked.name)
         raise RemoteError("1 of 2 node(s) failed the check: node-1: link 0.01 GB/s")
 
     monkeypatch.setattr(supervise, "require_healthy", failing_check)
-    supervisor = Supervisor(state, record, loaded, Recorder(), str)
+    cluster = Cluster(state)
+    cluster.jobs.create(record)
+    supervisor = Supervisor(cluster, record, loaded, Recorder(), str)
     if not check:
         supervisor.check_after_recovery()
-        assert checked == [] and record.state != "failed"
+        assert names == [] and record.state != "failed"
         return
     with pytest.raises(RemoteError, match="node-1: link"):
         supervisor.check_after_recovery()
-    assert checked == [state.name]
+    assert names == [state.name]
+    assert cluster.jobs.get("j1").state == "failed"  # written through the store
     assert record.state == "failed"
     assert record.events[-1]["text"].startswith("the check after the recovery failed: 1 of 2")
 
@@ -955,11 +959,13 @@ def test_a_check_crashing_on_node_output_after_a_recovery_fails_the_job(
     leaving the job stopped and "recovering" for ever."""
     loaded, record = two_node_job(tmp_path, "check: true", state="recovering")
 
-    def crashing_check(checked_state: ClusterState, progress: object) -> None:
+    def crashing_check(checked: Cluster, progress: object) -> None:
         raise RecursionError("maximum recursion depth exceeded while decoding a JSON array")
 
     monkeypatch.setattr(supervise, "require_healthy", crashing_check)
-    supervisor = Supervisor(state, record, loaded, Recorder(), str)
+    cluster = Cluster(state)
+    cluster.jobs.create(record)
+    supervisor = Supervisor(cluster, record, loaded, Recorder(), str)
     with pytest.raises(RemoteError, match="check after the recovery failed: RecursionError"):
         supervisor.check_after_recovery()
     assert record.state == "failed" and record.ended is not None
@@ -969,7 +975,9 @@ def test_an_unexpected_error_in_the_supervisor_fails_the_job_instead_of_leaving_
     api: FakeCompute, state: ClusterState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     loaded, record = two_node_job(tmp_path)
-    supervisor = Supervisor(state, record, loaded, Recorder(), str)
+    cluster = Cluster(state)
+    cluster.jobs.create(record)
+    supervisor = Supervisor(cluster, record, loaded, Recorder(), str)
 
     def broken_round() -> None:
         raise TypeError("'int' object is not iterable")
@@ -1091,7 +1099,7 @@ def test_replace_nodes_recreates_only_those_in_the_cluster_zone(
     cloud = Cloud()
     loaded = loaded_spec(3)
     running_cluster(api, state, cloud, loaded)
-    request = converge_request(loaded, state, Recorder())
+    request = converge_request(Cluster(state), loaded, Recorder())
     inventory = replace_gcp_nodes(
         request, ["node-2"], clients=api.clients(), terraform_factory=cloud.terraform
     )
@@ -1481,7 +1489,7 @@ def test_a_gang_node_is_replaced_by_deleting_it_and_asking_for_it_again(
     api.gang(P, A, "dlvm-t", states=["SUCCEEDED"])
     loaded = flex_start_spec(2)
     up(api, state, Cloud(), loaded, Recorder(), wait=3600)
-    request = converge_request(loaded, state, Recorder(), wait=3600)
+    request = converge_request(Cluster(state), loaded, Recorder(), wait=3600)
     inventory = replace_gcp_nodes(
         request, ["node-1"], clients=api.clients(), terraform_factory=Cloud().terraform
     )

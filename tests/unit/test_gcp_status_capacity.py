@@ -19,6 +19,7 @@ from dlvm_cluster import providers
 from dlvm_cluster.cli.app import app
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.orchestrate.cluster import report
+from dlvm_cluster.orchestrate.cluster.context import Cluster
 from dlvm_cluster.orchestrate.cluster.records import record_kind, save_applied, save_inventory
 from dlvm_cluster.providers import load_spec_text
 from dlvm_cluster.providers.gcp.plan import gcp_plan
@@ -47,7 +48,7 @@ def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ClusterState:
 
 
 def test_status_reports_the_capacity_plan_shows(cluster: ClusterState, tmp_path: Path) -> None:
-    found = report.report(cluster)
+    found = report.report(Cluster(cluster))
     assert found.provider_problem is not None  # no credentials: the spec alone tells
     assert found.capacity is not None
     plan_line = gcp_plan_notes(gcp_plan(load_spec_text(SPEC, tmp_path / "fs.yaml").spec))[-2]

@@ -452,3 +452,27 @@ def test_torchrun_plan_trains_across_two_loopback_nodes(tmp_path: Path) -> None:
     assert len(losses) == 10 and losses[-1] < losses[0] / 2, head
     assert re.search(r"^done steps=200 world_size=4 final_loss=", head, re.M), head
     assert (tmp_path / "ckpt.pt").exists()
+
+
+def test_the_spec_names_exactly_the_registered_frameworks() -> None:
+    """The spec's `Framework` literal (foundation: it cannot import launch) and the registry
+    must list the same frameworks: a registered one the spec refused, or a spec name with no
+    planner, would fail only when a user names it."""
+    from dlvm_cluster.launch.frameworks import FRAMEWORKS
+    from dlvm_cluster.spec.model import Framework
+
+    assert set(get_args(Framework)) == set(FRAMEWORKS)
+    assert all(name == entry.name for name, entry in FRAMEWORKS.items())
+
+
+def test_a_framework_with_node_software_brings_its_own_setup() -> None:
+    """Horovod's node software is its registry entry's, and its build script is a node
+    program of nodeside/."""
+    from dlvm_cluster import nodeside
+    from dlvm_cluster.launch.frameworks import FRAMEWORKS
+
+    with_setup = {name for name, entry in FRAMEWORKS.items() if entry.node_setup}
+    assert with_setup == {"horovod"}
+    setup = FRAMEWORKS["horovod"].node_setup
+    assert setup is not None and nodeside.path(setup.build_script).is_file()
+    assert setup.artifact_line in nodeside.path(setup.build_script).read_text()

@@ -327,3 +327,21 @@ def test_the_standalone_run_catches_a_planted_dlvm_import(tmp_path: Path) -> Non
 
 def test_the_node_programs_are_found() -> None:
     assert {path.name for path in NODE_PROGRAMS} >= {"netcheck.py", "watcher.py"}
+
+
+def test_the_check_never_reaches_into_jobs() -> None:
+    """`dlvm check` runs before a job (job.check) and after a recovery: the jobs package calls
+    it, never the other way, so orchestrate/check/ imports nothing of orchestrate/jobs/."""
+    files = module_files()
+    graph = import_graph(files)
+    check = f"{PACKAGE}.orchestrate.check"
+    jobs = f"{PACKAGE}.orchestrate.jobs"
+    reaching = sorted(
+        f"{files[module].relative_to(SOURCE.parent)} imports {target}"
+        for module, targets in graph.items()
+        if module.startswith(check)
+        for target in targets
+        if target == jobs or target.startswith(jobs + ".")
+    )
+    assert any(module.startswith(check) for module in graph)
+    assert not reaching, "\n".join(reaching)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dlvm_cluster.orchestrate.jobs.store import JobRecord, save_job
+from dlvm_cluster.orchestrate.jobs.store import JobRecord, JobStore
 from dlvm_cluster.orchestrate.nodes.commands import _new_log_dir
 from dlvm_cluster.state import ClusterState, private_dir
 
@@ -28,7 +28,7 @@ def test_a_fresh_dlvm_home_is_private_all_the_way(
         state = ClusterState.for_name("demo")
         state.create()
         log_dir = _new_log_dir(state.logs_dir / "exec" / "20260101-000000")
-        save_job(state, _record(state))
+        JobStore(state).create(_record(state))
     finally:
         os.umask(old)
     made = [

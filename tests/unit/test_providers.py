@@ -16,6 +16,7 @@ from dlvm_cluster import providers
 from dlvm_cluster.errors import DlvmError
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.orchestrate.cluster import lifecycle, records
+from dlvm_cluster.orchestrate.cluster.context import Cluster
 from dlvm_cluster.orchestrate.cluster.report import node_state
 from dlvm_cluster.progress import SilentProgress
 from dlvm_cluster.providers import load_spec_text
@@ -132,7 +133,7 @@ def test_down_removes_the_state_dir_while_it_holds_the_lock(
         remove(path, ignore_errors=ignore_errors)
 
     monkeypatch.setattr(lifecycle.shutil, "rmtree", rmtree_checking_the_lock)
-    lifecycle.down(state, SilentProgress())
+    lifecycle.down(Cluster(state), SilentProgress())
     assert held == [True]
     assert not state.root.exists()
 
@@ -183,6 +184,6 @@ def test_the_provider_kind_is_recorded_before_the_machines_are_touched(
     state = ClusterState.for_name("early")
     state.create()
     with pytest.raises(DlvmError):
-        lifecycle.provision(loaded, state, SilentProgress())
+        lifecycle.provision(Cluster(state, loaded=loaded), loaded, SilentProgress())
     assert records.load_inventory(state) is None
     assert records.cluster_kind(state) == "ssh"

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from harness import wait_until
 
+from dlvm_cluster.orchestrate.jobs.follow import HANG_SECONDS_ENV, hang_seconds
 from dlvm_cluster.orchestrate.jobs.store import (
     JobRecord,
     process_identity,
     supervisor_alive,
     wait_for_supervisor,
 )
-from dlvm_cluster.orchestrate.jobs.supervise import HANG_SECONDS_ENV, hang_seconds
 from dlvm_cluster.remote import jobcontrol
 
 
@@ -96,23 +96,27 @@ def test_cancel_ends_a_supervisor_that_does_not_exit_by_itself(command: list[str
 def test_a_lost_node_of_a_kind_that_cannot_replace_fails_the_job_in_its_words() -> None:
     """ssh machines cannot be made again: the job fails with the kind's refusal at once,
     instead of asking the provider to replace them, try after try."""
-    from types import SimpleNamespace
+    from dlvm_cluster.orchestrate.jobs import policy
+    from dlvm_cluster.providers import lacking
+    from dlvm_cluster.providers.kind import Feature
 
-    from dlvm_cluster.errors import RemoteError
-    from dlvm_cluster.orchestrate.jobs.supervise import RunEnd, Supervisor
-    from dlvm_cluster.remote.results import GroupResult
+    def decided(kind: str) -> policy.Action:
+        refusal = lacking(kind, Feature.REPLACE)
+        seen = policy.RunSeen(
+            powered_off="",
+            lost={"node-1": "unreachable over SSH"},
+            survivors_running=False,
+            on_node_loss="replace",
+            restarts=0,
+            max_restarts_on_error=0,
+            replace_refusal="" if refusal is None else refusal.message,
+        )
+        return policy.decide(seen)
 
-    def fail(why: str, end: RunEnd) -> None:
-        raise RemoteError(why)
-
-    def kind(name: str) -> SimpleNamespace:
-        spec = SimpleNamespace(provider=SimpleNamespace(kind=name))
-        return SimpleNamespace(loaded=SimpleNamespace(spec=spec), _fail=fail)
-
-    end = RunEnd(GroupResult(()))
-    with pytest.raises(RemoteError, match="node-1 cannot be replaced: the ssh provider"):
-        Supervisor._require_replace(kind("ssh"), ["node-1"], end)  # type: ignore[arg-type]
-    Supervisor._require_replace(kind("local"), ["node-1"], end)  # type: ignore[arg-type]
+    failed = decided("ssh")
+    assert isinstance(failed, policy.Fail)
+    assert failed.why.startswith("node-1 cannot be replaced: the ssh provider")
+    assert decided("local") == policy.ReplaceAndRestart(("node-1",))
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -128,7 +129,11 @@ def test_every_status_line_is_escaped(
         usage=hostile,
     )
     monkeypatch.setattr(report, "report", lambda state: crafted)
-    monkeypatch.setattr(cluster_commands, "cluster_state", lambda name: None)
+    from dlvm_cluster.orchestrate.cluster.context import Cluster
+    from dlvm_cluster.state import ClusterState
+
+    unread = Cluster(ClusterState("c", Path("/nonexistent/c")))  # the report is crafted
+    monkeypatch.setattr(cluster_commands, "resolve", lambda name: unread)
     sink = io.StringIO()
     monkeypatch.setattr(display, "stdout", Console(file=sink, force_terminal=False, width=400))
     cluster_commands.status_cmd("c", json_output=False)

@@ -43,14 +43,13 @@ from dlvm_cluster.orchestrate.check.verdicts import (
     transport_used,
     usual,
 )
-from dlvm_cluster.orchestrate.cluster.records import applied_spec, open_pool, require_inventory
+from dlvm_cluster.orchestrate.cluster.context import Cluster
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.remote.command import wrap
 from dlvm_cluster.remote.connection import Connection
 from dlvm_cluster.remote.fanout import each_its_own, run_on_nodes
 from dlvm_cluster.remote.pool import SshPool, for_each_node
 from dlvm_cluster.shell import quote_path
-from dlvm_cluster.state import ClusterState
 
 PROGRAM = "netcheck"
 PROBE_TIMEOUT_S = 90.0  # a node's probe (imports torch, asks nvidia-smi) ends by then
@@ -253,48 +252,44 @@ def _measure(
     return Measurement.of(run, ordered)
 
 
-def run_check(
-    state: ClusterState, progress: Progress, *, selector: str | None = None
-) -> CheckReport:
+def run_check(cluster: Cluster, progress: Progress, *, selector: str | None = None) -> CheckReport:
     """Check the selected nodes (every node by default); never raises for what it finds."""
-    inventory = require_inventory(state)
+    inventory = cluster.require_inventory()
     nodes = inventory.select(selector)
-    env = applied_spec(state).spec.plain_env()
-    with open_pool(state, inventory) as pool:
-        progress.stage(f"checking {len(nodes)} node(s): Python, torch, names, GPUs")
-        unreachable = _install(pool, inventory, nodes)
-        probed = [node for node in nodes if node.name not in unreachable]
-        commands = _everywhere(inventory, probed, probe_command(inventory.cluster), env)
-        probe = _run(pool, probed, commands, timeout=PROBE_TIMEOUT_S)
-        facts = {
-            node.name: read_facts(
-                node.name,
-                probe.of(node.name),
-                unreachable.get(node.name) or probe.errors.get(node.name, ""),
-            )
-            for node in nodes
-        }
-        gpus = _gpu_verdicts(inventory, facts)
-        # A node whose torch or GPUs fail has failed already, and would stop (or hang) the
-        # torch job the others measure their links with: it is left out.
-        able = [
-            node for node in nodes if facts[node.name].torch_works and not gpus[node.name].problems
-        ]
-        notes: list[str] = []
-        measured = Measurement()
-        if len(able) >= 2:
-            progress.stage(f"measuring bandwidth between {len(able)} node(s)")
-            measured = _measure(pool, inventory, able, env)
-            if measured.slow_nodes():
-                # A node paused by its machine (another process, a noisy neighbour) looks
-                # slow for a moment; a slow link stays slow: only what is slow twice counts.
-                progress.stage("measuring again: a link must be slow twice to fail a node")
-                measured = measured.best_with(_measure(pool, inventory, able, env))
-            left_out = [node.name for node in nodes if node not in able]
-            if left_out:
-                notes.append(f"bandwidth measured without {', '.join(left_out)} (failed above)")
-        elif len(nodes) >= 2:
-            notes.append("bandwidth not measured: fewer than two nodes passed the other checks")
+    env = cluster.require_applied().spec.plain_env()
+    pool = cluster.pool()
+    progress.stage(f"checking {len(nodes)} node(s): Python, torch, names, GPUs")
+    unreachable = _install(pool, inventory, nodes)
+    probed = [node for node in nodes if node.name not in unreachable]
+    commands = _everywhere(inventory, probed, probe_command(inventory.cluster), env)
+    probe = _run(pool, probed, commands, timeout=PROBE_TIMEOUT_S)
+    facts = {
+        node.name: read_facts(
+            node.name,
+            probe.of(node.name),
+            unreachable.get(node.name) or probe.errors.get(node.name, ""),
+        )
+        for node in nodes
+    }
+    gpus = _gpu_verdicts(inventory, facts)
+    # A node whose torch or GPUs fail has failed already, and would stop (or hang) the
+    # torch job the others measure their links with: it is left out.
+    able = [node for node in nodes if facts[node.name].torch_works and not gpus[node.name].problems]
+    notes: list[str] = []
+    measured = Measurement()
+    if len(able) >= 2:
+        progress.stage(f"measuring bandwidth between {len(able)} node(s)")
+        measured = _measure(pool, inventory, able, env)
+        if measured.slow_nodes():
+            # A node paused by its machine (another process, a noisy neighbour) looks
+            # slow for a moment; a slow link stays slow: only what is slow twice counts.
+            progress.stage("measuring again: a link must be slow twice to fail a node")
+            measured = measured.best_with(_measure(pool, inventory, able, env))
+        left_out = [node.name for node in nodes if node not in able]
+        if left_out:
+            notes.append(f"bandwidth measured without {', '.join(left_out)} (failed above)")
+    elif len(nodes) >= 2:
+        notes.append("bandwidth not measured: fewer than two nodes passed the other checks")
     return CheckReport(
         cluster=inventory.cluster,
         nodes=_judge(nodes, facts, gpus, measured),
@@ -368,16 +363,16 @@ def _judge(
     return tuple(checks)
 
 
-def require_healthy(state: ClusterState, progress: Progress) -> CheckReport:
+def require_healthy(cluster: Cluster, progress: Progress) -> CheckReport:
     """Run the check on every node; raise (naming each failing node and why) unless all
     pass. What a job with `check: true` calls before it starts, and a recovery after it
     replaced a node."""
-    report = run_check(state, progress)
+    report = run_check(cluster, progress)
     if report.ok:
         return report
     lines = [f"  {node.name}: {'; '.join(node.problems)}" for node in report.failed]
     raise RemoteError(
         f"the cluster check failed on {len(report.failed)} of {len(report.nodes)} node(s):\n"
         + "\n".join(lines),
-        hint=f"see `dlvm check {state.name}`; fix or replace the node, then launch again",
+        hint=f"see `dlvm check {cluster.name}`; fix or replace the node, then launch again",
     )

@@ -17,7 +17,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlvm_cluster import nodeside, providers
 from dlvm_cluster.errors import RemoteError, UsageError
@@ -30,6 +30,9 @@ from dlvm_cluster.remote.pool import SshPool, run_everywhere
 from dlvm_cluster.shell import quote_path
 from dlvm_cluster.spec.model import Autostop, ClusterSpec
 from dlvm_cluster.state import ClusterState
+
+if TYPE_CHECKING:
+    from dlvm_cluster.orchestrate.cluster.context import Cluster
 
 MINUTE_SECONDS_ENV = "DLVM_AUTOSTOP_MINUTE_SECONDS"  # for tests: seconds in a minute
 WARN_MINUTES = 10  # the warning in the job log comes this long before max_hours
@@ -262,12 +265,9 @@ def describe(autostop: Autostop) -> str:
     return ", ".join(parts) or "off"
 
 
-OVERRIDE = "autostop.json"  # in the state dir: what `dlvm autostop` set, until the next `up`
-
-
 def settings_in_force(state: ClusterState, spec: ClusterSpec) -> Autostop | None:
     """What `dlvm autostop` set since the last `up`, else the applied file's settings."""
-    recorded = state.read_json(state.root / OVERRIDE)
+    recorded = state.read_json(state.autostop_path)
     if isinstance(recorded, dict) and "settings" in recorded:
         value = recorded["settings"]
         return None if value is None else Autostop.model_validate(value)
@@ -275,11 +275,11 @@ def settings_in_force(state: ClusterState, spec: ClusterSpec) -> Autostop | None
 
 
 def forget_override(state: ClusterState) -> None:
-    (state.root / OVERRIDE).unlink(missing_ok=True)
+    (state.autostop_path).unlink(missing_ok=True)
 
 
 def change(
-    state: ClusterState,
+    cluster: Cluster,
     progress: Progress,
     *,
     idle: int | None = None,
@@ -288,23 +288,21 @@ def change(
 ) -> Autostop | None:
     """`dlvm autostop`: rewrite the head's watcher config with new settings (kept until the
     next `up`, which applies the file's again); the settings now in force."""
-    from dlvm_cluster.orchestrate.cluster.records import applied_spec, open_pool, require_inventory
-
-    with state.lock("autostop"):
-        inventory = require_inventory(state)
-        spec = applied_spec(state).spec
+    state = cluster.state
+    with cluster.lock("autostop"):
+        inventory = cluster.require_inventory()
+        spec = cluster.require_applied().spec
         settings = changed_settings(
             settings_in_force(state, spec), idle=idle, off=off, action=action
         )
-        provider = providers.for_spec(spec, state)
+        provider = cluster.provider
         states = provider.node_states(inventory)
         if states.get(inventory.head.name) == NodeState.STOPPED:
             progress.note("the cluster is stopped: the watcher takes this when it starts")
         else:
-            with open_pool(state, inventory) as pool:
-                install(pool, inventory, spec, provider, progress, settings=settings)
+            install(cluster.pool(), inventory, spec, provider, progress, settings=settings)
         state.write_json(
-            state.root / OVERRIDE,
+            state.autostop_path,
             {"settings": None if settings is None else settings.model_dump()},
         )
     return settings

@@ -8,7 +8,7 @@ import json
 import shlex
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dlvm_cluster import secret_env
@@ -139,7 +139,8 @@ def install_secrets(
 class SetupReport:
     ran: tuple[str, ...]
     unchanged: tuple[str, ...]
-    horovod: tuple[str, ...] = ()  # nodes that got Horovod installed (cluster/horovod.py)
+    # framework -> the nodes that got its software now (cluster/framework_setup.py)
+    frameworks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # The transport jobs use between the nodes' GPUs, where the nodes set one up at boot
     # (cluster/boot.py): the GPU network's, or plain NCCL when a node's setup failed (those
     # nodes, with the step that failed); "" for nodes without one.

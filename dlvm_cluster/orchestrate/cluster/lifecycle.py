@@ -7,11 +7,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dlvm_cluster import providers
 from dlvm_cluster.errors import RemoteError, UsageError
 from dlvm_cluster.inventory import Inventory
 from dlvm_cluster.orchestrate.cluster import autostop, power
 from dlvm_cluster.orchestrate.cluster.boot import wait_for_boot
+from dlvm_cluster.orchestrate.cluster.context import Cluster
 from dlvm_cluster.orchestrate.cluster.files import (
     SetupReport,
 )
@@ -25,21 +25,14 @@ from dlvm_cluster.orchestrate.cluster.prepare import (
     with_storage,
 )
 from dlvm_cluster.orchestrate.cluster.records import (
-    applied_spec,
-    load_inventory,
-    open_pool,
     record_kind,
-    save_inventory,
-    scaled_count,
 )
-from dlvm_cluster.orchestrate.jobs.store import stop_supervisors
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers.base import NO_TRUST, KeyTrust, Provider
 from dlvm_cluster.providers.kind import Feature
 from dlvm_cluster.provision.render import RenderedModule
 from dlvm_cluster.remote import agent_process
 from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec, StorageMount
-from dlvm_cluster.state import ClusterState
 
 
 @dataclass(frozen=True)
@@ -56,14 +49,14 @@ class UpResult:
         return (
             self.provisioned
             or self.files_sent > 0
-            or bool(self.setup.ran or self.setup.horovod)
+            or bool(self.setup.ran or any(self.setup.frameworks.values()))
             or bool(self.started)
         )
 
 
 def provision(
+    cluster: Cluster,
     loaded: LoadedSpec,
-    state: ClusterState,
     progress: Progress,
     *,
     trust: KeyTrust = NO_TRUST,
@@ -73,17 +66,17 @@ def provision(
     inventory, whether the provider changed anything, and the nodes started, recorded.
     `trust`: the host keys seen for the first time that are accepted (others: UnpinnedHostKeys).
     `wait`: seconds the machines may take to be created (None: the provider's default)."""
-    request = converge_request(loaded, state, progress, trust=trust, wait=wait)
-    record_kind(state, loaded.spec.provider.kind)
+    request = converge_request(cluster, loaded, progress, trust=trust, wait=wait)
+    record_kind(cluster.state, loaded.spec.provider.kind)
     started: list[str] = []
     if request.previous is not None:
         # A stopped node is started on its disk (never recreated); the provider then finds
         # it answering as before.
-        power.record_usage(state, request.previous)  # a stop while no dlvm ran ends here
-        started = power.start_stopped(state, request.previous, progress)
-    inventory, changed = providers.for_spec(loaded.spec, state).provision(request)
+        power.record_usage(cluster, request.previous)  # a stop while no dlvm ran ends here
+        started = power.start_stopped(cluster, request.previous, progress)
+    inventory, changed = cluster.provider.provision(request)
     inventory = with_storage(inventory, loaded.spec)
-    save_inventory(state, inventory)
+    cluster.save_inventory(inventory)
     return inventory, changed, started
 
 
@@ -116,16 +109,17 @@ class WouldUndoScale(UsageError):
         self.undo = undo
 
 
-def scale_undo(loaded: LoadedSpec) -> ScaleUndo | None:
+def scale_undo(cluster: Cluster, loaded: LoadedSpec) -> ScaleUndo | None:
     """Whether `up` with this file would undo a `dlvm scale` (None: it would not)."""
     spec = loaded.spec
-    scaled = scaled_count(ClusterState.for_name(spec.name))
+    scaled = cluster.scaled_count()
     if scaled is None or scaled == spec.nodes.count:
         return None
     return ScaleUndo(spec.name, scaled, spec.nodes.count, loaded.path.name)
 
 
 def up(
+    cluster: Cluster,
     loaded: LoadedSpec,
     progress: Progress,
     *,
@@ -142,29 +136,27 @@ def up(
     UnpinnedHostKeys lists them, before anything is stored or sent. `wait`: seconds the
     machines may take to be created (a flex-start VM waits for capacity meanwhile)."""
     begun = time.monotonic()
-    spec = loaded.spec
-    state = ClusterState.for_name(spec.name)
-    providers.for_spec(spec, state).check_host()
-    with state.lock("up"):
-        undo = scale_undo(loaded)
+    cluster.provider.check_host()
+    state = cluster.state
+    with cluster.lock("up"):
+        undo = scale_undo(cluster, loaded)
         if undo is not None and not undo_scale:
             raise WouldUndoScale(undo)
         state.check_permissions()
         state.ensure_key_pair()
-        _finish_taken_down(state, progress)
-        inventory, provisioned, started = provision(loaded, state, progress, trust=trust, wait=wait)
-        with open_pool(state, inventory) as pool:
-            synced, setup = prepare_nodes(
-                pool,
-                state,
-                inventory,
-                loaded,
-                progress,
-                nodes=inventory.nodes,
-                rerun=rerun_setup,
-                restarted=provisioned or bool(started),
-            )
-        power.record_usage(state, inventory)
+        _finish_taken_down(cluster, progress)
+        inventory, provisioned, started = provision(
+            cluster, loaded, progress, trust=trust, wait=wait
+        )
+        synced, setup = prepare_nodes(
+            cluster,
+            loaded,
+            progress,
+            nodes=inventory.nodes,
+            rerun=rerun_setup,
+            restarted=provisioned or bool(started),
+        )
+        power.record_usage(cluster, inventory)
         return UpResult(
             inventory,
             provisioned=provisioned,
@@ -175,18 +167,17 @@ def up(
         )
 
 
-def _finish_taken_down(state: ClusterState, progress: Progress) -> None:
+def _finish_taken_down(cluster: Cluster, progress: Progress) -> None:
     """A cluster whose nodes powered off for autostop's `down` is deleted now (its nodes could
     not delete themselves), so that `up` makes it anew; says so."""
-    previous = load_inventory(state)
-    mark = power.taken_down_mark(state, previous) if previous is not None else None
+    previous = cluster.inventory
+    mark = power.taken_down_mark(cluster, previous) if previous is not None else None
     if mark is None:
         return
     when = time.strftime("%H:%M", time.localtime(mark.at))
-    progress.note(f"cluster {state.name} was taken down by {mark.by} at {when}: making it anew")
-    power.provider_of(state).destroy(progress)
-    state.inventory_path.unlink(missing_ok=True)
-    state.applied_spec_path.unlink(missing_ok=True)
+    progress.note(f"cluster {cluster.name} was taken down by {mark.by} at {when}: making it anew")
+    cluster.provider.destroy(progress)
+    cluster.forget_inventory()
 
 
 @dataclass(frozen=True)
@@ -196,17 +187,18 @@ class StartResult:
     seconds: float
 
 
-def start(state: ClusterState, progress: Progress) -> StartResult:
+def start(cluster: Cluster, progress: Progress) -> StartResult:
     """Start a stopped cluster's nodes on their disks and wait for SSH with the pinned host
     keys; nothing is pushed or set up (`up` does that, and skips setup whose stamp holds)."""
     begun = time.monotonic()
-    with state.lock("start"):
-        inventory = load_inventory(state)
+    state = cluster.state
+    with cluster.lock("start"):
+        inventory = cluster.inventory
         if inventory is None:
             raise UsageError(
                 f"cluster {state.name!r} has no nodes recorded", hint="create it with `dlvm up`"
             )
-        mark = power.taken_down_mark(state, inventory)
+        mark = power.taken_down_mark(cluster, inventory)
         if mark is not None:  # deleted VMs cannot start; a local node powered off for down
             when = time.strftime("%H:%M", time.localtime(mark.at))
             raise UsageError(
@@ -214,42 +206,39 @@ def start(state: ClusterState, progress: Progress) -> StartResult:
                 "nothing to start",
                 hint="make it anew with `dlvm up`",
             )
-        power.record_usage(state, inventory)
-        started = power.start_stopped(state, inventory, progress)
-        loaded = applied_spec(state)
-        with open_pool(state, inventory) as pool:
-            wait_for_ssh(pool, inventory.nodes, progress)
-            # A local node's mounts ended with its processes; gcsfuse units come back by
-            # themselves, and mounting again is harmless.
-            mount_storage(pool, state, loaded.spec, inventory.nodes, progress)
-            # A local node's watcher ended with its processes; a VM's systemd starts its own.
-            install_watcher(
-                pool, state, inventory, loaded, progress, inventory.nodes, restarted=bool(started)
-            )
-            # Each started VM runs its boot-time setup again.
-            readiness = providers.for_spec(loaded.spec, state).boot_readiness()
-            wait_for_boot(pool, inventory.nodes, readiness, progress)
-        power.record_usage(state, inventory)
+        power.record_usage(cluster, inventory)
+        started = power.start_stopped(cluster, inventory, progress)
+        loaded = cluster.require_applied()
+        wait_for_ssh(cluster.pool(), inventory.nodes, progress)
+        # A local node's mounts ended with its processes; gcsfuse units come back by
+        # themselves, and mounting again is harmless.
+        mount_storage(cluster, loaded.spec, inventory.nodes, progress)
+        # A local node's watcher ended with its processes; a VM's systemd starts its own.
+        install_watcher(cluster, loaded, progress, inventory.nodes, restarted=bool(started))
+        # Each started VM runs its boot-time setup again.
+        wait_for_boot(cluster.pool(), inventory.nodes, cluster.provider.boot_readiness(), progress)
+        power.record_usage(cluster, inventory)
     return StartResult(inventory, tuple(started), time.monotonic() - begun)
 
 
-def down(state: ClusterState, progress: Progress) -> float:
+def down(cluster: Cluster, progress: Progress) -> float:
     """Destroy everything `up` made, then remove the state dir (still holding the lock, so no
     other command sees it half gone). Safe to run again."""
     started = time.monotonic()
-    with state.lock("down"):
+    state = cluster.state
+    with cluster.lock("down"):
         agent_process.stop(state.root)  # warm connections first: nothing of dlvm's left running
-        stop_supervisors(state)  # no supervisor may replace a node while they go
-        provider = power.provider_of(state)
-        inventory = load_inventory(state)
+        cluster.jobs.stop_supervisors()  # no supervisor may replace a node while they go
+        provider = cluster.provider
+        inventory = cluster.inventory
         if inventory is not None and not provider.owns_machines:
             # Machines dlvm did not create are only forgotten, after removing what dlvm put there.
             progress.stage("cleaning up the machines")
             try:
-                with open_pool(state, inventory) as pool:
-                    uninstall_mesh(pool, inventory.nodes, state.name)
+                uninstall_mesh(cluster.pool(), inventory.nodes, state.name)
             except RemoteError as exc:
                 progress.note(f"warning: {exc} (the cluster is forgotten all the same)")
+            cluster.close()
         provider.destroy(progress)
         shutil.rmtree(state.root, ignore_errors=True)
     return time.monotonic() - started
@@ -283,13 +272,12 @@ def _cost_notes(spec: ClusterSpec, provider: Provider) -> list[str]:
     return notes
 
 
-def plan(loaded: LoadedSpec, progress: Progress) -> PlanResult:
+def plan(cluster: Cluster, loaded: LoadedSpec, progress: Progress) -> PlanResult:
     """What `up` would do, as the spec's provider sees it: changes nothing."""
     spec = loaded.spec
-    state = ClusterState.for_name(spec.name)
-    provider = providers.for_spec(spec, state)
+    provider = cluster.provider
     notes = (*provider.plan_notes(), *_cost_notes(spec, provider))
-    planned = provider.plan(converge_request(loaded, state, progress))
+    planned = provider.plan(converge_request(cluster, loaded, progress))
     checkpoint = spec.checkpoint_storage
     return PlanResult(
         spec.name,
@@ -302,12 +290,12 @@ def plan(loaded: LoadedSpec, progress: Progress) -> PlanResult:
     )
 
 
-def render_to(loaded: LoadedSpec, target: Path) -> RenderedModule:
+def render_to(cluster: Cluster, loaded: LoadedSpec, target: Path) -> RenderedModule:
     """Write the module and tfvars `up` would apply (creating the cluster's key pair)."""
-    providers.require(loaded.spec.provider.kind, Feature.RENDER)
-    state = ClusterState.for_name(loaded.spec.name)
+    cluster.require(Feature.RENDER)
+    state = cluster.state
     state.create()
     state.ensure_key_pair()
-    module = providers.for_spec(loaded.spec, state).render()
+    module = cluster.provider.render()
     module.write(target)
     return module

@@ -13,34 +13,20 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from dlvm_cluster import providers
 from dlvm_cluster.errors import DlvmError
 from dlvm_cluster.inventory import Inventory
-from dlvm_cluster.orchestrate.cluster.records import cluster_kind, read_spec, require_inventory
+from dlvm_cluster.orchestrate.cluster.context import Cluster
 from dlvm_cluster.progress import Progress
-from dlvm_cluster.providers.base import NodeState, Provider, StopMark
+from dlvm_cluster.providers.base import NodeState, StopMark
 from dlvm_cluster.providers.kind import Feature
 from dlvm_cluster.remote import agent_process
-from dlvm_cluster.state import ClusterState
 
-STOPPED_BY_USER = "stopped.json"  # in the state dir: the last `dlvm stop`, {"by", "at"}
 USER = "user"
 _DOWN = (NodeState.STOPPED, NodeState.MISSING, NodeState.PREEMPTED)
 
 
 def _only(inventory: Inventory, names: list[str]) -> Inventory:
     return replace(inventory, nodes=tuple(n for n in inventory.nodes if n.name in names))
-
-
-def _kind(state: ClusterState) -> str:
-    return cluster_kind(state) or providers.DEFAULT_KIND
-
-
-def provider_of(state: ClusterState) -> Provider:
-    """The provider of the cluster in `state`, bound to its applied spec where there is one
-    (a first `up` that failed early left none)."""
-    applied = read_spec(state, state.applied_spec_path)
-    return providers.for_kind(_kind(state), state, applied.spec if applied else None)
 
 
 @dataclass(frozen=True)
@@ -50,13 +36,14 @@ class StopResult:
     seconds: float
 
 
-def stop(state: ClusterState, progress: Progress) -> StopResult:
+def stop(cluster: Cluster, progress: Progress) -> StopResult:
     """Power every node off, keeping its disk; a stopped node is left as it is."""
     started = time.monotonic()
-    with state.lock("stop"):
-        inventory = require_inventory(state)
-        providers.require(_kind(state), Feature.STOP_START, verb="stop")
-        provider = provider_of(state)
+    state = cluster.state
+    with cluster.lock("stop"):
+        inventory = cluster.require_inventory()
+        cluster.require(Feature.STOP_START, verb="stop")
+        provider = cluster.provider
         agent_process.stop(state.root)  # its connections would only break
         states = provider.node_states(inventory)
         running = _only(
@@ -65,31 +52,32 @@ def stop(state: ClusterState, progress: Progress) -> StopResult:
         )
         if running.nodes:
             provider.stop_nodes(running, progress, by=USER)
-        state.write_json(state.root / STOPPED_BY_USER, {"by": USER, "at": time.time()})
-        record_usage(state, inventory)
+        state.write_json(state.stopped_path, {"by": USER, "at": time.time()})
+        record_usage(cluster, inventory)
     return StopResult(state.name, tuple(n.name for n in running.nodes), time.monotonic() - started)
 
 
-def start_stopped(state: ClusterState, inventory: Inventory, progress: Progress) -> list[str]:
+def start_stopped(cluster: Cluster, inventory: Inventory, progress: Progress) -> list[str]:
     """Start the nodes the provider sees stopped, on their disks; their names. The caller
     holds the cluster's lock and waits for SSH."""
-    provider = provider_of(state)
+    state, provider = cluster.state, cluster.provider
     states = provider.node_states(inventory)
     stopped = [node.name for node in inventory.nodes if states.get(node.name) == NodeState.STOPPED]
     if stopped:
-        providers.require(_kind(state), Feature.STOP_START, verb="start")
+        cluster.require(Feature.STOP_START, verb="start")
         provider.start_nodes(_only(inventory, stopped), progress)
-    (state.root / STOPPED_BY_USER).unlink(missing_ok=True)
+    state.stopped_path.unlink(missing_ok=True)
     return stopped
 
 
-def stop_marks(state: ClusterState, inventory: Inventory) -> dict[str, StopMark]:
+def stop_marks(cluster: Cluster, inventory: Inventory) -> dict[str, StopMark]:
     """Why and when each node stopped, as far as anyone recorded it."""
+    state = cluster.state
     try:
-        marks = provider_of(state).stop_marks(inventory)
+        marks = cluster.provider.stop_marks(inventory)
     except DlvmError:
         marks = {}
-    recorded = state.read_json(state.root / STOPPED_BY_USER)
+    recorded = state.read_json(state.stopped_path)
     if isinstance(recorded, dict) and "at" in recorded:
         mark = StopMark(by=str(recorded.get("by", USER)), at=float(recorded["at"]))
         for node in inventory.nodes:
@@ -97,11 +85,11 @@ def stop_marks(state: ClusterState, inventory: Inventory) -> dict[str, StopMark]
     return marks
 
 
-def taken_down_mark(state: ClusterState, inventory: Inventory) -> StopMark | None:
+def taken_down_mark(cluster: Cluster, inventory: Inventory) -> StopMark | None:
     """The mark of a cluster whose nodes all went for autostop's `down`: powered off (a local
     node cannot delete itself) or deleted (gcp: the network and the state dir are left to
     the next dlvm command on this machine); None otherwise."""
-    provider = provider_of(state)
+    provider = cluster.provider
     try:
         states = provider.node_states(inventory)
     except DlvmError:  # the provider cannot be asked: nothing to reconcile now
@@ -119,21 +107,18 @@ def taken_down_mark(state: ClusterState, inventory: Inventory) -> StopMark | Non
     return None
 
 
-USAGE = "usage.json"  # in the state dir: node-hours, running and stopped, for the spend
-
-
 def _hours(seconds: float) -> float:
     return max(0.0, seconds) / 3600.0
 
 
-def record_usage(state: ClusterState, inventory: Inventory) -> dict[str, Any]:
+def record_usage(cluster: Cluster, inventory: Inventory) -> dict[str, Any]:
     """Bring the state dir's node-hours up to date with the machines as the provider sees them
     now: a node found stopped since the last look stopped when its mark says (autostop while
     no dlvm ran), else now. Returns the record:
     {"since": {node: [state, epoch]}, "running_hours": h, "stopped_hours": h}."""
     now = time.time()
-    provider = provider_of(state)
-    record = state.read_json(state.root / USAGE) or {}
+    state, provider = cluster.state, cluster.provider
+    record = state.read_json(state.usage_path) or {}
     try:
         states = provider.node_states(inventory)
     except DlvmError:  # the provider cannot be asked now: the record stays as it was
@@ -158,7 +143,7 @@ def record_usage(state: ClusterState, inventory: Inventory) -> dict[str, Any]:
         changed_at = now
         if previous is not None and previous[0] == "running" and current == "stopped":
             if marks is None:
-                marks = stop_marks(state, inventory)
+                marks = stop_marks(cluster, inventory)
             mark = marks.get(node.name)
             if mark is not None and previous[1] <= mark.at <= now:
                 changed_at = mark.at
@@ -176,7 +161,7 @@ def record_usage(state: ClusterState, inventory: Inventory) -> dict[str, Any]:
         "running_hours": totals["running"],
         "stopped_hours": totals["stopped"],
     }
-    state.write_json(state.root / USAGE, updated)
+    state.write_json(state.usage_path, updated)
     return updated
 
 

@@ -10,23 +10,21 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from dlvm_cluster import providers, secret_env
+from dlvm_cluster import secret_env
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.orchestrate.cluster import autostop
 from dlvm_cluster.orchestrate.cluster.boot import wait_for_boot
+from dlvm_cluster.orchestrate.cluster.context import Cluster
 from dlvm_cluster.orchestrate.cluster.files import (
     SetupReport,
     install_secrets,
     push_files,
     run_setup,
 )
-from dlvm_cluster.orchestrate.cluster.horovod import ensure_horovod
+from dlvm_cluster.orchestrate.cluster.framework_setup import ensure_frameworks
 from dlvm_cluster.orchestrate.cluster.mesh import install_mesh
-from dlvm_cluster.orchestrate.cluster.reach import ssh_reach
 from dlvm_cluster.orchestrate.cluster.records import (
     applied_digest,
-    load_inventory,
-    save_applied,
     spec_digest,
 )
 from dlvm_cluster.progress import Progress
@@ -35,7 +33,6 @@ from dlvm_cluster.providers.kind import Feature
 from dlvm_cluster.remote.pool import SshPool, run_everywhere
 from dlvm_cluster.remote.results import SyncResult
 from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec
-from dlvm_cluster.state import ClusterState
 
 READY_TIMEOUT = 60.0
 READY_STEP = "waiting for SSH"
@@ -44,22 +41,23 @@ MAX_NAMED = 8  # nodes named in that note; more are counted
 
 
 def converge_request(
+    cluster: Cluster,
     loaded: LoadedSpec,
-    state: ClusterState,
     progress: Progress,
     *,
     trust: KeyTrust = NO_TRUST,
     wait: float | None = None,
 ) -> Converge:
     """What a provider is told of an `up`, `scale` or `plan`: the spec, what the state dir
-    recorded, how to ask the nodes over SSH, and how long machines may take to be created."""
+    recorded, how to ask the nodes over SSH (through the command's pool), and how long
+    machines may take to be created."""
     return Converge(
         loaded=loaded,
-        state=state,
-        previous=load_inventory(state),
-        applied=applied_digest(state) == spec_digest(loaded.spec),
+        state=cluster.state,
+        previous=cluster.inventory,
+        applied=applied_digest(cluster.state) == spec_digest(loaded.spec),
         progress=progress,
-        reach=ssh_reach(state),
+        reach=cluster.reach(),
         trust=trust,
         wait=wait,
     )
@@ -73,23 +71,23 @@ def with_storage(inventory: Inventory, spec: ClusterSpec) -> Inventory:
 
 
 def mount_storage(
-    pool: SshPool, state: ClusterState, spec: ClusterSpec, nodes: Sequence[Node], progress: Progress
+    cluster: Cluster, spec: ClusterSpec, nodes: Sequence[Node], progress: Progress
 ) -> None:
     """Mount the spec's storage on `nodes`, as their provider says (idempotent, so every `up`
     runs it: a node replaced or rebooted gets its mounts back)."""
     if spec.storage:
-        providers.require(spec.provider.kind, Feature.STORAGE)
-    script = providers.for_spec(spec, state).storage_script()
+        cluster.require(Feature.STORAGE)
+    script = cluster.provider.storage_script()
     if not script or not nodes:
         return
     progress.stage("mounting storage")
-    run_everywhere(pool, nodes, f"sh -e -c {shlex.quote(script)}", b"", "cannot mount storage")
+    run_everywhere(
+        cluster.pool(), nodes, f"sh -e -c {shlex.quote(script)}", b"", "cannot mount storage"
+    )
 
 
 def install_watcher(
-    pool: SshPool,
-    state: ClusterState,
-    inventory: Inventory,
+    cluster: Cluster,
     loaded: LoadedSpec,
     progress: Progress,
     nodes: Sequence[Node],
@@ -99,12 +97,12 @@ def install_watcher(
     """The autostop watcher on `nodes`, with the settings in force (the file's, or those
     `dlvm autostop` set since the last `up`); `restarted`: max_hours counts from now."""
     autostop.install(
-        pool,
-        inventory,
+        cluster.pool(),
+        cluster.require_inventory(),
         loaded.spec,
-        providers.for_spec(loaded.spec, state),
+        cluster.provider,
         progress,
-        settings=autostop.settings_in_force(state, loaded.spec),
+        settings=autostop.settings_in_force(cluster.state, loaded.spec),
         nodes=tuple(nodes),
         restarted=restarted,
     )
@@ -160,9 +158,7 @@ def wait_for_ssh(pool: SshPool, nodes: Sequence[Node], progress: Progress) -> No
 
 
 def prepare_nodes(
-    pool: SshPool,
-    state: ClusterState,
-    inventory: Inventory,
+    cluster: Cluster,
     loaded: LoadedSpec,
     progress: Progress,
     *,
@@ -173,9 +169,11 @@ def prepare_nodes(
 ) -> tuple[list[SyncResult], SetupReport]:
     """Bring `nodes` to the spec: SSH ready, intra-cluster SSH (on every node, so old and new
     nodes know each other), the autostop watcher (`restarted`: the nodes just started, so
-    max_hours counts from now), secrets, storage, files, setup, and Horovod where the job
-    needs it; then waits until every node of the cluster has finished its boot-time setup
-    (the GPU network of A3/A4 VMs), all on one transport, before a job can run."""
+    max_hours counts from now), secrets, storage, files, setup, and the software the job's
+    framework needs on its nodes (launch/frameworks.py); then waits until every node of the
+    cluster has finished its boot-time setup (the GPU network of A3/A4 VMs), all on one
+    transport, before a job can run. Everything goes through the cluster's one pool."""
+    state, inventory, pool = cluster.state, cluster.require_inventory(), cluster.pool()
     wait_for_ssh(pool, nodes, progress)
     install_mesh(
         pool,
@@ -186,20 +184,19 @@ def prepare_nodes(
     )
     if not scaled:
         autostop.forget_override(state)  # `up`: the file's settings apply again
-    install_watcher(pool, state, inventory, loaded, progress, nodes, restarted=restarted)
+    install_watcher(cluster, loaded, progress, nodes, restarted=restarted)
     install_secrets(pool, state, nodes, secret_env.resolve(loaded.spec))
-    mount_storage(pool, state, loaded.spec, nodes, progress)
+    mount_storage(cluster, loaded.spec, nodes, progress)
     # The nodes now match the spec; setup keeps its own per-node stamp, so a failed setup
     # still leaves a cluster that exec, ssh and a re-run of up can work with.
-    save_applied(state, loaded, scaled=scaled)
+    cluster.save_applied(loaded, scaled=scaled)
     synced = push_files(pool, loaded, nodes, progress)
     setup = run_setup(pool, inventory, loaded, nodes, progress, rerun=rerun)
-    horovod = ensure_horovod(pool, inventory, loaded, nodes, progress)
-    readiness = providers.for_spec(loaded.spec, state).boot_readiness()
-    booted = wait_for_boot(pool, inventory.nodes, readiness, progress)
+    frameworks = ensure_frameworks(pool, inventory, loaded, nodes, progress)
+    booted = wait_for_boot(pool, inventory.nodes, cluster.provider.boot_readiness(), progress)
     return synced, replace(
         setup,
-        horovod=horovod,
+        frameworks=frameworks,
         gpu_network=booted.transport if booted else "",
         gpu_network_failed=booted.fell_back if booted else (),
     )

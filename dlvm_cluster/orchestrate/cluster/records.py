@@ -82,19 +82,16 @@ def save_spec(state: ClusterState, path: Path, loaded: LoadedSpec, *, scaled: bo
     )
 
 
-PROVIDER_KIND = "provider"
-
-
 def record_kind(state: ClusterState, kind: str) -> None:
     """Record the cluster's provider kind before its machines are touched, so that `down` and
     `status` ask the right provider even when the first `up` failed early."""
-    write_atomic(state.root / PROVIDER_KIND, kind + "\n")
+    write_atomic(state.provider_kind_path, kind + "\n")
 
 
 def cluster_kind(state: ClusterState) -> str | None:
     """The provider kind the cluster was made with (None: never provisioned)."""
     try:
-        recorded = (state.root / PROVIDER_KIND).read_text().strip()
+        recorded = state.provider_kind_path.read_text().strip()
     except FileNotFoundError:
         recorded = ""
     return recorded or applied_kind(state)  # state dirs from before the record
@@ -140,19 +137,16 @@ def read_spec(state: ClusterState, path: Path) -> LoadedSpec | None:
     return LoadedSpec(spec=spec, path=Path(data["source"]), text=str(data.get("text", "")))
 
 
-SECRET_NAMES = "secret-names.json"
-
-
 def save_secret_names(state: ClusterState, names: Iterable[str]) -> None:
     """Record which secrets the nodes' secrets files now hold (names only, never values):
     `launch FILE` may install secrets the applied spec does not name, and output must still
     be masked with them."""
-    state.write_json(state.root / SECRET_NAMES, sorted(names))
+    state.write_json(state.secret_names_path, sorted(names))
 
 
 def installed_secret_names(state: ClusterState) -> tuple[str, ...]:
     """The names of the secrets last installed on the nodes (none recorded: empty)."""
-    data = state.read_json(state.root / SECRET_NAMES)
+    data = state.read_json(state.secret_names_path)
     return tuple(str(name) for name in data) if isinstance(data, list) else ()
 
 

@@ -7,29 +7,23 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 
-from dlvm_cluster.errors import DlvmError, StateError
+from dlvm_cluster.errors import DlvmError
 from dlvm_cluster.inventory import Inventory
 from dlvm_cluster.orchestrate.cluster import autostop
+from dlvm_cluster.orchestrate.cluster.context import Cluster
 from dlvm_cluster.orchestrate.cluster.lifecycle import down
 from dlvm_cluster.orchestrate.cluster.power import (
     node_hours,
-    provider_of,
     record_usage,
     stop_marks,
     taken_down_mark,
-)
-from dlvm_cluster.orchestrate.cluster.records import (
-    applied_spec,
-    load_inventory,
-    open_pool,
 )
 from dlvm_cluster.orchestrate.jobs.store import JobRecord
 from dlvm_cluster.orchestrate.jobs.verbs import refresh_states
 from dlvm_cluster.orchestrate.nodes.commands import NodeStatus
 from dlvm_cluster.orchestrate.nodes.commands import status as node_status
 from dlvm_cluster.progress import SilentProgress
-from dlvm_cluster.providers.base import CapacityFacts, NodeState, Provider, StopMark
-from dlvm_cluster.state import ClusterState
+from dlvm_cluster.providers.base import CapacityFacts, NodeState, StopMark
 
 RECENT_JOBS = 10
 UNREACHABLE = "unreachable"
@@ -70,17 +64,18 @@ def stopped_why(by: str, at: str) -> str:
     return f"{by} at {at[11:16]}" if at else by
 
 
-def report(state: ClusterState) -> ClusterReport:
+def report(cluster: Cluster) -> ClusterReport:
     """The cluster as it is; a cluster whose nodes powered off for autostop's `down` is taken
     down first (the nodes could not delete themselves), and the report says so."""
-    inventory = load_inventory(state)
-    mark = taken_down_mark(state, inventory) if inventory is not None else None
+    state = cluster.state
+    inventory = cluster.inventory
+    mark = taken_down_mark(cluster, inventory) if inventory is not None else None
     if mark is not None:
-        down(state, SilentProgress())
+        down(cluster, SilentProgress())
         by, at = _stop_fields(mark)
         return ClusterReport(state.name, (), (), None, taken_down=stopped_why(by, at))
-    inventory, rows_seen = node_status(state)
-    provider = provider_of(state)
+    inventory, rows_seen = node_status(cluster)
+    provider = cluster.provider
     problem = None
     try:
         states = provider.node_states(inventory)
@@ -88,7 +83,7 @@ def report(state: ClusterState) -> ClusterReport:
         states, problem = {}, str(exc)
     nodes = {node.name: node for node in inventory.nodes}
     stopped = any(value == NodeState.STOPPED for value in states.values())
-    marks = stop_marks(state, inventory) if stopped else {}
+    marks = stop_marks(cluster, inventory) if stopped else {}
     rows = []
     for row in rows_seen:
         mark = marks.get(row.name) if states.get(row.name) == NodeState.STOPPED else None
@@ -102,14 +97,17 @@ def report(state: ClusterState) -> ClusterReport:
                 stopped_at=at,
             )
         )
-    try:
-        price, capacity = provider.status_price(len(inventory.nodes)), provider.capacity()
-    except StateError:  # never brought up: no spec to price
+    applied = cluster.applied
+    spec = applied.spec if applied is not None else None
+    if spec is None:
         price, capacity = None, None
-    jobs = tuple(refresh_states(state)[-RECENT_JOBS:])
-    guard, guard_problem = _autostop(state, inventory, rows)
+    else:
+        price = provider.status_price(len(inventory.nodes))
+        capacity = provider.capacity()
+    jobs = tuple(refresh_states(cluster)[-RECENT_JOBS:])
+    guard, guard_problem = _autostop(cluster, inventory, rows)
     # Machines dlvm only borrows (ssh) are billed, if at all, by their owner.
-    usage = usage_line(state, inventory, provider) if provider.owns_machines else None
+    usage = usage_line(cluster, inventory) if provider.owns_machines else None
     whole = {(row.stopped_by, row.stopped_at) for row in rows}
     stopped_by = None
     if rows and all(row.state == NodeState.STOPPED for row in rows) and len(whole) == 1:
@@ -129,15 +127,13 @@ def report(state: ClusterState) -> ClusterReport:
     )
 
 
-def usage_line(state: ClusterState, inventory: Inventory, provider: Provider) -> str:
+def usage_line(cluster: Cluster, inventory: Inventory) -> str:
     """`spend so far: $12.30 (10.0 node-hours running, 2.0 stopped); stopped: $0.03/h`:
     node-hours from the state dir's record, priced where the provider knows prices."""
-    running, stopped = node_hours(record_usage(state, inventory))
+    running, stopped = node_hours(record_usage(cluster, inventory))
     hours = f"{running:.1f} node-hours running, {stopped:.1f} stopped"
-    try:
-        rates = provider.hourly_rates()
-    except StateError:
-        rates = None
+    applied = cluster.applied
+    rates = cluster.provider.hourly_rates() if applied is not None else None
     if rates is None:
         return f"usage so far: {hours} (no prices for this provider)"
     spend = running * rates.running + stopped * rates.stopped
@@ -146,23 +142,21 @@ def usage_line(state: ClusterState, inventory: Inventory, provider: Provider) ->
 
 
 def _autostop(
-    state: ClusterState, inventory: Inventory, rows: list[NodeStatus]
+    cluster: Cluster, inventory: Inventory, rows: list[NodeStatus]
 ) -> tuple[str | None, str | None]:
     """The autostop settings in force, and why the head's watcher is not active when it
     should be (the head runs and answers, yet no fresh heartbeat)."""
-    try:
-        spec = applied_spec(state).spec
-    except StateError:
+    applied = cluster.applied
+    if applied is None:
         return None, None
-    in_force = autostop.settings_in_force(state, spec)
+    in_force = autostop.settings_in_force(cluster.state, applied.spec)
     if in_force is None:
         return None, None
     settings = autostop.describe(in_force)
     head = next((row for row in rows if row.name == inventory.head.name), None)
     if head is None or not head.reachable:
         return settings, None
-    with open_pool(state, inventory) as pool:
-        watcher = autostop.watcher_state(pool, inventory.head, state.name)
+    watcher = autostop.watcher_state(cluster.pool(), inventory.head, cluster.name)
     if watcher.active:
         return f"{settings} (idle for {watcher.idle_for:.0f}s)", None
     return settings, f"autostop is not active: {watcher.problem}"

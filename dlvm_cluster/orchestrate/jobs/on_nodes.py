@@ -8,9 +8,12 @@ import tarfile
 from collections.abc import Sequence
 
 from dlvm_cluster.errors import RemoteError
-from dlvm_cluster.inventory import Inventory, Node
+from dlvm_cluster.inventory import Inventory, Node, node_rank
 from dlvm_cluster.launch.environment import node_environment
 from dlvm_cluster.launch.plan import HostFile, LaunchPlan
+from dlvm_cluster.launch.planners import plan_launch
+from dlvm_cluster.orchestrate.cluster.context import Cluster
+from dlvm_cluster.orchestrate.jobs.store import JobRecord
 from dlvm_cluster.remote import jobcontrol
 from dlvm_cluster.remote.connection import Connection
 from dlvm_cluster.remote.pool import SshPool, for_each_node, run_everywhere
@@ -92,3 +95,32 @@ def stop_job(
 
     results = for_each_node(pool, nodes, one, lambda node, error: error)
     return {node.name: result for node, result in zip(nodes, results, strict=True)}
+
+
+def join_running_job(
+    cluster: Cluster, loaded: LoadedSpec, record: JobRecord, names: Sequence[str]
+) -> list[str]:
+    """Start a running elastic job's launcher on the named nodes, which `scale` added or a
+    recovery made anew: the job's other nodes get its new hostfile first (horovodrun's
+    discovery on the head reads it; a replaced node may have a new address), then the
+    arriving nodes get it and their launches, and join the job's next rendezvous. The job's
+    record gains them (its `nodes` only, under the record's lock); the names that joined."""
+    job = loaded.spec.job
+    assert job is not None
+    inventory = cluster.require_inventory()
+    plan = plan_launch(
+        job, inventory, job_id=record.id, port=record.port, spec_env=env_names(loaded)
+    )
+    arriving = set(names)
+    pool = cluster.pool()
+    write_job_files(pool, plan, [node for node in inventory.nodes if node.name not in arriving])
+    start_on_nodes(
+        pool, inventory, loaded, plan, [node for node in inventory.nodes if node.name in arriving]
+    )
+    launched = {launch.node.name for launch in plan.launches} & arriving
+
+    def add(stored: JobRecord) -> None:
+        stored.nodes = sorted({*stored.nodes, *launched}, key=lambda n: node_rank(n) or 0)
+
+    cluster.jobs.update(record.id, add)
+    return sorted(launched, key=lambda n: node_rank(n) or 0)

@@ -5,9 +5,12 @@ the supervisor itself read and write."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import re
 import signal
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ from dlvm_cluster.errors import UsageError
 from dlvm_cluster.state import ClusterState, private_dir
 
 SUPERVISOR_EXIT_WAIT = 120.0  # seconds `cancel` lets a supervisor finish the step it is in
+JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # launch.plan.new_job_id makes these
 
 
 @dataclass
@@ -46,29 +50,6 @@ class JobRecord:
         return self.state in ("running", "recovering")
 
 
-def _jobs_dir(state: ClusterState) -> Path:
-    return state.root / "jobs"
-
-
-def job_spec_path(state: ClusterState, job_id: str) -> Path:
-    """The spec a job was launched with (a detached supervisor relaunches from it)."""
-    return private_dir(_jobs_dir(state)) / f"{job_id}.spec"
-
-
-def _cancel_flag(state: ClusterState, job_id: str) -> Path:
-    return _jobs_dir(state) / f"{job_id}.cancel"
-
-
-def request_cancel(state: ClusterState, job_id: str) -> None:
-    """Tell the job's supervisor, wherever it is in its loop, to stop and not relaunch."""
-    private_dir(_jobs_dir(state))
-    _cancel_flag(state, job_id).touch(mode=0o600)
-
-
-def cancel_requested(state: ClusterState, job_id: str) -> bool:
-    return _cancel_flag(state, job_id).exists()
-
-
 def process_identity(pid: int) -> str:
     """`PID:START` (start time in clock ticks since boot): a pid reused by another process
     later does not match. '' when no such process runs."""
@@ -84,32 +65,97 @@ def supervisor_alive(record: JobRecord) -> bool:
     return pid.isdigit() and process_identity(int(pid)) == record.supervisor
 
 
-def save_job(state: ClusterState, record: JobRecord) -> None:
-    directory = private_dir(_jobs_dir(state))
-    state.write_json(directory / f"{record.id}.json", asdict(record))
+class JobStore:
+    """The cluster's job records, one file each (jobs/<id>.json): read one at a time, and
+    changed only under that record's lock (`update`), so that two writers (`scale` and the
+    supervisor, `cancel` and the supervisor) never lose each other's change."""
 
+    def __init__(self, state: ClusterState) -> None:
+        self.state = state
 
-def list_jobs(state: ClusterState) -> list[JobRecord]:
-    directory = _jobs_dir(state)
-    if not directory.exists():
-        return []
-    records = [JobRecord(**state.read_json(path)) for path in sorted(directory.glob("*.json"))]
-    return sorted(records, key=lambda record: record.started)
+    def _path(self, job_id: str) -> Path:
+        if not JOB_ID.fullmatch(job_id):  # an id from the command line names no other file
+            raise UsageError(
+                f"no job {job_id!r} on cluster {self.state.name!r}",
+                hint="`dlvm status` lists the cluster's jobs",
+            )
+        return self.state.job_record(job_id)
 
+    def create(self, record: JobRecord) -> None:
+        """Record a new job."""
+        private_dir(self.state.jobs_dir)
+        self.state.write_json(self._path(record.id), asdict(record))
 
-def find_job(state: ClusterState, job_id: str | None) -> JobRecord:
-    records = list_jobs(state)
-    if not records:
-        raise UsageError(f"cluster {state.name!r} has no jobs", hint="start one with `dlvm launch`")
-    if job_id is None:
+    def get(self, job_id: str) -> JobRecord:
+        """The job's record as it is now (one file read)."""
+        data = self.state.read_json(self._path(job_id))
+        if not data:
+            raise UsageError(
+                f"no job {job_id!r} on cluster {self.state.name!r}",
+                hint="jobs: " + ", ".join(r.id for r in self.all()[-5:]),
+            )
+        return JobRecord(**data)
+
+    def all(self) -> list[JobRecord]:
+        """Every job, oldest first."""
+        directory = self.state.jobs_dir
+        if not directory.exists():
+            return []
+        records = [
+            JobRecord(**self.state.read_json(path)) for path in sorted(directory.glob("*.json"))
+        ]
+        return sorted(records, key=lambda record: record.started)
+
+    def find(self, job_id: str | None) -> JobRecord:
+        """The job named on the command line, or the latest one."""
+        if job_id is not None:
+            return self.get(job_id)
+        records = self.all()
+        if not records:
+            raise UsageError(
+                f"cluster {self.state.name!r} has no jobs", hint="start one with `dlvm launch`"
+            )
         return records[-1]
-    for record in records:
-        if record.id == job_id:
+
+    @contextlib.contextmanager
+    def _locked(self, job_id: str) -> Iterator[None]:
+        private_dir(self.state.jobs_dir)
+        fd = os.open(self.state.job_lock(job_id), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def update(self, job_id: str, change: Callable[[JobRecord], None]) -> JobRecord:
+        """Read the record, apply `change` to it and write it back, all under the record's
+        lock: each writer changes only its own fields of the record as it is now. The
+        record as written."""
+        with self._locked(job_id):
+            record = self.get(job_id)
+            change(record)
+            self.state.write_json(self._path(job_id), asdict(record))
             return record
-    raise UsageError(
-        f"no job {job_id!r} on cluster {state.name!r}",
-        hint="jobs: " + ", ".join(r.id for r in records[-5:]),
-    )
+
+    def request_cancel(self, job_id: str) -> None:
+        """Tell the job's supervisor, wherever it is in its loop, to stop and not relaunch."""
+        private_dir(self.state.jobs_dir)
+        self.state.job_cancel(job_id).touch(mode=0o600)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return self.state.job_cancel(job_id).exists()
+
+    def spec_path(self, job_id: str) -> Path:
+        """The spec a job was launched with (a detached supervisor relaunches from it)."""
+        private_dir(self.state.jobs_dir)
+        return self.state.job_spec(job_id)
+
+    def stop_supervisors(self) -> None:
+        """For `down`: every job's supervisor stops before the nodes go."""
+        for record in self.all():
+            if supervisor_alive(record):
+                self.request_cancel(record.id)
+                wait_for_supervisor(record)
 
 
 def wait_for_supervisor(record: JobRecord, wait: float = SUPERVISOR_EXIT_WAIT) -> None:
@@ -128,11 +174,3 @@ def wait_for_supervisor(record: JobRecord, wait: float = SUPERVISOR_EXIT_WAIT) -
                 os.kill(int(record.supervisor.partition(":")[0]), escalation.pop(0))
             deadline = time.monotonic() + wait
         time.sleep(0.2)
-
-
-def stop_supervisors(state: ClusterState) -> None:
-    """For `down`: every job's supervisor stops before the nodes go."""
-    for record in list_jobs(state):
-        if supervisor_alive(record):
-            request_cancel(state, record.id)
-            wait_for_supervisor(record)

@@ -21,6 +21,11 @@ At the first failure the job is stopped on every node at once (whole process tre
 - the job is relaunched under the same id, appending to its logs; the script resumes from its
   checkpoint.
 
+What happens after a failure is decided by policy.py (a pure function of what was seen);
+following one run is follow.py. The supervisor shares the command's `Cluster` (one SSH pool
+for the follows, the checks, the replacement's setup and the relaunch) and changes only its
+own fields of the job's record, under the record's lock (`scale` changes its nodes).
+
 Every step is an event in the job's record (`status --json`, `logs`) and in its local
 events.log.
 """
@@ -28,75 +33,55 @@ events.log.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from dlvm_cluster import providers, secret_env
+from dlvm_cluster import secret_env
 from dlvm_cluster.errors import DlvmError, RemoteError, UsageError
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.launch.plan import elastic_range, random_port
 from dlvm_cluster.launch.planners import plan_launch
 from dlvm_cluster.orchestrate.check.run import require_healthy
+from dlvm_cluster.orchestrate.cluster.context import Cluster
 from dlvm_cluster.orchestrate.cluster.files import install_secrets, push_files
-from dlvm_cluster.orchestrate.cluster.power import provider_of, stop_marks
+from dlvm_cluster.orchestrate.cluster.power import stop_marks
 from dlvm_cluster.orchestrate.cluster.prepare import converge_request, prepare_nodes, with_storage
-from dlvm_cluster.orchestrate.cluster.reach import ssh_reach
-from dlvm_cluster.orchestrate.cluster.records import (
-    applied_spec,
-    open_pool,
-    require_inventory,
-    save_inventory,
-    scaled_count,
+from dlvm_cluster.orchestrate.jobs import policy
+from dlvm_cluster.orchestrate.jobs.follow import (
+    STOP_GRACE,
+    RunEnd,
+    Stopper,
+    failure_text,
+    hang_seconds,
 )
-from dlvm_cluster.orchestrate.jobs.on_nodes import env_names, start_on_nodes, stop_job
-from dlvm_cluster.orchestrate.jobs.store import JobRecord, cancel_requested, find_job, save_job
+from dlvm_cluster.orchestrate.jobs.on_nodes import (
+    env_names,
+    join_running_job,
+    start_on_nodes,
+    stop_job,
+)
+from dlvm_cluster.orchestrate.jobs.store import JobRecord
 from dlvm_cluster.progress import Progress
-from dlvm_cluster.providers.base import NodeState, Provider
+from dlvm_cluster.providers.base import NodeState
 from dlvm_cluster.providers.kind import Feature
 from dlvm_cluster.remote import jobcontrol
 from dlvm_cluster.remote.fanout import Cancellation, run_on_nodes
-from dlvm_cluster.remote.pool import SshPool
 from dlvm_cluster.remote.results import CommandResult, GroupResult
 from dlvm_cluster.spec.model import LoadedSpec
-from dlvm_cluster.state import ClusterState, private_dir
+from dlvm_cluster.state import EVENTS_LOG, private_dir
 
-# For tests only: the hang timeout in seconds, instead of the cluster file's minutes.
-HANG_SECONDS_ENV = "DLVM_HANG_TIMEOUT_SECONDS"
 WATCH_STEP = 0.5  # seconds between looks at the cancel request and the output clock
 PROVIDER_POLL = 2.0  # seconds between asking the provider how the machines are
-STOP_GRACE = 5.0  # SIGTERM, then SIGKILL after this many seconds
 SCALE_RECORD_WAIT = 15.0  # seconds `scale` may take from stopping a node's job to recording it
 REPLACE_BACKOFF = (5.0, 15.0, 30.0, 60.0, 120.0)  # seconds before each new try to replace
-EVENTS_LOG = "events.log"
-SUPERVISOR_LOG = "supervisor.log"
+# The record's fields the supervisor owns; `nodes` it writes only when it relaunches.
+OWN_FIELDS = ("state", "ended", "exit_codes", "restarts", "recoveries", "port", "supervisor")
 
 
 class JobCancelled(Exception):
     """`cancel` (or `down`) asked the supervisor to stop."""
-
-
-@dataclass
-class RunEnd:
-    """How one run of the job ended."""
-
-    result: GroupResult
-    reason: str = ""  # why the watcher stopped it ('' when a node's own end did)
-    lost: dict[str, str] = field(default_factory=dict)  # node -> what the provider says
-    hung: bool = False
-    survivors_running: bool = False  # elastic: only lost nodes failed; the others train on
-    rescaled: bool = False  # `scale` changed the job's nodes: follow the new set
-
-
-def hang_seconds(minutes: int | None) -> float | None:
-    override = os.environ.get(HANG_SECONDS_ENV, "")
-    if override:
-        return float(override)
-    return None if minutes is None else minutes * 60.0
 
 
 class Supervisor:
@@ -104,23 +89,22 @@ class Supervisor:
 
     def __init__(
         self,
-        state: ClusterState,
+        cluster: Cluster,
         record: JobRecord,
         loaded: LoadedSpec,
         progress: Progress,
         redact: Callable[[str], str],
-        *,
-        provider: Provider | None = None,
     ) -> None:
-        """`provider`: the cluster's, unless given (tests hand one with its API and Terraform)."""
         assert loaded.spec.job is not None
-        self.state = state
+        self.cluster = cluster
+        self.state = cluster.state
+        self.jobs = cluster.jobs
         self.record = record
         self.loaded = loaded
         self.job = loaded.spec.job
         self.progress = progress
         self.redact = redact
-        self.provider = provider or provider_of(state)
+        self.provider = cluster.provider
         self._resume_pending = False
         self._follow_from_now: set[str] = set()  # elastic survivors: their log was shown
         self._lock = threading.Lock()
@@ -128,26 +112,38 @@ class Supervisor:
     # -- records and events -------------------------------------------------------------
 
     def check_cancel(self) -> None:
-        if cancel_requested(self.state, self.record.id):
+        if self.jobs.cancel_requested(self.record.id):
             raise JobCancelled
 
-    def save(self) -> None:
-        """Save the record, unless the job was cancelled meanwhile (then stop here)."""
+    def save(self, *, nodes: bool = False, event: dict[str, object] | None = None) -> None:
+        """Write the supervisor's own fields of the record (with `nodes`: the job's nodes
+        too; with `event`: one more event) into the record as it is now, unless the job was
+        cancelled meanwhile (then stop here)."""
+        mine = self.record
+        fields = (*OWN_FIELDS, "nodes") if nodes else OWN_FIELDS
+
+        def change(stored: JobRecord) -> None:
+            for name in fields:
+                setattr(stored, name, getattr(mine, name))
+            if event is not None:
+                stored.events.append(event)
+
         with self._lock:
             self.check_cancel()
-            save_job(self.state, self.record)
+            self.jobs.update(mine.id, change)
 
     def event(self, text: str, *, at: float | None = None) -> None:
         """One step of the supervision (that happened `at`, default now): in the record, the
         local events log, and shown."""
         now = time.time() if at is None else at
+        entry: dict[str, object] = {"time": round(now, 3), "text": text}
         with self._lock:
-            self.record.events.append({"time": round(now, 3), "text": text})
+            self.record.events.append(entry)
             folder = private_dir(Path(self.record.local_logs))
             with open(folder / EVENTS_LOG, "a", encoding="utf-8") as log:
                 log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(now))} {text}\n")
         self.progress.note(f"job {self.record.id}: {text}")
-        self.save()
+        self.save(event=entry)
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -188,27 +184,41 @@ class Supervisor:
         """An unexpected error ends the supervision: the job is stopped where it runs (as
         far as can be) and recorded failed, so that nothing is left unsupervised."""
         with contextlib.suppress(Exception):
-            inventory = require_inventory(self.state)
-            with open_pool(self.state, inventory) as pool:
-                stop_job(pool, inventory.nodes, self.record.id, grace=STOP_GRACE)
+            inventory = self._inventory()
+            stop_job(self.cluster.pool(), inventory.nodes, self.record.id, grace=STOP_GRACE)
         self.record.state, self.record.ended = "failed", time.time()
-        with contextlib.suppress(Exception):
-            self.record.events.append(
-                {"time": round(time.time(), 3), "text": f"the supervisor failed: {why}"}
-            )
-        save_job(self.state, self.record)
+        entry: dict[str, object] = {
+            "time": round(time.time(), 3),
+            "text": f"the supervisor failed: {why}",
+        }
+
+        def failed(stored: JobRecord) -> None:
+            stored.state, stored.ended = "failed", self.record.ended
+            stored.events.append(entry)
+
+        self.record.events.append(entry)
+        self.jobs.update(self.record.id, failed)
 
     def _cancelled(self) -> None:
-        inventory = require_inventory(self.state)
-        with open_pool(self.state, inventory) as pool:
-            stop_job(pool, inventory.nodes, self.record.id, grace=STOP_GRACE)
+        self.cluster.forget_records()
+        inventory = self.cluster.require_inventory()
+        stop_job(self.cluster.pool(), inventory.nodes, self.record.id, grace=STOP_GRACE)
         self.record.state, self.record.ended = "cancelled", time.time()
-        save_job(self.state, self.record)
+
+        def cancelled(stored: JobRecord) -> None:
+            stored.state, stored.ended = "cancelled", stored.ended or self.record.ended
+
+        self.jobs.update(self.record.id, cancelled)
+
+    def _inventory(self) -> Inventory:
+        """The recorded nodes as they are now (`scale` or `up` may have changed them)."""
+        self.cluster.forget_records()
+        return self.cluster.require_inventory()
 
     def _watch(self) -> RunEnd:
         """Follow the job on its nodes until it ends or the watcher stops it; when it did
         not succeed, stop it on every node before returning."""
-        inventory = require_inventory(self.state)
+        inventory = self._inventory()
         nodes = inventory.select(",".join(self.record.nodes))
         cancel = Cancellation()
         end = RunEnd(GroupResult(()))
@@ -239,7 +249,7 @@ class Supervisor:
             hang = hang_seconds(self.job.hang_timeout_minutes)
             asked = 0.0
             while not done.wait(WATCH_STEP):
-                if cancel_requested(self.state, self.record.id):
+                if self.jobs.cancel_requested(self.record.id):
                     trip("cancelled")
                     return
                 if set(self._nodes_on_record()) != followed:
@@ -267,48 +277,48 @@ class Supervisor:
                 stopper.now()
 
         followed = {node.name for node in nodes}
-        with open_pool(self.state, inventory) as pool:
-            stopper = _Stopper(pool, nodes, self.record.id)
-            watcher = threading.Thread(target=watch, daemon=True)
-            watcher.start()
-            try:
-                end.result = run_on_nodes(
-                    pool,
-                    nodes,
-                    lambda node: jobcontrol.follow(
-                        inventory.cluster,
-                        self.record.id,
-                        from_now=node.name in self._follow_from_now,
-                    ),
-                    sink=sink,
-                    log_dir=private_dir(Path(self.record.local_logs)),
-                    fail_fast=True,
-                    redact=self.redact,
-                    cancel=cancel,
-                    on_done=ended,
-                )
-            finally:
-                done.set()
-                watcher.join()
-            end.reason = cancel.reason if cancel.is_set() and not end.result.first_failed else ""
-            if end.result.ok and not end.reason:
-                return end
-            self._follow_from_now = set()
-            if end.rescaled or (not stopper.started and self._left_by_scale(end.result)):
-                current = self._nodes_on_record()
-                self._follow_from_now = {name for name in followed if name in current}
-                self.record.nodes = current
-                self.event(f"nodes changed by scale: following {', '.join(current)}")
-                end.rescaled = True
-                return end
-            if not stop_early and not stopper.started and self._survivors_go_on(end, nodes):
-                self.event(f"failure: {end.reason or _failure(end.result)}")
-                return end
-            stopped = stopper.wait()
+        pool = self.cluster.pool()
+        stopper = Stopper(pool, nodes, self.record.id)
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            end.result = run_on_nodes(
+                pool,
+                nodes,
+                lambda node: jobcontrol.follow(
+                    inventory.cluster,
+                    self.record.id,
+                    from_now=node.name in self._follow_from_now,
+                ),
+                sink=sink,
+                log_dir=private_dir(Path(self.record.local_logs)),
+                fail_fast=True,
+                redact=self.redact,
+                cancel=cancel,
+                on_done=ended,
+            )
+        finally:
+            done.set()
+            watcher.join()
+        end.reason = cancel.reason if cancel.is_set() and not end.result.first_failed else ""
+        if end.result.ok and not end.reason:
+            return end
+        self._follow_from_now = set()
+        if end.rescaled or (not stopper.started and self._left_by_scale(end.result)):
+            current = self._nodes_on_record()
+            self._follow_from_now = {name for name in followed if name in current}
+            self.record.nodes = current
+            self.event(f"nodes changed by scale: following {', '.join(current)}")
+            end.rescaled = True
+            return end
+        if not stop_early and not stopper.started and self._survivors_go_on(end, nodes):
+            self.event(f"failure: {end.reason or failure_text(end.result)}")
+            return end
+        stopped = stopper.wait()
         self.check_cancel()
         self.record.state = "recovering"
         self.record.exit_codes = {r.node: r.exit_code for r in end.result.results}
-        self.event(f"failure: {end.reason or _failure(end.result)}", at=stopper.detected)
+        self.event(f"failure: {end.reason or failure_text(end.result)}", at=stopper.detected)
         left = [name for name, problem in stopped.items() if problem]
         self.event(
             f"job stopped on {len(nodes) - len(left)} node(s)"
@@ -331,17 +341,18 @@ class Supervisor:
 
     def _lost_nodes(self, end: RunEnd) -> dict[str, str]:
         """The job's nodes that are gone: as the provider says, or not answering SSH."""
-        inventory = require_inventory(self.state)
+        inventory = self._inventory()
         nodes = inventory.select(",".join(self.record.nodes))
         lost = dict(end.lost) or self.provider_lost(inventory, nodes)
-        subset = dataclasses.replace(inventory, nodes=tuple(nodes))
-        for name in ssh_reach(self.state).unreachable(subset):
+        subset = self.cluster.subset([node.name for node in nodes])
+        for name in self.cluster.reach().unreachable(subset):
             lost.setdefault(name, "unreachable over SSH")
         return lost
 
     def _nodes_on_record(self) -> list[str]:
-        """The job's nodes as its record says now (`scale` adds and removes nodes there)."""
-        return find_job(self.state, self.record.id).nodes
+        """The job's nodes as its record says now (`scale` adds and removes nodes there):
+        one file read."""
+        return self.jobs.get(self.record.id).nodes
 
     def _left_by_scale(self, result: GroupResult) -> bool:
         """Whether the run ended because `scale` stopped the job on a node it removes (the
@@ -350,52 +361,65 @@ class Supervisor:
         if first is None or first.error or first.exit_code != 255:
             return False
         deadline = time.monotonic() + SCALE_RECORD_WAIT
-        while time.monotonic() < deadline and not cancel_requested(self.state, self.record.id):
+        while time.monotonic() < deadline and not self.jobs.cancel_requested(self.record.id):
             if first.node not in self._nodes_on_record():
                 return True
             time.sleep(WATCH_STEP)
         return False
 
     def _survivors_go_on(self, end: RunEnd, nodes: Sequence[Node]) -> bool:
-        """Elastic: whether the job runs on without the lost nodes (the head, which hosts
-        the rendezvous, is not among them, and MIN nodes are left); then they are replaced
-        and join it, and its survivors' follows go on from the current end of their logs."""
+        """Elastic: whether the job runs on without the lost nodes (policy.survivors_go_on);
+        then they are replaced and join it, and its survivors' follows go on from the
+        current end of their logs."""
         span = elastic_range(self.job)
-        if span is None or cancel_requested(self.state, self.record.id):
+        if span is None or self.jobs.cancel_requested(self.record.id):
             return False
         end.lost = self._lost_nodes(end)
-        survivors = [node.name for node in nodes if node.name not in end.lost]
-        if not end.lost or nodes[0].name in end.lost or len(survivors) < span[0]:
+        names = [node.name for node in nodes]
+        if not policy.survivors_go_on(span, names, end.lost):
             return False
         end.survivors_running = True
-        self._follow_from_now = set(survivors)
+        self._follow_from_now = {name for name in names if name not in end.lost}
         return True
 
     def _recover(self, end: RunEnd) -> None:
-        self._end_if_powered_off_on_purpose()
-        if end.survivors_running:
-            names = sorted(end.lost)
-            for name in names:
-                self.event(f"node lost: {name} ({end.lost[name]}); the job runs on without it")
-            self._require_replace(names, end)
-            self._replace(names)
+        """Carry out policy.decide's step after a run that did not succeed."""
+        powered_off = self.powered_off_on_purpose()
+        lost = {} if powered_off else (end.lost if end.survivors_running else self._lost_nodes(end))
+        action = policy.decide(
+            policy.RunSeen(
+                powered_off=powered_off,
+                lost=lost,
+                survivors_running=end.survivors_running,
+                on_node_loss=self.job.on_node_loss,
+                restarts=self.record.restarts,
+                max_restarts_on_error=self.job.max_restarts_on_error,
+                replace_refusal=self.replace_refusal(),
+            )
+        )
+        if isinstance(action, policy.EndPoweredOff):
+            self._end_powered_off(action.why)
+        for name in sorted(lost):
+            runs_on = "; the job runs on without it" if isinstance(action, policy.Join) else ""
+            self.event(f"node lost: {name} ({lost[name]}){runs_on}")
+        if isinstance(action, policy.Fail):
+            self._fail(action.why, end)
+        if isinstance(action, policy.Join):
+            self._replace(list(action.names))
             self.record.recoveries += 1
-            self._join(names)
+            self._join(list(action.names))
             return
-        lost = self._lost_nodes(end)
-        if lost:
-            for name, why in lost.items():
-                self.event(f"node lost: {name} ({why})")
-            if self.job.on_node_loss == "fail":
-                self._fail(f"node(s) lost: {', '.join(lost)}; on_node_loss is fail", end)
-            self._require_replace(sorted(lost), end)
-            self._replace(sorted(lost))
+        if isinstance(action, policy.ReplaceAndRestart):
+            self._replace(list(action.names))
             self.record.recoveries += 1
             self.check_after_recovery()
-        elif self.record.restarts >= self.job.max_restarts_on_error:
-            self._fail("", end)
         self.record.restarts += 1
         self._relaunch()
+
+    def replace_refusal(self) -> str:
+        """The kind's words when it cannot make machines again (ssh), else ""."""
+        cannot = self.cluster.lacking(Feature.REPLACE)
+        return "" if cannot is None else cannot.message
 
     def powered_off_on_purpose(self) -> str:
         """Which of the job's nodes was powered off on purpose (`dlvm stop`, autostop,
@@ -403,18 +427,14 @@ class Supervisor:
         supervisor must not undo by replacing the node. The mark is read whatever the
         machine's state: a node records it before its processes end, so it is there before
         the provider can call the node stopped (a machine that vanished has none)."""
-        inventory = require_inventory(self.state)
-        marks = stop_marks(self.state, inventory)
+        marks = stop_marks(self.cluster, self._inventory())
         for name in self.record.nodes:
             mark = marks.get(name)
             if mark is not None and mark.at >= self.record.started:
                 return f"{name} was powered off by {mark.by}"
         return ""
 
-    def _end_if_powered_off_on_purpose(self) -> None:
-        why = self.powered_off_on_purpose()
-        if not why:
-            return
+    def _end_powered_off(self, why: str) -> None:
         self.event(f"{why}: the job ends with its nodes")
         self.record.state, self.record.ended = "cancelled", time.time()
         self.save()
@@ -431,7 +451,7 @@ class Supervisor:
             return
         self.event("checking the cluster before the relaunch")
         try:
-            require_healthy(self.state, self.progress)
+            require_healthy(self.cluster, self.progress)
         except Exception as exc:  # whatever a node made the check raise is a failed check
             why = exc.message if isinstance(exc, DlvmError) else f"{type(exc).__name__}: {exc}"
             self.record.state, self.record.ended = "failed", time.time()
@@ -461,17 +481,11 @@ class Supervisor:
             hint=f"full logs: dlvm logs {self.state.name} {self.record.id}",
         )
 
-    def _require_replace(self, names: list[str], end: RunEnd) -> None:
-        """A provider that cannot make machines (ssh) fails the job, in its own words."""
-        cannot = providers.lacking(self.loaded.spec.provider.kind, Feature.REPLACE)
-        if cannot is not None:
-            self._fail(cannot.message.format(names=", ".join(names)), end)
-
     def _replace(self, names: list[str]) -> None:
         """Replace the lost nodes alone and set them up; retried with backoff until it works
         or the job is cancelled (a request the provider refuses outright fails the job)."""
-        applied = applied_spec(self.state)
-        before = require_inventory(self.state)
+        applied = self.cluster.require_applied()
+        before = self._inventory()
         old_ids = {
             node.name: self.provider.provider_id(node)
             for node in before.nodes
@@ -480,9 +494,9 @@ class Supervisor:
         for attempt in range(1, 1_000_000):
             self.check_cancel()
             try:
-                with self.state.lock("recover"):
-                    inventory = self.replace_machines(applied, names, old_ids)
-                    self._set_up(inventory, applied, names)
+                with self.cluster.lock("recover"):
+                    self.replace_machines(applied, names, old_ids)
+                    self._set_up(applied, names)
                 self.event(f"setup done on {', '.join(names)}")
                 return
             except UsageError:
@@ -499,9 +513,9 @@ class Supervisor:
         self, applied: LoadedSpec, names: list[str], old_ids: dict[str, str]
     ) -> Inventory:
         """The provider remakes the named nodes' machines alone; the new inventory, recorded."""
-        request = converge_request(applied, self.state, self.progress)
+        request = converge_request(self.cluster, applied, self.progress)
         inventory = with_storage(self.provider.replace_nodes(request, names), applied.spec)
-        save_inventory(self.state, inventory)
+        self.cluster.save_inventory(inventory)
         for node in inventory.nodes:
             if node.name in names:
                 self.event(
@@ -511,18 +525,16 @@ class Supervisor:
                 )
         return inventory
 
-    def _set_up(self, inventory: Inventory, applied: LoadedSpec, names: list[str]) -> None:
+    def _set_up(self, applied: LoadedSpec, names: list[str]) -> None:
         """Keys, mesh, secrets, storage, files and setup on the new nodes, as `up` does."""
-        new = [node for node in inventory.nodes if node.name in names]
-        with open_pool(self.state, inventory) as pool:
-            scaled = scaled_count(self.state) is not None
-            prepare_nodes(
-                pool, self.state, inventory, applied, self.progress, nodes=new, scaled=scaled
-            )
-            # the job's own spec may name more secrets and files than the applied one
-            install_secrets(pool, self.state, new, secret_env.resolve(self.loaded.spec))
-            if self.loaded.spec.files:
-                push_files(pool, self.loaded, new, self.progress)
+        new = [node for node in self.cluster.require_inventory().nodes if node.name in names]
+        scaled = self.cluster.scaled_count() is not None
+        prepare_nodes(self.cluster, applied, self.progress, nodes=new, scaled=scaled)
+        # the job's own spec may name more secrets and files than the applied one
+        pool = self.cluster.pool()
+        install_secrets(pool, self.state, new, secret_env.resolve(self.loaded.spec))
+        if self.loaded.spec.files:
+            push_files(pool, self.loaded, new, self.progress)
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -531,25 +543,15 @@ class Supervisor:
             time.sleep(min(WATCH_STEP, max(0.0, deadline - time.monotonic())))
 
     def _join(self, names: list[str]) -> None:
-        """Start the elastic job's launcher on the replaced nodes: they join its next
-        rendezvous, as nodes that `scale` adds do."""
+        """The replaced nodes join the running elastic job, as nodes `scale` adds do."""
         self.check_cancel()
-        inventory = require_inventory(self.state)
-        plan = plan_launch(
-            self.job,
-            inventory,
-            job_id=self.record.id,
-            port=self.record.port,
-            spec_env=env_names(self.loaded),
-        )
-        joining = [node for node in inventory.nodes if node.name in names]
-        with open_pool(self.state, inventory) as pool:
-            start_on_nodes(pool, inventory, self.loaded, plan, joining)
+        self._inventory()
+        join_running_job(self.cluster, self.loaded, self.record, names)
         self.event(f"{', '.join(names)} joined the running job")
 
     def _relaunch(self) -> None:
         self.check_cancel()
-        inventory = require_inventory(self.state)
+        inventory = self._inventory()
         port = random_port()
         plan = plan_launch(
             self.job,
@@ -558,55 +560,12 @@ class Supervisor:
             port=port,
             spec_env=env_names(self.loaded),
         )
-        with open_pool(self.state, inventory) as pool:
-            start_on_nodes(pool, inventory, self.loaded, plan, inventory.nodes)
+        start_on_nodes(self.cluster.pool(), inventory, self.loaded, plan, inventory.nodes)
         self.record.port = port
         self.record.nodes = [launch.node.name for launch in plan.launches]
         self.record.state = "running"
         self._resume_pending = True
+        self.save(nodes=True)
         self.event(
             f"restart {self.record.restarts}: relaunched on {len(self.record.nodes)} node(s)"
         )
-
-
-class _Stopper:
-    """Stops the job on every node, once, from the moment the first failure is seen: in a
-    thread of its own, while the follows of the other nodes are still being wound down."""
-
-    def __init__(self, pool: SshPool, nodes: Sequence[Node], job_id: str) -> None:
-        self.pool, self.nodes, self.job_id = pool, nodes, job_id
-        self.detected = 0.0
-        self.finished = 0.0
-        self.problems: dict[str, str] = {}
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def started(self) -> bool:
-        return self._thread is not None
-
-    def now(self) -> None:
-        with self._lock:
-            if self._thread is not None:
-                return
-            self.detected = time.time()
-            self._thread = threading.Thread(target=self._stop, daemon=True)
-            self._thread.start()
-
-    def _stop(self) -> None:
-        self.problems = stop_job(self.pool, self.nodes, self.job_id, grace=STOP_GRACE)
-        self.finished = time.time()
-
-    def wait(self) -> dict[str, str]:
-        """Per node, what is left of the job (as stop_job says); stops it first if needed."""
-        self.now()
-        assert self._thread is not None
-        self._thread.join()
-        return self.problems
-
-
-def _failure(result: GroupResult) -> str:
-    first: CommandResult | None = next(
-        (r for r in result.results if r.node == result.first_failed), None
-    ) or next(iter(result.failed), None)
-    return f"{first.node} failed first: {first.describe()}" if first else "stopped"

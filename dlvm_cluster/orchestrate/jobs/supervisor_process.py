@@ -17,13 +17,14 @@ from types import FrameType
 from dlvm_cluster import secret_env
 from dlvm_cluster.errors import DlvmError
 from dlvm_cluster.inventory import Node
+from dlvm_cluster.orchestrate.cluster.context import Cluster
 from dlvm_cluster.orchestrate.cluster.records import read_spec
-from dlvm_cluster.orchestrate.jobs.store import JobRecord, find_job, job_spec_path, process_identity
-from dlvm_cluster.orchestrate.jobs.supervise import SUPERVISOR_LOG, JobCancelled, Supervisor
+from dlvm_cluster.orchestrate.jobs.store import JobRecord, process_identity
+from dlvm_cluster.orchestrate.jobs.supervise import JobCancelled, Supervisor
 from dlvm_cluster.progress import TerraformEvent
 from dlvm_cluster.remote.agent_process import minimal_environment
 from dlvm_cluster.spec.model import LoadedSpec
-from dlvm_cluster.state import ClusterState, private_dir
+from dlvm_cluster.state import SUPERVISOR_LOG, ClusterState, private_dir
 
 
 class LogProgress:
@@ -79,7 +80,7 @@ def spawn(state: ClusterState, record: JobRecord) -> str:
     (supervisor_environment); its process identity."""
     folder = private_dir(Path(record.local_logs))
     log = os.open(folder / SUPERVISOR_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    env = supervisor_environment(os.environ, read_spec(state, job_spec_path(state, record.id)))
+    env = supervisor_environment(os.environ, read_spec(state, state.job_spec(record.id)))
     try:
         process = subprocess.Popen(
             [
@@ -108,16 +109,16 @@ def main(argv: Sequence[str]) -> int:
     """The detached supervisor, given CLUSTER and JOB."""
     cluster, job_id = argv
     signal.signal(signal.SIGTERM, _terminate)
-    state = ClusterState.for_name(cluster)
-    record = find_job(state, job_id)
+    context = Cluster.named(cluster)
+    record = context.jobs.get(job_id)
     progress = LogProgress(Path(record.local_logs) / SUPERVISOR_LOG)
-    loaded = read_spec(state, job_spec_path(state, job_id))
+    loaded = read_spec(context.state, context.state.job_spec(job_id))
     if loaded is None:
         progress.note(f"no spec recorded for job {job_id}: not supervised")
         return 1
     record.supervisor = process_identity(os.getpid())
     redact = secret_env.redactor(secret_env.resolve(loaded.spec, strict=False))
-    supervisor = Supervisor(state, record, loaded, progress, redact)
+    supervisor = Supervisor(context, record, loaded, progress, redact)
     try:
         supervisor.save()
         supervisor.run()
@@ -133,6 +134,8 @@ def main(argv: Sequence[str]) -> int:
             supervisor.broke(why)
         progress.note(f"job {job_id}: failed: {why}")
         return 1
+    finally:
+        context.close()
     progress.note(f"job {job_id}: succeeded")
     return 0
 

@@ -16,28 +16,18 @@ from collections.abc import Sequence
 
 from dlvm_cluster import secret_env
 from dlvm_cluster.errors import UsageError
-from dlvm_cluster.inventory import Inventory, Node
+from dlvm_cluster.inventory import Node
 from dlvm_cluster.launch.plan import new_job_id, random_port
 from dlvm_cluster.launch.planners import plan_launch
 from dlvm_cluster.orchestrate.check.run import require_healthy
+from dlvm_cluster.orchestrate.cluster.context import Cluster
 from dlvm_cluster.orchestrate.cluster.files import install_secrets, push_files
-from dlvm_cluster.orchestrate.cluster.records import (
-    applied_spec,
-    held_secret_names,
-    open_pool,
-    require_inventory,
-    save_spec,
-)
+from dlvm_cluster.orchestrate.cluster.records import held_secret_names, save_spec
 from dlvm_cluster.orchestrate.jobs import supervise, supervisor_process
 from dlvm_cluster.orchestrate.jobs.on_nodes import env_names, start_on_nodes, stop_job
 from dlvm_cluster.orchestrate.jobs.store import (
     JobRecord,
-    find_job,
-    job_spec_path,
-    list_jobs,
     process_identity,
-    request_cancel,
-    save_job,
     supervisor_alive,
     wait_for_supervisor,
 )
@@ -47,14 +37,13 @@ from dlvm_cluster.remote import jobcontrol
 from dlvm_cluster.remote.command import HELD_SECRETS_TIMEOUT
 from dlvm_cluster.remote.connection import Connection
 from dlvm_cluster.remote.fanout import each_its_own, run_on_nodes
-from dlvm_cluster.remote.pool import SshPool, for_each_node
+from dlvm_cluster.remote.pool import for_each_node
 from dlvm_cluster.remote.results import GroupResult
 from dlvm_cluster.spec.model import LoadedSpec
-from dlvm_cluster.state import ClusterState
 
 
 def launch(
-    state: ClusterState,
+    cluster: Cluster,
     progress: Progress,
     *,
     loaded: LoadedSpec | None = None,
@@ -62,19 +51,20 @@ def launch(
     sync: bool = True,
 ) -> JobRecord:
     """Run the spec's job on the cluster; in the foreground unless `detach`."""
-    inventory = require_inventory(state)
-    loaded = loaded or applied_spec(state)
+    state = cluster.state
+    inventory = cluster.require_inventory()
+    loaded = loaded or cluster.require_applied()
     job = loaded.spec.job
     if job is None:
         raise UsageError(
-            f"the cluster file of {state.name!r} has no job", hint="add a `job:` section"
+            f"the cluster file of {cluster.name!r} has no job", hint="add a `job:` section"
         )
     job_id = new_job_id()
     port = random_port()
     plan = plan_launch(job, inventory, job_id=job_id, port=port, spec_env=env_names(loaded))
     record = JobRecord(
         id=job_id,
-        cluster=state.name,
+        cluster=cluster.name,
         framework=job.framework,
         command=job.command,
         workdir=job.workdir,
@@ -82,70 +72,75 @@ def launch(
         port=port,
         started=time.time(),
         remote_log=f"{jobcontrol.job_dir(inventory.cluster, job_id)}/log",
-        local_logs=str(state.logs_dir / "jobs" / job_id),
+        local_logs=str(state.job_logs(job_id)),
         detached=detach,
     )
     if job.check:  # before anything is pushed or started: a failing cluster gets no job
-        require_healthy(state, progress)
-    with open_pool(state, inventory) as pool:
-        values = secret_env.resolve(loaded.spec)
-        install_secrets(pool, state, inventory.nodes, values)
-        if sync and loaded.spec.files:
-            push_files(pool, loaded, inventory.nodes, progress)
-        progress.stage(f"starting job {job_id} ({job.framework})")
-        start_on_nodes(pool, inventory, loaded, plan, inventory.nodes)
-    save_spec(state, job_spec_path(state, job_id), loaded)
+        require_healthy(cluster, progress)
+    pool = cluster.pool()
+    values = secret_env.resolve(loaded.spec)
+    install_secrets(pool, state, inventory.nodes, values)
+    if sync and loaded.spec.files:
+        push_files(pool, loaded, inventory.nodes, progress)
+    progress.stage(f"starting job {job_id} ({job.framework})")
+    start_on_nodes(pool, inventory, loaded, plan, inventory.nodes)
+    save_spec(state, cluster.jobs.spec_path(job_id), loaded)
     if detach:
+        cluster.close()  # the supervisor process connects on its own
+        cluster.jobs.create(record)  # before its supervisor starts: it reads the record
         record.supervisor = supervisor_process.spawn(state, record)
-        save_job(state, record)
-        return record
+
+        def supervised(stored: JobRecord) -> None:
+            stored.supervisor = stored.supervisor or record.supervisor
+
+        return cluster.jobs.update(record.id, supervised)
     record.supervisor = process_identity(os.getpid())
-    save_job(state, record)
-    return supervise.Supervisor(state, record, loaded, progress, secret_env.redactor(values)).run()
+    cluster.jobs.create(record)
+    return supervise.Supervisor(
+        cluster, record, loaded, progress, secret_env.redactor(values)
+    ).run()
 
 
-def cancel(state: ClusterState, job_id: str | None) -> tuple[JobRecord, dict[str, str]]:
+def cancel(cluster: Cluster, job_id: str | None) -> tuple[JobRecord, dict[str, str]]:
     """Stop the job's supervisor (it finishes the step it is in: a replacement is not left
     half made) and the job's whole process tree on every node, and check none of it is left."""
-    record = find_job(state, job_id)
-    request_cancel(state, record.id)
-    if record.active:
-        record.state, record.ended = "cancelled", time.time()
-        save_job(state, record)
+    jobs = cluster.jobs
+    record = jobs.find(job_id)
+    jobs.request_cancel(record.id)
+    jobs.update(record.id, _mark_cancelled)
     wait_for_supervisor(record)
-    inventory = require_inventory(state)  # read after the supervisor: it may have replaced nodes
-    with open_pool(state, inventory) as pool:
-        problems = stop_job(pool, inventory.nodes, record.id)
-    record = find_job(state, record.id)
-    if record.active:
-        record.state, record.ended = "cancelled", record.ended or time.time()
-        save_job(state, record)
+    cluster.forget_records()  # the supervisor may have replaced nodes meanwhile
+    inventory = cluster.require_inventory()
+    problems = stop_job(cluster.pool(), inventory.nodes, record.id)
+    record = jobs.update(record.id, _mark_cancelled)
     return record, problems
 
 
+def _mark_cancelled(record: JobRecord) -> None:
+    if record.active:
+        record.state, record.ended = "cancelled", record.ended or time.time()
+
+
 def logs(
-    state: ClusterState, job_id: str | None, progress: Progress, *, follow: bool = False
+    cluster: Cluster, job_id: str | None, progress: Progress, *, follow: bool = False
 ) -> JobRecord:
-    record = find_job(state, job_id)
-    inventory = require_inventory(state)
+    record = cluster.jobs.find(job_id)
+    inventory = cluster.require_inventory()
     nodes = inventory.select(",".join(record.nodes))
-    cluster = inventory.cluster
-    command = (
-        jobcontrol.follow(cluster, record.id) if follow else jobcontrol.show_log(cluster, record.id)
-    )
+    name = inventory.cluster
+    command = jobcontrol.follow(name, record.id) if follow else jobcontrol.show_log(name, record.id)
     for event in record.events:
         progress.note(
             f"[dlvm] {time.strftime('%H:%M:%S', time.localtime(event['time']))} {event['text']}"
         )
-    with open_pool(state, inventory) as pool:
-        masking = node_masking(pool, state, inventory, nodes)
-        run_on_nodes(
-            pool,
-            masking.runnable(nodes),
-            lambda node: command,
-            sink=progress.line,
-            redact=masking.redact,
-        )
+    masking = node_masking(cluster, nodes)
+    run_on_nodes(
+        cluster.pool(),
+        masking.runnable(nodes),
+        lambda node: command,
+        sink=progress.line,
+        redact=masking.redact,
+    )
     for node, why in masking.unreadable.items():
         progress.note(
             f"  {node}: log not shown: its secrets could not be read to mask them ({why})"
@@ -153,21 +148,20 @@ def logs(
     return record
 
 
-def node_masking(
-    pool: SshPool, state: ClusterState, inventory: Inventory, nodes: Sequence[Node]
-) -> Masking:
+def node_masking(cluster: Cluster, nodes: Sequence[Node]) -> Masking:
     """What masks the output of `nodes`: the secrets installed on them, as the nodes hold
     them and as the applied spec resolves them here (orchestrate/nodes/masking.py says why both)."""
+    pool = cluster.pool()
 
     def batch(on: Sequence[Node], commands: Sequence[str], sink: LineSink) -> GroupResult:
         return run_on_nodes(
             pool, on, each_its_own(on, commands), sink=sink, timeout=HELD_SECRETS_TIMEOUT
         )
 
-    spec = applied_spec(state).spec
-    names = held_secret_names(state, spec)
+    spec = cluster.require_applied().spec
+    names = held_secret_names(cluster.state, spec)
     local = secret_env.resolve(spec, strict=False)
-    masking = read_masking(inventory, nodes, names, local, batch)
+    masking = read_masking(cluster.require_inventory(), nodes, names, local, batch)
     assert masking is not None  # this batch always runs
     return masking
 
@@ -179,14 +173,14 @@ def exit_code(probed: str) -> int | None:
     return int(found.group(1)) if found and int(found.group(1)) <= 255 else None
 
 
-def refresh_states(state: ClusterState) -> list[JobRecord]:
+def refresh_states(cluster: Cluster) -> list[JobRecord]:
     """Job records with `running` ones checked against the nodes; a job whose supervisor
     runs is as the supervisor says (between a failure and its recovery, no process runs)."""
-    records = list_jobs(state)
+    records = cluster.jobs.all()
     running = [r for r in records if r.active and not supervisor_alive(r)]
     if not running:
         return records
-    inventory = require_inventory(state)
+    inventory = cluster.require_inventory()
     seen: dict[str, dict[str, str]] = {}
 
     def one(connection: Connection) -> str:
@@ -196,16 +190,21 @@ def refresh_states(state: ClusterState) -> list[JobRecord]:
             seen.setdefault(job_id, {})[connection.node.name] = what
         return ""
 
-    with open_pool(state, inventory) as pool:
-        for_each_node(pool, inventory.nodes, one, lambda node, error: error)
+    for_each_node(cluster.pool(), inventory.nodes, one, lambda node, error: error)
     for record in running:
         states = [seen.get(record.id, {}).get(name, "unknown") for name in record.nodes]
         if any(s == "running" for s in states):
             continue
-        record.exit_codes = {
-            name: exit_code(s) for name, s in zip(record.nodes, states, strict=True)
-        }
-        record.state = "succeeded" if all(s == "exit 0" for s in states) else "failed"
-        record.ended = record.ended or time.time()
-        save_job(state, record)
+        exit_codes = {name: exit_code(s) for name, s in zip(record.nodes, states, strict=True)}
+        ended = "succeeded" if all(s == "exit 0" for s in states) else "failed"
+
+        def finish(
+            stored: JobRecord, codes: dict[str, int | None] = exit_codes, ended: str = ended
+        ) -> None:
+            if stored.active and not supervisor_alive(stored):
+                stored.exit_codes, stored.state = codes, ended
+                stored.ended = stored.ended or time.time()
+
+        updated = cluster.jobs.update(record.id, finish)
+        records[records.index(record)] = updated
     return records

@@ -32,6 +32,7 @@ from dlvm_cluster.remote.results import GroupResult
 from dlvm_cluster.state import ClusterState, private_dir
 
 if TYPE_CHECKING:
+    from dlvm_cluster.orchestrate.cluster.context import Cluster
     from dlvm_cluster.remote.fanout import LineSink
     from dlvm_cluster.remote.results import SyncResult
     from dlvm_cluster.spec.model import LoadedSpec
@@ -68,7 +69,7 @@ def _plan_exec(state: ClusterState, command: str, selector: str | None) -> _Exec
         digest="" if agent_client.disabled() else digest,
         secrets=secrets,
         local_secrets=local_secrets,
-        log_dir=state.logs_dir / "exec" / time.strftime("%Y%m%d-%H%M%S"),
+        log_dir=state.exec_logs(time.strftime("%Y%m%d-%H%M%S")),
     )
 
 
@@ -270,12 +271,13 @@ class NodeStatus:
     stopped_at: str = ""  # when, ISO 8601 in local time
 
 
-def status(state: ClusterState) -> tuple[Inventory, list[NodeStatus]]:
+def status(cluster: Cluster) -> tuple[Inventory, list[NodeStatus]]:
+    """Every node, and whether it answers SSH (through the cluster's pool, which keeps the
+    connections for the rest of the command)."""
     from dlvm_cluster.remote.pool import HEALTH_TIMEOUT  # status connects: paramiko is due
 
-    inventory = require_inventory(state)
-    with open_pool(state, inventory) as pool:
-        errors = pool.connect(inventory.nodes, timeout=HEALTH_TIMEOUT)
+    inventory = cluster.require_inventory()
+    errors = cluster.pool().connect(inventory.nodes, timeout=HEALTH_TIMEOUT)
     rows = [
         NodeStatus(
             name=node.name,

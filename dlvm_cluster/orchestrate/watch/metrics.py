@@ -29,7 +29,7 @@ from dlvm_cluster.errors import StateError
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.launch.environment import node_environment
 from dlvm_cluster.orchestrate.cluster.records import applied_spec, open_pool, require_inventory
-from dlvm_cluster.orchestrate.jobs.store import JobRecord, list_jobs
+from dlvm_cluster.orchestrate.jobs.store import JobRecord, JobStore
 from dlvm_cluster.remote import agent_client, node_json
 from dlvm_cluster.remote.command import wrap
 from dlvm_cluster.shell import join
@@ -245,7 +245,7 @@ def probe_command() -> str:
 
 def job_line(state: ClusterState, inventory: Inventory) -> JobLine | None:
     """The running job (else the latest), with the latest step line of its head node."""
-    records = list_jobs(state)
+    records = JobStore(state).all()
     if not records:
         return None
     active = [record for record in records if record.active]

@@ -14,10 +14,11 @@ from pathlib import Path
 
 from dlvm_cluster.errors import DlvmError, StateError
 from dlvm_cluster.orchestrate.cluster import autostop
-from dlvm_cluster.orchestrate.cluster.power import provider_of, taken_down_mark
-from dlvm_cluster.orchestrate.cluster.records import applied_spec, cluster_kind, load_inventory
+from dlvm_cluster.orchestrate.cluster.context import Cluster
+from dlvm_cluster.orchestrate.cluster.power import taken_down_mark
+from dlvm_cluster.orchestrate.cluster.records import cluster_kind
 from dlvm_cluster.orchestrate.cluster.report import usage_line
-from dlvm_cluster.orchestrate.jobs.store import JobRecord, list_jobs
+from dlvm_cluster.orchestrate.jobs.store import JobRecord
 from dlvm_cluster.orchestrate.watch.metrics import log_tail
 from dlvm_cluster.state import ClusterState
 
@@ -64,12 +65,13 @@ class ClusterView:
 def cluster_view(state: ClusterState) -> ClusterView:
     """One cluster as the dashboard shows it; never raises for what it cannot read."""
     kind = cluster_kind(state) or ""
-    inventory = load_inventory(state)
+    cluster = Cluster(state)
+    inventory = cluster.inventory
     if inventory is None:
         return ClusterView(state.name, kind, problem="no nodes recorded (never brought up)")
-    provider = provider_of(state)
+    provider = cluster.provider
     problems = []
-    if taken_down_mark(state, inventory) is not None:
+    if taken_down_mark(cluster, inventory) is not None:
         problems.append("autostop took this cluster down; `dlvm status` finishes removing it")
     try:
         states = {name: str(value) for name, value in provider.node_states(inventory).items()}
@@ -82,17 +84,18 @@ def cluster_view(state: ClusterState) -> ClusterView:
     )
     price = spend = guard = ""
     try:
-        spec = applied_spec(state).spec
+        applied = cluster.applied
     except StateError:
-        spec = None
+        applied = None
+    spec = applied.spec if applied is not None else None
     if spec is not None:
         price = provider.status_price(len(inventory.nodes)) or ""
         in_force = autostop.settings_in_force(state, spec)
         guard = autostop.describe(in_force) if in_force is not None else "off"
     if provider.owns_machines:
-        spend = usage_line(state, inventory, provider)
+        spend = usage_line(cluster, inventory)
     try:
-        jobs = tuple(job_view(record) for record in list_jobs(state)[-RECENT_JOBS:])
+        jobs = tuple(job_view(record) for record in cluster.jobs.all()[-RECENT_JOBS:])
     except (OSError, TypeError, ValueError) as error:
         jobs = ()
         problems.append(f"job records unreadable: {error}")
