@@ -11,6 +11,7 @@ import binascii
 import hashlib
 import ipaddress
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,6 +86,18 @@ def host_key_problem(key: str) -> str:
     return ""
 
 
+def proxy_problem(proxy: tuple[str, ...]) -> str:
+    """Why `proxy` is not a command line fit for an ssh config ("" when it is one): it is run
+    on this machine, so each argument is one line, and the program a plain name or path."""
+    if not proxy:
+        return ""
+    if any(not isinstance(arg, str) or _CONTROL.search(arg) for arg in proxy):
+        return "must be a list of arguments without control characters"
+    if not re.fullmatch(r"[A-Za-z0-9_./+-]+", proxy[0]) or proxy[0].startswith("-"):
+        return "must start with a program name or path"
+    return ""
+
+
 def unsafe_for_ssh_files(text: str) -> bool:
     """Whether `text` holds what would break out of one line of an ssh config or known_hosts
     file (a control character: a newline, a carriage return, ...)."""
@@ -126,10 +139,19 @@ class Node:
     port: int
     user: str
     host_key: str  # "ssh-ed25519 AAAA...", pinned at provisioning
+    # The command that carries the SSH connection, speaking on its stdin and stdout (an ssh
+    # ProxyCommand), as its argument list; empty: connect to ip:port directly.
+    proxy: tuple[str, ...] = ()
 
     @property
     def host_key_fingerprint(self) -> str:
         return fingerprint(self.host_key)
+
+    @property
+    def proxy_command(self) -> str:
+        """The proxy as one ssh_config ProxyCommand line: each argument shell-quoted, `%`
+        doubled (ssh expands %-tokens there); "" when the node is reached directly."""
+        return shlex.join(self.proxy).replace("%", "%%") if self.proxy else ""
 
     @property
     def config_hostname(self) -> str:
@@ -156,6 +178,7 @@ class Node:
             ("ip", host_problem(self.ip)),
             ("user", user_problem(self.user)),
             ("host_key", host_key_problem(self.host_key)),
+            ("proxy", proxy_problem(self.proxy)),
         ]
         for field_name, problem in problems:
             if problem:
@@ -257,7 +280,9 @@ class Inventory:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Inventory:
-        nodes = tuple(Node(**node) for node in data["nodes"])
+        nodes = tuple(
+            Node(**{**node, "proxy": tuple(node.get("proxy", ()))}) for node in data["nodes"]
+        )
         return cls(
             cluster=data["cluster"],
             nodes=nodes,

@@ -14,8 +14,11 @@ dev=false
 packages=(openssh-server openssh-client iproute2 procps util-linux rsync pdsh python3-venv)
 # --dev: Open MPI for mpirun and mpi4py; a C++ compiler with Python's headers for the op
 # DeepSpeed compiles on first use on CPU; and for the Horovod build, cmake, make and MPI's
-# headers (libopenmpi-dev: openmpi-bin has an mpicxx but no mpi.h).
-if $dev; then packages+=(openmpi-bin libopenmpi-dev g++ make cmake python3-dev); fi
+# headers (libopenmpi-dev: openmpi-bin has an mpicxx but no mpi.h); Chromium and its driver,
+# the headless browser the dashboard's tests drive.
+if $dev; then
+  packages+=(openmpi-bin libopenmpi-dev g++ make cmake python3-dev chromium chromium-driver)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

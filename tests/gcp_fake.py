@@ -41,6 +41,10 @@ class FakeCompute:
         self.effects: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {}
         # Flex-start VMs still waiting for capacity: instance path -> reads left while PENDING.
         self.pending_reads: dict[str, int] = {}
+        # The JSON bodies of POST requests, in order: (path, body).
+        self.posted: list[tuple[str, dict[str, Any]]] = []
+        # Run with a POST's body before the route answers (a resize request names itself).
+        self.on_post: dict[str, Callable[[dict[str, Any]], None]] = {}
 
     def clients(self) -> ComputeClients:
         from google.auth.credentials import AnonymousCredentials
@@ -70,8 +74,17 @@ class FakeCompute:
         self.set(path, error_body(status, message, reason, domain), status, method)
 
     def respond(
-        self, method: str, path: str, query: dict[str, list[str]] | None = None
+        self,
+        method: str,
+        path: str,
+        query: dict[str, list[str]] | None = None,
+        body: dict[str, Any] | None = None,
     ) -> Response:
+        if method == "POST":
+            self.posted.append((path, body or {}))
+            hook = self.on_post.get(path)
+            if hook is not None:
+                hook(body or {})
         responses = self.routes.get((method, path))
         listing = _INSTANCE_LIST.fullmatch(path)
         if not responses and method == "GET" and listing:
@@ -234,10 +247,14 @@ class FakeCompute:
         status: str = "READY",
         shared_with: tuple[str, ...] = (),
         template: str = "",
+        deployment_type: str = "",
+        placement_policy: str = "",
     ) -> None:
         """reservations.get of a specific (single-project or shared) reservation: the VM
         properties it holds capacity for (or, made from an instance `template`, that
-        template's link and no properties) and how many of its VMs are in use."""
+        template's link and no properties) and how many of its VMs are in use; a DENSE
+        `deployment_type` and a compact `placement_policy` (name, in the zone's region) as
+        Google reports them for future and calendar-mode reservations."""
         body: dict[str, Any] = {
             "kind": "compute#reservation",
             "id": "4100668622331754141",
@@ -254,6 +271,14 @@ class FakeCompute:
             },
             "shareSettings": {"shareType": "LOCAL"},
         }
+        if deployment_type:
+            body["deploymentType"] = deployment_type
+        if placement_policy:
+            region = zone.rsplit("-", 1)[0]
+            body["resourcePolicies"] = {
+                "policy": f"{API}/projects/{project}/regions/{region}/resourcePolicies/"
+                f"{placement_policy}"
+            }
         if template:
             specific = body["specificReservation"]
             del specific["instanceProperties"]
@@ -445,6 +470,91 @@ class FakeCompute:
         }
 
     # -- Cloud Storage JSON API (objects.list), on the same loopback server ------------------
+    def gang(
+        self,
+        project: str,
+        zone: str,
+        group: str,
+        states: Sequence[str],
+        members: Sequence[str] = (),
+    ) -> None:
+        """A flex-start gang's managed instance group: listManagedInstances answers its
+        `members`; a resize request inserted into it then reads as each of `states` in turn
+        (the last repeats) and, once SUCCEEDED, the VMs it names are members, RUNNING. Its
+        cancel and delete answer an operation."""
+        base = f"projects/{project}/zones/{zone}/instanceGroupManagers/{group}"
+        held = list(members)
+
+        def listing() -> None:
+            self.set(
+                f"{base}/listManagedInstances",
+                {
+                    "managedInstances": [
+                        {
+                            "instance": f"{API}/projects/{project}/zones/{zone}/instances/{name}",
+                            "name": name,
+                            "instanceStatus": "RUNNING",
+                            "currentAction": "NONE",
+                        }
+                        for name in held
+                    ]
+                },
+                method="POST",
+            )
+
+        def inserted(body: dict[str, Any]) -> None:
+            name = body["name"]
+            named = [item["name"] for item in body.get("instances", [])]
+            path = f"{base}/resizeRequests/{name}"
+
+            def request(state: str) -> dict[str, Any]:
+                answer: dict[str, Any] = {
+                    "kind": "compute#instanceGroupManagerResizeRequest",
+                    "name": name,
+                    "state": state,
+                    "requestedRunDuration": body.get("requestedRunDuration", {}),
+                    "zone": f"{API}/projects/{project}/zones/{zone}",
+                }
+                if state == "FAILED":
+                    answer["status"] = {
+                        "error": {
+                            "errors": [
+                                {"code": "ZONE_RESOURCE_POOL_EXHAUSTED", "message": "no capacity"}
+                            ]
+                        }
+                    }
+                return answer
+
+            self.sequence(path, [(200, request(state)) for state in states])
+
+            def fulfilled(answer: dict[str, Any]) -> None:
+                if answer.get("state") != "SUCCEEDED":
+                    return
+                for vm in named:
+                    if vm not in held:
+                        held.append(vm)
+                        self.instance(project, zone, vm, "RUNNING")
+                listing()
+
+            self.effects[("GET", "/compute/v1/" + path)] = fulfilled
+            for verb in ("cancel",):
+                self.set(f"{path}/{verb}", _operation(project, zone), method="POST")
+            self.set(path, _operation(project, zone), method="DELETE")
+
+        listing()
+        self.set(f"{base}/resizeRequests", _operation(project, zone), method="POST")
+        self.on_post["/compute/v1/" + f"{base}/resizeRequests"] = inserted
+
+        def deleted(body: dict[str, Any]) -> None:
+            for url in body.get("instances", []):
+                name = url.rsplit("/", 1)[-1]
+                if name in held:
+                    held.remove(name)
+            listing()
+
+        self.set(f"{base}/deleteInstances", _operation(project, zone), method="POST")
+        self.on_post["/compute/v1/" + f"{base}/deleteInstances"] = deleted
+
     def bucket(self, bucket: str, objects: Sequence[str] = (), *, status: int = 200) -> None:
         """objects.list of `bucket`: its objects (200), or the API's 403 or 404 error."""
         path = f"/storage/v1/b/{bucket}/o"
@@ -468,6 +578,88 @@ class FakeCompute:
                 ),
             }
         self.routes[("GET", path)] = [(status, body)]
+        self.bucket_iam(bucket)
+
+    def bucket_iam(
+        self,
+        bucket: str,
+        *,
+        can_grant: bool = True,
+        bindings: dict[str, list[str]] | None = None,
+        policy_status: int = 200,
+    ) -> None:
+        """The bucket's IAM: testPermissions for the caller (setIamPolicy or nothing), and
+        getIamPolicy with `bindings` (role -> members), or the API's 403."""
+        granted = ["storage.buckets.setIamPolicy"] if can_grant else []
+        self.routes[("GET", f"/storage/v1/b/{bucket}/iam/testPermissions")] = [
+            (200, {"kind": "storage#testIamPermissionsResponse", "permissions": granted})
+        ]
+        policy: dict[str, Any] = {
+            "kind": "storage#policy",
+            "resourceId": f"projects/_/buckets/{bucket}",
+            "version": 1,
+            "etag": "CAE=",
+            "bindings": [
+                {"role": role, "members": members} for role, members in (bindings or {}).items()
+            ],
+        }
+        if policy_status != 200:
+            policy = error_body(
+                policy_status, "caller does not have storage.buckets.getIamPolicy", "forbidden"
+            )
+        self.routes[("GET", f"/storage/v1/b/{bucket}/iam")] = [(policy_status, policy)]
+
+    # -- IAM, Organization Policy, OS Login (REST, same loopback server) ----------------------
+    def service_account(self, email: str, *, act_as: bool = True) -> None:
+        """serviceAccounts.testIamPermissions of an existing account for the caller."""
+        path = f"/v1/projects/-/serviceAccounts/{email}:testIamPermissions"
+        self.routes[("POST", path)] = [
+            (200, {"permissions": ["iam.serviceAccounts.actAs"]} if act_as else {})
+        ]
+
+    def org_policy(self, project: str, constraint: str, spec: dict[str, Any] | None) -> None:
+        """getEffectivePolicy of `constraint`: a policy whose spec is `spec`, or (None) the
+        403 of a caller without orgpolicy.policies.get."""
+        path = f"/v2/projects/{project}/policies/{constraint}:getEffectivePolicy"
+        if spec is None:
+            body = error_body(403, "Permission 'orgpolicy.policies.get' denied", "forbidden")
+            self.routes[("GET", path)] = [(403, body)]
+            return
+        name = f"projects/{project}/policies/{constraint}"
+        self.routes[("GET", path)] = [(200, {"name": name, "spec": spec})]
+
+    def os_login(
+        self, email: str, username: str, key: str, fingerprint: str = "f1ngerpr1nt"
+    ) -> None:
+        """tokeninfo naming `email`, importSshPublicKey answering with a login profile whose
+        primary POSIX account is `username` and which holds `key`, and the key's delete."""
+        self.routes[("GET", "/tokeninfo")] = [
+            (200, {"email": email, "email_verified": "true", "scope": "openid"})
+        ]
+        path = f"/v1/users/{email}:importSshPublicKey"
+        self.routes[("POST", path)] = [
+            (
+                200,
+                {
+                    "loginProfile": {
+                        "name": email,
+                        "posixAccounts": [
+                            {
+                                "primary": True,
+                                "username": username,
+                                "uid": "1001",
+                                "gid": "1001",
+                                "homeDirectory": f"/home/{username}",
+                                "operatingSystemType": "LINUX",
+                                "accountId": "p",
+                            }
+                        ],
+                        "sshPublicKeys": {fingerprint: {"key": key, "fingerprint": fingerprint}},
+                    }
+                },
+            )
+        ]
+        self.routes[("DELETE", f"/v1/users/{email}/sshPublicKeys/{fingerprint}")] = [(200, {})]
 
     def preemptions(self, project: str, zone: str, events: list[tuple[str, str]]) -> None:
         """zoneOperations.list answering with compute.instances.preempted operations."""
@@ -493,6 +685,15 @@ class FakeCompute:
 
 _INSTANCE_LIST = re.compile(r"/compute/v1/projects/[^/]+/zones/[^/]+/instances")
 _FILTER_TERM = re.compile(r'\(\s*([A-Za-z][\w.-]*)\s*=\s*"([^"]*)"\s*\)')
+
+
+def _operation(project: str, zone: str) -> dict[str, Any]:
+    return {
+        "kind": "compute#operation",
+        "name": "operation-1733400000000-5f0c1b2a",
+        "zone": f"{API}/projects/{project}/zones/{zone}",
+        "status": "RUNNING",
+    }
 
 
 def _matches(body: dict[str, Any], key: str, value: str) -> bool:
@@ -550,10 +751,15 @@ def running() -> Iterator[FakeCompute]:
         def _answer(self, method: str) -> None:
             parsed = urlparse(self.path)
             length = int(self.headers.get("Content-Length") or 0)
-            if length:
-                self.rfile.read(length)
+            raw = self.rfile.read(length) if length else b""
+            try:
+                sent = json.loads(raw) if raw else {}
+            except ValueError:
+                sent = {}
             fake.requests.append((method, parsed.path, parse_qs(parsed.query)))
-            status, body = fake.respond(method, parsed.path, parse_qs(parsed.query))
+            status, body = fake.respond(
+                method, parsed.path, parse_qs(parsed.query), sent if isinstance(sent, dict) else {}
+            )
             data = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json; charset=UTF-8")

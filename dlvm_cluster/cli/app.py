@@ -8,7 +8,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from dlvm_cluster.cli import cluster_commands, job_commands, node_commands
+from dlvm_cluster.cli import cluster_commands, job_commands, node_commands, watch_commands
 from dlvm_cluster.errors import DlvmError
 
 app = typer.Typer(
@@ -46,6 +46,8 @@ _register("up", cluster_commands.up_cmd)
 _register("plan", cluster_commands.plan_cmd)
 _register("render", cluster_commands.render_cmd)
 _register("status", cluster_commands.status_cmd)
+_register("top", watch_commands.top_cmd)
+_register("dashboard", watch_commands.dashboard_cmd)
 _register("exec", node_commands.exec_cmd)
 _register("sync", node_commands.sync_cmd)
 _register("check", node_commands.check_cmd)

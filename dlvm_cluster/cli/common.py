@@ -57,8 +57,8 @@ WaitOption = Annotated[
         "--wait",
         parser=parse_duration,
         metavar="DURATION",
-        help="How long each new VM may take to be created, e.g. 30m or 2h (gcp; a flex-start VM "
-        "waits this long for capacity). Default: 30m.",
+        help="How long each new VM may take to be created, e.g. 30m or 2h (gcp; flex-start nodes "
+        "wait this long for capacity, all of them at once). Default: 30m.",
         show_default=False,
     ),
 ]

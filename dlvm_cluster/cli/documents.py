@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from dlvm_cluster.orchestrate.cluster.report import ClusterReport
     from dlvm_cluster.orchestrate.cluster.scale import ScaleResult
     from dlvm_cluster.orchestrate.jobs.store import JobRecord
+    from dlvm_cluster.orchestrate.watch.metrics import Frame
     from dlvm_cluster.providers.base import Check
     from dlvm_cluster.remote.results import GroupResult, SyncResult
 
@@ -58,6 +59,14 @@ def up(result: UpResult) -> Document:
             # keeps every framework's node software; only Horovod has any today)
             "horovod": list(result.setup.frameworks.get("horovod", ())),
         },
+        # The GPU network jobs use (A3/A4): its transport, or plain NCCL with the nodes whose
+        # setup failed; null for nodes without one.
+        "gpu_network": {
+            "transport": result.setup.gpu_network,
+            "failed": list(result.setup.gpu_network_failed),
+        }
+        if result.setup.gpu_network
+        else None,
         "started": list(result.started),
     }
 
@@ -169,11 +178,13 @@ def down(cluster: str, seconds: float) -> Document:
 
 def check_report(report: CheckReport) -> Document:
     """`check --json`: ok, and per node ok, what each check found, its link speeds (GB/s)
-    and its problems; the all_reduce's bus bandwidth (null: not measured)."""
+    and its problems; the all_reduce's bus bandwidth and the network it ran on (null: not
+    measured)."""
     return {
         "cluster": report.cluster,
         "ok": report.ok,
         "backend": report.backend or None,
+        "transport": report.transport or None,
         "bus_gbs": report.bus_gbs,
         "median_node_gbs": report.median_gbs,
         "notes": list(report.notes),
@@ -208,4 +219,36 @@ def start(result: StartResult) -> Document:
         "started": list(result.started),
         "nodes": nodes(result.inventory),
         "seconds": round(result.seconds, 3),
+    }
+
+
+TOP_NODE_FIELDS = (
+    "cpu_percent",
+    "memory_used_bytes",
+    "memory_total_bytes",
+    "net_rx_bytes_per_s",
+    "net_tx_bytes_per_s",
+)
+TOP_GPU_FIELDS = (
+    "index",
+    "util_percent",
+    "memory_used_bytes",
+    "memory_total_bytes",
+    "temperature_c",
+    "power_w",
+)
+
+
+def top(frame: Frame) -> Document:
+    """`top --json`: these fields and no others; a node that did not answer has nulls and no
+    GPUs."""
+    return {
+        "nodes": [
+            {
+                "name": node.name,
+                **{key: getattr(node, key) for key in TOP_NODE_FIELDS},
+                "gpus": [{key: getattr(gpu, key) for key in TOP_GPU_FIELDS} for gpu in node.gpus],
+            }
+            for node in frame.nodes
+        ]
     }

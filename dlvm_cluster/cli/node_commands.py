@@ -202,6 +202,8 @@ def check_cmd(
             f"median node {speed(report.median_gbs)} GB/s",
             markup=False,
         )
+    if report.transport:
+        stdout.print(f"  transport: {report.transport}", markup=False)
     for note in report.notes:
         stdout.print(f"  {note}", markup=False)
     for node in report.failed:

@@ -17,18 +17,24 @@ every byte has arrived; a send may end once the data is in a socket buffer):
 3. all_reduce across every process, sized from the slowest link, for the bus bandwidth
    (nccl-tests' busbw: algorithm bandwidth times 2(n-1)/n).
 NCCL carries it where torch sees GPUs (one process per GPU, each paired with the same local
-rank on the peer node), gloo elsewhere.
+rank on the peer node), gloo elsewhere. Under NCCL, each process also says which network NCCL
+chose (its "Using network NAME" log line, read from a log file of the process's own): a GPU
+network's plugin (GPUDirectTCPX, FasTrak, gIB) or plain Socket.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 MARKER = "@dlvm-check "
@@ -37,6 +43,9 @@ TARGET_S = 0.2  # how long one link's measured transfer should take
 PASSES = 3  # measurements of each link; the best counts
 # backend -> (probe bytes, largest bytes per link or all_reduce)
 VOLUMES = {"gloo": (1 << 20, 64 << 20), "nccl": (16 << 20, 1 << 30)}
+# NCCL's INFO line naming the network transport a communicator uses ("Using network Socket",
+# "Using network GPUDirectTCPX", "Using network AWS Libfabric").
+NCCL_NETWORK = re.compile(r"NCCL INFO Using network ([A-Za-z0-9][A-Za-z0-9 ._/-]{0,47})\s*$")
 
 
 def emit(kind: str, **data: Any) -> None:
@@ -98,6 +107,35 @@ def name_facts(addresses: list[str]) -> dict[str, Any]:
     return facts
 
 
+def nccl_network(lines: Iterable[str]) -> str:
+    """The network NCCL chose, from its log lines (the last one said); "" when none says."""
+    found = ""
+    for line in lines:
+        match = NCCL_NETWORK.search(line)
+        if match:
+            found = match.group(1).strip()
+    return found
+
+
+def log_nccl_init() -> Path:
+    """Have NCCL log its initialisation to a folder of this process's own (not stdout, which
+    is dlvm's), before any communicator exists."""
+    folder = Path(tempfile.mkdtemp(prefix="dlvm-check-nccl-"))
+    os.environ["NCCL_DEBUG"] = "INFO"
+    os.environ["NCCL_DEBUG_SUBSYS"] = "INIT,NET"
+    os.environ["NCCL_DEBUG_FILE"] = str(folder / "nccl.%p")
+    return folder
+
+
+def logged_network(folder: Path) -> str:
+    lines: list[str] = []
+    for path in sorted(folder.glob("nccl.*")):
+        lines.extend(path.read_text(errors="replace").splitlines())
+        path.unlink()
+    folder.rmdir()
+    return nccl_network(lines)
+
+
 def probe() -> None:
     emit("python", **python_facts())
     addresses = os.environ.get("DLVM_NODE_IPS", "").split()
@@ -117,6 +155,7 @@ def bandwidth(timeout_s: float) -> None:
         torch.cuda.set_device(local_rank)
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     backend = "nccl" if cuda else "gloo"
+    nccl_log = log_nccl_init() if cuda else None
     dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
     probe_bytes, most_bytes = VOLUMES[backend]
     send = torch.ones(most_bytes // 4, dtype=torch.float32, device=device)
@@ -163,6 +202,8 @@ def bandwidth(timeout_s: float) -> None:
         exchange(shift, 4096, 4096)  # connects the pair (NCCL connects on first use)
         rates[index, rank] = probe_bytes / exchange(shift, probe_bytes, probe_bytes)
     dist.all_reduce(rates)
+    if nccl_log is not None:  # every communicator of this process exists by now
+        emit("transport", network=logged_network(nccl_log))
 
     def volume(rate: float) -> int:
         return max(probe_bytes, min(most_bytes, int(rate * TARGET_S))) // 4 * 4

@@ -145,6 +145,22 @@ class CapacityFacts:
 
 
 @dataclass(frozen=True)
+class BootReadiness:
+    """Setup a machine does at boot, which every node must have finished before a job runs:
+    orchestrate runs `probe` on each node until each answers `ready WHAT` or `failed STEP`
+    (meanwhile `running STEP` or `waiting`), then, if any failed, `fallback` on every node
+    (as root), so that all use the same `fallback_title` instead of `title`. `script` is the
+    shell text both commands read on their standard input."""
+
+    title: str  # what setup brings: GPUDirect-TCPX, ...
+    fallback_title: str  # what every node uses when one failed: NCCL over TCP sockets
+    script: str
+    probe: str
+    fallback: str
+    timeout_s: float
+
+
+@dataclass(frozen=True)
 class Check:
     """One line of `dlvm doctor`: what was found, or what is wrong and the fix."""
 
@@ -238,6 +254,10 @@ class Provider(Protocol):
 
     def status_price(self, nodes: int) -> str | None:
         """The hourly price line of `nodes` nodes, where the provider knows prices."""
+
+    def boot_readiness(self) -> BootReadiness | None:
+        """The boot-time setup whose verdict `up`, `scale`, `start` and a recovery wait for
+        on every node before a job can run; None when the machines have none."""
 
     def capacity(self) -> CapacityFacts | None:
         """How the machines are provided (provisioning model, reservation, run-time limit),

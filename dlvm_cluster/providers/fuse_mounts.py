@@ -44,8 +44,10 @@ class FuseMounter:
         digest = hashlib.sha256(entry.mount.encode()).hexdigest()[:8]
         return f"{self.unit_prefix}-{readable}-{digest}.service"
 
-    def cache_dir(self, entry: StorageMount) -> str:
-        return f"{self.cache_root}/{self.unit_name(entry).removesuffix('.service')}"
+    def cache_dir(self, entry: StorageMount, cache_root: str | None = None) -> str:
+        """The mount's cache directory under `cache_root` (default: the program's)."""
+        root = self.cache_root if cache_root is None else cache_root
+        return f"{root}/{self.unit_name(entry).removesuffix('.service')}"
 
     def unit_text(self, entry: StorageMount, argv: Sequence[str]) -> str:
         """The unit file, with the program's variable and `$UID_`/`$GID_` (the SSH user's ids)
@@ -54,7 +56,7 @@ class FuseMounter:
             f"${self.variable}"
             if word == self.program
             else word
-            if word.startswith("$")
+            if "$" in word
             else shlex.quote(word)
             for word in argv
         ]
@@ -74,16 +76,22 @@ class FuseMounter:
             "WantedBy=multi-user.target\n"
         ).replace("%", "%%")
 
-    def mount_lines(self, entry: StorageMount, argv: Sequence[str]) -> list[str]:
+    def mount_lines(
+        self, entry: StorageMount, argv: Sequence[str], cache_root: str | None = None
+    ) -> list[str]:
         """Shell lines that put the unit in place (restarting a changed one), start it and
-        wait until the mount is there, or show the unit's log and fail."""
+        wait until the mount is there, or show the unit's log and fail. `cache_root` may be a
+        shell variable (`$NAME`) the script set before, as may words of `argv`."""
         unit = self.unit_name(entry)
         mount = shlex.quote(entry.mount)
-        # The unit text goes through an unquoted here-document, so the program's variable,
-        # $UID_ and $GID_ are filled in; nothing else in it holds a `$` (the spec refuses one
-        # in mounts and buckets).
+        root = self.cache_root if cache_root is None else cache_root
+        cache = self.cache_dir(entry, "")
+        cache = f'"{root}"{cache}' if root.startswith("$") else shlex.quote(root + cache)
+        # The unit text goes through an unquoted here-document, so the shell variables in it
+        # ($UID_, $GID_, the program's and the script's) are filled in; nothing else in it
+        # holds a `$` (the spec refuses one in mounts and buckets).
         return [
-            f"sudo mkdir -p {mount} {shlex.quote(self.cache_dir(entry))}",
+            f"sudo mkdir -p {mount} {cache}",
             "new=$(mktemp)",
             f'cat > "$new" <<DLVM_UNIT\n{self.unit_text(entry, argv)}DLVM_UNIT',
             f'if ! cmp -s "$new" {UNIT_DIR}/{unit}; then',

@@ -19,6 +19,7 @@ from dlvm_cluster.inventory import Inventory, Node, from_terraform_outputs, node
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers import checks
 from dlvm_cluster.providers.base import (
+    BootReadiness,
     Bound,
     CapacityFacts,
     Check,
@@ -187,8 +188,10 @@ def python_paths_under_tmp() -> list[str]:
 
 def local_node_env() -> dict[str, str]:
     """Local nodes share the host's filesystem: the Python running dlvm comes first on PATH,
-    as a DLVM image puts its framework environment first."""
-    return {"PATH": f"{python_bin_dir()}:{DEFAULT_PATH}"}
+    as a DLVM image puts its framework environment first. They share its kernel too, so
+    /proc/stat and /proc/meminfo are the machine's: DLVM_SHARED_KERNEL=1 tells the programs
+    that measure a node (nodeside/metrics.py) to count the node's own processes instead."""
+    return {"PATH": f"{python_bin_dir()}:{DEFAULT_PATH}", "DLVM_SHARED_KERNEL": "1"}
 
 
 def storage_folder(entry: StorageMount) -> Path:
@@ -504,6 +507,9 @@ class NamespaceNodes(Bound):
         return namespaces(self.state, [node.name]).get(node.name, "")
 
     def status_price(self, nodes: int) -> str | None:
+        return None
+
+    def boot_readiness(self) -> BootReadiness | None:
         return None
 
     def capacity(self) -> CapacityFacts | None:

@@ -18,6 +18,7 @@ from dlvm_cluster.inventory import Inventory, Node, fingerprint, node_name
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers import checks
 from dlvm_cluster.providers.base import (
+    BootReadiness,
     Bound,
     CapacityFacts,
     Check,
@@ -260,6 +261,9 @@ class ExistingHosts(Bound):
         return None  # powering off a machine dlvm only borrows is not dlvm's to do
 
     def status_price(self, nodes: int) -> str | None:
+        return None
+
+    def boot_readiness(self) -> BootReadiness | None:
         return None
 
     def capacity(self) -> CapacityFacts | None:

@@ -15,7 +15,12 @@ from typing import Any, TypeVar
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers.base import ProviderPlan
 from dlvm_cluster.provision.render import TFVARS, RenderedModule
-from dlvm_cluster.provision.terraform import RunResult, Terraform, init_if_needed
+from dlvm_cluster.provision.terraform import (
+    RunResult,
+    Terraform,
+    init_if_needed,
+    parallelism_for,
+)
 from dlvm_cluster.state import ClusterState
 
 TFSTATE = "terraform.tfstate"
@@ -30,7 +35,9 @@ def apply_module(
     replace: Sequence[str] = (),
 ) -> RunResult:
     """Apply `module` (already written to the state dir), recreating the `replace` addresses."""
-    terraform = Terraform(state.terraform_dir, progress.terraform)
+    terraform = Terraform(
+        state.terraform_dir, progress.terraform, parallelism=_parallelism(module.tfvars)
+    )
     progress.stage("terraform")
     init_if_needed(terraform, module.source, state.terraform_dir)
     return terraform.apply(replace=list(replace))
@@ -57,11 +64,22 @@ def plan_module(module: RenderedModule, state: ClusterState, progress: Progress)
     return ProviderPlan(changes=changes, summary=text, exists=existing.exists())
 
 
+def _parallelism(tfvars: object) -> int:
+    """One resource at a time per node (Terraform's default 10 at least): the module's
+    `nodes` variable, where it has one."""
+    nodes = tfvars.get("nodes") if isinstance(tfvars, dict) else None
+    return parallelism_for(len(nodes) if isinstance(nodes, dict | list) else 0)
+
+
 def destroy_module(state: ClusterState, progress: Progress) -> None:
     """Destroy what the state dir's module made; nothing when it was never rendered."""
     if not (state.terraform_dir / TFVARS).exists():
         return
-    terraform = Terraform(state.terraform_dir, progress.terraform)
+    try:
+        tfvars = json.loads((state.terraform_dir / TFVARS).read_text())
+    except (OSError, ValueError):
+        tfvars = {}
+    terraform = Terraform(state.terraform_dir, progress.terraform, parallelism=_parallelism(tfvars))
     progress.stage("terraform destroy")
     terraform.init()
     terraform.destroy()
@@ -69,8 +87,13 @@ def destroy_module(state: ClusterState, progress: Progress) -> None:
 
 def applied_tfvars(state: ClusterState) -> dict[str, Any]:
     """The tfvars of the last apply: where the cluster lives (project or region, zone)."""
+    return read_tfvars(state.terraform_dir / TFVARS)
+
+
+def read_tfvars(tfvars_path: Path) -> dict[str, Any]:
+    """The tfvars written at `tfvars_path`; {} when missing or not a JSON object."""
     try:
-        data = json.loads((state.terraform_dir / TFVARS).read_text())
+        data = json.loads(tfvars_path.read_text())
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -78,10 +101,7 @@ def applied_tfvars(state: ClusterState) -> dict[str, Any]:
 
 def zone_in_use(tfvars_path: Path, zones: Sequence[str]) -> str | None:
     """The zone the last render chose, if still allowed: a cluster stays where its nodes are."""
-    try:
-        zone = json.loads(tfvars_path.read_text()).get("zone")
-    except (OSError, ValueError, AttributeError):
-        return None
+    zone = read_tfvars(tfvars_path).get("zone")
     return zone if isinstance(zone, str) and zone in zones else None
 
 

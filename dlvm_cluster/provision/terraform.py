@@ -149,9 +149,16 @@ def _parse_event(raw: dict[str, Any]) -> TerraformEvent | None:
 class Terraform:
     """Terraform commands on one root module directory."""
 
-    def __init__(self, workdir: Path, on_event: EventSink | None = None) -> None:
+    def __init__(
+        self, workdir: Path, on_event: EventSink | None = None, *, parallelism: int | None = None
+    ) -> None:
         self.workdir = workdir
         self.on_event = on_event or (lambda event: None)
+        # How many resources apply and destroy work on at once (None: Terraform's 10).
+        self.parallelism = parallelism
+
+    def _parallel(self) -> list[str]:
+        return [] if self.parallelism is None else [f"-parallelism={self.parallelism}"]
 
     def run(self, command: list[str], what: str) -> RunResult:
         """Run `terraform <command> -json`, streaming events; raises ProvisionError on failure."""
@@ -204,7 +211,7 @@ class Terraform:
 
     def apply(self, replace: list[str] | None = None) -> RunResult:
         flags = [f"-replace={address}" for address in replace or []]
-        return self.run(["apply", "-auto-approve", *flags], "terraform apply")
+        return self.run(["apply", "-auto-approve", *self._parallel(), *flags], "terraform apply")
 
     def plan(self, *, destroy: bool = False, lock: bool = True) -> RunResult:
         flags = ["-destroy"] if destroy else []
@@ -213,7 +220,9 @@ class Terraform:
         return self.run(["plan", *flags], "terraform plan")
 
     def destroy(self) -> RunResult:
-        return self.run(["apply", "-destroy", "-auto-approve"], "terraform destroy")
+        return self.run(
+            ["apply", "-destroy", "-auto-approve", *self._parallel()], "terraform destroy"
+        )
 
 
 def _failure_message(what: str, result: RunResult, stderr: str) -> str:
@@ -238,6 +247,18 @@ def _hint(result: RunResult) -> str:
     if "needs root" in text:
         return "run dlvm as root"
     return "fix the cause above and run the same command again: it resumes where it stopped"
+
+
+# Terraform creates at most 10 resources at once unless told otherwise: a cluster of more
+# nodes would have its last nodes wait for the first ones (a flex-start queue's whole wait, or
+# a compact placement's deadlock). One per node, bounded.
+DEFAULT_PARALLELISM = 10
+MAX_PARALLELISM = 64
+
+
+def parallelism_for(nodes: int) -> int:
+    """-parallelism for a module of `nodes` machines (plus its networks and rules)."""
+    return max(DEFAULT_PARALLELISM, min(MAX_PARALLELISM, nodes))
 
 
 class _Initializable(Protocol):

@@ -26,7 +26,13 @@ MAX_LOG_BYTES = 1 << 20  # agent.log is started afresh beyond this
 AGENT_ENV_NAMES = frozenset(
     {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR"}
     | {"DLVM_HOME", "DLVM_AGENT_IDLE"}
+    # The agent starts the tunnels of nodes reached through a proxy command (gcloud's IAP
+    # tunnel): they need the HTTPS proxy a corporate network routes through.
+    | {"HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy"}
 )
+# gcloud's own settings (its configuration directory, active configuration, account), which
+# the tunnel of a private node reads.
+AGENT_ENV_PREFIXES = ("LC_", "CLOUDSDK_")
 
 
 def spawn(state_dir: Path) -> None:
@@ -72,9 +78,9 @@ def agent_environment(environ: Mapping[str, str]) -> dict[str, str]:
 
     It keeps PATH, HOME, USER and LOGNAME (finding ~ for the key and the files to push),
     the locale (LANG, LANGUAGE, LC_*) and TZ (its log), TMPDIR, DLVM_HOME and
-    DLVM_AGENT_IDLE (its own settings), and PYTHONPATH with this package's root in front
-    (so it runs this dlvm). It runs no Terraform and resolves no secret: DLVM_TERRAFORM and
-    the like are left out."""
+    DLVM_AGENT_IDLE (its own settings), what the IAP tunnels it starts read (CLOUDSDK_*, the
+    HTTPS proxy), and PYTHONPATH with this package's root in front (so it runs this dlvm).
+    It runs no Terraform and resolves no secret: DLVM_TERRAFORM and the like are left out."""
     return minimal_environment(environ)
 
 
@@ -84,14 +90,14 @@ def minimal_environment(
     names: Iterable[str] = (),
     prefixes: tuple[str, ...] = (),
 ) -> dict[str, str]:
-    """A long-lived dlvm process's environment: the agent's names (AGENT_ENV_NAMES, LC_*),
-    those of `names` and those starting with one of `prefixes`, found in `environ`, and
-    PYTHONPATH with this package's root in front."""
+    """A long-lived dlvm process's environment: the agent's names (AGENT_ENV_NAMES and those
+    starting with AGENT_ENV_PREFIXES), those of `names` and those starting with one of
+    `prefixes`, found in `environ`, and PYTHONPATH with this package's root in front."""
     wanted = AGENT_ENV_NAMES | set(names)
     kept = {
         name: value
         for name, value in environ.items()
-        if name in wanted or name.startswith(("LC_", *prefixes))
+        if name in wanted or name.startswith((*AGENT_ENV_PREFIXES, *prefixes))
     }
     package_root = str(Path(__file__).resolve().parents[2])
     path = environ.get("PYTHONPATH", "")

@@ -9,7 +9,10 @@ trusted on first use.
 from __future__ import annotations
 
 import contextlib
+import logging
+import shlex
 import socket
+import subprocess
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -30,10 +33,16 @@ finally:
     if _SKIP_INVOKE:
         del sys.modules["invoke"]
 
+# dlvm reports SSH failures itself, with the node they concern: paramiko's own log lines
+# (a traceback on stderr when a tunnel ends before the SSH banner) would only repeat them.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+
 from dlvm_cluster.errors import RemoteError  # noqa: E402
 from dlvm_cluster.inventory import Node, fingerprint  # noqa: E402
 
 CONNECT_TIMEOUT = 10.0
+# How much of what a tunnel (a node's proxy command) writes to stderr is kept for errors.
+PROXY_MESSAGE_LIMIT = 2000
 MAX_OUTPUT = 16 << 20
 """The most a short command's stdout may send (Connection.run): a node that sends more is
 refused, never buffered without end."""
@@ -73,14 +82,7 @@ class Connection:
 
     @classmethod
     def open(cls, node: Node, key: paramiko.PKey, timeout: float = CONNECT_TIMEOUT) -> Connection:
-        try:
-            sock = socket.create_connection((node.ip, node.port), timeout=timeout)
-        except OSError as exc:
-            raise RemoteError(
-                f"{node.name} ({node.ip}:{node.port}): cannot connect: {exc}"
-            ) from exc
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        transport = paramiko.Transport(sock)
+        transport = paramiko.Transport(_open_socket(node, timeout))
         options = transport.get_security_options()
         options.kex = _prefer(options.kex, FAST_KEX)
         options.ciphers = _prefer(options.ciphers, FAST_CIPHERS)
@@ -93,8 +95,11 @@ class Connection:
             transport.close()
             raise
         except (paramiko.SSHException, OSError, EOFError) as exc:
+            said = _proxy_said(transport.sock)
             transport.close()
-            raise RemoteError(f"{node.name} ({node.ip}:{node.port}): SSH failed: {exc}") from exc
+            raise RemoteError(
+                f"{node.name} ({node.ip}:{node.port}): SSH failed: {exc}{said}"
+            ) from exc
         transport.set_keepalive(15)
         return cls(node, transport)
 
@@ -135,6 +140,73 @@ class Connection:
 
     def close(self) -> None:
         self.transport.close()
+
+
+class _Tunnel(paramiko.ProxyCommand):
+    """paramiko's ProxyCommand, with the tunnel's stderr drained as it comes (a tunnel that
+    writes more than a pipe holds would otherwise stop) and its end kept for the error
+    message; closed without error when the command already ended (paramiko signals the pid
+    regardless, which fails once the tunnel has exited), and reaped."""
+
+    def __init__(self, command_line: str) -> None:
+        super().__init__(command_line)
+        self._said = b""
+        self._drain = threading.Thread(target=self._read_stderr, daemon=True)
+        self._drain.start()
+
+    def _read_stderr(self) -> None:
+        stream = self.process.stderr
+        if stream is None:
+            return
+        for chunk in iter(lambda: stream.read(4096), b""):
+            self._said = (self._said + chunk)[-PROXY_MESSAGE_LIMIT:]
+
+    def ended_saying(self) -> str:
+        """What the tunnel wrote last, in one line, once it has ended ("" while it runs)."""
+        try:
+            self.process.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            return ""
+        self._drain.join(timeout=2)
+        text = self._said.decode(errors="replace")
+        words = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+        return f"; the tunnel ended (exit {self.process.returncode}): {words}" if words else ""
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _open_socket(node: Node, timeout: float) -> socket.socket | paramiko.ProxyCommand:
+    """A TCP connection to the node's sshd, or its proxy command's pipes (an IAP tunnel)."""
+    if node.proxy:
+        try:
+            proxy = _Tunnel(shlex.join(node.proxy))
+        except OSError as exc:  # the program is not there (FileNotFoundError) or not runnable
+            program = node.proxy[0]
+            tool = " (the Google Cloud CLI)" if program == "gcloud" else ""
+            raise RemoteError(
+                f"{node.name}: cannot start the tunnel `{program}`: {exc}; the node is reached "
+                f"through `{shlex.join(node.proxy[:3])}`: install {program}{tool} and put it "
+                "on PATH",
+            ) from exc
+        return proxy
+    try:
+        sock = socket.create_connection((node.ip, node.port), timeout=timeout)
+    except OSError as exc:
+        raise RemoteError(f"{node.name} ({node.ip}:{node.port}): cannot connect: {exc}") from exc
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _proxy_said(sock: object) -> str:
+    """Why a tunnel could not carry the connection, as it said it ("" for a plain socket)."""
+    return sock.ended_saying() if isinstance(sock, _Tunnel) else ""
 
 
 def fetch_host_key(host: str, port: int, timeout: float = CONNECT_TIMEOUT) -> str:

@@ -14,6 +14,11 @@ output "nodes" {
   }
 }
 
+output "flex_gang" {
+  description = "The managed instance group of a flex-start gang (its nodes are added by dlvm and are not in `nodes`); empty for VMs made one per node."
+  value       = try(google_compute_instance_group_manager.flex[0].name, "")
+}
+
 output "zone" {
   description = "The zone the nodes are in."
   value       = var.zone

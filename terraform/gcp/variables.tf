@@ -138,6 +138,23 @@ variable "compact_placement" {
   default     = false
 }
 
+variable "flex_gang" {
+  description = "Make the nodes as one flex-start gang: an instance template and a managed instance group to which dlvm adds all nodes at once with a resize request, instead of one VM per node."
+  type        = bool
+  default     = false
+}
+
+variable "placement_policy" {
+  description = "An existing placement policy the nodes name instead of one of their own: the compact placement policy of the reservation they consume (a VM consumes such a reservation only if it names the same policy)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.placement_policy == "" || can(regex("^projects/[^/]+/regions/[^/]+/resourcePolicies/[^/]+$", var.placement_policy))
+    error_message = "placement_policy must be empty or projects/P/regions/R/resourcePolicies/NAME."
+  }
+}
+
 variable "nic_type" {
   description = "Network interface type: GVNIC, VIRTIO_NET, or empty for Compute Engine's default."
   type        = string
@@ -229,16 +246,38 @@ variable "public_ip" {
 }
 
 variable "allowed_ssh_cidrs" {
-  description = "Address ranges allowed to reach the nodes on tcp/22; nothing else is opened from outside."
+  description = "Address ranges allowed to reach the nodes on tcp/22 when they have external addresses; nothing else is opened from outside."
   type        = list(string)
+  default     = []
 
   validation {
-    condition = (
-      length(var.allowed_ssh_cidrs) > 0 &&
-      alltrue([for cidr in var.allowed_ssh_cidrs : can(cidrhost(cidr, 0))])
-    )
-    error_message = "allowed_ssh_cidrs must be a non-empty list of address ranges such as 203.0.113.7/32."
+    condition     = alltrue([for cidr in var.allowed_ssh_cidrs : can(cidrhost(cidr, 0))])
+    error_message = "allowed_ssh_cidrs must be address ranges such as 203.0.113.7/32."
   }
+}
+
+variable "iap_source_range" {
+  description = "The range Identity-Aware Proxy's TCP forwarding connects from: SSH to private nodes is allowed from it alone."
+  type        = string
+  default     = "35.235.240.0/20"
+}
+
+variable "manage_firewall" {
+  description = "Make the cluster's firewall rules (SSH in, all traffic between the nodes); false where a network administrator makes them."
+  type        = bool
+  default     = true
+}
+
+variable "network_project" {
+  description = "The project var.network lives in (the host project of a Shared VPC), where the firewall rules go; empty for var.project."
+  type        = string
+  default     = ""
+}
+
+variable "os_login" {
+  description = "Turn OS Login on for the nodes: the key is on the user's OS Login profile and no ssh-keys metadata is set."
+  type        = bool
+  default     = false
 }
 
 variable "ssh_user" {
@@ -259,7 +298,58 @@ variable "attach_service_account" {
 }
 
 variable "service_account_email" {
-  description = "Email of the service account the nodes act as; empty for the project's Compute Engine default service account."
+  description = "Email of the existing service account the nodes act as; empty for the project's Compute Engine default service account. Unused when create_service_account is true."
   type        = string
   default     = ""
+}
+
+variable "create_service_account" {
+  description = "Make a service account for this cluster alone (service_account_id) and attach it to the nodes."
+  type        = bool
+  default     = false
+}
+
+variable "service_account_id" {
+  description = "The account id of the service account made when create_service_account is true."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.service_account_id == "" || can(regex("^[a-z][-a-z0-9]{4,28}[a-z0-9]$", var.service_account_id))
+    error_message = "service_account_id must be 6-30 lower-case letters, digits or hyphens, starting with a letter."
+  }
+}
+
+variable "bucket_grants" {
+  description = "Cloud Storage bucket name -> the role the nodes' service account gets on it (roles/storage.objectUser or roles/storage.objectViewer)."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for role in values(var.bucket_grants) : contains(["roles/storage.objectUser", "roles/storage.objectViewer"], role)])
+    error_message = "bucket_grants may give roles/storage.objectUser or roles/storage.objectViewer only."
+  }
+}
+
+variable "node_project_roles" {
+  description = "Roles on var.project for the service account made for the cluster (log and metric writing)."
+  type        = list(string)
+  default     = ["roles/logging.logWriter", "roles/monitoring.metricWriter"]
+}
+
+variable "self_delete" {
+  description = "Let the nodes' service account delete the cluster's own VMs and boot disks (autostop's down), through a custom role granted on each of them (on a flex-start gang's group: deleting its VMs through it)."
+  type        = bool
+  default     = false
+}
+
+variable "self_delete_role_id" {
+  description = "Id of the project custom role self_delete makes."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.self_delete_role_id == "" || can(regex("^[a-zA-Z0-9_.]{3,64}$", var.self_delete_role_id))
+    error_message = "self_delete_role_id must be 3-64 letters, digits, '_' or '.'."
+  }
 }

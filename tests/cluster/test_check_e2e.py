@@ -1,11 +1,13 @@
 """`dlvm check` on a real 3-node local cluster: a healthy cluster passes; a node whose link is
 throttled with tc inside its namespace is named; a node whose torch does not import is named,
 and a job with `check: true` refuses to start on it; node names resolve both ways, so a
-torchrun job starts without c10d's hostname warning."""
+torchrun job starts without c10d's hostname warning. And, on the same nodes, the wait for the
+GPU network's boot verdicts (cluster/boot.py) over real SSH."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import subprocess
 from collections.abc import Iterator
@@ -15,6 +17,11 @@ import pytest
 from harness import REPO, Cli, unique_name
 
 from dlvm_cluster.orchestrate.check.run import program_path
+from dlvm_cluster.orchestrate.cluster.boot import wait_for_boot
+from dlvm_cluster.orchestrate.cluster.records import open_pool, require_inventory
+from dlvm_cluster.progress import SilentProgress
+from dlvm_cluster.providers.gcp.gpu_network import boot_readiness
+from dlvm_cluster.state import ClusterState
 
 HOSTNAME_WARNING = "The hostname of the client socket cannot be retrieved"
 
@@ -83,6 +90,7 @@ def test_healthy_cluster_passes(cli: Cli, cluster: tuple[str, Path]) -> None:
     code, nodes, data = _check(cli, name)
     assert code == 0, data
     assert data["ok"] is True and data["backend"] == "gloo"
+    assert data["transport"] == "gloo over TCP"
     assert sorted(nodes) == ["node-0", "node-1", "node-2"]
     for node in nodes.values():
         assert node["ok"] is True and node["problems"] == []
@@ -147,3 +155,54 @@ def test_names_resolve_both_ways_and_torchrun_starts_quietly(
     assert "measuring bandwidth between 3 node(s)" in launch.stderr
     assert "done steps=10 world_size=3" in launch.stdout
     assert HOSTNAME_WARNING not in launch.stdout + launch.stderr
+
+
+def test_the_wait_for_the_gpu_network_reads_every_node_and_falls_back_together(
+    cli: Cli, cluster: tuple[str, Path]
+) -> None:
+    """Ready before launch over real SSH: the A3 Mega boot script, sent on stdin as `up`
+    sends it, answers each node's verdict from a state folder of the node's own; node-1's
+    setup failed, so the other two give up their plugin settings (a stand-in ldconfig: the
+    host's linker cache is not touched) and every node uses plain NCCL."""
+    name, _ = cluster
+    state = ClusterState(name, cli.home / "clusters" / name)
+    inventory = require_inventory(state)
+    readiness = boot_readiness("a3-megagpu-8g")
+    assert readiness is not None
+    where = (
+        'd="$HOME/gpunet"; PATH="$d/bin:$PATH" STATE_DIR="$d/state" BOOT_ID_FILE="$d/boot_id" '
+        'DLVM_NCCL_CONF="$d/nccl.conf" LD_SO_CONF_DIR="$d/ld"'
+    )
+    readiness = dataclasses.replace(
+        readiness,
+        probe=f"{where} bash -s probe",
+        fallback=f"{where} bash -s fallback",
+        timeout_s=120,
+    )
+    mark = "# Written by dlvm's GPU network setup."
+    with open_pool(state, inventory) as pool:
+        for node in inventory.nodes:
+            verdict = "failed load the dmabuf import helper" if node.rank == 1 else "ready tcpxo x"
+            kind, text = verdict.split(" ", 1)
+            prepare = (
+                'd="$HOME/gpunet"; rm -rf "$d"; mkdir -p "$d/state" "$d/ld" "$d/bin" && '
+                'echo boot-1 > "$d/boot_id" && cp "$d/boot_id" "$d/state/boot" && '
+                f'echo {text!r} > "$d/state/{kind}" && '
+                f'printf "%s\\n" {mark!r} NCCL_NET=FasTrak > "$d/nccl.conf" && '
+                'echo /var/lib/tcpxo/lib64 > "$d/ld/000_dlvm-nccl-plugin.conf" && '
+                'printf \'#!/bin/sh\\nexit 0\\n\' > "$d/bin/ldconfig" && chmod +x "$d/bin/ldconfig"'
+            )
+            code, _, err = pool.get(node).run(prepare)
+            assert code == 0, err
+        outcome = wait_for_boot(pool, inventory.nodes, readiness, SilentProgress())
+        assert outcome is not None
+        assert outcome.transport == readiness.fallback_title
+        assert outcome.fell_back == ("node-1 (load the dmabuf import helper)",)
+        for node in inventory.nodes:
+            code, out, err = pool.get(node).run(
+                'd="$HOME/gpunet"; ls "$d/nccl.conf" "$d/ld"/* 2>/dev/null; cat "$d/state/fallback"'
+            )
+            assert out.splitlines() == [
+                "GPUDirect-TCPXO setup failed on node-1 (load the dmabuf import helper)"
+            ], (node.name, out, err)
+            pool.get(node).run('rm -rf "$HOME/gpunet"')

@@ -20,6 +20,7 @@ SHAPES: dict[str, str] = {
     "dlvm up examples/local.yaml": r"cluster demo is (up: 3 node\(s\)|up to date)",
     "dlvm status demo --json": r'"cluster": "demo"',
     "dlvm status demo": r"node-2 .*ok",
+    "dlvm top demo --once": r"cluster demo  3/3 node\(s\) answering(.*\n)*.*node-2",
     "dlvm exec demo -- 'hostname": r"(?s)(?=.*\[node-0\] node-0\n)(?=.*\[node-2\] node-2\n)",
     "dlvm exec demo --nodes": r"\A(\[node-(0|2)\] (0|2) of 3\n){2}\Z",
     "dlvm check demo": r"(?s)all_reduce \(gloo\): bus bandwidth .*all 3 node\(s\) passed",

@@ -25,6 +25,9 @@ def agent_pid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", PLANTED)
     monkeypatch.setenv("DLVM_TERRAFORM", "/nonexistent/terraform")
     monkeypatch.setenv("LC_TIME", "C")
+    # What gcloud's IAP tunnel (a private node's proxy command, run by the agent) reads.
+    monkeypatch.setenv("CLOUDSDK_CONFIG", "/home/u/.config/gcloud-work")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     state = unreachable_cluster(ClusterState.for_name("agenv"))
     pid = start_agent(state)
     try:
@@ -41,7 +44,10 @@ def environ_of(pid: int) -> dict[str, str]:
 def test_the_agent_holds_no_variable_it_does_not_need(agent_pid: int, tmp_path: Path) -> None:
     environ = environ_of(agent_pid)
     assert PLANTED not in Path(f"/proc/{agent_pid}/environ").read_text()
-    assert set(environ) <= agent_process.AGENT_ENV_NAMES | {"PYTHONPATH", "LC_TIME"}
+    named = {name for name in environ if not name.startswith(agent_process.AGENT_ENV_PREFIXES)}
+    assert named <= agent_process.AGENT_ENV_NAMES | {"PYTHONPATH"}
+    assert environ["CLOUDSDK_CONFIG"] == "/home/u/.config/gcloud-work"
+    assert environ["HTTPS_PROXY"] == "http://proxy.internal:3128"
     assert environ["DLVM_HOME"] == str(tmp_path)
     assert environ["DLVM_AGENT_IDLE"] == "30" and environ["LC_TIME"] == "C"
     assert environ["PATH"] == os.environ["PATH"]

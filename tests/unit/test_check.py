@@ -5,6 +5,7 @@ The nvidia-smi samples are in tests/fixtures/nvidia_smi (README there)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from dlvm_cluster import nodeside
 from dlvm_cluster.cli import documents
 from dlvm_cluster.inventory import Node
-from dlvm_cluster.nodeside.netcheck import MARKER
+from dlvm_cluster.nodeside.netcheck import MARKER, log_nccl_init, logged_network, nccl_network
 from dlvm_cluster.orchestrate.check.output import (
     LAST_LINES,
     MAX_LINE,
@@ -40,6 +41,7 @@ from dlvm_cluster.orchestrate.check.verdicts import (
     judge_python,
     link_speeds,
     read_facts,
+    transport_used,
     usual,
 )
 
@@ -285,6 +287,73 @@ def test_probe_command_runs_and_reads_back(tmp_path: Path, old_driver: bool) -> 
     assert facts.names and facts.names["lookups"][0]["address"] == "127.0.0.1"
     assert len(facts.gpus.gpus) == (2 if old_driver else 8) and facts.gpus.problem == ""
     assert facts.cuda == "12.2" and [xid.code for xid in facts.xids] == [13, 79]
+
+
+# -- the transport NCCL used -------------------------------------------------------------
+
+NCCL_SOCKET_LOG = """\
+node-0:2210:2210 [0] NCCL INFO Bootstrap : Using enp0s12:10.64.0.2<0>
+node-0:2210:2210 [0] NCCL INFO NET/Plugin: Could not find: libnccl-net.so
+node-0:2210:2210 [0] NCCL INFO NET/IB : No device found.
+node-0:2210:2210 [0] NCCL INFO NET/Socket : Using [0]enp0s12:10.64.0.2<0>
+node-0:2210:2210 [0] NCCL INFO Using network Socket
+node-0:2210:2210 [0] NCCL INFO comm 0x55d0 rank 0 nranks 16 cudaDev 0 busId 4000 - Init START
+"""
+
+
+@pytest.mark.parametrize(
+    ("log", "network"),
+    [
+        (NCCL_SOCKET_LOG, "Socket"),
+        (
+            "a3:17:17 [3] NCCL INFO NET/Plugin: Loaded net plugin GPUDirectTCPX (v7)\n"
+            "a3:17:17 [3] NCCL INFO Using network GPUDirectTCPX\n",
+            "GPUDirectTCPX",
+        ),
+        ("w-0:21:21 [0] NCCL INFO Using network AWS Libfabric\n", "AWS Libfabric"),
+        ("a4:9:9 [0] NCCL INFO Using network gIB\n", "gIB"),
+        ("NCCL INFO NET/IB : No device found.\n", ""),
+        ("NCCL INFO Using network ;rm -rf /\n", ""),
+    ],
+)
+def test_the_network_nccl_chose_is_read_from_its_log(log: str, network: str) -> None:
+    assert nccl_network(log.splitlines()) == network
+
+
+def test_check_reports_the_transport_and_a_mix_of_them() -> None:
+    def said(*networks: object) -> list[dict[str, object]]:
+        return [{"kind": "transport", "network": network} for network in networks]
+
+    assert transport_used("gloo", {}) == "gloo over TCP"
+    assert transport_used("", {}) == ""
+    one = {"node-0": said("Socket", "Socket"), "node-1": said("Socket")}
+    assert transport_used("nccl", one) == "NCCL over Socket"
+    mixed = {"node-0": said("GPUDirectTCPX"), "node-1": said("Socket")}
+    assert transport_used("nccl", mixed) == (
+        "NCCL over mixed networks: node-0 GPUDirectTCPX; node-1 Socket"
+    )
+    # What a node says is its own: only names of the known form count.
+    hostile = {"node-0": said("\x1b[2J", 7, "x" * 60, None), "node-1": said("FasTrak")}
+    assert transport_used("nccl", hostile) == "NCCL over FasTrak"
+    assert transport_used("nccl", {"node-0": said()}) == "NCCL, network not reported"
+    data = documents.check_report(
+        CheckReport("c", (), "nccl", 10.0, 5.0, transport="NCCL over Socket")
+    )
+    assert data["transport"] == "NCCL over Socket"
+
+
+def test_nccl_logs_to_a_folder_of_the_process_which_is_read_and_removed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("NCCL_DEBUG", "NCCL_DEBUG_SUBSYS", "NCCL_DEBUG_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    folder = log_nccl_init()
+    pattern = os.environ["NCCL_DEBUG_FILE"]
+    assert os.environ["NCCL_DEBUG"] == "INFO" and pattern.startswith(str(folder))
+    # NCCL replaces %p with the process id.
+    Path(pattern.replace("%p", "2210")).write_text(NCCL_SOCKET_LOG)
+    assert logged_network(folder) == "Socket"
+    assert not folder.exists()
 
 
 def test_a_result_line_nested_past_the_parser_is_output_not_a_crash() -> None:

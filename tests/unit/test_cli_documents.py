@@ -70,7 +70,18 @@ def test_up() -> None:
         "nodes": NODES,
         "files_sent": 3,
         "setup": {"ran": ["node-0"], "unchanged": ["node-1"], "horovod": []},
+        "gpu_network": None,
         "started": [],
+    }
+    fell_back = SetupReport(
+        (),
+        (),
+        gpu_network="NCCL over TCP sockets on the primary NIC",
+        gpu_network_failed=("node-1 (load the dmabuf import helper)",),
+    )
+    assert documents.up(dataclasses.replace(result, setup=fell_back))["gpu_network"] == {
+        "transport": "NCCL over TCP sockets on the primary NIC",
+        "failed": ["node-1 (load the dmabuf import helper)"],
     }
 
 

@@ -39,12 +39,17 @@ SHAPES = {
 }
 
 
+def no_on_demand(machine: str) -> dict[str, Any]:
+    return {"spot": True} if machine.startswith(("a3-ultragpu", "a4-")) else {}
+
+
 def spec(machine: str, provider: dict[str, Any] | None = None, **nodes: Any) -> ClusterSpec:
     text = json.dumps(
         {
             "name": "t",
             "provider": {**PROVIDER, **(provider or {})},
-            "nodes": {"count": 2, "machine_type": machine, **nodes},
+            # A3 Ultra and A4 are not sold on demand: Spot keeps the defaults of the others.
+            "nodes": {"count": 2, "machine_type": machine, **no_on_demand(machine), **nodes},
         }
     )
     return load_spec_text(text, Path("/nowhere/t.yaml")).spec
@@ -74,7 +79,6 @@ def test_variants_keep_the_network_of_their_shape(machine: str) -> None:
 def test_other_shapes_get_no_gpu_network(machine: str) -> None:
     tfvars = gcp_tfvars(spec(machine), public_key="k")
     assert (tfvars["gpu_vpc_nics"], tfvars["rdma_nics"], tfvars["startup_script"]) == (0, 0, "")
-    assert gpu_network.job_environment(machine) == {}
     assert network_lines(gcp_plan(spec(machine))) == []
 
 
@@ -104,13 +108,23 @@ def test_the_module_builds_gpu_vpcs_and_a_roce_vpc() -> None:
 
 
 def test_extra_nics_follow_the_primary_gvnics_then_mrdma() -> None:
-    node = typed(load_module(module_dir("gcp")), "resource")[("google_compute_instance", "node")]
-    assert len(node["network_interface"]) == 1  # nic0, on the cluster network
-    extra = [d['"network_interface"'] for d in node["dynamic"] if '"network_interface"' in d]
-    assert [(e["for_each"], e["content"][0]["nic_type"]) for e in extra] == [
-        ("${google_compute_subnetwork.gpu}", '"GVNIC"'),
-        ("${google_compute_subnetwork.rdma}", '"MRDMA"'),
+    """One list of NICs (the module's local.nics) serves the VMs and a gang's template."""
+    module = load_module(module_dir("gcp"))
+    (locals_block,) = [block for block in module["locals"] if "nics" in block]
+    nics = locals_block["nics"]
+    order = [
+        nics.index(needle) for needle in ("local.network", "gpu", '"GVNIC"', "rdma", '"MRDMA"')
     ]
+    assert order == sorted(order), nics
+    resources = typed(module, "resource")
+    for owner in (
+        ("google_compute_instance", "node"),
+        ("google_compute_instance_template", "flex"),
+    ):
+        body = resources[owner]
+        assert "network_interface" not in body
+        [nic] = [d['"network_interface"'] for d in body["dynamic"] if '"network_interface"' in d]
+        assert nic["for_each"] == "${local.nics}"
 
 
 # -- the boot script -----------------------------------------------------------------------
@@ -145,7 +159,10 @@ def header_text(machine: str) -> str:
 def header(machine: str) -> dict[str, str]:
     """The one-line variables the script's header sets, as bash itself reads them."""
     text = header_text(machine)
-    names = "GPU_STACK PLUGIN_IMAGE RXDM_IMAGE GIB_VERSION LIB_DIR UDS_PATH ENV_PROFILE INTERFACES"
+    names = (
+        "GPU_STACK PLUGIN_IMAGE RXDM_IMAGE GIB_VERSION LIB_DIR UDS_PATH ENV_PROFILE INTERFACES "
+        "RDMA_NICS GIB_PACKAGE"
+    )
     shown = f'\nfor n in {names}; do [[ -v $n ]] && printf "%s=%s\\n" "$n" "${{!n}}"; done; true'
     out = subprocess.run(
         ["bash", "-c", text + shown], capture_output=True, text=True, check=True
@@ -164,7 +181,6 @@ def test_tcpx_pins_a_matching_plugin_and_rxdm() -> None:
     assert pins["UDS_PATH"] == gpu_network.TCPX_UDS_PATH
     settings = settings_of("a3-highgpu-8g")
     assert settings["NCCL_GPUDIRECTTCPX_UNIX_CLIENT_PREFIX"] == pins["UDS_PATH"]
-    assert gpu_network.job_environment("a3-highgpu-8g")["LD_LIBRARY_PATH"] == pins["LIB_DIR"]
 
 
 def test_tcpxo_pins_a_matching_plugin_and_rxdm() -> None:
@@ -174,7 +190,6 @@ def test_tcpxo_pins_a_matching_plugin_and_rxdm() -> None:
     for image in (pins["PLUGIN_IMAGE"], pins["RXDM_IMAGE"]):
         assert "/gpudirect-tcpxo/" in image
         assert re.search(r":v\d+\.\d+\.\d+$", image), image
-    assert gpu_network.job_environment("a3-megagpu-8g")["LD_LIBRARY_PATH"] == pins["LIB_DIR"]
 
 
 @pytest.mark.parametrize("machine", ["a3-ultragpu-8g", "a4-highgpu-8g"])
@@ -183,9 +198,10 @@ def test_gib_pins_one_package_version(machine: str) -> None:
     assert pins["GIB_VERSION"] == gpu_network.GIB_VERSION
     assert re.fullmatch(r"\d+\.\d+\.\d+", pins["GIB_VERSION"])
     body = gpu_network.SETUP_BODY.read_text()
-    assert '"nccl-gib=${GIB_VERSION}"' in body
+    assert pins["GIB_PACKAGE"] == f"nccl-gib={gpu_network.GIB_VERSION}"
+    assert 'pinned_apt_package "${GIB_PACKAGE}" "${GIB_EXPECTED}"' in body
     assert "apt-mark hold nccl-gib" in body
-    assert gpu_network.job_environment(machine)["LD_LIBRARY_PATH"] == pins["LIB_DIR"]
+    assert pins["RDMA_NICS"] == "8"
 
 
 def test_every_version_lives_in_one_place() -> None:
@@ -209,11 +225,20 @@ def settings_of(machine: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines())
 
 
-@pytest.mark.parametrize("machine", SHAPES)
-def test_jobs_get_only_the_plugin_folder_in_their_environment(machine: str) -> None:
-    """The rest is in /etc/nccl.conf once the plugin works: a job started before (or after a
-    failed setup) uses plain NCCL instead of failing on a plugin that is not there."""
-    assert gpu_network.job_environment(machine) == {"LD_LIBRARY_PATH": header(machine)["LIB_DIR"]}
+def test_the_tcpx_topology_names_each_nic_as_ubuntu_does() -> None:
+    """RxDM's manual preset with the GPU NICs under the names NCCL is told (enp6s0, ...),
+    each beside its two GPUs with four receive queues each."""
+    topology = subprocess.run(
+        ["bash", "-c", header_text("a3-highgpu-8g") + '\nprintf "%s" "$RXQ_TOPOLOGY"'],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    nics = settings_of("a3-highgpu-8g")["NCCL_GPUDIRECTTCPX_SOCKET_IFNAME"].split(",")
+    assert re.findall(r'ifname: "(\w+)"', topology) == nics
+    assert topology.count("gpu_infos {") == 8
+    assert len(set(re.findall(r'gpu_pci_addr: "([0-9a-f:.]+)"', topology))) == 8
+    assert topology.count("queue_ids:") == 32
 
 
 def test_tcpx_settings_name_one_socket_per_gpu_nic() -> None:
@@ -288,10 +313,19 @@ def test_plan_shows_the_nic_layout_and_bandwidth(machine: str) -> None:
     assert placement == "placement: compact (dlvm's default for the shape)"
 
 
-def test_nodes_without_internet_are_warned_that_setup_cannot_download_the_plugin() -> None:
-    (warning,) = spec_warnings(gcp_plan(spec("a3-highgpu-8g", {"public_ip": False})))
-    assert "cannot download the GPUDirect-TCPX NCCL plugin" in warning
-    (warning,) = spec_warnings(gcp_plan(spec("a2-highgpu-8g", {"public_ip": False})))
+def test_private_nodes_on_a_given_network_are_warned_that_setup_downloads_the_plugin() -> None:
+    """dlvm makes Cloud NAT only on a network it makes: on one given, egress is the network's."""
+    private = {"public_ip": False, "allowed_ssh_cidrs": []}
+
+    def about_egress(machine: str, provider: dict[str, Any]) -> list[str]:
+        return [w for w in spec_warnings(gcp_plan(spec(machine, provider))) if "public_ip" in w]
+
+    assert about_egress("a3-highgpu-8g", private) == []
+    given = {**private, "network": "corp"}
+    (warning,) = about_egress("a3-highgpu-8g", given)
+    assert "dlvm adds no Cloud NAT there" in warning
+    assert "downloads the GPUDirect-TCPX NCCL plugin" in warning
+    (warning,) = spec_warnings(gcp_plan(spec("a2-highgpu-8g", given)))
     assert "plugin" not in warning
 
 

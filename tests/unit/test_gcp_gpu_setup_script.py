@@ -41,6 +41,16 @@ docker)
 lspci) echo "0000:06:00.0 Ethernet controller [0200]: Google, Inc. Device [1ae0:0084]" ;;
 mountpoint) exit 1 ;;
 dpkg-query) [[ -n ${INSTALLED_GIB:-} ]] && printf '%s' "$INSTALLED_GIB" ;;
+uname) echo "$KERNEL_RELEASE" ;;
+modinfo) [[ -n ${IMPORT_HELPER:-} ]] || exit 1 ;;
+ibv_devices)
+	echo "    device                 node GUID"
+	for ((i = 0; i < ${RDMA_DEVICES:-0}; i++)); do echo "    mlx5_$i    0000000000000000"; done
+	;;
+apt-cache)
+	spec=${@: -1}; version=9.9; [[ $spec == *=* ]] && version=${spec#*=}
+	printf 'Package: %s\nVersion: %s\nSHA256: %s\n' "${spec%%=*}" "$version" "$FAKE_DEB_SHA"
+	;;
 gpg)
 	[[ $1 == --show-keys ]] && printf 'pub:-:255:22:X:1:::-:::scESC:\nfpr:::::::::%s:\n' $FAKE_FPR
 	while [[ $# -gt 0 ]]; do [[ $1 == -o ]] && touch "$2"; shift; done
@@ -59,15 +69,24 @@ MACHINE_COMMANDS = (
     "sleep",
     "dpkg-query",
     "apt-get",
+    "apt-cache",
     "apt-mark",
     "curl",
     "gpg",
+    "uname",
+    "modinfo",
+    "ldconfig",
+    "ibv_devices",
 )
+# A kernel of Google's TCPX line, and the Deep Learning VM image's own.
+TCPX_KERNEL = "5.15.0-1065-gcp-tcpx"
+DLVM_KERNEL = "6.8.0-1031-gcp"
 # The ordinary tools the script uses, taken from this machine.
-TOOLS = ("grep", "env", "mv", "mkdir", "rm", "readlink", "chmod", "cut", "head")
-TOOLS += ("awk", "sort", "tr", "cat", "sed", "touch")
+TOOLS = ("grep", "env", "mv", "mkdir", "rm", "readlink", "chmod", "cut", "head", "cat")
+TOOLS += ("awk", "sort", "tr", "sed", "touch")
 DIGEST = "sha256:" + "ab" * 32  # what the stand-in registry serves
 FINGERPRINTS = "35BAA0B33E9EB396F59CA838C0BA5CE6DC6315A3"  # what the stand-in key server serves
+DEB_SHA = "ef" * 32  # the SHA256 the stand-in apt index lists for every package
 
 
 @dataclass
@@ -81,6 +100,11 @@ class Run:
         path = self.root / "state" / name
         return path.read_text().strip() if path.exists() else None
 
+    def library_path(self) -> str | None:
+        """What the script gave the dynamic linker (None: nothing)."""
+        path = self.root / "ld.so.conf.d" / "000_dlvm-nccl-plugin.conf"
+        return path.read_text().strip() if path.exists() else None
+
 
 def run_script(
     tmp_path: Path,
@@ -89,8 +113,13 @@ def run_script(
     missing: tuple[str, ...] = (),
     installed_gib: str = "",
     absent_interfaces: tuple[str, ...] = (),
+    kernel: str = TCPX_KERNEL,
+    import_helper: bool = True,
+    rdma_devices: int = 8,
+    args: tuple[str, ...] = (),
     digest: str = DIGEST,
     fingerprints: str = FINGERPRINTS,
+    deb_sha: str = DEB_SHA,
 ) -> Run:
     """The boot script for `machine`, its system paths moved under tmp_path."""
     network = gpu_network.gpu_network(machine)
@@ -101,8 +130,9 @@ def run_script(
         if nic not in absent_interfaces:
             (sys_net / nic).mkdir(exist_ok=True)
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir(exist_ok=True)  # a second boot runs in the same folder
+    bin_dir.mkdir(exist_ok=True)
     for name in MACHINE_COMMANDS:
+        (bin_dir / name).unlink(missing_ok=True)
         if name not in missing:
             (bin_dir / name).write_text(STAND_IN)
             (bin_dir / name).chmod(0o755)
@@ -125,15 +155,31 @@ def run_script(
         script = script.replace(system, moved)
     assert str(lib_dir) in script
     (tmp_path / "apt" / "sources.list.d").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "ld.so.conf.d").mkdir(exist_ok=True)
+    # The aperture of the GPU NIC lspci names, as sysfs shows it once bound: root's only.
+    aperture = tmp_path / "apertures" / "0000:06:00.0"
+    aperture.mkdir(parents=True, exist_ok=True)
+    for name in ("resource0", "resource2"):
+        (aperture / name).touch(mode=0o600)
     calls = tmp_path / "calls"
-    calls.touch()
+    calls.write_text("")
+    boot_id = tmp_path / "boot_id"
+    if not boot_id.exists():
+        boot_id.write_text("8e3f0c4e-boot-1\n")
     env = {
         "PATH": str(bin_dir),
         "CALLS": str(calls),
         "FAKE_LIB_DIR": str(lib_dir),
         "INSTALLED_GIB": installed_gib,
+        "KERNEL_RELEASE": kernel,
+        "IMPORT_HELPER": "yes" if import_helper else "",
+        "RDMA_DEVICES": str(rdma_devices),
+        "LD_SO_CONF_DIR": str(tmp_path / "ld.so.conf.d"),
+        "TOPOLOGY_DIR": str(tmp_path / "etc-dlvm"),
+        "BOOT_ID_FILE": str(boot_id),
         "FAKE_DIGEST": digest,
         "FAKE_FPR": fingerprints,
+        "FAKE_DEB_SHA": deb_sha,
         "STATE_DIR": str(tmp_path / "state"),
         "DLVM_NCCL_CONF": str(tmp_path / "nccl.conf"),
         # Set where the script runs: never copied into nccl.conf.
@@ -146,7 +192,7 @@ def run_script(
     bash = shutil.which("bash")
     assert bash
     result = subprocess.run(
-        [bash, "-c", script], env=env, capture_output=True, text=True, timeout=60
+        [bash, "-c", script, "bash", *args], env=env, capture_output=True, text=True, timeout=60
     )
     return Run(
         result.returncode, result.stdout + result.stderr, calls.read_text().splitlines(), tmp_path
@@ -178,29 +224,50 @@ def index_of(calls: list[str], start: str) -> int:
     return found[0]
 
 
-def test_tcpx_installs_the_plugin_then_starts_rxdm(tmp_path: Path) -> None:
+def test_tcpx_installs_the_plugin_with_its_nccl_then_starts_rxdm_on_ubuntu_nics(
+    tmp_path: Path,
+) -> None:
     run = run_script(tmp_path, "a3-highgpu-8g")
     assert run.returncode == 0, run.output
     uds = tmp_path / "tcpx"
     install = index_of(
         run.calls,
         f"docker run --rm --network host --volume /var/lib:/var/lib "
-        f"{by_digest(gpu_network.TCPX_PLUGIN_IMAGE)} install",
+        f"{by_digest(gpu_network.TCPX_PLUGIN_IMAGE)} install --install-nccl",
     )
     rxdm = index_of(run.calls, "docker run --detach --name dlvm-rxdm")
     assert index_of(run.calls, "nvidia-smi") < install < rxdm
     started = run.calls[rxdm]
+    topology = tmp_path / "etc-dlvm" / "gpu_rxq_configuration.textproto"
     assert f"--volume {uds}:{uds}" in started
+    assert f"--volume {topology}:{topology}:ro" in started
     assert (
-        f"{by_digest(gpu_network.TCPX_RXDM_IMAGE)} --gpu_nic_preset a3vm --gpu_shmem_type fd "
-        f"--uds_path {uds} --setup_param --verbose 128 2 0"
+        f"{by_digest(gpu_network.TCPX_RXDM_IMAGE)} --gpu_nic_preset manual "
+        f"--gpu_nic_topology {topology} --gpu_shmem_type fd --uds_path {uds} "
+        "--setup_param --verbose 128 2 0"
     ) in started
+    assert 'ifname: "enp134s0"' in topology.read_text()
     assert "--gpus all" in started
     assert uds.is_dir()
     settings = network("a3-highgpu-8g").nccl_settings
     assert conf_lines(tmp_path) == [f"{k}={v}" for k, v in settings.items()]
+    assert run.library_path() == str(tmp_path / "lib64")
+    assert index_of(run.calls, "ldconfig") > rxdm
     assert run.state("ready") == f"tcpx {gpu_network.TCPX_PLUGIN_IMAGE}"
     assert run.state("failed") is None
+    assert run.state("step") is None
+
+
+def test_tcpx_on_a_kernel_without_it_fails_before_anything_is_started(tmp_path: Path) -> None:
+    """A Deep Learning VM kernel is not a TCPX kernel: RxDM would exit or idle, and
+    NCCL_NET naming the plugin would fail every job, so the node uses plain sockets."""
+    run = run_script(tmp_path, "a3-highgpu-8g", kernel=DLVM_KERNEL)
+    assert run.returncode != 0
+    assert run.state("failed") == "check for a GPUDirect-TCPX kernel"
+    assert f"kernel {DLVM_KERNEL} is not one of Google's TCPX kernels" in run.output
+    assert not any(call.startswith("docker") for call in run.calls)
+    assert not (tmp_path / "nccl.conf").exists()
+    assert run.library_path() is None
 
 
 def test_tcpxo_exposes_apertures_installs_writes_nccl_conf_and_waits_for_rxdm(
@@ -221,12 +288,30 @@ def test_tcpxo_exposes_apertures_installs_writes_nccl_conf_and_waits_for_rxdm(
     ]
     assert order == sorted(order)
     assert f"{tmp_path / 'apertures' / '0000:06:00.0'}" in run.calls[order[1]]
+    # The job's processes (the SSH user, not root) map the apertures: readable and writable.
+    for resource in (tmp_path / "apertures" / "0000:06:00.0").iterdir():
+        assert resource.stat().st_mode & 0o777 == 0o666, resource
     started = run.calls[order[3]]
-    assert f"{by_digest(gpu_network.TCPXO_RXDM_IMAGE)} --num_hops=2 --num_nics=8" in started
+    # Only the flag the current RxDM takes: --num_nics, --uid and --alsologtostderr are gone.
+    assert started.endswith(f"{by_digest(gpu_network.TCPXO_RXDM_IMAGE)} --num_hops=2")
     # dlvm's settings, then the plugin profile's others: its eth0 guess gives way to dlvm's.
     settings = [f"{k}={v}" for k, v in network("a3-megagpu-8g").nccl_settings.items()]
     assert conf_lines(tmp_path) == [*settings, "NCCL_FASTRAK_NUM_FLOWS=2"]
+    assert run.library_path() == str(tmp_path / "lib64")
     assert run.state("ready") == f"tcpxo {gpu_network.TCPXO_PLUGIN_IMAGE}"
+    # The module was there: nothing installed from apt.
+    assert not any(call.startswith("apt-get") for call in run.calls)
+
+
+def test_tcpxo_installs_the_dmabuf_import_helper_the_image_lacks(tmp_path: Path) -> None:
+    run = run_script(tmp_path, "a3-megagpu-8g", import_helper=False)
+    assert run.returncode == 0, run.output
+    dkms = index_of(run.calls, "apt-get install --yes --allow-downgrades dkms=9.9")
+    headers = index_of(run.calls, f"apt-get install --yes linux-headers-{TCPX_KERNEL}")
+    install = index_of(run.calls, "apt-get install --yes --allow-downgrades dmabuf-import-helper")
+    assert dkms < headers < install < index_of(run.calls, "modprobe import-helper")
+    sources = (tmp_path / "apt" / "sources.list.d" / "dlvm-gpudirect-tcpxo-apt.list").read_text()
+    assert "ar+https://us-apt.pkg.dev/projects/gce-ai-infra gpudirect-tcpxo-apt main" in sources
 
 
 def test_gib_installs_the_pinned_package_and_holds_it(tmp_path: Path) -> None:
@@ -237,10 +322,34 @@ def test_gib_installs_the_pinned_package_and_holds_it(tmp_path: Path) -> None:
     )
     assert index_of(run.calls, "apt-mark hold nccl-gib") > install
     assert not any(call.startswith("docker") for call in run.calls)
-    sources = (tmp_path / "apt" / "sources.list.d" / "dlvm-nccl-gib.list").read_text()
+    sources = (tmp_path / "apt" / "sources.list.d" / "dlvm-gpudirect-gib-apt.list").read_text()
     assert "gpudirect-gib-apt main" in sources
     assert conf_lines(tmp_path) == ["NCCL_NET=gIB", "NCCL_IB_QPS_PER_CONNECTION=4"]
+    assert run.library_path() == str(tmp_path / "lib64")
+    assert index_of(run.calls, "ibv_devices") > install
     assert run.state("ready") == f"gib nccl-gib={gpu_network.GIB_VERSION}"
+
+
+def test_gib_without_its_rdma_devices_fails_instead_of_naming_the_plugin(
+    tmp_path: Path,
+) -> None:
+    """NCCL_NET=gIB without the RDMA user space or devices fails NCCL at init: the node
+    uses plain sockets instead, and the step says why."""
+    run = run_script(
+        tmp_path, "a4-highgpu-8g", installed_gib=gpu_network.GIB_VERSION, rdma_devices=3
+    )
+    assert run.returncode != 0
+    assert run.state("failed") == "find the 8 RDMA devices"
+    assert "ibv_devices lists 3 mlx5 devices, 8 expected" in run.output
+    assert not (tmp_path / "nccl.conf").exists()
+
+
+def test_gib_installs_the_rdma_user_space_the_image_lacks(tmp_path: Path) -> None:
+    run = run_script(
+        tmp_path, "a4-highgpu-8g", installed_gib=gpu_network.GIB_VERSION, missing=("ibv_devices",)
+    )
+    assert "apt-get install --yes --allow-downgrades ibverbs-utils=9.9" in run.calls
+    assert "apt-get install --yes --allow-downgrades rdma-core=9.9" in run.calls
 
 
 def test_gib_already_at_the_pinned_version_is_not_installed_again(tmp_path: Path) -> None:
@@ -288,9 +397,14 @@ def test_a_missing_gpu_nic_stops_setup_before_anything_is_installed(tmp_path: Pa
 def test_settings_of_an_earlier_boot_are_removed_when_setup_fails(tmp_path: Path) -> None:
     conf = tmp_path / "nccl.conf"
     conf.write_text("# Written by dlvm's GPU network setup.\nNCCL_NET=GPUDirectTCPX_v7\n")
+    linker = tmp_path / "ld.so.conf.d"
+    linker.mkdir()
+    (linker / "000_dlvm-nccl-plugin.conf").write_text("/var/lib/tcpx/lib64\n")
     run = run_script(tmp_path, "a3-highgpu-8g", missing=("docker",))
     assert run.returncode != 0
     assert not conf.exists()
+    assert run.library_path() is None
+    assert "ldconfig " in run.calls
 
 
 def test_an_nccl_conf_dlvm_did_not_write_is_left_alone(tmp_path: Path) -> None:
@@ -299,6 +413,37 @@ def test_an_nccl_conf_dlvm_did_not_write_is_left_alone(tmp_path: Path) -> None:
     run = run_script(tmp_path, "a3-highgpu-8g", missing=("docker",))
     assert run.returncode != 0
     assert conf.read_text() == "NCCL_DEBUG=WARN\n"
+
+
+# -- what dlvm asks of a node once it boots: the probe and the fallback ---------------------
+
+
+def test_the_probe_answers_with_this_boots_verdict(tmp_path: Path) -> None:
+    assert run_script(tmp_path, "a3-megagpu-8g", args=("probe",)).output == "waiting\n"
+    run_script(tmp_path, "a3-megagpu-8g")
+    probe = run_script(tmp_path, "a3-megagpu-8g", args=("probe",))
+    assert probe.output == f"ready tcpxo {gpu_network.TCPXO_PLUGIN_IMAGE}\n"
+    # A later boot whose setup has not begun: the folder's verdict is the earlier boot's.
+    (tmp_path / "boot_id").write_text("8e3f0c4e-boot-2\n")
+    assert run_script(tmp_path, "a3-megagpu-8g", args=("probe",)).output == "waiting\n"
+    run_script(tmp_path, "a3-megagpu-8g", missing=("docker",))
+    probe = run_script(tmp_path, "a3-megagpu-8g", args=("probe",))
+    assert probe.output == "failed check docker and the NVIDIA container toolkit\n"
+    assert probe.returncode == 0
+
+
+def test_the_fallback_takes_the_plugin_away_from_a_node_that_set_it_up(tmp_path: Path) -> None:
+    assert run_script(tmp_path, "a3-megagpu-8g").returncode == 0
+    assert (tmp_path / "nccl.conf").exists()
+    assert run_script(tmp_path, "a3-megagpu-8g").library_path() is not None
+    run = run_script(tmp_path, "a3-megagpu-8g", args=("fallback", "setup failed on node-1"))
+    assert run.returncode == 0, run.output
+    assert not (tmp_path / "nccl.conf").exists()
+    assert run.library_path() is None
+    assert run.calls == ["ldconfig "]
+    assert run.state("fallback") == "setup failed on node-1"
+    # The node's own verdict stays what its setup found.
+    assert run.state("ready") == f"tcpxo {gpu_network.TCPXO_PLUGIN_IMAGE}"
 
 
 # -- downloads checked before they are used -------------------------------------------------
@@ -342,3 +487,112 @@ def test_an_apt_key_with_other_fingerprints_is_refused_before_apt_trusts_it(
     assert f"expected {'0123456789ABCDEF' * 2}01234567, got {FINGERPRINTS}" in run.output
     assert not any(call.startswith("apt-get") for call in run.calls)
     assert not (tmp_path / "dlvm-google-cloud.gpg").exists()
+
+
+# Every other download of the boot script, one case each: (machine, its PINS entry, what the
+# stand-in serves for it, and how run_script is asked to reach the step that downloads it).
+NEW_DOWNLOADS = [
+    ("a3-megagpu-8g", "artifact-registry-key", FINGERPRINTS, {"import_helper": False}),
+    ("a3-megagpu-8g", "transport-package", f"sha256:{DEB_SHA}", {"import_helper": False}),
+    ("a3-megagpu-8g", "dkms-package", f"sha256:{DEB_SHA}", {"import_helper": False}),
+    ("a3-megagpu-8g", "import-helper-package", f"sha256:{DEB_SHA}", {"import_helper": False}),
+    ("a4-highgpu-8g", "gib-package", f"sha256:{DEB_SHA}", {}),
+    ("a4-highgpu-8g", "ibverbs-package", f"sha256:{DEB_SHA}", {"missing": ("ibv_devices",)}),
+    ("a4-highgpu-8g", "rdma-core-package", f"sha256:{DEB_SHA}", {"missing": ("ibv_devices",)}),
+]
+
+
+@pytest.mark.parametrize(("machine", "name", "served", "reach"), NEW_DOWNLOADS)
+def test_each_apt_download_other_than_dlvms_record_is_refused_naming_both(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    machine: str,
+    name: str,
+    served: str,
+    reach: dict[str, object],
+) -> None:
+    recorded = "sha256:" + "00" * 32 if served.startswith("sha256:") else "0123456789ABCDEF" * 2
+    pins = dict(gpu_network.PINS)
+    pins[name] = gpu_network.Pinned(pins[name].source, recorded)
+    monkeypatch.setattr(gpu_network, "PINS", pins)
+    run = run_script(tmp_path, machine, **reach)  # type: ignore[arg-type]
+    assert run.returncode != 0
+    assert f"{pins[name].source}" in run.output
+    assert f"expected {recorded}, got {served}" in run.output
+    if name.endswith("-package"):
+        package = pins[name].source.partition("=")[0]
+        assert not any(
+            call.startswith(f"apt-get install --yes --allow-downgrades {package}=")
+            for call in run.calls
+        )
+    else:
+        assert not any(call.startswith("apt-get") for call in run.calls)
+    assert run.state("failed")
+
+
+def test_a_package_file_replaced_after_a_nodes_first_install_is_refused_at_the_next(
+    tmp_path: Path,
+) -> None:
+    first = run_script(tmp_path, "a4-highgpu-8g")
+    assert first.returncode == 0, first.output
+    replaced = "12" * 32
+    again = run_script(tmp_path, "a4-highgpu-8g", deb_sha=replaced)
+    assert again.returncode != 0
+    # The first package checked again (the apt transport) is refused, and nothing installed.
+    transport = f"{gpu_network.PINS['transport-package'].source}=9.9"
+    assert f"{transport}: expected sha256:{DEB_SHA}, got sha256:{replaced}" in again.output
+    assert not any(call.startswith("apt-get install") for call in again.calls)
+    gib = f"nccl-gib={gpu_network.GIB_VERSION}"
+    # The node's record: what the first install of that version listed.
+    record = tmp_path / "state" / f"first-{gib.replace('=', '_')}"
+    assert record.read_text() == f"sha256:{DEB_SHA}\n"
+
+
+def test_gcsfuse_from_googles_repository_checks_its_key_and_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The storage script's fallback for an image without gcsfuse: the same checks, run with
+    the boot script's stand-ins (sudo runs what it is given)."""
+    from dlvm_cluster.providers.gcp import storage
+
+    run_script(tmp_path, "a3-megagpu-8g")  # the stand-ins, in tmp_path/bin
+    bin_dir = tmp_path / "bin"
+    (bin_dir / "sudo").write_text('#!/bin/bash\nexec "$@"\n')
+    (bin_dir / "sudo").chmod(0o755)
+    (bin_dir / "lsb_release").write_text("#!/bin/bash\necho noble\n")
+    (bin_dir / "lsb_release").chmod(0o755)
+    for tool in ("bash",):
+        if not (bin_dir / tool).exists():
+            (bin_dir / tool).symlink_to(str(shutil.which(tool)))
+    monkeypatch.setattr(gpu_network, "NODE_PIN_DIR", str(tmp_path / "pins"))
+    monkeypatch.setattr(storage, "GCSFUSE_KEYRING", str(tmp_path / "dlvm-gcsfuse.gpg"))
+
+    def install(deb_sha: str = DEB_SHA) -> subprocess.CompletedProcess[str]:
+        command = storage.gcsfuse_from_google().replace(
+            "/etc/apt/sources.list.d", str(tmp_path / "apt" / "sources.list.d")
+        )
+        (tmp_path / "calls").write_text("")
+        env = {"PATH": str(bin_dir), "CALLS": str(tmp_path / "calls"), "FAKE_FPR": FINGERPRINTS}
+        env["FAKE_DEB_SHA"] = deb_sha
+        return subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True)
+
+    first = install()
+    assert first.returncode == 0, first.stderr
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert "apt-get install --yes --allow-downgrades gcsfuse=9.9" in calls
+    assert (tmp_path / "dlvm-gcsfuse.gpg").exists()
+    # The package's file replaced since: refused, naming both.
+    again = install("34" * 32)
+    assert again.returncode != 0
+    assert f"gcsfuse=9.9: expected sha256:{DEB_SHA}, got sha256:{'34' * 32}" in again.stderr
+    # dlvm's record of the key differs from what is served: refused before apt trusts it.
+    pins = dict(gpu_network.PINS)
+    key = pins["cloud-packages-key"]
+    pins["cloud-packages-key"] = gpu_network.Pinned(key.source, "0123456789ABCDEF" * 2)
+    monkeypatch.setattr(gpu_network, "PINS", pins)
+    (tmp_path / "dlvm-gcsfuse.gpg").unlink()
+    refused = install()
+    assert refused.returncode != 0
+    assert f"expected {'0123456789ABCDEF' * 2}, got {FINGERPRINTS}" in refused.stderr
+    assert not (tmp_path / "dlvm-gcsfuse.gpg").exists()
+    assert not any(c.startswith("apt-get") for c in (tmp_path / "calls").read_text().splitlines())

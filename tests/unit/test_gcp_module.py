@@ -11,6 +11,7 @@ declared, has the declared type and passes the declared validations.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from pathlib import Path
@@ -31,6 +32,9 @@ from terraform_schema import (
 )
 
 from dlvm_cluster.providers import load_spec, load_spec_text
+from dlvm_cluster.providers.gcp.identity import READ_ONLY_ROLE as READ_ONLY
+from dlvm_cluster.providers.gcp.identity import READ_WRITE_ROLE as READ_WRITE
+from dlvm_cluster.providers.gcp.plan import ReservedCapacity
 from dlvm_cluster.providers.gcp.tfvars import gcp_tfvars
 from dlvm_cluster.provision.modules import module_dir
 
@@ -58,6 +62,19 @@ SPECS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"network": "shared-vpc", "subnetwork": "gpu-subnet", "public_ip": False},
         {"count": 1, "machine_type": "a3-highgpu-8g", "disk_type": "hyperdisk-balanced"},
     ),
+    # Private nodes on a network dlvm makes (router, NAT, IAP rule), OS Login.
+    "private-os-login": ({"public_ip": False, "os_login": True}, {"count": 2}),
+    # A Shared VPC's host project; firewall rules left to its administrator.
+    "shared-vpc-no-firewall": (
+        {
+            "network": "projects/host-proj/global/networks/shared",
+            "subnetwork": "projects/host-proj/regions/us-central1/subnetworks/gpus",
+            "public_ip": False,
+            "manage_firewall": False,
+            "allowed_ssh_cidrs": [],
+        },
+        {"count": 1},
+    ),
     "g4": ({}, {"count": 2, "machine_type": "g4-standard-48"}),
     "a3-flex-start": (
         {},
@@ -81,13 +98,45 @@ SPECS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "a3-high-tcpx": ({}, {"count": 2, "machine_type": "a3-highgpu-8g"}),
     "a3-mega-tcpxo": ({"compact_placement": False}, {"count": 2, "machine_type": "a3-megagpu-8g"}),
     "a3-ultra-rdma": ({}, {"count": 2, "machine_type": "a3-ultragpu-8g", "provisioning": "spot"}),
-    "a4-rdma": ({}, {"count": 2, "machine_type": "a4-highgpu-8g"}),
+    "a4-rdma": ({}, {"count": 2, "machine_type": "a4-highgpu-8g", "reservation": "b200-pool"}),
     "a2-any-reservation-limited": (
         {},
         {"count": 1, "machine_type": "a2-highgpu-1g", "reservation": "any", "max_run_hours": 8},
     ),
+    # Several flex-start nodes: one gang (template and managed instance group, no VMs).
+    "a4-flex-start-gang": (
+        {},
+        {
+            "count": 4,
+            "machine_type": "a4-highgpu-8g",
+            "provisioning": "flex-start",
+            "max_run_hours": 48,
+        },
+    ),
+    # Standard VMs on a dense reservation made with a compact placement policy: preflight
+    # reads both (RESERVED below), and the VMs become reservation-bound in that policy.
+    "a4-dense-reservation": (
+        {},
+        {"count": 2, "machine_type": "a4-highgpu-8g", "reservation": "b200-dense"},
+    ),
 }
-EXAMPLES = ("gcp-a100-torchrun.yaml", "gcp-spot-l4-horovod.yaml")
+RESERVED = {
+    "a4-dense-reservation": ReservedCapacity(
+        dense=True,
+        placement_policy="projects/p/regions/us-central1/resourcePolicies/b200-placement",
+    )
+}
+# What a case adds beside provider and nodes: buckets (grants) and autostop down (self-delete).
+EXTRAS: dict[str, dict[str, Any]] = {
+    "private-os-login": {
+        "storage": [
+            {"mount": "/ckpt", "bucket": "gs://ckpt-bucket/run"},
+            {"mount": "/data", "bucket": "gs://data-bucket", "read_only": True},
+        ],
+        "autostop": {"idle_minutes": 30, "action": "down"},
+    },
+}
+EXAMPLES = ("gcp-a100-torchrun.yaml", "gcp-spot-l4-horovod.yaml", "gcp-private-t4.yaml")
 CASES = [*SPECS, *EXAMPLES]
 
 
@@ -106,11 +155,17 @@ def rendered(case: str) -> dict[str, Any]:
     if case in SPECS:
         provider, nodes = SPECS[case]
         # JSON is YAML: the cluster file as the spec loader reads it.
-        text = json.dumps({"name": "t", "provider": {**PROVIDER, **provider}, "nodes": nodes})
+        document: dict[str, Any] = {
+            "name": "t",
+            "provider": {**PROVIDER, **provider},
+            "nodes": nodes,
+            **EXTRAS.get(case, {}),
+        }
+        text = json.dumps(document)
         spec = load_spec_text(text, Path("/nowhere/t.yaml")).spec
     else:
         spec = load_spec(REPO / "examples" / case).spec
-    return gcp_tfvars(spec, public_key=KEY)
+    return gcp_tfvars(spec, public_key=KEY, reserved=RESERVED.get(case))
 
 
 def test_module_has_the_standard_shape() -> None:
@@ -224,7 +279,8 @@ def test_every_variable_is_typed_and_described(module: dict[str, list[Any]]) -> 
 
 def test_nodes_are_a_set_keyed_by_name_never_count(module: dict[str, list[Any]]) -> None:
     node = typed(module, "resource")[("google_compute_instance", "node")]
-    assert node["for_each"] == "${var.nodes}"
+    # A flex-start gang's VMs are its managed instance group's instead.
+    assert node["for_each"] == "${var.flex_gang ? {} : var.nodes}"
     assert "count" not in node
 
 
@@ -241,6 +297,17 @@ def test_resources_are_the_cluster_and_nothing_else(module: dict[str, list[Any]]
         ("google_compute_firewall", "gpu_internal"),
         ("google_compute_network", "rdma"),
         ("google_compute_subnetwork", "rdma"),
+        ("google_compute_router", "nat"),
+        ("google_compute_router_nat", "nat"),
+        ("google_service_account", "node"),
+        ("google_storage_bucket_iam_member", "node"),
+        ("google_project_iam_member", "node"),
+        ("google_project_iam_custom_role", "self_delete"),
+        ("google_project_iam_member", "self_delete_gang"),
+        ("google_compute_instance_iam_member", "self_delete"),
+        ("google_compute_disk_iam_member", "self_delete"),
+        ("google_compute_instance_template", "flex"),
+        ("google_compute_instance_group_manager", "flex"),
     }
     assert set(typed(module, "data")) == set()
     assert set(labelled(module, "output")) >= {"nodes"}
@@ -251,9 +318,10 @@ def test_module_keeps_the_documented_settings(module: dict[str, list[Any]]) -> N
     main = (module_dir("gcp") / "main.tf").read_text()
     for needle in (
         '"enable-guest-attributes" = "TRUE"',
-        '"enable-oslogin" = "FALSE"',
+        '"enable-oslogin" = var.os_login ? "TRUE" : "FALSE"',
         '"install-nvidia-driver" = "True"',
         '"ssh-keys" = "${var.ssh_user}:${trimspace(var.ssh_public_key)}"',
+        'var.os_login || var.ssh_public_key == "" ? {} : {',
         '"created-by" = "dlvm"',
     ):
         assert needle in main, needle
@@ -267,21 +335,51 @@ def test_module_keeps_the_documented_settings(module: dict[str, list[Any]]) -> N
     assert [next(iter(d)) for d in node["dynamic"]] == [
         '"guest_accelerator"',
         '"network_interface"',
-        '"network_interface"',
         '"service_account"',
         '"reservation_affinity"',
     ]
-    (service_account,) = node["dynamic"][3]['"service_account"']["content"]
-    (affinity,) = node["dynamic"][4]['"reservation_affinity"']["content"]
+    (service_account,) = node["dynamic"][2]['"service_account"']["content"]
+    (affinity,) = node["dynamic"][3]['"reservation_affinity"']["content"]
     (specific,) = affinity["dynamic"][0]['"specific_reservation"']["content"]
     assert specific["key"] == '"compute.googleapis.com/reservation-name"'
     assert service_account["scopes"] == ['"cloud-platform"']
     (policy,) = resources[("google_compute_resource_policy", "compact")]["group_placement_policy"]
     assert policy["collocation"] == '"COLLOCATED"'
     ssh = resources[("google_compute_firewall", "ssh")]
-    assert ssh["source_ranges"] == "${var.allowed_ssh_cidrs}"
+    assert (
+        ssh["source_ranges"] == "${var.public_ip ? var.allowed_ssh_cidrs : [var.iap_source_range]}"
+    )
     assert ssh["allow"][0]["ports"] == ['"22"']
     assert resources[("google_compute_firewall", "internal")]["allow"][0]["protocol"] == '"all"'
+    # Private nodes: SSH from IAP's range alone.
+    assert ssh["count"] == "${var.manage_firewall ? 1 : 0}"
+    # Least privilege: the self-delete role holds deleting and nothing else, and is bound on
+    # each of the cluster's instances and boot disks, never on the project.
+    role = resources[("google_project_iam_custom_role", "self_delete")]
+    assert role["permissions"] == (
+        '${var.flex_gang ? ["compute.instanceGroupManagers.update"] : '
+        '["compute.instances.delete", "compute.disks.delete"]}'
+    )
+    for kind in ("google_compute_instance_iam_member", "google_compute_disk_iam_member"):
+        binding = resources[(kind, "self_delete")]
+        assert binding["for_each"] == "${var.self_delete ? google_compute_instance.node : {}}"
+        assert binding["role"] == "${google_project_iam_custom_role.self_delete[0].id}"
+    # A flex-start gang's VMs are the group's: the nodes may change that group alone.
+    gang_binding = resources[("google_project_iam_member", "self_delete_gang")]
+    assert gang_binding["count"] == "${var.self_delete && var.flex_gang ? 1 : 0}"
+    assert gang_binding["role"] == "${google_project_iam_custom_role.self_delete[0].id}"
+    (condition,) = gang_binding["condition"]
+    assert condition["expression"] == (
+        '"resource.name == \\"projects/${var.project}/zones/${var.zone}/instanceGroupManagers/'
+        '${google_compute_instance_group_manager.flex[0].name}\\""'
+    )
+    project_roles = resources[("google_project_iam_member", "node")]
+    assert project_roles["role"] == "${each.value}"
+    grants = resources[("google_storage_bucket_iam_member", "node")]
+    assert grants["bucket"] == "${each.key}"
+    nat = resources[("google_compute_router_nat", "nat")]
+    assert nat["count"] == "${local.nat ? 1 : 0}"
+    assert "nat = local.create_network && !var.public_ip" in main
     outputs = (module_dir("gcp") / "outputs.tf").read_text()
     for key in ("rank", "ip", "internal_ip", "port", "user", "zone", "host_key"):
         assert re.search(rf"^\s+{key}\s+=", outputs, re.MULTILINE), key
@@ -333,13 +431,23 @@ def test_the_cases_cover_every_shape_of_node() -> None:
     }
     assert any(t["max_run_hours"] for t in tfvars)
     assert any(t["compact_placement"] for t in tfvars)
+    assert any(t["placement_policy"] for t in tfvars)
+    assert any(t["flex_gang"] for t in tfvars)
     # No GPU network, GPU gVNICs each on a VPC (4 and 8), and a second gVNIC beside RDMA NICs.
     assert {(t["gpu_vpc_nics"], t["rdma_nics"]) for t in tfvars} == {(0, 0), (4, 0), (8, 0), (1, 8)}
     assert any(t["network"] and not t["public_ip"] for t in tfvars)
-    # The project's default service account, a named one, and none.
-    assert any(t["attach_service_account"] and not t["service_account_email"] for t in tfvars)
-    assert any(t["service_account_email"] for t in tfvars)
+    # The cluster's own service account, a named one, and none.
+    assert any(t["create_service_account"] for t in tfvars)
+    assert any(t["service_account_email"] and not t["create_service_account"] for t in tfvars)
     assert any(not t["attach_service_account"] for t in tfvars)
+    # Private nodes on a made network (NAT), in a Shared VPC's host project, OS Login,
+    # bucket grants of both roles, self-delete, firewall rules left to an administrator.
+    assert any(not t["public_ip"] and not t["network"] for t in tfvars)
+    assert any(t["network_project"] == "host-proj" for t in tfvars)
+    assert any(t["os_login"] for t in tfvars)
+    assert any(set(t["bucket_grants"].values()) == {READ_WRITE, READ_ONLY} for t in tfvars)
+    assert any(t["self_delete"] for t in tfvars)
+    assert any(not t["manage_firewall"] for t in tfvars)
 
 
 def test_terraform_names_every_required_variable(
@@ -362,7 +470,6 @@ def test_terraform_names_every_required_variable(
         "machine_type",
         "image",
         "disk_gb",
-        "allowed_ssh_cidrs",
         "ssh_public_key",
     }
 
@@ -375,8 +482,10 @@ def test_terraform_names_every_required_variable(
         ({"max_run_hours": 0}, "at least 1, or null"),
         ({"max_run_hours": 1.5}, "at least 1, or null"),
         ({"reservation_affinity": "SPECIFIC"}, "NO_RESERVATION or empty"),
-        ({"allowed_ssh_cidrs": []}, "non-empty list"),
-        ({"allowed_ssh_cidrs": ["somewhere"]}, "non-empty list"),
+        ({"allowed_ssh_cidrs": ["somewhere"]}, "address ranges such as"),
+        ({"bucket_grants": {"b": "roles/storage.admin"}}, "objectViewer only"),
+        ({"service_account_id": "dlvm_x"}, "6-30 lower-case"),
+        ({"self_delete_role_id": "dlvm-x"}, "3-64 letters"),
         ({"cluster_name": "ends-with-"}, "not end with -"),
         ({"nic_type": "E1000"}, "GVNIC, VIRTIO_NET"),
         ({"disk_gb": 5}, "at least 10"),
@@ -397,3 +506,24 @@ def test_terraform_rejects_bad_values(tmp_path: Path, change: dict[str, Any], me
     flagged = [d for d in diagnostics if d["severity"] in ("error", "warning")]
     assert flagged
     assert any(message in d.get("detail", "") + d["summary"] for d in flagged), flagged
+
+
+def test_gpu_subnetworks_stay_clear_of_docker_and_the_other_ranges(
+    module: dict[str, list[Any]],
+) -> None:
+    """Each GPU and RDMA subnetwork as the module cuts it (cidrsubnet with its own locals)
+    lies outside Docker's bridge pools (docker0 is 172.17.0.1/16: a GPU subnetwork there has
+    its gateway on a local address), the auto-mode range and the cluster subnetwork."""
+    [locals_block] = [block for block in module["locals"] if "gpu_cidr_bits" in block]
+    bits, offset = int(locals_block["gpu_cidr_bits"]), int(locals_block["rdma_cidr_offset"])
+    tfvars = rendered("a3-mega-tcpxo")
+    pieces = list(ipaddress.ip_network(tfvars["gpu_cidr_range"]).subnets(prefixlen_diff=bits))
+    used = [*pieces[:8], *pieces[offset : offset + 8]]
+    taken = [
+        *(ipaddress.ip_network(f"172.{second}.0.0/16") for second in range(17, 32)),
+        ipaddress.ip_network("192.168.0.0/16"),
+        ipaddress.ip_network("10.128.0.0/9"),
+        ipaddress.ip_network(tfvars["subnet_cidr"]),
+    ]
+    assert not [(a, b) for a in used for b in taken if a.overlaps(b)]
+    assert len({*used}) == 16

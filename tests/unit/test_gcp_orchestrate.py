@@ -41,6 +41,7 @@ from dlvm_cluster.orchestrate.jobs.supervise import Supervisor
 from dlvm_cluster.progress import SilentProgress, TerraformEvent
 from dlvm_cluster.providers import load_spec_text
 from dlvm_cluster.providers.base import Converge, NodeState
+from dlvm_cluster.providers.gcp import gang
 from dlvm_cluster.providers.gcp.converge import provision_gcp, replace_gcp_nodes
 from dlvm_cluster.providers.gcp.plan import gcp_plan
 from dlvm_cluster.providers.gcp.pricing import PRICES_AS_OF
@@ -51,7 +52,9 @@ from dlvm_cluster.providers.gcp.report import (
     price_line,
 )
 from dlvm_cluster.providers.gcp.tfvars import DEFAULT_IMAGE_FAMILY
-from dlvm_cluster.provision.terraform import EventSink, RunResult
+from dlvm_cluster.providers.terraformed import destroy_module
+from dlvm_cluster.provision import terraform as terraform_engine
+from dlvm_cluster.provision.terraform import EventSink, RunResult, parallelism_for
 from dlvm_cluster.spec.model import LoadedSpec
 from dlvm_cluster.state import ClusterState
 
@@ -134,6 +137,10 @@ class ScriptedTerraform:
     def apply(self, replace: list[str] | None = None) -> RunResult:
         tfvars = json.loads((self.workdir / "terraform.tfvars.json").read_text())
         zone, wanted = tfvars["zone"], tfvars["nodes"]
+        if tfvars["flex_gang"]:  # the group and its template; the VMs come from a request
+            self.cloud.applies.append(Apply(zone, tuple(wanted), ()))
+            outputs = {"nodes": {}, "zone": zone, "flex_gang": f"dlvm-{tfvars['cluster_name']}"}
+            return RunResult(0, outputs=outputs, summary={"add": 2, "change": 0, "remove": 0})
         replace = list(replace or [])
         self.cloud.applies.append(Apply(zone, tuple(wanted), tuple(replace)))
         vms = read_state(self.workdir)
@@ -160,13 +167,18 @@ class ScriptedTerraform:
             raise ProvisionError(
                 "terraform apply failed: " + self.cloud.errors.get(zone, stockout(zone))
             )
+        # As outputs.tf: the external address if the node has one, the login user rendered.
         nodes = {
             name: {
                 "rank": wanted[name]["rank"],
-                "ip": f"203.0.113.{10 + int(name[5:])}",
+                "ip": (
+                    f"203.0.113.{10 + int(name[5:])}"
+                    if tfvars["public_ip"]
+                    else f"10.64.0.{2 + int(name[5:])}"
+                ),
                 "internal_ip": f"10.64.0.{2 + int(name[5:])}",
                 "port": 22,
-                "user": "dlvm",
+                "user": tfvars["ssh_user"],
                 "zone": f"{API}/projects/{P}/zones/{zone}",
                 "instance": f"t-{name}",
                 "host_key": "",
@@ -245,7 +257,17 @@ _KEYS: dict[str, str] = {}
 def api() -> Iterator[FakeCompute]:
     with running() as fake:
         fake.project(P, {"GPUS_ALL_REGIONS": (64.0, 0.0)})
-        fake.region(P, REGION, ZONES, {"CPUS": (2400.0, 0.0), "NVIDIA_A100_GPUS": (64.0, 0.0)})
+        fake.region(
+            P,
+            REGION,
+            ZONES,
+            {
+                "CPUS": (2400.0, 0.0),
+                "A2_CPUS": (2400.0, 0.0),
+                "NVIDIA_A100_GPUS": (64.0, 0.0),
+                "PREEMPTIBLE_NVIDIA_A100_GPUS": (64.0, 0.0),
+            },
+        )
         for zone in ZONES:
             fake.machine_type(P, zone, "a2-highgpu-2g", ("nvidia-tesla-a100", 2))
             fake.machine_type(P, zone, "a4-highgpu-8g", ("nvidia-b200", 8))
@@ -274,11 +296,13 @@ def loaded_spec(
     min_count: int | None = None,
     machine: str = "a2-highgpu-2g",
     ssh: str = "198.51.100.0/24",
+    provider: str = "",
+    extra: str = "",
 ) -> LoadedSpec:
-    extra = f"  min_count: {min_count}\n" if min_count else ""
+    extra += f"  min_count: {min_count}\n" if min_count else ""
     text = (
         "name: t\nprovider:\n  kind: gcp\n  project: p\n  region: us-central1\n"
-        f"  zones: [{', '.join(ZONES)}]\n  allowed_ssh_cidrs: [{ssh}]\n"
+        f"  zones: [{', '.join(ZONES)}]\n  allowed_ssh_cidrs: [{ssh}]\n{provider}"
         f"nodes:\n  count: {count}\n  machine_type: {machine}\n{extra}"
     )
     return load_spec_text(text, Path("/nowhere/t.yaml"))
@@ -462,19 +486,22 @@ def test_a_zone_whose_vms_cannot_be_listed_is_named_with_the_listing_command(
 # -- flex-start: waiting for capacity ------------------------------------------------------
 
 
-def flex_start_spec() -> LoadedSpec:
+def flex_start_spec(count: int = 1) -> LoadedSpec:
+    """Flex-start nodes: one is a VM of its own; more are a gang (test_gcp_gang.py)."""
     return load_spec_text(
-        loaded_spec().text + "  provisioning: flex-start\n  max_run_hours: 8\n",
+        loaded_spec(count).text + "  provisioning: flex-start\n  max_run_hours: 8\n",
         Path("/nowhere/t.yaml"),
     )
 
 
-def still_creating(*elapsed: float) -> list[TerraformEvent]:
-    """Terraform's apply_progress reports for both nodes' creates, `elapsed` seconds in."""
+def still_creating(
+    *elapsed: float, nodes: tuple[str, ...] = ("node-0", "node-1")
+) -> list[TerraformEvent]:
+    """Terraform's apply_progress reports for the nodes' creates, `elapsed` seconds in."""
     return [
         TerraformEvent("progress", f'google_compute_instance.node["{node}"]', "create", "", at)
         for at in elapsed
-        for node in ("node-0", "node-1")
+        for node in nodes
     ]
 
 
@@ -483,23 +510,21 @@ def lists(api: FakeCompute, zone: str) -> int:
     return sum(1 for _, path, _ in api.requests if path.endswith(f"/zones/{zone}/instances"))
 
 
-def test_flex_start_vms_waiting_for_capacity_are_shown_each_minute(
+def test_a_flex_start_vm_waiting_for_capacity_is_shown_each_minute(
     api: FakeCompute, state: ClusterState
 ) -> None:
-    # Dynamic Workload Scheduler finds node-1's capacity after one read, node-0's after two.
+    # Dynamic Workload Scheduler finds the VM's capacity after two reads.
     api.flex_start_instance(P, A, "t-node-0", pending_reads=2, labels={**LABELS, "node": "node-0"})
-    api.flex_start_instance(P, A, "t-node-1", pending_reads=1, labels={**LABELS, "node": "node-1"})
-    cloud = Cloud(events={A: still_creating(10, 50, 70, 75, 130, 370)})
+    cloud = Cloud(events={A: still_creating(10, 50, 70, 75, 130, 370, nodes=("node-0",))})
     progress = Recorder()
     up(api, state, cloud, flex_start_spec(), progress, wait=2 * 3600)
 
     assert progress.notes == [
         "flex-start: each VM waits up to 2h for capacity from Dynamic Workload Scheduler",
-        f"waiting for capacity in zone {A}, 1m: node-0, node-1 queued by Dynamic Workload "
-        "Scheduler",
+        f"waiting for capacity in zone {A}, 1m: node-0 queued by Dynamic Workload Scheduler",
         f"waiting for capacity in zone {A}, 2m: node-0 queued by Dynamic Workload Scheduler",
     ]
-    # One list a minute (1m, 2m, 6m), whatever the number of nodes and reports.
+    # One list a minute (1m, 2m, 6m), whatever the number of reports.
     assert lists(api, A) == 3
     tfvars = json.loads((state.terraform_dir / "terraform.tfvars.json").read_text())
     assert tfvars["create_timeout"] == "2h"
@@ -519,14 +544,14 @@ TIMED_OUT = (
 )
 
 
-def test_flex_start_capacity_not_found_within_the_wait_stops_and_deletes_the_waiting_vms(
+def test_flex_start_capacity_not_found_within_the_wait_stops_and_deletes_the_waiting_vm(
     api: FakeCompute, state: ClusterState
 ) -> None:
-    # node-0 was created and runs; node-1 still waits when the wait ends: Terraform's
-    # provider drops it from its state, but Compute Engine still holds it, PENDING.
-    api.flex_start_instance(P, A, "t-node-1", pending_reads=99, labels={**LABELS, "node": "node-1"})
-    api.instance_operation(P, A, "t-node-1", "delete")
-    cloud = Cloud(capacity={A: 1}, errors={A: TIMED_OUT})
+    # The VM still waits when the wait ends: Terraform's provider drops it from its state,
+    # but Compute Engine still holds it, PENDING.
+    api.flex_start_instance(P, A, "t-node-0", pending_reads=99, labels={**LABELS, "node": "node-0"})
+    api.instance_operation(P, A, "t-node-0", "delete")
+    cloud = Cloud(capacity={A: 0}, errors={A: TIMED_OUT})
     progress = Recorder()
     with pytest.raises(ProvisionError) as caught:
         up(api, state, cloud, flex_start_spec(), progress, wait=2 * 3600)
@@ -538,31 +563,29 @@ def test_flex_start_capacity_not_found_within_the_wait_stops_and_deletes_the_wai
         "(2h0m0s); a flex-start VM waits there for capacity"
     )
     assert "a longer wait" in error.hint
-    assert cloud.zones_tried() == [A, A]  # no other zone: the wait would start anew there
-    assert read_state(state.terraform_dir) == {}  # node-0 deleted by Terraform
+    assert cloud.zones_tried() == [A]  # no other zone: the wait would start anew there
+    assert read_state(state.terraform_dir) == {}
     assert [path for method, path, _ in api.requests if method == "DELETE"] == [
-        f"/compute/v1/projects/{P}/zones/{A}/instances/t-node-1"
+        f"/compute/v1/projects/{P}/zones/{A}/instances/t-node-0"
     ]
 
 
-def test_ctrl_c_while_flex_start_vms_wait_leaves_nothing_behind(
+def test_ctrl_c_while_a_flex_start_vm_waits_leaves_nothing_behind(
     api: FakeCompute, state: ClusterState
 ) -> None:
-    api.flex_start_instance(P, A, "t-node-1", pending_reads=99, labels={**LABELS, "node": "node-1"})
-    api.instance_operation(P, A, "t-node-1", "delete")
-    cloud = Cloud(capacity={A: 1}, interrupted={A})
+    api.flex_start_instance(P, A, "t-node-0", pending_reads=99, labels={**LABELS, "node": "node-0"})
+    api.instance_operation(P, A, "t-node-0", "delete")
+    cloud = Cloud(capacity={A: 0}, interrupted={A})
     progress = Recorder()
     with pytest.raises(KeyboardInterrupt):
         up(api, state, cloud, flex_start_spec(), progress)
 
-    assert cloud.applies == [Apply(A, ("node-0", "node-1"), ()), Apply(A, (), ())]
     # What `down` finds: a state without VMs, and no VM of the cluster outside it.
     assert read_state(state.terraform_dir) == {}
-    assert api.respond("GET", f"/compute/v1/projects/{P}/zones/{A}/instances/t-node-1")[0] == 404
-    assert progress.notes[-3:] == [
+    assert api.respond("GET", f"/compute/v1/projects/{P}/zones/{A}/instances/t-node-0")[0] == 404
+    assert progress.notes[-2:] == [
         f"interrupted: deleting the nodes this attempt made in {A}",
-        f"deleting node-0 ({A}): interrupted",
-        f"deleted t-node-1 ({A}): a VM of this cluster outside Terraform's state (a Spot VM "
+        f"deleted t-node-0 ({A}): a VM of this cluster outside Terraform's state (a Spot VM "
         "preempted while it was created stays behind, stopped)",
     ]
 
@@ -745,13 +768,27 @@ def test_a_recreated_vm_has_its_new_key_read(api: FakeCompute, state: ClusterSta
 
 def test_gpus_per_node_comes_from_preflight(api: FakeCompute, state: ClusterState) -> None:
     # dlvm's offline table does not know a4-highgpu-8g; the machine type from the API does.
-    inventory, _ = up(api, state, Cloud(), loaded_spec(1, machine="a4-highgpu-8g"), Recorder())
+    inventory, _ = up(
+        api,
+        state,
+        Cloud(),
+        loaded_spec(1, machine="a4-highgpu-8g", extra="  spot: true\n"),
+        Recorder(),
+    )
     assert inventory.gpus_per_node == 8
 
 
-def test_jobs_on_a4_find_the_gib_plugin(api: FakeCompute, state: ClusterState) -> None:
-    inventory, _ = up(api, state, Cloud(), loaded_spec(1, machine="a4-highgpu-8g"), Recorder())
-    assert inventory.env == {"LD_LIBRARY_PATH": "/usr/local/gib/lib64"}
+def test_jobs_on_a4_keep_their_own_library_path(api: FakeCompute, state: ClusterState) -> None:
+    """The gIB plugin is found through the node's dynamic linker path (its boot script adds
+    it there); a job's LD_LIBRARY_PATH stays what the image or the cluster file set."""
+    inventory, _ = up(
+        api,
+        state,
+        Cloud(),
+        loaded_spec(1, machine="a4-highgpu-8g", extra="  spot: true\n"),
+        Recorder(),
+    )
+    assert "LD_LIBRARY_PATH" not in inventory.env
 
 
 def test_open_ssh_is_warned_loudly_during_up(api: FakeCompute, state: ClusterState) -> None:
@@ -1110,7 +1147,11 @@ def test_plan_notes_warn_and_price(state: ClusterState) -> None:
         "capacity: standard; reservation: any matching one (Compute Engine's default); "
         "max run time: none"
     )
-    assert gcp_plan_notes(gcp_plan(loaded_spec().spec)) == notes[-2:]
+    assert notes[-3] == (
+        "service account: dlvm-t@p.iam.gserviceaccount.com, made for this cluster; granted "
+        "roles/logging.logWriter, roles/monitoring.metricWriter on the project"
+    )
+    assert gcp_plan_notes(gcp_plan(loaded_spec().spec)) == notes[-3:]
 
 
 @pytest.mark.parametrize(
@@ -1118,9 +1159,9 @@ def test_plan_notes_warn_and_price(state: ClusterState) -> None:
     [
         (
             "  provisioning: flex-start\n  max_run_hours: 72\n",
-            "capacity: flex-start (the VMs are created when Dynamic Workload Scheduler finds "
-            "capacity); reservation: none; max run time: 72h, then Compute Engine deletes "
-            "each VM",
+            "capacity: flex-start (all nodes in one request, created together when Dynamic "
+            "Workload Scheduler finds capacity for all); reservation: none; max run time: 72h, "
+            "then Compute Engine deletes each VM",
             "price: not in dlvm's table for flex-start VMs (they have a price of their own, "
             "neither on-demand nor Spot)",
         ),
@@ -1150,12 +1191,13 @@ def test_plan_shows_provisioning_reservation_and_max_run_time(
 ) -> None:
     text = loaded_spec().text + nodes
     notes = gcp_plan_notes(gcp_plan(load_spec_text(text, Path("/nowhere/t.yaml")).spec))
-    assert notes[0] == capacity
-    assert notes[1].startswith(price)
+    assert notes[0].startswith("service account: ")
+    assert notes[1] == capacity
+    assert notes[2].startswith(price)
 
 
 def test_price_line_says_when_the_table_has_no_row() -> None:
-    line = price_line(gcp_plan(loaded_spec(machine="a4-highgpu-8g").spec))
+    line = price_line(gcp_plan(loaded_spec(machine="a4-highgpu-8g", extra="  spot: true\n").spec))
     assert line.startswith(
         "price: not in dlvm's table for a4-highgpu-8g with 8 x nvidia-b200 in us-central1"
     )
@@ -1182,3 +1224,305 @@ def test_status_asks_the_provider_of_the_applied_spec(tmp_path: Path) -> None:
     save_applied(other, local)
     assert applied_kind(other) == "local"
     assert providers.for_spec(local.spec, other).status_price(1) is None
+
+
+# -- private nodes, OS Login, the nodes' identity --------------------------------------------
+
+
+def test_private_nodes_are_reached_through_their_iap_tunnel(
+    api: FakeCompute, state: ClusterState, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    tool = tmp_path / "bin" / "gcloud"
+    tool.parent.mkdir()
+    tool.write_text("#!/bin/sh\nexit 1\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tool.parent))
+    loaded = loaded_spec(provider="  public_ip: false\n")
+    inventory, _ = up(api, state, Cloud(), loaded, Recorder())
+    assert [(n.ip, n.proxy) for n in inventory.nodes] == [
+        (
+            f"10.64.0.{2 + rank}",
+            (
+                "gcloud",
+                "compute",
+                "start-iap-tunnel",
+                f"t-node-{rank}",
+                "22",
+                "--listen-on-stdin",
+                f"--zone={A}",
+                "--project=p",
+                "--verbosity=warning",
+            ),
+        )
+        for rank in range(2)
+    ]
+    # Recorded, and read back with its tunnel.
+    assert load_inventory(state) == inventory
+    # With external addresses: no tunnel.
+    public, _ = up(api, state, Cloud(), loaded_spec(), Recorder())
+    assert {n.proxy for n in public.nodes} == {()}
+
+
+def test_os_login_puts_the_key_on_the_profile_and_logs_in_as_its_user(
+    api: FakeCompute, state: ClusterState
+) -> None:
+    public_key = state.key_path.with_suffix(".pub").read_text().strip()
+    api.os_login("alice@example.com", "alice_example_com", public_key, fingerprint="ab12")
+    progress = Recorder()
+    inventory, _ = up(api, state, Cloud(), loaded_spec(provider="  os_login: true\n"), progress)
+    assert {n.user for n in inventory.nodes} == {"alice_example_com"}
+    [(path, body)] = [(p, b) for p, b in api.posted if p.endswith(":importSshPublicKey")]
+    assert path == "/v1/users/alice@example.com:importSshPublicKey"
+    assert body == {"key": public_key}
+    tfvars = json.loads((state.terraform_dir / "terraform.tfvars.json").read_text())
+    assert (tfvars["os_login"], tfvars["ssh_user"]) == (True, "alice_example_com")
+    assert "OS Login: logging in as alice_example_com" in " ".join(progress.notes)
+    # A render from the state dir keeps what up found (no API call there).
+    from dlvm_cluster.providers.gcp.converge import render_gcp
+
+    assert render_gcp(loaded_spec().spec, state).tfvars["ssh_user"] == "alice_example_com"
+    # down takes the key off the profile again.
+    from dlvm_cluster.providers.gcp.oslogin import RECORD, remove_key
+
+    assert remove_key(api.clients().rest, state) == ""
+    assert ("DELETE", "/v1/users/alice@example.com/sshPublicKeys/ab12") in [
+        (m, p) for m, p, _ in api.requests
+    ]
+    assert not (state.terraform_dir / RECORD).exists()
+
+
+def test_os_login_comes_on_by_itself_where_an_org_policy_requires_it(
+    api: FakeCompute, state: ClusterState
+) -> None:
+    public_key = state.key_path.with_suffix(".pub").read_text().strip()
+    api.os_login("bob@example.com", "bob_example_com", public_key)
+    api.org_policy(P, "compute.requireOsLogin", {"rules": [{"enforce": True}]})
+    inventory, _ = up(api, state, Cloud(), loaded_spec(), Recorder())
+    assert {n.user for n in inventory.nodes} == {"bob_example_com"}
+
+
+def test_os_login_refused_says_what_to_enable(api: FakeCompute, state: ClusterState) -> None:
+    api.routes[("GET", "/tokeninfo")] = [(200, {"email": "carol@example.com"})]
+    cloud = Cloud()
+    with pytest.raises(ProvisionError) as caught:
+        up(api, state, cloud, loaded_spec(provider="  os_login: true\n"), Recorder())
+    assert caught.value.message.startswith(
+        "OS Login refused the cluster's key for carol@example.com: HTTP 404"
+    )
+    assert "oslogin.googleapis.com" in caught.value.hint
+    assert cloud.applies == []  # refused before anything was made
+
+
+def test_plan_says_who_the_nodes_are_and_what_they_may_do() -> None:
+    text = (
+        "name: t\nprovider: {kind: gcp, project: p, region: us-central1, zones: [us-central1-a],"
+        " public_ip: false}\nnodes: {count: 1}\n"
+        "storage:\n  - {mount: /ckpt, bucket: gs://ckpt}\n  - {mount: /d, bucket: gs://data, "
+        "read_only: true}\nautostop: {idle_minutes: 20, action: down}\n"
+    )
+    notes = gcp_plan_notes(gcp_plan(load_spec_text(text, Path("/nowhere/t.yaml")).spec))
+    assert (
+        "bucket gs://ckpt: roles/storage.objectUser for dlvm-t@p.iam.gserviceaccount.com" in notes
+    )
+    assert "bucket gs://data: roles/storage.objectViewer for dlvm-t@p.iam.gserviceaccount.com" in (
+        notes
+    )
+    [down] = [n for n in notes if n.startswith("autostop action down")]
+    assert "compute.instances.delete and compute.disks.delete" in down
+    assert "instanceAdmin" not in " ".join(notes)
+    [private] = [n for n in notes if n.startswith("private nodes")]
+    assert "35.235.240.0/20" in private and "Cloud NAT" in private
+    # A flex-start gang's nodes leave through their group, which alone they may change.
+    gang = text.replace(
+        "nodes: {count: 1}",
+        "nodes: {count: 2, machine_type: g2-standard-4, provisioning: flex-start,"
+        " max_run_hours: 8}",
+    )
+    notes = gcp_plan_notes(gcp_plan(load_spec_text(gang, Path("/nowhere/t.yaml")).spec))
+    [down] = [n for n in notes if n.startswith("autostop action down")]
+    assert "leaves its flex-start group" in down
+    assert "compute.instanceGroupManagers.update, on this cluster's group alone" in down
+
+
+def test_os_login_asks_gcloud_for_the_account_when_the_token_does_not_name_it(
+    api: FakeCompute, state: ClusterState, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """User credentials refreshed for the cloud-platform scope alone carry no email."""
+    public_key = state.key_path.with_suffix(".pub").read_text().strip()
+    api.os_login("dana@example.com", "dana_example_com", public_key)
+    api.routes[("GET", "/tokeninfo")] = [(200, {"scope": "cloud-platform"})]
+    tool = tmp_path / "bin" / "gcloud"
+    tool.parent.mkdir()
+    tool.write_text('#!/bin/sh\n[ "$*" = "config get-value account" ] && echo dana@example.com\n')
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tool.parent))
+    inventory, _ = up(api, state, Cloud(), loaded_spec(provider="  os_login: true\n"), Recorder())
+    assert {n.user for n in inventory.nodes} == {"dana_example_com"}
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(ProvisionError) as caught:
+        up(api, state, Cloud(), loaded_spec(provider="  os_login: true\n"), Recorder())
+    assert caught.value.message.startswith("cannot tell which Google account dlvm acts as")
+
+
+# -- a flex-start gang: several flex-start nodes, all at once ------------------------------
+
+
+@pytest.fixture
+def no_pause(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gang, "POLL_S", 0.0)
+
+
+def resize_requests(api: FakeCompute) -> list[dict[str, Any]]:
+    return [body for path, body in api.posted if path.endswith("/resizeRequests")]
+
+
+def test_several_flex_start_nodes_are_one_request_for_all_of_them(
+    api: FakeCompute, state: ClusterState, no_pause: None
+) -> None:
+    """No VM of its own per node: the group gets one resize request naming every VM as dlvm
+    names it, with the run duration; the nodes exist once it succeeds, together."""
+    api.gang(P, A, "dlvm-t", states=["ACCEPTED", "ACCEPTED", "SUCCEEDED"])
+    cloud = Cloud()
+    progress = Recorder()
+    inventory, changed = up(api, state, cloud, flex_start_spec(3), progress, wait=3600)
+
+    [request] = resize_requests(api)
+    assert [item["name"] for item in request["instances"]] == ["t-node-0", "t-node-1", "t-node-2"]
+    assert request["requestedRunDuration"] == {"seconds": str(8 * 3600)}
+    assert "resizeBy" not in request
+    assert read_state(state.terraform_dir) == {}  # Terraform made the group, not the VMs
+    tfvars = json.loads((state.terraform_dir / "terraform.tfvars.json").read_text())
+    assert tfvars["flex_gang"] is True
+    assert [node.name for node in inventory.nodes] == ["node-0", "node-1", "node-2"]
+    assert {node.host_key for node in inventory.nodes} == {
+        f"ssh-ed25519 {host_key(name)}" for name in ("node-0", "node-1", "node-2")
+    }
+    assert changed
+    assert progress.notes[0] == (
+        f"flex-start: asking Dynamic Workload Scheduler for 3 node(s) at once in {A} "
+        "(node-0, node-1, node-2); nothing runs or bills until all have capacity"
+    )
+
+
+def test_a_gang_without_capacity_within_the_wait_is_withdrawn_with_nothing_made(
+    api: FakeCompute, state: ClusterState, no_pause: None
+) -> None:
+    api.gang(P, A, "dlvm-t", states=["ACCEPTED"])
+    with pytest.raises(ProvisionError) as caught:
+        up(api, state, Cloud(), flex_start_spec(2), Recorder(), wait=0.001)
+    assert caught.value.message == (
+        f"no capacity for all 2 flex-start node(s) in {A} within 0m: the request was "
+        "cancelled, no VM was created"
+    )
+    [request] = resize_requests(api)
+    name = request["name"]
+    base = f"/compute/v1/projects/{P}/zones/{A}/instanceGroupManagers/dlvm-t/resizeRequests"
+    assert (f"{base}/{name}/cancel", {}) in api.posted
+    assert ("DELETE", f"{base}/{name}", {}) in api.requests
+    assert api.calls("/instances/t-node-") == 0
+
+
+def test_a_failed_gang_request_says_why(
+    api: FakeCompute, state: ClusterState, no_pause: None
+) -> None:
+    api.gang(P, A, "dlvm-t", states=["ACCEPTED", "FAILED"])
+    with pytest.raises(ProvisionError) as caught:
+        up(api, state, Cloud(), flex_start_spec(2), Recorder(), wait=3600)
+    assert caught.value.message == (
+        f"the request for 2 flex-start node(s) in {A} ended FAILED: no capacity"
+    )
+
+
+def test_a_gang_asks_only_for_the_nodes_it_lacks_and_lets_go_of_the_others(
+    api: FakeCompute, state: ClusterState, no_pause: None
+) -> None:
+    """A node gone (its run ended, or it was replaced) comes back alone, in one request; a
+    node the cluster no longer has is deleted from the group."""
+    for name in ("t-node-0", "t-node-1", "t-node-3"):
+        api.instance(P, A, name, "RUNNING")
+    api.gang(P, A, "dlvm-t", states=["SUCCEEDED"], members=["t-node-0", "t-node-1", "t-node-3"])
+    inventory, _ = up(api, state, Cloud(), flex_start_spec(3), Recorder(), wait=3600)
+    [request] = resize_requests(api)
+    assert [item["name"] for item in request["instances"]] == ["t-node-2"]
+    [(_, deleted)] = [(p, b) for p, b in api.posted if p.endswith("/deleteInstances")]
+    assert deleted == {"instances": [f"zones/{A}/instances/t-node-3"]}
+    assert len(inventory.nodes) == 3
+
+
+def test_every_apply_creates_as_many_resources_at_once_as_the_cluster_has_nodes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Terraform's default of 10 would create nodes 11 and on only after the first ones."""
+    seen: list[list[str]] = []
+
+    class Stream:
+        def __iter__(self) -> Iterator[str]:
+            return iter([])
+
+        def finish(self) -> tuple[int, str]:
+            return 0, ""
+
+    def fake_open(argv: list[str]) -> Stream:
+        seen.append(argv)
+        return Stream()
+
+    monkeypatch.setattr(terraform_engine, "_open", fake_open)
+    terraform_engine.Terraform(tmp_path, parallelism=parallelism_for(16)).apply()
+    terraform_engine.Terraform(tmp_path, parallelism=parallelism_for(16)).destroy()
+    terraform_engine.Terraform(tmp_path).apply()
+    assert "-parallelism=16" in seen[0] and "-parallelism=16" in seen[1]
+    assert not any(arg.startswith("-parallelism") for arg in seen[2])
+    assert [parallelism_for(n) for n in (1, 16, 500)] == [10, 16, 64]
+    # `down` deletes them all at once too: its parallelism comes from the state dir's tfvars.
+    state = ClusterState("t", tmp_path / "state")
+    state.terraform_dir.mkdir(parents=True)
+    (state.terraform_dir / "terraform.tfvars.json").write_text(
+        json.dumps({"nodes": {f"node-{rank}": {"rank": rank} for rank in range(20)}})
+    )
+    destroy_module(state, SilentProgress())
+    assert "-parallelism=20" in seen[-1] and "-destroy" in seen[-1]
+
+
+def test_a_gang_node_is_replaced_by_deleting_it_and_asking_for_it_again(
+    api: FakeCompute, state: ClusterState, no_pause: None
+) -> None:
+    api.gang(P, A, "dlvm-t", states=["SUCCEEDED"])
+    loaded = flex_start_spec(2)
+    up(api, state, Cloud(), loaded, Recorder(), wait=3600)
+    request = converge_request(Cluster(state), loaded, Recorder(), wait=3600)
+    inventory = replace_gcp_nodes(
+        request, ["node-1"], clients=api.clients(), terraform_factory=Cloud().terraform
+    )
+    deleted = [b for p, b in api.posted if p.endswith("/deleteInstances")]
+    assert deleted == [{"instances": [f"zones/{A}/instances/t-node-1"]}]
+    _, again = resize_requests(api)
+    assert [item["name"] for item in again["instances"]] == ["t-node-1"]
+    assert [node.name for node in inventory.nodes] == ["node-0", "node-1"]
+
+
+def test_a_private_gang_with_os_login_logs_in_as_the_profile_user_through_its_tunnels(
+    api: FakeCompute,
+    state: ClusterState,
+    no_pause: None,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """The gang's VMs are read from the API, not Terraform: they still get the login up found
+    (the OS Login profile's user, not ssh_user) and, without external addresses, a tunnel."""
+    tool = tmp_path / "bin" / "gcloud"
+    tool.parent.mkdir()
+    tool.write_text("#!/bin/sh\nexit 1\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tool.parent))
+    public_key = state.key_path.with_suffix(".pub").read_text().strip()
+    api.os_login("alice@example.com", "alice_example_com", public_key)
+    api.gang(P, A, "dlvm-t", states=["SUCCEEDED"])
+    text = loaded_spec(2, provider="  public_ip: false\n  os_login: true\n").text
+    loaded = load_spec_text(
+        text + "  provisioning: flex-start\n  max_run_hours: 8\n", Path("/nowhere/t.yaml")
+    )
+    inventory, _ = up(api, state, Cloud(), loaded, Recorder(), wait=3600)
+    assert {n.user for n in inventory.nodes} == {"alice_example_com"}
+    assert [n.proxy[:4] for n in inventory.nodes] == [
+        ("gcloud", "compute", "start-iap-tunnel", f"t-node-{rank}") for rank in range(2)
+    ]

@@ -11,11 +11,16 @@ from gcp_fake import FakeCompute, running
 
 from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.providers import load_spec_text
+from dlvm_cluster.providers.base import Check, Reach
 from dlvm_cluster.providers.gcp.credentials import compute_clients, default_credentials
-from dlvm_cluster.providers.gcp.plan import gcp_plan
+from dlvm_cluster.providers.gcp.plan import ReservedCapacity, gcp_plan
 from dlvm_cluster.providers.gcp.preflight import preflight, spec_warnings
-from dlvm_cluster.providers.gcp.tfvars import DEFAULT_IMAGE_FAMILY, DLVM_IMAGE_PROJECT
+from dlvm_cluster.providers.gcp.tfvars import (
+    DEFAULT_IMAGE_FAMILY,
+    DLVM_IMAGE_PROJECT,
+)
 from dlvm_cluster.spec.model import ClusterSpec
+from dlvm_cluster.state import ClusterState
 
 P = "p"
 REGION = "us-central1"
@@ -23,6 +28,8 @@ ZONES = ["us-central1-a", "us-central1-b", "us-central1-c", "us-central1-f"]
 IMAGE = "pytorch-2-9-cu129-ubuntu-2204-nvidia-580-v20261101"
 REGION_QUOTAS = {
     "CPUS": (2400.0, 0.0),
+    "A2_CPUS": (2400.0, 0.0),
+    "G2_CPUS": (2400.0, 0.0),
     "NVIDIA_T4_GPUS": (8.0, 0.0),
     "PREEMPTIBLE_NVIDIA_T4_GPUS": (0.0, 0.0),
     "NVIDIA_L4_GPUS": (8.0, 0.0),
@@ -44,6 +51,15 @@ def spec_of(nodes: str, *, zones: list[str] | None = None, extra: str = "") -> C
 T4 = "  count: 2\n  machine_type: n1-standard-8\n  accelerator: {type: nvidia-tesla-t4, count: 1}\n"
 L4_SPOT = "  count: 4\n  machine_type: g2-standard-12\n  spot: true\n"
 A100 = "  count: 2\n  machine_type: a2-highgpu-2g\n"
+
+
+@pytest.fixture
+def gcloud_on_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A program named gcloud on PATH (preflight only looks for it)."""
+    tool = tmp_path / "gcloud"
+    tool.write_text("#!/bin/sh\nexit 1\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
 
 
 @pytest.fixture
@@ -117,6 +133,40 @@ def test_nodes_that_already_exist_hold_their_quota(api: FakeCompute) -> None:
     preflight(spec_of(A100), api.clients(), count=3, existing_nodes=2)
 
 
+def test_family_cpu_quota_is_checked_before_the_networks_exist(api: FakeCompute) -> None:
+    # The fake's machine types have 12 vCPUs: 2 a2 nodes need 24 of A2_CPUS.
+    api.region(P, REGION, ZONES, {**REGION_QUOTAS, "A2_CPUS": (32.0, 12.0)})
+    error = failure(spec_of(A100), api)
+    assert error.message == (
+        "quota A2_CPUS in us-central1 is 32 vCPUs with 12 in use; this cluster needs 24 more"
+    )
+    api.region(P, REGION, ZONES, {**REGION_QUOTAS, "CPUS": (16.0, 0.0)})
+    assert "quota CPUS in us-central1 is 16 vCPUs" in failure(spec_of(T4), api).message
+
+
+def test_addresses_and_boot_disks_are_checked(api: FakeCompute) -> None:
+    api.region(P, REGION, ZONES, {**REGION_QUOTAS, "IN_USE_ADDRESSES": (8.0, 7.0)})
+    assert (
+        "quota IN_USE_ADDRESSES in us-central1 is 8 addresses" in failure(spec_of(T4), api).message
+    )
+    api.region(P, REGION, ZONES, {**REGION_QUOTAS, "SSD_TOTAL_GB": (300.0, 0.0)})
+    # Two 200 GB pd-balanced boot disks.
+    assert failure(spec_of(T4), api).message == (
+        "quota SSD_TOTAL_GB in us-central1 is 300 GB with 0 in use; this cluster needs 400 more"
+    )
+
+
+def test_flex_start_takes_preemptible_gpu_quota_only(api: FakeCompute) -> None:
+    # A100 has standard quota to spare but no preemptible quota: flex-start VMs consume the
+    # latter (Google), so standard quota does not make up for it as it does for Spot.
+    api.region(P, REGION, ZONES, {**REGION_QUOTAS, "PREEMPTIBLE_NVIDIA_A100_GPUS": (0.0, 0.0)})
+    flex = A100 + "  provisioning: flex-start\n  max_run_hours: 8\n"
+    assert "quota PREEMPTIBLE_NVIDIA_A100_GPUS in us-central1 is 0 GPUs" in (
+        failure(spec_of(flex), api).message
+    )
+    preflight(spec_of(A100 + "  spot: true\n"), api.clients())
+
+
 def test_all_regions_quota_exceeded(api: FakeCompute) -> None:
     api.project(P, {"GPUS_ALL_REGIONS": (0.0, 0.0)})
     error = failure(spec_of(T4), api)
@@ -133,9 +183,19 @@ def test_quota_dlvm_cannot_read_is_a_warning(api: FakeCompute) -> None:
     assert any("GPUS_ALL_REGIONS" in warning for warning in report.warnings)
 
 
-def test_gpu_type_missing_in_a_zone_names_the_zones_that_have_it(api: FakeCompute) -> None:
+def test_a_zone_without_the_gpu_type_is_skipped_with_a_warning(api: FakeCompute) -> None:
     api.accelerators(P, "us-central1-b", {"nvidia-l4": 8})
-    error = failure(spec_of(T4), api)
+    report = preflight(spec_of(T4), api.clients())
+    assert report.zones == ("us-central1-a",)
+    assert (
+        "GPU type nvidia-tesla-t4 is not offered in zone us-central1-b (offered there: "
+        "nvidia-l4): that zone is skipped"
+    ) in report.warnings
+
+
+def test_gpu_type_missing_in_every_zone_names_the_zones_that_have_it(api: FakeCompute) -> None:
+    api.accelerators(P, "us-central1-b", {"nvidia-l4": 8})
+    error = failure(spec_of(T4, zones=["us-central1-b"]), api)
     assert error.message == (
         "GPU type nvidia-tesla-t4 is not offered in zone us-central1-b (offered there: nvidia-l4)"
     )
@@ -169,7 +229,8 @@ def test_machine_type_missing_in_a_zone(api: FakeCompute) -> None:
     api.routes.pop(
         ("GET", f"/compute/v1/projects/{P}/zones/us-central1-b/machineTypes/g2-standard-12")
     )
-    error = failure(spec_of(L4_SPOT), api)
+    assert preflight(spec_of(L4_SPOT), api.clients()).zones == ("us-central1-a",)
+    error = failure(spec_of(L4_SPOT, zones=["us-central1-b"]), api)
     assert error.message == "machine type g2-standard-12 is not offered in zone us-central1-b"
     assert "us-central1-a, us-central1-c, us-central1-f" in error.hint
 
@@ -257,18 +318,97 @@ def test_a4x_nodes_on_an_image_that_is_not_arm64_warn(api: FakeCompute) -> None:
     assert not [w for w in preflight(spec_of(A100), api.clients()).warnings if "Arm" in w]
 
 
-def test_project_enforcing_os_login_warns_what_to_do(api: FakeCompute) -> None:
+def test_project_asking_for_os_login_says_how_to_use_it(api: FakeCompute) -> None:
     api.project_metadata(P, {"enable-oslogin": "FALSE", "startup-script": "true"})
     assert preflight(spec_of(T4), api.clients()).warnings == ()
     api.project_metadata(P, {"enable-oslogin": "true"})
     [warning] = preflight(spec_of(T4), api.clients()).warnings
     assert warning.startswith("project p sets enable-oslogin=TRUE in its metadata")
-    assert "constraints/compute.requireOsLogin" in warning
-    assert "ssh-keys metadata" in warning
-    assert (
-        "gcloud resource-manager org-policies describe compute.requireOsLogin --project p "
-        "--effective" in warning
+    assert "set provider.os_login: true" in warning
+    assert preflight(spec_of(T4, extra="  os_login: true\n"), api.clients()).warnings == ()
+
+
+# -- organization policies -------------------------------------------------------------------
+
+
+def test_an_org_policy_forbidding_external_ips_asks_for_private_nodes(
+    api: FakeCompute, gcloud_on_path: None
+) -> None:
+    api.org_policy(P, "compute.vmExternalIpAccess", {"rules": [{"denyAll": True}]})
+    error = failure(spec_of(T4), api)
+    assert error.message == (
+        "an organization policy (compute.vmExternalIpAccess) forbids external IP addresses on "
+        "the VMs of project p"
     )
+    assert "set provider.public_ip: false" in error.hint
+    # An allow-list names existing VMs: new ones are not on it.
+    allow = {"rules": [{"values": {"allowedValues": ["projects/p/zones/z/instances/bastion"]}}]}
+    api.org_policy(P, "compute.vmExternalIpAccess", allow)
+    assert failure(spec_of(T4), api).message == error.message
+    private = "  public_ip: false\n"
+    [unused] = preflight(spec_of(T4, extra=private), api.clients()).warnings
+    assert unused.startswith("allowed_ssh_cidrs is not used with public_ip: false")
+
+
+def test_an_org_policy_requiring_os_login_turns_it_on(api: FakeCompute) -> None:
+    assert preflight(spec_of(T4), api.clients()).os_login_required is False
+    api.org_policy(P, "compute.requireOsLogin", {"rules": [{"enforce": True}]})
+    assert preflight(spec_of(T4), api.clients()).os_login_required is True
+    error = failure(spec_of(T4, extra="  os_login: false\n"), api)
+    assert "requires OS Login on project p, but provider.os_login is false" in error.message
+
+
+def test_org_policies_on_images_locations_and_account_creation(api: FakeCompute) -> None:
+    api.org_policy(
+        P,
+        "compute.trustedImageProjects",
+        {"rules": [{"values": {"allowedValues": ["projects/my-images"]}}]},
+    )
+    error = failure(spec_of(T4), api)
+    assert "does not trust images of project deeplearning-platform-release" in error.message
+    api.org_policy(
+        P,
+        "compute.trustedImageProjects",
+        {"rules": [{"values": {"allowedValues": ["is:projects/deeplearning-platform-release"]}}]},
+    )
+    api.org_policy(
+        P, "gcp.resourceLocations", {"rules": [{"values": {"allowedValues": ["europe-west4"]}}]}
+    )
+    assert "does not allow resources in us-central1" in failure(spec_of(T4), api).message
+    api.org_policy(
+        P, "gcp.resourceLocations", {"rules": [{"values": {"allowedValues": ["in:us-locations"]}}]}
+    )
+    [warning] = preflight(spec_of(T4), api.clients()).warnings
+    assert "value groups dlvm cannot expand" in warning
+    api.org_policy(P, "gcp.resourceLocations", {"rules": [{"allowAll": True}]})
+    api.org_policy(P, "iam.disableServiceAccountCreation", {"rules": [{"enforce": True}]})
+    error = failure(spec_of(T4), api)
+    assert "forbids making service accounts" in error.message
+    api.service_account(TRAINER)
+    preflight(spec_of(T4, extra=ACCOUNT), api.clients())  # an existing account needs no creation
+
+
+def test_unreadable_org_policies_are_a_warning(api: FakeCompute) -> None:
+    api.org_policy(P, "compute.vmExternalIpAccess", None)
+    api.org_policy(P, "compute.requireOsLogin", None)
+    [warning] = preflight(spec_of(T4), api.clients()).warnings
+    assert warning.startswith(
+        "cannot read the organization policies compute.vmExternalIpAccess, "
+        "compute.requireOsLogin (orgpolicy.policies.get"
+    )
+
+
+def test_private_nodes_need_gcloud_for_the_tunnel(
+    api: FakeCompute, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    error = failure(spec_of(T4, extra="  public_ip: false\n"), api)
+    assert error.message == (
+        "provider.public_ip is false: dlvm reaches the nodes through IAP TCP forwarding with "
+        "`gcloud compute start-iap-tunnel`, and gcloud is not on PATH"
+    )
+    assert "roles/iap.tunnelResourceAccessor" in error.hint
+    preflight(spec_of(T4), api.clients())  # nodes with external addresses need no gcloud
 
 
 G4 = "  count: 2\n  machine_type: g4-standard-96\n"
@@ -365,7 +505,27 @@ def test_warnings_from_the_spec_alone() -> None:
     )
     warnings = spec_warnings(gcp_plan(spec))
     assert any("compact placement may not be available for e2-standard-8" in w for w in warnings)
-    assert any("no internet access" in w for w in warnings)
+    # dlvm makes the network, with Cloud NAT: nothing to warn about egress.
+    assert not any("Cloud NAT" in w for w in warnings)
+    assert any(
+        w.startswith("allowed_ssh_cidrs is not used with public_ip: false") for w in warnings
+    )
+    given = spec_of("  count: 1\n", extra="  network: corp\n  public_ip: false\n")
+    assert any("dlvm adds no Cloud NAT there" in w for w in spec_warnings(gcp_plan(given)))
+    shared = spec_of(
+        "  count: 1\n",
+        extra="  network: projects/host/global/networks/corp\n  manage_firewall: false\n",
+    )
+    [rules] = [
+        w for w in spec_warnings(gcp_plan(shared)) if w.startswith("manage_firewall is false")
+    ]
+    assert (
+        "ingress tcp:22 from 198.51.100.0/24 to instances tagged dlvm-t, on network "
+        "projects/host/global/networks/corp (project host)" in rules
+    )
+    assert "ingress all protocols from instances tagged dlvm-t to instances tagged dlvm-t" in (
+        rules
+    )
     open_spec = load_spec_text(
         "name: t\nprovider: {kind: gcp, project: p, region: us-central1, zones: [us-central1-a],"
         " allowed_ssh_cidrs: [0.0.0.0/0]}\nnodes: {count: 1}\n",
@@ -391,6 +551,33 @@ def test_a_named_reservation_keeps_the_zones_it_has_room_in(api: FakeCompute) ->
         "there (it is not there)",
     )
     assert api.calls(f"/zones/{ZONES[1]}/reservations/a100-pool") == 1
+
+
+def test_a_dense_reservation_makes_the_nodes_reservation_bound_in_its_placement(
+    api: FakeCompute,
+) -> None:
+    api.reservation(
+        P,
+        ZONES[0],
+        "a100-pool",
+        "a2-highgpu-2g",
+        count=4,
+        deployment_type="DENSE",
+        placement_policy="a100-placement",
+    )
+    api.reservation(P, ZONES[1], "a100-pool", "a2-highgpu-2g", count=4)
+    report = preflight(spec_of(A100_RESERVED), api.clients())
+    assert report.reserved == {
+        ZONES[0]: ReservedCapacity(
+            dense=True,
+            placement_policy="projects/p/regions/us-central1/resourcePolicies/a100-placement",
+        ),
+        ZONES[1]: ReservedCapacity(dense=False, placement_policy=""),
+    }
+    # Reservation-bound VMs take no maximum run time: refused before anything is made.
+    error = failure(spec_of(A100_RESERVED + "  max_run_hours: 8\n", zones=ZONES[:1]), api)
+    assert error.message.startswith(f"reservation a100-pool in {ZONES[0]} is a dense reservation")
+    assert "remove nodes.max_run_hours" in error.hint
 
 
 def test_a_reservation_made_from_an_instance_template_is_not_held_to_a_machine_type(
@@ -487,17 +674,67 @@ def test_a_missing_bucket_fails_with_how_to_create_it(api: FakeCompute) -> None:
     assert "gcloud storage buckets create gs://ckpt-bucket" in error.hint
 
 
-def test_a_bucket_without_a_grant_names_the_role_for_the_nodes(api: FakeCompute) -> None:
-    api.bucket("ckpt-bucket", status=403)
+def test_the_clusters_own_account_needs_the_user_to_grant_it_the_bucket(
+    api: FakeCompute,
+) -> None:
+    """Default: dlvm makes the nodes' account and grants it the bucket, so what is checked is
+    that the user may set the bucket's policy, not that the user may list it."""
+    api.bucket("ckpt-bucket", status=403)  # the user cannot list: irrelevant to the nodes
+    preflight(_storage_spec(STORAGE), api.clients())
+    api.bucket_iam("ckpt-bucket", can_grant=False)
     error = failure(_storage_spec(STORAGE), api)
-    assert "cannot be listed" in error.message
-    assert "roles/storage.objectUser" in error.hint
-    assert "PROJECT_NUMBER-compute@developer.gserviceaccount.com" in error.hint
+    assert error.message == (
+        "dlvm grants the cluster's service account roles/storage.objectUser on gs://ckpt-bucket, "
+        "but your account cannot change the bucket's IAM policy (storage.buckets.setIamPolicy)"
+    )
+    assert "provider.service_account" in error.hint
+
+
+TRAINER = "trainer@p.iam.gserviceaccount.com"
+ACCOUNT = f"  service_account: {TRAINER}\n"
+
+
+def test_an_existing_account_is_checked_for_its_bucket_grant(api: FakeCompute) -> None:
+    """A named account: the bucket's policy is read for that account (the nodes' identity),
+    and a missing grant says the exact command."""
+    api.service_account(TRAINER)
+    api.bucket("ckpt-bucket")
     read_only = "storage:\n  - {mount: /data, bucket: gs://ckpt-bucket, read_only: true}\n"
-    account = "  service_account: trainer@p.iam.gserviceaccount.com\n"
-    error = failure(_storage_spec(read_only, account), api)
-    assert "roles/storage.objectViewer" in error.hint
-    assert "serviceAccount:trainer@p.iam.gserviceaccount.com" in error.hint
+    [warning] = preflight(_storage_spec(read_only, ACCOUNT), api.clients()).warnings
+    assert warning.startswith(f"gs://ckpt-bucket grants {TRAINER} none of the roles")
+    assert (
+        "gcloud storage buckets add-iam-policy-binding gs://ckpt-bucket "
+        f"--member=serviceAccount:{TRAINER} --role=roles/storage.objectViewer" in warning
+    )
+    api.bucket_iam(
+        "ckpt-bucket", bindings={"roles/storage.objectViewer": [f"serviceAccount:{TRAINER}"]}
+    )
+    assert preflight(_storage_spec(read_only, ACCOUNT), api.clients()).warnings == ()
+    # A writing mount needs more than the viewer role.
+    [warning] = preflight(_storage_spec(STORAGE, ACCOUNT), api.clients()).warnings
+    assert "--role=roles/storage.objectUser" in warning
+    api.bucket_iam("ckpt-bucket", policy_status=403)
+    [warning] = preflight(_storage_spec(STORAGE, ACCOUNT), api.clients()).warnings
+    assert warning.startswith("cannot read the IAM policy of gs://ckpt-bucket")
+
+
+def test_an_existing_account_must_exist_and_be_usable_by_the_user(api: FakeCompute) -> None:
+    error = failure(spec_of(T4, extra=ACCOUNT), api)
+    assert error.message.startswith(
+        f"the service account {TRAINER} (provider.service_account) does not exist"
+    )
+    api.service_account(TRAINER, act_as=False)
+    error = failure(spec_of(T4, extra=ACCOUNT), api)
+    assert error.message == (
+        f"your account cannot make VMs that run as {TRAINER}: it lacks iam.serviceAccounts.actAs"
+    )
+    assert "roles/iam.serviceAccountUser" in error.hint
+    api.service_account(TRAINER)
+    assert preflight(spec_of(T4, extra=ACCOUNT), api.clients()).warnings == ()
+    path = f"/v1/projects/-/serviceAccounts/{TRAINER}:testIamPermissions"
+    api.routes[("POST", path)] = [(403, {"error": {"code": 403, "message": "IAM API disabled"}})]
+    [warning] = preflight(spec_of(T4, extra=ACCOUNT), api.clients()).warnings
+    assert warning.startswith(f"cannot check that you may act as {TRAINER} (HTTP 403")
 
 
 def test_no_storage_no_storage_call(api: FakeCompute) -> None:
@@ -517,7 +754,7 @@ def _with_storage(nodes: str, storage: str, provider_extra: str = "") -> str:
     )
 
 
-A4 = "  count: 2\n  machine_type: a4-highgpu-8g\n"
+A4 = "  count: 2\n  machine_type: a4-highgpu-8g\n  spot: true\n"
 
 
 def test_rdma_shapes_need_the_roce_profile_of_each_zone(api: FakeCompute) -> None:
@@ -525,16 +762,77 @@ def test_rdma_shapes_need_the_roce_profile_of_each_zone(api: FakeCompute) -> Non
     for zone in ZONES:
         api.machine_type(P, zone, "a4-highgpu-8g", ("nvidia-b200", 8))
     api.roce_profile(P, ZONES[0])
-    error = failure(spec_of(A4), api)
-    assert error.message == (
+    report = preflight(spec_of(A4), api.clients())
+    assert report.zones == (ZONES[0],)
+    assert (
         "zone us-central1-b has no RoCE network profile (us-central1-b-vpc-roce): the RDMA NICs "
-        "of a4-highgpu-8g cannot be attached there"
-    )
+        "of a4-highgpu-8g cannot be attached there: that zone is skipped"
+    ) in report.warnings
+    error = failure(spec_of(A4, zones=[ZONES[1]]), api)
+    assert error.message.startswith("zone us-central1-b has no RoCE network profile")
     api.roce_profile(P, ZONES[1])
-    assert preflight(spec_of(A4), api.clients()).gpus_per_node == 8
-    assert api.calls("/global/networkProfiles/us-central1-a-vpc-roce") == 2
+    assert preflight(spec_of(A4), api.clients()).zones == tuple(ZONES[:2])
 
 
 def test_shapes_without_rdma_read_no_network_profile(api: FakeCompute) -> None:
     preflight(spec_of(A100), api.clients())
     assert api.calls("/networkProfiles/") == 0
+
+
+def test_doctor_checks_the_tunnel_tool_for_private_nodes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from dlvm_cluster.providers.gcp.provider import ComputeEngine
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "none.json"))
+    reach = Reach(unreachable=lambda inventory: [], host_key=lambda host, port: "")
+    state = ClusterState("t", tmp_path / "state")
+
+    def doctor(spec: ClusterSpec) -> dict[str, Check]:
+        return {c.name: c for c in ComputeEngine(state, spec).doctor(reach)}
+
+    names = doctor(spec_of(T4, extra="  public_ip: false\n"))
+    tunnel = names["IAP tunnel (gcloud)"]
+    assert not tunnel.ok
+    assert "gcloud is not on PATH" in tunnel.detail
+    assert "IAP tunnel (gcloud)" not in doctor(spec_of(T4))
+    (tmp_path / "gcloud").write_text("#!/bin/sh\n")
+    (tmp_path / "gcloud").chmod(0o755)
+    names = doctor(spec_of(T4, extra="  public_ip: false\n"))
+    assert names["IAP tunnel (gcloud)"].ok
+
+
+# -- what the shape alone says (plan and up) -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("nodes", "expected"),
+    [
+        ("  machine_type: a3-megagpu-8g\n", "on-demand capacity of a3-megagpu-8g is rarely"),
+        ("  machine_type: a3-highgpu-8g\n  spot: true\n", "GPUDirect-TCPX needs Google's TCPX"),
+        (
+            "  machine_type: n1-standard-8\n  accelerator: {type: nvidia-tesla-v100, count: 1}\n",
+            "nvidia-tesla-v100 is older than Turing",
+        ),
+    ],
+)
+def test_the_shape_warns_of_what_would_disappoint(nodes: str, expected: str) -> None:
+    warnings = spec_warnings(gcp_plan(spec_of("  count: 2\n" + nodes)))
+    assert any(warning.startswith(expected) for warning in warnings), warnings
+
+
+@pytest.mark.parametrize(
+    "nodes",
+    [
+        "  machine_type: a3-megagpu-8g\n  reservation: h100-pool\n",
+        "  machine_type: a3-megagpu-8g\n  provisioning: flex-start\n  max_run_hours: 8\n",
+        # An image of the user's own, outside the Deep Learning VM project: its kernel decides.
+        "  machine_type: a3-highgpu-8g\n  spot: true\n"
+        "  image: projects/my-images/global/images/family/ubuntu-2204-tcpx\n",
+        "  machine_type: n1-standard-8\n  accelerator: {type: nvidia-tesla-v100, count: 1}\n"
+        "  image: common-cu124-ubuntu-2204-nvidia-550\n",
+    ],
+)
+def test_shapes_that_fit_their_capacity_and_image_say_nothing(nodes: str) -> None:
+    assert spec_warnings(gcp_plan(spec_of("  count: 2\n" + nodes))) == []

@@ -71,7 +71,10 @@ def test_count_overrides_the_spec_for_scale_and_status() -> None:
         ("{count: 1}", "us-central1"),  # n2-standard-8: no row in the table
         ("{count: 1, machine_type: a3-highgpu-8g}", "us-central1"),  # H100: left out
         ("{count: 1, machine_type: a2-highgpu-1g}", "europe-west4"),  # region not copied
-        ("{count: 1, machine_type: a4-highgpu-8g}", "us-central1"),  # GPUs unknown offline
+        (
+            "{count: 1, machine_type: a4-highgpu-8g, spot: true}",
+            "us-central1",
+        ),  # GPUs unknown offline
         # A2 has a row, but flex-start has a price of its own and reservation-bound VMs are
         # billed through their reservation: neither the on-demand nor the Spot figure.
         (

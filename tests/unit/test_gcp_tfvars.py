@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,8 @@ from harness import REPO
 from dlvm_cluster.errors import ProvisionError, SpecError
 from dlvm_cluster.providers import load_spec, load_spec_text
 from dlvm_cluster.providers.gcp.converge import render_gcp
-from dlvm_cluster.providers.gcp.plan import gcp_plan, node_shape
+from dlvm_cluster.providers.gcp.identity import service_account_id
+from dlvm_cluster.providers.gcp.plan import ReservedCapacity, gcp_plan, node_shape
 from dlvm_cluster.providers.gcp.tfvars import (
     DEFAULT_IMAGE_FAMILY,
     ImageRef,
@@ -20,6 +22,7 @@ from dlvm_cluster.providers.gcp.tfvars import (
     image_ref,
     instance_address,
     instance_name,
+    reserved_in_use,
     state_tfvars,
     zone_in_use,
 )
@@ -81,7 +84,9 @@ def test_a100_torchrun_example_renders_field_by_field() -> None:
         "reservation_affinity": "",
         "reservation_name": "",
         "create_timeout": "30m",
+        "flex_gang": False,
         "compact_placement": True,
+        "placement_policy": "",
         "nic_type": "GVNIC",
         "network": "",
         "subnetwork": "",
@@ -90,15 +95,26 @@ def test_a100_torchrun_example_renders_field_by_field() -> None:
         "gpu_vpc_nics": 0,
         "gpu_vpc_mtu": 8244,
         "rdma_nics": 0,
-        "gpu_cidr_range": "172.16.0.0/12",
+        "gpu_cidr_range": "10.96.0.0/11",
         "startup_script": "",
         "public_ip": True,
         "allowed_ssh_cidrs": ["203.0.113.7/32"],
+        "iap_source_range": "35.235.240.0/20",
+        "manage_firewall": True,
+        "network_project": "my-project",
+        "os_login": False,
         "ssh_user": "dlvm",
         "ssh_public_key": KEY,
-        # No provider.service_account: the project's Compute Engine default account.
+        # No provider.service_account: an account made for the cluster, granted logs and
+        # metrics (and no buckets: the example mounts none).
         "attach_service_account": True,
-        "service_account_email": "",
+        "service_account_email": "dlvm-a100-ddp@my-project.iam.gserviceaccount.com",
+        "create_service_account": True,
+        "service_account_id": "dlvm-a100-ddp",
+        "bucket_grants": {},
+        "node_project_roles": ["roles/logging.logWriter", "roles/monitoring.metricWriter"],
+        "self_delete": False,
+        "self_delete_role_id": "dlvmSelfDelete_a100_ddp",
     }
 
 
@@ -125,7 +141,9 @@ def test_spot_l4_horovod_example_renders_field_by_field() -> None:
         "reservation_affinity": "",
         "reservation_name": "",
         "create_timeout": "30m",
+        "flex_gang": False,
         "compact_placement": False,
+        "placement_policy": "",
         "nic_type": "GVNIC",
         "network": "",
         "subnetwork": "",
@@ -133,20 +151,31 @@ def test_spot_l4_horovod_example_renders_field_by_field() -> None:
         "gpu_vpc_nics": 0,
         "gpu_vpc_mtu": 8244,
         "rdma_nics": 0,
-        "gpu_cidr_range": "172.16.0.0/12",
+        "gpu_cidr_range": "10.96.0.0/11",
         "startup_script": "",
         "public_ip": True,
         "allowed_ssh_cidrs": ["203.0.113.0/24"],
+        "iap_source_range": "35.235.240.0/20",
+        "manage_firewall": True,
+        "network_project": "my-project",
+        "os_login": False,
         "ssh_user": "dlvm",
         "ssh_public_key": KEY,
-        # No provider.service_account: the project's Compute Engine default account.
+        # No provider.service_account: an account made for the cluster, granted logs and
+        # metrics (and no buckets: the example mounts none).
         "attach_service_account": True,
-        "service_account_email": "",
+        "service_account_email": "dlvm-l4-horovod@my-project.iam.gserviceaccount.com",
+        "create_service_account": True,
+        "service_account_id": "dlvm-l4-horovod",
+        "bucket_grants": {},
+        "node_project_roles": ["roles/logging.logWriter", "roles/monitoring.metricWriter"],
+        "self_delete": False,
+        "self_delete_role_id": "dlvmSelfDelete_l4_horovod",
     }
 
 
 def test_examples_say_what_they_are_and_load() -> None:
-    for name in ("gcp-a100-torchrun.yaml", "gcp-spot-l4-horovod.yaml"):
+    for name in ("gcp-a100-torchrun.yaml", "gcp-spot-l4-horovod.yaml", "gcp-private-t4.yaml"):
         text = (REPO / "examples" / name).read_text()
         assert text.startswith("# ")
         assert load_spec(REPO / "examples" / name).spec.provider.kind == "gcp"
@@ -264,7 +293,7 @@ def test_existing_network_and_options_pass_through() -> None:
 @pytest.mark.parametrize(
     ("service_account", "attached", "email"),
     [
-        (None, True, ""),
+        (None, True, "dlvm-t@p.iam.gserviceaccount.com"),
         ("trainer@p.iam.gserviceaccount.com", True, "trainer@p.iam.gserviceaccount.com"),
         (
             "123456789-compute@developer.gserviceaccount.com",
@@ -281,6 +310,7 @@ def test_nodes_get_the_service_account_the_spec_names(
     tfvars = gcp_tfvars(spec_of("  count: 1\n", extra), public_key=KEY)
     assert tfvars["attach_service_account"] is attached
     assert tfvars["service_account_email"] == email
+    assert tfvars["create_service_account"] is (service_account is None)
 
 
 @pytest.mark.parametrize(
@@ -400,6 +430,21 @@ def test_capacity_keys_render_as_scheduling_and_reservation_affinity(
             "projects/PROJECT/reservations/NAME",
         ),
         ("  reservation: zones/us-central1-a/reservations/r\n", "nodes.reservation", None),
+        (
+            "  provisioning: flex-start\n  max_run_hours: 8\n  min_count: 1\n",
+            "nodes.min_count",
+            "flex-start nodes are created all at once or not at all",
+        ),
+        (
+            "  provisioning: flex-start\n  max_run_hours: 8\nautostop:\n  action: stop\n",
+            "autostop.action",
+            "flex-start VMs cannot be stopped",
+        ),
+        (
+            "  provisioning: reservation-bound\n  reservation: r\n  max_run_hours: 24\n",
+            "nodes.max_run_hours",
+            "reservation-bound VMs run until their reservation ends",
+        ),
     ],
 )
 def test_capacity_keys_that_contradict_are_refused_at_their_line(
@@ -416,8 +461,19 @@ def test_capacity_keys_that_contradict_are_refused_at_their_line(
     assert error.location.line == line
 
 
+def test_flex_start_with_autostop_s_default_action_is_refused() -> None:
+    """autostop's default action is stop, which flex-start VMs cannot take."""
+    text = BASE + (
+        "nodes:\n  count: 2\n  machine_type: a3-highgpu-8g\n  provisioning: flex-start\n"
+        "  max_run_hours: 8\nautostop:\n  idle_minutes: 30\n"
+    )
+    refused(text, "autostop", "set autostop.action to down")
+    load_spec_text(text + "  action: down\n", Path("/nowhere/t.yaml"))
+
+
 NOT_OFFERED = "flex-start VMs are not offered for"
 SPOT_OR_FLEX = "is offered only as Spot or flex-start VMs, not standard"
+NO_ON_DEMAND = "Google offers no on-demand capacity for"
 
 
 @pytest.mark.parametrize(
@@ -469,6 +525,23 @@ SPOT_OR_FLEX = "is offered only as Spot or flex-start VMs, not standard"
             "nodes.accelerator",
             f"a3-highgpu-4g {SPOT_OR_FLEX}",
         ),
+        # A4, A4X, A3 Ultra: no on-demand capacity; a reservation, flex-start or Spot.
+        ("  machine_type: a4-highgpu-8g\n", "nodes.machine_type", f"{NO_ON_DEMAND} a4-highgpu-8g:"),
+        (
+            "  machine_type: a3-ultragpu-8g\n  provisioning: standard\n",
+            "nodes.provisioning",
+            f"{NO_ON_DEMAND} a3-ultragpu-8g:",
+        ),
+        (
+            "  machine_type: a4x-highgpu-4g\n  reservation: none\n",
+            "nodes.machine_type",
+            f"{NO_ON_DEMAND} a4x-highgpu-4g:",
+        ),
+        (
+            "  accelerator: {type: nvidia-b200, count: 8}\n",
+            "nodes.accelerator",
+            f"{NO_ON_DEMAND} a4-highgpu-8g:",
+        ),
         # A reservation cannot be consumed by Spot VMs.
         (
             "  machine_type: a3-highgpu-8g\n  spot: true\n  reservation: h100-pool\n",
@@ -506,6 +579,10 @@ def test_capacity_compute_engine_does_not_offer_is_refused_at_its_line(
         "  machine_type: a3-highgpu-1g\n  provisioning: reservation-bound\n  reservation: r\n",
         "  machine_type: g2-standard-12\n  provisioning: flex-start\n  max_run_hours: 8\n",
         "  machine_type: a4-highgpu-8g\n  provisioning: flex-start\n  max_run_hours: 168\n",
+        "  machine_type: a4-highgpu-8g\n  reservation: b200-pool\n",
+        "  machine_type: a3-ultragpu-8g\n  reservation: any\n",
+        "  machine_type: a4-highgpu-8g\n  spot: true\n",
+        "  machine_type: a3-ultragpu-8g\n  provisioning: reservation-bound\n  reservation: r\n",
         "  machine_type: h4d-highmem-192\n  provisioning: flex-start\n  max_run_hours: 8\n",
         "  accelerator: {type: nvidia-tesla-a100, count: 2}\n  provisioning: flex-start\n"
         "  max_run_hours: 8\n",
@@ -524,6 +601,41 @@ def test_capacity_compute_engine_offers_loads(nodes: str) -> None:
 def test_the_wait_of_up_is_the_create_timeout(wait: float | None, rendered: str) -> None:
     spec = spec_of("  count: 1\n")
     assert gcp_tfvars(spec, public_key=KEY, wait=wait)["create_timeout"] == rendered
+
+
+def test_standard_nodes_on_a_dense_reservation_are_reservation_bound_in_its_placement() -> None:
+    """Compute Engine refuses STANDARD VMs consuming a DENSE reservation, and a VM consumes a
+    reservation made with a placement policy only if it names that policy; preflight reads
+    both from the reservation, and the user writes neither."""
+    spec = spec_of("  count: 2\n  machine_type: a3-megagpu-8g\n  reservation: h100-dense\n")
+    plain = gcp_tfvars(spec, public_key=KEY)
+    assert (plain["provisioning_model"], plain["placement_policy"]) == ("STANDARD", "")
+    policy = "projects/p/regions/us-central1/resourcePolicies/h100-placement"
+    tfvars = gcp_tfvars(spec, public_key=KEY, reserved=ReservedCapacity(True, policy))
+    assert tfvars["provisioning_model"] == "RESERVATION_BOUND"
+    assert tfvars["termination_action"] == "DELETE"
+    assert tfvars["max_run_hours"] is None
+    assert (tfvars["reservation_affinity"], tfvars["reservation_name"]) == (
+        "SPECIFIC_RESERVATION",
+        "h100-dense",
+    )
+    assert (tfvars["placement_policy"], tfvars["compact_placement"]) == (policy, False)
+    # A flexible reservation: the provisioning stays as written.
+    flexible = gcp_tfvars(spec, public_key=KEY, reserved=ReservedCapacity(False, ""))
+    assert flexible["provisioning_model"] == "STANDARD"
+
+
+def test_a_later_render_keeps_what_preflight_read_of_the_reservation(tmp_path: Path) -> None:
+    spec = spec_of("  count: 2\n  machine_type: a3-megagpu-8g\n  reservation: h100-dense\n")
+    policy = "projects/p/regions/us-central1/resourcePolicies/h100-placement"
+    applied = gcp_tfvars(spec, public_key=KEY, reserved=ReservedCapacity(True, policy))
+    path = tmp_path / "terraform.tfvars.json"
+    path.write_text(json.dumps(applied))
+    zone = applied["zone"]
+    assert reserved_in_use(path, spec.nodes, zone) == ReservedCapacity(True, policy)
+    other = spec_of("  count: 2\n  machine_type: a3-megagpu-8g\n  reservation: other\n")
+    assert reserved_in_use(path, other.nodes, zone) is None
+    assert reserved_in_use(path, spec.nodes, "us-central1-b") is None
 
 
 def test_explicit_node_names_keep_their_order_as_ranks() -> None:
@@ -659,3 +771,40 @@ def test_bad_ssh_cidr_and_trailing_dash_are_spec_errors() -> None:
     with pytest.raises(SpecError) as caught:
         load_spec_text(BASE.replace("name: t", "name: t-") + "nodes: {count: 1}\n", Path("t.yaml"))
     assert caught.value.field == "name"
+
+
+@pytest.mark.parametrize(
+    "cluster", ["t", "a" * 25, "a" * 26, "a" * 40, "a" * 39 + "b", "ab-" + "c" * 37]
+)
+def test_the_clusters_account_id_fits_googles_rule_and_names_one_cluster(cluster: str) -> None:
+    account = service_account_id(cluster)
+    assert re.fullmatch(r"[a-z][-a-z0-9]{4,28}[a-z0-9]", account), account
+    others = {service_account_id(c) for c in ("t", "a" * 40, "a" * 39 + "b", "a" * 38 + "-b")}
+    assert len(others) == 4
+    if len(f"dlvm-{cluster}") <= 30:
+        assert account == f"dlvm-{cluster}"
+
+
+def test_a_private_cluster_with_buckets_and_self_delete_renders_its_grants() -> None:
+    spec = load_spec_text(
+        BASE.replace("  allowed_ssh_cidrs: [198.51.100.0/24]\n", "  public_ip: false\n")
+        + "nodes: {count: 1}\n"
+        + "storage:\n  - {mount: /a, bucket: gs://both/x}\n  - {mount: /b, bucket: gs://both/y,"
+        " read_only: true}\n  - {mount: /c, bucket: gs://read-only, read_only: true}\n"
+        + "autostop: {idle_minutes: 10, action: down}\n",
+        Path("/nowhere/t.yaml"),
+    ).spec
+    tfvars = gcp_tfvars(spec, public_key=KEY)
+    # A bucket any mount writes to gets the writing role, once.
+    assert tfvars["bucket_grants"] == {
+        "both": "roles/storage.objectUser",
+        "read-only": "roles/storage.objectViewer",
+    }
+    assert tfvars["self_delete"] is True
+    assert tfvars["self_delete_role_id"] == "dlvmSelfDelete_t"
+    assert (tfvars["public_ip"], tfvars["allowed_ssh_cidrs"]) == (False, [])
+    # Nodes without an account power off instead: no grant to make.
+    none = spec.model_copy(
+        update={"provider": spec.provider.model_copy(update={"service_account": "none"})}
+    )
+    assert gcp_tfvars(none, public_key=KEY)["self_delete"] is False

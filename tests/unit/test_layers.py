@@ -2,7 +2,7 @@
 or inside a function, `import x` or `from x import y`, relative ones resolved) goes to the
 module's own package, a layer below, or the foundation; never up, never sideways.
 
-    cli, agent                      top: programs
+    cli, agent, dashboard           top: programs (cli starts the dashboard)
     orchestrate
     launch | remote | providers     siblings: none imports another
     nodeside                        programs shipped to the nodes: import nothing of dlvm
@@ -38,8 +38,16 @@ BELOW_TOP = frozenset({"orchestrate", *SIBLINGS}) | FOUNDATION
 
 # What each part of dlvm_cluster may import besides itself, and the rule that says so.
 ALLOWED: dict[str, tuple[frozenset[str], str]] = {
-    "cli": (BELOW_TOP, "cli is a program on top: it may import anything but provision and agent"),
+    "cli": (
+        BELOW_TOP | {"dashboard"},
+        "cli is a program on top: it may import anything but provision and agent",
+    ),
     "agent": (BELOW_TOP, "agent is a program on top: it may import anything but provision and cli"),
+    "dashboard": (
+        BELOW_TOP,
+        "dashboard is a program on top (the cli starts it): it may import anything but "
+        "provision, cli and agent",
+    ),
     "orchestrate": (
         frozenset({*SIBLINGS, "provision", "nodeside"}) | FOUNDATION,
         "orchestrate imports only launch, remote, providers, provision, nodeside and the "

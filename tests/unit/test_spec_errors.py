@@ -68,6 +68,7 @@ EXPECTED: dict[str, tuple[int, str]] = {
     "storage_bucket_prefix_escapes": (8, "must not hold `.`, `..`"),
     "storage_on_ssh_provider": (10, "the ssh provider does not mount storage"),
     "storage_without_service_account": (9, "provider.service_account"),
+    "gcp_public_nodes_without_ssh_ranges": (4, "provider.allowed_ssh_cidrs"),
     "autostop_action_unknown": (9, "autostop.action"),
     "autostop_idle_zero": (7, "autostop.idle_minutes"),
     "job_on_node_loss_unknown": (9, "job.on_node_loss"),

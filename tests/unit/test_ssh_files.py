@@ -9,6 +9,7 @@ import dataclasses
 import json
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -191,3 +192,77 @@ def test_a_state_file_with_a_planted_host_still_gives_a_clear_error(tmp_path: Pa
     state.inventory_path.write_text(json.dumps(data))
     with pytest.raises(StateError, match="node 'node-0': its ip"):
         ssh_config(state)
+
+
+# -- nodes reached through a proxy command (private gcp nodes: gcloud's IAP tunnel) ----------
+
+TUNNEL = (
+    "gcloud",
+    "compute",
+    "start-iap-tunnel",
+    "demo-node-0",
+    "22",
+    "--listen-on-stdin",
+    "--zone=us-central1-a",
+    "--project=p",
+)
+
+
+@pytest.mark.parametrize(
+    "proxy",
+    [
+        ("gcloud", "x\nHost *\n  ProxyCommand touch /tmp/dlvm-owned"),
+        ("-oProxyCommand=touch /tmp/dlvm-owned",),
+        ("sh -c 'touch /tmp/dlvm-owned'",),
+        ("gcloud\r",),
+    ],
+)
+def test_a_planted_proxy_is_refused_by_every_writer(proxy: tuple[str, ...], tmp_path: Path) -> None:
+    inventory = Inventory("demo", (node(0, proxy=proxy),))
+    with pytest.raises(StateError, match=r"its proxy .* refusing to write it into ssh files"):
+        inventory.checked()
+    state = cluster_state(tmp_path, inventory)
+    with pytest.raises(StateError):
+        ssh_config(state)
+    with pytest.raises(StateError):
+        ssh_argv(state, "0")
+    with pytest.raises(StateError):
+        save_inventory(state, inventory)
+
+
+def test_the_proxy_survives_the_state_file_and_old_inventories_have_none(tmp_path: Path) -> None:
+    inventory = Inventory("demo", (node(0, proxy=TUNNEL), node(1)))
+    assert Inventory.from_json(json.loads(json.dumps(inventory.to_json()))) == inventory
+    old = inventory.to_json()
+    for entry in old["nodes"]:
+        del entry["proxy"]
+    assert {n.proxy for n in Inventory.from_json(old).nodes} == {()}
+
+
+@pytest.mark.skipif(not shutil.which("ssh"), reason="no OpenSSH")
+def test_ssh_runs_the_proxy_command_with_its_arguments_intact(tmp_path: Path) -> None:
+    """An argument with a space, a quote and a `%` reaches the tunnel as written: quoted for
+    the shell ssh runs ProxyCommand with, `%` doubled against ssh's tokens. The stand-in
+    tunnel records its arguments and ends (so the connection fails, after it ran)."""
+    record = tmp_path / "argv.json"
+    tunnel = tmp_path / "tunnel"
+    tunnel.write_text(
+        f"#!{sys.executable}\nimport json, sys\n"
+        f"open({str(record)!r}, 'w').write(json.dumps(sys.argv[1:]))\n"
+    )
+    tunnel.chmod(0o755)
+    arguments = ("start-iap-tunnel", "demo-node-0", "--account=me 100%x", "it's")
+    state = cluster_state(tmp_path, Inventory("demo", (node(0, proxy=(str(tunnel), *arguments)),)))
+    config = tmp_path / "config"
+    config.write_text(ssh_config(state))
+    subprocess.run(
+        ["ssh", "-F", str(config), "demo-node-0", "true"], capture_output=True, timeout=60
+    )
+    assert tuple(json.loads(record.read_text())) == arguments
+    record.unlink()
+    subprocess.run([*ssh_argv(state, "0"), "true"], capture_output=True, timeout=60)
+    assert tuple(json.loads(record.read_text())) == arguments
+    direct = Inventory("demo", (node(1),))
+    assert not any(
+        "ProxyCommand" in arg for arg in ssh_argv(cluster_state(tmp_path / "d", direct), "1")
+    )

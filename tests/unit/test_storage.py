@@ -14,8 +14,12 @@ from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.launch.environment import node_environment
 from dlvm_cluster.providers import for_kind, for_spec, load_spec_text
 from dlvm_cluster.providers.gcp.storage import (
+    LOCAL_SSD,
+    LOCAL_SSD_ARRAY,
+    LOCAL_SSD_DEVICES,
     cache_limit_mb,
     gcsfuse_argv,
+    local_ssd_cache_mb,
     storage_script,
     unit_name,
 )
@@ -46,6 +50,8 @@ def test_gcsfuse_mounts_a_prefix_with_the_checkpoint_options() -> None:
     assert "--file-cache-enable-parallel-downloads" in joined
     assert "--cache-dir /var/cache/dlvm-gcsfuse/dlvm-storage-ckpt-" in joined
     assert "-o ro" not in joined
+    # Written from several nodes, read after a restart: no cached metadata, writes streamed.
+    assert "--metadata-cache-ttl-secs=0" in argv and "--enable-streaming-writes" in argv
 
 
 def test_gcsfuse_read_only_without_cache_or_prefix() -> None:
@@ -57,6 +63,8 @@ def test_gcsfuse_read_only_without_cache_or_prefix() -> None:
     assert "-o ro" in joined
     assert "--only-dir" not in joined and "--cache-dir" not in joined
     assert argv[-2:] == ["my-bucket", "/data"]
+    # A dataset nobody writes keeps gcsfuse's metadata caching.
+    assert "--metadata-cache-ttl-secs=0" not in argv and "--enable-streaming-writes" not in argv
 
 
 def test_gcp_script_installs_a_systemd_unit_per_mount_and_waits_for_it() -> None:
@@ -67,6 +75,8 @@ def test_gcp_script_installs_a_systemd_unit_per_mount_and_waits_for_it() -> None
     )
     script = storage_script(spec)
     assert "command -v gcsfuse" in script and "apt-get install -y gcsfuse" in script
+    # Stock Ubuntu has no gcsfuse package: Google's repository is added before giving up.
+    assert "https://packages.cloud.google.com/apt gcsfuse-$(lsb_release -cs) main" in script
     for entry in spec.storage:
         unit = unit_name(entry)
         assert f"sudo systemctl enable {unit}" in script
@@ -86,13 +96,19 @@ def test_the_file_caches_together_keep_to_a_quarter_of_the_boot_disk() -> None:
         "  - {mount: /raw, bucket: gs://raw, cache: false}\n",
     )
     assert cache_limit_mb(spec) == 400 * 1024 // 4 // 2
-    limits = re.findall(r"--file-cache-max-size-mb=(-?\d+)", storage_script(spec))
-    assert limits == [str(400 * 1024 // 8)] * 2
+    script = storage_script(spec)
+    assert f"CACHE_ROOT=/var/cache/dlvm-gcsfuse; CACHE_MB={400 * 1024 // 8}" in script
+    assert re.findall(r"--file-cache-max-size-mb=(\S+)", script) == ["$CACHE_MB"] * 2
+    assert "mdadm" not in script  # no local SSD on this shape
 
 
 def test_a_percent_sign_in_a_prefix_is_not_a_systemd_specifier() -> None:
     spec = spec_of(GCP, "  - {mount: /ckpt, bucket: gs://my-bucket/run%i}\n")
-    unit = [line for line in storage_script(spec).splitlines() if "=" in line and "%" in line]
+    # The gcsfuse install (its shell functions hold `%` of their own) is no unit's.
+    from dlvm_cluster.providers.gcp.storage import gcsfuse_from_google
+
+    script = storage_script(spec).replace(gcsfuse_from_google(), "")
+    unit = [line for line in script.splitlines() if "=" in line and "%" in line]
     assert [line.split("=", 1)[0] for line in unit] == ["Description", "ExecStart"]
     assert all("%i" not in line.replace("%%", "") for line in unit)
     assert "--only-dir run%%i" in unit[1]
@@ -200,3 +216,77 @@ def test_a_mount_over_the_system_however_spelt_is_refused(mount: str) -> None:
 )
 def test_a_mount_of_its_own_folder_is_taken(mount: str) -> None:
     assert StorageMount(mount=mount, bucket="gs://my-bucket").mount == mount
+
+
+MEGA = GCP.replace(
+    "nodes: {count: 2}", "nodes: {count: 2, machine_type: a3-megagpu-8g, spot: true}"
+)
+STAND_IN = """#!/bin/sh
+name=${0##*/}
+printf '%s' "$name" >>"$CALLS"; printf ' %s' "$@" >>"$CALLS"; printf '\\n' >>"$CALLS"
+case "$name" in
+sudo) exec "$@" ;;
+install) cat "$3" >>"$CALLS.units" ;;
+mountpoint) case "$2" in *localssd*) exit 1 ;; esac ;;
+blkid|cmp) exit 1 ;;
+esac
+exit 0
+"""
+
+
+def run_storage_script(tmp_path: Path, spec: ClusterSpec, devices: int) -> tuple[str, str]:
+    """The storage script under sh, its system paths moved under tmp_path, the machine's
+    commands stand-ins that record their calls; (the calls, stderr)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in (
+        "sudo",
+        "mdadm",
+        "mkfs.ext4",
+        "mount",
+        "blkid",
+        "mountpoint",
+        "mkdir",
+        "systemctl",
+        "install",
+        "cmp",
+        "journalctl",
+        "gcsfuse",
+    ):
+        (bin_dir / name).write_text(STAND_IN)
+        (bin_dir / name).chmod(0o755)
+    disks = tmp_path / "by-id"
+    disks.mkdir()
+    for index in range(devices):
+        (disks / f"google-local-nvme-ssd-{index}").touch()
+    script = storage_script(spec).replace(LOCAL_SSD_DEVICES, f"{disks}/google-local-nvme-ssd-*")
+    script = script.replace(LOCAL_SSD_ARRAY, str(tmp_path / "md-dlvm-localssd"))
+    calls = tmp_path / "calls"
+    calls.write_text("")
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "CALLS": str(calls)}
+    result = subprocess.run(["sh", "-e", "-c", script], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return calls.read_text(), result.stderr
+
+
+def test_the_cache_goes_to_the_local_ssd_striped_where_the_shape_has_one(tmp_path: Path) -> None:
+    spec = spec_of(MEGA, "  - {mount: /ckpt, bucket: gs://my-bucket/r1}\n")
+    assert local_ssd_cache_mb(spec) == 16 * 375 * 1024 // 2
+    calls, _ = run_storage_script(tmp_path, spec, devices=16)
+    [create] = [line for line in calls.splitlines() if line.startswith("mdadm --create")]
+    assert "--level=0 --raid-devices=16" in create
+    assert create.count("google-local-nvme-ssd-") == 16
+    assert f"mount -o discard,defaults {tmp_path}/md-dlvm-localssd {LOCAL_SSD}" in calls
+    assert f"mkdir -p /ckpt {LOCAL_SSD}/dlvm-gcsfuse/dlvm-storage-ckpt-" in calls
+    # The unit itself holds the cache's place and size, filled in on the node.
+    unit = (tmp_path / "calls.units").read_text()
+    assert f"--cache-dir {LOCAL_SSD}/dlvm-gcsfuse/dlvm-storage-ckpt-" in unit
+    assert f"--file-cache-max-size-mb={16 * 375 * 1024 // 2}" in unit
+
+
+def test_without_its_local_ssd_the_cache_stays_on_the_boot_disk(tmp_path: Path) -> None:
+    spec = spec_of(MEGA, "  - {mount: /ckpt, bucket: gs://my-bucket/r1}\n")
+    calls, stderr = run_storage_script(tmp_path, spec, devices=0)
+    assert "mdadm" not in calls
+    assert "mkdir -p /ckpt /var/cache/dlvm-gcsfuse/dlvm-storage-ckpt-" in calls
+    assert "the gcsfuse cache stays on the boot disk" in stderr

@@ -40,6 +40,7 @@ from dlvm_cluster.orchestrate.check.verdicts import (
     judge_python,
     link_speeds,
     read_facts,
+    transport_used,
     usual,
 )
 from dlvm_cluster.orchestrate.cluster.context import Cluster
@@ -113,6 +114,9 @@ class CheckReport:
     bus_gbs: float | None
     median_gbs: float | None
     notes: tuple[str, ...] = ()
+    # The network the bandwidth test ran on: "NCCL over Socket", "NCCL over GPUDirectTCPX",
+    # "gloo over TCP"; "" when not measured.
+    transport: str = ""
 
     @property
     def ok(self) -> bool:
@@ -188,13 +192,21 @@ class Measurement:
     speeds: LinkSpeeds = field(default_factory=lambda: LinkSpeeds({}))
     backend: str = ""
     bus_gbs: float | None = None
+    transport: str = ""
 
     @classmethod
     def of(cls, run: _Run, ordered: tuple[Node, ...]) -> Measurement:
         found = {node.name: results(run.of(node.name)) for node in ordered}
         backend, bus = bus_bandwidth(found)
         speeds = link_speeds([node.name for node in ordered], found)
-        return cls(run=run, ordered=ordered, speeds=speeds, backend=backend, bus_gbs=bus)
+        return cls(
+            run=run,
+            ordered=ordered,
+            speeds=speeds,
+            backend=backend,
+            bus_gbs=bus,
+            transport=transport_used(backend, found),
+        )
 
     def slow_nodes(self) -> list[str]:
         if self.run.errors:
@@ -285,6 +297,7 @@ def run_check(cluster: Cluster, progress: Progress, *, selector: str | None = No
         bus_gbs=measured.bus_gbs,
         median_gbs=measured.speeds.median,
         notes=tuple(notes),
+        transport=measured.transport,
     )
 
 

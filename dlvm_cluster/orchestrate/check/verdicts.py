@@ -4,6 +4,7 @@ output and bandwidth results, see check_output.py); check.py runs the nodes and 
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -276,3 +277,31 @@ def bus_bandwidth(found: Mapping[str, Sequence[Mapping[str, Any]]]) -> tuple[str
                 timings.append(size / seconds * 2 * (world - 1) / world / GB)
                 backend = backend or ("nccl" if item.get("backend") == "nccl" else "gloo")
     return backend, statistics.median(timings) if timings else None
+
+
+# What a node may say of NCCL's network: a name of NCCL's, a plugin's or its own.
+_NETWORK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._/-]{0,47}")
+
+
+def transport_used(backend: str, found: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
+    """The network transport the bandwidth test ran on: gloo's TCP, or the network NCCL
+    chose on the nodes (each node's processes' names; several when the nodes disagree, which
+    a job would not survive)."""
+    if backend == "gloo":
+        return "gloo over TCP"
+    if backend != "nccl":
+        return ""
+    per_node: dict[str, set[str]] = {}
+    for node, items in found.items():
+        for item in items:
+            network = item.get("network") if item.get("kind") == "transport" else None
+            if isinstance(network, str) and _NETWORK_NAME.fullmatch(network):
+                per_node.setdefault(node, set()).add(network)
+    names = sorted({name for networks in per_node.values() for name in networks})
+    if not names:
+        return "NCCL, network not reported"
+    if len(names) == 1:
+        return f"NCCL over {names[0]}"
+    return "NCCL over mixed networks: " + "; ".join(
+        f"{node} {', '.join(sorted(networks))}" for node, networks in sorted(per_node.items())
+    )

@@ -149,6 +149,11 @@ class SetupReport:
     unchanged: tuple[str, ...]
     # framework -> the nodes that got its software now (cluster/framework_setup.py)
     frameworks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # The transport jobs use between the nodes' GPUs, where the nodes set one up at boot
+    # (cluster/boot.py): the GPU network's, or plain NCCL when a node's setup failed (those
+    # nodes, with the step that failed); "" for nodes without one.
+    gpu_network: str = ""
+    gpu_network_failed: tuple[str, ...] = ()
 
 
 def run_setup(

@@ -10,6 +10,7 @@ from pathlib import Path
 from dlvm_cluster.errors import RemoteError, UsageError
 from dlvm_cluster.inventory import Inventory
 from dlvm_cluster.orchestrate.cluster import autostop, power
+from dlvm_cluster.orchestrate.cluster.boot import wait_for_boot
 from dlvm_cluster.orchestrate.cluster.context import Cluster
 from dlvm_cluster.orchestrate.cluster.files import (
     SetupReport,
@@ -214,6 +215,8 @@ def start(cluster: Cluster, progress: Progress) -> StartResult:
         mount_storage(cluster, loaded.spec, inventory.nodes, progress)
         # A local node's watcher ended with its processes; a VM's systemd starts its own.
         install_watcher(cluster, loaded, progress, inventory.nodes, restarted=bool(started))
+        # Each started VM runs its boot-time setup again.
+        wait_for_boot(cluster.pool(), inventory.nodes, cluster.provider.boot_readiness(), progress)
         power.record_usage(cluster, inventory)
     return StartResult(inventory, tuple(started), time.monotonic() - begun)
 

@@ -13,6 +13,7 @@ from dataclasses import replace
 from dlvm_cluster import secret_env
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.orchestrate.cluster import autostop
+from dlvm_cluster.orchestrate.cluster.boot import wait_for_boot
 from dlvm_cluster.orchestrate.cluster.context import Cluster
 from dlvm_cluster.orchestrate.cluster.files import (
     SetupReport,
@@ -169,8 +170,9 @@ def prepare_nodes(
     """Bring `nodes` to the spec: SSH ready, intra-cluster SSH (on every node, so old and new
     nodes know each other), the autostop watcher (`restarted`: the nodes just started, so
     max_hours counts from now), secrets, storage, files, setup, and the software the job's
-    framework needs on its nodes (launch/frameworks.py). Everything goes through the
-    cluster's one pool."""
+    framework needs on its nodes (launch/frameworks.py); then waits until every node of the
+    cluster has finished its boot-time setup (the GPU network of A3/A4 VMs), all on one
+    transport, before a job can run. Everything goes through the cluster's one pool."""
     state, inventory, pool = cluster.state, cluster.require_inventory(), cluster.pool()
     wait_for_ssh(pool, nodes, progress)
     install_mesh(
@@ -191,4 +193,10 @@ def prepare_nodes(
     synced = push_files(pool, loaded, nodes, progress)
     setup = run_setup(pool, inventory, loaded, nodes, progress, rerun=rerun)
     frameworks = ensure_frameworks(pool, inventory, loaded, nodes, progress)
-    return synced, replace(setup, frameworks=frameworks)
+    booted = wait_for_boot(pool, inventory.nodes, cluster.provider.boot_readiness(), progress)
+    return synced, replace(
+        setup,
+        frameworks=frameworks,
+        gpu_network=booted.transport if booted else "",
+        gpu_network_failed=booted.fell_back if booted else (),
+    )

@@ -321,6 +321,8 @@ def ssh_config(state: ClusterState) -> str:
             "    KexAlgorithms curve25519-sha256,curve25519-sha256@libssh.org",
             "    BatchMode yes",
         ]
+        if node.proxy:
+            lines.append(f"    ProxyCommand {node.proxy_command}")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
 
@@ -355,6 +357,7 @@ def ssh_argv(state: ClusterState, node_selector: str | None) -> list[str]:
         f"UserKnownHostsFile={state.known_hosts}",
         "-o",
         "StrictHostKeyChecking=yes",
+        *(["-o", f"ProxyCommand={node.proxy_command}"] if node.proxy else []),
         "-p",
         str(node.port),
         f"{node.user}@{node.ip}",

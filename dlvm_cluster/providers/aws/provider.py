@@ -26,6 +26,7 @@ from dlvm_cluster.providers.aws.report import (
 )
 from dlvm_cluster.providers.aws.tfvars import instance_name, reservation_preference
 from dlvm_cluster.providers.base import (
+    BootReadiness,
     Bound,
     CapacityFacts,
     Check,
@@ -102,6 +103,9 @@ class Ec2(Bound):
     def status_price(self, nodes: int) -> str | None:
         spec = self.spec
         return price_text(spec, _optional_clients(spec), nodes, aws_config(spec).zones[0])
+
+    def boot_readiness(self) -> BootReadiness | None:
+        return None  # no boot-time setup dlvm waits for on EC2's images
 
     def capacity(self) -> CapacityFacts | None:
         """With the end of the named reservation or Capacity Block, read from EC2."""

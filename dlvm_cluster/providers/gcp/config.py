@@ -66,17 +66,28 @@ class GcpConfig(ProviderConfig):
     project: str = Field(min_length=1)
     region: str = Field(min_length=1)
     zones: list[str] = Field(min_length=1)
-    allowed_ssh_cidrs: list[str] = Field(min_length=1)
-    network: str | None = None  # an existing VPC; None: one is made for the cluster
+    # Who may reach nodes with external addresses on tcp/22 (required when public_ip is true).
+    allowed_ssh_cidrs: list[str] = Field(default_factory=list)
+    # An existing VPC (name, or projects/HOST/global/networks/NAME in a Shared VPC's host
+    # project); None: one is made for the cluster.
+    network: str | None = None
     subnetwork: str | None = None
     ssh_user: str = Field(default="dlvm", pattern=SSH_USER_PATTERN, max_length=32)
+    # False: nodes without external addresses, reached through IAP TCP forwarding; a network
+    # dlvm makes then gets Cloud NAT for egress.
     public_ip: bool = True
     # None: dlvm decides (on for the A3/A4 shapes whose GPU network it builds).
     compact_placement: bool | None = None
-    # The account the nodes' software acts as (Cloud Storage, Artifact Registry, Logging), with
-    # the cloud-platform scope so IAM alone decides. None: the project's Compute Engine default
-    # service account; "none": no account, so nothing on the nodes reaches Google APIs.
+    # The account the nodes' software acts as (Cloud Storage, Logging), with the
+    # cloud-platform scope so IAM alone decides. None: one made for the cluster, holding only
+    # what it needs; an email: that existing account; "none": no account, so nothing on the
+    # nodes reaches Google APIs.
     service_account: Annotated[str, AfterValidator(_service_account)] | None = None
+    # Log in through OS Login (the user's Google identity) instead of ssh-keys metadata.
+    # None: on when an organization policy requires it.
+    os_login: bool | None = None
+    # False: dlvm makes no firewall rules (a network administrator does; `plan` lists them).
+    manage_firewall: bool = True
 
 
 class GcpNodes(Nodes):

@@ -27,21 +27,24 @@ functions that call the API.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from dlvm_cluster.errors import ProvisionError
-from dlvm_cluster.inventory import Inventory, from_terraform_outputs
+from dlvm_cluster.inventory import Inventory, from_terraform_outputs, node_name
 from dlvm_cluster.providers.base import Converge
 from dlvm_cluster.providers.gcp.config import gcp_config, gcp_nodes
 from dlvm_cluster.providers.gcp.credentials import ComputeClients, compute_clients
 from dlvm_cluster.providers.gcp.flexwait import capacity_watch
-from dlvm_cluster.providers.gcp.gpu_network import job_environment
+from dlvm_cluster.providers.gcp.gang import fill_gang, gang_outputs, remove_members
 from dlvm_cluster.providers.gcp.hostkeys import (
+    NodeRef,
     node_refs,
     node_refs_for,
     read_host_keys,
 )
+from dlvm_cluster.providers.gcp.identity import iap_tunnel_command
 from dlvm_cluster.providers.gcp.instances import (
     InstanceState,
     Recovery,
@@ -50,12 +53,16 @@ from dlvm_cluster.providers.gcp.instances import (
     wake,
 )
 from dlvm_cluster.providers.gcp.leftovers import sweep_zone
+from dlvm_cluster.providers.gcp.oslogin import register_key
 from dlvm_cluster.providers.gcp.plan import gcp_plan
-from dlvm_cluster.providers.gcp.preflight import preflight
+from dlvm_cluster.providers.gcp.preflight import PreflightReport, preflight
 from dlvm_cluster.providers.gcp.report import node_states, warning_lines
 from dlvm_cluster.providers.gcp.tfvars import (
+    DEFAULT_CREATE_TIMEOUT_S,
+    Login,
     gpus_per_node,
     instance_address,
+    instance_name,
     state_tfvars,
 )
 from dlvm_cluster.providers.gcp.zone_loop import (
@@ -66,7 +73,12 @@ from dlvm_cluster.providers.gcp.zone_loop import (
 from dlvm_cluster.providers.terraformed import applied_tfvars, with_host_keys
 from dlvm_cluster.provision.modules import module_dir
 from dlvm_cluster.provision.render import RenderedModule
-from dlvm_cluster.provision.terraform import RunResult, Terraform, init_if_needed
+from dlvm_cluster.provision.terraform import (
+    RunResult,
+    Terraform,
+    init_if_needed,
+    parallelism_for,
+)
 from dlvm_cluster.spec.model import ClusterSpec
 from dlvm_cluster.state import ClusterState
 
@@ -74,10 +86,27 @@ from dlvm_cluster.state import ClusterState
 
 
 def render_gcp(
-    spec: ClusterSpec, state: ClusterState, count: int | None = None, wait: float | None = None
+    spec: ClusterSpec,
+    state: ClusterState,
+    count: int | None = None,
+    wait: float | None = None,
+    login: Login | None = None,
 ) -> RenderedModule:
-    """terraform/gcp with the spec's tfvars (and the key and zone the state dir holds)."""
-    return RenderedModule("gcp", module_dir("gcp"), state_tfvars(spec, state, count, wait))
+    """terraform/gcp with the spec's tfvars (and the key, zone and login the state dir holds)."""
+    tfvars = state_tfvars(spec, state, count, wait, login)
+    return RenderedModule("gcp", module_dir("gcp"), tfvars)
+
+
+def resolve_login(
+    spec: ClusterSpec, state: ClusterState, api: ComputeClients, report: PreflightReport
+) -> Login:
+    """OS Login where the spec asks for it or an organization policy requires it (the key put
+    on the user's profile, the profile's POSIX name used), else the spec's ssh_user."""
+    provider = gcp_config(spec)
+    if not (provider.os_login or (provider.os_login is None and report.os_login_required)):
+        return Login(os_login=False, user=provider.ssh_user)
+    public_key = state.key_path.with_suffix(".pub").read_text()
+    return Login(True, register_key(api.rest, state, provider.project, public_key))
 
 
 def provision_gcp(
@@ -113,15 +142,20 @@ def provision_gcp(
     report = preflight(spec, api, existing_nodes=len(previous.nodes) if previous else 0)
     for line in warning_lines(provider, report.warnings):
         progress.note(line)
+    login = resolve_login(spec, state, api, report)
+    if login.os_login:
+        progress.note(f"OS Login: logging in as {login.user}, the key is on your OS Login profile")
+    module = render_gcp(spec, state, wait=request.wait, login=login)
+    module.write(state.terraform_dir)
     if previous is not None and home not in provider.zones:
         where = f"zone {home}" if home else "an unknown zone"
         progress.note(
             f"the nodes are in {where}, which is not in provider.zones: they are recreated in "
             f"{report.zones[0]}"
         )
-    make = terraform_factory or Terraform
+    make = terraform_factory or _terraform(spec)
     terraform = make(state.terraform_dir, capacity_watch(request, api))
-    if gcp_nodes(spec).provisioning_model == "flex-start":
+    if gcp_nodes(spec).provisioning_model == "flex-start" and not module.tfvars["flex_gang"]:
         progress.note(
             f"flex-start: each VM waits up to {module.tfvars['create_timeout']} for capacity "
             "from Dynamic Workload Scheduler"
@@ -138,12 +172,57 @@ def provision_gcp(
         progress,
         report=report,
         keep=keep,
-        sweep=lambda zone, held: sweep_zone(api, provider.project, spec.name, zone, held, began),
+        # A gang's VMs are never in Terraform's state: the group holds them, not a sweep.
+        sweep=None
+        if module.tfvars["flex_gang"]
+        else lambda zone, held: sweep_zone(api, provider.project, spec.name, zone, held, began),
         wait=request.wait,
     )
     # Moving zones recreates every node anyway: no -replace for addresses left behind.
     result, changed = loop.run(home if keep else None, replace if keep else [])
-    return _inventory(request, api, result, report.gpus_per_node, pinned), changed
+    result, added = _gang(request, api, result, user=login.user)
+    return _inventory(request, api, result, report.gpus_per_node, pinned), changed or added
+
+
+def _terraform(spec: ClusterSpec) -> functools.partial[Terraform]:
+    """Terraform with a parallelism of the node count, so that all nodes are created at once."""
+    return functools.partial(Terraform, parallelism=parallelism_for(spec.nodes.count))
+
+
+def _gang(
+    request: Converge,
+    api: ComputeClients,
+    result: RunResult,
+    *,
+    user: str,
+    replace: Sequence[str] = (),
+) -> tuple[RunResult, bool]:
+    """A flex-start gang (the module's `flex_gang` output names its group): the nodes it lacks
+    (`replace`: also those named), asked for all at once and waited for, then the `nodes`
+    output read from the API, with `user` as the login (the module's `ssh_user`). Other
+    clusters: `result` as it is."""
+    group = str(result.outputs.get("flex_gang") or "")
+    if not group:
+        return result, False
+    spec, progress = request.spec, request.progress
+    project, zone = gcp_config(spec).project, str(result.outputs["zone"])
+    names = [node_name(rank) for rank in range(spec.nodes.count)]
+    if replace:
+        progress.note(f"deleting {', '.join(replace)} from the flex-start gang to make them anew")
+        remove_members(api, project, zone, group, [instance_name(spec.name, n) for n in replace])
+    added = fill_gang(
+        api,
+        project,
+        zone,
+        group,
+        spec.name,
+        names,
+        run_hours=gcp_nodes(spec).max_run_hours or 0,
+        wait_s=request.wait or DEFAULT_CREATE_TIMEOUT_S,
+        progress=progress,
+    )
+    nodes = gang_outputs(api, project, zone, spec.name, names, user)
+    return dataclasses.replace(result, outputs={**result.outputs, "nodes": nodes}), bool(added)
 
 
 def _bring_back(
@@ -209,11 +288,15 @@ def replace_gcp_nodes(
         others = tuple(node for node in request.previous.nodes if node.name not in names)
         kept = dataclasses.replace(request.previous, nodes=others)
         pinned = _pins(kept, node_states(api, gcp_config(spec).project, zone, kept))
-    make = terraform_factory or Terraform
+    make = terraform_factory or _terraform(spec)
     terraform = make(state.terraform_dir, capacity_watch(request, api))
     progress.stage(f"terraform: replacing {', '.join(names)}")
     init_if_needed(terraform, module.source, state.terraform_dir)
-    result = terraform.apply(replace=[instance_address(name) for name in names])
+    if module.tfvars["flex_gang"]:
+        user = str(module.tfvars["ssh_user"])
+        result, _ = _gang(request, api, terraform.apply(), user=user, replace=names)
+    else:
+        result = terraform.apply(replace=[instance_address(name) for name in names])
     gpus = request.previous.gpus_per_node if request.previous else gpus_per_node(gcp_plan(spec))
     return _inventory(request, api, result, gpus, pinned)
 
@@ -257,10 +340,36 @@ def _inventory(
         else:
             unknown.append(ref)
     keys.update(read_host_keys(api, project, unknown))
-    env = job_environment(gcp_plan(request.spec).shape.machine_type)
-    return from_terraform_outputs(
-        request.spec.name, with_host_keys(outputs, keys), env=env, gpus_per_node=gpus
+    # No variables of the provider's: an A3/A4 node's NCCL plugin is found through the
+    # dynamic linker's path and /etc/nccl.conf, which its boot script writes.
+    inventory = from_terraform_outputs(
+        request.spec.name, with_host_keys(outputs, keys), env={}, gpus_per_node=gpus
     )
+    provider = gcp_config(request.spec)
+    if provider.public_ip:
+        return inventory
+    return tunnelled(inventory, node_refs(outputs), project, provider.zones)
+
+
+def tunnelled(
+    inventory: Inventory, refs: Sequence[NodeRef], project: str, zones: Sequence[str]
+) -> Inventory:
+    """Nodes without external addresses, each reached through its IAP tunnel (their `ip`
+    stays the internal address, which the nodes use among themselves). The tunnel is run on
+    this machine, so it names the VM by dlvm's own name for it and a zone of the spec's,
+    never by whatever text Terraform's outputs hold."""
+    where = {ref.name: ref.zone for ref in refs}
+    nodes = []
+    for node in inventory.nodes:
+        zone = where.get(node.name, "")
+        if zone not in zones:
+            raise ProvisionError(
+                f"Terraform reports {node.name} in zone {zone!r}, which is not in provider.zones",
+                hint="run `dlvm up` again; if it persists, `dlvm down` and `up` anew",
+            )
+        vm = instance_name(inventory.cluster, node.name)
+        nodes.append(dataclasses.replace(node, proxy=iap_tunnel_command(vm, zone, project)))
+    return dataclasses.replace(inventory, nodes=tuple(nodes))
 
 
 def _applied_zone(state: ClusterState) -> str | None:

@@ -1,5 +1,5 @@
-"""Credentials and Compute Engine API clients (and the Cloud Storage lister the storage check
-uses), and the translation of the API's errors.
+"""Credentials and Compute Engine API clients (and the REST session for Google's other APIs:
+Cloud Storage, Organization Policy, OS Login, IAM), and the translation of the API's errors.
 
 Credentials come from Application Default Credentials, the same ones Terraform's google
 provider uses, so `dlvm` and Terraform always act as the same identity. Tests pass anonymous
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from dlvm_cluster.errors import ProvisionError
-from dlvm_cluster.providers.gcp.buckets import NO_CREDENTIALS_HINT, bucket_lister
+from dlvm_cluster.providers.gcp.rest import NO_CREDENTIALS_HINT, google_rest
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 REQUEST_TIMEOUT = 30.0
@@ -49,7 +49,9 @@ class ComputeClients:
     network_profiles: Any
     instances: Any
     zone_operations: Any
-    buckets: Any  # buckets.BucketLister: the Cloud Storage JSON API, for the storage check
+    rest: Any  # rest.GoogleRest: Cloud Storage, Organization Policy, OS Login, IAM
+    group_managers: Any  # managed instance groups (a flex-start gang's)
+    resize_requests: Any  # their resize requests
 
 
 def compute_clients(credentials: Any = None, *, api_endpoint: str | None = None) -> ComputeClients:
@@ -73,7 +75,9 @@ def compute_clients(credentials: Any = None, *, api_endpoint: str | None = None)
         network_profiles=make(compute_v1.NetworkProfilesClient),
         instances=make(compute_v1.InstancesClient),
         zone_operations=make(compute_v1.ZoneOperationsClient),
-        buckets=bucket_lister(creds, api_endpoint, REQUEST_TIMEOUT),
+        rest=google_rest(creds, api_endpoint, REQUEST_TIMEOUT),
+        group_managers=make(compute_v1.InstanceGroupManagersClient),
+        resize_requests=make(compute_v1.InstanceGroupManagerResizeRequestsClient),
     )
 
 

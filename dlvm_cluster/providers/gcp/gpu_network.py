@@ -13,7 +13,8 @@ receive-data-path manager running beside the job):
 This module holds every version dlvm installs for them (one place), the node setup that
 installs them (a boot script, `startup-script` metadata, so it runs again after every boot,
 when the receive-data-path manager must be started again), the NCCL settings that script
-writes to /etc/nccl.conf once the plugin works, and the environment jobs get.
+writes to /etc/nccl.conf once the plugin works (with the plugin's folder in the dynamic
+linker's path, so jobs need no variable of dlvm's).
 """
 
 from __future__ import annotations
@@ -22,17 +23,20 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dlvm_cluster.providers.base import BootReadiness
 from dlvm_cluster.providers.gcp import shapes
 
 
 @dataclass(frozen=True)
 class Pinned:
-    """Something the boot script downloads as root and checks before using it: a container
-    image (`source` repository:tag) by its digest, or an apt signing key (`source` its URL)
-    by its fingerprints. `expected` is dlvm's record of it (sha256:HEX; fingerprints
-    space-separated); where dlvm records none, each node keeps what its first download gave
-    and refuses anything else afterwards (a tag moved, a key replaced). Either way the image
-    runs by digest, never by its tag, and a mismatch stops setup naming both."""
+    """Something a node script downloads as root and checks before using it: a container
+    image (`source` repository:tag) by its digest, an apt signing key (`source` its URL) by
+    its fingerprints, or an apt package (`source` NAME or NAME=VERSION) by the SHA-256 of its
+    file that the signed index lists. `expected` is dlvm's record of it (sha256:HEX;
+    fingerprints space-separated); where dlvm records none, each node keeps what its first
+    download gave and refuses anything else afterwards (a tag moved, a key replaced, a
+    package version's file replaced). Either way the image runs by digest, never by its tag,
+    and a mismatch stops setup naming both. The checks are pinned_downloads.sh."""
 
     source: str
     expected: str = ""
@@ -41,8 +45,10 @@ class Pinned:
 # Every download of the boot script, in one table. Images as Google pairs them in its Slurm
 # prologs for these shapes: a plugin release and the receive-data-path manager (RxDM) release
 # built for it. Change both together. What is trusted: Google's Artifact Registry serving
-# these tags the first time a node pulls them, and the two apt keys as first fetched over
-# HTTPS; from then on only the same bytes.
+# these tags the first time a node pulls them, the two apt keys as first fetched over HTTPS,
+# and each package version as the signed index first lists it; from then on only the same
+# bytes. The apt repositories (AI_INFRA_APT, CLOUD_APT) are trusted through their checked
+# keys; a package's dependencies come from them (or the image's own sources) unpinned.
 PINS: dict[str, Pinned] = {
     "tcpx-plugin": Pinned(
         "us-docker.pkg.dev/gce-ai-infra/gpudirect-tcpx/nccl-plugin-gpudirecttcpx-dev:v3.1.9-2.19.4-12.0"
@@ -54,14 +60,28 @@ PINS: dict[str, Pinned] = {
     "tcpxo-rxdm": Pinned("us-docker.pkg.dev/gce-ai-infra/gpudirect-tcpxo/tcpgpudmarxd-dev:v1.0.23"),
     "artifact-registry-key": Pinned("https://us-apt.pkg.dev/doc/repo-signing-key.gpg"),
     "cloud-packages-key": Pinned("https://packages.cloud.google.com/apt/doc/apt-key.gpg"),
+    # Google's ar+https apt transport, from CLOUD_APT, which both repositories below need.
+    "transport-package": Pinned("apt-transport-artifact-registry"),
+    # TCPXO's dmabuf import helper (a DKMS kernel module) from gpudirect-tcpxo-apt.
+    "dkms-package": Pinned("dkms"),
+    "import-helper-package": Pinned("dmabuf-import-helper"),
+    # The gIB plugin from gpudirect-gib-apt, at the version dlvm pins; and the RDMA user space.
+    "gib-package": Pinned("nccl-gib=1.1.0"),
+    "ibverbs-package": Pinned("ibverbs-utils"),
+    "rdma-core-package": Pinned("rdma-core"),
+    # gcsfuse from Google's apt repository (CLOUD_APT), for an image that lacks it.
+    "gcsfuse-package": Pinned("gcsfuse"),
 }
+# The apt repositories the packages come from, each signed by one of the keys above.
+AI_INFRA_APT = "ar+https://us-apt.pkg.dev/projects/gce-ai-infra"
+CLOUD_APT = "https://packages.cloud.google.com/apt"
 TCPX_PLUGIN_IMAGE = PINS["tcpx-plugin"].source
 TCPX_RXDM_IMAGE = PINS["tcpx-rxdm"].source
 TCPXO_PLUGIN_IMAGE = PINS["tcpxo-plugin"].source
 TCPXO_RXDM_IMAGE = PINS["tcpxo-rxdm"].source
 # The gIB plugin (an apt package from Google's Artifact Registry), the release Google's A3 Ultra
 # and A4 blueprints install and hold.
-GIB_VERSION = "1.1.0"
+GIB_VERSION = PINS["gib-package"].source.partition("=")[2]
 
 # Where each plugin's libraries land on the node (the installers' own choice of folder).
 TCPX_LIB_DIR = "/var/lib/tcpx/lib64"
@@ -82,6 +102,15 @@ _A3_MEGA_GPU_IFNAMES = (
 )
 
 SETUP_BODY = Path(__file__).with_name("gpu_network_setup.sh")
+PINNED_DOWNLOADS = Path(__file__).with_name("pinned_downloads.sh")
+# Where a node keeps the first download of each pin: the boot script's state folder, which
+# the gcsfuse install shares, so that a node holds one record of each.
+NODE_PIN_DIR = "/var/lib/dlvm-gpu-network"
+# How long `up` waits for every node's boot script: the driver may take up to 30 minutes to
+# appear on a first boot (the script's own limit), then images are pulled or packages built.
+BOOT_TIMEOUT_S = 3600.0
+# What every node uses when one node's setup failed: NCCL's own transport.
+FALLBACK_TITLE = "NCCL over TCP sockets on the primary NIC"
 # MTU of the VPCs of GPU gVNICs (what Google's A3 blueprints give them) and of a RoCE VPC.
 GPU_VPC_MTU = 8244
 ROCE_MTU = 8896
@@ -99,17 +128,12 @@ class GpuNetwork:
     gpu_vpc_nics: int  # extra gVNICs, each on a VPC of its own
     gpu_vpc_mtu: int
     rdma_nics: int  # MRDMA NICs, all on one RoCE VPC
-    lib_dir: str  # where the plugin's libraries land: jobs get it in LD_LIBRARY_PATH
+    lib_dir: str  # where the plugin's libraries land: setup adds it to /etc/ld.so.conf.d
     # NCCL's and the plugin's variables, written to /etc/nccl.conf once setup succeeded (and
     # only then: with the plugin missing they would make NCCL fail rather than go slower).
     nccl_settings: dict[str, str] = field(default_factory=dict)
     # Interface names setup checks before writing them (primary first, then the GPU NICs).
     interfaces: tuple[str, ...] = ()
-
-    @property
-    def job_env(self) -> dict[str, str]:
-        """NCCL finds a net plugin (libnccl-net.so) through the library path."""
-        return {"LD_LIBRARY_PATH": self.lib_dir}
 
     @property
     def gpu_bandwidth_gbps(self) -> int:
@@ -231,30 +255,65 @@ def roce_profile(zone: str) -> str:
     return f"{zone}-vpc-roce"
 
 
-def job_environment(machine_type: str) -> dict[str, str]:
-    """What every setup, exec and job process on such a node gets (the inventory's provider
-    env: the cluster file's env overrides it). The rest of NCCL's settings are in
-    /etc/nccl.conf, written by setup once the plugin works."""
-    network = gpu_network(machine_type)
-    return dict(network.job_env) if network else {}
+def _a3_high_rxq_topology() -> str:
+    """RxDM's map of A3 High (protobuf text): for each GPU NIC, as Ubuntu names it, its PCI
+    address and the two GPUs beside it, each with the NIC's receive queues it owns. RxDM's
+    built-in `a3vm` preset assumes the NIC names of Container-Optimized OS (eth1..eth4)."""
+    # (NIC bus, its GPUs' buses): each NIC sits on the PCIe switch of two GPUs.
+    buses = (("06", ("04", "05")), ("0c", ("0a", "0b")), ("86", ("84", "85")), ("8c", ("8a", "8b")))
+    queues = ((8, 9, 10, 11), (12, 13, 14, 15))
+    lines: list[str] = []
+    for ifname, (nic_bus, gpu_buses) in zip(_A3_HIGH_GPU_IFNAMES, buses, strict=True):
+        lines.append("gpu_rxq_configs {")
+        for gpu_bus, owned in zip(gpu_buses, queues, strict=True):
+            lines.append("  gpu_infos {")
+            lines.append(f'    gpu_pci_addr: "0000:{gpu_bus}:00.0"')
+            lines.extend(f"    queue_ids: {queue}" for queue in owned)
+            lines.append("  }")
+        lines.append(f'  nic_pci_addr: "0000:{nic_bus}:00.0"')
+        lines.append(f'  ifname: "{ifname}"')
+        lines.append("}")
+    lines += ["rss_set_size: 8", "tcpd_queue_size: 8", "max_rx_rules: 100000"]
+    return "\n".join(lines) + "\n"
 
 
 def setup_script(network: GpuNetwork) -> str:
     """The boot script that installs `network`'s NCCL plugin (and starts RxDM): the pinned
     versions as variables, then the shared body."""
+    apt = {
+        "AR_KEY": "artifact-registry-key",
+        "CLOUD_KEY": "cloud-packages-key",
+        "TRANSPORT": "transport-package",
+    }
     downloads = {
         "tcpx": {"PLUGIN": "tcpx-plugin", "RXDM": "tcpx-rxdm"},
-        "tcpxo": {"PLUGIN": "tcpxo-plugin", "RXDM": "tcpxo-rxdm"},
-        "gib": {"AR_KEY": "artifact-registry-key", "CLOUD_KEY": "cloud-packages-key"},
+        "tcpxo": {
+            "PLUGIN": "tcpxo-plugin",
+            "RXDM": "tcpxo-rxdm",
+            **apt,
+            "DKMS": "dkms-package",
+            "HELPER": "import-helper-package",
+        },
+        "gib": {
+            **apt,
+            "GIB": "gib-package",
+            "IBVERBS": "ibverbs-package",
+            "RDMA_CORE": "rdma-core-package",
+        },
     }[network.stack]
     pins = {
-        "tcpx": {"UDS_PATH": TCPX_UDS_PATH},
+        "tcpx": {"UDS_PATH": TCPX_UDS_PATH, "RXQ_TOPOLOGY": _a3_high_rxq_topology()},
         "tcpxo": {},
-        "gib": {"GIB_VERSION": GIB_VERSION, "ENV_PROFILE": GIB_ENV_PROFILE},
+        "gib": {
+            "GIB_VERSION": GIB_VERSION,
+            "ENV_PROFILE": GIB_ENV_PROFILE,
+            "RDMA_NICS": str(network.rdma_nics),
+        },
     }[network.stack]
+    if "CLOUD_KEY" in downloads:
+        pins |= {"AI_INFRA_APT": AI_INFRA_APT, "CLOUD_APT": CLOUD_APT}
     for prefix, name in downloads.items():
-        kind = "IMAGE" if prefix in ("PLUGIN", "RXDM") else "URL"
-        pins[f"{prefix}_{kind}"] = PINS[name].source
+        pins[f"{prefix}_{_download_kind(name)}"] = PINS[name].source
         pins[f"{prefix}_EXPECTED"] = PINS[name].expected
     settings = "".join(f"{name}={value}\n" for name, value in network.nccl_settings.items())
     header = [
@@ -266,7 +325,30 @@ def setup_script(network: GpuNetwork) -> str:
         f"INTERFACES={shlex.quote(' '.join(network.interfaces))}",
         f"DLVM_NCCL_SETTINGS={shlex.quote(settings)}",
     ]
-    return "\n".join(header) + "\n" + SETUP_BODY.read_text()
+    return "\n".join(header) + "\n" + PINNED_DOWNLOADS.read_text() + SETUP_BODY.read_text()
+
+
+def _download_kind(name: str) -> str:
+    """The boot script's variable suffix for a PINS entry: X_URL, X_PACKAGE or X_IMAGE."""
+    if name.endswith("-key"):
+        return "URL"
+    return "PACKAGE" if name.endswith("-package") else "IMAGE"
+
+
+def boot_readiness(machine_type: str) -> BootReadiness | None:
+    """What orchestrate waits for on each node of such a shape: the boot script's verdict,
+    read by the script itself (`probe`), and the switch to plain NCCL (`fallback`)."""
+    network = gpu_network(machine_type)
+    if network is None:
+        return None
+    return BootReadiness(
+        title=network.title,
+        fallback_title=FALLBACK_TITLE,
+        script=setup_script(network),
+        probe="bash -s probe",
+        fallback="sudo -n bash -s fallback",
+        timeout_s=BOOT_TIMEOUT_S,
+    )
 
 
 def plan_line(machine_type: str) -> str | None:

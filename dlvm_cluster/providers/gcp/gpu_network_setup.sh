@@ -1,15 +1,22 @@
 # Body of the boot script dlvm gives A3 and A4 nodes (startup-script metadata, run as root at
 # every boot). The header above it sets GPU_STACK (tcpx, tcpxo or gib), the pinned versions
-# and downloads (X_IMAGE or X_URL, with X_EXPECTED: the digest or fingerprints dlvm records),
+# and downloads (X_IMAGE, X_URL or X_PACKAGE, with X_EXPECTED: the digest, fingerprints or
+# file hash dlvm records; pinned_downloads.sh, above this body, checks them),
 # the plugin's folders (LIB_DIR, and UDS_PATH for TCPX or ENV_PROFILE for gIB), the interfaces
 # to expect (INTERFACES) and NCCL's settings (DLVM_NCCL_SETTINGS, NAME=VALUE lines).
 #
 # NCCL's settings go to /etc/nccl.conf, which NCCL reads in every process whatever started it
-# (a variable in the environment wins), and only once the plugin is installed and running:
-# without it, NCCL_NET naming the plugin would make NCCL fail instead of using plain sockets.
+# (a variable in the environment wins), and the plugin's folder to the dynamic linker's search
+# path (/etc/ld.so.conf.d, so that whatever LD_LIBRARY_PATH a job has is kept), both only once
+# the plugin is installed and running: without it, NCCL_NET naming the plugin would make NCCL
+# fail instead of using plain sockets.
 #
-# It leaves its verdict in STATE_DIR: `ready` (what was installed) or `failed` (the step that
-# failed); the log is the startup script's (journalctl -u google-startup-scripts).
+# It leaves its progress and verdict in STATE_DIR: `step` (the step under way), then `ready`
+# (what was installed) or `failed` (the step that failed); the log is the startup script's
+# (journalctl -u google-startup-scripts), and `boot` names the boot they belong to. dlvm waits
+# for the verdict of every node before a job runs: it sends this script to each node with the
+# argument `probe` (print the verdict of this boot) and, when any node failed, `fallback` (run
+# as root: this node uses plain NCCL too, so that no job mixes transports).
 set -euo pipefail
 
 # The system's places; the environment may move them (the tests run the script in a folder).
@@ -19,15 +26,27 @@ APERTURE_DIR=${APERTURE_DIR:-/dev/aperture_devices}
 SYS_NET_DIR=${SYS_NET_DIR:-/sys/class/net}
 APT_DIR=${APT_DIR:-/etc/apt}
 KEYRING_DIR=${KEYRING_DIR:-/usr/share/keyrings}
+LD_SO_CONF_DIR=${LD_SO_CONF_DIR:-/etc/ld.so.conf.d}
+TOPOLOGY_DIR=${TOPOLOGY_DIR:-/etc/dlvm}
+BOOT_ID_FILE=${BOOT_ID_FILE:-/proc/sys/kernel/random/boot_id}
+# Where the first download of each pin is kept (pinned_downloads.sh).
+PIN_DIR=${PIN_DIR:-${STATE_DIR}}
 readonly RXDM_CONTAINER=dlvm-rxdm
 # The file's first line (no '=', so NCCL skips it): how a later boot knows the file is dlvm's.
 readonly CONF_MARK="# Written by dlvm's GPU network setup."
+# The dynamic linker's entry for the plugin's folder (sorted first, as Google's gIB setup does).
+readonly LD_SO_CONF_NAME=000_dlvm-nccl-plugin.conf
 # How long the NVIDIA driver may take to appear: Deep Learning VM images install it on the
 # first boot, at the same time as this script runs.
 readonly DRIVER_WAIT_SECONDS=1800
 
 step=start
 log() { echo "dlvm-gpu-network: $*"; }
+# The step under way, for the log and for dlvm's progress while it waits for the verdict.
+begin() {
+	step=$1
+	printf '%s\n' "${step}" >"${STATE_DIR}/step"
+}
 on_exit() {
 	local status=$?
 	if [[ ${status} -ne 0 ]]; then
@@ -38,7 +57,7 @@ on_exit() {
 trap on_exit EXIT
 
 wait_for_driver() {
-	step="wait for the NVIDIA driver"
+	begin "wait for the NVIDIA driver"
 	local waited=0
 	until nvidia-smi -L >/dev/null 2>&1; do
 		if ((waited >= DRIVER_WAIT_SECONDS)); then
@@ -51,7 +70,7 @@ wait_for_driver() {
 }
 
 require_docker() {
-	step="check docker and the NVIDIA container toolkit"
+	begin "check docker and the NVIDIA container toolkit"
 	command -v docker >/dev/null || { log "docker is not installed"; return 1; }
 	command -v nvidia-container-cli >/dev/null || {
 		log "the NVIDIA container toolkit is not installed (docker --gpus needs it)"
@@ -62,7 +81,7 @@ require_docker() {
 check_interfaces() {
 	local nic
 	for nic in ${INTERFACES}; do
-		step="find network interface ${nic}"
+		begin "find network interface ${nic}"
 		[[ -e ${SYS_NET_DIR}/${nic} ]] || { log "no interface ${nic} on this node"; return 1; }
 	done
 }
@@ -71,7 +90,7 @@ check_interfaces() {
 # set; NCCL takes the first line of a name.
 write_nccl_conf() {
 	local profile=${1:-}
-	step="write ${DLVM_NCCL_CONF}"
+	begin "write ${DLVM_NCCL_CONF}"
 	{
 		echo "${CONF_MARK}"
 		printf '%s' "${DLVM_NCCL_SETTINGS}"
@@ -94,54 +113,27 @@ write_nccl_conf() {
 	mv "${DLVM_NCCL_CONF}.dlvm" "${DLVM_NCCL_CONF}"
 }
 
-# A settings file of an earlier boot names a plugin that may not come up this time.
+# A settings file and a library path of an earlier boot name a plugin that may not come up
+# this time.
 remove_old_nccl_conf() {
 	if [[ -f ${DLVM_NCCL_CONF} ]] && [[ $(head -n 1 "${DLVM_NCCL_CONF}") == "${CONF_MARK}" ]]; then
 		rm -f "${DLVM_NCCL_CONF}"
 	fi
-}
-
-# What the first download of SOURCE gave on this node (root's STATE_DIR).
-first_seen() { printf '%s' "${STATE_DIR}/first-$(printf '%s' "$1" | tr -c 'A-Za-z0-9._-' '_')"; }
-
-# Stops unless GOT is EXPECTED (dlvm's record, else this node's first download of SOURCE,
-# which GOT becomes when there is neither).
-check_download() {
-	local source=$1 expected=$2 got=$3 record
-	record=$(first_seen "${source}")
-	[[ -n ${expected} ]] || expected=$(cat "${record}" 2>/dev/null || true)
-	if [[ -n ${expected} && ${got} != "${expected}" ]]; then
-		log "${source}: expected ${expected}, got ${got}" >&2
-		return 1
+	if [[ -e ${LD_SO_CONF_DIR}/${LD_SO_CONF_NAME} ]]; then
+		rm -f "${LD_SO_CONF_DIR}/${LD_SO_CONF_NAME}"
+		ldconfig
 	fi
-	[[ -s ${record} ]] || printf '%s\n' "${got}" >"${record}"
 }
 
-# Pulls IMAGE (repository:tag), checks its digest and prints repository@digest: what runs.
-# Run inside $(...), where errexit does not hold: every step returns on failure.
-pinned_image() {
-	local image=$1 expected=$2 repository=${1%:*} digest="" line
-	docker pull --quiet "${image}" >/dev/null || return 1
-	while read -r line; do
-		if [[ ${line} == "${repository}@"* ]]; then digest=${line#*@}; fi
-	done < <(docker image inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' "${image}")
-	[[ -n ${digest} ]] || { log "${image}: no digest after the pull" >&2; return 1; }
-	check_download "${image}" "${expected}" "${digest}" || return 1
-	printf '%s@%s\n' "${repository}" "${digest}"
-}
-
-# Fetches the apt signing key at URL into the keyring KEYRING, checked by its fingerprints.
-pinned_apt_key() {
-	local url=$1 expected=$2 keyring=$3 got
-	curl --fail --silent --show-error --location "${url}" | gpg --dearmor --yes -o "${keyring}.new"
-	got=$(gpg --show-keys --with-colons "${keyring}.new" | awk -F: '$1 == "fpr" { print $10 }' |
-		sort | tr '\n' ' ')
-	check_download "${url}" "${expected}" "${got% }"
-	mv "${keyring}.new" "${keyring}"
+# NCCL finds the plugin (libnccl-net.so) through the dynamic linker.
+add_library_path() {
+	begin "add ${LIB_DIR} to the dynamic linker's path"
+	printf '%s\n' "${LIB_DIR}" >"${LD_SO_CONF_DIR}/${LD_SO_CONF_NAME}"
+	ldconfig
 }
 
 start_rxdm() {
-	step="start the receive-data-path manager"
+	begin "start the receive-data-path manager"
 	docker rm --force "${RXDM_CONTAINER}" >/dev/null 2>&1 || true
 	docker run --detach --name "${RXDM_CONTAINER}" --restart unless-stopped \
 		--network host --privileged --cap-add NET_ADMIN --gpus all \
@@ -150,7 +142,7 @@ start_rxdm() {
 
 wait_for_rxdm() {
 	local ready_line=$1 tries=0
-	step="wait for the receive-data-path manager"
+	begin "wait for the receive-data-path manager"
 	until docker logs "${RXDM_CONTAINER}" 2>&1 | grep -q -- "${ready_line}"; do
 		if [[ $(docker inspect --format '{{.State.Running}}' "${RXDM_CONTAINER}") != true ]]; then
 			docker logs --tail 20 "${RXDM_CONTAINER}" || true
@@ -165,86 +157,150 @@ wait_for_rxdm() {
 	done
 }
 
-setup_tcpx() {
-	step="pull and check the pinned images"
-	local plugin rxdm
+# GPUDirect-TCPX needs Google's TCPX kernel (linux-gcp-tcpx) or Container-Optimized OS; on
+# another kernel RxDM either exits or stays up doing nothing, and NCCL_NET naming the plugin
+# then fails every job: such a node uses plain sockets.
+require_tcpx_kernel() {
+	begin "check for a GPUDirect-TCPX kernel"
+	local release
+	release=$(uname -r)
+	[[ ${release} == *tcpx* ]] || {
+		log "kernel ${release} is not one of Google's TCPX kernels (linux-gcp-tcpx): GPUDirect-TCPX cannot run here"
+		return 1
+	}
+}
+
+# The plugin and RxDM images, pulled and checked: what runs is repository@digest.
+pull_images() {
+	begin "pull and check the pinned images"
 	plugin=$(pinned_image "${PLUGIN_IMAGE}" "${PLUGIN_EXPECTED}")
 	rxdm=$(pinned_image "${RXDM_IMAGE}" "${RXDM_EXPECTED}")
-	step="install the GPUDirect-TCPX NCCL plugin"
-	docker run --rm --network host --volume /var/lib:/var/lib "${plugin}" install
-	mkdir -p "${UDS_PATH}"
+}
+
+setup_tcpx() {
+	local plugin rxdm
+	pull_images
+	begin "install the GPUDirect-TCPX NCCL plugin"
+	# With the NCCL core Google qualifies with this plugin.
+	docker run --rm --network host --volume /var/lib:/var/lib "${plugin}" install --install-nccl
+	mkdir -p "${UDS_PATH}" "${TOPOLOGY_DIR}"
+	# Which GPU's receive queues sit on which NIC, named as this image names the NICs.
+	local topology=${TOPOLOGY_DIR}/gpu_rxq_configuration.textproto
+	printf '%s' "${RXQ_TOPOLOGY}" >"${topology}"
 	start_rxdm --volume "${UDS_PATH}:${UDS_PATH}" \
+		--volume "${topology}:${topology}:ro" \
 		--entrypoint /tcpgpudmarxd/build/app/tcpgpudmarxd \
 		"${rxdm}" \
-		--gpu_nic_preset a3vm --gpu_shmem_type fd --uds_path "${UDS_PATH}" \
+		--gpu_nic_preset manual --gpu_nic_topology "${topology}" \
+		--gpu_shmem_type fd --uds_path "${UDS_PATH}" \
 		--setup_param "--verbose 128 2 0"
 	# This RxDM release logs nothing when ready: running after a few seconds is the test.
 	sleep 10
-	step="check the receive-data-path manager"
+	begin "check the receive-data-path manager"
 	[[ $(docker inspect --format '{{.State.Running}}' "${RXDM_CONTAINER}") == true ]]
 }
 
-# The GPU NICs' PCIe apertures, which the TCPXO plugin maps through /dev/aperture_devices.
+# Google's Artifact Registry apt transport (ar+https), through which its plugin packages come.
+add_artifact_registry() {
+	local keyring=${KEYRING_DIR}/dlvm-google-artifact-registry.gpg
+	# Both keys are checked at every boot that gets here: a key replaced since is refused.
+	pinned_apt_key "${AR_KEY_URL}" "${AR_KEY_EXPECTED}" "${keyring}"
+	local google_keyring=${KEYRING_DIR}/dlvm-google-cloud.gpg
+	pinned_apt_key "${CLOUD_KEY_URL}" "${CLOUD_KEY_EXPECTED}" "${google_keyring}"
+	echo "deb [signed-by=${google_keyring}] ${CLOUD_APT} apt-transport-artifact-registry-stable main" \
+		>"${APT_DIR}/sources.list.d/dlvm-artifact-registry-transport.list"
+	apt-get update
+	pinned_apt_package "${TRANSPORT_PACKAGE}" "${TRANSPORT_EXPECTED}"
+}
+
+# A repository of Google's gce-ai-infra project, by name (signed by the checked key).
+add_ai_infra_repository() {
+	local name=$1
+	add_artifact_registry
+	echo "deb [signed-by=${KEYRING_DIR}/dlvm-google-artifact-registry.gpg] ${AI_INFRA_APT} ${name} main" \
+		>"${APT_DIR}/sources.list.d/dlvm-${name}.list"
+	apt-get update
+}
+
+# The GPU NICs' PCIe apertures, which the TCPXO plugin maps through /dev/aperture_devices:
+# read and written by the job's processes, which run as the SSH user, not root.
 expose_apertures() {
-	step="expose the NICs' PCIe apertures"
+	begin "expose the NICs' PCIe apertures"
 	local bdf target
 	mkdir -p "${APERTURE_DIR}"
 	while read -r bdf _; do
 		target=${APERTURE_DIR}/${bdf}
 		mkdir -p "${target}"
 		mountpoint -q "${target}" || mount --bind "$(readlink -f "/sys/bus/pci/devices/${bdf}")" "${target}"
+		chmod 0666 "${target}"/resource*
 	done < <(lspci -nn -D | grep '1ae0:0084')
-	chmod -R a+r "${APERTURE_DIR}"
+}
+
+# The dmabuf import helper: a kernel module (DKMS) from Google's TCPXO repository, which Deep
+# Learning VM images do not carry.
+load_import_helper() {
+	if ! modinfo import-helper >/dev/null 2>&1; then
+		begin "install the dmabuf import helper (DKMS)"
+		add_ai_infra_repository gpudirect-tcpxo-apt
+		pinned_apt_package "${DKMS_PACKAGE}" "${DKMS_EXPECTED}"
+		# The running kernel's headers: the image's own apt sources, as its kernel came.
+		DEBIAN_FRONTEND=noninteractive apt-get install --yes "linux-headers-$(uname -r)"
+		pinned_apt_package "${HELPER_PACKAGE}" "${HELPER_EXPECTED}"
+	fi
+	begin "load the dmabuf import helper"
+	modprobe import-helper
 }
 
 setup_tcpxo() {
-	step="load the dmabuf import helper"
-	modprobe import-helper
-	expose_apertures
-	step="pull and check the pinned images"
 	local plugin rxdm
-	plugin=$(pinned_image "${PLUGIN_IMAGE}" "${PLUGIN_EXPECTED}")
-	rxdm=$(pinned_image "${RXDM_IMAGE}" "${RXDM_EXPECTED}")
-	step="install the GPUDirect-TCPXO NCCL plugin"
+	load_import_helper
+	expose_apertures
+	pull_images
+	begin "install the GPUDirect-TCPXO NCCL plugin"
 	rm -rf "${LIB_DIR}"
 	docker run --rm --network host --volume /var/lib:/var/lib "${plugin}" install --install-nccl
 	start_rxdm --volume /dev/dmabuf_import_helper:/dev/dmabuf_import_helper \
 		--env LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu \
-		"${rxdm}" --num_hops=2 --num_nics=8 --uid= --alsologtostderr
+		"${rxdm}" --num_hops=2
 	wait_for_rxdm "Buffer manager initialization complete"
 }
 
 setup_gib() {
-	step="install the gIB NCCL plugin ${GIB_VERSION}"
+	begin "install the gIB NCCL plugin ${GIB_VERSION}"
 	local installed
 	installed=$(dpkg-query --showformat '${Version}' --show nccl-gib 2>/dev/null || true)
 	if [[ ${installed} != "${GIB_VERSION}" ]]; then
-		local keyring=${KEYRING_DIR}/dlvm-google-artifact-registry.gpg
-		pinned_apt_key "${AR_KEY_URL}" "${AR_KEY_EXPECTED}" "${keyring}"
-		local google_keyring=${KEYRING_DIR}/dlvm-google-cloud.gpg
-		pinned_apt_key "${CLOUD_KEY_URL}" "${CLOUD_KEY_EXPECTED}" "${google_keyring}"
-		echo "deb [signed-by=${google_keyring}] https://packages.cloud.google.com/apt apt-transport-artifact-registry-stable main" \
-			>"${APT_DIR}/sources.list.d/dlvm-artifact-registry-transport.list"
-		apt-get update
-		DEBIAN_FRONTEND=noninteractive apt-get install --yes apt-transport-artifact-registry
-		echo "deb [signed-by=${keyring}] ar+https://us-apt.pkg.dev/projects/gce-ai-infra gpudirect-gib-apt main" \
-			>"${APT_DIR}/sources.list.d/dlvm-nccl-gib.list"
-		apt-get update
+		add_ai_infra_repository gpudirect-gib-apt
 		apt-mark unhold nccl-gib >/dev/null 2>&1 || true
-		DEBIAN_FRONTEND=noninteractive apt-get install --yes --allow-downgrades "nccl-gib=${GIB_VERSION}"
+		pinned_apt_package "${GIB_PACKAGE}" "${GIB_EXPECTED}"
 		# Held: an unattended upgrade must not move it away from the version dlvm pins.
 		apt-mark hold nccl-gib
 	fi
+	# The RDMA user space (libibverbs and its tools), as Google's A4 reference installs it.
+	if ! command -v ibv_devices >/dev/null; then
+		begin "install the RDMA user space"
+		pinned_apt_package "${IBVERBS_PACKAGE}" "${IBVERBS_EXPECTED}"
+		pinned_apt_package "${RDMA_CORE_PACKAGE}" "${RDMA_CORE_EXPECTED}"
+	fi
+	begin "find the ${RDMA_NICS} RDMA devices"
+	local found
+	found=$(ibv_devices | grep -c mlx5 || true)
+	((found >= RDMA_NICS)) || {
+		log "ibv_devices lists ${found} mlx5 devices, ${RDMA_NICS} expected"
+		return 1
+	}
 }
 
 main() {
 	mkdir -p "${STATE_DIR}"
-	rm -f "${STATE_DIR}/ready" "${STATE_DIR}/failed"
+	rm -f "${STATE_DIR}/ready" "${STATE_DIR}/failed" "${STATE_DIR}/step" "${STATE_DIR}/fallback"
+	cat "${BOOT_ID_FILE}" >"${STATE_DIR}/boot"
 	remove_old_nccl_conf
 	check_interfaces
 	wait_for_driver
 	case "${GPU_STACK}" in
 	tcpx)
+		require_tcpx_kernel
 		require_docker
 		setup_tcpx
 		write_nccl_conf
@@ -259,14 +315,46 @@ main() {
 		write_nccl_conf "${ENV_PROFILE}"
 		;;
 	*)
-		step="choose the plugin"
+		begin "choose the plugin"
 		log "unknown GPU_STACK '${GPU_STACK}'"
 		return 1
 		;;
 	esac
+	add_library_path
 	step=done
+	rm -f "${STATE_DIR}/step"
 	printf '%s %s\n' "${GPU_STACK}" "${PLUGIN_IMAGE:-nccl-gib=${GIB_VERSION:-}}" >"${STATE_DIR}/ready"
 	log "ready (${GPU_STACK})"
 }
 
-main "$@"
+# One line: `ready WHAT`, `failed STEP`, `running STEP`, or `waiting` (this boot's setup has not
+# begun: what the folder holds is an earlier boot's).
+probe() {
+	trap - EXIT
+	local boot
+	boot=$(cat "${STATE_DIR}/boot" 2>/dev/null || true)
+	if [[ -z ${boot} ]] || [[ ${boot} != "$(cat "${BOOT_ID_FILE}")" ]]; then
+		echo waiting
+	elif [[ -f ${STATE_DIR}/ready ]]; then
+		echo "ready $(head -n 1 "${STATE_DIR}/ready")"
+	elif [[ -f ${STATE_DIR}/failed ]]; then
+		echo "failed $(head -n 1 "${STATE_DIR}/failed")"
+	else
+		echo "running $(head -n 1 "${STATE_DIR}/step" 2>/dev/null || true)"
+	fi
+}
+
+# Another node's setup failed: this one gives up its plugin until its next boot.
+fallback() {
+	trap - EXIT
+	mkdir -p "${STATE_DIR}"
+	remove_old_nccl_conf
+	printf '%s\n' "${1:-another node failed}" >"${STATE_DIR}/fallback"
+	echo "plain NCCL"
+}
+
+case "${1:-}" in
+probe) probe ;;
+fallback) fallback "${2:-}" ;;
+*) main ;;
+esac

@@ -181,6 +181,22 @@ def deletions(clients: ComputeClients, project: str, zone: str) -> dict[str, tup
     return latest
 
 
+GROUP_DELETE_OPERATION = "compute.instanceGroupManagers.deleteInstances"
+
+
+def group_deletions(
+    clients: ComputeClients, project: str, zone: str, group: str
+) -> list[tuple[str, str]]:
+    """(who, when) of each deleteInstances on managed instance group `group`: how a flex-start
+    gang's node leaves (the VMs' own delete operations are then the group's, not the
+    caller's)."""
+    return [
+        (str(operation.user), str(operation.insert_time))
+        for operation in _zone_operations(clients, project, zone, GROUP_DELETE_OPERATION)
+        if str(operation.target_link).endswith(f"/instanceGroupManagers/{group}")
+    ]
+
+
 def _after(first: str, second: str) -> bool:
     """Whether RFC 3339 time `first` is at or after `second` (an unknown `second` is earlier)."""
     try:

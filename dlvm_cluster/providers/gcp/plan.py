@@ -96,9 +96,21 @@ class Capacity:
     reservation_name: str  # for SPECIFIC_RESERVATION only
 
 
-def capacity(nodes: GcpNodes) -> Capacity:
-    """The scheduling and reservation_affinity of each VM, from the spec's capacity keys."""
+@dataclass(frozen=True)
+class ReservedCapacity:
+    """What preflight read of the specific reservation the nodes consume in one zone."""
+
+    dense: bool  # a DENSE reservation: its VMs must be RESERVATION_BOUND
+    placement_policy: str  # the reservation's compact placement policy, "" when none
+
+
+def capacity(nodes: GcpNodes, reserved: ReservedCapacity | None = None) -> Capacity:
+    """The scheduling and reservation_affinity of each VM, from the spec's capacity keys (and
+    the reservation they consume, where preflight read it): standard VMs consuming a dense
+    reservation are reservation-bound, which is the only way Compute Engine lets them in."""
     model = nodes.provisioning_model
+    if reserved is not None and reserved.dense and model == "standard":
+        model = "reservation-bound"
     reservation = nodes.reservation
     if reservation is None and model == "flex-start":
         # Flex-start VMs take capacity from the queue, never from a reservation.

@@ -8,17 +8,21 @@ not stop the cluster (a zone that is down, a quota dlvm cannot read) come back a
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import shutil
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.providers.gcp import gpu_network, shapes
-from dlvm_cluster.providers.gcp.buckets import check_buckets
+from dlvm_cluster.providers.gcp.buckets import check_buckets, check_node_identity
 from dlvm_cluster.providers.gcp.config import GcpConfig
 from dlvm_cluster.providers.gcp.credentials import REQUEST_TIMEOUT, ComputeClients, call_api
-from dlvm_cluster.providers.gcp.plan import GcpPlan, gcp_plan
+from dlvm_cluster.providers.gcp.identity import IAP_SOURCE_RANGE, firewall_rules_needed
+from dlvm_cluster.providers.gcp.orgpolicy import read_policies
+from dlvm_cluster.providers.gcp.plan import GcpPlan, ReservedCapacity, gcp_plan
 from dlvm_cluster.providers.gcp.reservations import reservation_ref, reservation_zones
+from dlvm_cluster.providers.gcp.shape_warnings import shape_warnings
 from dlvm_cluster.providers.gcp.tfvars import (
     DEFAULT_IMAGE_FAMILY,
     DLVM_IMAGE_PROJECT,
@@ -29,6 +33,24 @@ from dlvm_cluster.spec.model import ClusterSpec
 
 GLOBAL_GPU_METRIC = "GPUS_ALL_REGIONS"
 PREEMPTIBLE_QUOTA_MODELS = frozenset({"spot", "flex-start"})
+# CPU quota metrics of the families that have their own; the others count against CPUS.
+FAMILY_CPU_METRICS = {
+    "a2": "A2_CPUS",
+    "a3": "A3_CPUS",
+    "c2": "C2_CPUS",
+    "c2d": "C2D_CPUS",
+    "c3": "C3_CPUS",
+    "g2": "G2_CPUS",
+    "m1": "M1_CPUS",
+    "n2": "N2_CPUS",
+    "n2d": "N2D_CPUS",
+}
+# Boot disk types and the regional quota their size counts against.
+DISK_QUOTA_METRICS = {
+    "pd-standard": "DISKS_TOTAL_GB",
+    "pd-balanced": "SSD_TOTAL_GB",
+    "pd-ssd": "SSD_TOTAL_GB",
+}
 FAMILY_LIST_HINT = (
     "list the families with: gcloud compute images list --project deeplearning-platform-release "
     "--no-standard-images --format='value(family)' | sort -u"
@@ -44,6 +66,9 @@ class PreflightReport:
     image_disk_gb: int
     gpus_per_node: int
     warnings: tuple[str, ...]
+    os_login_required: bool = False  # an organization policy requires OS Login
+    # zone -> what the VMs must carry there to consume the named reservation
+    reserved: Mapping[str, ReservedCapacity] = field(default_factory=dict)
 
 
 def spec_warnings(plan: GcpPlan) -> list[str]:
@@ -69,17 +94,24 @@ def spec_warnings(plan: GcpPlan) -> list[str]:
             f"{machine} has Arm CPUs, but the default image ({DEFAULT_IMAGE_FAMILY}) is built "
             "for x86: set nodes.image to an Arm64 image"
         )
-    if not provider.public_ip and provider.network is None:
+    if not provider.public_ip and provider.network is not None:
         network = plan.network
-        plugin = (
-            f", and their boot script cannot download the {network.title} NCCL plugin"
-            if network
-            else ""
-        )
+        plugin = f"; their boot script downloads the {network.title} NCCL plugin" if network else ""
         warnings.append(
-            "public_ip is false and dlvm creates the network: the nodes have no internet access "
-            f"(no Cloud NAT){plugin}; dlvm must run inside that network to reach them"
+            "public_ip is false on a network dlvm did not make: dlvm adds no Cloud NAT there, so "
+            f"the nodes reach the internet only if {provider.network} has one{plugin}"
         )
+    if not provider.public_ip and provider.allowed_ssh_cidrs:
+        warnings.append(
+            "allowed_ssh_cidrs is not used with public_ip: false: SSH comes in through IAP "
+            "only, for accounts IAM lets through"
+        )
+    if not provider.manage_firewall:
+        warnings.append(
+            "manage_firewall is false: dlvm makes no firewall rules; the network needs these "
+            "(ask its administrator): " + "; ".join(firewall_rules_needed(plan))
+        )
+    warnings.extend(shape_warnings(plan))
     return warnings
 
 
@@ -102,31 +134,96 @@ def preflight(
     provider = plan.config
     warnings = spec_warnings(plan)
     project = _get_project(clients, provider)
-    warnings.extend(_os_login_warnings(project, provider))
+    if not provider.public_ip:
+        check_tunnel_tool()
+    policies = read_policies(clients.rest, plan, image_ref(plan.nodes.image).project)
+    warnings.extend(policies.warnings)
+    if not (provider.os_login or policies.os_login_required):
+        warnings.extend(_os_login_warnings(project, provider))
+    warnings.extend(check_node_identity(clients.rest, plan))
     if spec.storage:
-        check_buckets(clients.buckets, provider, spec.storage)
+        warnings.extend(check_buckets(clients.rest, plan))
     region = _get_region(clients, provider)
     image = _check_image(clients, plan)
     warnings.extend(_image_warnings(image, plan))
-    zones = _usable_zones(clients, provider, region, warnings)
-    gpus = 0
-    for zone in zones:
-        gpus = _check_zone_offers(clients, plan, region, zone)
-        _check_roce_profile(clients, plan, zone)
+    zones, offer = _offering_zones(
+        clients, plan, _usable_zones(clients, provider, region, warnings), region, warnings
+    )
     wanted = (spec.nodes.count if count is None else count) - existing_nodes
     reservation = reservation_ref(plan)
+    reserved: dict[str, ReservedCapacity] = {}
     if reservation is not None:
-        zones = reservation_zones(clients, plan, reservation, zones, wanted, warnings)
+        reserved = reservation_zones(clients, plan, reservation, zones, wanted, warnings)
+        zones = list(reserved)
     # A reservation took its quota when it was made: the VMs that consume it take none more.
-    if gpus and wanted > 0 and reservation is None:
-        _check_quotas(plan, region, project, gpus * wanted, warnings)
+    if wanted > 0 and reservation is None:
+        _check_quotas(plan, region, project, offer, wanted, warnings)
     return PreflightReport(
         zones=tuple(zones),
         image=str(image.name),
         image_disk_gb=int(image.disk_size_gb),
-        gpus_per_node=gpus,
+        gpus_per_node=offer.gpus,
         warnings=tuple(warnings),
+        os_login_required=policies.os_login_required,
+        reserved=reserved,
     )
+
+
+TUNNEL_TOOL = "gcloud"
+
+
+def check_tunnel_tool() -> str:
+    """The Google Cloud CLI, whose `compute start-iap-tunnel` carries SSH to private nodes."""
+    found = shutil.which(TUNNEL_TOOL)
+    if found is None:
+        raise ProvisionError(
+            "provider.public_ip is false: dlvm reaches the nodes through IAP TCP forwarding "
+            f"with `{TUNNEL_TOOL} compute start-iap-tunnel`, and {TUNNEL_TOOL} is not on PATH",
+            hint="install the Google Cloud CLI and log in (gcloud auth login); your account "
+            f"needs roles/iap.tunnelResourceAccessor, and SSH is let in from {IAP_SOURCE_RANGE}",
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class ZoneOffer:
+    """What one node of the machine type holds, as the API describes it."""
+
+    gpus: int
+    cpus: int
+
+
+class _NotOfferedHere(ProvisionError):
+    """The zone lacks the machine type, the GPU type or the RoCE profile: the zone is skipped
+    while another listed zone has them."""
+
+
+def _offering_zones(
+    clients: ComputeClients,
+    plan: GcpPlan,
+    zones: list[str],
+    region: Any,
+    warnings: list[str],
+) -> tuple[list[str], ZoneOffer]:
+    """The zones that offer the nodes' shape (and, for RDMA shapes, have the RoCE profile);
+    the others are dropped with a warning, as failover would only fail there. Refused when
+    none is left."""
+    offering: list[str] = []
+    offer = ZoneOffer(0, 0)
+    missing: list[_NotOfferedHere] = []
+    for zone in zones:
+        try:
+            offer = _check_zone_offers(clients, plan, region, zone)
+            _check_roce_profile(clients, plan, zone)
+        except _NotOfferedHere as lacking:
+            missing.append(lacking)
+            continue
+        offering.append(zone)
+    if not offering:
+        raise missing[0]
+    for problem in missing:
+        warnings.append(f"{problem.message}: that zone is skipped")
+    return offering, offer
 
 
 def _not_found() -> type[Exception]:
@@ -250,18 +347,15 @@ def _image_warnings(image: Any, plan: GcpPlan) -> list[str]:
 
 
 def _os_login_warnings(project: Any, provider: GcpConfig) -> list[str]:
-    """dlvm puts its key in `ssh-keys` metadata and turns OS Login off on each VM, which
-    overrides the project's `enable-oslogin`, but not an organization policy that enforces it."""
+    """The project asks for OS Login, no organization policy requires it, and the spec leaves
+    it off: dlvm's ssh-keys metadata and `enable-oslogin: FALSE` on each VM win."""
     metadata = {str(item.key): str(item.value) for item in project.common_instance_metadata.items}
     if metadata.get("enable-oslogin", "").strip().upper() != "TRUE":
         return []
     return [
         f"project {provider.project} sets enable-oslogin=TRUE in its metadata: dlvm turns OS "
-        "Login off on its VMs, but if an organization policy enforces OS Login "
-        "(constraints/compute.requireOsLogin) the nodes ignore the ssh-keys metadata dlvm "
-        "uses and SSH to them fails. Check with: gcloud resource-manager org-policies "
-        f"describe compute.requireOsLogin --project {provider.project} --effective; if it is "
-        "enforced, ask an administrator to exempt this project, or use a project outside it"
+        "Login off on its VMs and logs in with a key of its own; set provider.os_login: true "
+        "to log in through OS Login instead"
     ]
 
 
@@ -302,8 +396,8 @@ def _zone_status(clients: ComputeClients, provider: GcpConfig, zone: str) -> str
     return str(found.status)
 
 
-def _check_zone_offers(clients: ComputeClients, plan: GcpPlan, region: Any, zone: str) -> int:
-    """The machine type and GPUs exist in `zone`; returns the GPUs per node there."""
+def _check_zone_offers(clients: ComputeClients, plan: GcpPlan, region: Any, zone: str) -> ZoneOffer:
+    """The machine type and GPUs exist in `zone`; returns what a node holds there."""
     provider, shape = plan.config, plan.shape
     machine = _machine_type(clients, provider, zone, shape.machine_type)
     if machine is None:
@@ -312,10 +406,11 @@ def _check_zone_offers(clients: ComputeClients, plan: GcpPlan, region: Any, zone
             zone,
             lambda z: _machine_type(clients, provider, z, shape.machine_type) is not None,
         )
-        raise ProvisionError(
+        raise _NotOfferedHere(
             f"machine type {shape.machine_type} is not offered in zone {zone}",
             hint=_offering_hint(provider, zone, offering, "it"),
         )
+    cpus = int(machine.guest_cpus)
     built_in = [
         (str(a.guest_accelerator_type), int(a.guest_accelerator_count))
         for a in machine.accelerators
@@ -339,9 +434,9 @@ def _check_zone_offers(clients: ComputeClients, plan: GcpPlan, region: Any, zone
                 f"{wanted.count} x {wanted.type}",
                 hint="remove nodes.accelerator (the machine type decides) or make it match",
             )
-        return sum(n for _, n in built_in)
+        return ZoneOffer(sum(n for _, n in built_in), cpus)
     if not shape.attached:
-        return 0
+        return ZoneOffer(0, cpus)
     kind, count = shape.attached[0]
     offered = _accelerators(clients, provider, zone)
     if kind not in offered:
@@ -349,7 +444,7 @@ def _check_zone_offers(clients: ComputeClients, plan: GcpPlan, region: Any, zone
             region, zone, lambda z: kind in _accelerators(clients, provider, z)
         )
         here = ", ".join(sorted(offered)) or "none"
-        raise ProvisionError(
+        raise _NotOfferedHere(
             f"GPU type {kind} is not offered in zone {zone} (offered there: {here})",
             hint=_offering_hint(provider, zone, elsewhere, kind),
         )
@@ -359,7 +454,7 @@ def _check_zone_offers(clients: ComputeClients, plan: GcpPlan, region: Any, zone
             f"is {count}",
             hint=f"set nodes.accelerator.count to {offered[kind]} or less and add nodes instead",
         )
-    return count
+    return ZoneOffer(count, cpus)
 
 
 def _check_roce_profile(clients: ComputeClients, plan: GcpPlan, zone: str) -> None:
@@ -378,7 +473,7 @@ def _check_roce_profile(clients: ComputeClients, plan: GcpPlan, zone: str) -> No
             ),
         )
     except _not_found():
-        raise ProvisionError(
+        raise _NotOfferedHere(
             f"zone {zone} has no RoCE network profile ({name}): the RDMA NICs of "
             f"{plan.shape.machine_type} cannot be attached there",
             hint="list zones that have one with `gcloud compute network-profiles list "
@@ -431,38 +526,86 @@ def _offering_hint(provider: GcpConfig, zone: str, offering: Iterable[str], what
 
 
 def _check_quotas(
-    plan: GcpPlan, region: Any, project: Any, needed: int, warnings: list[str]
+    plan: GcpPlan,
+    region: Any,
+    project: Any,
+    offer: ZoneOffer,
+    wanted: int,
+    warnings: list[str],
 ) -> None:
-    """Regional GPU quota (Spot's PREEMPTIBLE_ form when granted) and the all-regions quota."""
-    provider, kind = plan.config, plan.shape.gpu_type
+    """The regional quotas `wanted` more nodes take: their GPUs (Spot's and flex-start's
+    PREEMPTIBLE_ form) and the all-regions GPU quota, their family's vCPUs, their external
+    addresses and their boot disks. New projects often hold a GPU grant but little CPU quota,
+    which Compute Engine reports only once the networks exist."""
+    provider = plan.config
     regional = {str(q.metric): q for q in region.quotas}
-    metric = shapes.gpu_quota_metric(kind, spot=False) if kind else None
-    if metric and plan.nodes.provisioning_model in PREEMPTIBLE_QUOTA_MODELS:
-        preemptible = regional.get(f"PREEMPTIBLE_{metric}")
-        # Spot and flex-start VMs use preemptible quota when the project has some, standard
-        # quota otherwise.
-        if preemptible is not None and preemptible.limit > 0:
-            metric = f"PREEMPTIBLE_{metric}"
-    if metric and metric in regional:
-        _require(regional[metric], needed, f"in {provider.region}", provider)
-    else:
-        warnings.append(
-            f"cannot check the GPU quota for {kind or 'these GPUs'} in {provider.region} "
-            f"(no {metric or 'known'} quota listed): a quota error would show at creation"
+    model = plan.nodes.provisioning_model
+    if offer.gpus:
+        kind = plan.shape.gpu_type
+        metric = _quota_metric(
+            shapes.gpu_quota_metric(kind, spot=False) if kind else None, model, regional
         )
-    global_quota = {str(q.metric): q for q in project.quotas}.get(GLOBAL_GPU_METRIC)
-    if global_quota is not None:
-        _require(global_quota, needed, "across all regions", provider)
-    else:
-        warnings.append(f"cannot check the {GLOBAL_GPU_METRIC} quota of {provider.project}")
+        needed = offer.gpus * wanted
+        if metric and metric in regional:
+            _require(regional[metric], needed, f"in {provider.region}", provider, "GPUs")
+        else:
+            warnings.append(
+                f"cannot check the GPU quota for {kind or 'these GPUs'} in {provider.region} "
+                f"(no {metric or 'known'} quota listed): a quota error would show at creation"
+            )
+        global_quota = {str(q.metric): q for q in project.quotas}.get(GLOBAL_GPU_METRIC)
+        if global_quota is not None:
+            _require(global_quota, needed, "across all regions", provider, "GPUs")
+        else:
+            warnings.append(f"cannot check the {GLOBAL_GPU_METRIC} quota of {provider.project}")
+    machine = plan.shape.machine_type
+    family_metric = FAMILY_CPU_METRICS.get(shapes.family(machine), "CPUS")
+    cpu_metric = _quota_metric(family_metric, model, regional)
+    if cpu_metric not in regional and cpu_metric != family_metric:
+        cpu_metric = family_metric  # no preemptible CPU quota listed: the family's counts
+    if offer.cpus and cpu_metric in regional:
+        _require(
+            regional[cpu_metric], offer.cpus * wanted, f"in {provider.region}", provider, "vCPUs"
+        )
+    elif offer.cpus:
+        warnings.append(
+            f"cannot check the vCPU quota of {machine} in {provider.region} (no {cpu_metric} "
+            "quota listed): a quota error would show at creation"
+        )
+    if provider.public_ip and "IN_USE_ADDRESSES" in regional:
+        _require(
+            regional["IN_USE_ADDRESSES"], wanted, f"in {provider.region}", provider, "addresses"
+        )
+    disk_type = plan.nodes.disk_type or shapes.default_disk_type(machine)
+    disk_metric = DISK_QUOTA_METRICS.get(disk_type)
+    if disk_metric in regional:
+        _require(
+            regional[disk_metric],
+            plan.nodes.disk_gb * wanted,
+            f"in {provider.region}",
+            provider,
+            "GB",
+        )
 
 
-def _require(quota: Any, needed: int, where: str, provider: GcpConfig) -> None:
+def _quota_metric(metric: str | None, model: str, regional: Mapping[str, Any]) -> str | None:
+    """The metric the nodes consume: flex-start VMs always take preemptible quota (Google:
+    they consume it); Spot VMs take it when the project has some, standard quota otherwise."""
+    if metric is None or model not in PREEMPTIBLE_QUOTA_MODELS:
+        return metric
+    preemptible = f"PREEMPTIBLE_{metric}"
+    if model == "flex-start":
+        return preemptible
+    found = regional.get(preemptible)
+    return preemptible if found is not None and found.limit > 0 else metric
+
+
+def _require(quota: Any, needed: int, where: str, provider: GcpConfig, unit: str) -> None:
     free = float(quota.limit) - float(quota.usage)
     if needed > free:
         raise ProvisionError(
-            f"quota {quota.metric} {where} is {quota.limit:g} GPUs with {quota.usage:g} in use; "
-            f"this cluster needs {needed} more",
+            f"quota {quota.metric} {where} is {quota.limit:g} {unit} with {quota.usage:g} in "
+            f"use; this cluster needs {needed} more",
             hint=f"request more {quota.metric} quota at "
             f"https://console.cloud.google.com/iam-admin/quotas?project={provider.project} "
             "(approval can take a while), or use fewer or smaller nodes",

@@ -9,6 +9,7 @@ from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers import checks
 from dlvm_cluster.providers.base import (
+    BootReadiness,
     Bound,
     CapacityFacts,
     Check,
@@ -19,7 +20,8 @@ from dlvm_cluster.providers.base import (
     Reach,
     StopMark,
 )
-from dlvm_cluster.providers.gcp import storage
+from dlvm_cluster.providers.gcp import gpu_network, oslogin, storage
+from dlvm_cluster.providers.gcp.config import gcp_config
 from dlvm_cluster.providers.gcp.converge import provision_gcp, render_gcp, replace_gcp_nodes
 from dlvm_cluster.providers.gcp.plan import GcpPlan, gcp_plan
 from dlvm_cluster.providers.gcp.power import (
@@ -77,6 +79,12 @@ class ComputeEngine(Bound):
 
     def destroy(self, progress: Progress) -> None:
         destroy_module(self.state, progress)
+        if (self.state.terraform_dir / oslogin.RECORD).exists():
+            from dlvm_cluster.providers.gcp.credentials import compute_clients
+
+            problem = oslogin.remove_key(compute_clients().rest, self.state)
+            if problem:
+                progress.note(problem)
 
     def node_states(self, inventory: Inventory) -> dict[str, NodeState]:
         instances = cluster_instances(self.state, inventory)
@@ -87,6 +95,9 @@ class ComputeEngine(Bound):
 
     def status_price(self, nodes: int) -> str | None:
         return price_line(self.resolved, nodes)
+
+    def boot_readiness(self) -> BootReadiness | None:
+        return gpu_network.boot_readiness(self.resolved.shape.machine_type)
 
     def capacity(self) -> CapacityFacts | None:
         return capacity_facts(self.resolved)
@@ -130,6 +141,17 @@ class ComputeEngine(Bound):
             report = preflight(spec, compute_clients())
             return f"project, zones, types, quota and image ok (zones: {', '.join(report.zones)})"
 
+        if not gcp_config(spec).public_ip:
+            from dlvm_cluster.providers.gcp.preflight import check_tunnel_tool
+
+            found.append(
+                checks.probe(
+                    "IAP tunnel (gcloud)",
+                    check_tunnel_tool,
+                    "install the Google Cloud CLI; private nodes are reached through "
+                    "gcloud compute start-iap-tunnel",
+                )
+            )
         found.append(
             checks.probe("credentials", credentials, "run: gcloud auth application-default login")
         )

@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from dlvm_cluster.errors import StateError
 from dlvm_cluster.inventory import Inventory
 from dlvm_cluster.providers.base import CapacityFacts
-from dlvm_cluster.providers.gcp import gpu_network
+from dlvm_cluster.providers.gcp import gpu_network, identity
 from dlvm_cluster.providers.gcp.config import (
     ANY_RESERVATION,
     NO_RESERVATION,
+    NO_SERVICE_ACCOUNT,
     GcpConfig,
 )
 from dlvm_cluster.providers.gcp.credentials import ComputeClients, compute_clients
@@ -30,7 +31,7 @@ from dlvm_cluster.providers.gcp.pricing import (
     PRICES_AS_OF,
     cluster_price,
 )
-from dlvm_cluster.providers.gcp.tfvars import compact_placement
+from dlvm_cluster.providers.gcp.tfvars import compact_placement, flex_gang
 from dlvm_cluster.providers.terraformed import applied_tfvars
 from dlvm_cluster.state import ClusterState
 
@@ -94,7 +95,12 @@ def capacity_facts(plan: GcpPlan) -> CapacityFacts:
     provided = plan.capacity
     model: str = plan.nodes.provisioning_model
     shown_model = model
-    if model == "flex-start":
+    if model == "flex-start" and flex_gang(plan):
+        shown_model += (
+            " (all nodes in one request, created together when Dynamic Workload Scheduler "
+            "finds capacity for all)"
+        )
+    elif model == "flex-start":
         shown_model += " (the VMs are created when Dynamic Workload Scheduler finds capacity)"
     reservation, shown_reservation = {
         "": (ANY_RESERVATION, "any matching one (Compute Engine's default)"),
@@ -131,20 +137,66 @@ def network_lines(plan: GcpPlan) -> list[str]:
 def gcp_plan_notes(plan: GcpPlan) -> list[str]:
     """What `dlvm plan` adds for gcp: the spec's warnings, how the VMs are provided, the GPU
     network, the price, and the role autostop's `down` needs."""
-    spec = plan.spec
-    notes = [
+    return [
         *warning_lines(plan.config, spec_warnings(plan)),
+        *identity_lines(plan),
         capacity_facts(plan).summary,
         *network_lines(plan),
         price_line(plan),
     ]
-    if spec.autostop is not None and spec.autostop.action == "down":
-        notes.append(
-            "autostop action down: each node deletes its own VM through the Compute API, so "
-            "the nodes' service account needs roles/compute.instanceAdmin.v1 on the project "
-            "(without it the VMs stay up; use action stop to need no role)"
+
+
+def identity_lines(plan: GcpPlan) -> list[str]:
+    """Who the nodes act as, what they are granted, and how dlvm reaches them."""
+    spec, provider = plan.spec, plan.config
+    account = identity.nodes_service_account(plan)
+    lines = []
+    if identity.creates_service_account(provider):
+        lines.append(
+            f"service account: {account}, made for this cluster; granted "
+            + ", ".join(identity.NODE_PROJECT_ROLES)
+            + " on the project"
         )
-    return notes
+    elif provider.service_account == NO_SERVICE_ACCOUNT:
+        lines.append("service account: none (nothing on the nodes can call Google APIs)")
+    else:
+        lines.append(f"service account: {account} (existing)")
+    grants = identity.bucket_grants(spec)
+    if identity.creates_service_account(provider):
+        lines.extend(
+            f"bucket gs://{bucket}: {role} for {account}" for bucket, role in grants.items()
+        )
+    elif grants and account:
+        lines.append(
+            f"buckets: {account} needs "
+            + ", ".join(f"{role} on gs://{bucket}" for bucket, role in grants.items())
+            + " (preflight checks the buckets' policies)"
+        )
+    if spec.autostop is not None and spec.autostop.action == "down":
+        if identity.self_delete(plan) and flex_gang(plan):
+            lines.append(
+                "autostop action down: each node leaves its flex-start group, which deletes its "
+                "VM and disk; the nodes' account gets a custom role of only "
+                "compute.instanceGroupManagers.update, on this cluster's group alone"
+            )
+        elif identity.self_delete(plan):
+            lines.append(
+                "autostop action down: each node deletes its own VM; the nodes' account gets "
+                "a custom role of only compute.instances.delete and compute.disks.delete, on "
+                "this cluster's VMs and boot disks alone"
+            )
+        else:
+            lines.append(
+                "autostop action down: the nodes have no service account, so they power off "
+                "instead of deleting themselves (the disks stay billed)"
+            )
+    if not provider.public_ip:
+        lines.append(
+            "private nodes: no external IPs; SSH through IAP TCP forwarding "
+            f"(gcloud compute start-iap-tunnel, from {identity.IAP_SOURCE_RANGE})"
+            + (", egress through Cloud NAT" if provider.network is None else "")
+        )
+    return lines
 
 
 # -- status --------------------------------------------------------------------------------

@@ -1,5 +1,9 @@
 """Specific reservations for `nodes.reservation`: which of provider.zones hold the named
-reservation ready, with the nodes' machine type and enough VMs free (reservations.get)."""
+reservation ready, with the nodes' machine type and enough VMs free (reservations.get), and
+what the VMs must say to consume it there: a DENSE reservation (how Google delivers A3 Ultra,
+A4 and A4X future reservations, and A3 capacity arranged with its account teams) takes only
+VMs with provisioning model RESERVATION_BOUND, and one made with a compact placement policy
+only VMs that name that same policy."""
 
 from __future__ import annotations
 
@@ -12,7 +16,10 @@ from dlvm_cluster.providers.gcp.config import (
     NO_RESERVATION,
 )
 from dlvm_cluster.providers.gcp.credentials import REQUEST_TIMEOUT, ComputeClients, call_api
-from dlvm_cluster.providers.gcp.plan import GcpPlan
+from dlvm_cluster.providers.gcp.plan import GcpPlan, ReservedCapacity
+
+# Reservation.deployment_type of the reservations that take only reservation-bound VMs.
+DENSE = "DENSE"
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,21 @@ def _reservation(clients: ComputeClients, ref: ReservationRef, zone: str) -> Any
         return None
 
 
+def reserved_capacity(reservation: Any) -> ReservedCapacity:
+    """What a VM must carry to consume `reservation`: RESERVATION_BOUND for a DENSE one, and
+    the reservation's placement policy (Reservation.resource_policies, at most one)."""
+    policies = sorted(str(link) for link in dict(reservation.resource_policies).values())
+    return ReservedCapacity(
+        dense=str(reservation.deployment_type) == DENSE,
+        placement_policy=_resource_path(policies[0]) if policies else "",
+    )
+
+
+def _resource_path(link: str) -> str:
+    """projects/P/regions/R/resourcePolicies/N from a self link (the form Terraform takes)."""
+    return link[link.find("projects/") :] if "projects/" in link else link
+
+
 def reservation_zones(
     clients: ComputeClients,
     plan: GcpPlan,
@@ -58,9 +80,10 @@ def reservation_zones(
     zones: list[str],
     wanted: int,
     warnings: list[str],
-) -> list[str]:
+) -> dict[str, ReservedCapacity]:
     """The zones whose copy of the reservation is ready, holds the nodes' machine type and has
-    `wanted` VMs free. A reservation is zonal, so the other zones are dropped (with a warning)."""
+    `wanted` VMs free, each with what its VMs must carry to consume it. A reservation is
+    zonal, so the other zones are dropped (with a warning)."""
     found = {
         zone: reservation
         for zone in zones
@@ -75,7 +98,8 @@ def reservation_zones(
             "another project is written projects/PROJECT/reservations/NAME",
         )
     machine = plan.shape.machine_type
-    usable, problems = [], []
+    usable: dict[str, ReservedCapacity] = {}
+    problems: list[str] = []
     for zone, reservation in found.items():
         specific = reservation.specific_reservation
         held = str(specific.instance_properties.machine_type).rsplit("/", 1)[-1]
@@ -90,7 +114,7 @@ def reservation_zones(
                 f"needs {wanted}"
             )
         else:
-            usable.append(zone)
+            usable[zone] = reserved_capacity(reservation)
     if not usable:
         raise ProvisionError(
             f"reservation {ref.written} cannot take these nodes: " + "; ".join(problems),
@@ -104,4 +128,13 @@ def reservation_zones(
             f"zones {', '.join(skipped)} are skipped: reservation {ref.written} has no room "
             f"for these nodes there ({'; '.join(problems) or 'it is not there'})"
         )
+    for zone, reserved in usable.items():
+        if reserved.dense and plan.nodes.max_run_hours is not None:
+            raise ProvisionError(
+                f"reservation {ref.written} in {zone} is a dense reservation: its VMs must be "
+                "reservation-bound, and Compute Engine gives those no maximum run time (they "
+                "run until the reservation ends)",
+                hint="remove nodes.max_run_hours (autostop's max_hours still powers the "
+                "cluster off)",
+            )
     return usable

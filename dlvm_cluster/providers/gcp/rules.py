@@ -42,6 +42,16 @@ _NO_FLEX_START_GPUS = {**dict.fromkeys(N1_GPU_COUNTS, "n1"), "nvidia-rtx-pro-600
 # A3 High with fewer than 8 GPUs is offered only as Spot or flex-start VMs: Compute Engine has no
 # on-demand capacity of these shapes (its table of consumption options by machine type).
 SPOT_OR_FLEX_START_ONLY = ("a3-highgpu-1g", "a3-highgpu-2g", "a3-highgpu-4g")
+# Families Google sells with no on-demand capacity at all: a reservation (future or calendar
+# mode), flex-start or Spot (AI Hypercomputer's consumption options list no on-demand column for
+# A4X, A4 and A3 Ultra). A standard VM needs a reservation to consume.
+RESERVED_OR_QUEUED_ONLY = ("a4-", "a4x-", "a3-ultragpu-")
+# Their GPUs, for a spec that names only its GPUs (the machine type then defaults to them).
+_RESERVED_OR_QUEUED_GPUS = {
+    "nvidia-h200-141gb": "a3-ultragpu-8g",
+    "nvidia-b200": "a4-highgpu-8g",
+    "nvidia-gb200": "a4x-highgpu-4g",
+}
 _H100 = "nvidia-h100-80gb"
 
 
@@ -51,6 +61,16 @@ def gcp_rules(spec: ClusterSpec) -> list[Problem]:
     nodes = gcp_nodes(spec)
     problems = _gcp_problems(spec, provider)
     problems.extend(_capacity_problems(nodes))
+    autostop = spec.autostop
+    if nodes.provisioning_model == "flex-start" and autostop and autostop.action == "stop":
+        written = "action" in autostop.model_fields_set
+        problems.append(
+            (
+                ("autostop", "action") if written else ("autostop",),
+                "flex-start VMs cannot be stopped (Compute Engine keeps no capacity for them "
+                "while stopped): set autostop.action to down",
+            )
+        )
     problems.extend(bucket_scheme_problems(spec, "gs", "Cloud Storage"))
     if spec.storage and provider.service_account == NO_SERVICE_ACCOUNT:
         problems.append(
@@ -63,6 +83,14 @@ def gcp_rules(spec: ClusterSpec) -> list[Problem]:
         )
     if nodes.min_count is not None and nodes.min_count > nodes.count:
         problems.append((("nodes", "min_count"), f"{nodes.min_count} is more than nodes.count"))
+    elif nodes.min_count is not None and nodes.provisioning_model == "flex-start":
+        # Several flex-start nodes come in one request, all or none (providers/gcp/gang.py).
+        problems.append(
+            (
+                ("nodes", "min_count"),
+                "flex-start nodes are created all at once or not at all: remove min_count",
+            )
+        )
     return problems
 
 
@@ -80,6 +108,14 @@ def _gcp_problems(spec: ClusterSpec, provider: GcpConfig) -> list[Problem]:
             problems.append((("provider", "zones", index), f"{zone} is listed twice"))
         seen.add(zone)
     problems.extend(ssh_range_problems(provider.allowed_ssh_cidrs))
+    if provider.public_ip and not provider.allowed_ssh_cidrs:
+        problems.append(
+            (
+                ("provider", "allowed_ssh_cidrs"),
+                "list the address ranges that may reach the nodes over SSH (like "
+                "203.0.113.7/32), or set public_ip: false to reach them through IAP instead",
+            )
+        )
     if provider.subnetwork and not provider.network:
         problems.append(
             (
@@ -131,6 +167,14 @@ def _capacity_problems(nodes: GcpNodes) -> list[Problem]:
                     f"to {NO_RESERVATION}",
                 )
             )
+    if model == "reservation-bound" and nodes.max_run_hours is not None:
+        problems.append(
+            (
+                ("nodes", "max_run_hours"),
+                "reservation-bound VMs run until their reservation ends: Compute Engine takes "
+                "no maximum run time for them (autostop's max_hours powers the cluster off)",
+            )
+        )
     if model == "reservation-bound" and nodes.reservation in (
         None,
         ANY_RESERVATION,
@@ -185,6 +229,25 @@ def _offered_capacity_problems(nodes: GcpNodes) -> list[Problem]:
                 f"{shape} is offered only as Spot or flex-start VMs, not standard (on-demand): "
                 "set nodes.provisioning to spot, or to flex-start with max_run_hours; or use "
                 "a3-highgpu-8g",
+            )
+        )
+    reserved_only = (
+        machine
+        if machine is not None
+        else _RESERVED_OR_QUEUED_GPUS.get(accelerator.type if accelerator else "", "")
+    )
+    if (
+        model == "standard"
+        and reserved_only.startswith(RESERVED_OR_QUEUED_ONLY)
+        and nodes.reservation in (None, NO_RESERVATION)
+    ):
+        field = ("nodes", "provisioning") if nodes.provisioning else _gpu_field(nodes)
+        problems.append(
+            (
+                field,
+                f"Google offers no on-demand capacity for {reserved_only}: consume a "
+                "reservation (nodes.reservation: NAME, or any), or set nodes.provisioning to "
+                "flex-start (with max_run_hours) or spot",
             )
         )
     if model == "spot" and nodes.reservation not in (None, ANY_RESERVATION, NO_RESERVATION):

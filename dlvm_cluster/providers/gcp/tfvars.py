@@ -9,17 +9,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.inventory import node_name
-from dlvm_cluster.providers.gcp import gpu_network, shapes
+from dlvm_cluster.providers.gcp import gpu_network, identity, shapes
 from dlvm_cluster.providers.gcp.config import (
     NO_SERVICE_ACCOUNT,
+    GcpConfig,
+    GcpNodes,
     gcp_config,
+    gcp_nodes,
 )
-from dlvm_cluster.providers.gcp.plan import GcpPlan, gcp_plan
-from dlvm_cluster.providers.terraformed import zone_in_use
+from dlvm_cluster.providers.gcp.plan import (
+    PROVISIONING_MODELS,
+    GcpPlan,
+    ReservedCapacity,
+    capacity,
+    gcp_plan,
+)
+from dlvm_cluster.providers.terraformed import read_tfvars, zone_in_use
 from dlvm_cluster.provision.render import TFVARS
 from dlvm_cluster.spec.model import ClusterSpec
 from dlvm_cluster.state import ClusterState
@@ -33,14 +43,18 @@ DLVM_IMAGE_PROJECT = "deeplearning-platform-release"
 # Python 3.12, the Python of 24.04.
 DEFAULT_IMAGE_FAMILY = "pytorch-2-9-cu129-ubuntu-2204-nvidia-580"
 DEFAULT_SUBNET_CIDR = "10.64.0.0/20"
-# Cut into a /17 per GPU or RDMA subnetwork; apart from DEFAULT_SUBNET_CIDR and from the
-# 10.128.0.0/9 of auto-mode networks, since all NICs of a VM must be in different ranges.
-GPU_CIDR_RANGE = "172.16.0.0/12"
+# Cut into a /16 per GPU or RDMA subnetwork; apart from DEFAULT_SUBNET_CIDR, from the
+# 10.128.0.0/9 of auto-mode networks (all NICs of a VM must be in different ranges), and from
+# the pools Docker takes its bridges from (172.17.0.0/16 to 172.31.0.0/16, 192.168.0.0/16):
+# a GPU subnetwork whose gateway is docker0's own address leaves that rail unreachable, and the
+# TCPX and TCPXO nodes run docker.
+GPU_CIDR_RANGE = "10.96.0.0/11"
 RESOURCE_ADDRESS = "google_compute_instance.node"
 # How long Terraform waits for each VM to be created unless `up` is given a wait: eight-GPU
 # shapes can take longer than the google provider's default 20 minutes. A flex-start VM waits
 # for capacity within it.
 DEFAULT_CREATE_TIMEOUT = "30m"
+DEFAULT_CREATE_TIMEOUT_S = 1800.0  # the same, for a flex-start gang's wait
 
 
 @dataclass(frozen=True)
@@ -75,6 +89,21 @@ def image_ref(image: str | None) -> ImageRef:
         f"nodes.image {image!r} is not an image dlvm can use",
         hint="give a Deep Learning VM family name, or projects/PROJECT/global/images/[family/]NAME",
     )
+
+
+def placement_policy(plan: GcpPlan, reserved: ReservedCapacity | None) -> str:
+    """The existing placement policy the VMs name: the reservation's, so that they may consume
+    it (unless the spec turned placement off)."""
+    if reserved is None or plan.config.compact_placement is False:
+        return ""
+    return reserved.placement_policy
+
+
+def flex_gang(plan: GcpPlan, count: int | None = None) -> bool:
+    """Whether the nodes are one flex-start gang (gang.py): flex-start with more than one
+    node, so that none runs while another still waits for capacity."""
+    nodes = plan.spec.nodes.count if count is None else count
+    return plan.nodes.provisioning_model == "flex-start" and nodes > 1
 
 
 def compact_placement(plan: GcpPlan) -> bool:
@@ -127,23 +156,30 @@ def gcp_tfvars(
     count: int | None = None,
     names: Sequence[str] | None = None,
     wait: float | None = None,
+    login: Login | None = None,
+    reserved: ReservedCapacity | None = None,
 ) -> dict[str, Any]:
     """The tfvars for `spec` in `zone` (default: the first of provider.zones).
 
     `names` picks the node set explicitly (ranks follow their order), e.g. to keep the nodes a
     partial apply created; otherwise the nodes are node-0 .. node-(count-1). `wait`: how long
-    each VM may take to be created, in seconds (default DEFAULT_CREATE_TIMEOUT).
+    each VM may take to be created, in seconds (default DEFAULT_CREATE_TIMEOUT). `login`: OS
+    Login and its user as found for this cluster (default: the spec's choice and ssh_user).
+    `reserved`: what preflight read of the named reservation in `zone`.
     """
     plan = gcp_plan(spec)
-    provider, shape, provided, network = plan.config, plan.shape, plan.capacity, plan.network
+    provider, shape, network = plan.config, plan.shape, plan.network
     chosen_zone = zone or provider.zones[0]
     if chosen_zone not in provider.zones:
         raise ProvisionError(
             f"zone {chosen_zone} is not in provider.zones",
             hint="zones: " + ", ".join(provider.zones),
         )
+    provided = capacity(plan.nodes, reserved)
+    policy = placement_policy(plan, reserved)
     if names is None:
         names = [node_name(rank) for rank in range(spec.nodes.count if count is None else count)]
+    login = login or Login(os_login=bool(provider.os_login), user=provider.ssh_user)
     return {
         "cluster_name": spec.name,
         "project": provider.project,
@@ -162,7 +198,9 @@ def gcp_tfvars(
         "reservation_affinity": provided.reservation_affinity,
         "reservation_name": provided.reservation_name,
         "create_timeout": DEFAULT_CREATE_TIMEOUT if wait is None else duration(wait),
-        "compact_placement": compact_placement(plan),
+        "flex_gang": flex_gang(plan, count),
+        "compact_placement": compact_placement(plan) and not policy,
+        "placement_policy": policy,
         "nic_type": "GVNIC" if shapes.gvnic(shape.machine_type) else "",
         "network": provider.network or "",
         "subnetwork": provider.subnetwork or "",
@@ -174,22 +212,94 @@ def gcp_tfvars(
         "startup_script": gpu_network.setup_script(network) if network else "",
         "public_ip": provider.public_ip,
         "allowed_ssh_cidrs": list(provider.allowed_ssh_cidrs),
-        "ssh_user": provider.ssh_user,
+        "iap_source_range": identity.IAP_SOURCE_RANGE,
+        "manage_firewall": provider.manage_firewall,
+        "network_project": identity.network_project(provider),
+        "os_login": login.os_login,
+        "ssh_user": login.user,
         "ssh_public_key": public_key,
         "attach_service_account": provider.service_account != NO_SERVICE_ACCOUNT,
-        "service_account_email": (
-            ""
-            if provider.service_account in (None, NO_SERVICE_ACCOUNT)
-            else provider.service_account
+        "service_account_email": identity.nodes_service_account(plan),
+        "create_service_account": identity.creates_service_account(provider),
+        "service_account_id": (
+            identity.service_account_id(spec.name)
+            if identity.creates_service_account(provider)
+            else ""
         ),
+        # An existing account's grants are its owner's: preflight checks them, dlvm makes none.
+        "bucket_grants": (
+            identity.bucket_grants(spec) if identity.creates_service_account(provider) else {}
+        ),
+        "node_project_roles": list(identity.NODE_PROJECT_ROLES),
+        "self_delete": identity.self_delete(plan),
+        "self_delete_role_id": identity.self_delete_role_id(spec.name),
     }
 
 
+@dataclass(frozen=True)
+class Login:
+    """How dlvm logs in to the nodes: OS Login or ssh-keys metadata, and as which user (with
+    OS Login, the POSIX name of the user's OS Login profile)."""
+
+    os_login: bool
+    user: str
+
+
+def login_in_use(tfvars_path: Path, provider: GcpConfig) -> Login:
+    """The login the last apply used, where the spec leaves OS Login to dlvm (it is turned on
+    when an organization policy requires it): a render must not undo what `up` found."""
+    default = Login(os_login=bool(provider.os_login), user=provider.ssh_user)
+    if provider.os_login is False:
+        return default
+    applied = read_tfvars(tfvars_path)
+    if applied.get("os_login") is not True:
+        return default
+    user = applied.get("ssh_user")
+    return Login(True, user if isinstance(user, str) and user else provider.ssh_user)
+
+
+def reserved_in_use(
+    tfvars_path: Path, nodes: GcpNodes, zone: str | None
+) -> ReservedCapacity | None:
+    """What the last apply's preflight read of the reservation the nodes still consume in the
+    same zone: a render without the API (scale, a node's replacement) keeps the VMs
+    reservation-bound and in the reservation's placement policy, rather than recreating them."""
+    last = read_tfvars(tfvars_path)
+    wanted = capacity(nodes).reservation_name
+    if not wanted or zone is None or last.get("zone") != zone:
+        return None
+    if last.get("reservation_name") != wanted:
+        return None
+    policy = last.get("placement_policy")
+    return ReservedCapacity(
+        dense=last.get("provisioning_model") == PROVISIONING_MODELS["reservation-bound"]
+        and nodes.provisioning_model == "standard",
+        placement_policy=policy if isinstance(policy, str) else "",
+    )
+
+
 def state_tfvars(
-    spec: ClusterSpec, state: ClusterState, count: int | None = None, wait: float | None = None
+    spec: ClusterSpec,
+    state: ClusterState,
+    count: int | None = None,
+    wait: float | None = None,
+    login: Login | None = None,
 ) -> dict[str, Any]:
-    """`gcp_tfvars` with the cluster's public key and current zone read from its state dir."""
+    """`gcp_tfvars` with the cluster's public key, current zone, the reservation it consumes
+    there and its login (unless `login` is given) read from its state dir."""
     public_path = state.key_path.with_suffix(".pub")
     public_key = public_path.read_text().strip() if public_path.exists() else ""
-    zone = zone_in_use(state.terraform_dir / TFVARS, gcp_config(spec).zones)
-    return gcp_tfvars(spec, public_key=public_key, zone=zone, count=count, wait=wait)
+    provider = gcp_config(spec)
+    tfvars_path = state.terraform_dir / TFVARS
+    zone = zone_in_use(tfvars_path, provider.zones)
+    reserved = reserved_in_use(tfvars_path, gcp_nodes(spec), zone)
+    login = login or login_in_use(tfvars_path, provider)
+    return gcp_tfvars(
+        spec,
+        public_key=public_key,
+        zone=zone,
+        count=count,
+        wait=wait,
+        login=login,
+        reserved=reserved,
+    )

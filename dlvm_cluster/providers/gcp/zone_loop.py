@@ -33,7 +33,12 @@ from dlvm_cluster.providers.gcp.failover import (
 )
 from dlvm_cluster.providers.gcp.leftovers import Swept
 from dlvm_cluster.providers.gcp.preflight import PreflightReport
-from dlvm_cluster.providers.gcp.tfvars import RESOURCE_ADDRESS, gcp_tfvars, instance_name
+from dlvm_cluster.providers.gcp.tfvars import (
+    RESOURCE_ADDRESS,
+    Login,
+    gcp_tfvars,
+    instance_name,
+)
 from dlvm_cluster.providers.terraformed import TFSTATE
 from dlvm_cluster.provision.render import RenderedModule
 from dlvm_cluster.provision.terraform import EventSink, RunResult
@@ -81,6 +86,7 @@ class ZoneFailover:
         self.terraform = terraform
         self.progress = progress
         self.zones = report.zones
+        self.reserved = report.reserved
         self.keep = list(keep)
         self.attempts: list[tuple[str, FailoverDecision]] = []
         self.suggested: list[str] = []  # zones the API said have capacity, latest first
@@ -230,6 +236,11 @@ class ZoneFailover:
             zone=zone,
             names=None if names is None else list(names),
             wait=self.wait,
+            login=Login(
+                os_login=bool(self.module.tfvars.get("os_login")),
+                user=str(self.module.tfvars.get("ssh_user", "")),
+            ),
+            reserved=self.reserved.get(zone),
         )
         dataclasses.replace(self.module, tfvars=tfvars).write(self.workdir)
 
