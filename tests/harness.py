@@ -124,6 +124,23 @@ def write_unreachable_ssh_spec(directory: Path) -> Path:
     return spec
 
 
+def openssh_private_key() -> str:
+    """A freshly generated ed25519 private key in OpenSSH's PEM form: a multi-line secret of the
+    real shape, made at run time so that no key is ever kept in the repository."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return (
+        Ed25519PrivateKey.generate()
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+        .decode()
+    )
+
+
 def wait_until(
     condition: Callable[[], T],
     timeout: float,

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness import Cli, unique_name, wait_until, write_spec
+from harness import Cli, openssh_private_key, unique_name, wait_until, write_spec
 
 from dlvm_cluster.remote import agent_client
 
@@ -17,14 +17,9 @@ VALUE = "held-" + hashlib.sha256(b"dlvm held secret").hexdigest()[:20]
 VARIABLE = "DLVM_TEST_HELD_SECRET"
 OTHER_VALUE = "other-" + hashlib.sha256(b"dlvm other secret").hexdigest()[:20]
 OTHER_VARIABLE = "DLVM_TEST_OTHER_SECRET"
-PEM_LINES = [
-    "-----BEGIN OPENSSH PRIVATE KEY-----",
-    "b3BlbnNzaC1rZXktdjEAAAAA" + hashlib.sha256(b"dlvm pem line 1").hexdigest()[:40],
-    "QyNTUxOQAAACBzZWNyZXQt" + hashlib.sha256(b"dlvm pem line 2").hexdigest()[:40],
-    "-----END OPENSSH PRIVATE KEY-----",
-]
+PEM = openssh_private_key()
+PEM_LINES = PEM.splitlines()
 PEM_VARIABLE = "DLVM_TEST_PEM_SECRET"
-PEM = "\n".join(PEM_LINES) + "\n"
 
 
 def _dlvm(cli: Cli, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:

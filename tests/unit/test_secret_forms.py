@@ -6,14 +6,11 @@ from __future__ import annotations
 import json
 import shlex
 
+from harness import openssh_private_key
+
 from dlvm_cluster.secret_env import MASK, redactor
 
-PEM = (
-    "-----BEGIN OPENSSH PRIVATE KEY-----\n"
-    "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n"
-    "QyNTUxOQAAACBzZWNyZXQtc2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0AAAAAAAA\n"
-    "-----END OPENSSH PRIVATE KEY-----\n"
-)
+PEM = openssh_private_key()
 ACCOUNT = json.dumps(
     {"type": "service_account", "private_key_id": "0123456789abcdef", "client_id": "4242"},
     indent=2,
