@@ -31,6 +31,13 @@ class NodeSetup:
     hash_line: str  # the line prefix by which the build names the artifact's SHA-256
     install: str  # shell text that installs `{artifact}` with `{script}`, checking `{sha256}`
     build_note: str = "built once, minutes; cached after"
+    # What this machine can send for it, for nodes that cannot reach the package index: the
+    # prefix of the build script's `needs` answer (one JSON line; "": nothing is sent), and
+    # the prefix P of the script's pins (P_VERSION, P_SOURCE_SHA256, P_DEPENDENCIES) and of
+    # the variables that hand it what was sent (P_SDIST, P_WHEEL, P_WHEEL_SHA256,
+    # P_WHEELHOUSE); the package is P in lower case.
+    needs_line: str = ""
+    pins: str = ""
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,8 @@ HOROVOD_SETUP = NodeSetup(
     artifact_line="DLVM_HOROVOD_WHEEL=",
     hash_line="DLVM_HOROVOD_SHA256=",
     install="bash {script} install-wheel {artifact} {sha256}",
+    needs_line="DLVM_HOROVOD_NEEDS=",
+    pins="HOROVOD",
 )
 """Horovod's last release is source only and needs a patched build (nodeside/build_horovod.sh
 says why): built once on the head, its wheel shared. `horovod` jobs need of a node that the

@@ -8,6 +8,7 @@ build succeeded."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -186,3 +187,147 @@ def test_a_node_installs_only_the_wheel_the_head_built(tmp_path: Path) -> None:
     # Dependencies the Python lacks at pinned versions only, then the wheel without its own.
     assert installs[-1] == f"-m pip install -q --no-deps {wheel}"
     assert all("==" in word for line in installs[:-1] for word in line.split()[4:])
+
+
+# -- what dlvm sends from where it runs, for a node that cannot reach the index ------------
+
+
+def _lacking_dependencies(tmp_path: Path) -> Path:
+    """`_python_serving`, except that every pinned dependency is missing from it."""
+    python = _python_serving(tmp_path, b"")
+    text = python.read_text().replace(
+        "fi\nexec",
+        'fi\nif [[ "$1" == -c && "$2" == *m.version* ]]; then exit 1; fi\nexec',
+    )
+    python.write_text(text)
+    return python
+
+
+@pytest.mark.torch  # the script reads what it would build against from torch
+def test_needs_says_what_would_help_and_does_nothing(tmp_path: Path) -> None:
+    python = _lacking_dependencies(tmp_path)
+    result = subprocess.run(
+        [BASH, str(SCRIPT), "needs"],
+        env={
+            **os.environ,
+            "HOME": str(tmp_path),
+            "PYTHON": str(python),
+            "XDG_CACHE_HOME": str(tmp_path / "cache"),
+            "CXX": "no-such-c++",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.splitlines()[-1]
+    assert line.startswith("DLVM_HOROVOD_NEEDS=")
+    needs = json.loads(line.removeprefix("DLVM_HOROVOD_NEEDS="))
+    assert needs["wheel"] is False
+    assert needs["problem"].startswith("no C++ compiler (no-such-c++)")
+    assert needs["accepts"] and all(f.startswith("horovod-0.28.1-torch") for f in needs["accepts"])
+    assert "cffi==2.1.1" in needs["missing"] and "cloudpickle==3.1.1" in needs["missing"]
+    assert needs["python"] == f"{sys.version_info[0]}.{sys.version_info[1]}"
+    assert "any" in needs["platforms"]
+    assert not (tmp_path / "pip.log").exists() and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.torch
+@pytest.mark.skipif(not all(map(shutil.which, ["g++", "cmake", "make"])), reason="no build tools")
+def test_a_source_sent_that_is_not_the_published_one_is_never_unpacked(tmp_path: Path) -> None:
+    sent = tmp_path / "sent" / "horovod-0.28.1.tar.gz"
+    sent.parent.mkdir()
+    sent.write_bytes(b"not horovod's source either")
+    python = _python_serving(tmp_path, b"")
+    result = subprocess.run(
+        [BASH, str(SCRIPT), "wheel"],
+        env={
+            **os.environ,
+            "HOME": str(tmp_path),
+            "PYTHON": str(python),
+            "XDG_CACHE_HOME": str(tmp_path / "cache"),
+            "HOROVOD_SDIST": str(sent),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "using the horovod 0.28.1 source sent with the build" in result.stdout
+    got = hashlib.sha256(sent.read_bytes()).hexdigest()
+    assert f"expected {SOURCE_SHA256}, got {got}" in result.stderr
+    assert "fetching" not in result.stdout
+    assert not (tmp_path / "pip.log").exists()  # neither fetched nor built
+
+
+def _sent_wheel(tmp_path: Path, folder: str) -> Path:
+    """A wheel as dlvm sends it: in a folder named as the cache names the combination."""
+    wheel = tmp_path / "supply" / folder / "horovod-0.28.1-cp311-cp311-linux_x86_64.whl"
+    wheel.parent.mkdir(parents=True)
+    wheel.write_bytes(b"a wheel built elsewhere")
+    return wheel
+
+
+@pytest.mark.torch
+def test_a_wheel_sent_is_checked_then_cached_and_installed_with_sent_dependencies(
+    tmp_path: Path,
+) -> None:
+    python = _lacking_dependencies(tmp_path)
+    taken = _cached_wheel(tmp_path / "probe", python, "0" * 64).parent.name  # gloo: it takes
+    wheel = _sent_wheel(tmp_path, taken)
+    good = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    house = tmp_path / "house"
+    house.mkdir()
+
+    def run(sha256: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [BASH, str(SCRIPT), "install"],
+            env={
+                **os.environ,
+                "HOME": str(tmp_path),
+                "PYTHON": str(python),
+                "XDG_CACHE_HOME": str(tmp_path / "cache"),
+                "HOROVOD_WITHOUT_MPI": "1",
+                "HOROVOD_WHEEL": str(wheel),
+                "HOROVOD_WHEEL_SHA256": sha256,
+                "HOROVOD_WHEELHOUSE": str(house),
+            },
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    refused = run("2" * 64)
+    assert refused.returncode == 1 and "expected " + "2" * 64 in refused.stderr
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "pip.log").exists()
+    done = run(good)
+    cached = tmp_path / "cache" / "dlvm" / "wheels" / wheel.parent.name / wheel.name
+    assert f"DLVM_HOROVOD_WHEEL={cached}" in done.stdout
+    assert cached.read_bytes() == wheel.read_bytes()
+    installs = (tmp_path / "pip.log").read_text().splitlines()
+    # The dependencies from the wheels sent alone (never the index), then the wheel.
+    assert installs[0].startswith(f"-m pip install -q --no-index --find-links {house} ")
+    assert "cffi==2.1.1" in installs[0].split()
+    assert installs[-1] == f"-m pip install -q --no-deps {cached}"
+
+
+@pytest.mark.torch
+def test_a_wheel_sent_for_another_combination_is_refused(tmp_path: Path) -> None:
+    python = _python_serving(tmp_path, b"")
+    wheel = _sent_wheel(tmp_path, "horovod-0.28.1-torch1.0-cp27-linux_x86_64-gloo")
+    result = subprocess.run(
+        [BASH, str(SCRIPT), "wheel"],
+        env={
+            **os.environ,
+            "HOME": str(tmp_path),
+            "PYTHON": str(python),
+            "XDG_CACHE_HOME": str(tmp_path / "cache"),
+            "HOROVOD_WHEEL": str(wheel),
+            "HOROVOD_WHEEL_SHA256": hashlib.sha256(wheel.read_bytes()).hexdigest(),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1 and "is not one this node takes" in result.stderr
+    assert not (tmp_path / "cache").exists()

@@ -8,9 +8,11 @@ prints its SHA-256; nodes that lack it get that artifact copied from the head ov
 cluster's own SSH (the mesh the launchers use), and install it with the same script, which
 checks it against that hash first, never rebuilding (Horovod's script also checks the source
 against its published hash before building). Nodes where it is usable already are left
-alone. Each node then keeps a stamp holding the setup digest (see files.setup_digest),
-so a later `up` with the same setup and env checks nothing more; a changed setup (which may
-have changed the node's Python) checks again.
+alone. Nodes that cannot reach the package index get what they need from this machine
+(framework_supply.py): a wheel it has cached, or the pinned source for the head to build,
+and the dependencies' wheels. Each node then keeps a stamp holding the setup digest (see
+files.setup_digest), so a later `up` with the same setup and env checks nothing more; a
+changed setup (which may have changed the node's Python) checks again.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dlvm_cluster.errors import RemoteError
 from dlvm_cluster.inventory import Inventory, Node, node_dir
 from dlvm_cluster.launch.environment import node_environment
 from dlvm_cluster.launch.frameworks import FRAMEWORKS, NodeSetup
+from dlvm_cluster.orchestrate.cluster import framework_supply
 from dlvm_cluster.orchestrate.cluster.files import setup_digest
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.remote.command import wrap
@@ -131,6 +134,15 @@ def ensure(
         f"cannot send the {setup.shown} build script",
     )
     mode = "install" if any(node.name == head.name for node in missing) else "wheel"
+    sent = framework_supply.Sent()
+    if setup.needs_line:  # what this machine has, sent first: the nodes' index may be out of reach
+
+        def ask(targets: Sequence[Node], command: str, sink: LineSink) -> GroupResult:
+            asked = on(targets, command, sink)
+            _raise_failed(asked, f"cannot ask what {setup.shown} needs")
+            return asked
+
+        sent = framework_supply.send(pool, setup, head, missing, folder, ask, script, progress)
     progress.stage(f"{step}: wheel on {head.name} ({setup.build_note})")
     artifact: list[str] = []
     sha256: list[str] = []
@@ -143,7 +155,7 @@ def ensure(
         else:
             progress.line(node, stream, text)
 
-    built = on([head], f"bash {quote_path(script)} {mode}", build_sink)
+    built = on([head], f"{sent.head_env}bash {quote_path(script)} {mode}", build_sink)
     _raise_failed(built, f"cannot build {setup.shown} on {head.name}")
     if not artifact or not sha256 or not re.fullmatch(r"[0-9a-f]{64}", sha256[-1]):
         raise RemoteError(
@@ -171,7 +183,7 @@ def ensure(
         installing = setup.install.format(
             script=quote_path(script), artifact=quote_path(remote), sha256=sha256[-1]
         )
-        install = f"{installing} && {setup.usable}"
+        install = f"{sent.others_env}{installing} && {setup.usable}"
         _raise_failed(on(others, install, progress.line, counted), f"cannot install {setup.shown}")
         installed += [node.name for node in others]
     _raise_failed(
