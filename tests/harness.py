@@ -39,14 +39,20 @@ class Cli:
         return {**os.environ, "DLVM_HOME": str(self.home), "NO_COLOR": "1"}
 
     def run(
-        self, *args: str, timeout: float = 300, check: bool = False, input: str | None = None
+        self,
+        *args: str,
+        timeout: float = 300,
+        check: bool = False,
+        input: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
+        """`env` adds to the environment."""
         result = subprocess.run(
             [sys.executable, "-m", "dlvm_cluster", *args],
             capture_output=True,
             text=True,
             timeout=timeout,
-            env=self.env(),
+            env={**self.env(), **(env or {})},
             input=input,
             cwd=REPO,
         )

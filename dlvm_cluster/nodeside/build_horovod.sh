@@ -155,6 +155,13 @@ cached() {
   done
   return 0
 }
+# Whether cmake is 3.13 or newer (Horovod's setup.py would fetch one from the index else).
+cmake_recent() {
+  local first=""
+  read -r first < <(cmake --version 2>/dev/null) || true
+  [[ "$first" =~ version\ ([0-9]+)\.([0-9]+) ]] || return 1
+  ((BASH_REMATCH[1] > 3 || (BASH_REMATCH[1] == 3 && BASH_REMATCH[2] >= 13)))
+}
 # Sets `problem` to the first prerequisite of a build that is missing, said as what to do
 # (empty when all are there), and with_mpi to 1 when MPI is to be built in.
 prerequisites() {
@@ -165,6 +172,8 @@ prerequisites() {
     problem="no C++ compiler ($cxx): install it (Debian: apt-get install g++)"
   elif ! command -v cmake >/dev/null; then
     problem="no cmake: install it (Debian: apt-get install cmake)"
+  elif ! cmake_recent; then
+    problem="cmake is older than 3.13 (Horovod's build would fetch one): install a newer one"
   elif ! command -v make >/dev/null; then
     problem="no make: install it (Debian: apt-get install make)"
   elif [[ ! -f "$py_include/Python.h" ]]; then

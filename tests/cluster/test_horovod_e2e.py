@@ -1,18 +1,28 @@
-"""Horovod for real on a local cluster: `up` gives Horovod to the nodes that lack it (built
-on the head, whose wheel is copied to the others over the cluster's SSH) and refuses up
-front, leaving nothing, when it cannot build; examples/local-horovod.yaml's job runs across
-2 nodes x 2 processes with horovodrun --gloo from the head; detach + cancel leaves nothing
-behind; the elastic form keeps training through `dlvm scale` 2 -> 3.
+"""Horovod for real on a local cluster whose nodes cannot reach the package index: `up`
+gives Horovod to the nodes that lack it (a wheel this machine has cached, or the pinned
+source for the head to build, sent from here; the head's wheel copied to the others over
+the cluster's SSH; the pinned dependencies a node lacks sent as wheels) and refuses up
+front, leaving nothing, when it can neither be sent a wheel nor build; examples/
+local-horovod.yaml's job runs across 2 nodes x 2 processes with horovodrun --gloo from the
+head; detach + cancel leaves nothing behind; the elastic form keeps training through
+`dlvm scale` 2 -> 3.
+
+No index: the cluster's setup deletes each node's default route (its network namespace then
+reaches only the cluster's subnet, which this machine is on), its env turns off this
+machine's pip configuration (seen through the nodes' layers, it names local package
+folders a VM would not have) and gives the nodes a wheel cache of their own, empty, in their
+private /tmp. Had dlvm left anything to a node's index, `up` would fail.
 
 Local nodes share the host's filesystem, so they would all run the Python this test runs,
 which has Horovod (examples/install.sh --dev installs it; without it these tests fail). To
 have nodes that really lack it, the cluster's setup gives node-0 and node-1 a Python
 environment of their own in their private homes (~/hvd-env): the host's packages minus
-Horovod, seen through a folder of links. `up` must then find Horovod missing on both, take
-the wheel on the head (whose cache is the host's ~/.cache/dlvm/wheels, seen through its
-copy-on-write home, so the head does not build it again: the build itself is the one
-install.sh --dev runs, and the failing case here stops before it), install it there, send
-it to node-1 over the intra-cluster SSH and install it into node-1's environment. A node
+Horovod and cloudpickle (one of its pinned dependencies), seen through a folder of links.
+`up` must then find Horovod missing on both, send the head the wheel this machine cached
+(install.sh --dev built it: the full build is not repeated here; a failing case runs the
+source sent from here as far as CMake), install it there, send it to node-1 over the
+intra-cluster SSH and install it into node-1's environment, with the cloudpickle wheel
+this machine fetched for node-1's Python. A node
 added later by `dlvm scale` (node-2) keeps the host's Python, which has Horovod: it is left
 alone. horovodrun and the job's workers run the nodes' own environments: PATH names
 ~/hvd-env/bin first, which exists only on node-0 and node-1.
@@ -20,6 +30,7 @@ alone. horovodrun and the job's workers run the nodes' own environments: PATH na
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -43,6 +54,8 @@ EXAMPLE_JOB = EXAMPLE.read_text().split("\njob:\n", 1)[1]
 """The example's job section, run as written (2 processes per node, train_horovod.py)."""
 NODE_ENV = Path.home() / "hvd-env"  # on node-0 and node-1 only, in their own homes
 PROCS = 2
+NO_INDEX = "PIP_CONFIG_FILE: /dev/null, XDG_CACHE_HOME: /tmp/hvd-cache"
+"""The nodes' pip without this machine's configuration, and a wheel cache of their own."""
 SIZE = 2 * PROCS
 
 
@@ -53,6 +66,9 @@ class HorovodCluster:
     site: Path
     failed_up: subprocess.CompletedProcess[str]  # the first up, with no compiler to build
     after_failure: str  # what the nodes had then: Horovod or not, and their stamps
+    fetched_then: bool  # whether this machine had fetched the source by then
+    local_cache: Path  # this machine's cache for the failing ups (no wheel in it)
+    source_up: subprocess.CompletedProcess[str]  # an up whose build gets the source sent
     up: dict[str, object]  # `up --json` of the first up that succeeded
 
     def spec(self, job: str = EXAMPLE_JOB) -> Path:
@@ -85,7 +101,7 @@ def _site_without_horovod(folder: Path) -> Path:
     site = folder / "site"
     site.mkdir()
     for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
-        if not entry.name.lower().startswith("horovod"):
+        if not entry.name.lower().startswith(("horovod", "cloudpickle")):
             (site / entry.name).symlink_to(entry)
     return site
 
@@ -102,6 +118,7 @@ def _spec(folder: Path, name: str, site: Path, job: str, extra_env: str = "") ->
     path_env = f"{NODE_ENV}/bin:{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin"
     pth = f"import site; site.addsitedir({str(site)!r})"
     setup = (
+        "/usr/sbin/ip route del default 2>/dev/null || true\n  "
         'if [ "$DLVM_NODE_RANK" -lt 2 ]; then\n'
         "    python3 -m venv --without-pip ~/hvd-env\n"
         f'    echo {json.dumps(pth)} > "$(~/hvd-env/bin/python -c '
@@ -112,7 +129,7 @@ def _spec(folder: Path, name: str, site: Path, job: str, extra_env: str = "") ->
         f"name: {name}\n"
         "provider: {kind: local}\n"
         "nodes: {count: 2}\n"
-        f"env: {{OMP_NUM_THREADS: 1, PATH: {json.dumps(path_env)}{extra_env}}}\n"
+        f"env: {{OMP_NUM_THREADS: 1, PATH: {json.dumps(path_env)}, {NO_INDEX}{extra_env}}}\n"
         f"files:\n  - {{src: {REPO / 'examples' / 'train_horovod.py'}, dst: ~/work}}\n"
         f"setup: |\n  {setup}"
         f"job:\n{job}"
@@ -130,27 +147,44 @@ def cluster(cli: Cli, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Horo
     shared.mkdir()
     site = _site_without_horovod(shared)
     spec = _spec(folder, name, site, EXAMPLE_JOB)
-    # First with a compiler that does not exist and an empty wheel cache: the head must
-    # refuse to build, naming it, and leave nothing half done.
-    broken = _spec(
-        folder,
-        name,
-        site,
-        EXAMPLE_JOB,
-        f", CXX: no-such-c++, XDG_CACHE_HOME: {shared}/empty-cache",
-    )
+    # First with a compiler that does not exist, and no wheel cached here or on the nodes:
+    # the head must refuse to build, naming it, and nothing is fetched, sent or left.
+    local_cache = shared / "local-cache"
+    without_wheel = {"XDG_CACHE_HOME": str(local_cache)}
+    broken = _spec(folder, name, site, EXAMPLE_JOB, ", CXX: no-such-c++")
     try:
-        failed = cli.run("up", str(broken), timeout=900)
+        failed = cli.run("up", str(broken), timeout=900, env=without_wheel)
         check = (
             "python3 -c 'import horovod' 2>/dev/null && echo has-horovod || echo no-horovod; "
             f"ls ~/.dlvm/node-files/{name}"
         )
         after = cli.run("exec", name, "--", check).stdout
+        fetched = (local_cache / "dlvm" / "sources").exists()
+        # Then with a compiler that fails at once: the head builds from the source this
+        # machine fetched and sent, until CMake stops (seconds, not the whole build).
+        failing = _spec(folder, name, site, EXAMPLE_JOB, ", CXX: /bin/false")
+        source_up = cli.run("up", str(failing), timeout=900, env=without_wheel)
         up = cli.run("up", str(spec), "--json", timeout=900, check=True)
-        yield HorovodCluster(name, folder, site, failed, after, json.loads(up.stdout))
+        yield HorovodCluster(
+            name,
+            folder,
+            site,
+            failed,
+            after,
+            fetched,
+            local_cache,
+            source_up,
+            json.loads(up.stdout),
+        )
     finally:
         cli.run("down", name, "--yes")
         shutil.rmtree(shared, ignore_errors=True)
+
+
+def _local_wheel_hashes() -> set[str]:
+    """The hashes of the wheels cached on this machine (install.sh --dev built one)."""
+    wheels = (Path.home() / ".cache" / "dlvm" / "wheels").glob("horovod-*/horovod-*.whl")
+    return {hashlib.sha256(wheel.read_bytes()).hexdigest() for wheel in wheels}
 
 
 def _exec(cli: Cli, name: str, node: str, command: str) -> str:
@@ -171,6 +205,33 @@ def test_a_build_that_cannot_start_names_the_compiler_and_leaves_nothing(
     assert "[node-1] no-horovod" in cluster.after_failure
     assert "horovod.sha256" not in cluster.after_failure
     assert "wheels" not in cluster.after_failure
+    assert "supply" not in cluster.after_failure  # nothing sent
+    assert not cluster.fetched_then  # nor fetched here
+
+
+def test_the_nodes_cannot_reach_the_index(cli: Cli, cluster: HorovodCluster) -> None:
+    """What the rest stands on: a node's own pip, asked for Horovod, gets nowhere."""
+    fetch = (
+        "ip route show default | grep -q . && echo has-route; "
+        "python3 -m pip download -q --no-deps --retries 0 --timeout 5 -d /tmp/try horovod==0.28.1"
+        " >/dev/null 2>&1 && echo fetched || echo cannot-fetch"
+    )
+    found = _exec(cli, cluster.name, "node-1", f"PATH=$PATH:/usr/sbin; {fetch}")
+    assert "[node-1] cannot-fetch" in found and "has-route" not in found
+
+
+def test_the_head_builds_from_the_source_sent_from_here(cluster: HorovodCluster) -> None:
+    output = cluster.source_up.stdout + cluster.source_up.stderr
+    assert cluster.source_up.returncode == 1, output[-3000:]
+    # Fetched here once, with the pinned hash, and kept; sent to the head; used there.
+    kept = cluster.local_cache / "dlvm" / "sources" / "horovod-0.28.1.tar.gz"
+    assert kept.is_file()
+    assert "sending the 0.28.1 source to node-0" in output
+    assert "using the horovod 0.28.1 source sent with the build" in output
+    assert "fetching the horovod" not in output  # the head never asked its index
+    # cloudpickle, which the head lacked, came with it: installed before the build.
+    assert "installing cloudpickle==3.1.1 from the wheels sent with the build" in output
+    assert "cannot build Horovod on node-0" in output and "the build failed" in output
 
 
 def test_up_installs_horovod_only_where_missing(cli: Cli, cluster: HorovodCluster) -> None:
@@ -183,6 +244,15 @@ def test_up_installs_horovod_only_where_missing(cli: Cli, cluster: HorovodCluste
         assert f"[{node}] {NODE_ENV}/lib/" in _exec(cli, name, node, where)
     wheels = _exec(cli, name, "node-1", f"ls ~/.dlvm/node-files/{name}/wheels")
     assert re.search(r"\[node-1\] horovod-0\.28\.1-.*\.whl", wheels)
+    # The head's wheel is the one this machine cached, sent, checked and cached there.
+    theirs = _exec(cli, name, "node-0", "sha256sum /tmp/hvd-cache/dlvm/wheels/*/horovod-*.whl")
+    sent = re.findall(r"\[node-0\] ([0-9a-f]{64})  ", theirs)
+    assert len(sent) == 1 and sent[0] in _local_wheel_hashes(), theirs
+    # node-1 lacked cloudpickle: it got the pinned one, sent from here, into its own Python.
+    pickle = "python3 -c 'import cloudpickle as c; print(c.__version__, c.__file__)'"
+    assert f"[node-1] 3.1.1 {NODE_ENV}/lib/" in _exec(cli, name, "node-1", pickle)
+    deps = _exec(cli, name, "node-1", f"ls ~/.dlvm/node-files/{name}/supply/deps")
+    assert "cloudpickle-3.1.1-py3-none-any.whl" in deps
     # The stamp covers it: a second up finds nothing to do.
     again = json.loads(cli.run("up", str(cluster.spec()), "--json", check=True).stdout)
     assert again["changed"] is False and again["setup"]["horovod"] == []

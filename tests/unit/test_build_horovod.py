@@ -63,6 +63,15 @@ def test_names_the_missing_tool(tmp_path: Path, tools: list[str], named: str) ->
     assert named in _run(tmp_path, tools)
 
 
+def test_a_cmake_horovod_would_replace_from_the_index_is_named(tmp_path: Path) -> None:
+    """Horovod's setup.py fetches a CMake of its own when the one found is older than 3.13."""
+    (tmp_path / "bin").mkdir()
+    old_cmake = tmp_path / "bin" / "cmake"
+    old_cmake.write_text("#!/bin/sh\necho 'cmake version 3.10.2'\n")
+    old_cmake.chmod(0o755)
+    assert "cmake is older than 3.13" in _run(tmp_path, ["g++", "make"])
+
+
 def test_mpi_required_but_absent_is_named(tmp_path: Path) -> None:
     stderr = _run(tmp_path, ["g++", "cmake", "make"], HOROVOD_WITH_MPI="1")
     assert "no mpicxx" in stderr
@@ -112,7 +121,10 @@ def _python_serving(tmp_path: Path, payload: bytes) -> Path:
     return stand_in
 
 
-def _script(tmp_path: Path, *args: str, python: Path) -> subprocess.CompletedProcess[str]:
+def _script(
+    tmp_path: Path, *args: str, python: Path, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """The script run with `args`, its cache under tmp_path; `env` adds to the environment."""
     return subprocess.run(
         [BASH, str(SCRIPT), *args],
         env={
@@ -120,6 +132,7 @@ def _script(tmp_path: Path, *args: str, python: Path) -> subprocess.CompletedPro
             "HOME": str(tmp_path),
             "PYTHON": str(python),
             "XDG_CACHE_HOME": str(tmp_path / "cache"),
+            **env,
         },
         capture_output=True,
         text=True,
@@ -206,19 +219,7 @@ def _lacking_dependencies(tmp_path: Path) -> Path:
 @pytest.mark.torch  # the script reads what it would build against from torch
 def test_needs_says_what_would_help_and_does_nothing(tmp_path: Path) -> None:
     python = _lacking_dependencies(tmp_path)
-    result = subprocess.run(
-        [BASH, str(SCRIPT), "needs"],
-        env={
-            **os.environ,
-            "HOME": str(tmp_path),
-            "PYTHON": str(python),
-            "XDG_CACHE_HOME": str(tmp_path / "cache"),
-            "CXX": "no-such-c++",
-        },
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = _script(tmp_path, "needs", python=python, CXX="no-such-c++")
     assert result.returncode == 0, result.stderr
     line = result.stdout.splitlines()[-1]
     assert line.startswith("DLVM_HOROVOD_NEEDS=")
@@ -239,19 +240,7 @@ def test_a_source_sent_that_is_not_the_published_one_is_never_unpacked(tmp_path:
     sent.parent.mkdir()
     sent.write_bytes(b"not horovod's source either")
     python = _python_serving(tmp_path, b"")
-    result = subprocess.run(
-        [BASH, str(SCRIPT), "wheel"],
-        env={
-            **os.environ,
-            "HOME": str(tmp_path),
-            "PYTHON": str(python),
-            "XDG_CACHE_HOME": str(tmp_path / "cache"),
-            "HOROVOD_SDIST": str(sent),
-        },
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = _script(tmp_path, "wheel", python=python, HOROVOD_SDIST=str(sent))
     assert result.returncode == 1, result.stdout + result.stderr
     assert "using the horovod 0.28.1 source sent with the build" in result.stdout
     got = hashlib.sha256(sent.read_bytes()).hexdigest()
@@ -280,21 +269,14 @@ def test_a_wheel_sent_is_checked_then_cached_and_installed_with_sent_dependencie
     house.mkdir()
 
     def run(sha256: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [BASH, str(SCRIPT), "install"],
-            env={
-                **os.environ,
-                "HOME": str(tmp_path),
-                "PYTHON": str(python),
-                "XDG_CACHE_HOME": str(tmp_path / "cache"),
-                "HOROVOD_WITHOUT_MPI": "1",
-                "HOROVOD_WHEEL": str(wheel),
-                "HOROVOD_WHEEL_SHA256": sha256,
-                "HOROVOD_WHEELHOUSE": str(house),
-            },
-            capture_output=True,
-            text=True,
-            timeout=120,
+        return _script(
+            tmp_path,
+            "install",
+            python=python,
+            HOROVOD_WITHOUT_MPI="1",
+            HOROVOD_WHEEL=str(wheel),
+            HOROVOD_WHEEL_SHA256=sha256,
+            HOROVOD_WHEELHOUSE=str(house),
         )
 
     refused = run("2" * 64)
@@ -315,19 +297,12 @@ def test_a_wheel_sent_is_checked_then_cached_and_installed_with_sent_dependencie
 def test_a_wheel_sent_for_another_combination_is_refused(tmp_path: Path) -> None:
     python = _python_serving(tmp_path, b"")
     wheel = _sent_wheel(tmp_path, "horovod-0.28.1-torch1.0-cp27-linux_x86_64-gloo")
-    result = subprocess.run(
-        [BASH, str(SCRIPT), "wheel"],
-        env={
-            **os.environ,
-            "HOME": str(tmp_path),
-            "PYTHON": str(python),
-            "XDG_CACHE_HOME": str(tmp_path / "cache"),
-            "HOROVOD_WHEEL": str(wheel),
-            "HOROVOD_WHEEL_SHA256": hashlib.sha256(wheel.read_bytes()).hexdigest(),
-        },
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = _script(
+        tmp_path,
+        "wheel",
+        python=python,
+        HOROVOD_WHEEL=str(wheel),
+        HOROVOD_WHEEL_SHA256=hashlib.sha256(wheel.read_bytes()).hexdigest(),
     )
     assert result.returncode == 1 and "is not one this node takes" in result.stderr
     assert not (tmp_path / "cache").exists()

@@ -11,6 +11,7 @@ report      status: nodes, their machines' states, prices, jobs
 files       sync and setup: spec files and setup script -> nodes
 mesh        intra-cluster SSH: keys and pinned host keys on every node
 framework_setup  a framework's node software (Horovod), built once on the head and shared
+framework_supply what this machine sends for it: nodes need no package index
 doctor      what this machine and the spec's provider need
 records     the formats of the state dir's records: inventory, applied spec, provider kind
 """
