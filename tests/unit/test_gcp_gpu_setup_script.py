@@ -9,13 +9,14 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from openpgp import GnuPG, new_key, run_gpg
 
 from dlvm_cluster.providers.gcp import gpu_network
+from dlvm_cluster.providers.pinned import PINNED_DOWNLOADS, Pinned
 
 # One stand-in for every machine-bound command: it records "name args..." and answers the few
 # questions the script asks (a ready RxDM, a running container, the plugin's profile).
@@ -460,7 +461,7 @@ def test_an_image_whose_digest_differs_from_dlvms_record_never_runs(
     stack = network(machine).stack
     recorded = "sha256:" + "00" * 32
     pins = dict(gpu_network.PINS)
-    pins[f"{stack}-plugin"] = gpu_network.Pinned(pins[f"{stack}-plugin"].source, recorded)
+    pins[f"{stack}-plugin"] = Pinned(pins[f"{stack}-plugin"].source, recorded)
     monkeypatch.setattr(gpu_network, "PINS", pins)
     run = run_script(tmp_path, machine)
     assert run.returncode != 0
@@ -484,7 +485,7 @@ def test_an_apt_key_with_other_fingerprints_is_refused_before_apt_trusts_it(
 ) -> None:
     pins = dict(gpu_network.PINS)
     key = pins["cloud-packages-key"]
-    pins["cloud-packages-key"] = gpu_network.Pinned(key.source, "0123456789ABCDEF" * 2 + "01234567")
+    pins["cloud-packages-key"] = Pinned(key.source, "0123456789ABCDEF" * 2 + "01234567")
     monkeypatch.setattr(gpu_network, "PINS", pins)
     run = run_script(tmp_path, "a4-highgpu-8g")
     assert run.returncode != 0
@@ -512,42 +513,8 @@ def test_an_apt_key_other_than_the_one_google_ships_is_refused_by_the_table_as_i
     assert run.state("failed") == f"install the gIB NCCL plugin {gpu_network.GIB_VERSION}"
 
 
-@pytest.fixture
-def gnupg() -> Iterator[tuple[str, dict[str, str]]]:
-    """Real GnuPG with a home of its own (a short path: its agent's socket lives there); the
-    agent it starts is ended afterwards."""
-    gpg = shutil.which("gpg")
-    assert gpg, "GnuPG (gpg) is one of the test tools examples/install.sh --dev installs"
-    home = tempfile.mkdtemp(prefix="dlvm-gpg-")
-    env = {"GNUPGHOME": home, "PATH": str(Path(gpg).parent)}
-    try:
-        yield gpg, env
-    finally:
-        subprocess.run(["gpgconf", "--kill", "all"], env=env, capture_output=True, check=False)
-        shutil.rmtree(home, ignore_errors=True)
-
-
-def run_gpg(gnupg: tuple[str, dict[str, str]], *args: str, stdin: str = "") -> str:
-    """Real gpg in the fixture's home, without questions; its output."""
-    gpg, env = gnupg
-    batch = [gpg, "--batch", "--passphrase", "", "--pinentry-mode", "loopback"]
-    return subprocess.run(
-        [*batch, *args], input=stdin, env=env, check=True, capture_output=True, text=True
-    ).stdout
-
-
-def new_key(gnupg: tuple[str, dict[str, str]], uid: str) -> tuple[str, str]:
-    """A key made now with a subkey beside its primary key: (armored public key, the primary
-    key's fingerprint)."""
-    run_gpg(gnupg, "--quick-gen-key", uid, "ed25519", "sign", "never")
-    listing = run_gpg(gnupg, "--with-colons", "--list-keys", uid)
-    primary = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
-    run_gpg(gnupg, "--quick-add-key", primary, "cv25519", "encr", "never")
-    return run_gpg(gnupg, "--armor", "--export", primary), primary
-
-
 def test_the_key_check_reads_real_gnupg_by_primary_fingerprint(
-    tmp_path: Path, gnupg: tuple[str, dict[str, str]]
+    tmp_path: Path, gnupg: GnuPG
 ) -> None:
     """pinned_apt_key with the real gpg: a key with a subkey passes on its primary key's
     fingerprint alone (what publishers give); a second key in the file, or another key in its
@@ -570,7 +537,7 @@ def test_the_key_check_reads_real_gnupg_by_primary_fingerprint(
     assert bash
     node_home = tempfile.mkdtemp(prefix="dlvm-gpg-node-")
     keyring = tmp_path / "keyring.gpg"
-    script = gpu_network.PINNED_DOWNLOADS.read_text() + (
+    script = PINNED_DOWNLOADS.read_text() + (
         f'pinned_apt_key https://keys.example/key.gpg "$EXPECTED" {keyring}\n'
     )
 
@@ -634,7 +601,7 @@ def test_each_apt_download_other_than_dlvms_record_is_refused_naming_both(
 ) -> None:
     recorded = "sha256:" + "00" * 32 if served.startswith("sha256:") else "0123456789ABCDEF" * 2
     pins = dict(gpu_network.PINS)
-    pins[name] = gpu_network.Pinned(pins[name].source, recorded)
+    pins[name] = Pinned(pins[name].source, recorded)
     monkeypatch.setattr(gpu_network, "PINS", pins)
     run = run_script(tmp_path, machine, **reach)  # type: ignore[arg-type]
     assert run.returncode != 0
@@ -709,7 +676,7 @@ def test_gcsfuse_from_googles_repository_checks_its_key_and_package(
     # dlvm's record of the key differs from what is served: refused before apt trusts it.
     pins = dict(gpu_network.PINS)
     key = pins["cloud-packages-key"]
-    pins["cloud-packages-key"] = gpu_network.Pinned(key.source, "0123456789ABCDEF" * 2)
+    pins["cloud-packages-key"] = Pinned(key.source, "0123456789ABCDEF" * 2)
     monkeypatch.setattr(gpu_network, "PINS", pins)
     (tmp_path / "dlvm-gcsfuse.gpg").unlink()
     refused = install()

@@ -25,25 +25,10 @@ from pathlib import Path
 
 from dlvm_cluster.providers.base import BootReadiness
 from dlvm_cluster.providers.gcp import shapes
+from dlvm_cluster.providers.pinned import PINNED_DOWNLOADS, Pinned
 
-
-@dataclass(frozen=True)
-class Pinned:
-    """Something a node script downloads as root and checks before using it: a container
-    image (`source` repository:tag) by its digest, an apt signing key file (`source` its URL)
-    by the fingerprints of its primary keys, or an apt package (`source` NAME or
-    NAME=VERSION) by the SHA-256 of its file that the signed index lists. `expected` is
-    dlvm's record of it (sha256:HEX; fingerprints sorted, space-separated), copied from where
-    its publisher gives it; where dlvm records none, each node keeps what its first download
-    gave and refuses anything else afterwards (a tag moved, a key replaced, a package
-    version's file replaced). Either way the image runs by digest, never by its tag, and a
-    mismatch stops setup naming both. The checks are pinned_downloads.sh."""
-
-    source: str
-    expected: str = ""
-
-
-# Every download of the boot script, in one table. Images as Google pairs them in its Slurm
+# Every download of the boot script, in one table (each checked as `Pinned` says; the
+# checks are providers/pinned_downloads.sh). Images as Google pairs them in its Slurm
 # prologs for these shapes (GoogleCloudPlatform/slurm-gcp, tools/prologs-epilogs/
 # receive-data-path-manager and receive-data-path-manager-mega): a plugin release and the
 # receive-data-path manager (RxDM) release built for it. Change both together. Google
@@ -120,7 +105,6 @@ _A3_MEGA_GPU_IFNAMES = (
 )
 
 SETUP_BODY = Path(__file__).with_name("gpu_network_setup.sh")
-PINNED_DOWNLOADS = Path(__file__).with_name("pinned_downloads.sh")
 # Where a node keeps the first download of each pin: the boot script's state folder, which
 # the gcsfuse install shares, so that a node holds one record of each.
 NODE_PIN_DIR = "/var/lib/dlvm-gpu-network"
