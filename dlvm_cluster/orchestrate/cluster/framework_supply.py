@@ -255,7 +255,7 @@ def send(
         files = {node.name: Path(staging) / "nodes" / node.name for node in targets}
         files[head.name].mkdir(parents=True)
         head_env = _artifact_for_head(
-            pinned, needs[head.name], head, files[head.name], supply, env, progress
+            setup, pinned, needs[head.name], head, files[head.name], supply, env, progress
         )
         wheelhouses = _wheelhouses(needs, Path(staging), progress)
         for name, wheelhouse in wheelhouses.items():
@@ -268,6 +268,7 @@ def send(
 
 
 def _artifact_for_head(
+    setup: NodeSetup,
     pinned: Pins,
     head_needs: Needs,
     head: Node,
@@ -290,9 +291,9 @@ def _artifact_for_head(
         return f"{env}_WHEEL={quote_path(remote)} {env}_WHEEL_SHA256={sha256} "
     if head_needs.problem:
         raise RemoteError(
-            f"cannot build {pinned.package.capitalize()} on {head.name}: {head_needs.problem}",
-            hint="or build it on this machine once (bash dlvm_cluster/nodeside/build_horovod.sh "
-            "wheel), for the same Python, torch and platform, so that its wheel is sent",
+            f"cannot build {setup.shown} on {head.name}: {head_needs.problem}",
+            hint=f"or build its wheel once on this machine ({setup.build_script} wheel) for the "
+            "head's Python, torch and platform: a wheel cached here is sent instead",
         )
     archive = source_archive(pinned, progress)
     if archive is None:
