@@ -38,6 +38,16 @@ docker)
 		;;
 	esac
 	;;
+apt-get)
+	# The package file a download gives: NAME_VERSION_all.deb in the current folder.
+	[[ $1 == download ]] && touch "${2%%=*}_${2#*=}_all.deb"
+	;;
+dpkg-deb)
+	# The import helper's package: its DKMS source, written for kernels before 6.13.
+	mkdir -p "$3/usr/src/dmabuf-import-helper-1.1"
+	printf '#include <linux/module.h>\nMODULE_IMPORT_NS(DMA_BUF);\nMODULE_LICENSE("GPL");\n' \
+		>"$3/usr/src/dmabuf-import-helper-1.1/import-helper.c"
+	;;
 lspci) echo "0000:06:00.0 Ethernet controller [0200]: Google, Inc. Device [1ae0:0084]" ;;
 mountpoint) exit 1 ;;
 dpkg-query) [[ -n ${INSTALLED_GIB:-} ]] && printf '%s' "$INSTALLED_GIB" ;;
@@ -77,13 +87,15 @@ MACHINE_COMMANDS = (
     "modinfo",
     "ldconfig",
     "ibv_devices",
+    "dpkg-deb",
+    "dkms",
 )
 # A kernel of Google's TCPX line, and the Deep Learning VM image's own.
 TCPX_KERNEL = "5.15.0-1065-gcp-tcpx"
 DLVM_KERNEL = "6.8.0-1031-gcp"
 # The ordinary tools the script uses, taken from this machine.
 TOOLS = ("grep", "env", "mv", "mkdir", "rm", "readlink", "chmod", "cut", "head", "cat")
-TOOLS += ("awk", "sort", "tr", "sed", "touch")
+TOOLS += ("awk", "sort", "tr", "sed", "touch", "mktemp")
 DIGEST = "sha256:" + "ab" * 32  # what the stand-in registry serves
 FINGERPRINTS = "35BAA0B33E9EB396F59CA838C0BA5CE6DC6315A3"  # what the stand-in key server serves
 DEB_SHA = "ef" * 32  # the SHA256 the stand-in apt index lists for every package
@@ -163,6 +175,8 @@ def run_script(
         (aperture / name).touch(mode=0o600)
     calls = tmp_path / "calls"
     calls.write_text("")
+    usr_src = tmp_path / "usr-src"
+    usr_src.mkdir(exist_ok=True)
     boot_id = tmp_path / "boot_id"
     if not boot_id.exists():
         boot_id.write_text("8e3f0c4e-boot-1\n")
@@ -176,6 +190,7 @@ def run_script(
         "RDMA_DEVICES": str(rdma_devices),
         "LD_SO_CONF_DIR": str(tmp_path / "ld.so.conf.d"),
         "TOPOLOGY_DIR": str(tmp_path / "etc-dlvm"),
+        "USR_SRC_DIR": str(usr_src),
         "BOOT_ID_FILE": str(boot_id),
         "FAKE_DIGEST": digest,
         "FAKE_FPR": fingerprints,
@@ -303,15 +318,45 @@ def test_tcpxo_exposes_apertures_installs_writes_nccl_conf_and_waits_for_rxdm(
     assert not any(call.startswith("apt-get") for call in run.calls)
 
 
+HELPER_SOURCE = "usr-src/dmabuf-import-helper-1.1/import-helper.c"
+
+
 def test_tcpxo_installs_the_dmabuf_import_helper_the_image_lacks(tmp_path: Path) -> None:
     run = run_script(tmp_path, "a3-megagpu-8g", import_helper=False)
     assert run.returncode == 0, run.output
     dkms = index_of(run.calls, "apt-get install --yes --allow-downgrades dkms=9.9")
     headers = index_of(run.calls, f"apt-get install --yes linux-headers-{TCPX_KERNEL}")
-    install = index_of(run.calls, "apt-get install --yes --allow-downgrades dmabuf-import-helper")
-    assert dkms < headers < install < index_of(run.calls, "modprobe import-helper")
+    download = index_of(run.calls, "apt-get download dmabuf-import-helper=9.9")
+    built = [
+        index_of(run.calls, f"dkms {verb} -m dmabuf-import-helper -v 1.1")
+        for verb in ("add", "build", "install")
+    ]
+    assert dkms < headers < download < built[0] < built[1] < built[2]
+    assert built[2] < index_of(run.calls, "modprobe import-helper")
     sources = (tmp_path / "apt" / "sources.list.d" / "dlvm-gpudirect-tcpxo-apt.list").read_text()
     assert "ar+https://us-apt.pkg.dev/projects/gce-ai-infra gpudirect-tcpxo-apt main" in sources
+    # A 5.15 kernel takes the source as packaged.
+    assert "MODULE_IMPORT_NS(DMA_BUF);" in (tmp_path / HELPER_SOURCE).read_text()
+
+
+@pytest.mark.parametrize("kernel", ["6.17.0-1007-gcp", "6.14.0-1011-gcp", "6.13.2"])
+def test_the_import_helper_is_fixed_for_kernels_that_name_namespaces_as_strings(
+    tmp_path: Path, kernel: str
+) -> None:
+    """From Linux 6.13 on, the packaged source (MODULE_IMPORT_NS(DMA_BUF)) fails to build:
+    it is fixed before DKMS builds it."""
+    run = run_script(tmp_path, "a3-megagpu-8g", import_helper=False, kernel=kernel)
+    assert run.returncode == 0, run.output
+    source = (tmp_path / HELPER_SOURCE).read_text()
+    assert 'MODULE_IMPORT_NS("DMA_BUF");' in source
+    assert "MODULE_IMPORT_NS(DMA_BUF)" not in source
+    assert index_of(run.calls, "dkms build") < index_of(run.calls, "modprobe import-helper")
+
+
+def test_the_import_helper_is_left_as_packaged_below_6_13(tmp_path: Path) -> None:
+    run = run_script(tmp_path, "a3-megagpu-8g", import_helper=False, kernel="6.8.0-1031-gcp")
+    assert run.returncode == 0, run.output
+    assert "MODULE_IMPORT_NS(DMA_BUF);" in (tmp_path / HELPER_SOURCE).read_text()
 
 
 def test_gib_installs_the_pinned_package_and_holds_it(tmp_path: Path) -> None:
@@ -522,7 +567,9 @@ def test_each_apt_download_other_than_dlvms_record_is_refused_naming_both(
     if name.endswith("-package"):
         package = pins[name].source.partition("=")[0]
         assert not any(
-            call.startswith(f"apt-get install --yes --allow-downgrades {package}=")
+            call.startswith(
+                (f"apt-get install --yes --allow-downgrades {package}=", f"apt-get download {package}")
+            )
             for call in run.calls
         )
     else:

@@ -28,6 +28,7 @@ APT_DIR=${APT_DIR:-/etc/apt}
 KEYRING_DIR=${KEYRING_DIR:-/usr/share/keyrings}
 LD_SO_CONF_DIR=${LD_SO_CONF_DIR:-/etc/ld.so.conf.d}
 TOPOLOGY_DIR=${TOPOLOGY_DIR:-/etc/dlvm}
+USR_SRC_DIR=${USR_SRC_DIR:-/usr/src}
 BOOT_ID_FILE=${BOOT_ID_FILE:-/proc/sys/kernel/random/boot_id}
 # Where the first download of each pin is kept (pinned_downloads.sh).
 PIN_DIR=${PIN_DIR:-${STATE_DIR}}
@@ -245,10 +246,44 @@ load_import_helper() {
 		pinned_apt_package "${DKMS_PACKAGE}" "${DKMS_EXPECTED}"
 		# The running kernel's headers: the image's own apt sources, as its kernel came.
 		DEBIAN_FRONTEND=noninteractive apt-get install --yes "linux-headers-$(uname -r)"
-		pinned_apt_package "${HELPER_PACKAGE}" "${HELPER_EXPECTED}"
+		build_import_helper
 	fi
 	begin "load the dmabuf import helper"
 	modprobe import-helper
+}
+
+# Whether the running kernel is at least MAJOR.MINOR.
+kernel_at_least() {
+	local release major minor
+	release=$(uname -r)
+	IFS=. read -r major minor _ <<<"${release%%-*}"
+	((major > $1 || (major == $1 && ${minor:-0} >= $2)))
+}
+
+# The helper's package is unpacked, not installed: its DKMS source is registered and built
+# here, so that it can be fixed first. Since Linux 6.13 a module names a symbol namespace it
+# imports as a string (MODULE_IMPORT_NS("DMA_BUF")); the packaged source names it bare and
+# does not build on such kernels (Ubuntu's 6.14 and 6.17 kernels among them).
+build_import_helper() {
+	local work source version
+	work=$(mktemp -d)
+	pinned_apt_download "${HELPER_PACKAGE}" "${HELPER_EXPECTED}" "${work}"
+	dpkg-deb -x "${work}"/*.deb "${work}/root"
+	for source in "${work}"/root/usr/src/dmabuf-import-helper-*; do :; done
+	[[ -d ${source} ]] || { log "the package holds no DKMS source"; return 1; }
+	version=${source##*-}
+	if kernel_at_least 6 13; then
+		begin "adapt the dmabuf import helper to kernel $(uname -r)"
+		sed -i 's/MODULE_IMPORT_NS(DMA_BUF)/MODULE_IMPORT_NS("DMA_BUF")/' "${source}"/*.c
+	fi
+	begin "build the dmabuf import helper (DKMS)"
+	dkms remove -m dmabuf-import-helper -v "${version}" --all >/dev/null 2>&1 || true
+	rm -rf "${USR_SRC_DIR}/dmabuf-import-helper-${version}"
+	mv "${source}" "${USR_SRC_DIR}/"
+	dkms add -m dmabuf-import-helper -v "${version}"
+	dkms build -m dmabuf-import-helper -v "${version}"
+	dkms install -m dmabuf-import-helper -v "${version}"
+	rm -rf "${work}"
 }
 
 setup_tcpxo() {
