@@ -568,7 +568,10 @@ def test_each_apt_download_other_than_dlvms_record_is_refused_naming_both(
         package = pins[name].source.partition("=")[0]
         assert not any(
             call.startswith(
-                (f"apt-get install --yes --allow-downgrades {package}=", f"apt-get download {package}")
+                (
+                    f"apt-get install --yes --allow-downgrades {package}=",
+                    f"apt-get download {package}",
+                )
             )
             for call in run.calls
         )
