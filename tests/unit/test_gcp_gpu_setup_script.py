@@ -7,7 +7,11 @@ failed step is recorded and fails the script. What the commands then do needs th
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +36,11 @@ docker)
 				mkdir -p "$FAKE_LIB_DIR"
 				printf 'export NCCL_FASTRAK_NUM_FLOWS=2\nexport NCCL_SOCKET_IFNAME=eth0\n' \
 					>"$FAKE_LIB_DIR/nccl-env-profile.sh"
+				cp "$FAKE_PLUGIN" "$FAKE_LIB_DIR/libnccl-net.so"
+			fi
+			# TCPXO's RxDM writes its health file once initialized (unless told it failed).
+			if [[ $arg == *:/run/dlvm-rxdm && -z ${RXDM_UNHEALTHY:-} ]]; then
+				touch "${arg%%:*}/health-check"
 			fi
 		done
 		[[ $2 == --detach ]] && echo 4f1c0ffee
@@ -95,10 +104,67 @@ TCPX_KERNEL = "5.15.0-1065-gcp-tcpx"
 DLVM_KERNEL = "6.8.0-1031-gcp"
 # The ordinary tools the script uses, taken from this machine.
 TOOLS = ("grep", "env", "mv", "mkdir", "rm", "readlink", "chmod", "cut", "head", "cat")
-TOOLS += ("awk", "sort", "tr", "sed", "touch", "mktemp")
+TOOLS += ("awk", "sort", "tr", "sed", "touch", "mktemp", "cp")
 DIGEST = "sha256:" + "ab" * 32  # what the stand-in registry serves
 FINGERPRINTS = "35BAA0B33E9EB396F59CA838C0BA5CE6DC6315A3"  # what the stand-in key server serves
 DEB_SHA = "ef" * 32  # the SHA256 the stand-in apt index lists for every package
+
+
+# A stand-in NCCL net plugin: a real shared library exporting the plugin table NCCL looks up,
+# whose first field is the transport's name.
+PLUGIN_SOURCE = """
+typedef struct { const char *name; void *init; } ncclNetTable;
+ncclNetTable ncclNetPlugin_v{VERSION} = {"{NAME}", 0};
+"""
+
+
+def compile_plugin(folder: Path, name: str, version: int, *, needs: str = "") -> Path:
+    """libnccl-net.so naming `name` in ncclNetPlugin_v`version`; `needs`: a library it links
+    against that is then removed, so that the dynamic linker cannot find it at load."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    assert compiler, "a C compiler (examples/install.sh installs g++ and with it gcc)"
+    folder.mkdir(parents=True, exist_ok=True)
+    source = folder / f"{name}.c"
+    source.write_text(PLUGIN_SOURCE.replace("{VERSION}", str(version)).replace("{NAME}", name))
+    output = folder / f"{name}-v{version}{'-' + needs if needs else ''}.so"
+    command = [compiler, "-shared", "-fPIC", "-o", str(output), str(source)]
+    if needs:
+        dependency = folder / f"lib{needs}.so"
+        subprocess.run(
+            [compiler, "-shared", "-fPIC", "-o", str(dependency), "-x", "c", "/dev/null"],
+            check=True,
+        )
+        command += [f"-L{folder}", "-Wl,--no-as-needed", f"-l{needs}"]
+    subprocess.run(command, check=True)
+    if needs:
+        (folder / f"lib{needs}.so").unlink()
+    return output
+
+
+PLUGINS: dict[str, Path] = {}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _plugins(tmp_path_factory: pytest.TempPathFactory) -> None:
+    folder = tmp_path_factory.mktemp("plugins")
+    PLUGINS["tcpx"] = compile_plugin(folder, "GPUDirectTCPX_v7", 7)
+    PLUGINS["tcpxo"] = compile_plugin(folder, "FasTrak", 8)
+    PLUGINS["gib"] = PLUGINS["tcpxo"]  # gIB comes from apt: never copied
+
+
+@contextmanager
+def rxdm_listening(folder: Path, count: int) -> Iterator[None]:
+    """`count` Unix sockets in `folder` that accept connections, as RxDM's do."""
+    folder.mkdir(exist_ok=True)
+    with ExitStack() as stack:
+        for index in range(count):
+            path = folder / f"rxdm-{index}.sock"
+            path.unlink(missing_ok=True)
+            server = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+            server.bind(str(path))
+            server.listen(16)
+            stack.callback(path.unlink, missing_ok=True)
+        yield
 
 
 @dataclass
@@ -132,6 +198,10 @@ def run_script(
     digest: str = DIGEST,
     fingerprints: str = FINGERPRINTS,
     deb_sha: str = DEB_SHA,
+    plugin: Path | None = None,
+    rxdm_sockets: int = 1,
+    rxdm_healthy: bool = True,
+    down: tuple[str, ...] = (),
 ) -> Run:
     """The boot script for `machine`, its system paths moved under tmp_path."""
     network = gpu_network.gpu_network(machine)
@@ -141,6 +211,7 @@ def run_script(
     for nic in network.interfaces:
         if nic not in absent_interfaces:
             (sys_net / nic).mkdir(exist_ok=True)
+            (sys_net / nic / "operstate").write_text("down\n" if nic in down else "up\n")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     for name in MACHINE_COMMANDS:
@@ -153,6 +224,9 @@ def run_script(
         assert real, tool
         if not (bin_dir / tool).exists():
             (bin_dir / tool).symlink_to(real)
+    # The transport probe runs for real: Python, a compiled plugin, RxDM's sockets.
+    if not (bin_dir / "python3").exists():
+        (bin_dir / "python3").symlink_to(sys.executable)
     lib_dir = tmp_path / "lib64"
     lib_dir.mkdir(exist_ok=True)
     profile = tmp_path / "set_nccl_env.sh"
@@ -195,6 +269,9 @@ def run_script(
         "FAKE_DIGEST": digest,
         "FAKE_FPR": fingerprints,
         "FAKE_DEB_SHA": deb_sha,
+        "FAKE_PLUGIN": str(plugin or PLUGINS[network.stack]),
+        "RXDM_UNHEALTHY": "" if rxdm_healthy else "yes",
+        "RXDM_HEALTH_DIR": str(tmp_path / "rxdm-health"),
         "STATE_DIR": str(tmp_path / "state"),
         "DLVM_NCCL_CONF": str(tmp_path / "nccl.conf"),
         # Set where the script runs: never copied into nccl.conf.
@@ -206,9 +283,10 @@ def run_script(
     }
     bash = shutil.which("bash")
     assert bash
-    result = subprocess.run(
-        [bash, "-c", script, "bash", *args], env=env, capture_output=True, text=True, timeout=60
-    )
+    with rxdm_listening(tmp_path / "tcpx", rxdm_sockets):
+        result = subprocess.run(
+            [bash, "-c", script, "bash", *args], env=env, capture_output=True, text=True, timeout=60
+        )
     return Run(
         result.returncode, result.stdout + result.stderr, calls.read_text().splitlines(), tmp_path
     )
@@ -283,6 +361,66 @@ def test_tcpx_on_a_kernel_without_it_fails_before_anything_is_started(tmp_path: 
     assert not any(call.startswith("docker") for call in run.calls)
     assert not (tmp_path / "nccl.conf").exists()
     assert run.library_path() is None
+
+
+# -- the verdict is a probe of what a job will use ------------------------------------------
+
+
+def assert_failed_without_settings(run: Run, step: str) -> None:
+    """The node uses plain NCCL: its verdict names the step, and neither nccl.conf nor the
+    plugin's library path is left for a job to find."""
+    assert run.returncode != 0
+    assert run.state("failed") == step, run.output
+    assert run.state("ready") is None
+    assert not (run.root / "nccl.conf").exists()
+    assert run.library_path() is None
+
+
+@pytest.mark.parametrize("machine", ["a3-highgpu-8g", "a3-megagpu-8g"])
+def test_ready_means_the_plugin_loaded_and_rxdm_answered(tmp_path: Path, machine: str) -> None:
+    run = run_script(tmp_path, machine)
+    assert run.returncode == 0, run.output
+    name = {"a3-highgpu-8g": "GPUDirectTCPX_v7 (v7)", "a3-megagpu-8g": "FasTrak (v8)"}[machine]
+    assert f"plugin {name} loads" in run.output
+    if machine == "a3-highgpu-8g":
+        assert "1 RxDM socket(s) answer" in run.output
+
+
+@pytest.mark.parametrize("machine", ["a3-highgpu-8g", "a3-megagpu-8g"])
+def test_a_plugin_missing_a_library_it_needs_fails_the_node(tmp_path: Path, machine: str) -> None:
+    """NCCL would fail at communicator init; the probe loads the plugin as NCCL does."""
+    broken = compile_plugin(tmp_path / "broken", "GPUDirectTCPX_v7", 7, needs="dlvmabsent")
+    run = run_script(tmp_path, machine, plugin=broken)
+    assert_failed_without_settings(run, "load the NCCL net plugin as NCCL will")
+    assert "the NCCL net plugin does not load" in run.output
+    assert "libdlvmabsent.so" in run.output
+
+
+def test_a_plugin_that_is_not_the_transport_nccl_net_names_fails_the_node(
+    tmp_path: Path,
+) -> None:
+    other = compile_plugin(tmp_path / "other", "Socket", 7)
+    run = run_script(tmp_path, "a3-highgpu-8g", plugin=other)
+    assert_failed_without_settings(run, "load the NCCL net plugin as NCCL will")
+    assert "NCCL_NET is GPUDirectTCPX_v7, but the plugin offers Socket (v7)" in run.output
+
+
+def test_tcpx_rxdm_without_answering_sockets_fails_the_node(tmp_path: Path) -> None:
+    """Running is not ready: the plugin reaches RxDM through its sockets."""
+    run = run_script(tmp_path, "a3-highgpu-8g", rxdm_sockets=0)
+    assert_failed_without_settings(run, "wait for the receive-data-path manager's sockets")
+    assert "no socket of the receive-data-path manager in" in run.output
+
+
+def test_tcpxo_rxdm_that_reports_no_health_fails_the_node(tmp_path: Path) -> None:
+    run = run_script(tmp_path, "a3-megagpu-8g", rxdm_healthy=False)
+    assert_failed_without_settings(run, "check the receive-data-path manager")
+    assert "wrote no health file" in run.output
+
+
+def test_a_gpu_nic_that_is_down_fails_the_node(tmp_path: Path) -> None:
+    run = run_script(tmp_path, "a3-megagpu-8g", down=("enp141s0",))
+    assert_failed_without_settings(run, "check that network interface enp141s0 is up")
 
 
 def test_tcpxo_exposes_apertures_installs_writes_nccl_conf_and_waits_for_rxdm(
