@@ -61,6 +61,11 @@ lspci) echo "0000:06:00.0 Ethernet controller [0200]: Google, Inc. Device [1ae0:
 mountpoint) exit 1 ;;
 dpkg-query) [[ -n ${INSTALLED_GIB:-} ]] && printf '%s' "$INSTALLED_GIB" ;;
 uname) echo "$KERNEL_RELEASE" ;;
+ldconfig)
+	if [[ $1 == -p && -n ${RDMA_LIBRARIES:-} ]]; then
+		printf '\tlibibverbs.so.1 (libc6,x86-64) => /lib/x86_64-linux-gnu/libibverbs.so.1\n'
+	fi
+	;;
 modinfo) [[ -n ${IMPORT_HELPER:-} ]] || exit 1 ;;
 ibv_devices)
 	echo "    device                 node GUID"
@@ -202,6 +207,7 @@ def run_script(
     rxdm_sockets: int = 1,
     rxdm_healthy: bool = True,
     down: tuple[str, ...] = (),
+    rdma_libraries: bool = True,
 ) -> Run:
     """The boot script for `machine`, its system paths moved under tmp_path."""
     network = gpu_network.gpu_network(machine)
@@ -271,6 +277,7 @@ def run_script(
         "FAKE_DEB_SHA": deb_sha,
         "FAKE_PLUGIN": str(plugin or PLUGINS[network.stack]),
         "RXDM_UNHEALTHY": "" if rxdm_healthy else "yes",
+        "RDMA_LIBRARIES": "yes" if rdma_libraries else "",
         "RXDM_HEALTH_DIR": str(tmp_path / "rxdm-health"),
         "STATE_DIR": str(tmp_path / "state"),
         "DLVM_NCCL_CONF": str(tmp_path / "nccl.conf"),
@@ -527,12 +534,26 @@ def test_gib_without_its_rdma_devices_fails_instead_of_naming_the_plugin(
     assert not (tmp_path / "nccl.conf").exists()
 
 
-def test_gib_installs_the_rdma_user_space_the_image_lacks(tmp_path: Path) -> None:
+def test_gib_adds_the_rdma_tools_googles_accelerator_image_lacks(tmp_path: Path) -> None:
+    """The accelerator image carries libibverbs (rdma-core), not ibv_devices."""
     run = run_script(
         tmp_path, "a4-highgpu-8g", installed_gib=gpu_network.GIB_VERSION, missing=("ibv_devices",)
     )
     assert "apt-get install --yes --allow-downgrades ibverbs-utils=9.9" in run.calls
-    assert "apt-get install --yes --allow-downgrades rdma-core=9.9" in run.calls
+    assert not any("rdma-core" in call for call in run.calls)
+
+
+def test_gib_installs_the_whole_rdma_user_space_another_image_lacks(tmp_path: Path) -> None:
+    run = run_script(
+        tmp_path,
+        "a4-highgpu-8g",
+        installed_gib=gpu_network.GIB_VERSION,
+        missing=("ibv_devices",),
+        rdma_libraries=False,
+    )
+    libraries = index_of(run.calls, "apt-get install --yes --allow-downgrades rdma-core=9.9")
+    tools = index_of(run.calls, "apt-get install --yes --allow-downgrades ibverbs-utils=9.9")
+    assert libraries < tools
 
 
 def test_gib_already_at_the_pinned_version_is_not_installed_again(tmp_path: Path) -> None:
@@ -681,7 +702,7 @@ NEW_DOWNLOADS = [
     ("a3-megagpu-8g", "import-helper-package", f"sha256:{DEB_SHA}", {"import_helper": False}),
     ("a4-highgpu-8g", "gib-package", f"sha256:{DEB_SHA}", {}),
     ("a4-highgpu-8g", "ibverbs-package", f"sha256:{DEB_SHA}", {"missing": ("ibv_devices",)}),
-    ("a4-highgpu-8g", "rdma-core-package", f"sha256:{DEB_SHA}", {"missing": ("ibv_devices",)}),
+    ("a4-highgpu-8g", "rdma-core-package", f"sha256:{DEB_SHA}", {"rdma_libraries": False}),
 ]
 
 

@@ -279,6 +279,7 @@ def api() -> Iterator[FakeCompute]:
                     guest_attributes({"ssh-ed25519": host_key(name)}),
                 )
         fake.dlvm_image_family(DEFAULT_IMAGE_FAMILY, IMAGE, 100)
+        fake.accelerator_image_families()
         yield fake
 
 

@@ -369,11 +369,16 @@ setup_gib() {
 		# Held: an unattended upgrade must not move it away from the version dlvm pins.
 		apt-mark hold nccl-gib
 	fi
-	# The RDMA user space (libibverbs and its tools), as Google's A4 reference installs it.
-	if ! command -v ibv_devices >/dev/null; then
-		begin "install the RDMA user space"
-		pinned_apt_package "${IBVERBS_PACKAGE}" "${IBVERBS_EXPECTED}"
+	# The RDMA user space: Google's accelerator images (these shapes' default) carry the
+	# libraries (rdma-core) but not the tools, which Google's references add (ibverbs-utils);
+	# another image may lack both.
+	if ! ldconfig -p | grep -q 'libibverbs\.so\.1 '; then
+		begin "install the RDMA libraries"
 		pinned_apt_package "${RDMA_CORE_PACKAGE}" "${RDMA_CORE_EXPECTED}"
+	fi
+	if ! command -v ibv_devices >/dev/null; then
+		begin "install the RDMA tools"
+		pinned_apt_package "${IBVERBS_PACKAGE}" "${IBVERBS_EXPECTED}"
 	fi
 	begin "find the ${RDMA_NICS} RDMA devices"
 	local found

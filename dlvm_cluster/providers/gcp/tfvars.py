@@ -42,6 +42,16 @@ DLVM_IMAGE_PROJECT = "deeplearning-platform-release"
 # keep working, and Horovod 0.28.1 (which the L4 example builds) is reported not to build on
 # Python 3.12, the Python of 24.04.
 DEFAULT_IMAGE_FAMILY = "pytorch-2-9-cu129-ubuntu-2204-nvidia-580"
+# The RDMA shapes boot Google's accelerator images instead (Ubuntu 24.04 with NVIDIA's 580
+# driver and the RDMA stack), the images Google's Cluster Toolkit builds its A3 Ultra, A4 and
+# A4X clusters from: gIB is qualified there, and A4X's Arm hosts need the arm64 one. They
+# carry no PyTorch: `plan` says so (shape_warnings.py).
+ACCELERATOR_IMAGE_PROJECT = "ubuntu-os-accelerator-images"
+ACCELERATOR_IMAGE_FAMILIES = {
+    "a3-ultragpu-8g": "ubuntu-accelerator-2404-amd64-with-nvidia-580",
+    "a4-highgpu-8g": "ubuntu-accelerator-2404-amd64-with-nvidia-580",
+    "a4x-highgpu-4g": "ubuntu-accelerator-2404-arm64-with-nvidia-580",
+}
 DEFAULT_SUBNET_CIDR = "10.64.0.0/20"
 # Cut into a /16 per GPU or RDMA subnetwork; apart from DEFAULT_SUBNET_CIDR, from the
 # 10.128.0.0/9 of auto-mode networks (all NICs of a VM must be in different ranges), and from
@@ -71,9 +81,18 @@ class ImageRef:
         return f"projects/{self.project}/global/{kind}/{self.name}"
 
 
-def image_ref(image: str | None) -> ImageRef:
-    """`nodes.image` as a reference: a bare name or family/NAME is a Deep Learning VM family."""
+def node_image(plan: GcpPlan) -> ImageRef:
+    """The image the nodes boot: `nodes.image`, else the shape's default."""
+    return image_ref(plan.nodes.image, plan.shape.machine_type)
+
+
+def image_ref(image: str | None, machine_type: str = "") -> ImageRef:
+    """`nodes.image` as a reference: a bare name or family/NAME is a Deep Learning VM family;
+    none is the default of `machine_type`'s shape."""
     if image is None:
+        accelerator = ACCELERATOR_IMAGE_FAMILIES.get(shapes.base_machine_type(machine_type))
+        if accelerator is not None:
+            return ImageRef(ACCELERATOR_IMAGE_PROJECT, accelerator, is_family=True)
         return ImageRef(DLVM_IMAGE_PROJECT, DEFAULT_IMAGE_FAMILY, is_family=True)
     text = image.split("/compute/v1/", 1)[-1] if image.startswith("https://") else image
     parts = text.split("/")
@@ -189,7 +208,7 @@ def gcp_tfvars(
         "machine_type": shape.machine_type,
         "guest_accelerators": [{"type": kind, "count": n} for kind, n in shape.attached],
         "install_nvidia_driver": shape.has_gpus,
-        "image": image_ref(plan.nodes.image).path,
+        "image": node_image(plan).path,
         "disk_gb": plan.nodes.disk_gb,
         "disk_type": plan.nodes.disk_type or shapes.default_disk_type(shape.machine_type),
         "provisioning_model": provided.provisioning_model,
