@@ -494,11 +494,13 @@ class FakeCompute:
         group: str,
         states: Sequence[str],
         members: Sequence[str] = (),
+        failure: tuple[str, str] = ("ZONE_RESOURCE_POOL_EXHAUSTED", "no capacity"),
     ) -> None:
         """A flex-start gang's managed instance group: listManagedInstances answers its
         `members`; a resize request inserted into it then reads as each of `states` in turn
-        (the last repeats) and, once SUCCEEDED, the VMs it names are members, RUNNING. Its
-        cancel and delete answer an operation."""
+        (the last repeats) and, once SUCCEEDED, the VMs it names are members, RUNNING; FAILED
+        carries the error `failure` (code, message). Its cancel and delete answer an
+        operation."""
         base = f"projects/{project}/zones/{zone}/instanceGroupManagers/{group}"
         held = list(members)
 
@@ -534,11 +536,7 @@ class FakeCompute:
                 }
                 if state == "FAILED":
                     answer["status"] = {
-                        "error": {
-                            "errors": [
-                                {"code": "ZONE_RESOURCE_POOL_EXHAUSTED", "message": "no capacity"}
-                            ]
-                        }
+                        "error": {"errors": [{"code": failure[0], "message": failure[1]}]}
                     }
                 return answer
 

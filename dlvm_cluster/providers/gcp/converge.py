@@ -37,7 +37,12 @@ from dlvm_cluster.providers.base import Converge
 from dlvm_cluster.providers.gcp.config import gcp_config, gcp_nodes
 from dlvm_cluster.providers.gcp.credentials import ComputeClients, compute_clients
 from dlvm_cluster.providers.gcp.flexwait import capacity_watch
-from dlvm_cluster.providers.gcp.gang import fill_gang, gang_outputs, remove_members
+from dlvm_cluster.providers.gcp.gang import (
+    GangNotFilled,
+    fill_gang,
+    gang_outputs,
+    remove_members,
+)
 from dlvm_cluster.providers.gcp.hostkeys import (
     NodeRef,
     node_refs,
@@ -180,7 +185,23 @@ def provision_gcp(
     )
     # Moving zones recreates every node anyway: no -replace for addresses left behind.
     result, changed = loop.run(home if keep else None, replace if keep else [])
-    result, added = _gang(request, api, result, user=login.user)
+    tried: list[str] = []
+    while True:
+        try:
+            result, added = _gang(request, api, result, user=login.user)
+            break
+        except GangNotFilled as unfilled:
+            # A new gang that found no capacity moves on, as VMs made one by one do; a gang
+            # that has nodes stays where they are.
+            tried.append(str(result.outputs["zone"]))
+            upcoming = [zone for zone in report.zones if zone not in tried]
+            if keep or not unfilled.capacity or not upcoming:
+                if len(tried) > 1:
+                    unfilled.message += f" (zones tried: {', '.join(tried)})"
+                raise
+            progress.note(f"{unfilled.message}; trying {upcoming[0]} next")
+            result, _ = loop.run(upcoming[0], [])
+            changed = True
     return _inventory(request, api, result, report.gpus_per_node, pinned), changed or added
 
 
