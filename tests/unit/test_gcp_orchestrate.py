@@ -814,6 +814,46 @@ def test_healthy_unchanged_cluster_skips_preflight_and_terraform(
     assert api.calls(f"/regions/{REGION}") == region_reads
 
 
+def applied_image(state: ClusterState) -> str:
+    return str(json.loads((state.terraform_dir / "terraform.tfvars.json").read_text())["image"])
+
+
+DLVM_IMAGES = "projects/deeplearning-platform-release/global/images"
+
+
+def test_the_family_is_resolved_at_preflight_and_kept_for_the_clusters_life(
+    api: FakeCompute, state: ClusterState
+) -> None:
+    """The VMs are created from the image the family is at the first `up` (every node the
+    same), and keep it when the family moves on: a new image would recreate every VM, and a
+    node added later would boot something else than the others."""
+    cloud = Cloud()
+    running_cluster(api, state, cloud, loaded_spec())
+    assert applied_image(state) == f"{DLVM_IMAGES}/{IMAGE}"
+    newer = "pytorch-2-9-cu129-ubuntu-2204-nvidia-580-v20261201"
+    api.dlvm_image_family(DEFAULT_IMAGE_FAMILY, newer, 100)
+    progress = Recorder()
+    inventory, _ = up(api, state, cloud, loaded_spec(3), progress)
+    assert len(inventory.nodes) == 3
+    assert applied_image(state) == f"{DLVM_IMAGES}/{IMAGE}"
+    assert any(
+        note.startswith(f"the nodes keep {IMAGE}; {newer} is the family's newest now")
+        for note in progress.notes
+    )
+    # Another image in the file: resolved anew.
+    other = "common-cu129-ubuntu-2404-nvidia-580"
+    api.dlvm_image_family(other, f"{other}-v20261120", 100)
+    up(api, state, cloud, loaded_spec(3, extra=f"  image: {other}\n"), Recorder())
+    assert applied_image(state) == f"{DLVM_IMAGES}/{other}-v20261120"
+
+
+def test_a_new_cluster_gets_the_familys_newest_image(api: FakeCompute, state: ClusterState) -> None:
+    newer = "pytorch-2-9-cu129-ubuntu-2204-nvidia-580-v20261201"
+    api.dlvm_image_family(DEFAULT_IMAGE_FAMILY, newer, 100)
+    up(api, state, Cloud(), loaded_spec(), Recorder())
+    assert applied_image(state) == f"{DLVM_IMAGES}/{newer}"
+
+
 def labels(api: FakeCompute, state: ClusterState, inventory: Inventory) -> dict[str, str]:
     """Each node's VM as the API says it (running, preempted, terminated, missing...)."""
     states = cluster_instances(state, inventory, clients=api.clients())
