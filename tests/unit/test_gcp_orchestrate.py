@@ -1503,6 +1503,23 @@ def test_a_gang_google_reports_a_stockout_for_moves_on_and_says_every_zone_tried
     assert api.calls("/instances/t-node-") == 0
 
 
+def test_a_gang_that_has_nodes_stays_in_their_zone(
+    api: FakeCompute, state: ClusterState, no_pause: None
+) -> None:
+    """Moving would recreate the nodes it has: a larger gang that finds no capacity stops."""
+    api.gang(P, A, "dlvm-t", states=["SUCCEEDED"])
+    cloud = Cloud()
+    running_cluster(api, state, cloud, flex_start_spec(2))
+    api.gang(P, A, "dlvm-t", states=["FAILED"], members=["t-node-0", "t-node-1"])
+    api.gang(P, B, "dlvm-t", states=["SUCCEEDED"])
+    with pytest.raises(ProvisionError) as caught:
+        up(api, state, cloud, flex_start_spec(3), Recorder(), wait=3600)
+    assert set(cloud.zones_tried()) == {A}
+    assert caught.value.message == (
+        f"the request for 1 flex-start node(s) in {A} ended FAILED: no capacity"
+    )
+
+
 def test_a_gang_refused_for_another_reason_does_not_move(
     api: FakeCompute, state: ClusterState, no_pause: None
 ) -> None:
