@@ -417,6 +417,13 @@ def test_a_plugin_that_is_not_the_transport_nccl_net_names_fails_the_node(
     assert "NCCL_NET is GPUDirectTCPX_v7, but the plugin offers Socket (v7)" in run.output
 
 
+def test_the_transport_name_is_matched_as_nccl_matches_it_ignoring_case(tmp_path: Path) -> None:
+    lower = compile_plugin(tmp_path / "lower", "gpudirecttcpx_v7", 7)
+    run = run_script(tmp_path, "a3-highgpu-8g", plugin=lower)
+    assert run.returncode == 0, run.output
+    assert run.state("ready") == f"tcpx {gpu_network.TCPX_PLUGIN_IMAGE}"
+
+
 def test_tcpx_rxdm_without_answering_sockets_fails_the_node(tmp_path: Path) -> None:
     """Running is not ready: the plugin reaches RxDM through its sockets."""
     run = run_script(tmp_path, "a3-highgpu-8g", rxdm_sockets=0)

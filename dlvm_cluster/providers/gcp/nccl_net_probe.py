@@ -80,7 +80,8 @@ def probe(plugin: str | None, net: str | None, sockets: str | None) -> str:
     found = []
     if plugin is not None:
         names = plugin_names(plugin)
-        if net and net not in names.values():
+        # NCCL compares NCCL_NET with each table's name ignoring case (strcasecmp).
+        if net and net.casefold() not in {name.casefold() for name in names.values()}:
             offered = ", ".join(f"{name} (v{version})" for version, name in names.items())
             raise ProbeFailed(f"NCCL_NET is {net}, but the plugin offers {offered}")
         version, name = next(iter(names.items()))
