@@ -21,6 +21,7 @@ from dlvm_cluster.providers.aws.converge import (
 from dlvm_cluster.providers.aws.report import (
     capacity_facts,
     node_instances,
+    node_rates,
     plan_notes,
     price_text,
 )
@@ -102,7 +103,13 @@ class Ec2(Bound):
 
     def status_price(self, nodes: int) -> str | None:
         spec = self.spec
-        return price_text(spec, _optional_clients(spec), nodes, aws_config(spec).zones[0])
+        return price_text(spec, _optional_clients(spec), nodes, self._zone())
+
+    def _zone(self) -> str:
+        """The zone the nodes run in (the last apply's), else the first of provider.zones."""
+        zones = aws_config(self.spec).zones
+        applied = applied_tfvars(self.state).get("zone")
+        return applied if isinstance(applied, str) and applied in zones else zones[0]
 
     def boot_readiness(self) -> BootReadiness | None:
         return None  # no boot-time setup dlvm waits for on EC2's images
@@ -113,9 +120,10 @@ class Ec2(Bound):
         return capacity_facts(self.spec, _optional_clients(self.spec) if reserved else None)
 
     def hourly_rates(self) -> HourlyRates | None:
-        """None: dlvm asks AWS for the instance's price only, not for the volumes' (what a
-        stopped node costs), so it does not add a running total up."""
-        return None
+        """The instance's price (On-Demand, or the zone's Spot price now) and its root
+        volume's, asked of AWS; None for a Capacity Block (paid up front) or without prices."""
+        spec = self.spec
+        return node_rates(spec, _optional_clients(spec), self._zone())
 
     def stop_nodes(self, inventory: Inventory, progress: Progress, *, by: str) -> None:
         if applied_tfvars(self.state).get("market") == "spot":
