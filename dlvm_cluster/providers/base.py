@@ -19,6 +19,11 @@ from dlvm_cluster.provision.render import RenderedModule
 from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec
 from dlvm_cluster.state import ClusterState
 
+# What a provider puts in the nodes' environment (Inventory.env) when the capacity under them
+# ends at a known time (an EC2 Capacity Block): when, ISO 8601 with its UTC offset. Jobs read it
+# to checkpoint in time; the supervisor warns a running job before then.
+CAPACITY_ENDS_ENV = "DLVM_CAPACITY_ENDS_AT"
+
 
 class NodeState(StrEnum):
     """A node's machine as its provider sees it (`status --json` node `state`)."""
