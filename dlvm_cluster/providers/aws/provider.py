@@ -3,13 +3,14 @@ host keys from the console, instance states, stop and start, and prices."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from dlvm_cluster.errors import StateError, UsageError
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers import checks
-from dlvm_cluster.providers.aws import instances, power, storage
+from dlvm_cluster.providers.aws import gpu_network, instances, power, storage
 from dlvm_cluster.providers.aws.api import AwsClients, aws_clients, call
 from dlvm_cluster.providers.aws.config import aws_config
 from dlvm_cluster.providers.aws.converge import (
@@ -25,7 +26,11 @@ from dlvm_cluster.providers.aws.report import (
     plan_notes,
     price_text,
 )
-from dlvm_cluster.providers.aws.tfvars import instance_name, reservation_preference
+from dlvm_cluster.providers.aws.tfvars import (
+    instance_name,
+    instance_type,
+    reservation_preference,
+)
 from dlvm_cluster.providers.base import (
     BootReadiness,
     Bound,
@@ -38,6 +43,7 @@ from dlvm_cluster.providers.base import (
     ProviderPlan,
     Reach,
     StopMark,
+    TransportReading,
 )
 from dlvm_cluster.providers.terraformed import applied_tfvars, destroy_module, plan_module
 from dlvm_cluster.provision.render import RenderedModule
@@ -151,6 +157,11 @@ class Ec2(Bound):
 
     def self_stop_command(self, action: str) -> str | None:
         return power.self_stop_command(action)
+
+    def read_transport(self, network: str, net_lines: Sequence[str]) -> TransportReading:
+        """EFA through aws-ofi-nccl: the libfabric provider and NICs, checked against the
+        instance type's EFA interfaces (providers/aws/gpu_network.py)."""
+        return gpu_network.read_transport(instance_type(self.spec), network, net_lines)
 
     def doctor(self, reach: Reach) -> list[Check]:
         found = [checks.terraform_check()]
