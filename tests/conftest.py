@@ -1,5 +1,5 @@
 """Shared fixtures for both tiers: a private DLVM_HOME per test session and a real local
-cluster. Helpers live in plain modules (harness.py, system.py), imported by name.
+cluster. Helpers live in plain modules (harness.py, system.py, openpgp.py), imported by name.
 
 Cluster tests need root (network namespaces); they are real end-to-end runs, never mocks.
 tests/cluster/conftest.py marks and, without root, skips them.
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from harness import Cli, unique_name, write_spec
+from openpgp import GnuPG, gnupg_home
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +35,10 @@ def cluster3(cli: Cli, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tup
         yield name, spec
     finally:
         cli.run("down", name, "--yes")
+
+
+@pytest.fixture
+def gnupg() -> Iterator[GnuPG]:
+    """Real GnuPG with a home of its own for one test (openpgp.py)."""
+    with gnupg_home() as home:
+        yield home

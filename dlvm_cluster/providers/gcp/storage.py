@@ -23,6 +23,7 @@ import shlex
 from dlvm_cluster.providers import fuse_mounts
 from dlvm_cluster.providers.gcp import gpu_network, shapes
 from dlvm_cluster.providers.gcp.config import gcp_nodes
+from dlvm_cluster.providers.pinned import PINNED_DOWNLOADS
 from dlvm_cluster.spec.model import ClusterSpec, StorageMount
 
 CACHE_ROOT = "/var/cache/dlvm-gcsfuse"
@@ -132,7 +133,7 @@ def gcsfuse_from_google() -> str:
     key = gpu_network.PINS["cloud-packages-key"]
     package = gpu_network.PINS["gcsfuse-package"]
     steps = [
-        gpu_network.PINNED_DOWNLOADS.read_text(),
+        PINNED_DOWNLOADS.read_text(),
         f"pinned_apt_key {shlex.quote(key.source)} {shlex.quote(key.expected)} {GCSFUSE_KEYRING}",
         f'echo "deb [signed-by={GCSFUSE_KEYRING}] {gpu_network.CLOUD_APT} '
         'gcsfuse-$(lsb_release -cs) main" >/etc/apt/sources.list.d/dlvm-gcsfuse.list',
