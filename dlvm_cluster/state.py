@@ -181,6 +181,11 @@ class ClusterState:
         return self.root / "autostop.json"
 
     @property
+    def boot_image_path(self) -> Path:
+        """The image a provider resolved the nodes' image family to: {"family", "image"}."""
+        return self.root / "boot-image.json"
+
+    @property
     def jobs_dir(self) -> Path:
         return self.root / "jobs"
 

@@ -21,7 +21,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from dlvm_cluster.providers.gcp.credentials import ComputeClients, compute_clients
-from dlvm_cluster.providers.gcp.tfvars import DLVM_IMAGE_PROJECT
+from dlvm_cluster.providers.gcp.tfvars import (
+    ACCELERATOR_IMAGE_FAMILIES,
+    ACCELERATOR_IMAGE_PROJECT,
+    DLVM_IMAGE_PROJECT,
+)
 
 API = "https://www.googleapis.com/compute/v1"
 # The guestOsFeatures `gcloud compute images describe` shows for Ubuntu 22.04 images, which the
@@ -215,13 +219,14 @@ class FakeCompute:
         deprecated: str | None = None,
         replacement: str | None = None,
         architecture: str = "X86_64",
+        project: str = DLVM_IMAGE_PROJECT,
     ) -> None:
         """images.getFromFamily of a Deep Learning VM family, with the guestOsFeatures and
         architecture (X86_64 or ARM64) real images carry and, when given, a deprecation status
         naming its successor (DeprecationStatus.replacement is the successor's URL)."""
-        self.image_family(DLVM_IMAGE_PROJECT, family, name, disk_gb)
+        self.image_family(project, family, name, disk_gb)
         body = self.routes[
-            ("GET", f"/compute/v1/projects/{DLVM_IMAGE_PROJECT}/global/images/family/{family}")
+            ("GET", f"/compute/v1/projects/{project}/global/images/family/{family}")
         ][0][1]
         body["architecture"] = architecture
         body["guestOsFeatures"] = [{"type": feature} for feature in features]
@@ -232,8 +237,20 @@ class FakeCompute:
             }
             if replacement:
                 body["deprecated"]["replacement"] = (
-                    f"{API}/projects/{DLVM_IMAGE_PROJECT}/global/images/{replacement}"
+                    f"{API}/projects/{project}/global/images/{replacement}"
                 )
+
+    def accelerator_image_families(self) -> None:
+        """images.getFromFamily of Google's accelerator families, the default image of the
+        RDMA shapes (the arm64 one for A4X)."""
+        for family in sorted(set(ACCELERATOR_IMAGE_FAMILIES.values())):
+            self.dlvm_image_family(
+                family,
+                f"{family}-v20260522",
+                100,
+                project=ACCELERATOR_IMAGE_PROJECT,
+                architecture="ARM64" if "-arm64-" in family else "X86_64",
+            )
 
     def reservation(
         self,
@@ -477,11 +494,13 @@ class FakeCompute:
         group: str,
         states: Sequence[str],
         members: Sequence[str] = (),
+        failure: tuple[str, str] = ("ZONE_RESOURCE_POOL_EXHAUSTED", "no capacity"),
     ) -> None:
         """A flex-start gang's managed instance group: listManagedInstances answers its
         `members`; a resize request inserted into it then reads as each of `states` in turn
-        (the last repeats) and, once SUCCEEDED, the VMs it names are members, RUNNING. Its
-        cancel and delete answer an operation."""
+        (the last repeats) and, once SUCCEEDED, the VMs it names are members, RUNNING; FAILED
+        carries the error `failure` (code, message). Its cancel and delete answer an
+        operation."""
         base = f"projects/{project}/zones/{zone}/instanceGroupManagers/{group}"
         held = list(members)
 
@@ -517,11 +536,7 @@ class FakeCompute:
                 }
                 if state == "FAILED":
                     answer["status"] = {
-                        "error": {
-                            "errors": [
-                                {"code": "ZONE_RESOURCE_POOL_EXHAUSTED", "message": "no capacity"}
-                            ]
-                        }
+                        "error": {"errors": [{"code": failure[0], "message": failure[1]}]}
                     }
                 return answer
 

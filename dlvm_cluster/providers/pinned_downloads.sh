@@ -68,6 +68,22 @@ pinned_apt_key() {
 # the SHA-256 of its file, as apt's signed index lists it (apt checks the file against it),
 # is the one expected: dlvm's record, else this node's first install of that version.
 pinned_apt_package() {
+	local chosen
+	chosen=$(checked_apt_candidate "$1" "$2") || return 1
+	DEBIAN_FRONTEND=noninteractive apt-get install --yes --allow-downgrades "${chosen}"
+}
+
+# Downloads the package file of SPEC into DIR, checked as pinned_apt_package checks it (apt
+# checks the file against the index), for a caller that unpacks it rather than installing it.
+pinned_apt_download() {
+	local chosen
+	chosen=$(checked_apt_candidate "$1" "$2") || return 1
+	(cd "$3" && apt-get download "${chosen}")
+}
+
+# NAME=VERSION of apt's candidate for SPEC, once the file hash its signed index lists is the
+# one expected.
+checked_apt_candidate() {
 	local spec=$1 expected=$2 name=${1%%=*} fields version got
 	fields=$(apt-cache show --no-all-versions "${spec}") || {
 		pin_log "${spec}: not in apt's sources"
@@ -77,7 +93,7 @@ pinned_apt_package() {
 	got=sha256:$(awk '$1 == "SHA256:" { print $2; exit }' <<<"${fields}")
 	[[ -n ${version} && ${got} != sha256: ]] || { pin_log "${spec}: apt lists no file hash"; return 1; }
 	check_download "${name}=${version}" "${expected}" "${got}" || return 1
-	DEBIAN_FRONTEND=noninteractive apt-get install --yes --allow-downgrades "${name}=${version}"
+	printf '%s=%s\n' "${name}" "${version}"
 }
 
 # Downloads the file at URL to FILE once its publisher's detached signature of it, at URL.asc,

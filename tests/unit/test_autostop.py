@@ -274,3 +274,27 @@ def test_the_head_configs_start_time_is_kept() -> None:
             return 0, '{"started_at": 1700000000.5}', ""
 
     assert _started_at(Answers(), INVENTORY.head, "c") == 1700000000.5  # type: ignore[arg-type]
+
+
+def test_dlvm_autostop_refuses_stop_for_flex_start_vms_with_the_reason() -> None:
+    """The cluster file refuses `action: stop` with flex-start at load; `dlvm autostop
+    --action stop` on such a running cluster is refused the same way, before the head's
+    watcher is told."""
+    from dlvm_cluster.providers import load_spec_text
+
+    text = (
+        "name: flex\nprovider:\n  kind: gcp\n  project: p-123456\n  region: us-central1\n"
+        "  zones: [us-central1-a]\n  allowed_ssh_cidrs: [203.0.113.7/32]\n"
+        "nodes:\n  count: 2\n  machine_type: a3-highgpu-8g\n  provisioning: flex-start\n"
+        "  max_run_hours: 8\nautostop:\n  idle_minutes: 30\n  action: down\n"
+    )
+    spec = load_spec_text(text, Path("/nowhere/flex.yaml")).spec
+    current = spec.autostop
+    with pytest.raises(UsageError) as refused:
+        changed_settings(current, idle=None, off=False, action="stop", spec=spec)
+    assert "flex-start VMs cannot be stopped" in refused.value.message
+    assert "'flex'" in refused.value.message
+    # What the file allows stays allowed.
+    kept = changed_settings(current, idle=10, off=False, action=None, spec=spec)
+    assert kept is not None and kept.action == "down" and kept.idle_minutes == 10
+    assert changed_settings(current, idle=None, off=True, action=None, spec=spec) is None

@@ -7,8 +7,12 @@ failed step is recorded and fails the script. What the commands then do needs th
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
+import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,16 +39,36 @@ docker)
 				mkdir -p "$FAKE_LIB_DIR"
 				printf 'export NCCL_FASTRAK_NUM_FLOWS=2\nexport NCCL_SOCKET_IFNAME=eth0\n' \
 					>"$FAKE_LIB_DIR/nccl-env-profile.sh"
+				cp "$FAKE_PLUGIN" "$FAKE_LIB_DIR/libnccl-net.so"
+			fi
+			# TCPXO's RxDM writes its health file once initialized (unless told it failed).
+			if [[ $arg == *:/run/dlvm-rxdm && -z ${RXDM_UNHEALTHY:-} ]]; then
+				touch "${arg%%:*}/health-check"
 			fi
 		done
 		[[ $2 == --detach ]] && echo 4f1c0ffee
 		;;
 	esac
 	;;
+apt-get)
+	# The package file a download gives: NAME_VERSION_all.deb in the current folder.
+	[[ $1 == download ]] && touch "${2%%=*}_${2#*=}_all.deb"
+	;;
+dpkg-deb)
+	# The import helper's package: its DKMS source, written for kernels before 6.13.
+	mkdir -p "$3/usr/src/dmabuf-import-helper-1.1"
+	printf '#include <linux/module.h>\nMODULE_IMPORT_NS(DMA_BUF);\nMODULE_LICENSE("GPL");\n' \
+		>"$3/usr/src/dmabuf-import-helper-1.1/import-helper.c"
+	;;
 lspci) echo "0000:06:00.0 Ethernet controller [0200]: Google, Inc. Device [1ae0:0084]" ;;
 mountpoint) exit 1 ;;
 dpkg-query) [[ -n ${INSTALLED_GIB:-} ]] && printf '%s' "$INSTALLED_GIB" ;;
 uname) echo "$KERNEL_RELEASE" ;;
+ldconfig)
+	if [[ $1 == -p && -n ${RDMA_LIBRARIES:-} ]]; then
+		printf '\tlibibverbs.so.1 (libc6,x86-64) => /lib/x86_64-linux-gnu/libibverbs.so.1\n'
+	fi
+	;;
 modinfo) [[ -n ${IMPORT_HELPER:-} ]] || exit 1 ;;
 ibv_devices)
 	echo "    device                 node GUID"
@@ -80,18 +104,77 @@ MACHINE_COMMANDS = (
     "modinfo",
     "ldconfig",
     "ibv_devices",
+    "dpkg-deb",
+    "dkms",
 )
 # A kernel of Google's TCPX line, and the Deep Learning VM image's own.
 TCPX_KERNEL = "5.15.0-1065-gcp-tcpx"
 DLVM_KERNEL = "6.8.0-1031-gcp"
 # The ordinary tools the script uses, taken from this machine.
 TOOLS = ("grep", "env", "mv", "mkdir", "rm", "readlink", "chmod", "cut", "head", "cat")
-TOOLS += ("awk", "sort", "tr", "sed", "touch")
+TOOLS += ("awk", "sort", "tr", "sed", "touch", "mktemp", "cp")
 DIGEST = "sha256:" + "ab" * 32  # what the stand-in registry serves
 # What the stand-in key server serves: the key Google ships (the table's record of both keys).
 FINGERPRINTS = "35BAA0B33E9EB396F59CA838C0BA5CE6DC6315A3"
 OTHER_KEY = "0123456789ABCDEF" * 2 + "01234567"  # anyone else's key
 DEB_SHA = "ef" * 32  # the SHA256 the stand-in apt index lists for every package
+
+
+# A stand-in NCCL net plugin: a real shared library exporting the plugin table NCCL looks up,
+# whose first field is the transport's name.
+PLUGIN_SOURCE = """
+typedef struct { const char *name; void *init; } ncclNetTable;
+ncclNetTable ncclNetPlugin_v{VERSION} = {"{NAME}", 0};
+"""
+
+
+def compile_plugin(folder: Path, name: str, version: int, *, needs: str = "") -> Path:
+    """libnccl-net.so naming `name` in ncclNetPlugin_v`version`; `needs`: a library it links
+    against that is then removed, so that the dynamic linker cannot find it at load."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    assert compiler, "a C compiler (examples/install.sh installs g++ and with it gcc)"
+    folder.mkdir(parents=True, exist_ok=True)
+    source = folder / f"{name}.c"
+    source.write_text(PLUGIN_SOURCE.replace("{VERSION}", str(version)).replace("{NAME}", name))
+    output = folder / f"{name}-v{version}{'-' + needs if needs else ''}.so"
+    command = [compiler, "-shared", "-fPIC", "-o", str(output), str(source)]
+    if needs:
+        dependency = folder / f"lib{needs}.so"
+        subprocess.run(
+            [compiler, "-shared", "-fPIC", "-o", str(dependency), "-x", "c", "/dev/null"],
+            check=True,
+        )
+        command += [f"-L{folder}", "-Wl,--no-as-needed", f"-l{needs}"]
+    subprocess.run(command, check=True)
+    if needs:
+        (folder / f"lib{needs}.so").unlink()
+    return output
+
+
+PLUGINS: dict[str, Path] = {}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _plugins(tmp_path_factory: pytest.TempPathFactory) -> None:
+    folder = tmp_path_factory.mktemp("plugins")
+    PLUGINS["tcpx"] = compile_plugin(folder, "GPUDirectTCPX_v7", 7)
+    PLUGINS["tcpxo"] = compile_plugin(folder, "FasTrak", 8)
+    PLUGINS["gib"] = PLUGINS["tcpxo"]  # gIB comes from apt: never copied
+
+
+@contextmanager
+def rxdm_listening(folder: Path, count: int) -> Iterator[None]:
+    """`count` Unix sockets in `folder` that accept connections, as RxDM's do."""
+    folder.mkdir(exist_ok=True)
+    with ExitStack() as stack:
+        for index in range(count):
+            path = folder / f"rxdm-{index}.sock"
+            path.unlink(missing_ok=True)
+            server = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+            server.bind(str(path))
+            server.listen(16)
+            stack.callback(path.unlink, missing_ok=True)
+        yield
 
 
 @dataclass
@@ -125,6 +208,11 @@ def run_script(
     digest: str = DIGEST,
     fingerprints: str = FINGERPRINTS,
     deb_sha: str = DEB_SHA,
+    plugin: Path | None = None,
+    rxdm_sockets: int = 1,
+    rxdm_healthy: bool = True,
+    down: tuple[str, ...] = (),
+    rdma_libraries: bool = True,
 ) -> Run:
     """The boot script for `machine`, its system paths moved under tmp_path."""
     network = gpu_network.gpu_network(machine)
@@ -134,6 +222,7 @@ def run_script(
     for nic in network.interfaces:
         if nic not in absent_interfaces:
             (sys_net / nic).mkdir(exist_ok=True)
+            (sys_net / nic / "operstate").write_text("down\n" if nic in down else "up\n")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     for name in MACHINE_COMMANDS:
@@ -146,6 +235,9 @@ def run_script(
         assert real, tool
         if not (bin_dir / tool).exists():
             (bin_dir / tool).symlink_to(real)
+    # The transport probe runs for real: Python, a compiled plugin, RxDM's sockets.
+    if not (bin_dir / "python3").exists():
+        (bin_dir / "python3").symlink_to(sys.executable)
     lib_dir = tmp_path / "lib64"
     lib_dir.mkdir(exist_ok=True)
     profile = tmp_path / "set_nccl_env.sh"
@@ -168,6 +260,8 @@ def run_script(
         (aperture / name).touch(mode=0o600)
     calls = tmp_path / "calls"
     calls.write_text("")
+    usr_src = tmp_path / "usr-src"
+    usr_src.mkdir(exist_ok=True)
     boot_id = tmp_path / "boot_id"
     if not boot_id.exists():
         boot_id.write_text("8e3f0c4e-boot-1\n")
@@ -181,10 +275,15 @@ def run_script(
         "RDMA_DEVICES": str(rdma_devices),
         "LD_SO_CONF_DIR": str(tmp_path / "ld.so.conf.d"),
         "TOPOLOGY_DIR": str(tmp_path / "etc-dlvm"),
+        "USR_SRC_DIR": str(usr_src),
         "BOOT_ID_FILE": str(boot_id),
         "FAKE_DIGEST": digest,
         "FAKE_FPR": fingerprints,
         "FAKE_DEB_SHA": deb_sha,
+        "FAKE_PLUGIN": str(plugin or PLUGINS[network.stack]),
+        "RXDM_UNHEALTHY": "" if rxdm_healthy else "yes",
+        "RDMA_LIBRARIES": "yes" if rdma_libraries else "",
+        "RXDM_HEALTH_DIR": str(tmp_path / "rxdm-health"),
         "STATE_DIR": str(tmp_path / "state"),
         "DLVM_NCCL_CONF": str(tmp_path / "nccl.conf"),
         # Set where the script runs: never copied into nccl.conf.
@@ -196,9 +295,10 @@ def run_script(
     }
     bash = shutil.which("bash")
     assert bash
-    result = subprocess.run(
-        [bash, "-c", script, "bash", *args], env=env, capture_output=True, text=True, timeout=60
-    )
+    with rxdm_listening(tmp_path / "tcpx", rxdm_sockets):
+        result = subprocess.run(
+            [bash, "-c", script, "bash", *args], env=env, capture_output=True, text=True, timeout=60
+        )
     return Run(
         result.returncode, result.stdout + result.stderr, calls.read_text().splitlines(), tmp_path
     )
@@ -275,6 +375,73 @@ def test_tcpx_on_a_kernel_without_it_fails_before_anything_is_started(tmp_path: 
     assert run.library_path() is None
 
 
+# -- the verdict is a probe of what a job will use ------------------------------------------
+
+
+def assert_failed_without_settings(run: Run, step: str) -> None:
+    """The node uses plain NCCL: its verdict names the step, and neither nccl.conf nor the
+    plugin's library path is left for a job to find."""
+    assert run.returncode != 0
+    assert run.state("failed") == step, run.output
+    assert run.state("ready") is None
+    assert not (run.root / "nccl.conf").exists()
+    assert run.library_path() is None
+
+
+@pytest.mark.parametrize("machine", ["a3-highgpu-8g", "a3-megagpu-8g"])
+def test_ready_means_the_plugin_loaded_and_rxdm_answered(tmp_path: Path, machine: str) -> None:
+    run = run_script(tmp_path, machine)
+    assert run.returncode == 0, run.output
+    name = {"a3-highgpu-8g": "GPUDirectTCPX_v7 (v7)", "a3-megagpu-8g": "FasTrak (v8)"}[machine]
+    assert f"plugin {name} loads" in run.output
+    if machine == "a3-highgpu-8g":
+        assert "1 RxDM socket(s) answer" in run.output
+
+
+@pytest.mark.parametrize("machine", ["a3-highgpu-8g", "a3-megagpu-8g"])
+def test_a_plugin_missing_a_library_it_needs_fails_the_node(tmp_path: Path, machine: str) -> None:
+    """NCCL would fail at communicator init; the probe loads the plugin as NCCL does."""
+    broken = compile_plugin(tmp_path / "broken", "GPUDirectTCPX_v7", 7, needs="dlvmabsent")
+    run = run_script(tmp_path, machine, plugin=broken)
+    assert_failed_without_settings(run, "load the NCCL net plugin as NCCL will")
+    assert "the NCCL net plugin does not load" in run.output
+    assert "libdlvmabsent.so" in run.output
+
+
+def test_a_plugin_that_is_not_the_transport_nccl_net_names_fails_the_node(
+    tmp_path: Path,
+) -> None:
+    other = compile_plugin(tmp_path / "other", "Socket", 7)
+    run = run_script(tmp_path, "a3-highgpu-8g", plugin=other)
+    assert_failed_without_settings(run, "load the NCCL net plugin as NCCL will")
+    assert "NCCL_NET is GPUDirectTCPX_v7, but the plugin offers Socket (v7)" in run.output
+
+
+def test_the_transport_name_is_matched_as_nccl_matches_it_ignoring_case(tmp_path: Path) -> None:
+    lower = compile_plugin(tmp_path / "lower", "gpudirecttcpx_v7", 7)
+    run = run_script(tmp_path, "a3-highgpu-8g", plugin=lower)
+    assert run.returncode == 0, run.output
+    assert run.state("ready") == f"tcpx {gpu_network.TCPX_PLUGIN_IMAGE}"
+
+
+def test_tcpx_rxdm_without_answering_sockets_fails_the_node(tmp_path: Path) -> None:
+    """Running is not ready: the plugin reaches RxDM through its sockets."""
+    run = run_script(tmp_path, "a3-highgpu-8g", rxdm_sockets=0)
+    assert_failed_without_settings(run, "wait for the receive-data-path manager's sockets")
+    assert "no socket of the receive-data-path manager in" in run.output
+
+
+def test_tcpxo_rxdm_that_reports_no_health_fails_the_node(tmp_path: Path) -> None:
+    run = run_script(tmp_path, "a3-megagpu-8g", rxdm_healthy=False)
+    assert_failed_without_settings(run, "check the receive-data-path manager")
+    assert "wrote no health file" in run.output
+
+
+def test_a_gpu_nic_that_is_down_fails_the_node(tmp_path: Path) -> None:
+    run = run_script(tmp_path, "a3-megagpu-8g", down=("enp141s0",))
+    assert_failed_without_settings(run, "check that network interface enp141s0 is up")
+
+
 def test_tcpxo_exposes_apertures_installs_writes_nccl_conf_and_waits_for_rxdm(
     tmp_path: Path,
 ) -> None:
@@ -308,15 +475,45 @@ def test_tcpxo_exposes_apertures_installs_writes_nccl_conf_and_waits_for_rxdm(
     assert not any(call.startswith("apt-get") for call in run.calls)
 
 
+HELPER_SOURCE = "usr-src/dmabuf-import-helper-1.1/import-helper.c"
+
+
 def test_tcpxo_installs_the_dmabuf_import_helper_the_image_lacks(tmp_path: Path) -> None:
     run = run_script(tmp_path, "a3-megagpu-8g", import_helper=False)
     assert run.returncode == 0, run.output
     dkms = index_of(run.calls, "apt-get install --yes --allow-downgrades dkms=9.9")
     headers = index_of(run.calls, f"apt-get install --yes linux-headers-{TCPX_KERNEL}")
-    install = index_of(run.calls, "apt-get install --yes --allow-downgrades dmabuf-import-helper")
-    assert dkms < headers < install < index_of(run.calls, "modprobe import-helper")
+    download = index_of(run.calls, "apt-get download dmabuf-import-helper=9.9")
+    built = [
+        index_of(run.calls, f"dkms {verb} -m dmabuf-import-helper -v 1.1")
+        for verb in ("add", "build", "install")
+    ]
+    assert dkms < headers < download < built[0] < built[1] < built[2]
+    assert built[2] < index_of(run.calls, "modprobe import-helper")
     sources = (tmp_path / "apt" / "sources.list.d" / "dlvm-gpudirect-tcpxo-apt.list").read_text()
     assert "ar+https://us-apt.pkg.dev/projects/gce-ai-infra gpudirect-tcpxo-apt main" in sources
+    # A 5.15 kernel takes the source as packaged.
+    assert "MODULE_IMPORT_NS(DMA_BUF);" in (tmp_path / HELPER_SOURCE).read_text()
+
+
+@pytest.mark.parametrize("kernel", ["6.17.0-1007-gcp", "6.14.0-1011-gcp", "6.13.2"])
+def test_the_import_helper_is_fixed_for_kernels_that_name_namespaces_as_strings(
+    tmp_path: Path, kernel: str
+) -> None:
+    """From Linux 6.13 on, the packaged source (MODULE_IMPORT_NS(DMA_BUF)) fails to build:
+    it is fixed before DKMS builds it."""
+    run = run_script(tmp_path, "a3-megagpu-8g", import_helper=False, kernel=kernel)
+    assert run.returncode == 0, run.output
+    source = (tmp_path / HELPER_SOURCE).read_text()
+    assert 'MODULE_IMPORT_NS("DMA_BUF");' in source
+    assert "MODULE_IMPORT_NS(DMA_BUF)" not in source
+    assert index_of(run.calls, "dkms build") < index_of(run.calls, "modprobe import-helper")
+
+
+def test_the_import_helper_is_left_as_packaged_below_6_13(tmp_path: Path) -> None:
+    run = run_script(tmp_path, "a3-megagpu-8g", import_helper=False, kernel="6.8.0-1031-gcp")
+    assert run.returncode == 0, run.output
+    assert "MODULE_IMPORT_NS(DMA_BUF);" in (tmp_path / HELPER_SOURCE).read_text()
 
 
 def test_gib_installs_the_pinned_package_and_holds_it(tmp_path: Path) -> None:
@@ -349,12 +546,26 @@ def test_gib_without_its_rdma_devices_fails_instead_of_naming_the_plugin(
     assert not (tmp_path / "nccl.conf").exists()
 
 
-def test_gib_installs_the_rdma_user_space_the_image_lacks(tmp_path: Path) -> None:
+def test_gib_adds_the_rdma_tools_googles_accelerator_image_lacks(tmp_path: Path) -> None:
+    """The accelerator image carries libibverbs (rdma-core), not ibv_devices."""
     run = run_script(
         tmp_path, "a4-highgpu-8g", installed_gib=gpu_network.GIB_VERSION, missing=("ibv_devices",)
     )
     assert "apt-get install --yes --allow-downgrades ibverbs-utils=9.9" in run.calls
-    assert "apt-get install --yes --allow-downgrades rdma-core=9.9" in run.calls
+    assert not any("rdma-core" in call for call in run.calls)
+
+
+def test_gib_installs_the_whole_rdma_user_space_another_image_lacks(tmp_path: Path) -> None:
+    run = run_script(
+        tmp_path,
+        "a4-highgpu-8g",
+        installed_gib=gpu_network.GIB_VERSION,
+        missing=("ibv_devices",),
+        rdma_libraries=False,
+    )
+    libraries = index_of(run.calls, "apt-get install --yes --allow-downgrades rdma-core=9.9")
+    tools = index_of(run.calls, "apt-get install --yes --allow-downgrades ibverbs-utils=9.9")
+    assert libraries < tools
 
 
 def test_gib_already_at_the_pinned_version_is_not_installed_again(tmp_path: Path) -> None:
@@ -586,7 +797,7 @@ NEW_DOWNLOADS = [
     ("a3-megagpu-8g", "import-helper-package", f"sha256:{DEB_SHA}", {"import_helper": False}),
     ("a4-highgpu-8g", "gib-package", f"sha256:{DEB_SHA}", {}),
     ("a4-highgpu-8g", "ibverbs-package", f"sha256:{DEB_SHA}", {"missing": ("ibv_devices",)}),
-    ("a4-highgpu-8g", "rdma-core-package", f"sha256:{DEB_SHA}", {"missing": ("ibv_devices",)}),
+    ("a4-highgpu-8g", "rdma-core-package", f"sha256:{DEB_SHA}", {"rdma_libraries": False}),
 ]
 
 
@@ -610,7 +821,12 @@ def test_each_apt_download_other_than_dlvms_record_is_refused_naming_both(
     if name.endswith("-package"):
         package = pins[name].source.partition("=")[0]
         assert not any(
-            call.startswith(f"apt-get install --yes --allow-downgrades {package}=")
+            call.startswith(
+                (
+                    f"apt-get install --yes --allow-downgrades {package}=",
+                    f"apt-get download {package}",
+                )
+            )
             for call in run.calls
         )
     else:

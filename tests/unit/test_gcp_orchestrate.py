@@ -279,6 +279,7 @@ def api() -> Iterator[FakeCompute]:
                     guest_attributes({"ssh-ed25519": host_key(name)}),
                 )
         fake.dlvm_image_family(DEFAULT_IMAGE_FAMILY, IMAGE, 100)
+        fake.accelerator_image_families()
         yield fake
 
 
@@ -811,6 +812,46 @@ def test_healthy_unchanged_cluster_skips_preflight_and_terraform(
     assert (inventory, changed) == (before, False)
     assert len(cloud.applies) == applies
     assert api.calls(f"/regions/{REGION}") == region_reads
+
+
+def applied_image(state: ClusterState) -> str:
+    return str(json.loads((state.terraform_dir / "terraform.tfvars.json").read_text())["image"])
+
+
+DLVM_IMAGES = "projects/deeplearning-platform-release/global/images"
+
+
+def test_the_family_is_resolved_at_preflight_and_kept_for_the_clusters_life(
+    api: FakeCompute, state: ClusterState
+) -> None:
+    """The VMs are created from the image the family is at the first `up` (every node the
+    same), and keep it when the family moves on: a new image would recreate every VM, and a
+    node added later would boot something else than the others."""
+    cloud = Cloud()
+    running_cluster(api, state, cloud, loaded_spec())
+    assert applied_image(state) == f"{DLVM_IMAGES}/{IMAGE}"
+    newer = "pytorch-2-9-cu129-ubuntu-2204-nvidia-580-v20261201"
+    api.dlvm_image_family(DEFAULT_IMAGE_FAMILY, newer, 100)
+    progress = Recorder()
+    inventory, _ = up(api, state, cloud, loaded_spec(3), progress)
+    assert len(inventory.nodes) == 3
+    assert applied_image(state) == f"{DLVM_IMAGES}/{IMAGE}"
+    assert any(
+        note.startswith(f"the nodes keep {IMAGE}; {newer} is the family's newest now")
+        for note in progress.notes
+    )
+    # Another image in the file: resolved anew.
+    other = "common-cu129-ubuntu-2404-nvidia-580"
+    api.dlvm_image_family(other, f"{other}-v20261120", 100)
+    up(api, state, cloud, loaded_spec(3, extra=f"  image: {other}\n"), Recorder())
+    assert applied_image(state) == f"{DLVM_IMAGES}/{other}-v20261120"
+
+
+def test_a_new_cluster_gets_the_familys_newest_image(api: FakeCompute, state: ClusterState) -> None:
+    newer = "pytorch-2-9-cu129-ubuntu-2204-nvidia-580-v20261201"
+    api.dlvm_image_family(DEFAULT_IMAGE_FAMILY, newer, 100)
+    up(api, state, Cloud(), loaded_spec(), Recorder())
+    assert applied_image(state) == f"{DLVM_IMAGES}/{newer}"
 
 
 def labels(api: FakeCompute, state: ClusterState, inventory: Inventory) -> dict[str, str]:
@@ -1407,29 +1448,90 @@ def test_several_flex_start_nodes_are_one_request_for_all_of_them(
 def test_a_gang_without_capacity_within_the_wait_is_withdrawn_with_nothing_made(
     api: FakeCompute, state: ClusterState, no_pause: None
 ) -> None:
-    api.gang(P, A, "dlvm-t", states=["ACCEPTED"])
+    for zone in ZONES:
+        api.gang(P, zone, "dlvm-t", states=["ACCEPTED"])
     with pytest.raises(ProvisionError) as caught:
         up(api, state, Cloud(), flex_start_spec(2), Recorder(), wait=0.001)
     assert caught.value.message == (
-        f"no capacity for all 2 flex-start node(s) in {A} within 0m: the request was "
-        "cancelled, no VM was created"
+        f"no capacity for all 2 flex-start node(s) in {C} within 0m: the request was "
+        f"cancelled, no VM was created (zones tried: {A}, {B}, {C})"
     )
-    [request] = resize_requests(api)
-    name = request["name"]
-    base = f"/compute/v1/projects/{P}/zones/{A}/instanceGroupManagers/dlvm-t/resizeRequests"
-    assert (f"{base}/{name}/cancel", {}) in api.posted
-    assert ("DELETE", f"{base}/{name}", {}) in api.requests
+    requests = resize_requests(api)
+    assert len(requests) == len(ZONES)
+    for zone, request in zip(ZONES, requests, strict=True):
+        name = request["name"]
+        base = f"/compute/v1/projects/{P}/zones/{zone}/instanceGroupManagers/dlvm-t/resizeRequests"
+        assert (f"{base}/{name}/cancel", {}) in api.posted
+        assert ("DELETE", f"{base}/{name}", {}) in api.requests
     assert api.calls("/instances/t-node-") == 0
 
 
-def test_a_failed_gang_request_says_why(
+def test_a_new_gang_without_capacity_in_its_zone_moves_to_the_next_zone(
     api: FakeCompute, state: ClusterState, no_pause: None
 ) -> None:
-    api.gang(P, A, "dlvm-t", states=["ACCEPTED", "FAILED"])
+    """As VMs made one by one fail over, a gang whose request found no capacity within the
+    wait is withdrawn in its zone and asked for in the next zone of provider.zones."""
+    api.gang(P, A, "dlvm-t", states=["ACCEPTED"])
+    api.gang(P, B, "dlvm-t", states=["SUCCEEDED"])
+    cloud = Cloud()
+    progress = Recorder()
+    inventory, changed = up(api, state, cloud, flex_start_spec(2), progress, wait=0.001)
+    assert cloud.zones_tried() == [A, B]
+    first, second = resize_requests(api)
+    base = f"/compute/v1/projects/{P}/zones/{A}/instanceGroupManagers/dlvm-t/resizeRequests"
+    assert (f"{base}/{first['name']}/cancel", {}) in api.posted
+    assert [item["name"] for item in second["instances"]] == ["t-node-0", "t-node-1"]
+    assert {node.name for node in inventory.nodes} == {"node-0", "node-1"}
+    assert json.loads((state.terraform_dir / "terraform.tfvars.json").read_text())["zone"] == B
+    assert changed
+    assert any(note.endswith(f"no VM was created; trying {B} next") for note in progress.notes)
+
+
+def test_a_gang_google_reports_a_stockout_for_moves_on_and_says_every_zone_tried(
+    api: FakeCompute, state: ClusterState, no_pause: None
+) -> None:
+    for zone in ZONES:
+        api.gang(P, zone, "dlvm-t", states=["ACCEPTED", "FAILED"])
+    cloud = Cloud()
     with pytest.raises(ProvisionError) as caught:
-        up(api, state, Cloud(), flex_start_spec(2), Recorder(), wait=3600)
+        up(api, state, cloud, flex_start_spec(2), Recorder(), wait=3600)
+    assert cloud.zones_tried() == ZONES
     assert caught.value.message == (
-        f"the request for 2 flex-start node(s) in {A} ended FAILED: no capacity"
+        f"the request for 2 flex-start node(s) in {C} ended FAILED: no capacity "
+        f"(zones tried: {A}, {B}, {C})"
+    )
+    assert api.calls("/instances/t-node-") == 0
+
+
+def test_a_gang_that_has_nodes_stays_in_their_zone(
+    api: FakeCompute, state: ClusterState, no_pause: None
+) -> None:
+    """Moving would recreate the nodes it has: a larger gang that finds no capacity stops."""
+    api.gang(P, A, "dlvm-t", states=["SUCCEEDED"])
+    cloud = Cloud()
+    running_cluster(api, state, cloud, flex_start_spec(2))
+    api.gang(P, A, "dlvm-t", states=["FAILED"], members=["t-node-0", "t-node-1"])
+    api.gang(P, B, "dlvm-t", states=["SUCCEEDED"])
+    with pytest.raises(ProvisionError) as caught:
+        up(api, state, cloud, flex_start_spec(3), Recorder(), wait=3600)
+    assert set(cloud.zones_tried()) == {A}
+    assert caught.value.message == (
+        f"the request for 1 flex-start node(s) in {A} ended FAILED: no capacity"
+    )
+
+
+def test_a_gang_refused_for_another_reason_does_not_move(
+    api: FakeCompute, state: ClusterState, no_pause: None
+) -> None:
+    """Only missing capacity is worth another zone: a refusal stops where it happened."""
+    api.gang(P, A, "dlvm-t", states=["FAILED"], failure=("QUOTA_EXCEEDED", "quota"))
+    api.gang(P, B, "dlvm-t", states=["SUCCEEDED"])
+    cloud = Cloud()
+    with pytest.raises(ProvisionError) as caught:
+        up(api, state, cloud, flex_start_spec(2), Recorder(), wait=3600)
+    assert cloud.zones_tried() == [A]
+    assert (
+        caught.value.message == f"the request for 2 flex-start node(s) in {A} ended FAILED: quota"
     )
 
 

@@ -76,6 +76,7 @@ def api() -> Iterator[FakeCompute]:
             fake.machine_type(P, zone, "a2-highgpu-2g", ("nvidia-tesla-a100", 2))
             fake.machine_type(P, zone, "g4-standard-96", ("nvidia-rtx-pro-6000", 2))
         fake.dlvm_image_family(DEFAULT_IMAGE_FAMILY, IMAGE, 100)
+        fake.accelerator_image_families()
         yield fake
 
 
@@ -298,12 +299,14 @@ ARM_IMAGE = "projects/my-images/global/images/family/pytorch-arm64"
 def test_a4x_nodes_on_an_image_that_is_not_arm64_warn(api: FakeCompute) -> None:
     for zone in ZONES:
         api.machine_type(P, zone, "a4x-highgpu-4g", ("nvidia-gb200", 4))
-    # The default family is x86: plan says so from the spec alone, preflight from the image.
-    assert spec_warnings(gcp_plan(spec_of(A4X))) == [
-        f"a4x-highgpu-4g has Arm CPUs, but the default image ({DEFAULT_IMAGE_FAMILY}) is built "
-        "for x86: set nodes.image to an Arm64 image"
+    # A Deep Learning VM family is x86: plan says so from the spec alone, preflight from the
+    # image.
+    dlvm = spec_of(A4X + f"  image: {DEFAULT_IMAGE_FAMILY}\n")
+    assert spec_warnings(gcp_plan(dlvm)) == [
+        f"a4x-highgpu-4g has Arm CPUs, but the image ({DEFAULT_IMAGE_FAMILY}) is a Deep "
+        "Learning VM family, built for x86: set nodes.image to an Arm64 image"
     ]
-    warnings = preflight(spec_of(A4X), api.clients()).warnings
+    warnings = preflight(dlvm, api.clients()).warnings
     assert f"image {IMAGE} is not an Arm64 image (X86_64), but a4x-highgpu-4g has Arm CPUs" in (
         "\n".join(warnings)
     )
@@ -316,6 +319,16 @@ def test_a4x_nodes_on_an_image_that_is_not_arm64_warn(api: FakeCompute) -> None:
     assert not [w for w in preflight(arm, api.clients()).warnings if "Arm" in w]
     # x86 machine types never hear of it.
     assert not [w for w in preflight(spec_of(A100), api.clients()).warnings if "Arm" in w]
+
+
+def test_a4x_nodes_boot_googles_arm64_accelerator_image_by_default(api: FakeCompute) -> None:
+    for zone in ZONES:
+        api.machine_type(P, zone, "a4x-highgpu-4g", ("nvidia-gb200", 4))
+    report = preflight(spec_of(A4X), api.clients())
+    assert report.image == "ubuntu-accelerator-2404-arm64-with-nvidia-580-v20260522"
+    assert not [w for w in report.warnings if "Arm" in w]
+    [framework] = [w for w in report.warnings if "accelerator image" in w]
+    assert "has no PyTorch or other framework; install yours in `setup`" in framework
 
 
 def test_project_asking_for_os_login_says_how_to_use_it(api: FakeCompute) -> None:

@@ -69,7 +69,8 @@ def test_count_overrides_the_spec_for_scale_and_status() -> None:
     ("nodes", "region"),
     [
         ("{count: 1}", "us-central1"),  # n2-standard-8: no row in the table
-        ("{count: 1, machine_type: a3-highgpu-8g}", "us-central1"),  # H100: left out
+        ("{count: 1, machine_type: a3-ultragpu-8g, spot: true}", "us-central1"),  # no H200 row
+        ("{count: 1, machine_type: a3-highgpu-8g, spot: true}", "europe-west4"),  # not copied
         ("{count: 1, machine_type: a2-highgpu-1g}", "europe-west4"),  # region not copied
         (
             "{count: 1, machine_type: a4-highgpu-8g, spot: true}",
@@ -149,3 +150,27 @@ def test_spend_counts_open_intervals_up_to_now() -> None:
         "stopped_hours": 1.0,
     }
     assert node_hours(record, now=3600.0) == pytest.approx((3.0, 1.5))
+
+
+@pytest.mark.parametrize(
+    ("machine", "region", "on_demand", "spot"),
+    [
+        # Host + 8 GPUs, the catalog's 8-GPU rows: 9.46006 + 78.37241 (us-east4's H100 row,
+        # which us-central1 shares); Spot 2.17547 + 18.024.
+        ("a3-highgpu-8g", "us-central1", 9.46006 + 8 * 9.79655, 2.17547 + 8 * 2.253),
+        ("a3-highgpu-8g", "us-east4", 9.46006 + 8 * 9.79655, 1.70352 + 8 * 1.7632),
+        ("a3-highgpu-2g", "us-central1", 2.36502 + 2 * 9.79655, 0.54387 + 2 * 2.253),
+        ("a3-megagpu-8g", "us-central1", 9.46006 + 82.75421, 2.17547 + 19.0328),
+        ("a3-megagpu-8g", "us-east4", 9.46006 + 82.75424, 1.70352 + 14.8952),
+    ],
+)
+def test_h100_shapes_are_priced_from_the_catalog(
+    machine: str, region: str, on_demand: float, spot: float
+) -> None:
+    estimate = cluster_price(
+        gcp_plan(spec_of(f"{{count: 2, machine_type: {machine}, spot: true}}", region))
+    )
+    assert estimate is not None
+    assert estimate.node_on_demand == pytest.approx(on_demand, abs=1e-3)
+    assert estimate.node_spot == pytest.approx(spot, abs=1e-3)
+    assert estimate.cluster_hourly == pytest.approx(2 * spot, abs=1e-3)

@@ -808,3 +808,53 @@ def test_a_private_cluster_with_buckets_and_self_delete_renders_its_grants() -> 
         update={"provider": spec.provider.model_copy(update={"service_account": "none"})}
     )
     assert gcp_tfvars(none, public_key=KEY)["self_delete"] is False
+
+
+@pytest.mark.parametrize(
+    ("nodes", "image"),
+    [
+        # The RDMA shapes boot Google's accelerator images, as Google's references do.
+        (
+            "  machine_type: a3-ultragpu-8g\n  spot: true\n",
+            "projects/ubuntu-os-accelerator-images/global/images/family/"
+            "ubuntu-accelerator-2404-amd64-with-nvidia-580",
+        ),
+        (
+            "  machine_type: a4-highgpu-8g\n  spot: true\n",
+            "projects/ubuntu-os-accelerator-images/global/images/family/"
+            "ubuntu-accelerator-2404-amd64-with-nvidia-580",
+        ),
+        (
+            "  machine_type: a4x-highgpu-4g\n  spot: true\n",
+            "projects/ubuntu-os-accelerator-images/global/images/family/"
+            "ubuntu-accelerator-2404-arm64-with-nvidia-580",
+        ),
+        # Every other shape keeps the Deep Learning VM image.
+        (
+            "  machine_type: a3-megagpu-8g\n  spot: true\n",
+            f"projects/deeplearning-platform-release/global/images/family/{DEFAULT_IMAGE_FAMILY}",
+        ),
+        # The user's choice wins.
+        (
+            f"  machine_type: a4-highgpu-8g\n  spot: true\n  image: {DEFAULT_IMAGE_FAMILY}\n",
+            f"projects/deeplearning-platform-release/global/images/family/{DEFAULT_IMAGE_FAMILY}",
+        ),
+    ],
+)
+def test_each_shape_boots_its_default_image(nodes: str, image: str) -> None:
+    assert gcp_tfvars(spec_of("  count: 2\n" + nodes), public_key=KEY)["image"] == image
+
+
+def test_plan_says_the_accelerator_image_has_no_framework() -> None:
+    from dlvm_cluster.providers.gcp.plan import gcp_plan
+    from dlvm_cluster.providers.gcp.shape_warnings import shape_warnings
+
+    plan = gcp_plan(spec_of("  count: 2\n  machine_type: a4-highgpu-8g\n  spot: true\n"))
+    [warning] = [w for w in shape_warnings(plan) if "accelerator image" in w]
+    assert "ubuntu-accelerator-2404-amd64-with-nvidia-580" in warning
+    assert "install yours in `setup`" in warning
+    chosen = spec_of(
+        "  count: 2\n  machine_type: a4-highgpu-8g\n  spot: true\n"
+        f"  image: {DEFAULT_IMAGE_FAMILY}\n"
+    )
+    assert not [w for w in shape_warnings(gcp_plan(chosen)) if "accelerator image" in w]

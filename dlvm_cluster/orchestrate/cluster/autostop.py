@@ -293,7 +293,7 @@ def change(
         inventory = cluster.require_inventory()
         spec = cluster.require_applied().spec
         settings = changed_settings(
-            settings_in_force(state, spec), idle=idle, off=off, action=action
+            settings_in_force(state, spec), idle=idle, off=off, action=action, spec=spec
         )
         provider = cluster.provider
         states = provider.node_states(inventory)
@@ -309,9 +309,16 @@ def change(
 
 
 def changed_settings(
-    current: Autostop | None, *, idle: int | None, off: bool, action: str | None
+    current: Autostop | None,
+    *,
+    idle: int | None,
+    off: bool,
+    action: str | None,
+    spec: ClusterSpec | None = None,
 ) -> Autostop | None:
-    """The settings `dlvm autostop` asks for, from those in force."""
+    """The settings `dlvm autostop` asks for, from those in force; with the applied `spec`,
+    refused where the cluster file would refuse them (flex-start VMs, which cannot be
+    stopped, told to stop)."""
     if off:
         if idle is not None:
             raise UsageError("give either --idle or --off", hint="--off turns autostop off")
@@ -322,4 +329,19 @@ def changed_settings(
         values["idle_minutes"] = idle
     if action is not None:
         values["action"] = action
-    return Autostop.model_validate(values)
+    settings = Autostop.model_validate(values)
+    if spec is not None:
+        _refuse_what_the_file_would(spec, settings)
+    return settings
+
+
+def _refuse_what_the_file_would(spec: ClusterSpec, settings: Autostop) -> None:
+    """The kind's own rules on autostop, as a cluster file with these settings would meet
+    them at load."""
+    changed = spec.model_copy(update={"autostop": settings})
+    for field, message in providers.spec_kinds().problems(changed):
+        if field[:1] == ("autostop",):
+            raise UsageError(
+                f"cluster {spec.name!r} cannot take this autostop setting: {message}",
+                hint="the settings in force are unchanged",
+            )

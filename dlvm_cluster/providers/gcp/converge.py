@@ -33,11 +33,17 @@ from datetime import UTC, datetime
 
 from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.inventory import Inventory, from_terraform_outputs, node_name
+from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers.base import Converge
 from dlvm_cluster.providers.gcp.config import gcp_config, gcp_nodes
 from dlvm_cluster.providers.gcp.credentials import ComputeClients, compute_clients
 from dlvm_cluster.providers.gcp.flexwait import capacity_watch
-from dlvm_cluster.providers.gcp.gang import fill_gang, gang_outputs, remove_members
+from dlvm_cluster.providers.gcp.gang import (
+    GangNotFilled,
+    fill_gang,
+    gang_outputs,
+    remove_members,
+)
 from dlvm_cluster.providers.gcp.hostkeys import (
     NodeRef,
     node_refs,
@@ -61,8 +67,12 @@ from dlvm_cluster.providers.gcp.tfvars import (
     DEFAULT_CREATE_TIMEOUT_S,
     Login,
     gpus_per_node,
+    image_in_use,
     instance_address,
     instance_name,
+    node_image,
+    record_image,
+    resolved_image,
     state_tfvars,
 )
 from dlvm_cluster.providers.gcp.zone_loop import (
@@ -91,9 +101,11 @@ def render_gcp(
     count: int | None = None,
     wait: float | None = None,
     login: Login | None = None,
+    image: str | None = None,
 ) -> RenderedModule:
-    """terraform/gcp with the spec's tfvars (and the key, zone and login the state dir holds)."""
-    tfvars = state_tfvars(spec, state, count, wait, login)
+    """terraform/gcp with the spec's tfvars (and the key, zone, login and image the state dir
+    holds)."""
+    tfvars = state_tfvars(spec, state, count, wait, login, image)
     return RenderedModule("gcp", module_dir("gcp"), tfvars)
 
 
@@ -145,7 +157,8 @@ def provision_gcp(
     login = resolve_login(spec, state, api, report)
     if login.os_login:
         progress.note(f"OS Login: logging in as {login.user}, the key is on your OS Login profile")
-    module = render_gcp(spec, state, wait=request.wait, login=login)
+    image = _boot_image(spec, state, report, progress)
+    module = render_gcp(spec, state, wait=request.wait, login=login, image=image)
     module.write(state.terraform_dir)
     if previous is not None and home not in provider.zones:
         where = f"zone {home}" if home else "an unknown zone"
@@ -180,8 +193,43 @@ def provision_gcp(
     )
     # Moving zones recreates every node anyway: no -replace for addresses left behind.
     result, changed = loop.run(home if keep else None, replace if keep else [])
-    result, added = _gang(request, api, result, user=login.user)
+    tried: list[str] = []
+    while True:
+        try:
+            result, added = _gang(request, api, result, user=login.user)
+            break
+        except GangNotFilled as unfilled:
+            # A new gang that found no capacity moves on, as VMs made one by one do; a gang
+            # that has nodes stays where they are.
+            tried.append(str(result.outputs["zone"]))
+            upcoming = [zone for zone in report.zones if zone not in tried]
+            if keep or not unfilled.capacity or not upcoming:
+                if len(tried) > 1:
+                    unfilled.message += f" (zones tried: {', '.join(tried)})"
+                raise
+            progress.note(f"{unfilled.message}; trying {upcoming[0]} next")
+            result, _ = loop.run(upcoming[0], [])
+            changed = True
     return _inventory(request, api, result, report.gpus_per_node, pinned), changed or added
+
+
+def _boot_image(
+    spec: ClusterSpec, state: ClusterState, report: PreflightReport, progress: Progress
+) -> str:
+    """The image the VMs are created from: the one the cluster's VMs already boot, else the
+    image preflight found the family to be now (its newest)."""
+    ref = node_image(gcp_plan(spec))
+    current = resolved_image(ref, report.image)
+    kept = image_in_use(state, ref)
+    if kept is None:
+        record_image(state, ref, current)
+        return current
+    if kept != current:
+        progress.note(
+            f"the nodes keep {kept.rsplit('/', 1)[-1]}; {report.image} is the family's newest "
+            "now (a new cluster gets it: moving these nodes would recreate them)"
+        )
+    return kept
 
 
 def _terraform(spec: ClusterSpec) -> functools.partial[Terraform]:

@@ -25,6 +25,7 @@ from typing import Any
 from dlvm_cluster.errors import ProvisionError
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers.gcp.credentials import REQUEST_TIMEOUT, ComputeClients, call_api
+from dlvm_cluster.providers.gcp.failover import classify_operation_error
 from dlvm_cluster.providers.gcp.tfvars import instance_name
 
 POLL_S = 20.0
@@ -32,6 +33,15 @@ NOTE_EVERY_S = 60.0
 # Resize request states (InstanceGroupManagerResizeRequest.state).
 DONE = "SUCCEEDED"
 ENDED = ("FAILED", "CANCELLED")
+
+
+class GangNotFilled(ProvisionError):
+    """The gang's request ended without its VMs; `capacity`: for want of capacity in the zone
+    (the wait passed, or Google reported a stockout), which another zone may have."""
+
+    def __init__(self, message: str, *, hint: str, capacity: bool) -> None:
+        super().__init__(message, hint=hint)
+        self.capacity = capacity
 
 
 def request_name(names: Sequence[str], now: float) -> str:
@@ -91,22 +101,24 @@ def fill_gang(
     next_note = begun + NOTE_EVERY_S
     try:
         while True:
-            state, errors = _state(clients, project, zone, group, name)
+            state, errors, stockout = _state(clients, project, zone, group, name)
             if state == DONE:
                 return missing
             if state in ENDED:
-                raise ProvisionError(
+                raise GangNotFilled(
                     f"the request for {len(missing)} flex-start node(s) in {zone} ended "
                     f"{state}: {errors or 'no reason given'}",
                     hint="run `dlvm up` again later, or put other zones in provider.zones",
+                    capacity=stockout,
                 )
             now = clock()
             if now - begun >= wait_s:
-                raise ProvisionError(
+                raise GangNotFilled(
                     f"no capacity for all {len(missing)} flex-start node(s) in {zone} within "
                     f"{_minutes(wait_s)}: the request was cancelled, no VM was created",
                     hint="run `dlvm up` again with a longer --wait, later, or with other "
                     "zones in provider.zones",
+                    capacity=True,
                 )
             if now >= next_note:
                 next_note = now + NOTE_EVERY_S
@@ -193,9 +205,9 @@ def _insert(
 
 def _state(
     clients: ComputeClients, project: str, zone: str, group: str, name: str
-) -> tuple[str, str]:
-    """The request's state and, when it failed, Google's reasons; ("", "") while it is not
-    readable yet (just inserted)."""
+) -> tuple[str, str, bool]:
+    """The request's state, when it failed Google's reasons and whether they say the zone had
+    no capacity; ("", "", False) while it is not readable yet (just inserted)."""
     from google.api_core import exceptions
 
     try:
@@ -211,11 +223,12 @@ def _state(
             ),
         )
     except exceptions.NotFound:
-        return "", ""
+        return "", "", False
     errors = "; ".join(
         str(error.message)[:200] for error in found.status.error.errors if error.message
     )
-    return str(found.state), errors
+    decision = classify_operation_error(found.status)
+    return str(found.state), errors, decision is not None and decision.try_next_zone
 
 
 def _withdraw(

@@ -105,6 +105,8 @@ _A3_MEGA_GPU_IFNAMES = (
 )
 
 SETUP_BODY = Path(__file__).with_name("gpu_network_setup.sh")
+# The boot script's last check of TCPX and TCPXO, a Python program it runs (NET_PROBE).
+NET_PROBE = Path(__file__).with_name("nccl_net_probe.py")
 # Where a node keeps the first download of each pin: the boot script's state folder, which
 # the gcsfuse install shares, so that a node holds one record of each.
 NODE_PIN_DIR = "/var/lib/dlvm-gpu-network"
@@ -303,9 +305,10 @@ def setup_script(network: GpuNetwork) -> str:
             "RDMA_CORE": "rdma-core-package",
         },
     }[network.stack]
+    probe = {"NET_PROBE": NET_PROBE.read_text()}
     pins = {
-        "tcpx": {"UDS_PATH": TCPX_UDS_PATH, "RXQ_TOPOLOGY": _a3_high_rxq_topology()},
-        "tcpxo": {},
+        "tcpx": {"UDS_PATH": TCPX_UDS_PATH, "RXQ_TOPOLOGY": _a3_high_rxq_topology(), **probe},
+        "tcpxo": {**probe},
         "gib": {
             "GIB_VERSION": GIB_VERSION,
             "ENV_PROFILE": GIB_ENV_PROFILE,

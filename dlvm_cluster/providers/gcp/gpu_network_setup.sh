@@ -28,6 +28,9 @@ APT_DIR=${APT_DIR:-/etc/apt}
 KEYRING_DIR=${KEYRING_DIR:-/usr/share/keyrings}
 LD_SO_CONF_DIR=${LD_SO_CONF_DIR:-/etc/ld.so.conf.d}
 TOPOLOGY_DIR=${TOPOLOGY_DIR:-/etc/dlvm}
+USR_SRC_DIR=${USR_SRC_DIR:-/usr/src}
+# Where TCPXO's RxDM leaves its health file once its initialization is complete.
+RXDM_HEALTH_DIR=${RXDM_HEALTH_DIR:-/run/dlvm-rxdm}
 BOOT_ID_FILE=${BOOT_ID_FILE:-/proc/sys/kernel/random/boot_id}
 # Where the first download of each pin is kept (pinned_downloads.sh).
 PIN_DIR=${PIN_DIR:-${STATE_DIR}}
@@ -52,6 +55,8 @@ on_exit() {
 	if [[ ${status} -ne 0 ]]; then
 		printf '%s\n' "${step}" >"${STATE_DIR}/failed"
 		log "failed at step '${step}' (exit ${status})"
+		# A check after the settings were written failed: no job may be sent to the plugin.
+		remove_old_nccl_conf || true
 	fi
 }
 trap on_exit EXIT
@@ -194,10 +199,59 @@ setup_tcpx() {
 		--gpu_nic_preset manual --gpu_nic_topology "${topology}" \
 		--gpu_shmem_type fd --uds_path "${UDS_PATH}" \
 		--setup_param "--verbose 128 2 0"
-	# This RxDM release logs nothing when ready: running after a few seconds is the test.
-	sleep 10
+	wait_for_rxdm_sockets
+}
+
+# This RxDM release logs nothing when ready: it is ready when the sockets through which the
+# plugin reaches it accept connections.
+wait_for_rxdm_sockets() {
+	local tries=0
+	begin "wait for the receive-data-path manager's sockets"
+	until net_probe --sockets "${UDS_PATH}" 2>/dev/null; do
+		if [[ $(docker inspect --format '{{.State.Running}}' "${RXDM_CONTAINER}") != true ]] ||
+			((tries += 1, tries > 90)); then
+			docker logs --tail 20 "${RXDM_CONTAINER}" || true
+			net_probe --sockets "${UDS_PATH}" || true
+			return 1
+		fi
+		sleep 2
+	done
+}
+
+# nccl_net_probe.py (NET_PROBE, set above this body) with these arguments.
+net_probe() {
+	python3 -S -I -c "${NET_PROBE}" "$@"
+}
+
+# What a job's NCCL will use, tried without a job, once the settings are written: the GPU
+# NICs up, the plugin loading as NCCL loads it (every library it needs found) with the
+# transport NCCL_NET names, and the receive-data-path manager answering.
+verify_transport() {
+	local nic net
+	for nic in ${INTERFACES}; do
+		begin "check that network interface ${nic} is up"
+		[[ $(cat "${SYS_NET_DIR}/${nic}/operstate" 2>/dev/null) == up ]] || {
+			log "interface ${nic} is not up"
+			return 1
+		}
+	done
+	begin "load the NCCL net plugin as NCCL will"
+	net=$(sed -n 's/^NCCL_NET=//p' "${DLVM_NCCL_CONF}" | head -n 1)
+	net_probe --plugin "${LIB_DIR}/libnccl-net.so" ${net:+--net "${net}"}
 	begin "check the receive-data-path manager"
-	[[ $(docker inspect --format '{{.State.Running}}' "${RXDM_CONTAINER}") == true ]]
+	[[ $(docker inspect --format '{{.State.Running}}' "${RXDM_CONTAINER}") == true ]] || {
+		log "the receive-data-path manager is not running"
+		return 1
+	}
+	case "${GPU_STACK}" in
+	tcpx) net_probe --sockets "${UDS_PATH}" ;;
+	tcpxo)
+		[[ -e ${RXDM_HEALTH_DIR}/health-check ]] || {
+			log "the receive-data-path manager wrote no health file: its initialization did not complete"
+			return 1
+		}
+		;;
+	esac
 }
 
 # Google's Artifact Registry apt transport (ar+https), through which its plugin packages come.
@@ -245,10 +299,44 @@ load_import_helper() {
 		pinned_apt_package "${DKMS_PACKAGE}" "${DKMS_EXPECTED}"
 		# The running kernel's headers: the image's own apt sources, as its kernel came.
 		DEBIAN_FRONTEND=noninteractive apt-get install --yes "linux-headers-$(uname -r)"
-		pinned_apt_package "${HELPER_PACKAGE}" "${HELPER_EXPECTED}"
+		build_import_helper
 	fi
 	begin "load the dmabuf import helper"
 	modprobe import-helper
+}
+
+# Whether the running kernel is at least MAJOR.MINOR.
+kernel_at_least() {
+	local release major minor
+	release=$(uname -r)
+	IFS=. read -r major minor _ <<<"${release%%-*}"
+	((major > $1 || (major == $1 && ${minor:-0} >= $2)))
+}
+
+# The helper's package is unpacked, not installed: its DKMS source is registered and built
+# here, so that it can be fixed first. Since Linux 6.13 a module names a symbol namespace it
+# imports as a string (MODULE_IMPORT_NS("DMA_BUF")); the packaged source names it bare and
+# does not build on such kernels (Ubuntu's 6.14 and 6.17 kernels among them).
+build_import_helper() {
+	local work source version
+	work=$(mktemp -d)
+	pinned_apt_download "${HELPER_PACKAGE}" "${HELPER_EXPECTED}" "${work}"
+	dpkg-deb -x "${work}"/*.deb "${work}/root"
+	for source in "${work}"/root/usr/src/dmabuf-import-helper-*; do :; done
+	[[ -d ${source} ]] || { log "the package holds no DKMS source"; return 1; }
+	version=${source##*-}
+	if kernel_at_least 6 13; then
+		begin "adapt the dmabuf import helper to kernel $(uname -r)"
+		sed -i 's/MODULE_IMPORT_NS(DMA_BUF)/MODULE_IMPORT_NS("DMA_BUF")/' "${source}"/*.c
+	fi
+	begin "build the dmabuf import helper (DKMS)"
+	dkms remove -m dmabuf-import-helper -v "${version}" --all >/dev/null 2>&1 || true
+	rm -rf "${USR_SRC_DIR}/dmabuf-import-helper-${version}"
+	mv "${source}" "${USR_SRC_DIR}/"
+	dkms add -m dmabuf-import-helper -v "${version}"
+	dkms build -m dmabuf-import-helper -v "${version}"
+	dkms install -m dmabuf-import-helper -v "${version}"
+	rm -rf "${work}"
 }
 
 setup_tcpxo() {
@@ -259,7 +347,12 @@ setup_tcpxo() {
 	begin "install the GPUDirect-TCPXO NCCL plugin"
 	rm -rf "${LIB_DIR}"
 	docker run --rm --network host --volume /var/lib:/var/lib "${plugin}" install --install-nccl
+	mkdir -p "${RXDM_HEALTH_DIR}"
+	rm -f "${RXDM_HEALTH_DIR}/health-check"
+	# RxDM writes HEALTH_CHECK_LOG_FILE once its initialization completed, and only then.
 	start_rxdm --volume /dev/dmabuf_import_helper:/dev/dmabuf_import_helper \
+		--volume "${RXDM_HEALTH_DIR}:/run/dlvm-rxdm" \
+		--env HEALTH_CHECK_LOG_FILE=/run/dlvm-rxdm/health-check \
 		--env LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu \
 		"${rxdm}" --num_hops=2
 	wait_for_rxdm "Buffer manager initialization complete"
@@ -276,11 +369,16 @@ setup_gib() {
 		# Held: an unattended upgrade must not move it away from the version dlvm pins.
 		apt-mark hold nccl-gib
 	fi
-	# The RDMA user space (libibverbs and its tools), as Google's A4 reference installs it.
-	if ! command -v ibv_devices >/dev/null; then
-		begin "install the RDMA user space"
-		pinned_apt_package "${IBVERBS_PACKAGE}" "${IBVERBS_EXPECTED}"
+	# The RDMA user space: Google's accelerator images (these shapes' default) carry the
+	# libraries (rdma-core) but not the tools, which Google's references add (ibverbs-utils);
+	# another image may lack both.
+	if ! ldconfig -p | grep -q 'libibverbs\.so\.1 '; then
+		begin "install the RDMA libraries"
 		pinned_apt_package "${RDMA_CORE_PACKAGE}" "${RDMA_CORE_EXPECTED}"
+	fi
+	if ! command -v ibv_devices >/dev/null; then
+		begin "install the RDMA tools"
+		pinned_apt_package "${IBVERBS_PACKAGE}" "${IBVERBS_EXPECTED}"
 	fi
 	begin "find the ${RDMA_NICS} RDMA devices"
 	local found
@@ -321,6 +419,9 @@ main() {
 		;;
 	esac
 	add_library_path
+	case "${GPU_STACK}" in
+	tcpx | tcpxo) verify_transport ;;
+	esac
 	step=done
 	rm -f "${STATE_DIR}/step"
 	printf '%s %s\n' "${GPU_STACK}" "${PLUGIN_IMAGE:-nccl-gib=${GIB_VERSION:-}}" >"${STATE_DIR}/ready"

@@ -24,10 +24,9 @@ from dlvm_cluster.providers.gcp.plan import GcpPlan, ReservedCapacity, gcp_plan
 from dlvm_cluster.providers.gcp.reservations import reservation_ref, reservation_zones
 from dlvm_cluster.providers.gcp.shape_warnings import shape_warnings
 from dlvm_cluster.providers.gcp.tfvars import (
-    DEFAULT_IMAGE_FAMILY,
     DLVM_IMAGE_PROJECT,
     ImageRef,
-    image_ref,
+    node_image,
 )
 from dlvm_cluster.spec.model import ClusterSpec
 
@@ -89,10 +88,11 @@ def spec_warnings(plan: GcpPlan) -> list[str]:
             f"compact placement may not be available for {machine}: dlvm knows it for "
             + ", ".join(shapes.COMPACT_PLACEMENT_FAMILIES)
         )
-    if shapes.arm(machine) and plan.nodes.image is None:
+    image = node_image(plan)
+    if shapes.arm(machine) and image.project == DLVM_IMAGE_PROJECT:
         warnings.append(
-            f"{machine} has Arm CPUs, but the default image ({DEFAULT_IMAGE_FAMILY}) is built "
-            "for x86: set nodes.image to an Arm64 image"
+            f"{machine} has Arm CPUs, but the image ({image.name}) is a Deep Learning VM "
+            "family, built for x86: set nodes.image to an Arm64 image"
         )
     if not provider.public_ip and provider.network is not None:
         network = plan.network
@@ -136,7 +136,7 @@ def preflight(
     project = _get_project(clients, provider)
     if not provider.public_ip:
         check_tunnel_tool()
-    policies = read_policies(clients.rest, plan, image_ref(plan.nodes.image).project)
+    policies = read_policies(clients.rest, plan, node_image(plan).project)
     warnings.extend(policies.warnings)
     if not (provider.os_login or policies.os_login_required):
         warnings.extend(_os_login_warnings(project, provider))
@@ -272,7 +272,7 @@ def _get_region(clients: ComputeClients, provider: GcpConfig) -> Any:
 
 def _check_image(clients: ComputeClients, plan: GcpPlan) -> Any:
     provider, nodes = plan.config, plan.nodes
-    ref = image_ref(nodes.image)
+    ref = node_image(plan)
     try:
         image = call_api(f"image {ref.path}", provider.project, lambda: _fetch_image(clients, ref))
     except _not_found() as exc:

@@ -3,8 +3,13 @@
 Source: the public SkyPilot catalog (skypilot-org/skypilot-catalog, catalogs/v7/gcp/vms.csv,
 the copy at commit 6f65ab58, a mid-2026 snapshot), which lists each host machine type and each
 GPU count as separate rows in USD per hour, on-demand and Spot. Only us-central1 rows were
-copied; the T4 and V100 rows are the per-GPU figures of the same catalog. Rows whose numbers
-looked inconsistent there (A100 80GB, H100) were left out rather than guessed. Prices exclude
+copied, and us-east4's for the A3 shapes; the T4 and V100 rows are the per-GPU figures of the
+same catalog. H100 (A3 High) and H100 Mega (A3 Mega) are the catalog's 8-GPU rows divided by 8.
+Its us-central1 on-demand H100 row is half of us-east4's, while every other A3 figure (hosts,
+H100 Mega) is the same in the two regions: the us-east4 on-demand figure is used for both (the
+Spot figures, which do differ by region, are each region's own). Rows whose numbers looked
+inconsistent there (A100 80GB) were left out rather than guessed; the catalog has no H200 (A3
+Ultra) GPU row and no A4 (B200) row at all, so those shapes show no price. Prices exclude
 disks, network egress and discounts; Spot prices change up to once a day. For a bill, use the
 Cloud Billing Catalog API or the pricing pages.
 
@@ -23,7 +28,7 @@ from dataclasses import dataclass
 from dlvm_cluster.providers.gcp.plan import GcpPlan
 
 PRICES_AS_OF = "mid-2026"
-PRICE_SOURCE = "SkyPilot catalog v7 (gcp/vms.csv), us-central1"
+PRICE_SOURCE = "SkyPilot catalog v7 (gcp/vms.csv)"
 # The provisioning models the table has prices for (see the module docstring for the others).
 PRICED_MODELS = frozenset({"standard", "spot"})
 
@@ -44,6 +49,16 @@ HOST_PRICES: dict[tuple[str, str], tuple[float, float]] = {
     ("us-central1", "n1-standard-32"): (1.51999, 0.33596),
     ("us-central1", "n1-standard-64"): (3.03998, 0.67192),
     ("us-central1", "n1-standard-96"): (4.55998, 1.00788),
+    ("us-central1", "a3-highgpu-1g"): (1.18251, 0.27193),
+    ("us-central1", "a3-highgpu-2g"): (2.36502, 0.54387),
+    ("us-central1", "a3-highgpu-4g"): (4.73003, 1.08774),
+    ("us-central1", "a3-highgpu-8g"): (9.46006, 2.17547),
+    ("us-central1", "a3-megagpu-8g"): (9.46006, 2.17547),
+    ("us-east4", "a3-highgpu-1g"): (1.18251, 0.21294),
+    ("us-east4", "a3-highgpu-2g"): (2.36502, 0.42588),
+    ("us-east4", "a3-highgpu-4g"): (4.73003, 0.85176),
+    ("us-east4", "a3-highgpu-8g"): (9.46006, 1.70352),
+    ("us-east4", "a3-megagpu-8g"): (9.46006, 1.70352),
 }
 
 # (region, GPU type) -> (on-demand, Spot) USD per hour for one GPU (the catalog's multi-GPU rows
@@ -54,6 +69,10 @@ GPU_PRICES: dict[tuple[str, str], tuple[float, float]] = {
     ("us-central1", "nvidia-tesla-p100"): (1.46, 0.584),
     ("us-central1", "nvidia-tesla-t4"): (0.35, 0.14),
     ("us-central1", "nvidia-tesla-v100"): (2.48, 0.992),
+    ("us-central1", "nvidia-h100-80gb"): (9.79655, 2.253),
+    ("us-central1", "nvidia-h100-mega-80gb"): (10.34428, 2.3791),
+    ("us-east4", "nvidia-h100-80gb"): (9.79655, 1.7632),
+    ("us-east4", "nvidia-h100-mega-80gb"): (10.34428, 1.8619),
 }
 
 

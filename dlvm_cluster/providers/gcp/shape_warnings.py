@@ -6,7 +6,12 @@ from __future__ import annotations
 
 from dlvm_cluster.providers.gcp import shapes
 from dlvm_cluster.providers.gcp.plan import GcpPlan
-from dlvm_cluster.providers.gcp.tfvars import DLVM_IMAGE_PROJECT, image_ref
+from dlvm_cluster.providers.gcp.tfvars import (
+    ACCELERATOR_IMAGE_PROJECT,
+    DLVM_IMAGE_PROJECT,
+    image_ref,
+    node_image,
+)
 
 # A3 High and A3 Mega are sold through reservations, flex-start and Spot; on-demand capacity of
 # them is rarely there (AI Hypercomputer's consumption options).
@@ -37,10 +42,18 @@ def shape_warnings(plan: GcpPlan) -> list[str]:
             "kernel and, on any other, NCCL uses plain sockets over the primary NIC (a fraction "
             "of the GPU NICs' bandwidth); set nodes.image to an image built with that kernel"
         )
-    if shape.gpu_type in PRE_TURING_GPUS and image_ref(nodes.image).name.endswith("-nvidia-580"):
+    image = node_image(plan)
+    if nodes.image is None and image.project == ACCELERATOR_IMAGE_PROJECT:
+        warnings.append(
+            f"{machine} nodes boot Google's accelerator image {image.name} (Ubuntu 24.04, "
+            "NVIDIA 580, the RDMA stack), as Google's reference clusters of this shape do: it "
+            "has no PyTorch or other framework; install yours in `setup`, or set nodes.image "
+            "to a Deep Learning VM family"
+        )
+    if shape.gpu_type in PRE_TURING_GPUS and image.name.endswith("-nvidia-580"):
         warnings.append(
             f"{shape.gpu_type} is older than Turing, and the image family "
-            f"{image_ref(nodes.image).name} carries NVIDIA's 580 open kernel modules, which "
+            f"{image.name} carries NVIDIA's 580 open kernel modules, which "
             "may not drive it: set nodes.image to a family with an older driver (e.g. "
             "common-cu124-ubuntu-2204-nvidia-550) if nvidia-smi finds no GPU"
         )

@@ -42,6 +42,16 @@ DLVM_IMAGE_PROJECT = "deeplearning-platform-release"
 # keep working, and Horovod 0.28.1 (which the L4 example builds) is reported not to build on
 # Python 3.12, the Python of 24.04.
 DEFAULT_IMAGE_FAMILY = "pytorch-2-9-cu129-ubuntu-2204-nvidia-580"
+# The RDMA shapes boot Google's accelerator images instead (Ubuntu 24.04 with NVIDIA's 580
+# driver and the RDMA stack), the images Google's Cluster Toolkit builds its A3 Ultra, A4 and
+# A4X clusters from: gIB is qualified there, and A4X's Arm hosts need the arm64 one. They
+# carry no PyTorch: `plan` says so (shape_warnings.py).
+ACCELERATOR_IMAGE_PROJECT = "ubuntu-os-accelerator-images"
+ACCELERATOR_IMAGE_FAMILIES = {
+    "a3-ultragpu-8g": "ubuntu-accelerator-2404-amd64-with-nvidia-580",
+    "a4-highgpu-8g": "ubuntu-accelerator-2404-amd64-with-nvidia-580",
+    "a4x-highgpu-4g": "ubuntu-accelerator-2404-arm64-with-nvidia-580",
+}
 DEFAULT_SUBNET_CIDR = "10.64.0.0/20"
 # Cut into a /16 per GPU or RDMA subnetwork; apart from DEFAULT_SUBNET_CIDR, from the
 # 10.128.0.0/9 of auto-mode networks (all NICs of a VM must be in different ranges), and from
@@ -71,9 +81,45 @@ class ImageRef:
         return f"projects/{self.project}/global/{kind}/{self.name}"
 
 
-def image_ref(image: str | None) -> ImageRef:
-    """`nodes.image` as a reference: a bare name or family/NAME is a Deep Learning VM family."""
+def node_image(plan: GcpPlan) -> ImageRef:
+    """The image the nodes boot: `nodes.image`, else the shape's default."""
+    return image_ref(plan.nodes.image, plan.shape.machine_type)
+
+
+def resolved_image(ref: ImageRef, name: str) -> str:
+    """The path of the image `name` that preflight found `ref` to be (a family's current
+    image): what the VMs are created from, so that every node of the cluster boots the same
+    image however the family moves later."""
+    return ImageRef(ref.project, name, is_family=False).path if ref.is_family else ref.path
+
+
+def image_in_use(state: ClusterState, ref: ImageRef) -> str | None:
+    """The image `ref`'s family resolved to when the cluster's nodes were made, if they were
+    (state.boot_image_path): later renders keep it, so that a newer image of the family
+    replaces no VM (Compute Engine recreates a VM whose boot image changes) and nodes added
+    later boot what the others boot. None once the spec names another image."""
+    if not ref.is_family or not state.inventory_path.exists():
+        return None
+    record = state.read_json(state.boot_image_path)
+    if not isinstance(record, dict) or record.get("family") != ref.path:
+        return None
+    image = record.get("image")
+    return image if isinstance(image, str) and image else None
+
+
+def record_image(state: ClusterState, ref: ImageRef, image: str) -> None:
+    """Remember what `ref` resolved to for this cluster (see image_in_use)."""
+    if ref.is_family:
+        state.write_json(state.boot_image_path, {"family": ref.path, "image": image})
+
+
+def image_ref(image: str | None, machine_type: str = "") -> ImageRef:
+    """`nodes.image` as a reference: a bare name or family/NAME is a Deep Learning VM family;
+    none is the default of `machine_type`'s shape."""
     if image is None:
+        accelerator = ACCELERATOR_IMAGE_FAMILIES.get(shapes.base_machine_type(machine_type))
+        if accelerator is not None:
+            return ImageRef(ACCELERATOR_IMAGE_PROJECT, accelerator, is_family=True)
         return ImageRef(DLVM_IMAGE_PROJECT, DEFAULT_IMAGE_FAMILY, is_family=True)
     text = image.split("/compute/v1/", 1)[-1] if image.startswith("https://") else image
     parts = text.split("/")
@@ -158,6 +204,7 @@ def gcp_tfvars(
     wait: float | None = None,
     login: Login | None = None,
     reserved: ReservedCapacity | None = None,
+    image: str | None = None,
 ) -> dict[str, Any]:
     """The tfvars for `spec` in `zone` (default: the first of provider.zones).
 
@@ -165,7 +212,9 @@ def gcp_tfvars(
     partial apply created; otherwise the nodes are node-0 .. node-(count-1). `wait`: how long
     each VM may take to be created, in seconds (default DEFAULT_CREATE_TIMEOUT). `login`: OS
     Login and its user as found for this cluster (default: the spec's choice and ssh_user).
-    `reserved`: what preflight read of the named reservation in `zone`.
+    `reserved`: what preflight read of the named reservation in `zone`. `image`: the image
+    the nodes' family resolved to (default: the family itself, as `render` shows it before
+    preflight).
     """
     plan = gcp_plan(spec)
     provider, shape, network = plan.config, plan.shape, plan.network
@@ -189,7 +238,7 @@ def gcp_tfvars(
         "machine_type": shape.machine_type,
         "guest_accelerators": [{"type": kind, "count": n} for kind, n in shape.attached],
         "install_nvidia_driver": shape.has_gpus,
-        "image": image_ref(plan.nodes.image).path,
+        "image": image or node_image(plan).path,
         "disk_gb": plan.nodes.disk_gb,
         "disk_type": plan.nodes.disk_type or shapes.default_disk_type(shape.machine_type),
         "provisioning_model": provided.provisioning_model,
@@ -284,9 +333,11 @@ def state_tfvars(
     count: int | None = None,
     wait: float | None = None,
     login: Login | None = None,
+    image: str | None = None,
 ) -> dict[str, Any]:
     """`gcp_tfvars` with the cluster's public key, current zone, the reservation it consumes
-    there and its login (unless `login` is given) read from its state dir."""
+    there, its login (unless `login` is given) and the image its VMs were created from
+    (unless `image` is given) read from its state dir."""
     public_path = state.key_path.with_suffix(".pub")
     public_key = public_path.read_text().strip() if public_path.exists() else ""
     provider = gcp_config(spec)
@@ -294,6 +345,7 @@ def state_tfvars(
     zone = zone_in_use(tfvars_path, provider.zones)
     reserved = reserved_in_use(tfvars_path, gcp_nodes(spec), zone)
     login = login or login_in_use(tfvars_path, provider)
+    image = image or image_in_use(state, node_image(gcp_plan(spec)))
     return gcp_tfvars(
         spec,
         public_key=public_key,
@@ -302,4 +354,5 @@ def state_tfvars(
         wait=wait,
         login=login,
         reserved=reserved,
+        image=image,
     )

@@ -241,6 +241,7 @@ class ZoneFailover:
                 user=str(self.module.tfvars.get("ssh_user", "")),
             ),
             reserved=self.reserved.get(zone),
+            image=str(self.module.tfvars.get("image") or "") or None,
         )
         dataclasses.replace(self.module, tfvars=tfvars).write(self.workdir)
 
