@@ -8,7 +8,9 @@ job's record, gone when the job ends or on `cancel`/`down`). While the job runs 
 - each node's job through a follow of its log (a rank that exits, an SSH session that dies or
   stops answering: fan-out's liveness check),
 - the provider's view of the machines (`node_states`: preempted, stopped, missing),
-- the output: no new line from any rank for `job.hang_timeout_minutes` counts as a failure.
+- the output: no new line from any rank for `job.hang_timeout_minutes` counts as a failure,
+- the end of the capacity under the nodes, where the provider knows it (a Capacity Block):
+  the job is warned before it (capacity_end.py).
 
 At the first failure the job is stopped on every node at once (whole process trees, as
 `cancel` does), so no rank waits in a collective for a peer that is gone. Then:
@@ -35,7 +37,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from dlvm_cluster import secret_env
@@ -56,6 +58,7 @@ from dlvm_cluster.orchestrate.cluster.files import install_secrets, push_files
 from dlvm_cluster.orchestrate.cluster.power import stop_marks
 from dlvm_cluster.orchestrate.cluster.prepare import converge_request, prepare_nodes, with_storage
 from dlvm_cluster.orchestrate.jobs import policy
+from dlvm_cluster.orchestrate.jobs.capacity_end import CapacityEnd
 from dlvm_cluster.orchestrate.jobs.follow import (
     STOP_GRACE,
     RunEnd,
@@ -119,6 +122,8 @@ class Supervisor:
         self._follow_from_now: set[str] = set()  # elastic survivors: their log was shown
         self._outputs: dict[str, RankOutput] = {}  # the current run's, per node
         self._lock = threading.Lock()
+        self._capacity = CapacityEnd()
+        self.clock: Callable[[], float] = time.time  # the wall clock the capacity ends by
 
     # -- records and events -------------------------------------------------------------
 
@@ -276,6 +281,7 @@ class Supervisor:
                     end.rescaled = True
                     trip("the job's nodes changed", stop=False)
                     return
+                self.warn_before_capacity_ends(inventory.env)
                 if self._resume_pending and last_output[0] > started:
                     self._resume_pending = False
                     self.event(f"resumed: output again after restart {self.record.restarts}")
@@ -346,6 +352,13 @@ class Supervisor:
             at=stopper.finished,
         )
         return end
+
+    def warn_before_capacity_ends(self, env: Mapping[str, str]) -> None:
+        """A warning, as an event of the job, when the capacity under the nodes ends soon."""
+        now = self.clock()
+        warning = self._capacity.due(env, now)
+        if warning:
+            self.event(warning, at=now)
 
     def provider_lost(self, inventory: Inventory, nodes: Sequence[Node]) -> dict[str, str]:
         """The nodes whose machine the provider says is not running, and its word for it."""
