@@ -379,3 +379,56 @@ def test_a_missing_source_is_an_error_not_an_empty_tree(
         moved.rename(payload)
     left = _exec(cli, name, "--", "ls ~/payload", DLVM_NO_AGENT="1").stdout
     assert left.count("file0.txt") == 3
+
+
+NO_CONNECTION = (
+    "import sys\n"
+    "from dlvm_cluster.remote.connection import Connection\n"
+    "def refuse(cls, node, *args, **kwargs):\n"
+    "    raise SystemExit(f'this command opened a connection to {node.name}')\n"
+    "Connection.open = classmethod(refuse)\n"
+    "sys.argv = ['dlvm', *sys.argv[1:]]\n"
+    "from dlvm_cluster.cli.app import main\n"
+    "main()\n"
+)
+
+
+def test_an_unchanged_up_goes_through_the_warm_agent(cli: Cli, cluster: tuple[str, Path]) -> None:
+    """`up` of the applied spec opens no connection of its own while the agent serves the
+    nodes: reaching them, the intra-cluster keys and the secrets (their stdin), setup and a
+    changed file all go through the agent's connections."""
+    name, state_dir = cluster
+    spec = Path(json.loads((state_dir / "spec.json").read_text())["source"])
+    key = f"~/.ssh/dlvm_{name}_ed25519"
+    changed = _payload(state_dir) / "file0.txt"
+    original = changed.read_text()
+    served = _warm(cli, name, state_dir)["served"]
+    try:
+        assert _exec(cli, name, "--", f"rm {key}", DLVM_NO_AGENT="1").returncode == 0
+        changed.write_text("changed while the agent was warm\n")
+        done = subprocess.run(
+            [sys.executable, "-c", NO_CONNECTION, "up", str(spec), "--json"],
+            capture_output=True,
+            text=True,
+            env=cli.env(),
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["files_sent"] == 3  # the file, once per node
+        assert _served(state_dir) > served
+        back = _exec(cli, name, "--", f"test -s {key} && echo key", DLVM_NO_AGENT="1")
+        assert back.stdout.count("key") == 3, back.stdout + back.stderr
+        want = hashlib.sha256(changed.read_bytes()).hexdigest()
+        assert set(_remote_digests(cli, name, "~/payload/file0.txt").values()) == {want}
+        # Without an agent the same command connects (what the refusal above catches).
+        assert agent_process.stop(state_dir)
+        cold = subprocess.run(
+            [sys.executable, "-c", NO_CONNECTION, "up", str(spec), "--quiet"],
+            capture_output=True,
+            text=True,
+            env={**cli.env(), "DLVM_NO_AGENT": "1"},
+            timeout=300,
+        )
+        assert "this command opened a connection" in cold.stderr
+    finally:
+        changed.write_text(original)
