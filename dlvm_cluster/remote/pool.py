@@ -171,21 +171,26 @@ def for_each_node(
 
 
 def run_everywhere(
-    pool: SshPool, nodes: Sequence[Node], script: str, stdin: bytes, what: str
+    pool: SshPool,
+    nodes: Sequence[Node],
+    script: str,
+    stdin: bytes,
+    what: str,
+    *,
+    through_agent: bool = True,
 ) -> None:
     """Run `script` on every node with `stdin` (keys and secrets travel there, never on a
     command line); raise one error naming every node where it failed. Through the pool's
-    relay when it takes the batch."""
+    relay when it takes the batch, unless `through_agent` is False (secret values, which
+    never reach the agent)."""
 
     def one(connection: Connection) -> str:
         code, _, err = connection.run(script, stdin=stdin)
         return "" if code == 0 else f"{connection.node.name}: {err.strip()}"
 
-    errors = (
-        None
-        if pool.relay is None
-        else pool.relay.run_everywhere(pool.inventory, nodes, script, stdin)
-    )
+    errors = None
+    if pool.relay is not None and through_agent:
+        errors = pool.relay.run_everywhere(pool.inventory, nodes, script, stdin)
     if errors is None:
         errors = [e for e in for_each_node(pool, nodes, one, lambda node, error: error) if e]
     if errors:
