@@ -15,9 +15,10 @@ packages=(openssh-server openssh-client iproute2 procps util-linux rsync pdsh py
 # --dev: Open MPI for mpirun and mpi4py; a C++ compiler with Python's headers for the op
 # DeepSpeed compiles on first use on CPU; and for the Horovod build, cmake, make and MPI's
 # headers (libopenmpi-dev: openmpi-bin has an mpicxx but no mpi.h); Chromium and its driver,
-# the headless browser the dashboard's tests drive.
+# the headless browser the dashboard's tests drive; GnuPG and its agent, which make the keys
+# the GCP boot script's apt key check is tested with.
 if $dev; then
-  packages+=(openmpi-bin libopenmpi-dev g++ make cmake python3-dev chromium chromium-driver)
+  packages+=(openmpi-bin libopenmpi-dev g++ make cmake python3-dev chromium chromium-driver gpg gpg-agent)
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,7 +87,9 @@ DLVM_KERNEL = "6.8.0-1031-gcp"
 TOOLS = ("grep", "env", "mv", "mkdir", "rm", "readlink", "chmod", "cut", "head", "cat")
 TOOLS += ("awk", "sort", "tr", "sed", "touch")
 DIGEST = "sha256:" + "ab" * 32  # what the stand-in registry serves
-FINGERPRINTS = "35BAA0B33E9EB396F59CA838C0BA5CE6DC6315A3"  # what the stand-in key server serves
+# What the stand-in key server serves: the key Google ships (the table's record of both keys).
+FINGERPRINTS = "35BAA0B33E9EB396F59CA838C0BA5CE6DC6315A3"
+OTHER_KEY = "0123456789ABCDEF" * 2 + "01234567"  # anyone else's key
 DEB_SHA = "ef" * 32  # the SHA256 the stand-in apt index lists for every package
 
 
@@ -487,6 +491,123 @@ def test_an_apt_key_with_other_fingerprints_is_refused_before_apt_trusts_it(
     assert f"expected {'0123456789ABCDEF' * 2}01234567, got {FINGERPRINTS}" in run.output
     assert not any(call.startswith("apt-get") for call in run.calls)
     assert not (tmp_path / "dlvm-google-cloud.gpg").exists()
+
+
+@pytest.mark.parametrize(
+    "served", [OTHER_KEY, f"{FINGERPRINTS} {OTHER_KEY}"], ids=["another key", "a key added"]
+)
+def test_an_apt_key_other_than_the_one_google_ships_is_refused_by_the_table_as_it_is(
+    tmp_path: Path, served: str
+) -> None:
+    """No stand-in record: the table's own fingerprints decide, so even a node's first boot
+    refuses a key Google does not ship, or Google's key with another beside it."""
+    key = gpu_network.PINS["artifact-registry-key"]
+    assert key.expected == FINGERPRINTS
+    run = run_script(tmp_path, "a4-highgpu-8g", fingerprints=served)
+    assert run.returncode != 0
+    got = " ".join(sorted(served.split()))
+    assert f"{key.source}: expected {FINGERPRINTS}, got {got}" in run.output
+    assert not any(call.startswith("apt-get") for call in run.calls)
+    assert not (tmp_path / "dlvm-google-artifact-registry.gpg").exists()
+    assert run.state("failed") == f"install the gIB NCCL plugin {gpu_network.GIB_VERSION}"
+
+
+@pytest.fixture
+def gnupg() -> Iterator[tuple[str, dict[str, str]]]:
+    """Real GnuPG with a home of its own (a short path: its agent's socket lives there); the
+    agent it starts is ended afterwards."""
+    gpg = shutil.which("gpg")
+    assert gpg, "GnuPG (gpg) is one of the test tools examples/install.sh --dev installs"
+    home = tempfile.mkdtemp(prefix="dlvm-gpg-")
+    env = {"GNUPGHOME": home, "PATH": str(Path(gpg).parent)}
+    try:
+        yield gpg, env
+    finally:
+        subprocess.run(["gpgconf", "--kill", "all"], env=env, capture_output=True, check=False)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def run_gpg(gnupg: tuple[str, dict[str, str]], *args: str, stdin: str = "") -> str:
+    """Real gpg in the fixture's home, without questions; its output."""
+    gpg, env = gnupg
+    batch = [gpg, "--batch", "--passphrase", "", "--pinentry-mode", "loopback"]
+    return subprocess.run(
+        [*batch, *args], input=stdin, env=env, check=True, capture_output=True, text=True
+    ).stdout
+
+
+def new_key(gnupg: tuple[str, dict[str, str]], uid: str) -> tuple[str, str]:
+    """A key made now with a subkey beside its primary key: (armored public key, the primary
+    key's fingerprint)."""
+    run_gpg(gnupg, "--quick-gen-key", uid, "ed25519", "sign", "never")
+    listing = run_gpg(gnupg, "--with-colons", "--list-keys", uid)
+    primary = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+    run_gpg(gnupg, "--quick-add-key", primary, "cv25519", "encr", "never")
+    return run_gpg(gnupg, "--armor", "--export", primary), primary
+
+
+def test_the_key_check_reads_real_gnupg_by_primary_fingerprint(
+    tmp_path: Path, gnupg: tuple[str, dict[str, str]]
+) -> None:
+    """pinned_apt_key with the real gpg: a key with a subkey passes on its primary key's
+    fingerprint alone (what publishers give); a second key in the file, or another key in its
+    place, is refused before the keyring apt reads exists; so is OpenPGP data holding no key,
+    even where nothing is recorded (it would otherwise become the node's record)."""
+    publisher, published = new_key(gnupg, "Publisher <publisher@example.com>")
+    intruder, intruders = new_key(gnupg, "Intruder <intruder@example.com>")
+    signature_only = run_gpg(
+        gnupg, "--armor", "--local-user", published, "--detach-sign", stdin="Suite: stable\n"
+    )
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "curl").write_text('#!/bin/bash\ncat "$SERVED"\n')
+    (bin_dir / "curl").chmod(0o755)
+    for tool in ("gpg", "awk", "sort", "tr", "mv", "rm", "mkdir", "cat"):
+        real = shutil.which(tool)
+        assert real, tool
+        (bin_dir / tool).symlink_to(real)
+    bash = shutil.which("bash")
+    assert bash
+    node_home = tempfile.mkdtemp(prefix="dlvm-gpg-node-")
+    keyring = tmp_path / "keyring.gpg"
+    script = gpu_network.PINNED_DOWNLOADS.read_text() + (
+        f'pinned_apt_key https://keys.example/key.gpg "$EXPECTED" {keyring}\n'
+    )
+
+    def fetch(served: str, expected: str = published) -> subprocess.CompletedProcess[str]:
+        (tmp_path / "served.asc").write_text(served)
+        keyring.unlink(missing_ok=True)
+        env = {
+            "PATH": str(bin_dir),
+            "GNUPGHOME": node_home,
+            "SERVED": str(tmp_path / "served.asc"),
+            "EXPECTED": expected,
+            "PIN_DIR": str(tmp_path / "pins"),
+        }
+        return subprocess.run([bash, "-c", script], env=env, capture_output=True, text=True)
+
+    try:
+        accepted = fetch(publisher)
+        assert accepted.returncode == 0, accepted.stderr
+        assert keyring.exists()
+        for served, got in (
+            (publisher + intruder, sorted([published, intruders])),
+            (intruder, [intruders]),
+        ):
+            refused = fetch(served)
+            assert refused.returncode != 0
+            assert f"expected {published}, got {' '.join(got)}" in refused.stderr
+            assert not keyring.exists()
+            assert not keyring.with_name("keyring.gpg.new").exists()
+        keyless = fetch(signature_only, expected="")
+        assert keyless.returncode != 0
+        assert "https://keys.example/key.gpg: no key in the download" in keyless.stderr
+        assert not keyring.exists()
+        # The node's record stays the key its first accepted download gave.
+        (record,) = (tmp_path / "pins").iterdir()
+        assert record.read_text() == f"{published}\n"
+    finally:
+        shutil.rmtree(node_home, ignore_errors=True)
 
 
 # Every other download of the boot script, one case each: (machine, its PINS entry, what the

@@ -30,25 +30,39 @@ from dlvm_cluster.providers.gcp import shapes
 @dataclass(frozen=True)
 class Pinned:
     """Something a node script downloads as root and checks before using it: a container
-    image (`source` repository:tag) by its digest, an apt signing key (`source` its URL) by
-    its fingerprints, or an apt package (`source` NAME or NAME=VERSION) by the SHA-256 of its
-    file that the signed index lists. `expected` is dlvm's record of it (sha256:HEX;
-    fingerprints space-separated); where dlvm records none, each node keeps what its first
-    download gave and refuses anything else afterwards (a tag moved, a key replaced, a
-    package version's file replaced). Either way the image runs by digest, never by its tag,
-    and a mismatch stops setup naming both. The checks are pinned_downloads.sh."""
+    image (`source` repository:tag) by its digest, an apt signing key file (`source` its URL)
+    by the fingerprints of its primary keys, or an apt package (`source` NAME or
+    NAME=VERSION) by the SHA-256 of its file that the signed index lists. `expected` is
+    dlvm's record of it (sha256:HEX; fingerprints sorted, space-separated), copied from where
+    its publisher gives it; where dlvm records none, each node keeps what its first download
+    gave and refuses anything else afterwards (a tag moved, a key replaced, a package
+    version's file replaced). Either way the image runs by digest, never by its tag, and a
+    mismatch stops setup naming both. The checks are pinned_downloads.sh."""
 
     source: str
     expected: str = ""
 
 
 # Every download of the boot script, in one table. Images as Google pairs them in its Slurm
-# prologs for these shapes: a plugin release and the receive-data-path manager (RxDM) release
-# built for it. Change both together. What is trusted: Google's Artifact Registry serving
-# these tags the first time a node pulls them, the two apt keys as first fetched over HTTPS,
-# and each package version as the signed index first lists it; from then on only the same
-# bytes. The apt repositories (AI_INFRA_APT, CLOUD_APT) are trusted through their checked
-# keys; a package's dependencies come from them (or the image's own sources) unpinned.
+# prologs for these shapes (GoogleCloudPlatform/slurm-gcp, tools/prologs-epilogs/
+# receive-data-path-manager and receive-data-path-manager-mega): a plugin release and the
+# receive-data-path manager (RxDM) release built for it. Change both together. Google
+# publishes no digest for any of the four tags (not in those prologs, nor in its GKE
+# manifests and release notes, GoogleCloudPlatform/container-engine-accelerators
+# gpudirect-tcpx/ and gpudirect-tcpxo/, nor in its Cluster Toolkit blueprints), so for them,
+# and for the packages, whose file hashes only the signed index lists, what is trusted is
+# what Google's registries serve a node the first time, and from then on only the same
+# bytes. The apt keys are recorded as Google publishes them. The apt repositories
+# (AI_INFRA_APT, CLOUD_APT) are trusted through their checked keys; a package's
+# dependencies come from them (or the image's own sources) unpinned.
+#
+# Both key files hold one key, "Artifact Registry Repository Signer", which signs Artifact
+# Registry's apt repositories and Google's cloud package repositories. Its fingerprint is
+# that of the key Google ships in GoogleCloudPlatform/compute-image-tools,
+# daisy_workflows/image_build/debian/fai_config/files/etc/apt/keyrings/google-keyring.gpg/
+# TRIXIE (the only key its Debian 13 images trust for CLOUD_APT), and one of the two in
+# daisy_workflows/image_build/debian/fai_config/package_config/GCE_SPECIFIC.asc.
+_GOOGLE_REPOSITORY_SIGNER = "35BAA0B33E9EB396F59CA838C0BA5CE6DC6315A3"
 PINS: dict[str, Pinned] = {
     "tcpx-plugin": Pinned(
         "us-docker.pkg.dev/gce-ai-infra/gpudirect-tcpx/nccl-plugin-gpudirecttcpx-dev:v3.1.9-2.19.4-12.0"
@@ -58,8 +72,12 @@ PINS: dict[str, Pinned] = {
         "us-docker.pkg.dev/gce-ai-infra/gpudirect-tcpxo/nccl-plugin-gpudirecttcpx-dev:v1.0.17"
     ),
     "tcpxo-rxdm": Pinned("us-docker.pkg.dev/gce-ai-infra/gpudirect-tcpxo/tcpgpudmarxd-dev:v1.0.23"),
-    "artifact-registry-key": Pinned("https://us-apt.pkg.dev/doc/repo-signing-key.gpg"),
-    "cloud-packages-key": Pinned("https://packages.cloud.google.com/apt/doc/apt-key.gpg"),
+    "artifact-registry-key": Pinned(
+        "https://us-apt.pkg.dev/doc/repo-signing-key.gpg", _GOOGLE_REPOSITORY_SIGNER
+    ),
+    "cloud-packages-key": Pinned(
+        "https://packages.cloud.google.com/apt/doc/apt-key.gpg", _GOOGLE_REPOSITORY_SIGNER
+    ),
     # Google's ar+https apt transport, from CLOUD_APT, which both repositories below need.
     "transport-package": Pinned("apt-transport-artifact-registry"),
     # TCPXO's dmabuf import helper (a DKMS kernel module) from gpudirect-tcpxo-apt.

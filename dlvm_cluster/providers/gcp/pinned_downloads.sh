@@ -35,14 +35,22 @@ pinned_image() {
 	printf '%s@%s\n' "${repository}" "${digest}"
 }
 
-# Fetches the apt signing key at URL into the keyring KEYRING, checked by its fingerprints
-# before apt may trust it.
+# Fetches the apt signing keys at URL into the keyring KEYRING, checked before apt may trust
+# them: the fingerprints of the file's primary keys, sorted, are the expected ones (what
+# publishers give; a subkey is bound to its primary key by that key's own signature, which
+# GnuPG checks), so that a key added to the file, or one put in its place, is refused.
 pinned_apt_key() {
 	local url=$1 expected=$2 keyring=$3 got
 	curl --fail --silent --show-error --location "${url}" | gpg --dearmor --yes -o "${keyring}.new" ||
 		return 1
-	got=$(gpg --show-keys --with-colons "${keyring}.new" | awk -F: '$1 == "fpr" { print $10 }' |
+	got=$(gpg --show-keys --with-colons "${keyring}.new" |
+		awk -F: '$1 == "pub" { primary = 1 } $1 == "fpr" && primary { print $10; primary = 0 }' |
 		sort | tr '\n' ' ') || return 1
+	if [[ -z ${got} ]]; then
+		pin_log "${url}: no key in the download"
+		rm -f "${keyring}.new"
+		return 1
+	fi
 	check_download "${url}" "${expected}" "${got% }" || { rm -f "${keyring}.new"; return 1; }
 	mv "${keyring}.new" "${keyring}"
 }
