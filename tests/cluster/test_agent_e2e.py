@@ -379,3 +379,63 @@ def test_a_missing_source_is_an_error_not_an_empty_tree(
         moved.rename(payload)
     left = _exec(cli, name, "--", "ls ~/payload", DLVM_NO_AGENT="1").stdout
     assert left.count("file0.txt") == 3
+
+
+NO_CONNECTION = (
+    "import sys\n"
+    "from dlvm_cluster.remote.connection import Connection\n"
+    "def refuse(cls, node, *args, **kwargs):\n"
+    "    raise SystemExit(f'this command opened a connection to {node.name}')\n"
+    "Connection.open = classmethod(refuse)\n"
+    "sys.argv = ['dlvm', *sys.argv[1:]]\n"
+    "from dlvm_cluster.cli.app import main\n"
+    "main()\n"
+)
+
+
+def _counted_up(cli: Cli, spec: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """`dlvm up SPEC --json` in a process where opening an SSH connection fails at once."""
+    return subprocess.run(
+        [sys.executable, "-c", NO_CONNECTION, "up", str(spec), "--json"],
+        capture_output=True,
+        text=True,
+        env={**cli.env(), **env},
+        timeout=300,
+    )
+
+
+def test_an_unchanged_up_goes_through_the_warm_agent(cli: Cli, tmp_path: Path) -> None:
+    """`up` of the applied spec opens no connection of its own while the agent serves the
+    nodes: reaching them, the intra-cluster keys (their stdin), the watcher, setup and a
+    changed file all go through the agent's connections; without an agent it connects."""
+    name = unique_name("ag")
+    (tmp_path / "payload").mkdir()
+    changed = tmp_path / "payload" / "file0.txt"
+    changed.write_text("version 1\n")
+    spec = write_spec(
+        tmp_path,
+        name,
+        2,
+        "env: {GREETING: hello}\nsetup: echo set up\nfiles:\n  - {src: payload, dst: ~/payload}\n",
+    )
+    state_dir = cli.home / "clusters" / name
+    key = f"~/.ssh/dlvm_{name}_ed25519"
+    cli.run("up", str(spec), check=True)
+    try:
+        served = _warm(cli, name, state_dir)["served"]
+        assert _exec(cli, name, "--", f"rm {key}", DLVM_NO_AGENT="1").returncode == 0
+        changed.write_text("changed while the agent was warm\n")
+        done = _counted_up(cli, spec)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["files_sent"] == 2  # the file, once per node
+        assert _served(state_dir) > served
+        back = _exec(cli, name, "--", f"test -s {key} && echo key", DLVM_NO_AGENT="1")
+        assert back.stdout.count("key") == 2, back.stdout + back.stderr
+        want = hashlib.sha256(changed.read_bytes()).hexdigest()
+        assert set(_remote_digests(cli, name, "~/payload/file0.txt").values()) == {want}
+        assert agent_process.stop(state_dir)
+        cold = _counted_up(cli, spec, DLVM_NO_AGENT="1")
+        assert cold.returncode != 0
+        assert "this command opened a connection" in cold.stderr
+    finally:
+        cli.run("down", name, "--yes")
