@@ -21,6 +21,7 @@ from system import (
     alive,
     namespace_processes,
     processes_mentioning,
+    sleep_marker,
     wait_for_processes,
     wait_gone,
 )
@@ -125,7 +126,7 @@ def test_output_and_exit_codes_match_new_connections(cli: Cli, cluster: tuple[st
         ("--", "echo out-$DLVM_NODE_RANK $GREETING $TOKEN; echo err-$DLVM_NODE_RANK >&2"),
         ("--", "echo $DLVM_NODE_RANK; printf 'no newline'; exit $DLVM_NODE_RANK"),
         ("--nodes", "0,2", "--", "hostname; false"),
-        ("--timeout", "6", "--", "[ $DLVM_NODE_RANK = 1 ] && sleep 626; echo quick"),
+        ("--timeout", "6", "--", f"[ $DLVM_NODE_RANK = 1 ] && {sleep_marker(626)}; echo quick"),
         ("--quiet", "--", "echo hidden"),
     ]
     for args in cases:
@@ -139,7 +140,7 @@ def test_output_and_exit_codes_match_new_connections(cli: Cli, cluster: tuple[st
         assert sorted(warm.stdout.splitlines()) == sorted(cold.stdout.splitlines()), args
         assert sorted(warm.stderr.splitlines()) == sorted(cold.stderr.splitlines()), args
         assert SECRET not in warm.stdout + warm.stderr
-    assert processes_mentioning("sleep 626") == []
+    assert processes_mentioning(sleep_marker(626)) == []
     # The client keeps each node's output under the state dir, secrets masked.
     _exec(cli, name, "--", "echo logged-$DLVM_NODE_RANK $TOKEN")
     latest = max((state_dir / "logs" / "exec").iterdir(), key=lambda p: p.stat().st_mtime)
@@ -150,7 +151,7 @@ def test_output_and_exit_codes_match_new_connections(cli: Cli, cluster: tuple[st
 def test_ctrl_c_stops_every_node_and_exits_130(cli: Cli, cluster: tuple[str, Path]) -> None:
     name, state_dir = cluster
     served = _warm(cli, name, state_dir)["served"]
-    marker = "sleep 627"
+    marker = sleep_marker(627)
     with _background_exec(cli, name, f"{marker} & {marker}; wait") as process:
         assert len(wait_for_processes(marker, 6)) >= 6
         process.send_signal(signal.SIGINT)
@@ -165,7 +166,7 @@ def test_ctrl_c_stops_every_node_and_exits_130(cli: Cli, cluster: tuple[str, Pat
 def test_a_killed_client_cancels_its_command(cli: Cli, cluster: tuple[str, Path]) -> None:
     name, state_dir = cluster
     _warm(cli, name, state_dir)
-    marker = "sleep 628"
+    marker = sleep_marker(628)
     with _background_exec(cli, name, f"{marker} & {marker}; wait") as process:
         assert len(wait_for_processes(marker, 6)) >= 6
         process.kill()
@@ -181,7 +182,7 @@ def test_a_killed_client_cancels_its_command(cli: Cli, cluster: tuple[str, Path]
 def test_stop_cancels_running_commands_and_exits(cli: Cli, cluster: tuple[str, Path]) -> None:
     name, state_dir = cluster
     pid = _warm(cli, name, state_dir)["pid"]
-    marker = "sleep 629"
+    marker = sleep_marker(629)
     with _background_exec(cli, name, f"{marker} & {marker}; wait") as process:
         assert len(wait_for_processes(marker, 6)) >= 6
         assert agent_process.stop(state_dir)

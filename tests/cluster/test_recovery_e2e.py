@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from aws_moto import interrupt_spot, moto_clients, run_node
 from harness import REPO, Cli, unique_name, wait_until
-from system import alive, processes_mentioning, wait_for_processes
+from system import alive, processes_mentioning, sleep_marker, wait_for_processes
 
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.orchestrate.cluster.context import Cluster
@@ -177,7 +177,7 @@ def test_a_vanished_node_is_replaced_alone_and_training_resumes(
 
 def test_a_failing_rank_fails_fast_with_its_last_lines(cli: Cli, cluster: tuple[str, Path]) -> None:
     name, folder = cluster
-    marker = "sleep 631"
+    marker = sleep_marker(631)
     spec = _spec(
         folder,
         name,
@@ -214,7 +214,7 @@ def test_a_rank_error_is_restarted_up_to_max_restarts_on_error(
 
 def test_a_hung_job_is_caught_by_the_hang_timeout(cli: Cli, cluster: tuple[str, Path]) -> None:
     name, folder = cluster
-    marker = "sleep 632"
+    marker = sleep_marker(632)
     spec = _spec(folder, name, f"framework: none\n  command: 'echo waiting; {marker}'")
     # The timeout in seconds (the cluster file says minutes): the override meant for tests.
     with cli.background("launch", str(spec), DLVM_HANG_TIMEOUT_SECONDS="3") as process:
@@ -381,7 +381,7 @@ def test_detached_recovery_then_cancel_during_a_recovery(
 ) -> None:
     """Last in the module: it leaves node-1 lost (the next `up` would recreate it)."""
     name, folder = cluster
-    marker = "sleep 633"
+    marker = sleep_marker(633)
     spec = _spec(folder, name, f"framework: none\n  command: 'echo up; {marker}'")
     started = cli.run("launch", str(spec), "--detach", check=True)
     job_id = re.search(r"job (\S+) started", started.stdout)
