@@ -1,5 +1,6 @@
 """How many SSH connections and provider constructions one command costs, on a 2-node local
-cluster: a no-op `up` (the cluster already up), `exec` with a warm agent, `status`, and a
+cluster: a no-op `up` (the cluster already up) without and with a warm agent, `exec` with a
+warm agent, `status`, and a
 foreground `launch` during which node-1 vanishes (every process of its network namespace
 killed) so that the supervisor replaces it and relaunches the job.
 
@@ -10,8 +11,9 @@ connections opened per node (`Connection.open`), SSH pools, provider constructio
 (`providers.for_kind`) and state-file reads. The code measured is the checkout this script
 sits in (PYTHONPATH is set to it), so the same script run from a checkout before a change and
 after it gives the two columns to compare.
-Targets: a no-op `up` opens at most one connection per node and builds the provider once;
-`exec` warm opens none in the command's own process.
+Targets: a no-op `up` opens at most one connection per node and builds the provider once,
+and none in the command's own process when the cluster's agent is warm; `exec` warm opens
+none in the command's own process.
 """
 
 from __future__ import annotations
@@ -133,11 +135,14 @@ def main() -> None:
                 results["exec warm"] = counted(
                     bench, "exec", "exec", name, "--", "true", agent=True
                 )
+                results["no-op up, warm"] = counted(
+                    bench, "up3", "up", str(spec), "--quiet", agent=True
+                )
             results["recovery (launch)"] = recovery(bench, name, spec)
         finally:
             down_cluster(bench, name)
         for command, counts in results.items():
-            print(f"{command:18} {describe(counts, nodes)}")
+            print(f"{command:19} {describe(counts, nodes)}")
         print(json.dumps(results, sort_keys=True))
 
 

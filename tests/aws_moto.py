@@ -32,10 +32,15 @@ def moto_clients(monkeypatch: pytest.MonkeyPatch, region: str = REGION) -> Itera
         yield aws_clients(region)
 
 
-def run_node(clients: AwsClients, cluster: str, node: str, kind: str = "g6.xlarge") -> str:
-    """An instance tagged as dlvm tags a node's, as terraform/aws makes it; its id."""
+def run_node(
+    clients: AwsClients, cluster: str, node: str, kind: str = "g6.xlarge", *, spot: bool = False
+) -> str:
+    """An instance tagged as dlvm tags a node's, as terraform/aws makes it (a Spot one with
+    `spot`); its id."""
     image = clients.ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    market: dict[str, object] = {"InstanceMarketOptions": {"MarketType": "spot"}} if spot else {}
     answer = clients.ec2.run_instances(
+        **market,  # type: ignore[arg-type]
         ImageId=image,
         InstanceType=kind,
         MinCount=1,
@@ -51,6 +56,19 @@ def run_node(clients: AwsClients, cluster: str, node: str, kind: str = "g6.xlarg
         ],
     )
     return str(answer["Instances"][0]["InstanceId"])
+
+
+def interrupt_spot(clients: AwsClients, instance_id: str) -> None:
+    """EC2 takes a Spot instance back: terminated, with the state reason EC2 gives a Spot
+    interruption (moto's API has no way to cause one; its model of the instance is set)."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.ec2.models import ec2_backends
+    from moto.ec2.models.instances import StateReason
+
+    clients.ec2.terminate_instances(InstanceIds=[instance_id])
+    instance = ec2_backends[DEFAULT_ACCOUNT_ID][clients.region].get_instance(instance_id)
+    code = "Server.SpotInstanceTermination"
+    instance.state_reason = StateReason(f"{code}: Spot instance termination", code)
 
 
 def ec2_client(region: str = REGION) -> object:

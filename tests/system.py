@@ -5,6 +5,7 @@ Tests check these, not dlvm's own bookkeeping, to prove `down` leaves nothing be
 
 from __future__ import annotations
 
+import random
 import subprocess
 from pathlib import Path
 
@@ -20,6 +21,16 @@ def links(prefixes: list[str]) -> list[str]:
     out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
     names = [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()]
     return [name for name in names if any(name.startswith(p) for p in prefixes)]
+
+
+RUN_TAG = f"{random.randrange(10**6):06d}"  # this run's: two runs never count each other's
+
+
+def sleep_marker(seconds: int) -> str:
+    """A `sleep` command found on the machine by its text alone (local nodes share the
+    process list): unique to this run, so that another run of the same test on the machine
+    is never counted."""
+    return f"sleep {seconds}.{RUN_TAG}"
 
 
 def processes_mentioning(text: str) -> list[str]:

@@ -8,6 +8,7 @@ the last message for the client.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import socket
@@ -68,7 +69,8 @@ Work = Callable[[list[Node], Client, Cancellation], Outcome]
 
 def run_commands(pool: SshPool, request: dict[str, Any]) -> Work | None:
     """commands[i] on nodes[i] through remote.fanout, output streamed to the client, as over
-    new connections. None: a malformed request."""
+    new connections, each reading the request's stdin if it has one. None: a malformed
+    request."""
     names, commands = request.get("nodes"), request.get("commands")
     if not (
         isinstance(names, list)
@@ -76,6 +78,10 @@ def run_commands(pool: SshPool, request: dict[str, Any]) -> Work | None:
         and len(names) == len(commands)
         and all(isinstance(c, str) for c in commands)
     ):
+        return None
+    try:
+        stdin = _stdin(request.get("stdin"))
+    except ValueError:
         return None
     by_name = dict(zip(names, commands, strict=True))
     timeout = request.get("timeout")
@@ -89,6 +95,7 @@ def run_commands(pool: SshPool, request: dict[str, Any]) -> Work | None:
             timeout=None if timeout is None else float(timeout),
             fail_fast=bool(request.get("fail_fast", False)),
             cancel=cancel,
+            stdin=stdin,
         )
         summary = f"ran on {len(nodes)} node(s): {len(result.failed)} failed"
         return summary, {"results": result.to_json()}
@@ -145,6 +152,15 @@ class ClientProgress:
 
     def count(self, step: str, done: int, total: int, unit: str = "") -> None:
         self.client.send({"count": [step, done, total, unit]})
+
+
+def _stdin(value: object) -> bytes | None:
+    """A request's stdin (base64; null: none); ValueError when it is neither."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("stdin is not base64 text")
+    return base64.b64decode(value, validate=True)
 
 
 def _at_most(value: object) -> int | None:

@@ -8,7 +8,14 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from dlvm_cluster.cli import cluster_commands, job_commands, node_commands, watch_commands
+from dlvm_cluster.cli import (
+    cluster_commands,
+    job_commands,
+    node_commands,
+    power_commands,
+    status_commands,
+    watch_commands,
+)
 from dlvm_cluster.errors import DlvmError
 
 app = typer.Typer(
@@ -45,7 +52,7 @@ def _register(name: str, command: Callable[..., None]) -> None:
 _register("up", cluster_commands.up_cmd)
 _register("plan", cluster_commands.plan_cmd)
 _register("render", cluster_commands.render_cmd)
-_register("status", cluster_commands.status_cmd)
+_register("status", status_commands.status_cmd)
 _register("top", watch_commands.top_cmd)
 _register("dashboard", watch_commands.dashboard_cmd)
 _register("exec", node_commands.exec_cmd)
@@ -56,12 +63,12 @@ _register("logs", job_commands.logs_cmd)
 _register("cancel", job_commands.cancel_cmd)
 _register("scale", cluster_commands.scale_cmd)
 _register("schema", cluster_commands.schema_cmd)
-_register("doctor", cluster_commands.doctor_cmd)
+_register("doctor", status_commands.doctor_cmd)
 _register("ssh", node_commands.ssh_cmd)
 _register("ssh-config", node_commands.ssh_config_cmd)
-_register("stop", cluster_commands.stop_cmd)
-_register("start", cluster_commands.start_cmd)
-_register("autostop", cluster_commands.autostop_cmd)
+_register("stop", power_commands.stop_cmd)
+_register("start", power_commands.start_cmd)
+_register("autostop", power_commands.autostop_cmd)
 _register("down", cluster_commands.down_cmd)
 
 

@@ -1,4 +1,6 @@
-"""Commands that make, show, resize and remove a cluster.
+"""Commands that make, change, resize and remove a cluster (`up`, `plan`, `render`, `scale`,
+`down`) and describe its file (`schema`); looking at clusters is status_commands.py,
+powering their nodes off and on power_commands.py.
 
 Each function is registered in cli/app.py under its command's name (`up_cmd` is `dlvm up`):
 the suffix keeps them apart from the orchestrate functions they call (`lifecycle.up`)."""
@@ -22,7 +24,7 @@ from dlvm_cluster.cli.common import (
     confirm,
     trust_host_keys,
 )
-from dlvm_cluster.cli.resolve import load_file, of_file, resolve
+from dlvm_cluster.cli.resolve import of_file, resolve
 
 # The rendering modules (rich, the progress protocol) are imported by the commands that use
 # them, not here: `dlvm --help` imports this module and shows none of it.
@@ -155,82 +157,6 @@ def render_cmd(
     stdout.print(f"wrote the {module.provider} module and terraform.tfvars.json to {output}")
 
 
-def status_cmd(
-    cluster: Annotated[str | None, typer.Argument(help="Cluster name or YAML file.")] = None,
-    json_output: JsonOption = False,
-) -> None:
-    """Nodes, addresses, reachability and jobs; with no CLUSTER, every cluster."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    from dlvm_cluster.cli.display import stdout
-    from dlvm_cluster.orchestrate.cluster import report
-    from dlvm_cluster.orchestrate.cluster.context import Cluster
-    from dlvm_cluster.progress import show_controls
-    from dlvm_cluster.state import list_clusters
-
-    clusters = [resolve(cluster)] if cluster else [Cluster(s) for s in list_clusters()]
-    reports = []
-    for one in clusters:
-        with one:
-            reports.append(report.report(one))
-    if json_output:
-        data = [documents.status(r) for r in reports]
-        documents.print_json(data[0] if cluster else data)
-        return
-    if not reports:
-        stdout.print("no clusters")
-        return
-
-    def say(text: str) -> None:
-        """A line of the status: node text may reach any of them (SSH errors, heartbeats)."""
-        stdout.print(show_controls(text), markup=False)
-
-    def cell(text: str) -> str:
-        return escape(show_controls(text))
-
-    for r in reports:
-        if r.taken_down:
-            say(
-                f"cluster {r.cluster} was taken down by {r.taken_down}: its machines and "
-                "state are gone"
-            )
-            continue
-        table = Table(title=cell(f"cluster {r.cluster}"), title_justify="left")
-        for column in ["node", "rank", "address", "state", "ssh"]:
-            table.add_column(column)
-        for row in r.nodes:
-            why = cell(row.error)  # an SSH error may quote the node
-            reach = "[green]ok[/green]" if row.reachable else f"[red]unreachable[/red] {why}"
-            if row.state == "stopped":
-                reach = "-"  # powered off: SSH is not expected to answer
-            shown = row.state
-            if row.stopped_by:
-                shown += f" ({report.stopped_why(row.stopped_by, row.stopped_at)})"
-            address = f"{row.ip}:{row.port}"
-            table.add_row(cell(row.name), str(row.rank), cell(address), cell(shown), reach)
-        stdout.print(table)
-        if r.provider_problem:
-            say(f"  machine states unknown: {r.provider_problem}")
-        for line in (r.capacity.summary if r.capacity else "", r.price, r.usage):
-            if line:
-                say(f"  {line}")
-        if r.stopped_by:
-            say(f"  stopped by {r.stopped_by}")
-        if r.autostop:
-            say(f"  autostop: {r.autostop}")
-        if r.autostop_problem:
-            say(f"  warning: {r.autostop_problem}")
-        for job in r.jobs:
-            say(f"  job {job.id}  {job.framework:<10} {job.state:<10} {job.command}")
-            if job.restarts or job.active:
-                last = job.events[-1]["text"] if job.events else ""
-                say(
-                    f"      restarts {job.restarts}, recoveries {job.recoveries}"
-                    + (f"; last: {last}" if last else "")
-                )
-
-
 def scale_cmd(
     cluster: ClusterArg,
     count: Annotated[int, typer.Argument(help="The number of nodes to have.")],
@@ -299,107 +225,6 @@ def schema_cmd() -> None:
     from dlvm_cluster.providers import spec_kinds
 
     print(json.dumps(spec_kinds().json_schema(), indent=2))
-
-
-def doctor_cmd(
-    file: Annotated[Path | None, typer.Argument(help="A cluster file (default: local).")] = None,
-    json_output: JsonOption = False,
-) -> None:
-    """Check what the provider needs: root, tools, credentials, quota, reachable hosts."""
-    from dlvm_cluster import providers
-    from dlvm_cluster.cli.display import stderr, stdout
-    from dlvm_cluster.orchestrate.cluster import doctor
-    from dlvm_cluster.progress import show_controls
-
-    spec = load_file(file).spec if file else None
-    checks = doctor.doctor(spec)
-    failed = [check for check in checks if not check.ok]
-    if json_output:
-        documents.print_json(
-            documents.doctor(spec.provider.kind if spec else providers.DEFAULT_KIND, checks)
-        )
-    else:
-        for check in checks:
-            mark = "[green]ok[/green]     " if check.ok else "[red]problem[/red]"
-            stdout.print(f"{mark} {check.name}: ", end="")
-            stdout.print(show_controls(check.detail), markup=False)
-            if not check.ok:
-                stdout.print(f"        fix: {check.fix}", markup=False)
-    if failed:
-        stderr.print(f"{len(failed)} problem(s) found")
-        raise typer.Exit(1)
-
-
-def stop_cmd(
-    cluster: ClusterArg,
-    quiet: QuietOption = False,
-    json_output: JsonOption = False,
-) -> None:
-    """Power the nodes off, keeping their disks; `dlvm start` or `up` starts them again."""
-    from dlvm_cluster.cli.display import console_progress, stdout
-    from dlvm_cluster.orchestrate.cluster import power
-
-    context = resolve(cluster)
-    state = context.state
-    with context, console_progress(quiet=quiet, json_output=json_output) as progress:
-        result = power.stop(context, progress)
-    if json_output:
-        documents.print_json(documents.stop(result))
-        return
-    stdout.print(
-        f"cluster {state.name} is stopped: {len(result.stopped)} node(s) powered off, disks "
-        f"kept ({result.seconds:.1f}s)"
-    )
-
-
-def start_cmd(
-    cluster: ClusterArg,
-    quiet: QuietOption = False,
-    json_output: JsonOption = False,
-) -> None:
-    """Start a stopped cluster's nodes on their disks and wait for SSH."""
-    from dlvm_cluster.cli.display import console_progress, stdout
-    from dlvm_cluster.orchestrate.cluster import lifecycle
-
-    context = resolve(cluster)
-    state = context.state
-    with context, console_progress(quiet=quiet, json_output=json_output) as progress:
-        result = lifecycle.start(context, progress)
-    if json_output:
-        documents.print_json(documents.start(result))
-        return
-    stdout.print(
-        f"cluster {state.name} is running: {len(result.started)} node(s) started "
-        f"({result.seconds:.1f}s)"
-    )
-
-
-def autostop_cmd(
-    cluster: ClusterArg,
-    idle: Annotated[
-        int | None,
-        typer.Option("--idle", min=1, help="Stop after this many idle minutes.", metavar="M"),
-    ] = None,
-    off: Annotated[bool, typer.Option("--off", help="Turn autostop off.")] = False,
-    action: Annotated[
-        str | None,
-        typer.Option("--action", help="stop (keep the disks) or down (delete everything)."),
-    ] = None,
-    quiet: QuietOption = False,
-) -> None:
-    """Change the idle guard of a live cluster (until the next `up`, which applies the file's)."""
-    from dlvm_cluster.cli.display import console_progress, stdout
-    from dlvm_cluster.errors import UsageError
-    from dlvm_cluster.orchestrate.cluster import autostop
-
-    if action not in (None, "stop", "down"):
-        raise UsageError(f"--action {action!r} is neither stop nor down", hint="--action stop")
-    context = resolve(cluster)
-    state = context.state
-    with context, console_progress(quiet=quiet, json_output=False) as progress:
-        settings = autostop.change(context, progress, idle=idle, off=off, action=action)
-    shown = "off" if settings is None else autostop.describe(settings)
-    stdout.print(f"cluster {state.name}: autostop {shown}", markup=False)
 
 
 def down_cmd(

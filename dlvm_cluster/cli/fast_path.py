@@ -6,8 +6,9 @@ These are the commands users repeat in a loop. Over the warm connections of the 
 agent, importing the full app was most of their time (~0.1-0.2 s of ~0.3 s); over new
 connections it was a fifth of a small cluster's. Only these exact forms are recognised;
 anything else (other options, --help, --debug, a YAML path) returns None, and the full app
-(cli/app.py) runs the command. Both resolve the cluster with cli/resolve.py, call the same
-orchestrate functions and print the same summaries (cli/summaries.py). Every option the app
+(cli/app.py) runs the command. Both resolve the cluster with cli/resolve.py into a `Cluster`
+(light: making one reads nothing), call the same orchestrate functions with it and print the
+same summaries (cli/summaries.py). Every option the app
 gives exec and sync is either read here or listed in TO_THE_APP (a unit test checks both ways).
 """
 
@@ -17,7 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from dlvm_cluster.cli.resolve import cluster_state, is_cluster_file
+from dlvm_cluster.cli.resolve import is_cluster_file, resolve
 from dlvm_cluster.errors import DlvmError
 
 
@@ -109,11 +110,11 @@ def _exec(args: _Args) -> int:
     from dlvm_cluster.orchestrate.nodes.commands import exec_command
     from dlvm_cluster.progress import NodeLines
 
-    state = cluster_state(args.cluster)
     show = NodeLines(show=not args.quiet)
-    result = exec_command(
-        state, " ".join(args.command), show, selector=args.selector, timeout=args.timeout
-    )
+    with resolve(args.cluster) as cluster:
+        result = exec_command(
+            cluster, " ".join(args.command), show, selector=args.selector, timeout=args.timeout
+        )
     return exec_summary(result, quiet=args.quiet)
 
 
@@ -122,9 +123,8 @@ def _sync(args: _Args) -> int:
     from dlvm_cluster.cli.summaries import sync_summary
     from dlvm_cluster.orchestrate.nodes.commands import sync_up
 
-    state = cluster_state(args.cluster)
-    with console_progress(quiet=args.quiet) as progress:
-        results = sync_up(state, progress, selector=args.selector)
+    with resolve(args.cluster) as cluster, console_progress(quiet=args.quiet) as progress:
+        results = sync_up(cluster, progress, selector=args.selector)
     sync_summary(results)
     return 0
 

@@ -12,7 +12,7 @@ import typer
 
 from dlvm_cluster.cli import documents
 from dlvm_cluster.cli.common import ClusterArg, JsonOption, QuietOption, YesOption, confirm
-from dlvm_cluster.cli.resolve import cluster_state, resolve
+from dlvm_cluster.cli.resolve import resolve
 
 NodesOption = Annotated[
     str | None, typer.Option("--nodes", "-n", help="Ranks like 0,2-3, or node names.")
@@ -41,11 +41,11 @@ def exec_cmd(
     from dlvm_cluster.cli.summaries import exec_summary
     from dlvm_cluster.orchestrate.nodes import commands as nodes
 
-    state = cluster_state(cluster)
     progress = console_progress(quiet=quiet, json_output=json_output)
-    result = nodes.exec_command(
-        state, " ".join(command), progress, selector=selector, timeout=timeout
-    )
+    with resolve(cluster) as resolved:
+        result = nodes.exec_command(
+            resolved, " ".join(command), progress, selector=selector, timeout=timeout
+        )
     if json_output:
         documents.print_json(documents.exec_(result))
     code = exec_summary(result, quiet=quiet and not json_output)  # stdout: the document only
@@ -81,59 +81,55 @@ def sync_cmd(
     """Push the spec's files to every node (only what changed), or pull results back."""
     from dlvm_cluster.cli.display import console_progress, stdout
     from dlvm_cluster.cli.summaries import sync_summary
-    from dlvm_cluster.orchestrate.cluster import records
     from dlvm_cluster.orchestrate.nodes import commands as nodes
 
-    resolved = resolve(cluster)
-    state = resolved.state
-    if down:
-        spec = records.applied_spec(state).spec
-        default = spec.job.workdir if spec.job else (spec.files[0].dst if spec.files else "~")
-        results = nodes.sync_down(state, remote or default, local, selector=selector)
+    with resolve(cluster) as resolved:
+        if down:
+            spec = resolved.require_applied().spec
+            default = spec.job.workdir if spec.job else (spec.files[0].dst if spec.files else "~")
+            results = nodes.sync_down(resolved, remote or default, local, selector=selector)
+            if json_output:
+                documents.print_json(documents.sync(results))
+            elif not quiet:
+                for result in results:
+                    stdout.print(
+                        f"{result.node}: {result.sent_files} file(s), {result.sent_bytes} bytes "
+                        f"-> {local / result.node}"
+                    )
+            return
+        at_most = None if yes else FEW_DELETIONS
+        with console_progress(quiet=quiet, json_output=json_output) as progress:
+            results = nodes.sync_up(
+                resolved,
+                progress,
+                selector=selector,
+                delete=delete,
+                delete_at_most=at_most,
+            )
+        held = {result.node: result.held_back for result in results if result.held_back}
+        if held:
+            # The files were sent; what --delete would remove waits for a yes (a checkpoint the
+            # job wrote into its workdir is not in the source either).
+            _list_deletions(held)
+            total = sum(len(paths) for paths in held.values())
+            confirm(
+                f"delete these {total} file(s) on {len(held)} node(s)?",
+                yes,
+                otherwise="sync without --delete to keep them",
+            )
+            with console_progress(quiet=quiet, json_output=json_output) as progress:
+                again = nodes.sync_up(
+                    resolved,
+                    progress,
+                    selector=",".join(held),
+                    delete=True,
+                )
+            deleted = {result.node: result for result in again}
+            results = [deleted.get(result.node, result) for result in results]
         if json_output:
             documents.print_json(documents.sync(results))
-        elif not quiet:
-            for result in results:
-                stdout.print(
-                    f"{result.node}: {result.sent_files} file(s), {result.sent_bytes} bytes "
-                    f"-> {local / result.node}"
-                )
-        return
-    at_most = None if yes else FEW_DELETIONS
-    with console_progress(quiet=quiet, json_output=json_output) as progress:
-        results = nodes.sync_up(
-            state,
-            progress,
-            loaded=resolved.loaded,
-            selector=selector,
-            delete=delete,
-            delete_at_most=at_most,
-        )
-    held = {result.node: result.held_back for result in results if result.held_back}
-    if held:
-        # The files were sent; what --delete would remove waits for a yes (a checkpoint the
-        # job wrote into its workdir is not in the source either).
-        _list_deletions(held)
-        total = sum(len(paths) for paths in held.values())
-        confirm(
-            f"delete these {total} file(s) on {len(held)} node(s)?",
-            yes,
-            otherwise="sync without --delete to keep them",
-        )
-        with console_progress(quiet=quiet, json_output=json_output) as progress:
-            again = nodes.sync_up(
-                state,
-                progress,
-                loaded=resolved.loaded,
-                selector=",".join(held),
-                delete=True,
-            )
-        deleted = {result.node: result for result in again}
-        results = [deleted.get(result.node, result) for result in results]
-    if json_output:
-        documents.print_json(documents.sync(results))
-    else:
-        sync_summary(results)
+        else:
+            sync_summary(results)
 
 
 FEW_DELETIONS = 5
@@ -222,7 +218,8 @@ def ssh_cmd(
     """Open an interactive shell on a node."""
     from dlvm_cluster.orchestrate.nodes import commands as nodes
 
-    argv = nodes.ssh_argv(cluster_state(cluster), node)
+    with resolve(cluster) as resolved:
+        argv = nodes.ssh_argv(resolved, node)
     os.execvp(argv[0], argv)
 
 
@@ -230,4 +227,5 @@ def ssh_config_cmd(cluster: ClusterArg) -> None:
     """Print an OpenSSH config (one Host per node) for plain ssh, scp, rsync, pdsh, editors."""
     from dlvm_cluster.orchestrate.nodes import commands as nodes
 
-    sys.stdout.write(nodes.ssh_config(cluster_state(cluster)))
+    with resolve(cluster) as resolved:
+        sys.stdout.write(nodes.ssh_config(resolved))

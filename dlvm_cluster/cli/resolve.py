@@ -46,8 +46,8 @@ def of_file(path: Path) -> Cluster:
 
 
 def cluster_state(target: str) -> ClusterState:
-    """Only the state dir, for the commands of the fast path (exec, sync, ssh-config), which
-    never build the provider nor read the file's contents beyond its name."""
+    """Only the state dir, for `top`, whose sampler keeps its own connections and never
+    builds the provider nor reads the file's contents beyond its name."""
     from dlvm_cluster.state import ClusterState, existing_cluster
 
     if is_cluster_file(target):

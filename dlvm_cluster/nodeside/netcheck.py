@@ -19,7 +19,9 @@ every byte has arrived; a send may end once the data is in a socket buffer):
 NCCL carries it where torch sees GPUs (one process per GPU, each paired with the same local
 rank on the peer node), gloo elsewhere. Under NCCL, each process also says which network NCCL
 chose (its "Using network NAME" log line, read from a log file of the process's own): a GPU
-network's plugin (GPUDirectTCPX, FasTrak, gIB) or plain Socket.
+network's plugin (GPUDirectTCPX, FasTrak, gIB, Libfabric) or plain Socket, with what NCCL's
+network plugins logged of themselves (their "NET/..." lines, e.g. aws-ofi-nccl's "NET/OFI
+Selected provider is efa, ..."), which dlvm's provider of the machines reads.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ VOLUMES = {"gloo": (1 << 20, 64 << 20), "nccl": (16 << 20, 1 << 30)}
 # NCCL's INFO line naming the network transport a communicator uses ("Using network Socket",
 # "Using network GPUDirectTCPX", "Using network AWS Libfabric").
 NCCL_NETWORK = re.compile(r"NCCL INFO Using network ([A-Za-z0-9][A-Za-z0-9 ._/-]{0,47})\s*$")
+# A line NCCL or one of its network plugins logged of the network ("NET/OFI ...", "NET/IB ...").
+NCCL_NET_LINE = re.compile(r"NCCL INFO (NET/[A-Za-z0-9][ -~]{0,199})")
+MAX_NET_LINES = 24  # of them sent, each distinct one once, the first ones
 
 
 def emit(kind: str, **data: Any) -> None:
@@ -117,6 +122,18 @@ def nccl_network(lines: Iterable[str]) -> str:
     return found
 
 
+def nccl_net_lines(lines: Iterable[str]) -> list[str]:
+    """The distinct NET/ lines of NCCL's log, in order, the first MAX_NET_LINES."""
+    found: list[str] = []
+    for line in lines:
+        match = NCCL_NET_LINE.search(line)
+        if match and match.group(1).rstrip() not in found:
+            found.append(match.group(1).rstrip())
+            if len(found) == MAX_NET_LINES:
+                break
+    return found
+
+
 def log_nccl_init() -> Path:
     """Have NCCL log its initialisation to a folder of this process's own (not stdout, which
     is dlvm's), before any communicator exists."""
@@ -127,13 +144,14 @@ def log_nccl_init() -> Path:
     return folder
 
 
-def logged_network(folder: Path) -> str:
+def logged_network(folder: Path) -> tuple[str, list[str]]:
+    """The network NCCL chose and its NET/ lines, from the folder's logs (then removed)."""
     lines: list[str] = []
     for path in sorted(folder.glob("nccl.*")):
         lines.extend(path.read_text(errors="replace").splitlines())
         path.unlink()
     folder.rmdir()
-    return nccl_network(lines)
+    return nccl_network(lines), nccl_net_lines(lines)
 
 
 def probe() -> None:
@@ -203,7 +221,8 @@ def bandwidth(timeout_s: float) -> None:
         rates[index, rank] = probe_bytes / exchange(shift, probe_bytes, probe_bytes)
     dist.all_reduce(rates)
     if nccl_log is not None:  # every communicator of this process exists by now
-        emit("transport", network=logged_network(nccl_log))
+        network, net_lines = logged_network(nccl_log)
+        emit("transport", network=network, net=net_lines)
 
     def volume(rate: float) -> int:
         return max(probe_bytes, min(most_bytes, int(rate * TARGET_S))) // 4 * 4

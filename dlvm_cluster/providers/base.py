@@ -19,6 +19,11 @@ from dlvm_cluster.provision.render import RenderedModule
 from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec
 from dlvm_cluster.state import ClusterState
 
+# What a provider puts in the nodes' environment (Inventory.env) when the capacity under them
+# ends at a known time (an EC2 Capacity Block): when, ISO 8601 with its UTC offset. Jobs read it
+# to checkpoint in time; the supervisor warns a running job before then.
+CAPACITY_ENDS_ENV = "DLVM_CAPACITY_ENDS_AT"
+
 
 class NodeState(StrEnum):
     """A node's machine as its provider sees it (`status --json` node `state`)."""
@@ -161,6 +166,16 @@ class BootReadiness:
 
 
 @dataclass(frozen=True)
+class TransportReading:
+    """What the network NCCL used on one node amounts to on the provider's machines, from
+    NCCL's own log lines: `detail` adds to the network's name in `dlvm check` ("efa, 32
+    NICs"); `problem`, when the machines' GPU network was left unused, fails the node."""
+
+    detail: str = ""
+    problem: str = ""
+
+
+@dataclass(frozen=True)
 class Check:
     """One line of `dlvm doctor`: what was found, or what is wrong and the fix."""
 
@@ -186,6 +201,10 @@ class Bound:
                 f"cluster {self.state.name!r} was never brought up", hint="run `dlvm up FILE`"
             )
         return self._spec
+
+    def read_transport(self, network: str, net_lines: Sequence[str]) -> TransportReading:
+        """Nothing to add: the network's name says it all (every kind but aws)."""
+        return TransportReading()
 
 
 class Provider(Protocol):
@@ -262,6 +281,11 @@ class Provider(Protocol):
     def capacity(self) -> CapacityFacts | None:
         """How the machines are provided (provisioning model, reservation, run-time limit),
         where the provider offers such a choice; `plan` and `status` show it."""
+
+    def read_transport(self, network: str, net_lines: Sequence[str]) -> TransportReading:
+        """What NCCL's `network` on a node (`Using network NAME`) and the NET/ lines NCCL and
+        its plugin logged there (node output: matched to known forms only) say of the
+        machines' GPU network (`dlvm check`)."""
 
     def doctor(self, reach: Reach) -> list[Check]:
         """The checks `dlvm doctor` runs: what this machine and the spec (if bound to one)

@@ -8,7 +8,7 @@ Protocol: newline-delimited JSON over the unix socket `agent.sock` in the cluste
 (the socket 0600, the dir 0700: only the user reaches it). One request per connection:
 
     client -> {"op": "run", "inventory": DIGEST, "nodes": [NAME...], "commands": [TEXT...],
-               "timeout": S | null, "fail_fast": BOOL}
+               "timeout": S | null, "fail_fast": BOOL, "stdin": BASE64 | null}
     agent  -> {"accepted": PID}     or {"refused": WHY}: nothing was started, run it cold
     client -> {"op": "go"}          only now does the agent start: a client that gave up
                                     waiting for the answer (and runs cold) never has it
@@ -29,12 +29,16 @@ UNIT]} and node lines as progress, then {"synced": [SyncResult...]}, {"error": M
 commands served); `{"op": "stop"}` makes it cancel whatever it runs and exit.
 
 Commands arrive already wrapped (env, PID report): the agent knows nothing of specs or env.
-Secrets are masked here, in the client, and never sent: a secret taken from the user's
-environment may differ from one command to the next, and the long-lived agent never holds it.
+`stdin`, when given, is what every command reads on its standard input, then closed: how
+`up` hands nodes their keys and secrets files through a warm agent (remote/relay.py); the
+agent passes it on and keeps nothing of it. Secrets are masked here, in the client: a
+secret taken from the user's environment may differ from one command to the next, and the
+long-lived agent never holds one between requests.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -138,6 +142,7 @@ def run(
     fail_fast: bool = False,
     make_log_dir: Callable[[], Path] | None = None,
     redact: Callable[[str], str] = str,
+    stdin: bytes | None = None,
 ) -> GroupResult | None:
     """Run commands[i] on nodes[i] through the agent, as remote.fanout.run_on_nodes does over
     new connections: the same lines to `sink`, logs, results, and Ctrl-C behaviour (every
@@ -152,6 +157,7 @@ def run(
         "commands": list(commands),
         "timeout": timeout,
         "fail_fast": fail_fast,
+        "stdin": None if stdin is None else base64.b64encode(stdin).decode(),
     }
     by_name = {node.name: node for node in nodes}
     with contextlib.ExitStack() as stack:

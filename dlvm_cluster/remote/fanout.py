@@ -66,6 +66,7 @@ class _NodeRun:
         cancel: Cancellation,
         log: IO[str] | None,
         redact: Callable[[str], str],
+        stdin: bytes | None = None,
     ) -> None:
         self.node = node
         self.pool = pool
@@ -75,6 +76,7 @@ class _NodeRun:
         self.cancel = cancel
         self.log = log
         self.redact = redact
+        self.stdin = stdin
         self.result = CommandResult(node=node.name, rank=node.rank)
         self.pid: int | None = None
         self._partial = {"out": b"", "err": b""}
@@ -92,6 +94,10 @@ class _NodeRun:
                 connection = self.pool.get(self.node)
                 channel = connection.channel()
             channel.exec_command(self.command)
+            if self.stdin is not None:
+                if self.stdin:
+                    channel.sendall(self.stdin)
+                channel.shutdown_write()
             self._pump(connection, channel, start)
         except RemoteError as exc:
             self.result.error = f"unreachable: {exc}"
@@ -228,6 +234,7 @@ def run_on_nodes(
     redact: Callable[[str], str] = str,
     cancel: Cancellation | None = None,
     on_done: Callable[[CommandResult], None] = lambda result: None,
+    stdin: bytes | None = None,
 ) -> GroupResult:
     """Run each node's command at once; returns when all are done. Ctrl-C stops every node's
     process tree, then raises KeyboardInterrupt; a second Ctrl-C raises at once. With
@@ -235,7 +242,29 @@ def run_on_nodes(
     masks secrets in every line before it is shown, kept or logged. Setting `cancel` from
     another thread stops every node's process tree too, but returns their results (each
     with the reason given) instead of raising: how the agent serves a client's Ctrl-C.
-    `on_done` gets each node's result as it ends (progress per node), in this thread."""
+    `on_done` gets each node's result as it ends (progress per node), in this thread.
+    `stdin`: what every command reads on its standard input, which is then closed (None:
+    left open, unused).
+
+    When the pool goes through the cluster's agent (`pool.relay`) and the run needs nothing
+    the agent's protocol lacks (no log files kept here, no cancellation from another
+    thread), the agent runs it over its warm connections; the pool connects only if the
+    agent does not take it."""
+    if pool.relay is not None and log_dir is None and cancel is None:
+        relayed = pool.relay.run(
+            pool.inventory,
+            nodes,
+            [command_for(node) for node in nodes],
+            sink=sink,
+            timeout=timeout,
+            fail_fast=fail_fast,
+            redact=redact,
+            stdin=stdin,
+        )
+        if relayed is not None:
+            for result in relayed.results:
+                on_done(result)
+            return relayed
     cancel = Cancellation() if cancel is None else cancel
     logs: list[IO[str]] = []
     runs = []
@@ -256,6 +285,7 @@ def run_on_nodes(
                 cancel=cancel,
                 log=log,
                 redact=redact,
+                stdin=stdin,
             )
         )
     executor = ThreadPoolExecutor(max_workers=max(1, min(len(runs), MAX_PARALLEL)))

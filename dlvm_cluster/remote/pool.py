@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from dlvm_cluster.errors import RemoteError
 from dlvm_cluster.inventory import Inventory, Node
@@ -20,14 +20,22 @@ from dlvm_cluster.remote.connection import (
     paramiko,
 )
 
+if TYPE_CHECKING:
+    from dlvm_cluster.remote.relay import AgentRelay
+
 MAX_PARALLEL_CONNECTS = 64
 HEALTH_TIMEOUT = 3.0  # a health check gives each node this long to answer SSH
 T = TypeVar("T")
 
 
 class SshPool:
-    def __init__(self, inventory: Inventory, credentials: Credentials) -> None:
+    def __init__(
+        self, inventory: Inventory, credentials: Credentials, relay: AgentRelay | None = None
+    ) -> None:
+        """`relay`: the cluster's agent, tried first for what it can carry (remote/relay.py):
+        reaching nodes, `run_everywhere` and `fanout.run_on_nodes`."""
         self.inventory = inventory
+        self.relay = relay
         self._credentials = credentials
         self._key: paramiko.PKey | None = None
         self._connections: dict[str, Connection] = {}
@@ -59,9 +67,17 @@ class SshPool:
     ) -> dict[str, RemoteError]:
         """Open connections to `nodes` at once; returns the error of each node that failed.
         `on_ready(node)` is called from the connecting thread as each node answers, so a
-        caller can show progress live rather than after the slowest node."""
+        caller can show progress live rather than after the slowest node. Through a relay,
+        a node the agent reaches counts as answering, and only the others are connected."""
         nodes = list(nodes)
         errors: dict[str, RemoteError] = {}
+        if self.relay is not None:
+            reached = self.relay.answering(self.inventory, nodes, timeout)
+            if reached is not None:
+                for node in nodes:
+                    if node.name in reached and on_ready is not None:
+                        on_ready(node)
+                nodes = [node for node in nodes if node.name not in reached]
 
         def attempt(node: Node) -> None:
             try:
@@ -155,16 +171,28 @@ def for_each_node(
 
 
 def run_everywhere(
-    pool: SshPool, nodes: Sequence[Node], script: str, stdin: bytes, what: str
+    pool: SshPool,
+    nodes: Sequence[Node],
+    script: str,
+    stdin: bytes,
+    what: str,
+    *,
+    through_agent: bool = True,
 ) -> None:
     """Run `script` on every node with `stdin` (keys and secrets travel there, never on a
-    command line); raise one error naming every node where it failed."""
+    command line); raise one error naming every node where it failed. Through the pool's
+    relay when it takes the batch, unless `through_agent` is False (secret values, which
+    never reach the agent)."""
 
     def one(connection: Connection) -> str:
         code, _, err = connection.run(script, stdin=stdin)
         return "" if code == 0 else f"{connection.node.name}: {err.strip()}"
 
-    errors = [e for e in for_each_node(pool, nodes, one, lambda node, error: error) if e]
+    errors = None
+    if pool.relay is not None and through_agent:
+        errors = pool.relay.run_everywhere(pool.inventory, nodes, script, stdin)
+    if errors is None:
+        errors = [e for e in for_each_node(pool, nodes, one, lambda node, error: error) if e]
     if errors:
         raise RemoteError(
             f"{what}: " + "; ".join(errors), hint="check `dlvm status`, then run the command again"

@@ -21,6 +21,7 @@ from system import (
     alive,
     namespace_processes,
     processes_mentioning,
+    sleep_marker,
     wait_for_processes,
     wait_gone,
 )
@@ -125,7 +126,7 @@ def test_output_and_exit_codes_match_new_connections(cli: Cli, cluster: tuple[st
         ("--", "echo out-$DLVM_NODE_RANK $GREETING $TOKEN; echo err-$DLVM_NODE_RANK >&2"),
         ("--", "echo $DLVM_NODE_RANK; printf 'no newline'; exit $DLVM_NODE_RANK"),
         ("--nodes", "0,2", "--", "hostname; false"),
-        ("--timeout", "6", "--", "[ $DLVM_NODE_RANK = 1 ] && sleep 626; echo quick"),
+        ("--timeout", "6", "--", f"[ $DLVM_NODE_RANK = 1 ] && {sleep_marker(626)}; echo quick"),
         ("--quiet", "--", "echo hidden"),
     ]
     for args in cases:
@@ -139,7 +140,7 @@ def test_output_and_exit_codes_match_new_connections(cli: Cli, cluster: tuple[st
         assert sorted(warm.stdout.splitlines()) == sorted(cold.stdout.splitlines()), args
         assert sorted(warm.stderr.splitlines()) == sorted(cold.stderr.splitlines()), args
         assert SECRET not in warm.stdout + warm.stderr
-    assert processes_mentioning("sleep 626") == []
+    assert processes_mentioning(sleep_marker(626)) == []
     # The client keeps each node's output under the state dir, secrets masked.
     _exec(cli, name, "--", "echo logged-$DLVM_NODE_RANK $TOKEN")
     latest = max((state_dir / "logs" / "exec").iterdir(), key=lambda p: p.stat().st_mtime)
@@ -150,7 +151,7 @@ def test_output_and_exit_codes_match_new_connections(cli: Cli, cluster: tuple[st
 def test_ctrl_c_stops_every_node_and_exits_130(cli: Cli, cluster: tuple[str, Path]) -> None:
     name, state_dir = cluster
     served = _warm(cli, name, state_dir)["served"]
-    marker = "sleep 627"
+    marker = sleep_marker(627)
     with _background_exec(cli, name, f"{marker} & {marker}; wait") as process:
         assert len(wait_for_processes(marker, 6)) >= 6
         process.send_signal(signal.SIGINT)
@@ -165,7 +166,7 @@ def test_ctrl_c_stops_every_node_and_exits_130(cli: Cli, cluster: tuple[str, Pat
 def test_a_killed_client_cancels_its_command(cli: Cli, cluster: tuple[str, Path]) -> None:
     name, state_dir = cluster
     _warm(cli, name, state_dir)
-    marker = "sleep 628"
+    marker = sleep_marker(628)
     with _background_exec(cli, name, f"{marker} & {marker}; wait") as process:
         assert len(wait_for_processes(marker, 6)) >= 6
         process.kill()
@@ -181,7 +182,7 @@ def test_a_killed_client_cancels_its_command(cli: Cli, cluster: tuple[str, Path]
 def test_stop_cancels_running_commands_and_exits(cli: Cli, cluster: tuple[str, Path]) -> None:
     name, state_dir = cluster
     pid = _warm(cli, name, state_dir)["pid"]
-    marker = "sleep 629"
+    marker = sleep_marker(629)
     with _background_exec(cli, name, f"{marker} & {marker}; wait") as process:
         assert len(wait_for_processes(marker, 6)) >= 6
         assert agent_process.stop(state_dir)
@@ -379,3 +380,63 @@ def test_a_missing_source_is_an_error_not_an_empty_tree(
         moved.rename(payload)
     left = _exec(cli, name, "--", "ls ~/payload", DLVM_NO_AGENT="1").stdout
     assert left.count("file0.txt") == 3
+
+
+NO_CONNECTION = (
+    "import sys\n"
+    "from dlvm_cluster.remote.connection import Connection\n"
+    "def refuse(cls, node, *args, **kwargs):\n"
+    "    raise SystemExit(f'this command opened a connection to {node.name}')\n"
+    "Connection.open = classmethod(refuse)\n"
+    "sys.argv = ['dlvm', *sys.argv[1:]]\n"
+    "from dlvm_cluster.cli.app import main\n"
+    "main()\n"
+)
+
+
+def _counted_up(cli: Cli, spec: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """`dlvm up SPEC --json` in a process where opening an SSH connection fails at once."""
+    return subprocess.run(
+        [sys.executable, "-c", NO_CONNECTION, "up", str(spec), "--json"],
+        capture_output=True,
+        text=True,
+        env={**cli.env(), **env},
+        timeout=300,
+    )
+
+
+def test_an_unchanged_up_goes_through_the_warm_agent(cli: Cli, tmp_path: Path) -> None:
+    """`up` of the applied spec opens no connection of its own while the agent serves the
+    nodes: reaching them, the intra-cluster keys (their stdin), the watcher, setup and a
+    changed file all go through the agent's connections; without an agent it connects."""
+    name = unique_name("ag")
+    (tmp_path / "payload").mkdir()
+    changed = tmp_path / "payload" / "file0.txt"
+    changed.write_text("version 1\n")
+    spec = write_spec(
+        tmp_path,
+        name,
+        2,
+        "env: {GREETING: hello}\nsetup: echo set up\nfiles:\n  - {src: payload, dst: ~/payload}\n",
+    )
+    state_dir = cli.home / "clusters" / name
+    key = f"~/.ssh/dlvm_{name}_ed25519"
+    cli.run("up", str(spec), check=True)
+    try:
+        served = _warm(cli, name, state_dir)["served"]
+        assert _exec(cli, name, "--", f"rm {key}", DLVM_NO_AGENT="1").returncode == 0
+        changed.write_text("changed while the agent was warm\n")
+        done = _counted_up(cli, spec)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["files_sent"] == 2  # the file, once per node
+        assert _served(state_dir) > served
+        back = _exec(cli, name, "--", f"test -s {key} && echo key", DLVM_NO_AGENT="1")
+        assert back.stdout.count("key") == 2, back.stdout + back.stderr
+        want = hashlib.sha256(changed.read_bytes()).hexdigest()
+        assert set(_remote_digests(cli, name, "~/payload/file0.txt").values()) == {want}
+        assert agent_process.stop(state_dir)
+        cold = _counted_up(cli, spec, DLVM_NO_AGENT="1")
+        assert cold.returncode != 0
+        assert "this command opened a connection" in cold.stderr
+    finally:
+        cli.run("down", name, "--yes")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from harness import REPO, Cli, unique_name, wait_until
-from system import processes_mentioning, wait_for_processes
+from system import processes_mentioning, sleep_marker, wait_for_processes
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_torchrun_elastic_range_starts_and_finishes(cli: Cli, cluster: tuple[str
 
 def test_failing_rank_stops_the_others(cli: Cli, cluster: tuple[str, Path]) -> None:
     name, folder = cluster
-    marker = "sleep 619"
+    marker = sleep_marker(619)
     spec = _spec(
         folder,
         name,
@@ -134,7 +134,7 @@ def test_a_failed_torchrun_job_quotes_the_ranks_exception(
 
 def test_detach_logs_cancel(cli: Cli, cluster: tuple[str, Path]) -> None:
     name, folder = cluster
-    marker = "sleep 620"
+    marker = sleep_marker(620)
     # The job starts a worker in a session of its own, as some launchers do: cancel must
     # still find it.
     spec = _spec(
@@ -163,7 +163,7 @@ def _job_state(cli: Cli, name: str, job_id: str) -> str:
 
 def test_one_job_at_a_time_and_the_queue(cli: Cli, cluster: tuple[str, Path]) -> None:
     name, folder = cluster
-    marker = "sleep 618"
+    marker = sleep_marker(618)
     first = _spec(folder, name, f"framework: none\n  command: '{marker}'")
     started = cli.run("launch", str(first), "--detach", check=True)
     running = re.search(r"job (\S+) started", started.stdout)

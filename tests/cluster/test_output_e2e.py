@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from harness import Cli, unique_name, write_unreachable_ssh_spec
-from system import namespaces, processes_mentioning, wait_for_processes
+from system import namespaces, processes_mentioning, sleep_marker, wait_for_processes
 
-MARKER = "sleep 641"  # the detached job's process, found on the machine by this text
+MARKER = sleep_marker(641)  # the detached job's process, found on the machine by this text
 NODE_FIELDS = ("name", "rank", "ip", "port", "user")
 
 

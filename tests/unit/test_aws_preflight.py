@@ -78,6 +78,52 @@ def test_more_vcpus_than_the_quota_stop_before_terraform(aws: tuple[AwsClients, 
     assert "L-417A185B" in caught.value.hint
 
 
+def launched(clients: AwsClients, ami: str, kind: str, *tags: str, spot: bool = False) -> str:
+    """One running instance of `kind` (tagged as a node of cluster tags[0], if given)."""
+    extra: dict[str, Any] = {"InstanceMarketOptions": {"MarketType": "spot"}} if spot else {}
+    if tags:
+        extra["TagSpecifications"] = [
+            {"ResourceType": "instance", "Tags": [{"Key": "dlvm-cluster", "Value": tags[0]}]}
+        ]
+    answer = clients.ec2.run_instances(
+        ImageId=ami, InstanceType=kind, MinCount=1, MaxCount=1, **extra
+    )
+    return str(answer["Instances"][0]["InstanceId"])
+
+
+def test_the_quota_counts_what_already_runs_in_the_region(aws: tuple[AwsClients, str]) -> None:
+    """EC2 refuses a launch past the quota counting every running instance of the class:
+    preflight counts them too (other On-Demand P instances; not Spot ones, which count
+    against the Spot quota, nor other classes, nor this cluster's own, counted at its size)."""
+    clients, ami = aws
+    running = [
+        launched(clients, ami, "p4d.24xlarge"),  # 96 vCPUs, On-Demand P
+        launched(clients, ami, "p5.48xlarge", spot=True),  # Spot P: another quota
+        launched(clients, ami, "g6.12xlarge"),  # G: another class
+        launched(clients, ami, "p5.48xlarge", "t"),  # this cluster's node-0
+    ]
+    stopped = launched(clients, ami, "p5.48xlarge")
+    clients.ec2.stop_instances(InstanceIds=[stopped])  # stopped: counts for nothing
+    try:
+        spec = spec_of(f"  count: 2\n  machine_type: p5.48xlarge\n  image: {ami}\n")
+        checked, stub = with_quota(clients, "L-417A185B", 480)  # 96 + 2 x 192
+        preflight(spec, checked, existing_nodes=1)
+        stub.assert_no_pending_responses()
+        checked, _ = with_quota(clients, "L-417A185B", 479)
+        with pytest.raises(
+            ProvisionError,
+            match=r"2 x p5\.48xlarge need 384 vCPUs, and 96 already run in us-east-1; "
+            r"your quota Running On-Demand P instances allows 479",
+        ):
+            preflight(spec, checked, existing_nodes=1)
+        spot = spec_of(f"  count: 1\n  machine_type: p5.48xlarge\n  spot: true\n  image: {ami}\n")
+        checked, _ = with_quota(clients, "L-7212CCBC", 383)  # All P Spot: 192 running + 192
+        with pytest.raises(ProvisionError, match=r"need 192 vCPUs, and 192 already run"):
+            preflight(spot, checked)
+    finally:
+        clients.ec2.terminate_instances(InstanceIds=[*running, stopped])
+
+
 def test_a_type_no_listed_zone_offers(aws: tuple[AwsClients, str]) -> None:
     clients, ami = aws
     spec = spec_of(f"  count: 1\n  machine_type: p6-b200.48xlarge\n  image: {ami}\n")

@@ -8,14 +8,23 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from dlvm_cluster import nodeside
 from dlvm_cluster.cli import documents
 from dlvm_cluster.inventory import Node
-from dlvm_cluster.nodeside.netcheck import MARKER, log_nccl_init, logged_network, nccl_network
+from dlvm_cluster.nodeside.netcheck import (
+    MARKER,
+    MAX_NET_LINES,
+    log_nccl_init,
+    logged_network,
+    nccl_net_lines,
+    nccl_network,
+)
 from dlvm_cluster.orchestrate.check.output import (
     LAST_LINES,
     MAX_LINE,
@@ -41,9 +50,11 @@ from dlvm_cluster.orchestrate.check.verdicts import (
     judge_python,
     link_speeds,
     read_facts,
+    transport_problems,
     transport_used,
     usual,
 )
+from dlvm_cluster.providers.base import TransportReading
 
 SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "nvidia_smi"
 PYTHON_OK = MARKER + json.dumps(
@@ -301,6 +312,39 @@ node-0:2210:2210 [0] NCCL INFO comm 0x55d0 rank 0 nranks 16 cudaDev 0 busId 4000
 """
 
 
+NET_SOCKET = "NET/Socket : Using [0]enp0s12:10.64.0.2<0>"
+
+# A p5.48xlarge rank's NCCL log with aws-ofi-nccl 1.14 (its lines are NCCL's "NCCL INFO" and
+# the plugin's "NET/OFI " prefix, as its logging macros write them).
+NCCL_EFA_LOG = """p5-0:3120:3120 [0] NCCL INFO NET/Plugin: Loaded net plugin Libfabric (v9)
+p5-0:3120:3120 [0] NCCL INFO NET/OFI Initializing aws-ofi-nccl 1.14.2
+p5-0:3120:3120 [0] NCCL INFO NET/OFI Using Libfabric version 2.1
+p5-0:3120:3120 [0] NCCL INFO NET/OFI Using CUDA driver version 12080 with runtime 12080
+p5-0:3120:3120 [0] NCCL INFO NET/OFI Plugin selected platform: AWS
+p5-0:3120:3120 [0] NCCL INFO NET/OFI Selected provider is efa, fabric is efa-direct (found 32 nics)
+p5-0:3120:3120 [0] NCCL INFO NET/OFI Using transport protocol RDMA (platform set)
+p5-0:3120:3120 [0] NCCL INFO Using network Libfabric
+p5-0:3120:3120 [0] NCCL INFO NET/OFI Selected provider is efa, fabric is efa-direct (found 32 nics)
+"""
+
+
+def test_nccl_and_its_plugins_net_lines_are_sent_each_once_and_bounded() -> None:
+    network, lines = (
+        nccl_network(NCCL_EFA_LOG.splitlines()),
+        nccl_net_lines(NCCL_EFA_LOG.splitlines()),
+    )
+    assert network == "Libfabric"
+    assert lines[0] == "NET/Plugin: Loaded net plugin Libfabric (v9)"
+    assert (
+        lines.count("NET/OFI Selected provider is efa, fabric is efa-direct (found 32 nics)") == 1
+    )
+    assert "Using network Libfabric" not in lines
+    flood = [f"x NCCL INFO NET/OFI line {i} " + "y" * 500 + "\x1b[2J" for i in range(100)]
+    sent = nccl_net_lines(flood)
+    assert len(sent) == MAX_NET_LINES and all(len(line) <= 204 for line in sent)
+    assert not any("\x1b" in line for line in sent)
+
+
 @pytest.mark.parametrize(
     ("log", "network"),
     [
@@ -342,6 +386,58 @@ def test_check_reports_the_transport_and_a_mix_of_them() -> None:
     assert data["transport"] == "NCCL over Socket"
 
 
+SELECTED = "NET/OFI Selected provider is {provider}, fabric is {fabric} (found {nics} nics)"
+
+
+def efa_said(network: str = "Libfabric", provider: str = "efa", nics: int = 32) -> dict[str, Any]:
+    """What a rank's bandwidth program sends of its transport on an EFA node."""
+    selected = SELECTED.format(provider=provider, fabric=f"{provider}-direct", nics=nics)
+    return {
+        "kind": "transport",
+        "network": network,
+        "net": ["NET/OFI Using Libfabric version 2.1", selected],
+    }
+
+
+def test_check_reports_efa_with_its_provider_and_nics_and_fails_a_node_that_left_it_unused() -> (
+    None
+):
+    """On an aws cluster of an EFA type, the provider reads what aws-ofi-nccl logged: the
+    transport names the libfabric provider and the NICs, and a node whose NCCL ran over
+    sockets, another libfabric provider or fewer NICs than the type has fails."""
+    from dlvm_cluster.providers.aws.gpu_network import read_transport
+
+    def read(network: str, lines: Sequence[str]) -> TransportReading:
+        return read_transport("p5.48xlarge", network, lines)
+
+    good = {"node-0": [efa_said()], "node-1": [efa_said(), efa_said()]}
+    assert transport_used("nccl", good, read) == "NCCL over Libfabric (efa (efa-direct), 32 NICs)"
+    assert transport_problems(good, read) == {}
+    bad = {
+        "node-0": [efa_said()],
+        "node-1": [{"kind": "transport", "network": "Socket", "net": [NET_SOCKET]}],
+        "node-2": [efa_said(provider="tcp")],
+        "node-3": [efa_said(nics=16)],
+    }
+    problems = transport_problems(bad, read)
+    assert sorted(problems) == ["node-1", "node-2", "node-3"]
+    assert problems["node-1"] == [
+        "NCCL used Socket, not EFA: p5.48xlarge's 32 EFA interfaces carried nothing (is the "
+        "aws-ofi-nccl plugin on the library path? the Deep Learning AMIs have it)"
+    ]
+    assert problems["node-2"][0].startswith("libfabric chose its tcp provider, not efa")
+    assert problems["node-3"][0].startswith("aws-ofi-nccl found 16 EFA NICs of p5.48xlarge's 32")
+    assert transport_used("nccl", bad, read).startswith("NCCL over mixed networks: node-0 ")
+    # The plugin's line before 1.14, and types without EFA: detail only, nothing to fail.
+    old = ["NET/OFI Selected Provider is efa (found 4 nics)"]
+    assert read_transport("p4d.24xlarge", "AWS Libfabric", old) == TransportReading("efa, 4 NICs")
+    assert read_transport("g6.xlarge", "Socket", []) == TransportReading()
+    # What a node sends is its own: a line of another shape is no reading.
+    forged = efa_said()
+    forged["net"] = ["NET/OFI Selected provider is efa\x1b[2J, fabric is x (found 32 nics)", 7]
+    assert read("Libfabric", forged["net"][:1]).detail == ""
+
+
 def test_nccl_logs_to_a_folder_of_the_process_which_is_read_and_removed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -352,7 +448,8 @@ def test_nccl_logs_to_a_folder_of_the_process_which_is_read_and_removed(
     assert os.environ["NCCL_DEBUG"] == "INFO" and pattern.startswith(str(folder))
     # NCCL replaces %p with the process id.
     Path(pattern.replace("%p", "2210")).write_text(NCCL_SOCKET_LOG)
-    assert logged_network(folder) == "Socket"
+    plugin, none = "NET/Plugin: Could not find: libnccl-net.so", "NET/IB : No device found."
+    assert logged_network(folder) == ("Socket", [plugin, none, NET_SOCKET])
     assert not folder.exists()
 
 
@@ -365,3 +462,36 @@ def test_a_result_line_nested_past_the_parser_is_output_not_a_crash() -> None:
     good = MARKER + '{"kind": "torch", "ok": true}'
     lines = [MARKER + "[" * 1990, MARKER + '{"kind": ' * 1000, MARKER + '{"kind": NaN}', good]
     assert results(lines) == [{"kind": "torch", "ok": True}]
+
+
+def test_the_providers_reading_fails_the_node_in_the_checks_verdict() -> None:
+    """run_check hands the cluster's provider's reading to each measurement: its problem is
+    one of the node's problems, its detail part of the transport."""
+    from dlvm_cluster.orchestrate.check.run import _judge, _Run
+    from dlvm_cluster.orchestrate.check.verdicts import Verdict, read_facts
+
+    nodes = tuple(Node(f"node-{i}", i, f"10.0.0.{i + 2}", 22, "root", "") for i in range(2))
+    run = _Run()
+    for each, network in zip(nodes, ("Libfabric", "Socket"), strict=True):
+        said = efa_said(network)
+        for item in (
+            {"kind": "link", "shift": 1, "bytes": 1 << 24, "seconds": 0.01},
+            {"kind": "allreduce", "backend": "nccl", "bytes": 1 << 24, "seconds": 0.01, "world": 2},
+            said,
+        ):
+            run.sink(each, "stdout", MARKER + json.dumps(item))
+
+    def read(network: str, lines: Sequence[str]) -> TransportReading:
+        return TransportReading("efa", "" if network == "Libfabric" else "EFA left unused")
+
+    measured = Measurement.of(run, nodes, read)
+    assert measured.network_problems == {"node-1": ["EFA left unused"]}
+    assert (
+        measured.transport
+        == "NCCL over mixed networks: node-0 Libfabric (efa); node-1 Socket (efa)"
+    )
+    probe = [MARKER + json.dumps({"kind": "python", "python": "3.11.2", "torch": "2.13.0"})]
+    facts = {n.name: read_facts(n.name, probe) for n in nodes}
+    checks = _judge(nodes, facts, {n.name: Verdict("no GPUs") for n in nodes}, measured)
+    assert "EFA left unused" in checks[1].problems
+    assert "EFA left unused" not in checks[0].problems

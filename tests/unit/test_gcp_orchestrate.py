@@ -36,6 +36,8 @@ from dlvm_cluster.orchestrate.cluster.records import (
     save_inventory,
 )
 from dlvm_cluster.orchestrate.jobs import supervise
+from dlvm_cluster.orchestrate.jobs.node_loss import provider_lost
+from dlvm_cluster.orchestrate.jobs.replace import replace_machines
 from dlvm_cluster.orchestrate.jobs.store import JobRecord
 from dlvm_cluster.orchestrate.jobs.supervise import Supervisor
 from dlvm_cluster.progress import SilentProgress, TerraformEvent
@@ -942,17 +944,19 @@ def test_a_supervised_job_sees_a_preempted_node_and_replaces_it_alone(
     )
     cluster = Cluster(state, provider=FakeBackedEngine(state, api, cloud))
     cluster.jobs.create(record)
-    supervisor = Supervisor(cluster, record, loaded, Recorder(), str)
-    assert supervisor.provider_lost(inventory, inventory.nodes) == {}
+    assert provider_lost(cluster, inventory, inventory.nodes) == {}
     api.instance(P, A, "t-node-1", "TERMINATED", spot=True, last_start="2026-03-01T10:00:00Z")
     api.preemptions(P, A, [("t-node-1", "2026-03-01T11:00:00Z")])
-    lost = supervisor.provider_lost(inventory, inventory.nodes)
+    lost = provider_lost(cluster, inventory, inventory.nodes)
     assert lost == {"node-1": "preempted"}
     applies = len(cloud.applies)
     reads = {"node-1": key_reads(api, "node-1")}
     others = key_reads(api, "node-0"), key_reads(api, "node-2")
     forge_host_key(api, A, "node-0")
-    replaced = supervisor.replace_machines(loaded, sorted(lost), {"node-1": "t-node-1"})
+    said: list[str] = []
+    replaced = replace_machines(
+        cluster, loaded, sorted(lost), {"node-1": "t-node-1"}, Recorder(), said.append
+    )
     assert (key_reads(api, "node-0"), key_reads(api, "node-2")) == others  # kept, unread
     assert replaced.nodes[0].host_key == inventory.nodes[0].host_key
     assert len(cloud.applies) == applies + 1
@@ -960,7 +964,7 @@ def test_a_supervised_job_sees_a_preempted_node_and_replaces_it_alone(
     assert key_reads(api, "node-1") > reads["node-1"]  # the new VM's key, from the API
     assert [n.name for n in replaced.nodes] == ["node-0", "node-1", "node-2"]
     assert load_inventory(state) == replaced
-    assert record.events[-1]["text"].startswith("node replaced: node-1 t-node-1 -> t-node-1 ")
+    assert said[-1].startswith("node replaced: node-1 t-node-1 -> t-node-1 ")
 
 
 def two_node_job(tmp_path: Path, job: str = "", **fields: Any) -> tuple[LoadedSpec, JobRecord]:

@@ -20,6 +20,7 @@ from harness import Cli
 from dlvm_cluster.errors import StateError
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.orchestrate.cluster import mesh
+from dlvm_cluster.orchestrate.cluster.context import Cluster
 from dlvm_cluster.orchestrate.cluster.records import save_inventory
 from dlvm_cluster.orchestrate.nodes.commands import ssh_argv, ssh_config
 from dlvm_cluster.state import ClusterState
@@ -70,9 +71,9 @@ def test_every_writer_refuses_a_planted_field(fields: dict[str, str], tmp_path: 
             write()
     state = cluster_state(tmp_path, inventory)
     with pytest.raises(StateError):
-        ssh_config(state)
+        ssh_config(Cluster(state))
     with pytest.raises(StateError):
-        ssh_argv(state, "0")
+        ssh_argv(Cluster(state), "0")
 
 
 def test_save_inventory_writes_nothing_when_a_node_is_unfit(tmp_path: Path) -> None:
@@ -88,7 +89,7 @@ def test_a_cluster_name_or_identity_file_with_a_newline_is_refused(tmp_path: Pat
         mesh.ssh_config_block(Inventory("demo\nHost *", (node(),)))
     state = cluster_state(tmp_path, Inventory("demo", (node(),), identity_file="k\nHost *"))
     with pytest.raises(StateError, match="identity file"):
-        ssh_config(state)
+        ssh_config(Cluster(state))
 
 
 def test_the_issues_proxycommand_never_reaches_ssh_config_output(tmp_path: Path) -> None:
@@ -107,23 +108,23 @@ def test_the_issues_proxycommand_never_reaches_ssh_config_output(tmp_path: Path)
 def test_ssh_and_ssh_config_use_the_ssh_providers_identity_file(tmp_path: Path) -> None:
     identity = tmp_path / "my key" / "id_ed25519"
     state = cluster_state(tmp_path, Inventory("demo", (node(),), identity_file=str(identity)))
-    config = ssh_config(state)
+    config = ssh_config(Cluster(state))
     assert f'IdentityFile "{identity}"' in config
     assert str(state.key_path) not in config
-    argv = ssh_argv(state, None)
+    argv = ssh_argv(Cluster(state), None)
     assert argv[argv.index("-i") + 1] == str(identity)
 
 
 def test_the_cluster_key_is_used_without_an_identity_file(tmp_path: Path) -> None:
     state = cluster_state(tmp_path, Inventory("demo", (node(),)))
-    assert f"IdentityFile {state.key_path}\n" in ssh_config(state)
-    argv = ssh_argv(state, None)
+    assert f"IdentityFile {state.key_path}\n" in ssh_config(Cluster(state))
+    argv = ssh_argv(Cluster(state), None)
     assert argv[argv.index("-i") + 1] == str(state.key_path)
 
 
 def test_a_percent_in_a_path_is_not_an_ssh_token(tmp_path: Path) -> None:
     state = cluster_state(tmp_path, Inventory("demo", (node(),), identity_file="/keys/100%d"))
-    assert "IdentityFile /keys/100%%d\n" in ssh_config(state)
+    assert "IdentityFile /keys/100%%d\n" in ssh_config(Cluster(state))
 
 
 @pytest.mark.skipif(not shutil.which("ssh"), reason="no OpenSSH")
@@ -131,7 +132,7 @@ def test_an_ipv6_scope_survives_the_configs_tokens(tmp_path: Path) -> None:
     """`%` starts a token in HostName: a scoped address is written %%, so ssh reads it back."""
     inventory = Inventory("demo", (node(ip="fe80::1%eth0"),))
     configs = {
-        "ssh-config": ssh_config(cluster_state(tmp_path, inventory)),
+        "ssh-config": ssh_config(Cluster(cluster_state(tmp_path, inventory))),
         "mesh": mesh.ssh_config_block(inventory),
     }
     for which, text in configs.items():
@@ -191,7 +192,7 @@ def test_a_state_file_with_a_planted_host_still_gives_a_clear_error(tmp_path: Pa
     data["nodes"][0]["ip"] = INJECTED
     state.inventory_path.write_text(json.dumps(data))
     with pytest.raises(StateError, match="node 'node-0': its ip"):
-        ssh_config(state)
+        ssh_config(Cluster(state))
 
 
 # -- nodes reached through a proxy command (private gcp nodes: gcloud's IAP tunnel) ----------
@@ -223,9 +224,9 @@ def test_a_planted_proxy_is_refused_by_every_writer(proxy: tuple[str, ...], tmp_
         inventory.checked()
     state = cluster_state(tmp_path, inventory)
     with pytest.raises(StateError):
-        ssh_config(state)
+        ssh_config(Cluster(state))
     with pytest.raises(StateError):
-        ssh_argv(state, "0")
+        ssh_argv(Cluster(state), "0")
     with pytest.raises(StateError):
         save_inventory(state, inventory)
 
@@ -254,15 +255,14 @@ def test_ssh_runs_the_proxy_command_with_its_arguments_intact(tmp_path: Path) ->
     arguments = ("start-iap-tunnel", "demo-node-0", "--account=me 100%x", "it's")
     state = cluster_state(tmp_path, Inventory("demo", (node(0, proxy=(str(tunnel), *arguments)),)))
     config = tmp_path / "config"
-    config.write_text(ssh_config(state))
+    config.write_text(ssh_config(Cluster(state)))
     subprocess.run(
         ["ssh", "-F", str(config), "demo-node-0", "true"], capture_output=True, timeout=60
     )
     assert tuple(json.loads(record.read_text())) == arguments
     record.unlink()
-    subprocess.run([*ssh_argv(state, "0"), "true"], capture_output=True, timeout=60)
+    subprocess.run([*ssh_argv(Cluster(state), "0"), "true"], capture_output=True, timeout=60)
     assert tuple(json.loads(record.read_text())) == arguments
     direct = Inventory("demo", (node(1),))
-    assert not any(
-        "ProxyCommand" in arg for arg in ssh_argv(cluster_state(tmp_path / "d", direct), "1")
-    )
+    direct_cluster = Cluster(cluster_state(tmp_path / "d", direct))
+    assert not any("ProxyCommand" in arg for arg in ssh_argv(direct_cluster, "1"))

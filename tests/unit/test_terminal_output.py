@@ -109,7 +109,7 @@ def test_every_status_line_is_escaped(
 ) -> None:
     """Node text may reach any line of `status`: SSH errors, the head's heartbeat, a job's
     events, the provider's complaint."""
-    from dlvm_cluster.cli import cluster_commands
+    from dlvm_cluster.cli import status_commands
     from dlvm_cluster.orchestrate.cluster import report
     from dlvm_cluster.orchestrate.jobs.store import JobRecord
     from dlvm_cluster.orchestrate.nodes.commands import NodeStatus
@@ -133,10 +133,10 @@ def test_every_status_line_is_escaped(
     from dlvm_cluster.state import ClusterState
 
     unread = Cluster(ClusterState("c", Path("/nonexistent/c")))  # the report is crafted
-    monkeypatch.setattr(cluster_commands, "resolve", lambda name: unread)
+    monkeypatch.setattr(status_commands, "resolve", lambda name: unread)
     sink = io.StringIO()
     monkeypatch.setattr(display, "stdout", Console(file=sink, force_terminal=False, width=400))
-    cluster_commands.status_cmd("c", json_output=False)
+    status_commands.status_cmd("c", json_output=False)
     text = sink.getvalue() + capsys.readouterr().out
     assert printable_only(text), repr(text)
     assert text.count("\\x1b]52;") >= 6 and text.count("\\u202e") >= 6

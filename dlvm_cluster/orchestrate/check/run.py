@@ -33,6 +33,7 @@ from dlvm_cluster.orchestrate.check.output import SECTION, Collected, results, s
 from dlvm_cluster.orchestrate.check.verdicts import (
     LinkSpeeds,
     NodeFacts,
+    TransportReader,
     Verdict,
     bus_bandwidth,
     judge_gpus,
@@ -40,6 +41,7 @@ from dlvm_cluster.orchestrate.check.verdicts import (
     judge_python,
     link_speeds,
     read_facts,
+    transport_problems,
     transport_used,
     usual,
 )
@@ -193,9 +195,11 @@ class Measurement:
     backend: str = ""
     bus_gbs: float | None = None
     transport: str = ""
+    # Per node, the provider's objections to the network NCCL used (its GPU network unused).
+    network_problems: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, run: _Run, ordered: tuple[Node, ...]) -> Measurement:
+    def of(cls, run: _Run, ordered: tuple[Node, ...], read: TransportReader) -> Measurement:
         found = {node.name: results(run.of(node.name)) for node in ordered}
         backend, bus = bus_bandwidth(found)
         speeds = link_speeds([node.name for node in ordered], found)
@@ -205,7 +209,8 @@ class Measurement:
             speeds=speeds,
             backend=backend,
             bus_gbs=bus,
-            transport=transport_used(backend, found),
+            transport=transport_used(backend, found, read),
+            network_problems=transport_problems(found, read) if backend == "nccl" else {},
         )
 
     def slow_nodes(self) -> list[str]:
@@ -227,9 +232,14 @@ class Measurement:
 
 
 def _measure(
-    pool: SshPool, inventory: Inventory, nodes: Sequence[Node], env: Mapping[str, str]
+    pool: SshPool,
+    inventory: Inventory,
+    nodes: Sequence[Node],
+    env: Mapping[str, str],
+    read: TransportReader,
 ) -> Measurement:
-    """The bandwidth program under torchrun on `nodes`, planned as a torchrun job is."""
+    """The bandwidth program under torchrun on `nodes`, planned as a torchrun job is; the
+    network NCCL used as `read` (the provider) reads it."""
     from dlvm_cluster.spec.model import Job  # pydantic, as every launch plans with it
 
     subset = dataclasses.replace(inventory, nodes=tuple(nodes))
@@ -249,7 +259,7 @@ def _measure(
         for node in ordered
     ]
     run = _run(pool, ordered, commands, timeout=BANDWIDTH_TIMEOUT_S, fail_fast=True)
-    return Measurement.of(run, ordered)
+    return Measurement.of(run, ordered, read)
 
 
 def run_check(cluster: Cluster, progress: Progress, *, selector: str | None = None) -> CheckReport:
@@ -279,12 +289,13 @@ def run_check(cluster: Cluster, progress: Progress, *, selector: str | None = No
     measured = Measurement()
     if len(able) >= 2:
         progress.stage(f"measuring bandwidth between {len(able)} node(s)")
-        measured = _measure(pool, inventory, able, env)
+        read = cluster.provider.read_transport
+        measured = _measure(pool, inventory, able, env, read)
         if measured.slow_nodes():
             # A node paused by its machine (another process, a noisy neighbour) looks
             # slow for a moment; a slow link stays slow: only what is slow twice counts.
             progress.stage("measuring again: a link must be slow twice to fail a node")
-            measured = measured.best_with(_measure(pool, inventory, able, env))
+            measured = measured.best_with(_measure(pool, inventory, able, env, read))
         left_out = [node.name for node in nodes if node not in able]
         if left_out:
             notes.append(f"bandwidth measured without {', '.join(left_out)} (failed above)")
@@ -348,6 +359,7 @@ def _judge(
             if speeds.receiving(node.name) is None and not measured.errors:
                 problems.append("the bandwidth test ran but this node reported no link")
             problems.extend(speeds.judge(node.name))
+            problems.extend(measurement.network_problems.get(node.name, ()))
         checks.append(
             NodeCheck(
                 name=node.name,

@@ -23,6 +23,7 @@ from dlvm_cluster.orchestrate.check.output import (
     sections,
     short,
 )
+from dlvm_cluster.providers.base import TransportReading
 
 SLOW_FRACTION = 0.5  # a node under this fraction of the median node is slow
 SLOW_LOOKUP_S = 1.0  # a name lookup slower than this waits on a resolver
@@ -281,22 +282,49 @@ def bus_bandwidth(found: Mapping[str, Sequence[Mapping[str, Any]]]) -> tuple[str
 
 # What a node may say of NCCL's network: a name of NCCL's, a plugin's or its own.
 _NETWORK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._/-]{0,47}")
+MAX_NET_LINES, MAX_NET_LINE = 24, 220  # of the NET/ lines a node sends, what is read
+# What the provider of the machines reads from a node's network and NET/ lines.
+TransportReader = Callable[[str, Sequence[str]], TransportReading]
 
 
-def transport_used(backend: str, found: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
+def _no_reading(network: str, net_lines: Sequence[str]) -> TransportReading:
+    return TransportReading()
+
+
+def _said_networks(
+    found: Mapping[str, Sequence[Mapping[str, Any]]],
+) -> dict[str, list[tuple[str, tuple[str, ...]]]]:
+    """Per node, each process's network name (of the known form) and its NET/ lines."""
+    per_node: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
+    for node, items in found.items():
+        for item in items:
+            network = item.get("network") if item.get("kind") == "transport" else None
+            if not (isinstance(network, str) and _NETWORK_NAME.fullmatch(network)):
+                continue
+            said = item.get("net")
+            lines = said[:MAX_NET_LINES] if isinstance(said, list) else []
+            kept = tuple(line[:MAX_NET_LINE] for line in lines if isinstance(line, str))
+            per_node.setdefault(node, []).append((network, kept))
+    return per_node
+
+
+def transport_used(
+    backend: str,
+    found: Mapping[str, Sequence[Mapping[str, Any]]],
+    read: TransportReader = _no_reading,
+) -> str:
     """The network transport the bandwidth test ran on: gloo's TCP, or the network NCCL
-    chose on the nodes (each node's processes' names; several when the nodes disagree, which
-    a job would not survive)."""
+    chose on the nodes with what the provider reads of it (`read`: "Libfabric (efa, 32
+    NICs)"); each node's when the nodes disagree, which a job would not survive."""
     if backend == "gloo":
         return "gloo over TCP"
     if backend != "nccl":
         return ""
     per_node: dict[str, set[str]] = {}
-    for node, items in found.items():
-        for item in items:
-            network = item.get("network") if item.get("kind") == "transport" else None
-            if isinstance(network, str) and _NETWORK_NAME.fullmatch(network):
-                per_node.setdefault(node, set()).add(network)
+    for node, said in _said_networks(found).items():
+        for network, lines in said:
+            detail = read(network, lines).detail
+            per_node.setdefault(node, set()).add(f"{network} ({detail})" if detail else network)
     names = sorted({name for networks in per_node.values() for name in networks})
     if not names:
         return "NCCL, network not reported"
@@ -305,3 +333,17 @@ def transport_used(backend: str, found: Mapping[str, Sequence[Mapping[str, Any]]
     return "NCCL over mixed networks: " + "; ".join(
         f"{node} {', '.join(sorted(networks))}" for node, networks in sorted(per_node.items())
     )
+
+
+def transport_problems(
+    found: Mapping[str, Sequence[Mapping[str, Any]]], read: TransportReader
+) -> dict[str, list[str]]:
+    """Per node, what the provider finds wrong with the network NCCL used there (its GPU
+    network left unused), each once."""
+    problems: dict[str, list[str]] = {}
+    for node, said in _said_networks(found).items():
+        for network, lines in said:
+            problem = read(network, lines).problem
+            if problem and problem not in problems.get(node, []):
+                problems.setdefault(node, []).append(problem)
+    return problems

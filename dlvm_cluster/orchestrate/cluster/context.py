@@ -6,7 +6,9 @@ A `Cluster` holds what the stages would otherwise each re-derive from the state 
   saves them updates what the next stage sees);
 - the provider, built once;
 - one SSH pool, opened on first use and shared by every stage (reach, setup, jobs,
-  recovery), so a command connects to each node at most once while the node stays the same;
+  recovery), so a command connects to each node at most once while the node stays the same
+  (and not at all for what the cluster's warm agent carries, once `through_agent()` was
+  asked: remote/relay.py);
 - its job store.
 
 `close()` (or leaving `with`) closes the pool. Verbs take a `Cluster`; `cli/resolve.py`
@@ -56,6 +58,7 @@ class Cluster:
         self._applied: object = _UNREAD
         self._pool: SshPool | None = None
         self._pool_lock = threading.Lock()
+        self._through_agent = False
         self.jobs = JobStore(state)
 
     @classmethod
@@ -175,10 +178,19 @@ class Cluster:
         inventory = inventory or self.require_inventory()
         with self._pool_lock:
             if self._pool is None:
-                self._pool = records.open_pool(self.state, inventory)
+                self._pool = records.open_pool(self.state, inventory, relay=self._through_agent)
             else:
                 self._pool.inventory = inventory
             return self._pool
+
+    def through_agent(self) -> None:
+        """Let the pool go through the cluster's agent while one answers for the recorded
+        nodes (remote/relay.py): for a command that only checks and keeps nodes as they are,
+        such as `up` of an unchanged cluster; it connects itself for anything else."""
+        with self._pool_lock:
+            self._through_agent = True
+            if self._pool is not None and self._pool.relay is None:
+                self._pool.relay = records.agent_relay(self.state)
 
     def reach(self) -> Reach:
         """What a provider may learn over SSH, through this command's pool."""

@@ -135,11 +135,13 @@ def setup_digest(loaded: LoadedSpec, secret_values: Mapping[str, str], key: byte
 def install_secrets(
     pool: SshPool, state: ClusterState, nodes: Sequence[Node], values: Mapping[str, str]
 ) -> None:
-    """(Re)write every node's secrets file through stdin: never on a command line. The names
-    are recorded in the state dir, so that output is masked with every secret nodes hold."""
+    """(Re)write every node's secrets file through stdin: never on a command line, and never
+    through the cluster's agent (an empty one may go there). The names are recorded in the
+    state dir, so that output is masked with every secret nodes hold."""
     content = secret_env.file_content(values) or b"\n"
     script = install_secrets_script(pool.inventory.cluster)
-    run_everywhere(pool, nodes, script, content, "cannot write the secrets file")
+    what = "cannot write the secrets file"
+    run_everywhere(pool, nodes, script, content, what, through_agent=not values)
     save_secret_names(state, values)
 
 

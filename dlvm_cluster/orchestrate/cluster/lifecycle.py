@@ -25,7 +25,9 @@ from dlvm_cluster.orchestrate.cluster.prepare import (
     with_storage,
 )
 from dlvm_cluster.orchestrate.cluster.records import (
+    applied_digest,
     record_kind,
+    spec_digest,
 )
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers.base import NO_TRUST, KeyTrust, Provider
@@ -134,7 +136,9 @@ def up(
     `undo_scale`; else WouldUndoScale says what would change. Machines that present a host
     key seen for the first time are adopted only when `trust` accepts it; else
     UnpinnedHostKeys lists them, before anything is stored or sent. `wait`: seconds the
-    machines may take to be created (a flex-start VM waits for capacity meanwhile)."""
+    machines may take to be created (a flex-start VM waits for capacity meanwhile). On a
+    cluster whose spec is the one applied, the nodes are reached through its warm agent
+    when one answers (Cluster.through_agent), so a no-op `up` opens no connection itself."""
     begun = time.monotonic()
     cluster.provider.check_host()
     state = cluster.state
@@ -144,6 +148,10 @@ def up(
             raise WouldUndoScale(undo)
         state.check_permissions()
         state.ensure_key_pair()
+        if applied_digest(state) == spec_digest(loaded.spec):
+            # Unchanged: what `up` does on the nodes only checks and keeps them, which the
+            # agent's warm connections carry while they serve the nodes as recorded.
+            cluster.through_agent()
         _finish_taken_down(cluster, progress)
         inventory, provisioned, started = provision(
             cluster, loaded, progress, trust=trust, wait=wait

@@ -157,6 +157,19 @@ def wait_for_ssh(pool: SshPool, nodes: Sequence[Node], progress: Progress) -> No
     )
 
 
+def _push_applied_files(
+    pool: SshPool, loaded: LoadedSpec, nodes: Sequence[Node], progress: Progress
+) -> list[SyncResult]:
+    """The files of `loaded`, just recorded as the applied spec: by the cluster's agent when
+    the pool goes through it and it takes them (it pushes the applied spec), else over the
+    pool."""
+    if pool.relay is not None and loaded.spec.files:
+        pushed = pool.relay.sync(pool.inventory, nodes, progress)
+        if pushed is not None:
+            return pushed
+    return push_files(pool, loaded, nodes, progress)
+
+
 def prepare_nodes(
     cluster: Cluster,
     loaded: LoadedSpec,
@@ -190,7 +203,7 @@ def prepare_nodes(
     # The nodes now match the spec; setup keeps its own per-node stamp, so a failed setup
     # still leaves a cluster that exec, ssh and a re-run of up can work with.
     cluster.save_applied(loaded, scaled=scaled)
-    synced = push_files(pool, loaded, nodes, progress)
+    synced = _push_applied_files(pool, loaded, nodes, progress)
     setup = run_setup(pool, inventory, loaded, nodes, progress, rerun=rerun)
     frameworks = ensure_frameworks(pool, inventory, loaded, nodes, progress)
     booted = wait_for_boot(pool, inventory.nodes, cluster.provider.boot_readiness(), progress)

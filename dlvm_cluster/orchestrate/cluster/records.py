@@ -14,6 +14,7 @@ from dlvm_cluster.state import ClusterState, write_atomic
 
 if TYPE_CHECKING:
     from dlvm_cluster.remote.pool import SshPool
+    from dlvm_cluster.remote.relay import AgentRelay
     from dlvm_cluster.spec.model import ClusterSpec, LoadedSpec
 
 
@@ -48,14 +49,25 @@ def identity_path(state: ClusterState, inventory: Inventory) -> Path:
     return state.key_path
 
 
-def open_pool(state: ClusterState, inventory: Inventory) -> SshPool:
+def open_pool(state: ClusterState, inventory: Inventory, *, relay: bool = False) -> SshPool:
     """Connections to the cluster's nodes with the right key: the user's for machines that
-    already exist (ssh provider), else the cluster's own."""
+    already exist (ssh provider), else the cluster's own. `relay`: try the cluster's agent
+    first (`agent_relay`)."""
     # Imported here so that paths which never connect (the warm exec client) skip paramiko.
     from dlvm_cluster.remote.connection import Credentials
     from dlvm_cluster.remote.pool import SshPool
 
-    return SshPool(inventory, Credentials(identity_path(state, inventory)))
+    credentials = Credentials(identity_path(state, inventory))
+    return SshPool(inventory, credentials, relay=agent_relay(state) if relay else None)
+
+
+def agent_relay(state: ClusterState) -> AgentRelay | None:
+    """The cluster's agent as a way to its nodes (remote/relay.py); None where agents are
+    off (DLVM_NO_AGENT=1)."""
+    from dlvm_cluster.remote import agent_client
+    from dlvm_cluster.remote.relay import AgentRelay
+
+    return None if agent_client.disabled() else AgentRelay(state)
 
 
 def spec_digest(spec: ClusterSpec) -> str:

@@ -144,7 +144,7 @@ def usage_line(cluster: Cluster, inventory: Inventory) -> str:
     applied = cluster.applied
     rates = cluster.provider.hourly_rates() if applied is not None else None
     if rates is None:
-        return f"usage so far: {hours} (no prices for this provider)"
+        return f"usage so far: {hours} (no hourly prices for this cluster)"
     spend = running * rates.running + stopped * rates.stopped
     disks = rates.stopped * len(inventory.nodes)
     return f"spend so far: ${spend:.2f} ({hours}); stopped, the disks cost ${disks:.2f}/h"

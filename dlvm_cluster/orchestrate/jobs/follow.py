@@ -1,6 +1,7 @@
 """Following one run of a job: how it ended (`RunEnd`), the hang clock, and stopping it on
-every node at once from the first failure on (`Stopper`). The loop that decides what
-comes next is supervise.py; the decision itself is policy.py."""
+every node at once from the first failure on (`Stopper`). The watching of a run is
+run_watch.py; the loop that decides what comes next is supervise.py; the decision itself
+is policy.py."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from dlvm_cluster.errors import RemoteError
 from dlvm_cluster.inventory import Node
+from dlvm_cluster.launch.output import RankOutput, disagreement, first_cause, gpu_hint
 from dlvm_cluster.orchestrate.jobs.on_nodes import stop_job
 from dlvm_cluster.remote.pool import SshPool
 from dlvm_cluster.remote.results import CommandResult, GroupResult
@@ -18,6 +21,10 @@ from dlvm_cluster.remote.results import CommandResult, GroupResult
 # For tests only: the hang timeout in seconds, instead of the cluster file's minutes.
 HANG_SECONDS_ENV = "DLVM_HANG_TIMEOUT_SECONDS"
 STOP_GRACE = 5.0  # SIGTERM, then SIGKILL after this many seconds
+
+
+class JobCancelled(Exception):
+    """`cancel` (or `down`) asked the supervisor to stop."""
 
 
 @dataclass
@@ -90,3 +97,41 @@ def failure_text(result: GroupResult) -> str:
         (r for r in result.results if r.node == result.first_failed), None
     ) or next(iter(result.failed), None)
     return f"{first.node} failed first: {first.describe()}" if first else "stopped"
+
+
+def failed_run(
+    cluster: str,
+    job_id: str,
+    why: str,
+    end: RunEnd,
+    outputs: dict[str, RankOutput],
+    gpus_per_node: int,
+) -> RemoteError:
+    """The error a failed job ends with: the node that failed first, the rank's own exception
+    (not the launcher's footer that follows it) or its last lines, and whether the ranks
+    started from different states; `why`: what the policy said, if anything."""
+    result = end.result
+    failed = [r for r in result.results if r.node == result.first_failed] or list(result.failed)
+    logs = f"full logs: dlvm logs {cluster} {job_id}"
+    if end.hung or not failed:
+        return RemoteError(
+            f"job {job_id} failed: {why or end.reason}; stopped it on every node", hint=logs
+        )
+    first = failed[0]
+    prefix = f"{why}. " if why else ""
+    message = (
+        f"{prefix}job {job_id} failed on {first.node} ({first.describe()}); "
+        "stopped it on the other nodes."
+    )
+    raised_on, cause = first_cause(outputs, first.node)
+    if cause:
+        quoted = "\n".join(f"  [{raised_on}] {line}" for line in cause)
+        message += f" {raised_on}'s first exception:\n{quoted}"
+    else:
+        tail = "\n".join(f"  [{first.node}] {line}" for line in list(first.tail)[-10:])
+        message += f" Last lines:\n{tail}"
+    differ = disagreement(outputs)
+    if differ:
+        message += f"\nNote: {differ}"
+    hints = [gpu_hint(cause, gpus_per_node), logs]
+    return RemoteError(message, hint="\n".join(hint for hint in hints if hint))

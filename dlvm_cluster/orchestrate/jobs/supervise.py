@@ -8,7 +8,9 @@ job's record, gone when the job ends or on `cancel`/`down`). While the job runs 
 - each node's job through a follow of its log (a rank that exits, an SSH session that dies or
   stops answering: fan-out's liveness check),
 - the provider's view of the machines (`node_states`: preempted, stopped, missing),
-- the output: no new line from any rank for `job.hang_timeout_minutes` counts as a failure.
+- the output: no new line from any rank for `job.hang_timeout_minutes` counts as a failure,
+- the end of the capacity under the nodes, where the provider knows it (a Capacity Block):
+  the job is warned before it (capacity_end.py).
 
 At the first failure the job is stopped on every node at once (whole process trees, as
 `cancel` does), so no rank waits in a collective for a peer that is gone. Then:
@@ -22,9 +24,11 @@ At the first failure the job is stopped on every node at once (whole process tre
   checkpoint.
 
 What happens after a failure is decided by policy.py (a pure function of what was seen);
-following one run is follow.py. The supervisor shares the command's `Cluster` (one SSH pool
-for the follows, the checks, the replacement's setup and the relaunch) and changes only its
-own fields of the job's record, under the record's lock (`scale` changes its nodes).
+watching one run is run_watch.py (how it ended, and the error a failed job ends with:
+follow.py); replacing lost nodes is replace.py. The supervisor shares the command's
+`Cluster` (one SSH pool for the follows, the checks, the replacement's setup and the
+relaunch) and changes only its own fields of the job's record, under the record's lock
+(`scale` changes its nodes).
 
 Every step is an event in the job's record (`status --json`, `logs`) and in its local
 events.log.
@@ -35,34 +39,24 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from dlvm_cluster import secret_env
-from dlvm_cluster.errors import DlvmError, RemoteError, UsageError
+from dlvm_cluster.errors import DlvmError, RemoteError
 from dlvm_cluster.inventory import Inventory, Node
-from dlvm_cluster.launch.output import (
-    RankOutput,
-    disagreement,
-    first_cause,
-    gpu_hint,
-    quiet_activity,
-)
+from dlvm_cluster.launch.output import RankOutput
 from dlvm_cluster.launch.plan import elastic_range, random_port
 from dlvm_cluster.launch.planners import plan_launch
 from dlvm_cluster.orchestrate.check.run import require_healthy
 from dlvm_cluster.orchestrate.cluster.context import Cluster
-from dlvm_cluster.orchestrate.cluster.files import install_secrets, push_files
-from dlvm_cluster.orchestrate.cluster.power import stop_marks
-from dlvm_cluster.orchestrate.cluster.prepare import converge_request, prepare_nodes, with_storage
-from dlvm_cluster.orchestrate.jobs import policy
+from dlvm_cluster.orchestrate.jobs import node_loss, policy
+from dlvm_cluster.orchestrate.jobs.capacity_end import CapacityEnd
 from dlvm_cluster.orchestrate.jobs.follow import (
     STOP_GRACE,
+    JobCancelled,
     RunEnd,
-    Stopper,
+    failed_run,
     failure_text,
-    hang_seconds,
-    quiet_seconds,
 )
 from dlvm_cluster.orchestrate.jobs.on_nodes import (
     env_names,
@@ -70,28 +64,18 @@ from dlvm_cluster.orchestrate.jobs.on_nodes import (
     start_on_nodes,
     stop_job,
 )
+from dlvm_cluster.orchestrate.jobs.replace import replace_lost
+from dlvm_cluster.orchestrate.jobs.run_watch import WATCH_STEP, JobView, RunWatch
 from dlvm_cluster.orchestrate.jobs.store import JobRecord
 from dlvm_cluster.progress import Progress
-from dlvm_cluster.providers.base import NodeState
 from dlvm_cluster.providers.kind import Feature
-from dlvm_cluster.remote import jobcontrol
-from dlvm_cluster.remote.connection import Connection
-from dlvm_cluster.remote.fanout import Cancellation, run_on_nodes
-from dlvm_cluster.remote.pool import for_each_node
-from dlvm_cluster.remote.results import CommandResult, GroupResult
+from dlvm_cluster.remote.results import GroupResult
 from dlvm_cluster.spec.model import LoadedSpec
 from dlvm_cluster.state import EVENTS_LOG, private_dir
 
-WATCH_STEP = 0.5  # seconds between looks at the cancel request and the output clock
-PROVIDER_POLL = 2.0  # seconds between asking the provider how the machines are
 SCALE_RECORD_WAIT = 15.0  # seconds `scale` may take from stopping a node's job to recording it
-REPLACE_BACKOFF = (5.0, 15.0, 30.0, 60.0, 120.0)  # seconds before each new try to replace
 # The record's fields the supervisor owns; `nodes` it writes only when it relaunches.
 OWN_FIELDS = ("state", "ended", "exit_codes", "restarts", "recoveries", "port", "supervisor")
-
-
-class JobCancelled(Exception):
-    """`cancel` (or `down`) asked the supervisor to stop."""
 
 
 class Supervisor:
@@ -119,6 +103,8 @@ class Supervisor:
         self._follow_from_now: set[str] = set()  # elastic survivors: their log was shown
         self._outputs: dict[str, RankOutput] = {}  # the current run's, per node
         self._lock = threading.Lock()
+        self._capacity = CapacityEnd()
+        self.clock: Callable[[], float] = time.time  # the wall clock the capacity ends by
 
     # -- records and events -------------------------------------------------------------
 
@@ -227,111 +213,43 @@ class Supervisor:
         return self.cluster.require_inventory()
 
     def _watch(self) -> RunEnd:
-        """Follow the job on its nodes until it ends or the watcher stops it; when it did
-        not succeed, stop it on every node before returning."""
+        """Follow one run of the job (RunWatch) until it ends or the watcher stops it; when
+        it did not succeed, stop it on every node before returning."""
         inventory = self._inventory()
         nodes = inventory.select(",".join(self.record.nodes))
-        cancel = Cancellation()
-        end = RunEnd(GroupResult(()))
-        started = time.monotonic()
-        last_output = [started]
-        done = threading.Event()
-
-        self._outputs = outputs = {node.name: RankOutput() for node in nodes}
-
-        def sink(node: Node, stream: str, text: str) -> None:
-            last_output[0] = time.monotonic()
-            outputs[node.name].feed(text)
-            self.progress.line(node, stream, text)
-
-        # An elastic job may keep running on the survivors of a lost node: the decision to
-        # stop it then waits for the lost-node check.
-        stop_early = elastic_range(self.job) is None or self.job.on_node_loss == "fail"
-
-        def trip(reason: str, stop: bool = True) -> None:
-            cancel.set(reason)
-            if stop:
-                stopper.now()
-
-        def watch() -> None:
-            try:
-                look()
-            except JobCancelled:
-                trip("cancelled")
-
-        def look() -> None:
-            hang = hang_seconds(self.job.hang_timeout_minutes)
-            asked = 0.0
-            quiet_step = quiet_seconds()
-            said_quiet = [started]
-            while not done.wait(WATCH_STEP):
-                now = time.monotonic()
-                if now - max(last_output[0], said_quiet[0]) >= quiet_step:
-                    said_quiet[0] = now
-                    self._say_what_runs(nodes, now - last_output[0])
-                if self.jobs.cancel_requested(self.record.id):
-                    trip("cancelled")
-                    return
-                if set(self._nodes_on_record()) != followed:
-                    end.rescaled = True
-                    trip("the job's nodes changed", stop=False)
-                    return
-                if self._resume_pending and last_output[0] > started:
-                    self._resume_pending = False
-                    self.event(f"resumed: output again after restart {self.record.restarts}")
-                if time.monotonic() - asked >= PROVIDER_POLL:
-                    asked = time.monotonic()
-                    lost = self.provider_lost(inventory, nodes)
-                    if lost:
-                        end.lost = lost
-                        said = ", ".join(f"{n} {why}" for n, why in lost.items())
-                        trip(f"node lost: {said}", stop=stop_early)
-                        return
-                if hang is not None and time.monotonic() - last_output[0] > hang:
-                    end.hung = True
-                    trip(f"hung: no output from any rank for {hang:g}s")
-                    return
-
-        def ended(result: CommandResult) -> None:
-            if not result.ok and stop_early:  # stop the job now, not after the follows
-                stopper.now()
-
-        followed = {node.name for node in nodes}
-        pool = self.cluster.pool()
-        stopper = Stopper(pool, nodes, self.record.id)
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
-        try:
-            end.result = run_on_nodes(
-                pool,
-                nodes,
-                lambda node: jobcontrol.follow(
-                    inventory.cluster,
-                    self.record.id,
-                    from_now=node.name in self._follow_from_now,
-                ),
-                sink=sink,
-                log_dir=private_dir(Path(self.record.local_logs)),
-                fail_fast=True,
-                redact=self.redact,
-                cancel=cancel,
-                on_done=ended,
-            )
-        finally:
-            done.set()
-            watcher.join()
-        end.reason = cancel.reason if cancel.is_set() and not end.result.first_failed else ""
+        view = JobView(
+            job_id=self.record.id,
+            logs=Path(self.record.local_logs),
+            cancel_requested=lambda: self.jobs.cancel_requested(self.record.id),
+            nodes_on_record=self._nodes_on_record,
+            lost=lambda inventory, nodes: node_loss.provider_lost(self.cluster, inventory, nodes),
+            first_output=self._resumed,
+            each_look=lambda: self.warn_before_capacity_ends(inventory.env),
+        )
+        run = RunWatch(
+            self.cluster.pool(),
+            inventory,
+            nodes,
+            self.job,
+            view,
+            self.progress,
+            self.redact,
+            from_now=self._follow_from_now,
+        )
+        self._outputs = run.outputs
+        end = run.run()
         if end.result.ok and not end.reason:
             return end
         self._follow_from_now = set()
+        stopper = run.stopper
         if end.rescaled or (not stopper.started and self._left_by_scale(end.result)):
             current = self._nodes_on_record()
-            self._follow_from_now = {name for name in followed if name in current}
+            self._follow_from_now = {name for name in run.followed if name in current}
             self.record.nodes = current
             self.event(f"nodes changed by scale: following {', '.join(current)}")
             end.rescaled = True
             return end
-        if not stop_early and not stopper.started and self._survivors_go_on(end, nodes):
+        if not run.stop_early and not stopper.started and self._survivors_go_on(end, nodes):
             self.event(f"failure: {end.reason or failure_text(end.result)}")
             return end
         stopped = stopper.wait()
@@ -347,27 +265,21 @@ class Supervisor:
         )
         return end
 
-    def provider_lost(self, inventory: Inventory, nodes: Sequence[Node]) -> dict[str, str]:
-        """The nodes whose machine the provider says is not running, and its word for it."""
-        try:
-            states = self.provider.node_states(inventory)
-        except DlvmError:  # no API now: SSH alone tells
-            return {}
-        return {
-            node.name: str(states[node.name])
-            for node in nodes
-            if states.get(node.name, NodeState.RUNNING) != NodeState.RUNNING
-        }
+    def warn_before_capacity_ends(self, env: Mapping[str, str]) -> None:
+        """A warning, as an event of the job, when the capacity under the nodes ends soon."""
+        now = self.clock()
+        warning = self._capacity.due(env, now)
+        if warning:
+            self.event(warning, at=now)
 
-    def _lost_nodes(self, end: RunEnd) -> dict[str, str]:
-        """The job's nodes that are gone: as the provider says, or not answering SSH."""
-        inventory = self._inventory()
-        nodes = inventory.select(",".join(self.record.nodes))
-        lost = dict(end.lost) or self.provider_lost(inventory, nodes)
-        subset = self.cluster.subset([node.name for node in nodes])
-        for name in self.cluster.reach().unreachable(subset):
-            lost.setdefault(name, "unreachable over SSH")
-        return lost
+    def _resumed(self) -> None:
+        """A rank printed in this run: after a restart, that is the job resuming."""
+        if self._resume_pending:
+            self._resume_pending = False
+            self.event(f"resumed: output again after restart {self.record.restarts}")
+
+    def _lost(self, end: RunEnd) -> dict[str, str]:
+        return node_loss.lost_nodes(self.cluster, self.record, end.lost)
 
     def _nodes_on_record(self) -> list[str]:
         """The job's nodes as its record says now (`scale` adds and removes nodes there):
@@ -394,7 +306,7 @@ class Supervisor:
         span = elastic_range(self.job)
         if span is None or self.jobs.cancel_requested(self.record.id):
             return False
-        end.lost = self._lost_nodes(end)
+        end.lost = self._lost(end)
         names = [node.name for node in nodes]
         if not policy.survivors_go_on(span, names, end.lost):
             return False
@@ -404,8 +316,10 @@ class Supervisor:
 
     def _recover(self, end: RunEnd) -> None:
         """Carry out policy.decide's step after a run that did not succeed."""
-        powered_off = self.powered_off_on_purpose()
-        lost = {} if powered_off else (end.lost if end.survivors_running else self._lost_nodes(end))
+        powered_off = node_loss.powered_off_on_purpose(self.cluster, self.record)
+        lost: dict[str, str] = {}
+        if not powered_off:
+            lost = end.lost if end.survivors_running else self._lost(end)
         action = policy.decide(
             policy.RunSeen(
                 powered_off=powered_off,
@@ -441,19 +355,6 @@ class Supervisor:
         cannot = self.cluster.lacking(Feature.REPLACE)
         return "" if cannot is None else cannot.message
 
-    def powered_off_on_purpose(self) -> str:
-        """Which of the job's nodes was powered off on purpose (`dlvm stop`, autostop,
-        max_hours) since the job began, and by what, or "": a stop is a decision the
-        supervisor must not undo by replacing the node. The mark is read whatever the
-        machine's state: a node records it before its processes end, so it is there before
-        the provider can call the node stopped (a machine that vanished has none)."""
-        marks = stop_marks(self.cluster, self._inventory())
-        for name in self.record.nodes:
-            mark = marks.get(name)
-            if mark is not None and mark.at >= self.record.started:
-                return f"{name} was powered off by {mark.by}"
-        return ""
-
     def _end_powered_off(self, why: str) -> None:
         self.event(f"{why}: the job ends with its nodes")
         self.record.state, self.record.ended = "cancelled", time.time()
@@ -484,114 +385,18 @@ class Supervisor:
     def _fail(self, why: str, end: RunEnd) -> None:
         self.record.state, self.record.ended = "failed", time.time()
         self.save()
-        result = end.result
-        failed = [r for r in result.results if r.node == result.first_failed] or list(result.failed)
-        if end.hung or not failed:
-            detail = why or end.reason
-            raise RemoteError(
-                f"job {self.record.id} failed: {detail}; stopped it on every node",
-                hint=f"full logs: dlvm logs {self.state.name} {self.record.id}",
-            )
-        first = failed[0]
-        prefix = f"{why}. " if why else ""
-        message = (
-            f"{prefix}job {self.record.id} failed on {first.node} ({first.describe()}); "
-            "stopped it on the other nodes."
-        )
-        # The rank's own exception, not the launcher's footer that follows it.
-        raised_on, cause = first_cause(self._outputs, first.node)
-        if cause:
-            quoted = "\n".join(f"  [{raised_on}] {line}" for line in cause)
-            message += f" {raised_on}'s first exception:\n{quoted}"
-        else:
-            tail = "\n".join(f"  [{first.node}] {line}" for line in list(first.tail)[-10:])
-            message += f" Last lines:\n{tail}"
-        differ = disagreement(self._outputs)
-        if differ:
-            message += f"\nNote: {differ}"
-        hints = [gpu_hint(cause, self.cluster.require_inventory().gpus_per_node)]
-        hints.append(f"full logs: dlvm logs {self.state.name} {self.record.id}")
-        raise RemoteError(message, hint="\n".join(hint for hint in hints if hint))
-
-    def _say_what_runs(self, nodes: Sequence[Node], quiet_for: float) -> None:
-        """A job silent for a while: what its processes are on each node (a first DeepSpeed
-        op build compiles for minutes without a line)."""
-        found: dict[str, list[str]] = {}
-        pool = self.cluster.pool()
-
-        def one(connection: Connection) -> str:
-            _, out, _ = connection.run(jobcontrol.activity(pool.inventory.cluster, self.record.id))
-            found[connection.node.name] = out.split()
-            return ""
-
-        try:
-            for_each_node(pool, nodes, one, lambda node, error: "")
-        except DlvmError:
-            return
-        line = quiet_activity({node.name: found.get(node.name, []) for node in nodes}, quiet_for)
-        if line:
-            self.progress.note(f"[dlvm] {line}")
+        gpus = self.cluster.require_inventory().gpus_per_node
+        raise failed_run(self.state.name, self.record.id, why, end, self._outputs, gpus)
 
     def _replace(self, names: list[str]) -> None:
-        """Replace the lost nodes alone and set them up; retried with backoff until it works
-        or the job is cancelled (a request the provider refuses outright fails the job)."""
-        applied = self.cluster.require_applied()
-        before = self._inventory()
-        old_ids = {
-            node.name: self.provider.provider_id(node)
-            for node in before.nodes
-            if node.name in names
-        }
-        for attempt in range(1, 1_000_000):
-            self.check_cancel()
-            try:
-                with self.cluster.lock("recover"):
-                    self.replace_machines(applied, names, old_ids)
-                    self._set_up(applied, names)
-                self.event(f"setup done on {', '.join(names)}")
-                return
-            except UsageError:
-                raise
-            except DlvmError as exc:
-                delay = REPLACE_BACKOFF[min(attempt, len(REPLACE_BACKOFF)) - 1]
-                self.event(
-                    f"replacing {', '.join(names)} failed (try {attempt}): {exc}; "
-                    f"trying again in {delay:g}s"
-                )
-                self._sleep(delay)
-
-    def replace_machines(
-        self, applied: LoadedSpec, names: list[str], old_ids: dict[str, str]
-    ) -> Inventory:
-        """The provider remakes the named nodes' machines alone; the new inventory, recorded."""
-        request = converge_request(self.cluster, applied, self.progress)
-        inventory = with_storage(self.provider.replace_nodes(request, names), applied.spec)
-        self.cluster.save_inventory(inventory)
-        for node in inventory.nodes:
-            if node.name in names:
-                self.event(
-                    f"node replaced: {node.name} {old_ids.get(node.name, '?')} -> "
-                    f"{self.provider.provider_id(node)} (host key "
-                    f"{node.host_key_fingerprint})"
-                )
-        return inventory
-
-    def _set_up(self, applied: LoadedSpec, names: list[str]) -> None:
-        """Keys, mesh, secrets, storage, files and setup on the new nodes, as `up` does."""
-        new = [node for node in self.cluster.require_inventory().nodes if node.name in names]
-        scaled = self.cluster.scaled_count() is not None
-        prepare_nodes(self.cluster, applied, self.progress, nodes=new, scaled=scaled)
-        # the job's own spec may name more secrets and files than the applied one
-        pool = self.cluster.pool()
-        install_secrets(pool, self.state, new, secret_env.resolve(self.loaded.spec))
-        if self.loaded.spec.files:
-            push_files(pool, self.loaded, new, self.progress)
-
-    def _sleep(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            self.check_cancel()
-            time.sleep(min(WATCH_STEP, max(0.0, deadline - time.monotonic())))
+        replace_lost(
+            self.cluster,
+            self.loaded,
+            names,
+            self.progress,
+            event=self.event,
+            check_cancel=self.check_cancel,
+        )
 
     def _join(self, names: list[str]) -> None:
         """The replaced nodes join the running elastic job, as nodes `scale` adds do."""

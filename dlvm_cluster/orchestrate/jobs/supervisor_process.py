@@ -20,8 +20,9 @@ from dlvm_cluster.inventory import Node
 from dlvm_cluster.orchestrate.cluster.context import Cluster
 from dlvm_cluster.orchestrate.cluster.records import read_spec
 from dlvm_cluster.orchestrate.jobs import queue
+from dlvm_cluster.orchestrate.jobs.follow import JobCancelled
 from dlvm_cluster.orchestrate.jobs.store import JobRecord, process_identity
-from dlvm_cluster.orchestrate.jobs.supervise import JobCancelled, Supervisor
+from dlvm_cluster.orchestrate.jobs.supervise import Supervisor
 from dlvm_cluster.progress import TerraformEvent
 from dlvm_cluster.remote.agent_process import minimal_environment
 from dlvm_cluster.spec.model import LoadedSpec

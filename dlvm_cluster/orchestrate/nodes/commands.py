@@ -1,9 +1,11 @@
 """exec, status, sync and the ssh helpers: inventory -> SSH, no Terraform.
 
-`exec` and `sync` go through the cluster's agent (agent/server.py) when one answers, reusing
-its open connections; otherwise they connect as usual and then start an agent for the next
-command. What only the cold path needs (paramiko, pydantic) is imported inside the
-functions, so that the warm path does not pay for it.
+Each takes the command's `Cluster`. `exec` and `sync` go through the cluster's agent
+(agent/server.py) when one answers, reusing its open connections; otherwise they connect
+through the cluster's pool and then start an agent for the next command. What only the cold
+path needs (paramiko, pydantic) is imported inside the functions, and the warm path reads
+the inventory file itself (its digest names what the agent must serve) and no more of the
+`Cluster` than its state dir, so that it does not pay for them.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from dlvm_cluster.orchestrate.cluster.records import (
     applied_spec,
     held_secret_names,
     identity_path,
-    open_pool,
     require_inventory,
 )
 from dlvm_cluster.progress import Progress
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
     from dlvm_cluster.orchestrate.cluster.context import Cluster
     from dlvm_cluster.remote.fanout import LineSink
     from dlvm_cluster.remote.results import SyncResult
-    from dlvm_cluster.spec.model import LoadedSpec
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ def _run_masked(plan: _ExecPlan, progress: Progress, run: Runner) -> GroupResult
 
 
 def exec_command(
-    state: ClusterState,
+    cluster: Cluster,
     command: str,
     progress: Progress,
     *,
@@ -119,7 +119,9 @@ def exec_command(
 
     Each node's output is also kept under the state dir (logs/exec/<time>/<node>.log).
     Through the cluster's agent when one answers (DLVM_NO_AGENT=1: never), else over new
-    connections, after which an agent is started in the background for the next command."""
+    connections (the cluster's pool), after which an agent is started in the background for
+    the next command."""
+    state = cluster.state
     plan = _plan_exec(state, command, selector)
 
     def through_agent(
@@ -147,26 +149,26 @@ def exec_command(
 
     from dlvm_cluster.remote.fanout import each_its_own, run_on_nodes
 
-    with open_pool(state, plan.inventory) as pool:
+    pool = cluster.pool(plan.inventory)
 
-        def cold(
-            nodes: Sequence[Node],
-            commands: Sequence[str],
-            sink: LineSink,
-            redact: Callable[[str], str],
-            logged: bool,
-        ) -> GroupResult:
-            return run_on_nodes(
-                pool,
-                nodes,
-                each_its_own(nodes, commands),
-                sink=sink,
-                timeout=timeout if logged else HELD_SECRETS_TIMEOUT,
-                log_dir=_new_log_dir(plan.log_dir) if logged else None,
-                redact=redact,
-            )
+    def cold(
+        nodes: Sequence[Node],
+        commands: Sequence[str],
+        sink: LineSink,
+        redact: Callable[[str], str],
+        logged: bool,
+    ) -> GroupResult:
+        return run_on_nodes(
+            pool,
+            nodes,
+            each_its_own(nodes, commands),
+            sink=sink,
+            timeout=timeout if logged else HELD_SECRETS_TIMEOUT,
+            log_dir=_new_log_dir(plan.log_dir) if logged else None,
+            redact=redact,
+        )
 
-        result = _run_masked(plan, progress, cold)
+    result = _run_masked(plan, progress, cold)
     assert result is not None  # the cold runner never refuses
     if plan.digest:
         agent_process.spawn(state.root)
@@ -214,20 +216,21 @@ def _new_log_dir(wanted: Path) -> Path:
 
 
 def sync_up(
-    state: ClusterState,
+    cluster: Cluster,
     progress: Progress,
     *,
-    loaded: LoadedSpec | None = None,
     selector: str | None = None,
     delete: bool = False,
     delete_at_most: int | None = None,
 ) -> list[SyncResult]:
-    """Push the spec's files (the given spec, else the one last applied) to the nodes: the
-    applied spec's through the agent when one answers, else over new connections, after
-    which an agent is started for the next command (as `exec` does).
+    """Push the spec's files (the cluster file the command was given, else the spec last
+    applied) to the nodes: the applied spec's through the agent when one answers, else over
+    the cluster's pool, after which an agent is started for the next command (as `exec`
+    does).
 
     Through the agent, this side reads only the inventory: the agent reads the spec and holds
     the connections and paramiko, which is what makes a small delta sync fast."""
+    state, loaded = cluster.state, cluster.loaded
     inventory, digest = _read_inventory(state)
     use_agent = bool(digest) and not agent_client.disabled()
     nodes = inventory.select(selector)
@@ -240,25 +243,22 @@ def sync_up(
 
     from dlvm_cluster.orchestrate.cluster.files import push_files
 
-    spec = loaded or applied_spec(state)
-    with open_pool(state, inventory) as pool:
-        results = push_files(
-            pool, spec, nodes, progress, delete=delete, delete_at_most=delete_at_most
-        )
+    spec = loaded or cluster.require_applied()
+    pool = cluster.pool(inventory)
+    results = push_files(pool, spec, nodes, progress, delete=delete, delete_at_most=delete_at_most)
     if use_agent:
         agent_process.spawn(state.root)
     return results
 
 
 def sync_down(
-    state: ClusterState, remote: str, local: Path, *, selector: str | None = None
+    cluster: Cluster, remote: str, local: Path, *, selector: str | None = None
 ) -> list[SyncResult]:
     """Pull `remote` from every selected node into local/<node>/."""
     from dlvm_cluster.orchestrate.cluster.files import pull_files
 
-    inventory = require_inventory(state)
-    with open_pool(state, inventory) as pool:
-        return pull_files(pool, inventory.select(selector), remote, local)
+    inventory = cluster.require_inventory()
+    return pull_files(cluster.pool(), inventory.select(selector), remote, local)
 
 
 @dataclass(frozen=True)
@@ -298,12 +298,13 @@ def status(cluster: Cluster) -> tuple[Inventory, list[NodeStatus]]:
     return inventory, rows
 
 
-def ssh_config(state: ClusterState) -> str:
+def ssh_config(cluster: Cluster) -> str:
     """An OpenSSH config with one Host per node, for plain ssh/scp/rsync/pdsh and editors.
 
     Every value written is checked first (Inventory.checked): a newline in a host name would
     otherwise start an option of its own, such as a ProxyCommand that ssh runs here."""
-    inventory = _read_inventory(state)[0].checked()
+    state = cluster.state
+    inventory = cluster.require_inventory().checked()
     key = _config_path(identity_path(state, inventory))
     known_hosts = _config_path(state.known_hosts)
     blocks = []
@@ -341,8 +342,9 @@ def _config_path(path: Path) -> str:
     return f'"{text}"' if any(char.isspace() for char in text) else text
 
 
-def ssh_argv(state: ClusterState, node_selector: str | None) -> list[str]:
-    inventory, _ = _read_inventory(state)
+def ssh_argv(cluster: Cluster, node_selector: str | None) -> list[str]:
+    state = cluster.state
+    inventory = cluster.require_inventory()
     nodes = inventory.select(node_selector) if node_selector else (inventory.head,)
     if len(nodes) != 1:
         raise UsageError("dlvm ssh opens a shell on one node", hint="name a single node or rank")

@@ -37,17 +37,13 @@ from dlvm_cluster.providers.aws.tfvars import (
     instance_type,
     state_tfvars,
 )
-from dlvm_cluster.providers.base import Converge
+from dlvm_cluster.providers.base import CAPACITY_ENDS_ENV, Converge
 from dlvm_cluster.providers.terraformed import with_host_keys, zone_in_use
 from dlvm_cluster.provision.modules import module_dir
 from dlvm_cluster.provision.render import TFVARS, RenderedModule
 from dlvm_cluster.provision.terraform import RunResult, Terraform, init_if_needed
 from dlvm_cluster.spec.model import ClusterSpec
 from dlvm_cluster.state import ClusterState
-
-# Jobs are told when the capacity under them ends (a Capacity Block's end: EC2 ends the
-# instances then), so they can checkpoint before; ISO 8601, UTC.
-CAPACITY_ENDS_ENV = "DLVM_CAPACITY_ENDS_AT"
 
 
 def render_aws(
@@ -147,6 +143,7 @@ def provision_aws(
         for node in (previous.nodes if previous else ())
         if node.name in before and before[node.name].instance_id
     }
+    # Jobs are told when a Capacity Block ends (EC2 ends the instances then).
     ends = report.reserved.end if report.reserved is not None else None
     extra = {CAPACITY_ENDS_ENV: ends.isoformat()} if ends is not None else {}
     return _inventory(request, api, result, report.gpus_per_node, pinned, extra), True

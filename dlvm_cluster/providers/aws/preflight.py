@@ -215,12 +215,57 @@ def _reservation_problems(
     return errors, warnings
 
 
-def check_quota(
-    clients: AwsClients, spec: ClusterSpec, facts: InstanceFacts, new_nodes: int
-) -> list[str]:
-    """Warnings; raises when the vCPUs of the new nodes exceed the family's quota. Instances
-    in a reservation or Capacity Block are not checked: the reservation holds their
-    capacity."""
+# Instances that count against the On-Demand vCPU quotas: any but Spot's and those of a
+# Capacity Block (paid up front, outside the quotas).
+_NOT_ON_DEMAND = ("spot", "capacity-block")
+
+
+def running_vcpus(
+    clients: AwsClients, quota_class: str, spot: bool, cluster: str, known: dict[str, int]
+) -> int:
+    """The vCPUs the region's running instances already count against one quota (the class
+    `quota_class`, Spot or On-Demand), this cluster's own instances left out (the caller
+    counts them at their new size): each type's default vCPUs, as the quotas count them
+    (`known`: type -> vCPUs already read)."""
+    paginator = clients.ec2.get_paginator("describe_instances")
+    pages = call(
+        "listing the running instances for the vCPU quota",
+        lambda: list(
+            paginator.paginate(
+                Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}]
+            )
+        ),
+    )
+    counted: dict[str, int] = {}
+    for page in pages:
+        for reservation in page.get("Reservations", []):
+            for item in reservation.get("Instances", []):
+                tags = {tag["Key"]: tag["Value"] for tag in item.get("Tags", [])}
+                lifecycle = item.get("InstanceLifecycle", "")
+                is_spot = lifecycle == "spot"
+                counts = is_spot if spot else lifecycle not in _NOT_ON_DEMAND
+                kind = str(item.get("InstanceType", ""))
+                if tags.get("dlvm-cluster") == cluster or not counts:
+                    continue
+                if shapes.quota_class(kind) == quota_class:
+                    counted[kind] = counted.get(kind, 0) + 1
+    vcpus = dict(known)
+    unknown = sorted(kind for kind in counted if kind not in vcpus)
+    for start in range(0, len(unknown), 100):  # DescribeInstanceTypes takes 100 at a time
+        chunk = unknown[start : start + 100]
+        answer = call(
+            "describing the running instance types",
+            functools.partial(clients.ec2.describe_instance_types, InstanceTypes=chunk),
+        )
+        for item in answer.get("InstanceTypes", []):
+            vcpus[str(item["InstanceType"])] = int(item["VCpuInfo"]["DefaultVCpus"])
+    return sum(vcpus.get(kind, 0) * count for kind, count in counted.items())
+
+
+def check_quota(clients: AwsClients, spec: ClusterSpec, facts: InstanceFacts) -> list[str]:
+    """Warnings; raises when the cluster's nodes with the instances already running in the
+    region need more vCPUs than the family's quota. Instances in a reservation or Capacity
+    Block are not checked: the reservation holds their capacity."""
     nodes = aws_nodes(spec)
     kind = instance_type(spec)
     if nodes.provisioning_model == "capacity-block" or reservation_preference(spec)[1]:
@@ -228,8 +273,8 @@ def check_quota(
     quota_class = shapes.quota_class(kind)
     if quota_class is None:
         return [f"dlvm does not know which vCPU quota {kind} counts against; not checked"]
-    table = shapes.SPOT_QUOTAS if nodes.provisioning_model == "spot" else shapes.ON_DEMAND_QUOTAS
-    code, name = table[quota_class]
+    spot = nodes.provisioning_model == "spot"
+    code, name = (shapes.SPOT_QUOTAS if spot else shapes.ON_DEMAND_QUOTAS)[quota_class]
     try:
         answer = call(
             "reading the vCPU quota",
@@ -240,10 +285,12 @@ def check_quota(
             return [f"could not read quota {code} ({name}); not checked"]
         raise
     limit = float(answer["Quota"]["Value"])
-    needed = facts.vcpus * new_nodes
-    if needed > limit:
+    others = running_vcpus(clients, quota_class, spot, spec.name, {kind: facts.vcpus})
+    needed = facts.vcpus * nodes.count
+    if others + needed > limit:
+        running = f", and {others} already run in {clients.region}" if others else ""
         raise ProvisionError(
-            f"{new_nodes} x {kind} need {needed} vCPUs; your quota {name} allows "
+            f"{nodes.count} x {kind} need {needed} vCPUs{running}; your quota {name} allows "
             f"{limit:.0f} in {clients.region}",
             hint=QUOTA_HINT.format(code=code, name=name),
         )
@@ -394,7 +441,7 @@ def preflight(
             )
         warnings += more
         zones = [reserved.zone]
-    warnings += check_quota(clients, spec, facts, new_nodes)
+    warnings += check_quota(clients, spec, facts)
     check_image(clients, spec, facts)
     check_subnet(clients, spec)
     warnings += check_buckets(clients, spec)

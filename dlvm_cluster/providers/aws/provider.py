@@ -3,13 +3,14 @@ host keys from the console, instance states, stop and start, and prices."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from dlvm_cluster.errors import StateError, UsageError
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers import checks
-from dlvm_cluster.providers.aws import instances, power, storage
+from dlvm_cluster.providers.aws import gpu_network, instances, power, storage
 from dlvm_cluster.providers.aws.api import AwsClients, aws_clients, call
 from dlvm_cluster.providers.aws.config import aws_config
 from dlvm_cluster.providers.aws.converge import (
@@ -21,10 +22,15 @@ from dlvm_cluster.providers.aws.converge import (
 from dlvm_cluster.providers.aws.report import (
     capacity_facts,
     node_instances,
+    node_rates,
     plan_notes,
     price_text,
 )
-from dlvm_cluster.providers.aws.tfvars import instance_name, reservation_preference
+from dlvm_cluster.providers.aws.tfvars import (
+    instance_name,
+    instance_type,
+    reservation_preference,
+)
 from dlvm_cluster.providers.base import (
     BootReadiness,
     Bound,
@@ -37,6 +43,7 @@ from dlvm_cluster.providers.base import (
     ProviderPlan,
     Reach,
     StopMark,
+    TransportReading,
 )
 from dlvm_cluster.providers.terraformed import applied_tfvars, destroy_module, plan_module
 from dlvm_cluster.provision.render import RenderedModule
@@ -102,7 +109,13 @@ class Ec2(Bound):
 
     def status_price(self, nodes: int) -> str | None:
         spec = self.spec
-        return price_text(spec, _optional_clients(spec), nodes, aws_config(spec).zones[0])
+        return price_text(spec, _optional_clients(spec), nodes, self._zone())
+
+    def _zone(self) -> str:
+        """The zone the nodes run in (the last apply's), else the first of provider.zones."""
+        zones = aws_config(self.spec).zones
+        applied = applied_tfvars(self.state).get("zone")
+        return applied if isinstance(applied, str) and applied in zones else zones[0]
 
     def boot_readiness(self) -> BootReadiness | None:
         return None  # no boot-time setup dlvm waits for on EC2's images
@@ -113,9 +126,10 @@ class Ec2(Bound):
         return capacity_facts(self.spec, _optional_clients(self.spec) if reserved else None)
 
     def hourly_rates(self) -> HourlyRates | None:
-        """None: dlvm asks AWS for the instance's price only, not for the volumes' (what a
-        stopped node costs), so it does not add a running total up."""
-        return None
+        """The instance's price (On-Demand, or the zone's Spot price now) and its root
+        volume's, asked of AWS; None for a Capacity Block (paid up front) or without prices."""
+        spec = self.spec
+        return node_rates(spec, _optional_clients(spec), self._zone())
 
     def stop_nodes(self, inventory: Inventory, progress: Progress, *, by: str) -> None:
         if applied_tfvars(self.state).get("market") == "spot":
@@ -143,6 +157,11 @@ class Ec2(Bound):
 
     def self_stop_command(self, action: str) -> str | None:
         return power.self_stop_command(action)
+
+    def read_transport(self, network: str, net_lines: Sequence[str]) -> TransportReading:
+        """EFA through aws-ofi-nccl: the libfabric provider and NICs, checked against the
+        instance type's EFA interfaces (providers/aws/gpu_network.py)."""
+        return gpu_network.read_transport(instance_type(self.spec), network, net_lines)
 
     def doctor(self, reach: Reach) -> list[Check]:
         found = [checks.terraform_check()]

@@ -18,13 +18,14 @@ from dlvm_cluster.providers.aws.config import (
 )
 from dlvm_cluster.providers.aws.instances import Instance, cluster_instances
 from dlvm_cluster.providers.aws.preflight import reserved_capacity
-from dlvm_cluster.providers.aws.pricing import node_price, price_line
+from dlvm_cluster.providers.aws.pricing import hourly_rates, node_price, price_line
 from dlvm_cluster.providers.aws.tfvars import (
+    DEFAULT_DISK_TYPE,
     instance_type,
     placement_group,
     reservation_preference,
 )
-from dlvm_cluster.providers.base import CapacityFacts
+from dlvm_cluster.providers.base import CapacityFacts, HourlyRates
 from dlvm_cluster.providers.terraformed import applied_tfvars
 from dlvm_cluster.spec.model import ClusterSpec
 from dlvm_cluster.state import ClusterState
@@ -93,6 +94,25 @@ def price_text(spec: ClusterSpec, clients: AwsClients | None, nodes: int, zone: 
     except Exception as exc:
         return f"price: unknown for {kind} (AWS did not answer: {exc})"
     return price_line(price, nodes, kind, model)
+
+
+def node_rates(spec: ClusterSpec, clients: AwsClients | None, zone: str) -> HourlyRates | None:
+    """One node's hourly price running and stopped, asked of AWS; None where it cannot be
+    asked or gave none (what `status` then says instead of a total)."""
+    nodes = aws_nodes(spec)
+    if clients is None:
+        return None
+    try:
+        return hourly_rates(
+            clients,
+            nodes.provisioning_model,
+            instance_type(spec),
+            zone,
+            nodes.disk_gb,
+            nodes.disk_type or DEFAULT_DISK_TYPE,
+        )
+    except Exception:
+        return None
 
 
 def plan_notes(spec: ClusterSpec, clients: AwsClients | None) -> list[str]:
