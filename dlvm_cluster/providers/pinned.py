@@ -18,10 +18,11 @@ class Pinned:
     by the fingerprints of its primary keys, an apt package (`source` NAME or NAME=VERSION)
     by the SHA-256 of its file that the signed index lists, or a file signed by its publisher
     (`source` its URL) by a detached signature made with one of the publisher's keys.
-    `expected` is dlvm's record of it (sha256:HEX; primary-key fingerprints, sorted and
-    space-separated), copied from where its publisher gives it; where dlvm records none for
-    an image, key or package, each node keeps what its first download gave and refuses
-    anything else afterwards (a tag moved, a key replaced, a package version's file
+    `expected` is dlvm's record of it (sha256:HEX; for a key file or a signed file, the
+    primary-key fingerprints of the publisher's keys, space-separated: the key file must hold
+    at least one of them and no other), copied from where its publisher gives it; where dlvm
+    records none for an image, key or package, each node keeps what its first download gave
+    and refuses anything else afterwards (a tag moved, a key replaced, a package version's file
     replaced). A signed file always needs the record: its signature is only as good as the
     keys it is checked with."""
 

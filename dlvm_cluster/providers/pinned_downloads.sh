@@ -47,9 +47,23 @@ primary_fingerprints() {
 	printf '%s' "${listed% }"
 }
 
+# Fails unless the key file at SOURCE, whose primary fingerprints are GOT, holds at least one
+# key and only keys among EXPECTED (those its publisher lists, space-separated), naming both:
+# a publisher may ship any of its keys, or several at once, while a key added to the file, or
+# one put in its place, is refused.
+keys_among() {
+	local source=$1 expected=$2 got=$3 key
+	for key in ${got:-none}; do
+		if [[ " ${expected} " != *" ${key} "* ]]; then
+			pin_log "${source}: expected keys among ${expected}, got ${got:-no key}"
+			return 1
+		fi
+	done
+}
+
 # Fetches the apt signing keys at URL into the keyring KEYRING, checked before apt may trust
-# them: the fingerprints of the file's primary keys are the expected ones, so that a key
-# added to the file, or one put in its place, is refused.
+# them: every primary key of the file is one of EXPECTED (keys_among); where dlvm records no
+# key, the file's keys are this node's first download's, exactly.
 pinned_apt_key() {
 	local url=$1 expected=$2 keyring=$3 got
 	curl --fail --silent --show-error --location "${url}" | gpg --dearmor --yes -o "${keyring}.new" ||
@@ -60,7 +74,11 @@ pinned_apt_key() {
 		rm -f "${keyring}.new"
 		return 1
 	fi
-	check_download "${url}" "${expected}" "${got}" || { rm -f "${keyring}.new"; return 1; }
+	if [[ -n ${expected} ]]; then
+		keys_among "${url}" "${expected}" "${got}" || { rm -f "${keyring}.new"; return 1; }
+	else
+		check_download "${url}" "" "${got}" || { rm -f "${keyring}.new"; return 1; }
+	fi
 	mv "${keyring}.new" "${keyring}"
 }
 
@@ -97,8 +115,8 @@ checked_apt_candidate() {
 }
 
 # Downloads the file at URL to FILE once its publisher's detached signature of it, at URL.asc,
-# is checked: the key file at KEYS_URL must hold only keys whose primary fingerprints are
-# among EXPECTED (the publisher's documented keys, space-separated; never empty), and gpgv,
+# is checked: the key file at KEYS_URL must hold only keys among EXPECTED (keys_among: the
+# publisher's documented keys, space-separated; never empty), and gpgv,
 # given those keys alone, must find the signature good and made by one of them (a subkey's
 # signature counts for its primary key). A signature missing, bad or by another key, or a
 # key file holding another key, stops before FILE exists, naming what was expected and what
@@ -119,12 +137,7 @@ pinned_signed_file() (
 	fetch "${keys_url}" "${work}/keys" || exit 1
 	gpg --dearmor --yes -o "${work}/keyring.gpg" <"${work}/keys" || exit 1
 	got=$(primary_fingerprints "${work}/keyring.gpg") || exit 1
-	for key in ${got:-none}; do
-		if [[ " ${expected} " != *" ${key} "* ]]; then
-			pin_log "${keys_url}: expected keys among ${expected}, got ${got:-no key}"
-			exit 1
-		fi
-	done
+	keys_among "${keys_url}" "${expected}" "${got}" || exit 1
 	verified=0
 	status=$(gpgv --status-fd 1 --keyring "${work}/keyring.gpg" "${work}/file.asc" "${work}/file" \
 		2>/dev/null) || verified=$?

@@ -116,6 +116,8 @@ TOOLS += ("awk", "sort", "tr", "sed", "touch", "mktemp", "cp")
 DIGEST = "sha256:" + "ab" * 32  # what the stand-in registry serves
 # What the stand-in key server serves: the key Google ships (the table's record of both keys).
 FINGERPRINTS = "35BAA0B33E9EB396F59CA838C0BA5CE6DC6315A3"
+# Google's other published key, shipped beside it in one key file.
+RAPTURE_KEY = "A362B822F6DEDC652817EA46B53DC80D13EDEF05"
 OTHER_KEY = "0123456789ABCDEF" * 2 + "01234567"  # anyone else's key
 DEB_SHA = "ef" * 32  # the SHA256 the stand-in apt index lists for every package
 
@@ -700,7 +702,8 @@ def test_an_apt_key_with_other_fingerprints_is_refused_before_apt_trusts_it(
     monkeypatch.setattr(gpu_network, "PINS", pins)
     run = run_script(tmp_path, "a4-highgpu-8g")
     assert run.returncode != 0
-    assert f"expected {'0123456789ABCDEF' * 2}01234567, got {FINGERPRINTS}" in run.output
+    recorded = f"{'0123456789ABCDEF' * 2}01234567"
+    assert f"expected keys among {recorded}, got {FINGERPRINTS}" in run.output
     assert not any(call.startswith("apt-get") for call in run.calls)
     assert not (tmp_path / "dlvm-google-cloud.gpg").exists()
 
@@ -714,24 +717,44 @@ def test_an_apt_key_other_than_the_one_google_ships_is_refused_by_the_table_as_i
     """No stand-in record: the table's own fingerprints decide, so even a node's first boot
     refuses a key Google does not ship, or Google's key with another beside it."""
     key = gpu_network.PINS["artifact-registry-key"]
-    assert key.expected == FINGERPRINTS
+    assert sorted(key.expected.split()) == [FINGERPRINTS, RAPTURE_KEY]
     run = run_script(tmp_path, "a4-highgpu-8g", fingerprints=served)
     assert run.returncode != 0
     got = " ".join(sorted(served.split()))
-    assert f"{key.source}: expected {FINGERPRINTS}, got {got}" in run.output
+    assert f"{key.source}: expected keys among {key.expected}, got {got}" in run.output
     assert not any(call.startswith("apt-get") for call in run.calls)
     assert not (tmp_path / "dlvm-google-artifact-registry.gpg").exists()
     assert run.state("failed") == f"install the gIB NCCL plugin {gpu_network.GIB_VERSION}"
+
+
+@pytest.mark.parametrize(
+    "served",
+    [f"{RAPTURE_KEY} {FINGERPRINTS}", RAPTURE_KEY, FINGERPRINTS],
+    ids=["both keys", "the 2022 key alone", "the artifact registry key alone"],
+)
+def test_a_key_file_holding_any_of_googles_published_keys_is_trusted(
+    tmp_path: Path, served: str
+) -> None:
+    """Google's key file has held one of its keys, or two at once: each file of only keys
+    Google publishes passes the table as it is, and apt gets the keyring."""
+    run = run_script(tmp_path, "a4-highgpu-8g", fingerprints=served)
+    assert run.returncode == 0, run.output
+    for name in ("dlvm-google-artifact-registry.gpg", "dlvm-google-cloud.gpg"):
+        assert (tmp_path / name).exists(), name
+    assert index_of(run.calls, "apt-get install")
 
 
 def test_the_key_check_reads_real_gnupg_by_primary_fingerprint(
     tmp_path: Path, gnupg: GnuPG
 ) -> None:
     """pinned_apt_key with the real gpg: a key with a subkey passes on its primary key's
-    fingerprint alone (what publishers give); a second key in the file, or another key in its
-    place, is refused before the keyring apt reads exists; so is OpenPGP data holding no key,
-    even where nothing is recorded (it would otherwise become the node's record)."""
+    fingerprint alone (what publishers give), and so does a file of two of the publisher's
+    keys, or of one of them; another key beside them, or in their place, is refused before the
+    keyring apt reads exists; so is OpenPGP data holding no key, even where nothing is
+    recorded (it would otherwise become the node's record). Where nothing is recorded, the
+    node's first download decides, exactly."""
     publisher, published = new_key(gnupg, "Publisher <publisher@example.com>")
+    second, seconds = new_key(gnupg, "Publisher's other key <publisher@example.com>")
     intruder, intruders = new_key(gnupg, "Intruder <intruder@example.com>")
     signature_only = run_gpg(
         gnupg, "--armor", "--local-user", published, "--detach-sign", stdin="Suite: stable\n"
@@ -764,24 +787,38 @@ def test_the_key_check_reads_real_gnupg_by_primary_fingerprint(
         }
         return subprocess.run([bash, "-c", script], env=env, capture_output=True, text=True)
 
+    both = f"{published} {seconds}"
     try:
-        accepted = fetch(publisher)
-        assert accepted.returncode == 0, accepted.stderr
-        assert keyring.exists()
-        for served, got in (
-            (publisher + intruder, sorted([published, intruders])),
-            (intruder, [intruders]),
+        for served, expected in (
+            (publisher, published),
+            (publisher + second, both),
+            (second, both),
         ):
-            refused = fetch(served)
+            accepted = fetch(served, expected)
+            assert accepted.returncode == 0, accepted.stderr
+            assert keyring.exists()
+        for served, expected, got in (
+            (publisher + intruder, published, sorted([published, intruders])),
+            (intruder, published, [intruders]),
+            (publisher + second + intruder, both, sorted([published, seconds, intruders])),
+        ):
+            refused = fetch(served, expected)
             assert refused.returncode != 0
-            assert f"expected {published}, got {' '.join(got)}" in refused.stderr
+            assert f"expected keys among {expected}, got {' '.join(got)}" in refused.stderr
             assert not keyring.exists()
             assert not keyring.with_name("keyring.gpg.new").exists()
         keyless = fetch(signature_only, expected="")
         assert keyless.returncode != 0
         assert "https://keys.example/key.gpg: no key in the download" in keyless.stderr
         assert not keyring.exists()
-        # The node's record stays the key its first accepted download gave.
+        # Nothing recorded: the node's first download becomes its record, and another file
+        # is refused after it.
+        assert fetch(publisher, expected="").returncode == 0
+        later = fetch(publisher + second, expected="")
+        assert later.returncode != 0
+        assert f"expected {published}, got {' '.join(sorted([published, seconds]))}" in (
+            later.stderr
+        )
         (record,) = (tmp_path / "pins").iterdir()
         assert record.read_text() == f"{published}\n"
     finally:
@@ -817,7 +854,8 @@ def test_each_apt_download_other_than_dlvms_record_is_refused_naming_both(
     run = run_script(tmp_path, machine, **reach)  # type: ignore[arg-type]
     assert run.returncode != 0
     assert f"{pins[name].source}" in run.output
-    assert f"expected {recorded}, got {served}" in run.output
+    among = "" if name.endswith("-package") else "keys among "
+    assert f"expected {among}{recorded}, got {served}" in run.output
     if name.endswith("-package"):
         package = pins[name].source.partition("=")[0]
         assert not any(
@@ -897,6 +935,6 @@ def test_gcsfuse_from_googles_repository_checks_its_key_and_package(
     (tmp_path / "dlvm-gcsfuse.gpg").unlink()
     refused = install()
     assert refused.returncode != 0
-    assert f"expected {'0123456789ABCDEF' * 2}, got {FINGERPRINTS}" in refused.stderr
+    assert f"expected keys among {'0123456789ABCDEF' * 2}, got {FINGERPRINTS}" in refused.stderr
     assert not (tmp_path / "dlvm-gcsfuse.gpg").exists()
     assert not any(c.startswith("apt-get") for c in (tmp_path / "calls").read_text().splitlines())

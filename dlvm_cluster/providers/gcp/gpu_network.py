@@ -37,17 +37,29 @@ from dlvm_cluster.providers.pinned import PINNED_DOWNLOADS, Pinned
 # gpudirect-tcpx/ and gpudirect-tcpxo/, nor in its Cluster Toolkit blueprints), so for them,
 # and for the packages, whose file hashes only the signed index lists, what is trusted is
 # what Google's registries serve a node the first time, and from then on only the same
-# bytes. The apt keys are recorded as Google publishes them. The apt repositories
+# bytes. The apt keys are recorded as Google publishes them (below). The apt repositories
 # (AI_INFRA_APT, CLOUD_APT) are trusted through their checked keys; a package's
 # dependencies come from them (or the image's own sources) unpinned.
 #
-# Both key files hold one key, "Artifact Registry Repository Signer", which signs Artifact
-# Registry's apt repositories and Google's cloud package repositories. Its fingerprint is
-# that of the key Google ships in GoogleCloudPlatform/compute-image-tools,
-# daisy_workflows/image_build/debian/fai_config/files/etc/apt/keyrings/google-keyring.gpg/
-# TRIXIE (the only key its Debian 13 images trust for CLOUD_APT), and one of the two in
-# daisy_workflows/image_build/debian/fai_config/package_config/GCE_SPECIFIC.asc.
-_GOOGLE_REPOSITORY_SIGNER = "35BAA0B33E9EB396F59CA838C0BA5CE6DC6315A3"
+# The keys Google signs these apt repositories with; a key file passes when each of its keys is
+# one of them (a key file has held one of them, or both at once), and any other key is
+# refused. Both are in GoogleCloudPlatform/compute-image-tools,
+# daisy_workflows/image_build/debian/fai_config/package_config/GCE_SPECIFIC.asc, the key file
+# Google's Debian images are built with for CLOUD_APT (as of its commit 60a68ec1, "Update
+# packages.cloud.google.com apt keyring."):
+# - "Artifact Registry Repository Signer", which signs Artifact Registry's apt repositories
+#   and Google's cloud package repositories; also the only key of
+#   daisy_workflows/image_build/debian/fai_config/files/etc/apt/keyrings/google-keyring.gpg/
+#   TRIXIE, all that its Debian 13 images trust for CLOUD_APT.
+# - "Rapture Automatic Signing Key (cloud-rapture-signing-key-2022-03-07-08_01_01.pub)",
+#   alone in GCE_SPECIFIC.asc from its commit 12fa68b3 ("Update apt bootstrap key.") until
+#   the Artifact Registry key joined it.
+_GOOGLE_APT_KEYS = " ".join(
+    (
+        "35BAA0B33E9EB396F59CA838C0BA5CE6DC6315A3",  # Artifact Registry Repository Signer
+        "A362B822F6DEDC652817EA46B53DC80D13EDEF05",  # Rapture Automatic Signing Key, 2022
+    )
+)
 PINS: dict[str, Pinned] = {
     "tcpx-plugin": Pinned(
         "us-docker.pkg.dev/gce-ai-infra/gpudirect-tcpx/nccl-plugin-gpudirecttcpx-dev:v3.1.9-2.19.4-12.0"
@@ -58,10 +70,10 @@ PINS: dict[str, Pinned] = {
     ),
     "tcpxo-rxdm": Pinned("us-docker.pkg.dev/gce-ai-infra/gpudirect-tcpxo/tcpgpudmarxd-dev:v1.0.23"),
     "artifact-registry-key": Pinned(
-        "https://us-apt.pkg.dev/doc/repo-signing-key.gpg", _GOOGLE_REPOSITORY_SIGNER
+        "https://us-apt.pkg.dev/doc/repo-signing-key.gpg", _GOOGLE_APT_KEYS
     ),
     "cloud-packages-key": Pinned(
-        "https://packages.cloud.google.com/apt/doc/apt-key.gpg", _GOOGLE_REPOSITORY_SIGNER
+        "https://packages.cloud.google.com/apt/doc/apt-key.gpg", _GOOGLE_APT_KEYS
     ),
     # Google's ar+https apt transport, from CLOUD_APT, which both repositories below need.
     "transport-package": Pinned("apt-transport-artifact-registry"),
