@@ -6,6 +6,7 @@ failed step is recorded and fails the script. What the commands then do needs th
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import socket
 import subprocess
@@ -165,18 +166,24 @@ def _plugins(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 @contextmanager
-def rxdm_listening(folder: Path, count: int) -> Iterator[None]:
-    """`count` Unix sockets in `folder` that accept connections, as RxDM's do."""
+def rxdm_listening(folder: Path, names: list[str]) -> Iterator[None]:
+    """Unix sockets named `names` in `folder` that accept connections, as RxDM's do."""
     folder.mkdir(exist_ok=True)
     with ExitStack() as stack:
-        for index in range(count):
-            path = folder / f"rxdm-{index}.sock"
+        for name in names:
+            path = folder / name
             path.unlink(missing_ok=True)
             server = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
             server.bind(str(path))
-            server.listen(16)
+            server.listen(512)  # every try of the wait connects; none is accepted
             stack.callback(path.unlink, missing_ok=True)
         yield
+
+
+def rxdm_sockets(script: str) -> list[str]:
+    """The sockets the boot script waits for RxDM to open (its header's RXDM_SOCKETS)."""
+    (line,) = [line for line in script.splitlines() if line.startswith("RXDM_SOCKETS=")]
+    return shlex.split(line.partition("=")[2])[0].split()
 
 
 @dataclass
@@ -185,6 +192,7 @@ class Run:
     output: str
     calls: list[str]
     root: Path
+    uds: Path  # where RxDM's sockets were (a short path: a socket's path has a length limit)
 
     def state(self, name: str) -> str | None:
         path = self.root / "state" / name
@@ -211,12 +219,13 @@ def run_script(
     fingerprints: str = FINGERPRINTS,
     deb_sha: str = DEB_SHA,
     plugin: Path | None = None,
-    rxdm_sockets: int = 1,
+    rxdm_missing: tuple[str, ...] | None = (),
     rxdm_healthy: bool = True,
     down: tuple[str, ...] = (),
     rdma_libraries: bool = True,
 ) -> Run:
-    """The boot script for `machine`, its system paths moved under tmp_path."""
+    """The boot script for `machine`, its system paths moved under tmp_path; RxDM's sockets
+    all answer but those named in `rxdm_missing` (None: not one answers)."""
     network = gpu_network.gpu_network(machine)
     assert network is not None
     sys_net = tmp_path / "sys-class-net"
@@ -245,9 +254,10 @@ def run_script(
     profile = tmp_path / "set_nccl_env.sh"
     profile.write_text("export NCCL_NET=gIB\nexport NCCL_IB_QPS_PER_CONNECTION=4\n")
     script = gpu_network.setup_script(network)
+    uds = Path(tempfile.mkdtemp(prefix="rxdm-", dir="/tmp"))
     moves = {
         f"LIB_DIR={network.lib_dir}\n": f"LIB_DIR={lib_dir}\n",
-        f"UDS_PATH={gpu_network.TCPX_UDS_PATH}\n": f"UDS_PATH={tmp_path / 'tcpx'}\n",
+        f"UDS_PATH={gpu_network.TCPX_UDS_PATH}\n": f"UDS_PATH={uds}\n",
         f"ENV_PROFILE={gpu_network.GIB_ENV_PROFILE}\n": f"ENV_PROFILE={profile}\n",
     }
     for system, moved in moves.items():
@@ -297,13 +307,21 @@ def run_script(
     }
     bash = shutil.which("bash")
     assert bash
-    with rxdm_listening(tmp_path / "tcpx", rxdm_sockets):
-        result = subprocess.run(
-            [bash, "-c", script, "bash", *args], env=env, capture_output=True, text=True, timeout=60
-        )
-    return Run(
-        result.returncode, result.stdout + result.stderr, calls.read_text().splitlines(), tmp_path
-    )
+    expected = rxdm_sockets(script) if network.stack == "tcpx" else []
+    answering = [name for name in expected if name not in (rxdm_missing or ())]
+    try:
+        with rxdm_listening(uds, answering if rxdm_missing is not None else []):
+            result = subprocess.run(
+                [bash, "-c", script, "bash", *args],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+    finally:
+        shutil.rmtree(uds, ignore_errors=True)
+    output = result.stdout + result.stderr
+    return Run(result.returncode, output, calls.read_text().splitlines(), tmp_path, uds)
 
 
 def by_digest(image: str, digest: str = DIGEST) -> str:
@@ -336,7 +354,7 @@ def test_tcpx_installs_the_plugin_with_its_nccl_then_starts_rxdm_on_ubuntu_nics(
 ) -> None:
     run = run_script(tmp_path, "a3-highgpu-8g")
     assert run.returncode == 0, run.output
-    uds = tmp_path / "tcpx"
+    uds = run.uds
     install = index_of(
         run.calls,
         f"docker run --rm --network host --volume /var/lib:/var/lib "
@@ -355,7 +373,6 @@ def test_tcpx_installs_the_plugin_with_its_nccl_then_starts_rxdm_on_ubuntu_nics(
     ) in started
     assert 'ifname: "enp134s0"' in topology.read_text()
     assert "--gpus all" in started
-    assert uds.is_dir()
     settings = network("a3-highgpu-8g").nccl_settings
     assert conf_lines(tmp_path) == [f"{k}={v}" for k, v in settings.items()]
     assert run.library_path() == str(tmp_path / "lib64")
@@ -397,7 +414,7 @@ def test_ready_means_the_plugin_loaded_and_rxdm_answered(tmp_path: Path, machine
     name = {"a3-highgpu-8g": "GPUDirectTCPX_v7 (v7)", "a3-megagpu-8g": "FasTrak (v8)"}[machine]
     assert f"plugin {name} loads" in run.output
     if machine == "a3-highgpu-8g":
-        assert "1 RxDM socket(s) answer" in run.output
+        assert "19 RxDM socket(s) answer" in run.output
 
 
 @pytest.mark.parametrize("machine", ["a3-highgpu-8g", "a3-megagpu-8g"])
@@ -428,9 +445,28 @@ def test_the_transport_name_is_matched_as_nccl_matches_it_ignoring_case(tmp_path
 
 def test_tcpx_rxdm_without_answering_sockets_fails_the_node(tmp_path: Path) -> None:
     """Running is not ready: the plugin reaches RxDM through its sockets."""
-    run = run_script(tmp_path, "a3-highgpu-8g", rxdm_sockets=0)
+    run = run_script(tmp_path, "a3-highgpu-8g", rxdm_missing=None)
     assert_failed_without_settings(run, "wait for the receive-data-path manager's sockets")
     assert "no socket of the receive-data-path manager in" in run.output
+
+
+@pytest.mark.parametrize(
+    "missing",
+    [("queue_ids_by_gpu",), ("get_gpu_fd_0000:8b:00.0", "get_gpu_metadata_0000:8b:00.0")],
+    ids=["the flow-steering sockets opened last", "one GPU's"],
+)
+def test_tcpx_rxdm_is_ready_only_once_every_socket_the_plugin_uses_answers(
+    tmp_path: Path, missing: tuple[str, ...]
+) -> None:
+    """RxDM opens its sockets one after another as it sets up: the first one answering is
+    not ready. Each GPU of the topology has its two, and the flow-steering three come last."""
+    script = gpu_network.setup_script(network("a3-highgpu-8g"))
+    expected = rxdm_sockets(script)
+    assert len(expected) == 2 * 8 + 3
+    assert {"rx_rule_manager", "rx_rule_uninstall", "queue_ids_by_gpu"} <= set(expected)
+    run = run_script(tmp_path, "a3-highgpu-8g", rxdm_missing=missing)
+    assert_failed_without_settings(run, "wait for the receive-data-path manager's sockets")
+    assert f"{len(missing)} not there yet: {' '.join(missing)}" in run.output
 
 
 def test_tcpxo_rxdm_that_reports_no_health_fails_the_node(tmp_path: Path) -> None:

@@ -271,15 +271,22 @@ def roce_profile(zone: str) -> str:
     return f"{zone}-vpc-roce"
 
 
+# A3 High's PCI layout, (NIC bus, its GPUs' buses): each NIC sits on the PCIe switch of two GPUs.
+_A3_HIGH_BUSES = (
+    ("06", ("04", "05")),
+    ("0c", ("0a", "0b")),
+    ("86", ("84", "85")),
+    ("8c", ("8a", "8b")),
+)
+
+
 def _a3_high_rxq_topology() -> str:
     """RxDM's map of A3 High (protobuf text): for each GPU NIC, as Ubuntu names it, its PCI
     address and the two GPUs beside it, each with the NIC's receive queues it owns. RxDM's
     built-in `a3vm` preset assumes the NIC names of Container-Optimized OS (eth1..eth4)."""
-    # (NIC bus, its GPUs' buses): each NIC sits on the PCIe switch of two GPUs.
-    buses = (("06", ("04", "05")), ("0c", ("0a", "0b")), ("86", ("84", "85")), ("8c", ("8a", "8b")))
     queues = ((8, 9, 10, 11), (12, 13, 14, 15))
     lines: list[str] = []
-    for ifname, (nic_bus, gpu_buses) in zip(_A3_HIGH_GPU_IFNAMES, buses, strict=True):
+    for ifname, (nic_bus, gpu_buses) in zip(_A3_HIGH_GPU_IFNAMES, _A3_HIGH_BUSES, strict=True):
         lines.append("gpu_rxq_configs {")
         for gpu_bus, owned in zip(gpu_buses, queues, strict=True):
             lines.append("  gpu_infos {")
@@ -291,6 +298,24 @@ def _a3_high_rxq_topology() -> str:
         lines.append("}")
     lines += ["rss_set_size: 8", "tcpd_queue_size: 8", "max_rx_rules: 100000"]
     return "\n".join(lines) + "\n"
+
+
+def _a3_high_rxdm_sockets() -> str:
+    """The Unix sockets the TCPX plugin reaches RxDM through, space-separated, as RxDM's source
+    at the pinned release (google/tcpgpudmarxd, v2.0.12: cuda/cu_ipc_memfd_exporter.cu and
+    src/rx_rule_manager.cc) names them in its --uds_path: for each GPU of the topology,
+    get_gpu_fd_ADDRESS and get_gpu_metadata_ADDRESS (its PCI address), through which the
+    plugin maps the GPU's receive buffers (--gpu_shmem_type fd); then rx_rule_manager,
+    rx_rule_uninstall and queue_ids_by_gpu, for the plugin's flow-steering rules, which RxDM
+    opens last, once every GPU's buffers are exported and the NICs tuned. Google documents no
+    count; RxDM is ready when all of them answer, not when the first does."""
+    names = [
+        f"{kind}_0000:{gpu_bus}:00.0"
+        for _, gpu_buses in _A3_HIGH_BUSES
+        for gpu_bus in gpu_buses
+        for kind in ("get_gpu_fd", "get_gpu_metadata")
+    ]
+    return " ".join([*names, "rx_rule_manager", "rx_rule_uninstall", "queue_ids_by_gpu"])
 
 
 def setup_script(network: GpuNetwork) -> str:
@@ -319,7 +344,12 @@ def setup_script(network: GpuNetwork) -> str:
     }[network.stack]
     probe = {"NET_PROBE": NET_PROBE.read_text()}
     pins = {
-        "tcpx": {"UDS_PATH": TCPX_UDS_PATH, "RXQ_TOPOLOGY": _a3_high_rxq_topology(), **probe},
+        "tcpx": {
+            "UDS_PATH": TCPX_UDS_PATH,
+            "RXQ_TOPOLOGY": _a3_high_rxq_topology(),
+            "RXDM_SOCKETS": _a3_high_rxdm_sockets(),
+            **probe,
+        },
         "tcpxo": {**probe},
         "gib": {
             "GIB_VERSION": GIB_VERSION,

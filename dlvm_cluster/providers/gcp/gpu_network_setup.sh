@@ -2,7 +2,8 @@
 # every boot). The header above it sets GPU_STACK (tcpx, tcpxo or gib), the pinned versions
 # and downloads (X_IMAGE, X_URL or X_PACKAGE, with X_EXPECTED: the digest, fingerprints or
 # file hash dlvm records; pinned_downloads.sh, above this body, checks them),
-# the plugin's folders (LIB_DIR, and UDS_PATH for TCPX or ENV_PROFILE for gIB), the interfaces
+# the plugin's folders (LIB_DIR, and for TCPX UDS_PATH with the sockets RxDM opens there,
+# RXDM_SOCKETS, or ENV_PROFILE for gIB), the interfaces
 # to expect (INTERFACES) and NCCL's settings (DLVM_NCCL_SETTINGS, NAME=VALUE lines).
 #
 # NCCL's settings go to /etc/nccl.conf, which NCCL reads in every process whatever started it
@@ -202,16 +203,16 @@ setup_tcpx() {
 	wait_for_rxdm_sockets
 }
 
-# This RxDM release logs nothing when ready: it is ready when the sockets through which the
-# plugin reaches it accept connections.
+# This RxDM release logs nothing when ready: it is ready when every socket through which the
+# plugin reaches it (RXDM_SOCKETS, opened one after another as it sets up) accepts connections.
 wait_for_rxdm_sockets() {
 	local tries=0
 	begin "wait for the receive-data-path manager's sockets"
-	until net_probe --sockets "${UDS_PATH}" 2>/dev/null; do
+	until net_probe --sockets "${UDS_PATH}" --expect "${RXDM_SOCKETS}" 2>/dev/null; do
 		if [[ $(docker inspect --format '{{.State.Running}}' "${RXDM_CONTAINER}") != true ]] ||
 			((tries += 1, tries > 90)); then
 			docker logs --tail 20 "${RXDM_CONTAINER}" || true
-			net_probe --sockets "${UDS_PATH}" || true
+			net_probe --sockets "${UDS_PATH}" --expect "${RXDM_SOCKETS}" || true
 			return 1
 		fi
 		sleep 2
@@ -244,7 +245,7 @@ verify_transport() {
 		return 1
 	}
 	case "${GPU_STACK}" in
-	tcpx) net_probe --sockets "${UDS_PATH}" ;;
+	tcpx) net_probe --sockets "${UDS_PATH}" --expect "${RXDM_SOCKETS}" ;;
 	tcpxo)
 		[[ -e ${RXDM_HEALTH_DIR}/health-check ]] || {
 			log "the receive-data-path manager wrote no health file: its initialization did not complete"

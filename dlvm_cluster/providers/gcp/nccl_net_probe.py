@@ -2,13 +2,14 @@
 only: the GPU-network boot script runs it with `python3 -S -I -c`, where dlvm is not
 installed).
 
-    nccl_net_probe.py [--plugin PATH [--net NAME]] [--sockets DIR]
+    nccl_net_probe.py [--plugin PATH [--net NAME]] [--sockets DIR [--expect NAMES]]
 
 --plugin: the NCCL net plugin loads as NCCL loads it (dlopen, every library it needs
 resolved now) and exports an ncclNetPlugin_vN table; with --net, one of those tables is named
 NAME, the transport NCCL_NET asks for (NCCL refuses to start when none is).
 --sockets: the receive-data-path manager answers: DIR holds Unix sockets and each accepts a
-connection (the plugin reaches RxDM through them).
+connection (the plugin reaches RxDM through them); with --expect, DIR holds every one of
+NAMES (space-separated), which RxDM opens one after another as it sets up.
 
 Prints one line saying what was found; on a failure, one line saying what failed, exit 1.
 """
@@ -50,13 +51,15 @@ def plugin_names(path: str) -> dict[int, str]:
     return names
 
 
-def answering_sockets(folder: str) -> int:
-    """How many Unix sockets in `folder` there are; each must accept a connection."""
+def answering_sockets(folder: str, expected: tuple[str, ...] = ()) -> int:
+    """How many Unix sockets in `folder` there are; each must accept a connection, and every
+    name in `expected` must be one of them."""
     try:
         entries = sorted(os.listdir(folder))
     except OSError as error:
         raise ProbeFailed(f"cannot read {folder}: {error.strerror}") from None
     count = 0
+    found: set[str] = set()
     for entry in entries:
         path = os.path.join(folder, entry)
         try:
@@ -71,12 +74,25 @@ def answering_sockets(folder: str) -> int:
             except OSError as error:
                 raise ProbeFailed(f"{path} does not answer: {error}") from None
         count += 1
+        found.add(entry)
     if not count:
         raise ProbeFailed(f"no socket of the receive-data-path manager in {folder}")
+    missing = [name for name in expected if name not in found]
+    if missing:
+        raise ProbeFailed(
+            f"{count} of the receive-data-path manager's sockets answer in {folder}; "
+            f"{len(missing)} not there yet: {' '.join(missing)}"
+        )
     return count
 
 
-def probe(plugin: str | None, net: str | None, sockets: str | None) -> str:
+def probe(
+    plugin: str | None, net: str | None, sockets: str | None, expected: tuple[str, ...] = ()
+) -> str:
+    """What a job's NCCL would meet, checked without a job: the plugin at `plugin` (if given)
+    loads as NCCL loads it and offers the transport `net` names; the receive-data-path
+    manager's sockets in the folder `sockets` (if given) all answer, `expected` among them.
+    Returns one line of what was found; raises ProbeFailed saying what a job would fail on."""
     found = []
     if plugin is not None:
         names = plugin_names(plugin)
@@ -87,7 +103,7 @@ def probe(plugin: str | None, net: str | None, sockets: str | None) -> str:
         version, name = next(iter(names.items()))
         found.append(f"plugin {name} (v{version}) loads")
     if sockets is not None:
-        found.append(f"{answering_sockets(sockets)} RxDM socket(s) answer")
+        found.append(f"{answering_sockets(sockets, expected)} RxDM socket(s) answer")
     return "; ".join(found) or "nothing asked"
 
 
@@ -96,9 +112,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--plugin")
     parser.add_argument("--net")
     parser.add_argument("--sockets")
+    parser.add_argument("--expect", default="")
     args = parser.parse_args(argv)
     try:
-        print(probe(args.plugin, args.net, args.sockets))
+        print(probe(args.plugin, args.net, args.sockets, tuple(args.expect.split())))
     except ProbeFailed as failed:
         print(failed, file=sys.stderr)
         return 1
