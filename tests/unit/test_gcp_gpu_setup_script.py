@@ -71,6 +71,7 @@ ldconfig)
 	fi
 	;;
 modinfo) [[ -n ${IMPORT_HELPER:-} ]] || exit 1 ;;
+dkms) [[ $1 == build && -n ${DKMS_BUILD_FAILS:-} ]] && exit 10 ;;
 ibv_devices)
 	echo "    device                 node GUID"
 	for ((i = 0; i < ${RDMA_DEVICES:-0}; i++)); do echo "    mlx5_$i    0000000000000000"; done
@@ -223,6 +224,7 @@ def run_script(
     rxdm_healthy: bool = True,
     down: tuple[str, ...] = (),
     rdma_libraries: bool = True,
+    dkms_build_fails: bool = False,
 ) -> Run:
     """The boot script for `machine`, its system paths moved under tmp_path; RxDM's sockets
     all answer but those named in `rxdm_missing` (None: not one answers)."""
@@ -304,7 +306,10 @@ def run_script(
         "SYS_NET_DIR": str(sys_net),
         "APT_DIR": str(tmp_path / "apt"),
         "KEYRING_DIR": str(tmp_path),
+        "DKMS_BUILD_FAILS": "yes" if dkms_build_fails else "",
+        "TMPDIR": str(tmp_path / "tmp"),
     }
+    (tmp_path / "tmp").mkdir(exist_ok=True)
     bash = shutil.which("bash")
     assert bash
     expected = rxdm_sockets(script) if network.stack == "tcpx" else []
@@ -532,6 +537,26 @@ def test_tcpxo_installs_the_dmabuf_import_helper_the_image_lacks(tmp_path: Path)
     assert "ar+https://us-apt.pkg.dev/projects/gce-ai-infra gpudirect-tcpxo-apt main" in sources
     # A 5.15 kernel takes the source as packaged.
     assert "MODULE_IMPORT_NS(DMA_BUF);" in (tmp_path / HELPER_SOURCE).read_text()
+    assert not any((tmp_path / "tmp").iterdir())
+
+
+@pytest.mark.parametrize("failing", ["dkms build", "package check"])
+def test_the_import_helpers_download_folder_is_removed_when_a_step_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """A failed command stops the script at once (errexit): its download folder goes too."""
+    if failing == "package check":
+        pins = dict(gpu_network.PINS)
+        pins["import-helper-package"] = Pinned("dmabuf-import-helper", "sha256:" + "00" * 32)
+        monkeypatch.setattr(gpu_network, "PINS", pins)
+    run = run_script(
+        tmp_path, "a3-megagpu-8g", import_helper=False, dkms_build_fails=failing == "dkms build"
+    )
+    assert run.returncode != 0
+    step = {"dkms build": "build the dmabuf import helper (DKMS)"}
+    assert run.state("failed") == step.get(failing, "install the dmabuf import helper (DKMS)")
+    assert index_of(run.calls, "apt-get download" if failing == "dkms build" else "apt-cache")
+    assert not any((tmp_path / "tmp").iterdir())
 
 
 @pytest.mark.parametrize("kernel", ["6.17.0-1007-gcp", "6.14.0-1011-gcp", "6.13.2"])

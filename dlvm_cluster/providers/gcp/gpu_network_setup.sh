@@ -51,8 +51,19 @@ begin() {
 	step=$1
 	printf '%s\n' "${step}" >"${STATE_DIR}/step"
 }
+# Temporary folders of the steps, removed however the script ends: a failed command stops it
+# at once (errexit), before the step's own clean-up. `temp_dir NAME` makes one and sets the
+# variable NAME to it (not in a subshell, which would not keep the list).
+temp_dirs=()
+temp_dir() {
+	local made
+	made=$(mktemp -d) || return 1
+	temp_dirs+=("${made}")
+	printf -v "$1" '%s' "${made}"
+}
 on_exit() {
 	local status=$?
+	((${#temp_dirs[@]} == 0)) || rm -rf "${temp_dirs[@]}"
 	if [[ ${status} -ne 0 ]]; then
 		printf '%s\n' "${step}" >"${STATE_DIR}/failed"
 		log "failed at step '${step}' (exit ${status})"
@@ -320,7 +331,7 @@ kernel_at_least() {
 # does not build on such kernels (Ubuntu's 6.14 and 6.17 kernels among them).
 build_import_helper() {
 	local work source version
-	work=$(mktemp -d)
+	temp_dir work
 	pinned_apt_download "${HELPER_PACKAGE}" "${HELPER_EXPECTED}" "${work}"
 	dpkg-deb -x "${work}"/*.deb "${work}/root"
 	for source in "${work}"/root/usr/src/dmabuf-import-helper-*; do :; done
