@@ -139,8 +139,11 @@ class ScriptedTerraform:
     def apply(self, replace: list[str] | None = None) -> RunResult:
         tfvars = json.loads((self.workdir / "terraform.tfvars.json").read_text())
         zone, wanted = tfvars["zone"], tfvars["nodes"]
+        assert len(self.cloud.applies) < 30, f"up goes round in circles: {self.cloud.applies}"
         if tfvars["flex_gang"]:  # the group and its template; the VMs come from a request
             self.cloud.applies.append(Apply(zone, tuple(wanted), ()))
+            if zone in self.cloud.errors:
+                raise ProvisionError("terraform apply failed: " + self.cloud.errors[zone])
             outputs = {"nodes": {}, "zone": zone, "flex_gang": f"dlvm-{tfvars['cluster_name']}"}
             return RunResult(0, outputs=outputs, summary={"add": 2, "change": 0, "remove": 0})
         replace = list(replace or [])
@@ -1529,6 +1532,35 @@ def test_a_gang_google_reports_a_stockout_for_moves_on_and_says_every_zone_tried
         f"(zones tried: {A}, {B}, {C})"
     )
     assert api.calls("/instances/t-node-") == 0
+
+
+def no_such_shape(zone: str) -> str:
+    """The group's template names a machine type the zone lacks (another zone may have it)."""
+    return (
+        f"Error creating InstanceGroupManager: googleapi: Error 400: Invalid value for field "
+        f"'resource.instanceTemplate': The resource 'projects/{P}/zones/{zone}/machineTypes/"
+        "g2-standard-4' was not found, invalid"
+    )
+
+
+@pytest.mark.parametrize("failed_apply", [A, B], ids=["before the gang", "after the gang"])
+def test_a_gang_and_the_zone_failover_share_one_list_of_zones_tried(
+    api: FakeCompute, state: ClusterState, no_pause: None, failed_apply: str
+) -> None:
+    """A zone whose apply failed is not asked again once a gang elsewhere finds no capacity,
+    nor a zone whose gang found none once an apply elsewhere fails: each zone is tried once,
+    and the error names each once."""
+    for zone in ZONES:
+        api.gang(P, zone, "dlvm-t", states=["ACCEPTED"])
+    cloud = Cloud(errors={failed_apply: no_such_shape(failed_apply)})
+    with pytest.raises(ProvisionError) as caught:
+        up(api, state, cloud, flex_start_spec(2), Recorder(), wait=0.001)
+    assert cloud.zones_tried() == ZONES
+    assert caught.value.message == (
+        f"no capacity for all 2 flex-start node(s) in {C} within 0m: the request was "
+        f"cancelled, no VM was created (zones tried: {A}, {B}, {C})"
+    )
+    assert len(resize_requests(api)) == 2
 
 
 def test_a_gang_that_has_nodes_stays_in_their_zone(

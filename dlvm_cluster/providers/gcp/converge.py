@@ -196,22 +196,24 @@ def provision_gcp(
     )
     # Moving zones recreates every node anyway: no -replace for addresses left behind.
     result, changed = loop.run(home if keep else None, replace if keep else [])
-    tried: list[str] = []
     while True:
         try:
             result, added = _gang(request, api, result, user=login.user)
             break
         except GangNotFilled as unfilled:
             # A new gang that found no capacity moves on, as VMs made one by one do; a gang
-            # that has nodes stays where they are.
-            tried.append(str(result.outputs["zone"]))
-            upcoming = [zone for zone in report.zones if zone not in tried]
-            if keep or not unfilled.capacity or not upcoming:
+            # that has nodes stays where they are. The loop's list of zones tried is the one
+            # list: a zone whose apply failed is not asked again, nor one whose gang was not
+            # filled.
+            zone = str(result.outputs["zone"])
+            upcoming = loop.gave_up(zone, unfilled.message, capacity=unfilled.capacity)
+            if upcoming is None:
+                tried = loop.tried()
                 if len(tried) > 1:
                     unfilled.message += f" (zones tried: {', '.join(tried)})"
                 raise
-            progress.note(f"{unfilled.message}; trying {upcoming[0]} next")
-            result, _ = loop.run(upcoming[0], [])
+            progress.note(f"{unfilled.message}; trying {upcoming} next")
+            result, _ = loop.run(upcoming, [])
             changed = True
     return _inventory(request, api, result, report.gpus_per_node, pinned), changed or added
 

@@ -121,8 +121,23 @@ class ZoneFailover:
             return result, self.changed or _summary_changed(result)
         raise AssertionError("unreachable: _next raises when no zone is left")
 
+    def tried(self) -> list[str]:
+        """The zones tried so far, each once, in the order they were tried."""
+        return list(dict.fromkeys(zone for zone, _ in self.attempts))
+
+    def gave_up(self, zone: str, reason: str, *, capacity: bool) -> str | None:
+        """`zone` took the apply but not the cluster (a flex-start gang's request found no
+        VMs): it counts as tried, as a failed apply does, so that no zone is tried twice.
+        Returns the next zone to try where `capacity` was what it lacked, else None."""
+        kind = FailoverKind.CAPACITY if capacity else FailoverKind.FATAL
+        decision = FailoverDecision(kind, reason)
+        self.attempts.append((zone, decision))
+        return next_zone(
+            self.zones, self.tried(), decision, keep_zone=bool(self.keep), suggested=self.suggested
+        )
+
     def _next(self, zone: str, decision: FailoverDecision, cause: ProvisionError) -> str:
-        tried = [tried_zone for tried_zone, _ in self.attempts]
+        tried = self.tried()
         self.suggested = [*decision.zones_hint, *self.suggested]
         listed = gcp_config(self.spec).zones  # preflight already said why it dropped any
         elsewhere = [z for z in decision.zones_hint if z not in listed]
