@@ -285,9 +285,11 @@ def test_the_circle_check_finds_a_circle_and_names_its_files() -> None:
     assert circles({"x": {"y"}, "y": set()}) == []
 
 
-NODE_PROGRAMS = sorted(
-    path for path in (SOURCE / "nodeside").glob("*.py") if path.name != "__init__.py"
-)
+# nodeside/'s programs, and those a provider keeps beside the node script that runs them.
+NODE_PROGRAMS = [
+    *sorted(path for path in (SOURCE / "nodeside").glob("*.py") if path.name != "__init__.py"),
+    SOURCE / "providers" / "gcp" / "nccl_net_probe.py",
+]
 
 
 def run_standalone(program: Path, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -1,6 +1,7 @@
 """What a job's NCCL will use on an A3 node, tried at boot without a job (standard library
 only: the GPU-network boot script runs it with `python3 -S -I -c`, where dlvm is not
-installed).
+installed). It lives beside that script, not in nodeside/, because only this provider's
+node script ships it.
 
     nccl_net_probe.py [--plugin PATH [--net NAME]] [--sockets DIR [--expect NAMES]]
 
