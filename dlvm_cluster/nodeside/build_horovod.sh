@@ -252,7 +252,11 @@ else
     cp "$HOROVOD_SDIST" "$archive"
   else
     say "fetching the horovod $HOROVOD_VERSION source"
-    "$python" -m pip download -q --no-deps --no-binary :all: -d "$work" "horovod==$HOROVOD_VERSION" ||
+    # The hash in pip's requirement: pip checks it as soon as the archive is downloaded,
+    # before it prepares the archive's metadata, which runs the archive's own code.
+    echo "horovod==$HOROVOD_VERSION --hash=sha256:$HOROVOD_SOURCE_SHA256" >"$work/requirement.txt"
+    "$python" -m pip download -q --no-deps --no-binary :all: --require-hashes -d "$work" \
+      -r "$work/requirement.txt" ||
       fail "could not download the horovod $HOROVOD_VERSION source (see above)"
   fi
   check_sha256 "$archive" "$HOROVOD_SOURCE_SHA256" "the horovod $HOROVOD_VERSION source"

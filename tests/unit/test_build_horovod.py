@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from harness import REPO
+from hostile_sdist import marking_sdist
 
 SCRIPT = REPO / "dlvm_cluster" / "nodeside" / "build_horovod.sh"
 BASH = shutil.which("bash") or "/bin/bash"
@@ -151,6 +152,24 @@ def test_a_source_that_is_not_the_published_one_is_never_unpacked(tmp_path: Path
     assert " wheel " not in (tmp_path / "pip.log").read_text()  # its build code never ran
     cache = tmp_path / "cache"
     assert not cache.exists() or not any(cache.rglob("*.whl"))
+
+
+@pytest.mark.skipif(not all(map(shutil.which, ["g++", "cmake", "make"])), reason="no build tools")
+def test_a_source_with_another_hash_never_runs_its_code(tmp_path: Path) -> None:
+    """Real pip, an index (a local folder) serving an archive whose build code leaves a mark."""
+    mark = tmp_path / "its-code-ran"
+    marking_sdist(tmp_path / "index", "horovod", "0.28.1", mark)
+    result = _script(
+        tmp_path,
+        "wheel",
+        python=Path(sys.executable),
+        PIP_CONFIG_FILE="/dev/null",
+        PIP_NO_INDEX="1",
+        PIP_FIND_LINKS=str(tmp_path / "index"),
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "could not download the horovod 0.28.1 source" in result.stderr
+    assert not mark.exists()
 
 
 def _cached_wheel(tmp_path: Path, python: Path, recorded: str) -> Path:

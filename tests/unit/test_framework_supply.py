@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
+from hostile_sdist import marking_sdist
 
 from dlvm_cluster.launch.frameworks import HOROVOD_SETUP
 from dlvm_cluster.orchestrate.cluster import framework_supply
@@ -146,7 +147,7 @@ def test_a_cached_source_that_is_not_the_published_one_is_fetched_again(
     progress = Notes()
     assert source_archive(PINNED, progress) is None
     assert not cached.exists()
-    assert fetches[-1][-1] == "horovod==0.28.1" and "--no-binary" in fetches[-1]
+    assert "--no-binary" in fetches[-1] and "--require-hashes" in fetches[-1]
     assert any("not the published source" in note for note in progress.notes)
     assert any("does not have the pinned SHA-256" in note for note in progress.notes)
     # The published content (here: what the pin is made to be) is kept, and used from then on.
@@ -171,3 +172,20 @@ def test_a_source_that_cannot_be_fetched_here_leaves_the_head_to_its_index(
     assert source_archive(PINNED, progress) is None
     assert progress.notes and "cannot fetch its source here" in progress.notes[-1]
     assert not (tmp_path / "dlvm" / "sources" / "horovod-0.28.1.tar.gz").exists()
+
+
+def test_a_source_with_another_hash_never_runs_its_code_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real pip, an index (a local folder) serving an archive whose build code leaves a mark:
+    pip prepares an archive's metadata, running that code, unless it checks the hash first."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("PIP_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "index"))
+    mark = tmp_path / "its-code-ran"
+    marking_sdist(tmp_path / "index", "horovod", "0.28.1", mark)
+    progress = Notes()
+    assert source_archive(PINNED, progress) is None
+    assert not mark.exists()
+    assert "cannot fetch its source here" in progress.notes[-1]

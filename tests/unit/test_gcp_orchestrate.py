@@ -849,6 +849,30 @@ def test_the_family_is_resolved_at_preflight_and_kept_for_the_clusters_life(
     assert applied_image(state) == f"{DLVM_IMAGES}/{other}-v20261120"
 
 
+def test_nodes_made_before_the_cluster_kept_its_image_keep_booting_the_family(
+    api: FakeCompute, state: ClusterState
+) -> None:
+    """A cluster whose state has no record of the image (made before it was kept) was
+    created from the family: naming the family's newest image now would recreate its nodes."""
+    cloud = Cloud()
+    running_cluster(api, state, cloud, loaded_spec())
+    family = f"{DLVM_IMAGES}/family/{DEFAULT_IMAGE_FAMILY}"
+    state.boot_image_path.unlink()
+    tfvars = state.terraform_dir / "terraform.tfvars.json"
+    tfvars.write_text(json.dumps({**json.loads(tfvars.read_text()), "image": family}))
+    api.dlvm_image_family(DEFAULT_IMAGE_FAMILY, "pytorch-2-9-cu129-ubuntu-2204-nvidia-580-v2", 100)
+    progress = Recorder()
+    up(api, state, cloud, loaded_spec(3), progress)
+    assert applied_image(state) == family
+    assert not state.boot_image_path.exists()
+    assert not any(note.startswith("the nodes keep") for note in progress.notes)
+    # Another image in the file still resolves anew, and is kept from then on.
+    other = "common-cu129-ubuntu-2404-nvidia-580"
+    api.dlvm_image_family(other, f"{other}-v20261120", 100)
+    up(api, state, cloud, loaded_spec(3, extra=f"  image: {other}\n"), Recorder())
+    assert applied_image(state) == f"{DLVM_IMAGES}/{other}-v20261120"
+
+
 def test_a_new_cluster_gets_the_familys_newest_image(api: FakeCompute, state: ClusterState) -> None:
     newer = "pytorch-2-9-cu129-ubuntu-2204-nvidia-580-v20261201"
     api.dlvm_image_family(DEFAULT_IMAGE_FAMILY, newer, 100)

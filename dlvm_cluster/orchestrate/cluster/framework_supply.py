@@ -174,8 +174,14 @@ def source_archive(pinned: Pins, progress: Progress) -> Path | None:
     progress.stage(f"{pinned.package}: fetching the {pinned.version} source here, to send it")
     with tempfile.TemporaryDirectory() as work:
         fetched = Path(work) / pinned.source_name
-        command = ["download", "--no-deps", "--no-binary", ":all:", "-d", work]
-        failure = _pip([*command, f"{pinned.package}=={pinned.version}"])
+        # The hash in pip's requirement: pip checks it as soon as the archive is downloaded,
+        # before it prepares the archive's metadata, which runs the archive's own code.
+        requirement = Path(work) / "requirement.txt"
+        requirement.write_text(
+            f"{pinned.package}=={pinned.version} --hash=sha256:{pinned.source_sha256}\n"
+        )
+        command = ["download", "--no-deps", "--no-binary", ":all:", "--require-hashes"]
+        failure = _pip([*command, "-d", work, "-r", str(requirement)])
         if not failure and not fetched.is_file():
             failure = "pip fetched no source archive"
         if not failure and sha256_of(fetched) != pinned.source_sha256:

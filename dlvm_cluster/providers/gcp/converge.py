@@ -132,6 +132,9 @@ def provision_gcp(
     spec, state, progress = request.spec, request.state, request.progress
     provider = gcp_config(spec)
     api = clients if clients is not None else compute_clients()
+    # Before this up writes its tfvars, which image_in_use reads for a cluster of before the
+    # record.
+    kept_image = image_in_use(state, node_image(gcp_plan(spec)))
     module = render_gcp(spec, state, wait=request.wait)
     module_changed = module.write(state.terraform_dir)
     previous = request.previous
@@ -157,7 +160,7 @@ def provision_gcp(
     login = resolve_login(spec, state, api, report)
     if login.os_login:
         progress.note(f"OS Login: logging in as {login.user}, the key is on your OS Login profile")
-    image = _boot_image(spec, state, report, progress)
+    image = _boot_image(spec, state, kept_image, report, progress)
     module = render_gcp(spec, state, wait=request.wait, login=login, image=image)
     module.write(state.terraform_dir)
     if previous is not None and home not in provider.zones:
@@ -214,17 +217,21 @@ def provision_gcp(
 
 
 def _boot_image(
-    spec: ClusterSpec, state: ClusterState, report: PreflightReport, progress: Progress
+    spec: ClusterSpec,
+    state: ClusterState,
+    kept: str | None,
+    report: PreflightReport,
+    progress: Progress,
 ) -> str:
-    """The image the VMs are created from: the one the cluster's VMs already boot, else the
-    image preflight found the family to be now (its newest)."""
+    """The image the VMs are created from: the one the cluster's VMs already boot (`kept`,
+    image_in_use before this up), else the image preflight found the family to be now (its
+    newest)."""
     ref = node_image(gcp_plan(spec))
     current = resolved_image(ref, report.image)
-    kept = image_in_use(state, ref)
     if kept is None:
         record_image(state, ref, current)
         return current
-    if kept != current:
+    if kept not in (current, ref.path):
         progress.note(
             f"the nodes keep {kept.rsplit('/', 1)[-1]}; {report.image} is the family's newest "
             "now (a new cluster gets it: moving these nodes would recreate them)"

@@ -101,6 +101,11 @@ def image_in_use(state: ClusterState, ref: ImageRef) -> str | None:
     if not ref.is_family or not state.inventory_path.exists():
         return None
     record = state.read_json(state.boot_image_path)
+    if record is None and read_tfvars(state.terraform_dir / TFVARS).get("image") == ref.path:
+        # Nodes made before the cluster kept its image were created from the family itself,
+        # which Terraform matches with any image of it: naming the family's newest image now
+        # would recreate every node whose image the family has moved past.
+        return ref.path
     if not isinstance(record, dict) or record.get("family") != ref.path:
         return None
     image = record.get("image")
