@@ -10,7 +10,13 @@ from harness import REPO
 from dlvm_cluster.providers import load_spec, load_spec_text
 from dlvm_cluster.providers.gcp import pricing
 from dlvm_cluster.providers.gcp.plan import gcp_plan
-from dlvm_cluster.providers.gcp.pricing import GPU_PRICES, HOST_PRICES, cluster_price, node_price
+from dlvm_cluster.providers.gcp.pricing import (
+    GPU_PRICES,
+    HOST_PRICES,
+    WHOLE_VM_PRICES,
+    cluster_price,
+    node_price,
+)
 from dlvm_cluster.spec.model import ClusterSpec
 from dlvm_cluster.state import ClusterState
 
@@ -69,13 +75,23 @@ def test_count_overrides_the_spec_for_scale_and_status() -> None:
     ("nodes", "region"),
     [
         ("{count: 1}", "us-central1"),  # n2-standard-8: no row in the table
-        ("{count: 1, machine_type: a3-ultragpu-8g, spot: true}", "us-central1"),  # no H200 row
+        ("{count: 1, machine_type: a3-ultragpu-8g, spot: true}", "europe-west4"),  # not copied
         ("{count: 1, machine_type: a3-highgpu-8g, spot: true}", "europe-west4"),  # not copied
         ("{count: 1, machine_type: a2-highgpu-1g}", "europe-west4"),  # region not copied
         (
             "{count: 1, machine_type: a4-highgpu-8g, spot: true}",
             "us-central1",
-        ),  # GPUs unknown offline
+        ),  # no public B200 price found
+        # A3 Ultra has a whole-VM row, but neither flex-start nor reservation-bound is priced.
+        (
+            "{count: 2, machine_type: a3-ultragpu-8g, provisioning: flex-start, max_run_hours: 8}",
+            "us-central1",
+        ),
+        (
+            "{count: 2, machine_type: a3-ultragpu-8g, provisioning: reservation-bound, "
+            "reservation: h200-pool}",
+            "us-central1",
+        ),
         # A2 has a row, but flex-start has a price of its own and reservation-bound VMs are
         # billed through their reservation: neither the on-demand nor the Spot figure.
         (
@@ -120,7 +136,13 @@ def test_node_price_parts() -> None:
 def test_table_is_dated_sourced_and_sane() -> None:
     assert pricing.__doc__ and "skypilot-catalog" in pricing.__doc__
     assert "2026" in pricing.PRICES_AS_OF
-    for on_demand, spot in [*HOST_PRICES.values(), *GPU_PRICES.values()]:
+    assert "tanod/cloud-gpu-list-prices" in pricing.__doc__
+    assert "2026" in pricing.WHOLE_VM_PRICES_AS_OF
+    for on_demand, spot in [
+        *HOST_PRICES.values(),
+        *GPU_PRICES.values(),
+        *WHOLE_VM_PRICES.values(),
+    ]:
         assert 0 < spot < on_demand
 
 
@@ -174,3 +196,38 @@ def test_h100_shapes_are_priced_from_the_catalog(
     assert estimate.node_on_demand == pytest.approx(on_demand, abs=1e-3)
     assert estimate.node_spot == pytest.approx(spot, abs=1e-3)
     assert estimate.cluster_hourly == pytest.approx(2 * spot, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("region", "on_demand", "spot"),
+    [
+        # tanod/cloud-gpu-list-prices, 2026-10-13: per-GPU shares of the whole VM, times 8.
+        ("us-central1", 8 * 10.4365, 8 * 6.2607),
+        ("us-east4", 8 * 10.4365, 8 * 5.6357),
+    ],
+)
+def test_h200_a3_ultra_is_priced_whole_with_its_own_source(
+    region: str, on_demand: float, spot: float
+) -> None:
+    estimate = cluster_price(
+        gcp_plan(spec_of("{count: 2, machine_type: a3-ultragpu-8g, spot: true}", region))
+    )
+    assert estimate is not None
+    assert (estimate.gpu_type, estimate.gpus_per_node) == ("nvidia-h200-141gb", 8)
+    assert estimate.node_on_demand == pytest.approx(on_demand, abs=1e-3)
+    assert estimate.node_spot == pytest.approx(spot, abs=1e-3)
+    assert estimate.cluster_hourly == pytest.approx(2 * spot, abs=1e-3)
+    # Its summary names the source and date of its own row, not the catalog's.
+    summary = estimate.summary()
+    assert pricing.WHOLE_VM_PRICE_SOURCE in summary
+    assert pricing.WHOLE_VM_PRICES_AS_OF in summary
+    assert pricing.PRICE_SOURCE not in summary
+
+
+def test_a3_ultra_standard_on_a_reservation_is_shown_on_demand() -> None:
+    estimate = cluster_price(
+        gcp_plan(spec_of("{count: 1, machine_type: a3-ultragpu-8g, reservation: h200-pool}"))
+    )
+    assert estimate is not None
+    assert not estimate.spot
+    assert estimate.cluster_hourly == pytest.approx(8 * 10.4365, abs=1e-3)

@@ -9,9 +9,19 @@ Its us-central1 on-demand H100 row is half of us-east4's, while every other A3 f
 H100 Mega) is the same in the two regions: the us-east4 on-demand figure is used for both (the
 Spot figures, which do differ by region, are each region's own). Rows whose numbers looked
 inconsistent there (A100 80GB) were left out rather than guessed; the catalog has no H200 (A3
-Ultra) GPU row and no A4 (B200) row at all, so those shapes show no price. Prices exclude
-disks, network egress and discounts; Spot prices change up to once a day. For a bill, use the
-Cloud Billing Catalog API or the pricing pages.
+Ultra) GPU row and no A4 (B200) row at all. Prices exclude disks, network egress and
+discounts; Spot prices change up to once a day. For a bill, use the Cloud Billing Catalog API or
+the pricing pages.
+
+A3 Ultra (a3-ultragpu-8g, 8 x H200) is priced whole, from a second public source: the Hugging
+Face dataset tanod/cloud-gpu-list-prices, snapshot of 2026-10-13, whose rows name the Cloud
+Billing Catalog API as their source and give each GPU's share of the whole VM's price (basis
+"instance_share"), on-demand and Spot, for us-central1 and us-east4 among others; the VM's
+price is that share times its 8 GPUs. A newer SkyPilot catalog (v8) has A3 Ultra rows too, but
+they disagree with it (us-central1: $86.76/h on-demand, host plus H200 rows) and are not used:
+that copy is undated and its H200 rows in other regions contradict themselves (Spot above
+on-demand), while the dataset is dated and names Google's catalog. A4 (a4-highgpu-8g, B200)
+has no price in any public source found (the v8 catalog lists it at $0), so it shows none.
 
 Flex-start and reservation-bound VMs are not priced: flex-start has its own price (a discount
 on on-demand that is neither the on-demand nor the Spot figure, and the catalog has no column
@@ -29,6 +39,8 @@ from dlvm_cluster.providers.gcp.plan import GcpPlan
 
 PRICES_AS_OF = "mid-2026"
 PRICE_SOURCE = "SkyPilot catalog v7 (gcp/vms.csv)"
+WHOLE_VM_PRICES_AS_OF = "2026-10-13"
+WHOLE_VM_PRICE_SOURCE = "Cloud Billing Catalog snapshot (tanod/cloud-gpu-list-prices)"
 # The provisioning models the table has prices for (see the module docstring for the others).
 PRICED_MODELS = frozenset({"standard", "spot"})
 
@@ -73,6 +85,15 @@ GPU_PRICES: dict[tuple[str, str], tuple[float, float]] = {
     ("us-central1", "nvidia-h100-mega-80gb"): (10.34428, 2.3791),
     ("us-east4", "nvidia-h100-80gb"): (9.79655, 1.7632),
     ("us-east4", "nvidia-h100-mega-80gb"): (10.34428, 1.8619),
+}
+
+# (region, machine type) -> (on-demand, Spot) USD per hour for the whole VM, GPUs included, for
+# shapes whose source prices the VM as one unit. tanod/cloud-gpu-list-prices (Hugging Face
+# dataset, snapshot 2026-10-13, "Google Cloud Billing Catalog API"): a3-ultragpu-8g, 8 GPUs,
+# od_per_gpu_h / spot_per_gpu_h on the "instance_share" basis, times the 8 GPUs.
+WHOLE_VM_PRICES: dict[tuple[str, str], tuple[float, float]] = {
+    ("us-central1", "a3-ultragpu-8g"): (8 * 10.4365, 8 * 6.2607),
+    ("us-east4", "a3-ultragpu-8g"): (8 * 10.4365, 8 * 5.6357),
 }
 
 
@@ -121,6 +142,9 @@ def node_price(
     region: str, machine_type: str, gpu_type: str | None, gpus: int
 ) -> tuple[float, float] | None:
     """(on-demand, Spot) per hour for one node, or None when the table lacks a part of it."""
+    whole = WHOLE_VM_PRICES.get((region, machine_type))
+    if whole is not None:
+        return (round(whole[0], 5), round(whole[1], 5))
     host = HOST_PRICES.get((region, machine_type))
     if host is None:
         return None
@@ -142,6 +166,7 @@ def cluster_price(plan: GcpPlan, count: int | None = None) -> PriceEstimate | No
     price = node_price(provider.region, shape.machine_type, shape.gpu_type, shape.gpus)
     if price is None:
         return None
+    whole_vm = (provider.region, shape.machine_type) in WHOLE_VM_PRICES
     return PriceEstimate(
         region=provider.region,
         machine_type=shape.machine_type,
@@ -151,6 +176,8 @@ def cluster_price(plan: GcpPlan, count: int | None = None) -> PriceEstimate | No
         node_on_demand=price[0],
         node_spot=price[1],
         spot=plan.nodes.provisioning_model == "spot",
+        as_of=WHOLE_VM_PRICES_AS_OF if whole_vm else PRICES_AS_OF,
+        source=WHOLE_VM_PRICE_SOURCE if whole_vm else PRICE_SOURCE,
     )
 
 
