@@ -5,13 +5,20 @@ Registered in cli/app.py like every command module's (`stop_cmd` is `dlvm stop`)
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 from dlvm_cluster.cli import documents
 from dlvm_cluster.cli.common import ClusterArg, JsonOption, QuietOption
 from dlvm_cluster.cli.resolve import resolve
+
+if TYPE_CHECKING:
+    from dlvm_cluster.orchestrate.cluster.context import Cluster
+    from dlvm_cluster.progress import Progress
+
+Result = TypeVar("Result")
 
 
 def stop_cmd(
@@ -20,19 +27,18 @@ def stop_cmd(
     json_output: JsonOption = False,
 ) -> None:
     """Power the nodes off, keeping their disks; `dlvm start` or `up` starts them again."""
-    from dlvm_cluster.cli.display import console_progress, stdout
     from dlvm_cluster.orchestrate.cluster import power
 
-    context = resolve(cluster)
-    state = context.state
-    with context, console_progress(quiet=quiet, json_output=json_output) as progress:
-        result = power.stop(context, progress)
-    if json_output:
-        documents.print_json(documents.stop(result))
-        return
-    stdout.print(
-        f"cluster {state.name} is stopped: {len(result.stopped)} node(s) powered off, disks "
-        f"kept ({result.seconds:.1f}s)"
+    _power(
+        cluster,
+        power.stop,
+        documents.stop,
+        lambda name, result: (
+            f"cluster {name} is stopped: {len(result.stopped)} node(s) powered off, disks "
+            f"kept ({result.seconds:.1f}s)"
+        ),
+        quiet=quiet,
+        json_output=json_output,
     )
 
 
@@ -42,20 +48,40 @@ def start_cmd(
     json_output: JsonOption = False,
 ) -> None:
     """Start a stopped cluster's nodes on their disks and wait for SSH."""
-    from dlvm_cluster.cli.display import console_progress, stdout
     from dlvm_cluster.orchestrate.cluster import lifecycle
 
-    context = resolve(cluster)
-    state = context.state
-    with context, console_progress(quiet=quiet, json_output=json_output) as progress:
-        result = lifecycle.start(context, progress)
-    if json_output:
-        documents.print_json(documents.start(result))
-        return
-    stdout.print(
-        f"cluster {state.name} is running: {len(result.started)} node(s) started "
-        f"({result.seconds:.1f}s)"
+    _power(
+        cluster,
+        lifecycle.start,
+        documents.start,
+        lambda name, result: (
+            f"cluster {name} is running: {len(result.started)} node(s) started "
+            f"({result.seconds:.1f}s)"
+        ),
+        quiet=quiet,
+        json_output=json_output,
     )
+
+
+def _power(
+    cluster: str,
+    act: Callable[[Cluster, Progress], Result],
+    document: Callable[[Result], dict[str, object]],
+    said: Callable[[str, Result], str],
+    *,
+    quiet: bool,
+    json_output: bool,
+) -> None:
+    """One power verb: run it with progress, then its JSON document or its one line."""
+    from dlvm_cluster.cli.display import console_progress, stdout
+
+    context = resolve(cluster)
+    with context, console_progress(quiet=quiet, json_output=json_output) as progress:
+        result = act(context, progress)
+    if json_output:
+        documents.print_json(document(result))
+        return
+    stdout.print(said(context.state.name, result))
 
 
 def autostop_cmd(
