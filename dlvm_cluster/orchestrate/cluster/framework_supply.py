@@ -33,9 +33,8 @@ from dlvm_cluster.inventory import Node
 from dlvm_cluster.launch.frameworks import NodeSetup
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.remote import node_json
-from dlvm_cluster.remote.fanout import LineSink
 from dlvm_cluster.remote.pool import SshPool
-from dlvm_cluster.remote.results import GroupResult
+from dlvm_cluster.remote.results import GroupResult, LineSink
 from dlvm_cluster.remote.sync import push
 from dlvm_cluster.shell import quote_path
 
@@ -138,11 +137,8 @@ def cache_root() -> Path:
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def cached_wheel(
