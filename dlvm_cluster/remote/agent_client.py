@@ -51,12 +51,17 @@ from typing import IO, Any
 from dlvm_cluster.errors import DlvmError, RemoteError, StateError, UsageError
 from dlvm_cluster.inventory import Node
 from dlvm_cluster.progress import Progress
-from dlvm_cluster.remote.results import CommandResult, GroupResult, SyncResult, node_results
+from dlvm_cluster.remote.results import (
+    CommandResult,
+    GroupResult,
+    LineSink,
+    SyncResult,
+    node_results,
+)
 from dlvm_cluster.state import AGENT_SOCKET
 
 SOCKET_NAME = AGENT_SOCKET
 ANSWER_TIMEOUT = 3.0  # seconds an agent may take to accept or refuse a request
-LineSink = Callable[[Node, str, str], None]
 
 
 def disabled() -> bool:

@@ -21,19 +21,14 @@ from dlvm_cluster.inventory import Node
 from dlvm_cluster.remote.command import PID_MARKER, kill_tree
 from dlvm_cluster.remote.connection import Connection, paramiko
 from dlvm_cluster.remote.pool import SshPool
-from dlvm_cluster.remote.results import CommandResult, GroupResult
+from dlvm_cluster.remote.results import CommandResult, GroupResult, LineSink, discard_line
 
-LineSink = Callable[[Node, str, str], None]  # node, "out" | "err", one line without newline
 MAX_PARALLEL = 128
 LIVENESS_IDLE = 5.0  # seconds of silence before asking the node whether it is still there
 LIVENESS_TIMEOUT = 10.0  # seconds a node may take to answer that question
 MAX_LINE_BYTES = 1 << 20
 """The longest line kept whole: output without a newline for longer is shown in pieces of
 this size, never buffered without end."""
-
-
-def _discard(node: Node, stream: str, line: str) -> None:
-    return None
 
 
 class Cancellation:
@@ -227,7 +222,7 @@ def run_on_nodes(
     nodes: Sequence[Node],
     command_for: Callable[[Node], str],
     *,
-    sink: LineSink = _discard,
+    sink: LineSink = discard_line,
     timeout: float | None = None,
     log_dir: Path | None = None,
     fail_fast: bool = False,

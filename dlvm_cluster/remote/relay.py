@@ -19,14 +19,8 @@ from collections.abc import Callable, Sequence
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.remote import agent_client
-from dlvm_cluster.remote.results import GroupResult, SyncResult
+from dlvm_cluster.remote.results import GroupResult, LineSink, SyncResult, discard_line
 from dlvm_cluster.state import ClusterState
-
-LineSink = Callable[[Node, str, str], None]
-
-
-def _discard(node: Node, stream: str, line: str) -> None:
-    return None
 
 
 class AgentRelay:
@@ -55,7 +49,7 @@ class AgentRelay:
         nodes: Sequence[Node],
         commands: Sequence[str],
         *,
-        sink: LineSink = _discard,
+        sink: LineSink = discard_line,
         timeout: float | None = None,
         fail_fast: bool = False,
         redact: Callable[[str], str] = str,

@@ -4,8 +4,18 @@ a sync's. Plain data, light to import: the agent's client builds them too."""
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from dlvm_cluster.inventory import Node
+
+LineSink = Callable[[Node, str, str], None]  # node, "out" | "err", one line without newline
+
+
+def discard_line(node: Node, stream: str, line: str) -> None:
+    """The sink of a run whose lines nobody reads."""
+    return None
 
 
 @dataclass

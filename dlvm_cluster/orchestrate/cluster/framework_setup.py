@@ -31,9 +31,9 @@ from dlvm_cluster.orchestrate.cluster import framework_supply
 from dlvm_cluster.orchestrate.cluster.files import setup_digest
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.remote.command import wrap
-from dlvm_cluster.remote.fanout import LineSink, run_on_nodes
+from dlvm_cluster.remote.fanout import run_on_nodes
 from dlvm_cluster.remote.pool import SshPool, run_everywhere
-from dlvm_cluster.remote.results import CommandResult, GroupResult
+from dlvm_cluster.remote.results import CommandResult, GroupResult, LineSink
 from dlvm_cluster.shell import quote_path
 from dlvm_cluster.spec.model import LoadedSpec
 from dlvm_cluster.state import ClusterState

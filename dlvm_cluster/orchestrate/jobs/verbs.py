@@ -32,14 +32,14 @@ from dlvm_cluster.orchestrate.jobs.store import (
     supervisor_alive,
     wait_for_supervisor,
 )
-from dlvm_cluster.orchestrate.nodes.masking import LineSink, Masking, read_masking
+from dlvm_cluster.orchestrate.nodes.masking import Masking, read_masking
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.remote import jobcontrol
 from dlvm_cluster.remote.command import HELD_SECRETS_TIMEOUT
 from dlvm_cluster.remote.connection import Connection
 from dlvm_cluster.remote.fanout import each_its_own, run_on_nodes
 from dlvm_cluster.remote.pool import for_each_node
-from dlvm_cluster.remote.results import GroupResult
+from dlvm_cluster.remote.results import GroupResult, LineSink
 from dlvm_cluster.spec.model import LoadedSpec
 
 

@@ -34,8 +34,7 @@ from dlvm_cluster.state import ClusterState, private_dir
 
 if TYPE_CHECKING:
     from dlvm_cluster.orchestrate.cluster.context import Cluster
-    from dlvm_cluster.remote.fanout import LineSink
-    from dlvm_cluster.remote.results import SyncResult
+    from dlvm_cluster.remote.results import LineSink, SyncResult
 
 
 @dataclass(frozen=True)

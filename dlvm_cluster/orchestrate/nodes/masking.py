@@ -29,9 +29,8 @@ from dataclasses import dataclass, field
 from dlvm_cluster import secret_env
 from dlvm_cluster.inventory import Inventory, Node
 from dlvm_cluster.remote.command import held_secrets, wrap
-from dlvm_cluster.remote.results import CommandResult, GroupResult
+from dlvm_cluster.remote.results import CommandResult, GroupResult, LineSink
 
-LineSink = Callable[[Node, str, str], None]
 Batch = Callable[[Sequence[Node], Sequence[str], LineSink], GroupResult | None]
 """Runs commands[i] on nodes[i], each output line to the sink, unlogged and unmasked;
 None: it could not be run (an agent that refused), and nothing was started."""
