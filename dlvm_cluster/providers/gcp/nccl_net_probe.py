@@ -59,7 +59,6 @@ def answering_sockets(folder: str, expected: tuple[str, ...] = ()) -> int:
         entries = sorted(os.listdir(folder))
     except OSError as error:
         raise ProbeFailed(f"cannot read {folder}: {error.strerror}") from None
-    count = 0
     found: set[str] = set()
     for entry in entries:
         path = os.path.join(folder, entry)
@@ -74,17 +73,16 @@ def answering_sockets(folder: str, expected: tuple[str, ...] = ()) -> int:
                 client.connect(path)
             except OSError as error:
                 raise ProbeFailed(f"{path} does not answer: {error}") from None
-        count += 1
         found.add(entry)
-    if not count:
+    if not found:
         raise ProbeFailed(f"no socket of the receive-data-path manager in {folder}")
     missing = [name for name in expected if name not in found]
     if missing:
         raise ProbeFailed(
-            f"{count} of the receive-data-path manager's sockets answer in {folder}; "
+            f"{len(found)} of the receive-data-path manager's sockets answer in {folder}; "
             f"{len(missing)} not there yet: {' '.join(missing)}"
         )
-    return count
+    return len(found)
 
 
 def probe(
