@@ -5,6 +5,7 @@ supervisor (supervise.py) decides when, and says each step as an event of the jo
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 
@@ -43,7 +44,7 @@ def replace_lost(
         for node in cluster.require_inventory().nodes
         if node.name in names
     }
-    for attempt in range(1, 1_000_000):
+    for attempt in itertools.count(1):
         check_cancel()
         try:
             with cluster.lock("recover"):
