@@ -21,7 +21,7 @@ import dataclasses
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dlvm_cluster import providers
 from dlvm_cluster.errors import StateError
@@ -56,6 +56,7 @@ class Cluster:
         self._provider = provider
         self._inventory: object = _UNREAD
         self._applied: object = _UNREAD
+        self._applied_record: dict[str, Any] | None = None  # spec.json as read, once
         self._pool: SshPool | None = None
         self._pool_lock = threading.Lock()
         self._through_agent = False
@@ -87,7 +88,7 @@ class Cluster:
         """Read the inventory and applied spec again on next use (another process wrote
         them: a supervisor, or a `scale` while this command waited)."""
         self._inventory = _UNREAD
-        self._applied = _UNREAD
+        self._forget_applied()
 
     @property
     def inventory(self) -> Inventory | None:
@@ -115,14 +116,28 @@ class Cluster:
         self.state.inventory_path.unlink(missing_ok=True)
         self.state.applied_spec_path.unlink(missing_ok=True)
         self._inventory = None
-        self._applied = None
+        self._forget_applied()
 
     @property
     def applied(self) -> LoadedSpec | None:
         """The spec as last applied (None: never brought up)."""
         if self._applied is _UNREAD:
-            self._applied = records.read_spec(self.state, self.state.applied_spec_path)
+            self._applied = records.spec_of_record(self._record())
         return self._applied  # type: ignore[return-value]
+
+    def _record(self) -> dict[str, Any]:
+        """The applied spec's record (spec.json), read once for every question asked of it."""
+        if self._applied_record is None:
+            self._applied_record = records.applied_record(self.state)
+        return self._applied_record
+
+    def _forget_applied(self) -> None:
+        self._applied = _UNREAD
+        self._applied_record = None
+
+    def is_applied(self, loaded: LoadedSpec) -> bool:
+        """Whether `loaded` is the spec last applied (the nodes already match it)."""
+        return records.recorded_digest(self._record()) == records.spec_digest(loaded.spec)
 
     def require_applied(self) -> LoadedSpec:
         applied = self.applied
@@ -134,11 +149,11 @@ class Cluster:
 
     def save_applied(self, loaded: LoadedSpec, *, scaled: bool = False) -> None:
         records.save_applied(self.state, loaded, scaled=scaled)
-        self._applied = _UNREAD  # read back as saved (`scaled` rides along)
+        self._forget_applied()  # read back as saved (`scaled` rides along)
 
     def scaled_count(self) -> int | None:
         """The node count `dlvm scale` set, if the cluster was scaled since the last `up`."""
-        return records.scaled_count(self.state)
+        return records.scaled_count(self._record())
 
     # -- the provider, built once ---------------------------------------------------------
 

@@ -25,9 +25,7 @@ from dlvm_cluster.orchestrate.cluster.prepare import (
     with_storage,
 )
 from dlvm_cluster.orchestrate.cluster.records import (
-    applied_digest,
     record_kind,
-    spec_digest,
 )
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers.base import NO_TRUST, KeyTrust, Provider
@@ -148,7 +146,7 @@ def up(
             raise WouldUndoScale(undo)
         state.check_permissions()
         state.ensure_key_pair()
-        if applied_digest(state) == spec_digest(loaded.spec):
+        if cluster.is_applied(loaded):
             # Unchanged: what `up` does on the nodes only checks and keeps them, which the
             # agent's warm connections carry while they serve the nodes as recorded.
             cluster.through_agent()

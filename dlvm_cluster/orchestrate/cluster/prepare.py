@@ -23,10 +23,6 @@ from dlvm_cluster.orchestrate.cluster.files import (
 )
 from dlvm_cluster.orchestrate.cluster.framework_setup import ensure_frameworks
 from dlvm_cluster.orchestrate.cluster.mesh import install_mesh
-from dlvm_cluster.orchestrate.cluster.records import (
-    applied_digest,
-    spec_digest,
-)
 from dlvm_cluster.progress import Progress
 from dlvm_cluster.providers.base import NO_TRUST, Converge, KeyTrust
 from dlvm_cluster.providers.kind import Feature
@@ -55,7 +51,7 @@ def converge_request(
         loaded=loaded,
         state=cluster.state,
         previous=cluster.inventory,
-        applied=applied_digest(cluster.state) == spec_digest(loaded.spec),
+        applied=cluster.is_applied(loaded),
         progress=progress,
         reach=cluster.reach(),
         trust=trust,

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dlvm_cluster.errors import SpecError, StateError
 from dlvm_cluster.inventory import Inventory
@@ -112,22 +112,27 @@ def cluster_kind(state: ClusterState) -> str | None:
 
 def applied_kind(state: ClusterState) -> str | None:
     """The provider kind of the spec last applied, read without loading the spec model."""
-    data = state.read_json(state.applied_spec_path) or {}
-    kind = ((data.get("spec") or {}).get("provider") or {}).get("kind")
+    kind = ((applied_record(state).get("spec") or {}).get("provider") or {}).get("kind")
     return kind if isinstance(kind, str) else None
 
 
-def applied_digest(state: ClusterState) -> str:
-    data = state.read_json(state.applied_spec_path) or {}
-    return str(data.get("digest", ""))
+def applied_record(state: ClusterState) -> dict[str, Any]:
+    """The applied spec's record as `save_spec` wrote it ({}: never brought up)."""
+    data = state.read_json(state.applied_spec_path)
+    return data if isinstance(data, dict) else {}
 
 
-def scaled_count(state: ClusterState) -> int | None:
-    """The node count `dlvm scale` set, if the cluster was scaled since the last `up`."""
-    data = state.read_json(state.applied_spec_path) or {}
-    if not data.get("scaled"):
+def recorded_digest(record: Mapping[str, Any]) -> str:
+    """The digest of the spec a record holds (`spec_digest` when it was saved)."""
+    return str(record.get("digest", ""))
+
+
+def scaled_count(record: Mapping[str, Any]) -> int | None:
+    """The node count `dlvm scale` set, if the applied record says the cluster was scaled
+    since the last `up`."""
+    if not record.get("scaled"):
         return None
-    return int(data["spec"]["nodes"]["count"])
+    return int(record["spec"]["nodes"]["count"])
 
 
 def applied_spec(state: ClusterState) -> LoadedSpec:
@@ -184,7 +189,11 @@ def _same_but_count(applied: ClusterSpec, current: ClusterSpec) -> bool:
 
 def read_spec(state: ClusterState, path: Path) -> LoadedSpec | None:
     """A spec `save_spec` wrote (None: there is none)."""
-    data = state.read_json(path)
+    return spec_of_record(state.read_json(path))
+
+
+def spec_of_record(data: Mapping[str, Any] | None) -> LoadedSpec | None:
+    """The spec a record of `save_spec` holds (None: no record)."""
     if not data:
         return None
     from dlvm_cluster import providers
